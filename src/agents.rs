@@ -1,0 +1,250 @@
+//! Agents: the people who answer visitors, their roles, passwords and login sessions.
+//!
+//! Passwords are argon2id hashes computed on the blocking pool. A login hands out a random
+//! session token; redb stores only its digest.
+
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
+
+use crate::secrets::{self, TokenDigest};
+use crate::storage::writer::Counter;
+use crate::storage::{decode_json, encode_json, tables, Store, StorageError};
+
+/// How long a login session lasts without being used.
+pub const SESSION_LIFETIME_MILLIS: i64 = 30 * 24 * 3600 * 1000;
+
+/// The prefix of agent session tokens, so a token says which table it belongs to.
+pub const TOKEN_PREFIX: &str = "a1.";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Changes settings and serves every site.
+    Admin,
+    /// Serves the sites listed on their record.
+    Agent,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "admin" => Ok(Role::Admin),
+            "agent" => Ok(Role::Agent),
+            other => Err(format!("role must be admin or agent, not {other:?}")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Agent {
+    pub id: u64,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub role: Role,
+    /// Keys of the sites this agent serves (admins serve all).
+    #[serde(default)]
+    pub sites: Vec<String>,
+    /// Most conversations assigned at once.
+    pub capacity: u32,
+    #[serde(default)]
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+impl Agent {
+    pub fn serves_site(&self, site_key: &str) -> bool {
+        self.role == Role::Admin || self.sites.iter().any(|site| site == site_key)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct AgentSession {
+    agent_id: u64,
+    created_at: i64,
+    expires_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("an agent with email {0} already exists")]
+    DuplicateEmail(String),
+    #[error("no agent with email {0}")]
+    NotFound(String),
+    #[error("wrong email or password")]
+    InvalidCredentials,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Clone, Debug)]
+pub struct NewAgent {
+    pub email: String,
+    pub name: String,
+    pub password: String,
+    pub role: Role,
+    pub sites: Vec<String>,
+    pub capacity: u32,
+}
+
+pub fn validate_password(password: &str) -> Result<(), AgentError> {
+    if password.chars().count() < 8 || password.len() > 1024 {
+        return Err(AgentError::Invalid("password: must be 8 to 1024 characters".into()));
+    }
+    Ok(())
+}
+
+fn normalise_email(email: &str) -> Result<String, AgentError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254 && email.split_once('@').is_some_and(|(user, host)| !user.is_empty() && !host.is_empty());
+    if valid { Ok(email) } else { Err(AgentError::Invalid(format!("email {email:?}: not an email address"))) }
+}
+
+pub async fn create(store: &Store, new_agent: NewAgent) -> Result<Agent, AgentError> {
+    let email = normalise_email(&new_agent.email)?;
+    validate_password(&new_agent.password)?;
+    if new_agent.capacity == 0 {
+        return Err(AgentError::Invalid("capacity: must be at least 1".into()));
+    }
+    let password = new_agent.password.clone();
+    let password_hash = tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+        .await
+        .map_err(|error| StorageError::Panicked(error.to_string()))?;
+    let name = if new_agent.name.trim().is_empty() { email.split('@').next().unwrap_or_default().to_owned() } else { new_agent.name.trim().to_owned() };
+    store
+        .write(move |context| {
+            let mut emails = context.transaction.open_table(tables::AGENT_EMAILS)?;
+            if emails.get(email.as_str())?.is_some() {
+                return Ok(Err(AgentError::DuplicateEmail(email)));
+            }
+            let sites = context.transaction.open_table(tables::SITES)?;
+            for site in &new_agent.sites {
+                if sites.get(site.as_str())?.is_none() {
+                    return Ok(Err(AgentError::Invalid(format!("site {site:?}: no such site"))));
+                }
+            }
+            let agent = Agent {
+                id: context.next_id(Counter::Agent),
+                email,
+                name,
+                password_hash,
+                role: new_agent.role,
+                sites: new_agent.sites,
+                capacity: new_agent.capacity,
+                disabled: false,
+                created_at: context.now,
+            };
+            emails.insert(agent.email.as_str(), agent.id)?;
+            let mut agents = context.transaction.open_table(tables::AGENTS)?;
+            agents.insert(agent.id, encode_json(&agent).as_slice())?;
+            Ok(Ok(agent))
+        })
+        .await
+}
+
+pub async fn reset_password(store: &Store, email: &str, password: &str) -> Result<Agent, AgentError> {
+    let email = normalise_email(email)?;
+    validate_password(password)?;
+    let password = password.to_owned();
+    let password_hash = tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+        .await
+        .map_err(|error| StorageError::Panicked(error.to_string()))?;
+    store
+        .write(move |context| {
+            let Some(id) = context.transaction.open_table(tables::AGENT_EMAILS)?.get(email.as_str())?.map(|value| value.value()) else {
+                return Ok(Err(AgentError::NotFound(email)));
+            };
+            let mut agents = context.transaction.open_table(tables::AGENTS)?;
+            let Some(mut agent) = agents.get(id)?.map(|value| decode_json::<Agent>(value.value())).transpose()? else {
+                return Ok(Err(AgentError::NotFound(email)));
+            };
+            agent.password_hash = password_hash;
+            agents.insert(id, encode_json(&agent).as_slice())?;
+            // A new password ends every existing session of the agent.
+            let mut sessions = context.transaction.open_table(tables::AGENT_SESSIONS)?;
+            sessions.retain(|_, value| decode_json::<AgentSession>(value).map(|session| session.agent_id != id).unwrap_or(true))?;
+            Ok(Ok(agent))
+        })
+        .await
+}
+
+pub fn get(transaction: &ReadTransaction, id: u64) -> Result<Option<Agent>, StorageError> {
+    let table = transaction.open_table(tables::AGENTS)?;
+    table.get(id)?.map(|value| decode_json(value.value())).transpose()
+}
+
+pub fn get_by_email(transaction: &ReadTransaction, email: &str) -> Result<Option<Agent>, StorageError> {
+    let Ok(email) = normalise_email(email) else {
+        return Ok(None);
+    };
+    let Some(id) = transaction.open_table(tables::AGENT_EMAILS)?.get(email.as_str())?.map(|value| value.value()) else {
+        return Ok(None);
+    };
+    get(transaction, id)
+}
+
+pub fn list(transaction: &ReadTransaction) -> Result<Vec<Agent>, StorageError> {
+    let table = transaction.open_table(tables::AGENTS)?;
+    table.iter()?.map(|entry| decode_json(entry?.1.value())).collect()
+}
+
+pub fn count(transaction: &ReadTransaction) -> Result<u64, StorageError> {
+    Ok(transaction.open_table(tables::AGENTS)?.len()?)
+}
+
+/// Checks an email and password and opens a session; returns its token.
+pub async fn login(store: &Store, email: &str, password: &str) -> Result<(String, Agent), AgentError> {
+    let owned_email = email.to_owned();
+    let agent = store.read(move |transaction| get_by_email(transaction, &owned_email)).await?;
+    let password = password.to_owned();
+    // Hash even for an unknown email so timing does not reveal which emails exist.
+    let stored_hash = agent.as_ref().map(|agent| agent.password_hash.clone()).unwrap_or_else(dummy_hash);
+    let matches = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &stored_hash))
+        .await
+        .map_err(|error| StorageError::Panicked(error.to_string()))?;
+    let agent = match agent {
+        Some(agent) if matches && !agent.disabled => agent,
+        _ => return Err(AgentError::InvalidCredentials),
+    };
+    let token = secrets::new_token(TOKEN_PREFIX);
+    let digest = secrets::token_digest(&token);
+    let agent_id = agent.id;
+    store
+        .write(move |context| {
+            let session = AgentSession { agent_id, created_at: context.now, expires_at: context.now + SESSION_LIFETIME_MILLIS };
+            context.transaction.open_table(tables::AGENT_SESSIONS)?.insert(&digest, encode_json(&session).as_slice())?;
+            Ok(Ok::<_, AgentError>(()))
+        })
+        .await?;
+    Ok((token, agent))
+}
+
+fn dummy_hash() -> String {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| secrets::hash_password("not a real password")).clone()
+}
+
+/// The agent a session token belongs to, if the session is live and the agent enabled.
+pub fn authenticate(transaction: &ReadTransaction, digest: &TokenDigest, now: i64) -> Result<Option<Agent>, StorageError> {
+    let sessions = transaction.open_table(tables::AGENT_SESSIONS)?;
+    let Some(session) = sessions.get(digest)?.map(|value| decode_json::<AgentSession>(value.value())).transpose()? else {
+        return Ok(None);
+    };
+    if session.expires_at < now {
+        return Ok(None);
+    }
+    Ok(get(transaction, session.agent_id)?.filter(|agent| !agent.disabled))
+}
+
+pub async fn logout(store: &Store, token: &str) -> Result<(), StorageError> {
+    let digest = secrets::token_digest(token);
+    store
+        .write(move |context| {
+            context.transaction.open_table(tables::AGENT_SESSIONS)?.remove(&digest)?;
+            Ok(Ok::<_, StorageError>(()))
+        })
+        .await
+}

@@ -1,0 +1,255 @@
+//! Configuration: embedded defaults < `kefu.toml` < `KEFU_*` environment < command-line flags.
+//!
+//! Every key has a default, so `kefu serve` needs no file. Loading fails with a message naming
+//! the offending key, so a typo stops start-up instead of being silently ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything kefu can be configured with. Field names are the keys of `kefu.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the database and other state live.
+    pub data_dir: PathBuf,
+    /// The HTTP and WebSocket listen address.
+    pub http: SocketAddr,
+    /// The URL people reach kefu at (used in printed links); derived from `http` when absent.
+    pub public_url: Option<String>,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+    pub routing: RoutingConfig,
+    pub log: LogConfig,
+}
+
+/// The group-commit writer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The most operations one commit takes.
+    pub commit_max_batch: usize,
+    /// How long the writer waits for more operations after the first of a batch, in microseconds.
+    /// Zero commits as soon as the queue is drained: under load, batches form on their own
+    /// while the previous commit is syncing.
+    pub commit_max_delay_us: u64,
+}
+
+/// Limits that protect the server from any one client.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest WebSocket frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Longest message text, in characters.
+    pub max_text_chars: usize,
+    /// Sustained frames per second per connection.
+    pub frames_per_second: u32,
+    /// Burst of frames per connection above the sustained rate.
+    pub frame_burst: u32,
+    /// Frames queued for one connection before it counts as a slow consumer and is closed.
+    pub outbound_queue: usize,
+    /// Seconds a new connection has to send `hello`.
+    pub hello_timeout_secs: u64,
+    /// Seconds without any frame or pong before a connection is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds between server pings.
+    pub heartbeat_secs: u64,
+    /// Most concurrent WebSocket connections.
+    pub max_connections: usize,
+    /// Most messages replayed on resume before the client is told to reload instead.
+    pub replay_limit: usize,
+    /// Largest HTTP request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Failed logins per account and per address in a 15-minute window before logins are refused.
+    pub login_attempts: u32,
+}
+
+/// Assignment of conversations to agents.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Seconds after an agent's last connection closes before they count as offline.
+    pub offline_grace_secs: u64,
+    /// Concurrent conversations for an agent created without an explicit capacity.
+    pub default_capacity: u32,
+}
+
+/// Logging.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `kefu=debug,info`.
+    pub level: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./kefu-data"),
+            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            public_url: None,
+            storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
+            routing: RoutingConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { commit_max_batch: 4096, commit_max_delay_us: 0 }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_frame_bytes: 64 * 1024,
+            max_text_chars: 4000,
+            frames_per_second: 20,
+            frame_burst: 40,
+            outbound_queue: 512,
+            hello_timeout_secs: 10,
+            idle_timeout_secs: 75,
+            heartbeat_secs: 30,
+            max_connections: 50_000,
+            replay_limit: 500,
+            max_body_bytes: 1024 * 1024,
+            login_attempts: 10,
+        }
+    }
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig { offline_grace_secs: 30, default_capacity: 5 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".to_owned() }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers in charge.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ConfigOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogOverrides>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LogOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+impl Config {
+    /// Loads the layers in order; `file` is read only if given (a missing file given explicitly is an error).
+    pub fn load(file: Option<&Path>, overrides: &ConfigOverrides) -> anyhow::Result<Config> {
+        Self::load_with_env(file, overrides, Env::prefixed("KEFU_").split("__"))
+    }
+
+    fn load_with_env(file: Option<&Path>, overrides: &ConfigOverrides, env: Env) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // KEFU_CONFIG names the file itself and is not a key.
+        let env = env.ignore(&["config"]);
+        figment = figment.merge(env).merge(Serialized::defaults(overrides));
+        let config: Config = figment.extract().map_err(|error| {
+            let messages: Vec<String> = error.into_iter().map(|error| describe_config_error(&error)).collect();
+            anyhow::anyhow!("invalid configuration: {}", messages.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let limits = &self.limits;
+        let checks: [(&str, bool); 7] = [
+            ("limits.max_frame_bytes", limits.max_frame_bytes >= 1024),
+            ("limits.max_text_chars", limits.max_text_chars >= 1),
+            ("limits.frames_per_second", limits.frames_per_second >= 1),
+            ("limits.outbound_queue", limits.outbound_queue >= 16),
+            ("limits.heartbeat_secs", limits.heartbeat_secs >= 1 && limits.heartbeat_secs < limits.idle_timeout_secs),
+            ("storage.commit_max_batch", self.storage.commit_max_batch >= 1),
+            ("routing.default_capacity", self.routing.default_capacity >= 1),
+        ];
+        for (key, valid) in checks {
+            if !valid {
+                anyhow::bail!("invalid configuration: {key} is out of range (see packaging/kefu.toml)");
+            }
+        }
+        Ok(())
+    }
+
+    /// The base URL printed in links.
+    pub fn public_url(&self) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let host = if self.http.ip().is_unspecified() { "localhost".to_owned() } else { self.http.ip().to_string() };
+        format!("http://{host}:{}", self.http.port())
+    }
+}
+
+fn describe_config_error(error: &figment::Error) -> String {
+    let key = if error.path.is_empty() { "(top level)".to_owned() } else { error.path.join(".") };
+    let source = error.metadata.as_ref().map(|metadata| metadata.name.to_string()).unwrap_or_default();
+    if source.is_empty() {
+        format!("key `{key}`: {}", error.kind)
+    } else {
+        format!("key `{key}` (from {source}): {}", error.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order_and_errors_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("kefu.toml", "http = \"127.0.0.1:9000\"\ndata_dir = \"from-file\"\n[limits]\nreplay_limit = 7\n")?;
+            jail.set_env("KEFU_DATA_DIR", "from-env");
+            let overrides = ConfigOverrides { http: Some("127.0.0.1:9100".into()), ..Default::default() };
+            let config = Config::load(Some(Path::new("kefu.toml")), &overrides).map_err(|e| e.to_string())?;
+            assert_eq!(config.http.port(), 9100);
+            assert_eq!(config.data_dir, PathBuf::from("from-env"));
+            assert_eq!(config.limits.replay_limit, 7);
+
+            jail.set_env("KEFU_LIMITS__REPLAY_LIMIT", "many");
+            let error = Config::load(None, &ConfigOverrides::default()).unwrap_err().to_string();
+            assert!(error.contains("limits.replay_limit"), "{error}");
+
+            jail.create_file("bad.toml", "htp = \"x\"\n")?;
+            let error = Config::load(Some(Path::new("bad.toml")), &ConfigOverrides::default()).unwrap_err().to_string();
+            assert!(error.contains("htp"), "{error}");
+            Ok(())
+        });
+    }
+}

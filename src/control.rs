@@ -1,0 +1,156 @@
+//! Administration commands, run either directly on the database or through the running server.
+//!
+//! redb lets one process open the database. When `kefu admin ...` finds it held by a running
+//! server, it sends the command over the server's control socket (`DATA_DIR/kefu.sock`, mode
+//! 0600, so only the owner of the data directory can use it) and the server runs it. Either way
+//! the same [`AdminCommand::execute`] does the work.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::agents::{self, NewAgent, Role};
+use crate::sensitive_words::SensitiveMode;
+use crate::server::AppState;
+use crate::sites::{self, NewSite};
+use crate::storage::Store;
+
+/// The control socket's file name in the data directory.
+pub const SOCKET_FILE: &str = "kefu.sock";
+
+/// Longest request line accepted on the control socket.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum AdminCommand {
+    CreateSite { name: String, origins: Vec<String>, enforce_identity: bool, sensitive_words: Vec<String>, sensitive_mode: SensitiveMode },
+    CreateAgent { email: String, password: String, name: String, role: Role, sites: Vec<String>, capacity: u32 },
+    ResetPassword { email: String, password: String },
+    ListSites,
+    ListAgents,
+}
+
+impl AdminCommand {
+    /// The command's name, for logs (the arguments may hold a password).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AdminCommand::CreateSite { .. } => "create_site",
+            AdminCommand::CreateAgent { .. } => "create_agent",
+            AdminCommand::ResetPassword { .. } => "reset_password",
+            AdminCommand::ListSites => "list_sites",
+            AdminCommand::ListAgents => "list_agents",
+        }
+    }
+
+    /// Runs the command; the answer is a JSON object of `key: value` lines for the CLI to print.
+    pub async fn execute(self, store: &Store) -> Result<Value, String> {
+        match self {
+            AdminCommand::CreateSite { name, origins, enforce_identity, sensitive_words, sensitive_mode } => {
+                let site = sites::create(store, NewSite { name, allowed_origins: origins, enforce_identity, sensitive_words, sensitive_mode, welcome_text: None })
+                    .await
+                    .map_err(|error| error.to_string())?;
+                Ok(json!({ "site_key": site.key, "site_secret": site.secret }))
+            }
+            AdminCommand::CreateAgent { email, password, name, role, sites, capacity } => {
+                let agent = agents::create(store, NewAgent { email, password, name, role, sites, capacity }).await.map_err(|error| error.to_string())?;
+                Ok(json!({ "agent_id": agent.id, "email": agent.email }))
+            }
+            AdminCommand::ResetPassword { email, password } => {
+                let agent = agents::reset_password(store, &email, &password).await.map_err(|error| error.to_string())?;
+                Ok(json!({ "agent_id": agent.id, "password": "changed" }))
+            }
+            AdminCommand::ListSites => {
+                let sites = store.read(sites::list).await.map_err(|error| error.to_string())?;
+                let lines: Vec<String> = sites.iter().map(|site| format!("{} {} origins={}", site.key, site.name, site.allowed_origins.join(","))).collect();
+                Ok(json!({ "sites": lines }))
+            }
+            AdminCommand::ListAgents => {
+                let agents = store.read(agents::list).await.map_err(|error| error.to_string())?;
+                let lines: Vec<String> = agents.iter().map(|agent| format!("{} {} {:?} sites={}", agent.id, agent.email, agent.role, agent.sites.join(","))).collect();
+                Ok(json!({ "agents": lines }))
+            }
+        }
+    }
+}
+
+pub fn socket_path_of(data_dir: &Path) -> Option<PathBuf> {
+    Some(data_dir.join(SOCKET_FILE))
+}
+
+/// Serves the control socket until aborted.
+#[cfg(unix)]
+pub fn listen(app: AppState) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    let path = app.store.data_dir().join(SOCKET_FILE);
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let app = app.clone();
+            tokio::spawn(async move {
+                let (reader, mut writer) = stream.into_split();
+                let mut line = String::new();
+                let mut reader = BufReader::new(reader.take(MAX_REQUEST_BYTES as u64));
+                if reader.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let answer = match serde_json::from_str::<AdminCommand>(&line) {
+                    Ok(command) => {
+                        tracing::info!(command = command.name(), "admin command over the control socket");
+                        command.execute(&app.store).await
+                    }
+                    Err(error) => Err(format!("unreadable command: {error}")),
+                };
+                if answer.is_ok() {
+                    // Sites may have changed: forget cached ones.
+                    for site in app.store.read(sites::list).await.unwrap_or_default() {
+                        app.sites.invalidate(&site.key);
+                    }
+                }
+                let reply = match answer {
+                    Ok(value) => json!({ "ok": value }),
+                    Err(message) => json!({ "error": message }),
+                };
+                let _ = writer.write_all(format!("{reply}\n").as_bytes()).await;
+            });
+        }
+    }))
+}
+
+#[cfg(not(unix))]
+pub fn listen(_app: AppState) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    Ok(tokio::spawn(async {}))
+}
+
+/// Sends a command to the server holding `data_dir`.
+#[cfg(unix)]
+pub async fn send_to_server(data_dir: &Path, command: &AdminCommand) -> anyhow::Result<Result<Value, String>> {
+    use anyhow::Context;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let path = data_dir.join(SOCKET_FILE);
+    let stream = tokio::net::UnixStream::connect(&path)
+        .await
+        .with_context(|| format!("the database is held by another process, and its control socket {} does not answer", path.display()))?;
+    let (reader, mut writer) = stream.into_split();
+    writer.write_all(format!("{}\n", serde_json::to_string(command)?).as_bytes()).await?;
+    let mut line = String::new();
+    BufReader::new(reader).read_line(&mut line).await?;
+    let reply: Value = serde_json::from_str(&line).context("reading the server's answer")?;
+    Ok(match (reply.get("ok"), reply.get("error")) {
+        (Some(value), _) => Ok(value.clone()),
+        (_, Some(error)) => Err(error.as_str().unwrap_or("unknown error").to_owned()),
+        _ => Err("the server's answer has neither ok nor error".to_owned()),
+    })
+}
+
+#[cfg(not(unix))]
+pub async fn send_to_server(_data_dir: &Path, _command: &AdminCommand) -> anyhow::Result<Result<Value, String>> {
+    anyhow::bail!("the database is held by a running server; stop it to run admin commands")
+}

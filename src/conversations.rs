@@ -1,0 +1,207 @@
+//! Conversations: a visitor's exchange with a site, its state (queued, assigned, closed) and the
+//! operations that change it. Every change is a writer operation that publishes a
+//! [`ConversationEvent`] after commit, which delivery and routing react to.
+
+use redb::{ReadTransaction, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use crate::delivery::{CommittedEvent, ConversationEvent};
+use crate::protocol::ConversationView;
+use crate::storage::writer::Counter;
+use crate::storage::{decode_json, tables, Store, StorageError, WriteContext};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationStatus {
+    /// Waiting for an agent.
+    #[default]
+    Queued,
+    Assigned,
+    Closed,
+}
+
+impl ConversationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationStatus::Queued => "queued",
+            ConversationStatus::Assigned => "assigned",
+            ConversationStatus::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Conversation {
+    pub id: u64,
+    pub site: String,
+    pub visitor_id: u64,
+    pub status: ConversationStatus,
+    pub assigned_agent: Option<u64>,
+    /// The sequence number of the newest message; the next one gets `last_seq + 1`.
+    pub last_seq: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub closed_at: Option<i64>,
+    /// The newest day shard holding a message; later messages never go to an earlier shard.
+    pub last_day: u32,
+    /// When an agent first answered.
+    pub first_response_at: Option<i64>,
+}
+
+impl Conversation {
+    pub fn view(&self, epoch: u64) -> ConversationView {
+        ConversationView {
+            id: self.id,
+            site: self.site.clone(),
+            visitor_id: self.visitor_id,
+            status: self.status.as_str().to_owned(),
+            assigned_agent: self.assigned_agent,
+            epoch,
+            last_seq: self.last_seq,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.status != ConversationStatus::Closed
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConversationError {
+    #[error("no such conversation")]
+    NotFound,
+    #[error("the conversation is closed")]
+    Closed,
+    #[error("the conversation is already assigned")]
+    AlreadyAssigned,
+    #[error("the conversation is not closed")]
+    NotClosed,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Starts a new conversation for a visitor (inside a writer operation) and publishes `created`.
+pub fn create_for_visitor(context: &mut WriteContext<'_>, site: &str, visitor_id: u64) -> Result<u64, StorageError> {
+    let id = context.next_id(Counter::Conversation);
+    let conversation = Conversation {
+        id,
+        site: site.to_owned(),
+        visitor_id,
+        status: ConversationStatus::Queued,
+        created_at: context.now,
+        updated_at: context.now,
+        last_day: crate::clock::day_of(context.now),
+        ..Conversation::default()
+    };
+    context.transaction.open_table(tables::VISITOR_CONVERSATIONS)?.insert((visitor_id, id), ())?;
+    context.transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?.insert(visitor_id, id)?;
+    context.transaction.open_table(tables::OPEN_CONVERSATIONS)?.insert(id, site)?;
+    context.publish(CommittedEvent::Conversation { event: ConversationEvent::Created, conversation: conversation.clone() });
+    context.insert_conversation(conversation);
+    Ok(id)
+}
+
+/// The open conversation of a visitor, if any.
+pub fn open_conversation_of(context: &mut WriteContext<'_>, visitor_id: u64) -> Result<Option<u64>, StorageError> {
+    let table = context.transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?;
+    Ok(table.get(visitor_id)?.map(|value| value.value()))
+}
+
+/// When an assignment may happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssignWhen {
+    /// Only while the conversation waits in the queue (routing).
+    Queued,
+    /// Also when another agent holds it (an agent or admin taking over).
+    Open,
+}
+
+/// Assigns a conversation to an agent.
+pub async fn assign(store: &Store, conversation_id: u64, agent_id: u64, when: AssignWhen) -> Result<Conversation, ConversationError> {
+    store
+        .write(move |context| {
+            let now = context.now;
+            let Some(conversation) = context.conversation_mut(conversation_id)? else {
+                return Ok(Err(ConversationError::NotFound));
+            };
+            match conversation.status {
+                ConversationStatus::Closed => return Ok(Err(ConversationError::Closed)),
+                ConversationStatus::Assigned if when == AssignWhen::Queued || conversation.assigned_agent == Some(agent_id) => {
+                    return Ok(Err(ConversationError::AlreadyAssigned));
+                }
+                _ => {}
+            }
+            let previous = conversation.assigned_agent;
+            conversation.status = ConversationStatus::Assigned;
+            conversation.assigned_agent = Some(agent_id);
+            conversation.updated_at = now;
+            let conversation = conversation.clone();
+            context.publish(CommittedEvent::Conversation { event: ConversationEvent::Assigned { previous }, conversation: conversation.clone() });
+            Ok(Ok(conversation))
+        })
+        .await
+}
+
+/// Closes a conversation.
+pub async fn close(store: &Store, conversation_id: u64) -> Result<Conversation, ConversationError> {
+    store
+        .write(move |context| {
+            let now = context.now;
+            let Some(conversation) = context.conversation_mut(conversation_id)? else {
+                return Ok(Err(ConversationError::NotFound));
+            };
+            if conversation.status == ConversationStatus::Closed {
+                return Ok(Err(ConversationError::Closed));
+            }
+            let previous = conversation.assigned_agent;
+            conversation.status = ConversationStatus::Closed;
+            conversation.closed_at = Some(now);
+            conversation.updated_at = now;
+            let conversation = conversation.clone();
+            context.transaction.open_table(tables::OPEN_CONVERSATIONS)?.remove(conversation_id)?;
+            let mut open_by_visitor = context.transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?;
+            if open_by_visitor.get(conversation.visitor_id)?.map(|value| value.value()) == Some(conversation_id) {
+                open_by_visitor.remove(conversation.visitor_id)?;
+            }
+            drop(open_by_visitor);
+            context.publish(CommittedEvent::Conversation { event: ConversationEvent::Closed { previous }, conversation: conversation.clone() });
+            Ok(Ok(conversation))
+        })
+        .await
+}
+
+pub fn get(transaction: &ReadTransaction, id: u64) -> Result<Option<Conversation>, StorageError> {
+    let table = transaction.open_table(tables::CONVERSATIONS)?;
+    table.get(id)?.map(|value| decode_json(value.value())).transpose()
+}
+
+/// Every conversation that is not closed.
+pub fn list_open(transaction: &ReadTransaction) -> Result<Vec<Conversation>, StorageError> {
+    let open = transaction.open_table(tables::OPEN_CONVERSATIONS)?;
+    let conversations = transaction.open_table(tables::CONVERSATIONS)?;
+    let mut found = Vec::new();
+    for entry in open.iter()? {
+        let id = entry?.0.value();
+        if let Some(value) = conversations.get(id)? {
+            found.push(decode_json(value.value())?);
+        }
+    }
+    Ok(found)
+}
+
+/// A visitor's conversations, oldest first.
+pub fn of_visitor(transaction: &ReadTransaction, visitor_id: u64) -> Result<Vec<Conversation>, StorageError> {
+    let index = transaction.open_table(tables::VISITOR_CONVERSATIONS)?;
+    let conversations = transaction.open_table(tables::CONVERSATIONS)?;
+    let mut found = Vec::new();
+    for entry in index.range((visitor_id, 0)..=(visitor_id, u64::MAX))? {
+        let (_, conversation_id) = entry?.0.value();
+        if let Some(value) = conversations.get(conversation_id)? {
+            found.push(decode_json(value.value())?);
+        }
+    }
+    Ok(found)
+}

@@ -1,0 +1,331 @@
+//! Delivery: who is connected, what they are subscribed to, and the dispatcher that turns
+//! committed events into frames on their outbound queues.
+//!
+//! The writer hands each committed batch to the dispatcher task, which handles events in commit
+//! order. Each frame is encoded once and the bytes shared by every recipient. A connection's
+//! outbound queue is bounded: when it is full the connection is marked overflowed and closes
+//! itself with a resume code, so a slow reader never stalls the dispatcher or anyone else.
+//!
+//! **Invariant:** per conversation, frames reach a connection's queue in sequence order, because
+//! one task dispatches every committed event in commit order.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+
+use crate::conversations::Conversation;
+use crate::messages::{message_view, Appended, MessageRecord};
+use crate::protocol::{ConversationView, ParticipantView, ServerFrame};
+use crate::routing::{Router, RoutingEvent};
+
+/// Committed batches waiting for the dispatcher. Small: each holds a whole commit's events, and a
+/// full queue makes the writer wait, which is the backpressure we want.
+pub const COMMITTED_QUEUE_CAPACITY: usize = 64;
+
+/// The events of one commit, in commit order.
+pub struct CommittedBatch(pub Vec<CommittedEvent>);
+
+/// Something that became durable and must reach the people concerned.
+pub enum CommittedEvent {
+    Message { conversation_id: u64, seq: u64, record: Arc<MessageRecord>, origin: Option<ConnectionHandle> },
+    /// A resend of a stored message: only the sender hears about it again.
+    Duplicate { appended: Appended, client_id: String, origin: Option<ConnectionHandle> },
+    Conversation { event: ConversationEvent, conversation: Conversation },
+    Read { conversation_id: u64, reader: ParticipantView, seq: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConversationEvent {
+    Created,
+    Assigned { previous: Option<u64> },
+    Closed { previous: Option<u64> },
+}
+
+impl ConversationEvent {
+    fn name(self) -> &'static str {
+        match self {
+            ConversationEvent::Created => "created",
+            ConversationEvent::Assigned { .. } => "assigned",
+            ConversationEvent::Closed { .. } => "closed",
+        }
+    }
+}
+
+/// What the dispatcher (or another connection) puts on a connection's queue.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame with a place in a conversation's sequence (a message or the sender's ack);
+    /// the connection writes it only if it is newer than what it has already written.
+    Sequenced { conversation_id: u64, seq: u64, frame: Bytes },
+    /// Any other frame.
+    Frame(Bytes),
+    /// The server subscribed the connection to a conversation whose messages up to `last_seq`
+    /// the connection has not been sent.
+    Subscribed { conversation_id: u64, last_seq: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Visitor,
+    Agent,
+}
+
+/// A connection as others see it: where to put its frames.
+#[derive(Clone, Debug)]
+pub struct ConnectionHandle {
+    inner: Arc<ConnectionShared>,
+}
+
+#[derive(Debug)]
+struct ConnectionShared {
+    id: u64,
+    role: Role,
+    queue: mpsc::Sender<Outbound>,
+    /// Set when a frame could not be queued; the connection then closes with `SLOW_CONSUMER`.
+    overflowed: AtomicBool,
+}
+
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+impl ConnectionHandle {
+    pub fn new(role: Role, queue: mpsc::Sender<Outbound>) -> ConnectionHandle {
+        let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+        ConnectionHandle { inner: Arc::new(ConnectionShared { id, role, queue, overflowed: AtomicBool::new(false) }) }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    pub fn role(&self) -> Role {
+        self.inner.role
+    }
+
+    /// Queues a frame without waiting; a full queue marks the connection overflowed.
+    pub fn push(&self, outbound: Outbound) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.inner.queue.try_send(outbound) {
+            self.inner.overflowed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn overflowed(&self) -> bool {
+        self.inner.overflowed.load(Ordering::Relaxed)
+    }
+}
+
+impl PartialEq for ConnectionHandle {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.id == other.inner.id
+    }
+}
+
+/// Registries of live connections.
+#[derive(Default)]
+pub struct Hub {
+    conversations: DashMap<u64, Vec<ConnectionHandle>>,
+    visitors: DashMap<u64, Vec<ConnectionHandle>>,
+    agents: DashMap<u64, Vec<ConnectionHandle>>,
+    site_agents: DashMap<String, Vec<ConnectionHandle>>,
+    /// Connections of every role, for shutdown.
+    all: DashMap<u64, ConnectionHandle>,
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        Hub::default()
+    }
+
+    pub fn register_visitor(&self, visitor_id: u64, handle: &ConnectionHandle) {
+        push_unique(&mut self.visitors.entry(visitor_id).or_default(), handle);
+        self.all.insert(handle.id(), handle.clone());
+    }
+
+    pub fn register_agent(&self, agent_id: u64, sites: &[String], handle: &ConnectionHandle) {
+        push_unique(&mut self.agents.entry(agent_id).or_default(), handle);
+        for site in sites {
+            push_unique(&mut self.site_agents.entry(site.clone()).or_default(), handle);
+        }
+        self.all.insert(handle.id(), handle.clone());
+    }
+
+    /// Subscribes a connection to a conversation's frames. Returns false if it already was.
+    pub fn subscribe(&self, conversation_id: u64, handle: &ConnectionHandle) -> bool {
+        push_unique(&mut self.conversations.entry(conversation_id).or_default(), handle)
+    }
+
+    /// Removes a connection from every registry it is in.
+    pub fn unregister(&self, handle: &ConnectionHandle, visitor_id: Option<u64>, agent: Option<(u64, &[String])>, conversations: impl Iterator<Item = u64>) {
+        for conversation_id in conversations {
+            remove_from(&self.conversations, &conversation_id, handle);
+        }
+        if let Some(visitor_id) = visitor_id {
+            remove_from(&self.visitors, &visitor_id, handle);
+        }
+        if let Some((agent_id, sites)) = agent {
+            remove_from(&self.agents, &agent_id, handle);
+            for site in sites {
+                remove_from(&self.site_agents, site, handle);
+            }
+        }
+        self.all.remove(&handle.id());
+    }
+
+    pub fn unsubscribe(&self, conversation_id: u64, handle: &ConnectionHandle) {
+        remove_from(&self.conversations, &conversation_id, handle);
+    }
+
+    /// Connections subscribed to a conversation (a snapshot).
+    pub fn subscribers(&self, conversation_id: u64) -> Vec<ConnectionHandle> {
+        self.conversations.get(&conversation_id).map(|entry| entry.clone()).unwrap_or_default()
+    }
+
+    pub fn visitor_connections(&self, visitor_id: u64) -> Vec<ConnectionHandle> {
+        self.visitors.get(&visitor_id).map(|entry| entry.clone()).unwrap_or_default()
+    }
+
+    pub fn agent_connections(&self, agent_id: u64) -> Vec<ConnectionHandle> {
+        self.agents.get(&agent_id).map(|entry| entry.clone()).unwrap_or_default()
+    }
+
+    pub fn site_agent_connections(&self, site: &str) -> Vec<ConnectionHandle> {
+        self.site_agents.get(site).map(|entry| entry.clone()).unwrap_or_default()
+    }
+
+    pub fn all_connections(&self) -> Vec<ConnectionHandle> {
+        self.all.iter().map(|entry| entry.value().clone()).collect()
+    }
+
+    pub fn n_connections(&self) -> usize {
+        self.all.len()
+    }
+
+    /// Sends `frame` to every agent connection of a site.
+    pub fn broadcast_to_site_agents(&self, site: &str, frame: &Bytes) {
+        if let Some(connections) = self.site_agents.get(site) {
+            for connection in connections.iter() {
+                connection.push(Outbound::Frame(frame.clone()));
+            }
+        }
+    }
+}
+
+fn push_unique(list: &mut Vec<ConnectionHandle>, handle: &ConnectionHandle) -> bool {
+    if list.iter().any(|existing| existing == handle) {
+        return false;
+    }
+    list.push(handle.clone());
+    true
+}
+
+fn remove_from<K: std::hash::Hash + Eq>(map: &DashMap<K, Vec<ConnectionHandle>>, key: &K, handle: &ConnectionHandle) {
+    let now_empty = match map.get_mut(key) {
+        Some(mut list) => {
+            list.retain(|existing| existing != handle);
+            list.is_empty()
+        }
+        None => false,
+    };
+    if now_empty {
+        map.remove_if(key, |_, list| list.is_empty());
+    }
+}
+
+/// Consumes committed batches until the writer stops.
+pub async fn run_dispatcher(mut committed: mpsc::Receiver<CommittedBatch>, hub: Arc<Hub>, router: Router, epoch: u64) {
+    while let Some(CommittedBatch(events)) = committed.recv().await {
+        for event in events {
+            dispatch(&hub, &router, epoch, event);
+        }
+    }
+    tracing::debug!("dispatcher stopped");
+}
+
+fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
+    match event {
+        CommittedEvent::Message { conversation_id, seq, record, origin } => {
+            let view = message_view(conversation_id, seq, &record, epoch);
+            let frame = ServerFrame::Message(&view).encode();
+            let ack = origin.as_ref().map(|_| {
+                ServerFrame::Ack {
+                    client_id: record.client_id.as_deref().unwrap_or_default(),
+                    conversation_id,
+                    seq,
+                    epoch,
+                    created_at: record.created_at,
+                    duplicate: false,
+                    text: &record.text,
+                }
+                .encode()
+            });
+            let mut origin_reached = false;
+            if let Some(subscribers) = hub.conversations.get(&conversation_id) {
+                for connection in subscribers.iter() {
+                    if Some(connection) == origin.as_ref() {
+                        origin_reached = true;
+                        let frame = ack.clone().expect("an origin always has an ack");
+                        connection.push(Outbound::Sequenced { conversation_id, seq, frame });
+                    } else if !(record.internal && connection.role() == Role::Visitor) {
+                        connection.push(Outbound::Sequenced { conversation_id, seq, frame: frame.clone() });
+                    }
+                }
+            }
+            if let (Some(origin), Some(ack), false) = (&origin, ack, origin_reached) {
+                origin.push(Outbound::Sequenced { conversation_id, seq, frame: ack });
+            }
+            tracing::debug!(trace_id = record.trace_id, conversation_id, seq, "message delivered");
+            router.notify(RoutingEvent::MessageStored { conversation_id, sender_kind: record.sender_kind });
+        }
+        CommittedEvent::Duplicate { appended, client_id, origin } => {
+            if let Some(origin) = origin {
+                let frame = ServerFrame::Ack {
+                    client_id: &client_id,
+                    conversation_id: appended.conversation_id,
+                    seq: appended.seq,
+                    epoch,
+                    created_at: appended.created_at,
+                    duplicate: true,
+                    text: &appended.text,
+                }
+                .encode();
+                origin.push(Outbound::Frame(frame));
+            }
+        }
+        CommittedEvent::Conversation { event, conversation } => {
+            let view: ConversationView = conversation.view(epoch);
+            let frame = ServerFrame::Conversation { event: event.name(), conversation: &view }.encode();
+            match event {
+                ConversationEvent::Created => {
+                    for connection in hub.visitor_connections(conversation.visitor_id) {
+                        if hub.subscribe(conversation.id, &connection) {
+                            connection.push(Outbound::Subscribed { conversation_id: conversation.id, last_seq: conversation.last_seq });
+                        }
+                    }
+                }
+                ConversationEvent::Assigned { .. } => {
+                    if let Some(agent_id) = conversation.assigned_agent {
+                        for connection in hub.agent_connections(agent_id) {
+                            if hub.subscribe(conversation.id, &connection) {
+                                connection.push(Outbound::Subscribed { conversation_id: conversation.id, last_seq: conversation.last_seq });
+                            }
+                        }
+                    }
+                }
+                ConversationEvent::Closed { .. } => {}
+            }
+            for connection in hub.visitor_connections(conversation.visitor_id) {
+                connection.push(Outbound::Frame(frame.clone()));
+            }
+            hub.broadcast_to_site_agents(&conversation.site, &frame);
+            router.notify(RoutingEvent::Conversation { event, conversation });
+        }
+        CommittedEvent::Read { conversation_id, reader, seq } => {
+            let frame = ServerFrame::Read { conversation_id, reader, seq }.encode();
+            for connection in hub.subscribers(conversation_id) {
+                connection.push(Outbound::Frame(frame.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Agent login, logout and the current agent, with login attempts limited per account and per
+//! address.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::{Caller, Json};
+use super::SESSION_COOKIE;
+use crate::agents::{self, Agent, AgentError, Role};
+use crate::principal::Principal;
+use crate::server::AppState;
+
+/// The window in which failed logins are counted.
+const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Counts failed logins per account and per address.
+pub struct LoginLimiter {
+    max_failures: u32,
+    failures: parking_lot::Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl LoginLimiter {
+    pub fn new(max_failures: u32) -> LoginLimiter {
+        LoginLimiter { max_failures, failures: parking_lot::Mutex::new(HashMap::new()) }
+    }
+
+    /// Seconds to wait if any of `keys` is over the limit.
+    fn blocked_for(&self, keys: &[String]) -> Option<u64> {
+        let failures = self.failures.lock();
+        keys.iter()
+            .filter_map(|key| failures.get(key))
+            .filter(|(count, started)| *count >= self.max_failures && started.elapsed() < LOGIN_WINDOW)
+            .map(|(_, started)| (LOGIN_WINDOW - started.elapsed()).as_secs().max(1))
+            .max()
+    }
+
+    fn record_failure(&self, keys: &[String]) {
+        let mut failures = self.failures.lock();
+        if failures.len() > 100_000 {
+            failures.retain(|_, (_, started)| started.elapsed() < LOGIN_WINDOW);
+        }
+        for key in keys {
+            let entry = failures.entry(key.clone()).or_insert((0, Instant::now()));
+            if entry.1.elapsed() >= LOGIN_WINDOW {
+                *entry = (0, Instant::now());
+            }
+            entry.0 += 1;
+        }
+    }
+
+    fn record_success(&self, keys: &[String]) {
+        let mut failures = self.failures.lock();
+        for key in keys {
+            failures.remove(key);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+pub struct AgentView {
+    id: u64,
+    email: String,
+    name: String,
+    role: Role,
+    sites: Vec<String>,
+    capacity: u32,
+}
+
+impl From<&Agent> for AgentView {
+    fn from(agent: &Agent) -> Self {
+        AgentView { id: agent.id, email: agent.email.clone(), name: agent.name.clone(), role: agent.role, sites: agent.sites.clone(), capacity: agent.capacity }
+    }
+}
+
+#[derive(Serialize)]
+struct LoginResponse {
+    token: String,
+    agent: AgentView,
+}
+
+/// `POST /api/v1/agent/login`
+pub async fn login(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Json(request): Json<LoginRequest>) -> Result<Response, ApiError> {
+    let address: IpAddr = peer.ip();
+    let keys = [format!("email:{}", request.email.trim().to_lowercase()), format!("ip:{address}")];
+    if let Some(retry_after_secs) = app.login_limiter.blocked_for(&keys) {
+        return Err(ApiError::TooManyRequests { retry_after_secs });
+    }
+    let (token, agent) = match agents::login(&app.store, &request.email, &request.password).await {
+        Ok(logged_in) => logged_in,
+        Err(AgentError::InvalidCredentials) => {
+            app.login_limiter.record_failure(&keys);
+            tracing::info!(%address, "failed login");
+            return Err(ApiError::InvalidCredentials);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    app.login_limiter.record_success(&keys);
+    let secure = headers.get("x-forwarded-proto").is_some_and(|proto| proto == "https");
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        agents::SESSION_LIFETIME_MILLIS / 1000,
+        if secure { "; Secure" } else { "" }
+    );
+    let mut response = axum::Json(LoginResponse { token, agent: AgentView::from(&agent) }).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("tokens are URL-safe"));
+    Ok(response)
+}
+
+/// `POST /api/v1/agent/logout`
+pub async fn logout(State(app): State<AppState>, headers: HeaderMap, Caller(principal): Caller) -> Result<Response, ApiError> {
+    if !matches!(principal, Principal::Agent(_)) {
+        return Err(ApiError::Forbidden("only agents log out".into()));
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or_else(|| super::session_cookie_token(&headers));
+    if let Some(token) = token {
+        agents::logout(&app.store, &token).await?;
+    }
+    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+    let expired = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&expired).expect("a constant cookie"));
+    Ok(response)
+}
+
+/// `GET /api/v1/agent/me`
+pub async fn me(Caller(principal): Caller) -> Result<axum::Json<AgentView>, ApiError> {
+    match principal {
+        Principal::Agent(agent) => Ok(axum::Json(AgentView::from(&agent))),
+        Principal::Visitor(_) => Err(ApiError::Forbidden("agents only".into())),
+    }
+}

@@ -1,0 +1,119 @@
+//! The one error type of the HTTP API and its JSON shape:
+//! `{"error": {"code": "not_found", "message": "no such conversation"}}`.
+//!
+//! Every outcome maps to its status on purpose; 5xx bodies are generic and the cause is logged
+//! once, here, inside the request's span.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::agents::AgentError;
+use crate::sites::SiteError;
+use crate::storage::StorageError;
+use crate::visitors::VisitorError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request cannot be read (bad JSON, wrong content type).
+    BadRequest(String),
+    /// 401: no credentials, or unknown ones.
+    Unauthorized(String),
+    /// 401: a login with a wrong email or password.
+    InvalidCredentials,
+    /// 403: authenticated, but not allowed.
+    Forbidden(String),
+    /// 403: the request's `Origin` is not one of the site's allowed origins.
+    OriginNotAllowed,
+    /// 403: a claimed identity without a valid signature on a site that enforces them.
+    InvalidSignature,
+    /// 404: no such thing, or not visible to the caller (the two look the same on purpose).
+    NotFound(String),
+    /// 409: a duplicate.
+    Conflict(String),
+    /// 413: the body is larger than the limit.
+    PayloadTooLarge(String),
+    /// 422: readable, but a field is invalid; the message names it.
+    Unprocessable(String),
+    /// 429: too many attempts; retry after the given seconds.
+    TooManyRequests { retry_after_secs: u64 },
+    /// 503: shutting down or over a limit.
+    Unavailable(String),
+    /// 500: the cause is logged, never sent.
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, "bad_request", message.clone()),
+            ApiError::Unauthorized(message) => (StatusCode::UNAUTHORIZED, "unauthorized", message.clone()),
+            ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password".into()),
+            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message.clone()),
+            ApiError::OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed", "this origin is not allowed for the site".into()),
+            ApiError::InvalidSignature => (StatusCode::FORBIDDEN, "invalid_signature", "the user signature does not match".into()),
+            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message.clone()),
+            ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message.clone()),
+            ApiError::PayloadTooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message.clone()),
+            ApiError::Unprocessable(message) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message.clone()),
+            ApiError::TooManyRequests { retry_after_secs } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("too many attempts; retry in {retry_after_secs} s"))
+            }
+            ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", message.clone()),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "request failed");
+        }
+        let (status, code, message) = self.parts();
+        let mut response = (status, axum::Json(json!({ "error": { "code": code, "message": message } }))).into_response();
+        if let ApiError::TooManyRequests { retry_after_secs } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, retry_after_secs.into());
+        }
+        response
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> Self {
+        ApiError::Internal(error.to_string())
+    }
+}
+
+impl From<VisitorError> for ApiError {
+    fn from(error: VisitorError) -> Self {
+        match error {
+            VisitorError::InvalidSignature => ApiError::InvalidSignature,
+            VisitorError::Blocked => ApiError::Forbidden("this visitor is blocked".into()),
+            VisitorError::Invalid(message) => ApiError::Unprocessable(message),
+            VisitorError::Storage(error) => error.into(),
+        }
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(error: AgentError) -> Self {
+        match error {
+            AgentError::DuplicateEmail(_) => ApiError::Conflict(error.to_string()),
+            AgentError::NotFound(_) => ApiError::NotFound(error.to_string()),
+            AgentError::InvalidCredentials => ApiError::InvalidCredentials,
+            AgentError::Invalid(message) => ApiError::Unprocessable(message),
+            AgentError::Storage(error) => error.into(),
+        }
+    }
+}
+
+impl From<SiteError> for ApiError {
+    fn from(error: SiteError) -> Self {
+        match error {
+            SiteError::NotFound(_) => ApiError::NotFound(error.to_string()),
+            SiteError::Invalid(message) => ApiError::Unprocessable(message),
+            SiteError::Storage(error) => error.into(),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The HTTP surface: JSON API under `/api/v1`, the WebSocket endpoints, health checks, and the
+//! security headers every response carries.
+
+pub mod agent_api;
+pub mod conversations_api;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod visitor_api;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::server::AppState;
+use crate::transport::websocket;
+
+/// The name of the agent session cookie.
+pub const SESSION_COOKIE: &str = "kefu_session";
+
+/// The Content-Security-Policy of responses that do not set their own (API answers).
+const DEFAULT_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+
+/// Every route kefu serves.
+pub fn router(app: AppState) -> Router {
+    let max_body = app.config.limits.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/ws/visitor", get(websocket::visitor_upgrade))
+        .route("/ws/agent", get(websocket::agent_upgrade))
+        .route("/api/v1/visitor/session", post(visitor_api::open_session))
+        .route("/api/v1/sites/{key}/widget", get(visitor_api::widget_settings))
+        .route("/api/v1/agent/login", post(agent_api::login))
+        .route("/api/v1/agent/logout", post(agent_api::logout))
+        .route("/api/v1/agent/me", get(agent_api::me))
+        .route("/api/v1/conversations", get(conversations_api::list))
+        .route("/api/v1/conversations/{id}/messages", get(conversations_api::messages))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(app)
+}
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(DEFAULT_CSP));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("strict-origin-when-cross-origin"));
+    response
+}
+
+/// kefu's own origin as the browser sees it, from the `Host` header.
+pub fn own_origin(headers: &HeaderMap) -> String {
+    let host = headers.get(header::HOST).and_then(|value| value.to_str().ok()).unwrap_or("localhost");
+    let scheme = headers.get("x-forwarded-proto").and_then(|value| value.to_str().ok()).unwrap_or("http");
+    format!("{scheme}://{host}")
+}
+
+/// The agent session token in the request's cookie, if any.
+pub fn session_cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .filter_map(|cookie| cookie.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}

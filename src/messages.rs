@@ -1,0 +1,304 @@
+//! Messages: validation, the durable append with deduplication by client id, and reads of a
+//! conversation's history from the day shards.
+//!
+//! Layout (ARCHITECTURE.md, "Storage"): one table per UTC day, keyed by (conversation, seq).
+//! `conversation_days_v1` lists the days a conversation has messages in, so a history read opens
+//! only those shards.
+
+use std::sync::Arc;
+
+use redb::{ReadTransaction, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use crate::conversations::{self, ConversationStatus};
+use crate::delivery::{CommittedEvent, ConnectionHandle};
+use crate::protocol::{ErrorCode, MessageView, SenderKind, SenderView};
+use crate::storage::writer::Counter;
+use crate::storage::{decode_postcard, encode_postcard, tables, StorageError, WriteContext};
+
+/// Longest client id accepted.
+pub const MAX_CLIENT_ID_LEN: usize = 64;
+
+/// A stored message. The enum tag is the record's format version.
+#[derive(Serialize, Deserialize)]
+enum StoredMessage {
+    V1(MessageRecord),
+}
+
+/// A message as stored in its day shard; the key holds the conversation and sequence.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The global commit order, for consumers that follow every message (the search index).
+    pub lsn: u64,
+    pub trace_id: u64,
+    pub created_at: i64,
+    pub sender_kind: SenderKind,
+    pub sender_id: u64,
+    pub sender_name: String,
+    pub kind: MessageKind,
+    pub internal: bool,
+    pub client_id: Option<String>,
+    pub text: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageKind {
+    Text,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+        }
+    }
+}
+
+/// The dedup record of a send: enough to answer a resend with the original acknowledgement.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct AckRecord {
+    conversation_id: u64,
+    seq: u64,
+    day: u32,
+    created_at: i64,
+}
+
+pub fn message_view(conversation_id: u64, seq: u64, record: &MessageRecord, epoch: u64) -> MessageView {
+    MessageView {
+        conversation_id,
+        epoch,
+        seq,
+        sender: SenderView { kind: record.sender_kind, id: record.sender_id, name: record.sender_name.clone() },
+        kind: record.kind.as_str().to_owned(),
+        text: record.text.clone(),
+        created_at: record.created_at,
+        client_id: record.client_id.clone(),
+        internal: record.internal,
+    }
+}
+
+/// Where a new message goes.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A known conversation. For a visitor, a closed one is followed by a new conversation.
+    Conversation(u64),
+    /// The visitor's open conversation on the site, or a new one.
+    VisitorInbox { site: String, visitor_id: u64 },
+}
+
+/// A message on its way to storage, already validated and filtered.
+pub struct NewMessage {
+    pub target: Target,
+    pub sender: SenderView,
+    pub client_id: String,
+    pub text: String,
+    pub internal: bool,
+    pub trace_id: u64,
+    /// The connection that sent it, which gets the acknowledgement.
+    pub origin: Option<ConnectionHandle>,
+}
+
+/// The acknowledgement of a stored (or previously stored) message.
+#[derive(Clone, Debug)]
+pub struct Appended {
+    pub conversation_id: u64,
+    pub seq: u64,
+    pub created_at: i64,
+    pub text: String,
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("no such conversation")]
+    NotFound,
+    #[error("the conversation is closed")]
+    Closed,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl AppendError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AppendError::NotFound => ErrorCode::NotFound,
+            AppendError::Closed => ErrorCode::ConversationClosed,
+            AppendError::Storage(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Checks a client id: 1 to 64 printable ASCII characters.
+pub fn validate_client_id(client_id: &str) -> Result<(), String> {
+    if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_LEN || !client_id.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(format!("client_id: must be 1 to {MAX_CLIENT_ID_LEN} printable ASCII characters"));
+    }
+    Ok(())
+}
+
+/// Checks and trims a message text.
+pub fn validate_text(text: &str, max_chars: usize) -> Result<String, String> {
+    let trimmed = text.trim();
+    let n_chars = trimmed.chars().count();
+    if n_chars == 0 || n_chars > max_chars {
+        return Err(format!("text: must be 1 to {max_chars} characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Appends a message inside a writer operation: deduplicates by client id, finds or starts the
+/// conversation, assigns the next sequence number, stores the message and publishes it.
+pub fn append(context: &mut WriteContext<'_>, new_message: NewMessage) -> Result<Result<Appended, AppendError>, StorageError> {
+    let dedup_key = (new_message.sender.kind.code(), new_message.sender.id, new_message.client_id.as_str());
+    if context.dedup().may_contain(dedup_key) {
+        let previous = context.transaction.open_table(tables::CLIENT_IDS)?.get(dedup_key)?.map(|value| value.value().to_vec());
+        if let Some(previous) = previous {
+            let ack: AckRecord = decode_postcard(&previous)?;
+            let text = read_one(context, ack.conversation_id, ack.day, ack.seq)?.map(|record| record.text).unwrap_or_default();
+            let appended = Appended { conversation_id: ack.conversation_id, seq: ack.seq, created_at: ack.created_at, text, duplicate: true };
+            tracing::debug!(trace_id = new_message.trace_id, conversation_id = ack.conversation_id, seq = ack.seq, "duplicate send answered");
+            context.publish(CommittedEvent::Duplicate {
+                appended: appended.clone(),
+                client_id: new_message.client_id,
+                origin: new_message.origin,
+            });
+            return Ok(Ok(appended));
+        }
+    }
+
+    let conversation_id = match resolve_target(context, &new_message)? {
+        Ok(id) => id,
+        Err(error) => return Ok(Err(error)),
+    };
+    let now = context.now;
+    let lsn = context.next_id(Counter::Lsn);
+    let conversation = context.conversation_mut(conversation_id)?.expect("the target conversation was just resolved");
+    conversation.last_seq += 1;
+    conversation.updated_at = now;
+    conversation.last_day = conversation.last_day.max(crate::clock::day_of(now));
+    if new_message.sender.kind == SenderKind::Agent && !new_message.internal && conversation.first_response_at.is_none() {
+        conversation.first_response_at = Some(now);
+    }
+    let seq = conversation.last_seq;
+    let day = conversation.last_day;
+
+    let record = MessageRecord {
+        lsn,
+        trace_id: new_message.trace_id,
+        created_at: now,
+        sender_kind: new_message.sender.kind,
+        sender_id: new_message.sender.id,
+        sender_name: new_message.sender.name,
+        kind: MessageKind::Text,
+        internal: new_message.internal,
+        client_id: Some(new_message.client_id.clone()),
+        text: new_message.text,
+    };
+    let shard_name = tables::message_shard_name(day);
+    context.transaction.open_table(tables::message_shard(&shard_name))?.insert((conversation_id, seq), encode_postcard(&StoredMessage::V1(record.clone())).as_slice())?;
+    context.note_conversation_day(conversation_id, day)?;
+    let ack = AckRecord { conversation_id, seq, day, created_at: now };
+    context.transaction.open_table(tables::CLIENT_IDS)?.insert(dedup_key, encode_postcard(&ack).as_slice())?;
+    context.dedup().record(dedup_key);
+    tracing::debug!(trace_id = record.trace_id, conversation_id, seq, "message persisted");
+
+    let appended = Appended { conversation_id, seq, created_at: now, text: record.text.clone(), duplicate: false };
+    context.publish(CommittedEvent::Message { conversation_id, seq, record: Arc::new(record), origin: new_message.origin });
+    Ok(Ok(appended))
+}
+
+fn resolve_target(context: &mut WriteContext<'_>, new_message: &NewMessage) -> Result<Result<u64, AppendError>, StorageError> {
+    let is_visitor = new_message.sender.kind == SenderKind::Visitor;
+    match &new_message.target {
+        Target::Conversation(id) => {
+            let Some(conversation) = context.conversation(*id)? else {
+                return Ok(Err(AppendError::NotFound));
+            };
+            if conversation.status != ConversationStatus::Closed {
+                return Ok(Ok(*id));
+            }
+            if !is_visitor {
+                return Ok(Err(AppendError::Closed));
+            }
+            let (site, visitor_id) = (conversation.site.clone(), conversation.visitor_id);
+            inbox(context, &site, visitor_id).map(Ok)
+        }
+        Target::VisitorInbox { site, visitor_id } => inbox(context, site, *visitor_id).map(Ok),
+    }
+}
+
+fn inbox(context: &mut WriteContext<'_>, site: &str, visitor_id: u64) -> Result<u64, StorageError> {
+    match conversations::open_conversation_of(context, visitor_id)? {
+        Some(id) => Ok(id),
+        None => conversations::create_for_visitor(context, site, visitor_id),
+    }
+}
+
+fn read_one(context: &WriteContext<'_>, conversation_id: u64, day: u32, seq: u64) -> Result<Option<MessageRecord>, StorageError> {
+    let shard_name = tables::message_shard_name(day);
+    let table = match context.transaction.open_table(tables::message_shard(&shard_name)) {
+        Ok(table) => table,
+        Err(error) => return Err(error.into()),
+    };
+    let found = table.get((conversation_id, seq))?.map(|value| decode_record(value.value())).transpose()?;
+    Ok(found)
+}
+
+fn decode_record(bytes: &[u8]) -> Result<MessageRecord, StorageError> {
+    match decode_postcard::<StoredMessage>(bytes)? {
+        StoredMessage::V1(record) => Ok(record),
+    }
+}
+
+/// The days holding messages of a conversation, oldest first.
+fn days_of(transaction: &ReadTransaction, conversation_id: u64) -> Result<Vec<u32>, StorageError> {
+    let table = transaction.open_table(tables::CONVERSATION_DAYS)?;
+    table.range((conversation_id, 0)..=(conversation_id, u32::MAX))?.map(|entry| Ok(entry?.0.value().1)).collect()
+}
+
+/// Opens a shard for reading; a shard that does not exist (dropped by retention) reads as empty.
+fn open_shard(transaction: &ReadTransaction, day: u32) -> Result<Option<redb::ReadOnlyTable<(u64, u64), &'static [u8]>>, StorageError> {
+    let name = tables::message_shard_name(day);
+    match transaction.open_table(tables::message_shard(&name)) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Up to `limit` messages with `seq < before` (all when `before` is `None`), oldest first.
+pub fn page_before(transaction: &ReadTransaction, conversation_id: u64, before: Option<u64>, limit: usize) -> Result<Vec<(u64, MessageRecord)>, StorageError> {
+    let before = before.unwrap_or(u64::MAX);
+    let mut newest_first = Vec::with_capacity(limit);
+    for day in days_of(transaction, conversation_id)?.into_iter().rev() {
+        let Some(shard) = open_shard(transaction, day)? else { continue };
+        for entry in shard.range((conversation_id, 0)..(conversation_id, before))?.rev() {
+            if newest_first.len() >= limit {
+                break;
+            }
+            let (key, value) = entry?;
+            newest_first.push((key.value().1, decode_record(value.value())?));
+        }
+        if newest_first.len() >= limit {
+            break;
+        }
+    }
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
+/// Up to `limit` messages with `seq > after`, oldest first (replay on resume).
+pub fn page_after(transaction: &ReadTransaction, conversation_id: u64, after: u64, limit: usize) -> Result<Vec<(u64, MessageRecord)>, StorageError> {
+    let mut found = Vec::new();
+    for day in days_of(transaction, conversation_id)? {
+        let Some(shard) = open_shard(transaction, day)? else { continue };
+        for entry in shard.range((conversation_id, after.saturating_add(1))..=(conversation_id, u64::MAX))? {
+            if found.len() >= limit {
+                return Ok(found);
+            }
+            let (key, value) = entry?;
+            found.push((key.value().1, decode_record(value.value())?));
+        }
+    }
+    Ok(found)
+}

@@ -1,0 +1,277 @@
+//! The wire protocol: every frame a client sends or receives, their JSON form, error codes and
+//! close codes. docs/protocol.md describes the same thing for people; the two are kept in step.
+//!
+//! Server frames are encoded once per event and the bytes shared by every recipient.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version in `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A frame from a client.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Hello(Hello),
+    Send(Send),
+    Resume(ResumePoint),
+    Typing { conversation_id: u64, active: bool },
+    Read { conversation_id: u64, seq: u64 },
+    Take { conversation_id: u64 },
+    Close { conversation_id: u64 },
+    Presence { status: Presence },
+    Ping,
+}
+
+/// The frame types a client may send, for telling an unknown type from a malformed known one.
+const CLIENT_FRAME_TYPES: [&str; 9] = ["hello", "send", "resume", "typing", "read", "take", "close", "presence", "ping"];
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Hello {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub resume: Vec<ResumePoint>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub conversation_id: u64,
+    pub last_seq: u64,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Send {
+    pub client_id: String,
+    #[serde(default)]
+    pub conversation_id: Option<u64>,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub internal: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    Online,
+    Away,
+    Offline,
+}
+
+/// Why a client frame could not be decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The frame's `client_id`, when it had a readable one.
+    pub client_id: Option<String>,
+}
+
+/// Decodes one client frame, classifying failures as `bad_json`, `unknown_type` or `invalid_field`.
+pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
+    match serde_json::from_str::<ClientFrame>(text) {
+        Ok(frame) => Ok(frame),
+        Err(error) => Err(classify_decode_error(text, error)),
+    }
+}
+
+fn classify_decode_error(text: &str, error: serde_json::Error) -> DecodeError {
+    let value = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(object)) => object,
+        Ok(_) => return DecodeError { code: ErrorCode::BadJson, message: "a frame must be a JSON object".into(), client_id: None },
+        Err(_) => return DecodeError { code: ErrorCode::BadJson, message: format!("not valid JSON: {error}"), client_id: None },
+    };
+    let client_id = value.get("client_id").and_then(|id| id.as_str()).map(str::to_owned);
+    match value.get("type").and_then(|kind| kind.as_str()) {
+        None => DecodeError { code: ErrorCode::UnknownType, message: "the frame has no string field `type`".into(), client_id },
+        Some(kind) if !CLIENT_FRAME_TYPES.contains(&kind) => {
+            DecodeError { code: ErrorCode::UnknownType, message: format!("unknown frame type {kind:?}"), client_id }
+        }
+        Some(kind) => DecodeError { code: ErrorCode::InvalidField, message: format!("{kind}: {}", strip_position(&error)), client_id },
+    }
+}
+
+fn strip_position(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    match message.find(" at line ") {
+        Some(position) => message[..position].to_owned(),
+        None => message,
+    }
+}
+
+/// Who wrote a message, as clients see it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SenderView {
+    pub kind: SenderKind,
+    pub id: u64,
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderKind {
+    Visitor,
+    Agent,
+    Bot,
+    System,
+}
+
+impl SenderKind {
+    pub fn code(self) -> u8 {
+        match self {
+            SenderKind::Visitor => 1,
+            SenderKind::Agent => 2,
+            SenderKind::Bot => 3,
+            SenderKind::System => 4,
+        }
+    }
+}
+
+/// A participant reference without a name (read receipts).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ParticipantView {
+    pub kind: SenderKind,
+    pub id: u64,
+}
+
+/// A message as clients see it (in `message` frames and history pages).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MessageView {
+    pub conversation_id: u64,
+    pub epoch: u64,
+    pub seq: u64,
+    pub sender: SenderView,
+    pub kind: String,
+    pub text: String,
+    pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    pub internal: bool,
+}
+
+/// A conversation as clients see it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConversationView {
+    pub id: u64,
+    pub site: String,
+    pub visitor_id: u64,
+    pub status: String,
+    pub assigned_agent: Option<u64>,
+    pub epoch: u64,
+    pub last_seq: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A frame from the server.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    Welcome {
+        protocol: u32,
+        role: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        visitor_id: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        agent_id: Option<u64>,
+        epoch: u64,
+        heartbeat_secs: u64,
+        max_text_chars: usize,
+        conversations: &'a [ConversationView],
+    },
+    Ack {
+        client_id: &'a str,
+        conversation_id: u64,
+        seq: u64,
+        epoch: u64,
+        created_at: i64,
+        duplicate: bool,
+        text: &'a str,
+    },
+    Message(&'a MessageView),
+    Replayed { conversation_id: u64, last_seq: u64 },
+    Reset { conversation_id: u64, epoch: u64, last_seq: u64, reason: &'a str },
+    Typing { conversation_id: u64, sender: &'a SenderView, active: bool },
+    Read { conversation_id: u64, reader: ParticipantView, seq: u64 },
+    Conversation { event: &'a str, conversation: &'a ConversationView },
+    Presence { agent_id: u64, status: Presence },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<&'a str>,
+    },
+    Pong,
+    Goaway { reason: &'a str, reconnect_after_ms: u64 },
+}
+
+impl ServerFrame<'_> {
+    /// The frame as the text of one WebSocket message.
+    pub fn encode(&self) -> bytes::Bytes {
+        bytes::Bytes::from(serde_json::to_vec(self).expect("server frames always serialize"))
+    }
+}
+
+/// The `code` of an `error` frame (and of HTTP error bodies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadJson,
+    UnknownType,
+    InvalidField,
+    NotFound,
+    Forbidden,
+    ConversationClosed,
+    RejectedContent,
+    Blocked,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+/// WebSocket close codes (docs/protocol.md, "Close codes").
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const RESTARTING: u16 = 1012;
+    pub const BAD_HELLO: u16 = 4000;
+    pub const UNAUTHENTICATED: u16 = 4001;
+    pub const HELLO_TIMEOUT: u16 = 4002;
+    pub const FORBIDDEN: u16 = 4003;
+    pub const SLOW_CONSUMER: u16 = 4008;
+    pub const RATE_LIMITED: u16 = 4009;
+    pub const IDLE_TIMEOUT: u16 = 4010;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_error(input: &str, code: ErrorCode, message_part: &str) {
+        let error = decode_client_frame(input).unwrap_err();
+        assert_eq!(error.code, code, "{input}: {}", error.message);
+        assert!(error.message.contains(message_part), "{input}: {}", error.message);
+    }
+
+    #[test]
+    fn decode_errors_are_classified() {
+        check_error("{not json", ErrorCode::BadJson, "not valid JSON");
+        check_error("[1,2]", ErrorCode::BadJson, "JSON object");
+        check_error(r#"{"type":"dance"}"#, ErrorCode::UnknownType, "dance");
+        check_error(r#"{"kind":"send"}"#, ErrorCode::UnknownType, "type");
+        check_error(r#"{"type":"send","text":"hi"}"#, ErrorCode::InvalidField, "client_id");
+        check_error(r#"{"type":"read","conversation_id":"x","seq":1}"#, ErrorCode::InvalidField, "read");
+        let error = decode_client_frame(r#"{"type":"send","client_id":"c1","conversation_id":-4}"#).unwrap_err();
+        assert_eq!(error.client_id.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn frames_decode() {
+        let frame = decode_client_frame(r#"{"type":"send","client_id":"c1","text":"hi","extra":1}"#).unwrap();
+        assert!(matches!(frame, ClientFrame::Send(Send { ref client_id, conversation_id: None, .. }) if client_id == "c1"));
+        assert!(matches!(decode_client_frame(r#"{"type":"ping"}"#).unwrap(), ClientFrame::Ping));
+    }
+}

@@ -1,0 +1,290 @@
+//! Routing: which agent gets a new conversation.
+//!
+//! One task owns the routing state and handles events one at a time, so decisions never race.
+//! A queued conversation goes to the online agent of its site with the fewest open
+//! conversations, among those below their capacity; ties go to whoever was assigned least
+//! recently (round robin). With nobody free it stays queued, in arrival order, and is assigned
+//! as soon as an agent comes online or frees capacity. Assignments are writer operations: the
+//! router learns its decisions took effect from the committed `assigned` event.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::agents::{Agent, Role};
+use crate::conversations::{self, AssignWhen, Conversation, ConversationStatus};
+use crate::delivery::{ConversationEvent, Hub};
+use crate::protocol::{Presence, SenderKind, ServerFrame};
+use crate::storage::{Store, StorageError};
+
+/// Routing events waiting to be handled. Events are small and handled in microseconds; when
+/// the queue is full the sender waits (connections) or the event is dropped with a log
+/// (message notifications, which carry no routing decision).
+const ROUTING_QUEUE_CAPACITY: usize = 4096;
+
+pub enum RoutingEvent {
+    AgentConnected { agent: Agent },
+    AgentDisconnected { agent_id: u64 },
+    Presence { agent_id: u64, status: Presence },
+    Conversation { event: ConversationEvent, conversation: Conversation },
+    MessageStored { conversation_id: u64, sender_kind: SenderKind },
+    AssignFailed { conversation_id: u64, agent_id: u64 },
+    GraceExpired { agent_id: u64, generation: u64 },
+}
+
+/// The handle connections and the dispatcher use to reach the router.
+#[derive(Clone)]
+pub struct Router {
+    queue: mpsc::Sender<RoutingEvent>,
+}
+
+impl Router {
+    /// Queues an event without waiting.
+    pub fn notify(&self, event: RoutingEvent) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(event) {
+            tracing::warn!("routing queue full; event dropped");
+        }
+    }
+
+    /// Queues an event, waiting for room.
+    pub async fn send(&self, event: RoutingEvent) {
+        let _ = self.queue.send(event).await;
+    }
+}
+
+struct AgentState {
+    agent: Agent,
+    n_connections: u32,
+    status: Presence,
+    /// Bumped on every connect, so a grace timer from an earlier disconnect is ignored.
+    generation: u64,
+    /// Open conversations assigned (or being assigned) to the agent.
+    load: u32,
+    /// The router's tick at the last assignment; lower means longer ago.
+    last_assigned: u64,
+}
+
+impl AgentState {
+    fn available_for(&self, site: &str) -> bool {
+        self.status == Presence::Online && self.load < self.agent.capacity && self.agent.serves_site(site)
+    }
+}
+
+struct RouterState {
+    store: Store,
+    hub: Arc<Hub>,
+    router: Router,
+    offline_grace: Duration,
+    agents: HashMap<u64, AgentState>,
+    /// Queued conversations per site, oldest first.
+    queues: HashMap<String, VecDeque<u64>>,
+    /// Open conversation → the agent holding it (or being given it).
+    holders: HashMap<u64, u64>,
+    /// Open conversation → its site, for conversations held by agents not loaded yet.
+    tick: u64,
+    shutdown: CancellationToken,
+}
+
+/// Starts the router task; its state starts from the open conversations in storage.
+pub async fn start(
+    store: Store,
+    hub: Arc<Hub>,
+    offline_grace: Duration,
+    shutdown: CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) -> Result<Router, StorageError> {
+    let (queue, mut events) = mpsc::channel(ROUTING_QUEUE_CAPACITY);
+    let router = Router { queue };
+    let open = store.read(conversations::list_open).await?;
+    let mut state = RouterState {
+        store,
+        hub,
+        router: router.clone(),
+        offline_grace,
+        agents: HashMap::new(),
+        queues: HashMap::new(),
+        holders: HashMap::new(),
+        tick: 0,
+        shutdown: shutdown.clone(),
+    };
+    let mut open = open;
+    open.sort_by_key(|conversation| conversation.id);
+    for conversation in open {
+        match (conversation.status, conversation.assigned_agent) {
+            (ConversationStatus::Assigned, Some(agent_id)) => {
+                state.holders.insert(conversation.id, agent_id);
+            }
+            _ => state.queues.entry(conversation.site.clone()).or_default().push_back(conversation.id),
+        }
+    }
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = events.recv() => match event {
+                    Some(event) => state.handle(event),
+                    None => break,
+                },
+            }
+        }
+    });
+    Ok(router)
+}
+
+impl RouterState {
+    fn handle(&mut self, event: RoutingEvent) {
+        match event {
+            RoutingEvent::AgentConnected { agent } => {
+                let agent_id = agent.id;
+                let load = self.holders.values().filter(|holder| **holder == agent_id).count() as u32;
+                let entry = self.agents.entry(agent_id).or_insert_with(|| AgentState {
+                    agent: agent.clone(),
+                    n_connections: 0,
+                    status: Presence::Offline,
+                    generation: 0,
+                    load,
+                    last_assigned: 0,
+                });
+                entry.agent = agent;
+                entry.n_connections += 1;
+                entry.generation += 1;
+                if entry.status == Presence::Offline {
+                    self.set_status(agent_id, Presence::Online);
+                }
+                self.assign_waiting();
+            }
+            RoutingEvent::AgentDisconnected { agent_id } => {
+                let Some(state) = self.agents.get_mut(&agent_id) else { return };
+                state.n_connections = state.n_connections.saturating_sub(1);
+                if state.n_connections == 0 {
+                    let generation = state.generation;
+                    if self.offline_grace.is_zero() {
+                        self.set_status(agent_id, Presence::Offline);
+                    } else {
+                        let router = self.router.clone();
+                        let grace = self.offline_grace;
+                        let shutdown = self.shutdown.clone();
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                _ = tokio::time::sleep(grace) => router.notify(RoutingEvent::GraceExpired { agent_id, generation }),
+                                _ = shutdown.cancelled() => {}
+                            }
+                        });
+                    }
+                }
+            }
+            RoutingEvent::GraceExpired { agent_id, generation } => {
+                let expired = self.agents.get(&agent_id).is_some_and(|state| state.generation == generation && state.n_connections == 0);
+                if expired {
+                    self.set_status(agent_id, Presence::Offline);
+                }
+            }
+            RoutingEvent::Presence { agent_id, status } => {
+                if self.agents.get(&agent_id).is_some_and(|state| state.n_connections > 0) {
+                    self.set_status(agent_id, status);
+                    self.assign_waiting();
+                }
+            }
+            RoutingEvent::Conversation { event, conversation } => self.on_conversation(event, conversation),
+            RoutingEvent::MessageStored { .. } => {}
+            RoutingEvent::AssignFailed { conversation_id, agent_id } => {
+                if self.holders.get(&conversation_id) == Some(&agent_id) {
+                    self.holders.remove(&conversation_id);
+                    if let Some(state) = self.agents.get_mut(&agent_id) {
+                        state.load = state.load.saturating_sub(1);
+                    }
+                }
+                self.assign_waiting();
+            }
+        }
+    }
+
+    fn on_conversation(&mut self, event: ConversationEvent, conversation: Conversation) {
+        match event {
+            ConversationEvent::Created => {
+                self.queues.entry(conversation.site.clone()).or_default().push_back(conversation.id);
+                self.assign_waiting();
+            }
+            ConversationEvent::Assigned { .. } => {
+                let Some(agent_id) = conversation.assigned_agent else { return };
+                for queue in self.queues.values_mut() {
+                    queue.retain(|id| *id != conversation.id);
+                }
+                let previous = self.holders.insert(conversation.id, agent_id);
+                if previous != Some(agent_id) {
+                    if let Some(previous) = previous.and_then(|previous| self.agents.get_mut(&previous)) {
+                        previous.load = previous.load.saturating_sub(1);
+                    }
+                    if let Some(state) = self.agents.get_mut(&agent_id) {
+                        state.load += 1;
+                    }
+                }
+            }
+            ConversationEvent::Closed { .. } => {
+                if let Some(queue) = self.queues.get_mut(&conversation.site) {
+                    queue.retain(|id| *id != conversation.id);
+                }
+                if let Some(holder) = self.holders.remove(&conversation.id) {
+                    if let Some(state) = self.agents.get_mut(&holder) {
+                        state.load = state.load.saturating_sub(1);
+                    }
+                }
+                self.assign_waiting();
+            }
+        }
+    }
+
+    fn set_status(&mut self, agent_id: u64, status: Presence) {
+        let Some(state) = self.agents.get_mut(&agent_id) else { return };
+        if state.status == status {
+            return;
+        }
+        state.status = status;
+        tracing::info!(agent_id, ?status, "agent presence changed");
+        let frame = ServerFrame::Presence { agent_id, status }.encode();
+        let sites: Vec<String> = match state.agent.role {
+            Role::Admin => self.queues.keys().cloned().collect(),
+            Role::Agent => state.agent.sites.clone(),
+        };
+        for site in sites {
+            self.hub.broadcast_to_site_agents(&site, &frame);
+        }
+    }
+
+    /// Assigns queued conversations while some agent has room.
+    fn assign_waiting(&mut self) {
+        let sites: Vec<String> = self.queues.iter().filter(|(_, queue)| !queue.is_empty()).map(|(site, _)| site.clone()).collect();
+        for site in sites {
+            loop {
+                let Some(&conversation_id) = self.queues.get(&site).and_then(|queue| queue.front()) else { break };
+                let Some(agent_id) = self.pick_agent(&site) else { break };
+                self.queues.get_mut(&site).expect("the site's queue was just read").pop_front();
+                self.tick += 1;
+                let state = self.agents.get_mut(&agent_id).expect("a picked agent is known");
+                state.load += 1;
+                state.last_assigned = self.tick;
+                self.holders.insert(conversation_id, agent_id);
+                tracing::info!(conversation_id, agent_id, "conversation routed");
+                let store = self.store.clone();
+                let router = self.router.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = conversations::assign(&store, conversation_id, agent_id, AssignWhen::Queued).await {
+                        tracing::info!(conversation_id, agent_id, %error, "assignment did not take effect");
+                        router.notify(RoutingEvent::AssignFailed { conversation_id, agent_id });
+                    }
+                });
+            }
+        }
+    }
+
+    fn pick_agent(&self, site: &str) -> Option<u64> {
+        self.agents
+            .values()
+            .filter(|state| state.available_for(site))
+            .min_by_key(|state| (state.load, state.last_assigned, state.agent.id))
+            .map(|state| state.agent.id)
+    }
+}

@@ -1,0 +1,155 @@
+//! The server: wires storage, delivery, routing and HTTP together, runs until told to stop, and
+//! shuts down in order (stop accepting, close connections with a resume hint, flush the writer).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agents::{self, NewAgent, Role};
+use crate::config::Config;
+use crate::delivery::{self, Hub};
+use crate::http::agent_api::LoginLimiter;
+use crate::routing::{self, Router};
+use crate::sites::{self, NewSite, SiteDirectory};
+use crate::storage::Store;
+
+/// How long shutdown waits for connections to close before flushing storage anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything request handlers and connections share.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    /// Live connections and their subscriptions.
+    pub hub: Arc<Hub>,
+    pub router: Router,
+    pub sites: SiteDirectory,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Owns every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// One permit per WebSocket connection (`limits.max_connections`).
+    pub connection_slots: Arc<Semaphore>,
+    pub login_limiter: LoginLimiter,
+}
+
+pub type AppState = Arc<App>;
+
+/// Runs kefu on `listener` until `shutdown` completes. Prints `listening http=ADDR` on stdout
+/// once it accepts connections.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let local_addr = listener.local_addr()?;
+    let (committed_sender, committed) = mpsc::channel(delivery::COMMITTED_QUEUE_CAPACITY);
+    let data_dir = config.data_dir.clone();
+    let storage_config = config.storage.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage_config, Some(committed_sender)))
+        .await?
+        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    bootstrap(&store, &config, local_addr).await?;
+
+    let shutdown_token = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let hub = Arc::new(Hub::new());
+    let router = routing::start(store.clone(), hub.clone(), Duration::from_secs(config.routing.offline_grace_secs), shutdown_token.clone(), &tasks).await?;
+    let dispatcher = tokio::spawn(delivery::run_dispatcher(committed, hub.clone(), router.clone(), store.epoch()));
+    let app: AppState = Arc::new(App {
+        store: store.clone(),
+        hub,
+        router,
+        sites: SiteDirectory::new(store.clone()),
+        shutdown: shutdown_token.clone(),
+        tasks: tasks.clone(),
+        connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+        login_limiter: LoginLimiter::new(config.limits.login_attempts),
+        config,
+    });
+    let control = crate::control::listen(app.clone()).context("starting the control socket")?;
+
+    let trigger = shutdown_token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    tracing::info!(http = %local_addr, "kefu is listening");
+    println!("listening http={local_addr}");
+    let serve_token = shutdown_token.clone();
+    axum::serve(listener, crate::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { serve_token.cancelled().await })
+        .await
+        .context("serving HTTP")?;
+
+    tracing::info!("shutting down: closing connections");
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+        tracing::warn!("connections did not close in time");
+    }
+    control.abort();
+    tracing::info!("shutting down: flushing storage");
+    store.shutdown().await;
+    drop(app);
+    let _ = dispatcher.await;
+    if let Some(path) = crate::control::socket_path_of(store.data_dir()) {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// On the first start: an admin account and a default site, printed once.
+async fn bootstrap(store: &Store, config: &Config, local_addr: SocketAddr) -> anyhow::Result<()> {
+    let (n_agents, existing_sites) = store.read(|transaction| Ok((agents::count(transaction)?, sites::list(transaction)?))).await?;
+    let mut site_key = existing_sites.first().map(|site| site.key.clone());
+    if existing_sites.is_empty() {
+        let site = sites::create(store, NewSite { name: "My website".into(), allowed_origins: vec!["*".into()], ..NewSite::default() }).await?;
+        site_key = Some(site.key);
+    }
+    if n_agents == 0 {
+        let password = crate::secrets::new_password();
+        let email = "admin@kefu.local";
+        agents::create(store, NewAgent { email: email.into(), name: "Admin".into(), password: password.clone(), role: Role::Admin, sites: Vec::new(), capacity: config.routing.default_capacity })
+            .await?;
+        let base = match &config.public_url {
+            Some(_) => config.public_url(),
+            None if config.http.ip().is_unspecified() => format!("http://localhost:{}", local_addr.port()),
+            None => format!("http://{local_addr}"),
+        };
+        println!("first start: an admin account was created");
+        println!("  email:    {email}");
+        println!("  password: {password}");
+        println!("  change it with: kefu admin reset-password --email {email} --password NEW_PASSWORD");
+        if let Some(site_key) = site_key {
+            println!("  default site key: {site_key}");
+            println!("  embed: <script src=\"{base}/widget.js\" data-site=\"{site_key}\" async></script>");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves when the process gets SIGTERM or ctrl-c.
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

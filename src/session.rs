@@ -1,0 +1,517 @@
+//! A client's session on one connection, independent of the transport that carries it.
+//!
+//! The transport (WebSocket now; QUIC can reuse this) reads frames and hands their text to
+//! [`Session::on_frame`], hands everything from the connection's outbound queue to
+//! [`Session::on_outbound`], and writes whatever frames those produce. The session runs the
+//! pipeline for a send (decode → validate → filter → persist; delivery and the ack follow the
+//! commit) and keeps, per subscribed conversation, the last sequence written to the client so
+//! that a replay and the live stream join without a gap or a duplicate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redb::ReadableTable;
+
+use crate::agents::{self, Agent, Role as AgentRole};
+use crate::conversations::{self, AssignWhen, Conversation, ConversationError};
+use crate::delivery::{CommittedEvent, ConnectionHandle, Outbound};
+use crate::messages::{self, NewMessage, Target};
+use crate::principal::Principal;
+use crate::protocol::{self, close_code, ClientFrame, ConversationView, ErrorCode, Hello, ParticipantView, Presence, ResumePoint, ServerFrame};
+use crate::routing::RoutingEvent;
+use crate::secrets;
+use crate::sensitive_words::Filtered;
+use crate::server::AppState;
+use crate::sites::{self, SiteRuntime};
+use crate::storage::{tables, StorageError};
+use crate::visitors;
+
+/// How often a connection forwards a typing indicator per conversation.
+const TYPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Most conversations listed in a visitor's `welcome`.
+const MAX_WELCOME_CONVERSATIONS: usize = 50;
+
+/// Why a connection must close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl CloseReason {
+    pub fn new(code: u16, reason: impl Into<String>) -> CloseReason {
+        CloseReason { code, reason: reason.into() }
+    }
+}
+
+/// What the transport learned before `hello`.
+pub enum Entry {
+    /// `/ws/visitor?site=KEY`, the origin already checked against the site.
+    Visitor { site: Arc<SiteRuntime> },
+    /// `/ws/agent`, with the session cookie's token if the browser sent one.
+    Agent { cookie_token: Option<String> },
+}
+
+/// The last sequence number written to the client, per subscribed conversation.
+struct Cursor {
+    conversation_id: u64,
+    last_seq: u64,
+}
+
+pub struct Session {
+    app: AppState,
+    principal: Principal,
+    handle: ConnectionHandle,
+    /// Site keys the connection is registered under for site-wide events (agents).
+    agent_sites: Vec<String>,
+    cursors: Vec<Cursor>,
+    typing_sent: Vec<(u64, Instant)>,
+}
+
+impl Session {
+    /// Authenticates `hello`, registers the connection, and returns the session with the frames
+    /// to write first (`welcome`, then any replays).
+    pub async fn start(app: AppState, entry: Entry, hello: Hello, handle: ConnectionHandle) -> Result<(Session, Vec<Bytes>), CloseReason> {
+        let principal = authenticate(&app, entry, hello.token.as_deref()).await?;
+        let store = app.store.clone();
+        let mut session = Session { app: app.clone(), principal, handle, agent_sites: Vec::new(), cursors: Vec::new(), typing_sent: Vec::new() };
+        let internal_error = |error: StorageError| {
+            tracing::error!(%error, "starting a session failed");
+            CloseReason::new(close_code::INTERNAL, "internal error")
+        };
+
+        // Register and subscribe before reading the state the client is told about, so nothing
+        // committed in between is missed (see ARCHITECTURE.md, "Delivery").
+        let conversations: Vec<Conversation> = match &session.principal {
+            Principal::Visitor(visitor) => {
+                app.hub.register_visitor(visitor.id, &session.handle);
+                let visitor_id = visitor.id;
+                let known = store.read(move |transaction| conversations::of_visitor(transaction, visitor_id)).await.map_err(internal_error)?;
+                for conversation in &known {
+                    app.hub.subscribe(conversation.id, &session.handle);
+                }
+                store.read(move |transaction| conversations::of_visitor(transaction, visitor_id)).await.map_err(internal_error)?
+            }
+            Principal::Agent(agent) => {
+                session.agent_sites = match agent.role {
+                    AgentRole::Admin => store.read(sites::list).await.map_err(internal_error)?.into_iter().map(|site| site.key).collect(),
+                    AgentRole::Agent => agent.sites.clone(),
+                };
+                app.hub.register_agent(agent.id, &session.agent_sites, &session.handle);
+                let agent = agent.clone();
+                let read_open = move |transaction: &redb::ReadTransaction| {
+                    Ok(conversations::list_open(transaction)?.into_iter().filter(|conversation| agent.serves_site(&conversation.site)).collect::<Vec<_>>())
+                };
+                let known = store.read(read_open.clone()).await.map_err(internal_error)?;
+                let agent_id = session.agent_id().expect("an agent session");
+                for conversation in known.iter().filter(|conversation| conversation.assigned_agent == Some(agent_id)) {
+                    app.hub.subscribe(conversation.id, &session.handle);
+                }
+                store.read(read_open).await.map_err(internal_error)?
+            }
+        };
+        let agent_id = session.agent_id();
+        for conversation in &conversations {
+            let subscribed = session.principal.is_visitor() || conversation.assigned_agent.is_some() && conversation.assigned_agent == agent_id;
+            if subscribed {
+                session.cursors.push(Cursor { conversation_id: conversation.id, last_seq: conversation.last_seq });
+            }
+        }
+
+        let epoch = store.epoch();
+        let skip = conversations.len().saturating_sub(if session.principal.is_visitor() { MAX_WELCOME_CONVERSATIONS } else { usize::MAX });
+        let views: Vec<ConversationView> = conversations.iter().skip(skip).map(|conversation| conversation.view(epoch)).collect();
+        let (role, visitor_id, agent_id) = match &session.principal {
+            Principal::Visitor(visitor) => ("visitor", Some(visitor.id), None),
+            Principal::Agent(agent) => ("agent", None, Some(agent.id)),
+        };
+        let limits = &app.config.limits;
+        let mut frames = vec![ServerFrame::Welcome {
+            protocol: protocol::PROTOCOL_VERSION,
+            role,
+            visitor_id,
+            agent_id,
+            epoch,
+            heartbeat_secs: limits.heartbeat_secs,
+            max_text_chars: limits.max_text_chars,
+            conversations: &views,
+        }
+        .encode()];
+        for point in hello.resume {
+            session.resume(point, &mut frames).await;
+        }
+        if let Principal::Agent(agent) = &session.principal {
+            app.router.send(RoutingEvent::AgentConnected { agent: agent.clone() }).await;
+        }
+        tracing::debug!(connection_id = session.handle.id(), role, "session started");
+        Ok((session, frames))
+    }
+
+    fn agent_id(&self) -> Option<u64> {
+        match &self.principal {
+            Principal::Agent(agent) => Some(agent.id),
+            Principal::Visitor(_) => None,
+        }
+    }
+
+    /// Handles one text frame from the client; frames to write go to `out`.
+    pub async fn on_frame(&mut self, text: &str, out: &mut Vec<Bytes>) {
+        let frame = match protocol::decode_client_frame(text) {
+            Ok(frame) => frame,
+            Err(error) => {
+                out.push(error_frame(error.code, &error.message, error.client_id.as_deref()));
+                return;
+            }
+        };
+        match frame {
+            ClientFrame::Hello(_) => out.push(error_frame(ErrorCode::UnknownType, "hello was already received", None)),
+            ClientFrame::Send(send) => self.send(send, out).await,
+            ClientFrame::Resume(point) => self.resume(point, out).await,
+            ClientFrame::Typing { conversation_id, active } => self.typing(conversation_id, active, out),
+            ClientFrame::Read { conversation_id, seq } => self.read(conversation_id, seq, out).await,
+            ClientFrame::Take { conversation_id } => self.take_or_close(conversation_id, true, out).await,
+            ClientFrame::Close { conversation_id } => self.take_or_close(conversation_id, false, out).await,
+            ClientFrame::Presence { status } => self.presence(status, out).await,
+            ClientFrame::Ping => out.push(ServerFrame::Pong.encode()),
+        }
+    }
+
+    /// Handles one item from the connection's outbound queue.
+    pub fn on_outbound(&mut self, outbound: Outbound, out: &mut Vec<Bytes>) {
+        match outbound {
+            Outbound::Frame(frame) => out.push(frame),
+            Outbound::Sequenced { conversation_id, seq, frame } => match self.cursor_mut(conversation_id) {
+                Some(cursor) if seq <= cursor.last_seq => {}
+                Some(cursor) => {
+                    cursor.last_seq = seq;
+                    out.push(frame);
+                }
+                None => out.push(frame),
+            },
+            Outbound::Subscribed { conversation_id, last_seq } => {
+                if self.cursor_mut(conversation_id).is_none() {
+                    self.cursors.push(Cursor { conversation_id, last_seq });
+                }
+            }
+        }
+    }
+
+    /// Unregisters the connection; called once when it ends.
+    pub async fn finish(self) {
+        let visitor_id = match &self.principal {
+            Principal::Visitor(visitor) => Some(visitor.id),
+            Principal::Agent(_) => None,
+        };
+        let agent = self.agent_id().map(|id| (id, self.agent_sites.as_slice()));
+        self.app.hub.unregister(&self.handle, visitor_id, agent, self.cursors.iter().map(|cursor| cursor.conversation_id));
+        if let Some(agent_id) = self.agent_id() {
+            self.app.router.send(RoutingEvent::AgentDisconnected { agent_id }).await;
+        }
+    }
+
+    fn cursor_mut(&mut self, conversation_id: u64) -> Option<&mut Cursor> {
+        self.cursors.iter_mut().find(|cursor| cursor.conversation_id == conversation_id)
+    }
+
+    /// Loads a conversation this principal may access; `None` for missing and forbidden alike.
+    async fn accessible_conversation(&self, conversation_id: u64) -> Result<Option<Conversation>, StorageError> {
+        let conversation = self.app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+        Ok(conversation.filter(|conversation| self.principal.can_access(conversation)))
+    }
+
+    async fn send(&mut self, send: protocol::Send, out: &mut Vec<Bytes>) {
+        let trace_id = secrets::new_trace_id();
+        let client_id = send.client_id;
+        let refuse = |out: &mut Vec<Bytes>, code: ErrorCode, message: &str| out.push(error_frame(code, message, Some(&client_id)));
+        if let Err(message) = messages::validate_client_id(&client_id) {
+            out.push(error_frame(ErrorCode::InvalidField, &message, None));
+            return;
+        }
+        let text = match messages::validate_text(&send.text, self.app.config.limits.max_text_chars) {
+            Ok(text) => text,
+            Err(message) => return refuse(out, ErrorCode::InvalidField, &message),
+        };
+        if send.internal && self.principal.is_visitor() {
+            return refuse(out, ErrorCode::Forbidden, "internal: only agents write internal notes");
+        }
+        tracing::debug!(trace_id, connection_id = self.handle.id(), "send validated");
+
+        // Find the conversation's site for the word filter; check access on the way.
+        let (target, site_key) = match (&self.principal, send.conversation_id) {
+            (Principal::Visitor(visitor), None) => (Target::VisitorInbox { site: visitor.site.clone(), visitor_id: visitor.id }, visitor.site.clone()),
+            (Principal::Agent(_), None) => return refuse(out, ErrorCode::InvalidField, "conversation_id: required for agents"),
+            (_, Some(conversation_id)) => {
+                let known = self.cursors.iter().any(|cursor| cursor.conversation_id == conversation_id);
+                let site = match &self.principal {
+                    Principal::Visitor(visitor) if known => Some(visitor.site.clone()),
+                    _ => match self.accessible_conversation(conversation_id).await {
+                        Ok(conversation) => conversation.map(|conversation| conversation.site),
+                        Err(error) => {
+                            tracing::error!(trace_id, %error, "reading a conversation failed");
+                            return refuse(out, ErrorCode::Internal, "internal error; retry with the same client_id");
+                        }
+                    },
+                };
+                match site {
+                    Some(site) => (Target::Conversation(conversation_id), site),
+                    None => return refuse(out, ErrorCode::NotFound, "no such conversation"),
+                }
+            }
+        };
+        let text = match self.app.sites.get(&site_key).await {
+            Ok(Some(site)) => match site.filter.filter(&text) {
+                Filtered::Clean => text,
+                Filtered::Masked(masked) => masked,
+                Filtered::Rejected => return refuse(out, ErrorCode::RejectedContent, "the message contains words this site does not accept"),
+            },
+            Ok(None) => return refuse(out, ErrorCode::NotFound, "the conversation's site no longer exists"),
+            Err(error) => {
+                tracing::error!(trace_id, %error, "loading a site failed");
+                return refuse(out, ErrorCode::Internal, "internal error; retry with the same client_id");
+            }
+        };
+        tracing::debug!(trace_id, "send filtered");
+
+        let new_message = NewMessage {
+            target,
+            sender: self.principal.sender(),
+            client_id: client_id.clone(),
+            text,
+            internal: send.internal,
+            trace_id,
+            origin: Some(self.handle.clone()),
+        };
+        let origin = self.handle.clone();
+        let abort_origin = self.handle.clone();
+        let abort_client_id = client_id.clone();
+        let queued = self
+            .app
+            .store
+            .write_detached(
+                move |context| {
+                    if let Err(error) = messages::append(context, new_message)? {
+                        origin.push(Outbound::Frame(error_frame(error.code(), &error.to_string(), Some(&client_id))));
+                    }
+                    Ok(())
+                },
+                move |_| abort_origin.push(Outbound::Frame(error_frame(ErrorCode::Internal, "storing the message failed; retry with the same client_id", Some(&abort_client_id)))),
+            )
+            .await;
+        if queued.is_err() {
+            out.push(error_frame(ErrorCode::Unavailable, "the server is shutting down; resend after reconnecting", None));
+        }
+    }
+
+    async fn resume(&mut self, point: ResumePoint, out: &mut Vec<Bytes>) {
+        let conversation_id = point.conversation_id;
+        match self.accessible_conversation(conversation_id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return out.push(error_frame(ErrorCode::NotFound, "no such conversation", None)),
+            Err(error) => {
+                tracing::error!(%error, "resume failed");
+                return out.push(error_frame(ErrorCode::Internal, "internal error", None));
+            }
+        }
+        // Subscribe first, then read: whatever commits after the read arrives on the queue.
+        self.app.hub.subscribe(conversation_id, &self.handle);
+        let epoch = self.app.store.epoch();
+        let replay_limit = self.app.config.limits.replay_limit;
+        let epoch_changed = point.epoch != epoch && point.last_seq > 0;
+        let read = self
+            .app
+            .store
+            .read(move |transaction| {
+                let conversation = conversations::get(transaction, conversation_id)?.ok_or_else(|| StorageError::Corrupt("conversation vanished".into()))?;
+                let too_far = conversation.last_seq.saturating_sub(point.last_seq) > replay_limit as u64;
+                let missed = if epoch_changed || too_far { Vec::new() } else { messages::page_after(transaction, conversation_id, point.last_seq, replay_limit)? };
+                Ok((conversation, too_far, missed))
+            })
+            .await;
+        let (conversation, too_far, missed) = match read {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::error!(%error, "resume read failed");
+                return out.push(error_frame(ErrorCode::Internal, "internal error", None));
+            }
+        };
+        let (last_written, reason) = if epoch_changed || too_far {
+            (conversation.last_seq, Some(if epoch_changed { "epoch_changed" } else { "too_far_behind" }))
+        } else {
+            let is_visitor = self.principal.is_visitor();
+            for (seq, record) in &missed {
+                if !(record.internal && is_visitor) {
+                    out.push(ServerFrame::Message(&messages::message_view(conversation_id, *seq, record, epoch)).encode());
+                }
+            }
+            (missed.last().map(|(seq, _)| *seq).unwrap_or(point.last_seq).max(point.last_seq), None)
+        };
+        match self.cursor_mut(conversation_id) {
+            Some(cursor) => cursor.last_seq = cursor.last_seq.max(last_written),
+            None => self.cursors.push(Cursor { conversation_id, last_seq: last_written }),
+        }
+        let frame = match reason {
+            Some(reason) => ServerFrame::Reset { conversation_id, epoch, last_seq: conversation.last_seq, reason }.encode(),
+            None => ServerFrame::Replayed { conversation_id, last_seq: last_written }.encode(),
+        };
+        out.push(frame);
+    }
+
+    fn typing(&mut self, conversation_id: u64, active: bool, out: &mut Vec<Bytes>) {
+        if self.cursor_mut(conversation_id).is_none() {
+            return out.push(error_frame(ErrorCode::NotFound, "not subscribed to that conversation; resume it first", None));
+        }
+        let now = Instant::now();
+        match self.typing_sent.iter_mut().find(|(id, _)| *id == conversation_id) {
+            Some((_, sent_at)) if active && now.duration_since(*sent_at) < TYPING_INTERVAL => return,
+            Some((_, sent_at)) => *sent_at = now,
+            None => self.typing_sent.push((conversation_id, now)),
+        }
+        let sender = self.principal.sender();
+        let frame = ServerFrame::Typing { conversation_id, sender: &sender, active }.encode();
+        for connection in self.app.hub.subscribers(conversation_id) {
+            if connection != self.handle {
+                connection.push(Outbound::Frame(frame.clone()));
+            }
+        }
+    }
+
+    async fn read(&mut self, conversation_id: u64, seq: u64, out: &mut Vec<Bytes>) {
+        if self.cursor_mut(conversation_id).is_none() {
+            return out.push(error_frame(ErrorCode::NotFound, "not subscribed to that conversation; resume it first", None));
+        }
+        let sender = self.principal.sender();
+        let reader = ParticipantView { kind: sender.kind, id: sender.id };
+        let queued = self
+            .app
+            .store
+            .write_detached(
+                move |context| {
+                    let Some(conversation) = context.conversation(conversation_id)? else { return Ok(()) };
+                    let seq = seq.min(conversation.last_seq);
+                    let mut positions = context.transaction.open_table(tables::READ_POSITIONS)?;
+                    let key = (conversation_id, reader.kind.code(), reader.id);
+                    let previous = positions.get(key)?.map(|value| value.value()).unwrap_or(0);
+                    if seq > previous {
+                        positions.insert(key, seq)?;
+                        drop(positions);
+                        context.publish(CommittedEvent::Read { conversation_id, reader, seq });
+                    }
+                    Ok(())
+                },
+                |_| {},
+            )
+            .await;
+        if queued.is_err() {
+            out.push(error_frame(ErrorCode::Unavailable, "the server is shutting down", None));
+        }
+    }
+
+    async fn take_or_close(&mut self, conversation_id: u64, take: bool, out: &mut Vec<Bytes>) {
+        let Principal::Agent(agent) = &self.principal else {
+            return out.push(error_frame(ErrorCode::Forbidden, "only agents take or close conversations", None));
+        };
+        let agent: Agent = agent.clone();
+        let conversation = match self.accessible_conversation(conversation_id).await {
+            Ok(Some(conversation)) => conversation,
+            Ok(None) => return out.push(error_frame(ErrorCode::NotFound, "no such conversation", None)),
+            Err(error) => {
+                tracing::error!(%error, "reading a conversation failed");
+                return out.push(error_frame(ErrorCode::Internal, "internal error", None));
+            }
+        };
+        let held_by_other = conversation.assigned_agent.is_some_and(|holder| holder != agent.id);
+        let result = if take {
+            if held_by_other && agent.role != AgentRole::Admin {
+                return out.push(error_frame(ErrorCode::Forbidden, "another agent holds this conversation; only admins take it over", None));
+            }
+            conversations::assign(&self.app.store, conversation_id, agent.id, AssignWhen::Open).await
+        } else {
+            conversations::close(&self.app.store, conversation_id).await
+        };
+        match result {
+            Ok(_) => {}
+            Err(ConversationError::Storage(error)) => {
+                tracing::error!(%error, "changing a conversation failed");
+                out.push(error_frame(ErrorCode::Internal, "internal error", None));
+            }
+            Err(ConversationError::Closed) => out.push(error_frame(ErrorCode::ConversationClosed, "the conversation is closed", None)),
+            Err(error) => out.push(error_frame(ErrorCode::Forbidden, &error.to_string(), None)),
+        }
+    }
+
+    async fn presence(&mut self, status: Presence, out: &mut Vec<Bytes>) {
+        let Some(agent_id) = self.agent_id() else {
+            return out.push(error_frame(ErrorCode::Forbidden, "only agents set presence", None));
+        };
+        if status == Presence::Offline {
+            return out.push(error_frame(ErrorCode::InvalidField, "status: online or away (offline follows from disconnecting)", None));
+        }
+        self.app.router.send(RoutingEvent::Presence { agent_id, status }).await;
+    }
+}
+
+pub fn error_frame(code: ErrorCode, message: &str, client_id: Option<&str>) -> Bytes {
+    ServerFrame::Error { code, message, client_id }.encode()
+}
+
+async fn authenticate(app: &AppState, entry: Entry, token: Option<&str>) -> Result<Principal, CloseReason> {
+    let unauthenticated = || CloseReason::new(close_code::UNAUTHENTICATED, "unknown or expired token");
+    let now = crate::clock::now_millis();
+    match entry {
+        Entry::Visitor { site } => {
+            let token = token.filter(|token| token.starts_with(visitors::TOKEN_PREFIX)).ok_or_else(unauthenticated)?;
+            let digest = secrets::token_digest(token);
+            let visitor = app
+                .store
+                .read(move |transaction| visitors::authenticate(transaction, &digest))
+                .await
+                .map_err(|_| CloseReason::new(close_code::INTERNAL, "internal error"))?
+                .filter(|visitor| visitor.site == site.site.key)
+                .ok_or_else(unauthenticated)?;
+            if visitor.blocked {
+                return Err(CloseReason::new(close_code::FORBIDDEN, "blocked"));
+            }
+            Ok(Principal::Visitor(visitor))
+        }
+        Entry::Agent { cookie_token } => {
+            let token = token.map(str::to_owned).or(cookie_token).filter(|token| token.starts_with(agents::TOKEN_PREFIX)).ok_or_else(unauthenticated)?;
+            let digest = secrets::token_digest(&token);
+            let agent = app
+                .store
+                .read(move |transaction| agents::authenticate(transaction, &digest, now))
+                .await
+                .map_err(|_| CloseReason::new(close_code::INTERNAL, "internal error"))?
+                .ok_or_else(unauthenticated)?;
+            Ok(Principal::Agent(agent))
+        }
+    }
+}
+
+/// A token bucket: `rate` frames per second, bursts up to `burst`.
+pub struct RateLimiter {
+    tokens: f32,
+    last_refill: Instant,
+    rate: f32,
+    burst: f32,
+}
+
+impl RateLimiter {
+    pub fn new(rate: u32, burst: u32) -> RateLimiter {
+        RateLimiter { tokens: burst as f32, last_refill: Instant::now(), rate: rate as f32, burst: burst.max(1) as f32 }
+    }
+
+    /// Takes one token; false when the bucket is empty.
+    pub fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last_refill).as_secs_f32() * self.rate).min(self.burst);
+        self.last_refill = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Storage: redb is the source of truth; this module owns the database handle.
+//!
+//! Reads run on the blocking pool through [`Store::read`]. Every write goes through the single
+//! group-commit writer thread ([`writer`]), which batches operations into one durable commit and
+//! only then answers them, so an acknowledgement always follows the fsync.
+
+pub mod dedup;
+pub mod tables;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use tokio::sync::mpsc;
+
+use crate::config::StorageConfig;
+use crate::delivery::CommittedBatch;
+pub use writer::{WriteContext, WriterState};
+
+/// The version of the stored format; a file with another version is refused or migrated on open.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "kefu.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("the database is in use by another kefu process (a running server holds {0})")]
+    AlreadyOpen(PathBuf),
+    #[error("the database was written by a newer kefu (format {found}, this build reads {SCHEMA_VERSION})")]
+    NewerFormat { found: u64 },
+    #[error("database error: {0}")]
+    Redb(#[from] redb::Error),
+    #[error("a stored record could not be decoded: {0}")]
+    Corrupt(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the storage writer has stopped")]
+    WriterStopped,
+    #[error("a write operation panicked: {0}")]
+    Panicked(String),
+}
+
+macro_rules! redb_error_into_storage_error {
+    ($($error:ty),*) => {$(
+        impl From<$error> for StorageError {
+            fn from(error: $error) -> Self {
+                StorageError::Redb(error.into())
+            }
+        }
+    )*};
+}
+redb_error_into_storage_error!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// Encodes an entity record as JSON.
+pub fn encode_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("entity records always serialize")
+}
+
+/// Decodes an entity record stored as JSON.
+pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|error| StorageError::Corrupt(error.to_string()))
+}
+
+/// Decodes a compact record stored with postcard.
+pub fn decode_postcard<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    postcard::from_bytes(bytes).map_err(|error| StorageError::Corrupt(error.to_string()))
+}
+
+/// Encodes a compact record with postcard.
+pub fn encode_postcard<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("compact records always serialize")
+}
+
+/// The handle every part of kefu shares. Cloning is cheap.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    /// The open database; readers open their own transactions on it.
+    database: Arc<Database>,
+    /// The queue into the writer thread.
+    writer: writer::WriterHandle,
+    /// Changes only when data is restored from a backup; clients resuming across it must reload.
+    epoch: u64,
+    data_dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `data_dir` and starts the writer thread.
+    /// Committed batches are sent to `committed` for delivery, when given.
+    pub fn open(
+        data_dir: &Path,
+        config: &StorageConfig,
+        committed: Option<mpsc::Sender<CommittedBatch>>,
+    ) -> Result<Store, StorageError> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(DATABASE_FILE);
+        let database = Database::builder().create(&path).map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::AlreadyOpen(path.clone()),
+            other => other.into(),
+        })?;
+        let database = Arc::new(database);
+        let epoch = initialise(&database)?;
+        let state = WriterState::load(&database)?;
+        let writer = writer::spawn(database.clone(), state, config.clone(), committed)?;
+        Ok(Store { inner: Arc::new(StoreInner { database, writer, epoch, data_dir: data_dir.to_owned() }) })
+    }
+
+    /// The epoch of this database (see docs/protocol.md, "Resume").
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    /// Runs `read` in a read transaction on the blocking pool.
+    pub async fn read<R, F>(&self, read: F) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<R, StorageError> + Send + 'static,
+    {
+        let database = self.inner.database.clone();
+        tokio::task::spawn_blocking(move || {
+            let transaction = database.begin_read()?;
+            read(&transaction)
+        })
+        .await
+        .map_err(|error| StorageError::Panicked(error.to_string()))?
+    }
+
+    /// Runs `read` in a read transaction on the calling thread (for blocking contexts only).
+    pub fn read_blocking<R>(
+        &self,
+        read: impl FnOnce(&ReadTransaction) -> Result<R, StorageError>,
+    ) -> Result<R, StorageError> {
+        let transaction = self.inner.database.begin_read()?;
+        read(&transaction)
+    }
+
+    /// Queues `operation` for the writer and waits until its batch is durably committed.
+    ///
+    /// The operation returns `Ok(Err(domain error))` to refuse without writing, and must not
+    /// write anything before it has decided to succeed (the batch it shares is committed whole).
+    pub async fn write<R, E, F>(&self, operation: F) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+        F: FnOnce(&mut WriteContext<'_>) -> Result<Result<R, E>, StorageError> + Send + 'static,
+    {
+        self.inner.writer.submit(operation).await
+    }
+
+    /// Queues `operation` without waiting for its commit: its effects reach clients as events
+    /// after the commit, and `on_abort` runs if the batch fails instead. Waits only for room in
+    /// the writer's queue, so a connection can have many sends in flight.
+    pub async fn write_detached<F, A>(&self, operation: F, on_abort: A) -> Result<(), StorageError>
+    where
+        F: FnOnce(&mut WriteContext<'_>) -> Result<(), StorageError> + Send + 'static,
+        A: FnOnce(Arc<str>) + Send + 'static,
+    {
+        self.inner.writer.submit_detached(operation, on_abort).await
+    }
+
+    /// Commits everything queued and stops the writer. Later writes fail with `WriterStopped`.
+    pub async fn shutdown(&self) {
+        self.inner.writer.shutdown().await;
+    }
+}
+
+/// Creates the tables and meta records of a new database, or checks the format of an existing one.
+/// Returns the database epoch.
+fn initialise(database: &Database) -> Result<u64, StorageError> {
+    let transaction = database.begin_write()?;
+    let epoch = {
+        let mut meta = transaction.open_table(tables::META)?;
+        let version = meta.get("schema_version")?.map(|value| value.value());
+        match version {
+            Some(found) if found > SCHEMA_VERSION => return Err(StorageError::NewerFormat { found }),
+            Some(_) => {}
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION)?;
+            }
+        }
+        let epoch = meta.get("epoch")?.map(|value| value.value());
+        match epoch {
+            Some(epoch) => epoch,
+            None => {
+                let epoch = new_epoch();
+                meta.insert("epoch", epoch)?;
+                epoch
+            }
+        }
+    };
+    // Open every fixed table once so readers never meet a missing table.
+    transaction.open_table(tables::SITES)?;
+    transaction.open_table(tables::AGENTS)?;
+    transaction.open_table(tables::AGENT_EMAILS)?;
+    transaction.open_table(tables::AGENT_SESSIONS)?;
+    transaction.open_table(tables::VISITORS)?;
+    transaction.open_table(tables::VISITOR_TOKENS)?;
+    transaction.open_table(tables::VISITOR_IDENTITIES)?;
+    transaction.open_table(tables::CONVERSATIONS)?;
+    transaction.open_table(tables::VISITOR_CONVERSATIONS)?;
+    transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?;
+    transaction.open_table(tables::OPEN_CONVERSATIONS)?;
+    transaction.open_table(tables::CONVERSATION_DAYS)?;
+    transaction.open_table(tables::CLIENT_IDS)?;
+    transaction.open_table(tables::READ_POSITIONS)?;
+    transaction.commit()?;
+    Ok(epoch)
+}
+
+/// A new epoch: a random number below 2^31, so every client language holds it exactly.
+pub fn new_epoch() -> u64 {
+    u64::from(rand::random::<u32>() >> 1).max(1)
+}
+
+/// Reads a counter from the meta table.
+pub fn read_meta(transaction: &ReadTransaction, key: &str) -> Result<Option<u64>, StorageError> {
+    let meta = transaction.open_table(tables::META)?;
+    Ok(meta.get(key)?.map(|value| value.value()))
+}

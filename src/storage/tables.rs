@@ -1,0 +1,71 @@
+//! Every redb table kefu uses, with its key and value layout.
+//!
+//! Names carry a version suffix (`_v1`): a change of layout gets a new name and a migration,
+//! so an old file is never misread. Values are JSON for entities (they gain fields over time,
+//! and `serde(default)` reads old records) and postcard for the high-volume message and
+//! acknowledgement records.
+
+use redb::TableDefinition;
+
+/// Counters and format facts: `schema_version`, `epoch`, `next_*_id`, `next_lsn`.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
+
+/// Site key → site (JSON).
+pub const SITES: TableDefinition<&str, &[u8]> = TableDefinition::new("sites_v1");
+
+/// Agent id → agent (JSON).
+pub const AGENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("agents_v1");
+
+/// Lowercased email → agent id; keeps emails unique.
+pub const AGENT_EMAILS: TableDefinition<&str, u64> = TableDefinition::new("agent_emails_v1");
+
+/// SHA-256 of a session token → agent session (JSON).
+pub const AGENT_SESSIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("agent_sessions_v1");
+
+/// Visitor id → visitor (JSON).
+pub const VISITORS: TableDefinition<u64, &[u8]> = TableDefinition::new("visitors_v1");
+
+/// SHA-256 of a visitor token → visitor id.
+pub const VISITOR_TOKENS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("visitor_tokens_v1");
+
+/// (site key, the business's user id) → visitor id, for verified identities across devices.
+pub const VISITOR_IDENTITIES: TableDefinition<(&str, &str), u64> = TableDefinition::new("visitor_identities_v1");
+
+/// Conversation id → conversation (JSON).
+pub const CONVERSATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("conversations_v1");
+
+/// (visitor id, conversation id) → (): a visitor's conversations, oldest first.
+pub const VISITOR_CONVERSATIONS: TableDefinition<(u64, u64), ()> = TableDefinition::new("visitor_conversations_v1");
+
+/// Visitor id → their open conversation, so a visitor's next message finds it without a scan.
+pub const VISITOR_OPEN_CONVERSATION: TableDefinition<u64, u64> = TableDefinition::new("visitor_open_conversation_v1");
+
+/// Conversation id → site key, for every conversation not closed; routing and consoles start from it.
+pub const OPEN_CONVERSATIONS: TableDefinition<u64, &str> = TableDefinition::new("open_conversations_v1");
+
+/// (conversation id, day) → (): the day shards holding a conversation's messages.
+pub const CONVERSATION_DAYS: TableDefinition<(u64, u32), ()> = TableDefinition::new("conversation_days_v1");
+
+/// (sender kind, sender id, client id) → acknowledgement (postcard): the dedup record of every send.
+pub const CLIENT_IDS: TableDefinition<(u8, u64, &str), &[u8]> = TableDefinition::new("client_ids_v1");
+
+/// (conversation id, participant kind, participant id) → the highest sequence that participant has read.
+pub const READ_POSITIONS: TableDefinition<(u64, u8, u64), u64> = TableDefinition::new("read_positions_v1");
+
+/// The prefix of the per-day message shard tables, `messages_v1_YYYY-MM-DD`.
+pub const MESSAGE_SHARD_PREFIX: &str = "messages_v1_";
+
+/// The name of the message shard table of one UTC day.
+pub fn message_shard_name(day: u32) -> String {
+    format!("{MESSAGE_SHARD_PREFIX}{}", crate::clock::day_to_date(day))
+}
+
+/// A message shard: (conversation id, sequence) → message (postcard).
+pub fn message_shard(name: &str) -> TableDefinition<'_, (u64, u64), &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// The day of a message shard table, from its name.
+pub fn message_shard_day(table_name: &str) -> Option<u32> {
+    crate::clock::date_to_day(table_name.strip_prefix(MESSAGE_SHARD_PREFIX)?)
+}

@@ -1,0 +1,400 @@
+//! The single writer: group commit on a dedicated thread.
+//!
+//! Operations queue on a bounded channel. The writer takes the first, drains whatever else is
+//! queued (up to `commit_max_batch`, waiting up to `commit_max_delay_us` for more), runs them all
+//! in one write transaction and commits it durably. Only after the commit does it publish the
+//! batch's events for delivery and answer the callers. If any operation fails with a storage error
+//! the whole batch is aborted, every caller gets an error and the writer reloads its caches.
+//!
+//! **Invariant:** nothing but this thread opens a redb write transaction while the server runs.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::dedup::Dedup;
+use super::{decode_json, encode_json, tables, StorageError};
+use crate::config::StorageConfig;
+use crate::conversations::Conversation;
+use crate::delivery::{CommittedBatch, CommittedEvent};
+
+/// Operations waiting for the writer. Large enough to absorb a burst of a few commits' worth
+/// while the previous commit syncs; when full, senders wait, which is the backpressure.
+const WRITER_QUEUE_CAPACITY: usize = 16_384;
+
+/// Conversations kept decoded in the writer; past this the clean ones are dropped after a commit.
+const CONVERSATION_CACHE_LIMIT: usize = 100_000;
+
+/// What a finished operation reports to the writer: whether the batch may commit, and how to
+/// answer the caller once the commit's outcome is known.
+type Completion = Box<dyn FnOnce(Result<(), Arc<str>>) + Send>;
+type Job = Box<dyn FnOnce(&mut WriteContext<'_>) -> (Result<(), Arc<str>>, Completion) + Send>;
+
+enum Command {
+    Job(Job),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The counters the writer allocates ids from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Counter {
+    Conversation,
+    Visitor,
+    Agent,
+    /// The global commit order of messages (log sequence number).
+    Lsn,
+}
+
+impl Counter {
+    fn meta_key(self) -> &'static str {
+        match self {
+            Counter::Conversation => "next_conversation_id",
+            Counter::Visitor => "next_visitor_id",
+            Counter::Agent => "next_agent_id",
+            Counter::Lsn => "next_lsn",
+        }
+    }
+
+    const ALL: [Counter; 4] = [Counter::Conversation, Counter::Visitor, Counter::Agent, Counter::Lsn];
+}
+
+/// What the writer keeps between batches. Rebuilt from the database after a failed batch.
+pub struct WriterState {
+    /// Next value of each counter; written to `meta_v1` with every batch that moved it.
+    counters: HashMap<Counter, u64>,
+    dirty_counters: HashSet<Counter>,
+    /// Decoded conversations, so a message does not decode and re-encode its conversation.
+    conversations: HashMap<u64, Conversation>,
+    /// Conversations changed in this batch; written once at its end.
+    dirty_conversations: HashSet<u64>,
+    pub dedup: Dedup,
+    /// (conversation, day) pairs known to be in `conversation_days_v1`.
+    conversation_days: HashSet<(u64, u32)>,
+}
+
+impl WriterState {
+    pub fn load(database: &Database) -> Result<WriterState, StorageError> {
+        let transaction = database.begin_read()?;
+        let meta = transaction.open_table(tables::META)?;
+        let mut counters = HashMap::new();
+        for counter in Counter::ALL {
+            let next = meta.get(counter.meta_key())?.map(|value| value.value()).unwrap_or(1);
+            counters.insert(counter, next);
+        }
+        Ok(WriterState {
+            counters,
+            dirty_counters: HashSet::new(),
+            conversations: HashMap::new(),
+            dirty_conversations: HashSet::new(),
+            dedup: Dedup::load(database)?,
+            conversation_days: HashSet::new(),
+        })
+    }
+
+    fn flush(&mut self, transaction: &WriteTransaction) -> Result<(), StorageError> {
+        if !self.dirty_counters.is_empty() {
+            let mut meta = transaction.open_table(tables::META)?;
+            for counter in self.dirty_counters.drain() {
+                meta.insert(counter.meta_key(), self.counters[&counter])?;
+            }
+        }
+        if !self.dirty_conversations.is_empty() {
+            let mut table = transaction.open_table(tables::CONVERSATIONS)?;
+            for id in self.dirty_conversations.drain() {
+                if let Some(conversation) = self.conversations.get(&id) {
+                    table.insert(id, encode_json(conversation).as_slice())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn trim_caches(&mut self) {
+        if self.conversations.len() > CONVERSATION_CACHE_LIMIT {
+            self.conversations.clear();
+        }
+        if self.conversation_days.len() > CONVERSATION_CACHE_LIMIT {
+            self.conversation_days.clear();
+        }
+    }
+}
+
+/// What an operation sees: the batch's transaction, the writer's caches, and the event list.
+pub struct WriteContext<'a> {
+    pub transaction: &'a WriteTransaction,
+    state: &'a mut WriterState,
+    events: &'a mut Vec<CommittedEvent>,
+    /// The time the batch started, in Unix milliseconds; all its records carry it.
+    pub now: i64,
+}
+
+impl WriteContext<'_> {
+    /// Allocates the next value of a counter.
+    pub fn next_id(&mut self, counter: Counter) -> u64 {
+        let next = self.state.counters.entry(counter).or_insert(1);
+        let id = *next;
+        *next += 1;
+        self.state.dirty_counters.insert(counter);
+        id
+    }
+
+    /// Publishes `event` for delivery once the batch is committed.
+    pub fn publish(&mut self, event: CommittedEvent) {
+        self.events.push(event);
+    }
+
+    pub fn dedup(&mut self) -> &mut Dedup {
+        &mut self.state.dedup
+    }
+
+    /// A conversation, from the cache or the database.
+    pub fn conversation(&mut self, id: u64) -> Result<Option<&Conversation>, StorageError> {
+        self.load_conversation(id)?;
+        Ok(self.state.conversations.get(&id))
+    }
+
+    /// A conversation to change; it is written back at the end of the batch.
+    pub fn conversation_mut(&mut self, id: u64) -> Result<Option<&mut Conversation>, StorageError> {
+        self.load_conversation(id)?;
+        if self.state.conversations.contains_key(&id) {
+            self.state.dirty_conversations.insert(id);
+        }
+        Ok(self.state.conversations.get_mut(&id))
+    }
+
+    /// Stores a new conversation (written at the end of the batch).
+    pub fn insert_conversation(&mut self, conversation: Conversation) {
+        self.state.dirty_conversations.insert(conversation.id);
+        self.state.conversations.insert(conversation.id, conversation);
+    }
+
+    /// Records that `conversation_id` has messages in the shard of `day`.
+    pub fn note_conversation_day(&mut self, conversation_id: u64, day: u32) -> Result<(), StorageError> {
+        if self.state.conversation_days.insert((conversation_id, day)) {
+            let mut table = self.transaction.open_table(tables::CONVERSATION_DAYS)?;
+            table.insert((conversation_id, day), ())?;
+        }
+        Ok(())
+    }
+
+    fn load_conversation(&mut self, id: u64) -> Result<(), StorageError> {
+        if self.state.conversations.contains_key(&id) {
+            return Ok(());
+        }
+        let table = self.transaction.open_table(tables::CONVERSATIONS)?;
+        let found = table.get(id)?.map(|value| decode_json::<Conversation>(value.value())).transpose()?;
+        drop(table);
+        if let Some(conversation) = found {
+            self.state.conversations.insert(id, conversation);
+        }
+        Ok(())
+    }
+}
+
+/// The async side's handle on the writer thread.
+pub struct WriterHandle {
+    queue: mpsc::Sender<Command>,
+    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+pub fn spawn(
+    database: Arc<Database>,
+    state: WriterState,
+    config: StorageConfig,
+    committed: Option<mpsc::Sender<CommittedBatch>>,
+) -> Result<WriterHandle, StorageError> {
+    let (queue, receiver) = mpsc::channel(WRITER_QUEUE_CAPACITY);
+    let thread = std::thread::Builder::new()
+        .name("kefu-writer".to_owned())
+        .spawn(move || run(database, state, config, receiver, committed))?;
+    Ok(WriterHandle { queue, thread: parking_lot::Mutex::new(Some(thread)) })
+}
+
+impl WriterHandle {
+    pub async fn submit<R, E, F>(&self, operation: F) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+        F: FnOnce(&mut WriteContext<'_>) -> Result<Result<R, E>, StorageError> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel::<Result<R, E>>();
+        let job: Job = Box::new(move |context| match catch_unwind(AssertUnwindSafe(|| operation(context))) {
+            Ok(Ok(outcome)) => {
+                let completion: Completion = Box::new(move |committed| {
+                    let _ = answer.send(match committed {
+                        Ok(()) => outcome,
+                        Err(reason) => Err(E::from(StorageError::Panicked(reason.to_string()))),
+                    });
+                });
+                (Ok(()), completion)
+            }
+            Ok(Err(error)) => {
+                let reason: Arc<str> = error.to_string().into();
+                let completion: Completion = Box::new(move |_| {
+                    let _ = answer.send(Err(E::from(error)));
+                });
+                (Err(reason), completion)
+            }
+            Err(panic) => {
+                let reason: Arc<str> = panic_message(panic).into();
+                let message = reason.to_string();
+                let completion: Completion = Box::new(move |_| {
+                    let _ = answer.send(Err(E::from(StorageError::Panicked(message))));
+                });
+                (Err(reason), completion)
+            }
+        });
+        if self.queue.send(Command::Job(job)).await.is_err() {
+            return Err(E::from(StorageError::WriterStopped));
+        }
+        answered.await.unwrap_or_else(|_| Err(E::from(StorageError::WriterStopped)))
+    }
+
+    /// Queues `operation` without waiting for its commit; `on_abort` runs if its batch fails.
+    pub async fn submit_detached<F, A>(&self, operation: F, on_abort: A) -> Result<(), StorageError>
+    where
+        F: FnOnce(&mut WriteContext<'_>) -> Result<(), StorageError> + Send + 'static,
+        A: FnOnce(Arc<str>) + Send + 'static,
+    {
+        let job: Job = Box::new(move |context| {
+            let outcome = match catch_unwind(AssertUnwindSafe(|| operation(context))) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error.to_string().into()),
+                Err(panic) => Err(panic_message(panic).into()),
+            };
+            let completion: Completion = Box::new(move |committed| {
+                if let Err(reason) = committed {
+                    on_abort(reason);
+                }
+            });
+            (outcome, completion)
+        });
+        self.queue.send(Command::Job(job)).await.map_err(|_| StorageError::WriterStopped)
+    }
+
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.queue.send(Command::Shutdown(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+        let thread = self.thread.lock().take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "write operation panicked".to_owned())
+}
+
+fn run(
+    database: Arc<Database>,
+    mut state: WriterState,
+    config: StorageConfig,
+    mut receiver: mpsc::Receiver<Command>,
+    committed: Option<mpsc::Sender<CommittedBatch>>,
+) {
+    let max_batch = config.commit_max_batch.max(1);
+    let max_delay = Duration::from_micros(config.commit_max_delay_us);
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch.min(4096));
+    let mut shutdown: Option<oneshot::Sender<()>> = None;
+    while shutdown.is_none() {
+        match receiver.blocking_recv() {
+            Some(Command::Job(job)) => batch.push(job),
+            Some(Command::Shutdown(done)) => shutdown = Some(done),
+            None => break,
+        }
+        let deadline = Instant::now() + max_delay;
+        loop {
+            while batch.len() < max_batch && shutdown.is_none() {
+                match receiver.try_recv() {
+                    Ok(Command::Job(job)) => batch.push(job),
+                    Ok(Command::Shutdown(done)) => shutdown = Some(done),
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            if batch.len() >= max_batch || shutdown.is_some() || now >= deadline {
+                break;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_micros(100)));
+        }
+        if !batch.is_empty() {
+            commit_batch(&database, &mut state, &mut batch, committed.as_ref());
+        }
+    }
+    receiver.close();
+    if let Some(done) = shutdown {
+        let _ = done.send(());
+    }
+    tracing::debug!("storage writer stopped");
+}
+
+fn commit_batch(
+    database: &Database,
+    state: &mut WriterState,
+    batch: &mut Vec<Job>,
+    committed: Option<&mpsc::Sender<CommittedBatch>>,
+) {
+    let started = Instant::now();
+    let n_operations = batch.len();
+    let mut events = Vec::new();
+    let mut completions: Vec<Completion> = Vec::with_capacity(n_operations);
+    let outcome: Result<(), Arc<str>> = (|| {
+        let mut transaction = database.begin_write().map_err(|error| Arc::from(error.to_string()))?;
+        transaction.set_durability(Durability::Immediate).map_err(|error| Arc::from(error.to_string()))?;
+        let mut failure: Option<Arc<str>> = None;
+        {
+            let mut context = WriteContext { transaction: &transaction, state, events: &mut events, now: crate::clock::now_millis() };
+            for job in batch.drain(..) {
+                let (job_outcome, completion) = job(&mut context);
+                completions.push(completion);
+                if let Err(reason) = job_outcome {
+                    failure = Some(reason);
+                    break;
+                }
+            }
+            if failure.is_none() {
+                if let Err(error) = context.state.flush(&transaction) {
+                    failure = Some(error.to_string().into());
+                }
+            }
+        }
+        if let Some(reason) = failure {
+            let _ = transaction.abort();
+            return Err(reason);
+        }
+        transaction.commit().map_err(|error| Arc::from(error.to_string()))
+    })();
+    batch.clear();
+    match &outcome {
+        Ok(()) => {
+            state.trim_caches();
+            tracing::trace!(n_operations, elapsed_us = started.elapsed().as_micros() as u64, "batch committed");
+            if let Some(committed) = committed {
+                if !events.is_empty() && committed.blocking_send(CommittedBatch(events)).is_err() {
+                    tracing::debug!("delivery has stopped; committed events dropped");
+                }
+            }
+        }
+        Err(reason) => {
+            tracing::error!(%reason, n_operations, "write batch aborted");
+            match WriterState::load(database) {
+                Ok(reloaded) => *state = reloaded,
+                Err(error) => tracing::error!(%error, "reloading the writer state failed"),
+            }
+        }
+    }
+    for completion in completions {
+        completion(outcome.clone());
+    }
+}

@@ -1,0 +1,233 @@
+//! The WebSocket transport: upgrade checks, then one task per connection that reads frames,
+//! writes the session's output and the outbound queue, keeps the heartbeat and enforces limits.
+//!
+//! Memory per idle connection is what the product's numbers hinge on, so the socket's buffers
+//! are small (tungstenite's default read buffer alone is 128 KiB), the connection is one task,
+//! and nothing is allocated per connection beyond its queue and session.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::SinkExt;
+use serde::Deserialize;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::time::Instant;
+
+use crate::delivery::{ConnectionHandle, Role};
+use crate::http::{error::ApiError, session_cookie_token};
+use crate::protocol::{self, close_code, ClientFrame, ErrorCode, ServerFrame};
+use crate::server::AppState;
+use crate::session::{error_frame, CloseReason, Entry, RateLimiter, Session};
+
+/// Read buffer per connection. Frames larger than this are read in several steps; most chat
+/// frames are far smaller.
+const READ_BUFFER_BYTES: usize = 1024;
+
+/// Write buffer per connection before a flush is forced.
+const WRITE_BUFFER_BYTES: usize = 1024;
+
+/// How long one write to a client may take before the client counts as gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Frames over the rate limit in a row before the connection is closed.
+const MAX_RATE_LIMITED_FRAMES: u32 = 100;
+
+#[derive(Deserialize)]
+pub struct VisitorQuery {
+    site: String,
+}
+
+/// `GET /ws/visitor?site=KEY`
+pub async fn visitor_upgrade(State(app): State<AppState>, Query(query): Query<VisitorQuery>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
+    let site = app.sites.get(&query.site).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
+    let origin = headers.get("origin").and_then(|value| value.to_str().ok());
+    if !site.site.allows_origin(origin, &crate::http::own_origin(&headers)) {
+        return Err(ApiError::Forbidden("this origin may not open visitor connections for the site".into()));
+    }
+    upgrade_with(app, upgrade, Role::Visitor, Entry::Visitor { site })
+}
+
+/// `GET /ws/agent`
+pub async fn agent_upgrade(State(app): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
+    let cookie_token = session_cookie_token(&headers);
+    // A browser sends the cookie from any page; only kefu's own pages may use it on a socket.
+    if cookie_token.is_some() {
+        if let Some(origin) = headers.get("origin").and_then(|value| value.to_str().ok()) {
+            if !origin.eq_ignore_ascii_case(&crate::http::own_origin(&headers)) {
+                return Err(ApiError::Forbidden("agent connections with a session cookie must come from kefu's own origin".into()));
+            }
+        }
+    }
+    upgrade_with(app, upgrade, Role::Agent, Entry::Agent { cookie_token })
+}
+
+fn upgrade_with(app: AppState, upgrade: WebSocketUpgrade, role: Role, entry: Entry) -> Result<Response, ApiError> {
+    let permit = app.connection_slots.clone().try_acquire_owned().map_err(|_| ApiError::Unavailable("too many connections".into()))?;
+    let max_frame = app.config.limits.max_frame_bytes;
+    let tasks = app.tasks.clone();
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(max_frame.max(WRITE_BUFFER_BYTES) * 4)
+        .max_message_size(max_frame)
+        .max_frame_size(max_frame)
+        .on_upgrade(move |socket| tasks.track_future(serve(socket, app, role, entry, permit)))
+        .into_response())
+}
+
+async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permit: OwnedSemaphorePermit) {
+    let mut connection = Connection { socket, last_activity: Instant::now() };
+    let limits = app.config.limits.clone();
+
+    let hello = tokio::select! {
+        frame = tokio::time::timeout(Duration::from_secs(limits.hello_timeout_secs), connection.socket.recv()) => frame,
+        _ = app.shutdown.cancelled() => return connection.close(CloseReason::new(close_code::RESTARTING, "shutting down")).await,
+    };
+    let hello = match hello {
+        Err(_) => return connection.close(CloseReason::new(close_code::HELLO_TIMEOUT, "no hello in time")).await,
+        Ok(Some(Ok(Message::Text(text)))) => match protocol::decode_client_frame(&text) {
+            Ok(ClientFrame::Hello(hello)) => hello,
+            Ok(_) => return connection.close(CloseReason::new(close_code::BAD_HELLO, "the first frame must be hello")).await,
+            Err(error) => return connection.close(CloseReason::new(close_code::BAD_HELLO, error.message)).await,
+        },
+        Ok(Some(Err(error))) => return connection.close_after_error(&error).await,
+        Ok(Some(Ok(_))) => return connection.close(CloseReason::new(close_code::BAD_HELLO, "the first frame must be a text hello")).await,
+        Ok(None) => return,
+    };
+
+    let (queue, mut outbound) = mpsc::channel(limits.outbound_queue);
+    let handle = ConnectionHandle::new(role, queue);
+    let (mut session, first_frames) = match Session::start(app.clone(), entry, hello, handle.clone()).await {
+        Ok(started) => started,
+        Err(reason) => return connection.close(reason).await,
+    };
+    let mut out: Vec<Bytes> = first_frames;
+    let mut rate = RateLimiter::new(limits.frames_per_second, limits.frame_burst);
+    let mut n_rate_limited = 0u32;
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(limits.heartbeat_secs));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.reset();
+    let idle_timeout = Duration::from_secs(limits.idle_timeout_secs);
+
+    let close_reason: Option<CloseReason> = loop {
+        if !out.is_empty() {
+            if let Err(reason) = connection.write_all(&mut out).await {
+                break reason;
+            }
+        }
+        tokio::select! {
+            _ = app.shutdown.cancelled() => {
+                out.push(ServerFrame::Goaway { reason: "shutdown", reconnect_after_ms: 1000 }.encode());
+                let _ = connection.write_all(&mut out).await;
+                break Some(CloseReason::new(close_code::RESTARTING, "server restarting; reconnect and resume"));
+            }
+            incoming = connection.socket.recv() => {
+                connection.last_activity = Instant::now();
+                match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        if !rate.allow() {
+                            n_rate_limited += 1;
+                            if n_rate_limited > MAX_RATE_LIMITED_FRAMES {
+                                break Some(CloseReason::new(close_code::RATE_LIMITED, "too many frames"));
+                            }
+                            out.push(error_frame(ErrorCode::RateLimited, "too many frames; slow down", None));
+                            continue;
+                        }
+                        n_rate_limited = 0;
+                        session.on_frame(&text, &mut out).await;
+                    }
+                    Some(Ok(Message::Binary(_))) => out.push(error_frame(ErrorCode::BadJson, "frames are JSON text messages", None)),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Err(error)) => break Some(close_reason_for(&error)),
+                }
+            }
+            queued = outbound.recv() => {
+                let Some(queued) = queued else { break None };
+                if handle.overflowed() {
+                    break Some(CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume"));
+                }
+                session.on_outbound(queued, &mut out);
+                // Take whatever else is queued, to write it in one flush.
+                while out.len() < 64 {
+                    match outbound.try_recv() {
+                        Ok(queued) => session.on_outbound(queued, &mut out),
+                        Err(_) => break,
+                    }
+                }
+                if handle.overflowed() {
+                    break Some(CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume"));
+                }
+            }
+            _ = heartbeat.tick() => {
+                if connection.last_activity.elapsed() >= idle_timeout {
+                    break Some(CloseReason::new(close_code::IDLE_TIMEOUT, "idle too long"));
+                }
+                if tokio::time::timeout(WRITE_TIMEOUT, connection.socket.send(Message::Ping(Bytes::new()))).await.map_or(true, |sent| sent.is_err()) {
+                    break None;
+                }
+            }
+        }
+    };
+    session.finish().await;
+    if let Some(reason) = close_reason {
+        connection.close(reason).await;
+    }
+    drop(permit);
+}
+
+struct Connection {
+    socket: WebSocket,
+    last_activity: Instant,
+}
+
+impl Connection {
+    /// Writes and flushes `frames`, emptying it.
+    async fn write_all(&mut self, frames: &mut Vec<Bytes>) -> Result<(), Option<CloseReason>> {
+        let write = async {
+            for frame in frames.drain(..) {
+                let text = Utf8Bytes::try_from(frame).expect("server frames are JSON, hence UTF-8");
+                self.socket.feed(Message::Text(text)).await?;
+            }
+            self.socket.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => {
+                frames.clear();
+                Err(None)
+            }
+        }
+    }
+
+    async fn close(mut self, reason: CloseReason) {
+        let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from(truncate_reason(&reason.reason)) };
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
+    }
+
+    async fn close_after_error(self, error: &axum::Error) {
+        self.close(close_reason_for(error)).await;
+    }
+}
+
+fn close_reason_for(error: &axum::Error) -> CloseReason {
+    let text = error.to_string();
+    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big") || text.contains("Message too") || text.contains("Frame too") {
+        CloseReason::new(close_code::TOO_BIG, "frame too large")
+    } else {
+        CloseReason::new(close_code::BAD_HELLO, "protocol error")
+    }
+}
+
+/// Close reasons are limited to 123 bytes by the WebSocket protocol.
+fn truncate_reason(reason: &str) -> String {
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}

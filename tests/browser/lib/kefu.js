@@ -1,0 +1,93 @@
+// kefu.js: runs a real kefu server for a test. Sites and agents are created
+// with `kefu admin` on a fresh data directory before `kefu serve` starts;
+// start() waits for the server's "listening http=ADDR" line (never a sleep);
+// kill() ends it abruptly and start() again reuses the same data and port.
+
+import { spawn, execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+export const BIN = process.env.KEFU_BIN || resolve(import.meta.dirname, '../../../target/debug/kefu');
+export const AGENT = { email: 'a@x.test', password: 'pw123456pw' };
+
+export class Kefu {
+  /** A server with one site (any origin allowed) and one agent of it, not yet started. */
+  static async create({ enforceIdentity = false } = {}) {
+    const kefu = new Kefu(await mkdtemp(join(tmpdir(), 'kefu-browser-')));
+    const site = await kefu.admin('create-site', '--name', 'Demo', '--origin', '*', ...(enforceIdentity ? ['--enforce-identity'] : []));
+    kefu.siteKey = site.site_key;
+    kefu.siteSecret = site.site_secret;
+    await kefu.admin('create-agent', '--email', AGENT.email, '--password', AGENT.password, '--role', 'agent', '--site', kefu.siteKey);
+    return kefu;
+  }
+
+  constructor(dataDir) {
+    this.dataDir = dataDir;
+    this.child = null;
+    this.addr = '127.0.0.1:0';
+    this.log = [];
+  }
+
+  get origin() {
+    return `http://${this.addr}`;
+  }
+
+  /** Runs `kefu admin ARGS` and returns its key=value stdout lines as an object. */
+  async admin(...args) {
+    const { stdout } = await run(BIN, ['admin', ...args, '--data-dir', this.dataDir]);
+    return Object.fromEntries(stdout.split('\n').map((l) => l.trim().match(/^(\w+)=(.*)$/)).filter(Boolean).map((m) => [m[1], m[2]]));
+  }
+
+  /** Starts `kefu serve` (on the previous port after a kill) and resolves once it is listening. */
+  start() {
+    const child = spawn(BIN, ['serve', '--data-dir', this.dataDir, '--http', this.addr], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    createInterface({ input: child.stderr }).on('line', (l) => this.log.push(l));
+    return new Promise((resolvePromise, reject) => {
+      const lines = createInterface({ input: child.stdout });
+      lines.on('line', (line) => {
+        this.log.push(line);
+        const m = line.match(/listening http=(\S+)/);
+        if (m) {
+          this.addr = m[1];
+          resolvePromise(this);
+        }
+      });
+      child.once('exit', (code, signal) => reject(new Error(`kefu serve exited (${code ?? signal}):\n${this.log.join('\n')}`)));
+    });
+  }
+
+  /** Ends the server at once (SIGKILL), as a crash or power cut would. */
+  async kill() {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  async close() {
+    await this.kill();
+    await rm(this.dataDir, { recursive: true, force: true });
+  }
+
+  /** An HTTP request to the server; resolves {status, body} with the JSON body parsed. */
+  async request(method, path, { token, body } = {}) {
+    const headers = {};
+    if (token) headers.Authorization = `Bearer ${token}`;
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const res = await fetch(this.origin + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await res.text();
+    let json = null;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = text;
+    }
+    return { status: res.status, body: json };
+  }
+}

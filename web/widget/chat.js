@@ -1,0 +1,438 @@
+// chat.js: the visitor's connection to kefu, with no DOM in it.
+//
+// It gets a visitor session over HTTP (the token is kept in localStorage per
+// site, so the conversation survives reloads, new tabs and days away), loads
+// history page by page, and keeps a WebSocket open: hello with resume entries
+// (last seq and epoch per conversation), reconnects with exponential backoff
+// and jitter, and reloads history on `reset`. Messages go through an outbox
+// persisted in localStorage: an entry leaves it only when its ack (or its echo
+// from another tab) arrives, and is resent with the same client_id after every
+// reconnect, so the server's duplicate detection makes delivery exactly-once.
+// The panel listens with chat.on(event, fn); events are listed in emit() calls.
+
+import * as store from './store.js';
+
+const PAGE_SIZE = 30;
+const MAX_BACKOFF_MS = 10000;
+const RETRY_SAME_CONNECTION = new Set(['rate_limited', 'internal', 'unavailable']);
+
+class HttpError extends Error {
+  constructor(status, code, message) {
+    super(message || code);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** A random UUID, also outside secure contexts where crypto.randomUUID is missing. */
+function uuid() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+export class Chat {
+  constructor(site) {
+    this.site = site;
+    this.tokenKey = `kefu.${site}.token`;
+    this.outboxKey = `kefu.${site}.outbox`;
+    this.token = store.get(this.tokenKey, null);
+    this.identity = {}; // {user, attributes, page} from the host page
+    this.handlers = {};
+    this.visitorId = null;
+    this.convs = new Map(); // id -> {id, epoch, status, created_at, seen, incoming, readSent, nextBefore, loaded}
+    this.seen = new Set(); // "conversation:seq" of every message handed to the panel
+    this.olderId = null; // conversation whose earlier page loads next
+    this.ws = null;
+    this.ready = false; // welcome received on the current socket
+    this.stopped = true;
+    this.attempt = 0;
+    this.timer = 0;
+    this.retryFn = null;
+    this.lastAttempt = 0;
+    this.goawayMs = 0;
+    this.typingAt = 0;
+  }
+
+  on(event, fn) {
+    (this.handlers[event] ||= []).push(fn);
+  }
+
+  emit(event, data) {
+    for (const fn of this.handlers[event] || []) fn(data);
+  }
+
+  get hasToken() {
+    return Boolean(this.token);
+  }
+
+  /** Newest conversation first by creation time. */
+  conversations() {
+    return [...this.convs.values()].sort((a, b) => b.created_at - a.created_at);
+  }
+
+  /** The conversation a new message would go to, or null when a new one would start. */
+  openConversation() {
+    const c = this.conversations()[0];
+    return c && c.status !== 'closed' ? c : null;
+  }
+
+  outbox() {
+    return store.get(this.outboxKey, []);
+  }
+
+  // --- HTTP -----------------------------------------------------------------
+
+  async request(method, path, body, auth = true) {
+    const headers = {};
+    if (auth) headers.Authorization = `Bearer ${this.token}`;
+    if (body !== undefined && !(body instanceof Blob)) {
+      headers['Content-Type'] = 'application/json';
+      body = JSON.stringify(body);
+    }
+    const res = await fetch(path, { method, headers, body });
+    const type = res.headers.get('content-type') || '';
+    const data = type.includes('json') ? await res.json().catch(() => null) : null;
+    if (!res.ok) {
+      // kefu's error body: {"error": {"code": "not_found", "message": "..."}}
+      throw new HttpError(res.status, data?.error?.code || `http_${res.status}`, data?.error?.message);
+    }
+    return data;
+  }
+
+  /**
+   * Gets (or renews) the visitor session, loads the newest history page and
+   * connects. `profile` ({name, email}) comes from the pre-chat form.
+   * Emits 'session' ({session, changed}) or 'fatal' (an error code).
+   */
+  async start(profile) {
+    this.stopped = false;
+    this.lastAttempt = Date.now();
+    clearTimeout(this.timer);
+    let s;
+    try {
+      s = await this.request('POST', '/api/v1/visitor/session', {
+        site: this.site,
+        token: this.token || undefined,
+        user: this.identity.user || undefined,
+        attributes: this.identity.attributes || undefined,
+        profile: profile || undefined,
+        page: this.identity.page || undefined,
+      }, false);
+    } catch (err) {
+      if (err.status >= 400 && err.status < 500 && err.status !== 429) {
+        this.stop();
+        this.emit('fatal', err.code);
+      } else {
+        this.emit('status', 'offline');
+        this.retry(() => this.start(profile));
+      }
+      return null;
+    }
+    const changed = this.visitorId !== null && this.visitorId !== s.visitor_id;
+    if (changed) {
+      this.convs.clear();
+      this.seen.clear();
+    }
+    this.visitorId = s.visitor_id;
+    this.token = s.token;
+    store.set(this.tokenKey, s.token);
+    for (const c of s.conversations || []) this.track(c);
+    this.emit('session', { session: s, changed });
+    const newest = this.conversations()[0];
+    this.olderId = newest ? newest.id : null;
+    if (newest && !newest.loaded) await this.loadPage(newest).catch(() => {});
+    this.disconnect();
+    this.connect();
+    return s;
+  }
+
+  /** Loads one history page of `c` (the newest when `before` is absent). Emits 'history'. */
+  async loadPage(c, before) {
+    const q = before ? `&before=${before}` : '';
+    const page = await this.request('GET', `/api/v1/conversations/${c.id}/messages?limit=${PAGE_SIZE}${q}`);
+    c.epoch = page.epoch;
+    c.nextBefore = page.next_before;
+    if (!before) {
+      c.loaded = true;
+      c.seen = Math.max(c.seen ?? 0, page.last_seq ?? 0);
+    }
+    const fresh = page.messages.filter((m) => this.remember(m));
+    this.emit('history', { conversation: c, messages: fresh, older: Boolean(before) || c.id !== this.conversations()[0]?.id });
+  }
+
+  /** Loads the next earlier page, walking back through older conversations. Resolves false at the start. */
+  async loadOlder() {
+    while (this.olderId != null) {
+      const c = this.convs.get(this.olderId);
+      if (!c.loaded) {
+        await this.loadPage(c);
+        return true;
+      }
+      if (c.nextBefore != null) {
+        await this.loadPage(c, c.nextBefore);
+        return true;
+      }
+      const list = this.conversations();
+      this.olderId = list[list.indexOf(c) + 1]?.id ?? null;
+    }
+    return false;
+  }
+
+  upload(file) {
+    const c = this.openConversation();
+    const q = `conversation_id=${c.id}&name=${encodeURIComponent(file.name)}`;
+    return this.request('POST', `/api/v1/uploads?${q}`, file);
+  }
+
+  leaveOfflineMessage(form) {
+    return this.request('POST', '/api/v1/visitor/offline-messages', form);
+  }
+
+  rate(conversationId, score, comment) {
+    return this.request('POST', `/api/v1/conversations/${conversationId}/rating`, { score, comment });
+  }
+
+  // --- WebSocket ------------------------------------------------------------
+
+  connect() {
+    if (this.ws || this.stopped || !this.token) return;
+    clearTimeout(this.timer);
+    this.timer = 0;
+    this.lastAttempt = Date.now();
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const ws = new WebSocket(`${scheme}://${location.host}/ws/visitor?site=${encodeURIComponent(this.site)}`);
+    this.ws = ws;
+    this.emit('status', 'connecting');
+    ws.onopen = () => ws.send(JSON.stringify({ type: 'hello', token: this.token, resume: this.resumeList() }));
+    ws.onmessage = (e) => {
+      let frame;
+      try {
+        frame = JSON.parse(e.data);
+      } catch {
+        return;
+      }
+      this.onFrame(frame);
+    };
+    ws.onclose = (e) => this.onClose(ws, e.code);
+  }
+
+  /** Closes the socket without triggering a reconnect. */
+  disconnect() {
+    const ws = this.ws;
+    if (!ws) return;
+    this.ws = null;
+    this.ready = false;
+    ws.onclose = null;
+    ws.close(1000);
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.disconnect();
+  }
+
+  resumeList() {
+    return [...this.convs.values()]
+      .filter((c) => c.seen != null)
+      .map((c) => ({ conversation_id: c.id, last_seq: c.seen, epoch: c.epoch }));
+  }
+
+  onClose(ws, code) {
+    if (this.ws !== ws) return;
+    this.ws = null;
+    this.ready = false;
+    if (this.stopped) return;
+    this.emit('status', 'offline');
+    if (code === 4003 || code === 4000) {
+      this.stop();
+      this.emit('fatal', code === 4003 ? 'blocked' : 'protocol');
+    } else if (code === 4001) {
+      this.token = null;
+      store.remove(this.tokenKey);
+      this.retry(() => this.start());
+    } else {
+      this.retry(() => this.connect(), this.goawayMs);
+      this.goawayMs = 0;
+    }
+  }
+
+  /** Runs `fn` later: after `fixedMs`, or after an exponential backoff with jitter. */
+  retry(fn, fixedMs) {
+    const cap = Math.min(MAX_BACKOFF_MS, 500 * 2 ** this.attempt++);
+    this.retryFn = fn;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = 0;
+      fn();
+    }, fixedMs || cap / 2 + (Math.random() * cap) / 2);
+  }
+
+  /** Skips the current backoff wait (the visitor acted or the network came back), at most once a second. */
+  hurry() {
+    if (this.timer && Date.now() - this.lastAttempt > 1000) {
+      clearTimeout(this.timer);
+      this.timer = 0;
+      this.retryFn();
+    }
+  }
+
+  frame(f) {
+    if (!this.ready || this.ws?.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(f));
+    return true;
+  }
+
+  onFrame(f) {
+    switch (f.type) {
+      case 'welcome':
+        this.ready = true;
+        this.attempt = 0;
+        for (const c of f.conversations || []) {
+          const known = this.convs.has(c.id);
+          const k = this.track(c);
+          // A conversation started elsewhere (another tab): replay it from the start.
+          if (!known) {
+            k.seen = 0;
+            k.loaded = true;
+            this.frame({ type: 'resume', conversation_id: c.id, last_seq: 0, epoch: c.epoch });
+          }
+        }
+        this.emit('status', 'online');
+        for (const e of this.outbox()) this.transmit(e);
+        break;
+      case 'ack': {
+        const entry = this.takeFromOutbox(f.client_id);
+        this.track({ id: f.conversation_id, epoch: f.epoch, created_at: f.created_at });
+        this.remember(f);
+        this.emit('ack', { ack: f, entry });
+        break;
+      }
+      case 'message':
+        this.track({ id: f.conversation_id, epoch: f.epoch, created_at: f.created_at });
+        if (!this.remember(f)) break;
+        if (f.client_id && f.sender?.kind === 'visitor') this.takeFromOutbox(f.client_id);
+        this.emit('message', f);
+        break;
+      case 'replayed': {
+        const c = this.convs.get(f.conversation_id);
+        if (c) c.seen = Math.max(c.seen ?? 0, f.last_seq);
+        break;
+      }
+      case 'reset':
+        this.reset(f);
+        break;
+      case 'typing':
+      case 'read':
+        this.emit(f.type, f);
+        break;
+      case 'conversation':
+        this.track(f.conversation);
+        this.emit('conversation', f);
+        break;
+      case 'error':
+        this.onError(f);
+        break;
+      case 'goaway':
+        this.goawayMs = f.reconnect_after_ms || 1000;
+        break;
+      default:
+        break;
+    }
+  }
+
+  async reset(f) {
+    const c = this.track({ id: f.conversation_id, epoch: f.epoch });
+    for (const key of this.seen) if (key.startsWith(`${c.id}:`)) this.seen.delete(key);
+    c.seen = f.last_seq;
+    this.emit('reset', c.id);
+    await this.loadPage(c).catch(() => {});
+  }
+
+  onError(f) {
+    if (f.code === 'blocked') {
+      this.stop();
+      this.emit('fatal', 'blocked');
+      return;
+    }
+    if (!f.client_id || !this.outbox().some((e) => e.client_id === f.client_id)) return;
+    if (RETRY_SAME_CONNECTION.has(f.code)) {
+      setTimeout(() => {
+        const entry = this.outbox().find((e) => e.client_id === f.client_id);
+        if (entry) this.transmit(entry);
+      }, 1000);
+    } else {
+      this.takeFromOutbox(f.client_id);
+      this.emit('failed', { client_id: f.client_id, code: f.code, message: f.message });
+    }
+  }
+
+  /** Adds or updates a conversation from any frame that names one. */
+  track(c) {
+    let k = this.convs.get(c.id);
+    if (!k) {
+      k = { id: c.id, created_at: c.created_at ?? Date.now(), seen: null, incoming: 0, readSent: 0, loaded: false };
+      this.convs.set(c.id, k);
+    }
+    if (c.epoch != null) k.epoch = c.epoch;
+    if (c.status) k.status = c.status;
+    return k;
+  }
+
+  /** Records a message as shown; false when it was already (dedup by conversation and seq). */
+  remember(m) {
+    const key = `${m.conversation_id}:${m.seq}`;
+    if (this.seen.has(key)) return false;
+    this.seen.add(key);
+    const c = this.track({ id: m.conversation_id });
+    c.seen = Math.max(c.seen ?? 0, m.seq);
+    if (m.sender && m.sender.kind !== 'visitor') c.incoming = Math.max(c.incoming, m.seq);
+    return true;
+  }
+
+  // --- Sending --------------------------------------------------------------
+
+  /** Queues a message (text, or an uploaded image/file) and sends it when connected. Returns the outbox entry. */
+  send({ kind = 'text', text = '', attachment = null }) {
+    const entry = { client_id: uuid(), kind, text, attachment, at: Date.now() };
+    store.set(this.outboxKey, [...this.outbox(), entry]);
+    if (this.ready) this.transmit(entry);
+    else this.hurry();
+    return entry;
+  }
+
+  transmit(e) {
+    const f = { type: 'send', client_id: e.client_id, text: e.text };
+    if (e.kind !== 'text') Object.assign(f, { kind: e.kind, attachment_id: e.attachment.id });
+    this.frame(f);
+  }
+
+  takeFromOutbox(clientId) {
+    const list = this.outbox();
+    const entry = list.find((e) => e.client_id === clientId) || null;
+    if (entry) store.set(this.outboxKey, list.filter((e) => e !== entry));
+    return entry;
+  }
+
+  /** Sends a typing indicator: "active" at most once a second, "inactive" only after an active one. */
+  typing(active) {
+    const c = this.openConversation();
+    if (!c) return;
+    const now = Date.now();
+    if (active ? now - this.typingAt < 1000 : !this.typingAt) return;
+    if (this.frame({ type: 'typing', conversation_id: c.id, active })) this.typingAt = active ? now : 0;
+  }
+
+  /** Tells the server the visitor has seen everything shown; call while the panel is visible. */
+  markRead() {
+    for (const c of this.convs.values()) {
+      if (c.incoming > c.readSent && this.frame({ type: 'read', conversation_id: c.id, seq: c.incoming })) {
+        c.readSent = c.incoming;
+      }
+    }
+  }
+}

@@ -1,0 +1,443 @@
+// panel.js: the visitor chat panel's entry module. The same page runs inside
+// the widget iframe (?site=KEY&embed=1&parent=ORIGIN, driven by loader.js over
+// postMessage) and standalone at /chat/KEY (mobile-first H5 page). It wires
+// the connection (chat.js) to the DOM (view.js): history, live messages,
+// sending with an outbox, typing, read receipts, attention (notify.js), and
+// the optional pre-chat, offline-message and rating forms.
+
+import { t, setLocale, locale } from './i18n.js';
+import { Chat } from './chat.js';
+import { MessageList, applyI18n, h } from './view.js';
+import { mountEmojiPicker } from './emoji.js';
+import { settings, saveSettings, unlockAudio, beep, blinkTitle, stopBlink } from './notify.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const site = params.get('site') || decodeURIComponent(location.pathname.match(/^\/chat\/([^/]+)/)?.[1] || '');
+const embed = params.get('embed') === '1';
+const parentOrigin = embed ? trustedParent(params.get('parent')) : null;
+
+const chat = new Chat(site);
+const list = new MessageList($('messages'), $('outbox'), (id) => chat.convs.get(id)?.created_at ?? 0);
+const log = $('log');
+const input = $('input');
+
+let config = null; // the site's widget settings
+let shown = !embed; // whether the panel is on screen (the loader opens and closes it)
+let started = false;
+let unread = 0;
+let reportedUnread = 0;
+let olderState = 'idle'; // 'idle' | 'loading' | 'done'
+let typingTimer = 0;
+let idleTimer = 0;
+let offline = false;
+chat.identity = { page: { url: location.href, title: document.title, referrer: document.referrer } };
+
+/** The host page's origin, accepted only if it is a plain origin and (where the browser tells) our real parent. */
+function trustedParent(origin) {
+  try {
+    if (!origin || new URL(origin).origin !== origin) return null;
+  } catch {
+    return null;
+  }
+  const ancestors = location.ancestorOrigins;
+  return ancestors && ancestors.length && ancestors[0] !== origin ? null : origin;
+}
+
+// --- The loader bridge (embed mode) -----------------------------------------
+
+function toHost(type, data) {
+  if (parentOrigin) window.parent.postMessage({ kefu: 1, type, ...data }, parentOrigin);
+}
+
+function onHostMessage(e) {
+  if (e.source !== window.parent || e.origin !== parentOrigin || e.data?.kefu !== 1) return;
+  const d = e.data;
+  if (d.type === 'init') {
+    chat.identity = { user: d.user, attributes: d.attributes, page: d.page };
+    if (d.locale) changeLocale(d.locale);
+    boot(d.open);
+  } else if (d.type === 'open' || d.type === 'close') {
+    setShown(d.type === 'open');
+  } else if (d.type === 'user' || d.type === 'attributes') {
+    chat.identity[d.type] = d[d.type];
+    if (chat.visitorId !== null) chat.start();
+  } else if (d.type === 'locale') {
+    changeLocale(d.locale);
+  }
+}
+
+function changeLocale(tag) {
+  setLocale(tag);
+  document.documentElement.lang = locale();
+  applyI18n(document);
+  if (config?.name) $('site-name').textContent = config.name;
+  renderStars();
+}
+
+function setShown(on) {
+  shown = on;
+  if (on) {
+    if (config) begin();
+    if (!$('composer').hidden) input.focus();
+    // History that arrived while the frame was hidden had no layout to scroll.
+    requestAnimationFrame(() => {
+      scrollToEnd();
+      fillViewport();
+    });
+  }
+  attention();
+}
+
+// --- Start-up -----------------------------------------------------------------
+
+async function boot(open) {
+  if (config) return;
+  if (!site) return fatal('unknownSite');
+  try {
+    const res = await fetch(`/api/v1/sites/${encodeURIComponent(site)}/widget`);
+    if (!res.ok) return fatal(res.status === 404 ? 'unknownSite' : 'originNotAllowed');
+    config = await res.json();
+  } catch {
+    setStatus('offline');
+    setTimeout(() => boot(open), 3000);
+    return;
+  }
+  if (config.name) $('site-name').textContent = config.name;
+  if (/^#[0-9a-f]{3,8}$/i.test(config.color || '')) document.documentElement.style.setProperty('--kf-color', config.color);
+  if (config.welcome_text) {
+    $('welcome').textContent = config.welcome_text;
+    $('welcome').hidden = false;
+  }
+  // A visitor who never opens the widget gets no session; a returning one reconnects for unread badges.
+  if (open) shown = true;
+  if (shown || chat.hasToken) begin();
+}
+
+function begin() {
+  if (started) return;
+  started = true;
+  offline = !config.agents_online || !config.open_now;
+  if (config.prechat_form && !chat.hasToken && !offline) {
+    $('prechat').hidden = false;
+    return;
+  }
+  chat.start();
+}
+
+function setStatus(s) {
+  const el = $('status');
+  el.textContent = t(s === 'online' ? 'online' : s === 'connecting' ? 'connecting' : 'reconnecting');
+  el.dataset.state = s;
+}
+
+/** Stops the chat with a message (invalid signature, blocked, unknown site...). */
+function fatal(code) {
+  const key = {
+    invalid_signature: 'invalidSignature',
+    origin_not_allowed: 'originNotAllowed',
+    blocked: 'blocked',
+    not_found: 'unknownSite',
+    unknownSite: 'unknownSite',
+    originNotAllowed: 'originNotAllowed',
+  }[code];
+  showNotice(key ? t(key) : t('requestFailed', { reason: code }));
+  for (const id of ['composer', 'prechat', 'offline']) $(id).hidden = true;
+  $('status').textContent = '';
+}
+
+function showNotice(text) {
+  $('notice').textContent = text;
+  $('notice').hidden = !text;
+}
+
+// --- Chat events --------------------------------------------------------------
+
+const isOwn = (m) => m.sender?.kind === 'visitor';
+
+chat.on('status', setStatus);
+chat.on('fatal', fatal);
+
+chat.on('session', ({ session, changed }) => {
+  if (changed) list.clear();
+  offline = !config.open_now || !(session.site?.agents_online ?? config.agents_online);
+  $('offline').hidden = !offline;
+  $('composer').hidden = offline;
+  for (const entry of chat.outbox()) list.addPending(entry);
+});
+
+chat.on('history', ({ messages, older }) => {
+  const fromBottom = log.scrollHeight - log.scrollTop;
+  for (const m of messages) list.show(m, isOwn(m));
+  if (older) log.scrollTop = log.scrollHeight - fromBottom;
+  else scrollToEnd();
+  attention();
+  fillViewport();
+});
+
+chat.on('message', (m) => {
+  const stick = nearEnd();
+  list.show(m, isOwn(m));
+  if (stick || isOwn(m)) scrollToEnd();
+  if (isOwn(m)) return;
+  $('typing').hidden = true;
+  const { sender, kind, text, created_at, conversation_id, seq } = m;
+  toHost('message', { message: { conversation_id, seq, kind, text, created_at, sender } });
+  beep();
+  if (!visible()) unread += 1;
+  attention();
+});
+
+chat.on('ack', ({ ack }) => list.confirm(ack));
+chat.on('failed', ({ client_id, code, message }) => list.fail(client_id, message || code));
+chat.on('reset', (conversationId) => list.clear(conversationId));
+
+chat.on('typing', (f) => {
+  if (isOwn(f)) return;
+  const el = $('typing');
+  clearTimeout(typingTimer);
+  el.hidden = !f.active;
+  el.textContent = t('typing', { name: f.sender?.name || t('agent') });
+  if (f.active) typingTimer = setTimeout(() => { el.hidden = true; }, 6000);
+});
+
+chat.on('read', (f) => {
+  if (f.reader?.kind !== 'visitor') list.markRead(f.conversation_id, f.seq);
+});
+
+chat.on('conversation', (f) => {
+  if (f.event !== 'closed') return;
+  list.note(f.conversation.id, t('closedNote'));
+  if (config.satisfaction_rating) showRating(f.conversation.id);
+  scrollToEnd();
+});
+
+// --- Visibility, unread and attention -----------------------------------------
+
+function visible() {
+  return shown && document.visibilityState === 'visible';
+}
+
+/** Marks messages read while visible; otherwise reports unread counts (badge, title blink). */
+function attention() {
+  if (visible()) {
+    unread = 0;
+    stopBlink();
+    chat.markRead();
+  } else if (unread && !embed) {
+    blinkTitle(t('newMessage'));
+  }
+  if (unread !== reportedUnread) toHost('unread', { count: unread, blink: settings.blink });
+  reportedUnread = unread;
+}
+
+document.addEventListener('visibilitychange', attention);
+window.addEventListener('online', () => chat.hurry());
+
+// --- Scrolling and older history ----------------------------------------------
+
+function nearEnd() {
+  return log.scrollHeight - log.scrollTop - log.clientHeight < 80;
+}
+
+function scrollToEnd() {
+  log.scrollTop = log.scrollHeight;
+}
+
+async function loadOlder() {
+  if (olderState !== 'idle' || !chat.convs.size) return;
+  olderState = 'loading';
+  $('older').hidden = false;
+  const more = await chat.loadOlder().catch(() => true);
+  $('older').hidden = true;
+  olderState = more ? 'idle' : 'done';
+}
+
+/** Keeps loading earlier pages until the log can scroll (the scroll event needs a scrollbar). */
+function fillViewport() {
+  if (olderState === 'idle' && log.clientHeight && log.scrollHeight <= log.clientHeight) loadOlder();
+}
+
+log.addEventListener('scroll', () => {
+  if (log.scrollTop < 40) loadOlder();
+});
+
+// --- Composer -----------------------------------------------------------------
+
+function sendText(text) {
+  $('rating').hidden = true;
+  $('rated').hidden = true;
+  const entry = chat.send({ text });
+  list.addPending(entry);
+  scrollToEnd();
+}
+
+$('composer').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const text = input.value.trim();
+  if (!text) return;
+  sendText(text);
+  input.value = '';
+  autosize();
+  chat.typing(false);
+  $('emoji-picker').hidden = true;
+});
+
+input.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    $('composer').requestSubmit();
+  }
+});
+
+input.addEventListener('input', () => {
+  autosize();
+  chat.typing(Boolean(input.value.trim()));
+  clearTimeout(idleTimer);
+  idleTimer = setTimeout(() => chat.typing(false), 4000);
+});
+
+function autosize() {
+  input.style.height = 'auto';
+  input.style.height = `${Math.min(input.scrollHeight, 120)}px`;
+}
+
+mountEmojiPicker($('emoji-picker'), (emoji) => {
+  input.setRangeText(emoji, input.selectionStart, input.selectionEnd, 'end');
+  input.focus();
+  autosize();
+});
+
+$('btn-emoji').addEventListener('click', () => toggle('emoji-picker', 'btn-emoji'));
+
+$('btn-attach').addEventListener('click', () => {
+  if (chat.openConversation()) $('file').click();
+  else showNotice(t('attachNeedsChat'));
+});
+
+$('file').addEventListener('change', async () => {
+  const file = $('file').files[0];
+  $('file').value = '';
+  if (!file) return;
+  showNotice(t('uploading', { name: file.name }));
+  try {
+    const attachment = await chat.upload(file);
+    showNotice('');
+    list.addPending(chat.send({ kind: attachment.kind === 'image' ? 'image' : 'file', attachment }));
+    scrollToEnd();
+  } catch (err) {
+    showNotice(t('uploadFailed', { reason: err.message }));
+  }
+});
+
+// --- Header: settings and close -----------------------------------------------
+
+function toggle(panelId, buttonId) {
+  const el = $(panelId);
+  el.hidden = !el.hidden;
+  $(buttonId).setAttribute('aria-expanded', String(!el.hidden));
+}
+
+$('btn-settings').addEventListener('click', () => toggle('settings', 'btn-settings'));
+
+for (const [id, key] of [['set-sound', 'sound'], ['set-blink', 'blink']]) {
+  $(id).checked = settings[key];
+  $(id).addEventListener('change', () => {
+    settings[key] = $(id).checked;
+    saveSettings();
+  });
+}
+
+$('btn-close').addEventListener('click', () => {
+  toHost('close');
+  setShown(false);
+});
+
+// --- Forms: pre-chat, offline message, rating ---------------------------------
+
+function formData(form) {
+  return Object.fromEntries([...new FormData(form)].map(([k, v]) => [k, String(v).trim()]));
+}
+
+$('prechat').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const { name, email, question } = formData(e.target);
+  e.target.hidden = true;
+  if (question) list.addPending(chat.send({ text: question }));
+  await chat.start({ name, email });
+});
+
+$('offline').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const form = e.target;
+  const button = form.querySelector('button');
+  button.disabled = true;
+  try {
+    await chat.leaveOfflineMessage(formData(form));
+    form.replaceChildren(h('p', { class: 'kf-thanks' }, t('offlineThanks')));
+  } catch (err) {
+    showNotice(t('requestFailed', { reason: err.message }));
+    button.disabled = false;
+  }
+});
+
+let rating = { conversationId: null, score: 0 };
+
+function renderStars() {
+  $('stars').replaceChildren(...[1, 2, 3, 4, 5].map((n) => h('button', {
+    type: 'button',
+    role: 'radio',
+    class: n <= rating.score ? 'kf-star kf-on' : 'kf-star',
+    'aria-checked': String(n === rating.score),
+    'aria-label': t('star', { n }),
+    'data-score': String(n),
+  }, '★')));
+}
+
+function showRating(conversationId) {
+  rating = { conversationId, score: 0 };
+  const form = $('rating');
+  form.querySelector('button[type=submit]').disabled = true;
+  $('rate-comment').value = '';
+  $('rated').hidden = true;
+  form.hidden = false;
+  renderStars();
+}
+
+$('stars').addEventListener('click', (e) => {
+  const star = e.target.closest('[data-score]');
+  if (!star) return;
+  rating.score = Number(star.dataset.score);
+  renderStars();
+  $('rating').querySelector('button[type=submit]').disabled = false;
+});
+
+$('rating').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const form = e.target;
+  try {
+    await chat.rate(rating.conversationId, rating.score, $('rate-comment').value.trim());
+    form.hidden = true;
+    $('rated').hidden = false;
+    scrollToEnd();
+  } catch (err) {
+    showNotice(t('requestFailed', { reason: err.message }));
+  }
+});
+
+// --- Go -------------------------------------------------------------------------
+
+document.addEventListener('pointerdown', unlockAudio, { once: true });
+document.addEventListener('keydown', unlockAudio, { once: true });
+document.documentElement.lang = locale();
+document.documentElement.classList.toggle('kf-embed', embed);
+$('btn-close').hidden = !embed;
+applyI18n(document);
+setStatus('connecting');
+
+if (embed) {
+  window.addEventListener('message', onHostMessage);
+  toHost('ready');
+} else {
+  boot(true);
+}

@@ -1,0 +1,179 @@
+// view.js: DOM building for the panel. Everything that comes from a visitor,
+// an agent or the server is inserted as text (append of strings, textContent),
+// never as HTML. MessageList keeps confirmed messages ordered by conversation
+// and seq (so history pages, replays and live messages can arrive in any
+// order) and unconfirmed ones in a separate list below them.
+
+import { t } from './i18n.js';
+
+/** Creates an element; string children become text nodes. */
+export function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (k === 'class') el.className = v;
+    else el.setAttribute(k, v);
+  }
+  el.append(...children.filter((c) => c != null));
+  return el;
+}
+
+/** Fills [data-i18n] text, [data-i18n-placeholder] and [data-i18n-title] under `root`. */
+export function applyI18n(root) {
+  for (const el of root.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll('[data-i18n-placeholder]')) el.placeholder = t(el.dataset.i18nPlaceholder);
+  for (const el of root.querySelectorAll('[data-i18n-title]')) {
+    el.title = t(el.dataset.i18nTitle);
+    el.setAttribute('aria-label', el.title);
+  }
+}
+
+/** An http(s) URL resolved against this page, or null for anything else (javascript:, data:, ...). */
+export function safeUrl(url) {
+  try {
+    const u = new URL(url, location.href);
+    return u.protocol === 'http:' || u.protocol === 'https:' ? u.href : null;
+  } catch {
+    return null;
+  }
+}
+
+function formatSize(n) {
+  if (!(n >= 0)) return '';
+  if (n < 1024) return `${n} B`;
+  return n < 1048576 ? `${(n / 1024).toFixed(0)} KB` : `${(n / 1048576).toFixed(1)} MB`;
+}
+
+function formatTime(ms) {
+  return new Date(ms || Date.now()).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+/** The bubble content: an inline image, a download link, or plain text. */
+function body(kind, text, attachment) {
+  const url = attachment && safeUrl(attachment.url);
+  if (url && kind === 'image') {
+    const img = h('img', { alt: attachment.name || '', loading: 'lazy' });
+    img.src = url;
+    return h('a', { href: url, target: '_blank', rel: 'noopener noreferrer', class: 'kf-image' }, img);
+  }
+  if (url && kind === 'file') {
+    const size = formatSize(attachment.size);
+    return h('a', { href: url, download: attachment.name || '', target: '_blank', rel: 'noopener noreferrer', class: 'kf-file' },
+      `📎 ${attachment.name || t('download')}${size ? ` (${size})` : ''}`);
+  }
+  return h('span', { class: 'kf-text' }, text || '');
+}
+
+function senderName(sender) {
+  if (!sender || sender.kind === 'visitor') return t('you');
+  return sender.name || t(sender.kind === 'bot' ? 'bot' : 'agent');
+}
+
+export class MessageList {
+  /**
+   * @param list    the <ol> of confirmed messages
+   * @param pending the <ol> of messages waiting for their ack
+   * @param createdAt conversation id -> its creation time (orders conversations)
+   */
+  constructor(list, pending, createdAt) {
+    this.list = list;
+    this.pending = pending;
+    this.createdAt = createdAt;
+    this.byClient = new Map(); // client_id -> element of an own message
+    this.bySeq = new Map(); // "conversation:seq" -> element
+  }
+
+  item(own, m, attachment) {
+    const kind = own ? 'own' : m.sender?.kind || 'agent';
+    const state = h('span', { class: 'kf-state' });
+    const li = h('li', { class: `kf-msg kf-${kind}` },
+      h('div', { class: 'kf-bubble' }, body(m.kind || 'text', m.text, attachment || m.attachment)),
+      h('div', { class: 'kf-meta' }, h('span', {}, senderName(m.sender)), ' · ', h('time', {}, formatTime(m.created_at)), state));
+    if (own) this.byClient.set(m.client_id, li);
+    return li;
+  }
+
+  setState(li, key, vars) {
+    li.dataset.state = key;
+    li.querySelector('.kf-state').textContent = ` · ${t(key, vars)}`;
+  }
+
+  /** Shows a stored message (history, replay or live); an own pending copy is moved into place. */
+  show(m, own) {
+    const key = `${m.conversation_id}:${m.seq}`;
+    if (this.bySeq.has(key)) return this.bySeq.get(key);
+    let li = own && m.client_id ? this.byClient.get(m.client_id) : null;
+    if (li) li.querySelector('.kf-text')?.replaceChildren(m.text || '');
+    else li = this.item(own, m);
+    if (own && li.dataset.state !== 'read') this.setState(li, 'sent');
+    this.place(li, m.conversation_id, m.seq);
+    return li;
+  }
+
+  /** Shows an outbox entry below the confirmed messages until its ack arrives. */
+  addPending(entry) {
+    if (this.byClient.has(entry.client_id)) return this.byClient.get(entry.client_id);
+    const li = this.item(true, { ...entry, created_at: entry.at }, entry.attachment);
+    this.setState(li, 'sending');
+    this.pending.append(li);
+    return li;
+  }
+
+  /** An ack arrived: the message is stored; `ack.text` is what was stored (maybe masked). */
+  confirm(ack) {
+    const li = this.byClient.get(ack.client_id);
+    if (li) this.show({ ...ack, sender: { kind: 'visitor' } }, true);
+  }
+
+  fail(clientId, reason) {
+    const li = this.byClient.get(clientId);
+    if (li) this.setState(li, 'failed', { reason });
+  }
+
+  /** An agent read up to `seq`: own messages up to there show "read". */
+  markRead(conversationId, seq) {
+    for (const [key, li] of this.bySeq) {
+      const [c, s] = key.split(':').map(Number);
+      if (c === conversationId && s <= seq && li.classList.contains('kf-own')) this.setState(li, 'read');
+    }
+  }
+
+  /** A line of its own (e.g. "conversation closed") after the conversation's newest message. */
+  note(conversationId, text) {
+    const seqs = [...this.bySeq.keys()].filter((k) => k.startsWith(`${conversationId}:`)).map((k) => Number(k.split(':')[1]));
+    const li = h('li', { class: 'kf-note' }, text);
+    this.place(li, conversationId, Math.max(0, ...seqs) + 0.5, false);
+  }
+
+  /** Removes one conversation's messages (before reloading it), or all of them. */
+  clear(conversationId) {
+    for (const [key, li] of this.bySeq) {
+      if (conversationId == null || key.startsWith(`${conversationId}:`)) {
+        li.remove();
+        this.bySeq.delete(key);
+      }
+    }
+    if (conversationId == null) {
+      this.list.replaceChildren();
+      this.pending.replaceChildren();
+      this.byClient.clear();
+    }
+  }
+
+  /** Inserts `li` among the confirmed messages, ordered by (conversation creation, seq). */
+  place(li, conversationId, seq, index = true) {
+    const at = this.createdAt(conversationId);
+    li.dataset.at = at;
+    li.dataset.seq = seq;
+    if (index) this.bySeq.set(`${conversationId}:${seq}`, li);
+    const items = this.list.children;
+    let lo = 0;
+    let hi = items.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const o = items[mid].dataset;
+      if (Number(o.at) < at || (Number(o.at) === at && Number(o.seq) < seq)) lo = mid + 1;
+      else hi = mid;
+    }
+    this.list.insertBefore(li, items[lo] || null);
+  }
+}
