@@ -42,9 +42,28 @@ pub struct App {
 
 pub type AppState = Arc<App>;
 
-/// Runs kefu on `listener` until `shutdown` completes. Prints `listening http=ADDR` on stdout
-/// once it accepts connections.
+/// A started server: its shared state and the task serving it.
+pub struct Running {
+    pub app: AppState,
+    pub local_addr: SocketAddr,
+    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Waits until the server has shut down completely (storage flushed and closed).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.serving.await.context("the server task failed")?
+    }
+}
+
+/// Runs kefu on `listener` until `shutdown` completes.
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    start(config, listener, shutdown).await?.wait().await
+}
+
+/// Opens storage, starts every part, and serves `listener` in the background until `shutdown`
+/// completes. Prints `listening http=ADDR` on stdout once it accepts connections.
+pub async fn start(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Running> {
     let local_addr = listener.local_addr()?;
     let (committed_sender, committed) = mpsc::channel(delivery::COMMITTED_QUEUE_CAPACITY);
     let data_dir = config.data_dir.clone();
@@ -79,27 +98,33 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     });
     tracing::info!(http = %local_addr, "kefu is listening");
     println!("listening http={local_addr}");
-    let serve_token = shutdown_token.clone();
-    axum::serve(listener, crate::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { serve_token.cancelled().await })
-        .await
-        .context("serving HTTP")?;
-
-    tracing::info!("shutting down: closing connections");
-    tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
-        tracing::warn!("connections did not close in time");
-    }
-    control.abort();
-    tracing::info!("shutting down: flushing storage");
-    store.shutdown().await;
-    drop(app);
-    let _ = dispatcher.await;
-    if let Some(path) = crate::control::socket_path_of(store.data_dir()) {
-        let _ = std::fs::remove_file(path);
-    }
-    tracing::info!("stopped");
-    Ok(())
+    let serving_app = app.clone();
+    let serving = tokio::spawn(async move {
+        let app = serving_app;
+        let serve_token = app.shutdown.clone();
+        let served = axum::serve(listener, crate::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { serve_token.cancelled().await })
+            .await
+            .context("serving HTTP");
+        // Whatever ended serving, shut down in order.
+        app.shutdown.cancel();
+        tracing::info!("shutting down: closing connections");
+        tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+            tracing::warn!("connections did not close in time");
+        }
+        control.abort();
+        tracing::info!("shutting down: flushing storage");
+        store.shutdown().await;
+        drop(app);
+        let _ = dispatcher.await;
+        if let Some(path) = crate::control::socket_path_of(store.data_dir()) {
+            let _ = std::fs::remove_file(path);
+        }
+        tracing::info!("stopped");
+        served
+    });
+    Ok(Running { app, local_addr, serving })
 }
 
 /// On the first start: an admin account and a default site, printed once.

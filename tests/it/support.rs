@@ -1,0 +1,248 @@
+//! The test harness: a real server on a temporary data directory, and protocol clients.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use kefu::agents::{self, NewAgent, Role};
+use kefu::config::Config;
+use kefu::sensitive_words::SensitiveMode;
+use kefu::server::{self, Running};
+use kefu::sites::{self, NewSite, Site};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for an expected frame before failing.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A server running in this process on a temporary data directory; stops when dropped.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub dir: Arc<tempfile::TempDir>,
+    running: Option<Running>,
+    stop: Option<oneshot::Sender<()>>,
+    tune: fn(&mut Config),
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server with a configuration changed by `tune`.
+    pub async fn start_with(tune: fn(&mut Config)) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().expect("a temporary directory"));
+        Self::start_in(dir, tune).await
+    }
+
+    async fn start_in(dir: Arc<tempfile::TempDir>, tune: fn(&mut Config)) -> TestServer {
+        let mut config = test_config(dir.path());
+        tune(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding port 0");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = server::start(config, listener, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("the server starts");
+        TestServer { addr: running.local_addr, dir, running: Some(running), stop: Some(stop), tune }
+    }
+
+    /// Shuts down gracefully and waits until storage is closed.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(running) = self.running.take() {
+            running.wait().await.expect("the server shuts down cleanly");
+        }
+    }
+
+    /// Stops and starts again on the same data directory (on a new port).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        *self = Self::start_in(self.dir.clone(), self.tune).await;
+    }
+
+    pub fn app(&self) -> &kefu::server::AppState {
+        &self.running.as_ref().expect("the server runs").app
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    pub async fn create_site(&self, name: &str) -> Site {
+        self.create_site_with(NewSite { name: name.into(), allowed_origins: vec!["https://shop.example".into()], ..NewSite::default() }).await
+    }
+
+    pub async fn create_site_with(&self, new_site: NewSite) -> Site {
+        sites::create(&self.app().store, new_site).await.expect("creating a site")
+    }
+
+    pub async fn create_agent(&self, email: &str, site: &Site, capacity: u32) -> u64 {
+        let new_agent = NewAgent { email: email.into(), name: email.split('@').next().unwrap().into(), password: PASSWORD.into(), role: Role::Agent, sites: vec![site.key.clone()], capacity };
+        agents::create(&self.app().store, new_agent).await.expect("creating an agent").id
+    }
+
+    /// Logs an agent in over HTTP; returns the token.
+    pub async fn login(&self, email: &str) -> String {
+        let response = http().post(self.url("/api/v1/agent/login")).json(&json!({"email": email, "password": PASSWORD})).send().await.unwrap();
+        assert_eq!(response.status(), 200, "logging in {email}");
+        let body: Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Opens a visitor session over HTTP; returns (visitor id, token).
+    pub async fn visitor_session(&self, site: &Site, token: Option<&str>) -> (u64, String) {
+        let response = http().post(self.url("/api/v1/visitor/session")).json(&json!({"site": site.key, "token": token})).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        (body["visitor_id"].as_u64().unwrap(), body["token"].as_str().unwrap().to_owned())
+    }
+
+    /// A visitor connected and welcomed.
+    pub async fn visitor(&self, site: &Site, token: &str) -> Client {
+        let mut client = Client::connect(&self.ws_url(&format!("/ws/visitor?site={}", site.key)), None).await;
+        client.send(json!({"type": "hello", "token": token})).await;
+        client.expect("welcome").await;
+        client
+    }
+
+    /// An agent connected and welcomed.
+    pub async fn agent(&self, token: &str) -> Client {
+        let mut client = Client::connect(&self.ws_url("/ws/agent"), None).await;
+        client.send(json!({"type": "hello", "token": token})).await;
+        client.expect("welcome").await;
+        client
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.app().store.epoch()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config { data_dir: PathBuf::from(data_dir), ..Config::default() };
+    config.http = "127.0.0.1:0".parse().unwrap();
+    config.routing.offline_grace_secs = 0;
+    config.limits.frames_per_second = 10_000;
+    config.limits.frame_burst = 10_000;
+    config
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// A protocol client on one WebSocket.
+pub struct Client {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str, origin: Option<&str>) -> Client {
+        let mut request = url.into_client_request().unwrap();
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", origin.parse().unwrap());
+        }
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("the WebSocket connects");
+        Client { socket }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.socket.send(Message::Text(frame.to_string().into())).await.expect("sending a frame");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.socket.send(message).await.expect("sending a frame");
+    }
+
+    /// The next JSON frame (pings are skipped). Panics on close or timeout.
+    pub async fn next(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(FRAME_TIMEOUT, self.socket.next()).await.expect("a frame in time").expect("the socket is open").expect("a readable frame");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).expect("frames are JSON"),
+                Message::Close(frame) => panic!("closed unexpectedly: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame of type `kind`, skipping frames of other types.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.next().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// The next frame, which must be of type `kind`.
+    pub async fn expect_next(&mut self, kind: &str) -> Value {
+        let frame = self.next().await;
+        assert_eq!(frame["type"], kind, "unexpected frame {frame}");
+        frame
+    }
+
+    /// The close code the server sends next (frames before it are skipped).
+    pub async fn expect_close(&mut self) -> u16 {
+        loop {
+            let message = tokio::time::timeout(FRAME_TIMEOUT, self.socket.next()).await.expect("a close in time");
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
+                Some(Ok(Message::Close(None))) | None => return 1005,
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => panic!("socket error instead of a close: {error}"),
+            }
+        }
+    }
+
+    /// Sends a text message and returns its ack.
+    pub async fn say(&mut self, conversation_id: Option<u64>, client_id: &str, text: &str) -> Value {
+        self.send(json!({"type": "send", "client_id": client_id, "conversation_id": conversation_id, "text": text})).await;
+        let ack = self.expect("ack").await;
+        assert_eq!(ack["client_id"], client_id);
+        ack
+    }
+
+    /// Nothing arrives within a short time (for "the visitor never sees it" checks).
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(wait, self.socket.next()).await {
+            panic!("expected nothing, got {text}");
+        }
+    }
+}
+
+/// A site with a word list.
+pub fn site_with_words(name: &str, words: &[&str], mode: SensitiveMode) -> NewSite {
+    NewSite { name: name.into(), allowed_origins: vec!["*".into()], sensitive_words: words.iter().map(|word| (*word).to_owned()).collect(), sensitive_mode: mode, ..NewSite::default() }
+}
+
+/// History of a conversation over HTTP, as seen by `token`.
+pub async fn history(server: &TestServer, token: &str, conversation_id: u64) -> Value {
+    let response = http().get(server.url(&format!("/api/v1/conversations/{conversation_id}/messages?limit=200"))).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
