@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secrets::{self, TokenDigest};
 use crate::storage::writer::Counter;
-use crate::storage::{decode_json, encode_json, tables, Store, StorageError};
+use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 /// How long a login session lasts without being used.
 pub const SESSION_LIFETIME_MILLIS: i64 = 30 * 24 * 3600 * 1000;
@@ -99,7 +99,8 @@ pub fn validate_password(password: &str) -> Result<(), AgentError> {
 
 fn normalise_email(email: &str) -> Result<String, AgentError> {
     let email = email.trim().to_lowercase();
-    let valid = email.len() <= 254 && email.split_once('@').is_some_and(|(user, host)| !user.is_empty() && !host.is_empty());
+    let valid =
+        email.len() <= 254 && email.split_once('@').is_some_and(|(user, host)| !user.is_empty() && !host.is_empty());
     if valid { Ok(email) } else { Err(AgentError::Invalid(format!("email {email:?}: not an email address"))) }
 }
 
@@ -113,7 +114,11 @@ pub async fn create(store: &Store, new_agent: NewAgent) -> Result<Agent, AgentEr
     let password_hash = tokio::task::spawn_blocking(move || secrets::hash_password(&password))
         .await
         .map_err(|error| StorageError::Panicked(error.to_string()))?;
-    let name = if new_agent.name.trim().is_empty() { email.split('@').next().unwrap_or_default().to_owned() } else { new_agent.name.trim().to_owned() };
+    let name = if new_agent.name.trim().is_empty() {
+        email.split('@').next().unwrap_or_default().to_owned()
+    } else {
+        new_agent.name.trim().to_owned()
+    };
     store
         .write(move |context| {
             let mut emails = context.transaction.open_table(tables::AGENT_EMAILS)?;
@@ -154,7 +159,9 @@ pub async fn reset_password(store: &Store, email: &str, password: &str) -> Resul
         .map_err(|error| StorageError::Panicked(error.to_string()))?;
     store
         .write(move |context| {
-            let Some(id) = context.transaction.open_table(tables::AGENT_EMAILS)?.get(email.as_str())?.map(|value| value.value()) else {
+            let Some(id) =
+                context.transaction.open_table(tables::AGENT_EMAILS)?.get(email.as_str())?.map(|value| value.value())
+            else {
                 return Ok(Err(AgentError::NotFound(email)));
             };
             let mut agents = context.transaction.open_table(tables::AGENTS)?;
@@ -165,7 +172,9 @@ pub async fn reset_password(store: &Store, email: &str, password: &str) -> Resul
             agents.insert(id, encode_json(&agent).as_slice())?;
             // A new password ends every existing session of the agent.
             let mut sessions = context.transaction.open_table(tables::AGENT_SESSIONS)?;
-            sessions.retain(|_, value| decode_json::<AgentSession>(value).map(|session| session.agent_id != id).unwrap_or(true))?;
+            sessions.retain(|_, value| {
+                decode_json::<AgentSession>(value).map(|session| session.agent_id != id).unwrap_or(true)
+            })?;
             Ok(Ok(agent))
         })
         .await
@@ -214,8 +223,12 @@ pub async fn login(store: &Store, email: &str, password: &str) -> Result<(String
     let agent_id = agent.id;
     store
         .write(move |context| {
-            let session = AgentSession { agent_id, created_at: context.now, expires_at: context.now + SESSION_LIFETIME_MILLIS };
-            context.transaction.open_table(tables::AGENT_SESSIONS)?.insert(&digest, encode_json(&session).as_slice())?;
+            let session =
+                AgentSession { agent_id, created_at: context.now, expires_at: context.now + SESSION_LIFETIME_MILLIS };
+            context
+                .transaction
+                .open_table(tables::AGENT_SESSIONS)?
+                .insert(&digest, encode_json(&session).as_slice())?;
             Ok(Ok::<_, AgentError>(()))
         })
         .await?;
@@ -228,9 +241,14 @@ fn dummy_hash() -> String {
 }
 
 /// The agent a session token belongs to, if the session is live and the agent enabled.
-pub fn authenticate(transaction: &ReadTransaction, digest: &TokenDigest, now: i64) -> Result<Option<Agent>, StorageError> {
+pub fn authenticate(
+    transaction: &ReadTransaction,
+    digest: &TokenDigest,
+    now: i64,
+) -> Result<Option<Agent>, StorageError> {
     let sessions = transaction.open_table(tables::AGENT_SESSIONS)?;
-    let Some(session) = sessions.get(digest)?.map(|value| decode_json::<AgentSession>(value.value())).transpose()? else {
+    let Some(session) = sessions.get(digest)?.map(|value| decode_json::<AgentSession>(value.value())).transpose()?
+    else {
         return Ok(None);
     };
     if session.expires_at < now {

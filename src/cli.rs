@@ -99,17 +99,24 @@ fn parse_mode(text: &str) -> Result<SensitiveMode, String> {
 
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { http, log_format } => {
-            let overrides = ConfigOverrides { data_dir: cli.data_dir, http, log: log_format.map(|format| LogOverrides { format: Some(format) }) };
+            let overrides = ConfigOverrides {
+                data_dir: cli.data_dir,
+                http,
+                log: log_format.map(|format| LogOverrides { format: Some(format) }),
+            };
             let config = Config::load(cli.config.as_deref(), &overrides)?;
             crate::telemetry::init(&config.log);
-            let listener = tokio::net::TcpListener::bind(config.http).await.with_context(|| format!("listening on {}", config.http))?;
+            let listener = tokio::net::TcpListener::bind(config.http)
+                .await
+                .with_context(|| format!("listening on {}", config.http))?;
             crate::server::run(config, listener, crate::server::termination_signal()).await
         }
         Command::Admin(args) => {
@@ -133,9 +140,14 @@ fn admin_command(args: AdminArgs, config: &Config) -> AdminCommand {
         AdminArgs::CreateSite { name, origins, enforce_identity, sensitive_words, sensitive_mode } => {
             AdminCommand::CreateSite { name, origins, enforce_identity, sensitive_words, sensitive_mode }
         }
-        AdminArgs::CreateAgent { email, password, name, role, sites, capacity } => {
-            AdminCommand::CreateAgent { email, password, name, role, sites, capacity: capacity.unwrap_or(config.routing.default_capacity) }
-        }
+        AdminArgs::CreateAgent { email, password, name, role, sites, capacity } => AdminCommand::CreateAgent {
+            email,
+            password,
+            name,
+            role,
+            sites,
+            capacity: capacity.unwrap_or(config.routing.default_capacity),
+        },
         AdminArgs::ResetPassword { email, password } => AdminCommand::ResetPassword { email, password },
         AdminArgs::ListSites => AdminCommand::ListSites,
         AdminArgs::ListAgents => AdminCommand::ListAgents,

@@ -7,10 +7,7 @@ pub const MILLIS_PER_DAY: i64 = 86_400_000;
 
 /// The current time in Unix milliseconds.
 pub fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or(0)
 }
 
 /// The UTC day number (days since 1970-01-01) of a Unix-millisecond time.

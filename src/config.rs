@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Everything kefu can be configured with. Field names are the keys of `kefu.toml`.
@@ -232,9 +232,13 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn layers_apply_in_order_and_errors_name_the_key() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("kefu.toml", "http = \"127.0.0.1:9000\"\ndata_dir = \"from-file\"\n[limits]\nreplay_limit = 7\n")?;
+            jail.create_file(
+                "kefu.toml",
+                "http = \"127.0.0.1:9000\"\ndata_dir = \"from-file\"\n[limits]\nreplay_limit = 7\n",
+            )?;
             jail.set_env("KEFU_DATA_DIR", "from-env");
             let overrides = ConfigOverrides { http: Some("127.0.0.1:9100".into()), ..Default::default() };
             let config = Config::load(Some(Path::new("kefu.toml")), &overrides).map_err(|e| e.to_string())?;
@@ -249,6 +253,17 @@ mod tests {
             jail.create_file("bad.toml", "htp = \"x\"\n")?;
             let error = Config::load(Some(Path::new("bad.toml")), &ConfigOverrides::default()).unwrap_err().to_string();
             assert!(error.contains("htp"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn the_example_config_file_holds_the_defaults() {
+        figment::Jail::expect_with(|_| {
+            let example = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/kefu.toml"));
+            let config = Config::load(Some(example), &ConfigOverrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(serde_json::to_value(&config).unwrap(), serde_json::to_value(Config::default()).unwrap());
             Ok(())
         });
     }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::agents::{self, NewAgent, Role};
 use crate::sensitive_words::SensitiveMode;
@@ -25,9 +25,25 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum AdminCommand {
-    CreateSite { name: String, origins: Vec<String>, enforce_identity: bool, sensitive_words: Vec<String>, sensitive_mode: SensitiveMode },
-    CreateAgent { email: String, password: String, name: String, role: Role, sites: Vec<String>, capacity: u32 },
-    ResetPassword { email: String, password: String },
+    CreateSite {
+        name: String,
+        origins: Vec<String>,
+        enforce_identity: bool,
+        sensitive_words: Vec<String>,
+        sensitive_mode: SensitiveMode,
+    },
+    CreateAgent {
+        email: String,
+        password: String,
+        name: String,
+        role: Role,
+        sites: Vec<String>,
+        capacity: u32,
+    },
+    ResetPassword {
+        email: String,
+        password: String,
+    },
     ListSites,
     ListAgents,
 }
@@ -48,27 +64,48 @@ impl AdminCommand {
     pub async fn execute(self, store: &Store) -> Result<Value, String> {
         match self {
             AdminCommand::CreateSite { name, origins, enforce_identity, sensitive_words, sensitive_mode } => {
-                let site = sites::create(store, NewSite { name, allowed_origins: origins, enforce_identity, sensitive_words, sensitive_mode, welcome_text: None })
-                    .await
-                    .map_err(|error| error.to_string())?;
+                let site = sites::create(
+                    store,
+                    NewSite {
+                        name,
+                        allowed_origins: origins,
+                        enforce_identity,
+                        sensitive_words,
+                        sensitive_mode,
+                        welcome_text: None,
+                    },
+                )
+                .await
+                .map_err(|error| error.to_string())?;
                 Ok(json!({ "site_key": site.key, "site_secret": site.secret }))
             }
             AdminCommand::CreateAgent { email, password, name, role, sites, capacity } => {
-                let agent = agents::create(store, NewAgent { email, password, name, role, sites, capacity }).await.map_err(|error| error.to_string())?;
+                let agent = agents::create(store, NewAgent { email, password, name, role, sites, capacity })
+                    .await
+                    .map_err(|error| error.to_string())?;
                 Ok(json!({ "agent_id": agent.id, "email": agent.email }))
             }
             AdminCommand::ResetPassword { email, password } => {
-                let agent = agents::reset_password(store, &email, &password).await.map_err(|error| error.to_string())?;
+                let agent =
+                    agents::reset_password(store, &email, &password).await.map_err(|error| error.to_string())?;
                 Ok(json!({ "agent_id": agent.id, "password": "changed" }))
             }
             AdminCommand::ListSites => {
                 let sites = store.read(sites::list).await.map_err(|error| error.to_string())?;
-                let lines: Vec<String> = sites.iter().map(|site| format!("{} {} origins={}", site.key, site.name, site.allowed_origins.join(","))).collect();
+                let lines: Vec<String> = sites
+                    .iter()
+                    .map(|site| format!("{} {} origins={}", site.key, site.name, site.allowed_origins.join(",")))
+                    .collect();
                 Ok(json!({ "sites": lines }))
             }
             AdminCommand::ListAgents => {
                 let agents = store.read(agents::list).await.map_err(|error| error.to_string())?;
-                let lines: Vec<String> = agents.iter().map(|agent| format!("{} {} {:?} sites={}", agent.id, agent.email, agent.role, agent.sites.join(","))).collect();
+                let lines: Vec<String> = agents
+                    .iter()
+                    .map(|agent| {
+                        format!("{} {} {:?} sites={}", agent.id, agent.email, agent.role, agent.sites.join(","))
+                    })
+                    .collect();
                 Ok(json!({ "agents": lines }))
             }
         }
@@ -91,7 +128,9 @@ pub fn listen(app: AppState) -> std::io::Result<tokio::task::JoinHandle<()>> {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let app = app.clone();
             tokio::spawn(async move {
                 let (reader, mut writer) = stream.into_split();
@@ -135,9 +174,9 @@ pub async fn send_to_server(data_dir: &Path, command: &AdminCommand) -> anyhow::
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
     let path = data_dir.join(SOCKET_FILE);
-    let stream = tokio::net::UnixStream::connect(&path)
-        .await
-        .with_context(|| format!("the database is held by another process, and its control socket {} does not answer", path.display()))?;
+    let stream = tokio::net::UnixStream::connect(&path).await.with_context(|| {
+        format!("the database is held by another process, and its control socket {} does not answer", path.display())
+    })?;
     let (reader, mut writer) = stream.into_split();
     writer.write_all(format!("{}\n", serde_json::to_string(command)?).as_bytes()).await?;
     let mut line = String::new();

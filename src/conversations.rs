@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::delivery::{CommittedEvent, ConversationEvent};
 use crate::protocol::ConversationView;
 use crate::storage::writer::Counter;
-use crate::storage::{decode_json, tables, Store, StorageError, WriteContext};
+use crate::storage::{StorageError, Store, WriteContext, decode_json, tables};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,7 +99,10 @@ pub fn create_for_visitor(context: &mut WriteContext<'_>, site: &str, visitor_id
     context.transaction.open_table(tables::VISITOR_CONVERSATIONS)?.insert((visitor_id, id), ())?;
     context.transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?.insert(visitor_id, id)?;
     context.transaction.open_table(tables::OPEN_CONVERSATIONS)?.insert(id, site)?;
-    context.publish(CommittedEvent::Conversation { event: ConversationEvent::Created, conversation: conversation.clone() });
+    context.publish(CommittedEvent::Conversation {
+        event: ConversationEvent::Created,
+        conversation: conversation.clone(),
+    });
     context.insert_conversation(conversation);
     Ok(id)
 }
@@ -120,7 +123,12 @@ pub enum AssignWhen {
 }
 
 /// Assigns a conversation to an agent.
-pub async fn assign(store: &Store, conversation_id: u64, agent_id: u64, when: AssignWhen) -> Result<Conversation, ConversationError> {
+pub async fn assign(
+    store: &Store,
+    conversation_id: u64,
+    agent_id: u64,
+    when: AssignWhen,
+) -> Result<Conversation, ConversationError> {
     store
         .write(move |context| {
             let now = context.now;
@@ -129,7 +137,9 @@ pub async fn assign(store: &Store, conversation_id: u64, agent_id: u64, when: As
             };
             match conversation.status {
                 ConversationStatus::Closed => return Ok(Err(ConversationError::Closed)),
-                ConversationStatus::Assigned if when == AssignWhen::Queued || conversation.assigned_agent == Some(agent_id) => {
+                ConversationStatus::Assigned
+                    if when == AssignWhen::Queued || conversation.assigned_agent == Some(agent_id) =>
+                {
                     return Ok(Err(ConversationError::AlreadyAssigned));
                 }
                 _ => {}
@@ -139,7 +149,10 @@ pub async fn assign(store: &Store, conversation_id: u64, agent_id: u64, when: As
             conversation.assigned_agent = Some(agent_id);
             conversation.updated_at = now;
             let conversation = conversation.clone();
-            context.publish(CommittedEvent::Conversation { event: ConversationEvent::Assigned { previous }, conversation: conversation.clone() });
+            context.publish(CommittedEvent::Conversation {
+                event: ConversationEvent::Assigned { previous },
+                conversation: conversation.clone(),
+            });
             Ok(Ok(conversation))
         })
         .await
@@ -167,7 +180,10 @@ pub async fn close(store: &Store, conversation_id: u64) -> Result<Conversation, 
                 open_by_visitor.remove(conversation.visitor_id)?;
             }
             drop(open_by_visitor);
-            context.publish(CommittedEvent::Conversation { event: ConversationEvent::Closed { previous }, conversation: conversation.clone() });
+            context.publish(CommittedEvent::Conversation {
+                event: ConversationEvent::Closed { previous },
+                conversation: conversation.clone(),
+            });
             Ok(Ok(conversation))
         })
         .await

@@ -9,15 +9,15 @@
 //! **Invariant:** per conversation, frames reach a connection's queue in sequence order, because
 //! one task dispatches every committed event in commit order.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use crate::conversations::Conversation;
-use crate::messages::{message_view, Appended, MessageRecord};
+use crate::messages::{Appended, MessageRecord, message_view};
 use crate::protocol::{ConversationView, ParticipantView, ServerFrame};
 use crate::routing::{Router, RoutingEvent};
 
@@ -30,11 +30,27 @@ pub struct CommittedBatch(pub Vec<CommittedEvent>);
 
 /// Something that became durable and must reach the people concerned.
 pub enum CommittedEvent {
-    Message { conversation_id: u64, seq: u64, record: Arc<MessageRecord>, origin: Option<ConnectionHandle> },
+    Message {
+        conversation_id: u64,
+        seq: u64,
+        record: Arc<MessageRecord>,
+        origin: Option<ConnectionHandle>,
+    },
     /// A resend of a stored message: only the sender hears about it again.
-    Duplicate { appended: Appended, client_id: String, origin: Option<ConnectionHandle> },
-    Conversation { event: ConversationEvent, conversation: Conversation },
-    Read { conversation_id: u64, reader: ParticipantView, seq: u64 },
+    Duplicate {
+        appended: Appended,
+        client_id: String,
+        origin: Option<ConnectionHandle>,
+    },
+    Conversation {
+        event: ConversationEvent,
+        conversation: Conversation,
+    },
+    Read {
+        conversation_id: u64,
+        reader: ParticipantView,
+        seq: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +173,13 @@ impl Hub {
     }
 
     /// Removes a connection from every registry it is in.
-    pub fn unregister(&self, handle: &ConnectionHandle, visitor_id: Option<u64>, agent: Option<(u64, &[String])>, conversations: impl Iterator<Item = u64>) {
+    pub fn unregister(
+        &self,
+        handle: &ConnectionHandle,
+        visitor_id: Option<u64>,
+        agent: Option<(u64, &[String])>,
+        conversations: impl Iterator<Item = u64>,
+    ) {
         for conversation_id in conversations {
             remove_from(&self.conversations, &conversation_id, handle);
         }
@@ -300,7 +322,10 @@ fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
                 ConversationEvent::Created => {
                     for connection in hub.visitor_connections(conversation.visitor_id) {
                         if hub.subscribe(conversation.id, &connection) {
-                            connection.push(Outbound::Subscribed { conversation_id: conversation.id, last_seq: conversation.last_seq });
+                            connection.push(Outbound::Subscribed {
+                                conversation_id: conversation.id,
+                                last_seq: conversation.last_seq,
+                            });
                         }
                     }
                 }
@@ -308,7 +333,10 @@ fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
                     if let Some(agent_id) = conversation.assigned_agent {
                         for connection in hub.agent_connections(agent_id) {
                             if hub.subscribe(conversation.id, &connection) {
-                                connection.push(Outbound::Subscribed { conversation_id: conversation.id, last_seq: conversation.last_seq });
+                                connection.push(Outbound::Subscribed {
+                                    conversation_id: conversation.id,
+                                    last_seq: conversation.last_seq,
+                                });
                             }
                         }
                     }

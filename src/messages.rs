@@ -14,7 +14,7 @@ use crate::conversations::{self, ConversationStatus};
 use crate::delivery::{CommittedEvent, ConnectionHandle};
 use crate::protocol::{ErrorCode, MessageView, SenderKind, SenderView};
 use crate::storage::writer::Counter;
-use crate::storage::{decode_postcard, encode_postcard, tables, StorageError, WriteContext};
+use crate::storage::{StorageError, WriteContext, decode_postcard, encode_postcard, tables};
 
 /// Longest client id accepted.
 pub const MAX_CLIENT_ID_LEN: usize = 64;
@@ -130,7 +130,10 @@ impl AppendError {
 
 /// Checks a client id: 1 to 64 printable ASCII characters.
 pub fn validate_client_id(client_id: &str) -> Result<(), String> {
-    if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_LEN || !client_id.bytes().all(|byte| byte.is_ascii_graphic()) {
+    if client_id.is_empty()
+        || client_id.len() > MAX_CLIENT_ID_LEN
+        || !client_id.bytes().all(|byte| byte.is_ascii_graphic())
+    {
         return Err(format!("client_id: must be 1 to {MAX_CLIENT_ID_LEN} printable ASCII characters"));
     }
     Ok(())
@@ -148,15 +151,31 @@ pub fn validate_text(text: &str, max_chars: usize) -> Result<String, String> {
 
 /// Appends a message inside a writer operation: deduplicates by client id, finds or starts the
 /// conversation, assigns the next sequence number, stores the message and publishes it.
-pub fn append(context: &mut WriteContext<'_>, new_message: NewMessage) -> Result<Result<Appended, AppendError>, StorageError> {
+pub fn append(
+    context: &mut WriteContext<'_>,
+    new_message: NewMessage,
+) -> Result<Result<Appended, AppendError>, StorageError> {
     let dedup_key = (new_message.sender.kind.code(), new_message.sender.id, new_message.client_id.as_str());
     if context.dedup().may_contain(dedup_key) {
-        let previous = context.transaction.open_table(tables::CLIENT_IDS)?.get(dedup_key)?.map(|value| value.value().to_vec());
+        let previous =
+            context.transaction.open_table(tables::CLIENT_IDS)?.get(dedup_key)?.map(|value| value.value().to_vec());
         if let Some(previous) = previous {
             let ack: AckRecord = decode_postcard(&previous)?;
-            let text = read_one(context, ack.conversation_id, ack.day, ack.seq)?.map(|record| record.text).unwrap_or_default();
-            let appended = Appended { conversation_id: ack.conversation_id, seq: ack.seq, created_at: ack.created_at, text, duplicate: true };
-            tracing::debug!(trace_id = new_message.trace_id, conversation_id = ack.conversation_id, seq = ack.seq, "duplicate send answered");
+            let text =
+                read_one(context, ack.conversation_id, ack.day, ack.seq)?.map(|record| record.text).unwrap_or_default();
+            let appended = Appended {
+                conversation_id: ack.conversation_id,
+                seq: ack.seq,
+                created_at: ack.created_at,
+                text,
+                duplicate: true,
+            };
+            tracing::debug!(
+                trace_id = new_message.trace_id,
+                conversation_id = ack.conversation_id,
+                seq = ack.seq,
+                "duplicate send answered"
+            );
             context.publish(CommittedEvent::Duplicate {
                 appended: appended.clone(),
                 client_id: new_message.client_id,
@@ -176,7 +195,8 @@ pub fn append(context: &mut WriteContext<'_>, new_message: NewMessage) -> Result
     conversation.last_seq += 1;
     conversation.updated_at = now;
     conversation.last_day = conversation.last_day.max(crate::clock::day_of(now));
-    if new_message.sender.kind == SenderKind::Agent && !new_message.internal && conversation.first_response_at.is_none() {
+    if new_message.sender.kind == SenderKind::Agent && !new_message.internal && conversation.first_response_at.is_none()
+    {
         conversation.first_response_at = Some(now);
     }
     let seq = conversation.last_seq;
@@ -195,7 +215,10 @@ pub fn append(context: &mut WriteContext<'_>, new_message: NewMessage) -> Result
         text: new_message.text,
     };
     let shard_name = tables::message_shard_name(day);
-    context.transaction.open_table(tables::message_shard(&shard_name))?.insert((conversation_id, seq), encode_postcard(&StoredMessage::V1(record.clone())).as_slice())?;
+    context
+        .transaction
+        .open_table(tables::message_shard(&shard_name))?
+        .insert((conversation_id, seq), encode_postcard(&StoredMessage::V1(record.clone())).as_slice())?;
     context.note_conversation_day(conversation_id, day)?;
     let ack = AckRecord { conversation_id, seq, day, created_at: now };
     context.transaction.open_table(tables::CLIENT_IDS)?.insert(dedup_key, encode_postcard(&ack).as_slice())?;
@@ -203,11 +226,19 @@ pub fn append(context: &mut WriteContext<'_>, new_message: NewMessage) -> Result
     tracing::debug!(trace_id = record.trace_id, conversation_id, seq, "message persisted");
 
     let appended = Appended { conversation_id, seq, created_at: now, text: record.text.clone(), duplicate: false };
-    context.publish(CommittedEvent::Message { conversation_id, seq, record: Arc::new(record), origin: new_message.origin });
+    context.publish(CommittedEvent::Message {
+        conversation_id,
+        seq,
+        record: Arc::new(record),
+        origin: new_message.origin,
+    });
     Ok(Ok(appended))
 }
 
-fn resolve_target(context: &mut WriteContext<'_>, new_message: &NewMessage) -> Result<Result<u64, AppendError>, StorageError> {
+fn resolve_target(
+    context: &mut WriteContext<'_>,
+    new_message: &NewMessage,
+) -> Result<Result<u64, AppendError>, StorageError> {
     let is_visitor = new_message.sender.kind == SenderKind::Visitor;
     match &new_message.target {
         Target::Conversation(id) => {
@@ -234,12 +265,14 @@ fn inbox(context: &mut WriteContext<'_>, site: &str, visitor_id: u64) -> Result<
     }
 }
 
-fn read_one(context: &WriteContext<'_>, conversation_id: u64, day: u32, seq: u64) -> Result<Option<MessageRecord>, StorageError> {
+fn read_one(
+    context: &WriteContext<'_>,
+    conversation_id: u64,
+    day: u32,
+    seq: u64,
+) -> Result<Option<MessageRecord>, StorageError> {
     let shard_name = tables::message_shard_name(day);
-    let table = match context.transaction.open_table(tables::message_shard(&shard_name)) {
-        Ok(table) => table,
-        Err(error) => return Err(error.into()),
-    };
+    let table = context.transaction.open_table(tables::message_shard(&shard_name))?;
     let found = table.get((conversation_id, seq))?.map(|value| decode_record(value.value())).transpose()?;
     Ok(found)
 }
@@ -256,8 +289,14 @@ fn days_of(transaction: &ReadTransaction, conversation_id: u64) -> Result<Vec<u3
     table.range((conversation_id, 0)..=(conversation_id, u32::MAX))?.map(|entry| Ok(entry?.0.value().1)).collect()
 }
 
+/// A message shard opened for reading.
+type ShardReader = redb::ReadOnlyTable<(u64, u64), &'static [u8]>;
+
 /// Opens a shard for reading; a shard that does not exist (dropped by retention) reads as empty.
-fn open_shard(transaction: &ReadTransaction, day: u32) -> Result<Option<redb::ReadOnlyTable<(u64, u64), &'static [u8]>>, StorageError> {
+fn open_shard(
+    transaction: &ReadTransaction,
+    day: u32,
+) -> Result<Option<ShardReader>, StorageError> {
     let name = tables::message_shard_name(day);
     match transaction.open_table(tables::message_shard(&name)) {
         Ok(table) => Ok(Some(table)),
@@ -267,11 +306,18 @@ fn open_shard(transaction: &ReadTransaction, day: u32) -> Result<Option<redb::Re
 }
 
 /// Up to `limit` messages with `seq < before` (all when `before` is `None`), oldest first.
-pub fn page_before(transaction: &ReadTransaction, conversation_id: u64, before: Option<u64>, limit: usize) -> Result<Vec<(u64, MessageRecord)>, StorageError> {
+pub fn page_before(
+    transaction: &ReadTransaction,
+    conversation_id: u64,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<Vec<(u64, MessageRecord)>, StorageError> {
     let before = before.unwrap_or(u64::MAX);
     let mut newest_first = Vec::with_capacity(limit);
     for day in days_of(transaction, conversation_id)?.into_iter().rev() {
-        let Some(shard) = open_shard(transaction, day)? else { continue };
+        let Some(shard) = open_shard(transaction, day)? else {
+            continue;
+        };
         for entry in shard.range((conversation_id, 0)..(conversation_id, before))?.rev() {
             if newest_first.len() >= limit {
                 break;
@@ -288,10 +334,17 @@ pub fn page_before(transaction: &ReadTransaction, conversation_id: u64, before: 
 }
 
 /// Up to `limit` messages with `seq > after`, oldest first (replay on resume).
-pub fn page_after(transaction: &ReadTransaction, conversation_id: u64, after: u64, limit: usize) -> Result<Vec<(u64, MessageRecord)>, StorageError> {
+pub fn page_after(
+    transaction: &ReadTransaction,
+    conversation_id: u64,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, MessageRecord)>, StorageError> {
     let mut found = Vec::new();
     for day in days_of(transaction, conversation_id)? {
-        let Some(shard) = open_shard(transaction, day)? else { continue };
+        let Some(shard) = open_shard(transaction, day)? else {
+            continue;
+        };
         for entry in shard.range((conversation_id, after.saturating_add(1))..=(conversation_id, u64::MAX))? {
             if found.len() >= limit {
                 return Ok(found);

@@ -23,7 +23,9 @@ impl Principal {
 
     pub fn sender(&self) -> SenderView {
         match self {
-            Principal::Visitor(visitor) => SenderView { kind: SenderKind::Visitor, id: visitor.id, name: visitors::display_name(visitor) },
+            Principal::Visitor(visitor) => {
+                SenderView { kind: SenderKind::Visitor, id: visitor.id, name: visitors::display_name(visitor) }
+            }
             Principal::Agent(agent) => SenderView { kind: SenderKind::Agent, id: agent.id, name: agent.name.clone() },
         }
     }

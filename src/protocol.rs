@@ -24,7 +24,8 @@ pub enum ClientFrame {
 }
 
 /// The frame types a client may send, for telling an unknown type from a malformed known one.
-const CLIENT_FRAME_TYPES: [&str; 9] = ["hello", "send", "resume", "typing", "read", "take", "close", "presence", "ping"];
+const CLIENT_FRAME_TYPES: [&str; 9] =
+    ["hello", "send", "resume", "typing", "read", "take", "close", "presence", "ping"];
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Hello {
@@ -80,16 +81,36 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
 fn classify_decode_error(text: &str, error: serde_json::Error) -> DecodeError {
     let value = match serde_json::from_str::<serde_json::Value>(text) {
         Ok(serde_json::Value::Object(object)) => object,
-        Ok(_) => return DecodeError { code: ErrorCode::BadJson, message: "a frame must be a JSON object".into(), client_id: None },
-        Err(_) => return DecodeError { code: ErrorCode::BadJson, message: format!("not valid JSON: {error}"), client_id: None },
+        Ok(_) => {
+            return DecodeError {
+                code: ErrorCode::BadJson,
+                message: "a frame must be a JSON object".into(),
+                client_id: None,
+            };
+        }
+        Err(_) => {
+            return DecodeError {
+                code: ErrorCode::BadJson,
+                message: format!("not valid JSON: {error}"),
+                client_id: None,
+            };
+        }
     };
     let client_id = value.get("client_id").and_then(|id| id.as_str()).map(str::to_owned);
     match value.get("type").and_then(|kind| kind.as_str()) {
-        None => DecodeError { code: ErrorCode::UnknownType, message: "the frame has no string field `type`".into(), client_id },
+        None => DecodeError {
+            code: ErrorCode::UnknownType,
+            message: "the frame has no string field `type`".into(),
+            client_id,
+        },
         Some(kind) if !CLIENT_FRAME_TYPES.contains(&kind) => {
             DecodeError { code: ErrorCode::UnknownType, message: format!("unknown frame type {kind:?}"), client_id }
         }
-        Some(kind) => DecodeError { code: ErrorCode::InvalidField, message: format!("{kind}: {}", strip_position(&error)), client_id },
+        Some(kind) => DecodeError {
+            code: ErrorCode::InvalidField,
+            message: format!("{kind}: {}", strip_position(&error)),
+            client_id,
+        },
     }
 }
 
@@ -191,12 +212,34 @@ pub enum ServerFrame<'a> {
         text: &'a str,
     },
     Message(&'a MessageView),
-    Replayed { conversation_id: u64, last_seq: u64 },
-    Reset { conversation_id: u64, epoch: u64, last_seq: u64, reason: &'a str },
-    Typing { conversation_id: u64, sender: &'a SenderView, active: bool },
-    Read { conversation_id: u64, reader: ParticipantView, seq: u64 },
-    Conversation { event: &'a str, conversation: &'a ConversationView },
-    Presence { agent_id: u64, status: Presence },
+    Replayed {
+        conversation_id: u64,
+        last_seq: u64,
+    },
+    Reset {
+        conversation_id: u64,
+        epoch: u64,
+        last_seq: u64,
+        reason: &'a str,
+    },
+    Typing {
+        conversation_id: u64,
+        sender: &'a SenderView,
+        active: bool,
+    },
+    Read {
+        conversation_id: u64,
+        reader: ParticipantView,
+        seq: u64,
+    },
+    Conversation {
+        event: &'a str,
+        conversation: &'a ConversationView,
+    },
+    Presence {
+        agent_id: u64,
+        status: Presence,
+    },
     Error {
         code: ErrorCode,
         message: &'a str,
@@ -204,7 +247,10 @@ pub enum ServerFrame<'a> {
         client_id: Option<&'a str>,
     },
     Pong,
-    Goaway { reason: &'a str, reconnect_after_ms: u64 },
+    Goaway {
+        reason: &'a str,
+        reconnect_after_ms: u64,
+    },
 }
 
 impl ServerFrame<'_> {
@@ -271,7 +317,9 @@ mod tests {
     #[test]
     fn frames_decode() {
         let frame = decode_client_frame(r#"{"type":"send","client_id":"c1","text":"hi","extra":1}"#).unwrap();
-        assert!(matches!(frame, ClientFrame::Send(Send { ref client_id, conversation_id: None, .. }) if client_id == "c1"));
+        assert!(
+            matches!(frame, ClientFrame::Send(Send { ref client_id, conversation_id: None, .. }) if client_id == "c1")
+        );
         assert!(matches!(decode_client_frame(r#"{"type":"ping"}"#).unwrap(), ClientFrame::Ping));
     }
 }

@@ -18,7 +18,7 @@ use crate::agents::{Agent, Role};
 use crate::conversations::{self, AssignWhen, Conversation, ConversationStatus};
 use crate::delivery::{ConversationEvent, Hub};
 use crate::protocol::{Presence, SenderKind, ServerFrame};
-use crate::storage::{Store, StorageError};
+use crate::storage::{StorageError, Store};
 
 /// Routing events waiting to be handled. Events are small and handled in microseconds; when
 /// the queue is full the sender waits (connections) or the event is dropped with a log
@@ -157,7 +157,9 @@ impl RouterState {
                 self.assign_waiting();
             }
             RoutingEvent::AgentDisconnected { agent_id } => {
-                let Some(state) = self.agents.get_mut(&agent_id) else { return };
+                let Some(state) = self.agents.get_mut(&agent_id) else {
+                    return;
+                };
                 state.n_connections = state.n_connections.saturating_sub(1);
                 if state.n_connections == 0 {
                     let generation = state.generation;
@@ -177,7 +179,10 @@ impl RouterState {
                 }
             }
             RoutingEvent::GraceExpired { agent_id, generation } => {
-                let expired = self.agents.get(&agent_id).is_some_and(|state| state.generation == generation && state.n_connections == 0);
+                let expired = self
+                    .agents
+                    .get(&agent_id)
+                    .is_some_and(|state| state.generation == generation && state.n_connections == 0);
                 if expired {
                     self.set_status(agent_id, Presence::Offline);
                 }
@@ -209,7 +214,9 @@ impl RouterState {
                 self.assign_waiting();
             }
             ConversationEvent::Assigned { .. } => {
-                let Some(agent_id) = conversation.assigned_agent else { return };
+                let Some(agent_id) = conversation.assigned_agent else {
+                    return;
+                };
                 for queue in self.queues.values_mut() {
                     queue.retain(|id| *id != conversation.id);
                 }
@@ -238,7 +245,9 @@ impl RouterState {
     }
 
     fn set_status(&mut self, agent_id: u64, status: Presence) {
-        let Some(state) = self.agents.get_mut(&agent_id) else { return };
+        let Some(state) = self.agents.get_mut(&agent_id) else {
+            return;
+        };
         if state.status == status {
             return;
         }
@@ -256,11 +265,13 @@ impl RouterState {
 
     /// Assigns queued conversations while some agent has room.
     fn assign_waiting(&mut self) {
-        let sites: Vec<String> = self.queues.iter().filter(|(_, queue)| !queue.is_empty()).map(|(site, _)| site.clone()).collect();
+        let sites: Vec<String> =
+            self.queues.iter().filter(|(_, queue)| !queue.is_empty()).map(|(site, _)| site.clone()).collect();
         for site in sites {
-            loop {
-                let Some(&conversation_id) = self.queues.get(&site).and_then(|queue| queue.front()) else { break };
-                let Some(agent_id) = self.pick_agent(&site) else { break };
+            while let Some(&conversation_id) = self.queues.get(&site).and_then(|queue| queue.front()) {
+                let Some(agent_id) = self.pick_agent(&site) else {
+                    break;
+                };
                 self.queues.get_mut(&site).expect("the site's queue was just read").pop_front();
                 self.tick += 1;
                 let state = self.agents.get_mut(&agent_id).expect("a picked agent is known");
@@ -271,7 +282,9 @@ impl RouterState {
                 let store = self.store.clone();
                 let router = self.router.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = conversations::assign(&store, conversation_id, agent_id, AssignWhen::Queued).await {
+                    if let Err(error) =
+                        conversations::assign(&store, conversation_id, agent_id, AssignWhen::Queued).await
+                    {
                         tracing::info!(conversation_id, agent_id, %error, "assignment did not take effect");
                         router.notify(RoutingEvent::AssignFailed { conversation_id, agent_id });
                     }

@@ -3,8 +3,8 @@
 //! Tokens handed to clients are random and never stored: redb keeps their SHA-256 digest,
 //! so a copy of the database does not let anyone log in.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use rand::RngCore;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,13 +57,21 @@ impl Running {
 }
 
 /// Runs kefu on `listener` until `shutdown` completes.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     start(config, listener, shutdown).await?.wait().await
 }
 
 /// Opens storage, starts every part, and serves `listener` in the background until `shutdown`
 /// completes. Prints `listening http=ADDR` on stdout once it accepts connections.
-pub async fn start(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Running> {
+pub async fn start(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Running> {
     let local_addr = listener.local_addr()?;
     let (committed_sender, committed) = mpsc::channel(delivery::COMMITTED_QUEUE_CAPACITY);
     let data_dir = config.data_dir.clone();
@@ -76,7 +84,14 @@ pub async fn start(config: Config, listener: TcpListener, shutdown: impl Future<
     let shutdown_token = CancellationToken::new();
     let tasks = TaskTracker::new();
     let hub = Arc::new(Hub::new());
-    let router = routing::start(store.clone(), hub.clone(), Duration::from_secs(config.routing.offline_grace_secs), shutdown_token.clone(), &tasks).await?;
+    let router = routing::start(
+        store.clone(),
+        hub.clone(),
+        Duration::from_secs(config.routing.offline_grace_secs),
+        shutdown_token.clone(),
+        &tasks,
+    )
+    .await?;
     let dispatcher = tokio::spawn(delivery::run_dispatcher(committed, hub.clone(), router.clone(), store.epoch()));
     let app: AppState = Arc::new(App {
         store: store.clone(),
@@ -102,10 +117,11 @@ pub async fn start(config: Config, listener: TcpListener, shutdown: impl Future<
     let serving = tokio::spawn(async move {
         let app = serving_app;
         let serve_token = app.shutdown.clone();
-        let served = axum::serve(listener, crate::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { serve_token.cancelled().await })
-            .await
-            .context("serving HTTP");
+        let served =
+            axum::serve(listener, crate::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { serve_token.cancelled().await })
+                .await
+                .context("serving HTTP");
         // Whatever ended serving, shut down in order.
         app.shutdown.cancel();
         tracing::info!("shutting down: closing connections");
@@ -129,20 +145,37 @@ pub async fn start(config: Config, listener: TcpListener, shutdown: impl Future<
 
 /// On the first start: an admin account and a default site, printed once.
 async fn bootstrap(store: &Store, config: &Config, local_addr: SocketAddr) -> anyhow::Result<()> {
-    let (n_agents, existing_sites) = store.read(|transaction| Ok((agents::count(transaction)?, sites::list(transaction)?))).await?;
+    let (n_agents, existing_sites) =
+        store.read(|transaction| Ok((agents::count(transaction)?, sites::list(transaction)?))).await?;
     let mut site_key = existing_sites.first().map(|site| site.key.clone());
     if existing_sites.is_empty() {
-        let site = sites::create(store, NewSite { name: "My website".into(), allowed_origins: vec!["*".into()], ..NewSite::default() }).await?;
+        let site = sites::create(
+            store,
+            NewSite { name: "My website".into(), allowed_origins: vec!["*".into()], ..NewSite::default() },
+        )
+        .await?;
         site_key = Some(site.key);
     }
     if n_agents == 0 {
         let password = crate::secrets::new_password();
         let email = "admin@kefu.local";
-        agents::create(store, NewAgent { email: email.into(), name: "Admin".into(), password: password.clone(), role: Role::Admin, sites: Vec::new(), capacity: config.routing.default_capacity })
-            .await?;
+        agents::create(
+            store,
+            NewAgent {
+                email: email.into(),
+                name: "Admin".into(),
+                password: password.clone(),
+                role: Role::Admin,
+                sites: Vec::new(),
+                capacity: config.routing.default_capacity,
+            },
+        )
+        .await?;
         let base = match &config.public_url {
             Some(_) => config.public_url(),
-            None if config.http.ip().is_unspecified() => format!("http://localhost:{}", local_addr.port()),
+            None if config.http.ip().is_unspecified() => {
+                format!("http://localhost:{}", local_addr.port())
+            }
             None => format!("http://{local_addr}"),
         };
         println!("first start: an admin account was created");

@@ -18,13 +18,16 @@ use crate::conversations::{self, AssignWhen, Conversation, ConversationError};
 use crate::delivery::{CommittedEvent, ConnectionHandle, Outbound};
 use crate::messages::{self, NewMessage, Target};
 use crate::principal::Principal;
-use crate::protocol::{self, close_code, ClientFrame, ConversationView, ErrorCode, Hello, ParticipantView, Presence, ResumePoint, ServerFrame};
+use crate::protocol::{
+    self, ClientFrame, ConversationView, ErrorCode, Hello, ParticipantView, Presence, ResumePoint, ServerFrame,
+    close_code,
+};
 use crate::routing::RoutingEvent;
 use crate::secrets;
 use crate::sensitive_words::Filtered;
 use crate::server::AppState;
 use crate::sites::{self, SiteRuntime};
-use crate::storage::{tables, StorageError};
+use crate::storage::{StorageError, tables};
 use crate::visitors;
 
 /// How often a connection forwards a typing indicator per conversation.
@@ -73,10 +76,22 @@ pub struct Session {
 impl Session {
     /// Authenticates `hello`, registers the connection, and returns the session with the frames
     /// to write first (`welcome`, then any replays).
-    pub async fn start(app: AppState, entry: Entry, hello: Hello, handle: ConnectionHandle) -> Result<(Session, Vec<Bytes>), CloseReason> {
+    pub async fn start(
+        app: AppState,
+        entry: Entry,
+        hello: Hello,
+        handle: ConnectionHandle,
+    ) -> Result<(Session, Vec<Bytes>), CloseReason> {
         let principal = authenticate(&app, entry, hello.token.as_deref()).await?;
         let store = app.store.clone();
-        let mut session = Session { app: app.clone(), principal, handle, agent_sites: Vec::new(), cursors: Vec::new(), typing_sent: Vec::new() };
+        let mut session = Session {
+            app: app.clone(),
+            principal,
+            handle,
+            agent_sites: Vec::new(),
+            cursors: Vec::new(),
+            typing_sent: Vec::new(),
+        };
         let internal_error = |error: StorageError| {
             tracing::error!(%error, "starting a session failed");
             CloseReason::new(close_code::INTERNAL, "internal error")
@@ -88,21 +103,36 @@ impl Session {
             Principal::Visitor(visitor) => {
                 app.hub.register_visitor(visitor.id, &session.handle);
                 let visitor_id = visitor.id;
-                let known = store.read(move |transaction| conversations::of_visitor(transaction, visitor_id)).await.map_err(internal_error)?;
+                let known = store
+                    .read(move |transaction| conversations::of_visitor(transaction, visitor_id))
+                    .await
+                    .map_err(internal_error)?;
                 for conversation in &known {
                     app.hub.subscribe(conversation.id, &session.handle);
                 }
-                store.read(move |transaction| conversations::of_visitor(transaction, visitor_id)).await.map_err(internal_error)?
+                store
+                    .read(move |transaction| conversations::of_visitor(transaction, visitor_id))
+                    .await
+                    .map_err(internal_error)?
             }
             Principal::Agent(agent) => {
                 session.agent_sites = match agent.role {
-                    AgentRole::Admin => store.read(sites::list).await.map_err(internal_error)?.into_iter().map(|site| site.key).collect(),
+                    AgentRole::Admin => store
+                        .read(sites::list)
+                        .await
+                        .map_err(internal_error)?
+                        .into_iter()
+                        .map(|site| site.key)
+                        .collect(),
                     AgentRole::Agent => agent.sites.clone(),
                 };
                 app.hub.register_agent(agent.id, &session.agent_sites, &session.handle);
                 let agent = agent.clone();
                 let read_open = move |transaction: &redb::ReadTransaction| {
-                    Ok(conversations::list_open(transaction)?.into_iter().filter(|conversation| agent.serves_site(&conversation.site)).collect::<Vec<_>>())
+                    Ok(conversations::list_open(transaction)?
+                        .into_iter()
+                        .filter(|conversation| agent.serves_site(&conversation.site))
+                        .collect::<Vec<_>>())
                 };
                 let known = store.read(read_open.clone()).await.map_err(internal_error)?;
                 let agent_id = session.agent_id().expect("an agent session");
@@ -114,31 +144,39 @@ impl Session {
         };
         let agent_id = session.agent_id();
         for conversation in &conversations {
-            let subscribed = session.principal.is_visitor() || conversation.assigned_agent.is_some() && conversation.assigned_agent == agent_id;
+            let subscribed = session.principal.is_visitor()
+                || conversation.assigned_agent.is_some() && conversation.assigned_agent == agent_id;
             if subscribed {
                 session.cursors.push(Cursor { conversation_id: conversation.id, last_seq: conversation.last_seq });
             }
         }
 
         let epoch = store.epoch();
-        let skip = conversations.len().saturating_sub(if session.principal.is_visitor() { MAX_WELCOME_CONVERSATIONS } else { usize::MAX });
-        let views: Vec<ConversationView> = conversations.iter().skip(skip).map(|conversation| conversation.view(epoch)).collect();
+        let skip = conversations.len().saturating_sub(if session.principal.is_visitor() {
+            MAX_WELCOME_CONVERSATIONS
+        } else {
+            usize::MAX
+        });
+        let views: Vec<ConversationView> =
+            conversations.iter().skip(skip).map(|conversation| conversation.view(epoch)).collect();
         let (role, visitor_id, agent_id) = match &session.principal {
             Principal::Visitor(visitor) => ("visitor", Some(visitor.id), None),
             Principal::Agent(agent) => ("agent", None, Some(agent.id)),
         };
         let limits = &app.config.limits;
-        let mut frames = vec![ServerFrame::Welcome {
-            protocol: protocol::PROTOCOL_VERSION,
-            role,
-            visitor_id,
-            agent_id,
-            epoch,
-            heartbeat_secs: limits.heartbeat_secs,
-            max_text_chars: limits.max_text_chars,
-            conversations: &views,
-        }
-        .encode()];
+        let mut frames = vec![
+            ServerFrame::Welcome {
+                protocol: protocol::PROTOCOL_VERSION,
+                role,
+                visitor_id,
+                agent_id,
+                epoch,
+                heartbeat_secs: limits.heartbeat_secs,
+                max_text_chars: limits.max_text_chars,
+                conversations: &views,
+            }
+            .encode(),
+        ];
         for point in hello.resume {
             session.resume(point, &mut frames).await;
         }
@@ -205,7 +243,12 @@ impl Session {
             Principal::Agent(_) => None,
         };
         let agent = self.agent_id().map(|id| (id, self.agent_sites.as_slice()));
-        self.app.hub.unregister(&self.handle, visitor_id, agent, self.cursors.iter().map(|cursor| cursor.conversation_id));
+        self.app.hub.unregister(
+            &self.handle,
+            visitor_id,
+            agent,
+            self.cursors.iter().map(|cursor| cursor.conversation_id),
+        );
         if let Some(agent_id) = self.agent_id() {
             self.app.router.send(RoutingEvent::AgentDisconnected { agent_id }).await;
         }
@@ -217,14 +260,17 @@ impl Session {
 
     /// Loads a conversation this principal may access; `None` for missing and forbidden alike.
     async fn accessible_conversation(&self, conversation_id: u64) -> Result<Option<Conversation>, StorageError> {
-        let conversation = self.app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+        let conversation =
+            self.app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
         Ok(conversation.filter(|conversation| self.principal.can_access(conversation)))
     }
 
     async fn send(&mut self, send: protocol::Send, out: &mut Vec<Bytes>) {
         let trace_id = secrets::new_trace_id();
         let client_id = send.client_id;
-        let refuse = |out: &mut Vec<Bytes>, code: ErrorCode, message: &str| out.push(error_frame(code, message, Some(&client_id)));
+        let refuse = |out: &mut Vec<Bytes>, code: ErrorCode, message: &str| {
+            out.push(error_frame(code, message, Some(&client_id)))
+        };
         if let Err(message) = messages::validate_client_id(&client_id) {
             out.push(error_frame(ErrorCode::InvalidField, &message, None));
             return;
@@ -240,8 +286,12 @@ impl Session {
 
         // Find the conversation's site for the word filter; check access on the way.
         let (target, site_key) = match (&self.principal, send.conversation_id) {
-            (Principal::Visitor(visitor), None) => (Target::VisitorInbox { site: visitor.site.clone(), visitor_id: visitor.id }, visitor.site.clone()),
-            (Principal::Agent(_), None) => return refuse(out, ErrorCode::InvalidField, "conversation_id: required for agents"),
+            (Principal::Visitor(visitor), None) => {
+                (Target::VisitorInbox { site: visitor.site.clone(), visitor_id: visitor.id }, visitor.site.clone())
+            }
+            (Principal::Agent(_), None) => {
+                return refuse(out, ErrorCode::InvalidField, "conversation_id: required for agents");
+            }
             (_, Some(conversation_id)) => {
                 let known = self.cursors.iter().any(|cursor| cursor.conversation_id == conversation_id);
                 let site = match &self.principal {
@@ -264,9 +314,17 @@ impl Session {
             Ok(Some(site)) => match site.filter.filter(&text) {
                 Filtered::Clean => text,
                 Filtered::Masked(masked) => masked,
-                Filtered::Rejected => return refuse(out, ErrorCode::RejectedContent, "the message contains words this site does not accept"),
+                Filtered::Rejected => {
+                    return refuse(
+                        out,
+                        ErrorCode::RejectedContent,
+                        "the message contains words this site does not accept",
+                    );
+                }
             },
-            Ok(None) => return refuse(out, ErrorCode::NotFound, "the conversation's site no longer exists"),
+            Ok(None) => {
+                return refuse(out, ErrorCode::NotFound, "the conversation's site no longer exists");
+            }
             Err(error) => {
                 tracing::error!(trace_id, %error, "loading a site failed");
                 return refuse(out, ErrorCode::Internal, "internal error; retry with the same client_id");
@@ -296,11 +354,21 @@ impl Session {
                     }
                     Ok(())
                 },
-                move |_| abort_origin.push(Outbound::Frame(error_frame(ErrorCode::Internal, "storing the message failed; retry with the same client_id", Some(&abort_client_id)))),
+                move |_| {
+                    abort_origin.push(Outbound::Frame(error_frame(
+                        ErrorCode::Internal,
+                        "storing the message failed; retry with the same client_id",
+                        Some(&abort_client_id),
+                    )))
+                },
             )
             .await;
         if queued.is_err() {
-            out.push(error_frame(ErrorCode::Unavailable, "the server is shutting down; resend after reconnecting", None));
+            out.push(error_frame(
+                ErrorCode::Unavailable,
+                "the server is shutting down; resend after reconnecting",
+                None,
+            ));
         }
     }
 
@@ -308,7 +376,9 @@ impl Session {
         let conversation_id = point.conversation_id;
         match self.accessible_conversation(conversation_id).await {
             Ok(Some(_)) => {}
-            Ok(None) => return out.push(error_frame(ErrorCode::NotFound, "no such conversation", None)),
+            Ok(None) => {
+                return out.push(error_frame(ErrorCode::NotFound, "no such conversation", None));
+            }
             Err(error) => {
                 tracing::error!(%error, "resume failed");
                 return out.push(error_frame(ErrorCode::Internal, "internal error", None));
@@ -323,9 +393,14 @@ impl Session {
             .app
             .store
             .read(move |transaction| {
-                let conversation = conversations::get(transaction, conversation_id)?.ok_or_else(|| StorageError::Corrupt("conversation vanished".into()))?;
+                let conversation = conversations::get(transaction, conversation_id)?
+                    .ok_or_else(|| StorageError::Corrupt("conversation vanished".into()))?;
                 let too_far = conversation.last_seq.saturating_sub(point.last_seq) > replay_limit as u64;
-                let missed = if epoch_changed || too_far { Vec::new() } else { messages::page_after(transaction, conversation_id, point.last_seq, replay_limit)? };
+                let missed = if epoch_changed || too_far {
+                    Vec::new()
+                } else {
+                    messages::page_after(transaction, conversation_id, point.last_seq, replay_limit)?
+                };
                 Ok((conversation, too_far, missed))
             })
             .await;
@@ -342,7 +417,9 @@ impl Session {
             let is_visitor = self.principal.is_visitor();
             for (seq, record) in &missed {
                 if !(record.internal && is_visitor) {
-                    out.push(ServerFrame::Message(&messages::message_view(conversation_id, *seq, record, epoch)).encode());
+                    out.push(
+                        ServerFrame::Message(&messages::message_view(conversation_id, *seq, record, epoch)).encode(),
+                    );
                 }
             }
             (missed.last().map(|(seq, _)| *seq).unwrap_or(point.last_seq).max(point.last_seq), None)
@@ -352,7 +429,9 @@ impl Session {
             None => self.cursors.push(Cursor { conversation_id, last_seq: last_written }),
         }
         let frame = match reason {
-            Some(reason) => ServerFrame::Reset { conversation_id, epoch, last_seq: conversation.last_seq, reason }.encode(),
+            Some(reason) => {
+                ServerFrame::Reset { conversation_id, epoch, last_seq: conversation.last_seq, reason }.encode()
+            }
             None => ServerFrame::Replayed { conversation_id, last_seq: last_written }.encode(),
         };
         out.push(frame);
@@ -360,11 +439,17 @@ impl Session {
 
     fn typing(&mut self, conversation_id: u64, active: bool, out: &mut Vec<Bytes>) {
         if self.cursor_mut(conversation_id).is_none() {
-            return out.push(error_frame(ErrorCode::NotFound, "not subscribed to that conversation; resume it first", None));
+            return out.push(error_frame(
+                ErrorCode::NotFound,
+                "not subscribed to that conversation; resume it first",
+                None,
+            ));
         }
         let now = Instant::now();
         match self.typing_sent.iter_mut().find(|(id, _)| *id == conversation_id) {
-            Some((_, sent_at)) if active && now.duration_since(*sent_at) < TYPING_INTERVAL => return,
+            Some((_, sent_at)) if active && now.duration_since(*sent_at) < TYPING_INTERVAL => {
+                return;
+            }
             Some((_, sent_at)) => *sent_at = now,
             None => self.typing_sent.push((conversation_id, now)),
         }
@@ -379,7 +464,11 @@ impl Session {
 
     async fn read(&mut self, conversation_id: u64, seq: u64, out: &mut Vec<Bytes>) {
         if self.cursor_mut(conversation_id).is_none() {
-            return out.push(error_frame(ErrorCode::NotFound, "not subscribed to that conversation; resume it first", None));
+            return out.push(error_frame(
+                ErrorCode::NotFound,
+                "not subscribed to that conversation; resume it first",
+                None,
+            ));
         }
         let sender = self.principal.sender();
         let reader = ParticipantView { kind: sender.kind, id: sender.id };
@@ -388,7 +477,9 @@ impl Session {
             .store
             .write_detached(
                 move |context| {
-                    let Some(conversation) = context.conversation(conversation_id)? else { return Ok(()) };
+                    let Some(conversation) = context.conversation(conversation_id)? else {
+                        return Ok(());
+                    };
                     let seq = seq.min(conversation.last_seq);
                     let mut positions = context.transaction.open_table(tables::READ_POSITIONS)?;
                     let key = (conversation_id, reader.kind.code(), reader.id);
@@ -415,7 +506,9 @@ impl Session {
         let agent: Agent = agent.clone();
         let conversation = match self.accessible_conversation(conversation_id).await {
             Ok(Some(conversation)) => conversation,
-            Ok(None) => return out.push(error_frame(ErrorCode::NotFound, "no such conversation", None)),
+            Ok(None) => {
+                return out.push(error_frame(ErrorCode::NotFound, "no such conversation", None));
+            }
             Err(error) => {
                 tracing::error!(%error, "reading a conversation failed");
                 return out.push(error_frame(ErrorCode::Internal, "internal error", None));
@@ -424,7 +517,11 @@ impl Session {
         let held_by_other = conversation.assigned_agent.is_some_and(|holder| holder != agent.id);
         let result = if take {
             if held_by_other && agent.role != AgentRole::Admin {
-                return out.push(error_frame(ErrorCode::Forbidden, "another agent holds this conversation; only admins take it over", None));
+                return out.push(error_frame(
+                    ErrorCode::Forbidden,
+                    "another agent holds this conversation; only admins take it over",
+                    None,
+                ));
             }
             conversations::assign(&self.app.store, conversation_id, agent.id, AssignWhen::Open).await
         } else {
@@ -436,7 +533,9 @@ impl Session {
                 tracing::error!(%error, "changing a conversation failed");
                 out.push(error_frame(ErrorCode::Internal, "internal error", None));
             }
-            Err(ConversationError::Closed) => out.push(error_frame(ErrorCode::ConversationClosed, "the conversation is closed", None)),
+            Err(ConversationError::Closed) => {
+                out.push(error_frame(ErrorCode::ConversationClosed, "the conversation is closed", None))
+            }
             Err(error) => out.push(error_frame(ErrorCode::Forbidden, &error.to_string(), None)),
         }
     }
@@ -446,7 +545,11 @@ impl Session {
             return out.push(error_frame(ErrorCode::Forbidden, "only agents set presence", None));
         };
         if status == Presence::Offline {
-            return out.push(error_frame(ErrorCode::InvalidField, "status: online or away (offline follows from disconnecting)", None));
+            return out.push(error_frame(
+                ErrorCode::InvalidField,
+                "status: online or away (offline follows from disconnecting)",
+                None,
+            ));
         }
         self.app.router.send(RoutingEvent::Presence { agent_id, status }).await;
     }
@@ -476,7 +579,11 @@ async fn authenticate(app: &AppState, entry: Entry, token: Option<&str>) -> Resu
             Ok(Principal::Visitor(visitor))
         }
         Entry::Agent { cookie_token } => {
-            let token = token.map(str::to_owned).or(cookie_token).filter(|token| token.starts_with(agents::TOKEN_PREFIX)).ok_or_else(unauthenticated)?;
+            let token = token
+                .map(str::to_owned)
+                .or(cookie_token)
+                .filter(|token| token.starts_with(agents::TOKEN_PREFIX))
+                .ok_or_else(unauthenticated)?;
             let digest = secrets::token_digest(&token);
             let agent = app
                 .store

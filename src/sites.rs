@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secrets;
 use crate::sensitive_words::{SensitiveMode, SensitiveWordFilter};
-use crate::storage::{decode_json, encode_json, tables, Store, StorageError};
+use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -178,7 +178,10 @@ impl SiteDirectory {
         let Some(site) = self.store.read(move |transaction| get(transaction, &owned_key)).await? else {
             return Ok(None);
         };
-        let runtime = Arc::new(SiteRuntime { filter: SensitiveWordFilter::new(&site.sensitive_words, site.sensitive_mode), site });
+        let runtime = Arc::new(SiteRuntime {
+            filter: SensitiveWordFilter::new(&site.sensitive_words, site.sensitive_mode),
+            site,
+        });
         self.sites.insert(key.to_owned(), runtime.clone());
         Ok(Some(runtime))
     }

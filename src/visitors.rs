@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::secrets::{self, TokenDigest};
 use crate::sites::Site;
 use crate::storage::writer::Counter;
-use crate::storage::{decode_json, encode_json, tables, Store, StorageError};
+use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 /// The prefix of visitor tokens.
 pub const TOKEN_PREFIX: &str = "v1.";
@@ -120,7 +120,8 @@ fn validate(request: &SessionRequest) -> Result<(), VisitorError> {
         }
     }
     if let Some(page) = &request.page {
-        for (field, value) in [("page.url", &page.url), ("page.title", &page.title), ("page.referrer", &page.referrer)] {
+        for (field, value) in [("page.url", &page.url), ("page.title", &page.title), ("page.referrer", &page.referrer)]
+        {
             check_length(field, value)?;
         }
     }
@@ -137,16 +138,19 @@ pub struct OpenedSession {
 pub async fn open_session(store: &Store, site: &Site, request: SessionRequest) -> Result<OpenedSession, VisitorError> {
     validate(&request)?;
     if let Some(user) = &request.user {
-        let verified = user
-            .signature
-            .as_deref()
-            .is_some_and(|signature| secrets::verify_hmac_sha256_hex(site.secret.as_bytes(), user.id.as_bytes(), signature));
+        let verified = user.signature.as_deref().is_some_and(|signature| {
+            secrets::verify_hmac_sha256_hex(site.secret.as_bytes(), user.id.as_bytes(), signature)
+        });
         let signed = user.signature.as_deref().is_some_and(|signature| !signature.is_empty());
         if (site.enforce_identity || signed) && !verified {
             return Err(VisitorError::InvalidSignature);
         }
     }
-    let presented = request.token.as_deref().filter(|token| token.starts_with(TOKEN_PREFIX)).map(|token| (token.to_owned(), secrets::token_digest(token)));
+    let presented = request
+        .token
+        .as_deref()
+        .filter(|token| token.starts_with(TOKEN_PREFIX))
+        .map(|token| (token.to_owned(), secrets::token_digest(token)));
     let fresh_token = secrets::new_token(TOKEN_PREFIX);
     let site_key = site.key.clone();
     store
@@ -158,7 +162,8 @@ pub async fn open_session(store: &Store, site: &Site, request: SessionRequest) -
             let mut token = fresh_token;
             if let Some((presented_token, digest)) = &presented {
                 if let Some(id) = tokens.get(digest)?.map(|value| value.value()) {
-                    let visitor: Option<Visitor> = visitors.get(id)?.map(|value| decode_json(value.value())).transpose()?;
+                    let visitor: Option<Visitor> =
+                        visitors.get(id)?.map(|value| decode_json(value.value())).transpose()?;
                     if let Some(visitor) = visitor.filter(|visitor| visitor.site == site_key) {
                         token = presented_token.clone();
                         current = Some(visitor);
@@ -184,7 +189,12 @@ pub async fn open_session(store: &Store, site: &Site, request: SessionRequest) -
                     _ => {}
                 }
             }
-            let mut visitor = current.unwrap_or_else(|| Visitor { id: context.next_id(Counter::Visitor), site: site_key.clone(), created_at: context.now, ..Visitor::default() });
+            let mut visitor = current.unwrap_or_else(|| Visitor {
+                id: context.next_id(Counter::Visitor),
+                site: site_key.clone(),
+                created_at: context.now,
+                ..Visitor::default()
+            });
             if visitor.blocked {
                 return Ok(Err(VisitorError::Blocked));
             }

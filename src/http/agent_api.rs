@@ -6,13 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::SESSION_COOKIE;
 use super::error::ApiError;
 use super::extract::{Caller, Json};
-use super::SESSION_COOKIE;
 use crate::agents::{self, Agent, AgentError, Role};
 use crate::principal::Principal;
 use crate::server::AppState;
@@ -81,7 +81,14 @@ pub struct AgentView {
 
 impl From<&Agent> for AgentView {
     fn from(agent: &Agent) -> Self {
-        AgentView { id: agent.id, email: agent.email.clone(), name: agent.name.clone(), role: agent.role, sites: agent.sites.clone(), capacity: agent.capacity }
+        AgentView {
+            id: agent.id,
+            email: agent.email.clone(),
+            name: agent.name.clone(),
+            role: agent.role,
+            sites: agent.sites.clone(),
+            capacity: agent.capacity,
+        }
     }
 }
 
@@ -92,7 +99,12 @@ struct LoginResponse {
 }
 
 /// `POST /api/v1/agent/login`
-pub async fn login(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Json(request): Json<LoginRequest>) -> Result<Response, ApiError> {
+pub async fn login(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(request): Json<LoginRequest>,
+) -> Result<Response, ApiError> {
     let address: IpAddr = peer.ip();
     let keys = [format!("email:{}", request.email.trim().to_lowercase()), format!("ip:{address}")];
     if let Some(retry_after_secs) = app.login_limiter.blocked_for(&keys) {
@@ -120,7 +132,11 @@ pub async fn login(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<S
 }
 
 /// `POST /api/v1/agent/logout`
-pub async fn logout(State(app): State<AppState>, headers: HeaderMap, Caller(principal): Caller) -> Result<Response, ApiError> {
+pub async fn logout(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Caller(principal): Caller,
+) -> Result<Response, ApiError> {
     if !matches!(principal, Principal::Agent(_)) {
         return Err(ApiError::Forbidden("only agents log out".into()));
     }

@@ -32,7 +32,12 @@ pub struct MessagePage {
 }
 
 /// `GET /api/v1/conversations/{id}/messages?before=SEQ&limit=N`
-pub async fn messages(State(app): State<AppState>, Caller(principal): Caller, Path(conversation_id): Path<u64>, Query(query): Query<PageQuery>) -> Result<axum::Json<MessagePage>, ApiError> {
+pub async fn messages(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<u64>,
+    Query(query): Query<PageQuery>,
+) -> Result<axum::Json<MessagePage>, ApiError> {
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::Unprocessable(format!("limit: must be 1 to {MAX_PAGE}")));
@@ -42,7 +47,9 @@ pub async fn messages(State(app): State<AppState>, Caller(principal): Caller, Pa
     let found = app
         .store
         .read(move |transaction| {
-            let Some(conversation) = conversations::get(transaction, conversation_id)?.filter(|conversation| principal.can_access(conversation)) else {
+            let Some(conversation) = conversations::get(transaction, conversation_id)?
+                .filter(|conversation| principal.can_access(conversation))
+            else {
                 return Ok(None);
             };
             // Read one more than asked, to know whether an older page exists.
@@ -66,11 +73,19 @@ pub async fn messages(State(app): State<AppState>, Caller(principal): Caller, Pa
 }
 
 /// `GET /api/v1/conversations`: the open conversations of the agent's sites.
-pub async fn list(State(app): State<AppState>, Caller(principal): Caller) -> Result<axum::Json<Vec<ConversationView>>, ApiError> {
+pub async fn list(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+) -> Result<axum::Json<Vec<ConversationView>>, ApiError> {
     let Principal::Agent(agent) = principal else {
         return Err(ApiError::Forbidden("agents only".into()));
     };
     let open = app.store.read(conversations::list_open).await?;
     let epoch = app.store.epoch();
-    Ok(axum::Json(open.iter().filter(|conversation| agent.serves_site(&conversation.site)).map(|conversation| conversation.view(epoch)).collect()))
+    Ok(axum::Json(
+        open.iter()
+            .filter(|conversation| agent.serves_site(&conversation.site))
+            .map(|conversation| conversation.view(epoch))
+            .collect(),
+    ))
 }

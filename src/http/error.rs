@@ -4,7 +4,7 @@
 //! Every outcome maps to its status on purpose; 5xx bodies are generic and the cause is logged
 //! once, here, inside the request's span.
 
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -48,17 +48,25 @@ impl ApiError {
         match self {
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, "bad_request", message.clone()),
             ApiError::Unauthorized(message) => (StatusCode::UNAUTHORIZED, "unauthorized", message.clone()),
-            ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password".into()),
+            ApiError::InvalidCredentials => {
+                (StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password".into())
+            }
             ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message.clone()),
-            ApiError::OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed", "this origin is not allowed for the site".into()),
-            ApiError::InvalidSignature => (StatusCode::FORBIDDEN, "invalid_signature", "the user signature does not match".into()),
+            ApiError::OriginNotAllowed => {
+                (StatusCode::FORBIDDEN, "origin_not_allowed", "this origin is not allowed for the site".into())
+            }
+            ApiError::InvalidSignature => {
+                (StatusCode::FORBIDDEN, "invalid_signature", "the user signature does not match".into())
+            }
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message.clone()),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message.clone()),
             ApiError::PayloadTooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message.clone()),
             ApiError::Unprocessable(message) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message.clone()),
-            ApiError::TooManyRequests { retry_after_secs } => {
-                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("too many attempts; retry in {retry_after_secs} s"))
-            }
+            ApiError::TooManyRequests { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many attempts; retry in {retry_after_secs} s"),
+            ),
             ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", message.clone()),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into()),
         }
@@ -71,7 +79,8 @@ impl IntoResponse for ApiError {
             tracing::error!(%cause, "request failed");
         }
         let (status, code, message) = self.parts();
-        let mut response = (status, axum::Json(json!({ "error": { "code": code, "message": message } }))).into_response();
+        let mut response =
+            (status, axum::Json(json!({ "error": { "code": code, "message": message } }))).into_response();
         if let ApiError::TooManyRequests { retry_after_secs } = self {
             response.headers_mut().insert(header::RETRY_AFTER, retry_after_secs.into());
         }

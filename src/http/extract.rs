@@ -3,8 +3,8 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
 use axum::http::Method;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -23,7 +23,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(JsonRejection::JsonDataError(error)) => Err(ApiError::Unprocessable(error.body_text())),
-            Err(JsonRejection::BytesRejection(error)) if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(JsonRejection::BytesRejection(error))
+                if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+            {
                 Err(ApiError::PayloadTooLarge("the request body is larger than the limit".into()))
             }
             Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
@@ -60,7 +62,8 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
-        let credentials = credentials(parts).ok_or_else(|| ApiError::Unauthorized("log in or send Authorization: Bearer TOKEN".into()))?;
+        let credentials = credentials(parts)
+            .ok_or_else(|| ApiError::Unauthorized("log in or send Authorization: Bearer TOKEN".into()))?;
         if credentials.from_cookie && !matches!(parts.method, Method::GET | Method::HEAD) {
             let origin = parts.headers.get("origin").and_then(|value| value.to_str().ok());
             if origin.is_none_or(|origin| !origin.eq_ignore_ascii_case(&own_origin(&parts.headers))) {

@@ -8,12 +8,12 @@ pub mod extract;
 pub mod health;
 pub mod visitor_api;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
 
 use crate::server::AppState;
 use crate::transport::websocket;

@@ -51,7 +51,11 @@ fn public_site(app: &AppState, site: &crate::sites::Site) -> PublicSite {
 }
 
 /// `POST /api/v1/visitor/session`
-pub async fn open_session(State(app): State<AppState>, headers: HeaderMap, Json(request): Json<SessionRequest>) -> Result<axum::Json<SessionResponse>, ApiError> {
+pub async fn open_session(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<SessionRequest>,
+) -> Result<axum::Json<SessionResponse>, ApiError> {
     let site = app.sites.get(&request.site).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
     let origin = headers.get("origin").and_then(|value| value.to_str().ok());
     if !site.site.allows_origin(origin, &super::own_origin(&headers)) {
@@ -71,7 +75,10 @@ pub async fn open_session(State(app): State<AppState>, headers: HeaderMap, Json(
 }
 
 /// `GET /api/v1/sites/{key}/widget`
-pub async fn widget_settings(State(app): State<AppState>, Path(key): Path<String>) -> Result<axum::Json<PublicSite>, ApiError> {
+pub async fn widget_settings(
+    State(app): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<axum::Json<PublicSite>, ApiError> {
     let site = app.sites.get(&key).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
     Ok(axum::Json(public_site(&app, &site.site)))
 }

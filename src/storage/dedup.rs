@@ -10,7 +10,7 @@ use std::hash::{Hash, Hasher};
 use fastbloom::BloomFilter;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::{tables, StorageError};
+use super::{StorageError, tables};
 
 /// False-positive rate the filter is sized for.
 const FALSE_POSITIVE_RATE: f64 = 0.01;
@@ -33,7 +33,8 @@ impl Dedup {
         let transaction = database.begin_read()?;
         let table = transaction.open_table(tables::CLIENT_IDS)?;
         let n_stored = table.len()? as usize;
-        let mut bloom = BloomFilter::with_false_pos(FALSE_POSITIVE_RATE).expected_items((n_stored * 2).max(MIN_EXPECTED_IDS));
+        let mut bloom =
+            BloomFilter::with_false_pos(FALSE_POSITIVE_RATE).expected_items((n_stored * 2).max(MIN_EXPECTED_IDS));
         for entry in table.iter()? {
             let (key, _) = entry?;
             bloom.insert_hash(key_hash(key.value()));

@@ -188,7 +188,9 @@ fn initialise(database: &Database) -> Result<u64, StorageError> {
         let mut meta = transaction.open_table(tables::META)?;
         let version = meta.get("schema_version")?.map(|value| value.value());
         match version {
-            Some(found) if found > SCHEMA_VERSION => return Err(StorageError::NewerFormat { found }),
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(StorageError::NewerFormat { found });
+            }
             Some(_) => {}
             None => {
                 meta.insert("schema_version", SCHEMA_VERSION)?;

@@ -9,7 +9,7 @@
 //! **Invariant:** nothing but this thread opens a redb write transaction while the server runs.
 
 use std::collections::{HashMap, HashSet};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransacti
 use tokio::sync::{mpsc, oneshot};
 
 use super::dedup::Dedup;
-use super::{decode_json, encode_json, tables, StorageError};
+use super::{StorageError, decode_json, encode_json, tables};
 use crate::config::StorageConfig;
 use crate::conversations::Conversation;
 use crate::delivery::{CommittedBatch, CommittedEvent};
@@ -354,7 +354,8 @@ fn commit_batch(
         transaction.set_durability(Durability::Immediate).map_err(|error| Arc::from(error.to_string()))?;
         let mut failure: Option<Arc<str>> = None;
         {
-            let mut context = WriteContext { transaction: &transaction, state, events: &mut events, now: crate::clock::now_millis() };
+            let mut context =
+                WriteContext { transaction: &transaction, state, events: &mut events, now: crate::clock::now_millis() };
             for job in batch.drain(..) {
                 let (job_outcome, completion) = job(&mut context);
                 completions.push(completion);

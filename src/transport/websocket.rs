@@ -14,14 +14,14 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use serde::Deserialize;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 
 use crate::delivery::{ConnectionHandle, Role};
 use crate::http::{error::ApiError, session_cookie_token};
-use crate::protocol::{self, close_code, ClientFrame, ErrorCode, ServerFrame};
+use crate::protocol::{self, ClientFrame, ErrorCode, ServerFrame, close_code};
 use crate::server::AppState;
-use crate::session::{error_frame, CloseReason, Entry, RateLimiter, Session};
+use crate::session::{CloseReason, Entry, RateLimiter, Session, error_frame};
 
 /// Read buffer per connection. Frames larger than this are read in several steps; most chat
 /// frames are far smaller.
@@ -42,7 +42,12 @@ pub struct VisitorQuery {
 }
 
 /// `GET /ws/visitor?site=KEY`
-pub async fn visitor_upgrade(State(app): State<AppState>, Query(query): Query<VisitorQuery>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
+pub async fn visitor_upgrade(
+    State(app): State<AppState>,
+    Query(query): Query<VisitorQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
     let site = app.sites.get(&query.site).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
     let origin = headers.get("origin").and_then(|value| value.to_str().ok());
     if !site.site.allows_origin(origin, &crate::http::own_origin(&headers)) {
@@ -52,13 +57,19 @@ pub async fn visitor_upgrade(State(app): State<AppState>, Query(query): Query<Vi
 }
 
 /// `GET /ws/agent`
-pub async fn agent_upgrade(State(app): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
+pub async fn agent_upgrade(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
     let cookie_token = session_cookie_token(&headers);
     // A browser sends the cookie from any page; only kefu's own pages may use it on a socket.
     if cookie_token.is_some() {
         if let Some(origin) = headers.get("origin").and_then(|value| value.to_str().ok()) {
             if !origin.eq_ignore_ascii_case(&crate::http::own_origin(&headers)) {
-                return Err(ApiError::Forbidden("agent connections with a session cookie must come from kefu's own origin".into()));
+                return Err(ApiError::Forbidden(
+                    "agent connections with a session cookie must come from kefu's own origin".into(),
+                ));
             }
         }
     }
@@ -66,7 +77,11 @@ pub async fn agent_upgrade(State(app): State<AppState>, headers: HeaderMap, upgr
 }
 
 fn upgrade_with(app: AppState, upgrade: WebSocketUpgrade, role: Role, entry: Entry) -> Result<Response, ApiError> {
-    let permit = app.connection_slots.clone().try_acquire_owned().map_err(|_| ApiError::Unavailable("too many connections".into()))?;
+    let permit = app
+        .connection_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Unavailable("too many connections".into()))?;
     let max_frame = app.config.limits.max_frame_bytes;
     let tasks = app.tasks.clone();
     Ok(upgrade
@@ -88,14 +103,26 @@ async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permi
         _ = app.shutdown.cancelled() => return connection.close(CloseReason::new(close_code::RESTARTING, "shutting down")).await,
     };
     let hello = match hello {
-        Err(_) => return connection.close(CloseReason::new(close_code::HELLO_TIMEOUT, "no hello in time")).await,
+        Err(_) => {
+            return connection.close(CloseReason::new(close_code::HELLO_TIMEOUT, "no hello in time")).await;
+        }
         Ok(Some(Ok(Message::Text(text)))) => match protocol::decode_client_frame(&text) {
             Ok(ClientFrame::Hello(hello)) => hello,
-            Ok(_) => return connection.close(CloseReason::new(close_code::BAD_HELLO, "the first frame must be hello")).await,
-            Err(error) => return connection.close(CloseReason::new(close_code::BAD_HELLO, error.message)).await,
+            Ok(_) => {
+                return connection
+                    .close(CloseReason::new(close_code::BAD_HELLO, "the first frame must be hello"))
+                    .await;
+            }
+            Err(error) => {
+                return connection.close(CloseReason::new(close_code::BAD_HELLO, error.message)).await;
+            }
         },
         Ok(Some(Err(error))) => return connection.close_after_error(&error).await,
-        Ok(Some(Ok(_))) => return connection.close(CloseReason::new(close_code::BAD_HELLO, "the first frame must be a text hello")).await,
+        Ok(Some(Ok(_))) => {
+            return connection
+                .close(CloseReason::new(close_code::BAD_HELLO, "the first frame must be a text hello"))
+                .await;
+        }
         Ok(None) => return,
     };
 
@@ -216,7 +243,12 @@ impl Connection {
 
 fn close_reason_for(error: &axum::Error) -> CloseReason {
     let text = error.to_string();
-    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big") || text.contains("Message too") || text.contains("Frame too") {
+    if text.contains("Space limit exceeded")
+        || text.contains("too long")
+        || text.contains("too big")
+        || text.contains("Message too")
+        || text.contains("Frame too")
+    {
         CloseReason::new(close_code::TOO_BIG, "frame too large")
     } else {
         CloseReason::new(close_code::BAD_HELLO, "protocol error")

@@ -2,10 +2,10 @@
 
 use kefu::secrets;
 use kefu::sites::NewSite;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{history, http, Client, TestServer};
+use crate::support::{Client, TestServer, history, http};
 
 #[tokio::test]
 async fn malformed_frames_get_error_frames_and_the_connection_stays_usable() {
@@ -89,15 +89,24 @@ async fn a_wrong_origin_is_refused_before_the_upgrade() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await; // allows https://shop.example only
     let url = server.ws_url(&format!("/ws/visitor?site={}", site.key));
-    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
     request.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
     match tokio_tungstenite::connect_async(request).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
         other => panic!("expected a 403, got {:?}", other.map(|_| "a connection")),
     }
     let _allowed = Client::connect(&url, Some("https://shop.example")).await;
 
-    let response = http().post(server.url("/api/v1/visitor/session")).header("origin", "https://evil.example").json(&json!({"site": site.key})).send().await.unwrap();
+    let response = http()
+        .post(server.url("/api/v1/visitor/session"))
+        .header("origin", "https://evil.example")
+        .json(&json!({"site": site.key}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 403);
     assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "origin_not_allowed");
 }
@@ -116,26 +125,40 @@ async fn nobody_reaches_a_conversation_that_is_not_theirs() {
 
     let (_, stranger_token) = server.visitor_session(&site, None).await;
     let mut stranger = server.visitor(&site, &stranger_token).await;
-    stranger.send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 0, "epoch": server.epoch()})).await;
+    stranger
+        .send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 0, "epoch": server.epoch()}))
+        .await;
     assert_eq!(stranger.expect_next("error").await["code"], "not_found");
-    stranger.send(json!({"type": "send", "client_id": "s-1", "conversation_id": conversation_id, "text": "let me in"})).await;
+    stranger
+        .send(json!({"type": "send", "client_id": "s-1", "conversation_id": conversation_id, "text": "let me in"}))
+        .await;
     assert_eq!(stranger.expect_next("error").await["code"], "not_found");
     stranger.send(json!({"type": "typing", "conversation_id": conversation_id, "active": true})).await;
     assert_eq!(stranger.expect_next("error").await["code"], "not_found");
 
     let mut other_agent = server.agent(&other_agent_token).await;
-    other_agent.send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 0, "epoch": server.epoch()})).await;
+    other_agent
+        .send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 0, "epoch": server.epoch()}))
+        .await;
     assert_eq!(other_agent.expect("error").await["code"], "not_found");
-    other_agent.send(json!({"type": "send", "client_id": "x-1", "conversation_id": conversation_id, "text": "hello"})).await;
+    other_agent
+        .send(json!({"type": "send", "client_id": "x-1", "conversation_id": conversation_id, "text": "hello"}))
+        .await;
     assert_eq!(other_agent.expect("error").await["code"], "not_found");
     other_agent.send(json!({"type": "close", "conversation_id": conversation_id})).await;
     assert_eq!(other_agent.expect("error").await["code"], "not_found");
 
     for token in [&stranger_token, &other_agent_token] {
-        let response = http().get(server.url(&format!("/api/v1/conversations/{conversation_id}/messages"))).bearer_auth(token).send().await.unwrap();
+        let response = http()
+            .get(server.url(&format!("/api/v1/conversations/{conversation_id}/messages")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 404);
     }
-    let response = http().get(server.url(&format!("/api/v1/conversations/{conversation_id}/messages"))).send().await.unwrap();
+    let response =
+        http().get(server.url(&format!("/api/v1/conversations/{conversation_id}/messages"))).send().await.unwrap();
     assert_eq!(response.status(), 401);
     owner.expect_silence(std::time::Duration::from_millis(200)).await;
     assert_eq!(history(&server, &owner_token, conversation_id).await["last_seq"], 1, "nothing changed");
@@ -149,7 +172,8 @@ async fn bad_http_bodies_get_clear_errors() {
     let check = |body: String, content_type: &'static str, status: u16, code: &'static str| {
         let url = url.clone();
         async move {
-            let response = http().post(&url).header("content-type", content_type).body(body.clone()).send().await.unwrap();
+            let response =
+                http().post(&url).header("content-type", content_type).body(body.clone()).send().await.unwrap();
             assert_eq!(response.status(), status, "{body}");
             let error: Value = response.json().await.unwrap();
             assert_eq!(error["error"]["code"], code, "{body}: {error}");
@@ -159,7 +183,13 @@ async fn bad_http_bodies_get_clear_errors() {
     check(json!({"site": 12}).to_string(), "application/json", 422, "invalid_field").await;
     check(json!({"site": site.key}).to_string(), "text/plain", 400, "bad_request").await;
     check(json!({"site": "no-such-site"}).to_string(), "application/json", 404, "not_found").await;
-    check(json!({"site": site.key, "user": {"id": "x".repeat(600)}}).to_string(), "application/json", 422, "invalid_field").await;
+    check(
+        json!({"site": site.key, "user": {"id": "x".repeat(600)}}).to_string(),
+        "application/json",
+        422,
+        "invalid_field",
+    )
+    .await;
     check(json!({"site": site.key, "pad": "x".repeat(4096)}).to_string(), "application/json", 413, "too_large").await;
     let response = http().get(server.url("/api/v1/conversations/1/messages?limit=0")).send().await.unwrap();
     assert_eq!(response.status(), 401);
@@ -168,20 +198,45 @@ async fn bad_http_bodies_get_clear_errors() {
 #[tokio::test]
 async fn enforced_identity_needs_a_valid_signature() {
     let server = TestServer::start().await;
-    let site = server.create_site_with(NewSite { name: "Bank".into(), allowed_origins: vec!["*".into()], enforce_identity: true, ..NewSite::default() }).await;
+    let site = server
+        .create_site_with(NewSite {
+            name: "Bank".into(),
+            allowed_origins: vec!["*".into()],
+            enforce_identity: true,
+            ..NewSite::default()
+        })
+        .await;
     let url = server.url("/api/v1/visitor/session");
-    let unsigned = http().post(&url).json(&json!({"site": site.key, "user": {"id": "customer-7"}})).send().await.unwrap();
+    let unsigned =
+        http().post(&url).json(&json!({"site": site.key, "user": {"id": "customer-7"}})).send().await.unwrap();
     assert_eq!(unsigned.status(), 403);
     assert_eq!(unsigned.json::<Value>().await.unwrap()["error"]["code"], "invalid_signature");
     let forged = http().post(&url).json(&json!({"site": site.key, "user": {"id": "customer-7", "signature": secrets::hmac_sha256_hex(b"wrong", b"customer-7")}})).send().await.unwrap();
     assert_eq!(forged.status(), 403);
 
     let signature = secrets::hmac_sha256_hex(site.secret.as_bytes(), b"customer-7");
-    let signed: Value = http().post(&url).json(&json!({"site": site.key, "user": {"id": "customer-7", "name": "Ada", "signature": signature}})).send().await.unwrap().json().await.unwrap();
+    let signed: Value = http()
+        .post(&url)
+        .json(&json!({"site": site.key, "user": {"id": "customer-7", "name": "Ada", "signature": signature}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     // The same verified user on another device is the same visitor.
-    let again: Value = http().post(&url).json(&json!({"site": site.key, "user": {"id": "customer-7", "signature": signature}})).send().await.unwrap().json().await.unwrap();
+    let again: Value = http()
+        .post(&url)
+        .json(&json!({"site": site.key, "user": {"id": "customer-7", "signature": signature}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(signed["visitor_id"], again["visitor_id"]);
     // An anonymous visitor stays possible and is someone else.
-    let anonymous: Value = http().post(&url).json(&json!({"site": site.key})).send().await.unwrap().json().await.unwrap();
+    let anonymous: Value =
+        http().post(&url).json(&json!({"site": site.key})).send().await.unwrap().json().await.unwrap();
     assert_ne!(anonymous["visitor_id"], signed["visitor_id"]);
 }

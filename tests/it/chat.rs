@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::support::{history, TestServer};
+use crate::support::{TestServer, history};
 
 #[tokio::test]
 async fn visitor_and_agent_chat_in_real_time_across_two_visitor_tabs() {
@@ -38,7 +38,9 @@ async fn visitor_and_agent_chat_in_real_time_across_two_visitor_tabs() {
     };
     assert_eq!(assigned["conversation"]["id"], conversation_id);
     assert_eq!(assigned["conversation"]["last_seq"], 1);
-    agent.send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 0, "epoch": server.epoch()})).await;
+    agent
+        .send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 0, "epoch": server.epoch()}))
+        .await;
     let first = agent.expect_next("message").await;
     assert_eq!(first["seq"], 1);
     assert_eq!(agent.expect_next("replayed").await["last_seq"], 1);
@@ -54,7 +56,8 @@ async fn visitor_and_agent_chat_in_real_time_across_two_visitor_tabs() {
 
     // Both sides see the same history over HTTP.
     let page = history(&server, &visitor_token, conversation_id).await;
-    let texts: Vec<&str> = page["messages"].as_array().unwrap().iter().map(|message| message["text"].as_str().unwrap()).collect();
+    let texts: Vec<&str> =
+        page["messages"].as_array().unwrap().iter().map(|message| message["text"].as_str().unwrap()).collect();
     assert_eq!(texts, ["Hello, is anyone there?", "Hi! How can I help?"]);
     assert_eq!(history(&server, &agent_token, conversation_id).await["last_seq"], 2);
 }
@@ -97,7 +100,9 @@ async fn typing_and_read_receipts_reach_the_other_side() {
     let mut visitor = server.visitor(&site, &visitor_token).await;
     let conversation_id = visitor.say(None, "v-1", "hi").await["conversation_id"].as_u64().unwrap();
     agent.expect("conversation").await;
-    agent.send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 1, "epoch": server.epoch()})).await;
+    agent
+        .send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 1, "epoch": server.epoch()}))
+        .await;
     agent.expect("replayed").await;
 
     visitor.send(json!({"type": "typing", "conversation_id": conversation_id, "active": true})).await;

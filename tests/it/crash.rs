@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
@@ -20,7 +20,10 @@ const MESSAGES_PER_VISITOR: usize = 100;
 
 fn kefu() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kefu"));
-    command.env("KEFU_LIMITS__FRAMES_PER_SECOND", "100000").env("KEFU_LIMITS__FRAME_BURST", "100000").env("RUST_LOG", "warn");
+    command
+        .env("KEFU_LIMITS__FRAMES_PER_SECOND", "100000")
+        .env("KEFU_LIMITS__FRAME_BURST", "100000")
+        .env("RUST_LOG", "warn");
     command
 }
 
@@ -44,13 +47,24 @@ async fn serve(data_dir: &Path) -> (Child, String) {
 }
 
 async fn admin(data_dir: &Path, args: &[&str]) -> HashMap<String, String> {
-    let output = kefu().arg("admin").args(args).args(["--data-dir", data_dir.to_str().unwrap()]).output().await.unwrap();
+    let output =
+        kefu().arg("admin").args(args).args(["--data-dir", data_dir.to_str().unwrap()]).output().await.unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap().lines().filter_map(|line| line.split_once('=')).map(|(key, value)| (key.to_owned(), value.to_owned())).collect()
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
 }
 
-async fn visitor_socket(address: &str, site: &str, token: &str) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws/visitor?site={site}")).await.unwrap();
+async fn visitor_socket(
+    address: &str,
+    site: &str,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{address}/ws/visitor?site={site}")).await.unwrap();
     socket.send(Message::Text(json!({"type": "hello", "token": token}).to_string().into())).await.unwrap();
     socket
 }
@@ -67,7 +81,15 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
 
     let mut tokens = Vec::new();
     for _ in 0..N_VISITORS {
-        let session: Value = http().post(format!("http://{address}/api/v1/visitor/session")).json(&json!({"site": site})).send().await.unwrap().json().await.unwrap();
+        let session: Value = http()
+            .post(format!("http://{address}/api/v1/visitor/session"))
+            .json(&json!({"site": site}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         tokens.push(session["token"].as_str().unwrap().to_owned());
     }
 
@@ -111,7 +133,15 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
     // After a restart, every acknowledged message is there, once, with its sequence number.
     let (_child, address) = serve(dir.path()).await;
     for (visitor, token) in tokens.iter().enumerate() {
-        let session: Value = http().post(format!("http://{address}/api/v1/visitor/session")).json(&json!({"site": site, "token": token})).send().await.unwrap().json().await.unwrap();
+        let session: Value = http()
+            .post(format!("http://{address}/api/v1/visitor/session"))
+            .json(&json!({"site": site, "token": token}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let stored = stored_messages(&address, token, &session).await;
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for (client_id, _) in &stored {
@@ -119,7 +149,10 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
         }
         assert!(counts.values().all(|count| *count == 1), "no message is stored twice");
         for (client_id, seq) in &acked[visitor] {
-            assert!(stored.contains(&(client_id.clone(), *seq)), "acknowledged {client_id} (seq {seq}) survived the crash");
+            assert!(
+                stored.contains(&(client_id.clone(), *seq)),
+                "acknowledged {client_id} (seq {seq}) survived the crash"
+            );
         }
         let seqs: Vec<u64> = stored.iter().map(|(_, seq)| *seq).collect();
         assert_eq!(seqs, (1..=stored.len() as u64).collect::<Vec<_>>(), "sequences have no holes");
@@ -143,7 +176,15 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
                 }
             }
         }
-        let session: Value = http().post(format!("http://{address}/api/v1/visitor/session")).json(&json!({"site": site, "token": token})).send().await.unwrap().json().await.unwrap();
+        let session: Value = http()
+            .post(format!("http://{address}/api/v1/visitor/session"))
+            .json(&json!({"site": site, "token": token}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let stored = stored_messages(&address, token, &session).await;
         assert_eq!(stored.len(), MESSAGES_PER_VISITOR, "every message exactly once after resending");
     }
@@ -154,7 +195,15 @@ async fn stored_messages(address: &str, token: &str, session: &Value) -> Vec<(St
     let mut stored = Vec::new();
     for conversation in session["conversations"].as_array().unwrap() {
         let id = conversation["id"].as_u64().unwrap();
-        let page: Value = http().get(format!("http://{address}/api/v1/conversations/{id}/messages?limit=200")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+        let page: Value = http()
+            .get(format!("http://{address}/api/v1/conversations/{id}/messages?limit=200"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         for message in page["messages"].as_array().unwrap() {
             stored.push((message["client_id"].as_str().unwrap().to_owned(), message["seq"].as_u64().unwrap()));
         }

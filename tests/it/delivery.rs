@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::{history, TestServer};
+use crate::support::{TestServer, history};
 
 #[tokio::test]
 async fn a_resent_client_id_stores_nothing_new_even_after_a_restart() {
@@ -30,7 +30,8 @@ async fn a_resent_client_id_stores_nothing_new_even_after_a_restart() {
 
     let conversation_id = first["conversation_id"].as_u64().unwrap();
     let page = history(&server, &token, conversation_id).await;
-    let texts: Vec<&str> = page["messages"].as_array().unwrap().iter().map(|message| message["text"].as_str().unwrap()).collect();
+    let texts: Vec<&str> =
+        page["messages"].as_array().unwrap().iter().map(|message| message["text"].as_str().unwrap()).collect();
     assert_eq!(texts, ["only once", "second"]);
 }
 
@@ -52,7 +53,8 @@ async fn a_visitor_who_dropped_gets_exactly_the_missed_messages_in_order_then_li
         agent.say(Some(conversation_id), &format!("a-{n}"), &format!("reply {n}")).await;
     }
 
-    let mut visitor = crate::support::Client::connect(&server.ws_url(&format!("/ws/visitor?site={}", site.key)), None).await;
+    let mut visitor =
+        crate::support::Client::connect(&server.ws_url(&format!("/ws/visitor?site={}", site.key)), None).await;
     visitor.send(json!({"type": "hello", "token": token, "resume": [{"conversation_id": conversation_id, "last_seq": 1, "epoch": server.epoch()}]})).await;
     visitor.expect_next("welcome").await;
     for n in 1..=10u64 {
@@ -90,7 +92,8 @@ async fn resuming_while_messages_keep_arriving_has_no_gap_and_no_duplicate() {
             agent.expect("ack").await;
         }
     });
-    let mut visitor = crate::support::Client::connect(&server.ws_url(&format!("/ws/visitor?site={}", site.key)), None).await;
+    let mut visitor =
+        crate::support::Client::connect(&server.ws_url(&format!("/ws/visitor?site={}", site.key)), None).await;
     visitor.send(json!({"type": "hello", "token": token, "resume": [{"conversation_id": conversation_id, "last_seq": 1, "epoch": server.epoch()}]})).await;
     let mut expected_seq = 2;
     while expected_seq <= N + 1 {
@@ -117,16 +120,22 @@ async fn a_client_too_far_behind_or_from_another_epoch_is_told_to_reload() {
     for n in 0..8 {
         conversation_id = visitor.say(None, &format!("v-{n}"), "text").await["conversation_id"].as_u64().unwrap();
     }
-    visitor.send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 1, "epoch": server.epoch()})).await;
+    visitor
+        .send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 1, "epoch": server.epoch()}))
+        .await;
     let reset = visitor.expect_next("reset").await;
     assert_eq!(reset["reason"], "too_far_behind");
     assert_eq!(reset["last_seq"], 8);
 
-    visitor.send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 7, "epoch": server.epoch() + 1})).await;
+    visitor
+        .send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 7, "epoch": server.epoch() + 1}))
+        .await;
     let reset = visitor.expect_next("reset").await;
     assert_eq!(reset["reason"], "epoch_changed");
 
-    visitor.send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 6, "epoch": server.epoch()})).await;
+    visitor
+        .send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 6, "epoch": server.epoch()}))
+        .await;
     assert_eq!(visitor.expect_next("message").await["seq"], 7);
     assert_eq!(visitor.expect_next("message").await["seq"], 8);
     assert_eq!(visitor.expect_next("replayed").await["last_seq"], 8);
@@ -140,7 +149,8 @@ async fn history_pages_walk_back_with_a_cursor() {
     let mut visitor = server.visitor(&site, &token).await;
     let mut conversation_id = 0;
     for n in 1..=7 {
-        conversation_id = visitor.say(None, &format!("v-{n}"), &format!("m{n}")).await["conversation_id"].as_u64().unwrap();
+        conversation_id =
+            visitor.say(None, &format!("v-{n}"), &format!("m{n}")).await["conversation_id"].as_u64().unwrap();
     }
     let mut seen = Vec::new();
     let mut before: Option<u64> = None;
@@ -149,8 +159,10 @@ async fn history_pages_walk_back_with_a_cursor() {
         if let Some(before) = before {
             url.push_str(&format!("&before={before}"));
         }
-        let page: serde_json::Value = crate::support::http().get(url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-        let seqs: Vec<u64> = page["messages"].as_array().unwrap().iter().map(|message| message["seq"].as_u64().unwrap()).collect();
+        let page: serde_json::Value =
+            crate::support::http().get(url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        let seqs: Vec<u64> =
+            page["messages"].as_array().unwrap().iter().map(|message| message["seq"].as_u64().unwrap()).collect();
         seen.splice(0..0, seqs);
         match page["next_before"].as_u64() {
             Some(cursor) => before = Some(cursor),
@@ -158,4 +170,39 @@ async fn history_pages_walk_back_with_a_cursor() {
         }
     }
     assert_eq!(seen, (1..=7).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn shutdown_sends_goaway_and_a_restart_close_code() {
+    let mut server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    visitor.say(None, "v-1", "before shutdown").await;
+    let stopping = tokio::spawn(async move {
+        server.stop().await;
+        server
+    });
+    let goaway = visitor.expect("goaway").await;
+    assert_eq!(goaway["reason"], "shutdown");
+    assert_eq!(visitor.expect_close().await, 1012);
+    let mut server = stopping.await.unwrap();
+    server.restart().await;
+    let mut visitor = server.visitor(&site, &token).await;
+    assert_eq!(visitor.say(None, "v-2", "after restart").await["seq"], 2);
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    let server = TestServer::start_with(|config| {
+        config.limits.heartbeat_secs = 1;
+        config.limits.idle_timeout_secs = 2;
+    })
+    .await;
+    let site = server.create_site("Shop").await;
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    // Not reading means not answering pings; the server gives up after the idle timeout.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(visitor.expect_close().await, 4010);
 }

@@ -3,7 +3,7 @@
 use kefu::sensitive_words::SensitiveMode;
 use serde_json::json;
 
-use crate::support::{history, site_with_words, TestServer};
+use crate::support::{TestServer, history, site_with_words};
 
 #[tokio::test]
 async fn listed_words_are_masked_before_storage() {

@@ -1,6 +1,6 @@
 //! Assignment: least busy first, capacity respected, a queue, assignment when capacity frees.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::support::{Client, TestServer};
 
@@ -100,7 +100,10 @@ async fn an_away_agent_gets_nothing_new_and_agents_can_take_queued_conversations
     let mut visitor = server.visitor(&site, &token).await;
     let conversation_id = visitor.say(None, "v-1", "hello?").await["conversation_id"].as_u64().unwrap();
     let created = ann.expect("conversation").await;
-    assert_eq!((created["event"].as_str(), created["conversation"]["status"].as_str()), (Some("created"), Some("queued")));
+    assert_eq!(
+        (created["event"].as_str(), created["conversation"]["status"].as_str()),
+        (Some("created"), Some("queued"))
+    );
 
     ann.send(json!({"type": "take", "conversation_id": conversation_id})).await;
     let event = assigned_to(&mut ann, conversation_id).await;

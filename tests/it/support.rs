@@ -10,11 +10,11 @@ use kefu::config::Config;
 use kefu::sensitive_words::SensitiveMode;
 use kefu::server::{self, Running};
 use kefu::sites::{self, NewSite, Site};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a test waits for an expected frame before failing.
@@ -84,7 +84,12 @@ impl TestServer {
     }
 
     pub async fn create_site(&self, name: &str) -> Site {
-        self.create_site_with(NewSite { name: name.into(), allowed_origins: vec!["https://shop.example".into()], ..NewSite::default() }).await
+        self.create_site_with(NewSite {
+            name: name.into(),
+            allowed_origins: vec!["https://shop.example".into()],
+            ..NewSite::default()
+        })
+        .await
     }
 
     pub async fn create_site_with(&self, new_site: NewSite) -> Site {
@@ -92,13 +97,25 @@ impl TestServer {
     }
 
     pub async fn create_agent(&self, email: &str, site: &Site, capacity: u32) -> u64 {
-        let new_agent = NewAgent { email: email.into(), name: email.split('@').next().unwrap().into(), password: PASSWORD.into(), role: Role::Agent, sites: vec![site.key.clone()], capacity };
+        let new_agent = NewAgent {
+            email: email.into(),
+            name: email.split('@').next().unwrap().into(),
+            password: PASSWORD.into(),
+            role: Role::Agent,
+            sites: vec![site.key.clone()],
+            capacity,
+        };
         agents::create(&self.app().store, new_agent).await.expect("creating an agent").id
     }
 
     /// Logs an agent in over HTTP; returns the token.
     pub async fn login(&self, email: &str) -> String {
-        let response = http().post(self.url("/api/v1/agent/login")).json(&json!({"email": email, "password": PASSWORD})).send().await.unwrap();
+        let response = http()
+            .post(self.url("/api/v1/agent/login"))
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "logging in {email}");
         let body: Value = response.json().await.unwrap();
         body["token"].as_str().unwrap().to_owned()
@@ -106,7 +123,12 @@ impl TestServer {
 
     /// Opens a visitor session over HTTP; returns (visitor id, token).
     pub async fn visitor_session(&self, site: &Site, token: Option<&str>) -> (u64, String) {
-        let response = http().post(self.url("/api/v1/visitor/session")).json(&json!({"site": site.key, "token": token})).send().await.unwrap();
+        let response = http()
+            .post(self.url("/api/v1/visitor/session"))
+            .json(&json!({"site": site.key, "token": token}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
         (body["visitor_id"].as_u64().unwrap(), body["token"].as_str().unwrap().to_owned())
@@ -180,9 +202,15 @@ impl Client {
     /// The next JSON frame (pings are skipped). Panics on close or timeout.
     pub async fn next(&mut self) -> Value {
         loop {
-            let message = tokio::time::timeout(FRAME_TIMEOUT, self.socket.next()).await.expect("a frame in time").expect("the socket is open").expect("a readable frame");
+            let message = tokio::time::timeout(FRAME_TIMEOUT, self.socket.next())
+                .await
+                .expect("a frame in time")
+                .expect("the socket is open")
+                .expect("a readable frame");
             match message {
-                Message::Text(text) => return serde_json::from_str(&text).expect("frames are JSON"),
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).expect("frames are JSON");
+                }
                 Message::Close(frame) => panic!("closed unexpectedly: {frame:?}"),
                 _ => continue,
             }
@@ -221,7 +249,8 @@ impl Client {
 
     /// Sends a text message and returns its ack.
     pub async fn say(&mut self, conversation_id: Option<u64>, client_id: &str, text: &str) -> Value {
-        self.send(json!({"type": "send", "client_id": client_id, "conversation_id": conversation_id, "text": text})).await;
+        self.send(json!({"type": "send", "client_id": client_id, "conversation_id": conversation_id, "text": text}))
+            .await;
         let ack = self.expect("ack").await;
         assert_eq!(ack["client_id"], client_id);
         ack
@@ -237,12 +266,23 @@ impl Client {
 
 /// A site with a word list.
 pub fn site_with_words(name: &str, words: &[&str], mode: SensitiveMode) -> NewSite {
-    NewSite { name: name.into(), allowed_origins: vec!["*".into()], sensitive_words: words.iter().map(|word| (*word).to_owned()).collect(), sensitive_mode: mode, ..NewSite::default() }
+    NewSite {
+        name: name.into(),
+        allowed_origins: vec!["*".into()],
+        sensitive_words: words.iter().map(|word| (*word).to_owned()).collect(),
+        sensitive_mode: mode,
+        ..NewSite::default()
+    }
 }
 
 /// History of a conversation over HTTP, as seen by `token`.
 pub async fn history(server: &TestServer, token: &str, conversation_id: u64) -> Value {
-    let response = http().get(server.url(&format!("/api/v1/conversations/{conversation_id}/messages?limit=200"))).bearer_auth(token).send().await.unwrap();
+    let response = http()
+        .get(server.url(&format!("/api/v1/conversations/{conversation_id}/messages?limit=200")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
