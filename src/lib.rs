@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map of the modules and the invariants they keep.
 
 pub mod agents;
+pub mod assets;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -293,10 +293,7 @@ fn days_of(transaction: &ReadTransaction, conversation_id: u64) -> Result<Vec<u3
 type ShardReader = redb::ReadOnlyTable<(u64, u64), &'static [u8]>;
 
 /// Opens a shard for reading; a shard that does not exist (dropped by retention) reads as empty.
-fn open_shard(
-    transaction: &ReadTransaction,
-    day: u32,
-) -> Result<Option<ShardReader>, StorageError> {
+fn open_shard(transaction: &ReadTransaction, day: u32) -> Result<Option<ShardReader>, StorageError> {
     let name = tables::message_shard_name(day);
     match transaction.open_table(tables::message_shard(&name)) {
         Ok(table) => Ok(Some(table)),

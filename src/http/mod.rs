@@ -15,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 
+use crate::assets;
 use crate::server::AppState;
 use crate::transport::websocket;
 
@@ -29,6 +30,11 @@ pub fn router(app: AppState) -> Router {
     let max_body = app.config.limits.max_body_bytes;
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/widget.js", get(assets::widget_loader))
+        .route("/widget/panel.html", get(assets::widget_panel))
+        .route("/chat/{site}", get(assets::chat_page))
+        .route("/demo", get(assets::demo_page))
+        .route("/api/v1/demo-site", get(assets::demo_site))
         .route("/readyz", get(health::readyz))
         .route("/ws/visitor", get(websocket::visitor_upgrade))
         .route("/ws/agent", get(websocket::agent_upgrade))
@@ -39,6 +45,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/agent/me", get(agent_api::me))
         .route("/api/v1/conversations", get(conversations_api::list))
         .route("/api/v1/conversations/{id}/messages", get(conversations_api::messages))
+        .fallback(assets::static_file)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(security_headers))
         .with_state(app)
