@@ -64,6 +64,8 @@ pub struct LimitsConfig {
     pub replay_limit: usize,
     /// Largest HTTP request body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest uploaded file, in bytes.
+    pub max_upload_bytes: usize,
     /// Failed logins per account and per address in a 15-minute window before logins are refused.
     pub login_attempts: u32,
 }
@@ -129,6 +131,7 @@ impl Default for LimitsConfig {
             max_connections: 50_000,
             replay_limit: 500,
             max_body_bytes: 1024 * 1024,
+            max_upload_bytes: 10 * 1024 * 1024,
             login_attempts: 10,
         }
     }

@@ -47,6 +47,16 @@ pub struct Conversation {
     pub last_day: u32,
     /// When an agent first answered.
     pub first_response_at: Option<i64>,
+    /// The visitor's satisfaction rating, given once the conversation is closed.
+    pub rating: Option<Rating>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rating {
+    /// 1 (bad) to 5 (excellent).
+    pub score: u8,
+    pub comment: String,
+    pub rated_at: i64,
 }
 
 impl Conversation {
@@ -79,6 +89,10 @@ pub enum ConversationError {
     AlreadyAssigned,
     #[error("the conversation is not closed")]
     NotClosed,
+    #[error("the conversation was already rated")]
+    AlreadyRated,
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -185,6 +199,37 @@ pub async fn close(store: &Store, conversation_id: u64) -> Result<Conversation, 
                 conversation: conversation.clone(),
             });
             Ok(Ok(conversation))
+        })
+        .await
+}
+
+/// Records the visitor's rating of a closed conversation (once).
+pub async fn rate(
+    store: &Store,
+    conversation_id: u64,
+    score: u8,
+    comment: String,
+) -> Result<Conversation, ConversationError> {
+    if !(1..=5).contains(&score) {
+        return Err(ConversationError::Invalid("score: must be 1 to 5".into()));
+    }
+    if comment.chars().count() > 2000 {
+        return Err(ConversationError::Invalid("comment: at most 2000 characters".into()));
+    }
+    store
+        .write(move |context| {
+            let now = context.now;
+            let Some(conversation) = context.conversation_mut(conversation_id)? else {
+                return Ok(Err(ConversationError::NotFound));
+            };
+            if conversation.status != ConversationStatus::Closed {
+                return Ok(Err(ConversationError::NotClosed));
+            }
+            if conversation.rating.is_some() {
+                return Ok(Err(ConversationError::AlreadyRated));
+            }
+            conversation.rating = Some(Rating { score, comment: comment.trim().to_owned(), rated_at: now });
+            Ok(Ok(conversation.clone()))
         })
         .await
 }

@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::conversations::{self, ConversationStatus};
 use crate::delivery::{CommittedEvent, ConnectionHandle};
-use crate::protocol::{ErrorCode, MessageView, SenderKind, SenderView};
+use crate::protocol::{AttachmentView, ErrorCode, MessageView, SenderKind, SenderView};
 use crate::storage::writer::Counter;
 use crate::storage::{StorageError, WriteContext, decode_postcard, encode_postcard, tables};
+use crate::uploads::{AttachmentKind, Upload};
 
 /// Longest client id accepted.
 pub const MAX_CLIENT_ID_LEN: usize = 64;
@@ -39,19 +40,33 @@ pub struct MessageRecord {
     pub internal: bool,
     pub client_id: Option<String>,
     pub text: String,
+    pub attachment: Option<AttachmentRef>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageKind {
     Text,
+    Image,
+    File,
 }
 
 impl MessageKind {
     pub fn as_str(self) -> &'static str {
         match self {
             MessageKind::Text => "text",
+            MessageKind::Image => "image",
+            MessageKind::File => "file",
         }
     }
+}
+
+/// The upload a message carries, copied into the record so history needs no second lookup.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttachmentRef {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
 }
 
 /// The dedup record of a send: enough to answer a resend with the original acknowledgement.
@@ -74,6 +89,13 @@ pub fn message_view(conversation_id: u64, seq: u64, record: &MessageRecord, epoc
         created_at: record.created_at,
         client_id: record.client_id.clone(),
         internal: record.internal,
+        attachment: record.attachment.as_ref().map(|attachment| AttachmentView {
+            url: format!("/api/v1/uploads/{}", attachment.id),
+            id: attachment.id.clone(),
+            name: attachment.name.clone(),
+            size: attachment.size,
+            content_type: attachment.content_type.clone(),
+        }),
     }
 }
 
@@ -93,6 +115,8 @@ pub struct NewMessage {
     pub client_id: String,
     pub text: String,
     pub internal: bool,
+    /// An upload of the sender's, already checked to be theirs.
+    pub attachment: Option<Upload>,
     pub trace_id: u64,
     /// The connection that sent it, which gets the acknowledgement.
     pub origin: Option<ConnectionHandle>,
@@ -114,6 +138,8 @@ pub enum AppendError {
     NotFound,
     #[error("the conversation is closed")]
     Closed,
+    #[error("attachment_id: the upload belongs to another conversation")]
+    AttachmentElsewhere,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -122,6 +148,7 @@ impl AppendError {
     pub fn code(&self) -> ErrorCode {
         match self {
             AppendError::NotFound => ErrorCode::NotFound,
+            AppendError::AttachmentElsewhere => ErrorCode::InvalidField,
             AppendError::Closed => ErrorCode::ConversationClosed,
             AppendError::Storage(_) => ErrorCode::Internal,
         }
@@ -139,12 +166,13 @@ pub fn validate_client_id(client_id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks and trims a message text.
-pub fn validate_text(text: &str, max_chars: usize) -> Result<String, String> {
+/// Checks and trims a message text; a message with an attachment may have none.
+pub fn validate_text(text: &str, max_chars: usize, has_attachment: bool) -> Result<String, String> {
     let trimmed = text.trim();
     let n_chars = trimmed.chars().count();
-    if n_chars == 0 || n_chars > max_chars {
-        return Err(format!("text: must be 1 to {max_chars} characters"));
+    let min_chars = if has_attachment { 0 } else { 1 };
+    if n_chars < min_chars || n_chars > max_chars {
+        return Err(format!("text: must be {min_chars} to {max_chars} characters"));
     }
     Ok(trimmed.to_owned())
 }
@@ -185,6 +213,15 @@ pub fn append(
         }
     }
 
+    if let Some(upload) = &new_message.attachment {
+        let expected = match &new_message.target {
+            Target::Conversation(id) => Some(*id),
+            Target::VisitorInbox { visitor_id, .. } => conversations::open_conversation_of(context, *visitor_id)?,
+        };
+        if upload.conversation_id.is_some() && upload.conversation_id != expected {
+            return Ok(Err(AppendError::AttachmentElsewhere));
+        }
+    }
     let conversation_id = match resolve_target(context, &new_message)? {
         Ok(id) => id,
         Err(error) => return Ok(Err(error)),
@@ -202,6 +239,30 @@ pub fn append(
     let seq = conversation.last_seq;
     let day = conversation.last_day;
 
+    let kind = match new_message.attachment.as_ref().map(|upload| upload.kind) {
+        None => MessageKind::Text,
+        Some(AttachmentKind::Image) => MessageKind::Image,
+        Some(AttachmentKind::File) => MessageKind::File,
+    };
+    let attachment = match new_message.attachment {
+        Some(mut upload) => {
+            let attachment = AttachmentRef {
+                id: upload.id.clone(),
+                name: upload.name.clone(),
+                size: upload.size,
+                content_type: upload.content_type.clone(),
+            };
+            if upload.conversation_id.is_none() {
+                upload.conversation_id = Some(conversation_id);
+                context
+                    .transaction
+                    .open_table(tables::UPLOADS)?
+                    .insert(upload.id.as_str(), crate::storage::encode_json(&upload).as_slice())?;
+            }
+            Some(attachment)
+        }
+        None => None,
+    };
     let record = MessageRecord {
         lsn,
         trace_id: new_message.trace_id,
@@ -209,10 +270,11 @@ pub fn append(
         sender_kind: new_message.sender.kind,
         sender_id: new_message.sender.id,
         sender_name: new_message.sender.name,
-        kind: MessageKind::Text,
+        kind,
         internal: new_message.internal,
         client_id: Some(new_message.client_id.clone()),
         text: new_message.text,
+        attachment,
     };
     let shard_name = tables::message_shard_name(day);
     context

@@ -51,6 +51,9 @@ pub struct Send {
     pub text: String,
     #[serde(default)]
     pub internal: bool,
+    /// An upload of the sender's to attach (the message kind follows from its type).
+    #[serde(default)]
+    pub attachment_id: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +173,19 @@ pub struct MessageView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     pub internal: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<AttachmentView>,
+}
+
+/// An attached file as clients see it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttachmentView {
+    pub id: String,
+    /// Where to fetch it (with the same credentials as the API).
+    pub url: String,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
 }
 
 /// A conversation as clients see it.

@@ -275,10 +275,22 @@ impl Session {
             out.push(error_frame(ErrorCode::InvalidField, &message, None));
             return;
         }
-        let text = match messages::validate_text(&send.text, self.app.config.limits.max_text_chars) {
-            Ok(text) => text,
-            Err(message) => return refuse(out, ErrorCode::InvalidField, &message),
+        let attachment = match &send.attachment_id {
+            Some(id) => match self.own_upload(id).await {
+                Ok(Some(upload)) => Some(upload),
+                Ok(None) => return refuse(out, ErrorCode::InvalidField, "attachment_id: no such upload of yours"),
+                Err(error) => {
+                    tracing::error!(trace_id, %error, "reading an upload failed");
+                    return refuse(out, ErrorCode::Internal, "internal error; retry with the same client_id");
+                }
+            },
+            None => None,
         };
+        let text =
+            match messages::validate_text(&send.text, self.app.config.limits.max_text_chars, attachment.is_some()) {
+                Ok(text) => text,
+                Err(message) => return refuse(out, ErrorCode::InvalidField, &message),
+            };
         if send.internal && self.principal.is_visitor() {
             return refuse(out, ErrorCode::Forbidden, "internal: only agents write internal notes");
         }
@@ -338,6 +350,7 @@ impl Session {
             client_id: client_id.clone(),
             text,
             internal: send.internal,
+            attachment,
             trace_id,
             origin: Some(self.handle.clone()),
         };
@@ -370,6 +383,14 @@ impl Session {
                 None,
             ));
         }
+    }
+
+    /// An upload made by this principal.
+    async fn own_upload(&self, id: &str) -> Result<Option<crate::uploads::Upload>, StorageError> {
+        let id = id.to_owned();
+        let sender = self.principal.sender();
+        let upload = self.app.store.read(move |transaction| crate::uploads::get(transaction, &id)).await?;
+        Ok(upload.filter(|upload| upload.uploader.kind == sender.kind && upload.uploader.id == sender.id))
     }
 
     async fn resume(&mut self, point: ResumePoint, out: &mut Vec<Bytes>) {

@@ -89,3 +89,33 @@ pub async fn list(
             .collect(),
     ))
 }
+
+#[derive(Deserialize)]
+pub struct OfflineQuery {
+    site: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/offline-messages?site=KEY`: what visitors left, newest first, for agents of the site.
+pub async fn offline_messages(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Query(query): Query<OfflineQuery>,
+) -> Result<axum::Json<Vec<crate::offline_messages::OfflineMessage>>, ApiError> {
+    let Principal::Agent(agent) = principal else {
+        return Err(ApiError::Forbidden("agents only".into()));
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let site = query.site;
+    let found = app
+        .store
+        .read(move |transaction| {
+            crate::offline_messages::list(
+                transaction,
+                |key| agent.serves_site(key) && site.as_deref().is_none_or(|site| site == key),
+                limit,
+            )
+        })
+        .await?;
+    Ok(axum::Json(found))
+}

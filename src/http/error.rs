@@ -33,6 +33,8 @@ pub enum ApiError {
     Conflict(String),
     /// 413: the body is larger than the limit.
     PayloadTooLarge(String),
+    /// 415: a file type that is not accepted.
+    UnsupportedMediaType(String),
     /// 422: readable, but a field is invalid; the message names it.
     Unprocessable(String),
     /// 429: too many attempts; retry after the given seconds.
@@ -61,6 +63,9 @@ impl ApiError {
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message.clone()),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message.clone()),
             ApiError::PayloadTooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message.clone()),
+            ApiError::UnsupportedMediaType(message) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_type", message.clone())
+            }
             ApiError::Unprocessable(message) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message.clone()),
             ApiError::TooManyRequests { retry_after_secs } => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -113,6 +118,44 @@ impl From<AgentError> for ApiError {
             AgentError::InvalidCredentials => ApiError::InvalidCredentials,
             AgentError::Invalid(message) => ApiError::Unprocessable(message),
             AgentError::Storage(error) => error.into(),
+        }
+    }
+}
+
+impl From<crate::uploads::UploadError> for ApiError {
+    fn from(error: crate::uploads::UploadError) -> Self {
+        use crate::uploads::UploadError;
+        match error {
+            UploadError::Empty | UploadError::Invalid(_) => ApiError::Unprocessable(error.to_string()),
+            UploadError::TooLarge(_) => ApiError::PayloadTooLarge(error.to_string()),
+            UploadError::Refused => ApiError::UnsupportedMediaType(error.to_string()),
+            UploadError::NotFound => ApiError::NotFound(error.to_string()),
+            UploadError::Storage(error) => error.into(),
+        }
+    }
+}
+
+impl From<crate::conversations::ConversationError> for ApiError {
+    fn from(error: crate::conversations::ConversationError) -> Self {
+        use crate::conversations::ConversationError;
+        match error {
+            ConversationError::NotFound => ApiError::NotFound(error.to_string()),
+            ConversationError::Closed
+            | ConversationError::AlreadyAssigned
+            | ConversationError::NotClosed
+            | ConversationError::AlreadyRated => ApiError::Conflict(error.to_string()),
+            ConversationError::Invalid(message) => ApiError::Unprocessable(message),
+            ConversationError::Storage(error) => error.into(),
+        }
+    }
+}
+
+impl From<crate::offline_messages::OfflineMessageError> for ApiError {
+    fn from(error: crate::offline_messages::OfflineMessageError) -> Self {
+        use crate::offline_messages::OfflineMessageError;
+        match error {
+            OfflineMessageError::Invalid(message) => ApiError::Unprocessable(message),
+            OfflineMessageError::Storage(error) => error.into(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod conversations_api;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod uploads_api;
 pub mod visitor_api;
 
 use axum::Router;
@@ -45,6 +46,14 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/agent/me", get(agent_api::me))
         .route("/api/v1/conversations", get(conversations_api::list))
         .route("/api/v1/conversations/{id}/messages", get(conversations_api::messages))
+        .route("/api/v1/conversations/{id}/rating", post(visitor_api::rate_conversation))
+        .route("/api/v1/visitor/offline-messages", post(visitor_api::leave_offline_message))
+        .route("/api/v1/offline-messages", get(conversations_api::offline_messages))
+        .route(
+            "/api/v1/uploads",
+            post(uploads_api::create).layer(DefaultBodyLimit::max(app.config.limits.max_upload_bytes)),
+        )
+        .route("/api/v1/uploads/{id}", get(uploads_api::fetch))
         .fallback(assets::static_file)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(security_headers))

@@ -1,12 +1,14 @@
 //! Visitor-facing HTTP: opening a visitor session and the widget's public site settings.
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::extract::Json;
+use super::extract::{Caller, Json};
 use crate::conversations;
+use crate::offline_messages::{self, NewOfflineMessage, OfflineMessage};
+use crate::principal::Principal;
 use crate::protocol::ConversationView;
 use crate::server::AppState;
 use crate::visitors::{self, SessionRequest};
@@ -81,4 +83,42 @@ pub async fn widget_settings(
 ) -> Result<axum::Json<PublicSite>, ApiError> {
     let site = app.sites.get(&key).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
     Ok(axum::Json(public_site(&app, &site.site)))
+}
+
+/// `POST /api/v1/visitor/offline-messages`: a message left when no agent can answer.
+pub async fn leave_offline_message(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Json(new_message): Json<NewOfflineMessage>,
+) -> Result<(StatusCode, axum::Json<OfflineMessage>), ApiError> {
+    let Principal::Visitor(visitor) = principal else {
+        return Err(ApiError::Forbidden("visitors only".into()));
+    };
+    let message = offline_messages::leave(&app.store, &visitor.site, visitor.id, new_message).await?;
+    Ok((StatusCode::CREATED, axum::Json(message)))
+}
+
+#[derive(serde::Deserialize)]
+pub struct RatingRequest {
+    score: u8,
+    #[serde(default)]
+    comment: String,
+}
+
+/// `POST /api/v1/conversations/{id}/rating`: the visitor rates a closed conversation, once.
+pub async fn rate_conversation(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<u64>,
+    Json(rating): Json<RatingRequest>,
+) -> Result<StatusCode, ApiError> {
+    if !principal.is_visitor() {
+        return Err(ApiError::Forbidden("visitors rate their own conversations".into()));
+    }
+    let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+    if !conversation.is_some_and(|conversation| principal.can_access(&conversation)) {
+        return Err(ApiError::NotFound("no such conversation".into()));
+    }
+    conversations::rate(&app.store, conversation_id, rating.score, rating.comment).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -221,6 +221,8 @@ fn initialise(database: &Database) -> Result<u64, StorageError> {
     transaction.open_table(tables::CONVERSATION_DAYS)?;
     transaction.open_table(tables::CLIENT_IDS)?;
     transaction.open_table(tables::READ_POSITIONS)?;
+    transaction.open_table(tables::UPLOADS)?;
+    transaction.open_table(tables::OFFLINE_MESSAGES)?;
     transaction.commit()?;
     Ok(epoch)
 }

@@ -52,6 +52,12 @@ pub const CLIENT_IDS: TableDefinition<(u8, u64, &str), &[u8]> = TableDefinition:
 /// (conversation id, participant kind, participant id) → the highest sequence that participant has read.
 pub const READ_POSITIONS: TableDefinition<(u64, u8, u64), u64> = TableDefinition::new("read_positions_v1");
 
+/// Upload id → upload metadata (JSON); the bytes live in `DATA_DIR/uploads/ID`.
+pub const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads_v1");
+
+/// Offline message id → offline message (JSON), left by visitors when nobody could answer.
+pub const OFFLINE_MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("offline_messages_v1");
+
 /// The prefix of the per-day message shard tables, `messages_v1_YYYY-MM-DD`.
 pub const MESSAGE_SHARD_PREFIX: &str = "messages_v1_";
 

@@ -47,6 +47,7 @@ pub enum Counter {
     Agent,
     /// The global commit order of messages (log sequence number).
     Lsn,
+    OfflineMessage,
 }
 
 impl Counter {
@@ -56,10 +57,12 @@ impl Counter {
             Counter::Visitor => "next_visitor_id",
             Counter::Agent => "next_agent_id",
             Counter::Lsn => "next_lsn",
+            Counter::OfflineMessage => "next_offline_message_id",
         }
     }
 
-    const ALL: [Counter; 4] = [Counter::Conversation, Counter::Visitor, Counter::Agent, Counter::Lsn];
+    const ALL: [Counter; 5] =
+        [Counter::Conversation, Counter::Visitor, Counter::Agent, Counter::Lsn, Counter::OfflineMessage];
 }
 
 /// What the writer keeps between batches. Rebuilt from the database after a failed batch.

@@ -7,3 +7,4 @@ mod delivery;
 mod moderation;
 mod routing;
 mod support;
+mod visitor_features;

@@ -1,0 +1,142 @@
+//! Uploads over HTTP: `POST /api/v1/uploads` stores a file, `GET /api/v1/uploads/{id}` serves it
+//! safely (see `uploads.rs` for the rules).
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::{Caller, authenticate};
+use crate::conversations;
+use crate::protocol::ParticipantView;
+use crate::server::AppState;
+use crate::uploads::{self, AttachmentKind};
+
+#[derive(Deserialize)]
+pub struct UploadQuery {
+    conversation_id: Option<u64>,
+    name: String,
+}
+
+#[derive(Serialize)]
+pub struct UploadView {
+    id: String,
+    url: String,
+    name: String,
+    size: u64,
+    content_type: String,
+    kind: AttachmentKind,
+}
+
+/// `POST /api/v1/uploads?conversation_id=ID&name=FILE` with the raw file as the body.
+pub async fn create(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Query(query): Query<UploadQuery>,
+    body: Bytes,
+) -> Result<(StatusCode, axum::Json<UploadView>), ApiError> {
+    if let Some(conversation_id) = query.conversation_id {
+        let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+        if !conversation.is_some_and(|conversation| principal.can_access(&conversation)) {
+            return Err(ApiError::NotFound("no such conversation".into()));
+        }
+    } else if !principal.is_visitor() {
+        return Err(ApiError::Unprocessable("conversation_id: required for agents".into()));
+    }
+    let sender = principal.sender();
+    let uploader = ParticipantView { kind: sender.kind, id: sender.id };
+    let upload = uploads::store_upload(
+        &app.store,
+        uploader,
+        query.conversation_id,
+        &query.name,
+        body,
+        app.config.limits.max_upload_bytes,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(UploadView {
+            url: upload.url(),
+            id: upload.id,
+            name: upload.name,
+            size: upload.size,
+            content_type: upload.content_type,
+            kind: upload.kind,
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct FetchQuery {
+    /// A visitor token, for `<img src>` which cannot send headers.
+    token: Option<String>,
+}
+
+/// `GET /api/v1/uploads/{id}`: the file, to its uploader and the conversation's participants.
+pub async fn fetch(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<FetchQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let token = bearer.or(query.token).or_else(|| super::session_cookie_token(&headers));
+    let token = token.ok_or_else(|| ApiError::Unauthorized("log in or send Authorization: Bearer TOKEN".into()))?;
+    let principal =
+        authenticate(&app, &token).await?.ok_or_else(|| ApiError::Unauthorized("unknown or expired token".into()))?;
+    let lookup_id = id.clone();
+    let found = app
+        .store
+        .read(move |transaction| {
+            let Some(upload) = uploads::get(transaction, &lookup_id)? else { return Ok(None) };
+            let conversation = match upload.conversation_id {
+                Some(conversation_id) => conversations::get(transaction, conversation_id)?,
+                None => None,
+            };
+            Ok(Some((upload, conversation)))
+        })
+        .await?;
+    let upload = match found {
+        Some((upload, conversation)) if upload.readable_by(&principal, conversation.as_ref()) => upload,
+        _ => return Err(ApiError::NotFound("no such upload".into())),
+    };
+    let path = uploads::path_of(app.store.data_dir(), &upload.id);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|error| ApiError::Internal(format!("reading upload {}: {error}", upload.id)))?;
+    let mut response = bytes.into_response();
+    let response_headers = response.headers_mut();
+    let (content_type, disposition) = match upload.kind {
+        AttachmentKind::Image => (upload.content_type.as_str(), "inline"),
+        AttachmentKind::File => ("application/octet-stream", "attachment"),
+    };
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    let disposition = format!("{disposition}; filename*=UTF-8''{}", percent_encode(&upload.name));
+    response_headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition).expect("percent-encoded names are ASCII"),
+    );
+    response_headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
+    response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
+    Ok(response)
+}
+
+/// RFC 5987 encoding of a file name for `Content-Disposition`.
+fn percent_encode(name: &str) -> String {
+    name.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' => (byte as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,208 @@
+//! Uploads: images and files that visitors and agents attach to messages.
+//!
+//! The type comes from the bytes (never the name or the declared type). Raster images are
+//! served inline with their own type; everything else is served as a download
+//! (`application/octet-stream`, `Content-Disposition: attachment`), and every file with
+//! `nosniff` and a sandboxing CSP, so an uploaded HTML or SVG file never runs script on kefu's
+//! origin. Executables are refused. A file is readable by its uploader and, once it is attached
+//! to a message, by everyone who can read that conversation.
+
+use std::path::{Path, PathBuf};
+
+use redb::ReadTransaction;
+use serde::{Deserialize, Serialize};
+
+use crate::principal::Principal;
+use crate::protocol::ParticipantView;
+use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+
+/// The folder under the data directory that holds uploaded bytes.
+pub const UPLOADS_DIR: &str = "uploads";
+
+/// Longest file name kept.
+const MAX_NAME_CHARS: usize = 200;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachmentKind {
+    /// A raster image, shown inline.
+    Image,
+    /// Anything else, offered as a download.
+    File,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Upload {
+    /// 128 random bits in hex; also the file name on disk.
+    pub id: String,
+    /// The conversation it belongs to: given at upload, or set when a message attaches it.
+    pub conversation_id: Option<u64>,
+    pub uploader: ParticipantView,
+    pub name: String,
+    pub size: u64,
+    /// The type sniffed from the bytes.
+    pub content_type: String,
+    pub kind: AttachmentKind,
+    pub created_at: i64,
+}
+
+impl Upload {
+    /// Whether `principal` may read this file.
+    pub fn readable_by(
+        &self,
+        principal: &Principal,
+        conversation: Option<&crate::conversations::Conversation>,
+    ) -> bool {
+        let sender = principal.sender();
+        if sender.kind == self.uploader.kind && sender.id == self.uploader.id {
+            return true;
+        }
+        conversation.is_some_and(|conversation| {
+            Some(conversation.id) == self.conversation_id && principal.can_access(conversation)
+        })
+    }
+
+    /// Where clients fetch the file.
+    pub fn url(&self) -> String {
+        format!("/api/v1/uploads/{}", self.id)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("the file is empty")]
+    Empty,
+    #[error("the file is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("executable files are not accepted")]
+    Refused,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no such conversation")]
+    NotFound,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The type of a file from its first bytes: raster images by their own type, executables
+/// refused, text as `text/plain`, anything else by its sniffed type or as octet-stream.
+pub fn sniff(bytes: &[u8]) -> Result<(String, AttachmentKind), UploadError> {
+    const IMAGES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+    const EXECUTABLES: [&str; 5] = [
+        "application/x-executable",
+        "application/vnd.microsoft.portable-executable",
+        "application/x-mach-binary",
+        "application/x-msdownload",
+        "application/x-sharedlib",
+    ];
+    match infer::get(bytes) {
+        Some(found) if IMAGES.contains(&found.mime_type()) => Ok((found.mime_type().to_owned(), AttachmentKind::Image)),
+        Some(found) if EXECUTABLES.contains(&found.mime_type()) || found.matcher_type() == infer::MatcherType::App => {
+            Err(UploadError::Refused)
+        }
+        Some(found) => Ok((found.mime_type().to_owned(), AttachmentKind::File)),
+        None if std::str::from_utf8(&bytes[..bytes.len().min(4096)]).is_ok() => {
+            Ok(("text/plain".to_owned(), AttachmentKind::File))
+        }
+        None => Ok(("application/octet-stream".to_owned(), AttachmentKind::File)),
+    }
+}
+
+/// A file name safe to show and to put in a header: no paths, no control characters.
+pub fn clean_name(name: &str) -> Result<String, UploadError> {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = base.chars().filter(|character| !character.is_control()).take(MAX_NAME_CHARS).collect();
+    let cleaned = cleaned.trim().to_owned();
+    if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
+        return Err(UploadError::Invalid("name: a file name is required".into()));
+    }
+    Ok(cleaned)
+}
+
+pub fn path_of(data_dir: &Path, id: &str) -> PathBuf {
+    data_dir.join(UPLOADS_DIR).join(id)
+}
+
+/// Stores the bytes and their metadata. The caller has checked access to `conversation_id`.
+pub async fn store_upload(
+    store: &Store,
+    uploader: ParticipantView,
+    conversation_id: Option<u64>,
+    name: &str,
+    bytes: bytes::Bytes,
+    max_bytes: usize,
+) -> Result<Upload, UploadError> {
+    if bytes.is_empty() {
+        return Err(UploadError::Empty);
+    }
+    if bytes.len() > max_bytes {
+        return Err(UploadError::TooLarge(max_bytes));
+    }
+    let name = clean_name(name)?;
+    let (content_type, kind) = sniff(&bytes)?;
+    let upload = Upload {
+        id: crate::secrets::new_hex_id(16),
+        conversation_id,
+        uploader,
+        name,
+        size: bytes.len() as u64,
+        content_type,
+        kind,
+        created_at: crate::clock::now_millis(),
+    };
+    let directory = store.data_dir().join(UPLOADS_DIR);
+    let path = path_of(store.data_dir(), &upload.id);
+    // Write and sync the bytes before the metadata commits, so a stored upload always has its file.
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(&directory)?;
+        let partial = path.with_extension("partial");
+        let mut file = std::fs::File::create(&partial)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&partial, &path)
+    })
+    .await
+    .map_err(|error| StorageError::Panicked(error.to_string()))?
+    .map_err(StorageError::Io)?;
+    store
+        .write(move |context| {
+            context
+                .transaction
+                .open_table(tables::UPLOADS)?
+                .insert(upload.id.as_str(), encode_json(&upload).as_slice())?;
+            Ok(Ok(upload))
+        })
+        .await
+}
+
+pub fn get(transaction: &ReadTransaction, id: &str) -> Result<Option<Upload>, StorageError> {
+    let table = transaction.open_table(tables::UPLOADS)?;
+    table.get(id)?.map(|value| decode_json(value.value())).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_come_from_the_bytes() {
+        let png = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0x0D, b'I', b'H', b'D', b'R'];
+        assert_eq!(sniff(&png).unwrap(), ("image/png".to_owned(), AttachmentKind::Image));
+        let html = b"<html><script>alert(1)</script></html>";
+        assert_eq!(sniff(html).unwrap().1, AttachmentKind::File);
+        let svg = b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>";
+        assert_eq!(sniff(svg).unwrap().1, AttachmentKind::File);
+        let mut elf = vec![0x7F, b'E', b'L', b'F', 2, 1, 1, 0];
+        elf.resize(64, 0);
+        assert!(matches!(sniff(&elf), Err(UploadError::Refused)));
+    }
+
+    #[test]
+    fn names_lose_their_paths() {
+        assert_eq!(clean_name("../../etc/passwd").unwrap(), "passwd");
+        assert_eq!(clean_name("C:\\Users\\a\\photo.png").unwrap(), "photo.png");
+        assert!(clean_name("..").is_err());
+        assert!(clean_name("  ").is_err());
+    }
+}
