@@ -59,6 +59,15 @@ enum AdminArgs {
         /// `mask` or `reject`.
         #[arg(long, default_value = "mask", value_parser = parse_mode)]
         sensitive_mode: SensitiveMode,
+        /// The first thing the widget says.
+        #[arg(long)]
+        welcome_text: Option<String>,
+        /// Ask visitors for name, email and question before the chat.
+        #[arg(long)]
+        prechat_form: bool,
+        /// Ask visitors to rate a conversation when it closes.
+        #[arg(long)]
+        satisfaction_rating: bool,
     },
     /// Create an agent or admin.
     CreateAgent {
@@ -137,9 +146,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn admin_command(args: AdminArgs, config: &Config) -> AdminCommand {
     match args {
-        AdminArgs::CreateSite { name, origins, enforce_identity, sensitive_words, sensitive_mode } => {
-            AdminCommand::CreateSite { name, origins, enforce_identity, sensitive_words, sensitive_mode }
-        }
+        AdminArgs::CreateSite {
+            name,
+            origins,
+            enforce_identity,
+            sensitive_words,
+            sensitive_mode,
+            welcome_text,
+            prechat_form,
+            satisfaction_rating,
+        } => AdminCommand::CreateSite {
+            name,
+            origins,
+            enforce_identity,
+            sensitive_words,
+            sensitive_mode,
+            welcome_text,
+            prechat_form,
+            satisfaction_rating,
+        },
         AdminArgs::CreateAgent { email, password, name, role, sites, capacity } => AdminCommand::CreateAgent {
             email,
             password,

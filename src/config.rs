@@ -10,6 +10,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+/// The top-level keys and sections of [`Config`], for picking `KEFU_*` variables.
+const TOP_LEVEL_KEYS: [&str; 7] = ["data_dir", "http", "public_url", "storage", "limits", "routing", "log"];
+
 /// Everything kefu can be configured with. Field names are the keys of `kefu.toml`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -180,8 +183,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        // KEFU_CONFIG names the file itself and is not a key.
-        let env = env.ignore(&["config"]);
+        // Only variables naming one of kefu's keys (or sections) are read, so unrelated
+        // KEFU_* variables in the environment do not stop start-up; a wrong key inside a
+        // section (KEFU_LIMITS__TYPO) still does. KEFU_CONFIG names the file and is not a key.
+        let env = env.filter(|key| {
+            let top = key.as_str().split('.').next().unwrap_or_default();
+            TOP_LEVEL_KEYS.iter().any(|known| known.eq_ignore_ascii_case(top))
+        });
         figment = figment.merge(env).merge(Serialized::defaults(overrides));
         let config: Config = figment.extract().map_err(|error| {
             let messages: Vec<String> = error.into_iter().map(|error| describe_config_error(&error)).collect();
@@ -252,6 +260,14 @@ mod tests {
             jail.set_env("KEFU_LIMITS__REPLAY_LIMIT", "many");
             let error = Config::load(None, &ConfigOverrides::default()).unwrap_err().to_string();
             assert!(error.contains("limits.replay_limit"), "{error}");
+
+            jail.set_env("KEFU_UNRELATED_TOOL_SETTING", "1");
+            assert!(Config::load(None, &ConfigOverrides::default()).unwrap_err().to_string().contains("replay_limit"));
+            jail.set_env("KEFU_LIMITS__REPLAY_LIMIT", "9");
+            assert_eq!(
+                Config::load(None, &ConfigOverrides::default()).map_err(|e| e.to_string())?.limits.replay_limit,
+                9
+            );
 
             jail.create_file("bad.toml", "htp = \"x\"\n")?;
             let error = Config::load(Some(Path::new("bad.toml")), &ConfigOverrides::default()).unwrap_err().to_string();

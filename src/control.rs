@@ -31,6 +31,12 @@ pub enum AdminCommand {
         enforce_identity: bool,
         sensitive_words: Vec<String>,
         sensitive_mode: SensitiveMode,
+        #[serde(default)]
+        welcome_text: Option<String>,
+        #[serde(default)]
+        prechat_form: bool,
+        #[serde(default)]
+        satisfaction_rating: bool,
     },
     CreateAgent {
         email: String,
@@ -63,20 +69,27 @@ impl AdminCommand {
     /// Runs the command; the answer is a JSON object of `key: value` lines for the CLI to print.
     pub async fn execute(self, store: &Store) -> Result<Value, String> {
         match self {
-            AdminCommand::CreateSite { name, origins, enforce_identity, sensitive_words, sensitive_mode } => {
-                let site = sites::create(
-                    store,
-                    NewSite {
-                        name,
-                        allowed_origins: origins,
-                        enforce_identity,
-                        sensitive_words,
-                        sensitive_mode,
-                        welcome_text: None,
-                    },
-                )
-                .await
-                .map_err(|error| error.to_string())?;
+            AdminCommand::CreateSite {
+                name,
+                origins,
+                enforce_identity,
+                sensitive_words,
+                sensitive_mode,
+                welcome_text,
+                prechat_form,
+                satisfaction_rating,
+            } => {
+                let new_site = NewSite {
+                    name,
+                    allowed_origins: origins,
+                    enforce_identity,
+                    sensitive_words,
+                    sensitive_mode,
+                    welcome_text,
+                    prechat_form,
+                    satisfaction_rating,
+                };
+                let site = sites::create(store, new_site).await.map_err(|error| error.to_string())?;
                 Ok(json!({ "site_key": site.key, "site_secret": site.secret }))
             }
             AdminCommand::CreateAgent { email, password, name, role, sites, capacity } => {

@@ -81,6 +81,15 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
     }
 }
 
+/// The `client_id` of a frame, read without decoding the rest (for answering a dropped frame).
+pub fn client_id_of(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Probe {
+        client_id: Option<String>,
+    }
+    serde_json::from_str::<Probe>(text).ok().and_then(|probe| probe.client_id)
+}
+
 fn classify_decode_error(text: &str, error: serde_json::Error) -> DecodeError {
     let value = match serde_json::from_str::<serde_json::Value>(text) {
         Ok(serde_json::Value::Object(object)) => object,

@@ -92,6 +92,8 @@ pub struct NewSite {
     pub welcome_text: Option<String>,
     pub sensitive_words: Vec<String>,
     pub sensitive_mode: SensitiveMode,
+    pub prechat_form: bool,
+    pub satisfaction_rating: bool,
 }
 
 pub async fn create(store: &Store, new_site: NewSite) -> Result<Site, SiteError> {
@@ -112,6 +114,8 @@ pub async fn create(store: &Store, new_site: NewSite) -> Result<Site, SiteError>
         enforce_identity: new_site.enforce_identity,
         sensitive_words: new_site.sensitive_words,
         sensitive_mode: new_site.sensitive_mode,
+        prechat_form: new_site.prechat_form,
+        satisfaction_rating: new_site.satisfaction_rating,
         created_at: crate::clock::now_millis(),
         ..Site::default()
     };

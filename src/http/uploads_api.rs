@@ -3,12 +3,12 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::extract::{Caller, authenticate};
+use super::extract::Caller;
 use crate::conversations;
 use crate::protocol::ParticipantView;
 use crate::server::AppState;
@@ -69,28 +69,12 @@ pub async fn create(
     ))
 }
 
-#[derive(Deserialize)]
-pub struct FetchQuery {
-    /// A visitor token, for `<img src>` which cannot send headers.
-    token: Option<String>,
-}
-
 /// `GET /api/v1/uploads/{id}`: the file, to its uploader and the conversation's participants.
 pub async fn fetch(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    Query(query): Query<FetchQuery>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
 ) -> Result<Response, ApiError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let token = bearer.or(query.token).or_else(|| super::session_cookie_token(&headers));
-    let token = token.ok_or_else(|| ApiError::Unauthorized("log in or send Authorization: Bearer TOKEN".into()))?;
-    let principal =
-        authenticate(&app, &token).await?.ok_or_else(|| ApiError::Unauthorized("unknown or expired token".into()))?;
     let lookup_id = id.clone();
     let found = app
         .store

@@ -76,13 +76,25 @@ pub async fn open_session(
     }))
 }
 
-/// `GET /api/v1/sites/{key}/widget`
+/// `GET /api/v1/sites/{key}/widget`: read by the loader on the host page, so it answers with
+/// CORS headers for the site's allowed origins.
 pub async fn widget_settings(
     State(app): State<AppState>,
     Path(key): Path<String>,
-) -> Result<axum::Json<PublicSite>, ApiError> {
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse;
     let site = app.sites.get(&key).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
-    Ok(axum::Json(public_site(&app, &site.site)))
+    let mut response = axum::Json(public_site(&app, &site.site)).into_response();
+    let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok());
+    if let Some(origin) = origin.filter(|origin| site.site.allows_origin(Some(origin), &super::own_origin(&headers))) {
+        if let Ok(value) = HeaderValue::from_str(origin) {
+            response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        }
+    }
+    response.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+    Ok(response)
 }
 
 /// `POST /api/v1/visitor/offline-messages`: a message left when no agent can answer.

@@ -161,7 +161,8 @@ async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permi
                             if n_rate_limited > MAX_RATE_LIMITED_FRAMES {
                                 break Some(CloseReason::new(close_code::RATE_LIMITED, "too many frames"));
                             }
-                            out.push(error_frame(ErrorCode::RateLimited, "too many frames; slow down", None));
+                            let client_id = protocol::client_id_of(&text);
+                            out.push(error_frame(ErrorCode::RateLimited, "too many frames; slow down", client_id.as_deref()));
                             continue;
                         }
                         n_rate_limited = 0;

@@ -35,7 +35,8 @@ async function setup({ enforceIdentity = false, withAgent = true, script = '' } 
   if (withAgent) agent = await Agent.connect(kefu);
   context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   page = await context.newPage();
-  page.on('pageerror', (err) => console.error('page error:', err));
+  page.on('pageerror', (err) => console.error('[browser] page error:', err));
+  page.on('console', (msg) => msg.type() === 'error' && console.error('[browser]', msg.text()));
 }
 
 beforeEach(() => {

@@ -42,8 +42,8 @@ async fn images_travel_as_attachments_and_only_participants_can_fetch_them() {
     assert_eq!(fetched.headers()["content-type"], "image/png");
     assert_eq!(fetched.headers()["x-content-type-options"], "nosniff");
     assert_eq!(fetched.bytes().await.unwrap().as_ref(), PNG.as_slice());
-    let by_query = http().get(server.url(&format!("{url}?token={token}"))).send().await.unwrap();
-    assert_eq!(by_query.status(), 200, "an <img> can authenticate with the visitor token in the URL");
+    let own = http().get(server.url(&url)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(own.status(), 200);
 
     let (_, stranger) = server.visitor_session(&site, None).await;
     assert_eq!(http().get(server.url(&url)).bearer_auth(&stranger).send().await.unwrap().status(), 404);
@@ -175,4 +175,19 @@ async fn a_closed_conversation_can_be_rated_once_by_its_visitor() {
     let next = visitor.say(Some(conversation_id), "v-2", "one more thing").await;
     assert_ne!(next["conversation_id"], conversation_id);
     assert_eq!(next["seq"], 1);
+}
+
+#[tokio::test]
+async fn widget_settings_answer_allowed_origins_with_cors() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await; // allows https://shop.example
+    let url = server.url(&format!("/api/v1/sites/{}/widget", site.key));
+    let allowed = http().get(&url).header("origin", "https://shop.example").send().await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://shop.example");
+    let body: Value = allowed.json().await.unwrap();
+    assert_eq!(body["key"], site.key.as_str());
+    assert!(body.get("secret").is_none(), "the secret never reaches visitors");
+    let refused = http().get(&url).header("origin", "https://evil.example").send().await.unwrap();
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(http().get(server.url("/api/v1/sites/nope/widget")).send().await.unwrap().status(), 404);
 }

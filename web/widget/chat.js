@@ -15,6 +15,9 @@ import * as store from './store.js';
 const PAGE_SIZE = 30;
 const MAX_BACKOFF_MS = 10000;
 const RETRY_SAME_CONNECTION = new Set(['rate_limited', 'internal', 'unavailable']);
+const SEND_INTERVAL_MS = 100; // at most 10 sends a second, well under the server's 20 (bursts of 40)
+const ACK_TIMEOUT_MS = 8000; // no ack by then: send again with the same client_id (the server dedupes)
+const TYPING_INTERVAL_MS = 1000;
 
 class HttpError extends Error {
   constructor(status, code, message) {
@@ -54,7 +57,11 @@ export class Chat {
     this.retryFn = null;
     this.lastAttempt = 0;
     this.goawayMs = 0;
-    this.typingAt = 0;
+    this.typingAt = 0; // when the last typing frame went out
+    this.typingOn = false; // what it said
+    this.typingTimer = 0;
+    this.sendQueue = []; // client_ids of outbox entries still to send on this socket
+    this.pumpTimer = 0;
   }
 
   on(event, fn) {
@@ -303,7 +310,8 @@ export class Chat {
           }
         }
         this.emit('status', 'online');
-        for (const e of this.outbox()) this.transmit(e);
+        this.sendQueue = this.outbox().map((e) => e.client_id);
+        this.pump();
         break;
       case 'ack': {
         const entry = this.takeFromOutbox(f.client_id);
@@ -361,9 +369,12 @@ export class Chat {
     }
     if (!f.client_id || !this.outbox().some((e) => e.client_id === f.client_id)) return;
     if (RETRY_SAME_CONNECTION.has(f.code)) {
-      setTimeout(() => {
-        const entry = this.outbox().find((e) => e.client_id === f.client_id);
-        if (entry) this.transmit(entry);
+      // Send it again first, after a pause.
+      this.sendQueue.unshift(f.client_id);
+      clearTimeout(this.pumpTimer);
+      this.pumpTimer = setTimeout(() => {
+        this.pumpTimer = 0;
+        this.pump();
       }, 1000);
     } else {
       this.takeFromOutbox(f.client_id);
@@ -400,15 +411,39 @@ export class Chat {
   send({ kind = 'text', text = '', attachment = null }) {
     const entry = { client_id: uuid(), kind, text, attachment, at: Date.now() };
     store.set(this.outboxKey, [...this.outbox(), entry]);
-    if (this.ready) this.transmit(entry);
-    else this.hurry();
+    if (this.ready) {
+      this.sendQueue.push(entry.client_id);
+      this.pump();
+    } else {
+      this.hurry();
+    }
     return entry;
   }
 
-  transmit(e) {
+  /** Sends the next queued outbox entry, then waits SEND_INTERVAL_MS before the one after. */
+  pump() {
+    if (this.pumpTimer || !this.ready) return;
+    const outbox = this.outbox();
+    let e = null;
+    while (!e && this.sendQueue.length) {
+      const id = this.sendQueue.shift();
+      e = outbox.find((x) => x.client_id === id); // gone when acked meanwhile (another tab)
+    }
+    if (!e) return;
     const f = { type: 'send', client_id: e.client_id, text: e.text };
     if (e.kind !== 'text') Object.assign(f, { kind: e.kind, attachment_id: e.attachment.id });
     this.frame(f);
+    const ws = this.ws;
+    setTimeout(() => {
+      if (this.ws === ws && this.outbox().some((x) => x.client_id === e.client_id)) {
+        this.sendQueue.push(e.client_id);
+        this.pump();
+      }
+    }, ACK_TIMEOUT_MS);
+    this.pumpTimer = setTimeout(() => {
+      this.pumpTimer = 0;
+      this.pump();
+    }, SEND_INTERVAL_MS);
   }
 
   takeFromOutbox(clientId) {
@@ -418,13 +453,23 @@ export class Chat {
     return entry;
   }
 
-  /** Sends a typing indicator: "active" at most once a second, "inactive" only after an active one. */
+  /**
+   * Reports whether the visitor is typing: at most one typing frame a second; while typing
+   * the state is repeated each second, and a change that comes too soon is sent when allowed.
+   */
   typing(active) {
+    clearTimeout(this.typingTimer);
     const c = this.openConversation();
-    if (!c) return;
-    const now = Date.now();
-    if (active ? now - this.typingAt < 1000 : !this.typingAt) return;
-    if (this.frame({ type: 'typing', conversation_id: c.id, active })) this.typingAt = active ? now : 0;
+    if (!c || (!active && !this.typingOn)) return;
+    const wait = this.typingAt + TYPING_INTERVAL_MS - Date.now();
+    if (wait > 0) {
+      if (active !== this.typingOn) this.typingTimer = setTimeout(() => this.typing(active), wait);
+      return;
+    }
+    if (this.frame({ type: 'typing', conversation_id: c.id, active })) {
+      this.typingAt = Date.now();
+      this.typingOn = active;
+    }
   }
 
   /** Tells the server the visitor has seen everything shown; call while the panel is visible. */

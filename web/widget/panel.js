@@ -7,7 +7,7 @@
 
 import { t, setLocale, locale } from './i18n.js';
 import { Chat } from './chat.js';
-import { MessageList, applyI18n, h } from './view.js';
+import { MessageList, applyI18n, h, setAttachmentFetcher } from './view.js';
 import { mountEmojiPicker } from './emoji.js';
 import { settings, saveSettings, unlockAudio, beep, blinkTitle, stopBlink } from './notify.js';
 
@@ -18,6 +18,11 @@ const embed = params.get('embed') === '1';
 const parentOrigin = embed ? trustedParent(params.get('parent')) : null;
 
 const chat = new Chat(site);
+setAttachmentFetcher(async (url) => {
+  const res = await fetch(url, { headers: { Authorization: `Bearer ${chat.token}` } });
+  if (!res.ok) throw new Error(`attachment: HTTP ${res.status}`);
+  return res.blob();
+});
 const list = new MessageList($('messages'), $('outbox'), (id) => chat.convs.get(id)?.created_at ?? 0);
 const log = $('log');
 const input = $('input');
@@ -30,7 +35,7 @@ let reportedUnread = 0;
 let olderState = 'idle'; // 'idle' | 'loading' | 'done'
 let typingTimer = 0;
 let idleTimer = 0;
-let offline = false;
+let booting = false;
 chat.identity = { page: { url: location.href, title: document.title, referrer: document.referrer } };
 
 /** The host page's origin, accepted only if it is a plain origin and (where the browser tells) our real parent. */
@@ -91,18 +96,31 @@ function setShown(on) {
 
 // --- Start-up -----------------------------------------------------------------
 
-async function boot(open) {
-  if (config) return;
-  if (!site) return fatal('unknownSite');
-  try {
-    const res = await fetch(`/api/v1/sites/${encodeURIComponent(site)}/widget`);
-    if (!res.ok) return fatal(res.status === 404 ? 'unknownSite' : 'originNotAllowed');
-    config = await res.json();
-  } catch {
+/** The site's widget settings; retried while the server is unreachable, null when refused. */
+async function loadConfig() {
+  for (;;) {
+    try {
+      const res = await fetch(`/api/v1/sites/${encodeURIComponent(site)}/widget`);
+      if (res.ok) return await res.json();
+      if (res.status === 404 || res.status === 403) {
+        fatal(res.status === 404 ? 'unknownSite' : 'originNotAllowed');
+        return null;
+      }
+    } catch {
+      // Unreachable: try again below.
+    }
     setStatus('offline');
-    setTimeout(() => boot(open), 3000);
-    return;
+    await new Promise((resolve) => setTimeout(resolve, 3000));
   }
+}
+
+async function boot(open) {
+  if (open) shown = true;
+  if (booting) return;
+  booting = true;
+  if (!site) return fatal('unknownSite');
+  config = await loadConfig();
+  if (!config) return;
   if (config.name) $('site-name').textContent = config.name;
   if (/^#[0-9a-f]{3,8}$/i.test(config.color || '')) document.documentElement.style.setProperty('--kf-color', config.color);
   if (config.welcome_text) {
@@ -110,14 +128,13 @@ async function boot(open) {
     $('welcome').hidden = false;
   }
   // A visitor who never opens the widget gets no session; a returning one reconnects for unread badges.
-  if (open) shown = true;
   if (shown || chat.hasToken) begin();
 }
 
 function begin() {
   if (started) return;
   started = true;
-  offline = !config.agents_online || !config.open_now;
+  const offline = !config.agents_online || !config.open_now;
   if (config.prechat_form && !chat.hasToken && !offline) {
     $('prechat').hidden = false;
     return;
@@ -159,8 +176,11 @@ chat.on('status', setStatus);
 chat.on('fatal', fatal);
 
 chat.on('session', ({ session, changed }) => {
-  if (changed) list.clear();
-  offline = !config.open_now || !(session.site?.agents_online ?? config.agents_online);
+  if (changed) {
+    list.clear();
+    olderState = 'idle';
+  }
+  const offline = !config.open_now || !(session.site?.agents_online ?? config.agents_online);
   $('offline').hidden = !offline;
   $('composer').hidden = offline;
   for (const entry of chat.outbox()) list.addPending(entry);

@@ -47,18 +47,41 @@ function formatTime(ms) {
   return new Date(ms || Date.now()).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
+// Attachments need the visitor's credentials, which an <img src> cannot carry and which must
+// not go into URLs: they are fetched with the Authorization header and shown from blob: URLs.
+let fetchAttachment = async () => { throw new Error('no attachment fetcher'); };
+
+/** Sets how attachments are fetched: `fn(url)` resolves to a Blob. */
+export function setAttachmentFetcher(fn) {
+  fetchAttachment = fn;
+}
+
 /** The bubble content: an inline image, a download link, or plain text. */
 function body(kind, text, attachment) {
   const url = attachment && safeUrl(attachment.url);
   if (url && kind === 'image') {
     const img = h('img', { alt: attachment.name || '', loading: 'lazy' });
-    img.src = url;
-    return h('a', { href: url, target: '_blank', rel: 'noopener noreferrer', class: 'kf-image' }, img);
+    const link = h('a', { href: '#', class: 'kf-image' }, img);
+    fetchAttachment(url).then((blob) => {
+      const local = URL.createObjectURL(blob);
+      img.src = local;
+      link.href = local;
+      link.target = '_blank';
+      link.rel = 'noopener noreferrer';
+    }).catch(() => { img.alt = `${attachment.name || ''} (${t('download')})`; });
+    return link;
   }
   if (url && kind === 'file') {
     const size = formatSize(attachment.size);
-    return h('a', { href: url, download: attachment.name || '', target: '_blank', rel: 'noopener noreferrer', class: 'kf-file' },
-      `📎 ${attachment.name || t('download')}${size ? ` (${size})` : ''}`);
+    const link = h('a', { href: '#', class: 'kf-file' }, `📎 ${attachment.name || t('download')}${size ? ` (${size})` : ''}`);
+    link.addEventListener('click', async (event) => {
+      event.preventDefault();
+      const local = URL.createObjectURL(await fetchAttachment(url));
+      const save = h('a', { href: local, download: attachment.name || 'download' });
+      save.click();
+      setTimeout(() => URL.revokeObjectURL(local), 60000);
+    });
+    return link;
   }
   return h('span', { class: 'kf-text' }, text || '');
 }

@@ -21,7 +21,7 @@ export async function startHost(page) {
  */
 export function shopPage(kefu, { before = '' } = {}) {
   return `<!doctype html>
-<html><head><meta charset="utf-8"><title>Host shop</title>
+<html><head><meta charset="utf-8"><title>Host shop</title><link rel="icon" href="data:,">
 <style>
   * { box-sizing: content-box !important; font-size: 31px; }
   div, button, iframe, span { display: inline !important; position: static !important; border: 9px solid red !important; }

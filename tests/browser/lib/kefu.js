@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
-export const BIN = process.env.KEFU_BIN || resolve(import.meta.dirname, '../../../target/debug/kefu');
+export const BIN = process.env.TEST_KEFU_BIN || resolve(import.meta.dirname, '../../../target/debug/kefu');
 export const AGENT = { email: 'a@x.test', password: 'pw123456pw' };
 
 export class Kefu {
