@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The top-level keys and sections of [`Config`], for picking `KEFU_*` variables.
-const TOP_LEVEL_KEYS: [&str; 7] = ["data_dir", "http", "public_url", "storage", "limits", "routing", "log"];
+const TOP_LEVEL_KEYS: [&str; 8] = ["data_dir", "http", "public_url", "storage", "limits", "routing", "webhooks", "log"];
 
 /// Everything kefu can be configured with. Field names are the keys of `kefu.toml`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -26,6 +26,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub routing: RoutingConfig,
+    pub webhooks: WebhooksConfig,
     pub log: LogConfig,
 }
 
@@ -83,6 +84,24 @@ pub struct RoutingConfig {
     pub default_capacity: u32,
 }
 
+/// Sending webhooks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// The wait before the first retry, in milliseconds; it doubles with each attempt (at most an hour).
+    pub retry_base_ms: u64,
+    /// How long after its event a delivery is retried before it is marked failed, in seconds.
+    pub give_up_after_secs: u64,
+    /// How long one attempt may take, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig { retry_base_ms: 5000, give_up_after_secs: 86_400, timeout_secs: 10 }
+    }
+}
+
 /// Logging.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -109,6 +128,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
             routing: RoutingConfig::default(),
+            webhooks: WebhooksConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -229,7 +229,9 @@ pub async fn rate(
                 return Ok(Err(ConversationError::AlreadyRated));
             }
             conversation.rating = Some(Rating { score, comment: comment.trim().to_owned(), rated_at: now });
-            Ok(Ok(conversation.clone()))
+            let conversation = conversation.clone();
+            context.publish(CommittedEvent::Rated { conversation: conversation.clone() });
+            Ok(Ok(conversation))
         })
         .await
 }

@@ -29,6 +29,7 @@ pub const COMMITTED_QUEUE_CAPACITY: usize = 64;
 pub struct CommittedBatch(pub Vec<CommittedEvent>);
 
 /// Something that became durable and must reach the people concerned.
+#[derive(Clone)]
 pub enum CommittedEvent {
     Message {
         conversation_id: u64,
@@ -50,6 +51,12 @@ pub enum CommittedEvent {
         conversation_id: u64,
         reader: ParticipantView,
         seq: u64,
+    },
+    /// A visitor left a message for when an agent is back (webhooks carry it).
+    OfflineMessage(crate::offline_messages::OfflineMessage),
+    /// A visitor rated a closed conversation (webhooks carry it).
+    Rated {
+        conversation: Conversation,
     },
 }
 
@@ -349,6 +356,7 @@ fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
             hub.broadcast_to_site_agents(&conversation.site, &frame);
             router.notify(RoutingEvent::Conversation { event, conversation });
         }
+        CommittedEvent::OfflineMessage(_) | CommittedEvent::Rated { .. } => {}
         CommittedEvent::Read { conversation_id, reader, seq } => {
             let frame = ServerFrame::Read { conversation_id, reader, seq }.encode();
             for connection in hub.subscribers(conversation_id) {

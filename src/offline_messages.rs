@@ -76,6 +76,7 @@ pub async fn leave(
                 .transaction
                 .open_table(tables::OFFLINE_MESSAGES)?
                 .insert(message.id, encode_json(&message).as_slice())?;
+            context.publish(crate::delivery::CommittedEvent::OfflineMessage(message.clone()));
             Ok(Ok(message))
         })
         .await

@@ -105,6 +105,12 @@ pub async fn start(
         config,
     });
     let control = crate::control::listen(app.clone()).context("starting the control socket")?;
+    let webhook_settings = crate::webhooks::sender::SenderSettings {
+        retry_base: Duration::from_millis(app.config.webhooks.retry_base_ms),
+        give_up_after: Duration::from_secs(app.config.webhooks.give_up_after_secs),
+        timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
+    };
+    tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown_token.clone()));
 
     let trigger = shutdown_token.clone();
     tokio::spawn(async move {

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod uploads_api;
 pub mod visitor_api;
+pub mod webhooks_api;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -54,6 +55,10 @@ pub fn router(app: AppState) -> Router {
             post(uploads_api::create).layer(DefaultBodyLimit::max(app.config.limits.max_upload_bytes)),
         )
         .route("/api/v1/uploads/{id}", get(uploads_api::fetch))
+        .route("/api/v1/sites/{key}/webhooks", post(webhooks_api::create).get(webhooks_api::list))
+        .route("/api/v1/webhooks/{id}", axum::routing::delete(webhooks_api::delete))
+        .route("/api/v1/webhooks/{id}/deliveries", get(webhooks_api::deliveries))
+        .route("/api/v1/webhook-deliveries/{id}/resend", post(webhooks_api::resend))
         .fallback(assets::static_file)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(security_headers))

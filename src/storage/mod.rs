@@ -223,6 +223,9 @@ fn initialise(database: &Database) -> Result<u64, StorageError> {
     transaction.open_table(tables::READ_POSITIONS)?;
     transaction.open_table(tables::UPLOADS)?;
     transaction.open_table(tables::OFFLINE_MESSAGES)?;
+    transaction.open_table(tables::WEBHOOKS)?;
+    transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
+    transaction.open_table(tables::WEBHOOK_DUE)?;
     transaction.commit()?;
     Ok(epoch)
 }

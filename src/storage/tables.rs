@@ -58,6 +58,15 @@ pub const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads_
 /// Offline message id → offline message (JSON), left by visitors when nobody could answer.
 pub const OFFLINE_MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("offline_messages_v1");
 
+/// Webhook id → webhook (JSON): where a site's events are sent.
+pub const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks_v1");
+
+/// Delivery id → webhook delivery (JSON): the durable outbox and its history.
+pub const WEBHOOK_DELIVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("webhook_deliveries_v1");
+
+/// (due time in Unix ms, delivery id) → (): deliveries waiting for their next attempt, soonest first.
+pub const WEBHOOK_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("webhook_due_v1");
+
 /// The prefix of the per-day message shard tables, `messages_v1_YYYY-MM-DD`.
 pub const MESSAGE_SHARD_PREFIX: &str = "messages_v1_";
 

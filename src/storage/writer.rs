@@ -48,6 +48,7 @@ pub enum Counter {
     /// The global commit order of messages (log sequence number).
     Lsn,
     OfflineMessage,
+    WebhookDelivery,
 }
 
 impl Counter {
@@ -58,11 +59,18 @@ impl Counter {
             Counter::Agent => "next_agent_id",
             Counter::Lsn => "next_lsn",
             Counter::OfflineMessage => "next_offline_message_id",
+            Counter::WebhookDelivery => "next_webhook_delivery_id",
         }
     }
 
-    const ALL: [Counter; 5] =
-        [Counter::Conversation, Counter::Visitor, Counter::Agent, Counter::Lsn, Counter::OfflineMessage];
+    const ALL: [Counter; 6] = [
+        Counter::Conversation,
+        Counter::Visitor,
+        Counter::Agent,
+        Counter::Lsn,
+        Counter::OfflineMessage,
+        Counter::WebhookDelivery,
+    ];
 }
 
 /// What the writer keeps between batches. Rebuilt from the database after a failed batch.
@@ -77,6 +85,10 @@ pub struct WriterState {
     pub dedup: Dedup,
     /// (conversation, day) pairs known to be in `conversation_days_v1`.
     conversation_days: HashSet<(u64, u32)>,
+    /// Every webhook, loaded on first use and dropped when one changes.
+    webhooks: Option<Vec<crate::webhooks::Webhook>>,
+    /// The database epoch (see `Store::epoch`), for views built inside operations.
+    epoch: u64,
 }
 
 impl WriterState {
@@ -95,6 +107,8 @@ impl WriterState {
             dirty_conversations: HashSet::new(),
             dedup: Dedup::load(database)?,
             conversation_days: HashSet::new(),
+            webhooks: None,
+            epoch: meta.get("epoch")?.map(|value| value.value()).unwrap_or(0),
         })
     }
 
@@ -173,6 +187,34 @@ impl WriteContext<'_> {
     pub fn insert_conversation(&mut self, conversation: Conversation) {
         self.state.dirty_conversations.insert(conversation.id);
         self.state.conversations.insert(conversation.id, conversation);
+    }
+
+    /// The database epoch.
+    pub fn epoch(&self) -> u64 {
+        self.state.epoch
+    }
+
+    /// The events this batch has published so far.
+    pub fn published(&self) -> &[CommittedEvent] {
+        self.events
+    }
+
+    /// Every webhook (cached across batches).
+    pub fn webhooks(&mut self) -> Result<&[crate::webhooks::Webhook], StorageError> {
+        if self.state.webhooks.is_none() {
+            let table = self.transaction.open_table(tables::WEBHOOKS)?;
+            let mut loaded = Vec::new();
+            for entry in table.iter()? {
+                loaded.push(decode_json(entry?.1.value())?);
+            }
+            self.state.webhooks = Some(loaded);
+        }
+        Ok(self.state.webhooks.as_deref().unwrap_or_default())
+    }
+
+    /// Forgets the cached webhooks; operations that change webhooks call it.
+    pub fn invalidate_webhooks(&mut self) {
+        self.state.webhooks = None;
     }
 
     /// Records that `conversation_id` has messages in the shard of `day`.
@@ -365,6 +407,12 @@ fn commit_batch(
                 if let Err(reason) = job_outcome {
                     failure = Some(reason);
                     break;
+                }
+            }
+            // Webhook deliveries of this batch's events go into the outbox in the same commit.
+            if failure.is_none() {
+                if let Err(error) = crate::webhooks::record_deliveries(&mut context) {
+                    failure = Some(error.to_string().into());
                 }
             }
             if failure.is_none() {

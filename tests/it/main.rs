@@ -8,3 +8,4 @@ mod moderation;
 mod routing;
 mod support;
 mod visitor_features;
+mod webhooks;

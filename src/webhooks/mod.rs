@@ -1,0 +1,302 @@
+//! Webhooks: a site's events sent to its own systems, signed like Standard Webhooks, from a
+//! durable outbox.
+//!
+//! Every committed batch passes through [`record_deliveries`] inside the writer, before the
+//! commit: each event a site's webhook subscribes to becomes a delivery row in the same
+//! transaction as the event itself, so an event is never committed without its delivery nor the
+//! reverse. The [`sender`] task then posts due deliveries, retrying with exponential backoff and
+//! jitter for a day before marking them failed.
+
+pub mod sender;
+
+use base64::Engine;
+use redb::{ReadTransaction, ReadableTable};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::delivery::{CommittedEvent, ConversationEvent};
+use crate::storage::writer::Counter;
+use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
+
+/// The events a webhook can subscribe to.
+pub const EVENT_TYPES: [&str; 6] = [
+    "message.created",
+    "conversation.created",
+    "conversation.assigned",
+    "conversation.closed",
+    "offline_message.received",
+    "conversation.rated",
+];
+
+/// Most webhooks per site.
+const MAX_WEBHOOKS_PER_SITE: usize = 10;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Webhook {
+    pub id: String,
+    pub site: String,
+    pub url: String,
+    pub events: Vec<String>,
+    /// `whsec_` followed by the base64 key (the Standard Webhooks form).
+    pub secret: String,
+    /// Allows private, loopback and link-local destinations; off unless an admin sets it.
+    pub allow_private: bool,
+    pub created_at: i64,
+}
+
+impl Webhook {
+    /// The signing key bytes.
+    pub fn key(&self) -> Vec<u8> {
+        let encoded = self.secret.strip_prefix("whsec_").unwrap_or(&self.secret);
+        base64::engine::general_purpose::STANDARD.decode(encoded).unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: u64,
+    pub webhook_id: String,
+    pub site: String,
+    pub event_type: String,
+    /// The exact body sent (and signed).
+    pub payload: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub created_at: i64,
+    pub next_attempt_at: Option<i64>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("no such webhook")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct NewWebhook {
+    pub url: String,
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+fn validate(new_webhook: &NewWebhook) -> Result<(), WebhookError> {
+    let url: reqwest::Url = new_webhook.url.parse().map_err(|_| WebhookError::Invalid("url: not a URL".into()))?;
+    crate::outbound::check_url(&url, new_webhook.allow_private)
+        .map_err(|error| WebhookError::Invalid(format!("url: {error}")))?;
+    if new_webhook.events.is_empty() {
+        return Err(WebhookError::Invalid(format!("events: name at least one of {}", EVENT_TYPES.join(", "))));
+    }
+    if let Some(unknown) = new_webhook.events.iter().find(|event| !EVENT_TYPES.contains(&event.as_str())) {
+        return Err(WebhookError::Invalid(format!("events: unknown event {unknown:?}")));
+    }
+    Ok(())
+}
+
+pub async fn create(store: &Store, site: &str, new_webhook: NewWebhook) -> Result<Webhook, WebhookError> {
+    validate(&new_webhook)?;
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    let webhook = Webhook {
+        id: crate::secrets::new_hex_id(8),
+        site: site.to_owned(),
+        url: new_webhook.url,
+        events: new_webhook.events,
+        secret: format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key)),
+        allow_private: new_webhook.allow_private,
+        created_at: crate::clock::now_millis(),
+    };
+    store
+        .write(move |context| {
+            let n_for_site = context.webhooks()?.iter().filter(|existing| existing.site == webhook.site).count();
+            if n_for_site >= MAX_WEBHOOKS_PER_SITE {
+                return Ok(Err(WebhookError::Invalid(format!("a site has at most {MAX_WEBHOOKS_PER_SITE} webhooks"))));
+            }
+            context
+                .transaction
+                .open_table(tables::WEBHOOKS)?
+                .insert(webhook.id.as_str(), encode_json(&webhook).as_slice())?;
+            context.invalidate_webhooks();
+            Ok(Ok(webhook))
+        })
+        .await
+}
+
+pub async fn delete(store: &Store, id: &str) -> Result<(), WebhookError> {
+    let id = id.to_owned();
+    store
+        .write(move |context| {
+            if context.transaction.open_table(tables::WEBHOOKS)?.remove(id.as_str())?.is_none() {
+                return Ok(Err(WebhookError::NotFound));
+            }
+            context.invalidate_webhooks();
+            Ok(Ok(()))
+        })
+        .await
+}
+
+pub fn get(transaction: &ReadTransaction, id: &str) -> Result<Option<Webhook>, StorageError> {
+    let table = transaction.open_table(tables::WEBHOOKS)?;
+    table.get(id)?.map(|value| decode_json(value.value())).transpose()
+}
+
+pub fn list(transaction: &ReadTransaction, site: &str) -> Result<Vec<Webhook>, StorageError> {
+    let table = transaction.open_table(tables::WEBHOOKS)?;
+    let mut found = Vec::new();
+    for entry in table.iter()? {
+        let webhook: Webhook = decode_json(entry?.1.value())?;
+        if webhook.site == site {
+            found.push(webhook);
+        }
+    }
+    Ok(found)
+}
+
+pub fn get_delivery(transaction: &ReadTransaction, id: u64) -> Result<Option<Delivery>, StorageError> {
+    let table = transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
+    table.get(id)?.map(|value| decode_json(value.value())).transpose()
+}
+
+/// A webhook's deliveries, newest first.
+pub fn deliveries(
+    transaction: &ReadTransaction,
+    webhook_id: &str,
+    limit: usize,
+) -> Result<Vec<Delivery>, StorageError> {
+    let table = transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
+    let mut found = Vec::new();
+    for entry in table.iter()?.rev() {
+        let delivery: Delivery = decode_json(entry?.1.value())?;
+        if delivery.webhook_id == webhook_id {
+            found.push(delivery);
+            if found.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Queues a delivery again (for example after it failed), due now.
+pub async fn resend(store: &Store, delivery_id: u64) -> Result<Delivery, WebhookError> {
+    store
+        .write(move |context| {
+            let mut table = context.transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
+            let Some(mut delivery) =
+                table.get(delivery_id)?.map(|value| decode_json::<Delivery>(value.value())).transpose()?
+            else {
+                return Ok(Err(WebhookError::NotFound));
+            };
+            let mut due = context.transaction.open_table(tables::WEBHOOK_DUE)?;
+            if let Some(previous) = delivery.next_attempt_at {
+                due.remove((previous.max(0) as u64, delivery_id))?;
+            }
+            delivery.status = DeliveryStatus::Pending;
+            delivery.created_at = context.now;
+            delivery.next_attempt_at = Some(context.now);
+            table.insert(delivery_id, encode_json(&delivery).as_slice())?;
+            due.insert((context.now.max(0) as u64, delivery_id), ())?;
+            Ok(Ok(delivery))
+        })
+        .await
+}
+
+/// The event type and payload data of a committed event, if it is one webhooks carry.
+fn describe(
+    context: &mut WriteContext<'_>,
+    event: &CommittedEvent,
+) -> Result<Option<(String, &'static str, Value)>, StorageError> {
+    let epoch = context.epoch();
+    Ok(match event {
+        CommittedEvent::Message { conversation_id, seq, record, .. } => {
+            let Some(conversation) = context.conversation(*conversation_id)? else { return Ok(None) };
+            let view = crate::messages::message_view(*conversation_id, *seq, record, epoch);
+            Some((conversation.site.clone(), "message.created", json!({ "site": conversation.site, "message": view })))
+        }
+        CommittedEvent::Conversation { event, conversation } => {
+            let event_type = match event {
+                ConversationEvent::Created => "conversation.created",
+                ConversationEvent::Assigned { .. } => "conversation.assigned",
+                ConversationEvent::Closed { .. } => "conversation.closed",
+            };
+            Some((conversation.site.clone(), event_type, json!({ "conversation": conversation.view(epoch) })))
+        }
+        CommittedEvent::OfflineMessage(message) => {
+            Some((message.site.clone(), "offline_message.received", json!({ "offline_message": message })))
+        }
+        CommittedEvent::Rated { conversation } => Some((
+            conversation.site.clone(),
+            "conversation.rated",
+            json!({ "conversation_id": conversation.id, "rating": conversation.rating }),
+        )),
+        CommittedEvent::Duplicate { .. } | CommittedEvent::Read { .. } => None,
+    })
+}
+
+/// Writes an outbox row for every subscribed webhook of every event published in this batch.
+/// Runs inside the writer, just before the commit.
+pub fn record_deliveries(context: &mut WriteContext<'_>) -> Result<(), StorageError> {
+    if context.published().is_empty() || context.webhooks()?.is_empty() {
+        return Ok(());
+    }
+    let events: Vec<CommittedEvent> = context.published().to_vec();
+    let mut rows = Vec::new();
+    for event in &events {
+        let Some((site, event_type, data)) = describe(context, event)? else { continue };
+        let subscribed: Vec<String> = context
+            .webhooks()?
+            .iter()
+            .filter(|webhook| webhook.site == site && webhook.events.iter().any(|wanted| wanted == event_type))
+            .map(|webhook| webhook.id.clone())
+            .collect();
+        for webhook_id in subscribed {
+            rows.push((webhook_id, site.clone(), event_type, data.clone()));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let now = context.now;
+    let mut ids = Vec::with_capacity(rows.len());
+    for _ in &rows {
+        ids.push(context.next_id(Counter::WebhookDelivery));
+    }
+    let mut deliveries = context.transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
+    let mut due = context.transaction.open_table(tables::WEBHOOK_DUE)?;
+    for ((webhook_id, site, event_type, data), id) in rows.into_iter().zip(ids) {
+        let timestamp = jiff::Timestamp::from_millisecond(now).map(|at| at.to_string()).unwrap_or_default();
+        let payload = json!({ "type": event_type, "timestamp": timestamp, "data": data }).to_string();
+        let delivery = Delivery {
+            id,
+            webhook_id,
+            site,
+            event_type: event_type.to_owned(),
+            payload,
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            created_at: now,
+            next_attempt_at: Some(now),
+            last_status: None,
+            last_error: None,
+            delivered_at: None,
+        };
+        deliveries.insert(id, encode_json(&delivery).as_slice())?;
+        due.insert((now.max(0) as u64, id), ())?;
+    }
+    Ok(())
+}

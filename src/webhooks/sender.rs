@@ -1,0 +1,252 @@
+//! The webhook sender: posts due deliveries from the outbox, signed like Standard Webhooks
+//! (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,BASE64`), and records each outcome.
+//!
+//! A failed attempt is retried after `retry_base × 2^(attempts-1)` (at most an hour) times a
+//! random factor between 0.5 and 1.5; a delivery still failing a day after its event is marked
+//! failed. Deliveries survive restarts because the outbox is in redb.
+
+use std::time::Duration;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use redb::ReadableTable;
+use sha2::Sha256;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{Delivery, DeliveryStatus, Webhook};
+use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+
+/// How often the sender looks for due deliveries.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Deliveries posted at once.
+const MAX_IN_FLIGHT: usize = 8;
+
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// How the sender behaves; `config.webhooks` in production, shorter in tests.
+#[derive(Clone, Debug)]
+pub struct SenderSettings {
+    pub retry_base: Duration,
+    pub give_up_after: Duration,
+    pub timeout: Duration,
+}
+
+/// The Standard Webhooks signature of a payload.
+pub fn signature(key: &[u8], message_id: &str, timestamp_secs: i64, payload: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(format!("{message_id}.{timestamp_secs}.{payload}").as_bytes());
+    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// Runs until `shutdown`.
+pub async fn run(store: Store, settings: SenderSettings, shutdown: CancellationToken) {
+    let clients =
+        match (crate::outbound::client(settings.timeout, false), crate::outbound::client(settings.timeout, true)) {
+            (Ok(guarded), Ok(open)) => (guarded, open),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::error!(%error, "webhooks are off: the HTTP client could not be built");
+                return;
+            }
+        };
+    let mut in_flight: JoinSet<()> = JoinSet::new();
+    let mut ticker = tokio::time::interval(POLL_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        while in_flight.try_join_next().is_some() {}
+        let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
+        if room == 0 {
+            continue;
+        }
+        let now = crate::clock::now_millis();
+        let due = match store.read(move |transaction| due_deliveries(transaction, now, room)).await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::error!(%error, "reading the webhook outbox failed");
+                continue;
+            }
+        };
+        for (delivery, webhook) in due {
+            // Claim it by moving its due time forward, so the next poll does not post it twice.
+            let claimed_until = now + settings.timeout.as_millis() as i64 * 2;
+            if reschedule(&store, delivery.id, delivery.next_attempt_at, Some(claimed_until)).await.is_err() {
+                continue;
+            }
+            let client = if webhook.as_ref().is_some_and(|webhook| webhook.allow_private) {
+                clients.1.clone()
+            } else {
+                clients.0.clone()
+            };
+            let store = store.clone();
+            let settings = settings.clone();
+            in_flight.spawn(async move {
+                let outcome = match &webhook {
+                    Some(webhook) => post(&client, webhook, &delivery).await,
+                    None => Err((None, "the webhook was deleted".to_owned())),
+                };
+                if let Err(error) =
+                    record_outcome(&store, &settings, delivery.id, claimed_until, outcome, webhook.is_none()).await
+                {
+                    tracing::error!(%error, delivery_id = delivery.id, "recording a webhook outcome failed");
+                }
+            });
+        }
+    }
+    in_flight.shutdown().await;
+}
+
+fn due_deliveries(
+    transaction: &redb::ReadTransaction,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<(Delivery, Option<Webhook>)>, StorageError> {
+    let due = transaction.open_table(tables::WEBHOOK_DUE)?;
+    let deliveries = transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
+    let mut found = Vec::new();
+    for entry in due.range((0, 0)..=(now.max(0) as u64, u64::MAX))? {
+        if found.len() >= limit {
+            break;
+        }
+        let (_, id) = entry?.0.value();
+        if let Some(value) = deliveries.get(id)? {
+            let delivery: Delivery = decode_json(value.value())?;
+            let webhook = super::get(transaction, &delivery.webhook_id)?;
+            found.push((delivery, webhook));
+        }
+    }
+    Ok(found)
+}
+
+async fn post(client: &reqwest::Client, webhook: &Webhook, delivery: &Delivery) -> Result<u16, (Option<u16>, String)> {
+    let message_id = format!("msg_{}", delivery.id);
+    let timestamp = crate::clock::now_millis() / 1000;
+    let response = client
+        .post(&webhook.url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &message_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature(&webhook.key(), &message_id, timestamp, &delivery.payload))
+        .body(delivery.payload.clone());
+    let url = reqwest::Url::parse(&webhook.url).map_err(|error| (None, error.to_string()))?;
+    crate::outbound::check_url(&url, webhook.allow_private).map_err(|error| (None, error.to_string()))?;
+    match response.send().await {
+        Ok(response) if response.status().is_success() => Ok(response.status().as_u16()),
+        Ok(response) => Err((Some(response.status().as_u16()), format!("the receiver answered {}", response.status()))),
+        Err(error) => Err((None, describe_error(&error))),
+    }
+}
+
+/// The innermost cause, which says why (a refused private address, a timeout, a refused connection).
+fn describe_error(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// Moves a delivery's due time; `None` takes it out of the due index.
+async fn reschedule(store: &Store, id: u64, from: Option<i64>, to: Option<i64>) -> Result<(), StorageError> {
+    store
+        .write(move |context| {
+            let mut due = context.transaction.open_table(tables::WEBHOOK_DUE)?;
+            if let Some(from) = from {
+                due.remove((from.max(0) as u64, id))?;
+            }
+            if let Some(to) = to {
+                due.insert((to.max(0) as u64, id), ())?;
+            }
+            drop(due);
+            let mut deliveries = context.transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
+            let found = deliveries.get(id)?.map(|value| decode_json::<Delivery>(value.value())).transpose()?;
+            if let Some(mut delivery) = found {
+                delivery.next_attempt_at = to;
+                deliveries.insert(id, encode_json(&delivery).as_slice())?;
+            }
+            Ok(Ok::<_, StorageError>(()))
+        })
+        .await
+}
+
+async fn record_outcome(
+    store: &Store,
+    settings: &SenderSettings,
+    id: u64,
+    claimed_until: i64,
+    outcome: Result<u16, (Option<u16>, String)>,
+    give_up_now: bool,
+) -> Result<(), StorageError> {
+    let retry_base = settings.retry_base;
+    let give_up_after = settings.give_up_after.as_millis() as i64;
+    store
+        .write(move |context| {
+            let now = context.now;
+            let mut deliveries = context.transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
+            let Some(mut delivery) = deliveries.get(id)?.map(|value| decode_json::<Delivery>(value.value())).transpose()? else {
+                return Ok(Ok(()));
+            };
+            let mut due = context.transaction.open_table(tables::WEBHOOK_DUE)?;
+            due.remove((claimed_until.max(0) as u64, id))?;
+            delivery.attempts += 1;
+            match outcome {
+                Ok(status) => {
+                    delivery.status = DeliveryStatus::Delivered;
+                    delivery.last_status = Some(status);
+                    delivery.last_error = None;
+                    delivery.delivered_at = Some(now);
+                    delivery.next_attempt_at = None;
+                }
+                Err((status, error)) => {
+                    delivery.last_status = status;
+                    delivery.last_error = Some(error);
+                    let next = now + backoff(retry_base, delivery.attempts).as_millis() as i64;
+                    if give_up_now || next - delivery.created_at > give_up_after {
+                        delivery.status = DeliveryStatus::Failed;
+                        delivery.next_attempt_at = None;
+                    } else {
+                        delivery.next_attempt_at = Some(next);
+                        due.insert((next.max(0) as u64, id), ())?;
+                    }
+                }
+            }
+            tracing::info!(delivery_id = id, attempts = delivery.attempts, status = ?delivery.status, "webhook attempt");
+            deliveries.insert(id, encode_json(&delivery).as_slice())?;
+            Ok(Ok::<_, StorageError>(()))
+        })
+        .await
+}
+
+/// The wait before attempt `attempts + 1`: exponential, capped, with ±50 % jitter.
+pub fn backoff(base: Duration, attempts: u32) -> Duration {
+    let exponential = base.saturating_mul(1u32 << attempts.saturating_sub(1).min(20)).min(MAX_BACKOFF);
+    exponential.mul_f64(rand::random_range(0.5..1.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_follow_standard_webhooks() {
+        // The example of the Standard Webhooks specification.
+        let key = base64::engine::general_purpose::STANDARD.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let payload = r#"{"test": 2432232314}"#;
+        assert_eq!(
+            signature(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, payload),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        let base = Duration::from_secs(5);
+        assert!(backoff(base, 1) <= Duration::from_millis(7500));
+        assert!(backoff(base, 4) >= Duration::from_secs(20));
+        assert!(backoff(base, 40) <= MAX_BACKOFF.mul_f64(1.5));
+    }
+}
