@@ -201,6 +201,7 @@ pub fn append(
     }
     let seq = conversation.last_seq;
     let day = conversation.last_day;
+    let site = conversation.site.clone();
 
     let record = MessageRecord {
         lsn,
@@ -229,6 +230,7 @@ pub fn append(
     context.publish(CommittedEvent::Message {
         conversation_id,
         seq,
+        site,
         record: Arc::new(record),
         origin: new_message.origin,
     });
