@@ -31,7 +31,10 @@ pub async fn block_visitor(store: &Store, visitor_id: u64, ip: Option<String>) -
             visitor.blocked = true;
             visitors.insert(visitor_id, encode_json(&visitor).as_slice())?;
             if let Some(ip) = &ip {
-                context.transaction.open_table(tables::BLOCKED_IPS)?.insert((visitor.site.as_str(), ip.as_str()), context.now)?;
+                context
+                    .transaction
+                    .open_table(tables::BLOCKED_IPS)?
+                    .insert((visitor.site.as_str(), ip.as_str()), context.now)?;
             }
             Ok(Ok(visitor))
         })

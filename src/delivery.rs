@@ -58,10 +58,16 @@ pub enum CommittedEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConversationEvent {
     Created,
-    Assigned { previous: Option<u64> },
-    Closed { previous: Option<u64> },
+    Assigned {
+        previous: Option<u64>,
+    },
+    Closed {
+        previous: Option<u64>,
+    },
     /// Back in the queue after a transfer to a team.
-    Queued { previous: Option<u64> },
+    Queued {
+        previous: Option<u64>,
+    },
     /// A closed conversation opened again, assigned to the agent who reopened it.
     Reopened,
 }
@@ -411,8 +417,7 @@ fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
 fn subscribe_agent(hub: &Hub, agent_id: u64, conversation: &Conversation) {
     for connection in hub.agent_connections(agent_id) {
         if hub.subscribe(conversation.id, &connection) {
-            connection
-                .push(Outbound::Subscribed { conversation_id: conversation.id, last_seq: conversation.last_seq });
+            connection.push(Outbound::Subscribed { conversation_id: conversation.id, last_seq: conversation.last_seq });
         }
     }
 }

@@ -15,11 +15,23 @@ pub enum ClientFrame {
     Hello(Hello),
     Send(Send),
     Resume(ResumePoint),
-    Typing { conversation_id: u64, active: bool },
-    Read { conversation_id: u64, seq: u64 },
-    Take { conversation_id: u64 },
-    Close { conversation_id: u64 },
-    Presence { status: Presence },
+    Typing {
+        conversation_id: u64,
+        active: bool,
+    },
+    Read {
+        conversation_id: u64,
+        seq: u64,
+    },
+    Take {
+        conversation_id: u64,
+    },
+    Close {
+        conversation_id: u64,
+    },
+    Presence {
+        status: Presence,
+    },
     /// A visitor's page view, for the agents' live visitor list.
     PageView(crate::visitors::PageView),
     Ping,

@@ -27,15 +27,36 @@ use crate::storage::{StorageError, Store};
 const ROUTING_QUEUE_CAPACITY: usize = 4096;
 
 pub enum RoutingEvent {
-    AgentConnected { agent: Agent },
-    AgentDisconnected { agent_id: u64 },
-    Presence { agent_id: u64, status: Presence },
-    Conversation { event: ConversationEvent, conversation: Conversation },
-    MessageStored { conversation_id: u64, sender_kind: SenderKind },
-    AssignFailed { conversation_id: u64, agent_id: u64 },
-    GraceExpired { agent_id: u64, generation: u64 },
+    AgentConnected {
+        agent: Agent,
+    },
+    AgentDisconnected {
+        agent_id: u64,
+    },
+    Presence {
+        agent_id: u64,
+        status: Presence,
+    },
+    Conversation {
+        event: ConversationEvent,
+        conversation: Conversation,
+    },
+    MessageStored {
+        conversation_id: u64,
+        sender_kind: SenderKind,
+    },
+    AssignFailed {
+        conversation_id: u64,
+        agent_id: u64,
+    },
+    GraceExpired {
+        agent_id: u64,
+        generation: u64,
+    },
     /// A team was created or changed its members.
-    TeamChanged { team: crate::teams::Team },
+    TeamChanged {
+        team: crate::teams::Team,
+    },
 }
 
 /// The handle connections and the dispatcher use to reach the router.

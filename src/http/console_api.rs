@@ -331,7 +331,9 @@ pub struct VisitorProfile {
 
 async fn served_visitor(app: &AppState, agent: &Agent, visitor_id: u64) -> Result<Visitor, ApiError> {
     let visitor = app.store.read(move |transaction| visitors::get(transaction, visitor_id)).await?;
-    visitor.filter(|visitor| agent.serves_site(&visitor.site)).ok_or_else(|| ApiError::NotFound("no such visitor".into()))
+    visitor
+        .filter(|visitor| agent.serves_site(&visitor.site))
+        .ok_or_else(|| ApiError::NotFound("no such visitor".into()))
 }
 
 /// `GET /api/v1/visitors/{id}`: profile, attributes and whether the visitor is online.
@@ -417,9 +419,7 @@ pub async fn block_visitor(
         match online {
             Some(online) => Some(online.ip),
             None => {
-                return Err(ApiError::Conflict(
-                    "ip: the visitor's address is known only while they are online".into(),
-                ));
+                return Err(ApiError::Conflict("ip: the visitor's address is known only while they are online".into()));
             }
         }
     } else {
