@@ -228,7 +228,7 @@ pub async fn list_by_state(app: AppState, caller: Agent, query: ListQuery) -> Re
                         _ => true,
                     })
                     .collect();
-                chosen.sort_by(|a, b| b.id.cmp(&a.id));
+                chosen.sort_by_key(|conversation| std::cmp::Reverse(conversation.id));
                 let more = chosen.len() > limit;
                 chosen.truncate(limit);
                 let next = if more { chosen.last().map(|c| c.id) } else { None };
@@ -483,7 +483,7 @@ pub async fn transfer(
         }
         (None, Some(team_id)) => {
             let team = app.store.read(move |transaction| teams::get(transaction, team_id)).await?;
-            if !team.is_some_and(|team| team.site == site) {
+            if team.is_none_or(|team| team.site != site) {
                 return Err(ApiError::Unprocessable("team_id: no such team on this conversation's site".into()));
             }
             TransferTarget::Team(team_id)
