@@ -1,0 +1,180 @@
+// console.test.js: the agent console in headless Chromium against a real kefu
+// server, with a protocol-level visitor (lib/visitor.js). Run from the
+// repository root: node --test --test-concurrency=1 tests/browser/console/
+
+import { test, before, after, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { resolve } from 'node:path';
+import { Kefu, ANN, BOB, BOSS } from './lib/kefu.js';
+import { Visitor } from './lib/visitor.js';
+import { launch, consolePage, bubbles } from './lib/browser.js';
+
+const DOCS = resolve(import.meta.dirname, '../../../docs');
+let browser;
+let kefu;
+let contexts = [];
+let visitors = [];
+
+before(async () => {
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+afterEach(async () => {
+  for (const visitor of visitors) visitor.close();
+  for (const context of contexts) await context.close();
+  visitors = [];
+  contexts = [];
+  await kefu?.close();
+});
+
+async function setup(env) {
+  kefu = await Kefu.create(env);
+  await kefu.start();
+}
+
+async function openConsole(email, options) {
+  const opened = await consolePage(browser, kefu, email, options);
+  contexts.push(opened.context);
+  return opened.page;
+}
+
+async function newVisitor() {
+  const visitor = await Visitor.open(kefu);
+  visitors.push(visitor);
+  return visitor;
+}
+
+test('an agent logs in, is notified, replies, uses a canned reply, writes a note, transfers and closes', async () => {
+  await setup();
+  const boss = await kefu.login(BOSS);
+  const canned = await kefu.request('POST', '/api/v1/canned-replies', {
+    token: boss.token, body: { site: kefu.siteKey, shortcut: 'thanks', text: 'Thank you for waiting!' },
+  });
+  assert.equal(canned.status, 201);
+  const bobLogin = await kefu.login(BOB);
+
+  const page = await openConsole(ANN);
+  // The tab is in the background when the visitor writes.
+  await page.evaluate(() => { window.__focused = false; });
+  const visitor = await newVisitor();
+  const ack = await visitor.say('Hello, I need help with my order');
+  const conversationId = ack.conversation_id;
+  await page.waitForFunction(() => window.__notifications.length > 0);
+  const notes = await page.evaluate(() => window.__notifications);
+  assert.ok(notes.some((n) => /New (conversation|message)/.test(n.title)), JSON.stringify(notes));
+  await page.evaluate(() => { window.__focused = true; });
+
+  // Ann holds it (the only agent online): it is in "Mine" with an unread badge.
+  const row = page.locator(`.row[data-conversation="${conversationId}"]`);
+  await row.locator('.badge').waitFor();
+  await row.click();
+  await bubbles(page, 'Hello, I need help with my order').waitFor();
+  await row.locator('.badge').waitFor({ state: 'detached' });
+
+  // Reply.
+  await page.locator('#input').fill('Hi! Let me look that up.');
+  await page.locator('#input').press('Enter');
+  await visitor.waitForMessage('Hi! Let me look that up.');
+
+  // Canned reply with "/".
+  await page.locator('#input').pressSequentially('/tha');
+  await page.locator('#canned-menu [data-shortcut="thanks"]').waitFor();
+  await page.locator('#input').press('Enter');
+  assert.equal(await page.locator('#input').inputValue(), 'Thank you for waiting!');
+  await page.locator('#input').press('Control+Enter');
+  await visitor.waitForMessage('Thank you for waiting!');
+
+  // An internal note: visibly distinct, never sent to the visitor.
+  await page.locator('#internal').check();
+  await page.locator('#input').fill('VIP customer, be generous');
+  await page.locator('#input').press('Enter');
+  await page.locator('#messages .msg.internal .bubble', { hasText: 'VIP customer, be generous' }).waitFor();
+  const noteColour = await page.locator('#messages .msg.internal .bubble').first().evaluate((e) => getComputedStyle(e).backgroundColor);
+  const replyColour = await page.locator('#messages .msg.out .bubble').first().evaluate((e) => getComputedStyle(e).backgroundColor);
+  assert.notEqual(noteColour, replyColour);
+  await page.locator('#internal').uncheck();
+  await visitor.say('Order 1234, the blue teapot');
+  await bubbles(page, 'Order 1234, the blue teapot').waitFor();
+  await page.locator('#input').fill('Found it 👍');
+  await page.locator('#input').press('Enter');
+  await visitor.waitForMessage('Found it 👍');
+  await page.screenshot({ path: `${DOCS}/console.png` });
+
+  // Transfer to Bob with a note.
+  await page.locator('#act-transfer').click();
+  await page.locator('#transfer-target').selectOption(`agent:${bobLogin.agent.id}`);
+  await page.locator('#transfer-note').fill('Please handle the refund');
+  await page.locator('#transfer-ok').click();
+  await page.locator('#pane-status', { hasText: 'bob' }).waitFor();
+  await page.locator('#messages .msg.internal .bubble', { hasText: 'Please handle the refund' }).waitFor();
+  const mine = await kefu.request('GET', '/api/v1/conversations?state=mine', { token: bobLogin.token });
+  assert.equal(mine.body.conversations[0]?.id, conversationId);
+
+  // Close; the visitor hears it; the console offers to reopen.
+  await page.locator('#act-close').click();
+  await visitor.waitFor((f) => f.type === 'conversation' && f.event === 'closed', 'closed event');
+  await page.locator('#act-reopen').waitFor({ state: 'visible' });
+  await page.locator('#act-reopen').click();
+  await page.locator('#pane-status', { hasText: 'you' }).waitFor();
+
+  // The visitor never saw a note, and saw every reply once.
+  const texts = visitor.texts();
+  assert.ok(!texts.some((t) => t.includes('VIP') || t.includes('refund')), JSON.stringify(texts));
+  assert.equal(texts.filter((t) => t === 'Thank you for waiting!').length, 1);
+  const history = await kefu.request('GET', `/api/v1/conversations/${conversationId}/messages`, { token: visitor.token });
+  assert.ok(!history.body.messages.some((m) => m.internal));
+});
+
+test('the live visitor list shows who is on the site and an agent can start a chat', async () => {
+  await setup();
+  const page = await openConsole(ANN);
+  const visitor = await newVisitor();
+  await page.locator('.list-tabs [data-list="visitors"]').click();
+  const row = page.locator(`.row[data-visitor="${visitor.id}"]`);
+  await row.waitFor();
+  assert.match(await row.textContent(), /Cart/);
+  assert.match(await row.textContent(), /Chrome 131 on Linux · 127\.0\.0\.1/);
+  visitor.send({ type: 'page_view', url: 'https://shop.test/checkout', title: 'Checkout' });
+  await row.locator('.preview', { hasText: 'Checkout' }).waitFor();
+  await row.locator('button.chat-visitor').click();
+  await page.locator('#pane-status', { hasText: 'you' }).waitFor();
+  await page.locator('#input').fill('Can I help you check out?');
+  await page.locator('#input').press('Enter');
+  await visitor.waitForMessage('Can I help you check out?');
+  await page.locator('.visitor-panel dd', { hasText: 'https://shop.test/checkout' }).waitFor();
+});
+
+test('the console resumes after the server restarts, losing and duplicating nothing', async () => {
+  await setup();
+  const page = await openConsole(ANN);
+  const visitor = await newVisitor();
+  const { conversation_id: conversationId } = await visitor.say('m1');
+  await page.locator(`.row[data-conversation="${conversationId}"]`).click();
+  await bubbles(page, 'm1').waitFor();
+  await visitor.say('m2');
+  await bubbles(page, 'm2').waitFor();
+
+  await kefu.kill();
+  await page.locator('#connection:not([data-state="open"])').waitFor({ state: 'attached' });
+  // The agent writes while the server is down; the console keeps it and resends it.
+  await page.locator('#input').fill('agent while down');
+  await page.locator('#input').press('Enter');
+  await kefu.start();
+  // The visitor is back first and writes before the console has reconnected.
+  await visitor.connect();
+  for (const text of ['m3', 'm4', 'm5']) await visitor.say(text);
+  await page.locator('#connection[data-state="open"]').waitFor({ state: 'attached' });
+  await visitor.waitForMessage('agent while down');
+  await visitor.say('m6');
+  await bubbles(page, 'm6').waitFor();
+  for (const text of ['m1', 'm2', 'm3', 'm4', 'm5', 'm6', 'agent while down']) {
+    assert.equal(await bubbles(page, text).count(), 1, `${text} shown once`);
+  }
+  const seqs = await page.evaluate((id) => window.kefuConsole.state.conversations.get(id).sorted.map((m) => m.seq), conversationId);
+  assert.deepEqual(seqs, seqs.map((_, i) => i + 1), 'every seq once, in order, no gap');
+  assert.equal(visitor.texts().filter((t) => t === 'agent while down').length, 1);
+});
