@@ -11,7 +11,7 @@ import { VirtualList } from './vlist.js';
 import { Connection } from './connection.js';
 
 const $ = (id) => document.getElementById(id);
-const HISTORY_PAGE = 100;
+const HISTORY_PAGE = 200;
 const CLOSED_PAGE = 50;
 const EMOJI = ['😀', '😁', '😂', '😊', '😍', '😉', '🙂', '🤔', '😅', '😢', '👍', '👏', '🙏', '👌', '👋', '🤝', '🎉', '❤️', '🔥', '⭐',
   '✅', '❌', '❓', '💯', '🎁', '📦', '🚚', '💰', '🛒', '⏰'];

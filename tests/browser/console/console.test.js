@@ -101,8 +101,17 @@ test('an agent logs in, is notified, replies, uses a canned reply, writes a note
   await bubbles(page, 'Order 1234, the blue teapot').waitFor();
   await page.locator('#input').fill('Found it 👍');
   await page.locator('#input').press('Enter');
-  await visitor.waitForMessage('Found it 👍');
+  const found = await visitor.waitForMessage('Found it 👍');
+  // Read receipts and typing, both ways.
+  await visitor.waitFor((f) => f.type === 'read' && f.reader.kind === 'agent' && f.seq >= found.seq, 'the agent read receipt');
+  visitor.send({ type: 'read', conversation_id: conversationId, seq: found.seq });
+  await page.locator('#messages .msg.out .who', { hasText: '✓✓' }).last().waitFor();
+  visitor.send({ type: 'typing', conversation_id: conversationId, active: true });
+  await page.locator('#pane-typing', { hasText: 'typing' }).waitFor();
+  await page.locator('#input').pressSequentially('One more');
+  await visitor.waitFor((f) => f.type === 'typing' && f.sender.kind === 'agent' && f.active, 'the agent typing');
   await page.screenshot({ path: `${DOCS}/console.png` });
+  await page.locator('#input').fill('');
 
   // Transfer to Bob with a note.
   await page.locator('#act-transfer').click();
@@ -150,7 +159,7 @@ test('the live visitor list shows who is on the site and an agent can start a ch
 
 test('the console resumes after the server restarts, losing and duplicating nothing', async () => {
   await setup();
-  const page = await openConsole(ANN);
+  const page = await openConsole(ANN, { locale: 'zh-CN' });
   const visitor = await newVisitor();
   const { conversation_id: conversationId } = await visitor.say('m1');
   await page.locator(`.row[data-conversation="${conversationId}"]`).click();
@@ -177,4 +186,59 @@ test('the console resumes after the server restarts, losing and duplicating noth
   const seqs = await page.evaluate((id) => window.kefuConsole.state.conversations.get(id).sorted.map((m) => m.seq), conversationId);
   assert.deepEqual(seqs, seqs.map((_, i) => i + 1), 'every seq once, in order, no gap');
   assert.equal(visitor.texts().filter((t) => t === 'agent while down').length, 1);
+  assert.equal(await page.locator('#act-close').textContent(), '结束');
+  await page.screenshot({ path: `${DOCS}/console-zh.png` });
+});
+
+test('500 open conversations and 10,000 messages in one stay light: only what is visible is drawn', async () => {
+  await setup({ KEFU_LIMITS__FRAMES_PER_SECOND: '100000', KEFU_LIMITS__FRAME_BURST: '100000' });
+  const big = await newVisitor();
+  const first = await big.say('message 1');
+  const N = 10000;
+  // Pipelined in chunks; acks come in order, so the chunk's last ack covers it.
+  for (let n = 2; n <= N; n += 500) {
+    for (let k = n; k < Math.min(n + 499, N); k++) big.send({ type: 'send', client_id: `bulk-${k}`, text: `message ${k}` });
+    await big.say(`message ${Math.min(n + 499, N)}`);
+  }
+  big.frames.length = 0;
+  for (let batch = 0; batch < 10; batch++) {
+    await Promise.all(Array.from({ length: 50 }, async (_, i) => {
+      const visitor = await newVisitor();
+      await visitor.say(`question ${batch * 50 + i}`);
+      visitor.close();
+    }));
+  }
+  const page = await openConsole(ANN);
+  await page.locator('.list-tabs [data-list="open"]').click();
+  await page.locator('[data-count="open"]', { hasText: '501' }).waitFor();
+  const rows = await page.locator('#list .row').count();
+  assert.ok(rows < 40, `${rows} conversation rows in the DOM for 501 conversations`);
+
+  const started = Date.now();
+  await page.evaluate((id) => window.kefuConsole.state.conversations.get(id) && null, first.conversation_id);
+  await page.locator('.list-tabs [data-list="mine"]').click();
+  await page.locator(`.row[data-conversation="${first.conversation_id}"]`).click();
+  await bubbles(page, `message ${N}`).waitFor();
+  const openedMs = Date.now() - started;
+  // Scroll up through the whole history, page by page.
+  const activeLength = () => page.evaluate(() => window.kefuConsole.state.conversations.get(window.kefuConsole.state.active).sorted.length);
+  while ((await activeLength()) < N) {
+    const before = await page.evaluate(() => window.kefuConsole.state.conversations.get(window.kefuConsole.state.active).sorted.length);
+    await page.locator('#messages').evaluate((e) => { e.scrollTop = 0; });
+    await page.waitForFunction((n) => window.kefuConsole.state.conversations.get(window.kefuConsole.state.active).sorted.length > n, before);
+  }
+  const loaded = await page.evaluate(() => window.kefuConsole.state.conversations.get(window.kefuConsole.state.active).sorted.length);
+  const drawn = await page.locator('#messages .msg').count();
+  assert.equal(loaded, N);
+  assert.ok(drawn < 80, `${drawn} message nodes in the DOM for ${loaded} loaded`);
+  const frameMs = await page.evaluate(async () => {
+    const list = document.getElementById('messages');
+    const t0 = performance.now();
+    for (let i = 0; i < 50; i++) {
+      list.scrollTop = (i * 997) % list.scrollHeight;
+      await new Promise((r) => requestAnimationFrame(r));
+    }
+    return (performance.now() - t0) / 50;
+  });
+  console.log(`# 501 conversations: ${rows} rows drawn; 10,000-message conversation opened in ${openedMs} ms, ${loaded} loaded, ${drawn} drawn, ${frameMs.toFixed(1)} ms per scrolled frame`);
 });
