@@ -155,6 +155,18 @@ test('the live visitor list shows who is on the site and an agent can start a ch
   await page.locator('#input').press('Enter');
   await visitor.waitForMessage('Can I help you check out?');
   await page.locator('.visitor-panel dd', { hasText: 'https://shop.test/checkout' }).waitFor();
+
+  // Keyboard: Esc closes the pane, Alt+↓ opens the next conversation of the list, ? shows the help.
+  await page.keyboard.press('Escape');
+  await page.locator('#pane').waitFor({ state: 'hidden' });
+  await page.locator('.list-tabs [data-list="mine"]').click();
+  await page.keyboard.press('Alt+ArrowDown');
+  await page.locator('#pane').waitFor({ state: 'visible' });
+  await page.locator('#list').focus();
+  await page.keyboard.press('?');
+  await page.locator('#help-dialog', { hasText: 'Alt+↓' }).waitFor({ state: 'visible' });
+  await page.keyboard.press('Escape');
+  await page.locator('#help-dialog').waitFor({ state: 'hidden' });
 });
 
 test('the console resumes after the server restarts, losing and duplicating nothing', async () => {
