@@ -142,10 +142,8 @@ export class VirtualList {
     for (const key of wanted) {
       const h = this.nodes.get(key).offsetHeight;
       if (h && this.heights.get(key) !== h) {
-        const firstVisibleKey = this.items[this.indexAt(c.scrollTop)];
         this.heights.set(key, h);
         changed = true;
-        void firstVisibleKey;
       }
     }
     if (changed) {
