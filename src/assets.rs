@@ -120,6 +120,11 @@ pub async fn demo_page(headers: HeaderMap) -> Response {
     serve("demo.html", &headers, "'self'")
 }
 
+/// `GET /console`: the agent console.
+pub async fn console_page(headers: HeaderMap) -> Response {
+    serve("console/index.html", &headers, "'none'")
+}
+
 #[derive(Serialize)]
 pub struct DemoSite {
     key: String,

@@ -49,6 +49,9 @@ pub struct Conversation {
     pub first_response_at: Option<i64>,
     /// The visitor's satisfaction rating, given once the conversation is closed.
     pub rating: Option<Rating>,
+    /// The team the conversation waits for after a transfer to a team; routing then picks only
+    /// its members.
+    pub team: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -91,6 +94,8 @@ pub enum ConversationError {
     NotClosed,
     #[error("the conversation was already rated")]
     AlreadyRated,
+    #[error("the visitor already has an open conversation")]
+    VisitorHasOpen,
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -99,12 +104,23 @@ pub enum ConversationError {
 
 /// Starts a new conversation for a visitor (inside a writer operation) and publishes `created`.
 pub fn create_for_visitor(context: &mut WriteContext<'_>, site: &str, visitor_id: u64) -> Result<u64, StorageError> {
+    create_with_holder(context, site, visitor_id, None)
+}
+
+/// Starts a new conversation, queued or (an agent reaching out to a visitor) already assigned.
+pub fn create_with_holder(
+    context: &mut WriteContext<'_>,
+    site: &str,
+    visitor_id: u64,
+    agent_id: Option<u64>,
+) -> Result<u64, StorageError> {
     let id = context.next_id(Counter::Conversation);
     let conversation = Conversation {
         id,
         site: site.to_owned(),
         visitor_id,
-        status: ConversationStatus::Queued,
+        status: if agent_id.is_some() { ConversationStatus::Assigned } else { ConversationStatus::Queued },
+        assigned_agent: agent_id,
         created_at: context.now,
         updated_at: context.now,
         last_day: crate::clock::day_of(context.now),
@@ -161,6 +177,7 @@ pub async fn assign(
             let previous = conversation.assigned_agent;
             conversation.status = ConversationStatus::Assigned;
             conversation.assigned_agent = Some(agent_id);
+            conversation.team = None;
             conversation.updated_at = now;
             let conversation = conversation.clone();
             context.publish(CommittedEvent::Conversation {

@@ -10,7 +10,7 @@
 //! one task dispatches every committed event in commit order.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -34,6 +34,8 @@ pub enum CommittedEvent {
     Message {
         conversation_id: u64,
         seq: u64,
+        /// The conversation's site, whose agents get an `activity` frame for their lists.
+        site: String,
         record: Arc<MessageRecord>,
         origin: Option<ConnectionHandle>,
     },
@@ -63,8 +65,18 @@ pub enum CommittedEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConversationEvent {
     Created,
-    Assigned { previous: Option<u64> },
-    Closed { previous: Option<u64> },
+    Assigned {
+        previous: Option<u64>,
+    },
+    Closed {
+        previous: Option<u64>,
+    },
+    /// Back in the queue after a transfer to a team.
+    Queued {
+        previous: Option<u64>,
+    },
+    /// A closed conversation opened again, assigned to the agent who reopened it.
+    Reopened,
 }
 
 impl ConversationEvent {
@@ -73,6 +85,8 @@ impl ConversationEvent {
             ConversationEvent::Created => "created",
             ConversationEvent::Assigned { .. } => "assigned",
             ConversationEvent::Closed { .. } => "closed",
+            ConversationEvent::Queued { .. } => "queued",
+            ConversationEvent::Reopened => "reopened",
         }
     }
 }
@@ -109,6 +123,8 @@ struct ConnectionShared {
     queue: mpsc::Sender<Outbound>,
     /// Set when a frame could not be queued; the connection then closes with `SLOW_CONSUMER`.
     overflowed: AtomicBool,
+    /// A close code someone else asked for (a block closes the visitor's connections); 0 for none.
+    close_requested: AtomicU16,
 }
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
@@ -116,7 +132,15 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 impl ConnectionHandle {
     pub fn new(role: Role, queue: mpsc::Sender<Outbound>) -> ConnectionHandle {
         let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-        ConnectionHandle { inner: Arc::new(ConnectionShared { id, role, queue, overflowed: AtomicBool::new(false) }) }
+        ConnectionHandle {
+            inner: Arc::new(ConnectionShared {
+                id,
+                role,
+                queue,
+                overflowed: AtomicBool::new(false),
+                close_requested: AtomicU16::new(0),
+            }),
+        }
     }
 
     pub fn id(&self) -> u64 {
@@ -136,6 +160,18 @@ impl ConnectionHandle {
 
     pub fn overflowed(&self) -> bool {
         self.inner.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// Asks the connection to send `last_frame` and close with `code`.
+    pub fn request_close(&self, code: u16, last_frame: Bytes) {
+        self.inner.close_requested.store(code, Ordering::Relaxed);
+        // The frame also wakes the connection task; a full queue closes it anyway.
+        self.push(Outbound::Frame(last_frame));
+    }
+
+    /// The close code requested with [`ConnectionHandle::request_close`], if any.
+    pub fn close_requested(&self) -> Option<u16> {
+        Some(self.inner.close_requested.load(Ordering::Relaxed)).filter(|code| *code != 0)
     }
 }
 
@@ -274,8 +310,18 @@ pub async fn run_dispatcher(mut committed: mpsc::Receiver<CommittedBatch>, hub: 
 
 fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
     match event {
-        CommittedEvent::Message { conversation_id, seq, record, origin } => {
+        CommittedEvent::Message { conversation_id, seq, site, record, origin } => {
             let view = message_view(conversation_id, seq, &record, epoch);
+            let activity = ServerFrame::Activity {
+                conversation_id,
+                seq,
+                sender_kind: record.sender_kind,
+                internal: record.internal,
+                preview: preview(&record.text),
+                created_at: record.created_at,
+            }
+            .encode();
+            hub.broadcast_to_site_agents(&site, &activity);
             let frame = ServerFrame::Message(&view).encode();
             let ack = origin.as_ref().map(|_| {
                 ServerFrame::Ack {
@@ -335,7 +381,17 @@ fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
                             });
                         }
                     }
+                    // An agent who started the conversation follows it from the start.
+                    if let Some(agent_id) = conversation.assigned_agent {
+                        subscribe_agent(hub, agent_id, &conversation);
+                    }
                 }
+                ConversationEvent::Reopened => {
+                    if let Some(agent_id) = conversation.assigned_agent {
+                        subscribe_agent(hub, agent_id, &conversation);
+                    }
+                }
+                ConversationEvent::Queued { .. } => {}
                 ConversationEvent::Assigned { .. } => {
                     if let Some(agent_id) = conversation.assigned_agent {
                         for connection in hub.agent_connections(agent_id) {
@@ -363,5 +419,23 @@ fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
                 connection.push(Outbound::Frame(frame.clone()));
             }
         }
+    }
+}
+
+fn subscribe_agent(hub: &Hub, agent_id: u64, conversation: &Conversation) {
+    for connection in hub.agent_connections(agent_id) {
+        if hub.subscribe(conversation.id, &connection) {
+            connection.push(Outbound::Subscribed { conversation_id: conversation.id, last_seq: conversation.last_seq });
+        }
+    }
+}
+
+/// Characters of a message shown in the agents' conversation lists.
+const PREVIEW_CHARS: usize = 80;
+
+fn preview(text: &str) -> &str {
+    match text.char_indices().nth(PREVIEW_CHARS) {
+        Some((end, _)) => &text[..end],
+        None => text,
     }
 }

@@ -5,10 +5,13 @@
 
 pub mod agents;
 pub mod assets;
+pub mod blocking;
+pub mod canned_replies;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod conversation_actions;
 pub mod conversations;
 pub mod delivery;
 pub mod http;
@@ -24,8 +27,10 @@ pub mod server;
 pub mod session;
 pub mod sites;
 pub mod storage;
+pub mod teams;
 pub mod telemetry;
 pub mod transport;
 pub mod uploads;
+pub mod visitor_presence;
 pub mod visitors;
 pub mod webhooks;

@@ -238,6 +238,7 @@ pub fn append(
     }
     let seq = conversation.last_seq;
     let day = conversation.last_day;
+    let site = conversation.site.clone();
 
     let kind = match new_message.attachment.as_ref().map(|upload| upload.kind) {
         None => MessageKind::Text,
@@ -291,6 +292,7 @@ pub fn append(
     context.publish(CommittedEvent::Message {
         conversation_id,
         seq,
+        site,
         record: Arc::new(record),
         origin: new_message.origin,
     });

@@ -15,17 +15,31 @@ pub enum ClientFrame {
     Hello(Hello),
     Send(Send),
     Resume(ResumePoint),
-    Typing { conversation_id: u64, active: bool },
-    Read { conversation_id: u64, seq: u64 },
-    Take { conversation_id: u64 },
-    Close { conversation_id: u64 },
-    Presence { status: Presence },
+    Typing {
+        conversation_id: u64,
+        active: bool,
+    },
+    Read {
+        conversation_id: u64,
+        seq: u64,
+    },
+    Take {
+        conversation_id: u64,
+    },
+    Close {
+        conversation_id: u64,
+    },
+    Presence {
+        status: Presence,
+    },
+    /// A visitor's page view, for the agents' live visitor list.
+    PageView(crate::visitors::PageView),
     Ping,
 }
 
 /// The frame types a client may send, for telling an unknown type from a malformed known one.
-const CLIENT_FRAME_TYPES: [&str; 9] =
-    ["hello", "send", "resume", "typing", "read", "take", "close", "presence", "ping"];
+const CLIENT_FRAME_TYPES: [&str; 10] =
+    ["hello", "send", "resume", "typing", "read", "take", "close", "presence", "page_view", "ping"];
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Hello {
@@ -264,6 +278,20 @@ pub enum ServerFrame<'a> {
     Presence {
         agent_id: u64,
         status: Presence,
+    },
+    /// A message was stored in a conversation of the site (to the site's agents, for lists).
+    Activity {
+        conversation_id: u64,
+        seq: u64,
+        sender_kind: SenderKind,
+        internal: bool,
+        preview: &'a str,
+        created_at: i64,
+    },
+    /// A visitor came online, viewed a page, or left (to the site's agents).
+    Visitor {
+        event: &'a str,
+        visitor: &'a crate::visitor_presence::OnlineVisitorView,
     },
     Error {
         code: ErrorCode,

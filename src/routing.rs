@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -26,19 +27,44 @@ use crate::storage::{StorageError, Store};
 const ROUTING_QUEUE_CAPACITY: usize = 4096;
 
 pub enum RoutingEvent {
-    AgentConnected { agent: Agent },
-    AgentDisconnected { agent_id: u64 },
-    Presence { agent_id: u64, status: Presence },
-    Conversation { event: ConversationEvent, conversation: Conversation },
-    MessageStored { conversation_id: u64, sender_kind: SenderKind },
-    AssignFailed { conversation_id: u64, agent_id: u64 },
-    GraceExpired { agent_id: u64, generation: u64 },
+    AgentConnected {
+        agent: Agent,
+    },
+    AgentDisconnected {
+        agent_id: u64,
+    },
+    Presence {
+        agent_id: u64,
+        status: Presence,
+    },
+    Conversation {
+        event: ConversationEvent,
+        conversation: Conversation,
+    },
+    MessageStored {
+        conversation_id: u64,
+        sender_kind: SenderKind,
+    },
+    AssignFailed {
+        conversation_id: u64,
+        agent_id: u64,
+    },
+    GraceExpired {
+        agent_id: u64,
+        generation: u64,
+    },
+    /// A team was created or changed its members.
+    TeamChanged {
+        team: crate::teams::Team,
+    },
 }
 
 /// The handle connections and the dispatcher use to reach the router.
 #[derive(Clone)]
 pub struct Router {
     queue: mpsc::Sender<RoutingEvent>,
+    /// Each known agent's presence, written by the router task, read by the agent list.
+    presence: Arc<DashMap<u64, Presence>>,
 }
 
 impl Router {
@@ -47,6 +73,11 @@ impl Router {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(event) {
             tracing::warn!("routing queue full; event dropped");
         }
+    }
+
+    /// An agent's presence as routing sees it (offline when never connected).
+    pub fn presence_of(&self, agent_id: u64) -> Presence {
+        self.presence.get(&agent_id).map(|status| *status).unwrap_or(Presence::Offline)
     }
 
     /// Queues an event, waiting for room.
@@ -83,7 +114,10 @@ struct RouterState {
     queues: HashMap<String, VecDeque<u64>>,
     /// Open conversation → the agent holding it (or being given it).
     holders: HashMap<u64, u64>,
-    /// Open conversation → its site, for conversations held by agents not loaded yet.
+    /// Queued conversation → the team it waits for (after a transfer to a team).
+    waiting_for_team: HashMap<u64, u64>,
+    /// Team → its member agent ids.
+    teams: HashMap<u64, Vec<u64>>,
     tick: u64,
     shutdown: CancellationToken,
 }
@@ -97,8 +131,9 @@ pub async fn start(
     tasks: &tokio_util::task::TaskTracker,
 ) -> Result<Router, StorageError> {
     let (queue, mut events) = mpsc::channel(ROUTING_QUEUE_CAPACITY);
-    let router = Router { queue };
+    let router = Router { queue, presence: Arc::new(DashMap::new()) };
     let open = store.read(conversations::list_open).await?;
+    let teams = store.read(crate::teams::list).await?;
     let mut state = RouterState {
         store,
         hub,
@@ -107,6 +142,8 @@ pub async fn start(
         agents: HashMap::new(),
         queues: HashMap::new(),
         holders: HashMap::new(),
+        waiting_for_team: HashMap::new(),
+        teams: teams.into_iter().map(|team| (team.id, team.members)).collect(),
         tick: 0,
         shutdown: shutdown.clone(),
     };
@@ -117,7 +154,12 @@ pub async fn start(
             (ConversationStatus::Assigned, Some(agent_id)) => {
                 state.holders.insert(conversation.id, agent_id);
             }
-            _ => state.queues.entry(conversation.site.clone()).or_default().push_back(conversation.id),
+            _ => {
+                if let Some(team) = conversation.team {
+                    state.waiting_for_team.insert(conversation.id, team);
+                }
+                state.queues.entry(conversation.site.clone()).or_default().push_back(conversation.id)
+            }
         }
     }
     tasks.spawn(async move {
@@ -195,6 +237,10 @@ impl RouterState {
             }
             RoutingEvent::Conversation { event, conversation } => self.on_conversation(event, conversation),
             RoutingEvent::MessageStored { .. } => {}
+            RoutingEvent::TeamChanged { team } => {
+                self.teams.insert(team.id, team.members);
+                self.assign_waiting();
+            }
             RoutingEvent::AssignFailed { conversation_id, agent_id } => {
                 if self.holders.get(&conversation_id) == Some(&agent_id) {
                     self.holders.remove(&conversation_id);
@@ -209,11 +255,27 @@ impl RouterState {
 
     fn on_conversation(&mut self, event: ConversationEvent, conversation: Conversation) {
         match event {
-            ConversationEvent::Created => {
-                self.queues.entry(conversation.site.clone()).or_default().push_back(conversation.id);
+            ConversationEvent::Created | ConversationEvent::Queued { .. } if conversation.assigned_agent.is_none() => {
+                if let Some(holder) = self.holders.remove(&conversation.id) {
+                    if let Some(state) = self.agents.get_mut(&holder) {
+                        state.load = state.load.saturating_sub(1);
+                    }
+                }
+                match conversation.team {
+                    Some(team) => self.waiting_for_team.insert(conversation.id, team),
+                    None => self.waiting_for_team.remove(&conversation.id),
+                };
+                let queue = self.queues.entry(conversation.site.clone()).or_default();
+                if !queue.contains(&conversation.id) {
+                    queue.push_back(conversation.id);
+                }
                 self.assign_waiting();
             }
-            ConversationEvent::Assigned { .. } => {
+            ConversationEvent::Created
+            | ConversationEvent::Queued { .. }
+            | ConversationEvent::Assigned { .. }
+            | ConversationEvent::Reopened => {
+                self.waiting_for_team.remove(&conversation.id);
                 let Some(agent_id) = conversation.assigned_agent else {
                     return;
                 };
@@ -231,6 +293,7 @@ impl RouterState {
                 }
             }
             ConversationEvent::Closed { .. } => {
+                self.waiting_for_team.remove(&conversation.id);
                 if let Some(queue) = self.queues.get_mut(&conversation.site) {
                     queue.retain(|id| *id != conversation.id);
                 }
@@ -252,6 +315,7 @@ impl RouterState {
             return;
         }
         state.status = status;
+        self.router.presence.insert(agent_id, status);
         tracing::info!(agent_id, ?status, "agent presence changed");
         let frame = ServerFrame::Presence { agent_id, status }.encode();
         let sites: Vec<String> = match state.agent.role {
@@ -268,11 +332,19 @@ impl RouterState {
         let sites: Vec<String> =
             self.queues.iter().filter(|(_, queue)| !queue.is_empty()).map(|(site, _)| site.clone()).collect();
         for site in sites {
-            while let Some(&conversation_id) = self.queues.get(&site).and_then(|queue| queue.front()) {
-                let Some(agent_id) = self.pick_agent(&site) else {
-                    break;
+            // Oldest first; a conversation waiting for a team nobody of which is free does not
+            // hold up the ones behind it.
+            let mut position = 0;
+            while let Some(&conversation_id) = self.queues.get(&site).and_then(|queue| queue.get(position)) {
+                let team = self.waiting_for_team.get(&conversation_id).copied();
+                let Some(agent_id) = self.pick_agent(&site, team) else {
+                    if team.is_none() {
+                        break;
+                    }
+                    position += 1;
+                    continue;
                 };
-                self.queues.get_mut(&site).expect("the site's queue was just read").pop_front();
+                self.queues.get_mut(&site).expect("the site's queue was just read").remove(position);
                 self.tick += 1;
                 let state = self.agents.get_mut(&agent_id).expect("a picked agent is known");
                 state.load += 1;
@@ -293,10 +365,12 @@ impl RouterState {
         }
     }
 
-    fn pick_agent(&self, site: &str) -> Option<u64> {
+    fn pick_agent(&self, site: &str, team: Option<u64>) -> Option<u64> {
+        let members = team.map(|team| self.teams.get(&team).map(Vec::as_slice).unwrap_or_default());
         self.agents
             .values()
             .filter(|state| state.available_for(site))
+            .filter(|state| members.is_none_or(|members| members.contains(&state.agent.id)))
             .min_by_key(|state| (state.load, state.last_assigned, state.agent.id))
             .map(|state| state.agent.id)
     }

@@ -38,6 +38,8 @@ pub struct App {
     /// One permit per WebSocket connection (`limits.max_connections`).
     pub connection_slots: Arc<Semaphore>,
     pub login_limiter: LoginLimiter,
+    /// Visitors connected right now, for the console's live visitor list.
+    pub online_visitors: crate::visitor_presence::OnlineVisitors,
 }
 
 pub type AppState = Arc<App>;
@@ -102,6 +104,7 @@ pub async fn start(
         tasks: tasks.clone(),
         connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
         login_limiter: LoginLimiter::new(config.limits.login_attempts),
+        online_visitors: crate::visitor_presence::OnlineVisitors::new(),
         config,
     });
     let control = crate::control::listen(app.clone()).context("starting the control socket")?;

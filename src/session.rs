@@ -51,8 +51,9 @@ impl CloseReason {
 
 /// What the transport learned before `hello`.
 pub enum Entry {
-    /// `/ws/visitor?site=KEY`, the origin already checked against the site.
-    Visitor { site: Arc<SiteRuntime> },
+    /// `/ws/visitor?site=KEY`, the origin already checked against the site; the peer's address
+    /// and User-Agent feed the agents' live visitor list.
+    Visitor { site: Arc<SiteRuntime>, peer: Option<std::net::IpAddr>, user_agent: String },
     /// `/ws/agent`, with the session cookie's token if the browser sent one.
     Agent { cookie_token: Option<String> },
 }
@@ -82,6 +83,10 @@ impl Session {
         hello: Hello,
         handle: ConnectionHandle,
     ) -> Result<(Session, Vec<Bytes>), CloseReason> {
+        let seen_from = match &entry {
+            Entry::Visitor { peer, user_agent, .. } => Some((*peer, user_agent.clone())),
+            Entry::Agent { .. } => None,
+        };
         let principal = authenticate(&app, entry, hello.token.as_deref()).await?;
         let store = app.store.clone();
         let mut session = Session {
@@ -102,6 +107,8 @@ impl Session {
         let conversations: Vec<Conversation> = match &session.principal {
             Principal::Visitor(visitor) => {
                 app.hub.register_visitor(visitor.id, &session.handle);
+                let (peer, user_agent) = seen_from.unwrap_or_default();
+                app.online_visitors.connected(&app.hub, visitor, peer, &user_agent);
                 let visitor_id = visitor.id;
                 let known = store
                     .read(move |transaction| conversations::of_visitor(transaction, visitor_id))
@@ -212,6 +219,7 @@ impl Session {
             ClientFrame::Take { conversation_id } => self.take_or_close(conversation_id, true, out).await,
             ClientFrame::Close { conversation_id } => self.take_or_close(conversation_id, false, out).await,
             ClientFrame::Presence { status } => self.presence(status, out).await,
+            ClientFrame::PageView(page) => self.page_view(page, out),
             ClientFrame::Ping => out.push(ServerFrame::Pong.encode()),
         }
     }
@@ -252,6 +260,19 @@ impl Session {
         if let Some(agent_id) = self.agent_id() {
             self.app.router.send(RoutingEvent::AgentDisconnected { agent_id }).await;
         }
+        if let Some(visitor_id) = visitor_id {
+            self.app.online_visitors.disconnected(&self.app.hub, visitor_id);
+        }
+    }
+
+    fn page_view(&mut self, page: visitors::PageView, out: &mut Vec<Bytes>) {
+        let Principal::Visitor(visitor) = &self.principal else {
+            return out.push(error_frame(ErrorCode::Forbidden, "only visitors report page views", None));
+        };
+        if let Err(message) = visitors::validate_page_view(&page) {
+            return out.push(error_frame(ErrorCode::InvalidField, &message, None));
+        }
+        self.app.online_visitors.page_view(&self.app.hub, visitor.id, page);
     }
 
     fn cursor_mut(&mut self, conversation_id: u64) -> Option<&mut Cursor> {
@@ -584,7 +605,7 @@ async fn authenticate(app: &AppState, entry: Entry, token: Option<&str>) -> Resu
     let unauthenticated = || CloseReason::new(close_code::UNAUTHENTICATED, "unknown or expired token");
     let now = crate::clock::now_millis();
     match entry {
-        Entry::Visitor { site } => {
+        Entry::Visitor { site, .. } => {
             let token = token.filter(|token| token.starts_with(visitors::TOKEN_PREFIX)).ok_or_else(unauthenticated)?;
             let digest = secrets::token_digest(token);
             let visitor = app

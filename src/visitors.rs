@@ -128,6 +128,24 @@ fn validate(request: &SessionRequest) -> Result<(), VisitorError> {
     Ok(())
 }
 
+/// Longest URL in a page view, in characters.
+pub const MAX_URL_CHARS: usize = 2000;
+
+/// Checks a `page_view` frame: a URL is required; URLs up to 2000 characters, a title up to 500.
+pub fn validate_page_view(page: &PageView) -> Result<(), String> {
+    let n_url = page.url.chars().count();
+    if n_url == 0 || n_url > MAX_URL_CHARS {
+        return Err(format!("page_view.url: must be 1 to {MAX_URL_CHARS} characters"));
+    }
+    if page.referrer.chars().count() > MAX_URL_CHARS {
+        return Err(format!("page_view.referrer: at most {MAX_URL_CHARS} characters"));
+    }
+    if page.title.chars().count() > MAX_FIELD_CHARS {
+        return Err(format!("page_view.title: at most {MAX_FIELD_CHARS} characters"));
+    }
+    Ok(())
+}
+
 /// A session: the visitor and the token to use from now on.
 pub struct OpenedSession {
     pub visitor: Visitor,

@@ -72,22 +72,28 @@ pub async fn messages(
     Ok(axum::Json(MessagePage { conversation_id, epoch, last_seq: conversation.last_seq, messages, next_before }))
 }
 
-/// `GET /api/v1/conversations`: the open conversations of the agent's sites.
+/// `GET /api/v1/conversations`: the open conversations of the agent's sites; with `state=`,
+/// one page of a console list (see `console_api::list_by_state`).
 pub async fn list(
     State(app): State<AppState>,
     Caller(principal): Caller,
-) -> Result<axum::Json<Vec<ConversationView>>, ApiError> {
+    Query(query): Query<super::console_api::ListQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let Principal::Agent(agent) = principal else {
         return Err(ApiError::Forbidden("agents only".into()));
     };
+    if query.state.is_some() || query.cursor.is_some() || query.limit.is_some() {
+        return Ok(axum::Json(super::console_api::list_by_state(app, agent, query).await?).into_response());
+    }
     let open = app.store.read(conversations::list_open).await?;
     let epoch = app.store.epoch();
-    Ok(axum::Json(
-        open.iter()
-            .filter(|conversation| agent.serves_site(&conversation.site))
-            .map(|conversation| conversation.view(epoch))
-            .collect(),
-    ))
+    let views: Vec<ConversationView> = open
+        .iter()
+        .filter(|conversation| agent.serves_site(&conversation.site))
+        .map(|conversation| conversation.view(epoch))
+        .collect();
+    Ok(axum::Json(views).into_response())
 }
 
 #[derive(Deserialize)]

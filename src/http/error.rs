@@ -143,7 +143,8 @@ impl From<crate::conversations::ConversationError> for ApiError {
             ConversationError::Closed
             | ConversationError::AlreadyAssigned
             | ConversationError::NotClosed
-            | ConversationError::AlreadyRated => ApiError::Conflict(error.to_string()),
+            | ConversationError::AlreadyRated
+            | ConversationError::VisitorHasOpen => ApiError::Conflict(error.to_string()),
             ConversationError::Invalid(message) => ApiError::Unprocessable(message),
             ConversationError::Storage(error) => error.into(),
         }

@@ -2,6 +2,7 @@
 //! security headers every response carries.
 
 pub mod agent_api;
+pub mod console_api;
 pub mod conversations_api;
 pub mod error;
 pub mod extract;
@@ -15,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::assets;
 use crate::server::AppState;
@@ -36,6 +37,7 @@ pub fn router(app: AppState) -> Router {
         .route("/widget/panel.html", get(assets::widget_panel))
         .route("/chat/{site}", get(assets::chat_page))
         .route("/demo", get(assets::demo_page))
+        .route("/console", get(assets::console_page))
         .route("/api/v1/demo-site", get(assets::demo_site))
         .route("/readyz", get(health::readyz))
         .route("/ws/visitor", get(websocket::visitor_upgrade))
@@ -59,6 +61,22 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/webhooks/{id}", axum::routing::delete(webhooks_api::delete))
         .route("/api/v1/webhooks/{id}/deliveries", get(webhooks_api::deliveries))
         .route("/api/v1/webhook-deliveries/{id}/resend", post(webhooks_api::resend))
+        .route("/api/v1/conversations/{id}/transfer", post(console_api::transfer))
+        .route("/api/v1/conversations/{id}/reopen", post(console_api::reopen))
+        .route("/api/v1/agents", get(console_api::list_agents))
+        .route("/api/v1/visitors/online", get(console_api::online_visitors))
+        .route("/api/v1/visitors/{id}", get(console_api::visitor_profile))
+        .route(
+            "/api/v1/visitors/{id}/conversations",
+            get(console_api::visitor_conversations).post(console_api::start_conversation),
+        )
+        .route("/api/v1/visitors/{id}/block", post(console_api::block_visitor))
+        .route("/api/v1/canned-replies", get(console_api::list_canned_replies).post(console_api::create_canned_reply))
+        .route(
+            "/api/v1/canned-replies/{id}",
+            put(console_api::update_canned_reply).delete(console_api::delete_canned_reply),
+        )
+        .route("/api/v1/teams", get(console_api::list_teams).post(console_api::create_team))
         .fallback(assets::static_file)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(security_headers))

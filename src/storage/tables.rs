@@ -84,3 +84,12 @@ pub fn message_shard(name: &str) -> TableDefinition<'_, (u64, u64), &'static [u8
 pub fn message_shard_day(table_name: &str) -> Option<u32> {
     crate::clock::date_to_day(table_name.strip_prefix(MESSAGE_SHARD_PREFIX)?)
 }
+
+/// Canned reply id → canned reply (JSON): per-site shortcut and text for the console's `/` menu.
+pub const CANNED_REPLIES: TableDefinition<u64, &[u8]> = TableDefinition::new("canned_replies_v1");
+
+/// Team id → team (JSON): a named group of a site's agents that conversations can be routed to.
+pub const TEAMS: TableDefinition<u64, &[u8]> = TableDefinition::new("teams_v1");
+
+/// (site key, IP address) → when it was blocked (Unix ms): addresses refused visitor sessions.
+pub const BLOCKED_IPS: TableDefinition<(&str, &str), i64> = TableDefinition::new("blocked_ips_v1");

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -45,6 +45,7 @@ pub struct VisitorQuery {
 pub async fn visitor_upgrade(
     State(app): State<AppState>,
     Query(query): Query<VisitorQuery>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -53,7 +54,15 @@ pub async fn visitor_upgrade(
     if !site.site.allows_origin(origin, &crate::http::own_origin(&headers)) {
         return Err(ApiError::Forbidden("this origin may not open visitor connections for the site".into()));
     }
-    upgrade_with(app, upgrade, Role::Visitor, Entry::Visitor { site })
+    crate::http::console_api::refuse_blocked_address(&app, &site.site.key, peer.ip()).await?;
+    let user_agent = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect();
+    upgrade_with(app, upgrade, Role::Visitor, Entry::Visitor { site, peer: Some(peer.ip()), user_agent })
 }
 
 /// `GET /ws/agent`
@@ -189,6 +198,10 @@ async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permi
                 }
                 if handle.overflowed() {
                     break Some(CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume"));
+                }
+                if let Some(code) = handle.close_requested() {
+                    let _ = connection.write_all(&mut out).await;
+                    break Some(CloseReason::new(code, "blocked"));
                 }
             }
             _ = heartbeat.tick() => {

@@ -233,6 +233,7 @@ fn describe(
                 ConversationEvent::Created => "conversation.created",
                 ConversationEvent::Assigned { .. } => "conversation.assigned",
                 ConversationEvent::Closed { .. } => "conversation.closed",
+                ConversationEvent::Queued { .. } | ConversationEvent::Reopened => return Ok(None),
             };
             Some((conversation.site.clone(), event_type, json!({ "conversation": conversation.view(epoch) })))
         }

@@ -79,7 +79,8 @@ async fn resuming_while_messages_keep_arriving_has_no_gap_and_no_duplicate() {
     let (_, token) = server.visitor_session(&site, None).await;
     let mut visitor = server.visitor(&site, &token).await;
     let conversation_id = visitor.say(None, "v-1", "hello").await["conversation_id"].as_u64().unwrap();
-    agent.expect("conversation").await;
+    // Wait for the assignment, so its event cannot reach the resumed connection below.
+    while agent.expect("conversation").await["event"] != "assigned" {}
     drop(visitor);
 
     // The agent keeps sending (pipelined, acks read later) while the visitor resumes.

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod chat;
+mod console;
 mod crash;
 mod delivery;
 mod moderation;

@@ -44,7 +44,7 @@ async fn receiver(n_failures: usize) -> Receiver {
 
 impl Receiver {
     async fn next(&mut self) -> (HeaderMap, Value) {
-        let (headers, body) = tokio::time::timeout(std::time::Duration::from_secs(20), self.received.recv())
+        let (headers, body) = tokio::time::timeout(std::time::Duration::from_secs(60), self.received.recv())
             .await
             .expect("a delivery in time")
             .unwrap();
@@ -54,7 +54,7 @@ impl Receiver {
     /// The next delivery of `event_type`, checking its signature with `secret`.
     async fn expect(&mut self, event_type: &str, secret: &str) -> Value {
         loop {
-            let (headers, body) = tokio::time::timeout(std::time::Duration::from_secs(20), self.received.recv())
+            let (headers, body) = tokio::time::timeout(std::time::Duration::from_secs(60), self.received.recv())
                 .await
                 .expect("a delivery in time")
                 .unwrap();

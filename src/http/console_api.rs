@@ -1,0 +1,608 @@
+//! The agent console's HTTP API: the agent list with presence, conversation lists by state
+//! with cursor pagination, the live visitor list and visitor profiles, agent-initiated chats,
+//! transfer, reopen, block, canned replies and teams.
+//!
+//! Every handler checks the caller's sites: an agent sees and changes only what belongs to the
+//! sites they serve, and anything else answers 404, so ids cannot be probed.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use redb::ReadableTableMetadata;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::{Caller, Json};
+use crate::agents::{self, Agent, Role};
+use crate::blocking::{self, BlockError};
+use crate::canned_replies::{self, CannedReply, CannedReplyError};
+use crate::conversation_actions::{self, TransferTarget};
+use crate::conversations::{self, Conversation, ConversationStatus};
+use crate::principal::Principal;
+use crate::protocol::{ConversationView, Presence, SenderKind};
+use crate::routing::RoutingEvent;
+use crate::server::AppState;
+use crate::storage::{StorageError, decode_json, tables};
+use crate::teams::{self, Team, TeamError};
+use crate::visitor_presence::OnlineVisitorView;
+use crate::visitors::{self, PageView, Visitor};
+
+/// Conversations in a list page when the client does not say.
+const DEFAULT_LIST_PAGE: usize = 50;
+/// Most conversations in one list page.
+const MAX_LIST_PAGE: usize = 200;
+/// Most stored conversations one closed-list request looks at; the cursor continues from there.
+const MAX_CLOSED_SCAN: usize = 20_000;
+
+impl From<CannedReplyError> for ApiError {
+    fn from(error: CannedReplyError) -> Self {
+        match error {
+            CannedReplyError::NotFound => ApiError::NotFound(error.to_string()),
+            CannedReplyError::DuplicateShortcut(_) => ApiError::Conflict(error.to_string()),
+            CannedReplyError::Invalid(message) => ApiError::Unprocessable(message),
+            CannedReplyError::Storage(error) => error.into(),
+        }
+    }
+}
+
+impl From<TeamError> for ApiError {
+    fn from(error: TeamError) -> Self {
+        match error {
+            TeamError::NotFound => ApiError::NotFound(error.to_string()),
+            TeamError::Invalid(message) => ApiError::Unprocessable(message),
+            TeamError::Storage(error) => error.into(),
+        }
+    }
+}
+
+impl From<BlockError> for ApiError {
+    fn from(error: BlockError) -> Self {
+        match error {
+            BlockError::NotFound => ApiError::NotFound(error.to_string()),
+            BlockError::Storage(error) => error.into(),
+        }
+    }
+}
+
+fn agent_of(principal: Principal) -> Result<Agent, ApiError> {
+    match principal {
+        Principal::Agent(agent) => Ok(agent),
+        Principal::Visitor(_) => Err(ApiError::Forbidden("agents only".into())),
+    }
+}
+
+fn admin_of(principal: Principal) -> Result<Agent, ApiError> {
+    let agent = agent_of(principal)?;
+    if agent.role != Role::Admin {
+        return Err(ApiError::Forbidden("admins only".into()));
+    }
+    Ok(agent)
+}
+
+/// Refuses a visitor session or socket from an address blocked on the site.
+pub async fn refuse_blocked_address(app: &AppState, site: &str, ip: IpAddr) -> Result<(), ApiError> {
+    let (site, address) = (site.to_owned(), ip.to_string());
+    if app.store.read(move |transaction| blocking::is_ip_blocked(transaction, &site, &address)).await? {
+        return Err(ApiError::Forbidden("blocked: this address may not chat on this site".into()));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents
+
+#[derive(Serialize)]
+pub struct AgentListed {
+    id: u64,
+    name: String,
+    email: String,
+    role: Role,
+    sites: Vec<String>,
+    presence: Presence,
+}
+
+/// `GET /api/v1/agents`: the agents who share a site with the caller, with their presence.
+pub async fn list_agents(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+) -> Result<axum::Json<Vec<AgentListed>>, ApiError> {
+    let caller = agent_of(principal)?;
+    let all = app.store.read(agents::list).await?;
+    let listed = all
+        .into_iter()
+        .filter(|agent| !agent.disabled)
+        .filter(|agent| {
+            caller.role == Role::Admin
+                || agent.role == Role::Admin
+                || agent.sites.iter().any(|site| caller.serves_site(site))
+        })
+        .map(|agent| AgentListed {
+            presence: app.router.presence_of(agent.id),
+            id: agent.id,
+            name: agent.name,
+            email: agent.email,
+            role: agent.role,
+            sites: agent.sites,
+        })
+        .collect();
+    Ok(axum::Json(listed))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversation lists
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    pub state: Option<String>,
+    pub cursor: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListState {
+    Queued,
+    Mine,
+    Open,
+    Closed,
+}
+
+/// A conversation in a console list: its view plus what the list draws.
+#[derive(Serialize)]
+pub struct ListedConversation {
+    #[serde(flatten)]
+    conversation: ConversationView,
+    team: Option<u64>,
+    visitor_name: String,
+    /// The highest sequence the calling agent has read.
+    read_seq: u64,
+}
+
+#[derive(Serialize, Default)]
+pub struct ListCounts {
+    queued: usize,
+    mine: usize,
+    open: usize,
+}
+
+#[derive(Serialize)]
+pub struct ConversationList {
+    conversations: Vec<ListedConversation>,
+    /// Pass as `cursor` for the next page; `null` at the end.
+    next_cursor: Option<u64>,
+    counts: ListCounts,
+}
+
+/// `GET /api/v1/conversations?state=queued|mine|open|closed&cursor=ID&limit=N`, newest first.
+pub async fn list_by_state(app: AppState, caller: Agent, query: ListQuery) -> Result<ConversationList, ApiError> {
+    let state = match query.state.as_deref() {
+        Some("queued") => ListState::Queued,
+        Some("mine") => ListState::Mine,
+        Some("open") => ListState::Open,
+        Some("closed") => ListState::Closed,
+        _ => return Err(ApiError::Unprocessable("state: must be queued, mine, open or closed".into())),
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_LIST_PAGE);
+    if limit == 0 || limit > MAX_LIST_PAGE {
+        return Err(ApiError::Unprocessable(format!("limit: must be 1 to {MAX_LIST_PAGE}")));
+    }
+    let cursor = query.cursor.unwrap_or(u64::MAX);
+    let agent = caller.clone();
+    let found = app
+        .store
+        .read(move |transaction| {
+            let open: Vec<Conversation> = conversations::list_open(transaction)?
+                .into_iter()
+                .filter(|conversation| agent.serves_site(&conversation.site))
+                .collect();
+            let mine = |conversation: &Conversation| conversation.assigned_agent == Some(agent.id);
+            let counts = ListCounts {
+                queued: open.iter().filter(|c| c.status == ConversationStatus::Queued).count(),
+                mine: open.iter().filter(|c| mine(c)).count(),
+                open: open.len(),
+            };
+            let (mut page, next_cursor) = if state == ListState::Closed {
+                closed_page(transaction, &agent, cursor, limit)?
+            } else {
+                let mut chosen: Vec<Conversation> = open
+                    .into_iter()
+                    .filter(|c| c.id < cursor)
+                    .filter(|c| match state {
+                        ListState::Queued => c.status == ConversationStatus::Queued,
+                        ListState::Mine => mine(c),
+                        _ => true,
+                    })
+                    .collect();
+                chosen.sort_by_key(|conversation| std::cmp::Reverse(conversation.id));
+                let more = chosen.len() > limit;
+                chosen.truncate(limit);
+                let next = if more { chosen.last().map(|c| c.id) } else { None };
+                (chosen, next)
+            };
+            let positions = transaction.open_table(tables::READ_POSITIONS)?;
+            let visitor_table = transaction.open_table(tables::VISITORS)?;
+            let mut listed = Vec::with_capacity(page.len());
+            for conversation in page.drain(..) {
+                let read_seq = positions
+                    .get((conversation.id, SenderKind::Agent.code(), agent.id))?
+                    .map(|value| value.value())
+                    .unwrap_or(0);
+                let visitor: Option<Visitor> =
+                    visitor_table.get(conversation.visitor_id)?.map(|value| decode_json(value.value())).transpose()?;
+                listed.push((conversation, read_seq, visitor.map(|visitor| visitors::display_name(&visitor))));
+            }
+            Ok((listed, next_cursor, counts))
+        })
+        .await;
+    let (listed, next_cursor, counts) = found?;
+    let epoch = app.store.epoch();
+    let conversations = listed
+        .into_iter()
+        .map(|(conversation, read_seq, visitor_name)| ListedConversation {
+            team: conversation.team,
+            visitor_name: visitor_name.unwrap_or_else(|| format!("Visitor #{}", conversation.visitor_id)),
+            read_seq,
+            conversation: conversation.view(epoch),
+        })
+        .collect();
+    Ok(ConversationList { conversations, next_cursor, counts })
+}
+
+/// Closed conversations of the agent's sites with ids below `cursor`, newest first.
+fn closed_page(
+    transaction: &redb::ReadTransaction,
+    agent: &Agent,
+    cursor: u64,
+    limit: usize,
+) -> Result<(Vec<Conversation>, Option<u64>), StorageError> {
+    let table = transaction.open_table(tables::CONVERSATIONS)?;
+    let mut found = Vec::new();
+    let mut n_scanned = 0;
+    let mut last_scanned = None;
+    for entry in table.range(..cursor)?.rev() {
+        let (key, value) = entry?;
+        n_scanned += 1;
+        last_scanned = Some(key.value());
+        let conversation: Conversation = decode_json(value.value())?;
+        if conversation.status == ConversationStatus::Closed && agent.serves_site(&conversation.site) {
+            found.push(conversation);
+            if found.len() > limit {
+                break;
+            }
+        }
+        if n_scanned >= MAX_CLOSED_SCAN {
+            break;
+        }
+    }
+    if found.len() > limit {
+        found.truncate(limit);
+        let next = found.last().map(|c| c.id);
+        return Ok((found, next));
+    }
+    // Stopped by the scan limit with more rows below: continue from the last row looked at.
+    let more_below = n_scanned >= MAX_CLOSED_SCAN && last_scanned.is_some_and(|id| id > 1) && table.len()? > 0;
+    Ok((found, if more_below { last_scanned } else { None }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Visitors
+
+/// `GET /api/v1/visitors/online`: visitors on the caller's sites right now.
+pub async fn online_visitors(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+) -> Result<axum::Json<Vec<OnlineVisitorView>>, ApiError> {
+    let agent = agent_of(principal)?;
+    Ok(axum::Json(app.online_visitors.list(|site| agent.serves_site(site))))
+}
+
+#[derive(Serialize)]
+pub struct VisitorProfile {
+    id: u64,
+    site: String,
+    name: String,
+    email: Option<String>,
+    user_id: Option<String>,
+    attributes: BTreeMap<String, serde_json::Value>,
+    blocked: bool,
+    n_sessions: u64,
+    returning: bool,
+    last_page: Option<PageView>,
+    created_at: i64,
+    last_seen_at: i64,
+    /// Present while the visitor is online.
+    online: Option<OnlineVisitorView>,
+}
+
+async fn served_visitor(app: &AppState, agent: &Agent, visitor_id: u64) -> Result<Visitor, ApiError> {
+    let visitor = app.store.read(move |transaction| visitors::get(transaction, visitor_id)).await?;
+    visitor
+        .filter(|visitor| agent.serves_site(&visitor.site))
+        .ok_or_else(|| ApiError::NotFound("no such visitor".into()))
+}
+
+/// `GET /api/v1/visitors/{id}`: profile, attributes and whether the visitor is online.
+pub async fn visitor_profile(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(visitor_id): Path<u64>,
+) -> Result<axum::Json<VisitorProfile>, ApiError> {
+    let agent = agent_of(principal)?;
+    let visitor = served_visitor(&app, &agent, visitor_id).await?;
+    Ok(axum::Json(VisitorProfile {
+        name: visitors::display_name(&visitor),
+        online: app.online_visitors.get(visitor.id),
+        id: visitor.id,
+        site: visitor.site,
+        email: visitor.email,
+        user_id: visitor.user_id,
+        attributes: visitor.attributes,
+        blocked: visitor.blocked,
+        n_sessions: visitor.n_sessions,
+        returning: visitor.n_sessions > 1,
+        last_page: visitor.last_page,
+        created_at: visitor.created_at,
+        last_seen_at: visitor.last_seen_at,
+    }))
+}
+
+/// `GET /api/v1/visitors/{id}/conversations`: the visitor's conversations, newest first.
+pub async fn visitor_conversations(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(visitor_id): Path<u64>,
+) -> Result<axum::Json<Vec<ConversationView>>, ApiError> {
+    let agent = agent_of(principal)?;
+    served_visitor(&app, &agent, visitor_id).await?;
+    let mut found = app.store.read(move |transaction| conversations::of_visitor(transaction, visitor_id)).await?;
+    found.reverse();
+    let epoch = app.store.epoch();
+    Ok(axum::Json(found.iter().map(|conversation| conversation.view(epoch)).collect()))
+}
+
+/// `POST /api/v1/visitors/{id}/conversations`: the caller starts a chat with the visitor.
+pub async fn start_conversation(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(visitor_id): Path<u64>,
+) -> Result<(StatusCode, axum::Json<ConversationView>), ApiError> {
+    let agent = agent_of(principal)?;
+    let visitor = served_visitor(&app, &agent, visitor_id).await?;
+    if visitor.blocked {
+        return Err(ApiError::Conflict("the visitor is blocked".into()));
+    }
+    let conversation = conversation_actions::start_with_visitor(&app.store, visitor.site, visitor_id, agent.id).await?;
+    Ok((StatusCode::CREATED, axum::Json(conversation.view(app.store.epoch()))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRequest {
+    /// Also block the visitor's current address on the site.
+    #[serde(default)]
+    ip: bool,
+}
+
+#[derive(Serialize)]
+pub struct BlockAnswer {
+    visitor_id: u64,
+    blocked: bool,
+    ip: Option<String>,
+}
+
+/// `POST /api/v1/visitors/{id}/block` `{"ip": true}`: blocks the visitor (and their address).
+pub async fn block_visitor(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(visitor_id): Path<u64>,
+    Json(request): Json<BlockRequest>,
+) -> Result<axum::Json<BlockAnswer>, ApiError> {
+    let agent = agent_of(principal)?;
+    let visitor = served_visitor(&app, &agent, visitor_id).await?;
+    let ip = if request.ip {
+        let online = app.online_visitors.get(visitor_id).filter(|online| !online.ip.is_empty());
+        match online {
+            Some(online) => Some(online.ip),
+            None => {
+                return Err(ApiError::Conflict("ip: the visitor's address is known only while they are online".into()));
+            }
+        }
+    } else {
+        None
+    };
+    blocking::block_visitor(&app.store, visitor_id, ip.clone()).await?;
+    blocking::disconnect(&app.hub, &app.online_visitors, &visitor.site, visitor_id, ip.as_deref());
+    tracing::info!(visitor_id, agent_id = agent.id, by_ip = ip.is_some(), "visitor blocked");
+    Ok(axum::Json(BlockAnswer { visitor_id, blocked: true, ip }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversation actions
+
+async fn served_conversation(app: &AppState, agent: &Agent, conversation_id: u64) -> Result<Conversation, ApiError> {
+    let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+    conversation
+        .filter(|conversation| agent.serves_site(&conversation.site))
+        .ok_or_else(|| ApiError::NotFound("no such conversation".into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    agent_id: Option<u64>,
+    team_id: Option<u64>,
+    note: Option<String>,
+}
+
+/// `POST /api/v1/conversations/{id}/transfer` `{"agent_id": 3}` or `{"team_id": 1}`, with an
+/// optional `note` that becomes an internal note.
+pub async fn transfer(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<u64>,
+    Json(request): Json<TransferRequest>,
+) -> Result<axum::Json<ConversationView>, ApiError> {
+    let agent = agent_of(principal)?;
+    let note = match request.note.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(note) if note.chars().count() > conversation_actions::MAX_NOTE_CHARS => {
+            return Err(ApiError::Unprocessable(format!(
+                "note: at most {} characters",
+                conversation_actions::MAX_NOTE_CHARS
+            )));
+        }
+        Some(note) => Some(note.to_owned()),
+    };
+    let conversation = served_conversation(&app, &agent, conversation_id).await?;
+    if conversation.assigned_agent.is_some_and(|holder| holder != agent.id) && agent.role != Role::Admin {
+        return Err(ApiError::Forbidden("another agent holds this conversation".into()));
+    }
+    let site = conversation.site.clone();
+    let target = match (request.agent_id, request.team_id) {
+        (Some(agent_id), None) => {
+            let target = app.store.read(move |transaction| agents::get(transaction, agent_id)).await?;
+            if !target.is_some_and(|target| !target.disabled && target.serves_site(&site)) {
+                return Err(ApiError::Unprocessable("agent_id: no such agent serves this conversation's site".into()));
+            }
+            TransferTarget::Agent(agent_id)
+        }
+        (None, Some(team_id)) => {
+            let team = app.store.read(move |transaction| teams::get(transaction, team_id)).await?;
+            if team.is_none_or(|team| team.site != site) {
+                return Err(ApiError::Unprocessable("team_id: no such team on this conversation's site".into()));
+            }
+            TransferTarget::Team(team_id)
+        }
+        _ => return Err(ApiError::Unprocessable("give exactly one of agent_id and team_id".into())),
+    };
+    let conversation = conversation_actions::transfer(&app.store, conversation_id, target, note, &agent).await?;
+    Ok(axum::Json(conversation.view(app.store.epoch())))
+}
+
+/// `POST /api/v1/conversations/{id}/reopen`: reopens a closed conversation, assigned to the caller.
+pub async fn reopen(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<u64>,
+) -> Result<axum::Json<ConversationView>, ApiError> {
+    let agent = agent_of(principal)?;
+    served_conversation(&app, &agent, conversation_id).await?;
+    let conversation = conversation_actions::reopen(&app.store, conversation_id, agent.id).await?;
+    Ok(axum::Json(conversation.view(app.store.epoch())))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Canned replies
+
+#[derive(Deserialize)]
+pub struct SiteQuery {
+    site: Option<String>,
+}
+
+/// `GET /api/v1/canned-replies?site=KEY`
+pub async fn list_canned_replies(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Query(query): Query<SiteQuery>,
+) -> Result<axum::Json<Vec<CannedReply>>, ApiError> {
+    let agent = agent_of(principal)?;
+    let site = query.site.ok_or_else(|| ApiError::Unprocessable("site: required".into()))?;
+    if !agent.serves_site(&site) {
+        return Err(ApiError::NotFound("no such site".into()));
+    }
+    Ok(axum::Json(app.store.read(move |transaction| canned_replies::of_site(transaction, &site)).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CannedReplyRequest {
+    site: String,
+    shortcut: String,
+    text: String,
+}
+
+async fn existing_site(app: &AppState, site: &str) -> Result<(), ApiError> {
+    if app.sites.get(site).await?.is_none() {
+        return Err(ApiError::Unprocessable(format!("site {site:?}: no such site")));
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/canned-replies` (admins)
+pub async fn create_canned_reply(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Json(request): Json<CannedReplyRequest>,
+) -> Result<(StatusCode, axum::Json<CannedReply>), ApiError> {
+    admin_of(principal)?;
+    existing_site(&app, &request.site).await?;
+    let reply = canned_replies::save(&app.store, None, request.site, &request.shortcut, &request.text).await?;
+    Ok((StatusCode::CREATED, axum::Json(reply)))
+}
+
+/// `PUT /api/v1/canned-replies/{id}` (admins)
+pub async fn update_canned_reply(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(id): Path<u64>,
+    Json(request): Json<CannedReplyRequest>,
+) -> Result<axum::Json<CannedReply>, ApiError> {
+    admin_of(principal)?;
+    existing_site(&app, &request.site).await?;
+    Ok(axum::Json(canned_replies::save(&app.store, Some(id), request.site, &request.shortcut, &request.text).await?))
+}
+
+/// `DELETE /api/v1/canned-replies/{id}` (admins)
+pub async fn delete_canned_reply(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(id): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    admin_of(principal)?;
+    let reply = app.store.read(move |transaction| canned_replies::get(transaction, id)).await?;
+    let reply = reply.ok_or_else(|| ApiError::NotFound("no such canned reply".into()))?;
+    canned_replies::delete(&app.store, id, reply.site).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Teams
+
+/// `GET /api/v1/teams?site=KEY`: the teams of the caller's sites (one site when given).
+pub async fn list_teams(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Query(query): Query<SiteQuery>,
+) -> Result<axum::Json<Vec<Team>>, ApiError> {
+    let agent = agent_of(principal)?;
+    let all = app.store.read(teams::list).await?;
+    Ok(axum::Json(
+        all.into_iter()
+            .filter(|team| agent.serves_site(&team.site))
+            .filter(|team| query.site.as_deref().is_none_or(|site| site == team.site))
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamRequest {
+    site: String,
+    name: String,
+    #[serde(default)]
+    members: Vec<u64>,
+}
+
+/// `POST /api/v1/teams` (admins)
+pub async fn create_team(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Json(request): Json<TeamRequest>,
+) -> Result<(StatusCode, axum::Json<Team>), ApiError> {
+    admin_of(principal)?;
+    existing_site(&app, &request.site).await?;
+    let team = teams::create(&app.store, request.site, &request.name, request.members).await?;
+    app.router.send(RoutingEvent::TeamChanged { team: team.clone() }).await;
+    Ok((StatusCode::CREATED, axum::Json(team)))
+}
