@@ -5,6 +5,7 @@
 
 pub mod agents;
 pub mod assets;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod conversations;
 pub mod delivery;
 pub mod http;
 pub mod messages;
+pub mod metrics;
 pub mod principal;
 pub mod protocol;
 pub mod routing;
@@ -22,6 +24,7 @@ pub mod server;
 pub mod session;
 pub mod sites;
 pub mod storage;
+pub mod systemd;
 pub mod telemetry;
 pub mod transport;
 pub mod visitors;

@@ -106,7 +106,10 @@ impl Store {
     ) -> Result<Store, StorageError> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
-        let database = Database::builder().create(&path).map_err(|error| match error {
+        let database = Database::builder()
+            .set_repair_callback(|session| crate::systemd::on_repair_progress(session.progress()))
+            .create(&path)
+            .map_err(|error| match error {
             redb::DatabaseError::DatabaseAlreadyOpen => StorageError::AlreadyOpen(path.clone()),
             other => other.into(),
         })?;
@@ -172,6 +175,11 @@ impl Store {
         A: FnOnce(Arc<str>) + Send + 'static,
     {
         self.inner.writer.submit_detached(operation, on_abort).await
+    }
+
+    /// Operations waiting for the writer (for metrics).
+    pub fn writer_queue_len(&self) -> usize {
+        self.inner.writer.queue_len()
     }
 
     /// Commits everything queued and stops the writer. Later writes fail with `WriterStopped`.

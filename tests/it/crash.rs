@@ -23,6 +23,7 @@ fn kefu() -> Command {
     command
         .env("KEFU_LIMITS__FRAMES_PER_SECOND", "100000")
         .env("KEFU_LIMITS__FRAME_BURST", "100000")
+        .env("KEFU_METRICS", "off")
         .env("RUST_LOG", "warn");
     command
 }

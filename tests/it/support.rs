@@ -166,6 +166,7 @@ impl Drop for TestServer {
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config { data_dir: PathBuf::from(data_dir), ..Config::default() };
     config.http = "127.0.0.1:0".parse().unwrap();
+    config.metrics = "127.0.0.1:0".to_owned();
     config.routing.offline_grace_secs = 0;
     config.limits.frames_per_second = 10_000;
     config.limits.frame_burst = 10_000;
