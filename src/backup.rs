@@ -14,11 +14,11 @@ use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use redb::{
     Database, Key, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition, TableHandle, Value, WriteTransaction,
 };
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -350,7 +350,10 @@ pub async fn check_running(store: &storage::Store) -> Result<CheckReport, Backup
         .await;
     if let Err(error) = snapshotted {
         let _ = std::fs::remove_file(&copy_path);
-        return Ok(CheckReport { problem: Some(format!("reading the live database failed: {error}")), ..Default::default() });
+        return Ok(CheckReport {
+            problem: Some(format!("reading the live database failed: {error}")),
+            ..Default::default()
+        });
     }
     let path = copy_path.clone();
     let report = tokio::task::spawn_blocking(move || check_file(&path))

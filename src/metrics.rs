@@ -328,7 +328,8 @@ pub async fn serve(app: AppState, address: SocketAddr) -> Option<SocketAddr> {
     let shutdown = app.shutdown.clone();
     let router = Router::new().route("/metrics", get(metrics)).with_state(app.clone());
     app.tasks.spawn(async move {
-        let served = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+        let served =
+            axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
         if let Err(error) = served {
             tracing::warn!(%error, "the metrics listener stopped");
         }

@@ -38,9 +38,9 @@ pub async fn probe(url: &str) -> anyhow::Result<()> {
         Some(slash) => (&rest[..slash], &rest[slash..]),
         None => (rest, "/"),
     };
-    let address: std::net::SocketAddr = authority
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--url must name an IP address and port, such as http://127.0.0.1:8080/healthz"))?;
+    let address: std::net::SocketAddr = authority.parse().map_err(|_| {
+        anyhow::anyhow!("--url must name an IP address and port, such as http://127.0.0.1:8080/healthz")
+    })?;
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(address).await?;
         stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").as_bytes()).await?;

@@ -110,9 +110,9 @@ impl Store {
             .set_repair_callback(|session| crate::systemd::on_repair_progress(session.progress()))
             .create(&path)
             .map_err(|error| match error {
-            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::AlreadyOpen(path.clone()),
-            other => other.into(),
-        })?;
+                redb::DatabaseError::DatabaseAlreadyOpen => StorageError::AlreadyOpen(path.clone()),
+                other => other.into(),
+            })?;
         let database = Arc::new(database);
         let epoch = initialise(&database)?;
         let state = WriterState::load(&database)?;

@@ -150,6 +150,11 @@ impl TestServer {
         client
     }
 
+    /// Where this server's `/metrics` listens.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.running.as_ref().expect("the server runs").metrics_addr
+    }
+
     pub fn epoch(&self) -> u64 {
         self.app().store.epoch()
     }
