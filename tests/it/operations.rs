@@ -455,3 +455,60 @@ async fn install_sh_is_safe_to_run_twice() {
     let loaded = kefu::config::Config::load(Some(&root.path().join("etc/kefu/kefu.toml")), &Default::default());
     assert_eq!(loaded.unwrap().data_dir, Path::new("/var/lib/kefu"));
 }
+
+/// The next notification on `socket`, within the frame timeout.
+async fn next_notification(socket: &tokio::net::UnixDatagram) -> String {
+    let mut buffer = vec![0u8; 4096];
+    let n = tokio::time::timeout(crate::support::FRAME_TIMEOUT, socket.recv(&mut buffer))
+        .await
+        .expect("a notification in time")
+        .unwrap();
+    String::from_utf8_lossy(&buffer[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn systemd_hears_ready_watchdog_and_a_start_timeout_extension_during_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notifications = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+    let data_dir = dir.path().join("data");
+    let spawn = || {
+        kefu()
+            .args(["serve", "--data-dir", data_dir.to_str().unwrap(), "--http", "127.0.0.1:0"])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", "200000")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kefu starts")
+    };
+
+    let mut child = spawn();
+    assert_eq!(next_notification(&notifications).await, "READY=1\nSTATUS=serving");
+    assert_eq!(next_notification(&notifications).await, "WATCHDOG=1");
+    assert_eq!(next_notification(&notifications).await, "WATCHDOG=1");
+    // Killed without a clean close, redb repairs the file at the next start.
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let mut child = spawn();
+    let first = next_notification(&notifications).await;
+    assert!(first.starts_with("EXTEND_TIMEOUT_USEC=60000000\nSTATUS=repairing the database"), "{first}");
+    loop {
+        let next = next_notification(&notifications).await;
+        if next.starts_with("READY=1") {
+            break;
+        }
+        assert!(next.starts_with("EXTEND_TIMEOUT_USEC="), "{next}");
+    }
+    let pid = child.id().unwrap().to_string();
+    tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    loop {
+        let next = next_notification(&notifications).await;
+        if next == "STOPPING=1" {
+            break;
+        }
+        assert_eq!(next, "WATCHDOG=1");
+    }
+    assert!(child.wait().await.unwrap().success());
+}
