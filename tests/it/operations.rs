@@ -116,8 +116,12 @@ async fn a_backup_under_write_load_restores_every_message_acknowledged_before_it
     let acked: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
+    let mut first_token = String::new();
     for writer in 0..N_WRITERS {
         let (_, token) = server.visitor_session(&site, None).await;
+        if writer == 0 {
+            first_token = token.clone();
+        }
         let mut visitor = server.visitor(&site, &token).await;
         let (acked, stop) = (acked.clone(), stop.clone());
         writers.push(tokio::spawn(async move {
@@ -166,10 +170,33 @@ async fn a_backup_under_write_load_restores_every_message_acknowledged_before_it
     assert_ne!(epoch_of(&restored_file), server.epoch());
     assert!(stdout.contains(&format!("epoch={}", epoch_of(&restored_file))), "{stdout}");
 
-    // The restored data serves: a restarted server on it answers with the same history.
     let (ok, stdout, _) = run_kefu(restored.path(), &["check"]).await;
     assert!(ok, "{stdout}");
     assert!(stdout.contains("intact=true"), "{stdout}");
+
+    let restored_epoch = epoch_of(&restored_file);
+    // A server on the restored data tells a client resuming with the old epoch to reload.
+    let (_child, address) = crate::crash::serve(restored.path()).await;
+    let mut socket = visitor_socket(&address, &site.key, &first_token).await;
+    let conversation_id = loop {
+        let Some(Ok(Message::Text(text))) = socket.next().await else { panic!("the socket closed") };
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        if frame["type"] == "welcome" {
+            break frame["conversations"][0]["id"].as_u64().expect("the visitor's conversation was restored");
+        }
+    };
+    let resume = json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 1, "epoch": server.epoch()});
+    socket.send(Message::Text(resume.to_string().into())).await.unwrap();
+    loop {
+        let Some(Ok(Message::Text(text))) = socket.next().await else { panic!("the socket closed") };
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        if frame["type"] == "reset" {
+            assert_eq!(frame["reason"], "epoch_changed");
+            assert_eq!(frame["epoch"].as_u64(), Some(restored_epoch));
+            break;
+        }
+        assert_ne!(frame["type"], "message", "nothing is replayed across a restore: {frame}");
+    }
 }
 
 #[tokio::test]
