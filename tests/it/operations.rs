@@ -539,3 +539,18 @@ async fn systemd_hears_ready_watchdog_and_a_start_timeout_extension_during_repai
     }
     assert!(child.wait().await.unwrap().success());
 }
+
+#[tokio::test]
+async fn healthcheck_exits_zero_only_on_a_healthy_answer() {
+    let server = TestServer::start().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = run_kefu(scratch.path(), &["healthcheck", "--url", &server.url("/healthz")]).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("200"), "{stdout}");
+    let (ok, _, stderr) = run_kefu(scratch.path(), &["healthcheck", "--url", &server.url("/no-such-page")]).await;
+    assert!(!ok && stderr.contains("404"), "{stderr}");
+    let (ok, _, stderr) = run_kefu(scratch.path(), &["healthcheck", "--url", "https://127.0.0.1:1/healthz"]).await;
+    assert!(!ok && stderr.contains("http://"), "{stderr}");
+    let (ok, _, stderr) = run_kefu(scratch.path(), &["healthcheck", "--url", "http://localhost:8080/healthz"]).await;
+    assert!(!ok && stderr.contains("IP address"), "{stderr}");
+}
