@@ -35,10 +35,27 @@ enum Command {
         /// `text` or `json` (overrides log.format).
         #[arg(long)]
         log_format: Option<String>,
+        /// The /metrics listen address, or `off` (overrides metrics).
+        #[arg(long)]
+        metrics: Option<String>,
     },
     /// Manage sites and agents (works while the server runs).
     #[command(subcommand)]
     Admin(AdminArgs),
+    /// Write a consistent snapshot of the database to FILE (works while the server runs).
+    Backup {
+        /// The new backup file; an existing file is never overwritten.
+        file: PathBuf,
+    },
+    /// Replace the database with the backup in FILE (the server must be stopped).
+    Restore { file: PathBuf },
+    /// Check the database's integrity and print what it holds; exits non-zero on damage.
+    Check,
+    /// GET a URL and exit 0 on a 2xx answer (the container health check; no curl needed).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -115,11 +132,12 @@ pub fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { http, log_format } => {
+        Command::Serve { http, log_format, metrics } => {
             let overrides = ConfigOverrides {
                 data_dir: cli.data_dir,
                 http,
                 log: log_format.map(|format| LogOverrides { format: Some(format) }),
+                metrics,
             };
             let config = Config::load(cli.config.as_deref(), &overrides)?;
             crate::telemetry::init(&config.log);
@@ -128,6 +146,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("listening on {}", config.http))?;
             crate::server::run(config, listener, crate::server::termination_signal()).await
         }
+        Command::Backup { file } => {
+            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+            crate::backup::run_backup(&config, &file).await
+        }
+        Command::Restore { file } => {
+            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+            crate::backup::run_restore(&config, &file).await
+        }
+        Command::Check => {
+            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+            crate::backup::run_check(&config).await
+        }
+        Command::Healthcheck { url } => crate::http::health::probe(&url).await,
         Command::Admin(args) => {
             let overrides = ConfigOverrides { data_dir: cli.data_dir, ..ConfigOverrides::default() };
             let config = Config::load(cli.config.as_deref(), &overrides)?;
@@ -142,6 +173,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn admin_overrides(data_dir: Option<PathBuf>) -> ConfigOverrides {
+    ConfigOverrides { data_dir, ..ConfigOverrides::default() }
 }
 
 fn admin_command(args: AdminArgs, config: &Config) -> AdminCommand {
@@ -180,7 +215,7 @@ fn admin_command(args: AdminArgs, config: &Config) -> AdminCommand {
 }
 
 /// Runs an admin command on the database directly, or through the server that holds it.
-async fn run_admin(config: &Config, command: AdminCommand) -> anyhow::Result<Result<Value, String>> {
+pub(crate) async fn run_admin(config: &Config, command: AdminCommand) -> anyhow::Result<Result<Value, String>> {
     let data_dir = config.data_dir.clone();
     let storage = config.storage.clone();
     let opened = tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage, None)).await?;
@@ -198,7 +233,7 @@ async fn run_admin(config: &Config, command: AdminCommand) -> anyhow::Result<Res
     }
 }
 
-fn print_answer(value: &Value) {
+pub(crate) fn print_answer(value: &Value) {
     let Some(object) = value.as_object() else {
         println!("{value}");
         return;

@@ -23,6 +23,8 @@ pub struct Config {
     pub http: SocketAddr,
     /// The URL people reach kefu at (used in printed links); derived from `http` when absent.
     pub public_url: Option<String>,
+    /// Where `/metrics` listens (Prometheus text format), or `off`.
+    pub metrics: String,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub routing: RoutingConfig,
@@ -125,6 +127,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./kefu-data"),
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
             public_url: None,
+            metrics: "127.0.0.1:9090".to_owned(),
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
             routing: RoutingConfig::default(),
@@ -181,6 +184,8 @@ pub struct ConfigOverrides {
     pub http: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<LogOverrides>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -230,12 +235,20 @@ impl Config {
             ("storage.commit_max_batch", self.storage.commit_max_batch >= 1),
             ("routing.default_capacity", self.routing.default_capacity >= 1),
         ];
+        if self.metrics != "off" && self.metrics.parse::<SocketAddr>().is_err() {
+            anyhow::bail!("invalid configuration: metrics must be an address such as 127.0.0.1:9090, or off");
+        }
         for (key, valid) in checks {
             if !valid {
                 anyhow::bail!("invalid configuration: {key} is out of range (see packaging/kefu.toml)");
             }
         }
         Ok(())
+    }
+
+    /// The metrics listen address; `None` when metrics are off.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.parse().ok()
     }
 
     /// The base URL printed in links.

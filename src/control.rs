@@ -52,6 +52,12 @@ pub enum AdminCommand {
     },
     ListSites,
     ListAgents,
+    /// Writes a consistent snapshot of the database to `path` (a new file).
+    Backup {
+        path: PathBuf,
+    },
+    /// Checks a snapshot of the database and reports what it holds.
+    Check,
 }
 
 impl AdminCommand {
@@ -63,6 +69,8 @@ impl AdminCommand {
             AdminCommand::ResetPassword { .. } => "reset_password",
             AdminCommand::ListSites => "list_sites",
             AdminCommand::ListAgents => "list_agents",
+            AdminCommand::Backup { .. } => "backup",
+            AdminCommand::Check => "check",
         }
     }
 
@@ -120,6 +128,29 @@ impl AdminCommand {
                     })
                     .collect();
                 Ok(json!({ "agents": lines }))
+            }
+            AdminCommand::Backup { path } => {
+                let destination = path.clone();
+                let summary = store
+                    .read(move |transaction| {
+                        crate::backup::snapshot(transaction, &destination)
+                            .map_err(|error| crate::storage::StorageError::Corrupt(error.to_string()))
+                    })
+                    .await
+                    .map_err(|error| match error {
+                        crate::storage::StorageError::Corrupt(message) => message,
+                        other => other.to_string(),
+                    })?;
+                Ok(json!({
+                    "tables": summary.n_tables,
+                    "day_shards": summary.n_day_shards,
+                    "messages": summary.n_messages,
+                    "records": summary.n_records,
+                }))
+            }
+            AdminCommand::Check => {
+                let report = crate::backup::check_running(store).await.map_err(|error| error.to_string())?;
+                serde_json::to_value(report).map_err(|error| error.to_string())
             }
         }
     }

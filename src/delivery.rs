@@ -173,6 +173,11 @@ impl ConnectionHandle {
     pub fn close_requested(&self) -> Option<u16> {
         Some(self.inner.close_requested.load(Ordering::Relaxed)).filter(|code| *code != 0)
     }
+
+    /// Frames waiting on this connection's queue.
+    pub fn n_queued(&self) -> usize {
+        self.inner.queue.max_capacity() - self.inner.queue.capacity()
+    }
 }
 
 impl PartialEq for ConnectionHandle {
@@ -263,6 +268,11 @@ impl Hub {
         self.all.iter().map(|entry| entry.value().clone()).collect()
     }
 
+    /// Frames waiting on every connection's queue (for metrics; walks all connections).
+    pub fn n_queued_frames(&self) -> usize {
+        self.all.iter().map(|entry| entry.value().n_queued()).sum()
+    }
+
     pub fn n_connections(&self) -> usize {
         self.all.len()
     }
@@ -350,6 +360,10 @@ fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
             if let (Some(origin), Some(ack), false) = (&origin, ack, origin_reached) {
                 origin.push(Outbound::Sequenced { conversation_id, seq, frame: ack });
             }
+            crate::metrics::METRICS.messages.inc();
+            crate::metrics::METRICS.delivery_latency.observe(
+                u64::try_from(crate::clock::now_millis().saturating_sub(record.created_at)).unwrap_or(0) * 1000,
+            );
             tracing::debug!(trace_id = record.trace_id, conversation_id, seq, "message delivered");
             router.notify(RoutingEvent::MessageStored { conversation_id, sender_kind: record.sender_kind });
         }

@@ -5,6 +5,7 @@
 
 pub mod agents;
 pub mod assets;
+pub mod backup;
 pub mod blocking;
 pub mod canned_replies;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod conversations;
 pub mod delivery;
 pub mod http;
 pub mod messages;
+pub mod metrics;
 pub mod offline_messages;
 pub mod outbound;
 pub mod principal;
@@ -27,6 +29,7 @@ pub mod server;
 pub mod session;
 pub mod sites;
 pub mod storage;
+pub mod systemd;
 pub mod teams;
 pub mod telemetry;
 pub mod transport;

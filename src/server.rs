@@ -48,6 +48,8 @@ pub type AppState = Arc<App>;
 pub struct Running {
     pub app: AppState,
     pub local_addr: SocketAddr,
+    /// Where `/metrics` listens, when it does.
+    pub metrics_addr: Option<SocketAddr>,
     serving: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -120,8 +122,20 @@ pub async fn start(
         shutdown.await;
         trigger.cancel();
     });
+    let metrics_addr = match app.config.metrics_addr() {
+        Some(address) => crate::metrics::serve(app.clone(), address).await,
+        None => None,
+    };
+    if let Some(metrics_addr) = metrics_addr {
+        tracing::info!(metrics = %metrics_addr, "metrics are listening");
+        println!("metrics http={metrics_addr}");
+    }
     tracing::info!(http = %local_addr, "kefu is listening");
     println!("listening http={local_addr}");
+    crate::systemd::notify("READY=1\nSTATUS=serving");
+    if let Some(interval) = crate::systemd::watchdog_interval() {
+        tasks.spawn(crate::systemd::run_watchdog(store.clone(), interval, shutdown_token.clone()));
+    }
     let serving_app = app.clone();
     let serving = tokio::spawn(async move {
         let app = serving_app;
@@ -133,6 +147,7 @@ pub async fn start(
                 .context("serving HTTP");
         // Whatever ended serving, shut down in order.
         app.shutdown.cancel();
+        crate::systemd::notify("STOPPING=1");
         tracing::info!("shutting down: closing connections");
         tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
@@ -149,7 +164,7 @@ pub async fn start(
         tracing::info!("stopped");
         served
     });
-    Ok(Running { app, local_addr, serving })
+    Ok(Running { app, local_addr, metrics_addr, serving })
 }
 
 /// On the first start: an admin account and a default site, printed once.

@@ -348,6 +348,7 @@ impl Session {
                 Filtered::Clean => text,
                 Filtered::Masked(masked) => masked,
                 Filtered::Rejected => {
+                    tracing::debug!(trace_id, "send rejected by the word filter");
                     return refuse(
                         out,
                         ErrorCode::RejectedContent,

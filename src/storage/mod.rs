@@ -106,10 +106,13 @@ impl Store {
     ) -> Result<Store, StorageError> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
-        let database = Database::builder().create(&path).map_err(|error| match error {
-            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::AlreadyOpen(path.clone()),
-            other => other.into(),
-        })?;
+        let database = Database::builder()
+            .set_repair_callback(|session| crate::systemd::on_repair_progress(session.progress()))
+            .create(&path)
+            .map_err(|error| match error {
+                redb::DatabaseError::DatabaseAlreadyOpen => StorageError::AlreadyOpen(path.clone()),
+                other => other.into(),
+            })?;
         let database = Arc::new(database);
         let epoch = initialise(&database)?;
         let state = WriterState::load(&database)?;
@@ -174,6 +177,11 @@ impl Store {
         self.inner.writer.submit_detached(operation, on_abort).await
     }
 
+    /// Operations waiting for the writer (for metrics).
+    pub fn writer_queue_len(&self) -> usize {
+        self.inner.writer.queue_len()
+    }
+
     /// Commits everything queued and stops the writer. Later writes fail with `WriterStopped`.
     pub async fn shutdown(&self) {
         self.inner.writer.shutdown().await;
@@ -207,25 +215,12 @@ fn initialise(database: &Database) -> Result<u64, StorageError> {
         }
     };
     // Open every fixed table once so readers never meet a missing table.
-    transaction.open_table(tables::SITES)?;
-    transaction.open_table(tables::AGENTS)?;
-    transaction.open_table(tables::AGENT_EMAILS)?;
-    transaction.open_table(tables::AGENT_SESSIONS)?;
-    transaction.open_table(tables::VISITORS)?;
-    transaction.open_table(tables::VISITOR_TOKENS)?;
-    transaction.open_table(tables::VISITOR_IDENTITIES)?;
-    transaction.open_table(tables::CONVERSATIONS)?;
-    transaction.open_table(tables::VISITOR_CONVERSATIONS)?;
-    transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?;
-    transaction.open_table(tables::OPEN_CONVERSATIONS)?;
-    transaction.open_table(tables::CONVERSATION_DAYS)?;
-    transaction.open_table(tables::CLIENT_IDS)?;
-    transaction.open_table(tables::READ_POSITIONS)?;
-    transaction.open_table(tables::UPLOADS)?;
-    transaction.open_table(tables::OFFLINE_MESSAGES)?;
-    transaction.open_table(tables::WEBHOOKS)?;
-    transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
-    transaction.open_table(tables::WEBHOOK_DUE)?;
+    macro_rules! open_each {
+        ($($table:ident),*) => {$(
+            transaction.open_table(tables::$table)?;
+        )*};
+    }
+    tables::with_fixed_tables!(open_each);
     transaction.commit()?;
     Ok(epoch)
 }

@@ -67,6 +67,39 @@ pub const WEBHOOK_DELIVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new
 /// (due time in Unix ms, delivery id) → (): deliveries waiting for their next attempt, soonest first.
 pub const WEBHOOK_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("webhook_due_v1");
 
+/// Calls `$apply!(TABLE, ...)` with every fixed table (all but the day shards), so the code
+/// that creates the tables and the code that backs them up can never disagree.
+macro_rules! with_fixed_tables {
+    ($apply:ident) => {
+        $apply!(
+            META,
+            SITES,
+            AGENTS,
+            AGENT_EMAILS,
+            AGENT_SESSIONS,
+            VISITORS,
+            VISITOR_TOKENS,
+            VISITOR_IDENTITIES,
+            CONVERSATIONS,
+            VISITOR_CONVERSATIONS,
+            VISITOR_OPEN_CONVERSATION,
+            OPEN_CONVERSATIONS,
+            CONVERSATION_DAYS,
+            CLIENT_IDS,
+            READ_POSITIONS,
+            UPLOADS,
+            OFFLINE_MESSAGES,
+            WEBHOOKS,
+            WEBHOOK_DELIVERIES,
+            WEBHOOK_DUE,
+            CANNED_REPLIES,
+            TEAMS,
+            BLOCKED_IPS
+        )
+    };
+}
+pub(crate) use with_fixed_tables;
+
 /// The prefix of the per-day message shard tables, `messages_v1_YYYY-MM-DD`.
 pub const MESSAGE_SHARD_PREFIX: &str = "messages_v1_";
 

@@ -21,6 +21,7 @@ use super::{StorageError, decode_json, encode_json, tables};
 use crate::config::StorageConfig;
 use crate::conversations::Conversation;
 use crate::delivery::{CommittedBatch, CommittedEvent};
+use crate::metrics::METRICS;
 
 /// Operations waiting for the writer. Large enough to absorb a burst of a few commits' worth
 /// while the previous commit syncs; when full, senders wait, which is the backpressure.
@@ -267,9 +268,11 @@ impl WriterHandle {
         F: FnOnce(&mut WriteContext<'_>) -> Result<Result<R, E>, StorageError> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel::<Result<R, E>>();
+        let submitted = Instant::now();
         let job: Job = Box::new(move |context| match catch_unwind(AssertUnwindSafe(|| operation(context))) {
             Ok(Ok(outcome)) => {
                 let completion: Completion = Box::new(move |committed| {
+                    METRICS.ack_latency.observe_duration(submitted.elapsed());
                     let _ = answer.send(match committed {
                         Ok(()) => outcome,
                         Err(reason) => Err(E::from(StorageError::Panicked(reason.to_string()))),
@@ -305,6 +308,7 @@ impl WriterHandle {
         F: FnOnce(&mut WriteContext<'_>) -> Result<(), StorageError> + Send + 'static,
         A: FnOnce(Arc<str>) + Send + 'static,
     {
+        let submitted = Instant::now();
         let job: Job = Box::new(move |context| {
             let outcome = match catch_unwind(AssertUnwindSafe(|| operation(context))) {
                 Ok(Ok(())) => Ok(()),
@@ -312,6 +316,7 @@ impl WriterHandle {
                 Err(panic) => Err(panic_message(panic).into()),
             };
             let completion: Completion = Box::new(move |committed| {
+                METRICS.ack_latency.observe_duration(submitted.elapsed());
                 if let Err(reason) = committed {
                     on_abort(reason);
                 }
@@ -319,6 +324,11 @@ impl WriterHandle {
             (outcome, completion)
         });
         self.queue.send(Command::Job(job)).await.map_err(|_| StorageError::WriterStopped)
+    }
+
+    /// Operations waiting in the writer's queue.
+    pub fn queue_len(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
     }
 
     pub async fn shutdown(&self) {
@@ -431,14 +441,18 @@ fn commit_batch(
     match &outcome {
         Ok(()) => {
             state.trim_caches();
+            METRICS.commit_batch_size.observe(n_operations as u64);
+            METRICS.commit_duration.observe_duration(started.elapsed());
             tracing::trace!(n_operations, elapsed_us = started.elapsed().as_micros() as u64, "batch committed");
             if let Some(committed) = committed {
                 if !events.is_empty() && committed.blocking_send(CommittedBatch(events)).is_err() {
                     tracing::debug!("delivery has stopped; committed events dropped");
                 }
+                METRICS.dispatch_queue.set((committed.max_capacity() - committed.capacity()) as i64);
             }
         }
         Err(reason) => {
+            METRICS.commits_aborted.inc();
             tracing::error!(%reason, n_operations, "write batch aborted");
             match WriterState::load(database) {
                 Ok(reloaded) => *state = reloaded,

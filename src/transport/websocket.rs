@@ -141,6 +141,7 @@ async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permi
         Ok(started) => started,
         Err(reason) => return connection.close(reason).await,
     };
+    let _counted = crate::metrics::METRICS.connection_opened(crate::metrics::Transport::WebSocket, role);
     let mut out: Vec<Bytes> = first_frames;
     let mut rate = RateLimiter::new(limits.frames_per_second, limits.frame_burst);
     let mut n_rate_limited = 0u32;

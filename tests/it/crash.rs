@@ -18,17 +18,18 @@ use crate::support::http;
 const N_VISITORS: usize = 10;
 const MESSAGES_PER_VISITOR: usize = 100;
 
-fn kefu() -> Command {
+pub(crate) fn kefu() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kefu"));
     command
         .env("KEFU_LIMITS__FRAMES_PER_SECOND", "100000")
         .env("KEFU_LIMITS__FRAME_BURST", "100000")
+        .env("KEFU_METRICS", "off")
         .env("RUST_LOG", "warn");
     command
 }
 
 /// Starts `kefu serve` and waits for its `listening` line.
-async fn serve(data_dir: &Path) -> (Child, String) {
+pub(crate) async fn serve(data_dir: &Path) -> (Child, String) {
     let mut child = kefu()
         .args(["serve", "--data-dir", data_dir.to_str().unwrap(), "--http", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -46,7 +47,7 @@ async fn serve(data_dir: &Path) -> (Child, String) {
     (child, address)
 }
 
-async fn admin(data_dir: &Path, args: &[&str]) -> HashMap<String, String> {
+pub(crate) async fn admin(data_dir: &Path, args: &[&str]) -> HashMap<String, String> {
     let output =
         kefu().arg("admin").args(args).args(["--data-dir", data_dir.to_str().unwrap()]).output().await.unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -58,7 +59,7 @@ async fn admin(data_dir: &Path, args: &[&str]) -> HashMap<String, String> {
         .collect()
 }
 
-async fn visitor_socket(
+pub(crate) async fn visitor_socket(
     address: &str,
     site: &str,
     token: &str,
@@ -69,7 +70,7 @@ async fn visitor_socket(
     socket
 }
 
-fn send_frame(visitor: usize, n: usize) -> Message {
+pub(crate) fn send_frame(visitor: usize, n: usize) -> Message {
     Message::Text(json!({"type": "send", "client_id": format!("v{visitor}-m{n}"), "text": format!("message {n} of visitor {visitor}")}).to_string().into())
 }
 
@@ -191,7 +192,7 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
 }
 
 /// (client id, seq) of every message in the visitor's conversations.
-async fn stored_messages(address: &str, token: &str, session: &Value) -> Vec<(String, u64)> {
+pub(crate) async fn stored_messages(address: &str, token: &str, session: &Value) -> Vec<(String, u64)> {
     let mut stored = Vec::new();
     for conversation in session["conversations"].as_array().unwrap() {
         let id = conversation["id"].as_u64().unwrap();

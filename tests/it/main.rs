@@ -6,6 +6,7 @@ mod console;
 mod crash;
 mod delivery;
 mod moderation;
+mod operations;
 mod routing;
 mod support;
 mod visitor_features;

@@ -150,6 +150,11 @@ impl TestServer {
         client
     }
 
+    /// Where this server's `/metrics` listens.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.running.as_ref().expect("the server runs").metrics_addr
+    }
+
     pub fn epoch(&self) -> u64 {
         self.app().store.epoch()
     }
@@ -166,6 +171,7 @@ impl Drop for TestServer {
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config { data_dir: PathBuf::from(data_dir), ..Config::default() };
     config.http = "127.0.0.1:0".parse().unwrap();
+    config.metrics = "127.0.0.1:0".to_owned();
     config.routing.offline_grace_secs = 0;
     config.limits.frames_per_second = 10_000;
     config.limits.frame_burst = 10_000;

@@ -1,0 +1,556 @@
+//! Operations: metrics, backup and restore under load, integrity checks, format versions,
+//! SIGTERM under load with JSON logs, and the systemd unit.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::{SinkExt, StreamExt};
+use kefu::storage::{DATABASE_FILE, SCHEMA_VERSION, StorageError, Store, tables};
+use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::crash::{admin, kefu, send_frame, stored_messages, visitor_socket};
+use crate::support::{TestServer, http};
+
+/// Runs the kefu binary with `args` on `data_dir`; returns (success, stdout, stderr).
+async fn run_kefu(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = kefu().args(args).args(["--data-dir", data_dir.to_str().unwrap()]).output().await.unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Every (conversation id, seq) stored in the message shards of the database file at `path`.
+fn stored_keys(path: &Path) -> HashSet<(u64, u64)> {
+    let database = Database::open(path).unwrap();
+    let transaction = database.begin_read().unwrap();
+    let mut keys = HashSet::new();
+    for handle in transaction.list_tables().unwrap() {
+        if tables::message_shard_day(handle.name()).is_none() {
+            continue;
+        }
+        let table = transaction.open_table(tables::message_shard(handle.name())).unwrap();
+        for entry in table.iter().unwrap() {
+            keys.insert(entry.unwrap().0.value());
+        }
+    }
+    keys
+}
+
+fn epoch_of(path: &Path) -> u64 {
+    let database = Database::open(path).unwrap();
+    let transaction = database.begin_read().unwrap();
+    kefu::storage::read_meta(&transaction, "epoch").unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_exposes_the_listed_series() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    visitor.say(None, "m1", "hello").await;
+
+    let metrics_addr = server.metrics_addr().expect("metrics listen on a port of their own");
+    let response = http().get(format!("http://{metrics_addr}/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let body = response.text().await.unwrap();
+    for series in [
+        "kefu_connections{transport=\"websocket\",role=\"visitor\"}",
+        "kefu_connections{transport=\"websocket\",role=\"agent\"}",
+        "kefu_connections{transport=\"quic\",role=\"visitor\"}",
+        "kefu_messages_total",
+        "kefu_delivery_latency_seconds_bucket{le=\"+Inf\"}",
+        "kefu_ack_latency_seconds_count",
+        "kefu_commit_batch_size_bucket{le=\"1\"}",
+        "kefu_commit_duration_seconds_sum",
+        "kefu_commits_aborted_total",
+        "kefu_queue_length{queue=\"writer\"}",
+        "kefu_queue_length{queue=\"dispatch\"}",
+        "kefu_queue_length{queue=\"outbound\"}",
+        "kefu_index_lag_messages",
+        "kefu_bot_answers_total",
+        "kefu_llm_requests_total",
+        "kefu_llm_errors_total",
+    ] {
+        assert!(body.contains(&format!("{series} ")), "{series} is missing from\n{body}");
+    }
+    let value = |name: &str| -> f64 {
+        body.lines().find_map(|line| line.strip_prefix(&format!("{name} "))).unwrap().parse().unwrap()
+    };
+    // The registry is process-wide (tests share it), so counts are at least this test's own.
+    assert!(value("kefu_messages_total") >= 1.0);
+    assert!(value("kefu_commit_duration_seconds_count") >= 1.0);
+    assert!(value("kefu_connections{transport=\"websocket\",role=\"visitor\"}") >= 1.0);
+
+    // The main port does not serve metrics.
+    let response = http().get(server.url("/metrics")).send().await.unwrap();
+    assert_ne!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn invalid_metrics_addresses_are_refused_at_start() {
+    let overrides = kefu::config::ConfigOverrides { metrics: Some("localhost".into()), ..Default::default() };
+    let error = kefu::config::Config::load(None, &overrides).unwrap_err().to_string();
+    assert!(error.contains("metrics"), "{error}");
+    let overrides = kefu::config::ConfigOverrides { metrics: Some("off".into()), ..Default::default() };
+    assert_eq!(kefu::config::Config::load(None, &overrides).unwrap().metrics_addr(), None);
+}
+
+#[tokio::test]
+async fn a_backup_under_write_load_restores_every_message_acknowledged_before_it() {
+    const N_WRITERS: usize = 4;
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+
+    // Writers send until told to stop, recording every acknowledged (conversation, seq).
+    let acked: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    let mut first_token = String::new();
+    for writer in 0..N_WRITERS {
+        let (_, token) = server.visitor_session(&site, None).await;
+        if writer == 0 {
+            first_token = token.clone();
+        }
+        let mut visitor = server.visitor(&site, &token).await;
+        let (acked, stop) = (acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let ack = visitor.say(None, &format!("w{writer}-{n}"), "under load").await;
+                acked.lock().await.push((ack["conversation_id"].as_u64().unwrap(), ack["seq"].as_u64().unwrap()));
+                n += 1;
+            }
+        }));
+    }
+    while acked.lock().await.len() < 50 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+
+    let acked_before_backup: Vec<(u64, u64)> = acked.lock().await.clone();
+    let backup_dir = tempfile::tempdir().unwrap();
+    let backup_file = backup_dir.path().join("kefu-backup.redb");
+    let (ok, stdout, stderr) = run_kefu(server.dir.path(), &["backup", backup_file.to_str().unwrap()]).await;
+    assert!(ok, "backup failed: {stdout}{stderr}");
+    assert!(stderr.contains("the server is running"), "the running server took the snapshot: {stderr}");
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let n_acked_total = acked.lock().await.len();
+    assert!(n_acked_total > acked_before_backup.len(), "writes went on during the backup");
+
+    // A second backup to the same file is refused and leaves the first alone.
+    let size = std::fs::metadata(&backup_file).unwrap().len();
+    let (ok, _, stderr) = run_kefu(server.dir.path(), &["backup", backup_file.to_str().unwrap()]).await;
+    assert!(!ok && stderr.contains("already exists"), "{stderr}");
+    assert_eq!(std::fs::metadata(&backup_file).unwrap().len(), size);
+
+    // Restoring into a fresh data directory yields every message acknowledged before the backup.
+    let restored = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = run_kefu(restored.path(), &["restore", backup_file.to_str().unwrap()]).await;
+    assert!(ok, "restore failed: {stdout}{stderr}");
+    let restored_file = restored.path().join(DATABASE_FILE);
+    let keys = stored_keys(&restored_file);
+    for key in &acked_before_backup {
+        assert!(keys.contains(key), "acknowledged message {key:?} is in the backup");
+    }
+    // The restored database has a new epoch, so clients resuming across the restore reload.
+    assert_ne!(epoch_of(&restored_file), server.epoch());
+    assert!(stdout.contains(&format!("epoch={}", epoch_of(&restored_file))), "{stdout}");
+
+    let (ok, stdout, _) = run_kefu(restored.path(), &["check"]).await;
+    assert!(ok, "{stdout}");
+    assert!(stdout.contains("intact=true"), "{stdout}");
+
+    let restored_epoch = epoch_of(&restored_file);
+    // A server on the restored data tells a client resuming with the old epoch to reload.
+    let (_child, address) = crate::crash::serve(restored.path()).await;
+    let mut socket = visitor_socket(&address, &site.key, &first_token).await;
+    let conversation_id = loop {
+        let Some(Ok(Message::Text(text))) = socket.next().await else { panic!("the socket closed") };
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        if frame["type"] == "welcome" {
+            break frame["conversations"][0]["id"].as_u64().expect("the visitor's conversation was restored");
+        }
+    };
+    let resume = json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 1, "epoch": server.epoch()});
+    socket.send(Message::Text(resume.to_string().into())).await.unwrap();
+    loop {
+        let Some(Ok(Message::Text(text))) = socket.next().await else { panic!("the socket closed") };
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        if frame["type"] == "reset" {
+            assert_eq!(frame["reason"], "epoch_changed");
+            assert_eq!(frame["epoch"].as_u64(), Some(restored_epoch));
+            break;
+        }
+        assert_ne!(frame["type"], "message", "nothing is replayed across a restore: {frame}");
+    }
+}
+
+#[tokio::test]
+async fn restore_refuses_while_the_server_runs_and_changes_nothing() {
+    let server = TestServer::start().await;
+    let backup_dir = tempfile::tempdir().unwrap();
+    let backup_file = backup_dir.path().join("b.redb");
+    let (ok, _, stderr) = run_kefu(server.dir.path(), &["backup", backup_file.to_str().unwrap()]).await;
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = run_kefu(server.dir.path(), &["restore", backup_file.to_str().unwrap()]).await;
+    assert!(!ok);
+    assert!(stderr.contains("stop it before restoring"), "{stderr}");
+    assert!(!server.dir.path().join(kefu::backup::BEFORE_RESTORE_FILE).exists());
+
+    // A missing or foreign backup file is refused too.
+    let (ok, _, stderr) = run_kefu(backup_dir.path(), &["restore", "/nonexistent/backup.redb"]).await;
+    assert!(!ok && stderr.contains("does not exist"), "{stderr}");
+    let junk = backup_dir.path().join("junk.redb");
+    std::fs::write(&junk, vec![7u8; 10_000]).unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = run_kefu(empty.path(), &["restore", junk.to_str().unwrap()]).await;
+    assert!(!ok && stderr.contains("damaged"), "{stderr}");
+    assert!(!empty.path().join(DATABASE_FILE).exists(), "a refused restore leaves no database behind");
+}
+
+#[tokio::test]
+async fn check_reports_an_intact_database_and_detects_a_damaged_one() {
+    let mut server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    for n in 0..200 {
+        visitor.say(None, &format!("m{n}"), &format!("needle-{n:04} {}", "x".repeat(200))).await;
+    }
+
+    // While the server runs, check goes through the control socket.
+    let (ok, stdout, stderr) = run_kefu(server.dir.path(), &["check"]).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("intact=true") && stdout.contains("messages=200"), "{stdout}");
+    assert!(stdout.contains(&format!("schema_version={SCHEMA_VERSION}")), "{stdout}");
+    assert!(stdout.contains("day_shards=1"), "{stdout}");
+    drop(visitor);
+    server.stop().await;
+
+    // Stopped, it checks the file itself.
+    let (ok, stdout, _) = run_kefu(server.dir.path(), &["check"]).await;
+    assert!(ok && stdout.contains("messages=200"), "{stdout}");
+
+    // A copy with some bytes of stored messages overwritten fails the check.
+    let damaged = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(server.dir.path().join(DATABASE_FILE)).unwrap();
+    let at = bytes.windows(11).position(|window| window == b"needle-0100").expect("the text is in the file");
+    bytes[at..at + 8].copy_from_slice(b"CORRUPT!");
+    std::fs::write(damaged.path().join(DATABASE_FILE), &bytes).unwrap();
+    let (ok, stdout, stderr) = run_kefu(damaged.path(), &["check"]).await;
+    assert!(!ok, "a damaged file fails the check: {stdout}");
+    assert!(stderr.contains("damaged"), "{stderr}");
+    assert!(stdout.contains("intact=false"), "{stdout}");
+
+    // The original is untouched by checking.
+    let (ok, _, _) = run_kefu(server.dir.path(), &["check"]).await;
+    assert!(ok);
+}
+
+#[tokio::test]
+async fn a_database_of_a_newer_format_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let database = Database::create(dir.path().join(DATABASE_FILE)).unwrap();
+        let transaction = database.begin_write().unwrap();
+        transaction.open_table(tables::META).unwrap().insert("schema_version", SCHEMA_VERSION + 1).unwrap();
+        transaction.commit().unwrap();
+    }
+    let config = kefu::config::StorageConfig::default();
+    let path = dir.path().to_owned();
+    let opened = tokio::task::spawn_blocking(move || Store::open(&path, &config, None)).await.unwrap();
+    let Err(error) = opened else { panic!("a newer format must not open") };
+    assert!(matches!(error, StorageError::NewerFormat { found } if found == SCHEMA_VERSION + 1));
+    assert!(error.to_string().contains("newer kefu"), "{error}");
+
+    let (ok, _, stderr) = run_kefu(dir.path(), &["serve", "--http", "127.0.0.1:0"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("written by a newer kefu"), "{stderr}");
+    let (ok, stdout, _) = run_kefu(dir.path(), &["check"]).await;
+    assert!(!ok && stdout.contains("intact=false"), "{stdout}");
+    // Nothing was changed: the version is still the newer one.
+    let database = Database::open(dir.path().join(DATABASE_FILE)).unwrap();
+    let transaction = database.begin_read().unwrap();
+    assert_eq!(kefu::storage::read_meta(&transaction, "schema_version").unwrap(), Some(SCHEMA_VERSION + 1));
+}
+
+#[tokio::test]
+async fn sigterm_under_load_loses_no_acknowledged_message_and_clients_resume() {
+    const N_VISITORS: usize = 8;
+    const MESSAGES_PER_VISITOR: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let site = admin(dir.path(), &["create-site", "--name", "Shop", "--origin", "*"]).await["site_key"].clone();
+
+    let mut child = kefu()
+        .args(["serve", "--data-dir", dir.path().to_str().unwrap(), "--http", "127.0.0.1:0", "--log-format", "json"])
+        .env("RUST_LOG", "kefu=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kefu starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let address = loop {
+        let line = stdout.next_line().await.unwrap().expect("kefu prints its address");
+        if let Some(address) = line.strip_prefix("listening http=") {
+            break address.to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let logs = tokio::spawn(async move {
+        let mut lines = Vec::new();
+        while let Ok(Some(line)) = stderr.next_line().await {
+            lines.push(line);
+        }
+        lines
+    });
+
+    let mut tokens = Vec::new();
+    for _ in 0..N_VISITORS {
+        let session: Value = http()
+            .post(format!("http://{address}/api/v1/visitor/session"))
+            .json(&json!({"site": site}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tokens.push(session["token"].as_str().unwrap().to_owned());
+    }
+
+    // Every visitor pipelines its messages and collects acks until the server closes the socket.
+    let n_acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for (visitor, token) in tokens.iter().enumerate() {
+        let mut socket = visitor_socket(&address, &site, token).await;
+        let n_acked = n_acked.clone();
+        senders.push(tokio::spawn(async move {
+            for n in 0..MESSAGES_PER_VISITOR {
+                if socket.send(send_frame(visitor, n)).await.is_err() {
+                    break;
+                }
+            }
+            let mut acked: HashMap<String, u64> = HashMap::new();
+            let mut close_code = None;
+            let mut goaway = false;
+            while let Some(Ok(message)) = socket.next().await {
+                match message {
+                    Message::Text(text) => {
+                        let frame: Value = serde_json::from_str(&text).unwrap();
+                        if frame["type"] == "ack" {
+                            acked.insert(
+                                frame["client_id"].as_str().unwrap().to_owned(),
+                                frame["seq"].as_u64().unwrap(),
+                            );
+                            n_acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        goaway |= frame["type"] == "goaway";
+                    }
+                    Message::Close(frame) => close_code = frame.map(|frame| u16::from(frame.code)),
+                    _ => {}
+                }
+            }
+            (acked, goaway, close_code)
+        }));
+    }
+    while n_acked.load(Ordering::Relaxed) < N_VISITORS * MESSAGES_PER_VISITOR / 4 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let pid = child.id().expect("the child runs").to_string();
+    let killed = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(killed.success());
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "kefu exits cleanly on SIGTERM: {status}");
+    let mut acked = Vec::new();
+    for sender in senders {
+        let (visitor_acked, goaway, close_code) = sender.await.unwrap();
+        assert!(goaway, "every client is told to reconnect");
+        assert_eq!(close_code, Some(1012), "the close code says the server restarts");
+        acked.push(visitor_acked);
+    }
+    assert!(acked.iter().map(HashMap::len).sum::<usize>() > 0);
+
+    // Every stage of a message logged its trace id, as a JSON field.
+    let logs = logs.await.unwrap();
+    let records: Vec<Value> = logs.iter().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    assert_eq!(records.len(), logs.len(), "every log line is JSON");
+    let stages = |message: &str| -> HashSet<u64> {
+        records
+            .iter()
+            .filter(|record| record["message"] == message)
+            .filter_map(|record| record["trace_id"].as_u64())
+            .collect()
+    };
+    let persisted = stages("message persisted");
+    assert!(!persisted.is_empty());
+    for stage in ["send validated", "send filtered", "message delivered"] {
+        assert!(persisted.is_subset(&stages(stage)), "every persisted message has a {stage:?} line with its trace_id");
+    }
+
+    // Restarted, the server has every acknowledged message once; clients resend the rest.
+    let (_child, address) = crate::crash::serve(dir.path()).await;
+    for (visitor, token) in tokens.iter().enumerate() {
+        let mut socket = visitor_socket(&address, &site, token).await;
+        for n in 0..MESSAGES_PER_VISITOR {
+            socket.send(send_frame(visitor, n)).await.unwrap();
+        }
+        let mut n_acks = 0;
+        while n_acks < MESSAGES_PER_VISITOR {
+            let Some(Ok(Message::Text(text))) = socket.next().await else { panic!("the socket closed") };
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == "ack" {
+                n_acks += 1;
+                if let Some(seq) = acked[visitor].get(frame["client_id"].as_str().unwrap()) {
+                    assert_eq!(frame["seq"].as_u64(), Some(*seq), "an acknowledged message kept its sequence");
+                    assert_eq!(frame["duplicate"], true, "an acknowledged message was stored before SIGTERM");
+                }
+            }
+        }
+        let session: Value = http()
+            .post(format!("http://{address}/api/v1/visitor/session"))
+            .json(&json!({"site": site, "token": token}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let stored = stored_messages(&address, token, &session).await;
+        assert_eq!(stored.len(), MESSAGES_PER_VISITOR, "every message exactly once after resending");
+    }
+}
+
+#[tokio::test]
+async fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let Ok(found) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
+        println!("note: systemd-analyze is not installed; the unit was not verified");
+        return;
+    };
+    assert!(found.status.success());
+    // verify checks that ExecStart exists, so point it at the binary under test.
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/kefu.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/kefu serve"));
+    let unit = unit.replace("/usr/local/bin/kefu", env!("CARGO_BIN_EXE_kefu"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kefu.service");
+    std::fs::write(&path, unit).unwrap();
+    let output = std::process::Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "systemd-analyze verify: {stderr}");
+    assert!(!stderr.contains("kefu.service:"), "no warnings about the unit: {stderr}");
+}
+
+#[tokio::test]
+async fn install_sh_is_safe_to_run_twice() {
+    let root = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/install.sh");
+    for _ in 0..2 {
+        let output = std::process::Command::new("sh")
+            .args([script, env!("CARGO_BIN_EXE_kefu"), root.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let installed = root.path().join("usr/local/bin/kefu");
+    assert_eq!(
+        std::fs::metadata(&installed).unwrap().len(),
+        std::fs::metadata(env!("CARGO_BIN_EXE_kefu")).unwrap().len()
+    );
+    assert!(root.path().join("etc/systemd/system/kefu.service").exists());
+    let config = std::fs::read_to_string(root.path().join("etc/kefu/kefu.toml")).unwrap();
+    assert!(config.contains("data_dir = \"/var/lib/kefu\""));
+    // The second run kept the first config and put the new example beside it.
+    assert!(root.path().join("etc/kefu/kefu.toml.example").exists());
+    // The installed config is valid.
+    let loaded = kefu::config::Config::load(Some(&root.path().join("etc/kefu/kefu.toml")), &Default::default());
+    assert_eq!(loaded.unwrap().data_dir, Path::new("/var/lib/kefu"));
+}
+
+/// The next notification on `socket`, within the frame timeout.
+async fn next_notification(socket: &tokio::net::UnixDatagram) -> String {
+    let mut buffer = vec![0u8; 4096];
+    let n = tokio::time::timeout(crate::support::FRAME_TIMEOUT, socket.recv(&mut buffer))
+        .await
+        .expect("a notification in time")
+        .unwrap();
+    String::from_utf8_lossy(&buffer[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn systemd_hears_ready_watchdog_and_a_start_timeout_extension_during_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notifications = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+    let data_dir = dir.path().join("data");
+    let spawn = || {
+        kefu()
+            .args(["serve", "--data-dir", data_dir.to_str().unwrap(), "--http", "127.0.0.1:0"])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", "200000")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kefu starts")
+    };
+
+    let mut child = spawn();
+    assert_eq!(next_notification(&notifications).await, "READY=1\nSTATUS=serving");
+    assert_eq!(next_notification(&notifications).await, "WATCHDOG=1");
+    assert_eq!(next_notification(&notifications).await, "WATCHDOG=1");
+    // Killed without a clean close, redb repairs the file at the next start.
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let mut child = spawn();
+    let first = next_notification(&notifications).await;
+    assert!(first.starts_with("EXTEND_TIMEOUT_USEC=60000000\nSTATUS=repairing the database"), "{first}");
+    loop {
+        let next = next_notification(&notifications).await;
+        if next.starts_with("READY=1") {
+            break;
+        }
+        assert!(next.starts_with("EXTEND_TIMEOUT_USEC="), "{next}");
+    }
+    let pid = child.id().unwrap().to_string();
+    tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    loop {
+        let next = next_notification(&notifications).await;
+        if next == "STOPPING=1" {
+            break;
+        }
+        assert_eq!(next, "WATCHDOG=1");
+    }
+    assert!(child.wait().await.unwrap().success());
+}
+
+#[tokio::test]
+async fn healthcheck_exits_zero_only_on_a_healthy_answer() {
+    let server = TestServer::start().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = run_kefu(scratch.path(), &["healthcheck", "--url", &server.url("/healthz")]).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("200"), "{stdout}");
+    let (ok, _, stderr) = run_kefu(scratch.path(), &["healthcheck", "--url", &server.url("/no-such-page")]).await;
+    assert!(!ok && stderr.contains("404"), "{stderr}");
+    let (ok, _, stderr) = run_kefu(scratch.path(), &["healthcheck", "--url", "https://127.0.0.1:1/healthz"]).await;
+    assert!(!ok && stderr.contains("http://"), "{stderr}");
+    let (ok, _, stderr) = run_kefu(scratch.path(), &["healthcheck", "--url", "http://localhost:8080/healthz"]).await;
+    assert!(!ok && stderr.contains("IP address"), "{stderr}");
+}
