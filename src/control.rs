@@ -46,6 +46,11 @@ pub enum AdminCommand {
     },
     ListSites,
     ListAgents,
+    /// Sets how many days a site keeps its history (`None`: forever).
+    SetRetention {
+        site: String,
+        days: Option<u32>,
+    },
 }
 
 impl AdminCommand {
@@ -57,6 +62,7 @@ impl AdminCommand {
             AdminCommand::ResetPassword { .. } => "reset_password",
             AdminCommand::ListSites => "list_sites",
             AdminCommand::ListAgents => "list_agents",
+            AdminCommand::SetRetention { .. } => "set_retention",
         }
     }
 
@@ -108,6 +114,22 @@ impl AdminCommand {
                     .collect();
                 Ok(json!({ "agents": lines }))
             }
+            AdminCommand::SetRetention { site, days } => {
+                if days == Some(0) {
+                    return Err("days: must be at least 1 (or omitted to keep history forever)".into());
+                }
+                let key = site.clone();
+                let mut found = store
+                    .read(move |transaction| sites::get(transaction, &key))
+                    .await
+                    .map_err(|error| error.to_string())?
+                    .ok_or_else(|| format!("no site with key {site}"))?;
+                found.retention_days = days;
+                let saved = sites::save(store, found).await.map_err(|error| error.to_string())?;
+                Ok(
+                    json!({ "site": saved.key, "retention_days": days.map_or("forever".to_owned(), |days| days.to_string()) }),
+                )
+            }
         }
     }
 }
@@ -137,6 +159,10 @@ pub fn listen(app: AppState) -> std::io::Result<tokio::task::JoinHandle<()>> {
                 let mut line = String::new();
                 let mut reader = BufReader::new(reader.take(MAX_REQUEST_BYTES as u64));
                 if reader.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                if let Ok(command) = serde_json::from_str::<crate::history::HistoryCommand>(&line) {
+                    crate::history::serve(&app, command, &mut writer).await;
                     return;
                 }
                 let answer = match serde_json::from_str::<AdminCommand>(&line) {

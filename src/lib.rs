@@ -5,17 +5,22 @@
 
 pub mod agents;
 pub mod assets;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod conversations;
 pub mod delivery;
+pub mod export;
+pub mod history;
 pub mod http;
 pub mod messages;
 pub mod principal;
 pub mod protocol;
+pub mod retention;
 pub mod routing;
+pub mod search;
 pub mod secrets;
 pub mod sensitive_words;
 pub mod server;

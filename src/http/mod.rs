@@ -6,6 +6,7 @@ pub mod conversations_api;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod history_api;
 pub mod visitor_api;
 
 use axum::Router;
@@ -45,6 +46,8 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/agent/me", get(agent_api::me))
         .route("/api/v1/conversations", get(conversations_api::list))
         .route("/api/v1/conversations/{id}/messages", get(conversations_api::messages))
+        .route("/api/v1/search", get(history_api::search))
+        .route("/api/v1/export", get(history_api::export))
         .fallback(assets::static_file)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(security_headers))

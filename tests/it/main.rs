@@ -6,4 +6,5 @@ mod crash;
 mod delivery;
 mod moderation;
 mod routing;
+mod search;
 mod support;
