@@ -30,8 +30,8 @@ pub struct BenchArgs {
     /// Spread over this many past UTC days.
     #[arg(long, default_value_t = 30)]
     pub days: u32,
-    /// Messages per conversation.
-    #[arg(long, default_value_t = 20)]
+    /// Messages per conversation (60, so a history page of 50 is full).
+    #[arg(long, default_value_t = 60)]
     pub per_conversation: u64,
     /// Timed samples of each read measurement.
     #[arg(long, default_value_t = 2_000)]
