@@ -56,6 +56,18 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
         url: String,
     },
+    /// Export history as CSV or JSON Lines (works while the server runs).
+    Export(crate::history::ExportArgs),
+    /// Remove history past each site's retention (works while the server runs).
+    Retention {
+        /// Only print what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Rebuild the search index from the database (works while the server runs).
+    Reindex,
+    /// Fill a data directory with messages and measure history, search, export and reindex.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -113,6 +125,13 @@ enum AdminArgs {
     },
     ListSites,
     ListAgents,
+    /// Set how many days a site keeps its history; omit --days to keep it forever.
+    SetRetention {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        days: Option<u32>,
+    },
 }
 
 fn parse_mode(text: &str) -> Result<SensitiveMode, String> {
@@ -159,6 +178,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::backup::run_check(&config).await
         }
         Command::Healthcheck { url } => crate::http::health::probe(&url).await,
+        Command::Export(args) => {
+            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+            crate::history::export_cli(&config, args).await
+        }
+        Command::Retention { dry_run } => {
+            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+            let command = crate::history::HistoryCommand::Retention { dry_run };
+            let answer = crate::history::run_cli(&config, command, Box::new(std::io::sink())).await?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
+        Command::Reindex => {
+            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+            let command = crate::history::HistoryCommand::Reindex;
+            let answer = crate::history::run_cli(&config, command, Box::new(std::io::sink())).await?;
+            println!("{answer}");
+            Ok(())
+        }
+        Command::Bench(args) => crate::bench::run(args).await,
         Command::Admin(args) => {
             let overrides = ConfigOverrides { data_dir: cli.data_dir, ..ConfigOverrides::default() };
             let config = Config::load(cli.config.as_deref(), &overrides)?;
@@ -211,6 +249,7 @@ fn admin_command(args: AdminArgs, config: &Config) -> AdminCommand {
         AdminArgs::ResetPassword { email, password } => AdminCommand::ResetPassword { email, password },
         AdminArgs::ListSites => AdminCommand::ListSites,
         AdminArgs::ListAgents => AdminCommand::ListAgents,
+        AdminArgs::SetRetention { site, days } => AdminCommand::SetRetention { site, days },
     }
 }
 

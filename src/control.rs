@@ -58,6 +58,11 @@ pub enum AdminCommand {
     },
     /// Checks a snapshot of the database and reports what it holds.
     Check,
+    /// Sets how many days a site keeps its history (`None`: forever).
+    SetRetention {
+        site: String,
+        days: Option<u32>,
+    },
 }
 
 impl AdminCommand {
@@ -71,6 +76,7 @@ impl AdminCommand {
             AdminCommand::ListAgents => "list_agents",
             AdminCommand::Backup { .. } => "backup",
             AdminCommand::Check => "check",
+            AdminCommand::SetRetention { .. } => "set_retention",
         }
     }
 
@@ -152,6 +158,22 @@ impl AdminCommand {
                 let report = crate::backup::check_running(store).await.map_err(|error| error.to_string())?;
                 serde_json::to_value(report).map_err(|error| error.to_string())
             }
+            AdminCommand::SetRetention { site, days } => {
+                if days == Some(0) {
+                    return Err("days: must be at least 1 (or omitted to keep history forever)".into());
+                }
+                let key = site.clone();
+                let mut found = store
+                    .read(move |transaction| sites::get(transaction, &key))
+                    .await
+                    .map_err(|error| error.to_string())?
+                    .ok_or_else(|| format!("no site with key {site}"))?;
+                found.retention_days = days;
+                let saved = sites::save(store, found).await.map_err(|error| error.to_string())?;
+                Ok(
+                    json!({ "site": saved.key, "retention_days": days.map_or("forever".to_owned(), |days| days.to_string()) }),
+                )
+            }
         }
     }
 }
@@ -181,6 +203,10 @@ pub fn listen(app: AppState) -> std::io::Result<tokio::task::JoinHandle<()>> {
                 let mut line = String::new();
                 let mut reader = BufReader::new(reader.take(MAX_REQUEST_BYTES as u64));
                 if reader.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                if let Ok(command) = serde_json::from_str::<crate::history::HistoryCommand>(&line) {
+                    crate::history::serve(&app, command, &mut writer).await;
                     return;
                 }
                 let answer = match serde_json::from_str::<AdminCommand>(&line) {

@@ -20,6 +20,7 @@ use crate::conversations::Conversation;
 use crate::messages::{Appended, MessageRecord, message_view};
 use crate::protocol::{ConversationView, ParticipantView, ServerFrame};
 use crate::routing::{Router, RoutingEvent};
+use crate::search::Search;
 
 /// Committed batches waiting for the dispatcher. Small: each holds a whole commit's events, and a
 /// full queue makes the writer wait, which is the backpressure we want.
@@ -309,9 +310,19 @@ fn remove_from<K: std::hash::Hash + Eq>(map: &DashMap<K, Vec<ConnectionHandle>>,
 }
 
 /// Consumes committed batches until the writer stops.
-pub async fn run_dispatcher(mut committed: mpsc::Receiver<CommittedBatch>, hub: Arc<Hub>, router: Router, epoch: u64) {
+/// Committed messages are also offered to the search indexer (without waiting).
+pub async fn run_dispatcher(
+    mut committed: mpsc::Receiver<CommittedBatch>,
+    hub: Arc<Hub>,
+    router: Router,
+    epoch: u64,
+    search: Search,
+) {
     while let Some(CommittedBatch(events)) = committed.recv().await {
         for event in events {
+            if let CommittedEvent::Message { conversation_id, seq, record, .. } = &event {
+                search.offer(*conversation_id, *seq, record.clone());
+            }
             dispatch(&hub, &router, epoch, event);
         }
     }

@@ -416,3 +416,66 @@ pub fn page_after(
     }
     Ok(found)
 }
+
+/// A message's place in storage: its shard day, conversation and sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MessageKey {
+    pub day: u32,
+    pub conversation_id: u64,
+    pub seq: u64,
+}
+
+/// The days that have a message shard, oldest first.
+pub fn shard_days(transaction: &ReadTransaction) -> Result<Vec<u32>, StorageError> {
+    let mut days: Vec<u32> = transaction
+        .list_tables()?
+        .filter_map(|handle| tables::message_shard_day(redb::TableHandle::name(&handle)))
+        .collect();
+    days.sort_unstable();
+    Ok(days)
+}
+
+/// Up to `limit` messages of one day shard after `after` (a `(conversation, seq)` key), in key
+/// order: by conversation, then sequence. A chunked reader calls it again with the last key it got.
+pub fn scan_shard(
+    transaction: &ReadTransaction,
+    day: u32,
+    after: Option<(u64, u64)>,
+    limit: usize,
+) -> Result<Vec<(MessageKey, MessageRecord)>, StorageError> {
+    let Some(shard) = open_shard(transaction, day)? else {
+        return Ok(Vec::new());
+    };
+    let range = match after {
+        Some(key) => shard.range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))?,
+        None => shard.range::<(u64, u64)>(..)?,
+    };
+    let mut found = Vec::with_capacity(limit.min(4096));
+    for entry in range.take(limit) {
+        let (key, value) = entry?;
+        let (conversation_id, seq) = key.value();
+        found.push((MessageKey { day, conversation_id, seq }, decode_record(value.value())?));
+    }
+    Ok(found)
+}
+
+/// The conversation and shard day a `client_ids_v1` value points to (retention removes the
+/// records of dropped messages).
+pub fn ack_location(bytes: &[u8]) -> Result<(u64, u32), StorageError> {
+    let ack: AckRecord = decode_postcard(bytes)?;
+    Ok((ack.conversation_id, ack.day))
+}
+
+/// [`append`] with the message dated `created_at` instead of the batch's time: for tests and
+/// benchmarks that need history on past days, and for imports. It goes through the same
+/// writer path; only the clock differs. Other operations of the batch keep the batch's time.
+pub fn append_at(
+    context: &mut WriteContext<'_>,
+    new_message: NewMessage,
+    created_at: i64,
+) -> Result<Result<Appended, AppendError>, StorageError> {
+    let batch_time = std::mem::replace(&mut context.now, created_at);
+    let outcome = append(context, new_message);
+    context.now = batch_time;
+    outcome
+}

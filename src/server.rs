@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::delivery::{self, Hub};
 use crate::http::agent_api::LoginLimiter;
 use crate::routing::{self, Router};
+use crate::search::Search;
 use crate::sites::{self, NewSite, SiteDirectory};
 use crate::storage::Store;
 
@@ -31,6 +32,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     pub router: Router,
     pub sites: SiteDirectory,
+    /// The full-text index of every message (derived from redb).
+    pub search: Search,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
     /// Owns every connection task, so shutdown can wait for them.
@@ -84,6 +87,12 @@ pub async fn start(
         .await?
         .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
     bootstrap(&store, &config, local_addr).await?;
+    let search = {
+        let (store, data_dir) = (store.clone(), config.data_dir.clone());
+        tokio::task::spawn_blocking(move || Search::open(store, &data_dir))
+            .await?
+            .context("opening the search index")?
+    };
 
     let shutdown_token = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -96,12 +105,14 @@ pub async fn start(
         &tasks,
     )
     .await?;
-    let dispatcher = tokio::spawn(delivery::run_dispatcher(committed, hub.clone(), router.clone(), store.epoch()));
+    let dispatcher =
+        tokio::spawn(delivery::run_dispatcher(committed, hub.clone(), router.clone(), store.epoch(), search.clone()));
     let app: AppState = Arc::new(App {
         store: store.clone(),
         hub,
         router,
         sites: SiteDirectory::new(store.clone()),
+        search: search.clone(),
         shutdown: shutdown_token.clone(),
         tasks: tasks.clone(),
         connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
@@ -116,6 +127,7 @@ pub async fn start(
         timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
     };
     tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown_token.clone()));
+    crate::retention::spawn_schedule(&app);
 
     let trigger = shutdown_token.clone();
     tokio::spawn(async move {
@@ -158,6 +170,7 @@ pub async fn start(
         store.shutdown().await;
         drop(app);
         let _ = dispatcher.await;
+        search.shutdown().await;
         if let Some(path) = crate::control::socket_path_of(store.data_dir()) {
             let _ = std::fs::remove_file(path);
         }

@@ -35,6 +35,9 @@ pub struct Site {
     pub sensitive_words: Vec<String>,
     pub sensitive_mode: SensitiveMode,
     pub created_at: i64,
+    /// Days of history kept (the current UTC day counts as one); `None` keeps it forever.
+    /// See src/retention.rs for how day shards shared by sites are dropped.
+    pub retention_days: Option<u32>,
 }
 
 impl Default for Site {
@@ -53,6 +56,7 @@ impl Default for Site {
             sensitive_words: Vec::new(),
             sensitive_mode: SensitiveMode::Mask,
             created_at: 0,
+            retention_days: None,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod conversations_api;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod history_api;
 pub mod uploads_api;
 pub mod visitor_api;
 pub mod webhooks_api;
@@ -77,6 +78,8 @@ pub fn router(app: AppState) -> Router {
             put(console_api::update_canned_reply).delete(console_api::delete_canned_reply),
         )
         .route("/api/v1/teams", get(console_api::list_teams).post(console_api::create_team))
+        .route("/api/v1/search", get(history_api::search))
+        .route("/api/v1/export", get(history_api::export))
         .fallback(assets::static_file)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(security_headers))

@@ -8,6 +8,7 @@ mod delivery;
 mod moderation;
 mod operations;
 mod routing;
+mod search;
 mod support;
 mod visitor_features;
 mod webhooks;

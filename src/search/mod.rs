@@ -1,0 +1,433 @@
+//! Full-text search over every message: a tantivy index in `DATA_DIR/index`, derived from redb.
+//!
+//! One indexer thread ([`indexer`]) owns the `IndexWriter`. The dispatcher offers it each
+//! committed message through a bounded queue; it commits in batches about once a second with a
+//! payload recording the highest lsn indexed (and its day), and after a crash, a lost queue item
+//! or a deleted index it catches up from the day shards. One `IndexReader` serves the process;
+//! each search takes a fresh searcher.
+//!
+//! Results are ordered newest first (by lsn), so a cursor (the lsn of the last hit) pages through
+//! them stably while new messages arrive.
+
+pub mod indexer;
+pub mod tokenizer;
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+
+use serde::Serialize;
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{DocAddress, Index, IndexReader, Order, ReloadPolicy, TantivyDocument, Term};
+use tokio::sync::{oneshot, watch};
+
+use crate::conversations::{self, Conversation, ConversationStatus};
+use crate::messages::MessageRecord;
+use crate::storage::{StorageError, Store};
+pub use indexer::ReindexReport;
+
+/// The index directory inside the data directory.
+pub const INDEX_DIR: &str = "index";
+
+/// Messages and commands waiting for the indexer. A second or two of peak traffic; when it is
+/// full the dispatcher drops the item and flags the indexer, which catches up from redb.
+pub const INDEX_QUEUE_CAPACITY: usize = 65_536;
+
+/// Most hits in one search page.
+pub const MAX_LIMIT: usize = 100;
+
+/// Most candidate hits one search examines when agent or state filters drop many; past this the
+/// page is returned short, with a cursor to go on.
+const MAX_EXAMINED: usize = 5_000;
+
+/// Longest snippet, in characters.
+const SNIPPET_CHARS: usize = 160;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("q: {0}")]
+    BadQuery(String),
+    #[error("index error: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    #[error("index directory error: {0}")]
+    Directory(#[from] tantivy::directory::error::OpenDirectoryError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the indexer has stopped")]
+    Stopped,
+}
+
+/// The index's fields.
+#[derive(Clone, Copy)]
+pub struct Fields {
+    pub text: Field,
+    pub conversation_id: Field,
+    pub seq: Field,
+    /// The global commit order: sorting and cursors.
+    pub lsn: Field,
+    /// The day shard, so retention deletes a dropped day and date filters are ranges.
+    pub day: Field,
+    pub site: Field,
+    pub visitor_id: Field,
+    pub sender_kind: Field,
+    pub sender_id: Field,
+    pub sender_name: Field,
+    pub created_at: Field,
+    pub internal: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let text_options = TextOptions::default().set_stored().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(tokenizer::TOKENIZER_NAME)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let fields = Fields {
+        text: builder.add_text_field("text", text_options),
+        conversation_id: builder.add_u64_field("conversation_id", INDEXED | STORED | FAST),
+        seq: builder.add_u64_field("seq", STORED),
+        lsn: builder.add_u64_field("lsn", INDEXED | STORED | FAST),
+        day: builder.add_u64_field("day", INDEXED | FAST),
+        site: builder.add_text_field("site", STRING | STORED),
+        visitor_id: builder.add_u64_field("visitor_id", INDEXED | STORED),
+        sender_kind: builder.add_text_field("sender_kind", STRING | STORED),
+        sender_id: builder.add_u64_field("sender_id", INDEXED | STORED),
+        sender_name: builder.add_text_field("sender_name", STORED),
+        created_at: builder.add_i64_field("created_at", STORED),
+        internal: builder.add_u64_field("internal", STORED),
+    };
+    (builder.build(), fields)
+}
+
+/// What the indexer is asked to do.
+pub(crate) enum IndexCommand {
+    Message {
+        conversation_id: u64,
+        seq: u64,
+        day: u32,
+        record: Arc<MessageRecord>,
+    },
+    /// Remove a dropped day (all sites, or one site's messages of that day).
+    Delete {
+        day: u32,
+        site: Option<String>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Reindex {
+        done: oneshot::Sender<Result<ReindexReport, String>>,
+    },
+    Shutdown,
+}
+
+/// The process's handle on the index. Cloning is cheap.
+#[derive(Clone)]
+pub struct Search {
+    inner: Arc<SearchShared>,
+}
+
+struct SearchShared {
+    reader: IndexReader,
+    index: Index,
+    fields: Fields,
+    queue: SyncSender<IndexCommand>,
+    /// Set when an offered message did not fit in the queue; the indexer then catches up.
+    lagging: Arc<AtomicBool>,
+    /// The highest lsn that is committed to the index and visible to searches.
+    indexed: watch::Receiver<u64>,
+    store: Store,
+    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Filters and paging of one search.
+#[derive(Clone, Debug, Default)]
+pub struct SearchRequest {
+    pub query: String,
+    /// The sites the caller may see; `None` for every site (admins).
+    pub visible_sites: Option<Vec<String>>,
+    pub site: Option<String>,
+    /// Conversations assigned to this agent.
+    pub agent: Option<u64>,
+    pub visitor: Option<u64>,
+    /// First and last UTC day, inclusive.
+    pub from_day: Option<u32>,
+    pub to_day: Option<u32>,
+    pub state: Option<ConversationStatus>,
+    /// Hits older than this lsn (from the previous page's `next_cursor`).
+    pub before_lsn: Option<u64>,
+    pub limit: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchHit {
+    pub conversation_id: u64,
+    pub seq: u64,
+    pub site: String,
+    pub visitor_id: u64,
+    pub sender_kind: String,
+    pub sender_id: u64,
+    pub sender_name: String,
+    pub created_at: i64,
+    pub internal: bool,
+    /// The matching part of the text as HTML: escaped, with the matches in `<b>`.
+    pub snippet: String,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchPage {
+    pub hits: Vec<SearchHit>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl Search {
+    /// Opens (or creates) the index in `data_dir/index` and starts the indexer thread, which
+    /// first catches up with what redb holds. An index that cannot be opened is rebuilt.
+    pub fn open(store: Store, data_dir: &Path) -> Result<Search, SearchError> {
+        let path = data_dir.join(INDEX_DIR);
+        let (schema, fields) = schema();
+        let index = match open_index(&path, &schema) {
+            Ok(index) => index,
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "the search index cannot be opened; rebuilding it");
+                std::fs::remove_dir_all(&path)?;
+                open_index(&path, &schema)?
+            }
+        };
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let (queue, receiver) = std::sync::mpsc::sync_channel(INDEX_QUEUE_CAPACITY);
+        let lagging = Arc::new(AtomicBool::new(false));
+        let (indexed_sender, indexed) = watch::channel(0);
+        let shared = Arc::new(SearchShared {
+            reader,
+            index,
+            fields,
+            queue,
+            lagging: lagging.clone(),
+            indexed,
+            store: store.clone(),
+            thread: parking_lot::Mutex::new(None),
+        });
+        let indexer =
+            indexer::Indexer::new(&shared.index, shared.reader.clone(), fields, store, lagging, indexed_sender)?;
+        let thread =
+            std::thread::Builder::new().name("kefu-indexer".to_owned()).spawn(move || indexer.run(receiver))?;
+        *shared.thread.lock() = Some(thread);
+        Ok(Search { inner: shared })
+    }
+
+    /// Offers a committed message to the indexer without waiting. A full queue drops it and
+    /// flags the indexer, which then reads what it missed from redb.
+    pub fn offer(&self, conversation_id: u64, seq: u64, record: Arc<MessageRecord>) {
+        let day = crate::clock::day_of(record.created_at);
+        let command = IndexCommand::Message { conversation_id, seq, day, record };
+        if let Err(TrySendError::Full(_)) = self.inner.queue.try_send(command) {
+            self.inner.lagging.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The highest lsn visible to searches.
+    pub fn indexed_lsn(&self) -> u64 {
+        *self.inner.indexed.borrow()
+    }
+
+    /// Waits until every message committed so far is searchable.
+    pub async fn wait_caught_up(&self) -> Result<(), SearchError> {
+        let next_lsn = self.inner.store.read(|transaction| crate::storage::read_meta(transaction, "next_lsn")).await?;
+        let target = next_lsn.unwrap_or(1).saturating_sub(1);
+        let mut indexed = self.inner.indexed.clone();
+        indexed.wait_for(|lsn| *lsn >= target).await.map_err(|_| SearchError::Stopped)?;
+        Ok(())
+    }
+
+    /// Rebuilds the index from redb. Searches keep seeing the old index until the new one commits.
+    pub async fn reindex(&self) -> Result<ReindexReport, SearchError> {
+        let (done, finished) = oneshot::channel();
+        self.send(IndexCommand::Reindex { done }).await?;
+        finished
+            .await
+            .map_err(|_| SearchError::Stopped)?
+            .map_err(|message| SearchError::Io(std::io::Error::other(message)))
+    }
+
+    /// Removes the messages of a dropped day (of every site, or of one) from the index.
+    pub async fn delete_day(&self, day: u32, site: Option<String>) -> Result<(), SearchError> {
+        let (done, finished) = oneshot::channel();
+        self.send(IndexCommand::Delete { day, site, done }).await?;
+        finished
+            .await
+            .map_err(|_| SearchError::Stopped)?
+            .map_err(|message| SearchError::Io(std::io::Error::other(message)))
+    }
+
+    async fn send(&self, command: IndexCommand) -> Result<(), SearchError> {
+        let queue = self.inner.queue.clone();
+        tokio::task::spawn_blocking(move || queue.send(command))
+            .await
+            .map_err(|_| SearchError::Stopped)?
+            .map_err(|_| SearchError::Stopped)
+    }
+
+    /// Commits what is indexed and stops the indexer thread.
+    pub async fn shutdown(&self) {
+        let _ = self.send(IndexCommand::Shutdown).await;
+        let thread = self.inner.thread.lock().take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    /// Runs a search on the blocking pool.
+    pub async fn search(&self, request: SearchRequest) -> Result<SearchPage, SearchError> {
+        let search = self.clone();
+        tokio::task::spawn_blocking(move || search.search_blocking(&request)).await.map_err(|_| SearchError::Stopped)?
+    }
+
+    /// Runs a search on the calling thread (blocking contexts and benchmarks).
+    pub fn search_blocking(&self, request: &SearchRequest) -> Result<SearchPage, SearchError> {
+        let fields = self.inner.fields;
+        let query_text = request.query.trim();
+        if query_text.is_empty() {
+            return Err(SearchError::BadQuery("must not be empty".into()));
+        }
+        let mut parser = QueryParser::for_index(&self.inner.index, vec![fields.text]);
+        parser.set_conjunction_by_default();
+        let user_query = parser.parse_query(query_text).map_err(|error| SearchError::BadQuery(error.to_string()))?;
+
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, user_query.box_clone())];
+        if let Some(sites) = &request.visible_sites {
+            let site_clauses: Vec<(Occur, Box<dyn Query>)> = sites
+                .iter()
+                .map(|site| (Occur::Should, term_query(Term::from_field_text(fields.site, site))))
+                .collect();
+            if site_clauses.is_empty() {
+                return Ok(SearchPage { hits: Vec::new(), next_cursor: None });
+            }
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(site_clauses))));
+        }
+        if let Some(site) = &request.site {
+            clauses.push((Occur::Must, term_query(Term::from_field_text(fields.site, site))));
+        }
+        if let Some(visitor) = request.visitor {
+            clauses.push((Occur::Must, term_query(Term::from_field_u64(fields.visitor_id, visitor))));
+        }
+        if request.from_day.is_some() || request.to_day.is_some() {
+            let bound = |day: Option<u32>| match day {
+                Some(day) => Bound::Included(Term::from_field_u64(fields.day, u64::from(day))),
+                None => Bound::Unbounded,
+            };
+            clauses.push((Occur::Must, Box::new(RangeQuery::new(bound(request.from_day), bound(request.to_day)))));
+        }
+
+        let searcher = self.inner.reader.searcher();
+        let limit = request.limit.clamp(1, MAX_LIMIT);
+        let needs_conversation = request.agent.is_some() || request.state.is_some();
+        let batch = if needs_conversation { (limit * 4).max(64) } else { limit + 1 };
+        let mut conversations: HashMap<u64, Option<Conversation>> = HashMap::new();
+        let mut hits = Vec::with_capacity(limit);
+        let mut before = request.before_lsn;
+        let mut examined = 0;
+        let mut snippets = SnippetGenerator::create(&searcher, &*user_query, fields.text)?;
+        snippets.set_max_num_chars(SNIPPET_CHARS);
+        loop {
+            let mut page_clauses: Vec<(Occur, Box<dyn Query>)> =
+                clauses.iter().map(|(occur, query)| (*occur, query.box_clone())).collect();
+            if let Some(before) = before {
+                let upper = Bound::Excluded(Term::from_field_u64(fields.lsn, before));
+                page_clauses.push((Occur::Must, Box::new(RangeQuery::new(Bound::Unbounded, upper))));
+            }
+            let query = BooleanQuery::new(page_clauses);
+            let found: Vec<(Option<u64>, DocAddress)> =
+                searcher.search(&query, &TopDocs::with_limit(batch).order_by_u64_field("lsn", Order::Desc))?;
+            let exhausted = found.len() < batch;
+            for (lsn, address) in &found {
+                if hits.len() == limit {
+                    return Ok(SearchPage { hits, next_cursor: before.map(|lsn| lsn.to_string()) });
+                }
+                examined += 1;
+                before = *lsn;
+                let document: TantivyDocument = searcher.doc(*address)?;
+                let conversation_id = u64_of(&document, fields.conversation_id);
+                if needs_conversation {
+                    let conversation = match conversations.get(&conversation_id) {
+                        Some(found) => found.clone(),
+                        None => {
+                            let found = self
+                                .inner
+                                .store
+                                .read_blocking(|transaction| conversations::get(transaction, conversation_id))?;
+                            conversations.insert(conversation_id, found.clone());
+                            found
+                        }
+                    };
+                    let Some(conversation) = conversation else {
+                        continue;
+                    };
+                    if request.agent.is_some_and(|agent| conversation.assigned_agent != Some(agent))
+                        || request.state.is_some_and(|state| conversation.status != state)
+                    {
+                        continue;
+                    }
+                }
+                let snippet = snippets.snippet_from_doc(&document);
+                hits.push(hit_of(&document, fields, conversation_id, snippet.to_html()));
+            }
+            if exhausted {
+                return Ok(SearchPage { hits, next_cursor: None });
+            }
+            if hits.len() == limit || examined >= MAX_EXAMINED {
+                return Ok(SearchPage { hits, next_cursor: before.map(|lsn| lsn.to_string()) });
+            }
+        }
+    }
+}
+
+fn open_index(path: &Path, schema: &Schema) -> Result<Index, SearchError> {
+    std::fs::create_dir_all(path)?;
+    let directory = tantivy::directory::MmapDirectory::open(path)?;
+    let index = Index::open_or_create(directory, schema.clone())?;
+    index
+        .tokenizers()
+        .register(tokenizer::TOKENIZER_NAME, TextAnalyzer::builder(tokenizer::CjkBigramTokenizer).build());
+    Ok(index)
+}
+
+fn term_query(term: Term) -> Box<dyn Query> {
+    Box::new(TermQuery::new(term, IndexRecordOption::Basic))
+}
+
+fn u64_of(document: &TantivyDocument, field: Field) -> u64 {
+    document.get_first(field).and_then(|value| value.as_u64()).unwrap_or_default()
+}
+
+fn str_of(document: &TantivyDocument, field: Field) -> String {
+    document.get_first(field).and_then(|value| value.as_str()).unwrap_or_default().to_owned()
+}
+
+fn hit_of(document: &TantivyDocument, fields: Fields, conversation_id: u64, snippet: String) -> SearchHit {
+    SearchHit {
+        conversation_id,
+        seq: u64_of(document, fields.seq),
+        site: str_of(document, fields.site),
+        visitor_id: u64_of(document, fields.visitor_id),
+        sender_kind: str_of(document, fields.sender_kind),
+        sender_id: u64_of(document, fields.sender_id),
+        sender_name: str_of(document, fields.sender_name),
+        created_at: document.get_first(fields.created_at).and_then(|value| value.as_i64()).unwrap_or_default(),
+        internal: u64_of(document, fields.internal) != 0,
+        snippet,
+        text: str_of(document, fields.text),
+    }
+}
