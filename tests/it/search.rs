@@ -28,6 +28,7 @@ async fn backdated(store: &Store, site: &str, visitor_id: u64, texts: &[&str], a
                     None => Target::VisitorInbox { site: site.clone(), visitor_id },
                 };
                 let new_message = NewMessage {
+                    attachment: None,
                     target,
                     sender: SenderView { kind: SenderKind::Visitor, id: visitor_id, name: "v".into() },
                     client_id: format!("c{visitor_id}-{at}-{index}"),
