@@ -49,6 +49,9 @@ pub struct Conversation {
     pub first_response_at: Option<i64>,
     /// The visitor's satisfaction rating, given once the conversation is closed.
     pub rating: Option<Rating>,
+    /// True while the site's bot answers; routing leaves the conversation alone until the visitor
+    /// asks for a human (a `handed_off` event) or an agent takes it.
+    pub bot_active: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -71,6 +74,7 @@ impl Conversation {
             last_seq: self.last_seq,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            bot_active: self.bot_active,
         }
     }
 
@@ -108,6 +112,7 @@ pub fn create_for_visitor(context: &mut WriteContext<'_>, site: &str, visitor_id
         created_at: context.now,
         updated_at: context.now,
         last_day: crate::clock::day_of(context.now),
+        bot_active: crate::bot::answers_new_conversations(context.transaction, site)?,
         ..Conversation::default()
     };
     context.transaction.open_table(tables::VISITOR_CONVERSATIONS)?.insert((visitor_id, id), ())?;
@@ -162,6 +167,8 @@ pub async fn assign(
             conversation.status = ConversationStatus::Assigned;
             conversation.assigned_agent = Some(agent_id);
             conversation.updated_at = now;
+            // An agent taking over stops the bot in this conversation.
+            conversation.bot_active = false;
             let conversation = conversation.clone();
             context.publish(CommittedEvent::Conversation {
                 event: ConversationEvent::Assigned { previous },

@@ -56,8 +56,14 @@ pub enum CommittedEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConversationEvent {
     Created,
-    Assigned { previous: Option<u64> },
-    Closed { previous: Option<u64> },
+    Assigned {
+        previous: Option<u64>,
+    },
+    Closed {
+        previous: Option<u64>,
+    },
+    /// The visitor asked for a human: the bot stopped and the conversation joins the queue.
+    HandedOff,
 }
 
 impl ConversationEvent {
@@ -66,6 +72,7 @@ impl ConversationEvent {
             ConversationEvent::Created => "created",
             ConversationEvent::Assigned { .. } => "assigned",
             ConversationEvent::Closed { .. } => "closed",
+            ConversationEvent::HandedOff => "handed_off",
         }
     }
 }
@@ -256,9 +263,16 @@ fn remove_from<K: std::hash::Hash + Eq>(map: &DashMap<K, Vec<ConnectionHandle>>,
 }
 
 /// Consumes committed batches until the writer stops.
-pub async fn run_dispatcher(mut committed: mpsc::Receiver<CommittedBatch>, hub: Arc<Hub>, router: Router, epoch: u64) {
+pub async fn run_dispatcher(
+    mut committed: mpsc::Receiver<CommittedBatch>,
+    hub: Arc<Hub>,
+    router: Router,
+    bot: crate::bot::BotInbox,
+    epoch: u64,
+) {
     while let Some(CommittedBatch(events)) = committed.recv().await {
         for event in events {
+            bot.observe(&event);
             dispatch(&hub, &router, epoch, event);
         }
     }
@@ -341,7 +355,7 @@ fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
                         }
                     }
                 }
-                ConversationEvent::Closed { .. } => {}
+                ConversationEvent::Closed { .. } | ConversationEvent::HandedOff => {}
             }
             for connection in hub.visitor_connections(conversation.visitor_id) {
                 connection.push(Outbound::Frame(frame.clone()));

@@ -5,6 +5,7 @@
 
 pub mod agents;
 pub mod assets;
+pub mod bot;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -12,6 +13,8 @@ pub mod control;
 pub mod conversations;
 pub mod delivery;
 pub mod http;
+pub mod knowledge_base;
+pub mod llm;
 pub mod messages;
 pub mod offline_messages;
 pub mod principal;

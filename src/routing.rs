@@ -117,6 +117,7 @@ pub async fn start(
             (ConversationStatus::Assigned, Some(agent_id)) => {
                 state.holders.insert(conversation.id, agent_id);
             }
+            _ if conversation.bot_active => {}
             _ => state.queues.entry(conversation.site.clone()).or_default().push_back(conversation.id),
         }
     }
@@ -209,7 +210,8 @@ impl RouterState {
 
     fn on_conversation(&mut self, event: ConversationEvent, conversation: Conversation) {
         match event {
-            ConversationEvent::Created => {
+            ConversationEvent::Created if conversation.bot_active => {}
+            ConversationEvent::Created | ConversationEvent::HandedOff => {
                 self.queues.entry(conversation.site.clone()).or_default().push_back(conversation.id);
                 self.assign_waiting();
             }

@@ -38,6 +38,8 @@ pub struct App {
     /// One permit per WebSocket connection (`limits.max_connections`).
     pub connection_slots: Arc<Semaphore>,
     pub login_limiter: LoginLimiter,
+    /// The knowledge-base bot: settings, match indexes, and its reply task.
+    pub bot: crate::bot::Bot,
 }
 
 pub type AppState = Arc<App>;
@@ -92,7 +94,15 @@ pub async fn start(
         &tasks,
     )
     .await?;
-    let dispatcher = tokio::spawn(delivery::run_dispatcher(committed, hub.clone(), router.clone(), store.epoch()));
+    let (bot, bot_inbox) = crate::bot::Bot::start(
+        store.clone(),
+        hub.clone(),
+        config.limits.max_text_chars,
+        shutdown_token.clone(),
+        &tasks,
+    );
+    let dispatcher =
+        tokio::spawn(delivery::run_dispatcher(committed, hub.clone(), router.clone(), bot_inbox, store.epoch()));
     let app: AppState = Arc::new(App {
         store: store.clone(),
         hub,
@@ -102,6 +112,7 @@ pub async fn start(
         tasks: tasks.clone(),
         connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
         login_limiter: LoginLimiter::new(config.limits.login_attempts),
+        bot,
         config,
     });
     let control = crate::control::listen(app.clone()).context("starting the control socket")?;

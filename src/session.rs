@@ -213,6 +213,9 @@ impl Session {
             ClientFrame::Close { conversation_id } => self.take_or_close(conversation_id, false, out).await,
             ClientFrame::Presence { status } => self.presence(status, out).await,
             ClientFrame::Ping => out.push(ServerFrame::Pong.encode()),
+            ClientFrame::Handoff { conversation_id } => {
+                out.extend(crate::bot::on_handoff_frame(&self.app, &self.principal, conversation_id).await)
+            }
         }
     }
 

@@ -6,6 +6,7 @@ pub mod conversations_api;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod knowledge_base_api;
 pub mod uploads_api;
 pub mod visitor_api;
 
@@ -14,7 +15,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::assets;
 use crate::server::AppState;
@@ -54,6 +55,14 @@ pub fn router(app: AppState) -> Router {
             post(uploads_api::create).layer(DefaultBodyLimit::max(app.config.limits.max_upload_bytes)),
         )
         .route("/api/v1/uploads/{id}", get(uploads_api::fetch))
+        .route("/api/v1/kb", get(knowledge_base_api::list).post(knowledge_base_api::create))
+        .route("/api/v1/kb/import", post(knowledge_base_api::import))
+        .route("/api/v1/kb/export", get(knowledge_base_api::export))
+        .route("/api/v1/kb/{id}", put(knowledge_base_api::update).delete(knowledge_base_api::delete))
+        .route(
+            "/api/v1/sites/{key}/bot",
+            get(knowledge_base_api::bot_settings).put(knowledge_base_api::save_bot_settings),
+        )
         .fallback(assets::static_file)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(security_headers))

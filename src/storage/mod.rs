@@ -223,6 +223,9 @@ fn initialise(database: &Database) -> Result<u64, StorageError> {
     transaction.open_table(tables::READ_POSITIONS)?;
     transaction.open_table(tables::UPLOADS)?;
     transaction.open_table(tables::OFFLINE_MESSAGES)?;
+    transaction.open_table(tables::KB_ENTRIES)?;
+    transaction.open_table(tables::KB_SITE_ENTRIES)?;
+    transaction.open_table(tables::BOT_SETTINGS)?;
     transaction.commit()?;
     Ok(epoch)
 }

@@ -48,6 +48,7 @@ pub enum Counter {
     /// The global commit order of messages (log sequence number).
     Lsn,
     OfflineMessage,
+    KbEntry,
 }
 
 impl Counter {
@@ -58,11 +59,18 @@ impl Counter {
             Counter::Agent => "next_agent_id",
             Counter::Lsn => "next_lsn",
             Counter::OfflineMessage => "next_offline_message_id",
+            Counter::KbEntry => "next_kb_entry_id",
         }
     }
 
-    const ALL: [Counter; 5] =
-        [Counter::Conversation, Counter::Visitor, Counter::Agent, Counter::Lsn, Counter::OfflineMessage];
+    const ALL: [Counter; 6] = [
+        Counter::Conversation,
+        Counter::Visitor,
+        Counter::Agent,
+        Counter::Lsn,
+        Counter::OfflineMessage,
+        Counter::KbEntry,
+    ];
 }
 
 /// What the writer keeps between batches. Rebuilt from the database after a failed batch.
