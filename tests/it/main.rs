@@ -1,9 +1,11 @@
 //! kefu's integration suite: real servers on port 0, real redb, real sockets.
 
 mod bad_input;
+mod bot;
 mod chat;
 mod crash;
 mod delivery;
+mod kb_eval;
 mod moderation;
 mod routing;
 mod support;
