@@ -173,25 +173,36 @@ impl Index {
         if norm == 0.0 {
             return Vec::new();
         }
-        let mut scores: HashMap<u32, f32> = HashMap::new();
+        // Dense accumulators (a few hundred kilobytes at 10,000 entries) beat a hash map when
+        // common features have long postings; `touched` lists what to read back.
+        let mut scores = vec![0.0_f32; self.variant_entries.len()];
+        let mut touched: Vec<u32> = Vec::new();
         for (weight, postings) in weights {
             let Some(postings) = postings else {
                 continue;
             };
             let weight = weight / norm;
             for (variant, variant_weight) in postings {
-                *scores.entry(*variant).or_default() += weight * variant_weight;
+                let score = &mut scores[*variant as usize];
+                if *score == 0.0 {
+                    touched.push(*variant);
+                }
+                *score += weight * variant_weight;
             }
         }
-        let mut best: HashMap<u64, f32> = HashMap::new();
-        for (variant, score) in scores {
+        let mut best: HashMap<u64, f32> = HashMap::with_capacity(touched.len().min(4096));
+        for variant in touched {
             let entry_id = self.variant_entries[variant as usize];
             let best_score = best.entry(entry_id).or_default();
-            *best_score = best_score.max(score.min(1.0));
+            *best_score = best_score.max(scores[variant as usize].min(1.0));
         }
         let mut ranked: Vec<Scored> = best.into_iter().map(|(entry_id, score)| Scored { entry_id, score }).collect();
-        ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.entry_id.cmp(&b.entry_id)));
+        let by_score = |a: &Scored, b: &Scored| b.score.total_cmp(&a.score).then(a.entry_id.cmp(&b.entry_id));
+        if ranked.len() > limit && limit > 0 {
+            ranked.select_nth_unstable_by(limit - 1, by_score);
+        }
         ranked.truncate(limit);
+        ranked.sort_by(by_score);
         ranked
     }
 }
