@@ -319,11 +319,12 @@ impl Bot {
             Err(error) => return tracing::error!(conversation_id, %error, "reading a conversation failed"),
         };
         let settings = match self.settings(&conversation.site).await {
-            Ok(settings) if settings.enabled => settings,
-            Ok(_) => return,
+            Ok(settings) => settings,
             Err(error) => return tracing::error!(conversation_id, %error, "reading bot settings failed"),
         };
-        if is_handoff_request(text) {
+        // A bot switched off since the conversation began hands it to humans rather than leave
+        // it unrouted.
+        if !settings.enabled || is_handoff_request(text) {
             if let Err(error) = handoff(self, conversation_id).await {
                 tracing::info!(conversation_id, %error, "handoff by keyword did not take effect");
             }
