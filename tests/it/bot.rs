@@ -284,6 +284,13 @@ async fn bad_handoff_frames_get_clear_errors() {
         .unwrap()
         .unwrap();
     assert!(conversation.bot_active);
+
+    // Switching the bot off hands its open conversations to humans at the visitor's next message.
+    put_bot(&server, &admin, &site, json!({"enabled": false})).await;
+    visitor.say(None, "v-2", "still there?").await;
+    let event = visitor.expect("conversation").await;
+    assert_eq!(event["event"], "handed_off");
+    assert_eq!(event["conversation"]["id"], conversation_id);
 }
 
 /// Asks an unmatched question on a site whose LLM is `mode`; returns the visitor and conversation.
