@@ -52,6 +52,9 @@ pub struct Conversation {
     /// The team the conversation waits for after a transfer to a team; routing then picks only
     /// its members.
     pub team: Option<u64>,
+    /// True while the site's bot answers; routing leaves the conversation alone until the visitor
+    /// asks for a human (a `handed_off` event) or an agent takes it.
+    pub bot_active: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,6 +77,7 @@ impl Conversation {
             last_seq: self.last_seq,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            bot_active: self.bot_active,
         }
     }
 
@@ -124,6 +128,7 @@ pub fn create_with_holder(
         created_at: context.now,
         updated_at: context.now,
         last_day: crate::clock::day_of(context.now),
+        bot_active: crate::bot::answers_new_conversations(context.transaction, site)?,
         ..Conversation::default()
     };
     context.transaction.open_table(tables::VISITOR_CONVERSATIONS)?.insert((visitor_id, id), ())?;
@@ -179,6 +184,8 @@ pub async fn assign(
             conversation.assigned_agent = Some(agent_id);
             conversation.team = None;
             conversation.updated_at = now;
+            // An agent taking over stops the bot in this conversation.
+            conversation.bot_active = false;
             let conversation = conversation.clone();
             context.publish(CommittedEvent::Conversation {
                 event: ConversationEvent::Assigned { previous },

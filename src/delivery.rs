@@ -78,6 +78,8 @@ pub enum ConversationEvent {
     },
     /// A closed conversation opened again, assigned to the agent who reopened it.
     Reopened,
+    /// The visitor asked for a human: the bot stopped and the conversation joins the queue.
+    HandedOff,
 }
 
 impl ConversationEvent {
@@ -88,6 +90,7 @@ impl ConversationEvent {
             ConversationEvent::Closed { .. } => "closed",
             ConversationEvent::Queued { .. } => "queued",
             ConversationEvent::Reopened => "reopened",
+            ConversationEvent::HandedOff => "handed_off",
         }
     }
 }
@@ -315,11 +318,13 @@ pub async fn run_dispatcher(
     mut committed: mpsc::Receiver<CommittedBatch>,
     hub: Arc<Hub>,
     router: Router,
+    bot: crate::bot::BotInbox,
     epoch: u64,
     search: Search,
 ) {
     while let Some(CommittedBatch(events)) = committed.recv().await {
         for event in events {
+            bot.observe(&event);
             if let CommittedEvent::Message { conversation_id, seq, record, .. } = &event {
                 search.offer(*conversation_id, *seq, record.clone());
             }
@@ -429,7 +434,7 @@ fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
                         }
                     }
                 }
-                ConversationEvent::Closed { .. } => {}
+                ConversationEvent::Closed { .. } | ConversationEvent::HandedOff => {}
             }
             for connection in hub.visitor_connections(conversation.visitor_id) {
                 connection.push(Outbound::Frame(frame.clone()));

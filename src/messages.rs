@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conversations::{self, ConversationStatus};
 use crate::delivery::{CommittedEvent, ConnectionHandle};
-use crate::protocol::{AttachmentView, ErrorCode, MessageView, SenderKind, SenderView};
+use crate::protocol::{AttachmentView, BotSource, ErrorCode, MessageView, SenderKind, SenderView};
 use crate::storage::writer::Counter;
 use crate::storage::{StorageError, WriteContext, decode_postcard, encode_postcard, tables};
 use crate::uploads::{AttachmentKind, Upload};
@@ -41,6 +41,8 @@ pub struct MessageRecord {
     pub client_id: Option<String>,
     pub text: String,
     pub attachment: Option<AttachmentRef>,
+    /// For bot messages: the knowledge-base entry or model the text came from.
+    pub bot_source: Option<BotSource>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +98,7 @@ pub fn message_view(conversation_id: u64, seq: u64, record: &MessageRecord, epoc
             size: attachment.size,
             content_type: attachment.content_type.clone(),
         }),
+        bot_source: record.bot_source.as_ref().map(BotSource::view),
     }
 }
 
@@ -182,6 +185,15 @@ pub fn validate_text(text: &str, max_chars: usize, has_attachment: bool) -> Resu
 pub fn append(
     context: &mut WriteContext<'_>,
     new_message: NewMessage,
+) -> Result<Result<Appended, AppendError>, StorageError> {
+    append_with_source(context, new_message, None)
+}
+
+/// [`append`] for a bot message, which records where its text came from.
+pub fn append_with_source(
+    context: &mut WriteContext<'_>,
+    new_message: NewMessage,
+    bot_source: Option<BotSource>,
 ) -> Result<Result<Appended, AppendError>, StorageError> {
     let dedup_key = (new_message.sender.kind.code(), new_message.sender.id, new_message.client_id.as_str());
     if context.dedup().may_contain(dedup_key) {
@@ -276,6 +288,7 @@ pub fn append(
         client_id: Some(new_message.client_id.clone()),
         text: new_message.text,
         attachment,
+        bot_source,
     };
     let shard_name = tables::message_shard_name(day);
     context

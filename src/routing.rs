@@ -154,6 +154,7 @@ pub async fn start(
             (ConversationStatus::Assigned, Some(agent_id)) => {
                 state.holders.insert(conversation.id, agent_id);
             }
+            _ if conversation.bot_active => {}
             _ => {
                 if let Some(team) = conversation.team {
                     state.waiting_for_team.insert(conversation.id, team);
@@ -255,7 +256,10 @@ impl RouterState {
 
     fn on_conversation(&mut self, event: ConversationEvent, conversation: Conversation) {
         match event {
-            ConversationEvent::Created | ConversationEvent::Queued { .. } if conversation.assigned_agent.is_none() => {
+            ConversationEvent::Created if conversation.bot_active => {}
+            ConversationEvent::Created | ConversationEvent::Queued { .. } | ConversationEvent::HandedOff
+                if conversation.assigned_agent.is_none() =>
+            {
                 if let Some(holder) = self.holders.remove(&conversation.id) {
                     if let Some(state) = self.agents.get_mut(&holder) {
                         state.load = state.load.saturating_sub(1);
@@ -273,6 +277,7 @@ impl RouterState {
             }
             ConversationEvent::Created
             | ConversationEvent::Queued { .. }
+            | ConversationEvent::HandedOff
             | ConversationEvent::Assigned { .. }
             | ConversationEvent::Reopened => {
                 self.waiting_for_team.remove(&conversation.id);

@@ -43,6 +43,8 @@ pub struct App {
     pub login_limiter: LoginLimiter,
     /// Visitors connected right now, for the console's live visitor list.
     pub online_visitors: crate::visitor_presence::OnlineVisitors,
+    /// The knowledge-base bot: settings, match indexes, and its reply task.
+    pub bot: crate::bot::Bot,
 }
 
 pub type AppState = Arc<App>;
@@ -105,8 +107,21 @@ pub async fn start(
         &tasks,
     )
     .await?;
-    let dispatcher =
-        tokio::spawn(delivery::run_dispatcher(committed, hub.clone(), router.clone(), store.epoch(), search.clone()));
+    let (bot, bot_inbox) = crate::bot::Bot::start(
+        store.clone(),
+        hub.clone(),
+        config.limits.max_text_chars,
+        shutdown_token.clone(),
+        &tasks,
+    );
+    let dispatcher = tokio::spawn(delivery::run_dispatcher(
+        committed,
+        hub.clone(),
+        router.clone(),
+        bot_inbox,
+        store.epoch(),
+        search.clone(),
+    ));
     let app: AppState = Arc::new(App {
         store: store.clone(),
         hub,
@@ -118,6 +133,7 @@ pub async fn start(
         connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
         login_limiter: LoginLimiter::new(config.limits.login_attempts),
         online_visitors: crate::visitor_presence::OnlineVisitors::new(),
+        bot,
         config,
     });
     let control = crate::control::listen(app.clone()).context("starting the control socket")?;

@@ -221,6 +221,9 @@ impl Session {
             ClientFrame::Presence { status } => self.presence(status, out).await,
             ClientFrame::PageView(page) => self.page_view(page, out),
             ClientFrame::Ping => out.push(ServerFrame::Pong.encode()),
+            ClientFrame::Handoff { conversation_id } => {
+                out.extend(crate::bot::on_handoff_frame(&self.app, &self.principal, conversation_id).await)
+            }
         }
     }
 

@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod history_api;
+pub mod knowledge_base_api;
 pub mod uploads_api;
 pub mod visitor_api;
 pub mod webhooks_api;
@@ -80,6 +81,14 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/teams", get(console_api::list_teams).post(console_api::create_team))
         .route("/api/v1/search", get(history_api::search))
         .route("/api/v1/export", get(history_api::export))
+        .route("/api/v1/kb", get(knowledge_base_api::list).post(knowledge_base_api::create))
+        .route("/api/v1/kb/import", post(knowledge_base_api::import))
+        .route("/api/v1/kb/export", get(knowledge_base_api::export))
+        .route("/api/v1/kb/{id}", put(knowledge_base_api::update).delete(knowledge_base_api::delete))
+        .route(
+            "/api/v1/sites/{key}/bot",
+            get(knowledge_base_api::bot_settings).put(knowledge_base_api::save_bot_settings),
+        )
         .fallback(assets::static_file)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(security_headers))

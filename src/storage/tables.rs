@@ -94,11 +94,22 @@ macro_rules! with_fixed_tables {
             WEBHOOK_DUE,
             CANNED_REPLIES,
             TEAMS,
-            BLOCKED_IPS
+            BLOCKED_IPS,
+            KB_ENTRIES,
+            KB_SITE_ENTRIES,
+            BOT_SETTINGS
         )
     };
 }
 pub(crate) use with_fixed_tables;
+/// Knowledge-base entry id → entry (JSON).
+pub const KB_ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("kb_entries_v1");
+
+/// (site key, entry id) → (): a site's knowledge-base entries.
+pub const KB_SITE_ENTRIES: TableDefinition<(&str, u64), ()> = TableDefinition::new("kb_site_entries_v1");
+
+/// Site key → the site's bot settings (JSON); a site without a record has the bot off.
+pub const BOT_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("bot_settings_v1");
 
 /// The prefix of the per-day message shard tables, `messages_v1_YYYY-MM-DD`.
 pub const MESSAGE_SHARD_PREFIX: &str = "messages_v1_";

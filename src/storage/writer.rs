@@ -50,6 +50,7 @@ pub enum Counter {
     Lsn,
     OfflineMessage,
     WebhookDelivery,
+    KbEntry,
 }
 
 impl Counter {
@@ -61,16 +62,18 @@ impl Counter {
             Counter::Lsn => "next_lsn",
             Counter::OfflineMessage => "next_offline_message_id",
             Counter::WebhookDelivery => "next_webhook_delivery_id",
+            Counter::KbEntry => "next_kb_entry_id",
         }
     }
 
-    const ALL: [Counter; 6] = [
+    const ALL: [Counter; 7] = [
         Counter::Conversation,
         Counter::Visitor,
         Counter::Agent,
         Counter::Lsn,
         Counter::OfflineMessage,
         Counter::WebhookDelivery,
+        Counter::KbEntry,
     ];
 }
 

@@ -233,7 +233,9 @@ fn describe(
                 ConversationEvent::Created => "conversation.created",
                 ConversationEvent::Assigned { .. } => "conversation.assigned",
                 ConversationEvent::Closed { .. } => "conversation.closed",
-                ConversationEvent::Queued { .. } | ConversationEvent::Reopened => return Ok(None),
+                ConversationEvent::Queued { .. } | ConversationEvent::Reopened | ConversationEvent::HandedOff => {
+                    return Ok(None);
+                }
             };
             Some((conversation.site.clone(), event_type, json!({ "conversation": conversation.view(epoch) })))
         }

@@ -1,10 +1,12 @@
 //! kefu's integration suite: real servers on port 0, real redb, real sockets.
 
 mod bad_input;
+mod bot;
 mod chat;
 mod console;
 mod crash;
 mod delivery;
+mod kb_eval;
 mod moderation;
 mod operations;
 mod routing;

@@ -1,0 +1,258 @@
+//! The knowledge base and the bot over HTTP: entries (list, create, update, delete, import,
+//! export) and each site's bot settings.
+//!
+//! Admins change; agents of the site may read entries; visitors get 403. Every change rebuilds
+//! the site's match index before answering, so the bot uses the new entries at once.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::{Caller, Json};
+use crate::agents::{Agent, Role};
+use crate::bot::{BotSettings, BotSettingsError, mask_secret};
+use crate::knowledge_base::formats::{self, Format};
+use crate::knowledge_base::{self, EntryInput, KbEntry};
+use crate::llm::LlmSettings;
+use crate::principal::Principal;
+use crate::server::AppState;
+use crate::sites;
+
+#[derive(Deserialize)]
+pub struct SiteQuery {
+    site: Option<String>,
+    format: Option<String>,
+}
+
+impl SiteQuery {
+    fn site(&self) -> Result<String, ApiError> {
+        match self.site.as_deref().map(str::trim) {
+            Some(site) if !site.is_empty() => Ok(site.to_owned()),
+            _ => Err(ApiError::Unprocessable("site: the query parameter site=KEY is required".into())),
+        }
+    }
+
+    fn format(&self) -> Result<Format, ApiError> {
+        let name = self.format.as_deref().ok_or_else(|| {
+            ApiError::Unprocessable("format: the query parameter format=csv|markdown is required".into())
+        })?;
+        Ok(Format::parse(name)?)
+    }
+}
+
+/// The caller as an admin, or 403.
+fn admin(principal: Principal) -> Result<Agent, ApiError> {
+    match principal {
+        Principal::Agent(agent) if agent.role == Role::Admin => Ok(agent),
+        _ => Err(ApiError::Forbidden("admins only".into())),
+    }
+}
+
+/// The caller as an agent of `site` (admins serve every site), or 403.
+fn reader(principal: Principal, site: &str) -> Result<Agent, ApiError> {
+    match principal {
+        Principal::Agent(agent) if agent.serves_site(site) => Ok(agent),
+        _ => Err(ApiError::Forbidden("agents of this site only".into())),
+    }
+}
+
+async fn require_site(app: &AppState, site: &str) -> Result<(), ApiError> {
+    let key = site.to_owned();
+    match app.store.read(move |transaction| sites::get(transaction, &key)).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound("no such site".into())),
+    }
+}
+
+fn entry_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse().map_err(|_| ApiError::Unprocessable("id: must be a positive whole number".into()))
+}
+
+/// `GET /api/v1/kb?site=KEY`: the site's entries, oldest first.
+pub async fn list(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Query(query): Query<SiteQuery>,
+) -> Result<axum::Json<Vec<KbEntry>>, ApiError> {
+    let site = query.site()?;
+    reader(principal, &site)?;
+    require_site(&app, &site).await?;
+    let entries = app.store.read(move |transaction| knowledge_base::list(transaction, &site)).await?;
+    Ok(axum::Json(entries))
+}
+
+/// `POST /api/v1/kb?site=KEY`: a new entry.
+pub async fn create(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Query(query): Query<SiteQuery>,
+    Json(input): Json<EntryInput>,
+) -> Result<(StatusCode, axum::Json<KbEntry>), ApiError> {
+    admin(principal)?;
+    let site = query.site()?;
+    let input = input.validate()?;
+    let mut created = knowledge_base::create_many(&app.store, site.clone(), vec![input]).await?;
+    app.bot.knowledge().reload(&site).await?;
+    let entry = created.pop().ok_or_else(|| ApiError::Internal("no entry was created".into()))?;
+    Ok((StatusCode::CREATED, axum::Json(entry)))
+}
+
+/// `PUT /api/v1/kb/{id}`: replaces an entry's questions, answer and category.
+pub async fn update(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+    Json(input): Json<EntryInput>,
+) -> Result<axum::Json<KbEntry>, ApiError> {
+    admin(principal)?;
+    let id = entry_id(&id)?;
+    let input = input.validate()?;
+    let entry = knowledge_base::update(&app.store, id, input).await?;
+    app.bot.knowledge().reload(&entry.site).await?;
+    Ok(axum::Json(entry))
+}
+
+/// `DELETE /api/v1/kb/{id}`
+pub async fn delete(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    admin(principal)?;
+    let id = entry_id(&id)?;
+    let entry = knowledge_base::delete(&app.store, id).await?;
+    app.bot.knowledge().reload(&entry.site).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+pub struct Imported {
+    imported: usize,
+}
+
+/// `POST /api/v1/kb/import?site=KEY&format=csv|markdown`: adds every entry of the file, or none.
+pub async fn import(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Query(query): Query<SiteQuery>,
+    body: Bytes,
+) -> Result<axum::Json<Imported>, ApiError> {
+    admin(principal)?;
+    let site = query.site()?;
+    let format = query.format()?;
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::Unprocessable("body: must be UTF-8 text".into()))?;
+    let inputs = formats::import(format, text)?;
+    let created = knowledge_base::create_many(&app.store, site.clone(), inputs).await?;
+    app.bot.knowledge().reload(&site).await?;
+    Ok(axum::Json(Imported { imported: created.len() }))
+}
+
+/// `GET /api/v1/kb/export?site=KEY&format=csv|markdown`
+pub async fn export(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Query(query): Query<SiteQuery>,
+) -> Result<Response, ApiError> {
+    let site = query.site()?;
+    reader(principal, &site)?;
+    let format = query.format()?;
+    require_site(&app, &site).await?;
+    let entries = app.store.read(move |transaction| knowledge_base::list(transaction, &site)).await?;
+    let text = formats::export(format, &entries);
+    Ok(([(header::CONTENT_TYPE, format.content_type())], text).into_response())
+}
+
+/// Bot settings as admins see them: the API key masked.
+fn settings_view(mut settings: BotSettings) -> BotSettings {
+    if let Some(llm) = &mut settings.llm {
+        llm.api_key = mask_secret(&llm.api_key);
+    }
+    settings
+}
+
+/// `GET /api/v1/sites/{key}/bot`
+pub async fn bot_settings(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(site): Path<String>,
+) -> Result<axum::Json<BotSettings>, ApiError> {
+    admin(principal)?;
+    require_site(&app, &site).await?;
+    let settings = app.bot.settings(&site).await?;
+    Ok(axum::Json(settings_view(BotSettings::clone(&settings))))
+}
+
+/// The body of `PUT /api/v1/sites/{key}/bot`; absent fields take their defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotSettingsInput {
+    #[serde(default)]
+    enabled: bool,
+    name: Option<String>,
+    threshold: Option<f32>,
+    greeting: Option<String>,
+    system_prompt: Option<String>,
+    #[serde(default)]
+    llm: Option<LlmInput>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmInput {
+    base_url: String,
+    model: String,
+    /// Absent, null, or the masked value shown by GET: keep the stored key. Empty: no key.
+    #[serde(default)]
+    api_key: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+
+/// `PUT /api/v1/sites/{key}/bot`
+pub async fn save_bot_settings(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(site): Path<String>,
+    Json(input): Json<BotSettingsInput>,
+) -> Result<axum::Json<BotSettings>, ApiError> {
+    admin(principal)?;
+    require_site(&app, &site).await?;
+    let previous = app.bot.settings(&site).await?;
+    let defaults = BotSettings::default();
+    let llm = input.llm.map(|llm| {
+        let keep = llm.api_key.as_deref().is_none_or(|key| key.starts_with("****") || key.chars().all(|c| c == '*'))
+            && llm.api_key.as_deref() != Some("");
+        let api_key = match (keep, &previous.llm) {
+            (true, Some(stored)) => stored.api_key.clone(),
+            (true, None) => String::new(),
+            (false, _) => llm.api_key.unwrap_or_default(),
+        };
+        LlmSettings {
+            base_url: llm.base_url.trim().to_owned(),
+            model: llm.model.trim().to_owned(),
+            api_key,
+            timeout_ms: llm.timeout_ms,
+        }
+    });
+    let settings = BotSettings {
+        enabled: input.enabled,
+        name: input.name.map(|name| name.trim().to_owned()).unwrap_or(defaults.name),
+        threshold: input.threshold.unwrap_or(defaults.threshold),
+        greeting: input.greeting.map(|greeting| greeting.trim().to_owned()).unwrap_or_default(),
+        system_prompt: input.system_prompt.unwrap_or(defaults.system_prompt),
+        llm,
+    };
+    settings.validate().map_err(ApiError::Unprocessable)?;
+    app.bot.save_settings(&site, settings.clone()).await.map_err(|error| match error {
+        BotSettingsError::NoSuchSite => ApiError::NotFound("no such site".into()),
+        BotSettingsError::Storage(error) => error.into(),
+    })?;
+    Ok(axum::Json(settings_view(settings)))
+}

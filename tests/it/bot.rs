@@ -1,0 +1,560 @@
+//! The bot: knowledge-base answers, the language-model fallback against a local stand-in
+//! OpenAI-compatible server, handoff by frame and by keyword, and an agent taking over.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kefu::agents::{self, NewAgent, Role};
+use kefu::sites::Site;
+use serde_json::{Value, json};
+
+use crate::support::{Client, PASSWORD, TestServer, history, http};
+
+/// A stand-in chat-completions server: `/stream`, `/plain`, `/slow` and `/error` behave as named.
+struct StandInLlm {
+    addr: std::net::SocketAddr,
+    requests: Arc<parking_lot::Mutex<Vec<Value>>>,
+}
+
+impl StandInLlm {
+    async fn start() -> StandInLlm {
+        let requests = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let router = axum::Router::new()
+            .route("/{mode}/chat/completions", axum::routing::post(stand_in_completion))
+            .with_state(requests.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        StandInLlm { addr, requests }
+    }
+
+    fn base_url(&self, mode: &str) -> String {
+        format!("http://{}/{mode}", self.addr)
+    }
+}
+
+async fn stand_in_completion(
+    State(requests): State<Arc<parking_lot::Mutex<Vec<Value>>>>,
+    Path(mode): Path<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    requests.lock().push(body);
+    match mode.as_str() {
+        "stream" => {
+            let chunks: Vec<Result<Bytes, Infallible>> = ["Our ", "team ", "will help."]
+                .iter()
+                .map(|piece| {
+                    let chunk = json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
+                    Ok(Bytes::from(format!("data: {chunk}\n\n")))
+                })
+                .chain([Ok(Bytes::from_static(b"data: [DONE]\n\n"))])
+                .collect();
+            let body = Body::from_stream(futures_util::stream::iter(chunks));
+            ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+        }
+        "plain" => axum::Json(json!({
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "A plain answer."}}]
+        }))
+        .into_response(),
+        "slow" => {
+            std::future::pending::<()>().await;
+            StatusCode::OK.into_response()
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+    }
+}
+
+/// A server with a site, an admin, and the admin's token.
+async fn setup() -> (TestServer, Site, String) {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    agents::create(
+        &server.app().store,
+        NewAgent {
+            email: "admin@shop.example".into(),
+            name: "Admin".into(),
+            password: PASSWORD.into(),
+            role: Role::Admin,
+            sites: Vec::new(),
+            capacity: 5,
+        },
+    )
+    .await
+    .unwrap();
+    let admin = server.login("admin@shop.example").await;
+    (server, site, admin)
+}
+
+async fn put_bot(server: &TestServer, token: &str, site: &Site, settings: Value) -> (u16, Value) {
+    let response = http()
+        .put(server.url(&format!("/api/v1/sites/{}/bot", site.key)))
+        .bearer_auth(token)
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+const ENTRIES_CSV: &str = "questions,answer,category\n\
+How do I reset my password?|忘记密码怎么办,Open https://shop.example/reset and follow the link.,Account\n\
+How much is shipping?|运费多少,Shipping is free over 99 yuan.,Shipping\n";
+
+async fn import_entries(server: &TestServer, token: &str, site: &Site) {
+    let response = http()
+        .post(server.url(&format!("/api/v1/kb/import?site={}&format=csv", site.key)))
+        .bearer_auth(token)
+        .body(ENTRIES_CSV)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// The next `message` frame written by the bot.
+async fn bot_message(client: &mut Client) -> Value {
+    loop {
+        let message = client.expect("message").await;
+        if message["sender"]["kind"] == "bot" {
+            return message;
+        }
+    }
+}
+
+async fn conversation_event(client: &mut Client, name: &str, conversation_id: u64) -> Value {
+    loop {
+        let event = client.expect("conversation").await;
+        if event["event"] == name && event["conversation"]["id"] == conversation_id {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_bot_greets_answers_from_the_knowledge_base_and_hands_off_by_keyword_with_the_transcript() {
+    let (server, site, admin) = setup().await;
+    import_entries(&server, &admin, &site).await;
+    let (status, _) =
+        put_bot(&server, &admin, &site, json!({"enabled": true, "greeting": "Hi, I am the shop bot."})).await;
+    assert_eq!(status, 200);
+    let agent_id = server.create_agent("ann@shop.example", &site, 3).await;
+    let mut ann = server.agent(&server.login("ann@shop.example").await).await;
+
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    let ack = visitor.say(None, "v-1", "how do I reset my password").await;
+    let conversation_id = ack["conversation_id"].as_u64().unwrap();
+    let created = conversation_event(&mut ann, "created", conversation_id).await;
+    assert_eq!(created["conversation"]["bot_active"], true);
+
+    let greeting = bot_message(&mut visitor).await;
+    assert_eq!(greeting["text"], "Hi, I am the shop bot.");
+    assert_eq!(greeting["bot_source"]["kind"], "greeting");
+    let answer = bot_message(&mut visitor).await;
+    assert_eq!(answer["text"], "Open https://shop.example/reset and follow the link.");
+    assert_eq!(answer["bot_source"]["kind"], "kb");
+    assert_eq!(answer["bot_source"]["entry_id"], 1);
+    assert_eq!(answer["client_id"], format!("bot-{conversation_id}-1"));
+
+    // Chinese works the same way.
+    visitor.say(None, "v-2", "运费多少？").await;
+    let answer = bot_message(&mut visitor).await;
+    assert_eq!(answer["bot_source"]["entry_id"], 2);
+
+    // While the bot answers, routing leaves the conversation alone; "人工" hands it over.
+    visitor.say(None, "v-3", "人工").await;
+    conversation_event(&mut ann, "handed_off", conversation_id).await;
+    let assigned = conversation_event(&mut ann, "assigned", conversation_id).await;
+    assert_eq!(assigned["conversation"]["assigned_agent"], agent_id);
+    assert_eq!(assigned["conversation"]["bot_active"], false);
+    let notice = bot_message(&mut visitor).await;
+    assert_eq!(notice["bot_source"], json!({"kind": "notice", "action": "handed_off"}));
+
+    // The agent sees the whole transcript, with what the bot wrote and from where.
+    let page = history(&server, &server.login("ann@shop.example").await, conversation_id).await;
+    let messages = page["messages"].as_array().unwrap();
+    let kinds: Vec<(&str, Option<&str>)> = messages
+        .iter()
+        .map(|message| (message["sender"]["kind"].as_str().unwrap(), message["bot_source"]["kind"].as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("visitor", None),
+            ("bot", Some("greeting")),
+            ("bot", Some("kb")),
+            ("visitor", None),
+            ("bot", Some("kb")),
+            ("visitor", None),
+            ("bot", Some("notice")),
+        ]
+    );
+
+    // The bot stays quiet once humans have the conversation.
+    visitor.say(None, "v-4", "how do I reset my password").await;
+    let message = ann.expect("message").await;
+    assert_eq!(message["text"], "how do I reset my password");
+    ann.say(Some(conversation_id), "a-1", "Hello, Ann here.").await;
+    let next = visitor.expect("message").await;
+    assert_eq!(next["sender"]["kind"], "agent");
+
+    // Bot messages survive a restart like any other.
+    drop(visitor);
+    drop(ann);
+    let mut server = server;
+    server.restart().await;
+    let admin = server.login("admin@shop.example").await;
+    let page = history(&server, &admin, conversation_id).await;
+    assert_eq!(page["messages"][2]["bot_source"], json!({"kind": "kb", "entry_id": 1}));
+}
+
+#[tokio::test]
+async fn handoff_by_frame_and_an_agent_taking_over_stop_the_bot() {
+    let (server, site, admin) = setup().await;
+    import_entries(&server, &admin, &site).await;
+    put_bot(&server, &admin, &site, json!({"enabled": true})).await;
+
+    // No agent online: the handoff offers the offline form.
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    let conversation_id = visitor.say(None, "v-1", "how much is shipping").await["conversation_id"].as_u64().unwrap();
+    assert_eq!(bot_message(&mut visitor).await["bot_source"]["kind"], "kb");
+    visitor.send(json!({"type": "handoff", "conversation_id": conversation_id})).await;
+    let event = visitor.expect("conversation").await;
+    assert_eq!(event["event"], "handed_off");
+    let notice = bot_message(&mut visitor).await;
+    assert_eq!(notice["bot_source"]["action"], "offline_form");
+    // A second tap changes nothing.
+    visitor.send(json!({"type": "handoff", "conversation_id": conversation_id})).await;
+    visitor.send(json!({"type": "ping"})).await;
+    visitor.expect_next("pong").await;
+
+    // An agent (the admin) taking a bot-handled conversation stops the bot there.
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut second = server.visitor(&site, &token).await;
+    let second_id = second.say(None, "w-1", "how much is shipping").await["conversation_id"].as_u64().unwrap();
+    bot_message(&mut second).await;
+    let mut admin_socket = server.agent(&admin).await;
+    admin_socket.send(json!({"type": "take", "conversation_id": second_id})).await;
+    conversation_event(&mut admin_socket, "assigned", second_id).await;
+    second.say(None, "w-2", "how do I reset my password").await;
+    assert_eq!(admin_socket.expect("message").await["text"], "how do I reset my password");
+    admin_socket.say(Some(second_id), "a-1", "I'm here.").await;
+    assert_eq!(second.expect("message").await["sender"]["kind"], "agent");
+    second.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn bad_handoff_frames_get_clear_errors() {
+    let (server, site, admin) = setup().await;
+    put_bot(&server, &admin, &site, json!({"enabled": true})).await;
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    let conversation_id = visitor.say(None, "v-1", "hello there").await["conversation_id"].as_u64().unwrap();
+
+    visitor.send(json!({"type": "handoff"})).await;
+    let error = visitor.expect("error").await;
+    assert_eq!(error["code"], "invalid_field");
+    assert!(error["message"].as_str().unwrap().contains("conversation_id"), "{error}");
+    visitor.send(json!({"type": "handoff", "conversation_id": 999_999})).await;
+    assert_eq!(visitor.expect("error").await["code"], "not_found");
+
+    let mut agent = server.agent(&admin).await;
+    agent.send(json!({"type": "handoff", "conversation_id": conversation_id})).await;
+    assert_eq!(agent.expect("error").await["code"], "forbidden");
+
+    // Another visitor cannot hand over someone else's conversation.
+    let (_, other_token) = server.visitor_session(&site, None).await;
+    let mut other = server.visitor(&site, &other_token).await;
+    other.send(json!({"type": "handoff", "conversation_id": conversation_id})).await;
+    assert_eq!(other.expect("error").await["code"], "not_found");
+
+    // Nothing changed: the conversation is still the bot's.
+    let conversation = server
+        .app()
+        .store
+        .read(move |transaction| kefu::conversations::get(transaction, conversation_id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(conversation.bot_active);
+
+    // Switching the bot off hands its open conversations to humans at the visitor's next message.
+    put_bot(&server, &admin, &site, json!({"enabled": false})).await;
+    visitor.say(None, "v-2", "still there?").await;
+    let event = visitor.expect("conversation").await;
+    assert_eq!(event["event"], "handed_off");
+    assert_eq!(event["conversation"]["id"], conversation_id);
+}
+
+/// Asks an unmatched question on a site whose LLM is `mode`; returns the visitor and conversation.
+async fn ask_llm(mode: &str, timeout_ms: u64) -> (TestServer, Client, u64, StandInLlm) {
+    let llm = StandInLlm::start().await;
+    let (server, site, admin) = setup().await;
+    import_entries(&server, &admin, &site).await;
+    let settings = json!({
+        "enabled": true,
+        "llm": {"base_url": llm.base_url(mode), "model": "stand-in-1", "api_key": "sk-test-1234", "timeout_ms": timeout_ms}
+    });
+    assert_eq!(put_bot(&server, &admin, &site, settings).await.0, 200);
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    let ack = visitor.say(None, "v-1", "can I get my parcel delivered on a sunday and reset the password").await;
+    (server, visitor, ack["conversation_id"].as_u64().unwrap(), llm)
+}
+
+#[tokio::test]
+async fn a_streaming_language_model_answers_below_the_threshold() {
+    let (server, mut visitor, conversation_id, llm) = ask_llm("stream", 10_000).await;
+    let mut streamed = String::new();
+    let stream_id = loop {
+        let frame = visitor.expect("bot_stream").await;
+        assert_eq!(frame["conversation_id"], conversation_id);
+        if frame["done"] == true {
+            break frame["stream_id"].as_str().unwrap().to_owned();
+        }
+        streamed.push_str(frame["delta"].as_str().unwrap());
+    };
+    assert_eq!(streamed, "Our team will help.");
+    let message = bot_message(&mut visitor).await;
+    assert_eq!(message["text"], "Our team will help.");
+    assert_eq!(message["bot_source"], json!({"kind": "llm", "model": "stand-in-1", "stream_id": stream_id}));
+
+    // The model got the visitor's message and the best entries as context, and the key.
+    let request = llm.requests.lock()[0].clone();
+    assert_eq!(request["model"], "stand-in-1");
+    assert_eq!(request["stream"], true);
+    let prompt = request["messages"].to_string();
+    assert!(prompt.contains("How do I reset my password?"), "{prompt}");
+    assert!(prompt.contains("delivered on a sunday"), "{prompt}");
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_non_streaming_language_model_answers_too() {
+    let (_server, mut visitor, _, _llm) = ask_llm("plain", 10_000).await;
+    let message = bot_message(&mut visitor).await;
+    assert_eq!(message["text"], "A plain answer.");
+    assert_eq!(message["bot_source"]["kind"], "llm");
+}
+
+#[tokio::test]
+async fn a_failing_or_slow_language_model_leads_to_the_offer_of_a_human() {
+    for (mode, timeout_ms) in [("error", 10_000), ("slow", 300)] {
+        let (_server, mut visitor, _, _llm) = ask_llm(mode, timeout_ms).await;
+        let message = bot_message(&mut visitor).await;
+        assert_eq!(message["bot_source"]["kind"], "notice", "{mode}");
+        // Nobody is online in this test, so the offline form is offered.
+        assert_eq!(message["bot_source"]["action"], "offline_form", "{mode}");
+    }
+}
+
+#[tokio::test]
+async fn knowledge_base_entries_are_managed_by_admins_only() {
+    let (server, site, admin) = setup().await;
+    server.create_agent("ann@shop.example", &site, 3).await;
+    let ann = server.login("ann@shop.example").await;
+    let (_, visitor) = server.visitor_session(&site, None).await;
+    let kb = |query: &str| server.url(&format!("/api/v1/kb{query}"));
+    let entry = json!({"questions": ["Where is my order?", "我的订单到哪了"], "answer": "See Orders → Track.", "category": "Orders"});
+
+    for token in [&ann, &visitor] {
+        let response =
+            http().post(kb(&format!("?site={}", site.key))).bearer_auth(token).json(&entry).send().await.unwrap();
+        assert_eq!(response.status(), 403);
+    }
+    let response =
+        http().post(kb(&format!("?site={}", site.key))).bearer_auth(&admin).json(&entry).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    let id = created["id"].as_u64().unwrap();
+    assert_eq!(created["questions"][1], "我的订单到哪了");
+
+    // Agents of the site read; visitors do not.
+    let list = |token: String| {
+        let url = kb(&format!("?site={}", site.key));
+        async move { http().get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    let listed: Value = list(ann.clone()).await.json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(list(visitor.clone()).await.status(), 403);
+
+    // Non-admins change nothing.
+    let changed = json!({"questions": ["Track my order"], "answer": "Orders → Track.", "category": "Orders"});
+    for token in [&ann, &visitor] {
+        assert_eq!(
+            http().put(kb(&format!("/{id}"))).bearer_auth(token).json(&changed).send().await.unwrap().status(),
+            403
+        );
+        assert_eq!(http().delete(kb(&format!("/{id}"))).bearer_auth(token).send().await.unwrap().status(), 403);
+        let import = http()
+            .post(kb(&format!("/import?site={}&format=csv", site.key)))
+            .bearer_auth(token)
+            .body(ENTRIES_CSV)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(import.status(), 403);
+    }
+    let listed: Value = list(admin.clone()).await.json().await.unwrap();
+    assert_eq!(listed[0], created);
+
+    let updated: Value = http()
+        .put(kb(&format!("/{id}")))
+        .bearer_auth(&admin)
+        .json(&changed)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(updated["questions"], json!(["Track my order"]));
+
+    // Export and import round trip, in both formats (each import adds what the export held).
+    for (format, n_exported) in [("csv", 1), ("markdown", 2)] {
+        let exported = http()
+            .get(kb(&format!("/export?site={}&format={format}", site.key)))
+            .bearer_auth(&ann)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(exported.status(), 200);
+        let text = exported.text().await.unwrap();
+        assert!(text.contains("Track my order"), "{text}");
+        let imported: Value = http()
+            .post(kb(&format!("/import?site={}&format={format}", site.key)))
+            .bearer_auth(&admin)
+            .body(text)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(imported["imported"], n_exported);
+    }
+    let listed: Value = list(admin.clone()).await.json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 4);
+    assert!(listed.as_array().unwrap().iter().all(|entry| entry["answer"] == "Orders → Track."));
+
+    assert_eq!(http().delete(kb(&format!("/{id}"))).bearer_auth(&admin).send().await.unwrap().status(), 204);
+    assert_eq!(http().delete(kb(&format!("/{id}"))).bearer_auth(&admin).send().await.unwrap().status(), 404);
+    let listed: Value = list(admin.clone()).await.json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn bad_knowledge_base_input_gets_clear_errors_and_changes_nothing() {
+    let (server, site, admin) = setup().await;
+    let kb = |query: &str| server.url(&format!("/api/v1/kb{query}"));
+    let good = json!({"questions": ["q"], "answer": "a"});
+    let check = |response: reqwest::Response, status: u16, part: &'static str| async move {
+        assert_eq!(response.status(), status);
+        let body: Value = response.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(part), "{message}");
+    };
+    let post = |query: String, body: Value| http().post(kb(&query)).bearer_auth(&admin).json(&body).send();
+
+    check(post(String::new(), good.clone()).await.unwrap(), 422, "site").await;
+    check(post("?site=nope".into(), good.clone()).await.unwrap(), 404, "site").await;
+    let on_site = format!("?site={}", site.key);
+    check(post(on_site.clone(), json!({"questions": [], "answer": "a"})).await.unwrap(), 422, "questions").await;
+    check(post(on_site.clone(), json!({"questions": ["  "], "answer": "a"})).await.unwrap(), 422, "questions").await;
+    check(post(on_site.clone(), json!({"questions": ["q"], "answer": ""})).await.unwrap(), 422, "answer").await;
+    check(post(on_site.clone(), json!({"questions": ["q"], "answer": "a", "extra": 1})).await.unwrap(), 422, "extra")
+        .await;
+    check(
+        post(on_site.clone(), json!({"questions": ["q"], "answer": "a", "category": "x\ny"})).await.unwrap(),
+        422,
+        "category",
+    )
+    .await;
+    let too_long = "x".repeat(5001);
+    check(post(on_site.clone(), json!({"questions": ["q"], "answer": too_long})).await.unwrap(), 422, "answer").await;
+    check(http().put(kb("/abc")).bearer_auth(&admin).json(&good).send().await.unwrap(), 422, "id").await;
+    check(http().put(kb("/12345")).bearer_auth(&admin).json(&good).send().await.unwrap(), 404, "entry").await;
+    check(http().delete(kb("/-1")).bearer_auth(&admin).send().await.unwrap(), 422, "id").await;
+
+    let import = |query: String, body: Vec<u8>| http().post(kb(&query)).bearer_auth(&admin).body(body).send();
+    let import_query = |format: &str| format!("/import?site={}&format={format}", site.key);
+    check(import(import_query("xml"), b"x".to_vec()).await.unwrap(), 422, "format").await;
+    check(import(format!("/import?site={}", site.key), b"x".to_vec()).await.unwrap(), 422, "format").await;
+    check(import(import_query("csv"), vec![0xff, 0xfe]).await.unwrap(), 422, "UTF-8").await;
+    // One bad row refuses the whole file.
+    let half_bad = "questions,answer\nfine,ok\nbroken,\n";
+    check(import(import_query("csv"), half_bad.into()).await.unwrap(), 422, "row 3").await;
+    check(import(import_query("markdown"), b"no heading".to_vec()).await.unwrap(), 422, "line 1").await;
+    check(
+        http().get(kb(&format!("/export?site={}&format=pdf", site.key))).bearer_auth(&admin).send().await.unwrap(),
+        422,
+        "format",
+    )
+    .await;
+
+    let listed: Value = http().get(kb(&on_site)).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed, json!([]));
+}
+
+#[tokio::test]
+async fn bot_settings_are_admin_only_validated_and_never_show_the_key() {
+    let (server, site, admin) = setup().await;
+    server.create_agent("ann@shop.example", &site, 3).await;
+    let ann = server.login("ann@shop.example").await;
+    let url = server.url(&format!("/api/v1/sites/{}/bot", site.key));
+
+    let defaults: Value = http().get(&url).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    assert_eq!(defaults["enabled"], false);
+    assert!((defaults["threshold"].as_f64().unwrap() - 0.8).abs() < 1e-6);
+    assert_eq!(http().get(&url).bearer_auth(&ann).send().await.unwrap().status(), 403);
+    let (status, _) = put_bot(&server, &ann, &site, json!({"enabled": true})).await;
+    assert_eq!(status, 403);
+
+    let llm = json!({"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key": "sk-secret-abcd"});
+    let (status, saved) = put_bot(&server, &admin, &site, json!({"enabled": true, "threshold": 0.7, "llm": llm})).await;
+    assert_eq!(status, 200);
+    assert_eq!(saved["llm"]["api_key"], "**********abcd");
+    let shown: Value = http().get(&url).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    assert_eq!(shown["llm"]["api_key"], "**********abcd");
+    assert!(!shown.to_string().contains("secret"));
+
+    // Saving the masked value back keeps the stored key.
+    let mut again = shown.clone();
+    again["greeting"] = json!("Hello!");
+    assert_eq!(put_bot(&server, &admin, &site, again).await.0, 200);
+    let stored = server.app().bot.settings(&site.key).await.unwrap();
+    assert_eq!(stored.llm.as_ref().unwrap().api_key, "sk-secret-abcd");
+    assert_eq!(stored.greeting, "Hello!");
+
+    for (body, part) in [
+        (json!({"threshold": 1.5}), "threshold"),
+        (json!({"threshold": "high"}), "threshold"),
+        (json!({"colour": "red"}), "colour"),
+        (json!({"name": ""}), "name"),
+        (json!({"llm": {"base_url": "ftp://x", "model": "m"}}), "base_url"),
+        (json!({"llm": {"base_url": "http://x", "model": ""}}), "model"),
+        (json!({"llm": {"base_url": "http://x", "model": "m", "timeout_ms": 5}}), "timeout_ms"),
+    ] {
+        let (status, error) = put_bot(&server, &admin, &site, body.clone()).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(error["error"]["message"].as_str().unwrap().contains(part), "{body}: {error}");
+    }
+    let after = server.app().bot.settings(&site.key).await.unwrap();
+    assert_eq!(*after, *stored);
+
+    let response = http()
+        .put(server.url("/api/v1/sites/nope/bot"))
+        .bearer_auth(&admin)
+        .json(&json!({"enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}
