@@ -20,6 +20,13 @@ pub struct Config {
     pub http: SocketAddr,
     /// The URL people reach kefu at (used in printed links); derived from `http` when absent.
     pub public_url: Option<String>,
+    /// The QUIC listen address (UDP); `"off"` or empty turns QUIC off.
+    #[serde(with = "quic_address")]
+    pub quic: Option<SocketAddr>,
+    /// A PEM certificate chain for QUIC; a self-signed one is made in the data directory when absent.
+    pub quic_cert: Option<PathBuf>,
+    /// The PEM private key of `quic_cert`.
+    pub quic_key: Option<PathBuf>,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub routing: RoutingConfig,
@@ -101,6 +108,9 @@ impl Default for Config {
             data_dir: PathBuf::from("./kefu-data"),
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
             public_url: None,
+            quic: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
+            quic_cert: None,
+            quic_key: None,
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
             routing: RoutingConfig::default(),
@@ -146,6 +156,31 @@ impl Default for LogConfig {
     }
 }
 
+/// `quic = "0.0.0.0:8443"`, or `"off"` / `""` for no QUIC listener.
+mod quic_address {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(address: &Option<SocketAddr>, serializer: S) -> Result<S::Ok, S::Error> {
+        match address {
+            Some(address) => serializer.collect_str(address),
+            None => serializer.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let text = text.trim();
+        if text.is_empty() || text.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("{text:?} is not an address such as 0.0.0.0:8443 (or \"off\")"))
+        })
+    }
+}
+
 /// Values given on the command line; `None` leaves the lower layers in charge.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ConfigOverrides {
@@ -155,6 +190,8 @@ pub struct ConfigOverrides {
     pub http: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<LogOverrides>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quic: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

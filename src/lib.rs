@@ -5,7 +5,9 @@
 
 pub mod agents;
 pub mod assets;
+pub mod chat;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod control;

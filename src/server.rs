@@ -46,6 +46,10 @@ pub type AppState = Arc<App>;
 pub struct Running {
     pub app: AppState,
     pub local_addr: SocketAddr,
+    /// The QUIC (UDP) address, when QUIC is on.
+    pub quic_addr: Option<SocketAddr>,
+    /// The SHA-256 fingerprint (hex) of the QUIC certificate, for clients that pin it.
+    pub quic_fingerprint: Option<String>,
     serving: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -80,6 +84,10 @@ pub async fn start(
         .await?
         .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
     bootstrap(&store, &config, local_addr).await?;
+    let quic = match config.quic {
+        Some(address) => Some(crate::transport::quic::bind(&config, address)?),
+        None => None,
+    };
 
     let shutdown_token = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -111,6 +119,16 @@ pub async fn start(
         shutdown.await;
         trigger.cancel();
     });
+    let (quic_addr, quic_fingerprint) = match quic {
+        Some(listener) => {
+            let address = listener.endpoint.local_addr().context("reading the QUIC address")?;
+            tracing::info!(quic = %address, sha256 = %listener.fingerprint, "QUIC is listening");
+            println!("quic={address} certificate sha256={}", listener.fingerprint);
+            app.tasks.spawn(crate::transport::quic::serve(listener.endpoint, app.clone()));
+            (Some(address), Some(listener.fingerprint))
+        }
+        None => (None, None),
+    };
     tracing::info!(http = %local_addr, "kefu is listening");
     println!("listening http={local_addr}");
     let serving_app = app.clone();
@@ -140,7 +158,7 @@ pub async fn start(
         tracing::info!("stopped");
         served
     });
-    Ok(Running { app, local_addr, serving })
+    Ok(Running { app, local_addr, quic_addr, quic_fingerprint, serving })
 }
 
 /// On the first start: an admin account and a default site, printed once.

@@ -23,6 +23,7 @@ fn kefu() -> Command {
     command
         .env("KEFU_LIMITS__FRAMES_PER_SECOND", "100000")
         .env("KEFU_LIMITS__FRAME_BURST", "100000")
+        .env("KEFU_QUIC", "127.0.0.1:0")
         .env("RUST_LOG", "warn");
     command
 }
