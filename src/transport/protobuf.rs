@@ -406,3 +406,216 @@ impl ProtobufCache {
         Ok(encoded)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::protocol::{self, ConversationView, MessageView, ParticipantView, SenderKind, SenderView};
+
+    /// Message name → field names and numbers, and the oneofs' (field name, type, number).
+    struct ProtoFile {
+        messages: BTreeMap<String, Vec<(String, String, u32)>>,
+    }
+
+    fn parse_proto() -> ProtoFile {
+        let text = include_str!("../../proto/kefu.proto");
+        let mut messages = BTreeMap::new();
+        let mut current: Option<(String, Vec<(String, String, u32)>)> = None;
+        for line in text.lines().map(|line| line.split("//").next().unwrap_or_default().trim()) {
+            if let Some(rest) = line.strip_prefix("message ") {
+                let name = rest.trim_end_matches(['{', '}', ' ']).trim().to_owned();
+                if line.ends_with("{}") {
+                    messages.insert(name, Vec::new());
+                } else {
+                    current = Some((name, Vec::new()));
+                }
+            } else if line == "}" {
+                if let Some((name, fields)) = current.take() {
+                    messages.insert(name, fields);
+                }
+            } else if let (Some((_, fields)), Some((left, number))) = (current.as_mut(), line.split_once('=')) {
+                let words: Vec<&str> =
+                    left.split_whitespace().filter(|word| *word != "optional" && *word != "repeated").collect();
+                let number: u32 = number.trim_end_matches(';').trim().parse().expect("a field number");
+                fields.push((words[1].to_owned(), words[0].to_owned(), number));
+            }
+        }
+        ProtoFile { messages }
+    }
+
+    /// The first field number in an encoded message.
+    fn first_tag(bytes: &[u8]) -> u32 {
+        let mut buffer = bytes;
+        (prost::encoding::decode_varint(&mut buffer).expect("a key") >> 3) as u32
+    }
+
+    fn check_fields(proto: &ProtoFile, message: &str, json: &Value) {
+        let fields = &proto.messages[message];
+        let names: Vec<&str> = fields.iter().map(|(name, _, _)| name.as_str()).collect();
+        for (key, value) in json.as_object().expect("an object") {
+            if key == "type" {
+                continue;
+            }
+            let field = fields.iter().find(|(name, _, _)| name == key);
+            let Some((_, kind, _)) = field else {
+                panic!("{message} in proto/kefu.proto lacks field {key} ({names:?})")
+            };
+            let nested = match value {
+                Value::Object(_) => Some(value),
+                Value::Array(items) => items.first().filter(|item| item.is_object()),
+                _ => None,
+            };
+            if let Some(nested) = nested {
+                check_fields(proto, kind, nested);
+            }
+        }
+    }
+
+    fn server_samples() -> Vec<Bytes> {
+        let conversation = ConversationView {
+            id: 12,
+            site: "key".into(),
+            visitor_id: 7,
+            status: "assigned".into(),
+            assigned_agent: Some(3),
+            epoch: 99,
+            last_seq: 9,
+            created_at: 1_700_000_000_000,
+            updated_at: 1_700_000_009_000,
+        };
+        let sender = SenderView { kind: SenderKind::Agent, id: 3, name: "Bo".into() };
+        let message = MessageView {
+            conversation_id: 12,
+            epoch: 99,
+            seq: 10,
+            sender: sender.clone(),
+            kind: "text".into(),
+            text: "Hello! 你好".into(),
+            created_at: 1_700_000_010_000,
+            client_id: Some("c-1".into()),
+            internal: true,
+        };
+        let conversations = [conversation.clone()];
+        vec![
+            protocol::ServerFrame::Welcome {
+                protocol: 1,
+                role: "visitor",
+                visitor_id: Some(7),
+                agent_id: Some(3),
+                epoch: 99,
+                heartbeat_secs: 30,
+                max_text_chars: 4000,
+                conversations: &conversations,
+            }
+            .encode(),
+            protocol::ServerFrame::Ack {
+                client_id: "c-1",
+                conversation_id: 12,
+                seq: 10,
+                epoch: 99,
+                created_at: 5,
+                duplicate: true,
+                text: "hi",
+            }
+            .encode(),
+            protocol::ServerFrame::Message(&message).encode(),
+            protocol::ServerFrame::Replayed { conversation_id: 12, last_seq: 14 }.encode(),
+            protocol::ServerFrame::Reset { conversation_id: 12, epoch: 98, last_seq: 812, reason: "epoch_changed" }
+                .encode(),
+            protocol::ServerFrame::Typing { conversation_id: 12, sender: &sender, active: true }.encode(),
+            protocol::ServerFrame::Read {
+                conversation_id: 12,
+                reader: ParticipantView { kind: SenderKind::Visitor, id: 7 },
+                seq: 10,
+            }
+            .encode(),
+            protocol::ServerFrame::Conversation { event: "assigned", conversation: &conversation }.encode(),
+            protocol::ServerFrame::Presence { agent_id: 3, status: protocol::Presence::Away }.encode(),
+            protocol::ServerFrame::Error {
+                code: protocol::ErrorCode::InvalidField,
+                message: "text: too long",
+                client_id: Some("c-2"),
+            }
+            .encode(),
+            protocol::ServerFrame::Pong.encode(),
+            protocol::ServerFrame::Goaway { reason: "shutdown", reconnect_after_ms: 1000 }.encode(),
+        ]
+    }
+
+    fn client_samples() -> Vec<Value> {
+        vec![
+            json!({"type": "hello", "token": "v1.x", "role": "visitor", "site": "key",
+                   "resume": [{"conversation_id": 12, "last_seq": 9, "epoch": 99}]}),
+            json!({"type": "send", "client_id": "c-1", "conversation_id": 12, "text": "hi", "internal": true}),
+            json!({"type": "resume", "conversation_id": 12, "last_seq": 9, "epoch": 99}),
+            json!({"type": "typing", "conversation_id": 12, "active": true}),
+            json!({"type": "read", "conversation_id": 12, "seq": 10}),
+            json!({"type": "take", "conversation_id": 12}),
+            json!({"type": "close", "conversation_id": 12}),
+            json!({"type": "presence", "status": "away"}),
+            json!({"type": "ping"}),
+        ]
+    }
+
+    fn oneof_tag(proto: &ProtoFile, frame_message: &str, kind: &str) -> (String, u32) {
+        let (_, message, number) = proto.messages[frame_message]
+            .iter()
+            .find(|(name, _, _)| name == kind)
+            .unwrap_or_else(|| panic!("{frame_message} in proto/kefu.proto has no {kind}"));
+        (message.clone(), *number)
+    }
+
+    #[test]
+    fn every_server_frame_round_trips_and_matches_the_proto_file() {
+        let proto = parse_proto();
+        let samples = server_samples();
+        assert_eq!(samples.len(), proto.messages["ServerFrame"].len(), "a server frame is missing from the samples");
+        for json_bytes in samples {
+            let json: Value = serde_json::from_slice(&json_bytes).unwrap();
+            let kind = json["type"].as_str().unwrap();
+            let encoded = server_frame_from_json(&json_bytes).unwrap_or_else(|error| panic!("{kind}: {error}"));
+            let (message, number) = oneof_tag(&proto, "ServerFrame", kind);
+            assert_eq!(first_tag(&encoded), number, "{kind}: the oneof tag differs from proto/kefu.proto");
+            check_fields(&proto, &message, &json);
+            assert_eq!(server_frame_to_json(&encoded).unwrap(), json, "{kind} does not round-trip");
+        }
+    }
+
+    #[test]
+    fn every_client_frame_round_trips_and_matches_the_proto_file() {
+        let proto = parse_proto();
+        let samples = client_samples();
+        assert_eq!(samples.len(), proto.messages["ClientFrame"].len(), "a client frame is missing from the samples");
+        for json in samples {
+            let kind = json["type"].as_str().unwrap();
+            let encoded = client_frame_from_json(&json).unwrap_or_else(|error| panic!("{kind}: {error}"));
+            let (message, number) = oneof_tag(&proto, "ClientFrame", kind);
+            assert_eq!(first_tag(&encoded), number, "{kind}: the oneof tag differs from proto/kefu.proto");
+            check_fields(&proto, &message, &json);
+            let text = client_frame_to_json(&encoded).unwrap();
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), json, "{kind} does not round-trip");
+            protocol::decode_client_frame(&text).unwrap_or_else(|error| panic!("{kind}: {}", error.message));
+        }
+    }
+
+    #[test]
+    fn bad_protobuf_is_a_bad_frame() {
+        let error = client_frame_to_json(&[0xff, 0xff, 0xff]).unwrap_err();
+        assert_eq!(error.code, ErrorCode::BadJson);
+        let error = client_frame_to_json(&[]).unwrap_err();
+        assert_eq!(error.code, ErrorCode::UnknownType);
+    }
+
+    #[test]
+    fn the_cache_encodes_a_shared_frame_once() {
+        let cache = ProtobufCache::default();
+        let frame = protocol::ServerFrame::Pong.encode();
+        let first = cache.encode(&frame).unwrap();
+        let second = cache.encode(&frame.clone()).unwrap();
+        assert_eq!(first.as_ptr(), second.as_ptr());
+    }
+}

@@ -5,5 +5,6 @@ mod chat;
 mod crash;
 mod delivery;
 mod moderation;
+mod quic;
 mod routing;
 mod support;
