@@ -60,6 +60,10 @@ const EVENT_QUEUE: usize = 1024;
 /// Largest frame the client accepts from the server.
 const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
+/// Conversation streams the server may have open to this client at once (one per conversation
+/// followed on the connection; an agent's console follows many).
+const MAX_CONVERSATION_STREAMS: u32 = 10_000;
+
 /// First wait before reconnecting; it doubles up to `ClientConfig::max_backoff`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -619,7 +623,9 @@ pub fn quic_client_config(trust: &Trust, encoding: Encoding) -> Result<quinn::Cl
         .map_err(|error| ClientError::Connect(error.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(15)));
+    transport
+        .keep_alive_interval(Some(Duration::from_secs(15)))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(MAX_CONVERSATION_STREAMS));
     config.transport_config(Arc::new(transport));
     Ok(config)
 }

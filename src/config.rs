@@ -296,6 +296,28 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)]
+    fn quic_is_on_by_default_and_turns_off_with_off_or_empty() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, &ConfigOverrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.quic, Some(SocketAddr::from(([0, 0, 0, 0], 8443))));
+            jail.set_env("KEFU_QUIC", "127.0.0.1:9443");
+            let config = Config::load(None, &ConfigOverrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.quic, Some(SocketAddr::from(([127, 0, 0, 1], 9443))));
+            for off in ["off", ""] {
+                let overrides = ConfigOverrides { quic: Some(off.into()), ..Default::default() };
+                let config = Config::load(None, &overrides).map_err(|e| e.to_string())?;
+                assert_eq!(config.quic, None, "{off:?}");
+            }
+            jail.create_file("kefu.toml", "quic = \"nowhere\"\n")?;
+            let error =
+                Config::load(Some(Path::new("kefu.toml")), &ConfigOverrides::default()).unwrap_err().to_string();
+            assert!(error.contains("quic"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
     fn the_example_config_file_holds_the_defaults() {
         figment::Jail::expect_with(|_| {
             let example = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/kefu.toml"));

@@ -1,6 +1,6 @@
 //! A client's session on one connection, independent of the transport that carries it.
 //!
-//! The transport (WebSocket now; QUIC can reuse this) reads frames and hands their text to
+//! The transport (WebSocket or QUIC) reads frames and hands their text to
 //! [`Session::on_frame`], hands everything from the connection's outbound queue to
 //! [`Session::on_outbound`], and writes whatever frames those produce. The session runs the
 //! pipeline for a send (decode → validate → filter → persist; delivery and the ack follow the
