@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 const CONNECT_CONCURRENCY: usize = 256;
 
 /// Visitor sessions created over HTTP at once.
-const SESSION_CONCURRENCY: usize = 32;
+const SESSION_CONCURRENCY: usize = 256;
 
 struct Server {
     child: Child,

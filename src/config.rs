@@ -308,9 +308,8 @@ mod tests {
                 let config = Config::load(None, &overrides).map_err(|e| e.to_string())?;
                 assert_eq!(config.quic, None, "{off:?}");
             }
-            jail.create_file("kefu.toml", "quic = \"nowhere\"\n")?;
-            let error =
-                Config::load(Some(Path::new("kefu.toml")), &ConfigOverrides::default()).unwrap_err().to_string();
+            jail.set_env("KEFU_QUIC", "nowhere");
+            let error = Config::load(None, &ConfigOverrides::default()).unwrap_err().to_string();
             assert!(error.contains("quic"), "{error}");
             Ok(())
         });
