@@ -416,15 +416,18 @@ mod tests {
     use super::*;
     use crate::protocol::{self, ConversationView, MessageView, ParticipantView, SenderKind, SenderView};
 
-    /// Message name → field names and numbers, and the oneofs' (field name, type, number).
+    /// A field of a .proto message: name, type, number.
+    type Field = (String, String, u32);
+
+    /// Message name → its fields (for the frame messages, the oneof's fields).
     struct ProtoFile {
-        messages: BTreeMap<String, Vec<(String, String, u32)>>,
+        messages: BTreeMap<String, Vec<Field>>,
     }
 
     fn parse_proto() -> ProtoFile {
         let text = include_str!("../../proto/kefu.proto");
         let mut messages = BTreeMap::new();
-        let mut current: Option<(String, Vec<(String, String, u32)>)> = None;
+        let mut current: Option<(String, Vec<Field>)> = None;
         for line in text.lines().map(|line| line.split("//").next().unwrap_or_default().trim()) {
             if let Some(rest) = line.strip_prefix("message ") {
                 let name = rest.trim_end_matches(['{', '}', ' ']).trim().to_owned();
