@@ -38,6 +38,37 @@ enum Command {
         /// The /metrics listen address, or `off` (overrides metrics).
         #[arg(long)]
         metrics: Option<String>,
+        /// QUIC listen address (UDP), such as 0.0.0.0:8443, or `off` (overrides quic).
+        #[arg(long)]
+        quic: Option<String>,
+    },
+    /// Chat from the terminal as a visitor or an agent, over QUIC or WebSocket.
+    Chat {
+        /// The site key.
+        #[arg(long)]
+        site: String,
+        /// `quic://HOST:8443` or `ws://HOST:8080`.
+        #[arg(long, default_value = "ws://localhost:8080")]
+        url: String,
+        /// kefu's HTTP address (for the session or login), such as http://HOST:8080; derived from a ws:// url.
+        #[arg(long)]
+        http: Option<String>,
+        /// Chat as an agent (with --email and --password).
+        #[arg(long, requires_all = ["email", "password"])]
+        agent: bool,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        password: Option<String>,
+        /// The SHA-256 fingerprint of the QUIC certificate (printed by kefu serve).
+        #[arg(long)]
+        pin: Option<String>,
+        /// Accept any QUIC certificate (trials on localhost only).
+        #[arg(long)]
+        insecure: bool,
+        /// Use the Protobuf encoding over QUIC.
+        #[arg(long)]
+        protobuf: bool,
     },
     /// Manage sites and agents (works while the server runs).
     #[command(subcommand)]
@@ -151,10 +182,11 @@ pub fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { http, log_format, metrics } => {
+        Command::Serve { http, log_format, metrics, quic } => {
             let overrides = ConfigOverrides {
                 data_dir: cli.data_dir,
                 http,
+                quic,
                 log: log_format.map(|format| LogOverrides { format: Some(format) }),
                 metrics,
             };
@@ -197,6 +229,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Chat { site, url, http, agent, email, password, pin, insecure, protobuf } => {
+            let agent = match (agent, email, password) {
+                (true, Some(email), Some(password)) => Some((email, password)),
+                _ => None,
+            };
+            crate::chat::run(crate::chat::ChatArgs { site, url, http, agent, pin, insecure, protobuf }).await
+        }
         Command::Admin(args) => {
             let overrides = ConfigOverrides { data_dir: cli.data_dir, ..ConfigOverrides::default() };
             let config = Config::load(cli.config.as_deref(), &overrides)?;

@@ -11,7 +11,20 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The top-level keys and sections of [`Config`], for picking `KEFU_*` variables.
-const TOP_LEVEL_KEYS: [&str; 8] = ["data_dir", "http", "public_url", "storage", "limits", "routing", "webhooks", "log"];
+const TOP_LEVEL_KEYS: [&str; 12] = [
+    "data_dir",
+    "http",
+    "public_url",
+    "storage",
+    "limits",
+    "routing",
+    "webhooks",
+    "log",
+    "metrics",
+    "quic",
+    "quic_cert",
+    "quic_key",
+];
 
 /// Everything kefu can be configured with. Field names are the keys of `kefu.toml`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -25,6 +38,13 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Where `/metrics` listens (Prometheus text format), or `off`.
     pub metrics: String,
+    /// The QUIC listen address (UDP); `"off"` or empty turns QUIC off.
+    #[serde(with = "quic_address")]
+    pub quic: Option<SocketAddr>,
+    /// A PEM certificate chain for QUIC; a self-signed one is made in the data directory when absent.
+    pub quic_cert: Option<PathBuf>,
+    /// The PEM private key of `quic_cert`.
+    pub quic_key: Option<PathBuf>,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub routing: RoutingConfig,
@@ -128,6 +148,9 @@ impl Default for Config {
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
             public_url: None,
             metrics: "127.0.0.1:9090".to_owned(),
+            quic: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
+            quic_cert: None,
+            quic_key: None,
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
             routing: RoutingConfig::default(),
@@ -175,6 +198,31 @@ impl Default for LogConfig {
     }
 }
 
+/// `quic = "0.0.0.0:8443"`, or `"off"` / `""` for no QUIC listener.
+mod quic_address {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(address: &Option<SocketAddr>, serializer: S) -> Result<S::Ok, S::Error> {
+        match address {
+            Some(address) => serializer.collect_str(address),
+            None => serializer.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let text = text.trim();
+        if text.is_empty() || text.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("{text:?} is not an address such as 0.0.0.0:8443 (or \"off\")"))
+        })
+    }
+}
+
 /// Values given on the command line; `None` leaves the lower layers in charge.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ConfigOverrides {
@@ -186,6 +234,8 @@ pub struct ConfigOverrides {
     pub log: Option<LogOverrides>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quic: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -305,6 +355,27 @@ mod tests {
             jail.create_file("bad.toml", "htp = \"x\"\n")?;
             let error = Config::load(Some(Path::new("bad.toml")), &ConfigOverrides::default()).unwrap_err().to_string();
             assert!(error.contains("htp"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn quic_is_on_by_default_and_turns_off_with_off_or_empty() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, &ConfigOverrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.quic, Some(SocketAddr::from(([0, 0, 0, 0], 8443))));
+            jail.set_env("KEFU_QUIC", "127.0.0.1:9443");
+            let config = Config::load(None, &ConfigOverrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.quic, Some(SocketAddr::from(([127, 0, 0, 1], 9443))));
+            for off in ["off", ""] {
+                let overrides = ConfigOverrides { quic: Some(off.into()), ..Default::default() };
+                let config = Config::load(None, &overrides).map_err(|e| e.to_string())?;
+                assert_eq!(config.quic, None, "{off:?}");
+            }
+            jail.set_env("KEFU_QUIC", "nowhere");
+            let error = Config::load(None, &ConfigOverrides::default()).unwrap_err().to_string();
+            assert!(error.contains("quic"), "{error}");
             Ok(())
         });
     }

@@ -55,6 +55,10 @@ pub struct Running {
     pub local_addr: SocketAddr,
     /// Where `/metrics` listens, when it does.
     pub metrics_addr: Option<SocketAddr>,
+    /// The QUIC (UDP) address, when QUIC is on.
+    pub quic_addr: Option<SocketAddr>,
+    /// The SHA-256 fingerprint (hex) of the QUIC certificate, for clients that pin it.
+    pub quic_fingerprint: Option<String>,
     serving: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -94,6 +98,10 @@ pub async fn start(
         tokio::task::spawn_blocking(move || Search::open(store, &data_dir))
             .await?
             .context("opening the search index")?
+    };
+    let quic = match config.quic {
+        Some(address) => Some(crate::transport::quic::bind(&config, address)?),
+        None => None,
     };
 
     let shutdown_token = CancellationToken::new();
@@ -158,6 +166,16 @@ pub async fn start(
         tracing::info!(metrics = %metrics_addr, "metrics are listening");
         println!("metrics http={metrics_addr}");
     }
+    let (quic_addr, quic_fingerprint) = match quic {
+        Some(listener) => {
+            let address = listener.endpoint.local_addr().context("reading the QUIC address")?;
+            tracing::info!(quic = %address, sha256 = %listener.fingerprint, "QUIC is listening");
+            println!("quic={address} certificate sha256={}", listener.fingerprint);
+            app.tasks.spawn(crate::transport::quic::serve(listener.endpoint, app.clone()));
+            (Some(address), Some(listener.fingerprint))
+        }
+        None => (None, None),
+    };
     tracing::info!(http = %local_addr, "kefu is listening");
     println!("listening http={local_addr}");
     crate::systemd::notify("READY=1\nSTATUS=serving");
@@ -193,7 +211,7 @@ pub async fn start(
         tracing::info!("stopped");
         served
     });
-    Ok(Running { app, local_addr, metrics_addr, serving })
+    Ok(Running { app, local_addr, metrics_addr, quic_addr, quic_fingerprint, serving })
 }
 
 /// On the first start: an admin account and a default site, printed once.

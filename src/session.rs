@@ -1,6 +1,6 @@
 //! A client's session on one connection, independent of the transport that carries it.
 //!
-//! The transport (WebSocket now; QUIC can reuse this) reads frames and hands their text to
+//! The transport (WebSocket or QUIC) reads frames and hands their text to
 //! [`Session::on_frame`], hands everything from the connection's outbound queue to
 //! [`Session::on_outbound`], and writes whatever frames those produce. The session runs the
 //! pipeline for a send (decode → validate → filter → persist; delivery and the ack follow the
@@ -58,6 +58,37 @@ pub enum Entry {
     Agent { cookie_token: Option<String> },
 }
 
+/// Where a session puts the frames it produces. A transport that carries each conversation on its
+/// own stream (QUIC) learns from [`FrameSink::push_sequenced`] which conversation a frame belongs
+/// to; the WebSocket transport writes everything in order on one socket (`Vec<Bytes>`).
+pub trait FrameSink: Send {
+    /// A frame outside any conversation's sequence (welcome, errors, events, typing, pong).
+    fn push(&mut self, frame: Bytes);
+    /// A frame in a conversation's ordered stream: a message, an ack, `replayed` or `reset`.
+    fn push_sequenced(&mut self, conversation_id: u64, frame: Bytes);
+}
+
+impl FrameSink for Vec<Bytes> {
+    fn push(&mut self, frame: Bytes) {
+        Vec::push(self, frame);
+    }
+
+    fn push_sequenced(&mut self, _conversation_id: u64, frame: Bytes) {
+        Vec::push(self, frame);
+    }
+}
+
+/// Frames tagged with the conversation whose ordered stream they belong to (`None`: the control stream).
+impl FrameSink for Vec<(Option<u64>, Bytes)> {
+    fn push(&mut self, frame: Bytes) {
+        Vec::push(self, (None, frame));
+    }
+
+    fn push_sequenced(&mut self, conversation_id: u64, frame: Bytes) {
+        Vec::push(self, (Some(conversation_id), frame));
+    }
+}
+
 /// The last sequence number written to the client, per subscribed conversation.
 struct Cursor {
     conversation_id: u64,
@@ -83,6 +114,16 @@ impl Session {
         hello: Hello,
         handle: ConnectionHandle,
     ) -> Result<(Session, Vec<Bytes>), CloseReason> {
+        Session::start_with(app, entry, hello, handle).await
+    }
+
+    /// [`Session::start`] for a transport that routes frames by conversation (see [`FrameSink`]).
+    pub async fn start_with<O: FrameSink + Default>(
+        app: AppState,
+        entry: Entry,
+        hello: Hello,
+        handle: ConnectionHandle,
+    ) -> Result<(Session, O), CloseReason> {
         let seen_from = match &entry {
             Entry::Visitor { peer, user_agent, .. } => Some((*peer, user_agent.clone())),
             Entry::Agent { .. } => None,
@@ -171,7 +212,8 @@ impl Session {
             Principal::Agent(agent) => ("agent", None, Some(agent.id)),
         };
         let limits = &app.config.limits;
-        let mut frames = vec![
+        let mut frames = O::default();
+        frames.push(
             ServerFrame::Welcome {
                 protocol: protocol::PROTOCOL_VERSION,
                 role,
@@ -183,7 +225,7 @@ impl Session {
                 conversations: &views,
             }
             .encode(),
-        ];
+        );
         for point in hello.resume {
             session.resume(point, &mut frames).await;
         }
@@ -202,7 +244,7 @@ impl Session {
     }
 
     /// Handles one text frame from the client; frames to write go to `out`.
-    pub async fn on_frame(&mut self, text: &str, out: &mut Vec<Bytes>) {
+    pub async fn on_frame(&mut self, text: &str, out: &mut impl FrameSink) {
         let frame = match protocol::decode_client_frame(text) {
             Ok(frame) => frame,
             Err(error) => {
@@ -222,22 +264,24 @@ impl Session {
             ClientFrame::PageView(page) => self.page_view(page, out),
             ClientFrame::Ping => out.push(ServerFrame::Pong.encode()),
             ClientFrame::Handoff { conversation_id } => {
-                out.extend(crate::bot::on_handoff_frame(&self.app, &self.principal, conversation_id).await)
+                if let Some(frame) = crate::bot::on_handoff_frame(&self.app, &self.principal, conversation_id).await {
+                    out.push(frame);
+                }
             }
         }
     }
 
     /// Handles one item from the connection's outbound queue.
-    pub fn on_outbound(&mut self, outbound: Outbound, out: &mut Vec<Bytes>) {
+    pub fn on_outbound(&mut self, outbound: Outbound, out: &mut impl FrameSink) {
         match outbound {
             Outbound::Frame(frame) => out.push(frame),
             Outbound::Sequenced { conversation_id, seq, frame } => match self.cursor_mut(conversation_id) {
                 Some(cursor) if seq <= cursor.last_seq => {}
                 Some(cursor) => {
                     cursor.last_seq = seq;
-                    out.push(frame);
+                    out.push_sequenced(conversation_id, frame);
                 }
-                None => out.push(frame),
+                None => out.push_sequenced(conversation_id, frame),
             },
             Outbound::Subscribed { conversation_id, last_seq } => {
                 if self.cursor_mut(conversation_id).is_none() {
@@ -268,7 +312,7 @@ impl Session {
         }
     }
 
-    fn page_view(&mut self, page: visitors::PageView, out: &mut Vec<Bytes>) {
+    fn page_view(&mut self, page: visitors::PageView, out: &mut impl FrameSink) {
         let Principal::Visitor(visitor) = &self.principal else {
             return out.push(error_frame(ErrorCode::Forbidden, "only visitors report page views", None));
         };
@@ -289,12 +333,11 @@ impl Session {
         Ok(conversation.filter(|conversation| self.principal.can_access(conversation)))
     }
 
-    async fn send(&mut self, send: protocol::Send, out: &mut Vec<Bytes>) {
+    async fn send<O: FrameSink>(&mut self, send: protocol::Send, out: &mut O) {
         let trace_id = secrets::new_trace_id();
         let client_id = send.client_id;
-        let refuse = |out: &mut Vec<Bytes>, code: ErrorCode, message: &str| {
-            out.push(error_frame(code, message, Some(&client_id)))
-        };
+        let refuse =
+            |out: &mut O, code: ErrorCode, message: &str| out.push(error_frame(code, message, Some(&client_id)));
         if let Err(message) = messages::validate_client_id(&client_id) {
             out.push(error_frame(ErrorCode::InvalidField, &message, None));
             return;
@@ -418,7 +461,7 @@ impl Session {
         Ok(upload.filter(|upload| upload.uploader.kind == sender.kind && upload.uploader.id == sender.id))
     }
 
-    async fn resume(&mut self, point: ResumePoint, out: &mut Vec<Bytes>) {
+    async fn resume(&mut self, point: ResumePoint, out: &mut impl FrameSink) {
         let conversation_id = point.conversation_id;
         match self.accessible_conversation(conversation_id).await {
             Ok(Some(_)) => {}
@@ -463,7 +506,8 @@ impl Session {
             let is_visitor = self.principal.is_visitor();
             for (seq, record) in &missed {
                 if !(record.internal && is_visitor) {
-                    out.push(
+                    out.push_sequenced(
+                        conversation_id,
                         ServerFrame::Message(&messages::message_view(conversation_id, *seq, record, epoch)).encode(),
                     );
                 }
@@ -480,10 +524,10 @@ impl Session {
             }
             None => ServerFrame::Replayed { conversation_id, last_seq: last_written }.encode(),
         };
-        out.push(frame);
+        out.push_sequenced(conversation_id, frame);
     }
 
-    fn typing(&mut self, conversation_id: u64, active: bool, out: &mut Vec<Bytes>) {
+    fn typing(&mut self, conversation_id: u64, active: bool, out: &mut impl FrameSink) {
         if self.cursor_mut(conversation_id).is_none() {
             return out.push(error_frame(
                 ErrorCode::NotFound,
@@ -508,7 +552,7 @@ impl Session {
         }
     }
 
-    async fn read(&mut self, conversation_id: u64, seq: u64, out: &mut Vec<Bytes>) {
+    async fn read(&mut self, conversation_id: u64, seq: u64, out: &mut impl FrameSink) {
         if self.cursor_mut(conversation_id).is_none() {
             return out.push(error_frame(
                 ErrorCode::NotFound,
@@ -545,7 +589,7 @@ impl Session {
         }
     }
 
-    async fn take_or_close(&mut self, conversation_id: u64, take: bool, out: &mut Vec<Bytes>) {
+    async fn take_or_close(&mut self, conversation_id: u64, take: bool, out: &mut impl FrameSink) {
         let Principal::Agent(agent) = &self.principal else {
             return out.push(error_frame(ErrorCode::Forbidden, "only agents take or close conversations", None));
         };
@@ -586,7 +630,7 @@ impl Session {
         }
     }
 
-    async fn presence(&mut self, status: Presence, out: &mut Vec<Bytes>) {
+    async fn presence(&mut self, status: Presence, out: &mut impl FrameSink) {
         let Some(agent_id) = self.agent_id() else {
             return out.push(error_frame(ErrorCode::Forbidden, "only agents set presence", None));
         };

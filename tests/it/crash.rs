@@ -24,6 +24,7 @@ pub(crate) fn kefu() -> Command {
         .env("KEFU_LIMITS__FRAMES_PER_SECOND", "100000")
         .env("KEFU_LIMITS__FRAME_BURST", "100000")
         .env("KEFU_METRICS", "off")
+        .env("KEFU_QUIC", "127.0.0.1:0")
         .env("RUST_LOG", "warn");
     command
 }

@@ -9,6 +9,7 @@ mod delivery;
 mod kb_eval;
 mod moderation;
 mod operations;
+mod quic;
 mod routing;
 mod search;
 mod support;

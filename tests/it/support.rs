@@ -25,6 +25,10 @@ pub const PASSWORD: &str = "correct horse battery";
 /// A server running in this process on a temporary data directory; stops when dropped.
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
+    /// The QUIC (UDP) address.
+    pub quic_addr: std::net::SocketAddr,
+    /// The SHA-256 fingerprint of the QUIC certificate.
+    pub quic_fingerprint: String,
     pub dir: Arc<tempfile::TempDir>,
     running: Option<Running>,
     stop: Option<oneshot::Sender<()>>,
@@ -43,16 +47,36 @@ impl TestServer {
     }
 
     async fn start_in(dir: Arc<tempfile::TempDir>, tune: fn(&mut Config)) -> TestServer {
+        Self::start_at(dir, tune, "127.0.0.1:0".parse().unwrap(), None).await
+    }
+
+    async fn start_at(
+        dir: Arc<tempfile::TempDir>,
+        tune: fn(&mut Config),
+        http: std::net::SocketAddr,
+        quic: Option<std::net::SocketAddr>,
+    ) -> TestServer {
         let mut config = test_config(dir.path());
+        if quic.is_some() {
+            config.quic = quic;
+        }
         tune(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding port 0");
+        let listener = tokio::net::TcpListener::bind(http).await.expect("binding the HTTP port");
         let (stop, stopped) = oneshot::channel::<()>();
         let running = server::start(config, listener, async move {
             let _ = stopped.await;
         })
         .await
         .expect("the server starts");
-        TestServer { addr: running.local_addr, dir, running: Some(running), stop: Some(stop), tune }
+        TestServer {
+            addr: running.local_addr,
+            quic_addr: running.quic_addr.expect("QUIC is on in tests"),
+            quic_fingerprint: running.quic_fingerprint.clone().unwrap_or_default(),
+            dir,
+            running: Some(running),
+            stop: Some(stop),
+            tune,
+        }
     }
 
     /// Shuts down gracefully and waits until storage is closed.
@@ -69,6 +93,17 @@ impl TestServer {
     pub async fn restart(&mut self) {
         self.stop().await;
         *self = Self::start_in(self.dir.clone(), self.tune).await;
+    }
+
+    /// Stops and starts again on the same data directory and the same addresses, so clients
+    /// reconnect to where they were.
+    pub async fn restart_in_place(&mut self) {
+        self.stop().await;
+        *self = Self::start_at(self.dir.clone(), self.tune, self.addr, Some(self.quic_addr)).await;
+    }
+
+    pub fn quic_url(&self) -> String {
+        format!("quic://{}", self.quic_addr)
     }
 
     pub fn app(&self) -> &kefu::server::AppState {
@@ -172,6 +207,7 @@ pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config { data_dir: PathBuf::from(data_dir), ..Config::default() };
     config.http = "127.0.0.1:0".parse().unwrap();
     config.metrics = "127.0.0.1:0".to_owned();
+    config.quic = Some("127.0.0.1:0".parse().unwrap());
     config.routing.offline_grace_secs = 0;
     config.limits.frames_per_second = 10_000;
     config.limits.frame_burst = 10_000;
