@@ -39,6 +39,9 @@ enum Command {
     /// Manage sites and agents (works while the server runs).
     #[command(subcommand)]
     Admin(AdminArgs),
+    /// Drive a kefu (or a baseline relay) with realistic traffic and print the figures.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 #[derive(Subcommand)]
@@ -119,6 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("listening on {}", config.http))?;
             crate::server::run(config, listener, crate::server::termination_signal()).await
         }
+        Command::Bench(command) => crate::bench::run(command).await,
         Command::Admin(args) => {
             let overrides = ConfigOverrides { data_dir: cli.data_dir, ..ConfigOverrides::default() };
             let config = Config::load(cli.config.as_deref(), &overrides)?;
