@@ -220,62 +220,69 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     }
 
     let verdict = check(&target, &ledger).await?;
-    let ledger = ledger.lock();
-    println!("--- soak finished after {:.0}s ({restarts} server restarts)", started.elapsed().as_secs_f64());
-    println!(
-        "visitor messages: {} sent, {} acked ({} uploads); agent answers: {} sent, {} acked",
-        ledger.visitor_sent.len(),
-        ledger.visitor_acked.len(),
-        ledger.uploads,
-        ledger.agent_sent.len(),
-        ledger.agent_acked.len()
-    );
-    println!(
-        "reconnects {}, connect attempts refused while restarting {}, duplicate acks after resends {}, resets {}",
-        ledger.reconnects,
-        ledger.connect_failures,
-        ledger.duplicate_acks,
-        ledger.reset_ranges.len()
-    );
-    println!("history: {} conversations checked, {} messages", verdict.conversations, verdict.history_messages);
-    println!(
-        "lost {}, duplicated in history {}, unacknowledged {}, undelivered {}, delivered twice {}, errors {}",
-        verdict.lost, verdict.duplicated, verdict.unacked, verdict.undelivered, verdict.delivered_twice, ledger.errors
-    );
-    for text in &ledger.error_texts {
-        println!("error: {text}");
-    }
-    for text in &verdict.examples {
-        println!("finding: {text}");
-    }
-    if let (Some(first), Some(last)) =
-        (samples.iter().find(|sample| sample.0 >= args.duration * 0.1).or(samples.first()), samples.last())
-    {
-        let max = samples.iter().map(|sample| sample.1).max().unwrap_or(0);
-        let max_fds = samples.iter().map(|sample| sample.2).max().unwrap_or(0);
+    let pass = {
+        let ledger = ledger.lock();
+        println!("--- soak finished after {:.0}s ({restarts} server restarts)", started.elapsed().as_secs_f64());
         println!(
-            "server memory: VmRSS {} at {:.0}s, {} at {:.0}s, max {}; fds {} → {}, max {}",
-            super::kib(first.1),
-            first.0,
-            super::kib(last.1),
-            last.0,
-            super::kib(max),
-            first.2,
-            last.2,
-            max_fds
+            "visitor messages: {} sent, {} acked ({} uploads); agent answers: {} sent, {} acked",
+            ledger.visitor_sent.len(),
+            ledger.visitor_acked.len(),
+            ledger.uploads,
+            ledger.agent_sent.len(),
+            ledger.agent_acked.len()
         );
-    }
-    if let Some(sample) = settled_sample {
-        println!("server after settling: VmRSS {}, fds {}", super::kib(sample.rss_kib), sample.fds);
-    }
-    let pass = verdict.lost == 0
-        && verdict.duplicated == 0
-        && verdict.unacked == 0
-        && verdict.undelivered == 0
-        && verdict.delivered_twice == 0
-        && ledger.errors == 0;
-    println!("exactly-once: {}", if pass { "PASS" } else { "FAIL" });
-    drop(ledger);
+        println!(
+            "reconnects {}, connect attempts refused while restarting {}, duplicate acks after resends {}, resets {}",
+            ledger.reconnects,
+            ledger.connect_failures,
+            ledger.duplicate_acks,
+            ledger.reset_ranges.len()
+        );
+        println!("history: {} conversations checked, {} messages", verdict.conversations, verdict.history_messages);
+        println!(
+            "lost {}, duplicated in history {}, unacknowledged {}, undelivered {}, delivered twice {}, errors {}",
+            verdict.lost,
+            verdict.duplicated,
+            verdict.unacked,
+            verdict.undelivered,
+            verdict.delivered_twice,
+            ledger.errors
+        );
+        for text in &ledger.error_texts {
+            println!("error: {text}");
+        }
+        for text in &verdict.examples {
+            println!("finding: {text}");
+        }
+        if let (Some(first), Some(last)) =
+            (samples.iter().find(|sample| sample.0 >= args.duration * 0.1).or(samples.first()), samples.last())
+        {
+            let max = samples.iter().map(|sample| sample.1).max().unwrap_or(0);
+            let max_fds = samples.iter().map(|sample| sample.2).max().unwrap_or(0);
+            println!(
+                "server memory: VmRSS {} at {:.0}s, {} at {:.0}s, max {}; fds {} → {}, max {}",
+                super::kib(first.1),
+                first.0,
+                super::kib(last.1),
+                last.0,
+                super::kib(max),
+                first.2,
+                last.2,
+                max_fds
+            );
+        }
+        if let Some(sample) = settled_sample {
+            println!("server after settling: VmRSS {}, fds {}", super::kib(sample.rss_kib), sample.fds);
+        }
+        let pass = verdict.lost == 0
+            && verdict.duplicated == 0
+            && verdict.unacked == 0
+            && verdict.undelivered == 0
+            && verdict.delivered_twice == 0
+            && ledger.errors == 0;
+        println!("exactly-once: {}", if pass { "PASS" } else { "FAIL" });
+        pass
+    };
     target.finish().await?;
     if !pass {
         bail!("the soak found lost, duplicated or undelivered messages, or errors");
@@ -811,13 +818,13 @@ impl SoakAgent {
                     }
                 }
             }
+            // `unavailable` while the server shuts down: resend after reconnecting.
+            "error" if frame.code.as_deref() == Some("unavailable") => bail!("the server is unavailable"),
             "error" => {
-                if frame.code.as_deref() != Some("unavailable") {
-                    ledger.lock().error(format!(
-                        "agent {}: error {:?} {:?} for {:?}",
-                        self.number, frame.code, frame.message, frame.client_id
-                    ));
-                }
+                ledger.lock().error(format!(
+                    "agent {}: error {:?} {:?} for {:?}",
+                    self.number, frame.code, frame.message, frame.client_id
+                ));
             }
             _ => {}
         }

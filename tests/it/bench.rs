@@ -34,7 +34,8 @@ fn connections_reports_memory_per_connection() {
 
 #[test]
 fn relay_reports_latency_both_ways() {
-    let out = succeeds(&["relay", "-n", "10", "--agents", "2", "--rates", "20,40", "--duration", "1", "--reply-every", "2"]);
+    let out =
+        succeeds(&["relay", "-n", "10", "--agents", "2", "--rates", "20,40", "--duration", "1", "--reply-every", "2"]);
     assert!(out.contains("all 10 conversations assigned"), "{out}");
     assert_eq!(out.matches("visitor → agent: n=").count(), 2, "{out}");
     assert!(out.contains("agent → visitor: n="), "{out}");
