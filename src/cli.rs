@@ -97,8 +97,9 @@ enum Command {
     },
     /// Rebuild the search index from the database (works while the server runs).
     Reindex,
-    /// Fill a data directory with messages and measure history, search, export and reindex.
-    Bench(crate::bench::BenchArgs),
+    /// Drive a kefu (or a baseline relay) with realistic traffic and print the figures.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 #[derive(Subcommand)]
@@ -228,7 +229,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{answer}");
             Ok(())
         }
-        Command::Bench(args) => crate::bench::run(args).await,
         Command::Chat { site, url, http, agent, email, password, pin, insecure, protobuf } => {
             let agent = match (agent, email, password) {
                 (true, Some(email), Some(password)) => Some((email, password)),
@@ -236,6 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             crate::chat::run(crate::chat::ChatArgs { site, url, http, agent, pin, insecure, protobuf }).await
         }
+        Command::Bench(command) => crate::bench::run(command).await,
         Command::Admin(args) => {
             let overrides = ConfigOverrides { data_dir: cli.data_dir, ..ConfigOverrides::default() };
             let config = Config::load(cli.config.as_deref(), &overrides)?;

@@ -186,6 +186,11 @@ pub async fn start(
     let serving = tokio::spawn(async move {
         let app = serving_app;
         let serve_token = app.shutdown.clone();
+        // Without TCP_NODELAY, a stream of small frames to one socket (an agent's) waits on
+        // Nagle's algorithm and the peer's delayed ACK, about 40 ms per stall.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
+            let _ = stream.set_nodelay(true);
+        });
         let served =
             axum::serve(listener, crate::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(async move { serve_token.cancelled().await })

@@ -1,0 +1,83 @@
+//! Smoke runs of every `kefu bench` mode with tiny numbers, so the tool keeps working.
+//! They check that each mode runs to the end and reports; they assert no timings.
+
+use std::process::{Command, Output};
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .arg("bench")
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("running kefu bench")
+}
+
+fn succeeds(args: &[&str]) -> String {
+    let output = bench(args);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "kefu bench {args:?} failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn connections_reports_memory_per_connection() {
+    let out = succeeds(&["connections", "-n", "20", "--hold", "0", "--workers", "2", "--source-ips", "2"]);
+    assert!(out.contains("connected: 20 ok, 0 failed"), "{out}");
+    assert!(out.contains("load generator: 2 client processes, 2 source addresses"), "{out}");
+    assert!(out.contains("server memory per connection:"), "{out}");
+}
+
+#[test]
+fn relay_reports_latency_both_ways() {
+    let out =
+        succeeds(&["relay", "-n", "10", "--agents", "2", "--rates", "20,40", "--duration", "1", "--reply-every", "2"]);
+    assert!(out.contains("all 10 conversations assigned"), "{out}");
+    assert_eq!(out.matches("visitor → agent: n=").count(), 2, "{out}");
+    assert!(out.contains("agent → visitor: n="), "{out}");
+    assert!(out.contains("agent errors: 0"), "{out}");
+}
+
+#[test]
+fn ingest_reports_acks_per_second() {
+    let out = succeeds(&["ingest", "-n", "5", "--window", "4", "--duration", "1"]);
+    assert!(out.contains("durable ingest:"), "{out}");
+    assert!(out.contains("errors 0"), "{out}");
+}
+
+#[test]
+fn soak_checks_exactly_once_across_a_restart() {
+    let out = succeeds(&[
+        "soak",
+        "--duration",
+        "4",
+        "-n",
+        "5",
+        "--agents",
+        "2",
+        "--rate",
+        "20",
+        "--restart-every",
+        "2",
+        "--reconnect-every",
+        "1",
+        "--upload-every",
+        "3",
+        "--sample-every",
+        "1",
+    ]);
+    assert!(out.contains("(1 server restarts)") || out.contains("(2 server restarts)"), "{out}");
+    assert!(out.contains("exactly-once: PASS"), "{out}");
+}
+
+#[test]
+fn a_url_without_a_site_is_refused_clearly() {
+    let output = bench(&["relay", "--url", "http://127.0.0.1:9"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--url needs --site"), "{stderr}");
+}
