@@ -130,6 +130,10 @@ impl Target {
             ("KEFU_LIMITS__FRAMES_PER_SECOND".to_owned(), "1000000".to_owned()),
             ("KEFU_LIMITS__FRAME_BURST".to_owned(), "1000000".to_owned()),
             ("KEFU_LIMITS__OUTBOUND_QUEUE".to_owned(), "4096".to_owned()),
+            // The bench drives WebSocket traffic; QUIC and metrics take fixed ports that several
+            // bench servers (or a running kefu) would fight over.
+            ("KEFU_QUIC".to_owned(), "off".to_owned()),
+            ("KEFU_METRICS".to_owned(), "off".to_owned()),
         ];
         for pair in &args.server_env {
             let (name, value) = pair.split_once('=').context("--server-env takes NAME=VALUE")?;

@@ -44,7 +44,9 @@ export class Kefu {
 
   /** Starts `kefu serve` (on the previous port after a kill) and resolves once it is listening. */
   start() {
-    const child = spawn(BIN, ['serve', '--data-dir', this.dataDir, '--http', this.addr], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // QUIC and metrics would take fixed ports; these tests need neither.
+    const env = { ...process.env, KEFU_QUIC: 'off', KEFU_METRICS: 'off' };
+    const child = spawn(BIN, ['serve', '--data-dir', this.dataDir, '--http', this.addr], { stdio: ['ignore', 'pipe', 'pipe'], env });
     this.child = child;
     createInterface({ input: child.stderr }).on('line', (l) => this.log.push(l));
     return new Promise((resolvePromise, reject) => {

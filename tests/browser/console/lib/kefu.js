@@ -49,7 +49,7 @@ export class Kefu {
 
   start() {
     const child = spawn(BIN, ['serve', '--data-dir', this.dataDir, '--http', this.addr], {
-      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...this.env },
+      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KEFU_QUIC: 'off', KEFU_METRICS: 'off', ...this.env },
     });
     this.child = child;
     createInterface({ input: child.stderr }).on('line', (l) => this.log.push(l));
