@@ -47,6 +47,22 @@ async fn images_travel_as_attachments_and_only_participants_can_fetch_them() {
 
     let (_, stranger) = server.visitor_session(&site, None).await;
     assert_eq!(http().get(server.url(&url)).bearer_auth(&stranger).send().await.unwrap().status(), 404);
+    let other_site = server.create_site("Other shop").await;
+    server.create_agent("olga@other.example", &other_site, 5).await;
+    let other_agent = server.login("olga@other.example").await;
+    assert_eq!(
+        http().get(server.url(&url)).bearer_auth(&other_agent).send().await.unwrap().status(),
+        404,
+        "an agent of another site cannot fetch the file"
+    );
+    let foreign_upload = http()
+        .post(server.url(&format!("/api/v1/uploads?name=x.png&conversation_id={conversation_id}")))
+        .bearer_auth(&other_agent)
+        .body(PNG.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign_upload.status(), 404, "nor upload into its conversations");
     assert_eq!(http().get(server.url(&url)).send().await.unwrap().status(), 401);
 
     // Someone else's upload cannot be attached.
