@@ -15,17 +15,24 @@ export const BIN = process.env.TEST_KEFU_BIN || resolve(import.meta.dirname, '..
 export const AGENT = { email: 'a@x.test', password: 'pw123456pw' };
 
 export class Kefu {
-  /** A server with one site (any origin allowed) and one agent of it, not yet started. */
-  static async create({ enforceIdentity = false } = {}) {
-    const kefu = new Kefu(await mkdtemp(join(tmpdir(), 'kefu-browser-')));
+  /**
+   * A server with one site (any origin allowed) and its agents, not yet started.
+   * `agents` lists [email, role] pairs (all with AGENT.password); `env` is added to the server's environment.
+   */
+  static async create({ enforceIdentity = false, agents = [[AGENT.email, 'agent']], env = {} } = {}) {
+    const kefu = new Kefu(await mkdtemp(join(tmpdir(), 'kefu-browser-')), env);
     const site = await kefu.admin('create-site', '--name', 'Demo', '--origin', '*', ...(enforceIdentity ? ['--enforce-identity'] : []));
     kefu.siteKey = site.site_key;
     kefu.siteSecret = site.site_secret;
-    await kefu.admin('create-agent', '--email', AGENT.email, '--password', AGENT.password, '--role', 'agent', '--site', kefu.siteKey);
+    for (const [email, role] of agents) {
+      const args = ['create-agent', '--email', email, '--password', AGENT.password, '--role', role];
+      await kefu.admin(...args, ...(role === 'agent' ? ['--site', kefu.siteKey] : []));
+    }
     return kefu;
   }
 
-  constructor(dataDir) {
+  constructor(dataDir, env = {}) {
+    this.env = env;
     this.dataDir = dataDir;
     this.child = null;
     this.addr = '127.0.0.1:0';
@@ -45,7 +52,7 @@ export class Kefu {
   /** Starts `kefu serve` (on the previous port after a kill) and resolves once it is listening. */
   start() {
     // QUIC and metrics would take fixed ports; these tests need neither.
-    const env = { ...process.env, KEFU_QUIC: 'off', KEFU_METRICS: 'off' };
+    const env = { ...process.env, KEFU_QUIC: 'off', KEFU_METRICS: 'off', ...this.env };
     const child = spawn(BIN, ['serve', '--data-dir', this.dataDir, '--http', this.addr], { stdio: ['ignore', 'pipe', 'pipe'], env });
     this.child = child;
     createInterface({ input: child.stderr }).on('line', (l) => this.log.push(l));
@@ -91,5 +98,12 @@ export class Kefu {
       json = text;
     }
     return { status: res.status, body: json };
+  }
+
+  /** Logs an agent in over HTTP; resolves the login answer ({token, agent}). */
+  async login(email) {
+    const answer = await this.request('POST', '/api/v1/agent/login', { body: { email, password: AGENT.password } });
+    if (answer.status !== 200) throw new Error(`login ${email}: ${answer.status}`);
+    return answer.body;
   }
 }
