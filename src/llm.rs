@@ -47,14 +47,18 @@ pub enum LlmError {
     Timeout(u64),
 }
 
-/// Builds the HTTP client the bot shares. TLS uses rustls with the ring provider.
+/// How long one LLM request may take in all; `complete` applies the site's own, shorter timeout.
+const REQUEST_CEILING: Duration = Duration::from_secs(600);
+
+/// Builds the HTTP client the bot shares: the outbound client of `outbound.rs` (pure-Rust DNS, so
+/// the static binary resolves names). LLM endpoints are chosen by admins and are often on the
+/// local network (a local Ollama or vLLM), so private addresses are allowed.
 pub fn http_client() -> reqwest::Client {
-    // Installing twice fails harmlessly: the first provider stays.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .expect("the HTTP client builds with the installed TLS provider")
+    crate::outbound::client(REQUEST_CEILING, true).unwrap_or_else(|error| {
+        tracing::error!(%error, "the outbound HTTP client could not be built; using the plain one");
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    })
 }
 
 /// Asks for an answer, calling `on_delta` with each piece as it arrives; returns the whole answer.

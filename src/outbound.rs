@@ -13,6 +13,9 @@ use std::time::Duration;
 use hickory_resolver::TokioResolver;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+/// The longest wait for a connection, whatever the request's own timeout.
+const MAX_CONNECT_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Most redirects followed.
 const MAX_REDIRECTS: usize = 5;
 
@@ -124,7 +127,7 @@ pub fn client(timeout: Duration, allow_private: bool) -> Result<reqwest::Client,
     });
     reqwest::Client::builder()
         .timeout(timeout)
-        .connect_timeout(timeout)
+        .connect_timeout(timeout.min(MAX_CONNECT_TIME))
         .redirect(redirect)
         .dns_resolver(Arc::new(GuardedResolver { resolver, allow_private }))
         .user_agent(concat!("kefu/", env!("CARGO_PKG_VERSION")))
@@ -166,5 +169,14 @@ mod tests {
         assert!(!check("http://[::1]/hook", false));
         assert!(check("https://hooks.example.com/x", false));
         assert!(!check("ftp://hooks.example.com/x", false));
+    }
+
+    #[tokio::test]
+    async fn localhost_resolves_for_destinations_that_allow_private_addresses() {
+        let resolver = GuardedResolver { resolver: shared_resolver().unwrap(), allow_private: true };
+        let found: Vec<SocketAddr> = resolver.resolve("localhost".parse().unwrap()).await.unwrap().collect();
+        assert!(found.iter().any(|address| address.ip().is_loopback()), "{found:?}");
+        let guarded = GuardedResolver { resolver: shared_resolver().unwrap(), allow_private: false };
+        assert!(guarded.resolve("localhost".parse().unwrap()).await.is_err());
     }
 }

@@ -161,8 +161,15 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
     }
 
     // Clients resend everything unacknowledged (here: everything) with the same ids.
+    resend_everything(&address, &site, &tokens, &acked).await;
+}
+
+/// Every visitor resends all its messages with their original client ids. A message acknowledged
+/// before (`acked[visitor]`: client id → seq) comes back as a duplicate with its original seq, and
+/// afterwards each visitor's messages are stored exactly once.
+pub(crate) async fn resend_everything(address: &str, site: &str, tokens: &[String], acked: &[HashMap<String, u64>]) {
     for (visitor, token) in tokens.iter().enumerate() {
-        let mut socket = visitor_socket(&address, &site, token).await;
+        let mut socket = visitor_socket(address, site, token).await;
         for n in 0..MESSAGES_PER_VISITOR {
             socket.send(send_frame(visitor, n)).await.unwrap();
         }
@@ -174,7 +181,7 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
                 n_acks += 1;
                 if let Some(seq) = acked[visitor].get(frame["client_id"].as_str().unwrap()) {
                     assert_eq!(frame["seq"].as_u64(), Some(*seq), "a resend gets the original ack");
-                    assert_eq!(frame["duplicate"], true);
+                    assert_eq!(frame["duplicate"], true, "an acknowledged message was already stored");
                 }
             }
         }
@@ -187,7 +194,7 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
             .json()
             .await
             .unwrap();
-        let stored = stored_messages(&address, token, &session).await;
+        let stored = stored_messages(address, token, &session).await;
         assert_eq!(stored.len(), MESSAGES_PER_VISITOR, "every message exactly once after resending");
     }
 }

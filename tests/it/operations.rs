@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::crash::{admin, kefu, send_frame, stored_messages, visitor_socket};
+use crate::crash::{admin, kefu, send_frame, visitor_socket};
 use crate::support::{TestServer, http};
 
 /// Runs the kefu binary with `args` on `data_dir`; returns (success, stdout, stderr).
@@ -406,35 +406,7 @@ async fn sigterm_under_load_loses_no_acknowledged_message_and_clients_resume() {
 
     // Restarted, the server has every acknowledged message once; clients resend the rest.
     let (_child, address) = crate::crash::serve(dir.path()).await;
-    for (visitor, token) in tokens.iter().enumerate() {
-        let mut socket = visitor_socket(&address, &site, token).await;
-        for n in 0..MESSAGES_PER_VISITOR {
-            socket.send(send_frame(visitor, n)).await.unwrap();
-        }
-        let mut n_acks = 0;
-        while n_acks < MESSAGES_PER_VISITOR {
-            let Some(Ok(Message::Text(text))) = socket.next().await else { panic!("the socket closed") };
-            let frame: Value = serde_json::from_str(&text).unwrap();
-            if frame["type"] == "ack" {
-                n_acks += 1;
-                if let Some(seq) = acked[visitor].get(frame["client_id"].as_str().unwrap()) {
-                    assert_eq!(frame["seq"].as_u64(), Some(*seq), "an acknowledged message kept its sequence");
-                    assert_eq!(frame["duplicate"], true, "an acknowledged message was stored before SIGTERM");
-                }
-            }
-        }
-        let session: Value = http()
-            .post(format!("http://{address}/api/v1/visitor/session"))
-            .json(&json!({"site": site, "token": token}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let stored = stored_messages(&address, token, &session).await;
-        assert_eq!(stored.len(), MESSAGES_PER_VISITOR, "every message exactly once after resending");
-    }
+    crate::crash::resend_everything(&address, &site, &tokens, &acked).await;
 }
 
 #[tokio::test]

@@ -215,6 +215,8 @@ pub fn test_config(data_dir: &Path) -> Config {
 }
 
 pub fn http() -> reqwest::Client {
+    // kefu builds reqwest without a default TLS crypto provider; the process installs ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
 
