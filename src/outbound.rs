@@ -7,7 +7,7 @@
 //! each redirect.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -101,21 +101,18 @@ impl Resolve for GuardedResolver {
     }
 }
 
-fn shared_resolver() -> Result<Arc<TokioResolver>, String> {
-    static RESOLVER: OnceLock<Result<Arc<TokioResolver>, String>> = OnceLock::new();
-    RESOLVER
-        .get_or_init(|| {
-            let builder = TokioResolver::builder_tokio().map_err(|error| error.to_string())?;
-            builder.build().map(Arc::new).map_err(|error| error.to_string())
-        })
-        .clone()
+/// A resolver from the system's configuration. Each client gets its own: a resolver belongs to the
+/// async runtime it was made in.
+fn new_resolver() -> Result<Arc<TokioResolver>, String> {
+    let builder = TokioResolver::builder_tokio().map_err(|error| error.to_string())?;
+    builder.build().map(Arc::new).map_err(|error| error.to_string())
 }
 
 /// A client for outbound requests with the private-address guard (unless `allow_private`).
 pub fn client(timeout: Duration, allow_private: bool) -> Result<reqwest::Client, String> {
     // rustls needs a process-wide crypto provider; a second install is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let resolver = shared_resolver()?;
+    let resolver = new_resolver()?;
     let redirect = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= MAX_REDIRECTS {
             return attempt.error("too many redirects");
@@ -173,10 +170,10 @@ mod tests {
 
     #[tokio::test]
     async fn localhost_resolves_for_destinations_that_allow_private_addresses() {
-        let resolver = GuardedResolver { resolver: shared_resolver().unwrap(), allow_private: true };
+        let resolver = GuardedResolver { resolver: new_resolver().unwrap(), allow_private: true };
         let found: Vec<SocketAddr> = resolver.resolve("localhost".parse().unwrap()).await.unwrap().collect();
         assert!(found.iter().any(|address| address.ip().is_loopback()), "{found:?}");
-        let guarded = GuardedResolver { resolver: shared_resolver().unwrap(), allow_private: false };
+        let guarded = GuardedResolver { resolver: new_resolver().unwrap(), allow_private: false };
         assert!(guarded.resolve("localhost".parse().unwrap()).await.is_err());
     }
 }
