@@ -16,6 +16,9 @@ struct Receiver {
     url: String,
     received: mpsc::UnboundedReceiver<(HeaderMap, String)>,
     failures_left: Arc<AtomicUsize>,
+    /// Deliveries that arrived while the test waited for another event type (retries with
+    /// jitter do not keep events in order).
+    set_aside: Vec<(HeaderMap, String)>,
 }
 
 async fn receiver(n_failures: usize) -> Receiver {
@@ -39,7 +42,7 @@ async fn receiver(n_failures: usize) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Receiver { url, received, failures_left }
+    Receiver { url, received, failures_left, set_aside: Vec::new() }
 }
 
 impl Receiver {
@@ -51,19 +54,25 @@ impl Receiver {
         (headers, serde_json::from_str(&body).unwrap())
     }
 
-    /// The next delivery of `event_type`, checking its signature with `secret`.
+    /// The next delivery of `event_type` (in whatever order deliveries arrive), checking its
+    /// signature with `secret`.
     async fn expect(&mut self, event_type: &str, secret: &str) -> Value {
-        loop {
-            let (headers, body) = tokio::time::timeout(std::time::Duration::from_secs(60), self.received.recv())
-                .await
-                .expect("a delivery in time")
-                .unwrap();
-            verify(&headers, &body, secret);
-            let payload: Value = serde_json::from_str(&body).unwrap();
-            if payload["type"] == event_type {
-                return payload;
-            }
-        }
+        let is_wanted = |body: &str| serde_json::from_str::<Value>(body).unwrap()["type"] == event_type;
+        let (headers, body) = match self.set_aside.iter().position(|(_, body)| is_wanted(body)) {
+            Some(index) => self.set_aside.remove(index),
+            None => loop {
+                let delivery = tokio::time::timeout(std::time::Duration::from_secs(60), self.received.recv())
+                    .await
+                    .expect("a delivery in time")
+                    .unwrap();
+                if is_wanted(&delivery.1) {
+                    break delivery;
+                }
+                self.set_aside.push(delivery);
+            },
+        };
+        verify(&headers, &body, secret);
+        serde_json::from_str(&body).unwrap()
     }
 }
 
