@@ -83,15 +83,7 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
 
     let mut tokens = Vec::new();
     for _ in 0..N_VISITORS {
-        let session: Value = http()
-            .post(format!("http://{address}/api/v1/visitor/session"))
-            .json(&json!({"site": site}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let session: Value = visitor_session(&address, &site, None).await;
         tokens.push(session["token"].as_str().unwrap().to_owned());
     }
 
@@ -135,15 +127,7 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
     // After a restart, every acknowledged message is there, once, with its sequence number.
     let (_child, address) = serve(dir.path()).await;
     for (visitor, token) in tokens.iter().enumerate() {
-        let session: Value = http()
-            .post(format!("http://{address}/api/v1/visitor/session"))
-            .json(&json!({"site": site, "token": token}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let session: Value = visitor_session(&address, &site, Some(token)).await;
         let stored = stored_messages(&address, token, &session).await;
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for (client_id, _) in &stored {
@@ -185,18 +169,23 @@ pub(crate) async fn resend_everything(address: &str, site: &str, tokens: &[Strin
                 }
             }
         }
-        let session: Value = http()
-            .post(format!("http://{address}/api/v1/visitor/session"))
-            .json(&json!({"site": site, "token": token}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let session: Value = visitor_session(address, site, Some(token)).await;
         let stored = stored_messages(address, token, &session).await;
         assert_eq!(stored.len(), MESSAGES_PER_VISITOR, "every message exactly once after resending");
     }
+}
+
+/// Opens (or, with `token`, reopens) a visitor session on a server at `address`.
+pub(crate) async fn visitor_session(address: &str, site: &str, token: Option<&str>) -> Value {
+    http()
+        .post(format!("http://{address}/api/v1/visitor/session"))
+        .json(&json!({"site": site, "token": token}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// (client id, seq) of every message in the visitor's conversations.

@@ -322,15 +322,7 @@ async fn sigterm_under_load_loses_no_acknowledged_message_and_clients_resume() {
 
     let mut tokens = Vec::new();
     for _ in 0..N_VISITORS {
-        let session: Value = http()
-            .post(format!("http://{address}/api/v1/visitor/session"))
-            .json(&json!({"site": site}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let session: Value = crate::crash::visitor_session(&address, &site, None).await;
         tokens.push(session["token"].as_str().unwrap().to_owned());
     }
 
