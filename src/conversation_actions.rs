@@ -37,12 +37,10 @@ pub async fn transfer(
     store
         .write(move |context| {
             let now = context.now;
-            let Some(conversation) = context.conversation_mut(conversation_id)? else {
-                return Ok(Err(ConversationError::NotFound));
+            let conversation = match conversations::open_mut(context, conversation_id)? {
+                Ok(conversation) => conversation,
+                Err(error) => return Ok(Err(error)),
             };
-            if conversation.status == ConversationStatus::Closed {
-                return Ok(Err(ConversationError::Closed));
-            }
             let previous = conversation.assigned_agent;
             let event = match target {
                 TransferTarget::Agent(agent_id) => {

@@ -196,17 +196,28 @@ pub async fn assign(
         .await
 }
 
+/// A conversation to change inside a writer operation: `NotFound` if there is none, `Closed` if
+/// it is closed.
+pub fn open_mut<'c>(
+    context: &'c mut WriteContext<'_>,
+    conversation_id: u64,
+) -> Result<Result<&'c mut Conversation, ConversationError>, StorageError> {
+    Ok(match context.conversation_mut(conversation_id)? {
+        None => Err(ConversationError::NotFound),
+        Some(conversation) if conversation.status == ConversationStatus::Closed => Err(ConversationError::Closed),
+        Some(conversation) => Ok(conversation),
+    })
+}
+
 /// Closes a conversation.
 pub async fn close(store: &Store, conversation_id: u64) -> Result<Conversation, ConversationError> {
     store
         .write(move |context| {
             let now = context.now;
-            let Some(conversation) = context.conversation_mut(conversation_id)? else {
-                return Ok(Err(ConversationError::NotFound));
+            let conversation = match open_mut(context, conversation_id)? {
+                Ok(conversation) => conversation,
+                Err(error) => return Ok(Err(error)),
             };
-            if conversation.status == ConversationStatus::Closed {
-                return Ok(Err(ConversationError::Closed));
-            }
             let previous = conversation.assigned_agent;
             conversation.status = ConversationStatus::Closed;
             conversation.closed_at = Some(now);
