@@ -9,7 +9,6 @@ use serde_json::Value;
 use crate::agents::Role;
 use crate::config::{Config, ConfigOverrides, LogOverrides};
 use crate::control::{self, AdminCommand};
-use crate::sensitive_words::SensitiveMode;
 use crate::storage::{StorageError, Store};
 
 #[derive(Parser)]
@@ -105,31 +104,7 @@ enum Command {
 #[derive(Subcommand)]
 enum AdminArgs {
     /// Create a site; prints its key and secret.
-    CreateSite {
-        #[arg(long)]
-        name: String,
-        /// An origin allowed to embed the widget (repeatable); `*` allows any.
-        #[arg(long = "origin")]
-        origins: Vec<String>,
-        /// Require signed identities from visitors who claim a user id.
-        #[arg(long)]
-        enforce_identity: bool,
-        /// A word to mask or reject (repeatable).
-        #[arg(long = "sensitive-word")]
-        sensitive_words: Vec<String>,
-        /// `mask` or `reject`.
-        #[arg(long, default_value = "mask", value_parser = parse_mode)]
-        sensitive_mode: SensitiveMode,
-        /// The first thing the widget says.
-        #[arg(long)]
-        welcome_text: Option<String>,
-        /// Ask visitors for name, email and question before the chat.
-        #[arg(long)]
-        prechat_form: bool,
-        /// Ask visitors to rate a conversation when it closes.
-        #[arg(long)]
-        satisfaction_rating: bool,
-    },
+    CreateSite(crate::control::SiteArgs),
     /// Create an agent or admin.
     CreateAgent {
         #[arg(long)]
@@ -164,14 +139,6 @@ enum AdminArgs {
         #[arg(long)]
         days: Option<u32>,
     },
-}
-
-fn parse_mode(text: &str) -> Result<SensitiveMode, String> {
-    match text {
-        "mask" => Ok(SensitiveMode::Mask),
-        "reject" => Ok(SensitiveMode::Reject),
-        other => Err(format!("must be mask or reject, not {other:?}")),
-    }
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -259,25 +226,7 @@ fn admin_overrides(data_dir: Option<PathBuf>) -> ConfigOverrides {
 
 fn admin_command(args: AdminArgs, config: &Config) -> AdminCommand {
     match args {
-        AdminArgs::CreateSite {
-            name,
-            origins,
-            enforce_identity,
-            sensitive_words,
-            sensitive_mode,
-            welcome_text,
-            prechat_form,
-            satisfaction_rating,
-        } => AdminCommand::CreateSite {
-            name,
-            origins,
-            enforce_identity,
-            sensitive_words,
-            sensitive_mode,
-            welcome_text,
-            prechat_form,
-            satisfaction_rating,
-        },
+        AdminArgs::CreateSite(site) => AdminCommand::CreateSite(site),
         AdminArgs::CreateAgent { email, password, name, role, sites, capacity } => AdminCommand::CreateAgent {
             email,
             password,

@@ -22,22 +22,56 @@ pub const SOCKET_FILE: &str = "kefu.sock";
 /// Longest request line accepted on the control socket.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// A new site, as `kefu admin create-site` takes it and the control socket carries it.
+#[derive(Clone, Debug, Serialize, Deserialize, clap::Args)]
+pub struct SiteArgs {
+    #[arg(long)]
+    pub name: String,
+    /// An origin allowed to embed the widget (repeatable); `*` allows any.
+    #[arg(long = "origin")]
+    pub origins: Vec<String>,
+    /// Require signed identities from visitors who claim a user id.
+    #[arg(long)]
+    pub enforce_identity: bool,
+    /// A word to mask or reject (repeatable).
+    #[arg(long = "sensitive-word")]
+    pub sensitive_words: Vec<String>,
+    /// `mask` or `reject`.
+    #[arg(long, default_value = "mask")]
+    pub sensitive_mode: SensitiveMode,
+    /// The first thing the widget says.
+    #[arg(long)]
+    #[serde(default)]
+    pub welcome_text: Option<String>,
+    /// Ask visitors for name, email and question before the chat.
+    #[arg(long)]
+    #[serde(default)]
+    pub prechat_form: bool,
+    /// Ask visitors to rate a conversation when it closes.
+    #[arg(long)]
+    #[serde(default)]
+    pub satisfaction_rating: bool,
+}
+
+impl From<SiteArgs> for NewSite {
+    fn from(site: SiteArgs) -> NewSite {
+        NewSite {
+            name: site.name,
+            allowed_origins: site.origins,
+            enforce_identity: site.enforce_identity,
+            sensitive_words: site.sensitive_words,
+            sensitive_mode: site.sensitive_mode,
+            welcome_text: site.welcome_text,
+            prechat_form: site.prechat_form,
+            satisfaction_rating: site.satisfaction_rating,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum AdminCommand {
-    CreateSite {
-        name: String,
-        origins: Vec<String>,
-        enforce_identity: bool,
-        sensitive_words: Vec<String>,
-        sensitive_mode: SensitiveMode,
-        #[serde(default)]
-        welcome_text: Option<String>,
-        #[serde(default)]
-        prechat_form: bool,
-        #[serde(default)]
-        satisfaction_rating: bool,
-    },
+    CreateSite(SiteArgs),
     CreateAgent {
         email: String,
         password: String,
@@ -69,7 +103,7 @@ impl AdminCommand {
     /// The command's name, for logs (the arguments may hold a password).
     pub fn name(&self) -> &'static str {
         match self {
-            AdminCommand::CreateSite { .. } => "create_site",
+            AdminCommand::CreateSite(_) => "create_site",
             AdminCommand::CreateAgent { .. } => "create_agent",
             AdminCommand::ResetPassword { .. } => "reset_password",
             AdminCommand::ListSites => "list_sites",
@@ -83,27 +117,8 @@ impl AdminCommand {
     /// Runs the command; the answer is a JSON object of `key: value` lines for the CLI to print.
     pub async fn execute(self, store: &Store) -> Result<Value, String> {
         match self {
-            AdminCommand::CreateSite {
-                name,
-                origins,
-                enforce_identity,
-                sensitive_words,
-                sensitive_mode,
-                welcome_text,
-                prechat_form,
-                satisfaction_rating,
-            } => {
-                let new_site = NewSite {
-                    name,
-                    allowed_origins: origins,
-                    enforce_identity,
-                    sensitive_words,
-                    sensitive_mode,
-                    welcome_text,
-                    prechat_form,
-                    satisfaction_rating,
-                };
-                let site = sites::create(store, new_site).await.map_err(|error| error.to_string())?;
+            AdminCommand::CreateSite(site) => {
+                let site = sites::create(store, site.into()).await.map_err(|error| error.to_string())?;
                 Ok(json!({ "site_key": site.key, "site_secret": site.secret }))
             }
             AdminCommand::CreateAgent { email, password, name, role, sites, capacity } => {

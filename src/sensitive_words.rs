@@ -17,6 +17,17 @@ pub enum SensitiveMode {
     Reject,
 }
 
+impl std::str::FromStr for SensitiveMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "mask" => Ok(SensitiveMode::Mask),
+            "reject" => Ok(SensitiveMode::Reject),
+            other => Err(format!("must be mask or reject, not {other:?}")),
+        }
+    }
+}
+
 /// The outcome of filtering one text.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Filtered {
