@@ -278,6 +278,15 @@ impl Bot {
         Ok(settings)
     }
 
+    /// The category of the knowledge-base entry `text` matches at the site's bot threshold, for
+    /// routing rules; `None` when nothing matches well enough or the knowledge base cannot load.
+    pub async fn category_of(&self, site: &str, text: &str) -> Option<String> {
+        let settings = self.settings(site).await.ok()?;
+        let knowledge = self.inner.knowledge.site(site).await.ok()?;
+        let best = knowledge.index.search(text, 1).into_iter().next().filter(|best| best.score >= settings.threshold)?;
+        knowledge.entry(best.entry_id).map(|entry| entry.category.clone()).filter(|category| !category.is_empty())
+    }
+
     /// Stores a site's settings (already validated) and uses them from now on.
     pub async fn save_settings(&self, site: &str, settings: BotSettings) -> Result<(), BotSettingsError> {
         let key = site.to_owned();
@@ -452,6 +461,7 @@ fn bot_message(conversation_id: u64, sender: SenderView, client_id: String, text
         attachment: None,
         trace_id: crate::secrets::new_trace_id(),
         origin: None,
+        route_to_team: None,
     }
 }
 

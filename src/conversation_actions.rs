@@ -72,6 +72,7 @@ pub async fn transfer(
                     internal: true,
                     trace_id: crate::secrets::new_trace_id(),
                     origin: None,
+                    route_to_team: None,
                 };
                 if let Err(error) = messages::append(context, note)? {
                     return Ok(Err(ConversationError::Invalid(error.to_string())));
@@ -130,7 +131,7 @@ pub async fn start_with_visitor(
             if conversations::open_conversation_of(context, visitor_id)?.is_some() {
                 return Ok(Err(ConversationError::VisitorHasOpen));
             }
-            let id = conversations::create_with_holder(context, &site, visitor_id, Some(agent_id))?;
+            let id = conversations::create_with_holder(context, &site, visitor_id, agent_id)?;
             let conversation = context.conversation(id)?.cloned().expect("the conversation was just created");
             Ok(Ok(conversation))
         })

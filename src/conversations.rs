@@ -106,17 +106,33 @@ pub enum ConversationError {
     Storage(#[from] StorageError),
 }
 
-/// Starts a new conversation for a visitor (inside a writer operation) and publishes `created`.
-pub fn create_for_visitor(context: &mut WriteContext<'_>, site: &str, visitor_id: u64) -> Result<u64, StorageError> {
-    create_with_holder(context, site, visitor_id, None)
+/// Starts a new conversation for a visitor (inside a writer operation) and publishes `created`;
+/// it waits for `team` when the site's routing rules chose one.
+pub fn create_for_visitor(
+    context: &mut WriteContext<'_>,
+    site: &str,
+    visitor_id: u64,
+    team: Option<u64>,
+) -> Result<u64, StorageError> {
+    create_conversation(context, site, visitor_id, None, team)
 }
 
-/// Starts a new conversation, queued or (an agent reaching out to a visitor) already assigned.
+/// Starts a new conversation already assigned to an agent (an agent reaching out to a visitor).
 pub fn create_with_holder(
     context: &mut WriteContext<'_>,
     site: &str,
     visitor_id: u64,
+    agent_id: u64,
+) -> Result<u64, StorageError> {
+    create_conversation(context, site, visitor_id, Some(agent_id), None)
+}
+
+fn create_conversation(
+    context: &mut WriteContext<'_>,
+    site: &str,
+    visitor_id: u64,
     agent_id: Option<u64>,
+    team: Option<u64>,
 ) -> Result<u64, StorageError> {
     let id = context.next_id(Counter::Conversation);
     let conversation = Conversation {
@@ -129,6 +145,7 @@ pub fn create_with_holder(
         updated_at: context.now,
         last_day: crate::clock::day_of(context.now),
         bot_active: crate::bot::answers_new_conversations(context.transaction, site)?,
+        team,
         ..Conversation::default()
     };
     context.transaction.open_table(tables::VISITOR_CONVERSATIONS)?.insert((visitor_id, id), ())?;

@@ -3,12 +3,15 @@
 //! The library holds everything; `main.rs` only calls [`cli::main`].
 //! See ARCHITECTURE.md for the map of the modules and the invariants they keep.
 
+pub mod admin;
 pub mod agents;
 pub mod assets;
+pub mod audit;
 pub mod backup;
 pub mod bench;
 pub mod blocking;
 pub mod bot;
+pub mod business_hours;
 pub mod canned_replies;
 pub mod chat;
 pub mod cli;
@@ -32,6 +35,7 @@ pub mod principal;
 pub mod protocol;
 pub mod retention;
 pub mod routing;
+pub mod routing_rules;
 pub mod search;
 pub mod secrets;
 pub mod sensitive_words;

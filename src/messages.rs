@@ -123,6 +123,8 @@ pub struct NewMessage {
     pub trace_id: u64,
     /// The connection that sent it, which gets the acknowledgement.
     pub origin: Option<ConnectionHandle>,
+    /// The team a conversation this message starts waits for (the site's routing rules).
+    pub route_to_team: Option<u64>,
 }
 
 /// The acknowledgement of a stored (or previously stored) message.
@@ -329,16 +331,18 @@ fn resolve_target(
                 return Ok(Err(AppendError::Closed));
             }
             let (site, visitor_id) = (conversation.site.clone(), conversation.visitor_id);
-            inbox(context, &site, visitor_id).map(Ok)
+            inbox(context, &site, visitor_id, new_message.route_to_team).map(Ok)
         }
-        Target::VisitorInbox { site, visitor_id } => inbox(context, site, *visitor_id).map(Ok),
+        Target::VisitorInbox { site, visitor_id } => {
+            inbox(context, site, *visitor_id, new_message.route_to_team).map(Ok)
+        }
     }
 }
 
-fn inbox(context: &mut WriteContext<'_>, site: &str, visitor_id: u64) -> Result<u64, StorageError> {
+fn inbox(context: &mut WriteContext<'_>, site: &str, visitor_id: u64, team: Option<u64>) -> Result<u64, StorageError> {
     match conversations::open_conversation_of(context, visitor_id)? {
         Some(id) => Ok(id),
-        None => conversations::create_for_visitor(context, site, visitor_id),
+        None => conversations::create_for_visitor(context, site, visitor_id, team),
     }
 }
 

@@ -260,7 +260,7 @@ async fn bootstrap(store: &Store, config: &Config, local_addr: SocketAddr) -> an
         println!("  change it with: kefu admin reset-password --email {email} --password NEW_PASSWORD");
         if let Some(site_key) = site_key {
             println!("  default site key: {site_key}");
-            println!("  embed: <script src=\"{base}/widget.js\" data-site=\"{site_key}\" async></script>");
+            println!("  embed: {}", sites::embed_snippet(&base, &site_key));
         }
     }
     Ok(())

@@ -389,19 +389,8 @@ impl Session {
                 }
             }
         };
-        let text = match self.app.sites.get(&site_key).await {
-            Ok(Some(site)) => match site.filter.filter(&text) {
-                Filtered::Clean => text,
-                Filtered::Masked(masked) => masked,
-                Filtered::Rejected => {
-                    tracing::debug!(trace_id, "send rejected by the word filter");
-                    return refuse(
-                        out,
-                        ErrorCode::RejectedContent,
-                        "the message contains words this site does not accept",
-                    );
-                }
-            },
+        let site = match self.app.sites.get(&site_key).await {
+            Ok(Some(site)) => site,
             Ok(None) => {
                 return refuse(out, ErrorCode::NotFound, "the conversation's site no longer exists");
             }
@@ -409,6 +398,24 @@ impl Session {
                 tracing::error!(trace_id, %error, "loading a site failed");
                 return refuse(out, ErrorCode::Internal, "internal error; retry with the same client_id");
             }
+        };
+        let text = match site.filter.filter(&text) {
+            Filtered::Clean => text,
+            Filtered::Masked(masked) => masked,
+            Filtered::Rejected => {
+                tracing::debug!(trace_id, "send rejected by the word filter");
+                return refuse(out, ErrorCode::RejectedContent, "the message contains words this site does not accept");
+            }
+        };
+        // Used only if this message starts a conversation.
+        let route_to_team = if self.principal.is_visitor() && !site.routing.is_empty() {
+            let category = match site.routing.needs_category() {
+                true => self.app.bot.category_of(&site_key, &text).await,
+                false => None,
+            };
+            site.routing.team_for(&text, category.as_deref())
+        } else {
+            None
         };
         tracing::debug!(trace_id, "send filtered");
 
@@ -421,6 +428,7 @@ impl Session {
             attachment,
             trace_id,
             origin: Some(self.handle.clone()),
+            route_to_team,
         };
         let origin = self.handle.clone();
         let abort_origin = self.handle.clone();

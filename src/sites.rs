@@ -9,6 +9,8 @@ use dashmap::DashMap;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+use crate::business_hours::BusinessHours;
+use crate::routing_rules::{self, CompiledRules, RoutingRule};
 use crate::secrets;
 use crate::sensitive_words::{SensitiveMode, SensitiveWordFilter};
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
@@ -38,6 +40,12 @@ pub struct Site {
     /// Days of history kept (the current UTC day counts as one); `None` keeps it forever.
     /// See src/retention.rs for how day shards shared by sites are dropped.
     pub retention_days: Option<u32>,
+    /// When agents answer; outside them the widget offers the offline form.
+    pub business_hours: BusinessHours,
+    /// Which team a new conversation waits for (see src/routing_rules.rs).
+    pub routing_rules: Vec<RoutingRule>,
+    /// The team of conversations no rule routes; `None` lets every agent of the site take them.
+    pub default_team: Option<u64>,
 }
 
 impl Default for Site {
@@ -57,11 +65,64 @@ impl Default for Site {
             sensitive_mode: SensitiveMode::Mask,
             created_at: 0,
             retention_days: None,
+            business_hours: BusinessHours::default(),
+            routing_rules: Vec::new(),
+            default_team: None,
         }
     }
 }
 
+/// Longest welcome text, in characters.
+pub const MAX_WELCOME_CHARS: usize = 1000;
+/// Most words in a site's sensitive-word list.
+pub const MAX_SENSITIVE_WORDS: usize = 5000;
+/// Longest retention period, in days (100 years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
 impl Site {
+    /// Every problem with the site's settings, each as (field, message); empty when valid.
+    /// Team references are checked against storage by [`save`].
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if self.name.trim().is_empty() || self.name.chars().count() > 100 {
+            problems.push(("name", "must be 1 to 100 characters".to_owned()));
+        }
+        if let Some(origin) = self
+            .allowed_origins
+            .iter()
+            .find(|origin| *origin != "*" && url::Url::parse(origin).map_or(true, |url| url.origin().unicode_serialization() != origin.trim_end_matches('/')))
+        {
+            problems.push(("allowed_origins", format!("{origin:?} is not * or an origin such as https://shop.example")));
+        }
+        if self.welcome_text.chars().count() > MAX_WELCOME_CHARS {
+            problems.push(("welcome_text", format!("at most {MAX_WELCOME_CHARS} characters")));
+        }
+        let is_colour = self.color.len() == 7
+            && self.color.starts_with('#')
+            && self.color[1..].chars().all(|digit| digit.is_ascii_hexdigit());
+        if !is_colour {
+            problems.push(("color", format!("{:?} is not a colour like #1f6feb", self.color)));
+        }
+        if self.position != "right" && self.position != "left" {
+            problems.push(("position", "must be right or left".to_owned()));
+        }
+        if self.sensitive_words.len() > MAX_SENSITIVE_WORDS {
+            problems.push(("sensitive_words", format!("at most {MAX_SENSITIVE_WORDS} words")));
+        } else if self.sensitive_words.iter().any(|word| word.chars().count() > 100) {
+            problems.push(("sensitive_words", "a word is longer than 100 characters".to_owned()));
+        }
+        if self.retention_days.is_some_and(|days| days == 0 || days > MAX_RETENTION_DAYS) {
+            problems.push(("retention_days", format!("must be 1 to {MAX_RETENTION_DAYS} days, or empty to keep forever")));
+        }
+        if let Err((field, message)) = self.business_hours.validate() {
+            problems.push((field, message));
+        }
+        if let Err(message) = routing_rules::validate(&self.routing_rules) {
+            problems.push(("routing_rules", message));
+        }
+        problems
+    }
+
     /// Whether a request from `origin` may act for this site. Requests without an `Origin`
     /// header (native apps, servers) are allowed: the header guards browsers against other pages.
     pub fn allows_origin(&self, origin: Option<&str>, own_origin: &str) -> bool {
@@ -75,6 +136,11 @@ impl Site {
                 .iter()
                 .any(|allowed| allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
     }
+}
+
+/// The tag a site's pages include to show the widget, served from `base` (kefu's URL).
+pub fn embed_snippet(base: &str, key: &str) -> String {
+    format!("<script src=\"{base}/widget.js\" data-site=\"{key}\" async></script>")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,18 +167,9 @@ pub struct NewSite {
 }
 
 pub async fn create(store: &Store, new_site: NewSite) -> Result<Site, SiteError> {
-    let name = new_site.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(SiteError::Invalid("name: must be 1 to 100 characters".into()));
-    }
-    for origin in &new_site.allowed_origins {
-        if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
-            return Err(SiteError::Invalid(format!("origin {origin:?}: must be * or start with http:// or https://")));
-        }
-    }
     let mut site = Site {
         key: secrets::new_hex_id(8),
-        name,
+        name: new_site.name.trim().to_owned(),
         secret: secrets::new_hex_id(32),
         allowed_origins: new_site.allowed_origins,
         enforce_identity: new_site.enforce_identity,
@@ -126,6 +183,9 @@ pub async fn create(store: &Store, new_site: NewSite) -> Result<Site, SiteError>
     if let Some(welcome_text) = new_site.welcome_text {
         site.welcome_text = welcome_text;
     }
+    if let Some((field, message)) = site.validate().into_iter().next() {
+        return Err(SiteError::Invalid(format!("{field}: {message}")));
+    }
     store
         .write(move |context| {
             let mut table = context.transaction.open_table(tables::SITES)?;
@@ -135,15 +195,77 @@ pub async fn create(store: &Store, new_site: NewSite) -> Result<Site, SiteError>
         .await
 }
 
-/// Replaces a site's record (the key must exist).
+/// Replaces a site's record (the key must exist, the settings be valid, and every team it
+/// routes to belong to it). The key, secret and creation time stay as stored.
 pub async fn save(store: &Store, site: Site) -> Result<Site, SiteError> {
+    if let Some((field, message)) = site.validate().into_iter().next() {
+        return Err(SiteError::Invalid(format!("{field}: {message}")));
+    }
+    store
+        .write(move |context| {
+            let mut site = site;
+            let teams = context.transaction.open_table(tables::TEAMS)?;
+            let team_ids = site.routing_rules.iter().map(|rule| rule.team).chain(site.default_team);
+            for team_id in team_ids {
+                let team: Option<crate::teams::Team> =
+                    teams.get(team_id)?.map(|value| decode_json(value.value())).transpose()?;
+                if team.is_none_or(|team| team.site != site.key) {
+                    return Ok(Err(SiteError::Invalid(format!("team {team_id}: not a team of this site"))));
+                }
+            }
+            drop(teams);
+            let mut table = context.transaction.open_table(tables::SITES)?;
+            let Some(stored) = table.get(site.key.as_str())?.map(|value| decode_json::<Site>(value.value())).transpose()?
+            else {
+                return Ok(Err(SiteError::NotFound(site.key)));
+            };
+            site.secret = stored.secret;
+            site.created_at = stored.created_at;
+            table.insert(site.key.as_str(), encode_json(&site).as_slice())?;
+            Ok(Ok(site))
+        })
+        .await
+}
+
+/// Gives a site a new secret; identities signed with the old one stop being accepted.
+pub async fn rotate_secret(store: &Store, key: &str) -> Result<Site, SiteError> {
+    let key = key.to_owned();
     store
         .write(move |context| {
             let mut table = context.transaction.open_table(tables::SITES)?;
-            if table.get(site.key.as_str())?.is_none() {
-                return Ok(Err(SiteError::NotFound(site.key)));
-            }
-            table.insert(site.key.as_str(), encode_json(&site).as_slice())?;
+            let Some(mut site) = table.get(key.as_str())?.map(|value| decode_json::<Site>(value.value())).transpose()?
+            else {
+                return Ok(Err(SiteError::NotFound(key)));
+            };
+            site.secret = secrets::new_hex_id(32);
+            table.insert(key.as_str(), encode_json(&site).as_slice())?;
+            Ok(Ok(site))
+        })
+        .await
+}
+
+/// Deletes a site with its teams and canned replies. Its conversations stay in the history,
+/// where admins can still search and export them.
+pub async fn delete(store: &Store, key: &str) -> Result<Site, SiteError> {
+    let key = key.to_owned();
+    store
+        .write(move |context| {
+            let Some(site) = context
+                .transaction
+                .open_table(tables::SITES)?
+                .remove(key.as_str())?
+                .map(|value| decode_json::<Site>(value.value()))
+                .transpose()?
+            else {
+                return Ok(Err(SiteError::NotFound(key)));
+            };
+            context
+                .transaction
+                .open_table(tables::TEAMS)?
+                .retain(|_, value| decode_json::<crate::teams::Team>(value).map_or(true, |team| team.site != key))?;
+            context.transaction.open_table(tables::CANNED_REPLIES)?.retain(|_, value| {
+                decode_json::<crate::canned_replies::CannedReply>(value).map_or(true, |reply| reply.site != key)
+            })?;
             Ok(Ok(site))
         })
         .await
@@ -163,6 +285,7 @@ pub fn list(transaction: &ReadTransaction) -> Result<Vec<Site>, StorageError> {
 pub struct SiteRuntime {
     pub site: Site,
     pub filter: SensitiveWordFilter,
+    pub routing: CompiledRules,
 }
 
 /// Decoded sites, shared by every connection.
@@ -188,6 +311,7 @@ impl SiteDirectory {
         };
         let runtime = Arc::new(SiteRuntime {
             filter: SensitiveWordFilter::new(&site.sensitive_words, site.sensitive_mode),
+            routing: CompiledRules::new(&site.routing_rules, site.default_team),
             site,
         });
         self.sites.insert(key.to_owned(), runtime.clone());

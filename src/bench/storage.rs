@@ -294,6 +294,7 @@ async fn fill(store: &Store, site_key: &str, stored: u64, args: &BenchArgs) -> a
                         internal: false,
                         trace_id: index,
                         origin: None,
+                        route_to_team: None,
                     };
                     let appended = match messages::append_at(context, new_message, at)? {
                         Ok(appended) => appended,

@@ -98,6 +98,47 @@ struct LoginResponse {
     agent: AgentView,
 }
 
+/// Checks a login against the failure limits and the password, and opens a session.
+pub async fn attempt_login(
+    app: &AppState,
+    address: IpAddr,
+    email: &str,
+    password: &str,
+) -> Result<(String, Agent), ApiError> {
+    let keys = [format!("email:{}", email.trim().to_lowercase()), format!("ip:{address}")];
+    if let Some(retry_after_secs) = app.login_limiter.blocked_for(&keys) {
+        return Err(ApiError::TooManyRequests { retry_after_secs });
+    }
+    match agents::login(&app.store, email, password).await {
+        Ok(logged_in) => {
+            app.login_limiter.record_success(&keys);
+            Ok(logged_in)
+        }
+        Err(AgentError::InvalidCredentials) => {
+            app.login_limiter.record_failure(&keys);
+            tracing::info!(%address, "failed login");
+            Err(ApiError::InvalidCredentials)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The `Set-Cookie` value that carries a new session token.
+pub fn session_cookie(token: &str, request_headers: &HeaderMap) -> HeaderValue {
+    let secure = request_headers.get("x-forwarded-proto").is_some_and(|proto| proto == "https");
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        agents::SESSION_LIFETIME_MILLIS / 1000,
+        if secure { "; Secure" } else { "" }
+    );
+    HeaderValue::from_str(&cookie).expect("tokens are URL-safe")
+}
+
+/// The `Set-Cookie` value that ends the session cookie.
+pub fn expired_session_cookie() -> HeaderValue {
+    HeaderValue::from_static("kefu_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
 /// `POST /api/v1/agent/login`
 pub async fn login(
     State(app): State<AppState>,
@@ -105,29 +146,10 @@ pub async fn login(
     headers: HeaderMap,
     Json(request): Json<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let address: IpAddr = peer.ip();
-    let keys = [format!("email:{}", request.email.trim().to_lowercase()), format!("ip:{address}")];
-    if let Some(retry_after_secs) = app.login_limiter.blocked_for(&keys) {
-        return Err(ApiError::TooManyRequests { retry_after_secs });
-    }
-    let (token, agent) = match agents::login(&app.store, &request.email, &request.password).await {
-        Ok(logged_in) => logged_in,
-        Err(AgentError::InvalidCredentials) => {
-            app.login_limiter.record_failure(&keys);
-            tracing::info!(%address, "failed login");
-            return Err(ApiError::InvalidCredentials);
-        }
-        Err(error) => return Err(error.into()),
-    };
-    app.login_limiter.record_success(&keys);
-    let secure = headers.get("x-forwarded-proto").is_some_and(|proto| proto == "https");
-    let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        agents::SESSION_LIFETIME_MILLIS / 1000,
-        if secure { "; Secure" } else { "" }
-    );
+    let (token, agent) = attempt_login(&app, peer.ip(), &request.email, &request.password).await?;
+    let cookie = session_cookie(&token, &headers);
     let mut response = axum::Json(LoginResponse { token, agent: AgentView::from(&agent) }).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("tokens are URL-safe"));
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(response)
 }
 
@@ -150,8 +172,7 @@ pub async fn logout(
         agents::logout(&app.store, &token).await?;
     }
     let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
-    let expired = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
-    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&expired).expect("a constant cookie"));
+    response.headers_mut().insert(header::SET_COOKIE, expired_session_cookie());
     Ok(response)
 }
 

@@ -89,6 +89,7 @@ pub fn router(app: AppState) -> Router {
             "/api/v1/sites/{key}/bot",
             get(knowledge_base_api::bot_settings).put(knowledge_base_api::save_bot_settings),
         )
+        .merge(crate::admin::router())
         .fallback(assets::static_file)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(security_headers))

@@ -45,7 +45,7 @@ fn public_site(app: &AppState, site: &crate::sites::Site) -> PublicSite {
         color: site.color.clone(),
         position: site.position.clone(),
         agents_online: !app.hub.site_agent_connections(&site.key).is_empty(),
-        open_now: true,
+        open_now: site.business_hours.is_open(jiff::Timestamp::now()),
         prechat_form: site.prechat_form,
         satisfaction_rating: site.satisfaction_rating,
         enforce_identity: site.enforce_identity,

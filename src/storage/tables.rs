@@ -97,7 +97,8 @@ macro_rules! with_fixed_tables {
             BLOCKED_IPS,
             KB_ENTRIES,
             KB_SITE_ENTRIES,
-            BOT_SETTINGS
+            BOT_SETTINGS,
+            AUDIT_LOG
         )
     };
 }
@@ -137,3 +138,6 @@ pub const TEAMS: TableDefinition<u64, &[u8]> = TableDefinition::new("teams_v1");
 
 /// (site key, IP address) → when it was blocked (Unix ms): addresses refused visitor sessions.
 pub const BLOCKED_IPS: TableDefinition<(&str, &str), i64> = TableDefinition::new("blocked_ips_v1");
+
+/// Audit entry id (increasing with time) → who changed what and when (JSON).
+pub const AUDIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_log_v1");

@@ -36,6 +36,7 @@ async fn backdated(store: &Store, site: &str, visitor_id: u64, texts: &[&str], a
                     internal: false,
                     trace_id: 0,
                     origin: None,
+                    route_to_team: None,
                 };
                 let appended = messages::append_at(context, new_message, at + index as i64)?
                     .map_err(|error| kefu::storage::StorageError::Corrupt(error.to_string()))?;
