@@ -98,7 +98,8 @@ macro_rules! with_fixed_tables {
             KB_ENTRIES,
             KB_SITE_ENTRIES,
             BOT_SETTINGS,
-            AUDIT_LOG
+            AUDIT_LOG,
+            BLOCKED_VISITORS
         )
     };
 }
@@ -141,3 +142,7 @@ pub const BLOCKED_IPS: TableDefinition<(&str, &str), i64> = TableDefinition::new
 
 /// Audit entry id (increasing with time) → who changed what and when (JSON).
 pub const AUDIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_log_v1");
+
+/// Blocked visitor id → when they were blocked (Unix ms), so the admin lists blocks without
+/// reading every visitor.
+pub const BLOCKED_VISITORS: TableDefinition<u64, i64> = TableDefinition::new("blocked_visitors_v1");
