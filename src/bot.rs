@@ -283,7 +283,8 @@ impl Bot {
     pub async fn category_of(&self, site: &str, text: &str) -> Option<String> {
         let settings = self.settings(site).await.ok()?;
         let knowledge = self.inner.knowledge.site(site).await.ok()?;
-        let best = knowledge.index.search(text, 1).into_iter().next().filter(|best| best.score >= settings.threshold)?;
+        let best =
+            knowledge.index.search(text, 1).into_iter().next().filter(|best| best.score >= settings.threshold)?;
         knowledge.entry(best.entry_id).map(|entry| entry.category.clone()).filter(|category| !category.is_empty())
     }
 

@@ -47,7 +47,11 @@ fn validate(name: &str, mut members: Vec<u64>) -> Result<(String, Vec<u64>), Tea
 }
 
 /// `Ok(Err(..))` naming the first member who is not an agent serving `site`.
-fn check_members(context: &WriteContext<'_>, site: &str, members: &[u64]) -> Result<Result<(), TeamError>, StorageError> {
+fn check_members(
+    context: &WriteContext<'_>,
+    site: &str,
+    members: &[u64],
+) -> Result<Result<(), TeamError>, StorageError> {
     let agents = context.transaction.open_table(tables::AGENTS)?;
     for member in members {
         let agent: Option<Agent> = agents.get(*member)?.map(|value| decode_json(value.value())).transpose()?;
@@ -153,7 +157,8 @@ pub async fn set_agent_teams(store: &Store, agent_id: u64, team_ids: Vec<u64>) -
                 return Ok(Err(TeamError::Invalid(format!("no agent {agent_id}"))));
             };
             let mut table = context.transaction.open_table(tables::TEAMS)?;
-            let teams: Vec<Team> = table.iter()?.map(|entry| decode_json(entry?.1.value())).collect::<Result<_, _>>()?;
+            let teams: Vec<Team> =
+                table.iter()?.map(|entry| decode_json(entry?.1.value())).collect::<Result<_, _>>()?;
             if let Some(unknown) = team_ids.iter().find(|id| !teams.iter().any(|team| team.id == **id)) {
                 return Ok(Err(TeamError::Invalid(format!("teams: no team {unknown}"))));
             }

@@ -71,8 +71,7 @@ async fn directory(app: &AppState) -> Result<Directory, Response> {
         .read(|transaction| {
             let mut agents = agents::list(transaction)?;
             agents.sort_by(|a, b| a.email.cmp(&b.email));
-            let mut sites = sites::list(transaction)?;
-            sites.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+            let sites = sites::list_by_name(transaction)?;
             Ok(Directory { agents, sites, teams: teams::list(transaction)? })
         })
         .await
@@ -146,7 +145,12 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
         match agents::create(&app.store, new_agent).await {
             Ok(agent) => {
                 post.admin
-                    .audit(&app, "agent.create", &agent.email, format!("role {:?}, sites {:?}", agent.role, agent.sites))
+                    .audit(
+                        &app,
+                        "agent.create",
+                        &agent.email,
+                        format!("role {:?}, sites {:?}", agent.role, agent.sites),
+                    )
                     .await;
                 created = Some((agent.email, password));
             }
@@ -164,7 +168,11 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
     };
     let status = if errors.is_empty() { StatusCode::CREATED } else { StatusCode::UNPROCESSABLE_ENTITY };
     let form = if created.is_some() {
-        NewAgentForm { role: "agent".into(), capacity: app.config.routing.default_capacity.to_string(), ..NewAgentForm::default() }
+        NewAgentForm {
+            role: "agent".into(),
+            capacity: app.config.routing.default_capacity.to_string(),
+            ..NewAgentForm::default()
+        }
     } else {
         form
     };

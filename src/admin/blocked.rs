@@ -37,11 +37,21 @@ impl BlockedPage {
     }
 }
 
-async fn page(app: &AppState, admin: &AdminUser, notice: Option<String>, typed: (String, String), errors: FieldErrors) -> Response {
+async fn page(
+    app: &AppState,
+    admin: &AdminUser,
+    notice: Option<String>,
+    typed: (String, String),
+    errors: FieldErrors,
+) -> Response {
     let loaded = app
         .store
         .read(|transaction| {
-            Ok((blocking::blocked_visitors(transaction)?, blocking::blocked_addresses(transaction)?, sites::list(transaction)?))
+            Ok((
+                blocking::blocked_visitors(transaction)?,
+                blocking::blocked_addresses(transaction)?,
+                sites::list_by_name(transaction)?,
+            ))
         })
         .await;
     let (visitors, addresses, sites) = match loaded {

@@ -77,9 +77,9 @@ async fn page(
     let loaded = app
         .store
         .read(move |transaction| {
-            let mut sites = sites::list(transaction)?;
-            sites.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
-            let site = site_key.and_then(|key| sites.iter().find(|site| site.key == key).cloned()).or(sites.first().cloned());
+            let sites = sites::list_by_name(transaction)?;
+            let site =
+                site_key.and_then(|key| sites.iter().find(|site| site.key == key).cloned()).or(sites.first().cloned());
             let replies = match &site {
                 Some(site) => canned_replies::of_site(transaction, &site.key)?,
                 None => Vec::new(),

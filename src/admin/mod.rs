@@ -130,7 +130,9 @@ pub fn csrf_token(session_token: &str) -> String {
 /// Why a request does not reach an admin page.
 pub enum AdminDenied {
     /// No session: a page sends the browser to the login form.
-    Login { next: String },
+    Login {
+        next: String,
+    },
     /// No session on a form post or other change.
     Unauthorized,
     /// A session that is not an admin's, or a form without a valid CSRF token.

@@ -66,8 +66,8 @@ async fn directory(app: &AppState) -> Result<Directory, Response> {
             teams.sort_by(|a, b| (&a.site, a.name.to_lowercase()).cmp(&(&b.site, b.name.to_lowercase())));
             let mut agents = agents::list(transaction)?;
             agents.retain(|agent| !agent.disabled);
-            agents.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
-            Ok(Directory { teams, sites: sites::list(transaction)?, agents })
+            agents.sort_by_key(|agent| agent.name.to_lowercase());
+            Ok(Directory { teams, sites: sites::list_by_name(transaction)?, agents })
         })
         .await
         .map_err(internal_error)
@@ -106,7 +106,8 @@ pub async fn list(State(app): State<AppState>, admin: AdminUser, Query(notice): 
 
 /// `POST /admin/teams`
 pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
-    let form = TeamForm { site: post.form.text("site"), name: post.form.text("name"), members: post.form.all("members") };
+    let form =
+        TeamForm { site: post.form.text("site"), name: post.form.text("name"), members: post.form.all("members") };
     let mut errors = FieldErrors::default();
     let members = members_of(&form, &mut errors);
     let exists = matches!(app.sites.get(&form.site).await, Ok(Some(_)));
@@ -156,7 +157,8 @@ pub async fn edit_form(
         members: team.members.iter().map(u64::to_string).collect(),
     };
     let agents = agents.into_iter().filter(|agent| agent.serves_site(&team.site)).collect();
-    let page = TeamPage { layout: admin.layout("teams", notice.take()), team, agents, form, errors: FieldErrors::default() };
+    let page =
+        TeamPage { layout: admin.layout("teams", notice.take()), team, agents, form, errors: FieldErrors::default() };
     render(StatusCode::OK, &page)
 }
 
