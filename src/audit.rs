@@ -27,17 +27,32 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-/// Appends one entry for `actor`.
-pub async fn record(
-    store: &Store,
-    actor: &Agent,
-    action: &str,
-    target: &str,
-    detail: String,
-) -> Result<(), StorageError> {
-    let (actor_id, actor_email) = (actor.id, actor.email.clone());
+/// Who made a change: an admin, or someone at the server's command line.
+pub struct Actor {
+    pub id: u64,
+    pub email: String,
+}
+
+impl Actor {
+    /// `kefu admin ...` on the server itself (whoever can open its data directory).
+    pub fn command_line() -> Actor {
+        Actor { id: 0, email: "kefu admin (command line)".to_owned() }
+    }
+}
+
+impl From<&Agent> for Actor {
+    fn from(agent: &Agent) -> Actor {
+        Actor { id: agent.id, email: agent.email.clone() }
+    }
+}
+
+/// Appends one entry. The change it describes has already committed, so a failure here is
+/// logged rather than undoing it.
+pub async fn record(store: &Store, actor: impl Into<Actor>, action: &str, target: &str, detail: String) {
+    let Actor { id: actor_id, email: actor_email } = actor.into();
     let (action, target) = (action.to_owned(), target.to_owned());
-    store
+    let logged_action = action.clone();
+    let written = store
         .write(move |context| {
             let mut table = context.transaction.open_table(tables::AUDIT_LOG)?;
             // Only the writer appends, so the next after the largest id is free.
@@ -46,7 +61,10 @@ pub async fn record(
             table.insert(id, encode_json(&entry).as_slice())?;
             Ok(Ok::<_, StorageError>(()))
         })
-        .await
+        .await;
+    if let Err(error) = written {
+        tracing::error!(%error, action = logged_action, "writing the audit log failed");
+    }
 }
 
 /// Which entries to show.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::agents::{self, NewAgent, Role};
+use crate::audit::{self, Actor};
 use crate::sensitive_words::SensitiveMode;
 use crate::server::AppState;
 use crate::sites::{self, NewSite};
@@ -119,17 +120,23 @@ impl AdminCommand {
         match self {
             AdminCommand::CreateSite(site) => {
                 let site = sites::create(store, site.into()).await.map_err(|error| error.to_string())?;
+                audit::record(store, Actor::command_line(), "site.create", &site.key, format!("name {:?}", site.name))
+                    .await;
                 Ok(json!({ "site_key": site.key, "site_secret": site.secret }))
             }
             AdminCommand::CreateAgent { email, password, name, role, sites, capacity } => {
                 let agent = agents::create(store, NewAgent { email, password, name, role, sites, capacity })
                     .await
                     .map_err(|error| error.to_string())?;
+                let detail = format!("role {:?}, sites {:?}", agent.role, agent.sites);
+                audit::record(store, Actor::command_line(), "agent.create", &agent.email, detail).await;
                 Ok(json!({ "agent_id": agent.id, "email": agent.email }))
             }
             AdminCommand::ResetPassword { email, password } => {
                 let agent =
                     agents::reset_password(store, &email, &password).await.map_err(|error| error.to_string())?;
+                let detail = "sessions ended".to_owned();
+                audit::record(store, Actor::command_line(), "agent.reset_password", &agent.email, detail).await;
                 Ok(json!({ "agent_id": agent.id, "password": "changed" }))
             }
             AdminCommand::ListSites => {
@@ -185,6 +192,8 @@ impl AdminCommand {
                     .ok_or_else(|| format!("no site with key {site}"))?;
                 found.retention_days = days;
                 let saved = sites::save(store, found).await.map_err(|error| error.to_string())?;
+                let detail = format!("retention_days: {days:?}");
+                audit::record(store, Actor::command_line(), "site.update", &saved.key, detail).await;
                 Ok(
                     json!({ "site": saved.key, "retention_days": days.map_or("forever".to_owned(), |days| days.to_string()) }),
                 )

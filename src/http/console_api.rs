@@ -14,8 +14,9 @@ use redb::ReadableTableMetadata;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::extract::{Caller, Json};
+use super::extract::{Caller, Json, admin_only};
 use crate::agents::{self, Agent, Role};
+use crate::audit;
 use crate::blocking::{self, BlockError};
 use crate::canned_replies::{self, CannedReply, CannedReplyError};
 use crate::conversation_actions::{self, TransferTarget};
@@ -71,14 +72,6 @@ fn agent_of(principal: Principal) -> Result<Agent, ApiError> {
         Principal::Agent(agent) => Ok(agent),
         Principal::Visitor(_) => Err(ApiError::Forbidden("agents only".into())),
     }
-}
-
-fn admin_of(principal: Principal) -> Result<Agent, ApiError> {
-    let agent = agent_of(principal)?;
-    if agent.role != Role::Admin {
-        return Err(ApiError::Forbidden("admins only".into()));
-    }
-    Ok(agent)
 }
 
 /// Refuses a visitor session or socket from an address blocked on the site.
@@ -535,9 +528,11 @@ pub async fn create_canned_reply(
     Caller(principal): Caller,
     Json(request): Json<CannedReplyRequest>,
 ) -> Result<(StatusCode, axum::Json<CannedReply>), ApiError> {
-    admin_of(principal)?;
+    let admin = admin_only(principal)?;
     existing_site(&app, &request.site).await?;
     let reply = canned_replies::save(&app.store, None, request.site, &request.shortcut, &request.text).await?;
+    let target = format!("{} /{}", reply.site, reply.shortcut);
+    audit::record(&app.store, &admin, "canned_reply.create", &target, reply.text.clone()).await;
     Ok((StatusCode::CREATED, axum::Json(reply)))
 }
 
@@ -548,9 +543,12 @@ pub async fn update_canned_reply(
     Path(id): Path<u64>,
     Json(request): Json<CannedReplyRequest>,
 ) -> Result<axum::Json<CannedReply>, ApiError> {
-    admin_of(principal)?;
+    let admin = admin_only(principal)?;
     existing_site(&app, &request.site).await?;
-    Ok(axum::Json(canned_replies::save(&app.store, Some(id), request.site, &request.shortcut, &request.text).await?))
+    let reply = canned_replies::save(&app.store, Some(id), request.site, &request.shortcut, &request.text).await?;
+    let target = format!("{} /{}", reply.site, reply.shortcut);
+    audit::record(&app.store, &admin, "canned_reply.update", &target, reply.text.clone()).await;
+    Ok(axum::Json(reply))
 }
 
 /// `DELETE /api/v1/canned-replies/{id}` (admins)
@@ -559,10 +557,12 @@ pub async fn delete_canned_reply(
     Caller(principal): Caller,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
-    admin_of(principal)?;
+    let admin = admin_only(principal)?;
     let reply = app.store.read(move |transaction| canned_replies::get(transaction, id)).await?;
     let reply = reply.ok_or_else(|| ApiError::NotFound("no such canned reply".into()))?;
+    let target = format!("{} /{}", reply.site, reply.shortcut);
     canned_replies::delete(&app.store, id, reply.site).await?;
+    audit::record(&app.store, &admin, "canned_reply.delete", &target, String::new()).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -600,9 +600,11 @@ pub async fn create_team(
     Caller(principal): Caller,
     Json(request): Json<TeamRequest>,
 ) -> Result<(StatusCode, axum::Json<Team>), ApiError> {
-    admin_of(principal)?;
+    let admin = admin_only(principal)?;
     existing_site(&app, &request.site).await?;
     let team = teams::create(&app.store, request.site, &request.name, request.members).await?;
     app.router.send(RoutingEvent::TeamChanged { team: team.clone() }).await;
+    let detail = format!("site {}, members {:?}", team.site, team.members);
+    audit::record(&app.store, &admin, "team.create", &team.name, detail).await;
     Ok((StatusCode::CREATED, axum::Json(team)))
 }

@@ -75,6 +75,14 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The caller as an admin, or 403.
+pub fn admin_only(principal: Principal) -> Result<crate::agents::Agent, ApiError> {
+    match principal {
+        Principal::Agent(agent) if agent.role == crate::agents::Role::Admin => Ok(agent),
+        _ => Err(ApiError::Forbidden("admins only".into())),
+    }
+}
+
 /// The principal a token belongs to.
 pub async fn authenticate(app: &AppState, token: &str) -> Result<Option<Principal>, ApiError> {
     let digest = secrets::token_digest(token);

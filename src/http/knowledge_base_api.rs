@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::extract::{Caller, Json};
-use crate::agents::{Agent, Role};
+use super::extract::{Caller, Json, admin_only};
+use crate::agents::Agent;
+use crate::audit;
 use crate::bot::{BotSettings, BotSettingsError, mask_secret};
 use crate::knowledge_base::formats::{self, Format};
 use crate::knowledge_base::{self, EntryInput, KbEntry};
@@ -40,14 +41,6 @@ impl SiteQuery {
             ApiError::Unprocessable("format: the query parameter format=csv|markdown is required".into())
         })?;
         Ok(Format::parse(name)?)
-    }
-}
-
-/// The caller as an admin, or 403.
-fn admin(principal: Principal) -> Result<Agent, ApiError> {
-    match principal {
-        Principal::Agent(agent) if agent.role == Role::Admin => Ok(agent),
-        _ => Err(ApiError::Forbidden("admins only".into())),
     }
 }
 
@@ -91,12 +84,13 @@ pub async fn create(
     Query(query): Query<SiteQuery>,
     Json(input): Json<EntryInput>,
 ) -> Result<(StatusCode, axum::Json<KbEntry>), ApiError> {
-    admin(principal)?;
+    let admin = admin_only(principal)?;
     let site = query.site()?;
     let input = input.validate()?;
     let mut created = knowledge_base::create_many(&app.store, site.clone(), vec![input]).await?;
     app.bot.knowledge().reload(&site).await?;
     let entry = created.pop().ok_or_else(|| ApiError::Internal("no entry was created".into()))?;
+    audit::record(&app.store, &admin, "kb.create", &format!("{site} #{}", entry.id), entry.questions.join(" | ")).await;
     Ok((StatusCode::CREATED, axum::Json(entry)))
 }
 
@@ -107,11 +101,13 @@ pub async fn update(
     Path(id): Path<String>,
     Json(input): Json<EntryInput>,
 ) -> Result<axum::Json<KbEntry>, ApiError> {
-    admin(principal)?;
+    let admin = admin_only(principal)?;
     let id = entry_id(&id)?;
     let input = input.validate()?;
     let entry = knowledge_base::update(&app.store, id, input).await?;
     app.bot.knowledge().reload(&entry.site).await?;
+    let target = format!("{} #{}", entry.site, entry.id);
+    audit::record(&app.store, &admin, "kb.update", &target, entry.questions.join(" | ")).await;
     Ok(axum::Json(entry))
 }
 
@@ -121,10 +117,12 @@ pub async fn delete(
     Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    admin(principal)?;
+    let admin = admin_only(principal)?;
     let id = entry_id(&id)?;
     let entry = knowledge_base::delete(&app.store, id).await?;
     app.bot.knowledge().reload(&entry.site).await?;
+    let target = format!("{} #{}", entry.site, entry.id);
+    audit::record(&app.store, &admin, "kb.delete", &target, entry.questions.join(" | ")).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -140,13 +138,14 @@ pub async fn import(
     Query(query): Query<SiteQuery>,
     body: Bytes,
 ) -> Result<axum::Json<Imported>, ApiError> {
-    admin(principal)?;
+    let admin = admin_only(principal)?;
     let site = query.site()?;
     let format = query.format()?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::Unprocessable("body: must be UTF-8 text".into()))?;
     let inputs = formats::import(format, text)?;
     let created = knowledge_base::create_many(&app.store, site.clone(), inputs).await?;
     app.bot.knowledge().reload(&site).await?;
+    audit::record(&app.store, &admin, "kb.import", &site, format!("{} entries", created.len())).await;
     Ok(axum::Json(Imported { imported: created.len() }))
 }
 
@@ -179,7 +178,7 @@ pub async fn bot_settings(
     Caller(principal): Caller,
     Path(site): Path<String>,
 ) -> Result<axum::Json<BotSettings>, ApiError> {
-    admin(principal)?;
+    admin_only(principal)?;
     require_site(&app, &site).await?;
     let settings = app.bot.settings(&site).await?;
     Ok(axum::Json(settings_view(BotSettings::clone(&settings))))
@@ -222,7 +221,7 @@ pub async fn save_bot_settings(
     Path(site): Path<String>,
     Json(input): Json<BotSettingsInput>,
 ) -> Result<axum::Json<BotSettings>, ApiError> {
-    admin(principal)?;
+    let admin = admin_only(principal)?;
     require_site(&app, &site).await?;
     let previous = app.bot.settings(&site).await?;
     let defaults = BotSettings::default();
@@ -254,5 +253,8 @@ pub async fn save_bot_settings(
         BotSettingsError::NoSuchSite => ApiError::NotFound("no such site".into()),
         BotSettingsError::Storage(error) => error.into(),
     })?;
+    let detail =
+        format!("enabled {}, threshold {}, llm {}", settings.enabled, settings.threshold, settings.llm.is_some());
+    audit::record(&app.store, &admin, "bot.update", &site, detail).await;
     Ok(axum::Json(settings_view(settings)))
 }

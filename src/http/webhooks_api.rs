@@ -6,9 +6,8 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::extract::{Caller, Json};
-use crate::agents::{Agent, Role};
-use crate::principal::Principal;
+use super::extract::{Caller, Json, admin_only};
+use crate::audit;
 use crate::server::AppState;
 use crate::webhooks::{self, Delivery, NewWebhook, Webhook, WebhookError};
 
@@ -19,14 +18,6 @@ impl From<WebhookError> for ApiError {
             WebhookError::Invalid(message) => ApiError::Unprocessable(message),
             WebhookError::Storage(error) => error.into(),
         }
-    }
-}
-
-/// The caller, if an admin; 403 otherwise.
-pub fn require_admin(principal: Principal) -> Result<Agent, ApiError> {
-    match principal {
-        Principal::Agent(agent) if agent.role == Role::Admin => Ok(agent),
-        _ => Err(ApiError::Forbidden("admins only".into())),
     }
 }
 
@@ -68,9 +59,11 @@ pub async fn create(
     Path(site): Path<String>,
     Json(new_webhook): Json<NewWebhook>,
 ) -> Result<(StatusCode, axum::Json<WebhookView>), ApiError> {
-    require_admin(principal)?;
+    let admin = admin_only(principal)?;
     app.sites.get(&site).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
     let webhook = webhooks::create(&app.store, &site, new_webhook).await?;
+    let detail = format!("site {site}, url {}, events {:?}", webhook.url, webhook.events);
+    audit::record(&app.store, &admin, "webhook.create", &webhook.id, detail).await;
     Ok((StatusCode::CREATED, axum::Json(WebhookView::created(webhook))))
 }
 
@@ -80,7 +73,7 @@ pub async fn list(
     Caller(principal): Caller,
     Path(site): Path<String>,
 ) -> Result<axum::Json<Vec<WebhookView>>, ApiError> {
-    require_admin(principal)?;
+    admin_only(principal)?;
     let found = app.store.read(move |transaction| webhooks::list(transaction, &site)).await?;
     Ok(axum::Json(found.into_iter().map(WebhookView::listed).collect()))
 }
@@ -91,8 +84,9 @@ pub async fn delete(
     Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(principal)?;
+    let admin = admin_only(principal)?;
     webhooks::delete(&app.store, &id).await?;
+    audit::record(&app.store, &admin, "webhook.delete", &id, String::new()).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -108,7 +102,7 @@ pub async fn deliveries(
     Path(id): Path<String>,
     Query(query): Query<DeliveriesQuery>,
 ) -> Result<axum::Json<Vec<Delivery>>, ApiError> {
-    require_admin(principal)?;
+    admin_only(principal)?;
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
     let found = app
         .store
@@ -128,6 +122,8 @@ pub async fn resend(
     Caller(principal): Caller,
     Path(id): Path<u64>,
 ) -> Result<axum::Json<Delivery>, ApiError> {
-    require_admin(principal)?;
-    Ok(axum::Json(webhooks::resend(&app.store, id).await?))
+    let admin = admin_only(principal)?;
+    let delivery = webhooks::resend(&app.store, id).await?;
+    audit::record(&app.store, &admin, "webhook.resend", &format!("delivery {id}"), String::new()).await;
+    Ok(axum::Json(delivery))
 }

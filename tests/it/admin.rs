@@ -648,8 +648,19 @@ async fn canned_replies_blocks_and_the_audit_log() {
         .send();
     assert_eq!(session.await.unwrap().status(), StatusCode::OK);
 
+    // Admin calls of the JSON API are in the log too.
+    let team = http()
+        .post(server.url("/api/v1/teams"))
+        .bearer_auth(&admin.token)
+        .json(&json!({"site": site.key, "name": "Night shift"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(team.status(), StatusCode::CREATED);
+
     let (status, page) = admin.get(&server, "/admin/audit").await;
     assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("team.create") && page.contains("Night shift"));
     for action in [
         "canned_reply.create",
         "canned_reply.update",
