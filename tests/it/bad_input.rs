@@ -240,3 +240,25 @@ async fn enforced_identity_needs_a_valid_signature() {
         http().post(&url).json(&json!({"site": site.key})).send().await.unwrap().json().await.unwrap();
     assert_ne!(anonymous["visitor_id"], signed["visitor_id"]);
 }
+
+#[tokio::test]
+async fn malformed_paths_and_queries_unknown_routes_and_wrong_methods_get_the_json_error_shape() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    server.create_agent("ann@shop.example", &site, 2).await;
+    let token = server.login("ann@shop.example").await;
+    let cases = [
+        (reqwest::Method::GET, "/api/v1/conversations/not-a-number/messages", 400, "bad_request"),
+        (reqwest::Method::GET, "/api/v1/conversations/1/messages?limit=lots", 400, "bad_request"),
+        (reqwest::Method::GET, "/api/v1/no-such-route", 404, "not_found"),
+        (reqwest::Method::DELETE, "/api/v1/agents", 405, "method_not_allowed"),
+    ];
+    for (method, path, status, code) in cases {
+        let response = http().request(method.clone(), server.url(path)).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(response.status(), status, "{method} {path}");
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/json"), "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{method} {path}: {body}");
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    }
+}
