@@ -4,14 +4,18 @@
 //! committed message through a bounded queue; it commits in batches about once a second with a
 //! payload recording the highest lsn indexed (and its day), and after a crash, a lost queue item
 //! or a deleted index it catches up from the day shards. One `IndexReader` serves the process;
-//! each search takes a fresh searcher.
+//! each search takes a searcher from it.
 //!
 //! Results are ordered newest first (by lsn), so a cursor (the lsn of the last hit) pages through
-//! them stably while new messages arrive.
+//! them stably while new messages arrive. The index keeps every segment sorted by lsn, newest
+//! first (`sort_by_field`), so a search reads matches in the order it returns them and stops
+//! after one page ([`newest_matches`]): its cost follows the page size, not how many messages
+//! match. An index without that order (made by an older version) is rebuilt when opened.
 
 pub mod indexer;
 pub mod tokenizer;
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
@@ -20,14 +24,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 
 use serde::Serialize;
-use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::columnar::Column;
+use tantivy::query::{BooleanQuery, EnableScoring, Occur, Query, QueryParser, RangeQuery, TermQuery, Weight};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
 use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::TextAnalyzer;
-use tantivy::{DocAddress, Index, IndexReader, Order, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    DocAddress, DocId, DocSet, Index, IndexReader, IndexSettings, IndexSortByField, Order, ReloadPolicy, Searcher,
+    SegmentReader, TERMINATED, TantivyDocument, Term,
+};
 use tokio::sync::{oneshot, watch};
 
 use crate::conversations::{self, Conversation, ConversationStatus};
@@ -52,6 +59,9 @@ const MAX_EXAMINED: usize = 5_000;
 /// Longest snippet, in characters.
 const SNIPPET_CHARS: usize = 160;
 
+/// The field that orders hits and the index's segments.
+const LSN_FIELD: &str = "lsn";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
     #[error("q: {0}")]
@@ -66,6 +76,8 @@ pub enum SearchError {
     Io(#[from] std::io::Error),
     #[error("the indexer has stopped")]
     Stopped,
+    #[error("the index is not sorted newest first (it was made by an older version)")]
+    Unsorted,
 }
 
 /// The index's fields.
@@ -74,7 +86,7 @@ pub struct Fields {
     pub text: Field,
     pub conversation_id: Field,
     pub seq: Field,
-    /// The global commit order: sorting and cursors.
+    /// The global commit order: the index's sort order and cursors (a fast field only).
     pub lsn: Field,
     /// The day shard, so retention deletes a dropped day and date filters are ranges.
     pub day: Field,
@@ -98,7 +110,7 @@ fn schema() -> (Schema, Fields) {
         text: builder.add_text_field("text", text_options),
         conversation_id: builder.add_u64_field("conversation_id", INDEXED | STORED | FAST),
         seq: builder.add_u64_field("seq", STORED),
-        lsn: builder.add_u64_field("lsn", INDEXED | STORED | FAST),
+        lsn: builder.add_u64_field(LSN_FIELD, STORED | FAST),
         day: builder.add_u64_field("day", INDEXED | FAST),
         site: builder.add_text_field("site", STRING | STORED),
         visitor_id: builder.add_u64_field("visitor_id", INDEXED | STORED),
@@ -332,6 +344,7 @@ impl Search {
         }
 
         let searcher = self.inner.reader.searcher();
+        let weight = BooleanQuery::new(clauses).weight(EnableScoring::disabled_from_searcher(&searcher))?;
         let limit = request.limit.clamp(1, MAX_LIMIT);
         let needs_conversation = request.agent.is_some() || request.state.is_some();
         let batch = if needs_conversation { (limit * 4).max(64) } else { limit + 1 };
@@ -342,22 +355,14 @@ impl Search {
         let mut snippets = SnippetGenerator::create(&searcher, &*user_query, fields.text)?;
         snippets.set_max_num_chars(SNIPPET_CHARS);
         loop {
-            let mut page_clauses: Vec<(Occur, Box<dyn Query>)> =
-                clauses.iter().map(|(occur, query)| (*occur, query.box_clone())).collect();
-            if let Some(before) = before {
-                let upper = Bound::Excluded(Term::from_field_u64(fields.lsn, before));
-                page_clauses.push((Occur::Must, Box::new(RangeQuery::new(Bound::Unbounded, upper))));
-            }
-            let query = BooleanQuery::new(page_clauses);
-            let found: Vec<(Option<u64>, DocAddress)> =
-                searcher.search(&query, &TopDocs::with_limit(batch).order_by_u64_field("lsn", Order::Desc))?;
+            let found = newest_matches(&searcher, &*weight, before, batch)?;
             let exhausted = found.len() < batch;
             for (lsn, address) in &found {
                 if hits.len() == limit {
                     return Ok(SearchPage { hits, next_cursor: before.map(|lsn| lsn.to_string()) });
                 }
                 examined += 1;
-                before = *lsn;
+                before = Some(*lsn);
                 let document: TantivyDocument = searcher.doc(*address)?;
                 let conversation_id = u64_of(&document, fields.conversation_id);
                 if needs_conversation {
@@ -394,10 +399,90 @@ impl Search {
     }
 }
 
+/// Up to `n` documents matching `weight` with an lsn below `before` (all if `None`), newest first.
+///
+/// Every segment is sorted by lsn, newest first, so its matches arrive in the order wanted: each
+/// segment is entered at its first document below `before` (a binary search on the lsn column),
+/// and left after `n` matches or at the first match older than the `n` newest found so far.
+/// Segments are visited newest first, and once `n` are found a segment with nothing newer is not
+/// opened. Deleted documents are skipped.
+fn newest_matches(
+    searcher: &Searcher,
+    weight: &dyn Weight,
+    before: Option<u64>,
+    n: usize,
+) -> Result<Vec<(u64, DocAddress)>, SearchError> {
+    let mut segments: Vec<(u32, &SegmentReader, Column<u64>)> = Vec::new();
+    for (ordinal, reader) in searcher.segment_readers().iter().enumerate() {
+        segments.push((ordinal as u32, reader, reader.fast_fields().u64(LSN_FIELD)?));
+    }
+    segments.sort_by_key(|(_, _, lsns)| Reverse(lsns.max_value()));
+    let mut found: Vec<(u64, DocAddress)> = Vec::with_capacity(n + 1);
+    for (ordinal, reader, lsns) in segments {
+        // The oldest lsn on the page so far: a document not newer than it cannot make the page.
+        let floor = if found.len() >= n { found.last().map(|(lsn, _)| *lsn) } else { None };
+        if floor.is_some_and(|floor| lsns.max_value() <= floor) {
+            break;
+        }
+        let start = before.map_or(0, |before| first_doc_below(&lsns, reader.max_doc(), before));
+        if start >= reader.max_doc() {
+            continue;
+        }
+        let mut scorer = weight.scorer(reader, 1.0)?;
+        let mut doc = scorer.doc();
+        if doc < start {
+            doc = scorer.seek(start);
+        }
+        let alive = reader.alive_bitset();
+        let mut taken = 0;
+        while doc != TERMINATED && taken < n {
+            if alive.is_none_or(|alive| alive.is_alive(doc)) {
+                let lsn = lsns.first(doc).unwrap_or_default();
+                if floor.is_some_and(|floor| lsn <= floor) {
+                    break;
+                }
+                found.push((lsn, DocAddress::new(ordinal, doc)));
+                taken += 1;
+            }
+            doc = scorer.advance();
+        }
+        found.sort_unstable_by_key(|(lsn, _)| Reverse(*lsn));
+        found.truncate(n);
+    }
+    Ok(found)
+}
+
+/// The first document of a segment whose lsn is below `before` (`max_doc` if none is): the
+/// segment is sorted by lsn, newest first, so a binary search finds it.
+fn first_doc_below(lsns: &Column<u64>, max_doc: DocId, before: u64) -> DocId {
+    let (mut low, mut high) = (0, max_doc);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if lsns.first(middle).unwrap_or_default() >= before {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    low
+}
+
+/// The settings every index is created with: documents sorted by lsn, newest first.
+fn index_settings() -> IndexSettings {
+    IndexSettings {
+        sort_by_field: Some(IndexSortByField { field: LSN_FIELD.to_owned(), order: Order::Desc }),
+        ..IndexSettings::default()
+    }
+}
+
 fn open_index(path: &Path, schema: &Schema) -> Result<Index, SearchError> {
     std::fs::create_dir_all(path)?;
     let directory = tantivy::directory::MmapDirectory::open(path)?;
-    let index = Index::open_or_create(directory, schema.clone())?;
+    let settings = index_settings();
+    let index = Index::builder().schema(schema.clone()).settings(settings.clone()).open_or_create(directory)?;
+    if index.settings().sort_by_field != settings.sort_by_field {
+        return Err(SearchError::Unsorted);
+    }
     index
         .tokenizers()
         .register(tokenizer::TOKENIZER_NAME, TextAnalyzer::builder(tokenizer::CjkBigramTokenizer).build());
@@ -429,5 +514,25 @@ fn hit_of(document: &TantivyDocument, fields: Fields, conversation_id: u64, snip
         internal: u64_of(document, fields.internal) != 0,
         snippet,
         text: str_of(document, fields.text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_without_the_newest_first_order_is_refused_and_new_ones_have_it() {
+        let (schema, _) = schema();
+        let old = tempfile::tempdir().expect("a temporary directory");
+        let directory = tantivy::directory::MmapDirectory::open(old.path()).expect("opening the directory");
+        Index::create(directory, schema.clone(), IndexSettings::default()).expect("creating an unsorted index");
+        assert!(matches!(open_index(old.path(), &schema), Err(SearchError::Unsorted)));
+
+        let new = tempfile::tempdir().expect("a temporary directory");
+        let index = open_index(new.path(), &schema).expect("creating an index");
+        assert_eq!(index.settings().sort_by_field, index_settings().sort_by_field);
+        let reopened = open_index(new.path(), &schema).expect("reopening the index");
+        assert_eq!(reopened.settings().sort_by_field, index_settings().sort_by_field);
     }
 }

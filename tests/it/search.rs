@@ -449,3 +449,35 @@ async fn retention_drops_exactly_the_expired_shards_and_rows() {
 async fn search_all(server: &TestServer, token: &str) -> (u16, Value) {
     search(server, token, "q=harbor&limit=100").await
 }
+
+#[tokio::test]
+async fn pages_stay_newest_first_across_index_segments() {
+    let server = TestServer::start().await;
+    let site = server.create_site("shop").await;
+    let admin = create_admin(&server, "boss@x.test").await;
+    let store = server.app().store.clone();
+    // Four index commits, so four segments, the older ones later merged or not.
+    for batch in 0..4_u64 {
+        for visitor_id in 1..=4 {
+            let number = batch * 4 + visitor_id;
+            let text = format!("lantern {number}");
+            backdated(&store, &site.key, 10 * batch + visitor_id, &[&text, "no match here"], noon_of(today())).await;
+        }
+        caught_up(&server).await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, body) = search(&server, &admin, &format!("q=lantern&limit=3{cursor}")).await;
+        assert_eq!(status, 200, "{body}");
+        seen.extend(hit_texts(&body));
+        cursor = match body["next_cursor"].as_str() {
+            Some(next) => format!("&cursor={next}"),
+            None => break,
+        };
+    }
+    let expected: Vec<String> = (1..=16).rev().map(|number| format!("lantern {number}")).collect();
+    assert_eq!(seen, expected, "newest first, each once");
+    let (_, body) = search(&server, &admin, "q=lantern&limit=5").await;
+    assert_eq!(hit_texts(&body), expected[..5]);
+}
