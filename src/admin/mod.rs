@@ -6,6 +6,7 @@
 //! (a session that is not an admin's). Every form posts a CSRF token derived from the session
 //! ([`AdminPost`]), and every change is written to the audit log.
 
+mod api_tokens;
 mod form;
 mod login;
 mod sites;
@@ -55,6 +56,9 @@ admin_routes! {
     POST "/admin/sites/{key}" => sites::save,
     POST "/admin/sites/{key}/rotate-secret" => sites::rotate_secret,
     POST "/admin/sites/{key}/delete" => sites::delete,
+    GET "/admin/api-tokens" => api_tokens::list,
+    POST "/admin/api-tokens" => api_tokens::create,
+    POST "/admin/api-tokens/{id}/revoke" => api_tokens::revoke,
 }
 
 /// What every admin page shows around its content.
@@ -74,6 +78,7 @@ pub const SECTIONS: &[(&str, &str, &str)] = &[
     ("teams", "/admin/teams", "Teams & routing"),
     ("canned", "/admin/canned-replies", "Canned replies"),
     ("blocked", "/admin/blocked", "Blocked"),
+    ("api-tokens", "/admin/api-tokens", "API tokens"),
     ("audit", "/admin/audit", "Audit log"),
 ];
 

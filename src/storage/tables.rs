@@ -98,7 +98,9 @@ macro_rules! with_fixed_tables {
             KB_ENTRIES,
             KB_SITE_ENTRIES,
             BOT_SETTINGS,
-            AUDIT_LOG
+            AUDIT_LOG,
+            API_TOKENS,
+            API_TOKEN_DIGESTS
         )
     };
 }
@@ -141,3 +143,9 @@ pub const BLOCKED_IPS: TableDefinition<(&str, &str), i64> = TableDefinition::new
 
 /// Audit entry id (increasing with time) → who changed what and when (JSON).
 pub const AUDIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_log_v1");
+
+/// API token id → API token (JSON, without the token itself): per-site tokens for integrations.
+pub const API_TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("api_tokens_v1");
+
+/// SHA-256 of a live API token → its id; revoking a token removes its row.
+pub const API_TOKEN_DIGESTS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("api_token_digests_v1");
