@@ -179,6 +179,27 @@ async fn a_token_sees_one_site_a_read_only_token_only_reads_and_a_revoked_one_is
     assert!(actions.contains(&"api_token.create".to_owned()) && actions.contains(&"api_token.revoke".to_owned()));
     // A forged or missing token is 401 too.
     check(&server, "GET", "/api/v1/conversations", "k1.not-a-token", None, 401, "unauthorized").await;
+    // A body that is not JSON is 400, and changes nothing.
+    let garbled = http()
+        .post(server.url(&format!("/api/v1/conversations/{conversation_a}/messages")))
+        .bearer_auth(&writer_token(&server, &session, &site_a).await)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbled.status(), StatusCode::BAD_REQUEST);
+    let body: Value = garbled.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+    let history =
+        check(&server, "GET", &format!("/api/v1/conversations/{conversation_a}/messages"), &read_only, None, 200, "")
+            .await;
+    assert_eq!(history["messages"].as_array().unwrap().len(), 1);
+}
+
+/// A token that may write (the first one of the test is revoked by then).
+async fn writer_token(server: &TestServer, session: &str, site: &Site) -> String {
+    make_token(server, session, site, "Writer", false).await
 }
 
 #[tokio::test]
@@ -680,4 +701,59 @@ async fn the_openapi_document_lists_every_route_and_every_answer_fits_it() {
         exercised.insert((probe.method.to_string(), probe.template.to_string()));
     }
     assert_eq!(exercised, expected, "every documented operation was requested");
+}
+
+/// Every `/api/v1` route outside the document that takes credentials (the console's, the
+/// widget's and the admins'), with a body it would accept. An API token must get 403 from
+/// each, so the document lists everything a token can do.
+const ROUTES_NOT_FOR_TOKENS: &[(&str, &str, &str)] = &[
+    ("GET", "/api/v1/agent/me", ""),
+    ("POST", "/api/v1/conversations/{conversation}/rating", r#"{"score": 5}"#),
+    ("POST", "/api/v1/visitor/offline-messages", r#"{"email": "a@b.example", "text": "hi"}"#),
+    ("GET", "/api/v1/offline-messages", ""),
+    ("POST", "/api/v1/uploads?conversation_id={conversation}&name=a.txt", "hello"),
+    ("GET", "/api/v1/uploads/anything", ""),
+    ("GET", "/api/v1/sites/{site}/webhooks", ""),
+    ("POST", "/api/v1/sites/{site}/webhooks", r#"{"url": "https://crm.example/hook", "events": ["message.created"]}"#),
+    ("DELETE", "/api/v1/webhooks/anything", ""),
+    ("GET", "/api/v1/webhooks/anything/deliveries", ""),
+    ("POST", "/api/v1/webhook-deliveries/1/resend", ""),
+    ("GET", "/api/v1/visitors/online", ""),
+    ("GET", "/api/v1/visitors/{visitor}/conversations", ""),
+    ("POST", "/api/v1/visitors/{visitor}/conversations", ""),
+    ("GET", "/api/v1/canned-replies?site={site}", ""),
+    ("POST", "/api/v1/canned-replies", r#"{"site": "{site}", "shortcut": "hi", "text": "Hello!"}"#),
+    ("PUT", "/api/v1/canned-replies/1", r#"{"site": "{site}", "shortcut": "hi", "text": "Hello!"}"#),
+    ("DELETE", "/api/v1/canned-replies/1", ""),
+    ("POST", "/api/v1/teams", r#"{"site": "{site}", "name": "Sales"}"#),
+    ("GET", "/api/v1/sites/{site}/bot", ""),
+    ("PUT", "/api/v1/sites/{site}/bot", "{}"),
+];
+
+#[tokio::test]
+async fn routes_outside_the_document_refuse_api_tokens() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    let session = admin_session(&server).await;
+    let token = make_token(&server, &session, &site, "Everything", false).await;
+    let (visitor_id, _visitor, conversation_id) = visitor_with_conversation(&server, &site, "hello").await;
+    let fill = |template: &str| {
+        template
+            .replace("{conversation}", &conversation_id.to_string())
+            .replace("{visitor}", &visitor_id.to_string())
+            .replace("{site}", &site.key)
+    };
+    for (method, template, body) in ROUTES_NOT_FOR_TOKENS {
+        let (path, body) = (fill(template), fill(body));
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = http().request(method.clone(), server.url(&path)).bearer_auth(&token);
+        if !body.is_empty() {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["code"], "forbidden", "{method} {path}: {answer}");
+    }
 }
