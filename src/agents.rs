@@ -170,14 +170,84 @@ pub async fn reset_password(store: &Store, email: &str, password: &str) -> Resul
             };
             agent.password_hash = password_hash;
             agents.insert(id, encode_json(&agent).as_slice())?;
+            drop(agents);
             // A new password ends every existing session of the agent.
-            let mut sessions = context.transaction.open_table(tables::AGENT_SESSIONS)?;
-            sessions.retain(|_, value| {
-                decode_json::<AgentSession>(value).map(|session| session.agent_id != id).unwrap_or(true)
-            })?;
+            end_sessions(context, id)?;
             Ok(Ok(agent))
         })
         .await
+}
+
+/// Most conversations an agent can hold at once.
+pub const MAX_CAPACITY: u32 = 1000;
+
+/// What an admin changes on an agent.
+#[derive(Clone, Debug)]
+pub struct AgentChanges {
+    pub name: String,
+    pub role: Role,
+    pub capacity: u32,
+    pub sites: Vec<String>,
+    pub disabled: bool,
+}
+
+/// Changes an agent. Refused when it would leave no enabled admin; disabling ends every session
+/// of the agent.
+pub async fn update(store: &Store, id: u64, changes: AgentChanges) -> Result<Agent, AgentError> {
+    let name = changes.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(AgentError::Invalid("name: must be 1 to 100 characters".into()));
+    }
+    if changes.capacity == 0 || changes.capacity > MAX_CAPACITY {
+        return Err(AgentError::Invalid(format!("capacity: must be 1 to {MAX_CAPACITY}")));
+    }
+    let mut sites = changes.sites;
+    sites.sort();
+    sites.dedup();
+    store
+        .write(move |context| {
+            let site_table = context.transaction.open_table(tables::SITES)?;
+            for site in &sites {
+                if site_table.get(site.as_str())?.is_none() {
+                    return Ok(Err(AgentError::Invalid(format!("sites: no site with key {site}"))));
+                }
+            }
+            drop(site_table);
+            let mut agents = context.transaction.open_table(tables::AGENTS)?;
+            let Some(mut agent) = agents.get(id)?.map(|value| decode_json::<Agent>(value.value())).transpose()? else {
+                return Ok(Err(AgentError::NotFound(id.to_string())));
+            };
+            agent.name = name;
+            agent.role = changes.role;
+            agent.capacity = changes.capacity;
+            agent.sites = sites;
+            agent.disabled = changes.disabled;
+            let mut other_admins = 0;
+            for entry in agents.iter()? {
+                let other: Agent = decode_json(entry?.1.value())?;
+                if other.id != id && other.role == Role::Admin && !other.disabled {
+                    other_admins += 1;
+                }
+            }
+            if other_admins == 0 && (agent.role != Role::Admin || agent.disabled) {
+                return Ok(Err(AgentError::Invalid("role: kefu needs at least one enabled admin".into())));
+            }
+            agents.insert(id, encode_json(&agent).as_slice())?;
+            drop(agents);
+            if agent.disabled {
+                end_sessions(context, id)?;
+            }
+            Ok(Ok(agent))
+        })
+        .await
+}
+
+fn end_sessions(context: &mut crate::storage::WriteContext<'_>, agent_id: u64) -> Result<(), StorageError> {
+    let mut sessions = context.transaction.open_table(tables::AGENT_SESSIONS)?;
+    sessions.retain(|_, value| {
+        decode_json::<AgentSession>(value).map(|session| session.agent_id != agent_id).unwrap_or(true)
+    })?;
+    Ok(())
 }
 
 pub fn get(transaction: &ReadTransaction, id: u64) -> Result<Option<Agent>, StorageError> {

@@ -28,7 +28,13 @@ pub struct AuditEntry {
 }
 
 /// Appends one entry for `actor`.
-pub async fn record(store: &Store, actor: &Agent, action: &str, target: &str, detail: String) -> Result<(), StorageError> {
+pub async fn record(
+    store: &Store,
+    actor: &Agent,
+    action: &str,
+    target: &str,
+    detail: String,
+) -> Result<(), StorageError> {
     let (actor_id, actor_email) = (actor.id, actor.email.clone());
     let (action, target) = (action.to_owned(), target.to_owned());
     store

@@ -30,6 +30,7 @@ pub async fn block_visitor(store: &Store, visitor_id: u64, ip: Option<String>) -
             };
             visitor.blocked = true;
             visitors.insert(visitor_id, encode_json(&visitor).as_slice())?;
+            context.transaction.open_table(tables::BLOCKED_VISITORS)?.insert(visitor_id, context.now)?;
             if let Some(ip) = &ip {
                 context
                     .transaction
@@ -39,6 +40,73 @@ pub async fn block_visitor(store: &Store, visitor_id: u64, ip: Option<String>) -
             Ok(Ok(visitor))
         })
         .await
+}
+
+/// Lifts a visitor's block (addresses stay blocked until lifted on their own).
+pub async fn unblock_visitor(store: &Store, visitor_id: u64) -> Result<Visitor, BlockError> {
+    store
+        .write(move |context| {
+            let mut visitors = context.transaction.open_table(tables::VISITORS)?;
+            let Some(mut visitor) =
+                visitors.get(visitor_id)?.map(|value| decode_json::<Visitor>(value.value())).transpose()?
+            else {
+                return Ok(Err(BlockError::NotFound));
+            };
+            visitor.blocked = false;
+            visitors.insert(visitor_id, encode_json(&visitor).as_slice())?;
+            context.transaction.open_table(tables::BLOCKED_VISITORS)?.remove(visitor_id)?;
+            Ok(Ok(visitor))
+        })
+        .await
+}
+
+/// Blocks an address on a site (the caller has checked the site exists and `ip` parses).
+pub async fn block_address(store: &Store, site: String, ip: String) -> Result<(), StorageError> {
+    store
+        .write(move |context| {
+            context.transaction.open_table(tables::BLOCKED_IPS)?.insert((site.as_str(), ip.as_str()), context.now)?;
+            Ok(Ok::<_, StorageError>(()))
+        })
+        .await
+}
+
+/// Lifts a block of an address on a site; `NotFound` if it was not blocked.
+pub async fn unblock_address(store: &Store, site: String, ip: String) -> Result<(), BlockError> {
+    store
+        .write(move |context| {
+            match context.transaction.open_table(tables::BLOCKED_IPS)?.remove((site.as_str(), ip.as_str()))? {
+                Some(_) => Ok(Ok(())),
+                None => Ok(Err(BlockError::NotFound)),
+            }
+        })
+        .await
+}
+
+/// Blocked visitors with when they were blocked, newest block first.
+pub fn blocked_visitors(transaction: &ReadTransaction) -> Result<Vec<(Visitor, i64)>, StorageError> {
+    let blocked = transaction.open_table(tables::BLOCKED_VISITORS)?;
+    let mut found = Vec::new();
+    for entry in blocked.iter()? {
+        let (visitor_id, blocked_at) = entry?;
+        if let Some(visitor) = crate::visitors::get(transaction, visitor_id.value())? {
+            found.push((visitor, blocked_at.value()));
+        }
+    }
+    found.sort_by_key(|(_, blocked_at)| std::cmp::Reverse(*blocked_at));
+    Ok(found)
+}
+
+/// Blocked addresses as (site, address, blocked at), newest first.
+pub fn blocked_addresses(transaction: &ReadTransaction) -> Result<Vec<(String, String, i64)>, StorageError> {
+    let table = transaction.open_table(tables::BLOCKED_IPS)?;
+    let mut found = Vec::new();
+    for entry in table.iter()? {
+        let (key, blocked_at) = entry?;
+        let (site, ip) = key.value();
+        found.push((site.to_owned(), ip.to_owned(), blocked_at.value()));
+    }
+    found.sort_by_key(|(_, _, blocked_at)| std::cmp::Reverse(*blocked_at));
+    Ok(found)
 }
 
 /// Whether `ip` is blocked on `site`.
@@ -53,11 +121,20 @@ pub fn is_ip_blocked(transaction: &ReadTransaction, site: &str, ip: &str) -> Res
 /// Closes the live connections of blocked visitors: `visitor_id`'s, and on `site` everyone's
 /// from `ip` when given.
 pub fn disconnect(hub: &Hub, online: &OnlineVisitors, site: &str, visitor_id: u64, ip: Option<&str>) {
-    let frame = crate::session::error_frame(ErrorCode::Blocked, "you have been blocked", None);
     let mut visitor_ids = vec![visitor_id];
     if let Some(ip) = ip {
         visitor_ids.extend(online.at_address(site, ip));
     }
+    close_visitors(hub, visitor_ids);
+}
+
+/// Closes the live connections of every visitor of `site` at `ip`.
+pub fn disconnect_address(hub: &Hub, online: &OnlineVisitors, site: &str, ip: &str) {
+    close_visitors(hub, online.at_address(site, ip));
+}
+
+fn close_visitors(hub: &Hub, visitor_ids: impl IntoIterator<Item = u64>) {
+    let frame = crate::session::error_frame(ErrorCode::Blocked, "you have been blocked", None);
     for id in visitor_ids {
         for connection in hub.visitor_connections(id) {
             connection.request_close(close_code::FORBIDDEN, frame.clone());

@@ -22,6 +22,13 @@ pub fn day_to_date(day: u32) -> String {
         .unwrap_or_else(|_| day.to_string())
 }
 
+/// A Unix-millisecond time as `YYYY-MM-DD HH:MM UTC`, for people.
+pub fn format_utc(millis: i64) -> String {
+    jiff::Timestamp::from_millisecond(millis)
+        .map(|timestamp| timestamp.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|_| millis.to_string())
+}
+
 /// The day number of a `YYYY-MM-DD` UTC date.
 pub fn date_to_day(date: &str) -> Option<u32> {
     let date: jiff::civil::Date = date.parse().ok()?;

@@ -57,6 +57,14 @@ pub enum RoutingEvent {
     TeamChanged {
         team: crate::teams::Team,
     },
+    /// A team was deleted; conversations waiting for it wait for any agent of the site.
+    TeamDeleted {
+        team_id: u64,
+    },
+    /// An admin changed an agent (capacity, sites, role, or disabled them).
+    AgentChanged {
+        agent: Agent,
+    },
 }
 
 /// The handle connections and the dispatcher use to reach the router.
@@ -240,6 +248,17 @@ impl RouterState {
             RoutingEvent::MessageStored { .. } => {}
             RoutingEvent::TeamChanged { team } => {
                 self.teams.insert(team.id, team.members);
+                self.assign_waiting();
+            }
+            RoutingEvent::TeamDeleted { team_id } => {
+                self.teams.remove(&team_id);
+                self.waiting_for_team.retain(|_, team| *team != team_id);
+                self.assign_waiting();
+            }
+            RoutingEvent::AgentChanged { agent } => {
+                if let Some(state) = self.agents.get_mut(&agent.id) {
+                    state.agent = agent;
+                }
                 self.assign_waiting();
             }
             RoutingEvent::AssignFailed { conversation_id, agent_id } => {

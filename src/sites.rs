@@ -87,12 +87,13 @@ impl Site {
         if self.name.trim().is_empty() || self.name.chars().count() > 100 {
             problems.push(("name", "must be 1 to 100 characters".to_owned()));
         }
-        if let Some(origin) = self
-            .allowed_origins
-            .iter()
-            .find(|origin| *origin != "*" && url::Url::parse(origin).map_or(true, |url| url.origin().unicode_serialization() != origin.trim_end_matches('/')))
-        {
-            problems.push(("allowed_origins", format!("{origin:?} is not * or an origin such as https://shop.example")));
+        if let Some(origin) = self.allowed_origins.iter().find(|origin| {
+            *origin != "*"
+                && url::Url::parse(origin)
+                    .map_or(true, |url| url.origin().unicode_serialization() != origin.trim_end_matches('/'))
+        }) {
+            problems
+                .push(("allowed_origins", format!("{origin:?} is not * or an origin such as https://shop.example")));
         }
         if self.welcome_text.chars().count() > MAX_WELCOME_CHARS {
             problems.push(("welcome_text", format!("at most {MAX_WELCOME_CHARS} characters")));
@@ -112,7 +113,8 @@ impl Site {
             problems.push(("sensitive_words", "a word is longer than 100 characters".to_owned()));
         }
         if self.retention_days.is_some_and(|days| days == 0 || days > MAX_RETENTION_DAYS) {
-            problems.push(("retention_days", format!("must be 1 to {MAX_RETENTION_DAYS} days, or empty to keep forever")));
+            problems
+                .push(("retention_days", format!("must be 1 to {MAX_RETENTION_DAYS} days, or empty to keep forever")));
         }
         if let Err((field, message)) = self.business_hours.validate() {
             problems.push((field, message));
@@ -215,7 +217,8 @@ pub async fn save(store: &Store, site: Site) -> Result<Site, SiteError> {
             }
             drop(teams);
             let mut table = context.transaction.open_table(tables::SITES)?;
-            let Some(stored) = table.get(site.key.as_str())?.map(|value| decode_json::<Site>(value.value())).transpose()?
+            let Some(stored) =
+                table.get(site.key.as_str())?.map(|value| decode_json::<Site>(value.value())).transpose()?
             else {
                 return Ok(Err(SiteError::NotFound(site.key)));
             };
@@ -233,7 +236,8 @@ pub async fn rotate_secret(store: &Store, key: &str) -> Result<Site, SiteError> 
     store
         .write(move |context| {
             let mut table = context.transaction.open_table(tables::SITES)?;
-            let Some(mut site) = table.get(key.as_str())?.map(|value| decode_json::<Site>(value.value())).transpose()?
+            let Some(mut site) =
+                table.get(key.as_str())?.map(|value| decode_json::<Site>(value.value())).transpose()?
             else {
                 return Ok(Err(SiteError::NotFound(key)));
             };
@@ -279,6 +283,13 @@ pub fn get(transaction: &ReadTransaction, key: &str) -> Result<Option<Site>, Sto
 pub fn list(transaction: &ReadTransaction) -> Result<Vec<Site>, StorageError> {
     let table = transaction.open_table(tables::SITES)?;
     table.iter()?.map(|entry| decode_json(entry?.1.value())).collect()
+}
+
+/// Every site, by name (case-insensitive), as people pick them from lists.
+pub fn list_by_name(transaction: &ReadTransaction) -> Result<Vec<Site>, StorageError> {
+    let mut sites = list(transaction)?;
+    sites.sort_by_key(|site| site.name.to_lowercase());
+    Ok(sites)
 }
 
 /// A site with what is derived from it once per change.

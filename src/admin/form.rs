@@ -29,9 +29,10 @@ impl FromRequest<AppState> for AdminPost {
             return Err(AdminDenied::Forbidden("This form was sent from another site.").into_response());
         }
         let request = Request::from_parts(parts, body);
-        let axum::Form(fields) = axum::Form::<Vec<(String, String)>>::from_request(request, app).await.map_err(|rejection| {
-            super::message_page(rejection.status(), "The form could not be read", &rejection.body_text())
-        })?;
+        let axum::Form(fields) =
+            axum::Form::<Vec<(String, String)>>::from_request(request, app).await.map_err(|rejection| {
+                super::message_page(rejection.status(), "The form could not be read", &rejection.body_text())
+            })?;
         let form = FormData(fields);
         if form.text(CSRF_FIELD) != admin.csrf {
             return Err(AdminDenied::Forbidden(

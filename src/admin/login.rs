@@ -71,7 +71,10 @@ pub async fn submit(
         Ok(logged_in) => logged_in,
         Err(ApiError::TooManyRequests { retry_after_secs }) => {
             let minutes = retry_after_secs.div_ceil(60);
-            return again(StatusCode::TOO_MANY_REQUESTS, format!("Too many failed logins; try again in {minutes} min."));
+            return again(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Too many failed logins; try again in {minutes} min."),
+            );
         }
         Err(ApiError::InvalidCredentials) => {
             return again(StatusCode::UNAUTHORIZED, "Wrong email or password.".into());

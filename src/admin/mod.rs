@@ -6,10 +6,15 @@
 //! (a session that is not an admin's). Every form posts a CSRF token derived from the session
 //! ([`AdminPost`]), and every change is written to the audit log.
 
+mod agents;
 mod api_tokens;
+mod audit_log;
+mod blocked;
+mod canned_replies;
 mod form;
 mod login;
 mod sites;
+mod teams;
 
 use askama::Template;
 use axum::extract::FromRequestParts;
@@ -56,6 +61,25 @@ admin_routes! {
     POST "/admin/sites/{key}" => sites::save,
     POST "/admin/sites/{key}/rotate-secret" => sites::rotate_secret,
     POST "/admin/sites/{key}/delete" => sites::delete,
+    GET "/admin/agents" => agents::list,
+    POST "/admin/agents" => agents::create,
+    GET "/admin/agents/{id}" => agents::edit_form,
+    POST "/admin/agents/{id}" => agents::save,
+    POST "/admin/agents/{id}/password" => agents::reset_password,
+    GET "/admin/teams" => teams::list,
+    POST "/admin/teams" => teams::create,
+    GET "/admin/teams/{id}" => teams::edit_form,
+    POST "/admin/teams/{id}" => teams::save,
+    POST "/admin/teams/{id}/delete" => teams::delete,
+    GET "/admin/canned-replies" => canned_replies::list,
+    POST "/admin/canned-replies" => canned_replies::create,
+    POST "/admin/canned-replies/{id}" => canned_replies::save,
+    POST "/admin/canned-replies/{id}/delete" => canned_replies::delete,
+    GET "/admin/blocked" => blocked::list,
+    POST "/admin/blocked/visitors/{id}/unblock" => blocked::unblock_visitor,
+    POST "/admin/blocked/addresses" => blocked::block_address,
+    POST "/admin/blocked/addresses/unblock" => blocked::unblock_address,
+    GET "/admin/audit" => audit_log::list,
     GET "/admin/api-tokens" => api_tokens::list,
     POST "/admin/api-tokens" => api_tokens::create,
     POST "/admin/api-tokens/{id}/revoke" => api_tokens::revoke,
@@ -111,7 +135,9 @@ pub fn csrf_token(session_token: &str) -> String {
 /// Why a request does not reach an admin page.
 pub enum AdminDenied {
     /// No session: a page sends the browser to the login form.
-    Login { next: String },
+    Login {
+        next: String,
+    },
     /// No session on a form post or other change.
     Unauthorized,
     /// A session that is not an admin's, or a form without a valid CSRF token.

@@ -283,11 +283,8 @@ pub async fn home(_admin: AdminUser) -> Redirect {
 
 /// `GET /admin/sites`
 pub async fn list(State(app): State<AppState>, admin: AdminUser, Query(notice): Query<Notice>) -> Response {
-    match app.store.read(sites::list).await {
-        Ok(mut sites) => {
-            sites.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
-            render(StatusCode::OK, &SitesPage { layout: admin.layout("sites", notice.take()), sites })
-        }
+    match app.store.read(sites::list_by_name).await {
+        Ok(sites) => render(StatusCode::OK, &SitesPage { layout: admin.layout("sites", notice.take()), sites }),
         Err(error) => internal_error(error),
     }
 }
@@ -308,7 +305,8 @@ fn form_page(
 /// `GET /admin/sites/new`
 pub async fn new_form(admin: AdminUser, headers: HeaderMap) -> Response {
     let form = SiteForm::from_site(&Site::default());
-    let page = form_page(&admin, None, None, form, FieldErrors::default(), Vec::new(), &crate::http::own_origin(&headers));
+    let page =
+        form_page(&admin, None, None, form, FieldErrors::default(), Vec::new(), &crate::http::own_origin(&headers));
     render(StatusCode::OK, &page)
 }
 
@@ -353,7 +351,15 @@ pub async fn edit_form(
         return not_found("site");
     };
     let form = SiteForm::from_site(&site);
-    let page = form_page(&admin, notice.take(), Some(site), form, FieldErrors::default(), teams, &crate::http::own_origin(&headers));
+    let page = form_page(
+        &admin,
+        notice.take(),
+        Some(site),
+        form,
+        FieldErrors::default(),
+        teams,
+        &crate::http::own_origin(&headers),
+    );
     render(StatusCode::OK, &page)
 }
 
@@ -404,7 +410,10 @@ pub async fn rotate_secret(State(app): State<AppState>, Path(key): Path<String>,
     }
     app.sites.invalidate(&key);
     post.admin.audit(&app, "site.rotate_secret", &key, "new secret; the old one no longer signs".into()).await;
-    done(&format!("/admin/sites/{key}"), "New secret made. Update your server's signing code; the old secret no longer works.")
+    done(
+        &format!("/admin/sites/{key}"),
+        "New secret made. Update your server's signing code; the old secret no longer works.",
+    )
 }
 
 /// `POST /admin/sites/{key}/delete`: the form repeats the key to confirm.

@@ -99,6 +99,7 @@ macro_rules! with_fixed_tables {
             KB_SITE_ENTRIES,
             BOT_SETTINGS,
             AUDIT_LOG,
+            BLOCKED_VISITORS,
             API_TOKENS,
             API_TOKEN_DIGESTS
         )
@@ -143,6 +144,10 @@ pub const BLOCKED_IPS: TableDefinition<(&str, &str), i64> = TableDefinition::new
 
 /// Audit entry id (increasing with time) → who changed what and when (JSON).
 pub const AUDIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_log_v1");
+
+/// Blocked visitor id → when they were blocked (Unix ms), so the admin lists blocks without
+/// reading every visitor.
+pub const BLOCKED_VISITORS: TableDefinition<u64, i64> = TableDefinition::new("blocked_visitors_v1");
 
 /// API token id → API token (JSON, without the token itself): per-site tokens for integrations.
 pub const API_TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("api_tokens_v1");

@@ -1,5 +1,6 @@
 //! kefu's integration suite: real servers on port 0, real redb, real sockets.
 
+mod admin;
 mod api;
 mod bad_input;
 mod bench;

@@ -145,9 +145,14 @@ impl TestServer {
 
     /// Logs an agent in over HTTP; returns the token.
     pub async fn login(&self, email: &str) -> String {
+        self.login_with(email, PASSWORD).await
+    }
+
+    /// Logs an agent in over HTTP with `password`; returns the token.
+    pub async fn login_with(&self, email: &str, password: &str) -> String {
         let response = http()
             .post(self.url("/api/v1/agent/login"))
-            .json(&json!({"email": email, "password": PASSWORD}))
+            .json(&json!({"email": email, "password": password}))
             .send()
             .await
             .unwrap();

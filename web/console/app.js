@@ -870,6 +870,7 @@ async function startApp(me) {
   $('login').hidden = true;
   $('app').hidden = false;
   $('me').textContent = me.name;
+  $('admin-link').hidden = me.role !== 'admin';
   conversationList = new VirtualList($('list'), { estimate: 60, fixed: true, key: (item) => (item.visitor ? `v${item.visitor.visitor_id}` : `c${item.id}`), render: renderRow });
   messageList = new VirtualList($('messages'), { estimate: 56, key: messageKey, render: renderMessage });
   $('list').addEventListener('scroll', () => {
