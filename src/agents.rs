@@ -16,7 +16,7 @@ pub const SESSION_LIFETIME_MILLIS: i64 = 30 * 24 * 3600 * 1000;
 /// The prefix of agent session tokens, so a token says which table it belongs to.
 pub const TOKEN_PREFIX: &str = "a1.";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Changes settings and serves every site.

@@ -7,6 +7,7 @@ use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use crate::agents::Agent;
+use crate::principal::Principal;
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 /// Most entries one page of the log shows.
@@ -37,6 +38,16 @@ impl Actor {
     /// `kefu admin ...` on the server itself (whoever can open its data directory).
     pub fn command_line() -> Actor {
         Actor { id: 0, email: "kefu admin (command line)".to_owned() }
+    }
+}
+
+impl From<&Principal> for Actor {
+    fn from(principal: &Principal) -> Actor {
+        match principal {
+            Principal::Agent(agent) => Actor::from(agent),
+            Principal::ApiToken(token) => Actor { id: 0, email: format!("API token {:?} (#{})", token.name, token.id) },
+            Principal::Visitor(visitor) => Actor { id: visitor.id, email: format!("visitor #{}", visitor.id) },
+        }
     }
 }
 

@@ -31,7 +31,7 @@ use crate::messages::{self, MessageRecord, NewMessage, Target};
 use crate::principal::Principal;
 use crate::protocol::{BotSource, ErrorCode, SenderKind, SenderView, ServerFrame};
 use crate::server::AppState;
-use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
 
 /// Events waiting for the bot. A burst of visitor messages fits; past that the dispatcher drops
 /// bot events (with a warning) rather than wait, and those visitors get no automatic answer.
@@ -429,20 +429,13 @@ impl Bot {
         text: String,
         source: BotSource,
     ) {
-        let sender = SenderView { kind: SenderKind::Bot, id: 0, name: settings.name.clone() };
-        let new_message = bot_message(conversation_id, sender, client_id, text);
+        let new_message = bot_message(conversation_id, bot_sender(settings), client_id, text);
         let stored = self
             .inner
             .store
-            .write(move |context| {
-                let still_the_bots = context
-                    .conversation(conversation_id)?
-                    .is_some_and(|conversation| conversation.bot_active && conversation.is_open());
-                if !still_the_bots {
-                    return Ok(Ok(false));
-                }
-                Ok(messages::append_with_source(context, new_message, Some(source)).map(|_| true))
-            })
+            .write(
+                move |context| Ok(append_if_bot_active(context, new_message, source)?.map(|stored| stored.is_some())),
+            )
             .await;
         match stored {
             Ok(true) => {}
@@ -452,7 +445,32 @@ impl Bot {
     }
 }
 
-fn bot_message(conversation_id: u64, sender: SenderView, client_id: String, text: String) -> NewMessage {
+/// The bot as the sender of a site's messages.
+pub fn bot_sender(settings: &BotSettings) -> SenderView {
+    SenderView { kind: SenderKind::Bot, id: 0, name: settings.name.clone() }
+}
+
+/// Appends a bot message inside a writer operation if its conversation is still bot-active and
+/// open (`Ok(Ok(None))` when it is not), so a takeover or handoff committed earlier always wins.
+pub fn append_if_bot_active(
+    context: &mut WriteContext<'_>,
+    new_message: NewMessage,
+    source: BotSource,
+) -> Result<Result<Option<messages::Appended>, messages::AppendError>, StorageError> {
+    let Target::Conversation(conversation_id) = new_message.target else {
+        return Ok(Err(messages::AppendError::NotFound));
+    };
+    let still_the_bots = context
+        .conversation(conversation_id)?
+        .is_some_and(|conversation| conversation.bot_active && conversation.is_open());
+    if !still_the_bots {
+        return Ok(Ok(None));
+    }
+    Ok(messages::append_with_source(context, new_message, Some(source))?.map(Some))
+}
+
+/// A bot message to `conversation_id`, not yet stored.
+pub fn bot_message(conversation_id: u64, sender: SenderView, client_id: String, text: String) -> NewMessage {
     NewMessage {
         target: Target::Conversation(conversation_id),
         sender,

@@ -94,6 +94,10 @@ pub struct LimitsConfig {
     pub max_upload_bytes: usize,
     /// Failed logins per account and per address in a 15-minute window before logins are refused.
     pub login_attempts: u32,
+    /// Sustained requests per second per API token; more get 429 with `Retry-After`.
+    pub api_requests_per_second: u32,
+    /// Burst of requests per API token above the sustained rate.
+    pub api_request_burst: u32,
 }
 
 /// Assignment of conversations to agents.
@@ -182,6 +186,8 @@ impl Default for LimitsConfig {
             max_body_bytes: 1024 * 1024,
             max_upload_bytes: 10 * 1024 * 1024,
             login_attempts: 10,
+            api_requests_per_second: 20,
+            api_request_burst: 60,
         }
     }
 }

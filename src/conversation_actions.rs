@@ -5,11 +5,10 @@
 //! Each is one writer operation that decides before it writes and publishes the conversation
 //! event (and the note's message) after commit, like the operations in `conversations.rs`.
 
-use crate::agents::Agent;
 use crate::conversations::{self, Conversation, ConversationError, ConversationStatus};
 use crate::delivery::{CommittedEvent, ConversationEvent};
 use crate::messages::{self, NewMessage, Target};
-use crate::protocol::{SenderKind, SenderView};
+use crate::protocol::SenderView;
 use crate::storage::{Store, tables};
 
 /// Longest transfer note, in characters.
@@ -24,16 +23,16 @@ pub enum TransferTarget {
     Team(u64),
 }
 
-/// Transfers an open conversation; `note` (already validated) becomes an internal note by `by`.
+/// Transfers an open conversation; `note` (already validated) becomes an internal note from
+/// `sender` (the agent transferring, or an API token as the system).
 /// The caller has checked that the target agent or team belongs to the conversation's site.
 pub async fn transfer(
     store: &Store,
     conversation_id: u64,
     target: TransferTarget,
     note: Option<String>,
-    by: &Agent,
+    sender: SenderView,
 ) -> Result<Conversation, ConversationError> {
-    let sender = SenderView { kind: SenderKind::Agent, id: by.id, name: by.name.clone() };
     store
         .write(move |context| {
             let now = context.now;

@@ -74,7 +74,7 @@ pub struct Send {
     pub attachment_id: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Presence {
     Online,
@@ -153,14 +153,14 @@ fn strip_position(error: &serde_json::Error) -> String {
 }
 
 /// Who wrote a message, as clients see it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct SenderView {
     pub kind: SenderKind,
     pub id: u64,
     pub name: String,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SenderKind {
     Visitor,
@@ -188,7 +188,7 @@ pub struct ParticipantView {
 }
 
 /// A message as clients see it (in `message` frames and history pages).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageView {
     pub conversation_id: u64,
     pub epoch: u64,
@@ -219,12 +219,21 @@ pub enum BotSource {
     /// A notice about the conversation itself; `action` tells the client what to offer
     /// (`offer_human`, `offline_form`, `handed_off`).
     Notice { action: String },
+    /// Sent over the HTTP API by an integration, with the id of its API token.
+    /// (Last, so postcard's variant numbers of older records keep their meaning.)
+    Api { token_id: u64 },
 }
 
 impl BotSource {
     pub fn view(&self) -> BotSourceView {
-        let mut view =
-            BotSourceView { kind: String::new(), entry_id: None, model: None, stream_id: None, action: None };
+        let mut view = BotSourceView {
+            kind: String::new(),
+            entry_id: None,
+            model: None,
+            stream_id: None,
+            action: None,
+            token_id: None,
+        };
         match self {
             BotSource::Kb { entry_id } => {
                 view.kind = "kb".into();
@@ -240,6 +249,10 @@ impl BotSource {
                 view.kind = "notice".into();
                 view.action = Some(action.clone());
             }
+            BotSource::Api { token_id } => {
+                view.kind = "api".into();
+                view.token_id = Some(*token_id);
+            }
         }
         view
     }
@@ -248,7 +261,7 @@ impl BotSource {
 /// Where a bot message came from, as clients see it: `{"kind":"kb","entry_id":7}`,
 /// `{"kind":"llm","model":"...","stream_id":"..."}`, `{"kind":"greeting"}`,
 /// `{"kind":"notice","action":"offer_human"}`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct BotSourceView {
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,10 +272,12 @@ pub struct BotSourceView {
     pub stream_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<u64>,
 }
 
 /// An attached file as clients see it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttachmentView {
     pub id: String,
     /// Where to fetch it (with the same credentials as the API).
@@ -273,7 +288,7 @@ pub struct AttachmentView {
 }
 
 /// A conversation as clients see it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConversationView {
     pub id: u64,
     pub site: String,

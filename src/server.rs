@@ -41,6 +41,8 @@ pub struct App {
     /// One permit per WebSocket connection (`limits.max_connections`).
     pub connection_slots: Arc<Semaphore>,
     pub login_limiter: LoginLimiter,
+    /// The request budget of each API token (`limits.api_requests_per_second`).
+    pub api_budgets: crate::api_tokens::RequestBudgets,
     /// Visitors connected right now, for the console's live visitor list.
     pub online_visitors: crate::visitor_presence::OnlineVisitors,
     /// The knowledge-base bot: settings, match indexes, and its reply task.
@@ -140,6 +142,10 @@ pub async fn start(
         tasks: tasks.clone(),
         connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
         login_limiter: LoginLimiter::new(config.limits.login_attempts),
+        api_budgets: crate::api_tokens::RequestBudgets::new(
+            config.limits.api_requests_per_second,
+            config.limits.api_request_burst,
+        ),
         online_visitors: crate::visitor_presence::OnlineVisitors::new(),
         bot,
         config,

@@ -189,6 +189,8 @@ impl Session {
                 }
                 store.read(read_open).await.map_err(internal_error)?
             }
+            // A socket never authenticates with an API token (see `authenticate` below).
+            Principal::ApiToken(_) => Vec::new(),
         };
         let agent_id = session.agent_id();
         for conversation in &conversations {
@@ -210,6 +212,7 @@ impl Session {
         let (role, visitor_id, agent_id) = match &session.principal {
             Principal::Visitor(visitor) => ("visitor", Some(visitor.id), None),
             Principal::Agent(agent) => ("agent", None, Some(agent.id)),
+            Principal::ApiToken(_) => ("api", None, None),
         };
         let limits = &app.config.limits;
         let mut frames = O::default();
@@ -239,7 +242,7 @@ impl Session {
     fn agent_id(&self) -> Option<u64> {
         match &self.principal {
             Principal::Agent(agent) => Some(agent.id),
-            Principal::Visitor(_) => None,
+            Principal::Visitor(_) | Principal::ApiToken(_) => None,
         }
     }
 
@@ -295,7 +298,7 @@ impl Session {
     pub async fn finish(self) {
         let visitor_id = match &self.principal {
             Principal::Visitor(visitor) => Some(visitor.id),
-            Principal::Agent(_) => None,
+            Principal::Agent(_) | Principal::ApiToken(_) => None,
         };
         let agent = self.agent_id().map(|id| (id, self.agent_sites.as_slice()));
         self.app.hub.unregister(
@@ -368,7 +371,7 @@ impl Session {
             (Principal::Visitor(visitor), None) => {
                 (Target::VisitorInbox { site: visitor.site.clone(), visitor_id: visitor.id }, visitor.site.clone())
             }
-            (Principal::Agent(_), None) => {
+            (Principal::Agent(_) | Principal::ApiToken(_), None) => {
                 return refuse(out, ErrorCode::InvalidField, "conversation_id: required for agents");
             }
             (_, Some(conversation_id)) => {
@@ -389,23 +392,9 @@ impl Session {
                 }
             }
         };
-        let site = match self.app.sites.get(&site_key).await {
-            Ok(Some(site)) => site,
-            Ok(None) => {
-                return refuse(out, ErrorCode::NotFound, "the conversation's site no longer exists");
-            }
-            Err(error) => {
-                tracing::error!(trace_id, %error, "loading a site failed");
-                return refuse(out, ErrorCode::Internal, "internal error; retry with the same client_id");
-            }
-        };
-        let text = match site.filter.filter(&text) {
-            Filtered::Clean => text,
-            Filtered::Masked(masked) => masked,
-            Filtered::Rejected => {
-                tracing::debug!(trace_id, "send rejected by the word filter");
-                return refuse(out, ErrorCode::RejectedContent, "the message contains words this site does not accept");
-            }
+        let (site, text) = match filter_for_site(&self.app, &site_key, text, trace_id).await {
+            Ok(filtered) => filtered,
+            Err(refusal) => return refuse(out, refusal.code, refusal.message),
         };
         // Used only if this message starts a conversation.
         let route_to_team = if self.principal.is_visitor() && !site.routing.is_empty() {
@@ -653,6 +642,49 @@ impl Session {
     }
 }
 
+/// Why a message is refused before it reaches the writer.
+#[derive(Debug)]
+pub struct SendRefusal {
+    pub code: ErrorCode,
+    pub message: &'static str,
+}
+
+/// Applies the word filter of the conversation's site to a validated text: the site and the text
+/// to store (masked where the site masks), or a refusal. Sockets and the HTTP API both send
+/// through here, so a message is filtered the same way whichever way it comes.
+pub async fn filter_for_site(
+    app: &AppState,
+    site_key: &str,
+    text: String,
+    trace_id: u64,
+) -> Result<(Arc<SiteRuntime>, String), SendRefusal> {
+    let site = match app.sites.get(site_key).await {
+        Ok(Some(site)) => site,
+        Ok(None) => {
+            return Err(SendRefusal { code: ErrorCode::NotFound, message: "the conversation's site no longer exists" });
+        }
+        Err(error) => {
+            tracing::error!(trace_id, %error, "loading a site failed");
+            return Err(SendRefusal {
+                code: ErrorCode::Internal,
+                message: "internal error; retry with the same client_id",
+            });
+        }
+    };
+    let text = match site.filter.filter(&text) {
+        Filtered::Clean => text,
+        Filtered::Masked(masked) => masked,
+        Filtered::Rejected => {
+            tracing::debug!(trace_id, "send rejected by the word filter");
+            return Err(SendRefusal {
+                code: ErrorCode::RejectedContent,
+                message: "the message contains words this site does not accept",
+            });
+        }
+    };
+    Ok((site, text))
+}
+
 pub fn error_frame(code: ErrorCode, message: &str, client_id: Option<&str>) -> Bytes {
     ServerFrame::Error { code, message, client_id }.encode()
 }
@@ -718,5 +750,11 @@ impl RateLimiter {
         } else {
             false
         }
+    }
+
+    /// How long until the bucket holds a whole token again (zero when it does now).
+    pub fn time_to_next(&self) -> Duration {
+        let missing = (1.0 - self.tokens).max(0.0);
+        Duration::from_secs_f32(missing / self.rate.max(f32::MIN_POSITIVE))
     }
 }

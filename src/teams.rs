@@ -14,7 +14,7 @@ pub const MAX_NAME_CHARS: usize = 100;
 /// Most members of one team.
 pub const MAX_MEMBERS: usize = 1000;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Team {
     pub id: u64,
     pub site: String,

@@ -80,6 +80,8 @@ pub enum VisitorError {
     InvalidSignature,
     #[error("this visitor is blocked")]
     Blocked,
+    #[error("no such visitor")]
+    NotFound,
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -126,6 +128,47 @@ fn validate(request: &SessionRequest) -> Result<(), VisitorError> {
         }
     }
     Ok(())
+}
+
+/// Changes a visitor's attributes: each key given a value is set, each given `null` removed.
+/// The same limits apply as to attributes a visitor's session sends.
+pub async fn update_attributes(
+    store: &Store,
+    visitor_id: u64,
+    changes: BTreeMap<String, serde_json::Value>,
+) -> Result<Visitor, VisitorError> {
+    if changes.len() > MAX_ATTRIBUTES {
+        return Err(VisitorError::Invalid(format!("attributes: at most {MAX_ATTRIBUTES} keys")));
+    }
+    for (key, value) in &changes {
+        if key.trim().is_empty() {
+            return Err(VisitorError::Invalid("attributes key: must not be empty".into()));
+        }
+        check_length("attributes key", key)?;
+        check_length("attributes value", &value.to_string())?;
+    }
+    store
+        .write(move |context| {
+            let mut visitors = context.transaction.open_table(tables::VISITORS)?;
+            let Some(mut visitor) =
+                visitors.get(visitor_id)?.map(|value| decode_json::<Visitor>(value.value())).transpose()?
+            else {
+                return Ok(Err(VisitorError::NotFound));
+            };
+            for (key, value) in changes {
+                if value.is_null() {
+                    visitor.attributes.remove(&key);
+                } else {
+                    visitor.attributes.insert(key, value);
+                }
+            }
+            if visitor.attributes.len() > MAX_ATTRIBUTES {
+                return Ok(Err(VisitorError::Invalid(format!("attributes: at most {MAX_ATTRIBUTES} keys in all"))));
+            }
+            visitors.insert(visitor_id, encode_json(&visitor).as_slice())?;
+            Ok(Ok(visitor))
+        })
+        .await
 }
 
 /// Longest URL in a page view, in characters.

@@ -7,6 +7,7 @@
 //! ([`AdminPost`]), and every change is written to the audit log.
 
 mod agents;
+mod api_tokens;
 mod audit_log;
 mod blocked;
 mod canned_replies;
@@ -79,6 +80,9 @@ admin_routes! {
     POST "/admin/blocked/addresses" => blocked::block_address,
     POST "/admin/blocked/addresses/unblock" => blocked::unblock_address,
     GET "/admin/audit" => audit_log::list,
+    GET "/admin/api-tokens" => api_tokens::list,
+    POST "/admin/api-tokens" => api_tokens::create,
+    POST "/admin/api-tokens/{id}/revoke" => api_tokens::revoke,
 }
 
 /// What every admin page shows around its content.
@@ -98,6 +102,7 @@ pub const SECTIONS: &[(&str, &str, &str)] = &[
     ("teams", "/admin/teams", "Teams & routing"),
     ("canned", "/admin/canned-replies", "Canned replies"),
     ("blocked", "/admin/blocked", "Blocked"),
+    ("api-tokens", "/admin/api-tokens", "API tokens"),
     ("audit", "/admin/audit", "Audit log"),
 ];
 

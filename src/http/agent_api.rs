@@ -180,6 +180,6 @@ pub async fn logout(
 pub async fn me(Caller(principal): Caller) -> Result<axum::Json<AgentView>, ApiError> {
     match principal {
         Principal::Agent(agent) => Ok(axum::Json(AgentView::from(&agent))),
-        Principal::Visitor(_) => Err(ApiError::Forbidden("agents only".into())),
+        Principal::Visitor(_) | Principal::ApiToken(_) => Err(ApiError::Forbidden("agents only".into())),
     }
 }

@@ -3,7 +3,9 @@
 //! transfer, reopen, block, canned replies and teams.
 //!
 //! Every handler checks the caller's sites: an agent sees and changes only what belongs to the
-//! sites they serve, and anything else answers 404, so ids cannot be probed.
+//! sites they serve, and anything else answers 404, so ids cannot be probed. The handlers that
+//! API tokens may use take any staff caller (see `extract::staff_only`); a token sees only its
+//! site and gets 403 for anything of another.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -14,7 +16,7 @@ use redb::ReadableTableMetadata;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::extract::{Caller, Json, admin_only};
+use super::extract::{Caller, Json, OptionalJson, admin_only, agent_only, outside_scope, require_site, staff_only};
 use crate::agents::{self, Agent, Role};
 use crate::audit;
 use crate::blocking::{self, BlockError};
@@ -67,13 +69,6 @@ impl From<BlockError> for ApiError {
     }
 }
 
-fn agent_of(principal: Principal) -> Result<Agent, ApiError> {
-    match principal {
-        Principal::Agent(agent) => Ok(agent),
-        Principal::Visitor(_) => Err(ApiError::Forbidden("agents only".into())),
-    }
-}
-
 /// Refuses a visitor session or socket from an address blocked on the site.
 pub async fn refuse_blocked_address(app: &AppState, site: &str, ip: IpAddr) -> Result<(), ApiError> {
     let (site, address) = (site.to_owned(), ip.to_string());
@@ -86,7 +81,7 @@ pub async fn refuse_blocked_address(app: &AppState, site: &str, ip: IpAddr) -> R
 // ---------------------------------------------------------------------------------------------
 // Agents
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AgentListed {
     id: u64,
     name: String,
@@ -97,19 +92,19 @@ pub struct AgentListed {
 }
 
 /// `GET /api/v1/agents`: the agents who share a site with the caller, with their presence.
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents and teams",
+    responses((status = 200, description = "The agents of the token's site (admins serve every site)", body = Vec<AgentListed>), super::openapi::CommonErrors))]
 pub async fn list_agents(
     State(app): State<AppState>,
     Caller(principal): Caller,
 ) -> Result<axum::Json<Vec<AgentListed>>, ApiError> {
-    let caller = agent_of(principal)?;
+    let caller = staff_only(principal)?;
     let all = app.store.read(agents::list).await?;
     let listed = all
         .into_iter()
         .filter(|agent| !agent.disabled)
         .filter(|agent| {
-            caller.role == Role::Admin
-                || agent.role == Role::Admin
-                || agent.sites.iter().any(|site| caller.serves_site(site))
+            caller.is_admin() || agent.role == Role::Admin || agent.sites.iter().any(|site| caller.serves_site(site))
         })
         .map(|agent| AgentListed {
             presence: app.router.presence_of(agent.id),
@@ -126,10 +121,18 @@ pub async fn list_agents(
 // ---------------------------------------------------------------------------------------------
 // Conversation lists
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `queued`, `open` (the default: queued and assigned), `closed`, or `mine` (agents only).
     pub state: Option<String>,
+    /// Only this site's conversations.
+    pub site: Option<String>,
+    /// Only conversations assigned to this agent.
+    pub agent_id: Option<u64>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<u64>,
+    /// 1 to 200; 50 when left out.
     pub limit: Option<usize>,
 }
 
@@ -142,24 +145,26 @@ enum ListState {
 }
 
 /// A conversation in a console list: its view plus what the list draws.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ListedConversation {
     #[serde(flatten)]
     conversation: ConversationView,
     team: Option<u64>,
     visitor_name: String,
-    /// The highest sequence the calling agent has read.
-    read_seq: u64,
+    /// The highest sequence the calling agent has read; absent for API tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_seq: Option<u64>,
 }
 
-#[derive(Serialize, Default)]
+/// Open conversations of the caller's sites (of `site` when given), by list.
+#[derive(Serialize, Default, utoipa::ToSchema)]
 pub struct ListCounts {
     queued: usize,
     mine: usize,
     open: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ConversationList {
     conversations: Vec<ListedConversation>,
     /// Pass as `cursor` for the next page; `null` at the end.
@@ -167,12 +172,18 @@ pub struct ConversationList {
     counts: ListCounts,
 }
 
-/// `GET /api/v1/conversations?state=queued|mine|open|closed&cursor=ID&limit=N`, newest first.
-pub async fn list_by_state(app: AppState, caller: Agent, query: ListQuery) -> Result<ConversationList, ApiError> {
+/// `GET /api/v1/conversations?state=queued|mine|open|closed&site=&agent_id=&cursor=ID&limit=N`,
+/// newest first.
+pub async fn list_by_state(app: AppState, caller: Principal, query: ListQuery) -> Result<ConversationList, ApiError> {
+    let caller_agent_id = match &caller {
+        Principal::Agent(agent) => Some(agent.id),
+        _ => None,
+    };
     let state = match query.state.as_deref() {
         Some("queued") => ListState::Queued,
-        Some("mine") => ListState::Mine,
-        Some("open") => ListState::Open,
+        Some("mine") if caller_agent_id.is_some() => ListState::Mine,
+        Some("mine") => return Err(ApiError::Unprocessable("state: mine is for agents; use agent_id".into())),
+        None | Some("open") => ListState::Open,
         Some("closed") => ListState::Closed,
         _ => return Err(ApiError::Unprocessable("state: must be queued, mine, open or closed".into())),
     };
@@ -180,23 +191,30 @@ pub async fn list_by_state(app: AppState, caller: Agent, query: ListQuery) -> Re
     if limit == 0 || limit > MAX_LIST_PAGE {
         return Err(ApiError::Unprocessable(format!("limit: must be 1 to {MAX_LIST_PAGE}")));
     }
+    if let Some(site) = &query.site {
+        require_site(&caller, site, "site")?;
+    }
     let cursor = query.cursor.unwrap_or(u64::MAX);
-    let agent = caller.clone();
+    let (site_filter, agent_filter) = (query.site, query.agent_id);
     let found = app
         .store
         .read(move |transaction| {
-            let open: Vec<Conversation> = conversations::list_open(transaction)?
-                .into_iter()
-                .filter(|conversation| agent.serves_site(&conversation.site))
-                .collect();
-            let mine = |conversation: &Conversation| conversation.assigned_agent == Some(agent.id);
+            let in_scope = |conversation: &Conversation| {
+                caller.serves_site(&conversation.site)
+                    && site_filter.as_deref().is_none_or(|site| site == conversation.site)
+                    && agent_filter.is_none_or(|agent_id| conversation.assigned_agent == Some(agent_id))
+            };
+            let open: Vec<Conversation> = conversations::list_open(transaction)?.into_iter().filter(in_scope).collect();
+            let mine = |conversation: &Conversation| {
+                caller_agent_id.is_some() && conversation.assigned_agent == caller_agent_id
+            };
             let counts = ListCounts {
                 queued: open.iter().filter(|c| c.status == ConversationStatus::Queued).count(),
                 mine: open.iter().filter(|c| mine(c)).count(),
                 open: open.len(),
             };
             let (mut page, next_cursor) = if state == ListState::Closed {
-                closed_page(transaction, &agent, cursor, limit)?
+                closed_page(transaction, &in_scope, cursor, limit)?
             } else {
                 let mut chosen: Vec<Conversation> = open
                     .into_iter()
@@ -217,10 +235,15 @@ pub async fn list_by_state(app: AppState, caller: Agent, query: ListQuery) -> Re
             let visitor_table = transaction.open_table(tables::VISITORS)?;
             let mut listed = Vec::with_capacity(page.len());
             for conversation in page.drain(..) {
-                let read_seq = positions
-                    .get((conversation.id, SenderKind::Agent.code(), agent.id))?
-                    .map(|value| value.value())
-                    .unwrap_or(0);
+                let read_seq = match caller_agent_id {
+                    Some(agent_id) => Some(
+                        positions
+                            .get((conversation.id, SenderKind::Agent.code(), agent_id))?
+                            .map(|value| value.value())
+                            .unwrap_or(0),
+                    ),
+                    None => None,
+                };
                 let visitor: Option<Visitor> =
                     visitor_table.get(conversation.visitor_id)?.map(|value| decode_json(value.value())).transpose()?;
                 listed.push((conversation, read_seq, visitor.map(|visitor| visitors::display_name(&visitor))));
@@ -242,10 +265,10 @@ pub async fn list_by_state(app: AppState, caller: Agent, query: ListQuery) -> Re
     Ok(ConversationList { conversations, next_cursor, counts })
 }
 
-/// Closed conversations of the agent's sites with ids below `cursor`, newest first.
+/// Closed conversations `in_scope` with ids below `cursor`, newest first.
 fn closed_page(
     transaction: &redb::ReadTransaction,
-    agent: &Agent,
+    in_scope: &dyn Fn(&Conversation) -> bool,
     cursor: u64,
     limit: usize,
 ) -> Result<(Vec<Conversation>, Option<u64>), StorageError> {
@@ -258,7 +281,7 @@ fn closed_page(
         n_scanned += 1;
         last_scanned = Some(key.value());
         let conversation: Conversation = decode_json(value.value())?;
-        if conversation.status == ConversationStatus::Closed && agent.serves_site(&conversation.site) {
+        if conversation.status == ConversationStatus::Closed && in_scope(&conversation) {
             found.push(conversation);
             if found.len() > limit {
                 break;
@@ -286,44 +309,54 @@ pub async fn online_visitors(
     State(app): State<AppState>,
     Caller(principal): Caller,
 ) -> Result<axum::Json<Vec<OnlineVisitorView>>, ApiError> {
-    let agent = agent_of(principal)?;
+    let agent = agent_only(principal)?;
     Ok(axum::Json(app.online_visitors.list(|site| agent.serves_site(site))))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct VisitorProfile {
     id: u64,
     site: String,
     name: String,
     email: Option<String>,
     user_id: Option<String>,
+    #[schema(value_type = Object)]
     attributes: BTreeMap<String, serde_json::Value>,
     blocked: bool,
     n_sessions: u64,
     returning: bool,
+    #[schema(value_type = Option<Object>)]
     last_page: Option<PageView>,
     created_at: i64,
     last_seen_at: i64,
     /// Present while the visitor is online.
+    #[schema(value_type = Option<Object>)]
     online: Option<OnlineVisitorView>,
 }
 
-async fn served_visitor(app: &AppState, agent: &Agent, visitor_id: u64) -> Result<Visitor, ApiError> {
+async fn served_visitor(app: &AppState, caller: &Principal, visitor_id: u64) -> Result<Visitor, ApiError> {
     let visitor = app.store.read(move |transaction| visitors::get(transaction, visitor_id)).await?;
-    visitor
-        .filter(|visitor| agent.serves_site(&visitor.site))
-        .ok_or_else(|| ApiError::NotFound("no such visitor".into()))
+    let visitor = visitor.ok_or_else(|| ApiError::NotFound("no such visitor".into()))?;
+    require_site(caller, &visitor.site, "visitor")?;
+    Ok(visitor)
 }
 
 /// `GET /api/v1/visitors/{id}`: profile, attributes and whether the visitor is online.
+#[utoipa::path(get, path = "/api/v1/visitors/{id}", tag = "visitors",
+    params(("id" = u64, Path, description = "The visitor's id")),
+    responses((status = 200, description = "The visitor's profile", body = VisitorProfile), super::openapi::CommonErrors))]
 pub async fn visitor_profile(
     State(app): State<AppState>,
     Caller(principal): Caller,
     Path(visitor_id): Path<u64>,
 ) -> Result<axum::Json<VisitorProfile>, ApiError> {
-    let agent = agent_of(principal)?;
-    let visitor = served_visitor(&app, &agent, visitor_id).await?;
-    Ok(axum::Json(VisitorProfile {
+    let caller = staff_only(principal)?;
+    let visitor = served_visitor(&app, &caller, visitor_id).await?;
+    Ok(axum::Json(profile_of(&app, visitor)))
+}
+
+fn profile_of(app: &AppState, visitor: Visitor) -> VisitorProfile {
+    VisitorProfile {
         name: visitors::display_name(&visitor),
         online: app.online_visitors.get(visitor.id),
         id: visitor.id,
@@ -337,7 +370,25 @@ pub async fn visitor_profile(
         last_page: visitor.last_page,
         created_at: visitor.created_at,
         last_seen_at: visitor.last_seen_at,
-    }))
+    }
+}
+
+/// `PATCH /api/v1/visitors/{id}/attributes` `{"plan": "pro", "old_key": null}`: sets each key,
+/// removes those given `null`, and keeps the rest.
+#[utoipa::path(patch, path = "/api/v1/visitors/{id}/attributes", tag = "visitors",
+    params(("id" = u64, Path, description = "The visitor's id")),
+    request_body(content = Object, description = "Keys to set (JSON values) or remove (`null`)"),
+    responses((status = 200, description = "The visitor's profile after the change", body = VisitorProfile), super::openapi::CommonErrors))]
+pub async fn update_visitor_attributes(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(visitor_id): Path<u64>,
+    Json(changes): Json<BTreeMap<String, serde_json::Value>>,
+) -> Result<axum::Json<VisitorProfile>, ApiError> {
+    let caller = staff_only(principal)?;
+    served_visitor(&app, &caller, visitor_id).await?;
+    let visitor = visitors::update_attributes(&app.store, visitor_id, changes).await?;
+    Ok(axum::Json(profile_of(&app, visitor)))
 }
 
 /// `GET /api/v1/visitors/{id}/conversations`: the visitor's conversations, newest first.
@@ -346,7 +397,7 @@ pub async fn visitor_conversations(
     Caller(principal): Caller,
     Path(visitor_id): Path<u64>,
 ) -> Result<axum::Json<Vec<ConversationView>>, ApiError> {
-    let agent = agent_of(principal)?;
+    let agent = Principal::Agent(agent_only(principal)?);
     served_visitor(&app, &agent, visitor_id).await?;
     let mut found = app.store.read(move |transaction| conversations::of_visitor(transaction, visitor_id)).await?;
     found.reverse();
@@ -360,8 +411,8 @@ pub async fn start_conversation(
     Caller(principal): Caller,
     Path(visitor_id): Path<u64>,
 ) -> Result<(StatusCode, axum::Json<ConversationView>), ApiError> {
-    let agent = agent_of(principal)?;
-    let visitor = served_visitor(&app, &agent, visitor_id).await?;
+    let agent = agent_only(principal)?;
+    let visitor = served_visitor(&app, &Principal::Agent(agent.clone()), visitor_id).await?;
     if visitor.blocked {
         return Err(ApiError::Conflict("the visitor is blocked".into()));
     }
@@ -369,7 +420,7 @@ pub async fn start_conversation(
     Ok((StatusCode::CREATED, axum::Json(conversation.view(app.store.epoch()))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockRequest {
     /// Also block the visitor's current address on the site.
@@ -377,7 +428,7 @@ pub struct BlockRequest {
     ip: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BlockAnswer {
     visitor_id: u64,
     blocked: bool,
@@ -385,14 +436,18 @@ pub struct BlockAnswer {
 }
 
 /// `POST /api/v1/visitors/{id}/block` `{"ip": true}`: blocks the visitor (and their address).
+#[utoipa::path(post, path = "/api/v1/visitors/{id}/block", tag = "visitors",
+    params(("id" = u64, Path, description = "The visitor's id")),
+    request_body = BlockRequest,
+    responses((status = 200, description = "The visitor is blocked and disconnected", body = BlockAnswer), super::openapi::CommonErrors))]
 pub async fn block_visitor(
     State(app): State<AppState>,
     Caller(principal): Caller,
     Path(visitor_id): Path<u64>,
     Json(request): Json<BlockRequest>,
 ) -> Result<axum::Json<BlockAnswer>, ApiError> {
-    let agent = agent_of(principal)?;
-    let visitor = served_visitor(&app, &agent, visitor_id).await?;
+    let caller = staff_only(principal)?;
+    let visitor = served_visitor(&app, &caller, visitor_id).await?;
     let ip = if request.ip {
         let online = app.online_visitors.get(visitor_id).filter(|online| !online.ip.is_empty());
         match online {
@@ -406,21 +461,50 @@ pub async fn block_visitor(
     };
     blocking::block_visitor(&app.store, visitor_id, ip.clone()).await?;
     blocking::disconnect(&app.hub, &app.online_visitors, &visitor.site, visitor_id, ip.as_deref());
-    tracing::info!(visitor_id, agent_id = agent.id, by_ip = ip.is_some(), "visitor blocked");
+    let by = caller.sender();
+    tracing::info!(visitor_id, by_kind = ?by.kind, by_id = by.id, by_ip = ip.is_some(), "visitor blocked");
     Ok(axum::Json(BlockAnswer { visitor_id, blocked: true, ip }))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Conversation actions
 
-async fn served_conversation(app: &AppState, agent: &Agent, conversation_id: u64) -> Result<Conversation, ApiError> {
+/// A conversation the caller may see: 404 when there is none, and see [`outside_scope`] when it
+/// belongs to a site the caller does not serve.
+pub async fn served_conversation(
+    app: &AppState,
+    caller: &Principal,
+    conversation_id: u64,
+) -> Result<Conversation, ApiError> {
     let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
-    conversation
-        .filter(|conversation| agent.serves_site(&conversation.site))
-        .ok_or_else(|| ApiError::NotFound("no such conversation".into()))
+    let conversation = conversation.ok_or_else(|| ApiError::NotFound("no such conversation".into()))?;
+    if !caller.can_access(&conversation) {
+        return Err(outside_scope(caller, "conversation"));
+    }
+    Ok(conversation)
 }
 
-#[derive(Deserialize)]
+/// Refuses an agent (not an admin) changing a conversation another agent holds; API tokens act
+/// for the whole site.
+pub fn check_holder(caller: &Principal, conversation: &Conversation) -> Result<(), ApiError> {
+    if let Principal::Agent(agent) = caller
+        && conversation.assigned_agent.is_some_and(|holder| holder != agent.id)
+        && agent.role != Role::Admin
+    {
+        return Err(ApiError::Forbidden("another agent holds this conversation".into()));
+    }
+    Ok(())
+}
+
+/// An enabled agent who serves `site`, or 422 naming `field`.
+pub async fn agent_serving(app: &AppState, agent_id: u64, site: &str, field: &str) -> Result<Agent, ApiError> {
+    let target = app.store.read(move |transaction| agents::get(transaction, agent_id)).await?;
+    target
+        .filter(|target| !target.disabled && target.serves_site(site))
+        .ok_or_else(|| ApiError::Unprocessable(format!("{field}: no such agent serves this conversation's site")))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     agent_id: Option<u64>,
@@ -430,13 +514,17 @@ pub struct TransferRequest {
 
 /// `POST /api/v1/conversations/{id}/transfer` `{"agent_id": 3}` or `{"team_id": 1}`, with an
 /// optional `note` that becomes an internal note.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/transfer", tag = "conversations",
+    params(("id" = u64, Path, description = "The conversation's id")),
+    request_body = TransferRequest,
+    responses((status = 200, description = "The transferred conversation", body = ConversationView), super::openapi::CommonErrors))]
 pub async fn transfer(
     State(app): State<AppState>,
     Caller(principal): Caller,
     Path(conversation_id): Path<u64>,
     Json(request): Json<TransferRequest>,
 ) -> Result<axum::Json<ConversationView>, ApiError> {
-    let agent = agent_of(principal)?;
+    let caller = staff_only(principal)?;
     let note = match request.note.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(note) if note.chars().count() > conversation_actions::MAX_NOTE_CHARS => {
@@ -447,17 +535,12 @@ pub async fn transfer(
         }
         Some(note) => Some(note.to_owned()),
     };
-    let conversation = served_conversation(&app, &agent, conversation_id).await?;
-    if conversation.assigned_agent.is_some_and(|holder| holder != agent.id) && agent.role != Role::Admin {
-        return Err(ApiError::Forbidden("another agent holds this conversation".into()));
-    }
+    let conversation = served_conversation(&app, &caller, conversation_id).await?;
+    check_holder(&caller, &conversation)?;
     let site = conversation.site.clone();
     let target = match (request.agent_id, request.team_id) {
         (Some(agent_id), None) => {
-            let target = app.store.read(move |transaction| agents::get(transaction, agent_id)).await?;
-            if !target.is_some_and(|target| !target.disabled && target.serves_site(&site)) {
-                return Err(ApiError::Unprocessable("agent_id: no such agent serves this conversation's site".into()));
-            }
+            agent_serving(&app, agent_id, &site, "agent_id").await?;
             TransferTarget::Agent(agent_id)
         }
         (None, Some(team_id)) => {
@@ -469,27 +552,50 @@ pub async fn transfer(
         }
         _ => return Err(ApiError::Unprocessable("give exactly one of agent_id and team_id".into())),
     };
-    let conversation = conversation_actions::transfer(&app.store, conversation_id, target, note, &agent).await?;
+    let conversation =
+        conversation_actions::transfer(&app.store, conversation_id, target, note, caller.sender()).await?;
     Ok(axum::Json(conversation.view(app.store.epoch())))
 }
 
-/// `POST /api/v1/conversations/{id}/reopen`: reopens a closed conversation, assigned to the caller.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReopenRequest {
+    /// Who gets the reopened conversation; an agent calling may leave it out to keep it.
+    agent_id: Option<u64>,
+}
+
+/// `POST /api/v1/conversations/{id}/reopen` (optional `{"agent_id": 3}`): reopens a closed
+/// conversation, assigned to the calling agent or the one named.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/reopen", tag = "conversations",
+    params(("id" = u64, Path, description = "The conversation's id")),
+    request_body(content = Option<ReopenRequest>, description = "Required for API tokens, which name the agent"),
+    responses((status = 200, description = "The reopened conversation", body = ConversationView), super::openapi::CommonErrors))]
 pub async fn reopen(
     State(app): State<AppState>,
     Caller(principal): Caller,
     Path(conversation_id): Path<u64>,
+    OptionalJson(request): OptionalJson<ReopenRequest>,
 ) -> Result<axum::Json<ConversationView>, ApiError> {
-    let agent = agent_of(principal)?;
-    served_conversation(&app, &agent, conversation_id).await?;
-    let conversation = conversation_actions::reopen(&app.store, conversation_id, agent.id).await?;
+    let caller = staff_only(principal)?;
+    let conversation = served_conversation(&app, &caller, conversation_id).await?;
+    let agent_id = match (request.unwrap_or_default().agent_id, &caller) {
+        (Some(agent_id), _) => agent_serving(&app, agent_id, &conversation.site, "agent_id").await?.id,
+        (None, Principal::Agent(agent)) => agent.id,
+        (None, _) => {
+            return Err(ApiError::Unprocessable("agent_id: required: who gets the reopened conversation".into()));
+        }
+    };
+    let conversation = conversation_actions::reopen(&app.store, conversation_id, agent_id).await?;
     Ok(axum::Json(conversation.view(app.store.epoch())))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Canned replies
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SiteQuery {
+    /// One site's key.
     site: Option<String>,
 }
 
@@ -499,7 +605,7 @@ pub async fn list_canned_replies(
     Caller(principal): Caller,
     Query(query): Query<SiteQuery>,
 ) -> Result<axum::Json<Vec<CannedReply>>, ApiError> {
-    let agent = agent_of(principal)?;
+    let agent = agent_only(principal)?;
     let site = query.site.ok_or_else(|| ApiError::Unprocessable("site: required".into()))?;
     if !agent.serves_site(&site) {
         return Err(ApiError::NotFound("no such site".into()));
@@ -570,16 +676,22 @@ pub async fn delete_canned_reply(
 // Teams
 
 /// `GET /api/v1/teams?site=KEY`: the teams of the caller's sites (one site when given).
+#[utoipa::path(get, path = "/api/v1/teams", tag = "agents and teams",
+    params(SiteQuery),
+    responses((status = 200, description = "The teams, by id", body = Vec<Team>), super::openapi::CommonErrors))]
 pub async fn list_teams(
     State(app): State<AppState>,
     Caller(principal): Caller,
     Query(query): Query<SiteQuery>,
 ) -> Result<axum::Json<Vec<Team>>, ApiError> {
-    let agent = agent_of(principal)?;
+    let caller = staff_only(principal)?;
+    if let Some(site) = &query.site {
+        require_site(&caller, site, "site")?;
+    }
     let all = app.store.read(teams::list).await?;
     Ok(axum::Json(
         all.into_iter()
-            .filter(|team| agent.serves_site(&team.site))
+            .filter(|team| caller.serves_site(&team.site))
             .filter(|team| query.site.as_deref().is_none_or(|site| site == team.site))
             .collect(),
     ))

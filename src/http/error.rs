@@ -6,12 +6,27 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::agents::AgentError;
 use crate::sites::SiteError;
 use crate::storage::StorageError;
 use crate::visitors::VisitorError;
+
+/// The JSON shape of every error answer (documented in the OpenAPI document).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: `bad_request`, `unauthorized`, `invalid_credentials`, `forbidden`,
+    /// `origin_not_allowed`, `invalid_signature`, `not_found`, `conflict`, `too_large`,
+    /// `unsupported_type`, `invalid_field`, `rate_limited`, `unavailable`, `internal`.
+    pub code: String,
+    /// For people; names the field to fix where there is one.
+    pub message: String,
+}
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -84,8 +99,8 @@ impl IntoResponse for ApiError {
             tracing::error!(%cause, "request failed");
         }
         let (status, code, message) = self.parts();
-        let mut response =
-            (status, axum::Json(json!({ "error": { "code": code, "message": message } }))).into_response();
+        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message } };
+        let mut response = (status, axum::Json(body)).into_response();
         if let ApiError::TooManyRequests { retry_after_secs } = self {
             response.headers_mut().insert(header::RETRY_AFTER, retry_after_secs.into());
         }
@@ -104,6 +119,7 @@ impl From<VisitorError> for ApiError {
         match error {
             VisitorError::InvalidSignature => ApiError::InvalidSignature,
             VisitorError::Blocked => ApiError::Forbidden("this visitor is blocked".into()),
+            VisitorError::NotFound => ApiError::NotFound(error.to_string()),
             VisitorError::Invalid(message) => ApiError::Unprocessable(message),
             VisitorError::Storage(error) => error.into(),
         }

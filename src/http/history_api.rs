@@ -1,8 +1,8 @@
 //! Search and export over HTTP, for agents and admins.
 //!
 //! `GET /api/v1/search` answers a page of hits, newest first, with a cursor for the next one.
-//! `GET /api/v1/export` streams CSV or JSON Lines. Agents see only their sites; admins see all;
-//! visitors get 403.
+//! `GET /api/v1/export` streams CSV or JSON Lines. Agents see only their sites, API tokens their
+//! one site; admins see all; visitors get 403.
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -11,8 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::extract::Caller;
-use crate::agents::{Agent, Role};
+use super::extract::{Caller, staff_only};
 use crate::conversations::ConversationStatus;
 use crate::export::{self, ExportFormat, ExportRequest};
 use crate::principal::Principal;
@@ -23,26 +22,43 @@ use crate::server::AppState;
 const DEFAULT_LIMIT: usize = 20;
 
 /// Every parameter arrives as text, so a wrong one gets a 422 that names it.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
+    /// Words to find (required).
     q: Option<String>,
+    /// Only this site's messages.
     site: Option<String>,
+    /// Only conversations of this agent id.
     agent: Option<String>,
+    /// Only this visitor id's conversations.
     visitor: Option<String>,
+    /// From this day (YYYY-MM-DD, UTC).
     from: Option<String>,
+    /// Up to this day (YYYY-MM-DD, UTC).
     to: Option<String>,
+    /// `queued`, `assigned` or `closed`.
     state: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// 1 to 100; 20 when left out.
     limit: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportParams {
+    /// First day (YYYY-MM-DD, UTC; required).
     from: Option<String>,
+    /// Last day (YYYY-MM-DD, UTC; required).
     to: Option<String>,
+    /// Only this site's messages.
     site: Option<String>,
+    /// Only conversations of this agent id.
     agent: Option<String>,
+    /// `csv` (the default) or `jsonl`.
     format: Option<String>,
+    /// `true` starts a CSV with a byte-order mark (for spreadsheet programs).
     bom: Option<String>,
 }
 
@@ -55,21 +71,15 @@ impl From<SearchError> for ApiError {
     }
 }
 
-fn agent_of(principal: Principal) -> Result<Agent, ApiError> {
-    match principal {
-        Principal::Agent(agent) => Ok(agent),
-        Principal::Visitor(_) => Err(ApiError::Forbidden("agents only".into())),
-    }
-}
-
-/// The sites an agent may see (`None`: all), after checking the requested one.
-fn visible_sites(agent: &Agent, site: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
+/// The sites the caller may see (`None`: all), after checking the requested one.
+fn visible_sites(principal: Principal, site: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
+    let caller = staff_only(principal)?;
     if let Some(site) = site
-        && !agent.serves_site(site)
+        && !caller.serves_site(site)
     {
         return Err(ApiError::Forbidden(format!("you do not serve site {site}")));
     }
-    Ok(if agent.role == Role::Admin { None } else { Some(agent.sites.clone()) })
+    Ok(caller.visible_sites())
 }
 
 fn number(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
@@ -94,14 +104,16 @@ fn non_empty(value: Option<String>) -> Option<String> {
 }
 
 /// `GET /api/v1/search?q=...&site=&agent=&visitor=&from=&to=&state=&cursor=&limit=`
+#[utoipa::path(get, path = "/api/v1/search", tag = "search and export",
+    params(SearchParams),
+    responses((status = 200, description = "A page of hits, newest first", body = SearchPage), super::openapi::CommonErrors))]
 pub async fn search(
     State(app): State<AppState>,
     Caller(principal): Caller,
     Query(params): Query<SearchParams>,
 ) -> Result<axum::Json<SearchPage>, ApiError> {
-    let agent = agent_of(principal)?;
     let site = non_empty(params.site);
-    let visible_sites = visible_sites(&agent, site.as_deref())?;
+    let visible_sites = visible_sites(principal, site.as_deref())?;
     let query = params.q.unwrap_or_default();
     if query.trim().is_empty() {
         return Err(ApiError::Unprocessable("q: must not be empty".into()));
@@ -133,14 +145,20 @@ pub async fn search(
 }
 
 /// `GET /api/v1/export?from=YYYY-MM-DD&to=YYYY-MM-DD&site=&agent=&format=csv|jsonl&bom=true`
+#[utoipa::path(get, path = "/api/v1/export", tag = "search and export",
+    params(ExportParams),
+    responses(
+        (status = 200, description = "The messages of the date range, streamed", content(
+            (String = "text/csv"),
+            (String = "application/x-ndjson"))),
+        super::openapi::CommonErrors))]
 pub async fn export(
     State(app): State<AppState>,
     Caller(principal): Caller,
     Query(params): Query<ExportParams>,
 ) -> Result<Response, ApiError> {
-    let agent = agent_of(principal)?;
     let site = non_empty(params.site);
-    let visible_sites = visible_sites(&agent, site.as_deref())?;
+    let visible_sites = visible_sites(principal, site.as_deref())?;
     let (Some(from), Some(to)) = (non_empty(params.from), non_empty(params.to)) else {
         return Err(ApiError::Unprocessable("from and to: both are required (YYYY-MM-DD)".into()));
     };

@@ -1,8 +1,9 @@
 //! The knowledge base and the bot over HTTP: entries (list, create, update, delete, import,
 //! export) and each site's bot settings.
 //!
-//! Admins change; agents of the site may read entries; visitors get 403. Every change rebuilds
-//! the site's match index before answering, so the bot uses the new entries at once.
+//! Admins and the site's API tokens change entries; agents of the site may read them; visitors
+//! get 403. Every change rebuilds the site's match index before answering, so the bot uses the
+//! new entries at once. Bot settings are for admins only.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -12,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{Caller, Json, admin_only};
-use crate::agents::Agent;
 use crate::audit;
 use crate::bot::{BotSettings, BotSettingsError, mask_secret};
 use crate::knowledge_base::formats::{self, Format};
@@ -22,9 +22,12 @@ use crate::principal::Principal;
 use crate::server::AppState;
 use crate::sites;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SiteQuery {
+    /// The site's key (required).
     site: Option<String>,
+    /// `csv` or `markdown` (import and export only).
     format: Option<String>,
 }
 
@@ -44,12 +47,37 @@ impl SiteQuery {
     }
 }
 
-/// The caller as an agent of `site` (admins serve every site), or 403.
-fn reader(principal: Principal, site: &str) -> Result<Agent, ApiError> {
+/// Checks that the caller may change `site`'s entries: an admin, or an API token of the site.
+fn writer(principal: &Principal, site: &str) -> Result<(), ApiError> {
     match principal {
-        Principal::Agent(agent) if agent.serves_site(site) => Ok(agent),
+        Principal::Agent(_) if principal.is_admin() => Ok(()),
+        Principal::ApiToken(_) => require_site_of(principal, site),
+        _ => Err(ApiError::Forbidden("admins only".into())),
+    }
+}
+
+/// Checks that the caller may read `site`'s entries: an agent of the site (admins serve every
+/// site) or an API token of the site.
+fn reader(principal: &Principal, site: &str) -> Result<(), ApiError> {
+    if principal.serves_site(site) {
+        return Ok(());
+    }
+    match principal {
+        Principal::ApiToken(_) => require_site_of(principal, site),
         _ => Err(ApiError::Forbidden("agents of this site only".into())),
     }
+}
+
+fn require_site_of(principal: &Principal, site: &str) -> Result<(), ApiError> {
+    super::extract::require_site(principal, site, "site")
+}
+
+/// The entry `id`, once the caller may change its site.
+async fn writable_entry(app: &AppState, principal: &Principal, id: u64) -> Result<KbEntry, ApiError> {
+    let entry = app.store.read(move |transaction| knowledge_base::get(transaction, id)).await?;
+    let entry = entry.ok_or_else(|| ApiError::NotFound("no such entry".into()))?;
+    writer(principal, &entry.site)?;
+    Ok(entry)
 }
 
 async fn require_site(app: &AppState, site: &str) -> Result<(), ApiError> {
@@ -65,98 +93,124 @@ fn entry_id(raw: &str) -> Result<u64, ApiError> {
 }
 
 /// `GET /api/v1/kb?site=KEY`: the site's entries, oldest first.
+#[utoipa::path(get, path = "/api/v1/kb", tag = "knowledge base",
+    params(SiteQuery),
+    responses((status = 200, description = "The site's entries, oldest first", body = Vec<KbEntry>), super::openapi::CommonErrors))]
 pub async fn list(
     State(app): State<AppState>,
     Caller(principal): Caller,
     Query(query): Query<SiteQuery>,
 ) -> Result<axum::Json<Vec<KbEntry>>, ApiError> {
     let site = query.site()?;
-    reader(principal, &site)?;
+    reader(&principal, &site)?;
     require_site(&app, &site).await?;
     let entries = app.store.read(move |transaction| knowledge_base::list(transaction, &site)).await?;
     Ok(axum::Json(entries))
 }
 
 /// `POST /api/v1/kb?site=KEY`: a new entry.
+#[utoipa::path(post, path = "/api/v1/kb", tag = "knowledge base",
+    params(SiteQuery),
+    request_body = EntryInput,
+    responses((status = 201, description = "The new entry", body = KbEntry), super::openapi::CommonErrors))]
 pub async fn create(
     State(app): State<AppState>,
     Caller(principal): Caller,
     Query(query): Query<SiteQuery>,
     Json(input): Json<EntryInput>,
 ) -> Result<(StatusCode, axum::Json<KbEntry>), ApiError> {
-    let admin = admin_only(principal)?;
     let site = query.site()?;
+    writer(&principal, &site)?;
     let input = input.validate()?;
     let mut created = knowledge_base::create_many(&app.store, site.clone(), vec![input]).await?;
     app.bot.knowledge().reload(&site).await?;
     let entry = created.pop().ok_or_else(|| ApiError::Internal("no entry was created".into()))?;
-    audit::record(&app.store, &admin, "kb.create", &format!("{site} #{}", entry.id), entry.questions.join(" | ")).await;
+    audit::record(&app.store, &principal, "kb.create", &format!("{site} #{}", entry.id), entry.questions.join(" | "))
+        .await;
     Ok((StatusCode::CREATED, axum::Json(entry)))
 }
 
 /// `PUT /api/v1/kb/{id}`: replaces an entry's questions, answer and category.
+#[utoipa::path(put, path = "/api/v1/kb/{id}", tag = "knowledge base",
+    params(("id" = u64, Path, description = "The entry's id")),
+    request_body = EntryInput,
+    responses((status = 200, description = "The changed entry", body = KbEntry), super::openapi::CommonErrors))]
 pub async fn update(
     State(app): State<AppState>,
     Caller(principal): Caller,
     Path(id): Path<String>,
     Json(input): Json<EntryInput>,
 ) -> Result<axum::Json<KbEntry>, ApiError> {
-    let admin = admin_only(principal)?;
     let id = entry_id(&id)?;
+    writable_entry(&app, &principal, id).await?;
     let input = input.validate()?;
     let entry = knowledge_base::update(&app.store, id, input).await?;
     app.bot.knowledge().reload(&entry.site).await?;
     let target = format!("{} #{}", entry.site, entry.id);
-    audit::record(&app.store, &admin, "kb.update", &target, entry.questions.join(" | ")).await;
+    audit::record(&app.store, &principal, "kb.update", &target, entry.questions.join(" | ")).await;
     Ok(axum::Json(entry))
 }
 
 /// `DELETE /api/v1/kb/{id}`
+#[utoipa::path(delete, path = "/api/v1/kb/{id}", tag = "knowledge base",
+    params(("id" = u64, Path, description = "The entry's id")),
+    responses((status = 204, description = "Deleted"), super::openapi::CommonErrors))]
 pub async fn delete(
     State(app): State<AppState>,
     Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let admin = admin_only(principal)?;
     let id = entry_id(&id)?;
+    writable_entry(&app, &principal, id).await?;
     let entry = knowledge_base::delete(&app.store, id).await?;
     app.bot.knowledge().reload(&entry.site).await?;
     let target = format!("{} #{}", entry.site, entry.id);
-    audit::record(&app.store, &admin, "kb.delete", &target, entry.questions.join(" | ")).await;
+    audit::record(&app.store, &principal, "kb.delete", &target, entry.questions.join(" | ")).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Imported {
     imported: usize,
 }
 
 /// `POST /api/v1/kb/import?site=KEY&format=csv|markdown`: adds every entry of the file, or none.
+#[utoipa::path(post, path = "/api/v1/kb/import", tag = "knowledge base",
+    params(SiteQuery),
+    request_body(content = String, content_type = "text/csv", description = "CSV (question, answer, category) or Markdown (format=markdown)"),
+    responses((status = 200, description = "How many entries were added", body = Imported), super::openapi::CommonErrors))]
 pub async fn import(
     State(app): State<AppState>,
     Caller(principal): Caller,
     Query(query): Query<SiteQuery>,
     body: Bytes,
 ) -> Result<axum::Json<Imported>, ApiError> {
-    let admin = admin_only(principal)?;
     let site = query.site()?;
+    writer(&principal, &site)?;
     let format = query.format()?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::Unprocessable("body: must be UTF-8 text".into()))?;
     let inputs = formats::import(format, text)?;
     let created = knowledge_base::create_many(&app.store, site.clone(), inputs).await?;
     app.bot.knowledge().reload(&site).await?;
-    audit::record(&app.store, &admin, "kb.import", &site, format!("{} entries", created.len())).await;
+    audit::record(&app.store, &principal, "kb.import", &site, format!("{} entries", created.len())).await;
     Ok(axum::Json(Imported { imported: created.len() }))
 }
 
 /// `GET /api/v1/kb/export?site=KEY&format=csv|markdown`
+#[utoipa::path(get, path = "/api/v1/kb/export", tag = "knowledge base",
+    params(SiteQuery),
+    responses(
+        (status = 200, description = "The site's entries as a file", content(
+            (String = "text/csv"),
+            (String = "text/markdown"))),
+        super::openapi::CommonErrors))]
 pub async fn export(
     State(app): State<AppState>,
     Caller(principal): Caller,
     Query(query): Query<SiteQuery>,
 ) -> Result<Response, ApiError> {
     let site = query.site()?;
-    reader(principal, &site)?;
+    reader(&principal, &site)?;
     let format = query.format()?;
     require_site(&app, &site).await?;
     let entries = app.store.read(move |transaction| knowledge_base::list(transaction, &site)).await?;

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod health;
 pub mod history_api;
 pub mod knowledge_base_api;
+pub mod openapi;
 pub mod uploads_api;
 pub mod visitor_api;
 pub mod webhooks_api;
@@ -30,7 +31,8 @@ pub const SESSION_COOKIE: &str = "kefu_session";
 /// The Content-Security-Policy of responses that do not set their own (API answers).
 const DEFAULT_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
-/// Every route kefu serves.
+/// Every route kefu serves. The routes API tokens may use (most of the console's too) are in
+/// `openapi::token_api`, with their OpenAPI document.
 pub fn router(app: AppState) -> Router {
     let max_body = app.config.limits.max_body_bytes;
     Router::new()
@@ -49,8 +51,6 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/agent/login", post(agent_api::login))
         .route("/api/v1/agent/logout", post(agent_api::logout))
         .route("/api/v1/agent/me", get(agent_api::me))
-        .route("/api/v1/conversations", get(conversations_api::list))
-        .route("/api/v1/conversations/{id}/messages", get(conversations_api::messages))
         .route("/api/v1/conversations/{id}/rating", post(visitor_api::rate_conversation))
         .route("/api/v1/visitor/offline-messages", post(visitor_api::leave_offline_message))
         .route("/api/v1/offline-messages", get(conversations_api::offline_messages))
@@ -63,32 +63,23 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/webhooks/{id}", axum::routing::delete(webhooks_api::delete))
         .route("/api/v1/webhooks/{id}/deliveries", get(webhooks_api::deliveries))
         .route("/api/v1/webhook-deliveries/{id}/resend", post(webhooks_api::resend))
-        .route("/api/v1/conversations/{id}/transfer", post(console_api::transfer))
-        .route("/api/v1/conversations/{id}/reopen", post(console_api::reopen))
-        .route("/api/v1/agents", get(console_api::list_agents))
         .route("/api/v1/visitors/online", get(console_api::online_visitors))
-        .route("/api/v1/visitors/{id}", get(console_api::visitor_profile))
         .route(
             "/api/v1/visitors/{id}/conversations",
             get(console_api::visitor_conversations).post(console_api::start_conversation),
         )
-        .route("/api/v1/visitors/{id}/block", post(console_api::block_visitor))
         .route("/api/v1/canned-replies", get(console_api::list_canned_replies).post(console_api::create_canned_reply))
         .route(
             "/api/v1/canned-replies/{id}",
             put(console_api::update_canned_reply).delete(console_api::delete_canned_reply),
         )
-        .route("/api/v1/teams", get(console_api::list_teams).post(console_api::create_team))
-        .route("/api/v1/search", get(history_api::search))
-        .route("/api/v1/export", get(history_api::export))
-        .route("/api/v1/kb", get(knowledge_base_api::list).post(knowledge_base_api::create))
-        .route("/api/v1/kb/import", post(knowledge_base_api::import))
-        .route("/api/v1/kb/export", get(knowledge_base_api::export))
-        .route("/api/v1/kb/{id}", put(knowledge_base_api::update).delete(knowledge_base_api::delete))
+        // Admins only; listing teams is part of the token API.
+        .route("/api/v1/teams", post(console_api::create_team))
         .route(
             "/api/v1/sites/{key}/bot",
             get(knowledge_base_api::bot_settings).put(knowledge_base_api::save_bot_settings),
         )
+        .merge(openapi::token_api_router())
         .merge(crate::admin::router())
         .fallback(assets::static_file)
         .layer(DefaultBodyLimit::max(max_body))

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::extract::Caller;
 use crate::conversations;
+use crate::principal::Principal;
 use crate::protocol::ParticipantView;
 use crate::server::AppState;
 use crate::uploads::{self, AttachmentKind};
@@ -30,6 +31,14 @@ pub struct UploadView {
     kind: AttachmentKind,
 }
 
+/// Uploads are the widget's and the console's; they are not part of the API for integrations.
+fn refuse_api_tokens(principal: &Principal) -> Result<(), ApiError> {
+    match principal {
+        Principal::ApiToken(_) => Err(ApiError::Forbidden("uploads are for visitors and agents".into())),
+        _ => Ok(()),
+    }
+}
+
 /// `POST /api/v1/uploads?conversation_id=ID&name=FILE` with the raw file as the body.
 pub async fn create(
     State(app): State<AppState>,
@@ -37,6 +46,7 @@ pub async fn create(
     Query(query): Query<UploadQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, axum::Json<UploadView>), ApiError> {
+    refuse_api_tokens(&principal)?;
     if let Some(conversation_id) = query.conversation_id {
         let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
         if !conversation.is_some_and(|conversation| principal.can_access(&conversation)) {
@@ -75,6 +85,7 @@ pub async fn fetch(
     Path(id): Path<String>,
     Caller(principal): Caller,
 ) -> Result<Response, ApiError> {
+    refuse_api_tokens(&principal)?;
     let lookup_id = id.clone();
     let found = app
         .store

@@ -28,7 +28,7 @@ pub const MAX_CATEGORY_CHARS: usize = 100;
 /// Most entries of one site; the match index stays fast well past this.
 pub const MAX_ENTRIES_PER_SITE: usize = 20_000;
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(default)]
 pub struct KbEntry {
     pub id: u64,
@@ -43,7 +43,7 @@ pub struct KbEntry {
 }
 
 /// The editable part of an entry (request bodies, import rows).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EntryInput {
     pub questions: Vec<String>,

@@ -181,7 +181,7 @@ pub struct SearchRequest {
     pub limit: usize,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchHit {
     pub conversation_id: u64,
     pub seq: u64,
@@ -197,7 +197,7 @@ pub struct SearchHit {
     pub text: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchPage {
     pub hits: Vec<SearchHit>,
     /// Pass as `cursor` for the next page; absent on the last page.

@@ -99,7 +99,9 @@ macro_rules! with_fixed_tables {
             KB_SITE_ENTRIES,
             BOT_SETTINGS,
             AUDIT_LOG,
-            BLOCKED_VISITORS
+            BLOCKED_VISITORS,
+            API_TOKENS,
+            API_TOKEN_DIGESTS
         )
     };
 }
@@ -146,3 +148,9 @@ pub const AUDIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_l
 /// Blocked visitor id → when they were blocked (Unix ms), so the admin lists blocks without
 /// reading every visitor.
 pub const BLOCKED_VISITORS: TableDefinition<u64, i64> = TableDefinition::new("blocked_visitors_v1");
+
+/// API token id → API token (JSON, without the token itself): per-site tokens for integrations.
+pub const API_TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("api_tokens_v1");
+
+/// SHA-256 of a live API token → its id; revoking a token removes its row.
+pub const API_TOKEN_DIGESTS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("api_token_digests_v1");
