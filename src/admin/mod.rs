@@ -10,8 +10,10 @@ mod agents;
 mod audit_log;
 mod blocked;
 mod canned_replies;
+mod charts;
 mod form;
 mod login;
+mod reports;
 mod sites;
 mod teams;
 
@@ -79,6 +81,10 @@ admin_routes! {
     POST "/admin/blocked/addresses" => blocked::block_address,
     POST "/admin/blocked/addresses/unblock" => blocked::unblock_address,
     GET "/admin/audit" => audit_log::list,
+    GET "/admin/reports" => reports::page,
+    GET "/admin/reports/daily.csv" => reports::daily_csv,
+    GET "/admin/reports/agents.csv" => reports::agents_csv,
+    GET "/admin/reports/satisfaction.csv" => reports::satisfaction_csv,
 }
 
 /// What every admin page shows around its content.
@@ -99,6 +105,7 @@ pub const SECTIONS: &[(&str, &str, &str)] = &[
     ("canned", "/admin/canned-replies", "Canned replies"),
     ("blocked", "/admin/blocked", "Blocked"),
     ("audit", "/admin/audit", "Audit log"),
+    ("reports", "/admin/reports", "Reports"),
 ];
 
 /// An admin, authenticated by session cookie or bearer token.

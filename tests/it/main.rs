@@ -12,6 +12,7 @@ mod kb_eval;
 mod moderation;
 mod operations;
 mod quic;
+mod reports;
 mod routing;
 mod search;
 mod support;
