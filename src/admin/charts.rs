@@ -176,7 +176,7 @@ fn tick_step(largest: f64, whole: bool) -> f64 {
 
 /// A tick value without needless decimals.
 fn tick_text(value: f64) -> String {
-    let text = format!("{value:.2}");
+    let text = format!("{value:.3}");
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 

@@ -80,11 +80,12 @@ fn query_string(filter: &ReportFilter) -> String {
     query.finish()
 }
 
-/// A duration for people: "4.2 s", "42 s", "3 min 5 s", "2 h 10 min", "3 d 4 h".
+/// A duration for people: "420 ms", "4.2 s", "42 s", "3 min 5 s", "2 h 10 min", "3 d 4 h".
 pub fn human_duration(millis: i64) -> String {
     let seconds = millis as f64 / 1000.0;
     let whole_seconds = (millis + 500) / 1000;
     match whole_seconds {
+        _ if millis < 1_000 => format!("{millis} ms"),
         _ if seconds < 10.0 => format!("{seconds:.1} s"),
         0..60 => format!("{whole_seconds} s"),
         60..3_600 => format!("{} min {} s", whole_seconds / 60, whole_seconds % 60),
@@ -400,7 +401,8 @@ async fn download(app: &AppState, query: ReportQuery, table: ReportTable) -> Res
 /// The unit a time chart draws in, picked so the largest value reads well.
 fn time_unit(largest_millis: i64) -> (&'static str, f64) {
     match largest_millis {
-        ..120_000 => ("seconds", 1_000.0),
+        ..2_000 => ("milliseconds", 1.0),
+        2_000..120_000 => ("seconds", 1_000.0),
         120_000..7_200_000 => ("minutes", 60_000.0),
         _ => ("hours", 3_600_000.0),
     }
@@ -525,7 +527,8 @@ mod tests {
 
     #[test]
     fn durations_read_naturally() {
-        assert_eq!(human_duration(420), "0.4 s");
+        assert_eq!(human_duration(420), "420 ms");
+        assert_eq!(human_duration(4_200), "4.2 s");
         assert_eq!(human_duration(42_000), "42 s");
         assert_eq!(human_duration(185_000), "3 min 5 s");
         assert_eq!(human_duration(7_800_000), "2 h 10 min");
