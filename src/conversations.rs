@@ -293,6 +293,15 @@ pub fn get(transaction: &ReadTransaction, id: u64) -> Result<Option<Conversation
     table.get(id)?.map(|value| decode_json(value.value())).transpose()
 }
 
+/// Shows every conversation to `visit`, by id, decoding one at a time (reports read them all once).
+pub fn visit_all(transaction: &ReadTransaction, mut visit: impl FnMut(Conversation)) -> Result<(), StorageError> {
+    let table = transaction.open_table(tables::CONVERSATIONS)?;
+    for entry in table.iter()? {
+        visit(decode_json(entry?.1.value())?);
+    }
+    Ok(())
+}
+
 /// Every conversation that is not closed.
 pub fn list_open(transaction: &ReadTransaction) -> Result<Vec<Conversation>, StorageError> {
     let open = transaction.open_table(tables::OPEN_CONVERSATIONS)?;

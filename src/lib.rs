@@ -34,6 +34,7 @@ pub mod offline_messages;
 pub mod outbound;
 pub mod principal;
 pub mod protocol;
+pub mod reports;
 pub mod retention;
 pub mod routing;
 pub mod routing_rules;

@@ -476,6 +476,24 @@ pub fn scan_shard(
     Ok(found)
 }
 
+/// Shows every message of one day shard to `visit` as (conversation id, record), in key order;
+/// a day without a shard has none. For reads that need every message of a day once (reports),
+/// without holding the day in memory.
+pub fn visit_shard(
+    transaction: &ReadTransaction,
+    day: u32,
+    mut visit: impl FnMut(u64, &MessageRecord),
+) -> Result<(), StorageError> {
+    let Some(shard) = open_shard(transaction, day)? else {
+        return Ok(());
+    };
+    for entry in shard.iter()? {
+        let (key, value) = entry?;
+        visit(key.value().0, &decode_record(value.value())?);
+    }
+    Ok(())
+}
+
 /// The conversation and shard day a `client_ids_v1` value points to (retention removes the
 /// records of dropped messages).
 pub fn ack_location(bytes: &[u8]) -> Result<(u64, u32), StorageError> {

@@ -11,8 +11,10 @@ mod api_tokens;
 mod audit_log;
 mod blocked;
 mod canned_replies;
+mod charts;
 mod form;
 mod login;
+mod reports;
 mod sites;
 mod teams;
 
@@ -83,6 +85,10 @@ admin_routes! {
     GET "/admin/api-tokens" => api_tokens::list,
     POST "/admin/api-tokens" => api_tokens::create,
     POST "/admin/api-tokens/{id}/revoke" => api_tokens::revoke,
+    GET "/admin/reports" => reports::page,
+    GET "/admin/reports/daily.csv" => reports::daily_csv,
+    GET "/admin/reports/agents.csv" => reports::agents_csv,
+    GET "/admin/reports/satisfaction.csv" => reports::satisfaction_csv,
 }
 
 /// What every admin page shows around its content.
@@ -104,6 +110,7 @@ pub const SECTIONS: &[(&str, &str, &str)] = &[
     ("blocked", "/admin/blocked", "Blocked"),
     ("api-tokens", "/admin/api-tokens", "API tokens"),
     ("audit", "/admin/audit", "Audit log"),
+    ("reports", "/admin/reports", "Reports"),
 ];
 
 /// An admin, authenticated by session cookie or bearer token.

@@ -1,5 +1,5 @@
 //! `kefu bench`: fills a data directory with messages through the real writer path, then
-//! measures a history page, a search, an export and a full index build. It prints its inputs
+//! measures a history page, a search, an export, a full index build and a report. It prints its inputs
 //! and results; BENCHMARKS.md records them.
 
 use std::path::PathBuf;
@@ -15,6 +15,7 @@ use crate::config::StorageConfig;
 use crate::export::{self, ExportFormat, ExportRequest};
 use crate::messages::{self, NewMessage, Target};
 use crate::protocol::{SenderKind, SenderView};
+use crate::reports::{self, ReportFilter};
 use crate::search::{Search, SearchRequest};
 use crate::sites::{self, NewSite};
 use crate::storage::{Store, read_meta};
@@ -236,6 +237,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             peak.load(Ordering::Relaxed) / 1024,
         );
     }
+
+    // A report of every filled day: each conversation decoded once, each message of the range read.
+    let today = crate::clock::day_of(crate::clock::now_millis());
+    let filter = ReportFilter { from_day: today.saturating_sub(args.days), to_day: today, site: None, team: None };
+    let n_days = filter.n_days();
+    let started = Instant::now();
+    let report = store.read(move |transaction| reports::compute(transaction, &filter)).await?;
+    println!(
+        "report ({n_days} days, all sites): conversations={} agent_messages={} time={:.2}s",
+        report.totals.created,
+        report.agents.iter().map(|agent| agent.messages).sum::<u64>(),
+        started.elapsed().as_secs_f64()
+    );
     search.shutdown().await;
     store.shutdown().await;
     Ok(())

@@ -13,6 +13,7 @@ mod kb_eval;
 mod moderation;
 mod operations;
 mod quic;
+mod reports;
 mod routing;
 mod search;
 mod support;
