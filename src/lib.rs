@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map of the modules and the invariants they keep.
 
 pub mod agents;
+pub mod allocator;
 pub mod assets;
 pub mod backup;
 pub mod bench;
