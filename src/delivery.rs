@@ -6,15 +6,20 @@
 //! outbound queue is bounded: when it is full the connection is marked overflowed and closes
 //! itself with a resume code, so a slow reader never stalls the dispatcher or anyone else.
 //!
+//! The queue holds a buffer only while frames wait in it: an idle connection's queue is a few
+//! words inside its [`ConnectionHandle`], which matters at tens of thousands of connections.
+//!
 //! **Invariant:** per conversation, frames reach a connection's queue in sequence order, because
 //! one task dispatches every committed event in commit order.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use tokio::sync::mpsc;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
 
 use crate::conversations::Conversation;
 use crate::messages::{Appended, MessageRecord, message_view};
@@ -124,7 +129,14 @@ pub struct ConnectionHandle {
 struct ConnectionShared {
     id: u64,
     role: Role,
-    queue: mpsc::Sender<Outbound>,
+    /// Frames waiting for the connection's task; at most `capacity`. Its buffer is released
+    /// whenever the task empties it.
+    queue: Mutex<VecDeque<Outbound>>,
+    capacity: usize,
+    /// Wakes the connection's task when a frame is queued.
+    queued: Notify,
+    /// Set when the connection's task stopped reading; frames pushed after that are dropped.
+    receiver_gone: AtomicBool,
     /// Set when a frame could not be queued; the connection then closes with `SLOW_CONSUMER`.
     overflowed: AtomicBool,
     /// A close code someone else asked for (a block closes the visitor's connections); 0 for none.
@@ -133,18 +145,57 @@ struct ConnectionShared {
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
-impl ConnectionHandle {
-    pub fn new(role: Role, queue: mpsc::Sender<Outbound>) -> ConnectionHandle {
-        let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-        ConnectionHandle {
-            inner: Arc::new(ConnectionShared {
-                id,
-                role,
-                queue,
-                overflowed: AtomicBool::new(false),
-                close_requested: AtomicU16::new(0),
-            }),
+/// The reading end of a connection's outbound queue, owned by the connection's task.
+pub struct OutboundReceiver {
+    shared: Arc<ConnectionShared>,
+}
+
+impl OutboundReceiver {
+    /// The next queued item, waiting until there is one.
+    pub async fn recv(&mut self) -> Outbound {
+        loop {
+            if let Some(outbound) = self.try_recv() {
+                return outbound;
+            }
+            // A push between `try_recv` and here leaves a permit, so `notified` returns at once.
+            self.shared.queued.notified().await;
         }
+    }
+
+    /// The next queued item, if there is one.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let mut queue = self.shared.queue.lock();
+        let next = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > 0 {
+            *queue = VecDeque::new();
+        }
+        next
+    }
+}
+
+impl Drop for OutboundReceiver {
+    fn drop(&mut self) {
+        let mut queue = self.shared.queue.lock();
+        self.shared.receiver_gone.store(true, Ordering::Relaxed);
+        *queue = VecDeque::new();
+    }
+}
+
+impl ConnectionHandle {
+    /// A new connection whose queue holds at most `capacity` items, and the queue's reading end.
+    pub fn new(role: Role, capacity: usize) -> (ConnectionHandle, OutboundReceiver) {
+        let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(ConnectionShared {
+            id,
+            role,
+            queue: Mutex::new(VecDeque::new()),
+            capacity,
+            queued: Notify::new(),
+            receiver_gone: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+            close_requested: AtomicU16::new(0),
+        });
+        (ConnectionHandle { inner: shared.clone() }, OutboundReceiver { shared })
     }
 
     pub fn id(&self) -> u64 {
@@ -155,11 +206,21 @@ impl ConnectionHandle {
         self.inner.role
     }
 
-    /// Queues a frame without waiting; a full queue marks the connection overflowed.
+    /// Queues a frame without waiting; a full queue marks the connection overflowed. A frame for
+    /// a connection whose task has ended is dropped.
     pub fn push(&self, outbound: Outbound) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.inner.queue.try_send(outbound) {
-            self.inner.overflowed.store(true, Ordering::Relaxed);
+        let mut queue = self.inner.queue.lock();
+        if self.inner.receiver_gone.load(Ordering::Relaxed) {
+            return;
         }
+        if queue.len() >= self.inner.capacity {
+            drop(queue);
+            self.inner.overflowed.store(true, Ordering::Relaxed);
+            return;
+        }
+        queue.push_back(outbound);
+        drop(queue);
+        self.inner.queued.notify_one();
     }
 
     pub fn overflowed(&self) -> bool {
@@ -180,7 +241,7 @@ impl ConnectionHandle {
 
     /// Frames waiting on this connection's queue.
     pub fn n_queued(&self) -> usize {
-        self.inner.queue.max_capacity() - self.inner.queue.capacity()
+        self.inner.queue.lock().len()
     }
 }
 
@@ -467,5 +528,66 @@ fn preview(text: &str) -> &str {
     match text.char_indices().nth(PREVIEW_CHARS) {
         Some((end, _)) => &text[..end],
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &'static str) -> Outbound {
+        Outbound::Frame(Bytes::from_static(text.as_bytes()))
+    }
+
+    fn text_of(outbound: Outbound) -> Bytes {
+        match outbound {
+            Outbound::Frame(bytes) => bytes,
+            other => panic!("not a plain frame: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_queue_delivers_in_order_and_wakes_its_reader() {
+        let (handle, mut receiver) = ConnectionHandle::new(Role::Visitor, 4);
+        let reader = tokio::spawn(async move { text_of(receiver.recv().await) });
+        tokio::task::yield_now().await;
+        handle.push(frame("first"));
+        assert_eq!(reader.await.unwrap(), "first");
+
+        let (handle, mut receiver) = ConnectionHandle::new(Role::Agent, 4);
+        handle.push(frame("a"));
+        handle.push(frame("b"));
+        assert_eq!(handle.n_queued(), 2);
+        assert_eq!(text_of(receiver.recv().await), "a");
+        assert_eq!(text_of(receiver.try_recv().unwrap()), "b");
+        assert!(receiver.try_recv().is_none());
+        assert_eq!(handle.n_queued(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_marks_the_connection_overflowed_and_keeps_what_it_holds() {
+        let (handle, mut receiver) = ConnectionHandle::new(Role::Visitor, 2);
+        handle.push(frame("1"));
+        handle.push(frame("2"));
+        assert!(!handle.overflowed());
+        handle.push(frame("3"));
+        assert!(handle.overflowed());
+        assert_eq!(text_of(receiver.try_recv().unwrap()), "1");
+        assert_eq!(text_of(receiver.try_recv().unwrap()), "2");
+        assert!(receiver.try_recv().is_none());
+    }
+
+    #[test]
+    fn an_emptied_queue_holds_no_buffer_and_a_closed_one_takes_nothing() {
+        let (handle, mut receiver) = ConnectionHandle::new(Role::Visitor, 8);
+        handle.push(frame("1"));
+        assert!(handle.inner.queue.lock().capacity() > 0);
+        receiver.try_recv().unwrap();
+        assert_eq!(handle.inner.queue.lock().capacity(), 0);
+        handle.push(frame("2"));
+        drop(receiver);
+        handle.push(frame("3"));
+        assert_eq!(handle.n_queued(), 0);
+        assert!(!handle.overflowed());
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod allocator;
 pub mod api_tokens;
 pub mod assets;
 pub mod audit;

@@ -98,9 +98,26 @@ pub struct Send {
     #[prost(bool, tag = "4")]
     #[serde(default)]
     pub internal: bool,
+    #[prost(string, optional, tag = "5")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment_id: Option<String>,
 }
 
-/// `take` and `close`.
+/// A visitor's `page_view`.
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+pub struct PageView {
+    #[prost(string, tag = "1")]
+    #[serde(default)]
+    pub url: String,
+    #[prost(string, tag = "2")]
+    #[serde(default)]
+    pub title: String,
+    #[prost(string, tag = "3")]
+    #[serde(default)]
+    pub referrer: String,
+}
+
+/// `take`, `close` and `handoff`.
 #[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
 pub struct ConversationRef {
     #[prost(uint64, tag = "1")]
@@ -207,6 +224,48 @@ pub struct Message {
     pub client_id: Option<String>,
     #[prost(bool, tag = "9")]
     pub internal: bool,
+    #[prost(message, optional, tag = "10")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
+    #[prost(message, optional, tag = "11")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot_source: Option<BotSource>,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+pub struct Attachment {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub url: String,
+    #[prost(string, tag = "3")]
+    pub name: String,
+    #[prost(uint64, tag = "4")]
+    pub size: u64,
+    #[prost(string, tag = "5")]
+    pub content_type: String,
+}
+
+/// Where a bot message came from (`bot_source`).
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+pub struct BotSource {
+    #[prost(string, tag = "1")]
+    pub kind: String,
+    #[prost(uint64, optional, tag = "2")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_id: Option<u64>,
+    #[prost(string, optional, tag = "3")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
+    #[prost(string, optional, tag = "5")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[prost(uint64, optional, tag = "6")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
@@ -256,10 +315,73 @@ pub struct Goaway {
     pub reconnect_after_ms: u64,
 }
 
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+pub struct Activity {
+    #[prost(uint64, tag = "1")]
+    pub conversation_id: u64,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    #[prost(string, tag = "3")]
+    pub sender_kind: String,
+    #[prost(bool, tag = "4")]
+    pub internal: bool,
+    #[prost(string, tag = "5")]
+    pub preview: String,
+    #[prost(int64, tag = "6")]
+    pub created_at: i64,
+}
+
+/// The `visitor` frame.
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+pub struct VisitorEvent {
+    #[prost(string, tag = "1")]
+    pub event: String,
+    #[prost(message, optional, tag = "2")]
+    pub visitor: Option<OnlineVisitor>,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+pub struct OnlineVisitor {
+    #[prost(uint64, tag = "1")]
+    pub visitor_id: u64,
+    #[prost(string, tag = "2")]
+    pub site: String,
+    #[prost(string, tag = "3")]
+    pub name: String,
+    #[prost(string, tag = "4")]
+    pub url: String,
+    #[prost(string, tag = "5")]
+    pub title: String,
+    #[prost(string, tag = "6")]
+    pub referrer: String,
+    #[prost(string, tag = "7")]
+    pub browser: String,
+    #[prost(string, tag = "8")]
+    pub ip: String,
+    #[prost(bool, tag = "9")]
+    pub returning: bool,
+    #[prost(int64, tag = "10")]
+    pub online_since: i64,
+    #[prost(int64, tag = "11")]
+    pub page_since: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+pub struct BotStream {
+    #[prost(uint64, tag = "1")]
+    pub conversation_id: u64,
+    #[prost(string, tag = "2")]
+    pub stream_id: String,
+    #[prost(string, tag = "3")]
+    pub delta: String,
+    #[prost(bool, tag = "4")]
+    pub done: bool,
+}
+
 /// One frame from a client.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ClientFrame {
-    #[prost(oneof = "ClientFrameKind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "ClientFrameKind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub frame: Option<ClientFrameKind>,
 }
 
@@ -285,12 +407,16 @@ pub enum ClientFrameKind {
     Presence(Presence),
     #[prost(message, tag = "9")]
     Ping(Empty),
+    #[prost(message, tag = "10")]
+    PageView(PageView),
+    #[prost(message, tag = "11")]
+    Handoff(ConversationRef),
 }
 
 /// One frame from the server.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ServerFrame {
-    #[prost(oneof = "ServerFrameKind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
+    #[prost(oneof = "ServerFrameKind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15")]
     pub frame: Option<ServerFrameKind>,
 }
 
@@ -321,6 +447,12 @@ pub enum ServerFrameKind {
     Pong(Empty),
     #[prost(message, tag = "12")]
     Goaway(Goaway),
+    #[prost(message, tag = "13")]
+    Activity(Activity),
+    #[prost(message, tag = "14")]
+    Visitor(VisitorEvent),
+    #[prost(message, tag = "15")]
+    BotStream(BotStream),
 }
 
 /// Why a frame could not be converted between the encodings.
@@ -412,12 +544,21 @@ impl ProtobufCache {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    //! The .proto file, the structs above and `crate::protocol` are kept in step by samples: one of
+    //! every frame `type` of protocol.rs, with every field (optional ones too) set. Each sample must
+    //! name every field its Rust value has, match the .proto file's fields and oneof numbers, and
+    //! come back unchanged from JSON → Protobuf → JSON. A frame or field added to protocol.rs
+    //! without its Protobuf counterpart fails here.
+
+    use std::collections::{BTreeMap, BTreeSet};
 
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::protocol::{self, ConversationView, MessageView, ParticipantView, SenderKind, SenderView};
+    use crate::protocol::{
+        self, AttachmentView, BotSourceView, ConversationView, MessageView, ParticipantView, SenderKind, SenderView,
+    };
+    use crate::visitor_presence::OnlineVisitorView;
 
     /// A field of a .proto message: name, type, number.
     type Field = (String, String, u32);
@@ -453,13 +594,96 @@ mod tests {
         ProtoFile { messages }
     }
 
+    /// The frame `type` names of an enum in src/protocol.rs (its variants in snake case), read from
+    /// the source so that a new variant needs no change here to be checked.
+    fn protocol_frame_types(enum_header: &str) -> BTreeSet<String> {
+        let source = include_str!("../protocol.rs");
+        let start = source.find(enum_header).unwrap_or_else(|| panic!("src/protocol.rs has no `{enum_header}`"));
+        let body = &source[start + enum_header.len()..];
+        let body = &body[..body.find("\n}").expect("the enum's closing brace")];
+        body.lines()
+            .filter_map(|line| line.strip_prefix("    "))
+            .filter(|line| line.starts_with(|first: char| first.is_ascii_uppercase()))
+            .map(|line| {
+                let name: String = line.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+                let mut snake = String::new();
+                for (index, c) in name.chars().enumerate() {
+                    if c.is_ascii_uppercase() && index > 0 {
+                        snake.push('_');
+                    }
+                    snake.push(c.to_ascii_lowercase());
+                }
+                snake
+            })
+            .collect()
+    }
+
+    /// The field names in a value's `{:?}` text, and whether any field is unset (`None` or `[]`).
+    /// Derived `Debug` names every field, so this sees fields that JSON leaves out when unset.
+    fn debug_fields(debug: &str) -> (BTreeSet<String>, bool) {
+        let mut names = BTreeSet::new();
+        let mut unset = false;
+        let mut word = String::new();
+        let mut chars = debug.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '"' {
+                while let Some(inner) = chars.next() {
+                    match inner {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+                word.clear();
+            } else if c.is_ascii_alphanumeric() || c == '_' {
+                word.push(c);
+            } else {
+                if c == ':' && chars.peek() == Some(&' ') && !word.is_empty() {
+                    names.insert(std::mem::take(&mut word));
+                }
+                if word == "None" || (c == '[' && chars.peek() == Some(&']')) {
+                    unset = true;
+                }
+                word.clear();
+            }
+        }
+        (names, unset)
+    }
+
+    /// Every object key in a JSON value, at any depth.
+    fn json_keys(value: &Value, keys: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(object) => {
+                for (key, inner) in object {
+                    keys.insert(key.clone());
+                    json_keys(inner, keys);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| json_keys(item, keys)),
+            _ => {}
+        }
+    }
+
+    /// Fails unless the sample's JSON names every field of its Rust value, each one set.
+    fn check_sample_sets_every_field(kind: &str, debug: &str, json: &Value) {
+        let (fields, unset) = debug_fields(debug);
+        assert!(!unset, "the {kind} sample leaves a field unset (set every optional field): {debug}");
+        let mut keys = BTreeSet::new();
+        json_keys(json, &mut keys);
+        let missing: Vec<&String> = fields.difference(&keys).collect();
+        assert!(missing.is_empty(), "the {kind} sample's JSON lacks fields {missing:?} of {debug}");
+    }
+
     /// The first field number in an encoded message.
     fn first_tag(bytes: &[u8]) -> u32 {
         let mut buffer = bytes;
         (prost::encoding::decode_varint(&mut buffer).expect("a key") >> 3) as u32
     }
 
-    fn check_fields(proto: &ProtoFile, message: &str, json: &Value) {
+    /// Fails if `json` has a field that `message` lacks; records each (message, field) seen.
+    fn check_fields(proto: &ProtoFile, message: &str, json: &Value, seen: &mut BTreeSet<(String, String)>) {
         let fields = &proto.messages[message];
         let names: Vec<&str> = fields.iter().map(|(name, _, _)| name.as_str()).collect();
         for (key, value) in json.as_object().expect("an object") {
@@ -470,18 +694,19 @@ mod tests {
             let Some((_, kind, _)) = field else {
                 panic!("{message} in proto/kefu.proto lacks field {key} ({names:?})")
             };
+            seen.insert((message.to_owned(), key.clone()));
             let nested = match value {
                 Value::Object(_) => Some(value),
                 Value::Array(items) => items.first().filter(|item| item.is_object()),
                 _ => None,
             };
             if let Some(nested) = nested {
-                check_fields(proto, kind, nested);
+                check_fields(proto, kind, nested, seen);
             }
         }
     }
 
-    fn server_samples() -> Vec<Bytes> {
+    fn server_samples() -> Vec<(String, Bytes)> {
         let conversation = ConversationView {
             id: 12,
             site: "key".into(),
@@ -492,7 +717,7 @@ mod tests {
             last_seq: 9,
             created_at: 1_700_000_000_000,
             updated_at: 1_700_000_009_000,
-            bot_active: false,
+            bot_active: true,
         };
         let sender = SenderView { kind: SenderKind::Agent, id: 3, name: "Bo".into() };
         let message = MessageView {
@@ -500,16 +725,42 @@ mod tests {
             epoch: 99,
             seq: 10,
             sender: sender.clone(),
-            kind: "text".into(),
+            kind: "image".into(),
             text: "Hello! 你好".into(),
             created_at: 1_700_000_010_000,
             client_id: Some("c-1".into()),
             internal: true,
-            attachment: None,
-            bot_source: None,
+            attachment: Some(AttachmentView {
+                id: "u-1".into(),
+                url: "/api/v1/uploads/u-1".into(),
+                name: "cart.png".into(),
+                size: 2048,
+                content_type: "image/png".into(),
+            }),
+            bot_source: Some(BotSourceView {
+                kind: "llm".into(),
+                entry_id: Some(4),
+                model: Some("small".into()),
+                stream_id: Some("12-5".into()),
+                action: Some("offer_human".into()),
+                token_id: Some(3),
+            }),
+        };
+        let visitor = OnlineVisitorView {
+            visitor_id: 7,
+            site: "key".into(),
+            name: "Ann".into(),
+            url: "https://shop.example/cart".into(),
+            title: "Cart".into(),
+            referrer: "https://search.example/".into(),
+            browser: "Firefox".into(),
+            ip: "192.0.2.1".into(),
+            returning: true,
+            online_since: 1_700_000_000_000,
+            page_since: 1_700_000_005_000,
         };
         let conversations = [conversation.clone()];
-        vec![
+        let frames = [
             protocol::ServerFrame::Welcome {
                 protocol: 1,
                 role: "visitor",
@@ -519,8 +770,7 @@ mod tests {
                 heartbeat_secs: 30,
                 max_text_chars: 4000,
                 conversations: &conversations,
-            }
-            .encode(),
+            },
             protocol::ServerFrame::Ack {
                 client_id: "c-1",
                 conversation_id: 12,
@@ -529,44 +779,55 @@ mod tests {
                 created_at: 5,
                 duplicate: true,
                 text: "hi",
-            }
-            .encode(),
-            protocol::ServerFrame::Message(&message).encode(),
-            protocol::ServerFrame::Replayed { conversation_id: 12, last_seq: 14 }.encode(),
-            protocol::ServerFrame::Reset { conversation_id: 12, epoch: 98, last_seq: 812, reason: "epoch_changed" }
-                .encode(),
-            protocol::ServerFrame::Typing { conversation_id: 12, sender: &sender, active: true }.encode(),
+            },
+            protocol::ServerFrame::Message(&message),
+            protocol::ServerFrame::Replayed { conversation_id: 12, last_seq: 14 },
+            protocol::ServerFrame::Reset { conversation_id: 12, epoch: 98, last_seq: 812, reason: "epoch_changed" },
+            protocol::ServerFrame::Typing { conversation_id: 12, sender: &sender, active: true },
             protocol::ServerFrame::Read {
                 conversation_id: 12,
                 reader: ParticipantView { kind: SenderKind::Visitor, id: 7 },
                 seq: 10,
-            }
-            .encode(),
-            protocol::ServerFrame::Conversation { event: "assigned", conversation: &conversation }.encode(),
-            protocol::ServerFrame::Presence { agent_id: 3, status: protocol::Presence::Away }.encode(),
+            },
+            protocol::ServerFrame::Conversation { event: "assigned", conversation: &conversation },
+            protocol::ServerFrame::Presence { agent_id: 3, status: protocol::Presence::Away },
+            protocol::ServerFrame::Activity {
+                conversation_id: 12,
+                seq: 10,
+                sender_kind: SenderKind::Visitor,
+                internal: true,
+                preview: "Where is my order?",
+                created_at: 1_700_000_010_000,
+            },
+            protocol::ServerFrame::Visitor { event: "page", visitor: &visitor },
             protocol::ServerFrame::Error {
                 code: protocol::ErrorCode::InvalidField,
                 message: "text: too long",
                 client_id: Some("c-2"),
-            }
-            .encode(),
-            protocol::ServerFrame::Pong.encode(),
-            protocol::ServerFrame::Goaway { reason: "shutdown", reconnect_after_ms: 1000 }.encode(),
-        ]
+            },
+            protocol::ServerFrame::Pong,
+            protocol::ServerFrame::BotStream { conversation_id: 12, stream_id: "12-5", delta: "Our team ", done: true },
+            protocol::ServerFrame::Goaway { reason: "shutdown", reconnect_after_ms: 1000 },
+        ];
+        frames.iter().map(|frame| (format!("{frame:?}"), frame.encode())).collect()
     }
 
     fn client_samples() -> Vec<Value> {
         vec![
             json!({"type": "hello", "token": "v1.x", "role": "visitor", "site": "key",
                    "resume": [{"conversation_id": 12, "last_seq": 9, "epoch": 99}]}),
-            json!({"type": "send", "client_id": "c-1", "conversation_id": 12, "text": "hi", "internal": true}),
+            json!({"type": "send", "client_id": "c-1", "conversation_id": 12, "text": "hi", "internal": true,
+                   "attachment_id": "u-1"}),
             json!({"type": "resume", "conversation_id": 12, "last_seq": 9, "epoch": 99}),
             json!({"type": "typing", "conversation_id": 12, "active": true}),
             json!({"type": "read", "conversation_id": 12, "seq": 10}),
             json!({"type": "take", "conversation_id": 12}),
             json!({"type": "close", "conversation_id": 12}),
             json!({"type": "presence", "status": "away"}),
+            json!({"type": "page_view", "url": "https://shop.example/cart", "title": "Cart",
+                   "referrer": "https://search.example/"}),
             json!({"type": "ping"}),
+            json!({"type": "handoff", "conversation_id": 12}),
         ]
     }
 
@@ -578,37 +839,97 @@ mod tests {
         (message.clone(), *number)
     }
 
+    /// The frame types of protocol.rs, of the .proto oneof and of the samples must be the same.
+    fn check_frame_types(proto: &ProtoFile, enum_header: &str, frame_message: &str, samples: &[&str]) {
+        let in_protocol = protocol_frame_types(enum_header);
+        let in_proto: BTreeSet<String> =
+            proto.messages[frame_message].iter().map(|(name, _, _)| name.clone()).collect();
+        let in_samples: BTreeSet<String> = samples.iter().map(|kind| (*kind).to_owned()).collect();
+        let missing: Vec<&String> = in_protocol.difference(&in_proto).collect();
+        assert!(
+            missing.is_empty(),
+            "{frame_message} in proto/kefu.proto lacks the frames {missing:?} of src/protocol.rs"
+        );
+        assert_eq!(in_proto, in_protocol, "{frame_message} in proto/kefu.proto has frames src/protocol.rs lacks");
+        assert_eq!(in_samples, in_protocol, "the {frame_message} samples must hold one of every frame type");
+        assert_eq!(samples.len(), in_samples.len(), "two {frame_message} samples of the same type");
+    }
+
+    fn check_server_samples(proto: &ProtoFile, seen: &mut BTreeSet<(String, String)>) {
+        let samples = server_samples();
+        let mut kinds = Vec::new();
+        for (debug, json_bytes) in &samples {
+            let json: Value = serde_json::from_slice(json_bytes).unwrap();
+            let kind = json["type"].as_str().unwrap();
+            check_sample_sets_every_field(kind, debug, &json);
+            let encoded = server_frame_from_json(json_bytes).unwrap_or_else(|error| panic!("{kind}: {error}"));
+            let (message, number) = oneof_tag(proto, "ServerFrame", kind);
+            assert_eq!(first_tag(&encoded), number, "{kind}: the oneof tag differs from proto/kefu.proto");
+            check_fields(proto, &message, &json, seen);
+            assert_eq!(server_frame_to_json(&encoded).unwrap(), json, "{kind} does not round-trip");
+            kinds.push(kind.to_owned());
+        }
+        let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+        check_frame_types(proto, "pub enum ServerFrame<'a> {", "ServerFrame", &kinds);
+    }
+
+    fn check_client_samples(proto: &ProtoFile, seen: &mut BTreeSet<(String, String)>) {
+        let samples = client_samples();
+        for json in &samples {
+            let kind = json["type"].as_str().unwrap();
+            let decoded = protocol::decode_client_frame(&json.to_string())
+                .unwrap_or_else(|error| panic!("{kind}: {}", error.message));
+            check_sample_sets_every_field(kind, &format!("{decoded:?}"), json);
+            let encoded = client_frame_from_json(json).unwrap_or_else(|error| panic!("{kind}: {error}"));
+            let (message, number) = oneof_tag(proto, "ClientFrame", kind);
+            assert_eq!(first_tag(&encoded), number, "{kind}: the oneof tag differs from proto/kefu.proto");
+            check_fields(proto, &message, json, seen);
+            let text = client_frame_to_json(&encoded).unwrap();
+            assert_eq!(&serde_json::from_str::<Value>(&text).unwrap(), json, "{kind} does not round-trip");
+            protocol::decode_client_frame(&text).unwrap_or_else(|error| panic!("{kind}: {}", error.message));
+        }
+        let kinds: Vec<&str> = samples.iter().map(|json| json["type"].as_str().unwrap()).collect();
+        check_frame_types(proto, "pub enum ClientFrame {", "ClientFrame", &kinds);
+    }
+
     #[test]
     fn every_server_frame_round_trips_and_matches_the_proto_file() {
-        let proto = parse_proto();
-        let samples = server_samples();
-        assert_eq!(samples.len(), proto.messages["ServerFrame"].len(), "a server frame is missing from the samples");
-        for json_bytes in samples {
-            let json: Value = serde_json::from_slice(&json_bytes).unwrap();
-            let kind = json["type"].as_str().unwrap();
-            let encoded = server_frame_from_json(&json_bytes).unwrap_or_else(|error| panic!("{kind}: {error}"));
-            let (message, number) = oneof_tag(&proto, "ServerFrame", kind);
-            assert_eq!(first_tag(&encoded), number, "{kind}: the oneof tag differs from proto/kefu.proto");
-            check_fields(&proto, &message, &json);
-            assert_eq!(server_frame_to_json(&encoded).unwrap(), json, "{kind} does not round-trip");
-        }
+        check_server_samples(&parse_proto(), &mut BTreeSet::new());
     }
 
     #[test]
     fn every_client_frame_round_trips_and_matches_the_proto_file() {
+        check_client_samples(&parse_proto(), &mut BTreeSet::new());
+    }
+
+    #[test]
+    fn every_field_of_the_proto_file_is_exercised() {
         let proto = parse_proto();
-        let samples = client_samples();
-        assert_eq!(samples.len(), proto.messages["ClientFrame"].len(), "a client frame is missing from the samples");
-        for json in samples {
-            let kind = json["type"].as_str().unwrap();
-            let encoded = client_frame_from_json(&json).unwrap_or_else(|error| panic!("{kind}: {error}"));
-            let (message, number) = oneof_tag(&proto, "ClientFrame", kind);
-            assert_eq!(first_tag(&encoded), number, "{kind}: the oneof tag differs from proto/kefu.proto");
-            check_fields(&proto, &message, &json);
-            let text = client_frame_to_json(&encoded).unwrap();
-            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), json, "{kind} does not round-trip");
-            protocol::decode_client_frame(&text).unwrap_or_else(|error| panic!("{kind}: {}", error.message));
+        let mut seen = BTreeSet::new();
+        check_server_samples(&proto, &mut seen);
+        check_client_samples(&proto, &mut seen);
+        for (message, fields) in &proto.messages {
+            if message == "ClientFrame" || message == "ServerFrame" {
+                continue;
+            }
+            for (name, _, _) in fields {
+                assert!(
+                    seen.contains(&(message.clone(), name.clone())),
+                    "{message}.{name} in proto/kefu.proto is in no sample (or no longer in src/protocol.rs)"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn the_sample_checks_see_unset_and_unnamed_fields() {
+        let (fields, unset) = debug_fields(r#"Send { client_id: "a: b", attachment_id: None, resume: [] }"#);
+        assert_eq!(fields, ["attachment_id", "client_id", "resume"].map(String::from).into_iter().collect());
+        assert!(unset);
+        let (_, unset) = debug_fields(r#"Ping { note: "None" }"#);
+        assert!(!unset);
+        let types = protocol_frame_types("pub enum ClientFrame {");
+        assert!(types.contains("page_view") && types.contains("hello") && types.len() >= 11, "{types:?}");
     }
 
     #[test]

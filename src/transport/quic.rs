@@ -251,8 +251,7 @@ async fn serve_connection(
         Entry::Agent { .. } => Role::Agent,
     };
 
-    let (queue, mut outbound) = mpsc::channel(limits.outbound_queue);
-    let handle = ConnectionHandle::new(role, queue);
+    let (handle, mut outbound) = ConnectionHandle::new(role, limits.outbound_queue);
     let (mut session, first_frames) =
         match Session::start_with::<Vec<(Option<u64>, Bytes)>>(app.clone(), entry, hello, handle.clone()).await {
             Ok(started) => started,
@@ -312,15 +311,14 @@ async fn serve_connection(
                 None => break None,
             },
             queued = outbound.recv() => {
-                let Some(queued) = queued else { break None };
                 if handle.overflowed() {
                     break Some(CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume"));
                 }
                 session.on_outbound(queued, &mut out);
                 while out.len() < 64 {
                     match outbound.try_recv() {
-                        Ok(queued) => session.on_outbound(queued, &mut out),
-                        Err(_) => break,
+                        Some(queued) => session.on_outbound(queued, &mut out),
+                        None => break,
                     }
                 }
                 if handle.overflowed() {

@@ -3,7 +3,10 @@
 //!
 //! Memory per idle connection is what the product's numbers hinge on, so the socket's buffers
 //! are small (tungstenite's default read buffer alone is 128 KiB), the connection is one task,
-//! and nothing is allocated per connection beyond its queue and session.
+//! and nothing is allocated per connection beyond its queue (empty while idle) and session. The
+//! task's future is as large as its largest state, so the states it passes through rarely
+//! (starting the session, handling a client frame, finishing) are boxed, allocated only while
+//! they run.
 
 use std::time::Duration;
 
@@ -14,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use serde::Deserialize;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::delivery::{ConnectionHandle, Role};
@@ -24,8 +27,8 @@ use crate::server::AppState;
 use crate::session::{CloseReason, Entry, RateLimiter, Session, error_frame};
 
 /// Read buffer per connection. Frames larger than this are read in several steps; most chat
-/// frames are far smaller.
-const READ_BUFFER_BYTES: usize = 1024;
+/// frames (`send` with a sentence or two, `typing`, `read`) are far smaller.
+const READ_BUFFER_BYTES: usize = 512;
 
 /// Write buffer per connection before a flush is forced.
 const WRITE_BUFFER_BYTES: usize = 1024;
@@ -105,7 +108,7 @@ fn upgrade_with(app: AppState, upgrade: WebSocketUpgrade, role: Role, entry: Ent
 
 async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permit: OwnedSemaphorePermit) {
     let mut connection = Connection { socket, last_activity: Instant::now() };
-    let limits = app.config.limits.clone();
+    let limits = &app.config.limits;
 
     let hello = tokio::select! {
         frame = tokio::time::timeout(Duration::from_secs(limits.hello_timeout_secs), connection.socket.recv()) => frame,
@@ -135,9 +138,9 @@ async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permi
         Ok(None) => return,
     };
 
-    let (queue, mut outbound) = mpsc::channel(limits.outbound_queue);
-    let handle = ConnectionHandle::new(role, queue);
-    let (mut session, first_frames) = match Session::start(app.clone(), entry, hello, handle.clone()).await {
+    let (handle, mut outbound) = ConnectionHandle::new(role, limits.outbound_queue);
+    // Boxed: the start's state is large and needed once, so it stays out of the task's future.
+    let (mut session, first_frames) = match Box::pin(Session::start(app.clone(), entry, hello, handle.clone())).await {
         Ok(started) => started,
         Err(reason) => return connection.close(reason).await,
     };
@@ -176,7 +179,9 @@ async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permi
                             continue;
                         }
                         n_rate_limited = 0;
-                        session.on_frame(&text, &mut out).await;
+                        // Boxed: a frame's handling (a send waits for its commit) is large, and an
+                        // idle connection should not carry its state.
+                        Box::pin(session.on_frame(&text, &mut out)).await;
                     }
                     Some(Ok(Message::Binary(_))) => out.push(error_frame(ErrorCode::BadJson, "frames are JSON text messages", None)),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
@@ -185,7 +190,6 @@ async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permi
                 }
             }
             queued = outbound.recv() => {
-                let Some(queued) = queued else { break None };
                 if handle.overflowed() {
                     break Some(CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume"));
                 }
@@ -193,8 +197,8 @@ async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permi
                 // Take whatever else is queued, to write it in one flush.
                 while out.len() < 64 {
                     match outbound.try_recv() {
-                        Ok(queued) => session.on_outbound(queued, &mut out),
-                        Err(_) => break,
+                        Some(queued) => session.on_outbound(queued, &mut out),
+                        None => break,
                     }
                 }
                 if handle.overflowed() {
@@ -215,7 +219,7 @@ async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permi
             }
         }
     };
-    session.finish().await;
+    Box::pin(session.finish()).await;
     if let Some(reason) = close_reason {
         connection.close(reason).await;
     }
