@@ -20,6 +20,15 @@ pub enum BlockError {
 
 /// Blocks a visitor, and `ip` on the visitor's site when given.
 pub async fn block_visitor(store: &Store, visitor_id: u64, ip: Option<String>) -> Result<Visitor, BlockError> {
+    set_blocked(store, visitor_id, true, ip).await
+}
+
+/// Lifts a visitor's block (addresses stay blocked until lifted on their own).
+pub async fn unblock_visitor(store: &Store, visitor_id: u64) -> Result<Visitor, BlockError> {
+    set_blocked(store, visitor_id, false, None).await
+}
+
+async fn set_blocked(store: &Store, visitor_id: u64, blocked: bool, ip: Option<String>) -> Result<Visitor, BlockError> {
     store
         .write(move |context| {
             let mut visitors = context.transaction.open_table(tables::VISITORS)?;
@@ -28,33 +37,20 @@ pub async fn block_visitor(store: &Store, visitor_id: u64, ip: Option<String>) -
             else {
                 return Ok(Err(BlockError::NotFound));
             };
-            visitor.blocked = true;
+            visitor.blocked = blocked;
             visitors.insert(visitor_id, encode_json(&visitor).as_slice())?;
-            context.transaction.open_table(tables::BLOCKED_VISITORS)?.insert(visitor_id, context.now)?;
+            let mut blocked_visitors = context.transaction.open_table(tables::BLOCKED_VISITORS)?;
+            if blocked {
+                blocked_visitors.insert(visitor_id, context.now)?;
+            } else {
+                blocked_visitors.remove(visitor_id)?;
+            }
             if let Some(ip) = &ip {
                 context
                     .transaction
                     .open_table(tables::BLOCKED_IPS)?
                     .insert((visitor.site.as_str(), ip.as_str()), context.now)?;
             }
-            Ok(Ok(visitor))
-        })
-        .await
-}
-
-/// Lifts a visitor's block (addresses stay blocked until lifted on their own).
-pub async fn unblock_visitor(store: &Store, visitor_id: u64) -> Result<Visitor, BlockError> {
-    store
-        .write(move |context| {
-            let mut visitors = context.transaction.open_table(tables::VISITORS)?;
-            let Some(mut visitor) =
-                visitors.get(visitor_id)?.map(|value| decode_json::<Visitor>(value.value())).transpose()?
-            else {
-                return Ok(Err(BlockError::NotFound));
-            };
-            visitor.blocked = false;
-            visitors.insert(visitor_id, encode_json(&visitor).as_slice())?;
-            context.transaction.open_table(tables::BLOCKED_VISITORS)?.remove(visitor_id)?;
             Ok(Ok(visitor))
         })
         .await

@@ -73,6 +73,18 @@ struct SiteFormPage {
     snippet: String,
 }
 
+/// The seven weekday rows, Monday first, with `times(index)` giving (opens, closes).
+fn weekday_rows(times: impl Fn(usize) -> (String, String)) -> Vec<WeekdayRow> {
+    WEEKDAYS
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let (open, close) = times(index);
+            WeekdayRow { index, name, open, close }
+        })
+        .collect()
+}
+
 impl SiteForm {
     fn from_site(site: &Site) -> SiteForm {
         let hours = &site.business_hours;
@@ -110,16 +122,11 @@ impl SiteForm {
             retention_days: site.retention_days.map(|days| days.to_string()).unwrap_or_default(),
             hours_enabled: hours.enabled,
             time_zone: hours.time_zone.clone(),
-            weekdays: WEEKDAYS
-                .iter()
-                .enumerate()
-                .map(|(index, name)| WeekdayRow {
-                    index,
-                    name,
-                    open: hours.weekly[index].map(|day| DayHours::format_minutes(day.open)).unwrap_or_default(),
-                    close: hours.weekly[index].map(|day| DayHours::format_minutes(day.close)).unwrap_or_default(),
-                })
-                .collect(),
+            weekdays: weekday_rows(|index| {
+                let day = hours.weekly[index];
+                let format = |minutes: fn(DayHours) -> u16| day.map(|day| DayHours::format_minutes(minutes(day)));
+                (format(|day| day.open).unwrap_or_default(), format(|day| day.close).unwrap_or_default())
+            }),
             holidays: hours.holidays.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
             default_team: site.default_team.map(|team| team.to_string()).unwrap_or_default(),
             rules,
@@ -150,16 +157,7 @@ impl SiteForm {
             retention_days: form.text("retention_days"),
             hours_enabled: form.checked("hours_enabled"),
             time_zone: form.text("time_zone"),
-            weekdays: WEEKDAYS
-                .iter()
-                .enumerate()
-                .map(|(index, name)| WeekdayRow {
-                    index,
-                    name,
-                    open: form.text(&format!("open_{index}")),
-                    close: form.text(&format!("close_{index}")),
-                })
-                .collect(),
+            weekdays: weekday_rows(|index| (form.text(&format!("open_{index}")), form.text(&format!("close_{index}")))),
             holidays: form.text("holidays"),
             default_team: form.text("default_team"),
             rules,

@@ -1,7 +1,7 @@
 //! The admin pages through their real HTTP interface: who may use them, CSRF, sites (secret
 //! rotation, business hours, routing rules), agents, teams, canned replies, blocks, audit log.
 
-use kefu::agents::{self, NewAgent, Role};
+use kefu::agents::{self, Role};
 use kefu::sites::Site;
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
@@ -15,18 +15,6 @@ const ADMIN: &str = "boss@shop.example";
 fn client() -> reqwest::Client {
     let _ = http();
     reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
-}
-
-async fn create_admin(server: &TestServer) -> u64 {
-    let new_agent = NewAgent {
-        email: ADMIN.into(),
-        name: "Boss".into(),
-        password: PASSWORD.into(),
-        role: Role::Admin,
-        sites: Vec::new(),
-        capacity: 5,
-    };
-    agents::create(&server.app().store, new_agent).await.unwrap().id
 }
 
 /// An admin's session: the token, sent as a bearer token, and the CSRF token of its forms.
@@ -112,7 +100,7 @@ async fn only_admins_reach_admin_routes_and_refusals_change_nothing() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
     let agent_id = server.create_agent("ann@shop.example", &site, 2).await;
-    create_admin(&server).await;
+    server.create_admin(ADMIN).await;
     let agent_token = server.login("ann@shop.example").await;
     let (_, visitor_token) = server.visitor_session(&site, None).await;
     let admin = Admin::log_in(&server).await;
@@ -157,7 +145,7 @@ async fn only_admins_reach_admin_routes_and_refusals_change_nothing() {
 async fn forms_need_the_sessions_csrf_token_and_kefus_own_origin() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
-    create_admin(&server).await;
+    server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
     let path = format!("/admin/sites/{}/rotate-secret", site.key);
 
@@ -212,7 +200,7 @@ async fn forms_need_the_sessions_csrf_token_and_kefus_own_origin() {
 #[tokio::test]
 async fn sites_are_created_edited_with_clear_errors_and_deleted() {
     let server = TestServer::start().await;
-    create_admin(&server).await;
+    server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
 
     let (status, location, _) = admin
@@ -319,7 +307,7 @@ async fn a_rotated_secret_stops_the_old_one_from_signing() {
     let site = server
         .create_site_with(kefu::sites::NewSite { name: "Signed".into(), enforce_identity: true, ..Default::default() })
         .await;
-    create_admin(&server).await;
+    server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
     let open = |secret: String| {
         let signature = kefu::secrets::hmac_sha256_hex(secret.as_bytes(), b"customer-7");
@@ -346,7 +334,7 @@ async fn a_rotated_secret_stops_the_old_one_from_signing() {
 async fn business_hours_decide_whether_the_widget_offers_a_live_chat() {
     let server = TestServer::start().await;
     let site = server.create_site("Hours").await;
-    create_admin(&server).await;
+    server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
     let open_now = || async {
         let response = http().get(server.url(&format!("/api/v1/sites/{}/widget", site.key))).send().await.unwrap();
@@ -392,7 +380,7 @@ async fn routing_rules_send_first_messages_to_teams_by_keyword_category_and_defa
     let ann = server.create_agent("ann@shop.example", &site, 5).await;
     let bob = server.create_agent("bob@shop.example", &site, 5).await;
     let cat = server.create_agent("cat@shop.example", &site, 5).await;
-    create_admin(&server).await;
+    server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
     let ann_text = ann.to_string();
     let bob_text = bob.to_string();
@@ -479,7 +467,7 @@ async fn routing_rules_send_first_messages_to_teams_by_keyword_category_and_defa
 async fn agents_are_created_changed_disabled_and_given_new_passwords() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
-    create_admin(&server).await;
+    server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
 
     let (status, _, page) = admin
@@ -583,7 +571,7 @@ async fn agents_are_created_changed_disabled_and_given_new_passwords() {
 async fn canned_replies_blocks_and_the_audit_log() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
-    create_admin(&server).await;
+    server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
 
     let (status, _, _) = admin

@@ -5,26 +5,11 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use kefu::agents::{self, NewAgent, Role};
 use kefu::sites::Site;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{Client, PASSWORD, TestServer, http};
-
-/// An admin's session token.
-async fn admin_session(server: &TestServer) -> String {
-    let new_agent = NewAgent {
-        email: "root@kefu.example".into(),
-        name: "Root".into(),
-        password: PASSWORD.into(),
-        role: Role::Admin,
-        sites: Vec::new(),
-        capacity: 5,
-    };
-    agents::create(&server.app().store, new_agent).await.expect("creating an admin");
-    server.login("root@kefu.example").await
-}
+use crate::support::{Client, TestServer, call, http};
 
 /// Posts the admin form that makes a token; returns the page's HTML and status.
 async fn post_token_form(server: &TestServer, session: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
@@ -62,18 +47,6 @@ async fn make_token(server: &TestServer, session: &str, site: &Site, name: &str,
     page[start..end].to_owned()
 }
 
-async fn call(server: &TestServer, method: &str, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = http().request(method, server.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 /// Expects `status`; for errors, the one error shape with `code`.
 async fn check(
     server: &TestServer,
@@ -107,7 +80,7 @@ async fn a_token_sees_one_site_a_read_only_token_only_reads_and_a_revoked_one_is
     let server = TestServer::start().await;
     let (site_a, site_b) = (server.create_site("Shop A").await, server.create_site("Shop B").await);
     server.create_agent("ann@a.example", &site_a, 2).await;
-    let session = admin_session(&server).await;
+    let session = server.admin_token("root@kefu.example").await;
     let token = make_token(&server, &session, &site_a, "CRM sync", false).await;
     let read_only = make_token(&server, &session, &site_a, "Dashboard", true).await;
     let (_, _visitor_a, conversation_a) = visitor_with_conversation(&server, &site_a, "hello from A").await;
@@ -210,7 +183,7 @@ async fn a_token_over_its_budget_gets_429_with_retry_after() {
     })
     .await;
     let site = server.create_site("Shop").await;
-    let session = admin_session(&server).await;
+    let session = server.admin_token("root@kefu.example").await;
     let token = make_token(&server, &session, &site, "Busy", true).await;
     let mut refused = None;
     for _ in 0..10 {
@@ -232,7 +205,7 @@ async fn a_token_over_its_budget_gets_429_with_retry_after() {
 async fn pages_continue_from_their_cursor_while_new_rows_arrive() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
-    let session = admin_session(&server).await;
+    let session = server.admin_token("root@kefu.example").await;
     let token = make_token(&server, &session, &site, "Sync", false).await;
     let (_, mut visitor, conversation_id) = visitor_with_conversation(&server, &site, "message 1").await;
     for n in 2..=7 {
@@ -299,7 +272,7 @@ async fn integrations_act_on_conversations_through_the_same_paths_as_agents() {
     let ann_id = server.create_agent("ann@shop.example", &site, 2).await;
     let other_site = server.create_site("Elsewhere").await;
     let cy_id = server.create_agent("cy@else.example", &other_site, 2).await;
-    let session = admin_session(&server).await;
+    let session = server.admin_token("root@kefu.example").await;
     let token = make_token(&server, &session, &site, "CRM", false).await;
     let (visitor_id, mut visitor, conversation_id) =
         visitor_with_conversation(&server, &site, "where is my order?").await;
@@ -369,7 +342,7 @@ async fn the_bot_speaks_over_http_while_it_answers_the_conversation() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
     let ann_id = server.create_agent("ann@shop.example", &site, 2).await;
-    let session = admin_session(&server).await;
+    let session = server.admin_token("root@kefu.example").await;
     let bot = json!({"enabled": true});
     check(&server, "PUT", &format!("/api/v1/sites/{}/bot", site.key), &session, Some(bot), 200, "").await;
     let token = make_token(&server, &session, &site, "Order bot", false).await;
@@ -591,7 +564,7 @@ async fn the_openapi_document_lists_every_route_and_every_answer_fits_it() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
     let ann_id = server.create_agent("ann@shop.example", &site, 2).await;
-    let session = admin_session(&server).await;
+    let session = server.admin_token("root@kefu.example").await;
     let team = json!({"site": site.key, "name": "Billing", "members": [ann_id]});
     let team_id = check(&server, "POST", "/api/v1/teams", &session, Some(team), 201, "").await["id"].as_u64().unwrap();
     let token = make_token(&server, &session, &site, "Everything", false).await;
@@ -734,7 +707,7 @@ const ROUTES_NOT_FOR_TOKENS: &[(&str, &str, &str)] = &[
 async fn routes_outside_the_document_refuse_api_tokens() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
-    let session = admin_session(&server).await;
+    let session = server.admin_token("root@kefu.example").await;
     let token = make_token(&server, &session, &site, "Everything", false).await;
     let (visitor_id, _visitor, conversation_id) = visitor_with_conversation(&server, &site, "hello").await;
     let fill = |template: &str| {

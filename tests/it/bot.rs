@@ -9,11 +9,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kefu::agents::{self, NewAgent, Role};
 use kefu::sites::Site;
 use serde_json::{Value, json};
 
-use crate::support::{Client, PASSWORD, TestServer, history, http};
+use crate::support::{Client, TestServer, history, http};
 
 /// A stand-in chat-completions server: `/stream`, `/plain`, `/slow` and `/error` behave as named.
 struct StandInLlm {
@@ -73,20 +72,7 @@ async fn stand_in_completion(
 async fn setup() -> (TestServer, Site, String) {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
-    agents::create(
-        &server.app().store,
-        NewAgent {
-            email: "admin@shop.example".into(),
-            name: "Admin".into(),
-            password: PASSWORD.into(),
-            role: Role::Admin,
-            sites: Vec::new(),
-            capacity: 5,
-        },
-    )
-    .await
-    .unwrap();
-    let admin = server.login("admin@shop.example").await;
+    let admin = server.admin_token("admin@shop.example").await;
     (server, site, admin)
 }
 

@@ -3,38 +3,10 @@
 
 use std::time::Duration;
 
-use kefu::agents::{self, NewAgent, Role};
 use kefu::sites::Site;
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{Client, PASSWORD, TestServer, http};
-
-/// An admin account; returns its token.
-async fn admin_token(server: &TestServer) -> String {
-    let new_agent = NewAgent {
-        email: "boss@shop.example".into(),
-        name: "Boss".into(),
-        password: PASSWORD.into(),
-        role: Role::Admin,
-        sites: Vec::new(),
-        capacity: 5,
-    };
-    agents::create(&server.app().store, new_agent).await.expect("creating an admin");
-    server.login("boss@shop.example").await
-}
-
-async fn call(server: &TestServer, method: &str, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = http().request(method, server.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
+use crate::support::{Client, PASSWORD, TestServer, call, http};
 
 /// Expects `status` and, for errors, an error body naming `message_part`.
 async fn check(
@@ -142,7 +114,7 @@ async fn an_agent_of_one_site_cannot_reach_another_sites_data() {
     server.create_agent("ann@a.example", &site_a, 2).await;
     server.create_agent("bob@b.example", &site_b, 2).await;
     let ann = server.login("ann@a.example").await;
-    let admin = admin_token(&server).await;
+    let admin = server.admin_token("boss@shop.example").await;
     let (visitor_b, _, _client, conversation_b) = visitor_with_conversation(&server, &site_b, "secret").await;
     check(
         &server,
@@ -242,7 +214,7 @@ async fn transfer_to_a_team_queues_the_conversation_for_its_members_only() {
     let site = server.create_site("Shop").await;
     let ann_id = server.create_agent("ann@shop.example", &site, 5).await;
     let bob_id = server.create_agent("bob@shop.example", &site, 5).await;
-    let admin = admin_token(&server).await;
+    let admin = server.admin_token("boss@shop.example").await;
     let team = check(
         &server,
         "POST",
@@ -449,7 +421,7 @@ async fn lists_page_with_cursors_and_count() {
     assert!(mine["conversations"][0]["visitor_name"].as_str().unwrap().starts_with("Visitor #"));
 
     // Close three; the closed list pages newest first.
-    let admin = admin_token(&server).await;
+    let admin = server.admin_token("boss@shop.example").await;
     let mut boss = server.agent(&admin).await;
     for id in &ids[..3] {
         boss.send(json!({"type": "close", "conversation_id": id})).await;
@@ -609,7 +581,7 @@ async fn canned_replies_are_read_by_agents_and_written_by_admins() {
     let site = server.create_site("Shop").await;
     server.create_agent("ann@shop.example", &site, 2).await;
     let ann = server.login("ann@shop.example").await;
-    let admin = admin_token(&server).await;
+    let admin = server.admin_token("boss@shop.example").await;
     let body = json!({"site": site.key, "shortcut": "/thanks", "text": "Thank you for waiting!"});
     check(&server, "POST", "/api/v1/canned-replies", &ann, Some(body.clone()), 403, "admins").await;
     let created = check(&server, "POST", "/api/v1/canned-replies", &admin, Some(body.clone()), 201, "").await;
@@ -653,7 +625,7 @@ async fn teams_and_the_agent_list() {
     let ann_id = server.create_agent("ann@shop.example", &site, 2).await;
     let cy_id = server.create_agent("cy@other.example", &other, 2).await;
     let ann = server.login("ann@shop.example").await;
-    let admin = admin_token(&server).await;
+    let admin = server.admin_token("boss@shop.example").await;
     let _ann_socket = server.agent(&ann).await;
 
     let body = json!({"site": site.key, "name": "Sales", "members": [ann_id]});

@@ -1,7 +1,6 @@
 //! Full-text search, export and retention: CJK and English queries, filters, access, cursor
 //! paging, catch-up of the index, export order and escaping, and retention of day shards.
 
-use kefu::agents::{self, NewAgent, Role};
 use kefu::clock::{self, MILLIS_PER_DAY};
 use kefu::config::Config;
 use kefu::conversations::{self, AssignWhen};
@@ -12,7 +11,7 @@ use kefu::sites::{self, Site};
 use kefu::storage::Store;
 use serde_json::Value;
 
-use crate::support::{PASSWORD, TestServer, http};
+use crate::support::{TestServer, http};
 
 /// Stores messages for a new conversation of `visitor_id` on `site`, dated `at` (Unix ms),
 /// through the writer with a given timestamp. Returns the conversation id.
@@ -54,19 +53,6 @@ fn today() -> u32 {
 
 fn noon_of(day: u32) -> i64 {
     i64::from(day) * MILLIS_PER_DAY + MILLIS_PER_DAY / 2
-}
-
-async fn create_admin(server: &TestServer, email: &str) -> String {
-    let new_agent = NewAgent {
-        email: email.into(),
-        name: "Boss".into(),
-        password: PASSWORD.into(),
-        role: Role::Admin,
-        sites: Vec::new(),
-        capacity: 5,
-    };
-    agents::create(&server.app().store, new_agent).await.expect("creating an admin");
-    server.login(email).await
 }
 
 /// Searches as `token`; returns (status, body).
@@ -135,7 +121,7 @@ async fn filters_and_access_keep_agents_to_their_sites() {
     let agent_a = server.create_agent("a@x.test", &site_a, 5).await;
     server.create_agent("b@x.test", &site_b, 5).await;
     let token_a = server.login("a@x.test").await;
-    let admin = create_admin(&server, "boss@x.test").await;
+    let admin = server.admin_token("boss@x.test").await;
     let store = server.app().store.clone();
     let yesterday = today() - 1;
     let conversation_a1 = backdated(&store, &site_a.key, 1, &["refund one"], noon_of(yesterday)).await;
@@ -306,7 +292,7 @@ fn csv_rows(bytes: &[u8]) -> Vec<(String, u64, u64, String, String)> {
 async fn export_streams_every_message_in_range_once_in_order_with_csv_escaping() {
     let server = TestServer::start().await;
     let (site_a, site_b, first) = export_fixture(&server).await;
-    let admin = create_admin(&server, "boss@x.test").await;
+    let admin = server.admin_token("boss@x.test").await;
     server.create_agent("a@x.test", &site_a, 5).await;
     let token_a = server.login("a@x.test").await;
     let (from, to) = (clock::day_to_date(first), clock::day_to_date(first + 1));
@@ -423,7 +409,7 @@ async fn retention_drops_exactly_the_expired_shards_and_rows() {
     assert_eq!(plan.messages, 3);
     assert_eq!(store.read(messages::shard_days).await.unwrap(), [middle, recent]);
 
-    let admin = create_admin(&server, "boss@x.test").await;
+    let admin = server.admin_token("boss@x.test").await;
     let (_, body) = search_all(&server, &admin).await;
     let mut texts = hit_texts(&body);
     texts.sort();
@@ -454,7 +440,7 @@ async fn search_all(server: &TestServer, token: &str) -> (u16, Value) {
 async fn pages_stay_newest_first_across_index_segments() {
     let server = TestServer::start().await;
     let site = server.create_site("shop").await;
-    let admin = create_admin(&server, "boss@x.test").await;
+    let admin = server.admin_token("boss@x.test").await;
     let store = server.app().store.clone();
     // Four index commits, so four segments, the older ones later merged or not.
     for batch in 0..4_u64 {

@@ -10,6 +10,7 @@ use kefu::config::Config;
 use kefu::sensitive_words::SensitiveMode;
 use kefu::server::{self, Running};
 use kefu::sites::{self, NewSite, Site};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -143,6 +144,25 @@ impl TestServer {
         agents::create(&self.app().store, new_agent).await.expect("creating an agent").id
     }
 
+    /// Creates an admin (serving every site) with [`PASSWORD`]; returns the admin's id.
+    pub async fn create_admin(&self, email: &str) -> u64 {
+        let new_agent = NewAgent {
+            email: email.into(),
+            name: email.split('@').next().unwrap().into(),
+            password: PASSWORD.into(),
+            role: Role::Admin,
+            sites: Vec::new(),
+            capacity: 5,
+        };
+        agents::create(&self.app().store, new_agent).await.expect("creating an admin").id
+    }
+
+    /// Creates an admin and logs them in; returns the token.
+    pub async fn admin_token(&self, email: &str) -> String {
+        self.create_admin(email).await;
+        self.login(email).await
+    }
+
     /// Logs an agent in over HTTP; returns the token.
     pub async fn login(&self, email: &str) -> String {
         self.login_with(email, PASSWORD).await
@@ -223,6 +243,25 @@ pub fn http() -> reqwest::Client {
     // kefu builds reqwest without a default TLS crypto provider; the process installs ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+/// Calls the JSON API as `token`; returns the status and the JSON body (`null` if none).
+pub async fn call(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = http().request(method, server.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// A protocol client on one WebSocket.

@@ -5,11 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::HeaderMap;
 use base64::Engine;
-use kefu::agents::{self, NewAgent, Role};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::support::{PASSWORD, TestServer, http};
+use crate::support::{TestServer, http};
 
 /// A local webhook receiver that fails the first `n_failures` requests.
 struct Receiver {
@@ -87,19 +86,6 @@ fn verify(headers: &HeaderMap, body: &str, secret: &str) {
     assert!((kefu::clock::now_millis() / 1000 - timestamp).abs() < 300);
 }
 
-async fn admin_token(server: &TestServer) -> String {
-    let admin = NewAgent {
-        email: "root@shop.example".into(),
-        name: "Root".into(),
-        password: PASSWORD.into(),
-        role: Role::Admin,
-        sites: vec![],
-        capacity: 5,
-    };
-    agents::create(&server.app().store, admin).await.unwrap();
-    server.login("root@shop.example").await
-}
-
 async fn create_webhook(server: &TestServer, token: &str, site: &str, body: Value) -> reqwest::Response {
     http()
         .post(server.url(&format!("/api/v1/sites/{site}/webhooks")))
@@ -118,7 +104,7 @@ fn quick_retries(config: &mut kefu::config::Config) {
 async fn events_are_delivered_signed_and_retried_until_the_receiver_recovers() {
     let server = TestServer::start_with(quick_retries).await;
     let site = server.create_site("Shop").await;
-    let admin = admin_token(&server).await;
+    let admin = server.admin_token("root@shop.example").await;
     let mut receiver = receiver(2).await;
     let events = json!(["message.created", "conversation.created", "offline_message.received", "conversation.closed"]);
     let created = create_webhook(
@@ -180,7 +166,7 @@ async fn events_are_delivered_signed_and_retried_until_the_receiver_recovers() {
 async fn a_delivery_pending_at_shutdown_is_sent_after_the_restart() {
     let mut server = TestServer::start_with(quick_retries).await;
     let site = server.create_site("Shop").await;
-    let admin = admin_token(&server).await;
+    let admin = server.admin_token("root@shop.example").await;
     let mut receiver = receiver(usize::MAX).await;
     let webhook: Value = create_webhook(
         &server,
@@ -208,7 +194,7 @@ async fn a_delivery_pending_at_shutdown_is_sent_after_the_restart() {
 async fn private_destinations_are_refused_unless_allowed_and_only_admins_manage_webhooks() {
     let server = TestServer::start_with(quick_retries).await;
     let site = server.create_site("Shop").await;
-    let admin = admin_token(&server).await;
+    let admin = server.admin_token("root@shop.example").await;
     let mut receiver = receiver(0).await;
 
     let refused =
