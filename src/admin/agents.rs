@@ -7,12 +7,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::form::FieldErrors;
-use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
+use super::{AdminPost, AdminUser, Directory, Layout, Notice, directory, done, internal_error, not_found, render};
 use crate::agents::{self, Agent, AgentChanges, AgentError, NewAgent, Role};
 use crate::protocol::{ErrorCode, close_code};
 use crate::routing::RoutingEvent;
 use crate::server::AppState;
-use crate::sites::{self, Site};
+use crate::sites::Site;
 use crate::teams::{self, Team};
 
 /// The new-agent form as typed.
@@ -58,24 +58,6 @@ struct AgentPage {
     teams: Vec<Team>,
     /// A password just set, shown once.
     new_password: Option<String>,
-}
-
-struct Directory {
-    agents: Vec<Agent>,
-    sites: Vec<Site>,
-    teams: Vec<Team>,
-}
-
-async fn directory(app: &AppState) -> Result<Directory, Response> {
-    app.store
-        .read(|transaction| {
-            let mut agents = agents::list(transaction)?;
-            agents.sort_by(|a, b| a.email.cmp(&b.email));
-            let sites = sites::list_by_name(transaction)?;
-            Ok(Directory { agents, sites, teams: teams::list(transaction)? })
-        })
-        .await
-        .map_err(internal_error)
 }
 
 fn role_of(text: &str, errors: &mut FieldErrors) -> Role {

@@ -199,6 +199,36 @@ impl FromRequestParts<AppState> for AdminUser {
     }
 }
 
+/// Every agent (by email), site (by name) and team (by site and name), for pages that pick
+/// among them.
+pub struct Directory {
+    pub agents: Vec<Agent>,
+    pub sites: Vec<crate::sites::Site>,
+    pub teams: Vec<crate::teams::Team>,
+}
+
+impl Directory {
+    /// Only the agents who can join a team (enabled ones), by name.
+    pub fn for_teams(mut self) -> Directory {
+        self.agents.retain(|agent| !agent.disabled);
+        self.agents.sort_by_key(|agent| agent.name.to_lowercase());
+        self
+    }
+}
+
+pub async fn directory(app: &AppState) -> Result<Directory, Response> {
+    app.store
+        .read(|transaction| {
+            let mut agents = crate::agents::list(transaction)?;
+            agents.sort_by(|a, b| a.email.cmp(&b.email));
+            let mut teams = crate::teams::list(transaction)?;
+            teams.sort_by(|a, b| (&a.site, a.name.to_lowercase()).cmp(&(&b.site, b.name.to_lowercase())));
+            Ok(Directory { agents, sites: crate::sites::list_by_name(transaction)?, teams })
+        })
+        .await
+        .map_err(internal_error)
+}
+
 /// Renders an admin page with its security headers.
 pub fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {

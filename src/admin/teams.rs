@@ -7,11 +7,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::form::FieldErrors;
-use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
-use crate::agents::{self, Agent};
+use super::{AdminPost, AdminUser, Directory, Layout, Notice, directory, done, internal_error, not_found, render};
+use crate::agents::Agent;
 use crate::routing::RoutingEvent;
 use crate::server::AppState;
-use crate::sites::{self, Site};
+use crate::sites::Site;
 use crate::teams::{self, Team, TeamError};
 
 /// A team's name and members as typed.
@@ -53,26 +53,6 @@ impl TeamsPage {
     }
 }
 
-struct Directory {
-    teams: Vec<Team>,
-    sites: Vec<Site>,
-    agents: Vec<Agent>,
-}
-
-async fn directory(app: &AppState) -> Result<Directory, Response> {
-    app.store
-        .read(|transaction| {
-            let mut teams = teams::list(transaction)?;
-            teams.sort_by(|a, b| (&a.site, a.name.to_lowercase()).cmp(&(&b.site, b.name.to_lowercase())));
-            let mut agents = agents::list(transaction)?;
-            agents.retain(|agent| !agent.disabled);
-            agents.sort_by_key(|agent| agent.name.to_lowercase());
-            Ok(Directory { teams, sites: sites::list_by_name(transaction)?, agents })
-        })
-        .await
-        .map_err(internal_error)
-}
-
 fn members_of(form: &TeamForm, errors: &mut FieldErrors) -> Vec<u64> {
     let members: Vec<u64> = form.members.iter().filter_map(|member| member.parse().ok()).collect();
     if members.len() != form.members.len() {
@@ -95,7 +75,7 @@ fn team_error(error: TeamError, errors: &mut FieldErrors) -> Option<Response> {
 
 /// `GET /admin/teams`
 pub async fn list(State(app): State<AppState>, admin: AdminUser, Query(notice): Query<Notice>) -> Response {
-    let Directory { teams, sites, agents } = match directory(&app).await {
+    let Directory { teams, sites, agents } = match directory(&app).await.map(Directory::for_teams) {
         Ok(directory) => directory,
         Err(response) => return response,
     };
@@ -129,7 +109,7 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
             }
         }
     }
-    let Directory { teams, sites, agents } = match directory(&app).await {
+    let Directory { teams, sites, agents } = match directory(&app).await.map(Directory::for_teams) {
         Ok(directory) => directory,
         Err(response) => return response,
     };
@@ -144,7 +124,7 @@ pub async fn edit_form(
     Path(id): Path<u64>,
     Query(notice): Query<Notice>,
 ) -> Response {
-    let Directory { teams, agents, .. } = match directory(&app).await {
+    let Directory { teams, agents, .. } = match directory(&app).await.map(Directory::for_teams) {
         Ok(directory) => directory,
         Err(response) => return response,
     };
@@ -164,7 +144,7 @@ pub async fn edit_form(
 
 /// `POST /admin/teams/{id}`
 pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminPost) -> Response {
-    let Directory { teams, agents, .. } = match directory(&app).await {
+    let Directory { teams, agents, .. } = match directory(&app).await.map(Directory::for_teams) {
         Ok(directory) => directory,
         Err(response) => return response,
     };
