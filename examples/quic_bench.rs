@@ -25,6 +25,9 @@ use tokio::sync::Semaphore;
 /// Handshakes in flight at once while connecting, so the UDP buffers keep up.
 const CONNECT_CONCURRENCY: usize = 256;
 
+/// Attempts per connection before it counts as not held.
+const CONNECT_ATTEMPTS: usize = 3;
+
 /// Visitor sessions created over HTTP at once.
 const SESSION_CONCURRENCY: usize = 256;
 
@@ -157,18 +160,21 @@ async fn connections(n: usize) -> anyhow::Result<()> {
         let (endpoint, limit, site, failures) =
             (endpoint.clone(), limit.clone(), server.site.clone(), failures.clone());
         tasks.spawn(async move {
-            let permit = limit.acquire_owned().await.ok()?;
-            let connected = connect_visitor(&endpoint, address, &site, &token).await;
-            drop(permit);
-            match connected {
-                Ok(held) => Some(held),
-                Err(error) => {
-                    if failures.fetch_add(1, Ordering::Relaxed) < 5 {
-                        eprintln!("  a connection failed: {error:#}");
+            // A failed attempt is retried, as a real client reconnects; failures counts attempts.
+            for _ in 0..CONNECT_ATTEMPTS {
+                let permit = limit.clone().acquire_owned().await.ok()?;
+                let connected = connect_visitor(&endpoint, address, &site, &token).await;
+                drop(permit);
+                match connected {
+                    Ok(held) => return Some(held),
+                    Err(error) => {
+                        if failures.fetch_add(1, Ordering::Relaxed) < 5 {
+                            eprintln!("  a connection attempt failed: {error:#}");
+                        }
                     }
-                    None
                 }
             }
+            None
         });
     }
     let mut held = Vec::with_capacity(n);
@@ -183,7 +189,7 @@ async fn connections(n: usize) -> anyhow::Result<()> {
     let rss_after = vm_rss_kib(pid)?;
     let alive = held.iter().filter(|(connection, _, _)| connection.close_reason().is_none()).count();
     println!(
-        "  connected: {} of {n} in {connect_secs:.1}s ({:.0}/s), failures {}",
+        "  connected: {} of {n} in {connect_secs:.1}s ({:.0}/s), failed attempts (retried) {}",
         held.len(),
         held.len() as f64 / connect_secs,
         failures.load(Ordering::Relaxed)
