@@ -15,7 +15,7 @@ use redb::ReadableTable;
 
 use crate::agents::{self, Agent, Role as AgentRole};
 use crate::conversations::{self, AssignWhen, Conversation, ConversationError};
-use crate::delivery::{CommittedEvent, ConnectionHandle, Outbound};
+use crate::delivery::{CommittedEvent, ConnectionHandle, Outbound, OutboundReceiver};
 use crate::messages::{self, NewMessage, Target};
 use crate::principal::Principal;
 use crate::protocol::{
@@ -35,6 +35,9 @@ const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most conversations listed in a visitor's `welcome`.
 const MAX_WELCOME_CONVERSATIONS: usize = 50;
+
+/// Most frames a connection takes from its queue before writing them in one flush.
+pub const FLUSH_FRAMES: usize = 64;
 
 /// Why a connection must close.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,11 +69,17 @@ pub trait FrameSink: Send {
     fn push(&mut self, frame: Bytes);
     /// A frame in a conversation's ordered stream: a message, an ack, `replayed` or `reset`.
     fn push_sequenced(&mut self, conversation_id: u64, frame: Bytes);
+    /// Frames waiting to be written.
+    fn n_frames(&self) -> usize;
 }
 
 impl FrameSink for Vec<Bytes> {
     fn push(&mut self, frame: Bytes) {
         Vec::push(self, frame);
+    }
+
+    fn n_frames(&self) -> usize {
+        self.len()
     }
 
     fn push_sequenced(&mut self, _conversation_id: u64, frame: Bytes) {
@@ -86,6 +95,10 @@ impl FrameSink for Vec<(Option<u64>, Bytes)> {
 
     fn push_sequenced(&mut self, conversation_id: u64, frame: Bytes) {
         Vec::push(self, (Some(conversation_id), frame));
+    }
+
+    fn n_frames(&self) -> usize {
+        self.len()
     }
 }
 
@@ -272,6 +285,30 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Handles `first` from the connection's outbound queue and whatever else is queued, up to
+    /// [`FLUSH_FRAMES`] frames to write in one flush. An overflowed queue closes the connection:
+    /// the client reconnects and resumes.
+    pub fn take_outbound(
+        &mut self,
+        first: Outbound,
+        queue: &mut OutboundReceiver,
+        handle: &ConnectionHandle,
+        out: &mut impl FrameSink,
+    ) -> Result<(), CloseReason> {
+        let too_slow = || CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume");
+        if handle.overflowed() {
+            return Err(too_slow());
+        }
+        self.on_outbound(first, out);
+        while out.n_frames() < FLUSH_FRAMES {
+            match queue.try_recv() {
+                Some(queued) => self.on_outbound(queued, out),
+                None => break,
+            }
+        }
+        if handle.overflowed() { Err(too_slow()) } else { Ok(()) }
     }
 
     /// Handles one item from the connection's outbound queue.

@@ -311,18 +311,8 @@ async fn serve_connection(
                 None => break None,
             },
             queued = outbound.recv() => {
-                if handle.overflowed() {
-                    break Some(CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume"));
-                }
-                session.on_outbound(queued, &mut out);
-                while out.len() < 64 {
-                    match outbound.try_recv() {
-                        Some(queued) => session.on_outbound(queued, &mut out),
-                        None => break,
-                    }
-                }
-                if handle.overflowed() {
-                    break Some(CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume"));
+                if let Err(reason) = session.take_outbound(queued, &mut outbound, &handle, &mut out) {
+                    break Some(reason);
                 }
             }
         }

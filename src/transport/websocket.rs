@@ -190,19 +190,8 @@ async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permi
                 }
             }
             queued = outbound.recv() => {
-                if handle.overflowed() {
-                    break Some(CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume"));
-                }
-                session.on_outbound(queued, &mut out);
-                // Take whatever else is queued, to write it in one flush.
-                while out.len() < 64 {
-                    match outbound.try_recv() {
-                        Some(queued) => session.on_outbound(queued, &mut out),
-                        None => break,
-                    }
-                }
-                if handle.overflowed() {
-                    break Some(CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume"));
+                if let Err(reason) = session.take_outbound(queued, &mut outbound, &handle, &mut out) {
+                    break Some(reason);
                 }
                 if let Some(code) = handle.close_requested() {
                     let _ = connection.write_all(&mut out).await;
