@@ -324,6 +324,8 @@ async fn relay(n_visitors: usize, seconds: u64, rate: u64) -> anyhow::Result<()>
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // kefu builds reqwest without a default TLS crypto provider; the process installs ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let number = |index: usize, default: u64| args.get(index).and_then(|arg| arg.parse().ok()).unwrap_or(default);
     match args.first().map(String::as_str) {
