@@ -6,7 +6,7 @@ use std::time::Duration;
 use kefu::sites::Site;
 use serde_json::{Value, json};
 
-use crate::support::{Client, PASSWORD, TestServer, call, http};
+use crate::support::{Client, PASSWORD, TestServer, call, call_expecting, http};
 
 /// Expects `status` and, for errors, an error body naming `message_part`.
 async fn check(
@@ -18,8 +18,7 @@ async fn check(
     status: u16,
     message_part: &str,
 ) -> Value {
-    let (got, answer) = call(server, method, path, token, body).await;
-    assert_eq!(got.as_u16(), status, "{method} {path}: {answer}");
+    let answer = call_expecting(server, method, path, token, body, status).await;
     if status >= 400 {
         let message = answer["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(message_part), "{method} {path}: {message:?} lacks {message_part:?}");

@@ -31,12 +31,15 @@ pub(crate) fn kefu() -> Command {
 
 /// Starts `kefu serve` and waits for its `listening` line.
 pub(crate) async fn serve(data_dir: &Path) -> (Child, String) {
-    let mut child = kefu()
-        .args(["serve", "--data-dir", data_dir.to_str().unwrap(), "--http", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("kefu starts");
+    let mut command = kefu();
+    command.args(["serve", "--data-dir", data_dir.to_str().unwrap(), "--http", "127.0.0.1:0"]);
+    start(command).await
+}
+
+/// Spawns `command` (a `kefu serve`) and waits for its `listening` line; returns the child and
+/// its HTTP address. Its stdout is drained; its other pipes are the caller's.
+pub(crate) async fn start(mut command: Command) -> (Child, String) {
+    let mut child = command.stdout(Stdio::piped()).kill_on_drop(true).spawn().expect("kefu starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let address = loop {
         let line = lines.next_line().await.unwrap().expect("kefu prints its address");

@@ -295,22 +295,12 @@ async fn sigterm_under_load_loses_no_acknowledged_message_and_clients_resume() {
     let dir = tempfile::tempdir().unwrap();
     let site = admin(dir.path(), &["create-site", "--name", "Shop", "--origin", "*"]).await["site_key"].clone();
 
-    let mut child = kefu()
+    let mut command = kefu();
+    command
         .args(["serve", "--data-dir", dir.path().to_str().unwrap(), "--http", "127.0.0.1:0", "--log-format", "json"])
         .env("RUST_LOG", "kefu=debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("kefu starts");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = loop {
-        let line = stdout.next_line().await.unwrap().expect("kefu prints its address");
-        if let Some(address) = line.strip_prefix("listening http=") {
-            break address.to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+        .stderr(Stdio::piped());
+    let (mut child, address) = crate::crash::start(command).await;
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let logs = tokio::spawn(async move {
         let mut lines = Vec::new();

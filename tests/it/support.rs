@@ -264,6 +264,25 @@ pub async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// [`call`], expecting `status`; an error answer must have the one error shape (a `code` and a
+/// non-empty `message`). Returns the body.
+pub async fn call_expecting(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+    status: u16,
+) -> Value {
+    let (got, answer) = call(server, method, path, token, body).await;
+    assert_eq!(got.as_u16(), status, "{method} {path}: {answer}");
+    if status >= 400 {
+        assert!(answer["error"]["code"].is_string(), "{method} {path}: {answer}");
+        assert!(answer["error"]["message"].as_str().is_some_and(|message| !message.is_empty()), "{answer}");
+    }
+    answer
+}
+
 /// A protocol client on one WebSocket.
 pub struct Client {
     pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
