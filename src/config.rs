@@ -62,6 +62,9 @@ pub struct StorageConfig {
     /// Zero commits as soon as the queue is drained: under load, batches form on their own
     /// while the previous commit is syncing.
     pub commit_max_delay_us: u64,
+    /// Memory for redb's page cache, in MiB. Reads past it come from the file (the OS page
+    /// cache); a small server can lower it, a large history read often can raise it.
+    pub cache_mib: usize,
 }
 
 /// Limits that protect the server from any one client.
@@ -166,7 +169,7 @@ impl Default for Config {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { commit_max_batch: 4096, commit_max_delay_us: 0 }
+        StorageConfig { commit_max_batch: 4096, commit_max_delay_us: 0, cache_mib: 256 }
     }
 }
 

@@ -107,6 +107,7 @@ impl Store {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
         let database = Database::builder()
+            .set_cache_size(config.cache_mib.max(1) * 1024 * 1024)
             .set_repair_callback(|session| crate::systemd::on_repair_progress(session.progress()))
             .create(&path)
             .map_err(|error| match error {
