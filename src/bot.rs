@@ -169,7 +169,7 @@ impl BotInbox {
     /// Queues what the bot reacts to in a committed event, without waiting.
     pub fn observe(&self, event: &CommittedEvent) {
         let bot_event = match event {
-            CommittedEvent::Message { conversation_id, seq, record, .. }
+            CommittedEvent::Message { conversation_id, seq, record, bot_active: true, .. }
                 if record.sender_kind == SenderKind::Visitor && !record.internal =>
             {
                 BotEvent::Message { conversation_id: *conversation_id, seq: *seq, record: record.clone() }

@@ -169,7 +169,7 @@ impl Default for Config {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { commit_max_batch: 4096, commit_max_delay_us: 0, cache_mib: 256 }
+        StorageConfig { commit_max_batch: 16_384, commit_max_delay_us: 0, cache_mib: 256 }
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::conversations::Conversation;
 use crate::messages::{Appended, MessageRecord, message_view};
-use crate::protocol::{ConversationView, ParticipantView, ServerFrame};
+use crate::protocol::{ActivityItem, ConversationView, ParticipantView, ServerFrame};
 use crate::routing::{Router, RoutingEvent};
 use crate::search::Search;
 
@@ -44,6 +44,9 @@ pub enum CommittedEvent {
         site: String,
         record: Arc<MessageRecord>,
         origin: Option<ConnectionHandle>,
+        /// Whether the bot answers in the conversation (as of this message), so the dispatcher
+        /// hands the bot only the messages it acts on.
+        bot_active: bool,
     },
     /// A resend of a stored message: only the sender hears about it again.
     Duplicate {
@@ -342,9 +345,10 @@ impl Hub {
         self.all.len()
     }
 
-    /// Sends `frame` to every agent connection of a site.
-    pub fn broadcast_to_site_agents(&self, site: &str, frame: &Bytes) {
-        if let Some(connections) = self.site_agents.get(site) {
+    /// Sends a frame to every agent connection of a site; `frame` is encoded only if there is one.
+    pub fn broadcast_to_site_agents(&self, site: &str, frame: impl FnOnce() -> Bytes) {
+        if let Some(connections) = self.site_agents.get(site).filter(|connections| !connections.is_empty()) {
+            let frame = frame();
             for connection in connections.iter() {
                 connection.push(Outbound::Frame(frame.clone()));
             }
@@ -384,32 +388,62 @@ pub async fn run_dispatcher(
     search: Search,
 ) {
     while let Some(CommittedBatch(events)) = committed.recv().await {
+        let mut activity = SiteActivity::default();
         for event in events {
             bot.observe(&event);
             if let CommittedEvent::Message { conversation_id, seq, record, .. } = &event {
                 search.offer(*conversation_id, *seq, record.clone());
             }
-            dispatch(&hub, &router, epoch, event);
+            if let Some(routing_event) = dispatch(&hub, epoch, event, &mut activity) {
+                router.send(routing_event).await;
+            }
         }
+        activity.broadcast(&hub);
     }
     tracing::debug!("dispatcher stopped");
 }
 
-fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
+/// The `activity` items of one committed batch, by site: each site's agents get one frame for
+/// the batch rather than one per message (a busy site's agents would otherwise get a frame for
+/// every message of every conversation).
+#[derive(Default)]
+struct SiteActivity {
+    sites: Vec<(String, Vec<ActivityItem>)>,
+}
+
+impl SiteActivity {
+    fn add(&mut self, site: String, item: ActivityItem) {
+        match self.sites.iter_mut().find(|(known, _)| *known == site) {
+            Some((_, items)) => items.push(item),
+            None => self.sites.push((site, vec![item])),
+        }
+    }
+
+    fn broadcast(self, hub: &Hub) {
+        for (site, items) in self.sites {
+            hub.broadcast_to_site_agents(&site, || ServerFrame::Activity { items: &items }.encode());
+        }
+    }
+}
+
+/// Delivers one committed event to the connections it concerns (a message's `activity` item goes
+/// to `activity`); returns what routing must hear.
+fn dispatch(hub: &Hub, epoch: u64, event: CommittedEvent, activity: &mut SiteActivity) -> Option<RoutingEvent> {
     match event {
-        CommittedEvent::Message { conversation_id, seq, site, record, origin } => {
-            let view = message_view(conversation_id, seq, &record, epoch);
-            let activity = ServerFrame::Activity {
-                conversation_id,
-                seq,
-                sender_kind: record.sender_kind,
-                internal: record.internal,
-                preview: preview(&record.text),
-                created_at: record.created_at,
-            }
-            .encode();
-            hub.broadcast_to_site_agents(&site, &activity);
-            let frame = ServerFrame::Message(&view).encode();
+        CommittedEvent::Message { conversation_id, seq, site, record, origin, .. } => {
+            activity.add(
+                site,
+                ActivityItem {
+                    conversation_id,
+                    seq,
+                    sender_kind: record.sender_kind,
+                    internal: record.internal,
+                    preview: preview(&record.text).to_owned(),
+                    created_at: record.created_at,
+                },
+            );
+            // Encoded once, when the first subscriber other than the sender needs it.
+            let mut message_frame: Option<Bytes> = None;
             let ack = origin.as_ref().map(|_| {
                 ServerFrame::Ack {
                     client_id: record.client_id.as_deref().unwrap_or_default(),
@@ -430,7 +464,12 @@ fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
                         let frame = ack.clone().expect("an origin always has an ack");
                         connection.push(Outbound::Sequenced { conversation_id, seq, frame });
                     } else if !(record.internal && connection.role() == Role::Visitor) {
-                        connection.push(Outbound::Sequenced { conversation_id, seq, frame: frame.clone() });
+                        let frame = message_frame
+                            .get_or_insert_with(|| {
+                                ServerFrame::Message(&message_view(conversation_id, seq, &record, epoch)).encode()
+                            })
+                            .clone();
+                        connection.push(Outbound::Sequenced { conversation_id, seq, frame });
                     }
                 }
             }
@@ -442,7 +481,6 @@ fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
                 u64::try_from(crate::clock::now_millis().saturating_sub(record.created_at)).unwrap_or(0) * 1000,
             );
             tracing::debug!(trace_id = record.trace_id, conversation_id, seq, "message delivered");
-            router.notify(RoutingEvent::MessageStored { conversation_id, sender_kind: record.sender_kind });
         }
         CommittedEvent::Duplicate { appended, client_id, origin } => {
             if let Some(origin) = origin {
@@ -500,8 +538,8 @@ fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
             for connection in hub.visitor_connections(conversation.visitor_id) {
                 connection.push(Outbound::Frame(frame.clone()));
             }
-            hub.broadcast_to_site_agents(&conversation.site, &frame);
-            router.notify(RoutingEvent::Conversation { event, conversation });
+            hub.broadcast_to_site_agents(&conversation.site, || frame);
+            return Some(RoutingEvent::Conversation { event, conversation });
         }
         CommittedEvent::OfflineMessage(_) | CommittedEvent::Rated { .. } => {}
         CommittedEvent::Read { conversation_id, reader, seq } => {
@@ -511,6 +549,7 @@ fn dispatch(hub: &Hub, router: &Router, epoch: u64, event: CommittedEvent) {
             }
         }
     }
+    None
 }
 
 fn subscribe_agent(hub: &Hub, agent_id: u64, conversation: &Conversation) {
@@ -562,6 +601,44 @@ mod tests {
         assert_eq!(text_of(receiver.try_recv().unwrap()), "b");
         assert!(receiver.try_recv().is_none());
         assert_eq!(handle.n_queued(), 0);
+    }
+
+    #[test]
+    fn a_batch_gives_each_site_one_activity_frame_in_store_order() {
+        let hub = Hub::new();
+        let (shop_agent, mut shop_queue) = ConnectionHandle::new(Role::Agent, 8);
+        let (other_agent, mut other_queue) = ConnectionHandle::new(Role::Agent, 8);
+        hub.register_agent(1, &["shop".to_owned()], &shop_agent);
+        hub.register_agent(2, &["other".to_owned()], &other_agent);
+        let item = |conversation_id, seq| ActivityItem {
+            conversation_id,
+            seq,
+            sender_kind: crate::protocol::SenderKind::Visitor,
+            internal: false,
+            preview: format!("m{seq}"),
+            created_at: 0,
+        };
+        let mut activity = SiteActivity::default();
+        activity.add("shop".into(), item(1, 1));
+        activity.add("other".into(), item(2, 1));
+        activity.add("shop".into(), item(3, 1));
+        activity.add("shop".into(), item(1, 2));
+        activity.add("nobody".into(), item(4, 1));
+        activity.broadcast(&hub);
+
+        let shop: serde_json::Value = serde_json::from_slice(&text_of(shop_queue.try_recv().unwrap())).unwrap();
+        let seen: Vec<(u64, u64)> = shop["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| (item["conversation_id"].as_u64().unwrap(), item["seq"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(shop["type"], "activity");
+        assert_eq!(seen, [(1, 1), (3, 1), (1, 2)]);
+        assert!(shop_queue.try_recv().is_none(), "one frame for the batch");
+        let other: serde_json::Value = serde_json::from_slice(&text_of(other_queue.try_recv().unwrap())).unwrap();
+        assert_eq!(other["items"].as_array().unwrap().len(), 1);
+        assert!(other_queue.try_recv().is_none());
     }
 
     #[test]

@@ -253,6 +253,7 @@ pub fn append_with_source(
     let seq = conversation.last_seq;
     let day = conversation.last_day;
     let site = conversation.site.clone();
+    let bot_active = conversation.bot_active;
 
     let kind = match new_message.attachment.as_ref().map(|upload| upload.kind) {
         None => MessageKind::Text,
@@ -310,6 +311,7 @@ pub fn append_with_source(
         site,
         record: Arc::new(record),
         origin: new_message.origin,
+        bot_active,
     });
     Ok(Ok(appended))
 }

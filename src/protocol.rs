@@ -304,6 +304,18 @@ pub struct ConversationView {
     pub bot_active: bool,
 }
 
+/// One stored message, as the site's agents see it in their lists.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActivityItem {
+    pub conversation_id: u64,
+    pub seq: u64,
+    pub sender_kind: SenderKind,
+    pub internal: bool,
+    /// The text's first 80 characters.
+    pub preview: String,
+    pub created_at: i64,
+}
+
 /// A frame from the server.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -358,14 +370,10 @@ pub enum ServerFrame<'a> {
         agent_id: u64,
         status: Presence,
     },
-    /// A message was stored in a conversation of the site (to the site's agents, for lists).
+    /// Messages were stored in conversations of the site (to the site's agents, for lists): one
+    /// frame for all the site's messages of one commit.
     Activity {
-        conversation_id: u64,
-        seq: u64,
-        sender_kind: SenderKind,
-        internal: bool,
-        preview: &'a str,
-        created_at: i64,
+        items: &'a [ActivityItem],
     },
     /// A visitor came online, viewed a page, or left (to the site's agents).
     Visitor {

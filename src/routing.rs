@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agents::{Agent, Role};
 use crate::conversations::{self, AssignWhen, Conversation, ConversationStatus};
 use crate::delivery::{ConversationEvent, Hub};
-use crate::protocol::{Presence, SenderKind, ServerFrame};
+use crate::protocol::{Presence, ServerFrame};
 use crate::storage::{StorageError, Store};
 
 /// Routing events waiting to be handled. Events are small and handled in microseconds; when
@@ -40,10 +40,6 @@ pub enum RoutingEvent {
     Conversation {
         event: ConversationEvent,
         conversation: Conversation,
-    },
-    MessageStored {
-        conversation_id: u64,
-        sender_kind: SenderKind,
     },
     AssignFailed {
         conversation_id: u64,
@@ -76,19 +72,13 @@ pub struct Router {
 }
 
 impl Router {
-    /// Queues an event without waiting.
-    pub fn notify(&self, event: RoutingEvent) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(event) {
-            tracing::warn!("routing queue full; event dropped");
-        }
-    }
-
     /// An agent's presence as routing sees it (offline when never connected).
     pub fn presence_of(&self, agent_id: u64) -> Presence {
         self.presence.get(&agent_id).map(|status| *status).unwrap_or(Presence::Offline)
     }
 
-    /// Queues an event, waiting for room.
+    /// Queues an event, waiting for room: routing never loses an event, and a burst slows its
+    /// senders instead.
     pub async fn send(&self, event: RoutingEvent) {
         let _ = self.queue.send(event).await;
     }
@@ -222,7 +212,7 @@ impl RouterState {
                         let shutdown = self.shutdown.clone();
                         tokio::spawn(async move {
                             tokio::select! {
-                                _ = tokio::time::sleep(grace) => router.notify(RoutingEvent::GraceExpired { agent_id, generation }),
+                                _ = tokio::time::sleep(grace) => router.send(RoutingEvent::GraceExpired { agent_id, generation }).await,
                                 _ = shutdown.cancelled() => {}
                             }
                         });
@@ -245,7 +235,6 @@ impl RouterState {
                 }
             }
             RoutingEvent::Conversation { event, conversation } => self.on_conversation(event, conversation),
-            RoutingEvent::MessageStored { .. } => {}
             RoutingEvent::TeamChanged { team } => {
                 self.teams.insert(team.id, team.members);
                 self.assign_waiting();
@@ -347,7 +336,7 @@ impl RouterState {
             Role::Agent => state.agent.sites.clone(),
         };
         for site in sites {
-            self.hub.broadcast_to_site_agents(&site, &frame);
+            self.hub.broadcast_to_site_agents(&site, || frame.clone());
         }
     }
 
@@ -382,7 +371,7 @@ impl RouterState {
                         conversations::assign(&store, conversation_id, agent_id, AssignWhen::Queued).await
                     {
                         tracing::info!(conversation_id, agent_id, %error, "assignment did not take effect");
-                        router.notify(RoutingEvent::AssignFailed { conversation_id, agent_id });
+                        router.send(RoutingEvent::AssignFailed { conversation_id, agent_id }).await;
                     }
                 });
             }

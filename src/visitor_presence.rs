@@ -75,7 +75,7 @@ impl OnlineVisitors {
             (entry.n_connections == 1).then(|| ServerFrame::Visitor { event: "online", visitor: &entry.view }.encode())
         };
         if let Some(frame) = frame {
-            hub.broadcast_to_site_agents(&visitor.site, &frame);
+            hub.broadcast_to_site_agents(&visitor.site, || frame);
         }
     }
 
@@ -91,7 +91,7 @@ impl OnlineVisitors {
             (entry.view.site.clone(), ServerFrame::Visitor { event: "page", visitor: &entry.view }.encode())
         });
         if let Some((site, frame)) = announced {
-            hub.broadcast_to_site_agents(&site, &frame);
+            hub.broadcast_to_site_agents(&site, || frame);
         }
     }
 
@@ -107,7 +107,7 @@ impl OnlineVisitors {
         if gone {
             if let Some((_, entry)) = self.visitors.remove_if(&visitor_id, |_, entry| entry.n_connections == 0) {
                 let frame = ServerFrame::Visitor { event: "offline", visitor: &entry.view }.encode();
-                hub.broadcast_to_site_agents(&entry.view.site, &frame);
+                hub.broadcast_to_site_agents(&entry.view.site, || frame);
             }
         }
     }

@@ -133,13 +133,21 @@ pub async fn ws_connect(
     Ok((ws, welcome))
 }
 
-/// The next text frame, decoded; `None` when the socket closed.
+/// Frames no bench looks at, skipped before parsing: every agent of a site gets an `activity`
+/// frame per message of the site, and parsing them all would load the load generator more than
+/// the server. Server frames start with their type.
+const UNREAD_FRAMES: [&str; 3] = [r#"{"type":"activity""#, r#"{"type":"visitor""#, r#"{"type":"typing""#];
+
+/// The next text frame the bench reads, decoded; `None` when the socket closed.
 pub async fn next_frame(ws: &mut Ws) -> anyhow::Result<Option<Frame>> {
     loop {
         match ws.next().await {
             None => return Ok(None),
             Some(Err(error)) => return Err(error.into()),
             Some(Ok(Message::Text(text))) => {
+                if UNREAD_FRAMES.iter().any(|prefix| text.starts_with(prefix)) {
+                    continue;
+                }
                 return serde_json::from_str(&text).map(Some).context("a frame that is not JSON");
             }
             Some(Ok(Message::Close(_))) => return Ok(None),

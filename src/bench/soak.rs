@@ -154,8 +154,8 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let mut samples = Vec::new();
     let mut restarts = 0;
     println!(
-        "{:>8} {:>10} {:>6} {:>9} {:>9} {:>7} {:>9}",
-        "seconds", "VmRSS", "fds", "sent", "acked", "errors", "restarts"
+        "{:>8} {:>10} {:>10} {:>10} {:>6} {:>9} {:>9} {:>7} {:>9}",
+        "seconds", "VmRSS", "RssAnon", "RssFile", "fds", "sent", "acked", "errors", "restarts"
     );
     while Instant::now() < end {
         let now = Instant::now();
@@ -171,16 +171,18 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             };
             if let Some(sample) = sample {
                 println!(
-                    "{:>8.0} {:>10} {:>6} {:>9} {:>9} {:>7} {:>9}",
+                    "{:>8.0} {:>10} {:>10} {:>10} {:>6} {:>9} {:>9} {:>7} {:>9}",
                     started.elapsed().as_secs_f64(),
                     super::kib(sample.rss_kib),
+                    super::kib(sample.rss_anon_kib),
+                    super::kib(sample.rss_file_kib),
                     sample.fds,
                     sent,
                     acked,
                     errors,
                     restarts
                 );
-                samples.push((started.elapsed().as_secs_f64(), sample.rss_kib, sample.fds));
+                samples.push((started.elapsed().as_secs_f64(), sample.rss_kib, sample.fds, sample.rss_anon_kib));
             }
             next_sample += sample_every;
         }
@@ -259,13 +261,17 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         {
             let max = samples.iter().map(|sample| sample.1).max().unwrap_or(0);
             let max_fds = samples.iter().map(|sample| sample.2).max().unwrap_or(0);
+            let max_anon = samples.iter().map(|sample| sample.3).max().unwrap_or(0);
             println!(
-                "server memory: VmRSS {} at {:.0}s, {} at {:.0}s, max {}; fds {} → {}, max {}",
+                "server memory: VmRSS {} at {:.0}s, {} at {:.0}s, max {}; RssAnon {} → {}, max {}; fds {} → {}, max {}",
                 super::kib(first.1),
                 first.0,
                 super::kib(last.1),
                 last.0,
                 super::kib(max),
+                super::kib(first.3),
+                super::kib(last.3),
+                super::kib(max_anon),
                 first.2,
                 last.2,
                 max_fds

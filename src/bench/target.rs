@@ -303,6 +303,10 @@ fn parse_url(url: &str) -> anyhow::Result<SocketAddr> {
 #[derive(Clone, Copy, Debug)]
 pub struct ProcSample {
     pub rss_kib: u64,
+    /// The anonymous part of the RSS (heap, stacks, redb's cache): what a leak grows.
+    pub rss_anon_kib: u64,
+    /// The file-backed part (mapped index files, the binary), which the kernel can reclaim.
+    pub rss_file_kib: u64,
     pub fds: usize,
     /// user + system CPU time, in clock ticks (100 per second on Linux).
     pub cpu_ticks: u64,
@@ -315,10 +319,14 @@ pub const TICKS_PER_SECOND: f64 = 100.0;
 impl ProcSample {
     pub fn read(pid: u32) -> Option<ProcSample> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let rss_kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())?;
+        let field_kib = |name: &str| -> Option<u64> {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        };
+        let rss_kib = field_kib("VmRSS:")?;
+        let (rss_anon_kib, rss_file_kib) = (field_kib("RssAnon:").unwrap_or(0), field_kib("RssFile:").unwrap_or(0));
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|dir| dir.count()).unwrap_or(0);
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // Fields after the command name (which may hold spaces) start at the state, field 3.
@@ -326,7 +334,7 @@ impl ProcSample {
         let fields: Vec<&str> = after.split(' ').collect();
         let utime: u64 = fields.get(11)?.parse().ok()?;
         let stime: u64 = fields.get(12)?.parse().ok()?;
-        Some(ProcSample { rss_kib, fds, cpu_ticks: utime + stime, at: Instant::now() })
+        Some(ProcSample { rss_kib, rss_anon_kib, rss_file_kib, fds, cpu_ticks: utime + stime, at: Instant::now() })
     }
 
     /// CPU use between two samples, in percent of one core.

@@ -204,6 +204,25 @@ pub struct SearchPage {
     pub next_cursor: Option<String>,
 }
 
+/// Niceness of the indexer's threads: when the CPU is short, receiving, committing and
+/// delivering messages go first, and the index (derived data, searchable within seconds)
+/// catches up when the load falls.
+const INDEXER_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority to [`INDEXER_NICENESS`]; threads it starts
+/// afterwards inherit it. On Linux `setpriority(PRIO_PROCESS, 0, ..)` applies to the calling
+/// thread only; elsewhere nothing changes.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority only changes the calling thread's niceness.
+        let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, INDEXER_NICENESS) };
+        if result != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "lowering the indexer's priority failed");
+        }
+    }
+}
+
 impl Search {
     /// Opens (or creates) the index in `data_dir/index` and starts the indexer thread, which
     /// first catches up with what redb holds. An index that cannot be opened is rebuilt.
@@ -232,10 +251,23 @@ impl Search {
             store: store.clone(),
             thread: parking_lot::Mutex::new(None),
         });
-        let indexer =
-            indexer::Indexer::new(&shared.index, shared.reader.clone(), fields, store, lagging, indexed_sender)?;
-        let thread =
-            std::thread::Builder::new().name("kefu-indexer".to_owned()).spawn(move || indexer.run(receiver))?;
+        // The writer is made on the indexer thread after it lowers its priority, so tantivy's
+        // threads, which it starts, inherit the lower priority too.
+        let (started_sender, started) = std::sync::mpsc::sync_channel(1);
+        let (index, reader) = (shared.index.clone(), shared.reader.clone());
+        let thread = std::thread::Builder::new().name("kefu-indexer".to_owned()).spawn(move || {
+            lower_thread_priority();
+            match indexer::Indexer::new(&index, reader, fields, store, lagging, indexed_sender) {
+                Ok(indexer) => {
+                    let _ = started_sender.send(Ok(()));
+                    indexer.run(receiver);
+                }
+                Err(error) => {
+                    let _ = started_sender.send(Err(error));
+                }
+            }
+        })?;
+        started.recv().map_err(|_| SearchError::Stopped)??;
         *shared.thread.lock() = Some(thread);
         Ok(Search { inner: shared })
     }

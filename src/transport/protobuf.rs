@@ -317,6 +317,12 @@ pub struct Goaway {
 
 #[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
 pub struct Activity {
+    #[prost(message, repeated, tag = "1")]
+    pub items: Vec<ActivityItem>,
+}
+
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+pub struct ActivityItem {
     #[prost(uint64, tag = "1")]
     pub conversation_id: u64,
     #[prost(uint64, tag = "2")]
@@ -720,6 +726,14 @@ mod tests {
             bot_active: true,
         };
         let sender = SenderView { kind: SenderKind::Agent, id: 3, name: "Bo".into() };
+        let activity = [protocol::ActivityItem {
+            conversation_id: 12,
+            seq: 10,
+            sender_kind: SenderKind::Visitor,
+            internal: true,
+            preview: "Where is my order?".into(),
+            created_at: 1_700_000_010_000,
+        }];
         let message = MessageView {
             conversation_id: 12,
             epoch: 99,
@@ -791,14 +805,7 @@ mod tests {
             },
             protocol::ServerFrame::Conversation { event: "assigned", conversation: &conversation },
             protocol::ServerFrame::Presence { agent_id: 3, status: protocol::Presence::Away },
-            protocol::ServerFrame::Activity {
-                conversation_id: 12,
-                seq: 10,
-                sender_kind: SenderKind::Visitor,
-                internal: true,
-                preview: "Where is my order?",
-                created_at: 1_700_000_010_000,
-            },
+            protocol::ServerFrame::Activity { items: &activity },
             protocol::ServerFrame::Visitor { event: "page", visitor: &visitor },
             protocol::ServerFrame::Error {
                 code: protocol::ErrorCode::InvalidField,

@@ -447,7 +447,7 @@ async fn lists_page_with_cursors_and_count() {
 }
 
 #[tokio::test]
-async fn agents_get_an_activity_frame_per_message_of_their_sites() {
+async fn agents_hear_of_every_message_of_their_sites() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
     let other = server.create_site("Other").await;
@@ -458,7 +458,9 @@ async fn agents_get_an_activity_frame_per_message_of_their_sites() {
     let mut cy = server.agent(&server.login("cy@other.example").await).await;
     let long = "x".repeat(100) + "é";
     let (_, _, _visitor, conversation_id) = visitor_with_conversation(&server, &site, &long).await;
-    let activity = ann.expect("activity").await;
+    let frame = ann.expect("activity").await;
+    assert_eq!(frame["items"].as_array().unwrap().len(), 1, "{frame}");
+    let activity = &frame["items"][0];
     assert_eq!(activity["conversation_id"], conversation_id);
     assert_eq!(activity["seq"], 1);
     assert_eq!(activity["sender_kind"], "visitor");
@@ -467,7 +469,7 @@ async fn agents_get_an_activity_frame_per_message_of_their_sites() {
     // Bob is not subscribed (the conversation went to one agent) but still sees the activity.
     let mut bob = server.agent(&server.login("bob@shop.example").await).await;
     let (_, _, _second, second_id) = visitor_with_conversation(&server, &site, "second").await;
-    assert_eq!(bob.expect("activity").await["conversation_id"], second_id);
+    assert_eq!(bob.expect("activity").await["items"][0]["conversation_id"], second_id);
     // Another site's agent hears nothing of it (presence frames may come and go).
     while let Ok(frame) = tokio::time::timeout(Duration::from_millis(300), cy.next()).await {
         assert_ne!(frame["type"], "activity", "{frame}");

@@ -435,15 +435,17 @@ function onFrame(frame) {
       break;
     }
     case 'activity': {
-      const c = state.conversations.get(frame.conversation_id);
-      if (!c) break;
-      c.last_seq = Math.max(c.last_seq, frame.seq);
-      c.updated_at = Math.max(c.updated_at, frame.created_at);
-      c.preview = `${frame.internal ? '📝 ' : ''}${frame.preview}`;
-      if (frame.sender_kind === 'visitor') {
-        const watching = c.id === state.active && !document.hidden && document.hasFocus();
-        if (!watching && frame.seq > c.read_seq) c.unread += 1;
-        if (!watching && (isMine(c) || c.status === 'queued')) notify(t('new_message'), `${c.visitor_name}: ${frame.preview}`, c.id);
+      for (const item of frame.items) {
+        const c = state.conversations.get(item.conversation_id);
+        if (!c) continue;
+        c.last_seq = Math.max(c.last_seq, item.seq);
+        c.updated_at = Math.max(c.updated_at, item.created_at);
+        c.preview = `${item.internal ? '📝 ' : ''}${item.preview}`;
+        if (item.sender_kind === 'visitor') {
+          const watching = c.id === state.active && !document.hidden && document.hasFocus();
+          if (!watching && item.seq > c.read_seq) c.unread += 1;
+          if (!watching && (isMine(c) || c.status === 'queued')) notify(t('new_message'), `${c.visitor_name}: ${item.preview}`, c.id);
+        }
       }
       renderLists();
       break;
