@@ -426,8 +426,8 @@ impl SiteActivity {
     }
 }
 
-/// Delivers one committed event to the connections it concerns (a message's `activity` item goes
-/// to `activity`); returns what routing must hear.
+/// Delivers one committed event to the connections it concerns and adds a message's item to the
+/// batch's `activity`; returns what routing must hear.
 fn dispatch(hub: &Hub, epoch: u64, event: CommittedEvent, activity: &mut SiteActivity) -> Option<RoutingEvent> {
     match event {
         CommittedEvent::Message { conversation_id, seq, site, record, origin, .. } => {
