@@ -6,7 +6,7 @@ use redb::{ReadTransaction, ReadableTable};
 
 use crate::delivery::Hub;
 use crate::protocol::{ErrorCode, close_code};
-use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+use crate::storage::{StorageError, Store, tables};
 use crate::visitor_presence::OnlineVisitors;
 use crate::visitors::Visitor;
 
@@ -31,14 +31,11 @@ pub async fn unblock_visitor(store: &Store, visitor_id: u64) -> Result<Visitor, 
 async fn set_blocked(store: &Store, visitor_id: u64, blocked: bool, ip: Option<String>) -> Result<Visitor, BlockError> {
     store
         .write(move |context| {
-            let mut visitors = context.transaction.open_table(tables::VISITORS)?;
-            let Some(mut visitor) =
-                visitors.get(visitor_id)?.map(|value| decode_json::<Visitor>(value.value())).transpose()?
-            else {
+            let Some(mut visitor) = crate::visitors::get_for_update(context, visitor_id)? else {
                 return Ok(Err(BlockError::NotFound));
             };
             visitor.blocked = blocked;
-            visitors.insert(visitor_id, encode_json(&visitor).as_slice())?;
+            crate::visitors::put(context, &visitor)?;
             let mut blocked_visitors = context.transaction.open_table(tables::BLOCKED_VISITORS)?;
             if blocked {
                 blocked_visitors.insert(visitor_id, context.now)?;

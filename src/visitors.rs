@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secrets::{self, TokenDigest};
 use crate::sites::Site;
-use crate::storage::writer::Counter;
+use crate::storage::writer::{Counter, WriteContext};
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 /// The prefix of visitor tokens.
@@ -149,10 +149,7 @@ pub async fn update_attributes(
     }
     store
         .write(move |context| {
-            let mut visitors = context.transaction.open_table(tables::VISITORS)?;
-            let Some(mut visitor) =
-                visitors.get(visitor_id)?.map(|value| decode_json::<Visitor>(value.value())).transpose()?
-            else {
+            let Some(mut visitor) = get_for_update(context, visitor_id)? else {
                 return Ok(Err(VisitorError::NotFound));
             };
             for (key, value) in changes {
@@ -165,10 +162,22 @@ pub async fn update_attributes(
             if visitor.attributes.len() > MAX_ATTRIBUTES {
                 return Ok(Err(VisitorError::Invalid(format!("attributes: at most {MAX_ATTRIBUTES} keys in all"))));
             }
-            visitors.insert(visitor_id, encode_json(&visitor).as_slice())?;
+            put(context, &visitor)?;
             Ok(Ok(visitor))
         })
         .await
+}
+
+/// A visitor, read inside a writer operation that will change it and [`put`] it back.
+pub fn get_for_update(context: &WriteContext<'_>, id: u64) -> Result<Option<Visitor>, StorageError> {
+    let table = context.transaction.open_table(tables::VISITORS)?;
+    table.get(id)?.map(|value| decode_json(value.value())).transpose()
+}
+
+/// Stores a changed visitor inside a writer operation.
+pub fn put(context: &WriteContext<'_>, visitor: &Visitor) -> Result<(), StorageError> {
+    context.transaction.open_table(tables::VISITORS)?.insert(visitor.id, encode_json(visitor).as_slice())?;
+    Ok(())
 }
 
 /// Longest URL in a page view, in characters.
