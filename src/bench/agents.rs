@@ -23,8 +23,8 @@ pub struct AgentStats {
     pub replies_acked: AtomicU64,
     pub errors: AtomicU64,
     pub first_error: Mutex<Option<String>>,
-    /// Visitor → agent latencies, microseconds.
-    pub v2a_us: Mutex<Vec<u32>>,
+    /// Visitor → agent messages: when each was sent (Unix microseconds) and its latency.
+    pub v2a: Mutex<Vec<(u64, u32)>>,
     /// Agent send → ack latencies, microseconds.
     pub ack_us: Mutex<Vec<u32>>,
     /// Whether arrivals are timed (only during steps).
@@ -37,9 +37,9 @@ impl AgentStats {
         self.first_error.lock().get_or_insert_with(|| error.to_string());
     }
 
-    /// Takes the latencies gathered so far.
-    pub fn take(&self) -> (Vec<u32>, Vec<u32>) {
-        (std::mem::take(&mut *self.v2a_us.lock()), std::mem::take(&mut *self.ack_us.lock()))
+    /// Takes the latencies gathered so far: visitor → agent (with send instants) and acks.
+    pub fn take(&self) -> (Vec<(u64, u32)>, Vec<u32>) {
+        (std::mem::take(&mut *self.v2a.lock()), std::mem::take(&mut *self.ack_us.lock()))
     }
 }
 
@@ -99,8 +99,8 @@ async fn serve(
                 if !from_visitor || !stats.measuring.load(Ordering::Relaxed) {
                     continue;
                 }
-                let Some(latency) = frame.text.as_deref().and_then(client::latency_of) else { continue };
-                stats.v2a_us.lock().push(latency);
+                let Some(timed) = frame.text.as_deref().and_then(client::sent_and_latency) else { continue };
+                stats.v2a.lock().push(timed);
                 stats.received.fetch_add(1, Ordering::Relaxed);
                 received += 1;
                 if reply_every > 0 && received % reply_every == 0 {

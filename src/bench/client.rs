@@ -42,8 +42,13 @@ pub fn timed_text() -> String {
 
 /// Microseconds since the instant in a timed text, if the text is one.
 pub fn latency_of(text: &str) -> Option<u32> {
+    sent_and_latency(text).map(|(_, latency)| latency)
+}
+
+/// The send instant in a timed text and the microseconds since, if the text is one.
+pub fn sent_and_latency(text: &str) -> Option<(u64, u32)> {
     let sent: u64 = text.strip_prefix('t')?.parse().ok()?;
-    Some(now_micros().saturating_sub(sent).min(u32::MAX as u64) as u32)
+    Some((sent, now_micros().saturating_sub(sent).min(u32::MAX as u64) as u32))
 }
 
 /// The fields of server frames the bench looks at; everything else is ignored.

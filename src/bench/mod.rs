@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod client;
 pub mod connections;
+pub mod host_stalls;
 pub mod ingest;
 pub mod relay;
 pub mod soak;

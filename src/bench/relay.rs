@@ -12,6 +12,7 @@ use clap::Args;
 use tokio::sync::watch;
 
 use super::client::Summary;
+use super::host_stalls::StallProbe;
 use super::target::Target;
 use super::worker::Fleet;
 use super::{FleetArgs, TargetArgs, agents};
@@ -84,10 +85,18 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         let before = target.sample();
         stats.measuring.store(true, Ordering::Relaxed);
         let received_before = stats.received.load(Ordering::Relaxed);
+        let probe = StallProbe::start()?;
         let mut report = fleet.step(rate, args.duration).await?;
+        let stalls = probe.finish();
         stats.measuring.store(false, Ordering::Relaxed);
         let after = target.sample();
-        let (mut v2a, mut agent_ack) = stats.take();
+        let (v2a_timed, mut agent_ack) = stats.take();
+        let mut v2a: Vec<u32> = v2a_timed.iter().map(|&(_, latency)| latency).collect();
+        let mut v2a_clear: Vec<u32> = v2a_timed
+            .iter()
+            .filter(|&&(sent, latency)| !stalls.overlaps(sent, sent + latency as u64))
+            .map(|&(_, latency)| latency)
+            .collect();
         let received = stats.received.load(Ordering::Relaxed) - received_before;
         println!("--- rate {rate}/s for {}s", args.duration);
         println!(
@@ -102,9 +111,16 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
             println!("first visitor error: {error}");
         }
         println!("visitor → agent: {}", Summary::of(&mut v2a));
+        println!(
+            "  {} of them ({:.1}%) in flight during a host stall; the others: {}",
+            v2a.len() - v2a_clear.len(),
+            100.0 * (v2a.len() - v2a_clear.len()) as f64 / v2a.len().max(1) as f64,
+            Summary::of(&mut v2a_clear)
+        );
         println!("agent → visitor: {}", Summary::of(&mut report.a2v_us));
         println!("visitor ack:     {}", Summary::of(&mut report.ack_us));
         println!("agent ack:       {}", Summary::of(&mut agent_ack));
+        println!("host stalls: {stalls}");
         if let (Some(before), Some(after)) = (before, after) {
             println!(
                 "server: CPU {:.0}% of one core, VmRSS {} → {}, fds {}",

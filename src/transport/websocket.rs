@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use crate::delivery::{ConnectionHandle, Role};
+use crate::delivery::{ConnectionHandle, OutboundReceiver, Role};
 use crate::http::{error::ApiError, session_cookie_token};
 use crate::protocol::{self, ClientFrame, ErrorCode, ServerFrame, close_code};
 use crate::server::AppState;
@@ -102,49 +102,71 @@ fn upgrade_with(app: AppState, upgrade: WebSocketUpgrade, role: Role, entry: Ent
         .max_write_buffer_size(max_frame.max(WRITE_BUFFER_BYTES) * 4)
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
-        .on_upgrade(move |socket| tasks.track_future(serve(socket, app, role, entry, permit)))
+        .on_upgrade(move |socket| {
+            // Boxed before the task starts, so the task's future never holds the opening's
+            // state (the socket before the hello, the entry, the hello, the session's start).
+            let opening =
+                Box::pin(open(Connection { socket, last_activity: Instant::now() }, app.clone(), role, entry));
+            tasks.track_future(serve(opening, app, permit))
+        })
         .into_response())
 }
 
-async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permit: OwnedSemaphorePermit) {
-    let mut connection = Connection { socket, last_activity: Instant::now() };
-    let limits = &app.config.limits;
+/// A connection whose session has started.
+struct Opened {
+    connection: Connection,
+    session: Session,
+    handle: ConnectionHandle,
+    outbound: OutboundReceiver,
+    first_frames: Vec<Bytes>,
+}
 
+/// Reads the hello and starts the session; `None` when the connection was closed instead.
+async fn open(mut connection: Connection, app: AppState, role: Role, entry: Entry) -> Option<Opened> {
+    let limits = &app.config.limits;
     let hello = tokio::select! {
         frame = tokio::time::timeout(Duration::from_secs(limits.hello_timeout_secs), connection.socket.recv()) => frame,
-        _ = app.shutdown.cancelled() => return connection.close(CloseReason::new(close_code::RESTARTING, "shutting down")).await,
-    };
-    let hello = match hello {
-        Err(_) => {
-            return connection.close(CloseReason::new(close_code::HELLO_TIMEOUT, "no hello in time")).await;
+        _ = app.shutdown.cancelled() => {
+            connection.close(CloseReason::new(close_code::RESTARTING, "shutting down")).await;
+            return None;
         }
+    };
+    let refusal = match hello {
+        Err(_) => CloseReason::new(close_code::HELLO_TIMEOUT, "no hello in time"),
         Ok(Some(Ok(Message::Text(text)))) => match protocol::decode_client_frame(&text) {
-            Ok(ClientFrame::Hello(hello)) => hello,
-            Ok(_) => {
-                return connection
-                    .close(CloseReason::new(close_code::BAD_HELLO, "the first frame must be hello"))
-                    .await;
+            Ok(ClientFrame::Hello(hello)) => {
+                let (handle, outbound) = ConnectionHandle::new(role, limits.outbound_queue);
+                match Session::start(app.clone(), entry, hello, handle.clone()).await {
+                    Ok((session, first_frames)) => {
+                        return Some(Opened { connection, session, handle, outbound, first_frames });
+                    }
+                    Err(reason) => reason,
+                }
             }
-            Err(error) => {
-                return connection.close(CloseReason::new(close_code::BAD_HELLO, error.message)).await;
-            }
+            Ok(_) => CloseReason::new(close_code::BAD_HELLO, "the first frame must be hello"),
+            Err(error) => CloseReason::new(close_code::BAD_HELLO, error.message),
         },
-        Ok(Some(Err(error))) => return connection.close_after_error(&error).await,
-        Ok(Some(Ok(_))) => {
-            return connection
-                .close(CloseReason::new(close_code::BAD_HELLO, "the first frame must be a text hello"))
-                .await;
-        }
-        Ok(None) => return,
+        Ok(Some(Err(error))) => close_reason_for(&error),
+        Ok(Some(Ok(_))) => CloseReason::new(close_code::BAD_HELLO, "the first frame must be a text hello"),
+        Ok(None) => return None,
     };
+    connection.close(refusal).await;
+    None
+}
 
-    let (handle, mut outbound) = ConnectionHandle::new(role, limits.outbound_queue);
-    // Boxed: the start's state is large and needed once, so it stays out of the task's future.
-    let (mut session, first_frames) = match Box::pin(Session::start(app.clone(), entry, hello, handle.clone())).await {
-        Ok(started) => started,
-        Err(reason) => return connection.close(reason).await,
+/// The connection's task: after the opening, reads frames, writes the session's output and the
+/// outbound queue, and keeps the heartbeat until either side closes. Only what an idle
+/// connection needs lives in this future; rare states are boxed while they run.
+async fn serve(
+    opening: std::pin::Pin<Box<impl Future<Output = Option<Opened>>>>,
+    app: AppState,
+    permit: OwnedSemaphorePermit,
+) {
+    let Some(Opened { mut connection, mut session, handle, mut outbound, first_frames }) = opening.await else {
+        return;
     };
-    let _counted = crate::metrics::METRICS.connection_opened(crate::metrics::Transport::WebSocket, role);
+    let limits = &app.config.limits;
+    let _counted = crate::metrics::METRICS.connection_opened(crate::metrics::Transport::WebSocket, handle.role());
     let mut out: Vec<Bytes> = first_frames;
     let mut rate = RateLimiter::new(limits.frames_per_second, limits.frame_burst);
     let mut n_rate_limited = 0u32;
@@ -202,7 +224,8 @@ async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permi
                 if connection.last_activity.elapsed() >= idle_timeout {
                     break Some(CloseReason::new(close_code::IDLE_TIMEOUT, "idle too long"));
                 }
-                if tokio::time::timeout(WRITE_TIMEOUT, connection.socket.send(Message::Ping(Bytes::new()))).await.map_or(true, |sent| sent.is_err()) {
+                // Boxed: a ping every heartbeat is rare next to the time a connection idles.
+                if Box::pin(connection.ping()).await.is_err() {
                     break None;
                 }
             }
@@ -210,7 +233,7 @@ async fn serve(socket: WebSocket, app: AppState, role: Role, entry: Entry, permi
     };
     Box::pin(session.finish()).await;
     if let Some(reason) = close_reason {
-        connection.close(reason).await;
+        Box::pin(connection.close(reason)).await;
     }
     drop(permit);
 }
@@ -239,13 +262,17 @@ impl Connection {
         }
     }
 
-    async fn close(mut self, reason: CloseReason) {
-        let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from(truncate_reason(&reason.reason)) };
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
+    /// Sends a ping; an error when the client is gone or does not take it in time.
+    async fn ping(&mut self) -> Result<(), ()> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Ping(Bytes::new()))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(()),
+        }
     }
 
-    async fn close_after_error(self, error: &axum::Error) {
-        self.close(close_reason_for(error)).await;
+    async fn close(&mut self, reason: CloseReason) {
+        let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from(truncate_reason(&reason.reason)) };
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
     }
 }
 

@@ -39,6 +39,8 @@ fn relay_reports_latency_both_ways() {
     assert!(out.contains("all 10 conversations assigned"), "{out}");
     assert_eq!(out.matches("visitor → agent: n=").count(), 2, "{out}");
     assert!(out.contains("agent → visitor: n="), "{out}");
+    assert_eq!(out.matches("in flight during a host stall; the others: n=").count(), 2, "{out}");
+    assert_eq!(out.matches("\nhost stalls: ").count(), 2, "{out}");
     assert!(out.contains("agent errors: 0"), "{out}");
 }
 
