@@ -377,6 +377,11 @@ fn remove_from<K: std::hash::Hash + Eq>(map: &DashMap<K, Vec<ConnectionHandle>>,
     }
 }
 
+/// The shortest time between two `activity` frames to a site's agents. A quiet site's message
+/// goes out at once; on a busy one the items of the commits in between wait for the next frame,
+/// so an agent gets at most ten a second however many commits there are.
+const ACTIVITY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Consumes committed batches until the writer stops.
 /// Committed messages are also offered to the search indexer (without waiting).
 pub async fn run_dispatcher(
@@ -387,8 +392,22 @@ pub async fn run_dispatcher(
     epoch: u64,
     search: Search,
 ) {
-    while let Some(CommittedBatch(events)) = committed.recv().await {
-        let mut activity = SiteActivity::default();
+    let mut activity = SiteActivity::default();
+    let mut last_broadcast: Option<tokio::time::Instant> = None;
+    loop {
+        let due = last_broadcast.map(|at| at + ACTIVITY_INTERVAL);
+        let received = match due {
+            Some(due) if !activity.is_empty() => match tokio::time::timeout_at(due, committed.recv()).await {
+                Ok(received) => received,
+                Err(_) => {
+                    activity.broadcast(&hub);
+                    last_broadcast = Some(tokio::time::Instant::now());
+                    continue;
+                }
+            },
+            _ => committed.recv().await,
+        };
+        let Some(CommittedBatch(events)) = received else { break };
         for event in events {
             bot.observe(&event);
             if let CommittedEvent::Message { conversation_id, seq, record, .. } = &event {
@@ -398,14 +417,19 @@ pub async fn run_dispatcher(
                 router.send(routing_event).await;
             }
         }
-        activity.broadcast(&hub);
+        let now = tokio::time::Instant::now();
+        if !activity.is_empty() && last_broadcast.is_none_or(|at| now >= at + ACTIVITY_INTERVAL) {
+            activity.broadcast(&hub);
+            last_broadcast = Some(now);
+        }
     }
+    activity.broadcast(&hub);
     tracing::debug!("dispatcher stopped");
 }
 
-/// The `activity` items of one committed batch, by site: each site's agents get one frame for
-/// the batch rather than one per message (a busy site's agents would otherwise get a frame for
-/// every message of every conversation).
+/// The `activity` items waiting for the next frame, by site: each site's agents get one frame
+/// for all the messages since the last, rather than one per message (a busy site's agents
+/// would otherwise get a frame for every message of every conversation).
 #[derive(Default)]
 struct SiteActivity {
     sites: Vec<(String, Vec<ActivityItem>)>,
@@ -419,8 +443,13 @@ impl SiteActivity {
         }
     }
 
-    fn broadcast(self, hub: &Hub) {
-        for (site, items) in self.sites {
+    fn is_empty(&self) -> bool {
+        self.sites.is_empty()
+    }
+
+    /// Sends each site's waiting items to its agents, and empties the list.
+    fn broadcast(&mut self, hub: &Hub) {
+        for (site, items) in self.sites.drain(..) {
             hub.broadcast_to_site_agents(&site, || ServerFrame::Activity { items: &items }.encode());
         }
     }
@@ -604,7 +633,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_gives_each_site_one_activity_frame_in_store_order() {
+    fn waiting_activity_gives_each_site_one_frame_in_store_order() {
         let hub = Hub::new();
         let (shop_agent, mut shop_queue) = ConnectionHandle::new(Role::Agent, 8);
         let (other_agent, mut other_queue) = ConnectionHandle::new(Role::Agent, 8);
@@ -625,6 +654,7 @@ mod tests {
         activity.add("shop".into(), item(1, 2));
         activity.add("nobody".into(), item(4, 1));
         activity.broadcast(&hub);
+        assert!(activity.is_empty());
 
         let shop: serde_json::Value = serde_json::from_slice(&text_of(shop_queue.try_recv().unwrap())).unwrap();
         let seen: Vec<(u64, u64)> = shop["items"]
@@ -635,7 +665,7 @@ mod tests {
             .collect();
         assert_eq!(shop["type"], "activity");
         assert_eq!(seen, [(1, 1), (3, 1), (1, 2)]);
-        assert!(shop_queue.try_recv().is_none(), "one frame for the batch");
+        assert!(shop_queue.try_recv().is_none(), "one frame for all waiting items");
         let other: serde_json::Value = serde_json::from_slice(&text_of(other_queue.try_recv().unwrap())).unwrap();
         assert_eq!(other["items"].as_array().unwrap().len(), 1);
         assert!(other_queue.try_recv().is_none());
