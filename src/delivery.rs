@@ -382,6 +382,10 @@ fn remove_from<K: std::hash::Hash + Eq>(map: &DashMap<K, Vec<ConnectionHandle>>,
 /// so an agent gets at most ten a second however many commits there are.
 const ACTIVITY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Most items in one `activity` frame; more go out in several frames back to back. An item is at
+/// most about 450 bytes of JSON, so a frame stays far below a connection's write buffer limit.
+const ACTIVITY_MAX_ITEMS: usize = 100;
+
 /// Consumes committed batches until the writer stops.
 /// Committed messages are also offered to the search indexer (without waiting).
 pub async fn run_dispatcher(
@@ -450,7 +454,9 @@ impl SiteActivity {
     /// Sends each site's waiting items to its agents, and empties the list.
     fn broadcast(&mut self, hub: &Hub) {
         for (site, items) in self.sites.drain(..) {
-            hub.broadcast_to_site_agents(&site, || ServerFrame::Activity { items: &items }.encode());
+            for chunk in items.chunks(ACTIVITY_MAX_ITEMS) {
+                hub.broadcast_to_site_agents(&site, || ServerFrame::Activity { items: chunk }.encode());
+            }
         }
     }
 }
@@ -669,6 +675,38 @@ mod tests {
         let other: serde_json::Value = serde_json::from_slice(&text_of(other_queue.try_recv().unwrap())).unwrap();
         assert_eq!(other["items"].as_array().unwrap().len(), 1);
         assert!(other_queue.try_recv().is_none());
+    }
+
+    #[test]
+    fn many_waiting_items_are_split_into_frames_of_at_most_a_hundred() {
+        let hub = Hub::new();
+        let (agent, mut queue) = ConnectionHandle::new(Role::Agent, 8);
+        hub.register_agent(1, &["shop".to_owned()], &agent);
+        let mut activity = SiteActivity::default();
+        for seq in 1..=250 {
+            activity.add(
+                "shop".into(),
+                ActivityItem {
+                    conversation_id: 1,
+                    seq,
+                    sender_kind: crate::protocol::SenderKind::Visitor,
+                    internal: false,
+                    preview: "é".repeat(80),
+                    created_at: 0,
+                },
+            );
+        }
+        activity.broadcast(&hub);
+        let mut sizes = Vec::new();
+        let mut seqs = Vec::new();
+        while let Some(outbound) = queue.try_recv() {
+            let frame: serde_json::Value = serde_json::from_slice(&text_of(outbound)).unwrap();
+            let items = frame["items"].as_array().unwrap();
+            sizes.push(items.len());
+            seqs.extend(items.iter().map(|item| item["seq"].as_u64().unwrap()));
+        }
+        assert_eq!(sizes, [100, 100, 50]);
+        assert_eq!(seqs, (1..=250).collect::<Vec<u64>>());
     }
 
     #[test]
