@@ -399,27 +399,26 @@ pub async fn run_dispatcher(
     let mut activity = SiteActivity::default();
     let mut last_broadcast: Option<tokio::time::Instant> = None;
     loop {
-        let due = last_broadcast.map(|at| at + ACTIVITY_INTERVAL);
+        // With items waiting, wait for the next batch only until their frame is due.
+        let due = last_broadcast.filter(|_| !activity.is_empty()).map(|at| at + ACTIVITY_INTERVAL);
         let received = match due {
-            Some(due) if !activity.is_empty() => match tokio::time::timeout_at(due, committed.recv()).await {
-                Ok(received) => received,
-                Err(_) => {
-                    activity.broadcast(&hub);
-                    last_broadcast = Some(tokio::time::Instant::now());
-                    continue;
-                }
-            },
-            _ => committed.recv().await,
+            Some(due) => tokio::time::timeout_at(due, committed.recv()).await.ok(),
+            None => Some(committed.recv().await),
         };
-        let Some(CommittedBatch(events)) = received else { break };
-        for event in events {
-            bot.observe(&event);
-            if let CommittedEvent::Message { conversation_id, seq, record, .. } = &event {
-                search.offer(*conversation_id, *seq, record.clone());
+        match received {
+            Some(None) => break,
+            Some(Some(CommittedBatch(events))) => {
+                for event in events {
+                    bot.observe(&event);
+                    if let CommittedEvent::Message { conversation_id, seq, record, .. } = &event {
+                        search.offer(*conversation_id, *seq, record.clone());
+                    }
+                    if let Some(routing_event) = dispatch(&hub, epoch, event, &mut activity) {
+                        router.send(routing_event).await;
+                    }
+                }
             }
-            if let Some(routing_event) = dispatch(&hub, epoch, event, &mut activity) {
-                router.send(routing_event).await;
-            }
+            None => {}
         }
         let now = tokio::time::Instant::now();
         if !activity.is_empty() && last_broadcast.is_none_or(|at| now >= at + ACTIVITY_INTERVAL) {

@@ -5,8 +5,8 @@
 //! are small (tungstenite's default read buffer alone is 128 KiB), the connection is one task,
 //! and nothing is allocated per connection beyond its queue (empty while idle) and session. The
 //! task's future is as large as its largest state, so the states it passes through rarely
-//! (starting the session, handling a client frame, finishing) are boxed, allocated only while
-//! they run.
+//! (the opening: waiting for the hello and starting the session; handling a client frame; a
+//! ping; finishing and closing) are boxed, allocated only while they run.
 
 use std::time::Duration;
 
@@ -225,7 +225,7 @@ async fn serve(
                     break Some(CloseReason::new(close_code::IDLE_TIMEOUT, "idle too long"));
                 }
                 // Boxed: a ping every heartbeat is rare next to the time a connection idles.
-                if Box::pin(connection.ping()).await.is_err() {
+                if !Box::pin(connection.send_one(Message::Ping(Bytes::new()))).await {
                     break None;
                 }
             }
@@ -262,17 +262,14 @@ impl Connection {
         }
     }
 
-    /// Sends a ping; an error when the client is gone or does not take it in time.
-    async fn ping(&mut self) -> Result<(), ()> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Ping(Bytes::new()))).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) | Err(_) => Err(()),
-        }
+    /// Sends one message; false when the client is gone or does not take it in time.
+    async fn send_one(&mut self, message: Message) -> bool {
+        matches!(tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(message)).await, Ok(Ok(())))
     }
 
     async fn close(&mut self, reason: CloseReason) {
         let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from(truncate_reason(&reason.reason)) };
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
+        self.send_one(Message::Close(Some(frame))).await;
     }
 }
 
