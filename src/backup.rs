@@ -23,10 +23,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::control::AdminCommand;
-use crate::storage::{self, DATABASE_FILE, SCHEMA_VERSION, StorageError, tables};
+use crate::storage::{self, DATABASE_FILE, SCHEMA_VERSION, StorageError, commit_log, tables};
 
 /// The file the database had before the last restore, kept beside it.
 pub const BEFORE_RESTORE_FILE: &str = "kefu.redb.before-restore";
+
+/// Where a commit log that could not be replayed into the replaced database is kept.
+pub const BEFORE_RESTORE_LOG_FILE: &str = "kefu.wal.before-restore";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -160,7 +163,13 @@ pub fn restore(data_dir: &Path, backup: &Path) -> Result<RestoreSummary, BackupE
     // Holding the live database open proves no server runs, and keeps one from starting.
     let live = if live_path.exists() {
         match Database::open(&live_path) {
-            Ok(database) => Some(database),
+            Ok(database) => {
+                // The file kept as the one before the restore holds everything committed.
+                if let Err(error) = commit_log::replay(&database, data_dir) {
+                    tracing::warn!(%error, "the commit log does not replay into the current database");
+                }
+                Some(database)
+            }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(BackupError::ServerRunning(live_path)),
             // A damaged live file is a reason to restore, not a reason to refuse.
             Err(error) => {
@@ -195,6 +204,11 @@ pub fn restore(data_dir: &Path, backup: &Path) -> Result<RestoreSummary, BackupE
         None
     };
     std::fs::rename(&staging, &live_path).map_err(StorageError::from)?;
+    // A log left over (its database did not open or replay) belongs to the file set aside.
+    let log = commit_log::log_path(data_dir);
+    if std::fs::metadata(&log).is_ok_and(|metadata| metadata.len() > 0) {
+        std::fs::rename(&log, data_dir.join(BEFORE_RESTORE_LOG_FILE)).map_err(StorageError::from)?;
+    }
     drop(live);
     Ok(RestoreSummary { epoch, previous })
 }
@@ -311,7 +325,16 @@ pub fn check_stopped(data_dir: &Path) -> Result<CheckReport, BackupError> {
     }
     let copy_path = data_dir.join(format!("{DATABASE_FILE}.check-{}", std::process::id()));
     let held = match catch_unwind(|| Database::open(&live_path)) {
-        Ok(Ok(database)) => Some(database),
+        Ok(Ok(database)) => {
+            // The copy checked holds the batches that so far are only in the commit log.
+            if let Err(error) = commit_log::replay(&database, data_dir) {
+                return Ok(CheckReport {
+                    problem: Some(format!("the commit log does not replay: {error}")),
+                    ..Default::default()
+                });
+            }
+            Some(database)
+        }
         Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => return Err(BackupError::ServerRunning(live_path)),
         // Damaged beyond opening: check a copy anyway, for the report.
         Ok(Err(_)) | Err(_) => None,

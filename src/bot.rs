@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,7 @@ use crate::messages::{self, MessageRecord, NewMessage, Target};
 use crate::principal::Principal;
 use crate::protocol::{BotSource, ErrorCode, SenderKind, SenderView, ServerFrame};
 use crate::server::AppState;
+use crate::storage::commit_log::LoggedTransaction;
 use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
 
 /// Events waiting for the bot. A burst of visitor messages fits; past that the dispatcher drops
@@ -132,7 +133,7 @@ pub fn mask_secret(secret: &str) -> String {
 }
 
 /// Whether a new conversation on `site` starts with the bot (inside a writer operation).
-pub fn answers_new_conversations(transaction: &WriteTransaction, site: &str) -> Result<bool, StorageError> {
+pub fn answers_new_conversations(transaction: &LoggedTransaction<'_>, site: &str) -> Result<bool, StorageError> {
     let table = transaction.open_table(tables::BOT_SETTINGS)?;
     let settings = table.get(site)?.map(|value| decode_json::<BotSettings>(value.value())).transpose()?;
     Ok(settings.is_some_and(|settings| settings.enabled))

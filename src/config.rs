@@ -65,6 +65,13 @@ pub struct StorageConfig {
     /// Memory for redb's page cache, in MiB. Reads past it come from the file (the OS page
     /// cache); a small server can lower it, a large history read often can raise it.
     pub cache_mib: usize,
+    /// Makes a batch durable by appending it to the commit log (`kefu.wal`) instead of a
+    /// durable redb commit; redb is made durable at checkpoints. Off: every commit is durable.
+    pub commit_log: bool,
+    /// Seconds between checkpoints while the log is in use.
+    pub checkpoint_interval_secs: u64,
+    /// A checkpoint is also made when the log has grown to this many MiB.
+    pub checkpoint_log_mib: u64,
 }
 
 /// Limits that protect the server from any one client.
@@ -169,7 +176,14 @@ impl Default for Config {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { commit_max_batch: 16_384, commit_max_delay_us: 0, cache_mib: 256 }
+        StorageConfig {
+            commit_max_batch: 16_384,
+            commit_max_delay_us: 0,
+            cache_mib: 256,
+            commit_log: true,
+            checkpoint_interval_secs: 30,
+            checkpoint_log_mib: 64,
+        }
     }
 }
 

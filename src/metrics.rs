@@ -178,10 +178,12 @@ pub struct Metrics {
     pub ack_latency: Histogram,
     /// Operations per group commit.
     pub commit_batch_size: Histogram,
-    /// Time to run and durably commit one batch.
+    /// Time to run and make durable one batch.
     pub commit_duration: Histogram,
     /// Batches aborted by a storage error.
     pub commits_aborted: Counter,
+    /// Checkpoints: durable database commits that emptied the commit log.
+    pub checkpoints: Counter,
     /// Committed batches waiting for the dispatcher, as last seen by the writer.
     pub dispatch_queue: Gauge,
     /// Entries the search index has not indexed yet (fed by the search index).
@@ -204,6 +206,7 @@ impl Metrics {
             commit_batch_size: Histogram::new(BATCH_BOUNDS, 1.0),
             commit_duration: Histogram::new(LATENCY_BOUNDS_US, 1e6),
             commits_aborted: Counter::new(),
+            checkpoints: Counter::new(),
             dispatch_queue: Gauge::new(),
             index_lag: Gauge::new(),
             bot_answers: Counter::new(),
@@ -257,13 +260,19 @@ impl Metrics {
         self.commit_duration.render(
             &mut out,
             "kefu_commit_duration_seconds",
-            "Time to run and durably commit one group-commit batch.",
+            "Time to run and make durable one group-commit batch.",
         );
         counter(
             &mut out,
             "kefu_commits_aborted_total",
             "Group-commit batches aborted by a storage error.",
             self.commits_aborted.get(),
+        );
+        counter(
+            &mut out,
+            "kefu_checkpoints_total",
+            "Durable database commits that emptied the commit log.",
+            self.checkpoints.get(),
         );
         out.push_str("# HELP kefu_queue_length Items waiting in a bounded queue.\n# TYPE kefu_queue_length gauge\n");
         let _ = writeln!(out, "kefu_queue_length{{queue=\"writer\"}} {}", live.writer_queue);

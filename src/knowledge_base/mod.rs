@@ -98,7 +98,10 @@ impl From<KbError> for crate::http::error::ApiError {
     }
 }
 
-fn site_exists(transaction: &redb::WriteTransaction, site: &str) -> Result<bool, StorageError> {
+fn site_exists(
+    transaction: &crate::storage::commit_log::LoggedTransaction<'_>,
+    site: &str,
+) -> Result<bool, StorageError> {
     Ok(transaction.open_table(tables::SITES)?.get(site)?.is_some())
 }
 

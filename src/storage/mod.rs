@@ -1,9 +1,11 @@
 //! Storage: redb is the source of truth; this module owns the database handle.
 //!
 //! Reads run on the blocking pool through [`Store::read`]. Every write goes through the single
-//! group-commit writer thread ([`writer`]), which batches operations into one durable commit and
-//! only then answers them, so an acknowledgement always follows the fsync.
+//! group-commit writer thread ([`writer`]), which makes each batch of operations durable (through
+//! the [`commit_log`], or a durable redb commit) and only then answers them, so an
+//! acknowledgement always follows the fsync.
 
+pub mod commit_log;
 pub mod dedup;
 pub mod tables;
 pub mod writer;
@@ -115,9 +117,14 @@ impl Store {
                 other => other.into(),
             })?;
         let database = Arc::new(database);
+        let replayed = commit_log::replay(&database, data_dir)?;
         let epoch = initialise(&database)?;
         let state = WriterState::load(&database)?;
-        let writer = writer::spawn(database.clone(), state, config.clone(), committed)?;
+        let log = match config.commit_log {
+            true => Some(commit_log::CommitLog::open(data_dir, epoch, replayed.sequence)?),
+            false => None,
+        };
+        let writer = writer::spawn(database.clone(), state, config.clone(), log, committed)?;
         Ok(Store { inner: Arc::new(StoreInner { database, writer, epoch, data_dir: data_dir.to_owned() }) })
     }
 

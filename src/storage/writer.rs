@@ -2,7 +2,9 @@
 //!
 //! Operations queue on a bounded channel. The writer takes the first, drains whatever else is
 //! queued (up to `commit_max_batch`, waiting up to `commit_max_delay_us` for more), runs them all
-//! in one write transaction and commits it durably. Only after the commit does it publish the
+//! in one write transaction and makes it durable: by appending it to the commit log and
+//! committing it to redb without a sync, or, at a checkpoint (and for a batch the log cannot
+//! replay), with a durable redb commit (see [`super::commit_log`]). Only then does it publish the
 //! batch's events for delivery and answer the callers. If any operation fails with a storage error
 //! the whole batch is aborted, every caller gets an error and the writer reloads its caches.
 //!
@@ -14,6 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::commit_log::{self, CommitLog, LoggedTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::dedup::Dedup;
@@ -116,7 +120,7 @@ impl WriterState {
         })
     }
 
-    fn flush(&mut self, transaction: &WriteTransaction) -> Result<(), StorageError> {
+    fn flush(&mut self, transaction: &LoggedTransaction<'_>) -> Result<(), StorageError> {
         if !self.dirty_counters.is_empty() {
             let mut meta = transaction.open_table(tables::META)?;
             for counter in self.dirty_counters.drain() {
@@ -146,7 +150,8 @@ impl WriterState {
 
 /// What an operation sees: the batch's transaction, the writer's caches, and the event list.
 pub struct WriteContext<'a> {
-    pub transaction: &'a WriteTransaction,
+    /// The batch's transaction; its writes are recorded for the commit log.
+    pub transaction: &'a LoggedTransaction<'a>,
     state: &'a mut WriterState,
     events: &'a mut Vec<CommittedEvent>,
     /// The time the batch started, in Unix milliseconds; all its records carry it.
@@ -254,13 +259,96 @@ pub fn spawn(
     database: Arc<Database>,
     state: WriterState,
     config: StorageConfig,
+    log: Option<CommitLog>,
     committed: Option<mpsc::Sender<CommittedBatch>>,
 ) -> Result<WriterHandle, StorageError> {
     let (queue, receiver) = mpsc::channel(WRITER_QUEUE_CAPACITY);
+    let durability = DurabilityPlan {
+        log,
+        interval: Duration::from_secs(config.checkpoint_interval_secs),
+        max_log_bytes: config.checkpoint_log_mib.saturating_mul(1024 * 1024),
+        last_checkpoint: Instant::now(),
+    };
     let thread = std::thread::Builder::new()
         .name("kefu-writer".to_owned())
-        .spawn(move || run(database, state, config, receiver, committed))?;
+        .spawn(move || run(database, state, config, durability, receiver, committed))?;
     Ok(WriterHandle { queue, thread: parking_lot::Mutex::new(Some(thread)) })
+}
+
+/// How the writer makes batches durable: through the commit log when it has one, with a
+/// durable redb commit (a checkpoint) when the log is due to be emptied.
+struct DurabilityPlan {
+    /// `None`: every batch is a durable redb commit.
+    log: Option<CommitLog>,
+    interval: Duration,
+    max_log_bytes: u64,
+    last_checkpoint: Instant,
+}
+
+impl DurabilityPlan {
+    fn checkpoint_due(&self) -> bool {
+        self.log.as_ref().is_some_and(|log| {
+            !log.is_empty() && (log.len() >= self.max_log_bytes || self.last_checkpoint.elapsed() >= self.interval)
+        })
+    }
+
+    /// Commits `transaction` durably, which makes every record in the log redundant, then
+    /// empties the log.
+    fn commit_durably(&mut self, mut transaction: WriteTransaction) -> Result<(), StorageError> {
+        if let Some(log) = &self.log {
+            transaction.open_table(tables::META)?.insert(commit_log::SEQUENCE_KEY, log.sequence())?;
+        }
+        transaction.set_durability(Durability::Immediate)?;
+        let started = Instant::now();
+        transaction.commit()?;
+        if let Some(log) = &mut self.log {
+            let log_bytes = log.len();
+            if let Err(error) = log.truncate() {
+                // The records stay, and replay skips them: they are older than the commit.
+                tracing::warn!(%error, "emptying the commit log failed");
+            }
+            if log_bytes > 0 {
+                METRICS.checkpoints.inc();
+                tracing::debug!(log_bytes, elapsed_us = started.elapsed().as_micros() as u64, "checkpoint");
+            }
+        }
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Makes a batch durable: through the log, or with a durable commit when the batch cannot be
+    /// replayed from the log, a checkpoint is due, or the writer is stopping.
+    fn commit(
+        &mut self,
+        transaction: WriteTransaction,
+        writes: Vec<u8>,
+        must_be_durable: bool,
+    ) -> Result<(), StorageError> {
+        let durable = must_be_durable || self.checkpoint_due();
+        let log = match &mut self.log {
+            Some(log) if !durable => log,
+            _ => return self.commit_durably(transaction),
+        };
+        log.append(&writes)?;
+        let committed = (|| -> Result<(), StorageError> {
+            let mut transaction = transaction;
+            transaction.set_durability(Durability::None)?;
+            Ok(transaction.commit()?)
+        })();
+        if let Err(error) = committed {
+            log.remove_last(CommitLog::record_len(&writes));
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// A checkpoint of whatever the log holds, for a clean stop.
+    fn checkpoint(&mut self, database: &Database) -> Result<(), StorageError> {
+        if self.log.as_ref().is_some_and(|log| !log.is_empty()) {
+            self.commit_durably(database.begin_write()?)?;
+        }
+        Ok(())
+    }
 }
 
 impl WriterHandle {
@@ -358,6 +446,7 @@ fn run(
     database: Arc<Database>,
     mut state: WriterState,
     config: StorageConfig,
+    mut durability: DurabilityPlan,
     mut receiver: mpsc::Receiver<Command>,
     committed: Option<mpsc::Sender<CommittedBatch>>,
 ) {
@@ -387,10 +476,13 @@ fn run(
             std::thread::sleep((deadline - now).min(Duration::from_micros(100)));
         }
         if !batch.is_empty() {
-            commit_batch(&database, &mut state, &mut batch, committed.as_ref());
+            commit_batch(&database, &mut state, &mut durability, &mut batch, committed.as_ref());
         }
     }
     receiver.close();
+    if let Err(error) = durability.checkpoint(&database) {
+        tracing::error!(%error, "the checkpoint at stop failed; the next start replays the commit log");
+    }
     if let Some(done) = shutdown {
         let _ = done.send(());
     }
@@ -400,6 +492,7 @@ fn run(
 fn commit_batch(
     database: &Database,
     state: &mut WriterState,
+    durability: &mut DurabilityPlan,
     batch: &mut Vec<Job>,
     committed: Option<&mpsc::Sender<CommittedBatch>>,
 ) {
@@ -408,12 +501,12 @@ fn commit_batch(
     let mut events = Vec::new();
     let mut completions: Vec<Completion> = Vec::with_capacity(n_operations);
     let outcome: Result<(), Arc<str>> = (|| {
-        let mut transaction = database.begin_write().map_err(|error| Arc::from(error.to_string()))?;
-        transaction.set_durability(Durability::Immediate).map_err(|error| Arc::from(error.to_string()))?;
+        let transaction = database.begin_write().map_err(|error| Arc::from(error.to_string()))?;
+        let logged = LoggedTransaction::new(&transaction);
         let mut failure: Option<Arc<str>> = None;
         {
             let mut context =
-                WriteContext { transaction: &transaction, state, events: &mut events, now: crate::clock::now_millis() };
+                WriteContext { transaction: &logged, state, events: &mut events, now: crate::clock::now_millis() };
             for job in batch.drain(..) {
                 let (job_outcome, completion) = job(&mut context);
                 completions.push(completion);
@@ -429,16 +522,20 @@ fn commit_batch(
                 }
             }
             if failure.is_none() {
-                if let Err(error) = context.state.flush(&transaction) {
+                if let Err(error) = context.state.flush(&logged) {
                     failure = Some(error.to_string().into());
                 }
             }
         }
         if let Some(reason) = failure {
+            drop(logged);
             let _ = transaction.abort();
             return Err(reason);
         }
-        transaction.commit().map_err(|error| Arc::from(error.to_string()))
+        let must_be_durable = logged.unloggable().is_some();
+        let writes = logged.take_writes();
+        drop(logged);
+        durability.commit(transaction, writes, must_be_durable).map_err(|error| Arc::from(error.to_string()))
     })();
     batch.clear();
     match &outcome {

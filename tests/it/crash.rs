@@ -126,6 +126,8 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
     }
     let n_acked_before_kill: usize = acked.iter().map(HashMap::len).sum();
     assert!(n_acked_before_kill > 0);
+    let log = std::fs::metadata(dir.path().join(kefu::storage::commit_log::LOG_FILE)).unwrap();
+    assert!(log.len() > 0, "the killed server left batches that only its commit log holds, for the restart to replay");
 
     // After a restart, every acknowledged message is there, once, with its sequence number.
     let (_child, address) = serve(dir.path()).await;

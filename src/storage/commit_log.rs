@@ -1,0 +1,655 @@
+//! The commit log: a write-ahead log in front of redb, so a batch is durable after one
+//! sequential append and `fdatasync` instead of a durable redb commit of every page it touched.
+//!
+//! The writer records every table write of a batch (table, key bytes, value bytes or a removal)
+//! through [`LoggedTransaction`], appends the batch as one record to `DATA_DIR/kefu.wal`, syncs
+//! it, and only then commits the batch to redb with `Durability::None`: readers see it at once,
+//! and redb keeps its pages in memory. Every so often (a checkpoint) a batch is committed with
+//! `Durability::Immediate`, which makes everything before it durable in redb, and the log is
+//! emptied. A batch that does something the log cannot replay (dropping a table) is committed
+//! durably too.
+//!
+//! Each record carries the database epoch and a sequence number; every commit writes the last
+//! sequence to `meta_v1.log_sequence`. Opening the database ([`replay`]) applies the records
+//! newer than the durable `log_sequence` in one durable commit, then empties the log: the state
+//! is exactly the one of the last record synced before a crash.
+//!
+//! **Invariant:** a record is synced before its batch is committed to redb or answered, and the
+//! log holds every logged batch since the last durable commit, in commit order.
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use redb::{
+    AccessGuard, Database, Key, Range, ReadableTable, ReadableTableMetadata, TableDefinition, TableError, TableHandle,
+    TableStats, TypeName, Value, WriteTransaction,
+};
+
+use super::{StorageError, tables};
+
+/// The log file inside the data directory.
+pub const LOG_FILE: &str = "kefu.wal";
+
+/// The format of a record's payload; a record of another format is refused.
+const RECORD_FORMAT: u8 = 1;
+
+/// Bytes before a record's payload: its length and its CRC-32.
+const RECORD_HEADER_BYTES: usize = 8;
+
+/// The `meta_v1` key holding the sequence of the last logged batch in the database.
+pub const SEQUENCE_KEY: &str = "log_sequence";
+
+const INSERT: u8 = 0;
+const REMOVE: u8 = 1;
+
+/// The key and value types a logged write may have, each with its number in a record. A table
+/// whose types are not listed here cannot be logged; a batch writing it commits durably.
+macro_rules! logged_types {
+    ($($number:literal => ($key:ty, $value:ty)),* $(,)?) => {
+        fn type_number(key: &TypeName, value: &TypeName) -> Option<u8> {
+            $(
+                if *key == <$key as Value>::type_name() && *value == <$value as Value>::type_name() {
+                    return Some($number);
+                }
+            )*
+            None
+        }
+
+        fn apply_write(
+            transaction: &WriteTransaction,
+            types: u8,
+            table: &str,
+            key: &[u8],
+            value: Option<&[u8]>,
+        ) -> Result<(), StorageError> {
+            match types {
+                $($number => apply::<$key, $value>(transaction, table, key, value),)*
+                other => Err(StorageError::Corrupt(format!("the commit log names an unknown table type {other}"))),
+            }
+        }
+    };
+}
+
+logged_types! {
+    0 => (&'static str, u64),
+    1 => (&'static str, &'static [u8]),
+    2 => (u64, &'static [u8]),
+    3 => (&'static [u8; 32], &'static [u8]),
+    4 => (&'static [u8; 32], u64),
+    5 => ((&'static str, &'static str), u64),
+    6 => ((u64, u64), ()),
+    7 => (u64, u64),
+    8 => (u64, &'static str),
+    9 => ((u64, u32), ()),
+    10 => ((u8, u64, &'static str), &'static [u8]),
+    11 => ((u64, u8, u64), u64),
+    12 => ((&'static str, u64), ()),
+    13 => ((u64, u64), &'static [u8]),
+    14 => ((&'static str, &'static str), i64),
+    15 => (u64, i64),
+}
+
+fn apply<K: Key + 'static, V: Value + 'static>(
+    transaction: &WriteTransaction,
+    table: &str,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(), StorageError> {
+    let mut table = transaction.open_table(TableDefinition::<K, V>::new(table))?;
+    match value {
+        Some(value) => drop(table.insert(K::from_bytes(key), V::from_bytes(value))?),
+        None => drop(table.remove(K::from_bytes(key))?),
+    }
+    Ok(())
+}
+
+/// A batch's write transaction, recording each write for the log.
+pub struct LoggedTransaction<'a> {
+    transaction: &'a WriteTransaction,
+    record: RefCell<Vec<u8>>,
+    /// Why this batch cannot be replayed from the log, if it cannot.
+    unloggable: Cell<Option<&'static str>>,
+}
+
+impl<'a> LoggedTransaction<'a> {
+    pub fn new(transaction: &'a WriteTransaction) -> Self {
+        LoggedTransaction { transaction, record: RefCell::new(Vec::new()), unloggable: Cell::new(None) }
+    }
+
+    /// Opens (or creates) a table whose writes are recorded.
+    pub fn open_table<'t, K: Key + 'static, V: Value + 'static>(
+        &'t self,
+        definition: TableDefinition<K, V>,
+    ) -> Result<LoggedTable<'t, K, V>, TableError> {
+        let types = type_number(&K::type_name(), &V::type_name());
+        debug_assert!(
+            types.is_some(),
+            "table {} has key and value types the commit log does not list",
+            definition.name()
+        );
+        let table = self.transaction.open_table(definition)?;
+        Ok(LoggedTable { name: table.name().to_owned(), table, types, log: self })
+    }
+
+    /// Deletes a table. The log does not replay this, so the batch commits durably.
+    pub fn delete_table<K: Key + 'static, V: Value + 'static>(
+        &self,
+        definition: TableDefinition<K, V>,
+    ) -> Result<bool, TableError> {
+        self.unloggable.set(Some("a table was deleted"));
+        self.transaction.delete_table(definition)
+    }
+
+    /// Why the batch must commit durably instead of through the log, if it must.
+    pub fn unloggable(&self) -> Option<&'static str> {
+        self.unloggable.get()
+    }
+
+    /// The recorded writes, encoded; empties the record.
+    pub fn take_writes(&self) -> Vec<u8> {
+        std::mem::take(&mut self.record.borrow_mut())
+    }
+
+    fn record(&self, types: Option<u8>, table: &str, key: &[u8], value: Option<&[u8]>) {
+        let Some(types) = types else {
+            self.unloggable.set(Some("a table of unlisted types was written"));
+            return;
+        };
+        let mut record = self.record.borrow_mut();
+        record.push(if value.is_some() { INSERT } else { REMOVE });
+        record.push(types);
+        put_bytes(&mut record, table.as_bytes());
+        put_bytes(&mut record, key);
+        if let Some(value) = value {
+            put_bytes(&mut record, value);
+        }
+    }
+}
+
+fn put_bytes(record: &mut Vec<u8>, bytes: &[u8]) {
+    record.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    record.extend_from_slice(bytes);
+}
+
+/// A table in a [`LoggedTransaction`]: reads as a redb table, and records every write.
+pub struct LoggedTable<'t, K: Key + 'static, V: Value + 'static> {
+    table: redb::Table<'t, K, V>,
+    name: String,
+    types: Option<u8>,
+    log: &'t LoggedTransaction<'t>,
+}
+
+impl<K: Key + 'static, V: Value + 'static> LoggedTable<'_, K, V> {
+    pub fn insert<'k, 'v>(
+        &mut self,
+        key: impl std::borrow::Borrow<K::SelfType<'k>>,
+        value: impl std::borrow::Borrow<V::SelfType<'v>>,
+    ) -> Result<Option<AccessGuard<'_, V>>, redb::StorageError> {
+        let (key, value) = (key.borrow(), value.borrow());
+        self.log.record(self.types, &self.name, K::as_bytes(key).as_ref(), Some(V::as_bytes(value).as_ref()));
+        self.table.insert(key, value)
+    }
+
+    pub fn remove<'k>(
+        &mut self,
+        key: impl std::borrow::Borrow<K::SelfType<'k>>,
+    ) -> Result<Option<AccessGuard<'_, V>>, redb::StorageError> {
+        let key = key.borrow();
+        let removed = self.table.remove(key)?;
+        if removed.is_some() {
+            self.log.record(self.types, &self.name, K::as_bytes(key).as_ref(), None);
+        }
+        Ok(removed)
+    }
+
+    /// Removes every entry for which `keep` is false.
+    pub fn retain<F: for<'f> FnMut(K::SelfType<'f>, V::SelfType<'f>) -> bool>(
+        &mut self,
+        mut keep: F,
+    ) -> Result<(), redb::StorageError> {
+        let mut doomed: Vec<Vec<u8>> = Vec::new();
+        for entry in self.table.iter()? {
+            let (key, value) = entry?;
+            if !keep(key.value(), value.value()) {
+                doomed.push(K::as_bytes(&key.value()).as_ref().to_vec());
+            }
+        }
+        for key in doomed {
+            self.remove(K::from_bytes(&key))?;
+        }
+        Ok(())
+    }
+}
+
+impl<K: Key + 'static, V: Value + 'static> ReadableTableMetadata for LoggedTable<'_, K, V> {
+    fn stats(&self) -> Result<TableStats, redb::StorageError> {
+        self.table.stats()
+    }
+
+    fn len(&self) -> Result<u64, redb::StorageError> {
+        self.table.len()
+    }
+}
+
+impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for LoggedTable<'_, K, V> {
+    fn get<'a>(
+        &self,
+        key: impl std::borrow::Borrow<K::SelfType<'a>>,
+    ) -> Result<Option<AccessGuard<'_, V>>, redb::StorageError> {
+        self.table.get(key)
+    }
+
+    fn range<'a, KR>(&self, range: impl std::ops::RangeBounds<KR> + 'a) -> Result<Range<'_, K, V>, redb::StorageError>
+    where
+        KR: std::borrow::Borrow<K::SelfType<'a>> + 'a,
+    {
+        self.table.range(range)
+    }
+
+    fn first(&self) -> Result<Option<(AccessGuard<'_, K>, AccessGuard<'_, V>)>, redb::StorageError> {
+        self.table.first()
+    }
+
+    fn last(&self) -> Result<Option<(AccessGuard<'_, K>, AccessGuard<'_, V>)>, redb::StorageError> {
+        self.table.last()
+    }
+}
+
+/// The open log file of a running writer.
+pub struct CommitLog {
+    file: File,
+    /// Bytes in the file, all of them whole records.
+    len: u64,
+    epoch: u64,
+    /// The sequence of the last record written (or of the database, if none was).
+    sequence: u64,
+}
+
+impl CommitLog {
+    /// Opens the log of `data_dir`, which [`replay`] has emptied.
+    pub fn open(data_dir: &Path, epoch: u64, sequence: u64) -> Result<CommitLog, StorageError> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log_path(data_dir))?;
+        let len = file.metadata()?.len();
+        Ok(CommitLog { file, len, epoch, sequence })
+    }
+
+    /// Bytes the log holds since the last checkpoint.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The sequence of the last record appended.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// The sequence the next record will carry.
+    pub fn next_sequence(&self) -> u64 {
+        self.sequence + 1
+    }
+
+    /// Appends one batch's writes as a record and syncs it. On failure the log is cut back to
+    /// where it was, so it never holds a record whose batch did not commit.
+    pub fn append(&mut self, writes: &[u8]) -> Result<(), StorageError> {
+        let sequence = self.sequence + 1;
+        let mut payload = Vec::with_capacity(17 + writes.len());
+        payload.push(RECORD_FORMAT);
+        payload.extend_from_slice(&self.epoch.to_le_bytes());
+        payload.extend_from_slice(&sequence.to_le_bytes());
+        payload.extend_from_slice(writes);
+        let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + payload.len());
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        record.extend_from_slice(&payload);
+        let written = self.file.write_all(&record).and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.len += record.len() as u64;
+                self.sequence = sequence;
+                Ok(())
+            }
+            Err(error) => {
+                self.cut_back();
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Removes the last record appended, whose batch then failed to commit to redb.
+    pub fn remove_last(&mut self, record_len: u64) {
+        self.len -= record_len;
+        self.sequence -= 1;
+        self.cut_back();
+    }
+
+    /// Bytes the record of `writes` takes in the file.
+    pub fn record_len(writes: &[u8]) -> u64 {
+        (RECORD_HEADER_BYTES + 17 + writes.len()) as u64
+    }
+
+    /// Empties the log after a durable commit made every record in it redundant.
+    pub fn truncate(&mut self) -> Result<(), StorageError> {
+        self.file.set_len(0)?;
+        self.file.sync_data()?;
+        self.len = 0;
+        Ok(())
+    }
+
+    fn cut_back(&mut self) {
+        if let Err(error) = self.file.set_len(self.len).and_then(|()| self.file.sync_data()) {
+            tracing::error!(%error, "cutting a failed record off the commit log failed");
+        }
+    }
+}
+
+pub fn log_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(LOG_FILE)
+}
+
+/// One record read back from the log.
+struct LoggedBatch<'a> {
+    epoch: u64,
+    sequence: u64,
+    writes: &'a [u8],
+}
+
+/// Splits the log's bytes into records. A torn or damaged tail (a crash while appending) ends
+/// the log; its length is returned with the records.
+fn parse_records(bytes: &[u8]) -> Result<(Vec<LoggedBatch<'_>>, usize), StorageError> {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= RECORD_HEADER_BYTES {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("four bytes"));
+        let start = at + RECORD_HEADER_BYTES;
+        let Some(payload) = bytes.get(start..start + len) else { break };
+        if len < 17 || crc32fast::hash(payload) != crc {
+            break;
+        }
+        if payload[0] != RECORD_FORMAT {
+            return Err(StorageError::Corrupt(format!(
+                "the commit log has records of format {} (this build reads {RECORD_FORMAT}); run the kefu that wrote it",
+                payload[0]
+            )));
+        }
+        records.push(LoggedBatch {
+            epoch: u64::from_le_bytes(payload[1..9].try_into().expect("eight bytes")),
+            sequence: u64::from_le_bytes(payload[9..17].try_into().expect("eight bytes")),
+            writes: &payload[17..],
+        });
+        at = start + len;
+    }
+    Ok((records, bytes.len() - at))
+}
+
+/// Applies one record's writes to `transaction`.
+fn apply_writes(transaction: &WriteTransaction, mut writes: &[u8]) -> Result<(), StorageError> {
+    let damaged = || StorageError::Corrupt("a commit log record does not decode".into());
+    fn take<'b>(writes: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
+        let (taken, rest) = writes.split_at_checked(n)?;
+        *writes = rest;
+        Some(taken)
+    }
+    fn take_bytes<'b>(writes: &mut &'b [u8]) -> Option<&'b [u8]> {
+        let len = u32::from_le_bytes(take(writes, 4)?.try_into().ok()?) as usize;
+        take(writes, len)
+    }
+    while !writes.is_empty() {
+        let head = take(&mut writes, 2).ok_or_else(damaged)?;
+        let (operation, types) = (head[0], head[1]);
+        let table = std::str::from_utf8(take_bytes(&mut writes).ok_or_else(damaged)?).map_err(|_| damaged())?;
+        let key = take_bytes(&mut writes).ok_or_else(damaged)?;
+        let value = match operation {
+            INSERT => Some(take_bytes(&mut writes).ok_or_else(damaged)?),
+            REMOVE => None,
+            _ => return Err(damaged()),
+        };
+        apply_write(transaction, types, table, key, value)?;
+    }
+    Ok(())
+}
+
+/// What [`replay`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Records applied to the database.
+    pub records: usize,
+    /// Bytes of a torn record at the end of the log, dropped.
+    pub torn_bytes: usize,
+    /// The database's log sequence afterwards.
+    pub sequence: u64,
+}
+
+/// Brings the database up to the end of the log of `data_dir`, commits durably, and empties
+/// the log. Every opener of a data directory calls it before anything else reads or writes.
+pub fn replay(database: &Database, data_dir: &Path) -> Result<Replayed, StorageError> {
+    let path = log_path(data_dir);
+    let mut bytes = Vec::new();
+    match File::open(&path) {
+        Ok(mut file) => drop(file.read_to_end(&mut bytes)?),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error.into()),
+    }
+    let (records, torn_bytes) = parse_records(&bytes)?;
+    let transaction = database.begin_write()?;
+    let (epoch, mut sequence) = {
+        let meta = transaction.open_table(tables::META)?;
+        let epoch = meta.get("epoch")?.map(|value| value.value());
+        let sequence = meta.get(SEQUENCE_KEY)?.map(|value| value.value()).unwrap_or(0);
+        (epoch, sequence)
+    };
+    let mut applied = 0;
+    let durable_sequence = sequence;
+    for record in records.iter().filter(|record| record.sequence > durable_sequence) {
+        if Some(record.epoch) != epoch || record.sequence != sequence + 1 {
+            return Err(StorageError::Corrupt(format!(
+                "{} does not continue this database (the database is at sequence {sequence} of epoch {}, the log \
+                 goes on with sequence {} of epoch {}); if kefu.redb was replaced by hand, move {LOG_FILE} away",
+                path.display(),
+                epoch.unwrap_or(0),
+                record.sequence,
+                record.epoch
+            )));
+        }
+        apply_writes(&transaction, record.writes)?;
+        sequence = record.sequence;
+        applied += 1;
+    }
+    if applied > 0 {
+        transaction.open_table(tables::META)?.insert(SEQUENCE_KEY, sequence)?;
+        transaction.commit()?;
+        tracing::info!(records = applied, sequence, torn_bytes, "commit log replayed");
+    } else {
+        transaction.abort()?;
+    }
+    if !bytes.is_empty() {
+        let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+        file.set_len(0)?;
+        file.sync_all()?;
+    }
+    Ok(Replayed { records: applied, torn_bytes, sequence })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableDatabase;
+
+    const SHARD: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("messages_v1_2026-01-01");
+
+    fn database(dir: &Path) -> Database {
+        let database = Database::create(dir.join("kefu.redb")).unwrap();
+        let transaction = database.begin_write().unwrap();
+        transaction.open_table(tables::META).unwrap().insert("epoch", 7).unwrap();
+        transaction.commit().unwrap();
+        database
+    }
+
+    /// Runs `write` in a logged batch: the record is appended, then the batch commits without
+    /// durability, as the writer does.
+    fn logged_batch(database: &Database, log: &mut CommitLog, write: impl FnOnce(&LoggedTransaction<'_>)) {
+        let mut transaction = database.begin_write().unwrap();
+        transaction.set_durability(redb::Durability::None).unwrap();
+        let logged = LoggedTransaction::new(&transaction);
+        write(&logged);
+        assert_eq!(logged.unloggable(), None);
+        log.append(&logged.take_writes()).unwrap();
+        drop(logged);
+        transaction.commit().unwrap();
+    }
+
+    fn stored(database: &Database) -> Vec<((u64, u64), Vec<u8>)> {
+        let transaction = database.begin_read().unwrap();
+        let Ok(table) = transaction.open_table(SHARD) else { return Vec::new() };
+        table.iter().unwrap().map(|entry| entry.unwrap()).map(|(k, v)| (k.value(), v.value().to_vec())).collect()
+    }
+
+    #[test]
+    fn batches_committed_only_to_the_log_come_back_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path());
+        let mut log = CommitLog::open(dir.path(), 7, 0).unwrap();
+        logged_batch(&database, &mut log, |logged| {
+            let mut shard = logged.open_table(SHARD).unwrap();
+            shard.insert((1, 1), b"one".as_slice()).unwrap();
+            shard.insert((1, 2), b"two".as_slice()).unwrap();
+        });
+        logged_batch(&database, &mut log, |logged| {
+            let mut shard = logged.open_table(SHARD).unwrap();
+            shard.remove((1, 1)).unwrap();
+            shard.insert((2, 1), b"three".as_slice()).unwrap();
+        });
+        let expected = stored(&database);
+        // The process dies: what is on disk is redb's last durable commit and the log.
+        let crashed = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join("kefu.redb"), crashed.path().join("kefu.redb")).unwrap();
+        std::fs::copy(log_path(dir.path()), log_path(crashed.path())).unwrap();
+        let dir = crashed;
+        let database = Database::create(dir.path().join("kefu.redb")).unwrap();
+        assert!(stored(&database).is_empty(), "nothing was committed durably");
+        let replayed = replay(&database, dir.path()).unwrap();
+        assert_eq!(replayed, Replayed { records: 2, torn_bytes: 0, sequence: 2 });
+        assert_eq!(stored(&database), expected);
+        assert_eq!(std::fs::metadata(log_path(dir.path())).unwrap().len(), 0, "the log is emptied");
+        assert_eq!(replay(&database, dir.path()).unwrap().records, 0, "replaying again changes nothing");
+    }
+
+    /// Two logged batches and a crash: returns the data directory as a crash leaves it.
+    fn crashed_after_two_batches() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path());
+        let mut log = CommitLog::open(dir.path(), 7, 0).unwrap();
+        for n in 1..=2 {
+            logged_batch(&database, &mut log, |logged| {
+                logged.open_table(SHARD).unwrap().insert((1, n), b"text".as_slice()).unwrap();
+            });
+        }
+        let crashed = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join("kefu.redb"), crashed.path().join("kefu.redb")).unwrap();
+        std::fs::copy(log_path(dir.path()), log_path(crashed.path())).unwrap();
+        crashed
+    }
+
+    fn append_to_log(dir: &Path, bytes: &[u8]) {
+        let mut file = std::fs::OpenOptions::new().append(true).open(log_path(dir)).unwrap();
+        file.write_all(bytes).unwrap();
+    }
+
+    #[test]
+    fn a_record_torn_by_the_crash_is_dropped_and_the_rest_replayed() {
+        let dir = crashed_after_two_batches();
+        let whole = std::fs::read(log_path(dir.path())).unwrap();
+        // A third record, cut off while it was being written (the two records are the same size).
+        let record = &whole[whole.len() / 2..];
+        append_to_log(dir.path(), &record[..20]);
+        let database = Database::create(dir.path().join("kefu.redb")).unwrap();
+        let replayed = replay(&database, dir.path()).unwrap();
+        assert_eq!((replayed.records, replayed.sequence), (2, 2));
+        assert_eq!(replayed.torn_bytes, 20);
+        assert_eq!(stored(&database).len(), 2);
+    }
+
+    #[test]
+    fn a_damaged_record_ends_the_log() {
+        let dir = crashed_after_two_batches();
+        let mut bytes = std::fs::read(log_path(dir.path())).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(log_path(dir.path()), &bytes).unwrap();
+        let database = Database::create(dir.path().join("kefu.redb")).unwrap();
+        let replayed = replay(&database, dir.path()).unwrap();
+        assert_eq!(replayed.records, 1, "the record whose checksum fails is not applied");
+        assert_eq!(stored(&database), vec![((1, 1), b"text".to_vec())]);
+    }
+
+    #[test]
+    fn a_log_that_does_not_continue_the_database_is_refused_and_kept() {
+        // A database replaced by hand (another epoch) under a log with batches.
+        let dir = crashed_after_two_batches();
+        std::fs::remove_file(dir.path().join("kefu.redb")).unwrap();
+        let database = database(dir.path());
+        let transaction = database.begin_write().unwrap();
+        transaction.open_table(tables::META).unwrap().insert("epoch", 8).unwrap();
+        transaction.commit().unwrap();
+        let error = replay(&database, dir.path()).unwrap_err().to_string();
+        assert!(error.contains("does not continue this database"), "{error}");
+        assert!(stored(&database).is_empty());
+        assert!(std::fs::metadata(log_path(dir.path())).unwrap().len() > 0, "the log is left for its owner");
+    }
+
+    #[test]
+    fn records_the_database_already_holds_are_skipped() {
+        let dir = crashed_after_two_batches();
+        let database = Database::create(dir.path().join("kefu.redb")).unwrap();
+        // A durable commit that covers the first record (a checkpoint whose log was not emptied).
+        let transaction = database.begin_write().unwrap();
+        transaction.open_table(SHARD).unwrap().insert((1, 1), b"text".as_slice()).unwrap();
+        transaction.open_table(tables::META).unwrap().insert(SEQUENCE_KEY, 1).unwrap();
+        transaction.commit().unwrap();
+        let replayed = replay(&database, dir.path()).unwrap();
+        assert_eq!((replayed.records, replayed.sequence), (1, 2));
+        assert_eq!(stored(&database).len(), 2);
+    }
+
+    #[test]
+    fn deleting_a_table_makes_the_batch_unloggable() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path());
+        let transaction = database.begin_write().unwrap();
+        let logged = LoggedTransaction::new(&transaction);
+        logged.open_table(SHARD).unwrap().insert((1, 1), b"text".as_slice()).unwrap();
+        assert_eq!(logged.unloggable(), None);
+        logged.delete_table(SHARD).unwrap();
+        assert!(logged.unloggable().is_some());
+    }
+
+    #[test]
+    fn retain_logs_each_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path());
+        let mut log = CommitLog::open(dir.path(), 7, 0).unwrap();
+        logged_batch(&database, &mut log, |logged| {
+            let mut shard = logged.open_table(SHARD).unwrap();
+            for n in 1..=4 {
+                shard.insert((1, n), b"text".as_slice()).unwrap();
+            }
+        });
+        logged_batch(&database, &mut log, |logged| {
+            logged.open_table(SHARD).unwrap().retain(|(_, seq), _| seq % 2 == 0).unwrap();
+        });
+        let expected = stored(&database);
+        assert_eq!(expected.iter().map(|(key, _)| key.1).collect::<Vec<_>>(), vec![2, 4]);
+        let crashed = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join("kefu.redb"), crashed.path().join("kefu.redb")).unwrap();
+        std::fs::copy(log_path(dir.path()), log_path(crashed.path())).unwrap();
+        let database = Database::create(crashed.path().join("kefu.redb")).unwrap();
+        replay(&database, crashed.path()).unwrap();
+        assert_eq!(stored(&database), expected);
+    }
+}
