@@ -196,6 +196,12 @@ pub fn restore(data_dir: &Path, backup: &Path) -> Result<RestoreSummary, BackupE
             return Err(error);
         }
     };
+    // A log left over (its database did not open, or it did not replay) belongs to the file set
+    // aside, and must be gone before the restored file takes its place.
+    let log = commit_log::log_path(data_dir);
+    if std::fs::metadata(&log).is_ok_and(|metadata| metadata.len() > 0) {
+        std::fs::rename(&log, data_dir.join(BEFORE_RESTORE_LOG_FILE)).map_err(StorageError::from)?;
+    }
     let previous = if live_path.exists() {
         let previous = data_dir.join(BEFORE_RESTORE_FILE);
         std::fs::rename(&live_path, &previous).map_err(StorageError::from)?;
@@ -204,11 +210,7 @@ pub fn restore(data_dir: &Path, backup: &Path) -> Result<RestoreSummary, BackupE
         None
     };
     std::fs::rename(&staging, &live_path).map_err(StorageError::from)?;
-    // A log left over (its database did not open or replay) belongs to the file set aside.
-    let log = commit_log::log_path(data_dir);
-    if std::fs::metadata(&log).is_ok_and(|metadata| metadata.len() > 0) {
-        std::fs::rename(&log, data_dir.join(BEFORE_RESTORE_LOG_FILE)).map_err(StorageError::from)?;
-    }
+    std::fs::File::open(data_dir).and_then(|directory| directory.sync_all()).map_err(StorageError::from)?;
     drop(live);
     Ok(RestoreSummary { epoch, previous })
 }
@@ -315,8 +317,9 @@ fn check_file_inner(path: &Path) -> Result<CheckReport, String> {
     Ok(report)
 }
 
-/// Checks the database of a stopped server: opens it (proving no server holds it), copies the
-/// file while holding it, and checks the copy, so the check never changes the original.
+/// Checks the database of a stopped server: opens it (proving no server holds it), applies its
+/// commit log, copies the file while holding it, and checks the copy, so the check itself never
+/// changes the original.
 /// `Err(ServerRunning)` means the caller should ask the server instead.
 pub fn check_stopped(data_dir: &Path) -> Result<CheckReport, BackupError> {
     let live_path = data_dir.join(DATABASE_FILE);

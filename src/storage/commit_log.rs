@@ -9,10 +9,14 @@
 //! emptied. A batch that does something the log cannot replay (dropping a table) is committed
 //! durably too.
 //!
-//! Each record carries the database epoch and a sequence number; every commit writes the last
-//! sequence to `meta_v1.log_sequence`. Opening the database ([`replay`]) applies the records
-//! newer than the durable `log_sequence` in one durable commit, then empties the log: the state
-//! is exactly the one of the last record synced before a crash.
+//! Each record carries the database epoch and a sequence number; every durable commit writes
+//! the last sequence to `meta_v1.log_sequence`. Opening the database ([`replay`]) applies the
+//! records newer than the durable `log_sequence` in one durable commit, then empties the log: the
+//! state is exactly the one of the last record synced before a crash. (A table created by a
+//! logged batch without any rows is not in the log; every reader treats a missing table as empty.)
+//!
+//! When the log file fails (a write, a sync, cutting off a failed record), the writer stops
+//! using it: every batch commits durably until a checkpoint has emptied the file again.
 //!
 //! **Invariant:** a record is synced before its batch is committed to redb or answered, and the
 //! log holds every logged batch since the last durable commit, in commit order.
@@ -20,11 +24,12 @@
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use redb::{
     AccessGuard, Database, Key, Range, ReadableTable, ReadableTableMetadata, TableDefinition, TableError, TableHandle,
-    TableStats, TypeName, Value, WriteTransaction,
+    TableStats, Value, WriteTransaction,
 };
 
 use super::{StorageError, tables};
@@ -44,18 +49,19 @@ pub const SEQUENCE_KEY: &str = "log_sequence";
 const INSERT: u8 = 0;
 const REMOVE: u8 = 1;
 
-/// The key and value types a logged write may have, each with its number in a record. A table
-/// whose types are not listed here cannot be logged; a batch writing it commits durably.
+/// A table's key and value types, with their number in a record. Only tables whose types
+/// implement it can be opened in a [`LoggedTransaction`].
+pub trait LoggedTypes {
+    const NUMBER: u8;
+}
+
+/// The key and value types a logged write may have. A number, once given, never changes
+/// meaning (records on disk carry it): new types get new numbers at the end.
 macro_rules! logged_types {
     ($($number:literal => ($key:ty, $value:ty)),* $(,)?) => {
-        fn type_number(key: &TypeName, value: &TypeName) -> Option<u8> {
-            $(
-                if *key == <$key as Value>::type_name() && *value == <$value as Value>::type_name() {
-                    return Some($number);
-                }
-            )*
-            None
-        }
+        $(impl LoggedTypes for ($key, $value) {
+            const NUMBER: u8 = $number;
+        })*
 
         fn apply_write(
             transaction: &WriteTransaction,
@@ -97,11 +103,21 @@ fn apply<K: Key + 'static, V: Value + 'static>(
     key: &[u8],
     value: Option<&[u8]>,
 ) -> Result<(), StorageError> {
-    let mut table = transaction.open_table(TableDefinition::<K, V>::new(table))?;
-    match value {
-        Some(value) => drop(table.insert(K::from_bytes(key), V::from_bytes(value))?),
-        None => drop(table.remove(K::from_bytes(key))?),
+    let fits = |bytes: &[u8], width: Option<usize>| width.is_none_or(|width| width == bytes.len());
+    if !fits(key, K::fixed_width()) || value.is_some_and(|value| !fits(value, V::fixed_width())) {
+        return Err(StorageError::Corrupt(format!("a commit log write to {table} has the wrong width")));
     }
+    let mut table = transaction.open_table(TableDefinition::<K, V>::new(table))?;
+    // Decoding panics on bytes of the wrong shape; a record with a valid checksum has none
+    // unless it was written by another build, which is refused rather than crashing every start.
+    catch_unwind(AssertUnwindSafe(|| -> Result<(), redb::StorageError> {
+        match value {
+            Some(value) => drop(table.insert(K::from_bytes(key), V::from_bytes(value))?),
+            None => drop(table.remove(K::from_bytes(key))?),
+        }
+        Ok(())
+    }))
+    .map_err(|_| StorageError::Corrupt("a commit log write does not decode".into()))??;
     Ok(())
 }
 
@@ -122,15 +138,12 @@ impl<'a> LoggedTransaction<'a> {
     pub fn open_table<'t, K: Key + 'static, V: Value + 'static>(
         &'t self,
         definition: TableDefinition<K, V>,
-    ) -> Result<LoggedTable<'t, K, V>, TableError> {
-        let types = type_number(&K::type_name(), &V::type_name());
-        debug_assert!(
-            types.is_some(),
-            "table {} has key and value types the commit log does not list",
-            definition.name()
-        );
+    ) -> Result<LoggedTable<'t, K, V>, TableError>
+    where
+        (K, V): LoggedTypes,
+    {
         let table = self.transaction.open_table(definition)?;
-        Ok(LoggedTable { name: table.name().to_owned(), table, types, log: self })
+        Ok(LoggedTable { name: table.name().to_owned(), table, log: self })
     }
 
     /// Deletes a table. The log does not replay this, so the batch commits durably.
@@ -152,11 +165,7 @@ impl<'a> LoggedTransaction<'a> {
         std::mem::take(&mut self.record.borrow_mut())
     }
 
-    fn record(&self, types: Option<u8>, table: &str, key: &[u8], value: Option<&[u8]>) {
-        let Some(types) = types else {
-            self.unloggable.set(Some("a table of unlisted types was written"));
-            return;
-        };
+    fn record(&self, types: u8, table: &str, key: &[u8], value: Option<&[u8]>) {
         let mut record = self.record.borrow_mut();
         record.push(if value.is_some() { INSERT } else { REMOVE });
         record.push(types);
@@ -177,19 +186,22 @@ fn put_bytes(record: &mut Vec<u8>, bytes: &[u8]) {
 pub struct LoggedTable<'t, K: Key + 'static, V: Value + 'static> {
     table: redb::Table<'t, K, V>,
     name: String,
-    types: Option<u8>,
     log: &'t LoggedTransaction<'t>,
 }
 
-impl<K: Key + 'static, V: Value + 'static> LoggedTable<'_, K, V> {
+impl<K: Key + 'static, V: Value + 'static> LoggedTable<'_, K, V>
+where
+    (K, V): LoggedTypes,
+{
     pub fn insert<'k, 'v>(
         &mut self,
         key: impl std::borrow::Borrow<K::SelfType<'k>>,
         value: impl std::borrow::Borrow<V::SelfType<'v>>,
     ) -> Result<Option<AccessGuard<'_, V>>, redb::StorageError> {
         let (key, value) = (key.borrow(), value.borrow());
-        self.log.record(self.types, &self.name, K::as_bytes(key).as_ref(), Some(V::as_bytes(value).as_ref()));
-        self.table.insert(key, value)
+        let previous = self.table.insert(key, value)?;
+        self.log.record(<(K, V)>::NUMBER, &self.name, K::as_bytes(key).as_ref(), Some(V::as_bytes(value).as_ref()));
+        Ok(previous)
     }
 
     pub fn remove<'k>(
@@ -199,7 +211,7 @@ impl<K: Key + 'static, V: Value + 'static> LoggedTable<'_, K, V> {
         let key = key.borrow();
         let removed = self.table.remove(key)?;
         if removed.is_some() {
-            self.log.record(self.types, &self.name, K::as_bytes(key).as_ref(), None);
+            self.log.record(<(K, V)>::NUMBER, &self.name, K::as_bytes(key).as_ref(), None);
         }
         Ok(removed)
     }
@@ -265,14 +277,20 @@ pub struct CommitLog {
     epoch: u64,
     /// The sequence of the last record written (or of the database, if none was).
     sequence: u64,
+    /// The file failed; it may hold bytes that are not whole records, so nothing more may be
+    /// appended until a checkpoint has emptied it.
+    failed: bool,
 }
 
 impl CommitLog {
     /// Opens the log of `data_dir`, which [`replay`] has emptied.
     pub fn open(data_dir: &Path, epoch: u64, sequence: u64) -> Result<CommitLog, StorageError> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(log_path(data_dir))?;
+        // The file's directory entry must be durable too, or a power loss could take the file
+        // with its synced records.
+        File::open(data_dir)?.sync_all()?;
         let len = file.metadata()?.len();
-        Ok(CommitLog { file, len, epoch, sequence })
+        Ok(CommitLog { file, len, epoch, sequence, failed: false })
     }
 
     /// Bytes the log holds since the last checkpoint.
@@ -284,67 +302,69 @@ impl CommitLog {
         self.len == 0
     }
 
+    /// Whether batches may go through the log (it has not failed since its last emptying).
+    pub fn is_usable(&self) -> bool {
+        !self.failed
+    }
+
     /// The sequence of the last record appended.
     pub fn sequence(&self) -> u64 {
         self.sequence
     }
 
-    /// The sequence the next record will carry.
-    pub fn next_sequence(&self) -> u64 {
-        self.sequence + 1
-    }
-
-    /// Appends one batch's writes as a record and syncs it. On failure the log is cut back to
-    /// where it was, so it never holds a record whose batch did not commit.
+    /// Appends one batch's writes as a record and syncs it. On failure the log is no longer
+    /// usable until a checkpoint empties it.
     pub fn append(&mut self, writes: &[u8]) -> Result<(), StorageError> {
         let sequence = self.sequence + 1;
-        let mut payload = Vec::with_capacity(17 + writes.len());
-        payload.push(RECORD_FORMAT);
-        payload.extend_from_slice(&self.epoch.to_le_bytes());
-        payload.extend_from_slice(&sequence.to_le_bytes());
-        payload.extend_from_slice(writes);
-        let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + payload.len());
-        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        record.extend_from_slice(&payload);
+        let mut prefix = [0u8; 17];
+        prefix[0] = RECORD_FORMAT;
+        prefix[1..9].copy_from_slice(&self.epoch.to_le_bytes());
+        prefix[9..17].copy_from_slice(&sequence.to_le_bytes());
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&prefix);
+        hasher.update(writes);
+        let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + prefix.len() + writes.len());
+        record.extend_from_slice(&((prefix.len() + writes.len()) as u32).to_le_bytes());
+        record.extend_from_slice(&hasher.finalize().to_le_bytes());
+        record.extend_from_slice(&prefix);
+        record.extend_from_slice(writes);
         let written = self.file.write_all(&record).and_then(|()| self.file.sync_data());
-        match written {
+        if let Err(error) = written {
+            // The sequence stays taken: whatever part of the record reached the file is older
+            // than the next durable commit, which therefore covers it.
+            self.sequence = sequence;
+            self.failed = true;
+            return Err(error.into());
+        }
+        self.len += record.len() as u64;
+        self.sequence = sequence;
+        Ok(())
+    }
+
+    /// Cuts off the last record appended, whose batch then failed to commit to redb. If that
+    /// fails the log is no longer usable, and the next durable commit covers the record.
+    pub fn remove_last(&mut self, writes: &[u8]) {
+        let len = self.len - (RECORD_HEADER_BYTES + 17 + writes.len()) as u64;
+        match self.file.set_len(len).and_then(|()| self.file.sync_data()) {
             Ok(()) => {
-                self.len += record.len() as u64;
-                self.sequence = sequence;
-                Ok(())
+                self.len = len;
+                self.sequence -= 1;
             }
             Err(error) => {
-                self.cut_back();
-                Err(error.into())
+                tracing::error!(%error, "cutting a failed record off the commit log failed");
+                self.failed = true;
             }
         }
-    }
-
-    /// Removes the last record appended, whose batch then failed to commit to redb.
-    pub fn remove_last(&mut self, record_len: u64) {
-        self.len -= record_len;
-        self.sequence -= 1;
-        self.cut_back();
-    }
-
-    /// Bytes the record of `writes` takes in the file.
-    pub fn record_len(writes: &[u8]) -> u64 {
-        (RECORD_HEADER_BYTES + 17 + writes.len()) as u64
     }
 
     /// Empties the log after a durable commit made every record in it redundant.
     pub fn truncate(&mut self) -> Result<(), StorageError> {
-        self.file.set_len(0)?;
-        self.file.sync_data()?;
-        self.len = 0;
+        let emptied = self.file.set_len(0).and_then(|()| self.file.sync_data());
+        // Records left behind are older than the durable commit; replay skips them.
+        self.len = self.file.metadata()?.len();
+        emptied?;
+        self.failed = false;
         Ok(())
-    }
-
-    fn cut_back(&mut self) {
-        if let Err(error) = self.file.set_len(self.len).and_then(|()| self.file.sync_data()) {
-            tracing::error!(%error, "cutting a failed record off the commit log failed");
-        }
     }
 }
 
@@ -359,18 +379,29 @@ struct LoggedBatch<'a> {
     writes: &'a [u8],
 }
 
-/// Splits the log's bytes into records. A torn or damaged tail (a crash while appending) ends
-/// the log; its length is returned with the records.
+/// Splits the log's bytes into records. The last record may be torn (a crash while appending
+/// it): it is dropped, and its length returned with the records. A damaged record anywhere
+/// else is an error, since records after it were acknowledged.
 fn parse_records(bytes: &[u8]) -> Result<(Vec<LoggedBatch<'_>>, usize), StorageError> {
     let mut records = Vec::new();
     let mut at = 0;
-    while bytes.len() - at >= RECORD_HEADER_BYTES {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("four bytes"));
+    while at < bytes.len() {
+        let Some(header) = bytes.get(at..at + RECORD_HEADER_BYTES) else { break };
+        let len = u32::from_le_bytes(header[..4].try_into().expect("four bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("four bytes"));
         let start = at + RECORD_HEADER_BYTES;
         let Some(payload) = bytes.get(start..start + len) else { break };
         if len < 17 || crc32fast::hash(payload) != crc {
-            break;
+            // The record the crash cut short, followed by nothing but zeros (the file grew before
+            // its data was written).
+            if bytes[start + len..].iter().all(|byte| *byte == 0) {
+                break;
+            }
+            return Err(StorageError::Corrupt(format!(
+                "the commit log is damaged at byte {at}, before {} more bytes of records; kefu will not start \
+                 without them (move {LOG_FILE} away to start from the database alone)",
+                bytes.len() - start - len
+            )));
         }
         if payload[0] != RECORD_FORMAT {
             return Err(StorageError::Corrupt(format!(
@@ -446,7 +477,10 @@ pub fn replay(database: &Database, data_dir: &Path) -> Result<Replayed, StorageE
     };
     let mut applied = 0;
     let durable_sequence = sequence;
-    for record in records.iter().filter(|record| record.sequence > durable_sequence) {
+    for record in &records {
+        if Some(record.epoch) == epoch && record.sequence <= durable_sequence {
+            continue;
+        }
         if Some(record.epoch) != epoch || record.sequence != sequence + 1 {
             return Err(StorageError::Corrupt(format!(
                 "{} does not continue this database (the database is at sequence {sequence} of epoch {}, the log \
@@ -576,13 +610,23 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_record_ends_the_log() {
+    fn only_the_last_record_may_be_damaged() {
         let dir = crashed_after_two_batches();
-        let mut bytes = std::fs::read(log_path(dir.path())).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
+        let whole = std::fs::read(log_path(dir.path())).unwrap();
+        let mut bytes = whole.clone();
+        bytes[whole.len() / 2 - 1] ^= 0xff;
         std::fs::write(log_path(dir.path()), &bytes).unwrap();
         let database = Database::create(dir.path().join("kefu.redb")).unwrap();
+        let error = replay(&database, dir.path()).unwrap_err().to_string();
+        assert!(error.contains("damaged at byte 0"), "{error}");
+        assert!(stored(&database).is_empty());
+        assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), bytes, "the log is left as it was");
+
+        let mut bytes = whole.clone();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        bytes.extend_from_slice(&[0; 100]);
+        std::fs::write(log_path(dir.path()), &bytes).unwrap();
         let replayed = replay(&database, dir.path()).unwrap();
         assert_eq!(replayed.records, 1, "the record whose checksum fails is not applied");
         assert_eq!(stored(&database), vec![((1, 1), b"text".to_vec())]);

@@ -288,7 +288,9 @@ struct DurabilityPlan {
 impl DurabilityPlan {
     fn checkpoint_due(&self) -> bool {
         self.log.as_ref().is_some_and(|log| {
-            !log.is_empty() && (log.len() >= self.max_log_bytes || self.last_checkpoint.elapsed() >= self.interval)
+            !log.is_usable()
+                || (!log.is_empty()
+                    && (log.len() >= self.max_log_bytes || self.last_checkpoint.elapsed() >= self.interval))
         })
     }
 
@@ -329,14 +331,18 @@ impl DurabilityPlan {
             Some(log) if !durable => log,
             _ => return self.commit_durably(transaction),
         };
-        log.append(&writes)?;
+        if !writes.is_empty() {
+            log.append(&writes)?;
+        }
         let committed = (|| -> Result<(), StorageError> {
             let mut transaction = transaction;
             transaction.set_durability(Durability::None)?;
             Ok(transaction.commit()?)
         })();
         if let Err(error) = committed {
-            log.remove_last(CommitLog::record_len(&writes));
+            if !writes.is_empty() {
+                log.remove_last(&writes);
+            }
             return Err(error);
         }
         Ok(())
@@ -344,7 +350,7 @@ impl DurabilityPlan {
 
     /// A checkpoint of whatever the log holds, for a clean stop.
     fn checkpoint(&mut self, database: &Database) -> Result<(), StorageError> {
-        if self.log.as_ref().is_some_and(|log| !log.is_empty()) {
+        if self.log.as_ref().is_some_and(|log| !log.is_empty() || !log.is_usable()) {
             self.commit_durably(database.begin_write()?)?;
         }
         Ok(())
