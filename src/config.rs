@@ -68,7 +68,7 @@ pub struct StorageConfig {
     /// Makes a batch durable by appending it to the commit log (`kefu.wal`) instead of a
     /// durable redb commit; redb is made durable at checkpoints. Off: every commit is durable.
     pub commit_log: bool,
-    /// Seconds between checkpoints while the log is in use.
+    /// Seconds between checkpoints under steady load (a lull of half a second brings one sooner).
     pub checkpoint_interval_secs: u64,
     /// A checkpoint is also made when the log has grown to this many MiB.
     pub checkpoint_log_mib: u64,

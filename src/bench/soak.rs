@@ -1,5 +1,6 @@
 //! `kefu bench soak`: mixed traffic for a duration — visitors that send, upload, disconnect and
-//! resume; agents that answer and resume; server restarts with SIGTERM on the same data — then
+//! resume; agents that answer and resume; server restarts with SIGTERM (or, with `--crash`,
+//! SIGKILL) on the same data — then
 //! a check that every message was delivered exactly once: every acknowledged client id is in
 //! history once, every stored visitor message reached an agent once, every agent answer
 //! reached its visitor once. Server memory and file descriptors are sampled throughout.
@@ -64,6 +65,10 @@ pub struct SoakArgs {
     /// Seconds between server restarts (SIGTERM, then start on the same data); 0: never.
     #[arg(long, default_value_t = 300.0)]
     pub restart_every: f64,
+    /// Restart with SIGKILL instead of SIGTERM: a crash, after which the server replays its
+    /// commit log.
+    #[arg(long)]
+    pub crash: bool,
     /// Seconds between samples of the server's memory and file descriptors.
     #[arg(long, default_value_t = 30.0)]
     pub sample_every: f64,
@@ -120,7 +125,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     }
     println!("mode: soak; target: {}", target.description);
     println!(
-        "inputs: duration={}s visitors={} agents={} rate={}/s reply 1 in {} upload 1 in {} reconnect every ~{}s restart every {}s sample every {}s",
+        "inputs: duration={}s visitors={} agents={} rate={}/s reply 1 in {} upload 1 in {} reconnect every ~{}s restart every {}s{} sample every {}s",
         args.duration,
         args.visitors,
         target.agents.len(),
@@ -129,6 +134,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         args.upload_every,
         args.reconnect_every,
         args.restart_every,
+        if args.crash { " (SIGKILL)" } else { "" },
         args.sample_every
     );
     println!("load generator: 1 client process, 1 source address (127.0.0.1)");
@@ -188,7 +194,10 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         }
         if let Some(at) = next_restart {
             if now >= at {
-                target.restart().await.context("restarting the server")?;
+                match args.crash {
+                    true => target.crash_and_restart().await.context("crashing and restarting the server")?,
+                    false => target.restart().await.context("restarting the server")?,
+                }
                 restarts += 1;
                 next_restart = restart_every.map(|every| at + every);
             }

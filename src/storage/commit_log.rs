@@ -4,10 +4,10 @@
 //! The writer records every table write of a batch (table, key bytes, value bytes or a removal)
 //! through [`LoggedTransaction`], appends the batch as one record to `DATA_DIR/kefu.wal`, syncs
 //! it, and only then commits the batch to redb with `Durability::None`: readers see it at once,
-//! and redb keeps its pages in memory. Every so often (a checkpoint) a batch is committed with
-//! `Durability::Immediate`, which makes everything before it durable in redb, and the log is
-//! emptied. A batch that does something the log cannot replay (dropping a table) is committed
-//! durably too.
+//! and redb keeps its pages in memory. In a lull, or every so often under load, a checkpoint
+//! commits with `Durability::Immediate`, which makes everything before it durable in redb, and
+//! the log is emptied. A batch that does something the log cannot replay (dropping a table) is
+//! committed durably too.
 //!
 //! Each record carries the database epoch and a sequence number; every durable commit writes
 //! the last sequence to `meta_v1.log_sequence`. Opening the database ([`replay`]) applies the

@@ -31,6 +31,10 @@ use crate::metrics::METRICS;
 /// while the previous commit syncs; when full, senders wait, which is the backpressure.
 const WRITER_QUEUE_CAPACITY: usize = 16_384;
 
+/// How long the writer must have had nothing to do before it makes a checkpoint of a non-empty
+/// commit log, so checkpoints fall in lulls rather than under load where it can.
+const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_millis(500);
+
 /// Conversations kept decoded in the writer; past this the clean ones are dropped after a commit.
 const CONVERSATION_CACHE_LIMIT: usize = 100_000;
 
@@ -348,9 +352,14 @@ impl DurabilityPlan {
         Ok(())
     }
 
-    /// A checkpoint of whatever the log holds, for a clean stop.
+    /// Whether a lull should be used for a checkpoint: the log holds batches (or has failed).
+    fn wants_checkpoint_when_idle(&self) -> bool {
+        self.log.as_ref().is_some_and(|log| !log.is_empty() || !log.is_usable())
+    }
+
+    /// A checkpoint of whatever the log holds, in a lull or for a clean stop.
     fn checkpoint(&mut self, database: &Database) -> Result<(), StorageError> {
-        if self.log.as_ref().is_some_and(|log| !log.is_empty() || !log.is_usable()) {
+        if self.wants_checkpoint_when_idle() {
             self.commit_durably(database.begin_write()?)?;
         }
         Ok(())
@@ -460,8 +469,23 @@ fn run(
     let max_delay = Duration::from_micros(config.commit_max_delay_us);
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch.min(4096));
     let mut shutdown: Option<oneshot::Sender<()>> = None;
+    // Only for waiting on the queue with a timeout, so a lull can be used for a checkpoint.
+    let waiter = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a timer runtime starts");
     while shutdown.is_none() {
-        match receiver.blocking_recv() {
+        let next = if durability.wants_checkpoint_when_idle() {
+            match waiter.block_on(async { tokio::time::timeout(IDLE_CHECKPOINT_AFTER, receiver.recv()).await }) {
+                Ok(next) => next,
+                Err(_) => {
+                    if let Err(error) = durability.checkpoint(&database) {
+                        tracing::error!(%error, "checkpoint failed");
+                    }
+                    continue;
+                }
+            }
+        } else {
+            receiver.blocking_recv()
+        };
+        match next {
             Some(Command::Job(job)) => batch.push(job),
             Some(Command::Shutdown(done)) => shutdown = Some(done),
             None => break,

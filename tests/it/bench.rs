@@ -77,6 +77,33 @@ fn soak_checks_exactly_once_across_a_restart() {
 }
 
 #[test]
+fn soak_checks_exactly_once_across_a_crash() {
+    let out = succeeds(&[
+        "soak",
+        "--duration",
+        "4",
+        "-n",
+        "5",
+        "--agents",
+        "2",
+        "--rate",
+        "20",
+        "--restart-every",
+        "2",
+        "--crash",
+        "--reconnect-every",
+        "1",
+        "--upload-every",
+        "3",
+        "--sample-every",
+        "1",
+    ]);
+    assert!(out.contains("restart every 2s (SIGKILL)"), "{out}");
+    assert!(out.contains("(1 server restarts)") || out.contains("(2 server restarts)"), "{out}");
+    assert!(out.contains("exactly-once: PASS"), "{out}");
+}
+
+#[test]
 fn a_url_without_a_site_is_refused_clearly() {
     let output = bench(&["relay", "--url", "http://127.0.0.1:9"]);
     assert!(!output.status.success());

@@ -201,10 +201,29 @@ async fn a_backup_under_write_load_restores_every_message_acknowledged_before_it
 }
 
 #[tokio::test]
+async fn a_lull_empties_the_commit_log_into_the_database() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    visitor.say(None, "m1", "hello").await;
+    let log = server.dir.path().join(kefu::storage::commit_log::LOG_FILE);
+    assert!(std::fs::metadata(&log).unwrap().len() > 0, "the acknowledged message is in the commit log");
+    let started = std::time::Instant::now();
+    while std::fs::metadata(&log).unwrap().len() > 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "no checkpoint came in the lull");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn after_a_crash_check_and_restore_first_apply_what_only_the_commit_log_held() {
     let dir = tempfile::tempdir().unwrap();
     let site = admin(dir.path(), &["create-site", "--name", "Shop", "--origin", "*"]).await["site_key"].clone();
     let (mut child, address) = crate::crash::serve(dir.path()).await;
+    let backup_file = dir.path().join("backup.redb");
+    let (ok, stdout, stderr) = run_kefu(dir.path(), &["backup", backup_file.to_str().unwrap()]).await;
+    assert!(ok, "{stdout}{stderr}");
     let session = crate::crash::visitor_session(&address, &site, None).await;
     let mut socket = visitor_socket(&address, &site, session["token"].as_str().unwrap()).await;
     for n in 0..20 {
@@ -215,9 +234,7 @@ async fn after_a_crash_check_and_restore_first_apply_what_only_the_commit_log_he
         let Some(Ok(Message::Text(text))) = socket.next().await else { panic!("the socket closed before every ack") };
         acked += usize::from(serde_json::from_str::<Value>(&text).unwrap()["type"] == "ack");
     }
-    let backup_file = dir.path().join("before-crash.redb");
-    let (ok, stdout, stderr) = run_kefu(dir.path(), &["backup", backup_file.to_str().unwrap()]).await;
-    assert!(ok, "{stdout}{stderr}");
+    // Killed right after the acks, before a lull could bring a checkpoint.
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     let log = dir.path().join(kefu::storage::commit_log::LOG_FILE);
