@@ -538,6 +538,15 @@ mod tests {
         transaction.commit().unwrap();
     }
 
+    /// What a crash of the process leaves of `dir`: redb's file as written so far (its last
+    /// durable commit) and the log.
+    fn as_after_a_crash(dir: &Path) -> tempfile::TempDir {
+        let crashed = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.join("kefu.redb"), crashed.path().join("kefu.redb")).unwrap();
+        std::fs::copy(log_path(dir), log_path(crashed.path())).unwrap();
+        crashed
+    }
+
     fn stored(database: &Database) -> Vec<((u64, u64), Vec<u8>)> {
         let transaction = database.begin_read().unwrap();
         let Ok(table) = transaction.open_table(SHARD) else { return Vec::new() };
@@ -560,11 +569,7 @@ mod tests {
             shard.insert((2, 1), b"three".as_slice()).unwrap();
         });
         let expected = stored(&database);
-        // The process dies: what is on disk is redb's last durable commit and the log.
-        let crashed = tempfile::tempdir().unwrap();
-        std::fs::copy(dir.path().join("kefu.redb"), crashed.path().join("kefu.redb")).unwrap();
-        std::fs::copy(log_path(dir.path()), log_path(crashed.path())).unwrap();
-        let dir = crashed;
+        let dir = as_after_a_crash(dir.path());
         let database = Database::create(dir.path().join("kefu.redb")).unwrap();
         assert!(stored(&database).is_empty(), "nothing was committed durably");
         let replayed = replay(&database, dir.path()).unwrap();
@@ -584,10 +589,7 @@ mod tests {
                 logged.open_table(SHARD).unwrap().insert((1, n), b"text".as_slice()).unwrap();
             });
         }
-        let crashed = tempfile::tempdir().unwrap();
-        std::fs::copy(dir.path().join("kefu.redb"), crashed.path().join("kefu.redb")).unwrap();
-        std::fs::copy(log_path(dir.path()), log_path(crashed.path())).unwrap();
-        crashed
+        as_after_a_crash(dir.path())
     }
 
     fn append_to_log(dir: &Path, bytes: &[u8]) {
@@ -689,9 +691,7 @@ mod tests {
         });
         let expected = stored(&database);
         assert_eq!(expected.iter().map(|(key, _)| key.1).collect::<Vec<_>>(), vec![2, 4]);
-        let crashed = tempfile::tempdir().unwrap();
-        std::fs::copy(dir.path().join("kefu.redb"), crashed.path().join("kefu.redb")).unwrap();
-        std::fs::copy(log_path(dir.path()), log_path(crashed.path())).unwrap();
+        let crashed = as_after_a_crash(dir.path());
         let database = Database::create(crashed.path().join("kefu.redb")).unwrap();
         replay(&database, crashed.path()).unwrap();
         assert_eq!(stored(&database), expected);

@@ -51,9 +51,10 @@ fn ingest_reports_acks_per_second() {
     assert!(out.contains("errors 0"), "{out}");
 }
 
-#[test]
-fn soak_checks_exactly_once_across_a_restart() {
-    let out = succeeds(&[
+/// A short soak with a restart every 2 s, and `extra` arguments; returns its output after
+/// checking that it passed.
+fn short_soak(extra: &[&str]) -> String {
+    let mut args = vec![
         "soak",
         "--duration",
         "4",
@@ -71,36 +72,23 @@ fn soak_checks_exactly_once_across_a_restart() {
         "3",
         "--sample-every",
         "1",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = succeeds(&args);
     assert!(out.contains("(1 server restarts)") || out.contains("(2 server restarts)"), "{out}");
     assert!(out.contains("exactly-once: PASS"), "{out}");
+    out
+}
+
+#[test]
+fn soak_checks_exactly_once_across_a_restart() {
+    short_soak(&[]);
 }
 
 #[test]
 fn soak_checks_exactly_once_across_a_crash() {
-    let out = succeeds(&[
-        "soak",
-        "--duration",
-        "4",
-        "-n",
-        "5",
-        "--agents",
-        "2",
-        "--rate",
-        "20",
-        "--restart-every",
-        "2",
-        "--crash",
-        "--reconnect-every",
-        "1",
-        "--upload-every",
-        "3",
-        "--sample-every",
-        "1",
-    ]);
+    let out = short_soak(&["--crash"]);
     assert!(out.contains("restart every 2s (SIGKILL)"), "{out}");
-    assert!(out.contains("(1 server restarts)") || out.contains("(2 server restarts)"), "{out}");
-    assert!(out.contains("exactly-once: PASS"), "{out}");
 }
 
 #[test]
