@@ -43,6 +43,9 @@ const RECORD_FORMAT: u8 = 1;
 /// Bytes before a record's payload: its length and its CRC-32.
 const RECORD_HEADER_BYTES: usize = 8;
 
+/// Bytes of a payload before its writes: the format, the epoch and the sequence.
+const PAYLOAD_PREFIX_BYTES: usize = 17;
+
 /// The `meta_v1` key holding the sequence of the last logged batch in the database.
 pub const SEQUENCE_KEY: &str = "log_sequence";
 
@@ -316,10 +319,10 @@ impl CommitLog {
     /// usable until a checkpoint empties it.
     pub fn append(&mut self, writes: &[u8]) -> Result<(), StorageError> {
         let sequence = self.sequence + 1;
-        let mut prefix = [0u8; 17];
+        let mut prefix = [0u8; PAYLOAD_PREFIX_BYTES];
         prefix[0] = RECORD_FORMAT;
         prefix[1..9].copy_from_slice(&self.epoch.to_le_bytes());
-        prefix[9..17].copy_from_slice(&sequence.to_le_bytes());
+        prefix[9..].copy_from_slice(&sequence.to_le_bytes());
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&prefix);
         hasher.update(writes);
@@ -344,7 +347,7 @@ impl CommitLog {
     /// Cuts off the last record appended, whose batch then failed to commit to redb. If that
     /// fails the log is no longer usable, and the next durable commit covers the record.
     pub fn remove_last(&mut self, writes: &[u8]) {
-        let len = self.len - (RECORD_HEADER_BYTES + 17 + writes.len()) as u64;
+        let len = self.len - (RECORD_HEADER_BYTES + PAYLOAD_PREFIX_BYTES + writes.len()) as u64;
         match self.file.set_len(len).and_then(|()| self.file.sync_data()) {
             Ok(()) => {
                 self.len = len;
@@ -391,7 +394,7 @@ fn parse_records(bytes: &[u8]) -> Result<(Vec<LoggedBatch<'_>>, usize), StorageE
         let crc = u32::from_le_bytes(header[4..].try_into().expect("four bytes"));
         let start = at + RECORD_HEADER_BYTES;
         let Some(payload) = bytes.get(start..start + len) else { break };
-        if len < 17 || crc32fast::hash(payload) != crc {
+        if len < PAYLOAD_PREFIX_BYTES || crc32fast::hash(payload) != crc {
             // The record the crash cut short, followed by nothing but zeros (the file grew before
             // its data was written).
             if bytes[start + len..].iter().all(|byte| *byte == 0) {
@@ -411,8 +414,8 @@ fn parse_records(bytes: &[u8]) -> Result<(Vec<LoggedBatch<'_>>, usize), StorageE
         }
         records.push(LoggedBatch {
             epoch: u64::from_le_bytes(payload[1..9].try_into().expect("eight bytes")),
-            sequence: u64::from_le_bytes(payload[9..17].try_into().expect("eight bytes")),
-            writes: &payload[17..],
+            sequence: u64::from_le_bytes(payload[9..PAYLOAD_PREFIX_BYTES].try_into().expect("eight bytes")),
+            writes: &payload[PAYLOAD_PREFIX_BYTES..],
         });
         at = start + len;
     }
@@ -695,5 +698,56 @@ mod tests {
         let database = Database::create(crashed.path().join("kefu.redb")).unwrap();
         replay(&database, crashed.path()).unwrap();
         assert_eq!(stored(&database), expected);
+    }
+
+    #[test]
+    fn damaged_logs_never_panic_and_never_apply_what_was_not_written() {
+        use rand::{Rng, SeedableRng};
+        let crashed = crashed_after_two_batches();
+        let whole = std::fs::read(log_path(crashed.path())).unwrap();
+        let written = [((1, 1), b"text".to_vec()), ((1, 2), b"text".to_vec())];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for round in 0..300 {
+            let mut bytes = whole.clone();
+            match round % 3 {
+                0 => {
+                    let at = rng.random_range(0..bytes.len());
+                    bytes[at] ^= 1 << rng.random_range(0..8);
+                }
+                1 => bytes.truncate(rng.random_range(0..bytes.len())),
+                _ => {
+                    let mut garbage = vec![0u8; rng.random_range(1..64)];
+                    rng.fill(&mut garbage[..]);
+                    bytes.extend_from_slice(&garbage);
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::copy(crashed.path().join("kefu.redb"), dir.path().join("kefu.redb")).unwrap();
+            std::fs::write(log_path(dir.path()), &bytes).unwrap();
+            let database = Database::create(dir.path().join("kefu.redb")).unwrap();
+            match replay(&database, dir.path()) {
+                Ok(replayed) => assert_eq!(stored(&database), written[..replayed.records], "round {round}"),
+                Err(_) => assert!(stored(&database).is_empty(), "round {round}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_whole_record_of_writes_that_do_not_fit_their_table_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path());
+        let mut log = CommitLog::open(dir.path(), 7, 0).unwrap();
+        for (types, key) in [(13u8, b"abc".as_slice()), (0, b"\xff\xfe".as_slice()), (99, b"k".as_slice())] {
+            let mut writes = vec![INSERT, types];
+            put_bytes(&mut writes, SHARD.name().as_bytes());
+            put_bytes(&mut writes, key);
+            put_bytes(&mut writes, b"value");
+            log.append(&writes).unwrap();
+            let error = replay(&database, dir.path()).unwrap_err();
+            assert!(matches!(error, StorageError::Corrupt(_)), "{error}");
+            assert!(stored(&database).is_empty());
+            log.truncate().unwrap();
+            log.sequence = 0;
+        }
     }
 }

@@ -16,10 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
-
-use super::commit_log::{self, CommitLog, LoggedTransaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::commit_log::{self, CommitLog, LoggedTransaction};
 use super::dedup::Dedup;
 use super::{StorageError, decode_json, encode_json, tables};
 use crate::config::StorageConfig;
