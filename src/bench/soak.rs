@@ -207,7 +207,10 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     }
 
     // Stop sending; wait until everything sent is acknowledged and delivered.
-    stage_sender.send_replace(Stage::Settle);
+    {
+        let _counting = ledger.lock();
+        stage_sender.send_replace(Stage::Settle);
+    }
     let settling = Instant::now();
     loop {
         let (unacked, undelivered) = {
@@ -482,7 +485,7 @@ impl SoakVisitor {
                         if next_send < Instant::now() {
                             next_send = Instant::now() + self.period;
                         }
-                        if self.send_new(&mut ws, &mut http, &ledger).await.is_err() {
+                        if self.send_new(&mut ws, &mut http, &ledger, &stage).await.is_err() {
                             break;
                         }
                     }
@@ -529,7 +532,13 @@ impl SoakVisitor {
         frame
     }
 
-    async fn send_new(&mut self, ws: &mut Ws, http: &mut Http, ledger: &Shared) -> anyhow::Result<()> {
+    async fn send_new(
+        &mut self,
+        ws: &mut Ws,
+        http: &mut Http,
+        ledger: &Shared,
+        stage: &watch::Receiver<Stage>,
+    ) -> anyhow::Result<()> {
         self.sequence += 1;
         let client_id = format!("sv{}-{}", self.index, self.sequence);
         let mut attachment_id = None;
@@ -557,7 +566,15 @@ impl SoakVisitor {
         }
         let pending = Pending { client_id: client_id.clone(), text: format!("soak {client_id}"), attachment_id };
         let frame = self.send_frame(&pending);
-        ledger.lock().visitor_sent.insert(client_id);
+        {
+            // Checked under the ledger's lock, which the switch to settling takes too: a message
+            // is either counted before the settle check or not sent at all.
+            let mut ledger = ledger.lock();
+            if *stage.borrow() != Stage::Run {
+                return Ok(());
+            }
+            ledger.visitor_sent.insert(client_id);
+        }
         self.pending.push(pending);
         client::send_frame(ws, &frame).await
     }
@@ -785,13 +802,22 @@ impl SoakAgent {
                 }
                 entry.1 = entry.1.max(seq);
                 if frame.sender.as_ref().is_some_and(|sender| sender.kind == "visitor") {
-                    *ledger.lock().agent_receipts.entry((conversation, seq)).or_default() += 1;
                     self.received += 1;
-                    if self.reply_every > 0 && self.received % self.reply_every == 0 {
+                    let answer = (self.reply_every > 0 && self.received % self.reply_every == 0).then(|| {
                         self.sequence += 1;
-                        let client_id = format!("sa{}-{}", self.number, self.sequence);
+                        format!("sa{}-{}", self.number, self.sequence)
+                    });
+                    {
+                        // The receipt and the answer it brings are recorded together, so the
+                        // settle check never sees the one without the other.
+                        let mut ledger = ledger.lock();
+                        *ledger.agent_receipts.entry((conversation, seq)).or_default() += 1;
+                        if let Some(client_id) = &answer {
+                            ledger.agent_sent.insert(client_id.clone());
+                        }
+                    }
+                    if let Some(client_id) = answer {
                         let text = format!("answer {client_id}");
-                        ledger.lock().agent_sent.insert(client_id.clone());
                         self.pending.push((client_id.clone(), conversation, text.clone()));
                         let frame = json!({ "type": "send", "client_id": client_id, "conversation_id": conversation, "text": text });
                         client::send_frame(ws, &frame).await?;
