@@ -128,13 +128,13 @@ fn apply<K: Key + 'static, V: Value + 'static>(
 pub struct LoggedTransaction<'a> {
     transaction: &'a WriteTransaction,
     record: RefCell<Vec<u8>>,
-    /// Why this batch cannot be replayed from the log, if it cannot.
-    unloggable: Cell<Option<&'static str>>,
+    /// The batch did something the log cannot replay, so it must commit durably.
+    unloggable: Cell<bool>,
 }
 
 impl<'a> LoggedTransaction<'a> {
     pub fn new(transaction: &'a WriteTransaction) -> Self {
-        LoggedTransaction { transaction, record: RefCell::new(Vec::new()), unloggable: Cell::new(None) }
+        LoggedTransaction { transaction, record: RefCell::new(Vec::new()), unloggable: Cell::new(false) }
     }
 
     /// Opens (or creates) a table whose writes are recorded.
@@ -154,12 +154,12 @@ impl<'a> LoggedTransaction<'a> {
         &self,
         definition: TableDefinition<K, V>,
     ) -> Result<bool, TableError> {
-        self.unloggable.set(Some("a table was deleted"));
+        self.unloggable.set(true);
         self.transaction.delete_table(definition)
     }
 
-    /// Why the batch must commit durably instead of through the log, if it must.
-    pub fn unloggable(&self) -> Option<&'static str> {
+    /// Whether the batch must commit durably instead of through the log.
+    pub fn unloggable(&self) -> bool {
         self.unloggable.get()
     }
 
@@ -535,7 +535,7 @@ mod tests {
         transaction.set_durability(redb::Durability::None).unwrap();
         let logged = LoggedTransaction::new(&transaction);
         write(&logged);
-        assert_eq!(logged.unloggable(), None);
+        assert!(!logged.unloggable());
         log.append(&logged.take_writes()).unwrap();
         drop(logged);
         transaction.commit().unwrap();
@@ -673,9 +673,9 @@ mod tests {
         let transaction = database.begin_write().unwrap();
         let logged = LoggedTransaction::new(&transaction);
         logged.open_table(SHARD).unwrap().insert((1, 1), b"text".as_slice()).unwrap();
-        assert_eq!(logged.unloggable(), None);
+        assert!(!logged.unloggable());
         logged.delete_table(SHARD).unwrap();
-        assert!(logged.unloggable().is_some());
+        assert!(logged.unloggable());
     }
 
     #[test]

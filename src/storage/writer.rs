@@ -561,7 +561,7 @@ fn commit_batch(
             let _ = transaction.abort();
             return Err(reason);
         }
-        let must_be_durable = logged.unloggable().is_some();
+        let must_be_durable = logged.unloggable();
         let writes = logged.take_writes();
         drop(logged);
         durability.commit(transaction, writes, must_be_durable).map_err(|error| Arc::from(error.to_string()))
