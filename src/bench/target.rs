@@ -217,21 +217,12 @@ impl Target {
 
     /// Stops the server with SIGTERM and waits for it to exit.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        self.stop_with("TERM").await
-    }
-
-    /// Sends `signal` to the server and waits for it to exit; a SIGTERM must end in a clean exit.
-    async fn stop_with(&mut self, signal: &str) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
-        let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status()?;
+        let Some(child) = self.child.take() else { return Ok(()) };
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
         if !status.success() {
-            bail!("kill -{signal} {} failed", child.id());
+            bail!("kill -TERM {} failed", child.id());
         }
-        let status = tokio::task::spawn_blocking(move || child.wait()).await??;
-        self.pid = None;
-        if signal == "KILL" {
-            return Ok(());
-        }
+        let status = self.wait_for(child).await?;
         // Baselines without a SIGTERM handler die of the signal; that is a clean stop too.
         let killed_by_term = std::os::unix::process::ExitStatusExt::signal(&status) == Some(15);
         if !status.success() && !killed_by_term {
@@ -248,8 +239,17 @@ impl Target {
 
     /// SIGKILL (a crash: nothing is flushed or checkpointed), then start again on the same data.
     pub async fn crash_and_restart(&mut self) -> anyhow::Result<()> {
-        self.stop_with("KILL").await?;
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            self.wait_for(child).await?;
+        }
         self.start().await
+    }
+
+    async fn wait_for(&mut self, mut child: std::process::Child) -> anyhow::Result<std::process::ExitStatus> {
+        let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+        self.pid = None;
+        Ok(status)
     }
 
     /// The server process's figures now, if the bench knows its process.
