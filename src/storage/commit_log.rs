@@ -21,11 +21,13 @@
 //! **Invariant:** a record is synced before its batch is committed to redb or answered, and the
 //! log holds every logged batch since the last durable commit, in commit order.
 
+use std::any::TypeId;
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 
 use redb::{
     AccessGuard, Database, Key, Range, ReadableTable, ReadableTableMetadata, TableDefinition, TableError, TableHandle,
@@ -125,19 +127,47 @@ fn apply<K: Key + 'static, V: Value + 'static>(
 }
 
 /// A batch's write transaction, recording each write for the log.
+///
+/// A table opened in the batch stays open until the batch ends, so an operation that opens it
+/// again (every message opens its day shard and `client_ids_v1`) finds it without redb's lookup
+/// in its table of tables, and redb stages the table's root once per batch instead of once per
+/// operation.
 pub struct LoggedTransaction<'a> {
     transaction: &'a WriteTransaction,
+    open_tables: RefCell<Vec<OpenTable>>,
     record: RefCell<Vec<u8>>,
     /// The batch did something the log cannot replay, so it must commit durably.
     unloggable: Cell<bool>,
 }
 
+/// A table kept open for the rest of a batch.
+struct OpenTable {
+    name: String,
+    /// `TypeId` of the table's `(K, V)`.
+    types: TypeId,
+    /// The `redb::Table<'a, K, V>`, boxed, with its lifetime erased; `None` once deleted.
+    table: Option<NonNull<dyn Erased>>,
+    /// A [`LoggedTable`] refers to it now.
+    in_use: bool,
+}
+
+/// Any boxed table, so tables of different types share one list.
+trait Erased {}
+impl<T> Erased for T {}
+
 impl<'a> LoggedTransaction<'a> {
     pub fn new(transaction: &'a WriteTransaction) -> Self {
-        LoggedTransaction { transaction, record: RefCell::new(Vec::new()), unloggable: Cell::new(false) }
+        LoggedTransaction {
+            transaction,
+            open_tables: RefCell::new(Vec::new()),
+            record: RefCell::new(Vec::new()),
+            unloggable: Cell::new(false),
+        }
     }
 
-    /// Opens (or creates) a table whose writes are recorded.
+    /// Opens (or creates) a table whose writes are recorded. It is an error to open a table
+    /// that is open already, as with redb.
+    #[track_caller]
     pub fn open_table<'t, K: Key + 'static, V: Value + 'static>(
         &'t self,
         definition: TableDefinition<K, V>,
@@ -145,16 +175,58 @@ impl<'a> LoggedTransaction<'a> {
     where
         (K, V): LoggedTypes,
     {
-        let table = self.transaction.open_table(definition)?;
-        Ok(LoggedTable { name: table.name().to_owned(), table, log: self })
+        let types = TypeId::of::<(K, V)>();
+        let mut open_tables = self.open_tables.borrow_mut();
+        let index = match open_tables.iter().position(|open| open.name == definition.name()) {
+            Some(index) => index,
+            None => {
+                open_tables.push(OpenTable { name: definition.name().to_owned(), types, table: None, in_use: false });
+                open_tables.len() - 1
+            }
+        };
+        let open = &mut open_tables[index];
+        if open.in_use {
+            return Err(TableError::TableAlreadyOpen(open.name.clone(), std::panic::Location::caller()));
+        }
+        if open.types != types {
+            // Closed here, redb reopens it below and reports the mismatch.
+            close(open);
+            open.types = types;
+        }
+        let table = match open.table {
+            Some(table) => table,
+            None => {
+                let table: Box<dyn Erased + 'a> = Box::new(self.transaction.open_table(definition)?);
+                // SAFETY: only the lifetime changes. The table is dropped by `close`, which
+                // runs at the latest in `LoggedTransaction::drop`, while the transaction
+                // (`'a`) is still borrowed.
+                let table: Box<dyn Erased> = unsafe { std::mem::transmute(table) };
+                let table = NonNull::from(Box::leak(table));
+                open.table = Some(table);
+                table
+            }
+        };
+        open.in_use = true;
+        // SAFETY: the pointer is a live `redb::Table<'a, K, V>` (its `(K, V)` was checked above),
+        // `'t` is shorter than `'a`, and `in_use` gives the returned table the only reference
+        // to it until it is dropped.
+        let table = unsafe { &mut *table.cast::<redb::Table<'t, K, V>>().as_ptr() };
+        Ok(LoggedTable { table, index, log: self })
     }
 
     /// Deletes a table. The log does not replay this, so the batch commits durably.
+    #[track_caller]
     pub fn delete_table<K: Key + 'static, V: Value + 'static>(
         &self,
         definition: TableDefinition<K, V>,
     ) -> Result<bool, TableError> {
         self.unloggable.set(true);
+        if let Some(open) = self.open_tables.borrow_mut().iter_mut().find(|open| open.name == definition.name()) {
+            if open.in_use {
+                return Err(TableError::TableAlreadyOpen(open.name.clone(), std::panic::Location::caller()));
+            }
+            close(open);
+        }
         self.transaction.delete_table(definition)
     }
 
@@ -168,14 +240,32 @@ impl<'a> LoggedTransaction<'a> {
         std::mem::take(&mut self.record.borrow_mut())
     }
 
-    fn record(&self, types: u8, table: &str, key: &[u8], value: Option<&[u8]>) {
+    /// Records a write to the open table at `table_index`.
+    fn record(&self, types: u8, table_index: usize, key: &[u8], value: Option<&[u8]>) {
         let mut record = self.record.borrow_mut();
         record.push(if value.is_some() { INSERT } else { REMOVE });
         record.push(types);
-        put_bytes(&mut record, table.as_bytes());
+        put_bytes(&mut record, self.open_tables.borrow()[table_index].name.as_bytes());
         put_bytes(&mut record, key);
         if let Some(value) = value {
             put_bytes(&mut record, value);
+        }
+    }
+}
+
+/// Drops a kept table, which gives its root back to the transaction.
+fn close(open: &mut OpenTable) {
+    if let Some(table) = open.table.take() {
+        // SAFETY: the pointer came from `Box::leak` in `open_table` and is not in use.
+        drop(unsafe { Box::from_raw(table.as_ptr()) });
+    }
+}
+
+/// Closes the kept tables. Being a `Drop` also keeps the transaction borrowed until then.
+impl Drop for LoggedTransaction<'_> {
+    fn drop(&mut self) {
+        for open in self.open_tables.get_mut() {
+            close(open);
         }
     }
 }
@@ -187,9 +277,19 @@ fn put_bytes(record: &mut Vec<u8>, bytes: &[u8]) {
 
 /// A table in a [`LoggedTransaction`]: reads as a redb table, and records every write.
 pub struct LoggedTable<'t, K: Key + 'static, V: Value + 'static> {
-    table: redb::Table<'t, K, V>,
-    name: String,
+    table: &'t mut redb::Table<'t, K, V>,
+    /// Its place in the transaction's open tables.
+    index: usize,
     log: &'t LoggedTransaction<'t>,
+}
+
+impl<K: Key + 'static, V: Value + 'static> Drop for LoggedTable<'_, K, V> {
+    fn drop(&mut self) {
+        // A failed borrow means a panic inside `open_table`; the table then stays marked in use.
+        if let Ok(mut open_tables) = self.log.open_tables.try_borrow_mut() {
+            open_tables[self.index].in_use = false;
+        }
+    }
 }
 
 impl<K: Key + 'static, V: Value + 'static> LoggedTable<'_, K, V>
@@ -203,7 +303,7 @@ where
     ) -> Result<Option<AccessGuard<'_, V>>, redb::StorageError> {
         let (key, value) = (key.borrow(), value.borrow());
         let previous = self.table.insert(key, value)?;
-        self.log.record(<(K, V)>::NUMBER, &self.name, K::as_bytes(key).as_ref(), Some(V::as_bytes(value).as_ref()));
+        self.log.record(<(K, V)>::NUMBER, self.index, K::as_bytes(key).as_ref(), Some(V::as_bytes(value).as_ref()));
         Ok(previous)
     }
 
@@ -214,7 +314,7 @@ where
         let key = key.borrow();
         let removed = self.table.remove(key)?;
         if removed.is_some() {
-            self.log.record(<(K, V)>::NUMBER, &self.name, K::as_bytes(key).as_ref(), None);
+            self.log.record(<(K, V)>::NUMBER, self.index, K::as_bytes(key).as_ref(), None);
         }
         Ok(removed)
     }
@@ -676,6 +776,49 @@ mod tests {
         assert!(!logged.unloggable());
         logged.delete_table(SHARD).unwrap();
         assert!(logged.unloggable());
+    }
+
+    #[test]
+    fn a_table_stays_open_for_the_batch_and_is_lent_to_one_user_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path());
+        let mut log = CommitLog::open(dir.path(), 7, 0).unwrap();
+        logged_batch(&database, &mut log, |logged| {
+            let mut shard = logged.open_table(SHARD).unwrap();
+            shard.insert((1, 1), b"one".as_slice()).unwrap();
+            let again = logged.open_table(SHARD);
+            assert!(matches!(again, Err(TableError::TableAlreadyOpen(..))), "a second user while the first holds it");
+            drop(shard);
+            let mut shard = logged.open_table(SHARD).unwrap();
+            assert_eq!(shard.get((1, 1)).unwrap().unwrap().value(), b"one");
+            shard.insert((1, 2), b"two".as_slice()).unwrap();
+            drop(shard);
+            let wrong_types: TableDefinition<u64, u64> = TableDefinition::new(SHARD.name());
+            assert!(logged.open_table(wrong_types).is_err(), "the types of a kept table are checked");
+            assert_eq!(logged.open_table(SHARD).unwrap().len().unwrap(), 2);
+        });
+        assert_eq!(stored(&database).len(), 2);
+        let crashed = as_after_a_crash(dir.path());
+        let database = Database::create(crashed.path().join("kefu.redb")).unwrap();
+        replay(&database, crashed.path()).unwrap();
+        assert_eq!(stored(&database).len(), 2, "both writes were logged under the kept table's name");
+    }
+
+    #[test]
+    fn a_kept_table_can_be_deleted_and_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path());
+        let transaction = database.begin_write().unwrap();
+        let logged = LoggedTransaction::new(&transaction);
+        let shard = logged.open_table(SHARD).unwrap();
+        assert!(matches!(logged.delete_table(SHARD), Err(TableError::TableAlreadyOpen(..))));
+        drop(shard);
+        logged.open_table(SHARD).unwrap().insert((1, 1), b"one".as_slice()).unwrap();
+        assert!(logged.delete_table(SHARD).unwrap());
+        assert!(logged.open_table(SHARD).unwrap().is_empty().unwrap());
+        drop(logged);
+        transaction.commit().unwrap();
+        assert!(stored(&database).is_empty());
     }
 
     #[test]

@@ -79,7 +79,9 @@ pub fn decode_postcard<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T
 
 /// Encodes a compact record with postcard.
 pub fn encode_postcard<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_allocvec(value).expect("compact records always serialize")
+    // Sized first, so the record is written into one allocation instead of a growing one.
+    let size = postcard::experimental::serialized_size(value).expect("compact records always serialize");
+    postcard::to_extend(value, Vec::with_capacity(size)).expect("compact records always serialize")
 }
 
 /// The handle every part of kefu shares. Cloning is cheap.
