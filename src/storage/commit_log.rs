@@ -145,10 +145,11 @@ struct OpenTable {
     name: String,
     /// `TypeId` of the table's `(K, V)`.
     types: TypeId,
-    /// The `redb::Table<'a, K, V>`, boxed, with its lifetime erased; `None` once deleted.
+    /// The `redb::Table<'a, K, V>`, boxed, with its lifetime erased; `None` while closed
+    /// (deleted, or about to be reopened with other types).
     table: Option<NonNull<dyn Erased>>,
-    /// A [`LoggedTable`] refers to it now.
-    in_use: bool,
+    /// Where the [`LoggedTable`] that refers to it now was opened.
+    lent_at: Option<&'static std::panic::Location<'static>>,
 }
 
 /// Any boxed table, so tables of different types share one list.
@@ -180,13 +181,13 @@ impl<'a> LoggedTransaction<'a> {
         let index = match open_tables.iter().position(|open| open.name == definition.name()) {
             Some(index) => index,
             None => {
-                open_tables.push(OpenTable { name: definition.name().to_owned(), types, table: None, in_use: false });
+                open_tables.push(OpenTable { name: definition.name().to_owned(), types, table: None, lent_at: None });
                 open_tables.len() - 1
             }
         };
         let open = &mut open_tables[index];
-        if open.in_use {
-            return Err(TableError::TableAlreadyOpen(open.name.clone(), std::panic::Location::caller()));
+        if let Some(lent_at) = open.lent_at {
+            return Err(TableError::TableAlreadyOpen(open.name.clone(), lent_at));
         }
         if open.types != types {
             // Closed here, redb reopens it below and reports the mismatch.
@@ -206,24 +207,23 @@ impl<'a> LoggedTransaction<'a> {
                 table
             }
         };
-        open.in_use = true;
+        open.lent_at = Some(std::panic::Location::caller());
         // SAFETY: the pointer is a live `redb::Table<'a, K, V>` (its `(K, V)` was checked above),
-        // `'t` is shorter than `'a`, and `in_use` gives the returned table the only reference
+        // `'t` is shorter than `'a`, and `lent_at` gives the returned table the only reference
         // to it until it is dropped.
         let table = unsafe { &mut *table.cast::<redb::Table<'t, K, V>>().as_ptr() };
         Ok(LoggedTable { table, index, log: self })
     }
 
     /// Deletes a table. The log does not replay this, so the batch commits durably.
-    #[track_caller]
     pub fn delete_table<K: Key + 'static, V: Value + 'static>(
         &self,
         definition: TableDefinition<K, V>,
     ) -> Result<bool, TableError> {
         self.unloggable.set(true);
         if let Some(open) = self.open_tables.borrow_mut().iter_mut().find(|open| open.name == definition.name()) {
-            if open.in_use {
-                return Err(TableError::TableAlreadyOpen(open.name.clone(), std::panic::Location::caller()));
+            if let Some(lent_at) = open.lent_at {
+                return Err(TableError::TableAlreadyOpen(open.name.clone(), lent_at));
             }
             close(open);
         }
@@ -285,10 +285,8 @@ pub struct LoggedTable<'t, K: Key + 'static, V: Value + 'static> {
 
 impl<K: Key + 'static, V: Value + 'static> Drop for LoggedTable<'_, K, V> {
     fn drop(&mut self) {
-        // A failed borrow means a panic inside `open_table`; the table then stays marked in use.
-        if let Ok(mut open_tables) = self.log.open_tables.try_borrow_mut() {
-            open_tables[self.index].in_use = false;
-        }
+        // `open_table`, `delete_table` and `record` hold this borrow only inside themselves.
+        self.log.open_tables.borrow_mut()[self.index].lent_at = None;
     }
 }
 
