@@ -1,21 +1,101 @@
-//! Tuning of the C allocator (glibc malloc) so that large short-lived buffers go back to the OS.
+//! The global allocator: mimalloc for small blocks, the C library's malloc (straight from and
+//! back to the OS) for large ones.
 //!
-//! Each argon2 password hash (a login, a new agent, a password change) allocates a 19 MiB
-//! buffer on a blocking-pool thread. glibc serves an allocation that large with `mmap`, but after
-//! freeing one it raises its mmap threshold to that size, so later ones come from the per-thread
-//! arenas, which keep the freed memory: 48 logins took a server from 26 MiB to 650 MiB of RSS
-//! (BENCHMARKS.md, "Memory after logins"). A fixed threshold turns that adjustment off, and every
-//! buffer above it is unmapped when freed. musl and other targets need nothing.
+//! Under load most of kefu's allocations are made on one thread and freed on another: a frame
+//! decoded on an async thread is stored by the writer thread and its event dropped by the
+//! dispatcher. glibc malloc serves that pattern with locked arenas and consolidation work, a
+//! fifth of the server's CPU time at full ingest (BENCHMARKS.md, "The allocator"); mimalloc
+//! frees into per-thread pages without a lock. It is built without transparent huge pages, which
+//! would back each of its regions with 2 MiB pages and raise the memory of idle connections.
+//!
+//! Blocks of [`LARGE_BYTES`] or more bypass mimalloc. The biggest are argon2's 19 MiB
+//! password-hash buffers, made on blocking-pool threads that then sleep: mimalloc would keep
+//! their memory in those threads' caches. glibc with a fixed mmap threshold maps each such block
+//! on its own and unmaps it when freed. (glibc's default threshold rises after the first large
+//! free, after which 48 logins took a server from 26 MiB to 650 MiB: "Memory after logins".)
 
-/// Allocations at or above this size get their own mapping, returned to the OS when freed.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD_BYTES: libc::c_int = 256 * 1024;
+use std::alloc::{GlobalAlloc, Layout, System};
 
-/// Fixes glibc's mmap threshold (see the module documentation). Call once, before threads start.
+use mimalloc::MiMalloc;
+
+/// The size from which a block comes from the C library instead of mimalloc.
+const LARGE_BYTES: usize = 256 * 1024;
+
+#[global_allocator]
+static GLOBAL: KefuAllocator = KefuAllocator;
+
+/// Routes each block by its size, which is the same when it is freed.
+pub struct KefuAllocator;
+
+fn is_large(size: usize) -> bool {
+    size >= LARGE_BYTES
+}
+
+// SAFETY: each block is allocated and freed by the same allocator, chosen by its size; a
+// `realloc` across the boundary moves the block from one to the other.
+unsafe impl GlobalAlloc for KefuAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is passed on.
+        unsafe { if is_large(layout.size()) { System.alloc(layout) } else { MiMalloc.alloc(layout) } }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is passed on.
+        unsafe { if is_large(layout.size()) { System.alloc_zeroed(layout) } else { MiMalloc.alloc_zeroed(layout) } }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from the allocator its size selects.
+        unsafe { if is_large(layout.size()) { System.dealloc(ptr, layout) } else { MiMalloc.dealloc(ptr, layout) } }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        match (is_large(layout.size()), is_large(new_size)) {
+            // SAFETY: `ptr` came from the allocator both sizes select.
+            (true, true) => unsafe { System.realloc(ptr, layout, new_size) },
+            (false, false) => unsafe { MiMalloc.realloc(ptr, layout, new_size) },
+            _ => {
+                // SAFETY: `new_size` is non-zero and fits the alignment (the caller's contract).
+                let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+                // SAFETY: the new block is as large as the bytes copied; the old one is freed by
+                // the allocator it came from.
+                unsafe {
+                    let moved = self.alloc(new_layout);
+                    if !moved.is_null() {
+                        std::ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size));
+                        self.dealloc(ptr, layout);
+                    }
+                    moved
+                }
+            }
+        }
+    }
+}
+
+/// Fixes glibc's mmap threshold at [`LARGE_BYTES`], so every block it serves is mapped on its own
+/// and returned to the OS when freed. Call once, before threads start. musl and other targets
+/// need nothing.
 pub fn return_large_allocations_to_the_os() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is called before other threads exist.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE_BYTES as libc::c_int);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_keeps_its_bytes_when_it_grows_or_shrinks_across_the_boundary() {
+        let mut bytes: Vec<u8> = (0..1000u32).map(|n| n as u8).collect();
+        bytes.reserve_exact(LARGE_BYTES * 2);
+        assert!(bytes.capacity() >= LARGE_BYTES);
+        bytes.shrink_to_fit();
+        assert!(bytes.capacity() < LARGE_BYTES);
+        assert!(bytes.iter().enumerate().all(|(n, byte)| *byte == n as u8));
+        let zeroed = vec![0u8; LARGE_BYTES + 1];
+        assert!(zeroed.iter().all(|byte| *byte == 0));
     }
 }
