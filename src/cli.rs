@@ -142,7 +142,7 @@ enum AdminArgs {
 }
 
 pub fn main() -> anyhow::Result<()> {
-    crate::allocator::return_large_allocations_to_the_os();
+    crate::allocator::configure();
     let cli = Cli::parse();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
