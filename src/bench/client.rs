@@ -166,6 +166,11 @@ pub async fn send_frame(ws: &mut Ws, frame: &Value) -> anyhow::Result<()> {
     ws.send(Message::text(frame.to_string())).await.context("sending a frame")
 }
 
+/// Queues one JSON frame; it is written when the socket is flushed (or its buffer fills).
+pub async fn queue_frame(ws: &mut Ws, frame: &Value) -> anyhow::Result<()> {
+    ws.feed(Message::text(frame.to_string())).await.context("sending a frame")
+}
+
 /// A keep-alive HTTP/1.1 connection for the JSON API.
 pub struct Http {
     addr: SocketAddr,

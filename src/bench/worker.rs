@@ -9,7 +9,8 @@
 //! - worker → coordinator: `{"event":"connected",...}` once every visitor is connected,
 //!   then `{"event":"done",...}` with a [`StepReport`] after each step;
 //! - coordinator → worker: `go RATE SECONDS` runs a step (RATE is the aggregate rate over all
-//!   workers' visitors; 0 with a window means pipelined, as fast as acks come), `stop` ends.
+//!   workers' visitors; 0 with a window means pipelined: each visitor keeps up to a window of
+//!   messages unacknowledged, refilled once half of it is acknowledged), `stop` ends.
 
 use std::net::IpAddr;
 use std::process::Stdio;
@@ -354,14 +355,12 @@ impl Visitor {
         };
         let mut in_flight = 0usize;
         if pipelined {
-            for _ in 0..spec.window {
-                if self.send(index, sequence).await.is_err() {
-                    report.error("send failed");
-                    return;
-                }
-                report.sent += 1;
-                in_flight += 1;
+            if let Err(error) = self.send_many(spec.window, index, sequence).await {
+                report.error(error);
+                return;
             }
+            report.sent += spec.window as u64;
+            in_flight += spec.window;
         }
         let drain_end = end + DRAIN;
         loop {
@@ -398,13 +397,16 @@ impl Visitor {
                             if let Some(slot) = shared.per_second.get(second) {
                                 slot.fetch_add(1, Ordering::Relaxed);
                             }
-                            if pipelined && Instant::now() < end {
-                                if let Err(error) = self.send(index, sequence).await {
+                            // Refilled in bursts of half a window, one write each, so the
+                            // load generator spends less than a system call per message.
+                            if pipelined && in_flight <= spec.window / 2 && Instant::now() < end {
+                                let refill = spec.window - in_flight;
+                                if let Err(error) = self.send_many(refill, index, sequence).await {
                                     report.error(error);
                                     return;
                                 }
-                                report.sent += 1;
-                                in_flight += 1;
+                                report.sent += refill as u64;
+                                in_flight += refill;
                             }
                         }
                         "message" => {
@@ -430,13 +432,21 @@ impl Visitor {
     }
 
     async fn send(&mut self, index: usize, sequence: &mut u64) -> anyhow::Result<()> {
-        *sequence += 1;
-        let mut frame =
-            json!({ "type": "send", "client_id": format!("v{index}-{sequence}"), "text": client::timed_text() });
-        if let Some(conversation_id) = self.conversation_id {
-            frame["conversation_id"] = json!(conversation_id);
+        self.send_many(1, index, sequence).await
+    }
+
+    /// Sends `n` timed messages and flushes once.
+    async fn send_many(&mut self, n: usize, index: usize, sequence: &mut u64) -> anyhow::Result<()> {
+        for _ in 0..n {
+            *sequence += 1;
+            let mut frame =
+                json!({ "type": "send", "client_id": format!("v{index}-{sequence}"), "text": client::timed_text() });
+            if let Some(conversation_id) = self.conversation_id {
+                frame["conversation_id"] = json!(conversation_id);
+            }
+            client::queue_frame(&mut self.ws, &frame).await?;
         }
-        client::send_frame(&mut self.ws, &frame).await
+        futures_util::SinkExt::flush(&mut self.ws).await.context("sending frames")
     }
 }
 
