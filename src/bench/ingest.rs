@@ -14,7 +14,8 @@ pub struct IngestArgs {
     /// Sending visitors.
     #[arg(long, short = 'n', default_value_t = 1000)]
     pub visitors: usize,
-    /// Unacknowledged messages each visitor keeps in flight.
+    /// Unacknowledged messages each visitor keeps in flight (at most; it sends again, up to this
+    /// many, once half of them are acknowledged).
     #[arg(long, default_value_t = 8)]
     pub window: usize,
     /// Seconds to send.
