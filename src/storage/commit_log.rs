@@ -626,6 +626,14 @@ mod tests {
         database
     }
 
+    /// A new database of epoch 7 with an empty log, in a temporary directory.
+    fn logged_store() -> (tempfile::TempDir, Database, CommitLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database(dir.path());
+        let log = CommitLog::open(dir.path(), 7, 0).unwrap();
+        (dir, database, log)
+    }
+
     /// Runs `write` in a logged batch: the record is appended, then the batch commits without
     /// durability, as the writer does.
     fn logged_batch(database: &Database, log: &mut CommitLog, write: impl FnOnce(&LoggedTransaction<'_>)) {
@@ -648,6 +656,14 @@ mod tests {
         crashed
     }
 
+    /// The database of `dir` as a start after a crash finds it, with its log replayed.
+    fn replayed_after_a_crash(dir: &Path) -> (tempfile::TempDir, Database) {
+        let crashed = as_after_a_crash(dir);
+        let database = Database::create(crashed.path().join("kefu.redb")).unwrap();
+        replay(&database, crashed.path()).unwrap();
+        (crashed, database)
+    }
+
     fn stored(database: &Database) -> Vec<((u64, u64), Vec<u8>)> {
         let transaction = database.begin_read().unwrap();
         let Ok(table) = transaction.open_table(SHARD) else { return Vec::new() };
@@ -656,9 +672,7 @@ mod tests {
 
     #[test]
     fn batches_committed_only_to_the_log_come_back_after_a_crash() {
-        let dir = tempfile::tempdir().unwrap();
-        let database = database(dir.path());
-        let mut log = CommitLog::open(dir.path(), 7, 0).unwrap();
+        let (dir, database, mut log) = logged_store();
         logged_batch(&database, &mut log, |logged| {
             let mut shard = logged.open_table(SHARD).unwrap();
             shard.insert((1, 1), b"one".as_slice()).unwrap();
@@ -682,9 +696,7 @@ mod tests {
 
     /// Two logged batches and a crash: returns the data directory as a crash leaves it.
     fn crashed_after_two_batches() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let database = database(dir.path());
-        let mut log = CommitLog::open(dir.path(), 7, 0).unwrap();
+        let (dir, database, mut log) = logged_store();
         for n in 1..=2 {
             logged_batch(&database, &mut log, |logged| {
                 logged.open_table(SHARD).unwrap().insert((1, n), b"text".as_slice()).unwrap();
@@ -778,9 +790,7 @@ mod tests {
 
     #[test]
     fn a_table_stays_open_for_the_batch_and_is_lent_to_one_user_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let database = database(dir.path());
-        let mut log = CommitLog::open(dir.path(), 7, 0).unwrap();
+        let (dir, database, mut log) = logged_store();
         logged_batch(&database, &mut log, |logged| {
             let mut shard = logged.open_table(SHARD).unwrap();
             shard.insert((1, 1), b"one".as_slice()).unwrap();
@@ -796,9 +806,7 @@ mod tests {
             assert_eq!(logged.open_table(SHARD).unwrap().len().unwrap(), 2);
         });
         assert_eq!(stored(&database).len(), 2);
-        let crashed = as_after_a_crash(dir.path());
-        let database = Database::create(crashed.path().join("kefu.redb")).unwrap();
-        replay(&database, crashed.path()).unwrap();
+        let (_crashed, database) = replayed_after_a_crash(dir.path());
         assert_eq!(stored(&database).len(), 2, "both writes were logged under the kept table's name");
     }
 
@@ -821,9 +829,7 @@ mod tests {
 
     #[test]
     fn retain_logs_each_removal() {
-        let dir = tempfile::tempdir().unwrap();
-        let database = database(dir.path());
-        let mut log = CommitLog::open(dir.path(), 7, 0).unwrap();
+        let (dir, database, mut log) = logged_store();
         logged_batch(&database, &mut log, |logged| {
             let mut shard = logged.open_table(SHARD).unwrap();
             for n in 1..=4 {
@@ -835,9 +841,7 @@ mod tests {
         });
         let expected = stored(&database);
         assert_eq!(expected.iter().map(|(key, _)| key.1).collect::<Vec<_>>(), vec![2, 4]);
-        let crashed = as_after_a_crash(dir.path());
-        let database = Database::create(crashed.path().join("kefu.redb")).unwrap();
-        replay(&database, crashed.path()).unwrap();
+        let (_crashed, database) = replayed_after_a_crash(dir.path());
         assert_eq!(stored(&database), expected);
     }
 
@@ -875,9 +879,7 @@ mod tests {
 
     #[test]
     fn a_whole_record_of_writes_that_do_not_fit_their_table_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let database = database(dir.path());
-        let mut log = CommitLog::open(dir.path(), 7, 0).unwrap();
+        let (dir, database, mut log) = logged_store();
         for (types, key) in [(13u8, b"abc".as_slice()), (0, b"\xff\xfe".as_slice()), (99, b"k".as_slice())] {
             let mut writes = vec![INSERT, types];
             put_bytes(&mut writes, SHARD.name().as_bytes());
