@@ -36,6 +36,11 @@ const WRITE_BUFFER_BYTES: usize = 1024;
 /// How long one write to a client may take before the client counts as gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a closing connection waits for the client to answer its close frame. Until then it
+/// reads and drops whatever the client still sends: a socket closed with unread input is reset,
+/// and a reset can discard the last frames (a `goaway`, the close) before they reach the client.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Frames over the rate limit in a row before the connection is closed.
 const MAX_RATE_LIMITED_FRAMES: u32 = 100;
 
@@ -207,7 +212,12 @@ async fn serve(
                     }
                     Some(Ok(Message::Binary(_))) => out.push(error_frame(ErrorCode::BadJson, "frames are JSON text messages", None)),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Ok(Message::Close(_))) => {
+                        // Sends the answer to the client's close, which tungstenite has queued.
+                        let _ = tokio::time::timeout(WRITE_TIMEOUT, connection.socket.flush()).await;
+                        break None;
+                    }
+                    None => break None,
                     Some(Err(error)) => break Some(close_reason_for(&error)),
                 }
             }
@@ -267,9 +277,20 @@ impl Connection {
         matches!(tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(message)).await, Ok(Ok(())))
     }
 
+    /// Sends the close frame, then waits (briefly) for the client's answer to it.
     async fn close(&mut self, reason: CloseReason) {
         let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from(truncate_reason(&reason.reason)) };
-        self.send_one(Message::Close(Some(frame))).await;
+        if !self.send_one(Message::Close(Some(frame))).await {
+            return;
+        }
+        let answered = async {
+            while let Some(Ok(message)) = self.socket.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, answered).await;
     }
 }
 

@@ -400,7 +400,15 @@ async fn sigterm_under_load_loses_no_acknowledged_message_and_clients_resume() {
             let mut acked: HashMap<String, u64> = HashMap::new();
             let mut close_code = None;
             let mut goaway = false;
-            while let Some(Ok(message)) = socket.next().await {
+            let mut ending = String::from("end of stream");
+            while let Some(message) = socket.next().await {
+                let message = match message {
+                    Ok(message) => message,
+                    Err(error) => {
+                        ending = error.to_string();
+                        break;
+                    }
+                };
                 match message {
                     Message::Text(text) => {
                         let frame: Value = serde_json::from_str(&text).unwrap();
@@ -417,7 +425,7 @@ async fn sigterm_under_load_loses_no_acknowledged_message_and_clients_resume() {
                     _ => {}
                 }
             }
-            (acked, goaway, close_code)
+            (acked, goaway, close_code, ending)
         }));
     }
     while n_acked.load(Ordering::Relaxed) < N_VISITORS * MESSAGES_PER_VISITOR / 4 {
@@ -431,8 +439,8 @@ async fn sigterm_under_load_loses_no_acknowledged_message_and_clients_resume() {
     assert!(status.success(), "kefu exits cleanly on SIGTERM: {status}");
     let mut acked = Vec::new();
     for sender in senders {
-        let (visitor_acked, goaway, close_code) = sender.await.unwrap();
-        assert!(goaway, "every client is told to reconnect");
+        let (visitor_acked, goaway, close_code, ending) = sender.await.unwrap();
+        assert!(goaway, "every client is told to reconnect (close code {close_code:?}, {ending})");
         assert_eq!(close_code, Some(1012), "the close code says the server restarts");
         acked.push(visitor_acked);
     }
