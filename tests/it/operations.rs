@@ -437,17 +437,21 @@ async fn sigterm_under_load_loses_no_acknowledged_message_and_clients_resume() {
     assert!(killed.success());
     let status = child.wait().await.unwrap();
     assert!(status.success(), "kefu exits cleanly on SIGTERM: {status}");
+    let logs = logs.await.unwrap();
+    let late = logs.iter().any(|line| line.contains("connections did not close in time"));
     let mut acked = Vec::new();
     for sender in senders {
         let (visitor_acked, goaway, close_code, ending) = sender.await.unwrap();
-        assert!(goaway, "every client is told to reconnect (close code {close_code:?}, {ending})");
+        assert!(
+            goaway,
+            "every client is told to reconnect (close code {close_code:?}, {ending}; grace ran out: {late})"
+        );
         assert_eq!(close_code, Some(1012), "the close code says the server restarts");
         acked.push(visitor_acked);
     }
     assert!(acked.iter().map(HashMap::len).sum::<usize>() > 0);
 
     // Every stage of a message logged its trace id, as a JSON field.
-    let logs = logs.await.unwrap();
     let records: Vec<Value> = logs.iter().filter_map(|line| serde_json::from_str(line).ok()).collect();
     assert_eq!(records.len(), logs.len(), "every log line is JSON");
     let stages = |message: &str| -> HashSet<u64> {
