@@ -1,7 +1,11 @@
 //! The delivery contract: acknowledged means durable, resends are deduplicated, resume bridges
 //! disconnections with no gap and no duplicate.
 
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{TestServer, history};
 
@@ -206,4 +210,59 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
     // Not reading means not answering pings; the server gives up after the idle timeout.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_eq!(visitor.expect_close().await, 4010);
+}
+
+#[tokio::test]
+async fn a_client_that_closes_gets_the_servers_answer_then_a_clean_end() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    visitor.send_raw(Message::Close(None)).await;
+    let mut answered = false;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), visitor.socket.next()).await.expect("an answer in time") {
+            Some(Ok(Message::Close(_))) => answered = true,
+            Some(Ok(_)) => {}
+            Some(Err(error)) => panic!("the socket ended with an error instead of a closing handshake: {error}"),
+            None => break,
+        }
+    }
+    assert!(answered, "the server answers the client's close");
+}
+
+#[tokio::test]
+async fn a_client_still_sending_at_shutdown_gets_goaway_and_a_clean_close() {
+    let mut server = TestServer::start_with(|config| {
+        config.limits.frames_per_second = 1_000_000;
+        config.limits.frame_burst = 1_000_000;
+    })
+    .await;
+    let site = server.create_site("Shop").await;
+    let (_, token) = server.visitor_session(&site, None).await;
+    let visitor = server.visitor(&site, &token).await;
+    let (mut sink, mut stream) = visitor.socket.split();
+    // Frames keep coming while the server closes, so its socket holds input it has not read.
+    let ping = json!({"type": "ping"}).to_string();
+    let sending = tokio::spawn(async move {
+        while sink.send(Message::Text(ping.clone().into())).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = tokio::spawn(async move { server.stop().await });
+    let (mut goaway, mut close_code) = (false, None);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("the end in time") {
+            Some(Ok(Message::Text(text))) => goaway |= text.contains("\"goaway\""),
+            Some(Ok(Message::Close(frame))) => close_code = frame.map(|frame| u16::from(frame.code)),
+            Some(Ok(_)) => {}
+            Some(Err(error)) => panic!("the socket ended with an error instead of a closing handshake: {error}"),
+            None => break,
+        }
+    }
+    assert!(goaway);
+    assert_eq!(close_code, Some(1012));
+    stopping.await.unwrap();
+    sending.await.unwrap();
 }
