@@ -7,7 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{TestServer, history};
+use crate::support::{TestServer, history, read_to_clean_end};
 
 #[tokio::test]
 async fn a_resent_client_id_stores_nothing_new_even_after_a_restart() {
@@ -219,16 +219,8 @@ async fn a_client_that_closes_gets_the_servers_answer_then_a_clean_end() {
     let (_, token) = server.visitor_session(&site, None).await;
     let mut visitor = server.visitor(&site, &token).await;
     visitor.send_raw(Message::Close(None)).await;
-    let mut answered = false;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), visitor.socket.next()).await.expect("an answer in time") {
-            Some(Ok(Message::Close(_))) => answered = true,
-            Some(Ok(_)) => {}
-            Some(Err(error)) => panic!("the socket ended with an error instead of a closing handshake: {error}"),
-            None => break,
-        }
-    }
-    assert!(answered, "the server answers the client's close");
+    let (_, close_code) = read_to_clean_end(&mut visitor.socket).await;
+    assert!(close_code.is_some(), "the server answers the client's close");
 }
 
 #[tokio::test]
@@ -251,17 +243,8 @@ async fn a_client_still_sending_at_shutdown_gets_goaway_and_a_clean_close() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stopping = tokio::spawn(async move { server.stop().await });
-    let (mut goaway, mut close_code) = (false, None);
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("the end in time") {
-            Some(Ok(Message::Text(text))) => goaway |= text.contains("\"goaway\""),
-            Some(Ok(Message::Close(frame))) => close_code = frame.map(|frame| u16::from(frame.code)),
-            Some(Ok(_)) => {}
-            Some(Err(error)) => panic!("the socket ended with an error instead of a closing handshake: {error}"),
-            None => break,
-        }
-    }
-    assert!(goaway);
+    let (texts, close_code) = read_to_clean_end(&mut stream).await;
+    assert!(texts.iter().any(|text| text.contains("\"goaway\"")));
     assert_eq!(close_code, Some(1012));
     stopping.await.unwrap();
     sending.await.unwrap();

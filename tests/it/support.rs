@@ -283,6 +283,24 @@ pub async fn call_expecting(
     answer
 }
 
+/// Reads a socket's frames to its end: the text frames, and the close code the server sent
+/// (1005 for a close without one). Panics if the socket ends with an error, such as a reset
+/// instead of a closing handshake, or does not end within 10 s.
+pub async fn read_to_clean_end(
+    frames: &mut (impl futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+) -> (Vec<String>, Option<u16>) {
+    let (mut texts, mut close_code) = (Vec::new(), None);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), frames.next()).await.expect("the socket ends in time") {
+            Some(Ok(Message::Text(text))) => texts.push(text.to_string()),
+            Some(Ok(Message::Close(frame))) => close_code = Some(frame.map_or(1005, |frame| u16::from(frame.code))),
+            Some(Ok(_)) => {}
+            Some(Err(error)) => panic!("the socket ended with an error instead of a closing handshake: {error}"),
+            None => return (texts, close_code),
+        }
+    }
+}
+
 /// A protocol client on one WebSocket.
 pub struct Client {
     pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
