@@ -214,7 +214,8 @@ async fn serve(
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) => {
                         // Sends the answer to the client's close, which tungstenite has queued.
-                        let _ = tokio::time::timeout(WRITE_TIMEOUT, connection.socket.flush()).await;
+                        // Boxed: a closing state, which an idle connection should not carry.
+                        let _ = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, connection.socket.flush())).await;
                         break None;
                     }
                     None => break None,
