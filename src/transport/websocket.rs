@@ -180,6 +180,7 @@ async fn serve(
     heartbeat.reset();
     let idle_timeout = Duration::from_secs(limits.idle_timeout_secs);
 
+    let mut client_closed = false;
     let close_reason: Option<CloseReason> = loop {
         if !out.is_empty() {
             if let Err(reason) = connection.write_all(&mut out).await {
@@ -213,9 +214,7 @@ async fn serve(
                     Some(Ok(Message::Binary(_))) => out.push(error_frame(ErrorCode::BadJson, "frames are JSON text messages", None)),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) => {
-                        // Sends the answer to the client's close, which tungstenite has queued.
-                        // Boxed: a closing state, which an idle connection should not carry.
-                        let _ = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, connection.socket.flush())).await;
+                        client_closed = true;
                         break None;
                     }
                     None => break None,
@@ -245,6 +244,9 @@ async fn serve(
     Box::pin(session.finish()).await;
     if let Some(reason) = close_reason {
         Box::pin(connection.close(reason)).await;
+    } else if client_closed {
+        // Sends the answer to the client's close, which tungstenite has queued.
+        let _ = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, connection.socket.flush())).await;
     }
     drop(permit);
 }
