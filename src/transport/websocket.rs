@@ -180,18 +180,17 @@ async fn serve(
     heartbeat.reset();
     let idle_timeout = Duration::from_secs(limits.idle_timeout_secs);
 
-    let mut client_closed = false;
-    let close_reason: Option<CloseReason> = loop {
+    let ending = loop {
         if !out.is_empty() {
             if let Err(reason) = connection.write_all(&mut out).await {
-                break reason;
+                break reason.map_or(Ending::Gone, Ending::Close);
             }
         }
         tokio::select! {
             _ = app.shutdown.cancelled() => {
                 out.push(ServerFrame::Goaway { reason: "shutdown", reconnect_after_ms: 1000 }.encode());
                 let _ = connection.write_all(&mut out).await;
-                break Some(CloseReason::new(close_code::RESTARTING, "server restarting; reconnect and resume"));
+                break Ending::Close(CloseReason::new(close_code::RESTARTING, "server restarting; reconnect and resume"));
             }
             incoming = connection.socket.recv() => {
                 connection.last_activity = Instant::now();
@@ -200,7 +199,7 @@ async fn serve(
                         if !rate.allow() {
                             n_rate_limited += 1;
                             if n_rate_limited > MAX_RATE_LIMITED_FRAMES {
-                                break Some(CloseReason::new(close_code::RATE_LIMITED, "too many frames"));
+                                break Ending::Close(CloseReason::new(close_code::RATE_LIMITED, "too many frames"));
                             }
                             let client_id = protocol::client_id_of(&text);
                             out.push(error_frame(ErrorCode::RateLimited, "too many frames; slow down", client_id.as_deref()));
@@ -213,42 +212,51 @@ async fn serve(
                     }
                     Some(Ok(Message::Binary(_))) => out.push(error_frame(ErrorCode::BadJson, "frames are JSON text messages", None)),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) => {
-                        client_closed = true;
-                        break None;
-                    }
-                    None => break None,
-                    Some(Err(error)) => break Some(close_reason_for(&error)),
+                    Some(Ok(Message::Close(_))) => break Ending::ClientClosed,
+                    None => break Ending::Gone,
+                    Some(Err(error)) => break Ending::Close(close_reason_for(&error)),
                 }
             }
             queued = outbound.recv() => {
                 if let Err(reason) = session.take_outbound(queued, &mut outbound, &handle, &mut out) {
-                    break Some(reason);
+                    break Ending::Close(reason);
                 }
                 if let Some(code) = handle.close_requested() {
                     let _ = connection.write_all(&mut out).await;
-                    break Some(CloseReason::new(code, "blocked"));
+                    break Ending::Close(CloseReason::new(code, "blocked"));
                 }
             }
             _ = heartbeat.tick() => {
                 if connection.last_activity.elapsed() >= idle_timeout {
-                    break Some(CloseReason::new(close_code::IDLE_TIMEOUT, "idle too long"));
+                    break Ending::Close(CloseReason::new(close_code::IDLE_TIMEOUT, "idle too long"));
                 }
                 // Boxed: a ping every heartbeat is rare next to the time a connection idles.
                 if !Box::pin(connection.send_one(Message::Ping(Bytes::new()))).await {
-                    break None;
+                    break Ending::Gone;
                 }
             }
         }
     };
     Box::pin(session.finish()).await;
-    if let Some(reason) = close_reason {
-        Box::pin(connection.close(reason)).await;
-    } else if client_closed {
+    match ending {
+        Ending::Close(reason) => Box::pin(connection.close(reason)).await,
         // Sends the answer to the client's close, which tungstenite has queued.
-        let _ = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, connection.socket.flush())).await;
+        Ending::ClientClosed => {
+            let _ = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, connection.socket.flush())).await;
+        }
+        Ending::Gone => {}
     }
     drop(permit);
+}
+
+/// How a connection's main loop ended.
+enum Ending {
+    /// The server closes the connection with this reason.
+    Close(CloseReason),
+    /// The client closed; tungstenite has queued the answer to its close frame.
+    ClientClosed,
+    /// The socket failed or ended.
+    Gone,
 }
 
 struct Connection {
