@@ -5,9 +5,9 @@
 //! decoded on an async thread is stored by the writer thread and its event dropped by the
 //! dispatcher. glibc malloc serves that pattern with locked arenas and consolidation work, over
 //! a quarter of the server's CPU time at full ingest (BENCHMARKS.md, "Tables kept open per
-//! batch, and the allocator"); mimalloc frees into per-thread pages without a lock. Transparent huge pages are off for the process
-//! ([`configure`]): they would back mimalloc's regions with 2 MiB pages, which raised the memory
-//! of an idle connection from 4.8 to 7.8 KiB.
+//! batch, and the allocator"); mimalloc frees into per-thread pages without a lock.
+//! Transparent huge pages are off for the process ([`configure`]): they would back mimalloc's
+//! regions with 2 MiB pages, which raised the memory of an idle connection from 4.8 to 7.8 KiB.
 //!
 //! Blocks of [`LARGE_BYTES`] or more bypass mimalloc. The biggest are argon2's 19 MiB
 //! password-hash buffers, made on blocking-pool threads that then sleep: mimalloc would keep

@@ -370,7 +370,7 @@ impl Visitor {
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(next_send.into()), if !pipelined && next_send < end => {
-                    if let Err(error) = self.send(index, sequence).await {
+                    if let Err(error) = self.send_many(1, index, sequence).await {
                         report.error(error);
                         return;
                     }
@@ -429,10 +429,6 @@ impl Visitor {
         if in_flight > 0 {
             report.error(format!("{in_flight} messages without an ack"));
         }
-    }
-
-    async fn send(&mut self, index: usize, sequence: &mut u64) -> anyhow::Result<()> {
-        self.send_many(1, index, sequence).await
     }
 
     /// Sends `n` timed messages and flushes once.

@@ -417,17 +417,17 @@ impl CommitLog {
     /// usable until a checkpoint empties it.
     pub fn append(&mut self, writes: &[u8]) -> Result<(), StorageError> {
         let sequence = self.sequence + 1;
-        let mut prefix = [0u8; PAYLOAD_PREFIX_BYTES];
+        // The record header (length, CRC-32), then the payload's prefix (format, epoch, sequence).
+        let mut head = [0u8; RECORD_HEADER_BYTES + PAYLOAD_PREFIX_BYTES];
+        let (header, prefix) = head.split_at_mut(RECORD_HEADER_BYTES);
         prefix[0] = RECORD_FORMAT;
         prefix[1..9].copy_from_slice(&self.epoch.to_le_bytes());
         prefix[9..].copy_from_slice(&sequence.to_le_bytes());
         let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&prefix);
+        hasher.update(prefix);
         hasher.update(writes);
-        let mut head = [0u8; RECORD_HEADER_BYTES + PAYLOAD_PREFIX_BYTES];
-        head[..4].copy_from_slice(&((prefix.len() + writes.len()) as u32).to_le_bytes());
-        head[4..RECORD_HEADER_BYTES].copy_from_slice(&hasher.finalize().to_le_bytes());
-        head[RECORD_HEADER_BYTES..].copy_from_slice(&prefix);
+        header[..4].copy_from_slice(&((PAYLOAD_PREFIX_BYTES + writes.len()) as u32).to_le_bytes());
+        header[4..].copy_from_slice(&hasher.finalize().to_le_bytes());
         // The head and the writes go out in one system call without being copied together
         // (a batch's writes can be megabytes).
         let written = write_all_vectored(&mut self.file, &head, writes).and_then(|()| self.file.sync_data());
