@@ -443,22 +443,6 @@ impl CommitLog {
         Ok(())
     }
 
-    /// Cuts off the last record appended, whose batch then failed to commit to redb. If that
-    /// fails the log is no longer usable, and the next durable commit covers the record.
-    pub fn remove_last(&mut self, writes: &[u8]) {
-        let len = self.len - (RECORD_HEADER_BYTES + PAYLOAD_PREFIX_BYTES + writes.len()) as u64;
-        match self.file.set_len(len).and_then(|()| self.file.sync_data()) {
-            Ok(()) => {
-                self.len = len;
-                self.sequence -= 1;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cutting a failed record off the commit log failed");
-                self.failed = true;
-            }
-        }
-    }
-
     /// Empties the log after a durable commit made every record in it redundant.
     pub fn truncate(&mut self) -> Result<(), StorageError> {
         let emptied = self.file.set_len(0).and_then(|()| self.file.sync_data());
@@ -534,7 +518,7 @@ fn parse_records(bytes: &[u8]) -> Result<(Vec<LoggedBatch<'_>>, usize), StorageE
 }
 
 /// Applies one record's writes to `transaction`.
-fn apply_writes(transaction: &WriteTransaction, mut writes: &[u8]) -> Result<(), StorageError> {
+pub(super) fn apply_writes(transaction: &WriteTransaction, mut writes: &[u8]) -> Result<(), StorageError> {
     let damaged = || StorageError::Corrupt("a commit log record does not decode".into());
     fn take<'b>(writes: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
         let (taken, rest) = writes.split_at_checked(n)?;

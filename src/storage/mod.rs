@@ -1,13 +1,15 @@
 //! Storage: redb is the source of truth; this module owns the database handle.
 //!
-//! Reads run on the blocking pool through [`Store::read`]. Every write goes through the single
-//! group-commit writer thread ([`writer`]), which makes each batch of operations durable (through
-//! the [`commit_log`], or a durable redb commit) and only then answers them, so an
-//! acknowledgement always follows the fsync.
+//! Reads run on the blocking pool through [`Store::read`], and see every write answered before
+//! they were asked for ([`visibility`]). Every write goes through the single group-commit writer
+//! thread ([`writer`]), which makes each batch of operations durable (through the [`commit_log`],
+//! or a durable redb commit) and only then answers them, so an acknowledgement always follows
+//! the fsync.
 
 pub mod commit_log;
 pub mod dedup;
 pub mod tables;
+pub mod visibility;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -139,15 +141,17 @@ impl Store {
         &self.inner.data_dir
     }
 
-    /// Runs `read` in a read transaction on the blocking pool.
+    /// Runs `read` in a read transaction on the blocking pool. The transaction sees every write
+    /// answered before the call ([`visibility`]).
     pub async fn read<R, F>(&self, read: F) -> Result<R, StorageError>
     where
         R: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<R, StorageError> + Send + 'static,
     {
-        let database = self.inner.database.clone();
+        let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let transaction = database.begin_read()?;
+            inner.writer.visibility.wait_for_answered();
+            let transaction = inner.database.begin_read()?;
             read(&transaction)
         })
         .await
@@ -159,6 +163,7 @@ impl Store {
         &self,
         read: impl FnOnce(&ReadTransaction) -> Result<R, StorageError>,
     ) -> Result<R, StorageError> {
+        self.inner.writer.visibility.wait_for_answered();
         let transaction = self.inner.database.begin_read()?;
         read(&transaction)
     }

@@ -2,11 +2,14 @@
 //!
 //! Operations queue on a bounded channel. The writer takes the first, drains whatever else is
 //! queued (up to `commit_max_batch`, waiting up to `commit_max_delay_us` for more), runs them all
-//! in one write transaction and makes it durable: by appending it to the commit log and
-//! committing it to redb without a sync, or, at a checkpoint (and for a batch the log cannot
-//! replay), with a durable redb commit (see [`super::commit_log`]). Only then does it publish the
-//! batch's events for delivery and answer the callers. If any operation fails with a storage error
-//! the whole batch is aborted, every caller gets an error and the writer reloads its caches.
+//! in one write transaction and makes it durable: by appending it to the commit log, or, at a
+//! checkpoint (and for a batch the log cannot replay), with a durable redb commit (see
+//! [`super::commit_log`]). Only then does it publish the batch's events for delivery and answer
+//! the callers. A batch made durable by the log stays in the open transaction, with the batches
+//! after it, until a redb commit without a sync shows them to readers ([`super::visibility`]).
+//! If any operation fails with a storage error the whole batch is aborted, every caller gets an
+//! error, the answered batches of its transaction are applied again from their logged writes,
+//! and the writer reloads its caches.
 //!
 //! **Invariant:** nothing but this thread opens a redb write transaction while the server runs.
 
@@ -20,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::commit_log::{self, CommitLog, LoggedTransaction};
 use super::dedup::Dedup;
+use super::visibility::Visibility;
 use super::{StorageError, decode_json, encode_json, tables};
 use crate::config::StorageConfig;
 use crate::conversations::Conversation;
@@ -255,6 +259,8 @@ impl WriteContext<'_> {
 /// The async side's handle on the writer thread.
 pub struct WriterHandle {
     queue: mpsc::Sender<Command>,
+    /// What readers wait on to see every answered batch.
+    pub visibility: Arc<Visibility>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -272,10 +278,12 @@ pub fn spawn(
         max_log_bytes: config.checkpoint_log_mib.saturating_mul(1024 * 1024),
         last_checkpoint: Instant::now(),
     };
-    let thread = std::thread::Builder::new()
-        .name("kefu-writer".to_owned())
-        .spawn(move || run(database, state, config, durability, receiver, committed))?;
-    Ok(WriterHandle { queue, thread: parking_lot::Mutex::new(Some(thread)) })
+    let visibility = Arc::new(Visibility::default());
+    let thread = std::thread::Builder::new().name("kefu-writer".to_owned()).spawn({
+        let visibility = visibility.clone();
+        move || run(database, state, config, durability, visibility, receiver, committed)
+    })?;
+    Ok(WriterHandle { queue, visibility, thread: parking_lot::Mutex::new(Some(thread)) })
 }
 
 /// How the writer makes batches durable: through the commit log when it has one, with a
@@ -295,6 +303,12 @@ impl DurabilityPlan {
                 || (!log.is_empty()
                     && (log.len() >= self.max_log_bytes || self.last_checkpoint.elapsed() >= self.interval))
         })
+    }
+
+    /// The log a batch goes through, unless it must be a durable commit: it cannot be replayed
+    /// from the log, a checkpoint is due, or there is no log.
+    fn log_for(&mut self, must_be_durable: bool) -> Option<&mut CommitLog> {
+        if must_be_durable || self.checkpoint_due() { None } else { self.log.as_mut() }
     }
 
     /// Commits `transaction` durably, which makes every record in the log redundant, then
@@ -321,48 +335,27 @@ impl DurabilityPlan {
         Ok(())
     }
 
-    /// Makes a batch durable: through the log, or with a durable commit when the batch cannot be
-    /// replayed from the log, a checkpoint is due, or the writer is stopping.
-    fn commit(
-        &mut self,
-        transaction: WriteTransaction,
-        writes: Vec<u8>,
-        must_be_durable: bool,
-    ) -> Result<(), StorageError> {
-        let durable = must_be_durable || self.checkpoint_due();
-        let log = match &mut self.log {
-            Some(log) if !durable => log,
-            _ => return self.commit_durably(transaction),
-        };
-        if !writes.is_empty() {
-            log.append(&writes)?;
-        }
-        let committed = (|| -> Result<(), StorageError> {
-            let mut transaction = transaction;
-            transaction.set_durability(Durability::None)?;
-            Ok(transaction.commit()?)
-        })();
-        if let Err(error) = committed {
-            if !writes.is_empty() {
-                log.remove_last(&writes);
-            }
-            return Err(error);
-        }
-        Ok(())
-    }
-
     /// Whether a lull should be used for a checkpoint: the log holds batches (or has failed).
     fn wants_checkpoint_when_idle(&self) -> bool {
         self.log.as_ref().is_some_and(|log| !log.is_empty() || !log.is_usable())
     }
+}
 
-    /// A checkpoint of whatever the log holds, in a lull or for a clean stop.
-    fn checkpoint(&mut self, database: &Database) -> Result<(), StorageError> {
-        if self.wants_checkpoint_when_idle() {
-            self.commit_durably(database.begin_write()?)?;
-        }
-        Ok(())
-    }
+/// The write transaction that answered batches stay in until the redb commit that shows them to
+/// readers ([`super::visibility`]).
+struct OpenTransaction {
+    transaction: WriteTransaction,
+    /// The commit-log writes of each answered batch in it, to apply to a new transaction if this
+    /// one has to be dropped.
+    answered_writes: Vec<Vec<u8>>,
+    began: Instant,
+}
+
+/// Commits a transaction without a sync: readers see it at once, and the commit log (or the next
+/// durable commit) is what makes it durable.
+fn commit_visible(mut transaction: WriteTransaction) -> Result<(), StorageError> {
+    transaction.set_durability(Durability::None)?;
+    Ok(transaction.commit()?)
 }
 
 impl WriterHandle {
@@ -456,38 +449,175 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "write operation panicked".to_owned())
 }
 
+/// The writer thread's state across batches.
+struct Writer {
+    database: Arc<Database>,
+    state: WriterState,
+    durability: DurabilityPlan,
+    visibility: Arc<Visibility>,
+    /// Answered batches not yet committed to redb.
+    open: Option<OpenTransaction>,
+    /// How long answered batches may wait for their redb commit (zero: it comes before the
+    /// answers).
+    visibility_interval: Duration,
+    /// The number of the last batch answered.
+    last_batch: u64,
+    committed: Option<mpsc::Sender<CommittedBatch>>,
+    /// Set when batches the log holds could not be put back into redb: writes stop, and the
+    /// next start replays the log.
+    halted: bool,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.visibility.release_readers();
+    }
+}
+
+/// What the writer got while waiting for work.
+enum Waited {
+    Command(Option<Command>),
+    /// Answered batches are due for their redb commit, or a reader waits for them.
+    Publish,
+    /// A lull long enough for a checkpoint.
+    Lull,
+}
+
+impl Writer {
+    fn wait(&self, waiter: &tokio::runtime::Runtime, receiver: &mut mpsc::Receiver<Command>) -> Waited {
+        if let Some(open) = &self.open {
+            let remaining = self.visibility_interval.saturating_sub(open.began.elapsed());
+            return waiter.block_on(async {
+                tokio::select! {
+                    biased;
+                    command = receiver.recv() => Waited::Command(command),
+                    () = self.visibility.wake_writer.notified() => Waited::Publish,
+                    () = tokio::time::sleep(remaining) => Waited::Publish,
+                }
+            });
+        }
+        if self.durability.wants_checkpoint_when_idle() {
+            return match waiter.block_on(async { tokio::time::timeout(IDLE_CHECKPOINT_AFTER, receiver.recv()).await }) {
+                Ok(command) => Waited::Command(command),
+                Err(_) => Waited::Lull,
+            };
+        }
+        Waited::Command(receiver.blocking_recv())
+    }
+
+    fn open_transaction(&mut self) -> Result<OpenTransaction, StorageError> {
+        match self.open.take() {
+            Some(open) => Ok(open),
+            None => Ok(OpenTransaction {
+                transaction: self.database.begin_write()?,
+                answered_writes: Vec::new(),
+                began: Instant::now(),
+            }),
+        }
+    }
+
+    /// Commits the answered batches to redb, so readers see them.
+    fn publish(&mut self) {
+        let Some(open) = self.open.take() else { return };
+        match commit_visible(open.transaction) {
+            Ok(()) => self.visibility.committed(self.last_batch),
+            Err(error) => {
+                tracing::error!(%error, "committing answered batches failed; applying them again");
+                self.restore_answered(open.answered_writes);
+            }
+        }
+    }
+
+    /// A checkpoint of whatever the log holds, in a lull or for a clean stop.
+    fn checkpoint(&mut self) {
+        if self.open.is_none() && !self.durability.wants_checkpoint_when_idle() {
+            return;
+        }
+        let open = match self.open_transaction() {
+            Ok(open) => open,
+            Err(error) => return tracing::error!(%error, "checkpoint failed"),
+        };
+        match self.durability.commit_durably(open.transaction) {
+            Ok(()) => self.visibility.committed(self.last_batch),
+            Err(error) => {
+                tracing::error!(%error, "checkpoint failed");
+                self.restore_answered(open.answered_writes);
+            }
+        }
+    }
+
+    /// After the transaction holding answered batches was lost (a later batch failed in it, or
+    /// its commit failed): applies their logged writes to a new transaction and commits it, then
+    /// rebuilds the writer's caches from the database.
+    fn restore_answered(&mut self, answered_writes: Vec<Vec<u8>>) {
+        if !answered_writes.is_empty() {
+            let restored = (|| -> Result<(), StorageError> {
+                let transaction = self.database.begin_write()?;
+                for writes in &answered_writes {
+                    commit_log::apply_writes(&transaction, writes)?;
+                }
+                commit_visible(transaction)
+            })();
+            match restored {
+                Ok(()) => self.visibility.committed(self.last_batch),
+                Err(error) => {
+                    tracing::error!(
+                        %error,
+                        "answered batches could not be put back into the database; writes stop, and the next start \
+                         replays them from the commit log"
+                    );
+                    self.halted = true;
+                    self.visibility.release_readers();
+                    return;
+                }
+            }
+        }
+        match WriterState::load(&self.database) {
+            Ok(reloaded) => self.state = reloaded,
+            Err(error) => tracing::error!(%error, "reloading the writer state failed"),
+        }
+    }
+}
+
 fn run(
     database: Arc<Database>,
-    mut state: WriterState,
+    state: WriterState,
     config: StorageConfig,
-    mut durability: DurabilityPlan,
+    durability: DurabilityPlan,
+    visibility: Arc<Visibility>,
     mut receiver: mpsc::Receiver<Command>,
     committed: Option<mpsc::Sender<CommittedBatch>>,
 ) {
     let max_batch = config.commit_max_batch.max(1);
     let max_delay = Duration::from_micros(config.commit_max_delay_us);
+    let mut writer = Writer {
+        database,
+        state,
+        durability,
+        visibility,
+        open: None,
+        visibility_interval: Duration::from_micros(config.visibility_interval_us),
+        last_batch: 0,
+        committed,
+        halted: false,
+    };
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch.min(4096));
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     // Only for waiting on the queue with a timeout, so a lull can be used for a checkpoint.
     let waiter = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a timer runtime starts");
-    while shutdown.is_none() {
-        let next = if durability.wants_checkpoint_when_idle() {
-            match waiter.block_on(async { tokio::time::timeout(IDLE_CHECKPOINT_AFTER, receiver.recv()).await }) {
-                Ok(next) => next,
-                Err(_) => {
-                    if let Err(error) = durability.checkpoint(&database) {
-                        tracing::error!(%error, "checkpoint failed");
-                    }
-                    continue;
-                }
+    while shutdown.is_none() && !writer.halted {
+        match writer.wait(&waiter, &mut receiver) {
+            Waited::Command(Some(Command::Job(job))) => batch.push(job),
+            Waited::Command(Some(Command::Shutdown(done))) => shutdown = Some(done),
+            Waited::Command(None) => break,
+            Waited::Publish => {
+                writer.publish();
+                continue;
             }
-        } else {
-            receiver.blocking_recv()
-        };
-        match next {
-            Some(Command::Job(job)) => batch.push(job),
-            Some(Command::Shutdown(done)) => shutdown = Some(done),
-            None => break,
+            Waited::Lull => {
+                writer.checkpoint();
+                continue;
+            }
         }
         let deadline = Instant::now() + max_delay;
         loop {
@@ -505,12 +635,13 @@ fn run(
             std::thread::sleep((deadline - now).min(Duration::from_micros(100)));
         }
         if !batch.is_empty() {
-            commit_batch(&database, &mut state, &mut durability, &mut batch, committed.as_ref());
+            writer.commit_batch(&mut batch);
         }
     }
     receiver.close();
-    if let Err(error) = durability.checkpoint(&database) {
-        tracing::error!(%error, "the checkpoint at stop failed; the next start replays the commit log");
+    if !writer.halted {
+        // An error here is logged by the checkpoint; the next start replays the commit log.
+        writer.checkpoint();
     }
     if let Some(done) = shutdown {
         let _ = done.send(());
@@ -518,78 +649,229 @@ fn run(
     tracing::debug!("storage writer stopped");
 }
 
-fn commit_batch(
-    database: &Database,
-    state: &mut WriterState,
-    durability: &mut DurabilityPlan,
-    batch: &mut Vec<Job>,
-    committed: Option<&mpsc::Sender<CommittedBatch>>,
-) {
-    let started = Instant::now();
-    let n_operations = batch.len();
-    let mut events = Vec::new();
-    let mut completions: Vec<Completion> = Vec::with_capacity(n_operations);
-    let outcome: Result<(), Arc<str>> = (|| {
-        let transaction = database.begin_write().map_err(|error| Arc::from(error.to_string()))?;
-        let logged = LoggedTransaction::new(&transaction);
-        let mut failure: Option<Arc<str>> = None;
-        {
-            let mut context =
-                WriteContext { transaction: &logged, state, events: &mut events, now: crate::clock::now_millis() };
-            for job in batch.drain(..) {
-                let (job_outcome, completion) = job(&mut context);
-                completions.push(completion);
-                if let Err(reason) = job_outcome {
-                    failure = Some(reason);
-                    break;
+impl Writer {
+    /// Runs a batch in the open transaction, makes it durable and answers it. The batch's redb
+    /// commit comes before the answers when `visibility_interval` is zero or the batch needs a
+    /// durable commit; otherwise once the interval has passed or a reader waits for it.
+    fn commit_batch(&mut self, batch: &mut Vec<Job>) {
+        let started = Instant::now();
+        let n_operations = batch.len();
+        let mut events = Vec::new();
+        let mut completions: Vec<Completion> = Vec::with_capacity(n_operations);
+        let outcome: Result<(), Arc<str>> = (|| {
+            let mut open = self.open_transaction().map_err(|error| Arc::from(error.to_string()))?;
+            let logged = LoggedTransaction::new(&open.transaction);
+            let mut failure: Option<Arc<str>> = None;
+            {
+                let mut context = WriteContext {
+                    transaction: &logged,
+                    state: &mut self.state,
+                    events: &mut events,
+                    now: crate::clock::now_millis(),
+                };
+                for job in batch.drain(..) {
+                    let (job_outcome, completion) = job(&mut context);
+                    completions.push(completion);
+                    if let Err(reason) = job_outcome {
+                        failure = Some(reason);
+                        break;
+                    }
+                }
+                // Webhook deliveries of this batch's events go into the outbox in the same commit.
+                if failure.is_none() {
+                    if let Err(error) = crate::webhooks::record_deliveries(&mut context) {
+                        failure = Some(error.to_string().into());
+                    }
+                }
+                if failure.is_none() {
+                    if let Err(error) = context.state.flush(&logged) {
+                        failure = Some(error.to_string().into());
+                    }
                 }
             }
-            // Webhook deliveries of this batch's events go into the outbox in the same commit.
-            if failure.is_none() {
-                if let Err(error) = crate::webhooks::record_deliveries(&mut context) {
-                    failure = Some(error.to_string().into());
-                }
-            }
-            if failure.is_none() {
-                if let Err(error) = context.state.flush(&logged) {
-                    failure = Some(error.to_string().into());
-                }
-            }
-        }
-        if let Some(reason) = failure {
+            let must_be_durable = logged.unloggable();
+            let writes = logged.take_writes();
             drop(logged);
-            let _ = transaction.abort();
-            return Err(reason);
-        }
-        let must_be_durable = logged.unloggable();
-        let writes = logged.take_writes();
-        drop(logged);
-        durability.commit(transaction, writes, must_be_durable).map_err(|error| Arc::from(error.to_string()))
-    })();
-    batch.clear();
-    match &outcome {
-        Ok(()) => {
-            state.trim_caches();
+            if let Some(reason) = failure {
+                let _ = open.transaction.abort();
+                self.restore_answered(open.answered_writes);
+                return Err(reason);
+            }
+            let Some(log) = self.durability.log_for(must_be_durable) else {
+                return match self.durability.commit_durably(open.transaction) {
+                    Ok(()) => {
+                        self.last_batch += 1;
+                        self.visibility.committed(self.last_batch);
+                        Ok(())
+                    }
+                    Err(error) => {
+                        self.restore_answered(open.answered_writes);
+                        Err(error.to_string().into())
+                    }
+                };
+            };
+            if !writes.is_empty() {
+                if let Err(error) = log.append(&writes) {
+                    let _ = open.transaction.abort();
+                    self.restore_answered(open.answered_writes);
+                    return Err(error.to_string().into());
+                }
+            }
+            // From here the batch is durable: if its transaction is lost, its logged writes are
+            // applied again.
+            open.answered_writes.push(writes);
+            self.last_batch += 1;
+            self.open = Some(open);
+            if self.visibility_interval.is_zero() {
+                self.publish();
+            }
+            Ok(())
+        })();
+        batch.clear();
+        if outcome.is_ok() {
+            self.visibility.answered(self.last_batch);
+            self.state.trim_caches();
             METRICS.commit_batch_size.observe(n_operations as u64);
             METRICS.commit_duration.observe_duration(started.elapsed());
             tracing::trace!(n_operations, elapsed_us = started.elapsed().as_micros() as u64, "batch committed");
-            if let Some(committed) = committed {
-                if !events.is_empty() && committed.blocking_send(CommittedBatch(events)).is_err() {
-                    tracing::debug!("delivery has stopped; committed events dropped");
-                }
-                METRICS.dispatch_queue.set((committed.max_capacity() - committed.capacity()) as i64);
+            if !events.is_empty() {
+                self.dispatch(CommittedBatch(events));
             }
-        }
-        Err(reason) => {
+        } else if let Err(reason) = &outcome {
             METRICS.commits_aborted.inc();
             tracing::error!(%reason, n_operations, "write batch aborted");
-            match WriterState::load(database) {
-                Ok(reloaded) => *state = reloaded,
-                Err(error) => tracing::error!(%error, "reloading the writer state failed"),
-            }
+        }
+        for completion in completions {
+            completion(outcome.clone());
+        }
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|open| self.visibility.is_wanted() || open.began.elapsed() >= self.visibility_interval)
+        {
+            self.publish();
         }
     }
-    for completion in completions {
-        completion(outcome.clone());
+
+    /// Sends a batch's events for delivery. When the dispatcher's queue is full the writer waits
+    /// for room, and commits the answered batches first: what it waits on may be reading.
+    fn dispatch(&mut self, batch: CommittedBatch) {
+        let Some(committed) = self.committed.take() else { return };
+        let sent = match committed.try_send(batch) {
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                self.publish();
+                committed.blocking_send(batch).is_ok()
+            }
+            other => other.is_ok(),
+        };
+        if !sent {
+            tracing::debug!("delivery has stopped; committed events dropped");
+        }
+        METRICS.dispatch_queue.set((committed.max_capacity() - committed.capacity()) as i64);
+        self.committed = Some(committed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Store, read_meta};
+
+    /// A store whose answered batches wait a minute for their redb commit unless a read asks.
+    fn store_with_late_commits() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig { visibility_interval_us: 60_000_000, ..StorageConfig::default() };
+        let store = Store::open(dir.path(), &config, None).unwrap();
+        (dir, store)
+    }
+
+    async fn put_meta(store: &Store, key: &'static str, value: u64) -> Result<(), StorageError> {
+        store
+            .write(move |context: &mut WriteContext<'_>| {
+                context.transaction.open_table(tables::META)?.insert(key, value)?;
+                Ok(Ok(()))
+            })
+            .await
+    }
+
+    async fn meta(store: &Store, key: &'static str) -> Option<u64> {
+        store.read(move |transaction| read_meta(transaction, key)).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_read_sees_every_answered_write_before_its_commit_is_due() {
+        let (_dir, store) = store_with_late_commits();
+        for value in 1..=3 {
+            put_meta(&store, "answered", value).await.unwrap();
+            assert_eq!(meta(&store, "answered").await, Some(value));
+        }
+        store.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_batch_keeps_the_answered_batches_of_its_transaction() {
+        let (_dir, store) = store_with_late_commits();
+        put_meta(&store, "kept", 1).await.unwrap();
+        let failed = store
+            .write(|context: &mut WriteContext<'_>| -> Result<Result<(), StorageError>, StorageError> {
+                context.transaction.open_table(tables::META)?.insert("lost", 2)?;
+                Err(StorageError::Corrupt("refused by the test".into()))
+            })
+            .await;
+        assert!(failed.is_err(), "the failing batch is answered with an error");
+        assert_eq!(meta(&store, "kept").await, Some(1), "the batch answered before it stays");
+        assert_eq!(meta(&store, "lost").await, None, "nothing of the failed batch is kept");
+        put_meta(&store, "after", 3).await.unwrap();
+        assert_eq!(meta(&store, "after").await, Some(3), "the writer goes on");
+        store.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_read_does_not_wait_on_a_writer_stuck_behind_a_full_dispatch_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig { visibility_interval_us: 60_000_000, ..StorageConfig::default() };
+        let (committed, mut dispatched) = mpsc::channel(1);
+        let store = Store::open(dir.path(), &config, Some(committed)).unwrap();
+        let second_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let write_with_event = |value: u64| {
+            let store = store.clone();
+            let running = second_running.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |context: &mut WriteContext<'_>| -> Result<Result<(), StorageError>, StorageError> {
+                        running.store(value == 2, std::sync::atomic::Ordering::Release);
+                        context.transaction.open_table(tables::META)?.insert("dispatched", value)?;
+                        let reader =
+                            crate::protocol::ParticipantView { kind: crate::protocol::SenderKind::Agent, id: 1 };
+                        context.publish(CommittedEvent::Read { conversation_id: 1, reader, seq: value });
+                        Ok(Ok(()))
+                    })
+                    .await
+            })
+        };
+        // The first batch fills the queue; the writer runs the second and waits for room.
+        write_with_event(1).await.unwrap().unwrap();
+        let second = write_with_event(2);
+        while !second_running.load(std::sync::atomic::Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let read = tokio::time::timeout(Duration::from_secs(30), meta(&store, "dispatched")).await;
+        assert_eq!(read.expect("the read is not stuck behind the writer"), Some(2));
+        for _ in 0..2 {
+            dispatched.recv().await.expect("both batches are dispatched");
+        }
+        second.await.unwrap().unwrap();
+        store.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn answered_writes_not_yet_visible_survive_a_restart() {
+        let (dir, store) = store_with_late_commits();
+        put_meta(&store, "before_stop", 5).await.unwrap();
+        store.shutdown().await;
+        drop(store);
+        let reopened = Store::open(dir.path(), &StorageConfig::default(), None).unwrap();
+        assert_eq!(meta(&reopened, "before_stop").await, Some(5));
+        reopened.shutdown().await;
     }
 }
