@@ -148,10 +148,10 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<R, StorageError> + Send + 'static,
     {
-        let inner = self.inner.clone();
+        self.inner.writer.visibility.answered_visible().await;
+        let database = self.inner.database.clone();
         tokio::task::spawn_blocking(move || {
-            inner.writer.visibility.wait_for_answered();
-            let transaction = inner.database.begin_read()?;
+            let transaction = database.begin_read()?;
             read(&transaction)
         })
         .await

@@ -17,10 +17,12 @@ pub struct Visibility {
     visible: AtomicU64,
     /// A reader waits for a commit.
     wanted: AtomicBool,
-    /// Held by waiting readers between their check and their wait, and by the writer when it
-    /// announces a commit, so no announcement falls between the two.
+    /// Held by waiting blocking readers between their check and their wait, and by the writer
+    /// when it announces a commit, so no announcement falls between the two.
     waiters: Mutex<()>,
     committed: Condvar,
+    /// Wakes waiting async readers, which hold no thread while they wait.
+    committed_async: Notify,
     /// Wakes the writer when it is waiting for work.
     pub(super) wake_writer: Notify,
 }
@@ -33,11 +35,31 @@ impl Visibility {
             return;
         }
         let mut guard = self.waiters.lock();
-        self.wanted.store(true, Ordering::Release);
-        self.wake_writer.notify_one();
+        self.ask_writer();
         while self.visible.load(Ordering::Acquire) < target {
             self.committed.wait(&mut guard);
         }
+    }
+
+    /// [`Self::wait_for_answered`] without holding a thread.
+    pub async fn answered_visible(&self) {
+        let target = self.answered.load(Ordering::Acquire);
+        loop {
+            let committed = self.committed_async.notified();
+            tokio::pin!(committed);
+            // Registered before the check, so a commit announced after it still wakes this one.
+            committed.as_mut().enable();
+            if self.visible.load(Ordering::Acquire) >= target {
+                return;
+            }
+            self.ask_writer();
+            committed.await;
+        }
+    }
+
+    fn ask_writer(&self) {
+        self.wanted.store(true, Ordering::Release);
+        self.wake_writer.notify_one();
     }
 
     /// Writer: batch `batch` may now be answered (its record is synced). Called before any of its
@@ -50,6 +72,7 @@ impl Visibility {
     pub(super) fn committed(&self, batch: u64) {
         self.visible.store(batch, Ordering::Release);
         self.wanted.store(false, Ordering::Release);
+        self.committed_async.notify_waiters();
         let _guard = self.waiters.lock();
         self.committed.notify_all();
     }
