@@ -82,8 +82,7 @@ impl Visibility {
         self.wanted.load(Ordering::Acquire)
     }
 
-    /// Writer: it has stopped (or can no longer commit); readers stop waiting and read what
-    /// the database holds.
+    /// Writer: it has stopped, after committing what it answered; readers stop waiting.
     pub(super) fn release_readers(&self) {
         self.committed(u64::MAX);
     }

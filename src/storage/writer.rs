@@ -41,6 +41,10 @@ const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_millis(500);
 /// Conversations kept decoded in the writer; past this the clean ones are dropped after a commit.
 const CONVERSATION_CACHE_LIMIT: usize = 100_000;
 
+/// The process's exit status when acknowledged batches cannot be put back into the database
+/// (`EX_IOERR`); the next start replays them from the commit log.
+const EXIT_STORAGE_FAILED: i32 = 74;
+
 /// What a finished operation reports to the writer: whether the batch may commit, and how to
 /// answer the caller once the commit's outcome is known.
 type Completion = Box<dyn FnOnce(Result<(), Arc<str>>) + Send>;
@@ -463,13 +467,16 @@ struct Writer {
     /// The number of the last batch answered.
     last_batch: u64,
     committed: Option<mpsc::Sender<CommittedBatch>>,
-    /// Set when batches the log holds could not be put back into redb: writes stop, and the
-    /// next start replays the log.
-    halted: bool,
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Answered batches in the open transaction are gone from redb but not from the log:
+            // stop the way a crash does, so the next start replays them.
+            tracing::error!("the storage writer panicked; stopping, so that the next start replays the commit log");
+            std::process::exit(EXIT_STORAGE_FAILED);
+        }
         self.visibility.release_readers();
     }
 }
@@ -561,14 +568,14 @@ impl Writer {
             match restored {
                 Ok(()) => self.visibility.committed(self.last_batch),
                 Err(error) => {
+                    // Reads would miss acknowledged writes from here on. Stop the way a crash
+                    // does: the supervisor restarts kefu, and the start replays the log.
                     tracing::error!(
                         %error,
-                        "answered batches could not be put back into the database; writes stop, and the next start \
-                         replays them from the commit log"
+                        "acknowledged batches could not be put back into the database; stopping, so that the next \
+                         start replays them from the commit log"
                     );
-                    self.halted = true;
-                    self.visibility.release_readers();
-                    return;
+                    std::process::exit(EXIT_STORAGE_FAILED);
                 }
             }
         }
@@ -599,13 +606,12 @@ fn run(
         visibility_interval: Duration::from_micros(config.visibility_interval_us),
         last_batch: 0,
         committed,
-        halted: false,
     };
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch.min(4096));
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     // Only for waiting on the queue with a timeout, so a lull can be used for a checkpoint.
     let waiter = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a timer runtime starts");
-    while shutdown.is_none() && !writer.halted {
+    while shutdown.is_none() {
         match writer.wait(&waiter, &mut receiver) {
             Waited::Command(Some(Command::Job(job))) => batch.push(job),
             Waited::Command(Some(Command::Shutdown(done))) => shutdown = Some(done),
@@ -639,10 +645,8 @@ fn run(
         }
     }
     receiver.close();
-    if !writer.halted {
-        // An error here is logged by the checkpoint; the next start replays the commit log.
-        writer.checkpoint();
-    }
+    // An error here is logged by the checkpoint; the next start replays the commit log.
+    writer.checkpoint();
     if let Some(done) = shutdown {
         let _ = done.send(());
     }
@@ -658,6 +662,11 @@ impl Writer {
         let n_operations = batch.len();
         let mut events = Vec::new();
         let mut completions: Vec<Completion> = Vec::with_capacity(n_operations);
+        // A reader waiting for the answered batches should not also wait for this one, nor for a
+        // checkpoint's sync.
+        if self.visibility.is_wanted() || self.durability.checkpoint_due() {
+            self.publish();
+        }
         let outcome: Result<(), Arc<str>> = (|| {
             let mut open = self.open_transaction().map_err(|error| Arc::from(error.to_string()))?;
             let logged = LoggedTransaction::new(&open.transaction);
