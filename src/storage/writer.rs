@@ -309,12 +309,6 @@ impl DurabilityPlan {
         })
     }
 
-    /// The log a batch goes through, unless it must be a durable commit: it cannot be replayed
-    /// from the log, a checkpoint is due, or there is no log.
-    fn log_for(&mut self, must_be_durable: bool) -> Option<&mut CommitLog> {
-        if must_be_durable || self.checkpoint_due() { None } else { self.log.as_mut() }
-    }
-
     /// Commits `transaction` durably, which makes every record in the log redundant, then
     /// empties the log.
     fn commit_durably(&mut self, mut transaction: WriteTransaction) -> Result<(), StorageError> {
@@ -523,15 +517,31 @@ impl Writer {
         }
     }
 
+    /// Commits `open` (durably: a checkpoint), which shows every batch up to `last_batch` to
+    /// readers. If the commit fails, its answered batches are applied again.
+    fn commit_open(&mut self, open: OpenTransaction, durably: bool) -> Result<(), StorageError> {
+        let committed = match durably {
+            true => self.durability.commit_durably(open.transaction),
+            false => commit_visible(open.transaction),
+        };
+        match committed {
+            Ok(()) => self.visibility.committed(self.last_batch),
+            Err(_) => self.restore_answered(open.answered_writes),
+        }
+        committed
+    }
+
+    /// Drops `open` after a failure in it, and applies its answered batches again.
+    fn abandon(&mut self, open: OpenTransaction) {
+        let _ = open.transaction.abort();
+        self.restore_answered(open.answered_writes);
+    }
+
     /// Commits the answered batches to redb, so readers see them.
     fn publish(&mut self) {
         let Some(open) = self.open.take() else { return };
-        match commit_visible(open.transaction) {
-            Ok(()) => self.visibility.committed(self.last_batch),
-            Err(error) => {
-                tracing::error!(%error, "committing answered batches failed; applying them again");
-                self.restore_answered(open.answered_writes);
-            }
+        if let Err(error) = self.commit_open(open, false) {
+            tracing::error!(%error, "committing answered batches failed; they were applied again");
         }
     }
 
@@ -540,16 +550,9 @@ impl Writer {
         if self.open.is_none() && !self.durability.wants_checkpoint_when_idle() {
             return;
         }
-        let open = match self.open_transaction() {
-            Ok(open) => open,
-            Err(error) => return tracing::error!(%error, "checkpoint failed"),
-        };
-        match self.durability.commit_durably(open.transaction) {
-            Ok(()) => self.visibility.committed(self.last_batch),
-            Err(error) => {
-                tracing::error!(%error, "checkpoint failed");
-                self.restore_answered(open.answered_writes);
-            }
+        let checkpoint = self.open_transaction().and_then(|open| self.commit_open(open, true));
+        if let Err(error) = checkpoint {
+            tracing::error!(%error, "checkpoint failed");
         }
     }
 
@@ -583,6 +586,121 @@ impl Writer {
             Ok(reloaded) => self.state = reloaded,
             Err(error) => tracing::error!(%error, "reloading the writer state failed"),
         }
+    }
+
+    /// Runs a batch in the open transaction, makes it durable and answers it. The batch's redb
+    /// commit comes before the answers when `visibility_interval` is zero or the batch needs a
+    /// durable commit; otherwise before a later batch once the interval has passed or a reader
+    /// waits for it, or when the writer finds nothing to do ([`Writer::wait`]).
+    fn commit_batch(&mut self, batch: &mut Vec<Job>) {
+        let started = Instant::now();
+        let n_operations = batch.len();
+        let mut events = Vec::new();
+        let mut completions: Vec<Completion> = Vec::with_capacity(n_operations);
+        // The answered batches' commit is due, or a reader waits for them (it should not also
+        // wait for this batch), or a checkpoint is (it should not wait for the checkpoint's sync).
+        let checkpoint_due = self.durability.checkpoint_due();
+        if self.open.as_ref().is_some_and(|open| {
+            checkpoint_due || self.visibility.is_wanted() || open.began.elapsed() >= self.visibility_interval
+        }) {
+            self.publish();
+        }
+        let outcome: Result<(), Arc<str>> = (|| {
+            let mut open = self.open_transaction().map_err(|error| Arc::from(error.to_string()))?;
+            let logged = LoggedTransaction::new(&open.transaction);
+            let mut failure: Option<Arc<str>> = None;
+            {
+                let mut context = WriteContext {
+                    transaction: &logged,
+                    state: &mut self.state,
+                    events: &mut events,
+                    now: crate::clock::now_millis(),
+                };
+                for job in batch.drain(..) {
+                    let (job_outcome, completion) = job(&mut context);
+                    completions.push(completion);
+                    if let Err(reason) = job_outcome {
+                        failure = Some(reason);
+                        break;
+                    }
+                }
+                // Webhook deliveries of this batch's events go into the outbox in the same commit.
+                if failure.is_none() {
+                    if let Err(error) = crate::webhooks::record_deliveries(&mut context) {
+                        failure = Some(error.to_string().into());
+                    }
+                }
+                if failure.is_none() {
+                    if let Err(error) = context.state.flush(&logged) {
+                        failure = Some(error.to_string().into());
+                    }
+                }
+            }
+            let must_be_durable = logged.unloggable();
+            let writes = logged.take_writes();
+            drop(logged);
+            if let Some(reason) = failure {
+                self.abandon(open);
+                return Err(reason);
+            }
+            let log = match self.durability.log.as_mut() {
+                Some(log) if !must_be_durable && !checkpoint_due => log,
+                _ => {
+                    self.last_batch += 1;
+                    return self.commit_open(open, true).map_err(|error| Arc::from(error.to_string()));
+                }
+            };
+            if !writes.is_empty() {
+                if let Err(error) = log.append(&writes) {
+                    self.abandon(open);
+                    return Err(error.to_string().into());
+                }
+            }
+            // From here the batch is durable: if its transaction is lost, its logged writes are
+            // applied again.
+            open.answered_writes.push(writes);
+            self.last_batch += 1;
+            self.open = Some(open);
+            if self.visibility_interval.is_zero() {
+                self.publish();
+            }
+            Ok(())
+        })();
+        batch.clear();
+        if outcome.is_ok() {
+            self.visibility.answered(self.last_batch);
+            self.state.trim_caches();
+            METRICS.commit_batch_size.observe(n_operations as u64);
+            METRICS.commit_duration.observe_duration(started.elapsed());
+            tracing::trace!(n_operations, elapsed_us = started.elapsed().as_micros() as u64, "batch committed");
+            if !events.is_empty() {
+                self.dispatch(CommittedBatch(events));
+            }
+        } else if let Err(reason) = &outcome {
+            METRICS.commits_aborted.inc();
+            tracing::error!(%reason, n_operations, "write batch aborted");
+        }
+        for completion in completions {
+            completion(outcome.clone());
+        }
+    }
+
+    /// Sends a batch's events for delivery. When the dispatcher's queue is full the writer waits
+    /// for room, and commits the answered batches first: what it waits on may be reading.
+    fn dispatch(&mut self, batch: CommittedBatch) {
+        let Some(committed) = self.committed.take() else { return };
+        let sent = match committed.try_send(batch) {
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                self.publish();
+                committed.blocking_send(batch).is_ok()
+            }
+            other => other.is_ok(),
+        };
+        if !sent {
+            tracing::debug!("delivery has stopped; committed events dropped");
+        }
+        METRICS.dispatch_queue.set((committed.max_capacity() - committed.capacity()) as i64);
+        self.committed = Some(committed);
     }
 }
 
@@ -651,134 +769,6 @@ fn run(
         let _ = done.send(());
     }
     tracing::debug!("storage writer stopped");
-}
-
-impl Writer {
-    /// Runs a batch in the open transaction, makes it durable and answers it. The batch's redb
-    /// commit comes before the answers when `visibility_interval` is zero or the batch needs a
-    /// durable commit; otherwise once the interval has passed or a reader waits for it.
-    fn commit_batch(&mut self, batch: &mut Vec<Job>) {
-        let started = Instant::now();
-        let n_operations = batch.len();
-        let mut events = Vec::new();
-        let mut completions: Vec<Completion> = Vec::with_capacity(n_operations);
-        // A reader waiting for the answered batches should not also wait for this one, nor for a
-        // checkpoint's sync.
-        if self.visibility.is_wanted() || self.durability.checkpoint_due() {
-            self.publish();
-        }
-        let outcome: Result<(), Arc<str>> = (|| {
-            let mut open = self.open_transaction().map_err(|error| Arc::from(error.to_string()))?;
-            let logged = LoggedTransaction::new(&open.transaction);
-            let mut failure: Option<Arc<str>> = None;
-            {
-                let mut context = WriteContext {
-                    transaction: &logged,
-                    state: &mut self.state,
-                    events: &mut events,
-                    now: crate::clock::now_millis(),
-                };
-                for job in batch.drain(..) {
-                    let (job_outcome, completion) = job(&mut context);
-                    completions.push(completion);
-                    if let Err(reason) = job_outcome {
-                        failure = Some(reason);
-                        break;
-                    }
-                }
-                // Webhook deliveries of this batch's events go into the outbox in the same commit.
-                if failure.is_none() {
-                    if let Err(error) = crate::webhooks::record_deliveries(&mut context) {
-                        failure = Some(error.to_string().into());
-                    }
-                }
-                if failure.is_none() {
-                    if let Err(error) = context.state.flush(&logged) {
-                        failure = Some(error.to_string().into());
-                    }
-                }
-            }
-            let must_be_durable = logged.unloggable();
-            let writes = logged.take_writes();
-            drop(logged);
-            if let Some(reason) = failure {
-                let _ = open.transaction.abort();
-                self.restore_answered(open.answered_writes);
-                return Err(reason);
-            }
-            let Some(log) = self.durability.log_for(must_be_durable) else {
-                return match self.durability.commit_durably(open.transaction) {
-                    Ok(()) => {
-                        self.last_batch += 1;
-                        self.visibility.committed(self.last_batch);
-                        Ok(())
-                    }
-                    Err(error) => {
-                        self.restore_answered(open.answered_writes);
-                        Err(error.to_string().into())
-                    }
-                };
-            };
-            if !writes.is_empty() {
-                if let Err(error) = log.append(&writes) {
-                    let _ = open.transaction.abort();
-                    self.restore_answered(open.answered_writes);
-                    return Err(error.to_string().into());
-                }
-            }
-            // From here the batch is durable: if its transaction is lost, its logged writes are
-            // applied again.
-            open.answered_writes.push(writes);
-            self.last_batch += 1;
-            self.open = Some(open);
-            if self.visibility_interval.is_zero() {
-                self.publish();
-            }
-            Ok(())
-        })();
-        batch.clear();
-        if outcome.is_ok() {
-            self.visibility.answered(self.last_batch);
-            self.state.trim_caches();
-            METRICS.commit_batch_size.observe(n_operations as u64);
-            METRICS.commit_duration.observe_duration(started.elapsed());
-            tracing::trace!(n_operations, elapsed_us = started.elapsed().as_micros() as u64, "batch committed");
-            if !events.is_empty() {
-                self.dispatch(CommittedBatch(events));
-            }
-        } else if let Err(reason) = &outcome {
-            METRICS.commits_aborted.inc();
-            tracing::error!(%reason, n_operations, "write batch aborted");
-        }
-        for completion in completions {
-            completion(outcome.clone());
-        }
-        if self
-            .open
-            .as_ref()
-            .is_some_and(|open| self.visibility.is_wanted() || open.began.elapsed() >= self.visibility_interval)
-        {
-            self.publish();
-        }
-    }
-
-    /// Sends a batch's events for delivery. When the dispatcher's queue is full the writer waits
-    /// for room, and commits the answered batches first: what it waits on may be reading.
-    fn dispatch(&mut self, batch: CommittedBatch) {
-        let Some(committed) = self.committed.take() else { return };
-        let sent = match committed.try_send(batch) {
-            Err(mpsc::error::TrySendError::Full(batch)) => {
-                self.publish();
-                committed.blocking_send(batch).is_ok()
-            }
-            other => other.is_ok(),
-        };
-        if !sent {
-            tracing::debug!("delivery has stopped; committed events dropped");
-        }
-        METRICS.dispatch_queue.set((committed.max_capacity() - committed.capacity()) as i64);
-        self.committed = Some(committed);
-    }
 }
 
 #[cfg(test)]
