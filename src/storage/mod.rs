@@ -44,6 +44,10 @@ pub enum StorageError {
     WriterStopped,
     #[error("a write operation panicked: {0}")]
     Panicked(String),
+    /// The operation's batch did not commit (another operation in it failed, or the writer
+    /// could not start it); nothing of the operation was stored.
+    #[error("the write was not stored: {0}")]
+    NotStored(String),
 }
 
 macro_rules! redb_error_into_storage_error {

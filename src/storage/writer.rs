@@ -48,7 +48,9 @@ const EXIT_STORAGE_FAILED: i32 = 74;
 /// What a finished operation reports to the writer: whether the batch may commit, and how to
 /// answer the caller once the commit's outcome is known.
 type Completion = Box<dyn FnOnce(Result<(), Arc<str>>) + Send>;
-type Job = Box<dyn FnOnce(&mut WriteContext<'_>) -> (Result<(), Arc<str>>, Completion) + Send>;
+/// An operation as the writer runs it: called exactly once, with the batch's context, or with the
+/// reason its batch cannot run (the operation is then skipped and its caller told why).
+type Job = Box<dyn FnOnce(Result<&mut WriteContext<'_>, Arc<str>>) -> (Result<(), Arc<str>>, Completion) + Send>;
 
 enum Command {
     Job(Job),
@@ -365,31 +367,42 @@ impl WriterHandle {
     {
         let (answer, answered) = oneshot::channel::<Result<R, E>>();
         let submitted = Instant::now();
-        let job: Job = Box::new(move |context| match catch_unwind(AssertUnwindSafe(|| operation(context))) {
-            Ok(Ok(outcome)) => {
-                let completion: Completion = Box::new(move |committed| {
-                    METRICS.ack_latency.observe_duration(submitted.elapsed());
-                    let _ = answer.send(match committed {
-                        Ok(()) => outcome,
-                        Err(reason) => Err(E::from(StorageError::Panicked(reason.to_string()))),
+        let job: Job = Box::new(move |context| {
+            let context = match context {
+                Ok(context) => context,
+                Err(reason) => {
+                    let completion: Completion = Box::new(move |_| {
+                        let _ = answer.send(Err(E::from(StorageError::NotStored(reason.to_string()))));
                     });
-                });
-                (Ok(()), completion)
-            }
-            Ok(Err(error)) => {
-                let reason: Arc<str> = error.to_string().into();
-                let completion: Completion = Box::new(move |_| {
-                    let _ = answer.send(Err(E::from(error)));
-                });
-                (Err(reason), completion)
-            }
-            Err(panic) => {
-                let reason: Arc<str> = panic_message(panic).into();
-                let message = reason.to_string();
-                let completion: Completion = Box::new(move |_| {
-                    let _ = answer.send(Err(E::from(StorageError::Panicked(message))));
-                });
-                (Err(reason), completion)
+                    return (Ok(()), completion);
+                }
+            };
+            match catch_unwind(AssertUnwindSafe(|| operation(context))) {
+                Ok(Ok(outcome)) => {
+                    let completion: Completion = Box::new(move |committed| {
+                        METRICS.ack_latency.observe_duration(submitted.elapsed());
+                        let _ = answer.send(match committed {
+                            Ok(()) => outcome,
+                            Err(reason) => Err(E::from(StorageError::NotStored(reason.to_string()))),
+                        });
+                    });
+                    (Ok(()), completion)
+                }
+                Ok(Err(error)) => {
+                    let reason: Arc<str> = error.to_string().into();
+                    let completion: Completion = Box::new(move |_| {
+                        let _ = answer.send(Err(E::from(error)));
+                    });
+                    (Err(reason), completion)
+                }
+                Err(panic) => {
+                    let reason: Arc<str> = panic_message(panic).into();
+                    let message = reason.to_string();
+                    let completion: Completion = Box::new(move |_| {
+                        let _ = answer.send(Err(E::from(StorageError::Panicked(message))));
+                    });
+                    (Err(reason), completion)
+                }
             }
         });
         if self.queue.send(Command::Job(job)).await.is_err() {
@@ -406,6 +419,10 @@ impl WriterHandle {
     {
         let submitted = Instant::now();
         let job: Job = Box::new(move |context| {
+            let context = match context {
+                Ok(context) => context,
+                Err(reason) => return (Ok(()), Box::new(move |_| on_abort(reason)) as Completion),
+            };
             let outcome = match catch_unwind(AssertUnwindSafe(|| operation(context))) {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(error)) => Err(error.to_string().into()),
@@ -460,6 +477,9 @@ struct Writer {
     visibility_interval: Duration,
     /// The number of the last batch answered.
     last_batch: u64,
+    /// Reloading `state` after a failed batch failed: it may hold that batch's changes, so the
+    /// next batch reloads it first (and fails if it cannot).
+    state_stale: bool,
     committed: Option<mpsc::Sender<CommittedBatch>>,
 }
 
@@ -584,7 +604,11 @@ impl Writer {
         }
         match WriterState::load(&self.database) {
             Ok(reloaded) => self.state = reloaded,
-            Err(error) => tracing::error!(%error, "reloading the writer state failed"),
+            Err(error) => {
+                // The caches may hold the failed batch's changes; no batch runs on them.
+                tracing::error!(%error, "reloading the writer state failed; the next batch tries again");
+                self.state_stale = true;
+            }
         }
     }
 
@@ -606,6 +630,10 @@ impl Writer {
             self.publish();
         }
         let outcome: Result<(), Arc<str>> = (|| {
+            if self.state_stale {
+                self.state = WriterState::load(&self.database).map_err(|error| Arc::from(error.to_string()))?;
+                self.state_stale = false;
+            }
             let mut open = self.open_transaction().map_err(|error| Arc::from(error.to_string()))?;
             let logged = LoggedTransaction::new(&open.transaction);
             let mut failure: Option<Arc<str>> = None;
@@ -616,12 +644,15 @@ impl Writer {
                     events: &mut events,
                     now: crate::clock::now_millis(),
                 };
+                // After a failure the rest of the batch is skipped, each operation told why.
                 for job in batch.drain(..) {
-                    let (job_outcome, completion) = job(&mut context);
+                    let (job_outcome, completion) = match &failure {
+                        None => job(Ok(&mut context)),
+                        Some(reason) => job(Err(reason.clone())),
+                    };
                     completions.push(completion);
-                    if let Err(reason) = job_outcome {
+                    if let (None, Err(reason)) = (&failure, job_outcome) {
                         failure = Some(reason);
-                        break;
                     }
                 }
                 // Webhook deliveries of this batch's events go into the outbox in the same commit.
@@ -666,7 +697,10 @@ impl Writer {
             }
             Ok(())
         })();
-        batch.clear();
+        if let Err(reason) = &outcome {
+            // The batch did not start (no write transaction): none of it ran.
+            completions.extend(batch.drain(..).map(|job| job(Err(reason.clone())).1));
+        }
         if outcome.is_ok() {
             self.visibility.answered(self.last_batch);
             self.state.trim_caches();
@@ -723,6 +757,7 @@ fn run(
         open: None,
         visibility_interval: Duration::from_micros(config.visibility_interval_us),
         last_batch: 0,
+        state_stale: false,
         committed,
     };
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch.min(4096));
@@ -763,6 +798,14 @@ fn run(
         }
     }
     receiver.close();
+    // Operations queued behind the stop are not run; their callers hear so.
+    let stopping: Arc<str> = Arc::from(StorageError::WriterStopped.to_string());
+    while let Ok(command) = receiver.try_recv() {
+        if let Command::Job(job) = command {
+            let (_, completion) = job(Err(stopping.clone()));
+            completion(Err(stopping.clone()));
+        }
+    }
     // An error here is logged by the checkpoint; the next start replays the commit log.
     writer.checkpoint();
     if let Some(done) = shutdown {
@@ -861,6 +904,108 @@ mod tests {
         }
         second.await.unwrap().unwrap();
         store.shutdown().await;
+    }
+
+    /// Holds the writer inside an operation until the returned sender is dropped or sent to, so
+    /// the operations queued meanwhile form the next batch together.
+    async fn hold_writer(store: &Store) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (entered, entering) = oneshot::channel();
+        let held = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |_: &mut WriteContext<'_>| -> Result<Result<(), StorageError>, StorageError> {
+                        let _ = entered.send(());
+                        let _ = released.recv();
+                        Ok(Ok(()))
+                    })
+                    .await
+                    .unwrap();
+            }
+        });
+        entering.await.unwrap();
+        (release, held)
+    }
+
+    /// Queues a detached `put_meta` whose abort reason, if any, arrives on the returned receiver.
+    async fn put_meta_detached(store: &Store, key: &'static str, value: u64) -> oneshot::Receiver<Arc<str>> {
+        let (aborted, abort_reason) = oneshot::channel();
+        store
+            .write_detached(
+                move |context| {
+                    context.transaction.open_table(tables::META)?.insert(key, value)?;
+                    Ok(())
+                },
+                move |reason| {
+                    let _ = aborted.send(reason);
+                },
+            )
+            .await
+            .unwrap();
+        abort_reason
+    }
+
+    async fn wait_for_queue(store: &Store, queued: usize) {
+        while store.writer_queue_len() < queued {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_operations_after_a_failed_one_in_its_batch_are_told_they_were_not_stored() {
+        let (_dir, store) = store_with_late_commits();
+        let (release, held) = hold_writer(&store).await;
+        let failing = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(|_: &mut WriteContext<'_>| -> Result<Result<(), StorageError>, StorageError> {
+                        Err(StorageError::Corrupt("refused by the test".into()))
+                    })
+                    .await
+            }
+        });
+        wait_for_queue(&store, 1).await;
+        let detached = put_meta_detached(&store, "detached", 1).await;
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { put_meta(&store, "waiting", 2).await }
+        });
+        wait_for_queue(&store, 3).await;
+        drop(release);
+        held.await.unwrap();
+
+        assert!(failing.await.unwrap().is_err());
+        let reason = detached.await.expect("the detached operation hears that it was not stored");
+        assert!(reason.contains("refused by the test"), "{reason}");
+        let answer = waiting.await.unwrap().expect_err("the waiting operation gets an error");
+        assert!(
+            matches!(&answer, StorageError::NotStored(reason) if reason.contains("refused by the test")),
+            "{answer}"
+        );
+        assert_eq!(meta(&store, "detached").await, None);
+        assert_eq!(meta(&store, "waiting").await, None);
+        put_meta(&store, "after", 3).await.unwrap();
+        assert_eq!(meta(&store, "after").await, Some(3), "the writer goes on");
+        store.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn operations_queued_behind_a_stop_are_told_the_writer_stopped() {
+        let (_dir, store) = store_with_late_commits();
+        let (release, held) = hold_writer(&store).await;
+        let stopping = tokio::spawn({
+            let store = store.clone();
+            async move { store.shutdown().await }
+        });
+        wait_for_queue(&store, 1).await;
+        let detached = put_meta_detached(&store, "behind_the_stop", 1).await;
+        drop(release);
+        held.await.unwrap();
+        stopping.await.unwrap();
+        let reason = detached.await.expect("the operation behind the stop hears of it");
+        assert!(reason.contains("stopped"), "{reason}");
     }
 
     #[tokio::test(flavor = "multi_thread")]
