@@ -44,8 +44,8 @@ pub enum StorageError {
     WriterStopped,
     #[error("a write operation panicked: {0}")]
     Panicked(String),
-    /// The operation's batch did not commit (another operation in it failed, or the writer
-    /// could not start it); nothing of the operation was stored.
+    /// Nothing of the operation was stored: its batch failed (another operation in it, the
+    /// commit, or the commit log), the writer could not begin the batch, or it stopped first.
     #[error("the write was not stored: {0}")]
     NotStored(String),
 }
@@ -186,7 +186,8 @@ impl Store {
     }
 
     /// Queues `operation` without waiting for its commit: its effects reach clients as events
-    /// after the commit, and `on_abort` runs if the batch fails instead. Waits only for room in
+    /// after the commit, and `on_abort` runs instead if it is not stored (its batch fails, or
+    /// the writer stops before running it). Waits only for room in
     /// the writer's queue, so a connection can have many sends in flight.
     pub async fn write_detached<F, A>(&self, operation: F, on_abort: A) -> Result<(), StorageError>
     where
@@ -201,7 +202,8 @@ impl Store {
         self.inner.writer.queue_len()
     }
 
-    /// Commits everything queued and stops the writer. Later writes fail with `WriterStopped`.
+    /// Commits everything queued before the call and stops the writer. Operations queued behind
+    /// the stop fail with `NotStored`, later writes with `WriterStopped`.
     pub async fn shutdown(&self) {
         self.inner.writer.shutdown().await;
     }

@@ -48,9 +48,16 @@ const EXIT_STORAGE_FAILED: i32 = 74;
 /// What a finished operation reports to the writer: whether the batch may commit, and how to
 /// answer the caller once the commit's outcome is known.
 type Completion = Box<dyn FnOnce(Result<(), Arc<str>>) + Send>;
-/// An operation as the writer runs it: called exactly once, with the batch's context, or with the
-/// reason its batch cannot run (the operation is then skipped and its caller told why).
-type Job = Box<dyn FnOnce(Result<&mut WriteContext<'_>, Arc<str>>) -> (Result<(), Arc<str>>, Completion) + Send>;
+/// An operation as the writer runs it: called exactly once, to run in the batch or to be skipped.
+type Job = Box<dyn FnOnce(JobInput<'_, '_>) -> (Result<(), Arc<str>>, Completion) + Send>;
+
+/// What the writer gives a job.
+enum JobInput<'c, 'a> {
+    Run(&'c mut WriteContext<'a>),
+    /// The job is not run (an earlier operation of its batch failed, the batch could not begin,
+    /// or the writer stopped before it); its caller is told the reason.
+    Skip(Arc<str>),
+}
 
 enum Command {
     Job(Job),
@@ -367,14 +374,15 @@ impl WriterHandle {
     {
         let (answer, answered) = oneshot::channel::<Result<R, E>>();
         let submitted = Instant::now();
-        let job: Job = Box::new(move |context| {
-            let context = match context {
-                Ok(context) => context,
-                Err(reason) => {
+        let job: Job = Box::new(move |input| {
+            let context = match input {
+                JobInput::Run(context) => context,
+                JobInput::Skip(reason) => {
+                    let error = StorageError::NotStored(reason.to_string());
                     let completion: Completion = Box::new(move |_| {
-                        let _ = answer.send(Err(E::from(StorageError::NotStored(reason.to_string()))));
+                        let _ = answer.send(Err(E::from(error)));
                     });
-                    return (Ok(()), completion);
+                    return (Err(reason), completion);
                 }
             };
             match catch_unwind(AssertUnwindSafe(|| operation(context))) {
@@ -411,17 +419,20 @@ impl WriterHandle {
         answered.await.unwrap_or_else(|_| Err(E::from(StorageError::WriterStopped)))
     }
 
-    /// Queues `operation` without waiting for its commit; `on_abort` runs if its batch fails.
+    /// Queues `operation` without waiting for its commit; `on_abort` runs if it is not stored (its
+    /// batch fails, or the writer stops before running it).
     pub async fn submit_detached<F, A>(&self, operation: F, on_abort: A) -> Result<(), StorageError>
     where
         F: FnOnce(&mut WriteContext<'_>) -> Result<(), StorageError> + Send + 'static,
         A: FnOnce(Arc<str>) + Send + 'static,
     {
         let submitted = Instant::now();
-        let job: Job = Box::new(move |context| {
-            let context = match context {
-                Ok(context) => context,
-                Err(reason) => return (Ok(()), Box::new(move |_| on_abort(reason)) as Completion),
+        let job: Job = Box::new(move |input| {
+            let context = match input {
+                JobInput::Run(context) => context,
+                JobInput::Skip(reason) => {
+                    return (Err(reason.clone()), Box::new(move |_| on_abort(reason)) as Completion);
+                }
             };
             let outcome = match catch_unwind(AssertUnwindSafe(|| operation(context))) {
                 Ok(Ok(())) => Ok(()),
@@ -603,7 +614,10 @@ impl Writer {
             }
         }
         match WriterState::load(&self.database) {
-            Ok(reloaded) => self.state = reloaded,
+            Ok(reloaded) => {
+                self.state = reloaded;
+                self.state_stale = false;
+            }
             Err(error) => {
                 // The caches may hold the failed batch's changes; no batch runs on them.
                 tracing::error!(%error, "reloading the writer state failed; the next batch tries again");
@@ -631,6 +645,9 @@ impl Writer {
         }
         let outcome: Result<(), Arc<str>> = (|| {
             if self.state_stale {
+                // Only after `restore_answered`, which commits every answered batch, so the reload
+                // sees them all.
+                debug_assert!(self.open.is_none(), "the caches are reloaded with answered batches uncommitted");
                 self.state = WriterState::load(&self.database).map_err(|error| Arc::from(error.to_string()))?;
                 self.state_stale = false;
             }
@@ -647,8 +664,8 @@ impl Writer {
                 // After a failure the rest of the batch is skipped, each operation told why.
                 for job in batch.drain(..) {
                     let (job_outcome, completion) = match &failure {
-                        None => job(Ok(&mut context)),
-                        Some(reason) => job(Err(reason.clone())),
+                        None => job(JobInput::Run(&mut context)),
+                        Some(reason) => job(JobInput::Skip(reason.clone())),
                     };
                     completions.push(completion);
                     if let (None, Err(reason)) = (&failure, job_outcome) {
@@ -697,10 +714,6 @@ impl Writer {
             }
             Ok(())
         })();
-        if let Err(reason) = &outcome {
-            // The batch did not start (no write transaction): none of it ran.
-            completions.extend(batch.drain(..).map(|job| job(Err(reason.clone())).1));
-        }
         if outcome.is_ok() {
             self.visibility.answered(self.last_batch);
             self.state.trim_caches();
@@ -711,6 +724,9 @@ impl Writer {
                 self.dispatch(CommittedBatch(events));
             }
         } else if let Err(reason) = &outcome {
+            // A batch that did not begin (the caches could not be reloaded, or no write
+            // transaction began) still holds its jobs: none of them ran.
+            completions.extend(batch.drain(..).map(|job| job(JobInput::Skip(reason.clone())).1));
             METRICS.commits_aborted.inc();
             tracing::error!(%reason, n_operations, "write batch aborted");
         }
@@ -798,11 +814,12 @@ fn run(
         }
     }
     receiver.close();
-    // Operations queued behind the stop are not run; their callers hear so.
+    // Operations queued behind the stop are not run; their callers hear so. `blocking_recv` also
+    // waits for a send that had reserved its place before the close.
     let stopping: Arc<str> = Arc::from(StorageError::WriterStopped.to_string());
-    while let Ok(command) = receiver.try_recv() {
+    while let Some(command) = receiver.blocking_recv() {
         if let Command::Job(job) = command {
-            let (_, completion) = job(Err(stopping.clone()));
+            let (_, completion) = job(JobInput::Skip(stopping.clone()));
             completion(Err(stopping.clone()));
         }
     }
@@ -947,14 +964,27 @@ mod tests {
     }
 
     async fn wait_for_queue(store: &Store, queued: usize) {
-        while store.writer_queue_len() < queued {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let waited = tokio::time::timeout(Duration::from_secs(30), async {
+            while store.writer_queue_len() < queued {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        waited.await.expect("the operations reach the writer's queue");
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn the_operations_after_a_failed_one_in_its_batch_are_told_they_were_not_stored() {
-        let (_dir, store) = store_with_late_commits();
+        // The three operations queued while the writer is held make one batch: the writer waits
+        // up to 0.2 s for a third (a place counts in the queue's length once reserved, a moment
+        // before the operation is in it).
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig {
+            visibility_interval_us: 60_000_000,
+            commit_max_batch: 3,
+            commit_max_delay_us: 200_000,
+            ..StorageConfig::default()
+        };
+        let store = Store::open(dir.path(), &config, None).unwrap();
         let (release, held) = hold_writer(&store).await;
         let failing = tokio::spawn({
             let store = store.clone();
@@ -976,7 +1006,8 @@ mod tests {
         drop(release);
         held.await.unwrap();
 
-        assert!(failing.await.unwrap().is_err());
+        let failed = failing.await.unwrap().expect_err("the failing operation gets its own error");
+        assert!(matches!(&failed, StorageError::Corrupt(reason) if reason == "refused by the test"), "{failed}");
         let reason = detached.await.expect("the detached operation hears that it was not stored");
         assert!(reason.contains("refused by the test"), "{reason}");
         let answer = waiting.await.unwrap().expect_err("the waiting operation gets an error");
@@ -1001,11 +1032,18 @@ mod tests {
         });
         wait_for_queue(&store, 1).await;
         let detached = put_meta_detached(&store, "behind_the_stop", 1).await;
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { put_meta(&store, "waiting_behind_the_stop", 2).await }
+        });
+        wait_for_queue(&store, 3).await;
         drop(release);
         held.await.unwrap();
         stopping.await.unwrap();
         let reason = detached.await.expect("the operation behind the stop hears of it");
         assert!(reason.contains("stopped"), "{reason}");
+        let answer = waiting.await.unwrap().expect_err("the waiting operation behind the stop gets an error");
+        assert!(matches!(&answer, StorageError::NotStored(reason) if reason.contains("stopped")), "{answer}");
     }
 
     #[tokio::test(flavor = "multi_thread")]
