@@ -161,15 +161,13 @@ async fn serve(
     let config =
         WebSocketConfig::default().read_buffer_size(buffer).write_buffer_size(0).max_message_size(Some(64 << 10));
     let mut agent = false;
-    let mut ws = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        |request: &Request, response: Response| {
-            agent = request.uri().path().starts_with("/ws/agent");
-            Ok(response)
-        },
-        Some(config),
-    )
-    .await?;
+    // The error type is tungstenite's handshake callback signature, not ours to shrink.
+    #[allow(clippy::result_large_err)]
+    let note_role = |request: &Request, response: Response| {
+        agent = request.uri().path().starts_with("/ws/agent");
+        Ok(response)
+    };
+    let mut ws = tokio_tungstenite::accept_hdr_async_with_config(stream, note_role, Some(config)).await?;
     // hello → welcome
     loop {
         match ws.next().await {
