@@ -10,7 +10,8 @@
 //! `VISITORS` (2,000), `WINDOW` (8 sends in flight per visitor), `SECONDS` (10), `DATA_DIR` (a
 //! new temporary directory; a run on a directory an earlier run filled needs a new
 //! `FIRST_VISITOR`, 1,000 by default, or its sends are answered as resends), `CHECKPOINT_LOG_MIB`
-//! and `CACHE_MIB` (the defaults of `storage.checkpoint_log_mib` and `storage.cache_mib`). Prints its inputs and results.
+//! `CACHE_MIB` and `VISIBILITY_INTERVAL_US` (the defaults of `storage.checkpoint_log_mib`,
+//! `storage.cache_mib` and `storage.visibility_interval_us`). Prints its inputs and results.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +86,7 @@ fn main() -> anyhow::Result<()> {
     let config = StorageConfig {
         checkpoint_log_mib: input("CHECKPOINT_LOG_MIB", defaults.checkpoint_log_mib),
         cache_mib: input("CACHE_MIB", defaults.cache_mib as u64) as usize,
+        visibility_interval_us: input("VISIBILITY_INTERVAL_US", defaults.visibility_interval_us),
         ..defaults
     };
     println!("mode: durable ingest through the storage path (no sockets)");
