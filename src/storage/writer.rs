@@ -275,6 +275,30 @@ pub struct WriterHandle {
     /// What readers wait on to see every answered batch.
     pub visibility: Arc<Visibility>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    #[cfg(test)]
+    faults: Arc<InjectedFaults>,
+}
+
+/// Failures a test makes the writer meet where nothing outside it can cause them.
+#[cfg(test)]
+#[derive(Default)]
+struct InjectedFaults {
+    /// How many of the next write transactions fail to begin.
+    begin_write: std::sync::atomic::AtomicU32,
+    /// How many of the next reloads of the writer's caches fail.
+    reload: std::sync::atomic::AtomicU32,
+}
+
+#[cfg(test)]
+impl InjectedFaults {
+    /// The injected failure, if one is pending (and counts it off).
+    fn take(pending: &std::sync::atomic::AtomicU32) -> Result<(), StorageError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        match pending.fetch_update(SeqCst, SeqCst, |left| left.checked_sub(1)) {
+            Ok(_) => Err(StorageError::Corrupt("a failure injected by the test".into())),
+            Err(_) => Ok(()),
+        }
+    }
 }
 
 pub fn spawn(
@@ -292,11 +316,30 @@ pub fn spawn(
         last_checkpoint: Instant::now(),
     };
     let visibility = Arc::new(Visibility::default());
-    let thread = std::thread::Builder::new().name("kefu-writer".to_owned()).spawn({
-        let visibility = visibility.clone();
-        move || run(database, state, config, durability, visibility, receiver, committed)
-    })?;
-    Ok(WriterHandle { queue, visibility, thread: parking_lot::Mutex::new(Some(thread)) })
+    #[cfg(test)]
+    let faults = Arc::new(InjectedFaults::default());
+    let writer = Writer {
+        database,
+        state,
+        durability,
+        visibility: visibility.clone(),
+        open: None,
+        visibility_interval: Duration::from_micros(config.visibility_interval_us),
+        last_batch: 0,
+        state_stale: false,
+        committed,
+        #[cfg(test)]
+        faults: faults.clone(),
+    };
+    let thread =
+        std::thread::Builder::new().name("kefu-writer".to_owned()).spawn(move || run(writer, &config, receiver))?;
+    Ok(WriterHandle {
+        queue,
+        visibility,
+        thread: parking_lot::Mutex::new(Some(thread)),
+        #[cfg(test)]
+        faults,
+    })
 }
 
 /// How the writer makes batches durable: through the commit log when it has one, with a
@@ -492,6 +535,8 @@ struct Writer {
     /// next batch reloads it first (and fails if it cannot).
     state_stale: bool,
     committed: Option<mpsc::Sender<CommittedBatch>>,
+    #[cfg(test)]
+    faults: Arc<InjectedFaults>,
 }
 
 impl Drop for Writer {
@@ -540,11 +585,15 @@ impl Writer {
     fn open_transaction(&mut self) -> Result<OpenTransaction, StorageError> {
         match self.open.take() {
             Some(open) => Ok(open),
-            None => Ok(OpenTransaction {
-                transaction: self.database.begin_write()?,
-                answered_writes: Vec::new(),
-                began: Instant::now(),
-            }),
+            None => {
+                #[cfg(test)]
+                InjectedFaults::take(&self.faults.begin_write)?;
+                Ok(OpenTransaction {
+                    transaction: self.database.begin_write()?,
+                    answered_writes: Vec::new(),
+                    began: Instant::now(),
+                })
+            }
         }
     }
 
@@ -587,6 +636,13 @@ impl Writer {
         }
     }
 
+    /// The writer's caches, read again from the committed database.
+    fn load_state(&self) -> Result<WriterState, StorageError> {
+        #[cfg(test)]
+        InjectedFaults::take(&self.faults.reload)?;
+        WriterState::load(&self.database)
+    }
+
     /// After the transaction holding answered batches was lost (a later batch failed in it, or
     /// its commit failed): applies their logged writes to a new transaction and commits it, then
     /// rebuilds the writer's caches from the database.
@@ -613,7 +669,7 @@ impl Writer {
                 }
             }
         }
-        match WriterState::load(&self.database) {
+        match self.load_state() {
             Ok(reloaded) => {
                 self.state = reloaded;
                 self.state_stale = false;
@@ -648,7 +704,7 @@ impl Writer {
                 // Only after `restore_answered`, which commits every answered batch, so the reload
                 // sees them all.
                 debug_assert!(self.open.is_none(), "the caches are reloaded with answered batches uncommitted");
-                self.state = WriterState::load(&self.database).map_err(|error| Arc::from(error.to_string()))?;
+                self.state = self.load_state().map_err(|error| Arc::from(error.to_string()))?;
                 self.state_stale = false;
             }
             let mut open = self.open_transaction().map_err(|error| Arc::from(error.to_string()))?;
@@ -754,28 +810,9 @@ impl Writer {
     }
 }
 
-fn run(
-    database: Arc<Database>,
-    state: WriterState,
-    config: StorageConfig,
-    durability: DurabilityPlan,
-    visibility: Arc<Visibility>,
-    mut receiver: mpsc::Receiver<Command>,
-    committed: Option<mpsc::Sender<CommittedBatch>>,
-) {
+fn run(mut writer: Writer, config: &StorageConfig, mut receiver: mpsc::Receiver<Command>) {
     let max_batch = config.commit_max_batch.max(1);
     let max_delay = Duration::from_micros(config.commit_max_delay_us);
-    let mut writer = Writer {
-        database,
-        state,
-        durability,
-        visibility,
-        open: None,
-        visibility_interval: Duration::from_micros(config.visibility_interval_us),
-        last_batch: 0,
-        state_stale: false,
-        committed,
-    };
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch.min(4096));
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     // Only for waiting on the queue with a timeout, so a lull can be used for a checkpoint.
@@ -1044,6 +1081,76 @@ mod tests {
         assert!(reason.contains("stopped"), "{reason}");
         let answer = waiting.await.unwrap().expect_err("the waiting operation behind the stop gets an error");
         assert!(matches!(&answer, StorageError::NotStored(reason) if reason.contains("stopped")), "{answer}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_whose_transaction_cannot_begin_is_answered_with_the_reason() {
+        let (_dir, store) = store_with_late_commits();
+        store.inner.writer.faults.begin_write.store(1, std::sync::atomic::Ordering::SeqCst);
+        let answer = put_meta(&store, "not_begun", 1).await.expect_err("the write is refused");
+        assert!(matches!(&answer, StorageError::NotStored(reason) if reason.contains("injected")), "{answer}");
+        let mut detached = put_meta_detached(&store, "not_begun_detached", 2).await;
+        put_meta(&store, "after", 3).await.unwrap();
+        assert!(detached.try_recv().is_err(), "with no fault left, the detached write is stored");
+        assert_eq!(meta(&store, "not_begun").await, None);
+        assert_eq!(meta(&store, "not_begun_detached").await, Some(2));
+        store.shutdown().await;
+    }
+
+    /// Appends a visitor's message to their open conversation (a new one the first time).
+    async fn visitor_says(store: &Store, client_id: &str) -> Result<crate::messages::Appended, StorageError> {
+        let new_message = crate::messages::NewMessage {
+            target: crate::messages::Target::VisitorInbox { site: "site".into(), visitor_id: 7 },
+            sender: crate::protocol::SenderView {
+                kind: crate::protocol::SenderKind::Visitor,
+                id: 7,
+                name: "visitor".into(),
+            },
+            client_id: client_id.to_owned(),
+            text: "hello".into(),
+            internal: false,
+            attachment: None,
+            trace_id: 0,
+            origin: None,
+            route_to_team: None,
+        };
+        store
+            .write(move |context| crate::messages::append(context, new_message))
+            .await
+            .map_err(|error| StorageError::NotStored(error.to_string()))
+    }
+
+    /// A batch that moves a conversation's sequence in the writer's cache, then fails.
+    async fn bump_sequence_then_fail(store: &Store, conversation_id: u64) {
+        let failed = store
+            .write(move |context: &mut WriteContext<'_>| -> Result<Result<(), StorageError>, StorageError> {
+                context.conversation_mut(conversation_id)?.expect("the conversation exists").last_seq += 1;
+                Err(StorageError::Corrupt("refused by the test".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_batch_leaves_no_change_in_the_caches_even_when_their_reload_fails() {
+        let (_dir, store) = store_with_late_commits();
+        let first = visitor_says(&store, "first").await.unwrap();
+        assert_eq!(first.seq, 1);
+
+        // The reload after the failed batch fails: the next batch reloads first.
+        store.inner.writer.faults.reload.store(1, std::sync::atomic::Ordering::SeqCst);
+        bump_sequence_then_fail(&store, first.conversation_id).await;
+        let second = visitor_says(&store, "second").await.unwrap();
+        assert_eq!(second.seq, 2, "the failed batch's sequence change is gone");
+
+        // The next batch's reload fails too: that batch is refused, the one after it runs.
+        store.inner.writer.faults.reload.store(2, std::sync::atomic::Ordering::SeqCst);
+        bump_sequence_then_fail(&store, first.conversation_id).await;
+        let refused = visitor_says(&store, "refused").await.expect_err("a batch on caches not reloaded is refused");
+        assert!(refused.to_string().contains("injected"), "{refused}");
+        let third = visitor_says(&store, "third").await.unwrap();
+        assert_eq!(third.seq, 3, "neither the failed nor the refused batch took a sequence");
+        store.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread")]
