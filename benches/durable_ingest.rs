@@ -32,17 +32,11 @@ async fn send_until(store: Store, site: String, visitor_id: u64, lane: u64, dead
     let mut sent = 0u64;
     while Instant::now() < deadline {
         sent += 1;
-        let new_message = NewMessage {
-            target: Target::VisitorInbox { site: site.clone(), visitor_id },
-            sender: SenderView { kind: SenderKind::Visitor, id: visitor_id, name: "visitor".into() },
-            client_id: format!("{lane}-{sent}"),
-            text: format!("hello, I have a question about my order {visitor_id}-{sent}"),
-            internal: false,
-            attachment: None,
-            trace_id: sent,
-            origin: None,
-            route_to_team: None,
-        };
+        let sender = SenderView { kind: SenderKind::Visitor, id: visitor_id, name: "visitor".into() };
+        let text = format!("hello, I have a question about my order {visitor_id}-{sent}");
+        let target = Target::VisitorInbox { site: site.clone(), visitor_id };
+        let new_message =
+            NewMessage { trace_id: sent, ..NewMessage::text(target, sender, format!("{lane}-{sent}"), text) };
         let started = Instant::now();
         let appended: Result<_, AppendError> = store.write(move |context| messages::append(context, new_message)).await;
         appended.expect("the append is stored");

@@ -473,15 +473,8 @@ pub fn append_if_bot_active(
 /// A bot message to `conversation_id`, not yet stored.
 pub fn bot_message(conversation_id: u64, sender: SenderView, client_id: String, text: String) -> NewMessage {
     NewMessage {
-        target: Target::Conversation(conversation_id),
-        sender,
-        client_id,
-        text,
-        internal: false,
-        attachment: None,
         trace_id: crate::secrets::new_trace_id(),
-        origin: None,
-        route_to_team: None,
+        ..NewMessage::text(Target::Conversation(conversation_id), sender, client_id, text)
     }
 }
 

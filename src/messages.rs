@@ -133,6 +133,24 @@ pub struct NewMessage {
     pub route_to_team: Option<u64>,
 }
 
+impl NewMessage {
+    /// A plain text message: not internal, no attachment, no connection to acknowledge, no
+    /// routing, trace id 0. Other fields are set with struct update syntax.
+    pub fn text(target: Target, sender: SenderView, client_id: String, text: String) -> NewMessage {
+        NewMessage {
+            target,
+            sender,
+            client_id,
+            text,
+            internal: false,
+            attachment: None,
+            trace_id: 0,
+            origin: None,
+            route_to_team: None,
+        }
+    }
+}
+
 /// The acknowledgement of a stored (or previously stored) message.
 #[derive(Clone, Debug)]
 pub struct Appended {

@@ -299,17 +299,8 @@ async fn fill(store: &Store, site_key: &str, stored: u64, args: &BenchArgs) -> a
                         Target::Conversation(_) => Target::Conversation(conversation_id),
                         inbox => inbox,
                     };
-                    let new_message = NewMessage {
-                        attachment: None,
-                        target,
-                        sender,
-                        client_id: format!("b{index}"),
-                        text,
-                        internal: false,
-                        trace_id: index,
-                        origin: None,
-                        route_to_team: None,
-                    };
+                    let new_message =
+                        NewMessage { trace_id: index, ..NewMessage::text(target, sender, format!("b{index}"), text) };
                     let appended = match messages::append_at(context, new_message, at)? {
                         Ok(appended) => appended,
                         Err(error) => return Ok(Err(anyhow::anyhow!("bench append failed: {error}"))),

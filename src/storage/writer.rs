@@ -59,6 +59,11 @@ enum JobInput<'c, 'a> {
     Skip(Arc<str>),
 }
 
+/// Skips `job`; the returned completion tells its caller `reason`, whatever it is called with.
+fn skip(job: Job, reason: &Arc<str>) -> Completion {
+    job(JobInput::Skip(reason.clone())).1
+}
+
 enum Command {
     Job(Job),
     Shutdown(oneshot::Sender<()>),
@@ -719,14 +724,13 @@ impl Writer {
                 };
                 // After a failure the rest of the batch is skipped, each operation told why.
                 for job in batch.drain(..) {
-                    let (job_outcome, completion) = match &failure {
-                        None => job(JobInput::Run(&mut context)),
-                        Some(reason) => job(JobInput::Skip(reason.clone())),
-                    };
-                    completions.push(completion);
-                    if let (None, Err(reason)) = (&failure, job_outcome) {
-                        failure = Some(reason);
+                    if let Some(reason) = &failure {
+                        completions.push(skip(job, reason));
+                        continue;
                     }
+                    let (job_outcome, completion) = job(JobInput::Run(&mut context));
+                    completions.push(completion);
+                    failure = job_outcome.err();
                 }
                 // Webhook deliveries of this batch's events go into the outbox in the same commit.
                 if failure.is_none() {
@@ -782,7 +786,7 @@ impl Writer {
         } else if let Err(reason) = &outcome {
             // A batch that did not begin (the caches could not be reloaded, or no write
             // transaction began) still holds its jobs: none of them ran.
-            completions.extend(batch.drain(..).map(|job| job(JobInput::Skip(reason.clone())).1));
+            completions.extend(batch.drain(..).map(|job| skip(job, reason)));
             METRICS.commits_aborted.inc();
             tracing::error!(%reason, n_operations, "write batch aborted");
         }
@@ -856,8 +860,7 @@ fn run(mut writer: Writer, config: &StorageConfig, mut receiver: mpsc::Receiver<
     let stopping: Arc<str> = Arc::from(StorageError::WriterStopped.to_string());
     while let Some(command) = receiver.blocking_recv() {
         if let Command::Job(job) = command {
-            let (_, completion) = job(JobInput::Skip(stopping.clone()));
-            completion(Err(stopping.clone()));
+            skip(job, &stopping)(Err(stopping.clone()));
         }
     }
     // An error here is logged by the checkpoint; the next start replays the commit log.
@@ -1099,21 +1102,12 @@ mod tests {
 
     /// Appends a visitor's message to their open conversation (a new one the first time).
     async fn visitor_says(store: &Store, client_id: &str) -> Result<crate::messages::Appended, StorageError> {
-        let new_message = crate::messages::NewMessage {
-            target: crate::messages::Target::VisitorInbox { site: "site".into(), visitor_id: 7 },
-            sender: crate::protocol::SenderView {
-                kind: crate::protocol::SenderKind::Visitor,
-                id: 7,
-                name: "visitor".into(),
-            },
-            client_id: client_id.to_owned(),
-            text: "hello".into(),
-            internal: false,
-            attachment: None,
-            trace_id: 0,
-            origin: None,
-            route_to_team: None,
-        };
+        let new_message = crate::messages::NewMessage::text(
+            crate::messages::Target::VisitorInbox { site: "site".into(), visitor_id: 7 },
+            crate::protocol::SenderView { kind: crate::protocol::SenderKind::Visitor, id: 7, name: "visitor".into() },
+            client_id.to_owned(),
+            "hello".into(),
+        );
         store
             .write(move |context| crate::messages::append(context, new_message))
             .await

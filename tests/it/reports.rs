@@ -272,16 +272,13 @@ async fn backdated_conversation(server: &TestServer, site: &Site, agent_id: u64,
         .app()
         .store
         .write(move |context| {
-            let message = |target, kind, id, client_id: &str| NewMessage {
-                target,
-                sender: SenderView { kind, id, name: "someone".into() },
-                client_id: client_id.to_owned(),
-                text: "hello".into(),
-                internal: false,
-                attachment: None,
-                trace_id: 0,
-                origin: None,
-                route_to_team: None,
+            let message = |target, kind, id, client_id: &str| {
+                NewMessage::text(
+                    target,
+                    SenderView { kind, id, name: "someone".into() },
+                    client_id.to_owned(),
+                    "hello".into(),
+                )
             };
             let inbox = Target::VisitorInbox { site: site.clone(), visitor_id: 9_999 };
             let asked = messages::append_at(context, message(inbox, SenderKind::Visitor, 9_999, "old-v"), at)?

@@ -26,17 +26,12 @@ async fn backdated(store: &Store, site: &str, visitor_id: u64, texts: &[&str], a
                     Some(id) => Target::Conversation(id),
                     None => Target::VisitorInbox { site: site.clone(), visitor_id },
                 };
-                let new_message = NewMessage {
-                    attachment: None,
+                let new_message = NewMessage::text(
                     target,
-                    sender: SenderView { kind: SenderKind::Visitor, id: visitor_id, name: "v".into() },
-                    client_id: format!("c{visitor_id}-{at}-{index}"),
+                    SenderView { kind: SenderKind::Visitor, id: visitor_id, name: "v".into() },
+                    format!("c{visitor_id}-{at}-{index}"),
                     text,
-                    internal: false,
-                    trace_id: 0,
-                    origin: None,
-                    route_to_team: None,
-                };
+                );
                 let appended = messages::append_at(context, new_message, at + index as i64)?
                     .map_err(|error| kefu::storage::StorageError::Corrupt(error.to_string()))?;
                 conversation_id = Some(appended.conversation_id);
