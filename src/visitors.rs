@@ -2,9 +2,12 @@
 //!
 //! A visitor is made on first contact and found again through the token the widget keeps.
 //! A visitor can take on the business's user identity (`user.id`) only through
-//! [`open_session`]; when the site enforces identity verification, that needs a valid
-//! HMAC signature. Everything later authenticates with the token alone, so the check is
-//! enforced everywhere by having exactly one place that binds an identity.
+//! [`open_session`], and only with a valid HMAC signature: a verified identity follows the user
+//! across devices (the same visitor record, the same history). An unsigned claim, on a site that
+//! does not enforce verification, is kept as an unverified label of the caller's own visitor
+//! (`unverified_user_id`) and never adopts another visitor's record. Everything later
+//! authenticates with the token alone, so the check is enforced everywhere by having exactly one
+//! place that binds an identity.
 
 use std::collections::BTreeMap;
 
@@ -28,8 +31,11 @@ pub struct Visitor {
     pub last_seen_at: i64,
     pub name: Option<String>,
     pub email: Option<String>,
-    /// The business's own user id, once claimed (and verified where the site requires it).
+    /// The business's own user id, bound by a verified (signed) claim.
     pub user_id: Option<String>,
+    /// The latest unsigned claim of a user id: shown to agents as unverified, never used to find
+    /// or merge visitor records.
+    pub unverified_user_id: Option<String>,
     pub attributes: BTreeMap<String, serde_json::Value>,
     pub blocked: bool,
     /// How many sessions were opened; more than one marks a returning visitor.
@@ -207,6 +213,8 @@ pub struct OpenedSession {
 /// Finds or makes the visitor for a session request (see docs/protocol.md).
 pub async fn open_session(store: &Store, site: &Site, request: SessionRequest) -> Result<OpenedSession, VisitorError> {
     validate(&request)?;
+    let mut request = request;
+    let mut unverified_claim = None;
     if let Some(user) = &request.user {
         let verified = user.signature.as_deref().is_some_and(|signature| {
             secrets::verify_hmac_sha256_hex(site.secret.as_bytes(), user.id.as_bytes(), signature)
@@ -214,6 +222,9 @@ pub async fn open_session(store: &Store, site: &Site, request: SessionRequest) -
         let signed = user.signature.as_deref().is_some_and(|signature| !signature.is_empty());
         if (site.enforce_identity || signed) && !verified {
             return Err(VisitorError::InvalidSignature);
+        }
+        if !verified {
+            unverified_claim = request.user.take();
         }
     }
     let presented = request
@@ -275,6 +286,11 @@ pub async fn open_session(store: &Store, site: &Site, request: SessionRequest) -
                 visitor.name = user.name.or(visitor.name);
                 visitor.email = user.email.or(visitor.email);
                 visitor.user_id = Some(user.id);
+            }
+            if let Some(claim) = unverified_claim {
+                visitor.name = claim.name.or(visitor.name);
+                visitor.email = claim.email.or(visitor.email);
+                visitor.unverified_user_id = Some(claim.id);
             }
             if let Some(profile) = request.profile {
                 visitor.name = profile.name.or(visitor.name);

@@ -319,7 +319,10 @@ pub struct VisitorProfile {
     site: String,
     name: String,
     email: Option<String>,
+    /// The business's user id, bound by a signed (verified) claim.
     user_id: Option<String>,
+    /// A user id the visitor claimed without a signature: a label, not proof of who they are.
+    unverified_user_id: Option<String>,
     #[schema(value_type = Object)]
     attributes: BTreeMap<String, serde_json::Value>,
     blocked: bool,
@@ -363,6 +366,7 @@ fn profile_of(app: &AppState, visitor: Visitor) -> VisitorProfile {
         site: visitor.site,
         email: visitor.email,
         user_id: visitor.user_id,
+        unverified_user_id: visitor.unverified_user_id,
         attributes: visitor.attributes,
         blocked: visitor.blocked,
         n_sessions: visitor.n_sessions,

@@ -385,7 +385,9 @@ async function loadVisitorPanel(c) {
     if (state.active !== c.id) return;
     const online = profile.online;
     const rows = [
-      [t('name'), profile.name], [t('email'), profile.email ?? ''], [t('page'), online?.url ?? profile.last_page?.url ?? ''],
+      [t('name'), profile.name], [t('email'), profile.email ?? ''],
+      ...(profile.user_id ? [[t('user_id'), `${profile.user_id} · ${t('verified')}`]] : []),
+      ...(profile.unverified_user_id ? [[t('user_id'), `${profile.unverified_user_id} · ${t('unverified')}`]] : []), [t('page'), online?.url ?? profile.last_page?.url ?? ''],
       [t('referrer'), online?.referrer ?? profile.last_page?.referrer ?? ''], [t('browser'), online?.browser ?? ''],
       [t('ip'), online?.ip ?? ''], [t('sessions'), `${profile.n_sessions} (${profile.returning ? t('returning') : t('new_visitor')})`],
       [t('blocked'), profile.blocked ? t('yes') : t('no')],
