@@ -6,6 +6,7 @@
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::{AccessEndReason, AccessEnded, CommittedEvent};
 use crate::secrets::{self, TokenDigest};
 use crate::storage::writer::Counter;
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
@@ -171,8 +172,13 @@ pub async fn reset_password(store: &Store, email: &str, password: &str) -> Resul
             agent.password_hash = password_hash;
             agents.insert(id, encode_json(&agent).as_slice())?;
             drop(agents);
-            // A new password ends every existing session of the agent.
+            // A new password ends every existing session of the agent, live connections included.
             end_sessions(context, id)?;
+            context.publish(CommittedEvent::AccessEnded(AccessEnded {
+                agent_id: id,
+                session: None,
+                reason: AccessEndReason::PasswordChanged,
+            }));
             Ok(Ok(agent))
         })
         .await
@@ -217,6 +223,7 @@ pub async fn update(store: &Store, id: u64, changes: AgentChanges) -> Result<Age
             let Some(mut agent) = agents.get(id)?.map(|value| decode_json::<Agent>(value.value())).transpose()? else {
                 return Ok(Err(AgentError::NotFound(id.to_string())));
             };
+            let rights_before = (agent.role, agent.sites.clone(), agent.disabled);
             agent.name = name;
             agent.role = changes.role;
             agent.capacity = changes.capacity;
@@ -236,6 +243,12 @@ pub async fn update(store: &Store, id: u64, changes: AgentChanges) -> Result<Age
             drop(agents);
             if agent.disabled {
                 end_sessions(context, id)?;
+            }
+            // Live connections carry the rights they were opened with: end them so they
+            // reconnect with the new ones (or, disabled, cannot).
+            if rights_before != (agent.role, agent.sites.clone(), agent.disabled) {
+                let reason = if agent.disabled { AccessEndReason::Disabled } else { AccessEndReason::RightsChanged };
+                context.publish(CommittedEvent::AccessEnded(AccessEnded { agent_id: id, session: None, reason }));
             }
             Ok(Ok(agent))
         })
@@ -327,11 +340,22 @@ pub fn authenticate(
     Ok(get(transaction, session.agent_id)?.filter(|agent| !agent.disabled))
 }
 
+/// Ends one login session, and the live connections opened with it.
 pub async fn logout(store: &Store, token: &str) -> Result<(), StorageError> {
     let digest = secrets::token_digest(token);
     store
         .write(move |context| {
-            context.transaction.open_table(tables::AGENT_SESSIONS)?.remove(&digest)?;
+            let mut sessions = context.transaction.open_table(tables::AGENT_SESSIONS)?;
+            let session =
+                sessions.remove(&digest)?.map(|value| decode_json::<AgentSession>(value.value())).transpose()?;
+            drop(sessions);
+            if let Some(session) = session {
+                context.publish(CommittedEvent::AccessEnded(AccessEnded {
+                    agent_id: session.agent_id,
+                    session: Some(digest),
+                    reason: AccessEndReason::LoggedOut,
+                }));
+            }
             Ok(Ok::<_, StorageError>(()))
         })
         .await

@@ -93,6 +93,9 @@ pub struct LimitsConfig {
     pub frame_burst: u32,
     /// Frames queued for one connection before it counts as a slow consumer and is closed.
     pub outbound_queue: usize,
+    /// Seconds one write to a client may take; a client that reads nothing for that long counts
+    /// as a slow consumer and is closed with 4008.
+    pub write_timeout_secs: u64,
     /// Seconds a new connection has to send `hello`.
     pub hello_timeout_secs: u64,
     /// Seconds without any frame or pong before a connection is closed.
@@ -201,6 +204,7 @@ impl Default for LimitsConfig {
             frames_per_second: 20,
             frame_burst: 40,
             outbound_queue: 512,
+            write_timeout_secs: 10,
             hello_timeout_secs: 10,
             idle_timeout_secs: 75,
             heartbeat_secs: 30,
@@ -305,11 +309,12 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         let limits = &self.limits;
-        let checks: [(&str, bool); 7] = [
+        let checks: [(&str, bool); 8] = [
             ("limits.max_frame_bytes", limits.max_frame_bytes >= 1024),
             ("limits.max_text_chars", limits.max_text_chars >= 1),
             ("limits.frames_per_second", limits.frames_per_second >= 1),
             ("limits.outbound_queue", limits.outbound_queue >= 16),
+            ("limits.write_timeout_secs", limits.write_timeout_secs >= 1),
             ("limits.heartbeat_secs", limits.heartbeat_secs >= 1 && limits.heartbeat_secs < limits.idle_timeout_secs),
             ("storage.commit_max_batch", self.storage.commit_max_batch >= 1),
             ("routing.default_capacity", self.routing.default_capacity >= 1),

@@ -23,9 +23,10 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::conversations::Conversation;
 use crate::messages::{Appended, MessageRecord, message_view};
-use crate::protocol::{ActivityItem, ConversationView, ParticipantView, ServerFrame};
+use crate::protocol::{ActivityItem, ConversationView, ErrorCode, ParticipantView, ServerFrame, close_code};
 use crate::routing::{Router, RoutingEvent};
 use crate::search::Search;
+use crate::secrets::TokenDigest;
 
 /// Committed batches waiting for the dispatcher. Small: each holds a whole commit's events, and a
 /// full queue makes the writer wait, which is the backpressure we want.
@@ -69,6 +70,41 @@ pub enum CommittedEvent {
     Rated {
         conversation: Conversation,
     },
+    /// An agent's rights ended or changed: their live connections (of one session, or all) close.
+    AccessEnded(AccessEnded),
+}
+
+/// Whose live connections close, and why (see [`crate::agents`]: every use case that ends or
+/// changes an agent's rights publishes one, whichever transport called it).
+#[derive(Clone, Debug)]
+pub struct AccessEnded {
+    pub agent_id: u64,
+    /// Only the connections opened with this session; `None` for all of the agent's.
+    pub session: Option<TokenDigest>,
+    pub reason: AccessEndReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessEndReason {
+    LoggedOut,
+    PasswordChanged,
+    Disabled,
+    /// Role or sites changed: reconnect to get the new rights.
+    RightsChanged,
+}
+
+impl AccessEndReason {
+    /// The close code and the message of the error frame sent before the close.
+    fn close(self) -> (u16, &'static str) {
+        match self {
+            AccessEndReason::LoggedOut => (close_code::UNAUTHENTICATED, "you logged out"),
+            AccessEndReason::PasswordChanged => {
+                (close_code::UNAUTHENTICATED, "your password was changed; log in again")
+            }
+            AccessEndReason::Disabled => (close_code::FORBIDDEN, "your account was disabled"),
+            AccessEndReason::RightsChanged => (close_code::RESTARTING, "your account changed; reconnect"),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,6 +290,15 @@ impl PartialEq for ConnectionHandle {
     }
 }
 
+/// How an agent connection is registered: the agent, the login session it was opened with, and
+/// the sites whose events it gets.
+#[derive(Clone, Copy)]
+pub struct AgentRegistration<'a> {
+    pub agent_id: u64,
+    pub session: Option<&'a TokenDigest>,
+    pub sites: &'a [String],
+}
+
 /// Registries of live connections.
 #[derive(Default)]
 pub struct Hub {
@@ -261,6 +306,8 @@ pub struct Hub {
     visitors: DashMap<u64, Vec<ConnectionHandle>>,
     agents: DashMap<u64, Vec<ConnectionHandle>>,
     site_agents: DashMap<String, Vec<ConnectionHandle>>,
+    /// Agent connections by the login session they were opened with, so a logout closes them.
+    agent_sessions: DashMap<TokenDigest, Vec<ConnectionHandle>>,
     /// Connections of every role, for shutdown.
     all: DashMap<u64, ConnectionHandle>,
 }
@@ -275,8 +322,12 @@ impl Hub {
         self.all.insert(handle.id(), handle.clone());
     }
 
-    pub fn register_agent(&self, agent_id: u64, sites: &[String], handle: &ConnectionHandle) {
+    pub fn register_agent(&self, agent: AgentRegistration<'_>, handle: &ConnectionHandle) {
+        let AgentRegistration { agent_id, session, sites } = agent;
         push_unique(&mut self.agents.entry(agent_id).or_default(), handle);
+        if let Some(session) = session {
+            push_unique(&mut self.agent_sessions.entry(*session).or_default(), handle);
+        }
         for site in sites {
             push_unique(&mut self.site_agents.entry(site.clone()).or_default(), handle);
         }
@@ -293,7 +344,7 @@ impl Hub {
         &self,
         handle: &ConnectionHandle,
         visitor_id: Option<u64>,
-        agent: Option<(u64, &[String])>,
+        agent: Option<AgentRegistration<'_>>,
         conversations: impl Iterator<Item = u64>,
     ) {
         for conversation_id in conversations {
@@ -302,8 +353,11 @@ impl Hub {
         if let Some(visitor_id) = visitor_id {
             remove_from(&self.visitors, &visitor_id, handle);
         }
-        if let Some((agent_id, sites)) = agent {
+        if let Some(AgentRegistration { agent_id, session, sites }) = agent {
             remove_from(&self.agents, &agent_id, handle);
+            if let Some(session) = session {
+                remove_from(&self.agent_sessions, session, handle);
+            }
             for site in sites {
                 remove_from(&self.site_agents, site, handle);
             }
@@ -326,6 +380,19 @@ impl Hub {
 
     pub fn agent_connections(&self, agent_id: u64) -> Vec<ConnectionHandle> {
         self.agents.get(&agent_id).map(|entry| entry.clone()).unwrap_or_default()
+    }
+
+    /// Closes the connections an [`AccessEnded`] names, each after an error frame saying why.
+    pub fn end_access(&self, ended: &AccessEnded) {
+        let connections = match &ended.session {
+            Some(session) => self.agent_sessions.get(session).map(|entry| entry.clone()).unwrap_or_default(),
+            None => self.agent_connections(ended.agent_id),
+        };
+        let (code, message) = ended.reason.close();
+        let frame = ServerFrame::Error { code: ErrorCode::Forbidden, message, client_id: None }.encode();
+        for connection in connections {
+            connection.request_close(code, frame.clone());
+        }
     }
 
     pub fn site_agent_connections(&self, site: &str) -> Vec<ConnectionHandle> {
@@ -576,6 +643,7 @@ fn dispatch(hub: &Hub, epoch: u64, event: CommittedEvent, activity: &mut SiteAct
             return Some(RoutingEvent::Conversation { event, conversation });
         }
         CommittedEvent::OfflineMessage(_) | CommittedEvent::Rated { .. } => {}
+        CommittedEvent::AccessEnded(ended) => hub.end_access(&ended),
         CommittedEvent::Read { conversation_id, reader, seq } => {
             let frame = ServerFrame::Read { conversation_id, reader, seq }.encode();
             for connection in hub.subscribers(conversation_id) {

@@ -15,7 +15,7 @@ use redb::ReadableTable;
 
 use crate::agents::{self, Agent, Role as AgentRole};
 use crate::conversations::{self, AssignWhen, Conversation, ConversationError};
-use crate::delivery::{CommittedEvent, ConnectionHandle, Outbound, OutboundReceiver};
+use crate::delivery::{AgentRegistration, CommittedEvent, ConnectionHandle, Outbound, OutboundReceiver};
 use crate::messages::{self, NewMessage, Target};
 use crate::principal::Principal;
 use crate::protocol::{
@@ -23,7 +23,7 @@ use crate::protocol::{
     close_code,
 };
 use crate::routing::RoutingEvent;
-use crate::secrets;
+use crate::secrets::{self, TokenDigest};
 use crate::sensitive_words::Filtered;
 use crate::server::AppState;
 use crate::sites::{self, SiteRuntime};
@@ -102,10 +102,21 @@ impl FrameSink for Vec<(Option<u64>, Bytes)> {
     }
 }
 
-/// The last sequence number written to the client, per subscribed conversation.
+/// Where the client stands in one subscribed conversation.
 struct Cursor {
     conversation_id: u64,
+    /// Live frames at or below this sequence number are not written (the client has them, or
+    /// was told about them in `welcome`, or a replay covered them).
     last_seq: u64,
+    /// The highest sequence number this connection has actually written (0 for none), so a
+    /// second `resume` of the same conversation replays nothing twice.
+    written_through: u64,
+}
+
+impl Cursor {
+    fn new(conversation_id: u64, last_seq: u64) -> Cursor {
+        Cursor { conversation_id, last_seq, written_through: 0 }
+    }
 }
 
 pub struct Session {
@@ -114,7 +125,13 @@ pub struct Session {
     handle: ConnectionHandle,
     /// Site keys the connection is registered under for site-wide events (agents).
     agent_sites: Vec<String>,
+    /// The login session an agent's connection was opened with (boxed: visitors have none), so
+    /// a logout closes exactly its connections.
+    agent_session: Option<Box<TokenDigest>>,
     cursors: Vec<Cursor>,
+    /// Conversations the server subscribed this connection to (an assignment) whose messages so
+    /// far it still has to send; [`Session::replay_subscribed`] sends them.
+    pending_replays: Vec<u64>,
     typing_sent: Vec<(u64, Instant)>,
 }
 
@@ -141,14 +158,16 @@ impl Session {
             Entry::Visitor { peer, user_agent, .. } => Some((*peer, user_agent.clone())),
             Entry::Agent { .. } => None,
         };
-        let principal = authenticate(&app, entry, hello.token.as_deref()).await?;
+        let (principal, agent_session) = authenticate(&app, entry, hello.token.as_deref()).await?;
         let store = app.store.clone();
         let mut session = Session {
             app: app.clone(),
             principal,
             handle,
             agent_sites: Vec::new(),
+            agent_session: agent_session.map(Box::new),
             cursors: Vec::new(),
+            pending_replays: Vec::new(),
             typing_sent: Vec::new(),
         };
         let internal_error = |error: StorageError| {
@@ -187,7 +206,21 @@ impl Session {
                         .collect(),
                     AgentRole::Agent => agent.sites.clone(),
                 };
-                app.hub.register_agent(agent.id, &session.agent_sites, &session.handle);
+                app.hub.register_agent(session.agent_registration().expect("an agent session"), &session.handle);
+                // A logout, password change or disabling that committed after the token was
+                // checked and before the registration found no connection to close: check again.
+                if let Some(digest) = session.agent_session.as_deref().copied() {
+                    let now = crate::clock::now_millis();
+                    let still_valid = store
+                        .read(move |transaction| agents::authenticate(transaction, &digest, now))
+                        .await
+                        .map_err(internal_error)?
+                        .is_some_and(|current| current.role == agent.role && current.sites == agent.sites);
+                    if !still_valid {
+                        app.hub.unregister(&session.handle, None, session.agent_registration(), std::iter::empty());
+                        return Err(CloseReason::new(close_code::UNAUTHENTICATED, "unknown or expired token"));
+                    }
+                }
                 let agent = agent.clone();
                 let read_open = move |transaction: &redb::ReadTransaction| {
                     Ok(conversations::list_open(transaction)?
@@ -210,7 +243,7 @@ impl Session {
             let subscribed = session.principal.is_visitor()
                 || conversation.assigned_agent.is_some() && conversation.assigned_agent == agent_id;
             if subscribed {
-                session.cursors.push(Cursor { conversation_id: conversation.id, last_seq: conversation.last_seq });
+                session.cursors.push(Cursor::new(conversation.id, conversation.last_seq));
             }
         }
 
@@ -252,6 +285,15 @@ impl Session {
         Ok((session, frames))
     }
 
+    /// How this connection is registered as an agent's; `None` for visitors.
+    fn agent_registration(&self) -> Option<AgentRegistration<'_>> {
+        self.agent_id().map(|agent_id| AgentRegistration {
+            agent_id,
+            session: self.agent_session.as_deref(),
+            sites: &self.agent_sites,
+        })
+    }
+
     fn agent_id(&self) -> Option<u64> {
         match &self.principal {
             Principal::Agent(agent) => Some(agent.id),
@@ -288,8 +330,10 @@ impl Session {
     }
 
     /// Handles `first` from the connection's outbound queue and whatever else is queued, up to
-    /// [`FLUSH_FRAMES`] frames to write in one flush. An overflowed queue closes the connection:
-    /// the client reconnects and resumes.
+    /// [`FLUSH_FRAMES`] frames to write in one flush. An overflowed queue closes the connection
+    /// (the client reconnects and resumes), and so does a close someone requested
+    /// ([`ConnectionHandle::request_close`]) once its last frame is in `out`; only in the second
+    /// case is `out` worth writing before the close.
     pub fn take_outbound(
         &mut self,
         first: Outbound,
@@ -302,13 +346,21 @@ impl Session {
             return Err(too_slow());
         }
         self.on_outbound(first, out);
-        while out.n_frames() < FLUSH_FRAMES {
+        // A pending replay must be written before any live frame queued behind it.
+        while out.n_frames() < FLUSH_FRAMES && self.pending_replays.is_empty() {
             match queue.try_recv() {
                 Some(queued) => self.on_outbound(queued, out),
                 None => break,
             }
         }
-        if handle.overflowed() { Err(too_slow()) } else { Ok(()) }
+        if handle.overflowed() {
+            return Err(too_slow());
+        }
+        match handle.close_requested() {
+            // A block or an end of the agent's rights: the last frame (the reason) is in `out`.
+            Some(code) => Err(CloseReason::new(code, "closed by the server")),
+            None => Ok(()),
+        }
     }
 
     /// Handles one item from the connection's outbound queue.
@@ -319,15 +371,34 @@ impl Session {
                 Some(cursor) if seq <= cursor.last_seq => {}
                 Some(cursor) => {
                     cursor.last_seq = seq;
+                    cursor.written_through = seq;
                     out.push_sequenced(conversation_id, frame);
                 }
                 None => out.push_sequenced(conversation_id, frame),
             },
             Outbound::Subscribed { conversation_id, last_seq } => {
-                if self.cursor_mut(conversation_id).is_none() {
-                    self.cursors.push(Cursor { conversation_id, last_seq });
+                if self.cursor_mut(conversation_id).is_some() || self.pending_replays.contains(&conversation_id) {
+                } else if last_seq == 0 {
+                    self.cursors.push(Cursor::new(conversation_id, 0));
+                } else {
+                    // Assigned with messages already in it: send them before anything live.
+                    self.pending_replays.push(conversation_id);
                 }
             }
+        }
+    }
+
+    /// Whether [`Session::replay_subscribed`] has something to send.
+    pub fn has_pending_replays(&self) -> bool {
+        !self.pending_replays.is_empty()
+    }
+
+    /// Sends the messages so far of conversations the server subscribed this connection to, each
+    /// followed by `replayed` (or `reset`), exactly as a `resume` from 0 would.
+    pub async fn replay_subscribed(&mut self, out: &mut impl FrameSink) {
+        let epoch = self.app.store.epoch();
+        for conversation_id in std::mem::take(&mut self.pending_replays) {
+            self.resume(ResumePoint { conversation_id, last_seq: 0, epoch }, out).await;
         }
     }
 
@@ -337,11 +408,10 @@ impl Session {
             Principal::Visitor(visitor) => Some(visitor.id),
             Principal::Agent(_) | Principal::ApiToken(_) => None,
         };
-        let agent = self.agent_id().map(|id| (id, self.agent_sites.as_slice()));
         self.app.hub.unregister(
             &self.handle,
             visitor_id,
-            agent,
+            self.agent_registration(),
             self.cursors.iter().map(|cursor| cursor.conversation_id),
         );
         if let Some(agent_id) = self.agent_id() {
@@ -512,30 +582,47 @@ impl Session {
         let epoch = self.app.store.epoch();
         let replay_limit = self.app.config.limits.replay_limit;
         let epoch_changed = point.epoch != epoch && point.last_seq > 0;
+        // What this connection wrote already is never sent twice, whatever the client names.
+        let written_through = self.cursor_mut(conversation_id).map_or(0, |cursor| cursor.written_through);
         let read = self
             .app
             .store
             .read(move |transaction| {
                 let conversation = conversations::get(transaction, conversation_id)?
                     .ok_or_else(|| StorageError::Corrupt("conversation vanished".into()))?;
-                let too_far = conversation.last_seq.saturating_sub(point.last_seq) > replay_limit as u64;
-                let missed = if epoch_changed || too_far {
+                let ahead = point.last_seq > conversation.last_seq;
+                let from = point.last_seq.max(written_through);
+                let too_far = conversation.last_seq.saturating_sub(from) > replay_limit as u64;
+                let missed = if epoch_changed || too_far || ahead {
                     Vec::new()
                 } else {
-                    messages::page_after(transaction, conversation_id, point.last_seq, replay_limit)?
+                    messages::page_after(transaction, conversation_id, from, replay_limit)?
                 };
-                Ok((conversation, too_far, missed))
+                Ok((conversation, ahead, too_far, missed))
             })
             .await;
-        let (conversation, too_far, missed) = match read {
+        let (conversation, ahead, too_far, missed) = match read {
             Ok(read) => read,
             Err(error) => {
                 tracing::error!(%error, "resume read failed");
                 return out.push(error_frame(ErrorCode::Internal, "internal error", None));
             }
         };
-        let (last_written, reason) = if epoch_changed || too_far {
-            (conversation.last_seq, Some(if epoch_changed { "epoch_changed" } else { "too_far_behind" }))
+        let (last_written, reason) = if epoch_changed || too_far || ahead {
+            // The client's position is unusable: it reloads history, and live frames after the
+            // conversation's real last seq reach it (never withheld for a number it made up).
+            let reason = if epoch_changed {
+                "epoch_changed"
+            } else if ahead {
+                "ahead_of_server"
+            } else {
+                "too_far_behind"
+            };
+            if let Some(cursor) = self.cursor_mut(conversation_id) {
+                cursor.last_seq = conversation.last_seq;
+                cursor.written_through = cursor.written_through.max(conversation.last_seq);
+            }
+            (conversation.last_seq, Some(reason))
         } else {
             let is_visitor = self.principal.is_visitor();
             for (seq, record) in &missed {
@@ -546,11 +633,17 @@ impl Session {
                     );
                 }
             }
-            (missed.last().map(|(seq, _)| *seq).unwrap_or(point.last_seq).max(point.last_seq), None)
+            let from = point.last_seq.max(written_through);
+            (missed.last().map(|(seq, _)| *seq).unwrap_or(from).max(from), None)
         };
         match self.cursor_mut(conversation_id) {
-            Some(cursor) => cursor.last_seq = cursor.last_seq.max(last_written),
-            None => self.cursors.push(Cursor { conversation_id, last_seq: last_written }),
+            Some(cursor) => {
+                cursor.last_seq = cursor.last_seq.max(last_written);
+                cursor.written_through = cursor.written_through.max(last_written);
+            }
+            None => {
+                self.cursors.push(Cursor { conversation_id, last_seq: last_written, written_through: last_written })
+            }
         }
         let frame = match reason {
             Some(reason) => {
@@ -726,7 +819,12 @@ pub fn error_frame(code: ErrorCode, message: &str, client_id: Option<&str>) -> B
     ServerFrame::Error { code, message, client_id }.encode()
 }
 
-async fn authenticate(app: &AppState, entry: Entry, token: Option<&str>) -> Result<Principal, CloseReason> {
+/// The principal a hello authenticates, and for an agent the login session it used.
+async fn authenticate(
+    app: &AppState,
+    entry: Entry,
+    token: Option<&str>,
+) -> Result<(Principal, Option<TokenDigest>), CloseReason> {
     let unauthenticated = || CloseReason::new(close_code::UNAUTHENTICATED, "unknown or expired token");
     let now = crate::clock::now_millis();
     match entry {
@@ -743,7 +841,7 @@ async fn authenticate(app: &AppState, entry: Entry, token: Option<&str>) -> Resu
             if visitor.blocked {
                 return Err(CloseReason::new(close_code::FORBIDDEN, "blocked"));
             }
-            Ok(Principal::Visitor(visitor))
+            Ok((Principal::Visitor(visitor), None))
         }
         Entry::Agent { cookie_token } => {
             let token = token
@@ -758,12 +856,15 @@ async fn authenticate(app: &AppState, entry: Entry, token: Option<&str>) -> Resu
                 .await
                 .map_err(|_| CloseReason::new(close_code::INTERNAL, "internal error"))?
                 .ok_or_else(unauthenticated)?;
-            Ok(Principal::Agent(agent))
+            Ok((Principal::Agent(agent), Some(digest)))
         }
     }
 }
 
-/// A token bucket: `rate` frames per second, bursts up to `burst`.
+/// A token bucket: `rate` frames per second, bursts up to `burst`. The transports pace a
+/// connection's reading with it ([`RateLimiter::pace`]): a frame over the rate is read later, not
+/// refused, so a client resending its offline queue gets every frame through in order and a flood
+/// costs the server nothing but the client's own TCP window.
 pub struct RateLimiter {
     tokens: f32,
     last_refill: Instant,
@@ -793,5 +894,12 @@ impl RateLimiter {
     pub fn time_to_next(&self) -> Duration {
         let missing = (1.0 - self.tokens).max(0.0);
         Duration::from_secs_f32(missing / self.rate.max(f32::MIN_POSITIVE))
+    }
+
+    /// Takes one token, waiting for it when the bucket is empty (at most about `1 / rate`).
+    pub async fn pace(&mut self) {
+        while !self.allow() {
+            tokio::time::sleep(self.time_to_next().max(Duration::from_millis(1))).await;
+        }
     }
 }

@@ -9,7 +9,6 @@ use axum::response::Response;
 use super::form::FieldErrors;
 use super::{AdminPost, AdminUser, Directory, Layout, Notice, directory, done, internal_error, not_found, render};
 use crate::agents::{self, Agent, AgentChanges, AgentError, NewAgent, Role};
-use crate::protocol::{ErrorCode, close_code};
 use crate::routing::RoutingEvent;
 use crate::server::AppState;
 use crate::sites::Site;
@@ -275,19 +274,6 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
         app.router.send(RoutingEvent::TeamChanged { team }).await;
     }
     app.router.send(RoutingEvent::AgentChanged { agent: agent.clone() }).await;
-    // Live connections carry the rights they were opened with: end them so they reconnect
-    // with the new ones (or, disabled, cannot).
-    if agent.disabled != before.disabled || agent.sites != before.sites || agent.role != before.role {
-        let (code, message) = if agent.disabled {
-            (close_code::FORBIDDEN, "your account was disabled")
-        } else {
-            (close_code::RESTARTING, "your account changed; reconnect")
-        };
-        let frame = crate::session::error_frame(ErrorCode::Forbidden, message, None);
-        for connection in app.hub.agent_connections(id) {
-            connection.request_close(code, frame.clone());
-        }
-    }
     let detail = format!(
         "name {:?}, role {:?}, capacity {}, sites {:?}, disabled {}",
         agent.name, agent.role, agent.capacity, agent.sites, agent.disabled
@@ -319,10 +305,6 @@ pub async fn reset_password(State(app): State<AppState>, Path(id): Path<u64>, po
         Err(error) => return internal_error(error),
     }
     post.admin.audit(&app, "agent.reset_password", &agent.email, "sessions ended".into()).await;
-    let frame = crate::session::error_frame(ErrorCode::Forbidden, "your password was changed; log in again", None);
-    for connection in app.hub.agent_connections(id) {
-        connection.request_close(close_code::FORBIDDEN, frame.clone());
-    }
     let notice = Some("Password changed; the agent's sessions have ended.".to_owned());
     let page = edit_page(&post.admin, notice, agent, form, FieldErrors::default(), directory, Some(password));
     render(StatusCode::OK, &page)

@@ -54,9 +54,6 @@ const MAX_CLIENT_BIDI_STREAMS: u32 = 8;
 /// How long a closing connection waits for its streams to deliver their last frames (goaway).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Frames over the rate limit in a row before the connection is closed.
-const MAX_RATE_LIMITED_FRAMES: u32 = 100;
-
 /// Which encoding a connection speaks, from its ALPN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
@@ -270,7 +267,6 @@ async fn serve_connection(
     let mut readers = JoinSet::new();
     readers.spawn(read_stream(control_recv, inbound_sender.clone(), max_frame));
     let mut rate = RateLimiter::new(limits.frames_per_second, limits.frame_burst);
-    let mut n_rate_limited = 0u32;
 
     let close_reason: Option<CloseReason> = loop {
         if let Err(reason) = writers.route(&mut out) {
@@ -293,15 +289,9 @@ async fn serve_connection(
             },
             frame = inbound.recv() => match frame {
                 Some(Inbound::Frame(frame)) => {
-                    if !rate.allow() {
-                        n_rate_limited += 1;
-                        if n_rate_limited > MAX_RATE_LIMITED_FRAMES {
-                            break Some(CloseReason::new(close_code::RATE_LIMITED, "too many frames"));
-                        }
-                        out.push((None, error_frame(ErrorCode::RateLimited, "too many frames; slow down", None)));
-                        continue;
-                    }
-                    n_rate_limited = 0;
+                    // Over the rate, the frame waits; the readers' bounded queue then holds the
+                    // client back through QUIC flow control.
+                    rate.pace().await;
                     match frame_text(encoding, &frame) {
                         Ok(text) => session.on_frame(&text, &mut out).await,
                         Err(error) => out.push((None, error_frame(error.code, &error.message, error.client_id.as_deref()))),
@@ -312,7 +302,14 @@ async fn serve_connection(
             },
             queued = outbound.recv() => {
                 if let Err(reason) = session.take_outbound(queued, &mut outbound, &handle, &mut out) {
+                    if reason.code != close_code::SLOW_CONSUMER {
+                        // The last frame (why) goes out, drained below, before the close.
+                        let _ = writers.route(&mut out);
+                    }
                     break Some(reason);
+                }
+                if session.has_pending_replays() {
+                    session.replay_subscribed(&mut out).await;
                 }
             }
         }
@@ -320,8 +317,9 @@ async fn serve_connection(
     session.finish().await;
     readers.abort_all();
     if let Some(reason) = close_reason {
-        if reason.code == close_code::RESTARTING {
-            // Let the goaway reach the client before the close discards unsent stream data.
+        if reason.code != close_code::SLOW_CONSUMER {
+            // Let the last frames (a goaway, the reason for a close) reach the client before the
+            // close discards unsent stream data; a slow consumer would not read them.
             writers.drain().await;
         }
         close(&connection, &reason);

@@ -33,16 +33,14 @@ const READ_BUFFER_BYTES: usize = 512;
 /// Write buffer per connection before a flush is forced.
 const WRITE_BUFFER_BYTES: usize = 1024;
 
-/// How long one write to a client may take before the client counts as gone.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the close frame to a slow consumer may take to go out (after its write timed out)
+/// before the connection is dropped without one.
+const SLOW_CONSUMER_CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a closing connection waits for the client to answer its close frame. Until then it
 /// reads and drops whatever the client still sends: a socket closed with unread input is reset,
 /// and a reset can discard the last frames (a `goaway`, the close) before they reach the client.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Frames over the rate limit in a row before the connection is closed.
-const MAX_RATE_LIMITED_FRAMES: u32 = 100;
 
 #[derive(Deserialize)]
 pub struct VisitorQuery {
@@ -110,8 +108,7 @@ fn upgrade_with(app: AppState, upgrade: WebSocketUpgrade, role: Role, entry: Ent
         .on_upgrade(move |socket| {
             // Boxed before the task starts, so the task's future never holds the opening's
             // state (the socket before the hello, the entry, the hello, the session's start).
-            let opening =
-                Box::pin(open(Connection { socket, last_activity: Instant::now() }, app.clone(), role, entry));
+            let opening = Box::pin(open(Connection::new(socket, &app.config.limits), app.clone(), role, entry));
             tasks.track_future(serve(opening, app, permit))
         })
         .into_response())
@@ -174,7 +171,6 @@ async fn serve(
     let _counted = crate::metrics::METRICS.connection_opened(crate::metrics::Transport::WebSocket, handle.role());
     let mut out: Vec<Bytes> = first_frames;
     let mut rate = RateLimiter::new(limits.frames_per_second, limits.frame_burst);
-    let mut n_rate_limited = 0u32;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(limits.heartbeat_secs));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.reset();
@@ -196,16 +192,10 @@ async fn serve(
                 connection.last_activity = Instant::now();
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
+                        // Over the rate, the frame waits (and so does reading the next one).
                         if !rate.allow() {
-                            n_rate_limited += 1;
-                            if n_rate_limited > MAX_RATE_LIMITED_FRAMES {
-                                break Ending::Close(CloseReason::new(close_code::RATE_LIMITED, "too many frames"));
-                            }
-                            let client_id = protocol::client_id_of(&text);
-                            out.push(error_frame(ErrorCode::RateLimited, "too many frames; slow down", client_id.as_deref()));
-                            continue;
+                            Box::pin(rate.pace()).await;
                         }
-                        n_rate_limited = 0;
                         // Boxed: a frame's handling (a send waits for its commit) is large, and an
                         // idle connection should not carry its state.
                         Box::pin(session.on_frame(&text, &mut out)).await;
@@ -219,11 +209,13 @@ async fn serve(
             }
             queued = outbound.recv() => {
                 if let Err(reason) = session.take_outbound(queued, &mut outbound, &handle, &mut out) {
+                    if reason.code != close_code::SLOW_CONSUMER {
+                        let _ = connection.write_all(&mut out).await;
+                    }
                     break Ending::Close(reason);
                 }
-                if let Some(code) = handle.close_requested() {
-                    let _ = connection.write_all(&mut out).await;
-                    break Ending::Close(CloseReason::new(code, "blocked"));
+                if session.has_pending_replays() {
+                    Box::pin(session.replay_subscribed(&mut out)).await;
                 }
             }
             _ = heartbeat.tick() => {
@@ -231,7 +223,7 @@ async fn serve(
                     break Ending::Close(CloseReason::new(close_code::IDLE_TIMEOUT, "idle too long"));
                 }
                 // Boxed: a ping every heartbeat is rare next to the time a connection idles.
-                if !Box::pin(connection.send_one(Message::Ping(Bytes::new()))).await {
+                if !Box::pin(connection.send_one(Message::Ping(Bytes::new()), connection.write_timeout)).await {
                     break Ending::Gone;
                 }
             }
@@ -242,7 +234,7 @@ async fn serve(
         Ending::Close(reason) => Box::pin(connection.close(reason)).await,
         // Sends the answer to the client's close, which tungstenite has queued.
         Ending::ClientClosed => {
-            let _ = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, connection.socket.flush())).await;
+            let _ = Box::pin(tokio::time::timeout(connection.write_timeout, connection.socket.flush())).await;
         }
         Ending::Gone => {}
     }
@@ -262,10 +254,21 @@ enum Ending {
 struct Connection {
     socket: WebSocket,
     last_activity: Instant,
+    /// How long one write may take (`limits.write_timeout_secs`).
+    write_timeout: Duration,
 }
 
 impl Connection {
-    /// Writes and flushes `frames`, emptying it.
+    fn new(socket: WebSocket, limits: &crate::config::LimitsConfig) -> Connection {
+        Connection {
+            socket,
+            last_activity: Instant::now(),
+            write_timeout: Duration::from_secs(limits.write_timeout_secs),
+        }
+    }
+
+    /// Writes and flushes `frames`, emptying it. A client that takes nothing for the write
+    /// timeout is a slow consumer: the close (4008) follows the frame already under way.
     async fn write_all(&mut self, frames: &mut Vec<Bytes>) -> Result<(), Option<CloseReason>> {
         let write = async {
             for frame in frames.drain(..) {
@@ -274,24 +277,28 @@ impl Connection {
             }
             self.socket.flush().await
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        let written = tokio::time::timeout(self.write_timeout, write).await;
+        frames.clear();
+        match written {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) | Err(_) => {
-                frames.clear();
-                Err(None)
-            }
+            Ok(Err(_)) => Err(None),
+            Err(_) => Err(Some(CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume"))),
         }
     }
 
     /// Sends one message; false when the client is gone or does not take it in time.
-    async fn send_one(&mut self, message: Message) -> bool {
-        matches!(tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(message)).await, Ok(Ok(())))
+    async fn send_one(&mut self, message: Message, patience: Duration) -> bool {
+        matches!(tokio::time::timeout(patience, self.socket.send(message)).await, Ok(Ok(())))
     }
 
-    /// Sends the close frame, then waits (briefly) for the client's answer to it.
+    /// Sends the close frame, then waits (briefly) for the client's answer to it. The frame goes
+    /// after whatever frame is still partly written, so the client never sees a cut frame; a slow
+    /// consumer gets longer for it, since its socket is full.
     async fn close(&mut self, reason: CloseReason) {
+        let patience =
+            if reason.code == close_code::SLOW_CONSUMER { SLOW_CONSUMER_CLOSE_GRACE } else { self.write_timeout };
         let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from(truncate_reason(&reason.reason)) };
-        if !self.send_one(Message::Close(Some(frame))).await {
+        if !self.send_one(Message::Close(Some(frame)), patience).await {
             return;
         }
         let answered = async {

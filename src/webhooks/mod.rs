@@ -247,7 +247,7 @@ fn describe(
             "conversation.rated",
             json!({ "conversation_id": conversation.id, "rating": conversation.rating }),
         )),
-        CommittedEvent::Duplicate { .. } | CommittedEvent::Read { .. } => None,
+        CommittedEvent::Duplicate { .. } | CommittedEvent::Read { .. } | CommittedEvent::AccessEnded(_) => None,
     })
 }
 

@@ -29,17 +29,13 @@ async fn an_unsigned_claim_stays_a_label_of_the_callers_own_visitor() {
     assert_ne!(attacker["visitor_id"], owner["visitor_id"]);
     assert_ne!(attacker["token"], owner["token"]);
     let (_, own_token) = server.visitor_session(&site, None).await;
-    let with_token =
-        open_session(&server, json!({"site": site.key, "token": own_token, "user": {"id": "u-42"}})).await;
+    let with_token = open_session(&server, json!({"site": site.key, "token": own_token, "user": {"id": "u-42"}})).await;
     assert_ne!(with_token["visitor_id"], owner["visitor_id"]);
     assert_eq!(with_token["token"], own_token.as_str(), "the caller keeps their own visitor");
 
     for token in [attacker["token"].as_str().unwrap(), own_token.as_str()] {
-        let mut socket = crate::support::Client::connect(
-            &server.ws_url(&format!("/ws/visitor?site={}", site.key)),
-            None,
-        )
-        .await;
+        let mut socket =
+            crate::support::Client::connect(&server.ws_url(&format!("/ws/visitor?site={}", site.key)), None).await;
         socket.send(json!({"type": "hello", "token": token})).await;
         let welcome = socket.expect("welcome").await;
         assert_eq!(welcome["conversations"], json!([]), "no conversation of u-42 is visible: {welcome}");
