@@ -710,8 +710,11 @@ mod tests {
         let hub = Hub::new();
         let (shop_agent, mut shop_queue) = ConnectionHandle::new(Role::Agent, 8);
         let (other_agent, mut other_queue) = ConnectionHandle::new(Role::Agent, 8);
-        hub.register_agent(1, &["shop".to_owned()], &shop_agent);
-        hub.register_agent(2, &["other".to_owned()], &other_agent);
+        hub.register_agent(AgentRegistration { agent_id: 1, session: None, sites: &["shop".to_owned()] }, &shop_agent);
+        hub.register_agent(
+            AgentRegistration { agent_id: 2, session: None, sites: &["other".to_owned()] },
+            &other_agent,
+        );
         let item = |conversation_id, seq| ActivityItem {
             conversation_id,
             seq,
@@ -748,7 +751,7 @@ mod tests {
     fn many_waiting_items_are_split_into_frames_of_at_most_a_hundred() {
         let hub = Hub::new();
         let (agent, mut queue) = ConnectionHandle::new(Role::Agent, 8);
-        hub.register_agent(1, &["shop".to_owned()], &agent);
+        hub.register_agent(AgentRegistration { agent_id: 1, session: None, sites: &["shop".to_owned()] }, &agent);
         let mut activity = SiteActivity::default();
         for seq in 1..=250 {
             activity.add(

@@ -13,6 +13,7 @@ mod identity;
 mod kb_eval;
 mod moderation;
 mod operations;
+mod protocol_edges;
 mod quic;
 mod reports;
 mod revocation;
