@@ -145,6 +145,9 @@ pub enum Outbound {
     /// A frame with a place in a conversation's sequence (a message or the sender's ack);
     /// the connection writes it only if it is newer than what it has already written.
     Sequenced { conversation_id: u64, seq: u64, frame: Bytes },
+    /// The sender's own `ack`: it has a place in the sequence like a message, but the
+    /// connection was not sent the `message` itself (a later `resume` may ask for it).
+    Ack { conversation_id: u64, seq: u64, frame: Bytes },
     /// Any other frame.
     Frame(Bytes),
     /// The server subscribed the connection to a conversation whose messages up to `last_seq`
@@ -563,7 +566,7 @@ fn dispatch(hub: &Hub, epoch: u64, event: CommittedEvent, activity: &mut SiteAct
                     if Some(connection) == origin.as_ref() {
                         origin_reached = true;
                         let frame = ack.clone().expect("an origin always has an ack");
-                        connection.push(Outbound::Sequenced { conversation_id, seq, frame });
+                        connection.push(Outbound::Ack { conversation_id, seq, frame });
                     } else if !(record.internal && connection.role() == Role::Visitor) {
                         let frame = message_frame
                             .get_or_insert_with(|| {
@@ -575,7 +578,7 @@ fn dispatch(hub: &Hub, epoch: u64, event: CommittedEvent, activity: &mut SiteAct
                 }
             }
             if let (Some(origin), Some(ack), false) = (&origin, ack, origin_reached) {
-                origin.push(Outbound::Sequenced { conversation_id, seq, frame: ack });
+                origin.push(Outbound::Ack { conversation_id, seq, frame: ack });
             }
             crate::metrics::METRICS.messages.inc();
             crate::metrics::METRICS.delivery_latency.observe(
@@ -601,6 +604,12 @@ fn dispatch(hub: &Hub, epoch: u64, event: CommittedEvent, activity: &mut SiteAct
         CommittedEvent::Conversation { event, conversation } => {
             let view: ConversationView = conversation.view(epoch);
             let frame = ServerFrame::Conversation { event: event.name(), conversation: &view }.encode();
+            // The event first, then the subscription: a connection subscribed to a conversation
+            // with messages replays them, and its client should know the conversation by then.
+            for connection in hub.visitor_connections(conversation.visitor_id) {
+                connection.push(Outbound::Frame(frame.clone()));
+            }
+            hub.broadcast_to_site_agents(&conversation.site, || frame);
             match event {
                 ConversationEvent::Created => {
                     for connection in hub.visitor_connections(conversation.visitor_id) {
@@ -624,22 +633,11 @@ fn dispatch(hub: &Hub, epoch: u64, event: CommittedEvent, activity: &mut SiteAct
                 ConversationEvent::Queued { .. } => {}
                 ConversationEvent::Assigned { .. } => {
                     if let Some(agent_id) = conversation.assigned_agent {
-                        for connection in hub.agent_connections(agent_id) {
-                            if hub.subscribe(conversation.id, &connection) {
-                                connection.push(Outbound::Subscribed {
-                                    conversation_id: conversation.id,
-                                    last_seq: conversation.last_seq,
-                                });
-                            }
-                        }
+                        subscribe_agent(hub, agent_id, &conversation);
                     }
                 }
                 ConversationEvent::Closed { .. } | ConversationEvent::HandedOff => {}
             }
-            for connection in hub.visitor_connections(conversation.visitor_id) {
-                connection.push(Outbound::Frame(frame.clone()));
-            }
-            hub.broadcast_to_site_agents(&conversation.site, || frame);
             return Some(RoutingEvent::Conversation { event, conversation });
         }
         CommittedEvent::OfflineMessage(_) | CommittedEvent::Rated { .. } => {}

@@ -108,8 +108,9 @@ struct Cursor {
     /// Live frames at or below this sequence number are not written (the client has them, or
     /// was told about them in `welcome`, or a replay covered them).
     last_seq: u64,
-    /// The highest sequence number this connection has actually written (0 for none), so a
-    /// second `resume` of the same conversation replays nothing twice.
+    /// The highest sequence number this connection has written as a `message` (0 for none), so
+    /// a second `resume` of the same conversation replays nothing twice. The sender's own `ack`
+    /// does not count: a client may resume to get its own messages as `message` frames.
     written_through: u64,
 }
 
@@ -376,6 +377,14 @@ impl Session {
                 }
                 None => out.push_sequenced(conversation_id, frame),
             },
+            // An ack is never dropped, even behind a replay that wrote its message: the sender
+            // waits for it by client_id.
+            Outbound::Ack { conversation_id, seq, frame } => {
+                if let Some(cursor) = self.cursor_mut(conversation_id) {
+                    cursor.last_seq = cursor.last_seq.max(seq);
+                }
+                out.push_sequenced(conversation_id, frame);
+            }
             Outbound::Subscribed { conversation_id, last_seq } => {
                 if self.cursor_mut(conversation_id).is_some() || self.pending_replays.contains(&conversation_id) {
                 } else if last_seq == 0 {
@@ -620,7 +629,6 @@ impl Session {
             };
             if let Some(cursor) = self.cursor_mut(conversation_id) {
                 cursor.last_seq = conversation.last_seq;
-                cursor.written_through = cursor.written_through.max(conversation.last_seq);
             }
             (conversation.last_seq, Some(reason))
         } else {
@@ -636,14 +644,14 @@ impl Session {
             let from = point.last_seq.max(written_through);
             (missed.last().map(|(seq, _)| *seq).unwrap_or(from).max(from), None)
         };
+        // A reset wrote nothing: the client reloads history, and may still resume later.
+        let written_through = if reason.is_none() { last_written } else { 0 };
         match self.cursor_mut(conversation_id) {
             Some(cursor) => {
                 cursor.last_seq = cursor.last_seq.max(last_written);
-                cursor.written_through = cursor.written_through.max(last_written);
+                cursor.written_through = cursor.written_through.max(written_through);
             }
-            None => {
-                self.cursors.push(Cursor { conversation_id, last_seq: last_written, written_through: last_written })
-            }
+            None => self.cursors.push(Cursor { conversation_id, last_seq: last_written, written_through }),
         }
         let frame = match reason {
             Some(reason) => {

@@ -229,6 +229,8 @@ async fn handoff_by_frame_and_an_agent_taking_over_stop_the_bot() {
     let mut admin_socket = server.agent(&admin).await;
     admin_socket.send(json!({"type": "take", "conversation_id": second_id})).await;
     conversation_event(&mut admin_socket, "assigned", second_id).await;
+    let so_far = admin_socket.expect_replayed(second_id).await;
+    assert_eq!(so_far[0]["text"], "how much is shipping", "the agent gets the transcript with the conversation");
     second.say(None, "w-2", "how do I reset my password").await;
     assert_eq!(admin_socket.expect("message").await["text"], "how do I reset my password");
     admin_socket.say(Some(second_id), "a-1", "I'm here.").await;

@@ -29,7 +29,7 @@ async fn visitor_and_agent_chat_in_real_time_across_two_visitor_tabs() {
     assert_eq!(seen["text"], "Hello, is anyone there?");
     assert_eq!(seen["sender"]["kind"], "visitor");
 
-    // Routing assigns the conversation to the only agent online, who catches up with resume.
+    // Routing assigns the conversation to the only agent online, who gets the messages so far.
     let assigned = loop {
         let event = agent.expect("conversation").await;
         if event["event"] == "assigned" {
@@ -38,11 +38,13 @@ async fn visitor_and_agent_chat_in_real_time_across_two_visitor_tabs() {
     };
     assert_eq!(assigned["conversation"]["id"], conversation_id);
     assert_eq!(assigned["conversation"]["last_seq"], 1);
+    let first = agent.expect("message").await;
+    assert_eq!(first["seq"], 1);
+    assert_eq!(agent.expect_next("replayed").await["last_seq"], 1);
+    // A resume from 0 now sends nothing twice.
     agent
         .send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 0, "epoch": server.epoch()}))
         .await;
-    let first = agent.expect_next("message").await;
-    assert_eq!(first["seq"], 1);
     assert_eq!(agent.expect_next("replayed").await["last_seq"], 1);
 
     let reply = agent.say(Some(conversation_id), "a-1", "Hi! How can I help?").await;

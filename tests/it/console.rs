@@ -180,6 +180,9 @@ async fn transfer_to_an_agent_carries_an_internal_note_the_visitor_never_sees() 
     .await;
     let event = conversation_event(&mut bob, conversation_id, "assigned").await;
     assert_eq!(event["conversation"]["assigned_agent"], bob_id);
+    // Bob gets the conversation so far (the visitor's message, then the note) with the transfer.
+    let first = bob.expect("message").await;
+    assert_eq!(first["text"], "refund?");
     let note = bob.expect("message").await;
     assert_eq!(note["text"], "VIP, wants a refund");
     assert_eq!(note["internal"], true);

@@ -222,22 +222,26 @@ async fn a_conversation_stream_the_client_stops_reading_does_not_hold_up_another
     for n in 1..=40 {
         visitors[0].say(Some(conversation_a), &format!("a-{n}"), &long_text).await;
     }
+    // The stream opens with the message the agent was assigned with, then `replayed`.
     let mut stream_a = agent.next_stream().await;
     let first_a = stream_a.next().await;
-    assert_eq!((first_a["conversation_id"].as_u64(), first_a["seq"].as_u64()), (Some(conversation_a), Some(2)));
+    assert_eq!((first_a["conversation_id"].as_u64(), first_a["seq"].as_u64()), (Some(conversation_a), Some(1)));
 
     // While A's stream is blocked by flow control, B's message arrives on its own stream.
     visitors[1].say(Some(conversation_b), "b-1", "urgent").await;
     let mut stream_b = agent.next_stream().await;
     let first_b = stream_b.next().await;
     assert_eq!(first_b["conversation_id"].as_u64(), Some(conversation_b));
-    assert_eq!(first_b["text"], "urgent");
+    assert_eq!(first_b["text"], "first");
+    assert_eq!(stream_b.next().await["type"], "replayed");
+    assert_eq!(stream_b.next().await["text"], "urgent");
     // Typing in A still reaches the agent: the control stream is not blocked either.
     visitors[0].send(json!({"type": "typing", "conversation_id": conversation_a, "active": true})).await;
     assert_eq!(agent.expect_control("typing").await["conversation_id"].as_u64(), Some(conversation_a));
 
     // A's frames were only waiting: all of them arrive, in order, once the agent reads.
-    for seq in 3..=41 {
+    assert_eq!(stream_a.next().await["type"], "replayed");
+    for seq in 2..=41 {
         let frame = stream_a.next().await;
         assert_eq!(frame["seq"].as_u64(), Some(seq));
     }

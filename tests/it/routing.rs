@@ -60,7 +60,8 @@ async fn conversations_go_to_the_least_busy_agent_with_room_and_wait_when_all_ar
     ann.send(json!({"type": "close", "conversation_id": conversation_ids[0]})).await;
     let event = assigned_to(&mut ann, waiting_id).await;
     assert_eq!(event["conversation"]["assigned_agent"], ann_id);
-    // Ann now receives the waiting visitor's messages live.
+    // Ann gets what the waiting visitor wrote so far, then their messages live.
+    assert!(!ann.expect_replayed(waiting_id).await.is_empty());
     fourth.say(None, "v-5", "thanks").await;
     let message = ann.expect("message").await;
     assert_eq!(message["conversation_id"], waiting_id);

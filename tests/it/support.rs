@@ -352,6 +352,20 @@ impl Client {
         }
     }
 
+    /// Skips frames until the `replayed` of a conversation (an assignment brings the messages so
+    /// far, then `replayed`); returns the messages skipped on the way.
+    pub async fn expect_replayed(&mut self, conversation_id: u64) -> Vec<Value> {
+        let mut messages = Vec::new();
+        loop {
+            let frame = self.next().await;
+            match frame["type"].as_str() {
+                Some("replayed") if frame["conversation_id"] == conversation_id => return messages,
+                Some("message") if frame["conversation_id"] == conversation_id => messages.push(frame),
+                _ => {}
+            }
+        }
+    }
+
     /// The next frame, which must be of type `kind`.
     pub async fn expect_next(&mut self, kind: &str) -> Value {
         let frame = self.next().await;
