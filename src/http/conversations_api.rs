@@ -203,9 +203,12 @@ pub enum SendAs {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessageRequest {
+    /// The message: not only spaces, at most `limits.max_text_chars` characters (4,000 by default).
+    #[schema(min_length = 1, pattern = r"\S")]
     text: String,
     /// Makes a retry safe: the same `client_id` from the same sender answers the first message.
-    /// A random one is made when left out.
+    /// A random one is made when left out. 1 to 64 printable ASCII characters.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[!-~]+$")]
     client_id: Option<String>,
     #[serde(default, rename = "as")]
     #[schema(rename = "as")]
