@@ -9,6 +9,7 @@ mod chat;
 mod console;
 mod crash;
 mod delivery;
+mod display_safety;
 mod documented_contract;
 mod kb_eval;
 mod moderation;
