@@ -40,6 +40,14 @@ function bdi(text) {
   return h('bdi', {}, text ?? '');
 }
 
+/**
+ * Someone's text inside a string where no element can go (an <option>, a notification): wrapped in
+ * first-strong isolate ... pop directional isolate, the text form of <bdi>.
+ */
+function isolated(text) {
+  return `\u2068${text ?? ''}\u2069`;
+}
+
 /** Bidi controls (embeddings, overrides, isolates, marks) that can make "gpj.exe" read "exe.jpg". */
 const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
@@ -385,7 +393,7 @@ function renderPane() {
   if (!c) return;
   $('pane-title').replaceChildren(bdi(c.visitor_name), ` · #${c.id}`);
   $('pane-title').title = c.visitor_name;
-  $('pane-status').replaceChildren(statusText(c), c.assigned_agent ? [` · ${t('held_by')} `, bdi(holderName(c))] : '');
+  $('pane-status').replaceChildren(statusText(c), ...(c.assigned_agent ? [` · ${t('held_by')} `, bdi(holderName(c))] : []));
   $('pane-typing').textContent = c.typingUntil > Date.now() ? t('typing') : '';
   $('act-take').hidden = c.status === 'closed' || c.assigned_agent === state.me.id;
   $('act-transfer').hidden = c.status === 'closed';
@@ -462,7 +470,7 @@ function onFrame(frame) {
         if (item.sender_kind === 'visitor') {
           const watching = c.id === state.active && !document.hidden && document.hasFocus();
           if (!watching && item.seq > c.read_seq) c.unread += 1;
-          if (!watching && (isMine(c) || c.status === 'queued')) notify(t('new_message'), `${c.visitor_name}: ${item.preview}`, c.id);
+          if (!watching && (isMine(c) || c.status === 'queued')) notify(t('new_message'), `${isolated(c.visitor_name)}: ${item.preview}`, c.id);
         }
       }
       renderLists();
@@ -602,10 +610,10 @@ function openTransfer() {
   const options = [];
   for (const agent of state.agents.values()) {
     if (agent.id === state.me.id || !(agent.role === 'admin' || agent.sites.includes(c.site))) continue;
-    options.push(h('option', { value: `agent:${agent.id}` }, `${t('agent_prefix')}: ${agent.name} (${t(agent.presence)})`));
+    options.push(h('option', { value: `agent:${agent.id}` }, `${t('agent_prefix')}: ${isolated(agent.name)} (${t(agent.presence)})`));
   }
   for (const team of state.teams.filter((team) => team.site === c.site)) {
-    options.push(h('option', { value: `team:${team.id}` }, `${t('team_prefix')}: ${team.name}`));
+    options.push(h('option', { value: `team:${team.id}` }, `${t('team_prefix')}: ${isolated(team.name)}`));
   }
   $('transfer-target').replaceChildren(...options);
   $('transfer-note').value = '';
