@@ -147,7 +147,7 @@ test('a right-to-left override in a name, a message or a file name stays inside 
   assert.equal(await bidiOf(page, '.tab-name'), 'isolate');
   // The holder's name in the status line is isolated too.
   await page.locator('#pane-status bdi', { hasText: 'bob' }).waitFor();
-  assert.match(await page.locator('#pane-status').textContent(), / · held by bob$/);
+  assert.match(await page.locator('#pane-status').textContent(), / · with bob$/);
   const bubble = page.locator('#messages .msg .bubble', { hasText: 'reversed text' });
   assert.equal(await bubble.evaluate((element) => getComputedStyle(element).unicodeBidi), 'isolate');
   assert.equal(await bubble.getAttribute('dir'), 'auto');
