@@ -119,6 +119,20 @@ pub fn clean_name(name: &str) -> Result<String, UploadError> {
     Ok(cleaned)
 }
 
+/// Bidi controls: marks, embeddings, overrides and isolates (U+061C, U+200E, U+200F,
+/// U+202A to U+202E, U+2066 to U+2069). A right-to-left override in "photo\u{202E}gpj.exe" shows
+/// as "photoexe.jpg".
+fn is_bidi_control(character: char) -> bool {
+    matches!(character, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A stored file name as it is shown and offered for saving (`Content-Disposition`): its bidi
+/// controls replaced by U+FFFD, so the extension a person reads is the real one. The stored name
+/// keeps them, as the uploader sent it.
+pub fn display_name(name: &str) -> String {
+    name.chars().map(|character| if is_bidi_control(character) { '\u{FFFD}' } else { character }).collect()
+}
+
 pub fn path_of(data_dir: &Path, id: &str) -> PathBuf {
     data_dir.join(UPLOADS_DIR).join(id)
 }
@@ -204,5 +218,12 @@ mod tests {
         assert_eq!(clean_name("C:\\Users\\a\\photo.png").unwrap(), "photo.png");
         assert!(clean_name("..").is_err());
         assert!(clean_name("  ").is_err());
+    }
+
+    #[test]
+    fn shown_names_lose_their_bidi_controls() {
+        assert_eq!(display_name("photo\u{202E}gpj.exe"), "photo\u{FFFD}gpj.exe");
+        assert_eq!(display_name("\u{2067}a\u{2069}\u{200F}b\u{061C}"), "\u{FFFD}a\u{FFFD}\u{FFFD}b\u{FFFD}");
+        assert_eq!(display_name("报价单 2026.pdf"), "报价单 2026.pdf");
     }
 }

@@ -125,6 +125,7 @@ pub async fn list_agents(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `queued`, `open` (the default: queued and assigned), `closed`, or `mine` (agents only).
+    #[param(pattern = "^(queued|open|closed|mine)$")]
     pub state: Option<String>,
     /// Only this site's conversations.
     pub site: Option<String>,
@@ -133,6 +134,7 @@ pub struct ListQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<u64>,
     /// 1 to 200; 50 when left out.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
 }
 
@@ -168,6 +170,7 @@ pub struct ListCounts {
 pub struct ConversationList {
     conversations: Vec<ListedConversation>,
     /// Pass as `cursor` for the next page; `null` at the end.
+    #[schema(required = true)]
     next_cursor: Option<u64>,
     counts: ListCounts,
 }

@@ -32,8 +32,9 @@ pub struct PageQuery {
     /// Messages with a sequence below this one (the `next_before` of the previous page);
     /// the newest when left out.
     before: Option<u64>,
-    /// 1 to 200; 50 when left out.
-    limit: Option<usize>,
+    /// How many messages, 50 when left out; more than 200 is read as 200.
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
 }
 
 /// One page of a conversation's history, oldest message first.
@@ -44,6 +45,7 @@ pub struct MessagePage {
     last_seq: u64,
     messages: Vec<MessageView>,
     /// Pass as `before` for the next older page; `null` at the start of the conversation.
+    #[schema(required = true)]
     next_before: Option<u64>,
 }
 
@@ -57,10 +59,7 @@ pub async fn messages(
     Path(conversation_id): Path<u64>,
     Query(query): Query<PageQuery>,
 ) -> Result<axum::Json<MessagePage>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::Unprocessable(format!("limit: must be 1 to {MAX_PAGE}")));
-    }
+    let limit = page_limit(query.limit)?;
     let is_visitor = principal.is_visitor();
     let conversation = served_conversation(&app, &principal, conversation_id).await?;
     let before = query.before;
@@ -81,6 +80,18 @@ pub async fn messages(
         .map(|(seq, record)| messages::message_view(conversation_id, *seq, record, epoch))
         .collect();
     Ok(axum::Json(MessagePage { conversation_id, epoch, last_seq: conversation.last_seq, messages, next_before }))
+}
+
+/// The number of messages a history page holds: `limit` clamped to [`MAX_PAGE`], as the docs
+/// promise "at most 200"; zero or a negative number is refused.
+fn page_limit(limit: Option<i64>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(limit) if limit < 1 => {
+            Err(ApiError::Unprocessable(format!("limit: must be at least 1 (at most {MAX_PAGE} are sent)")))
+        }
+        Some(limit) => Ok(usize::try_from(limit).unwrap_or(MAX_PAGE).min(MAX_PAGE)),
+    }
 }
 
 /// `GET /api/v1/conversations`: one page of the caller's conversations by state (see
@@ -192,9 +203,12 @@ pub enum SendAs {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessageRequest {
+    /// The message: not only spaces, at most `limits.max_text_chars` characters (4,000 by default).
+    #[schema(min_length = 1, pattern = r"\S")]
     text: String,
     /// Makes a retry safe: the same `client_id` from the same sender answers the first message.
-    /// A random one is made when left out.
+    /// A random one is made when left out. 1 to 64 printable ASCII characters.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[!-~]+$")]
     client_id: Option<String>,
     #[serde(default, rename = "as")]
     #[schema(rename = "as")]

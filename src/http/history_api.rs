@@ -25,40 +25,73 @@ const DEFAULT_LIMIT: usize = 20;
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
-    /// Words to find (required).
+    /// Words to find.
+    #[param(required = true, min_length = 1, pattern = r"\S")]
     q: Option<String>,
     /// Only this site's messages.
     site: Option<String>,
     /// Only conversations of this agent id.
+    #[param(value_type = Option<u64>)]
     agent: Option<String>,
     /// Only this visitor id's conversations.
+    #[param(value_type = Option<u64>)]
     visitor: Option<String>,
     /// From this day (YYYY-MM-DD, UTC).
+    #[param(value_type = Option<String>, format = Date)]
     from: Option<String>,
     /// Up to this day (YYYY-MM-DD, UTC).
+    #[param(value_type = Option<String>, format = Date)]
     to: Option<String>,
-    /// `queued`, `assigned` or `closed`.
+    /// Only conversations in this state.
+    #[param(value_type = Option<SearchState>, inline)]
     state: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]+$")]
     cursor: Option<String>,
     /// 1 to 100; 20 when left out.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+}
+
+/// The conversation states a search may be narrowed to (documentation only: the handler reads
+/// the text, so a wrong one gets a 422 that names it).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // Only its derived documentation is used.
+pub enum SearchState {
+    Queued,
+    Assigned,
+    Closed,
+}
+
+/// The export formats (documentation only, like [`SearchState`]).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // Only its derived documentation is used.
+pub enum ExportFormatName {
+    Csv,
+    Jsonl,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ExportParams {
-    /// First day (YYYY-MM-DD, UTC; required).
+    /// First day (YYYY-MM-DD, UTC).
+    #[param(required = true, value_type = String, format = Date)]
     from: Option<String>,
-    /// Last day (YYYY-MM-DD, UTC; required).
+    /// Last day (YYYY-MM-DD, UTC), not before `from`.
+    #[param(required = true, value_type = String, format = Date)]
     to: Option<String>,
     /// Only this site's messages.
     site: Option<String>,
     /// Only conversations of this agent id.
+    #[param(value_type = Option<u64>)]
     agent: Option<String>,
     /// `csv` (the default) or `jsonl`.
+    #[param(value_type = Option<ExportFormatName>, inline)]
     format: Option<String>,
     /// `true` starts a CSV with a byte-order mark (for spreadsheet programs).
+    #[param(value_type = Option<bool>)]
     bom: Option<String>,
 }
 

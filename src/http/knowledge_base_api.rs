@@ -25,10 +25,26 @@ use crate::sites;
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SiteQuery {
-    /// The site's key (required).
+    /// The site's key.
+    #[param(required = true, min_length = 1)]
     site: Option<String>,
-    /// `csv` or `markdown` (import and export only).
+    /// Read by import and export only, which document it in [`FileQuery`].
+    #[param(ignore)]
     format: Option<String>,
+}
+
+/// The query of import and export: [`SiteQuery`] with a required `format` (documentation only;
+/// the handlers read a [`SiteQuery`], so a missing field gets a 422 that names it).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Only its derived documentation is used.
+pub struct FileQuery {
+    /// The site's key.
+    #[param(min_length = 1)]
+    site: String,
+    /// `csv` or `markdown` (`md` is read as `markdown`).
+    #[param(pattern = "^(csv|markdown|md)$")]
+    format: String,
 }
 
 impl SiteQuery {
@@ -176,7 +192,7 @@ pub struct Imported {
 
 /// `POST /api/v1/kb/import?site=KEY&format=csv|markdown`: adds every entry of the file, or none.
 #[utoipa::path(post, path = "/api/v1/kb/import", tag = "knowledge base",
-    params(SiteQuery),
+    params(FileQuery),
     request_body(content = String, content_type = "text/csv", description = "CSV (question, answer, category) or Markdown (format=markdown)"),
     responses((status = 200, description = "How many entries were added", body = Imported), super::openapi::CommonErrors))]
 pub async fn import(
@@ -198,7 +214,7 @@ pub async fn import(
 
 /// `GET /api/v1/kb/export?site=KEY&format=csv|markdown`
 #[utoipa::path(get, path = "/api/v1/kb/export", tag = "knowledge base",
-    params(SiteQuery),
+    params(FileQuery),
     responses(
         (status = 200, description = "The site's entries as a file", content(
             (String = "text/csv"),

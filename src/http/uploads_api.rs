@@ -116,7 +116,8 @@ pub async fn fetch(
         header::CONTENT_TYPE,
         HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
-    let disposition = format!("{disposition}; filename*=UTF-8''{}", percent_encode(&upload.name));
+    let disposition =
+        format!("{disposition}; filename*=UTF-8''{}", percent_encode(&crate::uploads::display_name(&upload.name)));
     response_headers.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_str(&disposition).expect("percent-encoded names are ASCII"),

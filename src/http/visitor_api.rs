@@ -59,6 +59,9 @@ pub async fn open_session(
     headers: HeaderMap,
     Json(request): Json<SessionRequest>,
 ) -> Result<axum::Json<SessionResponse>, ApiError> {
+    if request.site.trim().is_empty() {
+        return Err(ApiError::Unprocessable("site: required (the site key from the embed snippet)".into()));
+    }
     let site = app.sites.get(&request.site).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
     let origin = headers.get("origin").and_then(|value| value.to_str().ok());
     if !site.site.allows_origin(origin, &super::own_origin(&headers)) {

@@ -200,7 +200,8 @@ pub struct SearchHit {
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchPage {
     pub hits: Vec<SearchHit>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

@@ -9,6 +9,8 @@ mod chat;
 mod console;
 mod crash;
 mod delivery;
+mod display_safety;
+mod documented_contract;
 mod identity;
 mod kb_eval;
 mod moderation;

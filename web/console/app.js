@@ -32,6 +32,30 @@ function h(tag, attrs = {}, ...children) {
   return element;
 }
 
+/**
+ * Text someone typed (a name, an email, a page title), inside running text: a <bdi> isolates its
+ * direction, so a right-to-left override in it cannot reorder the text around it.
+ */
+function bdi(text) {
+  return h('bdi', {}, text ?? '');
+}
+
+/**
+ * Someone's text inside a string where no element can go (an <option>, a notification): wrapped in
+ * first-strong isolate ... pop directional isolate, the text form of <bdi>.
+ */
+function isolated(text) {
+  return `\u2068${text ?? ''}\u2069`;
+}
+
+/** Bidi controls (embeddings, overrides, isolates, marks) that can make "gpj.exe" read "exe.jpg". */
+const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+/** A file name as it is shown: its bidi controls replaced, so the extension shown is the real one. */
+function shownFileName(name) {
+  return (name || 'file').replace(BIDI_CONTROLS, '\ufffd');
+}
+
 const state = {
   me: null,
   list: 'mine',
@@ -166,20 +190,20 @@ function renderRow(item) {
   if (item.visitor) {
     const v = item.visitor;
     return h('div', { class: 'row', 'data-visitor': v.visitor_id },
-      h('div', { class: 'top' }, h('span', { class: 'name' }, v.name),
+      h('div', { class: 'top' }, h('span', { class: 'name', dir: 'auto' }, v.name),
         h('span', { class: 'pill' }, v.returning ? t('returning') : t('new_visitor'))),
-      h('div', { class: 'preview' }, v.title || v.url),
-      h('div', { class: 'meta' }, `${v.browser} · ${v.ip}${v.referrer ? ` · ${v.referrer}` : ''}`),
+      h('div', { class: 'preview', dir: 'auto' }, v.title || v.url),
+      h('div', { class: 'meta' }, bdi(v.browser), ` · ${v.ip}`, v.referrer ? [' · ', bdi(v.referrer)] : null),
       h('button', { type: 'button', class: 'chat-visitor', onclick: (event) => { event.stopPropagation(); startChat(v.visitor_id); } }, t('chat')));
   }
   const c = item;
   return h('div', { class: `row${c.id === state.active ? ' active' : ''}`, 'data-conversation': c.id, onclick: () => openConversation(c.id) },
     h('div', { class: 'top' },
-      h('span', { class: 'name' }, c.visitor_name),
+      h('span', { class: 'name', dir: 'auto' }, c.visitor_name),
       h('span', { class: `pill ${c.status}` }, statusText(c)),
       c.unread > 0 && c.status !== 'closed' ? h('span', { class: 'badge' }, c.unread > 99 ? '99+' : c.unread) : null),
-    h('div', { class: 'preview' }, c.preview || ''),
-    h('div', { class: 'meta' }, `#${c.id}${c.assigned_agent ? ` · ${t('held_by')} ${holderName(c)}` : ''}`));
+    h('div', { class: 'preview', dir: 'auto' }, c.preview || ''),
+    h('div', { class: 'meta' }, `#${c.id}`, c.assigned_agent ? [` · ${t('held_by')} `, bdi(holderName(c))] : null));
 }
 
 async function loadOpenList() {
@@ -245,17 +269,18 @@ function renderMessage(m) {
   if (m.pending) classes.push('pending');
   let body;
   if (m.kind === 'image' && m.attachment?.url) {
-    body = h('a', { href: m.attachment.url, target: '_blank', rel: 'noopener' }, h('img', { src: m.attachment.url, alt: m.attachment.name ?? '' }));
+    body = h('a', { href: m.attachment.url, target: '_blank', rel: 'noopener' }, h('img', { src: m.attachment.url, alt: shownFileName(m.attachment.name) }));
   } else if (m.kind === 'file' && m.attachment?.url) {
-    body = h('a', { href: m.attachment.url, target: '_blank', rel: 'noopener', download: m.attachment.name ?? '' }, `📎 ${m.attachment.name ?? 'file'}`);
+    const name = shownFileName(m.attachment.name);
+    body = h('a', { href: m.attachment.url, target: '_blank', rel: 'noopener', download: name }, '📎 ', h('bdi', { class: 'file-name' }, name));
   } else {
     body = m.text;
   }
   const time = m.created_at ? new Date(m.created_at).toLocaleTimeString(language, { hour: '2-digit', minute: '2-digit' }) : '';
   const receipt = m.pending ? t('sending') : (kind === 'agent' && !m.internal && c && m.seq <= c.visitorRead ? `✓✓ ${t('read')}` : '');
   return h('div', { class: classes.join(' '), 'data-seq': m.seq ?? '' },
-    h('span', { class: 'who' }, `${m.internal ? `📝 ${t('internal_note')} · ` : ''}${m.sender?.name ?? ''} ${time} ${receipt}`),
-    h('div', { class: 'bubble' }, body));
+    h('span', { class: 'who' }, m.internal ? `📝 ${t('internal_note')} · ` : '', bdi(m.sender?.name), ` ${time} ${receipt}`),
+    h('div', { class: 'bubble', dir: 'auto' }, body));
 }
 
 function renderMessages(anchor = 'auto') {
@@ -357,7 +382,7 @@ function renderTabs() {
   $('tabs').replaceChildren(...state.open.map((id) => {
     const c = state.conversations.get(id);
     return h('button', { type: 'button', class: `tab${id === state.active ? ' active' : ''}`, 'data-tab': id, onclick: () => openConversation(id) },
-      c?.visitor_name ?? `#${id}`,
+      h('span', { class: 'tab-name', dir: 'auto' }, c?.visitor_name ?? `#${id}`),
       c?.unread ? h('span', { class: 'badge' }, c.unread) : null,
       h('span', { class: 'x', role: 'button', 'aria-label': 'close', onclick: (event) => { event.stopPropagation(); closePane(id); } }, '×'));
   }));
@@ -366,8 +391,9 @@ function renderTabs() {
 function renderPane() {
   const c = state.conversations.get(state.active);
   if (!c) return;
-  $('pane-title').textContent = `${c.visitor_name} · #${c.id}`;
-  $('pane-status').textContent = `${statusText(c)}${c.assigned_agent ? ` · ${t('held_by')} ${holderName(c)}` : ''}`;
+  $('pane-title').replaceChildren(bdi(c.visitor_name), ` · #${c.id}`);
+  $('pane-title').title = c.visitor_name;
+  $('pane-status').replaceChildren(statusText(c), ...(c.assigned_agent ? [` · ${t('held_by')} `, bdi(holderName(c))] : []));
   $('pane-typing').textContent = c.typingUntil > Date.now() ? t('typing') : '';
   $('act-take').hidden = c.status === 'closed' || c.assigned_agent === state.me.id;
   $('act-transfer').hidden = c.status === 'closed';
@@ -393,7 +419,7 @@ async function loadVisitorPanel(c) {
       [t('blocked'), profile.blocked ? t('yes') : t('no')],
       ...Object.entries(profile.attributes ?? {}).map(([key, value]) => [key, typeof value === 'string' ? value : JSON.stringify(value)]),
     ];
-    $('visitor-info').replaceChildren(...rows.flatMap(([key, value]) => [h('dt', {}, key), h('dd', {}, value)]));
+    $('visitor-info').replaceChildren(...rows.flatMap(([key, value]) => [h('dt', { dir: 'auto' }, key), h('dd', { dir: 'auto' }, value)]));
     $('visitor-history').replaceChildren(...earlier.filter((e) => e.id !== c.id).map((e) => {
       conversationOf(e);
       return h('li', { onclick: () => openConversation(e.id) }, `#${e.id} · ${new Date(e.created_at).toLocaleDateString(language)} · ${t(`status_${e.status}`)}`);
@@ -446,7 +472,7 @@ function onFrame(frame) {
         if (item.sender_kind === 'visitor') {
           const watching = c.id === state.active && !document.hidden && document.hasFocus();
           if (!watching && item.seq > c.read_seq) c.unread += 1;
-          if (!watching && (isMine(c) || c.status === 'queued')) notify(t('new_message'), `${c.visitor_name}: ${item.preview}`, c.id);
+          if (!watching && (isMine(c) || c.status === 'queued')) notify(t('new_message'), `${isolated(c.visitor_name)}: ${item.preview}`, c.id);
         }
       }
       renderLists();
@@ -549,7 +575,7 @@ async function loadAgents() {
 function renderAgents() {
   const agents = [...state.agents.values()].sort((a, b) => a.name.localeCompare(b.name));
   $('agents').replaceChildren(...agents.map((agent) => h('li', { 'data-presence': agent.presence, 'data-agent': agent.id },
-    `${agent.name}${agent.id === state.me.id ? ` (${t('you')})` : ''} · ${t(agent.presence)}`)));
+    bdi(agent.name), `${agent.id === state.me.id ? ` (${t('you')})` : ''} · ${t(agent.presence)}`)));
 }
 
 async function loadVisitors() {
@@ -586,10 +612,10 @@ function openTransfer() {
   const options = [];
   for (const agent of state.agents.values()) {
     if (agent.id === state.me.id || !(agent.role === 'admin' || agent.sites.includes(c.site))) continue;
-    options.push(h('option', { value: `agent:${agent.id}` }, `${t('agent_prefix')}: ${agent.name} (${t(agent.presence)})`));
+    options.push(h('option', { value: `agent:${agent.id}` }, `${t('agent_prefix')}: ${isolated(agent.name)} (${t(agent.presence)})`));
   }
   for (const team of state.teams.filter((team) => team.site === c.site)) {
-    options.push(h('option', { value: `team:${team.id}` }, `${t('team_prefix')}: ${team.name}`));
+    options.push(h('option', { value: `team:${team.id}` }, `${t('team_prefix')}: ${isolated(team.name)}`));
   }
   $('transfer-target').replaceChildren(...options);
   $('transfer-note').value = '';
@@ -703,7 +729,7 @@ function renderCanned() {
   menu.hidden = false;
   menu.replaceChildren(...state.cannedChoices.map((reply, index) => h('div',
     { class: index === state.cannedIndex ? 'selected' : '', 'data-shortcut': reply.shortcut, onmousedown: (event) => { event.preventDefault(); chooseCanned(index); } },
-    h('b', {}, `/${reply.shortcut}`), reply.text)));
+    h('b', {}, '/', bdi(reply.shortcut)), bdi(reply.text))));
 }
 
 function closeCanned() {

@@ -7,7 +7,7 @@
 
 import { t, setLocale, locale } from './i18n.js';
 import { Chat } from './chat.js';
-import { MessageList, applyI18n, h, setAttachmentFetcher } from './view.js';
+import { MessageList, applyI18n, h, isolated, setAttachmentFetcher, shownFileName } from './view.js';
 import { mountEmojiPicker } from './emoji.js';
 import { settings, saveSettings, unlockAudio, beep, blinkTitle, stopBlink } from './notify.js';
 
@@ -217,7 +217,7 @@ chat.on('typing', (f) => {
   const el = $('typing');
   clearTimeout(typingTimer);
   el.hidden = !f.active;
-  el.textContent = t('typing', { name: f.sender?.name || t('agent') });
+  el.textContent = t('typing', { name: isolated(f.sender?.name || t('agent')) });
   if (f.active) typingTimer = setTimeout(() => { el.hidden = true; }, 6000);
 });
 
@@ -339,7 +339,7 @@ $('file').addEventListener('change', async () => {
   const file = $('file').files[0];
   $('file').value = '';
   if (!file) return;
-  showNotice(t('uploading', { name: file.name }));
+  showNotice(t('uploading', { name: isolated(shownFileName(file.name)) }));
   try {
     const attachment = await chat.upload(file);
     showNotice('');

@@ -37,6 +37,23 @@ export function safeUrl(url) {
   }
 }
 
+/** Bidi controls (embeddings, overrides, isolates, marks) that can make "gpj.exe" read "exe.jpg". */
+const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+/** A file name as it is shown: its bidi controls replaced, so the extension shown is the real one. */
+export function shownFileName(name) {
+  return name ? name.replace(BIDI_CONTROLS, '\ufffd') : '';
+}
+
+/**
+ * Someone's text inside a sentence built as one string (such as "Ada is typing"): wrapped in
+ * first-strong isolate ... pop directional isolate, the text form of <bdi>, so a right-to-left
+ * override in it cannot reorder the rest of the sentence.
+ */
+export function isolated(text) {
+  return `\u2068${text ?? ''}\u2069`;
+}
+
 function formatSize(n) {
   if (!(n >= 0)) return '';
   if (n < 1024) return `${n} B`;
@@ -60,7 +77,7 @@ export function setAttachmentFetcher(fn) {
 function body(kind, text, attachment) {
   const url = attachment && safeUrl(attachment.url);
   if (url && kind === 'image') {
-    const img = h('img', { alt: attachment.name || '', loading: 'lazy' });
+    const img = h('img', { alt: shownFileName(attachment.name), loading: 'lazy' });
     const link = h('a', { href: '#', class: 'kf-image' }, img);
     fetchAttachment(url).then((blob) => {
       const local = URL.createObjectURL(blob);
@@ -68,22 +85,23 @@ function body(kind, text, attachment) {
       link.href = local;
       link.target = '_blank';
       link.rel = 'noopener noreferrer';
-    }).catch(() => { img.alt = `${attachment.name || ''} (${t('download')})`; });
+    }).catch(() => { img.alt = `${shownFileName(attachment.name)} (${t('download')})`; });
     return link;
   }
   if (url && kind === 'file') {
     const size = formatSize(attachment.size);
-    const link = h('a', { href: '#', class: 'kf-file' }, `📎 ${attachment.name || t('download')}${size ? ` (${size})` : ''}`);
+    const name = shownFileName(attachment.name);
+    const link = h('a', { href: '#', class: 'kf-file' }, '📎 ', h('bdi', { class: 'kf-file-name' }, name || t('download')), size ? ` (${size})` : null);
     link.addEventListener('click', async (event) => {
       event.preventDefault();
       const local = URL.createObjectURL(await fetchAttachment(url));
-      const save = h('a', { href: local, download: attachment.name || 'download' });
+      const save = h('a', { href: local, download: name || 'download' });
       save.click();
       setTimeout(() => URL.revokeObjectURL(local), 60000);
     });
     return link;
   }
-  return h('span', { class: 'kf-text' }, text || '');
+  return h('span', { class: 'kf-text', dir: 'auto' }, text || '');
 }
 
 function senderName(sender) {
@@ -110,7 +128,7 @@ export class MessageList {
     const state = h('span', { class: 'kf-state' });
     const li = h('li', { class: `kf-msg kf-${kind}` },
       h('div', { class: 'kf-bubble' }, body(m.kind || 'text', m.text, attachment || m.attachment)),
-      h('div', { class: 'kf-meta' }, h('span', {}, senderName(m.sender)), ' · ', h('time', {}, formatTime(m.created_at)), state));
+      h('div', { class: 'kf-meta' }, h('bdi', { class: 'kf-sender' }, senderName(m.sender)), ' · ', h('time', {}, formatTime(m.created_at)), state));
     if (own) this.byClient.set(m.client_id, li);
     return li;
   }

@@ -17,11 +17,13 @@ export const AGENT = { email: 'a@x.test', password: 'pw123456pw' };
 export class Kefu {
   /**
    * A server with one site (any origin allowed) and its agents, not yet started.
-   * `agents` lists [email, role] pairs (all with AGENT.password); `env` is added to the server's environment.
+   * `agents` lists [email, role] pairs (all with AGENT.password); `env` is added to the server's environment;
+   * `welcomeText` is the site's welcome text.
    */
-  static async create({ enforceIdentity = false, agents = [[AGENT.email, 'agent']], env = {} } = {}) {
+  static async create({ enforceIdentity = false, agents = [[AGENT.email, 'agent']], env = {}, welcomeText = null } = {}) {
     const kefu = new Kefu(await mkdtemp(join(tmpdir(), 'kefu-browser-')), env);
-    const site = await kefu.admin('create-site', '--name', 'Demo', '--origin', '*', ...(enforceIdentity ? ['--enforce-identity'] : []));
+    const site = await kefu.admin('create-site', '--name', 'Demo', '--origin', '*', ...(enforceIdentity ? ['--enforce-identity'] : []),
+      ...(welcomeText === null ? [] : ['--welcome-text', welcomeText]));
     kefu.siteKey = site.site_key;
     kefu.siteSecret = site.site_secret;
     for (const [email, role] of agents) {
