@@ -228,8 +228,7 @@ fn write_csv(
     record: &MessageRecord,
     conversation: &ConversationFacts,
 ) -> Result<(), StorageError> {
-    writer
-        .write_record([
+    let cells = [
             date,
             &key.conversation_id.to_string(),
             &key.seq.to_string(),
@@ -242,8 +241,8 @@ fn write_csv(
             record.sender_name.as_str(),
             if record.internal { "true" } else { "false" },
             record.text.as_str(),
-        ])
-        .map_err(csv_error)
+        ];
+    writer.write_record(cells.iter().map(|cell| crate::csv_cells::neutralize_formula(cell).into_owned())).map_err(csv_error)
 }
 
 fn write_json(

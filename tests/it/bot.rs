@@ -70,7 +70,7 @@ async fn stand_in_completion(
 
 /// A server with a site, an admin, and the admin's token.
 async fn setup() -> (TestServer, Site, String) {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(|config| config.llm.allow_private_addresses = true).await;
     let site = server.create_site("Shop").await;
     let admin = server.admin_token("admin@shop.example").await;
     (server, site, admin)
