@@ -92,8 +92,9 @@ const MAX_DEFAULT_PASSWORD_CHECKS: usize = 4;
 /// time; a login that finds none free within `wait` is refused with
 /// [`AgentError::PasswordChecksBusy`] instead of queueing without bound.
 pub struct PasswordChecks {
-    /// One permit per check allowed to run.
-    slots: tokio::sync::Semaphore,
+    /// One permit per check allowed to run; the permit moves into the blocking task, so a login
+    /// whose request is dropped mid-check still holds its slot until the hash is done.
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
     /// How long a login waits for a free slot.
     wait: std::time::Duration,
     /// Checks run since start, so tests (and an operator) can see how many hashes an attack cost.
@@ -107,7 +108,11 @@ impl PasswordChecks {
             0 => std::thread::available_parallelism().map_or(1, usize::from).min(MAX_DEFAULT_PASSWORD_CHECKS),
             n => n,
         };
-        PasswordChecks { slots: tokio::sync::Semaphore::new(n_at_once), wait, n_run: std::sync::atomic::AtomicU64::new(0) }
+        PasswordChecks {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(n_at_once)),
+            wait,
+            n_run: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// How many password checks have run.
@@ -117,12 +122,16 @@ impl PasswordChecks {
 
     /// Verifies `password` against `stored_hash` in a free slot, off the async threads.
     async fn verify(&self, password: String, stored_hash: String) -> Result<bool, AgentError> {
-        let _slot = match tokio::time::timeout(self.wait, self.slots.acquire()).await {
+        let slot = match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) | Err(_) => return Err(AgentError::PasswordChecksBusy),
         };
         self.n_run.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || secrets::verify_password(&password, &stored_hash))
+        tokio::task::spawn_blocking(move || {
+            let matches = secrets::verify_password(&password, &stored_hash);
+            drop(slot);
+            matches
+        })
             .await
             .map_err(|error| AgentError::Storage(StorageError::Panicked(error.to_string())))
     }

@@ -82,7 +82,8 @@ pub struct LoginLimiter {
 }
 
 /// An attempt counted before its password is checked; [`LoginLimiter::settle`] keeps it as a
-/// failure or gives it back.
+/// failure or gives it back. A login whose request is dropped before it settles stays counted as
+/// a failure, so aborting requests buys no extra guesses.
 struct Reservation {
     keys: [FailureKey; 2],
 }

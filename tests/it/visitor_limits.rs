@@ -6,9 +6,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use kefu::sites::{NewSite, Site};
+use kefu::sites::Site;
 use kefu::storage::{StorageError, tables};
-use redb::ReadableTableMetadata;
+use redb::{ReadableTable, ReadableTableMetadata};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -221,9 +221,9 @@ async fn fetch_status(server: &TestServer, token: &str, id: &str) -> StatusCode 
 #[tokio::test]
 async fn retention_removes_uploads_of_removed_history_and_the_sweep_removes_unattached_ones() {
     let server = TestServer::start().await;
-    let short = server
-        .create_site_with(NewSite { name: "Short".into(), retention_days: Some(1), ..NewSite::default() })
-        .await;
+    let mut short = server.create_site("Short").await;
+    short.retention_days = Some(1);
+    kefu::sites::save(&server.app().store, short.clone()).await.unwrap();
     let forever = server.create_site("Forever").await;
     let (short_token, short_upload) = attached_upload(&server, &short).await;
     let (forever_token, forever_upload) = attached_upload(&server, &forever).await;
