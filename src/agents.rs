@@ -132,8 +132,8 @@ impl PasswordChecks {
             drop(slot);
             matches
         })
-            .await
-            .map_err(|error| AgentError::Storage(StorageError::Panicked(error.to_string())))
+        .await
+        .map_err(|error| AgentError::Storage(StorageError::Panicked(error.to_string())))
     }
 }
 

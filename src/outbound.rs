@@ -29,21 +29,21 @@ const MAX_REDIRECTS: usize = 5;
 /// with an `is_global` for both families) treats IPv4-mapped IPv6 addresses and most of the IPv6
 /// registry (64:ff9b:1::/48, 100::/64, 2001::/23, 3fff::/20, 5f00::/16) as global.
 const SPECIAL_PURPOSE_V4: &[(Ipv4Addr, u8)] = &[
-    (Ipv4Addr::new(0, 0, 0, 0), 8),         // "this network" (RFC 791)
-    (Ipv4Addr::new(10, 0, 0, 0), 8),        // private use (RFC 1918)
-    (Ipv4Addr::new(100, 64, 0, 0), 10),     // shared address space, carrier-grade NAT (RFC 6598)
-    (Ipv4Addr::new(127, 0, 0, 0), 8),       // loopback (RFC 1122)
-    (Ipv4Addr::new(169, 254, 0, 0), 16),    // link local (RFC 3927)
-    (Ipv4Addr::new(172, 16, 0, 0), 12),     // private use (RFC 1918)
-    (Ipv4Addr::new(192, 0, 0, 0), 24),      // IETF protocol assignments (RFC 6890)
-    (Ipv4Addr::new(192, 0, 2, 0), 24),      // documentation TEST-NET-1 (RFC 5737)
-    (Ipv4Addr::new(192, 88, 99, 0), 24),    // deprecated 6to4 relay anycast (RFC 7526)
-    (Ipv4Addr::new(192, 168, 0, 0), 16),    // private use (RFC 1918)
-    (Ipv4Addr::new(198, 18, 0, 0), 15),     // benchmarking (RFC 2544)
-    (Ipv4Addr::new(198, 51, 100, 0), 24),   // documentation TEST-NET-2 (RFC 5737)
-    (Ipv4Addr::new(203, 0, 113, 0), 24),    // documentation TEST-NET-3 (RFC 5737)
-    (Ipv4Addr::new(224, 0, 0, 0), 4),       // multicast (RFC 5771)
-    (Ipv4Addr::new(240, 0, 0, 0), 4),       // reserved (RFC 1112), with the limited broadcast address
+    (Ipv4Addr::new(0, 0, 0, 0), 8),       // "this network" (RFC 791)
+    (Ipv4Addr::new(10, 0, 0, 0), 8),      // private use (RFC 1918)
+    (Ipv4Addr::new(100, 64, 0, 0), 10),   // shared address space, carrier-grade NAT (RFC 6598)
+    (Ipv4Addr::new(127, 0, 0, 0), 8),     // loopback (RFC 1122)
+    (Ipv4Addr::new(169, 254, 0, 0), 16),  // link local (RFC 3927)
+    (Ipv4Addr::new(172, 16, 0, 0), 12),   // private use (RFC 1918)
+    (Ipv4Addr::new(192, 0, 0, 0), 24),    // IETF protocol assignments (RFC 6890)
+    (Ipv4Addr::new(192, 0, 2, 0), 24),    // documentation TEST-NET-1 (RFC 5737)
+    (Ipv4Addr::new(192, 88, 99, 0), 24),  // deprecated 6to4 relay anycast (RFC 7526)
+    (Ipv4Addr::new(192, 168, 0, 0), 16),  // private use (RFC 1918)
+    (Ipv4Addr::new(198, 18, 0, 0), 15),   // benchmarking (RFC 2544)
+    (Ipv4Addr::new(198, 51, 100, 0), 24), // documentation TEST-NET-2 (RFC 5737)
+    (Ipv4Addr::new(203, 0, 113, 0), 24),  // documentation TEST-NET-3 (RFC 5737)
+    (Ipv4Addr::new(224, 0, 0, 0), 4),     // multicast (RFC 5771)
+    (Ipv4Addr::new(240, 0, 0, 0), 4),     // reserved (RFC 1112), with the limited broadcast address
 ];
 
 /// IPv6 ranges of the IANA IPv6 Special-Purpose Address Registry that are not globally
@@ -53,19 +53,19 @@ const SPECIAL_PURPOSE_V4: &[(Ipv4Addr, u8)] = &[
 /// IPv4-mapped (::ffff:0:0/96) and NAT64 (64:ff9b::/96) addresses are judged by the IPv4 address
 /// they carry, in [`is_private`].
 const SPECIAL_PURPOSE_V6: &[(Ipv6Addr, u8)] = &[
-    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 96),             // unspecified, loopback, IPv4-compatible (RFC 4291)
-    (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48),     // local-use IPv4/IPv6 translation (RFC 8215)
-    (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64),         // discard-only (RFC 6666)
-    (Ipv6Addr::new(0x100, 0, 0, 1, 0, 0, 0, 0), 64),         // dummy prefix (RFC 9780)
-    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23),        // IETF protocol assignments, Teredo, benchmarking (RFC 2928)
-    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32),    // documentation (RFC 3849)
-    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16),        // 6to4 (RFC 3056)
-    (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20),        // documentation (RFC 9637)
-    (Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0), 16),        // segment routing SIDs (RFC 9602)
-    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),         // unique local (RFC 4193)
-    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),        // link local (RFC 4291)
-    (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10),        // deprecated site local (RFC 3879)
-    (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),         // multicast (RFC 4291)
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 96), // unspecified, loopback, IPv4-compatible (RFC 4291)
+    (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48), // local-use IPv4/IPv6 translation (RFC 8215)
+    (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64), // discard-only (RFC 6666)
+    (Ipv6Addr::new(0x100, 0, 0, 1, 0, 0, 0, 0), 64), // dummy prefix (RFC 9780)
+    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23), // IETF protocol assignments, Teredo, benchmarking (RFC 2928)
+    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32), // documentation (RFC 3849)
+    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16), // 6to4 (RFC 3056)
+    (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20), // documentation (RFC 9637)
+    (Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0), 16), // segment routing SIDs (RFC 9602)
+    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7), // unique local (RFC 4193)
+    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10), // link local (RFC 4291)
+    (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10), // deprecated site local (RFC 3879)
+    (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8), // multicast (RFC 4291)
 ];
 
 /// Whether an address is anything but a globally reachable unicast address: private, loopback,
@@ -101,7 +101,9 @@ pub fn is_private(address: IpAddr) -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
-    #[error("{0} is a private, loopback, link-local or other special-purpose address, which this destination may not use")]
+    #[error(
+        "{0} is a private, loopback, link-local or other special-purpose address, which this destination may not use"
+    )]
     PrivateAddress(String),
     #[error("not an http(s) URL: {0}")]
     BadUrl(String),
@@ -230,8 +232,15 @@ mod tests {
         ] {
             assert!(is_private(private.parse().unwrap()), "{private}");
         }
-        for public in
-            ["93.184.216.34", "1.1.1.1", "2606:4700::1111", "64:ff9b::101:101", "::ffff:1.1.1.1", "100.128.0.1", "2001:200::1"] {
+        for public in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "64:ff9b::101:101",
+            "::ffff:1.1.1.1",
+            "100.128.0.1",
+            "2001:200::1",
+        ] {
             assert!(!is_private(public.parse().unwrap()), "{public}");
         }
     }

@@ -297,7 +297,9 @@ async fn remove_where(
             .read(move |transaction| {
                 let table = transaction.open_table(tables::UPLOADS)?;
                 let range = match &start {
-                    Some(key) => table.range::<&str>((std::ops::Bound::Excluded(key.as_str()), std::ops::Bound::Unbounded))?,
+                    Some(key) => {
+                        table.range::<&str>((std::ops::Bound::Excluded(key.as_str()), std::ops::Bound::Unbounded))?
+                    }
                     None => table.range::<&str>(..)?,
                 };
                 let mut ids = Vec::new();

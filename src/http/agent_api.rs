@@ -204,8 +204,9 @@ pub async fn attempt_login(
 ) -> Result<(String, Agent), ApiError> {
     let limiter = &app.login_limiter;
     let account = email.trim().to_lowercase();
-    let reservation =
-        limiter.reserve(&account, address).map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
+    let reservation = limiter
+        .reserve(&account, address)
+        .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
     let outcome = agents::login(&app.store, &limiter.password_checks, email, password).await;
     let failed = matches!(outcome, Err(AgentError::InvalidCredentials));
     limiter.settle(reservation, failed, outcome.is_ok());

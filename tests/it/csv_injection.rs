@@ -142,8 +142,10 @@ async fn the_knowledge_base_export_quotes_formula_cells_and_imports_back_unchang
         .map(|entry| (entry["questions"].clone(), entry["answer"].clone(), entry["category"].clone()))
         .collect();
     seen.sort_by_key(|entry| entry.0.to_string());
-    let mut expected: Vec<(Value, Value, Value)> =
-        entries.iter().map(|(questions, answer, category)| (questions.clone(), json!(answer), json!(category))).collect();
+    let mut expected: Vec<(Value, Value, Value)> = entries
+        .iter()
+        .map(|(questions, answer, category)| (questions.clone(), json!(answer), json!(category)))
+        .collect();
     expected.sort_by_key(|entry| entry.0.to_string());
     assert_eq!(seen, expected);
 }

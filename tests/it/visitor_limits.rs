@@ -30,7 +30,12 @@ async fn assert_rate_limited(response: reqwest::Response) {
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
 }
 
-async fn open_session(server: &TestServer, client: &reqwest::Client, site: &Site, token: Option<&str>) -> reqwest::Response {
+async fn open_session(
+    server: &TestServer,
+    client: &reqwest::Client,
+    site: &Site,
+    token: Option<&str>,
+) -> reqwest::Response {
     client
         .post(server.url("/api/v1/visitor/session"))
         .json(&json!({"site": site.key, "token": token}))
@@ -111,7 +116,11 @@ async fn uploads_per_visitor_are_limited_by_count() {
         assert_eq!(upload(&server, "127.0.0.2", &token, 100).await.status(), StatusCode::CREATED);
     }
     assert_rate_limited(upload(&server, "127.0.0.3", &token, 100).await).await;
-    assert_eq!((n_rows(&server, "uploads").await, n_upload_files(&server)), (2, 2), "the refused upload stored nothing");
+    assert_eq!(
+        (n_rows(&server, "uploads").await, n_upload_files(&server)),
+        (2, 2),
+        "the refused upload stored nothing"
+    );
     let other = visitor_token(&server, "127.0.0.3", &site).await;
     assert_eq!(upload(&server, "127.0.0.3", &other, 100).await.status(), StatusCode::CREATED);
 }
@@ -193,7 +202,8 @@ async fn backdate_upload(server: &TestServer, id: &str, days: i64) {
         .store
         .write(move |context| {
             let mut table = context.transaction.open_table(tables::UPLOADS)?;
-            let mut upload: Value = serde_json::from_slice(table.get(id.as_str())?.expect("the upload").value()).unwrap();
+            let mut upload: Value =
+                serde_json::from_slice(table.get(id.as_str())?.expect("the upload").value()).unwrap();
             let created_at = upload["created_at"].as_i64().unwrap();
             upload["created_at"] = json!(created_at - days * kefu::clock::MILLIS_PER_DAY);
             table.insert(id.as_str(), serde_json::to_vec(&upload).unwrap().as_slice())?;
