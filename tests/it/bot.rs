@@ -342,6 +342,25 @@ async fn a_failing_or_slow_language_model_leads_to_the_offer_of_a_human() {
 }
 
 #[tokio::test]
+async fn a_model_endpoint_named_to_reach_loopback_is_never_called_without_the_setting() {
+    let llm = StandInLlm::start().await;
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    let admin = server.admin_token("admin@shop.example").await;
+    import_entries(&server, &admin, &site).await;
+    // A name is not refused when saved (it may resolve elsewhere later); the connection is.
+    let base_url = format!("http://localhost:{}/stream", llm.addr.port());
+    let settings = json!({"enabled": true, "llm": {"base_url": base_url, "model": "stand-in-1", "timeout_ms": 10_000}});
+    assert_eq!(put_bot(&server, &admin, &site, settings).await.0, 200);
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    visitor.say(None, "v-1", "can I get my parcel delivered on a sunday and reset the password").await;
+    let message = bot_message(&mut visitor).await;
+    assert_eq!(message["bot_source"]["kind"], "notice", "{message}");
+    assert!(llm.requests.lock().is_empty(), "the guard refused the loopback address before any request");
+}
+
+#[tokio::test]
 async fn knowledge_base_entries_are_managed_by_admins_only() {
     let (server, site, admin) = setup().await;
     server.create_agent("ann@shop.example", &site, 3).await;
