@@ -1,7 +1,9 @@
 //! Agents: the people who answer visitors, their roles, passwords and login sessions.
 //!
 //! Passwords are argon2id hashes computed on the blocking pool. A login hands out a random
-//! session token; redb stores only its digest.
+//! session token; redb stores only its digest. Login checks go through [`PasswordChecks`], a small
+//! pool that bounds how many argon2 checks (each about 19 MiB of memory and a core for a while)
+//! run at once, whatever the number of concurrent logins.
 
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
@@ -77,8 +79,63 @@ pub enum AgentError {
     InvalidCredentials,
     #[error("{0}")]
     Invalid(String),
+    /// Every password check slot stayed busy for the whole wait.
+    #[error("too many logins at once")]
+    PasswordChecksBusy,
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+/// The most password checks that run at once when the configuration leaves it to the core count.
+const MAX_DEFAULT_PASSWORD_CHECKS: usize = 4;
+
+/// The pool of login password checks: at most `n_at_once` argon2 verifications run at the same
+/// time; a login that finds none free within `wait` is refused with
+/// [`AgentError::PasswordChecksBusy`] instead of queueing without bound.
+pub struct PasswordChecks {
+    /// One permit per check allowed to run; the permit moves into the blocking task, so a login
+    /// whose request is dropped mid-check still holds its slot until the hash is done.
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// How long a login waits for a free slot.
+    wait: std::time::Duration,
+    /// Checks run since start, so tests (and an operator) can see how many hashes an attack cost.
+    n_run: std::sync::atomic::AtomicU64,
+}
+
+impl PasswordChecks {
+    /// A pool of `n_at_once` slots; 0 sizes it from the core count (at most 4).
+    pub fn new(n_at_once: usize, wait: std::time::Duration) -> PasswordChecks {
+        let n_at_once = match n_at_once {
+            0 => std::thread::available_parallelism().map_or(1, usize::from).min(MAX_DEFAULT_PASSWORD_CHECKS),
+            n => n,
+        };
+        PasswordChecks {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(n_at_once)),
+            wait,
+            n_run: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// How many password checks have run.
+    pub fn n_run(&self) -> u64 {
+        self.n_run.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Verifies `password` against `stored_hash` in a free slot, off the async threads.
+    async fn verify(&self, password: String, stored_hash: String) -> Result<bool, AgentError> {
+        let slot = match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) | Err(_) => return Err(AgentError::PasswordChecksBusy),
+        };
+        self.n_run.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let matches = secrets::verify_password(&password, &stored_hash);
+            drop(slot);
+            matches
+        })
+        .await
+        .map_err(|error| AgentError::Storage(StorageError::Panicked(error.to_string())))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -287,16 +344,19 @@ pub fn count(transaction: &ReadTransaction) -> Result<u64, StorageError> {
     Ok(transaction.open_table(tables::AGENTS)?.len()?)
 }
 
-/// Checks an email and password and opens a session; returns its token.
-pub async fn login(store: &Store, email: &str, password: &str) -> Result<(String, Agent), AgentError> {
+/// Checks an email and password (in a slot of `checks`) and opens a session; returns its token.
+pub async fn login(
+    store: &Store,
+    checks: &PasswordChecks,
+    email: &str,
+    password: &str,
+) -> Result<(String, Agent), AgentError> {
     let owned_email = email.to_owned();
     let agent = store.read(move |transaction| get_by_email(transaction, &owned_email)).await?;
     let password = password.to_owned();
     // Hash even for an unknown email so timing does not reveal which emails exist.
     let stored_hash = agent.as_ref().map(|agent| agent.password_hash.clone()).unwrap_or_else(dummy_hash);
-    let matches = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &stored_hash))
-        .await
-        .map_err(|error| StorageError::Panicked(error.to_string()))?;
+    let matches = checks.verify(password, stored_hash).await?;
     let agent = match agent {
         Some(agent) if matches && !agent.disabled => agent,
         _ => return Err(AgentError::InvalidCredentials),

@@ -207,11 +207,13 @@ struct BotInner {
 
 impl Bot {
     /// Starts the bot's task (owned by `tasks`, stopped by `shutdown`); returns the bot and the
-    /// inbox the dispatcher feeds.
+    /// inbox the dispatcher feeds. `allow_private_llm` lets language-model endpoints be private
+    /// addresses (`llm.allow_private_addresses`).
     pub fn start(
         store: Store,
         hub: Arc<Hub>,
         max_text_chars: usize,
+        allow_private_llm: bool,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> (Bot, BotInbox) {
@@ -222,7 +224,7 @@ impl Bot {
                 store,
                 hub,
                 settings: DashMap::new(),
-                http: llm::http_client(),
+                http: llm::http_client(allow_private_llm),
                 max_text_chars,
             }),
         };

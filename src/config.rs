@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The top-level keys and sections of [`Config`], for picking `KEFU_*` variables.
-const TOP_LEVEL_KEYS: [&str; 12] = [
+const TOP_LEVEL_KEYS: [&str; 13] = [
     "data_dir",
     "http",
     "public_url",
@@ -24,6 +24,7 @@ const TOP_LEVEL_KEYS: [&str; 12] = [
     "quic",
     "quic_cert",
     "quic_key",
+    "llm",
 ];
 
 /// Everything kefu can be configured with. Field names are the keys of `kefu.toml`.
@@ -50,6 +51,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub webhooks: WebhooksConfig,
     pub log: LogConfig,
+    pub llm: LlmConfig,
 }
 
 /// The group-commit writer.
@@ -110,8 +112,33 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// Largest uploaded file, in bytes.
     pub max_upload_bytes: usize,
-    /// Failed logins per account and per address in a 15-minute window before logins are refused.
+    /// Failed logins per account from one address in a 15-minute window before that address is
+    /// refused for that account; also the per-account budget of guesses from addresses that failed.
     pub login_attempts: u32,
+    /// Failed logins from one address, over all accounts, in a 15-minute window before it is refused.
+    pub login_attempts_per_address: u32,
+    /// Password checks (argon2) that run at once, process-wide; 0 sizes it from the core count (at most 4).
+    pub password_checks_at_once: usize,
+    /// Milliseconds a login waits for a free password check before it gets 429.
+    pub password_check_wait_ms: u64,
+    /// New visitor sessions (a visitor made, not a token resumed) per client address per hour.
+    pub visitor_sessions_per_address_per_hour: u64,
+    /// Visitor uploads per client address per hour.
+    pub uploads_per_address_per_hour: u64,
+    /// Uploads per visitor per hour.
+    pub uploads_per_visitor_per_hour: u64,
+    /// Bytes visitors may upload per client address per hour.
+    pub upload_bytes_per_address_per_hour: u64,
+    /// Bytes one visitor may upload per hour.
+    pub upload_bytes_per_visitor_per_hour: u64,
+    /// Offline messages per client address per hour.
+    pub offline_messages_per_address_per_hour: u64,
+    /// Offline messages per visitor per hour.
+    pub offline_messages_per_visitor_per_hour: u64,
+    /// Most bytes of uploads stored for one site (visitors' and agents'); 0 for no quota.
+    pub upload_quota_bytes_per_site: u64,
+    /// Seconds an upload that no message attached is kept before the hourly sweep removes it.
+    pub unattached_upload_grace_secs: u64,
     /// Sustained requests per second per API token; more get 429 with `Retry-After`.
     pub api_requests_per_second: u32,
     /// Burst of requests per API token above the sustained rate.
@@ -146,6 +173,15 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// The bot's language-model endpoints.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// Lets a site's `llm.base_url` reach private, loopback and other special-purpose addresses
+    /// (a model server on this machine or the local network). Off: the same guard as webhooks.
+    pub allow_private_addresses: bool,
+}
+
 /// Logging.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -178,6 +214,7 @@ impl Default for Config {
             routing: RoutingConfig::default(),
             webhooks: WebhooksConfig::default(),
             log: LogConfig::default(),
+            llm: LlmConfig::default(),
         }
     }
 }
@@ -213,6 +250,18 @@ impl Default for LimitsConfig {
             max_body_bytes: 1024 * 1024,
             max_upload_bytes: 10 * 1024 * 1024,
             login_attempts: 10,
+            login_attempts_per_address: 30,
+            password_checks_at_once: 0,
+            password_check_wait_ms: 10_000,
+            visitor_sessions_per_address_per_hour: 300,
+            uploads_per_address_per_hour: 200,
+            uploads_per_visitor_per_hour: 60,
+            upload_bytes_per_address_per_hour: 1024 * 1024 * 1024,
+            upload_bytes_per_visitor_per_hour: 200 * 1024 * 1024,
+            offline_messages_per_address_per_hour: 30,
+            offline_messages_per_visitor_per_hour: 10,
+            upload_quota_bytes_per_site: 10 * 1024 * 1024 * 1024,
+            unattached_upload_grace_secs: 86_400,
             api_requests_per_second: 20,
             api_request_burst: 60,
         }

@@ -228,21 +228,22 @@ fn write_csv(
     record: &MessageRecord,
     conversation: &ConversationFacts,
 ) -> Result<(), StorageError> {
+    let cells = [
+        date,
+        &key.conversation_id.to_string(),
+        &key.seq.to_string(),
+        conversation.site.as_str(),
+        &conversation.visitor_id.to_string(),
+        &conversation.assigned_agent.map(|agent| agent.to_string()).unwrap_or_default(),
+        &timestamp(record.created_at),
+        sender_kind_name(record.sender_kind),
+        &record.sender_id.to_string(),
+        record.sender_name.as_str(),
+        if record.internal { "true" } else { "false" },
+        record.text.as_str(),
+    ];
     writer
-        .write_record([
-            date,
-            &key.conversation_id.to_string(),
-            &key.seq.to_string(),
-            conversation.site.as_str(),
-            &conversation.visitor_id.to_string(),
-            &conversation.assigned_agent.map(|agent| agent.to_string()).unwrap_or_default(),
-            &timestamp(record.created_at),
-            sender_kind_name(record.sender_kind),
-            &record.sender_id.to_string(),
-            record.sender_name.as_str(),
-            if record.internal { "true" } else { "false" },
-            record.text.as_str(),
-        ])
+        .write_record(cells.iter().map(|cell| crate::csv_cells::neutralize_formula(cell).into_owned()))
         .map_err(csv_error)
 }
 

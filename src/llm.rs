@@ -51,10 +51,10 @@ pub enum LlmError {
 const REQUEST_CEILING: Duration = Duration::from_secs(600);
 
 /// Builds the HTTP client the bot shares: the outbound client of `outbound.rs` (pure-Rust DNS, so
-/// the static binary resolves names). LLM endpoints are chosen by admins and are often on the
-/// local network (a local Ollama or vLLM), so private addresses are allowed.
-pub fn http_client() -> reqwest::Client {
-    crate::outbound::client(REQUEST_CEILING, true).unwrap_or_else(|error| {
+/// the static binary resolves names), with its private-address guard unless `allow_private`
+/// (`llm.allow_private_addresses`, for a local Ollama or vLLM).
+pub fn http_client(allow_private: bool) -> reqwest::Client {
+    crate::outbound::client(REQUEST_CEILING, allow_private).unwrap_or_else(|error| {
         tracing::error!(%error, "the outbound HTTP client could not be built; using the plain one");
         let _ = rustls::crypto::ring::default_provider().install_default();
         reqwest::Client::new()

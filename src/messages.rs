@@ -292,8 +292,9 @@ pub fn append_with_source(
                 size: upload.size,
                 content_type: upload.content_type.clone(),
             };
-            if upload.conversation_id.is_none() {
-                upload.conversation_id = Some(conversation_id);
+            if upload.conversation_id.is_none() || !upload.attached {
+                upload.conversation_id = Some(upload.conversation_id.unwrap_or(conversation_id));
+                upload.attached = true;
                 context
                     .transaction
                     .open_table(tables::UPLOADS)?

@@ -36,7 +36,8 @@ pub enum OfflineMessageError {
     Storage(#[from] StorageError),
 }
 
-fn validate(new_message: &NewOfflineMessage) -> Result<(), OfflineMessageError> {
+/// Checks a new message's fields; the message names what to fix.
+pub fn validate(new_message: &NewOfflineMessage) -> Result<(), OfflineMessageError> {
     let email = new_message.email.trim();
     let plausible =
         email.len() <= 254 && email.split_once('@').is_some_and(|(user, host)| !user.is_empty() && host.contains('.'));

@@ -1,12 +1,13 @@
 //! Outbound HTTP (webhooks, LLM endpoints): one client setup with a pure-Rust DNS resolver (so a
 //! static binary resolves names without the C library's NSS) and a guard that refuses private,
-//! loopback and link-local addresses unless the caller allows them.
+//! loopback, link-local and every other special-purpose address (the IANA IPv4 and IPv6
+//! special-purpose registries) unless the caller allows them.
 //!
 //! The guard runs at connect time, inside the resolver, so it also covers every redirect; a URL
 //! with a literal IP address never reaches the resolver and is checked before the request and on
 //! each redirect.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,35 +20,90 @@ const MAX_CONNECT_TIME: std::time::Duration = std::time::Duration::from_secs(10)
 /// Most redirects followed.
 const MAX_REDIRECTS: usize = 5;
 
-/// Whether an address is inside kefu's network neighbourhood rather than on the internet.
+/// IPv4 ranges of the IANA IPv4 Special-Purpose Address Registry that are not globally
+/// reachable, plus multicast (224.0.0.0/4, its own registry). Stricter than the registry in one
+/// place: all of 192.0.0.0/24 is refused, including its two globally reachable /32s (NAT64
+/// discovery and TURN anycast), which no webhook or model server uses.
+///
+/// A table rather than a crate: `std`'s `is_global` is unstable, and `ip_network` 0.4 (the crate
+/// with an `is_global` for both families) treats IPv4-mapped IPv6 addresses and most of the IPv6
+/// registry (64:ff9b:1::/48, 100::/64, 2001::/23, 3fff::/20, 5f00::/16) as global.
+const SPECIAL_PURPOSE_V4: &[(Ipv4Addr, u8)] = &[
+    (Ipv4Addr::new(0, 0, 0, 0), 8),       // "this network" (RFC 791)
+    (Ipv4Addr::new(10, 0, 0, 0), 8),      // private use (RFC 1918)
+    (Ipv4Addr::new(100, 64, 0, 0), 10),   // shared address space, carrier-grade NAT (RFC 6598)
+    (Ipv4Addr::new(127, 0, 0, 0), 8),     // loopback (RFC 1122)
+    (Ipv4Addr::new(169, 254, 0, 0), 16),  // link local (RFC 3927)
+    (Ipv4Addr::new(172, 16, 0, 0), 12),   // private use (RFC 1918)
+    (Ipv4Addr::new(192, 0, 0, 0), 24),    // IETF protocol assignments (RFC 6890)
+    (Ipv4Addr::new(192, 0, 2, 0), 24),    // documentation TEST-NET-1 (RFC 5737)
+    (Ipv4Addr::new(192, 88, 99, 0), 24),  // deprecated 6to4 relay anycast (RFC 7526)
+    (Ipv4Addr::new(192, 168, 0, 0), 16),  // private use (RFC 1918)
+    (Ipv4Addr::new(198, 18, 0, 0), 15),   // benchmarking (RFC 2544)
+    (Ipv4Addr::new(198, 51, 100, 0), 24), // documentation TEST-NET-2 (RFC 5737)
+    (Ipv4Addr::new(203, 0, 113, 0), 24),  // documentation TEST-NET-3 (RFC 5737)
+    (Ipv4Addr::new(224, 0, 0, 0), 4),     // multicast (RFC 5771)
+    (Ipv4Addr::new(240, 0, 0, 0), 4),     // reserved (RFC 1112), with the limited broadcast address
+];
+
+/// IPv6 ranges of the IANA IPv6 Special-Purpose Address Registry that are not globally
+/// reachable, plus multicast (ff00::/8), the deprecated site-local and IPv4-compatible ranges,
+/// and 6to4 (2002::/16, which embeds any IPv4 address). Stricter than the registry in one place:
+/// all of 2001::/23 is refused, including its few globally reachable entries (AMT, AS112, ORCHIDv2).
+/// IPv4-mapped (::ffff:0:0/96) and NAT64 (64:ff9b::/96) addresses are judged by the IPv4 address
+/// they carry, in [`is_private`].
+const SPECIAL_PURPOSE_V6: &[(Ipv6Addr, u8)] = &[
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 96), // unspecified, loopback, IPv4-compatible (RFC 4291)
+    (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48), // local-use IPv4/IPv6 translation (RFC 8215)
+    (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64), // discard-only (RFC 6666)
+    (Ipv6Addr::new(0x100, 0, 0, 1, 0, 0, 0, 0), 64), // dummy prefix (RFC 9780)
+    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23), // IETF protocol assignments, Teredo, benchmarking (RFC 2928)
+    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32), // documentation (RFC 3849)
+    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16), // 6to4 (RFC 3056)
+    (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20), // documentation (RFC 9637)
+    (Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0), 16), // segment routing SIDs (RFC 9602)
+    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7), // unique local (RFC 4193)
+    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10), // link local (RFC 4291)
+    (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10), // deprecated site local (RFC 3879)
+    (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8), // multicast (RFC 4291)
+];
+
+/// Whether an address is anything but a globally reachable unicast address: private, loopback,
+/// link-local, multicast, documentation, benchmarking, reserved, or any other entry of the IANA
+/// special-purpose registries (see [`SPECIAL_PURPOSE_V4`] and [`SPECIAL_PURPOSE_V6`]).
 pub fn is_private(address: IpAddr) -> bool {
     match address {
         IpAddr::V4(v4) => {
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xC0) == 64 // 100.64.0.0/10, carrier-grade NAT
-                || v4.octets()[0] == 0
+            let bits = u32::from(v4);
+            SPECIAL_PURPOSE_V4.iter().any(|(network, prefix_len)| {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*prefix_len)).unwrap_or(0);
+                bits & mask == u32::from(*network) & mask
+            })
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private(IpAddr::V4(v4));
             }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (v6.segments()[0] & 0xFE00) == 0xFC00 // unique local fc00::/7
-                || (v6.segments()[0] & 0xFFC0) == 0xFE80 // link-local fe80::/10
+            let segments = v6.segments();
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                // NAT64 (RFC 6052): the address reaches the IPv4 address in its last 32 bits.
+                let [.., high, low] = segments;
+                return is_private(IpAddr::V4(Ipv4Addr::from((u32::from(high) << 16) | u32::from(low))));
+            }
+            let bits = u128::from(v6);
+            SPECIAL_PURPOSE_V6.iter().any(|(network, prefix_len)| {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*prefix_len)).unwrap_or(0);
+                bits & mask == u128::from(*network) & mask
+            })
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
-    #[error("{0} is a private, loopback or link-local address, which this destination may not use")]
+    #[error(
+        "{0} is a private, loopback, link-local or other special-purpose address, which this destination may not use"
+    )]
     PrivateAddress(String),
     #[error("not an http(s) URL: {0}")]
     BadUrl(String),
@@ -150,10 +206,41 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:10.0.0.1",
+            "192.0.2.2",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.7",
+            "203.0.113.9",
+            "192.0.0.170",
+            "192.88.99.1",
+            "224.0.0.251",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::7f00:1",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::1",
+            "100::1",
+            "2001::1",
+            "2001:2::1",
+            "2001:db8::1",
+            "2002:7f00:1::1",
+            "3fff::1",
+            "5f00::1",
+            "fec0::1",
+            "ff02::1",
         ] {
             assert!(is_private(private.parse().unwrap()), "{private}");
         }
-        for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+        for public in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "64:ff9b::101:101",
+            "::ffff:1.1.1.1",
+            "100.128.0.1",
+            "2001:200::1",
+        ] {
             assert!(!is_private(public.parse().unwrap()), "{public}");
         }
     }

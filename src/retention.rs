@@ -8,8 +8,9 @@
 //! - Inside a shard that is still kept, the messages of a site whose own retention has passed are
 //!   deleted row by row (in bounded writer operations).
 //!
-//! With the messages go their `conversation_days_v1` entries, their `client_ids_v1` dedup records
-//! and their search index documents. The cleanup of those runs first and the messages go last,
+//! With the messages go their `conversation_days_v1` entries, their `client_ids_v1` dedup records,
+//! their search index documents and the uploads they attached (a day later, see
+//! `uploads::remove_expired`). The cleanup of those runs first and the messages go last,
 //! so a run interrupted by a crash is simply done again by the next run.
 //!
 //! A day D is kept for a site with retention N days while `D > today - N`: with N = 1 only
@@ -148,6 +149,9 @@ pub async fn run(store: &Store, search: &Search, dry_run: bool) -> Result<Retent
     let today = crate::clock::day_of(crate::clock::now_millis());
     let mut plan = store.read(move |transaction| plan(transaction, today)).await?;
     plan.dry_run = dry_run;
+    if !dry_run {
+        remove_expired_uploads(store, today).await?;
+    }
     if dry_run || (plan.drop_days.is_empty() && plan.site_days.is_empty()) {
         return Ok(plan);
     }
@@ -184,6 +188,28 @@ pub async fn run(store: &Store, search: &Search, dry_run: bool) -> Result<Retent
         "retention removed expired history"
     );
     Ok(plan)
+}
+
+/// Removes the files and records of attached uploads whose messages retention removes (see
+/// `uploads::remove_expired`); sites that keep history forever keep their uploads.
+async fn remove_expired_uploads(store: &Store, today: u32) -> Result<(), StorageError> {
+    let retention_of: HashMap<String, u32> = store
+        .read(|transaction| {
+            Ok(sites::list(transaction)?
+                .into_iter()
+                .filter_map(|site| Some((site.key, site.retention_days?)))
+                .collect())
+        })
+        .await?;
+    if retention_of.is_empty() {
+        return Ok(());
+    }
+    let expired = move |site: &str, day: u32| retention_of.get(site).is_some_and(|days| !keeps(*days, day, today));
+    let n_removed = crate::uploads::remove_expired(store, expired).await?;
+    if n_removed > 0 {
+        tracing::info!(uploads = n_removed, "retention removed uploads of expired history");
+    }
+    Ok(())
 }
 
 /// The site of each conversation, looked up once.
@@ -361,7 +387,8 @@ async fn remove_site_rows(store: &Store, site: &str, day: u32) -> Result<(), Sto
     delete_conversation_days(store, conversations_of_site.into_iter().map(|id| (id, day)).collect()).await
 }
 
-/// Runs retention every [`RETENTION_INTERVAL`] until the server shuts down.
+/// Runs retention, the sweep of unattached uploads and the cleanup of idle visitor budgets every
+/// [`RETENTION_INTERVAL`] until the server shuts down.
 pub fn spawn_schedule(app: &crate::server::AppState) {
     let app = app.clone();
     let shutdown = app.shutdown.clone();
@@ -375,6 +402,12 @@ pub fn spawn_schedule(app: &crate::server::AppState) {
                     if let Err(error) = run(&app.store, &app.search, false).await {
                         tracing::error!(%error, "retention failed");
                     }
+                    let grace = Duration::from_secs(app.config.limits.unattached_upload_grace_secs);
+                    if let Err(error) = crate::uploads::sweep_unattached(&app.store, grace).await {
+                        tracing::error!(%error, "sweeping unattached uploads failed");
+                    }
+                    app.upload_quota.forget();
+                    app.visitor_limits.forget_idle();
                 }
             }
         }

@@ -47,6 +47,10 @@ pub struct App {
     pub online_visitors: crate::visitor_presence::OnlineVisitors,
     /// The knowledge-base bot: settings, match indexes, and its reply task.
     pub bot: crate::bot::Bot,
+    /// Anonymous visitors' budgets: new sessions, uploads, offline messages.
+    pub visitor_limits: crate::visitor_limits::VisitorLimits,
+    /// Bytes of uploads stored per site (`limits.upload_quota_bytes_per_site`).
+    pub upload_quota: crate::uploads::UploadQuota,
 }
 
 pub type AppState = Arc<App>;
@@ -121,6 +125,7 @@ pub async fn start(
         store.clone(),
         hub.clone(),
         config.limits.max_text_chars,
+        config.llm.allow_private_addresses,
         shutdown_token.clone(),
         &tasks,
     );
@@ -141,13 +146,15 @@ pub async fn start(
         shutdown: shutdown_token.clone(),
         tasks: tasks.clone(),
         connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
-        login_limiter: LoginLimiter::new(config.limits.login_attempts),
+        login_limiter: LoginLimiter::new(&config.limits),
         api_budgets: crate::api_tokens::RequestBudgets::new(
             config.limits.api_requests_per_second,
             config.limits.api_request_burst,
         ),
         online_visitors: crate::visitor_presence::OnlineVisitors::new(),
         bot,
+        visitor_limits: crate::visitor_limits::VisitorLimits::new(&config.limits),
+        upload_quota: crate::uploads::UploadQuota::new(config.limits.upload_quota_bytes_per_site),
         config,
     });
     let control = crate::control::listen(app.clone()).context("starting the control socket")?;

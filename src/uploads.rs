@@ -6,10 +6,15 @@
 //! `nosniff` and a sandboxing CSP, so an uploaded HTML or SVG file never runs script on kefu's
 //! origin. Executables are refused. A file is readable by its uploader and, once it is attached
 //! to a message, by everyone who can read that conversation.
+//!
+//! Disk use is bounded: each site has a quota of stored bytes ([`UploadQuota`]), an upload no
+//! message attached is removed after a grace period ([`sweep_unattached`]), and an attached one
+//! goes when retention removes its day ([`remove_expired`], called by `retention.rs`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use redb::ReadTransaction;
+use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use crate::principal::Principal;
@@ -44,6 +49,17 @@ pub struct Upload {
     pub content_type: String,
     pub kind: AttachmentKind,
     pub created_at: i64,
+    /// The site whose quota the bytes count against; empty for uploads stored before quotas.
+    #[serde(default)]
+    pub site: String,
+    /// Whether a message attached it; an unattached upload is swept after a grace period.
+    /// Uploads stored before this field existed read as attached, so the sweep never takes them.
+    #[serde(default = "attached_when_not_recorded")]
+    pub attached: bool,
+}
+
+fn attached_when_not_recorded() -> bool {
+    true
 }
 
 impl Upload {
@@ -80,6 +96,8 @@ pub enum UploadError {
     Invalid(String),
     #[error("no such conversation")]
     NotFound,
+    #[error("the site's upload quota of {0} bytes is used up")]
+    QuotaExceeded(u64),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -137,11 +155,83 @@ pub fn path_of(data_dir: &Path, id: &str) -> PathBuf {
     data_dir.join(UPLOADS_DIR).join(id)
 }
 
-/// Stores the bytes and their metadata. The caller has checked access to `conversation_id`.
+/// The bytes of uploads stored per site, against `limits.upload_quota_bytes_per_site`.
+///
+/// A site's total is read from the uploads table the first time it is needed and kept up to date
+/// by the uploads stored since; removals (the sweep, retention) call [`UploadQuota::forget`] so
+/// the next upload reads it again. Concurrent uploads may pass the quota together by at most
+/// their own sizes.
+pub struct UploadQuota {
+    /// The most bytes a site may store; 0 for no quota.
+    max_bytes_per_site: u64,
+    /// Site key → bytes stored, for the sites that uploaded since the last [`UploadQuota::forget`].
+    used: parking_lot::Mutex<HashMap<String, u64>>,
+}
+
+impl UploadQuota {
+    pub fn new(max_bytes_per_site: u64) -> UploadQuota {
+        UploadQuota { max_bytes_per_site, used: parking_lot::Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts `n_bytes` more for `site`, or refuses them when the quota would be passed.
+    async fn reserve(&self, store: &Store, site: &str, n_bytes: u64) -> Result<(), UploadError> {
+        if self.max_bytes_per_site == 0 {
+            return Ok(());
+        }
+        let known = self.used.lock().contains_key(site);
+        if !known {
+            let site_key = site.to_owned();
+            let stored = store.read(move |transaction| bytes_of_site(transaction, &site_key)).await?;
+            self.used.lock().entry(site.to_owned()).or_insert(stored);
+        }
+        let mut used = self.used.lock();
+        let total = used.entry(site.to_owned()).or_default();
+        if total.saturating_add(n_bytes) > self.max_bytes_per_site {
+            return Err(UploadError::QuotaExceeded(self.max_bytes_per_site));
+        }
+        *total += n_bytes;
+        Ok(())
+    }
+
+    /// Gives back bytes counted for an upload that was not stored.
+    fn release(&self, site: &str, n_bytes: u64) {
+        if let Some(total) = self.used.lock().get_mut(site) {
+            *total = total.saturating_sub(n_bytes);
+        }
+    }
+
+    /// Drops every kept total, after uploads were removed.
+    pub fn forget(&self) {
+        self.used.lock().clear();
+    }
+}
+
+/// The bytes of the uploads stored for `site`.
+fn bytes_of_site(transaction: &ReadTransaction, site: &str) -> Result<u64, StorageError> {
+    let mut total = 0u64;
+    for entry in transaction.open_table(tables::UPLOADS)?.iter()? {
+        let upload: Upload = decode_json(entry?.1.value())?;
+        if upload.site == site {
+            total = total.saturating_add(upload.size);
+        }
+    }
+    Ok(total)
+}
+
+/// Where an upload goes and who made it.
+pub struct UploadTarget {
+    pub uploader: ParticipantView,
+    /// The site it belongs to (its quota).
+    pub site: String,
+    /// Checked by the caller: the uploader may access it.
+    pub conversation_id: Option<u64>,
+}
+
+/// Stores the bytes and their metadata, within the site's quota.
 pub async fn store_upload(
     store: &Store,
-    uploader: ParticipantView,
-    conversation_id: Option<u64>,
+    quota: &UploadQuota,
+    target: UploadTarget,
     name: &str,
     bytes: bytes::Bytes,
     max_bytes: usize,
@@ -156,14 +246,26 @@ pub async fn store_upload(
     let (content_type, kind) = sniff(&bytes)?;
     let upload = Upload {
         id: crate::secrets::new_hex_id(16),
-        conversation_id,
-        uploader,
+        conversation_id: target.conversation_id,
+        uploader: target.uploader,
         name,
         size: bytes.len() as u64,
         content_type,
         kind,
         created_at: crate::clock::now_millis(),
+        site: target.site,
+        attached: false,
     };
+    quota.reserve(store, &upload.site, upload.size).await?;
+    let (site, size) = (upload.site.clone(), upload.size);
+    let stored = write_upload(store, upload, bytes).await;
+    if stored.is_err() {
+        quota.release(&site, size);
+    }
+    stored
+}
+
+async fn write_upload(store: &Store, upload: Upload, bytes: bytes::Bytes) -> Result<Upload, UploadError> {
     let directory = store.data_dir().join(UPLOADS_DIR);
     let path = path_of(store.data_dir(), &upload.id);
     // Write and sync the bytes before the metadata commits, so a stored upload always has its file.
@@ -188,6 +290,112 @@ pub async fn store_upload(
             Ok(Ok(upload))
         })
         .await
+}
+
+/// Uploads read per read transaction while looking for what to remove.
+const SCAN_CHUNK: usize = 10_000;
+
+/// Removes the uploads `doomed` picks: the rows first (one writer operation per chunk), then the
+/// files, so a crash in between leaves a stray file, never a row without its file. Returns how
+/// many went.
+async fn remove_where(
+    store: &Store,
+    doomed: impl Fn(&ReadTransaction, &Upload) -> Result<bool, StorageError> + Clone + Send + 'static,
+) -> Result<u64, StorageError> {
+    let mut after: Option<String> = None;
+    let mut n_removed = 0;
+    loop {
+        let doomed = doomed.clone();
+        let start = after.clone();
+        let (ids, scanned, last) = store
+            .read(move |transaction| {
+                let table = transaction.open_table(tables::UPLOADS)?;
+                let range = match &start {
+                    Some(key) => {
+                        table.range::<&str>((std::ops::Bound::Excluded(key.as_str()), std::ops::Bound::Unbounded))?
+                    }
+                    None => table.range::<&str>(..)?,
+                };
+                let mut ids = Vec::new();
+                let mut scanned = 0;
+                let mut last = None;
+                for entry in range.take(SCAN_CHUNK) {
+                    let (key, value) = entry?;
+                    scanned += 1;
+                    last = Some(key.value().to_owned());
+                    let upload: Upload = decode_json(value.value())?;
+                    if doomed(transaction, &upload)? {
+                        ids.push(upload.id);
+                    }
+                }
+                Ok((ids, scanned, last))
+            })
+            .await?;
+        if !ids.is_empty() {
+            let removed = ids.clone();
+            store
+                .write(move |context| {
+                    let mut table = context.transaction.open_table(tables::UPLOADS)?;
+                    for id in &removed {
+                        table.remove(id.as_str())?;
+                    }
+                    Ok(Ok::<(), StorageError>(()))
+                })
+                .await?;
+            let data_dir = store.data_dir().to_owned();
+            let n_files = ids.len() as u64;
+            tokio::task::spawn_blocking(move || {
+                for id in ids {
+                    if let Err(error) = std::fs::remove_file(path_of(&data_dir, &id))
+                        && error.kind() != std::io::ErrorKind::NotFound
+                    {
+                        tracing::warn!(%error, upload = %id, "removing an upload's file failed");
+                    }
+                }
+            })
+            .await
+            .map_err(|error| StorageError::Panicked(error.to_string()))?;
+            n_removed += n_files;
+        }
+        if scanned < SCAN_CHUNK {
+            return Ok(n_removed);
+        }
+        after = last;
+    }
+}
+
+/// Removes the uploads no message attached that are older than `grace`; returns how many.
+pub async fn sweep_unattached(store: &Store, grace: std::time::Duration) -> Result<u64, StorageError> {
+    let cutoff = crate::clock::now_millis().saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+    let n_removed = remove_where(store, move |_, upload| Ok(!upload.attached && upload.created_at <= cutoff)).await?;
+    if n_removed > 0 {
+        tracing::info!(uploads = n_removed, "removed uploads that no message attached");
+    }
+    Ok(n_removed)
+}
+
+/// Removes the attached uploads whose conversation's messages of that day retention has removed
+/// (or will remove within a day): `expired(site, day)` says whether `site` keeps `day`. An upload
+/// counts on the day after the one it was made, since the message attaching it may be that late.
+pub async fn remove_expired(
+    store: &Store,
+    expired: impl Fn(&str, u32) -> bool + Clone + Send + 'static,
+) -> Result<u64, StorageError> {
+    remove_where(store, move |transaction, upload| {
+        let Some(conversation_id) = upload.conversation_id.filter(|_| upload.attached) else {
+            return Ok(false);
+        };
+        let site = if upload.site.is_empty() {
+            match crate::conversations::get(transaction, conversation_id)? {
+                Some(conversation) => conversation.site,
+                None => return Ok(false),
+            }
+        } else {
+            upload.site.clone()
+        };
+        Ok(expired(&site, crate::clock::day_of(upload.created_at).saturating_add(1)))
+    })
+    .await
 }
 
 pub fn get(transaction: &ReadTransaction, id: &str) -> Result<Option<Upload>, StorageError> {

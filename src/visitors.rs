@@ -312,6 +312,18 @@ pub async fn open_session(store: &Store, site: &Site, request: SessionRequest) -
         .await
 }
 
+/// Whether `token` is a live session of a visitor of `site`, so opening a session with it makes
+/// no new visitor (the per-address budget of new sessions counts only those that do).
+pub async fn token_is_live(store: &Store, site: &str, token: Option<&str>) -> Result<bool, StorageError> {
+    let Some(token) = token.filter(|token| token.starts_with(TOKEN_PREFIX)) else {
+        return Ok(false);
+    };
+    let digest = secrets::token_digest(token);
+    let site = site.to_owned();
+    let visitor = store.read(move |transaction| authenticate(transaction, &digest)).await?;
+    Ok(visitor.is_some_and(|visitor| visitor.site == site))
+}
+
 /// The visitor a token belongs to.
 pub fn authenticate(transaction: &ReadTransaction, digest: &TokenDigest) -> Result<Option<Visitor>, StorageError> {
     let Some(id) = transaction.open_table(tables::VISITOR_TOKENS)?.get(digest)?.map(|value| value.value()) else {

@@ -372,9 +372,11 @@ async fn download(app: &AppState, query: ReportQuery, table: ReportTable) -> Res
     let built = table.build(&report);
     let mut bytes = UTF8_BOM.to_vec();
     let mut writer = csv::Writer::from_writer(&mut bytes);
-    let written = writer
-        .write_record(built.columns.iter().map(|column| column.csv))
-        .and_then(|()| built.rows.iter().try_for_each(|row| writer.write_record(row.iter().map(Cell::csv))));
+    let written = writer.write_record(built.columns.iter().map(|column| column.csv)).and_then(|()| {
+        built.rows.iter().try_for_each(|row| {
+            writer.write_record(row.iter().map(|cell| crate::csv_cells::neutralize_formula(&cell.csv()).into_owned()))
+        })
+    });
     if let Err(error) = written {
         return internal_error(error);
     }

@@ -130,6 +130,10 @@ impl Target {
             ("KEFU_LIMITS__FRAMES_PER_SECOND".to_owned(), "1000000".to_owned()),
             ("KEFU_LIMITS__FRAME_BURST".to_owned(), "1000000".to_owned()),
             ("KEFU_LIMITS__OUTBOUND_QUEUE".to_owned(), "4096".to_owned()),
+            // The load comes from one machine: its visitors must not meet the per-address budgets.
+            ("KEFU_LIMITS__VISITOR_SESSIONS_PER_ADDRESS_PER_HOUR".to_owned(), "1000000000".to_owned()),
+            ("KEFU_LIMITS__UPLOADS_PER_ADDRESS_PER_HOUR".to_owned(), "1000000000".to_owned()),
+            ("KEFU_LIMITS__OFFLINE_MESSAGES_PER_ADDRESS_PER_HOUR".to_owned(), "1000000000".to_owned()),
             // The bench drives WebSocket traffic; QUIC and metrics take fixed ports that several
             // bench servers (or a running kefu) would fight over.
             ("KEFU_QUIC".to_owned(), "off".to_owned()),

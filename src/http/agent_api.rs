@@ -1,64 +1,161 @@
-//! Agent login, logout and the current agent, with login attempts limited per account and per
-//! address.
+//! Agent login, logout and the current agent, with login attempts limited so that guessing is
+//! slow but nobody can lock a user out.
+//!
+//! The rules (docs/protocol.md, "Agents"), each over a 15-minute window:
+//! - failures are counted per (account, client address) and per client address; an address over
+//!   `limits.login_attempts` failures for one account, or `limits.login_attempts_per_address` in
+//!   all, gets 429;
+//! - an address that has not failed for an account is never refused for that account, however
+//!   many failures other addresses made: the owner logs in from their own address;
+//! - guesses spread over many addresses are slowed by a per-account budget (a token bucket of
+//!   `limits.login_attempts`, refilled over the window) that applies only to addresses that have
+//!   already failed for the account, so each extra address buys one guess, not ten.
+//!
+//! An attempt is counted (reserved) before its password is hashed, so concurrent wrong passwords
+//! cannot run more argon2 checks than the limit; a right password gives its reservation back.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 use super::SESSION_COOKIE;
 use super::error::ApiError;
 use super::extract::{Caller, Json};
-use crate::agents::{self, Agent, AgentError, Role};
+use crate::agents::{self, Agent, AgentError, PasswordChecks, Role};
+use crate::config::LimitsConfig;
 use crate::principal::Principal;
 use crate::server::AppState;
 
 /// The window in which failed logins are counted.
 const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
 
-/// Counts failed logins per account and per address.
+/// Failure counters kept before expired ones are dropped, so a spray of addresses and emails
+/// cannot grow the map without bound.
+const MAX_TRACKED_FAILURES: usize = 100_000;
+
+/// What failures are counted against.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum FailureKey {
+    /// One account (lowercased email) from one client address.
+    AccountFromAddress(String, IpAddr),
+    /// One client address, whatever the account.
+    Address(IpAddr),
+}
+
+/// Failures (and attempts in flight) under one key since `started`.
+#[derive(Clone, Copy, Debug)]
+struct FailureCount {
+    count: u32,
+    started: Instant,
+}
+
+impl FailureCount {
+    fn live(&self) -> bool {
+        self.started.elapsed() < LOGIN_WINDOW
+    }
+
+    fn retry_after_secs(&self) -> u64 {
+        LOGIN_WINDOW.saturating_sub(self.started.elapsed()).as_secs().max(1)
+    }
+}
+
+/// Counts login attempts and failures, and holds the pool that password checks run in.
 pub struct LoginLimiter {
+    /// Failures per account from one address (`limits.login_attempts`).
     max_failures: u32,
-    failures: parking_lot::Mutex<HashMap<String, (u32, Instant)>>,
+    /// Failures per address over all accounts (`limits.login_attempts_per_address`).
+    max_address_failures: u32,
+    failures: parking_lot::Mutex<HashMap<FailureKey, FailureCount>>,
+    /// Per account: attempts from addresses that already failed for it.
+    account_budgets: DefaultKeyedRateLimiter<String>,
+    clock: DefaultClock,
+    /// Bounds the argon2 checks running at once, process-wide.
+    pub password_checks: PasswordChecks,
+}
+
+/// An attempt counted before its password is checked; [`LoginLimiter::settle`] keeps it as a
+/// failure or gives it back. A login whose request is dropped before it settles stays counted as
+/// a failure, so aborting requests buys no extra guesses.
+struct Reservation {
+    keys: [FailureKey; 2],
 }
 
 impl LoginLimiter {
-    pub fn new(max_failures: u32) -> LoginLimiter {
-        LoginLimiter { max_failures, failures: parking_lot::Mutex::new(HashMap::new()) }
-    }
-
-    /// Seconds to wait if any of `keys` is over the limit.
-    fn blocked_for(&self, keys: &[String]) -> Option<u64> {
-        let failures = self.failures.lock();
-        keys.iter()
-            .filter_map(|key| failures.get(key))
-            .filter(|(count, started)| *count >= self.max_failures && started.elapsed() < LOGIN_WINDOW)
-            .map(|(_, started)| (LOGIN_WINDOW - started.elapsed()).as_secs().max(1))
-            .max()
-    }
-
-    fn record_failure(&self, keys: &[String]) {
-        let mut failures = self.failures.lock();
-        if failures.len() > 100_000 {
-            failures.retain(|_, (_, started)| started.elapsed() < LOGIN_WINDOW);
+    pub fn new(limits: &LimitsConfig) -> LoginLimiter {
+        let max_failures = limits.login_attempts.max(1);
+        let burst = NonZeroU32::new(max_failures).unwrap_or(NonZeroU32::MIN);
+        let refill = LOGIN_WINDOW / max_failures;
+        let quota = Quota::with_period(refill).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
+        LoginLimiter {
+            max_failures,
+            max_address_failures: limits.login_attempts_per_address.max(1),
+            failures: parking_lot::Mutex::new(HashMap::new()),
+            account_budgets: RateLimiter::dashmap(quota),
+            clock: DefaultClock::default(),
+            password_checks: PasswordChecks::new(
+                limits.password_checks_at_once,
+                Duration::from_millis(limits.password_check_wait_ms),
+            ),
         }
-        for key in keys {
-            let entry = failures.entry(key.clone()).or_insert((0, Instant::now()));
-            if entry.1.elapsed() >= LOGIN_WINDOW {
-                *entry = (0, Instant::now());
+    }
+
+    /// Counts an attempt on `account` from `address` before its password is checked, or says how
+    /// many seconds to wait.
+    fn reserve(&self, account: &str, address: IpAddr) -> Result<Reservation, u64> {
+        let pair = FailureKey::AccountFromAddress(account.to_owned(), address);
+        let whole_address = FailureKey::Address(address);
+        let mut failures = self.failures.lock();
+        if failures.len() > MAX_TRACKED_FAILURES {
+            failures.retain(|_, count| count.live());
+            self.account_budgets.retain_recent();
+        }
+        let current = |key: &FailureKey| failures.get(key).copied().filter(FailureCount::live);
+        if let Some(count) = current(&pair).filter(|count| count.count >= self.max_failures) {
+            return Err(count.retry_after_secs());
+        }
+        if let Some(count) = current(&whole_address).filter(|count| count.count >= self.max_address_failures) {
+            return Err(count.retry_after_secs());
+        }
+        // Only an address that has failed (or has an attempt in flight) for this account spends
+        // the account's budget: the owner's own address is never refused because of others.
+        if current(&pair).is_some_and(|count| count.count > 0)
+            && let Err(not_until) = self.account_budgets.check_key(&account.to_owned())
+        {
+            return Err(not_until.wait_time_from(self.clock.now()).as_secs().max(1));
+        }
+        for key in [&pair, &whole_address] {
+            let count = failures.entry(key.clone()).or_insert(FailureCount { count: 0, started: Instant::now() });
+            if !count.live() {
+                *count = FailureCount { count: 0, started: Instant::now() };
             }
-            entry.0 += 1;
+            count.count += 1;
         }
+        Ok(Reservation { keys: [pair, whole_address] })
     }
 
-    fn record_success(&self, keys: &[String]) {
+    /// Ends a reserved attempt: a failure stays counted; a success clears the account's failures
+    /// from this address and gives the reservation back; anything else gives it back.
+    fn settle(&self, reservation: Reservation, failed: bool, succeeded: bool) {
+        if failed {
+            return;
+        }
         let mut failures = self.failures.lock();
-        for key in keys {
-            failures.remove(key);
+        let [pair, whole_address] = reservation.keys;
+        if succeeded {
+            failures.remove(&pair);
+        } else if let Some(count) = failures.get_mut(&pair) {
+            count.count = count.count.saturating_sub(1);
+        }
+        if let Some(count) = failures.get_mut(&whole_address) {
+            count.count = count.count.saturating_sub(1);
         }
     }
 }
@@ -105,17 +202,17 @@ pub async fn attempt_login(
     email: &str,
     password: &str,
 ) -> Result<(String, Agent), ApiError> {
-    let keys = [format!("email:{}", email.trim().to_lowercase()), format!("ip:{address}")];
-    if let Some(retry_after_secs) = app.login_limiter.blocked_for(&keys) {
-        return Err(ApiError::TooManyRequests { retry_after_secs });
-    }
-    match agents::login(&app.store, email, password).await {
-        Ok(logged_in) => {
-            app.login_limiter.record_success(&keys);
-            Ok(logged_in)
-        }
+    let limiter = &app.login_limiter;
+    let account = email.trim().to_lowercase();
+    let reservation = limiter
+        .reserve(&account, address)
+        .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
+    let outcome = agents::login(&app.store, &limiter.password_checks, email, password).await;
+    let failed = matches!(outcome, Err(AgentError::InvalidCredentials));
+    limiter.settle(reservation, failed, outcome.is_ok());
+    match outcome {
+        Ok(logged_in) => Ok(logged_in),
         Err(AgentError::InvalidCredentials) => {
-            app.login_limiter.record_failure(&keys);
             tracing::info!(%address, "failed login");
             Err(ApiError::InvalidCredentials)
         }

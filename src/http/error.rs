@@ -133,8 +133,15 @@ impl From<AgentError> for ApiError {
             AgentError::NotFound(_) => ApiError::NotFound(error.to_string()),
             AgentError::InvalidCredentials => ApiError::InvalidCredentials,
             AgentError::Invalid(message) => ApiError::Unprocessable(message),
+            AgentError::PasswordChecksBusy => ApiError::TooManyRequests { retry_after_secs: 1 },
             AgentError::Storage(error) => error.into(),
         }
+    }
+}
+
+impl From<crate::visitor_limits::LimitExceeded> for ApiError {
+    fn from(error: crate::visitor_limits::LimitExceeded) -> Self {
+        ApiError::TooManyRequests { retry_after_secs: error.retry_after_secs }
     }
 }
 
@@ -146,6 +153,7 @@ impl From<crate::uploads::UploadError> for ApiError {
             UploadError::TooLarge(_) => ApiError::PayloadTooLarge(error.to_string()),
             UploadError::Refused => ApiError::UnsupportedMediaType(error.to_string()),
             UploadError::NotFound => ApiError::NotFound(error.to_string()),
+            UploadError::QuotaExceeded(_) => ApiError::TooManyRequests { retry_after_secs: 3600 },
             UploadError::Storage(error) => error.into(),
         }
     }

@@ -319,6 +319,13 @@ pub async fn save_bot_settings(
         llm,
     };
     settings.validate().map_err(ApiError::Unprocessable)?;
+    if let Some(llm) = &settings.llm {
+        let url = reqwest::Url::parse(&llm.base_url)
+            .map_err(|_| ApiError::Unprocessable("llm.base_url: must be an http:// or https:// URL".into()))?;
+        crate::outbound::check_url(&url, app.config.llm.allow_private_addresses).map_err(|error| {
+            ApiError::Unprocessable(format!("llm.base_url: {error} (see llm.allow_private_addresses)"))
+        })?;
+    }
     app.bot.save_settings(&site, settings.clone()).await.map_err(|error| match error {
         BotSettingsError::NoSuchSite => ApiError::NotFound("no such site".into()),
         BotSettingsError::Storage(error) => error.into(),

@@ -42,25 +42,39 @@ fn refuse_api_tokens(principal: &Principal) -> Result<(), ApiError> {
 /// `POST /api/v1/uploads?conversation_id=ID&name=FILE` with the raw file as the body.
 pub async fn create(
     State(app): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     Caller(principal): Caller,
     Query(query): Query<UploadQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, axum::Json<UploadView>), ApiError> {
+    let client_ip = peer.ip();
     refuse_api_tokens(&principal)?;
+    let mut site = match &principal {
+        Principal::Visitor(visitor) => Some(visitor.site.clone()),
+        _ => None,
+    };
     if let Some(conversation_id) = query.conversation_id {
         let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
-        if !conversation.is_some_and(|conversation| principal.can_access(&conversation)) {
-            return Err(ApiError::NotFound("no such conversation".into()));
+        match conversation {
+            Some(conversation) if principal.can_access(&conversation) => site = Some(conversation.site),
+            _ => return Err(ApiError::NotFound("no such conversation".into())),
         }
     } else if !principal.is_visitor() {
         return Err(ApiError::Unprocessable("conversation_id: required for agents".into()));
     }
+    if let Principal::Visitor(visitor) = &principal {
+        app.visitor_limits.upload(client_ip, visitor.id, body.len() as u64)?;
+    }
     let sender = principal.sender();
-    let uploader = ParticipantView { kind: sender.kind, id: sender.id };
+    let target = uploads::UploadTarget {
+        uploader: ParticipantView { kind: sender.kind, id: sender.id },
+        site: site.unwrap_or_default(),
+        conversation_id: query.conversation_id,
+    };
     let upload = uploads::store_upload(
         &app.store,
-        uploader,
-        query.conversation_id,
+        &app.upload_quota,
+        target,
         &query.name,
         body,
         app.config.limits.max_upload_bytes,

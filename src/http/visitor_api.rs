@@ -68,6 +68,10 @@ pub async fn open_session(
         return Err(ApiError::OriginNotAllowed);
     }
     super::console_api::refuse_blocked_address(&app, &site.site.key, peer.ip()).await?;
+    let client_ip = peer.ip();
+    if !visitors::token_is_live(&app.store, &site.site.key, request.token.as_deref()).await? {
+        app.visitor_limits.new_session(client_ip)?;
+    }
     let opened = visitors::open_session(&app.store, &site.site, request).await?;
     let visitor_id = opened.visitor.id;
     let known = app.store.read(move |transaction| conversations::of_visitor(transaction, visitor_id)).await?;
@@ -105,12 +109,16 @@ pub async fn widget_settings(
 /// `POST /api/v1/visitor/offline-messages`: a message left when no agent can answer.
 pub async fn leave_offline_message(
     State(app): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     Caller(principal): Caller,
     Json(new_message): Json<NewOfflineMessage>,
 ) -> Result<(StatusCode, axum::Json<OfflineMessage>), ApiError> {
+    let client_ip = peer.ip();
     let Principal::Visitor(visitor) = principal else {
         return Err(ApiError::Forbidden("visitors only".into()));
     };
+    offline_messages::validate(&new_message)?;
+    app.visitor_limits.offline_message(client_ip, visitor.id)?;
     let message = offline_messages::leave(&app.store, &visitor.site, visitor.id, new_message).await?;
     Ok((StatusCode::CREATED, axum::Json(message)))
 }

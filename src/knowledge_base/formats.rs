@@ -114,7 +114,10 @@ fn import_csv(text: &str) -> Result<Vec<EntryInput>, KbError> {
     let mut inputs = Vec::new();
     for (number, record) in records.enumerate() {
         let row = number + 2;
-        let field = |at: usize| record.get(at).cloned().unwrap_or_default();
+        // Cells kefu's export neutralised against formulas come back as they were typed.
+        let field = |at: usize| {
+            record.get(at).map(|cell| crate::csv_cells::restore_neutralized(cell).to_owned()).unwrap_or_default()
+        };
         let input = EntryInput {
             questions: field(questions_at).split('|').map(str::to_owned).collect(),
             answer: field(answer_at),
@@ -126,10 +129,11 @@ fn import_csv(text: &str) -> Result<Vec<EntryInput>, KbError> {
 }
 
 fn csv_field(value: &str) -> String {
+    let value = crate::csv_cells::neutralize_formula(value);
     if value.contains([',', '"', '\n', '\r']) || value.starts_with(' ') || value.ends_with(' ') {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {
-        value.to_owned()
+        value.into_owned()
     }
 }
 

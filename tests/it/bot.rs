@@ -70,7 +70,7 @@ async fn stand_in_completion(
 
 /// A server with a site, an admin, and the admin's token.
 async fn setup() -> (TestServer, Site, String) {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(|config| config.llm.allow_private_addresses = true).await;
     let site = server.create_site("Shop").await;
     let admin = server.admin_token("admin@shop.example").await;
     (server, site, admin)
@@ -341,6 +341,25 @@ async fn a_failing_or_slow_language_model_leads_to_the_offer_of_a_human() {
         // Nobody is online in this test, so the offline form is offered.
         assert_eq!(message["bot_source"]["action"], "offline_form", "{mode}");
     }
+}
+
+#[tokio::test]
+async fn a_model_endpoint_named_to_reach_loopback_is_never_called_without_the_setting() {
+    let llm = StandInLlm::start().await;
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    let admin = server.admin_token("admin@shop.example").await;
+    import_entries(&server, &admin, &site).await;
+    // A name is not refused when saved (it may resolve elsewhere later); the connection is.
+    let base_url = format!("http://localhost:{}/stream", llm.addr.port());
+    let settings = json!({"enabled": true, "llm": {"base_url": base_url, "model": "stand-in-1", "timeout_ms": 10_000}});
+    assert_eq!(put_bot(&server, &admin, &site, settings).await.0, 200);
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    visitor.say(None, "v-1", "can I get my parcel delivered on a sunday and reset the password").await;
+    let message = bot_message(&mut visitor).await;
+    assert_eq!(message["bot_source"]["kind"], "notice", "{message}");
+    assert!(llm.requests.lock().is_empty(), "the guard refused the loopback address before any request");
 }
 
 #[tokio::test]

@@ -46,7 +46,11 @@ async fn conversation_event(agent: &mut Client, conversation_id: u64, event: &st
 
 #[tokio::test]
 async fn logins_are_limited_per_account_and_per_address() {
-    let server = TestServer::start_with(|config| config.limits.login_attempts = 3).await;
+    let server = TestServer::start_with(|config| {
+        config.limits.login_attempts = 3;
+        config.limits.login_attempts_per_address = 3;
+    })
+    .await;
     let site = server.create_site("Shop").await;
     server.create_agent("ann@shop.example", &site, 2).await;
     let login = |email: &str, password: &str| {
@@ -56,10 +60,11 @@ async fn logins_are_limited_per_account_and_per_address() {
         assert_eq!(login("ann@shop.example", "wrong password").await.unwrap().status(), 401);
     }
     let refused = login("ann@shop.example", PASSWORD).await.unwrap();
-    assert_eq!(refused.status(), 429, "the right password is refused too while the account is limited");
+    assert_eq!(refused.status(), 429, "the right password is refused too from the address that failed");
     assert!(refused.headers().get("retry-after").is_some());
     assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], "rate_limited");
-    // The address is limited as well: another account from the same address is refused.
+    // The address is limited as well (limits.login_attempts_per_address): another account from
+    // the same address is refused. Other addresses are not (tests/it/login_limits.rs).
     server.create_agent("bob@shop.example", &site, 2).await;
     assert_eq!(login("bob@shop.example", PASSWORD).await.unwrap().status(), 429);
 }
