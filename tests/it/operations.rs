@@ -518,14 +518,15 @@ async fn install_sh_is_safe_to_run_twice() {
     assert_eq!(loaded.unwrap().data_dir, Path::new("/var/lib/kefu"));
 }
 
-/// The next notification on `socket`, within the frame timeout.
+/// The next notification on `socket`, within the frame timeout, without the newline that ends
+/// its last line.
 async fn next_notification(socket: &tokio::net::UnixDatagram) -> String {
     let mut buffer = vec![0u8; 4096];
     let n = tokio::time::timeout(crate::support::FRAME_TIMEOUT, socket.recv(&mut buffer))
         .await
         .expect("a notification in time")
         .unwrap();
-    String::from_utf8_lossy(&buffer[..n]).into_owned()
+    String::from_utf8_lossy(&buffer[..n]).trim_end_matches('\n').to_owned()
 }
 
 #[tokio::test]
