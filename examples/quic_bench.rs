@@ -1,4 +1,5 @@
-//! QUIC benchmarks against a real `kefu serve` process (see BENCHMARKS.md, "QUIC").
+//! QUIC benchmarks against a real `kefu serve` process (see BENCHMARKS.md for the figures and
+//! docs/bench-log/2026-11-27.md, "QUIC", for the runs).
 //!
 //! - `quic_bench connections N`: opens N QUIC visitor connections (each with `hello` answered by
 //!   `welcome`) from this process to a separate server process, holds them, and reads the

@@ -4,8 +4,8 @@
 //! Under load most of kefu's allocations are made on one thread and freed on another: a frame
 //! decoded on an async thread is stored by the writer thread and its event dropped by the
 //! dispatcher. glibc malloc serves that pattern with locked arenas and consolidation work, over
-//! a quarter of the server's CPU time at full ingest (BENCHMARKS.md, "Tables kept open per
-//! batch, and the allocator"); mimalloc frees into per-thread pages without a lock.
+//! a quarter of the server's CPU time at full ingest (docs/bench-log/2026-11-27.md, "Tables kept
+//! open per batch, and the allocator"); mimalloc frees into per-thread pages without a lock.
 //! Transparent huge pages are off for the process ([`configure`]): they would back mimalloc's
 //! regions with 2 MiB pages, which raised the memory of an idle connection from 4.8 to 7.8 KiB.
 //!
