@@ -11,9 +11,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The top-level keys and sections of [`Config`], for picking `KEFU_*` variables.
-const TOP_LEVEL_KEYS: [&str; 12] = [
+const TOP_LEVEL_KEYS: [&str; 13] = [
     "data_dir",
     "http",
+    "trusted_proxies",
     "public_url",
     "storage",
     "limits",
@@ -34,6 +35,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The HTTP and WebSocket listen address.
     pub http: SocketAddr,
+    /// Reverse proxies (addresses or CIDR ranges) whose `Forwarded` / `X-Forwarded-For` /
+    /// `X-Forwarded-Proto` headers are believed; from any other peer they are ignored.
+    pub trusted_proxies: TrustedProxies,
     /// The URL people reach kefu at (used in printed links); derived from `http` when absent.
     pub public_url: Option<String>,
     /// Where `/metrics` listens (Prometheus text format), or `off`.
@@ -113,6 +117,15 @@ pub struct LimitsConfig {
     pub api_requests_per_second: u32,
     /// Burst of requests per API token above the sustained rate.
     pub api_request_burst: u32,
+    /// Most concurrent plain HTTP connections (a connection upgraded to a WebSocket counts
+    /// under `max_connections` instead); further clients wait in the kernel's accept queue.
+    pub max_http_connections: usize,
+    /// Most concurrent plain HTTP connections from one client address (one /64 for IPv6);
+    /// more are answered 503 and closed. Trusted proxies count only under the total.
+    pub max_http_connections_per_ip: usize,
+    /// Seconds a client has to send a request's headers (also how long an idle keep-alive
+    /// connection stays open).
+    pub header_read_timeout_secs: u64,
 }
 
 /// Assignment of conversations to agents.
@@ -165,6 +178,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./kefu-data"),
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            trusted_proxies: TrustedProxies::default(),
             public_url: None,
             metrics: "127.0.0.1:9090".to_owned(),
             quic: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
@@ -211,6 +225,9 @@ impl Default for LimitsConfig {
             login_attempts: 10,
             api_requests_per_second: 20,
             api_request_burst: 60,
+            max_http_connections: 512,
+            max_http_connections_per_ip: 128,
+            header_read_timeout_secs: 10,
         }
     }
 }
@@ -249,6 +266,45 @@ mod quic_address {
         text.parse().map(Some).map_err(|_| {
             serde::de::Error::custom(format!("{text:?} is not an address such as 0.0.0.0:8443 (or \"off\")"))
         })
+    }
+}
+
+/// `trusted_proxies = ["10.0.0.0/8", "192.0.2.7"]`: CIDR ranges, or single addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Whether `address` is one of the trusted proxies.
+    pub fn contains(&self, address: std::net::IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.0.iter().any(|range| range.contains(&address))
+    }
+}
+
+impl Serialize for TrustedProxies {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(ToString::to_string))
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxies {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let texts = Vec::<String>::deserialize(deserializer)?;
+        let ranges = texts
+            .iter()
+            .map(|text| {
+                let text = text.trim();
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|range| range.trunc())
+                    .map_err(|_| {
+                        serde::de::Error::custom(format!(
+                            "{text:?} is not an address or CIDR range such as 10.0.0.0/8 or ::1"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TrustedProxies(ranges))
     }
 }
 
@@ -305,7 +361,10 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         let limits = &self.limits;
-        let checks: [(&str, bool); 7] = [
+        let checks: [(&str, bool); 10] = [
+            ("limits.max_http_connections", limits.max_http_connections >= 1),
+            ("limits.max_http_connections_per_ip", limits.max_http_connections_per_ip >= 1),
+            ("limits.header_read_timeout_secs", limits.header_read_timeout_secs >= 1),
             ("limits.max_frame_bytes", limits.max_frame_bytes >= 1024),
             ("limits.max_text_chars", limits.max_text_chars >= 1),
             ("limits.frames_per_second", limits.frames_per_second >= 1),

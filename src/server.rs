@@ -16,6 +16,7 @@ use crate::agents::{self, NewAgent, Role};
 use crate::config::Config;
 use crate::delivery::{self, Hub};
 use crate::http::agent_api::LoginLimiter;
+use crate::http::connections::ConnectionSettings;
 use crate::routing::{self, Router};
 use crate::search::Search;
 use crate::sites::{self, NewSite, SiteDirectory};
@@ -88,6 +89,8 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
     let local_addr = listener.local_addr()?;
+    let mut config = config;
+    crate::http::connections::fit_limits_to_file_descriptors(&mut config.limits);
     let (committed_sender, committed) = mpsc::channel(delivery::COMMITTED_QUEUE_CAPACITY);
     let data_dir = config.data_dir.clone();
     let storage_config = config.storage.clone();
@@ -192,16 +195,8 @@ pub async fn start(
     let serving = tokio::spawn(async move {
         let app = serving_app;
         let serve_token = app.shutdown.clone();
-        // Without TCP_NODELAY, a stream of small frames to one socket (an agent's) waits on
-        // Nagle's algorithm and the peer's delayed ACK, about 40 ms per stall.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
-            let _ = stream.set_nodelay(true);
-        });
-        let served =
-            axum::serve(listener, crate::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { serve_token.cancelled().await })
-                .await
-                .context("serving HTTP");
+        let settings = ConnectionSettings::from_config(&app.config.limits, &app.config.trusted_proxies);
+        crate::http::connections::serve(listener, crate::http::router(app.clone()), settings, serve_token).await;
         // Whatever ended serving, shut down in order.
         app.shutdown.cancel();
         crate::systemd::notify("STOPPING=1");
@@ -220,7 +215,7 @@ pub async fn start(
             let _ = std::fs::remove_file(path);
         }
         tracing::info!("stopped");
-        served
+        Ok(())
     });
     Ok(Running { app, local_addr, metrics_addr, quic_addr, quic_fingerprint, serving })
 }

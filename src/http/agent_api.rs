@@ -2,16 +2,17 @@
 //! address.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::SESSION_COOKIE;
 use super::error::ApiError;
+use super::client_address::ClientAddress;
 use super::extract::{Caller, Json};
 use crate::agents::{self, Agent, AgentError, Role};
 use crate::principal::Principal;
@@ -123,7 +124,8 @@ pub async fn attempt_login(
     }
 }
 
-/// The `Set-Cookie` value that carries a new session token.
+/// The `Set-Cookie` value that carries a new session token; Secure when the client used https
+/// (the `X-Forwarded-Proto` that `client_address` leaves only for a trusted proxy).
 pub fn session_cookie(token: &str, request_headers: &HeaderMap) -> HeaderValue {
     let secure = request_headers.get("x-forwarded-proto").is_some_and(|proto| proto == "https");
     let cookie = format!(
@@ -142,11 +144,11 @@ pub fn expired_session_cookie() -> HeaderValue {
 /// `POST /api/v1/agent/login`
 pub async fn login(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientAddress,
     headers: HeaderMap,
     Json(request): Json<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let (token, agent) = attempt_login(&app, peer.ip(), &request.email, &request.password).await?;
+    let (token, agent) = attempt_login(&app, client.ip(), &request.email, &request.password).await?;
     let cookie = session_cookie(&token, &headers);
     let mut response = axum::Json(LoginResponse { token, agent: AgentView::from(&agent) }).into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie);

@@ -55,7 +55,7 @@ fn public_site(app: &AppState, site: &crate::sites::Site) -> PublicSite {
 /// `POST /api/v1/visitor/session`
 pub async fn open_session(
     State(app): State<AppState>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    client: super::client_address::ClientAddress,
     headers: HeaderMap,
     Json(request): Json<SessionRequest>,
 ) -> Result<axum::Json<SessionResponse>, ApiError> {
@@ -64,7 +64,7 @@ pub async fn open_session(
     if !site.site.allows_origin(origin, &super::own_origin(&headers)) {
         return Err(ApiError::OriginNotAllowed);
     }
-    super::console_api::refuse_blocked_address(&app, &site.site.key, peer.ip()).await?;
+    super::console_api::refuse_blocked_address(&app, &site.site.key, client.ip()).await?;
     let opened = visitors::open_session(&app.store, &site.site, request).await?;
     let visitor_id = opened.visitor.id;
     let known = app.store.read(move |transaction| conversations::of_visitor(transaction, visitor_id)).await?;
