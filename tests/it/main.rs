@@ -6,6 +6,7 @@ mod bad_input;
 mod bench;
 mod bot;
 mod chat;
+mod connection_limits;
 mod console;
 mod crash;
 mod delivery;

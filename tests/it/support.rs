@@ -236,6 +236,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.routing.offline_grace_secs = 0;
     config.limits.frames_per_second = 10_000;
     config.limits.frame_burst = 10_000;
+    // Tests make many concurrent requests from 127.0.0.1; connection_limits tests the cap.
+    config.limits.max_http_connections_per_ip = config.limits.max_http_connections;
     config
 }
 
