@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn forwarded_is_read_per_rfc_7239_and_wins_over_x_forwarded_for() {
-        let trusted_proxies = ["10.0.0.0/8", "::1"];
+        let trusted_proxies = ["10.0.0.0/8", "::1/128"];
         let headers = [
             ("forwarded", "for=1.2.3.4;proto=http, for=\"[2001:db8:cafe::17]:4711\";proto=https"),
             ("forwarded", "for=10.0.0.8;proto=http"),

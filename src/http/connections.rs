@@ -39,7 +39,7 @@ const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The answer to a connection over its address's cap, written before closing it.
 const TOO_MANY_CONNECTIONS_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 97\r\n\r\n\
+content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 92\r\n\r\n\
 {\"error\":{\"code\":\"too_many_connections\",\"message\":\"too many connections from this address\"}}";
 
 /// What the accept loop needs besides the listener and the router.
