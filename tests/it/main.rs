@@ -15,6 +15,7 @@ mod moderation;
 mod operations;
 mod quic;
 mod reports;
+mod reverse_proxy;
 mod routing;
 mod search;
 mod support;
