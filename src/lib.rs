@@ -25,6 +25,7 @@ pub mod conversation_actions;
 pub mod conversations;
 pub mod delivery;
 pub mod export;
+pub mod file_modes;
 pub mod history;
 pub mod http;
 pub mod knowledge_base;

@@ -94,6 +94,7 @@ pub async fn start(
     let (committed_sender, committed) = mpsc::channel(delivery::COMMITTED_QUEUE_CAPACITY);
     let data_dir = config.data_dir.clone();
     let storage_config = config.storage.clone();
+    make_data_directory_private(&config.data_dir)?;
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage_config, Some(committed_sender)))
         .await?
         .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
@@ -218,6 +219,18 @@ pub async fn start(
         Ok(())
     });
     Ok(Running { app, local_addr, metrics_addr, quic_addr, quic_fingerprint, serving })
+}
+
+/// Creates the data directory (0700) and makes everything kefu writes private (files 0600)
+/// whatever the umask it was started with; looser modes already there are tightened.
+fn make_data_directory_private(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    crate::file_modes::restrict_new_files();
+    crate::file_modes::create_private_directory(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    if let Err(error) = crate::file_modes::tighten(data_dir) {
+        tracing::warn!(%error, data_dir = %data_dir.display(), "could not tighten the modes in the data directory");
+    }
+    Ok(())
 }
 
 /// On the first start: an admin account and a default site, printed once.

@@ -10,6 +10,7 @@ mod connection_limits;
 mod console;
 mod crash;
 mod delivery;
+mod file_modes;
 mod kb_eval;
 mod moderation;
 mod operations;
