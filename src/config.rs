@@ -484,7 +484,8 @@ mod tests {
     fn trusted_proxies_take_ranges_and_addresses_and_a_bad_one_names_the_key() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("kefu.toml", "trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n")?;
-            let config = Config::load(Some(Path::new("kefu.toml")), &ConfigOverrides::default()).map_err(|e| e.to_string())?;
+            let config =
+                Config::load(Some(Path::new("kefu.toml")), &ConfigOverrides::default()).map_err(|e| e.to_string())?;
             assert!(config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
             assert!(config.trusted_proxies.contains("::ffff:192.0.2.7".parse().unwrap()));
             assert!(config.trusted_proxies.contains("2001:db8::9".parse().unwrap()));
@@ -494,7 +495,8 @@ mod tests {
             assert!(error.contains("trusted_proxies") && error.contains("10.0.0.0/33"), "{error}");
 
             jail.set_env("KEFU_TRUSTED_PROXIES", "[\"127.0.0.1\"]");
-            let config = Config::load(Some(Path::new("kefu.toml")), &ConfigOverrides::default()).map_err(|e| e.to_string())?;
+            let config =
+                Config::load(Some(Path::new("kefu.toml")), &ConfigOverrides::default()).map_err(|e| e.to_string())?;
             assert!(config.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
             assert!(!config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
             Ok(())

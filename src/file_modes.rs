@@ -108,7 +108,8 @@ mod tests {
         std::fs::write(data.join("kefu.redb"), b"x").unwrap();
         std::fs::write(data.join("uploads/a"), b"x").unwrap();
         std::fs::write(data.join("read-only"), b"x").unwrap();
-        for (path, mode) in [("", 0o755), ("uploads", 0o775), ("kefu.redb", 0o644), ("uploads/a", 0o666), ("read-only", 0o444)]
+        for (path, mode) in
+            [("", 0o755), ("uploads", 0o775), ("kefu.redb", 0o644), ("uploads/a", 0o666), ("read-only", 0o444)]
         {
             std::fs::set_permissions(data.join(path), std::fs::Permissions::from_mode(mode)).unwrap();
         }

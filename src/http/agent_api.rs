@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::SESSION_COOKIE;
-use super::error::ApiError;
 use super::client_address::ClientAddress;
+use super::error::ApiError;
 use super::extract::{Caller, Json};
 use crate::agents::{self, Agent, AgentError, Role};
 use crate::principal::Principal;

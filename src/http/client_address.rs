@@ -51,7 +51,8 @@ impl ClientAddress {
         }
         let forwarded = forwarded_elements(headers);
         if !forwarded.is_empty() {
-            let chosen = nearest_untrusted(forwarded.iter().map(|element| element.for_node.as_deref()), trusted_proxies);
+            let chosen =
+                nearest_untrusted(forwarded.iter().map(|element| element.for_node.as_deref()), trusted_proxies);
             return match chosen {
                 Some((index, ip)) => {
                     let proto = forwarded[index].proto.clone().or_else(|| forwarded_proto(headers));
@@ -159,7 +160,10 @@ fn is_https(proto: Option<&str>) -> bool {
 fn parse_node(node: &str) -> Option<IpAddr> {
     let node = node.trim().trim_matches('"');
     if let Some(rest) = node.strip_prefix('[') {
-        return rest.split_once(']').and_then(|(address, _)| address.parse::<IpAddr>().ok()).map(|ip| ip.to_canonical());
+        return rest
+            .split_once(']')
+            .and_then(|(address, _)| address.parse::<IpAddr>().ok())
+            .map(|ip| ip.to_canonical());
     }
     if let Ok(ip) = node.parse::<IpAddr>() {
         return Some(ip.to_canonical());
@@ -249,6 +253,11 @@ mod tests {
         ];
         check("[::1]:5", &headers, &trusted_proxies, ("2001:db8:cafe::17", true));
         check("10.0.0.2:1", &[("forwarded", "for=unknown, for=10.0.0.8")], &trusted_proxies, ("10.0.0.8", false));
-        check("10.0.0.2:1", &[("forwarded", "For=\"192.0.2.60:8080\";Proto=HTTPS")], &trusted_proxies, ("192.0.2.60", true));
+        check(
+            "10.0.0.2:1",
+            &[("forwarded", "For=\"192.0.2.60:8080\";Proto=HTTPS")],
+            &trusted_proxies,
+            ("192.0.2.60", true),
+        );
     }
 }

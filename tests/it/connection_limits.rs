@@ -76,7 +76,8 @@ fn trickle(server: SocketAddr, ended: mpsc::Sender<Ended>) {
                 }
             }
         }
-        let _ = ended.send(Ended { answer: String::from_utf8_lossy(&answer).into_owned(), after: started.elapsed() }).await;
+        let _ =
+            ended.send(Ended { answer: String::from_utf8_lossy(&answer).into_owned(), after: started.elapsed() }).await;
     });
 }
 

@@ -21,7 +21,9 @@ fn trust_loopback_proxy(config: &mut kefu::config::Config) {
 }
 
 async fn open_site(server: &TestServer) -> Site {
-    server.create_site_with(NewSite { name: "Shop".into(), allowed_origins: vec!["*".into()], ..NewSite::default() }).await
+    server
+        .create_site_with(NewSite { name: "Shop".into(), allowed_origins: vec!["*".into()], ..NewSite::default() })
+        .await
 }
 
 /// A client whose connections come from the loopback address `source`.
@@ -34,7 +36,12 @@ fn client_from(source: &str) -> reqwest::Client {
         .unwrap()
 }
 
-async fn open_session(client: &reqwest::Client, base: &str, site: &Site, headers: &[(&str, &str)]) -> reqwest::Response {
+async fn open_session(
+    client: &reqwest::Client,
+    base: &str,
+    site: &Site,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let mut request = client.post(format!("{base}/api/v1/visitor/session")).json(&json!({"site": site.key}));
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -67,7 +74,8 @@ async fn spoofed_forwarding_headers_from_an_untrusted_peer_are_ignored() {
     let admin = server.admin_token("admin@example.com").await;
     let base = format!("http://{}", server.addr);
     let untrusted = client_from("127.0.0.2");
-    let spoof = [("x-forwarded-for", "127.0.0.9"), ("x-forwarded-proto", "https"), ("forwarded", "for=127.0.0.9;proto=https")];
+    let spoof =
+        [("x-forwarded-for", "127.0.0.9"), ("x-forwarded-proto", "https"), ("forwarded", "for=127.0.0.9;proto=https")];
 
     let cookie = login_cookie(&untrusted, &base, "admin@example.com", &spoof).await;
     assert!(!cookie.contains("Secure"), "{cookie}");
@@ -240,7 +248,8 @@ async fn visitor_through(
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, stream).await.unwrap();
     let url = format!("wss://{}/ws/visitor?site={}", nginx.address, site.key);
-    let (mut socket, _) = tokio_tungstenite::client_async(url, stream).await.expect("the WebSocket connects through nginx");
+    let (mut socket, _) =
+        tokio_tungstenite::client_async(url, stream).await.expect("the WebSocket connects through nginx");
     socket.send(Message::Text(json!({"type": "hello", "token": token}).to_string().into())).await.unwrap();
     loop {
         let frame = tokio::time::timeout(FRAME_TIMEOUT, socket.next()).await.unwrap().unwrap().unwrap();
