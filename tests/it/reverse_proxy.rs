@@ -1,8 +1,8 @@
 //! kefu behind a reverse proxy: forwarding headers are believed from `trusted_proxies` only.
 //!
-//! The nginx test runs Debian's nginx with `packaging/nginx.conf` (the README's example), its
-//! placeholders filled in, in front of a test server; without nginx it is skipped, unless the
-//! `CI` environment variable is set.
+//! The proxy tests run Debian's nginx with `packaging/nginx.conf` and Caddy with
+//! `packaging/Caddyfile` (the README's examples), their placeholders filled in, in front of a
+//! test server; without the proxy a test is skipped, unless the `CI` environment variable is set.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -98,10 +98,16 @@ async fn spoofed_forwarding_headers_from_an_untrusted_peer_are_ignored() {
 }
 
 #[test]
-fn the_readme_shows_the_tested_nginx_configuration() {
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/nginx.conf")).unwrap();
+fn the_readme_shows_the_tested_proxy_configurations() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    assert!(readme.contains(&format!("```nginx\n{example}```")), "README.md must show packaging/nginx.conf as it is");
+    for (file, language) in [("nginx.conf", "nginx"), ("Caddyfile", "caddy")] {
+        let path = format!("{}/packaging/{file}", env!("CARGO_MANIFEST_DIR"));
+        let example = std::fs::read_to_string(path).unwrap();
+        assert!(
+            readme.contains(&format!("```{language}\n{example}```")),
+            "README.md must show packaging/{file} as it is"
+        );
+    }
 }
 
 /// nginx running `packaging/nginx.conf` on a free port in front of `upstream`; stopped on drop.
@@ -228,9 +234,9 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
     }
 }
 
-/// A visitor WebSocket through nginx (TLS) from `source`, said hello to with `token`.
+/// A visitor WebSocket through the proxy at `proxy` (TLS, as `localhost`) from `source`, said hello to with `token`.
 async fn visitor_through(
-    nginx: &Nginx,
+    proxy: SocketAddr,
     source: &str,
     site: &Site,
     token: &str,
@@ -244,12 +250,12 @@ async fn visitor_through(
         .with_no_client_auth();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(source.parse().unwrap(), 0)).unwrap();
-    let stream = socket.connect(nginx.address).await.unwrap();
+    let stream = socket.connect(proxy).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, stream).await.unwrap();
-    let url = format!("wss://{}/ws/visitor?site={}", nginx.address, site.key);
+    let url = format!("wss://localhost:{}/ws/visitor?site={}", proxy.port(), site.key);
     let (mut socket, _) =
-        tokio_tungstenite::client_async(url, stream).await.expect("the WebSocket connects through nginx");
+        tokio_tungstenite::client_async(url, stream).await.expect("the WebSocket connects through the proxy");
     socket.send(Message::Text(json!({"type": "hello", "token": token}).to_string().into())).await.unwrap();
     loop {
         let frame = tokio::time::timeout(FRAME_TIMEOUT, socket.next()).await.unwrap().unwrap().unwrap();
@@ -262,37 +268,50 @@ async fn visitor_through(
     }
 }
 
-#[tokio::test]
-async fn behind_nginx_clients_are_told_apart_by_their_forwarded_address() {
-    let Some(binary) = nginx_binary() else {
+/// Skips (returns `None`) when `binary` is not installed, unless `CI` is set.
+fn installed(binary: Option<&'static str>, name: &str) -> Option<&'static str> {
+    if binary.is_none() {
         if std::env::var_os("CI").is_some() {
-            panic!("nginx is not installed, and CI is set: the reverse-proxy test must run");
+            panic!("{name} is not installed, and CI is set: the reverse-proxy test must run");
         }
-        eprintln!("reverse_proxy: skipped, nginx is not installed (apt-get install nginx)");
-        return;
-    };
-    let server = TestServer::start_with(trust_loopback_proxy).await;
-    let site = open_site(&server).await;
+        eprintln!("reverse_proxy: skipped, {name} is not installed (apt-get install {name})");
+    }
+    binary
+}
+
+/// A client from `source` that reaches the proxy at `proxy` as `https://localhost:PORT`.
+fn client_through(source: &str, proxy: SocketAddr) -> reqwest::Client {
+    let _ = http();
+    reqwest::Client::builder()
+        .local_address(source.parse::<IpAddr>().unwrap())
+        .resolve("localhost", proxy)
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+}
+
+/// Behind the proxy at `proxy` (in front of `server`), clients are told apart by address.
+async fn check_clients_are_told_apart_behind(proxy: SocketAddr, server: &TestServer) {
+    let site = open_site(server).await;
     let admin = server.admin_token("admin@example.com").await;
-    let nginx = start_nginx(binary, server.addr);
-    let base = format!("https://{}", nginx.address);
-    let (alice, bob) = (client_from("127.0.0.2"), client_from("127.0.0.3"));
+    let base = format!("https://localhost:{}", proxy.port());
+    let (alice, bob) = (client_through("127.0.0.2", proxy), client_through("127.0.0.3", proxy));
 
     // A login through the proxy, which says https, sets a Secure cookie.
     let cookie = login_cookie(&alice, &base, "admin@example.com", &[]).await;
     assert!(cookie.contains("; Secure"), "{cookie}");
 
     // The console's visitor list shows each visitor's own address, not the proxy's, even when
-    // the visitor sends an X-Forwarded-For of its own (nginx appends the real one).
+    // the visitor sends an X-Forwarded-For of its own.
     let response = open_session(&alice, &base, &site, &[("x-forwarded-for", "127.0.0.9")]).await;
     assert_eq!(response.status(), 200);
     let alice_token = response.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
-    let _alice_socket = visitor_through(&nginx, "127.0.0.2", &site, &alice_token).await;
+    let _alice_socket = visitor_through(proxy, "127.0.0.2", &site, &alice_token).await;
     let response = open_session(&bob, &base, &site, &[]).await;
     assert_eq!(response.status(), 200);
     let bob_token = response.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
-    let _bob_socket = visitor_through(&nginx, "127.0.0.3", &site, &bob_token).await;
-    let mut ips = online_ips(&server, &admin).await;
+    let _bob_socket = visitor_through(proxy, "127.0.0.3", &site, &bob_token).await;
+    let mut ips = online_ips(server, &admin).await;
     ips.sort();
     assert_eq!(ips, ["127.0.0.2", "127.0.0.3"]);
 
@@ -300,4 +319,92 @@ async fn behind_nginx_clients_are_told_apart_by_their_forwarded_address() {
     kefu::blocking::block_address(&server.app().store, site.key.clone(), "127.0.0.2".into()).await.unwrap();
     assert_eq!(open_session(&alice, &base, &site, &[]).await.status(), 403);
     assert_eq!(open_session(&bob, &base, &site, &[]).await.status(), 200);
+}
+
+#[tokio::test]
+async fn behind_nginx_clients_are_told_apart_by_their_forwarded_address() {
+    let Some(binary) = installed(nginx_binary(), "nginx") else { return };
+    let server = TestServer::start_with(trust_loopback_proxy).await;
+    let nginx = start_nginx(binary, server.addr);
+    check_clients_are_told_apart_behind(nginx.address, &server).await;
+}
+
+/// Caddy running `packaging/Caddyfile` on a free port in front of `upstream`; stopped on drop.
+struct Caddy {
+    child: std::process::Child,
+    address: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts Caddy with the example Caddyfile, its site name replaced by `https://localhost:PORT`
+/// with an internal certificate; returns once Caddy says the certificate is ready.
+fn start_caddy(upstream: SocketAddr) -> Caddy {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    // A free port: Caddy binds it itself, so this listener is closed first.
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/Caddyfile")).unwrap();
+    let mut site = example.clone();
+    for (placeholder, value) in [
+        ("chat.example.com {", format!("https://localhost:{} {{\n\ttls internal", address.port())),
+        ("reverse_proxy 127.0.0.1:8080", format!("reverse_proxy {upstream}")),
+    ] {
+        assert!(site.contains(placeholder), "packaging/Caddyfile no longer has {placeholder:?}");
+        site = site.replace(placeholder, &value);
+    }
+    let storage = dir.path().join("storage");
+    let caddyfile = format!(
+        "{{\n\tadmin off\n\tskip_install_trust\n\tauto_https disable_redirects\n\tstorage file_system {}\n}}\n\n{site}",
+        storage.display()
+    );
+    let path = dir.path().join("Caddyfile");
+    std::fs::write(&path, caddyfile).unwrap();
+    let mut child = std::process::Command::new("caddy")
+        .args(["run", "--adapter", "caddyfile", "--config", path.to_str().unwrap()])
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting caddy");
+    // Caddy logs (on stderr) when the certificate is ready; the listener is bound before that.
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    loop {
+        match log.next() {
+            Some(Ok(line)) if line.contains("certificate obtained successfully") => break,
+            Some(Ok(line)) => seen.push(line),
+            _ => panic!("caddy stopped before its certificate was ready:\n{}", seen.join("\n")),
+        }
+    }
+    // Keep reading, so Caddy never blocks on a full pipe.
+    std::thread::spawn(move || log.for_each(drop));
+    Caddy { child, address, _dir: dir }
+}
+
+fn caddy_binary() -> Option<&'static str> {
+    std::process::Command::new("caddy")
+        .arg("version")
+        .output()
+        .is_ok_and(|output| output.status.success())
+        .then_some("caddy")
+}
+
+#[tokio::test]
+async fn behind_caddy_clients_are_told_apart_by_their_forwarded_address() {
+    if installed(caddy_binary(), "caddy").is_none() {
+        return;
+    }
+    let server = TestServer::start_with(trust_loopback_proxy).await;
+    let upstream = server.addr;
+    let caddy = tokio::task::spawn_blocking(move || start_caddy(upstream)).await.unwrap();
+    check_clients_are_told_apart_behind(caddy.address, &server).await;
 }
