@@ -71,15 +71,19 @@ pub fn find_loose_modes(data_dir: &Path) -> std::io::Result<Vec<LooseMode>> {
     Ok(loose)
 }
 
-/// Takes group and other permissions away from everything in `data_dir`, logging each change;
-/// returns what was changed.
+/// Takes group and other permissions away from everything in `data_dir`, logging each change
+/// (and each file it may not change); returns what was loose.
 pub fn tighten(data_dir: &Path) -> std::io::Result<Vec<LooseMode>> {
     let loose = find_loose_modes(data_dir)?;
     #[cfg(unix)]
     for entry in &loose {
         use std::os::unix::fs::PermissionsExt;
         let mode = entry.mode & !GROUP_AND_OTHER_BITS;
-        std::fs::set_permissions(&entry.path, std::fs::Permissions::from_mode(mode))?;
+        // One file kefu may not change (another owner's) does not stop the others.
+        if let Err(error) = std::fs::set_permissions(&entry.path, std::fs::Permissions::from_mode(mode)) {
+            tracing::warn!(path = %entry.path.display(), %error, "could not tighten the mode of a file in the data directory");
+            continue;
+        }
         tracing::warn!(
             path = %entry.path.display(),
             from = %format!("{:04o}", entry.mode),
