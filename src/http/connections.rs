@@ -292,9 +292,14 @@ fn address_key(address: IpAddr) -> IpAddr {
 /// would not fit in it, with a warning naming what was lowered: connections beyond the limit
 /// would fail to accept, and the database or index could fail to open a file.
 pub fn fit_limits_to_file_descriptors(limits: &mut LimitsConfig) {
-    let Some(available) = open_file_limit().map(|limit| limit.saturating_sub(FILE_DESCRIPTOR_RESERVE)) else {
-        return;
-    };
+    if let Some(open_file_limit) = open_file_limit() {
+        fit_limits_to_open_file_limit(limits, open_file_limit);
+    }
+}
+
+/// [`fit_limits_to_file_descriptors`] for a given open-file limit.
+fn fit_limits_to_open_file_limit(limits: &mut LimitsConfig, open_file_limit: usize) {
+    let available = open_file_limit.saturating_sub(FILE_DESCRIPTOR_RESERVE);
     let wanted = limits.max_http_connections.saturating_add(limits.max_connections);
     if wanted <= available {
         return;
@@ -353,6 +358,24 @@ mod tests {
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
         assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
+    }
+
+    #[test]
+    fn the_defaults_leave_room_for_19_000_websockets_under_20_000_files() {
+        let mut limits = LimitsConfig::default();
+        fit_limits_to_open_file_limit(&mut limits, 20_000);
+        assert_eq!(limits.max_http_connections, LimitsConfig::default().max_http_connections);
+        assert!(limits.max_connections >= 19_000, "{}", limits.max_connections);
+        assert!(limits.max_connections + limits.max_http_connections + FILE_DESCRIPTOR_RESERVE <= 20_000);
+
+        let mut limits = LimitsConfig::default();
+        fit_limits_to_open_file_limit(&mut limits, 1024);
+        assert!(limits.max_connections + limits.max_http_connections + FILE_DESCRIPTOR_RESERVE <= 1024);
+        assert!(limits.max_http_connections_per_ip <= limits.max_http_connections);
+
+        let mut limits = LimitsConfig::default();
+        fit_limits_to_open_file_limit(&mut limits, 1_000_000);
+        assert_eq!(limits.max_connections, LimitsConfig::default().max_connections);
     }
 
     #[test]
