@@ -432,9 +432,27 @@ pub async fn run_check(config: &Config) -> anyhow::Result<()> {
         Err(error) => return Err(error.into()),
     };
     print_report(&report);
+    warn_about_loose_modes(&config.data_dir);
     match report.problem {
         Some(problem) => anyhow::bail!("the database is damaged: {problem}"),
         None => Ok(()),
+    }
+}
+
+/// Warns (on stderr) about files in the data directory that group or others may read.
+fn warn_about_loose_modes(data_dir: &Path) {
+    match crate::file_modes::find_loose_modes(data_dir) {
+        Ok(loose) => {
+            for entry in &loose {
+                eprintln!(
+                    "kefu: warning: {} has mode {:04o}; others may read kefu's data (chmod go-rwx, or start kefu, which tightens it)",
+                    entry.path.display(),
+                    entry.mode
+                );
+            }
+            println!("loose_modes={}", loose.len());
+        }
+        Err(error) => eprintln!("kefu: warning: could not check the modes in {}: {error}", data_dir.display()),
     }
 }
 

@@ -143,6 +143,8 @@ enum AdminArgs {
 
 pub fn main() -> anyhow::Result<()> {
     crate::allocator::configure();
+    // Backups, restored databases and a database made by a command are private like the server's.
+    crate::file_modes::restrict_new_files();
     let cli = Cli::parse();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;

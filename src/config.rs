@@ -11,9 +11,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The top-level keys and sections of [`Config`], for picking `KEFU_*` variables.
-const TOP_LEVEL_KEYS: [&str; 13] = [
+const TOP_LEVEL_KEYS: [&str; 14] = [
     "data_dir",
     "http",
+    "trusted_proxies",
     "public_url",
     "storage",
     "limits",
@@ -35,6 +36,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The HTTP and WebSocket listen address.
     pub http: SocketAddr,
+    /// Reverse proxies (addresses or CIDR ranges) whose `Forwarded` / `X-Forwarded-For` /
+    /// `X-Forwarded-Proto` headers are believed; from any other peer they are ignored.
+    pub trusted_proxies: TrustedProxies,
     /// The URL people reach kefu at (used in printed links); derived from `http` when absent.
     pub public_url: Option<String>,
     /// Where `/metrics` listens (Prometheus text format), or `off`.
@@ -143,6 +147,15 @@ pub struct LimitsConfig {
     pub api_requests_per_second: u32,
     /// Burst of requests per API token above the sustained rate.
     pub api_request_burst: u32,
+    /// Most concurrent plain HTTP connections (a connection upgraded to a WebSocket counts
+    /// under `max_connections` instead); further clients wait in the kernel's accept queue.
+    pub max_http_connections: usize,
+    /// Most concurrent plain HTTP connections from one client address (one /64 for IPv6);
+    /// more are answered 503 and closed. Trusted proxies count only under the total.
+    pub max_http_connections_per_ip: usize,
+    /// Seconds a client has to send a request's headers (also how long an idle keep-alive
+    /// connection stays open).
+    pub header_read_timeout_secs: u64,
 }
 
 /// Assignment of conversations to agents.
@@ -204,6 +217,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./kefu-data"),
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            trusted_proxies: TrustedProxies::default(),
             public_url: None,
             metrics: "127.0.0.1:9090".to_owned(),
             quic: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
@@ -264,6 +278,9 @@ impl Default for LimitsConfig {
             unattached_upload_grace_secs: 86_400,
             api_requests_per_second: 20,
             api_request_burst: 60,
+            max_http_connections: 512,
+            max_http_connections_per_ip: 128,
+            header_read_timeout_secs: 10,
         }
     }
 }
@@ -302,6 +319,45 @@ mod quic_address {
         text.parse().map(Some).map_err(|_| {
             serde::de::Error::custom(format!("{text:?} is not an address such as 0.0.0.0:8443 (or \"off\")"))
         })
+    }
+}
+
+/// `trusted_proxies = ["10.0.0.0/8", "192.0.2.7"]`: CIDR ranges, or single addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Whether `address` is one of the trusted proxies.
+    pub fn contains(&self, address: std::net::IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.0.iter().any(|range| range.contains(&address))
+    }
+}
+
+impl Serialize for TrustedProxies {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(ToString::to_string))
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxies {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let texts = Vec::<String>::deserialize(deserializer)?;
+        let ranges = texts
+            .iter()
+            .map(|text| {
+                let text = text.trim();
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|range| range.trunc())
+                    .map_err(|_| {
+                        serde::de::Error::custom(format!(
+                            "{text:?} is not an address or CIDR range such as 10.0.0.0/8 or ::1"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TrustedProxies(ranges))
     }
 }
 
@@ -358,7 +414,10 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         let limits = &self.limits;
-        let checks: [(&str, bool); 8] = [
+        let checks: [(&str, bool); 11] = [
+            ("limits.max_http_connections", limits.max_http_connections >= 1),
+            ("limits.max_http_connections_per_ip", limits.max_http_connections_per_ip >= 1),
+            ("limits.header_read_timeout_secs", limits.header_read_timeout_secs >= 1),
             ("limits.max_frame_bytes", limits.max_frame_bytes >= 1024),
             ("limits.max_text_chars", limits.max_text_chars >= 1),
             ("limits.frames_per_second", limits.frames_per_second >= 1),
@@ -470,6 +529,30 @@ mod tests {
             let example = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/kefu.toml"));
             let config = Config::load(Some(example), &ConfigOverrides::default()).map_err(|e| e.to_string())?;
             assert_eq!(serde_json::to_value(&config).unwrap(), serde_json::to_value(Config::default()).unwrap());
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn trusted_proxies_take_ranges_and_addresses_and_a_bad_one_names_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("kefu.toml", "trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n")?;
+            let config =
+                Config::load(Some(Path::new("kefu.toml")), &ConfigOverrides::default()).map_err(|e| e.to_string())?;
+            assert!(config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+            assert!(config.trusted_proxies.contains("::ffff:192.0.2.7".parse().unwrap()));
+            assert!(config.trusted_proxies.contains("2001:db8::9".parse().unwrap()));
+            assert!(!config.trusted_proxies.contains("192.0.2.8".parse().unwrap()));
+            jail.create_file("bad.toml", "trusted_proxies = [\"10.0.0.0/33\"]\n")?;
+            let error = Config::load(Some(Path::new("bad.toml")), &ConfigOverrides::default()).unwrap_err().to_string();
+            assert!(error.contains("trusted_proxies") && error.contains("10.0.0.0/33"), "{error}");
+
+            jail.set_env("KEFU_TRUSTED_PROXIES", "[\"127.0.0.1\"]");
+            let config =
+                Config::load(Some(Path::new("kefu.toml")), &ConfigOverrides::default()).map_err(|e| e.to_string())?;
+            assert!(config.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
+            assert!(!config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
             Ok(())
         });
     }

@@ -26,6 +26,7 @@ pub mod conversations;
 pub mod csv_cells;
 pub mod delivery;
 pub mod export;
+pub mod file_modes;
 pub mod history;
 pub mod http;
 pub mod knowledge_base;

@@ -16,6 +16,7 @@ use crate::agents::{self, NewAgent, Role};
 use crate::config::Config;
 use crate::delivery::{self, Hub};
 use crate::http::agent_api::LoginLimiter;
+use crate::http::connections::ConnectionSettings;
 use crate::routing::{self, Router};
 use crate::search::Search;
 use crate::sites::{self, NewSite, SiteDirectory};
@@ -92,9 +93,12 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
     let local_addr = listener.local_addr()?;
+    let mut config = config;
+    crate::http::connections::fit_limits_to_file_descriptors(&mut config.limits);
     let (committed_sender, committed) = mpsc::channel(delivery::COMMITTED_QUEUE_CAPACITY);
     let data_dir = config.data_dir.clone();
     let storage_config = config.storage.clone();
+    make_data_directory_private(&config.data_dir)?;
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage_config, Some(committed_sender)))
         .await?
         .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
@@ -199,16 +203,8 @@ pub async fn start(
     let serving = tokio::spawn(async move {
         let app = serving_app;
         let serve_token = app.shutdown.clone();
-        // Without TCP_NODELAY, a stream of small frames to one socket (an agent's) waits on
-        // Nagle's algorithm and the peer's delayed ACK, about 40 ms per stall.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
-            let _ = stream.set_nodelay(true);
-        });
-        let served =
-            axum::serve(listener, crate::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { serve_token.cancelled().await })
-                .await
-                .context("serving HTTP");
+        let settings = ConnectionSettings::from_config(&app.config.limits, &app.config.trusted_proxies);
+        crate::http::connections::serve(listener, crate::http::router(app.clone()), settings, serve_token).await;
         // Whatever ended serving, shut down in order.
         app.shutdown.cancel();
         crate::systemd::notify("STOPPING=1");
@@ -227,9 +223,21 @@ pub async fn start(
             let _ = std::fs::remove_file(path);
         }
         tracing::info!("stopped");
-        served
+        Ok(())
     });
     Ok(Running { app, local_addr, metrics_addr, quic_addr, quic_fingerprint, serving })
+}
+
+/// Creates the data directory (0700) and makes everything kefu writes private (files 0600)
+/// whatever the umask it was started with; looser modes already there are tightened.
+fn make_data_directory_private(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    crate::file_modes::restrict_new_files();
+    crate::file_modes::create_private_directory(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    if let Err(error) = crate::file_modes::tighten(data_dir) {
+        tracing::warn!(%error, data_dir = %data_dir.display(), "could not tighten the modes in the data directory");
+    }
+    Ok(())
 }
 
 /// On the first start: an admin account and a default site, printed once.

@@ -1,9 +1,7 @@
 //! The admin login form and logout. The session is the same as the console's (one cookie).
 
-use std::net::SocketAddr;
-
 use askama::Template;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -54,7 +52,7 @@ pub struct LoginForm {
 /// `POST /admin/login`
 pub async fn submit(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: crate::http::client_address::ClientAddress,
     headers: HeaderMap,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
@@ -67,7 +65,7 @@ pub async fn submit(
     {
         return again(StatusCode::FORBIDDEN, "This form was sent from another site.".into());
     }
-    let (token, agent) = match attempt_login(&app, peer.ip(), &form.email, &form.password).await {
+    let (token, agent) = match attempt_login(&app, client.ip(), &form.email, &form.password).await {
         Ok(logged_in) => logged_in,
         Err(ApiError::TooManyRequests { retry_after_secs }) => {
             let minutes = retry_after_secs.div_ceil(60);

@@ -15,11 +15,11 @@
 //! cannot run more argon2 checks than the limit; a right password gives its reservation back.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -27,6 +27,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 use super::SESSION_COOKIE;
+use super::client_address::ClientAddress;
 use super::error::ApiError;
 use super::extract::{Caller, Json};
 use crate::agents::{self, Agent, AgentError, PasswordChecks, Role};
@@ -220,7 +221,8 @@ pub async fn attempt_login(
     }
 }
 
-/// The `Set-Cookie` value that carries a new session token.
+/// The `Set-Cookie` value that carries a new session token; Secure when the client used https
+/// (the `X-Forwarded-Proto` that `client_address` leaves only for a trusted proxy).
 pub fn session_cookie(token: &str, request_headers: &HeaderMap) -> HeaderValue {
     let secure = request_headers.get("x-forwarded-proto").is_some_and(|proto| proto == "https");
     let cookie = format!(
@@ -239,11 +241,11 @@ pub fn expired_session_cookie() -> HeaderValue {
 /// `POST /api/v1/agent/login`
 pub async fn login(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientAddress,
     headers: HeaderMap,
     Json(request): Json<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let (token, agent) = attempt_login(&app, peer.ip(), &request.email, &request.password).await?;
+    let (token, agent) = attempt_login(&app, client.ip(), &request.email, &request.password).await?;
     let cookie = session_cookie(&token, &headers);
     let mut response = axum::Json(LoginResponse { token, agent: AgentView::from(&agent) }).into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie);

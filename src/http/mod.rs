@@ -2,6 +2,8 @@
 //! security headers every response carries.
 
 pub mod agent_api;
+pub mod client_address;
+pub mod connections;
 pub mod console_api;
 pub mod conversations_api;
 pub mod error;
@@ -85,6 +87,7 @@ pub fn router(app: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(api_errors_as_json))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(app.clone(), client_address::resolve_client_address))
         .with_state(app)
 }
 
@@ -136,7 +139,8 @@ async fn api_errors_as_json(request: Request, next: Next) -> Response {
     json
 }
 
-/// kefu's own origin as the browser sees it, from the `Host` header.
+/// kefu's own origin as the browser sees it, from the `Host` header. The scheme is https only
+/// when a trusted proxy said so (`client_address` removes `X-Forwarded-Proto` otherwise).
 pub fn own_origin(headers: &HeaderMap) -> String {
     let host = headers.get(header::HOST).and_then(|value| value.to_str().ok()).unwrap_or("localhost");
     let scheme = headers.get("x-forwarded-proto").and_then(|value| value.to_str().ok()).unwrap_or("http");

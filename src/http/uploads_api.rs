@@ -42,12 +42,12 @@ fn refuse_api_tokens(principal: &Principal) -> Result<(), ApiError> {
 /// `POST /api/v1/uploads?conversation_id=ID&name=FILE` with the raw file as the body.
 pub async fn create(
     State(app): State<AppState>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    client: crate::http::client_address::ClientAddress,
     Caller(principal): Caller,
     Query(query): Query<UploadQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, axum::Json<UploadView>), ApiError> {
-    let client_ip = peer.ip();
+    let client_ip = client.ip();
     refuse_api_tokens(&principal)?;
     let mut site = match &principal {
         Principal::Visitor(visitor) => Some(visitor.site.clone()),

@@ -55,7 +55,7 @@ fn public_site(app: &AppState, site: &crate::sites::Site) -> PublicSite {
 /// `POST /api/v1/visitor/session`
 pub async fn open_session(
     State(app): State<AppState>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    client: super::client_address::ClientAddress,
     headers: HeaderMap,
     Json(request): Json<SessionRequest>,
 ) -> Result<axum::Json<SessionResponse>, ApiError> {
@@ -67,8 +67,8 @@ pub async fn open_session(
     if !site.site.allows_origin(origin, &super::own_origin(&headers)) {
         return Err(ApiError::OriginNotAllowed);
     }
-    super::console_api::refuse_blocked_address(&app, &site.site.key, peer.ip()).await?;
-    let client_ip = peer.ip();
+    super::console_api::refuse_blocked_address(&app, &site.site.key, client.ip()).await?;
+    let client_ip = client.ip();
     if !visitors::token_is_live(&app.store, &site.site.key, request.token.as_deref()).await? {
         app.visitor_limits.new_session(client_ip)?;
     }
@@ -109,11 +109,11 @@ pub async fn widget_settings(
 /// `POST /api/v1/visitor/offline-messages`: a message left when no agent can answer.
 pub async fn leave_offline_message(
     State(app): State<AppState>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    client: crate::http::client_address::ClientAddress,
     Caller(principal): Caller,
     Json(new_message): Json<NewOfflineMessage>,
 ) -> Result<(StatusCode, axum::Json<OfflineMessage>), ApiError> {
-    let client_ip = peer.ip();
+    let client_ip = client.ip();
     let Principal::Visitor(visitor) = principal else {
         return Err(ApiError::Forbidden("visitors only".into()));
     };

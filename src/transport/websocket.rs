@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -51,7 +51,7 @@ pub struct VisitorQuery {
 pub async fn visitor_upgrade(
     State(app): State<AppState>,
     Query(query): Query<VisitorQuery>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    client: crate::http::client_address::ClientAddress,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -60,7 +60,7 @@ pub async fn visitor_upgrade(
     if !site.site.allows_origin(origin, &crate::http::own_origin(&headers)) {
         return Err(ApiError::Forbidden("this origin may not open visitor connections for the site".into()));
     }
-    crate::http::console_api::refuse_blocked_address(&app, &site.site.key, peer.ip()).await?;
+    crate::http::console_api::refuse_blocked_address(&app, &site.site.key, client.ip()).await?;
     let user_agent = headers
         .get(axum::http::header::USER_AGENT)
         .and_then(|value| value.to_str().ok())
@@ -68,7 +68,7 @@ pub async fn visitor_upgrade(
         .chars()
         .take(300)
         .collect();
-    upgrade_with(app, upgrade, Role::Visitor, Entry::Visitor { site, peer: Some(peer.ip()), user_agent })
+    upgrade_with(app, upgrade, Role::Visitor, Entry::Visitor { site, peer: Some(client.ip()), user_agent })
 }
 
 /// `GET /ws/agent`

@@ -238,6 +238,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.limits.frame_burst = 10_000;
     // Debug-build argon2 is slow and tests run side by side: logins wait for a check, not fail.
     config.limits.password_check_wait_ms = 600_000;
+    // Tests make many concurrent requests from 127.0.0.1; connection_limits tests the cap.
+    config.limits.max_http_connections_per_ip = config.limits.max_http_connections;
     config
 }
 
