@@ -1,34 +1,33 @@
 // connection.js: the console's WebSocket to /ws/agent (authenticated by the
-// session cookie). It reconnects with exponential backoff and jitter after a
-// network drop, a server restart (goaway) or a laptop sleep (no frame for a
-// while), and on every reconnect resumes each conversation the console
+// session cookie), the agent flow over the shared protocol client
+// (/shared/protocol.js). It reconnects with exponential backoff and jitter
+// after a network drop, a server restart (goaway) or a laptop sleep (no frame
+// for a while), and on every reconnect resumes each conversation the console
 // follows from the last seq it holds (docs/protocol.md, "Resume"). Sends are
 // kept until their ack and resent with the same client_id after reconnecting,
-// so the server deduplicates them.
+// so the server deduplicates them. A close with 4001 (logged out or session
+// expired) ends it for good.
 
-const BACKOFF_MIN_MS = 500;
-const BACKOFF_MAX_MS = 30000;
-/** A ping every so often; with no frame at all for STALE_MS the socket counts as dead. */
-const PING_MS = 20000;
-const STALE_MS = 50000;
+import { Outbox, RETRYABLE_ERRORS, Socket } from '../shared/protocol.js';
+
+const MAX_BACKOFF_MS = 30000;
 
 export class Connection extends EventTarget {
   /** @param {() => Array<{conversation_id, last_seq, epoch}>} resumePoints what to resume on each connect */
   constructor(resumePoints) {
     super();
-    this.resumePoints = resumePoints;
-    this.ws = null;
-    this.attempt = 0;
-    this.pending = new Map(); // client_id -> send frame, until its ack or error
-    this.timer = 0;
-    this.pinger = 0;
-    this.lastFrameAt = 0;
-    this.stopped = false;
+    this.pending = new Outbox(); // send frames, until their ack or error
     this.state = 'connecting';
-    window.addEventListener('online', () => this.reconnectSoon(0));
-    document.addEventListener('visibilitychange', () => {
-      if (!document.hidden && this.isStale()) this.drop();
+    this.socket = new Socket({
+      path: () => '/ws/agent',
+      hello: () => ({ type: 'hello', resume: resumePoints() }),
+      maxBackoffMs: MAX_BACKOFF_MS,
+      keepAlive: true,
+      onConnecting: () => this.setState('connecting'),
+      onFrame: (frame) => this.onFrame(frame),
+      onClose: (code) => this.onClose(code),
     });
+    window.addEventListener('online', () => this.socket.hurry());
   }
 
   setState(state) {
@@ -37,96 +36,39 @@ export class Connection extends EventTarget {
   }
 
   connect() {
-    clearTimeout(this.timer);
-    if (this.stopped) return;
-    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const ws = new WebSocket(`${scheme}://${location.host}/ws/agent`);
-    this.ws = ws;
-    this.setState('connecting');
-    ws.onopen = () => {
-      this.lastFrameAt = Date.now();
-      ws.send(JSON.stringify({ type: 'hello', resume: this.resumePoints() }));
-    };
-    ws.onmessage = (event) => {
-      this.lastFrameAt = Date.now();
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      if (frame.type === 'welcome') {
-        this.attempt = 0;
-        this.setState('open');
-        for (const send of this.pending.values()) ws.send(JSON.stringify(send));
-      } else if (frame.type === 'ack') {
-        this.pending.delete(frame.client_id);
-      } else if (frame.type === 'error' && frame.client_id && frame.code !== 'internal' && frame.code !== 'unavailable') {
-        this.pending.delete(frame.client_id);
-      } else if (frame.type === 'goaway') {
-        this.reconnectDelay = frame.reconnect_after_ms;
-      }
-      this.dispatchEvent(new CustomEvent('frame', { detail: frame }));
-    };
-    ws.onclose = (event) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      clearInterval(this.pinger);
-      this.setState('closed');
-      this.dispatchEvent(new CustomEvent('closed', { detail: event.code }));
-      if (event.code === 4001) {
-        this.stopped = true; // logged out or session expired
-        return;
-      }
-      const delay = this.reconnectDelay ?? Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt);
-      this.reconnectDelay = undefined;
-      this.attempt += 1;
-      this.reconnectSoon(delay / 2 + Math.random() * (delay / 2));
-    };
-    clearInterval(this.pinger);
-    this.pinger = setInterval(() => {
-      if (this.isStale()) this.drop();
-      else this.send({ type: 'ping' });
-    }, PING_MS);
+    this.socket.connect();
   }
 
-  isStale() {
-    return this.ws && this.lastFrameAt && Date.now() - this.lastFrameAt > STALE_MS;
-  }
-
-  /** Closes a dead socket; onclose schedules the reconnect. */
-  drop() {
-    try {
-      this.ws?.close();
-    } catch {
-      /* already closed */
+  onFrame(frame) {
+    if (frame.type === 'welcome') {
+      this.setState('open');
+      for (const send of this.pending.entries()) this.socket.send(send);
+    } else if (frame.type === 'ack') {
+      this.pending.take(frame.client_id);
+    } else if (frame.type === 'error' && frame.client_id && !RETRYABLE_ERRORS.has(frame.code)) {
+      this.pending.take(frame.client_id);
     }
+    this.dispatchEvent(new CustomEvent('frame', { detail: frame }));
   }
 
-  reconnectSoon(delayMs) {
-    if (this.stopped || (this.ws && this.ws.readyState <= WebSocket.OPEN)) return;
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.connect(), delayMs);
+  onClose(code) {
+    this.setState('closed');
+    this.dispatchEvent(new CustomEvent('closed', { detail: code }));
+    if (code === 4001) this.socket.stop();
+    else this.socket.reconnect();
   }
 
   send(frame) {
-    if (this.ws?.readyState === WebSocket.OPEN && this.state === 'open') {
-      this.ws.send(JSON.stringify(frame));
-      return true;
-    }
-    return false;
+    return this.socket.send(frame);
   }
 
   /** A message send: kept until acknowledged and resent after reconnecting. */
   sendMessage(frame) {
-    this.pending.set(frame.client_id, frame);
-    this.send(frame);
+    this.pending.add(frame);
+    this.socket.send(frame);
   }
 
   stop() {
-    this.stopped = true;
-    clearInterval(this.pinger);
-    clearTimeout(this.timer);
-    this.ws?.close();
+    this.socket.stop();
   }
 }

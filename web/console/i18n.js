@@ -1,6 +1,8 @@
 // i18n.js: the console's words in English and Simplified Chinese. The language
 // comes from navigator.language, can be switched in the top bar, and is kept
-// in localStorage. Elements with data-i18n get their textContent replaced.
+// in localStorage (the shared translator, /shared/i18n.js, does the rest).
+
+import { translator } from '../shared/i18n.js';
 
 const WORDS = {
   en: {
@@ -37,29 +39,4 @@ const WORDS = {
   },
 };
 
-const KEY = 'kefu.console.language';
-
-function pick() {
-  const saved = localStorage.getItem(KEY);
-  if (saved && WORDS[saved]) return saved;
-  return (navigator.language || 'en').toLowerCase().startsWith('zh') ? 'zh-CN' : 'en';
-}
-
-export let language = pick();
-
-export function t(key) {
-  return WORDS[language][key] ?? WORDS.en[key] ?? key;
-}
-
-export function setLanguage(next) {
-  if (!WORDS[next]) return;
-  language = next;
-  localStorage.setItem(KEY, next);
-  apply();
-}
-
-/** Replaces the text of every [data-i18n] element under `root`. */
-export function apply(root = document) {
-  document.documentElement.lang = language;
-  for (const element of root.querySelectorAll('[data-i18n]')) element.textContent = t(element.dataset.i18n);
-}
+export const { t, locale, setLocale, apply } = translator(WORDS, { storageKey: 'kefu.console.language' });

@@ -1,47 +1,31 @@
 // chat.js: the visitor's connection to kefu, with no DOM in it.
 //
-// It gets a visitor session over HTTP (the token is kept in localStorage per
+// The visitor flow over the shared protocol client (/shared/protocol.js). It
+// gets a visitor session over HTTP (the token is kept in localStorage per
 // site, so the conversation survives reloads, new tabs and days away), loads
-// history page by page, and keeps a WebSocket open: hello with resume entries
-// (last seq and epoch per conversation), reconnects with exponential backoff
-// and jitter, and reloads history on `reset`. Messages go through an outbox
-// persisted in localStorage: an entry leaves it only when its ack (or its echo
-// from another tab) arrives, and is resent with the same client_id after every
-// reconnect, so the server's duplicate detection makes delivery exactly-once.
-// The panel listens with chat.on(event, fn); events are listed in emit() calls.
+// history page by page, and keeps a WebSocket open: hello with the token and
+// resume entries (last seq and epoch per conversation), and reloads history on
+// `reset`. Messages go through an outbox persisted in localStorage: an entry
+// leaves it only when its ack (or its echo from another tab) arrives, and is
+// resent with the same client_id after every reconnect, at most one send per
+// SEND_INTERVAL_MS. The panel listens with chat.on(event, fn); events are
+// listed in emit() calls.
 
-import * as store from './store.js';
+import * as store from '../shared/store.js';
+import { Outbox, RETRYABLE_ERRORS, Socket, request, resumeEntries, uuid } from '../shared/protocol.js';
 
 const PAGE_SIZE = 30;
 const MAX_BACKOFF_MS = 10000;
-const RETRY_SAME_CONNECTION = new Set(['rate_limited', 'internal', 'unavailable']);
+const RETRY_SAME_CONNECTION = new Set(['rate_limited', ...RETRYABLE_ERRORS]);
 const SEND_INTERVAL_MS = 100; // at most 10 sends a second, well under the server's 20 (bursts of 40)
 const ACK_TIMEOUT_MS = 8000; // no ack by then: send again with the same client_id (the server dedupes)
 const TYPING_INTERVAL_MS = 1000;
-
-class HttpError extends Error {
-  constructor(status, code, message) {
-    super(message || code);
-    this.status = status;
-    this.code = code;
-  }
-}
-
-/** A random UUID, also outside secure contexts where crypto.randomUUID is missing. */
-function uuid() {
-  if (crypto.randomUUID) return crypto.randomUUID();
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const hex = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-}
 
 export class Chat {
   constructor(site) {
     this.site = site;
     this.tokenKey = `kefu.${site}.token`;
-    this.outboxKey = `kefu.${site}.outbox`;
+    this.pending = new Outbox(`kefu.${site}.outbox`);
     this.token = store.get(this.tokenKey, null);
     this.identity = {}; // {user, attributes, page} from the host page
     this.handlers = {};
@@ -49,14 +33,15 @@ export class Chat {
     this.convs = new Map(); // id -> {id, epoch, status, created_at, seen, incoming, readSent, nextBefore, loaded}
     this.seen = new Set(); // "conversation:seq" of every message handed to the panel
     this.olderId = null; // conversation whose earlier page loads next
-    this.ws = null;
-    this.ready = false; // welcome received on the current socket
-    this.stopped = true;
-    this.attempt = 0;
-    this.timer = 0;
-    this.retryFn = null;
-    this.lastAttempt = 0;
-    this.goawayMs = 0;
+    this.socket = new Socket({
+      path: () => `/ws/visitor?site=${encodeURIComponent(this.site)}`,
+      hello: () => ({ type: 'hello', token: this.token, resume: this.resumeList() }),
+      maxBackoffMs: MAX_BACKOFF_MS,
+      onConnecting: () => this.emit('status', 'connecting'),
+      onFrame: (frame) => this.onFrame(frame),
+      onClose: (code) => this.onClose(code),
+    });
+    this.socket.stopped = true;
     this.typingAt = 0; // when the last typing frame went out
     this.typingOn = false; // what it said
     this.typingTimer = 0;
@@ -88,26 +73,18 @@ export class Chat {
   }
 
   outbox() {
-    return store.get(this.outboxKey, []);
+    return this.pending.entries();
+  }
+
+  /** Welcome received on the current socket. */
+  get ready() {
+    return this.socket.ready;
   }
 
   // --- HTTP -----------------------------------------------------------------
 
-  async request(method, path, body, auth = true) {
-    const headers = {};
-    if (auth) headers.Authorization = `Bearer ${this.token}`;
-    if (body !== undefined && !(body instanceof Blob)) {
-      headers['Content-Type'] = 'application/json';
-      body = JSON.stringify(body);
-    }
-    const res = await fetch(path, { method, headers, body });
-    const type = res.headers.get('content-type') || '';
-    const data = type.includes('json') ? await res.json().catch(() => null) : null;
-    if (!res.ok) {
-      // kefu's error body: {"error": {"code": "not_found", "message": "..."}}
-      throw new HttpError(res.status, data?.error?.code || `http_${res.status}`, data?.error?.message);
-    }
-    return data;
+  request(method, path, body, auth = true) {
+    return request(method, path, { body, token: auth ? this.token : undefined });
   }
 
   /**
@@ -116,9 +93,9 @@ export class Chat {
    * Emits 'session' ({session, changed}) or 'fatal' (an error code).
    */
   async start(profile) {
-    this.stopped = false;
-    this.lastAttempt = Date.now();
-    clearTimeout(this.timer);
+    this.socket.start();
+    this.socket.lastAttempt = Date.now();
+    clearTimeout(this.socket.timer);
     let s;
     try {
       s = await this.request('POST', '/api/v1/visitor/session', {
@@ -135,7 +112,7 @@ export class Chat {
         this.emit('fatal', err.code);
       } else {
         this.emit('status', 'offline');
-        this.retry(() => this.start(profile));
+        this.socket.retry(() => this.start(profile));
       }
       return null;
     }
@@ -206,54 +183,24 @@ export class Chat {
   // --- WebSocket ------------------------------------------------------------
 
   connect() {
-    if (this.ws || this.stopped || !this.token) return;
-    clearTimeout(this.timer);
-    this.timer = 0;
-    this.lastAttempt = Date.now();
-    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const ws = new WebSocket(`${scheme}://${location.host}/ws/visitor?site=${encodeURIComponent(this.site)}`);
-    this.ws = ws;
-    this.emit('status', 'connecting');
-    ws.onopen = () => ws.send(JSON.stringify({ type: 'hello', token: this.token, resume: this.resumeList() }));
-    ws.onmessage = (e) => {
-      let frame;
-      try {
-        frame = JSON.parse(e.data);
-      } catch {
-        return;
-      }
-      this.onFrame(frame);
-    };
-    ws.onclose = (e) => this.onClose(ws, e.code);
+    if (this.token) this.socket.connect();
   }
 
   /** Closes the socket without triggering a reconnect. */
   disconnect() {
-    const ws = this.ws;
-    if (!ws) return;
-    this.ws = null;
-    this.ready = false;
-    ws.onclose = null;
-    ws.close(1000);
+    this.socket.disconnect();
   }
 
   stop() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.disconnect();
+    this.socket.stop();
   }
 
   resumeList() {
-    return [...this.convs.values()]
-      .filter((c) => c.seen != null)
-      .map((c) => ({ conversation_id: c.id, last_seq: c.seen, epoch: c.epoch }));
+    return resumeEntries(this.convs.values(), (c) => c.seen != null);
   }
 
-  onClose(ws, code) {
-    if (this.ws !== ws) return;
-    this.ws = null;
-    this.ready = false;
-    if (this.stopped) return;
+  onClose(code) {
+    if (this.socket.stopped) return;
     this.emit('status', 'offline');
     if (code === 4003 || code === 4000) {
       this.stop();
@@ -261,44 +208,24 @@ export class Chat {
     } else if (code === 4001) {
       this.token = null;
       store.remove(this.tokenKey);
-      this.retry(() => this.start());
+      this.socket.retry(() => this.start());
     } else {
-      this.retry(() => this.connect(), this.goawayMs);
-      this.goawayMs = 0;
+      this.socket.reconnect();
     }
-  }
-
-  /** Runs `fn` later: after `fixedMs`, or after an exponential backoff with jitter. */
-  retry(fn, fixedMs) {
-    const cap = Math.min(MAX_BACKOFF_MS, 500 * 2 ** this.attempt++);
-    this.retryFn = fn;
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.timer = 0;
-      fn();
-    }, fixedMs || cap / 2 + (Math.random() * cap) / 2);
   }
 
   /** Skips the current backoff wait (the visitor acted or the network came back), at most once a second. */
   hurry() {
-    if (this.timer && Date.now() - this.lastAttempt > 1000) {
-      clearTimeout(this.timer);
-      this.timer = 0;
-      this.retryFn();
-    }
+    this.socket.hurry();
   }
 
   frame(f) {
-    if (!this.ready || this.ws?.readyState !== WebSocket.OPEN) return false;
-    this.ws.send(JSON.stringify(f));
-    return true;
+    return this.socket.send(f);
   }
 
   onFrame(f) {
     switch (f.type) {
       case 'welcome':
-        this.ready = true;
-        this.attempt = 0;
         for (const c of f.conversations || []) {
           const known = this.convs.has(c.id);
           const k = this.track(c);
@@ -345,9 +272,6 @@ export class Chat {
       case 'error':
         this.onError(f);
         break;
-      case 'goaway':
-        this.goawayMs = f.reconnect_after_ms || 1000;
-        break;
       default:
         break;
     }
@@ -367,7 +291,7 @@ export class Chat {
       this.emit('fatal', 'blocked');
       return;
     }
-    if (!f.client_id || !this.outbox().some((e) => e.client_id === f.client_id)) return;
+    if (!f.client_id || !this.pending.has(f.client_id)) return;
     if (RETRY_SAME_CONNECTION.has(f.code)) {
       // Send it again first, after a pause.
       this.sendQueue.unshift(f.client_id);
@@ -410,7 +334,7 @@ export class Chat {
   /** Queues a message (text, or an uploaded image/file) and sends it when connected. Returns the outbox entry. */
   send({ kind = 'text', text = '', attachment = null }) {
     const entry = { client_id: uuid(), kind, text, attachment, at: Date.now() };
-    store.set(this.outboxKey, [...this.outbox(), entry]);
+    this.pending.add(entry);
     if (this.ready) {
       this.sendQueue.push(entry.client_id);
       this.pump();
@@ -433,9 +357,9 @@ export class Chat {
     const f = { type: 'send', client_id: e.client_id, text: e.text };
     if (e.kind !== 'text') Object.assign(f, { kind: e.kind, attachment_id: e.attachment.id });
     this.frame(f);
-    const ws = this.ws;
+    const ws = this.socket.ws;
     setTimeout(() => {
-      if (this.ws === ws && this.outbox().some((x) => x.client_id === e.client_id)) {
+      if (this.socket.ws === ws && this.pending.has(e.client_id)) {
         this.sendQueue.push(e.client_id);
         this.pump();
       }
@@ -447,10 +371,7 @@ export class Chat {
   }
 
   takeFromOutbox(clientId) {
-    const list = this.outbox();
-    const entry = list.find((e) => e.client_id === clientId) || null;
-    if (entry) store.set(this.outboxKey, list.filter((e) => e !== entry));
-    return entry;
+    return this.pending.take(clientId);
   }
 
   /**

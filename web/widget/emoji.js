@@ -1,7 +1,7 @@
 // emoji.js: a small built-in emoji picker: plain unicode characters on
 // buttons, no images and no network.
 
-import { h } from './view.js';
+import { h } from '../shared/dom.js';
 
 const EMOJI = [
   '😀', '😁', '😂', '🤣', '😊', '😍', '😘', '😎', '🤔', '😅',

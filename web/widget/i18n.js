@@ -1,6 +1,9 @@
 // i18n.js: the visitor panel's user-facing strings in English and Simplified
 // Chinese. The locale comes from navigator.language unless the host page
-// overrides it with kefu.setLocale(); t() looks a key up and fills {names}.
+// overrides it with kefu.setLocale(); the lookup is the shared translator
+// (/shared/i18n.js).
+
+import { translator } from '../shared/i18n.js';
 
 const STRINGS = {
   en: {
@@ -101,25 +104,4 @@ const STRINGS = {
   },
 };
 
-let current = pickLocale(navigator.language);
-
-/** Maps any browser or caller locale tag onto one of the supported locales. */
-export function pickLocale(tag) {
-  return /^zh/i.test(String(tag || '')) ? 'zh-CN' : 'en';
-}
-
-/** Switches the locale; returns the one now in force. */
-export function setLocale(tag) {
-  current = pickLocale(tag);
-  return current;
-}
-
-export function locale() {
-  return current;
-}
-
-/** The string for `key` in the current locale, with {name} placeholders filled from `vars`. */
-export function t(key, vars) {
-  const s = STRINGS[current][key] ?? STRINGS.en[key] ?? key;
-  return vars ? s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m)) : s;
-}
+export const { t, setLocale, locale, apply: applyI18n } = translator(STRINGS);

@@ -3,7 +3,8 @@
 // while the page is hidden. Both can be switched off in the panel's settings,
 // which persist in localStorage for every site.
 
-import * as store from './store.js';
+import * as store from '../shared/store.js';
+import * as sound from '../shared/sound.js';
 
 const KEY = 'kefu.settings';
 
@@ -17,24 +18,12 @@ let audio = null;
 
 /** Browsers only let audio start after a gesture: call this from one (click, key). */
 export function unlockAudio() {
-  const Ctx = window.AudioContext || window.webkitAudioContext;
-  if (!audio && Ctx) audio = new Ctx();
-  if (audio?.state === 'suspended') audio.resume();
+  audio = sound.unlockAudio(audio);
 }
 
-/** A quarter-second 880 Hz tone with a soft attack and decay. */
+/** The new-reply tone, unless the visitor switched it off. */
 export function beep() {
-  if (!settings.sound || audio?.state !== 'running') return;
-  const now = audio.currentTime;
-  const osc = audio.createOscillator();
-  const gain = audio.createGain();
-  osc.frequency.value = 880;
-  gain.gain.setValueAtTime(0.0001, now);
-  gain.gain.exponentialRampToValueAtTime(0.2, now + 0.02);
-  gain.gain.exponentialRampToValueAtTime(0.0001, now + 0.25);
-  osc.connect(gain).connect(audio.destination);
-  osc.start(now);
-  osc.stop(now + 0.3);
+  if (settings.sound) sound.beep(audio);
 }
 
 let blinkTimer = 0;

@@ -5,9 +5,10 @@
 // sending with an outbox, typing, read receipts, attention (notify.js), and
 // the optional pre-chat, offline-message and rating forms.
 
-import { t, setLocale, locale } from './i18n.js';
+import { t, setLocale, locale, applyI18n } from './i18n.js';
 import { Chat } from './chat.js';
-import { MessageList, applyI18n, h, isolated, setAttachmentFetcher, shownFileName } from './view.js';
+import { MessageList, setAttachmentFetcher } from './view.js';
+import { h, isolated, shownFileName } from '../shared/dom.js';
 import { mountEmojiPicker } from './emoji.js';
 import { settings, saveSettings, unlockAudio, beep, blinkTitle, stopBlink } from './notify.js';
 

@@ -1,31 +1,11 @@
-// view.js: DOM building for the panel. Everything that comes from a visitor,
-// an agent or the server is inserted as text (append of strings, textContent),
-// never as HTML. MessageList keeps confirmed messages ordered by conversation
+// view.js: DOM building for the panel, with h() from /shared/dom.js.
+// Everything that comes from a visitor, an agent or the server is inserted as
+// text (append of strings, textContent), never as HTML. MessageList keeps confirmed messages ordered by conversation
 // and seq (so history pages, replays and live messages can arrive in any
 // order) and unconfirmed ones in a separate list below them.
 
 import { t } from './i18n.js';
-
-/** Creates an element; string children become text nodes. */
-export function h(tag, props, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(props || {})) {
-    if (k === 'class') el.className = v;
-    else el.setAttribute(k, v);
-  }
-  el.append(...children.filter((c) => c != null));
-  return el;
-}
-
-/** Fills [data-i18n] text, [data-i18n-placeholder] and [data-i18n-title] under `root`. */
-export function applyI18n(root) {
-  for (const el of root.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
-  for (const el of root.querySelectorAll('[data-i18n-placeholder]')) el.placeholder = t(el.dataset.i18nPlaceholder);
-  for (const el of root.querySelectorAll('[data-i18n-title]')) {
-    el.title = t(el.dataset.i18nTitle);
-    el.setAttribute('aria-label', el.title);
-  }
-}
+import { h, shownFileName } from '../shared/dom.js';
 
 /** An http(s) URL resolved against this page, or null for anything else (javascript:, data:, ...). */
 export function safeUrl(url) {
@@ -35,23 +15,6 @@ export function safeUrl(url) {
   } catch {
     return null;
   }
-}
-
-/** Bidi controls (embeddings, overrides, isolates, marks) that can make "gpj.exe" read "exe.jpg". */
-const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
-
-/** A file name as it is shown: its bidi controls replaced, so the extension shown is the real one. */
-export function shownFileName(name) {
-  return name ? name.replace(BIDI_CONTROLS, '\ufffd') : '';
-}
-
-/**
- * Someone's text inside a sentence built as one string (such as "Ada is typing"): wrapped in
- * first-strong isolate ... pop directional isolate, the text form of <bdi>, so a right-to-left
- * override in it cannot reorder the rest of the sentence.
- */
-export function isolated(text) {
-  return `\u2068${text ?? ''}\u2069`;
 }
 
 function formatSize(n) {
