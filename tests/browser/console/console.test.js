@@ -203,7 +203,12 @@ test('the console resumes after the server restarts, losing and duplicating noth
 });
 
 test('500 open conversations and 10,000 messages in one stay light: only what is visible is drawn', async () => {
-  await setup({ KEFU_LIMITS__FRAMES_PER_SECOND: '100000', KEFU_LIMITS__FRAME_BURST: '100000' });
+  await setup({
+    KEFU_LIMITS__FRAMES_PER_SECOND: '100000',
+    KEFU_LIMITS__FRAME_BURST: '100000',
+    // 501 new visitors from one address in seconds: far past an anonymous address's budget.
+    KEFU_LIMITS__VISITOR_SESSIONS_PER_ADDRESS_PER_HOUR: '100000',
+  });
   const big = await newVisitor();
   const first = await big.say('message 1');
   const N = 10000;
