@@ -127,7 +127,8 @@ async fn connect_visitor(
     let hello = json!({"type": "hello", "role": "visitor", "site": site, "token": token}).to_string();
     send.write_all(&kefu::transport::framing::prefix(hello.len())).await?;
     send.write_all(hello.as_bytes()).await?;
-    let welcome = kefu::transport::framing::read_frame(&mut recv, 1 << 20).await?.context("no welcome")?;
+    let mut frames = kefu::transport::framing::reader(&mut recv, 1 << 20);
+    let welcome = kefu::transport::framing::read_frame(&mut frames).await?.context("no welcome")?;
     let welcome: Value = serde_json::from_slice(&welcome)?;
     if welcome["type"] != "welcome" {
         bail!("expected welcome, got {welcome}");

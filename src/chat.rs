@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::client::{Client, ClientConfig, Event};
+
+/// The longest a login or session request may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What `kefu chat` was given.
 pub struct ChatArgs {
@@ -146,43 +149,20 @@ fn print_frame(frame: &Value, is_agent: bool, current: &mut Option<u64>) {
     }
 }
 
-/// A minimal HTTP/1.1 POST of JSON to a plain `http://` kefu (enough for a trial client).
+/// A POST of JSON to a plain `http://` kefu, expecting a 200 with JSON (enough for a trial client).
 pub async fn post_json(base: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
     let host = base.strip_prefix("http://").context("the HTTP address must start with http://")?;
-    let mut stream = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(host))
-        .await
-        .context("connecting timed out")?
-        .with_context(|| format!("connecting to {host}"))?;
-    let body = body.to_string();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .context("no answer in time")??;
-    let response = String::from_utf8_lossy(&response);
-    let (head, rest) = response.split_once("\r\n\r\n").context("a malformed HTTP answer")?;
-    let status = head.split_whitespace().nth(1).unwrap_or_default();
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    let text = if chunked { dechunk(rest) } else { rest.to_owned() };
-    if status != "200" {
-        bail!("{path} answered {status}: {text}");
+    let client = crate::outbound::tool_client(HTTP_TIMEOUT)?;
+    let response = match client.post(format!("{base}{path}")).json(body).send().await {
+        Ok(response) => response,
+        Err(error) if error.is_connect() => return Err(error).with_context(|| format!("connecting to {host}")),
+        Err(error) if error.is_timeout() => return Err(error).context("no answer in time"),
+        Err(error) => return Err(error.into()),
+    };
+    let status = response.status();
+    let text = response.text().await.context("no answer in time")?;
+    if status != reqwest::StatusCode::OK {
+        bail!("{path} answered {}: {text}", status.as_u16());
     }
     serde_json::from_str(&text).with_context(|| format!("{path} answered something other than JSON"))
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
-        if size == 0 || tail.len() < size {
-            break;
-        }
-        out.push_str(&tail[..size]);
-        rest = tail[size..].trim_start_matches("\r\n");
-    }
-    out
 }

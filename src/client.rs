@@ -578,12 +578,13 @@ impl Drop for Link {
 }
 
 async fn read_quic_stream(
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
     frames: mpsc::Sender<Result<Value, ClientError>>,
     encoding: Encoding,
 ) {
+    let mut recv = framing::reader(recv, MAX_FRAME_BYTES);
     loop {
-        let frame = match framing::read_frame(&mut recv, MAX_FRAME_BYTES).await {
+        let frame = match framing::read_frame(&mut recv).await {
             Ok(Some(frame)) => frame,
             Ok(None) | Err(_) => return,
         };

@@ -28,32 +28,28 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
 /// The longest a probe waits for its whole answer.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// `kefu healthcheck --url http://HOST:PORT/PATH`: one HTTP/1.0 GET over a plain TCP socket;
-/// `Ok` on a 2xx status. It exists for container health checks, where there is no curl.
+/// `kefu healthcheck --url http://HOST:PORT/PATH`: one HTTP/1.0 GET; `Ok` on a 2xx status. It
+/// exists for container health checks, where there is no curl.
 pub async fn probe(url: &str) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("--url must start with http://"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(slash) => (&rest[..slash], &rest[slash..]),
-        None => (rest, "/"),
-    };
-    let address: std::net::SocketAddr = authority.parse().map_err(|_| {
+    // An IP address only: a container's health check should not depend on name resolution.
+    let authority = rest.split('/').next().unwrap_or_default();
+    authority.parse::<std::net::SocketAddr>().map_err(|_| {
         anyhow::anyhow!("--url must name an IP address and port, such as http://127.0.0.1:8080/healthz")
     })?;
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await?;
-        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").as_bytes()).await?;
-        let mut answer = Vec::new();
-        stream.take(64 * 1024).read_to_end(&mut answer).await?;
-        Ok::<_, std::io::Error>(answer)
+    let client = crate::outbound::tool_client(PROBE_TIMEOUT)?;
+    // HTTP/1.0, so the server answers in kind and the printed status line reads `HTTP/1.0 200 OK`.
+    let response = match client.get(url).version(reqwest::Version::HTTP_10).send().await {
+        Ok(response) => response,
+        Err(error) if error.is_timeout() => anyhow::bail!("{url} did not answer within {PROBE_TIMEOUT:?}"),
+        Err(error) => return Err(error.into()),
     };
-    let answer = tokio::time::timeout(PROBE_TIMEOUT, exchange)
-        .await
-        .map_err(|_| anyhow::anyhow!("{url} did not answer within {PROBE_TIMEOUT:?}"))??;
-    let status_line = String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned();
-    let status: u16 = status_line.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    if (200..300).contains(&status) {
+    let status = response.status();
+    let status_line = match status.canonical_reason() {
+        Some(reason) => format!("{:?} {} {reason}", response.version(), status.as_u16()),
+        None => format!("{:?} {}", response.version(), status.as_u16()),
+    };
+    if status.is_success() {
         println!("{status_line}");
         Ok(())
     } else {

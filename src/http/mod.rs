@@ -22,6 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum_extra::extract::CookieJar;
 
 use crate::assets;
 use crate::server::AppState;
@@ -149,12 +150,27 @@ pub fn own_origin(headers: &HeaderMap) -> String {
 
 /// The agent session token in the request's cookie, if any.
 pub fn session_cookie_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|cookies| cookies.split(';'))
-        .filter_map(|cookie| cookie.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_owned())
+    CookieJar::from_headers(headers).get(SESSION_COOKIE).map(|cookie| cookie.value().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(cookie_headers: &[&str]) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        for value in cookie_headers {
+            headers.append(header::COOKIE, HeaderValue::from_str(value).expect("a valid header"));
+        }
+        session_cookie_token(&headers)
+    }
+
+    #[test]
+    fn the_session_token_is_found_among_other_cookies() {
+        assert_eq!(token(&["kefu_session=abc"]), Some("abc".to_owned()));
+        assert_eq!(token(&["theme=dark; kefu_session=a.b-c_d;lang=en"]), Some("a.b-c_d".to_owned()));
+        assert_eq!(token(&["theme=dark", "kefu_session=abc"]), Some("abc".to_owned()));
+        assert_eq!(token(&["kefu_session_old=abc; other=kefu_session"]), None);
+        assert_eq!(token(&[]), None);
+    }
 }

@@ -31,7 +31,7 @@ use crate::delivery::{ConnectionHandle, Role};
 use crate::protocol::{self, ClientFrame, ErrorCode, ServerFrame, close_code};
 use crate::server::AppState;
 use crate::session::{CloseReason, Entry, RateLimiter, Session, error_frame};
-use crate::transport::framing::{self, FramingError};
+use crate::transport::framing::{self, FrameReader, FramingError};
 use crate::transport::protobuf::{self, ProtobufCache};
 
 /// ALPN of the JSON encoding.
@@ -225,15 +225,16 @@ async fn serve_connection(
         accepted = tokio::time::timeout_at(hello_deadline, connection.accept_bi()) => accepted,
         _ = app.shutdown.cancelled() => return close(&connection, &CloseReason::new(close_code::RESTARTING, "shutting down")),
     };
-    let (control_send, mut control_recv) = match accepted {
+    let (control_send, control_recv) = match accepted {
         Err(_) => return close(&connection, &CloseReason::new(close_code::HELLO_TIMEOUT, "no hello in time")),
         Ok(Err(_)) => return,
         Ok(Ok(streams)) => streams,
     };
-    let first = tokio::time::timeout_at(hello_deadline, framing::read_frame(&mut control_recv, max_frame)).await;
+    let mut control_recv = framing::reader(control_recv, max_frame);
+    let first = tokio::time::timeout_at(hello_deadline, framing::read_frame(&mut control_recv)).await;
     let first = match first {
         Err(_) => return close(&connection, &CloseReason::new(close_code::HELLO_TIMEOUT, "no hello in time")),
-        Ok(Err(FramingError::TooBig(_))) => {
+        Ok(Err(FramingError::TooBig)) => {
             return close(&connection, &CloseReason::new(close_code::TOO_BIG, "frame too large"));
         }
         Ok(Err(_)) | Ok(Ok(None)) => return,
@@ -265,7 +266,7 @@ async fn serve_connection(
     let mut out = first_frames;
     let (inbound_sender, mut inbound) = mpsc::channel::<Inbound>(INBOUND_QUEUE_FRAMES);
     let mut readers = JoinSet::new();
-    readers.spawn(read_stream(control_recv, inbound_sender.clone(), max_frame));
+    readers.spawn(read_stream(control_recv, inbound_sender.clone()));
     let mut rate = RateLimiter::new(limits.frames_per_second, limits.frame_burst);
 
     let close_reason: Option<CloseReason> = loop {
@@ -283,7 +284,7 @@ async fn serve_connection(
                     // Extra client streams carry frames only; answers go where they belong.
                     let mut send = send;
                     let _ = send.finish();
-                    readers.spawn(read_stream(recv, inbound_sender.clone(), max_frame));
+                    readers.spawn(read_stream(framing::reader(recv, max_frame), inbound_sender.clone()));
                 }
                 Err(_) => break None,
             },
@@ -370,15 +371,15 @@ fn frame_text(encoding: Encoding, frame: &Bytes) -> Result<String, protocol::Dec
     }
 }
 
-async fn read_stream(mut recv: RecvStream, inbound: mpsc::Sender<Inbound>, max_frame: usize) {
+async fn read_stream(mut recv: FrameReader<RecvStream>, inbound: mpsc::Sender<Inbound>) {
     loop {
-        match framing::read_frame(&mut recv, max_frame).await {
+        match framing::read_frame(&mut recv).await {
             Ok(Some(frame)) => {
                 if inbound.send(Inbound::Frame(frame)).await.is_err() {
                     return;
                 }
             }
-            Err(FramingError::TooBig(_)) => {
+            Err(FramingError::TooBig) => {
                 let _ = inbound.send(Inbound::TooBig).await;
                 return;
             }

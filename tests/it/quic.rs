@@ -15,14 +15,14 @@ use crate::support::{FRAME_TIMEOUT, TestServer, history};
 struct RawQuic {
     connection: quinn::Connection,
     control: quinn::SendStream,
-    control_recv: quinn::RecvStream,
+    control_recv: framing::FrameReader<quinn::RecvStream>,
     encoding: Encoding,
     _endpoint: quinn::Endpoint,
 }
 
 /// One server→client conversation stream.
 struct ConversationStream {
-    recv: quinn::RecvStream,
+    recv: framing::FrameReader<quinn::RecvStream>,
     encoding: Encoding,
 }
 
@@ -33,8 +33,8 @@ fn decode(encoding: Encoding, frame: &[u8]) -> Value {
     }
 }
 
-async fn read(recv: &mut quinn::RecvStream, encoding: Encoding) -> Value {
-    let frame = tokio::time::timeout(FRAME_TIMEOUT, framing::read_frame(recv, 1 << 20))
+async fn read(recv: &mut framing::FrameReader<quinn::RecvStream>, encoding: Encoding) -> Value {
+    let frame = tokio::time::timeout(FRAME_TIMEOUT, framing::read_frame(recv))
         .await
         .expect("a frame in time")
         .expect("a readable stream")
@@ -62,6 +62,7 @@ impl RawQuic {
         endpoint.set_default_client_config(config);
         let connection = endpoint.connect(server.quic_addr, "localhost").unwrap().await.expect("QUIC connects");
         let (control, control_recv) = connection.open_bi().await.unwrap();
+        let control_recv = framing::reader(control_recv, 1 << 20);
         RawQuic { connection, control, control_recv, encoding, _endpoint: endpoint }
     }
 
@@ -103,7 +104,7 @@ impl RawQuic {
             .await
             .expect("a stream in time")
             .expect("the connection is open");
-        ConversationStream { recv, encoding: self.encoding }
+        ConversationStream { recv: framing::reader(recv, 1 << 20), encoding: self.encoding }
     }
 
     /// The application close code the server ends the connection with.
