@@ -1,7 +1,7 @@
 //! Messages: validation, the durable append with deduplication by client id, and reads of a
 //! conversation's history from the day shards.
 //!
-//! Layout (ARCHITECTURE.md, "Storage"): one table per UTC day, keyed by (conversation, seq).
+//! Layout (docs/storage.md): one table per UTC day, keyed by (conversation, seq).
 //! `conversation_days_v1` lists the days a conversation has messages in, so a history read opens
 //! only those shards.
 

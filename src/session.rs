@@ -177,7 +177,7 @@ impl Session {
         };
 
         // Register and subscribe before reading the state the client is told about, so nothing
-        // committed in between is missed (see ARCHITECTURE.md, "Delivery").
+        // committed in between is missed (see docs/delivery.md).
         let conversations: Vec<Conversation> = match &session.principal {
             Principal::Visitor(visitor) => {
                 app.hub.register_visitor(visitor.id, &session.handle);
