@@ -428,6 +428,9 @@ export async function updateCanned() {
   const c = activeConversation();
   if (!match || !c) return closeCanned();
   const replies = await cannedFor(c.site).catch(() => []);
+  // The fetch may have taken a while: if the agent chose a reply or typed on meanwhile, this
+  // answer is stale (a later call handles the new text) and must not reopen the menu.
+  if ($('input').value !== value || activeConversation() !== c) return;
   const prefix = match[1].toLowerCase();
   state.cannedChoices = replies.filter((reply) => reply.shortcut.toLowerCase().startsWith(prefix)).slice(0, 50);
   state.cannedIndex = 0;
