@@ -50,6 +50,17 @@ impl CloseReason {
     pub fn new(code: u16, reason: impl Into<String>) -> CloseReason {
         CloseReason { code, reason: reason.into() }
     }
+
+    /// The client read too slowly (its queue overflowed, or a write stalled): it resumes later.
+    pub fn slow_consumer() -> CloseReason {
+        CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume")
+    }
+
+    /// Whether frames still waiting to be written are worth sending before this close: not to a
+    /// slow consumer, which would not read them and only delays its close.
+    pub fn flushes_pending(&self) -> bool {
+        self.code != close_code::SLOW_CONSUMER
+    }
 }
 
 /// What the transport learned before `hello`.
@@ -342,9 +353,8 @@ impl Session {
         handle: &ConnectionHandle,
         out: &mut impl FrameSink,
     ) -> Result<(), CloseReason> {
-        let too_slow = || CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume");
         if handle.overflowed() {
-            return Err(too_slow());
+            return Err(CloseReason::slow_consumer());
         }
         self.on_outbound(first, out);
         // A pending replay must be written before any live frame queued behind it.
@@ -355,7 +365,7 @@ impl Session {
             }
         }
         if handle.overflowed() {
-            return Err(too_slow());
+            return Err(CloseReason::slow_consumer());
         }
         match handle.close_requested() {
             // A block or an end of the agent's rights: the last frame (the reason) is in `out`.
@@ -386,12 +396,13 @@ impl Session {
                 out.push_sequenced(conversation_id, frame);
             }
             Outbound::Subscribed { conversation_id, last_seq } => {
-                if self.cursor_mut(conversation_id).is_some() || self.pending_replays.contains(&conversation_id) {
-                } else if last_seq == 0 {
-                    self.cursors.push(Cursor::new(conversation_id, 0));
-                } else {
+                let known =
+                    self.cursor_mut(conversation_id).is_some() || self.pending_replays.contains(&conversation_id);
+                match (known, last_seq) {
+                    (true, _) => {}
+                    (false, 0) => self.cursors.push(Cursor::new(conversation_id, 0)),
                     // Assigned with messages already in it: send them before anything live.
-                    self.pending_replays.push(conversation_id);
+                    (false, _) => self.pending_replays.push(conversation_id),
                 }
             }
         }

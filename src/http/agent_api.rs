@@ -82,6 +82,15 @@ pub struct LoginLimiter {
     pub password_checks: PasswordChecks,
 }
 
+/// How a reserved login attempt ended, for [`LoginLimiter::settle`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AttemptOutcome {
+    LoggedIn,
+    WrongPassword,
+    /// Refused before the password could be judged (no check slot free, a storage error).
+    NotChecked,
+}
+
 /// An attempt counted before its password is checked; [`LoginLimiter::settle`] keeps it as a
 /// failure or gives it back. A login whose request is dropped before it settles stays counted as
 /// a failure, so aborting requests buys no extra guesses.
@@ -144,13 +153,13 @@ impl LoginLimiter {
 
     /// Ends a reserved attempt: a failure stays counted; a success clears the account's failures
     /// from this address and gives the reservation back; anything else gives it back.
-    fn settle(&self, reservation: Reservation, failed: bool, succeeded: bool) {
-        if failed {
+    fn settle(&self, reservation: Reservation, outcome: AttemptOutcome) {
+        if outcome == AttemptOutcome::WrongPassword {
             return;
         }
         let mut failures = self.failures.lock();
         let [pair, whole_address] = reservation.keys;
-        if succeeded {
+        if outcome == AttemptOutcome::LoggedIn {
             failures.remove(&pair);
         } else if let Some(count) = failures.get_mut(&pair) {
             count.count = count.count.saturating_sub(1);
@@ -209,8 +218,12 @@ pub async fn attempt_login(
         .reserve(&account, address)
         .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
     let outcome = agents::login(&app.store, &limiter.password_checks, email, password).await;
-    let failed = matches!(outcome, Err(AgentError::InvalidCredentials));
-    limiter.settle(reservation, failed, outcome.is_ok());
+    let attempt = match &outcome {
+        Ok(_) => AttemptOutcome::LoggedIn,
+        Err(AgentError::InvalidCredentials) => AttemptOutcome::WrongPassword,
+        Err(_) => AttemptOutcome::NotChecked,
+    };
+    limiter.settle(reservation, attempt);
     match outcome {
         Ok(logged_in) => Ok(logged_in),
         Err(AgentError::InvalidCredentials) => {

@@ -303,7 +303,7 @@ async fn serve_connection(
             },
             queued = outbound.recv() => {
                 if let Err(reason) = session.take_outbound(queued, &mut outbound, &handle, &mut out) {
-                    if reason.code != close_code::SLOW_CONSUMER {
+                    if reason.flushes_pending() {
                         // The last frame (why) goes out, drained below, before the close.
                         let _ = writers.route(&mut out);
                     }
@@ -318,7 +318,7 @@ async fn serve_connection(
     session.finish().await;
     readers.abort_all();
     if let Some(reason) = close_reason {
-        if reason.code != close_code::SLOW_CONSUMER {
+        if reason.flushes_pending() {
             // Let the last frames (a goaway, the reason for a close) reach the client before the
             // close discards unsent stream data; a slow consumer would not read them.
             writers.drain().await;
@@ -450,7 +450,7 @@ impl Writers {
                 },
             };
             if writer.queue.try_send(frame).is_err() {
-                return Err(CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume"));
+                return Err(CloseReason::slow_consumer());
             }
         }
         Ok(())

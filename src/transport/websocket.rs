@@ -209,7 +209,7 @@ async fn serve(
             }
             queued = outbound.recv() => {
                 if let Err(reason) = session.take_outbound(queued, &mut outbound, &handle, &mut out) {
-                    if reason.code != close_code::SLOW_CONSUMER {
+                    if reason.flushes_pending() {
                         let _ = connection.write_all(&mut out).await;
                     }
                     break Ending::Close(reason);
@@ -282,7 +282,7 @@ impl Connection {
         match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(None),
-            Err(_) => Err(Some(CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume"))),
+            Err(_) => Err(Some(CloseReason::slow_consumer())),
         }
     }
 
@@ -295,8 +295,7 @@ impl Connection {
     /// after whatever frame is still partly written, so the client never sees a cut frame; a slow
     /// consumer gets longer for it, since its socket is full.
     async fn close(&mut self, reason: CloseReason) {
-        let patience =
-            if reason.code == close_code::SLOW_CONSUMER { SLOW_CONSUMER_CLOSE_GRACE } else { self.write_timeout };
+        let patience = if reason.flushes_pending() { self.write_timeout } else { SLOW_CONSUMER_CLOSE_GRACE };
         let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from(truncate_reason(&reason.reason)) };
         if !self.send_one(Message::Close(Some(frame)), patience).await {
             return;
