@@ -6,7 +6,7 @@ use kefu::agents::{self, NewAgent, Role};
 use kefu::clock;
 use serde_json::{Value, json};
 
-use crate::support::{PASSWORD, TestServer, http};
+use crate::support::{PASSWORD, TestServer, call, call_expecting, http};
 
 /// Texts a spreadsheet would evaluate, one per trigger character.
 const FORMULAS: [&str; 6] = ["=HYPERLINK(\"http://evil.example\",\"x\")", "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"];
@@ -98,14 +98,10 @@ async fn the_knowledge_base_export_quotes_formula_cells_and_imports_back_unchang
         (json!(["'=typed with a quote"]), "+ plus", "plain"),
     ];
     for (questions, answer, category) in &entries {
-        let response = http()
-            .post(kb(&format!("?site={}", site.key)))
-            .bearer_auth(&admin)
-            .json(&json!({"questions": questions, "answer": answer, "category": category}))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+        let entry = json!({"questions": questions, "answer": answer, "category": category});
+        let (status, answer) =
+            call(&server, "POST", &format!("/api/v1/kb?site={}", site.key), &admin, Some(entry)).await;
+        assert!(status.is_success(), "{answer}");
     }
     let exported = http()
         .get(kb(&format!("/export?site={}&format=csv", site.key)))
@@ -133,8 +129,7 @@ async fn the_knowledge_base_export_quotes_formula_cells_and_imports_back_unchang
         .await
         .unwrap();
     assert_eq!(imported["imported"], 2, "{imported}");
-    let listed: Value =
-        http().get(kb(&format!("?site={}", other.key))).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    let listed = call_expecting(&server, "GET", &format!("/api/v1/kb?site={}", other.key), &admin, None, 200).await;
     let mut seen: Vec<(Value, Value, Value)> = listed
         .as_array()
         .unwrap()

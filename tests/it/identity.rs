@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, http};
+use crate::support::{TestServer, call, call_expecting, http};
 
 async fn open_session(server: &TestServer, body: Value) -> Value {
     let response = http().post(server.url("/api/v1/visitor/session")).json(&body).send().await.unwrap();
@@ -41,25 +41,14 @@ async fn an_unsigned_claim_stays_a_label_of_the_callers_own_visitor() {
         assert_eq!(welcome["conversations"], json!([]), "no conversation of u-42 is visible: {welcome}");
         socket.send(json!({"type": "resume", "conversation_id": conversation_id, "last_seq": 0, "epoch": 0})).await;
         assert_eq!(socket.expect("error").await["code"], "not_found");
-        let history = http()
-            .get(server.url(&format!("/api/v1/conversations/{conversation_id}/messages")))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert!(matches!(history.status().as_u16(), 401 | 403 | 404), "history answered {}", history.status());
+        let (status, answer) =
+            call(&server, "GET", &format!("/api/v1/conversations/{conversation_id}/messages"), token, None).await;
+        assert!(matches!(status.as_u16(), 401 | 403 | 404), "history answered {status}: {answer}");
     }
 
     // Agents see the claim as unverified on the claimant's own record.
-    let profile: Value = http()
-        .get(server.url(&format!("/api/v1/visitors/{}", attacker["visitor_id"])))
-        .bearer_auth(&agent_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let profile_path = format!("/api/v1/visitors/{}", attacker["visitor_id"]);
+    let profile = call_expecting(&server, "GET", &profile_path, &agent_token, None, 200).await;
     assert_eq!(profile["unverified_user_id"], "u-42");
     assert_eq!(profile["user_id"], Value::Null);
 }

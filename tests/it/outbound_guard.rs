@@ -4,30 +4,18 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, http};
+use crate::support::{TestServer, call, call_expecting};
 
 async fn create_webhook(server: &TestServer, token: &str, site: &str, url: &str) -> (u16, Value) {
-    let response = http()
-        .post(server.url(&format!("/api/v1/sites/{site}/webhooks")))
-        .bearer_auth(token)
-        .json(&json!({"url": url, "events": ["conversation.created"]}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let body = json!({"url": url, "events": ["conversation.created"]});
+    let (status, answer) = call(server, "POST", &format!("/api/v1/sites/{site}/webhooks"), token, Some(body)).await;
+    (status.as_u16(), answer)
 }
 
 async fn put_llm(server: &TestServer, token: &str, site: &str, base_url: &str) -> (u16, Value) {
-    let response = http()
-        .put(server.url(&format!("/api/v1/sites/{site}/bot")))
-        .bearer_auth(token)
-        .json(&json!({"enabled": true, "llm": {"base_url": base_url, "model": "m", "timeout_ms": 1000}}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let body = json!({"enabled": true, "llm": {"base_url": base_url, "model": "m", "timeout_ms": 1000}});
+    let (status, answer) = call(server, "PUT", &format!("/api/v1/sites/{site}/bot"), token, Some(body)).await;
+    (status.as_u16(), answer)
 }
 
 #[tokio::test]
@@ -53,15 +41,8 @@ async fn webhooks_to_special_purpose_addresses_are_refused_and_nothing_is_stored
         assert_eq!(status, 422, "{url}: {body}");
         assert!(body["error"]["message"].as_str().unwrap().contains("special-purpose"), "{url}: {body}");
     }
-    let listed: Value = http()
-        .get(server.url(&format!("/api/v1/sites/{}/webhooks", site.key)))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed =
+        call_expecting(&server, "GET", &format!("/api/v1/sites/{}/webhooks", site.key), &admin, None, 200).await;
     assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
     let (status, body) = create_webhook(&server, &admin, &site.key, "https://hooks.example.com/x").await;
     assert_eq!(status, 201, "{body}");

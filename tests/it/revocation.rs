@@ -26,6 +26,13 @@ async fn still_open(socket: &mut Client) {
     socket.expect("pong").await;
 }
 
+/// The close code a new agent connection with `token` gets for its hello.
+async fn hello_close_code(server: &TestServer, token: &str) -> u16 {
+    let mut socket = Client::connect(&server.ws_url("/ws/agent"), None).await;
+    socket.send(json!({"type": "hello", "token": token})).await;
+    socket.expect_close().await
+}
+
 async fn admin_form(server: &TestServer, admin_token: &str, path: &str, fields: &[(&str, &str)]) -> StatusCode {
     let mut fields = fields.to_vec();
     let csrf = kefu::admin::csrf_token(admin_token);
@@ -52,9 +59,7 @@ async fn a_logout_closes_the_connections_of_that_session_only() {
     still_open(&mut second_socket).await;
 
     // The logged-out token cannot open a new connection either.
-    let mut again = Client::connect(&server.ws_url("/ws/agent"), None).await;
-    again.send(json!({"type": "hello", "token": first})).await;
-    assert_eq!(again.expect_close().await, 4001);
+    assert_eq!(hello_close_code(&server, &first).await, 4001);
 }
 
 #[tokio::test]
@@ -117,9 +122,7 @@ async fn a_change_of_role_or_sites_and_a_disable_close_the_agents_connections() 
     ];
     assert_eq!(admin_form(&server, &admin, &path, &fields).await, StatusCode::SEE_OTHER);
     assert_eq!(closed_within_a_second(&mut socket).await.0, 4003);
-    let mut again = Client::connect(&server.ws_url("/ws/agent"), None).await;
-    again.send(json!({"type": "hello", "token": ann_token})).await;
-    assert_eq!(again.expect_close().await, 4001);
+    assert_eq!(hello_close_code(&server, &ann_token).await, 4001);
 }
 
 #[tokio::test]
