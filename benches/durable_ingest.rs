@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kefu::config::StorageConfig;
-use kefu::messages::{self, AppendError, NewMessage, Target};
+use kefu::base::config::StorageConfig;
+use kefu::chat::messages::{self, AppendError, NewMessage, Target};
 use kefu::protocol::{SenderKind, SenderView};
 use kefu::sites::{self, NewSite};
 use kefu::storage::Store;

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use tokio::sync::mpsc;
 
-use crate::config::StorageConfig;
-use crate::delivery::CommittedBatch;
+use crate::base::config::StorageConfig;
+use crate::chat::delivery::CommittedBatch;
 pub use writer::{WriteContext, WriterState};
 
 /// The version of the stored format; a file with another version is refused or migrated on open.
@@ -118,7 +118,7 @@ impl Store {
         let path = data_dir.join(DATABASE_FILE);
         let database = Database::builder()
             .set_cache_size(config.cache_mib.max(1) * 1024 * 1024)
-            .set_repair_callback(|session| crate::systemd::on_repair_progress(session.progress()))
+            .set_repair_callback(|session| crate::base::systemd::on_repair_progress(session.progress()))
             .create(&path)
             .map_err(|error| match error {
                 redb::DatabaseError::DatabaseAlreadyOpen => StorageError::AlreadyOpen(path.clone()),

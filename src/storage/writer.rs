@@ -25,10 +25,10 @@ use super::commit_log::{self, CommitLog, LoggedTransaction};
 use super::dedup::Dedup;
 use super::visibility::Visibility;
 use super::{StorageError, decode_json, encode_json, tables};
-use crate::config::StorageConfig;
-use crate::conversations::Conversation;
-use crate::delivery::{CommittedBatch, CommittedEvent};
-use crate::metrics::METRICS;
+use crate::base::config::StorageConfig;
+use crate::base::metrics::METRICS;
+use crate::chat::conversations::Conversation;
+use crate::chat::delivery::{CommittedBatch, CommittedEvent};
 
 /// Operations waiting for the writer. Large enough to absorb a burst of a few commits' worth
 /// while the previous commit syncs; when full, senders wait, which is the backpressure.
@@ -720,7 +720,7 @@ impl Writer {
                     transaction: &logged,
                     state: &mut self.state,
                     events: &mut events,
-                    now: crate::clock::now_millis(),
+                    now: crate::base::clock::now_millis(),
                 };
                 // After a failure the rest of the batch is skipped, each operation told why.
                 for job in batch.drain(..) {
@@ -1101,15 +1101,15 @@ mod tests {
     }
 
     /// Appends a visitor's message to their open conversation (a new one the first time).
-    async fn visitor_says(store: &Store, client_id: &str) -> Result<crate::messages::Appended, StorageError> {
-        let new_message = crate::messages::NewMessage::text(
-            crate::messages::Target::VisitorInbox { site: "site".into(), visitor_id: 7 },
+    async fn visitor_says(store: &Store, client_id: &str) -> Result<crate::chat::messages::Appended, StorageError> {
+        let new_message = crate::chat::messages::NewMessage::text(
+            crate::chat::messages::Target::VisitorInbox { site: "site".into(), visitor_id: 7 },
             crate::protocol::SenderView { kind: crate::protocol::SenderKind::Visitor, id: 7, name: "visitor".into() },
             client_id.to_owned(),
             "hello".into(),
         );
         store
-            .write(move |context| crate::messages::append(context, new_message))
+            .write(move |context| crate::chat::messages::append(context, new_message))
             .await
             .map_err(|error| StorageError::NotStored(error.to_string()))
     }

@@ -14,7 +14,7 @@ use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::delivery::{CommittedEvent, ConversationEvent};
+use crate::chat::delivery::{CommittedEvent, ConversationEvent};
 use crate::storage::writer::Counter;
 use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
 
@@ -97,7 +97,7 @@ pub struct NewWebhook {
 
 fn validate(new_webhook: &NewWebhook) -> Result<(), WebhookError> {
     let url: reqwest::Url = new_webhook.url.parse().map_err(|_| WebhookError::Invalid("url: not a URL".into()))?;
-    crate::outbound::check_url(&url, new_webhook.allow_private)
+    crate::base::outbound::check_url(&url, new_webhook.allow_private)
         .map_err(|error| WebhookError::Invalid(format!("url: {error}")))?;
     if new_webhook.events.is_empty() {
         return Err(WebhookError::Invalid(format!("events: name at least one of {}", EVENT_TYPES.join(", "))));
@@ -113,13 +113,13 @@ pub async fn create(store: &Store, site: &str, new_webhook: NewWebhook) -> Resul
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
     let webhook = Webhook {
-        id: crate::secrets::new_hex_id(8),
+        id: crate::base::secrets::new_hex_id(8),
         site: site.to_owned(),
         url: new_webhook.url,
         events: new_webhook.events,
         secret: format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key)),
         allow_private: new_webhook.allow_private,
-        created_at: crate::clock::now_millis(),
+        created_at: crate::base::clock::now_millis(),
     };
     store
         .write(move |context| {
@@ -225,7 +225,7 @@ fn describe(
     Ok(match event {
         CommittedEvent::Message { conversation_id, seq, record, .. } => {
             let Some(conversation) = context.conversation(*conversation_id)? else { return Ok(None) };
-            let view = crate::messages::message_view(*conversation_id, *seq, record, epoch);
+            let view = crate::chat::messages::message_view(*conversation_id, *seq, record, epoch);
             Some((conversation.site.clone(), "message.created", json!({ "site": conversation.site, "message": view })))
         }
         CommittedEvent::Conversation { event, conversation } => {
