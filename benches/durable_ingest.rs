@@ -95,7 +95,7 @@ fn main() -> anyhow::Result<()> {
     );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let store = Store::open(&data_dir, &config, None)?;
+        let store = Store::open(&data_dir, &config, kefu::server::writer_hooks(None))?;
         let site = sites::create(&store, NewSite { name: "bench".into(), ..NewSite::default() }).await?.key;
         let acks = Arc::new(Acks {
             started: Instant::now(),

@@ -16,45 +16,16 @@ use crate::base::config::Config;
 use crate::chat::delivery::{self, Hub};
 use crate::net::http::agent_api::LoginLimiter;
 use crate::net::http::connections::ConnectionSettings;
+use crate::net::{App, AppState};
 use crate::people::agents::{self, NewAgent, Role};
-use crate::routing::{self, Router};
+use crate::routing;
 use crate::search::Search;
 use crate::sites::{self, NewSite, SiteDirectory};
 use crate::storage::Store;
+use crate::storage::writer::{Published, WriterHooks};
 
 /// How long shutdown waits for connections to close before flushing storage anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Everything request handlers and connections share.
-pub struct App {
-    pub config: Config,
-    pub store: Store,
-    /// Live connections and their subscriptions.
-    pub hub: Arc<Hub>,
-    pub router: Router,
-    pub sites: SiteDirectory,
-    /// The full-text index of every message (derived from redb).
-    pub search: Search,
-    /// Cancelled when the server starts shutting down.
-    pub shutdown: CancellationToken,
-    /// Owns every connection task, so shutdown can wait for them.
-    pub tasks: TaskTracker,
-    /// One permit per WebSocket connection (`limits.max_connections`).
-    pub connection_slots: Arc<Semaphore>,
-    pub login_limiter: LoginLimiter,
-    /// The request budget of each API token (`limits.api_requests_per_second`).
-    pub api_budgets: crate::people::api_tokens::RequestBudgets,
-    /// Visitors connected right now, for the console's live visitor list.
-    pub online_visitors: crate::people::visitor_presence::OnlineVisitors,
-    /// The knowledge-base bot: settings, match indexes, and its reply task.
-    pub bot: crate::bot::Bot,
-    /// Anonymous visitors' budgets: new sessions, uploads, offline messages.
-    pub visitor_limits: crate::people::visitor_limits::VisitorLimits,
-    /// Bytes of uploads stored per site (`limits.upload_quota_bytes_per_site`).
-    pub upload_quota: crate::chat::uploads::UploadQuota,
-}
-
-pub type AppState = Arc<App>;
 
 /// A started server: its shared state and the task serving it.
 pub struct Running {
@@ -99,9 +70,11 @@ pub async fn start(
     let data_dir = config.data_dir.clone();
     let storage_config = config.storage.clone();
     make_data_directory_private(&config.data_dir)?;
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage_config, Some(committed_sender)))
-        .await?
-        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open(&data_dir, &storage_config, writer_hooks(Some(committed_sender)))
+    })
+    .await?
+    .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
     bootstrap(&store, &config, local_addr).await?;
     let search = {
         let (store, data_dir) = (store.clone(), config.data_dir.clone());
@@ -168,7 +141,7 @@ pub async fn start(
         timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
     };
     tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown_token.clone()));
-    crate::history::retention::spawn_schedule(&app);
+    spawn_retention_schedule(&app);
 
     let trigger = shutdown_token.clone();
     tokio::spawn(async move {
@@ -176,7 +149,7 @@ pub async fn start(
         trigger.cancel();
     });
     let metrics_addr = match app.config.metrics_addr() {
-        Some(address) => crate::base::metrics::serve(app.clone(), address).await,
+        Some(address) => crate::net::metrics_endpoint::serve(app.clone(), address).await,
         None => None,
     };
     if let Some(metrics_addr) = metrics_addr {
@@ -318,4 +291,37 @@ pub fn termination_signal() -> impl Future<Output = ()> + Send + 'static {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// What the domain adds to the storage writer: the webhook outbox written in each batch's
+/// commit, and the channel committed events reach the dispatcher on.
+pub fn writer_hooks(committed: Option<mpsc::Sender<Published>>) -> WriterHooks {
+    WriterHooks { before_commit: vec![crate::webhooks::record_deliveries], committed }
+}
+
+/// Runs retention, the sweep of unattached uploads and the cleanup of idle visitor budgets every
+/// [`RETENTION_INTERVAL`](crate::history::retention::RETENTION_INTERVAL) until the server shuts down.
+fn spawn_retention_schedule(app: &AppState) {
+    let app = app.clone();
+    let shutdown = app.shutdown.clone();
+    app.tasks.clone().spawn(async move {
+        let mut interval = tokio::time::interval(crate::history::retention::RETENTION_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {
+                    if let Err(error) = crate::history::retention::run(&app.store, &app.search, false).await {
+                        tracing::error!(%error, "retention failed");
+                    }
+                    let grace = Duration::from_secs(app.config.limits.unattached_upload_grace_secs);
+                    if let Err(error) = crate::chat::uploads::sweep_unattached(&app.store, grace).await {
+                        tracing::error!(%error, "sweeping unattached uploads failed");
+                    }
+                    app.upload_quota.forget();
+                    app.visitor_limits.forget_idle();
+                }
+            }
+        }
+    });
 }

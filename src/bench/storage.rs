@@ -130,7 +130,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let storage = StorageConfig::default();
     let dir = args.dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir, &storage, None)).await??;
+    let store =
+        tokio::task::spawn_blocking(move || Store::open(&dir, &storage, crate::server::writer_hooks(None))).await??;
     let stored = store.read(|transaction| read_meta(transaction, "next_lsn")).await?.unwrap_or(1) - 1;
     let site_key = match store.read(sites::list).await?.into_iter().next() {
         Some(site) => site.key,

@@ -31,9 +31,8 @@ use crate::bot::llm::{ChatMessage, LlmSettings};
 use crate::chat::conversations::{self, Conversation, ConversationError, ConversationStatus};
 use crate::chat::delivery::{CommittedEvent, ConversationEvent, Hub, Outbound};
 use crate::chat::messages::{self, MessageRecord, NewMessage, Target};
-use crate::people::principal::Principal;
-use crate::protocol::{BotSource, ErrorCode, SenderKind, SenderView, ServerFrame};
-use crate::server::AppState;
+use crate::chat::writes::ChatWrites;
+use crate::protocol::{BotSource, SenderKind, SenderView, ServerFrame};
 use crate::storage::commit_log::LoggedTransaction;
 use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
 
@@ -575,32 +574,6 @@ pub async fn handoff(bot: &Bot, conversation_id: u64) -> Result<HandoffOutcome, 
             }
         })
         .await
-}
-
-/// Handles a `handoff` frame; returns the error frame to send back, if any.
-pub async fn on_handoff_frame(app: &AppState, principal: &Principal, conversation_id: u64) -> Option<Bytes> {
-    let error = |code, message: &str| Some(crate::net::session::error_frame(code, message, None));
-    if !principal.is_visitor() {
-        return error(ErrorCode::Forbidden, "handoff: only visitors hand over to a human; agents use take");
-    }
-    let found = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await;
-    match found {
-        Ok(Some(conversation)) if principal.can_access(&conversation) => {}
-        Ok(_) => return error(ErrorCode::NotFound, "no such conversation"),
-        Err(error) => {
-            tracing::error!(conversation_id, %error, "reading a conversation failed");
-            return Some(crate::net::session::error_frame(ErrorCode::Internal, "internal error", None));
-        }
-    }
-    match handoff(&app.bot, conversation_id).await {
-        Ok(_) => None,
-        Err(ConversationError::Closed) => error(ErrorCode::ConversationClosed, "the conversation is closed"),
-        Err(ConversationError::NotFound) => error(ErrorCode::NotFound, "no such conversation"),
-        Err(other) => {
-            tracing::error!(conversation_id, error = %other, "handoff failed");
-            error(ErrorCode::Internal, "internal error")
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 use crate::chat::conversations::{self, Conversation, ConversationError, ConversationStatus};
 use crate::chat::delivery::{CommittedEvent, ConversationEvent};
 use crate::chat::messages::{self, NewMessage, Target};
+use crate::chat::writes::ChatWrites;
 use crate::protocol::SenderView;
 use crate::storage::{Store, tables};
 

@@ -6,6 +6,7 @@ use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use crate::chat::delivery::{CommittedEvent, ConversationEvent};
+use crate::chat::writes::ChatWrites;
 use crate::protocol::ConversationView;
 use crate::storage::writer::Counter;
 use crate::storage::{StorageError, Store, WriteContext, decode_json, tables};

@@ -27,6 +27,7 @@ use crate::chat::messages::{Appended, MessageRecord, message_view};
 use crate::protocol::{ActivityItem, ConversationView, ErrorCode, ParticipantView, ServerFrame, close_code};
 use crate::routing::{Router, RoutingEvent};
 use crate::search::Search;
+use crate::storage::writer::Published;
 
 /// Committed batches waiting for the dispatcher. Small: each holds a whole commit's events, and a
 /// full queue makes the writer wait, which is the backpressure we want.
@@ -459,7 +460,7 @@ const ACTIVITY_MAX_ITEMS: usize = 100;
 /// Consumes committed batches until the writer stops.
 /// Committed messages are also offered to the search indexer (without waiting).
 pub async fn run_dispatcher(
-    mut committed: mpsc::Receiver<CommittedBatch>,
+    mut committed: mpsc::Receiver<Published>,
     hub: Arc<Hub>,
     router: Router,
     bot: crate::bot::BotInbox,
@@ -477,8 +478,13 @@ pub async fn run_dispatcher(
         };
         match received {
             Some(None) => break,
-            Some(Some(CommittedBatch(events))) => {
-                for event in events {
+            Some(Some(published)) => {
+                // Chat's writer extension publishes the only batches on this channel.
+                let Ok(batch) = published.downcast::<CommittedBatch>() else {
+                    tracing::error!("the dispatcher received something other than committed events");
+                    continue;
+                };
+                for event in batch.0 {
                     bot.observe(&event);
                     if let CommittedEvent::Message { conversation_id, seq, record, .. } = &event {
                         search.offer(*conversation_id, *seq, record.clone());

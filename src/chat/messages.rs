@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::chat::conversations::{self, ConversationStatus};
 use crate::chat::delivery::{CommittedEvent, ConnectionHandle};
 use crate::chat::uploads::{AttachmentKind, Upload};
+use crate::chat::writes::ChatWrites;
 use crate::protocol::{AttachmentView, BotSource, ErrorCode, MessageView, SenderKind, SenderView};
 use crate::storage::writer::Counter;
 use crate::storage::{StorageError, WriteContext, decode_postcard, encode_postcard, tables};

@@ -10,3 +10,4 @@ pub mod messages;
 pub mod offline_messages;
 pub mod sensitive_words;
 pub mod uploads;
+pub mod writes;

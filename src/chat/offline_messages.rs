@@ -3,6 +3,7 @@
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+use crate::chat::writes::ChatWrites;
 use crate::storage::writer::Counter;
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 

@@ -17,8 +17,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufRea
 
 use crate::base::config::Config;
 use crate::history::export::{self, ExportRequest};
+use crate::net::AppState;
 use crate::search::Search;
-use crate::server::AppState;
 use crate::storage::{StorageError, Store};
 
 /// A history command; its JSON tag (`history`) keeps it apart from admin commands on the socket.
@@ -83,7 +83,9 @@ async fn serve_inner<W: AsyncWrite + Unpin>(
 pub async fn run_cli(config: &Config, command: HistoryCommand, output: Box<dyn Write + Send>) -> anyhow::Result<Value> {
     let data_dir = config.data_dir.clone();
     let storage = config.storage.clone();
-    let opened = tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage, None)).await?;
+    let opened =
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage, crate::server::writer_hooks(None)))
+            .await?;
     match opened {
         Ok(store) => {
             let answer = run_direct(&store, config, command, output).await;

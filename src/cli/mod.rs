@@ -252,7 +252,9 @@ fn admin_command(args: AdminArgs, config: &Config) -> AdminCommand {
 pub(crate) async fn run_admin(config: &Config, command: AdminCommand) -> anyhow::Result<Result<Value, String>> {
     let data_dir = config.data_dir.clone();
     let storage = config.storage.clone();
-    let opened = tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage, None)).await?;
+    let opened =
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage, crate::server::writer_hooks(None)))
+            .await?;
     match opened {
         Ok(store) => {
             let answer = command.execute(&store).await;

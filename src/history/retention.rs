@@ -386,30 +386,3 @@ async fn remove_site_rows(store: &Store, site: &str, day: u32) -> Result<(), Sto
     // Every message of these conversations in this shard is gone (a conversation has one site).
     delete_conversation_days(store, conversations_of_site.into_iter().map(|id| (id, day)).collect()).await
 }
-
-/// Runs retention, the sweep of unattached uploads and the cleanup of idle visitor budgets every
-/// [`RETENTION_INTERVAL`] until the server shuts down.
-pub fn spawn_schedule(app: &crate::server::AppState) {
-    let app = app.clone();
-    let shutdown = app.shutdown.clone();
-    app.tasks.clone().spawn(async move {
-        let mut interval = tokio::time::interval(RETENTION_INTERVAL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = interval.tick() => {
-                    if let Err(error) = run(&app.store, &app.search, false).await {
-                        tracing::error!(%error, "retention failed");
-                    }
-                    let grace = Duration::from_secs(app.config.limits.unattached_upload_grace_secs);
-                    if let Err(error) = crate::chat::uploads::sweep_unattached(&app.store, grace).await {
-                        tracing::error!(%error, "sweeping unattached uploads failed");
-                    }
-                    app.upload_quota.forget();
-                    app.visitor_limits.forget_idle();
-                }
-            }
-        }
-    });
-}

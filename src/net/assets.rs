@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use rust_embed::RustEmbed;
 use serde::{Deserialize, Serialize};
 
+use crate::net::AppState;
 use crate::net::http::error::ApiError;
-use crate::server::AppState;
 
 #[derive(RustEmbed)]
 #[folder = "web/"]

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use crate::chat::sensitive_words::SensitiveMode;
 use crate::history::audit::{self, Actor};
+use crate::net::AppState;
 use crate::people::agents::{self, NewAgent, Role};
-use crate::server::AppState;
 use crate::sites::{self, NewSite};
 use crate::storage::Store;
 

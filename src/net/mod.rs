@@ -7,7 +7,11 @@ pub mod assets;
 pub mod control;
 pub mod framing;
 pub mod http;
+pub mod metrics_endpoint;
 pub mod protobuf;
 pub mod quic;
 pub mod session;
+mod state;
 pub mod websocket;
+
+pub use state::{App, AppState};

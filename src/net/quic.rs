@@ -28,11 +28,11 @@ use tokio::task::JoinSet;
 
 use crate::base::config::Config;
 use crate::chat::delivery::{ConnectionHandle, Role};
+use crate::net::AppState;
 use crate::net::framing::{self, FrameReader, FramingError};
 use crate::net::protobuf::{self, ProtobufCache};
 use crate::net::session::{CloseReason, Entry, RateLimiter, Session, error_frame};
 use crate::protocol::{self, ClientFrame, ErrorCode, ServerFrame, close_code};
-use crate::server::AppState;
 
 /// ALPN of the JSON encoding.
 pub const ALPN_JSON: &[u8] = b"kefu/1";

@@ -18,6 +18,8 @@ use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationErr
 use crate::chat::delivery::{AgentRegistration, CommittedEvent, ConnectionHandle, Outbound, OutboundReceiver};
 use crate::chat::messages::{self, NewMessage, Target};
 use crate::chat::sensitive_words::Filtered;
+use crate::chat::writes::ChatWrites;
+use crate::net::AppState;
 use crate::people::agents::{self, Agent, Role as AgentRole};
 use crate::people::principal::Principal;
 use crate::people::visitors;
@@ -26,7 +28,6 @@ use crate::protocol::{
     close_code,
 };
 use crate::routing::RoutingEvent;
-use crate::server::AppState;
 use crate::sites::{self, SiteRuntime};
 use crate::storage::{StorageError, tables};
 
@@ -334,7 +335,7 @@ impl Session {
             ClientFrame::PageView(page) => self.page_view(page, out),
             ClientFrame::Ping => out.push(ServerFrame::Pong.encode()),
             ClientFrame::Handoff { conversation_id } => {
-                if let Some(frame) = crate::bot::on_handoff_frame(&self.app, &self.principal, conversation_id).await {
+                if let Some(frame) = on_handoff_frame(&self.app, &self.principal, conversation_id).await {
                     out.push(frame);
                 }
             }
@@ -876,6 +877,36 @@ async fn authenticate(
                 .map_err(|_| CloseReason::new(close_code::INTERNAL, "internal error"))?
                 .ok_or_else(unauthenticated)?;
             Ok((Principal::Agent(agent), Some(digest)))
+        }
+    }
+}
+
+/// Handles a `handoff` frame; returns the error frame to send back, if any.
+async fn on_handoff_frame(app: &AppState, principal: &Principal, conversation_id: u64) -> Option<Bytes> {
+    let error = |code, message: &str| Some(error_frame(code, message, None));
+    if !principal.is_visitor() {
+        return error(ErrorCode::Forbidden, "handoff: only visitors hand over to a human; agents use take");
+    }
+    let found = app.store.read(move |transaction| crate::chat::conversations::get(transaction, conversation_id)).await;
+    match found {
+        Ok(Some(conversation)) if principal.can_access(&conversation) => {}
+        Ok(_) => return error(ErrorCode::NotFound, "no such conversation"),
+        Err(error) => {
+            tracing::error!(conversation_id, %error, "reading a conversation failed");
+            return Some(error_frame(ErrorCode::Internal, "internal error", None));
+        }
+    }
+    match crate::bot::handoff(&app.bot, conversation_id).await {
+        Ok(_) => None,
+        Err(crate::chat::conversations::ConversationError::Closed) => {
+            error(ErrorCode::ConversationClosed, "the conversation is closed")
+        }
+        Err(crate::chat::conversations::ConversationError::NotFound) => {
+            error(ErrorCode::NotFound, "no such conversation")
+        }
+        Err(other) => {
+            tracing::error!(conversation_id, error = %other, "handoff failed");
+            error(ErrorCode::Internal, "internal error")
         }
     }
 }

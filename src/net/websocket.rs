@@ -21,10 +21,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::chat::delivery::{ConnectionHandle, OutboundReceiver, Role};
+use crate::net::AppState;
 use crate::net::http::{error::ApiError, session_cookie_token};
 use crate::net::session::{CloseReason, Entry, RateLimiter, Session, error_frame};
 use crate::protocol::{self, ClientFrame, ErrorCode, ServerFrame, close_code};
-use crate::server::AppState;
 
 /// Read buffer per connection. Frames larger than this are read in several steps; most chat
 /// frames (`send` with a sentence or two, `typing`, `read`) are far smaller.

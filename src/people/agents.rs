@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::secrets::{self, TokenDigest};
 use crate::chat::delivery::{AccessEndReason, AccessEnded, CommittedEvent};
+use crate::chat::writes::ChatWrites;
 use crate::storage::writer::Counter;
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 

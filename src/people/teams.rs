@@ -5,6 +5,7 @@
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+use crate::chat::writes::ChatWrites;
 use crate::people::agents::Agent;
 use crate::sites::Site;
 use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};

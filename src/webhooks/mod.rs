@@ -15,8 +15,42 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::chat::delivery::{CommittedEvent, ConversationEvent};
-use crate::storage::writer::Counter;
+use crate::chat::writes::ChatWrites;
+use crate::storage::writer::{Counter, WriterExtension};
 use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
+
+/// Every webhook, kept by the writer between batches: loaded on first use, dropped when one
+/// changes.
+#[derive(Default)]
+struct WebhookCache(Option<Vec<Webhook>>);
+
+impl WriterExtension for WebhookCache {}
+
+/// Webhook operations on the writer's context.
+trait WebhookWrites {
+    /// Every webhook (cached across batches).
+    fn webhooks(&mut self) -> Result<&[Webhook], StorageError>;
+    /// Forgets the cached webhooks; operations that change webhooks call it.
+    fn invalidate_webhooks(&mut self);
+}
+
+impl WebhookWrites for WriteContext<'_> {
+    fn webhooks(&mut self) -> Result<&[Webhook], StorageError> {
+        if self.extension::<WebhookCache>().0.is_none() {
+            let table = self.transaction.open_table(tables::WEBHOOKS)?;
+            let mut loaded = Vec::new();
+            for entry in table.iter()? {
+                loaded.push(decode_json(entry?.1.value())?);
+            }
+            self.extension::<WebhookCache>().0 = Some(loaded);
+        }
+        Ok(self.extension::<WebhookCache>().0.as_deref().unwrap_or_default())
+    }
+
+    fn invalidate_webhooks(&mut self) {
+        self.extension::<WebhookCache>().0 = None;
+    }
+}
 
 /// The events a webhook can subscribe to.
 pub const EVENT_TYPES: [&str; 6] = [

@@ -341,7 +341,9 @@ async fn a_database_of_a_newer_format_is_refused_with_a_clear_message() {
     }
     let config = kefu::base::config::StorageConfig::default();
     let path = dir.path().to_owned();
-    let opened = tokio::task::spawn_blocking(move || Store::open(&path, &config, None)).await.unwrap();
+    let opened = tokio::task::spawn_blocking(move || Store::open(&path, &config, kefu::server::writer_hooks(None)))
+        .await
+        .unwrap();
     let Err(error) = opened else { panic!("a newer format must not open") };
     assert!(matches!(error, StorageError::NewerFormat { found } if found == SCHEMA_VERSION + 1));
     assert!(error.to_string().contains("newer kefu"), "{error}");

@@ -222,7 +222,7 @@ async fn the_index_catches_up_after_it_is_deleted_or_behind_and_rebuilds_while_s
     // Behind: messages written while no indexer ran.
     server.stop().await;
     let config = crate::support::test_config(server.dir.path());
-    let offline = Store::open(&config.data_dir, &config.storage, None).unwrap();
+    let offline = Store::open(&config.data_dir, &config.storage, kefu::server::writer_hooks(None)).unwrap();
     backdated(&offline, &site.key, 2, &["lighthouse gamma"], noon_of(today())).await;
     offline.shutdown().await;
     drop(offline);

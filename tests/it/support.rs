@@ -107,7 +107,7 @@ impl TestServer {
         format!("quic://{}", self.quic_addr)
     }
 
-    pub fn app(&self) -> &kefu::server::AppState {
+    pub fn app(&self) -> &kefu::net::AppState {
         &self.running.as_ref().expect("the server runs").app
     }
 

@@ -87,17 +87,6 @@ pub enum KbError {
     Storage(#[from] StorageError),
 }
 
-impl From<KbError> for crate::net::http::error::ApiError {
-    fn from(error: KbError) -> Self {
-        use crate::net::http::error::ApiError;
-        match error {
-            KbError::NotFound | KbError::NoSuchSite => ApiError::NotFound(error.to_string()),
-            KbError::Invalid(message) => ApiError::Unprocessable(message),
-            KbError::Storage(error) => error.into(),
-        }
-    }
-}
-
 fn site_exists(
     transaction: &crate::storage::commit_log::LoggedTransaction<'_>,
     site: &str,

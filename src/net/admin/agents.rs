@@ -8,10 +8,10 @@ use axum::response::Response;
 
 use super::form::FieldErrors;
 use super::{AdminPost, AdminUser, Directory, Layout, Notice, directory, done, internal_error, not_found, render};
+use crate::net::AppState;
 use crate::people::agents::{self, Agent, AgentChanges, AgentError, NewAgent, Role};
 use crate::people::teams::{self, Team};
 use crate::routing::RoutingEvent;
-use crate::server::AppState;
 use crate::sites::Site;
 
 /// The new-agent form as typed.

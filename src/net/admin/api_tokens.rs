@@ -8,8 +8,8 @@ use axum::response::Response;
 
 use super::form::FieldErrors;
 use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
+use crate::net::AppState;
 use crate::people::api_tokens::{self, ApiToken, ApiTokenError, NewApiToken};
-use crate::server::AppState;
 use crate::sites::{self, Site};
 
 /// A token as the list shows it.

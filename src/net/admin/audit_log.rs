@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::form::FieldErrors;
 use super::{AdminUser, Layout, internal_error, render};
 use crate::history::audit::{self, AuditEntry, AuditFilter};
-use crate::server::AppState;
+use crate::net::AppState;
 
 #[derive(Deserialize, Default)]
 pub struct AuditQuery {

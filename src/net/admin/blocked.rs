@@ -9,9 +9,9 @@ use axum::response::Response;
 
 use super::form::FieldErrors;
 use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
+use crate::net::AppState;
 use crate::people::blocking::{self, BlockError};
 use crate::people::visitors::{self, Visitor};
-use crate::server::AppState;
 use crate::sites::{self, Site};
 
 #[derive(Template)]

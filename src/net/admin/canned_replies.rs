@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::form::FieldErrors;
 use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
 use crate::chat::canned_replies::{self, CannedReply, CannedReplyError};
-use crate::server::AppState;
+use crate::net::AppState;
 use crate::sites::{self, Site};
 
 #[derive(Template)]

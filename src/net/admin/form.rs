@@ -5,7 +5,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::{AdminDenied, AdminUser};
-use crate::server::AppState;
+use crate::net::AppState;
 
 /// The name of the hidden field that carries the CSRF token.
 pub const CSRF_FIELD: &str = "csrf";

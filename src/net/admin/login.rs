@@ -7,10 +7,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::{AdminPost, render};
+use crate::net::AppState;
 use crate::net::http::agent_api::{attempt_login, expired_session_cookie, session_cookie};
 use crate::net::http::error::ApiError;
 use crate::people::agents::Role;
-use crate::server::AppState;
 
 #[derive(Template)]
 #[template(path = "admin/login.html")]

@@ -27,10 +27,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 pub use form::{AdminPost, FormData};
 
 use crate::base::secrets;
+use crate::net::AppState;
 use crate::net::http::extract::authenticate;
 use crate::people::agents::{Agent, Role};
 use crate::people::principal::Principal;
-use crate::server::AppState;
 
 /// The policy of admin pages: no scripts but kefu's own, no framing, forms only to kefu.
 const ADMIN_CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \

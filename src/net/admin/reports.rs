@@ -17,8 +17,8 @@ use super::{AdminUser, Layout, internal_error, message_page, render};
 use crate::base::clock;
 use crate::history::export::UTF8_BOM;
 use crate::history::reports::{self, Report, ReportFilter};
+use crate::net::AppState;
 use crate::people::teams::{self, Team};
-use crate::server::AppState;
 use crate::sites::{self, Site};
 
 /// The filter as typed: every field is text so a wrong value can be shown back as it was.

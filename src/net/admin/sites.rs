@@ -9,9 +9,9 @@ use axum::response::{Redirect, Response};
 use super::form::FieldErrors;
 use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
 use crate::chat::sensitive_words::SensitiveMode;
+use crate::net::AppState;
 use crate::people::teams::{self, Team};
 use crate::routing::rules::{RoutingRule, RuleCondition};
-use crate::server::AppState;
 use crate::sites::business_hours::{BusinessHours, DayHours, WEEKDAYS};
 use crate::sites::{self, Site, SiteError};
 

@@ -31,9 +31,9 @@ use super::client_address::ClientAddress;
 use super::error::ApiError;
 use super::extract::{Caller, Json};
 use crate::base::config::LimitsConfig;
+use crate::net::AppState;
 use crate::people::agents::{self, Agent, AgentError, PasswordChecks, Role};
 use crate::people::principal::Principal;
-use crate::server::AppState;
 
 /// The window in which failed logins are counted.
 const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);

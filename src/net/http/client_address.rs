@@ -20,8 +20,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::base::config::TrustedProxies;
+use crate::net::AppState;
 use crate::net::http::error::ApiError;
-use crate::server::AppState;
 
 /// Where a request came from: the client's address, and whether the client reached kefu over
 /// https (which only a trusted proxy can say). Use `ClientAddress(ip)`-style access through

@@ -21,6 +21,7 @@ use crate::chat::canned_replies::{self, CannedReply, CannedReplyError};
 use crate::chat::conversation_actions::{self, TransferTarget};
 use crate::chat::conversations::{self, Conversation, ConversationStatus};
 use crate::history::audit;
+use crate::net::AppState;
 use crate::people::agents::{self, Agent, Role};
 use crate::people::blocking::{self, BlockError};
 use crate::people::principal::Principal;
@@ -29,7 +30,6 @@ use crate::people::visitor_presence::OnlineVisitorView;
 use crate::people::visitors::{self, PageView, Visitor};
 use crate::protocol::{ConversationView, Presence, SenderKind};
 use crate::routing::RoutingEvent;
-use crate::server::AppState;
 use crate::storage::{StorageError, decode_json, tables};
 
 /// Conversations in a list page when the client does not say.

@@ -15,10 +15,10 @@ use super::error::ApiError;
 use super::extract::{Caller, Json, agent_only, staff_only};
 use crate::chat::conversations::{self, AssignWhen};
 use crate::chat::messages::{self, AppendError, Appended, NewMessage, Target};
+use crate::net::AppState;
 use crate::net::session::{self, SendRefusal};
 use crate::people::principal::Principal;
 use crate::protocol::{BotSource, ConversationView, ErrorCode, MessageView, SenderView};
-use crate::server::AppState;
 use crate::{base::secrets, bot};
 
 /// Messages in a history page when the client does not say.

@@ -7,6 +7,7 @@
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::bot::knowledge_base::KbError;
 use crate::people::agents::AgentError;
 use crate::people::visitors::VisitorError;
 use crate::sites::SiteError;
@@ -191,6 +192,16 @@ impl From<SiteError> for ApiError {
             SiteError::NotFound(_) => ApiError::NotFound(error.to_string()),
             SiteError::Invalid(message) => ApiError::Unprocessable(message),
             SiteError::Storage(error) => error.into(),
+        }
+    }
+}
+
+impl From<KbError> for ApiError {
+    fn from(error: KbError) -> Self {
+        match error {
+            KbError::NotFound | KbError::NoSuchSite => ApiError::NotFound(error.to_string()),
+            KbError::Invalid(message) => ApiError::Unprocessable(message),
+            KbError::Storage(error) => error.into(),
         }
     }
 }

@@ -9,10 +9,10 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::{own_origin, session_cookie_token};
+use crate::net::AppState;
 use crate::people::agents::{Agent, Role};
 use crate::people::api_tokens::{self, ApiToken};
 use crate::people::principal::Principal;
-use crate::server::AppState;
 use crate::{base::secrets, people::agents, people::visitors};
 
 /// A JSON body; a malformed one gets a 400 or 422 that says what to fix.

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
-use crate::server::AppState;
+use crate::net::AppState;
 
 /// `GET /healthz`: the process answers.
 pub async fn healthz() -> &'static str {

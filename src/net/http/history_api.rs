@@ -14,9 +14,9 @@ use super::error::ApiError;
 use super::extract::{Caller, staff_only};
 use crate::chat::conversations::ConversationStatus;
 use crate::history::export::{self, ExportFormat, ExportRequest};
+use crate::net::AppState;
 use crate::people::principal::Principal;
 use crate::search::{MAX_LIMIT, SearchError, SearchPage, SearchRequest};
-use crate::server::AppState;
 
 /// Hits in a search page when the client does not say.
 const DEFAULT_LIMIT: usize = 20;

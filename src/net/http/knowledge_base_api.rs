@@ -18,8 +18,8 @@ use crate::bot::knowledge_base::{self, EntryInput, KbEntry};
 use crate::bot::llm::LlmSettings;
 use crate::bot::{BotSettings, BotSettingsError, mask_secret};
 use crate::history::audit;
+use crate::net::AppState;
 use crate::people::principal::Principal;
-use crate::server::AppState;
 use crate::sites;
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -24,9 +24,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum_extra::extract::CookieJar;
 
+use crate::net::AppState;
 use crate::net::assets;
 use crate::net::websocket;
-use crate::server::AppState;
 
 /// The name of the agent session cookie.
 pub const SESSION_COOKIE: &str = "kefu_session";

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::{console_api, conversations_api, history_api, knowledge_base_api};
-use crate::server::AppState;
+use crate::net::AppState;
 
 /// Where the document is served.
 pub const DOCUMENT_PATH: &str = "/api/v1/openapi.json";

@@ -11,9 +11,9 @@ use super::error::ApiError;
 use super::extract::Caller;
 use crate::chat::conversations;
 use crate::chat::uploads::{self, AttachmentKind};
+use crate::net::AppState;
 use crate::people::principal::Principal;
 use crate::protocol::ParticipantView;
-use crate::server::AppState;
 
 #[derive(Deserialize)]
 pub struct UploadQuery {

@@ -8,10 +8,10 @@ use super::error::ApiError;
 use super::extract::{Caller, Json};
 use crate::chat::conversations;
 use crate::chat::offline_messages::{self, NewOfflineMessage, OfflineMessage};
+use crate::net::AppState;
 use crate::people::principal::Principal;
 use crate::people::visitors::{self, SessionRequest};
 use crate::protocol::ConversationView;
-use crate::server::AppState;
 
 #[derive(Serialize)]
 pub struct SessionResponse {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::extract::{Caller, Json, admin_only};
 use crate::history::audit;
-use crate::server::AppState;
+use crate::net::AppState;
 use crate::webhooks::{self, Delivery, NewWebhook, Webhook, WebhookError};
 
 impl From<WebhookError> for ApiError {
