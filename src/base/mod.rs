@@ -9,6 +9,7 @@ pub mod csv_cells;
 pub mod file_modes;
 pub mod metrics;
 pub mod outbound;
+pub mod rate_limit;
 pub mod secrets;
 pub mod systemd;
 pub mod telemetry;

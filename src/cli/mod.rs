@@ -1,5 +1,6 @@
 //! The command line: `kefu serve`, `kefu admin ...`.
 
+pub mod backup;
 pub mod history;
 
 use std::path::PathBuf;
@@ -172,15 +173,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backup { file } => {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
-            crate::history::backup::run_backup(&config, &file).await
+            backup::run_backup(&config, &file).await
         }
         Command::Restore { file } => {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
-            crate::history::backup::run_restore(&config, &file).await
+            backup::run_restore(&config, &file).await
         }
         Command::Check => {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
-            crate::history::backup::run_check(&config).await
+            backup::run_check(&config).await
         }
         Command::Healthcheck { url } => crate::net::http::health::probe(&url).await,
         Command::Export(args) => {
@@ -189,14 +190,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Retention { dry_run } => {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
-            let command = crate::cli::history::HistoryCommand::Retention { dry_run };
+            let command = crate::net::control::HistoryCommand::Retention { dry_run };
             let answer = crate::cli::history::run_cli(&config, command, Box::new(std::io::sink())).await?;
             println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(())
         }
         Command::Reindex => {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
-            let command = crate::cli::history::HistoryCommand::Reindex;
+            let command = crate::net::control::HistoryCommand::Reindex;
             let answer = crate::cli::history::run_cli(&config, command, Box::new(std::io::sink())).await?;
             println!("{answer}");
             Ok(())

@@ -12,10 +12,12 @@ use serde_json::{Value, json};
 
 use crate::chat::sensitive_words::SensitiveMode;
 use crate::history::audit::{self, Actor};
+use crate::history::export::{self, ExportRequest};
 use crate::net::AppState;
 use crate::people::agents::{self, NewAgent, Role};
 use crate::sites::{self, NewSite};
 use crate::storage::Store;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// The control socket's file name in the data directory.
 pub const SOCKET_FILE: &str = "kefu.sock";
@@ -229,8 +231,8 @@ pub fn listen(app: AppState) -> std::io::Result<tokio::task::JoinHandle<()>> {
                 if reader.read_line(&mut line).await.is_err() {
                     return;
                 }
-                if let Ok(command) = serde_json::from_str::<crate::cli::history::HistoryCommand>(&line) {
-                    crate::cli::history::serve(&app, command, &mut writer).await;
+                if let Ok(command) = serde_json::from_str::<HistoryCommand>(&line) {
+                    serve_history(&app, command, &mut writer).await;
                     return;
                 }
                 let answer = match serde_json::from_str::<AdminCommand>(&line) {
@@ -286,4 +288,61 @@ pub async fn send_to_server(data_dir: &Path, command: &AdminCommand) -> anyhow::
 #[cfg(not(unix))]
 pub async fn send_to_server(_data_dir: &Path, _command: &AdminCommand) -> anyhow::Result<Result<Value, String>> {
     anyhow::bail!("the database is held by a running server; stop it to run admin commands")
+}
+
+/// A history command; its JSON tag (`history`) keeps it apart from admin commands on the socket.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "history", rename_all = "snake_case")]
+pub enum HistoryCommand {
+    Export(ExportRequest),
+    Retention { dry_run: bool },
+    Reindex,
+}
+
+/// Serves one history command on the control socket.
+pub async fn serve_history<W: AsyncWrite + Unpin>(app: &AppState, command: HistoryCommand, writer: &mut W) {
+    let result = serve_history_inner(app, command, writer).await;
+    if let Err(error) = result {
+        tracing::warn!(%error, "control socket client went away");
+    }
+}
+
+async fn serve_history_inner<W: AsyncWrite + Unpin>(
+    app: &AppState,
+    command: HistoryCommand,
+    writer: &mut W,
+) -> std::io::Result<()> {
+    let answer = match command {
+        HistoryCommand::Export(request) => {
+            writer.write_all(b"{\"ok\":{\"stream\":true}}\n").await?;
+            let mut receiver = export::start(app.store.clone(), request);
+            let mut failure = None;
+            while let Some(item) = receiver.recv().await {
+                match item {
+                    Ok(bytes) => {
+                        writer.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+                        writer.write_all(&bytes).await?;
+                    }
+                    Err(error) => failure = Some(error.to_string()),
+                }
+            }
+            writer.write_all(&0u32.to_be_bytes()).await?;
+            match failure {
+                Some(message) => json!({ "error": message }),
+                None => json!({ "ok": {} }),
+            }
+        }
+        HistoryCommand::Retention { dry_run } => {
+            match crate::history::retention::run(&app.store, &app.search, dry_run).await {
+                Ok(plan) => json!({ "ok": plan }),
+                Err(error) => json!({ "error": error.to_string() }),
+            }
+        }
+        HistoryCommand::Reindex => match app.search.reindex().await {
+            Ok(report) => json!({ "ok": report }),
+            Err(error) => json!({ "error": error.to_string() }),
+        },
+    };
+    writer.write_all(format!("{answer}\n").as_bytes()).await?;
+    writer.flush().await
 }

@@ -25,7 +25,7 @@ use crate::people::principal::Principal;
 use crate::people::visitors;
 use crate::protocol::{
     self, ClientFrame, ConversationView, ErrorCode, Hello, ParticipantView, Presence, ResumePoint, ServerFrame,
-    close_code,
+    close_code, error_frame,
 };
 use crate::routing::RoutingEvent;
 use crate::sites::{self, SiteRuntime};
@@ -443,7 +443,7 @@ impl Session {
         }
     }
 
-    fn page_view(&mut self, page: visitors::PageView, out: &mut impl FrameSink) {
+    fn page_view(&mut self, page: crate::protocol::PageView, out: &mut impl FrameSink) {
         let Principal::Visitor(visitor) = &self.principal else {
             return out.push(error_frame(ErrorCode::Forbidden, "only visitors report page views", None));
         };
@@ -835,10 +835,6 @@ pub async fn filter_for_site(
     Ok((site, text))
 }
 
-pub fn error_frame(code: ErrorCode, message: &str, client_id: Option<&str>) -> Bytes {
-    ServerFrame::Error { code, message, client_id }.encode()
-}
-
 /// The principal a hello authenticates, and for an agent the login session it used.
 async fn authenticate(
     app: &AppState,
@@ -907,49 +903,6 @@ async fn on_handoff_frame(app: &AppState, principal: &Principal, conversation_id
         Err(other) => {
             tracing::error!(conversation_id, error = %other, "handoff failed");
             error(ErrorCode::Internal, "internal error")
-        }
-    }
-}
-
-/// A token bucket: `rate` frames per second, bursts up to `burst`. The transports pace a
-/// connection's reading with it ([`RateLimiter::pace`]): a frame over the rate is read later, not
-/// refused, so a client resending its offline queue gets every frame through in order and a flood
-/// costs the server nothing but the client's own TCP window.
-pub struct RateLimiter {
-    tokens: f32,
-    last_refill: Instant,
-    rate: f32,
-    burst: f32,
-}
-
-impl RateLimiter {
-    pub fn new(rate: u32, burst: u32) -> RateLimiter {
-        RateLimiter { tokens: burst as f32, last_refill: Instant::now(), rate: rate as f32, burst: burst.max(1) as f32 }
-    }
-
-    /// Takes one token; false when the bucket is empty.
-    pub fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last_refill).as_secs_f32() * self.rate).min(self.burst);
-        self.last_refill = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// How long until the bucket holds a whole token again (zero when it does now).
-    pub fn time_to_next(&self) -> Duration {
-        let missing = (1.0 - self.tokens).max(0.0);
-        Duration::from_secs_f32(missing / self.rate.max(f32::MIN_POSITIVE))
-    }
-
-    /// Takes one token, waiting for it when the bucket is empty (at most about `1 / rate`).
-    pub async fn pace(&mut self) {
-        while !self.allow() {
-            tokio::time::sleep(self.time_to_next().max(Duration::from_millis(1))).await;
         }
     }
 }

@@ -20,10 +20,12 @@ use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use crate::base::rate_limit::RateLimiter;
 use crate::chat::delivery::{ConnectionHandle, OutboundReceiver, Role};
 use crate::net::AppState;
 use crate::net::http::{error::ApiError, session_cookie_token};
-use crate::net::session::{CloseReason, Entry, RateLimiter, Session, error_frame};
+use crate::net::session::{CloseReason, Entry, Session};
+use crate::protocol::error_frame;
 use crate::protocol::{self, ClientFrame, ErrorCode, ServerFrame, close_code};
 
 /// Read buffer per connection. Frames larger than this are read in several steps; most chat
@@ -168,8 +170,13 @@ async fn serve(
         return;
     };
     let limits = &app.config.limits;
-    let _counted =
-        crate::base::metrics::METRICS.connection_opened(crate::base::metrics::Transport::WebSocket, handle.role());
+    let _counted = crate::base::metrics::METRICS.connection_opened(
+        crate::base::metrics::Transport::WebSocket,
+        match handle.role() {
+            Role::Visitor => crate::base::metrics::Peer::Visitor,
+            Role::Agent => crate::base::metrics::Peer::Agent,
+        },
+    );
     let mut out: Vec<Bytes> = first_frames;
     let mut rate = RateLimiter::new(limits.frames_per_second, limits.frame_burst);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(limits.heartbeat_secs));

@@ -15,8 +15,8 @@ use dashmap::DashMap;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+use crate::base::rate_limit::RateLimiter;
 use crate::base::secrets::{self, TokenDigest};
-use crate::net::session::RateLimiter;
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 /// The prefix of API tokens, so a token says which table it belongs to.
