@@ -269,7 +269,7 @@ async fn serve_connection(
     let (inbound_sender, mut inbound) = mpsc::channel::<Inbound>(INBOUND_QUEUE_FRAMES);
     let mut readers = JoinSet::new();
     readers.spawn(read_stream(control_recv, inbound_sender.clone()));
-    let mut rate = RateLimiter::new(limits.frames_per_second, limits.frame_burst);
+    let rate = RateLimiter::new(limits.frames_per_second, limits.frame_burst);
 
     let close_reason: Option<CloseReason> = loop {
         if let Err(reason) = writers.route(&mut out) {
