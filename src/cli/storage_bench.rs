@@ -1,6 +1,8 @@
-//! `kefu bench`: fills a data directory with messages through the real writer path, then
+//! `kefu bench storage`: fills a data directory with messages through the real writer path, then
 //! measures a history page, a search, an export, a full index build and a report. It prints its inputs
-//! and results; BENCHMARKS.md records them.
+//! and results; BENCHMARKS.md records them. It measures the server's internals (the writer, the
+//! search index, the export), so it lives in the kefu crate beside the command line rather than in
+//! the load generator (kefu-bench), which knows the server only from outside.
 
 use std::path::PathBuf;
 use std::sync::Arc;
