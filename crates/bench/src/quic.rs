@@ -42,6 +42,9 @@ struct Server {
     admin_password: String,
 }
 
+/// How long the relay's agent may take to connect, and then to be assigned every conversation.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How long one HTTP request to the server may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -281,9 +284,13 @@ async fn relay(n_visitors: usize, seconds: u64, rate: u64) -> anyhow::Result<()>
         .await?;
     let agent_token = login["token"].as_str().context("an agent token")?;
     let mut agent = Client::connect(ClientConfig::agent(&server.quic, agent_token).pin(&server.fingerprint));
+    let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
     loop {
-        if let Some(Event::Connected(_)) = agent.next_event().await {
-            break;
+        match tokio::time::timeout_at(setup_deadline, agent.next_event()).await {
+            Ok(Some(Event::Connected(_))) => break,
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("the agent's connection ended before it was welcomed"),
+            Err(_) => bail!("the agent was not connected in time"),
         }
     }
 
@@ -299,11 +306,15 @@ async fn relay(n_visitors: usize, seconds: u64, rate: u64) -> anyhow::Result<()>
         visitors.push(visitor);
     }
     let mut assigned = 0;
+    let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
     while assigned < n_visitors {
-        if let Some(Event::Frame(frame)) = agent.next_event().await {
-            if frame["type"] == "conversation" && frame["event"] == "assigned" {
+        match tokio::time::timeout_at(setup_deadline, agent.next_event()).await {
+            Ok(Some(Event::Frame(frame))) if frame["type"] == "conversation" && frame["event"] == "assigned" => {
                 assigned += 1;
             }
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("the agent's connection ended while conversations were assigned"),
+            Err(_) => bail!("{assigned} of {n_visitors} conversations were assigned in time"),
         }
     }
 
