@@ -1,14 +1,13 @@
 //! kefu: a self-hosted customer-service live chat in one binary.
 //!
-//! The library holds the server; `main.rs` only calls [`cli::main`]. The wire vocabulary
-//! ([`protocol`], the QUIC framing and Protobuf) is the kefu-wire crate; the Rust client with
-//! `kefu chat` is kefu-client and the load generator of `kefu bench` is kefu-bench, which the
-//! command line dispatches to (ARCHITECTURE.md, "Crates").
-//! The modules are layered, bottom up: [`base`] (process-wide foundations), [`protocol`] (the
-//! wire vocabulary) and [`storage`]; the domain ([`chat`], [`people`], [`sites`], [`routing`],
-//! [`bot`], [`search`], [`history`], [`webhooks`]); the transports ([`net`]); and the wiring
-//! ([`server`], [`cli`]). A module imports only from its own layer or below; `tests/it/layers.rs`
-//! checks it. See ARCHITECTURE.md for the map and the invariants.
+//! The library holds the server; `main.rs` only calls [`cli::main`]. The modules are layered,
+//! bottom up: [`base`] (process-wide foundations), [`protocol`] (the wire vocabulary, which is the
+//! kefu-wire crate, shared with the clients) and [`storage`]; the domain ([`chat`], [`people`],
+//! [`sites`], [`routing`], [`bot`], [`search`], [`history`], [`webhooks`]); the transports
+//! ([`net`]); and the wiring ([`server`], [`cli`]). A module imports only from its own layer or
+//! below; `tests/it/layers.rs` checks it. The Rust client with `kefu chat` (kefu-client) and the
+//! load generator of `kefu bench` (kefu-bench) are crates of their own, which the command line
+//! dispatches to. See ARCHITECTURE.md for the map, the crates and the invariants.
 
 pub mod base;
 pub mod bot;
