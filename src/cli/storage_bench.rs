@@ -28,13 +28,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub dir: PathBuf,
     /// Messages to store.
-    #[arg(long, default_value_t = 10_000_000)]
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub messages: u64,
     /// Spread over this many past UTC days.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub days: u32,
     /// Messages per conversation (60, so a history page of 50 is full).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub per_conversation: u64,
     /// Timed samples of each read measurement.
     #[arg(long, default_value_t = 2_000)]

@@ -122,3 +122,31 @@ fn a_quic_relay_without_visitors_is_refused_clearly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("visitors, seconds and rate must each be at least 1"), "{stderr}");
 }
+
+#[test]
+fn storage_measures_history_search_export_and_reports() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("data");
+    let dir = dir.to_str().unwrap();
+    let out = succeeds(&["storage", "--dir", dir, "--messages", "300", "--days", "2", "--samples", "5"]);
+    for line in [
+        "fill: 300 messages",
+        "history page (50 messages, newest): samples=5",
+        "full index build",
+        "export Csv: messages=300",
+        "report (",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+}
+
+#[test]
+fn storage_refuses_conversations_without_messages_and_writes_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("data");
+    let output = bench(&["storage", "--dir", dir.to_str().unwrap(), "--per-conversation", "0"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--per-conversation"), "{stderr}");
+    assert!(!dir.exists(), "nothing is written on bad input");
+}
