@@ -32,6 +32,13 @@ const CONNECT_ATTEMPTS: usize = 3;
 /// Visitor sessions created over HTTP at once.
 const SESSION_CONCURRENCY: usize = 256;
 
+/// How long the relay's agent may take to connect, and then to be assigned every conversation.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long one HTTP request to the server may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The kefu child under test.
 struct Server {
     child: Child,
     http: String,
@@ -41,12 +48,6 @@ struct Server {
     data_dir: tempfile::TempDir,
     admin_password: String,
 }
-
-/// How long the relay's agent may take to connect, and then to be assigned every conversation.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// How long one HTTP request to the server may take.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `kefu bench quic MODE ...`
 #[derive(Subcommand, Debug)]
