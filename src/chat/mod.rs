@@ -6,6 +6,7 @@ pub mod canned_replies;
 pub mod conversation_actions;
 pub mod conversations;
 pub mod delivery;
+pub mod message_store;
 pub mod messages;
 pub mod offline_messages;
 pub mod sensitive_words;

@@ -16,6 +16,7 @@ use redb::ReadableTable;
 use crate::base::secrets::{self, TokenDigest};
 use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError};
 use crate::chat::delivery::{AgentRegistration, CommittedEvent, ConnectionHandle, Outbound, OutboundReceiver};
+use crate::chat::message_store::MessageStore;
 use crate::chat::messages::{self, NewMessage, Target};
 use crate::chat::writes::ChatWrites;
 use crate::net::AppState;
@@ -458,8 +459,7 @@ impl Session {
 
     /// Loads a conversation this principal may access; `None` for missing and forbidden alike.
     async fn accessible_conversation(&self, conversation_id: u64) -> Result<Option<Conversation>, StorageError> {
-        let conversation =
-            self.app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+        let conversation = self.app.store.conversation(conversation_id).await?;
         Ok(conversation.filter(|conversation| self.principal.can_access(conversation)))
     }
 
@@ -839,7 +839,7 @@ async fn on_handoff_frame(app: &AppState, principal: &Principal, conversation_id
     if !principal.is_visitor() {
         return error(ErrorCode::Forbidden, "handoff: only visitors hand over to a human; agents use take");
     }
-    let found = app.store.read(move |transaction| crate::chat::conversations::get(transaction, conversation_id)).await;
+    let found = app.store.conversation(conversation_id).await;
     match found {
         Ok(Some(conversation)) if principal.can_access(&conversation) => {}
         Ok(_) => return error(ErrorCode::NotFound, "no such conversation"),

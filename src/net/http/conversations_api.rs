@@ -16,6 +16,7 @@ use super::extract::{Caller, Json, OptionalJson, agent_only, outside_scope, requ
 use super::visitors_api::served_visitor;
 use crate::chat::conversation_actions::{self, TransferTarget};
 use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationStatus};
+use crate::chat::message_store::MessageStore;
 use crate::chat::messages::{self, AppendError, Appended, NewMessage, SendRefusal, Target};
 use crate::net::AppState;
 use crate::people::agents::{self, Agent, Role};
@@ -69,10 +70,7 @@ pub async fn messages(
     let conversation = served_conversation(&app, &principal, conversation_id).await?;
     let before = query.before;
     // Read one more than asked, to know whether an older page exists.
-    let mut page = app
-        .store
-        .read(move |transaction| messages::page_before(transaction, conversation_id, before, limit + 1))
-        .await?;
+    let mut page = app.store.page_before(conversation_id, before, limit + 1).await?;
     let has_older = page.len() > limit;
     if has_older {
         page.remove(0);
@@ -273,7 +271,7 @@ pub async fn send_message(
                 }
             };
             let message = new_message(sender, request.internal);
-            app.store.write(move |context| messages::append(context, message)).await.map_err(append_error)?
+            app.store.append(message).await.map_err(append_error)?
         }
         SendAs::Bot => {
             if request.internal || request.agent_id.is_some() {
@@ -300,8 +298,7 @@ pub async fn send_message(
 /// The stored message an acknowledgement points to, as clients see it.
 async fn stored_view(app: &AppState, appended: &Appended) -> Result<MessageView, ApiError> {
     let (conversation_id, seq) = (appended.conversation_id, appended.seq);
-    let found =
-        app.store.read(move |transaction| messages::page_after(transaction, conversation_id, seq - 1, 1)).await?;
+    let found = app.store.page_after(conversation_id, seq - 1, 1).await?;
     let (seq, record) = found
         .into_iter()
         .find(|(found_seq, _)| *found_seq == seq)
@@ -568,7 +565,7 @@ pub async fn served_conversation(
     caller: &Principal,
     conversation_id: u64,
 ) -> Result<Conversation, ApiError> {
-    let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+    let conversation = app.store.conversation(conversation_id).await?;
     let conversation = conversation.ok_or_else(|| ApiError::NotFound("no such conversation".into()))?;
     if !caller.can_access(&conversation) {
         return Err(outside_scope(caller, "conversation"));

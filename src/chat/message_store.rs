@@ -1,0 +1,61 @@
+//! The message path's storage boundary: what the transports need to send and read messages,
+//! in domain terms, so a second backend (PostgreSQL, for a cluster) implements these calls and
+//! not redb's tables.
+//!
+//! [`Store`] implements it with the writer and the day shards; a transport asks for
+//! `impl MessageStore` where it only sends and reads messages.
+
+use std::future::Future;
+
+use crate::chat::conversations::{self, Conversation};
+use crate::chat::messages::{self, AppendError, Appended, MessageRecord, NewMessage};
+use crate::storage::{StorageError, Store};
+
+/// A conversation's messages: each with its sequence number, oldest first.
+pub type Page = Vec<(u64, MessageRecord)>;
+
+pub trait MessageStore: Send + Sync {
+    /// Stores a message durably (deduplicated by its sender's client id) and publishes it for
+    /// delivery once committed.
+    fn append(&self, message: NewMessage) -> impl Future<Output = Result<Appended, AppendError>> + Send;
+
+    /// Up to `limit` messages with `seq < before` (the newest when `before` is `None`).
+    fn page_before(
+        &self,
+        conversation_id: u64,
+        before: Option<u64>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, StorageError>> + Send;
+
+    /// Up to `limit` messages with `seq > after` (a resume's replay).
+    fn page_after(
+        &self,
+        conversation_id: u64,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, StorageError>> + Send;
+
+    /// One conversation, if it exists.
+    fn conversation(
+        &self,
+        conversation_id: u64,
+    ) -> impl Future<Output = Result<Option<Conversation>, StorageError>> + Send;
+}
+
+impl MessageStore for Store {
+    async fn append(&self, message: NewMessage) -> Result<Appended, AppendError> {
+        self.write(move |context| messages::append(context, message)).await
+    }
+
+    async fn page_before(&self, conversation_id: u64, before: Option<u64>, limit: usize) -> Result<Page, StorageError> {
+        self.read(move |transaction| messages::page_before(transaction, conversation_id, before, limit)).await
+    }
+
+    async fn page_after(&self, conversation_id: u64, after: u64, limit: usize) -> Result<Page, StorageError> {
+        self.read(move |transaction| messages::page_after(transaction, conversation_id, after, limit)).await
+    }
+
+    async fn conversation(&self, conversation_id: u64) -> Result<Option<Conversation>, StorageError> {
+        self.read(move |transaction| conversations::get(transaction, conversation_id)).await
+    }
+}
