@@ -169,6 +169,7 @@ pub async fn start(
     };
     tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown_token.clone()));
     crate::retention::spawn_schedule(&app);
+    crate::bot_lifecycle::spawn_schedule(&app);
 
     let trigger = shutdown_token.clone();
     tokio::spawn(async move {

@@ -212,6 +212,35 @@ impl SiteKnowledge {
     pub fn entry(&self, id: u64) -> Option<&KbEntry> {
         self.entries.iter().find(|entry| entry.id == id)
     }
+
+    /// The `limit` entries that match `text` best, best first, with their scores.
+    pub fn top(&self, text: &str, limit: usize) -> Vec<Match<'_>> {
+        self.index
+            .search(text, limit)
+            .into_iter()
+            .filter_map(|scored| self.entry(scored.entry_id).map(|entry| Match { entry, score: scored.score }))
+            .collect()
+    }
+
+    /// The first questions of the best entries that match `text` at least [`RELATED_MIN_SCORE`],
+    /// at most `limit`: quick replies for a visitor whose message came close to an answer.
+    pub fn related_questions(&self, text: &str, limit: usize) -> Vec<String> {
+        self.top(text, limit)
+            .into_iter()
+            .filter(|found| found.score >= RELATED_MIN_SCORE)
+            .filter_map(|found| found.entry.questions.first().cloned())
+            .collect()
+    }
+}
+
+/// The lowest score at which an entry that did not answer is still offered as a related question.
+pub const RELATED_MIN_SCORE: f32 = 0.3;
+
+/// An entry a message matched, with its score (0 to 1).
+#[derive(Clone, Copy, Debug)]
+pub struct Match<'a> {
+    pub entry: &'a KbEntry,
+    pub score: f32,
 }
 
 /// The match indexes of every site that has been asked about, rebuilt on change.

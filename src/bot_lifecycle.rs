@@ -1,0 +1,85 @@
+//! The end of conversations only the bot took part in: after the site's `idle_close_minutes`
+//! without a message they close by themselves.
+//!
+//! Such a conversation never waits in the agents' queue (routing leaves bot-active conversations
+//! alone), so without this it would stay open for good, and every agent's `welcome` would carry
+//! it. A conversation a human joined (a handoff or a `take` clears `bot_active`) is left to the
+//! agents.
+//!
+//! A task sweeps the open conversations every [`SWEEP_INTERVAL`]; each close is one writer
+//! operation that checks again, inside the writer, that the conversation is still the bot's and
+//! still idle, so a message or a handoff committed in between always wins.
+
+use std::time::Duration;
+
+use crate::bot::Bot;
+use crate::conversations::{self, Conversation};
+use crate::server::AppState;
+use crate::storage::{StorageError, Store};
+
+/// How often open conversations are checked; idle ones close up to this late.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Whether `conversation` is one only the bot took part in and has been idle past `limit_ms`.
+fn idle_bot_only(conversation: &Conversation, now: i64, limit_ms: i64) -> bool {
+    conversation.is_open() && conversation.bot_active && now - conversation.updated_at >= limit_ms
+}
+
+/// Closes every open conversation that only the bot took part in and that has had no message
+/// for its site's `idle_close_minutes`, as of `now` (Unix ms); returns how many closed.
+pub async fn close_idle(store: &Store, bot: &Bot, now: i64) -> Result<usize, StorageError> {
+    let candidates: Vec<Conversation> = store
+        .read(|transaction| {
+            Ok(conversations::list_open(transaction)?.into_iter().filter(|conversation| conversation.bot_active).collect())
+        })
+        .await?;
+    let mut closed = 0;
+    for conversation in candidates {
+        let settings = bot.settings(&conversation.site).await?;
+        if settings.idle_close_minutes == 0 {
+            continue;
+        }
+        let limit_ms = i64::from(settings.idle_close_minutes) * 60_000;
+        if !idle_bot_only(&conversation, now, limit_ms) {
+            continue;
+        }
+        let conversation_id = conversation.id;
+        let done = store
+            .write(move |context| {
+                // Checked again here: a message or a handoff may have committed since the read.
+                let still_idle = context
+                    .conversation(conversation_id)?
+                    .is_some_and(|conversation| idle_bot_only(conversation, now, limit_ms));
+                if !still_idle {
+                    return Ok(Ok(false));
+                }
+                Ok(Ok::<bool, StorageError>(conversations::close_in(context, conversation_id)?.is_ok()))
+            })
+            .await?;
+        if done {
+            tracing::info!(conversation_id, "closed a bot-only conversation after inactivity");
+            closed += 1;
+        }
+    }
+    Ok(closed)
+}
+
+/// Starts the sweep, owned by the server's task tracker and stopped on shutdown.
+pub fn spawn_schedule(app: &AppState) {
+    let app = app.clone();
+    let shutdown = app.shutdown.clone();
+    app.tasks.clone().spawn(async move {
+        let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {
+                    if let Err(error) = close_idle(&app.store, &app.bot, crate::clock::now_millis()).await {
+                        tracing::error!(%error, "closing idle bot conversations failed");
+                    }
+                }
+            }
+        }
+    });
+}
