@@ -5,6 +5,7 @@ mod api;
 mod bad_input;
 mod bench;
 mod bot;
+mod bot_lifecycle;
 mod chat;
 mod connection_limits;
 mod console;
