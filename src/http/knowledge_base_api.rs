@@ -317,3 +317,28 @@ pub async fn feedback(
     })?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Serialize)]
+pub struct QueuePlace {
+    /// 1 for next; `null` when the conversation is not waiting for an agent.
+    position: Option<usize>,
+}
+
+/// `GET /api/v1/conversations/{id}/queue`: where a visitor's handed-off conversation stands in
+/// the site's queue, for the widget's "you are number N" line.
+pub async fn queue_place(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<String>,
+) -> Result<axum::Json<QueuePlace>, ApiError> {
+    let conversation_id = conversation_id
+        .parse::<u64>()
+        .map_err(|_| ApiError::Unprocessable("id: must be a positive whole number".into()))?;
+    let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+    if !conversation.is_some_and(|conversation| principal.can_access(&conversation)) {
+        return Err(ApiError::NotFound("no such conversation".into()));
+    }
+    let position =
+        app.store.read(move |transaction| crate::bot_lifecycle::queue_position(transaction, conversation_id)).await?;
+    Ok(axum::Json(QueuePlace { position }))
+}
