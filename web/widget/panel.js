@@ -137,7 +137,7 @@ async function boot(open) {
 function begin() {
   if (started) return;
   started = true;
-  const offline = !config.agents_online || !config.open_now;
+  const offline = !config.bot && (!config.agents_online || !config.open_now);
   if (config.prechat_form && !chat.hasToken && !offline) {
     $('prechat').hidden = false;
     return;
@@ -183,7 +183,10 @@ chat.on('session', ({ session, changed }) => {
     list.clear();
     olderState = 'idle';
   }
-  const offline = !config.open_now || !(session.site?.agents_online ?? config.agents_online);
+  // With the bot on, visitors write to it even when no agent is online; it offers the offline
+  // form itself when a handoff finds nobody.
+  const bot = session.site?.bot ?? config.bot;
+  const offline = !bot && (!config.open_now || !(session.site?.agents_online ?? config.agents_online));
   $('offline').hidden = !offline;
   $('composer').hidden = offline;
   for (const entry of chat.outbox()) list.addPending(entry);
