@@ -44,8 +44,8 @@ pub struct FileQuery {
     /// The site's key.
     #[param(min_length = 1)]
     site: String,
-    /// `csv` or `markdown` (`md` is read as `markdown`).
-    #[param(pattern = "^(csv|markdown|md)$")]
+    /// `csv`, `json` or `markdown` (`md` is read as `markdown`).
+    #[param(pattern = "^(csv|json|markdown|md)$")]
     format: String,
 }
 
@@ -59,7 +59,7 @@ impl SiteQuery {
 
     fn format(&self) -> Result<Format, ApiError> {
         let name = self.format.as_deref().ok_or_else(|| {
-            ApiError::Unprocessable("format: the query parameter format=csv|markdown is required".into())
+            ApiError::Unprocessable("format: the query parameter format=csv|json|markdown is required".into())
         })?;
         Ok(Format::parse(name)?)
     }
@@ -189,14 +189,20 @@ pub async fn delete(
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Imported {
+    /// Rows stored: `created` plus `updated`.
     imported: usize,
+    /// Rows without an id, added as new entries.
+    created: usize,
+    /// Rows with an id, which replaced that entry.
+    updated: usize,
 }
 
-/// `POST /api/v1/kb/import?site=KEY&format=csv|markdown`: adds every entry of the file, or none.
+/// `POST /api/v1/kb/import?site=KEY&format=csv|json|markdown`: stores every row of the file, or
+/// none; a row with an `id` updates that entry of the site, one without adds an entry.
 #[utoipa::path(post, path = "/api/v1/kb/import", tag = "knowledge base",
     params(FileQuery),
-    request_body(content = String, content_type = "text/csv", description = "CSV (question, answer, category) or Markdown (format=markdown)"),
-    responses((status = 200, description = "How many entries were added", body = Imported), super::openapi::CommonErrors))]
+    request_body(content = String, content_type = "text/csv", description = "CSV (id, lang, questions, answer, category), JSON (format=json) or Markdown (format=markdown)"),
+    responses((status = 200, description = "How many entries were added and updated", body = Imported), super::openapi::CommonErrors))]
 pub async fn import(
     State(app): State<AppState>,
     Caller(principal): Caller,
@@ -207,19 +213,25 @@ pub async fn import(
     writer(&principal, &site)?;
     let format = query.format()?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::Unprocessable("body: must be UTF-8 text".into()))?;
-    let inputs = formats::import(format, text)?;
-    let created = knowledge_base::create_many(&app.store, site.clone(), inputs).await?;
+    let rows = formats::import_rows(format, text)?;
+    let outcome = knowledge_base::import(&app.store, site.clone(), rows).await?;
     app.bot.knowledge().reload(&site).await?;
-    audit::record(&app.store, &principal, "kb.import", &site, format!("{} entries", created.len())).await;
-    Ok(axum::Json(Imported { imported: created.len() }))
+    let detail = format!("{} added, {} updated", outcome.created, outcome.updated);
+    audit::record(&app.store, &principal, "kb.import", &site, detail).await;
+    Ok(axum::Json(Imported {
+        imported: outcome.created + outcome.updated,
+        created: outcome.created,
+        updated: outcome.updated,
+    }))
 }
 
-/// `GET /api/v1/kb/export?site=KEY&format=csv|markdown`
+/// `GET /api/v1/kb/export?site=KEY&format=csv|json|markdown`
 #[utoipa::path(get, path = "/api/v1/kb/export", tag = "knowledge base",
     params(FileQuery),
     responses(
         (status = 200, description = "The site's entries as a file", content(
             (String = "text/csv"),
+            (String = "application/json"),
             (String = "text/markdown"))),
         super::openapi::CommonErrors))]
 pub async fn export(

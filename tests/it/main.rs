@@ -1,6 +1,7 @@
 //! kefu's integration suite: real servers on port 0, real redb, real sockets.
 
 mod admin;
+mod admin_knowledge_base;
 mod api;
 mod bad_input;
 mod bench;
