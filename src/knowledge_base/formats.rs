@@ -190,7 +190,7 @@ fn import_csv(text: &str) -> Result<Vec<ImportRow>, KbError> {
         .collect();
     if let Some(unknown) = header.iter().find(|name| !CSV_COLUMNS.contains(&name.as_str())) {
         return Err(KbError::Invalid(format!(
-            "csv: unknown column {unknown:?}; the columns are {}",
+            "csv: the header names an unknown column {unknown:?}; the columns are {}",
             CSV_COLUMNS.join(", ")
         )));
     }
