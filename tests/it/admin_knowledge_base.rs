@@ -26,7 +26,7 @@ impl Admin {
     async fn log_in(server: &TestServer) -> Admin {
         server.create_admin(ADMIN).await;
         let token = server.login(ADMIN).await;
-        Admin { csrf: kefu::admin::csrf_token(&token), token }
+        Admin { csrf: kefu::net::admin::csrf_token(&token), token }
     }
 
     async fn get(&self, server: &TestServer, path: &str, accept_language: &str) -> (StatusCode, String) {
@@ -51,9 +51,9 @@ impl Admin {
     }
 }
 
-async fn entries(server: &TestServer, site: &Site) -> Vec<kefu::knowledge_base::KbEntry> {
+async fn entries(server: &TestServer, site: &Site) -> Vec<kefu::bot::knowledge_base::KbEntry> {
     let key = site.key.clone();
-    server.app().store.read(move |transaction| kefu::knowledge_base::list(transaction, &key)).await.unwrap()
+    server.app().store.read(move |transaction| kefu::bot::knowledge_base::list(transaction, &key)).await.unwrap()
 }
 
 async fn import(server: &TestServer, admin: &Admin, site: &Site, format: &str, content: &str) -> (StatusCode, String) {
@@ -139,7 +139,7 @@ async fn entries_are_created_searched_edited_and_deleted() {
     let actions = server
         .app()
         .store
-        .read(|transaction| kefu::audit::search(transaction, &kefu::audit::AuditFilter::default()))
+        .read(|transaction| kefu::history::audit::search(transaction, &kefu::history::audit::AuditFilter::default()))
         .await
         .unwrap();
     let actions: Vec<&str> = actions.iter().map(|entry| entry.action.as_str()).collect();

@@ -104,9 +104,9 @@ async fn bad_settings_changes_are_refused_and_change_nothing() {
     // An unknown site is 404; an agent, a visitor and an API token (of this site or another) 403.
     call_expecting(&server, "PUT", "/api/v1/sites/nope/bot", &admin, Some(json!({"threshold": 0.5})), 404).await;
     let other = server.create_site("Other").await;
-    let token = kefu::api_tokens::create(
+    let token = kefu::people::api_tokens::create(
         &server.app().store,
-        kefu::api_tokens::NewApiToken {
+        kefu::people::api_tokens::NewApiToken {
             name: "crm".into(),
             site: other.key.clone(),
             read_only: false,
@@ -146,7 +146,7 @@ async fn visitors_rate_answers_and_a_near_miss_offers_related_questions() {
         .store
         .read({
             let site = site.key.clone();
-            move |transaction| kefu::bot_feedback::unhelpful(transaction, &site, 10)
+            move |transaction| kefu::bot::feedback::unhelpful(transaction, &site, 10)
         })
         .await
         .unwrap();
@@ -168,7 +168,7 @@ async fn visitors_rate_answers_and_a_near_miss_offers_related_questions() {
     let read_unhelpful = |server: &TestServer| {
         let site = site.key.clone();
         let store = server.app().store.clone();
-        async move { store.read(move |transaction| kefu::bot_feedback::unhelpful(transaction, &site, 10)).await.unwrap() }
+        async move { store.read(move |transaction| kefu::bot::feedback::unhelpful(transaction, &site, 10)).await.unwrap() }
     };
     assert_eq!(read_unhelpful(&server).await.len(), 1);
     call_expecting(&server, "POST", &path, &token, Some(json!({"helpful": true})), 204).await;
@@ -212,17 +212,17 @@ async fn a_conversation_only_the_bot_took_part_in_closes_after_the_idle_time_and
     let store = server.app().store.clone();
     let get = |id: u64| {
         let store = store.clone();
-        async move { store.read(move |transaction| kefu::conversations::get(transaction, id)).await.unwrap().unwrap() }
+        async move { store.read(move |transaction| kefu::chat::conversations::get(transaction, id)).await.unwrap().unwrap() }
     };
     let conversation = get(bot_only).await;
     assert!(conversation.bot_active && conversation.assigned_agent.is_none());
 
     // Not yet idle for the default 30 minutes: nothing closes.
     let bot = &server.app().bot;
-    let now = kefu::clock::now_millis();
-    assert_eq!(kefu::bot_lifecycle::close_idle(&store, bot, now + 29 * 60_000).await.unwrap(), 0);
+    let now = kefu::base::clock::now_millis();
+    assert_eq!(kefu::bot::lifecycle::close_idle(&store, bot, now + 29 * 60_000).await.unwrap(), 0);
     // Past it, the bot's conversation closes; the one a human has stays open.
-    assert_eq!(kefu::bot_lifecycle::close_idle(&store, bot, now + 31 * 60_000).await.unwrap(), 1);
+    assert_eq!(kefu::bot::lifecycle::close_idle(&store, bot, now + 31 * 60_000).await.unwrap(), 1);
     assert!(!get(bot_only).await.is_open());
     assert!(get(handed).await.is_open());
     loop {
@@ -241,9 +241,9 @@ async fn a_conversation_only_the_bot_took_part_in_closes_after_the_idle_time_and
     let mut third = server.visitor(&site, &token).await;
     let kept = third.say(None, "t-1", "How much is shipping?").await["conversation_id"].as_u64().unwrap();
     bot_message(&mut third).await;
-    assert_eq!(kefu::bot_lifecycle::close_idle(&store, bot, now + 10_000 * 60_000).await.unwrap(), 0);
+    assert_eq!(kefu::bot::lifecycle::close_idle(&store, bot, now + 10_000 * 60_000).await.unwrap(), 0);
     call_expecting(&server, "PUT", &bot_path(&site), &admin, Some(json!({"idle_close_minutes": 5})), 200).await;
-    assert_eq!(kefu::bot_lifecycle::close_idle(&store, bot, now + 6 * 60_000).await.unwrap(), 1);
+    assert_eq!(kefu::bot::lifecycle::close_idle(&store, bot, now + 6 * 60_000).await.unwrap(), 1);
     assert!(!get(kept).await.is_open());
 }
 
@@ -259,7 +259,7 @@ async fn an_agent_with_five_thousand_open_conversations_gets_them_all_in_pages()
         store
             .write(move |context| {
                 for visitor in 0..500 {
-                    kefu::conversations::create_for_visitor(context, &key, 1_000_000 + chunk * 500 + visitor, None)?;
+                    kefu::chat::conversations::create_for_visitor(context, &key, 1_000_000 + chunk * 500 + visitor, None)?;
                 }
                 Ok(Ok::<(), kefu::storage::StorageError>(()))
             })
@@ -271,14 +271,14 @@ async fn an_agent_with_five_thousand_open_conversations_gets_them_all_in_pages()
     agent.send(json!({"type": "hello", "token": admin})).await;
     let welcome = agent.expect_next("welcome").await;
     let mut ids: Vec<u64> = welcome["conversations"].as_array().unwrap().iter().map(|c| c["id"].as_u64().unwrap()).collect();
-    assert!(ids.len() <= kefu::session::WELCOME_PAGE_CONVERSATIONS);
+    assert!(ids.len() <= kefu::net::session::WELCOME_PAGE_CONVERSATIONS);
     assert_eq!(welcome["more_conversations"], true);
     let mut pages = 1;
     loop {
         let page = agent.expect_next("conversations").await;
         pages += 1;
         let listed = page["conversations"].as_array().unwrap();
-        assert!(!listed.is_empty() && listed.len() <= kefu::session::WELCOME_PAGE_CONVERSATIONS);
+        assert!(!listed.is_empty() && listed.len() <= kefu::net::session::WELCOME_PAGE_CONVERSATIONS);
         ids.extend(listed.iter().map(|c| c["id"].as_u64().unwrap()));
         if page["more"] == false {
             break;

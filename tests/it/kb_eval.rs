@@ -3,9 +3,9 @@
 //! threshold (`cargo test --test it kb_eval -- --nocapture`) and fails if precision at the
 //! default threshold falls below the figure recorded in BENCHMARKS.md.
 
-use kefu::knowledge_base::KbEntry;
-use kefu::knowledge_base::formats::{self, Format};
-use kefu::knowledge_base::matcher::Index;
+use kefu::bot::knowledge_base::KbEntry;
+use kefu::bot::knowledge_base::formats::{self, Format};
+use kefu::bot::knowledge_base::matcher::Index;
 
 /// Precision at the default threshold (0.8) when this set was made; it may only go up.
 const MIN_PRECISION_AT_DEFAULT: f64 = 1.0;

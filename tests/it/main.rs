@@ -18,6 +18,7 @@ mod documented_contract;
 mod file_modes;
 mod identity;
 mod kb_eval;
+mod layers;
 mod login_limits;
 mod moderation;
 mod operations;

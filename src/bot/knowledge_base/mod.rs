@@ -1,0 +1,370 @@
+//! The knowledge base: per-site entries (question variants, one answer, a category) that the bot
+//! answers from, their storage and validation, and the in-memory match index of each site.
+//!
+//! Entries are JSON records in `kb_entries_v1`, listed per site through `kb_site_entries_v1`.
+//! Every change is a writer operation; afterwards [`KnowledgeBase::reload`] rebuilds the site's
+//! [`matcher::Index`] from storage, so the bot always matches against committed entries.
+
+pub mod formats;
+pub mod matcher;
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use redb::{ReadTransaction, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use crate::storage::writer::Counter;
+use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+
+/// Most question variants of one entry.
+pub const MAX_QUESTIONS: usize = 20;
+/// Longest question variant, in characters.
+pub const MAX_QUESTION_CHARS: usize = 500;
+/// Longest answer, in characters.
+pub const MAX_ANSWER_CHARS: usize = 5000;
+/// Longest category name, in characters.
+pub const MAX_CATEGORY_CHARS: usize = 100;
+/// Most entries of one site; the match index stays fast well past this.
+pub const MAX_ENTRIES_PER_SITE: usize = 20_000;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(default)]
+pub struct KbEntry {
+    pub id: u64,
+    pub site: String,
+    /// Ways visitors ask the same thing; the first is the entry's title.
+    pub questions: Vec<String>,
+    /// Shown to the visitor as is (plain text; links are written out as URLs).
+    pub answer: String,
+    pub category: String,
+    /// The language of the entry (`zh-CN`, `en`, ...), empty when not said.
+    pub lang: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The editable part of an entry (request bodies, import rows).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntryInput {
+    pub questions: Vec<String>,
+    pub answer: String,
+    #[serde(default)]
+    pub category: String,
+    /// A language tag such as `zh-CN` or `en`; empty when not said.
+    #[serde(default)]
+    pub lang: String,
+}
+
+/// Longest language tag.
+pub const MAX_LANG_CHARS: usize = 20;
+
+/// Whether `lang` is empty or looks like a language tag (`en`, `zh-CN`, `zh-Hant-TW`).
+fn is_language_tag(lang: &str) -> bool {
+    let mut parts = lang.split('-');
+    let primary_ok = parts.next().is_some_and(|primary| (2..=3).contains(&primary.len()) && primary.chars().all(|c| c.is_ascii_alphabetic()));
+    lang.is_empty()
+        || (lang.len() <= MAX_LANG_CHARS
+            && primary_ok
+            && parts.all(|part| (2..=8).contains(&part.len()) && part.chars().all(|c| c.is_ascii_alphanumeric())))
+}
+
+impl EntryInput {
+    /// Trims and checks every field; the message names what to fix.
+    pub fn validate(self) -> Result<EntryInput, KbError> {
+        let questions: Vec<String> =
+            self.questions.iter().map(|question| question.trim().to_owned()).filter(|q| !q.is_empty()).collect();
+        if questions.is_empty() || questions.len() > MAX_QUESTIONS {
+            return Err(KbError::Invalid(format!("questions: must hold 1 to {MAX_QUESTIONS} non-empty questions")));
+        }
+        if questions.iter().any(|question| question.chars().count() > MAX_QUESTION_CHARS) {
+            return Err(KbError::Invalid(format!("questions: each at most {MAX_QUESTION_CHARS} characters")));
+        }
+        let answer = self.answer.trim().to_owned();
+        if answer.is_empty() || answer.chars().count() > MAX_ANSWER_CHARS {
+            return Err(KbError::Invalid(format!("answer: must be 1 to {MAX_ANSWER_CHARS} characters")));
+        }
+        let category = self.category.trim().to_owned();
+        if category.chars().count() > MAX_CATEGORY_CHARS || category.contains('\n') {
+            return Err(KbError::Invalid(format!("category: one line of at most {MAX_CATEGORY_CHARS} characters")));
+        }
+        let lang = self.lang.trim().to_owned();
+        if !is_language_tag(&lang) {
+            return Err(KbError::Invalid(format!("lang: {lang:?} is not a language tag such as zh-CN or en")));
+        }
+        Ok(EntryInput { questions, answer, category, lang })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KbError {
+    #[error("no such knowledge-base entry")]
+    NotFound,
+    #[error("no such site")]
+    NoSuchSite,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn site_exists(
+    transaction: &crate::storage::commit_log::LoggedTransaction<'_>,
+    site: &str,
+) -> Result<bool, StorageError> {
+    Ok(transaction.open_table(tables::SITES)?.get(site)?.is_some())
+}
+
+/// Adds entries to a site, all or none. Inputs must already be validated.
+pub async fn create_many(store: &Store, site: String, inputs: Vec<EntryInput>) -> Result<Vec<KbEntry>, KbError> {
+    store
+        .write(move |context| {
+            if !site_exists(context.transaction, &site)? {
+                return Ok(Err(KbError::NoSuchSite));
+            }
+            let existing = {
+                let index = context.transaction.open_table(tables::KB_SITE_ENTRIES)?;
+                index.range((site.as_str(), 0)..=(site.as_str(), u64::MAX))?.count()
+            };
+            if existing + inputs.len() > MAX_ENTRIES_PER_SITE {
+                return Ok(Err(KbError::Invalid(format!("a site holds at most {MAX_ENTRIES_PER_SITE} entries"))));
+            }
+            let now = context.now;
+            let mut created = Vec::with_capacity(inputs.len());
+            for input in inputs {
+                let id = context.next_id(Counter::KbEntry);
+                created.push(KbEntry {
+                    id,
+                    site: site.clone(),
+                    questions: input.questions,
+                    answer: input.answer,
+                    category: input.category,
+                    lang: input.lang,
+                    created_at: now,
+                    updated_at: now,
+                });
+            }
+            let mut entries = context.transaction.open_table(tables::KB_ENTRIES)?;
+            let mut index = context.transaction.open_table(tables::KB_SITE_ENTRIES)?;
+            for entry in &created {
+                entries.insert(entry.id, encode_json(entry).as_slice())?;
+                index.insert((site.as_str(), entry.id), ())?;
+            }
+            Ok(Ok(created))
+        })
+        .await
+}
+
+/// What an import did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ImportOutcome {
+    /// Rows without an id, added as new entries.
+    pub created: usize,
+    /// Rows with an id, which replaced that entry's fields.
+    pub updated: usize,
+}
+
+/// Imports validated rows into a site, all or none: a row with an `id` replaces that entry of the
+/// site (an id of another site or of no entry refuses the whole file), a row without adds one.
+pub async fn import(store: &Store, site: String, rows: Vec<formats::ImportRow>) -> Result<ImportOutcome, KbError> {
+    store
+        .write(move |context| {
+            if !site_exists(context.transaction, &site)? {
+                return Ok(Err(KbError::NoSuchSite));
+            }
+            let now = context.now;
+            let existing = {
+                let index = context.transaction.open_table(tables::KB_SITE_ENTRIES)?;
+                index.range((site.as_str(), 0)..=(site.as_str(), u64::MAX))?.count()
+            };
+            let n_new = rows.iter().filter(|row| row.id.is_none()).count();
+            if existing + n_new > MAX_ENTRIES_PER_SITE {
+                return Ok(Err(KbError::Invalid(format!("a site holds at most {MAX_ENTRIES_PER_SITE} entries"))));
+            }
+            // Every id is checked before anything is written.
+            let mut updates = Vec::new();
+            {
+                let entries = context.transaction.open_table(tables::KB_ENTRIES)?;
+                for (number, row) in rows.iter().enumerate() {
+                    let Some(id) = row.id else { continue };
+                    let found = entries.get(id)?.map(|value| decode_json::<KbEntry>(value.value())).transpose()?;
+                    match found {
+                        Some(entry) if entry.site == site => updates.push((entry, row.input.clone())),
+                        _ => {
+                            return Ok(Err(KbError::Invalid(format!(
+                                "entry {}: id {id} is not an entry of this site (leave the id empty to add it)",
+                                number + 1
+                            ))));
+                        }
+                    }
+                }
+            }
+            let mut outcome = ImportOutcome::default();
+            let mut new_entries = Vec::with_capacity(n_new);
+            for row in rows.into_iter().filter(|row| row.id.is_none()) {
+                let id = context.next_id(Counter::KbEntry);
+                new_entries.push(KbEntry {
+                    id,
+                    site: site.clone(),
+                    questions: row.input.questions,
+                    answer: row.input.answer,
+                    category: row.input.category,
+                    lang: row.input.lang,
+                    created_at: now,
+                    updated_at: now,
+                });
+            }
+            let mut entries = context.transaction.open_table(tables::KB_ENTRIES)?;
+            let mut index = context.transaction.open_table(tables::KB_SITE_ENTRIES)?;
+            for entry in &new_entries {
+                entries.insert(entry.id, encode_json(entry).as_slice())?;
+                index.insert((site.as_str(), entry.id), ())?;
+                outcome.created += 1;
+            }
+            for (mut entry, input) in updates {
+                entry.questions = input.questions;
+                entry.answer = input.answer;
+                entry.category = input.category;
+                entry.lang = input.lang;
+                entry.updated_at = now;
+                entries.insert(entry.id, encode_json(&entry).as_slice())?;
+                outcome.updated += 1;
+            }
+            Ok(Ok(outcome))
+        })
+        .await
+}
+
+/// Replaces the editable fields of an entry.
+pub async fn update(store: &Store, id: u64, input: EntryInput) -> Result<KbEntry, KbError> {
+    store
+        .write(move |context| {
+            let mut entries = context.transaction.open_table(tables::KB_ENTRIES)?;
+            let found = entries.get(id)?.map(|value| decode_json::<KbEntry>(value.value())).transpose()?;
+            let Some(mut entry) = found else {
+                return Ok(Err(KbError::NotFound));
+            };
+            entry.questions = input.questions;
+            entry.answer = input.answer;
+            entry.category = input.category;
+            entry.lang = input.lang;
+            entry.updated_at = context.now;
+            entries.insert(id, encode_json(&entry).as_slice())?;
+            Ok(Ok(entry))
+        })
+        .await
+}
+
+/// Deletes an entry; returns it.
+pub async fn delete(store: &Store, id: u64) -> Result<KbEntry, KbError> {
+    store
+        .write(move |context| {
+            let mut entries = context.transaction.open_table(tables::KB_ENTRIES)?;
+            let found = entries.get(id)?.map(|value| decode_json::<KbEntry>(value.value())).transpose()?;
+            let Some(entry) = found else {
+                return Ok(Err(KbError::NotFound));
+            };
+            entries.remove(id)?;
+            context.transaction.open_table(tables::KB_SITE_ENTRIES)?.remove((entry.site.as_str(), id))?;
+            Ok(Ok(entry))
+        })
+        .await
+}
+
+pub fn get(transaction: &ReadTransaction, id: u64) -> Result<Option<KbEntry>, StorageError> {
+    let entries = transaction.open_table(tables::KB_ENTRIES)?;
+    entries.get(id)?.map(|value| decode_json(value.value())).transpose()
+}
+
+/// Every entry of a site, oldest first.
+pub fn list(transaction: &ReadTransaction, site: &str) -> Result<Vec<KbEntry>, StorageError> {
+    let index = transaction.open_table(tables::KB_SITE_ENTRIES)?;
+    let entries = transaction.open_table(tables::KB_ENTRIES)?;
+    let mut found = Vec::new();
+    for key in index.range((site, 0)..=(site, u64::MAX))? {
+        let (_, id) = key?.0.value();
+        if let Some(value) = entries.get(id)? {
+            found.push(decode_json(value.value())?);
+        }
+    }
+    Ok(found)
+}
+
+/// A site's entries with their match index, as the bot uses them.
+pub struct SiteKnowledge {
+    pub entries: Vec<KbEntry>,
+    pub index: matcher::Index,
+}
+
+impl SiteKnowledge {
+    pub fn build(entries: Vec<KbEntry>) -> SiteKnowledge {
+        SiteKnowledge { index: matcher::Index::build(&entries), entries }
+    }
+
+    pub fn entry(&self, id: u64) -> Option<&KbEntry> {
+        self.entries.iter().find(|entry| entry.id == id)
+    }
+
+    /// The `limit` entries that match `text` best, best first, with their scores.
+    pub fn top(&self, text: &str, limit: usize) -> Vec<Match<'_>> {
+        self.index
+            .search(text, limit)
+            .into_iter()
+            .filter_map(|scored| self.entry(scored.entry_id).map(|entry| Match { entry, score: scored.score }))
+            .collect()
+    }
+
+    /// The first questions of the best entries that match `text` at least [`RELATED_MIN_SCORE`],
+    /// at most `limit`: quick replies for a visitor whose message came close to an answer.
+    pub fn related_questions(&self, text: &str, limit: usize) -> Vec<String> {
+        self.top(text, limit)
+            .into_iter()
+            .filter(|found| found.score >= RELATED_MIN_SCORE)
+            .filter_map(|found| found.entry.questions.first().cloned())
+            .collect()
+    }
+}
+
+/// The lowest score at which an entry that did not answer is still offered as a related question.
+pub const RELATED_MIN_SCORE: f32 = 0.3;
+
+/// An entry a message matched, with its score (0 to 1).
+#[derive(Clone, Copy, Debug)]
+pub struct Match<'a> {
+    pub entry: &'a KbEntry,
+    pub score: f32,
+}
+
+/// The match indexes of every site that has been asked about, rebuilt on change.
+#[derive(Clone)]
+pub struct KnowledgeBase {
+    store: Store,
+    sites: Arc<DashMap<String, Arc<SiteKnowledge>>>,
+    /// Serialises rebuilds, so a slower rebuild of older entries never replaces a newer one.
+    reloading: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl KnowledgeBase {
+    pub fn new(store: Store) -> KnowledgeBase {
+        KnowledgeBase { store, sites: Arc::new(DashMap::new()), reloading: Arc::new(tokio::sync::Mutex::new(())) }
+    }
+
+    /// The site's knowledge, from memory or built from storage.
+    pub async fn site(&self, site: &str) -> Result<Arc<SiteKnowledge>, StorageError> {
+        if let Some(found) = self.sites.get(site) {
+            return Ok(found.clone());
+        }
+        self.reload(site).await
+    }
+
+    /// Rebuilds a site's index from storage (after its entries changed).
+    pub async fn reload(&self, site: &str) -> Result<Arc<SiteKnowledge>, StorageError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let key = site.to_owned();
+        let knowledge =
+            self.store.read(move |transaction| Ok(Arc::new(SiteKnowledge::build(list(transaction, &key)?)))).await?;
+        self.sites.insert(site.to_owned(), knowledge.clone());
+        Ok(knowledge)
+    }
+}
