@@ -129,7 +129,7 @@ pub fn unhelpful(transaction: &ReadTransaction, site: &str, limit: usize) -> Res
             found.push(feedback);
         }
     }
-    found.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    found.sort_by_key(|feedback| std::cmp::Reverse(feedback.created_at));
     found.truncate(limit);
     Ok(found)
 }

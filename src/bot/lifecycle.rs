@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use crate::bot::Bot;
-use crate::chat::writes::ChatWrites;
 use crate::chat::conversations::{self, Conversation};
+use crate::chat::writes::ChatWrites;
 use crate::storage::{StorageError, Store};
 
 /// How often open conversations are checked; idle ones close up to this late.
@@ -30,7 +30,10 @@ fn idle_bot_only(conversation: &Conversation, now: i64, limit_ms: i64) -> bool {
 pub async fn close_idle(store: &Store, bot: &Bot, now: i64) -> Result<usize, StorageError> {
     let candidates: Vec<Conversation> = store
         .read(|transaction| {
-            Ok(conversations::list_open(transaction)?.into_iter().filter(|conversation| conversation.bot_active).collect())
+            Ok(conversations::list_open(transaction)?
+                .into_iter()
+                .filter(|conversation| conversation.bot_active)
+                .collect())
         })
         .await?;
     let mut closed = 0;
@@ -67,7 +70,10 @@ pub async fn close_idle(store: &Store, bot: &Bot, now: i64) -> Result<usize, Sto
 /// A conversation's place in its site's queue (1 is next), or `None` when it is not waiting for
 /// an agent (the bot still has it, an agent has it, or it is closed). Conversations wait in the
 /// order they were last changed, which for a handed-off one is the handoff.
-pub fn queue_position(transaction: &redb::ReadTransaction, conversation_id: u64) -> Result<Option<usize>, StorageError> {
+pub fn queue_position(
+    transaction: &redb::ReadTransaction,
+    conversation_id: u64,
+) -> Result<Option<usize>, StorageError> {
     let Some(conversation) = conversations::get(transaction, conversation_id)? else {
         return Ok(None);
     };

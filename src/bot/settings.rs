@@ -9,8 +9,8 @@
 
 use serde::{Deserialize, Deserializer};
 
-use crate::bot::{Bot, BotSettings, BotSettingsError};
 use crate::bot::llm::LlmSettings;
+use crate::bot::{Bot, BotSettings, BotSettingsError};
 use crate::storage::StorageError;
 
 /// The language model's request timeout when a change sets a model and names none.
@@ -115,7 +115,8 @@ impl SettingsChange {
 
 impl LlmChange {
     fn apply(self, previous: Option<&LlmSettings>) -> Result<LlmSettings, ChangeError> {
-        let mut llm = previous.cloned().unwrap_or(LlmSettings { timeout_ms: DEFAULT_LLM_TIMEOUT_MS, ..Default::default() });
+        let mut llm =
+            previous.cloned().unwrap_or(LlmSettings { timeout_ms: DEFAULT_LLM_TIMEOUT_MS, ..Default::default() });
         if let Some(base_url) = self.base_url {
             llm.base_url = base_url.trim().to_owned();
         }
@@ -139,7 +140,12 @@ impl LlmChange {
 }
 
 /// Applies `change` over the site's stored settings and stores the result; returns it.
-pub async fn change(bot: &Bot, site: &str, change: SettingsChange, allow_private_llm: bool) -> Result<BotSettings, ChangeError> {
+pub async fn change(
+    bot: &Bot,
+    site: &str,
+    change: SettingsChange,
+    allow_private_llm: bool,
+) -> Result<BotSettings, ChangeError> {
     let previous = bot.settings(site).await?;
     let settings = change.apply(&previous, allow_private_llm)?;
     bot.save_settings(site, settings.clone()).await?;
@@ -177,7 +183,8 @@ mod tests {
     #[test]
     fn the_language_model_is_kept_removed_or_changed() {
         assert_eq!(change(r#"{"llm": null}"#).apply(&stored(), false).unwrap().llm, None);
-        let changed = change(r#"{"llm": {"model": "other", "api_key": "*********1234"}}"#).apply(&stored(), false).unwrap();
+        let changed =
+            change(r#"{"llm": {"model": "other", "api_key": "*********1234"}}"#).apply(&stored(), false).unwrap();
         let llm = changed.llm.unwrap();
         assert_eq!((llm.model.as_str(), llm.api_key.as_str(), llm.timeout_ms), ("other", "sk-secret1234", 5000));
         let cleared = change(r#"{"llm": {"api_key": ""}}"#).apply(&stored(), false).unwrap();

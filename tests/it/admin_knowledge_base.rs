@@ -87,11 +87,9 @@ async fn entries_are_created_searched_edited_and_deleted() {
     let id = stored[0].id;
 
     // Bad input shows the form again with what was typed and a message; nothing is stored.
-    for (field, value, words) in [
-        ("answer", "", "answer"),
-        ("questions", "", "questions"),
-        ("entry_lang", "not a language!", "lang"),
-    ] {
+    for (field, value, words) in
+        [("answer", "", "answer"), ("questions", "", "questions"), ("entry_lang", "not a language!", "lang")]
+    {
         let mut bad = fields.to_vec();
         bad.retain(|(name, _)| *name != field);
         bad.push((field, value));
@@ -124,7 +122,10 @@ async fn entries_are_created_searched_edited_and_deleted() {
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let stored = entries(&server, &site).await;
-    assert_eq!((stored[0].questions[0].as_str(), stored[0].answer.as_str(), stored[0].lang.as_str()), ("Shipping costs?", "Free.", "en"));
+    assert_eq!(
+        (stored[0].questions[0].as_str(), stored[0].answer.as_str(), stored[0].lang.as_str()),
+        ("Shipping costs?", "Free.", "en")
+    );
     assert_eq!(stored[0].category, "", "an edit sets every field of the form");
 
     // Unknown ids are 404; delete removes it from the bot too.
@@ -164,8 +165,12 @@ async fn import_updates_by_id_refuses_unknown_columns_and_export_round_trips() {
     let pay = stored.iter().find(|entry| entry.lang == "en").unwrap().id;
 
     // Export carries id and lang; changing a row and importing it back updates that entry.
-    let response =
-        client().get(server.url(&format!("/admin/knowledge-base/export?site={}&format=csv", site.key))).bearer_auth(&admin.token).send().await.unwrap();
+    let response = client()
+        .get(server.url(&format!("/admin/knowledge-base/export?site={}&format=csv", site.key)))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers()["content-disposition"].to_str().unwrap().contains(".csv"));
     let exported = response.text().await.unwrap();
@@ -224,8 +229,13 @@ async fn import_updates_by_id_refuses_unknown_columns_and_export_round_trips() {
 
     // The HTTP API imports with the same rules.
     let path = format!("/api/v1/kb/import?site={}&format=csv", site.key);
-    let response =
-        http().post(server.url(&path)).bearer_auth(&admin.token).body("questions,answer,extra\nq,a,b\n").send().await.unwrap();
+    let response = http()
+        .post(server.url(&path))
+        .bearer_auth(&admin.token)
+        .body("questions,answer,extra\nq,a,b\n")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 422);
     let response = http()
         .post(server.url(&path))
@@ -248,7 +258,11 @@ async fn the_try_box_shows_the_best_entries_their_scores_and_the_decision() {
                Do you ship abroad?,Yes, to 40 countries.\n";
     import(&server, &admin, &site, "csv", csv).await;
     let try_it = |text: &str, accept: &'static str| {
-        let path = format!("/admin/knowledge-base?site={}&try={}", site.key, url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>());
+        let path = format!(
+            "/admin/knowledge-base?site={}&try={}",
+            site.key,
+            url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
+        );
         let admin = &admin;
         let server = &server;
         async move { admin.get(server, &path, accept).await.1 }
@@ -258,8 +272,15 @@ async fn the_try_box_shows_the_best_entries_their_scores_and_the_decision() {
     let shown = page.matches("class=\"number score\"").count();
     assert!((1..=3).contains(&shown), "at most three entries with scores: {shown}");
 
-    call_expecting(&server, "PUT", &format!("/api/v1/sites/{}/bot", site.key), &admin.token, Some(json!({"enabled": true})), 200)
-        .await;
+    call_expecting(
+        &server,
+        "PUT",
+        &format!("/api/v1/sites/{}/bot", site.key),
+        &admin.token,
+        Some(json!({"enabled": true})),
+        200,
+    )
+    .await;
     let page = try_it("how much is shipping", "en").await;
     assert!(page.contains("<span id=\"decision\">answer with this entry</span>"), "{page}");
     assert!(page.contains("class=\"answers\""), "the answering entry is marked");
@@ -379,8 +400,14 @@ async fn the_pages_refuse_forms_without_the_csrf_token_and_change_nothing() {
     let before = server.app().bot.settings(&site.key).await.unwrap();
     for (path, fields) in [
         ("/admin/knowledge-base/entries", vec![("site", site.key.as_str()), ("questions", "q"), ("answer", "a")]),
-        ("/admin/knowledge-base/import", vec![("site", site.key.as_str()), ("format", "csv"), ("content", "questions,answer\nq,a\n")]),
-        ("/admin/bot", vec![("site", site.key.as_str()), ("enabled", "1"), ("threshold", "0.5"), ("idle_close_minutes", "5")]),
+        (
+            "/admin/knowledge-base/import",
+            vec![("site", site.key.as_str()), ("format", "csv"), ("content", "questions,answer\nq,a\n")],
+        ),
+        (
+            "/admin/bot",
+            vec![("site", site.key.as_str()), ("enabled", "1"), ("threshold", "0.5"), ("idle_close_minutes", "5")],
+        ),
     ] {
         let mut with_wrong_token = fields.clone();
         with_wrong_token.push(("csrf", "not-the-token"));

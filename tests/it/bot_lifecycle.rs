@@ -156,10 +156,24 @@ async fn visitors_rate_answers_and_a_near_miss_offers_related_questions() {
     assert!(unhelpful[0].entry_id.is_some());
 
     // Bad feedback changes nothing: not an answer, no such message, wrong body, someone else.
-    call_expecting(&server, "POST", &path.replace(&format!("/{seq}/"), "/1/"), &token, Some(json!({"helpful": true})), 422)
-        .await;
-    call_expecting(&server, "POST", &path.replace(&format!("/{seq}/"), "/999/"), &token, Some(json!({"helpful": true})), 404)
-        .await;
+    call_expecting(
+        &server,
+        "POST",
+        &path.replace(&format!("/{seq}/"), "/1/"),
+        &token,
+        Some(json!({"helpful": true})),
+        422,
+    )
+    .await;
+    call_expecting(
+        &server,
+        "POST",
+        &path.replace(&format!("/{seq}/"), "/999/"),
+        &token,
+        Some(json!({"helpful": true})),
+        404,
+    )
+    .await;
     call_expecting(&server, "POST", &path, &token, Some(json!({"helpful": "yes"})), 422).await;
     call_expecting(&server, "POST", &path, &token, Some(json!({"helpful": true, "x": 1})), 422).await;
     let (_, stranger) = server.visitor_session(&site, None).await;
@@ -259,7 +273,12 @@ async fn an_agent_with_five_thousand_open_conversations_gets_them_all_in_pages()
         store
             .write(move |context| {
                 for visitor in 0..500 {
-                    kefu::chat::conversations::create_for_visitor(context, &key, 1_000_000 + chunk * 500 + visitor, None)?;
+                    kefu::chat::conversations::create_for_visitor(
+                        context,
+                        &key,
+                        1_000_000 + chunk * 500 + visitor,
+                        None,
+                    )?;
                 }
                 Ok(Ok::<(), kefu::storage::StorageError>(()))
             })
@@ -270,7 +289,8 @@ async fn an_agent_with_five_thousand_open_conversations_gets_them_all_in_pages()
     let mut agent = Client::connect(&server.ws_url("/ws/agent"), None).await;
     agent.send(json!({"type": "hello", "token": admin})).await;
     let welcome = agent.expect_next("welcome").await;
-    let mut ids: Vec<u64> = welcome["conversations"].as_array().unwrap().iter().map(|c| c["id"].as_u64().unwrap()).collect();
+    let mut ids: Vec<u64> =
+        welcome["conversations"].as_array().unwrap().iter().map(|c| c["id"].as_u64().unwrap()).collect();
     assert!(ids.len() <= kefu::net::session::WELCOME_PAGE_CONVERSATIONS);
     assert_eq!(welcome["more_conversations"], true);
     let mut pages = 1;

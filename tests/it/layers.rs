@@ -25,7 +25,11 @@ const LAYERS: &[(&str, &[&str])] = &[
 const OPEN_ROWS: &[&str] = &["domain"];
 
 fn layer_of(module: &str) -> Option<(usize, &'static str)> {
-    LAYERS.iter().enumerate().find(|(_, (_, modules))| modules.contains(&module)).map(|(index, (name, _))| (index, *name))
+    LAYERS
+        .iter()
+        .enumerate()
+        .find(|(_, (_, modules))| modules.contains(&module))
+        .map(|(index, (name, _))| (index, *name))
 }
 
 fn rust_files(directory: &Path, found: &mut Vec<PathBuf>) {
@@ -91,8 +95,10 @@ fn imported_modules(code: &str) -> BTreeSet<String> {
     };
     let mut rest = code;
     while let Some(position) = rest.find("crate::") {
-        let preceded_by_identifier =
-            rest[..position].chars().next_back().is_some_and(|character| character.is_alphanumeric() || character == '_');
+        let preceded_by_identifier = rest[..position]
+            .chars()
+            .next_back()
+            .is_some_and(|character| character.is_alphanumeric() || character == '_');
         rest = &rest[position + "crate::".len()..];
         if preceded_by_identifier {
             continue;

@@ -70,9 +70,7 @@ pub fn import_rows(format: Format, text: &str) -> Result<Vec<ImportRow>, KbError
     match format {
         Format::Csv => import_csv(text),
         Format::Json => import_json(text),
-        Format::Markdown => {
-            Ok(import_markdown(text)?.into_iter().map(|input| ImportRow { id: None, input }).collect())
-        }
+        Format::Markdown => Ok(import_markdown(text)?.into_iter().map(|input| ImportRow { id: None, input }).collect()),
     }
 }
 
@@ -208,7 +206,9 @@ fn import_csv(text: &str) -> Result<Vec<ImportRow>, KbError> {
         };
         let id = match id_at.map(field).map(|id| id.trim().to_owned()).filter(|id| !id.is_empty()) {
             Some(id) => Some(id.parse::<u64>().map_err(|_| {
-                KbError::Invalid(format!("csv row {row}: id: {id:?} is not an entry id (leave it empty for a new entry)"))
+                KbError::Invalid(format!(
+                    "csv row {row}: id: {id:?} is not an entry id (leave it empty for a new entry)"
+                ))
             })?),
             None => None,
         };
@@ -381,7 +381,8 @@ mod tests {
     fn unknown_columns_and_fields_are_errors() {
         let error = import_rows(Format::Csv, "questions,answer,categroy\nq,a,c\n").unwrap_err().to_string();
         assert!(error.contains("unknown column \"categroy\""), "{error}");
-        let error = import_rows(Format::Json, r#"[{"questions":["q"],"answer":"a","tags":[]}]"#).unwrap_err().to_string();
+        let error =
+            import_rows(Format::Json, r#"[{"questions":["q"],"answer":"a","tags":[]}]"#).unwrap_err().to_string();
         assert!(error.contains("json entry 1") && error.contains("tags"), "{error}");
         let error = import_rows(Format::Csv, "id,questions,answer\nseven,q,a\n").unwrap_err().to_string();
         assert!(error.contains("row 2") && error.contains("id"), "{error}");

@@ -63,7 +63,9 @@ pub const MAX_LANG_CHARS: usize = 20;
 /// Whether `lang` is empty or looks like a language tag (`en`, `zh-CN`, `zh-Hant-TW`).
 fn is_language_tag(lang: &str) -> bool {
     let mut parts = lang.split('-');
-    let primary_ok = parts.next().is_some_and(|primary| (2..=3).contains(&primary.len()) && primary.chars().all(|c| c.is_ascii_alphabetic()));
+    let primary_ok = parts
+        .next()
+        .is_some_and(|primary| (2..=3).contains(&primary.len()) && primary.chars().all(|c| c.is_ascii_alphabetic()));
     lang.is_empty()
         || (lang.len() <= MAX_LANG_CHARS
             && primary_ok

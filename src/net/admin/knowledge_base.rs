@@ -284,13 +284,7 @@ impl Default for ListState {
     }
 }
 
-async fn list_page(
-    app: &AppState,
-    admin: &AdminUser,
-    lang: Lang,
-    query: PageQuery,
-    state: ListState,
-) -> Response {
+async fn list_page(app: &AppState, admin: &AdminUser, lang: Lang, query: PageQuery, state: ListState) -> Response {
     let (sites, site) = match sites_and_site(app, query.site).await {
         Ok(found) => found,
         Err(response) => return response,
@@ -372,7 +366,9 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap, post: Admin
                 return internal_error(error);
             }
             for entry in &created {
-                post.admin.audit(&app, "kb.create", &format!("{site} #{}", entry.id), entry.questions.join(" | ")).await;
+                post.admin
+                    .audit(&app, "kb.create", &format!("{site} #{}", entry.id), entry.questions.join(" | "))
+                    .await;
             }
             done(&kb_path(&site, lang), lang.texts().saved)
         }
@@ -446,8 +442,7 @@ pub async fn save(State(app): State<AppState>, headers: HeaderMap, Path(id): Pat
         Err(KbError::Invalid(message)) => {
             let mut errors = FieldErrors::default();
             errors.add("entry", message);
-            let page =
-                EntryPage { layout: post.admin.layout("kb", None), t: lang.texts(), lang, entry, form, errors };
+            let page = EntryPage { layout: post.admin.layout("kb", None), t: lang.texts(), lang, entry, form, errors };
             render(StatusCode::UNPROCESSABLE_ENTITY, &page)
         }
         Err(error) => internal_error(error),
@@ -504,8 +499,7 @@ pub async fn import(State(app): State<AppState>, headers: HeaderMap, post: Admin
             let mut errors = FieldErrors::default();
             errors.add("import", message);
             let query = PageQuery { site: Some(site), ..PageQuery::default() };
-            let state =
-                ListState { errors, import_text: text, import_format: format_name, ..ListState::default() };
+            let state = ListState { errors, import_text: text, import_format: format_name, ..ListState::default() };
             list_page(&app, &post.admin, lang, query, state).await
         }
         Err(error) => internal_error(error),
@@ -564,21 +558,20 @@ async fn bot_page(
         };
         form = SettingsForm::of(&settings);
         let key = site.key.clone();
-        unhelpful = match app
-            .store
-            .read(move |transaction| bot_feedback::unhelpful(transaction, &key, LISTED_UNHELPFUL))
-            .await
-        {
-            Ok(found) => found,
-            Err(error) => return internal_error(error),
-        };
+        unhelpful =
+            match app.store.read(move |transaction| bot_feedback::unhelpful(transaction, &key, LISTED_UNHELPFUL)).await
+            {
+                Ok(found) => found,
+                Err(error) => return internal_error(error),
+            };
     }
     if let Some((typed_form, typed_errors)) = typed {
         form = typed_form;
         errors = typed_errors;
     }
     let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
-    let page = BotPage { layout: admin.layout("bot", notice), t: lang.texts(), lang, sites, site, form, errors, unhelpful };
+    let page =
+        BotPage { layout: admin.layout("bot", notice), t: lang.texts(), lang, sites, site, form, errors, unhelpful };
     render(status, &page)
 }
 
@@ -659,8 +652,16 @@ fn typed_form(post: &AdminPost, has_key: bool) -> SettingsForm {
 
 /// The form field an error message is about (messages start with the field's name).
 fn field_of(message: &str) -> &'static str {
-    const FIELDS: [&str; 8] =
-        ["threshold", "name", "greeting", "system_prompt", "idle_close_minutes", "llm.base_url", "llm.model", "llm.timeout_ms"];
+    const FIELDS: [&str; 8] = [
+        "threshold",
+        "name",
+        "greeting",
+        "system_prompt",
+        "idle_close_minutes",
+        "llm.base_url",
+        "llm.model",
+        "llm.timeout_ms",
+    ];
     FIELDS.into_iter().find(|field| message.starts_with(field)).unwrap_or("settings")
 }
 
@@ -689,8 +690,12 @@ pub async fn save_settings(State(app): State<AppState>, headers: HeaderMap, post
     };
     match bot_settings::change(&app.bot, &site, change, app.config.llm.allow_private_addresses).await {
         Ok(settings) => {
-            let detail =
-                format!("enabled {}, threshold {}, llm {}", settings.enabled, settings.threshold, settings.llm.is_some());
+            let detail = format!(
+                "enabled {}, threshold {}, llm {}",
+                settings.enabled,
+                settings.threshold,
+                settings.llm.is_some()
+            );
             post.admin.audit(&app, "bot.update", &site, detail).await;
             done(&format!("/admin/bot?site={}&lang={}", url_part(&site), lang.code()), lang.texts().saved)
         }
