@@ -93,12 +93,20 @@ test('ask, a streamed answer, thumbs down, talk to a human, an agent joins', asy
 
     // An agent comes online; the bot's conversation is not theirs until the visitor asks.
     agent = await Agent.connect(kefu);
+    // The handoff's states can pass faster than a locator polls: record every text they show.
+    await frame.evaluate(() => {
+      window.handoffStates = [];
+      const state = document.getElementById('handoff-state');
+      new MutationObserver(() => window.handoffStates.push(state.textContent)).observe(state, { childList: true, characterData: true, subtree: true });
+    });
     await human.click();
-    await frame.locator('#handoff-state', { hasText: /Connecting you to an agent|Waiting for an agent/ }).waitFor();
     const assigned = await agent.waitFor((f) => f.type === 'conversation' && f.event === 'assigned', 'assigned');
     assert.equal(assigned.conversation.bot_active, false);
     await frame.locator('li.kf-note', { hasText: 'An agent joined the conversation.' }).waitFor();
     await human.waitFor({ state: 'hidden' });
+    const states = await frame.evaluate(() => window.handoffStates);
+    assert.ok(states.includes('Connecting you to an agent…'), `handoff states: ${JSON.stringify(states)}`);
+    assert.equal(await frame.locator('#handoff-state').isVisible(), false, 'no handoff state once the agent joined');
 
     // The agent sees the whole transcript and answers.
     await agent.waitForMessage('When does green tea ship?');
