@@ -312,4 +312,18 @@ async fn an_agent_with_five_thousand_open_conversations_gets_them_all_in_pages()
     // The socket is alive and answers afterwards.
     agent.send(json!({"type": "ping"})).await;
     agent.expect("pong").await;
+
+    // The Rust client, over QUIC in Protobuf, hands the app one welcome with every page in it.
+    let config = kefu::client::ClientConfig::agent(&server.quic_url(), &admin).pin(&server.quic_fingerprint).protobuf();
+    let mut client = kefu::client::Client::connect(config);
+    let welcome = loop {
+        match tokio::time::timeout(crate::support::FRAME_TIMEOUT, client.next_event()).await.expect("an event in time") {
+            Some(kefu::client::Event::Connected(welcome)) => break welcome,
+            Some(kefu::client::Event::Disconnected { reason, .. }) => panic!("disconnected: {reason}"),
+            Some(_) => continue,
+            None => panic!("the client stopped"),
+        }
+    };
+    assert_eq!(welcome["conversations"].as_array().unwrap().len() as u64, OPEN);
+    assert_eq!(welcome["more_conversations"], false);
 }
