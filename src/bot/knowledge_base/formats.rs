@@ -200,6 +200,15 @@ fn import_csv(text: &str) -> Result<Vec<ImportRow>, KbError> {
     let mut rows = Vec::new();
     for (number, record) in records.enumerate() {
         let row = number + 2;
+        // More cells than columns is usually an unquoted comma; guessing would move text into
+        // the wrong field.
+        if record.len() > header.len() {
+            return Err(KbError::Invalid(format!(
+                "csv row {row}: {} cells but the header names {} columns (quote a cell that holds a comma)",
+                record.len(),
+                header.len()
+            )));
+        }
         // Cells kefu's export neutralised against formulas come back as they were typed.
         let field = |at: usize| {
             record.get(at).map(|cell| crate::base::csv_cells::restore_neutralized(cell).to_owned()).unwrap_or_default()
@@ -375,6 +384,8 @@ mod tests {
         }
         let rows = import_rows(Format::Csv, "questions,answer,id\nq,a,\n").unwrap();
         assert_eq!(rows[0].id, None);
+        let error = import_rows(Format::Csv, "questions,answer\nq,Yes, to 40 countries.\n").unwrap_err().to_string();
+        assert!(error.contains("row 2") && error.contains("3 cells"), "{error}");
     }
 
     #[test]
