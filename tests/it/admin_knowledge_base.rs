@@ -255,8 +255,8 @@ async fn the_try_box_shows_the_best_entries_their_scores_and_the_decision() {
     let site = server.create_site("Shop").await;
     let admin = Admin::log_in(&server).await;
     let csv = "questions,answer\nHow much is shipping?,Free over 99 yuan.\nHow do I return an item?,Within 30 days.\n\
-               Do you ship abroad?,Yes, to 40 countries.\n";
-    import(&server, &admin, &site, "csv", csv).await;
+               Do you ship abroad?,\"Yes, to 40 countries.\"\n";
+    assert_eq!(import(&server, &admin, &site, "csv", csv).await.0, StatusCode::SEE_OTHER);
     let try_it = |text: &str, accept: &'static str| {
         let path = format!(
             "/admin/knowledge-base?site={}&try={}",
