@@ -471,7 +471,8 @@ impl Link {
                 return Err(ClientError::Connect(format!("expected a page of the welcome, got {}", page["type"])));
             }
             more = page["more"].as_bool().unwrap_or(false);
-            if let (Some(listed), Some(added)) = (welcome["conversations"].as_array_mut(), page["conversations"].as_array())
+            if let (Some(listed), Some(added)) =
+                (welcome["conversations"].as_array_mut(), page["conversations"].as_array())
             {
                 listed.extend(added.iter().cloned());
             }

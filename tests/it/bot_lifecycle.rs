@@ -317,7 +317,8 @@ async fn an_agent_with_five_thousand_open_conversations_gets_them_all_in_pages()
     let config = kefu::client::ClientConfig::agent(&server.quic_url(), &admin).pin(&server.quic_fingerprint).protobuf();
     let mut client = kefu::client::Client::connect(config);
     let welcome = loop {
-        match tokio::time::timeout(crate::support::FRAME_TIMEOUT, client.next_event()).await.expect("an event in time") {
+        match tokio::time::timeout(crate::support::FRAME_TIMEOUT, client.next_event()).await.expect("an event in time")
+        {
             Some(kefu::client::Event::Connected(welcome)) => break welcome,
             Some(kefu::client::Event::Disconnected { reason, .. }) => panic!("disconnected: {reason}"),
             Some(_) => continue,
@@ -326,4 +327,44 @@ async fn an_agent_with_five_thousand_open_conversations_gets_them_all_in_pages()
     };
     assert_eq!(welcome["conversations"].as_array().unwrap().len() as u64, OPEN);
     assert_eq!(welcome["more_conversations"], false);
+}
+
+#[tokio::test]
+async fn a_handed_off_visitor_learns_their_place_in_the_queue() {
+    let (server, site, admin) = setup().await;
+    call_expecting(&server, "PUT", &bot_path(&site), &admin, Some(json!({"enabled": true})), 200).await;
+
+    // No agent is online: handed-off conversations wait, in the order they were handed off.
+    let mut waiting = Vec::new();
+    for name in ["first", "second"] {
+        let (_, token) = server.visitor_session(&site, None).await;
+        let mut visitor = server.visitor(&site, &token).await;
+        let id = visitor.say(None, name, "hello").await["conversation_id"].as_u64().unwrap();
+        bot_message(&mut visitor).await;
+        let queue = format!("/api/v1/conversations/{id}/queue");
+        assert_eq!(call_expecting(&server, "GET", &queue, &token, None, 200).await, json!({"position": null}));
+        visitor.send(json!({"type": "handoff", "conversation_id": id})).await;
+        loop {
+            let event = visitor.expect("conversation").await;
+            if event["event"] == "handed_off" {
+                break;
+            }
+        }
+        waiting.push((id, token, visitor));
+    }
+    for (place, (id, token, _)) in waiting.iter().enumerate() {
+        let answer =
+            call_expecting(&server, "GET", &format!("/api/v1/conversations/{id}/queue"), token, None, 200).await;
+        assert_eq!(answer, json!({"position": place + 1}));
+    }
+
+    // Someone else's conversation, or no number, is refused; the first leaving moves the second up.
+    let (first, second) = (&waiting[0], &waiting[1]);
+    call_expecting(&server, "GET", &format!("/api/v1/conversations/{}/queue", first.0), &second.1, None, 404).await;
+    call_expecting(&server, "GET", "/api/v1/conversations/x/queue", &second.1, None, 422).await;
+    kefu::chat::conversations::close(&server.app().store, first.0).await.unwrap();
+    let answer =
+        call_expecting(&server, "GET", &format!("/api/v1/conversations/{}/queue", second.0), &second.1, None, 200)
+            .await;
+    assert_eq!(answer, json!({"position": 1}));
 }
