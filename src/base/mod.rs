@@ -6,6 +6,7 @@ pub mod allocator;
 pub mod clock;
 pub mod config;
 pub mod csv_cells;
+pub mod field_error;
 pub mod file_modes;
 pub mod metrics;
 pub mod outbound;

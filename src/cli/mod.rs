@@ -258,7 +258,7 @@ pub(crate) async fn run_admin(config: &Config, command: AdminCommand) -> anyhow:
             .await?;
     match opened {
         Ok(store) => {
-            let answer = command.execute(&store).await;
+            let answer = command.execute(&store).await.map_err(|error| error.to_string());
             store.shutdown().await;
             Ok(answer)
         }

@@ -17,7 +17,6 @@ use crate::base::secrets::{self, TokenDigest};
 use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError};
 use crate::chat::delivery::{AgentRegistration, CommittedEvent, ConnectionHandle, Outbound, OutboundReceiver};
 use crate::chat::messages::{self, NewMessage, Target};
-use crate::chat::sensitive_words::Filtered;
 use crate::chat::writes::ChatWrites;
 use crate::net::AppState;
 use crate::people::agents::{self, Agent, Role as AgentRole};
@@ -533,7 +532,7 @@ impl Session {
                 }
             }
         };
-        let (site, text) = match filter_for_site(&self.app, &site_key, text, trace_id).await {
+        let (site, text) = match messages::filter_for_site(&self.app.sites, &site_key, text, trace_id).await {
             Ok(filtered) => filtered,
             Err(refusal) => return refuse(out, refusal.code, refusal.message),
         };
@@ -803,49 +802,6 @@ impl Session {
         }
         self.app.router.send(RoutingEvent::Presence { agent_id, status }).await;
     }
-}
-
-/// Why a message is refused before it reaches the writer.
-#[derive(Debug)]
-pub struct SendRefusal {
-    pub code: ErrorCode,
-    pub message: &'static str,
-}
-
-/// Applies the word filter of the conversation's site to a validated text: the site and the text
-/// to store (masked where the site masks), or a refusal. Sockets and the HTTP API both send
-/// through here, so a message is filtered the same way whichever way it comes.
-pub async fn filter_for_site(
-    app: &AppState,
-    site_key: &str,
-    text: String,
-    trace_id: u64,
-) -> Result<(Arc<SiteRuntime>, String), SendRefusal> {
-    let site = match app.sites.get(site_key).await {
-        Ok(Some(site)) => site,
-        Ok(None) => {
-            return Err(SendRefusal { code: ErrorCode::NotFound, message: "the conversation's site no longer exists" });
-        }
-        Err(error) => {
-            tracing::error!(trace_id, %error, "loading a site failed");
-            return Err(SendRefusal {
-                code: ErrorCode::Internal,
-                message: "internal error; retry with the same client_id",
-            });
-        }
-    };
-    let text = match site.filter.filter(&text) {
-        Filtered::Clean => text,
-        Filtered::Masked(masked) => masked,
-        Filtered::Rejected => {
-            tracing::debug!(trace_id, "send rejected by the word filter");
-            return Err(SendRefusal {
-                code: ErrorCode::RejectedContent,
-                message: "the message contains words this site does not accept",
-            });
-        }
-    };
-    Ok((site, text))
 }
 
 /// The principal a hello authenticates, and for an agent the login session it used.

@@ -62,7 +62,7 @@ pub async fn visitor_upgrade(
     if !site.site.allows_origin(origin, &crate::net::http::own_origin(&headers)) {
         return Err(ApiError::Forbidden("this origin may not open visitor connections for the site".into()));
     }
-    crate::net::http::console_api::refuse_blocked_address(&app, &site.site.key, client.ip()).await?;
+    crate::net::http::visitors_api::refuse_blocked_address(&app, &site.site.key, client.ip()).await?;
     let user_agent = headers
         .get(axum::http::header::USER_AGENT)
         .and_then(|value| value.to_str().ok())
