@@ -65,6 +65,8 @@ test('ask, a streamed answer, thumbs down, talk to a human, an agent joins', asy
     page.on('pageerror', (err) => console.error('[browser] page error:', err));
     await page.goto(host.origin);
     const frame = await openWidget(page);
+    const human = frame.locator('#btn-human');
+    await human.waitFor();
 
     // Ask: the answer streams in a provisional bubble, then the stored message replaces it.
     await typeMessage(frame, 'When does green tea ship?');
@@ -80,7 +82,6 @@ test('ask, a streamed answer, thumbs down, talk to a human, an agent joins', asy
 
     if (process.env.SHOTS_DIR) await page.screenshot({ path: `${process.env.SHOTS_DIR}/widget-bot-answer.png` });
     // "Talk to a human" shows while the bot has the conversation.
-    const human = frame.locator('#btn-human');
     await human.waitFor();
     assert.equal(await human.textContent(), 'Talk to a human');
 
@@ -123,5 +124,34 @@ test('ask, a streamed answer, thumbs down, talk to a human, an agent joins', asy
     await host.close();
     await kefu.close();
     model.close();
+  }
+});
+
+test('with nobody online, talk to a human before any message leads to the offline form', async () => {
+  const kefu = await Kefu.create({ agents: [[ADMIN, 'admin']] });
+  await kefu.start();
+  const host = await startHost((url) => (url.pathname === '/' ? shopPage(kefu) : null));
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'zh-CN' });
+  try {
+    const admin = (await kefu.login(ADMIN)).token;
+    const settings = await kefu.request('PUT', `/api/v1/sites/${kefu.siteKey}/bot`, { token: admin, body: { enabled: true } });
+    assert.equal(settings.status, 200, JSON.stringify(settings.body));
+    const page = await context.newPage();
+    page.on('pageerror', (err) => console.error('[browser] page error:', err));
+    await page.goto(host.origin);
+    // With the bot on, the visitor may write although no agent is online.
+    const frame = await openWidget(page);
+    assert.equal(await frame.locator('#offline').isVisible(), false);
+    const human = frame.locator('#btn-human');
+    await human.waitFor();
+    assert.equal(await human.textContent(), '转人工客服');
+    await human.click();
+    await messageItem(frame, '转人工').waitFor();
+    await frame.locator('#offline').waitFor();
+    await frame.locator('#handoff-state', { hasText: '当前没有客服在线' }).waitFor();
+  } finally {
+    await context.close();
+    await host.close();
+    await kefu.close();
   }
 });

@@ -251,6 +251,8 @@ chat.on('conversation', (f) => {
 // --- The bot --------------------------------------------------------------------
 
 let handoff = null; // null | 'connecting' | 'queued' | 'offline'
+/** What the button sends when there is no conversation yet: phrases the bot hands off on. */
+const HANDOFF_WORDS = { en: 'talk to a human', zh: '转人工' };
 let queueTimer = 0;
 const QUEUE_POLL_MS = 5000;
 
@@ -304,10 +306,13 @@ async function pollQueue() {
   if (handoff === 'queued') queueTimer = setTimeout(pollQueue, QUEUE_POLL_MS);
 }
 
-/** "Talk to a human" while the bot has the open conversation, and the handoff's state. */
+/**
+ * "Talk to a human" while the bot has the open conversation (or, on a site whose bot answers,
+ * before the first message), and the handoff's state.
+ */
 function renderBotBar() {
   const c = chat.openConversation();
-  const botActive = Boolean(c?.bot_active);
+  const botActive = c ? Boolean(c.bot_active) : Boolean(config?.bot && chat.visitorId !== null);
   $('btn-human').hidden = !botActive || handoff === 'connecting';
   const state = $('handoff-state');
   if (handoff === 'connecting') state.textContent = t('connectingHuman');
@@ -319,8 +324,15 @@ function renderBotBar() {
 }
 
 $('btn-human').addEventListener('click', () => {
-  if (chat.handoff()) setHandoff('connecting');
+  if (chat.openConversation()) {
+    if (chat.handoff()) setHandoff('connecting');
+    return;
+  }
+  // No conversation yet: asking in words starts one, and the bot hands it over at once.
+  sendText(locale().startsWith('zh') ? HANDOFF_WORDS.zh : HANDOFF_WORDS.en);
+  setHandoff('connecting');
 });
+
 
 // --- Visibility, unread and attention -----------------------------------------
 
