@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod history;
+pub mod storage_bench;
 
 use std::path::PathBuf;
 
@@ -101,7 +102,17 @@ enum Command {
     Reindex,
     /// Drive a kefu (or a baseline relay) with realistic traffic and print the figures.
     #[command(subcommand)]
-    Bench(crate::bench::BenchCommand),
+    Bench(BenchCommand),
+}
+
+/// `kefu bench MODE ...`: the load generator's modes (the kefu-bench crate, which drives a server
+/// from outside) and `storage`, which measures the server's internals and so lives here.
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    #[command(flatten)]
+    Load(kefu_bench::BenchCommand),
+    /// History pages, searches, export and a full reindex over N messages stored in a data directory.
+    Storage(storage_bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -207,10 +218,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (true, Some(email), Some(password)) => Some((email, password)),
                 _ => None,
             };
-            crate::client::chat::run(crate::client::chat::ChatArgs { site, url, http, agent, pin, insecure, protobuf })
+            kefu_client::chat::run(kefu_client::chat::ChatArgs { site, url, http, agent, pin, insecure, protobuf })
                 .await
         }
-        Command::Bench(command) => crate::bench::run(command).await,
+        Command::Bench(BenchCommand::Load(command)) => kefu_bench::run(command).await,
+        Command::Bench(BenchCommand::Storage(args)) => storage_bench::run(args).await,
         Command::Admin(args) => {
             let overrides = ConfigOverrides { data_dir: cli.data_dir, ..ConfigOverrides::default() };
             let config = Config::load(cli.config.as_deref(), &overrides)?;

@@ -314,13 +314,13 @@ async fn an_agent_with_five_thousand_open_conversations_gets_them_all_in_pages()
     agent.expect("pong").await;
 
     // The Rust client, over QUIC in Protobuf, hands the app one welcome with every page in it.
-    let config = kefu::client::ClientConfig::agent(&server.quic_url(), &admin).pin(&server.quic_fingerprint).protobuf();
-    let mut client = kefu::client::Client::connect(config);
+    let config = kefu_client::ClientConfig::agent(&server.quic_url(), &admin).pin(&server.quic_fingerprint).protobuf();
+    let mut client = kefu_client::Client::connect(config);
     let welcome = loop {
         match tokio::time::timeout(crate::support::FRAME_TIMEOUT, client.next_event()).await.expect("an event in time")
         {
-            Some(kefu::client::Event::Connected(welcome)) => break welcome,
-            Some(kefu::client::Event::Disconnected { reason, .. }) => panic!("disconnected: {reason}"),
+            Some(kefu_client::Event::Connected(welcome)) => break welcome,
+            Some(kefu_client::Event::Disconnected { reason, .. }) => panic!("disconnected: {reason}"),
             Some(_) => continue,
             None => panic!("the client stopped"),
         }
