@@ -34,6 +34,9 @@ pub struct Feedback {
     /// The visitor's last message before the answer.
     pub question: String,
     pub answer: String,
+    /// When the answer was sent: retention removes the record with the answer's day.
+    #[serde(default)]
+    pub answered_at: i64,
     pub created_at: i64,
 }
 
@@ -100,6 +103,7 @@ fn describe(
         entry_id,
         question,
         answer: shortened(&answer.text),
+        answered_at: answer.created_at,
         created_at: now,
     }))
 }
@@ -132,4 +136,40 @@ pub fn unhelpful(transaction: &ReadTransaction, site: &str, limit: usize) -> Res
     found.sort_by_key(|feedback| std::cmp::Reverse(feedback.created_at));
     found.truncate(limit);
     Ok(found)
+}
+
+/// Removes the records whose answer retention removed: those for which `expired(site, day of
+/// the answer)` holds. They keep the visitor's question and the answer, so they must not outlive
+/// the history they copy.
+pub async fn remove_expired(
+    store: &Store,
+    expired: impl Fn(&str, u32) -> bool + Send + 'static,
+) -> Result<usize, StorageError> {
+    let keys: Vec<(u64, u64)> = store
+        .read(move |transaction| {
+            let table = transaction.open_table(tables::BOT_FEEDBACK)?;
+            let mut keys = Vec::new();
+            for row in table.iter()? {
+                let (key, value) = row?;
+                let feedback: Feedback = decode_json(value.value())?;
+                if expired(&feedback.site, crate::base::clock::day_of(feedback.answered_at)) {
+                    keys.push(key.value());
+                }
+            }
+            Ok(keys)
+        })
+        .await?;
+    let n_removed = keys.len();
+    if n_removed > 0 {
+        store
+            .write(move |context| {
+                let mut table = context.transaction.open_table(tables::BOT_FEEDBACK)?;
+                for key in &keys {
+                    table.remove(*key)?;
+                }
+                Ok(Ok::<(), StorageError>(()))
+            })
+            .await?;
+    }
+    Ok(n_removed)
 }
