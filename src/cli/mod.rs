@@ -261,13 +261,16 @@ fn admin_command(args: AdminArgs, config: &Config) -> AdminCommand {
     }
 }
 
-/// Runs an admin command on the database directly, or through the server that holds it.
-pub(crate) async fn run_admin(config: &Config, command: AdminCommand) -> anyhow::Result<Result<Value, String>> {
+/// Opens the database for a command that runs without a server; `AlreadyOpen` when one holds it.
+pub(crate) async fn open_database(config: &Config) -> anyhow::Result<Result<Store, StorageError>> {
     let data_dir = config.data_dir.clone();
     let storage = config.storage.clone();
-    let opened =
-        tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage, crate::server::writer_hooks(None)))
-            .await?;
+    Ok(tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage, crate::server::writer_hooks(None))).await?)
+}
+
+/// Runs an admin command on the database directly, or through the server that holds it.
+pub(crate) async fn run_admin(config: &Config, command: AdminCommand) -> anyhow::Result<Result<Value, String>> {
+    let opened = open_database(config).await?;
     match opened {
         Ok(store) => {
             let answer = command.execute(&store).await.map_err(|error| error.to_string());
