@@ -142,6 +142,7 @@ pub async fn start(
     };
     tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown_token.clone()));
     spawn_retention_schedule(&app);
+    spawn_bot_idle_close(&app);
 
     let trigger = shutdown_token.clone();
     tokio::spawn(async move {
@@ -324,6 +325,29 @@ fn spawn_retention_schedule(app: &AppState) {
                     }
                     app.upload_quota.forget();
                     app.visitor_limits.forget_idle();
+                }
+            }
+        }
+    });
+}
+
+/// Closes conversations only the bot took part in once idle past their site's
+/// `idle_close_minutes`, every [`SWEEP_INTERVAL`](crate::bot::lifecycle::SWEEP_INTERVAL), until the
+/// server shuts down.
+fn spawn_bot_idle_close(app: &AppState) {
+    let app = app.clone();
+    let shutdown = app.shutdown.clone();
+    app.tasks.clone().spawn(async move {
+        let mut interval = tokio::time::interval(crate::bot::lifecycle::SWEEP_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {
+                    let now = crate::base::clock::now_millis();
+                    if let Err(error) = crate::bot::lifecycle::close_idle(&app.store, &app.bot, now).await {
+                        tracing::error!(%error, "closing idle bot conversations failed");
+                    }
                 }
             }
         }

@@ -13,8 +13,11 @@
 //! inside the writer operation, so an agent taking over (which clears `bot_active` in the same
 //! writer) stops even an answer that was being generated.
 
+pub mod feedback;
 pub mod knowledge_base;
+pub mod lifecycle;
 pub mod llm;
+pub mod settings;
 
 use std::sync::Arc;
 
@@ -46,6 +49,9 @@ pub const MAX_CONCURRENT_REPLIES: usize = 64;
 /// Earlier messages of the conversation given to the language model.
 const RECENT_MESSAGES: usize = 10;
 
+/// Related questions offered with a notice, at most.
+const RELATED_QUESTIONS: usize = 3;
+
 /// Knowledge-base entries given to the language model as context.
 const CONTEXT_ENTRIES: usize = 3;
 
@@ -55,6 +61,11 @@ const HANDOFF_KEYWORDS: &[&str] = &["人工", "转人工", "人工客服", "huma
 /// Most characters of a greeting and of the system prompt.
 const MAX_GREETING_CHARS: usize = 1000;
 const MAX_SYSTEM_PROMPT_CHARS: usize = 8000;
+
+/// How long a conversation only the bot took part in stays open without a message.
+pub const DEFAULT_IDLE_CLOSE_MINUTES: u32 = 30;
+/// The longest idle time a site may set: a week.
+const MAX_IDLE_CLOSE_MINUTES: u32 = 7 * 24 * 60;
 
 const DEFAULT_SYSTEM_PROMPT: &str = "You are a customer-service assistant. Answer briefly, in the language of the \
 visitor's last message. Use the knowledge-base entries below when they apply; do not invent policies, prices or \
@@ -74,6 +85,9 @@ pub struct BotSettings {
     pub system_prompt: String,
     /// The language model asked when no entry matches; `None` to hand over to a human instead.
     pub llm: Option<LlmSettings>,
+    /// Minutes without a message after which a conversation only the bot took part in closes
+    /// (see [`crate::bot_lifecycle`]); 0 never closes them.
+    pub idle_close_minutes: u32,
 }
 
 impl Default for BotSettings {
@@ -85,6 +99,7 @@ impl Default for BotSettings {
             greeting: String::new(),
             system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
             llm: None,
+            idle_close_minutes: DEFAULT_IDLE_CLOSE_MINUTES,
         }
     }
 }
@@ -101,6 +116,9 @@ impl BotSettings {
         }
         if self.greeting.chars().count() > MAX_GREETING_CHARS {
             return Err(format!("greeting: at most {MAX_GREETING_CHARS} characters"));
+        }
+        if self.idle_close_minutes > MAX_IDLE_CLOSE_MINUTES {
+            return Err(format!("idle_close_minutes: 0 (never) to {MAX_IDLE_CLOSE_MINUTES}"));
         }
         if self.system_prompt.chars().count() > MAX_SYSTEM_PROMPT_CHARS {
             return Err(format!("system_prompt: at most {MAX_SYSTEM_PROMPT_CHARS} characters"));
@@ -327,6 +345,7 @@ impl Bot {
     /// Answers one visitor message: a handoff keyword, a knowledge-base answer, a generated
     /// answer, or the offer of a human, in that order.
     async fn reply(&self, conversation_id: u64, seq: u64, text: &str) {
+        let text_asked = text;
         let store = &self.inner.store;
         let conversation = match store.read(move |transaction| conversations::get(transaction, conversation_id)).await {
             Ok(Some(conversation)) if conversation.bot_active && conversation.is_open() => conversation,
@@ -386,7 +405,13 @@ impl Bot {
                 "offline_form",
             )
         };
-        let source = BotSource::Notice { action: action.into() };
+        // Close but not close enough: the questions of the nearest entries, as quick replies.
+        let related = knowledge.related_questions(text_asked, RELATED_QUESTIONS);
+        let source = if related.is_empty() {
+            BotSource::Notice { action: action.into() }
+        } else {
+            BotSource::Related { action: action.into(), questions: related }
+        };
         self.post(conversation_id, &settings, client_id, text.to_owned(), source).await;
     }
 

@@ -229,31 +229,35 @@ pub fn open_mut<'c>(
 
 /// Closes a conversation.
 pub async fn close(store: &Store, conversation_id: u64) -> Result<Conversation, ConversationError> {
-    store
-        .write(move |context| {
-            let now = context.now;
-            let conversation = match open_mut(context, conversation_id)? {
-                Ok(conversation) => conversation,
-                Err(error) => return Ok(Err(error)),
-            };
-            let previous = conversation.assigned_agent;
-            conversation.status = ConversationStatus::Closed;
-            conversation.closed_at = Some(now);
-            conversation.updated_at = now;
-            let conversation = conversation.clone();
-            context.transaction.open_table(tables::OPEN_CONVERSATIONS)?.remove(conversation_id)?;
-            let mut open_by_visitor = context.transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?;
-            if open_by_visitor.get(conversation.visitor_id)?.map(|value| value.value()) == Some(conversation_id) {
-                open_by_visitor.remove(conversation.visitor_id)?;
-            }
-            drop(open_by_visitor);
-            context.publish(CommittedEvent::Conversation {
-                event: ConversationEvent::Closed { previous },
-                conversation: conversation.clone(),
-            });
-            Ok(Ok(conversation))
-        })
-        .await
+    store.write(move |context| close_in(context, conversation_id)).await
+}
+
+/// Closes a conversation inside a writer operation, for callers that check more first.
+pub fn close_in(
+    context: &mut WriteContext<'_>,
+    conversation_id: u64,
+) -> Result<Result<Conversation, ConversationError>, StorageError> {
+    let now = context.now;
+    let conversation = match open_mut(context, conversation_id)? {
+        Ok(conversation) => conversation,
+        Err(error) => return Ok(Err(error)),
+    };
+    let previous = conversation.assigned_agent;
+    conversation.status = ConversationStatus::Closed;
+    conversation.closed_at = Some(now);
+    conversation.updated_at = now;
+    let conversation = conversation.clone();
+    context.transaction.open_table(tables::OPEN_CONVERSATIONS)?.remove(conversation_id)?;
+    let mut open_by_visitor = context.transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?;
+    if open_by_visitor.get(conversation.visitor_id)?.map(|value| value.value()) == Some(conversation_id) {
+        open_by_visitor.remove(conversation.visitor_id)?;
+    }
+    drop(open_by_visitor);
+    context.publish(CommittedEvent::Conversation {
+        event: ConversationEvent::Closed { previous },
+        conversation: conversation.clone(),
+    });
+    Ok(Ok(conversation))
 }
 
 /// Records the visitor's rating of a closed conversation (once).

@@ -172,6 +172,12 @@ pub async fn run(store: &Store, search: &Search, dry_run: bool) -> Result<Retent
         remove_site_rows(store, &drop.site, drop.day).await?;
     }
     remove_conversation_days(store, &dropped_days).await?;
+    // 4. Visitors' verdicts on bot answers, which copy the question and the answer.
+    let (expired_days, expired_site_days) = (dropped_days.clone(), site_days.clone());
+    crate::bot::feedback::remove_expired(store, move |site, day| {
+        expired_days.contains(&day) || expired_site_days.contains(&(site.to_owned(), day))
+    })
+    .await?;
     for day in dropped_days {
         let name = tables::message_shard_name(day);
         store

@@ -37,6 +37,12 @@ const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 /// Most conversations listed in a visitor's `welcome`.
 const MAX_WELCOME_CONVERSATIONS: usize = 50;
 
+/// Most conversations in one frame of an agent's opening list (`welcome`, then `conversations`
+/// frames). A conversation is about 250 bytes of JSON, so a page stays far below the frame and
+/// write-buffer limits however many conversations are open; one unpaged `welcome` with 1,500
+/// open conversations overflowed the socket's write buffer and the connection was dropped.
+pub const WELCOME_PAGE_CONVERSATIONS: usize = 100;
+
 /// Most frames a connection takes from its queue before writing them in one flush.
 pub const FLUSH_FRAMES: usize = 64;
 
@@ -268,6 +274,8 @@ impl Session {
         });
         let views: Vec<ConversationView> =
             conversations.iter().skip(skip).map(|conversation| conversation.view(epoch)).collect();
+        let mut pages = views.chunks(WELCOME_PAGE_CONVERSATIONS);
+        let first_page = pages.next().unwrap_or_default();
         let (role, visitor_id, agent_id) = match &session.principal {
             Principal::Visitor(visitor) => ("visitor", Some(visitor.id), None),
             Principal::Agent(agent) => ("agent", None, Some(agent.id)),
@@ -284,10 +292,15 @@ impl Session {
                 epoch,
                 heartbeat_secs: limits.heartbeat_secs,
                 max_text_chars: limits.max_text_chars,
-                conversations: &views,
+                conversations: first_page,
+                more_conversations: views.len() > first_page.len(),
             }
             .encode(),
         );
+        let mut pages = pages.peekable();
+        while let Some(page) = pages.next() {
+            frames.push(ServerFrame::Conversations { conversations: page, more: pages.peek().is_some() }.encode());
+        }
         for point in hello.resume {
             session.resume(point, &mut frames).await;
         }

@@ -289,7 +289,12 @@ impl Connection {
         frames.clear();
         match written {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(None),
+            Ok(Err(error)) => {
+                // Usually the client went away; a frame too big for the write buffer also ends
+                // here, and would otherwise drop the connection with no trace.
+                tracing::info!(%error, "writing to a WebSocket failed; the connection ends");
+                Err(None)
+            }
             Err(_) => Err(Some(CloseReason::slow_consumer())),
         }
     }

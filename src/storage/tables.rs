@@ -98,6 +98,7 @@ macro_rules! with_fixed_tables {
             KB_ENTRIES,
             KB_SITE_ENTRIES,
             BOT_SETTINGS,
+            BOT_FEEDBACK,
             AUDIT_LOG,
             BLOCKED_VISITORS,
             API_TOKENS,
@@ -114,6 +115,9 @@ pub const KB_SITE_ENTRIES: TableDefinition<(&str, u64), ()> = TableDefinition::n
 
 /// Site key → the site's bot settings (JSON); a site without a record has the bot off.
 pub const BOT_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("bot_settings_v1");
+
+/// (conversation id, seq) → a visitor's thumbs up or down on that bot answer (JSON).
+pub const BOT_FEEDBACK: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("bot_feedback_v1");
 
 /// The prefix of the per-day message shard tables, `messages_v1_YYYY-MM-DD`.
 pub const MESSAGE_SHARD_PREFIX: &str = "messages_v1_";

@@ -90,7 +90,10 @@ async fn snapshot(server: &TestServer) -> String {
             kefu::people::blocking::blocked_addresses(transaction)?,
             kefu::history::audit::search(transaction, &kefu::history::audit::AuditFilter::default())?.len(),
             kefu::chat::canned_replies::of_site(transaction, "")?,
-        ))
+        ) + &kefu::sites::list(transaction)?
+            .iter()
+            .map(|site| Ok(format!("\n{:?}", kefu::bot::knowledge_base::list(transaction, &site.key)?)))
+            .collect::<Result<String, kefu::storage::StorageError>>()?)
     });
     state.await.unwrap()
 }
@@ -401,6 +404,7 @@ async fn routing_rules_send_first_messages_to_teams_by_keyword_category_and_defa
         questions: vec!["where is my parcel".into()],
         answer: "It is on its way.".into(),
         category: "Delivery".into(),
+        ..Default::default()
     };
     kefu::bot::knowledge_base::create_many(&server.app().store, site.key.clone(), vec![entry]).await.unwrap();
     server.app().bot.knowledge().reload(&site.key).await.unwrap();

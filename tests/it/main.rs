@@ -1,10 +1,12 @@
 //! kefu's integration suite: real servers on port 0, real redb, real sockets.
 
 mod admin;
+mod admin_knowledge_base;
 mod api;
 mod bad_input;
 mod bench;
 mod bot;
+mod bot_lifecycle;
 mod chat;
 mod connection_limits;
 mod console;

@@ -401,9 +401,46 @@ async fn retention_drops_exactly_the_expired_shards_and_rows() {
     assert_eq!(plan.messages, 3);
     assert_eq!(store.read(messages::shard_days).await.unwrap(), [old, middle, recent]);
 
+    // Visitors' verdicts on bot answers of those days go with them.
+    let verdicts = [(1, &site_a, old), (2, &site_a, middle), (3, &site_a, recent), (4, &site_b, middle)];
+    for (seq, site, day) in verdicts {
+        let feedback = kefu::bot::feedback::Feedback {
+            site: site.key.clone(),
+            conversation_id: 999,
+            seq,
+            helpful: false,
+            source: "kb".into(),
+            entry_id: None,
+            question: "q".into(),
+            answer: "a".into(),
+            answered_at: noon_of(day),
+            created_at: noon_of(today),
+        };
+        store
+            .write(move |context| {
+                let mut table = context.transaction.open_table(kefu::storage::tables::BOT_FEEDBACK)?;
+                table.insert((999, seq), serde_json::to_vec(&feedback).unwrap().as_slice())?;
+                Ok(Ok::<(), kefu::storage::StorageError>(()))
+            })
+            .await
+            .unwrap();
+    }
+
     let plan = kefu::history::retention::run(&store, &search, false).await.unwrap();
     assert_eq!(plan.messages, 3);
     assert_eq!(store.read(messages::shard_days).await.unwrap(), [middle, recent]);
+    let kept: Vec<u64> = store
+        .read(|transaction| {
+            let table = transaction.open_table(kefu::storage::tables::BOT_FEEDBACK)?;
+            let mut kept = Vec::new();
+            for row in redb::ReadableTable::iter(&table)? {
+                kept.push(row?.0.value().1);
+            }
+            Ok(kept)
+        })
+        .await
+        .unwrap();
+    assert_eq!(kept, [3, 4], "verdicts on removed answers are removed");
 
     let admin = server.admin_token("boss@x.test").await;
     let (_, body) = search_all(&server, &admin).await;

@@ -11,3 +11,10 @@ document.addEventListener("click", async (event) => {
     document.execCommand("copy");
   }
 });
+
+// A file picked for an import is read into the form's text field, so the form posts its text.
+document.addEventListener("change", async (event) => {
+  const input = event.target.closest("input[type=file][data-fill]");
+  if (!input || !input.files[0]) return;
+  document.getElementById(input.dataset.fill).value = await input.files[0].text();
+});

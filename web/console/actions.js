@@ -169,22 +169,39 @@ export async function loadVisitorPanel(c) {
   }
 }
 
+/** Ids listed so far by the current welcome's pages; null once the list is complete. */
+let welcomeListing = null;
+
+function listPage(views, more) {
+  if (!welcomeListing) return;
+  for (const view of views) {
+    conversationOf(view);
+    welcomeListing.add(view.id);
+  }
+  if (!more) {
+    for (const c of state.conversations.values()) {
+      if (c.status !== 'closed' && !welcomeListing.has(c.id)) c.status = 'closed';
+    }
+    welcomeListing = null;
+    renderLists();
+    if (state.active) renderPane();
+  }
+}
+
 export function onFrame(frame) {
   switch (frame.type) {
     case 'welcome': {
-      const listed = new Set();
-      for (const view of frame.conversations) {
-        conversationOf(view);
-        listed.add(view.id);
-      }
-      for (const c of state.conversations.values()) {
-        if (c.status !== 'closed' && !listed.has(c.id)) c.status = 'closed';
-      }
+      // The open list comes in pages (welcome, then `conversations` frames); a conversation
+      // missing from it is closed only once the last page is in.
+      welcomeListing = new Set();
+      listPage(frame.conversations, frame.more_conversations);
       loadOpenList().catch((error) => showError(error.message));
       loadAgents();
       loadVisitors();
-      renderLists();
-      if (state.active) renderPane();
+      break;
+    }
+    case 'conversations': {
+      listPage(frame.conversations, frame.more);
       break;
     }
     case 'conversation': {

@@ -180,6 +180,23 @@ export class Chat {
     return this.request('POST', `/api/v1/conversations/${conversationId}/rating`, { score, comment });
   }
 
+  /** A thumbs up (`helpful` true) or down on a bot answer; a second call replaces the first. */
+  feedback(conversationId, seq, helpful) {
+    return this.request('POST', `/api/v1/conversations/${conversationId}/messages/${seq}/feedback`, { helpful });
+  }
+
+  /** The conversation's place in the agents' queue (1 is next), or null when it is not waiting. */
+  async queuePosition(conversationId) {
+    const answer = await this.request('GET', `/api/v1/conversations/${conversationId}/queue`);
+    return answer?.position ?? null;
+  }
+
+  /** Asks for a human in the open conversation; false when there is none or no socket. */
+  handoff() {
+    const c = this.openConversation();
+    return Boolean(c) && this.frame({ type: 'handoff', conversation_id: c.id });
+  }
+
   // --- WebSocket ------------------------------------------------------------
 
   connect() {
@@ -269,6 +286,9 @@ export class Chat {
         this.track(f.conversation);
         this.emit('conversation', f);
         break;
+      case 'bot_stream':
+        this.emit('stream', f);
+        break;
       case 'error':
         this.onError(f);
         break;
@@ -315,6 +335,8 @@ export class Chat {
     }
     if (c.epoch != null) k.epoch = c.epoch;
     if (c.status) k.status = c.status;
+    if (c.bot_active != null) k.bot_active = c.bot_active;
+    if (c.assigned_agent !== undefined) k.assigned_agent = c.assigned_agent;
     return k;
   }
 

@@ -3,7 +3,9 @@
 // postMessage) and standalone at /chat/KEY (mobile-first H5 page). It wires
 // the connection (chat.js) to the DOM (view.js): history, live messages,
 // sending with an outbox, typing, read receipts, attention (notify.js), and
-// the optional pre-chat, offline-message and rating forms.
+// the optional pre-chat, offline-message and rating forms, and the bot: its
+// streamed answers, thumbs, quick replies, "Talk to a human" and the handoff
+// state (connecting, place in the queue, the offline form, an agent joined).
 
 import { t, setLocale, locale, applyI18n } from './i18n.js';
 import { Chat } from './chat.js';
@@ -135,7 +137,7 @@ async function boot(open) {
 function begin() {
   if (started) return;
   started = true;
-  const offline = !config.agents_online || !config.open_now;
+  const offline = !config.bot && (!config.agents_online || !config.open_now);
   if (config.prechat_form && !chat.hasToken && !offline) {
     $('prechat').hidden = false;
     return;
@@ -181,10 +183,14 @@ chat.on('session', ({ session, changed }) => {
     list.clear();
     olderState = 'idle';
   }
-  const offline = !config.open_now || !(session.site?.agents_online ?? config.agents_online);
+  // With the bot on, visitors write to it even when no agent is online; it offers the offline
+  // form itself when a handoff finds nobody.
+  const bot = session.site?.bot ?? config.bot;
+  const offline = !bot && (!config.open_now || !(session.site?.agents_online ?? config.agents_online));
   $('offline').hidden = !offline;
   $('composer').hidden = offline;
   for (const entry of chat.outbox()) list.addPending(entry);
+  renderBotBar();
 });
 
 chat.on('history', ({ messages, older }) => {
@@ -199,6 +205,7 @@ chat.on('history', ({ messages, older }) => {
 chat.on('message', (m) => {
   const stick = nearEnd();
   list.show(m, isOwn(m));
+  if (m.sender?.kind === 'bot') onBotMessage(m);
   if (stick || isOwn(m)) scrollToEnd();
   if (isOwn(m)) return;
   $('typing').hidden = true;
@@ -227,11 +234,105 @@ chat.on('read', (f) => {
 });
 
 chat.on('conversation', (f) => {
-  if (f.event !== 'closed') return;
-  list.note(f.conversation.id, t('closedNote'));
-  if (config.satisfaction_rating) showRating(f.conversation.id);
+  const { event, conversation } = f;
+  if (event === 'handed_off') setHandoff(conversation.assigned_agent ? null : 'queued');
+  if (event === 'assigned' && !conversation.bot_active) {
+    if (handoff) list.note(conversation.id, t('agentJoined'));
+    setHandoff(null);
+  }
+  renderBotBar();
+  if (event !== 'closed') return;
+  setHandoff(null);
+  list.note(conversation.id, t('closedNote'));
+  if (config.satisfaction_rating) showRating(conversation.id);
   scrollToEnd();
 });
+
+// --- The bot --------------------------------------------------------------------
+
+let handoff = null; // null | 'connecting' | 'queued' | 'offline'
+/** What the button sends when there is no conversation yet: phrases the bot hands off on. */
+const HANDOFF_WORDS = { en: 'talk to a human', zh: '转人工' };
+let queueTimer = 0;
+const QUEUE_POLL_MS = 5000;
+
+list.botActions = {
+  feedback: (m, helpful) => chat.feedback(m.conversation_id, m.seq, helpful),
+  ask: (text) => sendText(text),
+};
+
+chat.on('stream', (f) => {
+  const stick = nearEnd();
+  list.stream(f);
+  if (stick) scrollToEnd();
+});
+
+/** Follows the bot's part in a conversation from its live messages. */
+function onBotMessage(m) {
+  const c = chat.convs.get(m.conversation_id);
+  const source = m.bot_source || {};
+  if (source.kind === 'notice' && source.action === 'handed_off') {
+    if (c) c.bot_active = false;
+    if (!c?.assigned_agent) setHandoff('queued');
+  } else if (source.kind === 'notice' && source.action === 'offline_form') {
+    setHandoff('offline');
+  } else if (c && c.bot_active == null && source.kind !== 'api') {
+    c.bot_active = true;
+  }
+  renderBotBar();
+}
+
+function setHandoff(state) {
+  handoff = state;
+  clearTimeout(queueTimer);
+  if (state === 'offline') {
+    $('offline').hidden = false;
+  }
+  if (state === 'queued') pollQueue();
+  renderBotBar();
+}
+
+async function pollQueue() {
+  const c = chat.openConversation();
+  if (!c || handoff !== 'queued') return;
+  try {
+    const position = await chat.queuePosition(c.id);
+    if (handoff === 'queued') {
+      $('handoff-state').textContent = position ? t('queuedAt', { n: position }) : t('queued');
+    }
+  } catch {
+    // The line keeps its last text; the next poll tries again.
+  }
+  if (handoff === 'queued') queueTimer = setTimeout(pollQueue, QUEUE_POLL_MS);
+}
+
+/**
+ * "Talk to a human" while the bot has the open conversation (or, on a site whose bot answers,
+ * before the first message), and the handoff's state.
+ */
+function renderBotBar() {
+  const c = chat.openConversation();
+  const botActive = c ? Boolean(c.bot_active) : Boolean(config?.bot && chat.visitorId !== null);
+  $('btn-human').hidden = !botActive || handoff === 'connecting';
+  const state = $('handoff-state');
+  if (handoff === 'connecting') state.textContent = t('connectingHuman');
+  else if (handoff === 'queued' && !state.textContent) state.textContent = t('queued');
+  else if (handoff === 'offline') state.textContent = t('offlineHuman');
+  else if (!handoff) state.textContent = '';
+  state.hidden = !handoff;
+  $('botbar').hidden = !botActive && !handoff;
+}
+
+$('btn-human').addEventListener('click', () => {
+  if (chat.openConversation()) {
+    if (chat.handoff()) setHandoff('connecting');
+    return;
+  }
+  // No conversation yet: asking in words starts one, and the bot hands it over at once.
+  sendText(locale().startsWith('zh') ? HANDOFF_WORDS.zh : HANDOFF_WORDS.en);
+  setHandoff('connecting');
+});
+
 
 // --- Visibility, unread and attention -----------------------------------------
 

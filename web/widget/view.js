@@ -2,7 +2,10 @@
 // Everything that comes from a visitor, an agent or the server is inserted as
 // text (append of strings, textContent), never as HTML. MessageList keeps confirmed messages ordered by conversation
 // and seq (so history pages, replays and live messages can arrive in any
-// order) and unconfirmed ones in a separate list below them.
+// order) and unconfirmed ones in a separate list below them. Bot messages are
+// marked as automatic (knowledge base or AI), carry thumbs up and down, and
+// offer related questions as quick replies; a language model's answer shows
+// while it streams in a provisional bubble that the stored message replaces.
 
 import { t } from './i18n.js';
 import { h, shownFileName } from '../shared/dom.js';
@@ -67,6 +70,16 @@ function body(kind, text, attachment) {
   return h('span', { class: 'kf-text', dir: 'auto' }, text || '');
 }
 
+/** What a bot message is, for its label: an automatic answer from the knowledge base or AI. */
+function botLabel(source) {
+  if (source?.kind === 'kb') return t('autoKb');
+  if (source?.kind === 'llm') return t('autoAi');
+  return t('auto');
+}
+
+/** How long a finished stream's bubble waits for its stored message before it is dropped. */
+const STREAM_GRACE_MS = 5000;
+
 function senderName(sender) {
   if (!sender || sender.kind === 'visitor') return t('you');
   return sender.name || t(sender.kind === 'bot' ? 'bot' : 'agent');
@@ -84,14 +97,77 @@ export class MessageList {
     this.createdAt = createdAt;
     this.byClient = new Map(); // client_id -> element of an own message
     this.bySeq = new Map(); // "conversation:seq" -> element
+    this.streams = new Map(); // stream_id -> provisional bubble of a streaming bot answer
+    // What the bot's controls do: feedback(message, helpful) -> Promise, ask(text).
+    this.botActions = { feedback: async () => {}, ask: () => {} };
+  }
+
+  /** The label, thumbs and quick replies under a bot message. */
+  botExtras(m) {
+    const source = m.bot_source;
+    const extras = [];
+    if (source?.kind === 'kb' || source?.kind === 'llm') {
+      const thumbs = h('div', { class: 'kf-thumbs', role: 'group', 'aria-label': t('wasHelpful') });
+      for (const [helpful, glyph, key] of [[true, '👍', 'helpful'], [false, '👎', 'notHelpful']]) {
+        const button = h('button', { type: 'button', class: 'kf-thumb', 'data-helpful': String(helpful), 'aria-pressed': 'false', title: t(key), 'aria-label': t(key) }, glyph);
+        button.addEventListener('click', async () => {
+          for (const other of thumbs.querySelectorAll('button')) other.setAttribute('aria-pressed', String(other === button));
+          try {
+            await this.botActions.feedback(m, helpful);
+            thumbs.dataset.sent = String(helpful);
+          } catch {
+            button.setAttribute('aria-pressed', 'false');
+          }
+        });
+        thumbs.append(button);
+      }
+      extras.push(thumbs);
+    }
+    if (source?.related?.length) {
+      const replies = h('div', { class: 'kf-related' }, h('p', {}, t('relatedPrompt')));
+      for (const question of source.related.slice(0, 3)) {
+        const button = h('button', { type: 'button', class: 'kf-quick', dir: 'auto' }, question);
+        button.addEventListener('click', () => this.botActions.ask(question));
+        replies.append(button);
+      }
+      extras.push(replies);
+    }
+    return extras;
+  }
+
+  /** A piece of a language model's answer (a `bot_stream` frame). */
+  stream(f) {
+    let li = this.streams.get(f.stream_id);
+    if (!li) {
+      if (f.done) return;
+      li = h('li', { class: 'kf-msg kf-bot kf-streaming', 'data-stream': f.stream_id },
+        h('div', { class: 'kf-bubble' }, h('span', { class: 'kf-text', dir: 'auto' })),
+        h('div', { class: 'kf-meta' }, h('bdi', { class: 'kf-sender' }, t('bot')), ' · ', h('span', { class: 'kf-auto' }, t('autoAi')), ' · ', t('writing')));
+      this.streams.set(f.stream_id, li);
+      this.place(li, f.conversation_id, Number.MAX_SAFE_INTEGER, false);
+    }
+    if (f.delta) li.querySelector('.kf-text').append(f.delta);
+    if (f.done) {
+      // The stored answer normally follows at once; a stream that was cut has none.
+      setTimeout(() => {
+        if (this.streams.get(f.stream_id) === li) this.endStream(f.stream_id);
+      }, STREAM_GRACE_MS);
+    }
+  }
+
+  endStream(streamId) {
+    this.streams.get(streamId)?.remove();
+    this.streams.delete(streamId);
   }
 
   item(own, m, attachment) {
     const kind = own ? 'own' : m.sender?.kind || 'agent';
     const state = h('span', { class: 'kf-state' });
+    const bot = !own && m.sender?.kind === 'bot';
     const li = h('li', { class: `kf-msg kf-${kind}` },
       h('div', { class: 'kf-bubble' }, body(m.kind || 'text', m.text, attachment || m.attachment)),
-      h('div', { class: 'kf-meta' }, h('bdi', { class: 'kf-sender' }, senderName(m.sender)), ' · ', h('time', {}, formatTime(m.created_at)), state));
+      h('div', { class: 'kf-meta' }, h('bdi', { class: 'kf-sender' }, senderName(m.sender)), bot ? ' · ' : null, bot ? h('span', { class: 'kf-auto' }, botLabel(m.bot_source)) : null, ' · ', h('time', {}, formatTime(m.created_at)), state),
+      ...(bot ? this.botExtras(m) : []));
     if (own) this.byClient.set(m.client_id, li);
     return li;
   }
@@ -105,6 +181,7 @@ export class MessageList {
   show(m, own) {
     const key = `${m.conversation_id}:${m.seq}`;
     if (this.bySeq.has(key)) return this.bySeq.get(key);
+    if (m.bot_source?.stream_id) this.endStream(m.bot_source.stream_id);
     let li = own && m.client_id ? this.byClient.get(m.client_id) : null;
     if (li) li.querySelector('.kf-text')?.replaceChildren(m.text || '');
     else li = this.item(own, m);

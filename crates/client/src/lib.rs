@@ -164,7 +164,8 @@ pub struct Ack {
 /// What the client tells the app.
 #[derive(Debug)]
 pub enum Event {
-    /// Connected (again); the server's `welcome` frame.
+    /// Connected (again); the server's `welcome` frame, with every page of its conversation list
+    /// (the `conversations` frames that follow it) already added.
     Connected(Value),
     /// A frame from the server other than `welcome` and acks of this client's sends.
     Frame(Value),
@@ -454,7 +455,30 @@ impl Link {
         if welcome["type"] != "welcome" {
             return Err(ClientError::Connect(format!("expected welcome, got {welcome}")));
         }
+        let welcome = link.complete_welcome(welcome).await?;
         Ok((link, welcome))
+    }
+
+    /// Reads the `conversations` pages that follow a `welcome` with `more_conversations` and
+    /// adds them to its `conversations`, so the app gets the whole list in one `welcome`.
+    async fn complete_welcome(&mut self, mut welcome: Value) -> Result<Value, ClientError> {
+        let mut more = welcome["more_conversations"].as_bool().unwrap_or(false);
+        while more {
+            let page = tokio::time::timeout(Duration::from_secs(30), self.recv())
+                .await
+                .map_err(|_| ClientError::Connect("the welcome's pages did not arrive in time".into()))??;
+            if page["type"] != "conversations" {
+                return Err(ClientError::Connect(format!("expected a page of the welcome, got {}", page["type"])));
+            }
+            more = page["more"].as_bool().unwrap_or(false);
+            if let (Some(listed), Some(added)) =
+                (welcome["conversations"].as_array_mut(), page["conversations"].as_array())
+            {
+                listed.extend(added.iter().cloned());
+            }
+        }
+        welcome["more_conversations"] = Value::Bool(false);
+        Ok(welcome)
     }
 
     async fn connect_websocket(host: &str, credentials: &Credentials) -> Result<Link, ClientError> {

@@ -278,6 +278,7 @@ mod tests {
                 stream_id: Some("12-5".into()),
                 action: Some("offer_human".into()),
                 token_id: Some(3),
+                related: vec!["Where is my order?".into()],
             }),
         };
         let visitor = OnlineVisitorView {
@@ -304,7 +305,9 @@ mod tests {
                 heartbeat_secs: 30,
                 max_text_chars: 4000,
                 conversations: &conversations,
+                more_conversations: true,
             },
+            protocol::ServerFrame::Conversations { conversations: &conversations, more: true },
             protocol::ServerFrame::Ack {
                 client_id: "c-1",
                 conversation_id: 12,

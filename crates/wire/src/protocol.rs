@@ -220,8 +220,12 @@ pub enum BotSource {
     /// (`offer_human`, `offline_form`, `handed_off`).
     Notice { action: String },
     /// Sent over the HTTP API by an integration, with the id of its API token.
-    /// (Last, so postcard's variant numbers of older records keep their meaning.)
+    /// (Variants are only ever added last, so postcard's variant numbers of older records keep
+    /// their meaning.)
     Api { token_id: u64 },
+    /// A notice (as [`BotSource::Notice`]) that offers the questions of related entries as quick
+    /// replies, when the best match was close but below the threshold.
+    Related { action: String, questions: Vec<String> },
 }
 
 impl BotSource {
@@ -233,6 +237,7 @@ impl BotSource {
             stream_id: None,
             action: None,
             token_id: None,
+            related: Vec::new(),
         };
         match self {
             BotSource::Kb { entry_id } => {
@@ -252,6 +257,11 @@ impl BotSource {
             BotSource::Api { token_id } => {
                 view.kind = "api".into();
                 view.token_id = Some(*token_id);
+            }
+            BotSource::Related { action, questions } => {
+                view.kind = "notice".into();
+                view.action = Some(action.clone());
+                view.related = questions.clone();
             }
         }
         view
@@ -274,6 +284,9 @@ pub struct BotSourceView {
     pub action: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_id: Option<u64>,
+    /// Questions of related entries the client may offer as quick replies (notices only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<String>,
 }
 
 /// An attached file as clients see it.
@@ -330,7 +343,15 @@ pub enum ServerFrame<'a> {
         epoch: u64,
         heartbeat_secs: u64,
         max_text_chars: usize,
+        /// The first page of the open conversations the client may see.
         conversations: &'a [ConversationView],
+        /// True when `conversations` frames with the rest follow at once.
+        more_conversations: bool,
+    },
+    /// A further page of the list that `welcome` began; `more` is false on the last.
+    Conversations {
+        conversations: &'a [ConversationView],
+        more: bool,
     },
     Ack {
         client_id: &'a str,

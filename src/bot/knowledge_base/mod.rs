@@ -38,6 +38,8 @@ pub struct KbEntry {
     /// Shown to the visitor as is (plain text; links are written out as URLs).
     pub answer: String,
     pub category: String,
+    /// The language of the entry (`zh-CN`, `en`, ...), empty when not said.
+    pub lang: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -50,6 +52,24 @@ pub struct EntryInput {
     pub answer: String,
     #[serde(default)]
     pub category: String,
+    /// A language tag such as `zh-CN` or `en`; empty when not said.
+    #[serde(default)]
+    pub lang: String,
+}
+
+/// Longest language tag.
+pub const MAX_LANG_CHARS: usize = 20;
+
+/// Whether `lang` is empty or looks like a language tag (`en`, `zh-CN`, `zh-Hant-TW`).
+fn is_language_tag(lang: &str) -> bool {
+    let mut parts = lang.split('-');
+    let primary_ok = parts
+        .next()
+        .is_some_and(|primary| (2..=3).contains(&primary.len()) && primary.chars().all(|c| c.is_ascii_alphabetic()));
+    lang.is_empty()
+        || (lang.len() <= MAX_LANG_CHARS
+            && primary_ok
+            && parts.all(|part| (2..=8).contains(&part.len()) && part.chars().all(|c| c.is_ascii_alphanumeric())))
 }
 
 impl EntryInput {
@@ -71,7 +91,11 @@ impl EntryInput {
         if category.chars().count() > MAX_CATEGORY_CHARS || category.contains('\n') {
             return Err(KbError::Invalid(format!("category: one line of at most {MAX_CATEGORY_CHARS} characters")));
         }
-        Ok(EntryInput { questions, answer, category })
+        let lang = self.lang.trim().to_owned();
+        if !is_language_tag(&lang) {
+            return Err(KbError::Invalid(format!("lang: {lang:?} is not a language tag such as zh-CN or en")));
+        }
+        Ok(EntryInput { questions, answer, category, lang })
     }
 }
 
@@ -118,6 +142,7 @@ pub async fn create_many(store: &Store, site: String, inputs: Vec<EntryInput>) -
                     questions: input.questions,
                     answer: input.answer,
                     category: input.category,
+                    lang: input.lang,
                     created_at: now,
                     updated_at: now,
                 });
@@ -129,6 +154,86 @@ pub async fn create_many(store: &Store, site: String, inputs: Vec<EntryInput>) -
                 index.insert((site.as_str(), entry.id), ())?;
             }
             Ok(Ok(created))
+        })
+        .await
+}
+
+/// What an import did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ImportOutcome {
+    /// Rows without an id, added as new entries.
+    pub created: usize,
+    /// Rows with an id, which replaced that entry's fields.
+    pub updated: usize,
+}
+
+/// Imports validated rows into a site, all or none: a row with an `id` replaces that entry of the
+/// site (an id of another site or of no entry refuses the whole file), a row without adds one.
+pub async fn import(store: &Store, site: String, rows: Vec<formats::ImportRow>) -> Result<ImportOutcome, KbError> {
+    store
+        .write(move |context| {
+            if !site_exists(context.transaction, &site)? {
+                return Ok(Err(KbError::NoSuchSite));
+            }
+            let now = context.now;
+            let existing = {
+                let index = context.transaction.open_table(tables::KB_SITE_ENTRIES)?;
+                index.range((site.as_str(), 0)..=(site.as_str(), u64::MAX))?.count()
+            };
+            let n_new = rows.iter().filter(|row| row.id.is_none()).count();
+            if existing + n_new > MAX_ENTRIES_PER_SITE {
+                return Ok(Err(KbError::Invalid(format!("a site holds at most {MAX_ENTRIES_PER_SITE} entries"))));
+            }
+            // Every id is checked before anything is written.
+            let mut updates = Vec::new();
+            {
+                let entries = context.transaction.open_table(tables::KB_ENTRIES)?;
+                for (number, row) in rows.iter().enumerate() {
+                    let Some(id) = row.id else { continue };
+                    let found = entries.get(id)?.map(|value| decode_json::<KbEntry>(value.value())).transpose()?;
+                    match found {
+                        Some(entry) if entry.site == site => updates.push((entry, row.input.clone())),
+                        _ => {
+                            return Ok(Err(KbError::Invalid(format!(
+                                "entry {}: id {id} is not an entry of this site (leave the id empty to add it)",
+                                number + 1
+                            ))));
+                        }
+                    }
+                }
+            }
+            let mut outcome = ImportOutcome::default();
+            let mut new_entries = Vec::with_capacity(n_new);
+            for row in rows.into_iter().filter(|row| row.id.is_none()) {
+                let id = context.next_id(Counter::KbEntry);
+                new_entries.push(KbEntry {
+                    id,
+                    site: site.clone(),
+                    questions: row.input.questions,
+                    answer: row.input.answer,
+                    category: row.input.category,
+                    lang: row.input.lang,
+                    created_at: now,
+                    updated_at: now,
+                });
+            }
+            let mut entries = context.transaction.open_table(tables::KB_ENTRIES)?;
+            let mut index = context.transaction.open_table(tables::KB_SITE_ENTRIES)?;
+            for entry in &new_entries {
+                entries.insert(entry.id, encode_json(entry).as_slice())?;
+                index.insert((site.as_str(), entry.id), ())?;
+                outcome.created += 1;
+            }
+            for (mut entry, input) in updates {
+                entry.questions = input.questions;
+                entry.answer = input.answer;
+                entry.category = input.category;
+                entry.lang = input.lang;
+                entry.updated_at = now;
+                entries.insert(entry.id, encode_json(&entry).as_slice())?;
+                outcome.updated += 1;
+            }
+            Ok(Ok(outcome))
         })
         .await
 }
@@ -145,6 +250,7 @@ pub async fn update(store: &Store, id: u64, input: EntryInput) -> Result<KbEntry
             entry.questions = input.questions;
             entry.answer = input.answer;
             entry.category = input.category;
+            entry.lang = input.lang;
             entry.updated_at = context.now;
             entries.insert(id, encode_json(&entry).as_slice())?;
             Ok(Ok(entry))
@@ -201,6 +307,35 @@ impl SiteKnowledge {
     pub fn entry(&self, id: u64) -> Option<&KbEntry> {
         self.entries.iter().find(|entry| entry.id == id)
     }
+
+    /// The `limit` entries that match `text` best, best first, with their scores.
+    pub fn top(&self, text: &str, limit: usize) -> Vec<Match<'_>> {
+        self.index
+            .search(text, limit)
+            .into_iter()
+            .filter_map(|scored| self.entry(scored.entry_id).map(|entry| Match { entry, score: scored.score }))
+            .collect()
+    }
+
+    /// The first questions of the best entries that match `text` at least [`RELATED_MIN_SCORE`],
+    /// at most `limit`: quick replies for a visitor whose message came close to an answer.
+    pub fn related_questions(&self, text: &str, limit: usize) -> Vec<String> {
+        self.top(text, limit)
+            .into_iter()
+            .filter(|found| found.score >= RELATED_MIN_SCORE)
+            .filter_map(|found| found.entry.questions.first().cloned())
+            .collect()
+    }
+}
+
+/// The lowest score at which an entry that did not answer is still offered as a related question.
+pub const RELATED_MIN_SCORE: f32 = 0.3;
+
+/// An entry a message matched, with its score (0 to 1).
+#[derive(Clone, Copy, Debug)]
+pub struct Match<'a> {
+    pub entry: &'a KbEntry,
+    pub score: f32,
 }
 
 /// The match indexes of every site that has been asked about, rebuilt on change.

@@ -1,6 +1,6 @@
 //! The admin pages under `/admin`: server-rendered forms (askama templates in
-//! `templates/admin/`) for sites, agents, teams, canned replies, blocked visitors, the audit log
-//! and reports.
+//! `templates/admin/`) for sites, agents, teams, canned replies, the knowledge base and the bot,
+//! blocked visitors, the audit log and reports.
 //!
 //! Only admins get in ([`AdminUser`]); anyone else gets the login page (no session) or 403
 //! (a session that is not an admin's). Every form posts a CSRF token derived from the session
@@ -10,9 +10,11 @@ mod agents;
 mod api_tokens;
 mod audit_log;
 mod blocked;
+mod bot_texts;
 mod canned_replies;
 mod charts;
 mod form;
+mod knowledge_base;
 mod login;
 mod reports;
 mod sites;
@@ -85,6 +87,15 @@ admin_routes! {
     GET "/admin/api-tokens" => api_tokens::list,
     POST "/admin/api-tokens" => api_tokens::create,
     POST "/admin/api-tokens/{id}/revoke" => api_tokens::revoke,
+    GET "/admin/knowledge-base" => knowledge_base::list,
+    POST "/admin/knowledge-base/entries" => knowledge_base::create,
+    GET "/admin/knowledge-base/entries/{id}" => knowledge_base::edit_form,
+    POST "/admin/knowledge-base/entries/{id}" => knowledge_base::save,
+    POST "/admin/knowledge-base/entries/{id}/delete" => knowledge_base::delete,
+    POST "/admin/knowledge-base/import" => knowledge_base::import,
+    GET "/admin/knowledge-base/export" => knowledge_base::export,
+    GET "/admin/bot" => knowledge_base::settings,
+    POST "/admin/bot" => knowledge_base::save_settings,
     GET "/admin/reports" => reports::page,
     GET "/admin/reports/daily.csv" => reports::daily_csv,
     GET "/admin/reports/agents.csv" => reports::agents_csv,
@@ -107,6 +118,8 @@ pub const SECTIONS: &[(&str, &str, &str)] = &[
     ("agents", "/admin/agents", "Agents"),
     ("teams", "/admin/teams", "Teams & routing"),
     ("canned", "/admin/canned-replies", "Canned replies"),
+    ("kb", "/admin/knowledge-base", "Knowledge base"),
+    ("bot", "/admin/bot", "Bot"),
     ("blocked", "/admin/blocked", "Blocked"),
     ("api-tokens", "/admin/api-tokens", "API tokens"),
     ("audit", "/admin/audit", "Audit log"),

@@ -13,10 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{Caller, Json, admin_only};
+use crate::bot::feedback::{self, FeedbackError};
 use crate::bot::knowledge_base::formats::{self, Format};
 use crate::bot::knowledge_base::{self, EntryInput, KbEntry};
-use crate::bot::llm::LlmSettings;
-use crate::bot::{BotSettings, BotSettingsError, mask_secret};
+use crate::bot::settings::{self as bot_settings, ChangeError, SettingsChange};
+use crate::bot::{BotSettings, mask_secret};
+use crate::chat::conversations;
 use crate::history::audit;
 use crate::net::AppState;
 use crate::people::principal::Principal;
@@ -42,8 +44,8 @@ pub struct FileQuery {
     /// The site's key.
     #[param(min_length = 1)]
     site: String,
-    /// `csv` or `markdown` (`md` is read as `markdown`).
-    #[param(pattern = "^(csv|markdown|md)$")]
+    /// `csv`, `json` or `markdown` (`md` is read as `markdown`).
+    #[param(pattern = "^(csv|json|markdown|md)$")]
     format: String,
 }
 
@@ -57,7 +59,7 @@ impl SiteQuery {
 
     fn format(&self) -> Result<Format, ApiError> {
         let name = self.format.as_deref().ok_or_else(|| {
-            ApiError::Unprocessable("format: the query parameter format=csv|markdown is required".into())
+            ApiError::Unprocessable("format: the query parameter format=csv|json|markdown is required".into())
         })?;
         Ok(Format::parse(name)?)
     }
@@ -187,14 +189,20 @@ pub async fn delete(
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Imported {
+    /// Rows stored: `created` plus `updated`.
     imported: usize,
+    /// Rows without an id, added as new entries.
+    created: usize,
+    /// Rows with an id, which replaced that entry.
+    updated: usize,
 }
 
-/// `POST /api/v1/kb/import?site=KEY&format=csv|markdown`: adds every entry of the file, or none.
+/// `POST /api/v1/kb/import?site=KEY&format=csv|json|markdown`: stores every row of the file, or
+/// none; a row with an `id` updates that entry of the site, one without adds an entry.
 #[utoipa::path(post, path = "/api/v1/kb/import", tag = "knowledge base",
     params(FileQuery),
-    request_body(content = String, content_type = "text/csv", description = "CSV (question, answer, category) or Markdown (format=markdown)"),
-    responses((status = 200, description = "How many entries were added", body = Imported), super::openapi::CommonErrors))]
+    request_body(content = String, content_type = "text/csv", description = "CSV (id, lang, questions, answer, category), JSON (format=json) or Markdown (format=markdown)"),
+    responses((status = 200, description = "How many entries were added and updated", body = Imported), super::openapi::CommonErrors))]
 pub async fn import(
     State(app): State<AppState>,
     Caller(principal): Caller,
@@ -205,19 +213,25 @@ pub async fn import(
     writer(&principal, &site)?;
     let format = query.format()?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::Unprocessable("body: must be UTF-8 text".into()))?;
-    let inputs = formats::import(format, text)?;
-    let created = knowledge_base::create_many(&app.store, site.clone(), inputs).await?;
+    let rows = formats::import_rows(format, text)?;
+    let outcome = knowledge_base::import(&app.store, site.clone(), rows).await?;
     app.bot.knowledge().reload(&site).await?;
-    audit::record(&app.store, &principal, "kb.import", &site, format!("{} entries", created.len())).await;
-    Ok(axum::Json(Imported { imported: created.len() }))
+    let detail = format!("{} added, {} updated", outcome.created, outcome.updated);
+    audit::record(&app.store, &principal, "kb.import", &site, detail).await;
+    Ok(axum::Json(Imported {
+        imported: outcome.created + outcome.updated,
+        created: outcome.created,
+        updated: outcome.updated,
+    }))
 }
 
-/// `GET /api/v1/kb/export?site=KEY&format=csv|markdown`
+/// `GET /api/v1/kb/export?site=KEY&format=csv|json|markdown`
 #[utoipa::path(get, path = "/api/v1/kb/export", tag = "knowledge base",
     params(FileQuery),
     responses(
         (status = 200, description = "The site's entries as a file", content(
             (String = "text/csv"),
+            (String = "application/json"),
             (String = "text/markdown"))),
         super::openapi::CommonErrors))]
 pub async fn export(
@@ -254,84 +268,89 @@ pub async fn bot_settings(
     Ok(axum::Json(settings_view(BotSettings::clone(&settings))))
 }
 
-/// The body of `PUT /api/v1/sites/{key}/bot`; absent fields take their defaults.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BotSettingsInput {
-    #[serde(default)]
-    enabled: bool,
-    name: Option<String>,
-    threshold: Option<f32>,
-    greeting: Option<String>,
-    system_prompt: Option<String>,
-    #[serde(default)]
-    llm: Option<LlmInput>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LlmInput {
-    base_url: String,
-    model: String,
-    /// Absent, null, or the masked value shown by GET: keep the stored key. Empty: no key.
-    #[serde(default)]
-    api_key: Option<String>,
-    #[serde(default = "default_timeout_ms")]
-    timeout_ms: u64,
-}
-
-fn default_timeout_ms() -> u64 {
-    30_000
-}
-
-/// `PUT /api/v1/sites/{key}/bot`
+/// `PUT /api/v1/sites/{key}/bot`: changes the fields the body names and keeps the others
+/// (see [`bot_settings`](crate::bot_settings)).
 pub async fn save_bot_settings(
     State(app): State<AppState>,
     Caller(principal): Caller,
     Path(site): Path<String>,
-    Json(input): Json<BotSettingsInput>,
+    Json(change): Json<SettingsChange>,
 ) -> Result<axum::Json<BotSettings>, ApiError> {
     let admin = admin_only(principal)?;
     require_site(&app, &site).await?;
-    let previous = app.bot.settings(&site).await?;
-    let defaults = BotSettings::default();
-    let llm = input.llm.map(|llm| {
-        let keep = llm.api_key.as_deref().is_none_or(|key| key.starts_with("****") || key.chars().all(|c| c == '*'))
-            && llm.api_key.as_deref() != Some("");
-        let api_key = match (keep, &previous.llm) {
-            (true, Some(stored)) => stored.api_key.clone(),
-            (true, None) => String::new(),
-            (false, _) => llm.api_key.unwrap_or_default(),
-        };
-        LlmSettings {
-            base_url: llm.base_url.trim().to_owned(),
-            model: llm.model.trim().to_owned(),
-            api_key,
-            timeout_ms: llm.timeout_ms,
-        }
-    });
-    let settings = BotSettings {
-        enabled: input.enabled,
-        name: input.name.map(|name| name.trim().to_owned()).unwrap_or(defaults.name),
-        threshold: input.threshold.unwrap_or(defaults.threshold),
-        greeting: input.greeting.map(|greeting| greeting.trim().to_owned()).unwrap_or_default(),
-        system_prompt: input.system_prompt.unwrap_or(defaults.system_prompt),
-        llm,
-    };
-    settings.validate().map_err(ApiError::Unprocessable)?;
-    if let Some(llm) = &settings.llm {
-        let url = reqwest::Url::parse(&llm.base_url)
-            .map_err(|_| ApiError::Unprocessable("llm.base_url: must be an http:// or https:// URL".into()))?;
-        crate::base::outbound::check_url(&url, app.config.llm.allow_private_addresses).map_err(|error| {
-            ApiError::Unprocessable(format!("llm.base_url: {error} (see llm.allow_private_addresses)"))
-        })?;
-    }
-    app.bot.save_settings(&site, settings.clone()).await.map_err(|error| match error {
-        BotSettingsError::NoSuchSite => ApiError::NotFound("no such site".into()),
-        BotSettingsError::Storage(error) => error.into(),
-    })?;
+    let settings = bot_settings::change(&app.bot, &site, change, app.config.llm.allow_private_addresses).await?;
     let detail =
         format!("enabled {}, threshold {}, llm {}", settings.enabled, settings.threshold, settings.llm.is_some());
     audit::record(&app.store, &admin, "bot.update", &site, detail).await;
     Ok(axum::Json(settings_view(settings)))
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(error: ChangeError) -> Self {
+        match error {
+            ChangeError::Invalid(message) => ApiError::Unprocessable(message),
+            ChangeError::NoSuchSite => ApiError::NotFound("no such site".into()),
+            ChangeError::Storage(error) => error.into(),
+        }
+    }
+}
+
+/// The body of a visitor's feedback on a bot answer.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackInput {
+    helpful: bool,
+}
+
+/// `POST /api/v1/conversations/{id}/messages/{seq}/feedback`: a visitor's thumbs up
+/// (`{"helpful": true}`) or down on a bot answer of their own conversation; a second call
+/// replaces the first.
+pub async fn feedback(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path((conversation_id, seq)): Path<(String, String)>,
+    Json(input): Json<FeedbackInput>,
+) -> Result<StatusCode, ApiError> {
+    if !principal.is_visitor() {
+        return Err(ApiError::Forbidden("visitors give feedback on the bot's answers in their conversations".into()));
+    }
+    let conversation_id = conversation_id
+        .parse::<u64>()
+        .map_err(|_| ApiError::Unprocessable("id: must be a positive whole number".into()))?;
+    let seq = seq.parse::<u64>().map_err(|_| ApiError::Unprocessable("seq: must be a positive whole number".into()))?;
+    let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+    if !conversation.is_some_and(|conversation| principal.can_access(&conversation)) {
+        return Err(ApiError::NotFound("no such conversation".into()));
+    }
+    feedback::record(&app.store, conversation_id, seq, input.helpful).await.map_err(|error| match error {
+        FeedbackError::NoSuchConversation | FeedbackError::NoSuchMessage => ApiError::NotFound(error.to_string()),
+        FeedbackError::NotAnAnswer => ApiError::Unprocessable(error.to_string()),
+        FeedbackError::Storage(error) => error.into(),
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+pub struct QueuePlace {
+    /// 1 for next; `null` when the conversation is not waiting for an agent.
+    position: Option<usize>,
+}
+
+/// `GET /api/v1/conversations/{id}/queue`: where a visitor's handed-off conversation stands in
+/// the site's queue, for the widget's "you are number N" line.
+pub async fn queue_place(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<String>,
+) -> Result<axum::Json<QueuePlace>, ApiError> {
+    let conversation_id = conversation_id
+        .parse::<u64>()
+        .map_err(|_| ApiError::Unprocessable("id: must be a positive whole number".into()))?;
+    let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+    if !conversation.is_some_and(|conversation| principal.can_access(&conversation)) {
+        return Err(ApiError::NotFound("no such conversation".into()));
+    }
+    let position =
+        app.store.read(move |transaction| crate::bot::lifecycle::queue_position(transaction, conversation_id)).await?;
+    Ok(axum::Json(QueuePlace { position }))
 }

@@ -35,10 +35,14 @@ pub struct PublicSite {
     prechat_form: bool,
     satisfaction_rating: bool,
     enforce_identity: bool,
+    /// The site's bot answers new conversations: the widget lets visitors write to it even when
+    /// no agent is online, and shows the offline form only when the bot hands off to nobody.
+    bot: bool,
 }
 
-fn public_site(app: &AppState, site: &crate::sites::Site) -> PublicSite {
-    PublicSite {
+async fn public_site(app: &AppState, site: &crate::sites::Site) -> Result<PublicSite, ApiError> {
+    let bot = app.bot.settings(&site.key).await?.enabled;
+    Ok(PublicSite {
         key: site.key.clone(),
         name: site.name.clone(),
         welcome_text: site.welcome_text.clone(),
@@ -49,7 +53,8 @@ fn public_site(app: &AppState, site: &crate::sites::Site) -> PublicSite {
         prechat_form: site.prechat_form,
         satisfaction_rating: site.satisfaction_rating,
         enforce_identity: site.enforce_identity,
-    }
+        bot,
+    })
 }
 
 /// `POST /api/v1/visitor/session`
@@ -80,7 +85,7 @@ pub async fn open_session(
         visitor_id,
         token: opened.token,
         epoch,
-        site: public_site(&app, &site.site),
+        site: public_site(&app, &site.site).await?,
         conversations: known.iter().map(|conversation| conversation.view(epoch)).collect(),
     }))
 }
@@ -95,7 +100,7 @@ pub async fn widget_settings(
     use axum::http::{HeaderValue, header};
     use axum::response::IntoResponse;
     let site = app.sites.get(&key).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
-    let mut response = axum::Json(public_site(&app, &site.site)).into_response();
+    let mut response = axum::Json(public_site(&app, &site.site).await?).into_response();
     let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok());
     if let Some(origin) = origin.filter(|origin| site.site.allows_origin(Some(origin), &super::own_origin(&headers))) {
         if let Ok(value) = HeaderValue::from_str(origin) {

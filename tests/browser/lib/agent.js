@@ -50,9 +50,12 @@ export class Agent {
     for (const w of this.waiters) w(f);
   }
 
-  /** Takes a queued conversation and replays every conversation from its start. */
+  /**
+   * Takes a queued conversation (not one the bot still answers: a take would end the bot's part)
+   * and replays every conversation from its start.
+   */
   follow(c) {
-    if (c.status === 'queued') this.send({ type: 'take', conversation_id: c.id });
+    if (c.status === 'queued' && !c.bot_active) this.send({ type: 'take', conversation_id: c.id });
     if (!this.resumed.has(c.id)) {
       this.resumed.add(c.id);
       this.send({ type: 'resume', conversation_id: c.id, last_seq: 0, epoch: c.epoch });

@@ -1,0 +1,94 @@
+//! The end of conversations only the bot took part in: after the site's `idle_close_minutes`
+//! without a message they close by themselves.
+//!
+//! Such a conversation never waits in the agents' queue (routing leaves bot-active conversations
+//! alone), so without this it would stay open for good, and every agent's `welcome` would carry
+//! it. A conversation a human joined (a handoff or a `take` clears `bot_active`) is left to the
+//! agents.
+//!
+//! The server sweeps the open conversations every [`SWEEP_INTERVAL`]; each close is one writer
+//! operation that checks again, inside the writer, that the conversation is still the bot's and
+//! still idle, so a message or a handoff committed in between always wins.
+
+use std::time::Duration;
+
+use crate::bot::Bot;
+use crate::chat::conversations::{self, Conversation};
+use crate::chat::writes::ChatWrites;
+use crate::storage::{StorageError, Store};
+
+/// How often open conversations are checked; idle ones close up to this late.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Whether `conversation` is one only the bot took part in and has been idle past `limit_ms`.
+fn idle_bot_only(conversation: &Conversation, now: i64, limit_ms: i64) -> bool {
+    conversation.is_open() && conversation.bot_active && now - conversation.updated_at >= limit_ms
+}
+
+/// Closes every open conversation that only the bot took part in and that has had no message
+/// for its site's `idle_close_minutes`, as of `now` (Unix ms); returns how many closed.
+pub async fn close_idle(store: &Store, bot: &Bot, now: i64) -> Result<usize, StorageError> {
+    let candidates: Vec<Conversation> = store
+        .read(|transaction| {
+            Ok(conversations::list_open(transaction)?
+                .into_iter()
+                .filter(|conversation| conversation.bot_active)
+                .collect())
+        })
+        .await?;
+    let mut closed = 0;
+    for conversation in candidates {
+        let settings = bot.settings(&conversation.site).await?;
+        if settings.idle_close_minutes == 0 {
+            continue;
+        }
+        let limit_ms = i64::from(settings.idle_close_minutes) * 60_000;
+        if !idle_bot_only(&conversation, now, limit_ms) {
+            continue;
+        }
+        let conversation_id = conversation.id;
+        let done = store
+            .write(move |context| {
+                // Checked again here: a message or a handoff may have committed since the read.
+                let still_idle = context
+                    .conversation(conversation_id)?
+                    .is_some_and(|conversation| idle_bot_only(conversation, now, limit_ms));
+                if !still_idle {
+                    return Ok(Ok(false));
+                }
+                Ok(Ok::<bool, StorageError>(conversations::close_in(context, conversation_id)?.is_ok()))
+            })
+            .await?;
+        if done {
+            tracing::info!(conversation_id, "closed a bot-only conversation after inactivity");
+            closed += 1;
+        }
+    }
+    Ok(closed)
+}
+
+/// A conversation's place in its site's queue (1 is next), or `None` when it is not waiting for
+/// an agent (the bot still has it, an agent has it, or it is closed). Conversations wait in the
+/// order they were last changed, which for a handed-off one is the handoff.
+pub fn queue_position(
+    transaction: &redb::ReadTransaction,
+    conversation_id: u64,
+) -> Result<Option<usize>, StorageError> {
+    let Some(conversation) = conversations::get(transaction, conversation_id)? else {
+        return Ok(None);
+    };
+    let waiting = |candidate: &Conversation| {
+        candidate.status == crate::chat::conversations::ConversationStatus::Queued
+            && !candidate.bot_active
+            && candidate.assigned_agent.is_none()
+    };
+    if !waiting(&conversation) {
+        return Ok(None);
+    }
+    let ahead = conversations::list_open(transaction)?
+        .iter()
+        .filter(|other| other.site == conversation.site && waiting(other))
+        .filter(|other| (other.updated_at, other.id) < (conversation.updated_at, conversation.id))
+        .count();
+    Ok(Some(ahead + 1))
+}

@@ -1,0 +1,202 @@
+//! Changing a site's bot settings: one partial change, applied over what is stored, for the
+//! HTTP API and the admin page alike.
+//!
+//! A change names only the fields it sets; every field it leaves out keeps its stored value.
+//! (The API once rebuilt the settings from the request alone, so `{"threshold": 0.6}` turned the
+//! bot off and dropped the language model.) The language model is three-way: absent keeps it,
+//! `null` removes it, an object changes the fields it names. Its API key is never shown back: an
+//! absent key, or the masked value that reading the settings shows, keeps the stored one.
+
+use serde::{Deserialize, Deserializer};
+
+use crate::bot::llm::LlmSettings;
+use crate::bot::{Bot, BotSettings, BotSettingsError};
+use crate::storage::StorageError;
+
+/// The language model's request timeout when a change sets a model and names none.
+pub const DEFAULT_LLM_TIMEOUT_MS: u64 = 30_000;
+
+/// A change of a site's bot settings; `None` keeps the stored value.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsChange {
+    pub enabled: Option<bool>,
+    pub name: Option<String>,
+    pub threshold: Option<f32>,
+    pub greeting: Option<String>,
+    pub system_prompt: Option<String>,
+    /// Minutes without a message after which a conversation only the bot took part in closes.
+    pub idle_close_minutes: Option<u32>,
+    /// Absent: keep; `null`: no language model; an object: change the fields it names.
+    #[serde(default, deserialize_with = "present")]
+    pub llm: Option<Option<LlmChange>>,
+}
+
+/// A change of the language-model settings; `None` keeps the stored value.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmChange {
+    pub base_url: Option<String>,
+    pub model: Option<String>,
+    /// Absent, null, or masked (all `*`, or `****` and the last four): keep the stored key.
+    /// Empty: no key.
+    pub api_key: Option<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// Tells a field that is present with `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Whether `key` is what reading the settings shows instead of the stored key.
+fn is_masked(key: &str) -> bool {
+    !key.is_empty() && (key.chars().all(|c| c == '*') || key.starts_with("****"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The change would make invalid settings; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no such site")]
+    NoSuchSite,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<BotSettingsError> for ChangeError {
+    fn from(error: BotSettingsError) -> Self {
+        match error {
+            BotSettingsError::NoSuchSite => ChangeError::NoSuchSite,
+            BotSettingsError::Storage(error) => ChangeError::Storage(error),
+        }
+    }
+}
+
+impl SettingsChange {
+    /// The settings after this change, from `previous`; checked, the message names what to fix.
+    pub fn apply(self, previous: &BotSettings, allow_private_llm: bool) -> Result<BotSettings, ChangeError> {
+        let mut settings = previous.clone();
+        if let Some(enabled) = self.enabled {
+            settings.enabled = enabled;
+        }
+        if let Some(name) = self.name {
+            settings.name = name.trim().to_owned();
+        }
+        if let Some(threshold) = self.threshold {
+            settings.threshold = threshold;
+        }
+        if let Some(greeting) = self.greeting {
+            settings.greeting = greeting.trim().to_owned();
+        }
+        if let Some(system_prompt) = self.system_prompt {
+            settings.system_prompt = system_prompt;
+        }
+        if let Some(minutes) = self.idle_close_minutes {
+            settings.idle_close_minutes = minutes;
+        }
+        match self.llm {
+            None => {}
+            Some(None) => settings.llm = None,
+            Some(Some(change)) => settings.llm = Some(change.apply(previous.llm.as_ref())?),
+        }
+        settings.validate().map_err(ChangeError::Invalid)?;
+        if let Some(llm) = &settings.llm {
+            let url = reqwest::Url::parse(&llm.base_url)
+                .map_err(|_| ChangeError::Invalid("llm.base_url: must be an http:// or https:// URL".into()))?;
+            crate::base::outbound::check_url(&url, allow_private_llm).map_err(|error| {
+                ChangeError::Invalid(format!("llm.base_url: {error} (see llm.allow_private_addresses)"))
+            })?;
+        }
+        Ok(settings)
+    }
+}
+
+impl LlmChange {
+    fn apply(self, previous: Option<&LlmSettings>) -> Result<LlmSettings, ChangeError> {
+        let mut llm =
+            previous.cloned().unwrap_or(LlmSettings { timeout_ms: DEFAULT_LLM_TIMEOUT_MS, ..Default::default() });
+        if let Some(base_url) = self.base_url {
+            llm.base_url = base_url.trim().to_owned();
+        }
+        if let Some(model) = self.model {
+            llm.model = model.trim().to_owned();
+        }
+        match self.api_key {
+            Some(key) if !is_masked(&key) => llm.api_key = key.trim().to_owned(),
+            // A masked key with nothing stored would store the mask itself.
+            Some(_) | None if previous.is_none() => llm.api_key = String::new(),
+            Some(_) | None => {}
+        }
+        if let Some(timeout_ms) = self.timeout_ms {
+            llm.timeout_ms = timeout_ms;
+        }
+        if llm.base_url.is_empty() {
+            return Err(ChangeError::Invalid("llm.base_url: required when setting a language model".into()));
+        }
+        Ok(llm)
+    }
+}
+
+/// Applies `change` over the site's stored settings and stores the result; returns it.
+pub async fn change(
+    bot: &Bot,
+    site: &str,
+    change: SettingsChange,
+    allow_private_llm: bool,
+) -> Result<BotSettings, ChangeError> {
+    let previous = bot.settings(site).await?;
+    let settings = change.apply(&previous, allow_private_llm)?;
+    bot.save_settings(site, settings.clone()).await?;
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored() -> BotSettings {
+        BotSettings {
+            enabled: true,
+            greeting: "Hi".into(),
+            llm: Some(LlmSettings {
+                base_url: "https://llm.example/v1".into(),
+                model: "m".into(),
+                api_key: "sk-secret1234".into(),
+                timeout_ms: 5000,
+            }),
+            ..BotSettings::default()
+        }
+    }
+
+    fn change(json: &str) -> SettingsChange {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_change_keeps_what_it_does_not_name() {
+        let settings = change(r#"{"threshold": 0.6}"#).apply(&stored(), false).unwrap();
+        assert_eq!(settings, BotSettings { threshold: 0.6, ..stored() });
+    }
+
+    #[test]
+    fn the_language_model_is_kept_removed_or_changed() {
+        assert_eq!(change(r#"{"llm": null}"#).apply(&stored(), false).unwrap().llm, None);
+        let changed =
+            change(r#"{"llm": {"model": "other", "api_key": "*********1234"}}"#).apply(&stored(), false).unwrap();
+        let llm = changed.llm.unwrap();
+        assert_eq!((llm.model.as_str(), llm.api_key.as_str(), llm.timeout_ms), ("other", "sk-secret1234", 5000));
+        let cleared = change(r#"{"llm": {"api_key": ""}}"#).apply(&stored(), false).unwrap();
+        assert_eq!(cleared.llm.unwrap().api_key, "");
+    }
+
+    #[test]
+    fn bad_changes_name_the_field() {
+        let error = change(r#"{"threshold": 1.5}"#).apply(&stored(), false).unwrap_err();
+        assert!(error.to_string().contains("threshold"), "{error}");
+        let error = change(r#"{"llm": {"model": "m"}}"#).apply(&BotSettings::default(), false).unwrap_err();
+        assert!(error.to_string().contains("llm.base_url"), "{error}");
+        assert!(serde_json::from_str::<SettingsChange>(r#"{"treshold": 0.5}"#).is_err());
+    }
+}
