@@ -50,6 +50,14 @@ const CONTEXT_ENTRIES: usize = 3;
 /// What a visitor types to ask for a human, compared after trimming and lowercasing.
 const HANDOFF_KEYWORDS: &[&str] = &["人工", "转人工", "人工客服", "human", "agent", "talk to a human"];
 
+/// The shipped threshold on the calibrated confidence, chosen on the tuning split of
+/// tests/data/kb_eval (docs/bot.md, BENCHMARKS.md).
+pub const DEFAULT_THRESHOLD: f32 = 0.7;
+
+/// Most handoff phrases of a site, and most characters of one.
+const MAX_HANDOFF_PHRASES: usize = 50;
+const MAX_HANDOFF_PHRASE_CHARS: usize = 50;
+
 /// Most characters of a greeting and of the system prompt.
 const MAX_GREETING_CHARS: usize = 1000;
 const MAX_SYSTEM_PROMPT_CHARS: usize = 8000;
@@ -65,13 +73,19 @@ pub struct BotSettings {
     pub enabled: bool,
     /// The sender name of bot messages.
     pub name: String,
-    /// The lowest match score (0 to 1) at which an entry's answer is sent as is.
+    /// The lowest confidence (the calibrated probability, 0 to 1, that the entry answers the
+    /// message) at which an entry's answer is sent as is.
     pub threshold: f32,
     /// The first bot message of a new conversation; empty for none.
     pub greeting: String,
     pub system_prompt: String,
     /// The language model asked when no entry matches; `None` to hand over to a human instead.
     pub llm: Option<LlmSettings>,
+    /// The site's own groups of equivalent terms, one group a line (`shipping = 运费 = 邮费`), on
+    /// top of the built-in list.
+    pub terms: String,
+    /// What visitors type to ask for a human, on top of the built-in phrases.
+    pub handoff_phrases: Vec<String>,
 }
 
 impl Default for BotSettings {
@@ -79,10 +93,12 @@ impl Default for BotSettings {
         BotSettings {
             enabled: false,
             name: "Bot".into(),
-            threshold: 0.8,
+            threshold: DEFAULT_THRESHOLD,
             greeting: String::new(),
             system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
             llm: None,
+            terms: String::new(),
+            handoff_phrases: Vec::new(),
         }
     }
 }
@@ -102,6 +118,17 @@ impl BotSettings {
         }
         if self.system_prompt.chars().count() > MAX_SYSTEM_PROMPT_CHARS {
             return Err(format!("system_prompt: at most {MAX_SYSTEM_PROMPT_CHARS} characters"));
+        }
+        crate::knowledge_base::normalize::validate_terms(&self.terms)?;
+        if self.handoff_phrases.len() > MAX_HANDOFF_PHRASES {
+            return Err(format!("handoff_phrases: at most {MAX_HANDOFF_PHRASES} phrases"));
+        }
+        let bad_phrase = |phrase: &String| {
+            let n_chars = phrase.trim().chars().count();
+            n_chars == 0 || n_chars > MAX_HANDOFF_PHRASE_CHARS || phrase.contains(['\n', '\r'])
+        };
+        if self.handoff_phrases.iter().any(bad_phrase) {
+            return Err(format!("handoff_phrases: each one line of 1 to {MAX_HANDOFF_PHRASE_CHARS} characters"));
         }
         if let Some(llm) = &self.llm {
             let url = llm.base_url.trim();
@@ -139,7 +166,7 @@ pub fn answers_new_conversations(transaction: &LoggedTransaction<'_>, site: &str
     Ok(settings.is_some_and(|settings| settings.enabled))
 }
 
-fn read_settings(transaction: &redb::ReadTransaction, site: &str) -> Result<BotSettings, StorageError> {
+pub(crate) fn read_settings(transaction: &redb::ReadTransaction, site: &str) -> Result<BotSettings, StorageError> {
     let table = transaction.open_table(tables::BOT_SETTINGS)?;
     Ok(table.get(site)?.map(|value| decode_json::<BotSettings>(value.value())).transpose()?.unwrap_or_default())
 }
@@ -277,6 +304,7 @@ impl Bot {
         }
         let key = site.to_owned();
         let settings = Arc::new(self.inner.store.read(move |transaction| read_settings(transaction, &key)).await?);
+        self.inner.knowledge.set_terms(site, &settings.terms);
         self.inner.settings.insert(site.to_owned(), settings.clone());
         Ok(settings)
     }
@@ -286,8 +314,7 @@ impl Bot {
     pub async fn category_of(&self, site: &str, text: &str) -> Option<String> {
         let settings = self.settings(site).await.ok()?;
         let knowledge = self.inner.knowledge.site(site).await.ok()?;
-        let best =
-            knowledge.index.search(text, 1).into_iter().next().filter(|best| best.score >= settings.threshold)?;
+        let best = knowledge.rank(text, 1).into_iter().next().filter(|best| best.confidence >= settings.threshold)?;
         knowledge.entry(best.entry_id).map(|entry| entry.category.clone()).filter(|category| !category.is_empty())
     }
 
@@ -306,6 +333,7 @@ impl Bot {
                 Ok(Ok(()))
             })
             .await?;
+        self.inner.knowledge.set_terms(site, &settings.terms);
         self.inner.settings.insert(site.to_owned(), Arc::new(settings));
         Ok(())
     }
@@ -347,11 +375,16 @@ impl Bot {
             Ok(knowledge) => knowledge,
             Err(error) => return tracing::error!(conversation_id, %error, "loading the knowledge base failed"),
         };
-        let ranked = knowledge.index.search(text, CONTEXT_ENTRIES);
+        let ranked = knowledge.rank(text, CONTEXT_ENTRIES);
         let client_id = format!("bot-{conversation_id}-{seq}");
-        if let Some(best) = ranked.first().filter(|best| best.score >= settings.threshold) {
+        if let Some(best) = ranked.first().filter(|best| best.confidence >= settings.threshold) {
             if let Some(entry) = knowledge.entry(best.entry_id) {
-                tracing::debug!(conversation_id, entry_id = entry.id, score = best.score, "knowledge-base answer");
+                tracing::debug!(
+                    conversation_id,
+                    entry_id = entry.id,
+                    confidence = best.confidence,
+                    "knowledge-base answer"
+                );
                 let source = BotSource::Kb { entry_id: entry.id };
                 self.post(conversation_id, &settings, client_id, entry.answer.clone(), source).await;
                 return;

@@ -96,9 +96,19 @@ enum Command {
     },
     /// Rebuild the search index from the database (works while the server runs).
     Reindex,
+    /// Knowledge-base tools.
+    #[command(subcommand)]
+    Kb(KbArgs),
     /// Drive a kefu (or a baseline relay) with realistic traffic and print the figures.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum KbArgs {
+    /// Measure the bot's matching on labelled messages: precision, recall and wrong answers per
+    /// threshold, language and kind, and the precision–recall curve as an SVG.
+    Eval(crate::knowledge_base::eval::EvalArgs),
 }
 
 #[derive(Subcommand)]
@@ -207,6 +217,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::chat::run(crate::chat::ChatArgs { site, url, http, agent, pin, insecure, protobuf }).await
         }
         Command::Bench(command) => crate::bench::run(command).await,
+        Command::Kb(KbArgs::Eval(args)) => {
+            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+            crate::knowledge_base::eval::run_cli(&config, args).await
+        }
         Command::Admin(args) => {
             let overrides = ConfigOverrides { data_dir: cli.data_dir, ..ConfigOverrides::default() };
             let config = Config::load(cli.config.as_deref(), &overrides)?;

@@ -266,6 +266,10 @@ pub struct BotSettingsInput {
     system_prompt: Option<String>,
     #[serde(default)]
     llm: Option<LlmInput>,
+    /// Absent: keep the stored terms.
+    terms: Option<String>,
+    /// Absent: keep the stored phrases.
+    handoff_phrases: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -317,6 +321,11 @@ pub async fn save_bot_settings(
         greeting: input.greeting.map(|greeting| greeting.trim().to_owned()).unwrap_or_default(),
         system_prompt: input.system_prompt.unwrap_or(defaults.system_prompt),
         llm,
+        terms: input.terms.unwrap_or_else(|| previous.terms.clone()),
+        handoff_phrases: input
+            .handoff_phrases
+            .map(|phrases| phrases.iter().map(|phrase| phrase.trim().to_owned()).collect())
+            .unwrap_or_else(|| previous.handoff_phrases.clone()),
     };
     settings.validate().map_err(ApiError::Unprocessable)?;
     if let Some(llm) = &settings.llm {

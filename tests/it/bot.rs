@@ -293,7 +293,7 @@ async fn ask_llm(mode: &str, timeout_ms: u64) -> (TestServer, Client, u64, Stand
     assert_eq!(put_bot(&server, &admin, &site, settings).await.0, 200);
     let (_, token) = server.visitor_session(&site, None).await;
     let mut visitor = server.visitor(&site, &token).await;
-    let ack = visitor.say(None, "v-1", "can I get my parcel delivered on a sunday and reset the password").await;
+    let ack = visitor.say(None, "v-1", "can I get my parcel delivered on a sunday, and what about my password?").await;
     (server, visitor, ack["conversation_id"].as_u64().unwrap(), llm)
 }
 
@@ -356,7 +356,7 @@ async fn a_model_endpoint_named_to_reach_loopback_is_never_called_without_the_se
     assert_eq!(put_bot(&server, &admin, &site, settings).await.0, 200);
     let (_, token) = server.visitor_session(&site, None).await;
     let mut visitor = server.visitor(&site, &token).await;
-    visitor.say(None, "v-1", "can I get my parcel delivered on a sunday and reset the password").await;
+    visitor.say(None, "v-1", "can I get my parcel delivered on a sunday, and what about my password?").await;
     let message = bot_message(&mut visitor).await;
     assert_eq!(message["bot_source"]["kind"], "notice", "{message}");
     assert!(llm.requests.lock().is_empty(), "the guard refused the loopback address before any request");
@@ -519,7 +519,7 @@ async fn bot_settings_are_admin_only_validated_and_never_show_the_key() {
 
     let defaults: Value = http().get(&url).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
     assert_eq!(defaults["enabled"], false);
-    assert!((defaults["threshold"].as_f64().unwrap() - 0.8).abs() < 1e-6);
+    assert!((defaults["threshold"].as_f64().unwrap() - 0.7).abs() < 1e-6);
     assert_eq!(http().get(&url).bearer_auth(&ann).send().await.unwrap().status(), 403);
     let (status, _) = put_bot(&server, &ann, &site, json!({"enabled": true})).await;
     assert_eq!(status, 403);
