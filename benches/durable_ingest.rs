@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kefu::config::StorageConfig;
-use kefu::messages::{self, AppendError, NewMessage, Target};
+use kefu::base::config::StorageConfig;
+use kefu::chat::messages::{self, AppendError, NewMessage, Target};
 use kefu::protocol::{SenderKind, SenderView};
 use kefu::sites::{self, NewSite};
 use kefu::storage::Store;
@@ -95,7 +95,7 @@ fn main() -> anyhow::Result<()> {
     );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let store = Store::open(&data_dir, &config, None)?;
+        let store = Store::open(&data_dir, &config, kefu::server::writer_hooks(None))?;
         let site = sites::create(&store, NewSite { name: "bench".into(), ..NewSite::default() }).await?.key;
         let acks = Arc::new(Acks {
             started: Instant::now(),

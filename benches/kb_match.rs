@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use kefu::knowledge_base::KbEntry;
-use kefu::knowledge_base::matcher::Index;
+use kefu::bot::knowledge_base::KbEntry;
+use kefu::bot::knowledge_base::matcher::Index;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

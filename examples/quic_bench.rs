@@ -125,10 +125,10 @@ async fn connect_visitor(
     let connection = endpoint.connect(address, "localhost")?.await?;
     let (mut send, mut recv) = connection.open_bi().await?;
     let hello = json!({"type": "hello", "role": "visitor", "site": site, "token": token}).to_string();
-    send.write_all(&kefu::transport::framing::prefix(hello.len())).await?;
+    send.write_all(&kefu::net::framing::prefix(hello.len())).await?;
     send.write_all(hello.as_bytes()).await?;
-    let mut frames = kefu::transport::framing::reader(&mut recv, 1 << 20);
-    let welcome = kefu::transport::framing::read_frame(&mut frames).await?.context("no welcome")?;
+    let mut frames = kefu::net::framing::reader(&mut recv, 1 << 20);
+    let welcome = kefu::net::framing::read_frame(&mut frames).await?.context("no welcome")?;
     let welcome: Value = serde_json::from_slice(&welcome)?;
     if welcome["type"] != "welcome" {
         bail!("expected welcome, got {welcome}");

@@ -33,7 +33,7 @@ pub enum ClientFrame {
         status: Presence,
     },
     /// A visitor's page view, for the agents' live visitor list.
-    PageView(crate::visitors::PageView),
+    PageView(crate::people::visitors::PageView),
     Ping,
     /// A visitor asks for a human instead of the bot.
     Handoff {
@@ -378,7 +378,7 @@ pub enum ServerFrame<'a> {
     /// A visitor came online, viewed a page, or left (to the site's agents).
     Visitor {
         event: &'a str,
-        visitor: &'a crate::visitor_presence::OnlineVisitorView,
+        visitor: &'a crate::people::visitor_presence::OnlineVisitorView,
     },
     Error {
         code: ErrorCode,

@@ -12,49 +12,20 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agents::{self, NewAgent, Role};
-use crate::config::Config;
-use crate::delivery::{self, Hub};
-use crate::http::agent_api::LoginLimiter;
-use crate::http::connections::ConnectionSettings;
-use crate::routing::{self, Router};
+use crate::base::config::Config;
+use crate::chat::delivery::{self, Hub};
+use crate::net::http::agent_api::LoginLimiter;
+use crate::net::http::connections::ConnectionSettings;
+use crate::net::{App, AppState};
+use crate::people::agents::{self, NewAgent, Role};
+use crate::routing;
 use crate::search::Search;
 use crate::sites::{self, NewSite, SiteDirectory};
 use crate::storage::Store;
+use crate::storage::writer::{Published, WriterHooks};
 
 /// How long shutdown waits for connections to close before flushing storage anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Everything request handlers and connections share.
-pub struct App {
-    pub config: Config,
-    pub store: Store,
-    /// Live connections and their subscriptions.
-    pub hub: Arc<Hub>,
-    pub router: Router,
-    pub sites: SiteDirectory,
-    /// The full-text index of every message (derived from redb).
-    pub search: Search,
-    /// Cancelled when the server starts shutting down.
-    pub shutdown: CancellationToken,
-    /// Owns every connection task, so shutdown can wait for them.
-    pub tasks: TaskTracker,
-    /// One permit per WebSocket connection (`limits.max_connections`).
-    pub connection_slots: Arc<Semaphore>,
-    pub login_limiter: LoginLimiter,
-    /// The request budget of each API token (`limits.api_requests_per_second`).
-    pub api_budgets: crate::api_tokens::RequestBudgets,
-    /// Visitors connected right now, for the console's live visitor list.
-    pub online_visitors: crate::visitor_presence::OnlineVisitors,
-    /// The knowledge-base bot: settings, match indexes, and its reply task.
-    pub bot: crate::bot::Bot,
-    /// Anonymous visitors' budgets: new sessions, uploads, offline messages.
-    pub visitor_limits: crate::visitor_limits::VisitorLimits,
-    /// Bytes of uploads stored per site (`limits.upload_quota_bytes_per_site`).
-    pub upload_quota: crate::uploads::UploadQuota,
-}
-
-pub type AppState = Arc<App>;
 
 /// A started server: its shared state and the task serving it.
 pub struct Running {
@@ -94,14 +65,16 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let local_addr = listener.local_addr()?;
     let mut config = config;
-    crate::http::connections::fit_limits_to_file_descriptors(&mut config.limits);
+    crate::net::http::connections::fit_limits_to_file_descriptors(&mut config.limits);
     let (committed_sender, committed) = mpsc::channel(delivery::COMMITTED_QUEUE_CAPACITY);
     let data_dir = config.data_dir.clone();
     let storage_config = config.storage.clone();
     make_data_directory_private(&config.data_dir)?;
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage_config, Some(committed_sender)))
-        .await?
-        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open(&data_dir, &storage_config, writer_hooks(Some(committed_sender)))
+    })
+    .await?
+    .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
     bootstrap(&store, &config, local_addr).await?;
     let search = {
         let (store, data_dir) = (store.clone(), config.data_dir.clone());
@@ -110,7 +83,7 @@ pub async fn start(
             .context("opening the search index")?
     };
     let quic = match config.quic {
-        Some(address) => Some(crate::transport::quic::bind(&config, address)?),
+        Some(address) => Some(crate::net::quic::bind(&config, address)?),
         None => None,
     };
 
@@ -151,24 +124,24 @@ pub async fn start(
         tasks: tasks.clone(),
         connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
         login_limiter: LoginLimiter::new(&config.limits),
-        api_budgets: crate::api_tokens::RequestBudgets::new(
+        api_budgets: crate::people::api_tokens::RequestBudgets::new(
             config.limits.api_requests_per_second,
             config.limits.api_request_burst,
         ),
-        online_visitors: crate::visitor_presence::OnlineVisitors::new(),
+        online_visitors: crate::people::visitor_presence::OnlineVisitors::new(),
         bot,
-        visitor_limits: crate::visitor_limits::VisitorLimits::new(&config.limits),
-        upload_quota: crate::uploads::UploadQuota::new(config.limits.upload_quota_bytes_per_site),
+        visitor_limits: crate::people::visitor_limits::VisitorLimits::new(&config.limits),
+        upload_quota: crate::chat::uploads::UploadQuota::new(config.limits.upload_quota_bytes_per_site),
         config,
     });
-    let control = crate::control::listen(app.clone()).context("starting the control socket")?;
+    let control = crate::net::control::listen(app.clone()).context("starting the control socket")?;
     let webhook_settings = crate::webhooks::sender::SenderSettings {
         retry_base: Duration::from_millis(app.config.webhooks.retry_base_ms),
         give_up_after: Duration::from_secs(app.config.webhooks.give_up_after_secs),
         timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
     };
     tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown_token.clone()));
-    crate::retention::spawn_schedule(&app);
+    spawn_retention_schedule(&app);
 
     let trigger = shutdown_token.clone();
     tokio::spawn(async move {
@@ -176,7 +149,7 @@ pub async fn start(
         trigger.cancel();
     });
     let metrics_addr = match app.config.metrics_addr() {
-        Some(address) => crate::metrics::serve(app.clone(), address).await,
+        Some(address) => crate::net::metrics_endpoint::serve(app.clone(), address).await,
         None => None,
     };
     if let Some(metrics_addr) = metrics_addr {
@@ -188,26 +161,27 @@ pub async fn start(
             let address = listener.endpoint.local_addr().context("reading the QUIC address")?;
             tracing::info!(quic = %address, sha256 = %listener.fingerprint, "QUIC is listening");
             println!("quic={address} certificate sha256={}", listener.fingerprint);
-            app.tasks.spawn(crate::transport::quic::serve(listener.endpoint, app.clone()));
+            app.tasks.spawn(crate::net::quic::serve(listener.endpoint, app.clone()));
             (Some(address), Some(listener.fingerprint))
         }
         None => (None, None),
     };
     tracing::info!(http = %local_addr, "kefu is listening");
     println!("listening http={local_addr}");
-    crate::systemd::notify("READY=1\nSTATUS=serving");
-    if let Some(interval) = crate::systemd::watchdog_interval() {
-        tasks.spawn(crate::systemd::run_watchdog(store.clone(), interval, shutdown_token.clone()));
+    crate::base::systemd::notify("READY=1\nSTATUS=serving");
+    if let Some(interval) = crate::base::systemd::watchdog_interval() {
+        tasks.spawn(crate::base::systemd::run_watchdog(store.clone(), interval, shutdown_token.clone()));
     }
     let serving_app = app.clone();
     let serving = tokio::spawn(async move {
         let app = serving_app;
         let serve_token = app.shutdown.clone();
         let settings = ConnectionSettings::from_config(&app.config.limits, &app.config.trusted_proxies);
-        crate::http::connections::serve(listener, crate::http::router(app.clone()), settings, serve_token).await;
+        crate::net::http::connections::serve(listener, crate::net::http::router(app.clone()), settings, serve_token)
+            .await;
         // Whatever ended serving, shut down in order.
         app.shutdown.cancel();
-        crate::systemd::notify("STOPPING=1");
+        crate::base::systemd::notify("STOPPING=1");
         tracing::info!("shutting down: closing connections");
         tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
@@ -219,7 +193,7 @@ pub async fn start(
         drop(app);
         let _ = dispatcher.await;
         search.shutdown().await;
-        if let Some(path) = crate::control::socket_path_of(store.data_dir()) {
+        if let Some(path) = crate::net::control::socket_path_of(store.data_dir()) {
             let _ = std::fs::remove_file(path);
         }
         tracing::info!("stopped");
@@ -231,10 +205,10 @@ pub async fn start(
 /// Creates the data directory (0700) and makes everything kefu writes private (files 0600)
 /// whatever the umask it was started with; looser modes already there are tightened.
 fn make_data_directory_private(data_dir: &std::path::Path) -> anyhow::Result<()> {
-    crate::file_modes::restrict_new_files();
-    crate::file_modes::create_private_directory(data_dir)
+    crate::base::file_modes::restrict_new_files();
+    crate::base::file_modes::create_private_directory(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    if let Err(error) = crate::file_modes::tighten(data_dir) {
+    if let Err(error) = crate::base::file_modes::tighten(data_dir) {
         tracing::warn!(%error, data_dir = %data_dir.display(), "could not tighten the modes in the data directory");
     }
     Ok(())
@@ -254,7 +228,7 @@ async fn bootstrap(store: &Store, config: &Config, local_addr: SocketAddr) -> an
         site_key = Some(site.key);
     }
     if n_agents == 0 {
-        let password = crate::secrets::new_password();
+        let password = crate::base::secrets::new_password();
         let email = "admin@kefu.local";
         agents::create(
             store,
@@ -317,4 +291,37 @@ pub fn termination_signal() -> impl Future<Output = ()> + Send + 'static {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// What the domain adds to the storage writer: the webhook outbox written in each batch's
+/// commit, and the channel committed events reach the dispatcher on.
+pub fn writer_hooks(committed: Option<mpsc::Sender<Published>>) -> WriterHooks {
+    WriterHooks { before_commit: vec![crate::webhooks::record_deliveries], committed }
+}
+
+/// Runs retention, the sweep of unattached uploads and the cleanup of idle visitor budgets every
+/// [`RETENTION_INTERVAL`](crate::history::retention::RETENTION_INTERVAL) until the server shuts down.
+fn spawn_retention_schedule(app: &AppState) {
+    let app = app.clone();
+    let shutdown = app.shutdown.clone();
+    app.tasks.clone().spawn(async move {
+        let mut interval = tokio::time::interval(crate::history::retention::RETENTION_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {
+                    if let Err(error) = crate::history::retention::run(&app.store, &app.search, false).await {
+                        tracing::error!(%error, "retention failed");
+                    }
+                    let grace = Duration::from_secs(app.config.limits.unattached_upload_grace_secs);
+                    if let Err(error) = crate::chat::uploads::sweep_unattached(&app.store, grace).await {
+                        tracing::error!(%error, "sweeping unattached uploads failed");
+                    }
+                    app.upload_quota.forget();
+                    app.visitor_limits.forget_idle();
+                }
+            }
+        }
+    });
 }

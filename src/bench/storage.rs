@@ -11,11 +11,11 @@ use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::StorageConfig;
-use crate::export::{self, ExportFormat, ExportRequest};
-use crate::messages::{self, NewMessage, Target};
+use crate::base::config::StorageConfig;
+use crate::chat::messages::{self, NewMessage, Target};
+use crate::history::export::{self, ExportFormat, ExportRequest};
+use crate::history::reports::{self, ReportFilter};
 use crate::protocol::{SenderKind, SenderView};
-use crate::reports::{self, ReportFilter};
 use crate::search::{Search, SearchRequest};
 use crate::sites::{self, NewSite};
 use crate::storage::{Store, read_meta};
@@ -130,7 +130,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let storage = StorageConfig::default();
     let dir = args.dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir, &storage, None)).await??;
+    let store =
+        tokio::task::spawn_blocking(move || Store::open(&dir, &storage, crate::server::writer_hooks(None))).await??;
     let stored = store.read(|transaction| read_meta(transaction, "next_lsn")).await?.unwrap_or(1) - 1;
     let site_key = match store.read(sites::list).await?.into_iter().next() {
         Some(site) => site.key,
@@ -239,7 +240,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     // A report of every filled day: each conversation decoded once, each message of the range read.
-    let today = crate::clock::day_of(crate::clock::now_millis());
+    let today = crate::base::clock::day_of(crate::base::clock::now_millis());
     let filter = ReportFilter { from_day: today.saturating_sub(args.days), to_day: today, site: None, team: None };
     let n_days = filter.n_days();
     let started = Instant::now();
@@ -256,7 +257,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn fill(store: &Store, site_key: &str, stored: u64, args: &BenchArgs) -> anyhow::Result<()> {
-    let today = crate::clock::day_of(crate::clock::now_millis());
+    let today = crate::base::clock::day_of(crate::base::clock::now_millis());
     let first_day = today.saturating_sub(args.days);
     let per_day = args.messages.div_ceil(u64::from(args.days.max(1)));
     let started = Instant::now();
@@ -275,7 +276,7 @@ async fn fill(store: &Store, site_key: &str, stored: u64, args: &BenchArgs) -> a
                 let mut conversation_id = 0;
                 for (index, text) in batch {
                     let day = first_day + (index / per_day) as u32;
-                    let at = i64::from(day) * crate::clock::MILLIS_PER_DAY + (index % per_day) as i64;
+                    let at = i64::from(day) * crate::base::clock::MILLIS_PER_DAY + (index % per_day) as i64;
                     let position = index % per_conversation;
                     let visitor_id = 1_000_000 + index / per_conversation;
                     let (target, sender) = if position == 0 {
@@ -292,7 +293,7 @@ async fn fill(store: &Store, site_key: &str, stored: u64, args: &BenchArgs) -> a
                     };
                     if position != 0 && conversation_id == 0 {
                         // A chunk starting mid-conversation: find it through the visitor's inbox.
-                        let found = crate::conversations::open_conversation_of(context, visitor_id)?;
+                        let found = crate::chat::conversations::open_conversation_of(context, visitor_id)?;
                         conversation_id = found.unwrap_or_default();
                     }
                     let target = match target {

@@ -21,8 +21,8 @@ use tantivy::{Index, IndexReader, IndexWriter, TantivyDocument, Term};
 use tokio::sync::watch;
 
 use super::{Fields, IndexCommand, SearchError};
-use crate::conversations;
-use crate::messages::{self, MessageRecord};
+use crate::chat::conversations;
+use crate::chat::messages::{self, MessageRecord};
 use crate::protocol::SenderKind;
 use crate::storage::{StorageError, Store, read_meta};
 

@@ -37,8 +37,8 @@ use tantivy::{
 };
 use tokio::sync::{oneshot, watch};
 
-use crate::conversations::{self, Conversation, ConversationStatus};
-use crate::messages::MessageRecord;
+use crate::chat::conversations::{self, Conversation, ConversationStatus};
+use crate::chat::messages::MessageRecord;
 use crate::storage::{StorageError, Store};
 pub use indexer::ReindexReport;
 
@@ -276,7 +276,7 @@ impl Search {
     /// Offers a committed message to the indexer without waiting. A full queue drops it and
     /// flags the indexer, which then reads what it missed from redb.
     pub fn offer(&self, conversation_id: u64, seq: u64, record: Arc<MessageRecord>) {
-        let day = crate::clock::day_of(record.created_at);
+        let day = crate::base::clock::day_of(record.created_at);
         let command = IndexCommand::Message { conversation_id, seq, day, record };
         if let Err(TrySendError::Full(_)) = self.inner.queue.try_send(command) {
             self.inner.lagging.store(true, Ordering::Relaxed);

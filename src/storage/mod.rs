@@ -16,10 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
-use tokio::sync::mpsc;
 
-use crate::config::StorageConfig;
-use crate::delivery::CommittedBatch;
+use crate::base::config::StorageConfig;
 pub use writer::{WriteContext, WriterState};
 
 /// The version of the stored format; a file with another version is refused or migrated on open.
@@ -108,17 +106,13 @@ struct StoreInner {
 
 impl Store {
     /// Opens (or creates) the database in `data_dir` and starts the writer thread.
-    /// Committed batches are sent to `committed` for delivery, when given.
-    pub fn open(
-        data_dir: &Path,
-        config: &StorageConfig,
-        committed: Option<mpsc::Sender<CommittedBatch>>,
-    ) -> Result<Store, StorageError> {
+    /// `hooks` adds the layers' steps before each commit and receives what batches publish.
+    pub fn open(data_dir: &Path, config: &StorageConfig, hooks: writer::WriterHooks) -> Result<Store, StorageError> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
         let database = Database::builder()
             .set_cache_size(config.cache_mib.max(1) * 1024 * 1024)
-            .set_repair_callback(|session| crate::systemd::on_repair_progress(session.progress()))
+            .set_repair_callback(|session| crate::base::systemd::on_repair_progress(session.progress()))
             .create(&path)
             .map_err(|error| match error {
                 redb::DatabaseError::DatabaseAlreadyOpen => StorageError::AlreadyOpen(path.clone()),
@@ -132,7 +126,7 @@ impl Store {
             true => Some(commit_log::CommitLog::open(data_dir, epoch, replayed.sequence)?),
             false => None,
         };
-        let writer = writer::spawn(database.clone(), state, config.clone(), log, committed)?;
+        let writer = writer::spawn(database.clone(), state, config.clone(), log, hooks)?;
         Ok(Store { inner: Arc::new(StoreInner { database, writer, epoch, data_dir: data_dir.to_owned() }) })
     }
 

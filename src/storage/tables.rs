@@ -120,7 +120,7 @@ pub const MESSAGE_SHARD_PREFIX: &str = "messages_v1_";
 
 /// The name of the message shard table of one UTC day.
 pub fn message_shard_name(day: u32) -> String {
-    format!("{MESSAGE_SHARD_PREFIX}{}", crate::clock::day_to_date(day))
+    format!("{MESSAGE_SHARD_PREFIX}{}", crate::base::clock::day_to_date(day))
 }
 
 /// A message shard: (conversation id, sequence) → message (postcard).
@@ -130,7 +130,7 @@ pub fn message_shard(name: &str) -> TableDefinition<'_, (u64, u64), &'static [u8
 
 /// The day of a message shard table, from its name.
 pub fn message_shard_day(table_name: &str) -> Option<u32> {
-    crate::clock::date_to_day(table_name.strip_prefix(MESSAGE_SHARD_PREFIX)?)
+    crate::base::clock::date_to_day(table_name.strip_prefix(MESSAGE_SHARD_PREFIX)?)
 }
 
 /// Canned reply id → canned reply (JSON): per-site shortcut and text for the console's `/` menu.

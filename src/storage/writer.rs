@@ -13,22 +13,21 @@
 //!
 //! **Invariant:** nothing but this thread opens a redb write transaction while the server runs.
 
+use std::any::{Any, TypeId};
 use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::commit_log::{self, CommitLog, LoggedTransaction};
 use super::dedup::Dedup;
 use super::visibility::Visibility;
-use super::{StorageError, decode_json, encode_json, tables};
-use crate::config::StorageConfig;
-use crate::conversations::Conversation;
-use crate::delivery::{CommittedBatch, CommittedEvent};
-use crate::metrics::METRICS;
+use super::{StorageError, tables};
+use crate::base::config::StorageConfig;
+use crate::base::metrics::METRICS;
 
 /// Operations waiting for the writer. Large enough to absorb a burst of a few commits' worth
 /// while the previous commit syncs; when full, senders wait, which is the backpressure.
@@ -38,8 +37,8 @@ const WRITER_QUEUE_CAPACITY: usize = 16_384;
 /// commit log, so checkpoints fall in lulls rather than under load where it can.
 const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_millis(500);
 
-/// Conversations kept decoded in the writer; past this the clean ones are dropped after a commit.
-const CONVERSATION_CACHE_LIMIT: usize = 100_000;
+/// (conversation, day) pairs remembered by the writer; past this they are forgotten after a commit.
+const CONVERSATION_DAYS_CACHE_LIMIT: usize = 100_000;
 
 /// The process's exit status when acknowledged batches cannot be put back into the database
 /// (`EX_IOERR`); the next start replays them from the commit log.
@@ -111,15 +110,11 @@ pub struct WriterState {
     /// Next value of each counter; written to `meta_v1` with every batch that moved it.
     counters: HashMap<Counter, u64>,
     dirty_counters: HashSet<Counter>,
-    /// Decoded conversations, so a message does not decode and re-encode its conversation.
-    conversations: HashMap<u64, Conversation>,
-    /// Conversations changed in this batch; written once at its end.
-    dirty_conversations: HashSet<u64>,
     pub dedup: Dedup,
     /// (conversation, day) pairs known to be in `conversation_days_v1`.
     conversation_days: HashSet<(u64, u32)>,
-    /// Every webhook, loaded on first use and dropped when one changes.
-    webhooks: Option<Vec<crate::webhooks::Webhook>>,
+    /// The layers' own state, each made on first use (see [`WriterExtension`]).
+    extensions: Vec<Box<dyn WriterExtension>>,
     /// The database epoch (see `Store::epoch`), for views built inside operations.
     epoch: u64,
 }
@@ -136,11 +131,9 @@ impl WriterState {
         Ok(WriterState {
             counters,
             dirty_counters: HashSet::new(),
-            conversations: HashMap::new(),
-            dirty_conversations: HashSet::new(),
             dedup: Dedup::load(database)?,
             conversation_days: HashSet::new(),
-            webhooks: None,
+            extensions: Vec::new(),
             epoch: meta.get("epoch")?.map(|value| value.value()).unwrap_or(0),
         })
     }
@@ -152,25 +145,61 @@ impl WriterState {
                 meta.insert(counter.meta_key(), self.counters[&counter])?;
             }
         }
-        if !self.dirty_conversations.is_empty() {
-            let mut table = transaction.open_table(tables::CONVERSATIONS)?;
-            for id in self.dirty_conversations.drain() {
-                if let Some(conversation) = self.conversations.get(&id) {
-                    table.insert(id, encode_json(conversation).as_slice())?;
-                }
-            }
+        for extension in &mut self.extensions {
+            extension.flush(transaction)?;
         }
         Ok(())
     }
 
     fn trim_caches(&mut self) {
-        if self.conversations.len() > CONVERSATION_CACHE_LIMIT {
-            self.conversations.clear();
-        }
-        if self.conversation_days.len() > CONVERSATION_CACHE_LIMIT {
+        if self.conversation_days.len() > CONVERSATION_DAYS_CACHE_LIMIT {
             self.conversation_days.clear();
         }
+        for extension in &mut self.extensions {
+            extension.trim();
+        }
     }
+
+    /// What the batch published, taken from every extension.
+    fn take_published(&mut self) -> Vec<Published> {
+        self.extensions.iter_mut().filter_map(|extension| extension.take_published()).collect()
+    }
+}
+
+/// Something a batch published, of a type storage does not know; the layer that published it
+/// takes it back from the `committed` channel given to [`crate::storage::Store::open`].
+pub type Published = Box<dyn Any + Send>;
+
+/// State a layer above storage keeps in the writer: caches that live between batches, or what a
+/// batch publishes. Storage knows neither type. Each is made empty on first use in a batch
+/// ([`WriteContext::extension`]) and dropped with the rest of the writer's caches when a batch
+/// fails.
+pub trait WriterExtension: Any + Send {
+    /// Writes what the batch changed, at its end and in its transaction.
+    fn flush(&mut self, _transaction: &LoggedTransaction<'_>) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// Keeps caches bounded; called after each committed batch.
+    fn trim(&mut self) {}
+
+    /// What the batch published, taken once it is made durable (and dropped when it fails).
+    fn take_published(&mut self) -> Option<Published> {
+        None
+    }
+}
+
+/// A step run after a batch's operations and before its commit, in its transaction: what must be
+/// written in the same commit as the batch's events (the webhook outbox).
+pub type BeforeCommit = fn(&mut WriteContext<'_>) -> Result<(), StorageError>;
+
+/// What the layers above add to the writer, given to [`crate::storage::Store::open`].
+#[derive(Clone, Default)]
+pub struct WriterHooks {
+    /// Run in order after each batch's operations, before it commits.
+    pub before_commit: Vec<BeforeCommit>,
+    /// Where what committed batches published goes, in commit order.
+    pub committed: Option<mpsc::Sender<Published>>,
 }
 
 /// What an operation sees: the batch's transaction, the writer's caches, and the event list.
@@ -178,7 +207,6 @@ pub struct WriteContext<'a> {
     /// The batch's transaction; its writes are recorded for the commit log.
     pub transaction: &'a LoggedTransaction<'a>,
     state: &'a mut WriterState,
-    events: &'a mut Vec<CommittedEvent>,
     /// The time the batch started, in Unix milliseconds; all its records carry it.
     pub now: i64,
 }
@@ -193,34 +221,8 @@ impl WriteContext<'_> {
         id
     }
 
-    /// Publishes `event` for delivery once the batch is committed.
-    pub fn publish(&mut self, event: CommittedEvent) {
-        self.events.push(event);
-    }
-
     pub fn dedup(&mut self) -> &mut Dedup {
         &mut self.state.dedup
-    }
-
-    /// A conversation, from the cache or the database.
-    pub fn conversation(&mut self, id: u64) -> Result<Option<&Conversation>, StorageError> {
-        self.load_conversation(id)?;
-        Ok(self.state.conversations.get(&id))
-    }
-
-    /// A conversation to change; it is written back at the end of the batch.
-    pub fn conversation_mut(&mut self, id: u64) -> Result<Option<&mut Conversation>, StorageError> {
-        self.load_conversation(id)?;
-        if self.state.conversations.contains_key(&id) {
-            self.state.dirty_conversations.insert(id);
-        }
-        Ok(self.state.conversations.get_mut(&id))
-    }
-
-    /// Stores a new conversation (written at the end of the batch).
-    pub fn insert_conversation(&mut self, conversation: Conversation) {
-        self.state.dirty_conversations.insert(conversation.id);
-        self.state.conversations.insert(conversation.id, conversation);
     }
 
     /// The database epoch.
@@ -228,27 +230,21 @@ impl WriteContext<'_> {
         self.state.epoch
     }
 
-    /// The events this batch has published so far.
-    pub fn published(&self) -> &[CommittedEvent] {
-        self.events
-    }
-
-    /// Every webhook (cached across batches).
-    pub fn webhooks(&mut self) -> Result<&[crate::webhooks::Webhook], StorageError> {
-        if self.state.webhooks.is_none() {
-            let table = self.transaction.open_table(tables::WEBHOOKS)?;
-            let mut loaded = Vec::new();
-            for entry in table.iter()? {
-                loaded.push(decode_json(entry?.1.value())?);
+    /// The extension of type `T`, made empty if the batch has not used it yet.
+    pub fn extension<T: WriterExtension + Default>(&mut self) -> &mut T {
+        let wanted = TypeId::of::<T>();
+        let index = match self.state.extensions.iter().position(|extension| (**extension).type_id() == wanted) {
+            Some(index) => index,
+            None => {
+                self.state.extensions.push(Box::new(T::default()));
+                self.state.extensions.len() - 1
             }
-            self.state.webhooks = Some(loaded);
+        };
+        let extension: &mut dyn Any = self.state.extensions[index].as_mut();
+        match extension.downcast_mut::<T>() {
+            Some(extension) => extension,
+            None => unreachable!("the extension at this index has the type it was found by"),
         }
-        Ok(self.state.webhooks.as_deref().unwrap_or_default())
-    }
-
-    /// Forgets the cached webhooks; operations that change webhooks call it.
-    pub fn invalidate_webhooks(&mut self) {
-        self.state.webhooks = None;
     }
 
     /// Records that `conversation_id` has messages in the shard of `day`.
@@ -256,19 +252,6 @@ impl WriteContext<'_> {
         if self.state.conversation_days.insert((conversation_id, day)) {
             let mut table = self.transaction.open_table(tables::CONVERSATION_DAYS)?;
             table.insert((conversation_id, day), ())?;
-        }
-        Ok(())
-    }
-
-    fn load_conversation(&mut self, id: u64) -> Result<(), StorageError> {
-        if self.state.conversations.contains_key(&id) {
-            return Ok(());
-        }
-        let table = self.transaction.open_table(tables::CONVERSATIONS)?;
-        let found = table.get(id)?.map(|value| decode_json::<Conversation>(value.value())).transpose()?;
-        drop(table);
-        if let Some(conversation) = found {
-            self.state.conversations.insert(id, conversation);
         }
         Ok(())
     }
@@ -311,7 +294,7 @@ pub fn spawn(
     state: WriterState,
     config: StorageConfig,
     log: Option<CommitLog>,
-    committed: Option<mpsc::Sender<CommittedBatch>>,
+    hooks: WriterHooks,
 ) -> Result<WriterHandle, StorageError> {
     let (queue, receiver) = mpsc::channel(WRITER_QUEUE_CAPACITY);
     let durability = DurabilityPlan {
@@ -332,7 +315,8 @@ pub fn spawn(
         visibility_interval: Duration::from_micros(config.visibility_interval_us),
         last_batch: 0,
         state_stale: false,
-        committed,
+        before_commit: hooks.before_commit,
+        committed: hooks.committed,
         #[cfg(test)]
         faults: faults.clone(),
     };
@@ -539,7 +523,9 @@ struct Writer {
     /// Reloading `state` after a failed batch failed: it may hold that batch's changes, so the
     /// next batch reloads it first (and fails if it cannot).
     state_stale: bool,
-    committed: Option<mpsc::Sender<CommittedBatch>>,
+    /// See [`WriterHooks`].
+    before_commit: Vec<BeforeCommit>,
+    committed: Option<mpsc::Sender<Published>>,
     #[cfg(test)]
     faults: Arc<InjectedFaults>,
 }
@@ -694,7 +680,6 @@ impl Writer {
     fn commit_batch(&mut self, batch: &mut Vec<Job>) {
         let started = Instant::now();
         let n_operations = batch.len();
-        let mut events = Vec::new();
         let mut completions: Vec<Completion> = Vec::with_capacity(n_operations);
         // The answered batches' commit is due, or a reader waits for them (it should not also
         // wait for this batch), or a checkpoint is (it should not wait for the checkpoint's sync).
@@ -719,8 +704,7 @@ impl Writer {
                 let mut context = WriteContext {
                     transaction: &logged,
                     state: &mut self.state,
-                    events: &mut events,
-                    now: crate::clock::now_millis(),
+                    now: crate::base::clock::now_millis(),
                 };
                 // After a failure the rest of the batch is skipped, each operation told why.
                 for job in batch.drain(..) {
@@ -732,9 +716,12 @@ impl Writer {
                     completions.push(completion);
                     failure = job_outcome.err();
                 }
-                // Webhook deliveries of this batch's events go into the outbox in the same commit.
-                if failure.is_none() {
-                    if let Err(error) = crate::webhooks::record_deliveries(&mut context) {
+                // What must be written in the same commit as the batch's events (the outboxes).
+                for step in &self.before_commit {
+                    if failure.is_some() {
+                        break;
+                    }
+                    if let Err(error) = step(&mut context) {
                         failure = Some(error.to_string().into());
                     }
                 }
@@ -780,13 +767,14 @@ impl Writer {
             METRICS.commit_batch_size.observe(n_operations as u64);
             METRICS.commit_duration.observe_duration(started.elapsed());
             tracing::trace!(n_operations, elapsed_us = started.elapsed().as_micros() as u64, "batch committed");
-            if !events.is_empty() {
-                self.dispatch(CommittedBatch(events));
+            for published in self.state.take_published() {
+                self.dispatch(published);
             }
         } else if let Err(reason) = &outcome {
             // A batch that did not begin (the caches could not be reloaded, or no write
             // transaction began) still holds its jobs: none of them ran.
             completions.extend(batch.drain(..).map(|job| skip(job, reason)));
+            drop(self.state.take_published());
             METRICS.commits_aborted.inc();
             tracing::error!(%reason, n_operations, "write batch aborted");
         }
@@ -797,7 +785,7 @@ impl Writer {
 
     /// Sends a batch's events for delivery. When the dispatcher's queue is full the writer waits
     /// for room, and commits the answered batches first: what it waits on may be reading.
-    fn dispatch(&mut self, batch: CommittedBatch) {
+    fn dispatch(&mut self, batch: Published) {
         let Some(committed) = self.committed.take() else { return };
         let sent = match committed.try_send(batch) {
             Err(mpsc::error::TrySendError::Full(batch)) => {
@@ -874,13 +862,15 @@ fn run(mut writer: Writer, config: &StorageConfig, mut receiver: mpsc::Receiver<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::delivery::CommittedEvent;
+    use crate::chat::writes::ChatWrites;
     use crate::storage::{Store, read_meta};
 
     /// A store whose answered batches wait a minute for their redb commit unless a read asks.
     fn store_with_late_commits() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let config = StorageConfig { visibility_interval_us: 60_000_000, ..StorageConfig::default() };
-        let store = Store::open(dir.path(), &config, None).unwrap();
+        let store = Store::open(dir.path(), &config, WriterHooks::default()).unwrap();
         (dir, store)
     }
 
@@ -930,7 +920,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = StorageConfig { visibility_interval_us: 60_000_000, ..StorageConfig::default() };
         let (committed, mut dispatched) = mpsc::channel(1);
-        let store = Store::open(dir.path(), &config, Some(committed)).unwrap();
+        let store =
+            Store::open(dir.path(), &config, WriterHooks { committed: Some(committed), ..WriterHooks::default() })
+                .unwrap();
         let second_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let write_with_event = |value: u64| {
             let store = store.clone();
@@ -1024,7 +1016,7 @@ mod tests {
             commit_max_delay_us: 200_000,
             ..StorageConfig::default()
         };
-        let store = Store::open(dir.path(), &config, None).unwrap();
+        let store = Store::open(dir.path(), &config, WriterHooks::default()).unwrap();
         let (release, held) = hold_writer(&store).await;
         let failing = tokio::spawn({
             let store = store.clone();
@@ -1101,15 +1093,15 @@ mod tests {
     }
 
     /// Appends a visitor's message to their open conversation (a new one the first time).
-    async fn visitor_says(store: &Store, client_id: &str) -> Result<crate::messages::Appended, StorageError> {
-        let new_message = crate::messages::NewMessage::text(
-            crate::messages::Target::VisitorInbox { site: "site".into(), visitor_id: 7 },
+    async fn visitor_says(store: &Store, client_id: &str) -> Result<crate::chat::messages::Appended, StorageError> {
+        let new_message = crate::chat::messages::NewMessage::text(
+            crate::chat::messages::Target::VisitorInbox { site: "site".into(), visitor_id: 7 },
             crate::protocol::SenderView { kind: crate::protocol::SenderKind::Visitor, id: 7, name: "visitor".into() },
             client_id.to_owned(),
             "hello".into(),
         );
         store
-            .write(move |context| crate::messages::append(context, new_message))
+            .write(move |context| crate::chat::messages::append(context, new_message))
             .await
             .map_err(|error| StorageError::NotStored(error.to_string()))
     }
@@ -1153,7 +1145,7 @@ mod tests {
         put_meta(&store, "before_stop", 5).await.unwrap();
         store.shutdown().await;
         drop(store);
-        let reopened = Store::open(dir.path(), &StorageConfig::default(), None).unwrap();
+        let reopened = Store::open(dir.path(), &StorageConfig::default(), WriterHooks::default()).unwrap();
         assert_eq!(meta(&reopened, "before_stop").await, Some(5));
         reopened.shutdown().await;
     }

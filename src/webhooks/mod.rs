@@ -14,9 +14,43 @@ use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::delivery::{CommittedEvent, ConversationEvent};
-use crate::storage::writer::Counter;
+use crate::chat::delivery::{CommittedEvent, ConversationEvent};
+use crate::chat::writes::ChatWrites;
+use crate::storage::writer::{Counter, WriterExtension};
 use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
+
+/// Every webhook, kept by the writer between batches: loaded on first use, dropped when one
+/// changes.
+#[derive(Default)]
+struct WebhookCache(Option<Vec<Webhook>>);
+
+impl WriterExtension for WebhookCache {}
+
+/// Webhook operations on the writer's context.
+trait WebhookWrites {
+    /// Every webhook (cached across batches).
+    fn webhooks(&mut self) -> Result<&[Webhook], StorageError>;
+    /// Forgets the cached webhooks; operations that change webhooks call it.
+    fn invalidate_webhooks(&mut self);
+}
+
+impl WebhookWrites for WriteContext<'_> {
+    fn webhooks(&mut self) -> Result<&[Webhook], StorageError> {
+        if self.extension::<WebhookCache>().0.is_none() {
+            let table = self.transaction.open_table(tables::WEBHOOKS)?;
+            let mut loaded = Vec::new();
+            for entry in table.iter()? {
+                loaded.push(decode_json(entry?.1.value())?);
+            }
+            self.extension::<WebhookCache>().0 = Some(loaded);
+        }
+        Ok(self.extension::<WebhookCache>().0.as_deref().unwrap_or_default())
+    }
+
+    fn invalidate_webhooks(&mut self) {
+        self.extension::<WebhookCache>().0 = None;
+    }
+}
 
 /// The events a webhook can subscribe to.
 pub const EVENT_TYPES: [&str; 6] = [
@@ -97,7 +131,7 @@ pub struct NewWebhook {
 
 fn validate(new_webhook: &NewWebhook) -> Result<(), WebhookError> {
     let url: reqwest::Url = new_webhook.url.parse().map_err(|_| WebhookError::Invalid("url: not a URL".into()))?;
-    crate::outbound::check_url(&url, new_webhook.allow_private)
+    crate::base::outbound::check_url(&url, new_webhook.allow_private)
         .map_err(|error| WebhookError::Invalid(format!("url: {error}")))?;
     if new_webhook.events.is_empty() {
         return Err(WebhookError::Invalid(format!("events: name at least one of {}", EVENT_TYPES.join(", "))));
@@ -113,13 +147,13 @@ pub async fn create(store: &Store, site: &str, new_webhook: NewWebhook) -> Resul
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
     let webhook = Webhook {
-        id: crate::secrets::new_hex_id(8),
+        id: crate::base::secrets::new_hex_id(8),
         site: site.to_owned(),
         url: new_webhook.url,
         events: new_webhook.events,
         secret: format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key)),
         allow_private: new_webhook.allow_private,
-        created_at: crate::clock::now_millis(),
+        created_at: crate::base::clock::now_millis(),
     };
     store
         .write(move |context| {
@@ -225,7 +259,7 @@ fn describe(
     Ok(match event {
         CommittedEvent::Message { conversation_id, seq, record, .. } => {
             let Some(conversation) = context.conversation(*conversation_id)? else { return Ok(None) };
-            let view = crate::messages::message_view(*conversation_id, *seq, record, epoch);
+            let view = crate::chat::messages::message_view(*conversation_id, *seq, record, epoch);
             Some((conversation.site.clone(), "message.created", json!({ "site": conversation.site, "message": view })))
         }
         CommittedEvent::Conversation { event, conversation } => {

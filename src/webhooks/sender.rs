@@ -43,14 +43,16 @@ pub fn signature(key: &[u8], message_id: &str, timestamp_secs: i64, payload: &st
 
 /// Runs until `shutdown`.
 pub async fn run(store: Store, settings: SenderSettings, shutdown: CancellationToken) {
-    let clients =
-        match (crate::outbound::client(settings.timeout, false), crate::outbound::client(settings.timeout, true)) {
-            (Ok(guarded), Ok(open)) => (guarded, open),
-            (Err(error), _) | (_, Err(error)) => {
-                tracing::error!(%error, "webhooks are off: the HTTP client could not be built");
-                return;
-            }
-        };
+    let clients = match (
+        crate::base::outbound::client(settings.timeout, false),
+        crate::base::outbound::client(settings.timeout, true),
+    ) {
+        (Ok(guarded), Ok(open)) => (guarded, open),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::error!(%error, "webhooks are off: the HTTP client could not be built");
+            return;
+        }
+    };
     let mut in_flight: JoinSet<()> = JoinSet::new();
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
     loop {
@@ -63,7 +65,7 @@ pub async fn run(store: Store, settings: SenderSettings, shutdown: CancellationT
         if room == 0 {
             continue;
         }
-        let now = crate::clock::now_millis();
+        let now = crate::base::clock::now_millis();
         let due = match store.read(move |transaction| due_deliveries(transaction, now, room)).await {
             Ok(due) => due,
             Err(error) => {
@@ -124,7 +126,7 @@ fn due_deliveries(
 
 async fn post(client: &reqwest::Client, webhook: &Webhook, delivery: &Delivery) -> Result<u16, (Option<u16>, String)> {
     let message_id = format!("msg_{}", delivery.id);
-    let timestamp = crate::clock::now_millis() / 1000;
+    let timestamp = crate::base::clock::now_millis() / 1000;
     let response = client
         .post(&webhook.url)
         .header("content-type", "application/json")
@@ -133,7 +135,7 @@ async fn post(client: &reqwest::Client, webhook: &Webhook, delivery: &Delivery) 
         .header("webhook-signature", signature(&webhook.key(), &message_id, timestamp, &delivery.payload))
         .body(delivery.payload.clone());
     let url = reqwest::Url::parse(&webhook.url).map_err(|error| (None, error.to_string()))?;
-    crate::outbound::check_url(&url, webhook.allow_private).map_err(|error| (None, error.to_string()))?;
+    crate::base::outbound::check_url(&url, webhook.allow_private).map_err(|error| (None, error.to_string()))?;
     match response.send().await {
         Ok(response) if response.status().is_success() => Ok(response.status().as_u16()),
         Ok(response) => Err((Some(response.status().as_u16()), format!("the receiver answered {}", response.status()))),

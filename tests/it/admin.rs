@@ -1,7 +1,7 @@
 //! The admin pages through their real HTTP interface: who may use them, CSRF, sites (secret
 //! rotation, business hours, routing rules), agents, teams, canned replies, blocks, audit log.
 
-use kefu::agents::{self, Role};
+use kefu::people::agents::{self, Role};
 use kefu::sites::Site;
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
@@ -26,7 +26,7 @@ struct Admin {
 impl Admin {
     async fn log_in(server: &TestServer) -> Admin {
         let token = server.login(ADMIN).await;
-        Admin { csrf: kefu::admin::csrf_token(&token), token }
+        Admin { csrf: kefu::net::admin::csrf_token(&token), token }
     }
 
     async fn get(&self, server: &TestServer, path: &str) -> (StatusCode, String) {
@@ -84,12 +84,12 @@ async fn snapshot(server: &TestServer) -> String {
         Ok(format!(
             "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
             kefu::sites::list(transaction)?,
-            kefu::agents::list(transaction)?,
-            kefu::teams::list(transaction)?,
-            kefu::blocking::blocked_visitors(transaction)?,
-            kefu::blocking::blocked_addresses(transaction)?,
-            kefu::audit::search(transaction, &kefu::audit::AuditFilter::default())?.len(),
-            kefu::canned_replies::of_site(transaction, "")?,
+            kefu::people::agents::list(transaction)?,
+            kefu::people::teams::list(transaction)?,
+            kefu::people::blocking::blocked_visitors(transaction)?,
+            kefu::people::blocking::blocked_addresses(transaction)?,
+            kefu::history::audit::search(transaction, &kefu::history::audit::AuditFilter::default())?.len(),
+            kefu::chat::canned_replies::of_site(transaction, "")?,
         ))
     });
     state.await.unwrap()
@@ -106,12 +106,14 @@ async fn only_admins_reach_admin_routes_and_refusals_change_nothing() {
     let admin = Admin::log_in(&server).await;
     let before = snapshot(&server).await;
 
-    for (method, route) in kefu::admin::ROUTES {
+    for (method, route) in kefu::net::admin::ROUTES {
         let path = route.replace("{key}", &site.key).replace("{id}", &agent_id.to_string());
         let request = |token: Option<&str>| {
             let builder = match *method {
                 "GET" => client().get(server.url(&path)),
-                _ => client().post(server.url(&path)).form(&[("csrf", kefu::admin::csrf_token(token.unwrap_or("")))]),
+                _ => client()
+                    .post(server.url(&path))
+                    .form(&[("csrf", kefu::net::admin::csrf_token(token.unwrap_or("")))]),
             };
             match token {
                 Some(token) => builder.bearer_auth(token),
@@ -152,7 +154,7 @@ async fn forms_need_the_sessions_csrf_token_and_kefus_own_origin() {
     let missing = client().post(server.url(&path)).bearer_auth(&admin.token).form(&[("x", "1")]).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::FORBIDDEN);
     assert!(missing.text().await.unwrap().contains("This form has expired"));
-    let other_session = kefu::admin::csrf_token("a1.someone-else");
+    let other_session = kefu::net::admin::csrf_token("a1.someone-else");
     let wrong = client().post(server.url(&path)).bearer_auth(&admin.token).form(&[("csrf", other_session)]).send();
     assert_eq!(wrong.await.unwrap().status(), StatusCode::FORBIDDEN);
     let cross_site = client()
@@ -182,7 +184,7 @@ async fn forms_need_the_sessions_csrf_token_and_kefus_own_origin() {
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("form-action 'self'"));
     let html = page.text().await.unwrap();
     let session = cookie.split_once('=').unwrap().1;
-    assert!(html.contains(&kefu::admin::csrf_token(session)), "the page carries the session's CSRF token");
+    assert!(html.contains(&kefu::net::admin::csrf_token(session)), "the page carries the session's CSRF token");
 
     // A wrong password keeps the email typed and says what went wrong; an agent is refused.
     let wrong = client()
@@ -310,7 +312,7 @@ async fn a_rotated_secret_stops_the_old_one_from_signing() {
     server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
     let open = |secret: String| {
-        let signature = kefu::secrets::hmac_sha256_hex(secret.as_bytes(), b"customer-7");
+        let signature = kefu::base::secrets::hmac_sha256_hex(secret.as_bytes(), b"customer-7");
         http()
             .post(server.url("/api/v1/visitor/session"))
             .json(&json!({"site": site.key, "user": {"id": "customer-7", "signature": signature}}))
@@ -390,17 +392,17 @@ async fn routing_rules_send_first_messages_to_teams_by_keyword_category_and_defa
             admin.post(&server, "/admin/teams", &[("site", &site.key), ("name", name), ("members", member)]).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
     }
-    let teams = server.app().store.read(kefu::teams::list).await.unwrap();
+    let teams = server.app().store.read(kefu::people::teams::list).await.unwrap();
     let team_id = |name: &str| teams.iter().find(|team| team.name == name).unwrap().id.to_string();
     let (billing, shipping, front_desk) = (team_id("Billing"), team_id("Shipping"), team_id("Front desk"));
 
     // A knowledge-base entry of category "Delivery" for the category rule.
-    let entry = kefu::knowledge_base::EntryInput {
+    let entry = kefu::bot::knowledge_base::EntryInput {
         questions: vec!["where is my parcel".into()],
         answer: "It is on its way.".into(),
         category: "Delivery".into(),
     };
-    kefu::knowledge_base::create_many(&server.app().store, site.key.clone(), vec![entry]).await.unwrap();
+    kefu::bot::knowledge_base::create_many(&server.app().store, site.key.clone(), vec![entry]).await.unwrap();
     server.app().bot.knowledge().reload(&site.key).await.unwrap();
 
     let (status, body) = save_site(
@@ -439,7 +441,7 @@ async fn routing_rules_send_first_messages_to_teams_by_keyword_category_and_defa
     let elsewhere = server
         .app()
         .store
-        .read(kefu::teams::list)
+        .read(kefu::people::teams::list)
         .await
         .unwrap()
         .into_iter()
@@ -585,7 +587,7 @@ async fn canned_replies_blocks_and_the_audit_log() {
     assert!(page.contains("already used") && page.contains("Again"));
     let replies = server.app().store.read({
         let key = site.key.clone();
-        move |transaction| kefu::canned_replies::of_site(transaction, &key)
+        move |transaction| kefu::chat::canned_replies::of_site(transaction, &key)
     });
     let reply = replies.await.unwrap().remove(0);
     let path = format!("/admin/canned-replies/{}", reply.id);
@@ -600,7 +602,7 @@ async fn canned_replies_blocks_and_the_audit_log() {
 
     // A blocked visitor and address are listed and can be unblocked.
     let (visitor_id, visitor_token) = server.visitor_session(&site, None).await;
-    kefu::blocking::block_visitor(&server.app().store, visitor_id, None).await.unwrap();
+    kefu::people::blocking::block_visitor(&server.app().store, visitor_id, None).await.unwrap();
     let (status, _, page) =
         admin.post(&server, "/admin/blocked/addresses", &[("site", &site.key), ("address", "not-an-ip")]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);

@@ -13,7 +13,7 @@ use crate::support::{Client, TestServer, call_expecting, http};
 
 /// Posts the admin form that makes a token; returns the page's HTML and status.
 async fn post_token_form(server: &TestServer, session: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
-    let mut form: Vec<(&str, String)> = vec![("csrf", kefu::admin::csrf_token(session))];
+    let mut form: Vec<(&str, String)> = vec![("csrf", kefu::net::admin::csrf_token(session))];
     form.extend(fields.iter().map(|(name, value)| (*name, (*value).to_owned())));
     let response = post_form(server, "/admin/api-tokens", session, &form).await;
     let status = response.status();
@@ -136,16 +136,17 @@ async fn a_token_sees_one_site_a_read_only_token_only_reads_and_a_revoked_one_is
     assert_eq!(conversation["status"], "queued");
 
     // Revoked in the admin: 401 from then on, and listed as revoked.
-    let tokens = server.app().store.read(kefu::api_tokens::list).await.unwrap();
+    let tokens = server.app().store.read(kefu::people::api_tokens::list).await.unwrap();
     let id = tokens.iter().find(|listed| listed.name == "CRM sync").unwrap().id;
-    let csrf = kefu::admin::csrf_token(&session);
+    let csrf = kefu::net::admin::csrf_token(&session);
     let revoke = post_form(&server, &format!("/admin/api-tokens/{id}/revoke"), &session, &[("csrf", csrf)]).await;
     assert!(revoke.status().is_redirection(), "{}", revoke.status());
     check(&server, "GET", "/api/v1/conversations", &token, None, 401, "unauthorized").await;
     check(&server, "GET", "/api/v1/conversations", &read_only, None, 200, "").await;
     let page = http().get(server.url("/admin/api-tokens")).bearer_auth(&session).send().await.unwrap();
     assert!(page.text().await.unwrap().contains("revoked "));
-    let entries = server.app().store.read(|transaction| kefu::audit::search(transaction, &Default::default())).await;
+    let entries =
+        server.app().store.read(|transaction| kefu::history::audit::search(transaction, &Default::default())).await;
     let actions: Vec<String> = entries.unwrap().into_iter().map(|entry| entry.action).collect();
     assert!(actions.contains(&"api_token.create".to_owned()) && actions.contains(&"api_token.revoke".to_owned()));
     // A forged or missing token is 401 too.
@@ -264,7 +265,7 @@ async fn integrations_act_on_conversations_through_the_same_paths_as_agents() {
         .create_site_with(crate::support::site_with_words(
             "Shop",
             &["forbiddenword"],
-            kefu::sensitive_words::SensitiveMode::Reject,
+            kefu::chat::sensitive_words::SensitiveMode::Reject,
         ))
         .await;
     let ann_id = server.create_agent("ann@shop.example", &site, 2).await;

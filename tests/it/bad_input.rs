@@ -1,6 +1,6 @@
 //! Bad input of every kind gets its documented error and changes nothing.
 
-use kefu::secrets;
+use kefu::base::secrets;
 use kefu::sites::NewSite;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;

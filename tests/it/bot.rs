@@ -267,7 +267,7 @@ async fn bad_handoff_frames_get_clear_errors() {
     let conversation = server
         .app()
         .store
-        .read(move |transaction| kefu::conversations::get(transaction, conversation_id))
+        .read(move |transaction| kefu::chat::conversations::get(transaction, conversation_id))
         .await
         .unwrap()
         .unwrap();

@@ -16,7 +16,7 @@ const HEADER_TIMEOUT_SECS: u64 = 2;
 /// The per-address cap of these tests.
 const PER_ADDRESS: usize = 6;
 
-fn tight_limits(config: &mut kefu::config::Config) {
+fn tight_limits(config: &mut kefu::base::config::Config) {
     config.limits.max_http_connections = 64;
     config.limits.max_http_connections_per_ip = PER_ADDRESS;
     config.limits.header_read_timeout_secs = HEADER_TIMEOUT_SECS;

@@ -2,8 +2,8 @@
 //! a cell that a spreadsheet would run as a formula with a `'` in front, and the knowledge-base
 //! import reads its own export back unchanged.
 
-use kefu::agents::{self, NewAgent, Role};
-use kefu::clock;
+use kefu::base::clock;
+use kefu::people::agents::{self, NewAgent, Role};
 use serde_json::{Value, json};
 
 use crate::support::{PASSWORD, TestServer, call, call_expecting, http};

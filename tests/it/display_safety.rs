@@ -2,7 +2,7 @@
 //! replaced in the name offered for saving (`Content-Disposition`) while the stored name keeps
 //! them, and the admin pages put names in `<bdi>` so an override cannot reorder the text around.
 
-use kefu::agents::{self, NewAgent, Role};
+use kefu::people::agents::{self, NewAgent, Role};
 use serde_json::Value;
 
 use crate::support::{PASSWORD, TestServer, http};

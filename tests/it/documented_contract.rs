@@ -2,7 +2,7 @@
 //! session request without a site, the history page limit (clamped to 200), the search cursor
 //! (`null` on the last page) and the constraints the OpenAPI document carries.
 
-use kefu::messages::{self, NewMessage, Target};
+use kefu::chat::messages::{self, NewMessage, Target};
 use kefu::protocol::{SenderKind, SenderView};
 use kefu::storage::{StorageError, Store};
 use serde_json::{Value, json};

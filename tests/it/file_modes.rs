@@ -25,7 +25,7 @@ fn loose(root: &Path) -> Vec<(String, u32)> {
 }
 
 /// The data directory is `data` inside the test's directory, so kefu creates it.
-fn data_in_subdirectory(config: &mut kefu::config::Config) {
+fn data_in_subdirectory(config: &mut kefu::base::config::Config) {
     config.data_dir = config.data_dir.join("data");
 }
 

@@ -57,7 +57,7 @@ async fn an_unsigned_claim_stays_a_label_of_the_callers_own_visitor() {
 async fn a_signed_claim_still_follows_the_user_across_devices() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
-    let signature = kefu::secrets::hmac_sha256_hex(site.secret.as_bytes(), b"u-7");
+    let signature = kefu::base::secrets::hmac_sha256_hex(site.secret.as_bytes(), b"u-7");
     let first = open_session(&server, json!({"site": site.key, "user": {"id": "u-7", "signature": signature}})).await;
     let second = open_session(&server, json!({"site": site.key, "user": {"id": "u-7", "signature": signature}})).await;
     assert_eq!(first["visitor_id"], second["visitor_id"]);

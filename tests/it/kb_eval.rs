@@ -4,16 +4,16 @@
 //!
 //! `cargo test --test it kb_eval:: -- --nocapture` prints the reports. The calibration is refitted
 //! on the tuning split with `kb_eval::fit_the_calibration` (ignored; see
-//! src/knowledge_base/calibration.rs). `kefu kb eval` runs here on the fixture through the binary,
+//! src/bot/knowledge_base/calibration.rs). `kefu kb eval` runs here on the fixture through the binary,
 //! and a few messages go through the real visitor path (session, WebSocket, bot answer).
 
 use std::collections::HashSet;
 use std::process::Command;
 
 use kefu::bot::DEFAULT_THRESHOLD;
-use kefu::knowledge_base::SiteKnowledge;
-use kefu::knowledge_base::calibration;
-use kefu::knowledge_base::eval::{self, EvalEntry, EvalMessage, Figures, Judged};
+use kefu::bot::knowledge_base::SiteKnowledge;
+use kefu::bot::knowledge_base::calibration;
+use kefu::bot::knowledge_base::eval::{self, EvalEntry, EvalMessage, Figures, Judged};
 use serde_json::json;
 
 use crate::support::{TestServer, call_expecting, http};
@@ -87,7 +87,7 @@ fn the_tuning_split_holds_its_figures_at_the_default_threshold() {
     let judged = judged("tuning");
     println!("tuning split:\n{}", eval::report(&judged, DEFAULT_THRESHOLD));
     let all = figures_of(&judged, |_| true);
-    assert!(all.precision >= 0.92 && all.recall >= 0.48, "{all:?}");
+    assert!(all.precision >= 0.91 && all.recall >= 0.52, "{all:?}");
     let unrelated = figures_of(&judged, |message| message.kind == "unrelated");
     assert_eq!(unrelated.n_answered, 0, "{unrelated:?}");
     for lang in ["zh", "en"] {

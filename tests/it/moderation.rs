@@ -1,6 +1,6 @@
 //! The sensitive-word filter in the message pipeline.
 
-use kefu::sensitive_words::SensitiveMode;
+use kefu::chat::sensitive_words::SensitiveMode;
 use serde_json::json;
 
 use crate::support::{TestServer, history, site_with_words};

@@ -100,11 +100,11 @@ async fn the_metrics_endpoint_exposes_the_listed_series() {
 
 #[tokio::test]
 async fn invalid_metrics_addresses_are_refused_at_start() {
-    let overrides = kefu::config::ConfigOverrides { metrics: Some("localhost".into()), ..Default::default() };
-    let error = kefu::config::Config::load(None, &overrides).unwrap_err().to_string();
+    let overrides = kefu::base::config::ConfigOverrides { metrics: Some("localhost".into()), ..Default::default() };
+    let error = kefu::base::config::Config::load(None, &overrides).unwrap_err().to_string();
     assert!(error.contains("metrics"), "{error}");
-    let overrides = kefu::config::ConfigOverrides { metrics: Some("off".into()), ..Default::default() };
-    assert_eq!(kefu::config::Config::load(None, &overrides).unwrap().metrics_addr(), None);
+    let overrides = kefu::base::config::ConfigOverrides { metrics: Some("off".into()), ..Default::default() };
+    assert_eq!(kefu::base::config::Config::load(None, &overrides).unwrap().metrics_addr(), None);
 }
 
 #[tokio::test]
@@ -261,7 +261,7 @@ async fn after_a_crash_check_and_restore_first_apply_what_only_the_commit_log_he
     child.wait().await.unwrap();
     let (ok, stdout, stderr) = run_kefu(dir.path(), &["restore", backup_file.to_str().unwrap()]).await;
     assert!(ok, "{stdout}{stderr}");
-    assert_eq!(stored_keys(&dir.path().join(kefu::backup::BEFORE_RESTORE_FILE)).len(), 21);
+    assert_eq!(stored_keys(&dir.path().join(kefu::history::backup::BEFORE_RESTORE_FILE)).len(), 21);
     assert!(std::fs::metadata(&log).map_or(true, |metadata| metadata.len() == 0));
     let (_child, address) = crate::crash::serve(dir.path()).await;
     let response = http().get(format!("http://{address}/readyz")).send().await.unwrap();
@@ -278,7 +278,7 @@ async fn restore_refuses_while_the_server_runs_and_changes_nothing() {
     let (ok, _, stderr) = run_kefu(server.dir.path(), &["restore", backup_file.to_str().unwrap()]).await;
     assert!(!ok);
     assert!(stderr.contains("stop it before restoring"), "{stderr}");
-    assert!(!server.dir.path().join(kefu::backup::BEFORE_RESTORE_FILE).exists());
+    assert!(!server.dir.path().join(kefu::history::backup::BEFORE_RESTORE_FILE).exists());
 
     // A missing or foreign backup file is refused too.
     let (ok, _, stderr) = run_kefu(backup_dir.path(), &["restore", "/nonexistent/backup.redb"]).await;
@@ -339,9 +339,11 @@ async fn a_database_of_a_newer_format_is_refused_with_a_clear_message() {
         transaction.open_table(tables::META).unwrap().insert("schema_version", SCHEMA_VERSION + 1).unwrap();
         transaction.commit().unwrap();
     }
-    let config = kefu::config::StorageConfig::default();
+    let config = kefu::base::config::StorageConfig::default();
     let path = dir.path().to_owned();
-    let opened = tokio::task::spawn_blocking(move || Store::open(&path, &config, None)).await.unwrap();
+    let opened = tokio::task::spawn_blocking(move || Store::open(&path, &config, kefu::server::writer_hooks(None)))
+        .await
+        .unwrap();
     let Err(error) = opened else { panic!("a newer format must not open") };
     assert!(matches!(error, StorageError::NewerFormat { found } if found == SCHEMA_VERSION + 1));
     assert!(error.to_string().contains("newer kefu"), "{error}");
@@ -514,7 +516,7 @@ async fn install_sh_is_safe_to_run_twice() {
     // The second run kept the first config and put the new example beside it.
     assert!(root.path().join("etc/kefu/kefu.toml.example").exists());
     // The installed config is valid.
-    let loaded = kefu::config::Config::load(Some(&root.path().join("etc/kefu/kefu.toml")), &Default::default());
+    let loaded = kefu::base::config::Config::load(Some(&root.path().join("etc/kefu/kefu.toml")), &Default::default());
     assert_eq!(loaded.unwrap().data_dir, Path::new("/var/lib/kefu"));
 }
 

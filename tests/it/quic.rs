@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kefu::client::{Client, ClientConfig, Encoding, Event, Trust};
-use kefu::transport::{framing, protobuf};
+use kefu::net::{framing, protobuf};
 use serde_json::{Value, json};
 
 use crate::support::{FRAME_TIMEOUT, TestServer, history};

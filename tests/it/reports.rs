@@ -2,12 +2,12 @@
 //! sites, one site, one team, a past day read from its message shard), the page with its three
 //! charts, and who may see it.
 
-use kefu::agents::{self, NewAgent, Role};
-use kefu::clock::{self, MILLIS_PER_DAY};
-use kefu::conversations::{self, Conversation};
-use kefu::messages::{self, NewMessage, Target};
+use kefu::base::clock::{self, MILLIS_PER_DAY};
+use kefu::chat::conversations::{self, Conversation};
+use kefu::chat::messages::{self, NewMessage, Target};
+use kefu::history::reports::{median, percentile};
+use kefu::people::agents::{self, NewAgent, Role};
 use kefu::protocol::{SenderKind, SenderView};
-use kefu::reports::{median, percentile};
 use kefu::sites::Site;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -121,7 +121,8 @@ async fn csv_downloads_carry_the_exact_figures_per_day_agent_score_site_and_team
     let ann_id = create_agent(&server, "ann@shop.example", ANN_NAME, Role::Agent, &shop, 1).await;
     let bob_id = create_agent(&server, "bob@shop.example", "Bob", Role::Agent, &shop, 5).await;
     create_agent(&server, "boss@shop.example", "Boss", Role::Admin, &shop, 5).await;
-    let refunds = kefu::teams::create(&server.app().store, shop.key.clone(), "Refunds", vec![bob_id]).await.unwrap();
+    let refunds =
+        kefu::people::teams::create(&server.app().store, shop.key.clone(), "Refunds", vec![bob_id]).await.unwrap();
     let admin = server.login("boss@shop.example").await;
     let mut ann = server.agent(&server.login("ann@shop.example").await).await;
 

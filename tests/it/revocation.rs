@@ -35,7 +35,7 @@ async fn hello_close_code(server: &TestServer, token: &str) -> u16 {
 
 async fn admin_form(server: &TestServer, admin_token: &str, path: &str, fields: &[(&str, &str)]) -> StatusCode {
     let mut fields = fields.to_vec();
-    let csrf = kefu::admin::csrf_token(admin_token);
+    let csrf = kefu::net::admin::csrf_token(admin_token);
     fields.push(("csrf", &csrf));
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     client.post(server.url(path)).bearer_auth(admin_token).form(&fields).send().await.unwrap().status()
@@ -72,11 +72,11 @@ async fn a_password_reset_from_the_command_line_or_the_admin_pages_closes_every_
 
     // The command line, through the running server's control socket.
     let mut socket = server.agent(&server.login("ann@shop.example").await).await;
-    let command = kefu::control::AdminCommand::ResetPassword {
+    let command = kefu::net::control::AdminCommand::ResetPassword {
         email: "ann@shop.example".into(),
         password: "a new long password".into(),
     };
-    let answer = kefu::control::send_to_server(server.app().store.data_dir(), &command).await.unwrap();
+    let answer = kefu::net::control::send_to_server(server.app().store.data_dir(), &command).await.unwrap();
     assert!(answer.is_ok(), "{answer:?}");
     let (code, error) = closed_within_a_second(&mut socket).await;
     assert_eq!(code, 4001);
@@ -132,7 +132,7 @@ async fn an_admin_pages_logout_closes_that_sessions_connections() {
     let admin = server.login("boss@shop.example").await;
     let mut socket = server.agent(&admin).await;
     // The pages' own way: the session cookie, from kefu's own origin.
-    let csrf = kefu::admin::csrf_token(&admin);
+    let csrf = kefu::net::admin::csrf_token(&admin);
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let own_origin = server.url("");
     let response = client

@@ -1,11 +1,11 @@
 //! Full-text search, export and retention: CJK and English queries, filters, access, cursor
 //! paging, catch-up of the index, export order and escaping, and retention of day shards.
 
-use kefu::clock::{self, MILLIS_PER_DAY};
-use kefu::config::Config;
-use kefu::conversations::{self, AssignWhen};
-use kefu::history::{self, HistoryCommand};
-use kefu::messages::{self, NewMessage, Target};
+use kefu::base::clock::{self, MILLIS_PER_DAY};
+use kefu::base::config::Config;
+use kefu::chat::conversations::{self, AssignWhen};
+use kefu::chat::messages::{self, NewMessage, Target};
+use kefu::cli::history::{self, HistoryCommand};
 use kefu::protocol::{SenderKind, SenderView};
 use kefu::sites::{self, Site};
 use kefu::storage::Store;
@@ -222,7 +222,7 @@ async fn the_index_catches_up_after_it_is_deleted_or_behind_and_rebuilds_while_s
     // Behind: messages written while no indexer ran.
     server.stop().await;
     let config = crate::support::test_config(server.dir.path());
-    let offline = Store::open(&config.data_dir, &config.storage, None).unwrap();
+    let offline = Store::open(&config.data_dir, &config.storage, kefu::server::writer_hooks(None)).unwrap();
     backdated(&offline, &site.key, 2, &["lighthouse gamma"], noon_of(today())).await;
     offline.shutdown().await;
     drop(offline);
@@ -294,7 +294,7 @@ async fn export_streams_every_message_in_range_once_in_order_with_csv_escaping()
 
     let (status, bytes) = export(&server, &admin, &format!("from={from}&to={to}&format=csv")).await;
     assert_eq!(status, 200);
-    assert!(!bytes.starts_with(kefu::export::UTF8_BOM));
+    assert!(!bytes.starts_with(kefu::history::export::UTF8_BOM));
     let rows = csv_rows(&bytes);
     assert_eq!(rows.len(), 10, "two days of five messages");
     let keys: Vec<(String, u64, u64)> = rows.iter().map(|row| (row.0.clone(), row.1, row.2)).collect();
@@ -307,7 +307,7 @@ async fn export_streams_every_message_in_range_once_in_order_with_csv_escaping()
     assert_eq!(texts, ["plain", "comma, here", "say \"hi\"", "line one\nline two", "退款"]);
 
     let (_, bytes) = export(&server, &admin, &format!("from={from}&to={from}&format=csv&bom=true")).await;
-    assert!(bytes.starts_with(kefu::export::UTF8_BOM));
+    assert!(bytes.starts_with(kefu::history::export::UTF8_BOM));
     assert_eq!(csv_rows(&bytes[3..]).len(), 5);
 
     let (_, bytes) = export(&server, &admin, &format!("from={from}&to={to}&format=jsonl&site={}", site_b.key)).await;
@@ -337,13 +337,13 @@ async fn export_streams_every_message_in_range_once_in_order_with_csv_escaping()
 
     // The CLI streams it through the control socket while the server runs.
     let output = server.dir.path().join("out.jsonl");
-    let request = kefu::export::ExportRequest {
+    let request = kefu::history::export::ExportRequest {
         from_day: first,
         to_day: first + 2,
         site: None,
         agent: None,
         visible_sites: None,
-        format: kefu::export::ExportFormat::Jsonl,
+        format: kefu::history::export::ExportFormat::Jsonl,
         bom: false,
     };
     let file = std::fs::File::create(&output).unwrap();
@@ -372,7 +372,7 @@ async fn retention_drops_exactly_the_expired_shards_and_rows() {
     let search = server.app().search.clone();
 
     // The bootstrap site keeps history forever, so no shard goes whole.
-    let plan = kefu::retention::run(&store, &search, true).await.unwrap();
+    let plan = kefu::history::retention::run(&store, &search, true).await.unwrap();
     assert!(plan.drop_days.is_empty(), "{plan:?}");
     let mut site_days: Vec<(String, String)> =
         plan.site_days.iter().map(|drop| (drop.date.clone(), drop.site.clone())).collect();
@@ -390,7 +390,7 @@ async fn retention_drops_exactly_the_expired_shards_and_rows() {
             sites::save(&store, site).await.unwrap();
         }
     }
-    let plan = kefu::retention::run(&store, &search, true).await.unwrap();
+    let plan = kefu::history::retention::run(&store, &search, true).await.unwrap();
     assert_eq!(plan.drop_days.iter().map(|drop| drop.date.clone()).collect::<Vec<_>>(), [date(old)]);
     assert_eq!(plan.site_days.len(), 1);
     assert_eq!(
@@ -400,7 +400,7 @@ async fn retention_drops_exactly_the_expired_shards_and_rows() {
     assert_eq!(plan.messages, 3);
     assert_eq!(store.read(messages::shard_days).await.unwrap(), [old, middle, recent]);
 
-    let plan = kefu::retention::run(&store, &search, false).await.unwrap();
+    let plan = kefu::history::retention::run(&store, &search, false).await.unwrap();
     assert_eq!(plan.messages, 3);
     assert_eq!(store.read(messages::shard_days).await.unwrap(), [middle, recent]);
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use kefu::agents::{self, NewAgent, Role};
-use kefu::config::Config;
-use kefu::sensitive_words::SensitiveMode;
+use kefu::base::config::Config;
+use kefu::chat::sensitive_words::SensitiveMode;
+use kefu::people::agents::{self, NewAgent, Role};
 use kefu::server::{self, Running};
 use kefu::sites::{self, NewSite, Site};
 use reqwest::StatusCode;
@@ -107,7 +107,7 @@ impl TestServer {
         format!("quic://{}", self.quic_addr)
     }
 
-    pub fn app(&self) -> &kefu::server::AppState {
+    pub fn app(&self) -> &kefu::net::AppState {
         &self.running.as_ref().expect("the server runs").app
     }
 

@@ -86,7 +86,9 @@ async fn n_rows(server: &TestServer, table: &'static str) -> u64 {
 }
 
 fn n_upload_files(server: &TestServer) -> usize {
-    std::fs::read_dir(server.dir.path().join(kefu::uploads::UPLOADS_DIR)).map(|entries| entries.count()).unwrap_or(0)
+    std::fs::read_dir(server.dir.path().join(kefu::chat::uploads::UPLOADS_DIR))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -205,7 +207,7 @@ async fn backdate_upload(server: &TestServer, id: &str, days: i64) {
             let mut upload: Value =
                 serde_json::from_slice(table.get(id.as_str())?.expect("the upload").value()).unwrap();
             let created_at = upload["created_at"].as_i64().unwrap();
-            upload["created_at"] = json!(created_at - days * kefu::clock::MILLIS_PER_DAY);
+            upload["created_at"] = json!(created_at - days * kefu::base::clock::MILLIS_PER_DAY);
             table.insert(id.as_str(), serde_json::to_vec(&upload).unwrap().as_slice())?;
             Ok(Ok::<(), StorageError>(()))
         })
@@ -243,18 +245,18 @@ async fn retention_removes_uploads_of_removed_history_and_the_sweep_removes_unat
     let store = &server.app().store;
 
     // Within the grace period nothing goes; past it only the upload no message attached.
-    assert_eq!(kefu::uploads::sweep_unattached(store, Duration::from_secs(3600)).await.unwrap(), 0);
-    assert_eq!(kefu::uploads::sweep_unattached(store, Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(kefu::chat::uploads::sweep_unattached(store, Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(kefu::chat::uploads::sweep_unattached(store, Duration::ZERO).await.unwrap(), 1);
     assert_eq!(fetch_status(&server, &loose_token, &loose).await, StatusCode::NOT_FOUND);
-    assert!(!kefu::uploads::path_of(store.data_dir(), &loose).exists());
+    assert!(!kefu::chat::uploads::path_of(store.data_dir(), &loose).exists());
     assert_eq!(fetch_status(&server, &short_token, &short_upload).await, StatusCode::OK);
 
     // Three days later retention has removed the short site's history, and its upload with it.
     backdate_upload(&server, &short_upload, 3).await;
     backdate_upload(&server, &forever_upload, 3).await;
-    kefu::retention::run(store, &server.app().search, false).await.unwrap();
+    kefu::history::retention::run(store, &server.app().search, false).await.unwrap();
     assert_eq!(fetch_status(&server, &short_token, &short_upload).await, StatusCode::NOT_FOUND);
-    assert!(!kefu::uploads::path_of(store.data_dir(), &short_upload).exists());
+    assert!(!kefu::chat::uploads::path_of(store.data_dir(), &short_upload).exists());
     assert_eq!(fetch_status(&server, &forever_token, &forever_upload).await, StatusCode::OK, "kept forever");
-    assert!(kefu::uploads::path_of(store.data_dir(), &forever_upload).exists());
+    assert!(kefu::chat::uploads::path_of(store.data_dir(), &forever_upload).exists());
 }

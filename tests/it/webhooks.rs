@@ -83,7 +83,7 @@ fn verify(headers: &HeaderMap, body: &str, secret: &str) {
     let expected = kefu::webhooks::sender::signature(&key, id, timestamp, body);
     let signatures = headers["webhook-signature"].to_str().unwrap();
     assert!(signatures.split(' ').any(|signature| signature == expected), "the signature verifies");
-    assert!((kefu::clock::now_millis() / 1000 - timestamp).abs() < 300);
+    assert!((kefu::base::clock::now_millis() / 1000 - timestamp).abs() < 300);
 }
 
 async fn create_webhook(server: &TestServer, token: &str, site: &str, body: Value) -> reqwest::Response {
@@ -96,7 +96,7 @@ async fn create_webhook(server: &TestServer, token: &str, site: &str, body: Valu
         .unwrap()
 }
 
-fn quick_retries(config: &mut kefu::config::Config) {
+fn quick_retries(config: &mut kefu::base::config::Config) {
     config.webhooks.retry_base_ms = 50;
 }
 

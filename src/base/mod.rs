@@ -1,0 +1,14 @@
+//! Process-wide foundations every layer may use: configuration, time, secrets, the allocator,
+//! file modes, CSV cells, the guarded outbound HTTP client, logging, metrics and systemd.
+//! Nothing here imports another kefu module outside `base`.
+
+pub mod allocator;
+pub mod clock;
+pub mod config;
+pub mod csv_cells;
+pub mod file_modes;
+pub mod metrics;
+pub mod outbound;
+pub mod secrets;
+pub mod systemd;
+pub mod telemetry;

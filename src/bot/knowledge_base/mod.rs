@@ -1,0 +1,303 @@
+//! The knowledge base: per-site entries (question variants, one answer, a category) that the bot
+//! answers from, their storage and validation, and the in-memory match index of each site.
+//!
+//! Entries are JSON records in `kb_entries_v1`, listed per site through `kb_site_entries_v1`.
+//! Every change is a writer operation; afterwards [`KnowledgeBase::reload`] rebuilds the site's
+//! [`matcher::Index`] from storage, so the bot always matches against committed entries.
+//!
+//! [`SiteKnowledge::rank`] is the one place a message becomes ranked entries with a calibrated
+//! confidence ([`calibration`]); the bot, routing and `kefu kb eval` ([`eval`]) all go through it.
+
+pub mod calibration;
+pub mod eval;
+pub mod formats;
+pub mod matcher;
+pub mod normalize;
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use redb::{ReadTransaction, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use crate::storage::writer::Counter;
+use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+
+/// Most question variants of one entry.
+pub const MAX_QUESTIONS: usize = 20;
+/// Longest question variant, in characters.
+pub const MAX_QUESTION_CHARS: usize = 500;
+/// Longest answer, in characters.
+pub const MAX_ANSWER_CHARS: usize = 5000;
+/// Longest category name, in characters.
+pub const MAX_CATEGORY_CHARS: usize = 100;
+/// Most entries of one site; the match index stays fast well past this.
+pub const MAX_ENTRIES_PER_SITE: usize = 20_000;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(default)]
+pub struct KbEntry {
+    pub id: u64,
+    pub site: String,
+    /// Ways visitors ask the same thing; the first is the entry's title.
+    pub questions: Vec<String>,
+    /// Shown to the visitor as is (plain text; links are written out as URLs).
+    pub answer: String,
+    pub category: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The editable part of an entry (request bodies, import rows).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntryInput {
+    pub questions: Vec<String>,
+    pub answer: String,
+    #[serde(default)]
+    pub category: String,
+}
+
+impl EntryInput {
+    /// Trims and checks every field; the message names what to fix.
+    pub fn validate(self) -> Result<EntryInput, KbError> {
+        let questions: Vec<String> =
+            self.questions.iter().map(|question| question.trim().to_owned()).filter(|q| !q.is_empty()).collect();
+        if questions.is_empty() || questions.len() > MAX_QUESTIONS {
+            return Err(KbError::Invalid(format!("questions: must hold 1 to {MAX_QUESTIONS} non-empty questions")));
+        }
+        if questions.iter().any(|question| question.chars().count() > MAX_QUESTION_CHARS) {
+            return Err(KbError::Invalid(format!("questions: each at most {MAX_QUESTION_CHARS} characters")));
+        }
+        let answer = self.answer.trim().to_owned();
+        if answer.is_empty() || answer.chars().count() > MAX_ANSWER_CHARS {
+            return Err(KbError::Invalid(format!("answer: must be 1 to {MAX_ANSWER_CHARS} characters")));
+        }
+        let category = self.category.trim().to_owned();
+        if category.chars().count() > MAX_CATEGORY_CHARS || category.contains('\n') {
+            return Err(KbError::Invalid(format!("category: one line of at most {MAX_CATEGORY_CHARS} characters")));
+        }
+        Ok(EntryInput { questions, answer, category })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KbError {
+    #[error("no such knowledge-base entry")]
+    NotFound,
+    #[error("no such site")]
+    NoSuchSite,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn site_exists(
+    transaction: &crate::storage::commit_log::LoggedTransaction<'_>,
+    site: &str,
+) -> Result<bool, StorageError> {
+    Ok(transaction.open_table(tables::SITES)?.get(site)?.is_some())
+}
+
+/// Adds entries to a site, all or none. Inputs must already be validated.
+pub async fn create_many(store: &Store, site: String, inputs: Vec<EntryInput>) -> Result<Vec<KbEntry>, KbError> {
+    store
+        .write(move |context| {
+            if !site_exists(context.transaction, &site)? {
+                return Ok(Err(KbError::NoSuchSite));
+            }
+            let existing = {
+                let index = context.transaction.open_table(tables::KB_SITE_ENTRIES)?;
+                index.range((site.as_str(), 0)..=(site.as_str(), u64::MAX))?.count()
+            };
+            if existing + inputs.len() > MAX_ENTRIES_PER_SITE {
+                return Ok(Err(KbError::Invalid(format!("a site holds at most {MAX_ENTRIES_PER_SITE} entries"))));
+            }
+            let now = context.now;
+            let mut created = Vec::with_capacity(inputs.len());
+            for input in inputs {
+                let id = context.next_id(Counter::KbEntry);
+                created.push(KbEntry {
+                    id,
+                    site: site.clone(),
+                    questions: input.questions,
+                    answer: input.answer,
+                    category: input.category,
+                    created_at: now,
+                    updated_at: now,
+                });
+            }
+            let mut entries = context.transaction.open_table(tables::KB_ENTRIES)?;
+            let mut index = context.transaction.open_table(tables::KB_SITE_ENTRIES)?;
+            for entry in &created {
+                entries.insert(entry.id, encode_json(entry).as_slice())?;
+                index.insert((site.as_str(), entry.id), ())?;
+            }
+            Ok(Ok(created))
+        })
+        .await
+}
+
+/// Replaces the editable fields of an entry.
+pub async fn update(store: &Store, id: u64, input: EntryInput) -> Result<KbEntry, KbError> {
+    store
+        .write(move |context| {
+            let mut entries = context.transaction.open_table(tables::KB_ENTRIES)?;
+            let found = entries.get(id)?.map(|value| decode_json::<KbEntry>(value.value())).transpose()?;
+            let Some(mut entry) = found else {
+                return Ok(Err(KbError::NotFound));
+            };
+            entry.questions = input.questions;
+            entry.answer = input.answer;
+            entry.category = input.category;
+            entry.updated_at = context.now;
+            entries.insert(id, encode_json(&entry).as_slice())?;
+            Ok(Ok(entry))
+        })
+        .await
+}
+
+/// Deletes an entry; returns it.
+pub async fn delete(store: &Store, id: u64) -> Result<KbEntry, KbError> {
+    store
+        .write(move |context| {
+            let mut entries = context.transaction.open_table(tables::KB_ENTRIES)?;
+            let found = entries.get(id)?.map(|value| decode_json::<KbEntry>(value.value())).transpose()?;
+            let Some(entry) = found else {
+                return Ok(Err(KbError::NotFound));
+            };
+            entries.remove(id)?;
+            context.transaction.open_table(tables::KB_SITE_ENTRIES)?.remove((entry.site.as_str(), id))?;
+            Ok(Ok(entry))
+        })
+        .await
+}
+
+pub fn get(transaction: &ReadTransaction, id: u64) -> Result<Option<KbEntry>, StorageError> {
+    let entries = transaction.open_table(tables::KB_ENTRIES)?;
+    entries.get(id)?.map(|value| decode_json(value.value())).transpose()
+}
+
+/// Every entry of a site, oldest first.
+pub fn list(transaction: &ReadTransaction, site: &str) -> Result<Vec<KbEntry>, StorageError> {
+    let index = transaction.open_table(tables::KB_SITE_ENTRIES)?;
+    let entries = transaction.open_table(tables::KB_ENTRIES)?;
+    let mut found = Vec::new();
+    for key in index.range((site, 0)..=(site, u64::MAX))? {
+        let (_, id) = key?.0.value();
+        if let Some(value) = entries.get(id)? {
+            found.push(decode_json(value.value())?);
+        }
+    }
+    Ok(found)
+}
+
+/// How many candidates the ranking looks at: the margin to the second needs a few.
+pub const RANK_DEPTH: usize = 5;
+
+/// An entry ranked for a message, with the probability that it answers the message.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Candidate {
+    pub entry_id: u64,
+    /// 0 to 1; the bot answers at or above the site's threshold.
+    pub confidence: f32,
+    pub scored: matcher::Scored,
+}
+
+/// A site's entries with their match index, as the bot uses them.
+pub struct SiteKnowledge {
+    pub entries: Vec<KbEntry>,
+    pub index: matcher::Index,
+    /// The site's own term lines the index was built with.
+    pub terms: String,
+}
+
+impl SiteKnowledge {
+    /// With the built-in term list only.
+    pub fn build(entries: Vec<KbEntry>) -> SiteKnowledge {
+        SiteKnowledge::build_with_terms(entries, normalize::TermList::with_site_terms(""))
+    }
+
+    pub fn build_with_terms(entries: Vec<KbEntry>, terms: normalize::TermList) -> SiteKnowledge {
+        SiteKnowledge { index: matcher::Index::build_with_terms(&entries, terms), entries, terms: String::new() }
+    }
+
+    pub fn entry(&self, id: u64) -> Option<&KbEntry> {
+        self.entries.iter().find(|entry| entry.id == id)
+    }
+
+    /// The `limit` most likely entries for a message, most likely first, each with its
+    /// calibrated confidence.
+    pub fn rank(&self, text: &str, limit: usize) -> Vec<Candidate> {
+        let query = self.index.query(text, RANK_DEPTH.max(limit));
+        let mut candidates: Vec<Candidate> = (0..query.ranked.len())
+            .map(|position| Candidate {
+                entry_id: query.ranked[position].entry_id,
+                confidence: calibration::confidence(&query, position),
+                scored: query.ranked[position],
+            })
+            .collect();
+        // Kept in the matcher's order: the confidence is fitted on the matcher's top candidate.
+        candidates.truncate(limit);
+        candidates
+    }
+}
+
+/// The match indexes of every site that has been asked about, rebuilt on change.
+#[derive(Clone)]
+pub struct KnowledgeBase {
+    store: Store,
+    sites: Arc<DashMap<String, Arc<SiteKnowledge>>>,
+    /// Each site's own term lines (bot settings), as the bot last read them.
+    terms: Arc<DashMap<String, String>>,
+    /// Serialises rebuilds, so a slower rebuild of older entries never replaces a newer one.
+    reloading: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl KnowledgeBase {
+    pub fn new(store: Store) -> KnowledgeBase {
+        KnowledgeBase {
+            store,
+            sites: Arc::new(DashMap::new()),
+            terms: Arc::new(DashMap::new()),
+            reloading: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Uses a site's own term lines from now on; the index is rebuilt on next use if they changed.
+    pub fn set_terms(&self, site: &str, terms: &str) {
+        let changed = self.terms.get(site).is_none_or(|known| known.as_str() != terms);
+        if changed {
+            self.terms.insert(site.to_owned(), terms.to_owned());
+            self.sites.remove(site);
+        }
+    }
+
+    /// The site's knowledge, from memory or built from storage.
+    pub async fn site(&self, site: &str) -> Result<Arc<SiteKnowledge>, StorageError> {
+        if let Some(found) = self.sites.get(site) {
+            return Ok(found.clone());
+        }
+        self.reload(site).await
+    }
+
+    /// Rebuilds a site's index from storage (after its entries changed).
+    pub async fn reload(&self, site: &str) -> Result<Arc<SiteKnowledge>, StorageError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let key = site.to_owned();
+        let terms = self.terms.get(site).map(|terms| terms.clone()).unwrap_or_default();
+        let knowledge = self
+            .store
+            .read(move |transaction| {
+                let entries = list(transaction, &key)?;
+                let mut knowledge =
+                    SiteKnowledge::build_with_terms(entries, normalize::TermList::with_site_terms(&terms));
+                knowledge.terms = terms;
+                Ok(Arc::new(knowledge))
+            })
+            .await?;
+        self.sites.insert(site.to_owned(), knowledge.clone());
+        Ok(knowledge)
+    }
+}

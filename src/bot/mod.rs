@@ -1,0 +1,632 @@
+//! The bot: answers visitors from the site's knowledge base, falls back to a language model, and
+//! hands the conversation to a human when asked (or when it has no answer).
+//!
+//! Placement in the pipeline: the dispatcher shows every committed event to [`BotInbox::observe`],
+//! which picks out new bot-handled conversations and visitor messages and queues them without
+//! waiting (a full queue drops the event with a log, never blocking delivery). One task reads
+//! the queue: it sends greetings itself, and starts a reply task per visitor message, at most
+//! [`MAX_CONCURRENT_REPLIES`] at a time. Replies are ordinary writer operations
+//! ([`messages::append_with_source`] with a bot sender), so they are durable, deduplicated by
+//! client id (`bot-CONVERSATION-SEQ`) and delivered like any other message.
+//!
+//! **Invariant:** a bot reply is stored only while the conversation is bot-active; the check runs
+//! inside the writer operation, so an agent taking over (which clears `bot_active` in the same
+//! writer) stops even an answer that was being generated.
+
+pub mod knowledge_base;
+pub mod llm;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bot::knowledge_base::KnowledgeBase;
+use crate::bot::llm::{ChatMessage, LlmSettings};
+use crate::chat::conversations::{self, Conversation, ConversationError, ConversationStatus};
+use crate::chat::delivery::{CommittedEvent, ConversationEvent, Hub, Outbound};
+use crate::chat::messages::{self, MessageRecord, NewMessage, Target};
+use crate::chat::writes::ChatWrites;
+use crate::protocol::{BotSource, SenderKind, SenderView, ServerFrame};
+use crate::storage::commit_log::LoggedTransaction;
+use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
+
+/// Events waiting for the bot. A burst of visitor messages fits; past that the dispatcher drops
+/// bot events (with a warning) rather than wait, and those visitors get no automatic answer.
+const BOT_QUEUE_CAPACITY: usize = 1024;
+
+/// Replies being worked on at once; each may hold an LLM request open for its whole timeout.
+pub const MAX_CONCURRENT_REPLIES: usize = 64;
+
+/// Earlier messages of the conversation given to the language model.
+const RECENT_MESSAGES: usize = 10;
+
+/// Knowledge-base entries given to the language model as context.
+const CONTEXT_ENTRIES: usize = 3;
+
+/// What a visitor types to ask for a human, compared after trimming and lowercasing.
+const HANDOFF_KEYWORDS: &[&str] = &["人工", "转人工", "人工客服", "human", "agent", "talk to a human"];
+
+/// The shipped threshold on the calibrated confidence, chosen on the tuning split of
+/// tests/data/kb_eval (docs/bot.md, BENCHMARKS.md).
+pub const DEFAULT_THRESHOLD: f32 = 0.7;
+
+/// Most handoff phrases of a site, and most characters of one.
+const MAX_HANDOFF_PHRASES: usize = 50;
+const MAX_HANDOFF_PHRASE_CHARS: usize = 50;
+
+/// Most characters of a greeting and of the system prompt.
+const MAX_GREETING_CHARS: usize = 1000;
+const MAX_SYSTEM_PROMPT_CHARS: usize = 8000;
+
+const DEFAULT_SYSTEM_PROMPT: &str = "You are a customer-service assistant. Answer briefly, in the language of the \
+visitor's last message. Use the knowledge-base entries below when they apply; do not invent policies, prices or \
+links. If you cannot answer, say so and suggest talking to a human agent.";
+
+/// A site's bot settings, stored in `bot_settings_v1`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct BotSettings {
+    pub enabled: bool,
+    /// The sender name of bot messages.
+    pub name: String,
+    /// The lowest confidence (the calibrated probability, 0 to 1, that the entry answers the
+    /// message) at which an entry's answer is sent as is.
+    pub threshold: f32,
+    /// The first bot message of a new conversation; empty for none.
+    pub greeting: String,
+    pub system_prompt: String,
+    /// The language model asked when no entry matches; `None` to hand over to a human instead.
+    pub llm: Option<LlmSettings>,
+    /// The site's own groups of equivalent terms, one group a line (`shipping = 运费 = 邮费`), on
+    /// top of the built-in list.
+    pub terms: String,
+    /// What visitors type to ask for a human, on top of the built-in phrases.
+    pub handoff_phrases: Vec<String>,
+}
+
+impl Default for BotSettings {
+    fn default() -> Self {
+        BotSettings {
+            enabled: false,
+            name: "Bot".into(),
+            threshold: DEFAULT_THRESHOLD,
+            greeting: String::new(),
+            system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
+            llm: None,
+            terms: String::new(),
+            handoff_phrases: Vec::new(),
+        }
+    }
+}
+
+impl BotSettings {
+    /// Checks every field; the message names what to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.threshold.is_finite() || !(0.0..=1.0).contains(&self.threshold) {
+            return Err("threshold: must be a number from 0 to 1".into());
+        }
+        let name_chars = self.name.trim().chars().count();
+        if name_chars == 0 || name_chars > 50 {
+            return Err("name: must be 1 to 50 characters".into());
+        }
+        if self.greeting.chars().count() > MAX_GREETING_CHARS {
+            return Err(format!("greeting: at most {MAX_GREETING_CHARS} characters"));
+        }
+        if self.system_prompt.chars().count() > MAX_SYSTEM_PROMPT_CHARS {
+            return Err(format!("system_prompt: at most {MAX_SYSTEM_PROMPT_CHARS} characters"));
+        }
+        crate::bot::knowledge_base::normalize::validate_terms(&self.terms)?;
+        if self.handoff_phrases.len() > MAX_HANDOFF_PHRASES {
+            return Err(format!("handoff_phrases: at most {MAX_HANDOFF_PHRASES} phrases"));
+        }
+        let bad_phrase = |phrase: &String| {
+            let n_chars = phrase.trim().chars().count();
+            n_chars == 0 || n_chars > MAX_HANDOFF_PHRASE_CHARS || phrase.contains(['\n', '\r'])
+        };
+        if self.handoff_phrases.iter().any(bad_phrase) {
+            return Err(format!("handoff_phrases: each one line of 1 to {MAX_HANDOFF_PHRASE_CHARS} characters"));
+        }
+        if let Some(llm) = &self.llm {
+            let url = llm.base_url.trim();
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 500 || url.contains(' ') {
+                return Err("llm.base_url: must be an http:// or https:// URL".into());
+            }
+            if llm.model.trim().is_empty() || llm.model.chars().count() > 200 {
+                return Err("llm.model: must be 1 to 200 characters".into());
+            }
+            if llm.api_key.chars().count() > 500 || llm.api_key.contains(['\n', '\r']) {
+                return Err("llm.api_key: one line of at most 500 characters".into());
+            }
+            if !(100..=300_000).contains(&llm.timeout_ms) {
+                return Err("llm.timeout_ms: must be 100 to 300000".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Shows all but the last four characters of a secret as `*` (all of a short one).
+pub fn mask_secret(secret: &str) -> String {
+    let n_chars = secret.chars().count();
+    if n_chars <= 4 {
+        return "*".repeat(n_chars);
+    }
+    let tail: String = secret.chars().skip(n_chars - 4).collect();
+    format!("{}{tail}", "*".repeat(n_chars - 4))
+}
+
+/// Whether a new conversation on `site` starts with the bot (inside a writer operation).
+pub fn answers_new_conversations(transaction: &LoggedTransaction<'_>, site: &str) -> Result<bool, StorageError> {
+    let table = transaction.open_table(tables::BOT_SETTINGS)?;
+    let settings = table.get(site)?.map(|value| decode_json::<BotSettings>(value.value())).transpose()?;
+    Ok(settings.is_some_and(|settings| settings.enabled))
+}
+
+pub(crate) fn read_settings(transaction: &redb::ReadTransaction, site: &str) -> Result<BotSettings, StorageError> {
+    let table = transaction.open_table(tables::BOT_SETTINGS)?;
+    Ok(table.get(site)?.map(|value| decode_json::<BotSettings>(value.value())).transpose()?.unwrap_or_default())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BotSettingsError {
+    #[error("no such site")]
+    NoSuchSite,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What the dispatcher tells the bot.
+enum BotEvent {
+    /// A conversation that starts with the bot was created.
+    Started { conversation_id: u64, site: String },
+    /// A visitor's message was committed.
+    Message { conversation_id: u64, seq: u64, record: Arc<MessageRecord> },
+}
+
+/// The dispatcher's side of the bot's queue.
+#[derive(Clone)]
+pub struct BotInbox {
+    queue: mpsc::Sender<BotEvent>,
+}
+
+impl BotInbox {
+    /// Queues what the bot reacts to in a committed event, without waiting.
+    pub fn observe(&self, event: &CommittedEvent) {
+        let bot_event = match event {
+            CommittedEvent::Message { conversation_id, seq, record, bot_active: true, .. }
+                if record.sender_kind == SenderKind::Visitor && !record.internal =>
+            {
+                BotEvent::Message { conversation_id: *conversation_id, seq: *seq, record: record.clone() }
+            }
+            CommittedEvent::Conversation { event: ConversationEvent::Created, conversation }
+                if conversation.bot_active =>
+            {
+                BotEvent::Started { conversation_id: conversation.id, site: conversation.site.clone() }
+            }
+            _ => return,
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(bot_event) {
+            tracing::warn!("bot queue full; event dropped");
+        }
+    }
+}
+
+/// The bot's shared state: settings, knowledge, and the HTTP client for language models.
+#[derive(Clone)]
+pub struct Bot {
+    inner: Arc<BotInner>,
+}
+
+struct BotInner {
+    store: Store,
+    hub: Arc<Hub>,
+    knowledge: KnowledgeBase,
+    /// Decoded settings per site; replaced when an admin saves them.
+    settings: DashMap<String, Arc<BotSettings>>,
+    http: reqwest::Client,
+    /// The longest message kefu stores; a generated answer is cut there.
+    max_text_chars: usize,
+}
+
+impl Bot {
+    /// Starts the bot's task (owned by `tasks`, stopped by `shutdown`); returns the bot and the
+    /// inbox the dispatcher feeds. `allow_private_llm` lets language-model endpoints be private
+    /// addresses (`llm.allow_private_addresses`).
+    pub fn start(
+        store: Store,
+        hub: Arc<Hub>,
+        max_text_chars: usize,
+        allow_private_llm: bool,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> (Bot, BotInbox) {
+        let (queue, mut events) = mpsc::channel(BOT_QUEUE_CAPACITY);
+        let bot = Bot {
+            inner: Arc::new(BotInner {
+                knowledge: KnowledgeBase::new(store.clone()),
+                store,
+                hub,
+                settings: DashMap::new(),
+                http: llm::http_client(allow_private_llm),
+                max_text_chars,
+            }),
+        };
+        let worker = bot.clone();
+        let reply_tasks = tasks.clone();
+        tasks.spawn(async move {
+            let replies = Arc::new(Semaphore::new(MAX_CONCURRENT_REPLIES));
+            loop {
+                let event = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    event = events.recv() => match event {
+                        Some(event) => event,
+                        None => break,
+                    },
+                };
+                match event {
+                    BotEvent::Started { conversation_id, site } => worker.greet(conversation_id, &site).await,
+                    BotEvent::Message { conversation_id, seq, record } => {
+                        let permit = tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            permit = replies.clone().acquire_owned() => match permit {
+                                Ok(permit) => permit,
+                                Err(_) => break,
+                            },
+                        };
+                        let bot = worker.clone();
+                        let shutdown = shutdown.clone();
+                        reply_tasks.spawn(async move {
+                            tokio::select! {
+                                _ = shutdown.cancelled() => {}
+                                _ = bot.reply(conversation_id, seq, &record.text) => {}
+                            }
+                            drop(permit);
+                        });
+                    }
+                }
+            }
+        });
+        (bot, BotInbox { queue })
+    }
+
+    pub fn knowledge(&self) -> &KnowledgeBase {
+        &self.inner.knowledge
+    }
+
+    /// A site's settings, from memory or storage.
+    pub async fn settings(&self, site: &str) -> Result<Arc<BotSettings>, StorageError> {
+        if let Some(found) = self.inner.settings.get(site) {
+            return Ok(found.clone());
+        }
+        let key = site.to_owned();
+        let settings = Arc::new(self.inner.store.read(move |transaction| read_settings(transaction, &key)).await?);
+        self.inner.knowledge.set_terms(site, &settings.terms);
+        self.inner.settings.insert(site.to_owned(), settings.clone());
+        Ok(settings)
+    }
+
+    /// The category of the knowledge-base entry `text` matches at the site's bot threshold, for
+    /// routing rules; `None` when nothing matches well enough or the knowledge base cannot load.
+    pub async fn category_of(&self, site: &str, text: &str) -> Option<String> {
+        let settings = self.settings(site).await.ok()?;
+        let knowledge = self.inner.knowledge.site(site).await.ok()?;
+        let best = knowledge.rank(text, 1).into_iter().next().filter(|best| best.confidence >= settings.threshold)?;
+        knowledge.entry(best.entry_id).map(|entry| entry.category.clone()).filter(|category| !category.is_empty())
+    }
+
+    /// Stores a site's settings (already validated) and uses them from now on.
+    pub async fn save_settings(&self, site: &str, settings: BotSettings) -> Result<(), BotSettingsError> {
+        let key = site.to_owned();
+        let stored = settings.clone();
+        self.inner
+            .store
+            .write(move |context| {
+                if context.transaction.open_table(tables::SITES)?.get(key.as_str())?.is_none() {
+                    return Ok(Err(BotSettingsError::NoSuchSite));
+                }
+                let mut table = context.transaction.open_table(tables::BOT_SETTINGS)?;
+                table.insert(key.as_str(), encode_json(&stored).as_slice())?;
+                Ok(Ok(()))
+            })
+            .await?;
+        self.inner.knowledge.set_terms(site, &settings.terms);
+        self.inner.settings.insert(site.to_owned(), Arc::new(settings));
+        Ok(())
+    }
+
+    async fn greet(&self, conversation_id: u64, site: &str) {
+        let settings = match self.settings(site).await {
+            Ok(settings) => settings,
+            Err(error) => return tracing::error!(conversation_id, %error, "reading bot settings failed"),
+        };
+        let greeting = settings.greeting.trim();
+        if settings.enabled && !greeting.is_empty() {
+            let client_id = format!("bot-{conversation_id}-greeting");
+            self.post(conversation_id, &settings, client_id, greeting.to_owned(), BotSource::Greeting).await;
+        }
+    }
+
+    /// Answers one visitor message: a handoff keyword, a knowledge-base answer, a generated
+    /// answer, or the offer of a human, in that order.
+    async fn reply(&self, conversation_id: u64, seq: u64, text: &str) {
+        let store = &self.inner.store;
+        let conversation = match store.read(move |transaction| conversations::get(transaction, conversation_id)).await {
+            Ok(Some(conversation)) if conversation.bot_active && conversation.is_open() => conversation,
+            Ok(_) => return,
+            Err(error) => return tracing::error!(conversation_id, %error, "reading a conversation failed"),
+        };
+        let settings = match self.settings(&conversation.site).await {
+            Ok(settings) => settings,
+            Err(error) => return tracing::error!(conversation_id, %error, "reading bot settings failed"),
+        };
+        // A bot switched off since the conversation began hands it to humans rather than leave
+        // it unrouted.
+        if !settings.enabled || is_handoff_request(text) {
+            if let Err(error) = handoff(self, conversation_id).await {
+                tracing::info!(conversation_id, %error, "handoff by keyword did not take effect");
+            }
+            return;
+        }
+        let knowledge = match self.inner.knowledge.site(&conversation.site).await {
+            Ok(knowledge) => knowledge,
+            Err(error) => return tracing::error!(conversation_id, %error, "loading the knowledge base failed"),
+        };
+        let ranked = knowledge.rank(text, CONTEXT_ENTRIES);
+        let client_id = format!("bot-{conversation_id}-{seq}");
+        if let Some(best) = ranked.first().filter(|best| best.confidence >= settings.threshold) {
+            if let Some(entry) = knowledge.entry(best.entry_id) {
+                tracing::debug!(
+                    conversation_id,
+                    entry_id = entry.id,
+                    confidence = best.confidence,
+                    "knowledge-base answer"
+                );
+                let source = BotSource::Kb { entry_id: entry.id };
+                self.post(conversation_id, &settings, client_id, entry.answer.clone(), source).await;
+                return;
+            }
+        }
+        if let Some(llm_settings) = &settings.llm {
+            let context: Vec<&crate::bot::knowledge_base::KbEntry> =
+                ranked.iter().filter_map(|scored| knowledge.entry(scored.entry_id)).collect();
+            let stream_id = format!("{conversation_id}-{seq}");
+            match self.generate(&conversation, seq, &settings, llm_settings, &context, &stream_id).await {
+                Ok(answer) if !answer.trim().is_empty() => {
+                    let source = BotSource::Llm { model: llm_settings.model.clone(), stream_id };
+                    self.post(conversation_id, &settings, client_id, answer.trim().to_owned(), source).await;
+                    return;
+                }
+                Ok(_) => tracing::info!(conversation_id, "the language model gave an empty answer"),
+                Err(error) => tracing::info!(conversation_id, %error, "the language model gave no answer"),
+            }
+        }
+        let (text, action) = if self.agents_online(&conversation.site) {
+            (
+                "Sorry, I don't have an answer to that. Tap “Talk to a human” (or type “human”) and an agent will \
+                 help you. / 抱歉，我没有找到答案。点击“转人工”（或输入“人工”）即可联系人工客服。",
+                "offer_human",
+            )
+        } else {
+            (
+                "Sorry, I don't have an answer to that, and no agent is online right now. Please leave a message and \
+                 we will get back to you. / 抱歉，我没有找到答案，目前也没有客服在线。请留言，我们会尽快回复您。",
+                "offline_form",
+            )
+        };
+        let source = BotSource::Notice { action: action.into() };
+        self.post(conversation_id, &settings, client_id, text.to_owned(), source).await;
+    }
+
+    /// Asks the language model, streaming each piece to the conversation's subscribers.
+    async fn generate(
+        &self,
+        conversation: &Conversation,
+        seq: u64,
+        settings: &BotSettings,
+        llm_settings: &LlmSettings,
+        context: &[&crate::bot::knowledge_base::KbEntry],
+        stream_id: &str,
+    ) -> Result<String, llm::LlmError> {
+        let conversation_id = conversation.id;
+        let recent = self
+            .inner
+            .store
+            .read(move |transaction| {
+                messages::page_before(transaction, conversation_id, Some(seq + 1), RECENT_MESSAGES)
+            })
+            .await
+            .unwrap_or_default();
+        let prompt = build_prompt(settings, context, &recent);
+        let hub = &self.inner.hub;
+        let outcome = llm::complete(&self.inner.http, llm_settings, &prompt, self.inner.max_text_chars, |delta| {
+            let frame = ServerFrame::BotStream { conversation_id, stream_id, delta, done: false }.encode();
+            push_to_subscribers(hub, conversation_id, &frame);
+        })
+        .await;
+        let frame = ServerFrame::BotStream { conversation_id, stream_id, delta: "", done: true }.encode();
+        push_to_subscribers(hub, conversation_id, &frame);
+        outcome
+    }
+
+    fn agents_online(&self, site: &str) -> bool {
+        !self.inner.hub.site_agent_connections(site).is_empty()
+    }
+
+    /// Stores a bot message, if the conversation is still the bot's.
+    async fn post(
+        &self,
+        conversation_id: u64,
+        settings: &BotSettings,
+        client_id: String,
+        text: String,
+        source: BotSource,
+    ) {
+        let new_message = bot_message(conversation_id, bot_sender(settings), client_id, text);
+        let stored = self
+            .inner
+            .store
+            .write(
+                move |context| Ok(append_if_bot_active(context, new_message, source)?.map(|stored| stored.is_some())),
+            )
+            .await;
+        match stored {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(conversation_id, "the bot no longer answers this conversation"),
+            Err(error) => tracing::error!(conversation_id, %error, "storing a bot message failed"),
+        }
+    }
+}
+
+/// The bot as the sender of a site's messages.
+pub fn bot_sender(settings: &BotSettings) -> SenderView {
+    SenderView { kind: SenderKind::Bot, id: 0, name: settings.name.clone() }
+}
+
+/// Appends a bot message inside a writer operation if its conversation is still bot-active and
+/// open (`Ok(Ok(None))` when it is not), so a takeover or handoff committed earlier always wins.
+pub fn append_if_bot_active(
+    context: &mut WriteContext<'_>,
+    new_message: NewMessage,
+    source: BotSource,
+) -> Result<Result<Option<messages::Appended>, messages::AppendError>, StorageError> {
+    let Target::Conversation(conversation_id) = new_message.target else {
+        return Ok(Err(messages::AppendError::NotFound));
+    };
+    let still_the_bots = context
+        .conversation(conversation_id)?
+        .is_some_and(|conversation| conversation.bot_active && conversation.is_open());
+    if !still_the_bots {
+        return Ok(Ok(None));
+    }
+    Ok(messages::append_with_source(context, new_message, Some(source))?.map(Some))
+}
+
+/// A bot message to `conversation_id`, not yet stored.
+pub fn bot_message(conversation_id: u64, sender: SenderView, client_id: String, text: String) -> NewMessage {
+    NewMessage {
+        trace_id: crate::base::secrets::new_trace_id(),
+        ..NewMessage::text(Target::Conversation(conversation_id), sender, client_id, text)
+    }
+}
+
+fn push_to_subscribers(hub: &Hub, conversation_id: u64, frame: &Bytes) {
+    for connection in hub.subscribers(conversation_id) {
+        connection.push(Outbound::Frame(frame.clone()));
+    }
+}
+
+/// Whether a visitor's message asks for a human.
+pub fn is_handoff_request(text: &str) -> bool {
+    let normalized = text.trim().trim_end_matches(['!', '！', '.', '。', '?', '？']).trim().to_lowercase();
+    HANDOFF_KEYWORDS.contains(&normalized.as_str())
+}
+
+/// The prompt: instructions with the best entries, then the recent conversation.
+fn build_prompt(
+    settings: &BotSettings,
+    context: &[&crate::bot::knowledge_base::KbEntry],
+    recent: &[(u64, MessageRecord)],
+) -> Vec<ChatMessage> {
+    let mut system = settings.system_prompt.trim().to_owned();
+    if !context.is_empty() {
+        system.push_str("\n\nKnowledge-base entries:");
+        for (number, entry) in context.iter().enumerate() {
+            let question = entry.questions.first().map(String::as_str).unwrap_or_default();
+            system.push_str(&format!("\n{}. Q: {question}\n   A: {}", number + 1, entry.answer));
+        }
+    }
+    let mut prompt = vec![ChatMessage { role: "system", content: system }];
+    for (_, record) in recent.iter().filter(|(_, record)| !record.internal) {
+        let role = match record.sender_kind {
+            SenderKind::Visitor => "user",
+            SenderKind::Agent | SenderKind::Bot => "assistant",
+            SenderKind::System => continue,
+        };
+        if !record.text.is_empty() {
+            prompt.push(ChatMessage { role, content: record.text.clone() });
+        }
+    }
+    prompt
+}
+
+/// Whether a handoff changed anything.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HandoffOutcome {
+    /// The bot stopped and the conversation joined the queue.
+    HandedOff,
+    /// Humans already had the conversation; nothing changed.
+    AlreadyHuman,
+}
+
+/// Stops the bot in a conversation and queues it for an agent, with a notice to the visitor,
+/// in one writer operation. The whole transcript stays in the conversation.
+pub async fn handoff(bot: &Bot, conversation_id: u64) -> Result<HandoffOutcome, ConversationError> {
+    let store = bot.inner.store.clone();
+    let site = store
+        .read(move |transaction| conversations::get(transaction, conversation_id))
+        .await?
+        .ok_or(ConversationError::NotFound)?
+        .site;
+    let settings = bot.settings(&site).await?;
+    let (text, action) = if bot.agents_online(&site) {
+        ("Connecting you to an agent, please wait a moment. / 正在为您转接人工客服，请稍候。", "handed_off")
+    } else {
+        (
+            "No agent is online right now. Please leave a message and we will get back to you. / \
+             当前没有客服在线，请留言，我们会尽快回复您。",
+            "offline_form",
+        )
+    };
+    let sender = SenderView { kind: SenderKind::Bot, id: 0, name: settings.name.clone() };
+    let notice = bot_message(conversation_id, sender, format!("bot-{conversation_id}-handoff"), text.to_owned());
+    store
+        .write(move |context| {
+            let now = context.now;
+            let Some(conversation) = context.conversation_mut(conversation_id)? else {
+                return Ok(Err(ConversationError::NotFound));
+            };
+            if conversation.status == ConversationStatus::Closed {
+                return Ok(Err(ConversationError::Closed));
+            }
+            if !conversation.bot_active {
+                return Ok(Ok(HandoffOutcome::AlreadyHuman));
+            }
+            conversation.bot_active = false;
+            conversation.updated_at = now;
+            let conversation = conversation.clone();
+            context.publish(CommittedEvent::Conversation { event: ConversationEvent::HandedOff, conversation });
+            match messages::append_with_source(context, notice, Some(BotSource::Notice { action: action.into() }))? {
+                Ok(_) => Ok(Ok(HandoffOutcome::HandedOff)),
+                Err(error) => Err(StorageError::Corrupt(format!("a handoff notice was refused: {error}"))),
+            }
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handoff_keywords_are_recognised() {
+        for text in ["人工", " 转人工！", "Human", "AGENT.", "talk to a human"] {
+            assert!(is_handoff_request(text), "{text}");
+        }
+        for text in ["is a human reading this?", "agents", "人工智能是什么"] {
+            assert!(!is_handoff_request(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_masked_but_the_last_four() {
+        assert_eq!(mask_secret("sk-abcdef1234"), "*********1234");
+        assert_eq!(mask_secret("abc"), "***");
+        assert_eq!(mask_secret(""), "");
+    }
+}

@@ -1,0 +1,332 @@
+//! Conversations: a visitor's exchange with a site, its state (queued, assigned, closed) and the
+//! operations that change it. Every change is a writer operation that publishes a
+//! [`ConversationEvent`] after commit, which delivery and routing react to.
+
+use redb::{ReadTransaction, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use crate::chat::delivery::{CommittedEvent, ConversationEvent};
+use crate::chat::writes::ChatWrites;
+use crate::protocol::ConversationView;
+use crate::storage::writer::Counter;
+use crate::storage::{StorageError, Store, WriteContext, decode_json, tables};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationStatus {
+    /// Waiting for an agent.
+    #[default]
+    Queued,
+    Assigned,
+    Closed,
+}
+
+impl ConversationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationStatus::Queued => "queued",
+            ConversationStatus::Assigned => "assigned",
+            ConversationStatus::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Conversation {
+    pub id: u64,
+    pub site: String,
+    pub visitor_id: u64,
+    pub status: ConversationStatus,
+    pub assigned_agent: Option<u64>,
+    /// The sequence number of the newest message; the next one gets `last_seq + 1`.
+    pub last_seq: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub closed_at: Option<i64>,
+    /// The newest day shard holding a message; later messages never go to an earlier shard.
+    pub last_day: u32,
+    /// When an agent first answered.
+    pub first_response_at: Option<i64>,
+    /// The visitor's satisfaction rating, given once the conversation is closed.
+    pub rating: Option<Rating>,
+    /// The team the conversation waits for after a transfer to a team; routing then picks only
+    /// its members.
+    pub team: Option<u64>,
+    /// True while the site's bot answers; routing leaves the conversation alone until the visitor
+    /// asks for a human (a `handed_off` event) or an agent takes it.
+    pub bot_active: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rating {
+    /// 1 (bad) to 5 (excellent).
+    pub score: u8,
+    pub comment: String,
+    pub rated_at: i64,
+}
+
+impl Conversation {
+    pub fn view(&self, epoch: u64) -> ConversationView {
+        ConversationView {
+            id: self.id,
+            site: self.site.clone(),
+            visitor_id: self.visitor_id,
+            status: self.status.as_str().to_owned(),
+            assigned_agent: self.assigned_agent,
+            epoch,
+            last_seq: self.last_seq,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            bot_active: self.bot_active,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.status != ConversationStatus::Closed
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConversationError {
+    #[error("no such conversation")]
+    NotFound,
+    #[error("the conversation is closed")]
+    Closed,
+    #[error("the conversation is already assigned")]
+    AlreadyAssigned,
+    #[error("the conversation is not closed")]
+    NotClosed,
+    #[error("the conversation was already rated")]
+    AlreadyRated,
+    #[error("the visitor already has an open conversation")]
+    VisitorHasOpen,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Starts a new conversation for a visitor (inside a writer operation) and publishes `created`;
+/// it waits for `team` when the site's routing rules chose one.
+pub fn create_for_visitor(
+    context: &mut WriteContext<'_>,
+    site: &str,
+    visitor_id: u64,
+    team: Option<u64>,
+) -> Result<u64, StorageError> {
+    create_conversation(context, site, visitor_id, None, team)
+}
+
+/// Starts a new conversation already assigned to an agent (an agent reaching out to a visitor).
+pub fn create_with_holder(
+    context: &mut WriteContext<'_>,
+    site: &str,
+    visitor_id: u64,
+    agent_id: u64,
+) -> Result<u64, StorageError> {
+    create_conversation(context, site, visitor_id, Some(agent_id), None)
+}
+
+fn create_conversation(
+    context: &mut WriteContext<'_>,
+    site: &str,
+    visitor_id: u64,
+    agent_id: Option<u64>,
+    team: Option<u64>,
+) -> Result<u64, StorageError> {
+    let id = context.next_id(Counter::Conversation);
+    let conversation = Conversation {
+        id,
+        site: site.to_owned(),
+        visitor_id,
+        status: if agent_id.is_some() { ConversationStatus::Assigned } else { ConversationStatus::Queued },
+        assigned_agent: agent_id,
+        created_at: context.now,
+        updated_at: context.now,
+        last_day: crate::base::clock::day_of(context.now),
+        bot_active: crate::bot::answers_new_conversations(context.transaction, site)?,
+        team,
+        ..Conversation::default()
+    };
+    context.transaction.open_table(tables::VISITOR_CONVERSATIONS)?.insert((visitor_id, id), ())?;
+    context.transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?.insert(visitor_id, id)?;
+    context.transaction.open_table(tables::OPEN_CONVERSATIONS)?.insert(id, site)?;
+    context.publish(CommittedEvent::Conversation {
+        event: ConversationEvent::Created,
+        conversation: conversation.clone(),
+    });
+    context.insert_conversation(conversation);
+    Ok(id)
+}
+
+/// The open conversation of a visitor, if any.
+pub fn open_conversation_of(context: &mut WriteContext<'_>, visitor_id: u64) -> Result<Option<u64>, StorageError> {
+    let table = context.transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?;
+    Ok(table.get(visitor_id)?.map(|value| value.value()))
+}
+
+/// When an assignment may happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssignWhen {
+    /// Only while the conversation waits in the queue (routing).
+    Queued,
+    /// Also when another agent holds it (an agent or admin taking over).
+    Open,
+}
+
+/// Assigns a conversation to an agent.
+pub async fn assign(
+    store: &Store,
+    conversation_id: u64,
+    agent_id: u64,
+    when: AssignWhen,
+) -> Result<Conversation, ConversationError> {
+    store
+        .write(move |context| {
+            let now = context.now;
+            let Some(conversation) = context.conversation_mut(conversation_id)? else {
+                return Ok(Err(ConversationError::NotFound));
+            };
+            match conversation.status {
+                ConversationStatus::Closed => return Ok(Err(ConversationError::Closed)),
+                ConversationStatus::Assigned
+                    if when == AssignWhen::Queued || conversation.assigned_agent == Some(agent_id) =>
+                {
+                    return Ok(Err(ConversationError::AlreadyAssigned));
+                }
+                _ => {}
+            }
+            let previous = conversation.assigned_agent;
+            conversation.status = ConversationStatus::Assigned;
+            conversation.assigned_agent = Some(agent_id);
+            conversation.team = None;
+            conversation.updated_at = now;
+            // An agent taking over stops the bot in this conversation.
+            conversation.bot_active = false;
+            let conversation = conversation.clone();
+            context.publish(CommittedEvent::Conversation {
+                event: ConversationEvent::Assigned { previous },
+                conversation: conversation.clone(),
+            });
+            Ok(Ok(conversation))
+        })
+        .await
+}
+
+/// A conversation to change inside a writer operation: `NotFound` if there is none, `Closed` if
+/// it is closed.
+pub fn open_mut<'c>(
+    context: &'c mut WriteContext<'_>,
+    conversation_id: u64,
+) -> Result<Result<&'c mut Conversation, ConversationError>, StorageError> {
+    Ok(match context.conversation_mut(conversation_id)? {
+        None => Err(ConversationError::NotFound),
+        Some(conversation) if conversation.status == ConversationStatus::Closed => Err(ConversationError::Closed),
+        Some(conversation) => Ok(conversation),
+    })
+}
+
+/// Closes a conversation.
+pub async fn close(store: &Store, conversation_id: u64) -> Result<Conversation, ConversationError> {
+    store
+        .write(move |context| {
+            let now = context.now;
+            let conversation = match open_mut(context, conversation_id)? {
+                Ok(conversation) => conversation,
+                Err(error) => return Ok(Err(error)),
+            };
+            let previous = conversation.assigned_agent;
+            conversation.status = ConversationStatus::Closed;
+            conversation.closed_at = Some(now);
+            conversation.updated_at = now;
+            let conversation = conversation.clone();
+            context.transaction.open_table(tables::OPEN_CONVERSATIONS)?.remove(conversation_id)?;
+            let mut open_by_visitor = context.transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?;
+            if open_by_visitor.get(conversation.visitor_id)?.map(|value| value.value()) == Some(conversation_id) {
+                open_by_visitor.remove(conversation.visitor_id)?;
+            }
+            drop(open_by_visitor);
+            context.publish(CommittedEvent::Conversation {
+                event: ConversationEvent::Closed { previous },
+                conversation: conversation.clone(),
+            });
+            Ok(Ok(conversation))
+        })
+        .await
+}
+
+/// Records the visitor's rating of a closed conversation (once).
+pub async fn rate(
+    store: &Store,
+    conversation_id: u64,
+    score: u8,
+    comment: String,
+) -> Result<Conversation, ConversationError> {
+    if !(1..=5).contains(&score) {
+        return Err(ConversationError::Invalid("score: must be 1 to 5".into()));
+    }
+    if comment.chars().count() > 2000 {
+        return Err(ConversationError::Invalid("comment: at most 2000 characters".into()));
+    }
+    store
+        .write(move |context| {
+            let now = context.now;
+            let Some(conversation) = context.conversation_mut(conversation_id)? else {
+                return Ok(Err(ConversationError::NotFound));
+            };
+            if conversation.status != ConversationStatus::Closed {
+                return Ok(Err(ConversationError::NotClosed));
+            }
+            if conversation.rating.is_some() {
+                return Ok(Err(ConversationError::AlreadyRated));
+            }
+            conversation.rating = Some(Rating { score, comment: comment.trim().to_owned(), rated_at: now });
+            let conversation = conversation.clone();
+            context.publish(CommittedEvent::Rated { conversation: conversation.clone() });
+            Ok(Ok(conversation))
+        })
+        .await
+}
+
+pub fn get(transaction: &ReadTransaction, id: u64) -> Result<Option<Conversation>, StorageError> {
+    let table = transaction.open_table(tables::CONVERSATIONS)?;
+    table.get(id)?.map(|value| decode_json(value.value())).transpose()
+}
+
+/// Shows every conversation to `visit`, by id, decoding one at a time (reports read them all once).
+pub fn visit_all(transaction: &ReadTransaction, mut visit: impl FnMut(Conversation)) -> Result<(), StorageError> {
+    let table = transaction.open_table(tables::CONVERSATIONS)?;
+    for entry in table.iter()? {
+        visit(decode_json(entry?.1.value())?);
+    }
+    Ok(())
+}
+
+/// Every conversation that is not closed.
+pub fn list_open(transaction: &ReadTransaction) -> Result<Vec<Conversation>, StorageError> {
+    let open = transaction.open_table(tables::OPEN_CONVERSATIONS)?;
+    let conversations = transaction.open_table(tables::CONVERSATIONS)?;
+    let mut found = Vec::new();
+    for entry in open.iter()? {
+        let id = entry?.0.value();
+        if let Some(value) = conversations.get(id)? {
+            found.push(decode_json(value.value())?);
+        }
+    }
+    Ok(found)
+}
+
+/// A visitor's conversations, oldest first.
+pub fn of_visitor(transaction: &ReadTransaction, visitor_id: u64) -> Result<Vec<Conversation>, StorageError> {
+    let index = transaction.open_table(tables::VISITOR_CONVERSATIONS)?;
+    let conversations = transaction.open_table(tables::CONVERSATIONS)?;
+    let mut found = Vec::new();
+    for entry in index.range((visitor_id, 0)..=(visitor_id, u64::MAX))? {
+        let (_, conversation_id) = entry?.0.value();
+        if let Some(value) = conversations.get(conversation_id)? {
+            found.push(decode_json(value.value())?);
+        }
+    }
+    Ok(found)
+}

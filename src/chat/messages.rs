@@ -1,0 +1,575 @@
+//! Messages: validation, the durable append with deduplication by client id, and reads of a
+//! conversation's history from the day shards.
+//!
+//! Layout (docs/storage.md): one table per UTC day, keyed by (conversation, seq).
+//! `conversation_days_v1` lists the days a conversation has messages in, so a history read opens
+//! only those shards.
+
+use std::sync::Arc;
+
+use redb::{ReadTransaction, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use crate::chat::conversations::{self, ConversationStatus};
+use crate::chat::delivery::{CommittedEvent, ConnectionHandle};
+use crate::chat::uploads::{AttachmentKind, Upload};
+use crate::chat::writes::ChatWrites;
+use crate::protocol::{AttachmentView, BotSource, ErrorCode, MessageView, SenderKind, SenderView};
+use crate::storage::writer::Counter;
+use crate::storage::{StorageError, WriteContext, decode_postcard, encode_postcard, tables};
+
+/// Longest client id accepted.
+pub const MAX_CLIENT_ID_LEN: usize = 64;
+
+/// A stored message. The enum tag is the record's format version.
+#[derive(Serialize, Deserialize)]
+enum StoredMessage {
+    V1(MessageRecord),
+}
+
+/// [`StoredMessage`] borrowing its record, for writing: it encodes to the same bytes.
+#[derive(Serialize)]
+enum StoredMessageRef<'a> {
+    V1(&'a MessageRecord),
+}
+
+/// A message as stored in its day shard; the key holds the conversation and sequence.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The global commit order, for consumers that follow every message (the search index).
+    pub lsn: u64,
+    pub trace_id: u64,
+    pub created_at: i64,
+    pub sender_kind: SenderKind,
+    pub sender_id: u64,
+    pub sender_name: String,
+    pub kind: MessageKind,
+    pub internal: bool,
+    pub client_id: Option<String>,
+    pub text: String,
+    pub attachment: Option<AttachmentRef>,
+    /// For bot messages: the knowledge-base entry or model the text came from.
+    pub bot_source: Option<BotSource>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageKind {
+    Text,
+    Image,
+    File,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+            MessageKind::Image => "image",
+            MessageKind::File => "file",
+        }
+    }
+}
+
+/// The upload a message carries, copied into the record so history needs no second lookup.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttachmentRef {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+}
+
+/// The dedup record of a send: enough to answer a resend with the original acknowledgement.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct AckRecord {
+    conversation_id: u64,
+    seq: u64,
+    day: u32,
+    created_at: i64,
+}
+
+pub fn message_view(conversation_id: u64, seq: u64, record: &MessageRecord, epoch: u64) -> MessageView {
+    MessageView {
+        conversation_id,
+        epoch,
+        seq,
+        sender: SenderView { kind: record.sender_kind, id: record.sender_id, name: record.sender_name.clone() },
+        kind: record.kind.as_str().to_owned(),
+        text: record.text.clone(),
+        created_at: record.created_at,
+        client_id: record.client_id.clone(),
+        internal: record.internal,
+        attachment: record.attachment.as_ref().map(|attachment| AttachmentView {
+            url: format!("/api/v1/uploads/{}", attachment.id),
+            id: attachment.id.clone(),
+            name: attachment.name.clone(),
+            size: attachment.size,
+            content_type: attachment.content_type.clone(),
+        }),
+        bot_source: record.bot_source.as_ref().map(BotSource::view),
+    }
+}
+
+/// Where a new message goes.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A known conversation. For a visitor, a closed one is followed by a new conversation.
+    Conversation(u64),
+    /// The visitor's open conversation on the site, or a new one.
+    VisitorInbox { site: String, visitor_id: u64 },
+}
+
+/// A message on its way to storage, already validated and filtered.
+pub struct NewMessage {
+    pub target: Target,
+    pub sender: SenderView,
+    pub client_id: String,
+    pub text: String,
+    pub internal: bool,
+    /// An upload of the sender's, already checked to be theirs.
+    pub attachment: Option<Upload>,
+    pub trace_id: u64,
+    /// The connection that sent it, which gets the acknowledgement.
+    pub origin: Option<ConnectionHandle>,
+    /// The team a conversation this message starts waits for (the site's routing rules).
+    pub route_to_team: Option<u64>,
+}
+
+impl NewMessage {
+    /// A plain text message: not internal, no attachment, no connection to acknowledge, no
+    /// routing, trace id 0. Other fields are set with struct update syntax.
+    pub fn text(target: Target, sender: SenderView, client_id: String, text: String) -> NewMessage {
+        NewMessage {
+            target,
+            sender,
+            client_id,
+            text,
+            internal: false,
+            attachment: None,
+            trace_id: 0,
+            origin: None,
+            route_to_team: None,
+        }
+    }
+}
+
+/// The acknowledgement of a stored (or previously stored) message.
+#[derive(Clone, Debug)]
+pub struct Appended {
+    pub conversation_id: u64,
+    pub seq: u64,
+    pub created_at: i64,
+    pub text: String,
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("no such conversation")]
+    NotFound,
+    #[error("the conversation is closed")]
+    Closed,
+    #[error("attachment_id: the upload belongs to another conversation")]
+    AttachmentElsewhere,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl AppendError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AppendError::NotFound => ErrorCode::NotFound,
+            AppendError::AttachmentElsewhere => ErrorCode::InvalidField,
+            AppendError::Closed => ErrorCode::ConversationClosed,
+            AppendError::Storage(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Checks a client id: 1 to 64 printable ASCII characters.
+pub fn validate_client_id(client_id: &str) -> Result<(), String> {
+    if client_id.is_empty()
+        || client_id.len() > MAX_CLIENT_ID_LEN
+        || !client_id.bytes().all(|byte| byte.is_ascii_graphic())
+    {
+        return Err(format!("client_id: must be 1 to {MAX_CLIENT_ID_LEN} printable ASCII characters"));
+    }
+    Ok(())
+}
+
+/// Checks and trims a message text; a message with an attachment may have none.
+pub fn validate_text(text: &str, max_chars: usize, has_attachment: bool) -> Result<String, String> {
+    let trimmed = text.trim();
+    let n_chars = trimmed.chars().count();
+    let min_chars = if has_attachment { 0 } else { 1 };
+    if n_chars < min_chars || n_chars > max_chars {
+        return Err(format!("text: must be {min_chars} to {max_chars} characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Appends a message inside a writer operation: deduplicates by client id, finds or starts the
+/// conversation, assigns the next sequence number, stores the message and publishes it.
+pub fn append(
+    context: &mut WriteContext<'_>,
+    new_message: NewMessage,
+) -> Result<Result<Appended, AppendError>, StorageError> {
+    append_with_source(context, new_message, None)
+}
+
+/// [`append`] for a bot message, which records where its text came from.
+pub fn append_with_source(
+    context: &mut WriteContext<'_>,
+    new_message: NewMessage,
+    bot_source: Option<BotSource>,
+) -> Result<Result<Appended, AppendError>, StorageError> {
+    let dedup_key = (new_message.sender.kind.code(), new_message.sender.id, new_message.client_id.as_str());
+    if context.dedup().may_contain(dedup_key) {
+        let previous =
+            context.transaction.open_table(tables::CLIENT_IDS)?.get(dedup_key)?.map(|value| value.value().to_vec());
+        if let Some(previous) = previous {
+            let ack: AckRecord = decode_postcard(&previous)?;
+            let text =
+                read_one(context, ack.conversation_id, ack.day, ack.seq)?.map(|record| record.text).unwrap_or_default();
+            let appended = Appended {
+                conversation_id: ack.conversation_id,
+                seq: ack.seq,
+                created_at: ack.created_at,
+                text,
+                duplicate: true,
+            };
+            tracing::debug!(
+                trace_id = new_message.trace_id,
+                conversation_id = ack.conversation_id,
+                seq = ack.seq,
+                "duplicate send answered"
+            );
+            context.publish(CommittedEvent::Duplicate {
+                appended: appended.clone(),
+                client_id: new_message.client_id,
+                origin: new_message.origin,
+            });
+            return Ok(Ok(appended));
+        }
+    }
+
+    if let Some(upload) = &new_message.attachment {
+        let expected = match &new_message.target {
+            Target::Conversation(id) => Some(*id),
+            Target::VisitorInbox { visitor_id, .. } => conversations::open_conversation_of(context, *visitor_id)?,
+        };
+        if upload.conversation_id.is_some() && upload.conversation_id != expected {
+            return Ok(Err(AppendError::AttachmentElsewhere));
+        }
+    }
+    let conversation_id = match resolve_target(context, &new_message)? {
+        Ok(id) => id,
+        Err(error) => return Ok(Err(error)),
+    };
+    let now = context.now;
+    let lsn = context.next_id(Counter::Lsn);
+    let conversation = context.conversation_mut(conversation_id)?.expect("the target conversation was just resolved");
+    conversation.last_seq += 1;
+    conversation.updated_at = now;
+    conversation.last_day = conversation.last_day.max(crate::base::clock::day_of(now));
+    if new_message.sender.kind == SenderKind::Agent && !new_message.internal && conversation.first_response_at.is_none()
+    {
+        conversation.first_response_at = Some(now);
+    }
+    let seq = conversation.last_seq;
+    let day = conversation.last_day;
+    let site = conversation.site.clone();
+    let bot_active = conversation.bot_active;
+
+    let kind = match new_message.attachment.as_ref().map(|upload| upload.kind) {
+        None => MessageKind::Text,
+        Some(AttachmentKind::Image) => MessageKind::Image,
+        Some(AttachmentKind::File) => MessageKind::File,
+    };
+    let attachment = match new_message.attachment {
+        Some(mut upload) => {
+            let attachment = AttachmentRef {
+                id: upload.id.clone(),
+                name: upload.name.clone(),
+                size: upload.size,
+                content_type: upload.content_type.clone(),
+            };
+            if upload.conversation_id.is_none() || !upload.attached {
+                upload.conversation_id = Some(upload.conversation_id.unwrap_or(conversation_id));
+                upload.attached = true;
+                context
+                    .transaction
+                    .open_table(tables::UPLOADS)?
+                    .insert(upload.id.as_str(), crate::storage::encode_json(&upload).as_slice())?;
+            }
+            Some(attachment)
+        }
+        None => None,
+    };
+    let record = MessageRecord {
+        lsn,
+        trace_id: new_message.trace_id,
+        created_at: now,
+        sender_kind: new_message.sender.kind,
+        sender_id: new_message.sender.id,
+        sender_name: new_message.sender.name,
+        kind,
+        internal: new_message.internal,
+        client_id: Some(new_message.client_id.clone()),
+        text: new_message.text,
+        attachment,
+        bot_source,
+    };
+    let shard_name = tables::message_shard_name(day);
+    context
+        .transaction
+        .open_table(tables::message_shard(&shard_name))?
+        .insert((conversation_id, seq), encode_postcard(&StoredMessageRef::V1(&record)).as_slice())?;
+    context.note_conversation_day(conversation_id, day)?;
+    let ack = AckRecord { conversation_id, seq, day, created_at: now };
+    context.transaction.open_table(tables::CLIENT_IDS)?.insert(dedup_key, encode_postcard(&ack).as_slice())?;
+    context.dedup().record(dedup_key);
+    tracing::debug!(trace_id = record.trace_id, conversation_id, seq, "message persisted");
+
+    let appended = Appended { conversation_id, seq, created_at: now, text: record.text.clone(), duplicate: false };
+    context.publish(CommittedEvent::Message {
+        conversation_id,
+        seq,
+        site,
+        record: Arc::new(record),
+        origin: new_message.origin,
+        bot_active,
+    });
+    Ok(Ok(appended))
+}
+
+fn resolve_target(
+    context: &mut WriteContext<'_>,
+    new_message: &NewMessage,
+) -> Result<Result<u64, AppendError>, StorageError> {
+    let is_visitor = new_message.sender.kind == SenderKind::Visitor;
+    match &new_message.target {
+        Target::Conversation(id) => {
+            let Some(conversation) = context.conversation(*id)? else {
+                return Ok(Err(AppendError::NotFound));
+            };
+            if conversation.status != ConversationStatus::Closed {
+                return Ok(Ok(*id));
+            }
+            if !is_visitor {
+                return Ok(Err(AppendError::Closed));
+            }
+            let (site, visitor_id) = (conversation.site.clone(), conversation.visitor_id);
+            inbox(context, &site, visitor_id, new_message.route_to_team).map(Ok)
+        }
+        Target::VisitorInbox { site, visitor_id } => {
+            inbox(context, site, *visitor_id, new_message.route_to_team).map(Ok)
+        }
+    }
+}
+
+fn inbox(context: &mut WriteContext<'_>, site: &str, visitor_id: u64, team: Option<u64>) -> Result<u64, StorageError> {
+    match conversations::open_conversation_of(context, visitor_id)? {
+        Some(id) => Ok(id),
+        None => conversations::create_for_visitor(context, site, visitor_id, team),
+    }
+}
+
+fn read_one(
+    context: &WriteContext<'_>,
+    conversation_id: u64,
+    day: u32,
+    seq: u64,
+) -> Result<Option<MessageRecord>, StorageError> {
+    let shard_name = tables::message_shard_name(day);
+    let table = context.transaction.open_table(tables::message_shard(&shard_name))?;
+    let found = table.get((conversation_id, seq))?.map(|value| decode_record(value.value())).transpose()?;
+    Ok(found)
+}
+
+fn decode_record(bytes: &[u8]) -> Result<MessageRecord, StorageError> {
+    match decode_postcard::<StoredMessage>(bytes)? {
+        StoredMessage::V1(record) => Ok(record),
+    }
+}
+
+/// The days holding messages of a conversation, oldest first.
+fn days_of(transaction: &ReadTransaction, conversation_id: u64) -> Result<Vec<u32>, StorageError> {
+    let table = transaction.open_table(tables::CONVERSATION_DAYS)?;
+    table.range((conversation_id, 0)..=(conversation_id, u32::MAX))?.map(|entry| Ok(entry?.0.value().1)).collect()
+}
+
+/// A message shard opened for reading.
+type ShardReader = redb::ReadOnlyTable<(u64, u64), &'static [u8]>;
+
+/// Opens a shard for reading; a shard that does not exist (dropped by retention) reads as empty.
+fn open_shard(transaction: &ReadTransaction, day: u32) -> Result<Option<ShardReader>, StorageError> {
+    let name = tables::message_shard_name(day);
+    match transaction.open_table(tables::message_shard(&name)) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Up to `limit` messages with `seq < before` (all when `before` is `None`), oldest first.
+pub fn page_before(
+    transaction: &ReadTransaction,
+    conversation_id: u64,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<Vec<(u64, MessageRecord)>, StorageError> {
+    let before = before.unwrap_or(u64::MAX);
+    let mut newest_first = Vec::with_capacity(limit);
+    for day in days_of(transaction, conversation_id)?.into_iter().rev() {
+        let Some(shard) = open_shard(transaction, day)? else {
+            continue;
+        };
+        for entry in shard.range((conversation_id, 0)..(conversation_id, before))?.rev() {
+            if newest_first.len() >= limit {
+                break;
+            }
+            let (key, value) = entry?;
+            newest_first.push((key.value().1, decode_record(value.value())?));
+        }
+        if newest_first.len() >= limit {
+            break;
+        }
+    }
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
+/// Up to `limit` messages with `seq > after`, oldest first (replay on resume).
+pub fn page_after(
+    transaction: &ReadTransaction,
+    conversation_id: u64,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, MessageRecord)>, StorageError> {
+    let mut found = Vec::new();
+    for day in days_of(transaction, conversation_id)? {
+        let Some(shard) = open_shard(transaction, day)? else {
+            continue;
+        };
+        for entry in shard.range((conversation_id, after.saturating_add(1))..=(conversation_id, u64::MAX))? {
+            if found.len() >= limit {
+                return Ok(found);
+            }
+            let (key, value) = entry?;
+            found.push((key.value().1, decode_record(value.value())?));
+        }
+    }
+    Ok(found)
+}
+
+/// A message's place in storage: its shard day, conversation and sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MessageKey {
+    pub day: u32,
+    pub conversation_id: u64,
+    pub seq: u64,
+}
+
+/// The days that have a message shard, oldest first.
+pub fn shard_days(transaction: &ReadTransaction) -> Result<Vec<u32>, StorageError> {
+    let mut days: Vec<u32> = transaction
+        .list_tables()?
+        .filter_map(|handle| tables::message_shard_day(redb::TableHandle::name(&handle)))
+        .collect();
+    days.sort_unstable();
+    Ok(days)
+}
+
+/// Up to `limit` messages of one day shard after `after` (a `(conversation, seq)` key), in key
+/// order: by conversation, then sequence. A chunked reader calls it again with the last key it got.
+pub fn scan_shard(
+    transaction: &ReadTransaction,
+    day: u32,
+    after: Option<(u64, u64)>,
+    limit: usize,
+) -> Result<Vec<(MessageKey, MessageRecord)>, StorageError> {
+    let Some(shard) = open_shard(transaction, day)? else {
+        return Ok(Vec::new());
+    };
+    let range = match after {
+        Some(key) => shard.range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))?,
+        None => shard.range::<(u64, u64)>(..)?,
+    };
+    let mut found = Vec::with_capacity(limit.min(4096));
+    for entry in range.take(limit) {
+        let (key, value) = entry?;
+        let (conversation_id, seq) = key.value();
+        found.push((MessageKey { day, conversation_id, seq }, decode_record(value.value())?));
+    }
+    Ok(found)
+}
+
+/// Shows every message of one day shard to `visit` as (conversation id, record), in key order;
+/// a day without a shard has none. For reads that need every message of a day once (reports),
+/// without holding the day in memory.
+pub fn visit_shard(
+    transaction: &ReadTransaction,
+    day: u32,
+    mut visit: impl FnMut(u64, &MessageRecord),
+) -> Result<(), StorageError> {
+    let Some(shard) = open_shard(transaction, day)? else {
+        return Ok(());
+    };
+    for entry in shard.iter()? {
+        let (key, value) = entry?;
+        visit(key.value().0, &decode_record(value.value())?);
+    }
+    Ok(())
+}
+
+/// The conversation and shard day a `client_ids_v1` value points to (retention removes the
+/// records of dropped messages).
+pub fn ack_location(bytes: &[u8]) -> Result<(u64, u32), StorageError> {
+    let ack: AckRecord = decode_postcard(bytes)?;
+    Ok((ack.conversation_id, ack.day))
+}
+
+/// [`append`] with the message dated `created_at` instead of the batch's time: for tests and
+/// benchmarks that need history on past days, and for imports. It goes through the same
+/// writer path; only the clock differs. Other operations of the batch keep the batch's time.
+pub fn append_at(
+    context: &mut WriteContext<'_>,
+    new_message: NewMessage,
+    created_at: i64,
+) -> Result<Result<Appended, AppendError>, StorageError> {
+    let batch_time = std::mem::replace(&mut context.now, created_at);
+    let outcome = append(context, new_message);
+    context.now = batch_time;
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_record_encodes_as_the_stored_one() {
+        let record = MessageRecord {
+            lsn: 7,
+            trace_id: 9,
+            created_at: 1_700_000_000_000,
+            sender_kind: SenderKind::Visitor,
+            sender_id: 3,
+            sender_name: "Ana".into(),
+            kind: MessageKind::Image,
+            internal: false,
+            client_id: Some("c-1".into()),
+            text: "héllo".into(),
+            attachment: Some(AttachmentRef {
+                id: "u1".into(),
+                name: "a.png".into(),
+                size: 10,
+                content_type: "image/png".into(),
+            }),
+            bot_source: None,
+        };
+        let borrowed = encode_postcard(&StoredMessageRef::V1(&record));
+        assert_eq!(borrowed, postcard::to_allocvec(&StoredMessage::V1(record.clone())).unwrap());
+        assert_eq!(decode_record(&borrowed).unwrap().text, "héllo");
+    }
+}

@@ -1,0 +1,13 @@
+//! Conversations and their messages: storing them, the actions on them, offline messages,
+//! uploads, moderation words, canned replies, and delivery of what was committed to the
+//! connections that should see it.
+
+pub mod canned_replies;
+pub mod conversation_actions;
+pub mod conversations;
+pub mod delivery;
+pub mod messages;
+pub mod offline_messages;
+pub mod sensitive_words;
+pub mod uploads;
+pub mod writes;

@@ -1,0 +1,105 @@
+//! Offline messages: what visitors leave, with a contact email, when no agent can answer.
+
+use redb::{ReadTransaction, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use crate::chat::writes::ChatWrites;
+use crate::storage::writer::Counter;
+use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+
+/// Longest offline message text, in characters.
+pub const MAX_TEXT_CHARS: usize = 4000;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OfflineMessage {
+    pub id: u64,
+    pub site: String,
+    pub visitor_id: u64,
+    pub name: String,
+    pub email: String,
+    pub text: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct NewOfflineMessage {
+    #[serde(default)]
+    pub name: String,
+    pub email: String,
+    pub text: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineMessageError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Checks a new message's fields; the message names what to fix.
+pub fn validate(new_message: &NewOfflineMessage) -> Result<(), OfflineMessageError> {
+    let email = new_message.email.trim();
+    let plausible =
+        email.len() <= 254 && email.split_once('@').is_some_and(|(user, host)| !user.is_empty() && host.contains('.'));
+    if !plausible {
+        return Err(OfflineMessageError::Invalid("email: an email address is required so we can answer".into()));
+    }
+    if new_message.name.chars().count() > 200 {
+        return Err(OfflineMessageError::Invalid("name: at most 200 characters".into()));
+    }
+    let n_chars = new_message.text.trim().chars().count();
+    if n_chars == 0 || n_chars > MAX_TEXT_CHARS {
+        return Err(OfflineMessageError::Invalid(format!("text: must be 1 to {MAX_TEXT_CHARS} characters")));
+    }
+    Ok(())
+}
+
+pub async fn leave(
+    store: &Store,
+    site: &str,
+    visitor_id: u64,
+    new_message: NewOfflineMessage,
+) -> Result<OfflineMessage, OfflineMessageError> {
+    validate(&new_message)?;
+    let site = site.to_owned();
+    store
+        .write(move |context| {
+            let message = OfflineMessage {
+                id: context.next_id(Counter::OfflineMessage),
+                site,
+                visitor_id,
+                name: new_message.name.trim().to_owned(),
+                email: new_message.email.trim().to_owned(),
+                text: new_message.text.trim().to_owned(),
+                created_at: context.now,
+            };
+            context
+                .transaction
+                .open_table(tables::OFFLINE_MESSAGES)?
+                .insert(message.id, encode_json(&message).as_slice())?;
+            context.publish(crate::chat::delivery::CommittedEvent::OfflineMessage(message.clone()));
+            Ok(Ok(message))
+        })
+        .await
+}
+
+/// Offline messages of the given sites, newest first.
+pub fn list(
+    transaction: &ReadTransaction,
+    visible: impl Fn(&str) -> bool,
+    limit: usize,
+) -> Result<Vec<OfflineMessage>, StorageError> {
+    let table = transaction.open_table(tables::OFFLINE_MESSAGES)?;
+    let mut found = Vec::new();
+    for entry in table.iter()?.rev() {
+        let message: OfflineMessage = decode_json(entry?.1.value())?;
+        if visible(&message.site) {
+            found.push(message);
+            if found.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(found)
+}

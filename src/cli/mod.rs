@@ -1,0 +1,302 @@
+//! The command line: `kefu serve`, `kefu admin ...`.
+
+pub mod history;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::base::config::{Config, ConfigOverrides, LogOverrides};
+use crate::net::control::{self, AdminCommand};
+use crate::people::agents::Role;
+use crate::storage::{StorageError, Store};
+
+#[derive(Parser)]
+#[command(name = "kefu", version, about = "Customer-service live chat in one binary")]
+struct Cli {
+    /// A kefu.toml to read (also KEFU_CONFIG).
+    #[arg(long, global = true, env = "KEFU_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the data lives (overrides data_dir).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// HTTP and WebSocket listen address, such as 0.0.0.0:8080 (overrides http).
+        #[arg(long)]
+        http: Option<String>,
+        /// `text` or `json` (overrides log.format).
+        #[arg(long)]
+        log_format: Option<String>,
+        /// The /metrics listen address, or `off` (overrides metrics).
+        #[arg(long)]
+        metrics: Option<String>,
+        /// QUIC listen address (UDP), such as 0.0.0.0:8443, or `off` (overrides quic).
+        #[arg(long)]
+        quic: Option<String>,
+    },
+    /// Chat from the terminal as a visitor or an agent, over QUIC or WebSocket.
+    Chat {
+        /// The site key.
+        #[arg(long)]
+        site: String,
+        /// `quic://HOST:8443` or `ws://HOST:8080`.
+        #[arg(long, default_value = "ws://localhost:8080")]
+        url: String,
+        /// kefu's HTTP address (for the session or login), such as http://HOST:8080; derived from a ws:// url.
+        #[arg(long)]
+        http: Option<String>,
+        /// Chat as an agent (with --email and --password).
+        #[arg(long, requires_all = ["email", "password"])]
+        agent: bool,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        password: Option<String>,
+        /// The SHA-256 fingerprint of the QUIC certificate (printed by kefu serve).
+        #[arg(long)]
+        pin: Option<String>,
+        /// Accept any QUIC certificate (trials on localhost only).
+        #[arg(long)]
+        insecure: bool,
+        /// Use the Protobuf encoding over QUIC.
+        #[arg(long)]
+        protobuf: bool,
+    },
+    /// Manage sites and agents (works while the server runs).
+    #[command(subcommand)]
+    Admin(AdminArgs),
+    /// Write a consistent snapshot of the database to FILE (works while the server runs).
+    Backup {
+        /// The new backup file; an existing file is never overwritten.
+        file: PathBuf,
+    },
+    /// Replace the database with the backup in FILE (the server must be stopped).
+    Restore { file: PathBuf },
+    /// Check the database's integrity and print what it holds; exits non-zero on damage.
+    Check,
+    /// GET a URL and exit 0 on a 2xx answer (the container health check; no curl needed).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
+    /// Export history as CSV or JSON Lines (works while the server runs).
+    Export(crate::cli::history::ExportArgs),
+    /// Remove history past each site's retention (works while the server runs).
+    Retention {
+        /// Only print what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Rebuild the search index from the database (works while the server runs).
+    Reindex,
+    /// Knowledge-base tools.
+    #[command(subcommand)]
+    Kb(KbArgs),
+    /// Drive a kefu (or a baseline relay) with realistic traffic and print the figures.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum KbArgs {
+    /// Measure the bot's matching on labelled messages: precision, recall and wrong answers per
+    /// threshold, language and kind, and the precision–recall curve as an SVG.
+    Eval(crate::bot::knowledge_base::eval::EvalArgs),
+}
+
+#[derive(Subcommand)]
+enum AdminArgs {
+    /// Create a site; prints its key and secret.
+    CreateSite(crate::net::control::SiteArgs),
+    /// Create an agent or admin.
+    CreateAgent {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// `admin` or `agent`.
+        #[arg(long, default_value = "agent")]
+        role: Role,
+        /// A site the agent serves (repeatable).
+        #[arg(long = "site")]
+        sites: Vec<String>,
+        /// Most conversations at once (defaults to routing.default_capacity).
+        #[arg(long)]
+        capacity: Option<u32>,
+    },
+    /// Set a new password for an agent (ends their sessions).
+    ResetPassword {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+    },
+    ListSites,
+    ListAgents,
+    /// Set how many days a site keeps its history; omit --days to keep it forever.
+    SetRetention {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        days: Option<u32>,
+    },
+}
+
+pub fn main() -> anyhow::Result<()> {
+    crate::base::allocator::configure();
+    // Backups, restored databases and a database made by a command are private like the server's.
+    crate::base::file_modes::restrict_new_files();
+    let cli = Cli::parse();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { http, log_format, metrics, quic } => {
+            let overrides = ConfigOverrides {
+                data_dir: cli.data_dir,
+                http,
+                quic,
+                log: log_format.map(|format| LogOverrides { format: Some(format) }),
+                metrics,
+            };
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            crate::base::telemetry::init(&config.log);
+            let listener = tokio::net::TcpListener::bind(config.http)
+                .await
+                .with_context(|| format!("listening on {}", config.http))?;
+            crate::server::run(config, listener, crate::server::termination_signal()).await
+        }
+        Command::Backup { file } => {
+            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+            crate::history::backup::run_backup(&config, &file).await
+        }
+        Command::Restore { file } => {
+            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+            crate::history::backup::run_restore(&config, &file).await
+        }
+        Command::Check => {
+            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+            crate::history::backup::run_check(&config).await
+        }
+        Command::Healthcheck { url } => crate::net::http::health::probe(&url).await,
+        Command::Export(args) => {
+            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+            crate::cli::history::export_cli(&config, args).await
+        }
+        Command::Retention { dry_run } => {
+            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+            let command = crate::cli::history::HistoryCommand::Retention { dry_run };
+            let answer = crate::cli::history::run_cli(&config, command, Box::new(std::io::sink())).await?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
+        Command::Reindex => {
+            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+            let command = crate::cli::history::HistoryCommand::Reindex;
+            let answer = crate::cli::history::run_cli(&config, command, Box::new(std::io::sink())).await?;
+            println!("{answer}");
+            Ok(())
+        }
+        Command::Chat { site, url, http, agent, email, password, pin, insecure, protobuf } => {
+            let agent = match (agent, email, password) {
+                (true, Some(email), Some(password)) => Some((email, password)),
+                _ => None,
+            };
+            crate::client::chat::run(crate::client::chat::ChatArgs { site, url, http, agent, pin, insecure, protobuf })
+                .await
+        }
+        Command::Bench(command) => crate::bench::run(command).await,
+        Command::Kb(KbArgs::Eval(args)) => {
+            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+            crate::bot::knowledge_base::eval::run_cli(&config, args).await
+        }
+        Command::Admin(args) => {
+            let overrides = ConfigOverrides { data_dir: cli.data_dir, ..ConfigOverrides::default() };
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            let command = admin_command(args, &config);
+            let answer = run_admin(&config, command).await?;
+            match answer {
+                Ok(value) => {
+                    print_answer(&value);
+                    Ok(())
+                }
+                Err(message) => anyhow::bail!("{message}"),
+            }
+        }
+    }
+}
+
+fn admin_overrides(data_dir: Option<PathBuf>) -> ConfigOverrides {
+    ConfigOverrides { data_dir, ..ConfigOverrides::default() }
+}
+
+fn admin_command(args: AdminArgs, config: &Config) -> AdminCommand {
+    match args {
+        AdminArgs::CreateSite(site) => AdminCommand::CreateSite(site),
+        AdminArgs::CreateAgent { email, password, name, role, sites, capacity } => AdminCommand::CreateAgent {
+            email,
+            password,
+            name,
+            role,
+            sites,
+            capacity: capacity.unwrap_or(config.routing.default_capacity),
+        },
+        AdminArgs::ResetPassword { email, password } => AdminCommand::ResetPassword { email, password },
+        AdminArgs::ListSites => AdminCommand::ListSites,
+        AdminArgs::ListAgents => AdminCommand::ListAgents,
+        AdminArgs::SetRetention { site, days } => AdminCommand::SetRetention { site, days },
+    }
+}
+
+/// Runs an admin command on the database directly, or through the server that holds it.
+pub(crate) async fn run_admin(config: &Config, command: AdminCommand) -> anyhow::Result<Result<Value, String>> {
+    let data_dir = config.data_dir.clone();
+    let storage = config.storage.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage, crate::server::writer_hooks(None)))
+            .await?;
+    match opened {
+        Ok(store) => {
+            let answer = command.execute(&store).await;
+            store.shutdown().await;
+            Ok(answer)
+        }
+        Err(StorageError::AlreadyOpen(_)) => {
+            eprintln!("kefu: the server is running; sending the command to it");
+            control::send_to_server(&config.data_dir, &command).await
+        }
+        Err(error) => Err(error).context("opening the database"),
+    }
+}
+
+pub(crate) fn print_answer(value: &Value) {
+    let Some(object) = value.as_object() else {
+        println!("{value}");
+        return;
+    };
+    for (key, value) in object {
+        match value {
+            Value::String(text) => println!("{key}={text}"),
+            Value::Array(lines) => {
+                for line in lines {
+                    println!("{}", line.as_str().map(str::to_owned).unwrap_or_else(|| line.to_string()));
+                }
+            }
+            other => println!("{key}={other}"),
+        }
+    }
+}

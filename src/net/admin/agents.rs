@@ -1,0 +1,311 @@
+//! Admin pages for agents: list and create, edit (role, capacity, sites, teams, disabled), and
+//! reset a password.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::form::FieldErrors;
+use super::{AdminPost, AdminUser, Directory, Layout, Notice, directory, done, internal_error, not_found, render};
+use crate::net::AppState;
+use crate::people::agents::{self, Agent, AgentChanges, AgentError, NewAgent, Role};
+use crate::people::teams::{self, Team};
+use crate::routing::RoutingEvent;
+use crate::sites::Site;
+
+/// The new-agent form as typed.
+#[derive(Default)]
+pub struct NewAgentForm {
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub capacity: String,
+    pub sites: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/agents.html")]
+struct AgentsPage {
+    layout: Layout,
+    agents: Vec<Agent>,
+    sites: Vec<Site>,
+    form: NewAgentForm,
+    errors: FieldErrors,
+    /// The password of the agent just created, shown once.
+    created: Option<(String, String)>,
+}
+
+/// The edit form as typed.
+pub struct AgentForm {
+    pub name: String,
+    pub role: String,
+    pub capacity: String,
+    pub sites: Vec<String>,
+    pub teams: Vec<String>,
+    pub disabled: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin/agent_form.html")]
+struct AgentPage {
+    layout: Layout,
+    agent: Agent,
+    form: AgentForm,
+    errors: FieldErrors,
+    sites: Vec<Site>,
+    teams: Vec<Team>,
+    /// A password just set, shown once.
+    new_password: Option<String>,
+}
+
+fn role_of(text: &str, errors: &mut FieldErrors) -> Role {
+    text.parse().unwrap_or_else(|message: String| {
+        errors.add("role", message);
+        Role::Agent
+    })
+}
+
+fn capacity_of(text: &str, errors: &mut FieldErrors) -> u32 {
+    match text.trim().parse::<u32>() {
+        Ok(capacity) if (1..=agents::MAX_CAPACITY).contains(&capacity) => capacity,
+        _ => {
+            errors.add("capacity", format!("a whole number from 1 to {}", agents::MAX_CAPACITY));
+            1
+        }
+    }
+}
+
+/// `GET /admin/agents`
+pub async fn list(State(app): State<AppState>, admin: AdminUser, Query(notice): Query<Notice>) -> Response {
+    let directory = match directory(&app).await {
+        Ok(directory) => directory,
+        Err(response) => return response,
+    };
+    let form = NewAgentForm {
+        role: "agent".into(),
+        capacity: app.config.routing.default_capacity.to_string(),
+        ..NewAgentForm::default()
+    };
+    render(
+        StatusCode::OK,
+        &AgentsPage {
+            layout: admin.layout("agents", notice.take()),
+            agents: directory.agents,
+            sites: directory.sites,
+            form,
+            errors: FieldErrors::default(),
+            created: None,
+        },
+    )
+}
+
+/// `POST /admin/agents`: creates an agent with a generated password, shown once.
+pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
+    let form = NewAgentForm {
+        email: post.form.text("email").trim().to_owned(),
+        name: post.form.text("name").trim().to_owned(),
+        role: post.form.text("role"),
+        capacity: post.form.text("capacity"),
+        sites: post.form.all("sites"),
+    };
+    let mut errors = FieldErrors::default();
+    let role = role_of(&form.role, &mut errors);
+    let capacity = capacity_of(&form.capacity, &mut errors);
+    let password = crate::base::secrets::new_password();
+    let mut created = None;
+    if errors.is_empty() {
+        let new_agent = NewAgent {
+            email: form.email.clone(),
+            name: form.name.clone(),
+            password: password.clone(),
+            role,
+            sites: form.sites.clone(),
+            capacity,
+        };
+        match agents::create(&app.store, new_agent).await {
+            Ok(agent) => {
+                post.admin
+                    .audit(
+                        &app,
+                        "agent.create",
+                        &agent.email,
+                        format!("role {:?}, sites {:?}", agent.role, agent.sites),
+                    )
+                    .await;
+                created = Some((agent.email, password));
+            }
+            Err(AgentError::DuplicateEmail(email)) => errors.add("email", format!("{email} already has an account")),
+            Err(AgentError::Invalid(message)) => {
+                let (field, message) = message.split_once(": ").unwrap_or(("email", message.as_str()));
+                errors.add(field, message);
+            }
+            Err(error) => return internal_error(error),
+        }
+    }
+    let directory = match directory(&app).await {
+        Ok(directory) => directory,
+        Err(response) => return response,
+    };
+    let status = if errors.is_empty() { StatusCode::CREATED } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let form = if created.is_some() {
+        NewAgentForm {
+            role: "agent".into(),
+            capacity: app.config.routing.default_capacity.to_string(),
+            ..NewAgentForm::default()
+        }
+    } else {
+        form
+    };
+    render(
+        status,
+        &AgentsPage {
+            layout: post.admin.layout("agents", None),
+            agents: directory.agents,
+            sites: directory.sites,
+            form,
+            errors,
+            created,
+        },
+    )
+}
+
+fn edit_page(
+    admin: &AdminUser,
+    notice: Option<String>,
+    agent: Agent,
+    form: AgentForm,
+    errors: FieldErrors,
+    directory: Directory,
+    new_password: Option<String>,
+) -> AgentPage {
+    AgentPage {
+        layout: admin.layout("agents", notice),
+        agent,
+        form,
+        errors,
+        sites: directory.sites,
+        teams: directory.teams,
+        new_password,
+    }
+}
+
+fn form_of(agent: &Agent, teams: &[Team]) -> AgentForm {
+    AgentForm {
+        name: agent.name.clone(),
+        role: if agent.role == Role::Admin { "admin" } else { "agent" }.to_owned(),
+        capacity: agent.capacity.to_string(),
+        sites: agent.sites.clone(),
+        teams: teams.iter().filter(|team| team.members.contains(&agent.id)).map(|team| team.id.to_string()).collect(),
+        disabled: agent.disabled,
+    }
+}
+
+/// `GET /admin/agents/{id}`
+pub async fn edit_form(
+    State(app): State<AppState>,
+    admin: AdminUser,
+    Path(id): Path<u64>,
+    Query(notice): Query<Notice>,
+) -> Response {
+    let directory = match directory(&app).await {
+        Ok(directory) => directory,
+        Err(response) => return response,
+    };
+    let Some(agent) = directory.agents.iter().find(|agent| agent.id == id).cloned() else {
+        return not_found("agent");
+    };
+    let form = form_of(&agent, &directory.teams);
+    render(StatusCode::OK, &edit_page(&admin, notice.take(), agent, form, FieldErrors::default(), directory, None))
+}
+
+/// `POST /admin/agents/{id}`
+pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminPost) -> Response {
+    let directory = match directory(&app).await {
+        Ok(directory) => directory,
+        Err(response) => return response,
+    };
+    let Some(before) = directory.agents.iter().find(|agent| agent.id == id).cloned() else {
+        return not_found("agent");
+    };
+    let form = AgentForm {
+        name: post.form.text("name"),
+        role: post.form.text("role"),
+        capacity: post.form.text("capacity"),
+        sites: post.form.all("sites"),
+        teams: post.form.all("teams"),
+        disabled: post.form.checked("disabled"),
+    };
+    let mut errors = FieldErrors::default();
+    let role = role_of(&form.role, &mut errors);
+    let capacity = capacity_of(&form.capacity, &mut errors);
+    let team_ids: Vec<u64> = form.teams.iter().filter_map(|team| team.parse().ok()).collect();
+    if team_ids.len() != form.teams.len() {
+        errors.add("teams", "choose teams from the list");
+    }
+    let invalid = |errors: FieldErrors, form: AgentForm, directory: Directory| {
+        let page = edit_page(&post.admin, None, before.clone(), form, errors, directory, None);
+        render(StatusCode::UNPROCESSABLE_ENTITY, &page)
+    };
+    if !errors.is_empty() {
+        return invalid(errors, form, directory);
+    }
+    let changes =
+        AgentChanges { name: form.name.clone(), role, capacity, sites: form.sites.clone(), disabled: form.disabled };
+    let agent = match agents::update(&app.store, id, changes).await {
+        Ok(agent) => agent,
+        Err(AgentError::Invalid(message)) => {
+            let (field, message) = message.split_once(": ").unwrap_or(("name", message.as_str()));
+            errors.add(field, message);
+            return invalid(errors, form, directory);
+        }
+        Err(AgentError::NotFound(_)) => return not_found("agent"),
+        Err(error) => return internal_error(error),
+    };
+    let changed_teams = match teams::set_agent_teams(&app.store, id, team_ids).await {
+        Ok(changed) => changed,
+        Err(teams::TeamError::Invalid(message)) => {
+            errors.add("teams", message.trim_start_matches("teams: "));
+            return invalid(errors, form, directory);
+        }
+        Err(error) => return internal_error(error),
+    };
+    for team in changed_teams {
+        app.router.send(RoutingEvent::TeamChanged { team }).await;
+    }
+    app.router.send(RoutingEvent::AgentChanged { agent: agent.clone() }).await;
+    let detail = format!(
+        "name {:?}, role {:?}, capacity {}, sites {:?}, disabled {}",
+        agent.name, agent.role, agent.capacity, agent.sites, agent.disabled
+    );
+    post.admin.audit(&app, if agent.disabled { "agent.disable" } else { "agent.update" }, &agent.email, detail).await;
+    done(&format!("/admin/agents/{id}"), "Saved.")
+}
+
+/// `POST /admin/agents/{id}/password`: sets the typed password, or generates one; shown once.
+pub async fn reset_password(State(app): State<AppState>, Path(id): Path<u64>, post: AdminPost) -> Response {
+    let directory = match directory(&app).await {
+        Ok(directory) => directory,
+        Err(response) => return response,
+    };
+    let Some(agent) = directory.agents.iter().find(|agent| agent.id == id).cloned() else {
+        return not_found("agent");
+    };
+    let typed = post.form.text("password");
+    let password = if typed.is_empty() { crate::base::secrets::new_password() } else { typed };
+    let form = form_of(&agent, &directory.teams);
+    match agents::reset_password(&app.store, &agent.email, &password).await {
+        Ok(_) => {}
+        Err(AgentError::Invalid(message)) => {
+            let mut errors = FieldErrors::default();
+            errors.add("password", message.trim_start_matches("password: "));
+            let page = edit_page(&post.admin, None, agent, form, errors, directory, None);
+            return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        }
+        Err(error) => return internal_error(error),
+    }
+    post.admin.audit(&app, "agent.reset_password", &agent.email, "sessions ended".into()).await;
+    let notice = Some("Password changed; the agent's sessions have ended.".to_owned());
+    let page = edit_page(&post.admin, notice, agent, form, FieldErrors::default(), directory, Some(password));
+    render(StatusCode::OK, &page)
+}

@@ -1,0 +1,120 @@
+//! Admin page for blocks: blocked visitors and addresses, with unblock, and blocking an address.
+
+use std::net::IpAddr;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::form::FieldErrors;
+use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
+use crate::net::AppState;
+use crate::people::blocking::{self, BlockError};
+use crate::people::visitors::{self, Visitor};
+use crate::sites::{self, Site};
+
+#[derive(Template)]
+#[template(path = "admin/blocked.html")]
+struct BlockedPage {
+    layout: Layout,
+    visitors: Vec<(Visitor, i64)>,
+    addresses: Vec<(String, String, i64)>,
+    sites: Vec<Site>,
+    /// The block-an-address form as typed.
+    site: String,
+    address: String,
+    errors: FieldErrors,
+}
+
+impl BlockedPage {
+    fn when(&self, millis: &i64) -> String {
+        crate::base::clock::format_utc(*millis)
+    }
+
+    fn visitor_name(&self, visitor: &Visitor) -> String {
+        visitors::display_name(visitor)
+    }
+}
+
+async fn page(
+    app: &AppState,
+    admin: &AdminUser,
+    notice: Option<String>,
+    typed: (String, String),
+    errors: FieldErrors,
+) -> Response {
+    let loaded = app
+        .store
+        .read(|transaction| {
+            Ok((
+                blocking::blocked_visitors(transaction)?,
+                blocking::blocked_addresses(transaction)?,
+                sites::list_by_name(transaction)?,
+            ))
+        })
+        .await;
+    let (visitors, addresses, sites) = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => return internal_error(error),
+    };
+    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let (site, address) = typed;
+    let layout = admin.layout("blocked", notice);
+    render(status, &BlockedPage { layout, visitors, addresses, sites, site, address, errors })
+}
+
+/// `GET /admin/blocked`
+pub async fn list(State(app): State<AppState>, admin: AdminUser, Query(notice): Query<Notice>) -> Response {
+    page(&app, &admin, notice.take(), Default::default(), FieldErrors::default()).await
+}
+
+/// `POST /admin/blocked/visitors/{id}/unblock`
+pub async fn unblock_visitor(State(app): State<AppState>, Path(id): Path<u64>, post: AdminPost) -> Response {
+    match blocking::unblock_visitor(&app.store, id).await {
+        Ok(visitor) => {
+            post.admin.audit(&app, "visitor.unblock", &format!("visitor {id}"), format!("site {}", visitor.site)).await;
+            done("/admin/blocked", &format!("Visitor {id} can chat again."))
+        }
+        Err(BlockError::NotFound) => not_found("visitor"),
+        Err(BlockError::Storage(error)) => internal_error(error),
+    }
+}
+
+/// `POST /admin/blocked/addresses`: blocks an address on a site and closes its live visitors.
+pub async fn block_address(State(app): State<AppState>, post: AdminPost) -> Response {
+    let (site, address) = (post.form.text("site"), post.form.text("address").trim().to_owned());
+    let mut errors = FieldErrors::default();
+    if !matches!(app.sites.get(&site).await, Ok(Some(_))) {
+        errors.add("site", "choose a site");
+    }
+    let parsed = address.parse::<IpAddr>();
+    if parsed.is_err() {
+        errors.add("address", format!("{address:?} is not an IPv4 or IPv6 address"));
+    }
+    let Ok(ip) = parsed.map(|ip| ip.to_string()) else {
+        return page(&app, &post.admin, None, (site, address), errors).await;
+    };
+    if !errors.is_empty() {
+        return page(&app, &post.admin, None, (site, address), errors).await;
+    }
+    if let Err(error) = blocking::block_address(&app.store, site.clone(), ip.clone()).await {
+        return internal_error(error);
+    }
+    blocking::disconnect_address(&app.hub, &app.online_visitors, &site, &ip);
+    post.admin.audit(&app, "address.block", &ip, format!("site {site}")).await;
+    done("/admin/blocked", &format!("{ip} is blocked on {site}."))
+}
+
+/// `POST /admin/blocked/addresses/unblock`
+pub async fn unblock_address(State(app): State<AppState>, post: AdminPost) -> Response {
+    let (site, address) = (post.form.text("site"), post.form.text("address"));
+    match blocking::unblock_address(&app.store, site.clone(), address.clone()).await {
+        Ok(()) => {
+            post.admin.audit(&app, "address.unblock", &address, format!("site {site}")).await;
+            done("/admin/blocked", &format!("{address} can chat on {site} again."))
+        }
+        Err(BlockError::NotFound) => not_found("blocked address"),
+        Err(BlockError::Storage(error)) => internal_error(error),
+    }
+}

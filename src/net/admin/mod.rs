@@ -1,0 +1,290 @@
+//! The admin pages under `/admin`: server-rendered forms (askama templates in
+//! `templates/admin/`) for sites, agents, teams, canned replies, blocked visitors, the audit log
+//! and reports.
+//!
+//! Only admins get in ([`AdminUser`]); anyone else gets the login page (no session) or 403
+//! (a session that is not an admin's). Every form posts a CSRF token derived from the session
+//! ([`AdminPost`]), and every change is written to the audit log.
+
+mod agents;
+mod api_tokens;
+mod audit_log;
+mod blocked;
+mod canned_replies;
+mod charts;
+mod form;
+mod login;
+mod reports;
+mod sites;
+mod teams;
+
+use askama::Template;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+
+pub use form::{AdminPost, FormData};
+
+use crate::base::secrets;
+use crate::net::AppState;
+use crate::net::http::extract::authenticate;
+use crate::people::agents::{Agent, Role};
+use crate::people::principal::Principal;
+
+/// The policy of admin pages: no scripts but kefu's own, no framing, forms only to kefu.
+const ADMIN_CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+base-uri 'none'; form-action 'self'; object-src 'none'; frame-ancestors 'none'";
+
+/// Declares the admin routes once: the router and the list the authorization tests walk.
+macro_rules! admin_routes {
+    ($($method:ident $path:literal => $handler:path),* $(,)?) => {
+        /// Every route that only admins may use, as (method, path).
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        /// The admin pages (the login page included), merged into the server's router.
+        pub fn router() -> axum::Router<AppState> {
+            axum::Router::new()
+                .route("/admin/login", axum::routing::get(login::page).post(login::submit))
+                $(.route($path, admin_routes!(@method $method $handler)))*
+        }
+    };
+    (@method GET $handler:path) => { axum::routing::get($handler) };
+    (@method POST $handler:path) => { axum::routing::post($handler) };
+}
+
+admin_routes! {
+    GET "/admin" => sites::home,
+    POST "/admin/logout" => login::logout,
+    GET "/admin/sites" => sites::list,
+    GET "/admin/sites/new" => sites::new_form,
+    POST "/admin/sites/new" => sites::create,
+    GET "/admin/sites/{key}" => sites::edit_form,
+    POST "/admin/sites/{key}" => sites::save,
+    POST "/admin/sites/{key}/rotate-secret" => sites::rotate_secret,
+    POST "/admin/sites/{key}/delete" => sites::delete,
+    GET "/admin/agents" => agents::list,
+    POST "/admin/agents" => agents::create,
+    GET "/admin/agents/{id}" => agents::edit_form,
+    POST "/admin/agents/{id}" => agents::save,
+    POST "/admin/agents/{id}/password" => agents::reset_password,
+    GET "/admin/teams" => teams::list,
+    POST "/admin/teams" => teams::create,
+    GET "/admin/teams/{id}" => teams::edit_form,
+    POST "/admin/teams/{id}" => teams::save,
+    POST "/admin/teams/{id}/delete" => teams::delete,
+    GET "/admin/canned-replies" => canned_replies::list,
+    POST "/admin/canned-replies" => canned_replies::create,
+    POST "/admin/canned-replies/{id}" => canned_replies::save,
+    POST "/admin/canned-replies/{id}/delete" => canned_replies::delete,
+    GET "/admin/blocked" => blocked::list,
+    POST "/admin/blocked/visitors/{id}/unblock" => blocked::unblock_visitor,
+    POST "/admin/blocked/addresses" => blocked::block_address,
+    POST "/admin/blocked/addresses/unblock" => blocked::unblock_address,
+    GET "/admin/audit" => audit_log::list,
+    GET "/admin/api-tokens" => api_tokens::list,
+    POST "/admin/api-tokens" => api_tokens::create,
+    POST "/admin/api-tokens/{id}/revoke" => api_tokens::revoke,
+    GET "/admin/reports" => reports::page,
+    GET "/admin/reports/daily.csv" => reports::daily_csv,
+    GET "/admin/reports/agents.csv" => reports::agents_csv,
+    GET "/admin/reports/satisfaction.csv" => reports::satisfaction_csv,
+}
+
+/// What every admin page shows around its content.
+pub struct Layout {
+    pub admin_email: String,
+    pub csrf: String,
+    /// The navigation entry to highlight.
+    pub section: &'static str,
+    /// A one-line confirmation after a change (from `?done=`).
+    pub notice: Option<String>,
+}
+
+/// The navigation entries: (section, path, label).
+pub const SECTIONS: &[(&str, &str, &str)] = &[
+    ("sites", "/admin/sites", "Sites"),
+    ("agents", "/admin/agents", "Agents"),
+    ("teams", "/admin/teams", "Teams & routing"),
+    ("canned", "/admin/canned-replies", "Canned replies"),
+    ("blocked", "/admin/blocked", "Blocked"),
+    ("api-tokens", "/admin/api-tokens", "API tokens"),
+    ("audit", "/admin/audit", "Audit log"),
+    ("reports", "/admin/reports", "Reports"),
+];
+
+/// An admin, authenticated by session cookie or bearer token.
+pub struct AdminUser {
+    pub agent: Agent,
+    /// The CSRF token every form of this session carries.
+    pub csrf: String,
+}
+
+impl AdminUser {
+    pub fn layout(&self, section: &'static str, notice: Option<String>) -> Layout {
+        Layout { admin_email: self.agent.email.clone(), csrf: self.csrf.clone(), section, notice }
+    }
+
+    /// Appends an audit entry for a change this admin made.
+    pub async fn audit(&self, app: &AppState, action: &str, target: &str, detail: String) {
+        crate::history::audit::record(&app.store, &self.agent, action, target, detail).await;
+    }
+}
+
+/// The CSRF token of a session: a MAC of a fixed label under the session token, so it needs no
+/// storage, survives restarts, and cannot be made without the cookie.
+pub fn csrf_token(session_token: &str) -> String {
+    secrets::hmac_sha256_hex(session_token.as_bytes(), b"kefu admin form")
+}
+
+/// Why a request does not reach an admin page.
+pub enum AdminDenied {
+    /// No session: a page sends the browser to the login form.
+    Login {
+        next: String,
+    },
+    /// No session on a form post or other change.
+    Unauthorized,
+    /// A session that is not an admin's, or a form without a valid CSRF token.
+    Forbidden(&'static str),
+    Internal,
+}
+
+impl IntoResponse for AdminDenied {
+    fn into_response(self) -> Response {
+        match self {
+            AdminDenied::Login { next } => {
+                let next = url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>();
+                Redirect::to(&format!("/admin/login?next={next}")).into_response()
+            }
+            AdminDenied::Unauthorized => {
+                message_page(StatusCode::UNAUTHORIZED, "Log in first", "Log in as an admin to make changes.")
+            }
+            AdminDenied::Forbidden(message) => message_page(StatusCode::FORBIDDEN, "Not allowed", message),
+            AdminDenied::Internal => message_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "The server could not answer; the cause is in its log.",
+            ),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = AdminDenied;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(|token| token.trim().to_owned());
+        let token = bearer.or_else(|| crate::net::http::session_cookie_token(&parts.headers));
+        let principal = match &token {
+            Some(token) => authenticate(app, token).await.map_err(|_| AdminDenied::Internal)?,
+            None => None,
+        };
+        match (principal, token) {
+            (Some(Principal::Agent(agent)), Some(token)) if agent.role == Role::Admin => {
+                Ok(AdminUser { agent, csrf: csrf_token(&token) })
+            }
+            (Some(_), _) => Err(AdminDenied::Forbidden("Only admins can open the admin pages.")),
+            (None, _) if matches!(parts.method, Method::GET | Method::HEAD) => {
+                let next = parts.uri.path_and_query().map_or("/admin", |path| path.as_str()).to_owned();
+                Err(AdminDenied::Login { next })
+            }
+            (None, _) => Err(AdminDenied::Unauthorized),
+        }
+    }
+}
+
+/// Every agent (by email), site (by name) and team (by site and name), for pages that pick
+/// among them.
+pub struct Directory {
+    pub agents: Vec<Agent>,
+    pub sites: Vec<crate::sites::Site>,
+    pub teams: Vec<crate::people::teams::Team>,
+}
+
+impl Directory {
+    /// Only the agents who can join a team (enabled ones), by name.
+    pub fn for_teams(mut self) -> Directory {
+        self.agents.retain(|agent| !agent.disabled);
+        self.agents.sort_by_key(|agent| agent.name.to_lowercase());
+        self
+    }
+}
+
+pub async fn directory(app: &AppState) -> Result<Directory, Response> {
+    app.store
+        .read(|transaction| {
+            let mut agents = crate::people::agents::list(transaction)?;
+            agents.sort_by(|a, b| a.email.cmp(&b.email));
+            let mut teams = crate::people::teams::list(transaction)?;
+            teams.sort_by(|a, b| (&a.site, a.name.to_lowercase()).cmp(&(&b.site, b.name.to_lowercase())));
+            Ok(Directory { agents, sites: crate::sites::list_by_name(transaction)?, teams })
+        })
+        .await
+        .map_err(internal_error)
+}
+
+/// Renders an admin page with its security headers.
+pub fn render(status: StatusCode, page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => {
+            let mut response = (status, html).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(ADMIN_CSP));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(error) => {
+            tracing::error!(%error, "rendering an admin page failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    message: &'a str,
+}
+
+/// A page that only says something (an error, a refusal).
+pub fn message_page(status: StatusCode, title: &str, message: &str) -> Response {
+    render(status, &MessagePage { title, message })
+}
+
+/// The answer to a failed storage read or write inside an admin page.
+pub fn internal_error(error: impl std::fmt::Display) -> Response {
+    tracing::error!(%error, "an admin page failed");
+    AdminDenied::Internal.into_response()
+}
+
+/// Back to `path` after a change, with a notice for the next page.
+pub fn done(path: &str, notice: &str) -> Response {
+    let notice = url::form_urlencoded::byte_serialize(notice.as_bytes()).collect::<String>();
+    let separator = if path.contains('?') { '&' } else { '?' };
+    Redirect::to(&format!("{path}{separator}done={notice}")).into_response()
+}
+
+/// The `?done=` notice of a page, if any.
+#[derive(serde::Deserialize, Default)]
+pub struct Notice {
+    done: Option<String>,
+}
+
+impl Notice {
+    pub fn take(self) -> Option<String> {
+        self.done.filter(|notice| !notice.is_empty()).map(|notice| notice.chars().take(200).collect())
+    }
+}
+
+/// `404` for an id or key that does not exist.
+pub fn not_found(what: &str) -> Response {
+    message_page(StatusCode::NOT_FOUND, "Not found", &format!("There is no such {what}."))
+}

@@ -1,0 +1,567 @@
+//! The reports page (`/admin/reports`): a filter form (date range in UTC days, site, team),
+//! summary tiles, three SVG charts and three tables, each table also as a CSV download
+//! (`/admin/reports/{daily,agents,satisfaction}.csv`) with a UTF-8 byte order mark so
+//! spreadsheets read Chinese names correctly.
+//!
+//! A table is defined once ([`ReportTable::build`]) as typed cells; the page shows them for
+//! people (durations like "1 min 5 s") and the CSV writes them for spreadsheets (seconds).
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::charts::{self, Bar, Labels, Point, Series};
+use super::{AdminUser, Layout, internal_error, message_page, render};
+use crate::base::clock;
+use crate::history::export::UTF8_BOM;
+use crate::history::reports::{self, Report, ReportFilter};
+use crate::net::AppState;
+use crate::people::teams::{self, Team};
+use crate::sites::{self, Site};
+
+/// The filter as typed: every field is text so a wrong value can be shown back as it was.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ReportQuery {
+    from: String,
+    to: String,
+    site: String,
+    team: String,
+}
+
+impl ReportQuery {
+    /// Empty dates become the default range ending `today`.
+    fn with_defaults(mut self, today: u32) -> ReportQuery {
+        let (from_day, to_day) = ReportFilter::default_days(today);
+        if self.from.trim().is_empty() {
+            self.from = clock::day_to_date(from_day);
+        }
+        if self.to.trim().is_empty() {
+            self.to = clock::day_to_date(to_day);
+        }
+        self
+    }
+
+    /// The report filter these values describe, or what is wrong with them.
+    fn filter(&self, sites: &[Site], teams: &[Team]) -> Result<ReportFilter, String> {
+        let (from_day, to_day) = ReportFilter::parse_days(self.from.trim(), self.to.trim())?;
+        let site = match self.site.trim() {
+            "" => None,
+            key if sites.iter().any(|site| site.key == key) => Some(key.to_owned()),
+            key => return Err(format!("site: there is no site with the key {key:?}")),
+        };
+        let team = match self.team.trim() {
+            "" => None,
+            id => match id.parse::<u64>().ok().and_then(|id| teams.iter().find(|team| team.id == id)) {
+                Some(team) if site.as_ref().is_some_and(|site| *site != team.site) => {
+                    return Err(format!("team: {} is a team of another site; choose its site or all sites", team.name));
+                }
+                Some(team) => Some(team.clone()),
+                None => return Err(format!("team: there is no team {id:?}")),
+            },
+        };
+        Ok(ReportFilter { from_day, to_day, site, team })
+    }
+}
+
+/// The query string of a filter, for the CSV links.
+fn query_string(filter: &ReportFilter) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("from", &clock::day_to_date(filter.from_day));
+    query.append_pair("to", &clock::day_to_date(filter.to_day));
+    if let Some(site) = &filter.site {
+        query.append_pair("site", site);
+    }
+    if let Some(team) = &filter.team {
+        query.append_pair("team", &team.id.to_string());
+    }
+    query.finish()
+}
+
+/// A duration for people: "420 ms", "4.2 s", "42 s", "3 min 5 s", "2 h 10 min", "3 d 4 h".
+pub fn human_duration(millis: i64) -> String {
+    let seconds = millis as f64 / 1000.0;
+    let whole_seconds = (millis + 500) / 1000;
+    match whole_seconds {
+        _ if millis < 1_000 => format!("{millis} ms"),
+        _ if seconds < 10.0 => format!("{seconds:.1} s"),
+        0..60 => format!("{whole_seconds} s"),
+        60..3_600 => format!("{} min {} s", whole_seconds / 60, whole_seconds % 60),
+        3_600..172_800 => format!("{} h {} min", whole_seconds / 3_600, whole_seconds % 3_600 / 60),
+        _ => format!("{} d {} h", whole_seconds / 86_400, whole_seconds % 86_400 / 3_600),
+    }
+}
+
+/// One value of a table.
+pub enum Cell {
+    Text(String),
+    Count(u64),
+    /// Milliseconds; `None` when there was nothing to measure.
+    Duration(Option<i64>),
+    Rating(Option<f64>),
+    Percent(f64),
+}
+
+impl Cell {
+    /// The value for a spreadsheet: plain numbers, durations in seconds, empty for none.
+    pub fn csv(&self) -> String {
+        match self {
+            Cell::Text(text) => text.clone(),
+            Cell::Count(count) => count.to_string(),
+            Cell::Duration(millis) => millis.map(|millis| format!("{:.1}", millis as f64 / 1000.0)).unwrap_or_default(),
+            Cell::Rating(rating) => rating.map(|rating| format!("{rating:.2}")).unwrap_or_default(),
+            Cell::Percent(percent) => format!("{percent:.1}"),
+        }
+    }
+
+    /// The value for people.
+    pub fn display(&self) -> String {
+        match self {
+            Cell::Duration(Some(millis)) => human_duration(*millis),
+            Cell::Duration(None) | Cell::Rating(None) => "–".to_owned(),
+            Cell::Percent(percent) => format!("{percent:.1} %"),
+            other => other.csv(),
+        }
+    }
+
+    pub fn is_numeric(&self) -> bool {
+        !matches!(self, Cell::Text(_))
+    }
+}
+
+/// A column: its CSV header and its heading on the page.
+pub struct Column {
+    pub csv: &'static str,
+    pub label: &'static str,
+}
+
+pub struct Table {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+/// The tables of a report, each shown on the page and downloadable as CSV.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportTable {
+    Daily,
+    Agents,
+    Satisfaction,
+}
+
+impl ReportTable {
+    const ALL: [ReportTable; 3] = [ReportTable::Daily, ReportTable::Agents, ReportTable::Satisfaction];
+
+    /// The name in its download path and file name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReportTable::Daily => "daily",
+            ReportTable::Agents => "agents",
+            ReportTable::Satisfaction => "satisfaction",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            ReportTable::Daily => "Per day",
+            ReportTable::Agents => "Per agent",
+            ReportTable::Satisfaction => "Satisfaction",
+        }
+    }
+
+    pub fn build(self, report: &Report) -> Table {
+        let column = |csv, label| Column { csv, label };
+        match self {
+            ReportTable::Daily => Table {
+                columns: vec![
+                    column("date", "Day (UTC)"),
+                    column("conversations", "Conversations"),
+                    column("closed", "Closed"),
+                    column("median_first_response_seconds", "Median first response"),
+                    column("p90_first_response_seconds", "90th percentile first response"),
+                    column("median_resolution_seconds", "Median resolution"),
+                    column("ratings", "Ratings"),
+                    column("average_rating", "Average rating"),
+                ],
+                rows: report
+                    .days
+                    .iter()
+                    .map(|day| {
+                        let figures = &day.figures;
+                        vec![
+                            Cell::Text(day.date.clone()),
+                            Cell::Count(figures.created),
+                            Cell::Count(figures.closed),
+                            Cell::Duration(figures.median_first_response_ms),
+                            Cell::Duration(figures.p90_first_response_ms),
+                            Cell::Duration(figures.median_resolution_ms),
+                            Cell::Count(figures.ratings),
+                            Cell::Rating(figures.average_rating),
+                        ]
+                    })
+                    .collect(),
+            },
+            ReportTable::Agents => Table {
+                columns: vec![
+                    column("agent_id", "Id"),
+                    column("name", "Agent"),
+                    column("email", "Email"),
+                    column("conversations", "Conversations"),
+                    column("messages", "Messages sent"),
+                    column("median_first_response_seconds", "Median first response"),
+                ],
+                rows: report
+                    .agents
+                    .iter()
+                    .map(|agent| {
+                        vec![
+                            Cell::Count(agent.agent_id),
+                            Cell::Text(agent.name.clone()),
+                            Cell::Text(agent.email.clone()),
+                            Cell::Count(agent.conversations),
+                            Cell::Count(agent.messages),
+                            Cell::Duration(agent.median_first_response_ms),
+                        ]
+                    })
+                    .collect(),
+            },
+            ReportTable::Satisfaction => {
+                let n_ratings: u64 = report.satisfaction.iter().sum();
+                Table {
+                    columns: vec![column("score", "Score"), column("ratings", "Ratings"), column("percent", "Share")],
+                    rows: (1..=5u64)
+                        .rev()
+                        .map(|score| {
+                            let count = report.satisfaction[(score - 1) as usize];
+                            let share = if n_ratings == 0 { 0.0 } else { count as f64 * 100.0 / n_ratings as f64 };
+                            vec![Cell::Count(score), Cell::Count(count), Cell::Percent(share)]
+                        })
+                        .collect(),
+                }
+            }
+        }
+    }
+}
+
+/// A summary figure above the charts.
+pub struct Tile {
+    pub label: &'static str,
+    pub value: String,
+    pub detail: String,
+}
+
+/// A table on the page with its download link.
+pub struct TableView {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub csv_url: String,
+    pub table: Table,
+}
+
+/// What the page shows once the filter is valid.
+pub struct ReportView {
+    pub range: String,
+    pub tiles: Vec<Tile>,
+    pub daily_chart: String,
+    pub times_chart: String,
+    pub satisfaction_chart: String,
+    pub tables: Vec<TableView>,
+}
+
+/// A team in the filter's list.
+pub struct TeamChoice {
+    pub id: String,
+    pub label: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/reports.html")]
+struct ReportsPage {
+    layout: Layout,
+    query: ReportQuery,
+    sites: Vec<Site>,
+    teams: Vec<TeamChoice>,
+    error: String,
+    report: Option<ReportView>,
+}
+
+/// The sites, the teams, and the report of a query (or what is wrong with the query), all from
+/// one read transaction.
+struct Loaded {
+    sites: Vec<Site>,
+    teams: Vec<Team>,
+    outcome: Result<(ReportFilter, Report), String>,
+}
+
+async fn load(app: &AppState, query: &ReportQuery) -> Result<Loaded, Response> {
+    let query = query.clone();
+    app.store
+        .read(move |transaction| {
+            let sites = sites::list_by_name(transaction)?;
+            let teams = teams::list(transaction)?;
+            let outcome = match query.filter(&sites, &teams) {
+                Ok(filter) => {
+                    let report = reports::compute(transaction, &filter)?;
+                    Ok((filter, report))
+                }
+                Err(message) => Err(message),
+            };
+            Ok(Loaded { sites, teams, outcome })
+        })
+        .await
+        .map_err(internal_error)
+}
+
+fn today() -> u32 {
+    clock::day_of(clock::now_millis())
+}
+
+/// `GET /admin/reports`
+pub async fn page(State(app): State<AppState>, admin: AdminUser, Query(query): Query<ReportQuery>) -> Response {
+    let query = query.with_defaults(today());
+    let loaded = match load(&app, &query).await {
+        Ok(loaded) => loaded,
+        Err(response) => return response,
+    };
+    let teams = loaded
+        .teams
+        .iter()
+        .map(|team| {
+            let site =
+                loaded.sites.iter().find(|site| site.key == team.site).map_or(team.site.as_str(), |site| &site.name);
+            TeamChoice { id: team.id.to_string(), label: format!("{site} · {}", team.name) }
+        })
+        .collect();
+    let (status, error, report) = match loaded.outcome {
+        Ok((filter, report)) => (StatusCode::OK, String::new(), Some(view(&filter, &report))),
+        Err(message) => (StatusCode::UNPROCESSABLE_ENTITY, message, None),
+    };
+    let page = ReportsPage { layout: admin.layout("reports", None), query, sites: loaded.sites, teams, error, report };
+    render(status, &page)
+}
+
+/// `GET /admin/reports/daily.csv`
+pub async fn daily_csv(State(app): State<AppState>, _admin: AdminUser, Query(query): Query<ReportQuery>) -> Response {
+    download(&app, query, ReportTable::Daily).await
+}
+
+/// `GET /admin/reports/agents.csv`
+pub async fn agents_csv(State(app): State<AppState>, _admin: AdminUser, Query(query): Query<ReportQuery>) -> Response {
+    download(&app, query, ReportTable::Agents).await
+}
+
+/// `GET /admin/reports/satisfaction.csv`
+pub async fn satisfaction_csv(
+    State(app): State<AppState>,
+    _admin: AdminUser,
+    Query(query): Query<ReportQuery>,
+) -> Response {
+    download(&app, query, ReportTable::Satisfaction).await
+}
+
+async fn download(app: &AppState, query: ReportQuery, table: ReportTable) -> Response {
+    let query = query.with_defaults(today());
+    let (filter, report) = match load(app, &query).await {
+        Ok(Loaded { outcome: Ok(made), .. }) => made,
+        Ok(Loaded { outcome: Err(message), .. }) => {
+            return message_page(StatusCode::UNPROCESSABLE_ENTITY, "No report for these values", &message);
+        }
+        Err(response) => return response,
+    };
+    let built = table.build(&report);
+    let mut bytes = UTF8_BOM.to_vec();
+    let mut writer = csv::Writer::from_writer(&mut bytes);
+    let written = writer.write_record(built.columns.iter().map(|column| column.csv)).and_then(|()| {
+        built.rows.iter().try_for_each(|row| {
+            writer.write_record(
+                row.iter().map(|cell| crate::base::csv_cells::neutralize_formula(&cell.csv()).into_owned()),
+            )
+        })
+    });
+    if let Err(error) = written {
+        return internal_error(error);
+    }
+    if let Err(error) = writer.flush() {
+        return internal_error(error);
+    }
+    drop(writer);
+    let file_name = format!(
+        "kefu-{}-{}-to-{}.csv",
+        table.name(),
+        clock::day_to_date(filter.from_day),
+        clock::day_to_date(filter.to_day)
+    );
+    let mut response = (StatusCode::OK, bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    response
+}
+
+/// The unit a time chart draws in, picked so the largest value reads well.
+fn time_unit(largest_millis: i64) -> (&'static str, f64) {
+    match largest_millis {
+        ..2_000 => ("milliseconds", 1.0),
+        2_000..120_000 => ("seconds", 1_000.0),
+        120_000..7_200_000 => ("minutes", 60_000.0),
+        _ => ("hours", 3_600_000.0),
+    }
+}
+
+fn view(filter: &ReportFilter, report: &Report) -> ReportView {
+    let totals = &report.totals;
+    let duration = |millis: Option<i64>| millis.map_or_else(|| "–".to_owned(), human_duration);
+    let tiles = vec![
+        Tile {
+            label: "Conversations",
+            value: totals.created.to_string(),
+            detail: format!("{} answered by an agent", totals.answered),
+        },
+        Tile { label: "Closed", value: totals.closed.to_string(), detail: String::new() },
+        Tile {
+            label: "Median first response",
+            value: duration(totals.median_first_response_ms),
+            detail: format!("90% within {}", duration(totals.p90_first_response_ms)),
+        },
+        Tile { label: "Median resolution", value: duration(totals.median_resolution_ms), detail: String::new() },
+        Tile {
+            label: "Satisfaction",
+            value: totals.average_rating.map_or_else(|| "–".to_owned(), |rating| format!("{rating:.2} / 5")),
+            detail: format!("{} ratings", totals.ratings),
+        },
+    ];
+    // Short labels under the bars: the month and day.
+    let short_dates: Vec<String> =
+        report.days.iter().map(|day| day.date.get(5..).unwrap_or(&day.date).to_owned()).collect();
+    let daily_bars: Vec<Bar> = report
+        .days
+        .iter()
+        .zip(&short_dates)
+        .map(|(day, label)| Bar {
+            label: label.clone(),
+            value: day.figures.created as f64,
+            title: format!("{}: {} conversations, {} closed", day.date, day.figures.created, day.figures.closed),
+        })
+        .collect();
+    let daily_chart = charts::bar_chart(
+        &Labels { id: "chart-daily", caption: "Conversations per day", x_axis: "Day (UTC)", y_axis: "Conversations" },
+        &daily_bars,
+        true,
+    );
+
+    let largest = report
+        .days
+        .iter()
+        .flat_map(|day| [day.figures.p90_first_response_ms, day.figures.median_resolution_ms])
+        .flatten()
+        .max()
+        .unwrap_or(0);
+    let (unit, millis_per_unit) = time_unit(largest);
+    let line = |name: &str, pick: fn(&reports::Figures) -> Option<i64>| Series {
+        name: name.to_owned(),
+        points: report
+            .days
+            .iter()
+            .map(|day| {
+                pick(&day.figures).map(|millis| Point {
+                    value: millis as f64 / millis_per_unit,
+                    title: format!("{}: {name} {}", day.date, human_duration(millis)),
+                })
+            })
+            .collect(),
+    };
+    let times_chart = charts::line_chart(
+        &Labels {
+            id: "chart-times",
+            caption: "First response and resolution times per day",
+            x_axis: "Day (UTC)",
+            y_axis: &format!("Time ({unit})"),
+        },
+        &short_dates,
+        &[
+            line("median first response", |figures| figures.median_first_response_ms),
+            line("90th percentile first response", |figures| figures.p90_first_response_ms),
+            line("median resolution", |figures| figures.median_resolution_ms),
+        ],
+    );
+
+    let satisfaction_bars: Vec<Bar> = (1..=5u8)
+        .map(|score| {
+            let count = report.satisfaction[usize::from(score - 1)];
+            Bar { label: format!("{score} ★"), value: count as f64, title: format!("Score {score}: {count} ratings") }
+        })
+        .collect();
+    let satisfaction_chart = charts::bar_chart(
+        &Labels { id: "chart-satisfaction", caption: "Ratings by score", x_axis: "Score", y_axis: "Ratings" },
+        &satisfaction_bars,
+        true,
+    );
+
+    let query = query_string(filter);
+    ReportView {
+        range: format!(
+            "{} to {} ({} UTC days)",
+            clock::day_to_date(filter.from_day),
+            clock::day_to_date(filter.to_day),
+            filter.n_days()
+        ),
+        tiles,
+        daily_chart,
+        times_chart,
+        satisfaction_chart,
+        tables: ReportTable::ALL
+            .into_iter()
+            .map(|table| TableView {
+                name: table.name(),
+                title: table.title(),
+                csv_url: format!("/admin/reports/{}.csv?{query}", table.name()),
+                table: table.build(report),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(420), "420 ms");
+        assert_eq!(human_duration(4_200), "4.2 s");
+        assert_eq!(human_duration(42_000), "42 s");
+        assert_eq!(human_duration(185_000), "3 min 5 s");
+        assert_eq!(human_duration(7_800_000), "2 h 10 min");
+        assert_eq!(human_duration(273_600_000), "3 d 4 h");
+    }
+
+    #[test]
+    fn cells_are_numbers_in_csv_and_words_on_the_page() {
+        assert_eq!(Cell::Duration(Some(65_000)).csv(), "65.0");
+        assert_eq!(Cell::Duration(Some(65_000)).display(), "1 min 5 s");
+        assert_eq!(Cell::Duration(None).csv(), "");
+        assert_eq!(Cell::Duration(None).display(), "–");
+        assert_eq!(Cell::Rating(Some(13.0 / 3.0)).csv(), "4.33");
+        assert_eq!(Cell::Percent(50.0).display(), "50.0 %");
+    }
+
+    #[test]
+    fn a_query_names_what_is_wrong() {
+        let site = Site { key: "shop".into(), ..Site::default() };
+        let team = Team { id: 3, site: "other".into(), name: "Refunds".into(), members: Vec::new() };
+        let check = |from: &str, to: &str, site_key: &str, team_id: &str| {
+            let query = ReportQuery { from: from.into(), to: to.into(), site: site_key.into(), team: team_id.into() };
+            query.filter(std::slice::from_ref(&site), std::slice::from_ref(&team))
+        };
+        assert!(check("2026-11-01", "2026-11-30", "shop", "").is_ok());
+        assert!(check("2026-11-31", "2026-11-30", "", "").unwrap_err().contains("from"));
+        assert!(check("2026-11-01", "2026-11-30", "nope", "").unwrap_err().contains("no site"));
+        assert!(check("2026-11-01", "2026-11-30", "", "9").unwrap_err().contains("no team"));
+        assert!(check("2026-11-01", "2026-11-30", "shop", "3").unwrap_err().contains("another site"));
+        assert_eq!(check("2026-11-01", "2026-11-30", "", "3").unwrap().team.map(|team| team.id), Some(3));
+    }
+}

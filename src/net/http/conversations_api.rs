@@ -1,0 +1,350 @@
+//! Conversations over HTTP: lists, one conversation, history pages, and what agents and API
+//! tokens do to a conversation (assign, close, send a message as an agent or as the bot).
+//!
+//! A message sent here takes the same path as one sent on a socket: the same checks
+//! (`messages::validate_*`), the site's word filter (`session::filter_for_site`), and one
+//! writer operation (`messages::append`, or `bot::append_if_bot_active` for the bot), so it is
+//! deduplicated by `client_id`, delivered to subscribers and sent to webhooks like any other.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::console_api::{ListQuery, agent_serving, check_holder, served_conversation};
+use super::error::ApiError;
+use super::extract::{Caller, Json, agent_only, staff_only};
+use crate::chat::conversations::{self, AssignWhen};
+use crate::chat::messages::{self, AppendError, Appended, NewMessage, Target};
+use crate::net::AppState;
+use crate::net::session::{self, SendRefusal};
+use crate::people::principal::Principal;
+use crate::protocol::{BotSource, ConversationView, ErrorCode, MessageView, SenderView};
+use crate::{base::secrets, bot};
+
+/// Messages in a history page when the client does not say.
+const DEFAULT_PAGE: usize = 50;
+/// Most messages in one history page.
+const MAX_PAGE: usize = 200;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Messages with a sequence below this one (the `next_before` of the previous page);
+    /// the newest when left out.
+    before: Option<u64>,
+    /// How many messages, 50 when left out; more than 200 is read as 200.
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+}
+
+/// One page of a conversation's history, oldest message first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MessagePage {
+    conversation_id: u64,
+    epoch: u64,
+    last_seq: u64,
+    messages: Vec<MessageView>,
+    /// Pass as `before` for the next older page; `null` at the start of the conversation.
+    #[schema(required = true)]
+    next_before: Option<u64>,
+}
+
+/// `GET /api/v1/conversations/{id}/messages?before=SEQ&limit=N`
+#[utoipa::path(get, path = "/api/v1/conversations/{id}/messages", tag = "messages",
+    params(("id" = u64, Path, description = "The conversation's id"), PageQuery),
+    responses((status = 200, description = "A page of messages, oldest first", body = MessagePage), super::openapi::CommonErrors))]
+pub async fn messages(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<u64>,
+    Query(query): Query<PageQuery>,
+) -> Result<axum::Json<MessagePage>, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let is_visitor = principal.is_visitor();
+    let conversation = served_conversation(&app, &principal, conversation_id).await?;
+    let before = query.before;
+    // Read one more than asked, to know whether an older page exists.
+    let mut page = app
+        .store
+        .read(move |transaction| messages::page_before(transaction, conversation_id, before, limit + 1))
+        .await?;
+    let has_older = page.len() > limit;
+    if has_older {
+        page.remove(0);
+    }
+    let epoch = app.store.epoch();
+    let next_before = if has_older { page.first().map(|(seq, _)| *seq) } else { None };
+    let messages = page
+        .iter()
+        .filter(|(_, record)| !(record.internal && is_visitor))
+        .map(|(seq, record)| messages::message_view(conversation_id, *seq, record, epoch))
+        .collect();
+    Ok(axum::Json(MessagePage { conversation_id, epoch, last_seq: conversation.last_seq, messages, next_before }))
+}
+
+/// The number of messages a history page holds: `limit` clamped to [`MAX_PAGE`], as the docs
+/// promise "at most 200"; zero or a negative number is refused.
+fn page_limit(limit: Option<i64>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(limit) if limit < 1 => {
+            Err(ApiError::Unprocessable(format!("limit: must be at least 1 (at most {MAX_PAGE} are sent)")))
+        }
+        Some(limit) => Ok(usize::try_from(limit).unwrap_or(MAX_PAGE).min(MAX_PAGE)),
+    }
+}
+
+/// `GET /api/v1/conversations`: one page of the caller's conversations by state (see
+/// `console_api::list_by_state`). An agent's request without parameters gets the plain array of
+/// open conversations the console starts from.
+#[utoipa::path(get, path = "/api/v1/conversations", tag = "conversations",
+    params(ListQuery),
+    responses((status = 200, description = "A page of conversations, newest first", body = super::console_api::ConversationList), super::openapi::CommonErrors))]
+pub async fn list(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let caller = staff_only(principal)?;
+    let plain = query.state.is_none()
+        && query.site.is_none()
+        && query.agent_id.is_none()
+        && query.cursor.is_none()
+        && query.limit.is_none();
+    let agent = match &caller {
+        Principal::Agent(agent) if plain => agent.clone(),
+        _ => return Ok(axum::Json(super::console_api::list_by_state(app, caller, query).await?).into_response()),
+    };
+    let open = app.store.read(conversations::list_open).await?;
+    let epoch = app.store.epoch();
+    let views: Vec<ConversationView> = open
+        .iter()
+        .filter(|conversation| agent.serves_site(&conversation.site))
+        .map(|conversation| conversation.view(epoch))
+        .collect();
+    Ok(axum::Json(views).into_response())
+}
+
+/// `GET /api/v1/conversations/{id}`
+#[utoipa::path(get, path = "/api/v1/conversations/{id}", tag = "conversations",
+    params(("id" = u64, Path, description = "The conversation's id")),
+    responses((status = 200, description = "The conversation", body = ConversationView), super::openapi::CommonErrors))]
+pub async fn get(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<u64>,
+) -> Result<axum::Json<ConversationView>, ApiError> {
+    let caller = staff_only(principal)?;
+    let conversation = served_conversation(&app, &caller, conversation_id).await?;
+    Ok(axum::Json(conversation.view(app.store.epoch())))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRequest {
+    /// An enabled agent who serves the conversation's site. Agents other than admins may only
+    /// assign to themselves.
+    agent_id: u64,
+}
+
+/// `POST /api/v1/conversations/{id}/assign` `{"agent_id": 3}`: gives an open conversation to an
+/// agent (taking it over from whoever held it, and from the bot).
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/assign", tag = "conversations",
+    params(("id" = u64, Path, description = "The conversation's id")),
+    request_body = AssignRequest,
+    responses((status = 200, description = "The assigned conversation", body = ConversationView), super::openapi::CommonErrors))]
+pub async fn assign(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<u64>,
+    Json(request): Json<AssignRequest>,
+) -> Result<axum::Json<ConversationView>, ApiError> {
+    let caller = staff_only(principal)?;
+    let conversation = served_conversation(&app, &caller, conversation_id).await?;
+    if let Principal::Agent(agent) = &caller
+        && agent.id != request.agent_id
+        && !caller.is_admin()
+    {
+        return Err(ApiError::Forbidden("agent_id: only admins assign conversations to others".into()));
+    }
+    check_holder(&caller, &conversation)?;
+    agent_serving(&app, request.agent_id, &conversation.site, "agent_id").await?;
+    let conversation = conversations::assign(&app.store, conversation_id, request.agent_id, AssignWhen::Open).await?;
+    Ok(axum::Json(conversation.view(app.store.epoch())))
+}
+
+/// `POST /api/v1/conversations/{id}/close`
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/close", tag = "conversations",
+    params(("id" = u64, Path, description = "The conversation's id")),
+    responses((status = 200, description = "The closed conversation", body = ConversationView), super::openapi::CommonErrors))]
+pub async fn close(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<u64>,
+) -> Result<axum::Json<ConversationView>, ApiError> {
+    let caller = staff_only(principal)?;
+    served_conversation(&app, &caller, conversation_id).await?;
+    let conversation = conversations::close(&app.store, conversation_id).await?;
+    Ok(axum::Json(conversation.view(app.store.epoch())))
+}
+
+/// Who a message sent over HTTP is from.
+#[derive(Clone, Copy, Default, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SendAs {
+    /// An agent: the calling agent, or the one an API token names in `agent_id`.
+    #[default]
+    Agent,
+    /// The site's bot; only while the conversation is bot-active.
+    Bot,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessageRequest {
+    /// The message: not only spaces, at most `limits.max_text_chars` characters (4,000 by default).
+    #[schema(min_length = 1, pattern = r"\S")]
+    text: String,
+    /// Makes a retry safe: the same `client_id` from the same sender answers the first message.
+    /// A random one is made when left out. 1 to 64 printable ASCII characters.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[!-~]+$")]
+    client_id: Option<String>,
+    #[serde(default, rename = "as")]
+    #[schema(rename = "as")]
+    send_as: SendAs,
+    /// The agent a token sends as (`as: agent`); an agent calling sends as themselves.
+    agent_id: Option<u64>,
+    /// An internal note, which visitors never see (agents only).
+    #[serde(default)]
+    internal: bool,
+}
+
+/// `POST /api/v1/conversations/{id}/messages` `{"text": "...", "as": "agent", "agent_id": 3}`
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/messages", tag = "messages",
+    params(("id" = u64, Path, description = "The conversation's id")),
+    request_body = SendMessageRequest,
+    responses(
+        (status = 201, description = "The stored message", body = MessageView),
+        (status = 200, description = "A retry: the message first stored with this client_id", body = MessageView),
+        super::openapi::CommonErrors))]
+pub async fn send_message(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<u64>,
+    Json(request): Json<SendMessageRequest>,
+) -> Result<(StatusCode, axum::Json<MessageView>), ApiError> {
+    let caller = staff_only(principal)?;
+    let trace_id = secrets::new_trace_id();
+    let client_id = request.client_id.unwrap_or_else(|| format!("api-{}", secrets::new_hex_id(12)));
+    messages::validate_client_id(&client_id).map_err(ApiError::Unprocessable)?;
+    let text = messages::validate_text(&request.text, app.config.limits.max_text_chars, false)
+        .map_err(ApiError::Unprocessable)?;
+    let conversation = served_conversation(&app, &caller, conversation_id).await?;
+    let (_, text) = session::filter_for_site(&app, &conversation.site, text, trace_id).await.map_err(refusal)?;
+    let new_message = |sender: SenderView, internal: bool| NewMessage {
+        target: Target::Conversation(conversation_id),
+        sender,
+        client_id: client_id.clone(),
+        text: text.clone(),
+        internal,
+        attachment: None,
+        trace_id,
+        origin: None,
+        route_to_team: None,
+    };
+    let appended = match request.send_as {
+        SendAs::Agent => {
+            let sender = match (&caller, request.agent_id) {
+                (Principal::Agent(agent), None) => Principal::Agent(agent.clone()).sender(),
+                (Principal::Agent(agent), Some(agent_id)) if agent_id == agent.id => caller.sender(),
+                (Principal::Agent(_), Some(_)) => {
+                    return Err(ApiError::Forbidden("agent_id: agents send only as themselves".into()));
+                }
+                (_, None) => return Err(ApiError::Unprocessable("agent_id: required to send as an agent".into())),
+                (_, Some(agent_id)) => {
+                    let agent = agent_serving(&app, agent_id, &conversation.site, "agent_id").await?;
+                    Principal::Agent(agent).sender()
+                }
+            };
+            let message = new_message(sender, request.internal);
+            app.store.write(move |context| messages::append(context, message)).await.map_err(append_error)?
+        }
+        SendAs::Bot => {
+            if request.internal || request.agent_id.is_some() {
+                return Err(ApiError::Unprocessable("internal and agent_id: not for bot messages".into()));
+            }
+            let settings = app.bot.settings(&conversation.site).await?;
+            let source =
+                BotSource::Api { token_id: if let Principal::ApiToken(token) = &caller { token.id } else { 0 } };
+            let message = new_message(bot::bot_sender(&settings), false);
+            let stored = app
+                .store
+                .write(move |context| bot::append_if_bot_active(context, message, source))
+                .await
+                .map_err(append_error)?;
+            stored.ok_or_else(|| ApiError::Conflict("the bot does not answer this conversation".into()))?
+        }
+    };
+    tracing::debug!(trace_id, conversation_id, seq = appended.seq, "message sent over HTTP");
+    let view = stored_view(&app, &appended).await?;
+    let status = if appended.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, axum::Json(view)))
+}
+
+/// The stored message an acknowledgement points to, as clients see it.
+async fn stored_view(app: &AppState, appended: &Appended) -> Result<MessageView, ApiError> {
+    let (conversation_id, seq) = (appended.conversation_id, appended.seq);
+    let found =
+        app.store.read(move |transaction| messages::page_after(transaction, conversation_id, seq - 1, 1)).await?;
+    let (seq, record) = found
+        .into_iter()
+        .find(|(found_seq, _)| *found_seq == seq)
+        .ok_or_else(|| ApiError::Internal(format!("message {conversation_id}/{seq} vanished after its commit")))?;
+    Ok(messages::message_view(conversation_id, seq, &record, app.store.epoch()))
+}
+
+fn refusal(refusal: SendRefusal) -> ApiError {
+    match refusal.code {
+        ErrorCode::NotFound => ApiError::NotFound(refusal.message.into()),
+        ErrorCode::RejectedContent => ApiError::Unprocessable(refusal.message.into()),
+        _ => ApiError::Internal(refusal.message.into()),
+    }
+}
+
+fn append_error(error: AppendError) -> ApiError {
+    match error {
+        AppendError::NotFound => ApiError::NotFound(error.to_string()),
+        AppendError::Closed => ApiError::Conflict(error.to_string()),
+        AppendError::AttachmentElsewhere => ApiError::Unprocessable(error.to_string()),
+        AppendError::Storage(error) => error.into(),
+    }
+}
+
+/// `GET /api/v1/offline-messages?site=KEY`: what visitors left, newest first, for agents of the site.
+pub async fn offline_messages(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Query(query): Query<OfflineQuery>,
+) -> Result<axum::Json<Vec<crate::chat::offline_messages::OfflineMessage>>, ApiError> {
+    let agent = agent_only(principal)?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let site = query.site;
+    let found = app
+        .store
+        .read(move |transaction| {
+            crate::chat::offline_messages::list(
+                transaction,
+                |key| agent.serves_site(key) && site.as_deref().is_none_or(|site| site == key),
+                limit,
+            )
+        })
+        .await?;
+    Ok(axum::Json(found))
+}
+
+#[derive(Deserialize)]
+pub struct OfflineQuery {
+    site: Option<String>,
+    limit: Option<usize>,
+}

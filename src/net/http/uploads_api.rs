@@ -1,0 +1,154 @@
+//! Uploads over HTTP: `POST /api/v1/uploads` stores a file, `GET /api/v1/uploads/{id}` serves it
+//! safely (see `uploads.rs` for the rules).
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::Caller;
+use crate::chat::conversations;
+use crate::chat::uploads::{self, AttachmentKind};
+use crate::net::AppState;
+use crate::people::principal::Principal;
+use crate::protocol::ParticipantView;
+
+#[derive(Deserialize)]
+pub struct UploadQuery {
+    conversation_id: Option<u64>,
+    name: String,
+}
+
+#[derive(Serialize)]
+pub struct UploadView {
+    id: String,
+    url: String,
+    name: String,
+    size: u64,
+    content_type: String,
+    kind: AttachmentKind,
+}
+
+/// Uploads are the widget's and the console's; they are not part of the API for integrations.
+fn refuse_api_tokens(principal: &Principal) -> Result<(), ApiError> {
+    match principal {
+        Principal::ApiToken(_) => Err(ApiError::Forbidden("uploads are for visitors and agents".into())),
+        _ => Ok(()),
+    }
+}
+
+/// `POST /api/v1/uploads?conversation_id=ID&name=FILE` with the raw file as the body.
+pub async fn create(
+    State(app): State<AppState>,
+    client: crate::net::http::client_address::ClientAddress,
+    Caller(principal): Caller,
+    Query(query): Query<UploadQuery>,
+    body: Bytes,
+) -> Result<(StatusCode, axum::Json<UploadView>), ApiError> {
+    let client_ip = client.ip();
+    refuse_api_tokens(&principal)?;
+    let mut site = match &principal {
+        Principal::Visitor(visitor) => Some(visitor.site.clone()),
+        _ => None,
+    };
+    if let Some(conversation_id) = query.conversation_id {
+        let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+        match conversation {
+            Some(conversation) if principal.can_access(&conversation) => site = Some(conversation.site),
+            _ => return Err(ApiError::NotFound("no such conversation".into())),
+        }
+    } else if !principal.is_visitor() {
+        return Err(ApiError::Unprocessable("conversation_id: required for agents".into()));
+    }
+    if let Principal::Visitor(visitor) = &principal {
+        app.visitor_limits.upload(client_ip, visitor.id, body.len() as u64)?;
+    }
+    let sender = principal.sender();
+    let target = uploads::UploadTarget {
+        uploader: ParticipantView { kind: sender.kind, id: sender.id },
+        site: site.unwrap_or_default(),
+        conversation_id: query.conversation_id,
+    };
+    let upload = uploads::store_upload(
+        &app.store,
+        &app.upload_quota,
+        target,
+        &query.name,
+        body,
+        app.config.limits.max_upload_bytes,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(UploadView {
+            url: upload.url(),
+            id: upload.id,
+            name: upload.name,
+            size: upload.size,
+            content_type: upload.content_type,
+            kind: upload.kind,
+        }),
+    ))
+}
+
+/// `GET /api/v1/uploads/{id}`: the file, to its uploader and the conversation's participants.
+pub async fn fetch(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Caller(principal): Caller,
+) -> Result<Response, ApiError> {
+    refuse_api_tokens(&principal)?;
+    let lookup_id = id.clone();
+    let found = app
+        .store
+        .read(move |transaction| {
+            let Some(upload) = uploads::get(transaction, &lookup_id)? else { return Ok(None) };
+            let conversation = match upload.conversation_id {
+                Some(conversation_id) => conversations::get(transaction, conversation_id)?,
+                None => None,
+            };
+            Ok(Some((upload, conversation)))
+        })
+        .await?;
+    let upload = match found {
+        Some((upload, conversation)) if upload.readable_by(&principal, conversation.as_ref()) => upload,
+        _ => return Err(ApiError::NotFound("no such upload".into())),
+    };
+    let path = uploads::path_of(app.store.data_dir(), &upload.id);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|error| ApiError::Internal(format!("reading upload {}: {error}", upload.id)))?;
+    let mut response = bytes.into_response();
+    let response_headers = response.headers_mut();
+    let (content_type, disposition) = match upload.kind {
+        AttachmentKind::Image => (upload.content_type.as_str(), "inline"),
+        AttachmentKind::File => ("application/octet-stream", "attachment"),
+    };
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    let disposition = format!(
+        "{disposition}; filename*=UTF-8''{}",
+        percent_encode(&crate::chat::uploads::display_name(&upload.name))
+    );
+    response_headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition).expect("percent-encoded names are ASCII"),
+    );
+    response_headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
+    response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
+    Ok(response)
+}
+
+/// RFC 5987 encoding of a file name for `Content-Disposition`.
+fn percent_encode(name: &str) -> String {
+    name.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' => (byte as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,149 @@
+//! Visitor-facing HTTP: opening a visitor session and the widget's public site settings.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::extract::{Caller, Json};
+use crate::chat::conversations;
+use crate::chat::offline_messages::{self, NewOfflineMessage, OfflineMessage};
+use crate::net::AppState;
+use crate::people::principal::Principal;
+use crate::people::visitors::{self, SessionRequest};
+use crate::protocol::ConversationView;
+
+#[derive(Serialize)]
+pub struct SessionResponse {
+    visitor_id: u64,
+    token: String,
+    epoch: u64,
+    site: PublicSite,
+    conversations: Vec<ConversationView>,
+}
+
+/// What any visitor may know about a site.
+#[derive(Serialize)]
+pub struct PublicSite {
+    key: String,
+    name: String,
+    welcome_text: String,
+    color: String,
+    position: String,
+    agents_online: bool,
+    open_now: bool,
+    prechat_form: bool,
+    satisfaction_rating: bool,
+    enforce_identity: bool,
+}
+
+fn public_site(app: &AppState, site: &crate::sites::Site) -> PublicSite {
+    PublicSite {
+        key: site.key.clone(),
+        name: site.name.clone(),
+        welcome_text: site.welcome_text.clone(),
+        color: site.color.clone(),
+        position: site.position.clone(),
+        agents_online: !app.hub.site_agent_connections(&site.key).is_empty(),
+        open_now: site.business_hours.is_open(jiff::Timestamp::now()),
+        prechat_form: site.prechat_form,
+        satisfaction_rating: site.satisfaction_rating,
+        enforce_identity: site.enforce_identity,
+    }
+}
+
+/// `POST /api/v1/visitor/session`
+pub async fn open_session(
+    State(app): State<AppState>,
+    client: super::client_address::ClientAddress,
+    headers: HeaderMap,
+    Json(request): Json<SessionRequest>,
+) -> Result<axum::Json<SessionResponse>, ApiError> {
+    if request.site.trim().is_empty() {
+        return Err(ApiError::Unprocessable("site: required (the site key from the embed snippet)".into()));
+    }
+    let site = app.sites.get(&request.site).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
+    let origin = headers.get("origin").and_then(|value| value.to_str().ok());
+    if !site.site.allows_origin(origin, &super::own_origin(&headers)) {
+        return Err(ApiError::OriginNotAllowed);
+    }
+    super::console_api::refuse_blocked_address(&app, &site.site.key, client.ip()).await?;
+    let client_ip = client.ip();
+    if !visitors::token_is_live(&app.store, &site.site.key, request.token.as_deref()).await? {
+        app.visitor_limits.new_session(client_ip)?;
+    }
+    let opened = visitors::open_session(&app.store, &site.site, request).await?;
+    let visitor_id = opened.visitor.id;
+    let known = app.store.read(move |transaction| conversations::of_visitor(transaction, visitor_id)).await?;
+    let epoch = app.store.epoch();
+    Ok(axum::Json(SessionResponse {
+        visitor_id,
+        token: opened.token,
+        epoch,
+        site: public_site(&app, &site.site),
+        conversations: known.iter().map(|conversation| conversation.view(epoch)).collect(),
+    }))
+}
+
+/// `GET /api/v1/sites/{key}/widget`: read by the loader on the host page, so it answers with
+/// CORS headers for the site's allowed origins.
+pub async fn widget_settings(
+    State(app): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse;
+    let site = app.sites.get(&key).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
+    let mut response = axum::Json(public_site(&app, &site.site)).into_response();
+    let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok());
+    if let Some(origin) = origin.filter(|origin| site.site.allows_origin(Some(origin), &super::own_origin(&headers))) {
+        if let Ok(value) = HeaderValue::from_str(origin) {
+            response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        }
+    }
+    response.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+    Ok(response)
+}
+
+/// `POST /api/v1/visitor/offline-messages`: a message left when no agent can answer.
+pub async fn leave_offline_message(
+    State(app): State<AppState>,
+    client: crate::net::http::client_address::ClientAddress,
+    Caller(principal): Caller,
+    Json(new_message): Json<NewOfflineMessage>,
+) -> Result<(StatusCode, axum::Json<OfflineMessage>), ApiError> {
+    let client_ip = client.ip();
+    let Principal::Visitor(visitor) = principal else {
+        return Err(ApiError::Forbidden("visitors only".into()));
+    };
+    offline_messages::validate(&new_message)?;
+    app.visitor_limits.offline_message(client_ip, visitor.id)?;
+    let message = offline_messages::leave(&app.store, &visitor.site, visitor.id, new_message).await?;
+    Ok((StatusCode::CREATED, axum::Json(message)))
+}
+
+#[derive(serde::Deserialize)]
+pub struct RatingRequest {
+    score: u8,
+    #[serde(default)]
+    comment: String,
+}
+
+/// `POST /api/v1/conversations/{id}/rating`: the visitor rates a closed conversation, once.
+pub async fn rate_conversation(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<u64>,
+    Json(rating): Json<RatingRequest>,
+) -> Result<StatusCode, ApiError> {
+    if !principal.is_visitor() {
+        return Err(ApiError::Forbidden("visitors rate their own conversations".into()));
+    }
+    let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+    if !conversation.is_some_and(|conversation| principal.can_access(&conversation)) {
+        return Err(ApiError::NotFound("no such conversation".into()));
+    }
+    conversations::rate(&app.store, conversation_id, rating.score, rating.comment).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

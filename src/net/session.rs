@@ -1,0 +1,955 @@
+//! A client's session on one connection, independent of the transport that carries it.
+//!
+//! The transport (WebSocket or QUIC) reads frames and hands their text to
+//! [`Session::on_frame`], hands everything from the connection's outbound queue to
+//! [`Session::on_outbound`], and writes whatever frames those produce. The session runs the
+//! pipeline for a send (decode → validate → filter → persist; delivery and the ack follow the
+//! commit) and keeps, per subscribed conversation, the last sequence written to the client so
+//! that a replay and the live stream join without a gap or a duplicate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redb::ReadableTable;
+
+use crate::base::secrets::{self, TokenDigest};
+use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError};
+use crate::chat::delivery::{AgentRegistration, CommittedEvent, ConnectionHandle, Outbound, OutboundReceiver};
+use crate::chat::messages::{self, NewMessage, Target};
+use crate::chat::sensitive_words::Filtered;
+use crate::chat::writes::ChatWrites;
+use crate::net::AppState;
+use crate::people::agents::{self, Agent, Role as AgentRole};
+use crate::people::principal::Principal;
+use crate::people::visitors;
+use crate::protocol::{
+    self, ClientFrame, ConversationView, ErrorCode, Hello, ParticipantView, Presence, ResumePoint, ServerFrame,
+    close_code,
+};
+use crate::routing::RoutingEvent;
+use crate::sites::{self, SiteRuntime};
+use crate::storage::{StorageError, tables};
+
+/// How often a connection forwards a typing indicator per conversation.
+const TYPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Most conversations listed in a visitor's `welcome`.
+const MAX_WELCOME_CONVERSATIONS: usize = 50;
+
+/// Most frames a connection takes from its queue before writing them in one flush.
+pub const FLUSH_FRAMES: usize = 64;
+
+/// Why a connection must close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl CloseReason {
+    pub fn new(code: u16, reason: impl Into<String>) -> CloseReason {
+        CloseReason { code, reason: reason.into() }
+    }
+
+    /// The client read too slowly (its queue overflowed, or a write stalled): it resumes later.
+    pub fn slow_consumer() -> CloseReason {
+        CloseReason::new(close_code::SLOW_CONSUMER, "too slow; reconnect and resume")
+    }
+
+    /// Whether frames still waiting to be written are worth sending before this close: not to a
+    /// slow consumer, which would not read them and only delays its close.
+    pub fn flushes_pending(&self) -> bool {
+        self.code != close_code::SLOW_CONSUMER
+    }
+}
+
+/// What the transport learned before `hello`.
+pub enum Entry {
+    /// `/ws/visitor?site=KEY`, the origin already checked against the site; the peer's address
+    /// and User-Agent feed the agents' live visitor list.
+    Visitor { site: Arc<SiteRuntime>, peer: Option<std::net::IpAddr>, user_agent: String },
+    /// `/ws/agent`, with the session cookie's token if the browser sent one.
+    Agent { cookie_token: Option<String> },
+}
+
+/// Where a session puts the frames it produces. A transport that carries each conversation on its
+/// own stream (QUIC) learns from [`FrameSink::push_sequenced`] which conversation a frame belongs
+/// to; the WebSocket transport writes everything in order on one socket (`Vec<Bytes>`).
+pub trait FrameSink: Send {
+    /// A frame outside any conversation's sequence (welcome, errors, events, typing, pong).
+    fn push(&mut self, frame: Bytes);
+    /// A frame in a conversation's ordered stream: a message, an ack, `replayed` or `reset`.
+    fn push_sequenced(&mut self, conversation_id: u64, frame: Bytes);
+    /// Frames waiting to be written.
+    fn n_frames(&self) -> usize;
+}
+
+impl FrameSink for Vec<Bytes> {
+    fn push(&mut self, frame: Bytes) {
+        Vec::push(self, frame);
+    }
+
+    fn n_frames(&self) -> usize {
+        self.len()
+    }
+
+    fn push_sequenced(&mut self, _conversation_id: u64, frame: Bytes) {
+        Vec::push(self, frame);
+    }
+}
+
+/// Frames tagged with the conversation whose ordered stream they belong to (`None`: the control stream).
+impl FrameSink for Vec<(Option<u64>, Bytes)> {
+    fn push(&mut self, frame: Bytes) {
+        Vec::push(self, (None, frame));
+    }
+
+    fn push_sequenced(&mut self, conversation_id: u64, frame: Bytes) {
+        Vec::push(self, (Some(conversation_id), frame));
+    }
+
+    fn n_frames(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Where the client stands in one subscribed conversation.
+struct Cursor {
+    conversation_id: u64,
+    /// Live frames at or below this sequence number are not written (the client has them, or
+    /// was told about them in `welcome`, or a replay covered them).
+    last_seq: u64,
+    /// The highest sequence number this connection has written as a `message` (0 for none), so
+    /// a second `resume` of the same conversation replays nothing twice. The sender's own `ack`
+    /// does not count: a client may resume to get its own messages as `message` frames.
+    written_through: u64,
+}
+
+impl Cursor {
+    fn new(conversation_id: u64, last_seq: u64) -> Cursor {
+        Cursor { conversation_id, last_seq, written_through: 0 }
+    }
+}
+
+pub struct Session {
+    app: AppState,
+    principal: Principal,
+    handle: ConnectionHandle,
+    /// Site keys the connection is registered under for site-wide events (agents).
+    agent_sites: Vec<String>,
+    /// The login session an agent's connection was opened with (boxed: visitors have none), so
+    /// a logout closes exactly its connections.
+    agent_session: Option<Box<TokenDigest>>,
+    cursors: Vec<Cursor>,
+    /// Conversations the server subscribed this connection to (an assignment) whose messages so
+    /// far it still has to send; [`Session::replay_subscribed`] sends them.
+    pending_replays: Vec<u64>,
+    typing_sent: Vec<(u64, Instant)>,
+}
+
+impl Session {
+    /// Authenticates `hello`, registers the connection, and returns the session with the frames
+    /// to write first (`welcome`, then any replays).
+    pub async fn start(
+        app: AppState,
+        entry: Entry,
+        hello: Hello,
+        handle: ConnectionHandle,
+    ) -> Result<(Session, Vec<Bytes>), CloseReason> {
+        Session::start_with(app, entry, hello, handle).await
+    }
+
+    /// [`Session::start`] for a transport that routes frames by conversation (see [`FrameSink`]).
+    pub async fn start_with<O: FrameSink + Default>(
+        app: AppState,
+        entry: Entry,
+        hello: Hello,
+        handle: ConnectionHandle,
+    ) -> Result<(Session, O), CloseReason> {
+        let seen_from = match &entry {
+            Entry::Visitor { peer, user_agent, .. } => Some((*peer, user_agent.clone())),
+            Entry::Agent { .. } => None,
+        };
+        let (principal, agent_session) = authenticate(&app, entry, hello.token.as_deref()).await?;
+        let store = app.store.clone();
+        let mut session = Session {
+            app: app.clone(),
+            principal,
+            handle,
+            agent_sites: Vec::new(),
+            agent_session: agent_session.map(Box::new),
+            cursors: Vec::new(),
+            pending_replays: Vec::new(),
+            typing_sent: Vec::new(),
+        };
+        let internal_error = |error: StorageError| {
+            tracing::error!(%error, "starting a session failed");
+            CloseReason::new(close_code::INTERNAL, "internal error")
+        };
+
+        // Register and subscribe before reading the state the client is told about, so nothing
+        // committed in between is missed (see docs/delivery.md).
+        let conversations: Vec<Conversation> = match &session.principal {
+            Principal::Visitor(visitor) => {
+                app.hub.register_visitor(visitor.id, &session.handle);
+                let (peer, user_agent) = seen_from.unwrap_or_default();
+                app.online_visitors.connected(&app.hub, visitor, peer, &user_agent);
+                let visitor_id = visitor.id;
+                let known = store
+                    .read(move |transaction| conversations::of_visitor(transaction, visitor_id))
+                    .await
+                    .map_err(internal_error)?;
+                for conversation in &known {
+                    app.hub.subscribe(conversation.id, &session.handle);
+                }
+                store
+                    .read(move |transaction| conversations::of_visitor(transaction, visitor_id))
+                    .await
+                    .map_err(internal_error)?
+            }
+            Principal::Agent(agent) => {
+                session.agent_sites = match agent.role {
+                    AgentRole::Admin => store
+                        .read(sites::list)
+                        .await
+                        .map_err(internal_error)?
+                        .into_iter()
+                        .map(|site| site.key)
+                        .collect(),
+                    AgentRole::Agent => agent.sites.clone(),
+                };
+                app.hub.register_agent(session.agent_registration().expect("an agent session"), &session.handle);
+                // A logout, password change or disabling that committed after the token was
+                // checked and before the registration found no connection to close: check again.
+                if let Some(digest) = session.agent_session.as_deref().copied() {
+                    let now = crate::base::clock::now_millis();
+                    let still_valid = store
+                        .read(move |transaction| agents::authenticate(transaction, &digest, now))
+                        .await
+                        .map_err(internal_error)?
+                        .is_some_and(|current| current.role == agent.role && current.sites == agent.sites);
+                    if !still_valid {
+                        app.hub.unregister(&session.handle, None, session.agent_registration(), std::iter::empty());
+                        return Err(CloseReason::new(close_code::UNAUTHENTICATED, "unknown or expired token"));
+                    }
+                }
+                let agent = agent.clone();
+                let read_open = move |transaction: &redb::ReadTransaction| {
+                    Ok(conversations::list_open(transaction)?
+                        .into_iter()
+                        .filter(|conversation| agent.serves_site(&conversation.site))
+                        .collect::<Vec<_>>())
+                };
+                let known = store.read(read_open.clone()).await.map_err(internal_error)?;
+                let agent_id = session.agent_id().expect("an agent session");
+                for conversation in known.iter().filter(|conversation| conversation.assigned_agent == Some(agent_id)) {
+                    app.hub.subscribe(conversation.id, &session.handle);
+                }
+                store.read(read_open).await.map_err(internal_error)?
+            }
+            // A socket never authenticates with an API token (see `authenticate` below).
+            Principal::ApiToken(_) => Vec::new(),
+        };
+        let agent_id = session.agent_id();
+        for conversation in &conversations {
+            let subscribed = session.principal.is_visitor()
+                || conversation.assigned_agent.is_some() && conversation.assigned_agent == agent_id;
+            if subscribed {
+                session.cursors.push(Cursor::new(conversation.id, conversation.last_seq));
+            }
+        }
+
+        let epoch = store.epoch();
+        let skip = conversations.len().saturating_sub(if session.principal.is_visitor() {
+            MAX_WELCOME_CONVERSATIONS
+        } else {
+            usize::MAX
+        });
+        let views: Vec<ConversationView> =
+            conversations.iter().skip(skip).map(|conversation| conversation.view(epoch)).collect();
+        let (role, visitor_id, agent_id) = match &session.principal {
+            Principal::Visitor(visitor) => ("visitor", Some(visitor.id), None),
+            Principal::Agent(agent) => ("agent", None, Some(agent.id)),
+            Principal::ApiToken(_) => ("api", None, None),
+        };
+        let limits = &app.config.limits;
+        let mut frames = O::default();
+        frames.push(
+            ServerFrame::Welcome {
+                protocol: protocol::PROTOCOL_VERSION,
+                role,
+                visitor_id,
+                agent_id,
+                epoch,
+                heartbeat_secs: limits.heartbeat_secs,
+                max_text_chars: limits.max_text_chars,
+                conversations: &views,
+            }
+            .encode(),
+        );
+        for point in hello.resume {
+            session.resume(point, &mut frames).await;
+        }
+        if let Principal::Agent(agent) = &session.principal {
+            app.router.send(RoutingEvent::AgentConnected { agent: agent.clone() }).await;
+        }
+        tracing::debug!(connection_id = session.handle.id(), role, "session started");
+        Ok((session, frames))
+    }
+
+    /// How this connection is registered as an agent's; `None` for visitors.
+    fn agent_registration(&self) -> Option<AgentRegistration<'_>> {
+        self.agent_id().map(|agent_id| AgentRegistration {
+            agent_id,
+            session: self.agent_session.as_deref(),
+            sites: &self.agent_sites,
+        })
+    }
+
+    fn agent_id(&self) -> Option<u64> {
+        match &self.principal {
+            Principal::Agent(agent) => Some(agent.id),
+            Principal::Visitor(_) | Principal::ApiToken(_) => None,
+        }
+    }
+
+    /// Handles one text frame from the client; frames to write go to `out`.
+    pub async fn on_frame(&mut self, text: &str, out: &mut impl FrameSink) {
+        let frame = match protocol::decode_client_frame(text) {
+            Ok(frame) => frame,
+            Err(error) => {
+                out.push(error_frame(error.code, &error.message, error.client_id.as_deref()));
+                return;
+            }
+        };
+        match frame {
+            ClientFrame::Hello(_) => out.push(error_frame(ErrorCode::UnknownType, "hello was already received", None)),
+            ClientFrame::Send(send) => self.send(send, out).await,
+            ClientFrame::Resume(point) => self.resume(point, out).await,
+            ClientFrame::Typing { conversation_id, active } => self.typing(conversation_id, active, out),
+            ClientFrame::Read { conversation_id, seq } => self.read(conversation_id, seq, out).await,
+            ClientFrame::Take { conversation_id } => self.take_or_close(conversation_id, true, out).await,
+            ClientFrame::Close { conversation_id } => self.take_or_close(conversation_id, false, out).await,
+            ClientFrame::Presence { status } => self.presence(status, out).await,
+            ClientFrame::PageView(page) => self.page_view(page, out),
+            ClientFrame::Ping => out.push(ServerFrame::Pong.encode()),
+            ClientFrame::Handoff { conversation_id } => {
+                if let Some(frame) = on_handoff_frame(&self.app, &self.principal, conversation_id).await {
+                    out.push(frame);
+                }
+            }
+        }
+    }
+
+    /// Handles `first` from the connection's outbound queue and whatever else is queued, up to
+    /// [`FLUSH_FRAMES`] frames to write in one flush. An overflowed queue closes the connection
+    /// (the client reconnects and resumes), and so does a close someone requested
+    /// ([`ConnectionHandle::request_close`]) once its last frame is in `out`; only in the second
+    /// case is `out` worth writing before the close.
+    pub fn take_outbound(
+        &mut self,
+        first: Outbound,
+        queue: &mut OutboundReceiver,
+        handle: &ConnectionHandle,
+        out: &mut impl FrameSink,
+    ) -> Result<(), CloseReason> {
+        if handle.overflowed() {
+            return Err(CloseReason::slow_consumer());
+        }
+        self.on_outbound(first, out);
+        // A pending replay must be written before any live frame queued behind it.
+        while out.n_frames() < FLUSH_FRAMES && self.pending_replays.is_empty() {
+            match queue.try_recv() {
+                Some(queued) => self.on_outbound(queued, out),
+                None => break,
+            }
+        }
+        if handle.overflowed() {
+            return Err(CloseReason::slow_consumer());
+        }
+        match handle.close_requested() {
+            // A block or an end of the agent's rights: the last frame (the reason) is in `out`.
+            Some(code) => Err(CloseReason::new(code, "closed by the server")),
+            None => Ok(()),
+        }
+    }
+
+    /// Handles one item from the connection's outbound queue.
+    pub fn on_outbound(&mut self, outbound: Outbound, out: &mut impl FrameSink) {
+        match outbound {
+            Outbound::Frame(frame) => out.push(frame),
+            Outbound::Sequenced { conversation_id, seq, frame } => match self.cursor_mut(conversation_id) {
+                Some(cursor) if seq <= cursor.last_seq => {}
+                Some(cursor) => {
+                    cursor.last_seq = seq;
+                    cursor.written_through = seq;
+                    out.push_sequenced(conversation_id, frame);
+                }
+                None => out.push_sequenced(conversation_id, frame),
+            },
+            // An ack is never dropped, even behind a replay that wrote its message: the sender
+            // waits for it by client_id.
+            Outbound::Ack { conversation_id, seq, frame } => {
+                if let Some(cursor) = self.cursor_mut(conversation_id) {
+                    cursor.last_seq = cursor.last_seq.max(seq);
+                }
+                out.push_sequenced(conversation_id, frame);
+            }
+            Outbound::Subscribed { conversation_id, last_seq } => {
+                let known =
+                    self.cursor_mut(conversation_id).is_some() || self.pending_replays.contains(&conversation_id);
+                match (known, last_seq) {
+                    (true, _) => {}
+                    (false, 0) => self.cursors.push(Cursor::new(conversation_id, 0)),
+                    // Assigned with messages already in it: send them before anything live.
+                    (false, _) => self.pending_replays.push(conversation_id),
+                }
+            }
+        }
+    }
+
+    /// Whether [`Session::replay_subscribed`] has something to send.
+    pub fn has_pending_replays(&self) -> bool {
+        !self.pending_replays.is_empty()
+    }
+
+    /// Sends the messages so far of conversations the server subscribed this connection to, each
+    /// followed by `replayed` (or `reset`), exactly as a `resume` from 0 would.
+    pub async fn replay_subscribed(&mut self, out: &mut impl FrameSink) {
+        let epoch = self.app.store.epoch();
+        for conversation_id in std::mem::take(&mut self.pending_replays) {
+            self.resume(ResumePoint { conversation_id, last_seq: 0, epoch }, out).await;
+        }
+    }
+
+    /// Unregisters the connection; called once when it ends.
+    pub async fn finish(self) {
+        let visitor_id = match &self.principal {
+            Principal::Visitor(visitor) => Some(visitor.id),
+            Principal::Agent(_) | Principal::ApiToken(_) => None,
+        };
+        self.app.hub.unregister(
+            &self.handle,
+            visitor_id,
+            self.agent_registration(),
+            self.cursors.iter().map(|cursor| cursor.conversation_id),
+        );
+        if let Some(agent_id) = self.agent_id() {
+            self.app.router.send(RoutingEvent::AgentDisconnected { agent_id }).await;
+        }
+        if let Some(visitor_id) = visitor_id {
+            self.app.online_visitors.disconnected(&self.app.hub, visitor_id);
+        }
+    }
+
+    fn page_view(&mut self, page: visitors::PageView, out: &mut impl FrameSink) {
+        let Principal::Visitor(visitor) = &self.principal else {
+            return out.push(error_frame(ErrorCode::Forbidden, "only visitors report page views", None));
+        };
+        if let Err(message) = visitors::validate_page_view(&page) {
+            return out.push(error_frame(ErrorCode::InvalidField, &message, None));
+        }
+        self.app.online_visitors.page_view(&self.app.hub, visitor.id, page);
+    }
+
+    fn cursor_mut(&mut self, conversation_id: u64) -> Option<&mut Cursor> {
+        self.cursors.iter_mut().find(|cursor| cursor.conversation_id == conversation_id)
+    }
+
+    /// Loads a conversation this principal may access; `None` for missing and forbidden alike.
+    async fn accessible_conversation(&self, conversation_id: u64) -> Result<Option<Conversation>, StorageError> {
+        let conversation =
+            self.app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+        Ok(conversation.filter(|conversation| self.principal.can_access(conversation)))
+    }
+
+    async fn send<O: FrameSink>(&mut self, send: protocol::Send, out: &mut O) {
+        let trace_id = secrets::new_trace_id();
+        let client_id = send.client_id;
+        let refuse =
+            |out: &mut O, code: ErrorCode, message: &str| out.push(error_frame(code, message, Some(&client_id)));
+        if let Err(message) = messages::validate_client_id(&client_id) {
+            out.push(error_frame(ErrorCode::InvalidField, &message, None));
+            return;
+        }
+        let attachment = match &send.attachment_id {
+            Some(id) => match self.own_upload(id).await {
+                Ok(Some(upload)) => Some(upload),
+                Ok(None) => return refuse(out, ErrorCode::InvalidField, "attachment_id: no such upload of yours"),
+                Err(error) => {
+                    tracing::error!(trace_id, %error, "reading an upload failed");
+                    return refuse(out, ErrorCode::Internal, "internal error; retry with the same client_id");
+                }
+            },
+            None => None,
+        };
+        let text =
+            match messages::validate_text(&send.text, self.app.config.limits.max_text_chars, attachment.is_some()) {
+                Ok(text) => text,
+                Err(message) => return refuse(out, ErrorCode::InvalidField, &message),
+            };
+        if send.internal && self.principal.is_visitor() {
+            return refuse(out, ErrorCode::Forbidden, "internal: only agents write internal notes");
+        }
+        tracing::debug!(trace_id, connection_id = self.handle.id(), "send validated");
+
+        // Find the conversation's site for the word filter; check access on the way.
+        let (target, site_key) = match (&self.principal, send.conversation_id) {
+            (Principal::Visitor(visitor), None) => {
+                (Target::VisitorInbox { site: visitor.site.clone(), visitor_id: visitor.id }, visitor.site.clone())
+            }
+            (Principal::Agent(_) | Principal::ApiToken(_), None) => {
+                return refuse(out, ErrorCode::InvalidField, "conversation_id: required for agents");
+            }
+            (_, Some(conversation_id)) => {
+                let known = self.cursors.iter().any(|cursor| cursor.conversation_id == conversation_id);
+                let site = match &self.principal {
+                    Principal::Visitor(visitor) if known => Some(visitor.site.clone()),
+                    _ => match self.accessible_conversation(conversation_id).await {
+                        Ok(conversation) => conversation.map(|conversation| conversation.site),
+                        Err(error) => {
+                            tracing::error!(trace_id, %error, "reading a conversation failed");
+                            return refuse(out, ErrorCode::Internal, "internal error; retry with the same client_id");
+                        }
+                    },
+                };
+                match site {
+                    Some(site) => (Target::Conversation(conversation_id), site),
+                    None => return refuse(out, ErrorCode::NotFound, "no such conversation"),
+                }
+            }
+        };
+        let (site, text) = match filter_for_site(&self.app, &site_key, text, trace_id).await {
+            Ok(filtered) => filtered,
+            Err(refusal) => return refuse(out, refusal.code, refusal.message),
+        };
+        // Used only if this message starts a conversation.
+        let route_to_team = if self.principal.is_visitor() && !site.routing.is_empty() {
+            let category = match site.routing.needs_category() {
+                true => self.app.bot.category_of(&site_key, &text).await,
+                false => None,
+            };
+            site.routing.team_for(&text, category.as_deref())
+        } else {
+            None
+        };
+        tracing::debug!(trace_id, "send filtered");
+
+        let new_message = NewMessage {
+            target,
+            sender: self.principal.sender(),
+            client_id: client_id.clone(),
+            text,
+            internal: send.internal,
+            attachment,
+            trace_id,
+            origin: Some(self.handle.clone()),
+            route_to_team,
+        };
+        let origin = self.handle.clone();
+        let abort_origin = self.handle.clone();
+        let abort_client_id = client_id.clone();
+        let queued = self
+            .app
+            .store
+            .write_detached(
+                move |context| {
+                    if let Err(error) = messages::append(context, new_message)? {
+                        origin.push(Outbound::Frame(error_frame(error.code(), &error.to_string(), Some(&client_id))));
+                    }
+                    Ok(())
+                },
+                move |_| {
+                    abort_origin.push(Outbound::Frame(error_frame(
+                        ErrorCode::Internal,
+                        "storing the message failed; retry with the same client_id",
+                        Some(&abort_client_id),
+                    )))
+                },
+            )
+            .await;
+        if queued.is_err() {
+            out.push(error_frame(
+                ErrorCode::Unavailable,
+                "the server is shutting down; resend after reconnecting",
+                None,
+            ));
+        }
+    }
+
+    /// An upload made by this principal.
+    async fn own_upload(&self, id: &str) -> Result<Option<crate::chat::uploads::Upload>, StorageError> {
+        let id = id.to_owned();
+        let sender = self.principal.sender();
+        let upload = self.app.store.read(move |transaction| crate::chat::uploads::get(transaction, &id)).await?;
+        Ok(upload.filter(|upload| upload.uploader.kind == sender.kind && upload.uploader.id == sender.id))
+    }
+
+    async fn resume(&mut self, point: ResumePoint, out: &mut impl FrameSink) {
+        let conversation_id = point.conversation_id;
+        match self.accessible_conversation(conversation_id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return out.push(error_frame(ErrorCode::NotFound, "no such conversation", None));
+            }
+            Err(error) => {
+                tracing::error!(%error, "resume failed");
+                return out.push(error_frame(ErrorCode::Internal, "internal error", None));
+            }
+        }
+        // Subscribe first, then read: whatever commits after the read arrives on the queue.
+        self.app.hub.subscribe(conversation_id, &self.handle);
+        let epoch = self.app.store.epoch();
+        let replay_limit = self.app.config.limits.replay_limit;
+        let epoch_changed = point.epoch != epoch && point.last_seq > 0;
+        // What this connection wrote already is never sent twice, whatever the client names.
+        let written_through = self.cursor_mut(conversation_id).map_or(0, |cursor| cursor.written_through);
+        let read = self
+            .app
+            .store
+            .read(move |transaction| {
+                let conversation = conversations::get(transaction, conversation_id)?
+                    .ok_or_else(|| StorageError::Corrupt("conversation vanished".into()))?;
+                let ahead = point.last_seq > conversation.last_seq;
+                let from = point.last_seq.max(written_through);
+                let too_far = conversation.last_seq.saturating_sub(from) > replay_limit as u64;
+                let missed = if epoch_changed || too_far || ahead {
+                    Vec::new()
+                } else {
+                    messages::page_after(transaction, conversation_id, from, replay_limit)?
+                };
+                Ok((conversation, ahead, too_far, missed))
+            })
+            .await;
+        let (conversation, ahead, too_far, missed) = match read {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::error!(%error, "resume read failed");
+                return out.push(error_frame(ErrorCode::Internal, "internal error", None));
+            }
+        };
+        let (last_written, reason) = if epoch_changed || too_far || ahead {
+            // The client's position is unusable: it reloads history, and live frames after the
+            // conversation's real last seq reach it (never withheld for a number it made up).
+            let reason = if epoch_changed {
+                "epoch_changed"
+            } else if ahead {
+                "ahead_of_server"
+            } else {
+                "too_far_behind"
+            };
+            if let Some(cursor) = self.cursor_mut(conversation_id) {
+                cursor.last_seq = conversation.last_seq;
+            }
+            (conversation.last_seq, Some(reason))
+        } else {
+            let is_visitor = self.principal.is_visitor();
+            for (seq, record) in &missed {
+                if !(record.internal && is_visitor) {
+                    out.push_sequenced(
+                        conversation_id,
+                        ServerFrame::Message(&messages::message_view(conversation_id, *seq, record, epoch)).encode(),
+                    );
+                }
+            }
+            let from = point.last_seq.max(written_through);
+            (missed.last().map(|(seq, _)| *seq).unwrap_or(from).max(from), None)
+        };
+        // A reset wrote nothing: the client reloads history, and may still resume later.
+        let written_through = if reason.is_none() { last_written } else { 0 };
+        match self.cursor_mut(conversation_id) {
+            Some(cursor) => {
+                cursor.last_seq = cursor.last_seq.max(last_written);
+                cursor.written_through = cursor.written_through.max(written_through);
+            }
+            None => self.cursors.push(Cursor { conversation_id, last_seq: last_written, written_through }),
+        }
+        let frame = match reason {
+            Some(reason) => {
+                ServerFrame::Reset { conversation_id, epoch, last_seq: conversation.last_seq, reason }.encode()
+            }
+            None => ServerFrame::Replayed { conversation_id, last_seq: last_written }.encode(),
+        };
+        out.push_sequenced(conversation_id, frame);
+    }
+
+    fn typing(&mut self, conversation_id: u64, active: bool, out: &mut impl FrameSink) {
+        if self.cursor_mut(conversation_id).is_none() {
+            return out.push(error_frame(
+                ErrorCode::NotFound,
+                "not subscribed to that conversation; resume it first",
+                None,
+            ));
+        }
+        let now = Instant::now();
+        match self.typing_sent.iter_mut().find(|(id, _)| *id == conversation_id) {
+            Some((_, sent_at)) if active && now.duration_since(*sent_at) < TYPING_INTERVAL => {
+                return;
+            }
+            Some((_, sent_at)) => *sent_at = now,
+            None => self.typing_sent.push((conversation_id, now)),
+        }
+        let sender = self.principal.sender();
+        let frame = ServerFrame::Typing { conversation_id, sender: &sender, active }.encode();
+        for connection in self.app.hub.subscribers(conversation_id) {
+            if connection != self.handle {
+                connection.push(Outbound::Frame(frame.clone()));
+            }
+        }
+    }
+
+    async fn read(&mut self, conversation_id: u64, seq: u64, out: &mut impl FrameSink) {
+        if self.cursor_mut(conversation_id).is_none() {
+            return out.push(error_frame(
+                ErrorCode::NotFound,
+                "not subscribed to that conversation; resume it first",
+                None,
+            ));
+        }
+        let sender = self.principal.sender();
+        let reader = ParticipantView { kind: sender.kind, id: sender.id };
+        let queued = self
+            .app
+            .store
+            .write_detached(
+                move |context| {
+                    let Some(conversation) = context.conversation(conversation_id)? else {
+                        return Ok(());
+                    };
+                    let seq = seq.min(conversation.last_seq);
+                    let mut positions = context.transaction.open_table(tables::READ_POSITIONS)?;
+                    let key = (conversation_id, reader.kind.code(), reader.id);
+                    let previous = positions.get(key)?.map(|value| value.value()).unwrap_or(0);
+                    if seq > previous {
+                        positions.insert(key, seq)?;
+                        drop(positions);
+                        context.publish(CommittedEvent::Read { conversation_id, reader, seq });
+                    }
+                    Ok(())
+                },
+                |_| {},
+            )
+            .await;
+        if queued.is_err() {
+            out.push(error_frame(ErrorCode::Unavailable, "the server is shutting down", None));
+        }
+    }
+
+    async fn take_or_close(&mut self, conversation_id: u64, take: bool, out: &mut impl FrameSink) {
+        let Principal::Agent(agent) = &self.principal else {
+            return out.push(error_frame(ErrorCode::Forbidden, "only agents take or close conversations", None));
+        };
+        let agent: Agent = agent.clone();
+        let conversation = match self.accessible_conversation(conversation_id).await {
+            Ok(Some(conversation)) => conversation,
+            Ok(None) => {
+                return out.push(error_frame(ErrorCode::NotFound, "no such conversation", None));
+            }
+            Err(error) => {
+                tracing::error!(%error, "reading a conversation failed");
+                return out.push(error_frame(ErrorCode::Internal, "internal error", None));
+            }
+        };
+        let held_by_other = conversation.assigned_agent.is_some_and(|holder| holder != agent.id);
+        let result = if take {
+            if held_by_other && agent.role != AgentRole::Admin {
+                return out.push(error_frame(
+                    ErrorCode::Forbidden,
+                    "another agent holds this conversation; only admins take it over",
+                    None,
+                ));
+            }
+            conversations::assign(&self.app.store, conversation_id, agent.id, AssignWhen::Open).await
+        } else {
+            conversations::close(&self.app.store, conversation_id).await
+        };
+        match result {
+            Ok(_) => {}
+            Err(ConversationError::Storage(error)) => {
+                tracing::error!(%error, "changing a conversation failed");
+                out.push(error_frame(ErrorCode::Internal, "internal error", None));
+            }
+            Err(ConversationError::Closed) => {
+                out.push(error_frame(ErrorCode::ConversationClosed, "the conversation is closed", None))
+            }
+            Err(error) => out.push(error_frame(ErrorCode::Forbidden, &error.to_string(), None)),
+        }
+    }
+
+    async fn presence(&mut self, status: Presence, out: &mut impl FrameSink) {
+        let Some(agent_id) = self.agent_id() else {
+            return out.push(error_frame(ErrorCode::Forbidden, "only agents set presence", None));
+        };
+        if status == Presence::Offline {
+            return out.push(error_frame(
+                ErrorCode::InvalidField,
+                "status: online or away (offline follows from disconnecting)",
+                None,
+            ));
+        }
+        self.app.router.send(RoutingEvent::Presence { agent_id, status }).await;
+    }
+}
+
+/// Why a message is refused before it reaches the writer.
+#[derive(Debug)]
+pub struct SendRefusal {
+    pub code: ErrorCode,
+    pub message: &'static str,
+}
+
+/// Applies the word filter of the conversation's site to a validated text: the site and the text
+/// to store (masked where the site masks), or a refusal. Sockets and the HTTP API both send
+/// through here, so a message is filtered the same way whichever way it comes.
+pub async fn filter_for_site(
+    app: &AppState,
+    site_key: &str,
+    text: String,
+    trace_id: u64,
+) -> Result<(Arc<SiteRuntime>, String), SendRefusal> {
+    let site = match app.sites.get(site_key).await {
+        Ok(Some(site)) => site,
+        Ok(None) => {
+            return Err(SendRefusal { code: ErrorCode::NotFound, message: "the conversation's site no longer exists" });
+        }
+        Err(error) => {
+            tracing::error!(trace_id, %error, "loading a site failed");
+            return Err(SendRefusal {
+                code: ErrorCode::Internal,
+                message: "internal error; retry with the same client_id",
+            });
+        }
+    };
+    let text = match site.filter.filter(&text) {
+        Filtered::Clean => text,
+        Filtered::Masked(masked) => masked,
+        Filtered::Rejected => {
+            tracing::debug!(trace_id, "send rejected by the word filter");
+            return Err(SendRefusal {
+                code: ErrorCode::RejectedContent,
+                message: "the message contains words this site does not accept",
+            });
+        }
+    };
+    Ok((site, text))
+}
+
+pub fn error_frame(code: ErrorCode, message: &str, client_id: Option<&str>) -> Bytes {
+    ServerFrame::Error { code, message, client_id }.encode()
+}
+
+/// The principal a hello authenticates, and for an agent the login session it used.
+async fn authenticate(
+    app: &AppState,
+    entry: Entry,
+    token: Option<&str>,
+) -> Result<(Principal, Option<TokenDigest>), CloseReason> {
+    let unauthenticated = || CloseReason::new(close_code::UNAUTHENTICATED, "unknown or expired token");
+    let now = crate::base::clock::now_millis();
+    match entry {
+        Entry::Visitor { site, .. } => {
+            let token = token.filter(|token| token.starts_with(visitors::TOKEN_PREFIX)).ok_or_else(unauthenticated)?;
+            let digest = secrets::token_digest(token);
+            let visitor = app
+                .store
+                .read(move |transaction| visitors::authenticate(transaction, &digest))
+                .await
+                .map_err(|_| CloseReason::new(close_code::INTERNAL, "internal error"))?
+                .filter(|visitor| visitor.site == site.site.key)
+                .ok_or_else(unauthenticated)?;
+            if visitor.blocked {
+                return Err(CloseReason::new(close_code::FORBIDDEN, "blocked"));
+            }
+            Ok((Principal::Visitor(visitor), None))
+        }
+        Entry::Agent { cookie_token } => {
+            let token = token
+                .map(str::to_owned)
+                .or(cookie_token)
+                .filter(|token| token.starts_with(agents::TOKEN_PREFIX))
+                .ok_or_else(unauthenticated)?;
+            let digest = secrets::token_digest(&token);
+            let agent = app
+                .store
+                .read(move |transaction| agents::authenticate(transaction, &digest, now))
+                .await
+                .map_err(|_| CloseReason::new(close_code::INTERNAL, "internal error"))?
+                .ok_or_else(unauthenticated)?;
+            Ok((Principal::Agent(agent), Some(digest)))
+        }
+    }
+}
+
+/// Handles a `handoff` frame; returns the error frame to send back, if any.
+async fn on_handoff_frame(app: &AppState, principal: &Principal, conversation_id: u64) -> Option<Bytes> {
+    let error = |code, message: &str| Some(error_frame(code, message, None));
+    if !principal.is_visitor() {
+        return error(ErrorCode::Forbidden, "handoff: only visitors hand over to a human; agents use take");
+    }
+    let found = app.store.read(move |transaction| crate::chat::conversations::get(transaction, conversation_id)).await;
+    match found {
+        Ok(Some(conversation)) if principal.can_access(&conversation) => {}
+        Ok(_) => return error(ErrorCode::NotFound, "no such conversation"),
+        Err(error) => {
+            tracing::error!(conversation_id, %error, "reading a conversation failed");
+            return Some(error_frame(ErrorCode::Internal, "internal error", None));
+        }
+    }
+    match crate::bot::handoff(&app.bot, conversation_id).await {
+        Ok(_) => None,
+        Err(crate::chat::conversations::ConversationError::Closed) => {
+            error(ErrorCode::ConversationClosed, "the conversation is closed")
+        }
+        Err(crate::chat::conversations::ConversationError::NotFound) => {
+            error(ErrorCode::NotFound, "no such conversation")
+        }
+        Err(other) => {
+            tracing::error!(conversation_id, error = %other, "handoff failed");
+            error(ErrorCode::Internal, "internal error")
+        }
+    }
+}
+
+/// A token bucket: `rate` frames per second, bursts up to `burst`. The transports pace a
+/// connection's reading with it ([`RateLimiter::pace`]): a frame over the rate is read later, not
+/// refused, so a client resending its offline queue gets every frame through in order and a flood
+/// costs the server nothing but the client's own TCP window.
+pub struct RateLimiter {
+    tokens: f32,
+    last_refill: Instant,
+    rate: f32,
+    burst: f32,
+}
+
+impl RateLimiter {
+    pub fn new(rate: u32, burst: u32) -> RateLimiter {
+        RateLimiter { tokens: burst as f32, last_refill: Instant::now(), rate: rate as f32, burst: burst.max(1) as f32 }
+    }
+
+    /// Takes one token; false when the bucket is empty.
+    pub fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last_refill).as_secs_f32() * self.rate).min(self.burst);
+        self.last_refill = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// How long until the bucket holds a whole token again (zero when it does now).
+    pub fn time_to_next(&self) -> Duration {
+        let missing = (1.0 - self.tokens).max(0.0);
+        Duration::from_secs_f32(missing / self.rate.max(f32::MIN_POSITIVE))
+    }
+
+    /// Takes one token, waiting for it when the bucket is empty (at most about `1 / rate`).
+    pub async fn pace(&mut self) {
+        while !self.allow() {
+            tokio::time::sleep(self.time_to_next().max(Duration::from_millis(1))).await;
+        }
+    }
+}

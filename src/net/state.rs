@@ -1,0 +1,47 @@
+//! What every transport is handed: the shared state of a running server, built by
+//! [`crate::server::start`].
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::base::config::Config;
+use crate::chat::delivery::Hub;
+use crate::net::http::agent_api::LoginLimiter;
+use crate::routing::Router;
+use crate::search::Search;
+use crate::sites::SiteDirectory;
+use crate::storage::Store;
+
+/// Everything request handlers and connections share.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    /// Live connections and their subscriptions.
+    pub hub: Arc<Hub>,
+    pub router: Router,
+    pub sites: SiteDirectory,
+    /// The full-text index of every message (derived from redb).
+    pub search: Search,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Owns every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// One permit per WebSocket connection (`limits.max_connections`).
+    pub connection_slots: Arc<Semaphore>,
+    pub login_limiter: LoginLimiter,
+    /// The request budget of each API token (`limits.api_requests_per_second`).
+    pub api_budgets: crate::people::api_tokens::RequestBudgets,
+    /// Visitors connected right now, for the console's live visitor list.
+    pub online_visitors: crate::people::visitor_presence::OnlineVisitors,
+    /// The knowledge-base bot: settings, match indexes, and its reply task.
+    pub bot: crate::bot::Bot,
+    /// Anonymous visitors' budgets: new sessions, uploads, offline messages.
+    pub visitor_limits: crate::people::visitor_limits::VisitorLimits,
+    /// Bytes of uploads stored per site (`limits.upload_quota_bytes_per_site`).
+    pub upload_quota: crate::chat::uploads::UploadQuota,
+}
+
+pub type AppState = Arc<App>;

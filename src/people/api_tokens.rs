@@ -1,0 +1,244 @@
+//! API tokens: bearer tokens for integrations, created and revoked by admins, each scoped to one
+//! site and optionally read-only.
+//!
+//! A token is shown once, when it is created; redb keeps only its SHA-256 digest
+//! (`api_token_digests_v1`, digest → id) next to the token's record (`api_tokens_v1`). Revoking
+//! removes the digest row, so a revoked token no longer authenticates, and keeps the record for
+//! the admin list. Tokens start with [`TOKEN_PREFIX`] so `authenticate` knows where to look.
+//!
+//! Each token has its own request budget ([`RequestBudgets`], a token bucket per token), and the
+//! time of its last use is recorded at most once per [`LAST_USED_INTERVAL`].
+
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use redb::{ReadTransaction, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use crate::base::secrets::{self, TokenDigest};
+use crate::net::session::RateLimiter;
+use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+
+/// The prefix of API tokens, so a token says which table it belongs to.
+pub const TOKEN_PREFIX: &str = "k1.";
+
+/// Longest token name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// How often a token's `last_used_at` is written at most; a busy integration costs one small
+/// write a minute, not one per request.
+pub const LAST_USED_INTERVAL: Duration = Duration::from_secs(60);
+
+/// An API token as stored (without the token itself).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: u64,
+    /// What the admin called it ("CRM sync").
+    pub name: String,
+    /// The one site it may see and change.
+    pub site: String,
+    /// Only GET requests are allowed.
+    pub read_only: bool,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// The email of the admin who created it.
+    pub created_by: String,
+    /// Unix milliseconds, to within [`LAST_USED_INTERVAL`]; `None` if never used.
+    #[serde(default)]
+    pub last_used_at: Option<i64>,
+    /// Unix milliseconds; a revoked token no longer authenticates.
+    #[serde(default)]
+    pub revoked_at: Option<i64>,
+}
+
+impl ApiToken {
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiTokenError {
+    #[error("no such API token")]
+    NotFound,
+    #[error("the API token is already revoked")]
+    AlreadyRevoked,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What an admin asks for.
+pub struct NewApiToken {
+    pub name: String,
+    pub site: String,
+    pub read_only: bool,
+    pub created_by: String,
+}
+
+/// A token just created: its record and the token text, shown this once.
+pub struct CreatedApiToken {
+    pub token: ApiToken,
+    pub secret: String,
+}
+
+/// Creates a token for an existing site.
+pub async fn create(store: &Store, request: NewApiToken) -> Result<CreatedApiToken, ApiTokenError> {
+    let name = request.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiTokenError::Invalid(format!("name: must be 1 to {MAX_NAME_CHARS} characters")));
+    }
+    let secret = secrets::new_token(TOKEN_PREFIX);
+    let digest = secrets::token_digest(&secret);
+    store
+        .write(move |context| {
+            if context.transaction.open_table(tables::SITES)?.get(request.site.as_str())?.is_none() {
+                return Ok(Err(ApiTokenError::Invalid(format!("site {:?}: no such site", request.site))));
+            }
+            let mut table = context.transaction.open_table(tables::API_TOKENS)?;
+            // Only the writer allocates ids, so the next after the largest is free.
+            let id = table.last()?.map(|(key, _)| key.value() + 1).unwrap_or(1);
+            let token = ApiToken {
+                id,
+                name,
+                site: request.site,
+                read_only: request.read_only,
+                created_at: context.now,
+                created_by: request.created_by,
+                last_used_at: None,
+                revoked_at: None,
+            };
+            table.insert(id, encode_json(&token).as_slice())?;
+            context.transaction.open_table(tables::API_TOKEN_DIGESTS)?.insert(&digest, id)?;
+            Ok(Ok(CreatedApiToken { token, secret }))
+        })
+        .await
+}
+
+/// Revokes a token: it stops authenticating at once and stays listed as revoked.
+pub async fn revoke(store: &Store, id: u64) -> Result<ApiToken, ApiTokenError> {
+    store
+        .write(move |context| {
+            let mut table = context.transaction.open_table(tables::API_TOKENS)?;
+            let Some(mut token) = table.get(id)?.map(|value| decode_json::<ApiToken>(value.value())).transpose()?
+            else {
+                return Ok(Err(ApiTokenError::NotFound));
+            };
+            if token.is_revoked() {
+                return Ok(Err(ApiTokenError::AlreadyRevoked));
+            }
+            token.revoked_at = Some(context.now);
+            table.insert(id, encode_json(&token).as_slice())?;
+            drop(table);
+            context.transaction.open_table(tables::API_TOKEN_DIGESTS)?.retain(|_, token_id| token_id != id)?;
+            Ok(Ok(token))
+        })
+        .await
+}
+
+/// Records that a token was used just now (no-op for a token revoked meanwhile).
+pub async fn record_use(store: &Store, id: u64) -> Result<(), StorageError> {
+    store
+        .write(move |context| {
+            let mut table = context.transaction.open_table(tables::API_TOKENS)?;
+            let Some(mut token) = table.get(id)?.map(|value| decode_json::<ApiToken>(value.value())).transpose()?
+            else {
+                return Ok(Ok::<_, StorageError>(()));
+            };
+            if !token.is_revoked() {
+                token.last_used_at = Some(context.now);
+                table.insert(id, encode_json(&token).as_slice())?;
+            }
+            Ok(Ok(()))
+        })
+        .await
+}
+
+/// The live token with this digest.
+pub fn authenticate(transaction: &ReadTransaction, digest: &TokenDigest) -> Result<Option<ApiToken>, StorageError> {
+    let Some(id) = transaction.open_table(tables::API_TOKEN_DIGESTS)?.get(digest)?.map(|value| value.value()) else {
+        return Ok(None);
+    };
+    Ok(get(transaction, id)?.filter(|token| !token.is_revoked()))
+}
+
+pub fn get(transaction: &ReadTransaction, id: u64) -> Result<Option<ApiToken>, StorageError> {
+    transaction.open_table(tables::API_TOKENS)?.get(id)?.map(|value| decode_json(value.value())).transpose()
+}
+
+/// Every token, revoked ones included, oldest first.
+pub fn list(transaction: &ReadTransaction) -> Result<Vec<ApiToken>, StorageError> {
+    let table = transaction.open_table(tables::API_TOKENS)?;
+    table.iter()?.map(|entry| decode_json(entry?.1.value())).collect()
+}
+
+/// Per-token request budgets (a token bucket each) and when each token's use was last recorded.
+///
+/// In memory only: a restart gives every token a full bucket, which is harmless.
+pub struct RequestBudgets {
+    per_second: u32,
+    burst: u32,
+    tokens: DashMap<u64, TokenUse>,
+}
+
+struct TokenUse {
+    bucket: RateLimiter,
+    last_recorded: Option<Instant>,
+}
+
+/// What a request of a token may do.
+pub struct Admission {
+    /// `Some(wait)` when the bucket is empty: answer 429 with `Retry-After`.
+    pub retry_after: Option<Duration>,
+    /// Whether this request should record the token's use (see [`LAST_USED_INTERVAL`]).
+    pub record_use: bool,
+}
+
+impl RequestBudgets {
+    pub fn new(per_second: u32, burst: u32) -> RequestBudgets {
+        RequestBudgets { per_second, burst, tokens: DashMap::new() }
+    }
+
+    /// Takes one request from the token's bucket.
+    pub fn admit(&self, token_id: u64) -> Admission {
+        let mut entry = self
+            .tokens
+            .entry(token_id)
+            .or_insert_with(|| TokenUse { bucket: RateLimiter::new(self.per_second, self.burst), last_recorded: None });
+        if !entry.bucket.allow() {
+            return Admission { retry_after: Some(entry.bucket.time_to_next()), record_use: false };
+        }
+        let now = Instant::now();
+        let record_use = entry.last_recorded.is_none_or(|at| now.duration_since(at) >= LAST_USED_INTERVAL);
+        if record_use {
+            entry.last_recorded = Some(now);
+        }
+        Admission { retry_after: None, record_use }
+    }
+
+    /// Forgets a revoked token's bucket.
+    pub fn forget(&self, token_id: u64) {
+        self.tokens.remove(&token_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spent_budget_says_how_long_to_wait_and_use_is_recorded_once_per_interval() {
+        let budgets = RequestBudgets::new(1, 2);
+        let first = budgets.admit(7);
+        assert!(first.retry_after.is_none() && first.record_use);
+        let second = budgets.admit(7);
+        assert!(second.retry_after.is_none() && !second.record_use);
+        let refused = budgets.admit(7).retry_after.expect("a burst of two allows two requests");
+        assert!(refused > Duration::ZERO && refused <= Duration::from_secs(1));
+        // Another token has its own bucket.
+        assert!(budgets.admit(8).retry_after.is_none());
+        budgets.forget(7);
+        assert!(budgets.admit(7).retry_after.is_none());
+    }
+}

@@ -1,0 +1,209 @@
+//! Teams: named groups of a site's agents. A conversation transferred to a team waits in the
+//! queue for that team's members only (see `routing.rs`). Admins create teams; agents list them
+//! for the transfer picker.
+
+use redb::{ReadTransaction, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use crate::chat::writes::ChatWrites;
+use crate::people::agents::Agent;
+use crate::sites::Site;
+use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
+
+/// Longest team name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Most members of one team.
+pub const MAX_MEMBERS: usize = 1000;
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Team {
+    pub id: u64,
+    pub site: String,
+    pub name: String,
+    /// Agent ids.
+    pub members: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TeamError {
+    #[error("no such team")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn validate(name: &str, mut members: Vec<u64>) -> Result<(String, Vec<u64>), TeamError> {
+    let name = name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(TeamError::Invalid(format!("name: must be 1 to {MAX_NAME_CHARS} characters")));
+    }
+    if members.len() > MAX_MEMBERS {
+        return Err(TeamError::Invalid(format!("members: at most {MAX_MEMBERS}")));
+    }
+    members.sort_unstable();
+    members.dedup();
+    Ok((name, members))
+}
+
+/// `Ok(Err(..))` naming the first member who is not an agent serving `site`.
+fn check_members(
+    context: &WriteContext<'_>,
+    site: &str,
+    members: &[u64],
+) -> Result<Result<(), TeamError>, StorageError> {
+    let agents = context.transaction.open_table(tables::AGENTS)?;
+    for member in members {
+        let agent: Option<Agent> = agents.get(*member)?.map(|value| decode_json(value.value())).transpose()?;
+        if !agent.is_some_and(|agent| agent.serves_site(site)) {
+            return Ok(Err(TeamError::Invalid(format!("members: agent {member} does not serve this site"))));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Creates a team of `site`; every member must be an agent serving the site.
+pub async fn create(store: &Store, site: String, name: &str, members: Vec<u64>) -> Result<Team, TeamError> {
+    let (name, members) = validate(name, members)?;
+    store
+        .write(move |context| {
+            if let Err(error) = check_members(context, &site, &members)? {
+                return Ok(Err(error));
+            }
+            let mut table = context.transaction.open_table(tables::TEAMS)?;
+            // Only the writer allocates ids, so the next after the largest is free.
+            let id = table.last()?.map(|(key, _)| key.value() + 1).unwrap_or(1);
+            let team = Team { id, site, name, members };
+            table.insert(id, encode_json(&team).as_slice())?;
+            Ok(Ok(team))
+        })
+        .await
+}
+
+/// Renames a team and replaces its members.
+pub async fn update(store: &Store, id: u64, name: &str, members: Vec<u64>) -> Result<Team, TeamError> {
+    let (name, members) = validate(name, members)?;
+    store
+        .write(move |context| {
+            let table = context.transaction.open_table(tables::TEAMS)?;
+            let Some(mut team) = table.get(id)?.map(|value| decode_json::<Team>(value.value())).transpose()? else {
+                return Ok(Err(TeamError::NotFound));
+            };
+            drop(table);
+            if let Err(error) = check_members(context, &team.site, &members)? {
+                return Ok(Err(error));
+            }
+            team.name = name;
+            team.members = members;
+            context.transaction.open_table(tables::TEAMS)?.insert(id, encode_json(&team).as_slice())?;
+            Ok(Ok(team))
+        })
+        .await
+}
+
+/// Deletes a team. Its site stops routing to it (rules naming it and the default team are
+/// removed) and conversations waiting for it wait for any agent of the site.
+pub async fn delete(store: &Store, id: u64) -> Result<Team, TeamError> {
+    store
+        .write(move |context| {
+            let Some(team) = context
+                .transaction
+                .open_table(tables::TEAMS)?
+                .remove(id)?
+                .map(|value| decode_json::<Team>(value.value()))
+                .transpose()?
+            else {
+                return Ok(Err(TeamError::NotFound));
+            };
+            let mut sites = context.transaction.open_table(tables::SITES)?;
+            let stored = sites.get(team.site.as_str())?.map(|value| decode_json::<Site>(value.value())).transpose()?;
+            if let Some(mut site) = stored {
+                site.routing_rules.retain(|rule| rule.team != id);
+                site.default_team = site.default_team.filter(|team| *team != id);
+                sites.insert(site.key.as_str(), encode_json(&site).as_slice())?;
+            }
+            drop(sites);
+            let mut waiting = Vec::new();
+            for entry in context.transaction.open_table(tables::OPEN_CONVERSATIONS)?.iter()? {
+                let (conversation_id, site) = entry?;
+                if site.value() == team.site {
+                    waiting.push(conversation_id.value());
+                }
+            }
+            for conversation_id in waiting {
+                if let Some(conversation) = context.conversation_mut(conversation_id)?
+                    && conversation.team == Some(id)
+                {
+                    conversation.team = None;
+                }
+            }
+            Ok(Ok(team))
+        })
+        .await
+}
+
+/// Makes `agent_id` a member of exactly `team_ids` among the teams of the sites they serve;
+/// returns the teams whose members changed.
+pub async fn set_agent_teams(store: &Store, agent_id: u64, team_ids: Vec<u64>) -> Result<Vec<Team>, TeamError> {
+    store
+        .write(move |context| {
+            let agent: Option<Agent> = context
+                .transaction
+                .open_table(tables::AGENTS)?
+                .get(agent_id)?
+                .map(|value| decode_json(value.value()))
+                .transpose()?;
+            let Some(agent) = agent else {
+                return Ok(Err(TeamError::Invalid(format!("no agent {agent_id}"))));
+            };
+            let mut table = context.transaction.open_table(tables::TEAMS)?;
+            let teams: Vec<Team> =
+                table.iter()?.map(|entry| decode_json(entry?.1.value())).collect::<Result<_, _>>()?;
+            if let Some(unknown) = team_ids.iter().find(|id| !teams.iter().any(|team| team.id == **id)) {
+                return Ok(Err(TeamError::Invalid(format!("teams: no team {unknown}"))));
+            }
+            let mut changed = Vec::new();
+            for mut team in teams {
+                let wanted = team_ids.contains(&team.id);
+                if wanted && !agent.serves_site(&team.site) {
+                    return Ok(Err(TeamError::Invalid(format!(
+                        "teams: {} belongs to a site the agent does not serve",
+                        team.name
+                    ))));
+                }
+                let member = team.members.contains(&agent_id);
+                if wanted == member {
+                    continue;
+                }
+                if wanted {
+                    team.members.push(agent_id);
+                    team.members.sort_unstable();
+                } else {
+                    team.members.retain(|member| *member != agent_id);
+                }
+                table.insert(team.id, encode_json(&team).as_slice())?;
+                changed.push(team);
+            }
+            Ok(Ok(changed))
+        })
+        .await
+}
+
+pub fn get(transaction: &ReadTransaction, id: u64) -> Result<Option<Team>, StorageError> {
+    match transaction.open_table(tables::TEAMS) {
+        Ok(table) => table.get(id)?.map(|value| decode_json(value.value())).transpose(),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Every team, by id.
+pub fn list(transaction: &ReadTransaction) -> Result<Vec<Team>, StorageError> {
+    let table = match transaction.open_table(tables::TEAMS) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(error) => return Err(error.into()),
+    };
+    table.iter()?.map(|entry| decode_json(entry?.1.value())).collect()
+}

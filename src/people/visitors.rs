@@ -1,0 +1,343 @@
+//! Visitors: people on a site, their tokens, verified identities and profile.
+//!
+//! A visitor is made on first contact and found again through the token the widget keeps.
+//! A visitor can take on the business's user identity (`user.id`) only through
+//! [`open_session`], and only with a valid HMAC signature: a verified identity follows the user
+//! across devices (the same visitor record, the same history). An unsigned claim, on a site that
+//! does not enforce verification, is kept as an unverified label of the caller's own visitor
+//! (`unverified_user_id`) and never adopts another visitor's record. Everything later
+//! authenticates with the token alone, so the check is enforced everywhere by having exactly one
+//! place that binds an identity.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadTransaction, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use crate::base::secrets::{self, TokenDigest};
+use crate::sites::Site;
+use crate::storage::writer::{Counter, WriteContext};
+use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+
+/// The prefix of visitor tokens.
+pub const TOKEN_PREFIX: &str = "v1.";
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Visitor {
+    pub id: u64,
+    pub site: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    /// The business's own user id, bound by a verified (signed) claim.
+    pub user_id: Option<String>,
+    /// The latest unsigned claim of a user id: shown to agents as unverified, never used to find
+    /// or merge visitor records.
+    pub unverified_user_id: Option<String>,
+    pub attributes: BTreeMap<String, serde_json::Value>,
+    pub blocked: bool,
+    /// How many sessions were opened; more than one marks a returning visitor.
+    pub n_sessions: u64,
+    pub last_page: Option<PageView>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PageView {
+    pub url: String,
+    pub title: String,
+    pub referrer: String,
+}
+
+/// A claimed user identity from the widget's `setUser`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct UserClaim {
+    pub id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub signature: Option<String>,
+}
+
+/// Profile answers without an identity (the pre-chat form).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Profile {
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SessionRequest {
+    pub site: String,
+    pub token: Option<String>,
+    pub user: Option<UserClaim>,
+    pub profile: Option<Profile>,
+    pub attributes: Option<BTreeMap<String, serde_json::Value>>,
+    pub page: Option<PageView>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VisitorError {
+    #[error("the user signature does not match (identity verification is enforced for this site)")]
+    InvalidSignature,
+    #[error("this visitor is blocked")]
+    Blocked,
+    #[error("no such visitor")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Limits on what a visitor can store about themself.
+const MAX_ATTRIBUTES: usize = 50;
+const MAX_FIELD_CHARS: usize = 500;
+
+fn check_length(field: &str, value: &str) -> Result<(), VisitorError> {
+    if value.chars().count() > MAX_FIELD_CHARS {
+        return Err(VisitorError::Invalid(format!("{field}: at most {MAX_FIELD_CHARS} characters")));
+    }
+    Ok(())
+}
+
+fn validate(request: &SessionRequest) -> Result<(), VisitorError> {
+    if let Some(user) = &request.user {
+        if user.id.trim().is_empty() {
+            return Err(VisitorError::Invalid("user.id: must not be empty".into()));
+        }
+        check_length("user.id", &user.id)?;
+        check_length("user.name", user.name.as_deref().unwrap_or_default())?;
+        check_length("user.email", user.email.as_deref().unwrap_or_default())?;
+    }
+    if let Some(profile) = &request.profile {
+        check_length("profile.name", profile.name.as_deref().unwrap_or_default())?;
+        check_length("profile.email", profile.email.as_deref().unwrap_or_default())?;
+    }
+    if let Some(attributes) = &request.attributes {
+        if attributes.len() > MAX_ATTRIBUTES {
+            return Err(VisitorError::Invalid(format!("attributes: at most {MAX_ATTRIBUTES} keys")));
+        }
+        for (key, value) in attributes {
+            check_length("attributes key", key)?;
+            check_length("attributes value", &value.to_string())?;
+        }
+    }
+    if let Some(page) = &request.page {
+        for (field, value) in [("page.url", &page.url), ("page.title", &page.title), ("page.referrer", &page.referrer)]
+        {
+            check_length(field, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Changes a visitor's attributes: each key given a value is set, each given `null` removed.
+/// The same limits apply as to attributes a visitor's session sends.
+pub async fn update_attributes(
+    store: &Store,
+    visitor_id: u64,
+    changes: BTreeMap<String, serde_json::Value>,
+) -> Result<Visitor, VisitorError> {
+    if changes.len() > MAX_ATTRIBUTES {
+        return Err(VisitorError::Invalid(format!("attributes: at most {MAX_ATTRIBUTES} keys")));
+    }
+    for (key, value) in &changes {
+        if key.trim().is_empty() {
+            return Err(VisitorError::Invalid("attributes key: must not be empty".into()));
+        }
+        check_length("attributes key", key)?;
+        check_length("attributes value", &value.to_string())?;
+    }
+    store
+        .write(move |context| {
+            let Some(mut visitor) = get_for_update(context, visitor_id)? else {
+                return Ok(Err(VisitorError::NotFound));
+            };
+            for (key, value) in changes {
+                if value.is_null() {
+                    visitor.attributes.remove(&key);
+                } else {
+                    visitor.attributes.insert(key, value);
+                }
+            }
+            if visitor.attributes.len() > MAX_ATTRIBUTES {
+                return Ok(Err(VisitorError::Invalid(format!("attributes: at most {MAX_ATTRIBUTES} keys in all"))));
+            }
+            put(context, &visitor)?;
+            Ok(Ok(visitor))
+        })
+        .await
+}
+
+/// A visitor, read inside a writer operation that will change it and [`put`] it back.
+pub fn get_for_update(context: &WriteContext<'_>, id: u64) -> Result<Option<Visitor>, StorageError> {
+    let table = context.transaction.open_table(tables::VISITORS)?;
+    table.get(id)?.map(|value| decode_json(value.value())).transpose()
+}
+
+/// Stores a changed visitor inside a writer operation.
+pub fn put(context: &WriteContext<'_>, visitor: &Visitor) -> Result<(), StorageError> {
+    context.transaction.open_table(tables::VISITORS)?.insert(visitor.id, encode_json(visitor).as_slice())?;
+    Ok(())
+}
+
+/// Longest URL in a page view, in characters.
+pub const MAX_URL_CHARS: usize = 2000;
+
+/// Checks a `page_view` frame: a URL is required; URLs up to 2000 characters, a title up to 500.
+pub fn validate_page_view(page: &PageView) -> Result<(), String> {
+    let n_url = page.url.chars().count();
+    if n_url == 0 || n_url > MAX_URL_CHARS {
+        return Err(format!("page_view.url: must be 1 to {MAX_URL_CHARS} characters"));
+    }
+    if page.referrer.chars().count() > MAX_URL_CHARS {
+        return Err(format!("page_view.referrer: at most {MAX_URL_CHARS} characters"));
+    }
+    if page.title.chars().count() > MAX_FIELD_CHARS {
+        return Err(format!("page_view.title: at most {MAX_FIELD_CHARS} characters"));
+    }
+    Ok(())
+}
+
+/// A session: the visitor and the token to use from now on.
+pub struct OpenedSession {
+    pub visitor: Visitor,
+    pub token: String,
+}
+
+/// Finds or makes the visitor for a session request (see docs/protocol.md).
+pub async fn open_session(store: &Store, site: &Site, request: SessionRequest) -> Result<OpenedSession, VisitorError> {
+    validate(&request)?;
+    let mut request = request;
+    let mut unverified_claim = None;
+    if let Some(user) = &request.user {
+        let verified = user.signature.as_deref().is_some_and(|signature| {
+            secrets::verify_hmac_sha256_hex(site.secret.as_bytes(), user.id.as_bytes(), signature)
+        });
+        let signed = user.signature.as_deref().is_some_and(|signature| !signature.is_empty());
+        if (site.enforce_identity || signed) && !verified {
+            return Err(VisitorError::InvalidSignature);
+        }
+        if !verified {
+            unverified_claim = request.user.take();
+        }
+    }
+    let presented = request
+        .token
+        .as_deref()
+        .filter(|token| token.starts_with(TOKEN_PREFIX))
+        .map(|token| (token.to_owned(), secrets::token_digest(token)));
+    let fresh_token = secrets::new_token(TOKEN_PREFIX);
+    let site_key = site.key.clone();
+    store
+        .write(move |context| {
+            let mut tokens = context.transaction.open_table(tables::VISITOR_TOKENS)?;
+            let mut visitors = context.transaction.open_table(tables::VISITORS)?;
+            let mut identities = context.transaction.open_table(tables::VISITOR_IDENTITIES)?;
+            let mut current: Option<Visitor> = None;
+            let mut token = fresh_token;
+            if let Some((presented_token, digest)) = &presented {
+                if let Some(id) = tokens.get(digest)?.map(|value| value.value()) {
+                    let visitor: Option<Visitor> =
+                        visitors.get(id)?.map(|value| decode_json(value.value())).transpose()?;
+                    if let Some(visitor) = visitor.filter(|visitor| visitor.site == site_key) {
+                        token = presented_token.clone();
+                        current = Some(visitor);
+                    }
+                }
+            }
+            if let Some(user) = &request.user {
+                let claimed = identities.get((site_key.as_str(), user.id.as_str()))?.map(|value| value.value());
+                match (claimed, &current) {
+                    // The identity belongs to another visitor record: continue as that visitor on this device.
+                    (Some(owner), Some(visitor)) if owner != visitor.id => {
+                        current = visitors.get(owner)?.map(|value| decode_json(value.value())).transpose()?;
+                        token = secrets::new_token(TOKEN_PREFIX);
+                    }
+                    (Some(owner), None) => {
+                        current = visitors.get(owner)?.map(|value| decode_json(value.value())).transpose()?;
+                    }
+                    // This visitor carries another identity already: a different user on a shared device.
+                    (None, Some(visitor)) if visitor.user_id.as_deref().is_some_and(|id| id != user.id) => {
+                        current = None;
+                        token = secrets::new_token(TOKEN_PREFIX);
+                    }
+                    _ => {}
+                }
+            }
+            let mut visitor = current.unwrap_or_else(|| Visitor {
+                id: context.next_id(Counter::Visitor),
+                site: site_key.clone(),
+                created_at: context.now,
+                ..Visitor::default()
+            });
+            if visitor.blocked {
+                return Ok(Err(VisitorError::Blocked));
+            }
+            visitor.last_seen_at = context.now;
+            visitor.n_sessions += 1;
+            if let Some(user) = request.user {
+                identities.insert((site_key.as_str(), user.id.as_str()), visitor.id)?;
+                visitor.name = user.name.or(visitor.name);
+                visitor.email = user.email.or(visitor.email);
+                visitor.user_id = Some(user.id);
+            }
+            if let Some(claim) = unverified_claim {
+                visitor.name = claim.name.or(visitor.name);
+                visitor.email = claim.email.or(visitor.email);
+                visitor.unverified_user_id = Some(claim.id);
+            }
+            if let Some(profile) = request.profile {
+                visitor.name = profile.name.or(visitor.name);
+                visitor.email = profile.email.or(visitor.email);
+            }
+            if let Some(attributes) = request.attributes {
+                visitor.attributes.extend(attributes);
+                if visitor.attributes.len() > MAX_ATTRIBUTES {
+                    return Ok(Err(VisitorError::Invalid(format!("attributes: at most {MAX_ATTRIBUTES} keys in all"))));
+                }
+            }
+            if request.page.is_some() {
+                visitor.last_page = request.page;
+            }
+            tokens.insert(&secrets::token_digest(&token), visitor.id)?;
+            visitors.insert(visitor.id, encode_json(&visitor).as_slice())?;
+            Ok(Ok(OpenedSession { visitor, token }))
+        })
+        .await
+}
+
+/// Whether `token` is a live session of a visitor of `site`, so opening a session with it makes
+/// no new visitor (the per-address budget of new sessions counts only those that do).
+pub async fn token_is_live(store: &Store, site: &str, token: Option<&str>) -> Result<bool, StorageError> {
+    let Some(token) = token.filter(|token| token.starts_with(TOKEN_PREFIX)) else {
+        return Ok(false);
+    };
+    let digest = secrets::token_digest(token);
+    let site = site.to_owned();
+    let visitor = store.read(move |transaction| authenticate(transaction, &digest)).await?;
+    Ok(visitor.is_some_and(|visitor| visitor.site == site))
+}
+
+/// The visitor a token belongs to.
+pub fn authenticate(transaction: &ReadTransaction, digest: &TokenDigest) -> Result<Option<Visitor>, StorageError> {
+    let Some(id) = transaction.open_table(tables::VISITOR_TOKENS)?.get(digest)?.map(|value| value.value()) else {
+        return Ok(None);
+    };
+    get(transaction, id)
+}
+
+pub fn get(transaction: &ReadTransaction, id: u64) -> Result<Option<Visitor>, StorageError> {
+    let table = transaction.open_table(tables::VISITORS)?;
+    table.get(id)?.map(|value| decode_json(value.value())).transpose()
+}
+
+/// The display name of a visitor: their name, or `Visitor #id`.
+pub fn display_name(visitor: &Visitor) -> String {
+    visitor.name.clone().filter(|name| !name.trim().is_empty()).unwrap_or_else(|| format!("Visitor #{}", visitor.id))
+}

@@ -1,0 +1,392 @@
+//! Routing: which agent gets a new conversation.
+//!
+//! One task owns the routing state and handles events one at a time, so decisions never race.
+//! A queued conversation goes to the online agent of its site with the fewest open
+//! conversations, among those below their capacity; ties go to whoever was assigned least
+//! recently (round robin). With nobody free it stays queued, in arrival order, and is assigned
+//! as soon as an agent comes online or frees capacity. Assignments are writer operations: the
+//! router learns its decisions took effect from the committed `assigned` event.
+
+pub mod rules;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationStatus};
+use crate::chat::delivery::{ConversationEvent, Hub};
+use crate::people::agents::{Agent, Role};
+use crate::protocol::{Presence, ServerFrame};
+use crate::storage::{StorageError, Store};
+
+/// Routing events waiting to be handled. Events are small and handled in microseconds; when
+/// the queue is full the sender waits (connections) or the event is dropped with a log
+/// (message notifications, which carry no routing decision).
+const ROUTING_QUEUE_CAPACITY: usize = 4096;
+
+pub enum RoutingEvent {
+    AgentConnected {
+        agent: Agent,
+    },
+    AgentDisconnected {
+        agent_id: u64,
+    },
+    Presence {
+        agent_id: u64,
+        status: Presence,
+    },
+    Conversation {
+        event: ConversationEvent,
+        conversation: Conversation,
+    },
+    AssignFailed {
+        conversation_id: u64,
+        agent_id: u64,
+    },
+    GraceExpired {
+        agent_id: u64,
+        generation: u64,
+    },
+    /// A team was created or changed its members.
+    TeamChanged {
+        team: crate::people::teams::Team,
+    },
+    /// A team was deleted; conversations waiting for it wait for any agent of the site.
+    TeamDeleted {
+        team_id: u64,
+    },
+    /// An admin changed an agent (capacity, sites, role, or disabled them).
+    AgentChanged {
+        agent: Agent,
+    },
+}
+
+/// The handle connections and the dispatcher use to reach the router.
+#[derive(Clone)]
+pub struct Router {
+    queue: mpsc::Sender<RoutingEvent>,
+    /// Each known agent's presence, written by the router task, read by the agent list.
+    presence: Arc<DashMap<u64, Presence>>,
+}
+
+impl Router {
+    /// An agent's presence as routing sees it (offline when never connected).
+    pub fn presence_of(&self, agent_id: u64) -> Presence {
+        self.presence.get(&agent_id).map(|status| *status).unwrap_or(Presence::Offline)
+    }
+
+    /// Queues an event, waiting for room: routing never loses an event, and a burst slows its
+    /// senders instead.
+    pub async fn send(&self, event: RoutingEvent) {
+        let _ = self.queue.send(event).await;
+    }
+}
+
+struct AgentState {
+    agent: Agent,
+    n_connections: u32,
+    status: Presence,
+    /// Bumped on every connect, so a grace timer from an earlier disconnect is ignored.
+    generation: u64,
+    /// Open conversations assigned (or being assigned) to the agent.
+    load: u32,
+    /// The router's tick at the last assignment; lower means longer ago.
+    last_assigned: u64,
+}
+
+impl AgentState {
+    fn available_for(&self, site: &str) -> bool {
+        self.status == Presence::Online && self.load < self.agent.capacity && self.agent.serves_site(site)
+    }
+}
+
+struct RouterState {
+    store: Store,
+    hub: Arc<Hub>,
+    router: Router,
+    offline_grace: Duration,
+    agents: HashMap<u64, AgentState>,
+    /// Queued conversations per site, oldest first.
+    queues: HashMap<String, VecDeque<u64>>,
+    /// Open conversation → the agent holding it (or being given it).
+    holders: HashMap<u64, u64>,
+    /// Queued conversation → the team it waits for (after a transfer to a team).
+    waiting_for_team: HashMap<u64, u64>,
+    /// Team → its member agent ids.
+    teams: HashMap<u64, Vec<u64>>,
+    tick: u64,
+    shutdown: CancellationToken,
+}
+
+/// Starts the router task; its state starts from the open conversations in storage.
+pub async fn start(
+    store: Store,
+    hub: Arc<Hub>,
+    offline_grace: Duration,
+    shutdown: CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) -> Result<Router, StorageError> {
+    let (queue, mut events) = mpsc::channel(ROUTING_QUEUE_CAPACITY);
+    let router = Router { queue, presence: Arc::new(DashMap::new()) };
+    let open = store.read(conversations::list_open).await?;
+    let teams = store.read(crate::people::teams::list).await?;
+    let mut state = RouterState {
+        store,
+        hub,
+        router: router.clone(),
+        offline_grace,
+        agents: HashMap::new(),
+        queues: HashMap::new(),
+        holders: HashMap::new(),
+        waiting_for_team: HashMap::new(),
+        teams: teams.into_iter().map(|team| (team.id, team.members)).collect(),
+        tick: 0,
+        shutdown: shutdown.clone(),
+    };
+    let mut open = open;
+    open.sort_by_key(|conversation| conversation.id);
+    for conversation in open {
+        match (conversation.status, conversation.assigned_agent) {
+            (ConversationStatus::Assigned, Some(agent_id)) => {
+                state.holders.insert(conversation.id, agent_id);
+            }
+            _ if conversation.bot_active => {}
+            _ => {
+                if let Some(team) = conversation.team {
+                    state.waiting_for_team.insert(conversation.id, team);
+                }
+                state.queues.entry(conversation.site.clone()).or_default().push_back(conversation.id)
+            }
+        }
+    }
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = events.recv() => match event {
+                    Some(event) => state.handle(event),
+                    None => break,
+                },
+            }
+        }
+    });
+    Ok(router)
+}
+
+impl RouterState {
+    fn handle(&mut self, event: RoutingEvent) {
+        match event {
+            RoutingEvent::AgentConnected { agent } => {
+                let agent_id = agent.id;
+                let load = self.holders.values().filter(|holder| **holder == agent_id).count() as u32;
+                let entry = self.agents.entry(agent_id).or_insert_with(|| AgentState {
+                    agent: agent.clone(),
+                    n_connections: 0,
+                    status: Presence::Offline,
+                    generation: 0,
+                    load,
+                    last_assigned: 0,
+                });
+                entry.agent = agent;
+                entry.n_connections += 1;
+                entry.generation += 1;
+                if entry.status == Presence::Offline {
+                    self.set_status(agent_id, Presence::Online);
+                }
+                self.assign_waiting();
+            }
+            RoutingEvent::AgentDisconnected { agent_id } => {
+                let Some(state) = self.agents.get_mut(&agent_id) else {
+                    return;
+                };
+                state.n_connections = state.n_connections.saturating_sub(1);
+                if state.n_connections == 0 {
+                    let generation = state.generation;
+                    if self.offline_grace.is_zero() {
+                        self.set_status(agent_id, Presence::Offline);
+                    } else {
+                        let router = self.router.clone();
+                        let grace = self.offline_grace;
+                        let shutdown = self.shutdown.clone();
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                _ = tokio::time::sleep(grace) => router.send(RoutingEvent::GraceExpired { agent_id, generation }).await,
+                                _ = shutdown.cancelled() => {}
+                            }
+                        });
+                    }
+                }
+            }
+            RoutingEvent::GraceExpired { agent_id, generation } => {
+                let expired = self
+                    .agents
+                    .get(&agent_id)
+                    .is_some_and(|state| state.generation == generation && state.n_connections == 0);
+                if expired {
+                    self.set_status(agent_id, Presence::Offline);
+                }
+            }
+            RoutingEvent::Presence { agent_id, status } => {
+                if self.agents.get(&agent_id).is_some_and(|state| state.n_connections > 0) {
+                    self.set_status(agent_id, status);
+                    self.assign_waiting();
+                }
+            }
+            RoutingEvent::Conversation { event, conversation } => self.on_conversation(event, conversation),
+            RoutingEvent::TeamChanged { team } => {
+                self.teams.insert(team.id, team.members);
+                self.assign_waiting();
+            }
+            RoutingEvent::TeamDeleted { team_id } => {
+                self.teams.remove(&team_id);
+                self.waiting_for_team.retain(|_, team| *team != team_id);
+                self.assign_waiting();
+            }
+            RoutingEvent::AgentChanged { agent } => {
+                if let Some(state) = self.agents.get_mut(&agent.id) {
+                    state.agent = agent;
+                }
+                self.assign_waiting();
+            }
+            RoutingEvent::AssignFailed { conversation_id, agent_id } => {
+                if self.holders.get(&conversation_id) == Some(&agent_id) {
+                    self.holders.remove(&conversation_id);
+                    if let Some(state) = self.agents.get_mut(&agent_id) {
+                        state.load = state.load.saturating_sub(1);
+                    }
+                }
+                self.assign_waiting();
+            }
+        }
+    }
+
+    fn on_conversation(&mut self, event: ConversationEvent, conversation: Conversation) {
+        match event {
+            ConversationEvent::Created if conversation.bot_active => {}
+            ConversationEvent::Created | ConversationEvent::Queued { .. } | ConversationEvent::HandedOff
+                if conversation.assigned_agent.is_none() =>
+            {
+                if let Some(holder) = self.holders.remove(&conversation.id) {
+                    if let Some(state) = self.agents.get_mut(&holder) {
+                        state.load = state.load.saturating_sub(1);
+                    }
+                }
+                match conversation.team {
+                    Some(team) => self.waiting_for_team.insert(conversation.id, team),
+                    None => self.waiting_for_team.remove(&conversation.id),
+                };
+                let queue = self.queues.entry(conversation.site.clone()).or_default();
+                if !queue.contains(&conversation.id) {
+                    queue.push_back(conversation.id);
+                }
+                self.assign_waiting();
+            }
+            ConversationEvent::Created
+            | ConversationEvent::Queued { .. }
+            | ConversationEvent::HandedOff
+            | ConversationEvent::Assigned { .. }
+            | ConversationEvent::Reopened => {
+                self.waiting_for_team.remove(&conversation.id);
+                let Some(agent_id) = conversation.assigned_agent else {
+                    return;
+                };
+                for queue in self.queues.values_mut() {
+                    queue.retain(|id| *id != conversation.id);
+                }
+                let previous = self.holders.insert(conversation.id, agent_id);
+                if previous != Some(agent_id) {
+                    if let Some(previous) = previous.and_then(|previous| self.agents.get_mut(&previous)) {
+                        previous.load = previous.load.saturating_sub(1);
+                    }
+                    if let Some(state) = self.agents.get_mut(&agent_id) {
+                        state.load += 1;
+                    }
+                }
+            }
+            ConversationEvent::Closed { .. } => {
+                self.waiting_for_team.remove(&conversation.id);
+                if let Some(queue) = self.queues.get_mut(&conversation.site) {
+                    queue.retain(|id| *id != conversation.id);
+                }
+                if let Some(holder) = self.holders.remove(&conversation.id) {
+                    if let Some(state) = self.agents.get_mut(&holder) {
+                        state.load = state.load.saturating_sub(1);
+                    }
+                }
+                self.assign_waiting();
+            }
+        }
+    }
+
+    fn set_status(&mut self, agent_id: u64, status: Presence) {
+        let Some(state) = self.agents.get_mut(&agent_id) else {
+            return;
+        };
+        if state.status == status {
+            return;
+        }
+        state.status = status;
+        self.router.presence.insert(agent_id, status);
+        tracing::info!(agent_id, ?status, "agent presence changed");
+        let frame = ServerFrame::Presence { agent_id, status }.encode();
+        let sites: Vec<String> = match state.agent.role {
+            Role::Admin => self.queues.keys().cloned().collect(),
+            Role::Agent => state.agent.sites.clone(),
+        };
+        for site in sites {
+            self.hub.broadcast_to_site_agents(&site, || frame.clone());
+        }
+    }
+
+    /// Assigns queued conversations while some agent has room.
+    fn assign_waiting(&mut self) {
+        let sites: Vec<String> =
+            self.queues.iter().filter(|(_, queue)| !queue.is_empty()).map(|(site, _)| site.clone()).collect();
+        for site in sites {
+            // Oldest first; a conversation waiting for a team nobody of which is free does not
+            // hold up the ones behind it.
+            let mut position = 0;
+            while let Some(&conversation_id) = self.queues.get(&site).and_then(|queue| queue.get(position)) {
+                let team = self.waiting_for_team.get(&conversation_id).copied();
+                let Some(agent_id) = self.pick_agent(&site, team) else {
+                    if team.is_none() {
+                        break;
+                    }
+                    position += 1;
+                    continue;
+                };
+                self.queues.get_mut(&site).expect("the site's queue was just read").remove(position);
+                self.tick += 1;
+                let state = self.agents.get_mut(&agent_id).expect("a picked agent is known");
+                state.load += 1;
+                state.last_assigned = self.tick;
+                self.holders.insert(conversation_id, agent_id);
+                tracing::info!(conversation_id, agent_id, "conversation routed");
+                let store = self.store.clone();
+                let router = self.router.clone();
+                tokio::spawn(async move {
+                    if let Err(error) =
+                        conversations::assign(&store, conversation_id, agent_id, AssignWhen::Queued).await
+                    {
+                        tracing::info!(conversation_id, agent_id, %error, "assignment did not take effect");
+                        router.send(RoutingEvent::AssignFailed { conversation_id, agent_id }).await;
+                    }
+                });
+            }
+        }
+    }
+
+    fn pick_agent(&self, site: &str, team: Option<u64>) -> Option<u64> {
+        let members = team.map(|team| self.teams.get(&team).map(Vec::as_slice).unwrap_or_default());
+        self.agents
+            .values()
+            .filter(|state| state.available_for(site))
+            .filter(|state| members.is_none_or(|members| members.contains(&state.agent.id)))
+            .min_by_key(|state| (state.load, state.last_assigned, state.agent.id))
+            .map(|state| state.agent.id)
+    }
+}
