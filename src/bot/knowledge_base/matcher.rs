@@ -302,7 +302,7 @@ fn deletions_of(word: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 /// The optimal-string-alignment distance of two ASCII words, or `None` past `limit`.
-fn edit_distance(a: &[u8], b: &[u8], limit: usize) -> Option<usize> {
+pub(crate) fn edit_distance(a: &[u8], b: &[u8], limit: usize) -> Option<usize> {
     if a.len().abs_diff(b.len()) > limit {
         return None;
     }

@@ -92,6 +92,11 @@ const TRADITIONAL: &[(char, char)] = &[
     ('證', '证'),
     ('將', '将'),
     ('錢', '钱'),
+    ('轉', '转'),
+    ('專', '专'),
+    ('東', '东'),
+    ('聯', '联'),
+    ('繫', '系'),
 ];
 
 /// Folds full-width forms to ASCII, lowercases, maps common traditional characters to simplified

@@ -282,6 +282,9 @@ pub struct LlmInput {
     api_key: Option<String>,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
+    /// Absent: the default, or `timeout_ms` when that is shorter.
+    #[serde(default)]
+    first_token_timeout_ms: Option<u64>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -312,6 +315,9 @@ pub async fn save_bot_settings(
             model: llm.model.trim().to_owned(),
             api_key,
             timeout_ms: llm.timeout_ms,
+            first_token_timeout_ms: llm
+                .first_token_timeout_ms
+                .unwrap_or(crate::bot::llm::DEFAULT_FIRST_TOKEN_TIMEOUT_MS.min(llm.timeout_ms)),
         }
     });
     let settings = BotSettings {
