@@ -13,6 +13,7 @@
 //! inside the writer operation, so an agent taking over (which clears `bot_active` in the same
 //! writer) stops even an answer that was being generated.
 
+pub mod embeddings;
 pub mod handoff_phrases;
 pub mod knowledge_base;
 pub mod llm;
@@ -27,6 +28,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::bot::embeddings::{EmbeddingSettings, SiteVectors};
 use crate::bot::knowledge_base::{Candidate, KnowledgeBase, SiteKnowledge};
 use crate::bot::llm::{ChatMessage, LlmSettings};
 use crate::chat::conversations::{self, Conversation, ConversationError, ConversationStatus};
@@ -93,6 +95,8 @@ pub struct BotSettings {
     pub terms: String,
     /// What visitors type to ask for a human, on top of the built-in phrases.
     pub handoff_phrases: Vec<String>,
+    /// The embeddings endpoint of the semantic tier; `None` to match lexically only.
+    pub embeddings: Option<EmbeddingSettings>,
 }
 
 impl Default for BotSettings {
@@ -106,6 +110,7 @@ impl Default for BotSettings {
             llm: None,
             terms: String::new(),
             handoff_phrases: Vec::new(),
+            embeddings: None,
         }
     }
 }
@@ -136,6 +141,9 @@ impl BotSettings {
         };
         if self.handoff_phrases.iter().any(bad_phrase) {
             return Err(format!("handoff_phrases: each one line of 1 to {MAX_HANDOFF_PHRASE_CHARS} characters"));
+        }
+        if let Some(embeddings) = &self.embeddings {
+            embeddings.validate()?;
         }
         if let Some(llm) = &self.llm {
             let url = llm.base_url.trim();
@@ -240,6 +248,10 @@ struct BotInner {
     http: reqwest::Client,
     /// The longest message kefu stores; a generated answer is cut there.
     max_text_chars: usize,
+    /// Each site's entry vectors, once the refresher has loaded or made them.
+    vectors: DashMap<String, Arc<SiteVectors>>,
+    /// Sites whose vectors the refresher should bring up to date.
+    refresh: mpsc::UnboundedSender<String>,
 }
 
 impl Bot {
@@ -255,16 +267,40 @@ impl Bot {
         tasks: &TaskTracker,
     ) -> (Bot, BotInbox) {
         let (queue, mut events) = mpsc::channel(BOT_QUEUE_CAPACITY);
+        let (refresh, mut refresh_requests) = mpsc::unbounded_channel::<String>();
+        let knowledge = KnowledgeBase::new(store.clone());
+        knowledge.notify_rebuilds(refresh.clone());
         let bot = Bot {
             inner: Arc::new(BotInner {
-                knowledge: KnowledgeBase::new(store.clone()),
+                knowledge,
                 store,
                 hub,
                 settings: DashMap::new(),
                 http: llm::http_client(allow_private_llm),
                 max_text_chars,
+                vectors: DashMap::new(),
+                refresh,
             }),
         };
+        // The semantic tier's refresher: one site at a time, after each change of its entries
+        // or embeddings settings, so a burst of edits costs one pass per site in the queue.
+        let refresher = bot.clone();
+        let refresher_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                let site = tokio::select! {
+                    _ = refresher_shutdown.cancelled() => break,
+                    site = refresh_requests.recv() => match site {
+                        Some(site) => site,
+                        None => break,
+                    },
+                };
+                tokio::select! {
+                    _ = refresher_shutdown.cancelled() => break,
+                    _ = refresher.refresh_vectors(&site) => {}
+                }
+            }
+        });
         let worker = bot.clone();
         let reply_tasks = tasks.clone();
         tasks.spawn(async move {
@@ -344,7 +380,12 @@ impl Bot {
             })
             .await?;
         self.inner.knowledge.set_terms(site, &settings.terms);
+        let embeddings_changed = self.settings(site).await.ok().is_none_or(|old| old.embeddings != settings.embeddings);
         self.inner.settings.insert(site.to_owned(), Arc::new(settings));
+        if embeddings_changed {
+            self.inner.vectors.remove(site);
+            let _ = self.inner.refresh.send(site.to_owned());
+        }
         Ok(())
     }
 
@@ -446,8 +487,99 @@ impl Bot {
         settings: &BotSettings,
         text: &str,
     ) -> Vec<Candidate> {
-        let _ = (site, settings);
-        knowledge.rank(text, CONTEXT_ENTRIES)
+        let Some(embeddings_settings) = &settings.embeddings else {
+            return knowledge.rank(text, CONTEXT_ENTRIES);
+        };
+        let Some(vectors) = self.inner.vectors.get(site).map(|vectors| vectors.clone()) else {
+            // Not loaded yet (a restart): the refresher loads or makes them; lexical until then.
+            let _ = self.inner.refresh.send(site.to_owned());
+            return knowledge.rank(text, CONTEXT_ENTRIES);
+        };
+        match embeddings::embed(&self.inner.http, embeddings_settings, &[text.to_owned()]).await {
+            Ok(mut message) => {
+                let message = message.pop().unwrap_or_default();
+                knowledge.rank_fused(text, CONTEXT_ENTRIES, |entry_id| vectors.similarity(entry_id, &message))
+            }
+            Err(error) => {
+                tracing::info!(site, %error, "the embeddings endpoint gave no vector; matching lexically");
+                knowledge.rank(text, CONTEXT_ENTRIES)
+            }
+        }
+    }
+
+    /// Brings a site's entry vectors up to date: loads the stored ones, embeds the entries whose
+    /// text or model changed, stores them (each batch one writer operation), and uses them.
+    pub async fn refresh_vectors(&self, site: &str) {
+        let settings = match self.settings(site).await {
+            Ok(settings) => settings,
+            Err(error) => return tracing::error!(site, %error, "reading bot settings failed"),
+        };
+        let Some(embeddings_settings) = settings.embeddings.clone() else {
+            self.inner.vectors.remove(site);
+            return;
+        };
+        let knowledge = match self.inner.knowledge.site(site).await {
+            Ok(knowledge) => knowledge,
+            Err(error) => return tracing::error!(site, %error, "loading the knowledge base failed"),
+        };
+        let entries = knowledge.entries.clone();
+        let loaded = self.inner.store.read(move |transaction| embeddings::load(transaction, &entries)).await;
+        let mut vectors = match loaded {
+            Ok(vectors) => vectors,
+            Err(error) => return tracing::error!(site, %error, "reading knowledge-base vectors failed"),
+        };
+        let model = embeddings_settings.model.clone();
+        let stale: Vec<(u64, u64, String)> = knowledge
+            .entries
+            .iter()
+            .map(|entry| {
+                let text = embeddings::entry_text(entry);
+                (entry.id, embeddings::fingerprint(&model, &text), text)
+            })
+            .filter(|(id, fingerprint, _)| vectors.by_entry.get(id).is_none_or(|(stored, _)| stored != fingerprint))
+            .collect();
+        vectors.by_entry.retain(|id, _| !stale.iter().any(|(stale_id, _, _)| stale_id == id));
+        for batch in stale.chunks(embeddings::BATCH) {
+            let texts: Vec<String> = batch.iter().map(|(_, _, text)| text.clone()).collect();
+            let made = match embeddings::embed(&self.inner.http, &embeddings_settings, &texts).await {
+                Ok(made) => made,
+                Err(error) => {
+                    tracing::warn!(site, %error, "embedding knowledge-base entries failed; retried on the next change");
+                    break;
+                }
+            };
+            let rows: Vec<(u64, u64, Vec<f32>)> =
+                batch.iter().zip(made).map(|((id, fingerprint, _), vector)| (*id, *fingerprint, vector)).collect();
+            let stored_rows = rows.clone();
+            let stored = self
+                .inner
+                .store
+                .write(move |context| {
+                    let entries = context.transaction.open_table(tables::KB_ENTRIES)?;
+                    let live: Vec<bool> = stored_rows
+                        .iter()
+                        .map(|(id, _, _)| entries.get(*id).map(|found| found.is_some()))
+                        .collect::<Result<_, _>>()?;
+                    drop(entries);
+                    let mut table = context.transaction.open_table(tables::KB_VECTORS)?;
+                    // An entry deleted meanwhile gets no vector.
+                    for ((id, fingerprint, vector), live) in stored_rows.iter().zip(live) {
+                        if live {
+                            table.insert(*id, embeddings::encode(*fingerprint, vector).as_slice())?;
+                        }
+                    }
+                    Ok(Ok::<(), StorageError>(()))
+                })
+                .await;
+            if let Err(error) = stored {
+                return tracing::error!(site, %error, "storing knowledge-base vectors failed");
+            }
+            for (id, fingerprint, vector) in rows {
+                vectors.by_entry.insert(id, (fingerprint, vector));
+            }
+        }
+        tracing::debug!(site, n_vectors = vectors.by_entry.len(), "knowledge-base vectors up to date");
+        self.inner.vectors.insert(site.to_owned(), Arc::new(vectors));
     }
 
     /// Asks the model which of the top entries answers the message; `None` for none of them, and

@@ -713,3 +713,159 @@ async fn bot_settings_are_admin_only_validated_and_never_show_the_key() {
         .unwrap();
     assert_eq!(response.status(), 404);
 }
+
+/// A stand-in embeddings endpoint: a text's vector counts its topic words (refund: "refund",
+/// "money", "退款"; shipping: "shipping", "运费"), a text with neither points along a third axis.
+/// `/broken/embeddings` answers 500. Every input it embedded is kept.
+struct StandInEmbeddings {
+    addr: std::net::SocketAddr,
+    inputs: Arc<parking_lot::Mutex<Vec<String>>>,
+}
+
+impl StandInEmbeddings {
+    async fn start() -> StandInEmbeddings {
+        let inputs = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let router = axum::Router::new()
+            .route("/{mode}/embeddings", axum::routing::post(stand_in_embeddings))
+            .with_state(inputs.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        StandInEmbeddings { addr, inputs }
+    }
+}
+
+fn topic_vector(text: &str) -> Vec<f32> {
+    let text = text.to_lowercase();
+    let refund = ["refund", "money", "退款"].iter().map(|word| text.matches(word).count()).sum::<usize>();
+    let shipping = ["shipping", "运费"].iter().map(|word| text.matches(word).count()).sum::<usize>();
+    if refund + shipping == 0 {
+        return vec![0.0, 0.0, 1.0];
+    }
+    vec![refund as f32, shipping as f32, 0.0]
+}
+
+async fn stand_in_embeddings(
+    State(inputs): State<Arc<parking_lot::Mutex<Vec<String>>>>,
+    Path(mode): Path<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if mode == "broken" {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
+    }
+    let texts: Vec<String> =
+        body["input"].as_array().unwrap().iter().map(|text| text.as_str().unwrap().to_owned()).collect();
+    inputs.lock().extend(texts.iter().cloned());
+    let data: Vec<Value> = texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": topic_vector(text)}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data, "model": body["model"]})).into_response()
+}
+
+const REFUND_ENTRIES_CSV: &str = "questions,answer,category\n\
+How do I get a refund?|退款怎么申请,Refunds reach your card within 5 days.,Orders\n\
+How much is shipping?|运费多少,Shipping is free over 99 yuan.,Shipping\n";
+
+async fn stored_vectors(server: &TestServer) -> usize {
+    server
+        .app()
+        .store
+        .read(|transaction| {
+            use redb::ReadableTableMetadata;
+            Ok(transaction.open_table(kefu::storage::tables::KB_VECTORS)?.len()? as usize)
+        })
+        .await
+        .unwrap()
+}
+
+async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within 5 s");
+}
+
+#[tokio::test]
+async fn the_semantic_tier_embeds_entries_once_answers_by_meaning_and_falls_back_when_its_endpoint_fails() {
+    let embeddings = StandInEmbeddings::start().await;
+    let (server, site, admin) = setup().await;
+    let imported = http()
+        .post(server.url(&format!("/api/v1/kb/import?site={}&format=csv", site.key)))
+        .bearer_auth(&admin)
+        .body(REFUND_ENTRIES_CSV)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 200);
+
+    // Lexically, "can I have my money back?" matches nothing: the bot offers a human.
+    assert_eq!(put_bot(&server, &admin, &site, json!({"enabled": true})).await.0, 200);
+    let ask = async |client_id: &str, text: &str| {
+        let (_, token) = server.visitor_session(&site, None).await;
+        let mut visitor = server.visitor(&site, &token).await;
+        visitor.say(None, client_id, text).await;
+        bot_message(&mut visitor).await
+    };
+    let answer = ask("v-1", "can I have my money back?").await;
+    assert_eq!(answer["bot_source"]["kind"], "notice", "{answer}");
+
+    // With embeddings, both entries are embedded once and stored; the key is masked.
+    let base_url = format!("http://{}/ok", embeddings.addr);
+    let settings =
+        json!({"enabled": true, "embeddings": {"base_url": base_url, "model": "topics-1", "api_key": "sk-embed-9876"}});
+    let (status, saved) = put_bot(&server, &admin, &site, settings).await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["embeddings"]["api_key"], "*********9876");
+    wait_for("two stored vectors", async || stored_vectors(&server).await == 2).await;
+    assert_eq!(embeddings.inputs.lock().len(), 2);
+
+    // The same message is now answered by meaning.
+    wait_for("the vectors in use", async || {
+        server.app().bot.knowledge().site(&site.key).await.is_ok() && {
+            let answer = ask("v-2", "can I have my money back?").await;
+            answer["bot_source"]["kind"] == "kb"
+        }
+    })
+    .await;
+    let answer = ask("v-3", "can I have my money back?").await;
+    assert_eq!(answer["text"], "Refunds reach your card within 5 days.");
+
+    // Saving other settings keeps the endpoint; editing one entry embeds that entry again only.
+    let (_, saved) = put_bot(&server, &admin, &site, json!({"enabled": true, "greeting": "Hi"})).await;
+    assert_eq!(saved["embeddings"]["model"], "topics-1");
+    let n_before = embeddings.inputs.lock().len();
+    let edited = json!({"questions": ["How much is shipping?", "运费多少"], "answer": "Shipping costs 5 yuan."});
+    let (status, _) = crate::support::call(&server, "PUT", "/api/v1/kb/2", &admin, Some(edited)).await;
+    assert_eq!(status, 200);
+    wait_for("the edited entry embedded", async || embeddings.inputs.lock().len() > n_before).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = embeddings.inputs.lock().clone();
+    let embedded_entries: Vec<&String> = after[n_before..].iter().filter(|text| text.contains('\n')).collect();
+    assert_eq!(embedded_entries.len(), 1, "{embedded_entries:?}");
+    assert!(embedded_entries[0].contains("Shipping costs 5 yuan."));
+
+    // A failing endpoint leaves the lexical tier: an exact question is still answered.
+    let broken = format!("http://{}/broken", embeddings.addr);
+    let settings = json!({"enabled": true, "embeddings": {"base_url": broken, "model": "topics-2"}});
+    assert_eq!(put_bot(&server, &admin, &site, settings).await.0, 200);
+    let answer = ask("v-4", "How much is shipping?").await;
+    assert_eq!(answer["text"], "Shipping costs 5 yuan.");
+
+    // Bad endpoints are refused; null removes the tier.
+    for bad in [
+        json!({"enabled": true, "embeddings": {"base_url": "ftp://x", "model": "m"}}),
+        json!({"enabled": true, "embeddings": {"base_url": base_url, "model": ""}}),
+        json!({"enabled": true, "embeddings": {"base_url": base_url, "model": "m", "timeout_ms": 5}}),
+    ] {
+        let (status, body) = put_bot(&server, &admin, &site, bad).await;
+        assert_eq!(status, 422, "{body}");
+    }
+    let (status, saved) = put_bot(&server, &admin, &site, json!({"enabled": true, "embeddings": null})).await;
+    assert_eq!(status, 200);
+    assert_eq!(saved["embeddings"], Value::Null);
+}

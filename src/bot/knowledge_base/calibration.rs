@@ -55,8 +55,30 @@ pub fn features(query: &Query, position: usize) -> [f64; N_FEATURES] {
 
 /// The probability, 0 to 1, under `coefficients`.
 pub fn probability(coefficients: &[f64; N_FEATURES + 1], features: &[f64; N_FEATURES]) -> f64 {
-    let z = coefficients[0] + coefficients[1..].iter().zip(features).map(|(weight, x)| weight * x).sum::<f64>();
-    1.0 / (1.0 + (-z).exp())
+    1.0 / (1.0 + (-logit(coefficients, features)).exp())
+}
+
+/// How much the semantic tier's cosine moves a candidate's log-odds, per unit of cosine above
+/// [`SEMANTIC_CENTER`]. Set by hand, not fitted: no embeddings model is reachable where the
+/// calibration is fitted. A cosine of 0.9 adds 1.2 to the log-odds, one of 0.5 takes 2 away.
+pub const SEMANTIC_WEIGHT: f64 = 8.0;
+
+/// The cosine at which the semantic tier neither raises nor lowers a candidate's confidence.
+pub const SEMANTIC_CENTER: f64 = 0.75;
+
+/// How many of the entries most similar in meaning join the lexical candidates.
+pub const SEMANTIC_DEPTH: usize = 3;
+
+/// The confidence with the semantic tier's cosine for the candidate, when it has one.
+pub fn fused_confidence(query: &Query, position: usize, cosine: Option<f32>) -> f32 {
+    let lexical = logit(&COEFFICIENTS, &features(query, position));
+    let semantic = cosine.map_or(0.0, |cosine| SEMANTIC_WEIGHT * (f64::from(cosine) - SEMANTIC_CENTER));
+    (1.0 / (1.0 + (-(lexical + semantic)).exp())) as f32
+}
+
+/// The log-odds under `coefficients`.
+fn logit(coefficients: &[f64; N_FEATURES + 1], features: &[f64; N_FEATURES]) -> f64 {
+    coefficients[0] + coefficients[1..].iter().zip(features).map(|(weight, x)| weight * x).sum::<f64>()
 }
 
 /// The shipped confidence of a candidate.

@@ -169,6 +169,7 @@ pub async fn delete(store: &Store, id: u64) -> Result<KbEntry, KbError> {
             };
             entries.remove(id)?;
             context.transaction.open_table(tables::KB_SITE_ENTRIES)?.remove((entry.site.as_str(), id))?;
+            context.transaction.open_table(tables::KB_VECTORS)?.remove(id)?;
             Ok(Ok(entry))
         })
         .await
@@ -242,6 +243,43 @@ impl SiteKnowledge {
         candidates.truncate(limit);
         candidates
     }
+
+    /// [`SiteKnowledge::rank`] with the semantic tier: `similarity` gives an entry's cosine with
+    /// the message (`None` without a vector). The lexical candidates and the few entries most
+    /// similar in meaning are ranked together by their fused confidence.
+    pub fn rank_fused(&self, text: &str, limit: usize, similarity: impl Fn(u64) -> Option<f32>) -> Vec<Candidate> {
+        let mut query = self.index.query(text, RANK_DEPTH.max(limit));
+        let mut by_meaning: Vec<(u64, f32)> =
+            self.entries.iter().filter_map(|entry| similarity(entry.id).map(|cosine| (entry.id, cosine))).collect();
+        by_meaning.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (entry_id, _) in by_meaning.iter().take(calibration::SEMANTIC_DEPTH) {
+            if !query.ranked.iter().any(|scored| scored.entry_id == *entry_id) {
+                query.ranked.push(matcher::Scored {
+                    entry_id: *entry_id,
+                    score: 0.0,
+                    question: 0.0,
+                    answer: 0.0,
+                    coverage: 0.0,
+                    answer_coverage: 0.0,
+                    same_script: true,
+                });
+            }
+        }
+        let mut candidates: Vec<Candidate> = (0..query.ranked.len())
+            .map(|position| {
+                let scored = query.ranked[position];
+                let cosine = similarity(scored.entry_id);
+                Candidate {
+                    entry_id: scored.entry_id,
+                    confidence: calibration::fused_confidence(&query, position, cosine),
+                    scored,
+                }
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.confidence.total_cmp(&a.confidence).then(a.entry_id.cmp(&b.entry_id)));
+        candidates.truncate(limit);
+        candidates
+    }
 }
 
 /// The match indexes of every site that has been asked about, rebuilt on change.
@@ -253,6 +291,8 @@ pub struct KnowledgeBase {
     terms: Arc<DashMap<String, String>>,
     /// Serialises rebuilds, so a slower rebuild of older entries never replaces a newer one.
     reloading: Arc<tokio::sync::Mutex<()>>,
+    /// Told the key of every site whose entries were rebuilt (the bot's vector refresher).
+    rebuilt: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
 impl KnowledgeBase {
@@ -262,7 +302,13 @@ impl KnowledgeBase {
             sites: Arc::new(DashMap::new()),
             terms: Arc::new(DashMap::new()),
             reloading: Arc::new(tokio::sync::Mutex::new(())),
+            rebuilt: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// Sends the key of every site rebuilt from now on to `listener`.
+    pub fn notify_rebuilds(&self, listener: tokio::sync::mpsc::UnboundedSender<String>) {
+        let _ = self.rebuilt.set(listener);
     }
 
     /// Uses a site's own term lines from now on; the index is rebuilt on next use if they changed.
@@ -298,6 +344,9 @@ impl KnowledgeBase {
             })
             .await?;
         self.sites.insert(site.to_owned(), knowledge.clone());
+        if let Some(listener) = self.rebuilt.get() {
+            let _ = listener.send(site.to_owned());
+        }
         Ok(knowledge)
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{Caller, Json, admin_only};
+use crate::bot::embeddings::EmbeddingSettings;
 use crate::bot::knowledge_base::formats::{self, Format};
 use crate::bot::knowledge_base::{self, EntryInput, KbEntry};
 use crate::bot::llm::LlmSettings;
@@ -239,6 +240,9 @@ fn settings_view(mut settings: BotSettings) -> BotSettings {
     if let Some(llm) = &mut settings.llm {
         llm.api_key = mask_secret(&llm.api_key);
     }
+    if let Some(embeddings) = &mut settings.embeddings {
+        embeddings.api_key = mask_secret(&embeddings.api_key);
+    }
     settings
 }
 
@@ -270,6 +274,40 @@ pub struct BotSettingsInput {
     terms: Option<String>,
     /// Absent: keep the stored phrases.
     handoff_phrases: Option<Vec<String>>,
+    /// Absent: keep the stored endpoint; null: no semantic tier.
+    #[serde(default, deserialize_with = "present")]
+    embeddings: Option<Option<EmbeddingsInput>>,
+}
+
+/// Tells a field sent as null (`Some(None)`) from one not sent (`None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsInput {
+    base_url: String,
+    model: String,
+    /// Absent, null, or the masked value shown by GET: keep the stored key. Empty: no key.
+    #[serde(default)]
+    api_key: Option<String>,
+    #[serde(default = "default_embeddings_timeout_ms")]
+    timeout_ms: u64,
+}
+
+fn default_embeddings_timeout_ms() -> u64 {
+    EmbeddingSettings::default().timeout_ms
+}
+
+/// Whether a key sent with settings means "keep the stored one": absent, null, or masked.
+fn keeps_key(key: Option<&str>) -> bool {
+    key.is_none_or(|key| !key.is_empty() && key.chars().all(|c| c == '*'))
+        || key.is_some_and(|key| key.starts_with("****"))
 }
 
 #[derive(Deserialize)]
@@ -332,8 +370,29 @@ pub async fn save_bot_settings(
             .handoff_phrases
             .map(|phrases| phrases.iter().map(|phrase| phrase.trim().to_owned()).collect())
             .unwrap_or_else(|| previous.handoff_phrases.clone()),
+        embeddings: match input.embeddings {
+            None => previous.embeddings.clone(),
+            Some(None) => None,
+            Some(Some(embeddings)) => Some(EmbeddingSettings {
+                base_url: embeddings.base_url.trim().to_owned(),
+                model: embeddings.model.trim().to_owned(),
+                api_key: match (keeps_key(embeddings.api_key.as_deref()), &previous.embeddings) {
+                    (true, Some(stored)) => stored.api_key.clone(),
+                    (true, None) => String::new(),
+                    (false, _) => embeddings.api_key.unwrap_or_default(),
+                },
+                timeout_ms: embeddings.timeout_ms,
+            }),
+        },
     };
     settings.validate().map_err(ApiError::Unprocessable)?;
+    if let Some(embeddings) = &settings.embeddings {
+        let url = reqwest::Url::parse(&embeddings.base_url)
+            .map_err(|_| ApiError::Unprocessable("embeddings.base_url: must be an http:// or https:// URL".into()))?;
+        crate::base::outbound::check_url(&url, app.config.llm.allow_private_addresses).map_err(|error| {
+            ApiError::Unprocessable(format!("embeddings.base_url: {error} (see llm.allow_private_addresses)"))
+        })?;
+    }
     if let Some(llm) = &settings.llm {
         let url = reqwest::Url::parse(&llm.base_url)
             .map_err(|_| ApiError::Unprocessable("llm.base_url: must be an http:// or https:// URL".into()))?;
