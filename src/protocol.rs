@@ -33,7 +33,7 @@ pub enum ClientFrame {
         status: Presence,
     },
     /// A visitor's page view, for the agents' live visitor list.
-    PageView(crate::people::visitors::PageView),
+    PageView(PageView),
     Ping,
     /// A visitor asks for a human instead of the bot.
     Handoff {
@@ -378,7 +378,7 @@ pub enum ServerFrame<'a> {
     /// A visitor came online, viewed a page, or left (to the site's agents).
     Visitor {
         event: &'a str,
-        visitor: &'a crate::people::visitor_presence::OnlineVisitorView,
+        visitor: &'a OnlineVisitorView,
     },
     Error {
         code: ErrorCode,
@@ -443,6 +443,37 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4008;
     pub const RATE_LIMITED: u16 = 4009;
     pub const IDLE_TIMEOUT: u16 = 4010;
+}
+
+/// The page a visitor is on, as the widget reports it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PageView {
+    pub url: String,
+    pub title: String,
+    pub referrer: String,
+}
+
+/// A visitor online, as agents see them.
+#[derive(Clone, Debug, Serialize)]
+pub struct OnlineVisitorView {
+    pub visitor_id: u64,
+    pub site: String,
+    pub name: String,
+    pub url: String,
+    pub title: String,
+    pub referrer: String,
+    pub browser: String,
+    pub ip: String,
+    /// More than one session opened: the visitor has been here before.
+    pub returning: bool,
+    pub online_since: i64,
+    pub page_since: i64,
+}
+
+/// An `error` frame, encoded.
+pub fn error_frame(code: ErrorCode, message: &str, client_id: Option<&str>) -> bytes::Bytes {
+    ServerFrame::Error { code, message, client_id }.encode()
 }
 
 #[cfg(test)]

@@ -170,7 +170,11 @@ pub async fn start(
     println!("listening http={local_addr}");
     crate::base::systemd::notify("READY=1\nSTATUS=serving");
     if let Some(interval) = crate::base::systemd::watchdog_interval() {
-        tasks.spawn(crate::base::systemd::run_watchdog(store.clone(), interval, shutdown_token.clone()));
+        let store = store.clone();
+        tasks.spawn(crate::base::systemd::run_watchdog(interval, shutdown_token.clone(), move || {
+            let store = store.clone();
+            async move { store.read(|transaction| crate::storage::read_meta(transaction, "schema_version")).await.map(drop) }
+        }));
     }
     let serving_app = app.clone();
     let serving = tokio::spawn(async move {

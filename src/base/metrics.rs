@@ -13,8 +13,6 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::chat::delivery::Role;
-
 /// The process's metrics.
 pub static METRICS: Metrics = Metrics::new();
 
@@ -46,19 +44,26 @@ impl Transport {
     }
 }
 
-const ROLES: [Role; 2] = [Role::Visitor, Role::Agent];
+/// Who holds a connection, as the connection gauges label it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Visitor,
+    Agent,
+}
 
-fn role_label(role: Role) -> &'static str {
+const ROLES: [Peer; 2] = [Peer::Visitor, Peer::Agent];
+
+fn role_label(role: Peer) -> &'static str {
     match role {
-        Role::Visitor => "visitor",
-        Role::Agent => "agent",
+        Peer::Visitor => "visitor",
+        Peer::Agent => "agent",
     }
 }
 
-fn role_index(role: Role) -> usize {
+fn role_index(role: Peer) -> usize {
     match role {
-        Role::Visitor => 0,
-        Role::Agent => 1,
+        Peer::Visitor => 0,
+        Peer::Agent => 1,
     }
 }
 
@@ -207,7 +212,7 @@ impl Metrics {
         }
     }
 
-    fn connection_gauge(&self, transport: Transport, role: Role) -> &Gauge {
+    fn connection_gauge(&self, transport: Transport, role: Peer) -> &Gauge {
         let transport_index = match transport {
             Transport::WebSocket => 0,
             Transport::Quic => 1,
@@ -216,7 +221,7 @@ impl Metrics {
     }
 
     /// Counts an open connection until the returned guard is dropped.
-    pub fn connection_opened(&'static self, transport: Transport, role: Role) -> ConnectionGuard {
+    pub fn connection_opened(&'static self, transport: Transport, role: Peer) -> ConnectionGuard {
         let gauge = self.connection_gauge(transport, role);
         gauge.add(1);
         ConnectionGuard { gauge }

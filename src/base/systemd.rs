@@ -12,7 +12,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
-use crate::storage::Store;
+use std::future::Future;
 
 /// How much more start time each repair progress report asks systemd for: a minute, in microseconds.
 const REPAIR_EXTENSION_USEC: u32 = 60_000_000;
@@ -41,16 +41,21 @@ pub fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().filter(|interval| !interval.is_zero())
 }
 
-/// Pings the watchdog at half its interval while the database answers a read, until `shutdown`.
-/// A hung process stops pinging and systemd restarts it.
-pub async fn run_watchdog(store: Store, interval: Duration, shutdown: CancellationToken) {
+/// Pings the watchdog at half its interval while `healthy` answers (the server passes a read of
+/// the database), until `shutdown`. A hung process stops pinging and systemd restarts it.
+pub async fn run_watchdog<F, Checked, E>(interval: Duration, shutdown: CancellationToken, mut healthy: F)
+where
+    F: FnMut() -> Checked,
+    Checked: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let mut ticks = tokio::time::interval(interval / 2);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        match store.read(|transaction| crate::storage::read_meta(transaction, "schema_version")).await {
+        match healthy().await {
             Ok(_) => {
                 send(&[NotifyState::Watchdog]);
             }

@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::conversations::{self, ConversationStatus};
 use crate::chat::delivery::{CommittedEvent, ConnectionHandle};
+use crate::chat::sensitive_words::Filtered;
 use crate::chat::uploads::{AttachmentKind, Upload};
 use crate::chat::writes::ChatWrites;
 use crate::protocol::{AttachmentView, BotSource, ErrorCode, MessageView, SenderKind, SenderView};
+use crate::sites::{SiteDirectory, SiteRuntime};
 use crate::storage::writer::Counter;
 use crate::storage::{StorageError, WriteContext, decode_postcard, encode_postcard, tables};
 
@@ -541,6 +543,49 @@ pub fn append_at(
     let outcome = append(context, new_message);
     context.now = batch_time;
     outcome
+}
+
+/// Why a message is refused before it reaches the writer.
+#[derive(Debug)]
+pub struct SendRefusal {
+    pub code: ErrorCode,
+    pub message: &'static str,
+}
+
+/// Applies the word filter of the conversation's site to a validated text: the site and the text
+/// to store (masked where the site masks), or a refusal. Sockets and the HTTP API both send through
+/// here, so a message is filtered the same way whichever way it comes.
+pub async fn filter_for_site(
+    sites: &SiteDirectory,
+    site_key: &str,
+    text: String,
+    trace_id: u64,
+) -> Result<(Arc<SiteRuntime>, String), SendRefusal> {
+    let site = match sites.get(site_key).await {
+        Ok(Some(site)) => site,
+        Ok(None) => {
+            return Err(SendRefusal { code: ErrorCode::NotFound, message: "the conversation's site no longer exists" });
+        }
+        Err(error) => {
+            tracing::error!(trace_id, %error, "loading a site failed");
+            return Err(SendRefusal {
+                code: ErrorCode::Internal,
+                message: "internal error; retry with the same client_id",
+            });
+        }
+    };
+    let text = match site.filter.filter(&text) {
+        Filtered::Clean => text,
+        Filtered::Masked(masked) => masked,
+        Filtered::Rejected => {
+            tracing::debug!(trace_id, "send rejected by the word filter");
+            return Err(SendRefusal {
+                code: ErrorCode::RejectedContent,
+                message: "the message contains words this site does not accept",
+            });
+        }
+    };
+    Ok((site, text))
 }
 
 #[cfg(test)]

@@ -11,72 +11,14 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::base::config::Config;
 use crate::history::export::{self, ExportRequest};
-use crate::net::AppState;
+use crate::net::control::HistoryCommand;
 use crate::search::Search;
 use crate::storage::{StorageError, Store};
-
-/// A history command; its JSON tag (`history`) keeps it apart from admin commands on the socket.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "history", rename_all = "snake_case")]
-pub enum HistoryCommand {
-    Export(ExportRequest),
-    Retention { dry_run: bool },
-    Reindex,
-}
-
-/// Serves one history command on the control socket.
-pub async fn serve<W: AsyncWrite + Unpin>(app: &AppState, command: HistoryCommand, writer: &mut W) {
-    let result = serve_inner(app, command, writer).await;
-    if let Err(error) = result {
-        tracing::warn!(%error, "control socket client went away");
-    }
-}
-
-async fn serve_inner<W: AsyncWrite + Unpin>(
-    app: &AppState,
-    command: HistoryCommand,
-    writer: &mut W,
-) -> std::io::Result<()> {
-    let answer = match command {
-        HistoryCommand::Export(request) => {
-            writer.write_all(b"{\"ok\":{\"stream\":true}}\n").await?;
-            let mut receiver = export::start(app.store.clone(), request);
-            let mut failure = None;
-            while let Some(item) = receiver.recv().await {
-                match item {
-                    Ok(bytes) => {
-                        writer.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
-                        writer.write_all(&bytes).await?;
-                    }
-                    Err(error) => failure = Some(error.to_string()),
-                }
-            }
-            writer.write_all(&0u32.to_be_bytes()).await?;
-            match failure {
-                Some(message) => json!({ "error": message }),
-                None => json!({ "ok": {} }),
-            }
-        }
-        HistoryCommand::Retention { dry_run } => {
-            match crate::history::retention::run(&app.store, &app.search, dry_run).await {
-                Ok(plan) => json!({ "ok": plan }),
-                Err(error) => json!({ "error": error.to_string() }),
-            }
-        }
-        HistoryCommand::Reindex => match app.search.reindex().await {
-            Ok(report) => json!({ "ok": report }),
-            Err(error) => json!({ "error": error.to_string() }),
-        },
-    };
-    writer.write_all(format!("{answer}\n").as_bytes()).await?;
-    writer.flush().await
-}
 
 /// Runs a history command from the CLI. Export output goes to `output`; the answer of the
 /// other commands is returned.

@@ -1,5 +1,6 @@
 //! The command line: `kefu serve`, `kefu admin ...`.
 
+pub mod backup;
 pub mod history;
 
 use std::path::PathBuf;
@@ -182,15 +183,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backup { file } => {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
-            crate::history::backup::run_backup(&config, &file).await
+            backup::run_backup(&config, &file).await
         }
         Command::Restore { file } => {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
-            crate::history::backup::run_restore(&config, &file).await
+            backup::run_restore(&config, &file).await
         }
         Command::Check => {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
-            crate::history::backup::run_check(&config).await
+            backup::run_check(&config).await
         }
         Command::Healthcheck { url } => crate::net::http::health::probe(&url).await,
         Command::Export(args) => {
@@ -199,14 +200,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Retention { dry_run } => {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
-            let command = crate::cli::history::HistoryCommand::Retention { dry_run };
+            let command = crate::net::control::HistoryCommand::Retention { dry_run };
             let answer = crate::cli::history::run_cli(&config, command, Box::new(std::io::sink())).await?;
             println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(())
         }
         Command::Reindex => {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
-            let command = crate::cli::history::HistoryCommand::Reindex;
+            let command = crate::net::control::HistoryCommand::Reindex;
             let answer = crate::cli::history::run_cli(&config, command, Box::new(std::io::sink())).await?;
             println!("{answer}");
             Ok(())
@@ -271,7 +272,7 @@ pub(crate) async fn run_admin(config: &Config, command: AdminCommand) -> anyhow:
             .await?;
     match opened {
         Ok(store) => {
-            let answer = command.execute(&store).await;
+            let answer = command.execute(&store).await.map_err(|error| error.to_string());
             store.shutdown().await;
             Ok(answer)
         }

@@ -10,12 +10,19 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::base::field_error::FieldError;
 use crate::chat::sensitive_words::SensitiveMode;
 use crate::history::audit::{self, Actor};
+use crate::history::backup::BackupError;
+use crate::history::export::{self, ExportRequest};
 use crate::net::AppState;
+use crate::people::agents::AgentError;
 use crate::people::agents::{self, NewAgent, Role};
+use crate::sites::SiteError;
 use crate::sites::{self, NewSite};
+use crate::storage::StorageError;
 use crate::storage::Store;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// The control socket's file name in the data directory.
 pub const SOCKET_FILE: &str = "kefu.sock";
@@ -100,6 +107,25 @@ pub enum AdminCommand {
     },
 }
 
+/// Why an admin command failed; the socket and the CLI print it.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("no site with key {0}")]
+    NoSuchSite(String),
+    #[error(transparent)]
+    Site(#[from] SiteError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("encoding the answer failed: {0}")]
+    Encoding(#[from] serde_json::Error),
+}
+
 impl AdminCommand {
     /// The command's name, for logs (the arguments may hold a password).
     pub fn name(&self) -> &'static str {
@@ -116,31 +142,28 @@ impl AdminCommand {
     }
 
     /// Runs the command; the answer is a JSON object of `key: value` lines for the CLI to print.
-    pub async fn execute(self, store: &Store) -> Result<Value, String> {
+    pub async fn execute(self, store: &Store) -> Result<Value, ControlError> {
         match self {
             AdminCommand::CreateSite(site) => {
-                let site = sites::create(store, site.into()).await.map_err(|error| error.to_string())?;
+                let site = sites::create(store, site.into()).await?;
                 audit::record(store, Actor::command_line(), "site.create", &site.key, format!("name {:?}", site.name))
                     .await;
                 Ok(json!({ "site_key": site.key, "site_secret": site.secret }))
             }
             AdminCommand::CreateAgent { email, password, name, role, sites, capacity } => {
-                let agent = agents::create(store, NewAgent { email, password, name, role, sites, capacity })
-                    .await
-                    .map_err(|error| error.to_string())?;
+                let agent = agents::create(store, NewAgent { email, password, name, role, sites, capacity }).await?;
                 let detail = format!("role {:?}, sites {:?}", agent.role, agent.sites);
                 audit::record(store, Actor::command_line(), "agent.create", &agent.email, detail).await;
                 Ok(json!({ "agent_id": agent.id, "email": agent.email }))
             }
             AdminCommand::ResetPassword { email, password } => {
-                let agent =
-                    agents::reset_password(store, &email, &password).await.map_err(|error| error.to_string())?;
+                let agent = agents::reset_password(store, &email, &password).await?;
                 let detail = "sessions ended".to_owned();
                 audit::record(store, Actor::command_line(), "agent.reset_password", &agent.email, detail).await;
                 Ok(json!({ "agent_id": agent.id, "password": "changed" }))
             }
             AdminCommand::ListSites => {
-                let sites = store.read(sites::list).await.map_err(|error| error.to_string())?;
+                let sites = store.read(sites::list).await?;
                 let lines: Vec<String> = sites
                     .iter()
                     .map(|site| format!("{} {} origins={}", site.key, site.name, site.allowed_origins.join(",")))
@@ -148,7 +171,7 @@ impl AdminCommand {
                 Ok(json!({ "sites": lines }))
             }
             AdminCommand::ListAgents => {
-                let agents = store.read(agents::list).await.map_err(|error| error.to_string())?;
+                let agents = store.read(agents::list).await?;
                 let lines: Vec<String> = agents
                     .iter()
                     .map(|agent| {
@@ -160,15 +183,8 @@ impl AdminCommand {
             AdminCommand::Backup { path } => {
                 let destination = path.clone();
                 let summary = store
-                    .read(move |transaction| {
-                        crate::history::backup::snapshot(transaction, &destination)
-                            .map_err(|error| crate::storage::StorageError::Corrupt(error.to_string()))
-                    })
-                    .await
-                    .map_err(|error| match error {
-                        crate::storage::StorageError::Corrupt(message) => message,
-                        other => other.to_string(),
-                    })?;
+                    .read(move |transaction| Ok(crate::history::backup::snapshot(transaction, &destination)))
+                    .await??;
                 Ok(json!({
                     "tables": summary.n_tables,
                     "day_shards": summary.n_day_shards,
@@ -177,21 +193,22 @@ impl AdminCommand {
                 }))
             }
             AdminCommand::Check => {
-                let report = crate::history::backup::check_running(store).await.map_err(|error| error.to_string())?;
-                serde_json::to_value(report).map_err(|error| error.to_string())
+                let report = crate::history::backup::check_running(store).await?;
+                Ok(serde_json::to_value(report)?)
             }
             AdminCommand::SetRetention { site, days } => {
                 if days == Some(0) {
-                    return Err("days: must be at least 1 (or omitted to keep history forever)".into());
+                    return Err(
+                        FieldError::new("days", "must be at least 1 (or omitted to keep history forever)").into()
+                    );
                 }
                 let key = site.clone();
                 let mut found = store
                     .read(move |transaction| sites::get(transaction, &key))
-                    .await
-                    .map_err(|error| error.to_string())?
-                    .ok_or_else(|| format!("no site with key {site}"))?;
+                    .await?
+                    .ok_or(ControlError::NoSuchSite(site))?;
                 found.retention_days = days;
-                let saved = sites::save(store, found).await.map_err(|error| error.to_string())?;
+                let saved = sites::save(store, found).await?;
                 let detail = format!("retention_days: {days:?}");
                 audit::record(store, Actor::command_line(), "site.update", &saved.key, detail).await;
                 Ok(
@@ -229,14 +246,14 @@ pub fn listen(app: AppState) -> std::io::Result<tokio::task::JoinHandle<()>> {
                 if reader.read_line(&mut line).await.is_err() {
                     return;
                 }
-                if let Ok(command) = serde_json::from_str::<crate::cli::history::HistoryCommand>(&line) {
-                    crate::cli::history::serve(&app, command, &mut writer).await;
+                if let Ok(command) = serde_json::from_str::<HistoryCommand>(&line) {
+                    serve_history(&app, command, &mut writer).await;
                     return;
                 }
                 let answer = match serde_json::from_str::<AdminCommand>(&line) {
                     Ok(command) => {
                         tracing::info!(command = command.name(), "admin command over the control socket");
-                        command.execute(&app.store).await
+                        command.execute(&app.store).await.map_err(|error| error.to_string())
                     }
                     Err(error) => Err(format!("unreadable command: {error}")),
                 };
@@ -286,4 +303,61 @@ pub async fn send_to_server(data_dir: &Path, command: &AdminCommand) -> anyhow::
 #[cfg(not(unix))]
 pub async fn send_to_server(_data_dir: &Path, _command: &AdminCommand) -> anyhow::Result<Result<Value, String>> {
     anyhow::bail!("the database is held by a running server; stop it to run admin commands")
+}
+
+/// A history command; its JSON tag (`history`) keeps it apart from admin commands on the socket.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "history", rename_all = "snake_case")]
+pub enum HistoryCommand {
+    Export(ExportRequest),
+    Retention { dry_run: bool },
+    Reindex,
+}
+
+/// Serves one history command on the control socket.
+pub async fn serve_history<W: AsyncWrite + Unpin>(app: &AppState, command: HistoryCommand, writer: &mut W) {
+    let result = serve_history_inner(app, command, writer).await;
+    if let Err(error) = result {
+        tracing::warn!(%error, "control socket client went away");
+    }
+}
+
+async fn serve_history_inner<W: AsyncWrite + Unpin>(
+    app: &AppState,
+    command: HistoryCommand,
+    writer: &mut W,
+) -> std::io::Result<()> {
+    let answer = match command {
+        HistoryCommand::Export(request) => {
+            writer.write_all(b"{\"ok\":{\"stream\":true}}\n").await?;
+            let mut receiver = export::start(app.store.clone(), request);
+            let mut failure = None;
+            while let Some(item) = receiver.recv().await {
+                match item {
+                    Ok(bytes) => {
+                        writer.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+                        writer.write_all(&bytes).await?;
+                    }
+                    Err(error) => failure = Some(error.to_string()),
+                }
+            }
+            writer.write_all(&0u32.to_be_bytes()).await?;
+            match failure {
+                Some(message) => json!({ "error": message }),
+                None => json!({ "ok": {} }),
+            }
+        }
+        HistoryCommand::Retention { dry_run } => {
+            match crate::history::retention::run(&app.store, &app.search, dry_run).await {
+                Ok(plan) => json!({ "ok": plan }),
+                Err(error) => json!({ "error": error.to_string() }),
+            }
+        }
+        HistoryCommand::Reindex => match app.search.reindex().await {
+            Ok(report) => json!({ "ok": report }),
+            Err(error) => json!({ "error": error.to_string() }),
+        },
+    };
+    writer.write_all(format!("{answer}\n").as_bytes()).await?;
+    writer.flush().await
 }

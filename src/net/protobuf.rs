@@ -127,7 +127,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::people::visitor_presence::OnlineVisitorView;
+    use crate::protocol::OnlineVisitorView;
     use crate::protocol::{
         self, AttachmentView, BotSourceView, ConversationView, MessageView, ParticipantView, SenderKind, SenderView,
     };

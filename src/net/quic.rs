@@ -27,11 +27,13 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 
 use crate::base::config::Config;
+use crate::base::rate_limit::RateLimiter;
 use crate::chat::delivery::{ConnectionHandle, Role};
 use crate::net::AppState;
 use crate::net::framing::{self, FrameReader, FramingError};
 use crate::net::protobuf::{self, ProtobufCache};
-use crate::net::session::{CloseReason, Entry, RateLimiter, Session, error_frame};
+use crate::net::session::{CloseReason, Entry, Session};
+use crate::protocol::error_frame;
 use crate::protocol::{self, ClientFrame, ErrorCode, ServerFrame, close_code};
 
 /// ALPN of the JSON encoding.

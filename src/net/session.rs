@@ -17,7 +17,6 @@ use crate::base::secrets::{self, TokenDigest};
 use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError};
 use crate::chat::delivery::{AgentRegistration, CommittedEvent, ConnectionHandle, Outbound, OutboundReceiver};
 use crate::chat::messages::{self, NewMessage, Target};
-use crate::chat::sensitive_words::Filtered;
 use crate::chat::writes::ChatWrites;
 use crate::net::AppState;
 use crate::people::agents::{self, Agent, Role as AgentRole};
@@ -25,7 +24,7 @@ use crate::people::principal::Principal;
 use crate::people::visitors;
 use crate::protocol::{
     self, ClientFrame, ConversationView, ErrorCode, Hello, ParticipantView, Presence, ResumePoint, ServerFrame,
-    close_code,
+    close_code, error_frame,
 };
 use crate::routing::RoutingEvent;
 use crate::sites::{self, SiteRuntime};
@@ -443,7 +442,7 @@ impl Session {
         }
     }
 
-    fn page_view(&mut self, page: visitors::PageView, out: &mut impl FrameSink) {
+    fn page_view(&mut self, page: crate::protocol::PageView, out: &mut impl FrameSink) {
         let Principal::Visitor(visitor) = &self.principal else {
             return out.push(error_frame(ErrorCode::Forbidden, "only visitors report page views", None));
         };
@@ -520,7 +519,7 @@ impl Session {
                 }
             }
         };
-        let (site, text) = match filter_for_site(&self.app, &site_key, text, trace_id).await {
+        let (site, text) = match messages::filter_for_site(&self.app.sites, &site_key, text, trace_id).await {
             Ok(filtered) => filtered,
             Err(refusal) => return refuse(out, refusal.code, refusal.message),
         };
@@ -792,53 +791,6 @@ impl Session {
     }
 }
 
-/// Why a message is refused before it reaches the writer.
-#[derive(Debug)]
-pub struct SendRefusal {
-    pub code: ErrorCode,
-    pub message: &'static str,
-}
-
-/// Applies the word filter of the conversation's site to a validated text: the site and the text
-/// to store (masked where the site masks), or a refusal. Sockets and the HTTP API both send
-/// through here, so a message is filtered the same way whichever way it comes.
-pub async fn filter_for_site(
-    app: &AppState,
-    site_key: &str,
-    text: String,
-    trace_id: u64,
-) -> Result<(Arc<SiteRuntime>, String), SendRefusal> {
-    let site = match app.sites.get(site_key).await {
-        Ok(Some(site)) => site,
-        Ok(None) => {
-            return Err(SendRefusal { code: ErrorCode::NotFound, message: "the conversation's site no longer exists" });
-        }
-        Err(error) => {
-            tracing::error!(trace_id, %error, "loading a site failed");
-            return Err(SendRefusal {
-                code: ErrorCode::Internal,
-                message: "internal error; retry with the same client_id",
-            });
-        }
-    };
-    let text = match site.filter.filter(&text) {
-        Filtered::Clean => text,
-        Filtered::Masked(masked) => masked,
-        Filtered::Rejected => {
-            tracing::debug!(trace_id, "send rejected by the word filter");
-            return Err(SendRefusal {
-                code: ErrorCode::RejectedContent,
-                message: "the message contains words this site does not accept",
-            });
-        }
-    };
-    Ok((site, text))
-}
-
-pub fn error_frame(code: ErrorCode, message: &str, client_id: Option<&str>) -> Bytes {
-    ServerFrame::Error { code, message, client_id }.encode()
-}
-
 /// The principal a hello authenticates, and for an agent the login session it used.
 async fn authenticate(
     app: &AppState,
@@ -907,49 +859,6 @@ async fn on_handoff_frame(app: &AppState, principal: &Principal, conversation_id
         Err(other) => {
             tracing::error!(conversation_id, error = %other, "handoff failed");
             error(ErrorCode::Internal, "internal error")
-        }
-    }
-}
-
-/// A token bucket: `rate` frames per second, bursts up to `burst`. The transports pace a
-/// connection's reading with it ([`RateLimiter::pace`]): a frame over the rate is read later, not
-/// refused, so a client resending its offline queue gets every frame through in order and a flood
-/// costs the server nothing but the client's own TCP window.
-pub struct RateLimiter {
-    tokens: f32,
-    last_refill: Instant,
-    rate: f32,
-    burst: f32,
-}
-
-impl RateLimiter {
-    pub fn new(rate: u32, burst: u32) -> RateLimiter {
-        RateLimiter { tokens: burst as f32, last_refill: Instant::now(), rate: rate as f32, burst: burst.max(1) as f32 }
-    }
-
-    /// Takes one token; false when the bucket is empty.
-    pub fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last_refill).as_secs_f32() * self.rate).min(self.burst);
-        self.last_refill = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// How long until the bucket holds a whole token again (zero when it does now).
-    pub fn time_to_next(&self) -> Duration {
-        let missing = (1.0 - self.tokens).max(0.0);
-        Duration::from_secs_f32(missing / self.rate.max(f32::MIN_POSITIVE))
-    }
-
-    /// Takes one token, waiting for it when the bucket is empty (at most about `1 / rate`).
-    pub async fn pace(&mut self) {
-        while !self.allow() {
-            tokio::time::sleep(self.time_to_next().max(Duration::from_millis(1))).await;
         }
     }
 }

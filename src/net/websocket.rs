@@ -20,10 +20,12 @@ use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use crate::base::rate_limit::RateLimiter;
 use crate::chat::delivery::{ConnectionHandle, OutboundReceiver, Role};
 use crate::net::AppState;
 use crate::net::http::{error::ApiError, session_cookie_token};
-use crate::net::session::{CloseReason, Entry, RateLimiter, Session, error_frame};
+use crate::net::session::{CloseReason, Entry, Session};
+use crate::protocol::error_frame;
 use crate::protocol::{self, ClientFrame, ErrorCode, ServerFrame, close_code};
 
 /// Read buffer per connection. Frames larger than this are read in several steps; most chat
@@ -60,7 +62,7 @@ pub async fn visitor_upgrade(
     if !site.site.allows_origin(origin, &crate::net::http::own_origin(&headers)) {
         return Err(ApiError::Forbidden("this origin may not open visitor connections for the site".into()));
     }
-    crate::net::http::console_api::refuse_blocked_address(&app, &site.site.key, client.ip()).await?;
+    crate::net::http::visitors_api::refuse_blocked_address(&app, &site.site.key, client.ip()).await?;
     let user_agent = headers
         .get(axum::http::header::USER_AGENT)
         .and_then(|value| value.to_str().ok())
@@ -168,8 +170,13 @@ async fn serve(
         return;
     };
     let limits = &app.config.limits;
-    let _counted =
-        crate::base::metrics::METRICS.connection_opened(crate::base::metrics::Transport::WebSocket, handle.role());
+    let _counted = crate::base::metrics::METRICS.connection_opened(
+        crate::base::metrics::Transport::WebSocket,
+        match handle.role() {
+            Role::Visitor => crate::base::metrics::Peer::Visitor,
+            Role::Agent => crate::base::metrics::Peer::Agent,
+        },
+    );
     let mut out: Vec<Bytes> = first_frames;
     let mut rate = RateLimiter::new(limits.frames_per_second, limits.frame_burst);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(limits.heartbeat_secs));

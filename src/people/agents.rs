@@ -8,6 +8,7 @@
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
+use crate::base::field_error::FieldError;
 use crate::base::secrets::{self, TokenDigest};
 use crate::chat::delivery::{AccessEndReason, AccessEnded, CommittedEvent};
 use crate::chat::writes::ChatWrites;
@@ -78,8 +79,8 @@ pub enum AgentError {
     NotFound(String),
     #[error("wrong email or password")]
     InvalidCredentials,
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(FieldError),
     /// Every password check slot stayed busy for the whole wait.
     #[error("too many logins at once")]
     PasswordChecksBusy,
@@ -151,7 +152,7 @@ pub struct NewAgent {
 
 pub fn validate_password(password: &str) -> Result<(), AgentError> {
     if password.chars().count() < 8 || password.len() > 1024 {
-        return Err(AgentError::Invalid("password: must be 8 to 1024 characters".into()));
+        return Err(AgentError::Invalid(FieldError::new("password", "must be 8 to 1024 characters")));
     }
     Ok(())
 }
@@ -160,14 +161,18 @@ fn normalise_email(email: &str) -> Result<String, AgentError> {
     let email = email.trim().to_lowercase();
     let valid =
         email.len() <= 254 && email.split_once('@').is_some_and(|(user, host)| !user.is_empty() && !host.is_empty());
-    if valid { Ok(email) } else { Err(AgentError::Invalid(format!("email {email:?}: not an email address"))) }
+    if valid {
+        Ok(email)
+    } else {
+        Err(AgentError::Invalid(FieldError::new("email", format!("{email:?} is not an email address"))))
+    }
 }
 
 pub async fn create(store: &Store, new_agent: NewAgent) -> Result<Agent, AgentError> {
     let email = normalise_email(&new_agent.email)?;
     validate_password(&new_agent.password)?;
     if new_agent.capacity == 0 {
-        return Err(AgentError::Invalid("capacity: must be at least 1".into()));
+        return Err(AgentError::Invalid(FieldError::new("capacity", "must be at least 1")));
     }
     let password = new_agent.password.clone();
     let password_hash = tokio::task::spawn_blocking(move || secrets::hash_password(&password))
@@ -187,7 +192,7 @@ pub async fn create(store: &Store, new_agent: NewAgent) -> Result<Agent, AgentEr
             let sites = context.transaction.open_table(tables::SITES)?;
             for site in &new_agent.sites {
                 if sites.get(site.as_str())?.is_none() {
-                    return Ok(Err(AgentError::Invalid(format!("site {site:?}: no such site"))));
+                    return Ok(Err(AgentError::Invalid(FieldError::new("sites", format!("no such site {site:?}")))));
                 }
             }
             let agent = Agent {
@@ -260,10 +265,10 @@ pub struct AgentChanges {
 pub async fn update(store: &Store, id: u64, changes: AgentChanges) -> Result<Agent, AgentError> {
     let name = changes.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(AgentError::Invalid("name: must be 1 to 100 characters".into()));
+        return Err(AgentError::Invalid(FieldError::new("name", "must be 1 to 100 characters")));
     }
     if changes.capacity == 0 || changes.capacity > MAX_CAPACITY {
-        return Err(AgentError::Invalid(format!("capacity: must be 1 to {MAX_CAPACITY}")));
+        return Err(AgentError::Invalid(FieldError::new("capacity", format!("must be 1 to {MAX_CAPACITY}"))));
     }
     let mut sites = changes.sites;
     sites.sort();
@@ -273,7 +278,7 @@ pub async fn update(store: &Store, id: u64, changes: AgentChanges) -> Result<Age
             let site_table = context.transaction.open_table(tables::SITES)?;
             for site in &sites {
                 if site_table.get(site.as_str())?.is_none() {
-                    return Ok(Err(AgentError::Invalid(format!("sites: no site with key {site}"))));
+                    return Ok(Err(AgentError::Invalid(FieldError::new("sites", format!("no site with key {site}")))));
                 }
             }
             drop(site_table);
@@ -295,7 +300,7 @@ pub async fn update(store: &Store, id: u64, changes: AgentChanges) -> Result<Age
                 }
             }
             if other_admins == 0 && (agent.role != Role::Admin || agent.disabled) {
-                return Ok(Err(AgentError::Invalid("role: kefu needs at least one enabled admin".into())));
+                return Ok(Err(AgentError::Invalid(FieldError::new("role", "kefu needs at least one enabled admin"))));
             }
             agents.insert(id, encode_json(&agent).as_slice())?;
             drop(agents);

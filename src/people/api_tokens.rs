@@ -15,8 +15,9 @@ use dashmap::DashMap;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+use crate::base::field_error::FieldError;
+use crate::base::rate_limit::RateLimiter;
 use crate::base::secrets::{self, TokenDigest};
-use crate::net::session::RateLimiter;
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 /// The prefix of API tokens, so a token says which table it belongs to.
@@ -63,8 +64,8 @@ pub enum ApiTokenError {
     NotFound,
     #[error("the API token is already revoked")]
     AlreadyRevoked,
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(FieldError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -87,14 +88,20 @@ pub struct CreatedApiToken {
 pub async fn create(store: &Store, request: NewApiToken) -> Result<CreatedApiToken, ApiTokenError> {
     let name = request.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiTokenError::Invalid(format!("name: must be 1 to {MAX_NAME_CHARS} characters")));
+        return Err(ApiTokenError::Invalid(FieldError::new(
+            "name",
+            format!("must be 1 to {MAX_NAME_CHARS} characters"),
+        )));
     }
     let secret = secrets::new_token(TOKEN_PREFIX);
     let digest = secrets::token_digest(&secret);
     store
         .write(move |context| {
             if context.transaction.open_table(tables::SITES)?.get(request.site.as_str())?.is_none() {
-                return Ok(Err(ApiTokenError::Invalid(format!("site {:?}: no such site", request.site))));
+                return Ok(Err(ApiTokenError::Invalid(FieldError::new(
+                    "site",
+                    format!("no such site {:?}", request.site),
+                ))));
             }
             let mut table = context.transaction.open_table(tables::API_TOKENS)?;
             // Only the writer allocates ids, so the next after the largest is free.

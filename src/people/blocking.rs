@@ -127,7 +127,7 @@ pub fn disconnect_address(hub: &Hub, online: &OnlineVisitors, site: &str, ip: &s
 }
 
 fn close_visitors(hub: &Hub, visitor_ids: impl IntoIterator<Item = u64>) {
-    let frame = crate::net::session::error_frame(ErrorCode::Blocked, "you have been blocked", None);
+    let frame = crate::protocol::error_frame(ErrorCode::Blocked, "you have been blocked", None);
     for id in visitor_ids {
         for connection in hub.visitor_connections(id) {
             connection.request_close(close_code::FORBIDDEN, frame.clone());

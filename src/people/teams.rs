@@ -5,6 +5,7 @@
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+use crate::base::field_error::FieldError;
 use crate::chat::writes::ChatWrites;
 use crate::people::agents::Agent;
 use crate::sites::Site;
@@ -28,8 +29,8 @@ pub struct Team {
 pub enum TeamError {
     #[error("no such team")]
     NotFound,
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(FieldError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -37,10 +38,10 @@ pub enum TeamError {
 fn validate(name: &str, mut members: Vec<u64>) -> Result<(String, Vec<u64>), TeamError> {
     let name = name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(TeamError::Invalid(format!("name: must be 1 to {MAX_NAME_CHARS} characters")));
+        return Err(TeamError::Invalid(FieldError::new("name", format!("must be 1 to {MAX_NAME_CHARS} characters"))));
     }
     if members.len() > MAX_MEMBERS {
-        return Err(TeamError::Invalid(format!("members: at most {MAX_MEMBERS}")));
+        return Err(TeamError::Invalid(FieldError::new("members", format!("at most {MAX_MEMBERS}"))));
     }
     members.sort_unstable();
     members.dedup();
@@ -57,7 +58,10 @@ fn check_members(
     for member in members {
         let agent: Option<Agent> = agents.get(*member)?.map(|value| decode_json(value.value())).transpose()?;
         if !agent.is_some_and(|agent| agent.serves_site(site)) {
-            return Ok(Err(TeamError::Invalid(format!("members: agent {member} does not serve this site"))));
+            return Ok(Err(TeamError::Invalid(FieldError::new(
+                "members",
+                format!("agent {member} does not serve this site"),
+            ))));
         }
     }
     Ok(Ok(()))
@@ -155,21 +159,21 @@ pub async fn set_agent_teams(store: &Store, agent_id: u64, team_ids: Vec<u64>) -
                 .map(|value| decode_json(value.value()))
                 .transpose()?;
             let Some(agent) = agent else {
-                return Ok(Err(TeamError::Invalid(format!("no agent {agent_id}"))));
+                return Ok(Err(TeamError::Invalid(FieldError::new("agent", format!("no agent {agent_id}")))));
             };
             let mut table = context.transaction.open_table(tables::TEAMS)?;
             let teams: Vec<Team> =
                 table.iter()?.map(|entry| decode_json(entry?.1.value())).collect::<Result<_, _>>()?;
             if let Some(unknown) = team_ids.iter().find(|id| !teams.iter().any(|team| team.id == **id)) {
-                return Ok(Err(TeamError::Invalid(format!("teams: no team {unknown}"))));
+                return Ok(Err(TeamError::Invalid(FieldError::new("teams", format!("no team {unknown}")))));
             }
             let mut changed = Vec::new();
             for mut team in teams {
                 let wanted = team_ids.contains(&team.id);
                 if wanted && !agent.serves_site(&team.site) {
-                    return Ok(Err(TeamError::Invalid(format!(
-                        "teams: {} belongs to a site the agent does not serve",
-                        team.name
+                    return Ok(Err(TeamError::Invalid(FieldError::new(
+                        "teams",
+                        format!("{} belongs to a site the agent does not serve", team.name),
                     ))));
                 }
                 let member = team.members.contains(&agent_id);

@@ -8,28 +8,11 @@
 use std::net::IpAddr;
 
 use dashmap::DashMap;
-use serde::Serialize;
 
 use crate::chat::delivery::Hub;
-use crate::people::visitors::{self, PageView, Visitor};
-use crate::protocol::ServerFrame;
-
-/// A visitor online, as agents see them.
-#[derive(Clone, Debug, Serialize)]
-pub struct OnlineVisitorView {
-    pub visitor_id: u64,
-    pub site: String,
-    pub name: String,
-    pub url: String,
-    pub title: String,
-    pub referrer: String,
-    pub browser: String,
-    pub ip: String,
-    /// More than one session opened: the visitor has been here before.
-    pub returning: bool,
-    pub online_since: i64,
-    pub page_since: i64,
-}
+use crate::people::visitors::{self, Visitor};
+use crate::protocol::PageView;
+use crate::protocol::{OnlineVisitorView, ServerFrame};
 
 struct OnlineVisitor {
     view: OnlineVisitorView,

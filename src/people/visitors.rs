@@ -15,6 +15,7 @@ use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use crate::base::secrets::{self, TokenDigest};
+use crate::protocol::PageView;
 use crate::sites::Site;
 use crate::storage::writer::{Counter, WriteContext};
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
@@ -41,14 +42,6 @@ pub struct Visitor {
     /// How many sessions were opened; more than one marks a returning visitor.
     pub n_sessions: u64,
     pub last_page: Option<PageView>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PageView {
-    pub url: String,
-    pub title: String,
-    pub referrer: String,
 }
 
 /// A claimed user identity from the widget's `setUser`.

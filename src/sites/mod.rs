@@ -11,6 +11,7 @@ use dashmap::DashMap;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+use crate::base::field_error::FieldError;
 use crate::base::secrets;
 use crate::chat::sensitive_words::{SensitiveMode, SensitiveWordFilter};
 use crate::routing::rules::{self, CompiledRules, RoutingRule};
@@ -151,8 +152,8 @@ pub fn embed_snippet(base: &str, key: &str) -> String {
 pub enum SiteError {
     #[error("no site with key {0}")]
     NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(FieldError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -188,7 +189,7 @@ pub async fn create(store: &Store, new_site: NewSite) -> Result<Site, SiteError>
         site.welcome_text = welcome_text;
     }
     if let Some((field, message)) = site.validate().into_iter().next() {
-        return Err(SiteError::Invalid(format!("{field}: {message}")));
+        return Err(SiteError::Invalid(FieldError::new(field, message)));
     }
     store
         .write(move |context| {
@@ -203,7 +204,7 @@ pub async fn create(store: &Store, new_site: NewSite) -> Result<Site, SiteError>
 /// routes to belong to it). The key, secret and creation time stay as stored.
 pub async fn save(store: &Store, site: Site) -> Result<Site, SiteError> {
     if let Some((field, message)) = site.validate().into_iter().next() {
-        return Err(SiteError::Invalid(format!("{field}: {message}")));
+        return Err(SiteError::Invalid(FieldError::new(field, message)));
     }
     store
         .write(move |context| {
@@ -214,7 +215,10 @@ pub async fn save(store: &Store, site: Site) -> Result<Site, SiteError> {
                 let team: Option<crate::people::teams::Team> =
                     teams.get(team_id)?.map(|value| decode_json(value.value())).transpose()?;
                 if team.is_none_or(|team| team.site != site.key) {
-                    return Ok(Err(SiteError::Invalid(format!("team {team_id}: not a team of this site"))));
+                    return Ok(Err(SiteError::Invalid(FieldError::new(
+                        "routing_rules",
+                        format!("team {team_id} is not a team of this site"),
+                    ))));
                 }
             }
             drop(teams);

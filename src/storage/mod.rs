@@ -45,7 +45,7 @@ pub enum StorageError {
     /// Nothing of the operation was stored: its batch failed (another operation in it, the
     /// commit, or the commit log), the writer could not begin the batch, or it stopped first.
     #[error("the write was not stored: {0}")]
-    NotStored(String),
+    NotStored(writer::WriteFailure),
 }
 
 macro_rules! redb_error_into_storage_error {
@@ -186,7 +186,7 @@ impl Store {
     pub async fn write_detached<F, A>(&self, operation: F, on_abort: A) -> Result<(), StorageError>
     where
         F: FnOnce(&mut WriteContext<'_>) -> Result<(), StorageError> + Send + 'static,
-        A: FnOnce(Arc<str>) + Send + 'static,
+        A: FnOnce(writer::WriteFailure) + Send + 'static,
     {
         self.inner.writer.submit_detached(operation, on_abort).await
     }

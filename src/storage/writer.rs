@@ -46,20 +46,39 @@ const EXIT_STORAGE_FAILED: i32 = 74;
 
 /// What a finished operation reports to the writer: whether the batch may commit, and how to
 /// answer the caller once the commit's outcome is known.
-type Completion = Box<dyn FnOnce(Result<(), Arc<str>>) + Send>;
+type Completion = Box<dyn FnOnce(Result<(), WriteFailure>) + Send>;
 /// An operation as the writer runs it: called exactly once, to run in the batch or to be skipped.
-type Job = Box<dyn FnOnce(JobInput<'_, '_>) -> (Result<(), Arc<str>>, Completion) + Send>;
+type Job = Box<dyn FnOnce(JobInput<'_, '_>) -> (Result<(), WriteFailure>, Completion) + Send>;
+
+/// Why a batch, and so every operation in it, was not stored. Cheap to clone: each caller of the
+/// batch gets one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WriteFailure {
+    /// An operation of the batch returned a storage error; the batch is rolled back.
+    #[error("an operation of its batch failed: {0}")]
+    OperationFailed(Arc<str>),
+    #[error("an operation of its batch panicked: {0}")]
+    OperationPanicked(Arc<str>),
+    /// The batch could not begin (the caches could not be reloaded, or no write transaction began).
+    #[error("the batch could not begin: {0}")]
+    NotBegun(Arc<str>),
+    /// Its webhook outbox, its cached state or the commit log could not be written.
+    #[error("the batch could not be made durable: {0}")]
+    NotDurable(Arc<str>),
+    #[error("the storage writer stopped before running it")]
+    WriterStopped,
+}
 
 /// What the writer gives a job.
 enum JobInput<'c, 'a> {
     Run(&'c mut WriteContext<'a>),
     /// The job is not run (an earlier operation of its batch failed, the batch could not begin,
     /// or the writer stopped before it); its caller is told the reason.
-    Skip(Arc<str>),
+    Skip(WriteFailure),
 }
 
 /// Skips `job`; the returned completion tells its caller `reason`, whatever it is called with.
-fn skip(job: Job, reason: &Arc<str>) -> Completion {
+fn skip(job: Job, reason: &WriteFailure) -> Completion {
     job(JobInput::Skip(reason.clone())).1
 }
 
@@ -410,7 +429,7 @@ impl WriterHandle {
             let context = match input {
                 JobInput::Run(context) => context,
                 JobInput::Skip(reason) => {
-                    let error = StorageError::NotStored(reason.to_string());
+                    let error = StorageError::NotStored(reason.clone());
                     let completion: Completion = Box::new(move |_| {
                         let _ = answer.send(Err(E::from(error)));
                     });
@@ -423,21 +442,21 @@ impl WriterHandle {
                         METRICS.ack_latency.observe_duration(submitted.elapsed());
                         let _ = answer.send(match committed {
                             Ok(()) => outcome,
-                            Err(reason) => Err(E::from(StorageError::NotStored(reason.to_string()))),
+                            Err(reason) => Err(E::from(StorageError::NotStored(reason))),
                         });
                     });
                     (Ok(()), completion)
                 }
                 Ok(Err(error)) => {
-                    let reason: Arc<str> = error.to_string().into();
+                    let reason = WriteFailure::OperationFailed(error.to_string().into());
                     let completion: Completion = Box::new(move |_| {
                         let _ = answer.send(Err(E::from(error)));
                     });
                     (Err(reason), completion)
                 }
                 Err(panic) => {
-                    let reason: Arc<str> = panic_message(panic).into();
-                    let message = reason.to_string();
+                    let message = panic_message(panic);
+                    let reason = WriteFailure::OperationPanicked(message.as_str().into());
                     let completion: Completion = Box::new(move |_| {
                         let _ = answer.send(Err(E::from(StorageError::Panicked(message))));
                     });
@@ -456,7 +475,7 @@ impl WriterHandle {
     pub async fn submit_detached<F, A>(&self, operation: F, on_abort: A) -> Result<(), StorageError>
     where
         F: FnOnce(&mut WriteContext<'_>) -> Result<(), StorageError> + Send + 'static,
-        A: FnOnce(Arc<str>) + Send + 'static,
+        A: FnOnce(WriteFailure) + Send + 'static,
     {
         let submitted = Instant::now();
         let job: Job = Box::new(move |input| {
@@ -468,8 +487,8 @@ impl WriterHandle {
             };
             let outcome = match catch_unwind(AssertUnwindSafe(|| operation(context))) {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(error.to_string().into()),
-                Err(panic) => Err(panic_message(panic).into()),
+                Ok(Err(error)) => Err(WriteFailure::OperationFailed(error.to_string().into())),
+                Err(panic) => Err(WriteFailure::OperationPanicked(panic_message(panic).into())),
             };
             let completion: Completion = Box::new(move |committed| {
                 METRICS.ack_latency.observe_duration(submitted.elapsed());
@@ -689,17 +708,17 @@ impl Writer {
         }) {
             self.publish();
         }
-        let outcome: Result<(), Arc<str>> = (|| {
+        let outcome: Result<(), WriteFailure> = (|| {
             if self.state_stale {
                 // Only after `restore_answered`, which commits every answered batch, so the reload
                 // sees them all.
                 debug_assert!(self.open.is_none(), "the caches are reloaded with answered batches uncommitted");
-                self.state = self.load_state().map_err(|error| Arc::from(error.to_string()))?;
+                self.state = self.load_state().map_err(|error| WriteFailure::NotBegun(error.to_string().into()))?;
                 self.state_stale = false;
             }
-            let mut open = self.open_transaction().map_err(|error| Arc::from(error.to_string()))?;
+            let mut open = self.open_transaction().map_err(|error| WriteFailure::NotBegun(error.to_string().into()))?;
             let logged = LoggedTransaction::new(&open.transaction);
-            let mut failure: Option<Arc<str>> = None;
+            let mut failure: Option<WriteFailure> = None;
             {
                 let mut context = WriteContext {
                     transaction: &logged,
@@ -722,12 +741,12 @@ impl Writer {
                         break;
                     }
                     if let Err(error) = step(&mut context) {
-                        failure = Some(error.to_string().into());
+                        failure = Some(WriteFailure::NotDurable(error.to_string().into()));
                     }
                 }
                 if failure.is_none() {
                     if let Err(error) = context.state.flush(&logged) {
-                        failure = Some(error.to_string().into());
+                        failure = Some(WriteFailure::NotDurable(error.to_string().into()));
                     }
                 }
             }
@@ -742,13 +761,15 @@ impl Writer {
                 Some(log) if !must_be_durable && !checkpoint_due => log,
                 _ => {
                     self.last_batch += 1;
-                    return self.commit_open(open, true).map_err(|error| Arc::from(error.to_string()));
+                    return self
+                        .commit_open(open, true)
+                        .map_err(|error| WriteFailure::NotDurable(error.to_string().into()));
                 }
             };
             if !writes.is_empty() {
                 if let Err(error) = log.append(&writes) {
                     self.abandon(open);
-                    return Err(error.to_string().into());
+                    return Err(WriteFailure::NotDurable(error.to_string().into()));
                 }
             }
             // From here the batch is durable: if its transaction is lost, its logged writes are
@@ -845,7 +866,7 @@ fn run(mut writer: Writer, config: &StorageConfig, mut receiver: mpsc::Receiver<
     receiver.close();
     // Operations queued behind the stop are not run; their callers hear so. `blocking_recv` also
     // waits for a send that had reserved its place before the close.
-    let stopping: Arc<str> = Arc::from(StorageError::WriterStopped.to_string());
+    let stopping = WriteFailure::WriterStopped;
     while let Some(command) = receiver.blocking_recv() {
         if let Command::Job(job) = command {
             skip(job, &stopping)(Err(stopping.clone()));
@@ -978,7 +999,7 @@ mod tests {
     }
 
     /// Queues a detached `put_meta` whose abort reason, if any, arrives on the returned receiver.
-    async fn put_meta_detached(store: &Store, key: &'static str, value: u64) -> oneshot::Receiver<Arc<str>> {
+    async fn put_meta_detached(store: &Store, key: &'static str, value: u64) -> oneshot::Receiver<WriteFailure> {
         let (aborted, abort_reason) = oneshot::channel();
         store
             .write_detached(
@@ -1041,10 +1062,13 @@ mod tests {
         let failed = failing.await.unwrap().expect_err("the failing operation gets its own error");
         assert!(matches!(&failed, StorageError::Corrupt(reason) if reason == "refused by the test"), "{failed}");
         let reason = detached.await.expect("the detached operation hears that it was not stored");
-        assert!(reason.contains("refused by the test"), "{reason}");
+        assert!(
+            matches!(&reason, WriteFailure::OperationFailed(message) if message.contains("refused by the test")),
+            "{reason}"
+        );
         let answer = waiting.await.unwrap().expect_err("the waiting operation gets an error");
         assert!(
-            matches!(&answer, StorageError::NotStored(reason) if reason.contains("refused by the test")),
+            matches!(&answer, StorageError::NotStored(WriteFailure::OperationFailed(message)) if message.contains("refused by the test")),
             "{answer}"
         );
         assert_eq!(meta(&store, "detached").await, None);
@@ -1073,9 +1097,9 @@ mod tests {
         held.await.unwrap();
         stopping.await.unwrap();
         let reason = detached.await.expect("the operation behind the stop hears of it");
-        assert!(reason.contains("stopped"), "{reason}");
+        assert_eq!(reason, WriteFailure::WriterStopped);
         let answer = waiting.await.unwrap().expect_err("the waiting operation behind the stop gets an error");
-        assert!(matches!(&answer, StorageError::NotStored(reason) if reason.contains("stopped")), "{answer}");
+        assert!(matches!(&answer, StorageError::NotStored(WriteFailure::WriterStopped)), "{answer}");
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -1083,7 +1107,10 @@ mod tests {
         let (_dir, store) = store_with_late_commits();
         store.inner.writer.faults.begin_write.store(1, std::sync::atomic::Ordering::SeqCst);
         let answer = put_meta(&store, "not_begun", 1).await.expect_err("the write is refused");
-        assert!(matches!(&answer, StorageError::NotStored(reason) if reason.contains("injected")), "{answer}");
+        assert!(
+            matches!(&answer, StorageError::NotStored(WriteFailure::NotBegun(message)) if message.contains("injected")),
+            "{answer}"
+        );
         let mut detached = put_meta_detached(&store, "not_begun_detached", 2).await;
         put_meta(&store, "after", 3).await.unwrap();
         assert!(detached.try_recv().is_err(), "with no fault left, the detached write is stored");
@@ -1103,7 +1130,7 @@ mod tests {
         store
             .write(move |context| crate::chat::messages::append(context, new_message))
             .await
-            .map_err(|error| StorageError::NotStored(error.to_string()))
+            .map_err(|error| StorageError::Corrupt(error.to_string()))
     }
 
     /// A batch that moves a conversation's sequence in the writer's cache, then fails.

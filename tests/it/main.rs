@@ -16,6 +16,7 @@ mod documented_contract;
 mod file_modes;
 mod identity;
 mod kb_eval;
+mod layers;
 mod login_limits;
 mod moderation;
 mod operations;

@@ -136,10 +136,7 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
                 created = Some((agent.email, password));
             }
             Err(AgentError::DuplicateEmail(email)) => errors.add("email", format!("{email} already has an account")),
-            Err(AgentError::Invalid(message)) => {
-                let (field, message) = message.split_once(": ").unwrap_or(("email", message.as_str()));
-                errors.add(field, message);
-            }
+            Err(AgentError::Invalid(error)) => errors.add_error(error),
             Err(error) => return internal_error(error),
         }
     }
@@ -254,9 +251,8 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
         AgentChanges { name: form.name.clone(), role, capacity, sites: form.sites.clone(), disabled: form.disabled };
     let agent = match agents::update(&app.store, id, changes).await {
         Ok(agent) => agent,
-        Err(AgentError::Invalid(message)) => {
-            let (field, message) = message.split_once(": ").unwrap_or(("name", message.as_str()));
-            errors.add(field, message);
+        Err(AgentError::Invalid(error)) => {
+            errors.add_error(error);
             return invalid(errors, form, directory);
         }
         Err(AgentError::NotFound(_)) => return not_found("agent"),
@@ -264,8 +260,8 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
     };
     let changed_teams = match teams::set_agent_teams(&app.store, id, team_ids).await {
         Ok(changed) => changed,
-        Err(teams::TeamError::Invalid(message)) => {
-            errors.add("teams", message.trim_start_matches("teams: "));
+        Err(teams::TeamError::Invalid(error)) => {
+            errors.add("teams", error.message);
             return invalid(errors, form, directory);
         }
         Err(error) => return internal_error(error),
@@ -296,9 +292,9 @@ pub async fn reset_password(State(app): State<AppState>, Path(id): Path<u64>, po
     let form = form_of(&agent, &directory.teams);
     match agents::reset_password(&app.store, &agent.email, &password).await {
         Ok(_) => {}
-        Err(AgentError::Invalid(message)) => {
+        Err(AgentError::Invalid(error)) => {
             let mut errors = FieldErrors::default();
-            errors.add("password", message.trim_start_matches("password: "));
+            errors.add_error(error);
             let page = edit_page(&post.admin, None, agent, form, errors, directory, None);
             return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }

@@ -128,10 +128,9 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
             post.admin.audit(&app, "api_token.create", &created.token.name, detail).await;
             (StatusCode::CREATED, Some(CreatedToken { name: created.token.name, secret: created.secret }), None)
         }
-        Err(ApiTokenError::Invalid(message)) => {
+        Err(ApiTokenError::Invalid(error)) => {
             let mut errors = FieldErrors::default();
-            let field = if message.starts_with("name") { "name" } else { "site" };
-            errors.add(field, message);
+            errors.add_error(error);
             (StatusCode::UNPROCESSABLE_ENTITY, None, Some(errors))
         }
         Err(error) => return internal_error(error),

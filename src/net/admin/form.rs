@@ -5,6 +5,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::{AdminDenied, AdminUser};
+use crate::base::field_error::FieldError;
 use crate::net::AppState;
 
 /// The name of the hidden field that carries the CSRF token.
@@ -76,6 +77,11 @@ pub struct FieldErrors(pub Vec<(String, String)>);
 impl FieldErrors {
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
         self.0.push((field.to_owned(), message.into()));
+    }
+
+    /// A domain's validation error, next to the field it names.
+    pub fn add_error(&mut self, error: FieldError) {
+        self.add(error.field, error.message);
     }
 
     /// The message for `field`, or empty.

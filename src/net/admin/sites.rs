@@ -395,9 +395,9 @@ pub async fn save(
     let detail = changes(&stored, &site);
     match sites::save(&app.store, site).await {
         Ok(_) => {}
-        Err(SiteError::Invalid(message)) => {
+        Err(SiteError::Invalid(error)) => {
             let mut errors = FieldErrors::default();
-            errors.add("routing_rules", message);
+            errors.add_error(error);
             return invalid(form, errors, stored, teams);
         }
         Err(SiteError::NotFound(_)) => return not_found("site"),

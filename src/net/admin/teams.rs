@@ -63,9 +63,8 @@ fn members_of(form: &TeamForm, errors: &mut FieldErrors) -> Vec<u64> {
 
 fn team_error(error: TeamError, errors: &mut FieldErrors) -> Option<Response> {
     match error {
-        TeamError::Invalid(message) => {
-            let (field, message) = message.split_once(": ").unwrap_or(("name", message.as_str()));
-            errors.add(field, message);
+        TeamError::Invalid(error) => {
+            errors.add_error(error);
             None
         }
         TeamError::NotFound => Some(not_found("team")),

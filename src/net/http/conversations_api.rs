@@ -2,23 +2,28 @@
 //! tokens do to a conversation (assign, close, send a message as an agent or as the bot).
 //!
 //! A message sent here takes the same path as one sent on a socket: the same checks
-//! (`messages::validate_*`), the site's word filter (`session::filter_for_site`), and one
+//! (`messages::validate_*`), the site's word filter (`messages::filter_for_site`), and one
 //! writer operation (`messages::append`, or `bot::append_if_bot_active` for the bot), so it is
 //! deduplicated by `client_id`, delivered to subscribers and sent to webhooks like any other.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use redb::ReadableTableMetadata;
 use serde::{Deserialize, Serialize};
 
-use super::console_api::{ListQuery, agent_serving, check_holder, served_conversation};
 use super::error::ApiError;
-use super::extract::{Caller, Json, agent_only, staff_only};
-use crate::chat::conversations::{self, AssignWhen};
-use crate::chat::messages::{self, AppendError, Appended, NewMessage, Target};
+use super::extract::{Caller, Json, OptionalJson, agent_only, outside_scope, require_site, staff_only};
+use super::visitors_api::served_visitor;
+use crate::chat::conversation_actions::{self, TransferTarget};
+use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationStatus};
+use crate::chat::messages::{self, AppendError, Appended, NewMessage, SendRefusal, Target};
 use crate::net::AppState;
-use crate::net::session::{self, SendRefusal};
+use crate::people::agents::{self, Agent, Role};
 use crate::people::principal::Principal;
-use crate::protocol::{BotSource, ConversationView, ErrorCode, MessageView, SenderView};
+use crate::people::teams;
+use crate::people::visitors::{self, Visitor};
+use crate::protocol::{BotSource, ConversationView, ErrorCode, MessageView, SenderKind, SenderView};
+use crate::storage::{StorageError, decode_json, tables};
 use crate::{base::secrets, bot};
 
 /// Messages in a history page when the client does not say.
@@ -95,11 +100,11 @@ fn page_limit(limit: Option<i64>) -> Result<usize, ApiError> {
 }
 
 /// `GET /api/v1/conversations`: one page of the caller's conversations by state (see
-/// `console_api::list_by_state`). An agent's request without parameters gets the plain array of
+/// `list_by_state`). An agent's request without parameters gets the plain array of
 /// open conversations the console starts from.
 #[utoipa::path(get, path = "/api/v1/conversations", tag = "conversations",
     params(ListQuery),
-    responses((status = 200, description = "A page of conversations, newest first", body = super::console_api::ConversationList), super::openapi::CommonErrors))]
+    responses((status = 200, description = "A page of conversations, newest first", body = ConversationList), super::openapi::CommonErrors))]
 pub async fn list(
     State(app): State<AppState>,
     Caller(principal): Caller,
@@ -114,7 +119,7 @@ pub async fn list(
         && query.limit.is_none();
     let agent = match &caller {
         Principal::Agent(agent) if plain => agent.clone(),
-        _ => return Ok(axum::Json(super::console_api::list_by_state(app, caller, query).await?).into_response()),
+        _ => return Ok(axum::Json(list_by_state(app, caller, query).await?).into_response()),
     };
     let open = app.store.read(conversations::list_open).await?;
     let epoch = app.store.epoch();
@@ -241,7 +246,7 @@ pub async fn send_message(
     let text = messages::validate_text(&request.text, app.config.limits.max_text_chars, false)
         .map_err(ApiError::Unprocessable)?;
     let conversation = served_conversation(&app, &caller, conversation_id).await?;
-    let (_, text) = session::filter_for_site(&app, &conversation.site, text, trace_id).await.map_err(refusal)?;
+    let (_, text) = messages::filter_for_site(&app.sites, &conversation.site, text, trace_id).await.map_err(refusal)?;
     let new_message = |sender: SenderView, internal: bool| NewMessage {
         target: Target::Conversation(conversation_id),
         sender,
@@ -347,4 +352,331 @@ pub async fn offline_messages(
 pub struct OfflineQuery {
     site: Option<String>,
     limit: Option<usize>,
+}
+
+/// Conversations in a list page when the client does not say.
+const DEFAULT_LIST_PAGE: usize = 50;
+
+/// Most conversations in one list page.
+const MAX_LIST_PAGE: usize = 200;
+
+/// Most stored conversations one closed-list request looks at; the cursor continues from there.
+const MAX_CLOSED_SCAN: usize = 20_000;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// `queued`, `open` (the default: queued and assigned), `closed`, or `mine` (agents only).
+    #[param(pattern = "^(queued|open|closed|mine)$")]
+    pub state: Option<String>,
+    /// Only this site's conversations.
+    pub site: Option<String>,
+    /// Only conversations assigned to this agent.
+    pub agent_id: Option<u64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<u64>,
+    /// 1 to 200; 50 when left out.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListState {
+    Queued,
+    Mine,
+    Open,
+    Closed,
+}
+
+/// A conversation in a console list: its view plus what the list draws.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ListedConversation {
+    #[serde(flatten)]
+    conversation: ConversationView,
+    team: Option<u64>,
+    visitor_name: String,
+    /// The highest sequence the calling agent has read; absent for API tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_seq: Option<u64>,
+}
+
+/// Open conversations of the caller's sites (of `site` when given), by list.
+#[derive(Serialize, Default, utoipa::ToSchema)]
+pub struct ListCounts {
+    queued: usize,
+    mine: usize,
+    open: usize,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ConversationList {
+    conversations: Vec<ListedConversation>,
+    /// Pass as `cursor` for the next page; `null` at the end.
+    #[schema(required = true)]
+    next_cursor: Option<u64>,
+    counts: ListCounts,
+}
+
+/// `GET /api/v1/conversations?state=queued|mine|open|closed&site=&agent_id=&cursor=ID&limit=N`,
+/// newest first.
+pub async fn list_by_state(app: AppState, caller: Principal, query: ListQuery) -> Result<ConversationList, ApiError> {
+    let caller_agent_id = match &caller {
+        Principal::Agent(agent) => Some(agent.id),
+        _ => None,
+    };
+    let state = match query.state.as_deref() {
+        Some("queued") => ListState::Queued,
+        Some("mine") if caller_agent_id.is_some() => ListState::Mine,
+        Some("mine") => return Err(ApiError::Unprocessable("state: mine is for agents; use agent_id".into())),
+        None | Some("open") => ListState::Open,
+        Some("closed") => ListState::Closed,
+        _ => return Err(ApiError::Unprocessable("state: must be queued, mine, open or closed".into())),
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_LIST_PAGE);
+    if limit == 0 || limit > MAX_LIST_PAGE {
+        return Err(ApiError::Unprocessable(format!("limit: must be 1 to {MAX_LIST_PAGE}")));
+    }
+    if let Some(site) = &query.site {
+        require_site(&caller, site, "site")?;
+    }
+    let cursor = query.cursor.unwrap_or(u64::MAX);
+    let (site_filter, agent_filter) = (query.site, query.agent_id);
+    let found = app
+        .store
+        .read(move |transaction| {
+            let in_scope = |conversation: &Conversation| {
+                caller.serves_site(&conversation.site)
+                    && site_filter.as_deref().is_none_or(|site| site == conversation.site)
+                    && agent_filter.is_none_or(|agent_id| conversation.assigned_agent == Some(agent_id))
+            };
+            let open: Vec<Conversation> = conversations::list_open(transaction)?.into_iter().filter(in_scope).collect();
+            let mine = |conversation: &Conversation| {
+                caller_agent_id.is_some() && conversation.assigned_agent == caller_agent_id
+            };
+            let counts = ListCounts {
+                queued: open.iter().filter(|c| c.status == ConversationStatus::Queued).count(),
+                mine: open.iter().filter(|c| mine(c)).count(),
+                open: open.len(),
+            };
+            let (mut page, next_cursor) = if state == ListState::Closed {
+                closed_page(transaction, &in_scope, cursor, limit)?
+            } else {
+                let mut chosen: Vec<Conversation> = open
+                    .into_iter()
+                    .filter(|c| c.id < cursor)
+                    .filter(|c| match state {
+                        ListState::Queued => c.status == ConversationStatus::Queued,
+                        ListState::Mine => mine(c),
+                        _ => true,
+                    })
+                    .collect();
+                chosen.sort_by_key(|conversation| std::cmp::Reverse(conversation.id));
+                let more = chosen.len() > limit;
+                chosen.truncate(limit);
+                let next = if more { chosen.last().map(|c| c.id) } else { None };
+                (chosen, next)
+            };
+            let positions = transaction.open_table(tables::READ_POSITIONS)?;
+            let visitor_table = transaction.open_table(tables::VISITORS)?;
+            let mut listed = Vec::with_capacity(page.len());
+            for conversation in page.drain(..) {
+                let read_seq = match caller_agent_id {
+                    Some(agent_id) => Some(
+                        positions
+                            .get((conversation.id, SenderKind::Agent.code(), agent_id))?
+                            .map(|value| value.value())
+                            .unwrap_or(0),
+                    ),
+                    None => None,
+                };
+                let visitor: Option<Visitor> =
+                    visitor_table.get(conversation.visitor_id)?.map(|value| decode_json(value.value())).transpose()?;
+                listed.push((conversation, read_seq, visitor.map(|visitor| visitors::display_name(&visitor))));
+            }
+            Ok((listed, next_cursor, counts))
+        })
+        .await;
+    let (listed, next_cursor, counts) = found?;
+    let epoch = app.store.epoch();
+    let conversations = listed
+        .into_iter()
+        .map(|(conversation, read_seq, visitor_name)| ListedConversation {
+            team: conversation.team,
+            visitor_name: visitor_name.unwrap_or_else(|| format!("Visitor #{}", conversation.visitor_id)),
+            read_seq,
+            conversation: conversation.view(epoch),
+        })
+        .collect();
+    Ok(ConversationList { conversations, next_cursor, counts })
+}
+
+/// Closed conversations `in_scope` with ids below `cursor`, newest first.
+fn closed_page(
+    transaction: &redb::ReadTransaction,
+    in_scope: &dyn Fn(&Conversation) -> bool,
+    cursor: u64,
+    limit: usize,
+) -> Result<(Vec<Conversation>, Option<u64>), StorageError> {
+    let table = transaction.open_table(tables::CONVERSATIONS)?;
+    let mut found = Vec::new();
+    let mut n_scanned = 0;
+    let mut last_scanned = None;
+    for entry in table.range(..cursor)?.rev() {
+        let (key, value) = entry?;
+        n_scanned += 1;
+        last_scanned = Some(key.value());
+        let conversation: Conversation = decode_json(value.value())?;
+        if conversation.status == ConversationStatus::Closed && in_scope(&conversation) {
+            found.push(conversation);
+            if found.len() > limit {
+                break;
+            }
+        }
+        if n_scanned >= MAX_CLOSED_SCAN {
+            break;
+        }
+    }
+    if found.len() > limit {
+        found.truncate(limit);
+        let next = found.last().map(|c| c.id);
+        return Ok((found, next));
+    }
+    // Stopped by the scan limit with more rows below: continue from the last row looked at.
+    let more_below = n_scanned >= MAX_CLOSED_SCAN && last_scanned.is_some_and(|id| id > 1) && table.len()? > 0;
+    Ok((found, if more_below { last_scanned } else { None }))
+}
+
+/// `POST /api/v1/visitors/{id}/conversations`: the caller starts a chat with the visitor.
+pub async fn start_conversation(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(visitor_id): Path<u64>,
+) -> Result<(StatusCode, axum::Json<ConversationView>), ApiError> {
+    let agent = agent_only(principal)?;
+    let visitor = served_visitor(&app, &Principal::Agent(agent.clone()), visitor_id).await?;
+    if visitor.blocked {
+        return Err(ApiError::Conflict("the visitor is blocked".into()));
+    }
+    let conversation = conversation_actions::start_with_visitor(&app.store, visitor.site, visitor_id, agent.id).await?;
+    Ok((StatusCode::CREATED, axum::Json(conversation.view(app.store.epoch()))))
+}
+
+/// A conversation the caller may see: 404 when there is none, and see [`outside_scope`] when it
+/// belongs to a site the caller does not serve.
+pub async fn served_conversation(
+    app: &AppState,
+    caller: &Principal,
+    conversation_id: u64,
+) -> Result<Conversation, ApiError> {
+    let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+    let conversation = conversation.ok_or_else(|| ApiError::NotFound("no such conversation".into()))?;
+    if !caller.can_access(&conversation) {
+        return Err(outside_scope(caller, "conversation"));
+    }
+    Ok(conversation)
+}
+
+/// Refuses an agent (not an admin) changing a conversation another agent holds; API tokens act
+/// for the whole site.
+pub fn check_holder(caller: &Principal, conversation: &Conversation) -> Result<(), ApiError> {
+    if let Principal::Agent(agent) = caller
+        && conversation.assigned_agent.is_some_and(|holder| holder != agent.id)
+        && agent.role != Role::Admin
+    {
+        return Err(ApiError::Forbidden("another agent holds this conversation".into()));
+    }
+    Ok(())
+}
+
+/// An enabled agent who serves `site`, or 422 naming `field`.
+pub async fn agent_serving(app: &AppState, agent_id: u64, site: &str, field: &str) -> Result<Agent, ApiError> {
+    let target = app.store.read(move |transaction| agents::get(transaction, agent_id)).await?;
+    target
+        .filter(|target| !target.disabled && target.serves_site(site))
+        .ok_or_else(|| ApiError::Unprocessable(format!("{field}: no such agent serves this conversation's site")))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    agent_id: Option<u64>,
+    team_id: Option<u64>,
+    note: Option<String>,
+}
+
+/// `POST /api/v1/conversations/{id}/transfer` `{"agent_id": 3}` or `{"team_id": 1}`, with an
+/// optional `note` that becomes an internal note.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/transfer", tag = "conversations",
+    params(("id" = u64, Path, description = "The conversation's id")),
+    request_body = TransferRequest,
+    responses((status = 200, description = "The transferred conversation", body = ConversationView), super::openapi::CommonErrors))]
+pub async fn transfer(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<u64>,
+    Json(request): Json<TransferRequest>,
+) -> Result<axum::Json<ConversationView>, ApiError> {
+    let caller = staff_only(principal)?;
+    let note = match request.note.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(note) if note.chars().count() > conversation_actions::MAX_NOTE_CHARS => {
+            return Err(ApiError::Unprocessable(format!(
+                "note: at most {} characters",
+                conversation_actions::MAX_NOTE_CHARS
+            )));
+        }
+        Some(note) => Some(note.to_owned()),
+    };
+    let conversation = served_conversation(&app, &caller, conversation_id).await?;
+    check_holder(&caller, &conversation)?;
+    let site = conversation.site.clone();
+    let target = match (request.agent_id, request.team_id) {
+        (Some(agent_id), None) => {
+            agent_serving(&app, agent_id, &site, "agent_id").await?;
+            TransferTarget::Agent(agent_id)
+        }
+        (None, Some(team_id)) => {
+            let team = app.store.read(move |transaction| teams::get(transaction, team_id)).await?;
+            if team.is_none_or(|team| team.site != site) {
+                return Err(ApiError::Unprocessable("team_id: no such team on this conversation's site".into()));
+            }
+            TransferTarget::Team(team_id)
+        }
+        _ => return Err(ApiError::Unprocessable("give exactly one of agent_id and team_id".into())),
+    };
+    let conversation =
+        conversation_actions::transfer(&app.store, conversation_id, target, note, caller.sender()).await?;
+    Ok(axum::Json(conversation.view(app.store.epoch())))
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReopenRequest {
+    /// Who gets the reopened conversation; an agent calling may leave it out to keep it.
+    agent_id: Option<u64>,
+}
+
+/// `POST /api/v1/conversations/{id}/reopen` (optional `{"agent_id": 3}`): reopens a closed
+/// conversation, assigned to the calling agent or the one named.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/reopen", tag = "conversations",
+    params(("id" = u64, Path, description = "The conversation's id")),
+    request_body(content = Option<ReopenRequest>, description = "Required for API tokens, which name the agent"),
+    responses((status = 200, description = "The reopened conversation", body = ConversationView), super::openapi::CommonErrors))]
+pub async fn reopen(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<u64>,
+    OptionalJson(request): OptionalJson<ReopenRequest>,
+) -> Result<axum::Json<ConversationView>, ApiError> {
+    let caller = staff_only(principal)?;
+    let conversation = served_conversation(&app, &caller, conversation_id).await?;
+    let agent_id = match (request.unwrap_or_default().agent_id, &caller) {
+        (Some(agent_id), _) => agent_serving(&app, agent_id, &conversation.site, "agent_id").await?.id,
+        (None, Principal::Agent(agent)) => agent.id,
+        (None, _) => {
+            return Err(ApiError::Unprocessable("agent_id: required: who gets the reopened conversation".into()));
+        }
+    };
+    let conversation = conversation_actions::reopen(&app.store, conversation_id, agent_id).await?;
+    Ok(axum::Json(conversation.view(app.store.epoch())))
 }

@@ -133,7 +133,7 @@ impl From<AgentError> for ApiError {
             AgentError::DuplicateEmail(_) => ApiError::Conflict(error.to_string()),
             AgentError::NotFound(_) => ApiError::NotFound(error.to_string()),
             AgentError::InvalidCredentials => ApiError::InvalidCredentials,
-            AgentError::Invalid(message) => ApiError::Unprocessable(message),
+            AgentError::Invalid(error) => ApiError::Unprocessable(error.to_string()),
             AgentError::PasswordChecksBusy => ApiError::TooManyRequests { retry_after_secs: 1 },
             AgentError::Storage(error) => error.into(),
         }
@@ -190,7 +190,7 @@ impl From<SiteError> for ApiError {
     fn from(error: SiteError) -> Self {
         match error {
             SiteError::NotFound(_) => ApiError::NotFound(error.to_string()),
-            SiteError::Invalid(message) => ApiError::Unprocessable(message),
+            SiteError::Invalid(error) => ApiError::Unprocessable(error.to_string()),
             SiteError::Storage(error) => error.into(),
         }
     }

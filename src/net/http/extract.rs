@@ -180,3 +180,18 @@ pub async fn authenticate(app: &AppState, token: &str) -> Result<Option<Principa
     }
     Ok(None)
 }
+
+/// A `?site=KEY` query parameter.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SiteQuery {
+    /// One site's key.
+    pub site: Option<String>,
+}
+
+pub async fn existing_site(app: &AppState, site: &str) -> Result<(), ApiError> {
+    if app.sites.get(site).await?.is_none() {
+        return Err(ApiError::Unprocessable(format!("site {site:?}: no such site")));
+    }
+    Ok(())
+}

@@ -2,9 +2,9 @@
 //! security headers every response carries.
 
 pub mod agent_api;
+pub mod canned_replies_api;
 pub mod client_address;
 pub mod connections;
-pub mod console_api;
 pub mod conversations_api;
 pub mod error;
 pub mod extract;
@@ -12,8 +12,10 @@ pub mod health;
 pub mod history_api;
 pub mod knowledge_base_api;
 pub mod openapi;
+pub mod staff_api;
 pub mod uploads_api;
 pub mod visitor_api;
+pub mod visitors_api;
 pub mod webhooks_api;
 
 use axum::Router;
@@ -66,18 +68,21 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/webhooks/{id}", axum::routing::delete(webhooks_api::delete))
         .route("/api/v1/webhooks/{id}/deliveries", get(webhooks_api::deliveries))
         .route("/api/v1/webhook-deliveries/{id}/resend", post(webhooks_api::resend))
-        .route("/api/v1/visitors/online", get(console_api::online_visitors))
+        .route("/api/v1/visitors/online", get(visitors_api::online_visitors))
         .route(
             "/api/v1/visitors/{id}/conversations",
-            get(console_api::visitor_conversations).post(console_api::start_conversation),
+            get(visitors_api::visitor_conversations).post(conversations_api::start_conversation),
         )
-        .route("/api/v1/canned-replies", get(console_api::list_canned_replies).post(console_api::create_canned_reply))
+        .route(
+            "/api/v1/canned-replies",
+            get(canned_replies_api::list_canned_replies).post(canned_replies_api::create_canned_reply),
+        )
         .route(
             "/api/v1/canned-replies/{id}",
-            put(console_api::update_canned_reply).delete(console_api::delete_canned_reply),
+            put(canned_replies_api::update_canned_reply).delete(canned_replies_api::delete_canned_reply),
         )
         // Admins only; listing teams is part of the token API.
-        .route("/api/v1/teams", post(console_api::create_team))
+        .route("/api/v1/teams", post(staff_api::create_team))
         .route(
             "/api/v1/sites/{key}/bot",
             get(knowledge_base_api::bot_settings).put(knowledge_base_api::save_bot_settings),

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{console_api, conversations_api, history_api, knowledge_base_api};
+use super::{conversations_api, history_api, knowledge_base_api, staff_api, visitors_api};
 use crate::net::AppState;
 
 /// Where the document is served.
@@ -90,15 +90,15 @@ pub fn token_api() -> OpenApiRouter<AppState> {
         .routes(routes!(conversations_api::list))
         .routes(routes!(conversations_api::get))
         .routes(routes!(conversations_api::assign))
-        .routes(routes!(console_api::transfer))
+        .routes(routes!(conversations_api::transfer))
         .routes(routes!(conversations_api::close))
-        .routes(routes!(console_api::reopen))
+        .routes(routes!(conversations_api::reopen))
         .routes(routes!(conversations_api::messages, conversations_api::send_message))
-        .routes(routes!(console_api::visitor_profile))
-        .routes(routes!(console_api::update_visitor_attributes))
-        .routes(routes!(console_api::block_visitor))
-        .routes(routes!(console_api::list_agents))
-        .routes(routes!(console_api::list_teams))
+        .routes(routes!(visitors_api::visitor_profile))
+        .routes(routes!(visitors_api::update_visitor_attributes))
+        .routes(routes!(visitors_api::block_visitor))
+        .routes(routes!(staff_api::list_agents))
+        .routes(routes!(staff_api::list_teams))
         .routes(routes!(knowledge_base_api::list, knowledge_base_api::create))
         .routes(routes!(knowledge_base_api::update, knowledge_base_api::delete))
         .routes(routes!(knowledge_base_api::import))

@@ -67,7 +67,7 @@ pub async fn open_session(
     if !site.site.allows_origin(origin, &super::own_origin(&headers)) {
         return Err(ApiError::OriginNotAllowed);
     }
-    super::console_api::refuse_blocked_address(&app, &site.site.key, client.ip()).await?;
+    super::visitors_api::refuse_blocked_address(&app, &site.site.key, client.ip()).await?;
     let client_ip = client.ip();
     if !visitors::token_is_live(&app.store, &site.site.key, request.token.as_deref()).await? {
         app.visitor_limits.new_session(client_ip)?;
