@@ -222,8 +222,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(command) => crate::bench::run(command).await,
         Command::Kb(KbArgs::Eval(args)) => {
-            let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
-            crate::bot::knowledge_base::eval::run_cli(&config, args).await
+            let store = match &args.site {
+                Some(_) => {
+                    let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+                    let (data_dir, storage) = (config.data_dir.clone(), config.storage.clone());
+                    let opened = tokio::task::spawn_blocking(move || {
+                        Store::open(&data_dir, &storage, crate::server::writer_hooks(None))
+                    })
+                    .await?;
+                    Some(opened.map_err(|error| match error {
+                        StorageError::AlreadyOpen(_) => anyhow::anyhow!(
+                            "the server holds the database: stop it, or evaluate against an entries file with --entries"
+                        ),
+                        other => anyhow::Error::new(other).context("opening the database"),
+                    })?)
+                }
+                None => None,
+            };
+            crate::bot::knowledge_base::eval::run_cli(args, store).await
         }
         Command::Admin(args) => {
             let overrides = ConfigOverrides { data_dir: cli.data_dir, ..ConfigOverrides::default() };

@@ -209,6 +209,45 @@ fn the_eval_command_runs_on_the_fixture() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("no site has the key nope"));
 }
 
+/// `kefu kb eval --site` reads a site's entries and settings from a stopped server's database,
+/// and names the entries by their ids; a running server's database is refused with the way out.
+#[tokio::test]
+async fn the_eval_command_reads_a_sites_entries_from_the_database() {
+    let mut server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    let admin = server.admin_token("admin@shop.example").await;
+    let csv = "questions,answer,category\nHow much is shipping?|运费多少,Shipping is free over 99 yuan.,\n";
+    let imported = http()
+        .post(server.url(&format!("/api/v1/kb/import?site={}&format=csv", site.key)))
+        .bearer_auth(&admin)
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 200);
+    let directory = tempfile::tempdir().unwrap();
+    let messages = directory.path().join("messages.jsonl");
+    std::fs::write(&messages, "{\"message\": \"运费多少\", \"expected\": 1, \"lang\": \"zh\"}\n").unwrap();
+    let data_dir = server.dir.path().display().to_string();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_kefu"))
+            .args(["--data-dir", &data_dir, "kb", "eval", "--site", &site.key, "--list", "--curve"])
+            .arg(directory.path().join("curve.svg"))
+            .arg(&messages)
+            .output()
+            .unwrap()
+    };
+    let refused = run();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--entries"));
+    server.stop().await;
+    let output = run();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.starts_with("ok "), "{stdout}");
+    assert!(stdout.contains("top=1 "), "{stdout}");
+}
+
 /// A few messages through the real visitor path give the same decision as the eval: the bot
 /// answers the expected entry's answer, and stays silent (offers a human) on a near-miss.
 #[tokio::test]

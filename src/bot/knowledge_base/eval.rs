@@ -449,29 +449,18 @@ fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-/// Runs `kefu kb eval`: prints the report and writes the curve.
-pub async fn run_cli(config: &crate::base::config::Config, args: EvalArgs) -> anyhow::Result<()> {
+/// Runs `kefu kb eval`: prints the report and writes the curve. `store` is the opened database
+/// when `args.site` names a site (the caller opens it: the command line owns the process).
+pub async fn run_cli(args: EvalArgs, store: Option<crate::storage::Store>) -> anyhow::Result<()> {
     use anyhow::Context;
     let default_threshold = crate::bot::BotSettings::default().threshold;
-    let (knowledge, names, threshold) = match (&args.entries, &args.site) {
-        (Some(path), _) => {
+    let (knowledge, names, threshold) = match (&args.entries, &args.site, store) {
+        (Some(path), _, _) => {
             let entries = parse_entries(&path.display().to_string(), &read(path)?)?;
             let (knowledge, names) = knowledge_from_entries(&entries, "");
             (knowledge, Some(names), args.threshold.unwrap_or(default_threshold))
         }
-        (None, Some(site)) => {
-            let data_dir = config.data_dir.clone();
-            let storage = config.storage.clone();
-            let store = tokio::task::spawn_blocking(move || {
-                crate::storage::Store::open(&data_dir, &storage, crate::server::writer_hooks(None))
-            })
-            .await?
-            .map_err(|error| match error {
-                crate::storage::StorageError::AlreadyOpen(_) => anyhow::anyhow!(
-                    "the server holds the database: stop it, or evaluate against an entries file with --entries"
-                ),
-                other => anyhow::Error::new(other).context("opening the database"),
-            })?;
+        (None, Some(site), Some(store)) => {
             let key = site.clone();
             let loaded = store
                 .read(move |transaction| {
@@ -487,7 +476,7 @@ pub async fn run_cli(config: &crate::base::config::Config, args: EvalArgs) -> an
             let knowledge = SiteKnowledge::build_with_terms(entries, TermList::with_site_terms(&settings.terms));
             (knowledge, None, args.threshold.unwrap_or(settings.threshold))
         }
-        (None, None) => anyhow::bail!("name a site with --site or an entries file with --entries"),
+        _ => anyhow::bail!("name a site with --site or an entries file with --entries"),
     };
     anyhow::ensure!((0.0..=1.0).contains(&threshold), "--threshold must be a number from 0 to 1");
     let known: HashSet<String> = match &names {
