@@ -248,6 +248,71 @@ async fn the_eval_command_reads_a_sites_entries_from_the_database() {
     assert!(stdout.contains("top=1 "), "{stdout}");
 }
 
+/// A stand-in embeddings endpoint: bag-of-hashed-words vectors (64 dimensions, FNV of each
+/// lowercase word or Chinese character), deterministic.
+async fn stand_in_embeddings() -> std::net::SocketAddr {
+    async fn embed(axum::Json(body): axum::Json<serde_json::Value>) -> axum::Json<serde_json::Value> {
+        let vectors: Vec<serde_json::Value> = body["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                let mut vector = vec![0.0_f32; 64];
+                let text = text.as_str().unwrap().to_lowercase();
+                let tokens = text.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty());
+                for token in tokens.flat_map(|word| {
+                    if word.is_ascii() { vec![word.to_owned()] } else { word.chars().map(String::from).collect() }
+                }) {
+                    let hash = token
+                        .bytes()
+                        .fold(0xcbf29ce484222325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+                    vector[(hash % 64) as usize] += 1.0;
+                }
+                json!({"index": index, "embedding": vector})
+            })
+            .collect();
+        axum::Json(json!({"data": vectors}))
+    }
+    let router = axum::Router::new().route("/v1/embeddings", axum::routing::post(embed));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// `kefu kb eval --embeddings-url` ranks with the semantic tier through the endpoint.
+#[tokio::test]
+async fn the_eval_command_ranks_with_embeddings_from_an_endpoint() {
+    let addr = stand_in_embeddings().await;
+    let directory = tempfile::tempdir().unwrap();
+    let data = format!("{}/tests/data/kb_eval", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["--data-dir", &directory.path().display().to_string(), "kb", "eval", "--entries"])
+        .arg(format!("{data}/hotel_entries.jsonl"))
+        .args(["--embeddings-url", &format!("http://{addr}/v1"), "--embeddings-model", "hashed-words"])
+        .arg("--curve")
+        .arg(directory.path().join("curve.svg"))
+        .arg(format!("{data}/hotel_tuning.jsonl"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("kind near_miss"), "{stdout}");
+    // An endpoint that is not there is an error, not a silent lexical run.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["--data-dir", &directory.path().display().to_string(), "kb", "eval", "--entries"])
+        .arg(format!("{data}/hotel_entries.jsonl"))
+        .args(["--embeddings-url", "http://127.0.0.1:9/v1", "--embeddings-model", "m"])
+        .arg(format!("{data}/hotel_tuning.jsonl"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("embedding"));
+}
+
 /// A few messages through the real visitor path give the same decision as the eval: the bot
 /// answers the expected entry's answer, and stays silent (offers a human) on a near-miss.
 #[tokio::test]

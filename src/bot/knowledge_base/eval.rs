@@ -200,6 +200,38 @@ pub fn judge(knowledge: &SiteKnowledge, messages: &[EvalMessage], name_of: impl 
         .collect()
 }
 
+/// [`judge`] with the semantic tier: every entry and message embedded through `settings`, ranked
+/// as the bot ranks them when the site has an embeddings endpoint.
+pub async fn judge_semantic(
+    knowledge: &SiteKnowledge,
+    messages: &[EvalMessage],
+    name_of: impl Fn(u64) -> String,
+    http: &reqwest::Client,
+    settings: &crate::bot::embeddings::EmbeddingSettings,
+) -> Result<Vec<Judged>, crate::bot::embeddings::EmbeddingError> {
+    use crate::bot::embeddings::{self, SiteVectors};
+    let mut vectors = SiteVectors::default();
+    for batch in knowledge.entries.chunks(embeddings::BATCH) {
+        let texts: Vec<String> = batch.iter().map(embeddings::entry_text).collect();
+        for (entry, vector) in batch.iter().zip(embeddings::embed(http, settings, &texts).await?) {
+            vectors.by_entry.insert(entry.id, (0, vector));
+        }
+    }
+    let mut judged = Vec::with_capacity(messages.len());
+    for batch in messages.chunks(embeddings::BATCH) {
+        let texts: Vec<String> = batch.iter().map(|message| message.message.clone()).collect();
+        for (message, vector) in batch.iter().zip(embeddings::embed(http, settings, &texts).await?) {
+            let top = knowledge
+                .rank_fused(&message.message, 1, |entry_id| vectors.similarity(entry_id, &vector))
+                .into_iter()
+                .next()
+                .map(|candidate| (name_of(candidate.entry_id), candidate.confidence));
+            judged.push(Judged { message: message.clone(), top });
+        }
+    }
+    Ok(judged)
+}
+
 /// [`judge`] with other calibration coefficients (to see a refit before shipping it).
 pub fn judge_with(
     knowledge: &SiteKnowledge,
@@ -440,6 +472,13 @@ pub struct EvalArgs {
     /// Also print every message with its top entry, confidence and outcome at the threshold.
     #[arg(long)]
     pub list: bool,
+    /// Rank with the semantic tier too: an OpenAI-compatible embeddings API's base URL, such as
+    /// http://127.0.0.1:11434/v1 (its key, if any, in KEFU_EMBEDDINGS_KEY).
+    #[arg(long, requires = "embeddings_model")]
+    pub embeddings_url: Option<String>,
+    /// The embeddings model, such as bge-m3.
+    #[arg(long)]
+    pub embeddings_model: Option<String>,
     /// The JSON Lines file of labelled messages.
     pub file: PathBuf,
 }
@@ -484,10 +523,25 @@ pub async fn run_cli(args: EvalArgs, store: Option<crate::storage::Store>) -> an
         None => knowledge.entries.iter().map(|entry| entry.id.to_string()).collect(),
     };
     let messages = parse_messages(&args.file.display().to_string(), &read(&args.file)?, Some(&known))?;
-    let judged = judge(&knowledge, &messages, |id| match &names {
+    let name_of = |id: u64| match &names {
         Some(names) => names.get(id as usize - 1).cloned().unwrap_or_default(),
         None => id.to_string(),
-    });
+    };
+    let judged = match (&args.embeddings_url, &args.embeddings_model) {
+        (Some(url), Some(model)) => {
+            let settings = crate::bot::embeddings::EmbeddingSettings {
+                base_url: url.clone(),
+                model: model.clone(),
+                api_key: std::env::var("KEFU_EMBEDDINGS_KEY").unwrap_or_default(),
+                timeout_ms: 60_000,
+            };
+            settings.validate().map_err(|message| anyhow::anyhow!(message))?;
+            let http = crate::base::outbound::client(std::time::Duration::from_secs(120), true)
+                .map_err(|error| anyhow::anyhow!("building the HTTP client: {error}"))?;
+            judge_semantic(&knowledge, &messages, name_of, &http, &settings).await.context("embedding")?
+        }
+        _ => judge(&knowledge, &messages, name_of),
+    };
     if args.list {
         print!("{}", listing(&judged, threshold));
     }
