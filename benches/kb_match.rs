@@ -98,7 +98,7 @@ fn main() {
     let total: Duration = times.iter().sum();
     let percentile = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
     println!(
-        "kb_match: {N_ENTRIES} entries ({} question variants), vocabulary {N_WORDS} words + {N_CHARACTERS} CJK \
+        "kb_match: {N_ENTRIES} entries ({} indexed texts: questions and answers), vocabulary {N_WORDS} words + {N_CHARACTERS} CJK \
          characters, {N_QUERIES} queries (half paraphrases, half unrelated)",
         knowledge.index.n_variants()
     );
