@@ -366,6 +366,7 @@ impl Bot {
 
     /// Stores a site's settings (already validated) and uses them from now on.
     pub async fn save_settings(&self, site: &str, settings: BotSettings) -> Result<(), BotSettingsError> {
+        let old_embeddings = self.settings(site).await.ok().map(|old| old.embeddings.clone());
         let key = site.to_owned();
         let stored = settings.clone();
         self.inner
@@ -380,7 +381,7 @@ impl Bot {
             })
             .await?;
         self.inner.knowledge.set_terms(site, &settings.terms);
-        let embeddings_changed = self.settings(site).await.ok().is_none_or(|old| old.embeddings != settings.embeddings);
+        let embeddings_changed = old_embeddings.is_none_or(|old| old != settings.embeddings);
         self.inner.settings.insert(site.to_owned(), Arc::new(settings));
         if embeddings_changed {
             self.inner.vectors.remove(site);
