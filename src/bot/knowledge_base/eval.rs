@@ -386,7 +386,7 @@ pub fn listing(judged: &[Judged], threshold: f32) -> String {
 /// threshold `marked` highlighted.
 pub fn curve_svg(judged: &[Judged], marked: f32, title: &str) -> String {
     const WIDTH: f64 = 480.0;
-    const HEIGHT: f64 = 400.0;
+    const HEIGHT: f64 = 440.0;
     const LEFT: f64 = 60.0;
     const TOP: f64 = 40.0;
     const SIZE: f64 = 320.0;
@@ -546,7 +546,9 @@ pub async fn run_cli(args: EvalArgs, store: Option<crate::storage::Store>) -> an
         print!("{}", listing(&judged, threshold));
     }
     print!("{}", report(&judged, threshold));
-    let title = format!("{} ({} messages)", args.file.display(), messages.len());
+    let file_name =
+        args.file.file_name().map_or_else(|| args.file.display().to_string(), |name| name.to_string_lossy().into());
+    let title = format!("{file_name} ({} messages)", messages.len());
     std::fs::write(&args.curve, curve_svg(&judged, threshold, &title))
         .with_context(|| format!("writing {}", args.curve.display()))?;
     println!("\nprecision–recall curve: {}", args.curve.display());
