@@ -9,7 +9,7 @@ set -eu
 cd "$(dirname "$0")/.."
 target_dir=${CARGO_TARGET_DIR:-target}
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
-    cargo rustc --release --locked --target x86_64-unknown-linux-gnu --bin kefu -- -C relocation-model=static
+    cargo rustc --release --locked --target x86_64-unknown-linux-gnu -p kefu --bin kefu -- -C relocation-model=static
 binary=$target_dir/x86_64-unknown-linux-gnu/release/kefu
 ls -l "$binary"
 ldd "$binary" || true

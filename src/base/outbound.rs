@@ -8,7 +8,7 @@
 //! each redirect.
 //!
 //! kefu's own command-line tools (`kefu healthcheck`, `kefu chat`) talk to the kefu they were
-//! pointed at, usually on loopback, so their client has no guard ([`tool_client`]).
+//! pointed at, usually on loopback, so their client has no guard (`kefu_client::http::tool_client`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -189,19 +189,6 @@ pub fn client(timeout: Duration, allow_private: bool) -> Result<reqwest::Client,
         .user_agent(concat!("kefu/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|error| error.to_string())
-}
-
-/// A client for kefu's command-line tools: no address guard, no proxy from the environment and no
-/// redirects, so a request goes to exactly the address the user gave.
-pub fn tool_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    // rustls needs a process-wide crypto provider; a second install is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(MAX_CONNECT_TIME))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
 }
 
 #[cfg(test)]

@@ -23,11 +23,7 @@ use crate::storage::{StorageError, Store};
 /// Runs a history command from the CLI. Export output goes to `output`; the answer of the
 /// other commands is returned.
 pub async fn run_cli(config: &Config, command: HistoryCommand, output: Box<dyn Write + Send>) -> anyhow::Result<Value> {
-    let data_dir = config.data_dir.clone();
-    let storage = config.storage.clone();
-    let opened =
-        tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage, crate::server::writer_hooks(None)))
-            .await?;
+    let opened = super::open_database(config).await?;
     match opened {
         Ok(store) => {
             let answer = run_direct(&store, config, command, output).await;

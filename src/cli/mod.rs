@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod history;
+pub mod storage_bench;
 
 use std::path::PathBuf;
 
@@ -104,7 +105,17 @@ enum Command {
     Kb(KbArgs),
     /// Drive a kefu (or a baseline relay) with realistic traffic and print the figures.
     #[command(subcommand)]
-    Bench(crate::bench::BenchCommand),
+    Bench(BenchCommand),
+}
+
+/// `kefu bench MODE ...`: the load generator's modes (the kefu-bench crate, which drives a server
+/// from outside) and `storage`, which measures the server's internals and so lives here.
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    #[command(flatten)]
+    Load(kefu_bench::BenchCommand),
+    /// History pages, searches, export and a full reindex over N messages stored in a data directory.
+    Storage(storage_bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -217,20 +228,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (true, Some(email), Some(password)) => Some((email, password)),
                 _ => None,
             };
-            crate::client::chat::run(crate::client::chat::ChatArgs { site, url, http, agent, pin, insecure, protobuf })
+            kefu_client::chat::run(kefu_client::chat::ChatArgs { site, url, http, agent, pin, insecure, protobuf })
                 .await
         }
-        Command::Bench(command) => crate::bench::run(command).await,
+        Command::Bench(BenchCommand::Load(command)) => kefu_bench::run(command).await,
+        Command::Bench(BenchCommand::Storage(args)) => storage_bench::run(args).await,
         Command::Kb(KbArgs::Eval(args)) => {
             let store = match &args.site {
                 Some(_) => {
                     let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
-                    let (data_dir, storage) = (config.data_dir.clone(), config.storage.clone());
-                    let opened = tokio::task::spawn_blocking(move || {
-                        Store::open(&data_dir, &storage, crate::server::writer_hooks(None))
-                    })
-                    .await?;
-                    Some(opened.map_err(|error| match error {
+                    Some(open_database(&config).await?.map_err(|error| match error {
                         StorageError::AlreadyOpen(_) => anyhow::anyhow!(
                             "the server holds the database: stop it, or evaluate against an entries file with --entries"
                         ),
@@ -279,13 +286,16 @@ fn admin_command(args: AdminArgs, config: &Config) -> AdminCommand {
     }
 }
 
-/// Runs an admin command on the database directly, or through the server that holds it.
-pub(crate) async fn run_admin(config: &Config, command: AdminCommand) -> anyhow::Result<Result<Value, String>> {
+/// Opens the database for a command that runs without a server; `AlreadyOpen` when one holds it.
+pub(crate) async fn open_database(config: &Config) -> anyhow::Result<Result<Store, StorageError>> {
     let data_dir = config.data_dir.clone();
     let storage = config.storage.clone();
-    let opened =
-        tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage, crate::server::writer_hooks(None)))
-            .await?;
+    Ok(tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage, crate::server::writer_hooks(None))).await?)
+}
+
+/// Runs an admin command on the database directly, or through the server that holds it.
+pub(crate) async fn run_admin(config: &Config, command: AdminCommand) -> anyhow::Result<Result<Value, String>> {
+    let opened = open_database(config).await?;
     match opened {
         Ok(store) => {
             let answer = command.execute(&store).await.map_err(|error| error.to_string());

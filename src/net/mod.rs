@@ -5,13 +5,15 @@
 pub mod admin;
 pub mod assets;
 pub mod control;
-pub mod framing;
 pub mod http;
 pub mod metrics_endpoint;
-pub mod protobuf;
 pub mod quic;
 pub mod session;
 mod state;
 pub mod websocket;
 
 pub use state::{App, AppState};
+
+/// The QUIC framing and the Protobuf form of the frames are wire vocabulary (the kefu-wire crate),
+/// shared with the clients.
+pub use kefu_wire::{framing, protobuf};

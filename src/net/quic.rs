@@ -7,7 +7,7 @@
 //! sequenced frames (messages, acks, `replayed`, `reset`) travel on one unidirectional stream the
 //! server opens on the first such frame. Every stream has its own writer task and bounded queue,
 //! so flow control blocking one stream leaves the others flowing. Frames are length-prefixed
-//! (`transport::framing`), in JSON or, when the client negotiated ALPN `kefu/1+proto`, Protobuf.
+//! (`kefu_wire::framing`), in JSON or, when the client negotiated ALPN `kefu/1+proto`, Protobuf.
 //! [`crate::net::session::Session`] runs the protocol exactly as for a WebSocket.
 
 use std::collections::HashMap;
@@ -36,10 +36,8 @@ use crate::net::session::{CloseReason, Entry, Session};
 use crate::protocol::error_frame;
 use crate::protocol::{self, ClientFrame, ErrorCode, ServerFrame, close_code};
 
-/// ALPN of the JSON encoding.
-pub const ALPN_JSON: &[u8] = b"kefu/1";
-/// ALPN of the Protobuf encoding.
-pub const ALPN_PROTOBUF: &[u8] = b"kefu/1+proto";
+/// The encodings and their ALPN names belong to the wire vocabulary, which clients share.
+pub use kefu_wire::encoding::{ALPN_JSON, ALPN_PROTOBUF, Encoding};
 
 /// Frames queued for one stream before the connection counts as a slow consumer (like the
 /// WebSocket's outbound queue, but per stream, so one stalled conversation does not hold the rest).
@@ -55,13 +53,6 @@ const MAX_CLIENT_BIDI_STREAMS: u32 = 8;
 
 /// How long a closing connection waits for its streams to deliver their last frames (goaway).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Which encoding a connection speaks, from its ALPN.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Encoding {
-    Json,
-    Protobuf,
-}
 
 /// A bound QUIC endpoint and the SHA-256 fingerprint of its certificate (hex), for pinning.
 pub struct QuicListener {
@@ -210,14 +201,11 @@ async fn serve_connection(
     cache: Arc<ProtobufCache>,
     permit: OwnedSemaphorePermit,
 ) {
-    let encoding = match connection
+    let alpn = connection
         .handshake_data()
         .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .and_then(|data| data.protocol)
-    {
-        Some(protocol) if protocol == ALPN_PROTOBUF => Encoding::Protobuf,
-        _ => Encoding::Json,
-    };
+        .and_then(|data| data.protocol);
+    let encoding = Encoding::of_alpn(alpn.as_deref());
     let limits = app.config.limits.clone();
     let max_frame = limits.max_frame_bytes;
 
@@ -269,7 +257,7 @@ async fn serve_connection(
     let (inbound_sender, mut inbound) = mpsc::channel::<Inbound>(INBOUND_QUEUE_FRAMES);
     let mut readers = JoinSet::new();
     readers.spawn(read_stream(control_recv, inbound_sender.clone()));
-    let mut rate = RateLimiter::new(limits.frames_per_second, limits.frame_burst);
+    let rate = RateLimiter::new(limits.frames_per_second, limits.frame_burst);
 
     let close_reason: Option<CloseReason> = loop {
         if let Err(reason) = writers.route(&mut out) {

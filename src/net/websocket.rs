@@ -178,7 +178,7 @@ async fn serve(
         },
     );
     let mut out: Vec<Bytes> = first_frames;
-    let mut rate = RateLimiter::new(limits.frames_per_second, limits.frame_burst);
+    let rate = RateLimiter::new(limits.frames_per_second, limits.frame_burst);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(limits.heartbeat_secs));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.reset();
@@ -201,7 +201,7 @@ async fn serve(
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
                         // Over the rate, the frame waits (and so does reading the next one).
-                        if !rate.allow() {
+                        if rate.check().is_err() {
                             Box::pin(rate.pace()).await;
                         }
                         // Boxed: a frame's handling (a send waits for its commit) is large, and an

@@ -213,8 +213,8 @@ impl RequestBudgets {
             .tokens
             .entry(token_id)
             .or_insert_with(|| TokenUse { bucket: RateLimiter::new(self.per_second, self.burst), last_recorded: None });
-        if !entry.bucket.allow() {
-            return Admission { retry_after: Some(entry.bucket.time_to_next()), record_use: false };
+        if let Err(wait) = entry.bucket.check() {
+            return Admission { retry_after: Some(wait), record_use: false };
         }
         let now = Instant::now();
         let record_use = entry.last_recorded.is_none_or(|at| now.duration_since(at) >= LAST_USED_INTERVAL);

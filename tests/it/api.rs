@@ -91,7 +91,7 @@ async fn a_token_sees_one_site_a_read_only_token_only_reads_and_a_revoked_one_is
     assert!(!page.contains(&token) && !page.contains(&read_only));
     let (status, page) = post_token_form(&server, &session, &[("name", " "), ("site", &site_a.key)]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(page.contains("Name: name: must be 1 to 100 characters"), "{page}");
+    assert!(page.contains("Name: must be 1 to 100 characters"), "{page}");
     let (status, _) = post_token_form(&server, &session, &[("name", "Ghost"), ("site", "nope")]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 

@@ -77,6 +77,8 @@ fn short_soak(extra: &[&str]) -> String {
     let out = succeeds(&args);
     assert!(out.contains("(1 server restarts)") || out.contains("(2 server restarts)"), "{out}");
     assert!(out.contains("exactly-once: PASS"), "{out}");
+    // The uploads go through the bench's HTTP client; some must have been stored.
+    assert!(!out.contains("(0 uploads)"), "{out}");
     out
 }
 
@@ -97,4 +99,54 @@ fn a_url_without_a_site_is_refused_clearly() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--url needs --site"), "{stderr}");
+}
+
+#[test]
+fn quic_connections_reports_memory_per_connection() {
+    let out = succeeds(&["quic", "connections", "20"]);
+    assert!(out.contains("connected: 20 of 20"), "{out}");
+    assert!(out.contains("server memory per QUIC connection:"), "{out}");
+}
+
+#[test]
+fn quic_relay_reports_latency() {
+    let out = succeeds(&["quic", "relay", "4", "1", "40"]);
+    assert!(out.contains("messages received by the agent: 40 of 40"), "{out}");
+    assert!(out.contains("latency p99:"), "{out}");
+}
+
+#[test]
+fn a_quic_relay_without_visitors_is_refused_clearly() {
+    let output = bench(&["quic", "relay", "0"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("visitors, seconds and rate must each be at least 1"), "{stderr}");
+}
+
+#[test]
+fn storage_measures_history_search_export_and_reports() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("data");
+    let dir = dir.to_str().unwrap();
+    let out = succeeds(&["storage", "--dir", dir, "--messages", "300", "--days", "2", "--samples", "5"]);
+    for line in [
+        "fill: 300 messages",
+        "history page (50 messages, newest): samples=5",
+        "full index build",
+        "export Csv: messages=300",
+        "report (",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+}
+
+#[test]
+fn storage_refuses_conversations_without_messages_and_writes_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("data");
+    let output = bench(&["storage", "--dir", dir.to_str().unwrap(), "--per-conversation", "0"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--per-conversation"), "{stderr}");
+    assert!(!dir.exists(), "nothing is written on bad input");
 }

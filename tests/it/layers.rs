@@ -17,7 +17,6 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("domain", &["chat", "people", "sites", "routing", "bot", "search", "history", "webhooks"]),
     ("transports", &["net"]),
     ("wiring", &["server"]),
-    ("tools", &["bench", "client"]),
     ("entry point", &["cli"]),
 ];
 

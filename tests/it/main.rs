@@ -29,6 +29,7 @@ mod revocation;
 mod routing;
 mod search;
 mod support;
+mod terminal_chat;
 mod visitor_features;
 mod visitor_limits;
 mod webhooks;

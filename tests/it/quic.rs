@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kefu::client::{Client, ClientConfig, Encoding, Event, Trust};
 use kefu::net::{framing, protobuf};
+use kefu_client::{Client, ClientConfig, Encoding, Event, Trust};
 use serde_json::{Value, json};
 
 use crate::support::{FRAME_TIMEOUT, TestServer, history};
@@ -51,7 +51,7 @@ impl ConversationStream {
 impl RawQuic {
     /// Connects; `stream_window` shrinks how much each stream may carry unread.
     async fn connect(server: &TestServer, encoding: Encoding, stream_window: Option<u32>) -> RawQuic {
-        let mut config = kefu::client::quic_client_config(&Trust::Pin(server.quic_fingerprint.clone()), encoding)
+        let mut config = kefu_client::quic_client_config(&Trust::Pin(server.quic_fingerprint.clone()), encoding)
             .expect("a client configuration");
         if let Some(window) = stream_window {
             let mut transport = quinn::TransportConfig::default();

@@ -37,7 +37,7 @@ pub async fn probe(url: &str) -> anyhow::Result<()> {
     authority.parse::<std::net::SocketAddr>().map_err(|_| {
         anyhow::anyhow!("--url must name an IP address and port, such as http://127.0.0.1:8080/healthz")
     })?;
-    let client = crate::base::outbound::tool_client(PROBE_TIMEOUT)?;
+    let client = kefu_client::http::tool_client(PROBE_TIMEOUT)?;
     // HTTP/1.0, so the server answers in kind and the printed status line reads `HTTP/1.0 200 OK`.
     let response = match client.get(url).version(reqwest::Version::HTTP_10).send().await {
         Ok(response) => response,

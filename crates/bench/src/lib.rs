@@ -2,6 +2,11 @@
 //! protocol and prints its inputs and results. One module per mode; see BENCHMARKS.md for
 //! figures and bench/README.md for the baselines.
 //!
+//! The crate knows kefu only from outside, through the wire vocabulary (kefu-wire), the Rust
+//! client (kefu-client) and the HTTP API; it runs inside the `kefu` binary, which it starts again
+//! as the server under test and as its worker processes. `kefu bench storage` measures the
+//! server's internals and so stays in the kefu crate (`src/cli/storage_bench.rs`).
+//!
 //! The coordinator (this process) starts the server under test, holds the agents, and spreads
 //! visitors over worker processes ([`worker`]) bound to several 127.0.0.x source addresses.
 
@@ -10,9 +15,9 @@ pub mod client;
 pub mod connections;
 pub mod host_stalls;
 pub mod ingest;
+pub mod quic;
 pub mod relay;
 pub mod soak;
-pub mod storage;
 pub mod target;
 pub mod worker;
 
@@ -29,8 +34,9 @@ pub enum BenchCommand {
     Ingest(ingest::IngestArgs),
     /// Mixed traffic with restarts for a duration; checks every message was delivered once.
     Soak(soak::SoakArgs),
-    /// History pages, searches, export and a full reindex over N messages stored in a data directory.
-    Storage(storage::BenchArgs),
+    /// QUIC visitor connections held, or visitor → agent latency over QUIC, against a kefu child.
+    #[command(subcommand)]
+    Quic(quic::QuicCommand),
     /// A visitor fleet for the coordinator (internal).
     #[command(hide = true)]
     Worker {
@@ -88,7 +94,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Relay(args) => relay::run(args).await,
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Soak(args) => soak::run(args).await,
-        BenchCommand::Storage(args) => storage::run(args).await,
+        BenchCommand::Quic(command) => quic::run(command).await,
         BenchCommand::Worker { spec } => worker::run(&spec).await,
     }
 }

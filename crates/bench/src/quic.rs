@@ -1,15 +1,13 @@
-//! QUIC benchmarks against a real `kefu serve` process (see BENCHMARKS.md for the figures and
-//! docs/bench-log/2026-11-27.md, "QUIC", for the runs).
+//! `kefu bench quic`: QUIC against a kefu child process (`kefu serve` of this same binary, on a
+//! temporary data directory); see BENCHMARKS.md for the figures and docs/bench-log/2026-11-27.md,
+//! "QUIC", for the runs.
 //!
-//! - `quic_bench connections N`: opens N QUIC visitor connections (each with `hello` answered by
-//!   `welcome`) from this process to a separate server process, holds them, and reads the
-//!   server's VmRSS from /proc before and after to report memory per connection.
-//! - `quic_bench relay VISITORS SECONDS RATE`: VISITORS visitors on QUIC send RATE messages per
-//!   second in total for SECONDS to one agent on QUIC; reports visitor → agent latency
-//!   (send to receipt, durable: every message is committed before it is delivered).
-//!
-//! Build with `cargo build --release --bin kefu --example quic_bench`; the server binary is
-//! `target/release/kefu` unless QUIC_BENCH_SERVER names another.
+//! - `kefu bench quic connections N`: opens N QUIC visitor connections (each with `hello` answered
+//!   by `welcome`) from this process to the server, holds them, and reads the server's VmRSS from
+//!   /proc before and after to report memory per connection.
+//! - `kefu bench quic relay VISITORS SECONDS RATE`: VISITORS visitors on QUIC send RATE messages
+//!   per second in total for SECONDS to one agent on QUIC; reports visitor → agent latency (send to
+//!   receipt, durable: every message is committed before it is delivered).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use kefu::client::{Client, ClientConfig, Encoding, Event, Trust};
+use clap::Subcommand;
+use kefu_client::{Client, ClientConfig, Encoding, Event, Trust};
+use kefu_wire::framing;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -32,6 +32,13 @@ const CONNECT_ATTEMPTS: usize = 3;
 /// Visitor sessions created over HTTP at once.
 const SESSION_CONCURRENCY: usize = 256;
 
+/// How long the relay's agent may take to connect, and then to be assigned every conversation.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long one HTTP request to the server may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The kefu child under test.
 struct Server {
     child: Child,
     http: String,
@@ -42,14 +49,51 @@ struct Server {
     admin_password: String,
 }
 
-fn kefu_bin() -> String {
-    std::env::var("QUIC_BENCH_SERVER")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/kefu").to_owned())
+/// `kefu bench quic MODE ...`
+#[derive(Subcommand, Debug)]
+pub enum QuicCommand {
+    /// N QUIC visitor connections held: server memory per connection, connect rate.
+    Connections {
+        /// Connections to open.
+        #[arg(default_value_t = 50_000)]
+        connections: usize,
+    },
+    /// Visitors on QUIC sending paced messages to one agent on QUIC: visitor → agent latency.
+    Relay {
+        /// Visitors, each with its own connection and conversation.
+        #[arg(default_value_t = 100)]
+        visitors: usize,
+        /// How long the visitors send.
+        #[arg(default_value_t = 10)]
+        seconds: u64,
+        /// Messages per second from all visitors together.
+        #[arg(default_value_t = 1000)]
+        rate: u64,
+    },
+}
+
+pub async fn run(command: QuicCommand) -> anyhow::Result<()> {
+    super::print_machine();
+    match command {
+        QuicCommand::Connections { connections: n } => connections(n).await,
+        QuicCommand::Relay { visitors, seconds, rate } => {
+            if visitors == 0 || seconds == 0 || rate == 0 {
+                bail!("visitors, seconds and rate must each be at least 1");
+            }
+            relay(visitors, seconds, rate).await
+        }
+    }
+}
+
+/// The server under test is this same binary.
+fn kefu_bin() -> anyhow::Result<std::path::PathBuf> {
+    std::env::current_exe().context("finding the kefu binary")
 }
 
 async fn start_server() -> anyhow::Result<Server> {
     let data_dir = tempfile::tempdir()?;
-    let mut child = Command::new(kefu_bin())
+    let program = kefu_bin()?;
+    let mut child = Command::new(&program)
         .args(["serve", "--data-dir", data_dir.path().to_str().context("a UTF-8 path")?])
         .args(["--http", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
         .env("KEFU_LIMITS__MAX_CONNECTIONS", "200000")
@@ -60,7 +104,7 @@ async fn start_server() -> anyhow::Result<Server> {
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("starting {}", kefu_bin()))?;
+        .with_context(|| format!("starting {}", program.display()))?;
     let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
     let (mut quic, mut fingerprint, mut site, mut admin_password) = (None, None, None, None);
     let http = loop {
@@ -96,7 +140,7 @@ fn vm_rss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 async fn visitor_tokens(server: &Server, n: usize) -> anyhow::Result<Vec<String>> {
-    let http = reqwest::Client::new();
+    let http = kefu_client::http::tool_client(HTTP_TIMEOUT)?;
     let url = format!("{}/api/v1/visitor/session", server.http);
     let limit = Arc::new(Semaphore::new(SESSION_CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
@@ -125,10 +169,10 @@ async fn connect_visitor(
     let connection = endpoint.connect(address, "localhost")?.await?;
     let (mut send, mut recv) = connection.open_bi().await?;
     let hello = json!({"type": "hello", "role": "visitor", "site": site, "token": token}).to_string();
-    send.write_all(&kefu::net::framing::prefix(hello.len())).await?;
+    send.write_all(&framing::prefix(hello.len())).await?;
     send.write_all(hello.as_bytes()).await?;
-    let mut frames = kefu::net::framing::reader(&mut recv, 1 << 20);
-    let welcome = kefu::net::framing::read_frame(&mut frames).await?.context("no welcome")?;
+    let mut frames = framing::reader(&mut recv, 1 << 20);
+    let welcome = framing::read_frame(&mut frames).await?.context("no welcome")?;
     let welcome: Value = serde_json::from_slice(&welcome)?;
     if welcome["type"] != "welcome" {
         bail!("expected welcome, got {welcome}");
@@ -147,7 +191,7 @@ async fn connections(n: usize) -> anyhow::Result<()> {
 
     let address: std::net::SocketAddr = server.quic.trim_start_matches("quic://").parse()?;
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    let mut config = kefu::client::quic_client_config(&Trust::Pin(server.fingerprint.clone()), Encoding::Json)?;
+    let mut config = kefu_client::quic_client_config(&Trust::Pin(server.fingerprint.clone()), Encoding::Json)?;
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(Duration::from_secs(20)));
     transport.max_idle_timeout(Some(Duration::from_secs(300).try_into()?));
@@ -221,7 +265,7 @@ async fn relay(n_visitors: usize, seconds: u64, rate: u64) -> anyhow::Result<()>
         server.quic
     );
     // An agent with room for every conversation, created through the running server.
-    let output = Command::new(kefu_bin())
+    let output = Command::new(kefu_bin()?)
         .args(["admin", "create-agent", "--email", "bench@kefu.local", "--password", "bench password 1"])
         .args(["--site", &server.site, "--capacity", &(n_visitors * 2).to_string()])
         .args(["--data-dir", server.data_dir.path().to_str().context("a UTF-8 path")?])
@@ -231,7 +275,7 @@ async fn relay(n_visitors: usize, seconds: u64, rate: u64) -> anyhow::Result<()>
         bail!("creating the agent failed: {}", String::from_utf8_lossy(&output.stderr));
     }
     let _ = &server.admin_password;
-    let http = reqwest::Client::new();
+    let http = kefu_client::http::tool_client(HTTP_TIMEOUT)?;
     let login: Value = http
         .post(format!("{}/api/v1/agent/login", server.http))
         .json(&json!({"email": "bench@kefu.local", "password": "bench password 1"}))
@@ -241,9 +285,13 @@ async fn relay(n_visitors: usize, seconds: u64, rate: u64) -> anyhow::Result<()>
         .await?;
     let agent_token = login["token"].as_str().context("an agent token")?;
     let mut agent = Client::connect(ClientConfig::agent(&server.quic, agent_token).pin(&server.fingerprint));
+    let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
     loop {
-        if let Some(Event::Connected(_)) = agent.next_event().await {
-            break;
+        match tokio::time::timeout_at(setup_deadline, agent.next_event()).await {
+            Ok(Some(Event::Connected(_))) => break,
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("the agent's connection ended before it was welcomed"),
+            Err(_) => bail!("the agent was not connected in time"),
         }
     }
 
@@ -259,11 +307,15 @@ async fn relay(n_visitors: usize, seconds: u64, rate: u64) -> anyhow::Result<()>
         visitors.push(visitor);
     }
     let mut assigned = 0;
+    let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
     while assigned < n_visitors {
-        if let Some(Event::Frame(frame)) = agent.next_event().await {
-            if frame["type"] == "conversation" && frame["event"] == "assigned" {
+        match tokio::time::timeout_at(setup_deadline, agent.next_event()).await {
+            Ok(Some(Event::Frame(frame))) if frame["type"] == "conversation" && frame["event"] == "assigned" => {
                 assigned += 1;
             }
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("the agent's connection ended while conversations were assigned"),
+            Err(_) => bail!("{assigned} of {n_visitors} conversations were assigned in time"),
         }
     }
 
@@ -322,17 +374,4 @@ async fn relay(n_visitors: usize, seconds: u64, rate: u64) -> anyhow::Result<()>
         println!("  latency {name}: {:.2} ms", percentile(&latencies, p).as_secs_f64() * 1000.0);
     }
     Ok(())
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    // kefu builds reqwest without a default TLS crypto provider; the process installs ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let number = |index: usize, default: u64| args.get(index).and_then(|arg| arg.parse().ok()).unwrap_or(default);
-    match args.first().map(String::as_str) {
-        Some("connections") => connections(number(1, 50_000) as usize).await,
-        Some("relay") => relay(number(1, 100) as usize, number(2, 10), number(3, 1000)).await,
-        _ => bail!("usage: quic_bench connections [N] | relay [VISITORS] [SECONDS] [RATE]"),
-    }
 }

@@ -1,4 +1,4 @@
-//! Generates the Protobuf structs of `src/transport/protobuf.rs` from `proto/kefu.proto`.
+//! Generates the Protobuf structs of `src/protobuf.rs` from `proto/kefu.proto` (paths in this crate).
 //!
 //! protox parses the .proto file (no `protoc` needed) and prost-build writes the structs to
 //! `OUT_DIR/kefu.v1.rs`. Each struct and frame oneof also derives serde with the JSON shape of

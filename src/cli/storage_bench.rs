@@ -1,6 +1,8 @@
-//! `kefu bench`: fills a data directory with messages through the real writer path, then
+//! `kefu bench storage`: fills a data directory with messages through the real writer path, then
 //! measures a history page, a search, an export, a full index build and a report. It prints its inputs
-//! and results; BENCHMARKS.md records them.
+//! and results; BENCHMARKS.md records them. It measures the server's internals (the writer, the
+//! search index, the export), so it lives in the kefu crate beside the command line rather than in
+//! the load generator (kefu-bench), which knows the server only from outside.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,13 +28,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub dir: PathBuf,
     /// Messages to store.
-    #[arg(long, default_value_t = 10_000_000)]
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub messages: u64,
     /// Spread over this many past UTC days.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub days: u32,
     /// Messages per conversation (60, so a history page of 50 is full).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub per_conversation: u64,
     /// Timed samples of each read measurement.
     #[arg(long, default_value_t = 2_000)]

@@ -52,9 +52,9 @@ pub async fn start(
 ) -> anyhow::Result<(Arc<AgentStats>, Vec<tokio::task::JoinHandle<()>>)> {
     let stats = Arc::new(AgentStats::default());
     let mut tasks = Vec::new();
-    let mut http = Http::new(endpoint.addr);
+    let http = Http::new(endpoint.addr)?;
     for (number, (email, password)) in agents.iter().enumerate() {
-        let token = if endpoint.bare { email.clone() } else { client::agent_login(&mut http, email, password).await? };
+        let token = if endpoint.bare { email.clone() } else { client::agent_login(&http, email, password).await? };
         let (ws, welcome) = client::ws_connect(endpoint, None, "/ws/agent", json!({ "type": "hello", "token": token }))
             .await
             .with_context(|| format!("connecting agent {email}"))?;

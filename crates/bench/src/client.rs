@@ -1,6 +1,6 @@
-//! The load generator's side of the protocol: a small keep-alive HTTP/1.1 client, WebSocket
-//! connections bound to a chosen source address, the frames the bench reads, and latency
-//! summaries.
+//! The load generator's side of the protocol: WebSocket connections bound to a chosen source
+//! address (hand-written on tungstenite with small buffers: it is the measured hot path), the
+//! JSON API over reqwest, the frames the bench reads, and latency summaries.
 //!
 //! The bench speaks the real protocol (docs/protocol.md) against kefu, or its "bare" subset
 //! against the baseline relays (bench/README.md): no HTTP, any token, `hello` → `welcome`,
@@ -10,10 +10,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use reqwest::Method;
+use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -171,125 +173,49 @@ pub async fn queue_frame(ws: &mut Ws, frame: &Value) -> anyhow::Result<()> {
     ws.feed(Message::text(frame.to_string())).await.context("sending a frame")
 }
 
-/// A keep-alive HTTP/1.1 connection for the JSON API.
+/// The JSON API over HTTP: reqwest with keep-alive connections, which clones share (a clone is a
+/// handle on the same connection pool; the connections close when the last one is dropped).
+#[derive(Clone)]
 pub struct Http {
-    addr: SocketAddr,
-    stream: Option<BufReader<TcpStream>>,
+    base: String,
+    client: reqwest::Client,
 }
 
 impl Http {
-    pub fn new(addr: SocketAddr) -> Http {
-        Http { addr, stream: None }
+    pub fn new(addr: SocketAddr) -> anyhow::Result<Http> {
+        let client = kefu_client::http::tool_client(ANSWER_TIMEOUT).context("setting up the HTTP client")?;
+        Ok(Http { base: format!("http://{addr}"), client })
     }
 
-    /// One request; returns the status and the body. Reconnects once if the kept connection
-    /// was closed by the server.
+    /// One request; returns the status and the body, whatever the status.
     pub async fn request(
-        &mut self,
-        method: &str,
+        &self,
+        method: Method,
         path: &str,
         token: Option<&str>,
         content_type: &str,
-        body: &[u8],
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
-        let reused = self.stream.is_some();
-        match tokio::time::timeout(ANSWER_TIMEOUT, self.try_request(method, path, token, content_type, body)).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) if reused => {
-                self.stream = None;
-                tokio::time::timeout(ANSWER_TIMEOUT, self.try_request(method, path, token, content_type, body))
-                    .await
-                    .context("no HTTP answer in time")?
-            }
-            Ok(Err(error)) => {
-                self.stream = None;
-                Err(error)
-            }
-            Err(_) => {
-                self.stream = None;
-                bail!("no HTTP answer in time")
-            }
-        }
-    }
-
-    async fn try_request(
-        &mut self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        content_type: &str,
-        body: &[u8],
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
-        if self.stream.is_none() {
-            self.stream = Some(BufReader::new(tcp_connect(self.addr, None).await.context("connecting")?));
-        }
-        let Some(stream) = self.stream.as_mut() else { bail!("no connection") };
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
+        body: impl Into<reqwest::Body>,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        let mut request =
+            self.client.request(method, format!("{}{path}", self.base)).header(CONTENT_TYPE, content_type).body(body);
         if let Some(token) = token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+            request = request.bearer_auth(token);
         }
-        head.push_str("\r\n");
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body);
-        stream.get_mut().write_all(&request).await?;
-
-        let mut header_bytes = Vec::with_capacity(512);
-        loop {
-            let byte = stream.read_u8().await?;
-            header_bytes.push(byte);
-            if header_bytes.ends_with(b"\r\n\r\n") {
-                break;
-            }
-            if header_bytes.len() > 64 * 1024 {
-                bail!("HTTP headers too long");
-            }
-        }
-        let header = String::from_utf8_lossy(&header_bytes);
-        let mut lines = header.split("\r\n");
-        let status: u16 = lines
-            .next()
-            .and_then(|line| line.split(' ').nth(1))
-            .and_then(|code| code.parse().ok())
-            .context("a malformed HTTP status line")?;
-        let mut length = None;
-        let mut close = false;
-        for line in lines {
-            if let Some((name, value)) = line.split_once(':') {
-                let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-                if name == "content-length" {
-                    length = value.parse::<usize>().ok();
-                } else if name == "connection" && value.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if name == "transfer-encoding" {
-                    bail!("chunked HTTP answers are not supported by the bench client");
-                }
-            }
-        }
-        let mut body = Vec::new();
-        match length {
-            Some(length) => {
-                body.resize(length, 0);
-                stream.read_exact(&mut body).await?;
-            }
-            None => {
-                stream.read_to_end(&mut body).await?;
-                close = true;
-            }
-        }
-        if close {
-            self.stream = None;
-        }
-        Ok((status, body))
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.bytes().await?))
     }
 
-    /// A JSON request that must succeed (2xx).
-    pub async fn json(&mut self, method: &str, path: &str, token: Option<&str>, body: &Value) -> anyhow::Result<Value> {
-        let (status, answer) =
-            self.request(method, path, token, "application/json", body.to_string().as_bytes()).await?;
+    /// A JSON request that must succeed (2xx); `None` sends no body.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let (status, answer) = self.request(method.clone(), path, token, "application/json", body).await?;
         if !(200..300).contains(&status) {
             bail!("{method} {path}: {status} {}", String::from_utf8_lossy(&answer));
         }
@@ -301,20 +227,20 @@ impl Http {
 }
 
 /// A visitor session: `(visitor token, conversations)`.
-pub async fn visitor_session(http: &mut Http, site: &str, token: Option<&str>) -> anyhow::Result<(String, Value)> {
+pub async fn visitor_session(http: &Http, site: &str, token: Option<&str>) -> anyhow::Result<(String, Value)> {
     let mut body = json!({ "site": site });
     if let Some(token) = token {
         body["token"] = json!(token);
     }
-    let answer = http.json("POST", "/api/v1/visitor/session", None, &body).await?;
+    let answer = http.json(Method::POST, "/api/v1/visitor/session", None, Some(&body)).await?;
     let token = answer["token"].as_str().context("a session without a token")?.to_owned();
     Ok((token, answer["conversations"].clone()))
 }
 
 /// Logs an agent in; returns the agent token.
-pub async fn agent_login(http: &mut Http, email: &str, password: &str) -> anyhow::Result<String> {
-    let answer =
-        http.json("POST", "/api/v1/agent/login", None, &json!({ "email": email, "password": password })).await?;
+pub async fn agent_login(http: &Http, email: &str, password: &str) -> anyhow::Result<String> {
+    let body = json!({ "email": email, "password": password });
+    let answer = http.json(Method::POST, "/api/v1/agent/login", None, Some(&body)).await?;
     Ok(answer["token"].as_str().context("a login without a token")?.to_owned())
 }
 

@@ -1,5 +1,5 @@
 //! Length-prefixed frames on a byte stream (QUIC streams): a 4-byte big-endian length, then that
-//! many bytes of one frame. Shared by the server's QUIC transport and `kefu::client`.
+//! many bytes of one frame. Shared by the server's QUIC transport and `kefu-client`.
 //!
 //! Reading is tokio-util's [`LengthDelimitedCodec`], whose defaults are exactly this format.
 //! Writing stays a 4-byte prefix sent beside the frame with quinn's `write_all_chunks`: the codec's

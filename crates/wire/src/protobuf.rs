@@ -153,7 +153,7 @@ mod tests {
     /// The frame `type` names of an enum in src/protocol.rs (its variants in snake case), read from
     /// the source so that a new variant needs no change here to be checked.
     fn protocol_frame_types(enum_header: &str) -> BTreeSet<String> {
-        let source = include_str!("../protocol.rs");
+        let source = include_str!("protocol.rs");
         let start = source.find(enum_header).unwrap_or_else(|| panic!("src/protocol.rs has no `{enum_header}`"));
         let body = &source[start + enum_header.len()..];
         let body = &body[..body.find("\n}").expect("the enum's closing brace")];

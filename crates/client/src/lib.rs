@@ -8,9 +8,9 @@
 //! server stores it exactly once (docs/protocol.md, "Delivery guarantees").
 //!
 //! ```no_run
-//! use kefu::client::{Client, ClientConfig, Event};
+//! use kefu_client::{Client, ClientConfig, Event};
 //!
-//! # async fn run() -> Result<(), kefu::client::ClientError> {
+//! # async fn run() -> Result<(), kefu_client::ClientError> {
 //! // A visitor token comes from `POST /api/v1/visitor/session`.
 //! let config = ClientConfig::visitor("quic://chat.example.com:8443", "SITE_KEY", "v1.TOKEN")
 //!     .pin("3b5d...the certificate's SHA-256 as printed by kefu serve");
@@ -29,6 +29,7 @@
 //! ```
 
 pub mod chat;
+pub mod http;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -47,10 +48,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::net::framing;
-use crate::net::protobuf;
-pub use crate::net::quic::Encoding;
-use crate::net::quic::{ALPN_JSON, ALPN_PROTOBUF};
+pub use kefu_wire::encoding::Encoding;
+use kefu_wire::encoding::{ALPN_JSON, ALPN_PROTOBUF};
+use kefu_wire::{framing, protobuf};
 
 /// Commands from the app waiting for the connection task. Small: `send` waits for its ack anyway.
 const COMMAND_QUEUE: usize = 64;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use parking_lot::Mutex;
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -332,7 +333,7 @@ impl Verdict {
 async fn check(target: &Target, ledger: &Shared) -> anyhow::Result<Verdict> {
     let conversations: Vec<(u64, String)> =
         ledger.lock().conversations.iter().map(|(id, token)| (*id, token.clone())).collect();
-    let mut http = Http::new(target.endpoint.addr);
+    let http = Http::new(target.endpoint.addr)?;
     let mut stored: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
     let mut verdict = Verdict { conversations: conversations.len(), ..Verdict::default() };
     for (conversation, token) in conversations {
@@ -342,7 +343,7 @@ async fn check(target: &Target, ledger: &Shared) -> anyhow::Result<Verdict> {
                 Some(before) => format!("/api/v1/conversations/{conversation}/messages?limit=200&before={before}"),
                 None => format!("/api/v1/conversations/{conversation}/messages?limit=200"),
             };
-            let page = http.json("GET", &path, Some(&token), &Value::Null).await?;
+            let page = http.json(Method::GET, &path, Some(&token), None).await?;
             for message in page["messages"].as_array().into_iter().flatten() {
                 verdict.history_messages += 1;
                 if let (Some(client_id), Some(seq)) = (message["client_id"].as_str(), message["seq"].as_u64()) {
@@ -435,7 +436,13 @@ impl SoakVisitor {
     }
 
     async fn run(mut self, ledger: Shared, mut stage: watch::Receiver<Stage>) {
-        let mut http = Http::new(self.endpoint.addr);
+        let http = match Http::new(self.endpoint.addr) {
+            Ok(http) => http,
+            Err(error) => {
+                ledger.lock().error(format!("{error:#}"));
+                return;
+            }
+        };
         let mut first = true;
         // Spread the first messages over one period.
         let offset = self.period.mul_f64(rand::random::<f64>());
@@ -449,7 +456,7 @@ impl SoakVisitor {
                 tokio::time::sleep(RECONNECT_DELAY).await;
             }
             first = false;
-            let mut ws = match self.connect(&mut http).await {
+            let mut ws = match self.connect(&http).await {
                 Ok(ws) => ws,
                 Err(_) => {
                     ledger.lock().connect_failures += 1;
@@ -485,7 +492,7 @@ impl SoakVisitor {
                         if next_send < Instant::now() {
                             next_send = Instant::now() + self.period;
                         }
-                        if self.send_new(&mut ws, &mut http, &ledger, &stage).await.is_err() {
+                        if self.send_new(&mut ws, &http, &ledger, &stage).await.is_err() {
                             break;
                         }
                     }
@@ -507,7 +514,7 @@ impl SoakVisitor {
         }
     }
 
-    async fn connect(&mut self, http: &mut Http) -> anyhow::Result<Ws> {
+    async fn connect(&mut self, http: &Http) -> anyhow::Result<Ws> {
         let (token, _) = client::visitor_session(http, &self.site, self.token.as_deref()).await?;
         if self.token.as_deref().is_some_and(|old| old != token) {
             bail!("the server gave visitor {} a new identity", self.index);
@@ -535,7 +542,7 @@ impl SoakVisitor {
     async fn send_new(
         &mut self,
         ws: &mut Ws,
-        http: &mut Http,
+        http: &Http,
         ledger: &Shared,
         stage: &watch::Receiver<Stage>,
     ) -> anyhow::Result<()> {
@@ -548,7 +555,7 @@ impl SoakVisitor {
                 Some((conversation, _)) => format!("/api/v1/uploads?conversation_id={conversation}&name=dot.png"),
                 None => "/api/v1/uploads?name=dot.png".to_owned(),
             };
-            match http.request("POST", &path, Some(&token), "application/octet-stream", PNG).await {
+            match http.request(Method::POST, &path, Some(&token), "application/octet-stream", PNG).await {
                 Ok((201, body)) => {
                     let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     attachment_id = answer["id"].as_str().map(str::to_owned);
@@ -685,7 +692,13 @@ impl SoakAgent {
     }
 
     async fn run(mut self, ledger: Shared, mut stage: watch::Receiver<Stage>) {
-        let mut http = Http::new(self.endpoint.addr);
+        let http = match Http::new(self.endpoint.addr) {
+            Ok(http) => http,
+            Err(error) => {
+                ledger.lock().error(format!("{error:#}"));
+                return;
+            }
+        };
         let mut first = true;
         loop {
             if *stage.borrow() == Stage::Leave {
@@ -696,7 +709,7 @@ impl SoakAgent {
                 tokio::time::sleep(RECONNECT_DELAY).await;
             }
             first = false;
-            let mut ws = match self.connect(&mut http, &ledger).await {
+            let mut ws = match self.connect(&http, &ledger).await {
                 Ok(ws) => ws,
                 Err(_) => {
                     ledger.lock().connect_failures += 1;
@@ -735,7 +748,7 @@ impl SoakAgent {
         }
     }
 
-    async fn connect(&mut self, http: &mut Http, ledger: &Shared) -> anyhow::Result<Ws> {
+    async fn connect(&mut self, http: &Http, ledger: &Shared) -> anyhow::Result<Ws> {
         let token = match &self.token {
             Some(token) => token.clone(),
             None => client::agent_login(http, &self.email, &self.password).await?,

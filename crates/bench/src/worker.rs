@@ -117,7 +117,7 @@ pub async fn run(spec_json: &str) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
-    let http_pool: Arc<Mutex<Vec<Http>>> = Arc::new(Mutex::new(Vec::new()));
+    let http = Http::new(endpoint.addr)?;
     let (phase_sender, phase) = watch::channel(Phase::Idle);
     let connected = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
@@ -136,7 +136,7 @@ pub async fn run(spec_json: &str) -> anyhow::Result<()> {
         let spec = spec.clone();
         let endpoint = endpoint.clone();
         let permits = permits.clone();
-        let http_pool = http_pool.clone();
+        let http = http.clone();
         let phase = phase.clone();
         let (connected, failed, first_failure, settled) =
             (connected.clone(), failed.clone(), first_failure.clone(), settled.clone());
@@ -144,10 +144,9 @@ pub async fn run(spec_json: &str) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let opened = {
                 let _permit = permits.acquire().await;
-                let http = http_pool.lock().pop();
-                let mut http = http.unwrap_or_else(|| Http::new(endpoint.addr));
-                let opened = open_visitor(&endpoint, &spec, index, &mut http).await;
-                http_pool.lock().push(http);
+                let opened = open_visitor(&endpoint, &spec, index, &http).await;
+                // This task's handle on the HTTP connections goes; the fleet is WebSockets only.
+                drop(http);
                 opened
             };
             let visitor = match opened {
@@ -195,7 +194,7 @@ pub async fn run(spec_json: &str) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // The pooled HTTP connections are not part of the fleet: close them before the server is measured.
-    http_pool.lock().clear();
+    drop(http);
     let line = json!({
         "event": "connected",
         "connected": connected.load(Ordering::Relaxed),
@@ -253,12 +252,7 @@ struct Visitor {
     conversation_id: Option<u64>,
 }
 
-async fn open_visitor(
-    endpoint: &Endpoint,
-    spec: &WorkerSpec,
-    index: usize,
-    http: &mut Http,
-) -> anyhow::Result<Visitor> {
+async fn open_visitor(endpoint: &Endpoint, spec: &WorkerSpec, index: usize, http: &Http) -> anyhow::Result<Visitor> {
     let token = if endpoint.bare {
         format!("visitor{index}")
     } else {

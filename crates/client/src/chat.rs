@@ -1,5 +1,5 @@
 //! `kefu chat`: a line-based terminal client for trying kefu as a visitor or an agent, built on
-//! [`crate::client`]. Type a line to send it; agents use `/take ID`, `/close ID`, `/resume ID`
+//! this crate. Type a line to send it; agents use `/take ID`, `/close ID`, `/resume ID`
 //! and `/to ID` (the conversation plain lines go to).
 
 use std::time::Duration;
@@ -8,7 +8,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::client::{Client, ClientConfig, Event};
+use crate::http::tool_client;
+use crate::{Client, ClientConfig, Event};
 
 /// The longest a login or session request may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -152,7 +153,7 @@ fn print_frame(frame: &Value, is_agent: bool, current: &mut Option<u64>) {
 /// A POST of JSON to a plain `http://` kefu, expecting a 200 with JSON (enough for a trial client).
 pub async fn post_json(base: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
     let host = base.strip_prefix("http://").context("the HTTP address must start with http://")?;
-    let client = crate::base::outbound::tool_client(HTTP_TIMEOUT)?;
+    let client = tool_client(HTTP_TIMEOUT)?;
     let response = match client.post(format!("{base}{path}")).json(body).send().await {
         Ok(response) => response,
         Err(error) if error.is_connect() => return Err(error).with_context(|| format!("connecting to {host}")),

@@ -1,0 +1,150 @@
+//! `kefu chat` (the kefu-client crate's terminal client) run as a process against a real server,
+//! over WebSocket and over QUIC with Protobuf, and its refusals of bad input.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::support::{Client, TestServer, history};
+
+/// The longest a `kefu chat` run may take here.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `kefu chat ARGS` with `input` on its standard input (closed after it, which ends the
+/// client); returns (success, stdout, stderr).
+async fn kefu_chat(args: &[&str], input: &str) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .arg("chat")
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting kefu chat");
+    let mut stdin = child.stdin.take().expect("a piped stdin");
+    stdin.write_all(input.as_bytes()).await.expect("writing to kefu chat");
+    drop(stdin);
+    let output =
+        tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output()).await.expect("kefu chat ends in time").unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The conversation the agent is assigned next, after its messages so far; returns its id and
+/// the texts of those messages.
+async fn next_assignment(agent: &mut Client) -> (u64, Vec<String>) {
+    let conversation_id = loop {
+        let event = agent.expect("conversation").await;
+        if event["event"] == "assigned" {
+            break event["conversation"]["id"].as_u64().unwrap();
+        }
+    };
+    let messages = agent.expect_replayed(conversation_id).await;
+    (conversation_id, messages.iter().map(|message| message["text"].as_str().unwrap().to_owned()).collect())
+}
+
+#[tokio::test]
+async fn a_visitor_line_over_websocket_reaches_the_agent() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    server.create_agent("ann@shop.example", &site, 5).await;
+    let agent_token = server.login("ann@shop.example").await;
+    let mut agent = server.agent(&agent_token).await;
+
+    let url = server.ws_url("");
+    let (ok, stdout, stderr) = kefu_chat(&["--site", &site.key, "--url", &url], "你好，有人吗？\n").await;
+    assert!(ok, "kefu chat failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("* sent #1 in conversation"), "{stdout}");
+
+    let (conversation_id, texts) = next_assignment(&mut agent).await;
+    assert_eq!(texts, ["你好，有人吗？"]);
+    assert_eq!(history(&server, &agent_token, conversation_id).await["last_seq"], 1);
+}
+
+#[tokio::test]
+async fn an_agent_takes_part_over_quic_in_protobuf() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    server.create_agent("ann@shop.example", &site, 5).await;
+    let agent_token = server.login("ann@shop.example").await;
+    let mut watcher = server.agent(&agent_token).await;
+    let (_, visitor_token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &visitor_token).await;
+    let ack = visitor.say(None, "v-1", "Where is my parcel?").await;
+    let conversation_id = ack["conversation_id"].as_u64().unwrap();
+    next_assignment(&mut watcher).await;
+
+    // The agent answers from the terminal, over QUIC in Protobuf, into that conversation.
+    let (quic, http) = (server.quic_url(), server.url(""));
+    let input = format!("/to {conversation_id}\nIt left the warehouse today.\n");
+    let args = [
+        "--site",
+        site.key.as_str(),
+        "--url",
+        &quic,
+        "--http",
+        &http,
+        "--pin",
+        &server.quic_fingerprint,
+        "--protobuf",
+        "--agent",
+        "--email",
+        "ann@shop.example",
+        "--password",
+        crate::support::PASSWORD,
+    ];
+    let (ok, stdout, stderr) = kefu_chat(&args, &input).await;
+    assert!(ok, "kefu chat failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("* sent #2 in conversation {conversation_id}")), "{stdout}");
+
+    let reply = visitor.expect("message").await;
+    assert_eq!(reply["text"], "It left the warehouse today.");
+    assert_eq!(reply["sender"]["kind"], "agent");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_clearly_and_sends_nothing() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    server.create_agent("ann@shop.example", &site, 5).await;
+
+    // A QUIC url without the HTTP address for the session: refused before any request.
+    let quic = server.quic_url();
+    let (ok, _, stderr) = kefu_chat(&["--site", &site.key, "--url", &quic], "hello\n").await;
+    assert!(!ok);
+    assert!(stderr.contains("--http http://HOST:PORT is needed"), "{stderr}");
+
+    // A QUIC url with neither a pin nor --insecure.
+    let http = server.url("");
+    let (ok, _, stderr) = kefu_chat(&["--site", &site.key, "--url", &quic, "--http", &http], "hello\n").await;
+    assert!(!ok);
+    assert!(stderr.contains("needs --pin"), "{stderr}");
+
+    // A wrong password: the login's refusal is shown.
+    let url = server.ws_url("");
+    let args = ["--site", &site.key, "--url", &url, "--agent", "--email", "ann@shop.example", "--password", "wrong"];
+    let (ok, _, stderr) = kefu_chat(&args, "hello\n").await;
+    assert!(!ok);
+    assert!(stderr.contains("/api/v1/agent/login answered 401"), "{stderr}");
+
+    // An HTTP address that is not http://.
+    let args = ["--site", &site.key, "--url", &quic, "--http", "ftp://127.0.0.1:1", "--insecure"];
+    let (ok, _, stderr) = kefu_chat(&args, "hello\n").await;
+    assert!(!ok);
+    assert!(stderr.contains("must start with http://"), "{stderr}");
+
+    // None of it sent a message: the agent, now online, is assigned no conversation.
+    let agent_token = server.login("ann@shop.example").await;
+    let mut agent = server.agent(&agent_token).await;
+    let quiet_until = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(frame) = tokio::time::timeout_at(quiet_until, agent.next()).await {
+        assert!(frame["type"] != "conversation" && frame["type"] != "message", "unexpected {frame}");
+    }
+}
