@@ -5,6 +5,15 @@
 //! lines, each a JSON chunk with `choices[0].delta.content`, ended by `data: [DONE]`), handing
 //! each piece to a callback as it arrives. A server that answers with one JSON document instead
 //! (no streaming) works too: its `choices[0].message.content` is one piece.
+//!
+//! Three clocks bound an answer: the first piece must come within `first_token_timeout_ms`
+//! (a model that never starts is given up on in seconds, not after the whole timeout), no gap
+//! between pieces may be longer than that either (a stalled stream), and the whole answer must
+//! come within `timeout_ms`. A stream that ends without its `[DONE]` is [`LlmError::Cut`]: what
+//! came is not a complete answer and is never stored as one.
+//!
+//! [`choose`] asks the model, as a judge, which of a few knowledge-base entries answers a
+//! message, with the answer constrained to a JSON object by a JSON schema.
 
 use std::time::Duration;
 
@@ -16,7 +25,7 @@ use serde_json::{Value, json};
 const MAX_SSE_LINE_BYTES: usize = 1024 * 1024;
 
 /// Where and how to ask.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct LlmSettings {
     /// The API's base URL, e.g. `http://127.0.0.1:11434/v1`; `/chat/completions` is appended.
@@ -26,6 +35,23 @@ pub struct LlmSettings {
     pub api_key: String,
     /// How long a whole answer may take, from the request to the last piece.
     pub timeout_ms: u64,
+    /// How long the first piece may take, and the longest gap between two pieces.
+    pub first_token_timeout_ms: u64,
+}
+
+/// The first piece of an answer within this, unless a site sets its own.
+pub const DEFAULT_FIRST_TOKEN_TIMEOUT_MS: u64 = 5_000;
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        LlmSettings {
+            base_url: String::new(),
+            model: String::new(),
+            api_key: String::new(),
+            timeout_ms: 30_000,
+            first_token_timeout_ms: DEFAULT_FIRST_TOKEN_TIMEOUT_MS,
+        }
+    }
 }
 
 /// One message of the prompt.
@@ -45,6 +71,10 @@ pub enum LlmError {
     Malformed(String),
     #[error("no answer within {0} ms")]
     Timeout(u64),
+    #[error("no first piece, or no next piece, within {0} ms")]
+    Stalled(u64),
+    #[error("the stream ended before its end marker")]
+    Cut,
 }
 
 /// How long one LLM request may take in all; `complete` applies the site's own, shorter timeout.
@@ -88,7 +118,9 @@ async fn ask(
     if !settings.api_key.is_empty() {
         request = request.bearer_auth(&settings.api_key);
     }
-    let response = request.send().await?;
+    let gap = Duration::from_millis(settings.first_token_timeout_ms.max(1));
+    let stalled = || LlmError::Stalled(settings.first_token_timeout_ms);
+    let response = tokio::time::timeout(gap, request.send()).await.map_err(|_| stalled())??;
     if !response.status().is_success() {
         return Err(LlmError::Status(response.status().as_u16()));
     }
@@ -111,7 +143,7 @@ async fn ask(
     }
     let mut body = response.bytes_stream();
     let mut line = Vec::new();
-    while let Some(chunk) = body.next().await {
+    while let Some(chunk) = tokio::time::timeout(gap, body.next()).await.map_err(|_| stalled())? {
         for byte in chunk? {
             if byte != b'\n' {
                 if line.len() >= MAX_SSE_LINE_BYTES {
@@ -140,8 +172,66 @@ async fn ask(
             }
         }
     }
-    // A stream that ends without `[DONE]` still gave its pieces.
-    Ok(answer.text)
+    // The connection ended without `[DONE]`: the answer may be missing its end.
+    Err(LlmError::Cut)
+}
+
+/// Asks the model which of `options` (knowledge-base entries: question and answer) answers
+/// `message`: `Some(index)` into `options`, or `None` for none of them. The answer is a JSON
+/// object `{"choice": N}` (0 for none), constrained by a JSON schema; anything else is an error.
+pub async fn choose(
+    http: &reqwest::Client,
+    settings: &LlmSettings,
+    message: &str,
+    options: &[(&str, &str)],
+) -> Result<Option<usize>, LlmError> {
+    let mut prompt = String::from(
+        "A visitor wrote the message below. Which numbered knowledge-base entry answers it? Reply with JSON \
+         {\"choice\": N}: the entry's number, or 0 when no entry answers the message itself (an entry about a \
+         similar but different thing does not).\n\n",
+    );
+    for (number, (question, answer)) in options.iter().enumerate() {
+        prompt.push_str(&format!("{}. Q: {question}\n   A: {answer}\n", number + 1));
+    }
+    prompt.push_str(&format!("\nVisitor's message: {message}"));
+    let choices: Vec<usize> = (0..=options.len()).collect();
+    let body = json!({
+        "model": settings.model,
+        "stream": false,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": prompt}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "choice", "strict": true, "schema": {
+            "type": "object",
+            "properties": {"choice": {"type": "integer", "enum": choices}},
+            "required": ["choice"],
+            "additionalProperties": false
+        }}}
+    });
+    let url = format!("{}/chat/completions", settings.base_url.trim_end_matches('/'));
+    let mut request = http.post(url).json(&body);
+    if !settings.api_key.is_empty() {
+        request = request.bearer_auth(&settings.api_key);
+    }
+    let limit = settings.first_token_timeout_ms.min(settings.timeout_ms).max(1);
+    let asked = async {
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            return Err(LlmError::Status(response.status().as_u16()));
+        }
+        let body: Value = response.json().await?;
+        let content = body
+            .pointer("/choices/0/message/content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| LlmError::Malformed("no choices[0].message.content".into()))?;
+        let verdict: Value =
+            serde_json::from_str(content.trim()).map_err(|error| LlmError::Malformed(format!("not JSON: {error}")))?;
+        match verdict.get("choice").and_then(Value::as_u64) {
+            Some(0) => Ok(None),
+            Some(choice) if (choice as usize) <= options.len() => Ok(Some(choice as usize - 1)),
+            _ => Err(LlmError::Malformed(format!("no valid choice in {content}"))),
+        }
+    };
+    tokio::time::timeout(Duration::from_millis(limit), asked).await.map_err(|_| LlmError::Timeout(limit))?
 }
 
 /// The answer so far, cut at `max_chars` (the longest message kefu stores).

@@ -13,7 +13,9 @@
 //! inside the writer operation, so an agent taking over (which clears `bot_active` in the same
 //! writer) stops even an answer that was being generated.
 
+pub mod embeddings;
 pub mod feedback;
+pub mod handoff_phrases;
 pub mod knowledge_base;
 pub mod lifecycle;
 pub mod llm;
@@ -29,7 +31,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bot::knowledge_base::KnowledgeBase;
+use crate::bot::embeddings::{EmbeddingSettings, SiteVectors};
+use crate::bot::knowledge_base::{Candidate, KnowledgeBase, SiteKnowledge};
 use crate::bot::llm::{ChatMessage, LlmSettings};
 use crate::chat::conversations::{self, Conversation, ConversationError, ConversationStatus};
 use crate::chat::delivery::{CommittedEvent, ConversationEvent, Hub, Outbound};
@@ -46,6 +49,13 @@ const BOT_QUEUE_CAPACITY: usize = 1024;
 /// Replies being worked on at once; each may hold an LLM request open for its whole timeout.
 pub const MAX_CONCURRENT_REPLIES: usize = 64;
 
+/// The lowest confidence at which the language model, when set, is asked to judge the top
+/// entries; below it the message is too far from every entry to be worth a request.
+const JUDGE_FLOOR: f32 = 0.3;
+
+/// How many of the top entries the judge chooses from.
+const JUDGE_OPTIONS: usize = 3;
+
 /// Earlier messages of the conversation given to the language model.
 const RECENT_MESSAGES: usize = 10;
 
@@ -55,8 +65,13 @@ const RELATED_QUESTIONS: usize = 3;
 /// Knowledge-base entries given to the language model as context.
 const CONTEXT_ENTRIES: usize = 3;
 
-/// What a visitor types to ask for a human, compared after trimming and lowercasing.
-const HANDOFF_KEYWORDS: &[&str] = &["人工", "转人工", "人工客服", "human", "agent", "talk to a human"];
+/// The shipped threshold on the calibrated confidence, chosen on the tuning split of
+/// tests/data/kb_eval (docs/bot.md, BENCHMARKS.md).
+pub const DEFAULT_THRESHOLD: f32 = 0.7;
+
+/// Most handoff phrases of a site, and most characters of one.
+const MAX_HANDOFF_PHRASES: usize = 50;
+const MAX_HANDOFF_PHRASE_CHARS: usize = 50;
 
 /// Most characters of a greeting and of the system prompt.
 const MAX_GREETING_CHARS: usize = 1000;
@@ -78,7 +93,8 @@ pub struct BotSettings {
     pub enabled: bool,
     /// The sender name of bot messages.
     pub name: String,
-    /// The lowest match score (0 to 1) at which an entry's answer is sent as is.
+    /// The lowest confidence (the calibrated probability, 0 to 1, that the entry answers the
+    /// message) at which an entry's answer is sent as is.
     pub threshold: f32,
     /// The first bot message of a new conversation; empty for none.
     pub greeting: String,
@@ -88,6 +104,13 @@ pub struct BotSettings {
     /// Minutes without a message after which a conversation only the bot took part in closes
     /// (see [`crate::bot_lifecycle`]); 0 never closes them.
     pub idle_close_minutes: u32,
+    /// The site's own groups of equivalent terms, one group a line (`shipping = 运费 = 邮费`), on
+    /// top of the built-in list.
+    pub terms: String,
+    /// What visitors type to ask for a human, on top of the built-in phrases.
+    pub handoff_phrases: Vec<String>,
+    /// The embeddings endpoint of the semantic tier; `None` to match lexically only.
+    pub embeddings: Option<EmbeddingSettings>,
 }
 
 impl Default for BotSettings {
@@ -95,11 +118,14 @@ impl Default for BotSettings {
         BotSettings {
             enabled: false,
             name: "Bot".into(),
-            threshold: 0.8,
+            threshold: DEFAULT_THRESHOLD,
             greeting: String::new(),
             system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
             llm: None,
             idle_close_minutes: DEFAULT_IDLE_CLOSE_MINUTES,
+            terms: String::new(),
+            handoff_phrases: Vec::new(),
+            embeddings: None,
         }
     }
 }
@@ -123,6 +149,20 @@ impl BotSettings {
         if self.system_prompt.chars().count() > MAX_SYSTEM_PROMPT_CHARS {
             return Err(format!("system_prompt: at most {MAX_SYSTEM_PROMPT_CHARS} characters"));
         }
+        crate::bot::knowledge_base::normalize::validate_terms(&self.terms)?;
+        if self.handoff_phrases.len() > MAX_HANDOFF_PHRASES {
+            return Err(format!("handoff_phrases: at most {MAX_HANDOFF_PHRASES} phrases"));
+        }
+        let bad_phrase = |phrase: &String| {
+            let n_chars = phrase.trim().chars().count();
+            n_chars == 0 || n_chars > MAX_HANDOFF_PHRASE_CHARS || phrase.contains(['\n', '\r'])
+        };
+        if self.handoff_phrases.iter().any(bad_phrase) {
+            return Err(format!("handoff_phrases: each one line of 1 to {MAX_HANDOFF_PHRASE_CHARS} characters"));
+        }
+        if let Some(embeddings) = &self.embeddings {
+            embeddings.validate()?;
+        }
         if let Some(llm) = &self.llm {
             let url = llm.base_url.trim();
             if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 500 || url.contains(' ') {
@@ -136,6 +176,9 @@ impl BotSettings {
             }
             if !(100..=300_000).contains(&llm.timeout_ms) {
                 return Err("llm.timeout_ms: must be 100 to 300000".into());
+            }
+            if !(100..=llm.timeout_ms).contains(&llm.first_token_timeout_ms) {
+                return Err("llm.first_token_timeout_ms: must be 100 to llm.timeout_ms".into());
             }
         }
         Ok(())
@@ -159,7 +202,7 @@ pub fn answers_new_conversations(transaction: &LoggedTransaction<'_>, site: &str
     Ok(settings.is_some_and(|settings| settings.enabled))
 }
 
-fn read_settings(transaction: &redb::ReadTransaction, site: &str) -> Result<BotSettings, StorageError> {
+pub(crate) fn read_settings(transaction: &redb::ReadTransaction, site: &str) -> Result<BotSettings, StorageError> {
     let table = transaction.open_table(tables::BOT_SETTINGS)?;
     Ok(table.get(site)?.map(|value| decode_json::<BotSettings>(value.value())).transpose()?.unwrap_or_default())
 }
@@ -223,6 +266,10 @@ struct BotInner {
     http: reqwest::Client,
     /// The longest message kefu stores; a generated answer is cut there.
     max_text_chars: usize,
+    /// Each site's entry vectors, once the refresher has loaded or made them.
+    vectors: DashMap<String, Arc<SiteVectors>>,
+    /// Sites whose vectors the refresher should bring up to date.
+    refresh: mpsc::UnboundedSender<String>,
 }
 
 impl Bot {
@@ -238,16 +285,40 @@ impl Bot {
         tasks: &TaskTracker,
     ) -> (Bot, BotInbox) {
         let (queue, mut events) = mpsc::channel(BOT_QUEUE_CAPACITY);
+        let (refresh, mut refresh_requests) = mpsc::unbounded_channel::<String>();
+        let knowledge = KnowledgeBase::new(store.clone());
+        knowledge.notify_rebuilds(refresh.clone());
         let bot = Bot {
             inner: Arc::new(BotInner {
-                knowledge: KnowledgeBase::new(store.clone()),
+                knowledge,
                 store,
                 hub,
                 settings: DashMap::new(),
                 http: llm::http_client(allow_private_llm),
                 max_text_chars,
+                vectors: DashMap::new(),
+                refresh,
             }),
         };
+        // The semantic tier's refresher: one site at a time, after each change of its entries
+        // or embeddings settings, so a burst of edits costs one pass per site in the queue.
+        let refresher = bot.clone();
+        let refresher_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                let site = tokio::select! {
+                    _ = refresher_shutdown.cancelled() => break,
+                    site = refresh_requests.recv() => match site {
+                        Some(site) => site,
+                        None => break,
+                    },
+                };
+                tokio::select! {
+                    _ = refresher_shutdown.cancelled() => break,
+                    _ = refresher.refresh_vectors(&site) => {}
+                }
+            }
+        });
         let worker = bot.clone();
         let reply_tasks = tasks.clone();
         tasks.spawn(async move {
@@ -297,6 +368,7 @@ impl Bot {
         }
         let key = site.to_owned();
         let settings = Arc::new(self.inner.store.read(move |transaction| read_settings(transaction, &key)).await?);
+        self.inner.knowledge.set_terms(site, &settings.terms);
         self.inner.settings.insert(site.to_owned(), settings.clone());
         Ok(settings)
     }
@@ -306,13 +378,13 @@ impl Bot {
     pub async fn category_of(&self, site: &str, text: &str) -> Option<String> {
         let settings = self.settings(site).await.ok()?;
         let knowledge = self.inner.knowledge.site(site).await.ok()?;
-        let best =
-            knowledge.index.search(text, 1).into_iter().next().filter(|best| best.score >= settings.threshold)?;
+        let best = knowledge.rank(text, 1).into_iter().next().filter(|best| best.confidence >= settings.threshold)?;
         knowledge.entry(best.entry_id).map(|entry| entry.category.clone()).filter(|category| !category.is_empty())
     }
 
     /// Stores a site's settings (already validated) and uses them from now on.
     pub async fn save_settings(&self, site: &str, settings: BotSettings) -> Result<(), BotSettingsError> {
+        let old_embeddings = self.settings(site).await.ok().map(|old| old.embeddings.clone());
         let key = site.to_owned();
         let stored = settings.clone();
         self.inner
@@ -326,7 +398,13 @@ impl Bot {
                 Ok(Ok(()))
             })
             .await?;
+        self.inner.knowledge.set_terms(site, &settings.terms);
+        let embeddings_changed = old_embeddings.is_none_or(|old| old != settings.embeddings);
         self.inner.settings.insert(site.to_owned(), Arc::new(settings));
+        if embeddings_changed {
+            self.inner.vectors.remove(site);
+            let _ = self.inner.refresh.send(site.to_owned());
+        }
         Ok(())
     }
 
@@ -358,7 +436,7 @@ impl Bot {
         };
         // A bot switched off since the conversation began hands it to humans rather than leave
         // it unrouted.
-        if !settings.enabled || is_handoff_request(text) {
+        if !settings.enabled || handoff_phrases::is_handoff_request(text, &settings.handoff_phrases) {
             if let Err(error) = handoff(self, conversation_id).await {
                 tracing::info!(conversation_id, %error, "handoff by keyword did not take effect");
             }
@@ -368,15 +446,20 @@ impl Bot {
             Ok(knowledge) => knowledge,
             Err(error) => return tracing::error!(conversation_id, %error, "loading the knowledge base failed"),
         };
-        let ranked = knowledge.index.search(text, CONTEXT_ENTRIES);
+        let ranked = self.rank(&conversation.site, &knowledge, &settings, text).await;
         let client_id = format!("bot-{conversation_id}-{seq}");
-        if let Some(best) = ranked.first().filter(|best| best.score >= settings.threshold) {
-            if let Some(entry) = knowledge.entry(best.entry_id) {
-                tracing::debug!(conversation_id, entry_id = entry.id, score = best.score, "knowledge-base answer");
-                let source = BotSource::Kb { entry_id: entry.id };
-                self.post(conversation_id, &settings, client_id, entry.answer.clone(), source).await;
-                return;
+        let mut chosen = ranked.first().filter(|best| best.confidence >= settings.threshold).copied();
+        if let (None, Some(llm_settings), Some(best)) = (chosen, &settings.llm, ranked.first()) {
+            // Middling confidence: the model judges which entry, if any, answers the message.
+            if best.confidence >= JUDGE_FLOOR {
+                chosen = self.judge(conversation_id, llm_settings, &knowledge, text, &ranked).await;
             }
+        }
+        if let Some(entry) = chosen.and_then(|candidate| knowledge.entry(candidate.entry_id)) {
+            tracing::debug!(conversation_id, entry_id = entry.id, "knowledge-base answer");
+            let source = BotSource::Kb { entry_id: entry.id };
+            self.post(conversation_id, &settings, client_id, entry.answer.clone(), source).await;
+            return;
         }
         if let Some(llm_settings) = &settings.llm {
             let context: Vec<&crate::bot::knowledge_base::KbEntry> =
@@ -388,9 +471,15 @@ impl Bot {
                     self.post(conversation_id, &settings, client_id, answer.trim().to_owned(), source).await;
                     return;
                 }
-                Ok(_) => tracing::info!(conversation_id, "the language model gave an empty answer"),
-                Err(error) => tracing::info!(conversation_id, %error, "the language model gave no answer"),
+                Ok(_) => tracing::info!(conversation_id, "the language model gave an empty answer; handing off"),
+                Err(error) => tracing::info!(conversation_id, %error, "the language model gave no answer; handing off"),
             }
+            // A model that fails, stalls or is cut off hands the visitor to a human by itself:
+            // asking them to ask for one would be one more failure.
+            if let Err(error) = handoff(self, conversation_id).await {
+                tracing::info!(conversation_id, %error, "handoff after a model failure did not take effect");
+            }
+            return;
         }
         let (text, action) = if self.agents_online(&conversation.site) {
             (
@@ -415,6 +504,141 @@ impl Bot {
         self.post(conversation_id, &settings, client_id, text.to_owned(), source).await;
     }
 
+    /// The site's entries ranked for a message with their confidence: the lexical ranking, fused
+    /// with the semantic similarity when the site has an embeddings endpoint and it answers.
+    pub async fn rank(
+        &self,
+        site: &str,
+        knowledge: &SiteKnowledge,
+        settings: &BotSettings,
+        text: &str,
+    ) -> Vec<Candidate> {
+        let Some(embeddings_settings) = &settings.embeddings else {
+            return knowledge.rank(text, CONTEXT_ENTRIES);
+        };
+        let Some(vectors) = self.inner.vectors.get(site).map(|vectors| vectors.clone()) else {
+            // Not loaded yet (a restart): the refresher loads or makes them; lexical until then.
+            let _ = self.inner.refresh.send(site.to_owned());
+            return knowledge.rank(text, CONTEXT_ENTRIES);
+        };
+        match embeddings::embed(&self.inner.http, embeddings_settings, &[text.to_owned()]).await {
+            Ok(mut message) => {
+                let message = message.pop().unwrap_or_default();
+                knowledge.rank_fused(text, CONTEXT_ENTRIES, |entry_id| vectors.similarity(entry_id, &message))
+            }
+            Err(error) => {
+                tracing::info!(site, %error, "the embeddings endpoint gave no vector; matching lexically");
+                knowledge.rank(text, CONTEXT_ENTRIES)
+            }
+        }
+    }
+
+    /// Brings a site's entry vectors up to date: loads the stored ones, embeds the entries whose
+    /// text or model changed, stores them (each batch one writer operation), and uses them.
+    pub async fn refresh_vectors(&self, site: &str) {
+        let settings = match self.settings(site).await {
+            Ok(settings) => settings,
+            Err(error) => return tracing::error!(site, %error, "reading bot settings failed"),
+        };
+        let Some(embeddings_settings) = settings.embeddings.clone() else {
+            self.inner.vectors.remove(site);
+            return;
+        };
+        let knowledge = match self.inner.knowledge.site(site).await {
+            Ok(knowledge) => knowledge,
+            Err(error) => return tracing::error!(site, %error, "loading the knowledge base failed"),
+        };
+        let entries = knowledge.entries.clone();
+        let loaded = self.inner.store.read(move |transaction| embeddings::load(transaction, &entries)).await;
+        let mut vectors = match loaded {
+            Ok(vectors) => vectors,
+            Err(error) => return tracing::error!(site, %error, "reading knowledge-base vectors failed"),
+        };
+        let model = embeddings_settings.model.clone();
+        let stale: Vec<(u64, u64, String)> = knowledge
+            .entries
+            .iter()
+            .map(|entry| {
+                let text = embeddings::entry_text(entry);
+                (entry.id, embeddings::fingerprint(&model, &text), text)
+            })
+            .filter(|(id, fingerprint, _)| vectors.by_entry.get(id).is_none_or(|(stored, _)| stored != fingerprint))
+            .collect();
+        vectors.by_entry.retain(|id, _| !stale.iter().any(|(stale_id, _, _)| stale_id == id));
+        for batch in stale.chunks(embeddings::BATCH) {
+            let texts: Vec<String> = batch.iter().map(|(_, _, text)| text.clone()).collect();
+            let made = match embeddings::embed(&self.inner.http, &embeddings_settings, &texts).await {
+                Ok(made) => made,
+                Err(error) => {
+                    tracing::warn!(site, %error, "embedding knowledge-base entries failed; retried on the next change");
+                    break;
+                }
+            };
+            let rows: Vec<(u64, u64, Vec<f32>)> =
+                batch.iter().zip(made).map(|((id, fingerprint, _), vector)| (*id, *fingerprint, vector)).collect();
+            let stored_rows = rows.clone();
+            let stored = self
+                .inner
+                .store
+                .write(move |context| {
+                    let entries = context.transaction.open_table(tables::KB_ENTRIES)?;
+                    let live: Vec<bool> = stored_rows
+                        .iter()
+                        .map(|(id, _, _)| entries.get(*id).map(|found| found.is_some()))
+                        .collect::<Result<_, _>>()?;
+                    drop(entries);
+                    let mut table = context.transaction.open_table(tables::KB_VECTORS)?;
+                    // An entry deleted meanwhile gets no vector.
+                    for ((id, fingerprint, vector), live) in stored_rows.iter().zip(live) {
+                        if live {
+                            table.insert(*id, embeddings::encode(*fingerprint, vector).as_slice())?;
+                        }
+                    }
+                    Ok(Ok::<(), StorageError>(()))
+                })
+                .await;
+            if let Err(error) = stored {
+                return tracing::error!(site, %error, "storing knowledge-base vectors failed");
+            }
+            for (id, fingerprint, vector) in rows {
+                vectors.by_entry.insert(id, (fingerprint, vector));
+            }
+        }
+        tracing::debug!(site, n_vectors = vectors.by_entry.len(), "knowledge-base vectors up to date");
+        self.inner.vectors.insert(site.to_owned(), Arc::new(vectors));
+    }
+
+    /// Asks the model which of the top entries answers the message; `None` for none of them, and
+    /// on any failure (the lexical decision stands: no entry).
+    async fn judge(
+        &self,
+        conversation_id: u64,
+        llm_settings: &LlmSettings,
+        knowledge: &SiteKnowledge,
+        text: &str,
+        ranked: &[Candidate],
+    ) -> Option<Candidate> {
+        let options: Vec<(Candidate, &crate::bot::knowledge_base::KbEntry)> = ranked
+            .iter()
+            .take(JUDGE_OPTIONS)
+            .filter_map(|candidate| knowledge.entry(candidate.entry_id).map(|entry| (*candidate, entry)))
+            .collect();
+        let texts: Vec<(&str, &str)> = options
+            .iter()
+            .map(|(_, entry)| (entry.questions.first().map(String::as_str).unwrap_or_default(), entry.answer.as_str()))
+            .collect();
+        match llm::choose(&self.inner.http, llm_settings, text, &texts).await {
+            Ok(choice) => {
+                tracing::debug!(conversation_id, ?choice, "the language model judged the top entries");
+                choice.and_then(|index| options.get(index)).map(|(candidate, _)| *candidate)
+            }
+            Err(error) => {
+                tracing::info!(conversation_id, %error, "the language model could not judge; no entry is taken");
+                None
+            }
+        }
+    }
+
     /// Asks the language model, streaming each piece to the conversation's subscribers.
     async fn generate(
         &self,
@@ -437,11 +661,13 @@ impl Bot {
         let prompt = build_prompt(settings, context, &recent);
         let hub = &self.inner.hub;
         let outcome = llm::complete(&self.inner.http, llm_settings, &prompt, self.inner.max_text_chars, |delta| {
-            let frame = ServerFrame::BotStream { conversation_id, stream_id, delta, done: false }.encode();
+            let frame = ServerFrame::BotStream { conversation_id, stream_id, delta, done: false, cut: false }.encode();
             push_to_subscribers(hub, conversation_id, &frame);
         })
         .await;
-        let frame = ServerFrame::BotStream { conversation_id, stream_id, delta: "", done: true }.encode();
+        // A failed stream ends marked as cut, so a client never shows its pieces as an answer.
+        let cut = outcome.is_err();
+        let frame = ServerFrame::BotStream { conversation_id, stream_id, delta: "", done: true, cut }.encode();
         push_to_subscribers(hub, conversation_id, &frame);
         outcome
     }
@@ -511,12 +737,6 @@ fn push_to_subscribers(hub: &Hub, conversation_id: u64, frame: &Bytes) {
     for connection in hub.subscribers(conversation_id) {
         connection.push(Outbound::Frame(frame.clone()));
     }
-}
-
-/// Whether a visitor's message asks for a human.
-pub fn is_handoff_request(text: &str) -> bool {
-    let normalized = text.trim().trim_end_matches(['!', '！', '.', '。', '?', '？']).trim().to_lowercase();
-    HANDOFF_KEYWORDS.contains(&normalized.as_str())
 }
 
 /// The prompt: instructions with the best entries, then the recent conversation.
@@ -604,16 +824,6 @@ pub async fn handoff(bot: &Bot, conversation_id: u64) -> Result<HandoffOutcome, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn handoff_keywords_are_recognised() {
-        for text in ["人工", " 转人工！", "Human", "AGENT.", "talk to a human"] {
-            assert!(is_handoff_request(text), "{text}");
-        }
-        for text in ["is a human reading this?", "agents", "人工智能是什么"] {
-            assert!(!is_handoff_request(text), "{text}");
-        }
-    }
 
     #[test]
     fn secrets_are_masked_but_the_last_four() {

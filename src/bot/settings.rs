@@ -9,7 +9,8 @@
 
 use serde::{Deserialize, Deserializer};
 
-use crate::bot::llm::LlmSettings;
+use crate::bot::embeddings::EmbeddingSettings;
+use crate::bot::llm::{DEFAULT_FIRST_TOKEN_TIMEOUT_MS, LlmSettings};
 use crate::bot::{Bot, BotSettings, BotSettingsError};
 use crate::storage::StorageError;
 
@@ -30,6 +31,24 @@ pub struct SettingsChange {
     /// Absent: keep; `null`: no language model; an object: change the fields it names.
     #[serde(default, deserialize_with = "present")]
     pub llm: Option<Option<LlmChange>>,
+    /// The site's groups of equivalent terms, one group a line (`shipping = 运费 = 邮费`).
+    pub terms: Option<String>,
+    /// What visitors type to ask for a human, on top of the built-in phrases.
+    pub handoff_phrases: Option<Vec<String>>,
+    /// Absent: keep; `null`: no semantic tier; an object: change the fields it names.
+    #[serde(default, deserialize_with = "present")]
+    pub embeddings: Option<Option<EmbeddingsChange>>,
+}
+
+/// A change of the embeddings endpoint; `None` keeps the stored value.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsChange {
+    pub base_url: Option<String>,
+    pub model: Option<String>,
+    /// Absent, null, or masked: keep the stored key. Empty: no key.
+    pub api_key: Option<String>,
+    pub timeout_ms: Option<u64>,
 }
 
 /// A change of the language-model settings; `None` keeps the stored value.
@@ -42,6 +61,8 @@ pub struct LlmChange {
     /// Empty: no key.
     pub api_key: Option<String>,
     pub timeout_ms: Option<u64>,
+    /// How long the model may take to start answering (its first token).
+    pub first_token_timeout_ms: Option<u64>,
 }
 
 /// Tells a field that is present with `null` (`Some(None)`) from an absent one (`None`).
@@ -101,13 +122,23 @@ impl SettingsChange {
             Some(None) => settings.llm = None,
             Some(Some(change)) => settings.llm = Some(change.apply(previous.llm.as_ref())?),
         }
+        if let Some(terms) = self.terms {
+            settings.terms = terms;
+        }
+        if let Some(phrases) = self.handoff_phrases {
+            settings.handoff_phrases = phrases.iter().map(|phrase| phrase.trim().to_owned()).collect();
+        }
+        match self.embeddings {
+            None => {}
+            Some(None) => settings.embeddings = None,
+            Some(Some(change)) => settings.embeddings = Some(change.apply(previous.embeddings.as_ref())?),
+        }
         settings.validate().map_err(ChangeError::Invalid)?;
         if let Some(llm) = &settings.llm {
-            let url = reqwest::Url::parse(&llm.base_url)
-                .map_err(|_| ChangeError::Invalid("llm.base_url: must be an http:// or https:// URL".into()))?;
-            crate::base::outbound::check_url(&url, allow_private_llm).map_err(|error| {
-                ChangeError::Invalid(format!("llm.base_url: {error} (see llm.allow_private_addresses)"))
-            })?;
+            check_endpoint("llm.base_url", &llm.base_url, allow_private_llm)?;
+        }
+        if let Some(embeddings) = &settings.embeddings {
+            check_endpoint("embeddings.base_url", &embeddings.base_url, allow_private_llm)?;
         }
         Ok(settings)
     }
@@ -132,11 +163,51 @@ impl LlmChange {
         if let Some(timeout_ms) = self.timeout_ms {
             llm.timeout_ms = timeout_ms;
         }
+        match self.first_token_timeout_ms {
+            Some(first_token_timeout_ms) => llm.first_token_timeout_ms = first_token_timeout_ms,
+            None if previous.is_none() => {
+                llm.first_token_timeout_ms = DEFAULT_FIRST_TOKEN_TIMEOUT_MS.min(llm.timeout_ms);
+            }
+            None => {}
+        }
         if llm.base_url.is_empty() {
             return Err(ChangeError::Invalid("llm.base_url: required when setting a language model".into()));
         }
         Ok(llm)
     }
+}
+
+impl EmbeddingsChange {
+    fn apply(self, previous: Option<&EmbeddingSettings>) -> Result<EmbeddingSettings, ChangeError> {
+        let mut embeddings = previous.cloned().unwrap_or_default();
+        if let Some(base_url) = self.base_url {
+            embeddings.base_url = base_url.trim().to_owned();
+        }
+        if let Some(model) = self.model {
+            embeddings.model = model.trim().to_owned();
+        }
+        match self.api_key {
+            Some(key) if !is_masked(&key) => embeddings.api_key = key.trim().to_owned(),
+            Some(_) | None if previous.is_none() => embeddings.api_key = String::new(),
+            Some(_) | None => {}
+        }
+        if let Some(timeout_ms) = self.timeout_ms {
+            embeddings.timeout_ms = timeout_ms;
+        }
+        if embeddings.base_url.is_empty() || embeddings.model.is_empty() {
+            return Err(ChangeError::Invalid("embeddings: base_url and model are required".into()));
+        }
+        Ok(embeddings)
+    }
+}
+
+/// Refuses an endpoint that is not an http(s) URL, or that points inside the network when
+/// `allow_private` is off.
+fn check_endpoint(field: &str, base_url: &str, allow_private: bool) -> Result<(), ChangeError> {
+    let url = reqwest::Url::parse(base_url)
+        .map_err(|_| ChangeError::Invalid(format!("{field}: must be an http:// or https:// URL")))?;
+    crate::base::outbound::check_url(&url, allow_private)
+        .map_err(|error| ChangeError::Invalid(format!("{field}: {error} (see llm.allow_private_addresses)")))
 }
 
 /// Applies `change` over the site's stored settings and stores the result; returns it.
@@ -165,6 +236,7 @@ mod tests {
                 model: "m".into(),
                 api_key: "sk-secret1234".into(),
                 timeout_ms: 5000,
+                ..LlmSettings::default()
             }),
             ..BotSettings::default()
         }

@@ -100,6 +100,9 @@ enum Command {
     },
     /// Rebuild the search index from the database (works while the server runs).
     Reindex,
+    /// Knowledge-base tools.
+    #[command(subcommand)]
+    Kb(KbArgs),
     /// Drive a kefu (or a baseline relay) with realistic traffic and print the figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -113,6 +116,13 @@ enum BenchCommand {
     Load(kefu_bench::BenchCommand),
     /// History pages, searches, export and a full reindex over N messages stored in a data directory.
     Storage(storage_bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum KbArgs {
+    /// Measure the bot's matching on labelled messages: precision, recall and wrong answers per
+    /// threshold, language and kind, and the precision–recall curve as an SVG.
+    Eval(crate::bot::knowledge_base::eval::EvalArgs),
 }
 
 #[derive(Subcommand)]
@@ -223,6 +233,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Load(command)) => kefu_bench::run(command).await,
         Command::Bench(BenchCommand::Storage(args)) => storage_bench::run(args).await,
+        Command::Kb(KbArgs::Eval(args)) => {
+            let store = match &args.site {
+                Some(_) => {
+                    let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
+                    Some(open_database(&config).await?.map_err(|error| match error {
+                        StorageError::AlreadyOpen(_) => anyhow::anyhow!(
+                            "the server holds the database: stop it, or evaluate against an entries file with --entries"
+                        ),
+                        other => anyhow::Error::new(other).context("opening the database"),
+                    })?)
+                }
+                None => None,
+            };
+            crate::bot::knowledge_base::eval::run_cli(args, store).await
+        }
         Command::Admin(args) => {
             let overrides = ConfigOverrides { data_dir: cli.data_dir, ..ConfigOverrides::default() };
             let config = Config::load(cli.config.as_deref(), &overrides)?;

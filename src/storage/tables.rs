@@ -97,6 +97,7 @@ macro_rules! with_fixed_tables {
             BLOCKED_IPS,
             KB_ENTRIES,
             KB_SITE_ENTRIES,
+            KB_VECTORS,
             BOT_SETTINGS,
             BOT_FEEDBACK,
             AUDIT_LOG,
@@ -112,6 +113,10 @@ pub const KB_ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("kb_ent
 
 /// (site key, entry id) → (): a site's knowledge-base entries.
 pub const KB_SITE_ENTRIES: TableDefinition<(&str, u64), ()> = TableDefinition::new("kb_site_entries_v1");
+
+/// Knowledge-base entry id → its embedding: the fingerprint of the model and text it was made
+/// from (u64, little-endian), then the unit vector as little-endian f32s (bot::embeddings).
+pub const KB_VECTORS: TableDefinition<u64, &[u8]> = TableDefinition::new("kb_vectors_v1");
 
 /// Site key → the site's bot settings (JSON); a site without a record has the bot off.
 pub const BOT_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("bot_settings_v1");

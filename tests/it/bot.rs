@@ -9,6 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use kefu::sites::Site;
 use serde_json::{Value, json};
 
@@ -37,30 +38,52 @@ impl StandInLlm {
     }
 }
 
+/// Server-sent events with `pieces`, then `[DONE]` when `finished`; `stall` keeps the stream
+/// open and silent after the pieces instead of ending it.
+fn event_stream(pieces: &[&str], finished: bool, stall: bool) -> Response {
+    let mut chunks: Vec<Bytes> = pieces
+        .iter()
+        .map(|piece| {
+            let chunk = json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
+            Bytes::from(format!("data: {chunk}\n\n"))
+        })
+        .collect();
+    if finished {
+        chunks.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    }
+    let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
+    let body = if stall {
+        Body::from_stream(stream.chain(futures_util::stream::pending()))
+    } else {
+        Body::from_stream(stream)
+    };
+    ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+}
+
+fn plain_answer(content: &str) -> Response {
+    axum::Json(json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})).into_response()
+}
+
+/// Modes: `stream`, `plain`, `slow` (never answers), `error` (500), `cut` (ends without
+/// `[DONE]`), `stall` (one piece, then silence). A judge request (`response_format` set) gets
+/// `{"choice": 0}`, except in `judge1` (`{"choice": 1}`, then streams) and `judgebad` (not
+/// JSON, then streams).
 async fn stand_in_completion(
     State(requests): State<Arc<parking_lot::Mutex<Vec<Value>>>>,
     Path(mode): Path<String>,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
+    let judging = body.get("response_format").is_some();
     requests.lock().push(body);
-    match mode.as_str() {
-        "stream" => {
-            let chunks: Vec<Result<Bytes, Infallible>> = ["Our ", "team ", "will help."]
-                .iter()
-                .map(|piece| {
-                    let chunk = json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
-                    Ok(Bytes::from(format!("data: {chunk}\n\n")))
-                })
-                .chain([Ok(Bytes::from_static(b"data: [DONE]\n\n"))])
-                .collect();
-            let body = Body::from_stream(futures_util::stream::iter(chunks));
-            ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
-        }
-        "plain" => axum::Json(json!({
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "A plain answer."}}]
-        }))
-        .into_response(),
-        "slow" => {
+    match (mode.as_str(), judging) {
+        ("judge1", true) => plain_answer("{\"choice\": 1}"),
+        ("judgebad", true) => plain_answer("the first one, I think"),
+        ("stream" | "plain" | "cut" | "stall", true) => plain_answer("{\"choice\": 0}"),
+        ("stream" | "judge1" | "judgebad", false) => event_stream(&["Our ", "team ", "will help."], true, false),
+        ("plain", false) => plain_answer("A plain answer."),
+        ("cut", false) => event_stream(&["Our ", "team "], false, false),
+        ("stall", false) => event_stream(&["Our "], false, true),
+        ("slow", _) => {
             std::future::pending::<()>().await;
             StatusCode::OK.into_response()
         }
@@ -283,17 +306,26 @@ async fn bad_handoff_frames_get_clear_errors() {
 
 /// Asks an unmatched question on a site whose LLM is `mode`; returns the visitor and conversation.
 async fn ask_llm(mode: &str, timeout_ms: u64) -> (TestServer, Client, u64, StandInLlm) {
+    ask_llm_timed(mode, timeout_ms, None).await
+}
+
+async fn ask_llm_timed(
+    mode: &str,
+    timeout_ms: u64,
+    first_token_timeout_ms: Option<u64>,
+) -> (TestServer, Client, u64, StandInLlm) {
     let llm = StandInLlm::start().await;
     let (server, site, admin) = setup().await;
     import_entries(&server, &admin, &site).await;
-    let settings = json!({
-        "enabled": true,
-        "llm": {"base_url": llm.base_url(mode), "model": "stand-in-1", "api_key": "sk-test-1234", "timeout_ms": timeout_ms}
-    });
+    let mut llm_settings = json!({"base_url": llm.base_url(mode), "model": "stand-in-1", "api_key": "sk-test-1234", "timeout_ms": timeout_ms});
+    if let Some(first_token_timeout_ms) = first_token_timeout_ms {
+        llm_settings["first_token_timeout_ms"] = json!(first_token_timeout_ms);
+    }
+    let settings = json!({"enabled": true, "llm": llm_settings});
     assert_eq!(put_bot(&server, &admin, &site, settings).await.0, 200);
     let (_, token) = server.visitor_session(&site, None).await;
     let mut visitor = server.visitor(&site, &token).await;
-    let ack = visitor.say(None, "v-1", "can I get my parcel delivered on a sunday and reset the password").await;
+    let ack = visitor.say(None, "v-1", "can I get my parcel delivered on a sunday, and what about my password?").await;
     (server, visitor, ack["conversation_id"].as_u64().unwrap(), llm)
 }
 
@@ -314,8 +346,13 @@ async fn a_streaming_language_model_answers_below_the_threshold() {
     assert_eq!(message["text"], "Our team will help.");
     assert_eq!(message["bot_source"], json!({"kind": "llm", "model": "stand-in-1", "stream_id": stream_id}));
 
-    // The model got the visitor's message and the best entries as context, and the key.
-    let request = llm.requests.lock()[0].clone();
+    // The model was asked to judge the top entries first (it chose none), then to answer: with
+    // the visitor's message and the best entries as context, and the key.
+    let requests = llm.requests.lock().clone();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0]["response_format"]["type"], "json_schema");
+    assert!(requests[0]["messages"].to_string().contains("How do I reset my password?"));
+    let request = requests[1].clone();
     assert_eq!(request["model"], "stand-in-1");
     assert_eq!(request["stream"], true);
     let prompt = request["messages"].to_string();
@@ -332,15 +369,126 @@ async fn a_non_streaming_language_model_answers_too() {
     assert_eq!(message["bot_source"]["kind"], "llm");
 }
 
-#[tokio::test]
-async fn a_failing_or_slow_language_model_leads_to_the_offer_of_a_human() {
-    for (mode, timeout_ms) in [("error", 10_000), ("slow", 300)] {
-        let (_server, mut visitor, _, _llm) = ask_llm(mode, timeout_ms).await;
-        let message = bot_message(&mut visitor).await;
-        assert_eq!(message["bot_source"]["kind"], "notice", "{mode}");
-        // Nobody is online in this test, so the offline form is offered.
-        assert_eq!(message["bot_source"]["action"], "offline_form", "{mode}");
+/// The visitor's next bot message, with every `bot_stream` frame that came before it.
+async fn bot_message_after_streams(client: &mut Client) -> (Value, Vec<Value>) {
+    let mut streams = Vec::new();
+    loop {
+        let frame = client.next().await;
+        match frame["type"].as_str() {
+            Some("bot_stream") => streams.push(frame),
+            Some("message") if frame["sender"]["kind"] == "bot" => return (frame, streams),
+            _ => {}
+        }
     }
+}
+
+#[tokio::test]
+async fn a_failing_stalled_or_cut_language_model_hands_off_by_itself() {
+    // (mode, timeout_ms, first_token_timeout_ms, whether pieces were streamed first)
+    let cases = [
+        ("error", 10_000, 5_000, false),
+        ("slow", 300, 300, false),
+        ("slow", 20_000, 300, false),
+        ("stall", 20_000, 500, true),
+        ("cut", 10_000, 5_000, true),
+    ];
+    for (mode, timeout_ms, first_token_timeout_ms, streamed) in cases {
+        let started = std::time::Instant::now();
+        let (_server, mut visitor, conversation_id, _llm) =
+            ask_llm_timed(mode, timeout_ms, Some(first_token_timeout_ms)).await;
+        let (message, streams) = bot_message_after_streams(&mut visitor).await;
+        // The handoff notice, not an offer: nobody is online here, so it shows the offline form.
+        assert_eq!(message["bot_source"], json!({"kind": "notice", "action": "offline_form"}), "{mode}");
+        assert_eq!(message["client_id"], format!("bot-{conversation_id}-handoff"), "{mode}");
+        if streamed {
+            let last = streams.last().unwrap_or_else(|| panic!("{mode}: no stream frames"));
+            assert_eq!((last["done"].clone(), last["cut"].clone()), (json!(true), json!(true)), "{mode}: {last}");
+            assert!(streams.iter().any(|frame| frame["delta"] == "Our "), "{mode}");
+        }
+        // The first-token timeout gives up in seconds even when the whole answer may take 20.
+        if mode == "slow" && timeout_ms == 20_000 {
+            assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
+        }
+        // The visitor is in the queue now: a later message gets no bot answer.
+        visitor.say(Some(conversation_id), "v-2", "hello?").await;
+        visitor.expect_silence(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_language_model_judges_middling_matches_and_a_bad_verdict_changes_nothing() {
+    // The judge picks the first entry offered: the knowledge-base answer is sent as is.
+    let (_server, mut visitor, _, llm) = ask_llm("judge1", 10_000).await;
+    let message = bot_message(&mut visitor).await;
+    assert_eq!(message["text"], "Open https://shop.example/reset and follow the link.");
+    assert_eq!(message["bot_source"]["kind"], "kb");
+    let requests = llm.requests.lock().clone();
+    assert_eq!(requests.len(), 1, "no generation after a verdict");
+    let schema = &requests[0]["response_format"]["json_schema"]["schema"];
+    assert_eq!(schema["properties"]["choice"]["enum"], json!([0, 1]), "none, or the one entry that matched at all");
+    assert_eq!(requests[0]["stream"], false);
+
+    // A verdict that is not the JSON asked for is ignored: the model then answers as usual.
+    let (_server, mut visitor, _, llm) = ask_llm("judgebad", 10_000).await;
+    let message = bot_message(&mut visitor).await;
+    assert_eq!(message["text"], "Our team will help.");
+    assert_eq!(message["bot_source"]["kind"], "llm");
+    assert_eq!(llm.requests.lock().len(), 2);
+}
+
+#[tokio::test]
+async fn handoff_phrases_with_typos_and_a_sites_own_phrases_hand_off() {
+    let (server, site, admin) = setup().await;
+    import_entries(&server, &admin, &site).await;
+    let settings = json!({"enabled": true, "handoff_phrases": ["speak to the manager", "找店长"]});
+    let (status, saved) = put_bot(&server, &admin, &site, settings).await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["handoff_phrases"], json!(["speak to the manager", "找店长"]));
+    for (number, text) in [
+        "我要人工",
+        "转人工客服",
+        "人工服务",
+        "找客服",
+        "真人",
+        "can I talk to a human?",
+        "talk to an agent",
+        "real persn",
+        "can i tlak to a humna",
+        "I'd like to speak to the manger",
+        "找店长！",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (_, token) = server.visitor_session(&site, None).await;
+        let mut visitor = server.visitor(&site, &token).await;
+        let ack = visitor.say(None, &format!("v-{number}"), text).await;
+        let conversation_id = ack["conversation_id"].as_u64().unwrap();
+        let notice = bot_message(&mut visitor).await;
+        assert_eq!(notice["client_id"], format!("bot-{conversation_id}-handoff"), "{text}: {notice}");
+    }
+    // A question that mentions a human is answered, not handed off.
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    visitor.say(None, "v-x", "is a human reading this? how do I reset my password").await;
+    let answer = bot_message(&mut visitor).await;
+    assert_ne!(answer["bot_source"]["action"], "handed_off", "{answer}");
+
+    // Bad phrases and bad term lines are refused and change nothing.
+    for bad in [
+        json!({"enabled": true, "handoff_phrases": [""]}),
+        json!({"enabled": true, "handoff_phrases": ["x".repeat(51)]}),
+        json!({"enabled": true, "terms": "only one term"}),
+    ] {
+        let (status, body) = put_bot(&server, &admin, &site, bad).await;
+        assert_eq!(status, 422, "{body}");
+    }
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    visitor.say(None, "v-y", "找店长").await;
+    let notice = bot_message(&mut visitor).await;
+    assert_eq!(notice["bot_source"]["kind"], "notice");
+    assert!(notice["client_id"].as_str().unwrap().ends_with("-handoff"), "{notice}");
 }
 
 #[tokio::test]
@@ -356,7 +504,7 @@ async fn a_model_endpoint_named_to_reach_loopback_is_never_called_without_the_se
     assert_eq!(put_bot(&server, &admin, &site, settings).await.0, 200);
     let (_, token) = server.visitor_session(&site, None).await;
     let mut visitor = server.visitor(&site, &token).await;
-    visitor.say(None, "v-1", "can I get my parcel delivered on a sunday and reset the password").await;
+    visitor.say(None, "v-1", "can I get my parcel delivered on a sunday, and what about my password?").await;
     let message = bot_message(&mut visitor).await;
     assert_eq!(message["bot_source"]["kind"], "notice", "{message}");
     assert!(llm.requests.lock().is_empty(), "the guard refused the loopback address before any request");
@@ -521,7 +669,7 @@ async fn bot_settings_are_admin_only_validated_and_never_show_the_key() {
 
     let defaults: Value = http().get(&url).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
     assert_eq!(defaults["enabled"], false);
-    assert!((defaults["threshold"].as_f64().unwrap() - 0.8).abs() < 1e-6);
+    assert!((defaults["threshold"].as_f64().unwrap() - 0.7).abs() < 1e-6);
     assert_eq!(http().get(&url).bearer_auth(&ann).send().await.unwrap().status(), 403);
     let (status, _) = put_bot(&server, &ann, &site, json!({"enabled": true})).await;
     assert_eq!(status, 403);
@@ -566,4 +714,160 @@ async fn bot_settings_are_admin_only_validated_and_never_show_the_key() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
+}
+
+/// A stand-in embeddings endpoint: a text's vector counts its topic words (refund: "refund",
+/// "money", "退款"; shipping: "shipping", "运费"), a text with neither points along a third axis.
+/// `/broken/embeddings` answers 500. Every input it embedded is kept.
+struct StandInEmbeddings {
+    addr: std::net::SocketAddr,
+    inputs: Arc<parking_lot::Mutex<Vec<String>>>,
+}
+
+impl StandInEmbeddings {
+    async fn start() -> StandInEmbeddings {
+        let inputs = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let router = axum::Router::new()
+            .route("/{mode}/embeddings", axum::routing::post(stand_in_embeddings))
+            .with_state(inputs.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        StandInEmbeddings { addr, inputs }
+    }
+}
+
+fn topic_vector(text: &str) -> Vec<f32> {
+    let text = text.to_lowercase();
+    let refund = ["refund", "money", "退款"].iter().map(|word| text.matches(word).count()).sum::<usize>();
+    let shipping = ["shipping", "运费"].iter().map(|word| text.matches(word).count()).sum::<usize>();
+    if refund + shipping == 0 {
+        return vec![0.0, 0.0, 1.0];
+    }
+    vec![refund as f32, shipping as f32, 0.0]
+}
+
+async fn stand_in_embeddings(
+    State(inputs): State<Arc<parking_lot::Mutex<Vec<String>>>>,
+    Path(mode): Path<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if mode == "broken" {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
+    }
+    let texts: Vec<String> =
+        body["input"].as_array().unwrap().iter().map(|text| text.as_str().unwrap().to_owned()).collect();
+    inputs.lock().extend(texts.iter().cloned());
+    let data: Vec<Value> = texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": topic_vector(text)}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data, "model": body["model"]})).into_response()
+}
+
+const REFUND_ENTRIES_CSV: &str = "questions,answer,category\n\
+How do I get a refund?|退款怎么申请,Refunds reach your card within 5 days.,Orders\n\
+How much is shipping?|运费多少,Shipping is free over 99 yuan.,Shipping\n";
+
+async fn stored_vectors(server: &TestServer) -> usize {
+    server
+        .app()
+        .store
+        .read(|transaction| {
+            use redb::ReadableTableMetadata;
+            Ok(transaction.open_table(kefu::storage::tables::KB_VECTORS)?.len()? as usize)
+        })
+        .await
+        .unwrap()
+}
+
+async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within 5 s");
+}
+
+#[tokio::test]
+async fn the_semantic_tier_embeds_entries_once_answers_by_meaning_and_falls_back_when_its_endpoint_fails() {
+    let embeddings = StandInEmbeddings::start().await;
+    let (server, site, admin) = setup().await;
+    let imported = http()
+        .post(server.url(&format!("/api/v1/kb/import?site={}&format=csv", site.key)))
+        .bearer_auth(&admin)
+        .body(REFUND_ENTRIES_CSV)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 200);
+
+    // Lexically, "can I have my money back?" matches nothing: the bot offers a human.
+    assert_eq!(put_bot(&server, &admin, &site, json!({"enabled": true})).await.0, 200);
+    let ask = async |client_id: &str, text: &str| {
+        let (_, token) = server.visitor_session(&site, None).await;
+        let mut visitor = server.visitor(&site, &token).await;
+        visitor.say(None, client_id, text).await;
+        bot_message(&mut visitor).await
+    };
+    let answer = ask("v-1", "can I have my money back?").await;
+    assert_eq!(answer["bot_source"]["kind"], "notice", "{answer}");
+
+    // With embeddings, both entries are embedded once and stored; the key is masked.
+    let base_url = format!("http://{}/ok", embeddings.addr);
+    let settings =
+        json!({"enabled": true, "embeddings": {"base_url": base_url, "model": "topics-1", "api_key": "sk-embed-9876"}});
+    let (status, saved) = put_bot(&server, &admin, &site, settings).await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["embeddings"]["api_key"], "*********9876");
+    wait_for("two stored vectors", async || stored_vectors(&server).await == 2).await;
+    assert_eq!(embeddings.inputs.lock().len(), 2);
+
+    // The same message is now answered by meaning.
+    wait_for("the vectors in use", async || {
+        server.app().bot.knowledge().site(&site.key).await.is_ok() && {
+            let answer = ask("v-2", "can I have my money back?").await;
+            answer["bot_source"]["kind"] == "kb"
+        }
+    })
+    .await;
+    let answer = ask("v-3", "can I have my money back?").await;
+    assert_eq!(answer["text"], "Refunds reach your card within 5 days.");
+
+    // Saving other settings keeps the endpoint; editing one entry embeds that entry again only.
+    let (_, saved) = put_bot(&server, &admin, &site, json!({"enabled": true, "greeting": "Hi"})).await;
+    assert_eq!(saved["embeddings"]["model"], "topics-1");
+    let n_before = embeddings.inputs.lock().len();
+    let edited = json!({"questions": ["How much is shipping?", "运费多少"], "answer": "Shipping costs 5 yuan."});
+    let (status, _) = crate::support::call(&server, "PUT", "/api/v1/kb/2", &admin, Some(edited)).await;
+    assert_eq!(status, 200);
+    wait_for("the edited entry embedded", async || embeddings.inputs.lock().len() > n_before).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = embeddings.inputs.lock().clone();
+    let embedded_entries: Vec<&String> = after[n_before..].iter().filter(|text| text.contains('\n')).collect();
+    assert_eq!(embedded_entries.len(), 1, "{embedded_entries:?}");
+    assert!(embedded_entries[0].contains("Shipping costs 5 yuan."));
+
+    // A failing endpoint leaves the lexical tier: an exact question is still answered.
+    let broken = format!("http://{}/broken", embeddings.addr);
+    let settings = json!({"enabled": true, "embeddings": {"base_url": broken, "model": "topics-2"}});
+    assert_eq!(put_bot(&server, &admin, &site, settings).await.0, 200);
+    let answer = ask("v-4", "How much is shipping?").await;
+    assert_eq!(answer["text"], "Shipping costs 5 yuan.");
+
+    // Bad endpoints are refused; null removes the tier.
+    for bad in [
+        json!({"enabled": true, "embeddings": {"base_url": "ftp://x", "model": "m"}}),
+        json!({"enabled": true, "embeddings": {"base_url": base_url, "model": ""}}),
+        json!({"enabled": true, "embeddings": {"base_url": base_url, "model": "m", "timeout_ms": 5}}),
+    ] {
+        let (status, body) = put_bot(&server, &admin, &site, bad).await;
+        assert_eq!(status, 422, "{body}");
+    }
+    let (status, saved) = put_bot(&server, &admin, &site, json!({"enabled": true, "embeddings": null})).await;
+    assert_eq!(status, 200);
+    assert_eq!(saved["embeddings"], Value::Null);
 }

@@ -1,99 +1,370 @@
-//! Matching quality on a labelled evaluation set (tests/data): 42 entries, 127 visitor
-//! questions in Chinese and English, 30 of which must not match. Prints precision and recall per
-//! threshold (`cargo test --test it kb_eval -- --nocapture`) and fails if precision at the
-//! default threshold falls below the figure recorded in BENCHMARKS.md.
+//! Matching quality on the labelled evaluation set in tests/data/kb_eval: a shop's and a hotel's
+//! FAQ (62 entries, Chinese and English) and 416 visitor messages, split by a fixed hash into
+//! tuning and held-out files before the matcher was tuned.
+//!
+//! `cargo test --test it kb_eval:: -- --nocapture` prints the reports. The calibration is refitted
+//! on the tuning split with `kb_eval::fit_the_calibration` (ignored; see
+//! src/bot/knowledge_base/calibration.rs). `kefu kb eval` runs here on the fixture through the binary,
+//! and a few messages go through the real visitor path (session, WebSocket, bot answer).
 
-use kefu::bot::knowledge_base::KbEntry;
-use kefu::bot::knowledge_base::formats::{self, Format};
-use kefu::bot::knowledge_base::matcher::Index;
+use std::collections::HashSet;
+use std::process::Command;
 
-/// Precision at the default threshold (0.8) when this set was made; it may only go up.
-const MIN_PRECISION_AT_DEFAULT: f64 = 1.0;
+use kefu::bot::DEFAULT_THRESHOLD;
+use kefu::bot::knowledge_base::SiteKnowledge;
+use kefu::bot::knowledge_base::calibration;
+use kefu::bot::knowledge_base::eval::{self, EvalEntry, EvalMessage, Figures, Judged};
+use serde_json::json;
 
-/// Recall at the best threshold when this set was made; a guard against a matcher that stops
-/// answering (precision alone would stay perfect).
-const MIN_BEST_RECALL: f64 = 0.95;
+use crate::support::{TestServer, call_expecting, http};
 
-const DEFAULT_THRESHOLD: f32 = 0.8;
+const BUSINESSES: [&str; 2] = ["shop", "hotel"];
 
-fn load() -> (Index, Vec<(u64, String)>) {
-    let entries_csv = include_str!("../data/kb_eval_entries.csv");
-    let entries: Vec<KbEntry> = formats::import(Format::Csv, entries_csv)
-        .expect("the evaluation entries parse")
-        .into_iter()
-        .enumerate()
-        .map(|(row, input)| KbEntry {
-            id: row as u64 + 1,
-            questions: input.questions,
-            answer: input.answer,
-            category: input.category,
-            ..KbEntry::default()
-        })
-        .collect();
-    assert!(entries.len() >= 40);
-    let questions: Vec<(u64, String)> = include_str!("../data/kb_eval_questions.tsv")
-        .lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .map(|line| {
-            let (expected, question) = line.split_once('\t').expect("expected<TAB>question");
-            (expected.parse().expect("a row number"), question.to_owned())
-        })
-        .collect();
-    assert!(questions.len() >= 100);
-    (Index::build(&entries), questions)
+fn data(name: &str) -> String {
+    let path = format!("{}/tests/data/kb_eval/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
 }
 
-struct Outcome {
-    precision: f64,
-    recall: f64,
-    n_answered: usize,
+struct Business {
+    entries: Vec<EvalEntry>,
+    knowledge: SiteKnowledge,
+    names: Vec<String>,
 }
 
-fn evaluate(index: &Index, questions: &[(u64, String)], threshold: f32) -> Outcome {
-    let (mut n_answered, mut n_correct) = (0, 0);
-    let n_answerable = questions.iter().filter(|(expected, _)| *expected != 0).count();
-    for (expected, question) in questions {
-        if let Some(best) = index.search(question, 1).first().filter(|best| best.score >= threshold) {
-            n_answered += 1;
-            if best.entry_id == *expected {
-                n_correct += 1;
-            }
-        }
+fn business(name: &str) -> Business {
+    let entries = eval::parse_entries(name, &data(&format!("{name}_entries.jsonl"))).unwrap();
+    let (knowledge, names) = eval::knowledge_from_entries(&entries, "");
+    Business { entries, knowledge, names }
+}
+
+fn messages(business: &Business, file: &str) -> Vec<EvalMessage> {
+    let known: HashSet<String> = business.names.iter().cloned().collect();
+    eval::parse_messages(file, &data(file), Some(&known)).unwrap()
+}
+
+fn judged(part: &str) -> Vec<Judged> {
+    let mut all = Vec::new();
+    for name in BUSINESSES {
+        let business = business(name);
+        let messages = messages(&business, &format!("{name}_{part}.jsonl"));
+        all.extend(eval::judge(&business.knowledge, &messages, |id| business.names[id as usize - 1].clone()));
     }
-    let precision = if n_answered == 0 { 1.0 } else { n_correct as f64 / n_answered as f64 };
-    Outcome { precision, recall: n_correct as f64 / n_answerable as f64, n_answered }
+    all
+}
+
+fn figures_of(judged: &[Judged], keep: impl Fn(&EvalMessage) -> bool) -> Figures {
+    let members: Vec<&Judged> = judged.iter().filter(|one| keep(&one.message)).collect();
+    eval::figures(&members, DEFAULT_THRESHOLD)
 }
 
 #[test]
-fn matching_precision_and_recall_on_the_evaluation_set() {
-    let (index, questions) = load();
-    println!("threshold  answered  precision  recall  f1");
-    let mut best = (0.0_f64, 0.0_f32, 0.0_f64, 0.0_f64);
-    for step in 1..=19 {
-        let threshold = step as f32 * 0.05;
-        let outcome = evaluate(&index, &questions, threshold);
-        let f1 = if outcome.precision + outcome.recall == 0.0 {
-            0.0
-        } else {
-            2.0 * outcome.precision * outcome.recall / (outcome.precision + outcome.recall)
-        };
-        println!(
-            "{threshold:9.2}  {:8}  {:9.3}  {:6.3}  {f1:.3}",
-            outcome.n_answered, outcome.precision, outcome.recall
-        );
-        if f1 > best.0 {
-            best = (f1, threshold, outcome.precision, outcome.recall);
+fn the_set_is_large_and_varied_enough() {
+    let mut n_entries = 0;
+    let mut n_messages = 0;
+    let mut kinds = HashSet::new();
+    for name in BUSINESSES {
+        let business = business(name);
+        n_entries += business.entries.len();
+        assert!(business.entries.iter().any(|entry| entry.lang == "zh"));
+        assert!(business.entries.iter().any(|entry| entry.lang == "en"));
+        for part in ["tuning", "heldout"] {
+            let messages = messages(&business, &format!("{name}_{part}.jsonl"));
+            n_messages += messages.len();
+            kinds.extend(messages.iter().map(|message| message.kind.clone()));
         }
     }
-    let default = evaluate(&index, &questions, DEFAULT_THRESHOLD);
-    println!(
-        "default {DEFAULT_THRESHOLD}: precision {:.3} recall {:.3}; best by F1 at {:.2}: precision {:.3} recall {:.3}",
-        default.precision, default.recall, best.1, best.2, best.3
-    );
-    assert!(
-        default.precision >= MIN_PRECISION_AT_DEFAULT,
-        "precision at the default threshold fell to {:.3}",
-        default.precision
-    );
-    assert!(best.3 >= MIN_BEST_RECALL, "recall at the best threshold fell to {:.3}", best.3);
+    assert!(n_entries >= 60 && n_messages >= 400, "{n_entries} entries, {n_messages} messages");
+    for kind in ["paraphrase", "colloquial", "typo", "mixed", "near_miss", "unrelated", "answer_only"] {
+        assert!(kinds.contains(kind), "{kind}");
+    }
+}
+
+/// What the tuning split reached at the shipped threshold when the calibration was fitted; it may
+/// only go up. Issue 24's targets (precision 0.95, recall 0.75, near-misses 5%, unrelated 2%,
+/// per language) are printed beside them; the lexical tier alone does not reach them all.
+#[test]
+fn the_tuning_split_holds_its_figures_at_the_default_threshold() {
+    let judged = judged("tuning");
+    println!("tuning split:\n{}", eval::report(&judged, DEFAULT_THRESHOLD));
+    let all = figures_of(&judged, |_| true);
+    assert!(all.precision >= 0.91 && all.recall >= 0.52, "{all:?}");
+    let unrelated = figures_of(&judged, |message| message.kind == "unrelated");
+    assert_eq!(unrelated.n_answered, 0, "{unrelated:?}");
+    for lang in ["zh", "en"] {
+        let figures = figures_of(&judged, |message| message.lang == lang);
+        let near_misses = figures_of(&judged, |message| message.lang == lang && message.kind == "near_miss");
+        println!(
+            "{lang}: precision {:.3} (target 0.95), recall {:.3} (target 0.75), near-misses answered {:?} (target 0.05)",
+            figures.precision, figures.recall, near_misses.near_miss_answered
+        );
+    }
+}
+
+/// The held-out split at the shipped threshold, as reported in BENCHMARKS.md after tuning was
+/// frozen; it may only go up. Never tune against this test.
+#[test]
+fn the_held_out_split_holds_its_reported_figures() {
+    let judged = judged("heldout");
+    println!("held-out split:\n{}", eval::report(&judged, DEFAULT_THRESHOLD));
+    let all = figures_of(&judged, |_| true);
+    assert!(all.precision >= 0.82 && all.recall >= 0.40, "{all:?}");
+    let unrelated = figures_of(&judged, |message| message.kind == "unrelated");
+    assert_eq!(unrelated.n_answered, 0, "{unrelated:?}");
+}
+
+/// Prints the coefficients fitted on the tuning split, to paste into calibration.rs.
+#[test]
+#[ignore]
+fn fit_the_calibration() {
+    let mut samples = Vec::new();
+    let loaded: Vec<(Business, Vec<EvalMessage>)> = BUSINESSES
+        .iter()
+        .map(|name| {
+            let business = business(name);
+            let messages = messages(&business, &format!("{name}_tuning.jsonl"));
+            (business, messages)
+        })
+        .collect();
+    for (business, messages) in &loaded {
+        samples.extend(eval::calibration_samples(&business.knowledge, messages, |id| {
+            business.names[id as usize - 1].clone()
+        }));
+    }
+    let coefficients = calibration::fit(&samples, 1.0);
+    let n_correct = samples.iter().filter(|(_, correct)| *correct).count();
+    println!("{} samples, {n_correct} correct at the top", samples.len());
+    println!("pub const COEFFICIENTS: [f64; N_FEATURES + 1] = {coefficients:.3?};");
+    let mut judged = Vec::new();
+    for (business, messages) in &loaded {
+        let name_of = |id: u64| business.names[id as usize - 1].clone();
+        judged.extend(eval::judge_with(&business.knowledge, messages, name_of, &coefficients));
+    }
+    println!("tuning split with these coefficients:\n{}", eval::report(&judged, DEFAULT_THRESHOLD));
+    if std::env::var_os("KB_EVAL_LIST").is_some() {
+        println!("{}", eval::listing(&judged, DEFAULT_THRESHOLD));
+    }
+}
+
+#[test]
+fn bad_eval_files_get_clear_errors() {
+    let error = eval::parse_entries("e.jsonl", "{\"id\": \"a\", \"question\": \"q\", \"answer\": \"a\"}\n{oops}")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("e.jsonl: line 2"), "{error}");
+    let twice = "{\"id\": \"a\", \"question\": \"q\", \"answer\": \"a\"}\n{\"id\": \"a\", \"question\": \"r\", \"answer\": \"b\"}";
+    assert!(eval::parse_entries("e", twice).unwrap_err().to_string().contains("appears twice"));
+    let unknown_field = "{\"id\": \"a\", \"question\": \"q\", \"answer\": \"a\", \"colour\": 1}";
+    assert!(eval::parse_entries("e", unknown_field).unwrap_err().to_string().contains("colour"));
+    assert!(eval::parse_entries("e", "\n").unwrap_err().to_string().contains("no entries"));
+    let known: HashSet<String> = ["a".to_owned()].into();
+    let unknown_id = "{\"message\": \"hi\", \"expected\": \"b\"}";
+    let error = eval::parse_messages("m", unknown_id, Some(&known)).unwrap_err().to_string();
+    assert!(error.contains("line 1") && error.contains("\"b\""), "{error}");
+    let bad_expected = "{\"message\": \"hi\", \"expected\": [1]}";
+    assert!(eval::parse_messages("m", bad_expected, None).unwrap_err().to_string().contains("expected"));
+    let empty = "{\"message\": \" \", \"expected\": null}";
+    assert!(eval::parse_messages("m", empty, None).unwrap_err().to_string().contains("message"));
+}
+
+/// `kefu kb eval --entries` on the fixture prints the report and writes the curve; bad input
+/// exits non-zero with the reason and writes nothing.
+#[test]
+fn the_eval_command_runs_on_the_fixture() {
+    let directory = tempfile::tempdir().unwrap();
+    let curve = directory.path().join("curve.svg");
+    let data = format!("{}/tests/data/kb_eval", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["--data-dir", &directory.path().display().to_string(), "kb", "eval", "--entries"])
+        .arg(format!("{data}/shop_entries.jsonl"))
+        .arg("--curve")
+        .arg(&curve)
+        .arg(format!("{data}/shop_tuning.jsonl"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("precision") && stdout.contains("kind near_miss") && stdout.contains("lang zh"));
+    let svg = std::fs::read_to_string(&curve).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.trim_end().ends_with("</svg>"));
+
+    let bad_curve = directory.path().join("bad.svg");
+    let output = Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["--data-dir", &directory.path().display().to_string(), "kb", "eval", "--entries"])
+        .arg(format!("{data}/hotel_entries.jsonl"))
+        .arg("--curve")
+        .arg(&bad_curve)
+        .arg(format!("{data}/shop_tuning.jsonl"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no entry has the id"));
+    assert!(!bad_curve.exists());
+
+    let output = Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["--data-dir", &directory.path().display().to_string(), "kb", "eval", "--site", "nope"])
+        .arg(format!("{data}/shop_tuning.jsonl"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no site has the key nope"));
+}
+
+/// `kefu kb eval --site` reads a site's entries and settings from a stopped server's database,
+/// and names the entries by their ids; a running server's database is refused with the way out.
+#[tokio::test]
+async fn the_eval_command_reads_a_sites_entries_from_the_database() {
+    let mut server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    let admin = server.admin_token("admin@shop.example").await;
+    let csv = "questions,answer,category\nHow much is shipping?|运费多少,Shipping is free over 99 yuan.,\n";
+    let imported = http()
+        .post(server.url(&format!("/api/v1/kb/import?site={}&format=csv", site.key)))
+        .bearer_auth(&admin)
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 200);
+    let directory = tempfile::tempdir().unwrap();
+    let messages = directory.path().join("messages.jsonl");
+    std::fs::write(&messages, "{\"message\": \"运费多少\", \"expected\": 1, \"lang\": \"zh\"}\n").unwrap();
+    let data_dir = server.dir.path().display().to_string();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_kefu"))
+            .args(["--data-dir", &data_dir, "kb", "eval", "--site", &site.key, "--list", "--curve"])
+            .arg(directory.path().join("curve.svg"))
+            .arg(&messages)
+            .output()
+            .unwrap()
+    };
+    let refused = run();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--entries"));
+    server.stop().await;
+    let output = run();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.starts_with("ok "), "{stdout}");
+    assert!(stdout.contains("top=1 "), "{stdout}");
+}
+
+/// A stand-in embeddings endpoint: bag-of-hashed-words vectors (64 dimensions, FNV of each
+/// lowercase word or Chinese character), deterministic.
+async fn stand_in_embeddings() -> std::net::SocketAddr {
+    async fn embed(axum::Json(body): axum::Json<serde_json::Value>) -> axum::Json<serde_json::Value> {
+        let vectors: Vec<serde_json::Value> = body["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                let mut vector = vec![0.0_f32; 64];
+                let text = text.as_str().unwrap().to_lowercase();
+                let tokens = text.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty());
+                for token in tokens.flat_map(|word| {
+                    if word.is_ascii() { vec![word.to_owned()] } else { word.chars().map(String::from).collect() }
+                }) {
+                    let hash = token
+                        .bytes()
+                        .fold(0xcbf29ce484222325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+                    vector[(hash % 64) as usize] += 1.0;
+                }
+                json!({"index": index, "embedding": vector})
+            })
+            .collect();
+        axum::Json(json!({"data": vectors}))
+    }
+    let router = axum::Router::new().route("/v1/embeddings", axum::routing::post(embed));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// `kefu kb eval --embeddings-url` ranks with the semantic tier through the endpoint.
+#[tokio::test]
+async fn the_eval_command_ranks_with_embeddings_from_an_endpoint() {
+    let addr = stand_in_embeddings().await;
+    let directory = tempfile::tempdir().unwrap();
+    let data = format!("{}/tests/data/kb_eval", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["--data-dir", &directory.path().display().to_string(), "kb", "eval", "--entries"])
+        .arg(format!("{data}/hotel_entries.jsonl"))
+        .args(["--embeddings-url", &format!("http://{addr}/v1"), "--embeddings-model", "hashed-words"])
+        .arg("--curve")
+        .arg(directory.path().join("curve.svg"))
+        .arg(format!("{data}/hotel_tuning.jsonl"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("kind near_miss"), "{stdout}");
+    // An endpoint that is not there is an error, not a silent lexical run.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["--data-dir", &directory.path().display().to_string(), "kb", "eval", "--entries"])
+        .arg(format!("{data}/hotel_entries.jsonl"))
+        .args(["--embeddings-url", "http://127.0.0.1:9/v1", "--embeddings-model", "m"])
+        .arg(format!("{data}/hotel_tuning.jsonl"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("embedding"));
+}
+
+/// A few messages through the real visitor path give the same decision as the eval: the bot
+/// answers the expected entry's answer, and stays silent (offers a human) on a near-miss.
+#[tokio::test]
+async fn the_live_bot_decides_as_the_eval_does() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Hotel").await;
+    let admin = server.admin_token("admin@hotel.example").await;
+    let business = business("hotel");
+    let quoted = |field: &str| format!("\"{}\"", field.replace('"', "\"\""));
+    let mut csv = String::from("questions,answer,category\n");
+    for entry in &business.entries {
+        let mut questions = vec![entry.question.clone()];
+        questions.extend(entry.variants.iter().cloned());
+        csv.push_str(&format!("{},{},\n", quoted(&questions.join("|")), quoted(&entry.answer)));
+    }
+    let imported = http()
+        .post(server.url(&format!("/api/v1/kb/import?site={}&format=csv", site.key)))
+        .bearer_auth(&admin)
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 200, "{}", imported.text().await.unwrap());
+    let path = format!("/api/v1/sites/{}/bot", site.key);
+    call_expecting(&server, "PUT", &path, &admin, Some(json!({"enabled": true})), 200).await;
+    let messages = messages(&business, "hotel_tuning.jsonl");
+    let judged = eval::judge(&business.knowledge, &messages, |id| business.names[id as usize - 1].clone());
+    let answered = judged.iter().find(|one| {
+        one.top.as_ref().is_some_and(|(id, confidence)| {
+            *confidence >= DEFAULT_THRESHOLD && Some(id) == one.message.expected.as_ref()
+        })
+    });
+    let silent = judged
+        .iter()
+        .find(|one| one.message.kind == "near_miss" && one.top.as_ref().is_none_or(|(_, c)| *c < DEFAULT_THRESHOLD));
+    for (one, answers) in [(answered.unwrap(), true), (silent.unwrap(), false)] {
+        let (_, token) = server.visitor_session(&site, None).await;
+        let mut visitor = server.visitor(&site, &token).await;
+        let ack = visitor.say(None, "v-1", &one.message.message).await;
+        let conversation_id = ack["conversation_id"].clone();
+        let reply = loop {
+            let message = visitor.expect("message").await;
+            if message["sender"]["kind"] == "bot" && message["conversation_id"] == conversation_id {
+                break message;
+            }
+        };
+        if answers {
+            let expected = one.message.expected.as_deref().unwrap();
+            let entry = business.entries.iter().find(|entry| entry.id == expected).unwrap();
+            assert_eq!(reply["text"], entry.answer.as_str(), "{}", one.message.message);
+        } else {
+            assert_eq!(reply["bot_source"]["kind"], "notice", "{}: {reply}", one.message.message);
+        }
+    }
 }

@@ -336,7 +336,13 @@ mod tests {
                 client_id: Some("c-2"),
             },
             protocol::ServerFrame::Pong,
-            protocol::ServerFrame::BotStream { conversation_id: 12, stream_id: "12-5", delta: "Our team ", done: true },
+            protocol::ServerFrame::BotStream {
+                conversation_id: 12,
+                stream_id: "12-5",
+                delta: "Our team ",
+                done: true,
+                cut: true,
+            },
             protocol::ServerFrame::Goaway { reason: "shutdown", reconnect_after_ms: 1000 },
         ];
         frames.iter().map(|frame| (format!("{frame:?}"), frame.encode())).collect()

@@ -416,6 +416,10 @@ pub enum ServerFrame<'a> {
         delta: &'a str,
         /// True on the last frame of a stream (then `delta` is empty).
         done: bool,
+        /// On the last frame: the stream failed or was cut off before its end, so what came
+        /// before is not an answer (none is stored; the conversation goes to a human).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        cut: bool,
     },
     Goaway {
         reason: &'a str,

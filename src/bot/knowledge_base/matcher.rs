@@ -1,18 +1,25 @@
 //! Matching a visitor's message against a site's knowledge base, for Chinese and English alike.
 //!
-//! Text becomes features: lowercase word tokens for Latin-script runs (with a light English
-//! suffix stemmer and a short stop-word list), and character unigrams plus bigrams for CJK runs
-//! (Chinese has no spaces; bigrams carry most of the meaning of two-character words).
-//! Every question variant is a TF-IDF vector, normalised; a message's score against an entry is
-//! the best cosine over the entry's variants, a number from 0 to 1.
+//! Text is first normalised ([`super::normalize`]: full-width forms, colloquial Chinese, a few
+//! traditional characters), then becomes features: lowercase word tokens for Latin-script runs
+//! (with a light English suffix stemmer and a short stop-word list), character unigrams plus
+//! bigrams for CJK runs (Chinese has no spaces; bigrams carry most of the meaning of
+//! two-character words), and one feature per group of the term list that the text mentions, so
+//! "shipping费多少" meets "运费怎么算？".
+//!
+//! Every question variant and every answer is a TF-IDF vector, normalised. A message gets, per
+//! entry, the best cosine over the entry's questions, the cosine with its answer (so "what
+//! currency will I be charged in" finds the entry whose answer says "US dollars"), and the share
+//! of the message that the entry covers. A Latin word the index does not know is looked up as a
+//! typo: a vocabulary word within one deletion on either side (SymSpell), which takes in one
+//! substitution, insertion, deletion or transposition, counts at [`TYPO_WEIGHT`].
 //!
 //! The index is inverted (feature → variants holding it with their weights), built once per
 //! change of the site's entries and shared read-only, so a query touches only the postings of its
 //! own features. Features are numbered when the index is built and postings sit in one array, so
 //! a query looks each of its features up once and then works on numbers: dense per-variant and
 //! per-entry score arrays (reused per thread, reset through the lists of what was touched)
-//! instead of hash maps. Matching against 10,000 entries takes well under a millisecond at the
-//! 99th percentile (BENCHMARKS.md).
+//! instead of hash maps.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,6 +27,7 @@ use std::collections::HashMap;
 use rustc_hash::FxHashMap;
 
 use super::KbEntry;
+use super::normalize::{TermList, normalize};
 
 /// English words too common to tell questions apart. IDF would mostly discount them, but with
 /// few entries it cannot, and short questions are dominated by them.
@@ -27,38 +35,62 @@ const STOP_WORDS: &[&str] = &[
     "a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "do", "does", "did", "i", "me", "my", "we",
     "our", "you", "your", "it", "its", "to", "of", "in", "on", "at", "for", "and", "or", "with", "can", "could",
     "would", "should", "will", "please", "hi", "hello", "hey", "there", "this", "that", "so", "just", "any", "some",
-    "get", "have", "has", "there", "what", "s", "t", "m", "im", "u", "pls", "thanks", "thank",
+    "get", "have", "has", "what", "s", "t", "m", "im", "u", "pls", "thanks", "thank", "how", "ur", "dose", "us",
+    "whats", "wheres", "lol", "ok",
 ];
 
 /// Chinese characters that carry no topic on their own (particles, pronouns, politeness).
-const CJK_STOP_CHARS: &[char] =
-    &['的', '了', '吗', '呢', '吧', '啊', '我', '你', '您', '是', '在', '有', '请', '问', '么', '嘛', '呀', '哦', '和'];
+const CJK_STOP_CHARS: &[char] = &[
+    '的', '了', '吗', '呢', '吧', '啊', '我', '你', '您', '是', '在', '有', '请', '问', '么', '嘛', '呀', '哦', '和',
+    '亲', '们', '个', '一', '下',
+];
+
+/// How much an answer's cosine counts against a question's: answers are long and say more than
+/// what was asked, so their words are weaker evidence.
+pub const ANSWER_WEIGHT: f32 = 0.6;
+
+/// How much a word read as a typo of a vocabulary word counts, against the word itself.
+pub const TYPO_WEIGHT: f32 = 0.8;
+
+/// How much an entry written in the other script (Chinese against Latin) counts: the term list
+/// lets "cancel" reach 取消, but a visitor writing English most likely wants the English entry.
+pub const OTHER_SCRIPT_WEIGHT: f32 = 0.8;
+
+/// Latin words shorter than this are not read as typos: too many short words are one edit apart.
+const MIN_TYPO_CHARS: usize = 4;
 
 /// One feature of a text.
 pub type Feature = String;
 
-fn is_cjk(character: char) -> bool {
+pub fn is_cjk(character: char) -> bool {
     matches!(character as u32,
         0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x3040..=0x30FF | 0xAC00..=0xD7AF | 0x20000..=0x2A6DF)
 }
 
-/// Strips common English suffixes so "refunds", "refunded" and "refunding" meet.
+/// Strips common English suffixes so "refunds", "refunded" and "refunding" meet, and "shipping",
+/// "shipped" and "ship" too (a doubled last consonant is undone).
 fn stem(word: &str) -> &str {
-    for suffix in ["ing", "ed", "es", "s"] {
+    for suffix in ["ing", "ed", "ies", "es", "s"] {
         if word.len() > suffix.len() + 2 && word.ends_with(suffix) {
             let stemmed = &word[..word.len() - suffix.len()];
-            if suffix == "s" && stemmed.ends_with('s') {
+            if suffix == "s" && (stemmed.ends_with('s') || stemmed.ends_with('u')) {
                 return word;
             }
-            return stemmed;
+            let bytes = stemmed.as_bytes();
+            let n = bytes.len();
+            let doubled = (suffix == "ing" || suffix == "ed")
+                && n >= 3
+                && bytes[n - 1] == bytes[n - 2]
+                && !b"aeiouls".contains(&bytes[n - 1]);
+            return if doubled { &stemmed[..n - 1] } else { stemmed };
         }
     }
     word
 }
 
-/// Calls `visit` with every feature occurrence of a text, in order; a feature that occurs twice
-/// is visited twice. The `&str` lives only for the call.
-fn for_each_feature(text: &str, visit: &mut impl FnMut(&str)) {
+/// Calls `visit` with every feature occurrence of a normalised text, in order; a feature that
+/// occurs twice is visited twice. The `&str` lives only for the call.
+fn for_each_text_feature(text: &str, visit: &mut impl FnMut(&str)) {
     let mut word = String::new();
     let mut cjk_run: Vec<char> = Vec::new();
     let flush_word = |word: &mut String, visit: &mut dyn FnMut(&str)| {
@@ -80,8 +112,9 @@ fn for_each_feature(text: &str, visit: &mut impl FnMut(&str)) {
                 let first = character.len_utf8();
                 character.encode_utf8(&mut buffer);
                 let second = next.encode_utf8(&mut buffer[first..]).len();
-                let bigram = std::str::from_utf8(&buffer[..first + second]).expect("two encoded characters");
-                visit(bigram);
+                if let Ok(bigram) = std::str::from_utf8(&buffer[..first + second]) {
+                    visit(bigram);
+                }
             }
         }
         run.clear();
@@ -104,24 +137,77 @@ fn for_each_feature(text: &str, visit: &mut impl FnMut(&str)) {
     flush_cjk(&mut cjk_run, visit);
 }
 
-/// The features of a text with their counts.
+/// Whether a text is mostly Chinese (or other CJK): more CJK characters than Latin words.
+pub fn mostly_cjk(text: &str) -> bool {
+    let (mut n_cjk, mut n_words, mut in_word) = (0, 0, false);
+    for character in text.chars() {
+        if is_cjk(character) {
+            n_cjk += 1;
+            in_word = false;
+        } else if character.is_alphanumeric() {
+            if !in_word {
+                n_words += 1;
+            }
+            in_word = true;
+        } else {
+            in_word = false;
+        }
+    }
+    n_cjk > n_words
+}
+
+/// Calls `visit` with every feature of a raw text: normalised words and characters, then the
+/// term groups it mentions (as `~N`).
+fn for_each_feature(terms: &TermList, text: &str, visit: &mut impl FnMut(&str)) {
+    let normalized = normalize(text);
+    for_each_text_feature(&normalized, visit);
+    terms.for_each_group(&normalized, &mut |group| visit(&format!("~{group}")));
+}
+
+/// The features of a text with their counts (built-in term list only).
 pub fn features(text: &str) -> HashMap<Feature, f32> {
+    let terms = TermList::with_site_terms("");
     let mut counts: HashMap<Feature, f32> = HashMap::new();
-    for_each_feature(text, &mut |feature| *counts.entry(feature.to_owned()).or_default() += 1.0);
+    for_each_feature(&terms, text, &mut |feature| *counts.entry(feature.to_owned()).or_default() += 1.0);
     counts
 }
 
-/// The TF-IDF weight of a feature occurring `count` times.
+/// The TF-IDF weight of a feature occurring `count` times (a typo counts less than once).
 fn feature_weight(count: f32, idf: f32) -> f32 {
-    (1.0 + count.ln()) * idf
+    (1.0 + count.max(0.5).ln()) * idf
 }
 
 /// A match of a message against one entry.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Scored {
     pub entry_id: u64,
-    /// The best cosine over the entry's question variants, 0 to 1.
+    /// What entries are ranked by: the better of the question cosine and the weighted answer
+    /// cosine, 0 to 1.
     pub score: f32,
+    /// The best cosine over the entry's question variants.
+    pub question: f32,
+    /// The cosine with the entry's answer.
+    pub answer: f32,
+    /// The share of the message (by squared TF-IDF weight) that the best-covering question holds.
+    pub coverage: f32,
+    /// The same for the answer.
+    pub answer_coverage: f32,
+    /// Whether the entry is written in the message's script (both mostly Chinese, or neither).
+    pub same_script: bool,
+}
+
+/// What a message brought besides its ranking: how much of it the index knows at all.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Query {
+    /// Best first.
+    pub ranked: Vec<Scored>,
+    /// The share of the message (by squared TF-IDF weight) made of features the index holds,
+    /// typos included; 0 for an empty message.
+    pub known_share: f32,
+    /// How many feature occurrences the message has.
+    pub n_features: usize,
+    /// Whether the message is mostly Chinese.
+    pub cjk: bool,
 }
 
 /// One variant holding a feature, with the feature's weight in the variant's normalised vector.
@@ -134,8 +220,14 @@ struct Posting {
 /// The inverted TF-IDF index of one site's entries. Immutable: a change builds a new one.
 #[derive(Default)]
 pub struct Index {
+    terms: TermList,
     /// Feature → its number, which indexes `idfs` and `posting_starts`.
     feature_numbers: FxHashMap<Box<str>, u32>,
+    /// Every one-deletion form of every Latin word of the vocabulary (and the word itself) → the
+    /// words' feature numbers, for typos.
+    deletions: FxHashMap<Box<str>, Vec<u32>>,
+    /// Feature number → the feature, for checking a typo candidate.
+    feature_texts: Vec<Box<str>>,
     /// Feature number → its inverse document frequency.
     idfs: Vec<f32>,
     /// Feature number → where its postings start in `postings`; one more element than features,
@@ -145,8 +237,12 @@ pub struct Index {
     postings: Vec<Posting>,
     /// Variant number → the entry it belongs to, as a position in `entry_ids`.
     variant_entries: Vec<u32>,
+    /// Variant number → whether it is the entry's answer (else a question).
+    variant_is_answer: Vec<bool>,
     /// Entry position → the entry's id; ids are distinct.
     entry_ids: Vec<u64>,
+    /// Variant number → whether it is mostly Chinese.
+    variant_cjk: Vec<bool>,
     /// The IDF of a feature no variant has: unknown words lower a message's score.
     unseen_idf: f32,
 }
@@ -157,11 +253,15 @@ pub struct Index {
 #[derive(Default)]
 struct Scratch {
     variant_scores: Vec<f32>,
+    variant_coverage: Vec<f32>,
     touched_variants: Vec<u32>,
-    entry_scores: Vec<f32>,
+    /// Per entry: best question cosine, answer cosine, best question coverage, answer coverage,
+    /// and 1 when the best question is in the message's script; cosines are weighted by
+    /// [`OTHER_SCRIPT_WEIGHT`] when not.
+    entry_scores: Vec<[f32; 5]>,
     touched_entries: Vec<u32>,
-    /// The numbers of the query's known feature occurrences, then sorted to count them.
-    known_features: Vec<u32>,
+    /// The query's known feature occurrences with their count (1, or [`TYPO_WEIGHT`]).
+    known_features: Vec<(u32, f32)>,
     ranked: Vec<Scored>,
 }
 
@@ -170,15 +270,17 @@ impl Scratch {
     fn reset_for(&mut self, index: &Index) {
         for variant in self.touched_variants.drain(..) {
             self.variant_scores[variant as usize] = 0.0;
+            self.variant_coverage[variant as usize] = 0.0;
         }
         for entry in self.touched_entries.drain(..) {
-            self.entry_scores[entry as usize] = 0.0;
+            self.entry_scores[entry as usize] = [0.0; 5];
         }
         if self.variant_scores.len() < index.variant_entries.len() {
             self.variant_scores.resize(index.variant_entries.len(), 0.0);
+            self.variant_coverage.resize(index.variant_entries.len(), 0.0);
         }
         if self.entry_scores.len() < index.entry_ids.len() {
-            self.entry_scores.resize(index.entry_ids.len(), 0.0);
+            self.entry_scores.resize(index.entry_ids.len(), [0.0; 5]);
         }
         self.known_features.clear();
         self.ranked.clear();
@@ -189,12 +291,56 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// Whether a feature is a Latin word that may be read as a typo.
+fn typo_candidate(feature: &str) -> bool {
+    feature.len() >= MIN_TYPO_CHARS && feature.len() <= 30 && feature.bytes().all(|byte| byte.is_ascii_lowercase())
+}
+
+/// Every form of `word` with one character deleted.
+fn deletions_of(word: &str) -> impl Iterator<Item = String> + '_ {
+    (0..word.len()).map(move |position| format!("{}{}", &word[..position], &word[position + 1..]))
+}
+
+/// The optimal-string-alignment distance of two ASCII words, or `None` past `limit`.
+pub(crate) fn edit_distance(a: &[u8], b: &[u8], limit: usize) -> Option<usize> {
+    if a.len().abs_diff(b.len()) > limit {
+        return None;
+    }
+    let width = b.len() + 1;
+    let mut rows = vec![0_usize; (a.len() + 1) * width];
+    for (j, slot) in rows.iter_mut().take(width).enumerate() {
+        *slot = j;
+    }
+    for i in 1..=a.len() {
+        rows[i * width] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[(i - 1) * width + j] + 1)
+                .min(rows[i * width + j - 1] + 1)
+                .min(rows[(i - 1) * width + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[(i - 2) * width + j - 2] + 1);
+            }
+            rows[i * width + j] = best;
+        }
+    }
+    let distance = rows[a.len() * width + b.len()];
+    (distance <= limit).then_some(distance)
+}
+
 impl Index {
+    /// An index with the built-in term list only.
     pub fn build(entries: &[KbEntry]) -> Index {
+        Index::build_with_terms(entries, TermList::with_site_terms(""))
+    }
+
+    pub fn build_with_terms(entries: &[KbEntry], terms: TermList) -> Index {
         let mut feature_numbers: FxHashMap<Box<str>, u32> = FxHashMap::default();
         let mut entry_positions: FxHashMap<u64, u32> = FxHashMap::default();
         let mut entry_ids = Vec::new();
+        let mut variant_cjk = Vec::new();
         let mut variant_entries = Vec::new();
+        let mut variant_is_answer = Vec::new();
         // Per variant: (feature number, count), by feature number.
         let mut variant_features: Vec<Vec<(u32, f32)>> = Vec::new();
         for entry in entries {
@@ -202,17 +348,36 @@ impl Index {
                 entry_ids.push(entry.id);
                 entry_ids.len() as u32 - 1
             });
-            for question in &entry.questions {
+            let texts = entry.questions.iter().map(|question| (question, false)).chain([(&entry.answer, true)]);
+            for (text, is_answer) in texts {
+                if is_answer && text.trim().is_empty() {
+                    continue;
+                }
                 let mut numbers = Vec::new();
-                for_each_feature(question, &mut |feature| {
+                for_each_feature(&terms, text, &mut |feature| {
                     let next = feature_numbers.len() as u32;
                     numbers.push(*feature_numbers.entry(feature.into()).or_insert(next));
                 });
                 variant_features.push(counted(&mut numbers));
                 variant_entries.push(entry_position);
+                variant_is_answer.push(is_answer);
+                variant_cjk.push(mostly_cjk(text));
             }
         }
         let n_features = feature_numbers.len();
+        let mut feature_texts: Vec<Box<str>> = vec![Box::from(""); n_features];
+        for (text, number) in &feature_numbers {
+            feature_texts[*number as usize] = text.clone();
+        }
+        let mut deletions: FxHashMap<Box<str>, Vec<u32>> = FxHashMap::default();
+        for (number, text) in feature_texts.iter().enumerate() {
+            if typo_candidate(text) {
+                deletions.entry(text.clone()).or_default().push(number as u32);
+                for deleted in deletions_of(text) {
+                    deletions.entry(deleted.into()).or_default().push(number as u32);
+                }
+            }
+        }
         let mut document_frequencies = vec![0_u32; n_features];
         for features in &variant_features {
             for (feature, _) in features {
@@ -244,7 +409,20 @@ impl Index {
                 *slot += 1;
             }
         }
-        Index { feature_numbers, idfs, posting_starts, postings, variant_entries, entry_ids, unseen_idf: idf(0) }
+        Index {
+            terms,
+            feature_numbers,
+            deletions,
+            feature_texts,
+            idfs,
+            posting_starts,
+            postings,
+            variant_entries,
+            variant_is_answer,
+            entry_ids,
+            variant_cjk,
+            unseen_idf: idf(0),
+        }
     }
 
     pub fn n_variants(&self) -> usize {
@@ -253,54 +431,117 @@ impl Index {
 
     /// The `limit` best entries for `text`, best first, each with its score.
     pub fn search(&self, text: &str, limit: usize) -> Vec<Scored> {
-        SCRATCH.with_borrow_mut(|scratch| self.search_with(scratch, text, limit))
+        self.query(text, limit).ranked
     }
 
-    fn search_with(&self, scratch: &mut Scratch, text: &str, limit: usize) -> Vec<Scored> {
+    /// The `limit` best entries for `text` with what the calibration needs to know of the text.
+    pub fn query(&self, text: &str, limit: usize) -> Query {
+        SCRATCH.with_borrow_mut(|scratch| self.query_with(scratch, text, limit))
+    }
+
+    /// The vocabulary word a Latin word is most likely a typo of: the closest (one edit for
+    /// words under eight letters, two from eight), then the most frequent.
+    fn typo_of(&self, word: &str) -> Option<u32> {
+        if !typo_candidate(word) {
+            return None;
+        }
+        let limit = if word.len() >= 8 { 2 } else { 1 };
+        let mut best: Option<(usize, f32, u32)> = None;
+        let forms = std::iter::once(word.to_owned()).chain(deletions_of(word));
+        for form in forms {
+            let Some(candidates) = self.deletions.get(form.as_str()) else {
+                continue;
+            };
+            for candidate in candidates {
+                let text = &self.feature_texts[*candidate as usize];
+                let Some(distance) = edit_distance(word.as_bytes(), text.as_bytes(), limit) else {
+                    continue;
+                };
+                let key = (distance, self.idfs[*candidate as usize], *candidate);
+                if best.is_none_or(|best| (key.0, key.1) < (best.0, best.1)) {
+                    best = Some(key);
+                }
+            }
+        }
+        best.map(|(_, _, number)| number)
+    }
+
+    fn query_with(&self, scratch: &mut Scratch, text: &str, limit: usize) -> Query {
         scratch.reset_for(self);
         let mut unseen: Vec<String> = Vec::new();
-        for_each_feature(text, &mut |feature| match self.feature_numbers.get(feature) {
-            Some(number) => scratch.known_features.push(*number),
-            None => unseen.push(feature.to_owned()),
+        let mut n_features = 0;
+        for_each_feature(&self.terms, text, &mut |feature| {
+            n_features += 1;
+            match self.feature_numbers.get(feature) {
+                Some(number) => scratch.known_features.push((*number, 1.0)),
+                None => match self.typo_of(feature) {
+                    Some(number) => scratch.known_features.push((number, TYPO_WEIGHT)),
+                    None => unseen.push(feature.to_owned()),
+                },
+            }
         });
-        let known = counted(&mut scratch.known_features);
-        unseen.sort_unstable();
-        let mut norm_squared = 0.0_f32;
-        for run in unseen.chunk_by(|a, b| a == b) {
-            norm_squared += feature_weight(run.len() as f32, self.unseen_idf).powi(2);
+        scratch.known_features.sort_unstable_by_key(|(number, _)| *number);
+        let mut weights: Vec<(u32, f32)> = Vec::with_capacity(scratch.known_features.len());
+        for run in scratch.known_features.chunk_by(|a, b| a.0 == b.0) {
+            let count: f32 = run.iter().map(|(_, count)| count).sum();
+            weights.push((run[0].0, feature_weight(count, self.idfs[run[0].0 as usize])));
         }
-        let weights: Vec<(u32, f32)> = known
-            .iter()
-            .map(|(feature, count)| (*feature, feature_weight(*count, self.idfs[*feature as usize])))
-            .collect();
-        norm_squared += weights.iter().map(|(_, weight)| weight * weight).sum::<f32>();
-        let norm = norm_squared.sqrt();
+        unseen.sort_unstable();
+        let mut unseen_squared = 0.0_f32;
+        for run in unseen.chunk_by(|a, b| a == b) {
+            unseen_squared += feature_weight(run.len() as f32, self.unseen_idf).powi(2);
+        }
+        let known_squared = weights.iter().map(|(_, weight)| weight * weight).sum::<f32>();
+        let norm = (known_squared + unseen_squared).sqrt();
         if norm == 0.0 || limit == 0 {
-            return Vec::new();
+            return Query { ranked: Vec::new(), known_share: 0.0, n_features, cjk: mostly_cjk(text) };
         }
         for (feature, weight) in weights {
             let weight = weight / norm;
             let postings = &self.postings
                 [self.posting_starts[feature as usize] as usize..self.posting_starts[feature as usize + 1] as usize];
             for posting in postings {
-                let score = &mut scratch.variant_scores[posting.variant as usize];
-                if *score == 0.0 {
+                let variant = posting.variant as usize;
+                if scratch.variant_coverage[variant] == 0.0 {
                     scratch.touched_variants.push(posting.variant);
                 }
-                *score += weight * posting.weight;
+                scratch.variant_scores[variant] += weight * posting.weight;
+                scratch.variant_coverage[variant] += weight * weight;
             }
         }
+        let message_cjk = mostly_cjk(text);
         for variant in &scratch.touched_variants {
             let entry = self.variant_entries[*variant as usize];
-            let best = &mut scratch.entry_scores[entry as usize];
-            if *best == 0.0 {
+            let scores = &mut scratch.entry_scores[entry as usize];
+            if *scores == [0.0; 5] {
                 scratch.touched_entries.push(entry);
             }
-            *best = best.max(scratch.variant_scores[*variant as usize].min(1.0));
+            let same_script = self.variant_cjk[*variant as usize] == message_cjk;
+            let script_weight = if same_script { 1.0 } else { OTHER_SCRIPT_WEIGHT };
+            let score = scratch.variant_scores[*variant as usize].min(1.0) * script_weight;
+            let coverage = scratch.variant_coverage[*variant as usize].min(1.0);
+            if self.variant_is_answer[*variant as usize] {
+                scores[1] = score;
+                scores[3] = coverage;
+            } else {
+                if score > scores[0] {
+                    scores[0] = score;
+                    scores[4] = f32::from(u8::from(same_script));
+                }
+                scores[2] = scores[2].max(coverage);
+            }
         }
-        scratch.ranked.extend(scratch.touched_entries.iter().map(|entry| Scored {
-            entry_id: self.entry_ids[*entry as usize],
-            score: scratch.entry_scores[*entry as usize],
+        scratch.ranked.extend(scratch.touched_entries.iter().map(|entry| {
+            let [question, answer, coverage, answer_coverage, same_script] = scratch.entry_scores[*entry as usize];
+            Scored {
+                entry_id: self.entry_ids[*entry as usize],
+                score: question.max(ANSWER_WEIGHT * answer),
+                question,
+                answer,
+                coverage,
+                answer_coverage,
+                same_script: same_script > 0.0,
+            }
         }));
         let by_score = |a: &Scored, b: &Scored| b.score.total_cmp(&a.score).then(a.entry_id.cmp(&b.entry_id));
         let ranked = &mut scratch.ranked;
@@ -309,7 +550,7 @@ impl Index {
             ranked.truncate(limit);
         }
         ranked.sort_by(by_score);
-        ranked.clone()
+        Query { ranked: ranked.clone(), known_share: known_squared / (norm * norm), n_features, cjk: message_cjk }
     }
 }
 

@@ -4,9 +4,15 @@
 //! Entries are JSON records in `kb_entries_v1`, listed per site through `kb_site_entries_v1`.
 //! Every change is a writer operation; afterwards [`KnowledgeBase::reload`] rebuilds the site's
 //! [`matcher::Index`] from storage, so the bot always matches against committed entries.
+//!
+//! [`SiteKnowledge::rank`] is the one place a message becomes ranked entries with a calibrated
+//! confidence ([`calibration`]); the bot, routing and `kefu kb eval` ([`eval`]) all go through it.
 
+pub mod calibration;
+pub mod eval;
 pub mod formats;
 pub mod matcher;
+pub mod normalize;
 
 use std::sync::Arc;
 
@@ -269,6 +275,7 @@ pub async fn delete(store: &Store, id: u64) -> Result<KbEntry, KbError> {
             };
             entries.remove(id)?;
             context.transaction.open_table(tables::KB_SITE_ENTRIES)?.remove((entry.site.as_str(), id))?;
+            context.transaction.open_table(tables::KB_VECTORS)?.remove(id)?;
             Ok(Ok(entry))
         })
         .await
@@ -293,27 +300,101 @@ pub fn list(transaction: &ReadTransaction, site: &str) -> Result<Vec<KbEntry>, S
     Ok(found)
 }
 
+/// How many candidates the ranking looks at: the margin to the second needs a few.
+pub const RANK_DEPTH: usize = 5;
+
+/// An entry ranked for a message, with the probability that it answers the message.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Candidate {
+    pub entry_id: u64,
+    /// 0 to 1; the bot answers at or above the site's threshold.
+    pub confidence: f32,
+    pub scored: matcher::Scored,
+}
+
 /// A site's entries with their match index, as the bot uses them.
 pub struct SiteKnowledge {
     pub entries: Vec<KbEntry>,
     pub index: matcher::Index,
+    /// The site's own term lines the index was built with.
+    pub terms: String,
 }
 
 impl SiteKnowledge {
+    /// With the built-in term list only.
     pub fn build(entries: Vec<KbEntry>) -> SiteKnowledge {
-        SiteKnowledge { index: matcher::Index::build(&entries), entries }
+        SiteKnowledge::build_with_terms(entries, normalize::TermList::with_site_terms(""))
+    }
+
+    pub fn build_with_terms(entries: Vec<KbEntry>, terms: normalize::TermList) -> SiteKnowledge {
+        SiteKnowledge { index: matcher::Index::build_with_terms(&entries, terms), entries, terms: String::new() }
     }
 
     pub fn entry(&self, id: u64) -> Option<&KbEntry> {
         self.entries.iter().find(|entry| entry.id == id)
     }
 
-    /// The `limit` entries that match `text` best, best first, with their scores.
+    /// The `limit` most likely entries for a message, most likely first, each with its
+    /// calibrated confidence.
+    pub fn rank(&self, text: &str, limit: usize) -> Vec<Candidate> {
+        let query = self.index.query(text, RANK_DEPTH.max(limit));
+        let mut candidates: Vec<Candidate> = (0..query.ranked.len())
+            .map(|position| Candidate {
+                entry_id: query.ranked[position].entry_id,
+                confidence: calibration::confidence(&query, position),
+                scored: query.ranked[position],
+            })
+            .collect();
+        // Kept in the matcher's order: the confidence is fitted on the matcher's top candidate.
+        candidates.truncate(limit);
+        candidates
+    }
+
+    /// [`SiteKnowledge::rank`] with the semantic tier: `similarity` gives an entry's cosine with
+    /// the message (`None` without a vector). The lexical candidates and the few entries most
+    /// similar in meaning are ranked together by their fused confidence.
+    pub fn rank_fused(&self, text: &str, limit: usize, similarity: impl Fn(u64) -> Option<f32>) -> Vec<Candidate> {
+        let mut query = self.index.query(text, RANK_DEPTH.max(limit));
+        let mut by_meaning: Vec<(u64, f32)> =
+            self.entries.iter().filter_map(|entry| similarity(entry.id).map(|cosine| (entry.id, cosine))).collect();
+        by_meaning.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (entry_id, _) in by_meaning.iter().take(calibration::SEMANTIC_DEPTH) {
+            if !query.ranked.iter().any(|scored| scored.entry_id == *entry_id) {
+                query.ranked.push(matcher::Scored {
+                    entry_id: *entry_id,
+                    score: 0.0,
+                    question: 0.0,
+                    answer: 0.0,
+                    coverage: 0.0,
+                    answer_coverage: 0.0,
+                    same_script: true,
+                });
+            }
+        }
+        let mut candidates: Vec<Candidate> = (0..query.ranked.len())
+            .map(|position| {
+                let scored = query.ranked[position];
+                let cosine = similarity(scored.entry_id);
+                Candidate {
+                    entry_id: scored.entry_id,
+                    confidence: calibration::fused_confidence(&query, position, cosine),
+                    scored,
+                }
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.confidence.total_cmp(&a.confidence).then(a.entry_id.cmp(&b.entry_id)));
+        candidates.truncate(limit);
+        candidates
+    }
+
+    /// The `limit` entries that match `text` best, best first, with their calibrated
+    /// confidences (see [`SiteKnowledge::rank`]).
     pub fn top(&self, text: &str, limit: usize) -> Vec<Match<'_>> {
-        self.index
-            .search(text, limit)
+        self.rank(text, limit)
             .into_iter()
-            .filter_map(|scored| self.entry(scored.entry_id).map(|entry| Match { entry, score: scored.score }))
+            .filter_map(|candidate| {
+                self.entry(candidate.entry_id).map(|entry| Match { entry, score: candidate.confidence })
+            })
             .collect()
     }
 
@@ -343,13 +424,37 @@ pub struct Match<'a> {
 pub struct KnowledgeBase {
     store: Store,
     sites: Arc<DashMap<String, Arc<SiteKnowledge>>>,
+    /// Each site's own term lines (bot settings), as the bot last read them.
+    terms: Arc<DashMap<String, String>>,
     /// Serialises rebuilds, so a slower rebuild of older entries never replaces a newer one.
     reloading: Arc<tokio::sync::Mutex<()>>,
+    /// Told the key of every site whose entries were rebuilt (the bot's vector refresher).
+    rebuilt: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
 impl KnowledgeBase {
     pub fn new(store: Store) -> KnowledgeBase {
-        KnowledgeBase { store, sites: Arc::new(DashMap::new()), reloading: Arc::new(tokio::sync::Mutex::new(())) }
+        KnowledgeBase {
+            store,
+            sites: Arc::new(DashMap::new()),
+            terms: Arc::new(DashMap::new()),
+            reloading: Arc::new(tokio::sync::Mutex::new(())),
+            rebuilt: Arc::new(std::sync::OnceLock::new()),
+        }
+    }
+
+    /// Sends the key of every site rebuilt from now on to `listener`.
+    pub fn notify_rebuilds(&self, listener: tokio::sync::mpsc::UnboundedSender<String>) {
+        let _ = self.rebuilt.set(listener);
+    }
+
+    /// Uses a site's own term lines from now on; the index is rebuilt on next use if they changed.
+    pub fn set_terms(&self, site: &str, terms: &str) {
+        let changed = self.terms.get(site).is_none_or(|known| known.as_str() != terms);
+        if changed {
+            self.terms.insert(site.to_owned(), terms.to_owned());
+            self.sites.remove(site);
+        }
     }
 
     /// The site's knowledge, from memory or built from storage.
@@ -364,9 +469,21 @@ impl KnowledgeBase {
     pub async fn reload(&self, site: &str) -> Result<Arc<SiteKnowledge>, StorageError> {
         let _one_at_a_time = self.reloading.lock().await;
         let key = site.to_owned();
-        let knowledge =
-            self.store.read(move |transaction| Ok(Arc::new(SiteKnowledge::build(list(transaction, &key)?)))).await?;
+        let terms = self.terms.get(site).map(|terms| terms.clone()).unwrap_or_default();
+        let knowledge = self
+            .store
+            .read(move |transaction| {
+                let entries = list(transaction, &key)?;
+                let mut knowledge =
+                    SiteKnowledge::build_with_terms(entries, normalize::TermList::with_site_terms(&terms));
+                knowledge.terms = terms;
+                Ok(Arc::new(knowledge))
+            })
+            .await?;
         self.sites.insert(site.to_owned(), knowledge.clone());
+        if let Some(listener) = self.rebuilt.get() {
+            let _ = listener.send(site.to_owned());
+        }
         Ok(knowledge)
     }
 }

@@ -18,7 +18,7 @@ use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_foun
 use crate::bot::feedback::{self as bot_feedback, Feedback};
 use crate::bot::knowledge_base::formats::{self, Format};
 use crate::bot::knowledge_base::{self, EntryInput, KbEntry, KbError};
-use crate::bot::settings::{self as bot_settings, ChangeError, LlmChange, SettingsChange};
+use crate::bot::settings::{self as bot_settings, ChangeError, EmbeddingsChange, LlmChange, SettingsChange};
 use crate::bot::{self, BotSettings};
 use crate::net::AppState;
 use crate::sites::{self, Site};
@@ -144,6 +144,12 @@ struct SettingsForm {
     /// Whether a key is stored (the key itself is never shown).
     has_key: bool,
     timeout_ms: String,
+    /// One a line.
+    handoff_phrases: String,
+    terms: String,
+    embeddings_url: String,
+    embeddings_model: String,
+    has_embeddings_key: bool,
 }
 
 impl SettingsForm {
@@ -160,6 +166,11 @@ impl SettingsForm {
             model: llm.map(|llm| llm.model.clone()).unwrap_or_default(),
             has_key: llm.is_some_and(|llm| !llm.api_key.is_empty()),
             timeout_ms: llm.map_or(bot_settings::DEFAULT_LLM_TIMEOUT_MS, |llm| llm.timeout_ms).to_string(),
+            handoff_phrases: settings.handoff_phrases.join("\n"),
+            terms: settings.terms.clone(),
+            embeddings_url: settings.embeddings.as_ref().map(|e| e.base_url.clone()).unwrap_or_default(),
+            embeddings_model: settings.embeddings.as_ref().map(|e| e.model.clone()).unwrap_or_default(),
+            has_embeddings_key: settings.embeddings.as_ref().is_some_and(|e| !e.api_key.is_empty()),
         }
     }
 }
@@ -252,7 +263,7 @@ async fn try_message(app: &AppState, site: &str, text: &str, t: &'static Texts) 
     // model, then the offer of a human (with related questions when some came close).
     let decision = if !settings.enabled {
         Decision::Off
-    } else if bot::is_handoff_request(&text) {
+    } else if bot::handoff_phrases::is_handoff_request(&text, &settings.handoff_phrases) {
         Decision::Handoff
     } else if best_answers {
         Decision::Answer
@@ -621,8 +632,36 @@ fn change_of(post: &AdminPost) -> Result<SettingsChange, (&'static str, String)>
             model: Some(post.form.text("model")),
             api_key,
             timeout_ms: Some(timeout_ms),
+            first_token_timeout_ms: None,
         })
     };
+    let embeddings_url = post.form.text("embeddings_url").trim().to_owned();
+    let embeddings = if embeddings_url.is_empty() {
+        None
+    } else {
+        let typed_key = post.form.text("embeddings_api_key");
+        let api_key = if post.form.checked("remove_embeddings_key") {
+            Some(String::new())
+        } else if typed_key.trim().is_empty() {
+            None
+        } else {
+            Some(typed_key)
+        };
+        Some(EmbeddingsChange {
+            base_url: Some(embeddings_url),
+            model: Some(post.form.text("embeddings_model")),
+            api_key,
+            timeout_ms: None,
+        })
+    };
+    let handoff_phrases: Vec<String> = post
+        .form
+        .text("handoff_phrases")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(String::from)
+        .collect();
     Ok(SettingsChange {
         enabled: Some(post.form.checked("enabled")),
         name: Some(post.form.text("name")),
@@ -631,6 +670,9 @@ fn change_of(post: &AdminPost) -> Result<SettingsChange, (&'static str, String)>
         system_prompt: Some(post.form.text("system_prompt")),
         idle_close_minutes: Some(idle_close_minutes),
         llm: Some(llm),
+        terms: Some(post.form.text("terms")),
+        handoff_phrases: Some(handoff_phrases),
+        embeddings: Some(embeddings),
     })
 }
 
@@ -647,6 +689,11 @@ fn typed_form(post: &AdminPost, has_key: bool) -> SettingsForm {
         model: post.form.text("model"),
         has_key,
         timeout_ms: post.form.text("timeout_ms"),
+        handoff_phrases: post.form.text("handoff_phrases"),
+        terms: post.form.text("terms"),
+        embeddings_url: post.form.text("embeddings_url"),
+        embeddings_model: post.form.text("embeddings_model"),
+        has_embeddings_key: false,
     }
 }
 

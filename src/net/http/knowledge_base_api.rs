@@ -253,6 +253,9 @@ fn settings_view(mut settings: BotSettings) -> BotSettings {
     if let Some(llm) = &mut settings.llm {
         llm.api_key = mask_secret(&llm.api_key);
     }
+    if let Some(embeddings) = &mut settings.embeddings {
+        embeddings.api_key = mask_secret(&embeddings.api_key);
+    }
     settings
 }
 

@@ -1,0 +1,556 @@
+//! Evaluating the bot's matching on labelled visitor messages (`kefu kb eval`).
+//!
+//! A message file is JSON Lines, one `{"message", "expected", "lang", "kind"}` a line: `expected`
+//! is the id of the entry that answers the message, or `null` when none does; `lang` and `kind`
+//! (paraphrase, colloquial, typo, mixed, answer_only, near_miss, unrelated, or anything else)
+//! only group the figures. Each message goes through [`SiteKnowledge::rank`], the ranking and
+//! confidence the live bot answers from, and is answered when its top candidate's confidence
+//! reaches the threshold. The report gives, per threshold, precision on answered messages,
+//! recall on answerable ones, and how many near-misses and unrelated messages got an answer
+//! (each a wrong answer), then the same per language and kind at the chosen threshold; the
+//! precision–recall curve is drawn as an SVG.
+//!
+//! Entries come from a site's database or, without a server, from a JSON Lines file of
+//! `{"id", "lang", "question", "answer", "variants"}` (tests/data/kb_eval holds two).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::calibration::{self, N_FEATURES};
+use super::normalize::TermList;
+use super::{EntryInput, KbEntry, SiteKnowledge};
+
+/// Thresholds the report lists: 0.05 to 0.95.
+fn thresholds() -> impl Iterator<Item = f32> {
+    (1..=19).map(|step| step as f32 * 0.05)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{file}: line {line}: {message}")]
+    Line { file: String, line: usize, message: String },
+    #[error("{file}: {message}")]
+    File { file: String, message: String },
+}
+
+/// One entry of an entries file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalEntry {
+    pub id: String,
+    #[serde(default)]
+    pub lang: String,
+    pub question: String,
+    pub answer: String,
+    #[serde(default)]
+    pub variants: Vec<String>,
+    #[serde(default)]
+    pub category: String,
+}
+
+/// One labelled message.
+#[derive(Clone, Debug)]
+pub struct EvalMessage {
+    pub message: String,
+    /// The id of the entry that answers it; `None` when none does.
+    pub expected: Option<String>,
+    pub lang: String,
+    pub kind: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageLine {
+    message: String,
+    expected: Value,
+    #[serde(default)]
+    lang: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+/// The non-blank lines of a JSON Lines text, numbered from 1.
+fn json_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().map(|(index, line)| (index + 1, line.trim())).filter(|(_, line)| !line.is_empty())
+}
+
+/// Reads an entries file; every line must be a valid entry with a distinct id.
+pub fn parse_entries(file: &str, text: &str) -> Result<Vec<EvalEntry>, EvalError> {
+    let mut entries: Vec<EvalEntry> = Vec::new();
+    let mut ids = HashSet::new();
+    for (line, json) in json_lines(text) {
+        let error = |message: String| EvalError::Line { file: file.to_owned(), line, message };
+        let entry: EvalEntry = serde_json::from_str(json).map_err(|parse| error(parse.to_string()))?;
+        if entry.id.trim().is_empty() {
+            return Err(error("id: must not be empty".into()));
+        }
+        if !ids.insert(entry.id.clone()) {
+            return Err(error(format!("id {:?} appears twice", entry.id)));
+        }
+        to_input(&entry).map_err(error)?;
+        entries.push(entry);
+    }
+    if entries.is_empty() {
+        return Err(EvalError::File { file: file.to_owned(), message: "holds no entries".into() });
+    }
+    Ok(entries)
+}
+
+fn to_input(entry: &EvalEntry) -> Result<EntryInput, String> {
+    let mut questions = vec![entry.question.clone()];
+    questions.extend(entry.variants.iter().cloned());
+    EntryInput { questions, answer: entry.answer.clone(), category: entry.category.clone(), lang: entry.lang.clone() }
+        .validate()
+        .map_err(|error| error.to_string())
+}
+
+/// Reads a messages file; `known_ids`, when given, must hold every expected id.
+pub fn parse_messages(
+    file: &str,
+    text: &str,
+    known_ids: Option<&HashSet<String>>,
+) -> Result<Vec<EvalMessage>, EvalError> {
+    let mut messages = Vec::new();
+    for (line, json) in json_lines(text) {
+        let error = |message: String| EvalError::Line { file: file.to_owned(), line, message };
+        let parsed: MessageLine = serde_json::from_str(json).map_err(|parse| error(parse.to_string()))?;
+        if parsed.message.trim().is_empty() {
+            return Err(error("message: must not be empty".into()));
+        }
+        let expected = match parsed.expected {
+            Value::Null => None,
+            Value::String(id) if !id.trim().is_empty() => Some(id),
+            Value::Number(id) => Some(id.to_string()),
+            _ => return Err(error("expected: must be an entry id (a string or number) or null".into())),
+        };
+        if let (Some(id), Some(known)) = (&expected, known_ids) {
+            if !known.contains(id) {
+                return Err(error(format!("expected: no entry has the id {id:?}")));
+            }
+        }
+        messages.push(EvalMessage {
+            message: parsed.message,
+            expected,
+            lang: parsed.lang.unwrap_or_default(),
+            kind: parsed.kind.unwrap_or_default(),
+        });
+    }
+    if messages.is_empty() {
+        return Err(EvalError::File { file: file.to_owned(), message: "holds no messages".into() });
+    }
+    Ok(messages)
+}
+
+/// A site's knowledge built from an entries file, in memory; entry `n` (from 1) of the file gets
+/// id `n`, and the returned names map ids back to the file's.
+pub fn knowledge_from_entries(entries: &[EvalEntry], terms: &str) -> (SiteKnowledge, Vec<String>) {
+    let kb_entries: Vec<KbEntry> = entries
+        .iter()
+        .enumerate()
+        .map(|(position, entry)| {
+            let input = to_input(entry).unwrap_or_default();
+            KbEntry {
+                id: position as u64 + 1,
+                questions: input.questions,
+                answer: input.answer,
+                category: input.category,
+                ..KbEntry::default()
+            }
+        })
+        .collect();
+    let names = entries.iter().map(|entry| entry.id.clone()).collect();
+    (SiteKnowledge::build_with_terms(kb_entries, TermList::with_site_terms(terms)), names)
+}
+
+/// What the bot made of one message.
+#[derive(Clone, Debug)]
+pub struct Judged {
+    pub message: EvalMessage,
+    /// The top candidate's id (as the messages name entries) and confidence.
+    pub top: Option<(String, f32)>,
+}
+
+impl Judged {
+    fn answered(&self, threshold: f32) -> bool {
+        self.top.as_ref().is_some_and(|(_, confidence)| *confidence >= threshold)
+    }
+
+    fn correct(&self, threshold: f32) -> bool {
+        self.answered(threshold) && self.top.as_ref().map(|(id, _)| id) == self.message.expected.as_ref()
+    }
+}
+
+/// Runs every message through the bot's ranking; `name_of` turns an entry id into the name the
+/// messages use.
+pub fn judge(knowledge: &SiteKnowledge, messages: &[EvalMessage], name_of: impl Fn(u64) -> String) -> Vec<Judged> {
+    messages
+        .iter()
+        .map(|message| {
+            let top = knowledge
+                .rank(&message.message, 1)
+                .into_iter()
+                .next()
+                .map(|candidate| (name_of(candidate.entry_id), candidate.confidence));
+            Judged { message: message.clone(), top }
+        })
+        .collect()
+}
+
+/// [`judge`] with the semantic tier: every entry and message embedded through `settings`, ranked
+/// as the bot ranks them when the site has an embeddings endpoint.
+pub async fn judge_semantic(
+    knowledge: &SiteKnowledge,
+    messages: &[EvalMessage],
+    name_of: impl Fn(u64) -> String,
+    http: &reqwest::Client,
+    settings: &crate::bot::embeddings::EmbeddingSettings,
+) -> Result<Vec<Judged>, crate::bot::embeddings::EmbeddingError> {
+    use crate::bot::embeddings::{self, SiteVectors};
+    let mut vectors = SiteVectors::default();
+    for batch in knowledge.entries.chunks(embeddings::BATCH) {
+        let texts: Vec<String> = batch.iter().map(embeddings::entry_text).collect();
+        for (entry, vector) in batch.iter().zip(embeddings::embed(http, settings, &texts).await?) {
+            vectors.by_entry.insert(entry.id, (0, vector));
+        }
+    }
+    let mut judged = Vec::with_capacity(messages.len());
+    for batch in messages.chunks(embeddings::BATCH) {
+        let texts: Vec<String> = batch.iter().map(|message| message.message.clone()).collect();
+        for (message, vector) in batch.iter().zip(embeddings::embed(http, settings, &texts).await?) {
+            let top = knowledge
+                .rank_fused(&message.message, 1, |entry_id| vectors.similarity(entry_id, &vector))
+                .into_iter()
+                .next()
+                .map(|candidate| (name_of(candidate.entry_id), candidate.confidence));
+            judged.push(Judged { message: message.clone(), top });
+        }
+    }
+    Ok(judged)
+}
+
+/// [`judge`] with other calibration coefficients (to see a refit before shipping it).
+pub fn judge_with(
+    knowledge: &SiteKnowledge,
+    messages: &[EvalMessage],
+    name_of: impl Fn(u64) -> String,
+    coefficients: &[f64; N_FEATURES + 1],
+) -> Vec<Judged> {
+    messages
+        .iter()
+        .map(|message| {
+            let query = knowledge.index.query(&message.message, super::RANK_DEPTH);
+            let top = (!query.ranked.is_empty()).then(|| {
+                let confidence = calibration::probability(coefficients, &calibration::features(&query, 0));
+                (name_of(query.ranked[0].entry_id), confidence as f32)
+            });
+            Judged { message: message.clone(), top }
+        })
+        .collect()
+}
+
+/// The calibration's training samples: each message's top candidate, labelled by whether it is
+/// the expected entry.
+pub fn calibration_samples(
+    knowledge: &SiteKnowledge,
+    messages: &[EvalMessage],
+    name_of: impl Fn(u64) -> String,
+) -> Vec<([f64; N_FEATURES], bool)> {
+    let mut samples = Vec::new();
+    for message in messages {
+        let query = knowledge.index.query(&message.message, super::RANK_DEPTH);
+        if query.ranked.is_empty() {
+            continue;
+        }
+        let correct = message.expected.as_ref() == Some(&name_of(query.ranked[0].entry_id));
+        samples.push((calibration::features(&query, 0), correct));
+    }
+    samples
+}
+
+/// The figures of a set of messages at one threshold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figures {
+    pub threshold: f32,
+    pub n_messages: usize,
+    pub n_answerable: usize,
+    pub n_answered: usize,
+    pub n_correct: usize,
+    /// Correct among answered; 1 when nothing was answered.
+    pub precision: f64,
+    /// Correct among answerable; 1 when nothing was answerable.
+    pub recall: f64,
+    /// Answered near-misses among near-misses (every one a wrong answer); `None` without any.
+    pub near_miss_answered: Option<f64>,
+    /// Answered unrelated messages among them; `None` without any.
+    pub unrelated_answered: Option<f64>,
+}
+
+fn share(part: usize, whole: usize) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
+/// The figures of `judged` at `threshold`.
+pub fn figures(judged: &[&Judged], threshold: f32) -> Figures {
+    let n_answerable = judged.iter().filter(|one| one.message.expected.is_some()).count();
+    let n_answered = judged.iter().filter(|one| one.answered(threshold)).count();
+    let n_correct = judged.iter().filter(|one| one.correct(threshold)).count();
+    let of_kind = |kind: &str| {
+        let all: Vec<_> = judged.iter().filter(|one| one.message.kind == kind).collect();
+        share(all.iter().filter(|one| one.answered(threshold)).count(), all.len())
+    };
+    Figures {
+        threshold,
+        n_messages: judged.len(),
+        n_answerable,
+        n_answered,
+        n_correct,
+        precision: share(n_correct, n_answered).unwrap_or(1.0),
+        recall: share(n_correct, n_answerable).unwrap_or(1.0),
+        near_miss_answered: of_kind("near_miss"),
+        unrelated_answered: of_kind("unrelated"),
+    }
+}
+
+fn percent(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |value| format!("{:.1}%", value * 100.0))
+}
+
+fn figures_line(label: &str, figures: &Figures) -> String {
+    format!(
+        "{label:<14} {:>5} {:>8} {:>8} {:>9.3} {:>7.3} {:>10} {:>10}",
+        figures.n_messages,
+        figures.n_answered,
+        figures.n_correct,
+        figures.precision,
+        figures.recall,
+        percent(figures.near_miss_answered),
+        percent(figures.unrelated_answered)
+    )
+}
+
+const HEADER: &str = "               messages answered  correct precision  recall  near-miss  unrelated\n                                                                answered   answered";
+
+/// The report: every threshold, then each language and kind at `threshold`.
+pub fn report(judged: &[Judged], threshold: f32) -> String {
+    let all: Vec<&Judged> = judged.iter().collect();
+    let mut text = String::new();
+    let _ = writeln!(text, "By threshold (all messages):\n{HEADER}");
+    for step in thresholds() {
+        let _ = writeln!(text, "{}", figures_line(&format!("{step:.2}"), &figures(&all, step)));
+    }
+    let _ = writeln!(text, "\nAt threshold {threshold:.2}:\n{HEADER}");
+    let _ = writeln!(text, "{}", figures_line("all", &figures(&all, threshold)));
+    let mut groups: BTreeMap<String, Vec<&Judged>> = BTreeMap::new();
+    for one in judged {
+        groups.entry(format!("lang {}", one.message.lang)).or_default().push(one);
+    }
+    for one in judged {
+        groups.entry(format!("kind {}", one.message.kind)).or_default().push(one);
+    }
+    for (label, members) in &groups {
+        let _ = writeln!(text, "{}", figures_line(label, &figures(members, threshold)));
+    }
+    text
+}
+
+/// Every message with its top entry and confidence: `ok` (right entry answered), `wrong` (an
+/// entry answered that does not answer it), `missed` (the right entry below the threshold),
+/// `silent` (nothing answered, rightly), `lost` (the right entry is not the top one).
+pub fn listing(judged: &[Judged], threshold: f32) -> String {
+    let mut text = String::new();
+    for one in judged {
+        let (top, confidence) = one.top.clone().unwrap_or_default();
+        let right = one.message.expected.as_ref() == Some(&top);
+        let outcome = match (one.answered(threshold), right, one.message.expected.is_some()) {
+            (true, true, _) => "ok",
+            (true, false, _) => "wrong",
+            (false, true, _) => "missed",
+            (false, false, false) => "silent",
+            (false, false, true) => "lost",
+        };
+        let expected = one.message.expected.as_deref().unwrap_or("-");
+        let _ = writeln!(
+            text,
+            "{outcome:<6} {confidence:.3} top={top:<12} expected={expected:<12} {}/{} {}",
+            one.message.lang, one.message.kind, one.message.message
+        );
+    }
+    text
+}
+
+/// The precision–recall curve over thresholds 0.01 to 0.99, as a self-contained SVG with the
+/// threshold `marked` highlighted.
+pub fn curve_svg(judged: &[Judged], marked: f32, title: &str) -> String {
+    const WIDTH: f64 = 480.0;
+    const HEIGHT: f64 = 440.0;
+    const LEFT: f64 = 60.0;
+    const TOP: f64 = 40.0;
+    const SIZE: f64 = 320.0;
+    let all: Vec<&Judged> = judged.iter().collect();
+    let x = |recall: f64| LEFT + recall * SIZE;
+    let y = |precision: f64| TOP + (1.0 - precision) * SIZE;
+    let points: Vec<Figures> = (1..=99).map(|step| figures(&all, step as f32 / 100.0)).collect();
+    let path: Vec<String> =
+        points.iter().map(|point| format!("{:.1},{:.1}", x(point.recall), y(point.precision))).collect();
+    let escaped = title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" viewBox=\"0 0 {WIDTH} \
+         {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" \
+         fill=\"white\"/>\n<text x=\"{LEFT}\" y=\"24\" font-size=\"14\">{escaped}</text>\n"
+    );
+    for tick in 0..=10 {
+        let value = f64::from(tick) / 10.0;
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{:.1}\" y1=\"{TOP}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#eee\"/><line x1=\"{LEFT}\" \
+             y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#eee\"/>",
+            x(value),
+            x(value),
+            TOP + SIZE,
+            y(value),
+            LEFT + SIZE,
+            y(value)
+        );
+        if tick % 2 == 0 {
+            let _ = writeln!(
+                svg,
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{value:.1}</text><text x=\"{:.1}\" \
+                 y=\"{:.1}\" text-anchor=\"end\">{value:.1}</text>",
+                x(value),
+                TOP + SIZE + 16.0,
+                LEFT - 6.0,
+                y(value) + 4.0
+            );
+        }
+    }
+    let _ = writeln!(
+        svg,
+        "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{SIZE}\" height=\"{SIZE}\" fill=\"none\" stroke=\"#333\"/>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">recall</text>\n<text x=\"16\" y=\"{:.1}\" \
+         transform=\"rotate(-90 16 {:.1})\" text-anchor=\"middle\">precision</text>\n<polyline points=\"{}\" \
+         fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>",
+        LEFT + SIZE / 2.0,
+        TOP + SIZE + 34.0,
+        TOP + SIZE / 2.0,
+        TOP + SIZE / 2.0,
+        path.join(" ")
+    );
+    let at = figures(&all, marked);
+    let _ = writeln!(
+        svg,
+        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"#d62728\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" \
+         fill=\"#d62728\">threshold {marked:.2}: precision {:.3}, recall {:.3}</text>\n</svg>",
+        x(at.recall),
+        y(at.precision),
+        LEFT + 8.0,
+        TOP + SIZE + 54.0,
+        at.precision,
+        at.recall
+    );
+    svg
+}
+
+/// `kefu kb eval`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// The site whose entries and bot settings to use (the server must be stopped).
+    #[arg(long, conflicts_with = "entries", required_unless_present = "entries")]
+    pub site: Option<String>,
+    /// A JSON Lines file of entries to match against instead of a site's (no database needed).
+    #[arg(long)]
+    pub entries: Option<PathBuf>,
+    /// The threshold to report per language and kind (default: the site's, or the default).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Where to write the precision–recall curve.
+    #[arg(long, default_value = "kb-eval-curve.svg")]
+    pub curve: PathBuf,
+    /// Also print every message with its top entry, confidence and outcome at the threshold.
+    #[arg(long)]
+    pub list: bool,
+    /// Rank with the semantic tier too: an OpenAI-compatible embeddings API's base URL, such as
+    /// http://127.0.0.1:11434/v1 (its key, if any, in KEFU_EMBEDDINGS_KEY).
+    #[arg(long, requires = "embeddings_model")]
+    pub embeddings_url: Option<String>,
+    /// The embeddings model, such as bge-m3.
+    #[arg(long)]
+    pub embeddings_model: Option<String>,
+    /// The JSON Lines file of labelled messages.
+    pub file: PathBuf,
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Runs `kefu kb eval`: prints the report and writes the curve. `store` is the opened database
+/// when `args.site` names a site (the caller opens it: the command line owns the process).
+pub async fn run_cli(args: EvalArgs, store: Option<crate::storage::Store>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let default_threshold = crate::bot::BotSettings::default().threshold;
+    let (knowledge, names, threshold) = match (&args.entries, &args.site, store) {
+        (Some(path), _, _) => {
+            let entries = parse_entries(&path.display().to_string(), &read(path)?)?;
+            let (knowledge, names) = knowledge_from_entries(&entries, "");
+            (knowledge, Some(names), args.threshold.unwrap_or(default_threshold))
+        }
+        (None, Some(site), Some(store)) => {
+            let key = site.clone();
+            let loaded = store
+                .read(move |transaction| {
+                    let exists = transaction.open_table(crate::storage::tables::SITES)?.get(key.as_str())?.is_some();
+                    let settings = crate::bot::read_settings(transaction, &key)?;
+                    Ok((exists, super::list(transaction, &key)?, settings))
+                })
+                .await;
+            store.shutdown().await;
+            let (exists, entries, settings) = loaded.context("reading the site's entries")?;
+            anyhow::ensure!(exists, "no site has the key {site}");
+            anyhow::ensure!(!entries.is_empty(), "the site {site} has no knowledge-base entries");
+            let knowledge = SiteKnowledge::build_with_terms(entries, TermList::with_site_terms(&settings.terms));
+            (knowledge, None, args.threshold.unwrap_or(settings.threshold))
+        }
+        _ => anyhow::bail!("name a site with --site or an entries file with --entries"),
+    };
+    anyhow::ensure!((0.0..=1.0).contains(&threshold), "--threshold must be a number from 0 to 1");
+    let known: HashSet<String> = match &names {
+        Some(names) => names.iter().cloned().collect(),
+        None => knowledge.entries.iter().map(|entry| entry.id.to_string()).collect(),
+    };
+    let messages = parse_messages(&args.file.display().to_string(), &read(&args.file)?, Some(&known))?;
+    let name_of = |id: u64| match &names {
+        Some(names) => names.get(id as usize - 1).cloned().unwrap_or_default(),
+        None => id.to_string(),
+    };
+    let judged = match (&args.embeddings_url, &args.embeddings_model) {
+        (Some(url), Some(model)) => {
+            let settings = crate::bot::embeddings::EmbeddingSettings {
+                base_url: url.clone(),
+                model: model.clone(),
+                api_key: std::env::var("KEFU_EMBEDDINGS_KEY").unwrap_or_default(),
+                timeout_ms: 60_000,
+            };
+            settings.validate().map_err(|message| anyhow::anyhow!(message))?;
+            let http = crate::base::outbound::client(std::time::Duration::from_secs(120), true)
+                .map_err(|error| anyhow::anyhow!("building the HTTP client: {error}"))?;
+            judge_semantic(&knowledge, &messages, name_of, &http, &settings).await.context("embedding")?
+        }
+        _ => judge(&knowledge, &messages, name_of),
+    };
+    if args.list {
+        print!("{}", listing(&judged, threshold));
+    }
+    print!("{}", report(&judged, threshold));
+    let file_name =
+        args.file.file_name().map_or_else(|| args.file.display().to_string(), |name| name.to_string_lossy().into());
+    let title = format!("{file_name} ({} messages)", messages.len());
+    std::fs::write(&args.curve, curve_svg(&judged, threshold, &title))
+        .with_context(|| format!("writing {}", args.curve.display()))?;
+    println!("\nprecision–recall curve: {}", args.curve.display());
+    Ok(())
+}
