@@ -853,7 +853,8 @@ async fn the_semantic_tier_embeds_entries_once_answers_by_meaning_and_falls_back
 
     // A failing endpoint leaves the lexical tier: an exact question is still answered.
     let broken = format!("http://{}/broken", embeddings.addr);
-    let settings = json!({"enabled": true, "embeddings": {"base_url": broken, "model": "topics-2"}});
+    // (Settings keep what a change leaves out, so the greeting set above is cleared here.)
+    let settings = json!({"enabled": true, "greeting": "", "embeddings": {"base_url": broken, "model": "topics-2"}});
     assert_eq!(put_bot(&server, &admin, &site, settings).await.0, 200);
     let answer = ask("v-4", "How much is shipping?").await;
     assert_eq!(answer["text"], "Shipping costs 5 yuan.");

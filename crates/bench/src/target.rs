@@ -134,6 +134,10 @@ impl Target {
             ("KEFU_LIMITS__VISITOR_SESSIONS_PER_ADDRESS_PER_HOUR".to_owned(), "1000000000".to_owned()),
             ("KEFU_LIMITS__UPLOADS_PER_ADDRESS_PER_HOUR".to_owned(), "1000000000".to_owned()),
             ("KEFU_LIMITS__OFFLINE_MESSAGES_PER_ADDRESS_PER_HOUR".to_owned(), "1000000000".to_owned()),
+            // Its HTTP client keeps connections open for reuse, one per visitor opening a session
+            // at once: more than the per-address cap of plain-HTTP connections.
+            ("KEFU_LIMITS__MAX_HTTP_CONNECTIONS_PER_IP".to_owned(), "4096".to_owned()),
+            ("KEFU_LIMITS__MAX_HTTP_CONNECTIONS".to_owned(), "4096".to_owned()),
             // The bench drives WebSocket traffic; QUIC and metrics take fixed ports that several
             // bench servers (or a running kefu) would fight over.
             ("KEFU_QUIC".to_owned(), "off".to_owned()),
