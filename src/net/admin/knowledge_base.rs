@@ -619,18 +619,10 @@ fn change_of(post: &AdminPost) -> Result<SettingsChange, (&'static str, String)>
         let timeout_ms = number("timeout_ms")?
             .parse::<u64>()
             .map_err(|_| ("timeout_ms", "llm.timeout_ms: must be a whole number of milliseconds".to_owned()))?;
-        let typed_key = post.form.text("api_key");
-        let api_key = if post.form.checked("remove_key") {
-            Some(String::new())
-        } else if typed_key.trim().is_empty() {
-            None
-        } else {
-            Some(typed_key)
-        };
         Some(LlmChange {
             base_url: Some(base_url),
             model: Some(post.form.text("model")),
-            api_key,
+            api_key: key_change(post, "api_key", "remove_key"),
             timeout_ms: Some(timeout_ms),
             first_token_timeout_ms: None,
         })
@@ -639,18 +631,10 @@ fn change_of(post: &AdminPost) -> Result<SettingsChange, (&'static str, String)>
     let embeddings = if embeddings_url.is_empty() {
         None
     } else {
-        let typed_key = post.form.text("embeddings_api_key");
-        let api_key = if post.form.checked("remove_embeddings_key") {
-            Some(String::new())
-        } else if typed_key.trim().is_empty() {
-            None
-        } else {
-            Some(typed_key)
-        };
         Some(EmbeddingsChange {
             base_url: Some(embeddings_url),
             model: Some(post.form.text("embeddings_model")),
-            api_key,
+            api_key: key_change(post, "embeddings_api_key", "remove_embeddings_key"),
             timeout_ms: None,
         })
     };
@@ -674,6 +658,19 @@ fn change_of(post: &AdminPost) -> Result<SettingsChange, (&'static str, String)>
         handoff_phrases: Some(handoff_phrases),
         embeddings: Some(embeddings),
     })
+}
+
+/// What a form's key box asks for: remove the key (its box ticked), keep it (left empty), or
+/// the key typed.
+fn key_change(post: &AdminPost, key_field: &str, remove_field: &str) -> Option<String> {
+    let typed = post.form.text(key_field);
+    if post.form.checked(remove_field) {
+        Some(String::new())
+    } else if typed.trim().is_empty() {
+        None
+    } else {
+        Some(typed)
+    }
 }
 
 /// The form as typed, to show again with its errors.
