@@ -82,10 +82,10 @@ pub fn export(format: Format, entries: &[KbEntry]) -> String {
     }
 }
 
-/// A JSON row: [`EntryInput`] with an optional `id`.
-#[derive(serde::Deserialize, serde::Serialize)]
+/// A JSON row: [`EntryInput`] with an optional `id` (an export always has it).
+#[derive(serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct JsonRow {
+pub struct JsonRow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     id: Option<u64>,
     #[serde(default)]

@@ -231,7 +231,7 @@ pub async fn import(
     responses(
         (status = 200, description = "The site's entries as a file", content(
             (String = "text/csv"),
-            (String = "application/json"),
+            (Vec<formats::JsonRow> = "application/json"),
             (String = "text/markdown"))),
         super::openapi::CommonErrors))]
 pub async fn export(
