@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::knowledge_base::KbEntry;
+use crate::bot::llm::LlmError;
 use crate::storage::{StorageError, tables};
 
 /// Most texts in one request.
@@ -67,24 +68,12 @@ impl EmbeddingSettings {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum EmbeddingError {
-    #[error("the request failed: {0}")]
-    Request(#[from] reqwest::Error),
-    #[error("the endpoint answered with status {0}")]
-    Status(u16),
-    #[error("the endpoint's answer could not be read: {0}")]
-    Malformed(String),
-    #[error("no answer within {0} ms")]
-    Timeout(u64),
-}
-
 /// Embeds `texts`, one unit vector each, in order.
 pub async fn embed(
     http: &reqwest::Client,
     settings: &EmbeddingSettings,
     texts: &[String],
-) -> Result<Vec<Vec<f32>>, EmbeddingError> {
+) -> Result<Vec<Vec<f32>>, LlmError> {
     let url = format!("{}/embeddings", settings.base_url.trim_end_matches('/'));
     let mut request = http.post(url).json(&json!({"model": settings.model, "input": texts}));
     if !settings.api_key.is_empty() {
@@ -93,20 +82,20 @@ pub async fn embed(
     let asked = async {
         let response = request.send().await?;
         if !response.status().is_success() {
-            return Err(EmbeddingError::Status(response.status().as_u16()));
+            return Err(LlmError::Status(response.status().as_u16()));
         }
         let body: Value = response.json().await?;
         read_vectors(&body, texts.len())
     };
     tokio::time::timeout(Duration::from_millis(settings.timeout_ms), asked)
         .await
-        .map_err(|_| EmbeddingError::Timeout(settings.timeout_ms))?
+        .map_err(|_| LlmError::Timeout(settings.timeout_ms))?
 }
 
 /// The vectors of an answer `{"data": [{"index": i, "embedding": [...]}, ...]}`, by index,
 /// normalised to unit length; every one must be there, of one dimension.
-fn read_vectors(body: &Value, n_texts: usize) -> Result<Vec<Vec<f32>>, EmbeddingError> {
-    let malformed = |message: &str| EmbeddingError::Malformed(message.to_owned());
+fn read_vectors(body: &Value, n_texts: usize) -> Result<Vec<Vec<f32>>, LlmError> {
+    let malformed = |message: &str| LlmError::Malformed(message.to_owned());
     let data = body.get("data").and_then(Value::as_array).ok_or_else(|| malformed("no data array"))?;
     if data.len() != n_texts {
         return Err(malformed("not one embedding per input"));

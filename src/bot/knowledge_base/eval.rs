@@ -208,7 +208,7 @@ pub async fn judge_semantic(
     name_of: impl Fn(u64) -> String,
     http: &reqwest::Client,
     settings: &crate::bot::embeddings::EmbeddingSettings,
-) -> Result<Vec<Judged>, crate::bot::embeddings::EmbeddingError> {
+) -> Result<Vec<Judged>, crate::bot::llm::LlmError> {
     use crate::bot::embeddings::{self, SiteVectors};
     let mut vectors = SiteVectors::default();
     for batch in knowledge.entries.chunks(embeddings::BATCH) {
