@@ -49,10 +49,6 @@ const BOT_QUEUE_CAPACITY: usize = 1024;
 /// Replies being worked on at once; each may hold an LLM request open for its whole timeout.
 pub const MAX_CONCURRENT_REPLIES: usize = 64;
 
-/// The lowest confidence at which the language model, when set, is asked to judge the top
-/// entries; below it the message is too far from every entry to be worth a request.
-const JUDGE_FLOOR: f32 = 0.3;
-
 /// How many of the top entries the judge chooses from.
 const JUDGE_OPTIONS: usize = 3;
 
@@ -451,7 +447,7 @@ impl Bot {
         let mut chosen = ranked.first().filter(|best| best.confidence >= settings.threshold).copied();
         if let (None, Some(llm_settings), Some(best)) = (chosen, &settings.llm, ranked.first()) {
             // Middling confidence: the model judges which entry, if any, answers the message.
-            if best.confidence >= JUDGE_FLOOR {
+            if best.confidence >= knowledge_base::MIDDLE_BAND_FLOOR {
                 chosen = self.judge(conversation_id, llm_settings, &knowledge, text, &ranked).await;
             }
         }

@@ -398,19 +398,20 @@ impl SiteKnowledge {
             .collect()
     }
 
-    /// The first questions of the best entries that match `text` at least [`RELATED_MIN_SCORE`],
+    /// The first questions of the best entries that match `text` at least [`MIDDLE_BAND_FLOOR`],
     /// at most `limit`: quick replies for a visitor whose message came close to an answer.
     pub fn related_questions(&self, text: &str, limit: usize) -> Vec<String> {
         self.top(text, limit)
             .into_iter()
-            .filter(|found| found.score >= RELATED_MIN_SCORE)
+            .filter(|found| found.score >= MIDDLE_BAND_FLOOR)
             .filter_map(|found| found.entry.questions.first().cloned())
             .collect()
     }
 }
 
-/// The lowest score at which an entry that did not answer is still offered as a related question.
-pub const RELATED_MIN_SCORE: f32 = 0.3;
+/// The floor of the middle band of confidence: an entry below the threshold but at least this
+/// close is offered as a related question, and is worth asking the language model to judge.
+pub const MIDDLE_BAND_FLOOR: f32 = 0.3;
 
 /// An entry a message matched, with its score (0 to 1).
 #[derive(Clone, Copy, Debug)]
