@@ -9,33 +9,47 @@ use serde_json::{Value, json};
 
 use crate::support::{PASSWORD, TestServer, http};
 
-const ADMIN: &str = "boss@shop.example";
+pub(crate) const ADMIN: &str = "boss@shop.example";
 
 /// A client that shows redirects instead of following them.
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     let _ = http();
     reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
 }
 
 /// An admin's session: the token, sent as a bearer token, and the CSRF token of its forms.
-struct Admin {
-    token: String,
-    csrf: String,
+pub(crate) struct Admin {
+    pub(crate) token: String,
+    pub(crate) csrf: String,
 }
 
 impl Admin {
-    async fn log_in(server: &TestServer) -> Admin {
+    pub(crate) async fn log_in(server: &TestServer) -> Admin {
         let token = server.login(ADMIN).await;
         Admin { csrf: kefu::net::admin::csrf_token(&token), token }
     }
 
-    async fn get(&self, server: &TestServer, path: &str) -> (StatusCode, String) {
-        let response = client().get(server.url(path)).bearer_auth(&self.token).send().await.unwrap();
+    pub(crate) async fn get(&self, server: &TestServer, path: &str) -> (StatusCode, String) {
+        self.get_in(server, path, "").await
+    }
+
+    /// A page asked for in the browser language `accept_language` (none when empty).
+    pub(crate) async fn get_in(&self, server: &TestServer, path: &str, accept_language: &str) -> (StatusCode, String) {
+        let mut request = client().get(server.url(path)).bearer_auth(&self.token);
+        if !accept_language.is_empty() {
+            request = request.header("accept-language", accept_language);
+        }
+        let response = request.send().await.unwrap();
         (response.status(), response.text().await.unwrap())
     }
 
     /// Posts a form with the CSRF token; returns the status, the redirect target and the body.
-    async fn post(&self, server: &TestServer, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String, String) {
+    pub(crate) async fn post(
+        &self,
+        server: &TestServer,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> (StatusCode, String, String) {
         let mut fields = fields.to_vec();
         fields.push(("csrf", &self.csrf));
         let response = client().post(server.url(path)).bearer_auth(&self.token).form(&fields).send().await.unwrap();

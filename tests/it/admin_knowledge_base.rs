@@ -5,51 +5,10 @@
 
 use kefu::sites::Site;
 use reqwest::StatusCode;
-use reqwest::redirect::Policy;
 use serde_json::{Value, json};
 
+use crate::admin::{ADMIN, Admin, client};
 use crate::support::{TestServer, call_expecting, http};
-
-const ADMIN: &str = "boss@shop.example";
-
-fn client() -> reqwest::Client {
-    let _ = http();
-    reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
-}
-
-struct Admin {
-    token: String,
-    csrf: String,
-}
-
-impl Admin {
-    async fn log_in(server: &TestServer) -> Admin {
-        server.create_admin(ADMIN).await;
-        let token = server.login(ADMIN).await;
-        Admin { csrf: kefu::net::admin::csrf_token(&token), token }
-    }
-
-    async fn get(&self, server: &TestServer, path: &str, accept_language: &str) -> (StatusCode, String) {
-        let response = client()
-            .get(server.url(path))
-            .bearer_auth(&self.token)
-            .header("accept-language", accept_language)
-            .send()
-            .await
-            .unwrap();
-        (response.status(), response.text().await.unwrap())
-    }
-
-    /// Posts a form with the CSRF token; returns the status, the redirect target and the body.
-    async fn post(&self, server: &TestServer, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String, String) {
-        let mut fields = fields.to_vec();
-        fields.push(("csrf", &self.csrf));
-        let response = client().post(server.url(path)).bearer_auth(&self.token).form(&fields).send().await.unwrap();
-        let location =
-            response.headers().get("location").map(|value| value.to_str().unwrap().to_owned()).unwrap_or_default();
-        (response.status(), location, response.text().await.unwrap())
-    }
-}
 
 async fn entries(server: &TestServer, site: &Site) -> Vec<kefu::bot::knowledge_base::KbEntry> {
     let key = site.key.clone();
@@ -67,6 +26,7 @@ async fn import(server: &TestServer, admin: &Admin, site: &Site, format: &str, c
 async fn entries_are_created_searched_edited_and_deleted() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
+    server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
 
     let fields = [
@@ -100,17 +60,18 @@ async fn entries_are_created_searched_edited_and_deleted() {
     assert_eq!(entries(&server, &site).await.len(), 1);
 
     // The list finds it by any word, in either language; the bot uses it at once.
-    let (status, page) = admin.get(&server, &format!("/admin/knowledge-base?site={}&q=shipping", site.key), "en").await;
+    let (status, page) =
+        admin.get_in(&server, &format!("/admin/knowledge-base?site={}&q=shipping", site.key), "en").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("Free over 99 yuan."), "{page}");
-    let (_, page) = admin.get(&server, &format!("/admin/knowledge-base?site={}&q=refund", site.key), "en").await;
+    let (_, page) = admin.get_in(&server, &format!("/admin/knowledge-base?site={}&q=refund", site.key), "en").await;
     assert!(!page.contains("Free over 99 yuan."));
     let knowledge = server.app().bot.knowledge().site(&site.key).await.unwrap();
     assert_eq!(knowledge.top("how much is shipping", 1)[0].entry.id, id);
 
     // Edit, with a bad value first.
     let path = format!("/admin/knowledge-base/entries/{id}");
-    let (status, page) = admin.get(&server, &path, "en").await;
+    let (status, page) = admin.get_in(&server, &path, "en").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("运费多少"));
     let (status, _, body) =
@@ -129,7 +90,7 @@ async fn entries_are_created_searched_edited_and_deleted() {
     assert_eq!(stored[0].category, "", "an edit sets every field of the form");
 
     // Unknown ids are 404; delete removes it from the bot too.
-    assert_eq!(admin.get(&server, "/admin/knowledge-base/entries/999", "en").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(admin.get_in(&server, "/admin/knowledge-base/entries/999", "en").await.0, StatusCode::NOT_FOUND);
     assert_eq!(admin.post(&server, "/admin/knowledge-base/entries/999/delete", &[]).await.0, StatusCode::NOT_FOUND);
     let (status, _, _) = admin.post(&server, &format!("{path}/delete"), &[]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
@@ -154,6 +115,7 @@ async fn import_updates_by_id_refuses_unknown_columns_and_export_round_trips() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
     let other = server.create_site("Other").await;
+    server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
 
     let csv = "lang,questions,answer,category\nen,How do I pay?|Payment methods,\"By card, or Alipay.\",Billing\n\
@@ -253,6 +215,7 @@ async fn import_updates_by_id_refuses_unknown_columns_and_export_round_trips() {
 async fn the_try_box_shows_the_best_entries_their_scores_and_the_decision() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
+    server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
     let csv = "questions,answer\nHow much is shipping?,Free over 99 yuan.\nHow do I return an item?,Within 30 days.\n\
                Do you ship abroad?,\"Yes, to 40 countries.\"\n";
@@ -265,7 +228,7 @@ async fn the_try_box_shows_the_best_entries_their_scores_and_the_decision() {
         );
         let admin = &admin;
         let server = &server;
-        async move { admin.get(server, &path, accept).await.1 }
+        async move { admin.get_in(server, &path, accept).await.1 }
     };
     let page = try_it("how much is shipping", "en").await;
     assert!(page.contains("do nothing: the bot is off"), "the bot is off by default");
@@ -295,6 +258,7 @@ async fn the_try_box_shows_the_best_entries_their_scores_and_the_decision() {
 async fn the_bot_form_saves_settings_keeps_the_key_and_lists_unhelpful_answers() {
     let server = TestServer::start_with(|config| config.llm.allow_private_addresses = true).await;
     let site = server.create_site("Shop").await;
+    server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
     let form = |key: &'static str, threshold: &'static str| {
         vec![
@@ -328,7 +292,7 @@ async fn the_bot_form_saves_settings_keeps_the_key_and_lists_unhelpful_answers()
     assert_eq!(settings.llm.as_ref().unwrap().api_key, "sk-secret-9876");
 
     // The page never shows the key; saving with the field empty keeps it.
-    let (status, page) = admin.get(&server, &format!("/admin/bot?site={}", site.key), "en").await;
+    let (status, page) = admin.get_in(&server, &format!("/admin/bot?site={}", site.key), "en").await;
     assert_eq!(status, StatusCode::OK);
     assert!(!page.contains("sk-secret") && !page.contains("9876"), "the key is not on the page");
     assert!(page.contains("Shop bot") && page.contains("http://127.0.0.1:9/v1"));
@@ -386,7 +350,7 @@ async fn the_bot_form_saves_settings_keeps_the_key_and_lists_unhelpful_answers()
     };
     let path = format!("/api/v1/conversations/{conversation_id}/messages/{}/feedback", answer["seq"]);
     call_expecting(&server, "POST", &path, &token, Some(json!({"helpful": false})), 204).await;
-    let (_, page) = admin.get(&server, &format!("/admin/bot?site={}&lang=zh", site.key), "en").await;
+    let (_, page) = admin.get_in(&server, &format!("/admin/bot?site={}&lang=zh", site.key), "en").await;
     assert!(page.contains("访客认为没有帮助的回答"));
     assert!(page.contains("How much is shipping?") && page.contains("Free over 99 yuan."));
     assert!(page.contains(&format!("/admin/knowledge-base/entries/{}", answer["bot_source"]["entry_id"])));
@@ -396,6 +360,7 @@ async fn the_bot_form_saves_settings_keeps_the_key_and_lists_unhelpful_answers()
 async fn the_pages_refuse_forms_without_the_csrf_token_and_change_nothing() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
+    server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
     let before = server.app().bot.settings(&site.key).await.unwrap();
     for (path, fields) in [
@@ -429,9 +394,9 @@ async fn the_pages_refuse_forms_without_the_csrf_token_and_change_nothing() {
     assert!(entries(&server, &site).await.is_empty());
     assert_eq!(before, server.app().bot.settings(&site.key).await.unwrap());
     // An unknown site is a 404 on every page.
-    assert_eq!(admin.get(&server, "/admin/knowledge-base?site=nope", "en").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(admin.get(&server, "/admin/bot?site=nope", "en").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(admin.get(&server, "/admin/knowledge-base/export?site=nope", "en").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(admin.get_in(&server, "/admin/knowledge-base?site=nope", "en").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(admin.get_in(&server, "/admin/bot?site=nope", "en").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(admin.get_in(&server, "/admin/knowledge-base/export?site=nope", "en").await.0, StatusCode::NOT_FOUND);
     let (status, _, _) = admin.post(&server, "/admin/bot", &[("site", "nope"), ("threshold", "0.5")]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
