@@ -82,6 +82,33 @@ const DEFAULT_SYSTEM_PROMPT: &str = "You are a customer-service assistant. Answe
 visitor's last message. Use the knowledge-base entries below when they apply; do not invent policies, prices or \
 links. If you cannot answer, say so and suggest talking to a human agent.";
 
+/// What the bot does with a visitor message (see [`Bot::decide`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// The bot is off for the site: the conversation goes to humans.
+    Off,
+    /// The visitor asked for a human.
+    Handoff,
+    /// The entry's answer is sent as is.
+    Answer(Candidate),
+    /// The best entry is in the middle band: the language model picks one of the top entries or
+    /// none (then writes an answer itself).
+    Judge,
+    /// No entry comes close: the language model writes an answer with the top entries as context.
+    Generate,
+    /// No entry and no model: the visitor is offered a human (or the offline form), with the
+    /// questions of the entries that came close as quick replies.
+    Notice { related: Vec<String> },
+}
+
+/// The ranked entries of a message and the plan for it.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    /// Most likely first; empty when the plan was settled before ranking.
+    pub ranked: Vec<Candidate>,
+    pub plan: Plan,
+}
+
 /// A site's bot settings, stored in `bot_settings_v1`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -419,7 +446,6 @@ impl Bot {
     /// Answers one visitor message: a handoff keyword, a knowledge-base answer, a generated
     /// answer, or the offer of a human, in that order.
     async fn reply(&self, conversation_id: u64, seq: u64, text: &str) {
-        let text_asked = text;
         let store = &self.inner.store;
         let conversation = match store.read(move |transaction| conversations::get(transaction, conversation_id)).await {
             Ok(Some(conversation)) if conversation.bot_active && conversation.is_open() => conversation,
@@ -430,26 +456,29 @@ impl Bot {
             Ok(settings) => settings,
             Err(error) => return tracing::error!(conversation_id, %error, "reading bot settings failed"),
         };
-        // A bot switched off since the conversation began hands it to humans rather than leave
-        // it unrouted.
-        if !settings.enabled || handoff_phrases::is_handoff_request(text, &settings.handoff_phrases) {
-            if let Err(error) = handoff(self, conversation_id).await {
-                tracing::info!(conversation_id, %error, "handoff by keyword did not take effect");
-            }
-            return;
-        }
         let knowledge = match self.inner.knowledge.site(&conversation.site).await {
             Ok(knowledge) => knowledge,
             Err(error) => return tracing::error!(conversation_id, %error, "loading the knowledge base failed"),
         };
-        let ranked = self.rank(&conversation.site, &knowledge, &settings, text).await;
+        let decision = self.decide(&conversation.site, &knowledge, &settings, text).await;
         let client_id = format!("bot-{conversation_id}-{seq}");
-        let mut chosen = ranked.first().filter(|best| best.confidence >= settings.threshold).copied();
-        if let (None, Some(llm_settings), Some(best)) = (chosen, &settings.llm, ranked.first()) {
-            // Middling confidence: the model judges which entry, if any, answers the message.
-            if best.confidence >= knowledge_base::MIDDLE_BAND_FLOOR {
-                chosen = self.judge(conversation_id, llm_settings, &knowledge, text, &ranked).await;
+        let mut chosen = None;
+        match &decision.plan {
+            // A bot switched off since the conversation began hands it to humans rather than
+            // leave it unrouted.
+            Plan::Off | Plan::Handoff => {
+                if let Err(error) = handoff(self, conversation_id).await {
+                    tracing::info!(conversation_id, %error, "handoff by keyword did not take effect");
+                }
+                return;
             }
+            Plan::Answer(candidate) => chosen = Some(*candidate),
+            Plan::Judge => {
+                if let Some(llm_settings) = &settings.llm {
+                    chosen = self.judge(conversation_id, llm_settings, &knowledge, text, &decision.ranked).await;
+                }
+            }
+            Plan::Generate | Plan::Notice { .. } => {}
         }
         if let Some(entry) = chosen.and_then(|candidate| knowledge.entry(candidate.entry_id)) {
             tracing::debug!(conversation_id, entry_id = entry.id, "knowledge-base answer");
@@ -459,7 +488,7 @@ impl Bot {
         }
         if let Some(llm_settings) = &settings.llm {
             let context: Vec<&crate::bot::knowledge_base::KbEntry> =
-                ranked.iter().filter_map(|scored| knowledge.entry(scored.entry_id)).collect();
+                decision.ranked.iter().filter_map(|scored| knowledge.entry(scored.entry_id)).collect();
             let stream_id = format!("{conversation_id}-{seq}");
             match self.generate(&conversation, seq, &settings, llm_settings, &context, &stream_id).await {
                 Ok(answer) if !answer.trim().is_empty() => {
@@ -477,27 +506,54 @@ impl Bot {
             }
             return;
         }
-        let (text, action) = if self.agents_online(&conversation.site) {
-            (
+        let related = match decision.plan {
+            Plan::Notice { related } => related,
+            _ => Vec::new(),
+        };
+        let chinese = knowledge_base::matcher::mostly_cjk(text);
+        let (text, action) = match (self.agents_online(&conversation.site), chinese) {
+            (true, false) => (
                 "Sorry, I don't have an answer to that. Tap “Talk to a human” (or type “human”) and an agent will \
-                 help you. / 抱歉，我没有找到答案。点击“转人工”（或输入“人工”）即可联系人工客服。",
+                 help you.",
                 "offer_human",
-            )
-        } else {
-            (
+            ),
+            (true, true) => ("抱歉，我没有找到答案。点击“转人工”（或输入“人工”）即可联系人工客服。", "offer_human"),
+            (false, false) => (
                 "Sorry, I don't have an answer to that, and no agent is online right now. Please leave a message and \
-                 we will get back to you. / 抱歉，我没有找到答案，目前也没有客服在线。请留言，我们会尽快回复您。",
+                 we will get back to you.",
                 "offline_form",
-            )
+            ),
+            (false, true) => ("抱歉，我没有找到答案，目前也没有客服在线。请留言，我们会尽快回复您。", "offline_form"),
         };
         // Close but not close enough: the questions of the nearest entries, as quick replies.
-        let related = knowledge.related_questions(text_asked, RELATED_QUESTIONS);
         let source = if related.is_empty() {
             BotSource::Notice { action: action.into() }
         } else {
             BotSource::Related { action: action.into(), questions: related }
         };
         self.post(conversation_id, &settings, client_id, text.to_owned(), source).await;
+    }
+
+    /// What the bot does with a visitor message, decided before any language model is asked:
+    /// a handoff phrase, an entry at the threshold, the model as judge in the middle band, the
+    /// model as writer, or a notice with the related questions. The bot's replies and the admin
+    /// pages' "try it" box both decide here, so what an admin sees is what a visitor gets.
+    pub async fn decide(&self, site: &str, knowledge: &SiteKnowledge, settings: &BotSettings, text: &str) -> Decision {
+        if !settings.enabled {
+            return Decision { ranked: Vec::new(), plan: Plan::Off };
+        }
+        if handoff_phrases::is_handoff_request(text, &settings.handoff_phrases) {
+            return Decision { ranked: Vec::new(), plan: Plan::Handoff };
+        }
+        let ranked = self.rank(site, knowledge, settings, text).await;
+        let best = ranked.first().copied();
+        let plan = match best {
+            Some(best) if best.confidence >= settings.threshold => Plan::Answer(best),
+            Some(best) if settings.llm.is_some() && best.confidence >= knowledge_base::MIDDLE_BAND_FLOOR => Plan::Judge,
+            _ if settings.llm.is_some() => Plan::Generate,
+            _ => Plan::Notice { related: knowledge.related_questions(&ranked, RELATED_QUESTIONS) },
+        };
+        Decision { ranked, plan }
     }
 
     /// The site's entries ranked for a message with their confidence: the lexical ranking, fused

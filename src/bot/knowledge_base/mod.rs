@@ -398,13 +398,14 @@ impl SiteKnowledge {
             .collect()
     }
 
-    /// The first questions of the best entries that match `text` at least [`MIDDLE_BAND_FLOOR`],
-    /// at most `limit`: quick replies for a visitor whose message came close to an answer.
-    pub fn related_questions(&self, text: &str, limit: usize) -> Vec<String> {
-        self.top(text, limit)
-            .into_iter()
-            .filter(|found| found.score >= MIDDLE_BAND_FLOOR)
-            .filter_map(|found| found.entry.questions.first().cloned())
+    /// The first questions of the ranked entries at least [`MIDDLE_BAND_FLOOR`] likely, at most
+    /// `limit`: quick replies for a visitor whose message came close to an answer.
+    pub fn related_questions(&self, ranked: &[Candidate], limit: usize) -> Vec<String> {
+        ranked
+            .iter()
+            .filter(|candidate| candidate.confidence >= MIDDLE_BAND_FLOOR)
+            .filter_map(|candidate| self.entry(candidate.entry_id)?.questions.first().cloned())
+            .take(limit)
             .collect()
     }
 }

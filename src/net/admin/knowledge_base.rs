@@ -218,63 +218,54 @@ fn matches_search(entry: &KbEntry, search: &str) -> bool {
     search.split_whitespace().all(|word| haystack.contains(&word.to_lowercase()))
 }
 
-/// What the bot would do with a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Decision {
-    Off,
-    Handoff,
-    Answer,
-    Model,
-    Related,
-    Human,
-}
-
-impl Decision {
-    fn words(self, t: &'static Texts) -> &'static str {
-        match self {
-            Decision::Off => t.decision_off,
-            Decision::Handoff => t.decision_handoff,
-            Decision::Answer => t.decision_answer,
-            Decision::Model => t.decision_model,
-            Decision::Related => t.decision_related,
-            Decision::Human => t.decision_human,
-        }
+/// The words of a plan in the "try it" box.
+fn plan_words(plan: &bot::Plan, t: &'static Texts) -> &'static str {
+    match plan {
+        bot::Plan::Off => t.decision_off,
+        bot::Plan::Handoff => t.decision_handoff,
+        bot::Plan::Answer(_) => t.decision_answer,
+        bot::Plan::Judge => t.decision_judge,
+        bot::Plan::Generate => t.decision_model,
+        bot::Plan::Notice { related } if !related.is_empty() => t.decision_related,
+        bot::Plan::Notice { .. } => t.decision_human,
     }
 }
 
-/// What the bot would do with `text` on `site`, from the same knowledge and settings it uses.
+/// What the bot would do with `text` on `site`: the bot's own decision ([`bot::Bot::decide`]),
+/// with the same knowledge, settings and tiers.
 async fn try_message(app: &AppState, site: &str, text: &str, t: &'static Texts) -> Result<Trial, Response> {
     let text: String = text.trim().chars().take(MAX_TRY_CHARS).collect();
     let settings = app.bot.settings(site).await.map_err(internal_error)?;
     let knowledge = app.bot.knowledge().site(site).await.map_err(internal_error)?;
-    let top = knowledge.top(&text, TRIED_ENTRIES);
-    let best_answers = top.first().is_some_and(|best| best.score >= settings.threshold);
-    let found = top
+    let mut decision = app.bot.decide(site, &knowledge, &settings, &text).await;
+    if decision.ranked.is_empty() {
+        // Settled before ranking (off, or a handoff phrase): the entries are still worth seeing.
+        decision.ranked = app.bot.rank(site, &knowledge, &settings, &text).await;
+    }
+    let answering = match decision.plan {
+        bot::Plan::Answer(candidate) => Some(candidate.entry_id),
+        _ => None,
+    };
+    let found = decision
+        .ranked
         .iter()
-        .enumerate()
-        .map(|(rank, found)| Tried {
-            entry_id: found.entry.id,
-            question: found.entry.questions.first().cloned().unwrap_or_default(),
-            score: format!("{:.3}", found.score),
-            answers: rank == 0 && best_answers,
+        .take(TRIED_ENTRIES)
+        .filter_map(|candidate| {
+            let entry = knowledge.entry(candidate.entry_id)?;
+            Some(Tried {
+                entry_id: entry.id,
+                question: entry.questions.first().cloned().unwrap_or_default(),
+                score: format!("{:.3}", candidate.confidence),
+                answers: answering == Some(entry.id),
+            })
         })
         .collect();
-    // The order of `bot::Bot::reply`: a handoff phrase, an entry at the threshold, the language
-    // model, then the offer of a human (with related questions when some came close).
-    let decision = if !settings.enabled {
-        Decision::Off
-    } else if bot::handoff_phrases::is_handoff_request(&text, &settings.handoff_phrases) {
-        Decision::Handoff
-    } else if best_answers {
-        Decision::Answer
-    } else if settings.llm.is_some() {
-        Decision::Model
-    } else if !knowledge.related_questions(&text, TRIED_ENTRIES).is_empty() {
-        Decision::Related
-    } else {
-        Decision::Human
-    };
-    Ok(Trial { text, found, decision: decision.words(t), threshold: format!("{:.2}", settings.threshold) })
+    Ok(Trial {
+        text,
+        found,
+        decision: plan_words(&decision.plan, t),
+        threshold: format!("{:.2}", settings.threshold),
+    })
 }
 
 struct ListState {
