@@ -255,6 +255,56 @@ async fn the_try_box_shows_the_best_entries_their_scores_and_the_decision() {
 }
 
 #[tokio::test]
+async fn the_eval_page_ranks_labelled_messages_as_the_bot_does_and_refuses_bad_labels() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    server.create_admin(ADMIN).await;
+    let admin = Admin::log_in(&server).await;
+    let csv = "questions,answer\nHow much is shipping?,Free over 99 yuan.\nHow do I return an item?,Within 30 days.\n";
+    assert_eq!(import(&server, &admin, &site, "csv", csv).await.0, StatusCode::SEE_OTHER);
+    let ids: Vec<u64> = entries(&server, &site).await.iter().map(|entry| entry.id).collect();
+    let shipping = ids[0];
+    let messages = format!(
+        "{}\n{}\n{}\n",
+        json!({"message": "how much is shipping", "expected": shipping, "lang": "en", "kind": "paraphrase"}),
+        json!({"message": "what is the capital of France", "expected": null, "lang": "en", "kind": "unrelated"}),
+        json!({"message": "运费多少钱", "expected": shipping.to_string(), "lang": "zh", "kind": "paraphrase"}),
+    );
+    let (status, _, page) = admin
+        .post(&server, "/admin/bot/eval", &[("site", &site.key), ("lang", "en"), ("messages", &messages)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("3 messages") && page.contains("<svg"), "{page}");
+    assert!(page.contains("kind unrelated") && page.contains("lang zh"), "figures by kind and language: {page}");
+    assert_eq!(page.matches("class=\"marked\"").count(), 2, "the current threshold's rows are marked: {page}");
+
+    // In Chinese, the curve's words too.
+    let (_, _, page) = admin
+        .post(&server, "/admin/bot/eval", &[("site", &site.key), ("lang", "zh"), ("messages", &messages)])
+        .await;
+    assert!(page.contains("精确率–召回率曲线") && page.contains(">召回率</text>"), "{page}");
+
+    // A label naming no entry of the site, and text that is not JSON Lines, are refused with
+    // the line number; the typed messages stay in the form.
+    for (bad, words) in [
+        (json!({"message": "hi", "expected": 999_999}).to_string(), "no entry has the id"),
+        ("not json".to_owned(), "line 1"),
+        (String::new(), "no messages"),
+    ] {
+        let (status, _, page) =
+            admin.post(&server, "/admin/bot/eval", &[("site", &site.key), ("lang", "en"), ("messages", &bad)]).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert!(page.contains("field-error") && page.contains(words), "{bad}: {page}");
+    }
+    // An unknown site is a 404; the page without a session is refused.
+    let (status, _, _) =
+        admin.post(&server, "/admin/bot/eval", &[("site", "nope"), ("lang", "en"), ("messages", &messages)]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let anonymous = client().get(server.url(&format!("/admin/bot/eval?site={}", site.key))).send().await.unwrap();
+    assert_ne!(anonymous.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn the_bot_form_saves_settings_keeps_the_key_and_lists_unhelpful_answers() {
     let server = TestServer::start_with(|config| config.llm.allow_private_addresses = true).await;
     let site = server.create_site("Shop").await;

@@ -25,7 +25,8 @@ use super::normalize::TermList;
 use super::{EntryInput, KbEntry, SiteKnowledge};
 
 /// Thresholds the report lists: 0.05 to 0.95.
-fn thresholds() -> impl Iterator<Item = f32> {
+/// The thresholds a report lists: 0.05 to 0.95 by 0.05.
+pub fn thresholds() -> impl Iterator<Item = f32> {
     (1..=19).map(|step| step as f32 * 0.05)
 }
 
@@ -181,6 +182,20 @@ impl Judged {
 
     fn correct(&self, threshold: f32) -> bool {
         self.answered(threshold) && self.top.as_ref().map(|(id, _)| id) == self.message.expected.as_ref()
+    }
+
+    /// `ok` (the right entry answered), `wrong` (an entry answered that does not answer it),
+    /// `missed` (the right entry below the threshold), `silent` (nothing answered, rightly),
+    /// `lost` (the right entry is not the top one).
+    pub fn outcome(&self, threshold: f32) -> &'static str {
+        let right = self.top.as_ref().map(|(id, _)| id) == self.message.expected.as_ref();
+        match (self.answered(threshold), right, self.message.expected.is_some()) {
+            (true, true, _) => "ok",
+            (true, false, _) => "wrong",
+            (false, true, _) => "missed",
+            (false, false, false) => "silent",
+            (false, false, true) => "lost",
+        }
     }
 }
 
@@ -344,6 +359,14 @@ pub fn report(judged: &[Judged], threshold: f32) -> String {
     }
     let _ = writeln!(text, "\nAt threshold {threshold:.2}:\n{HEADER}");
     let _ = writeln!(text, "{}", figures_line("all", &figures(&all, threshold)));
+    for (label, members) in groups(judged) {
+        let _ = writeln!(text, "{}", figures_line(&label, &figures(&members, threshold)));
+    }
+    text
+}
+
+/// The messages grouped by language (`lang zh`) and by kind (`kind typo`), in that order.
+pub fn groups(judged: &[Judged]) -> BTreeMap<String, Vec<&Judged>> {
     let mut groups: BTreeMap<String, Vec<&Judged>> = BTreeMap::new();
     for one in judged {
         groups.entry(format!("lang {}", one.message.lang)).or_default().push(one);
@@ -351,27 +374,25 @@ pub fn report(judged: &[Judged], threshold: f32) -> String {
     for one in judged {
         groups.entry(format!("kind {}", one.message.kind)).or_default().push(one);
     }
-    for (label, members) in &groups {
-        let _ = writeln!(text, "{}", figures_line(label, &figures(members, threshold)));
-    }
-    text
+    groups
 }
 
-/// Every message with its top entry and confidence: `ok` (right entry answered), `wrong` (an
-/// entry answered that does not answer it), `missed` (the right entry below the threshold),
-/// `silent` (nothing answered, rightly), `lost` (the right entry is not the top one).
+/// The words of a curve, so a page can draw it in its own language.
+pub struct CurveLabels {
+    pub recall: &'static str,
+    pub precision: &'static str,
+    pub threshold: &'static str,
+}
+
+/// The labels `kefu kb eval` draws with.
+pub const ENGLISH_LABELS: CurveLabels = CurveLabels { recall: "recall", precision: "precision", threshold: "threshold" };
+
+/// Every message with its top entry, confidence and [`Judged::outcome`].
 pub fn listing(judged: &[Judged], threshold: f32) -> String {
     let mut text = String::new();
     for one in judged {
         let (top, confidence) = one.top.clone().unwrap_or_default();
-        let right = one.message.expected.as_ref() == Some(&top);
-        let outcome = match (one.answered(threshold), right, one.message.expected.is_some()) {
-            (true, true, _) => "ok",
-            (true, false, _) => "wrong",
-            (false, true, _) => "missed",
-            (false, false, false) => "silent",
-            (false, false, true) => "lost",
-        };
+        let outcome = one.outcome(threshold);
         let expected = one.message.expected.as_deref().unwrap_or("-");
         let _ = writeln!(
             text,
@@ -384,7 +405,7 @@ pub fn listing(judged: &[Judged], threshold: f32) -> String {
 
 /// The precision–recall curve over thresholds 0.01 to 0.99, as a self-contained SVG with the
 /// threshold `marked` highlighted.
-pub fn curve_svg(judged: &[Judged], marked: f32, title: &str) -> String {
+pub fn curve_svg(judged: &[Judged], marked: f32, title: &str, labels: &CurveLabels) -> String {
     const WIDTH: f64 = 480.0;
     const HEIGHT: f64 = 440.0;
     const LEFT: f64 = 60.0;
@@ -430,25 +451,30 @@ pub fn curve_svg(judged: &[Judged], marked: f32, title: &str) -> String {
     let _ = writeln!(
         svg,
         "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{SIZE}\" height=\"{SIZE}\" fill=\"none\" stroke=\"#333\"/>\n\
-         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">recall</text>\n<text x=\"16\" y=\"{:.1}\" \
-         transform=\"rotate(-90 16 {:.1})\" text-anchor=\"middle\">precision</text>\n<polyline points=\"{}\" \
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n<text x=\"16\" y=\"{:.1}\" \
+         transform=\"rotate(-90 16 {:.1})\" text-anchor=\"middle\">{}</text>\n<polyline points=\"{}\" \
          fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>",
         LEFT + SIZE / 2.0,
         TOP + SIZE + 34.0,
+        labels.recall,
         TOP + SIZE / 2.0,
         TOP + SIZE / 2.0,
+        labels.precision,
         path.join(" ")
     );
     let at = figures(&all, marked);
     let _ = writeln!(
         svg,
         "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"#d62728\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" \
-         fill=\"#d62728\">threshold {marked:.2}: precision {:.3}, recall {:.3}</text>\n</svg>",
+         fill=\"#d62728\">{} {marked:.2}: {} {:.3}, {} {:.3}</text>\n</svg>",
         x(at.recall),
         y(at.precision),
         LEFT + 8.0,
         TOP + SIZE + 54.0,
+        labels.threshold,
+        labels.precision,
         at.precision,
+        labels.recall,
         at.recall
     );
     svg
@@ -549,7 +575,7 @@ pub async fn run_cli(args: EvalArgs, store: Option<crate::storage::Store>) -> an
     let file_name =
         args.file.file_name().map_or_else(|| args.file.display().to_string(), |name| name.to_string_lossy().into());
     let title = format!("{file_name} ({} messages)", messages.len());
-    std::fs::write(&args.curve, curve_svg(&judged, threshold, &title))
+    std::fs::write(&args.curve, curve_svg(&judged, threshold, &title, &ENGLISH_LABELS))
         .with_context(|| format!("writing {}", args.curve.display()))?;
     println!("\nprecision–recall curve: {}", args.curve.display());
     Ok(())

@@ -38,8 +38,8 @@ const MAX_TRY_CHARS: usize = 1000;
 /// The query of the pages: the site, the page language, a search, a "try it" message.
 #[derive(Deserialize, Default)]
 pub struct PageQuery {
-    site: Option<String>,
-    lang: Option<String>,
+    pub(super) site: Option<String>,
+    pub(super) lang: Option<String>,
     q: Option<String>,
     #[serde(rename = "try")]
     try_text: Option<String>,
@@ -201,7 +201,7 @@ impl KnowledgeBasePage {
 }
 
 /// The sites, and the one named (or the first).
-async fn sites_and_site(app: &AppState, key: Option<String>) -> Result<(Vec<Site>, Option<Site>), Response> {
+pub(super) async fn sites_and_site(app: &AppState, key: Option<String>) -> Result<(Vec<Site>, Option<Site>), Response> {
     let sites = app.store.read(sites::list_by_name).await.map_err(internal_error)?;
     let site = match key {
         Some(key) => Some(sites.iter().find(|site| site.key == key).cloned().ok_or_else(|| not_found("site"))?),

@@ -14,6 +14,7 @@ mod bot_texts;
 mod canned_replies;
 mod charts;
 mod form;
+mod kb_eval;
 mod knowledge_base;
 mod login;
 mod reports;
@@ -96,6 +97,8 @@ admin_routes! {
     GET "/admin/knowledge-base/export" => knowledge_base::export,
     GET "/admin/bot" => knowledge_base::settings,
     POST "/admin/bot" => knowledge_base::save_settings,
+    GET "/admin/bot/eval" => kb_eval::form,
+    POST "/admin/bot/eval" => kb_eval::run,
     GET "/admin/reports" => reports::page,
     GET "/admin/reports/daily.csv" => reports::daily_csv,
     GET "/admin/reports/agents.csv" => reports::agents_csv,
