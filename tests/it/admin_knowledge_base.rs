@@ -270,18 +270,16 @@ async fn the_eval_page_ranks_labelled_messages_as_the_bot_does_and_refuses_bad_l
         json!({"message": "what is the capital of France", "expected": null, "lang": "en", "kind": "unrelated"}),
         json!({"message": "运费多少钱", "expected": shipping.to_string(), "lang": "zh", "kind": "paraphrase"}),
     );
-    let (status, _, page) = admin
-        .post(&server, "/admin/bot/eval", &[("site", &site.key), ("lang", "en"), ("messages", &messages)])
-        .await;
+    let (status, _, page) =
+        admin.post(&server, "/admin/bot/eval", &[("site", &site.key), ("lang", "en"), ("messages", &messages)]).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("3 messages") && page.contains("<svg"), "{page}");
     assert!(page.contains("kind unrelated") && page.contains("lang zh"), "figures by kind and language: {page}");
     assert_eq!(page.matches("class=\"marked\"").count(), 2, "the current threshold's rows are marked: {page}");
 
     // In Chinese, the curve's words too.
-    let (_, _, page) = admin
-        .post(&server, "/admin/bot/eval", &[("site", &site.key), ("lang", "zh"), ("messages", &messages)])
-        .await;
+    let (_, _, page) =
+        admin.post(&server, "/admin/bot/eval", &[("site", &site.key), ("lang", "zh"), ("messages", &messages)]).await;
     assert!(page.contains("精确率–召回率曲线") && page.contains(">召回率</text>"), "{page}");
 
     // A label naming no entry of the site, and text that is not JSON Lines, are refused with

@@ -2,9 +2,10 @@
 //! FAQ (62 entries, Chinese and English) and 416 visitor messages, split by a fixed hash into
 //! tuning and held-out files before the matcher was tuned.
 //!
-//! `cargo test --test it kb_eval:: -- --nocapture` prints the reports. The calibration is refitted
-//! on the tuning split with `kb_eval::fit_the_calibration` (ignored; see
-//! src/bot/knowledge_base/calibration.rs). `kefu kb eval` runs here on the fixture through the binary,
+//! `cargo test --test it kb_eval:: -- --nocapture` prints the reports.
+//! `kb_eval::the_shipped_calibration_is_the_fit_of_the_tuning_split` refits the calibration on the
+//! tuning split and fails (printing the array to ship) when the shipped coefficients differ; see
+//! src/bot/knowledge_base/calibration.rs. `kefu kb eval` runs here on the fixture through the binary,
 //! and a few messages go through the real visitor path (session, WebSocket, bot answer).
 
 use std::collections::HashSet;

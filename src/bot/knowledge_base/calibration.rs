@@ -12,7 +12,7 @@
 //! answers). To refit after changing the matcher:
 //!
 //! ```text
-//! cargo test --test it kb_eval::fit_the_calibration -- --ignored --nocapture
+//! cargo test --test it kb_eval::the_shipped_calibration_is_the_fit_of_the_tuning_split -- --nocapture
 //! ```
 //!
 //! and paste the printed array here. The held-out split is never used for fitting.

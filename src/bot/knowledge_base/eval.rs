@@ -385,7 +385,8 @@ pub struct CurveLabels {
 }
 
 /// The labels `kefu kb eval` draws with.
-pub const ENGLISH_LABELS: CurveLabels = CurveLabels { recall: "recall", precision: "precision", threshold: "threshold" };
+pub const ENGLISH_LABELS: CurveLabels =
+    CurveLabels { recall: "recall", precision: "precision", threshold: "threshold" };
 
 /// Every message with its top entry, confidence and [`Judged::outcome`].
 pub fn listing(judged: &[Judged], threshold: f32) -> String {

@@ -81,7 +81,12 @@ fn labels(t: &'static Texts) -> CurveLabels {
 }
 
 /// Ranks every message as the bot would and gathers the figures at the site's threshold.
-async fn evaluate(app: &AppState, site: &Site, text: &str, t: &'static Texts) -> Result<Outcome, Result<String, Response>> {
+async fn evaluate(
+    app: &AppState,
+    site: &Site,
+    text: &str,
+    t: &'static Texts,
+) -> Result<Outcome, Result<String, Response>> {
     let settings = app.bot.settings(&site.key).await.map_err(|error| Err(internal_error(error)))?;
     let knowledge = app.bot.knowledge().site(&site.key).await.map_err(|error| Err(internal_error(error)))?;
     if knowledge.entries.is_empty() {
@@ -107,7 +112,8 @@ async fn evaluate(app: &AppState, site: &Site, text: &str, t: &'static Texts) ->
             marked: (step - threshold).abs() < 0.001,
         })
         .collect();
-    let mut by_group = vec![Row { label: t.eval_all.to_owned(), figures: eval::figures(&all, threshold), marked: true }];
+    let mut by_group =
+        vec![Row { label: t.eval_all.to_owned(), figures: eval::figures(&all, threshold), marked: true }];
     by_group.extend(eval::groups(&judged).into_iter().map(|(label, members)| Row {
         label,
         figures: eval::figures(&members, threshold),

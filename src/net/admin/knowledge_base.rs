@@ -260,12 +260,7 @@ async fn try_message(app: &AppState, site: &str, text: &str, t: &'static Texts) 
             })
         })
         .collect();
-    Ok(Trial {
-        text,
-        found,
-        decision: plan_words(&decision.plan, t),
-        threshold: format!("{:.2}", settings.threshold),
-    })
+    Ok(Trial { text, found, decision: plan_words(&decision.plan, t), threshold: format!("{:.2}", settings.threshold) })
 }
 
 struct ListState {
