@@ -34,7 +34,7 @@ export async function pushEnabled() {
 }
 
 function post(subscription) {
-  return request('POST', '/api/v1/push/subscriptions', { ...subscription.toJSON(), language: locale() });
+  return request('POST', '/api/v1/push/subscriptions', { body: { ...subscription.toJSON(), language: locale() } });
 }
 
 /** Asks for permission, subscribes and registers the subscription; throws a message to show. */
@@ -54,7 +54,7 @@ export async function enablePush() {
 export async function disablePush() {
   const subscription = await browserSubscription();
   if (!subscription) return;
-  await request('DELETE', '/api/v1/push/subscriptions', { endpoint: subscription.endpoint }).catch((error) => {
+  await request('DELETE', '/api/v1/push/subscriptions', { body: { endpoint: subscription.endpoint } }).catch((error) => {
     if (error.status !== 404) throw error;
   });
   await subscription.unsubscribe();
