@@ -205,7 +205,9 @@ impl Planned {
         let (title, body) = match (self.kind, chinese) {
             (Kind::NewConversation, false) => (format!("New conversation · {site_name}"), with_sender(text)),
             (Kind::NewConversation, true) => (format!("新会话 · {site_name}"), with_sender(text)),
-            (Kind::HandedOff, false) => (format!("New conversation · {site_name}"), "A visitor asks for an agent".to_owned()),
+            (Kind::HandedOff, false) => {
+                (format!("New conversation · {site_name}"), "A visitor asks for an agent".to_owned())
+            }
             (Kind::HandedOff, true) => (format!("新会话 · {site_name}"), "访客请求人工客服".to_owned()),
             (Kind::NewMessage, false) => (format!("New message · {site_name}"), with_sender(text)),
             (Kind::NewMessage, true) => (format!("新消息 · {site_name}"), with_sender(text)),
@@ -312,13 +314,17 @@ async fn plan(store: &Store, notice: Notice, fresh: &mut HashSet<u64>) -> Result
             agent: None,
         }),
         Notice::VisitorMessage { conversation_id, site, sender_name, text } => {
-            let planned = |kind, agent| Planned { kind, site, subject_id: conversation_id, from: sender_name, text, agent };
+            let planned =
+                |kind, agent| Planned { kind, site, subject_id: conversation_id, from: sender_name, text, agent };
             if fresh.remove(&conversation_id) {
                 Some(planned(Kind::NewConversation, None))
             } else {
-                let conversation =
-                    store.read(move |transaction| crate::chat::conversations::get(transaction, conversation_id)).await?;
-                conversation.and_then(|conversation| conversation.assigned_agent).map(|agent| planned(Kind::NewMessage, Some(agent)))
+                let conversation = store
+                    .read(move |transaction| crate::chat::conversations::get(transaction, conversation_id))
+                    .await?;
+                conversation
+                    .and_then(|conversation| conversation.assigned_agent)
+                    .map(|agent| planned(Kind::NewMessage, Some(agent)))
             }
         }
         Notice::Lead { id, site, name, email, text } => {

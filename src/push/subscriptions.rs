@@ -224,7 +224,8 @@ mod tests {
 
     #[test]
     fn keys_must_decode_to_their_sizes() {
-        let public = crate::push::encryption::public_key_bytes(&crate::push::encryption::random_secret_key().public_key());
+        let public =
+            crate::push::encryption::public_key_bytes(&crate::push::encryption::random_secret_key().public_key());
         assert!(decode_public_key(&URL_SAFE_NO_PAD.encode(public)).is_ok());
         assert!(decode_public_key(&URL_SAFE.encode(public)).is_ok());
         assert!(decode_public_key(&URL_SAFE_NO_PAD.encode(&public[..64])).is_err());

@@ -9,9 +9,9 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use p256::SecretKey;
-use redb::ReadableTable;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
+use redb::ReadableTable;
 
 use super::encryption::{public_key_bytes, random_secret_key};
 use crate::storage::{StorageError, Store, tables};
@@ -87,8 +87,8 @@ pub async fn load_or_create(store: &Store) -> Result<VapidKey, StorageError> {
             }
         })
         .await?;
-    let secret =
-        SecretKey::from_slice(&kept).map_err(|_| StorageError::Corrupt("the stored VAPID key is not a P-256 key".into()))?;
+    let secret = SecretKey::from_slice(&kept)
+        .map_err(|_| StorageError::Corrupt("the stored VAPID key is not a P-256 key".into()))?;
     Ok(VapidKey::from_secret(&secret))
 }
 

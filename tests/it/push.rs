@@ -49,7 +49,10 @@ async fn push_service() -> PushService {
         .route(
             "/push/{name}",
             axum::routing::post(
-                |State(shared): State<Shared>, Path(name): Path<String>, headers: HeaderMap, body: axum::body::Bytes| async move {
+                |State(shared): State<Shared>,
+                 Path(name): Path<String>,
+                 headers: HeaderMap,
+                 body: axum::body::Bytes| async move {
                     let status = {
                         let mut statuses = shared.statuses.lock().unwrap();
                         let queued = statuses.entry(name.clone()).or_default();
@@ -347,7 +350,8 @@ async fn bad_subscriptions_are_refused_and_nothing_is_stored() {
         (with("language", json!("fr")), 422, "language"),
         (json!({"endpoint": "https://push.example.net/x"}), 422, "keys"),
     ] {
-        let answer = call_expecting(&server, "POST", "/api/v1/push/subscriptions", &ann, Some(body.clone()), status).await;
+        let answer =
+            call_expecting(&server, "POST", "/api/v1/push/subscriptions", &ann, Some(body.clone()), status).await;
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{body}: {message}");
     }

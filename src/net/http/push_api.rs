@@ -71,7 +71,11 @@ pub async fn subscribe(
     let saved = subscriptions::save(&app.store, agent.id, request, app.push.allow_loopback_endpoints()).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(SubscriptionView { endpoint: saved.endpoint, language: saved.language, created_at: saved.created_at }),
+        axum::Json(SubscriptionView {
+            endpoint: saved.endpoint,
+            language: saved.language,
+            created_at: saved.created_at,
+        }),
     ))
 }
 
