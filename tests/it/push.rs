@@ -390,4 +390,14 @@ async fn an_agent_cannot_remove_another_agents_subscription() {
     let listed = call_expecting(&server, "GET", "/api/v1/push/subscriptions", &ann, None, 200).await;
     assert_eq!(listed, json!([]));
     call_expecting(&server, "DELETE", "/api/v1/push/subscriptions", &ann, Some(endpoint), 404).await;
+
+    // Each browser is one subscription; past ten, the oldest goes.
+    for n in 0..=kefu::push::subscriptions::MAX_SUBSCRIPTIONS_PER_AGENT {
+        let body = Some(Browser::new(&format!("device-{n}")).subscription(&push, "en"));
+        call_expecting(&server, "POST", "/api/v1/push/subscriptions", &bob, body, 201).await;
+    }
+    let listed = call_expecting(&server, "GET", "/api/v1/push/subscriptions", &bob, None, 200).await;
+    let endpoints: Vec<&str> = listed.as_array().unwrap().iter().map(|s| s["endpoint"].as_str().unwrap()).collect();
+    assert_eq!(endpoints.len(), kefu::push::subscriptions::MAX_SUBSCRIPTIONS_PER_AGENT);
+    assert!(endpoints.last().unwrap().ends_with("/push/device-10"), "{endpoints:?}");
 }
