@@ -14,7 +14,7 @@ import { createServer } from 'node:http';
 import { createDecipheriv, createECDH, createPublicKey, hkdfSync, randomBytes, verify } from 'node:crypto';
 import { Kefu, ANN, BOB } from './lib/kefu.js';
 import { Visitor } from './lib/visitor.js';
-import { launch, consolePage } from './lib/browser.js';
+import { launch, consolePage, bubbles } from './lib/browser.js';
 
 let browser;
 let kefu;
@@ -169,6 +169,13 @@ test('the notifications switch subscribes, and a message with the console closed
   assert.equal(notification.title, '新会话 · Demo');
   assert.match(notification.body, /请问还有货吗？$/);
   assert.match(notification.url, /^\/console#conversation=\d+$/);
+
+  // The notification's link opens the console at that conversation.
+  const { context: again, page: reopened } = await consolePage(browser, kefu, ANN);
+  await reopened.goto(`${kefu.origin}${notification.url}`);
+  await bubbles(reopened, '请问还有货吗？').waitFor();
+  assert.equal(await reopened.evaluate(() => location.hash), '', 'the link is used once');
+  await again.close();
 });
 
 test('turning notifications off removes the subscription', async () => {
