@@ -223,9 +223,12 @@ async fn agents_with_a_closed_console_are_told_in_their_language() {
     // A new conversation: Ann serves the site and her console is closed.
     let (_, visitor_token) = server.visitor_session(&site, None).await;
     let mut visitor = server.visitor(&site, &visitor_token).await;
+    let sent_at = std::time::Instant::now();
     let ack = visitor.say(None, "v-1", "你好，我的订单在哪里？").await;
     let conversation_id = ack["conversation_id"].as_u64().unwrap();
     let (name, headers, encrypted) = push.next().await;
+    // A figure, not a limit: how long a push takes from the send to the push service.
+    eprintln!("push: the notification reached the push service {:?} after the visitor's send", sent_at.elapsed());
     assert_eq!(name, "ann");
     check_request(&headers, &push, &key);
     assert_eq!(headers["urgency"], "high");
