@@ -404,3 +404,30 @@ async fn an_agent_cannot_remove_another_agents_subscription() {
     assert_eq!(endpoints.len(), kefu::push::subscriptions::MAX_SUBSCRIPTIONS_PER_AGENT);
     assert!(endpoints.last().unwrap().ends_with("/push/device-10"), "{endpoints:?}");
 }
+
+#[tokio::test]
+async fn a_visitor_who_asks_the_bot_for_a_person_is_announced_not_their_talk_with_the_bot() {
+    let server = start().await;
+    let mut push = push_service().await;
+    let site = server.create_site("Shop").await;
+    let admin = server.admin_token("boss@shop.example").await;
+    let path = format!("/api/v1/sites/{}/bot", site.key);
+    call_expecting(&server, "PUT", &path, &admin, Some(json!({"enabled": true})), 200).await;
+    server.create_agent("ann@shop.example", &site, 5).await;
+    let ann = server.login("ann@shop.example").await;
+    let browser = Browser::new("ann");
+    let body = Some(browser.subscription(&push, "en"));
+    call_expecting(&server, "POST", "/api/v1/push/subscriptions", &ann, body, 201).await;
+
+    let (_, visitor_token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &visitor_token).await;
+    let ack = visitor.say(None, "v-1", "hello bot").await;
+    let conversation_id = ack["conversation_id"].as_u64().unwrap();
+    visitor.say(Some(conversation_id), "v-2", "人工").await;
+    let (name, _, encrypted) = push.next().await;
+    assert_eq!(name, "ann");
+    let notification = browser.decrypt(&encrypted);
+    assert_eq!(notification["title"], "New conversation · Shop", "the first push is the handoff: {notification}");
+    assert_eq!(notification["body"], "A visitor asks for an agent");
+    assert_eq!(notification["url"], format!("/console#conversation={conversation_id}"));
+}
