@@ -106,11 +106,25 @@ pub async fn start(
         shutdown_token.clone(),
         &tasks,
     );
+    let push_settings = crate::push::PushSettings {
+        allow_loopback_endpoints: config.push.allow_loopback_endpoints,
+        retry_base: Duration::from_millis(config.push.retry_base_ms),
+        timeout: Duration::from_secs(config.push.timeout_secs),
+        subject: match config.push.contact.trim() {
+            "" => config.public_url(),
+            contact => contact.to_owned(),
+        },
+    };
+    let (push, push_inbox) =
+        crate::push::start(store.clone(), hub.clone(), push_settings, shutdown_token.clone(), &tasks)
+            .await
+            .context("loading the push notification key")?;
     let dispatcher = tokio::spawn(delivery::run_dispatcher(
         committed,
         hub.clone(),
         router.clone(),
         bot_inbox,
+        push_inbox,
         store.epoch(),
         search.clone(),
     ));
@@ -132,6 +146,7 @@ pub async fn start(
         bot,
         visitor_limits: crate::people::visitor_limits::VisitorLimits::new(&config.limits),
         upload_quota: crate::chat::uploads::UploadQuota::new(config.limits.upload_quota_bytes_per_site),
+        push,
         config,
     });
     let control = crate::net::control::listen(app.clone()).context("starting the control socket")?;

@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The top-level keys and sections of [`Config`], for picking `KEFU_*` variables.
-const TOP_LEVEL_KEYS: [&str; 14] = [
+const TOP_LEVEL_KEYS: [&str; 15] = [
     "data_dir",
     "http",
     "trusted_proxies",
@@ -20,6 +20,7 @@ const TOP_LEVEL_KEYS: [&str; 14] = [
     "limits",
     "routing",
     "webhooks",
+    "push",
     "log",
     "metrics",
     "quic",
@@ -54,6 +55,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub routing: RoutingConfig,
     pub webhooks: WebhooksConfig,
+    pub push: PushConfig,
     pub log: LogConfig,
     pub llm: LlmConfig,
 }
@@ -186,6 +188,29 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// Web Push notifications to agents whose console is closed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// How a push service's operator reaches whoever runs this kefu (the VAPID `sub`): a
+    /// `mailto:` or `https:` URL. Empty: `public_url`.
+    pub contact: String,
+    /// The wait before the first retry of a failed push, in milliseconds; it doubles with each
+    /// of the few attempts.
+    pub retry_base_ms: u64,
+    /// How long one attempt may take, in seconds.
+    pub timeout_secs: u64,
+    /// Lets browsers subscribe with a plain http endpoint on a loopback address. Only for tests,
+    /// which run their own push service there; real push services are https.
+    pub allow_loopback_endpoints: bool,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig { contact: String::new(), retry_base_ms: 2000, timeout_secs: 10, allow_loopback_endpoints: false }
+    }
+}
+
 /// The bot's language-model endpoints.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -227,6 +252,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             routing: RoutingConfig::default(),
             webhooks: WebhooksConfig::default(),
+            push: PushConfig::default(),
             log: LogConfig::default(),
             llm: LlmConfig::default(),
         }

@@ -464,6 +464,7 @@ pub async fn run_dispatcher(
     hub: Arc<Hub>,
     router: Router,
     bot: crate::bot::BotInbox,
+    push: crate::push::PushInbox,
     epoch: u64,
     search: Search,
 ) {
@@ -486,6 +487,7 @@ pub async fn run_dispatcher(
                 };
                 for event in batch.0 {
                     bot.observe(&event);
+                    push.observe(&event);
                     if let CommittedEvent::Message { conversation_id, seq, record, .. } = &event {
                         search.offer(*conversation_id, *seq, record.clone());
                     }
@@ -669,7 +671,7 @@ fn subscribe_agent(hub: &Hub, agent_id: u64, conversation: &Conversation) {
 /// Characters of a message shown in the agents' conversation lists.
 const PREVIEW_CHARS: usize = 80;
 
-fn preview(text: &str) -> &str {
+pub fn preview(text: &str) -> &str {
     match text.char_indices().nth(PREVIEW_CHARS) {
         Some((end, _)) => &text[..end],
         None => text,

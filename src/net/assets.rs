@@ -125,6 +125,14 @@ pub async fn console_page(headers: HeaderMap) -> Response {
     serve("console/index.html", &headers, "'none'")
 }
 
+/// `GET /console/sw.js`: the console's service worker, which shows push notifications. It may
+/// control `/console` itself (the page is not under `/console/`, its default scope).
+pub async fn console_service_worker(headers: HeaderMap) -> Response {
+    let mut response = serve("console/sw.js", &headers, "'none'");
+    response.headers_mut().insert("service-worker-allowed", HeaderValue::from_static("/console"));
+    response
+}
+
 #[derive(Serialize)]
 pub struct DemoSite {
     key: String,

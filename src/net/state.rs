@@ -42,6 +42,8 @@ pub struct App {
     pub visitor_limits: crate::people::visitor_limits::VisitorLimits,
     /// Bytes of uploads stored per site (`limits.upload_quota_bytes_per_site`).
     pub upload_quota: crate::chat::uploads::UploadQuota,
+    /// Web Push: the VAPID public key browsers subscribe with, and the endpoint rule.
+    pub push: crate::push::Push,
 }
 
 pub type AppState = Arc<App>;

@@ -67,6 +67,13 @@ pub const WEBHOOK_DELIVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new
 /// (due time in Unix ms, delivery id) → (): deliveries waiting for their next attempt, soonest first.
 pub const WEBHOOK_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("webhook_due_v1");
 
+/// Key name → key bytes: the Web Push VAPID private key (`"vapid"`, a P-256 scalar).
+pub const PUSH_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("push_keys_v1");
+
+/// (agent id, first 8 bytes of the endpoint's SHA-256, big-endian) → a browser's push
+/// subscription of that agent (JSON).
+pub const PUSH_SUBSCRIPTIONS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("push_subscriptions_v1");
+
 /// Calls `$apply!(TABLE, ...)` with every fixed table (all but the day shards), so the code
 /// that creates the tables and the code that backs them up can never disagree.
 macro_rules! with_fixed_tables {
@@ -103,7 +110,9 @@ macro_rules! with_fixed_tables {
             AUDIT_LOG,
             BLOCKED_VISITORS,
             API_TOKENS,
-            API_TOKEN_DIGESTS
+            API_TOKEN_DIGESTS,
+            PUSH_KEYS,
+            PUSH_SUBSCRIPTIONS
         )
     };
 }

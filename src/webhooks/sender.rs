@@ -144,7 +144,7 @@ async fn post(client: &reqwest::Client, webhook: &Webhook, delivery: &Delivery) 
 }
 
 /// The innermost cause, which says why (a refused private address, a timeout, a refused connection).
-fn describe_error(error: &reqwest::Error) -> String {
+pub fn describe_error(error: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = error;
     while let Some(source) = cause.source() {
         cause = source;

@@ -700,6 +700,14 @@ const ROUTES_NOT_FOR_TOKENS: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/teams", r#"{"site": "{site}", "name": "Sales"}"#),
     ("GET", "/api/v1/sites/{site}/bot", ""),
     ("PUT", "/api/v1/sites/{site}/bot", "{}"),
+    ("GET", "/api/v1/push/key", ""),
+    ("GET", "/api/v1/push/subscriptions", ""),
+    ("DELETE", "/api/v1/push/subscriptions", r#"{"endpoint": "https://push.example.net/x"}"#),
+    (
+        "POST",
+        "/api/v1/push/subscriptions",
+        r#"{"endpoint": "https://push.example.net/x", "keys": {"p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}"#,
+    ),
 ];
 
 #[tokio::test]

@@ -24,6 +24,7 @@ mod moderation;
 mod operations;
 mod outbound_guard;
 mod protocol_edges;
+mod push;
 mod quic;
 mod reports;
 mod reverse_proxy;

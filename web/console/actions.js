@@ -185,7 +185,16 @@ function listPage(views, more) {
     welcomeListing = null;
     renderLists();
     if (state.active) renderPane();
+    openLinked();
   }
+}
+
+/** Opens the conversation a link names (`/console#conversation=ID`, a notification's), once listed. */
+export function openLinked() {
+  const id = Number(new URLSearchParams(location.hash.slice(1)).get('conversation'));
+  if (!id || !state.conversations.has(id)) return;
+  history.replaceState(null, '', location.pathname);
+  openConversation(id);
 }
 
 export function onFrame(frame) {

@@ -11,8 +11,9 @@ import { t, apply, setLocale, locale } from './i18n.js';
 import { h } from '../shared/dom.js';
 import { state, activeConversation } from './state.js';
 import { $, mountLists, renderLists, renderPane, renderAgents, showError, showHelp, showLogin } from './render.js';
+import { wirePush, disablePush, pushSupported, updatePushLanguage } from './push.js';
 import {
-  api, connect, connection, notifications, loadClosedPage, loadOlder, markRead, onKey, onComposerKey, onTyping,
+  api, connect, openLinked, connection, notifications, loadClosedPage, loadOlder, markRead, onKey, onComposerKey, onTyping,
   updateCanned, sendText, setList, reopen, openTransfer, submitTransfer, submitBlock, uploadFile, unlockAudio,
 } from './actions.js';
 
@@ -35,6 +36,9 @@ async function startApp(me) {
   });
   connect();
   setList(state.list);
+  wirePush(showError, (url) => {
+    location.hash = new URL(url).hash;
+  });
   setInterval(() => {
     const c = activeConversation();
     if (c && c.typingUntil && c.typingUntil < Date.now()) {
@@ -53,7 +57,9 @@ function wire() {
     renderLists();
     renderAgents();
     if (state.active) renderPane();
+    updatePushLanguage().catch(() => {});
   });
+  window.addEventListener('hashchange', openLinked);
   $('login-form').addEventListener('submit', async (event) => {
     event.preventDefault();
     unlockAudio();
@@ -67,6 +73,8 @@ function wire() {
   });
   $('logout').addEventListener('click', async () => {
     connection?.stop();
+    // A shared computer should not show the next person this agent's notifications.
+    if (pushSupported()) await disablePush().catch(() => {});
     await api('POST', '/api/v1/agent/logout').catch(() => {});
     location.reload();
   });

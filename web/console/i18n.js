@@ -20,6 +20,8 @@ const WORDS = {
     k_next: 'Next conversation', k_prev: 'Previous conversation', k_send: 'Send', k_esc: 'Close the pane (the conversation stays open)',
     k_canned: 'Canned replies (at the start of the message)', k_help: 'This help', k_lists: 'Waiting / Mine / All open / Closed / Visitors',
     k_note: 'Toggle internal note', held_by: 'with', you: 'you', upload_failed: 'Upload failed',
+    notifications: 'Notifications', push_hint: 'Notify me in this browser while the console is closed',
+    push_failed: 'Notifications could not be changed', push_denied: 'this browser blocks notifications from kefu',
   },
   'zh-CN': {
     email: '邮箱', password: '密码', log_in: '登录', log_out: '退出', admin: '管理', online: '在线', away: '离开', offline: '离线',
@@ -36,6 +38,8 @@ const WORDS = {
     k_next: '下一个会话', k_prev: '上一个会话', k_send: '发送', k_esc: '关闭窗格（会话保持进行）',
     k_canned: '快捷回复（在消息开头输入）', k_help: '显示本帮助', k_lists: '排队 / 我的 / 全部 / 已结束 / 访客',
     k_note: '切换内部备注', held_by: '接待人', you: '你', upload_failed: '上传失败',
+    notifications: '通知', push_hint: '控制台关闭时在此浏览器通知我',
+    push_failed: '通知设置失败', push_denied: '浏览器已禁止 kefu 的通知',
   },
 };
 

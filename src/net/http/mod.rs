@@ -12,6 +12,7 @@ pub mod health;
 pub mod history_api;
 pub mod knowledge_base_api;
 pub mod openapi;
+pub mod push_api;
 pub mod staff_api;
 pub mod uploads_api;
 pub mod visitor_api;
@@ -56,6 +57,12 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/agent/login", post(agent_api::login))
         .route("/api/v1/agent/logout", post(agent_api::logout))
         .route("/api/v1/agent/me", get(agent_api::me))
+        .route("/api/v1/push/key", get(push_api::key))
+        .route(
+            "/api/v1/push/subscriptions",
+            get(push_api::list).post(push_api::subscribe).delete(push_api::unsubscribe),
+        )
+        .route("/console/sw.js", get(assets::console_service_worker))
         .route("/api/v1/conversations/{id}/rating", post(visitor_api::rate_conversation))
         .route("/api/v1/conversations/{id}/messages/{seq}/feedback", post(knowledge_base_api::feedback))
         .route("/api/v1/conversations/{id}/queue", get(knowledge_base_api::queue_place))
