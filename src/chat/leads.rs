@@ -225,6 +225,23 @@ pub fn note_unanswered(context: &mut WriteContext<'_>, conversation: &Conversati
     Ok(())
 }
 
+/// The first agent reply in a conversation, however it was sent, takes up the conversation's
+/// lead if it has a new one: the lead becomes open and, if nobody had it, the agent's. Only the
+/// first reply looks, so the message path pays one lookup per conversation, not per message.
+pub fn note_first_reply(context: &mut WriteContext<'_>, conversation_id: u64, agent_id: u64) -> Result<(), StorageError> {
+    let lead_id = context.transaction.open_table(tables::LEAD_CONVERSATIONS)?.get(conversation_id)?.map(|id| id.value());
+    let Some(mut lead) = lead_id.map(|id| read(context, id)).transpose()?.flatten() else {
+        return Ok(());
+    };
+    if lead.status != LeadStatus::New {
+        return Ok(());
+    }
+    lead.status = LeadStatus::Open;
+    lead.assigned_agent = lead.assigned_agent.or(Some(agent_id));
+    update(context, lead)?;
+    Ok(())
+}
+
 /// Changes a lead's status.
 pub async fn set_status(store: &Store, lead_id: u64, status: LeadStatus) -> Result<Lead, LeadError> {
     store

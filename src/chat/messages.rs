@@ -273,8 +273,10 @@ pub fn append_with_source(
     conversation.last_seq += 1;
     conversation.updated_at = now;
     conversation.last_day = conversation.last_day.max(crate::base::clock::day_of(now));
-    if new_message.sender.kind == SenderKind::Agent && !new_message.internal && conversation.first_response_at.is_none()
-    {
+    let first_reply = new_message.sender.kind == SenderKind::Agent
+        && !new_message.internal
+        && conversation.first_response_at.is_none();
+    if first_reply {
         conversation.first_response_at = Some(now);
     }
     let seq = conversation.last_seq;
@@ -341,6 +343,9 @@ pub fn append_with_source(
         origin: new_message.origin,
         bot_active,
     });
+    if first_reply {
+        crate::chat::leads::note_first_reply(context, conversation_id, new_message.sender.id)?;
+    }
     Ok(Ok(appended))
 }
 

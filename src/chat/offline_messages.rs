@@ -90,7 +90,13 @@ pub async fn leave(
                 text: new_message.text.trim().to_owned(),
                 created_at: context.now,
             };
-            let visitor = crate::people::visitors::get_for_update(context, visitor_id)?.unwrap_or_default();
+            let mut visitor = crate::people::visitors::get_for_update(context, visitor_id)?.unwrap_or_default();
+            // The form's name and email fill a profile that has none, so agents see who wrote.
+            if visitor.id == visitor_id && (visitor.name.is_none() || visitor.email.is_none()) {
+                visitor.name = visitor.name.or_else(|| Some(message.name.clone()).filter(|name| !name.is_empty()));
+                visitor.email = visitor.email.or_else(|| Some(message.email.clone()));
+                crate::people::visitors::put(context, &visitor)?;
+            }
             let sender_name = match message.name.is_empty() {
                 true => crate::people::visitors::display_name(&visitor),
                 false => message.name.clone(),
