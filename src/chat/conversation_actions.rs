@@ -116,7 +116,10 @@ pub fn reopen_in(
     conversation.closed_at = None;
     conversation.updated_at = now;
     let conversation = conversation.clone();
-    context.publish(CommittedEvent::Conversation { event: ConversationEvent::Reopened, conversation: conversation.clone() });
+    context.publish(CommittedEvent::Conversation {
+        event: ConversationEvent::Reopened,
+        conversation: conversation.clone(),
+    });
     Ok(Ok(conversation))
 }
 

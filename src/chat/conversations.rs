@@ -209,9 +209,7 @@ pub fn assign_in(
     };
     match conversation.status {
         ConversationStatus::Closed => return Ok(Err(ConversationError::Closed)),
-        ConversationStatus::Assigned
-            if when == AssignWhen::Queued || conversation.assigned_agent == Some(agent_id) =>
-        {
+        ConversationStatus::Assigned if when == AssignWhen::Queued || conversation.assigned_agent == Some(agent_id) => {
             return Ok(Err(ConversationError::AlreadyAssigned));
         }
         _ => {}

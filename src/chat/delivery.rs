@@ -654,7 +654,9 @@ fn dispatch(hub: &Hub, epoch: u64, event: CommittedEvent, activity: &mut SiteAct
         CommittedEvent::OfflineMessage(_) | CommittedEvent::Rated { .. } => {}
         CommittedEvent::Lead { event, lead } => {
             let view = lead.view();
-            hub.broadcast_to_site_agents(&lead.site, || ServerFrame::Lead { event: event.name(), lead: &view }.encode());
+            hub.broadcast_to_site_agents(&lead.site, || {
+                ServerFrame::Lead { event: event.name(), lead: &view }.encode()
+            });
         }
         CommittedEvent::AccessEnded(ended) => hub.end_access(&ended),
         CommittedEvent::Read { conversation_id, reader, seq } => {

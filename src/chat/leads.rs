@@ -228,8 +228,13 @@ pub fn note_unanswered(context: &mut WriteContext<'_>, conversation: &Conversati
 /// The first agent reply in a conversation, however it was sent, takes up the conversation's
 /// lead if it has a new one: the lead becomes open and, if nobody had it, the agent's. Only the
 /// first reply looks, so the message path pays one lookup per conversation, not per message.
-pub fn note_first_reply(context: &mut WriteContext<'_>, conversation_id: u64, agent_id: u64) -> Result<(), StorageError> {
-    let lead_id = context.transaction.open_table(tables::LEAD_CONVERSATIONS)?.get(conversation_id)?.map(|id| id.value());
+pub fn note_first_reply(
+    context: &mut WriteContext<'_>,
+    conversation_id: u64,
+    agent_id: u64,
+) -> Result<(), StorageError> {
+    let lead_id =
+        context.transaction.open_table(tables::LEAD_CONVERSATIONS)?.get(conversation_id)?.map(|id| id.value());
     let Some(mut lead) = lead_id.map(|id| read(context, id)).transpose()?.flatten() else {
         return Ok(());
     };
@@ -292,7 +297,8 @@ pub async fn reply(store: &Store, lead_id: u64, reply: LeadReply) -> Result<(Lea
             let agent_id = reply.sender.id;
             let target = match conversations::open_conversation_of(context, lead.visitor_id)? {
                 Some(open) => {
-                    let unheld = context.conversation(open)?.is_some_and(|conversation| conversation.assigned_agent.is_none());
+                    let unheld =
+                        context.conversation(open)?.is_some_and(|conversation| conversation.assigned_agent.is_none());
                     if unheld && let Err(error) = conversations::assign_in(context, open, agent_id, AssignWhen::Open)? {
                         return Ok(Err(error.into()));
                     }

@@ -580,7 +580,11 @@ pub fn erase_conversation(context: &mut WriteContext<'_>, conversation_id: u64) 
 }
 
 /// Removes the dedup records of everything one sender sent (the erasure of a visitor's data).
-pub fn erase_dedup_records(context: &mut WriteContext<'_>, sender_kind: SenderKind, sender_id: u64) -> Result<(), StorageError> {
+pub fn erase_dedup_records(
+    context: &mut WriteContext<'_>,
+    sender_kind: SenderKind,
+    sender_id: u64,
+) -> Result<(), StorageError> {
     let code = sender_kind.code();
     let mut table = context.transaction.open_table(tables::CLIENT_IDS)?;
     let keys: Vec<String> = table

@@ -102,8 +102,12 @@ pub async fn leave(
                 false => message.name.clone(),
             };
             let sender = SenderView { kind: SenderKind::Visitor, id: visitor_id, name: sender_name };
-            let in_conversation =
-                NewMessage::text(Target::Conversation(conversation_id), sender, format!("offline-{id}"), message.text.clone());
+            let in_conversation = NewMessage::text(
+                Target::Conversation(conversation_id),
+                sender,
+                format!("offline-{id}"),
+                message.text.clone(),
+            );
             if let Err(error) = messages::append(context, in_conversation)? {
                 return Ok(Err(OfflineMessageError::Invalid(error.to_string())));
             }

@@ -56,7 +56,11 @@ pub struct VisitorData {
 }
 
 /// Reads everything about a visitor; `None` if there is no such visitor.
-pub fn collect(transaction: &ReadTransaction, visitor_id: u64, epoch: u64) -> Result<Option<VisitorData>, StorageError> {
+pub fn collect(
+    transaction: &ReadTransaction,
+    visitor_id: u64,
+    epoch: u64,
+) -> Result<Option<VisitorData>, StorageError> {
     let Some(visitor) = visitors::get(transaction, visitor_id)? else {
         return Ok(None);
     };

@@ -32,7 +32,8 @@ async fn an_offline_message_is_a_lead_of_the_visitors_conversation_that_the_site
     let mut ann = server.agent(&ann_token).await;
     let mut ben = server.agent(&ben_token).await;
 
-    let (visitor_id, visitor_token) = leave_offline_message(&server, &shop, "Do you deliver to Shenzhen? 请回邮件").await;
+    let (visitor_id, visitor_token) =
+        leave_offline_message(&server, &shop, "Do you deliver to Shenzhen? 请回邮件").await;
 
     let frame = ann.expect("lead").await;
     assert_eq!(frame["event"], "created");
@@ -117,17 +118,32 @@ async fn a_reply_lands_where_the_visitor_finds_it_and_the_lead_moves_from_new_to
         200,
     )
     .await;
-    assert_eq!((conversation["status"].as_str(), conversation["assigned_agent"].as_u64()), (Some("assigned"), Some(ann_id)));
+    assert_eq!(
+        (conversation["status"].as_str(), conversation["assigned_agent"].as_u64()),
+        (Some("assigned"), Some(ann_id))
+    );
 
     // Assigned to another agent of the site, then done; the filters and counts follow.
     let mut cid = server.agent(&cid_token).await;
-    let assigned =
-        call_expecting(&server, "POST", &format!("{lead_path}/assign"), &ann_token, Some(json!({"agent_id": cid_id})), 200)
-            .await;
+    let assigned = call_expecting(
+        &server,
+        "POST",
+        &format!("{lead_path}/assign"),
+        &ann_token,
+        Some(json!({"agent_id": cid_id})),
+        200,
+    )
+    .await;
     assert_eq!(assigned["assigned_agent"], cid_id);
-    let done =
-        call_expecting(&server, "POST", &format!("{lead_path}/status"), &cid_token, Some(json!({"status": "done"})), 200)
-            .await;
+    let done = call_expecting(
+        &server,
+        "POST",
+        &format!("{lead_path}/status"),
+        &cid_token,
+        Some(json!({"status": "done"})),
+        200,
+    )
+    .await;
     assert_eq!(done["status"], "done");
     let seen = loop {
         let frame = cid.expect("lead").await;
@@ -158,7 +174,10 @@ async fn a_conversation_closed_without_an_agent_reply_becomes_one_lead_and_a_rep
     let listed = leads(&server, &ann_token, "").await;
     assert_eq!(listed["leads"].as_array().unwrap().len(), 1);
     let lead = &listed["leads"][0];
-    assert_eq!((lead["source"].as_str(), lead["conversation_id"].as_u64()), (Some("missed_conversation"), Some(unanswered)));
+    assert_eq!(
+        (lead["source"].as_str(), lead["conversation_id"].as_u64()),
+        (Some("missed_conversation"), Some(unanswered))
+    );
     assert_eq!(lead["preview"], "Anyone there?");
 
     // An answered conversation that closes is no lead.
@@ -166,8 +185,15 @@ async fn a_conversation_closed_without_an_agent_reply_becomes_one_lead_and_a_rep
     let answered = ack["conversation_id"].as_u64().unwrap();
     assert_ne!(answered, unanswered);
     let reply = json!({"text": "Hi!", "agent_id": ann_id});
-    call_expecting(&server, "POST", &format!("/api/v1/conversations/{answered}/messages"), &ann_token, Some(reply), 201)
-        .await;
+    call_expecting(
+        &server,
+        "POST",
+        &format!("/api/v1/conversations/{answered}/messages"),
+        &ann_token,
+        Some(reply),
+        201,
+    )
+    .await;
     call_expecting(&server, "POST", &format!("/api/v1/conversations/{answered}/close"), &ann_token, None, 200).await;
     assert_eq!(leads(&server, &ann_token, "").await["leads"].as_array().unwrap().len(), 1);
 
@@ -204,13 +230,15 @@ async fn bad_lead_requests_are_refused_and_change_nothing() {
 
     call_expecting(&server, "POST", &format!("{path}/status"), &ann_token, Some(json!({"status": "later"})), 422).await;
     call_expecting(&server, "POST", &format!("{path}/status"), &ann_token, Some(json!({"state": "done"})), 422).await;
-    call_expecting(&server, "POST", &format!("{path}/assign"), &ann_token, Some(json!({"agent_id": ben_id})), 422).await;
+    call_expecting(&server, "POST", &format!("{path}/assign"), &ann_token, Some(json!({"agent_id": ben_id})), 422)
+        .await;
     call_expecting(&server, "POST", &format!("{path}/reply"), &ann_token, Some(json!({"text": "   "})), 422).await;
     call_expecting(&server, "POST", &format!("{path}/status"), &ben_token, Some(json!({"status": "done"})), 404).await;
     call_expecting(&server, "POST", &format!("{path}/reply"), &ben_token, Some(json!({"text": "Hi"})), 404).await;
     call_expecting(&server, "GET", "/api/v1/leads?status=later", &ann_token, None, 422).await;
     call_expecting(&server, "GET", "/api/v1/leads?limit=0", &ann_token, None, 422).await;
-    call_expecting(&server, "POST", "/api/v1/leads/999999/status", &ann_token, Some(json!({"status": "done"})), 404).await;
+    call_expecting(&server, "POST", "/api/v1/leads/999999/status", &ann_token, Some(json!({"status": "done"})), 404)
+        .await;
     let (_, visitor_token) = server.visitor_session(&shop, None).await;
     call_expecting(&server, "GET", "/api/v1/leads", &visitor_token, None, 403).await;
 

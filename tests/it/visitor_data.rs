@@ -97,7 +97,8 @@ async fn an_admin_exports_then_erases_a_visitor_and_nothing_of_theirs_stays_sear
     // Gone from search, the export, the API, the disk and the outbox; the audit log has counts only.
     assert_eq!(search_hits(&server, &admin).await, 0);
     call_expecting(&server, "GET", &path, &admin, None, 404).await;
-    call_expecting(&server, "GET", &format!("/api/v1/conversations/{conversation_id}/messages"), &admin, None, 404).await;
+    call_expecting(&server, "GET", &format!("/api/v1/conversations/{conversation_id}/messages"), &admin, None, 404)
+        .await;
     call_expecting(&server, "GET", "/api/v1/leads", &admin, None, 200).await["leads"]
         .as_array()
         .unwrap()

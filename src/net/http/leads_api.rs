@@ -79,7 +79,8 @@ pub async fn list(
         before: query.cursor,
         limit,
     };
-    let page = app.store.read(move |transaction| leads::list(transaction, &filter, |site| caller.serves_site(site))).await?;
+    let page =
+        app.store.read(move |transaction| leads::list(transaction, &filter, |site| caller.serves_site(site))).await?;
     Ok(axum::Json(LeadList {
         leads: page.leads.iter().map(Lead::view).collect(),
         counts: page.counts,

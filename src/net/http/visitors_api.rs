@@ -194,7 +194,11 @@ pub async fn block_visitor(
 /// Who may export or erase a visitor's data: an admin, or an API token of the visitor's site
 /// (a read-only token may export only); other agents get 403, a visitor of another site 403
 /// for a token, and an unknown visitor 404.
-async fn data_controller(app: &AppState, principal: Principal, visitor_id: u64) -> Result<(Principal, Visitor), ApiError> {
+async fn data_controller(
+    app: &AppState,
+    principal: Principal,
+    visitor_id: u64,
+) -> Result<(Principal, Visitor), ApiError> {
     let caller = match principal {
         Principal::Agent(agent) if agent.role == crate::people::agents::Role::Admin => Principal::Agent(agent),
         Principal::ApiToken(token) => Principal::ApiToken(token),
@@ -226,11 +230,20 @@ pub async fn export_visitor_data(
         .await
         .map_err(|error| ApiError::Internal(error.to_string()))?
         .map_err(|error| ApiError::Internal(error.to_string()))?;
-    crate::history::audit::record(&app.store, &caller, "visitor.export", &format!("visitor #{visitor_id}"), String::new())
-        .await;
+    crate::history::audit::record(
+        &app.store,
+        &caller,
+        "visitor.export",
+        &format!("visitor #{visitor_id}"),
+        String::new(),
+    )
+    .await;
     let disposition = format!("attachment; filename=\"kefu-visitor-{visitor_id}.tar\"");
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/x-tar".to_owned()), (axum::http::header::CONTENT_DISPOSITION, disposition)],
+        [
+            (axum::http::header::CONTENT_TYPE, "application/x-tar".to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
         archive,
     )
         .into_response())
@@ -254,7 +267,13 @@ pub async fn erase_visitor_data(
         VisitorDataError::Archive(error) => ApiError::Internal(error.to_string()),
     })?;
     visitor_data::disconnect(&app.hub, visitor_id);
-    crate::history::audit::record(&app.store, &caller, "visitor.erase", &format!("visitor #{visitor_id}"), report.audit_detail())
-        .await;
+    crate::history::audit::record(
+        &app.store,
+        &caller,
+        "visitor.erase",
+        &format!("visitor #{visitor_id}"),
+        report.audit_detail(),
+    )
+    .await;
     Ok(axum::Json(report))
 }
