@@ -126,6 +126,10 @@ async fn an_admin_exports_then_erases_a_visitor_and_nothing_of_theirs_stays_sear
     let entry_text = serde_json::to_string(&entries[0]).unwrap();
     assert!(!entry_text.contains("zebra") && !entry_text.contains("zoe@"), "{entry_text}");
 
+    // The erasure committed durably, so the commit log keeps no copy either.
+    let log = std::fs::read(kefu::storage::commit_log::log_path(server.dir.path())).unwrap_or_default();
+    assert!(!contains(&log, "zebra-quartz".as_bytes()), "the commit log holds the erased text");
+
     // A backup taken now holds none of it.
     let backup_dir = tempfile::tempdir().unwrap();
     let backup_file = backup_dir.path().join("after-erasure.redb");
