@@ -10,7 +10,7 @@ use crate::chat::delivery::{CommittedEvent, ConversationEvent};
 use crate::chat::messages::{self, NewMessage, Target};
 use crate::chat::writes::ChatWrites;
 use crate::protocol::SenderView;
-use crate::storage::{Store, tables};
+use crate::storage::{StorageError, Store, WriteContext, tables};
 
 /// Longest transfer note, in characters.
 pub const MAX_NOTE_CHARS: usize = 2000;
@@ -87,35 +87,40 @@ pub async fn transfer(
 /// Reopens a closed conversation; it stays with `agent_id` (the agent reopening it).
 /// Refused when the visitor has another open conversation, since a visitor has at most one.
 pub async fn reopen(store: &Store, conversation_id: u64, agent_id: u64) -> Result<Conversation, ConversationError> {
-    store
-        .write(move |context| {
-            let now = context.now;
-            let Some(conversation) = context.conversation(conversation_id)? else {
-                return Ok(Err(ConversationError::NotFound));
-            };
-            if conversation.status != ConversationStatus::Closed {
-                return Ok(Err(ConversationError::NotClosed));
-            }
-            let (visitor_id, site) = (conversation.visitor_id, conversation.site.clone());
-            if conversations::open_conversation_of(context, visitor_id)?.is_some() {
-                return Ok(Err(ConversationError::VisitorHasOpen));
-            }
-            context.transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?.insert(visitor_id, conversation_id)?;
-            context.transaction.open_table(tables::OPEN_CONVERSATIONS)?.insert(conversation_id, site.as_str())?;
-            let conversation = context.conversation_mut(conversation_id)?.expect("the conversation was just read");
-            conversation.status = ConversationStatus::Assigned;
-            conversation.assigned_agent = Some(agent_id);
-            conversation.team = None;
-            conversation.closed_at = None;
-            conversation.updated_at = now;
-            let conversation = conversation.clone();
-            context.publish(CommittedEvent::Conversation {
-                event: ConversationEvent::Reopened,
-                conversation: conversation.clone(),
-            });
-            Ok(Ok(conversation))
-        })
-        .await
+    store.write(move |context| reopen_in(context, conversation_id, agent_id)).await
+}
+
+/// [`reopen`] inside a writer operation.
+pub fn reopen_in(
+    context: &mut WriteContext<'_>,
+    conversation_id: u64,
+    agent_id: u64,
+) -> Result<Result<Conversation, ConversationError>, StorageError> {
+    let now = context.now;
+    let Some(conversation) = context.conversation(conversation_id)? else {
+        return Ok(Err(ConversationError::NotFound));
+    };
+    if conversation.status != ConversationStatus::Closed {
+        return Ok(Err(ConversationError::NotClosed));
+    }
+    let (visitor_id, site) = (conversation.visitor_id, conversation.site.clone());
+    if conversations::open_conversation_of(context, visitor_id)?.is_some() {
+        return Ok(Err(ConversationError::VisitorHasOpen));
+    }
+    context.transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?.insert(visitor_id, conversation_id)?;
+    context.transaction.open_table(tables::OPEN_CONVERSATIONS)?.insert(conversation_id, site.as_str())?;
+    let conversation = context.conversation_mut(conversation_id)?.expect("the conversation was just read");
+    conversation.status = ConversationStatus::Assigned;
+    conversation.assigned_agent = Some(agent_id);
+    conversation.team = None;
+    conversation.closed_at = None;
+    conversation.updated_at = now;
+    let conversation = conversation.clone();
+    context.publish(CommittedEvent::Conversation {
+        event: ConversationEvent::Reopened,
+        conversation: conversation.clone(),
+    });
+    Ok(Ok(conversation))
 }
 
 /// Starts a conversation with a visitor, assigned to `agent_id` (an agent reaching out to a

@@ -115,7 +115,17 @@ pub fn create_for_visitor(
     visitor_id: u64,
     team: Option<u64>,
 ) -> Result<u64, StorageError> {
-    create_conversation(context, site, visitor_id, None, team)
+    create_conversation(context, site, visitor_id, None, team, true)
+}
+
+/// Starts a conversation for an offline message: no bot (the visitor asked for a person), and it
+/// waits in the queue like any other.
+pub fn create_for_offline_message(
+    context: &mut WriteContext<'_>,
+    site: &str,
+    visitor_id: u64,
+) -> Result<u64, StorageError> {
+    create_conversation(context, site, visitor_id, None, None, false)
 }
 
 /// Starts a new conversation already assigned to an agent (an agent reaching out to a visitor).
@@ -125,7 +135,7 @@ pub fn create_with_holder(
     visitor_id: u64,
     agent_id: u64,
 ) -> Result<u64, StorageError> {
-    create_conversation(context, site, visitor_id, Some(agent_id), None)
+    create_conversation(context, site, visitor_id, Some(agent_id), None, true)
 }
 
 fn create_conversation(
@@ -134,6 +144,7 @@ fn create_conversation(
     visitor_id: u64,
     agent_id: Option<u64>,
     team: Option<u64>,
+    bot_allowed: bool,
 ) -> Result<u64, StorageError> {
     let id = context.next_id(Counter::Conversation);
     let conversation = Conversation {
@@ -145,7 +156,7 @@ fn create_conversation(
         created_at: context.now,
         updated_at: context.now,
         last_day: crate::base::clock::day_of(context.now),
-        bot_active: crate::bot::answers_new_conversations(context.transaction, site)?,
+        bot_active: bot_allowed && crate::bot::answers_new_conversations(context.transaction, site)?,
         team,
         ..Conversation::default()
     };
@@ -182,36 +193,40 @@ pub async fn assign(
     agent_id: u64,
     when: AssignWhen,
 ) -> Result<Conversation, ConversationError> {
-    store
-        .write(move |context| {
-            let now = context.now;
-            let Some(conversation) = context.conversation_mut(conversation_id)? else {
-                return Ok(Err(ConversationError::NotFound));
-            };
-            match conversation.status {
-                ConversationStatus::Closed => return Ok(Err(ConversationError::Closed)),
-                ConversationStatus::Assigned
-                    if when == AssignWhen::Queued || conversation.assigned_agent == Some(agent_id) =>
-                {
-                    return Ok(Err(ConversationError::AlreadyAssigned));
-                }
-                _ => {}
-            }
-            let previous = conversation.assigned_agent;
-            conversation.status = ConversationStatus::Assigned;
-            conversation.assigned_agent = Some(agent_id);
-            conversation.team = None;
-            conversation.updated_at = now;
-            // An agent taking over stops the bot in this conversation.
-            conversation.bot_active = false;
-            let conversation = conversation.clone();
-            context.publish(CommittedEvent::Conversation {
-                event: ConversationEvent::Assigned { previous },
-                conversation: conversation.clone(),
-            });
-            Ok(Ok(conversation))
-        })
-        .await
+    store.write(move |context| assign_in(context, conversation_id, agent_id, when)).await
+}
+
+/// Assigns a conversation to an agent inside a writer operation.
+pub fn assign_in(
+    context: &mut WriteContext<'_>,
+    conversation_id: u64,
+    agent_id: u64,
+    when: AssignWhen,
+) -> Result<Result<Conversation, ConversationError>, StorageError> {
+    let now = context.now;
+    let Some(conversation) = context.conversation_mut(conversation_id)? else {
+        return Ok(Err(ConversationError::NotFound));
+    };
+    match conversation.status {
+        ConversationStatus::Closed => return Ok(Err(ConversationError::Closed)),
+        ConversationStatus::Assigned if when == AssignWhen::Queued || conversation.assigned_agent == Some(agent_id) => {
+            return Ok(Err(ConversationError::AlreadyAssigned));
+        }
+        _ => {}
+    }
+    let previous = conversation.assigned_agent;
+    conversation.status = ConversationStatus::Assigned;
+    conversation.assigned_agent = Some(agent_id);
+    conversation.team = None;
+    conversation.updated_at = now;
+    // An agent taking over stops the bot in this conversation.
+    conversation.bot_active = false;
+    let conversation = conversation.clone();
+    context.publish(CommittedEvent::Conversation {
+        event: ConversationEvent::Assigned { previous },
+        conversation: conversation.clone(),
+    });
+    Ok(Ok(conversation))
 }
 
 /// A conversation to change inside a writer operation: `NotFound` if there is none, `Closed` if
@@ -257,6 +272,7 @@ pub fn close_in(
         event: ConversationEvent::Closed { previous },
         conversation: conversation.clone(),
     });
+    crate::chat::leads::note_unanswered(context, &conversation)?;
     Ok(Ok(conversation))
 }
 

@@ -67,6 +67,11 @@ pub enum CommittedEvent {
     },
     /// A visitor left a message for when an agent is back (webhooks carry it).
     OfflineMessage(crate::chat::offline_messages::OfflineMessage),
+    /// A lead was created, changed or erased: the site's agents get a `lead` frame.
+    Lead {
+        event: crate::chat::leads::LeadEvent,
+        lead: crate::chat::leads::Lead,
+    },
     /// A visitor rated a closed conversation (webhooks carry it).
     Rated {
         conversation: Conversation,
@@ -649,6 +654,12 @@ fn dispatch(hub: &Hub, epoch: u64, event: CommittedEvent, activity: &mut SiteAct
             return Some(RoutingEvent::Conversation { event, conversation });
         }
         CommittedEvent::OfflineMessage(_) | CommittedEvent::Rated { .. } => {}
+        CommittedEvent::Lead { event, lead } => {
+            let view = lead.view();
+            hub.broadcast_to_site_agents(&lead.site, || {
+                ServerFrame::Lead { event: event.name(), lead: &view }.encode()
+            });
+        }
         CommittedEvent::AccessEnded(ended) => hub.end_access(&ended),
         CommittedEvent::Read { conversation_id, reader, seq } => {
             let frame = ServerFrame::Read { conversation_id, reader, seq }.encode();

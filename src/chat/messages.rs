@@ -273,8 +273,10 @@ pub fn append_with_source(
     conversation.last_seq += 1;
     conversation.updated_at = now;
     conversation.last_day = conversation.last_day.max(crate::base::clock::day_of(now));
-    if new_message.sender.kind == SenderKind::Agent && !new_message.internal && conversation.first_response_at.is_none()
-    {
+    let first_reply = new_message.sender.kind == SenderKind::Agent
+        && !new_message.internal
+        && conversation.first_response_at.is_none();
+    if first_reply {
         conversation.first_response_at = Some(now);
     }
     let seq = conversation.last_seq;
@@ -341,6 +343,9 @@ pub fn append_with_source(
         origin: new_message.origin,
         bot_active,
     });
+    if first_reply {
+        crate::chat::leads::note_first_reply(context, conversation_id, new_message.sender.id)?;
+    }
     Ok(Ok(appended))
 }
 
@@ -529,6 +534,67 @@ pub fn visit_shard(
 pub fn ack_location(bytes: &[u8]) -> Result<(u64, u32), StorageError> {
     let ack: AckRecord = decode_postcard(bytes)?;
     Ok((ack.conversation_id, ack.day))
+}
+
+/// The days a conversation has messages in, read inside a writer operation, oldest first.
+fn days_in_writer(context: &WriteContext<'_>, conversation_id: u64) -> Result<Vec<u32>, StorageError> {
+    let table = context.transaction.open_table(tables::CONVERSATION_DAYS)?;
+    let days = table.range((conversation_id, 0)..=(conversation_id, u32::MAX))?;
+    days.map(|entry| Ok(entry?.0.value().1)).collect()
+}
+
+/// The text of the newest message the visitor wrote (not counting internal notes) in a
+/// conversation, read inside a writer operation; `None` if the visitor wrote nothing.
+pub fn last_visitor_text(context: &WriteContext<'_>, conversation_id: u64) -> Result<Option<String>, StorageError> {
+    for day in days_in_writer(context, conversation_id)?.into_iter().rev() {
+        let shard_name = tables::message_shard_name(day);
+        let shard = context.transaction.open_table(tables::message_shard(&shard_name))?;
+        for entry in shard.range((conversation_id, 0)..=(conversation_id, u64::MAX))?.rev() {
+            let record = decode_record(entry?.1.value())?;
+            if record.sender_kind == SenderKind::Visitor && !record.internal {
+                return Ok(Some(record.text));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Removes every message of a conversation and its list of days, inside a writer operation (the
+/// erasure of a visitor's data); returns how many messages.
+pub fn erase_conversation(context: &mut WriteContext<'_>, conversation_id: u64) -> Result<u64, StorageError> {
+    let mut n_erased = 0;
+    for day in days_in_writer(context, conversation_id)? {
+        let shard_name = tables::message_shard_name(day);
+        let mut shard = context.transaction.open_table(tables::message_shard(&shard_name))?;
+        let seqs: Vec<u64> = shard
+            .range((conversation_id, 0)..=(conversation_id, u64::MAX))?
+            .map(|entry| Ok::<u64, StorageError>(entry?.0.value().1))
+            .collect::<Result<_, _>>()?;
+        for seq in &seqs {
+            shard.remove((conversation_id, *seq))?;
+        }
+        n_erased += seqs.len() as u64;
+        context.transaction.open_table(tables::CONVERSATION_DAYS)?.remove((conversation_id, day))?;
+    }
+    Ok(n_erased)
+}
+
+/// Removes the dedup records of everything one sender sent (the erasure of a visitor's data).
+pub fn erase_dedup_records(
+    context: &mut WriteContext<'_>,
+    sender_kind: SenderKind,
+    sender_id: u64,
+) -> Result<(), StorageError> {
+    let code = sender_kind.code();
+    let mut table = context.transaction.open_table(tables::CLIENT_IDS)?;
+    let keys: Vec<String> = table
+        .range((code, sender_id, "")..(code, sender_id.saturating_add(1), ""))?
+        .map(|entry| Ok::<String, StorageError>(entry?.0.value().2.to_owned()))
+        .collect::<Result<_, _>>()?;
+    for client_id in &keys {
+        table.remove((code, sender_id, client_id.as_str()))?;
+    }
+    Ok(())
 }
 
 /// [`append`] with the message dated `created_at` instead of the batch's time: for tests and

@@ -1,11 +1,18 @@
 //! Offline messages: what visitors leave, with a contact email, when no agent can answer.
+//!
+//! Each one also goes into the visitor's conversation (their open one, or a new one waiting in
+//! the queue) as a visitor message, and becomes a lead of that conversation, so the agent who
+//! follows it up answers where the widget shows the answer on the visitor's next visit.
 
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+use crate::chat::conversations;
+use crate::chat::messages::{self, NewMessage, Target};
 use crate::chat::writes::ChatWrites;
+use crate::protocol::{SenderKind, SenderView};
 use crate::storage::writer::Counter;
-use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
 
 /// Longest offline message text, in characters.
 pub const MAX_TEXT_CHARS: usize = 4000;
@@ -15,6 +22,9 @@ pub struct OfflineMessage {
     pub id: u64,
     pub site: String,
     pub visitor_id: u64,
+    /// The conversation it was written into (0 for messages stored before they were).
+    #[serde(default)]
+    pub conversation_id: u64,
     pub name: String,
     pub email: String,
     pub text: String,
@@ -65,23 +75,81 @@ pub async fn leave(
     let site = site.to_owned();
     store
         .write(move |context| {
+            let id = context.next_id(Counter::OfflineMessage);
+            let conversation_id = match conversations::open_conversation_of(context, visitor_id)? {
+                Some(open) => open,
+                None => conversations::create_for_offline_message(context, &site, visitor_id)?,
+            };
             let message = OfflineMessage {
-                id: context.next_id(Counter::OfflineMessage),
+                id,
                 site,
                 visitor_id,
+                conversation_id,
                 name: new_message.name.trim().to_owned(),
                 email: new_message.email.trim().to_owned(),
                 text: new_message.text.trim().to_owned(),
                 created_at: context.now,
             };
+            let mut visitor = crate::people::visitors::get_for_update(context, visitor_id)?.unwrap_or_default();
+            // The form's name and email fill a profile that has none, so agents see who wrote.
+            if visitor.id == visitor_id && (visitor.name.is_none() || visitor.email.is_none()) {
+                visitor.name = visitor.name.or_else(|| Some(message.name.clone()).filter(|name| !name.is_empty()));
+                visitor.email = visitor.email.or_else(|| Some(message.email.clone()));
+                crate::people::visitors::put(context, &visitor)?;
+            }
+            let sender_name = match message.name.is_empty() {
+                true => crate::people::visitors::display_name(&visitor),
+                false => message.name.clone(),
+            };
+            let sender = SenderView { kind: SenderKind::Visitor, id: visitor_id, name: sender_name };
+            let in_conversation = NewMessage::text(
+                Target::Conversation(conversation_id),
+                sender,
+                format!("offline-{id}"),
+                message.text.clone(),
+            );
+            if let Err(error) = messages::append(context, in_conversation)? {
+                return Ok(Err(OfflineMessageError::Invalid(error.to_string())));
+            }
             context
                 .transaction
                 .open_table(tables::OFFLINE_MESSAGES)?
                 .insert(message.id, encode_json(&message).as_slice())?;
             context.publish(crate::chat::delivery::CommittedEvent::OfflineMessage(message.clone()));
+            crate::chat::leads::record_offline_message(context, &message)?;
             Ok(Ok(message))
         })
         .await
+}
+
+/// Every offline message of a visitor, oldest first.
+pub fn of_visitor(transaction: &ReadTransaction, visitor_id: u64) -> Result<Vec<OfflineMessage>, StorageError> {
+    let table = transaction.open_table(tables::OFFLINE_MESSAGES)?;
+    let mut found = Vec::new();
+    for entry in table.iter()? {
+        let message: OfflineMessage = decode_json(entry?.1.value())?;
+        if message.visitor_id == visitor_id {
+            found.push(message);
+        }
+    }
+    Ok(found)
+}
+
+/// Removes every offline message of a visitor (inside the erasure of their data); returns how many.
+pub fn erase_of_visitor(context: &mut WriteContext<'_>, visitor_id: u64) -> Result<u64, StorageError> {
+    let mut table = context.transaction.open_table(tables::OFFLINE_MESSAGES)?;
+    let mut doomed = Vec::new();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let message: OfflineMessage = decode_json(value.value())?;
+        if message.visitor_id == visitor_id {
+            doomed.push(key.value());
+        }
+    }
+    for id in &doomed {
+        table.remove(*id)?;
+    }
+    Ok(doomed.len() as u64)
 }
 
 /// Offline messages of the given sites, newest first.

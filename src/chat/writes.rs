@@ -65,6 +65,9 @@ pub trait ChatWrites {
     fn conversation_mut(&mut self, id: u64) -> Result<Option<&mut Conversation>, StorageError>;
     /// Stores a new conversation (written at the end of the batch).
     fn insert_conversation(&mut self, conversation: Conversation);
+    /// Deletes a conversation's record, and drops it from the cache so the end of the batch
+    /// does not write it back.
+    fn remove_conversation(&mut self, id: u64) -> Result<(), StorageError>;
 }
 
 impl ChatWrites for WriteContext<'_> {
@@ -94,6 +97,14 @@ impl ChatWrites for WriteContext<'_> {
         let state = self.extension::<ChatWriterState>();
         state.dirty_conversations.insert(conversation.id);
         state.conversations.insert(conversation.id, conversation);
+    }
+
+    fn remove_conversation(&mut self, id: u64) -> Result<(), StorageError> {
+        let state = self.extension::<ChatWriterState>();
+        state.dirty_conversations.remove(&id);
+        state.conversations.remove(&id);
+        self.transaction.open_table(tables::CONVERSATIONS)?.remove(id)?;
+        Ok(())
     }
 }
 

@@ -1,7 +1,9 @@
-//! What kefu keeps about the past: the audit log, reports, exports, retention and backups.
+//! What kefu keeps about the past: the audit log, reports, exports, retention, backups, and one
+//! visitor's data (its export and erasure).
 
 pub mod audit;
 pub mod backup;
 pub mod export;
 pub mod reports;
 pub mod retention;
+pub mod visitor_data;

@@ -120,6 +120,11 @@ impl Indexer {
                     let outcome = self.delete(day, site).and_then(|()| self.commit());
                     let _ = done.send(outcome.map_err(|error| error.to_string()));
                 }
+                Ok(IndexCommand::DeleteVisitor { visitor_id, done }) => {
+                    self.writer.delete_term(Term::from_field_u64(self.fields.visitor_id, visitor_id));
+                    self.dirty = true;
+                    let _ = done.send(self.commit().map_err(|error| error.to_string()));
+                }
                 Ok(IndexCommand::Reindex { done }) => {
                     let _ = done.send(self.reindex().map_err(|error| error.to_string()));
                 }

@@ -137,6 +137,11 @@ pub(crate) enum IndexCommand {
         site: Option<String>,
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// Remove every message of one visitor's conversations (the erasure of their data).
+    DeleteVisitor {
+        visitor_id: u64,
+        done: oneshot::Sender<Result<(), String>>,
+    },
     Reindex {
         done: oneshot::Sender<Result<ReindexReport, String>>,
     },
@@ -311,6 +316,16 @@ impl Search {
     pub async fn delete_day(&self, day: u32, site: Option<String>) -> Result<(), SearchError> {
         let (done, finished) = oneshot::channel();
         self.send(IndexCommand::Delete { day, site, done }).await?;
+        finished
+            .await
+            .map_err(|_| SearchError::Stopped)?
+            .map_err(|message| SearchError::Io(std::io::Error::other(message)))
+    }
+
+    /// Removes every message of one visitor's conversations from the index, and commits.
+    pub async fn delete_visitor(&self, visitor_id: u64) -> Result<(), SearchError> {
+        let (done, finished) = oneshot::channel();
+        self.send(IndexCommand::DeleteVisitor { visitor_id, done }).await?;
         finished
             .await
             .map_err(|_| SearchError::Stopped)?

@@ -230,6 +230,12 @@ impl<'a> LoggedTransaction<'a> {
         self.transaction.delete_table(definition)
     }
 
+    /// Makes the batch commit durably and empty the log, so no copy of what it removed stays
+    /// in the log (the erasure of a visitor's data).
+    pub fn require_durable(&self) {
+        self.unloggable.set(true);
+    }
+
     /// Whether the batch must commit durably instead of through the log.
     pub fn unloggable(&self) -> bool {
         self.unloggable.get()

@@ -58,6 +58,13 @@ pub const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads_
 /// Offline message id → offline message (JSON), left by visitors when nobody could answer.
 pub const OFFLINE_MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("offline_messages_v1");
 
+/// Lead id → lead (JSON): an offline message or a conversation that ended unanswered, with its
+/// follow-up status and assignee (`chat::leads`).
+pub const LEADS: TableDefinition<u64, &[u8]> = TableDefinition::new("leads_v1");
+
+/// Conversation id → its newest lead's id, so a conversation becomes a lead at most once.
+pub const LEAD_CONVERSATIONS: TableDefinition<u64, u64> = TableDefinition::new("lead_conversations_v1");
+
 /// Webhook id → webhook (JSON): where a site's events are sent.
 pub const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks_v1");
 
@@ -96,6 +103,8 @@ macro_rules! with_fixed_tables {
             READ_POSITIONS,
             UPLOADS,
             OFFLINE_MESSAGES,
+            LEADS,
+            LEAD_CONVERSATIONS,
             WEBHOOKS,
             WEBHOOK_DELIVERIES,
             WEBHOOK_DUE,

@@ -281,8 +281,50 @@ fn describe(
             "conversation.rated",
             json!({ "conversation_id": conversation.id, "rating": conversation.rating }),
         )),
-        CommittedEvent::Duplicate { .. } | CommittedEvent::Read { .. } | CommittedEvent::AccessEnded(_) => None,
+        CommittedEvent::Duplicate { .. }
+        | CommittedEvent::Read { .. }
+        | CommittedEvent::AccessEnded(_)
+        | CommittedEvent::Lead { .. } => None,
     })
+}
+
+/// Removes every delivery (pending or past) whose payload concerns a visitor: their offline
+/// messages, conversations and messages (the erasure of their data). Inside the writer;
+/// returns how many.
+pub fn erase_deliveries_of(
+    context: &mut WriteContext<'_>,
+    visitor_id: u64,
+    conversation_ids: &std::collections::HashSet<u64>,
+) -> Result<u64, StorageError> {
+    let concerns = |data: &Value| {
+        let in_conversation =
+            |value: &Value| value.as_u64().is_some_and(|conversation_id| conversation_ids.contains(&conversation_id));
+        in_conversation(&data["message"]["conversation_id"])
+            || in_conversation(&data["conversation"]["id"])
+            || in_conversation(&data["conversation_id"])
+            || data["conversation"]["visitor_id"].as_u64() == Some(visitor_id)
+            || data["offline_message"]["visitor_id"].as_u64() == Some(visitor_id)
+    };
+    let mut doomed = Vec::new();
+    {
+        let deliveries = context.transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
+        for entry in deliveries.iter()? {
+            let delivery: Delivery = decode_json(entry?.1.value())?;
+            let payload: Value = serde_json::from_str(&delivery.payload).unwrap_or_default();
+            if concerns(&payload["data"]) {
+                doomed.push((delivery.id, delivery.next_attempt_at));
+            }
+        }
+    }
+    let mut deliveries = context.transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
+    let mut due = context.transaction.open_table(tables::WEBHOOK_DUE)?;
+    for (delivery_id, next_attempt_at) in &doomed {
+        deliveries.remove(*delivery_id)?;
+        if let Some(at) = next_attempt_at {
+            due.remove(((*at).max(0) as u64, *delivery_id))?;
+        }
+    }
+    Ok(doomed.len() as u64)
 }
 
 /// Writes an outbox row for every subscribed webhook of every event published in this batch.

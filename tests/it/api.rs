@@ -35,7 +35,7 @@ async fn post_form(server: &TestServer, path: &str, session: &str, fields: &[(&s
 }
 
 /// Makes a token in the admin pages and reads it off the page, the one time it is shown.
-async fn make_token(server: &TestServer, session: &str, site: &Site, name: &str, read_only: bool) -> String {
+pub(crate) async fn make_token(server: &TestServer, session: &str, site: &Site, name: &str, read_only: bool) -> String {
     let mut fields = vec![("name", name), ("site", site.key.as_str())];
     if read_only {
         fields.push(("read_only", "1"));
@@ -381,6 +381,13 @@ const EXPECTED_OPERATIONS: &[(&str, &str)] = &[
     ("get", "/api/v1/visitors/{id}"),
     ("patch", "/api/v1/visitors/{id}/attributes"),
     ("post", "/api/v1/visitors/{id}/block"),
+    ("get", "/api/v1/visitors/{id}/data"),
+    ("delete", "/api/v1/visitors/{id}/data"),
+    ("get", "/api/v1/leads"),
+    ("get", "/api/v1/leads/{id}"),
+    ("post", "/api/v1/leads/{id}/status"),
+    ("post", "/api/v1/leads/{id}/assign"),
+    ("post", "/api/v1/leads/{id}/reply"),
     ("get", "/api/v1/agents"),
     ("get", "/api/v1/teams"),
     ("get", "/api/v1/kb"),
@@ -568,6 +575,12 @@ async fn the_openapi_document_lists_every_route_and_every_answer_fits_it() {
     let team_id = check(&server, "POST", "/api/v1/teams", &session, Some(team), 201, "").await["id"].as_u64().unwrap();
     let token = make_token(&server, &session, &site, "Everything", false).await;
     let (visitor_id, _visitor, conversation_id) = visitor_with_conversation(&server, &site, "hello there").await;
+    let (writer_id, writer_token) = server.visitor_session(&site, None).await;
+    let offline = json!({"name": "Bea", "email": "bea@example.com", "text": "Call me back"});
+    call_expecting(&server, "POST", "/api/v1/visitor/offline-messages", &writer_token, Some(offline), 201).await;
+    let lead_id = call_expecting(&server, "GET", "/api/v1/leads", &session, None, 200).await["leads"][0]["id"]
+        .as_u64()
+        .expect("the offline message is a lead");
 
     let response = http().get(server.url("/api/v1/openapi.json")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -667,6 +680,40 @@ async fn the_openapi_document_lists_every_route_and_every_answer_fits_it() {
         probe("get", "/api/v1/conversations/{id}", "/api/v1/conversations/999999".into(), None, 404),
         probe("post", "/api/v1/conversations/{id}/close", "/api/v1/conversations/999999/close".into(), None, 404),
         probe("get", "/api/v1/search", "/api/v1/search?q=".into(), None, 422),
+        probe("get", "/api/v1/leads", "/api/v1/leads?status=new".into(), None, 200),
+        probe("get", "/api/v1/leads/{id}", format!("/api/v1/leads/{lead_id}"), None, 200),
+        probe("get", "/api/v1/leads/{id}", "/api/v1/leads/999999".into(), None, 404),
+        probe(
+            "post",
+            "/api/v1/leads/{id}/assign",
+            format!("/api/v1/leads/{lead_id}/assign"),
+            Some(json!({"agent_id": ann_id})),
+            200,
+        ),
+        probe(
+            "post",
+            "/api/v1/leads/{id}/reply",
+            format!("/api/v1/leads/{lead_id}/reply"),
+            Some(json!({"text": "We will call you today", "agent_id": ann_id})),
+            201,
+        ),
+        probe(
+            "post",
+            "/api/v1/leads/{id}/status",
+            format!("/api/v1/leads/{lead_id}/status"),
+            Some(json!({"status": "done"})),
+            200,
+        ),
+        probe(
+            "post",
+            "/api/v1/leads/{id}/status",
+            format!("/api/v1/leads/{lead_id}/status"),
+            Some(json!({"status": "later"})),
+            422,
+        ),
+        probe("get", "/api/v1/visitors/{id}/data", format!("/api/v1/visitors/{writer_id}/data"), None, 200),
+        probe("delete", "/api/v1/visitors/{id}/data", format!("/api/v1/visitors/{writer_id}/data"), None, 200),
+        probe("delete", "/api/v1/visitors/{id}/data", format!("/api/v1/visitors/{writer_id}/data"), None, 404),
     ];
     for probe in &probes {
         run_probe(&server, &document, Some(&token), probe).await;

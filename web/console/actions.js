@@ -1,15 +1,18 @@
 // actions.js: what the agent console does: HTTP loads (lists, history pages,
-// profiles, agents, visitors online), the frames from the WebSocket
+// profiles, agents, visitors online, leads), the frames from the WebSocket
 // (onFrame), and what the agent does (open and close panes, take, transfer,
-// block, reopen, send, canned replies, uploads, keyboard shortcuts). Each
-// action changes `state` (state.js), then asks render.js to redraw.
+// block, reopen, send, canned replies, uploads, keyboard shortcuts, follow up
+// a lead, export or erase a visitor's data). Each action changes `state`
+// (state.js), then asks render.js to redraw.
 
 import { t } from './i18n.js';
 import { Connection } from './connection.js';
 import { request, uuid } from '../shared/protocol.js';
 import { isolated } from '../shared/dom.js';
 import * as sound from '../shared/sound.js';
-import { state, conversationOf, isMine, listItems, messageKey, addMessage, messageItems, activeConversation, resumePoints } from './state.js';
+import {
+  state, conversationOf, isMine, listItems, messageKey, addMessage, messageItems, activeConversation, resumePoints, leadOf, leadShown,
+} from './state.js';
 import {
   $, messageList, renderLists, renderMessages, renderPane, renderVisitorPanel, renderVisitorPanelError, renderAgents, transferOptions,
   renderCanned, showError, showHelp, showLogin,
@@ -207,6 +210,7 @@ export function onFrame(frame) {
       loadOpenList().catch((error) => showError(error.message));
       loadAgents();
       loadVisitors();
+      loadLeads().catch((error) => showError(error.message));
       break;
     }
     case 'conversations': {
@@ -314,11 +318,156 @@ export function onFrame(frame) {
       renderLists();
       break;
     }
+    case 'lead': {
+      const lead = frame.lead;
+      const leads = state.leads;
+      if (frame.event === 'erased') leads.byId.delete(lead.id);
+      else leads.byId.set(lead.id, lead);
+      leads.sites.add(lead.site);
+      // Shown at once where the filters put it; the page and the counts then reload.
+      leads.items = leads.items.filter((l) => l.id !== lead.id);
+      if (frame.event !== 'erased' && leadShown(lead)) leads.items = [lead, ...leads.items].sort((a, b) => b.id - a.id);
+      if (frame.event === 'created') notify(t('new_lead'), `${isolated(lead.name || lead.email)}: ${lead.preview}`, lead.conversation_id);
+      renderLists();
+      if (state.active) renderPane();
+      refreshLeads();
+      break;
+    }
     case 'error':
       showError(`${frame.code}: ${frame.message}`);
       break;
     default:
       break;
+  }
+}
+
+/** Numbers the lead loads, so an answer that a newer request overtook is dropped. */
+let leadLoads = 0;
+let leadTimer = 0;
+
+/** Loads the lead page the filters ask for, with the counts per status. */
+export async function loadLeads() {
+  const leads = state.leads;
+  const query = new URLSearchParams({ status: leads.status, limit: '200' });
+  if (leads.mine) query.set('assigned_agent', String(state.me.id));
+  if (leads.site) query.set('site', leads.site);
+  const load = ++leadLoads;
+  const page = await api('GET', `/api/v1/leads?${query}`);
+  if (load !== leadLoads) return;
+  leads.items = page.leads;
+  leads.counts = page.counts;
+  for (const lead of page.leads) {
+    leads.byId.set(lead.id, lead);
+    leads.sites.add(lead.site);
+  }
+  renderLists();
+  if (state.active) renderPane();
+}
+
+/** Reloads the leads soon, once for a burst of lead frames. */
+export function refreshLeads() {
+  clearTimeout(leadTimer);
+  leadTimer = setTimeout(() => loadLeads().catch((error) => showError(error.message)), 150);
+}
+
+export function setLeadFilter(change) {
+  Object.assign(state.leads, change);
+  renderLists();
+  loadLeads().catch((error) => showError(error.message));
+}
+
+/** Opens a lead's conversation (its history) in the pane, with the lead bar over it. */
+export async function openLead(id) {
+  const lead = state.leads.byId.get(id);
+  if (!lead) return;
+  try {
+    let c = state.conversations.get(lead.conversation_id);
+    if (!c) c = conversationOf(await api('GET', `/api/v1/conversations/${lead.conversation_id}`));
+    if (c.visitor_name.startsWith('Visitor #') && lead.name) c.visitor_name = lead.name;
+    await openConversation(c.id);
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function leadChanged(lead) {
+  state.leads.byId.set(lead.id, lead);
+  renderPane();
+  refreshLeads();
+}
+
+export async function setLeadStatus(status) {
+  const lead = leadOf(activeConversation());
+  if (!lead) return;
+  try {
+    leadChanged(await api('POST', `/api/v1/leads/${lead.id}/status`, { status }));
+  } catch (error) {
+    showError(error.message);
+    renderPane();
+  }
+}
+
+export async function assignLead(agentId) {
+  const lead = leadOf(activeConversation());
+  if (!lead) return;
+  try {
+    leadChanged(await api('POST', `/api/v1/leads/${lead.id}/assign`, { agent_id: agentId }));
+  } catch (error) {
+    showError(error.message);
+    renderPane();
+  }
+}
+
+/**
+ * Answers a lead whose conversation the agent does not hold (closed, waiting, or someone
+ * else's): the server puts the reply in the visitor's conversation, reopened or taken for
+ * the agent, and the conversation's frames follow.
+ */
+async function replyToLead(lead, c, text) {
+  const clientId = uuid();
+  c.pending.set(clientId, {
+    conversation_id: c.id, client_id: clientId, text, internal: false, pending: true, created_at: Date.now(),
+    sender: { kind: 'agent', id: state.me.id, name: state.me.name },
+  });
+  renderMessages('bottom');
+  try {
+    const answer = await api('POST', `/api/v1/leads/${lead.id}/reply`, { text, client_id: clientId });
+    c.pending.delete(clientId);
+    const target = state.conversations.get(answer.message.conversation_id);
+    if (target) addMessage(target, answer.message);
+    leadChanged(answer.lead);
+    if (answer.message.conversation_id !== c.id) {
+      conversationOf(await api('GET', `/api/v1/conversations/${answer.message.conversation_id}`));
+      await openConversation(answer.message.conversation_id);
+    } else {
+      renderMessages('bottom');
+    }
+  } catch (error) {
+    c.pending.delete(clientId);
+    renderMessages();
+    showError(error.message);
+  }
+}
+
+/** Erases the active conversation's visitor, after the confirmation dialog. */
+export async function submitErase(event) {
+  event.preventDefault();
+  const c = activeConversation();
+  if (!c) return;
+  try {
+    await api('DELETE', `/api/v1/visitors/${c.visitor_id}/data`);
+    $('erase-dialog').close();
+    for (const other of [...state.conversations.values()]) {
+      if (other.visitor_id !== c.visitor_id) continue;
+      closePane(other.id);
+      state.conversations.delete(other.id);
+      state.closed.ids = state.closed.ids.filter((id) => id !== other.id);
+    }
+    renderLists();
+    refreshLeads();
+    showError(t('erased'));
+  } catch (error) {
+    $('erase-error').textContent = error.message;
   }
 }
 
@@ -411,6 +560,15 @@ export function sendText() {
   const text = input.value.trim();
   if (!c || !text) return;
   const internal = $('internal').checked;
+  const lead = leadOf(c);
+  // A lead not yet done is answered through the lead, which also takes it up (open, the agent's).
+  if (lead && !internal && (lead.status !== 'done' || !(c.status === 'assigned' && c.assigned_agent === state.me.id))) {
+    input.value = '';
+    closeCanned();
+    stopTyping();
+    replyToLead(lead, c, text);
+    return;
+  }
   const clientId = uuid();
   c.pending.set(clientId, {
     conversation_id: c.id, client_id: clientId, text, internal, pending: true, created_at: Date.now(),
@@ -517,11 +675,12 @@ export function notify(title, body, conversationId) {
 }
 
 export function moveInList(step) {
-  const items = listItems().filter((item) => !item.visitor);
+  const items = listItems().filter((item) => !item.visitor).map((item) => (item.lead ? { id: item.lead.conversation_id, lead: item.lead } : item));
   if (!items.length) return;
   const index = items.findIndex((c) => c.id === state.active);
   const next = items[(index + step + items.length) % items.length] ?? items[0];
-  openConversation(next.id);
+  if (next.lead) openLead(next.lead.id);
+  else openConversation(next.id);
 }
 
 export function onKey(event) {
@@ -576,5 +735,6 @@ export function onComposerKey(event) {
 export function setList(list) {
   state.list = list;
   if (list === 'closed' && !state.closed.ids.length) loadClosedPage().catch((error) => showError(error.message));
+  if (list === 'leads') loadLeads().catch((error) => showError(error.message));
   renderLists();
 }

@@ -15,6 +15,7 @@ import { wirePush, disablePush, pushSupported, updatePushLanguage } from './push
 import {
   api, connect, openLinked, connection, notifications, loadClosedPage, loadOlder, markRead, onKey, onComposerKey, onTyping,
   updateCanned, sendText, setList, reopen, openTransfer, submitTransfer, submitBlock, uploadFile, unlockAudio,
+  setLeadFilter, setLeadStatus, assignLead, submitErase,
 } from './actions.js';
 
 const EMOJI = ['😀', '😁', '😂', '😊', '😍', '😉', '🙂', '🤔', '😅', '😢', '👍', '👏', '🙏', '👌', '👋', '🤝', '🎉', '❤️', '🔥', '⭐',
@@ -92,6 +93,21 @@ function wire() {
   $('transfer-cancel').addEventListener('click', () => $('transfer-dialog').close());
   $('block-form').addEventListener('submit', submitBlock);
   $('block-cancel').addEventListener('click', () => $('block-dialog').close());
+  for (const button of document.querySelectorAll('[data-lead-status]')) {
+    button.addEventListener('click', () => setLeadFilter({ status: button.dataset.leadStatus }));
+  }
+  $('lead-mine').addEventListener('change', (event) => setLeadFilter({ mine: event.target.checked }));
+  $('lead-site').addEventListener('change', (event) => setLeadFilter({ site: event.target.value }));
+  $('lead-status').addEventListener('change', (event) => setLeadStatus(event.target.value));
+  $('lead-assignee').addEventListener('change', (event) => assignLead(event.target.value ? Number(event.target.value) : null));
+  $('lead-done').addEventListener('click', () => setLeadStatus('done'));
+  $('visitor-erase').addEventListener('click', () => {
+    $('erase-error').textContent = '';
+    $('erase-sure').checked = false;
+    $('erase-dialog').showModal();
+  });
+  $('erase-form').addEventListener('submit', submitErase);
+  $('erase-cancel').addEventListener('click', () => $('erase-dialog').close());
   $('help-button').addEventListener('click', showHelp);
   $('help-close').addEventListener('click', () => $('help-dialog').close());
   $('composer').addEventListener('submit', (event) => {

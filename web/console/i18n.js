@@ -22,6 +22,13 @@ const WORDS = {
     k_note: 'Toggle internal note', held_by: 'with', you: 'you', upload_failed: 'Upload failed',
     notifications: 'Notifications', push_hint: 'Notify me in this browser while the console is closed',
     push_failed: 'Notifications could not be changed', push_denied: 'this browser blocks notifications from kefu',
+    leads: 'Leads', lead: 'Lead', lead_new: 'New', lead_open: 'Open', lead_done: 'Done', lead_status: 'Status', assignee: 'Assignee',
+    nobody: 'Nobody', assigned_to_me: 'Assigned to me', all_sites: 'All sites', mark_done: 'Mark done', new_lead: 'New lead',
+    source_offline_message: 'Offline message', source_missed_conversation: 'Unanswered chat', no_leads: 'No leads here.',
+    visitor_data: 'Their data (GDPR / PIPL)', export_data: 'Export', erase_data: 'Erase…', erase: 'Erase',
+    erase_title: 'Erase everything about this visitor?', erase_sure: 'I understand this cannot be undone',
+    erase_text: "Their messages, attachments, offline messages, leads and search entries are deleted for good. The audit log keeps only the visitor's number and the counts.",
+    erased: 'The visitor\'s data was erased.',
   },
   'zh-CN': {
     email: '邮箱', password: '密码', log_in: '登录', log_out: '退出', admin: '管理', online: '在线', away: '离开', offline: '离线',
@@ -40,6 +47,13 @@ const WORDS = {
     k_note: '切换内部备注', held_by: '接待人', you: '你', upload_failed: '上传失败',
     notifications: '通知', push_hint: '控制台关闭时在此浏览器通知我',
     push_failed: '通知设置失败', push_denied: '浏览器已禁止 kefu 的通知',
+    leads: '线索', lead: '线索', lead_new: '新线索', lead_open: '跟进中', lead_done: '已完成', lead_status: '状态', assignee: '负责人',
+    nobody: '无人', assigned_to_me: '分配给我', all_sites: '全部站点', mark_done: '标记为已完成', new_lead: '新线索',
+    source_offline_message: '离线留言', source_missed_conversation: '未回复的会话', no_leads: '这里没有线索。',
+    visitor_data: '访客数据（GDPR / 个人信息保护法）', export_data: '导出', erase_data: '删除…', erase: '删除',
+    erase_title: '删除这位访客的全部数据？', erase_sure: '我明白此操作无法撤销',
+    erase_text: '其消息、附件、离线留言、线索和搜索记录将被永久删除。审计日志只保留访客编号和数量。',
+    erased: '访客数据已删除。',
   },
 };
 

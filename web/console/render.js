@@ -7,8 +7,8 @@
 import { t, locale } from './i18n.js';
 import { VirtualList } from './vlist.js';
 import { h, bdi, isolated, shownFileName } from '../shared/dom.js';
-import { state, conversationOf, isMine, listItems, messageKey, messageItems } from './state.js';
-import { openConversation, closePane, startChat, chooseCanned, closeCanned } from './actions.js';
+import { state, conversationOf, isMine, listItems, messageKey, messageItems, leadOf } from './state.js';
+import { openConversation, openLead, closePane, startChat, chooseCanned, closeCanned } from './actions.js';
 
 export const $ = (id) => document.getElementById(id);
 
@@ -18,7 +18,7 @@ export let messageList = null;
 
 /** Creates the two virtual lists once the console is shown. */
 export function mountLists() {
-  conversationList = new VirtualList($('list'), { estimate: 60, fixed: true, key: (item) => (item.visitor ? `v${item.visitor.visitor_id}` : `c${item.id}`), render: renderRow });
+  conversationList = new VirtualList($('list'), { estimate: 60, fixed: true, key: (item) => (item.visitor ? `v${item.visitor.visitor_id}` : item.lead ? `l${item.lead.id}` : `c${item.id}`), render: renderRow });
   messageList = new VirtualList($('messages'), { estimate: 56, key: messageKey, render: renderMessage });
 }
 
@@ -34,6 +34,7 @@ export function renderLists() {
       mine: all.filter(isMine).length,
       open: all.filter((c) => c.status !== 'closed').length,
       visitors: state.visitors.size,
+      leads: state.leads.counts.new,
     };
     for (const element of document.querySelectorAll('[data-count]')) element.textContent = counts[element.dataset.count];
     for (const button of document.querySelectorAll('.list-tabs button')) {
@@ -42,6 +43,7 @@ export function renderLists() {
     for (const node of conversationList.nodes.values()) node.remove();
     conversationList.nodes.clear();
     conversationList.setItems(listItems(), { anchor: 'keep' });
+    renderLeadFilters();
     const unread = all.filter((c) => c.status !== 'closed').reduce((sum, c) => sum + c.unread, 0);
     document.title = unread ? `(${unread}) kefu` : 'kefu';
     renderTabs();
@@ -58,7 +60,46 @@ export function holderName(c) {
   return state.agents.get(c.assigned_agent)?.name ?? `#${c.assigned_agent}`;
 }
 
+/** The lead filters above the list: status buttons with their counts, mine, and the site. */
+export function renderLeadFilters() {
+  const leads = state.leads;
+  $('lead-filters').hidden = state.list !== 'leads';
+  for (const button of document.querySelectorAll('[data-lead-status]')) {
+    button.setAttribute('aria-pressed', String(button.dataset.leadStatus === leads.status));
+  }
+  for (const element of document.querySelectorAll('[data-lead-count]')) element.textContent = leads.counts[element.dataset.leadCount];
+  $('lead-mine').checked = leads.mine;
+  const sites = [...new Set([...(state.me.sites ?? []), ...leads.sites])].sort();
+  const select = $('lead-site');
+  const wanted = ['', ...sites].join('\n');
+  if (select.dataset.options !== wanted || select.dataset.locale !== locale()) {
+    select.replaceChildren(h('option', { value: '' }, t('all_sites')), ...sites.map((site) => h('option', { value: site }, site)));
+    select.dataset.options = wanted;
+    select.dataset.locale = locale();
+  }
+  select.value = leads.site;
+}
+
+function agentName(id) {
+  if (id === state.me.id) return t('you');
+  return state.agents.get(id)?.name ?? `#${id}`;
+}
+
+function leadRow(lead) {
+  const time = new Date(lead.created_at).toLocaleString(locale(), { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+  const active = lead.conversation_id === state.active ? ' active' : '';
+  const manySites = new Set([...(state.me.sites ?? []), ...state.leads.sites]).size > 1;
+  return h('div', { class: `row${active}`, 'data-lead': lead.id, onclick: () => openLead(lead.id) },
+    h('div', { class: 'top' },
+      h('span', { class: 'name', dir: 'auto' }, lead.name || lead.email || `#${lead.visitor_id}`),
+      h('span', { class: `pill lead-${lead.status}` }, t(`lead_${lead.status}`))),
+    h('div', { class: 'preview', dir: 'auto' }, lead.preview),
+    h('div', { class: 'meta' }, lead.email ? [bdi(lead.email), ' · '] : null, `${time} · ${manySites ? `${lead.site} · ` : ''}${t(`source_${lead.source}`)}`,
+      lead.assigned_agent ? [` · ${t('held_by')} `, bdi(agentName(lead.assigned_agent))] : null));
+}
+
 export function renderRow(item) {
+  if (item.lead) return leadRow(item.lead);
   if (item.visitor) {
     const v = item.visitor;
     return h('div', { class: 'row', 'data-visitor': v.visitor_id },
@@ -129,12 +170,32 @@ export function renderPane() {
   $('act-transfer').hidden = c.status === 'closed';
   $('act-close').hidden = c.status === 'closed';
   $('act-reopen').hidden = c.status !== 'closed';
-  $('composer').hidden = c.status === 'closed';
+  const lead = leadOf(c);
+  // A lead's conversation can be answered even when closed: the reply reopens it.
+  $('composer').hidden = c.status === 'closed' && !lead;
+  renderLeadBar(c, lead);
+}
+
+/** The lead bar over a lead's conversation: what it is, its status and its assignee. */
+function renderLeadBar(c, lead) {
+  $('lead-bar').hidden = !lead;
+  if (!lead) return;
+  $('lead-label').replaceChildren(`${t('lead')} #${lead.id} · ${t(`source_${lead.source}`)}`, ...(lead.email ? [' · ', bdi(lead.email)] : []));
+  $('lead-status').value = lead.status;
+  const agents = [...state.agents.values()].filter((agent) => !agent.disabled && (agent.role === 'admin' || agent.sites.includes(c.site)));
+  if (!agents.some((agent) => agent.id === state.me.id)) agents.unshift({ id: state.me.id, name: state.me.name });
+  $('lead-assignee').replaceChildren(h('option', { value: '' }, t('nobody')),
+    ...agents.map((agent) => h('option', { value: String(agent.id) }, agent.id === state.me.id ? `${isolated(agent.name)} (${t('you')})` : isolated(agent.name))));
+  $('lead-assignee').value = lead.assigned_agent ? String(lead.assigned_agent) : '';
+  $('lead-done').hidden = lead.status === 'done';
 }
 
 /** The visitor pane: the profile, what they browse, and their earlier conversations. */
 export function renderVisitorPanel(c, profile, earlier) {
   const online = profile.online;
+  // Only admins export or erase a visitor's data.
+  $('visitor-data').hidden = state.me.role !== 'admin';
+  $('visitor-export').href = `/api/v1/visitors/${c.visitor_id}/data`;
   const rows = [
     [t('name'), profile.name], [t('email'), profile.email ?? ''],
     ...(profile.user_id ? [[t('user_id'), `${profile.user_id} · ${t('verified')}`]] : []),

@@ -1,6 +1,7 @@
 // state.js: what the agent console knows, with no DOM in it: the conversations
 // (merged from every list page, profile and frame by conversationOf()), the
-// lists, the open panes, agents, teams, visitors online and canned replies.
+// lists, the open panes, agents, teams, visitors online, canned replies and
+// leads (the page the filters show, their counts, and every lead seen by id).
 // Messages are held by seq, so each is kept once however it arrived (history
 // page, replay or live frame); sends not yet acknowledged wait in `pending`.
 
@@ -19,7 +20,31 @@ export const state = {
   canned: new Map(), // site -> replies
   cannedChoices: [],
   cannedIndex: 0,
+  leads: {
+    items: [], // the page the filters show, newest first
+    counts: { new: 0, open: 0, done: 0 },
+    byId: new Map(), // every lead seen, for the pane's lead bar
+    sites: new Set(), // sites seen, for the site filter
+    status: 'new',
+    mine: false,
+    site: '',
+  },
 };
+
+/** Whether a lead belongs in the list the lead filters show. */
+export function leadShown(lead) {
+  const f = state.leads;
+  return lead.status === f.status && (!f.mine || lead.assigned_agent === state.me.id) && (!f.site || lead.site === f.site);
+}
+
+/** The newest lead of a conversation, if it is one. */
+export function leadOf(c) {
+  let found = null;
+  for (const lead of state.leads.byId.values()) {
+    if (lead.conversation_id === c.id && (!found || lead.id > found.id)) found = lead;
+  }
+  return found;
+}
 
 export function conversationOf(view) {
   let c = state.conversations.get(view.id);
@@ -59,6 +84,7 @@ export function inList(c, list) {
 }
 
 export function listItems() {
+  if (state.list === 'leads') return state.leads.items.map((lead) => ({ lead }));
   if (state.list === 'visitors') return [...state.visitors.values()].map((v) => ({ visitor: v }));
   if (state.list === 'closed') return state.closed.ids.map((id) => state.conversations.get(id)).filter(Boolean);
   const items = [...state.conversations.values()].filter((c) => inList(c, state.list));

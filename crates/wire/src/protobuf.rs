@@ -294,6 +294,20 @@ mod tests {
             online_since: 1_700_000_000_000,
             page_since: 1_700_000_005_000,
         };
+        let lead = protocol::LeadView {
+            id: 5,
+            site: "key".into(),
+            visitor_id: 7,
+            conversation_id: 12,
+            source: "offline_message".into(),
+            name: "Ann".into(),
+            email: "ann@example.com".into(),
+            preview: "Please call me back 请回电".into(),
+            status: "open".into(),
+            assigned_agent: Some(3),
+            created_at: 1_700_000_000_000,
+            updated_at: 1_700_000_009_000,
+        };
         let conversations = [conversation.clone()];
         let frames = [
             protocol::ServerFrame::Welcome {
@@ -330,6 +344,7 @@ mod tests {
             protocol::ServerFrame::Presence { agent_id: 3, status: protocol::Presence::Away },
             protocol::ServerFrame::Activity { items: &activity },
             protocol::ServerFrame::Visitor { event: "page", visitor: &visitor },
+            protocol::ServerFrame::Lead { event: "updated", lead: &lead },
             protocol::ServerFrame::Error {
                 code: protocol::ErrorCode::InvalidField,
                 message: "text: too long",

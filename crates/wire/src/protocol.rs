@@ -317,6 +317,32 @@ pub struct ConversationView {
     pub bot_active: bool,
 }
 
+/// A lead as agents see it: an offline message, or a conversation that ended with no agent
+/// reply, waiting for someone to follow it up.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LeadView {
+    pub id: u64,
+    pub site: String,
+    pub visitor_id: u64,
+    /// The visitor's conversation the lead belongs to; a reply goes there.
+    pub conversation_id: u64,
+    /// `offline_message` or `missed_conversation`.
+    pub source: String,
+    /// The visitor's name as they gave it (may be empty).
+    pub name: String,
+    /// The visitor's email (may be empty for a missed conversation).
+    pub email: String,
+    /// The first 200 characters of the visitor's message.
+    pub preview: String,
+    /// `new`, `open` or `done`.
+    pub status: String,
+    /// The agent following it up, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_agent: Option<u64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
 /// One stored message, as the site's agents see it in their lists.
 #[derive(Clone, Debug, Serialize)]
 pub struct ActivityItem {
@@ -400,6 +426,11 @@ pub enum ServerFrame<'a> {
     Visitor {
         event: &'a str,
         visitor: &'a OnlineVisitorView,
+    },
+    /// A lead was created, changed (status, assignee) or erased (to the site's agents).
+    Lead {
+        event: &'a str,
+        lead: &'a LeadView,
     },
     Error {
         code: ErrorCode,

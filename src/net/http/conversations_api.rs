@@ -296,7 +296,7 @@ pub async fn send_message(
 }
 
 /// The stored message an acknowledgement points to, as clients see it.
-async fn stored_view(app: &AppState, appended: &Appended) -> Result<MessageView, ApiError> {
+pub(super) async fn stored_view(app: &AppState, appended: &Appended) -> Result<MessageView, ApiError> {
     let (conversation_id, seq) = (appended.conversation_id, appended.seq);
     let found = app.store.page_after(conversation_id, seq - 1, 1).await?;
     let (seq, record) = found
@@ -306,7 +306,7 @@ async fn stored_view(app: &AppState, appended: &Appended) -> Result<MessageView,
     Ok(messages::message_view(conversation_id, seq, &record, app.store.epoch()))
 }
 
-fn refusal(refusal: SendRefusal) -> ApiError {
+pub(super) fn refusal(refusal: SendRefusal) -> ApiError {
     match refusal.code {
         ErrorCode::NotFound => ApiError::NotFound(refusal.message.into()),
         ErrorCode::RejectedContent => ApiError::Unprocessable(refusal.message.into()),
@@ -314,7 +314,7 @@ fn refusal(refusal: SendRefusal) -> ApiError {
     }
 }
 
-fn append_error(error: AppendError) -> ApiError {
+pub(super) fn append_error(error: AppendError) -> ApiError {
     match error {
         AppendError::NotFound => ApiError::NotFound(error.to_string()),
         AppendError::Closed => ApiError::Conflict(error.to_string()),

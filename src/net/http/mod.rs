@@ -11,6 +11,7 @@ pub mod extract;
 pub mod health;
 pub mod history_api;
 pub mod knowledge_base_api;
+pub mod leads_api;
 pub mod openapi;
 pub mod push_api;
 pub mod staff_api;

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{conversations_api, history_api, knowledge_base_api, staff_api, visitors_api};
+use super::{conversations_api, history_api, knowledge_base_api, leads_api, staff_api, visitors_api};
 use crate::net::AppState;
 
 /// Where the document is served.
@@ -94,9 +94,15 @@ pub fn token_api() -> OpenApiRouter<AppState> {
         .routes(routes!(conversations_api::close))
         .routes(routes!(conversations_api::reopen))
         .routes(routes!(conversations_api::messages, conversations_api::send_message))
+        .routes(routes!(leads_api::list))
+        .routes(routes!(leads_api::get))
+        .routes(routes!(leads_api::set_status))
+        .routes(routes!(leads_api::assign))
+        .routes(routes!(leads_api::reply))
         .routes(routes!(visitors_api::visitor_profile))
         .routes(routes!(visitors_api::update_visitor_attributes))
         .routes(routes!(visitors_api::block_visitor))
+        .routes(routes!(visitors_api::export_visitor_data, visitors_api::erase_visitor_data))
         .routes(routes!(staff_api::list_agents))
         .routes(routes!(staff_api::list_teams))
         .routes(routes!(knowledge_base_api::list, knowledge_base_api::create))

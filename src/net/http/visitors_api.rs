@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::extract::{Caller, Json, agent_only, require_site, staff_only};
 use crate::chat::conversations::{self};
+use crate::history::visitor_data::{self, ErasureReport, VisitorDataError};
 use crate::net::AppState;
 use crate::people::blocking::{self, BlockError};
 use crate::people::principal::Principal;
@@ -188,4 +189,91 @@ pub async fn block_visitor(
     let by = caller.sender();
     tracing::info!(visitor_id, by_kind = ?by.kind, by_id = by.id, by_ip = ip.is_some(), "visitor blocked");
     Ok(axum::Json(BlockAnswer { visitor_id, blocked: true, ip }))
+}
+
+/// Who may export or erase a visitor's data: an admin, or an API token of the visitor's site
+/// (a read-only token may export only); other agents get 403, a visitor of another site 403
+/// for a token, and an unknown visitor 404.
+async fn data_controller(
+    app: &AppState,
+    principal: Principal,
+    visitor_id: u64,
+) -> Result<(Principal, Visitor), ApiError> {
+    let caller = match principal {
+        Principal::Agent(agent) if agent.role == crate::people::agents::Role::Admin => Principal::Agent(agent),
+        Principal::ApiToken(token) => Principal::ApiToken(token),
+        _ => return Err(ApiError::Forbidden("admins only".into())),
+    };
+    let visitor = served_visitor(app, &caller, visitor_id).await?;
+    Ok((caller, visitor))
+}
+
+/// `GET /api/v1/visitors/{id}/data`: everything kefu holds about the visitor, as a tar archive
+/// (`visitor.json` and the attachments' files).
+#[utoipa::path(get, path = "/api/v1/visitors/{id}/data", tag = "visitors",
+    params(("id" = u64, Path, description = "The visitor's id")),
+    responses(
+        (status = 200, description = "The archive: visitor.json and attachments/ID", content_type = "application/x-tar", body = Vec<u8>),
+        super::openapi::CommonErrors))]
+pub async fn export_visitor_data(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(visitor_id): Path<u64>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let (caller, _) = data_controller(&app, principal, visitor_id).await?;
+    let epoch = app.store.epoch();
+    let data = app.store.read(move |transaction| visitor_data::collect(transaction, visitor_id, epoch)).await?;
+    let data = data.ok_or_else(|| ApiError::NotFound("no such visitor".into()))?;
+    let data_dir = app.store.data_dir().to_owned();
+    let archive = tokio::task::spawn_blocking(move || visitor_data::archive(&data_dir, &data))
+        .await
+        .map_err(|error| ApiError::Internal(error.to_string()))?
+        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    crate::history::audit::record(
+        &app.store,
+        &caller,
+        "visitor.export",
+        &format!("visitor #{visitor_id}"),
+        String::new(),
+    )
+    .await;
+    let disposition = format!("attachment; filename=\"kefu-visitor-{visitor_id}.tar\"");
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/x-tar".to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        archive,
+    )
+        .into_response())
+}
+
+/// `DELETE /api/v1/visitors/{id}/data`: erases the visitor's messages, attachments, offline
+/// messages, leads, search entries, webhook deliveries and record. The audit log keeps the
+/// visitor's id and the counts, nothing else.
+#[utoipa::path(delete, path = "/api/v1/visitors/{id}/data", tag = "visitors",
+    params(("id" = u64, Path, description = "The visitor's id")),
+    responses((status = 200, description = "What was erased", body = ErasureReport), super::openapi::CommonErrors))]
+pub async fn erase_visitor_data(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(visitor_id): Path<u64>,
+) -> Result<axum::Json<ErasureReport>, ApiError> {
+    let (caller, _) = data_controller(&app, principal, visitor_id).await?;
+    let report = visitor_data::erase(&app.store, &app.search, visitor_id).await.map_err(|error| match error {
+        VisitorDataError::NotFound => ApiError::NotFound("no such visitor".into()),
+        VisitorDataError::Storage(error) => error.into(),
+        VisitorDataError::Archive(error) => ApiError::Internal(error.to_string()),
+    })?;
+    visitor_data::disconnect(&app.hub, visitor_id);
+    crate::history::audit::record(
+        &app.store,
+        &caller,
+        "visitor.erase",
+        &format!("visitor #{visitor_id}"),
+        report.audit_detail(),
+    )
+    .await;
+    Ok(axum::Json(report))
 }
