@@ -650,7 +650,7 @@ pub async fn remove_two_factor(
                 context.publish(CommittedEvent::AccessEnded(AccessEnded {
                     agent_id,
                     session: Some(session),
-                    reason: AccessEndReason::RightsChanged,
+                    reason: AccessEndReason::TwoFactorChanged,
                 }));
             }
             Ok(Ok(agent))
@@ -685,7 +685,7 @@ pub async fn require_two_factor(store: &Store, admin: &Agent, on: bool) -> Resul
                         context.publish(CommittedEvent::AccessEnded(AccessEnded {
                             agent_id,
                             session: None,
-                            reason: AccessEndReason::RightsChanged,
+                            reason: AccessEndReason::TwoFactorChanged,
                         }));
                     }
                 }
