@@ -19,6 +19,7 @@ export const state = {
   canned: new Map(), // site -> replies
   cannedChoices: [],
   cannedIndex: 0,
+  found: null, // `${conversation id}:${seq}` of the search hit last opened, marked in the pane
 };
 
 export function conversationOf(view) {
