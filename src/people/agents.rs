@@ -18,8 +18,8 @@ use crate::base::field_error::FieldError;
 use crate::base::secrets::{self, TokenDigest};
 use crate::chat::delivery::{AccessEndReason, AccessEnded, CommittedEvent};
 use crate::chat::writes::ChatWrites;
-use crate::storage::writer::Counter;
 use crate::people::two_factor::{self, TwoFactorError};
+use crate::storage::writer::Counter;
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 /// How long a login session lasts without being used.
@@ -501,7 +501,10 @@ pub async fn complete_login(store: &Store, ticket: &str, code: &str) -> Result<A
             }
             session.stage = SessionStage::Full;
             session.expires_at = context.now + SESSION_LIFETIME_MILLIS;
-            context.transaction.open_table(tables::AGENT_SESSIONS)?.insert(&digest, encode_json(&session).as_slice())?;
+            context
+                .transaction
+                .open_table(tables::AGENT_SESSIONS)?
+                .insert(&digest, encode_json(&session).as_slice())?;
             Ok(Ok(agent))
         })
         .await
@@ -665,8 +668,12 @@ pub async fn require_two_factor(store: &Store, admin: &Agent, on: bool) -> Resul
     store
         .write(move |context| {
             if on {
-                let admin =
-                    context.transaction.open_table(tables::AGENTS)?.get(admin_id)?.map(|value| decode_json::<Agent>(value.value())).transpose()?;
+                let admin = context
+                    .transaction
+                    .open_table(tables::AGENTS)?
+                    .get(admin_id)?
+                    .map(|value| decode_json::<Agent>(value.value()))
+                    .transpose()?;
                 if !admin.is_some_and(|admin| admin.two_factor) {
                     return Ok(Err(AgentError::Invalid(FieldError::new(
                         "require_two_factor",

@@ -71,7 +71,8 @@ async fn replace(store: &Store, agent_id: u64, upload_id: Option<String>) -> Res
             drop(agents);
             let mut table = context.transaction.open_table(tables::UPLOADS)?;
             if let Some(id) = &upload_id {
-                let upload = table.get(id.as_str())?.map(|value| decode_json::<uploads::Upload>(value.value())).transpose()?;
+                let upload =
+                    table.get(id.as_str())?.map(|value| decode_json::<uploads::Upload>(value.value())).transpose()?;
                 if let Some(mut upload) = upload {
                     upload.attached = true;
                     table.insert(id.as_str(), encode_json(&upload).as_slice())?;
@@ -96,7 +97,9 @@ async fn replace(store: &Store, agent_id: u64, upload_id: Option<String>) -> Res
 
 /// The first letter or digit of a name, uppercased, for the picture of an agent without one.
 pub fn initial(name: &str) -> String {
-    name.chars().find(|character| character.is_alphanumeric()).map_or_else(|| "?".to_owned(), |first| first.to_uppercase().collect())
+    name.chars()
+        .find(|character| character.is_alphanumeric())
+        .map_or_else(|| "?".to_owned(), |first| first.to_uppercase().collect())
 }
 
 #[cfg(test)]

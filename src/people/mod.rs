@@ -3,8 +3,8 @@
 
 pub mod agents;
 pub mod api_tokens;
-pub mod blocking;
 pub mod avatars;
+pub mod blocking;
 pub mod principal;
 pub mod teams;
 pub mod two_factor;

@@ -91,7 +91,8 @@ fn code_at(secret: &[u8], step: u64) -> String {
     mac.update(&step.to_be_bytes());
     let digest = mac.finalize().into_bytes();
     let offset = usize::from(digest[digest.len() - 1] & 0x0f);
-    let binary = u32::from_be_bytes([digest[offset] & 0x7f, digest[offset + 1], digest[offset + 2], digest[offset + 3]]);
+    let binary =
+        u32::from_be_bytes([digest[offset] & 0x7f, digest[offset + 1], digest[offset + 2], digest[offset + 3]]);
     format!("{:0width$}", binary % 10u32.pow(DIGITS), width = DIGITS as usize)
 }
 
@@ -125,7 +126,10 @@ fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
 
 /// A code as typed, without spaces or dashes, lowercased.
 fn normalise(code: &str) -> String {
-    code.chars().filter(|character| !character.is_whitespace() && *character != '-').flat_map(char::to_lowercase).collect()
+    code.chars()
+        .filter(|character| !character.is_whitespace() && *character != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 fn is_totp(code: &str) -> bool {
@@ -143,7 +147,8 @@ fn new_recovery_codes() -> Vec<String> {
         .map(|_| {
             let mut bytes = [0u8; 10];
             rand::rng().fill_bytes(&mut bytes);
-            let letters: String = bytes.iter().map(|byte| ALPHABET[usize::from(*byte) % ALPHABET.len()] as char).collect();
+            let letters: String =
+                bytes.iter().map(|byte| ALPHABET[usize::from(*byte) % ALPHABET.len()] as char).collect();
             format!("{}-{}", &letters[..5], &letters[5..])
         })
         .collect()
@@ -160,8 +165,9 @@ pub fn otpauth_uri(account: &str, secret: &str) -> String {
 
 /// The QR code of `text` as an SVG document.
 fn qr_svg(text: &str) -> Result<String, TwoFactorError> {
-    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M)
-        .map_err(|error| TwoFactorError::Invalid(FieldError::new("email", format!("too long for a QR code: {error}"))))?;
+    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M).map_err(|error| {
+        TwoFactorError::Invalid(FieldError::new("email", format!("too long for a QR code: {error}")))
+    })?;
     Ok(code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).quiet_zone(true).build())
 }
 

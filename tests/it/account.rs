@@ -278,6 +278,16 @@ async fn an_admin_requires_two_factor_login_and_resets_it() {
     assert_eq!(right.status(), StatusCode::SEE_OTHER);
     assert_eq!(right.headers()["location"], "/admin/agents");
     assert!(right.headers()["set-cookie"].to_str().unwrap().contains(&ticket));
+
+    // The command line resets it too (the last admin lost their phone and recovery codes).
+    let command = kefu::net::control::AdminCommand::ResetTwoFactor { email: BOSS.into() };
+    let answer = kefu::net::control::send_to_server(server.app().store.data_dir(), &command).await.unwrap();
+    assert!(answer.is_ok(), "{answer:?}");
+    call_expecting(&server, "GET", "/api/v1/agent/me", &ticket, None, 401).await;
+    assert_eq!(login(&server, BOSS, PASSWORD).await.1["next"], "enrol");
+    let command = kefu::net::control::AdminCommand::ResetTwoFactor { email: "nobody@shop.example".into() };
+    let answer = kefu::net::control::send_to_server(server.app().store.data_dir(), &command).await.unwrap();
+    assert!(answer.is_err(), "{answer:?}");
 }
 
 async fn admin_form(server: &TestServer, admin_token: &str, path: &str, fields: &[(&str, &str)]) -> StatusCode {

@@ -234,9 +234,8 @@ pub async fn limited<T>(
     check: impl std::future::Future<Output = Result<T, AgentError>>,
 ) -> Result<T, ApiError> {
     let limiter = &app.login_limiter;
-    let reservation = limiter
-        .reserve(account, address)
-        .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
+    let reservation =
+        limiter.reserve(account, address).map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
     let outcome = check.await;
     let attempt = match &outcome {
         Ok(_) => AttemptOutcome::LoggedIn,
@@ -311,7 +310,11 @@ pub async fn login(
         let answer = LoginResponse { next, token: None, ticket: Some(token), agent: None };
         return Ok(axum::Json(answer).into_response());
     }
-    Ok(with_session(&token, &headers, LoginResponse { next, token: Some(token.clone()), ticket: None, agent: Some(AgentView::from(&agent)) }))
+    Ok(with_session(
+        &token,
+        &headers,
+        LoginResponse { next, token: Some(token.clone()), ticket: None, agent: Some(AgentView::from(&agent)) },
+    ))
 }
 
 fn with_session(token: &str, headers: &HeaderMap, answer: LoginResponse) -> Response {
