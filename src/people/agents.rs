@@ -680,13 +680,13 @@ pub async fn require_two_factor(store: &Store, admin: &Agent, on: bool) -> Resul
                         "turn on two-factor login for your own account first (console, profile menu)",
                     ))));
                 }
-                let without: Vec<u64> = context
-                    .transaction
-                    .open_table(tables::AGENTS)?
-                    .iter()?
-                    .map(|entry| decode_json::<Agent>(entry?.1.value()))
-                    .filter_map(|agent| agent.map(|agent| (!agent.two_factor).then_some(agent.id)).transpose())
-                    .collect::<Result<_, _>>()?;
+                let mut without = Vec::new();
+                for entry in context.transaction.open_table(tables::AGENTS)?.iter()? {
+                    let agent: Agent = decode_json(entry?.1.value())?;
+                    if !agent.two_factor {
+                        without.push(agent.id);
+                    }
+                }
                 for agent_id in without {
                     if !end_sessions_but(context, agent_id, None)?.is_empty() {
                         context.publish(CommittedEvent::AccessEnded(AccessEnded {
