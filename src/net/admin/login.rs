@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::{AdminPost, render};
 use crate::net::AppState;
-use crate::net::http::agent_api::{attempt_code, attempt_login, expired_session_cookie, session_cookie};
+use crate::net::http::agent_api::{LOGIN_EXPIRED, attempt_code, attempt_login, expired_session_cookie, session_cookie};
 use crate::net::http::error::ApiError;
 use crate::people::agents::{LoginStep, Role};
 
@@ -92,7 +92,7 @@ pub async fn submit(
         match attempt_code(&app, client.ip(), &form.ticket, &form.code).await {
             Ok(agent) => (form.ticket.clone(), agent, LoginStep::Done),
             Err(ApiError::TooManyRequests { retry_after_secs }) => return too_many(retry_after_secs),
-            Err(ApiError::Unauthorized(message)) if message.contains("expired") => {
+            Err(ApiError::Unauthorized(message)) if message == LOGIN_EXPIRED => {
                 return again(StatusCode::UNAUTHORIZED, "The login expired; enter your password again.".into());
             }
             Err(ApiError::Unauthorized(_)) => {

@@ -15,6 +15,7 @@ use super::client_address::ClientAddress;
 use super::error::ApiError;
 use super::extract::{Json, OwnSession};
 use crate::chat::uploads;
+use crate::history::audit;
 use crate::net::AppState;
 use crate::people::agents::{self, AgentError};
 use crate::people::avatars::{self, AvatarError};
@@ -73,6 +74,14 @@ pub async fn change_password(
         ApiError::InvalidCredentials => ApiError::Unprocessable("current_password: wrong password".into()),
         other => other,
     })?;
+    audit::record(
+        &app.store,
+        &session.agent,
+        "agent.change_password",
+        &session.agent.email,
+        "other sessions ended".into(),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -109,6 +118,7 @@ pub async fn confirm_two_factor(
         }
     };
     let recovery_codes = limited(&app, &session.agent.email, client.ip(), confirm).await?;
+    audit::record(&app.store, &session.agent, "agent.two_factor_on", &session.agent.email, String::new()).await;
     Ok(axum::Json(RecoveryCodes { recovery_codes }))
 }
 
@@ -137,6 +147,7 @@ pub async fn disable_two_factor(
         ApiError::InvalidCredentials => ApiError::Unprocessable("password: wrong password".into()),
         other => other,
     })?;
+    audit::record(&app.store, &agent, "agent.two_factor_off", &agent.email, "other sessions ended".into()).await;
     Ok(axum::Json(AgentView::from(&agent)))
 }
 

@@ -269,6 +269,9 @@ pub async fn attempt_login(
         .await
 }
 
+/// The answer to a code for a login that no longer waits for one (expired, or already done).
+pub const LOGIN_EXPIRED: &str = "the login expired; enter your password again";
+
 /// Gives a login waiting for its second factor the code, under the same limits as the password
 /// (counted against the account); returns the now full session's token.
 pub async fn attempt_code(app: &AppState, address: IpAddr, ticket: &str, code: &str) -> Result<Agent, ApiError> {
@@ -276,7 +279,7 @@ pub async fn attempt_code(app: &AppState, address: IpAddr, ticket: &str, code: &
     let owned_ticket = ticket.to_owned();
     let waiting = app.store.read(move |transaction| agents::awaiting_code(transaction, &owned_ticket, now)).await?;
     let Some(agent) = waiting else {
-        return Err(ApiError::Unauthorized("the login expired; enter your password again".into()));
+        return Err(ApiError::Unauthorized(LOGIN_EXPIRED.into()));
     };
     limited(app, &agent.email, address, agents::complete_login(&app.store, ticket, code)).await
 }
