@@ -7,7 +7,7 @@ import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { resolve } from 'node:path';
-import { Kefu, ANN, PASSWORD } from './lib/kefu.js';
+import { Kefu, ANN, BOSS, PASSWORD } from './lib/kefu.js';
 import { Visitor } from './lib/visitor.js';
 import { launch, consolePage } from './lib/browser.js';
 
@@ -134,6 +134,41 @@ test('an agent turns on two-factor login by QR code and then logs in with a code
   await page.locator('#code-error:text("验证码错误或已被使用。")').waitFor();
   await page.locator('#login-code').fill(totp(secret, 1));
   await page.locator('#code-submit').click();
+  await page.locator('#app').waitFor({ state: 'visible' });
+  await page.locator('#connection[data-state="open"]').waitFor({ state: 'attached' });
+});
+
+test('where an admin requires two-factor login, an agent without it enrols right after the password', async () => {
+  kefu = await Kefu.create();
+  await kefu.start();
+  // The admin turns it on for themself, then requires it (the form of the admin pages, with its CSRF token).
+  const boss = await kefu.login(BOSS);
+  const setup = await kefu.request('POST', '/api/v1/agent/two-factor/setup', { token: boss.token });
+  const confirmed = await kefu.request('POST', '/api/v1/agent/two-factor/confirm', { token: boss.token, body: { code: totp(setup.body.secret) } });
+  assert.equal(confirmed.status, 200, JSON.stringify(confirmed.body));
+  const agentsPage = await kefu.request('GET', '/admin/agents', { token: boss.token });
+  const csrf = agentsPage.body.match(/name="csrf" value="([^"]+)"/)[1];
+  const required = await fetch(`${kefu.origin}/admin/two-factor`, {
+    method: 'POST', redirect: 'manual',
+    headers: { Authorization: `Bearer ${boss.token}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ csrf, required: 'on' }),
+  });
+  assert.equal(required.status, 303);
+
+  const context = await browser.newContext({ locale: 'en-US', viewport: { width: 1200, height: 800 } });
+  contexts.push(context);
+  const page = await context.newPage();
+  await page.goto(`${kefu.origin}/console`);
+  await page.locator('#login-email').fill(ANN);
+  await page.locator('#login-password').fill(PASSWORD);
+  await page.locator('#login-submit').click();
+  await page.locator('#enrol').waitFor();
+  assert.equal(await page.locator('#app').isHidden(), true);
+  await page.locator('#enrol-two-factor #two-factor-start').click();
+  const secret = await page.locator('#enrol-two-factor #two-factor-key').getAttribute('data-secret');
+  await page.locator('#enrol-two-factor #two-factor-code').fill(totp(secret));
+  await page.locator('#enrol-two-factor #two-factor-confirm button').click();
+  await page.locator('#enrol-two-factor #recovery-codes-done').click();
   await page.locator('#app').waitFor({ state: 'visible' });
   await page.locator('#connection[data-state="open"]').waitFor({ state: 'attached' });
 });
