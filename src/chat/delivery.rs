@@ -97,6 +97,8 @@ pub enum AccessEndReason {
     Disabled,
     /// Role or sites changed: reconnect to get the new rights.
     RightsChanged,
+    /// Two-factor login was reset or became required: log in again (and enrol).
+    TwoFactorChanged,
 }
 
 impl AccessEndReason {
@@ -109,6 +111,9 @@ impl AccessEndReason {
             }
             AccessEndReason::Disabled => (close_code::FORBIDDEN, "your account was disabled"),
             AccessEndReason::RightsChanged => (close_code::RESTARTING, "your account changed; reconnect"),
+            AccessEndReason::TwoFactorChanged => {
+                (close_code::UNAUTHENTICATED, "your two-factor login changed; log in again")
+            }
         }
     }
 }

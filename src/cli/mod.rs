@@ -154,6 +154,12 @@ enum AdminArgs {
         #[arg(long)]
         password: String,
     },
+    /// Turn an agent's two-factor login off, when they lost their phone and recovery codes
+    /// (ends their sessions; where it is required, they enrol again at their next login).
+    ResetTwoFactor {
+        #[arg(long)]
+        email: String,
+    },
     ListSites,
     ListAgents,
     /// Set how many days a site keeps its history; omit --days to keep it forever.
@@ -280,6 +286,7 @@ fn admin_command(args: AdminArgs, config: &Config) -> AdminCommand {
             capacity: capacity.unwrap_or(config.routing.default_capacity),
         },
         AdminArgs::ResetPassword { email, password } => AdminCommand::ResetPassword { email, password },
+        AdminArgs::ResetTwoFactor { email } => AdminCommand::ResetTwoFactor { email },
         AdminArgs::ListSites => AdminCommand::ListSites,
         AdminArgs::ListAgents => AdminCommand::ListAgents,
         AdminArgs::SetRetention { site, days } => AdminCommand::SetRetention { site, days },

@@ -92,6 +92,11 @@ pub enum AdminCommand {
         email: String,
         password: String,
     },
+    /// Turns an agent's two-factor login off (a lost phone and lost recovery codes); their
+    /// sessions end.
+    ResetTwoFactor {
+        email: String,
+    },
     ListSites,
     ListAgents,
     /// Writes a consistent snapshot of the database to `path` (a new file).
@@ -133,6 +138,7 @@ impl AdminCommand {
             AdminCommand::CreateSite(_) => "create_site",
             AdminCommand::CreateAgent { .. } => "create_agent",
             AdminCommand::ResetPassword { .. } => "reset_password",
+            AdminCommand::ResetTwoFactor { .. } => "reset_two_factor",
             AdminCommand::ListSites => "list_sites",
             AdminCommand::ListAgents => "list_agents",
             AdminCommand::Backup { .. } => "backup",
@@ -161,6 +167,17 @@ impl AdminCommand {
                 let detail = "sessions ended".to_owned();
                 audit::record(store, Actor::command_line(), "agent.reset_password", &agent.email, detail).await;
                 Ok(json!({ "agent_id": agent.id, "password": "changed" }))
+            }
+            AdminCommand::ResetTwoFactor { email } => {
+                let lookup = email.clone();
+                let Some(agent) = store.read(move |transaction| agents::get_by_email(transaction, &lookup)).await?
+                else {
+                    return Err(AgentError::NotFound(email).into());
+                };
+                let agent = agents::remove_two_factor(store, agent.id, None, true).await?;
+                let detail = "sessions ended".to_owned();
+                audit::record(store, Actor::command_line(), "agent.reset_two_factor", &agent.email, detail).await;
+                Ok(json!({ "agent_id": agent.id, "two_factor": "off" }))
             }
             AdminCommand::ListSites => {
                 let sites = store.read(sites::list).await?;

@@ -1,5 +1,11 @@
 //! Agents: the people who answer visitors, their roles, passwords and login sessions.
 //!
+//! A login whose agent has two-factor login on ([`two_factor`]) opens a session that only waits
+//! for the code ([`SessionStage::AwaitingCode`], a few minutes); [`complete_login`] turns it into
+//! a full session. On an installation that requires two-factor login, an agent without it gets a
+//! session that can only enrol ([`SessionStage::MustEnrol`]). [`authenticate`], which every
+//! transport uses, accepts full sessions only.
+//!
 //! Passwords are argon2id hashes computed on the blocking pool. A login hands out a random
 //! session token; redb stores only its digest. Login checks go through [`PasswordChecks`], a small
 //! pool that bounds how many argon2 checks (each about 19 MiB of memory and a core for a while)
@@ -12,11 +18,18 @@ use crate::base::field_error::FieldError;
 use crate::base::secrets::{self, TokenDigest};
 use crate::chat::delivery::{AccessEndReason, AccessEnded, CommittedEvent};
 use crate::chat::writes::ChatWrites;
+use crate::people::two_factor::{self, TwoFactorError};
 use crate::storage::writer::Counter;
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 /// How long a login session lasts without being used.
 pub const SESSION_LIFETIME_MILLIS: i64 = 30 * 24 * 3600 * 1000;
+
+/// How long a login waits for its second factor.
+pub const AWAITING_CODE_LIFETIME_MILLIS: i64 = 5 * 60 * 1000;
+
+/// How long a session that can only enrol in two-factor login lasts.
+pub const MUST_ENROL_LIFETIME_MILLIS: i64 = 60 * 60 * 1000;
 
 /// The prefix of agent session tokens, so a token says which table it belongs to.
 pub const TOKEN_PREFIX: &str = "a1.";
@@ -56,6 +69,12 @@ pub struct Agent {
     #[serde(default)]
     pub disabled: bool,
     pub created_at: i64,
+    /// Whether logins need a second factor (the secrets are in `two_factor`'s table).
+    #[serde(default)]
+    pub two_factor: bool,
+    /// The upload id of the agent's picture (`avatars`), if they set one.
+    #[serde(default)]
+    pub avatar: Option<String>,
 }
 
 impl Agent {
@@ -69,6 +88,23 @@ struct AgentSession {
     agent_id: u64,
     created_at: i64,
     expires_at: i64,
+    /// Sessions stored before two-factor login read as full ones.
+    #[serde(default)]
+    stage: SessionStage,
+}
+
+/// What a session may do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStage {
+    /// Everything the agent's role allows.
+    #[default]
+    Full,
+    /// Nothing until the second factor is given ([`complete_login`]).
+    AwaitingCode,
+    /// Only enrol in two-factor login (the installation requires it); confirming it makes the
+    /// session full.
+    MustEnrol,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +115,11 @@ pub enum AgentError {
     NotFound(String),
     #[error("wrong email or password")]
     InvalidCredentials,
+    /// A wrong, used or expired second factor, or a login that is no longer waiting for one.
+    #[error("wrong or already used code")]
+    WrongCode,
+    #[error(transparent)]
+    TwoFactor(#[from] TwoFactorError),
     #[error(transparent)]
     Invalid(FieldError),
     /// Every password check slot stayed busy for the whole wait.
@@ -124,7 +165,7 @@ impl PasswordChecks {
     }
 
     /// Verifies `password` against `stored_hash` in a free slot, off the async threads.
-    async fn verify(&self, password: String, stored_hash: String) -> Result<bool, AgentError> {
+    pub async fn verify(&self, password: String, stored_hash: String) -> Result<bool, AgentError> {
         let slot = match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) | Err(_) => return Err(AgentError::PasswordChecksBusy),
@@ -174,10 +215,7 @@ pub async fn create(store: &Store, new_agent: NewAgent) -> Result<Agent, AgentEr
     if new_agent.capacity == 0 {
         return Err(AgentError::Invalid(FieldError::new("capacity", "must be at least 1")));
     }
-    let password = new_agent.password.clone();
-    let password_hash = tokio::task::spawn_blocking(move || secrets::hash_password(&password))
-        .await
-        .map_err(|error| StorageError::Panicked(error.to_string()))?;
+    let password_hash = hash_off_thread(&new_agent.password).await?;
     let name = if new_agent.name.trim().is_empty() {
         email.split('@').next().unwrap_or_default().to_owned()
     } else {
@@ -205,6 +243,8 @@ pub async fn create(store: &Store, new_agent: NewAgent) -> Result<Agent, AgentEr
                 capacity: new_agent.capacity,
                 disabled: false,
                 created_at: context.now,
+                two_factor: false,
+                avatar: None,
             };
             emails.insert(agent.email.as_str(), agent.id)?;
             let mut agents = context.transaction.open_table(tables::AGENTS)?;
@@ -217,10 +257,7 @@ pub async fn create(store: &Store, new_agent: NewAgent) -> Result<Agent, AgentEr
 pub async fn reset_password(store: &Store, email: &str, password: &str) -> Result<Agent, AgentError> {
     let email = normalise_email(email)?;
     validate_password(password)?;
-    let password = password.to_owned();
-    let password_hash = tokio::task::spawn_blocking(move || secrets::hash_password(&password))
-        .await
-        .map_err(|error| StorageError::Panicked(error.to_string()))?;
+    let password_hash = hash_off_thread(password).await?;
     store
         .write(move |context| {
             let Some(id) =
@@ -319,11 +356,30 @@ pub async fn update(store: &Store, id: u64, changes: AgentChanges) -> Result<Age
 }
 
 fn end_sessions(context: &mut crate::storage::WriteContext<'_>, agent_id: u64) -> Result<(), StorageError> {
+    end_sessions_but(context, agent_id, None).map(drop)
+}
+
+/// Removes every session of the agent except `keep`; returns the digests removed.
+fn end_sessions_but(
+    context: &mut crate::storage::WriteContext<'_>,
+    agent_id: u64,
+    keep: Option<TokenDigest>,
+) -> Result<Vec<TokenDigest>, StorageError> {
     let mut sessions = context.transaction.open_table(tables::AGENT_SESSIONS)?;
-    sessions.retain(|_, value| {
-        decode_json::<AgentSession>(value).map(|session| session.agent_id != agent_id).unwrap_or(true)
-    })?;
-    Ok(())
+    let mut ended = Vec::new();
+    for entry in sessions.iter()? {
+        let (digest, value) = entry?;
+        let digest = *digest.value();
+        if Some(digest) != keep
+            && decode_json::<AgentSession>(value.value()).is_ok_and(|session| session.agent_id == agent_id)
+        {
+            ended.push(digest);
+        }
+    }
+    for digest in &ended {
+        sessions.remove(digest)?;
+    }
+    Ok(ended)
 }
 
 pub fn get(transaction: &ReadTransaction, id: u64) -> Result<Option<Agent>, StorageError> {
@@ -350,15 +406,31 @@ pub fn count(transaction: &ReadTransaction) -> Result<u64, StorageError> {
     Ok(transaction.open_table(tables::AGENTS)?.len()?)
 }
 
-/// Checks an email and password (in a slot of `checks`) and opens a session; returns its token.
+/// What a login with the right password still needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginStep {
+    /// Nothing: the session is full.
+    Done,
+    /// The code of the agent's authenticator app (or a recovery code), within
+    /// [`AWAITING_CODE_LIFETIME_MILLIS`].
+    Code,
+    /// Enrolment in two-factor login, which the installation requires.
+    Enrol,
+}
+
+/// Checks an email and password (in a slot of `checks`) and opens a session of the stage the
+/// agent's two-factor state calls for; returns its token.
 pub async fn login(
     store: &Store,
     checks: &PasswordChecks,
     email: &str,
     password: &str,
-) -> Result<(String, Agent), AgentError> {
+) -> Result<(String, Agent, LoginStep), AgentError> {
     let owned_email = email.to_owned();
-    let agent = store.read(move |transaction| get_by_email(transaction, &owned_email)).await?;
+    let (agent, required) = store
+        .read(move |transaction| Ok((get_by_email(transaction, &owned_email)?, two_factor::required(transaction)?)))
+        .await?;
     let password = password.to_owned();
     // Hash even for an unknown email so timing does not reveal which emails exist.
     let stored_hash = agent.as_ref().map(|agent| agent.password_hash.clone()).unwrap_or_else(dummy_hash);
@@ -367,13 +439,19 @@ pub async fn login(
         Some(agent) if matches && !agent.disabled => agent,
         _ => return Err(AgentError::InvalidCredentials),
     };
+    let (stage, step, lifetime) = if agent.two_factor {
+        (SessionStage::AwaitingCode, LoginStep::Code, AWAITING_CODE_LIFETIME_MILLIS)
+    } else if required {
+        (SessionStage::MustEnrol, LoginStep::Enrol, MUST_ENROL_LIFETIME_MILLIS)
+    } else {
+        (SessionStage::Full, LoginStep::Done, SESSION_LIFETIME_MILLIS)
+    };
     let token = secrets::new_token(TOKEN_PREFIX);
     let digest = secrets::token_digest(&token);
     let agent_id = agent.id;
     store
         .write(move |context| {
-            let session =
-                AgentSession { agent_id, created_at: context.now, expires_at: context.now + SESSION_LIFETIME_MILLIS };
+            let session = AgentSession { agent_id, created_at: context.now, expires_at: context.now + lifetime, stage };
             context
                 .transaction
                 .open_table(tables::AGENT_SESSIONS)?
@@ -381,7 +459,55 @@ pub async fn login(
             Ok(Ok::<_, AgentError>(()))
         })
         .await?;
-    Ok((token, agent))
+    Ok((token, agent, step))
+}
+
+/// The agent whose login `ticket` (the token of an [`SessionStage::AwaitingCode`] session) waits
+/// for a second factor, so the caller can count the attempt against that account.
+pub fn awaiting_code(transaction: &ReadTransaction, ticket: &str, now: i64) -> Result<Option<Agent>, StorageError> {
+    Ok(session_of(transaction, &secrets::token_digest(ticket), now)?
+        .filter(|(_, stage)| *stage == SessionStage::AwaitingCode)
+        .map(|(agent, _)| agent))
+}
+
+/// Gives a login its second factor: a right code makes the waiting session full (the ticket
+/// becomes the session token); a wrong one changes nothing.
+pub async fn complete_login(store: &Store, ticket: &str, code: &str) -> Result<Agent, AgentError> {
+    let digest = secrets::token_digest(ticket);
+    let code = code.to_owned();
+    store
+        .write(move |context| {
+            let sessions = context.transaction.open_table(tables::AGENT_SESSIONS)?;
+            let Some(mut session) =
+                sessions.get(&digest)?.map(|value| decode_json::<AgentSession>(value.value())).transpose()?
+            else {
+                return Ok(Err(AgentError::WrongCode));
+            };
+            drop(sessions);
+            if session.stage != SessionStage::AwaitingCode || session.expires_at < context.now {
+                return Ok(Err(AgentError::WrongCode));
+            }
+            let agent = context
+                .transaction
+                .open_table(tables::AGENTS)?
+                .get(session.agent_id)?
+                .map(|value| decode_json::<Agent>(value.value()))
+                .transpose()?;
+            let Some(agent) = agent.filter(|agent| !agent.disabled) else {
+                return Ok(Err(AgentError::WrongCode));
+            };
+            if !two_factor::check_in(context, agent.id, &code)? {
+                return Ok(Err(AgentError::WrongCode));
+            }
+            session.stage = SessionStage::Full;
+            session.expires_at = context.now + SESSION_LIFETIME_MILLIS;
+            context
+                .transaction
+                .open_table(tables::AGENT_SESSIONS)?
+                .insert(&digest, encode_json(&session).as_slice())?;
+            Ok(Ok(agent))
+        })
+        .await
 }
 
 fn dummy_hash() -> String {
@@ -389,12 +515,12 @@ fn dummy_hash() -> String {
     DUMMY.get_or_init(|| secrets::hash_password("not a real password")).clone()
 }
 
-/// The agent a session token belongs to, if the session is live and the agent enabled.
-pub fn authenticate(
+/// The agent and stage of a live session of an enabled agent.
+pub fn session_of(
     transaction: &ReadTransaction,
     digest: &TokenDigest,
     now: i64,
-) -> Result<Option<Agent>, StorageError> {
+) -> Result<Option<(Agent, SessionStage)>, StorageError> {
     let sessions = transaction.open_table(tables::AGENT_SESSIONS)?;
     let Some(session) = sessions.get(digest)?.map(|value| decode_json::<AgentSession>(value.value())).transpose()?
     else {
@@ -403,7 +529,178 @@ pub fn authenticate(
     if session.expires_at < now {
         return Ok(None);
     }
-    Ok(get(transaction, session.agent_id)?.filter(|agent| !agent.disabled))
+    Ok(get(transaction, session.agent_id)?.filter(|agent| !agent.disabled).map(|agent| (agent, session.stage)))
+}
+
+/// The agent a session token belongs to, if the session is live and full and the agent enabled.
+pub fn authenticate(
+    transaction: &ReadTransaction,
+    digest: &TokenDigest,
+    now: i64,
+) -> Result<Option<Agent>, StorageError> {
+    Ok(session_of(transaction, digest, now)?.filter(|(_, stage)| *stage == SessionStage::Full).map(|(agent, _)| agent))
+}
+
+/// Changes the agent's own password after checking the current one (in a slot of `checks`);
+/// every other session of the agent ends, with its live connections, and `keep` (the session
+/// making the change) stays. A wrong current password changes nothing.
+pub async fn change_password(
+    store: &Store,
+    checks: &PasswordChecks,
+    agent: &Agent,
+    keep: TokenDigest,
+    current: &str,
+    new: &str,
+) -> Result<(), AgentError> {
+    validate_password(new)?;
+    if !checks.verify(current.to_owned(), agent.password_hash.clone()).await? {
+        return Err(AgentError::InvalidCredentials);
+    }
+    let password_hash = hash_off_thread(new).await?;
+    let agent_id = agent.id;
+    store
+        .write(move |context| {
+            let mut agents = context.transaction.open_table(tables::AGENTS)?;
+            let Some(mut agent) = agents.get(agent_id)?.map(|value| decode_json::<Agent>(value.value())).transpose()?
+            else {
+                return Ok(Err(AgentError::NotFound(agent_id.to_string())));
+            };
+            agent.password_hash = password_hash;
+            agents.insert(agent_id, encode_json(&agent).as_slice())?;
+            drop(agents);
+            for session in end_sessions_but(context, agent_id, Some(keep))? {
+                context.publish(CommittedEvent::AccessEnded(AccessEnded {
+                    agent_id,
+                    session: Some(session),
+                    reason: AccessEndReason::PasswordChanged,
+                }));
+            }
+            Ok(Ok(()))
+        })
+        .await
+}
+
+async fn hash_off_thread(password: &str) -> Result<String, AgentError> {
+    let password = password.to_owned();
+    Ok(tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+        .await
+        .map_err(|error| StorageError::Panicked(error.to_string()))?)
+}
+
+/// Turns two-factor login on for the agent once `code` matches the secret of their setup; the
+/// session `session` (which confirmed it) becomes full if it could only enrol. Returns the
+/// recovery codes, shown once.
+pub async fn confirm_two_factor(
+    store: &Store,
+    agent_id: u64,
+    session: TokenDigest,
+    code: &str,
+) -> Result<Vec<String>, AgentError> {
+    let code = code.to_owned();
+    store
+        .write(move |context| {
+            let codes = match two_factor::confirm_in(context, agent_id, &code)? {
+                Ok(codes) => codes,
+                Err(error) => return Ok(Err(error.into())),
+            };
+            let mut agents = context.transaction.open_table(tables::AGENTS)?;
+            let Some(mut agent) = agents.get(agent_id)?.map(|value| decode_json::<Agent>(value.value())).transpose()?
+            else {
+                return Ok(Err(AgentError::NotFound(agent_id.to_string())));
+            };
+            agent.two_factor = true;
+            agents.insert(agent_id, encode_json(&agent).as_slice())?;
+            drop(agents);
+            let mut sessions = context.transaction.open_table(tables::AGENT_SESSIONS)?;
+            let stored = sessions.get(&session)?.map(|value| decode_json::<AgentSession>(value.value())).transpose()?;
+            if let Some(mut stored) = stored.filter(|stored| stored.stage == SessionStage::MustEnrol) {
+                stored.stage = SessionStage::Full;
+                stored.expires_at = context.now + SESSION_LIFETIME_MILLIS;
+                sessions.insert(&session, encode_json(&stored).as_slice())?;
+            }
+            Ok(Ok(codes))
+        })
+        .await
+}
+
+/// Turns the agent's two-factor login off: by the agent (who gives their password; refused when
+/// the installation requires it) or by an admin's reset. Every session of the agent but `keep`
+/// ends, since whoever held a lost phone may have logged in with it.
+pub async fn remove_two_factor(
+    store: &Store,
+    agent_id: u64,
+    keep: Option<TokenDigest>,
+    by_admin: bool,
+) -> Result<Agent, AgentError> {
+    store
+        .write(move |context| {
+            if !by_admin && two_factor::required_in(context)? {
+                return Ok(Err(TwoFactorError::Required.into()));
+            }
+            let mut agents = context.transaction.open_table(tables::AGENTS)?;
+            let Some(mut agent) = agents.get(agent_id)?.map(|value| decode_json::<Agent>(value.value())).transpose()?
+            else {
+                return Ok(Err(AgentError::NotFound(agent_id.to_string())));
+            };
+            if !agent.two_factor && !by_admin {
+                return Ok(Err(TwoFactorError::Off.into()));
+            }
+            agent.two_factor = false;
+            agents.insert(agent_id, encode_json(&agent).as_slice())?;
+            drop(agents);
+            two_factor::remove_in(context, agent_id)?;
+            for session in end_sessions_but(context, agent_id, keep)? {
+                context.publish(CommittedEvent::AccessEnded(AccessEnded {
+                    agent_id,
+                    session: Some(session),
+                    reason: AccessEndReason::TwoFactorChanged,
+                }));
+            }
+            Ok(Ok(agent))
+        })
+        .await
+}
+
+/// Sets whether every agent needs two-factor login. Turning it on ends the sessions of agents
+/// without it, so they log in again and enrol; an admin turns it on only with their own on.
+pub async fn require_two_factor(store: &Store, admin: &Agent, on: bool) -> Result<(), AgentError> {
+    let admin_id = admin.id;
+    store
+        .write(move |context| {
+            if on {
+                let admin = context
+                    .transaction
+                    .open_table(tables::AGENTS)?
+                    .get(admin_id)?
+                    .map(|value| decode_json::<Agent>(value.value()))
+                    .transpose()?;
+                if !admin.is_some_and(|admin| admin.two_factor) {
+                    return Ok(Err(AgentError::Invalid(FieldError::new(
+                        "require_two_factor",
+                        "turn on two-factor login for your own account first (console, profile menu)",
+                    ))));
+                }
+                let mut without = Vec::new();
+                for entry in context.transaction.open_table(tables::AGENTS)?.iter()? {
+                    let agent: Agent = decode_json(entry?.1.value())?;
+                    if !agent.two_factor {
+                        without.push(agent.id);
+                    }
+                }
+                for agent_id in without {
+                    if !end_sessions_but(context, agent_id, None)?.is_empty() {
+                        context.publish(CommittedEvent::AccessEnded(AccessEnded {
+                            agent_id,
+                            session: None,
+                            reason: AccessEndReason::TwoFactorChanged,
+                        }));
+                    }
+                }
+            }
+            two_factor::set_required_in(context, on)?;
+            Ok(Ok(()))
+        })
+        .await
 }
 
 /// Ends one login session, and the live connections opened with it.

@@ -1,11 +1,13 @@
 //! Who takes part: visitors (identity, presence, budgets, blocking), agents and teams, API
-//! tokens, and the one access rule ([`principal`]).
+//! tokens, two-factor login, avatars, and the one access rule ([`principal`]).
 
 pub mod agents;
 pub mod api_tokens;
+pub mod avatars;
 pub mod blocking;
 pub mod principal;
 pub mod teams;
+pub mod two_factor;
 pub mod visitor_limits;
 pub mod visitor_presence;
 pub mod visitors;

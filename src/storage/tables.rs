@@ -7,7 +7,8 @@
 
 use redb::TableDefinition;
 
-/// Counters and format facts: `schema_version`, `epoch`, `next_*_id`, `next_lsn`.
+/// Counters, format facts and installation switches: `schema_version`, `epoch`, `next_*_id`,
+/// `next_lsn`, `require_two_factor`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
 
 /// Site key → site (JSON).
@@ -15,6 +16,10 @@ pub const SITES: TableDefinition<&str, &[u8]> = TableDefinition::new("sites_v1")
 
 /// Agent id → agent (JSON).
 pub const AGENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("agents_v1");
+
+/// Agent id → the agent's two-factor login state (JSON: secret, last step used, recovery code
+/// digests); `people::two_factor`.
+pub const AGENT_TWO_FACTOR: TableDefinition<u64, &[u8]> = TableDefinition::new("agent_two_factor_v1");
 
 /// Lowercased email → agent id; keeps emails unique.
 pub const AGENT_EMAILS: TableDefinition<&str, u64> = TableDefinition::new("agent_emails_v1");
@@ -91,6 +96,7 @@ macro_rules! with_fixed_tables {
             AGENTS,
             AGENT_EMAILS,
             AGENT_SESSIONS,
+            AGENT_TWO_FACTOR,
             VISITORS,
             VISITOR_TOKENS,
             VISITOR_IDENTITIES,

@@ -83,6 +83,11 @@ test('a visitor message reaches the agent and the reply shows in the panel', asy
   assert.equal(ack.type, 'ack', JSON.stringify(ack));
   await messageItem(frame, 'Yes, 40 boxes left.').waitFor();
   assert.ok(await messageItem(frame, 'Yes, 40 boxes left.').evaluate((li) => li.classList.contains('kf-agent')));
+  // Beside it, the agent's picture: here the initial-letter one, since they set none.
+  const avatar = messageItem(frame, 'Yes, 40 boxes left.').locator('img.kf-avatar');
+  assert.equal(await avatar.getAttribute('src'), `/api/v1/agents/${agent.id}/avatar`);
+  await avatar.evaluate((img) => (img.complete ? null : new Promise((done) => { img.onload = done; img.onerror = done; })));
+  assert.ok(await avatar.evaluate((img) => img.naturalWidth > 0), 'the picture loads');
 });
 
 test('a reload keeps the conversation: history shows', async () => {

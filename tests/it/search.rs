@@ -16,7 +16,7 @@ use crate::support::{TestServer, http};
 
 /// Stores messages for a new conversation of `visitor_id` on `site`, dated `at` (Unix ms),
 /// through the writer with a given timestamp. Returns the conversation id.
-async fn backdated(store: &Store, site: &str, visitor_id: u64, texts: &[&str], at: i64) -> u64 {
+pub async fn backdated(store: &Store, site: &str, visitor_id: u64, texts: &[&str], at: i64) -> u64 {
     let site = site.to_owned();
     let texts: Vec<String> = texts.iter().map(|text| (*text).to_owned()).collect();
     store

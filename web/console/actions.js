@@ -144,6 +144,27 @@ export async function openConversation(id) {
   $('input').focus();
 }
 
+/**
+ * Opens a conversation (fetching it if the console does not hold it) scrolled to message `seq`,
+ * loading older history pages until that message is in, and marks it.
+ */
+export async function openConversationAt(id, seq) {
+  try {
+    if (!state.conversations.has(id)) conversationOf(await api('GET', `/api/v1/conversations/${id}`));
+    await openConversation(id);
+    const c = state.conversations.get(id);
+    while (c.messages && !c.messages.has(seq) && c.nextBefore && state.active === id) await loadOlder();
+    if (state.active !== id) return;
+    state.found = `${id}:${seq}`;
+    for (const node of messageList.nodes.values()) node.remove();
+    messageList.nodes.clear();
+    renderMessages('none');
+    messageList.scrollToKey(state.found);
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
 export function closePane(id = state.active) {
   const index = state.open.indexOf(id);
   if (index < 0) return;

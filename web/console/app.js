@@ -17,15 +17,25 @@ import {
   updateCanned, sendText, setList, reopen, openTransfer, submitTransfer, submitBlock, uploadFile, unlockAudio,
   setLeadFilter, setLeadStatus, assignLead, submitErase,
 } from './actions.js';
+import { askCode, showEnrolment, showMe, wireProfile } from './account.js';
+import { wireSearch } from './search.js';
 
 const EMOJI = ['😀', '😁', '😂', '😊', '😍', '😉', '🙂', '🤔', '😅', '😢', '👍', '👏', '🙏', '👌', '👋', '🤝', '🎉', '❤️', '🔥', '⭐',
   '✅', '❌', '❓', '💯', '🎁', '📦', '🚚', '💰', '🛒', '⏰'];
 
+let started = false;
+
+/** Starts the console for `me`, or first the enrolment a session that may only enrol needs. */
 async function startApp(me) {
-  state.me = me;
+  if (me.must_enrol) {
+    showEnrolment(me, startApp);
+    return;
+  }
+  if (started) return;
+  started = true;
+  showMe(me);
   $('login').hidden = true;
   $('app').hidden = false;
-  $('me').textContent = me.name;
   $('admin-link').hidden = me.role !== 'admin';
   mountLists();
   $('list').addEventListener('scroll', () => {
@@ -67,18 +77,24 @@ function wire() {
     if ('Notification' in window && Notification.permission === 'default') Notification.requestPermission().catch(() => {});
     try {
       const answer = await api('POST', '/api/v1/agent/login', { email: $('login-email').value, password: $('login-password').value });
-      await startApp(answer.agent);
+      if (answer.next === 'code') askCode(answer.ticket, startApp);
+      else if (answer.next === 'enrol') await startApp({ ...answer.agent, must_enrol: true });
+      else await startApp(answer.agent);
     } catch (error) {
       $('login-error').textContent = error.status === 429 ? t('rate_limited') : t('bad_login');
     }
   });
-  $('logout').addEventListener('click', async () => {
+  const logOut = async () => {
     connection?.stop();
     // A shared computer should not show the next person this agent's notifications.
     if (pushSupported()) await disablePush().catch(() => {});
     await api('POST', '/api/v1/agent/logout').catch(() => {});
     location.reload();
-  });
+  };
+  $('logout').addEventListener('click', logOut);
+  $('enrol-logout').addEventListener('click', logOut);
+  wireProfile();
+  wireSearch();
   $('presence').addEventListener('change', (event) => connection.send({ type: 'presence', status: event.target.value }));
   for (const button of document.querySelectorAll('.list-tabs button')) button.addEventListener('click', () => setList(button.dataset.list));
   $('act-take').addEventListener('click', () => connection.send({ type: 'take', conversation_id: state.active }));

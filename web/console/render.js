@@ -127,6 +127,7 @@ export function renderMessage(m) {
   else if (kind === 'agent') classes.push('out');
   else if (kind === 'system') classes.push('system');
   if (m.pending) classes.push('pending');
+  if (state.found === messageKey(m)) classes.push('found');
   let body;
   if (m.kind === 'image' && m.attachment?.url) {
     body = h('a', { href: m.attachment.url, target: '_blank', rel: 'noopener' }, h('img', { src: m.attachment.url, alt: shownFileName(m.attachment.name || 'file') }));
@@ -138,9 +139,16 @@ export function renderMessage(m) {
   }
   const time = m.created_at ? new Date(m.created_at).toLocaleTimeString(locale(), { hour: '2-digit', minute: '2-digit' }) : '';
   const receipt = m.pending ? t('sending') : (kind === 'agent' && !m.internal && c && m.seq <= c.visitorRead ? `✓✓ ${t('read')}` : '');
+  const avatar = kind === 'agent' && m.sender?.id ? h('img', { class: 'avatar small', alt: '', src: agentAvatar(m.sender.id) }) : null;
   return h('div', { class: classes.join(' '), 'data-seq': m.seq ?? '' },
-    h('span', { class: 'who' }, m.internal ? `📝 ${t('internal_note')} · ` : '', bdi(m.sender?.name), ` ${time} ${receipt}`),
+    h('span', { class: 'who' }, avatar, m.internal ? `📝 ${t('internal_note')} · ` : '', bdi(m.sender?.name), ` ${time} ${receipt}`),
     h('div', { class: 'bubble', dir: 'auto' }, body));
+}
+
+/** An agent's picture: the URL the agent list gave (it changes with the picture), or the plain one. */
+export function agentAvatar(id) {
+  if (id === state.me?.id) return state.me.avatar_url;
+  return state.agents.get(id)?.avatar_url ?? `/api/v1/agents/${id}/avatar`;
 }
 
 export function renderMessages(anchor = 'auto') {
@@ -219,7 +227,7 @@ export function renderVisitorPanelError(message) {
 export function renderAgents() {
   const agents = [...state.agents.values()].sort((a, b) => a.name.localeCompare(b.name));
   $('agents').replaceChildren(...agents.map((agent) => h('li', { 'data-presence': agent.presence, 'data-agent': agent.id },
-    bdi(agent.name), `${agent.id === state.me.id ? ` (${t('you')})` : ''} · ${t(agent.presence)}`)));
+    h('img', { class: 'avatar small', alt: '', src: agentAvatar(agent.id) }), bdi(agent.name), `${agent.id === state.me.id ? ` (${t('you')})` : ''} · ${t(agent.presence)}`)));
 }
 
 /** The agents and teams the active conversation can go to, as <option>s. */

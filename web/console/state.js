@@ -29,6 +29,7 @@ export const state = {
     mine: false,
     site: '',
   },
+  found: null, // `${conversation id}:${seq}` of the search hit last opened, marked in the pane
 };
 
 /** Whether a lead belongs in the list the lead filters show. */

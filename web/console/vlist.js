@@ -80,6 +80,18 @@ export class VirtualList {
     this.schedule();
   }
 
+  /** Scrolls so the item with `key` is a third of the way down the viewport; false if absent. */
+  scrollToKey(key) {
+    const i = this.items.findIndex((item) => this.keyOf(item) === key);
+    if (i < 0) return false;
+    this.container.scrollTop = Math.max(0, this.offsets[i] - this.container.clientHeight / 3);
+    this.render(false);
+    // Heights measured by that render may move the item: place it again.
+    this.container.scrollTop = Math.max(0, this.offsets[i] - this.container.clientHeight / 3);
+    this.render(false);
+    return true;
+  }
+
   scrollToBottom() {
     this.container.scrollTop = this.container.scrollHeight;
     this.render(true);

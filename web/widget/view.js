@@ -164,7 +164,9 @@ export class MessageList {
     const kind = own ? 'own' : m.sender?.kind || 'agent';
     const state = h('span', { class: 'kf-state' });
     const bot = !own && m.sender?.kind === 'bot';
-    const li = h('li', { class: `kf-msg kf-${kind}` },
+    // An agent's picture (or the initial-letter one kefu makes) beside each of their messages.
+    const avatar = kind === 'agent' && m.sender?.id ? h('img', { class: 'kf-avatar', alt: '', src: `/api/v1/agents/${Number(m.sender.id)}/avatar` }) : null;
+    const li = h('li', { class: `kf-msg kf-${kind}` }, avatar,
       h('div', { class: 'kf-bubble' }, body(m.kind || 'text', m.text, attachment || m.attachment)),
       h('div', { class: 'kf-meta' }, h('bdi', { class: 'kf-sender' }, senderName(m.sender)), bot ? ' · ' : null, bot ? h('span', { class: 'kf-auto' }, botLabel(m.bot_source)) : null, ' · ', h('time', {}, formatTime(m.created_at)), state),
       ...(bot ? this.botExtras(m) : []));

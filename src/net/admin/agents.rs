@@ -1,5 +1,5 @@
 //! Admin pages for agents: list and create, edit (role, capacity, sites, teams, disabled), and
-//! reset a password.
+//! reset a password or two-factor login; require two-factor login for everyone.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -34,6 +34,13 @@ struct AgentsPage {
     errors: FieldErrors,
     /// The password of the agent just created, shown once.
     created: Option<(String, String)>,
+    /// Whether every agent must log in with a second factor.
+    two_factor_required: bool,
+}
+
+/// Whether the installation requires two-factor login, for the agents page.
+async fn two_factor_required(app: &AppState) -> Result<bool, Response> {
+    app.store.read(crate::people::two_factor::required).await.map_err(internal_error)
 }
 
 /// The edit form as typed.
@@ -87,6 +94,10 @@ pub async fn list(State(app): State<AppState>, admin: AdminUser, Query(notice): 
         capacity: app.config.routing.default_capacity.to_string(),
         ..NewAgentForm::default()
     };
+    let two_factor_required = match two_factor_required(&app).await {
+        Ok(required) => required,
+        Err(response) => return response,
+    };
     render(
         StatusCode::OK,
         &AgentsPage {
@@ -96,6 +107,7 @@ pub async fn list(State(app): State<AppState>, admin: AdminUser, Query(notice): 
             form,
             errors: FieldErrors::default(),
             created: None,
+            two_factor_required,
         },
     )
 }
@@ -144,6 +156,10 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
         Ok(directory) => directory,
         Err(response) => return response,
     };
+    let two_factor_required = match two_factor_required(&app).await {
+        Ok(required) => required,
+        Err(response) => return response,
+    };
     let status = if errors.is_empty() { StatusCode::CREATED } else { StatusCode::UNPROCESSABLE_ENTITY };
     let form = if created.is_some() {
         NewAgentForm {
@@ -163,6 +179,7 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
             form,
             errors,
             created,
+            two_factor_required,
         },
     )
 }
@@ -304,4 +321,35 @@ pub async fn reset_password(State(app): State<AppState>, Path(id): Path<u64>, po
     let notice = Some("Password changed; the agent's sessions have ended.".to_owned());
     let page = edit_page(&post.admin, notice, agent, form, FieldErrors::default(), directory, Some(password));
     render(StatusCode::OK, &page)
+}
+
+/// `POST /admin/agents/{id}/two-factor/reset`: turns the agent's two-factor login off (a lost
+/// phone); their sessions end, and where it is required they enrol again at their next login.
+pub async fn reset_two_factor(State(app): State<AppState>, Path(id): Path<u64>, post: AdminPost) -> Response {
+    match agents::remove_two_factor(&app.store, id, None, true).await {
+        Ok(agent) => {
+            post.admin.audit(&app, "agent.reset_two_factor", &agent.email, "sessions ended".into()).await;
+            done(&format!("/admin/agents/{id}"), "Two-factor login reset; the agent's sessions have ended.")
+        }
+        Err(AgentError::NotFound(_)) => not_found("agent"),
+        Err(error) => internal_error(error),
+    }
+}
+
+/// `POST /admin/two-factor`: whether every agent must log in with a second factor.
+pub async fn require_two_factor(State(app): State<AppState>, post: AdminPost) -> Response {
+    let on = post.form.checked("required");
+    match agents::require_two_factor(&app.store, &post.admin.agent, on).await {
+        Ok(()) => {
+            post.admin.audit(&app, "settings.require_two_factor", "installation", format!("required {on}")).await;
+            let notice = if on {
+                "Two-factor login is required; agents without it enrol at their next login."
+            } else {
+                "Two-factor login is no longer required."
+            };
+            done("/admin/agents", notice)
+        }
+        Err(AgentError::Invalid(error)) => done("/admin/agents", &format!("Not changed: {}", error.message)),
+        Err(error) => internal_error(error),
+    }
 }

@@ -8,9 +8,9 @@ use serde::Deserialize;
 
 use super::{AdminPost, render};
 use crate::net::AppState;
-use crate::net::http::agent_api::{attempt_login, expired_session_cookie, session_cookie};
+use crate::net::http::agent_api::{LOGIN_EXPIRED, attempt_code, attempt_login, expired_session_cookie, session_cookie};
 use crate::net::http::error::ApiError;
-use crate::people::agents::Role;
+use crate::people::agents::{LoginStep, Role};
 
 #[derive(Template)]
 #[template(path = "admin/login.html")]
@@ -18,6 +18,8 @@ struct LoginPage {
     email: String,
     next: String,
     error: String,
+    /// Set when the password was right and the code of the authenticator app is asked for.
+    ticket: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -36,7 +38,7 @@ fn safe_next(next: Option<&str>) -> String {
 /// `GET /admin/login`
 pub async fn page(Query(query): Query<LoginQuery>) -> Response {
     let next = safe_next(query.next.as_deref());
-    render(StatusCode::OK, &LoginPage { email: String::new(), next, error: String::new() })
+    render(StatusCode::OK, &LoginPage { email: String::new(), next, error: String::new(), ticket: String::new() })
 }
 
 #[derive(Deserialize)]
@@ -47,6 +49,11 @@ pub struct LoginForm {
     password: String,
     #[serde(default)]
     next: String,
+    /// The second step of a login with two-factor login on: the ticket of the first and the code.
+    #[serde(default)]
+    ticket: String,
+    #[serde(default)]
+    code: String,
 }
 
 /// `POST /admin/login`
@@ -58,34 +65,54 @@ pub async fn submit(
 ) -> Response {
     let next = safe_next(Some(&form.next));
     let again = |status: StatusCode, error: String| {
-        render(status, &LoginPage { email: form.email.clone(), next: next.clone(), error })
+        render(status, &LoginPage { email: form.email.clone(), next: next.clone(), error, ticket: String::new() })
+    };
+    let ask_code = |status: StatusCode, ticket: String, error: String| {
+        render(status, &LoginPage { email: form.email.clone(), next: next.clone(), error, ticket })
     };
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok())
         && !origin.eq_ignore_ascii_case(&crate::net::http::own_origin(&headers))
     {
         return again(StatusCode::FORBIDDEN, "This form was sent from another site.".into());
     }
-    let (token, agent) = match attempt_login(&app, client.ip(), &form.email, &form.password).await {
-        Ok(logged_in) => logged_in,
-        Err(ApiError::TooManyRequests { retry_after_secs }) => {
-            let minutes = retry_after_secs.div_ceil(60);
-            return again(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("Too many failed logins; try again in {minutes} min."),
-            );
-        }
-        Err(ApiError::InvalidCredentials) => {
-            return again(StatusCode::UNAUTHORIZED, "Wrong email or password.".into());
-        }
-        Err(error) => return error.into_response(),
+    let too_many = |retry_after_secs: u64| {
+        let minutes = retry_after_secs.div_ceil(60);
+        again(StatusCode::TOO_MANY_REQUESTS, format!("Too many failed logins; try again in {minutes} min."))
     };
+    let (token, agent, step) = if form.ticket.is_empty() {
+        match attempt_login(&app, client.ip(), &form.email, &form.password).await {
+            Ok(logged_in) => logged_in,
+            Err(ApiError::TooManyRequests { retry_after_secs }) => return too_many(retry_after_secs),
+            Err(ApiError::InvalidCredentials) => {
+                return again(StatusCode::UNAUTHORIZED, "Wrong email or password.".into());
+            }
+            Err(error) => return error.into_response(),
+        }
+    } else {
+        match attempt_code(&app, client.ip(), &form.ticket, &form.code).await {
+            Ok(agent) => (form.ticket.clone(), agent, LoginStep::Done),
+            Err(ApiError::TooManyRequests { retry_after_secs }) => return too_many(retry_after_secs),
+            Err(ApiError::Unauthorized(message)) if message == LOGIN_EXPIRED => {
+                return again(StatusCode::UNAUTHORIZED, "The login expired; enter your password again.".into());
+            }
+            Err(ApiError::Unauthorized(_)) => {
+                return ask_code(StatusCode::UNAUTHORIZED, form.ticket.clone(), "Wrong or already used code.".into());
+            }
+            Err(error) => return error.into_response(),
+        }
+    };
+    if step == LoginStep::Code {
+        return ask_code(StatusCode::OK, token, String::new());
+    }
     if agent.role != Role::Admin {
         if let Err(error) = crate::people::agents::logout(&app.store, &token).await {
             tracing::error!(%error, "ending a refused admin login failed");
         }
         return again(StatusCode::FORBIDDEN, "This account is an agent's; the console is at /console.".into());
     }
-    let mut response = Redirect::to(&next).into_response();
+    // An admin without two-factor login where it is required enrols in the console first.
+    let target = if step == LoginStep::Enrol { "/console" } else { next.as_str() };
+    let mut response = Redirect::to(target).into_response();
     response.headers_mut().insert(header::SET_COOKIE, session_cookie(&token, &headers));
     response
 }

@@ -71,6 +71,8 @@ admin_routes! {
     GET "/admin/agents/{id}" => agents::edit_form,
     POST "/admin/agents/{id}" => agents::save,
     POST "/admin/agents/{id}/password" => agents::reset_password,
+    POST "/admin/agents/{id}/two-factor/reset" => agents::reset_two_factor,
+    POST "/admin/two-factor" => agents::require_two_factor,
     GET "/admin/teams" => teams::list,
     POST "/admin/teams" => teams::create,
     GET "/admin/teams/{id}" => teams::edit_form,

@@ -29,11 +29,10 @@ use serde::{Deserialize, Serialize};
 use super::SESSION_COOKIE;
 use super::client_address::ClientAddress;
 use super::error::ApiError;
-use super::extract::{Caller, Json};
+use super::extract::{Json, OwnSession};
 use crate::base::config::LimitsConfig;
 use crate::net::AppState;
-use crate::people::agents::{self, Agent, AgentError, PasswordChecks, Role};
-use crate::people::principal::Principal;
+use crate::people::agents::{self, Agent, AgentError, LoginStep, PasswordChecks, Role, SessionStage};
 
 /// The window in which failed logins are counted.
 const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -184,6 +183,10 @@ pub struct AgentView {
     role: Role,
     sites: Vec<String>,
     capacity: u32,
+    /// Whether the agent logs in with a second factor.
+    two_factor: bool,
+    /// Where the agent's picture is (an initial-letter one when they set none); changes with it.
+    avatar_url: String,
 }
 
 impl From<&Agent> for AgentView {
@@ -195,14 +198,63 @@ impl From<&Agent> for AgentView {
             role: agent.role,
             sites: agent.sites.clone(),
             capacity: agent.capacity,
+            two_factor: agent.two_factor,
+            avatar_url: avatar_url(agent),
         }
     }
 }
 
+/// The URL of an agent's picture; the upload id in it makes a new picture a new URL.
+pub fn avatar_url(agent: &Agent) -> String {
+    format!("/api/v1/agents/{}/avatar?v={}", agent.id, agent.avatar.as_deref().unwrap_or("0"))
+}
+
+/// The answer to a login: a session (`token`, also set as the cookie), or what it still needs.
 #[derive(Serialize)]
 struct LoginResponse {
-    token: String,
-    agent: AgentView,
+    /// `done`; `enrol` (the session may only enrol in two-factor login); or `code` (send the
+    /// authenticator's code with `ticket` to `/api/v1/agent/login/code`).
+    next: LoginStep,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ticket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<AgentView>,
+}
+
+/// Runs `check`, an attempt on `account` (a lowercased email) from `address`, under the login
+/// limits: refused with 429 while the account or address is over them, and counted as a failure
+/// when it fails on a wrong password or code. Logins, second factors, password changes and
+/// turning two-factor login off all go through here, so each guess costs the same.
+pub async fn limited<T>(
+    app: &AppState,
+    account: &str,
+    address: IpAddr,
+    check: impl std::future::Future<Output = Result<T, AgentError>>,
+) -> Result<T, ApiError> {
+    let limiter = &app.login_limiter;
+    let reservation =
+        limiter.reserve(account, address).map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
+    let outcome = check.await;
+    let attempt = match &outcome {
+        Ok(_) => AttemptOutcome::LoggedIn,
+        Err(AgentError::InvalidCredentials | AgentError::WrongCode) => AttemptOutcome::WrongPassword,
+        Err(_) => AttemptOutcome::NotChecked,
+    };
+    limiter.settle(reservation, attempt);
+    match outcome {
+        Ok(value) => Ok(value),
+        Err(AgentError::InvalidCredentials) => {
+            tracing::info!(%address, "failed login");
+            Err(ApiError::InvalidCredentials)
+        }
+        Err(AgentError::WrongCode) => {
+            tracing::info!(%address, "wrong second factor");
+            Err(ApiError::Unauthorized("wrong or already used code".into()))
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Checks a login against the failure limits and the password, and opens a session.
@@ -211,27 +263,25 @@ pub async fn attempt_login(
     address: IpAddr,
     email: &str,
     password: &str,
-) -> Result<(String, Agent), ApiError> {
-    let limiter = &app.login_limiter;
+) -> Result<(String, Agent, LoginStep), ApiError> {
     let account = email.trim().to_lowercase();
-    let reservation = limiter
-        .reserve(&account, address)
-        .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
-    let outcome = agents::login(&app.store, &limiter.password_checks, email, password).await;
-    let attempt = match &outcome {
-        Ok(_) => AttemptOutcome::LoggedIn,
-        Err(AgentError::InvalidCredentials) => AttemptOutcome::WrongPassword,
-        Err(_) => AttemptOutcome::NotChecked,
+    limited(app, &account, address, agents::login(&app.store, &app.login_limiter.password_checks, email, password))
+        .await
+}
+
+/// The answer to a code for a login that no longer waits for one (expired, or already done).
+pub const LOGIN_EXPIRED: &str = "the login expired; enter your password again";
+
+/// Gives a login waiting for its second factor the code, under the same limits as the password
+/// (counted against the account); returns the now full session's token.
+pub async fn attempt_code(app: &AppState, address: IpAddr, ticket: &str, code: &str) -> Result<Agent, ApiError> {
+    let now = crate::base::clock::now_millis();
+    let owned_ticket = ticket.to_owned();
+    let waiting = app.store.read(move |transaction| agents::awaiting_code(transaction, &owned_ticket, now)).await?;
+    let Some(agent) = waiting else {
+        return Err(ApiError::Unauthorized(LOGIN_EXPIRED.into()));
     };
-    limiter.settle(reservation, attempt);
-    match outcome {
-        Ok(logged_in) => Ok(logged_in),
-        Err(AgentError::InvalidCredentials) => {
-            tracing::info!(%address, "failed login");
-            Err(ApiError::InvalidCredentials)
-        }
-        Err(error) => Err(error.into()),
-    }
+    limited(app, &agent.email, address, agents::complete_login(&app.store, ticket, code)).await
 }
 
 /// The `Set-Cookie` value that carries a new session token; Secure when the client used https
@@ -258,40 +308,66 @@ pub async fn login(
     headers: HeaderMap,
     Json(request): Json<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let (token, agent) = attempt_login(&app, client.ip(), &request.email, &request.password).await?;
-    let cookie = session_cookie(&token, &headers);
-    let mut response = axum::Json(LoginResponse { token, agent: AgentView::from(&agent) }).into_response();
+    let (token, agent, next) = attempt_login(&app, client.ip(), &request.email, &request.password).await?;
+    if next == LoginStep::Code {
+        let answer = LoginResponse { next, token: None, ticket: Some(token), agent: None };
+        return Ok(axum::Json(answer).into_response());
+    }
+    Ok(with_session(
+        &token,
+        &headers,
+        LoginResponse { next, token: Some(token.clone()), ticket: None, agent: Some(AgentView::from(&agent)) },
+    ))
+}
+
+fn with_session(token: &str, headers: &HeaderMap, answer: LoginResponse) -> Response {
+    let cookie = session_cookie(token, headers);
+    let mut response = axum::Json(answer).into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie);
-    Ok(response)
+    response
+}
+
+#[derive(Deserialize)]
+pub struct CodeRequest {
+    ticket: String,
+    code: String,
+}
+
+/// `POST /api/v1/agent/login/code`: the second step of a login with two-factor login on.
+pub async fn login_code(
+    State(app): State<AppState>,
+    client: ClientAddress,
+    headers: HeaderMap,
+    Json(request): Json<CodeRequest>,
+) -> Result<Response, ApiError> {
+    let agent = attempt_code(&app, client.ip(), &request.ticket, &request.code).await?;
+    let answer = LoginResponse {
+        next: LoginStep::Done,
+        token: Some(request.ticket.clone()),
+        ticket: None,
+        agent: Some(AgentView::from(&agent)),
+    };
+    Ok(with_session(&request.ticket, &headers, answer))
 }
 
 /// `POST /api/v1/agent/logout`
-pub async fn logout(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Caller(principal): Caller,
-) -> Result<Response, ApiError> {
-    if !matches!(principal, Principal::Agent(_)) {
-        return Err(ApiError::Forbidden("only agents log out".into()));
-    }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::to_owned)
-        .or_else(|| super::session_cookie_token(&headers));
-    if let Some(token) = token {
-        agents::logout(&app.store, &token).await?;
-    }
+pub async fn logout(State(app): State<AppState>, session: OwnSession) -> Result<Response, ApiError> {
+    agents::logout(&app.store, &session.token).await?;
     let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::SET_COOKIE, expired_session_cookie());
     Ok(response)
 }
 
+/// The current agent, and whether their session may only enrol in two-factor login.
+#[derive(Serialize)]
+pub struct MeView {
+    #[serde(flatten)]
+    agent: AgentView,
+    /// The session may only enrol in two-factor login (the installation requires it).
+    must_enrol: bool,
+}
+
 /// `GET /api/v1/agent/me`
-pub async fn me(Caller(principal): Caller) -> Result<axum::Json<AgentView>, ApiError> {
-    match principal {
-        Principal::Agent(agent) => Ok(axum::Json(AgentView::from(&agent))),
-        Principal::Visitor(_) | Principal::ApiToken(_) => Err(ApiError::Forbidden("agents only".into())),
-    }
+pub async fn me(session: OwnSession) -> axum::Json<MeView> {
+    axum::Json(MeView { agent: AgentView::from(&session.agent), must_enrol: session.stage == SessionStage::MustEnrol })
 }

@@ -133,6 +133,8 @@ impl From<AgentError> for ApiError {
             AgentError::DuplicateEmail(_) => ApiError::Conflict(error.to_string()),
             AgentError::NotFound(_) => ApiError::NotFound(error.to_string()),
             AgentError::InvalidCredentials => ApiError::InvalidCredentials,
+            AgentError::WrongCode => ApiError::Unauthorized(error.to_string()),
+            AgentError::TwoFactor(error) => error.into(),
             AgentError::Invalid(error) => ApiError::Unprocessable(error.to_string()),
             AgentError::PasswordChecksBusy => ApiError::TooManyRequests { retry_after_secs: 1 },
             AgentError::Storage(error) => error.into(),

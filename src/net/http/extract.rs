@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::{own_origin, session_cookie_token};
 use crate::net::AppState;
-use crate::people::agents::{Agent, Role};
+use crate::people::agents::{Agent, Role, SessionStage};
 use crate::people::api_tokens::{self, ApiToken};
 use crate::people::principal::Principal;
 use crate::{base::secrets, people::agents, people::visitors};
@@ -86,20 +86,69 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
-        let credentials = credentials(parts)
-            .ok_or_else(|| ApiError::Unauthorized("log in or send Authorization: Bearer TOKEN".into()))?;
-        if credentials.from_cookie && !matches!(parts.method, Method::GET | Method::HEAD) {
-            let origin = parts.headers.get("origin").and_then(|value| value.to_str().ok());
-            if origin.is_none_or(|origin| !origin.eq_ignore_ascii_case(&own_origin(&parts.headers))) {
-                return Err(ApiError::Forbidden("cross-site request refused".into()));
-            }
-        }
+        let credentials = checked_credentials(parts)?;
         let principal = authenticate(app, &credentials.token).await?;
         let principal = principal.ok_or_else(|| ApiError::Unauthorized("unknown, expired or revoked token".into()))?;
         if let Principal::ApiToken(token) = &principal {
             admit_api_token(app, token, &parts.method)?;
         }
         Ok(Caller(principal))
+    }
+}
+
+/// The request's credentials; a cookie-authenticated request that changes state must come from
+/// kefu's own origin.
+fn checked_credentials(parts: &Parts) -> Result<Credentials, ApiError> {
+    let credentials = credentials(parts)
+        .ok_or_else(|| ApiError::Unauthorized("log in or send Authorization: Bearer TOKEN".into()))?;
+    if credentials.from_cookie && !matches!(parts.method, Method::GET | Method::HEAD) {
+        let origin = parts.headers.get("origin").and_then(|value| value.to_str().ok());
+        if origin.is_none_or(|origin| !origin.eq_ignore_ascii_case(&own_origin(&parts.headers))) {
+            return Err(ApiError::Forbidden("cross-site request refused".into()));
+        }
+    }
+    Ok(credentials)
+}
+
+/// An agent acting on their own account with their session: a full one, or one that may only
+/// enrol in two-factor login (`stage` says which; handlers that need a full one check it). A
+/// login still waiting for its code is not a session here either.
+pub struct OwnSession {
+    pub agent: Agent,
+    pub stage: SessionStage,
+    /// The session's token digest, so a change can keep this session and end the others.
+    pub digest: secrets::TokenDigest,
+    pub token: String,
+}
+
+impl OwnSession {
+    /// The session, if it is a full one.
+    pub fn full(self) -> Result<OwnSession, ApiError> {
+        if self.stage == SessionStage::Full {
+            Ok(self)
+        } else {
+            Err(ApiError::Forbidden("turn on two-factor login first".into()))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for OwnSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        let credentials = checked_credentials(parts)?;
+        if !credentials.token.starts_with(agents::TOKEN_PREFIX) {
+            return Err(ApiError::Forbidden("agents only".into()));
+        }
+        let digest = secrets::token_digest(&credentials.token);
+        let now = crate::base::clock::now_millis();
+        let session = app.store.read(move |transaction| agents::session_of(transaction, &digest, now)).await?;
+        match session {
+            Some((agent, stage)) if stage != SessionStage::AwaitingCode => {
+                Ok(OwnSession { agent, stage, digest, token: credentials.token })
+            }
+            _ => Err(ApiError::Unauthorized("unknown, expired or revoked token".into())),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP surface: JSON API under `/api/v1`, the WebSocket endpoints, health checks, and the
 //! security headers every response carries.
 
+pub mod account_api;
 pub mod agent_api;
 pub mod canned_replies_api;
 pub mod client_address;
@@ -64,6 +65,18 @@ pub fn router(app: AppState) -> Router {
             get(push_api::list).post(push_api::subscribe).delete(push_api::unsubscribe),
         )
         .route("/console/sw.js", get(assets::console_service_worker))
+        .route("/api/v1/agent/login/code", post(agent_api::login_code))
+        .route("/api/v1/agent/password", post(account_api::change_password))
+        .route("/api/v1/agent/two-factor/setup", post(account_api::begin_two_factor))
+        .route("/api/v1/agent/two-factor/confirm", post(account_api::confirm_two_factor))
+        .route("/api/v1/agent/two-factor/disable", post(account_api::disable_two_factor))
+        .route(
+            "/api/v1/agent/avatar",
+            put(account_api::set_avatar)
+                .delete(account_api::remove_avatar)
+                .layer(DefaultBodyLimit::max(crate::people::avatars::MAX_AVATAR_BYTES)),
+        )
+        .route("/api/v1/agents/{id}/avatar", get(account_api::avatar))
         .route("/api/v1/conversations/{id}/rating", post(visitor_api::rate_conversation))
         .route("/api/v1/conversations/{id}/messages/{seq}/feedback", post(knowledge_base_api::feedback))
         .route("/api/v1/conversations/{id}/queue", get(knowledge_base_api::queue_place))

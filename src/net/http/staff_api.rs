@@ -32,6 +32,8 @@ pub struct AgentListed {
     role: Role,
     sites: Vec<String>,
     presence: Presence,
+    /// The agent's picture (an initial-letter one when they set none).
+    avatar_url: String,
 }
 
 /// `GET /api/v1/agents`: the agents who share a site with the caller, with their presence.
@@ -51,6 +53,7 @@ pub async fn list_agents(
         })
         .map(|agent| AgentListed {
             presence: app.router.presence_of(agent.id),
+            avatar_url: super::agent_api::avatar_url(&agent),
             id: agent.id,
             name: agent.name,
             email: agent.email,
