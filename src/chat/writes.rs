@@ -65,6 +65,8 @@ pub trait ChatWrites {
     fn conversation_mut(&mut self, id: u64) -> Result<Option<&mut Conversation>, StorageError>;
     /// Stores a new conversation (written at the end of the batch).
     fn insert_conversation(&mut self, conversation: Conversation);
+    /// The conversations this batch changed or created, as they will be written.
+    fn changed_conversations(&mut self) -> Vec<Conversation>;
 }
 
 impl ChatWrites for WriteContext<'_> {
@@ -94,6 +96,11 @@ impl ChatWrites for WriteContext<'_> {
         let state = self.extension::<ChatWriterState>();
         state.dirty_conversations.insert(conversation.id);
         state.conversations.insert(conversation.id, conversation);
+    }
+
+    fn changed_conversations(&mut self) -> Vec<Conversation> {
+        let state = self.extension::<ChatWriterState>();
+        state.dirty_conversations.iter().filter_map(|id| state.conversations.get(id).cloned()).collect()
     }
 }
 

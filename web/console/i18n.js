@@ -20,6 +20,7 @@ const WORDS = {
     k_next: 'Next conversation', k_prev: 'Previous conversation', k_send: 'Send', k_esc: 'Close the pane (the conversation stays open)',
     k_canned: 'Canned replies (at the start of the message)', k_help: 'This help', k_lists: 'Waiting / Mine / All open / Closed / Visitors',
     k_note: 'Toggle internal note', held_by: 'with', you: 'you', upload_failed: 'Upload failed',
+    visitor_number: 'Visitor #{id}',
   },
   'zh-CN': {
     email: '邮箱', password: '密码', log_in: '登录', log_out: '退出', admin: '管理', online: '在线', away: '离开', offline: '离线',
@@ -36,7 +37,15 @@ const WORDS = {
     k_next: '下一个会话', k_prev: '上一个会话', k_send: '发送', k_esc: '关闭窗格（会话保持进行）',
     k_canned: '快捷回复（在消息开头输入）', k_help: '显示本帮助', k_lists: '排队 / 我的 / 全部 / 已结束 / 访客',
     k_note: '切换内部备注', held_by: '接待人', you: '你', upload_failed: '上传失败',
+    visitor_number: '访客 #{id}',
   },
 };
 
 export const { t, locale, setLocale, apply } = translator(WORDS, { storageKey: 'kefu.console.language' });
+
+// The server names a visitor who gave no name "Visitor #7" (its API speaks English); the
+// console shows that name in its own language.
+export function visitorName(name) {
+  const number = /^Visitor #(\d+)$/.exec(name ?? '');
+  return number ? t('visitor_number').replace('{id}', number[1]) : name;
+}

@@ -210,7 +210,7 @@ pub async fn edit_form(
         Err(response) => return response,
     };
     let Some(agent) = directory.agents.iter().find(|agent| agent.id == id).cloned() else {
-        return not_found("agent");
+        return not_found(admin.lang, admin.t().noun_agent);
     };
     let form = form_of(&agent, &directory.teams);
     render(StatusCode::OK, &edit_page(&admin, notice.take(), agent, form, FieldErrors::default(), directory, None))
@@ -223,7 +223,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
         Err(response) => return response,
     };
     let Some(before) = directory.agents.iter().find(|agent| agent.id == id).cloned() else {
-        return not_found("agent");
+        return not_found(post.admin.lang, post.admin.t().noun_agent);
     };
     let form = AgentForm {
         name: post.form.text("name"),
@@ -255,7 +255,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
             errors.add_error(error);
             return invalid(errors, form, directory);
         }
-        Err(AgentError::NotFound(_)) => return not_found("agent"),
+        Err(AgentError::NotFound(_)) => return not_found(post.admin.lang, post.admin.t().noun_agent),
         Err(error) => return internal_error(error),
     };
     let changed_teams = match teams::set_agent_teams(&app.store, id, team_ids).await {
@@ -275,7 +275,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
         agent.name, agent.role, agent.capacity, agent.sites, agent.disabled
     );
     post.admin.audit(&app, if agent.disabled { "agent.disable" } else { "agent.update" }, &agent.email, detail).await;
-    done(&format!("/admin/agents/{id}"), "Saved.")
+    done(&format!("/admin/agents/{id}"), post.admin.t().saved)
 }
 
 /// `POST /admin/agents/{id}/password`: sets the typed password, or generates one; shown once.
@@ -285,7 +285,7 @@ pub async fn reset_password(State(app): State<AppState>, Path(id): Path<u64>, po
         Err(response) => return response,
     };
     let Some(agent) = directory.agents.iter().find(|agent| agent.id == id).cloned() else {
-        return not_found("agent");
+        return not_found(post.admin.lang, post.admin.t().noun_agent);
     };
     let typed = post.form.text("password");
     let password = if typed.is_empty() { crate::base::secrets::new_password() } else { typed };
@@ -301,7 +301,7 @@ pub async fn reset_password(State(app): State<AppState>, Path(id): Path<u64>, po
         Err(error) => return internal_error(error),
     }
     post.admin.audit(&app, "agent.reset_password", &agent.email, "sessions ended".into()).await;
-    let notice = Some("Password changed; the agent's sessions have ended.".to_owned());
+    let notice = Some(post.admin.t().password_changed.to_owned());
     let page = edit_page(&post.admin, notice, agent, form, FieldErrors::default(), directory, Some(password));
     render(StatusCode::OK, &page)
 }

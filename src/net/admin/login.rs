@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{AdminPost, render};
+use super::{AdminPost, Lang, Texts, fill, render};
 use crate::net::AppState;
 use crate::net::http::agent_api::{attempt_login, expired_session_cookie, session_cookie};
 use crate::net::http::error::ApiError;
@@ -15,6 +15,9 @@ use crate::people::agents::Role;
 #[derive(Template)]
 #[template(path = "admin/login.html")]
 struct LoginPage {
+    lang: Lang,
+    t: &'static Texts,
+    switch_url: String,
     email: String,
     next: String,
     error: String,
@@ -26,7 +29,7 @@ pub struct LoginQuery {
 }
 
 /// Only paths inside the admin pages are followed after a login, never another site.
-fn safe_next(next: Option<&str>) -> String {
+pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(next) if next.starts_with("/admin") && !next.starts_with("//") && !next.contains('\\') => next.to_owned(),
         _ => "/admin".to_owned(),
@@ -34,9 +37,15 @@ fn safe_next(next: Option<&str>) -> String {
 }
 
 /// `GET /admin/login`
-pub async fn page(Query(query): Query<LoginQuery>) -> Response {
+pub async fn page(lang: Lang, Query(query): Query<LoginQuery>) -> Response {
     let next = safe_next(query.next.as_deref());
-    render(StatusCode::OK, &LoginPage { email: String::new(), next, error: String::new() })
+    let path =
+        format!("/admin/login?next={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
+    let switch_url = super::texts::switch_url(lang, &path);
+    render(
+        StatusCode::OK,
+        &LoginPage { lang, t: lang.texts(), switch_url, email: String::new(), next, error: String::new() },
+    )
 }
 
 #[derive(Deserialize)]
@@ -56,26 +65,28 @@ pub async fn submit(
     headers: HeaderMap,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
+    let lang = Lang::of_request(&headers);
+    let t = lang.texts();
     let next = safe_next(Some(&form.next));
+    let switch_url = super::texts::switch_url(lang, "/admin/login");
     let again = |status: StatusCode, error: String| {
-        render(status, &LoginPage { email: form.email.clone(), next: next.clone(), error })
+        let page =
+            LoginPage { lang, t, switch_url: switch_url.clone(), email: form.email.clone(), next: next.clone(), error };
+        render(status, &page)
     };
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok())
         && !origin.eq_ignore_ascii_case(&crate::net::http::own_origin(&headers))
     {
-        return again(StatusCode::FORBIDDEN, "This form was sent from another site.".into());
+        return again(StatusCode::FORBIDDEN, t.form_from_elsewhere.into());
     }
     let (token, agent) = match attempt_login(&app, client.ip(), &form.email, &form.password).await {
         Ok(logged_in) => logged_in,
         Err(ApiError::TooManyRequests { retry_after_secs }) => {
             let minutes = retry_after_secs.div_ceil(60);
-            return again(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("Too many failed logins; try again in {minutes} min."),
-            );
+            return again(StatusCode::TOO_MANY_REQUESTS, fill(t.too_many_logins, &[("minutes", &minutes)]));
         }
         Err(ApiError::InvalidCredentials) => {
-            return again(StatusCode::UNAUTHORIZED, "Wrong email or password.".into());
+            return again(StatusCode::UNAUTHORIZED, t.wrong_login.into());
         }
         Err(error) => return error.into_response(),
     };
@@ -83,7 +94,7 @@ pub async fn submit(
         if let Err(error) = crate::people::agents::logout(&app.store, &token).await {
             tracing::error!(%error, "ending a refused admin login failed");
         }
-        return again(StatusCode::FORBIDDEN, "This account is an agent's; the console is at /console.".into());
+        return again(StatusCode::FORBIDDEN, t.agent_not_admin.into());
     }
     let mut response = Redirect::to(&next).into_response();
     response.headers_mut().insert(header::SET_COOKIE, session_cookie(&token, &headers));
