@@ -520,7 +520,12 @@ pub async fn export(State(app): State<AppState>, admin: AdminUser, Query(query):
     let format = match Format::parse(query.format.as_deref().unwrap_or("csv")) {
         Ok(format) => format,
         Err(error) => {
-            return super::message_page(lang, StatusCode::UNPROCESSABLE_ENTITY, lang.texts().export, &error.to_string());
+            return super::message_page(
+                lang,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                lang.texts().export,
+                &error.to_string(),
+            );
         }
     };
     let Some(key) = query.site else {

@@ -43,6 +43,8 @@ texts! {
     threshold_now,
     settings,
     enabled,
+    bot_name,
+    colon,
     name,
     threshold,
     threshold_help,
