@@ -280,28 +280,44 @@ impl Zones {
         self.0.get(site).unwrap_or(&UTC)
     }
 
-    /// Reads the zones of `sites` inside the writer.
-    fn load<'s>(context: &WriteContext<'_>, sites: impl Iterator<Item = &'s str>) -> Result<Zones, StorageError> {
-        let table = context.transaction.open_table(tables::SITES)?;
+    /// The zones of `sites` inside the writer: those the writer knows, and the others read.
+    fn load<'s>(context: &mut WriteContext<'_>, sites: impl Iterator<Item = &'s str>) -> Result<Zones, StorageError> {
         let mut zones = HashMap::new();
+        let known = &context.extension::<DailyFiguresState>().zones;
+        let mut unknown = Vec::new();
         for key in sites {
-            if zones.contains_key(key) {
-                continue;
+            match known.get(key) {
+                Some(zone) => {
+                    zones.insert(key.to_owned(), zone.clone());
+                }
+                None => unknown.push(key.to_owned()),
             }
-            if let Some(value) = table.get(key)? {
-                let site: crate::sites::Site = decode_json(value.value())?;
-                zones.insert(key.to_owned(), site.time_zone());
+        }
+        if !unknown.is_empty() {
+            let table = context.transaction.open_table(tables::SITES)?;
+            for key in unknown {
+                if let Some(value) = table.get(key.as_str())? {
+                    let site: crate::sites::Site = decode_json(value.value())?;
+                    zones.insert(key, site.time_zone());
+                }
             }
+            drop(table);
+            context
+                .extension::<DailyFiguresState>()
+                .zones
+                .extend(zones.iter().map(|(key, zone)| (key.clone(), zone.clone())));
         }
         Ok(Zones(zones))
     }
 }
 
 /// What the writer remembers between batches: each recently changed conversation's contribution
-/// as stored, so a message that changes nothing the figures count costs no read.
+/// as stored, so a message that changes nothing the figures count costs no read, and the sites'
+/// time zones (a zone changes only through [`rebuild`], which forgets them).
 #[derive(Default)]
 pub struct DailyFiguresState {
     recorded: HashMap<u64, Contribution>,
+    zones: HashMap<String, jiff::tz::TimeZone>,
 }
 
 impl WriterExtension for DailyFiguresState {
@@ -414,7 +430,9 @@ fn write_cells(
 /// Counts the figures of one site (or of all) again from the stored conversations and messages,
 /// inside a writer operation. Messages this batch already published are left to [`record`].
 pub fn rebuild(context: &mut WriteContext<'_>, site: Option<&str>) -> Result<(), StorageError> {
-    context.extension::<DailyFiguresState>().recorded.clear();
+    let state = context.extension::<DailyFiguresState>();
+    state.recorded.clear();
+    state.zones.clear();
     let in_batch: HashSet<u64> = context
         .published()
         .iter()
