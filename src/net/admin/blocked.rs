@@ -32,8 +32,12 @@ impl BlockedPage {
         crate::base::clock::format_utc(*millis)
     }
 
+    /// The visitor's name, or "Visitor" in the page's language (the number is shown beside it).
     fn visitor_name(&self, visitor: &Visitor) -> String {
-        visitors::display_name(visitor)
+        match visitor.name.as_deref().map(str::trim) {
+            Some(name) if !name.is_empty() => visitors::display_name(visitor),
+            _ => self.layout.t.visitor.to_owned(),
+        }
     }
 }
 
