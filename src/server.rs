@@ -75,6 +75,7 @@ pub async fn start(
     })
     .await?
     .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    crate::history::daily_figures::migrate(&store).await.context("counting the daily report figures")?;
     bootstrap(&store, &config, local_addr).await?;
     let search = {
         let (store, data_dir) = (store.clone(), config.data_dir.clone());
@@ -313,10 +314,11 @@ pub fn termination_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// What the domain adds to the storage writer: the webhook outbox written in each batch's
-/// commit, and the channel committed events reach the dispatcher on.
+/// What the domain adds to the storage writer: the webhook outbox and the daily report figures,
+/// written in each batch's commit, and the channel committed events reach the dispatcher on.
 pub fn writer_hooks(committed: Option<mpsc::Sender<Published>>) -> WriterHooks {
-    WriterHooks { before_commit: vec![crate::webhooks::record_deliveries], committed }
+    let before_commit = vec![crate::webhooks::record_deliveries, crate::history::daily_figures::record];
+    WriterHooks { before_commit, committed }
 }
 
 /// Runs retention, the sweep of unattached uploads and the cleanup of idle visitor budgets every

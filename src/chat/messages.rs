@@ -393,7 +393,7 @@ fn read_one(
     Ok(found)
 }
 
-fn decode_record(bytes: &[u8]) -> Result<MessageRecord, StorageError> {
+pub fn decode_record(bytes: &[u8]) -> Result<MessageRecord, StorageError> {
     match decode_postcard::<StoredMessage>(bytes)? {
         StoredMessage::V1(record) => Ok(record),
     }

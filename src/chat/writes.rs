@@ -68,6 +68,8 @@ pub trait ChatWrites {
     /// Deletes a conversation's record, and drops it from the cache so the end of the batch
     /// does not write it back.
     fn remove_conversation(&mut self, id: u64) -> Result<(), StorageError>;
+    /// The conversations this batch changed or created, as they will be written.
+    fn changed_conversations(&mut self) -> Vec<Conversation>;
 }
 
 impl ChatWrites for WriteContext<'_> {
@@ -105,6 +107,11 @@ impl ChatWrites for WriteContext<'_> {
         state.conversations.remove(&id);
         self.transaction.open_table(tables::CONVERSATIONS)?.remove(id)?;
         Ok(())
+    }
+
+    fn changed_conversations(&mut self) -> Vec<Conversation> {
+        let state = self.extension::<ChatWriterState>();
+        state.dirty_conversations.iter().filter_map(|id| state.conversations.get(id).cloned()).collect()
     }
 }
 

@@ -134,6 +134,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = args.dir.clone();
     let store =
         tokio::task::spawn_blocking(move || Store::open(&dir, &storage, crate::server::writer_hooks(None))).await??;
+    crate::history::daily_figures::migrate(&store).await?;
     let stored = store.read(|transaction| read_meta(transaction, "next_lsn")).await?.unwrap_or(1) - 1;
     let site_key = match store.read(sites::list).await?.into_iter().next() {
         Some(site) => site.key,
@@ -241,18 +242,41 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
 
-    // A report of every filled day: each conversation decoded once, each message of the range read.
+    // A report of every filled day, counted from every conversation and message, then read from
+    // the daily figures; both must agree.
     let today = crate::base::clock::day_of(crate::base::clock::now_millis());
     let filter = ReportFilter { from_day: today.saturating_sub(args.days), to_day: today, site: None, team: None };
     let n_days = filter.n_days();
+    let mut reports = Vec::new();
+    for (name, compute) in
+        [("from raw data", reports::compute_from_raw as fn(&_, &_) -> _), ("from daily figures", reports::compute)]
+    {
+        let filter = filter.clone();
+        let started = Instant::now();
+        let report = store.read(move |transaction| compute(transaction, &filter)).await?;
+        println!(
+            "report ({n_days} days, all sites, {name}): conversations={} agent_messages={} time={:.3}s",
+            report.totals.created,
+            report.agents.iter().map(|agent| agent.messages).sum::<u64>(),
+            started.elapsed().as_secs_f64()
+        );
+        reports.push(report);
+    }
+    anyhow::ensure!(reports[0] == reports[1], "the daily figures disagree with the raw data");
+    // A year: at most 366 rows per site, team and agent.
+    let year = ReportFilter { from_day: today.saturating_sub(365), ..filter };
     let started = Instant::now();
-    let report = store.read(move |transaction| reports::compute(transaction, &filter)).await?;
-    println!(
-        "report ({n_days} days, all sites): conversations={} agent_messages={} time={:.2}s",
-        report.totals.created,
-        report.agents.iter().map(|agent| agent.messages).sum::<u64>(),
-        started.elapsed().as_secs_f64()
-    );
+    store.read(move |transaction| reports::compute(transaction, &year)).await?;
+    println!("report (366 days, all sites, from daily figures): time={:.3}s", started.elapsed().as_secs_f64());
+    // Recounting everything, as the one-time backfill does.
+    let started = Instant::now();
+    store
+        .write(|context| {
+            crate::history::daily_figures::rebuild(context, None)?;
+            Ok(Ok::<(), crate::storage::StorageError>(()))
+        })
+        .await?;
+    println!("daily figures counted again from raw data: time={:.2}s", started.elapsed().as_secs_f64());
     search.shutdown().await;
     store.shutdown().await;
     Ok(())

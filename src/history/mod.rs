@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod daily_figures;
 pub mod export;
 pub mod reports;
 pub mod retention;

@@ -1,23 +1,23 @@
-//! Reports: conversation figures per UTC day and per agent for a date range, optionally for one
+//! Reports: conversation figures per day and per agent for a date range, optionally for one
 //! site or one team, drawn by the admin pages (`admin/reports.rs`) as charts, tables and CSV.
 //!
-//! A report is computed in one read transaction on the blocking pool: every conversation is
-//! decoded once, and only the message day shards of the range are read (to count agents'
-//! messages). Each figure counts on the UTC day its event happened: a conversation on the day it
-//! started (with its first response time), a close on the day it closed (with its resolution
-//! time), a rating on the day it was given.
+//! Days are calendar days in each site's time zone. Each figure counts on the day its event
+//! happened: a conversation on the day it started (with its first response time), a close on the
+//! day it closed (with its resolution time), a rating on the day it was given, a message on the
+//! day it was sent. A report reads the daily figures (`history::daily_figures`), one row per day
+//! and site, team and agent, so its cost grows with the days asked for, not with the history
+//! stored; [`compute_from_raw`] counts the same report from every conversation and message, the
+//! reference the tests hold the daily figures to.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use redb::ReadTransaction;
 
 use crate::base::clock;
-use crate::chat::conversations::{self, Conversation};
-use crate::chat::messages::{self, MessageRecord};
+use crate::history::daily_figures::{CellKey, DayCell, MessageKey, Tally};
 use crate::people::agents::{self, Agent};
 use crate::people::teams::Team;
-use crate::protocol::SenderKind;
-use crate::storage::StorageError;
+use crate::storage::{StorageError, decode_postcard, tables};
 
 /// The longest range a report covers, in days: a year, leap day included.
 pub const MAX_RANGE_DAYS: u32 = 366;
@@ -28,7 +28,7 @@ pub const DEFAULT_RANGE_DAYS: u32 = 30;
 /// Which conversations a report covers.
 #[derive(Clone, Debug)]
 pub struct ReportFilter {
-    /// First and last UTC day (days since 1970-01-01), inclusive.
+    /// First and last day (days since 1970-01-01 of the calendar date), inclusive.
     pub from_day: u32,
     pub to_day: u32,
     /// Only this site's conversations.
@@ -58,17 +58,23 @@ impl ReportFilter {
         (self.to_day - self.from_day + 1) as usize
     }
 
-    fn covers(&self, conversation: &Conversation) -> bool {
-        self.site.as_ref().is_none_or(|site| *site == conversation.site)
+    /// Whether the conversations of a cell count: those of the site, and those waiting for the
+    /// team or held by one of its members.
+    fn covers(&self, key: &CellKey) -> bool {
+        self.site.as_ref().is_none_or(|site| *site == key.site)
             && self.team.as_ref().is_none_or(|team| {
-                conversation.team == Some(team.id)
-                    || conversation.assigned_agent.is_some_and(|agent| team.members.contains(&agent))
+                (key.team != 0 && key.team == team.id) || (key.agent != 0 && team.members.contains(&key.agent))
             })
     }
 
-    /// The index in the range of the day of `millis`, if it falls inside.
-    fn day_index(&self, millis: i64) -> Option<usize> {
-        let day = clock::day_of(millis);
+    /// Whether messages count: those of the site, and with a team those its members sent.
+    fn covers_messages(&self, key: &MessageKey) -> bool {
+        self.site.as_ref().is_none_or(|site| *site == key.site)
+            && self.team.as_ref().is_none_or(|team| key.sender != 0 && team.members.contains(&key.sender))
+    }
+
+    /// The index in the range of `day`, if it falls inside.
+    fn day_index(&self, day: u32) -> Option<usize> {
         (self.from_day..=self.to_day).contains(&day).then(|| (day - self.from_day) as usize)
     }
 }
@@ -80,6 +86,10 @@ pub struct Figures {
     pub created: u64,
     /// Conversations closed.
     pub closed: u64,
+    /// Conversations closed that no agent answered while the visitor waited for a person.
+    pub missed: u64,
+    /// Messages sent to the conversation, by anyone (internal notes not counted).
+    pub messages: u64,
     /// Conversations started that an agent answered (the first response samples).
     pub answered: u64,
     /// From start to the first agent answer, over the conversations started.
@@ -92,7 +102,7 @@ pub struct Figures {
     pub average_rating: Option<f64>,
 }
 
-/// One UTC day's figures.
+/// One day's figures.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DayFigures {
     pub day: u32,
@@ -127,16 +137,87 @@ pub struct Report {
     pub agents: Vec<AgentFigures>,
 }
 
-/// Computes the report of `filter` from one read transaction.
+/// Computes the report of `filter` from the daily figures, in one read transaction.
 pub fn compute(transaction: &ReadTransaction, filter: &ReportFilter) -> Result<Report, StorageError> {
     let mut builder = ReportBuilder::new(filter);
-    conversations::visit_all(transaction, |conversation| builder.add_conversation(&conversation))?;
-    for day in filter.from_day..=filter.to_day {
-        messages::visit_shard(transaction, day, |conversation_id, record| {
-            builder.add_message(conversation_id, record)
-        })?;
+    let (from, past_end) = (filter.from_day, filter.to_day + 1);
+    let cells = transaction.open_table(tables::REPORT_CELLS)?;
+    for entry in cells.range::<(u32, &str, u64, u64)>((from, "", 0, 0)..(past_end, "", 0, 0))? {
+        let (key, value) = entry?;
+        let (day, site, team, agent) = key.value();
+        let key = CellKey { day, site: site.to_owned(), team, agent };
+        if filter.covers(&key) {
+            builder.add_cell(&key, &decode_postcard(value.value())?);
+        }
+    }
+    let counts = transaction.open_table(tables::REPORT_MESSAGES)?;
+    for entry in counts.range::<(u32, &str, u64)>((from, "", 0)..(past_end, "", 0))? {
+        let (key, value) = entry?;
+        let (day, site, sender) = key.value();
+        builder.add_messages(&MessageKey { day, site: site.to_owned(), sender }, value.value());
     }
     Ok(builder.finish(&agents::list(transaction)?))
+}
+
+/// Computes the report of `filter` from every stored conversation and message: what [`compute`]
+/// answers, the slow way.
+pub fn compute_from_raw(transaction: &ReadTransaction, filter: &ReportFilter) -> Result<Report, StorageError> {
+    let tally = Tally::from_raw(transaction, filter.site.as_deref())?;
+    Ok(from_tally(&tally, filter, &agents::list(transaction)?))
+}
+
+/// The report of `filter` over figures counted in memory.
+pub fn from_tally(tally: &Tally, filter: &ReportFilter, known_agents: &[Agent]) -> Report {
+    let mut builder = ReportBuilder::new(filter);
+    for (key, cell) in &tally.cells {
+        if filter.covers(key) {
+            builder.add_cell(key, cell);
+        }
+    }
+    for (key, count) in &tally.messages {
+        builder.add_messages(key, *count);
+    }
+    builder.finish(known_agents)
+}
+
+/// What a site (or every site) did so far today, each site's today in its own time zone.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Today {
+    /// Conversations started today.
+    pub conversations: u64,
+    /// Messages sent today (internal notes not counted).
+    pub messages: u64,
+    /// Conversations closed today that no agent answered.
+    pub missed: u64,
+    /// Median first response of today's conversations that were answered.
+    pub median_first_response_ms: Option<i64>,
+}
+
+/// Today's figures of one site (or of all), at `now`.
+pub fn today(transaction: &ReadTransaction, site: Option<&str>, now: i64) -> Result<Today, StorageError> {
+    let cells = transaction.open_table(tables::REPORT_CELLS)?;
+    let counts = transaction.open_table(tables::REPORT_MESSAGES)?;
+    let mut today = Today::default();
+    let mut first_responses = Vec::new();
+    for known in crate::sites::list(transaction)? {
+        if site.is_some_and(|site| site != known.key) {
+            continue;
+        }
+        let day = clock::day_in(&known.time_zone(), now);
+        let key = known.key.as_str();
+        for entry in cells.range::<(u32, &str, u64, u64)>((day, key, 0, 0)..=(day, key, u64::MAX, u64::MAX))? {
+            let cell: DayCell = decode_postcard(entry?.1.value())?;
+            today.conversations += cell.created;
+            today.missed += cell.missed;
+            first_responses.extend(cell.first_responses);
+        }
+        for entry in counts.range::<(u32, &str, u64)>((day, key, 0)..=(day, key, u64::MAX))? {
+            today.messages += entry?.1.value();
+        }
+    }
+    first_responses.sort_unstable();
+    today.median_first_response_ms = median(&first_responses);
+    Ok(today)
 }
 
 /// The samples behind one [`Figures`].
@@ -144,6 +225,8 @@ pub fn compute(transaction: &ReadTransaction, filter: &ReportFilter) -> Result<R
 struct Samples {
     created: u64,
     closed: u64,
+    missed: u64,
+    messages: u64,
     first_responses: Vec<i64>,
     resolutions: Vec<i64>,
     ratings: u64,
@@ -151,12 +234,26 @@ struct Samples {
 }
 
 impl Samples {
+    fn add(&mut self, cell: &DayCell) {
+        self.created += cell.created;
+        self.closed += cell.closed;
+        self.missed += cell.missed;
+        self.first_responses.extend_from_slice(&cell.first_responses);
+        self.resolutions.extend_from_slice(&cell.resolutions);
+        for (score, count) in (1..=5u64).zip(cell.satisfaction) {
+            self.ratings += count;
+            self.rating_sum += score * count;
+        }
+    }
+
     fn finish(mut self) -> Figures {
         self.first_responses.sort_unstable();
         self.resolutions.sort_unstable();
         Figures {
             created: self.created,
             closed: self.closed,
+            missed: self.missed,
+            messages: self.messages,
             answered: self.first_responses.len() as u64,
             median_first_response_ms: median(&self.first_responses),
             p90_first_response_ms: percentile(&self.first_responses, 90.0),
@@ -174,80 +271,58 @@ struct AgentSamples {
     first_responses: Vec<i64>,
 }
 
-/// Collects conversations and messages into a report; separate from storage so the arithmetic
-/// is tested on its own.
+/// Collects daily figures into a report; separate from storage so the arithmetic is tested on
+/// its own.
 struct ReportBuilder<'f> {
     filter: &'f ReportFilter,
     days: Vec<Samples>,
     totals: Samples,
     satisfaction: [u64; 5],
     agents: HashMap<u64, AgentSamples>,
-    /// The conversations the filter covers, whose messages count; `None` when it covers all.
-    covered: Option<HashSet<u64>>,
 }
 
 impl<'f> ReportBuilder<'f> {
     fn new(filter: &'f ReportFilter) -> ReportBuilder<'f> {
-        let filtered = filter.site.is_some() || filter.team.is_some();
         ReportBuilder {
             filter,
             days: (0..filter.n_days()).map(|_| Samples::default()).collect(),
             totals: Samples::default(),
             satisfaction: [0; 5],
             agents: HashMap::new(),
-            covered: filtered.then(HashSet::new),
         }
     }
 
-    fn add_conversation(&mut self, conversation: &Conversation) {
-        if !self.filter.covers(conversation) {
+    /// Adds a cell the filter covers; one outside the range is ignored.
+    fn add_cell(&mut self, key: &CellKey, cell: &DayCell) {
+        let Some(index) = self.filter.day_index(key.day) else {
             return;
+        };
+        for samples in [&mut self.days[index], &mut self.totals] {
+            samples.add(cell);
         }
-        if let Some(covered) = self.covered.as_mut() {
-            covered.insert(conversation.id);
+        for (total, count) in self.satisfaction.iter_mut().zip(cell.satisfaction) {
+            *total += count;
         }
-        if let Some(index) = self.filter.day_index(conversation.created_at) {
-            let first_response = conversation.first_response_at.map(|at| (at - conversation.created_at).max(0));
-            for samples in [&mut self.days[index], &mut self.totals] {
-                samples.created += 1;
-                samples.first_responses.extend(first_response);
-            }
-            if let Some(agent_id) = conversation.assigned_agent {
-                let agent = self.agents.entry(agent_id).or_default();
-                agent.conversations += 1;
-                agent.first_responses.extend(first_response);
-            }
-        }
-        if let Some(closed_at) = conversation.closed_at
-            && let Some(index) = self.filter.day_index(closed_at)
-        {
-            let resolution = (closed_at - conversation.created_at).max(0);
-            for samples in [&mut self.days[index], &mut self.totals] {
-                samples.closed += 1;
-                samples.resolutions.push(resolution);
-            }
-        }
-        if let Some(rating) = &conversation.rating
-            && (1..=5).contains(&rating.score)
-            && let Some(index) = self.filter.day_index(rating.rated_at)
-        {
-            for samples in [&mut self.days[index], &mut self.totals] {
-                samples.ratings += 1;
-                samples.rating_sum += u64::from(rating.score);
-            }
-            self.satisfaction[usize::from(rating.score - 1)] += 1;
+        if key.agent != 0 && cell.created > 0 {
+            let agent = self.agents.entry(key.agent).or_default();
+            agent.conversations += cell.created;
+            agent.first_responses.extend_from_slice(&cell.first_responses);
         }
     }
 
-    /// Counts a message of a day shard in range (call after every conversation was added).
-    fn add_message(&mut self, conversation_id: u64, record: &MessageRecord) {
-        if record.sender_kind != SenderKind::Agent || record.internal {
+    /// Adds the messages of one day, site and sender, if the filter covers them.
+    fn add_messages(&mut self, key: &MessageKey, count: u64) {
+        let Some(index) = self.filter.day_index(key.day) else {
+            return;
+        };
+        if !self.filter.covers_messages(key) {
             return;
         }
-        if self.covered.as_ref().is_some_and(|covered| !covered.contains(&conversation_id)) {
-            return;
+        self.days[index].messages += count;
+        self.totals.messages += count;
+        if key.sender != 0 {
+            self.agents.entry(key.sender).or_default().messages += count;
         }
-        self.agents.entry(record.sender_id).or_default().messages += 1;
     }
 
     fn finish(self, known_agents: &[Agent]) -> Report {
@@ -314,8 +389,9 @@ pub fn median(sorted: &[i64]) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::base::clock::MILLIS_PER_DAY;
-    use crate::chat::conversations::{ConversationStatus, Rating};
-    use crate::chat::messages::MessageKind;
+    use crate::chat::conversations::{Conversation, ConversationStatus, Rating};
+    use crate::chat::messages::{MessageKind, MessageRecord};
+    use crate::protocol::SenderKind;
 
     const MINUTE: i64 = 60_000;
 
@@ -354,7 +430,7 @@ mod tests {
         MessageRecord {
             lsn: 1,
             trace_id: 0,
-            created_at: 0,
+            created_at: day_start(100),
             sender_kind: SenderKind::Agent,
             sender_id,
             sender_name: "ann".into(),
@@ -400,14 +476,17 @@ mod tests {
     }
 
     fn build(filter: &ReportFilter, messages: &[(u64, MessageRecord)]) -> Report {
-        let mut builder = ReportBuilder::new(filter);
-        for conversation in sample() {
-            builder.add_conversation(&conversation);
+        let utc = jiff::tz::TimeZone::UTC;
+        let conversations = sample();
+        let mut tally = Tally::default();
+        for conversation in &conversations {
+            tally.add_conversation(conversation, &utc);
         }
         for (conversation_id, record) in messages {
-            builder.add_message(*conversation_id, record);
+            let site = &conversations.iter().find(|conversation| conversation.id == *conversation_id).unwrap().site;
+            tally.add_site_message(site, record, &utc);
         }
-        builder.finish(&[])
+        from_tally(&tally, filter, &[])
     }
 
     #[test]
@@ -456,7 +535,7 @@ mod tests {
         let refunds = build(&filter(None, Some(team)), &messages);
         assert_eq!(refunds.totals.created, 1, "only conversation 3 is held by a member");
         assert_eq!(refunds.totals.median_resolution_ms, Some(30 * MINUTE));
-        assert!(refunds.agents.iter().all(|agent| agent.agent_id == 8));
+        assert!(refunds.agents.iter().all(|agent| agent.agent_id == 8), "only members' messages count");
     }
 
     #[test]

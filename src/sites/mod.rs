@@ -83,6 +83,12 @@ pub const MAX_SENSITIVE_WORDS: usize = 5000;
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 impl Site {
+    /// The site's time zone (of its business hours and its reports); UTC if the stored name is
+    /// unknown, which validation refuses.
+    pub fn time_zone(&self) -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::get(&self.business_hours.time_zone).unwrap_or(jiff::tz::TimeZone::UTC)
+    }
+
     /// Every problem with the site's settings, each as (field, message); empty when valid.
     /// Team references are checked against storage by [`save`].
     pub fn validate(&self) -> Vec<(&'static str, String)> {
@@ -171,6 +177,12 @@ pub struct NewSite {
     pub satisfaction_rating: bool,
 }
 
+/// The server's own time zone as an IANA name, the one a new site starts with; UTC when the
+/// system names none.
+pub fn server_time_zone() -> String {
+    jiff::tz::TimeZone::system().iana_name().unwrap_or("UTC").to_owned()
+}
+
 pub async fn create(store: &Store, new_site: NewSite) -> Result<Site, SiteError> {
     let mut site = Site {
         key: secrets::new_hex_id(8),
@@ -185,6 +197,7 @@ pub async fn create(store: &Store, new_site: NewSite) -> Result<Site, SiteError>
         created_at: crate::base::clock::now_millis(),
         ..Site::default()
     };
+    site.business_hours.time_zone = server_time_zone();
     if let Some(welcome_text) = new_site.welcome_text {
         site.welcome_text = welcome_text;
     }
@@ -231,6 +244,11 @@ pub async fn save(store: &Store, site: Site) -> Result<Site, SiteError> {
             site.secret = stored.secret;
             site.created_at = stored.created_at;
             table.insert(site.key.as_str(), encode_json(&site).as_slice())?;
+            drop(table);
+            if stored.business_hours.time_zone != site.business_hours.time_zone {
+                // Its days now start at another hour: its daily figures are counted again.
+                crate::history::daily_figures::rebuild(context, Some(&site.key))?;
+            }
             Ok(Ok(site))
         })
         .await

@@ -100,6 +100,8 @@ logged_types! {
     13 => ((u64, u64), &'static [u8]),
     14 => ((&'static str, &'static str), i64),
     15 => (u64, i64),
+    16 => ((u32, &'static str, u64, u64), &'static [u8]),
+    17 => ((u32, &'static str, u64), u64),
 }
 
 fn apply<K: Key + 'static, V: Value + 'static>(

@@ -51,6 +51,14 @@ pub const OPEN_CONVERSATIONS: TableDefinition<u64, &str> = TableDefinition::new(
 /// (conversation id, day) → (): the day shards holding a conversation's messages.
 pub const CONVERSATION_DAYS: TableDefinition<(u64, u32), ()> = TableDefinition::new("conversation_days_v1");
 
+/// (day in the site's time zone, site key, team id or 0, holding agent id or 0) → the figures of
+/// the conversations of that site, team and agent on that day (postcard; `history::daily_figures`).
+pub const REPORT_CELLS: TableDefinition<(u32, &str, u64, u64), &[u8]> = TableDefinition::new("report_cells_v1");
+
+/// (day in the site's time zone, site key, sending agent id or 0 for anyone else) → messages sent
+/// (internal notes not counted).
+pub const REPORT_MESSAGES: TableDefinition<(u32, &str, u64), u64> = TableDefinition::new("report_messages_v1");
+
 /// (sender kind, sender id, client id) → acknowledgement (postcard): the dedup record of every send.
 pub const CLIENT_IDS: TableDefinition<(u8, u64, &str), &[u8]> = TableDefinition::new("client_ids_v1");
 
@@ -127,7 +135,9 @@ macro_rules! with_fixed_tables {
             API_TOKENS,
             API_TOKEN_DIGESTS,
             PUSH_KEYS,
-            PUSH_SUBSCRIPTIONS
+            PUSH_SUBSCRIPTIONS,
+            REPORT_CELLS,
+            REPORT_MESSAGES
         )
     };
 }

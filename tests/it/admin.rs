@@ -683,3 +683,139 @@ async fn canned_replies_blocks_and_the_audit_log() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(page.contains("not a date") && page.contains("value=\"yesterday\""));
 }
+
+/// A request of the admin's session in a browser language, with the language cookie if any.
+fn in_language(
+    request: reqwest::RequestBuilder,
+    admin: &Admin,
+    accept_language: &str,
+    cookie: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let request = request.bearer_auth(&admin.token).header("accept-language", accept_language);
+    match cookie {
+        Some(cookie) => request.header("cookie", cookie),
+        None => request,
+    }
+}
+
+#[tokio::test]
+async fn pages_follow_the_browsers_language_and_the_switch_remembers_a_choice() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    server.create_admin(ADMIN).await;
+    let admin = Admin::log_in(&server).await;
+    let chinese = "zh-CN,zh;q=0.9,en;q=0.8";
+    let get = |path: &str, cookie: Option<&str>| {
+        let request = in_language(client().get(server.url(path)), &admin, chinese, cookie);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+
+    // A Chinese browser gets every page in Chinese.
+    for path in [
+        "/admin/sites",
+        "/admin/agents",
+        "/admin/teams",
+        "/admin/canned-replies",
+        "/admin/blocked",
+        "/admin/api-tokens",
+        "/admin/audit",
+        "/admin/reports",
+        "/admin/knowledge-base",
+        "/admin/bot",
+    ] {
+        let (status, page) = get(path, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(page.contains("<html lang=\"zh-CN\">"), "{path}");
+        assert!(page.contains("退出登录") && page.contains(">团队与分配</a>"), "{path}");
+        assert!(!page.contains("Log out") && !page.contains(">Teams &amp; routing</a>"), "{path}");
+    }
+    let (_, page) = get(&format!("/admin/sites/{}", site.key), None).await;
+    assert!(page.contains("嵌入代码") && page.contains("星期一"), "the site form");
+
+    // The switch sets a cookie and comes back; the choice then wins over the browser.
+    let response =
+        in_language(client().get(server.url("/admin/language?lang=en&next=%2Fadmin%2Fteams")), &admin, chinese, None)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/admin/teams");
+    let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("kefu_admin_lang=en;") && cookie.contains("Path=/admin"), "{cookie}");
+    let (_, page) = get("/admin/teams", Some("kefu_admin_lang=en")).await;
+    assert!(page.contains("<html lang=\"en\">") && page.contains("Log out") && !page.contains("退出登录"));
+    let switch_back =
+        ["&amp;", "&#38;"].map(|and| format!("href=\"/admin/language?lang=zh{and}next=%2Fadmin%2Fteams\""));
+    assert!(switch_back.iter().any(|link| page.contains(link.as_str())), "the switch back");
+    // Only the admin pages are a place to come back to; an unknown language sets nothing.
+    let response = client().get(server.url("/admin/language?lang=fr&next=https://evil.example/")).send().await.unwrap();
+    assert_eq!(response.headers()["location"], "/admin");
+    assert!(response.headers().get("set-cookie").is_none());
+
+    // The login page, refusals and form errors speak the language too.
+    let response = client().get(server.url("/admin/login")).header("accept-language", chinese).send().await.unwrap();
+    assert!(response.text().await.unwrap().contains("登录"));
+    let before = snapshot(&server).await;
+    let fields = site_fields(&site, &[("time_zone", "Mars/Olympus"), ("color", "green")]);
+    let mut borrowed: Vec<(&str, &str)> = fields.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    borrowed.push(("csrf", &admin.csrf));
+    let response = in_language(client().post(server.url(&format!("/admin/sites/{}", site.key))), &admin, chinese, None)
+        .form(&borrowed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("时区：&#34;Mars/Olympus&#34; 不是已知的时区")
+            || page.contains("时区：&quot;Mars/Olympus&quot; 不是已知的时区"),
+        "{page}"
+    );
+    assert!(
+        page.contains("&#34;green&#34; 不是 #1f6feb 这样的颜色")
+            || page.contains("&quot;green&quot; 不是 #1f6feb 这样的颜色")
+    );
+    assert_eq!(snapshot(&server).await, before, "an invalid time zone changes nothing");
+    let (status, _, _) = admin.post(&server, "/admin/teams/999/delete", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let response = in_language(client().post(server.url("/admin/teams/999/delete")), &admin, chinese, None)
+        .form(&[("csrf", admin.csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.text().await.unwrap().contains("没有这个团队。"));
+
+    // A valid zone is kept and shown on the list.
+    let (status, _) = save_site(&server, &admin, &site, &[("time_zone", "Asia/Shanghai")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(stored_site(&server, &site.key).await.business_hours.time_zone, "Asia/Shanghai");
+}
+
+#[test]
+fn every_catalogue_key_exists_in_both_languages() {
+    use kefu::net::admin::texts::{EN, FIELD_MESSAGES_ZH, Lang, ZH, field_message, placeholders};
+    let (en, zh) = (EN.entries(), ZH.entries());
+    let en_keys: Vec<&str> = en.iter().map(|(key, _)| *key).collect();
+    let zh_keys: Vec<&str> = zh.iter().map(|(key, _)| *key).collect();
+    assert_eq!(en_keys, zh_keys);
+    for ((key, english), (_, chinese)) in en.iter().zip(&zh) {
+        assert!(!english.trim().is_empty() && !chinese.trim().is_empty(), "{key}");
+        assert_eq!(placeholders(english), placeholders(chinese), "{key}");
+    }
+    // Every message the site form's validation gives has a Chinese text.
+    let mut site = Site { name: String::new(), color: "green".into(), position: "up".into(), ..Site::default() };
+    site.allowed_origins = vec!["shop".into()];
+    site.retention_days = Some(0);
+    site.business_hours.time_zone = "Mars/Olympus".into();
+    site.welcome_text = "x".repeat(2000);
+    let problems = site.validate();
+    assert!(problems.len() >= 6, "{problems:?}");
+    for (field, message) in problems {
+        let translated = field_message(Lang::Zh, &message);
+        assert_ne!(translated, message, "{field}: {message} has no Chinese text");
+    }
+    assert!(!FIELD_MESSAGES_ZH.is_empty());
+}

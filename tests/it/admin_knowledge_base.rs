@@ -398,7 +398,7 @@ async fn the_bot_form_saves_settings_keeps_the_key_and_lists_unhelpful_answers()
     };
     let path = format!("/api/v1/conversations/{conversation_id}/messages/{}/feedback", answer["seq"]);
     call_expecting(&server, "POST", &path, &token, Some(json!({"helpful": false})), 204).await;
-    let (_, page) = admin.get_in(&server, &format!("/admin/bot?site={}&lang=zh", site.key), "en").await;
+    let (_, page) = admin.get_in(&server, &format!("/admin/bot?site={}", site.key), "zh-CN").await;
     assert!(page.contains("访客认为没有帮助的回答"));
     assert!(page.contains("How much is shipping?") && page.contains("Free over 99 yuan."));
     assert!(page.contains(&format!("/admin/knowledge-base/entries/{}", answer["bot_source"]["entry_id"])));

@@ -1,6 +1,7 @@
 //! The admin reports: exact figures of a known set of conversations on the CSV downloads (all
-//! sites, one site, one team, a past day read from its message shard), the page with its three
-//! charts, and who may see it.
+//! sites, one site, one team, a past day), days in the site's time zone (a Shanghai day starts at
+//! 16:00 UTC), the daily figures against a recount from the raw data after random changes, the
+//! today card, the page with its three charts, and who may see it.
 
 use kefu::base::clock::{self, MILLIS_PER_DAY};
 use kefu::chat::conversations::{self, Conversation};
@@ -181,7 +182,9 @@ async fn csv_downloads_carry_the_exact_figures_per_day_agent_score_site_and_team
             "p90_first_response_seconds",
             "median_resolution_seconds",
             "ratings",
-            "average_rating"
+            "average_rating",
+            "missed",
+            "messages"
         ]
     );
     assert_eq!(daily.rows.len(), 30);
@@ -196,8 +199,10 @@ async fn csv_downloads_carry_the_exact_figures_per_day_agent_score_site_and_team
         let responses = sorted(stored.iter().filter_map(first_response).collect());
         let resolutions = sorted(stored.iter().filter_map(resolution).collect());
         assert_eq!(responses.len(), 3, "the third conversation was never answered");
+        assert_eq!(row[8], "0", "nobody was left unanswered at close");
+        assert_eq!(row[9], "9", "five visitors' messages and four answers; the note is not one");
         assert_eq!(
-            row[1..],
+            row[1..8],
             [
                 "5".to_owned(),
                 "3".to_owned(),
@@ -307,12 +312,12 @@ async fn a_past_range_reads_its_own_days_only() {
     let date = clock::day_to_date(past_day);
     let range = format!("from={date}&to={date}");
     let daily = download(&server, &admin, &format!("/admin/reports/daily.csv?{range}")).await;
-    assert_eq!(daily.rows, [[date.as_str(), "1", "0", "90.0", "90.0", "", "0", ""]]);
+    assert_eq!(daily.rows, [[date.as_str(), "1", "0", "90.0", "90.0", "", "0", "", "0", "2"]]);
     let agents = download(&server, &admin, &format!("/admin/reports/agents.csv?{range}")).await;
     assert_eq!(
         agents.rows,
         [[ann_id.to_string().as_str(), ANN_NAME, "ann@shop.example", "0", "1", ""]],
-        "the answer is counted from the day's shard; nobody was assigned"
+        "the answer is counted on its day; nobody was assigned"
     );
     let recent = download(&server, &admin, "/admin/reports/daily.csv").await;
     assert_eq!(total(&recent, "conversations"), 0, "40 days ago is outside the default 30");
@@ -353,7 +358,9 @@ async fn the_page_draws_three_charts_for_admins_and_explains_wrong_values() {
     for table in ["daily", "agents", "satisfaction"] {
         assert!(html.contains(&format!("href=\"/admin/reports/{table}.csv?from=")), "{table} link");
     }
-    assert!(html.contains("UTC"));
+    let zone = kefu::sites::server_time_zone();
+    assert!(html.contains(&format!("Days are counted in {zone}.")), "the page names the zone");
+    assert!(html.contains("id=\"today\""), "the today card");
     assert!(html.contains("aria-current=\"page\">Reports</a>"));
 
     // Wrong values: a clear message, the typed values kept, status 422, nothing computed.
@@ -379,5 +386,286 @@ async fn the_page_draws_three_charts_for_admins_and_explains_wrong_values() {
         let (_, landed_on, html) = get_page(&server, None, path).await;
         assert_eq!(landed_on, "/admin/login", "{path}");
         assert!(!html.contains("<svg"));
+    }
+}
+
+/// A site with its time zone set to `zone` (through the domain, as the admin form does).
+async fn set_zone(server: &TestServer, site: &Site, zone: &str) -> Site {
+    let mut changed = site.clone();
+    changed.business_hours.time_zone = zone.to_owned();
+    kefu::sites::save(&server.app().store, changed).await.expect("a valid time zone")
+}
+
+#[tokio::test]
+async fn days_start_at_midnight_in_the_sites_time_zone() {
+    let server = TestServer::start().await;
+    let shop = set_zone(&server, &server.create_site("Shop").await, "UTC").await;
+    let ann_id = create_agent(&server, "ann@shop.example", ANN_NAME, Role::Agent, &shop, 5).await;
+    create_agent(&server, "boss@shop.example", "Boss", Role::Admin, &shop, 5).await;
+    let admin = server.login("boss@shop.example").await;
+    let day = clock::day_of(clock::now_millis()) - 5;
+    let hour = 3_600_000;
+    // 17:00 UTC is 01:00 the next day in Shanghai.
+    backdated_conversation(&server, &shop, ann_id, i64::from(day) * MILLIS_PER_DAY + 17 * hour, 60_000).await;
+    let range = format!("from={}&to={}&site={}", clock::day_to_date(day), clock::day_to_date(day + 2), shop.key);
+    let path = format!("/admin/reports/daily.csv?{range}");
+    let conversations_per_day = |download: &Download| -> Vec<String> {
+        let index = column(download, "conversations");
+        download.rows.iter().map(|row| row[index].clone()).collect()
+    };
+    assert_eq!(conversations_per_day(&download(&server, &admin, &path).await), ["1", "0", "0"]);
+
+    // The same conversation, counted again in Shanghai's days.
+    set_zone(&server, &shop, "Asia/Shanghai").await;
+    let shanghai = download(&server, &admin, &path).await;
+    assert_eq!(conversations_per_day(&shanghai), ["0", "1", "0"]);
+    assert_eq!(shanghai.rows[1][column(&shanghai, "messages")], "2");
+
+    // New conversations are counted in Shanghai's days as they are written: 15:59:59.999 UTC is
+    // the last moment of a Shanghai day, 16:00 UTC the first of the next.
+    let next = i64::from(day + 1) * MILLIS_PER_DAY;
+    let store = server.app().store.clone();
+    let visitor_message = |visitor_id: u64, at: i64| {
+        let (site, store) = (shop.key.clone(), store.clone());
+        async move {
+            store
+                .write(move |context| {
+                    let inbox = Target::VisitorInbox { site, visitor_id };
+                    let sender = SenderView { kind: SenderKind::Visitor, id: visitor_id, name: "v".into() };
+                    let message = NewMessage::text(inbox, sender, format!("edge-{visitor_id}"), "hi".into());
+                    messages::append_at(context, message, at)?.expect("stored");
+                    Ok(Ok::<(), kefu::storage::StorageError>(()))
+                })
+                .await
+                .unwrap()
+        }
+    };
+    visitor_message(8_001, next + 16 * hour - 1).await;
+    visitor_message(8_002, next + 16 * hour).await;
+    assert_eq!(conversations_per_day(&download(&server, &admin, &path).await), ["0", "2", "1"]);
+
+    // The page says which zone it counts in.
+    let (status, _, html) = get_page(&server, Some(&admin), &format!("/admin/reports?{range}")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Days are counted in Asia/Shanghai."), "{html}");
+}
+
+#[tokio::test]
+async fn the_today_card_counts_what_happened_today() {
+    let server = TestServer::start().await;
+    let shop = server.create_site("Shop").await;
+    create_agent(&server, "ann@shop.example", ANN_NAME, Role::Agent, &shop, 5).await;
+    create_agent(&server, "boss@shop.example", "Boss", Role::Admin, &shop, 5).await;
+    let admin = server.login("boss@shop.example").await;
+    let mut ann = server.agent(&server.login("ann@shop.example").await).await;
+    let (_, _visitor, conversation_id) = visitor_writes(&server, &shop, "hello").await;
+    conversation_event(&mut ann, conversation_id, "assigned").await;
+    reply(&mut ann, conversation_id, "a-1", false).await;
+    let (_, _other_visitor, unanswered) = visitor_writes(&server, &shop, "anyone?").await;
+    kefu::chat::conversations::close(&server.app().store, unanswered).await.unwrap();
+
+    let today = |path: String| {
+        let admin = admin.clone();
+        let server = &server;
+        async move {
+            let response = http().get(server.url(&path)).bearer_auth(&admin).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let figures = today(format!("/admin/reports/today.json?site={}", shop.key)).await;
+    assert_eq!((figures["conversations"].as_u64(), figures["messages"].as_u64()), (Some(2), Some(3)));
+    assert_eq!(figures["missed"], 1, "closed without an answer");
+    assert!(figures["median_first_response_ms"].as_i64().is_some());
+    assert_eq!(today("/admin/reports/today.json".into()).await["conversations"], 2, "all sites");
+    let response =
+        http().get(server.url("/admin/reports/today.json?site=nope")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let agent = server.login("ann@shop.example").await;
+    let response = http().get(server.url("/admin/reports/today.json")).bearer_auth(&agent).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+}
+
+/// One random change of the daily-figures check.
+#[derive(Clone, Debug)]
+enum Change {
+    /// A visitor writes (starting a conversation if they have none open).
+    VisitorWrites {
+        site: String,
+        visitor_id: u64,
+        at: i64,
+    },
+    /// An agent answers, or writes an internal note.
+    AgentWrites {
+        pick: usize,
+        agent_id: u64,
+        at: i64,
+        internal: bool,
+    },
+    Assign {
+        pick: usize,
+        agent_id: Option<u64>,
+    },
+    Team {
+        pick: usize,
+        team: Option<u64>,
+    },
+    Close {
+        pick: usize,
+        at: i64,
+    },
+    Rate {
+        pick: usize,
+        score: u8,
+        at: i64,
+    },
+    /// Taken back: no close, no rating (as a reopen leaves it).
+    Reopen {
+        pick: usize,
+    },
+}
+
+fn random_change(rng: &mut rand::rngs::StdRng, sites: &[String], start: i64) -> Change {
+    use rand::Rng;
+    // Any moment of 20 days, so days split differently in UTC and in Shanghai.
+    let at = start + rng.random_range(0..20 * MILLIS_PER_DAY);
+    let pick = rng.random_range(0..1_000);
+    match rng.random_range(0..10) {
+        0..=2 => Change::VisitorWrites {
+            site: sites[rng.random_range(0..sites.len())].clone(),
+            visitor_id: rng.random_range(1..12),
+            at,
+        },
+        3 | 4 => Change::AgentWrites { pick, agent_id: rng.random_range(1..4), at, internal: rng.random_bool(0.2) },
+        5 => Change::Assign { pick, agent_id: rng.random_bool(0.8).then(|| rng.random_range(1..4)) },
+        6 => Change::Team { pick, team: rng.random_bool(0.7).then(|| rng.random_range(1..3)) },
+        7 => Change::Close { pick, at },
+        8 => Change::Rate { pick, score: rng.random_range(1..=5), at },
+        _ => Change::Reopen { pick },
+    }
+}
+
+fn apply_change(
+    context: &mut kefu::storage::WriteContext<'_>,
+    conversations: &[u64],
+    change: Change,
+) -> Result<(), kefu::storage::StorageError> {
+    use kefu::chat::writes::ChatWrites;
+    let picked = |pick: usize| (!conversations.is_empty()).then(|| conversations[pick % conversations.len()]);
+    match change {
+        Change::VisitorWrites { site, visitor_id, at } => {
+            let sender = SenderView { kind: SenderKind::Visitor, id: visitor_id, name: "v".into() };
+            let client_id = format!("v-{at}-{visitor_id}");
+            let message = NewMessage::text(Target::VisitorInbox { site, visitor_id }, sender, client_id, "hi".into());
+            let _ = messages::append_at(context, message, at)?;
+        }
+        Change::AgentWrites { pick, agent_id, at, internal } => {
+            if let Some(id) = picked(pick) {
+                let sender = SenderView { kind: SenderKind::Agent, id: agent_id, name: "a".into() };
+                let message = NewMessage {
+                    internal,
+                    ..NewMessage::text(Target::Conversation(id), sender, format!("a-{at}-{id}"), "ok".into())
+                };
+                let _ = messages::append_at(context, message, at)?;
+            }
+        }
+        Change::Assign { pick, agent_id } => {
+            if let Some(conversation) = picked(pick).map(|id| context.conversation_mut(id)).transpose()?.flatten() {
+                conversation.assigned_agent = agent_id;
+            }
+        }
+        Change::Team { pick, team } => {
+            if let Some(conversation) = picked(pick).map(|id| context.conversation_mut(id)).transpose()?.flatten() {
+                conversation.team = team;
+            }
+        }
+        Change::Close { pick, at } => {
+            if let Some(id) = picked(pick) {
+                let batch_time = std::mem::replace(&mut context.now, at);
+                let _ = conversations::close_in(context, id)?;
+                context.now = batch_time;
+            }
+        }
+        Change::Rate { pick, score, at } => {
+            if let Some(conversation) = picked(pick).map(|id| context.conversation_mut(id)).transpose()?.flatten()
+                && conversation.closed_at.is_some()
+            {
+                let rating = conversations::Rating { score, comment: String::new(), rated_at: at };
+                conversation.rating = Some(rating);
+            }
+        }
+        Change::Reopen { pick } => {
+            if let Some(conversation) = picked(pick).map(|id| context.conversation_mut(id)).transpose()?.flatten() {
+                conversation.closed_at = None;
+                conversation.rating = None;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn daily_figures_equal_a_recount_from_the_raw_data_after_random_changes() {
+    use kefu::history::daily_figures::Tally;
+    use kefu::history::reports::{ReportFilter, compute, compute_from_raw};
+    use rand::SeedableRng;
+
+    let server = TestServer::start().await;
+    let store = server.app().store.clone();
+    let shop = set_zone(&server, &server.create_site("Shop").await, "Asia/Shanghai").await;
+    let other = server.create_site("Other").await;
+    let sites = vec![shop.key.clone(), other.key.clone()];
+    let start = (clock::now_millis() / MILLIS_PER_DAY - 25) * MILLIS_PER_DAY;
+    for seed in [26, 7, 2026] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for round in 0..40 {
+            use rand::Rng;
+            let changes: Vec<Change> =
+                (0..rng.random_range(1..6)).map(|_| random_change(&mut rng, &sites, start)).collect();
+            let conversations: Vec<u64> = store
+                .read(|transaction| {
+                    let mut ids = Vec::new();
+                    conversations::visit_all(transaction, |conversation| ids.push(conversation.id))?;
+                    Ok(ids)
+                })
+                .await
+                .unwrap();
+            store
+                .write(move |context| {
+                    for change in changes {
+                        apply_change(context, &conversations, change)?;
+                    }
+                    Ok(Ok::<(), kefu::storage::StorageError>(()))
+                })
+                .await
+                .unwrap();
+            if round == 20 {
+                // A change of zone counts the site's figures again.
+                let zone = if seed == 7 { "America/New_York" } else { "Asia/Kolkata" };
+                let key = other.key.clone();
+                let current = store.read(move |transaction| kefu::sites::get(transaction, &key)).await.unwrap();
+                set_zone(&server, &current.expect("the site exists"), zone).await;
+            }
+        }
+        let (stored, recounted) = store
+            .read(|transaction| Ok((Tally::stored(transaction, None)?, Tally::from_raw(transaction, None)?)))
+            .await
+            .unwrap();
+        assert!(!stored.cells.is_empty() && !stored.messages.is_empty(), "seed {seed}: something was counted");
+        assert_eq!(stored, recounted, "seed {seed}: the daily figures drifted from the raw data");
+
+        let today = clock::day_of(clock::now_millis()) + 1;
+        let team = kefu::people::teams::Team { id: 1, site: shop.key.clone(), name: "t".into(), members: vec![2] };
+        for filter in [
+            ReportFilter { from_day: today - 30, to_day: today, site: None, team: None },
+            ReportFilter { from_day: today - 12, to_day: today - 3, site: Some(shop.key.clone()), team: None },
+            ReportFilter { from_day: today - 30, to_day: today, site: None, team: Some(team) },
+        ] {
+            let (fast, slow) = store
+                .read(move |transaction| Ok((compute(transaction, &filter)?, compute_from_raw(transaction, &filter)?)))
+                .await
+                .unwrap();
+            assert_eq!(fast, slow, "seed {seed}");
+        }
     }
 }

@@ -6,7 +6,7 @@ document.addEventListener("click", async (event) => {
   field.select();
   try {
     await navigator.clipboard.writeText(field.value);
-    button.textContent = "Copied";
+    button.textContent = button.dataset.copied || button.textContent;
   } catch {
     document.execCommand("copy");
   }
@@ -18,3 +18,22 @@ document.addEventListener("change", async (event) => {
   if (!input || !input.files[0]) return;
   document.getElementById(input.dataset.fill).value = await input.files[0].text();
 });
+
+// The reports page's "today" card reads its figures again every 30 seconds.
+const today = document.getElementById("today");
+if (today && today.dataset.url) {
+  const refresh = async () => {
+    try {
+      const response = await fetch(today.dataset.url, { credentials: "same-origin", headers: { accept: "application/json" } });
+      if (!response.ok) return;
+      const figures = await response.json();
+      for (const field of today.querySelectorAll("[data-today]")) {
+        const value = figures[field.dataset.today];
+        if (value !== undefined && value !== null) field.textContent = String(value);
+      }
+    } catch {
+      // Offline for a moment: the next round tries again.
+    }
+  };
+  setInterval(refresh, 30_000);
+}

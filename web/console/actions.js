@@ -5,7 +5,7 @@
 // a lead, export or erase a visitor's data). Each action changes `state`
 // (state.js), then asks render.js to redraw.
 
-import { t } from './i18n.js';
+import { t, visitorName } from './i18n.js';
 import { Connection } from './connection.js';
 import { request, uuid } from '../shared/protocol.js';
 import { isolated } from '../shared/dom.js';
@@ -240,7 +240,7 @@ export function onFrame(frame) {
     }
     case 'conversation': {
       const c = conversationOf(frame.conversation);
-      if (frame.event === 'created' && c.status === 'queued') notify(t('new_conversation'), c.visitor_name, c.id);
+      if (frame.event === 'created' && c.status === 'queued') notify(t('new_conversation'), visitorName(c.visitor_name), c.id);
       if (frame.event === 'closed' && !state.closed.ids.includes(c.id)) state.closed.ids.unshift(c.id);
       if (frame.event === 'reopened') state.closed.ids = state.closed.ids.filter((id) => id !== c.id);
       if (c.visitor_name.startsWith('Visitor #')) {
@@ -260,7 +260,7 @@ export function onFrame(frame) {
         if (item.sender_kind === 'visitor') {
           const watching = c.id === state.active && !document.hidden && document.hasFocus();
           if (!watching && item.seq > c.read_seq) c.unread += 1;
-          if (!watching && (isMine(c) || c.status === 'queued')) notify(t('new_message'), `${isolated(c.visitor_name)}: ${item.preview}`, c.id);
+          if (!watching && (isMine(c) || c.status === 'queued')) notify(t('new_message'), `${isolated(visitorName(c.visitor_name))}: ${item.preview}`, c.id);
         }
       }
       renderLists();

@@ -45,6 +45,7 @@ const WORDS = {
     password_rules: 'A password has 8 to 1024 characters.', failed: 'Something went wrong; try again.',
     search: 'Search', search_placeholder: 'Words to find, e.g. refund or 退款', site: 'Site', from: 'From', to_date: 'To', agent: 'Agent',
     status: 'Status', any: 'Any', no_results: 'Nothing found.', search_invalid: 'Check the search',
+    visitor_number: 'Visitor #{id}',
   },
   'zh-CN': {
     email: '邮箱', password: '密码', log_in: '登录', log_out: '退出', admin: '管理', online: '在线', away: '离开', offline: '离线',
@@ -86,7 +87,15 @@ const WORDS = {
     password_rules: '密码长度为 8 到 1024 个字符。', failed: '出错了，请重试。',
     search: '搜索', search_placeholder: '要查找的词，如 退款 或 refund', site: '站点', from: '从', to_date: '到', agent: '客服',
     status: '状态', any: '不限', no_results: '没有找到。', search_invalid: '请检查搜索条件',
+    visitor_number: '访客 #{id}',
   },
 };
 
 export const { t, locale, setLocale, apply } = translator(WORDS, { storageKey: 'kefu.console.language' });
+
+// The server names a visitor who gave no name "Visitor #7" (its API speaks English); the
+// console shows that name in its own language.
+export function visitorName(name) {
+  const number = /^Visitor #(\d+)$/.exec(name ?? '');
+  return number ? t('visitor_number').replace('{id}', number[1]) : name;
+}

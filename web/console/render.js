@@ -4,7 +4,7 @@
 // virtual (vlist.js), so 500 open conversations and 10,000 messages in one
 // conversation stay responsive. Clicks call into actions.js.
 
-import { t, locale } from './i18n.js';
+import { t, locale, visitorName } from './i18n.js';
 import { VirtualList } from './vlist.js';
 import { h, bdi, isolated, shownFileName } from '../shared/dom.js';
 import { state, conversationOf, isMine, listItems, messageKey, messageItems, leadOf } from './state.js';
@@ -103,7 +103,7 @@ export function renderRow(item) {
   if (item.visitor) {
     const v = item.visitor;
     return h('div', { class: 'row', 'data-visitor': v.visitor_id },
-      h('div', { class: 'top' }, h('span', { class: 'name', dir: 'auto' }, v.name),
+      h('div', { class: 'top' }, h('span', { class: 'name', dir: 'auto' }, visitorName(v.name)),
         h('span', { class: 'pill' }, v.returning ? t('returning') : t('new_visitor'))),
       h('div', { class: 'preview', dir: 'auto' }, v.title || v.url),
       h('div', { class: 'meta' }, bdi(v.browser), ` · ${v.ip}`, v.referrer ? [' · ', bdi(v.referrer)] : null),
@@ -112,7 +112,7 @@ export function renderRow(item) {
   const c = item;
   return h('div', { class: `row${c.id === state.active ? ' active' : ''}`, 'data-conversation': c.id, onclick: () => openConversation(c.id) },
     h('div', { class: 'top' },
-      h('span', { class: 'name', dir: 'auto' }, c.visitor_name),
+      h('span', { class: 'name', dir: 'auto' }, visitorName(c.visitor_name)),
       h('span', { class: `pill ${c.status}` }, statusText(c)),
       c.unread > 0 && c.status !== 'closed' ? h('span', { class: 'badge' }, c.unread > 99 ? '99+' : c.unread) : null),
     h('div', { class: 'preview', dir: 'auto' }, c.preview || ''),
@@ -141,7 +141,7 @@ export function renderMessage(m) {
   const receipt = m.pending ? t('sending') : (kind === 'agent' && !m.internal && c && m.seq <= c.visitorRead ? `✓✓ ${t('read')}` : '');
   const avatar = kind === 'agent' && m.sender?.id ? h('img', { class: 'avatar small', alt: '', src: agentAvatar(m.sender.id) }) : null;
   return h('div', { class: classes.join(' '), 'data-seq': m.seq ?? '' },
-    h('span', { class: 'who' }, avatar, m.internal ? `📝 ${t('internal_note')} · ` : '', bdi(m.sender?.name), ` ${time} ${receipt}`),
+    h('span', { class: 'who' }, avatar, m.internal ? `📝 ${t('internal_note')} · ` : '', bdi(visitorName(m.sender?.name)), ` ${time} ${receipt}`),
     h('div', { class: 'bubble', dir: 'auto' }, body));
 }
 
@@ -161,7 +161,7 @@ export function renderTabs() {
   $('tabs').replaceChildren(...state.open.map((id) => {
     const c = state.conversations.get(id);
     return h('button', { type: 'button', class: `tab${id === state.active ? ' active' : ''}`, 'data-tab': id, onclick: () => openConversation(id) },
-      h('span', { class: 'tab-name', dir: 'auto' }, c?.visitor_name ?? `#${id}`),
+      h('span', { class: 'tab-name', dir: 'auto' }, c ? visitorName(c.visitor_name) : `#${id}`),
       c?.unread ? h('span', { class: 'badge' }, c.unread) : null,
       h('span', { class: 'x', role: 'button', 'aria-label': 'close', onclick: (event) => { event.stopPropagation(); closePane(id); } }, '×'));
   }));
@@ -170,8 +170,8 @@ export function renderTabs() {
 export function renderPane() {
   const c = state.conversations.get(state.active);
   if (!c) return;
-  $('pane-title').replaceChildren(bdi(c.visitor_name), ` · #${c.id}`);
-  $('pane-title').title = c.visitor_name;
+  $('pane-title').replaceChildren(bdi(visitorName(c.visitor_name)), ` · #${c.id}`);
+  $('pane-title').title = visitorName(c.visitor_name);
   $('pane-status').replaceChildren(statusText(c), ...(c.assigned_agent ? [` · ${t('held_by')} `, bdi(holderName(c))] : []));
   $('pane-typing').textContent = c.typingUntil > Date.now() ? t('typing') : '';
   $('act-take').hidden = c.status === 'closed' || c.assigned_agent === state.me.id;
@@ -205,7 +205,7 @@ export function renderVisitorPanel(c, profile, earlier) {
   $('visitor-data').hidden = state.me.role !== 'admin';
   $('visitor-export').href = `/api/v1/visitors/${c.visitor_id}/data`;
   const rows = [
-    [t('name'), profile.name], [t('email'), profile.email ?? ''],
+    [t('name'), visitorName(profile.name)], [t('email'), profile.email ?? ''],
     ...(profile.user_id ? [[t('user_id'), `${profile.user_id} · ${t('verified')}`]] : []),
     ...(profile.unverified_user_id ? [[t('user_id'), `${profile.unverified_user_id} · ${t('unverified')}`]] : []), [t('page'), online?.url ?? profile.last_page?.url ?? ''],
     [t('referrer'), online?.referrer ?? profile.last_page?.referrer ?? ''], [t('browser'), online?.browser ?? ''],

@@ -227,7 +227,7 @@ pub async fn edit_form(
         Err(response) => return response,
     };
     let Some(agent) = directory.agents.iter().find(|agent| agent.id == id).cloned() else {
-        return not_found("agent");
+        return not_found(admin.lang, admin.t().noun_agent);
     };
     let form = form_of(&agent, &directory.teams);
     render(StatusCode::OK, &edit_page(&admin, notice.take(), agent, form, FieldErrors::default(), directory, None))
@@ -240,7 +240,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
         Err(response) => return response,
     };
     let Some(before) = directory.agents.iter().find(|agent| agent.id == id).cloned() else {
-        return not_found("agent");
+        return not_found(post.admin.lang, post.admin.t().noun_agent);
     };
     let form = AgentForm {
         name: post.form.text("name"),
@@ -272,7 +272,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
             errors.add_error(error);
             return invalid(errors, form, directory);
         }
-        Err(AgentError::NotFound(_)) => return not_found("agent"),
+        Err(AgentError::NotFound(_)) => return not_found(post.admin.lang, post.admin.t().noun_agent),
         Err(error) => return internal_error(error),
     };
     let changed_teams = match teams::set_agent_teams(&app.store, id, team_ids).await {
@@ -292,7 +292,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
         agent.name, agent.role, agent.capacity, agent.sites, agent.disabled
     );
     post.admin.audit(&app, if agent.disabled { "agent.disable" } else { "agent.update" }, &agent.email, detail).await;
-    done(&format!("/admin/agents/{id}"), "Saved.")
+    done(&format!("/admin/agents/{id}"), post.admin.t().saved)
 }
 
 /// `POST /admin/agents/{id}/password`: sets the typed password, or generates one; shown once.
@@ -302,7 +302,7 @@ pub async fn reset_password(State(app): State<AppState>, Path(id): Path<u64>, po
         Err(response) => return response,
     };
     let Some(agent) = directory.agents.iter().find(|agent| agent.id == id).cloned() else {
-        return not_found("agent");
+        return not_found(post.admin.lang, post.admin.t().noun_agent);
     };
     let typed = post.form.text("password");
     let password = if typed.is_empty() { crate::base::secrets::new_password() } else { typed };
@@ -318,7 +318,7 @@ pub async fn reset_password(State(app): State<AppState>, Path(id): Path<u64>, po
         Err(error) => return internal_error(error),
     }
     post.admin.audit(&app, "agent.reset_password", &agent.email, "sessions ended".into()).await;
-    let notice = Some("Password changed; the agent's sessions have ended.".to_owned());
+    let notice = Some(post.admin.t().password_changed.to_owned());
     let page = edit_page(&post.admin, notice, agent, form, FieldErrors::default(), directory, Some(password));
     render(StatusCode::OK, &page)
 }
@@ -329,9 +329,9 @@ pub async fn reset_two_factor(State(app): State<AppState>, Path(id): Path<u64>, 
     match agents::remove_two_factor(&app.store, id, None, true).await {
         Ok(agent) => {
             post.admin.audit(&app, "agent.reset_two_factor", &agent.email, "sessions ended".into()).await;
-            done(&format!("/admin/agents/{id}"), "Two-factor login reset; the agent's sessions have ended.")
+            done(&format!("/admin/agents/{id}"), post.admin.t().two_factor_reset_done)
         }
-        Err(AgentError::NotFound(_)) => not_found("agent"),
+        Err(AgentError::NotFound(_)) => not_found(post.admin.lang, post.admin.t().noun_agent),
         Err(error) => internal_error(error),
     }
 }
@@ -342,14 +342,14 @@ pub async fn require_two_factor(State(app): State<AppState>, post: AdminPost) ->
     match agents::require_two_factor(&app.store, &post.admin.agent, on).await {
         Ok(()) => {
             post.admin.audit(&app, "settings.require_two_factor", "installation", format!("required {on}")).await;
-            let notice = if on {
-                "Two-factor login is required; agents without it enrol at their next login."
-            } else {
-                "Two-factor login is no longer required."
-            };
+            let t = post.admin.t();
+            let notice = if on { t.two_factor_required_done } else { t.two_factor_not_required_done };
             done("/admin/agents", notice)
         }
-        Err(AgentError::Invalid(error)) => done("/admin/agents", &format!("Not changed: {}", error.message)),
+        Err(AgentError::Invalid(error)) => {
+            let message = super::texts::field_message(post.admin.lang, &error.message);
+            done("/admin/agents", &super::texts::fill(post.admin.t().not_changed, &[("why", &message)]))
+        }
         Err(error) => internal_error(error),
     }
 }

@@ -19,7 +19,7 @@ struct TokenRow {
     read_only: bool,
     created_at: String,
     created_by: String,
-    last_used_at: String,
+    last_used_at: Option<String>,
     revoked_at: Option<String>,
 }
 
@@ -63,7 +63,7 @@ fn row(token: ApiToken) -> TokenRow {
         read_only: token.read_only,
         created_at: when(token.created_at),
         created_by: token.created_by,
-        last_used_at: token.last_used_at.map(when).unwrap_or_else(|| "never".into()),
+        last_used_at: token.last_used_at.map(when),
         revoked_at: token.revoked_at.map(when),
     }
 }
@@ -149,11 +149,11 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
 pub async fn revoke(State(app): State<AppState>, Path(id): Path<u64>, post: AdminPost) -> Response {
     let token = match api_tokens::revoke(&app.store, id).await {
         Ok(token) => token,
-        Err(ApiTokenError::NotFound) => return not_found("API token"),
-        Err(ApiTokenError::AlreadyRevoked) => return done("/admin/api-tokens", "That token was already revoked."),
+        Err(ApiTokenError::NotFound) => return not_found(post.admin.lang, post.admin.t().noun_api_token),
+        Err(ApiTokenError::AlreadyRevoked) => return done("/admin/api-tokens", post.admin.t().token_already_revoked),
         Err(error) => return internal_error(error),
     };
     app.api_budgets.forget(id);
     post.admin.audit(&app, "api_token.revoke", &token.name, format!("id {id}, site {}", token.site)).await;
-    done("/admin/api-tokens", &format!("Token {} revoked; it no longer works.", token.name))
+    done("/admin/api-tokens", &super::fill(post.admin.t().token_revoked, &[("name", &token.name)]))
 }

@@ -32,8 +32,12 @@ impl BlockedPage {
         crate::base::clock::format_utc(*millis)
     }
 
+    /// The visitor's name, or "Visitor" in the page's language (the number is shown beside it).
     fn visitor_name(&self, visitor: &Visitor) -> String {
-        visitors::display_name(visitor)
+        match visitor.name.as_deref().map(str::trim) {
+            Some(name) if !name.is_empty() => visitors::display_name(visitor),
+            _ => self.layout.t.visitor.to_owned(),
+        }
     }
 }
 
@@ -74,9 +78,9 @@ pub async fn unblock_visitor(State(app): State<AppState>, Path(id): Path<u64>, p
     match blocking::unblock_visitor(&app.store, id).await {
         Ok(visitor) => {
             post.admin.audit(&app, "visitor.unblock", &format!("visitor {id}"), format!("site {}", visitor.site)).await;
-            done("/admin/blocked", &format!("Visitor {id} can chat again."))
+            done("/admin/blocked", &super::fill(post.admin.t().visitor_unblocked, &[("id", &id)]))
         }
-        Err(BlockError::NotFound) => not_found("visitor"),
+        Err(BlockError::NotFound) => not_found(post.admin.lang, post.admin.t().noun_visitor),
         Err(BlockError::Storage(error)) => internal_error(error),
     }
 }
@@ -103,7 +107,7 @@ pub async fn block_address(State(app): State<AppState>, post: AdminPost) -> Resp
     }
     blocking::disconnect_address(&app.hub, &app.online_visitors, &site, &ip);
     post.admin.audit(&app, "address.block", &ip, format!("site {site}")).await;
-    done("/admin/blocked", &format!("{ip} is blocked on {site}."))
+    done("/admin/blocked", &super::fill(post.admin.t().address_blocked, &[("address", &ip), ("site", &site)]))
 }
 
 /// `POST /admin/blocked/addresses/unblock`
@@ -112,9 +116,12 @@ pub async fn unblock_address(State(app): State<AppState>, post: AdminPost) -> Re
     match blocking::unblock_address(&app.store, site.clone(), address.clone()).await {
         Ok(()) => {
             post.admin.audit(&app, "address.unblock", &address, format!("site {site}")).await;
-            done("/admin/blocked", &format!("{address} can chat on {site} again."))
+            done(
+                "/admin/blocked",
+                &super::fill(post.admin.t().address_unblocked, &[("address", &address), ("site", &site)]),
+            )
         }
-        Err(BlockError::NotFound) => not_found("blocked address"),
+        Err(BlockError::NotFound) => not_found(post.admin.lang, post.admin.t().noun_blocked_address),
         Err(BlockError::Storage(error)) => internal_error(error),
     }
 }

@@ -43,18 +43,18 @@ impl CannedRepliesPage {
     }
 
     /// The error of a reply's form, or empty.
-    fn error_of(&self, reply: &CannedReply) -> &str {
+    fn error_of(&self, reply: &CannedReply) -> String {
         match &self.failed {
-            Some((Some(id), _, _)) if *id == reply.id => self.errors.of("reply"),
-            _ => "",
+            Some((Some(id), _, _)) if *id == reply.id => self.layout.error(&self.errors, "reply"),
+            _ => String::new(),
         }
     }
 
     /// The error of the new-reply form, or empty.
-    fn error_new(&self) -> &str {
+    fn error_new(&self) -> String {
         match &self.failed {
-            Some((None, _, _)) => self.errors.of("reply"),
-            _ => "",
+            Some((None, _, _)) => self.layout.error(&self.errors, "reply"),
+            _ => String::new(),
         }
     }
 }
@@ -105,15 +105,16 @@ async fn save_reply(app: &AppState, post: AdminPost, id: Option<u64>) -> Respons
     let site = post.form.text("site");
     let (shortcut, text) = (post.form.text("shortcut"), post.form.text("text"));
     if !matches!(app.sites.get(&site).await, Ok(Some(_))) {
-        return not_found("site");
+        return not_found(post.admin.lang, post.admin.t().noun_site);
     }
     match canned_replies::save(&app.store, id, site.clone(), &shortcut, &text).await {
         Ok(reply) => {
             let action = if id.is_some() { "canned_reply.update" } else { "canned_reply.create" };
             post.admin.audit(app, action, &format!("{site} /{}", reply.shortcut), reply.text.clone()).await;
-            done(&format!("/admin/canned-replies?site={site}"), &format!("Saved /{}.", reply.shortcut))
+            let notice = super::fill(post.admin.t().canned_saved, &[("shortcut", &reply.shortcut)]);
+            done(&format!("/admin/canned-replies?site={site}"), &notice)
         }
-        Err(CannedReplyError::NotFound) => not_found("canned reply"),
+        Err(CannedReplyError::NotFound) => not_found(post.admin.lang, post.admin.t().noun_canned_reply),
         Err(CannedReplyError::Storage(error)) => internal_error(error),
         Err(error) => {
             let mut errors = FieldErrors::default();
@@ -139,9 +140,9 @@ pub async fn delete(State(app): State<AppState>, Path(id): Path<u64>, post: Admi
     match canned_replies::delete(&app.store, id, site.clone()).await {
         Ok(()) => {
             post.admin.audit(&app, "canned_reply.delete", &format!("{site} #{id}"), String::new()).await;
-            done(&format!("/admin/canned-replies?site={site}"), "Deleted.")
+            done(&format!("/admin/canned-replies?site={site}"), post.admin.t().deleted)
         }
-        Err(CannedReplyError::NotFound) => not_found("canned reply"),
+        Err(CannedReplyError::NotFound) => not_found(post.admin.lang, post.admin.t().noun_canned_reply),
         Err(error) => internal_error(error),
     }
 }

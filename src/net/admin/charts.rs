@@ -93,6 +93,11 @@ pub fn bar_chart(labels: &Labels, bars: &[Bar], whole: bool) -> String {
     svg
 }
 
+/// The width a legend text takes, roughly: a wide (CJK) character counts twice a narrow one.
+fn text_width(text: &str) -> f64 {
+    text.chars().map(|c| if c.len_utf8() >= 3 { 13.0 } else { 7.0 }).sum()
+}
+
 /// A line chart over `x_labels`, one line per series, with a legend.
 pub fn line_chart(labels: &Labels, x_labels_text: &[String], series: &[Series]) -> String {
     let values = series.iter().flat_map(|line| line.points.iter().flatten().map(|point| point.value));
@@ -137,7 +142,7 @@ pub fn line_chart(labels: &Labels, x_labels_text: &[String], series: &[Series]) 
             legend_x + 16.0,
             escape(&line.name)
         );
-        legend_x += 28.0 + 7.0 * line.name.chars().count() as f64;
+        legend_x += 28.0 + text_width(&line.name);
     }
     if series.iter().all(|line| line.points.iter().all(Option::is_none)) {
         no_data(&mut svg);

@@ -27,19 +27,16 @@ impl FromRequest<AppState> for AdminPost {
         if let Some(origin) = parts.headers.get(header::ORIGIN).and_then(|value| value.to_str().ok())
             && !origin.eq_ignore_ascii_case(&crate::net::http::own_origin(&parts.headers))
         {
-            return Err(AdminDenied::Forbidden("This form was sent from another site.").into_response());
+            return Err(AdminDenied::Forbidden(admin.lang, admin.t().form_from_elsewhere).into_response());
         }
         let request = Request::from_parts(parts, body);
         let axum::Form(fields) =
             axum::Form::<Vec<(String, String)>>::from_request(request, app).await.map_err(|rejection| {
-                super::message_page(rejection.status(), "The form could not be read", &rejection.body_text())
+                super::message_page(admin.lang, rejection.status(), admin.t().form_unreadable, &rejection.body_text())
             })?;
         let form = FormData(fields);
         if form.text(CSRF_FIELD) != admin.csrf {
-            return Err(AdminDenied::Forbidden(
-                "This form has expired or did not come from the admin pages. Reload the page and try again.",
-            )
-            .into_response());
+            return Err(AdminDenied::Forbidden(admin.lang, admin.t().form_expired).into_response());
         }
         Ok(AdminPost { admin, form })
     }

@@ -9,12 +9,12 @@ use std::collections::HashSet;
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::bot_texts::{Lang, Texts};
 use super::form::FieldErrors;
 use super::knowledge_base::{PageQuery, sites_and_site};
+use super::texts::{Texts, fill};
 use super::{AdminPost, AdminUser, Layout, internal_error, render};
 use crate::bot::knowledge_base::eval::{self, CurveLabels, Figures, Judged};
 use crate::net::AppState;
@@ -62,7 +62,6 @@ struct Outcome {
 struct EvalPage {
     layout: Layout,
     t: &'static Texts,
-    lang: Lang,
     sites: Vec<Site>,
     site: Option<Site>,
     messages: String,
@@ -80,22 +79,27 @@ fn labels(t: &'static Texts) -> CurveLabels {
     CurveLabels { recall: t.recall, precision: t.precision, threshold: t.threshold_word }
 }
 
+/// Why an evaluation gave no figures.
+enum EvalFailure {
+    /// The messages cannot be evaluated: said under the form.
+    Invalid(String),
+    /// Reading the site failed.
+    Internal(String),
+}
+
 /// Ranks every message as the bot would and gathers the figures at the site's threshold.
-async fn evaluate(
-    app: &AppState,
-    site: &Site,
-    text: &str,
-    t: &'static Texts,
-) -> Result<Outcome, Result<String, Response>> {
-    let settings = app.bot.settings(&site.key).await.map_err(|error| Err(internal_error(error)))?;
-    let knowledge = app.bot.knowledge().site(&site.key).await.map_err(|error| Err(internal_error(error)))?;
+async fn evaluate(app: &AppState, site: &Site, text: &str, t: &'static Texts) -> Result<Outcome, EvalFailure> {
+    let internal = |error: crate::storage::StorageError| EvalFailure::Internal(error.to_string());
+    let settings = app.bot.settings(&site.key).await.map_err(internal)?;
+    let knowledge = app.bot.knowledge().site(&site.key).await.map_err(internal)?;
     if knowledge.entries.is_empty() {
-        return Err(Ok(t.eval_no_entries.to_owned()));
+        return Err(EvalFailure::Invalid(t.eval_no_entries.to_owned()));
     }
     let known: HashSet<String> = knowledge.entries.iter().map(|entry| entry.id.to_string()).collect();
-    let messages = eval::parse_messages(t.eval_messages, text, Some(&known)).map_err(|error| Ok(error.to_string()))?;
+    let messages = eval::parse_messages(t.eval_messages, text, Some(&known))
+        .map_err(|error| EvalFailure::Invalid(error.to_string()))?;
     if messages.len() > MAX_EVAL_MESSAGES {
-        return Err(Ok(format!("{} {MAX_EVAL_MESSAGES}", t.eval_too_many)));
+        return Err(EvalFailure::Invalid(fill(t.eval_too_many, &[("max", &MAX_EVAL_MESSAGES)])));
     }
     let mut judged = Vec::with_capacity(messages.len());
     for message in messages {
@@ -147,12 +151,12 @@ async fn evaluate(
 async fn eval_page(
     app: &AppState,
     admin: &AdminUser,
-    lang: Lang,
     site_key: Option<String>,
     messages: String,
     run: bool,
 ) -> Response {
-    let (sites, site) = match sites_and_site(app, site_key).await {
+    let lang = admin.lang;
+    let (sites, site) = match sites_and_site(app, site_key, lang).await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -161,29 +165,22 @@ async fn eval_page(
     if let (true, Some(site)) = (run, &site) {
         match evaluate(app, site, &messages, t).await {
             Ok(found) => outcome = Some(found),
-            Err(Ok(message)) => errors.add("messages", message),
-            Err(Err(response)) => return response,
+            Err(EvalFailure::Invalid(message)) => errors.add("messages", message),
+            Err(EvalFailure::Internal(error)) => return internal_error(error),
         }
     }
     let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
-    let page = EvalPage { layout: admin.layout("bot", None), t, lang, sites, site, messages, errors, outcome };
+    let page = EvalPage { layout: admin.layout("bot", None), t, sites, site, messages, errors, outcome };
     render(status, &page)
 }
 
-/// `GET /admin/bot/eval?site=KEY&lang=en|zh`
-pub async fn form(
-    State(app): State<AppState>,
-    admin: AdminUser,
-    headers: HeaderMap,
-    Query(query): Query<PageQuery>,
-) -> Response {
-    let lang = Lang::pick(query.lang.as_deref(), &headers);
-    eval_page(&app, &admin, lang, query.site, String::new(), false).await
+/// `GET /admin/bot/eval?site=KEY`
+pub async fn form(State(app): State<AppState>, admin: AdminUser, Query(query): Query<PageQuery>) -> Response {
+    eval_page(&app, &admin, query.site, String::new(), false).await
 }
 
-/// `POST /admin/bot/eval`: `site`, `lang` and `messages` (JSON Lines).
-pub async fn run(State(app): State<AppState>, headers: HeaderMap, post: AdminPost) -> Response {
-    let lang = Lang::pick(Some(&post.form.text("lang")), &headers);
+/// `POST /admin/bot/eval`: `site` and `messages` (JSON Lines).
+pub async fn run(State(app): State<AppState>, post: AdminPost) -> Response {
     let site = Some(post.form.text("site")).filter(|key| !key.is_empty());
-    eval_page(&app, &post.admin, lang, site, post.form.text("messages"), true).await
+    eval_page(&app, &post.admin, site, post.form.text("messages"), true).await
 }

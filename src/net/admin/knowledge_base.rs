@@ -1,4 +1,4 @@
-//! Admin pages for the knowledge base and the bot, in English and Chinese ([`bot_texts`]):
+//! Admin pages for the knowledge base and the bot, in English and Chinese ([`super::texts`]):
 //! entries (list with search, create, edit, delete), import and export as CSV or JSON, a "try it"
 //! box that shows what the bot would do with a message, the bot's settings, and the answers
 //! visitors marked unhelpful.
@@ -8,12 +8,12 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::bot_texts::{Lang, Texts};
 use super::form::FieldErrors;
+use super::texts::{Lang, Texts};
 use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
 use crate::bot::feedback::{self as bot_feedback, Feedback};
 use crate::bot::knowledge_base::formats::{self, Format};
@@ -35,11 +35,10 @@ const TRIED_ENTRIES: usize = 3;
 /// Most characters of a "try it" message.
 const MAX_TRY_CHARS: usize = 1000;
 
-/// The query of the pages: the site, the page language, a search, a "try it" message.
+/// The query of the pages: the site, a search, a "try it" message.
 #[derive(Deserialize, Default)]
 pub struct PageQuery {
     pub(super) site: Option<String>,
-    pub(super) lang: Option<String>,
     q: Option<String>,
     #[serde(rename = "try")]
     try_text: Option<String>,
@@ -107,7 +106,6 @@ struct Trial {
 struct KnowledgeBasePage {
     layout: Layout,
     t: &'static Texts,
-    lang: Lang,
     sites: Vec<Site>,
     site: Option<Site>,
     search: String,
@@ -125,7 +123,6 @@ struct KnowledgeBasePage {
 struct EntryPage {
     layout: Layout,
     t: &'static Texts,
-    lang: Lang,
     entry: KbEntry,
     form: EntryForm,
     errors: FieldErrors,
@@ -180,7 +177,6 @@ impl SettingsForm {
 struct BotPage {
     layout: Layout,
     t: &'static Texts,
-    lang: Lang,
     sites: Vec<Site>,
     site: Option<Site>,
     form: SettingsForm,
@@ -201,10 +197,20 @@ impl KnowledgeBasePage {
 }
 
 /// The sites, and the one named (or the first).
-pub(super) async fn sites_and_site(app: &AppState, key: Option<String>) -> Result<(Vec<Site>, Option<Site>), Response> {
+pub(super) async fn sites_and_site(
+    app: &AppState,
+    key: Option<String>,
+    lang: Lang,
+) -> Result<(Vec<Site>, Option<Site>), Response> {
     let sites = app.store.read(sites::list_by_name).await.map_err(internal_error)?;
     let site = match key {
-        Some(key) => Some(sites.iter().find(|site| site.key == key).cloned().ok_or_else(|| not_found("site"))?),
+        Some(key) => Some(
+            sites
+                .iter()
+                .find(|site| site.key == key)
+                .cloned()
+                .ok_or_else(|| not_found(lang, lang.texts().noun_site))?,
+        ),
         None => sites.first().cloned(),
     };
     Ok((sites, site))
@@ -282,7 +288,7 @@ impl Default for ListState {
 }
 
 async fn list_page(app: &AppState, admin: &AdminUser, lang: Lang, query: PageQuery, state: ListState) -> Response {
-    let (sites, site) = match sites_and_site(app, query.site).await {
+    let (sites, site) = match sites_and_site(app, query.site, lang).await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -309,7 +315,6 @@ async fn list_page(app: &AppState, admin: &AdminUser, lang: Lang, query: PageQue
     let page = KnowledgeBasePage {
         layout: admin.layout("kb", query.notice.take()),
         t: lang.texts(),
-        lang,
         sites,
         site,
         search,
@@ -325,23 +330,13 @@ async fn list_page(app: &AppState, admin: &AdminUser, lang: Lang, query: PageQue
 }
 
 /// `GET /admin/knowledge-base?site=KEY&q=SEARCH&try=MESSAGE&lang=en|zh`
-pub async fn list(
-    State(app): State<AppState>,
-    admin: AdminUser,
-    headers: HeaderMap,
-    Query(query): Query<PageQuery>,
-) -> Response {
-    let lang = Lang::pick(query.lang.as_deref(), &headers);
+pub async fn list(State(app): State<AppState>, admin: AdminUser, Query(query): Query<PageQuery>) -> Response {
+    let lang = admin.lang;
     list_page(&app, &admin, lang, query, ListState::default()).await
 }
 
-/// The page language of a form post (its hidden `lang` field).
-fn post_lang(post: &AdminPost, headers: &HeaderMap) -> Lang {
-    Lang::pick(Some(post.form.text("lang").as_str()), headers)
-}
-
-fn kb_path(site: &str, lang: Lang) -> String {
-    format!("/admin/knowledge-base?site={}&lang={}", url_part(site), lang.code())
+fn kb_path(site: &str) -> String {
+    format!("/admin/knowledge-base?site={}", url_part(site))
 }
 
 fn url_part(text: &str) -> String {
@@ -349,8 +344,8 @@ fn url_part(text: &str) -> String {
 }
 
 /// `POST /admin/knowledge-base/entries`
-pub async fn create(State(app): State<AppState>, headers: HeaderMap, post: AdminPost) -> Response {
-    let lang = post_lang(&post, &headers);
+pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
+    let lang = post.admin.lang;
     let site = post.form.text("site");
     let form = EntryForm::from_post(&post);
     let result = match form.input().validate() {
@@ -367,9 +362,9 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap, post: Admin
                     .audit(&app, "kb.create", &format!("{site} #{}", entry.id), entry.questions.join(" | "))
                     .await;
             }
-            done(&kb_path(&site, lang), lang.texts().saved)
+            done(&kb_path(&site), lang.texts().saved)
         }
-        Err(KbError::NoSuchSite) => not_found("site"),
+        Err(KbError::NoSuchSite) => not_found(lang, lang.texts().noun_site),
         Err(KbError::Invalid(message)) => {
             let mut errors = FieldErrors::default();
             errors.add("entry", message);
@@ -381,10 +376,10 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap, post: Admin
 }
 
 /// The entry `id`, or the page to answer with.
-async fn stored_entry(app: &AppState, id: u64) -> Result<KbEntry, Response> {
+async fn stored_entry(app: &AppState, id: u64, lang: Lang) -> Result<KbEntry, Response> {
     match app.store.read(move |transaction| knowledge_base::get(transaction, id)).await {
         Ok(Some(entry)) => Ok(entry),
-        Ok(None) => Err(not_found("entry")),
+        Ok(None) => Err(not_found(lang, lang.texts().noun_entry)),
         Err(error) => Err(internal_error(error)),
     }
 }
@@ -393,12 +388,11 @@ async fn stored_entry(app: &AppState, id: u64) -> Result<KbEntry, Response> {
 pub async fn edit_form(
     State(app): State<AppState>,
     admin: AdminUser,
-    headers: HeaderMap,
     Path(id): Path<u64>,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    let lang = Lang::pick(query.lang.as_deref(), &headers);
-    let entry = match stored_entry(&app, id).await {
+    let lang = admin.lang;
+    let entry = match stored_entry(&app, id, lang).await {
         Ok(entry) => entry,
         Err(response) => return response,
     };
@@ -406,7 +400,6 @@ pub async fn edit_form(
     let page = EntryPage {
         layout: admin.layout("kb", query.notice.take()),
         t: lang.texts(),
-        lang,
         entry,
         form,
         errors: FieldErrors::default(),
@@ -415,9 +408,9 @@ pub async fn edit_form(
 }
 
 /// `POST /admin/knowledge-base/entries/{id}`
-pub async fn save(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<u64>, post: AdminPost) -> Response {
-    let lang = post_lang(&post, &headers);
-    let entry = match stored_entry(&app, id).await {
+pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminPost) -> Response {
+    let lang = post.admin.lang;
+    let entry = match stored_entry(&app, id, lang).await {
         Ok(entry) => entry,
         Err(response) => return response,
     };
@@ -433,13 +426,13 @@ pub async fn save(State(app): State<AppState>, headers: HeaderMap, Path(id): Pat
             }
             let target = format!("{} #{}", saved.site, saved.id);
             post.admin.audit(&app, "kb.update", &target, saved.questions.join(" | ")).await;
-            done(&kb_path(&saved.site, lang), lang.texts().saved)
+            done(&kb_path(&saved.site), lang.texts().saved)
         }
-        Err(KbError::NotFound) => not_found("entry"),
+        Err(KbError::NotFound) => not_found(lang, lang.texts().noun_entry),
         Err(KbError::Invalid(message)) => {
             let mut errors = FieldErrors::default();
             errors.add("entry", message);
-            let page = EntryPage { layout: post.admin.layout("kb", None), t: lang.texts(), lang, entry, form, errors };
+            let page = EntryPage { layout: post.admin.layout("kb", None), t: lang.texts(), entry, form, errors };
             render(StatusCode::UNPROCESSABLE_ENTITY, &page)
         }
         Err(error) => internal_error(error),
@@ -447,8 +440,8 @@ pub async fn save(State(app): State<AppState>, headers: HeaderMap, Path(id): Pat
 }
 
 /// `POST /admin/knowledge-base/entries/{id}/delete`
-pub async fn delete(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<u64>, post: AdminPost) -> Response {
-    let lang = post_lang(&post, &headers);
+pub async fn delete(State(app): State<AppState>, Path(id): Path<u64>, post: AdminPost) -> Response {
+    let lang = post.admin.lang;
     match knowledge_base::delete(&app.store, id).await {
         Ok(entry) => {
             if let Err(error) = app.bot.knowledge().reload(&entry.site).await {
@@ -456,16 +449,16 @@ pub async fn delete(State(app): State<AppState>, headers: HeaderMap, Path(id): P
             }
             let target = format!("{} #{}", entry.site, entry.id);
             post.admin.audit(&app, "kb.delete", &target, entry.questions.join(" | ")).await;
-            done(&kb_path(&entry.site, lang), lang.texts().deleted)
+            done(&kb_path(&entry.site), lang.texts().deleted)
         }
-        Err(KbError::NotFound) => not_found("entry"),
+        Err(KbError::NotFound) => not_found(lang, lang.texts().noun_entry),
         Err(error) => internal_error(error),
     }
 }
 
 /// `POST /admin/knowledge-base/import`: the file's text (`content`) as CSV or JSON (`format`).
-pub async fn import(State(app): State<AppState>, headers: HeaderMap, post: AdminPost) -> Response {
-    let lang = post_lang(&post, &headers);
+pub async fn import(State(app): State<AppState>, post: AdminPost) -> Response {
+    let lang = post.admin.lang;
     let site = post.form.text("site");
     let format_name = post.form.text("format");
     let text = post.form.text("content");
@@ -485,13 +478,11 @@ pub async fn import(State(app): State<AppState>, headers: HeaderMap, post: Admin
             }
             let detail = format!("{} added, {} updated", outcome.created, outcome.updated);
             post.admin.audit(&app, "kb.import", &site, detail).await;
-            let notice = match lang {
-                Lang::En => format!("Imported: {} added, {} updated.", outcome.created, outcome.updated),
-                Lang::Zh => format!("已导入：新增 {} 条，更新 {} 条。", outcome.created, outcome.updated),
-            };
-            done(&kb_path(&site, lang), &notice)
+            let notice =
+                super::fill(lang.texts().kb_imported, &[("created", &outcome.created), ("updated", &outcome.updated)]);
+            done(&kb_path(&site), &notice)
         }
-        Err(KbError::NoSuchSite) => not_found("site"),
+        Err(KbError::NoSuchSite) => not_found(lang, lang.texts().noun_site),
         Err(KbError::Invalid(message)) => {
             let mut errors = FieldErrors::default();
             errors.add("import", message);
@@ -510,16 +501,24 @@ pub struct ExportQuery {
 }
 
 /// `GET /admin/knowledge-base/export?site=KEY&format=csv|json`: the site's entries as a file.
-pub async fn export(State(app): State<AppState>, _admin: AdminUser, Query(query): Query<ExportQuery>) -> Response {
+pub async fn export(State(app): State<AppState>, admin: AdminUser, Query(query): Query<ExportQuery>) -> Response {
+    let lang = admin.lang;
     let format = match Format::parse(query.format.as_deref().unwrap_or("csv")) {
         Ok(format) => format,
-        Err(error) => return super::message_page(StatusCode::UNPROCESSABLE_ENTITY, "Export", &error.to_string()),
+        Err(error) => {
+            return super::message_page(
+                lang,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                lang.texts().export,
+                &error.to_string(),
+            );
+        }
     };
     let Some(key) = query.site else {
-        return not_found("site");
+        return not_found(lang, lang.texts().noun_site);
     };
     if !matches!(app.sites.get(&key).await, Ok(Some(_))) {
-        return not_found("site");
+        return not_found(lang, lang.texts().noun_site);
     }
     let site = key.clone();
     let entries = match app.store.read(move |transaction| knowledge_base::list(transaction, &site)).await {
@@ -542,7 +541,7 @@ async fn bot_page(
     notice: Option<String>,
     typed: Option<(SettingsForm, FieldErrors)>,
 ) -> Response {
-    let (sites, site) = match sites_and_site(app, site_key).await {
+    let (sites, site) = match sites_and_site(app, site_key, lang).await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -567,19 +566,13 @@ async fn bot_page(
         errors = typed_errors;
     }
     let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
-    let page =
-        BotPage { layout: admin.layout("bot", notice), t: lang.texts(), lang, sites, site, form, errors, unhelpful };
+    let page = BotPage { layout: admin.layout("bot", notice), t: lang.texts(), sites, site, form, errors, unhelpful };
     render(status, &page)
 }
 
 /// `GET /admin/bot?site=KEY&lang=en|zh`
-pub async fn settings(
-    State(app): State<AppState>,
-    admin: AdminUser,
-    headers: HeaderMap,
-    Query(query): Query<PageQuery>,
-) -> Response {
-    let lang = Lang::pick(query.lang.as_deref(), &headers);
+pub async fn settings(State(app): State<AppState>, admin: AdminUser, Query(query): Query<PageQuery>) -> Response {
+    let lang = admin.lang;
     bot_page(&app, &admin, lang, query.site, query.notice.take(), None).await
 }
 
@@ -696,11 +689,11 @@ fn field_of(message: &str) -> &'static str {
 }
 
 /// `POST /admin/bot`: saves the whole form; the API key only when one was typed.
-pub async fn save_settings(State(app): State<AppState>, headers: HeaderMap, post: AdminPost) -> Response {
-    let lang = post_lang(&post, &headers);
+pub async fn save_settings(State(app): State<AppState>, post: AdminPost) -> Response {
+    let lang = post.admin.lang;
     let site = post.form.text("site");
     if !matches!(app.sites.get(&site).await, Ok(Some(_))) {
-        return not_found("site");
+        return not_found(lang, lang.texts().noun_site);
     }
     let has_key = match app.bot.settings(&site).await {
         Ok(settings) => settings.llm.as_ref().is_some_and(|llm| !llm.api_key.is_empty()),
@@ -727,9 +720,9 @@ pub async fn save_settings(State(app): State<AppState>, headers: HeaderMap, post
                 settings.llm.is_some()
             );
             post.admin.audit(&app, "bot.update", &site, detail).await;
-            done(&format!("/admin/bot?site={}&lang={}", url_part(&site), lang.code()), lang.texts().saved)
+            done(&format!("/admin/bot?site={}", url_part(&site)), lang.texts().saved)
         }
-        Err(ChangeError::NoSuchSite) => not_found("site"),
+        Err(ChangeError::NoSuchSite) => not_found(lang, lang.texts().noun_site),
         Err(ChangeError::Invalid(message)) => {
             let typed = failed(field_of(&message), message);
             bot_page(&app, &post.admin, lang, Some(site), None, Some(typed)).await

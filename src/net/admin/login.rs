@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{AdminPost, render};
+use super::{AdminPost, Lang, Texts, fill, render};
 use crate::net::AppState;
 use crate::net::http::agent_api::{LOGIN_EXPIRED, attempt_code, attempt_login, expired_session_cookie, session_cookie};
 use crate::net::http::error::ApiError;
@@ -15,6 +15,9 @@ use crate::people::agents::{LoginStep, Role};
 #[derive(Template)]
 #[template(path = "admin/login.html")]
 struct LoginPage {
+    lang: Lang,
+    t: &'static Texts,
+    switch_url: String,
     email: String,
     next: String,
     error: String,
@@ -28,7 +31,7 @@ pub struct LoginQuery {
 }
 
 /// Only paths inside the admin pages are followed after a login, never another site.
-fn safe_next(next: Option<&str>) -> String {
+pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(next) if next.starts_with("/admin") && !next.starts_with("//") && !next.contains('\\') => next.to_owned(),
         _ => "/admin".to_owned(),
@@ -36,9 +39,21 @@ fn safe_next(next: Option<&str>) -> String {
 }
 
 /// `GET /admin/login`
-pub async fn page(Query(query): Query<LoginQuery>) -> Response {
+pub async fn page(lang: Lang, Query(query): Query<LoginQuery>) -> Response {
     let next = safe_next(query.next.as_deref());
-    render(StatusCode::OK, &LoginPage { email: String::new(), next, error: String::new(), ticket: String::new() })
+    let path =
+        format!("/admin/login?next={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
+    let switch_url = super::texts::switch_url(lang, &path);
+    let page = LoginPage {
+        lang,
+        t: lang.texts(),
+        switch_url,
+        email: String::new(),
+        next,
+        error: String::new(),
+        ticket: String::new(),
+    };
+    render(StatusCode::OK, &page)
 }
 
 #[derive(Deserialize)]
@@ -63,28 +78,38 @@ pub async fn submit(
     headers: HeaderMap,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
+    let lang = Lang::of_request(&headers);
+    let t = lang.texts();
     let next = safe_next(Some(&form.next));
-    let again = |status: StatusCode, error: String| {
-        render(status, &LoginPage { email: form.email.clone(), next: next.clone(), error, ticket: String::new() })
-    };
+    let switch_url = super::texts::switch_url(lang, "/admin/login");
     let ask_code = |status: StatusCode, ticket: String, error: String| {
-        render(status, &LoginPage { email: form.email.clone(), next: next.clone(), error, ticket })
+        let page = LoginPage {
+            lang,
+            t,
+            switch_url: switch_url.clone(),
+            email: form.email.clone(),
+            next: next.clone(),
+            error,
+            ticket,
+        };
+        render(status, &page)
     };
+    let again = |status: StatusCode, error: String| ask_code(status, String::new(), error);
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok())
         && !origin.eq_ignore_ascii_case(&crate::net::http::own_origin(&headers))
     {
-        return again(StatusCode::FORBIDDEN, "This form was sent from another site.".into());
+        return again(StatusCode::FORBIDDEN, t.form_from_elsewhere.into());
     }
     let too_many = |retry_after_secs: u64| {
         let minutes = retry_after_secs.div_ceil(60);
-        again(StatusCode::TOO_MANY_REQUESTS, format!("Too many failed logins; try again in {minutes} min."))
+        again(StatusCode::TOO_MANY_REQUESTS, fill(t.too_many_logins, &[("minutes", &minutes)]))
     };
     let (token, agent, step) = if form.ticket.is_empty() {
         match attempt_login(&app, client.ip(), &form.email, &form.password).await {
             Ok(logged_in) => logged_in,
             Err(ApiError::TooManyRequests { retry_after_secs }) => return too_many(retry_after_secs),
             Err(ApiError::InvalidCredentials) => {
-                return again(StatusCode::UNAUTHORIZED, "Wrong email or password.".into());
+                return again(StatusCode::UNAUTHORIZED, t.wrong_login.into());
             }
             Err(error) => return error.into_response(),
         }
@@ -93,10 +118,10 @@ pub async fn submit(
             Ok(agent) => (form.ticket.clone(), agent, LoginStep::Done),
             Err(ApiError::TooManyRequests { retry_after_secs }) => return too_many(retry_after_secs),
             Err(ApiError::Unauthorized(message)) if message == LOGIN_EXPIRED => {
-                return again(StatusCode::UNAUTHORIZED, "The login expired; enter your password again.".into());
+                return again(StatusCode::UNAUTHORIZED, t.login_expired.into());
             }
             Err(ApiError::Unauthorized(_)) => {
-                return ask_code(StatusCode::UNAUTHORIZED, form.ticket.clone(), "Wrong or already used code.".into());
+                return ask_code(StatusCode::UNAUTHORIZED, form.ticket.clone(), t.wrong_code.into());
             }
             Err(error) => return error.into_response(),
         }
@@ -108,7 +133,7 @@ pub async fn submit(
         if let Err(error) = crate::people::agents::logout(&app.store, &token).await {
             tracing::error!(%error, "ending a refused admin login failed");
         }
-        return again(StatusCode::FORBIDDEN, "This account is an agent's; the console is at /console.".into());
+        return again(StatusCode::FORBIDDEN, t.agent_not_admin.into());
     }
     // An admin without two-factor login where it is required enrols in the console first.
     let target = if step == LoginStep::Enrol { "/console" } else { next.as_str() };

@@ -10,7 +10,6 @@ mod agents;
 mod api_tokens;
 mod audit_log;
 mod blocked;
-mod bot_texts;
 mod canned_replies;
 mod charts;
 mod form;
@@ -20,6 +19,7 @@ mod login;
 mod reports;
 mod sites;
 mod teams;
+pub mod texts;
 
 use askama::Template;
 use axum::extract::FromRequestParts;
@@ -28,6 +28,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
 pub use form::{AdminPost, FormData};
+pub use texts::{Lang, Texts, fill};
 
 use crate::base::secrets;
 use crate::net::AppState;
@@ -49,6 +50,7 @@ macro_rules! admin_routes {
         pub fn router() -> axum::Router<AppState> {
             axum::Router::new()
                 .route("/admin/login", axum::routing::get(login::page).post(login::submit))
+                .route("/admin/language", axum::routing::get(language))
                 $(.route($path, admin_routes!(@method $method $handler)))*
         }
     };
@@ -102,6 +104,7 @@ admin_routes! {
     GET "/admin/bot/eval" => kb_eval::form,
     POST "/admin/bot/eval" => kb_eval::run,
     GET "/admin/reports" => reports::page,
+    GET "/admin/reports/today.json" => reports::today_json,
     GET "/admin/reports/daily.csv" => reports::daily_csv,
     GET "/admin/reports/agents.csv" => reports::agents_csv,
     GET "/admin/reports/satisfaction.csv" => reports::satisfaction_csv,
@@ -115,32 +118,89 @@ pub struct Layout {
     pub section: &'static str,
     /// A one-line confirmation after a change (from `?done=`).
     pub notice: Option<String>,
+    pub lang: Lang,
+    pub t: &'static Texts,
+    /// The page's path and query, where the language switch comes back to.
+    pub path: String,
 }
 
-/// The navigation entries: (section, path, label).
-pub const SECTIONS: &[(&str, &str, &str)] = &[
-    ("sites", "/admin/sites", "Sites"),
-    ("agents", "/admin/agents", "Agents"),
-    ("teams", "/admin/teams", "Teams & routing"),
-    ("canned", "/admin/canned-replies", "Canned replies"),
-    ("kb", "/admin/knowledge-base", "Knowledge base"),
-    ("bot", "/admin/bot", "Bot"),
-    ("blocked", "/admin/blocked", "Blocked"),
-    ("api-tokens", "/admin/api-tokens", "API tokens"),
-    ("audit", "/admin/audit", "Audit log"),
-    ("reports", "/admin/reports", "Reports"),
-];
+impl Layout {
+    /// The navigation entries: (section, path, label).
+    pub fn sections(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        let t = self.t;
+        vec![
+            ("sites", "/admin/sites", t.nav_sites),
+            ("agents", "/admin/agents", t.nav_agents),
+            ("teams", "/admin/teams", t.nav_teams),
+            ("canned", "/admin/canned-replies", t.nav_canned),
+            ("kb", "/admin/knowledge-base", t.kb_title),
+            ("bot", "/admin/bot", t.bot_title),
+            ("blocked", "/admin/blocked", t.nav_blocked),
+            ("api-tokens", "/admin/api-tokens", t.nav_api_tokens),
+            ("audit", "/admin/audit", t.nav_audit),
+            ("reports", "/admin/reports", t.nav_reports),
+        ]
+    }
+
+    pub fn is_current(&self, section: &str) -> bool {
+        section == self.section
+    }
+
+    pub fn switch_url(&self) -> String {
+        texts::switch_url(self.lang, &self.path)
+    }
+
+    /// The problem with `field`, in the page's language; empty if none.
+    pub fn error(&self, errors: &form::FieldErrors, field: &str) -> String {
+        texts::field_message(self.lang, errors.of(field))
+    }
+}
+
+/// `GET /admin/language?lang=zh&next=/admin/reports`: remembers the chosen language in a cookie
+/// and goes back to the page (any visitor may: it only sets their own preference).
+pub async fn language(axum::extract::Query(query): axum::extract::Query<LanguageQuery>) -> Response {
+    let next = login::safe_next(Some(&query.next));
+    let mut response = Redirect::to(&next).into_response();
+    if let Some(lang) = Lang::parse(&query.lang) {
+        response.headers_mut().insert(header::SET_COOKIE, lang.cookie());
+    }
+    response
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub struct LanguageQuery {
+    lang: String,
+    next: String,
+}
 
 /// An admin, authenticated by session cookie or bearer token.
 pub struct AdminUser {
     pub agent: Agent,
     /// The CSRF token every form of this session carries.
     pub csrf: String,
+    /// The language of the pages this admin sees.
+    pub lang: Lang,
+    /// The path and query of the request, for the language switch.
+    pub path: String,
 }
 
 impl AdminUser {
     pub fn layout(&self, section: &'static str, notice: Option<String>) -> Layout {
-        Layout { admin_email: self.agent.email.clone(), csrf: self.csrf.clone(), section, notice }
+        Layout {
+            admin_email: self.agent.email.clone(),
+            csrf: self.csrf.clone(),
+            section,
+            notice,
+            lang: self.lang,
+            t: self.lang.texts(),
+            path: self.path.clone(),
+        }
+    }
+
+    /// The catalogue of this admin's language.
+    pub fn t(&self) -> &'static Texts {
+        self.lang.texts()
     }
 
     /// Appends an audit entry for a change this admin made.
@@ -162,9 +222,10 @@ pub enum AdminDenied {
         next: String,
     },
     /// No session on a form post or other change.
-    Unauthorized,
-    /// A session that is not an admin's, or a form without a valid CSRF token.
-    Forbidden(&'static str),
+    Unauthorized(Lang),
+    /// A session that is not an admin's, or a form without a valid CSRF token: the message in
+    /// the request's language.
+    Forbidden(Lang, &'static str),
     Internal,
 }
 
@@ -175,15 +236,23 @@ impl IntoResponse for AdminDenied {
                 let next = url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>();
                 Redirect::to(&format!("/admin/login?next={next}")).into_response()
             }
-            AdminDenied::Unauthorized => {
-                message_page(StatusCode::UNAUTHORIZED, "Log in first", "Log in as an admin to make changes.")
+            AdminDenied::Unauthorized(lang) => {
+                let t = lang.texts();
+                message_page(lang, StatusCode::UNAUTHORIZED, t.log_in_first, t.log_in_to_change)
             }
-            AdminDenied::Forbidden(message) => message_page(StatusCode::FORBIDDEN, "Not allowed", message),
-            AdminDenied::Internal => message_page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                "The server could not answer; the cause is in its log.",
-            ),
+            AdminDenied::Forbidden(lang, message) => {
+                message_page(lang, StatusCode::FORBIDDEN, lang.texts().not_allowed, message)
+            }
+            // Where it happens the language is not at hand: both languages.
+            AdminDenied::Internal => {
+                let (en, zh) = (Lang::En.texts(), Lang::Zh.texts());
+                message_page(
+                    Lang::En,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("{} · {}", en.went_wrong, zh.went_wrong),
+                    &format!("{} {}", en.went_wrong_detail, zh.went_wrong_detail),
+                )
+            }
         }
     }
 }
@@ -203,16 +272,18 @@ impl FromRequestParts<AppState> for AdminUser {
             Some(token) => authenticate(app, token).await.map_err(|_| AdminDenied::Internal)?,
             None => None,
         };
+        let lang = Lang::of_request(&parts.headers);
         match (principal, token) {
             (Some(Principal::Agent(agent)), Some(token)) if agent.role == Role::Admin => {
-                Ok(AdminUser { agent, csrf: csrf_token(&token) })
+                let path = parts.uri.path_and_query().map_or("/admin", |path| path.as_str()).to_owned();
+                Ok(AdminUser { agent, csrf: csrf_token(&token), lang, path })
             }
-            (Some(_), _) => Err(AdminDenied::Forbidden("Only admins can open the admin pages.")),
+            (Some(_), _) => Err(AdminDenied::Forbidden(lang, lang.texts().only_admins)),
             (None, _) if matches!(parts.method, Method::GET | Method::HEAD) => {
                 let next = parts.uri.path_and_query().map_or("/admin", |path| path.as_str()).to_owned();
                 Err(AdminDenied::Login { next })
             }
-            (None, _) => Err(AdminDenied::Unauthorized),
+            (None, _) => Err(AdminDenied::Unauthorized(lang)),
         }
     }
 }
@@ -268,13 +339,15 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
 #[derive(Template)]
 #[template(path = "admin/message.html")]
 struct MessagePage<'a> {
+    lang: Lang,
+    t: &'static Texts,
     title: &'a str,
     message: &'a str,
 }
 
 /// A page that only says something (an error, a refusal).
-pub fn message_page(status: StatusCode, title: &str, message: &str) -> Response {
-    render(status, &MessagePage { title, message })
+pub fn message_page(lang: Lang, status: StatusCode, title: &str, message: &str) -> Response {
+    render(status, &MessagePage { lang, t: lang.texts(), title, message })
 }
 
 /// The answer to a failed storage read or write inside an admin page.
@@ -302,7 +375,8 @@ impl Notice {
     }
 }
 
-/// `404` for an id or key that does not exist.
-pub fn not_found(what: &str) -> Response {
-    message_page(StatusCode::NOT_FOUND, "Not found", &format!("There is no such {what}."))
+/// `404` for an id or key that does not exist; `what` is a noun of the catalogue.
+pub fn not_found(lang: Lang, what: &str) -> Response {
+    let t = lang.texts();
+    message_page(lang, StatusCode::NOT_FOUND, t.not_found, &fill(t.no_such, &[("what", &what)]))
 }

@@ -1,6 +1,7 @@
-//! The reports page (`/admin/reports`): a filter form (date range in UTC days, site, team),
-//! summary tiles, three SVG charts and three tables, each table also as a CSV download
-//! (`/admin/reports/{daily,agents,satisfaction}.csv`) with a UTF-8 byte order mark so
+//! The reports page (`/admin/reports`): a live card of today's figures (refreshed from
+//! `/admin/reports/today.json` by `admin.js`), a filter form (date range in the site's time zone,
+//! site, team), summary tiles, three SVG charts and three tables, each table also as a CSV
+//! download (`/admin/reports/{daily,agents,satisfaction}.csv`) with a UTF-8 byte order mark so
 //! spreadsheets read Chinese names correctly.
 //!
 //! A table is defined once ([`ReportTable::build`]) as typed cells; the page shows them for
@@ -13,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::charts::{self, Bar, Labels, Point, Series};
-use super::{AdminUser, Layout, internal_error, message_page, render};
+use super::{AdminUser, Layout, Texts, fill, internal_error, message_page, render};
 use crate::base::clock;
 use crate::history::export::UTF8_BOM;
-use crate::history::reports::{self, Report, ReportFilter};
+use crate::history::reports::{self, Report, ReportFilter, Today};
 use crate::net::AppState;
 use crate::people::teams::{self, Team};
 use crate::sites::{self, Site};
@@ -80,17 +81,19 @@ fn query_string(filter: &ReportFilter) -> String {
     query.finish()
 }
 
-/// A duration for people: "420 ms", "4.2 s", "42 s", "3 min 5 s", "2 h 10 min", "3 d 4 h".
-pub fn human_duration(millis: i64) -> String {
+/// A duration for people: "420 ms", "4.2 s", "42 s", "3 min 5 s", "2 h 10 min", "3 d 4 h" (the
+/// units of `t`).
+pub fn human_duration(millis: i64, t: &Texts) -> String {
     let seconds = millis as f64 / 1000.0;
     let whole_seconds = (millis + 500) / 1000;
+    let (ms, s, min, h, d) = (t.unit_ms, t.unit_s, t.unit_min, t.unit_h, t.unit_d);
     match whole_seconds {
-        _ if millis < 1_000 => format!("{millis} ms"),
-        _ if seconds < 10.0 => format!("{seconds:.1} s"),
-        0..60 => format!("{whole_seconds} s"),
-        60..3_600 => format!("{} min {} s", whole_seconds / 60, whole_seconds % 60),
-        3_600..172_800 => format!("{} h {} min", whole_seconds / 3_600, whole_seconds % 3_600 / 60),
-        _ => format!("{} d {} h", whole_seconds / 86_400, whole_seconds % 86_400 / 3_600),
+        _ if millis < 1_000 => format!("{millis} {ms}"),
+        _ if seconds < 10.0 => format!("{seconds:.1} {s}"),
+        0..60 => format!("{whole_seconds} {s}"),
+        60..3_600 => format!("{} {min} {} {s}", whole_seconds / 60, whole_seconds % 60),
+        3_600..172_800 => format!("{} {h} {} {min}", whole_seconds / 3_600, whole_seconds % 3_600 / 60),
+        _ => format!("{} {d} {} {h}", whole_seconds / 86_400, whole_seconds % 86_400 / 3_600),
     }
 }
 
@@ -117,9 +120,9 @@ impl Cell {
     }
 
     /// The value for people.
-    pub fn display(&self) -> String {
+    pub fn display(&self, t: &Texts) -> String {
         match self {
-            Cell::Duration(Some(millis)) => human_duration(*millis),
+            Cell::Duration(Some(millis)) => human_duration(*millis, t),
             Cell::Duration(None) | Cell::Rating(None) => "–".to_owned(),
             Cell::Percent(percent) => format!("{percent:.1} %"),
             other => other.csv(),
@@ -162,27 +165,29 @@ impl ReportTable {
         }
     }
 
-    fn title(self) -> &'static str {
+    fn title(self, t: &'static Texts) -> &'static str {
         match self {
-            ReportTable::Daily => "Per day",
-            ReportTable::Agents => "Per agent",
-            ReportTable::Satisfaction => "Satisfaction",
+            ReportTable::Daily => t.per_day,
+            ReportTable::Agents => t.per_agent,
+            ReportTable::Satisfaction => t.satisfaction,
         }
     }
 
-    pub fn build(self, report: &Report) -> Table {
+    pub fn build(self, report: &Report, t: &'static Texts) -> Table {
         let column = |csv, label| Column { csv, label };
         match self {
             ReportTable::Daily => Table {
                 columns: vec![
-                    column("date", "Day (UTC)"),
-                    column("conversations", "Conversations"),
-                    column("closed", "Closed"),
-                    column("median_first_response_seconds", "Median first response"),
-                    column("p90_first_response_seconds", "90th percentile first response"),
-                    column("median_resolution_seconds", "Median resolution"),
-                    column("ratings", "Ratings"),
-                    column("average_rating", "Average rating"),
+                    column("date", t.day),
+                    column("conversations", t.conversations),
+                    column("closed", t.closed),
+                    column("median_first_response_seconds", t.median_first_response),
+                    column("p90_first_response_seconds", t.p90_first_response),
+                    column("median_resolution_seconds", t.median_resolution),
+                    column("ratings", t.ratings),
+                    column("average_rating", t.average_rating),
+                    column("missed", t.missed),
+                    column("messages", t.messages),
                 ],
                 rows: report
                     .days
@@ -198,18 +203,20 @@ impl ReportTable {
                             Cell::Duration(figures.median_resolution_ms),
                             Cell::Count(figures.ratings),
                             Cell::Rating(figures.average_rating),
+                            Cell::Count(figures.missed),
+                            Cell::Count(figures.messages),
                         ]
                     })
                     .collect(),
             },
             ReportTable::Agents => Table {
                 columns: vec![
-                    column("agent_id", "Id"),
-                    column("name", "Agent"),
-                    column("email", "Email"),
-                    column("conversations", "Conversations"),
-                    column("messages", "Messages sent"),
-                    column("median_first_response_seconds", "Median first response"),
+                    column("agent_id", t.id),
+                    column("name", t.agent),
+                    column("email", t.email),
+                    column("conversations", t.conversations),
+                    column("messages", t.messages_sent),
+                    column("median_first_response_seconds", t.median_first_response),
                 ],
                 rows: report
                     .agents
@@ -229,7 +236,7 @@ impl ReportTable {
             ReportTable::Satisfaction => {
                 let n_ratings: u64 = report.satisfaction.iter().sum();
                 Table {
-                    columns: vec![column("score", "Score"), column("ratings", "Ratings"), column("percent", "Share")],
+                    columns: vec![column("score", t.score), column("ratings", t.ratings), column("percent", t.share)],
                     rows: (1..=5u64)
                         .rev()
                         .map(|score| {
@@ -275,6 +282,21 @@ pub struct TeamChoice {
     pub label: String,
 }
 
+/// Today's figures as the card shows them.
+#[derive(serde::Serialize)]
+pub struct TodayView {
+    /// `YYYY-MM-DD` in the zone of the card.
+    pub date: String,
+    pub conversations: u64,
+    pub messages: u64,
+    pub missed: u64,
+    /// For people ("–" when nothing was answered yet).
+    pub median_first_response: String,
+    pub median_first_response_ms: Option<i64>,
+    /// When these figures were read, `HH:MM:SS` in the zone of the card.
+    pub updated: String,
+}
+
 #[derive(Template)]
 #[template(path = "admin/reports.html")]
 struct ReportsPage {
@@ -284,22 +306,70 @@ struct ReportsPage {
     teams: Vec<TeamChoice>,
     error: String,
     report: Option<ReportView>,
+    today: TodayView,
+    today_url: String,
+    /// The time zone the days are counted in, for people.
+    zone_label: String,
+    zone_note: String,
 }
 
-/// The sites, the teams, and the report of a query (or what is wrong with the query), all from
-/// one read transaction.
+/// The sites, the teams, the report of a query (or what is wrong with the query) and today's
+/// figures, all from one read transaction.
 struct Loaded {
     sites: Vec<Site>,
     teams: Vec<Team>,
     outcome: Result<(ReportFilter, Report), String>,
+    today: Today,
+    zone: Zone,
 }
 
-async fn load(app: &AppState, query: &ReportQuery) -> Result<Loaded, Response> {
+/// The time zone a page counts its days in: the chosen site's, else the one every site shares,
+/// else (sites in several zones) each site's own, with the server's for "today".
+#[derive(Clone)]
+struct Zone {
+    zone: jiff::tz::TimeZone,
+    /// The IANA name, or `None` when the sites' zones differ.
+    name: Option<String>,
+}
+
+impl Zone {
+    fn of(sites: &[Site], chosen: &str) -> Zone {
+        let names: Vec<&str> = match sites.iter().find(|site| site.key == chosen.trim()) {
+            Some(site) => vec![site.business_hours.time_zone.as_str()],
+            None => sites.iter().map(|site| site.business_hours.time_zone.as_str()).collect(),
+        };
+        let shared = names.first().filter(|first| names.iter().all(|name| name == *first));
+        let name = match shared {
+            Some(name) => (*name).to_owned(),
+            None if names.is_empty() => crate::sites::server_time_zone(),
+            None => {
+                return Zone {
+                    zone: jiff::tz::TimeZone::get(&crate::sites::server_time_zone()).unwrap_or(jiff::tz::TimeZone::UTC),
+                    name: None,
+                };
+            }
+        };
+        Zone { zone: jiff::tz::TimeZone::get(&name).unwrap_or(jiff::tz::TimeZone::UTC), name: Some(name) }
+    }
+
+    fn today(&self, now: i64) -> u32 {
+        clock::day_in(&self.zone, now)
+    }
+
+    fn label(&self, t: &Texts) -> String {
+        self.name.clone().unwrap_or_else(|| t.each_site_zone.to_owned())
+    }
+}
+
+async fn load(app: &AppState, query: &ReportQuery) -> Result<(ReportQuery, Loaded), Response> {
     let query = query.clone();
+    let now = clock::now_millis();
     app.store
         .read(move |transaction| {
             let sites = sites::list_by_name(transaction)?;
             let teams = teams::list(transaction)?;
+            let zone = Zone::of(&sites, &query.site);
+            let query = query.with_defaults(zone.today(now));
             let outcome = match query.filter(&sites, &teams) {
                 Ok(filter) => {
                     let report = reports::compute(transaction, &filter)?;
@@ -307,20 +377,33 @@ async fn load(app: &AppState, query: &ReportQuery) -> Result<Loaded, Response> {
                 }
                 Err(message) => Err(message),
             };
-            Ok(Loaded { sites, teams, outcome })
+            let site = sites.iter().find(|site| site.key == query.site.trim()).map(|site| site.key.clone());
+            let today = reports::today(transaction, site.as_deref(), now)?;
+            Ok((query, Loaded { sites, teams, outcome, today, zone }))
         })
         .await
         .map_err(internal_error)
 }
 
-fn today() -> u32 {
-    clock::day_of(clock::now_millis())
+fn today_view(today: &Today, zone: &Zone, t: &Texts) -> TodayView {
+    let now = jiff::Timestamp::now().to_zoned(zone.zone.clone());
+    TodayView {
+        date: now.date().to_string(),
+        conversations: today.conversations,
+        messages: today.messages,
+        missed: today.missed,
+        median_first_response: today
+            .median_first_response_ms
+            .map_or_else(|| "–".to_owned(), |millis| human_duration(millis, t)),
+        median_first_response_ms: today.median_first_response_ms,
+        updated: now.strftime("%H:%M:%S").to_string(),
+    }
 }
 
 /// `GET /admin/reports`
 pub async fn page(State(app): State<AppState>, admin: AdminUser, Query(query): Query<ReportQuery>) -> Response {
-    let query = query.with_defaults(today());
-    let loaded = match load(&app, &query).await {
+    let t = admin.t();
+    let (query, loaded) = match load(&app, &query).await {
         Ok(loaded) => loaded,
         Err(response) => return response,
     };
@@ -334,42 +417,87 @@ pub async fn page(State(app): State<AppState>, admin: AdminUser, Query(query): Q
         })
         .collect();
     let (status, error, report) = match loaded.outcome {
-        Ok((filter, report)) => (StatusCode::OK, String::new(), Some(view(&filter, &report))),
-        Err(message) => (StatusCode::UNPROCESSABLE_ENTITY, message, None),
+        Ok((filter, report)) => (StatusCode::OK, String::new(), Some(view(&filter, &report, t))),
+        Err(message) => (StatusCode::UNPROCESSABLE_ENTITY, super::texts::field_message(admin.lang, &message), None),
     };
-    let page = ReportsPage { layout: admin.layout("reports", None), query, sites: loaded.sites, teams, error, report };
+    let zone_label = loaded.zone.label(t);
+    let zone_note = fill(t.zone_note, &[("zone", &zone_label)]);
+    let today_url = match query.site.trim() {
+        "" => "/admin/reports/today.json".to_owned(),
+        site => format!(
+            "/admin/reports/today.json?site={}",
+            url::form_urlencoded::byte_serialize(site.as_bytes()).collect::<String>()
+        ),
+    };
+    let page = ReportsPage {
+        layout: admin.layout("reports", None),
+        today: today_view(&loaded.today, &loaded.zone, t),
+        today_url,
+        zone_label,
+        zone_note,
+        query,
+        sites: loaded.sites,
+        teams,
+        error,
+        report,
+    };
     render(status, &page)
 }
 
+/// `GET /admin/reports/today.json?site=KEY`: the figures of the today card, for its refresh.
+pub async fn today_json(State(app): State<AppState>, admin: AdminUser, Query(query): Query<ReportQuery>) -> Response {
+    let site = query.site.trim().to_owned();
+    let now = clock::now_millis();
+    let read = app
+        .store
+        .read(move |transaction| {
+            let sites = sites::list_by_name(transaction)?;
+            let known = sites.iter().any(|known| known.key == site);
+            let zone = Zone::of(&sites, &site);
+            let today = reports::today(transaction, known.then_some(site.as_str()), now)?;
+            Ok((known || site.is_empty(), today, zone))
+        })
+        .await;
+    match read {
+        Ok((true, today, zone)) => {
+            let mut response = axum::Json(today_view(&today, &zone, admin.t())).into_response();
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Ok((false, ..)) => super::not_found(admin.lang, admin.t().noun_site),
+        Err(error) => internal_error(error),
+    }
+}
+
 /// `GET /admin/reports/daily.csv`
-pub async fn daily_csv(State(app): State<AppState>, _admin: AdminUser, Query(query): Query<ReportQuery>) -> Response {
-    download(&app, query, ReportTable::Daily).await
+pub async fn daily_csv(State(app): State<AppState>, admin: AdminUser, Query(query): Query<ReportQuery>) -> Response {
+    download(&app, &admin, query, ReportTable::Daily).await
 }
 
 /// `GET /admin/reports/agents.csv`
-pub async fn agents_csv(State(app): State<AppState>, _admin: AdminUser, Query(query): Query<ReportQuery>) -> Response {
-    download(&app, query, ReportTable::Agents).await
+pub async fn agents_csv(State(app): State<AppState>, admin: AdminUser, Query(query): Query<ReportQuery>) -> Response {
+    download(&app, &admin, query, ReportTable::Agents).await
 }
 
 /// `GET /admin/reports/satisfaction.csv`
 pub async fn satisfaction_csv(
     State(app): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
     Query(query): Query<ReportQuery>,
 ) -> Response {
-    download(&app, query, ReportTable::Satisfaction).await
+    download(&app, &admin, query, ReportTable::Satisfaction).await
 }
 
-async fn download(app: &AppState, query: ReportQuery, table: ReportTable) -> Response {
-    let query = query.with_defaults(today());
+async fn download(app: &AppState, admin: &AdminUser, query: ReportQuery, table: ReportTable) -> Response {
     let (filter, report) = match load(app, &query).await {
-        Ok(Loaded { outcome: Ok(made), .. }) => made,
-        Ok(Loaded { outcome: Err(message), .. }) => {
-            return message_page(StatusCode::UNPROCESSABLE_ENTITY, "No report for these values", &message);
+        Ok((_, Loaded { outcome: Ok(made), .. })) => made,
+        Ok((_, Loaded { outcome: Err(message), .. })) => {
+            let message = super::texts::field_message(admin.lang, &message);
+            return message_page(admin.lang, StatusCode::UNPROCESSABLE_ENTITY, admin.t().no_report, &message);
         }
         Err(response) => return response,
     };
-    let built = table.build(&report);
+    let built = table.build(&report, admin.t());
     let mut bytes = UTF8_BOM.to_vec();
     let mut writer = csv::Writer::from_writer(&mut bytes);
     let written = writer.write_record(built.columns.iter().map(|column| column.csv)).and_then(|()| {
@@ -403,35 +531,35 @@ async fn download(app: &AppState, query: ReportQuery, table: ReportTable) -> Res
 }
 
 /// The unit a time chart draws in, picked so the largest value reads well.
-fn time_unit(largest_millis: i64) -> (&'static str, f64) {
+fn time_unit(largest_millis: i64, t: &'static Texts) -> (&'static str, f64) {
     match largest_millis {
-        ..2_000 => ("milliseconds", 1.0),
-        2_000..120_000 => ("seconds", 1_000.0),
-        120_000..7_200_000 => ("minutes", 60_000.0),
-        _ => ("hours", 3_600_000.0),
+        ..2_000 => (t.unit_ms, 1.0),
+        2_000..120_000 => (t.unit_s, 1_000.0),
+        120_000..7_200_000 => (t.unit_min, 60_000.0),
+        _ => (t.unit_h, 3_600_000.0),
     }
 }
 
-fn view(filter: &ReportFilter, report: &Report) -> ReportView {
+fn view(filter: &ReportFilter, report: &Report, t: &'static Texts) -> ReportView {
     let totals = &report.totals;
-    let duration = |millis: Option<i64>| millis.map_or_else(|| "–".to_owned(), human_duration);
+    let duration = |millis: Option<i64>| millis.map_or_else(|| "–".to_owned(), |millis| human_duration(millis, t));
     let tiles = vec![
         Tile {
-            label: "Conversations",
+            label: t.conversations,
             value: totals.created.to_string(),
-            detail: format!("{} answered by an agent", totals.answered),
+            detail: fill(t.answered_by_agent, &[("n", &totals.answered)]),
         },
-        Tile { label: "Closed", value: totals.closed.to_string(), detail: String::new() },
+        Tile { label: t.closed, value: totals.closed.to_string(), detail: fill(t.missed_n, &[("n", &totals.missed)]) },
         Tile {
-            label: "Median first response",
+            label: t.median_first_response,
             value: duration(totals.median_first_response_ms),
-            detail: format!("90% within {}", duration(totals.p90_first_response_ms)),
+            detail: fill(t.p90_within, &[("time", &duration(totals.p90_first_response_ms))]),
         },
-        Tile { label: "Median resolution", value: duration(totals.median_resolution_ms), detail: String::new() },
+        Tile { label: t.median_resolution, value: duration(totals.median_resolution_ms), detail: String::new() },
         Tile {
-            label: "Satisfaction",
+            label: t.satisfaction,
             value: totals.average_rating.map_or_else(|| "–".to_owned(), |rating| format!("{rating:.2} / 5")),
-            detail: format!("{} ratings", totals.ratings),
+            detail: fill(t.n_ratings, &[("n", &totals.ratings)]),
         },
     ];
     // Short labels under the bars: the month and day.
@@ -444,11 +572,14 @@ fn view(filter: &ReportFilter, report: &Report) -> ReportView {
         .map(|(day, label)| Bar {
             label: label.clone(),
             value: day.figures.created as f64,
-            title: format!("{}: {} conversations, {} closed", day.date, day.figures.created, day.figures.closed),
+            title: fill(
+                t.bar_title,
+                &[("date", &day.date), ("created", &day.figures.created), ("closed", &day.figures.closed)],
+            ),
         })
         .collect();
     let daily_chart = charts::bar_chart(
-        &Labels { id: "chart-daily", caption: "Conversations per day", x_axis: "Day (UTC)", y_axis: "Conversations" },
+        &Labels { id: "chart-daily", caption: t.chart_daily, x_axis: t.day, y_axis: t.conversations },
         &daily_bars,
         true,
     );
@@ -460,7 +591,7 @@ fn view(filter: &ReportFilter, report: &Report) -> ReportView {
         .flatten()
         .max()
         .unwrap_or(0);
-    let (unit, millis_per_unit) = time_unit(largest);
+    let (unit, millis_per_unit) = time_unit(largest, t);
     let line = |name: &str, pick: fn(&reports::Figures) -> Option<i64>| Series {
         name: name.to_owned(),
         points: report
@@ -469,7 +600,7 @@ fn view(filter: &ReportFilter, report: &Report) -> ReportView {
             .map(|day| {
                 pick(&day.figures).map(|millis| Point {
                     value: millis as f64 / millis_per_unit,
-                    title: format!("{}: {name} {}", day.date, human_duration(millis)),
+                    title: format!("{}: {name} {}", day.date, human_duration(millis, t)),
                 })
             })
             .collect(),
@@ -477,37 +608,43 @@ fn view(filter: &ReportFilter, report: &Report) -> ReportView {
     let times_chart = charts::line_chart(
         &Labels {
             id: "chart-times",
-            caption: "First response and resolution times per day",
-            x_axis: "Day (UTC)",
-            y_axis: &format!("Time ({unit})"),
+            caption: t.chart_times,
+            x_axis: t.day,
+            y_axis: &fill(t.time_axis, &[("unit", &unit)]),
         },
         &short_dates,
         &[
-            line("median first response", |figures| figures.median_first_response_ms),
-            line("90th percentile first response", |figures| figures.p90_first_response_ms),
-            line("median resolution", |figures| figures.median_resolution_ms),
+            line(t.median_first_response, |figures| figures.median_first_response_ms),
+            line(t.p90_first_response, |figures| figures.p90_first_response_ms),
+            line(t.median_resolution, |figures| figures.median_resolution_ms),
         ],
     );
 
     let satisfaction_bars: Vec<Bar> = (1..=5u8)
         .map(|score| {
             let count = report.satisfaction[usize::from(score - 1)];
-            Bar { label: format!("{score} ★"), value: count as f64, title: format!("Score {score}: {count} ratings") }
+            Bar {
+                label: format!("{score} ★"),
+                value: count as f64,
+                title: fill(t.score_title, &[("score", &score), ("n", &count)]),
+            }
         })
         .collect();
     let satisfaction_chart = charts::bar_chart(
-        &Labels { id: "chart-satisfaction", caption: "Ratings by score", x_axis: "Score", y_axis: "Ratings" },
+        &Labels { id: "chart-satisfaction", caption: t.satisfaction, x_axis: t.score, y_axis: t.ratings },
         &satisfaction_bars,
         true,
     );
 
     let query = query_string(filter);
     ReportView {
-        range: format!(
-            "{} to {} ({} UTC days)",
-            clock::day_to_date(filter.from_day),
-            clock::day_to_date(filter.to_day),
-            filter.n_days()
+        range: fill(
+            t.range,
+            &[
+                ("from", &clock::day_to_date(filter.from_day)),
+                ("to", &clock::day_to_date(filter.to_day)),
+                ("n", &filter.n_days()),
+            ],
         ),
         tiles,
         daily_chart,
@@ -517,9 +654,9 @@ fn view(filter: &ReportFilter, report: &Report) -> ReportView {
             .into_iter()
             .map(|table| TableView {
                 name: table.name(),
-                title: table.title(),
+                title: table.title(t),
                 csv_url: format!("/admin/reports/{}.csv?{query}", table.name()),
-                table: table.build(report),
+                table: table.build(report, t),
             })
             .collect(),
     }
@@ -528,25 +665,29 @@ fn view(filter: &ReportFilter, report: &Report) -> ReportView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::admin::Lang;
 
     #[test]
     fn durations_read_naturally() {
-        assert_eq!(human_duration(420), "420 ms");
-        assert_eq!(human_duration(4_200), "4.2 s");
-        assert_eq!(human_duration(42_000), "42 s");
-        assert_eq!(human_duration(185_000), "3 min 5 s");
-        assert_eq!(human_duration(7_800_000), "2 h 10 min");
-        assert_eq!(human_duration(273_600_000), "3 d 4 h");
+        let en = Lang::En.texts();
+        assert_eq!(human_duration(420, en), "420 ms");
+        assert_eq!(human_duration(4_200, en), "4.2 s");
+        assert_eq!(human_duration(42_000, en), "42 s");
+        assert_eq!(human_duration(185_000, en), "3 min 5 s");
+        assert_eq!(human_duration(7_800_000, en), "2 h 10 min");
+        assert_eq!(human_duration(273_600_000, en), "3 d 4 h");
+        assert_eq!(human_duration(185_000, Lang::Zh.texts()), "3 分 5 秒");
     }
 
     #[test]
     fn cells_are_numbers_in_csv_and_words_on_the_page() {
         assert_eq!(Cell::Duration(Some(65_000)).csv(), "65.0");
-        assert_eq!(Cell::Duration(Some(65_000)).display(), "1 min 5 s");
+        let en = Lang::En.texts();
+        assert_eq!(Cell::Duration(Some(65_000)).display(en), "1 min 5 s");
         assert_eq!(Cell::Duration(None).csv(), "");
-        assert_eq!(Cell::Duration(None).display(), "–");
+        assert_eq!(Cell::Duration(None).display(en), "–");
         assert_eq!(Cell::Rating(Some(13.0 / 3.0)).csv(), "4.33");
-        assert_eq!(Cell::Percent(50.0).display(), "50.0 %");
+        assert_eq!(Cell::Percent(50.0).display(en), "50.0 %");
     }
 
     #[test]

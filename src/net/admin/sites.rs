@@ -73,6 +73,13 @@ struct SiteFormPage {
     snippet: String,
 }
 
+impl SiteFormPage {
+    /// Every time zone name jiff knows, offered while typing.
+    fn time_zones(&self) -> Vec<String> {
+        jiff::tz::db().available().map(|name| name.to_string()).collect()
+    }
+}
+
 /// The seven weekday rows, Monday first, with `times(index)` giving (opens, closes).
 fn weekday_rows(times: impl Fn(usize) -> (String, String)) -> Vec<WeekdayRow> {
     WEEKDAYS
@@ -302,7 +309,8 @@ fn form_page(
 
 /// `GET /admin/sites/new`
 pub async fn new_form(admin: AdminUser, headers: HeaderMap) -> Response {
-    let form = SiteForm::from_site(&Site::default());
+    let mut form = SiteForm::from_site(&Site::default());
+    form.time_zone = sites::server_time_zone();
     let page = form_page(
         &admin,
         None,
@@ -339,7 +347,7 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap, post: Admin
         return internal_error(error);
     }
     post.admin.audit(&app, "site.create", &created.key, format!("name {:?}", created.name)).await;
-    done(&format!("/admin/sites/{}", created.key), "Site created. Paste the snippet below into your pages.")
+    done(&format!("/admin/sites/{}", created.key), post.admin.t().site_created)
 }
 
 /// `GET /admin/sites/{key}`
@@ -354,7 +362,7 @@ pub async fn edit_form(
         Ok(found) => found,
         Err(response) => return response,
     }) else {
-        return not_found("site");
+        return not_found(admin.lang, admin.t().noun_site);
     };
     let form = SiteForm::from_site(&site);
     let page = form_page(
@@ -380,7 +388,7 @@ pub async fn save(
         Ok(found) => found,
         Err(response) => return response,
     }) else {
-        return not_found("site");
+        return not_found(post.admin.lang, post.admin.t().noun_site);
     };
     let form = SiteForm::from_post(&post.form);
     let invalid = |form: SiteForm, errors: FieldErrors, site: Site, teams: Vec<Team>| {
@@ -400,46 +408,45 @@ pub async fn save(
             errors.add_error(error);
             return invalid(form, errors, stored, teams);
         }
-        Err(SiteError::NotFound(_)) => return not_found("site"),
+        Err(SiteError::NotFound(_)) => return not_found(post.admin.lang, post.admin.t().noun_site),
         Err(error) => return internal_error(error),
     }
     app.sites.invalidate(&key);
     post.admin.audit(&app, "site.update", &key, detail).await;
-    done(&format!("/admin/sites/{key}"), "Saved. The change applies to new messages and visits now.")
+    done(&format!("/admin/sites/{key}"), post.admin.t().site_saved)
 }
 
 /// `POST /admin/sites/{key}/rotate-secret`
 pub async fn rotate_secret(State(app): State<AppState>, Path(key): Path<String>, post: AdminPost) -> Response {
     match sites::rotate_secret(&app.store, &key).await {
         Ok(_) => {}
-        Err(SiteError::NotFound(_)) => return not_found("site"),
+        Err(SiteError::NotFound(_)) => return not_found(post.admin.lang, post.admin.t().noun_site),
         Err(error) => return internal_error(error),
     }
     app.sites.invalidate(&key);
     post.admin.audit(&app, "site.rotate_secret", &key, "new secret; the old one no longer signs".into()).await;
-    done(
-        &format!("/admin/sites/{key}"),
-        "New secret made. Update your server's signing code; the old secret no longer works.",
-    )
+    done(&format!("/admin/sites/{key}"), post.admin.t().secret_rotated)
 }
 
 /// `POST /admin/sites/{key}/delete`: the form repeats the key to confirm.
 pub async fn delete(State(app): State<AppState>, Path(key): Path<String>, post: AdminPost) -> Response {
     if post.form.text("confirm").trim() != key {
+        let t = post.admin.t();
         return super::message_page(
+            post.admin.lang,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "Not deleted",
-            "Type the site key into the confirmation field to delete the site.",
+            t.not_deleted,
+            t.type_key_to_delete,
         );
     }
     let site = match sites::delete(&app.store, &key).await {
         Ok(site) => site,
-        Err(SiteError::NotFound(_)) => return not_found("site"),
+        Err(SiteError::NotFound(_)) => return not_found(post.admin.lang, post.admin.t().noun_site),
         Err(error) => return internal_error(error),
     };
     app.sites.invalidate(&key);
     post.admin.audit(&app, "site.delete", &key, format!("name {:?}", site.name)).await;
-    done("/admin/sites", &format!("Site {} deleted.", site.name))
+    done("/admin/sites", &super::fill(post.admin.t().site_deleted, &[("name", &site.name)]))
 }
 
 /// A site and its teams, `Ok(None)` if there is no such site.

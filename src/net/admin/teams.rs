@@ -61,13 +61,13 @@ fn members_of(form: &TeamForm, errors: &mut FieldErrors) -> Vec<u64> {
     members
 }
 
-fn team_error(error: TeamError, errors: &mut FieldErrors) -> Option<Response> {
+fn team_error(error: TeamError, errors: &mut FieldErrors, admin: &AdminUser) -> Option<Response> {
     match error {
         TeamError::Invalid(error) => {
             errors.add_error(error);
             None
         }
-        TeamError::NotFound => Some(not_found("team")),
+        TeamError::NotFound => Some(not_found(admin.lang, admin.t().noun_team)),
         TeamError::Storage(error) => Some(internal_error(error)),
     }
 }
@@ -99,10 +99,10 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
                 app.router.send(RoutingEvent::TeamChanged { team: team.clone() }).await;
                 let detail = format!("site {}, members {:?}", team.site, team.members);
                 post.admin.audit(&app, "team.create", &team.name, detail).await;
-                return done("/admin/teams", &format!("Team {} created.", team.name));
+                return done("/admin/teams", &super::fill(post.admin.t().team_created, &[("name", &team.name)]));
             }
             Err(error) => {
-                if let Some(response) = team_error(error, &mut errors) {
+                if let Some(response) = team_error(error, &mut errors, &post.admin) {
                     return response;
                 }
             }
@@ -128,7 +128,7 @@ pub async fn edit_form(
         Err(response) => return response,
     };
     let Some(team) = teams.into_iter().find(|team| team.id == id) else {
-        return not_found("team");
+        return not_found(admin.lang, admin.t().noun_team);
     };
     let form = TeamForm {
         site: team.site.clone(),
@@ -148,7 +148,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
         Err(response) => return response,
     };
     let Some(team) = teams.into_iter().find(|team| team.id == id) else {
-        return not_found("team");
+        return not_found(post.admin.lang, post.admin.t().noun_team);
     };
     let form = TeamForm { site: team.site.clone(), name: post.form.text("name"), members: post.form.all("members") };
     let mut errors = FieldErrors::default();
@@ -159,10 +159,10 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
                 app.router.send(RoutingEvent::TeamChanged { team: saved.clone() }).await;
                 let detail = format!("name {:?}, members {:?}", saved.name, saved.members);
                 post.admin.audit(&app, "team.update", &team.name, detail).await;
-                return done(&format!("/admin/teams/{id}"), "Saved.");
+                return done(&format!("/admin/teams/{id}"), post.admin.t().saved);
             }
             Err(error) => {
-                if let Some(response) = team_error(error, &mut errors) {
+                if let Some(response) = team_error(error, &mut errors, &post.admin) {
                     return response;
                 }
             }
@@ -177,11 +177,11 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
 pub async fn delete(State(app): State<AppState>, Path(id): Path<u64>, post: AdminPost) -> Response {
     let team = match teams::delete(&app.store, id).await {
         Ok(team) => team,
-        Err(TeamError::NotFound) => return not_found("team"),
+        Err(TeamError::NotFound) => return not_found(post.admin.lang, post.admin.t().noun_team),
         Err(error) => return internal_error(error),
     };
     app.sites.invalidate(&team.site);
     app.router.send(RoutingEvent::TeamDeleted { team_id: id }).await;
     post.admin.audit(&app, "team.delete", &team.name, format!("site {}", team.site)).await;
-    done("/admin/teams", &format!("Team {} deleted; its routing rules were removed.", team.name))
+    done("/admin/teams", &super::fill(post.admin.t().team_deleted, &[("name", &team.name)]))
 }

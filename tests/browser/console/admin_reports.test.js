@@ -141,3 +141,67 @@ test('an admin sees the reports drawn as charts and downloads a table as CSV', a
     await context.close();
   }
 });
+
+test('a Chinese browser gets the reports in Chinese with a today card that refreshes itself', async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 1150 }, locale: 'zh-CN' });
+  const ann = await agentSocket(ANN);
+  const visitors = [];
+  try {
+    const page = await context.newPage();
+    const problems = [];
+    page.on('pageerror', (error) => problems.push(String(error)));
+    page.on('console', (message) => {
+      if (message.type() === 'error' && !message.location().url.endsWith('/favicon.ico')) {
+        problems.push(`${message.text()} ${message.location().url}`);
+      }
+    });
+    await page.goto(`${kefu.origin}/admin/reports`);
+    assert.equal(await page.locator('html').getAttribute('lang'), 'zh-CN');
+    assert.equal(await page.locator('button[type="submit"]').textContent(), '登录');
+    await page.locator('input[name="email"]').fill(BOSS);
+    await page.locator('input[name="password"]').fill(PASSWORD);
+    await page.locator('button[type="submit"]').click();
+    await page.waitForURL(/\/admin\/reports$/);
+
+    assert.equal(await page.locator('h1').textContent(), '报表');
+    const card = page.locator('#today');
+    assert.ok(await card.isVisible());
+    assert.match(await card.locator('h2').textContent(), /今天/);
+    assert.match(await page.locator('main').textContent(), /日期按 [A-Za-z_/]+ 计算/, 'the page names the time zone');
+    const conversations = card.locator('[data-today="conversations"]');
+    const before = Number(await conversations.textContent());
+    assert.ok(before >= 3, 'the first test\'s conversations are today\'s');
+    assert.match(await page.locator('#table-daily thead').textContent(), /首次响应中位数/);
+
+    // A new conversation reaches the card without a reload (it reads again every 30 s).
+    const visitor = await Visitor.open(kefu);
+    visitors.push(visitor);
+    const { conversation_id: id } = await visitor.say('还有人在吗？');
+    await ann.event(id, 'assigned');
+    await ann.reply(id, '在的，请讲');
+    await page.waitForFunction(
+      (count) => Number(document.querySelector('[data-today="conversations"]').textContent) === count,
+      before + 1,
+      { timeout: 40000 },
+    );
+    assert.notEqual(await card.locator('[data-today="median_first_response"]').textContent(), '–');
+
+    // The switch turns the pages to English and remembers it.
+    await page.locator('header a.language').click();
+    await page.waitForURL(/\/admin\/reports$/);
+    assert.equal(await page.locator('h1').textContent(), 'Reports');
+    await page.goto(`${kefu.origin}/admin/sites`);
+    assert.equal(await page.locator('h1').textContent(), 'Sites');
+    await page.locator('header a.language').click();
+    await page.waitForURL(/\/admin\/sites$/);
+    assert.equal(await page.locator('h1').textContent(), '站点');
+
+    await page.goto(`${kefu.origin}/admin/reports`);
+    await page.screenshot({ path: `${DOCS}/admin-reports-zh.png` });
+    assert.deepEqual(problems, [], 'no script errors or policy violations');
+  } finally {
+    for (const visitor of visitors) visitor.close();
+    ann.end();
+    await context.close();
+  }
+});
