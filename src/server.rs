@@ -141,6 +141,12 @@ pub async fn start(
         timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
     };
     tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown_token.clone()));
+    tasks.spawn(crate::sites::status::run_watcher(
+        app.hub.clone(),
+        app.sites.clone(),
+        app.router.clone(),
+        shutdown_token.clone(),
+    ));
     spawn_retention_schedule(&app);
     spawn_bot_idle_close(&app);
 

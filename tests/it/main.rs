@@ -30,6 +30,7 @@ mod reverse_proxy;
 mod revocation;
 mod routing;
 mod search;
+mod site_status;
 mod support;
 mod terminal_chat;
 mod visitor_features;

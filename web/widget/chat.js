@@ -289,6 +289,9 @@ export class Chat {
       case 'bot_stream':
         this.emit('stream', f);
         break;
+      case 'site_status':
+        this.emit('siteStatus', f);
+        break;
       case 'error':
         this.onError(f);
         break;

@@ -30,8 +30,11 @@ pub struct PublicSite {
     welcome_text: String,
     color: String,
     position: String,
+    /// Whether an agent serving the site is online (the same as `status` says when open).
     agents_online: bool,
     open_now: bool,
+    /// One status the widget shows (the `site_status` frame keeps it live).
+    status: crate::protocol::SiteStatusView,
     prechat_form: bool,
     satisfaction_rating: bool,
     enforce_identity: bool,
@@ -48,8 +51,9 @@ async fn public_site(app: &AppState, site: &crate::sites::Site) -> Result<Public
         welcome_text: site.welcome_text.clone(),
         color: site.color.clone(),
         position: site.position.clone(),
-        agents_online: !app.hub.site_agent_connections(&site.key).is_empty(),
+        agents_online: app.router.site_has_online_agent(&site.key),
         open_now: site.business_hours.is_open(jiff::Timestamp::now()),
+        status: crate::sites::status::current(site, &app.router),
         prechat_form: site.prechat_form,
         satisfaction_rating: site.satisfaction_rating,
         enforce_identity: site.enforce_identity,
