@@ -132,6 +132,7 @@ pub async fn start(
         bot,
         visitor_limits: crate::people::visitor_limits::VisitorLimits::new(&config.limits),
         upload_quota: crate::chat::uploads::UploadQuota::new(config.limits.upload_quota_bytes_per_site),
+        refused_origins: crate::sites::refused_origins::RefusedOrigins::new(),
         config,
     });
     let control = crate::net::control::listen(app.clone()).context("starting the control socket")?;

@@ -42,6 +42,8 @@ pub struct App {
     pub visitor_limits: crate::people::visitor_limits::VisitorLimits,
     /// Bytes of uploads stored per site (`limits.upload_quota_bytes_per_site`).
     pub upload_quota: crate::chat::uploads::UploadQuota,
+    /// Origins refused per site, for the log and the site's admin page.
+    pub refused_origins: crate::sites::refused_origins::RefusedOrigins,
 }
 
 pub type AppState = Arc<App>;

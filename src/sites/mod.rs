@@ -4,6 +4,7 @@
 //! (with their compiled sensitive-word filter) and is told when one changes.
 
 pub mod business_hours;
+pub mod refused_origins;
 pub mod status;
 
 use std::sync::Arc;

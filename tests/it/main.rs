@@ -25,6 +25,7 @@ mod operations;
 mod outbound_guard;
 mod protocol_edges;
 mod quic;
+mod refused_origins;
 mod reports;
 mod reverse_proxy;
 mod revocation;

@@ -33,9 +33,8 @@ async fn visitors_see_an_agent_come_online_and_go_away_after_the_grace_period() 
     let site = server.create_site("Shop").await;
     server.create_agent("ann@shop.example", &site, 5).await;
     let (_, token) = server.visitor_session(&site, None).await;
-    let mut visitor = server.visitor(&site, &token).await;
-    // Told at once, right after welcome: nobody is online.
-    assert_eq!(visitor.next_with_status().await["status"], "away");
+    let (mut visitor, status) = server.visitor_with_status(&site, &token).await;
+    assert_eq!(status["status"], "away");
     assert_eq!(widget_status(&server, &site.key).await["status"], "away");
 
     let agent_token = server.login("ann@shop.example").await;
@@ -67,8 +66,8 @@ async fn closing_the_hours_tells_visitors_closed_with_the_next_opening_and_reope
     server.create_agent("ann@shop.example", &site, 5).await;
     let _agent = server.agent(&server.login("ann@shop.example").await).await;
     let (_, token) = server.visitor_session(&site, None).await;
-    let mut visitor = server.visitor(&site, &token).await;
-    assert_eq!(visitor.next_with_status().await["status"], "online");
+    let (mut visitor, status) = server.visitor_with_status(&site, &token).await;
+    assert_eq!(status["status"], "online");
 
     // Open all day every day, but today is a holiday in Shanghai: closed until tomorrow 00:00 there.
     let zone = TimeZone::get("Asia/Shanghai").unwrap();
@@ -95,8 +94,8 @@ async fn closing_the_hours_tells_visitors_closed_with_the_next_opening_and_reope
 
     // A visitor arriving now is told closed right after welcome.
     let (_, second_token) = server.visitor_session(&site, None).await;
-    let mut second = server.visitor(&site, &second_token).await;
-    assert_eq!(second.next_with_status().await["status"], "closed");
+    let (mut second, status) = server.visitor_with_status(&site, &second_token).await;
+    assert_eq!(status["status"], "closed");
 
     // The holiday is taken back: open again, and an agent is online.
     set_hours(&server, &site.key, BusinessHours { holidays: Vec::new(), ..holiday }).await;
@@ -111,8 +110,8 @@ async fn the_hours_closing_on_the_clock_are_pushed_without_any_other_change() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;
     let (_, token) = server.visitor_session(&site, None).await;
-    let mut visitor = server.visitor(&site, &token).await;
-    assert_eq!(visitor.next_with_status().await["status"], "away");
+    let (mut visitor, status) = server.visitor_with_status(&site, &token).await;
+    assert_eq!(status["status"], "away");
 
     // Open every day from midnight until the next whole minute (UTC).
     let now = jiff::Timestamp::now().to_zoned(TimeZone::UTC);

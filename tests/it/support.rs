@@ -196,10 +196,17 @@ impl TestServer {
 
     /// A visitor connected and welcomed.
     pub async fn visitor(&self, site: &Site, token: &str) -> Client {
+        self.visitor_with_status(site, token).await.0
+    }
+
+    /// A visitor connected and welcomed, with the `site_status` frame that follows `welcome`.
+    pub async fn visitor_with_status(&self, site: &Site, token: &str) -> (Client, Value) {
         let mut client = Client::connect(&self.ws_url(&format!("/ws/visitor?site={}", site.key)), None).await;
         client.send(json!({"type": "hello", "token": token})).await;
         client.expect("welcome").await;
-        client
+        let status = client.next_with_status().await;
+        assert_eq!(status["type"], "site_status", "{status}");
+        (client, status)
     }
 
     /// An agent connected and welcomed.

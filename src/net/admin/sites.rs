@@ -1,5 +1,5 @@
 //! Admin pages for sites: list, create, edit (widget, business hours, words list, routing
-//! rules), rotate the secret, delete.
+//! rules), rotate the secret, delete, and allow an origin kefu refused.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -71,6 +71,16 @@ struct SiteFormPage {
     errors: FieldErrors,
     teams: Vec<Team>,
     snippet: String,
+    /// Origins refused lately (pages that embed the widget but are not allowed), to allow.
+    refused: Vec<RefusedRow>,
+}
+
+/// One refused origin as the site page lists it.
+pub struct RefusedRow {
+    pub origin: String,
+    pub count: u64,
+    /// When it was last refused, `YYYY-MM-DD HH:MM` UTC.
+    pub last_seen: String,
 }
 
 /// The seven weekday rows, Monday first, with `times(index)` giving (opens, closes).
@@ -297,7 +307,7 @@ fn form_page(
     base_url: &str,
 ) -> SiteFormPage {
     let snippet = site.as_ref().map(|site| sites::embed_snippet(base_url, &site.key)).unwrap_or_default();
-    SiteFormPage { layout: admin.layout("sites", notice), site, form, errors, teams, snippet }
+    SiteFormPage { layout: admin.layout("sites", notice), site, form, errors, teams, snippet, refused: Vec::new() }
 }
 
 /// `GET /admin/sites/new`
@@ -357,7 +367,7 @@ pub async fn edit_form(
         return not_found("site");
     };
     let form = SiteForm::from_site(&site);
-    let page = form_page(
+    let mut page = form_page(
         &admin,
         notice.take(),
         Some(site),
@@ -366,7 +376,53 @@ pub async fn edit_form(
         teams,
         &crate::net::http::own_origin(&headers),
     );
+    page.refused = app
+        .refused_origins
+        .list(&key)
+        .into_iter()
+        .map(|refused| RefusedRow {
+            last_seen: jiff::Timestamp::from_millisecond(refused.last_seen)
+                .map(|at| at.strftime("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default(),
+            origin: refused.origin,
+            count: refused.count,
+        })
+        .collect();
     render(StatusCode::OK, &page)
+}
+
+/// `POST /admin/sites/{key}/allow-origin`: adds an origin (from the refused list) to the site's
+/// allowed origins.
+pub async fn allow_origin(State(app): State<AppState>, Path(key): Path<String>, post: AdminPost) -> Response {
+    let origin = post.form.text("origin").trim().trim_end_matches('/').to_owned();
+    let Some((stored, _)) = (match load(&app, &key).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    }) else {
+        return not_found("site");
+    };
+    if stored.allowed_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(&origin)) {
+        app.refused_origins.forget(&key, &origin);
+        return done(&format!("/admin/sites/{key}"), &format!("{origin} was already allowed."));
+    }
+    let mut site = stored;
+    site.allowed_origins.push(origin.clone());
+    match sites::save(&app.store, site).await {
+        Ok(_) => {}
+        Err(SiteError::Invalid(error)) => {
+            return super::message_page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Not allowed",
+                &format!("Nothing changed: {}", error.message),
+            );
+        }
+        Err(SiteError::NotFound(_)) => return not_found("site"),
+        Err(error) => return internal_error(error),
+    }
+    app.sites.invalidate(&key);
+    app.refused_origins.forget(&key, &origin);
+    post.admin.audit(&app, "site.allow_origin", &key, format!("origin {origin:?}")).await;
+    done(&format!("/admin/sites/{key}"), &format!("{origin} is allowed now; its pages show the widget."))
 }
 
 /// `POST /admin/sites/{key}`

@@ -74,7 +74,7 @@ pub async fn open_session(
     let site = app.sites.get(&request.site).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
     let origin = headers.get("origin").and_then(|value| value.to_str().ok());
     if !site.site.allows_origin(origin, &super::own_origin(&headers)) {
-        return Err(ApiError::OriginNotAllowed);
+        return Err(refuse_origin(&app, &site.site.key, origin.unwrap_or_default()));
     }
     super::visitors_api::refuse_blocked_address(&app, &site.site.key, client.ip()).await?;
     let client_ip = client.ip();
@@ -94,8 +94,32 @@ pub async fn open_session(
     }))
 }
 
+/// Records and logs (rate-limited) a request from an origin the site does not allow, and returns
+/// the error to answer it with.
+pub fn refuse_origin(app: &AppState, site_key: &str, origin: &str) -> ApiError {
+    if app.refused_origins.record(site_key, origin) {
+        tracing::warn!(
+            site = %site_key,
+            origin = %origin,
+            "refused a page of an origin the site does not allow (allow it on the site's admin page)"
+        );
+    }
+    ApiError::OriginNotAllowed
+}
+
+/// The body of a refused widget-settings request: what the loader prints in the console.
+#[derive(Serialize)]
+struct OriginRefusal<'a> {
+    code: &'static str,
+    message: &'a str,
+    origin: &'a str,
+    site: &'a str,
+}
+
 /// `GET /api/v1/sites/{key}/widget`: read by the loader on the host page, so it answers with
-/// CORS headers for the site's allowed origins.
+/// CORS headers for the site's allowed origins. A refused origin gets a 403 that it may read
+/// (naming the origin and the site), so the loader can say what is wrong instead of the
+/// browser's bare CORS error.
 pub async fn widget_settings(
     State(app): State<AppState>,
     Path(key): Path<String>,
@@ -104,12 +128,23 @@ pub async fn widget_settings(
     use axum::http::{HeaderValue, header};
     use axum::response::IntoResponse;
     let site = app.sites.get(&key).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
-    let mut response = axum::Json(public_site(&app, &site.site).await?).into_response();
     let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok());
-    if let Some(origin) = origin.filter(|origin| site.site.allows_origin(Some(origin), &super::own_origin(&headers))) {
-        if let Ok(value) = HeaderValue::from_str(origin) {
-            response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    let allowed = site.site.allows_origin(origin, &super::own_origin(&headers));
+    let mut response = match origin {
+        Some(origin) if !allowed => {
+            let _ = refuse_origin(&app, &site.site.key, origin);
+            let refusal = OriginRefusal {
+                code: "origin_not_allowed",
+                message: "this origin is not among the site's allowed origins",
+                origin,
+                site: &site.site.key,
+            };
+            (StatusCode::FORBIDDEN, axum::Json(refusal)).into_response()
         }
+        _ => axum::Json(public_site(&app, &site.site).await?).into_response(),
+    };
+    if let Some(value) = origin.and_then(|origin| HeaderValue::from_str(origin).ok()) {
+        response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
     }
     response.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
     Ok(response)
