@@ -35,7 +35,7 @@ async fn a_refused_origin_is_named_listed_and_allowed_with_one_click() {
         let (status, allow, body) = settings_from(&server, &site.key, STRANGER).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(allow.as_deref(), Some(STRANGER), "the loader must be able to read the refusal");
-        assert_eq!(body["code"], "origin_not_allowed");
+        assert_eq!(body["error"]["code"], "origin_not_allowed");
         assert_eq!((body["origin"].as_str(), body["site"].as_str()), (Some(STRANGER), Some(site.key.as_str())));
         assert!(body.get("name").is_none(), "a refused page learns nothing about the site: {body}");
     }

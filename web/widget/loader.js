@@ -237,7 +237,7 @@
     .then(function (res) {
       if (res.ok) return res.json();
       return res.json().then(function (body) {
-        throw body && body.code ? body : new Error('HTTP ' + res.status);
+        throw body && body.error ? { code: body.error.code, message: body.error.message } : new Error('HTTP ' + res.status);
       }, function () {
         throw new Error('HTTP ' + res.status);
       });

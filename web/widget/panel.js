@@ -495,6 +495,8 @@ $('file').addEventListener('change', async () => {
   const file = $('file').files[0];
   $('file').value = '';
   if (!file) return;
+  const limit = config?.max_upload_bytes;
+  if (limit && file.size > limit) return showNotice(t('fileTooLarge', { limit: megabytes(limit) }));
   showNotice(t('uploading', { name: isolated(shownFileName(file.name)) }));
   try {
     const attachment = await chat.upload(file);
@@ -502,9 +504,17 @@ $('file').addEventListener('change', async () => {
     list.addPending(chat.send({ kind: attachment.kind === 'image' ? 'image' : 'file', attachment }));
     scrollToEnd();
   } catch (err) {
-    showNotice(t('uploadFailed', { reason: err.message }));
+    // The server's refusal of a file over the limit, in the visitor's language.
+    if (err.code === 'too_large' && limit) showNotice(t('fileTooLarge', { limit: megabytes(limit) }));
+    else showNotice(t('uploadFailed', { reason: err.message }));
   }
 });
+
+/** A byte count as the visitor reads it: "10 MB" (the unit is the same in both languages). */
+function megabytes(bytes) {
+  const mb = bytes / (1024 * 1024);
+  return `${new Intl.NumberFormat(locale(), { maximumFractionDigits: mb < 10 ? 1 : 0 }).format(mb)} MB`;
+}
 
 // --- Header: settings and close -----------------------------------------------
 

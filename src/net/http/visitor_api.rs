@@ -35,6 +35,8 @@ pub struct PublicSite {
     open_now: bool,
     /// One status the widget shows (the `site_status` frame keeps it live).
     status: crate::protocol::SiteStatusView,
+    /// The largest file a visitor may send, in bytes (the widget says so before uploading).
+    max_upload_bytes: usize,
     prechat_form: bool,
     satisfaction_rating: bool,
     enforce_identity: bool,
@@ -54,6 +56,7 @@ async fn public_site(app: &AppState, site: &crate::sites::Site) -> Result<Public
         agents_online: app.router.site_has_online_agent(&site.key),
         open_now: site.business_hours.is_open(jiff::Timestamp::now()),
         status: crate::sites::status::current(site, &app.router),
+        max_upload_bytes: app.config.limits.max_upload_bytes,
         prechat_form: site.prechat_form,
         satisfaction_rating: site.satisfaction_rating,
         enforce_identity: site.enforce_identity,
@@ -107,13 +110,19 @@ pub fn refuse_origin(app: &AppState, site_key: &str, origin: &str) -> ApiError {
     ApiError::OriginNotAllowed
 }
 
-/// The body of a refused widget-settings request: what the loader prints in the console.
+/// The body of a refused widget-settings request: kefu's error shape, plus the origin and the
+/// site, which the loader prints in the console.
 #[derive(Serialize)]
 struct OriginRefusal<'a> {
-    code: &'static str,
-    message: &'a str,
+    error: RefusalDetail<'a>,
     origin: &'a str,
     site: &'a str,
+}
+
+#[derive(Serialize)]
+struct RefusalDetail<'a> {
+    code: &'static str,
+    message: &'a str,
 }
 
 /// `GET /api/v1/sites/{key}/widget`: read by the loader on the host page, so it answers with
@@ -134,8 +143,10 @@ pub async fn widget_settings(
         Some(origin) if !allowed => {
             let _ = refuse_origin(&app, &site.site.key, origin);
             let refusal = OriginRefusal {
-                code: "origin_not_allowed",
-                message: "this origin is not among the site's allowed origins",
+                error: RefusalDetail {
+                    code: "origin_not_allowed",
+                    message: "this origin is not among the site's allowed origins",
+                },
                 origin,
                 site: &site.site.key,
             };
