@@ -218,7 +218,12 @@ async fn widget_settings_answer_allowed_origins_with_cors() {
     let body: Value = allowed.json().await.unwrap();
     assert_eq!(body["key"], site.key.as_str());
     assert!(body.get("secret").is_none(), "the secret never reaches visitors");
+    // A refused origin may read the refusal (so the loader can say why), never the settings.
     let refused = http().get(&url).header("origin", "https://evil.example").send().await.unwrap();
-    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.headers()["access-control-allow-origin"], "https://evil.example");
+    let refusal: Value = refused.json().await.unwrap();
+    assert_eq!(refusal["error"]["code"], "origin_not_allowed");
+    assert!(refusal.get("name").is_none() && refusal.get("welcome_text").is_none(), "{refusal}");
     assert_eq!(http().get(server.url("/api/v1/sites/nope/widget")).send().await.unwrap().status(), 404);
 }
