@@ -148,6 +148,7 @@ pub async fn start(
         visitor_limits: crate::people::visitor_limits::VisitorLimits::new(&config.limits),
         upload_quota: crate::chat::uploads::UploadQuota::new(config.limits.upload_quota_bytes_per_site),
         push,
+        refused_origins: crate::sites::refused_origins::RefusedOrigins::new(),
         config,
     });
     let control = crate::net::control::listen(app.clone()).context("starting the control socket")?;
@@ -157,6 +158,12 @@ pub async fn start(
         timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
     };
     tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown_token.clone()));
+    tasks.spawn(crate::sites::status::run_watcher(
+        app.hub.clone(),
+        app.sites.clone(),
+        app.router.clone(),
+        shutdown_token.clone(),
+    ));
     spawn_retention_schedule(&app);
     spawn_bot_idle_close(&app);
 

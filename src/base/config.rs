@@ -35,7 +35,8 @@ const TOP_LEVEL_KEYS: [&str; 15] = [
 pub struct Config {
     /// Where the database and other state live.
     pub data_dir: PathBuf,
-    /// The HTTP and WebSocket listen address.
+    /// The HTTP and WebSocket listen address (`localhost:PORT` means 127.0.0.1:PORT).
+    #[serde(with = "http_address")]
     pub http: SocketAddr,
     /// Reverse proxies (addresses or CIDR ranges) whose `Forwarded` / `X-Forwarded-For` /
     /// `X-Forwarded-Proto` headers are believed; from any other peer they are ignored.
@@ -323,6 +324,39 @@ impl Default for LogConfig {
     }
 }
 
+/// A listen address: an IP address and port, or `localhost:PORT` (127.0.0.1, the address people
+/// mean by it; no other host name is looked up, since a listener binds one address).
+pub fn parse_listen_address(text: &str, example: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let localhost_port = text.strip_prefix("localhost:").and_then(|port| port.parse::<u16>().ok());
+    match localhost_port {
+        Some(port) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        None => Err(format!(
+            "{text:?} is not an address such as {example} or localhost:{port} (an IP address and a port; host names other than localhost are not looked up)",
+            port = example.rsplit(':').next().unwrap_or_default()
+        )),
+    }
+}
+
+/// `http = "0.0.0.0:8080"` (or `localhost:8080`).
+mod http_address {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(address: &SocketAddr, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(address)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_listen_address(&text, "0.0.0.0:8080").map_err(serde::de::Error::custom)
+    }
+}
+
 /// `quic = "0.0.0.0:8443"`, or `"off"` / `""` for no QUIC listener.
 mod quic_address {
     use std::net::SocketAddr;
@@ -342,9 +376,9 @@ mod quic_address {
         if text.is_empty() || text.eq_ignore_ascii_case("off") {
             return Ok(None);
         }
-        text.parse().map(Some).map_err(|_| {
-            serde::de::Error::custom(format!("{text:?} is not an address such as 0.0.0.0:8443 (or \"off\")"))
-        })
+        super::parse_listen_address(text, "0.0.0.0:8443")
+            .map(Some)
+            .map_err(|message| serde::de::Error::custom(format!("{message}, or \"off\"")))
     }
 }
 
@@ -402,6 +436,18 @@ pub struct ConfigOverrides {
     pub quic: Option<String>,
 }
 
+/// The flags are a configuration layer of their own, named in errors as what the user typed
+/// (not as a Rust type, which is how a plain `Serialized` provider names itself).
+impl figment::Provider for ConfigOverrides {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("command-line flags")
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Serialized::defaults(self).data()
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LogOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -429,7 +475,7 @@ impl Config {
             let top = key.as_str().split('.').next().unwrap_or_default();
             TOP_LEVEL_KEYS.iter().any(|known| known.eq_ignore_ascii_case(top))
         });
-        figment = figment.merge(env).merge(Serialized::defaults(overrides));
+        figment = figment.merge(env).merge(overrides.clone());
         let config: Config = figment.extract().map_err(|error| {
             let messages: Vec<String> = error.into_iter().map(|error| describe_config_error(&error)).collect();
             anyhow::anyhow!("invalid configuration: {}", messages.join("; "))
@@ -523,6 +569,23 @@ mod tests {
             jail.create_file("bad.toml", "htp = \"x\"\n")?;
             let error = Config::load(Some(Path::new("bad.toml")), &ConfigOverrides::default()).unwrap_err().to_string();
             assert!(error.contains("htp"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn localhost_means_the_loopback_address_and_a_bad_flag_is_named_as_a_flag() {
+        figment::Jail::expect_with(|jail| {
+            let overrides = ConfigOverrides { http: Some("localhost:8081".into()), ..Default::default() };
+            let config = Config::load(None, &overrides).map_err(|e| e.to_string())?;
+            assert_eq!(config.http, SocketAddr::from(([127, 0, 0, 1], 8081)));
+            let overrides = ConfigOverrides { http: Some("shop.example:80".into()), ..Default::default() };
+            let error = Config::load(None, &overrides).unwrap_err().to_string();
+            assert!(error.contains("`http` (from command-line flags)"), "{error}");
+            assert!(error.contains("0.0.0.0:8080") && !error.contains("ConfigOverrides"), "{error}");
+            jail.set_env("KEFU_HTTP", "localhost:9");
+            assert_eq!(Config::load(None, &ConfigOverrides::default()).map_err(|e| e.to_string())?.http.port(), 9);
             Ok(())
         });
     }

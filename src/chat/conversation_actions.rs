@@ -84,6 +84,33 @@ pub async fn transfer(
         .await
 }
 
+/// Returns an open conversation that `agent_id` holds to the queue (routing, when the agent went
+/// offline). Refused with `AlreadyAssigned` when another agent holds it by now, so a take that
+/// committed first wins.
+pub async fn release(store: &Store, conversation_id: u64, agent_id: u64) -> Result<Conversation, ConversationError> {
+    store
+        .write(move |context| {
+            let now = context.now;
+            let conversation = match conversations::open_mut(context, conversation_id)? {
+                Ok(conversation) => conversation,
+                Err(error) => return Ok(Err(error)),
+            };
+            if conversation.assigned_agent != Some(agent_id) {
+                return Ok(Err(ConversationError::AlreadyAssigned));
+            }
+            conversation.status = ConversationStatus::Queued;
+            conversation.assigned_agent = None;
+            conversation.updated_at = now;
+            let conversation = conversation.clone();
+            context.publish(CommittedEvent::Conversation {
+                event: ConversationEvent::Queued { previous: Some(agent_id) },
+                conversation: conversation.clone(),
+            });
+            Ok(Ok(conversation))
+        })
+        .await
+}
+
 /// Reopens a closed conversation; it stays with `agent_id` (the agent reopening it).
 /// Refused when the visitor has another open conversation, since a visitor has at most one.
 pub async fn reopen(store: &Store, conversation_id: u64, agent_id: u64) -> Result<Conversation, ConversationError> {

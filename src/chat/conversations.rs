@@ -350,3 +350,27 @@ pub fn of_visitor(transaction: &ReadTransaction, visitor_id: u64) -> Result<Vec<
     }
     Ok(found)
 }
+
+/// How far a conversation's participants have read: the visitor, and the furthest any agent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadThrough {
+    pub visitor: u64,
+    pub agents: u64,
+}
+
+/// The read positions of a conversation (its read receipts, for history pages).
+pub fn read_through(transaction: &ReadTransaction, conversation_id: u64) -> Result<ReadThrough, StorageError> {
+    let positions = transaction.open_table(tables::READ_POSITIONS)?;
+    let mut through = ReadThrough::default();
+    for entry in positions.range((conversation_id, 0, 0)..=(conversation_id, u8::MAX, u64::MAX))? {
+        let (key, seq) = entry?;
+        let (_, kind, _) = key.value();
+        let seq = seq.value();
+        if kind == crate::protocol::SenderKind::Visitor.code() {
+            through.visitor = through.visitor.max(seq);
+        } else if kind == crate::protocol::SenderKind::Agent.code() {
+            through.agents = through.agents.max(seq);
+        }
+    }
+    Ok(through)
+}

@@ -320,6 +320,8 @@ pub struct Hub {
     visitors: DashMap<u64, Vec<ConnectionHandle>>,
     agents: DashMap<u64, Vec<ConnectionHandle>>,
     site_agents: DashMap<String, Vec<ConnectionHandle>>,
+    /// Visitor connections by site, for the site's status (`sites::status`).
+    site_visitors: DashMap<String, Vec<ConnectionHandle>>,
     /// Agent connections by the login session they were opened with, so a logout closes them.
     agent_sessions: DashMap<TokenDigest, Vec<ConnectionHandle>>,
     /// Connections of every role, for shutdown.
@@ -331,8 +333,9 @@ impl Hub {
         Hub::default()
     }
 
-    pub fn register_visitor(&self, visitor_id: u64, handle: &ConnectionHandle) {
+    pub fn register_visitor(&self, visitor_id: u64, site: &str, handle: &ConnectionHandle) {
         push_unique(&mut self.visitors.entry(visitor_id).or_default(), handle);
+        push_unique(&mut self.site_visitors.entry(site.to_owned()).or_default(), handle);
         self.all.insert(handle.id(), handle.clone());
     }
 
@@ -353,19 +356,20 @@ impl Hub {
         push_unique(&mut self.conversations.entry(conversation_id).or_default(), handle)
     }
 
-    /// Removes a connection from every registry it is in.
+    /// Removes a connection from every registry it is in; `visitor` is the visitor's id and site.
     pub fn unregister(
         &self,
         handle: &ConnectionHandle,
-        visitor_id: Option<u64>,
+        visitor: Option<(u64, &str)>,
         agent: Option<AgentRegistration<'_>>,
         conversations: impl Iterator<Item = u64>,
     ) {
         for conversation_id in conversations {
             remove_from(&self.conversations, &conversation_id, handle);
         }
-        if let Some(visitor_id) = visitor_id {
+        if let Some((visitor_id, site)) = visitor {
             remove_from(&self.visitors, &visitor_id, handle);
+            remove_from(&self.site_visitors, site, handle);
         }
         if let Some(AgentRegistration { agent_id, session, sites }) = agent {
             remove_from(&self.agents, &agent_id, handle);
@@ -426,6 +430,21 @@ impl Hub {
         self.all.len()
     }
 
+    /// The sites with at least one visitor connected.
+    pub fn sites_with_visitors(&self) -> Vec<String> {
+        self.site_visitors.iter().filter(|entry| !entry.value().is_empty()).map(|entry| entry.key().clone()).collect()
+    }
+
+    /// Sends a frame to every visitor connection of a site; `frame` is encoded only if there is one.
+    pub fn broadcast_to_site_visitors(&self, site: &str, frame: impl FnOnce() -> Bytes) {
+        if let Some(connections) = self.site_visitors.get(site).filter(|connections| !connections.is_empty()) {
+            let frame = frame();
+            for connection in connections.iter() {
+                connection.push(Outbound::Frame(frame.clone()));
+            }
+        }
+    }
+
     /// Sends a frame to every agent connection of a site; `frame` is encoded only if there is one.
     pub fn broadcast_to_site_agents(&self, site: &str, frame: impl FnOnce() -> Bytes) {
         if let Some(connections) = self.site_agents.get(site).filter(|connections| !connections.is_empty()) {
@@ -445,7 +464,11 @@ fn push_unique(list: &mut Vec<ConnectionHandle>, handle: &ConnectionHandle) -> b
     true
 }
 
-fn remove_from<K: std::hash::Hash + Eq>(map: &DashMap<K, Vec<ConnectionHandle>>, key: &K, handle: &ConnectionHandle) {
+fn remove_from<K, Q>(map: &DashMap<K, Vec<ConnectionHandle>>, key: &Q, handle: &ConnectionHandle)
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
     let now_empty = match map.get_mut(key) {
         Some(mut list) => {
             list.retain(|existing| existing != handle);

@@ -56,13 +56,11 @@ enum Command {
         /// kefu's HTTP address (for the session or login), such as http://HOST:8080; derived from a ws:// url.
         #[arg(long)]
         http: Option<String>,
-        /// Chat as an agent (with --email and --password).
-        #[arg(long, requires_all = ["email", "password"])]
+        /// Chat as an agent (with --email); the password is read from KEFU_PASSWORD or asked for.
+        #[arg(long, requires = "email")]
         agent: bool,
         #[arg(long)]
         email: Option<String>,
-        #[arg(long)]
-        password: Option<String>,
         /// The SHA-256 fingerprint of the QUIC certificate (printed by kefu serve).
         #[arg(long)]
         pin: Option<String>,
@@ -229,11 +227,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{answer}");
             Ok(())
         }
-        Command::Chat { site, url, http, agent, email, password, pin, insecure, protobuf } => {
-            let agent = match (agent, email, password) {
-                (true, Some(email), Some(password)) => Some((email, password)),
-                _ => None,
-            };
+        Command::Chat { site, url, http, agent, email, pin, insecure, protobuf } => {
+            let agent = if agent { email } else { None };
             kefu_client::chat::run(kefu_client::chat::ChatArgs { site, url, http, agent, pin, insecure, protobuf })
                 .await
         }

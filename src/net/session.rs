@@ -198,7 +198,7 @@ impl Session {
         // committed in between is missed (see docs/delivery.md).
         let conversations: Vec<Conversation> = match &session.principal {
             Principal::Visitor(visitor) => {
-                app.hub.register_visitor(visitor.id, &session.handle);
+                app.hub.register_visitor(visitor.id, &visitor.site, &session.handle);
                 let (peer, user_agent) = seen_from.unwrap_or_default();
                 app.online_visitors.connected(&app.hub, visitor, peer, &user_agent);
                 let visitor_id = visitor.id;
@@ -300,6 +300,13 @@ impl Session {
         let mut pages = pages.peekable();
         while let Some(page) = pages.next() {
             frames.push(ServerFrame::Conversations { conversations: page, more: pages.peek().is_some() }.encode());
+        }
+        // Registered already, so a change from here on reaches the queue behind this frame.
+        if let Principal::Visitor(visitor) = &session.principal {
+            if let Ok(Some(site)) = app.sites.get(&visitor.site).await {
+                let status = sites::status::current(&site.site, &app.router);
+                frames.push(ServerFrame::SiteStatus(&status).encode());
+            }
         }
         for point in hello.resume {
             session.resume(point, &mut frames).await;
@@ -438,13 +445,14 @@ impl Session {
 
     /// Unregisters the connection; called once when it ends.
     pub async fn finish(self) {
-        let visitor_id = match &self.principal {
-            Principal::Visitor(visitor) => Some(visitor.id),
+        let visitor = match &self.principal {
+            Principal::Visitor(visitor) => Some((visitor.id, visitor.site.as_str())),
             Principal::Agent(_) | Principal::ApiToken(_) => None,
         };
+        let visitor_id = visitor.map(|(visitor_id, _)| visitor_id);
         self.app.hub.unregister(
             &self.handle,
-            visitor_id,
+            visitor,
             self.agent_registration(),
             self.cursors.iter().map(|cursor| cursor.conversation_id),
         );

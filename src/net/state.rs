@@ -44,6 +44,8 @@ pub struct App {
     pub upload_quota: crate::chat::uploads::UploadQuota,
     /// Web Push: the VAPID public key browsers subscribe with, and the endpoint rule.
     pub push: crate::push::Push,
+    /// Origins refused per site, for the log and the site's admin page.
+    pub refused_origins: crate::sites::refused_origins::RefusedOrigins,
 }
 
 pub type AppState = Arc<App>;

@@ -60,6 +60,7 @@ pub async fn visitor_upgrade(
     let site = app.sites.get(&query.site).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
     let origin = headers.get("origin").and_then(|value| value.to_str().ok());
     if !site.site.allows_origin(origin, &crate::net::http::own_origin(&headers)) {
+        let _ = crate::net::http::visitor_api::refuse_origin(&app, &site.site.key, origin.unwrap_or_default());
         return Err(ApiError::Forbidden("this origin may not open visitor connections for the site".into()));
     }
     crate::net::http::visitors_api::refuse_blocked_address(&app, &site.site.key, client.ip()).await?;

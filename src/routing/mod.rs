@@ -6,6 +6,10 @@
 //! recently (round robin). With nobody free it stays queued, in arrival order, and is assigned
 //! as soon as an agent comes online or frees capacity. Assignments are writer operations: the
 //! router learns its decisions took effect from the committed `assigned` event.
+//!
+//! An agent whose last connection closed stays online for a grace period (a console reload must
+//! not flip their status), but gets nothing new in it; when it ends, their open conversations go
+//! back to the queue for whoever is online.
 
 pub mod rules;
 
@@ -71,12 +75,26 @@ pub struct Router {
     queue: mpsc::Sender<RoutingEvent>,
     /// Each known agent's presence, written by the router task, read by the agent list.
     presence: Arc<DashMap<u64, Presence>>,
+    /// The agents online now (in their grace period too), for the sites' status.
+    online_agents: Arc<DashMap<u64, Agent>>,
+    /// Notified when an agent goes online or stops being online, or changes sites.
+    availability: Arc<tokio::sync::Notify>,
 }
 
 impl Router {
     /// An agent's presence as routing sees it (offline when never connected).
     pub fn presence_of(&self, agent_id: u64) -> Presence {
         self.presence.get(&agent_id).map(|status| *status).unwrap_or(Presence::Offline)
+    }
+
+    /// Whether an agent serving `site` is online (a site's visitors then see it online).
+    pub fn site_has_online_agent(&self, site: &str) -> bool {
+        self.online_agents.iter().any(|entry| entry.value().serves_site(site))
+    }
+
+    /// Notified whenever [`Router::site_has_online_agent`] may have changed for some site.
+    pub fn availability_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.availability.clone()
     }
 
     /// Queues an event, waiting for room: routing never loses an event, and a burst slows its
@@ -99,8 +117,13 @@ struct AgentState {
 }
 
 impl AgentState {
+    /// Whether a new conversation of `site` may go to the agent: online with a connection (not
+    /// in the grace period after the last one closed), below capacity, serving the site.
     fn available_for(&self, site: &str) -> bool {
-        self.status == Presence::Online && self.load < self.agent.capacity && self.agent.serves_site(site)
+        self.status == Presence::Online
+            && self.n_connections > 0
+            && self.load < self.agent.capacity
+            && self.agent.serves_site(site)
     }
 }
 
@@ -131,7 +154,12 @@ pub async fn start(
     tasks: &tokio_util::task::TaskTracker,
 ) -> Result<Router, StorageError> {
     let (queue, mut events) = mpsc::channel(ROUTING_QUEUE_CAPACITY);
-    let router = Router { queue, presence: Arc::new(DashMap::new()) };
+    let router = Router {
+        queue,
+        presence: Arc::new(DashMap::new()),
+        online_agents: Arc::new(DashMap::new()),
+        availability: Arc::new(tokio::sync::Notify::new()),
+    };
     let open = store.read(conversations::list_open).await?;
     let teams = store.read(crate::people::teams::list).await?;
     let mut state = RouterState {
@@ -228,6 +256,7 @@ impl RouterState {
                     .is_some_and(|state| state.generation == generation && state.n_connections == 0);
                 if expired {
                     self.set_status(agent_id, Presence::Offline);
+                    self.release_conversations_of(agent_id);
                 }
             }
             RoutingEvent::Presence { agent_id, status } => {
@@ -247,6 +276,10 @@ impl RouterState {
                 self.assign_waiting();
             }
             RoutingEvent::AgentChanged { agent } => {
+                if let Some(mut online) = self.router.online_agents.get_mut(&agent.id) {
+                    *online = agent.clone();
+                    self.router.availability.notify_one();
+                }
                 if let Some(state) = self.agents.get_mut(&agent.id) {
                     state.agent = agent;
                 }
@@ -331,6 +364,12 @@ impl RouterState {
         }
         state.status = status;
         self.router.presence.insert(agent_id, status);
+        if status == Presence::Online {
+            self.router.online_agents.insert(agent_id, state.agent.clone());
+        } else {
+            self.router.online_agents.remove(&agent_id);
+        }
+        self.router.availability.notify_one();
         tracing::info!(agent_id, ?status, "agent presence changed");
         let frame = ServerFrame::Presence { agent_id, status }.encode();
         let sites: Vec<String> = match state.agent.role {
@@ -339,6 +378,27 @@ impl RouterState {
         };
         for site in sites {
             self.hub.broadcast_to_site_agents(&site, || frame.clone());
+        }
+    }
+
+    /// Returns the open conversations an agent holds to the queue (their grace period ended);
+    /// the committed `queued` events bring each back here to be assigned again.
+    fn release_conversations_of(&mut self, agent_id: u64) {
+        let held: Vec<u64> = self
+            .holders
+            .iter()
+            .filter(|(_, holder)| **holder == agent_id)
+            .map(|(conversation_id, _)| *conversation_id)
+            .collect();
+        for conversation_id in held {
+            tracing::info!(conversation_id, agent_id, "the agent went offline: conversation back to the queue");
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(error) = crate::chat::conversation_actions::release(&store, conversation_id, agent_id).await
+                {
+                    tracing::info!(conversation_id, agent_id, %error, "the conversation stays where it is");
+                }
+            });
         }
     }
 

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 /// Most holidays one site lists.
 pub const MAX_HOLIDAYS: usize = 366;
 
+/// How far ahead the next opening is looked for: a year of holidays and a week.
+pub const LOOKAHEAD_DAYS: i64 = MAX_HOLIDAYS as i64 + 8;
+
 /// Weekday names, Monday first, as the weekly table is ordered.
 pub const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 
@@ -81,6 +84,52 @@ impl BusinessHours {
         self.weekly[weekday].is_some_and(|hours| hours.open <= minute && minute < hours.close)
     }
 
+    /// The opening and closing instants of the day `date` (site time zone), if it opens at all.
+    fn window_on(&self, date: Date, time_zone: &TimeZone) -> Option<(Timestamp, Timestamp)> {
+        if self.holidays.contains(&date) {
+            return None;
+        }
+        let hours = self.weekly[date.weekday().to_monday_zero_offset() as usize]?;
+        let instant = |minutes: u16| {
+            let day = if minutes >= 24 * 60 { date.tomorrow().ok()? } else { date };
+            let minutes = minutes % (24 * 60);
+            let civil = day.at((minutes / 60) as i8, (minutes % 60) as i8, 0, 0);
+            civil.to_zoned(time_zone.clone()).ok().map(|zoned| zoned.timestamp())
+        };
+        Some((instant(hours.open)?, instant(hours.close)?))
+    }
+
+    /// The next opening after `at` while closed, as a time in the site's zone; `None` when the
+    /// hours are off, `at` is inside opening hours, or nothing opens within [`LOOKAHEAD_DAYS`].
+    pub fn next_opening(&self, at: Timestamp) -> Option<jiff::Zoned> {
+        if !self.enabled || self.is_open(at) {
+            return None;
+        }
+        let time_zone = TimeZone::get(&self.time_zone).ok()?;
+        let today = at.to_zoned(time_zone.clone()).date();
+        (0..LOOKAHEAD_DAYS)
+            .filter_map(|offset| today.checked_add(jiff::Span::new().days(offset)).ok())
+            .filter_map(|date| self.window_on(date, &time_zone))
+            .map(|(open, _)| open)
+            .find(|open| *open > at)
+            .map(|open| open.to_zoned(time_zone.clone()))
+    }
+
+    /// The next instant after `at` at which the site opens or closes (so a watcher knows when to
+    /// look again); `None` when the hours are off or nothing changes within [`LOOKAHEAD_DAYS`].
+    pub fn next_change(&self, at: Timestamp) -> Option<Timestamp> {
+        if !self.enabled {
+            return None;
+        }
+        let time_zone = TimeZone::get(&self.time_zone).ok()?;
+        let yesterday = at.to_zoned(time_zone.clone()).date().yesterday().ok()?;
+        (0..LOOKAHEAD_DAYS)
+            .filter_map(|offset| yesterday.checked_add(jiff::Span::new().days(offset)).ok())
+            .filter_map(|date| self.window_on(date, &time_zone))
+            .flat_map(|(open, close)| [open, close])
+            .find(|instant| *instant > at)
+    }
+
     /// The first problem with these hours, naming the field.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if TimeZone::get(&self.time_zone).is_err() {
@@ -137,6 +186,31 @@ mod tests {
         // Summer (UTC+2): 09:00 Berlin is 07:00 UTC.
         assert!(hours.is_open(at("2026-07-06T07:00:00Z")));
         assert!(!hours.is_open(at("2026-07-06T06:59:00Z")));
+    }
+
+    #[test]
+    fn the_next_opening_and_change_follow_the_sites_days() {
+        let hours = shanghai();
+        // Friday 2026-11-27 18:30 Shanghai: closed until Monday 09:00.
+        let friday_evening = at("2026-11-27T10:30:00Z");
+        let next = hours.next_opening(friday_evening).unwrap();
+        assert_eq!(next.timestamp(), at("2026-11-30T01:00:00Z"));
+        assert_eq!(next.strftime("%H:%M").to_string(), "09:00");
+        assert_eq!(hours.next_change(friday_evening), Some(at("2026-11-30T01:00:00Z")));
+        // Monday 10:00: open, so no next opening; the next change is 18:00 that day.
+        let monday = at("2026-11-30T02:00:00Z");
+        assert_eq!(hours.next_opening(monday), None);
+        assert_eq!(hours.next_change(monday), Some(at("2026-11-30T10:00:00Z")));
+        // A holiday on Monday moves the opening to Tuesday.
+        let mut with_holiday = shanghai();
+        with_holiday.holidays.push("2026-11-30".parse().unwrap());
+        assert_eq!(with_holiday.next_opening(friday_evening).unwrap().timestamp(), at("2026-12-01T01:00:00Z"));
+        // Hours off: always open, nothing ever changes.
+        assert_eq!(BusinessHours::default().next_change(monday), None);
+        // Every day closed: nothing to wait for.
+        let never = BusinessHours { weekly: [None; 7], ..shanghai() };
+        assert_eq!(never.next_opening(monday), None);
+        assert_eq!(never.next_change(monday), None);
     }
 
     #[test]

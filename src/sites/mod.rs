@@ -4,6 +4,8 @@
 //! (with their compiled sensitive-word filter) and is told when one changes.
 
 pub mod business_hours;
+pub mod refused_origins;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -327,11 +329,23 @@ pub struct SiteRuntime {
 pub struct SiteDirectory {
     store: Store,
     sites: Arc<DashMap<String, Arc<SiteRuntime>>>,
+    /// Told of every change, for the status watcher (`status::run_watcher`).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl SiteDirectory {
     pub fn new(store: Store) -> SiteDirectory {
-        SiteDirectory { store, sites: Arc::new(DashMap::new()) }
+        SiteDirectory { store, sites: Arc::new(DashMap::new()), changed: Arc::new(tokio::sync::Notify::new()) }
+    }
+
+    /// Every site, read from the database.
+    pub async fn all(&self) -> Result<Vec<Site>, StorageError> {
+        self.store.read(list).await
+    }
+
+    /// Notified whenever a site changes (it keeps one notice while nobody waits).
+    pub fn change_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
     }
 
     /// The site with `key`, from memory or the database.
@@ -355,6 +369,7 @@ impl SiteDirectory {
     /// Forgets a changed site so the next `get` reads it again.
     pub fn invalidate(&self, key: &str) {
         self.sites.remove(key);
+        self.changed.notify_one();
     }
 }
 

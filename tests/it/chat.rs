@@ -127,6 +127,12 @@ async fn typing_and_read_receipts_reach_the_other_side() {
     };
     assert_eq!(read["reader"], json!({"kind": "visitor", "id": visitor_id}));
     assert_eq!(read["seq"], 1, "a read position never passes the last message");
+
+    // After a reload the receipts come with the history, for both sides.
+    for token in [&visitor_token, &agent_token] {
+        let page = crate::support::history(&server, token, conversation_id).await;
+        assert_eq!((&page["visitor_read_seq"], &page["agents_read_seq"]), (&json!(1), &json!(1)), "{page}");
+    }
 }
 
 #[tokio::test]

@@ -592,3 +592,40 @@ async fn healthcheck_exits_zero_only_on_a_healthy_answer() {
     let (ok, _, stderr) = run_kefu(scratch.path(), &["healthcheck", "--url", "http://localhost:8080/healthz"]).await;
     assert!(!ok && stderr.contains("IP address"), "{stderr}");
 }
+
+#[tokio::test]
+async fn logs_to_a_pipe_are_plain_text_and_the_favicon_is_served() {
+    let data = tempfile::tempdir().unwrap();
+    let mut command = kefu();
+    command
+        .args(["serve", "--data-dir", data.path().to_str().unwrap(), "--http", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped());
+    let (mut child, address) = crate::crash::start(command).await;
+    let favicon = http().get(format!("http://{address}/favicon.ico")).send().await.unwrap();
+    assert_eq!(favicon.status(), 200);
+    assert_eq!(favicon.headers()["content-type"], "image/x-icon");
+    assert_eq!(&favicon.bytes().await.unwrap()[..4], [0, 0, 1, 0], "an icon file");
+    child.start_kill().unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("kefu is listening"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "colour codes in a log that is not a terminal:\n{stderr}");
+}
+
+#[tokio::test]
+async fn a_bad_http_flag_is_named_as_the_flag_and_localhost_is_understood() {
+    let data = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = run_kefu(data.path(), &["serve", "--http", "shop.example:8080"]).await;
+    assert!(!ok);
+    // The message (a backtrace may follow when RUST_BACKTRACE is set).
+    let stderr = stderr.lines().next().unwrap_or_default();
+    assert!(stderr.contains("`http` (from command-line flags)"), "{stderr}");
+    assert!(stderr.contains("0.0.0.0:8080") && stderr.contains("localhost:8080"), "{stderr}");
+    assert!(!stderr.contains("ConfigOverrides") && !stderr.contains("kefu::"), "an internal name: {stderr}");
+
+    let mut command = kefu();
+    command.args(["serve", "--data-dir", data.path().to_str().unwrap(), "--http", "localhost:0"]);
+    let (_child, address) = crate::crash::start(command).await;
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+}

@@ -196,10 +196,17 @@ impl TestServer {
 
     /// A visitor connected and welcomed.
     pub async fn visitor(&self, site: &Site, token: &str) -> Client {
+        self.visitor_with_status(site, token).await.0
+    }
+
+    /// A visitor connected and welcomed, with the `site_status` frame that follows `welcome`.
+    pub async fn visitor_with_status(&self, site: &Site, token: &str) -> (Client, Value) {
         let mut client = Client::connect(&self.ws_url(&format!("/ws/visitor?site={}", site.key)), None).await;
         client.send(json!({"type": "hello", "token": token})).await;
         client.expect("welcome").await;
-        client
+        let status = client.next_with_status().await;
+        assert_eq!(status["type"], "site_status", "{status}");
+        (client, status)
     }
 
     /// An agent connected and welcomed.
@@ -328,8 +335,29 @@ impl Client {
         self.socket.send(message).await.expect("sending a frame");
     }
 
-    /// The next JSON frame (pings are skipped). Panics on close or timeout.
+    /// The next JSON frame (pings, and `site_status` frames, which a visitor gets after
+    /// `welcome` and whenever an agent comes or goes, are skipped). Panics on close or timeout.
     pub async fn next(&mut self) -> Value {
+        loop {
+            let frame = self.next_with_status().await;
+            if frame["type"] != "site_status" {
+                return frame;
+            }
+        }
+    }
+
+    /// The next `site_status` frame (a visitor's), skipping others.
+    pub async fn expect_site_status(&mut self) -> Value {
+        loop {
+            let frame = self.next_with_status().await;
+            if frame["type"] == "site_status" {
+                return frame;
+            }
+        }
+    }
+
+    /// The next JSON frame, `site_status` frames included (pings are skipped).
+    pub async fn next_with_status(&mut self) -> Value {
         loop {
             let message = tokio::time::timeout(FRAME_TIMEOUT, self.socket.next())
                 .await
@@ -401,8 +429,12 @@ impl Client {
 
     /// Nothing arrives within a short time (for "the visitor never sees it" checks).
     pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(wait, self.socket.next()).await {
-            panic!("expected nothing, got {text}");
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, self.socket.next()).await {
+            if let Message::Text(text) = message {
+                let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+                assert_eq!(frame["type"], "site_status", "expected nothing, got {text}");
+            }
         }
     }
 }

@@ -15,7 +15,17 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs `kefu chat ARGS` with `input` on its standard input (closed after it, which ends the
 /// client); returns (success, stdout, stderr).
 async fn kefu_chat(args: &[&str], input: &str) -> (bool, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
+    kefu_chat_with_password(args, input, None).await
+}
+
+/// [`kefu_chat`] with `KEFU_PASSWORD` set to `password` (agents), or unset.
+async fn kefu_chat_with_password(args: &[&str], input: &str, password: Option<&str>) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kefu"));
+    match password {
+        Some(password) => command.env("KEFU_PASSWORD", password),
+        None => command.env_remove("KEFU_PASSWORD"),
+    };
+    let mut child = command
         .arg("chat")
         .args(args)
         .env("RUST_BACKTRACE", "0")
@@ -97,12 +107,11 @@ async fn an_agent_takes_part_over_quic_in_protobuf() {
         "--agent",
         "--email",
         "ann@shop.example",
-        "--password",
-        crate::support::PASSWORD,
     ];
-    let (ok, stdout, stderr) = kefu_chat(&args, &input).await;
+    let (ok, stdout, stderr) = kefu_chat_with_password(&args, &input, Some(crate::support::PASSWORD)).await;
     assert!(ok, "kefu chat failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains(&format!("* sent #2 in conversation {conversation_id}")), "{stdout}");
+    assert!(!stdout.contains("{\""), "an agent sees readable lines, not raw frames:\n{stdout}");
 
     let reply = visitor.expect("message").await;
     assert_eq!(reply["text"], "It left the warehouse today.");
@@ -129,10 +138,22 @@ async fn bad_input_is_refused_clearly_and_sends_nothing() {
 
     // A wrong password: the login's refusal is shown.
     let url = server.ws_url("");
-    let args = ["--site", &site.key, "--url", &url, "--agent", "--email", "ann@shop.example", "--password", "wrong"];
-    let (ok, _, stderr) = kefu_chat(&args, "hello\n").await;
+    let args = ["--site", &site.key, "--url", &url, "--agent", "--email", "ann@shop.example"];
+    let (ok, _, stderr) = kefu_chat_with_password(&args, "hello\n", Some("wrong")).await;
     assert!(!ok);
     assert!(stderr.contains("/api/v1/agent/login answered 401"), "{stderr}");
+
+    // No password at all, and no terminal to ask on: said so, before any request.
+    let (ok, _, stderr) = kefu_chat(&args, "hello\n").await;
+    assert!(!ok);
+    assert!(stderr.contains("set KEFU_PASSWORD"), "{stderr}");
+
+    // The password is never an argument (it would sit in the shell history and in ps).
+    let mut with_flag = args.to_vec();
+    with_flag.extend(["--password", "x"]);
+    let (ok, _, stderr) = kefu_chat(&with_flag, "hello\n").await;
+    assert!(!ok);
+    assert!(stderr.contains("--password"), "{stderr}");
 
     // An HTTP address that is not http://.
     let args = ["--site", &site.key, "--url", &quic, "--http", "ftp://127.0.0.1:1", "--insecure"];

@@ -91,7 +91,22 @@ async fn uploads_are_type_checked_size_limited_and_served_so_they_cannot_run_scr
     let mut elf = vec![0x7F, b'E', b'L', b'F', 2, 1, 1, 0];
     elf.resize(64, 0);
     assert_eq!(upload(&server, &token, "name=tool", elf).await.status(), 415);
-    assert_eq!(upload(&server, &token, "name=big.png", vec![0; 5000]).await.status(), 413);
+    // Over the limit: our JSON error naming the limit (the widget words it in the visitor's
+    // language, from `too_large` and the settings' max_upload_bytes), not axum's English text.
+    let too_big = upload(&server, &token, "name=big.png", vec![0; 5000]).await;
+    assert_eq!(too_big.status(), 413);
+    let refusal: Value = too_big.json().await.unwrap();
+    assert_eq!(refusal["error"]["code"], "too_large");
+    assert!(refusal["error"]["message"].as_str().unwrap().contains("1000 bytes"), "{refusal}");
+    let settings: Value = http()
+        .get(server.url(&format!("/api/v1/sites/{}/widget", site.key)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settings["max_upload_bytes"], 1000);
     assert_eq!(upload(&server, &token, "name=empty.txt", Vec::new()).await.status(), 422);
     assert_eq!(upload(&server, &token, "name=x.png&conversation_id=999", PNG.to_vec()).await.status(), 404);
     assert_eq!(
@@ -203,7 +218,12 @@ async fn widget_settings_answer_allowed_origins_with_cors() {
     let body: Value = allowed.json().await.unwrap();
     assert_eq!(body["key"], site.key.as_str());
     assert!(body.get("secret").is_none(), "the secret never reaches visitors");
+    // A refused origin may read the refusal (so the loader can say why), never the settings.
     let refused = http().get(&url).header("origin", "https://evil.example").send().await.unwrap();
-    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.headers()["access-control-allow-origin"], "https://evil.example");
+    let refusal: Value = refused.json().await.unwrap();
+    assert_eq!(refusal["error"]["code"], "origin_not_allowed");
+    assert!(refusal.get("name").is_none() && refusal.get("welcome_text").is_none(), "{refusal}");
     assert_eq!(http().get(server.url("/api/v1/sites/nope/widget")).send().await.unwrap().status(), 404);
 }

@@ -82,6 +82,8 @@ export async function loadHistory(c, before) {
   for (const m of page.messages) addMessage(c, m);
   c.last_seq = Math.max(c.last_seq, page.last_seq);
   c.seen = Math.max(c.seen, page.last_seq);
+  // The visitor's read receipt so far comes with the history, so a reload keeps "read".
+  if ((page.visitor_read_seq ?? 0) > (c.visitorRead ?? 0)) c.visitorRead = page.visitor_read_seq;
 }
 
 export async function loadOlder() {

@@ -18,7 +18,7 @@ export let messageList = null;
 
 /** Creates the two virtual lists once the console is shown. */
 export function mountLists() {
-  conversationList = new VirtualList($('list'), { estimate: 60, fixed: true, key: (item) => (item.visitor ? `v${item.visitor.visitor_id}` : item.lead ? `l${item.lead.id}` : `c${item.id}`), render: renderRow });
+  conversationList = new VirtualList($('list'), { estimate: 68, fixed: true, key: (item) => (item.visitor ? `v${item.visitor.visitor_id}` : item.lead ? `l${item.lead.id}` : `c${item.id}`), render: renderRow });
   messageList = new VirtualList($('messages'), { estimate: 56, key: messageKey, render: renderMessage });
 }
 

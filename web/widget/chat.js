@@ -146,6 +146,8 @@ export class Chat {
     }
     const fresh = page.messages.filter((m) => this.remember(m));
     this.emit('history', { conversation: c, messages: fresh, older: Boolean(before) || c.id !== this.conversations()[0]?.id });
+    // Read receipts from before this page load (a reload must not turn "Read" back into "Sent").
+    if (page.agents_read_seq) this.emit('read', { conversation_id: c.id, reader: { kind: 'agent' }, seq: page.agents_read_seq });
   }
 
   /** Loads the next earlier page, walking back through older conversations. Resolves false at the start. */
@@ -288,6 +290,9 @@ export class Chat {
         break;
       case 'bot_stream':
         this.emit('stream', f);
+        break;
+      case 'site_status':
+        this.emit('siteStatus', f);
         break;
       case 'error':
         this.onError(f);

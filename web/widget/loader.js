@@ -231,12 +231,26 @@
     if (api[call[0]]) api[call[0]].apply(api, call[1]);
   });
 
+  // A refused page gets a 403 it may read (kefu answers it with CORS headers), so the reason can
+  // be spelled out here rather than left to the browser's bare CORS error.
   fetch(ORIGIN + '/api/v1/sites/' + encodeURIComponent(site) + '/widget')
     .then(function (res) {
-      if (!res.ok) throw new Error('HTTP ' + res.status);
-      return res.json();
+      if (res.ok) return res.json();
+      return res.json().then(function (body) {
+        throw body && body.error ? { code: body.error.code, message: body.error.message } : new Error('HTTP ' + res.status);
+      }, function () {
+        throw new Error('HTTP ' + res.status);
+      });
     })
     .then(draw, function (err) {
-      console.warn('kefu: widget settings for site ' + site + ' unavailable:', err.message);
+      if (err && err.code === 'origin_not_allowed') {
+        console.error('kefu: the chat widget is not shown because this page\'s origin ' + location.origin +
+          ' is not among the allowed origins of site ' + site + '. Add it on kefu\'s admin page of the site (' +
+          ORIGIN + '/admin/sites/' + encodeURIComponent(site) + '), where refused origins are listed with an "Allow" button.');
+      } else if (err && err.code === 'not_found') {
+        console.error('kefu: there is no site with the key ' + site + ' (the data-site attribute of the widget script); the chat widget is not shown.');
+      } else {
+        console.warn('kefu: widget settings for site ' + site + ' unavailable:', err.message);
+      }
     });
 })();

@@ -31,6 +31,8 @@ const log = $('log');
 const input = $('input');
 
 let config = null; // the site's widget settings
+let siteStatus = null; // {status: 'online'|'away'|'closed', next_open}: settings, then site_status frames
+let connection = 'connecting'; // the socket's state: 'connecting' | 'online' | 'offline'
 let shown = !embed; // whether the panel is on screen (the loader opens and closes it)
 let started = false;
 let unread = 0;
@@ -81,6 +83,7 @@ function changeLocale(tag) {
   applyI18n(document);
   if (config?.name) $('site-name').textContent = config.name;
   renderStars();
+  renderStatus();
 }
 
 function setShown(on) {
@@ -124,6 +127,7 @@ async function boot(open) {
   if (!site) return fatal('unknownSite');
   config = await loadConfig();
   if (!config) return;
+  siteStatus = config.status || null;
   if (config.name) $('site-name').textContent = config.name;
   if (/^#[0-9a-f]{3,8}$/i.test(config.color || '')) document.documentElement.style.setProperty('--kf-color', config.color);
   if (config.welcome_text) {
@@ -137,8 +141,7 @@ async function boot(open) {
 function begin() {
   if (started) return;
   started = true;
-  const offline = !config.bot && (!config.agents_online || !config.open_now);
-  if (config.prechat_form && !chat.hasToken && !offline) {
+  if (config.prechat_form && !chat.hasToken && !offlineNow()) {
     $('prechat').hidden = false;
     return;
   }
@@ -146,9 +149,52 @@ function begin() {
 }
 
 function setStatus(s) {
+  connection = s;
+  renderStatus();
+}
+
+/** Whether the site takes no live chat now: no agent online, or closed (a bot site always chats). */
+function offlineNow() {
+  if (config?.bot) return false;
+  return siteStatus ? siteStatus.status !== 'online' : !(config?.agents_online && config?.open_now);
+}
+
+/** "We're closed, back at 09:00", the time in the visitor's own time zone (the browser's). */
+function closedText() {
+  const at = siteStatus?.next_open?.at;
+  if (!at) return t('closed');
+  const when = new Date(at);
+  const time = new Intl.DateTimeFormat(locale(), { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }).format(when);
+  if (when.toDateString() === new Date().toDateString()) return t('closedUntil', { time });
+  const day = new Intl.DateTimeFormat(locale(), { weekday: 'long' }).format(when);
+  return t('closedUntilDay', { day, time });
+}
+
+/** The header line: the connection while it is not up, then the site's one status. */
+function renderStatus() {
   const el = $('status');
-  el.textContent = t(s === 'online' ? 'online' : s === 'connecting' ? 'connecting' : 'reconnecting');
-  el.dataset.state = s;
+  if (connection !== 'online' || !siteStatus) {
+    el.textContent = t(connection === 'online' ? 'online' : connection === 'connecting' ? 'connecting' : 'reconnecting');
+    el.dataset.state = connection;
+  } else {
+    const state = siteStatus.status;
+    el.textContent = state === 'closed' ? closedText() : t(state === 'away' ? 'away' : 'online');
+    el.dataset.state = state;
+  }
+  $('offline-intro').textContent = siteStatus?.status === 'closed' ? t('closedForm', { status: closedText() }) : t('noAgents');
+}
+
+/**
+ * Shows the chat or the offline form as the site's status says, both ways and without a reload.
+ * A bot's handoff that found nobody keeps its offline form (the bot offered it in its own words).
+ */
+function renderAvailability() {
+  if (!started || $('notice').dataset.fatal) return;
+  if (!$('prechat').hidden) return;
+  const offline = offlineNow();
+  $('offline').hidden = !offline && handoff !== 'offline';
+  $('composer').hidden = offline;
+  if (!offline && shown && document.activeElement !== input) input.focus({ preventScroll: true });
 }
 
 /** Stops the chat with a message (invalid signature, blocked, unknown site...). */
@@ -162,6 +208,7 @@ function fatal(code) {
     originNotAllowed: 'originNotAllowed',
   }[code];
   showNotice(key ? t(key) : t('requestFailed', { reason: code }));
+  $('notice').dataset.fatal = '1';
   for (const id of ['composer', 'prechat', 'offline']) $(id).hidden = true;
   $('status').textContent = '';
 }
@@ -176,6 +223,11 @@ function showNotice(text) {
 const isOwn = (m) => m.sender?.kind === 'visitor';
 
 chat.on('status', setStatus);
+chat.on('siteStatus', (f) => {
+  siteStatus = { status: f.status, next_open: f.next_open };
+  renderStatus();
+  renderAvailability();
+});
 chat.on('fatal', fatal);
 
 chat.on('session', ({ session, changed }) => {
@@ -185,10 +237,12 @@ chat.on('session', ({ session, changed }) => {
   }
   // With the bot on, visitors write to it even when no agent is online; it offers the offline
   // form itself when a handoff finds nobody.
-  const bot = session.site?.bot ?? config.bot;
-  const offline = !bot && (!config.open_now || !(session.site?.agents_online ?? config.agents_online));
-  $('offline').hidden = !offline;
-  $('composer').hidden = offline;
+  if (session.site) {
+    config = { ...config, ...session.site };
+    siteStatus = session.site.status || siteStatus;
+  }
+  renderStatus();
+  renderAvailability();
   for (const entry of chat.outbox()) list.addPending(entry);
   renderBotBar();
 });
@@ -441,6 +495,8 @@ $('file').addEventListener('change', async () => {
   const file = $('file').files[0];
   $('file').value = '';
   if (!file) return;
+  const limit = config?.max_upload_bytes;
+  if (limit && file.size > limit) return showNotice(t('fileTooLarge', { limit: megabytes(limit) }));
   showNotice(t('uploading', { name: isolated(shownFileName(file.name)) }));
   try {
     const attachment = await chat.upload(file);
@@ -448,9 +504,17 @@ $('file').addEventListener('change', async () => {
     list.addPending(chat.send({ kind: attachment.kind === 'image' ? 'image' : 'file', attachment }));
     scrollToEnd();
   } catch (err) {
-    showNotice(t('uploadFailed', { reason: err.message }));
+    // The server's refusal of a file over the limit, in the visitor's language.
+    if (err.code === 'too_large' && limit) showNotice(t('fileTooLarge', { limit: megabytes(limit) }));
+    else showNotice(t('uploadFailed', { reason: err.message }));
   }
 });
+
+/** A byte count as the visitor reads it: "10 MB" (the unit is the same in both languages). */
+function megabytes(bytes) {
+  const mb = bytes / (1024 * 1024);
+  return `${new Intl.NumberFormat(locale(), { maximumFractionDigits: mb < 10 ? 1 : 0 }).format(mb)} MB`;
+}
 
 // --- Header: settings and close -----------------------------------------------
 

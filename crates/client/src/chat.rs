@@ -1,6 +1,10 @@
 //! `kefu chat`: a line-based terminal client for trying kefu as a visitor or an agent, built on
 //! this crate. Type a line to send it; agents use `/take ID`, `/close ID`, `/resume ID`
 //! and `/to ID` (the conversation plain lines go to).
+//!
+//! An agent's password is read from `KEFU_PASSWORD` or asked for on the terminal without echo,
+//! never taken as an argument (which would leave it in the shell history and in `ps`).
+//! Every frame is printed as a readable line, never as raw JSON.
 
 use std::time::Duration;
 
@@ -10,6 +14,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::http::tool_client;
 use crate::{Client, ClientConfig, Event};
+
+/// The environment variable an agent's password may come from (for scripts).
+pub const PASSWORD_VARIABLE: &str = "KEFU_PASSWORD";
 
 /// The longest a login or session request may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,7 +28,9 @@ pub struct ChatArgs {
     pub url: String,
     /// kefu's HTTP address for logging in or opening a visitor session; derived from `url` when absent.
     pub http: Option<String>,
-    pub agent: Option<(String, String)>,
+    /// The agent's email, to chat as that agent (the password comes from [`PASSWORD_VARIABLE`]
+    /// or a prompt).
+    pub agent: Option<String>,
     pub pin: Option<String>,
     pub insecure: bool,
     pub protobuf: bool,
@@ -36,7 +45,8 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         },
     };
     let mut config = match &args.agent {
-        Some((email, password)) => {
+        Some(email) => {
+            let password = agent_password(email)?;
             let body = post_json(&http, "/api/v1/agent/login", &json!({"email": email, "password": password})).await?;
             let token = body["token"].as_str().context("the login answer has no token")?;
             ClientConfig::agent(&args.url, token)
@@ -113,6 +123,24 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The agent's password: from [`PASSWORD_VARIABLE`], or asked for on the terminal without echo.
+fn agent_password(email: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if let Ok(password) = std::env::var(PASSWORD_VARIABLE)
+        && !password.is_empty()
+    {
+        return Ok(password);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password for {email}: set {PASSWORD_VARIABLE}, or run kefu chat in a terminal to be asked for it");
+    }
+    let password = rpassword::prompt_password(format!("Password for {email}: ")).context("reading the password")?;
+    if password.is_empty() {
+        bail!("no password given");
+    }
+    Ok(password)
+}
+
 fn print_frame(frame: &Value, is_agent: bool, current: &mut Option<u64>) {
     match frame["type"].as_str().unwrap_or_default() {
         "message" => {
@@ -145,8 +173,49 @@ fn print_frame(frame: &Value, is_agent: bool, current: &mut Option<u64>) {
             println!("* {} is typing in {}", frame["sender"]["name"], frame["conversation_id"])
         }
         "error" => println!("* error {}: {}", frame["code"], frame["message"].as_str().unwrap_or_default()),
-        "replayed" | "typing" | "read" | "pong" | "presence" => {}
-        _ => println!("* {frame}"),
+        "activity" => {
+            for item in frame["items"].as_array().into_iter().flatten() {
+                println!(
+                    "* activity in conversation {}: {} wrote \"{}\"",
+                    item["conversation_id"],
+                    item["sender_kind"].as_str().unwrap_or("someone"),
+                    item["preview"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        "visitor" => {
+            let visitor = &frame["visitor"];
+            let name = visitor["name"].as_str().unwrap_or_default();
+            match frame["event"].as_str().unwrap_or_default() {
+                "online" => println!("* visitor {name} is online, on {}", visitor["url"].as_str().unwrap_or("?")),
+                "page" => println!("* visitor {name} is on {}", visitor["url"].as_str().unwrap_or("?")),
+                "offline" => println!("* visitor {name} left"),
+                other => println!("* visitor {name}: {other}"),
+            }
+        }
+        "conversations" => {
+            let n = frame["conversations"].as_array().map_or(0, Vec::len);
+            println!("* {n} more open conversations");
+        }
+        "site_status" => match (frame["status"].as_str(), frame["next_open"]["local_time"].as_str()) {
+            (Some("closed"), Some(time)) => println!(
+                "* the site is closed; it opens at {time} ({}, {})",
+                frame["next_open"]["local_date"].as_str().unwrap_or_default(),
+                frame["next_open"]["time_zone"].as_str().unwrap_or_default()
+            ),
+            (Some(status), _) => println!("* the site is {status}"),
+            (None, _) => {}
+        },
+        "bot_stream" => {}
+        "reset" => println!(
+            "* conversation {} must be reloaded ({}); /resume {} to read it again",
+            frame["conversation_id"],
+            frame["reason"].as_str().unwrap_or_default(),
+            frame["conversation_id"]
+        ),
+        "goaway" => println!("* the server is restarting; reconnecting"),
+        "replayed" | "typing" | "read" | "pong" | "presence" | "ack" | "welcome" => {}
+        other => println!("* {other} frame"),
     }
 }
 

@@ -308,6 +308,15 @@ mod tests {
             created_at: 1_700_000_000_000,
             updated_at: 1_700_000_009_000,
         };
+        let site_status = protocol::SiteStatusView {
+            status: protocol::SiteAvailability::Closed,
+            next_open: Some(protocol::NextOpeningView {
+                at: 1_700_030_000_000,
+                local_time: "09:00".into(),
+                local_date: "2023-11-15".into(),
+                time_zone: "Asia/Shanghai".into(),
+            }),
+        };
         let conversations = [conversation.clone()];
         let frames = [
             protocol::ServerFrame::Welcome {
@@ -359,6 +368,7 @@ mod tests {
                 cut: true,
             },
             protocol::ServerFrame::Goaway { reason: "shutdown", reconnect_after_ms: 1000 },
+            protocol::ServerFrame::SiteStatus(&site_status),
         ];
         frames.iter().map(|frame| (format!("{frame:?}"), frame.encode())).collect()
     }

@@ -456,6 +456,8 @@ pub enum ServerFrame<'a> {
         reason: &'a str,
         reconnect_after_ms: u64,
     },
+    /// Whether the site can chat now (to its visitors): after `welcome`, and whenever it changes.
+    SiteStatus(&'a SiteStatusView),
 }
 
 impl ServerFrame<'_> {
@@ -504,6 +506,40 @@ pub struct PageView {
     pub url: String,
     pub title: String,
     pub referrer: String,
+}
+
+/// Whether a site can chat now, as its visitors see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SiteAvailability {
+    /// Open, and an agent is online.
+    Online,
+    /// Open, but no agent is online (or every one is away).
+    Away,
+    /// Outside the site's business hours.
+    Closed,
+}
+
+/// A site's status: `{"status":"closed","next_open":{...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SiteStatusView {
+    pub status: SiteAvailability,
+    /// When the site opens next; only when `closed` (and absent when no opening is scheduled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_open: Option<NextOpeningView>,
+}
+
+/// When a closed site opens next.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NextOpeningView {
+    /// The instant, in milliseconds since the Unix epoch (clients show it in their own time zone).
+    pub at: i64,
+    /// The same instant as the site's wall-clock time, `HH:MM`.
+    pub local_time: String,
+    /// The site's local date of it, `YYYY-MM-DD`.
+    pub local_date: String,
+    /// The site's IANA time zone.
+    pub time_zone: String,
 }
 
 /// A visitor online, as agents see them.

@@ -67,6 +67,7 @@ admin_routes! {
     GET "/admin/sites/{key}" => sites::edit_form,
     POST "/admin/sites/{key}" => sites::save,
     POST "/admin/sites/{key}/rotate-secret" => sites::rotate_secret,
+    POST "/admin/sites/{key}/allow-origin" => sites::allow_origin,
     POST "/admin/sites/{key}/delete" => sites::delete,
     GET "/admin/agents" => agents::list,
     POST "/admin/agents" => agents::create,

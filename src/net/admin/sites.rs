@@ -1,5 +1,5 @@
 //! Admin pages for sites: list, create, edit (widget, business hours, words list, routing
-//! rules), rotate the secret, delete.
+//! rules), rotate the secret, delete, and allow an origin kefu refused.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Redirect, Response};
 
 use super::form::FieldErrors;
+use super::texts::fill;
 use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
 use crate::chat::sensitive_words::SensitiveMode;
 use crate::net::AppState;
@@ -71,6 +72,16 @@ struct SiteFormPage {
     errors: FieldErrors,
     teams: Vec<Team>,
     snippet: String,
+    /// Origins refused lately (pages that embed the widget but are not allowed), to allow.
+    refused: Vec<RefusedRow>,
+}
+
+/// One refused origin as the site page lists it.
+pub struct RefusedRow {
+    pub origin: String,
+    pub count: u64,
+    /// When it was last refused, `YYYY-MM-DD HH:MM` UTC.
+    pub last_seen: String,
 }
 
 impl SiteFormPage {
@@ -304,7 +315,7 @@ fn form_page(
     base_url: &str,
 ) -> SiteFormPage {
     let snippet = site.as_ref().map(|site| sites::embed_snippet(base_url, &site.key)).unwrap_or_default();
-    SiteFormPage { layout: admin.layout("sites", notice), site, form, errors, teams, snippet }
+    SiteFormPage { layout: admin.layout("sites", notice), site, form, errors, teams, snippet, refused: Vec::new() }
 }
 
 /// `GET /admin/sites/new`
@@ -365,7 +376,7 @@ pub async fn edit_form(
         return not_found(admin.lang, admin.t().noun_site);
     };
     let form = SiteForm::from_site(&site);
-    let page = form_page(
+    let mut page = form_page(
         &admin,
         notice.take(),
         Some(site),
@@ -374,7 +385,56 @@ pub async fn edit_form(
         teams,
         &crate::net::http::own_origin(&headers),
     );
+    page.refused = app
+        .refused_origins
+        .list(&key)
+        .into_iter()
+        .map(|refused| RefusedRow {
+            last_seen: jiff::Timestamp::from_millisecond(refused.last_seen)
+                .map(|at| at.strftime("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default(),
+            origin: refused.origin,
+            count: refused.count,
+        })
+        .collect();
     render(StatusCode::OK, &page)
+}
+
+/// `POST /admin/sites/{key}/allow-origin`: adds an origin (from the refused list) to the site's
+/// allowed origins.
+pub async fn allow_origin(State(app): State<AppState>, Path(key): Path<String>, post: AdminPost) -> Response {
+    let (lang, t) = (post.admin.lang, post.admin.t());
+    let origin = post.form.text("origin").trim().trim_end_matches('/').to_owned();
+    let Some((stored, _)) = (match load(&app, &key).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    }) else {
+        return not_found(lang, t.noun_site);
+    };
+    if stored.allowed_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(&origin)) {
+        app.refused_origins.forget(&key, &origin);
+        return done(&format!("/admin/sites/{key}"), &fill(t.origin_already_allowed, &[("origin", &origin)]));
+    }
+    let mut site = stored;
+    site.allowed_origins.push(origin.clone());
+    match sites::save(&app.store, site).await {
+        Ok(_) => {}
+        Err(SiteError::Invalid(error)) => {
+            let why = super::texts::field_message(lang, &error.message);
+            return super::message_page(
+                lang,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                t.origin_not_allowed,
+                &fill(t.not_changed, &[("why", &why)]),
+            );
+        }
+        Err(SiteError::NotFound(_)) => return not_found(lang, t.noun_site),
+        Err(error) => return internal_error(error),
+    }
+    app.sites.invalidate(&key);
+    app.refused_origins.forget(&key, &origin);
+    post.admin.audit(&app, "site.allow_origin", &key, format!("origin {origin:?}")).await;
+    done(&format!("/admin/sites/{key}"), &fill(t.origin_allowed, &[("origin", &origin)]))
 }
 
 /// `POST /admin/sites/{key}`

@@ -53,6 +53,11 @@ pub struct MessagePage {
     /// Pass as `before` for the next older page; `null` at the start of the conversation.
     #[schema(required = true)]
     next_before: Option<u64>,
+    /// The visitor has read the messages up to this sequence number (0: none), as `read` frames
+    /// say live; so read receipts survive a reload.
+    visitor_read_seq: u64,
+    /// The furthest any agent has read.
+    agents_read_seq: u64,
 }
 
 /// `GET /api/v1/conversations/{id}/messages?before=SEQ&limit=N`
@@ -71,6 +76,7 @@ pub async fn messages(
     let before = query.before;
     // Read one more than asked, to know whether an older page exists.
     let mut page = app.store.page_before(conversation_id, before, limit + 1).await?;
+    let read = app.store.read(move |transaction| conversations::read_through(transaction, conversation_id)).await?;
     let has_older = page.len() > limit;
     if has_older {
         page.remove(0);
@@ -82,7 +88,15 @@ pub async fn messages(
         .filter(|(_, record)| !(record.internal && is_visitor))
         .map(|(seq, record)| messages::message_view(conversation_id, *seq, record, epoch))
         .collect();
-    Ok(axum::Json(MessagePage { conversation_id, epoch, last_seq: conversation.last_seq, messages, next_before }))
+    Ok(axum::Json(MessagePage {
+        conversation_id,
+        epoch,
+        last_seq: conversation.last_seq,
+        messages,
+        next_before,
+        visitor_read_seq: read.visitor,
+        agents_read_seq: read.agents,
+    }))
 }
 
 /// The number of messages a history page holds: `limit` clamped to [`MAX_PAGE`], as the docs

@@ -45,8 +45,17 @@ pub async fn create(
     client: crate::net::http::client_address::ClientAddress,
     Caller(principal): Caller,
     Query(query): Query<UploadQuery>,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, axum::Json<UploadView>), ApiError> {
+    // Over the body limit: our error shape and code, which the widget shows in the visitor's
+    // language with the limit, instead of axum's plain English text.
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
+            "the file is larger than the upload limit of {} bytes",
+            app.config.limits.max_upload_bytes
+        )),
+        _ => ApiError::BadRequest(format!("the file could not be read: {}", rejection.body_text())),
+    })?;
     let client_ip = client.ip();
     refuse_api_tokens(&principal)?;
     let mut site = match &principal {

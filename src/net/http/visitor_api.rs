@@ -30,8 +30,13 @@ pub struct PublicSite {
     welcome_text: String,
     color: String,
     position: String,
+    /// Whether an agent serving the site is online (the same as `status` says when open).
     agents_online: bool,
     open_now: bool,
+    /// One status the widget shows (the `site_status` frame keeps it live).
+    status: crate::protocol::SiteStatusView,
+    /// The largest file a visitor may send, in bytes (the widget says so before uploading).
+    max_upload_bytes: usize,
     prechat_form: bool,
     satisfaction_rating: bool,
     enforce_identity: bool,
@@ -48,8 +53,10 @@ async fn public_site(app: &AppState, site: &crate::sites::Site) -> Result<Public
         welcome_text: site.welcome_text.clone(),
         color: site.color.clone(),
         position: site.position.clone(),
-        agents_online: !app.hub.site_agent_connections(&site.key).is_empty(),
+        agents_online: app.router.site_has_online_agent(&site.key),
         open_now: site.business_hours.is_open(jiff::Timestamp::now()),
+        status: crate::sites::status::current(site, &app.router),
+        max_upload_bytes: app.config.limits.max_upload_bytes,
         prechat_form: site.prechat_form,
         satisfaction_rating: site.satisfaction_rating,
         enforce_identity: site.enforce_identity,
@@ -70,7 +77,7 @@ pub async fn open_session(
     let site = app.sites.get(&request.site).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
     let origin = headers.get("origin").and_then(|value| value.to_str().ok());
     if !site.site.allows_origin(origin, &super::own_origin(&headers)) {
-        return Err(ApiError::OriginNotAllowed);
+        return Err(refuse_origin(&app, &site.site.key, origin.unwrap_or_default()));
     }
     super::visitors_api::refuse_blocked_address(&app, &site.site.key, client.ip()).await?;
     let client_ip = client.ip();
@@ -90,8 +97,38 @@ pub async fn open_session(
     }))
 }
 
+/// Records and logs (rate-limited) a request from an origin the site does not allow, and returns
+/// the error to answer it with.
+pub fn refuse_origin(app: &AppState, site_key: &str, origin: &str) -> ApiError {
+    if app.refused_origins.record(site_key, origin) {
+        tracing::warn!(
+            site = %site_key,
+            origin = %origin,
+            "refused a page of an origin the site does not allow (allow it on the site's admin page)"
+        );
+    }
+    ApiError::OriginNotAllowed
+}
+
+/// The body of a refused widget-settings request: kefu's error shape, plus the origin and the
+/// site, which the loader prints in the console.
+#[derive(Serialize)]
+struct OriginRefusal<'a> {
+    error: RefusalDetail<'a>,
+    origin: &'a str,
+    site: &'a str,
+}
+
+#[derive(Serialize)]
+struct RefusalDetail<'a> {
+    code: &'static str,
+    message: &'a str,
+}
+
 /// `GET /api/v1/sites/{key}/widget`: read by the loader on the host page, so it answers with
-/// CORS headers for the site's allowed origins.
+/// CORS headers for the site's allowed origins. A refused origin gets a 403 that it may read
+/// (naming the origin and the site), so the loader can say what is wrong instead of the
+/// browser's bare CORS error.
 pub async fn widget_settings(
     State(app): State<AppState>,
     Path(key): Path<String>,
@@ -100,12 +137,25 @@ pub async fn widget_settings(
     use axum::http::{HeaderValue, header};
     use axum::response::IntoResponse;
     let site = app.sites.get(&key).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
-    let mut response = axum::Json(public_site(&app, &site.site).await?).into_response();
     let origin = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok());
-    if let Some(origin) = origin.filter(|origin| site.site.allows_origin(Some(origin), &super::own_origin(&headers))) {
-        if let Ok(value) = HeaderValue::from_str(origin) {
-            response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    let allowed = site.site.allows_origin(origin, &super::own_origin(&headers));
+    let mut response = match origin {
+        Some(origin) if !allowed => {
+            let _ = refuse_origin(&app, &site.site.key, origin);
+            let refusal = OriginRefusal {
+                error: RefusalDetail {
+                    code: "origin_not_allowed",
+                    message: "this origin is not among the site's allowed origins",
+                },
+                origin,
+                site: &site.site.key,
+            };
+            (StatusCode::FORBIDDEN, axum::Json(refusal)).into_response()
         }
+        _ => axum::Json(public_site(&app, &site.site).await?).into_response(),
+    };
+    if let Some(value) = origin.and_then(|origin| HeaderValue::from_str(origin).ok()) {
+        response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
     }
     response.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
     Ok(response)

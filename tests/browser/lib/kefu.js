@@ -18,11 +18,11 @@ export class Kefu {
   /**
    * A server with one site (any origin allowed) and its agents, not yet started.
    * `agents` lists [email, role] pairs (all with AGENT.password); `env` is added to the server's environment;
-   * `welcomeText` is the site's welcome text.
+   * `welcomeText` is the site's welcome text; `origin` the one origin the site allows.
    */
-  static async create({ enforceIdentity = false, agents = [[AGENT.email, 'agent']], env = {}, welcomeText = null } = {}) {
+  static async create({ enforceIdentity = false, agents = [[AGENT.email, 'agent']], env = {}, welcomeText = null, origin = '*' } = {}) {
     const kefu = new Kefu(await mkdtemp(join(tmpdir(), 'kefu-browser-')), env);
-    const site = await kefu.admin('create-site', '--name', 'Demo', '--origin', '*', ...(enforceIdentity ? ['--enforce-identity'] : []),
+    const site = await kefu.admin('create-site', '--name', 'Demo', '--origin', origin, ...(enforceIdentity ? ['--enforce-identity'] : []),
       ...(welcomeText === null ? [] : ['--welcome-text', welcomeText]));
     kefu.siteKey = site.site_key;
     kefu.siteSecret = site.site_secret;

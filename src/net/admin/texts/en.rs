@@ -357,4 +357,13 @@ pub const EN: Texts = Texts {
     two_factor_required_done: "Two-factor login is required; agents without it enrol at their next login.",
     two_factor_not_required_done: "Two-factor login is no longer required.",
     not_changed: "Not changed: {why}",
+    origin_already_allowed: "{origin} was already allowed.",
+    origin_not_allowed: "Not allowed",
+    origin_allowed: "{origin} is allowed now; its pages show the widget.",
+    refused_origins: "Refused origins",
+    refused_origins_help: "Pages of these origins load the widget, but the site does not allow them, so no chat shows there.",
+    origin: "Origin",
+    refused_count: "Refused",
+    last_refused: "Last",
+    allow: "Allow",
 };

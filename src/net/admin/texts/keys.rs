@@ -352,4 +352,13 @@ texts! {
     two_factor_required_done,
     two_factor_not_required_done,
     not_changed,
+    origin_already_allowed,
+    origin_not_allowed,
+    origin_allowed,
+    refused_origins,
+    refused_origins_help,
+    origin,
+    refused_count,
+    last_refused,
+    allow,
 }

@@ -356,6 +356,15 @@ pub const ZH: Texts = Texts {
     two_factor_required_done: "已要求两步验证登录；尚未设置的客服将在下次登录时设置。",
     two_factor_not_required_done: "不再要求两步验证登录。",
     not_changed: "未更改：{why}",
+    origin_already_allowed: "{origin} 已在允许列表中。",
+    origin_not_allowed: "未能允许",
+    origin_allowed: "已允许 {origin}；其页面现在会显示聊天窗口。",
+    refused_origins: "被拒绝的来源",
+    refused_origins_help: "这些来源的页面加载了聊天窗口，但本站点不允许它们，因此那里不会显示聊天。",
+    origin: "来源",
+    refused_count: "拒绝次数",
+    last_refused: "最近一次",
+    allow: "允许",
 };
 
 /// Validation messages of the domain (which answers in English, as the API does), each as its
