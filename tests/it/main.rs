@@ -32,6 +32,7 @@ mod routing;
 mod search;
 mod support;
 mod terminal_chat;
+mod tls;
 mod visitor_features;
 mod visitor_limits;
 mod webhooks;
