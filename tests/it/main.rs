@@ -1,5 +1,6 @@
 //! kefu's integration suite: real servers on port 0, real redb, real sockets.
 
+mod acme;
 mod admin;
 mod admin_knowledge_base;
 mod api;

@@ -145,15 +145,12 @@ impl CertificateCache {
 /// none, and renews it `renew_before_days` before it expires.
 pub async fn run(config: AcmeConfig, data_dir: PathBuf, certificates: Arc<Certificates>, shutdown: CancellationToken) {
     let cache = CertificateCache::new(&config, &data_dir);
-    let renew_before = i64::from(config.renew_before_days) * 86_400;
     let mut retry = RETRY_FIRST;
     loop {
-        let expires = certificates.current().and_then(|current| not_after(&current.cert[0]));
+        let renew_at = certificates.current().and_then(|current| renewal_time(&current.cert[0], &config));
         let now = jiff::Timestamp::now().as_second();
-        let wait = match expires {
-            Some(expires) if expires - renew_before > now => {
-                Duration::from_secs((expires - renew_before - now) as u64).min(CHECK_EVERY)
-            }
+        let wait = match renew_at {
+            Some(renew_at) if renew_at > now => Duration::from_secs((renew_at - now) as u64).min(CHECK_EVERY),
             _ => match tokio::select! {
                 _ = shutdown.cancelled() => return,
                 obtained = obtain(&config, &cache, &certificates) => obtained,
@@ -176,6 +173,15 @@ pub async fn run(config: AcmeConfig, data_dir: PathBuf, certificates: Arc<Certif
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// When a certificate is due for renewal (Unix seconds): `renew_before_days` before it expires,
+/// but never before two thirds of its lifetime, so a certificate shorter-lived than that window
+/// is not renewed again at once.
+fn renewal_time(certificate: &[u8], config: &AcmeConfig) -> Option<i64> {
+    let (not_before, not_after) = super::validity(certificate)?;
+    let renew_before = i64::from(config.renew_before_days) * 86_400;
+    Some((not_after - renew_before).max(not_before + (not_after - not_before) * 2 / 3))
 }
 
 /// Orders a certificate for the configured domains, answers its challenges, stores it in the
@@ -260,7 +266,13 @@ fn challenge_certificate(domain: &str, digest: &[u8]) -> Result<CertifiedKey, Ac
     let certificate = params.self_signed(&key)?;
     let private_key =
         PrivateKeyDer::try_from(key.serialize_der()).map_err(|error| AcmeError::Issued(error.to_owned()))?;
-    certified_key(vec![certificate.der().clone()], private_key).map_err(|error| AcmeError::Issued(error.to_string()))
+    // Not `certified_key`: its check that key and certificate match parses the certificate with
+    // webpki, which refuses the critical acmeIdentifier extension. Both were made just above.
+    let signing_key = super::provider()
+        .key_provider
+        .load_private_key(private_key)
+        .map_err(|error| AcmeError::Issued(error.to_string()))?;
+    Ok(CertifiedKey::new(vec![certificate.der().clone()], signing_key))
 }
 
 /// The ACME client's HTTP, over reqwest (already kefu's HTTP client), trusting the system's

@@ -177,9 +177,15 @@ pub async fn reload_on_hangup(config: TlsConfig, certificates: Arc<Certificates>
     }
 }
 
-/// The end of a certificate's validity, in seconds since the Unix epoch, read from its DER
-/// (`tbsCertificate.validity.notAfter`); `None` when the certificate cannot be read.
+/// The end of a certificate's validity, in seconds since the Unix epoch; `None` when the
+/// certificate cannot be read.
 pub fn not_after(certificate: &[u8]) -> Option<i64> {
+    validity(certificate).map(|(_, not_after)| not_after)
+}
+
+/// A certificate's validity (`tbsCertificate.validity`: notBefore, notAfter), in seconds since
+/// the Unix epoch, read from its DER; `None` when the certificate cannot be read.
+pub fn validity(certificate: &[u8]) -> Option<(i64, i64)> {
     let (certificate, _) = der_element(certificate, 0x30)?;
     let (mut tbs, _) = der_element(certificate, 0x30)?;
     // An explicit version ([0]) comes first when present.
@@ -190,9 +196,9 @@ pub fn not_after(certificate: &[u8]) -> Option<i64> {
     let (_signature, rest) = der_element(rest, 0x30)?;
     let (_issuer, rest) = der_element(rest, 0x30)?;
     let (validity, _) = der_element(rest, 0x30)?;
-    let (_not_before, rest) = der_any_time(validity)?;
+    let (not_before, rest) = der_any_time(validity)?;
     let (not_after, _) = der_any_time(rest)?;
-    Some(not_after)
+    Some((not_before, not_after))
 }
 
 /// The contents of the DER element at the start of `input` if its tag is `tag`, and what follows.
