@@ -1,5 +1,7 @@
-//! What kefu keeps about the past: the audit log, reports, exports, retention and backups.
+//! What kefu keeps about the past: the audit log, reports, exports, retention and backups
+//! (with the uploads, in one archive).
 
+pub mod archive;
 pub mod audit;
 pub mod backup;
 pub mod export;
