@@ -148,9 +148,9 @@ pub async fn start(
         timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
     };
     tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown_token.clone()));
+    let tls = app.config.tls.clone();
+    tasks.spawn(crate::net::tls::reload_on_hangup(tls.clone(), certificates.clone(), shutdown_token.clone()));
     if let Some(certificates) = &certificates {
-        let tls = app.config.tls.clone();
-        tasks.spawn(crate::net::tls::reload_on_hangup(tls.clone(), certificates.clone(), shutdown_token.clone()));
         if let Some(acme) = tls.acme {
             let data_dir = app.config.data_dir.clone();
             tasks.spawn(crate::net::tls::acme::run(acme, data_dir, certificates.clone(), shutdown_token.clone()));

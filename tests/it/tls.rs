@@ -266,3 +266,15 @@ async fn a_missing_or_mismatched_certificate_stops_start_up_with_a_message() {
     assert!(!output.status.success());
     assert!(stderr.contains("missing.pem"), "{stderr}");
 }
+
+#[tokio::test]
+async fn sighup_without_tls_leaves_the_server_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, address) = crate::crash::serve(dir.path()).await;
+    hangup(&child);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let health = crate::support::http().get(format!("http://{address}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP did not stop kefu");
+    child.kill().await.unwrap();
+}

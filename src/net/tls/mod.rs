@@ -138,9 +138,13 @@ pub fn http_server_config(certificates: Arc<Certificates>) -> Result<rustls::Ser
 }
 
 /// Reads the certificate files again on every SIGHUP until shutdown; a file that fails to load
-/// keeps the certificate in use. Does nothing for ACME, which renews by itself.
-pub async fn reload_on_hangup(config: TlsConfig, certificates: Arc<Certificates>, shutdown: CancellationToken) {
-    let (Some(cert), Some(key)) = (config.cert, config.key) else { return };
+/// keeps the certificate in use. Without files (no TLS, or ACME, which renews by itself) a
+/// SIGHUP is only logged: it must not stop the server, as its default action would.
+pub async fn reload_on_hangup(config: TlsConfig, certificates: Option<Arc<Certificates>>, shutdown: CancellationToken) {
+    let files = match (config.cert, config.key, certificates) {
+        (Some(cert), Some(key), Some(certificates)) => Some((cert, key, certificates)),
+        _ => None,
+    };
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -156,6 +160,10 @@ pub async fn reload_on_hangup(config: TlsConfig, certificates: Arc<Certificates>
                 _ = shutdown.cancelled() => return,
                 received = hangups.recv() => if received.is_none() { return },
             }
+            let Some((cert, key, certificates)) = &files else {
+                tracing::info!("SIGHUP: there are no certificate files to reload");
+                continue;
+            };
             let (cert, key) = (cert.clone(), key.clone());
             let loaded = tokio::task::spawn_blocking(move || load_files(&cert, &key)).await;
             match loaded {
@@ -172,7 +180,7 @@ pub async fn reload_on_hangup(config: TlsConfig, certificates: Arc<Certificates>
     }
     #[cfg(not(unix))]
     {
-        let _ = (cert, key, certificates);
+        let _ = files;
         shutdown.cancelled().await;
     }
 }
