@@ -83,8 +83,15 @@ pub async fn start(
             .await?
             .context("opening the search index")?
     };
+    let certificates = crate::net::tls::open(&config.tls, &config.data_dir).context("loading the TLS certificate")?;
     let quic = match config.quic {
-        Some(address) => Some(crate::net::quic::bind(&config, address)?),
+        Some(address) => Some(crate::net::quic::bind(&config, address, certificates.clone())?),
+        None => None,
+    };
+    let tls_acceptor = match &certificates {
+        Some(certificates) => {
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(crate::net::tls::http_server_config(certificates.clone())?)))
+        }
         None => None,
     };
 
@@ -164,6 +171,14 @@ pub async fn start(
         app.router.clone(),
         shutdown_token.clone(),
     ));
+    let tls = app.config.tls.clone();
+    tasks.spawn(crate::net::tls::reload_on_hangup(tls.clone(), certificates.clone(), shutdown_token.clone()));
+    if let Some(certificates) = &certificates {
+        if let Some(acme) = tls.acme {
+            let data_dir = app.config.data_dir.clone();
+            tasks.spawn(crate::net::tls::acme::run(acme, data_dir, certificates.clone(), shutdown_token.clone()));
+        }
+    }
     spawn_retention_schedule(&app);
     spawn_bot_idle_close(&app);
 
@@ -205,8 +220,8 @@ pub async fn start(
         let app = serving_app;
         let serve_token = app.shutdown.clone();
         let settings = ConnectionSettings::from_config(&app.config.limits, &app.config.trusted_proxies);
-        crate::net::http::connections::serve(listener, crate::net::http::router(app.clone()), settings, serve_token)
-            .await;
+        let router = crate::net::http::router(app.clone());
+        crate::net::http::connections::serve(listener, router, settings, tls_acceptor, serve_token).await;
         // Whatever ended serving, shut down in order.
         app.shutdown.cancel();
         crate::base::systemd::notify("STOPPING=1");

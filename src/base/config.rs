@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The top-level keys and sections of [`Config`], for picking `KEFU_*` variables.
-const TOP_LEVEL_KEYS: [&str; 15] = [
+const TOP_LEVEL_KEYS: [&str; 16] = [
     "data_dir",
     "http",
     "trusted_proxies",
@@ -26,6 +26,7 @@ const TOP_LEVEL_KEYS: [&str; 15] = [
     "quic",
     "quic_cert",
     "quic_key",
+    "tls",
     "llm",
 ];
 
@@ -52,6 +53,8 @@ pub struct Config {
     pub quic_cert: Option<PathBuf>,
     /// The PEM private key of `quic_cert`.
     pub quic_key: Option<PathBuf>,
+    /// HTTPS and WSS on the `http` port, from certificate files or ACME; off when empty.
+    pub tls: TlsConfig,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub routing: RoutingConfig,
@@ -212,6 +215,57 @@ impl Default for PushConfig {
     }
 }
 
+/// kefu's own TLS: certificate files (reloaded on SIGHUP) or certificates obtained over ACME.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// A PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// The PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// Certificates obtained and renewed automatically instead of files.
+    pub acme: Option<AcmeConfig>,
+}
+
+impl TlsConfig {
+    /// Whether the HTTP port speaks TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() || self.acme.is_some()
+    }
+}
+
+/// Obtaining certificates over ACME (RFC 8555), answering the TLS-ALPN-01 challenge on the
+/// HTTP port itself, so no other port and no proxy is needed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeConfig {
+    /// The names the certificate is for; the HTTP port must be reachable at each on port 443.
+    pub domains: Vec<String>,
+    /// A contact address the certificate authority may write to about expiry or problems.
+    pub email: Option<String>,
+    /// The ACME directory of the certificate authority.
+    pub directory_url: String,
+    /// Where the account key and the certificate are kept; `acme` in the data directory when absent.
+    pub cache_dir: Option<PathBuf>,
+    /// An extra PEM root certificate to trust for the directory (a test authority such as pebble).
+    pub directory_ca: Option<PathBuf>,
+    /// A certificate is renewed when it expires within this many days.
+    pub renew_before_days: u32,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        AcmeConfig {
+            domains: Vec::new(),
+            email: None,
+            directory_url: "https://acme-v02.api.letsencrypt.org/directory".to_owned(),
+            cache_dir: None,
+            directory_ca: None,
+            renew_before_days: 30,
+        }
+    }
+}
+
 /// The bot's language-model endpoints.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -249,6 +303,7 @@ impl Default for Config {
             quic: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
             quic_cert: None,
             quic_key: None,
+            tls: TlsConfig::default(),
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
             routing: RoutingConfig::default(),
@@ -502,6 +557,23 @@ impl Config {
         if self.metrics != "off" && self.metrics.parse::<SocketAddr>().is_err() {
             anyhow::bail!("invalid configuration: metrics must be an address such as 127.0.0.1:9090, or off");
         }
+        let tls = &self.tls;
+        if tls.cert.is_some() != tls.key.is_some() {
+            anyhow::bail!("invalid configuration: tls.cert and tls.key must be given together");
+        }
+        if let Some(acme) = &tls.acme {
+            if tls.cert.is_some() {
+                anyhow::bail!("invalid configuration: give either tls.cert and tls.key or tls.acme, not both");
+            }
+            if acme.domains.is_empty() || acme.domains.iter().any(|domain| domain.trim().is_empty()) {
+                anyhow::bail!("invalid configuration: tls.acme.domains must list at least one domain name");
+            }
+            if acme.renew_before_days == 0 {
+                anyhow::bail!(
+                    "invalid configuration: tls.acme.renew_before_days is out of range (see packaging/kefu.toml)"
+                );
+            }
+        }
         for (key, valid) in checks {
             if !valid {
                 anyhow::bail!("invalid configuration: {key} is out of range (see packaging/kefu.toml)");
@@ -521,7 +593,8 @@ impl Config {
             return url.trim_end_matches('/').to_owned();
         }
         let host = if self.http.ip().is_unspecified() { "localhost".to_owned() } else { self.http.ip().to_string() };
-        format!("http://{host}:{}", self.http.port())
+        let scheme = if self.tls.enabled() { "https" } else { "http" };
+        format!("{scheme}://{host}:{}", self.http.port())
     }
 }
 
@@ -607,6 +680,30 @@ mod tests {
             jail.set_env("KEFU_QUIC", "nowhere");
             let error = Config::load(None, &ConfigOverrides::default()).unwrap_err().to_string();
             assert!(error.contains("quic"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn tls_takes_files_or_acme_and_refuses_half_or_both() {
+        figment::Jail::expect_with(|jail| {
+            let load = |text: &str| -> Result<Config, String> {
+                std::fs::write("kefu.toml", text).map_err(|e| e.to_string())?;
+                Config::load(Some(Path::new("kefu.toml")), &ConfigOverrides::default()).map_err(|e| e.to_string())
+            };
+            let _ = jail;
+            let config = load("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n")?;
+            assert!(config.tls.enabled());
+            assert_eq!(config.public_url(), "https://localhost:8080");
+            let config = load("[tls]\nacme = { domains = [\"chat.example.com\"], email = \"a@example.com\" }\n")?;
+            let acme = config.tls.acme.unwrap();
+            assert_eq!((acme.domains.len(), acme.renew_before_days), (1, 30));
+            assert!(load("[tls]\ncert = \"c.pem\"\n").unwrap_err().contains("tls.cert and tls.key"));
+            assert!(load("[tls]\nacme = { domains = [] }\n").unwrap_err().contains("tls.acme.domains"));
+            let both = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nacme = { domains = [\"a.example\"] }\n";
+            assert!(load(both).unwrap_err().contains("not both"));
+            assert!(!Config::default().tls.enabled());
             Ok(())
         });
     }

@@ -398,6 +398,21 @@ pub async fn remove_expired(
     .await
 }
 
+/// The ids of every stored upload, whose files must be in the uploads directory.
+pub fn stored_ids(transaction: &ReadTransaction) -> Result<Vec<String>, StorageError> {
+    let table = transaction.open_table(tables::UPLOADS)?;
+    let mut ids = Vec::new();
+    for entry in table.iter()? {
+        ids.push(entry?.0.value().to_owned());
+    }
+    Ok(ids)
+}
+
+/// The stored uploads whose file is missing from `data_dir`'s uploads directory.
+pub fn missing_files(transaction: &ReadTransaction, data_dir: &Path) -> Result<Vec<String>, StorageError> {
+    Ok(stored_ids(transaction)?.into_iter().filter(|id| !path_of(data_dir, id).exists()).collect())
+}
+
 pub fn get(transaction: &ReadTransaction, id: &str) -> Result<Option<Upload>, StorageError> {
     let table = transaction.open_table(tables::UPLOADS)?;
     table.get(id)?.map(|value| decode_json(value.value())).transpose()

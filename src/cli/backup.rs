@@ -1,5 +1,6 @@
 //! `kefu backup`, `kefu restore` and `kefu check`: run by the server through its control socket
-//! when one holds the database, or by this process when none does.
+//! when one holds the database, or by this process when none does. A backup is one archive of
+//! the database snapshot and the uploads (`history::archive`).
 
 use std::path::Path;
 
@@ -28,23 +29,49 @@ pub async fn run_backup(config: &Config, file: &Path) -> anyhow::Result<()> {
             anyhow::bail!("the backup failed: {message}");
         }
     };
-    if std::fs::rename(&staging, file).is_err() {
-        // Another file system: copy, then remove the staged file.
-        let copied = std::fs::copy(&staging, file);
-        let _ = std::fs::remove_file(&staging);
-        copied.with_context(|| format!("writing {}", file.display()))?;
-    }
+    let (snapshot, archive, uploads_of) = (staging.clone(), file.to_owned(), data_dir.clone());
+    let archived =
+        tokio::task::spawn_blocking(move || crate::history::archive::write_archive(&snapshot, &uploads_of, &archive))
+            .await;
+    let _ = std::fs::remove_file(&staging);
+    let archived = archived?.with_context(|| format!("writing {}", file.display()))?;
     println!("backup={}", file.display());
     crate::cli::print_answer(&summary);
+    println!("uploads={}", archived.n_uploads);
+    println!("upload_bytes={}", archived.upload_bytes);
+    for id in &archived.missing_uploads {
+        eprintln!("kefu: warning: upload {id} was removed while the backup was written; it is not in the backup");
+    }
     Ok(())
 }
 
-/// `kefu restore FILE`.
-pub async fn run_restore(config: &Config, file: &Path) -> anyhow::Result<()> {
+/// `kefu restore FILE [--force]`: an archive (database and uploads) or, as written before
+/// archives, a bare database file.
+pub async fn run_restore(config: &Config, file: &Path, force: bool) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
+    if !file.exists() {
+        return Err(BackupError::Missing(file.to_owned()).into());
+    }
+    if !force && !crate::history::archive::is_empty_directory(&data_dir) {
+        anyhow::bail!(
+            "the data directory {} is not empty; restore into an empty one, or pass --force to replace its database",
+            data_dir.display()
+        );
+    }
     let backup = file.to_owned();
-    let summary = tokio::task::spawn_blocking(move || restore(&data_dir, &backup)).await??;
+    let (summary, n_uploads) = tokio::task::spawn_blocking(move || {
+        if crate::history::archive::is_archive(&backup) {
+            crate::history::archive::restore_archive(&data_dir, &backup)
+                .map(|restored| (restored.database, Some(restored.n_uploads)))
+        } else {
+            restore(&data_dir, &backup).map(|summary| (summary, None))
+        }
+    })
+    .await??;
     println!("restored={}", file.display());
+    if let Some(n_uploads) = n_uploads {
+        println!("uploads={n_uploads}");
+    }
     println!("epoch={}", summary.epoch);
     if let Some(previous) = summary.previous {
         println!("previous={}", previous.display());
@@ -69,10 +96,17 @@ pub async fn run_check(config: &Config) -> anyhow::Result<()> {
     };
     print_report(&report);
     warn_about_loose_modes(&config.data_dir);
-    match report.problem {
-        Some(problem) => anyhow::bail!("the database is damaged: {problem}"),
-        None => Ok(()),
+    if let Some(problem) = report.problem {
+        anyhow::bail!("the database is damaged: {problem}");
     }
+    if !report.missing_uploads.is_empty() {
+        anyhow::bail!(
+            "{} attachments are missing from {} (restore them from a backup)",
+            report.missing_uploads.len(),
+            config.data_dir.join(crate::chat::uploads::UPLOADS_DIR).display()
+        );
+    }
+    Ok(())
 }
 
 /// Warns (on stderr) about files in the data directory that group or others may read.
@@ -104,5 +138,9 @@ fn print_report(report: &CheckReport) {
     }
     for (name, n) in &report.tables {
         println!("table.{name}={n}");
+    }
+    println!("missing_uploads={}", report.missing_uploads.len());
+    for id in &report.missing_uploads {
+        println!("missing_upload={id}");
     }
 }

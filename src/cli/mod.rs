@@ -74,14 +74,23 @@ enum Command {
     /// Manage sites and agents (works while the server runs).
     #[command(subcommand)]
     Admin(AdminArgs),
-    /// Write a consistent snapshot of the database to FILE (works while the server runs).
+    /// Write one archive (tar) of a consistent database snapshot and the uploads to FILE (works
+    /// while the server runs).
     Backup {
         /// The new backup file; an existing file is never overwritten.
         file: PathBuf,
     },
-    /// Replace the database with the backup in FILE (the server must be stopped).
-    Restore { file: PathBuf },
-    /// Check the database's integrity and print what it holds; exits non-zero on damage.
+    /// Restore the database and uploads of the backup in FILE into an empty data directory (the
+    /// server must be stopped).
+    Restore {
+        file: PathBuf,
+        /// Restore into a data directory that is not empty, replacing its database (kept beside
+        /// it as kefu.redb.before-restore) and the uploads the backup holds.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check the database's integrity and print what it holds; exits non-zero on damage or on
+    /// attachments missing from the uploads directory.
     Check,
     /// GET a URL and exit 0 on a 2xx answer (the container health check; no curl needed).
     Healthcheck {
@@ -200,9 +209,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
             backup::run_backup(&config, &file).await
         }
-        Command::Restore { file } => {
+        Command::Restore { file, force } => {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
-            backup::run_restore(&config, &file).await
+            backup::run_restore(&config, &file, force).await
         }
         Command::Check => {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;

@@ -253,6 +253,9 @@ pub struct CheckReport {
     pub n_messages: u64,
     pub first_day: Option<String>,
     pub last_day: Option<String>,
+    /// Uploads the database references whose file is not in the uploads directory.
+    #[serde(default)]
+    pub missing_uploads: Vec<String>,
 }
 
 /// Runs redb's integrity check on the file at `path` (which may be repaired in place: pass a
@@ -314,6 +317,23 @@ fn check_file_inner(path: &Path) -> Result<CheckReport, String> {
     Ok(report)
 }
 
+/// [`check_file`], and the uploads of `data_dir` the file references that are missing.
+fn check_file_and_uploads(path: &Path, data_dir: &Path) -> CheckReport {
+    let mut report = check_file(path);
+    if report.problem.is_none() {
+        let missing = (|| -> Result<Vec<String>, BackupError> {
+            let database = Database::open(path)?;
+            let transaction = database.begin_read()?;
+            Ok(crate::chat::uploads::missing_files(&transaction, data_dir)?)
+        })();
+        match missing {
+            Ok(missing) => report.missing_uploads = missing,
+            Err(error) => report.problem = Some(format!("listing the uploads failed: {error}")),
+        }
+    }
+    report
+}
+
 /// Checks the database of a stopped server: opens it (proving no server holds it), applies its
 /// commit log, copies the file while holding it, and checks the copy, so the check itself never
 /// changes the original.
@@ -341,7 +361,7 @@ pub fn check_stopped(data_dir: &Path) -> Result<CheckReport, BackupError> {
     };
     std::fs::copy(&live_path, &copy_path).map_err(StorageError::from)?;
     drop(held);
-    let report = check_file(&copy_path);
+    let report = check_file_and_uploads(&copy_path, data_dir);
     let _ = std::fs::remove_file(&copy_path);
     Ok(report)
 }
@@ -362,8 +382,8 @@ pub async fn check_running(store: &storage::Store) -> Result<CheckReport, Backup
             ..Default::default()
         });
     }
-    let path = copy_path.clone();
-    let report = tokio::task::spawn_blocking(move || check_file(&path))
+    let (path, data_dir) = (copy_path.clone(), store.data_dir().to_owned());
+    let report = tokio::task::spawn_blocking(move || check_file_and_uploads(&path, &data_dir))
         .await
         .map_err(|error| StorageError::Panicked(error.to_string()))?;
     let _ = std::fs::remove_file(&copy_path);

@@ -1,6 +1,7 @@
-//! What kefu keeps about the past: the audit log, reports, exports, retention, backups, and one
-//! visitor's data (its export and erasure).
+//! What kefu keeps about the past: the audit log, reports, exports, retention, backups (with the
+//! uploads, in one archive), and one visitor's data (its export and erasure).
 
+pub mod archive;
 pub mod audit;
 pub mod backup;
 pub mod daily_figures;

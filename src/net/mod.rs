@@ -10,6 +10,7 @@ pub mod metrics_endpoint;
 pub mod quic;
 pub mod session;
 mod state;
+pub mod tls;
 pub mod websocket;
 
 pub use state::{App, AppState};

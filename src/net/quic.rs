@@ -33,6 +33,7 @@ use crate::net::AppState;
 use crate::net::framing::{self, FrameReader, FramingError};
 use crate::net::protobuf::{self, ProtobufCache};
 use crate::net::session::{CloseReason, Entry, Session};
+use crate::net::tls::Certificates;
 use crate::protocol::error_frame;
 use crate::protocol::{self, ClientFrame, ErrorCode, ServerFrame, close_code};
 
@@ -60,17 +61,30 @@ pub struct QuicListener {
     pub fingerprint: String,
 }
 
-/// Binds the UDP socket with the configured or self-signed certificate.
-pub fn bind(config: &Config, address: SocketAddr) -> anyhow::Result<QuicListener> {
-    let (chain, key) = load_or_create_certificate(config)?;
-    let fingerprint = fingerprint(&chain[0]);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+/// Binds the UDP socket with the HTTP port's certificates when kefu has TLS of its own (so a
+/// SIGHUP reload or an ACME renewal reaches QUIC too), else the configured or self-signed one.
+pub fn bind(
+    config: &Config,
+    address: SocketAddr,
+    certificates: Option<Arc<Certificates>>,
+) -> anyhow::Result<QuicListener> {
+    let builder = rustls::ServerConfig::builder_with_provider(crate::net::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("configuring TLS 1.3")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("loading the QUIC certificate")?;
+        .with_no_client_auth();
+    let (mut tls, fingerprint) = match certificates {
+        Some(certificates) => {
+            // Pinning suits a self-signed certificate; a certificate from files or ACME is
+            // checked against the client's roots, and changes on renewal.
+            let fingerprint = certificates.current().map(|current| fingerprint(&current.cert[0]));
+            (builder.with_cert_resolver(certificates), fingerprint.unwrap_or_else(|| "none".to_owned()))
+        }
+        None => {
+            let (chain, key) = load_or_create_certificate(config)?;
+            let fingerprint = fingerprint(&chain[0]);
+            (builder.with_single_cert(chain, key).context("loading the QUIC certificate")?, fingerprint)
+        }
+    };
     tls.alpn_protocols = vec![ALPN_PROTOBUF.to_vec(), ALPN_JSON.to_vec()];
     tls.max_early_data_size = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).context("configuring QUIC TLS")?;

@@ -171,6 +171,30 @@ pub async fn create(store: &Store, site: &str, new_webhook: NewWebhook) -> Resul
         .await
 }
 
+/// Changes a webhook's URL, events and private-address permission; its id, site, secret and
+/// deliveries stay.
+pub async fn update(store: &Store, id: &str, change: NewWebhook) -> Result<Webhook, WebhookError> {
+    validate(&change)?;
+    let id = id.to_owned();
+    store
+        .write(move |context| {
+            let mut table = context.transaction.open_table(tables::WEBHOOKS)?;
+            let Some(mut webhook) =
+                table.get(id.as_str())?.map(|value| decode_json::<Webhook>(value.value())).transpose()?
+            else {
+                return Ok(Err(WebhookError::NotFound));
+            };
+            webhook.url = change.url;
+            webhook.events = change.events;
+            webhook.allow_private = change.allow_private;
+            table.insert(id.as_str(), encode_json(&webhook).as_slice())?;
+            drop(table);
+            context.invalidate_webhooks();
+            Ok(Ok(webhook))
+        })
+        .await
+}
+
 pub async fn delete(store: &Store, id: &str) -> Result<(), WebhookError> {
     let id = id.to_owned();
     store

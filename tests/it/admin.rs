@@ -819,3 +819,94 @@ fn every_catalogue_key_exists_in_both_languages() {
     }
     assert!(!FIELD_MESSAGES_ZH.is_empty());
 }
+
+#[tokio::test]
+async fn webhooks_are_added_edited_listed_with_their_deliveries_resent_and_deleted_in_both_languages() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    server.create_admin(ADMIN).await;
+    let admin = Admin::log_in(&server).await;
+    let mut receiver = crate::webhooks::receiver(0).await;
+
+    let (status, body) = admin.get_in(&server, &format!("/admin/webhooks?site={}", site.key), "zh-CN,zh;q=0.9").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("这个站点还没有 Webhook。") && body.contains("lang=\"zh-CN\""), "{body}");
+
+    // Bad input is refused with the reason, and adds nothing.
+    let bad = [("lang", "en"), ("site", site.key.as_str()), ("url", "not a url"), ("events", "message.created")];
+    let (status, _, body) = admin.post(&server, "/admin/webhooks", &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("not a URL") && body.contains("value=\"not a url\""), "{body}");
+    let no_events =
+        [("lang", "en"), ("site", site.key.as_str()), ("url", receiver.url.as_str()), ("allow_private", "1")];
+    let (status, _, body) = admin.post(&server, "/admin/webhooks", &no_events).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("name at least one of"), "{body}");
+    let listed = |server: &TestServer, site: String| {
+        let store = server.app().store.clone();
+        async move { store.read(move |transaction| kefu::webhooks::list(transaction, &site)).await.unwrap() }
+    };
+    assert!(listed(&server, site.key.clone()).await.is_empty());
+
+    let fields = [
+        ("lang", "en"),
+        ("site", site.key.as_str()),
+        ("url", receiver.url.as_str()),
+        ("events", "conversation.created"),
+        ("allow_private", "1"),
+    ];
+    let (status, _, body) = admin.post(&server, "/admin/webhooks", &fields).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let webhook = listed(&server, site.key.clone()).await.pop().unwrap();
+    assert!(body.contains(&webhook.secret), "the secret is shown once, right after");
+    let (_, body) = admin.get(&server, &format!("/admin/webhooks?site={}&lang=en", site.key)).await;
+    assert!(body.contains(&receiver.url) && !body.contains(&webhook.secret), "{body}");
+
+    // Edit: the events change, the secret stays.
+    let page = format!("/admin/webhooks/{}", webhook.id);
+    let change =
+        [("lang", "en"), ("url", receiver.url.as_str()), ("events", "message.created"), ("allow_private", "1")];
+    let (status, location, _) = admin.post(&server, &page, &change).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{location}");
+    let edited = listed(&server, site.key.clone()).await.pop().unwrap();
+    assert_eq!((edited.events.clone(), edited.secret.clone()), (vec!["message.created".to_owned()], webhook.secret));
+    let (status, _, body) = admin.post(&server, &page, &[("lang", "en"), ("url", "ftp://x"), ("events", "x")]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        listed(&server, site.key.clone()).await.pop().unwrap().events,
+        edited.events,
+        "a refused edit changes nothing"
+    );
+
+    // A delivery shows as sent with its response code; resending sends it again.
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    visitor.say(None, "m1", "hello").await;
+    receiver.next().await;
+    let delivery_id = loop {
+        let (_, body) = admin.get_in(&server, &page, "en").await;
+        if let Some(row) = body.split("<tr data-delivery=\"").nth(1)
+            && row.contains("status sent")
+        {
+            assert!(row.contains(">204<") && row.contains(">sent<"), "{row}");
+            break row.split('"').next().unwrap().to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let (_, body) = admin.get_in(&server, &page, "zh-CN").await;
+    assert!(body.contains("已送达") && body.contains("重新发送"), "{body}");
+    let resend = format!("{page}/deliveries/{delivery_id}/resend");
+    let (status, location, _) = admin.post(&server, &resend, &[("lang", "zh")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(location.contains("lang=zh"), "{location}");
+    let (_, again) = receiver.next().await;
+    assert_eq!(again["type"], "message.created");
+    let (status, _, _) = admin.post(&server, &format!("{page}/deliveries/999999/resend"), &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, location, _) = admin.post(&server, &format!("{page}/delete"), &[("lang", "en")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(location.starts_with(&format!("/admin/webhooks?site={}", site.key)), "{location}");
+    assert!(listed(&server, site.key.clone()).await.is_empty());
+    assert_eq!(admin.get(&server, &page).await.0, StatusCode::NOT_FOUND);
+}

@@ -1,6 +1,7 @@
 //! kefu's integration suite: real servers on port 0, real redb, real sockets.
 
 mod account;
+mod acme;
 mod admin;
 mod admin_knowledge_base;
 mod api;
@@ -37,6 +38,7 @@ mod search;
 mod site_status;
 mod support;
 mod terminal_chat;
+mod tls;
 mod visitor_data;
 mod visitor_features;
 mod visitor_limits;

@@ -259,7 +259,9 @@ async fn after_a_crash_check_and_restore_first_apply_what_only_the_commit_log_he
     }
     child.start_kill().unwrap();
     child.wait().await.unwrap();
-    let (ok, stdout, stderr) = run_kefu(dir.path(), &["restore", backup_file.to_str().unwrap()]).await;
+    let (ok, _, stderr) = run_kefu(dir.path(), &["restore", backup_file.to_str().unwrap()]).await;
+    assert!(!ok && stderr.contains("is not empty") && stderr.contains("--force"), "{stderr}");
+    let (ok, stdout, stderr) = run_kefu(dir.path(), &["restore", backup_file.to_str().unwrap(), "--force"]).await;
     assert!(ok, "{stdout}{stderr}");
     assert_eq!(stored_keys(&dir.path().join(kefu::history::backup::BEFORE_RESTORE_FILE)).len(), 21);
     assert!(std::fs::metadata(&log).map_or(true, |metadata| metadata.len() == 0));
@@ -275,7 +277,7 @@ async fn restore_refuses_while_the_server_runs_and_changes_nothing() {
     let backup_file = backup_dir.path().join("b.redb");
     let (ok, _, stderr) = run_kefu(server.dir.path(), &["backup", backup_file.to_str().unwrap()]).await;
     assert!(ok, "{stderr}");
-    let (ok, _, stderr) = run_kefu(server.dir.path(), &["restore", backup_file.to_str().unwrap()]).await;
+    let (ok, _, stderr) = run_kefu(server.dir.path(), &["restore", backup_file.to_str().unwrap(), "--force"]).await;
     assert!(!ok);
     assert!(stderr.contains("stop it before restoring"), "{stderr}");
     assert!(!server.dir.path().join(kefu::history::backup::BEFORE_RESTORE_FILE).exists());
@@ -289,6 +291,75 @@ async fn restore_refuses_while_the_server_runs_and_changes_nothing() {
     let (ok, _, stderr) = run_kefu(empty.path(), &["restore", junk.to_str().unwrap()]).await;
     assert!(!ok && stderr.contains("damaged"), "{stderr}");
     assert!(!empty.path().join(DATABASE_FILE).exists(), "a refused restore leaves no database behind");
+}
+
+#[tokio::test]
+async fn a_backup_holds_the_attachments_a_restore_serves_them_and_check_names_a_missing_one() {
+    let mut server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut ids = Vec::new();
+    for (name, body) in [("a.txt", b"first attachment".to_vec()), ("b.bin", vec![0xA5; 70_000])] {
+        let uploaded = http()
+            .post(server.url(&format!("/api/v1/uploads?name={name}")))
+            .bearer_auth(&token)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(uploaded.status(), 201);
+        let uploaded: Value = uploaded.json().await.unwrap();
+        ids.push((uploaded["id"].as_str().unwrap().to_owned(), uploaded["url"].as_str().unwrap().to_owned(), body));
+    }
+    let backup_dir = tempfile::tempdir().unwrap();
+    let archive = backup_dir.path().join("kefu-backup.tar");
+    let (ok, stdout, stderr) = run_kefu(server.dir.path(), &["backup", archive.to_str().unwrap()]).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("uploads=2"), "{stdout}");
+    server.stop().await;
+
+    // Into an empty directory; a non-empty one is refused without --force and left alone.
+    let (ok, _, stderr) = run_kefu(server.dir.path(), &["restore", archive.to_str().unwrap()]).await;
+    assert!(!ok && stderr.contains("is not empty"), "{stderr}");
+    assert!(!server.dir.path().join(kefu::history::backup::BEFORE_RESTORE_FILE).exists());
+    let restored = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = run_kefu(restored.path(), &["restore", archive.to_str().unwrap()]).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("uploads=2"), "{stdout}");
+    let (ok, stdout, stderr) = run_kefu(restored.path(), &["check"]).await;
+    assert!(ok && stdout.contains("missing_uploads=0"), "{stdout}{stderr}");
+
+    let (_child, address) = crate::crash::serve(restored.path()).await;
+    for (_, url, body) in &ids {
+        let served = http().get(format!("http://{address}{url}")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(served.status(), 200);
+        assert_eq!(served.bytes().await.unwrap().as_ref(), body.as_slice(), "the attachment has the same bytes");
+    }
+
+    // A file lost from disk: `kefu check` (asking the running server) names it and fails.
+    let (lost, _, _) = &ids[1];
+    std::fs::remove_file(restored.path().join("uploads").join(lost)).unwrap();
+    let (ok, stdout, stderr) = run_kefu(restored.path(), &["check"]).await;
+    assert!(!ok, "{stdout}");
+    assert!(stdout.contains("missing_uploads=1") && stdout.contains(&format!("missing_upload={lost}")), "{stdout}");
+    assert!(stderr.contains("1 attachments are missing"), "{stderr}");
+
+    // An archive with an entry outside a backup's two kinds is refused and restores nothing.
+    let bad = backup_dir.path().join("bad.tar");
+    let mut builder = tar::Builder::new(std::fs::File::create(&bad).unwrap());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(4);
+    // Written by hand: the tar crate itself refuses to write a `..` path.
+    header.as_mut_bytes()[..9].copy_from_slice(b"../escape");
+    header.set_cksum();
+    builder.append(&header, &b"evil"[..]).unwrap();
+    builder.finish().unwrap();
+    drop(builder);
+    let empty = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = run_kefu(empty.path(), &["restore", bad.to_str().unwrap()]).await;
+    assert!(!ok && stderr.contains("not part of a kefu backup"), "{stderr}");
+    assert!(!empty.path().join(DATABASE_FILE).exists());
+    assert!(!empty.path().join("../escape").exists());
 }
 
 #[tokio::test]

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use crate::support::{TestServer, http};
 
 /// A local webhook receiver that fails the first `n_failures` requests.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     received: mpsc::UnboundedReceiver<(HeaderMap, String)>,
     failures_left: Arc<AtomicUsize>,
     /// Deliveries that arrived while the test waited for another event type (retries with
@@ -20,7 +20,7 @@ struct Receiver {
     set_aside: Vec<(HeaderMap, String)>,
 }
 
-async fn receiver(n_failures: usize) -> Receiver {
+pub(crate) async fn receiver(n_failures: usize) -> Receiver {
     let (sender, received) = mpsc::unbounded_channel();
     let failures_left = Arc::new(AtomicUsize::new(n_failures));
     let failing = failures_left.clone();
@@ -45,7 +45,7 @@ async fn receiver(n_failures: usize) -> Receiver {
 }
 
 impl Receiver {
-    async fn next(&mut self) -> (HeaderMap, Value) {
+    pub(crate) async fn next(&mut self) -> (HeaderMap, Value) {
         let (headers, body) = tokio::time::timeout(std::time::Duration::from_secs(60), self.received.recv())
             .await
             .expect("a delivery in time")

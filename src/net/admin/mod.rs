@@ -1,6 +1,6 @@
 //! The admin pages under `/admin`: server-rendered forms (askama templates in
 //! `templates/admin/`) for sites, agents, teams, canned replies, the knowledge base and the bot,
-//! blocked visitors, the audit log and reports.
+//! blocked visitors, API tokens, webhooks, the audit log and reports.
 //!
 //! Only admins get in ([`AdminUser`]); anyone else gets the login page (no session) or 403
 //! (a session that is not an admin's). Every form posts a CSRF token derived from the session
@@ -20,6 +20,7 @@ mod reports;
 mod sites;
 mod teams;
 pub mod texts;
+mod webhooks;
 
 use askama::Template;
 use axum::extract::FromRequestParts;
@@ -90,6 +91,12 @@ admin_routes! {
     POST "/admin/blocked/addresses" => blocked::block_address,
     POST "/admin/blocked/addresses/unblock" => blocked::unblock_address,
     GET "/admin/audit" => audit_log::list,
+    GET "/admin/webhooks" => webhooks::list,
+    POST "/admin/webhooks" => webhooks::create,
+    GET "/admin/webhooks/{id}" => webhooks::edit_form,
+    POST "/admin/webhooks/{id}" => webhooks::save,
+    POST "/admin/webhooks/{id}/delete" => webhooks::delete,
+    POST "/admin/webhooks/{id}/deliveries/{delivery}/resend" => webhooks::resend,
     GET "/admin/api-tokens" => api_tokens::list,
     POST "/admin/api-tokens" => api_tokens::create,
     POST "/admin/api-tokens/{id}/revoke" => api_tokens::revoke,
@@ -138,6 +145,7 @@ impl Layout {
             ("bot", "/admin/bot", t.bot_title),
             ("blocked", "/admin/blocked", t.nav_blocked),
             ("api-tokens", "/admin/api-tokens", t.nav_api_tokens),
+            ("webhooks", "/admin/webhooks", t.nav_webhooks),
             ("audit", "/admin/audit", t.nav_audit),
             ("reports", "/admin/reports", t.nav_reports),
         ]

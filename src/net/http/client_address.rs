@@ -24,7 +24,7 @@ use crate::net::AppState;
 use crate::net::http::error::ApiError;
 
 /// Where a request came from: the client's address, and whether the client reached kefu over
-/// https (which only a trusted proxy can say). Use `ClientAddress(ip)`-style access through
+/// https (which kefu's own TLS or a trusted proxy says). Use `ClientAddress(ip)`-style access through
 /// [`ClientAddress::ip`] wherever a handler needs the client's IP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddress {
@@ -177,7 +177,12 @@ const FORWARDING_HEADERS: [&str; 4] = ["forwarded", "x-forwarded-for", "x-forwar
 /// The layer that resolves every request's [`ClientAddress`] (see the module documentation).
 pub async fn resolve_client_address(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
-        let client = ClientAddress::resolve(peer, request.headers(), &app.config.trusted_proxies);
+        let mut client = ClientAddress::resolve(peer, request.headers(), &app.config.trusted_proxies);
+        // A client that reached kefu's own TLS directly used https; a trusted proxy says for itself.
+        let over_tls = request.extensions().get::<crate::net::http::connections::ServedOverTls>().is_some();
+        if over_tls && !app.config.trusted_proxies.contains(peer.ip().to_canonical()) {
+            client.https = true;
+        }
         let headers = request.headers_mut();
         for name in FORWARDING_HEADERS {
             headers.remove(name);

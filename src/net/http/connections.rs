@@ -5,6 +5,10 @@
 //! A connection counts as plain HTTP until it is upgraded to a WebSocket; from then on it is a
 //! WebSocket connection, capped by `limits.max_connections` (the `connection_slots` semaphore),
 //! so one address may hold many more WebSockets than HTTP connections.
+//!
+//! With `tls` configured every connection first makes a TLS handshake (within the header-read
+//! timeout), in its own task so a slow handshake never holds the accept loop; requests on it
+//! carry [`ServedOverTls`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,8 +19,10 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -41,6 +47,10 @@ const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const TOO_MANY_CONNECTIONS_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 92\r\n\r\n\
 {\"error\":{\"code\":\"too_many_connections\",\"message\":\"too many connections from this address\"}}";
+
+/// Marks a request that reached kefu over its own TLS, so the client used https.
+#[derive(Clone, Copy, Debug)]
+pub struct ServedOverTls;
 
 /// What the accept loop needs besides the listener and the router.
 #[derive(Clone, Debug)]
@@ -68,11 +78,12 @@ impl ConnectionSettings {
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting and gives
 /// requests in progress a short grace period. Upgraded connections (WebSockets) are not
-/// waited for: they end through `shutdown` themselves.
+/// waited for: they end through `shutdown` themselves. With `tls`, connections speak HTTPS.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     settings: ConnectionSettings,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     let counts = Arc::new(HttpConnectionCounts::new(&settings));
@@ -127,21 +138,28 @@ pub async fn serve(
             refuse(stream);
             continue;
         };
-        let first_request = Arc::new(AtomicBool::new(false));
-        let seen = first_request.clone();
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            seen.store(true, Ordering::Relaxed);
-            request.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(request.map(axum::body::Body::new))
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
         let header_read_timeout = settings.header_read_timeout;
-        let shutdown = shutdown.clone();
+        let (builder, router, shutdown, tls) = (builder.clone(), router.clone(), shutdown.clone(), tls.clone());
         connections.spawn(async move {
             // Dropped when the connection ends or hands its socket to a WebSocket.
             let _slot = slot;
-            serve_until_done(connection, &first_request, header_read_timeout, shutdown).await;
+            let Some(tls) = tls else {
+                serve_until_done(&builder, stream, router, peer, false, header_read_timeout, shutdown).await;
+                return;
+            };
+            let stream = match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "a TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            // An ACME validation only needs the handshake, which proved control of the name.
+            if stream.get_ref().1.alpn_protocol() == Some(crate::net::tls::ACME_TLS_ALPN) {
+                return;
+            }
+            serve_until_done(&builder, stream, router, peer, true, header_read_timeout, shutdown).await;
         });
     }
     drop(listener);
@@ -154,15 +172,28 @@ pub async fn serve(
 /// Serves one connection until it ends, is upgraded, or is closed at shutdown (after the request
 /// in progress, if any). hyper's header-read timeout covers every request head; this also
 /// closes a connection that has sent no request within that time and is not reading one.
-async fn serve_until_done<S>(
-    connection: hyper::server::conn::http1::UpgradeableConnection<TokioIo<TcpStream>, S>,
-    first_request: &AtomicBool,
+async fn serve_until_done<I>(
+    builder: &hyper::server::conn::http1::Builder,
+    stream: I,
+    router: axum::Router,
+    peer: std::net::SocketAddr,
+    over_tls: bool,
     header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) where
-    S: hyper::service::HttpService<Incoming, ResBody = axum::body::Body>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let first_request = Arc::new(AtomicBool::new(false));
+    let seen = first_request.clone();
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        seen.store(true, Ordering::Relaxed);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        if over_tls {
+            request.extensions_mut().insert(ServedOverTls);
+        }
+        router.clone().oneshot(request.map(axum::body::Body::new))
+    });
+    let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(connection);
     let deadline = tokio::time::sleep(header_read_timeout);
     tokio::pin!(deadline);
