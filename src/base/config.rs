@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The top-level keys and sections of [`Config`], for picking `KEFU_*` variables.
-const TOP_LEVEL_KEYS: [&str; 14] = [
+const TOP_LEVEL_KEYS: [&str; 15] = [
     "data_dir",
     "http",
     "trusted_proxies",
@@ -26,6 +26,7 @@ const TOP_LEVEL_KEYS: [&str; 14] = [
     "quic_cert",
     "quic_key",
     "llm",
+    "grpc",
 ];
 
 /// Everything kefu can be configured with. Field names are the keys of `kefu.toml`.
@@ -44,7 +45,7 @@ pub struct Config {
     /// Where `/metrics` listens (Prometheus text format), or `off`.
     pub metrics: String,
     /// The QUIC listen address (UDP); `"off"` or empty turns QUIC off.
-    #[serde(with = "quic_address")]
+    #[serde(with = "optional_address")]
     pub quic: Option<SocketAddr>,
     /// A PEM certificate chain for QUIC; a self-signed one is made in the data directory when absent.
     pub quic_cert: Option<PathBuf>,
@@ -56,6 +57,7 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub log: LogConfig,
     pub llm: LlmConfig,
+    pub grpc: GrpcConfig,
 }
 
 /// The group-commit writer.
@@ -186,6 +188,23 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// The gRPC API for integrations (src/net/grpc/).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// The gRPC listen address (TCP, HTTP/2 without TLS); `"off"` or empty turns gRPC off.
+    #[serde(with = "optional_address")]
+    pub listen: Option<SocketAddr>,
+    /// How long the events of `Subscribe` are kept for subscribers to resume from, in hours.
+    pub event_retention_hours: u64,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig { listen: None, event_retention_hours: 168 }
+    }
+}
+
 /// The bot's language-model endpoints.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -227,6 +246,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             routing: RoutingConfig::default(),
             webhooks: WebhooksConfig::default(),
+            grpc: GrpcConfig::default(),
             log: LogConfig::default(),
             llm: LlmConfig::default(),
         }
@@ -298,7 +318,7 @@ impl Default for LogConfig {
 }
 
 /// `quic = "0.0.0.0:8443"`, or `"off"` / `""` for no QUIC listener.
-mod quic_address {
+mod optional_address {
     use std::net::SocketAddr;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -100,6 +100,7 @@ logged_types! {
     13 => ((u64, u64), &'static [u8]),
     14 => ((&'static str, &'static str), i64),
     15 => (u64, i64),
+    16 => ((&'static str, u64), &'static [u8]),
 }
 
 fn apply<K: Key + 'static, V: Value + 'static>(

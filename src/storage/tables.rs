@@ -67,6 +67,10 @@ pub const WEBHOOK_DELIVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new
 /// (due time in Unix ms, delivery id) → (): deliveries waiting for their next attempt, soonest first.
 pub const WEBHOOK_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("webhook_due_v1");
 
+/// (site, event id) → event (JSON): each site's webhook events, in commit order, kept for
+/// `grpc.event_retention_hours` while gRPC is on, so `Subscribe` can resume from a cursor.
+pub const SITE_EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("site_events_v1");
+
 /// Calls `$apply!(TABLE, ...)` with every fixed table (all but the day shards), so the code
 /// that creates the tables and the code that backs them up can never disagree.
 macro_rules! with_fixed_tables {
@@ -92,6 +96,7 @@ macro_rules! with_fixed_tables {
             WEBHOOKS,
             WEBHOOK_DELIVERIES,
             WEBHOOK_DUE,
+            SITE_EVENTS,
             CANNED_REPLIES,
             TEAMS,
             BLOCKED_IPS,

@@ -98,6 +98,8 @@ pub enum Counter {
     OfflineMessage,
     WebhookDelivery,
     KbEntry,
+    /// The order of the events of `site_events_v1`, shared by all sites.
+    SiteEvent,
 }
 
 impl Counter {
@@ -110,10 +112,11 @@ impl Counter {
             Counter::OfflineMessage => "next_offline_message_id",
             Counter::WebhookDelivery => "next_webhook_delivery_id",
             Counter::KbEntry => "next_kb_entry_id",
+            Counter::SiteEvent => "next_site_event_id",
         }
     }
 
-    const ALL: [Counter; 7] = [
+    const ALL: [Counter; 8] = [
         Counter::Conversation,
         Counter::Visitor,
         Counter::Agent,
@@ -121,6 +124,7 @@ impl Counter {
         Counter::OfflineMessage,
         Counter::WebhookDelivery,
         Counter::KbEntry,
+        Counter::SiteEvent,
     ];
 }
 
