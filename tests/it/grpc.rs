@@ -363,3 +363,62 @@ async fn a_python_grpcio_client_generated_from_the_same_proto_works() {
     assert!(stdout.contains("event: message.created"), "{stdout}");
     assert_eq!(visitor.expect("message").await["text"], "hello from grpcio");
 }
+
+/// Sends and receives raw bytes, to put a malformed message on the wire.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let length = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, length).to_vec()))
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_message_is_refused_and_the_server_keeps_serving() {
+    let server = grpc_server().await;
+    let site = server.create_site("Shop").await;
+    let (token, _) = token(&server, &site, false).await;
+    let channel = channel(&server).await;
+    let mut raw = tonic::client::Grpc::new(channel.clone());
+    raw.ready().await.unwrap();
+    // Field 1 (a number) sent as a length-delimited field that runs past the end.
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/kefu.api.v1.Conversations/Get");
+    let refused = raw.unary(authed(&token, vec![0x0a, 0xff, 0x01]), path, RawCodec).await;
+    // gRPC's status codes document INTERNAL for a request that cannot be parsed.
+    assert_code(refused, Code::Internal);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/kefu.api.v1.NoSuch/Thing");
+    raw.ready().await.unwrap();
+    assert_code(raw.unary(authed(&token, vec![]), path, RawCodec).await, Code::Unimplemented);
+    let mut kb = KnowledgeBaseClient::new(channel);
+    assert!(kb.list(authed(&token, api::ListEntriesRequest {})).await.unwrap().into_inner().entries.is_empty());
+}
