@@ -422,3 +422,41 @@ async fn a_malformed_message_is_refused_and_the_server_keeps_serving() {
     let mut kb = KnowledgeBaseClient::new(channel);
     assert!(kb.list(authed(&token, api::ListEntriesRequest {})).await.unwrap().into_inner().entries.is_empty());
 }
+
+#[tokio::test]
+async fn reflection_lists_the_services_as_grpcurl_sees_them() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_response};
+
+    let server = grpc_server().await;
+    let mut reflection = ServerReflectionClient::new(channel(&server).await);
+    let ask = |message_request| ServerReflectionRequest { host: String::new(), message_request: Some(message_request) };
+    let requests = futures_util::stream::iter(vec![
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol("kefu.api.v1.Messages".into())),
+        ask(MessageRequest::FileByFilename("kefu.proto".into())),
+    ]);
+    let answers: Vec<_> = reflection.server_reflection_info(requests).await.unwrap().into_inner().collect().await;
+    let answers: Vec<Option<MessageResponse>> =
+        answers.into_iter().map(|answer| answer.unwrap().message_response).collect();
+    let Some(server_reflection_response::MessageResponse::ListServicesResponse(list)) = &answers[0] else {
+        panic!("{:?}", answers[0]);
+    };
+    let mut names: Vec<&str> = list.service.iter().map(|service| service.name.as_str()).collect();
+    names.sort_unstable();
+    for wanted in
+        ["kefu.api.v1.Conversations", "kefu.api.v1.Events", "kefu.api.v1.KnowledgeBase", "kefu.api.v1.Messages"]
+    {
+        assert!(names.contains(&wanted), "{names:?}");
+    }
+    assert!(names.contains(&"kefu.api.v1.Visitors") && names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    // The API's file, then the chat messages it imports, which a client asks for by name.
+    for (answer, wanted) in answers[1..].iter().zip([&b"kefu/api/v1/api.proto"[..], &b"kefu.proto"[..]]) {
+        let Some(MessageResponse::FileDescriptorResponse(files)) = answer else { panic!("no file for {wanted:?}") };
+        assert_eq!(files.file_descriptor_proto.len(), 1);
+        let file = &files.file_descriptor_proto[0];
+        assert!(file.windows(wanted.len()).any(|window| window == wanted), "{:?} is not in the answer", wanted);
+    }
+}

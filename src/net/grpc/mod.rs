@@ -37,12 +37,13 @@ enum Access {
 /// Serves gRPC on `listener` until the server shuts down.
 pub async fn serve(listener: TcpListener, app: AppState) {
     let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
-        .build_v1();
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
-        .build_v1alpha();
+    // Both versions of reflection (grpcurl and other tools use either), describing the API and health.
+    let described = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection, reflection_alpha) = (described().build_v1(), described().build_v1alpha());
     let (reflection, reflection_alpha) = match (reflection, reflection_alpha) {
         (Ok(reflection), Ok(alpha)) => (reflection, alpha),
         (Err(error), _) | (_, Err(error)) => {
