@@ -37,6 +37,8 @@ pub struct Running {
     pub quic_addr: Option<SocketAddr>,
     /// The SHA-256 fingerprint (hex) of the QUIC certificate, for clients that pin it.
     pub quic_fingerprint: Option<String>,
+    /// The gRPC address, when gRPC is on.
+    pub grpc_addr: Option<SocketAddr>,
     serving: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -70,11 +72,14 @@ pub async fn start(
     let data_dir = config.data_dir.clone();
     let storage_config = config.storage.clone();
     make_data_directory_private(&config.data_dir)?;
-    let store = tokio::task::spawn_blocking(move || {
-        Store::open(&data_dir, &storage_config, writer_hooks(Some(committed_sender)))
-    })
-    .await?
-    .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    let mut hooks = writer_hooks(Some(committed_sender));
+    if config.grpc.listen.is_some() {
+        // Subscribe's events are kept only while someone can subscribe.
+        hooks.before_commit.push(crate::webhooks::feed::record);
+    }
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage_config, hooks))
+        .await?
+        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
     crate::history::daily_figures::migrate(&store).await.context("counting the daily report figures")?;
     bootstrap(&store, &config, local_addr).await?;
     let search = {
@@ -91,6 +96,12 @@ pub async fn start(
     let tls_acceptor = match &certificates {
         Some(certificates) => {
             Some(tokio_rustls::TlsAcceptor::from(Arc::new(crate::net::tls::http_server_config(certificates.clone())?)))
+        }
+        None => None,
+    };
+    let grpc = match config.grpc.listen {
+        Some(address) => {
+            Some(TcpListener::bind(address).await.with_context(|| format!("listening for gRPC on {address}"))?)
         }
         None => None,
     };
@@ -205,6 +216,17 @@ pub async fn start(
         }
         None => (None, None),
     };
+    let grpc_addr = match grpc {
+        Some(listener) => {
+            let address = listener.local_addr().context("reading the gRPC address")?;
+            tracing::info!(grpc = %address, "gRPC is listening");
+            println!("grpc={address}");
+            app.tasks.spawn(crate::net::grpc::serve(listener, app.clone()));
+            spawn_event_pruning(&app);
+            Some(address)
+        }
+        None => None,
+    };
     tracing::info!(http = %local_addr, "kefu is listening");
     println!("listening http={local_addr}");
     crate::base::systemd::notify("READY=1\nSTATUS=serving");
@@ -242,7 +264,7 @@ pub async fn start(
         tracing::info!("stopped");
         Ok(())
     });
-    Ok(Running { app, local_addr, metrics_addr, quic_addr, quic_fingerprint, serving })
+    Ok(Running { app, local_addr, metrics_addr, quic_addr, quic_fingerprint, grpc_addr, serving })
 }
 
 /// Creates the data directory (0700) and makes everything kefu writes private (files 0600)
@@ -364,6 +386,30 @@ fn spawn_retention_schedule(app: &AppState) {
                     }
                     app.upload_quota.forget();
                     app.visitor_limits.forget_idle();
+                }
+            }
+        }
+    });
+}
+
+/// Drops the events of `Subscribe` older than `grpc.event_retention_hours`, every
+/// [`RETENTION_INTERVAL`](crate::history::retention::RETENTION_INTERVAL), until the server shuts down.
+fn spawn_event_pruning(app: &AppState) {
+    let app = app.clone();
+    let shutdown = app.shutdown.clone();
+    app.tasks.clone().spawn(async move {
+        let mut interval = tokio::time::interval(crate::history::retention::RETENTION_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let retention_ms =
+            i64::try_from(app.config.grpc.event_retention_hours.saturating_mul(3_600_000)).unwrap_or(i64::MAX);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {
+                    let cutoff = crate::base::clock::now_millis().saturating_sub(retention_ms);
+                    if let Err(error) = crate::webhooks::feed::prune(&app.store, cutoff).await {
+                        tracing::error!(%error, "pruning the events of Subscribe failed");
+                    }
                 }
             }
         }

@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The top-level keys and sections of [`Config`], for picking `KEFU_*` variables.
-const TOP_LEVEL_KEYS: [&str; 16] = [
+const TOP_LEVEL_KEYS: [&str; 17] = [
     "data_dir",
     "http",
     "trusted_proxies",
@@ -28,6 +28,7 @@ const TOP_LEVEL_KEYS: [&str; 16] = [
     "quic_key",
     "tls",
     "llm",
+    "grpc",
 ];
 
 /// Everything kefu can be configured with. Field names are the keys of `kefu.toml`.
@@ -47,7 +48,7 @@ pub struct Config {
     /// Where `/metrics` listens (Prometheus text format), or `off`.
     pub metrics: String,
     /// The QUIC listen address (UDP); `"off"` or empty turns QUIC off.
-    #[serde(with = "quic_address")]
+    #[serde(with = "optional_address")]
     pub quic: Option<SocketAddr>,
     /// A PEM certificate chain for QUIC; a self-signed one is made in the data directory when absent.
     pub quic_cert: Option<PathBuf>,
@@ -62,6 +63,7 @@ pub struct Config {
     pub push: PushConfig,
     pub log: LogConfig,
     pub llm: LlmConfig,
+    pub grpc: GrpcConfig,
 }
 
 /// The group-commit writer.
@@ -266,6 +268,23 @@ impl Default for AcmeConfig {
     }
 }
 
+/// The gRPC API for integrations (src/net/grpc/).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// The gRPC listen address (TCP, HTTP/2 without TLS); `"off"` or empty turns gRPC off.
+    #[serde(with = "optional_address")]
+    pub listen: Option<SocketAddr>,
+    /// How long the events of `Subscribe` are kept for subscribers to resume from, in hours.
+    pub event_retention_hours: u64,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig { listen: None, event_retention_hours: 168 }
+    }
+}
+
 /// The bot's language-model endpoints.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -309,6 +328,7 @@ impl Default for Config {
             routing: RoutingConfig::default(),
             webhooks: WebhooksConfig::default(),
             push: PushConfig::default(),
+            grpc: GrpcConfig::default(),
             log: LogConfig::default(),
             llm: LlmConfig::default(),
         }
@@ -413,7 +433,7 @@ mod http_address {
 }
 
 /// `quic = "0.0.0.0:8443"`, or `"off"` / `""` for no QUIC listener.
-mod quic_address {
+mod optional_address {
     use std::net::SocketAddr;
 
     use serde::{Deserialize, Deserializer, Serializer};

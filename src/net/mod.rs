@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod assets;
 pub mod control;
+pub mod grpc;
 pub mod http;
 pub mod metrics_endpoint;
 pub mod quic;

@@ -102,6 +102,7 @@ logged_types! {
     15 => (u64, i64),
     16 => ((u32, &'static str, u64, u64), &'static [u8]),
     17 => ((u32, &'static str, u64), u64),
+    18 => ((&'static str, u64), &'static [u8]),
 }
 
 fn apply<K: Key + 'static, V: Value + 'static>(

@@ -94,6 +94,10 @@ pub const PUSH_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("push_k
 /// subscription of that agent (JSON).
 pub const PUSH_SUBSCRIPTIONS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("push_subscriptions_v1");
 
+/// (site, event id) → event (JSON): each site's webhook events, in commit order, kept for
+/// `grpc.event_retention_hours` while gRPC is on, so `Subscribe` can resume from a cursor.
+pub const SITE_EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("site_events_v1");
+
 /// Calls `$apply!(TABLE, ...)` with every fixed table (all but the day shards), so the code
 /// that creates the tables and the code that backs them up can never disagree.
 macro_rules! with_fixed_tables {
@@ -122,6 +126,7 @@ macro_rules! with_fixed_tables {
             WEBHOOKS,
             WEBHOOK_DELIVERIES,
             WEBHOOK_DUE,
+            SITE_EVENTS,
             CANNED_REPLIES,
             TEAMS,
             BLOCKED_IPS,

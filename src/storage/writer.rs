@@ -99,6 +99,8 @@ pub enum Counter {
     WebhookDelivery,
     KbEntry,
     Lead,
+    /// The order of the events of `site_events_v1`, shared by all sites.
+    SiteEvent,
 }
 
 impl Counter {
@@ -112,10 +114,11 @@ impl Counter {
             Counter::WebhookDelivery => "next_webhook_delivery_id",
             Counter::KbEntry => "next_kb_entry_id",
             Counter::Lead => "next_lead_id",
+            Counter::SiteEvent => "next_site_event_id",
         }
     }
 
-    const ALL: [Counter; 8] = [
+    const ALL: [Counter; 9] = [
         Counter::Conversation,
         Counter::Visitor,
         Counter::Agent,
@@ -124,6 +127,7 @@ impl Counter {
         Counter::WebhookDelivery,
         Counter::KbEntry,
         Counter::Lead,
+        Counter::SiteEvent,
     ];
 }
 

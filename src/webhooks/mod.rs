@@ -5,8 +5,10 @@
 //! commit: each event a site's webhook subscribes to becomes a delivery row in the same
 //! transaction as the event itself, so an event is never committed without its delivery nor the
 //! reverse. The [`sender`] task then posts due deliveries, retrying with exponential backoff and
-//! jitter for a day before marking them failed.
+//! jitter for a day before marking them failed. [`feed`] keeps the same events per site for the
+//! gRPC API's `Subscribe`.
 
+pub mod feed;
 pub mod sender;
 
 use base64::Engine;
@@ -274,6 +276,12 @@ pub async fn resend(store: &Store, delivery_id: u64) -> Result<Delivery, Webhook
         .await
 }
 
+/// The body of an event as webhooks and `Subscribe` send it: `{"type", "timestamp", "data"}`.
+fn payload(event_type: &str, now: i64, data: &Value) -> String {
+    let timestamp = jiff::Timestamp::from_millisecond(now).map(|at| at.to_string()).unwrap_or_default();
+    json!({ "type": event_type, "timestamp": timestamp, "data": data }).to_string()
+}
+
 /// The event type and payload data of a committed event, if it is one webhooks carry.
 fn describe(
     context: &mut WriteContext<'_>,
@@ -382,8 +390,7 @@ pub fn record_deliveries(context: &mut WriteContext<'_>) -> Result<(), StorageEr
     let mut deliveries = context.transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
     let mut due = context.transaction.open_table(tables::WEBHOOK_DUE)?;
     for ((webhook_id, site, event_type, data), id) in rows.into_iter().zip(ids) {
-        let timestamp = jiff::Timestamp::from_millisecond(now).map(|at| at.to_string()).unwrap_or_default();
-        let payload = json!({ "type": event_type, "timestamp": timestamp, "data": data }).to_string();
+        let payload = payload(event_type, now, &data);
         let delivery = Delivery {
             id,
             webhook_id,

@@ -18,6 +18,7 @@ mod delivery;
 mod display_safety;
 mod documented_contract;
 mod file_modes;
+mod grpc;
 mod identity;
 mod kb_eval;
 mod layers;

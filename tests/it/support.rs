@@ -107,6 +107,12 @@ impl TestServer {
         format!("quic://{}", self.quic_addr)
     }
 
+    /// The gRPC address, for servers started with `grpc.listen` set.
+    pub fn grpc_url(&self) -> String {
+        let running = self.running.as_ref().expect("the server runs");
+        format!("http://{}", running.grpc_addr.expect("gRPC is on in this test"))
+    }
+
     pub fn app(&self) -> &kefu::net::AppState {
         &self.running.as_ref().expect("the server runs").app
     }

@@ -37,27 +37,27 @@ const MAX_PAGE: usize = 200;
 pub struct PageQuery {
     /// Messages with a sequence below this one (the `next_before` of the previous page);
     /// the newest when left out.
-    before: Option<u64>,
+    pub(crate) before: Option<u64>,
     /// How many messages, 50 when left out; more than 200 is read as 200.
     #[param(minimum = 1, maximum = 200)]
-    limit: Option<i64>,
+    pub(crate) limit: Option<i64>,
 }
 
 /// One page of a conversation's history, oldest message first.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MessagePage {
-    conversation_id: u64,
-    epoch: u64,
-    last_seq: u64,
-    messages: Vec<MessageView>,
+    pub(crate) conversation_id: u64,
+    pub(crate) epoch: u64,
+    pub(crate) last_seq: u64,
+    pub(crate) messages: Vec<MessageView>,
     /// Pass as `before` for the next older page; `null` at the start of the conversation.
     #[schema(required = true)]
-    next_before: Option<u64>,
+    pub(crate) next_before: Option<u64>,
     /// The visitor has read the messages up to this sequence number (0: none), as `read` frames
     /// say live; so read receipts survive a reload.
-    visitor_read_seq: u64,
+    pub(crate) visitor_read_seq: u64,
     /// The furthest any agent has read.
-    agents_read_seq: u64,
+    pub(crate) agents_read_seq: u64,
 }
 
 /// `GET /api/v1/conversations/{id}/messages?before=SEQ&limit=N`
@@ -162,7 +162,7 @@ pub async fn get(
 pub struct AssignRequest {
     /// An enabled agent who serves the conversation's site. Agents other than admins may only
     /// assign to themselves.
-    agent_id: u64,
+    pub(crate) agent_id: u64,
 }
 
 /// `POST /api/v1/conversations/{id}/assign` `{"agent_id": 3}`: gives an open conversation to an
@@ -222,19 +222,19 @@ pub enum SendAs {
 pub struct SendMessageRequest {
     /// The message: not only spaces, at most `limits.max_text_chars` characters (4,000 by default).
     #[schema(min_length = 1, pattern = r"\S")]
-    text: String,
+    pub(crate) text: String,
     /// Makes a retry safe: the same `client_id` from the same sender answers the first message.
     /// A random one is made when left out. 1 to 64 printable ASCII characters.
     #[schema(min_length = 1, max_length = 64, pattern = "^[!-~]+$")]
-    client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     #[serde(default, rename = "as")]
     #[schema(rename = "as")]
-    send_as: SendAs,
+    pub(crate) send_as: SendAs,
     /// The agent a token sends as (`as: agent`); an agent calling sends as themselves.
-    agent_id: Option<u64>,
+    pub(crate) agent_id: Option<u64>,
     /// An internal note, which visitors never see (agents only).
     #[serde(default)]
-    internal: bool,
+    pub(crate) internal: bool,
 }
 
 /// `POST /api/v1/conversations/{id}/messages` `{"text": "...", "as": "agent", "agent_id": 3}`
@@ -403,29 +403,29 @@ enum ListState {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ListedConversation {
     #[serde(flatten)]
-    conversation: ConversationView,
-    team: Option<u64>,
-    visitor_name: String,
+    pub(crate) conversation: ConversationView,
+    pub(crate) team: Option<u64>,
+    pub(crate) visitor_name: String,
     /// The highest sequence the calling agent has read; absent for API tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
-    read_seq: Option<u64>,
+    pub(crate) read_seq: Option<u64>,
 }
 
 /// Open conversations of the caller's sites (of `site` when given), by list.
 #[derive(Serialize, Default, utoipa::ToSchema)]
 pub struct ListCounts {
-    queued: usize,
-    mine: usize,
-    open: usize,
+    pub(crate) queued: usize,
+    pub(crate) mine: usize,
+    pub(crate) open: usize,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ConversationList {
-    conversations: Vec<ListedConversation>,
+    pub(crate) conversations: Vec<ListedConversation>,
     /// Pass as `cursor` for the next page; `null` at the end.
     #[schema(required = true)]
-    next_cursor: Option<u64>,
-    counts: ListCounts,
+    pub(crate) next_cursor: Option<u64>,
+    pub(crate) counts: ListCounts,
 }
 
 /// `GET /api/v1/conversations?state=queued|mine|open|closed&site=&agent_id=&cursor=ID&limit=N`,
@@ -664,7 +664,7 @@ pub async fn transfer(
 #[serde(deny_unknown_fields)]
 pub struct ReopenRequest {
     /// Who gets the reopened conversation; an agent calling may leave it out to keep it.
-    agent_id: Option<u64>,
+    pub(crate) agent_id: Option<u64>,
 }
 
 /// `POST /api/v1/conversations/{id}/reopen` (optional `{"agent_id": 3}`): reopens a closed

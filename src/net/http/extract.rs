@@ -153,7 +153,7 @@ impl FromRequestParts<AppState> for OwnSession {
 }
 
 /// The budget and read-only checks of an API token's request.
-fn admit_api_token(app: &AppState, token: &ApiToken, method: &Method) -> Result<(), ApiError> {
+pub fn admit_api_token(app: &AppState, token: &ApiToken, method: &Method) -> Result<(), ApiError> {
     let admission = app.api_budgets.admit(token.id);
     if let Some(wait) = admission.retry_after {
         // Whole seconds, at least one: `Retry-After` has no fractions.

@@ -29,10 +29,10 @@ use crate::sites;
 pub struct SiteQuery {
     /// The site's key.
     #[param(required = true, min_length = 1)]
-    site: Option<String>,
+    pub(crate) site: Option<String>,
     /// Read by import and export only, which document it in [`FileQuery`].
     #[param(ignore)]
-    format: Option<String>,
+    pub(crate) format: Option<String>,
 }
 
 /// The query of import and export: [`SiteQuery`] with a required `format` (documentation only;

@@ -51,26 +51,26 @@ pub async fn online_visitors(
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct VisitorProfile {
-    id: u64,
-    site: String,
-    name: String,
-    email: Option<String>,
+    pub(crate) id: u64,
+    pub(crate) site: String,
+    pub(crate) name: String,
+    pub(crate) email: Option<String>,
     /// The business's user id, bound by a signed (verified) claim.
-    user_id: Option<String>,
+    pub(crate) user_id: Option<String>,
     /// A user id the visitor claimed without a signature: a label, not proof of who they are.
-    unverified_user_id: Option<String>,
+    pub(crate) unverified_user_id: Option<String>,
     #[schema(value_type = Object)]
-    attributes: BTreeMap<String, serde_json::Value>,
-    blocked: bool,
-    n_sessions: u64,
-    returning: bool,
+    pub(crate) attributes: BTreeMap<String, serde_json::Value>,
+    pub(crate) blocked: bool,
+    pub(crate) n_sessions: u64,
+    pub(crate) returning: bool,
     #[schema(value_type = Option<Object>)]
-    last_page: Option<PageView>,
-    created_at: i64,
-    last_seen_at: i64,
+    pub(crate) last_page: Option<PageView>,
+    pub(crate) created_at: i64,
+    pub(crate) last_seen_at: i64,
     /// Present while the visitor is online.
     #[schema(value_type = Option<Object>)]
-    online: Option<OnlineVisitorView>,
+    pub(crate) online: Option<OnlineVisitorView>,
 }
 
 pub(super) async fn served_visitor(app: &AppState, caller: &Principal, visitor_id: u64) -> Result<Visitor, ApiError> {
