@@ -24,6 +24,10 @@ use crate::sites::{self, NewSite, SiteDirectory};
 use crate::storage::Store;
 use crate::storage::writer::{Published, WriterHooks};
 
+/// How often waiting conversations are checked for missed-chat emails; a report is at most this
+/// late.
+const MISSED_CHAT_SWEEP: Duration = Duration::from_secs(5);
+
 /// How long shutdown waits for connections to close before flushing storage anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -141,6 +145,11 @@ pub async fn start(
         timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
     };
     tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown_token.clone()));
+    crate::email::notifications::remember_public_url(&store, app.config.public_url())
+        .await
+        .context("recording the URL emails link to")?;
+    tasks.spawn(crate::email::sender::run(store.clone(), app.config.email.clone(), shutdown_token.clone()));
+    spawn_missed_chat_emails(&app);
     spawn_retention_schedule(&app);
     spawn_bot_idle_close(&app);
 
@@ -298,10 +307,13 @@ pub fn termination_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// What the domain adds to the storage writer: the webhook outbox written in each batch's
-/// commit, and the channel committed events reach the dispatcher on.
+/// What the domain adds to the storage writer: the webhook and email outboxes written in each
+/// batch's commit, and the channel committed events reach the dispatcher on.
 pub fn writer_hooks(committed: Option<mpsc::Sender<Published>>) -> WriterHooks {
-    WriterHooks { before_commit: vec![crate::webhooks::record_deliveries], committed }
+    WriterHooks {
+        before_commit: vec![crate::webhooks::record_deliveries, crate::email::record_notifications],
+        committed,
+    }
 }
 
 /// Runs retention, the sweep of unattached uploads and the cleanup of idle visitor budgets every
@@ -347,6 +359,28 @@ fn spawn_bot_idle_close(app: &AppState) {
                     let now = crate::base::clock::now_millis();
                     if let Err(error) = crate::bot::lifecycle::close_idle(&app.store, &app.bot, now).await {
                         tracing::error!(%error, "closing idle bot conversations failed");
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Emails agents about visitors who waited `email.missed_chat_after_secs` with no answer, every
+/// [`MISSED_CHAT_SWEEP`] until the server shuts down.
+fn spawn_missed_chat_emails(app: &AppState) {
+    let app = app.clone();
+    let shutdown = app.shutdown.clone();
+    let wait_millis = Duration::from_secs(app.config.email.missed_chat_after_secs).as_millis() as i64;
+    app.tasks.clone().spawn(async move {
+        let mut interval = tokio::time::interval(MISSED_CHAT_SWEEP);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {
+                    if let Err(error) = crate::email::notifications::email_missed_chats(&app.store, wait_millis).await {
+                        tracing::error!(%error, "emailing about missed chats failed");
                     }
                 }
             }

@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The top-level keys and sections of [`Config`], for picking `KEFU_*` variables.
-const TOP_LEVEL_KEYS: [&str; 14] = [
+const TOP_LEVEL_KEYS: [&str; 15] = [
     "data_dir",
     "http",
     "trusted_proxies",
@@ -20,6 +20,7 @@ const TOP_LEVEL_KEYS: [&str; 14] = [
     "limits",
     "routing",
     "webhooks",
+    "email",
     "log",
     "metrics",
     "quic",
@@ -54,6 +55,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub routing: RoutingConfig,
     pub webhooks: WebhooksConfig,
+    pub email: EmailConfig,
     pub log: LogConfig,
     pub llm: LlmConfig,
 }
@@ -186,6 +188,49 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// Sending email over SMTP. The admin page's settings, once saved, override the server fields.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// The SMTP server; empty: no email is sent (rows wait in the outbox until one is set).
+    pub host: String,
+    pub port: u16,
+    /// `starttls` (port 587), `tls` (implicit TLS, port 465) or `none` (a local relay only).
+    pub security: String,
+    pub username: String,
+    pub password: String,
+    /// The sender address of every email kefu sends.
+    pub from_address: String,
+    /// The sender name shown to recipients.
+    pub from_name: String,
+    /// The wait before the first retry, in milliseconds; it doubles with each attempt (at most an hour).
+    pub retry_base_ms: u64,
+    /// How long after it was queued an email is retried before it is marked failed, in seconds.
+    pub give_up_after_secs: u64,
+    /// How long one SMTP conversation may take, in seconds.
+    pub timeout_secs: u64,
+    /// Seconds a visitor waits with no agent reply before the site's agents get a missed-chat email.
+    pub missed_chat_after_secs: u64,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            host: String::new(),
+            port: 587,
+            security: "starttls".to_owned(),
+            username: String::new(),
+            password: String::new(),
+            from_address: String::new(),
+            from_name: "kefu".to_owned(),
+            retry_base_ms: 5000,
+            give_up_after_secs: 86_400,
+            timeout_secs: 30,
+            missed_chat_after_secs: 300,
+        }
+    }
+}
+
 /// The bot's language-model endpoints.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -227,6 +272,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             routing: RoutingConfig::default(),
             webhooks: WebhooksConfig::default(),
+            email: EmailConfig::default(),
             log: LogConfig::default(),
             llm: LlmConfig::default(),
         }

@@ -56,6 +56,9 @@ pub struct Agent {
     #[serde(default)]
     pub disabled: bool,
     pub created_at: i64,
+    /// The agent asked for no notification emails (offline messages, missed chats).
+    #[serde(default)]
+    pub email_notifications_off: bool,
 }
 
 impl Agent {
@@ -205,6 +208,7 @@ pub async fn create(store: &Store, new_agent: NewAgent) -> Result<Agent, AgentEr
                 capacity: new_agent.capacity,
                 disabled: false,
                 created_at: context.now,
+                email_notifications_off: false,
             };
             emails.insert(agent.email.as_str(), agent.id)?;
             let mut agents = context.transaction.open_table(tables::AGENTS)?;

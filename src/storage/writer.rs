@@ -98,6 +98,7 @@ pub enum Counter {
     OfflineMessage,
     WebhookDelivery,
     KbEntry,
+    Email,
 }
 
 impl Counter {
@@ -110,10 +111,11 @@ impl Counter {
             Counter::OfflineMessage => "next_offline_message_id",
             Counter::WebhookDelivery => "next_webhook_delivery_id",
             Counter::KbEntry => "next_kb_entry_id",
+            Counter::Email => "next_email_id",
         }
     }
 
-    const ALL: [Counter; 7] = [
+    const ALL: [Counter; 8] = [
         Counter::Conversation,
         Counter::Visitor,
         Counter::Agent,
@@ -121,6 +123,7 @@ impl Counter {
         Counter::OfflineMessage,
         Counter::WebhookDelivery,
         Counter::KbEntry,
+        Counter::Email,
     ];
 }
 
