@@ -80,9 +80,25 @@ pub async fn run(store: Store, config: EmailConfig, shutdown: CancellationToken)
     while in_flight.join_next().await.is_some() {}
 }
 
-/// Sends one queued email now, outside the background sender (the admin page's test email), and
-/// records the outcome; a failure is final for it. Returns the SMTP error, if any.
-pub async fn send_now(store: &Store, config: &EmailConfig, id: u64) -> Result<Result<(), String>, StorageError> {
+/// Writes `email` to the outbox and sends it at once, outside the background sender (the admin
+/// page's test email): the row is queued already claimed, so the sender leaves it alone unless
+/// this attempt never ends. A failure is final for it. Returns the SMTP error, if any.
+pub async fn queue_and_send(
+    store: &Store,
+    config: &EmailConfig,
+    email: super::OutgoingEmail,
+) -> Result<Result<(), String>, StorageError> {
+    let claim = Duration::from_secs(config.timeout_secs).as_millis() as i64 * 2;
+    let id = store
+        .write(move |context| {
+            let claimed_until = context.now + claim;
+            Ok(Ok::<_, StorageError>(super::queue(context, email, claimed_until)?))
+        })
+        .await?;
+    send_now(store, config, id).await
+}
+
+async fn send_now(store: &Store, config: &EmailConfig, id: u64) -> Result<Result<(), String>, StorageError> {
     let (smtp, email) = {
         let config = config.clone();
         store.read(move |transaction| Ok((settings::effective(transaction, &config)?, super::get(transaction, id)?))).await?

@@ -262,6 +262,8 @@ pub struct AgentChanges {
     pub capacity: u32,
     pub sites: Vec<String>,
     pub disabled: bool,
+    /// No notification emails (offline messages, missed chats) for this agent.
+    pub email_notifications_off: bool,
 }
 
 /// Changes an agent. Refused when it would leave no enabled admin; disabling ends every session
@@ -296,6 +298,7 @@ pub async fn update(store: &Store, id: u64, changes: AgentChanges) -> Result<Age
             agent.capacity = changes.capacity;
             agent.sites = sites;
             agent.disabled = changes.disabled;
+            agent.email_notifications_off = changes.email_notifications_off;
             let mut other_admins = 0;
             for entry in agents.iter()? {
                 let other: Agent = decode_json(entry?.1.value())?;

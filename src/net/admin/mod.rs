@@ -1,6 +1,6 @@
 //! The admin pages under `/admin`: server-rendered forms (askama templates in
 //! `templates/admin/`) for sites, agents, teams, canned replies, the knowledge base and the bot,
-//! blocked visitors, the audit log and reports.
+//! blocked visitors, email, the audit log and reports.
 //!
 //! Only admins get in ([`AdminUser`]); anyone else gets the login page (no session) or 403
 //! (a session that is not an admin's). Every form posts a CSRF token derived from the session
@@ -13,6 +13,7 @@ mod blocked;
 mod bot_texts;
 mod canned_replies;
 mod charts;
+mod email;
 mod form;
 mod knowledge_base;
 mod login;
@@ -96,6 +97,9 @@ admin_routes! {
     GET "/admin/knowledge-base/export" => knowledge_base::export,
     GET "/admin/bot" => knowledge_base::settings,
     POST "/admin/bot" => knowledge_base::save_settings,
+    GET "/admin/email" => email::settings_page,
+    POST "/admin/email" => email::save,
+    POST "/admin/email/test" => email::send_test,
     GET "/admin/reports" => reports::page,
     GET "/admin/reports/daily.csv" => reports::daily_csv,
     GET "/admin/reports/agents.csv" => reports::agents_csv,
@@ -122,6 +126,7 @@ pub const SECTIONS: &[(&str, &str, &str)] = &[
     ("bot", "/admin/bot", "Bot"),
     ("blocked", "/admin/blocked", "Blocked"),
     ("api-tokens", "/admin/api-tokens", "API tokens"),
+    ("email", "/admin/email", "Email / 邮件"),
     ("audit", "/admin/audit", "Audit log"),
     ("reports", "/admin/reports", "Reports"),
 ];
