@@ -145,7 +145,7 @@ pub async fn start(
         timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
     };
     tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown_token.clone()));
-    crate::email::notifications::remember_public_url(&store, app.config.public_url())
+    crate::email::notifications::remember_public_url(&store, public_base(&app.config, local_addr))
         .await
         .context("recording the URL emails link to")?;
     tasks.spawn(crate::email::sender::run(store.clone(), app.config.email.clone(), shutdown_token.clone()));
@@ -256,13 +256,7 @@ async fn bootstrap(store: &Store, config: &Config, local_addr: SocketAddr) -> an
             },
         )
         .await?;
-        let base = match &config.public_url {
-            Some(_) => config.public_url(),
-            None if config.http.ip().is_unspecified() => {
-                format!("http://localhost:{}", local_addr.port())
-            }
-            None => format!("http://{local_addr}"),
-        };
+        let base = public_base(config, local_addr);
         println!("first start: an admin account was created");
         println!("  email:    {email}");
         println!("  password: {password}");
@@ -273,6 +267,15 @@ async fn bootstrap(store: &Store, config: &Config, local_addr: SocketAddr) -> an
         }
     }
     Ok(())
+}
+
+/// The URL people reach kefu at: `public_url`, else the address it listens on.
+fn public_base(config: &Config, local_addr: SocketAddr) -> String {
+    match &config.public_url {
+        Some(_) => config.public_url(),
+        None if config.http.ip().is_unspecified() => format!("http://localhost:{}", local_addr.port()),
+        None => format!("http://{local_addr}"),
+    }
 }
 
 /// Resolves when the process gets SIGTERM or ctrl-c.

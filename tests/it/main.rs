@@ -15,6 +15,7 @@ mod csv_injection;
 mod delivery;
 mod display_safety;
 mod documented_contract;
+mod email;
 mod file_modes;
 mod identity;
 mod kb_eval;
