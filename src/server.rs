@@ -145,7 +145,11 @@ pub async fn start(
         timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
     };
     tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown_token.clone()));
-    crate::email::notifications::remember_public_url(&store, public_base(&app.config, local_addr))
+    let email_runtime = crate::email::notifications::EmailRuntime {
+        public_url: public_base(&app.config, local_addr),
+        reply_delay_millis: Duration::from_secs(app.config.email.reply_delay_secs).as_millis() as i64,
+    };
+    crate::email::notifications::remember_runtime(&store, email_runtime)
         .await
         .context("recording the URL emails link to")?;
     tasks.spawn(crate::email::sender::run(store.clone(), app.config.email.clone(), shutdown_token.clone()));

@@ -211,6 +211,9 @@ pub struct EmailConfig {
     pub timeout_secs: u64,
     /// Seconds a visitor waits with no agent reply before the site's agents get a missed-chat email.
     pub missed_chat_after_secs: u64,
+    /// Seconds an agent's answer to a visitor who left their email waits before it is emailed;
+    /// a visitor who reads it in the chat meanwhile gets no email.
+    pub reply_delay_secs: u64,
 }
 
 impl Default for EmailConfig {
@@ -227,6 +230,7 @@ impl Default for EmailConfig {
             give_up_after_secs: 86_400,
             timeout_secs: 30,
             missed_chat_after_secs: 300,
+            reply_delay_secs: 60,
         }
     }
 }

@@ -261,7 +261,7 @@ mod tests {
         let rendered = reply(Lang::Zh, "商店", "小王", "<b>您好</b>", 0);
         assert_eq!(rendered.subject, "商店 回复了您的留言");
         assert!(rendered.text.contains("<b>您好</b>") && rendered.text.contains("小王"));
-        assert!(rendered.html.contains("&lt;b&gt;您好&lt;/b&gt;") && rendered.html.contains("lang=\"zh-CN\""));
+        assert!(rendered.html.contains("&#60;b&#62;您好&#60;/b&#62;") && !rendered.html.contains("<b>") && rendered.html.contains("lang=\"zh-CN\""));
         assert_eq!(Lang::first_of(["", "fr", "zh-CN"]), Lang::Zh);
         assert_eq!(Lang::first_of(["fr"]), Lang::En);
     }

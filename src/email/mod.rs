@@ -60,6 +60,8 @@ pub enum EmailStatus {
     Pending,
     Sent,
     Failed,
+    /// Not sent because it was no longer needed (the visitor read the answer in the chat).
+    Skipped,
 }
 
 impl EmailStatus {
@@ -68,6 +70,7 @@ impl EmailStatus {
             EmailStatus::Pending => "pending",
             EmailStatus::Sent => "sent",
             EmailStatus::Failed => "failed",
+            EmailStatus::Skipped => "skipped",
         }
     }
 }
@@ -93,6 +96,26 @@ pub struct Email {
     /// Why the last attempt failed (the SMTP server's answer or the connection error).
     pub last_error: Option<String>,
     pub sent_at: Option<i64>,
+    /// Sent only if the visitor has not read this message in the chat by the time it is due.
+    #[serde(default)]
+    pub unless_read: Option<ReadCheck>,
+}
+
+/// A message a visitor may read in the chat before its email goes out.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct ReadCheck {
+    pub conversation_id: u64,
+    pub visitor_id: u64,
+    pub seq: u64,
+}
+
+impl ReadCheck {
+    /// Whether the visitor has read up to the message.
+    pub fn is_read(&self, transaction: &ReadTransaction) -> Result<bool, StorageError> {
+        let positions = transaction.open_table(tables::READ_POSITIONS)?;
+        let key = (self.conversation_id, crate::protocol::SenderKind::Visitor.code(), self.visitor_id);
+        Ok(positions.get(key)?.is_some_and(|read| read.value() >= self.seq))
+    }
 }
 
 /// An email to queue: the recipient and the rendered message.
@@ -103,6 +126,7 @@ pub struct OutgoingEmail {
     pub to_address: String,
     pub to_name: String,
     pub message: content::Rendered,
+    pub unless_read: Option<ReadCheck>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +163,7 @@ pub fn queue(context: &mut WriteContext<'_>, email: OutgoingEmail, due_at: i64) 
         next_attempt_at: Some(due_at),
         last_error: None,
         sent_at: None,
+        unless_read: email.unless_read,
     };
     context.transaction.open_table(tables::EMAILS)?.insert(id, encode_json(&row).as_slice())?;
     context.transaction.open_table(tables::EMAIL_DUE)?.insert((due_at.max(0) as u64, id), ())?;

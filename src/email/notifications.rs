@@ -1,41 +1,55 @@
-//! Emails to a site's agents: a new offline message ([`record_notifications`], in the commit of
-//! the message) and a missed chat ([`email_missed_chats`], a sweep: a visitor waited past the
-//! configured time with no agent answer), each in the recipient's language. An agent who turned
-//! email notifications off gets none.
+//! Emails caused by chat: to a site's agents, a new offline message ([`record_notifications`], in
+//! the commit of the message) and a missed chat ([`email_missed_chats`], a sweep: a visitor waited
+//! past the configured time with no agent answer); to a visitor who left their email, an agent's
+//! answer they have not read in the chat. Each is in the recipient's language; an agent who
+//! turned notification emails off gets none.
 
 use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
 
 use super::content::{self, Lang};
 use super::{EmailKind, OutgoingEmail};
 use crate::chat::conversations::Conversation;
 use crate::chat::delivery::CommittedEvent;
 use crate::chat::writes::ChatWrites;
+use crate::protocol::SenderKind;
 use crate::people::agents::Agent;
 use crate::sites::Site;
-use crate::storage::{StorageError, Store, WriteContext, decode_json, tables};
+use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
 
-/// The key in `email_settings_v1` of the URL kefu is reached at, which links in emails start
-/// with; the server writes it on start from `public_url`.
-const PUBLIC_URL_KEY: &str = "public_url";
+/// The key in `email_settings_v1` of what the writer's step needs from the configuration.
+const RUNTIME_KEY: &str = "runtime";
 
-/// Records the URL links in emails point to (called on start, before anything is emailed).
-pub async fn remember_public_url(store: &Store, url: String) -> Result<(), StorageError> {
+/// What emails written inside the writer need from the configuration, which the writer's steps
+/// cannot be handed: the server writes it on every start, before anything is emailed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailRuntime {
+    /// The URL kefu is reached at; links in emails start with it.
+    pub public_url: String,
+    /// How long an answer to a lead waits for the visitor to read it in the chat, in milliseconds.
+    pub reply_delay_millis: i64,
+}
+
+/// Records what the writer's step needs (called on start).
+pub async fn remember_runtime(store: &Store, runtime: EmailRuntime) -> Result<(), StorageError> {
     store
         .write(move |context| {
-            let mut table = context.transaction.open_table(tables::EMAIL_SETTINGS)?;
-            let same = table.get(PUBLIC_URL_KEY)?.is_some_and(|value| value.value() == url.as_bytes());
-            if !same {
-                table.insert(PUBLIC_URL_KEY, url.as_bytes())?;
+            if read_runtime(context)? != runtime {
+                context.transaction.open_table(tables::EMAIL_SETTINGS)?.insert(RUNTIME_KEY, encode_json(&runtime).as_slice())?;
             }
             Ok(Ok::<_, StorageError>(()))
         })
         .await
 }
 
-fn console_url(context: &WriteContext<'_>) -> Result<String, StorageError> {
+fn read_runtime(context: &WriteContext<'_>) -> Result<EmailRuntime, StorageError> {
     let table = context.transaction.open_table(tables::EMAIL_SETTINGS)?;
-    let base = table.get(PUBLIC_URL_KEY)?.map(|value| String::from_utf8_lossy(value.value()).into_owned());
-    Ok(format!("{}/console", base.unwrap_or_default().trim_end_matches('/')))
+    let stored = table.get(RUNTIME_KEY)?.map(|value| value.value().to_vec());
+    stored.map_or(Ok(EmailRuntime::default()), |bytes| decode_json(&bytes))
+}
+
+fn console_url(context: &WriteContext<'_>) -> Result<String, StorageError> {
+    Ok(format!("{}/console", read_runtime(context)?.public_url.trim_end_matches('/')))
 }
 
 fn site(context: &WriteContext<'_>, key: &str) -> Result<Option<Site>, StorageError> {
@@ -81,31 +95,76 @@ fn email_agents(
             to_address: agent.email.clone(),
             to_name: agent.name.clone(),
             message: render(lang, &site_name),
+            unless_read: None,
         };
         super::queue(context, email, now)?;
     }
     Ok(agents.len())
 }
 
-/// Writes the emails of this batch's events (a new offline message) to the outbox. Runs inside
-/// the writer, just before the commit.
+/// Writes the emails of this batch's events to the outbox: a new offline message to the site's
+/// agents, an agent's answer to a visitor who left their email. Runs inside the writer, just
+/// before the commit.
 pub fn record_notifications(context: &mut WriteContext<'_>) -> Result<(), StorageError> {
-    let offline: Vec<_> = context
-        .published()
-        .iter()
-        .filter_map(|event| match event {
-            CommittedEvent::OfflineMessage(message) => Some(message.clone()),
-            _ => None,
-        })
-        .collect();
-    if offline.is_empty() {
+    let mut offline = Vec::new();
+    let mut answers = Vec::new();
+    for event in context.published() {
+        match event {
+            CommittedEvent::OfflineMessage(message) => offline.push(message.clone()),
+            CommittedEvent::Message { conversation_id, seq, record, .. }
+                if record.sender_kind == SenderKind::Agent && !record.internal =>
+            {
+                answers.push((*conversation_id, *seq, record.clone()));
+            }
+            _ => {}
+        }
+    }
+    if !offline.is_empty() {
+        let console = console_url(context)?;
+        for message in offline {
+            let render = |lang: Lang, site_name: &str| content::offline_message(lang, site_name, &message, &console);
+            email_agents(context, &message.site, EmailKind::OfflineMessage, render, &message.lang)?;
+        }
+    }
+    for (conversation_id, seq, record) in answers {
+        email_answer(context, conversation_id, seq, &record)?;
+    }
+    Ok(())
+}
+
+/// Queues an agent's answer to the conversation's visitor, if they left an email address; it
+/// waits `reply_delay_millis` and is dropped if the visitor reads it in the chat meanwhile.
+fn email_answer(
+    context: &mut WriteContext<'_>,
+    conversation_id: u64,
+    seq: u64,
+    record: &crate::chat::messages::MessageRecord,
+) -> Result<(), StorageError> {
+    let Some(conversation) = context.conversation(conversation_id)?.cloned() else { return Ok(()) };
+    let Some(visitor) = crate::people::visitors::get_for_update(context, conversation.visitor_id)? else {
         return Ok(());
-    }
-    let console = console_url(context)?;
-    for message in offline {
-        let render = |lang: Lang, site_name: &str| content::offline_message(lang, site_name, &message, &console);
-        email_agents(context, &message.site, EmailKind::OfflineMessage, render, &message.lang)?;
-    }
+    };
+    let Some(address) = visitor.email.clone().filter(|address| super::plausible_address(address)) else {
+        return Ok(());
+    };
+    let site = site(context, &conversation.site)?;
+    let site_name = site.as_ref().map_or(conversation.site.as_str(), |site| site.name.as_str()).to_owned();
+    let lang = language_for(site.as_ref(), visitor.lang.as_deref().unwrap_or_default());
+    let text = match &record.attachment {
+        Some(attachment) if record.text.is_empty() => format!("[{}]", attachment.name),
+        Some(attachment) => format!("{}\n[{}]", record.text, attachment.name),
+        None => record.text.clone(),
+    };
+    let email = OutgoingEmail {
+        kind: EmailKind::Reply,
+        site: Some(conversation.site.clone()),
+        to_address: address,
+        to_name: visitor.name.clone().unwrap_or_default(),
+        message: content::reply(lang, &site_name, &record.sender_name, &text, record.created_at),
+        unless_read: Some(super::ReadCheck { conversation_id, visitor_id: visitor.id, seq }),
+    };
+    let due = context.now + read_runtime(context)?.reply_delay_millis;
+    super::queue(context, email, due)?;
     Ok(())
 }
 

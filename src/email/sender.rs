@@ -55,7 +55,15 @@ pub async fn run(store: Store, config: EmailConfig, shutdown: CancellationToken)
                 }
             }
         };
-        for email in due {
+        for (email, already_read) in due {
+            if already_read {
+                let outcome = Outcome::Skipped("the visitor read it in the chat".to_owned());
+                let claimed_until = email.next_attempt_at.unwrap_or_default();
+                if let Err(error) = record_outcome(&store, &config, email.id, claimed_until, outcome).await {
+                    tracing::error!(%error, email_id = email.id, "skipping an email failed");
+                }
+                continue;
+            }
             if !smtp.is_configured() {
                 if let Err(error) = give_up_if_stale(&store, &config, &email).await {
                     tracing::error!(%error, email_id = email.id, "expiring an unsent email failed");
@@ -68,8 +76,8 @@ pub async fn run(store: Store, config: EmailConfig, shutdown: CancellationToken)
             }
             let (store, config, smtp) = (store.clone(), config.clone(), smtp.clone());
             in_flight.spawn(async move {
-                let outcome = send(&smtp, &email, Duration::from_secs(config.timeout_secs)).await;
-                if let Err(error) = record_outcome(&store, &config, email.id, claimed_until, outcome, false).await {
+                let outcome = Outcome::of(send(&smtp, &email, Duration::from_secs(config.timeout_secs)).await, false);
+                if let Err(error) = record_outcome(&store, &config, email.id, claimed_until, outcome).await {
                     tracing::error!(%error, email_id = email.id, "recording an email outcome failed");
                 }
             });
@@ -112,11 +120,12 @@ async fn send_now(store: &Store, config: &EmailConfig, id: u64) -> Result<Result
         Err("no SMTP server or sender address is set".to_owned())
     };
     let claimed_until = email.next_attempt_at.unwrap_or_default();
-    record_outcome(store, config, id, claimed_until, outcome.clone(), true).await?;
+    record_outcome(store, config, id, claimed_until, Outcome::of(outcome.clone(), true)).await?;
     Ok(outcome)
 }
 
-fn due_emails(transaction: &redb::ReadTransaction, now: i64, limit: usize) -> Result<Vec<Email>, StorageError> {
+/// Due emails, each with whether its visitor has already read it in the chat.
+fn due_emails(transaction: &redb::ReadTransaction, now: i64, limit: usize) -> Result<Vec<(Email, bool)>, StorageError> {
     let due = transaction.open_table(tables::EMAIL_DUE)?;
     let emails = transaction.open_table(tables::EMAILS)?;
     let mut found = Vec::new();
@@ -126,7 +135,12 @@ fn due_emails(transaction: &redb::ReadTransaction, now: i64, limit: usize) -> Re
         }
         let (_, id) = entry?.0.value();
         if let Some(value) = emails.get(id)? {
-            found.push(decode_json(value.value())?);
+            let email: Email = decode_json(value.value())?;
+            let already_read = match &email.unless_read {
+                Some(check) => check.is_read(transaction)?,
+                None => false,
+            };
+            found.push((email, already_read));
         }
     }
     Ok(found)
@@ -210,8 +224,26 @@ async fn give_up_if_stale(store: &Store, config: &EmailConfig, email: &Email) ->
     if crate::base::clock::now_millis() - email.created_at <= give_up_after {
         return Ok(());
     }
-    let outcome = Err("no SMTP server was set up in time".to_owned());
-    record_outcome(store, config, email.id, email.next_attempt_at.unwrap_or_default(), outcome, true).await
+    let outcome = Outcome::Failed { error: "no SMTP server was set up in time".to_owned(), is_final: true };
+    record_outcome(store, config, email.id, email.next_attempt_at.unwrap_or_default(), outcome).await
+}
+
+/// How an attempt ended.
+enum Outcome {
+    Sent,
+    /// `is_final`: not retried.
+    Failed { error: String, is_final: bool },
+    /// No longer needed; not sent.
+    Skipped(String),
+}
+
+impl Outcome {
+    fn of(result: Result<(), String>, is_final: bool) -> Outcome {
+        match result {
+            Ok(()) => Outcome::Sent,
+            Err(error) => Outcome::Failed { error, is_final },
+        }
+    }
 }
 
 async fn record_outcome(
@@ -219,8 +251,7 @@ async fn record_outcome(
     config: &EmailConfig,
     id: u64,
     claimed_until: i64,
-    outcome: Result<(), String>,
-    give_up_now: bool,
+    outcome: Outcome,
 ) -> Result<(), StorageError> {
     let retry_base = Duration::from_millis(config.retry_base_ms);
     let give_up_after = Duration::from_secs(config.give_up_after_secs).as_millis() as i64;
@@ -233,18 +264,24 @@ async fn record_outcome(
             };
             let mut due = context.transaction.open_table(tables::EMAIL_DUE)?;
             due.remove((claimed_until.max(0) as u64, id))?;
-            email.attempts += 1;
             match outcome {
-                Ok(()) => {
+                Outcome::Skipped(reason) => {
+                    email.status = EmailStatus::Skipped;
+                    email.last_error = Some(reason);
+                    email.next_attempt_at = None;
+                }
+                Outcome::Sent => {
+                    email.attempts += 1;
                     email.status = EmailStatus::Sent;
                     email.last_error = None;
                     email.sent_at = Some(now);
                     email.next_attempt_at = None;
                 }
-                Err(error) => {
+                Outcome::Failed { error, is_final } => {
+                    email.attempts += 1;
                     email.last_error = Some(error);
                     let next = now + crate::webhooks::sender::backoff(retry_base, email.attempts).as_millis() as i64;
-                    if give_up_now || next - email.created_at > give_up_after {
+                    if is_final || next - email.created_at > give_up_after {
                         email.status = EmailStatus::Failed;
                         email.next_attempt_at = None;
                     } else {

@@ -256,11 +256,12 @@ fn decode_body(encoding: &str, body: &str) -> String {
     String::from_utf8(bytes).expect("UTF-8 body")
 }
 
-/// Short retries, and a missed chat after one second.
+/// Short retries, a missed chat after one second, an answer emailed after one second.
 fn quick_email(config: &mut Config) {
     config.email.retry_base_ms = 200;
     config.email.timeout_secs = 5;
     config.email.missed_chat_after_secs = 1;
+    config.email.reply_delay_secs = 1;
 }
 
 /// Points kefu at the sink through the admin page.
@@ -291,7 +292,7 @@ async fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-async fn leave_offline_message(server: &TestServer, site: &kefu::sites::Site, lang: &str, text: &str) {
+async fn leave_offline_message(server: &TestServer, site: &kefu::sites::Site, lang: &str, text: &str) -> String {
     let (_, token) = server.visitor_session(site, None).await;
     let response = http()
         .post(server.url("/api/v1/visitor/offline-messages"))
@@ -301,6 +302,7 @@ async fn leave_offline_message(server: &TestServer, site: &kefu::sites::Site, la
         .await
         .unwrap();
     assert!(response.status().is_success(), "{:?}", response.text().await);
+    token
 }
 
 #[tokio::test]
@@ -475,4 +477,61 @@ async fn a_visitor_waiting_without_an_answer_emails_the_sites_agents_once() {
     // Told once, however long the visitor keeps waiting.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(sink.received().len(), 2);
+}
+
+#[tokio::test]
+async fn an_agents_answer_reaches_a_lead_by_email_unless_they_read_it_in_the_chat() {
+    let sink = SmtpSink::start().await;
+    let server = TestServer::start_with(quick_email).await;
+    let site = server.create_site("Shop").await;
+    server.create_admin(ADMIN).await;
+    let admin = Admin::log_in(&server).await;
+    use_sink(&server, &admin, sink.port).await;
+    server.create_agent("wang@shop.example", &site, 3).await;
+    let mut wang = server.agent(&server.login("wang@shop.example").await).await;
+    let lead = "lilei@visitor.example";
+    let to_lead = |sink: &SmtpSink| -> Vec<Received> {
+        sink.received().into_iter().filter(|message| message.rcpt_to == [lead]).collect()
+    };
+
+    // The visitor left their address in the offline form, then chats and leaves.
+    let token = leave_offline_message(&server, &site, "zh-CN", "在吗？").await;
+    let mut visitor = server.visitor(&site, &token).await;
+    let conversation_id = visitor.say(None, "v1", "还在吗？").await["conversation_id"].as_u64().unwrap();
+    loop {
+        let event = wang.expect("conversation").await;
+        if event["event"] == "assigned" && event["conversation"]["id"] == conversation_id {
+            break;
+        }
+    }
+    drop(visitor);
+    wang.say(Some(conversation_id), "a1", "周六也发货。").await;
+    for _ in 0..200 {
+        if !to_lead(&sink).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let emailed = to_lead(&sink);
+    assert_eq!(emailed.len(), 1, "{:?}", sink.received());
+    let message = Parsed::new(&emailed[0].data);
+    assert_eq!(message.header("subject"), "Shop 回复了您的留言");
+    assert_eq!(message.header("to"), "李雷 <lilei@visitor.example>");
+    assert!(message.part("text/plain").contains("周六也发货。") && message.part("text/html").contains("周六也发货。"));
+
+    // Back in the chat, the visitor reads the next answer there: no email for it.
+    let mut visitor = server.visitor(&site, &token).await;
+    let seq = wang.say(Some(conversation_id), "a2", "还有别的问题吗？").await["seq"].as_u64().unwrap();
+    visitor.send(json!({"type": "read", "conversation_id": conversation_id, "seq": seq})).await;
+    let mut skipped = false;
+    for _ in 0..200 {
+        let rows = outbox(&server).await;
+        if rows.iter().any(|row| row.kind == kefu::email::EmailKind::Reply && row.status.as_str() == "skipped") {
+            skipped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(skipped, "{:?}", outbox(&server).await);
+    assert_eq!(to_lead(&sink).len(), 1, "the answer read in the chat is not emailed");
 }

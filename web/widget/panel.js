@@ -495,7 +495,7 @@ $('offline').addEventListener('submit', async (e) => {
   const button = form.querySelector('button');
   button.disabled = true;
   try {
-    await chat.leaveOfflineMessage(formData(form));
+    await chat.leaveOfflineMessage({ ...formData(form), lang: locale() });
     form.replaceChildren(h('p', { class: 'kf-thanks' }, t('offlineThanks')));
   } catch (err) {
     showNotice(t('requestFailed', { reason: err.message }));

@@ -58,6 +58,7 @@ pub struct Texts {
     status_pending: &'static str,
     status_sent: &'static str,
     status_failed: &'static str,
+    status_skipped: &'static str,
 }
 
 static EN: Texts = Texts {
@@ -99,6 +100,7 @@ static EN: Texts = Texts {
     status_pending: "pending",
     status_sent: "sent",
     status_failed: "failed",
+    status_skipped: "not needed",
 };
 
 static ZH: Texts = Texts {
@@ -140,6 +142,7 @@ static ZH: Texts = Texts {
     status_pending: "等待发送",
     status_sent: "已发送",
     status_failed: "失败",
+    status_skipped: "无需发送",
 };
 
 fn texts(lang: Lang) -> &'static Texts {
@@ -197,6 +200,7 @@ impl EmailRow {
                 email::EmailStatus::Pending => t.status_pending,
                 email::EmailStatus::Sent => t.status_sent,
                 email::EmailStatus::Failed => t.status_failed,
+                email::EmailStatus::Skipped => t.status_skipped,
             },
             attempts: email.attempts,
             last_error: email.last_error.unwrap_or_default(),
@@ -346,6 +350,7 @@ pub async fn send_test(State(app): State<AppState>, headers: HeaderMap, post: Ad
         to_address: to.clone(),
         to_name: String::new(),
         message: email::content::test_email(email_lang),
+        unless_read: None,
     };
     let outcome = match email::sender::queue_and_send(&app.store, &app.config.email, outgoing).await {
         Ok(outcome) => outcome,
