@@ -14,6 +14,7 @@ pub mod content;
 pub mod notifications;
 pub mod sender;
 pub mod settings;
+pub mod transcript;
 
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,10 @@ pub struct Email {
     /// Sent only if the visitor has not read this message in the chat by the time it is due.
     #[serde(default)]
     pub unless_read: Option<ReadCheck>,
+    /// A transcript, rendered from the conversation's history when it is sent (the body stays
+    /// empty in the outbox).
+    #[serde(default)]
+    pub transcript_of: Option<transcript::TranscriptOf>,
 }
 
 /// A message a visitor may read in the chat before its email goes out.
@@ -127,6 +132,7 @@ pub struct OutgoingEmail {
     pub to_name: String,
     pub message: content::Rendered,
     pub unless_read: Option<ReadCheck>,
+    pub transcript_of: Option<transcript::TranscriptOf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +170,7 @@ pub fn queue(context: &mut WriteContext<'_>, email: OutgoingEmail, due_at: i64) 
         last_error: None,
         sent_at: None,
         unless_read: email.unless_read,
+        transcript_of: email.transcript_of,
     };
     context.transaction.open_table(tables::EMAILS)?.insert(id, encode_json(&row).as_slice())?;
     context.transaction.open_table(tables::EMAIL_DUE)?.insert((due_at.max(0) as u64, id), ())?;

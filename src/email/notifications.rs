@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::content::{self, Lang};
 use super::{EmailKind, OutgoingEmail};
 use crate::chat::conversations::Conversation;
-use crate::chat::delivery::CommittedEvent;
+use crate::chat::delivery::{CommittedEvent, ConversationEvent};
 use crate::chat::writes::ChatWrites;
 use crate::protocol::SenderKind;
 use crate::people::agents::Agent;
@@ -52,7 +52,7 @@ fn console_url(context: &WriteContext<'_>) -> Result<String, StorageError> {
     Ok(format!("{}/console", read_runtime(context)?.public_url.trim_end_matches('/')))
 }
 
-fn site(context: &WriteContext<'_>, key: &str) -> Result<Option<Site>, StorageError> {
+pub(super) fn site(context: &WriteContext<'_>, key: &str) -> Result<Option<Site>, StorageError> {
     let table = context.transaction.open_table(tables::SITES)?;
     table.get(key)?.map(|value| decode_json(value.value())).transpose()
 }
@@ -96,6 +96,7 @@ fn email_agents(
             to_name: agent.name.clone(),
             message: render(lang, &site_name),
             unless_read: None,
+            transcript_of: None,
         };
         super::queue(context, email, now)?;
     }
@@ -108,9 +109,13 @@ fn email_agents(
 pub fn record_notifications(context: &mut WriteContext<'_>) -> Result<(), StorageError> {
     let mut offline = Vec::new();
     let mut answers = Vec::new();
+    let mut closed = Vec::new();
     for event in context.published() {
         match event {
             CommittedEvent::OfflineMessage(message) => offline.push(message.clone()),
+            CommittedEvent::Conversation { event: ConversationEvent::Closed { .. }, conversation } => {
+                closed.push(conversation.clone());
+            }
             CommittedEvent::Message { conversation_id, seq, record, .. }
                 if record.sender_kind == SenderKind::Agent && !record.internal =>
             {
@@ -128,6 +133,16 @@ pub fn record_notifications(context: &mut WriteContext<'_>) -> Result<(), Storag
     }
     for (conversation_id, seq, record) in answers {
         email_answer(context, conversation_id, seq, &record)?;
+    }
+    for conversation in closed {
+        let site = site(context, &conversation.site)?;
+        if !site.as_ref().is_some_and(|site| site.transcript_on_close) {
+            continue;
+        }
+        let Some(visitor) = crate::people::visitors::get_for_update(context, conversation.visitor_id)? else { continue };
+        let Some(address) = visitor.email.clone().filter(|address| super::plausible_address(address)) else { continue };
+        let lang = language_for(site.as_ref(), visitor.lang.as_deref().unwrap_or_default());
+        super::transcript::queue(context, &conversation, &address, visitor.name.as_deref().unwrap_or_default(), lang)?;
     }
     Ok(())
 }
@@ -150,11 +165,7 @@ fn email_answer(
     let site = site(context, &conversation.site)?;
     let site_name = site.as_ref().map_or(conversation.site.as_str(), |site| site.name.as_str()).to_owned();
     let lang = language_for(site.as_ref(), visitor.lang.as_deref().unwrap_or_default());
-    let text = match &record.attachment {
-        Some(attachment) if record.text.is_empty() => format!("[{}]", attachment.name),
-        Some(attachment) => format!("{}\n[{}]", record.text, attachment.name),
-        None => record.text.clone(),
-    };
+    let text = super::transcript::message_text(record);
     let email = OutgoingEmail {
         kind: EmailKind::Reply,
         site: Some(conversation.site.clone()),
@@ -162,6 +173,7 @@ fn email_answer(
         to_name: visitor.name.clone().unwrap_or_default(),
         message: content::reply(lang, &site_name, &record.sender_name, &text, record.created_at),
         unless_read: Some(super::ReadCheck { conversation_id, visitor_id: visitor.id, seq }),
+        transcript_of: None,
     };
     let due = context.now + read_runtime(context)?.reply_delay_millis;
     super::queue(context, email, due)?;

@@ -135,7 +135,11 @@ fn due_emails(transaction: &redb::ReadTransaction, now: i64, limit: usize) -> Re
         }
         let (_, id) = entry?.0.value();
         if let Some(value) = emails.get(id)? {
-            let email: Email = decode_json(value.value())?;
+            let mut email: Email = decode_json(value.value())?;
+            if let Some(of) = &email.transcript_of {
+                let rendered = super::transcript::render(transaction, of)?;
+                (email.subject, email.text, email.html) = (rendered.subject, rendered.text, rendered.html);
+            }
             let already_read = match &email.unless_read {
                 Some(check) => check.is_read(transaction)?,
                 None => false,

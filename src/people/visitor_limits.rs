@@ -74,6 +74,7 @@ pub struct VisitorLimits {
     upload_bytes_per_visitor: HourlyBudget<u64>,
     offline_messages_per_address: HourlyBudget<IpAddr>,
     offline_messages_per_visitor: HourlyBudget<u64>,
+    transcripts_per_visitor: HourlyBudget<u64>,
     clock: DefaultClock,
 }
 
@@ -102,6 +103,10 @@ impl VisitorLimits {
                 limits.offline_messages_per_visitor_per_hour,
                 "offline messages from this visitor",
             ),
+            transcripts_per_visitor: HourlyBudget::new(
+                limits.transcripts_per_visitor_per_hour,
+                "transcripts emailed to this visitor",
+            ),
             clock: DefaultClock::default(),
         }
     }
@@ -123,6 +128,11 @@ impl VisitorLimits {
     pub fn offline_message(&self, client_ip: IpAddr, visitor_id: u64) -> Result<(), LimitExceeded> {
         self.offline_messages_per_address.take(&client_ip, 1, &self.clock)?;
         self.offline_messages_per_visitor.take(&visitor_id, 1, &self.clock)
+    }
+
+    /// Counts a transcript a visitor asked to have emailed.
+    pub fn transcript(&self, visitor_id: u64) -> Result<(), LimitExceeded> {
+        self.transcripts_per_visitor.take(&visitor_id, 1, &self.clock)
     }
 
     /// Drops budgets that have refilled, once there are many, so memory stays bounded.

@@ -535,3 +535,80 @@ async fn an_agents_answer_reaches_a_lead_by_email_unless_they_read_it_in_the_cha
     assert!(skipped, "{:?}", outbox(&server).await);
     assert_eq!(to_lead(&sink).len(), 1, "the answer read in the chat is not emailed");
 }
+
+#[tokio::test]
+async fn transcripts_go_out_on_request_a_few_times_an_hour_and_on_close_when_the_site_asks() {
+    let sink = SmtpSink::start().await;
+    let server = TestServer::start_with(quick_email).await;
+    let mut site = server.create_site("Shop").await;
+    site.transcript_on_close = true;
+    site.email_language = "zh-CN".into();
+    let site = kefu::sites::save(&server.app().store, site).await.unwrap();
+    server.create_admin(ADMIN).await;
+    let admin = Admin::log_in(&server).await;
+    use_sink(&server, &admin, sink.port).await;
+    server.create_agent("wang@shop.example", &site, 3).await;
+    let mut wang = server.agent(&server.login("wang@shop.example").await).await;
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    let conversation_id = visitor.say(None, "v1", "How long is shipping?").await["conversation_id"].as_u64().unwrap();
+    loop {
+        let event = wang.expect("conversation").await;
+        if event["event"] == "assigned" && event["conversation"]["id"] == conversation_id {
+            break;
+        }
+    }
+    wang.say(Some(conversation_id), "a1", "Two days.").await;
+    wang.send(json!({"type": "send", "client_id": "note", "conversation_id": conversation_id, "text": "VIP customer", "internal": true})).await;
+    let to_lead = |sink: &SmtpSink| -> Vec<Received> {
+        sink.received().into_iter().filter(|message| message.rcpt_to == ["ada@visitor.example"]).collect()
+    };
+
+    // Asked from the widget: in the widget's language, with the history but not internal notes.
+    let ask = |lang: &'static str, email: &'static str| {
+        let (url, token) = (server.url(&format!("/api/v1/conversations/{conversation_id}/transcript")), token.clone());
+        async move {
+            http().post(url).bearer_auth(token).json(&json!({"email": email, "lang": lang})).send().await.unwrap().status()
+        }
+    };
+    assert_eq!(ask("en", "not an address").await, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(ask("en", "ada@visitor.example").await, StatusCode::ACCEPTED);
+    for _ in 0..200 {
+        if !to_lead(&sink).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let message = Parsed::new(&to_lead(&sink)[0].data);
+    assert_eq!(message.header("subject"), "Your chat with Shop");
+    let text = message.part("text/plain");
+    assert!(text.contains("How long is shipping?") && text.contains("Two days."), "{text}");
+    assert!(!text.contains("VIP customer"), "internal notes stay out: {text}");
+    assert!(message.part("text/html").contains("Two days."));
+
+    // Another visitor cannot ask for this conversation; the budget is three an hour.
+    let (_, stranger) = server.visitor_session(&site, None).await;
+    let url = server.url(&format!("/api/v1/conversations/{conversation_id}/transcript"));
+    let status = http().post(&url).bearer_auth(stranger).json(&json!({"email": "x@y.example"})).send().await.unwrap().status();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(ask("en", "ada@visitor.example").await, StatusCode::ACCEPTED);
+    assert_eq!(ask("en", "ada@visitor.example").await, StatusCode::ACCEPTED);
+    assert_eq!(ask("en", "ada@visitor.example").await, StatusCode::TOO_MANY_REQUESTS);
+
+    // Closing sends it again (the site asks for it), in the site's email language.
+    wang.send(json!({"type": "close", "conversation_id": conversation_id})).await;
+    let on_close = async {
+        loop {
+            let received = to_lead(&sink);
+            if received.iter().any(|message| Parsed::new(&message.data).header("subject") == "您与 Shop 的聊天记录") {
+                break received;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let received = tokio::time::timeout(Duration::from_secs(20), on_close).await.expect("the transcript on close");
+    assert_eq!(received.len(), 4, "three asked for, one on close");
+    let rows = outbox(&server).await;
+    let transcript = rows.iter().find(|row| row.kind == kefu::email::EmailKind::Transcript).unwrap();
+    assert!(transcript.text.is_empty(), "the outbox keeps no copy of the chat");
+}

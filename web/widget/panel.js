@@ -462,6 +462,24 @@ function toggle(panelId, buttonId) {
 
 $('btn-settings').addEventListener('click', () => toggle('settings', 'btn-settings'));
 
+$('transcript').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const email = e.target.elements.email.value.trim();
+  const done = $('transcript-done');
+  done.hidden = true;
+  if (!chat.conversations().length) {
+    showNotice(t('transcriptNone'));
+    return;
+  }
+  try {
+    await chat.emailTranscript(email, locale());
+    done.textContent = t('transcriptSent', { email });
+    done.hidden = false;
+  } catch (err) {
+    showNotice(t('requestFailed', { reason: err.message }));
+  }
+});
+
 for (const [id, key] of [['set-sound', 'sound'], ['set-blink', 'blink']]) {
   $(id).checked = settings[key];
   $(id).addEventListener('change', () => {

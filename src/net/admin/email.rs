@@ -351,6 +351,7 @@ pub async fn send_test(State(app): State<AppState>, headers: HeaderMap, post: Ad
         to_name: String::new(),
         message: email::content::test_email(email_lang),
         unless_read: None,
+        transcript_of: None,
     };
     let outcome = match email::sender::queue_and_send(&app.store, &app.config.email, outgoing).await {
         Ok(outcome) => outcome,
