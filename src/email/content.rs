@@ -160,14 +160,23 @@ pub fn offline_message(
             when: crate::base::clock::format_utc(message.created_at),
             text: message.text.clone(),
         }],
-        link: Some(Link { label: lang.pick("Open the console", "打开客服工作台").to_owned(), url: console_url.to_owned() }),
+        link: Some(Link {
+            label: lang.pick("Open the console", "打开客服工作台").to_owned(),
+            url: console_url.to_owned(),
+        }),
         footer: footer(lang, site_name),
     };
     render(subject, &content)
 }
 
 /// To a site's agents: a visitor has waited `waited_minutes` without an answer.
-pub fn missed_chat(lang: Lang, site_name: &str, visitor_name: &str, waited_minutes: u64, console_url: &str) -> Rendered {
+pub fn missed_chat(
+    lang: Lang,
+    site_name: &str,
+    visitor_name: &str,
+    waited_minutes: u64,
+    console_url: &str,
+) -> Rendered {
     let subject = match lang {
         Lang::En => format!("{visitor_name} is waiting for an answer ({site_name})"),
         Lang::Zh => format!("{visitor_name} 正在等待回复（{site_name}）"),
@@ -176,11 +185,18 @@ pub fn missed_chat(lang: Lang, site_name: &str, visitor_name: &str, waited_minut
         lang,
         heading: lang.pick("A visitor is waiting", "有访客在等待").to_owned(),
         paragraphs: vec![match lang {
-            Lang::En => format!("{visitor_name} started a chat on {site_name} {waited_minutes} min ago and no agent has answered yet."),
-            Lang::Zh => format!("{visitor_name} 在 {site_name} 发起的对话已等待 {waited_minutes} 分钟，还没有客服回复。"),
+            Lang::En => format!(
+                "{visitor_name} started a chat on {site_name} {waited_minutes} min ago and no agent has answered yet."
+            ),
+            Lang::Zh => {
+                format!("{visitor_name} 在 {site_name} 发起的对话已等待 {waited_minutes} 分钟，还没有客服回复。")
+            }
         }],
         lines: Vec::new(),
-        link: Some(Link { label: lang.pick("Answer in the console", "在工作台回复").to_owned(), url: console_url.to_owned() }),
+        link: Some(Link {
+            label: lang.pick("Answer in the console", "在工作台回复").to_owned(),
+            url: console_url.to_owned(),
+        }),
         footer: footer(lang, site_name),
     };
     render(subject, &content)
@@ -199,7 +215,11 @@ pub fn reply(lang: Lang, site_name: &str, agent_name: &str, text: &str, when: i6
             Lang::En => format!("{agent_name} of {site_name} answered your message:"),
             Lang::Zh => format!("{site_name} 的 {agent_name} 回复了您的留言："),
         }],
-        lines: vec![Line { who: agent_name.to_owned(), when: crate::base::clock::format_utc(when), text: text.to_owned() }],
+        lines: vec![Line {
+            who: agent_name.to_owned(),
+            when: crate::base::clock::format_utc(when),
+            text: text.to_owned(),
+        }],
         link: None,
         footer: format!(
             "{} {}",
@@ -261,7 +281,11 @@ mod tests {
         let rendered = reply(Lang::Zh, "商店", "小王", "<b>您好</b>", 0);
         assert_eq!(rendered.subject, "商店 回复了您的留言");
         assert!(rendered.text.contains("<b>您好</b>") && rendered.text.contains("小王"));
-        assert!(rendered.html.contains("&#60;b&#62;您好&#60;/b&#62;") && !rendered.html.contains("<b>") && rendered.html.contains("lang=\"zh-CN\""));
+        assert!(
+            rendered.html.contains("&#60;b&#62;您好&#60;/b&#62;")
+                && !rendered.html.contains("<b>")
+                && rendered.html.contains("lang=\"zh-CN\"")
+        );
         assert_eq!(Lang::first_of(["", "fr", "zh-CN"]), Lang::Zh);
         assert_eq!(Lang::first_of(["fr"]), Lang::En);
     }

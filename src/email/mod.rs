@@ -148,7 +148,9 @@ pub fn plausible_address(address: &str) -> bool {
     let address = address.trim();
     address.len() <= 254
         && !address.contains(char::is_whitespace)
-        && address.split_once('@').is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !host.contains('@'))
+        && address
+            .split_once('@')
+            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !host.contains('@'))
 }
 
 /// Writes `email` to the outbox inside a writer operation, due at `due_at`; returns its id.

@@ -12,8 +12,8 @@ use super::{EmailKind, OutgoingEmail};
 use crate::chat::conversations::Conversation;
 use crate::chat::delivery::{CommittedEvent, ConversationEvent};
 use crate::chat::writes::ChatWrites;
-use crate::protocol::SenderKind;
 use crate::people::agents::Agent;
+use crate::protocol::SenderKind;
 use crate::sites::Site;
 use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
 
@@ -35,7 +35,10 @@ pub async fn remember_runtime(store: &Store, runtime: EmailRuntime) -> Result<()
     store
         .write(move |context| {
             if read_runtime(context)? != runtime {
-                context.transaction.open_table(tables::EMAIL_SETTINGS)?.insert(RUNTIME_KEY, encode_json(&runtime).as_slice())?;
+                context
+                    .transaction
+                    .open_table(tables::EMAIL_SETTINGS)?
+                    .insert(RUNTIME_KEY, encode_json(&runtime).as_slice())?;
             }
             Ok(Ok::<_, StorageError>(()))
         })
@@ -139,7 +142,9 @@ pub fn record_notifications(context: &mut WriteContext<'_>) -> Result<(), Storag
         if !site.as_ref().is_some_and(|site| site.transcript_on_close) {
             continue;
         }
-        let Some(visitor) = crate::people::visitors::get_for_update(context, conversation.visitor_id)? else { continue };
+        let Some(visitor) = crate::people::visitors::get_for_update(context, conversation.visitor_id)? else {
+            continue;
+        };
         let Some(address) = visitor.email.clone().filter(|address| super::plausible_address(address)) else { continue };
         let lang = language_for(site.as_ref(), visitor.lang.as_deref().unwrap_or_default());
         super::transcript::queue(context, &conversation, &address, visitor.name.as_deref().unwrap_or_default(), lang)?;

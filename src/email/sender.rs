@@ -45,7 +45,9 @@ pub async fn run(store: Store, config: EmailConfig, shutdown: CancellationToken)
         let (smtp, due) = {
             let config = config.clone();
             match store
-                .read(move |transaction| Ok((settings::effective(transaction, &config)?, due_emails(transaction, now, room)?)))
+                .read(move |transaction| {
+                    Ok((settings::effective(transaction, &config)?, due_emails(transaction, now, room)?))
+                })
                 .await
             {
                 Ok(found) => found,
@@ -109,7 +111,9 @@ pub async fn queue_and_send(
 async fn send_now(store: &Store, config: &EmailConfig, id: u64) -> Result<Result<(), String>, StorageError> {
     let (smtp, email) = {
         let config = config.clone();
-        store.read(move |transaction| Ok((settings::effective(transaction, &config)?, super::get(transaction, id)?))).await?
+        store
+            .read(move |transaction| Ok((settings::effective(transaction, &config)?, super::get(transaction, id)?)))
+            .await?
     };
     let Some(email) = email else {
         return Ok(Err("the email is no longer in the outbox".to_owned()));
@@ -236,7 +240,10 @@ async fn give_up_if_stale(store: &Store, config: &EmailConfig, email: &Email) ->
 enum Outcome {
     Sent,
     /// `is_final`: not retried.
-    Failed { error: String, is_final: bool },
+    Failed {
+        error: String,
+        is_final: bool,
+    },
     /// No longer needed; not sent.
     Skipped(String),
 }

@@ -121,12 +121,10 @@ impl SettingsChange {
             next.host = host.trim().to_owned();
         }
         if let Some(port) = self.port {
-            next.port = port
-                .trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|port| *port > 0)
-                .ok_or_else(|| FieldError::new("port", format!("{:?} is not a port from 1 to 65535", port.trim())))?;
+            next.port =
+                port.trim().parse::<u16>().ok().filter(|port| *port > 0).ok_or_else(|| {
+                    FieldError::new("port", format!("{:?} is not a port from 1 to 65535", port.trim()))
+                })?;
         }
         if let Some(security) = self.security {
             next.security = Security::parse(&security)?;
@@ -203,7 +201,10 @@ mod tests {
         let changed = SettingsChange { port: Some("2525".into()), password: Some(String::new()), ..Default::default() }
             .apply(&current)
             .unwrap();
-        assert_eq!((changed.port, changed.host.as_str(), changed.password.as_str()), (2525, "smtp.example.com", "secret"));
+        assert_eq!(
+            (changed.port, changed.host.as_str(), changed.password.as_str()),
+            (2525, "smtp.example.com", "secret")
+        );
         let error = SettingsChange { host: Some("other".into()), port: Some("99999".into()), ..Default::default() }
             .apply(&current)
             .unwrap_err();

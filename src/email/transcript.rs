@@ -100,7 +100,8 @@ pub async fn request(
             }
             crate::people::visitors::put(context, &visitor)?;
             let site = super::notifications::site(context, &conversation.site)?;
-            let lang = Lang::first_of([lang_tag.as_str(), site.as_ref().map_or("", |site| site.email_language.as_str())]);
+            let lang =
+                Lang::first_of([lang_tag.as_str(), site.as_ref().map_or("", |site| site.email_language.as_str())]);
             queue(context, &conversation, &address, visitor.name.as_deref().unwrap_or_default(), lang)?;
             Ok(Ok(()))
         })
@@ -117,8 +118,7 @@ pub fn render(transaction: &redb::ReadTransaction, of: &TranscriptOf) -> Result<
         }
         None => String::new(),
     };
-    let messages =
-        crate::chat::messages::page_before(transaction, of.conversation_id, None, MAX_TRANSCRIPT_MESSAGES)?;
+    let messages = crate::chat::messages::page_before(transaction, of.conversation_id, None, MAX_TRANSCRIPT_MESSAGES)?;
     let you = match lang {
         Lang::En => "You",
         Lang::Zh => "您",

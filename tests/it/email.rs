@@ -89,7 +89,11 @@ async fn serve(socket: tokio::net::TcpStream, sink: Arc<Mutex<Vec<Received>>>) {
             let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).unwrap_or_default();
             let parts: Vec<String> =
                 decoded.split(|byte| *byte == 0).map(|part| String::from_utf8_lossy(part).into_owned()).collect();
-            login = Some(format!("{}:{}", parts.get(1).cloned().unwrap_or_default(), parts.get(2).cloned().unwrap_or_default()));
+            login = Some(format!(
+                "{}:{}",
+                parts.get(1).cloned().unwrap_or_default(),
+                parts.get(2).cloned().unwrap_or_default()
+            ));
             "235 2.7.0 accepted".into()
         } else if command.starts_with("AUTH LOGIN") {
             let _ = writer.write_all(b"334 VXNlcm5hbWU6\r\n").await;
@@ -97,8 +101,10 @@ async fn serve(socket: tokio::net::TcpStream, sink: Arc<Mutex<Vec<Received>>>) {
             let _ = writer.write_all(b"334 UGFzc3dvcmQ6\r\n").await;
             let password = lines.next_line().await.ok().flatten().unwrap_or_default();
             let decode = |text: &str| {
-                String::from_utf8_lossy(&base64::engine::general_purpose::STANDARD.decode(text.trim()).unwrap_or_default())
-                    .into_owned()
+                String::from_utf8_lossy(
+                    &base64::engine::general_purpose::STANDARD.decode(text.trim()).unwrap_or_default(),
+                )
+                .into_owned()
             };
             login = Some(format!("{}:{}", decode(&user), decode(&password)));
             "235 2.7.0 accepted".into()
@@ -249,7 +255,9 @@ fn quoted_printable(text: &str) -> Vec<u8> {
 
 fn decode_body(encoding: &str, body: &str) -> String {
     let bytes = match encoding.to_lowercase().as_str() {
-        "base64" => base64::engine::general_purpose::STANDARD.decode(body.split_whitespace().collect::<String>()).unwrap(),
+        "base64" => {
+            base64::engine::general_purpose::STANDARD.decode(body.split_whitespace().collect::<String>()).unwrap()
+        }
         "quoted-printable" => quoted_printable(body),
         _ => body.as_bytes().to_vec(),
     };
@@ -323,7 +331,10 @@ async fn settings_save_partially_keep_the_password_hidden_and_refuse_bad_input_w
     assert_eq!(status, StatusCode::SEE_OTHER);
     let after = saved(&server).await;
     assert_eq!(after.port, 2626);
-    assert_eq!((after.host.as_str(), after.from_name.as_str(), after.password.as_str()), ("127.0.0.1", "商店客服", "s3cret pass"));
+    assert_eq!(
+        (after.host.as_str(), after.from_name.as_str(), after.password.as_str()),
+        ("127.0.0.1", "商店客服", "s3cret pass")
+    );
 
     // Bad input is refused with a message and changes nothing, not even the valid fields beside it.
     for (fields, field) in [
@@ -367,7 +378,11 @@ async fn a_test_email_arrives_as_text_and_html_with_encoded_chinese_and_reports_
     assert_eq!(received[0].rcpt_to, ["owner@shop.example"]);
     assert_eq!(received[0].login.as_deref(), Some("mailer:s3cret pass"), "kefu logged in with the saved account");
     let message = Parsed::new(&received[0].data);
-    assert!(message.raw_header("subject").contains("=?"), "the subject is RFC 2047 encoded: {}", message.raw_header("subject"));
+    assert!(
+        message.raw_header("subject").contains("=?"),
+        "the subject is RFC 2047 encoded: {}",
+        message.raw_header("subject")
+    );
     assert_eq!(message.header("subject"), "kefu 测试邮件");
     assert_eq!(message.header("from"), "商店客服 <help@shop.example>");
     assert!(message.raw_header("content-type").starts_with("multipart/alternative"));
@@ -410,7 +425,8 @@ async fn offline_messages_email_agents_retrying_until_smtp_is_up_and_once_across
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
     let path = format!("/admin/agents/{agent_id}");
-    let fields = [("name", "wang"), ("role", "agent"), ("capacity", "3"), ("sites", &site.key), ("email_notifications", "on")];
+    let fields =
+        [("name", "wang"), ("role", "agent"), ("capacity", "3"), ("sites", &site.key), ("email_notifications", "on")];
     assert_eq!(admin.post(&server, &path, &fields).await.0, StatusCode::SEE_OTHER);
 
     // Nothing listens yet: the rows stay pending and are retried, each failure recorded.
@@ -568,7 +584,14 @@ async fn transcripts_go_out_on_request_a_few_times_an_hour_and_on_close_when_the
     let ask = |lang: &'static str, email: &'static str| {
         let (url, token) = (server.url(&format!("/api/v1/conversations/{conversation_id}/transcript")), token.clone());
         async move {
-            http().post(url).bearer_auth(token).json(&json!({"email": email, "lang": lang})).send().await.unwrap().status()
+            http()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"email": email, "lang": lang}))
+                .send()
+                .await
+                .unwrap()
+                .status()
         }
     };
     assert_eq!(ask("en", "not an address").await, StatusCode::UNPROCESSABLE_ENTITY);
@@ -589,7 +612,8 @@ async fn transcripts_go_out_on_request_a_few_times_an_hour_and_on_close_when_the
     // Another visitor cannot ask for this conversation; the budget is three an hour.
     let (_, stranger) = server.visitor_session(&site, None).await;
     let url = server.url(&format!("/api/v1/conversations/{conversation_id}/transcript"));
-    let status = http().post(&url).bearer_auth(stranger).json(&json!({"email": "x@y.example"})).send().await.unwrap().status();
+    let status =
+        http().post(&url).bearer_auth(stranger).json(&json!({"email": "x@y.example"})).send().await.unwrap().status();
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(ask("en", "ada@visitor.example").await, StatusCode::ACCEPTED);
     assert_eq!(ask("en", "ada@visitor.example").await, StatusCode::ACCEPTED);
@@ -600,7 +624,8 @@ async fn transcripts_go_out_on_request_a_few_times_an_hour_and_on_close_when_the
     let on_close = async {
         loop {
             let received = to_lead(&sink);
-            if received.iter().any(|message| Parsed::new(&message.data).header("subject") == "您与 Shop 的聊天记录") {
+            if received.iter().any(|message| Parsed::new(&message.data).header("subject") == "您与 Shop 的聊天记录")
+            {
                 break received;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -250,8 +250,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
     if !errors.is_empty() {
         return invalid(errors, form, directory);
     }
-    let changes =
-        AgentChanges {
+    let changes = AgentChanges {
         name: form.name.clone(),
         role,
         capacity,
@@ -282,12 +281,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
     app.router.send(RoutingEvent::AgentChanged { agent: agent.clone() }).await;
     let detail = format!(
         "name {:?}, role {:?}, capacity {}, sites {:?}, disabled {}, email notifications {}",
-        agent.name,
-        agent.role,
-        agent.capacity,
-        agent.sites,
-        agent.disabled,
-        !agent.email_notifications_off
+        agent.name, agent.role, agent.capacity, agent.sites, agent.disabled, !agent.email_notifications_off
     );
     post.admin.audit(&app, if agent.disabled { "agent.disable" } else { "agent.update" }, &agent.email, detail).await;
     done(&format!("/admin/agents/{id}"), "Saved.")
