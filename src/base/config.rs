@@ -143,6 +143,8 @@ pub struct LimitsConfig {
     pub offline_messages_per_visitor_per_hour: u64,
     /// Transcripts a visitor may ask to have emailed per hour.
     pub transcripts_per_visitor_per_hour: u64,
+    /// "Forgot password" requests per client address per hour (and per account, a third of it).
+    pub password_resets_per_address_per_hour: u64,
     /// Most bytes of uploads stored for one site (visitors' and agents'); 0 for no quota.
     pub upload_quota_bytes_per_site: u64,
     /// Seconds an upload that no message attached is kept before the hourly sweep removes it.
@@ -327,6 +329,7 @@ impl Default for LimitsConfig {
             offline_messages_per_address_per_hour: 30,
             offline_messages_per_visitor_per_hour: 10,
             transcripts_per_visitor_per_hour: 3,
+            password_resets_per_address_per_hour: 9,
             upload_quota_bytes_per_site: 10 * 1024 * 1024 * 1024,
             unattached_upload_grace_secs: 86_400,
             api_requests_per_second: 20,

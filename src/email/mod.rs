@@ -12,6 +12,7 @@
 
 pub mod content;
 pub mod notifications;
+pub mod password_reset;
 pub mod sender;
 pub mod settings;
 pub mod transcript;

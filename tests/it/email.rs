@@ -637,3 +637,92 @@ async fn transcripts_go_out_on_request_a_few_times_an_hour_and_on_close_when_the
     let transcript = rows.iter().find(|row| row.kind == kefu::email::EmailKind::Transcript).unwrap();
     assert!(transcript.text.is_empty(), "the outbox keeps no copy of the chat");
 }
+
+#[tokio::test]
+async fn a_forgotten_password_is_reset_once_by_an_emailed_link_that_ends_every_session() {
+    let sink = SmtpSink::start().await;
+    let server = TestServer::start_with(quick_email).await;
+    let site = server.create_site("Shop").await;
+    server.create_admin(ADMIN).await;
+    let admin = Admin::log_in(&server).await;
+    use_sink(&server, &admin, sink.port).await;
+    server.create_agent("wang@shop.example", &site, 3).await;
+    let old_session = server.login("wang@shop.example").await;
+    let forms = crate::admin::client();
+    let ask = |email: &'static str| {
+        let (forms, url) = (forms.clone(), server.url("/admin/forgot-password"));
+        async move {
+            let response = forms.post(url).form(&[("email", email), ("lang", "zh")]).send().await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+
+    // The same answer for an unknown address as for an agent's; only the agent gets an email.
+    let (unknown_status, unknown_page) = ask("nobody@shop.example").await;
+    let (status, page) = ask("WANG@shop.example").await;
+    assert_eq!((unknown_status, status), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(unknown_page, page);
+    assert!(page.contains("如果有账号使用此邮箱"), "{page}");
+    let received = sink.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.received().len(), 1);
+    assert_eq!(received[0].rcpt_to, ["wang@shop.example"]);
+    let message = Parsed::new(&received[0].data);
+    assert_eq!(message.header("subject"), "重置 kefu 密码");
+    let text = message.part("text/plain");
+    let link = text.split_whitespace().find(|word| word.contains("/admin/reset-password?token=")).expect("a link");
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+    assert!(message.part("text/html").contains(&token));
+    assert!(outbox(&server).await[0].text.is_empty(), "the sent link is not kept in the outbox");
+
+    // The link opens the form; a short password is refused and the link still works.
+    let response = forms.get(link).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let reset = |password: &'static str| {
+        let (forms, url, token) = (forms.clone(), server.url("/admin/reset-password"), token.clone());
+        async move {
+            forms.post(url).form(&[("token", token.as_str()), ("password", password)]).send().await.unwrap().status()
+        }
+    };
+    assert_eq!(reset("short").await, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reset("a brand new password").await, StatusCode::OK);
+    // Once only; the old session is over; the new password works.
+    assert_eq!(reset("another new password").await, StatusCode::GONE);
+    let me = http().get(server.url("/api/v1/agent/me")).bearer_auth(&old_session).send().await.unwrap();
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    server.login_with("wang@shop.example", "a brand new password").await;
+
+    // An expired link does nothing.
+    ask("wang@shop.example").await;
+    let received = sink.wait_for(2).await;
+    let text = Parsed::new(&received[1].data).part("text/plain");
+    let token = text.split("token=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let digest = kefu::base::secrets::token_digest(&token);
+    server
+        .app()
+        .store
+        .write(move |context| {
+            let mut resets = context.transaction.open_table(kefu::storage::tables::PASSWORD_RESETS)?;
+            let mut reset: kefu::email::password_reset::PasswordReset =
+                kefu::storage::decode_json(redb::ReadableTable::get(&resets, &digest)?.unwrap().value())?;
+            reset.expires_at = context.now - 1;
+            resets.insert(&digest, kefu::storage::encode_json(&reset).as_slice())?;
+            Ok(Ok::<_, kefu::storage::StorageError>(()))
+        })
+        .await
+        .unwrap();
+    let expired = forms
+        .post(server.url("/admin/reset-password"))
+        .form(&[("token", token.as_str()), ("password", "yet another password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expired.status(), StatusCode::GONE);
+    server.login_with("wang@shop.example", "a brand new password").await;
+
+    // Requests are rate-limited per account (three an hour by default).
+    ask("wang@shop.example").await;
+    let (status, page) = ask("wang@shop.example").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(page.contains("请求过多"));
+}

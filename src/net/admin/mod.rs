@@ -49,6 +49,8 @@ macro_rules! admin_routes {
         pub fn router() -> axum::Router<AppState> {
             axum::Router::new()
                 .route("/admin/login", axum::routing::get(login::page).post(login::submit))
+                .route("/admin/forgot-password", axum::routing::get(login::forgot_page).post(login::forgot_submit))
+                .route("/admin/reset-password", axum::routing::get(login::reset_page).post(login::reset_submit))
                 $(.route($path, admin_routes!(@method $method $handler)))*
         }
     };
