@@ -671,6 +671,10 @@ async fn a_forgotten_password_is_reset_once_by_an_emailed_link_that_ends_every_s
     assert_eq!(message.header("subject"), "重置 kefu 密码");
     let text = message.part("text/plain");
     let link = text.split_whitespace().find(|word| word.contains("/admin/reset-password?token=")).expect("a link");
+    assert!(
+        link.starts_with(&server.url("/admin/reset-password")),
+        "the link is kefu's own URL, not the Host header's"
+    );
     let token = link.split("token=").nth(1).unwrap().to_owned();
     assert!(message.part("text/html").contains(&token));
     assert!(outbox(&server).await[0].text.is_empty(), "the sent link is not kept in the outbox");

@@ -209,7 +209,11 @@ pub async fn forgot_submit(
         Lang::En => crate::email::Lang::En,
         Lang::Zh => crate::email::Lang::Zh,
     };
-    let reset_url = format!("{}/admin/reset-password", crate::net::http::own_origin(&headers));
+    let base = match crate::email::notifications::public_url(&app.store).await {
+        Ok(base) => base,
+        Err(error) => return super::internal_error(error),
+    };
+    let reset_url = format!("{base}/admin/reset-password");
     if let Err(error) = crate::email::password_reset::request(&app.store, &form.email, &reset_url, email_lang).await {
         return super::internal_error(error);
     }
