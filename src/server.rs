@@ -24,6 +24,10 @@ use crate::sites::{self, NewSite, SiteDirectory};
 use crate::storage::Store;
 use crate::storage::writer::{Published, WriterHooks};
 
+/// How often waiting conversations are checked for missed-chat emails; a report is at most this
+/// late.
+const MISSED_CHAT_SWEEP: Duration = Duration::from_secs(5);
+
 /// How long shutdown waits for connections to close before flushing storage anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -190,6 +194,15 @@ pub async fn start(
             tasks.spawn(crate::net::tls::acme::run(acme, data_dir, certificates.clone(), shutdown_token.clone()));
         }
     }
+    let email_runtime = crate::email::notifications::EmailRuntime {
+        public_url: public_base(&app.config, local_addr),
+        reply_delay_millis: Duration::from_secs(app.config.email.reply_delay_secs).as_millis() as i64,
+    };
+    crate::email::notifications::remember_runtime(&store, email_runtime)
+        .await
+        .context("recording the URL emails link to")?;
+    tasks.spawn(crate::email::sender::run(store.clone(), app.config.email.clone(), shutdown_token.clone()));
+    spawn_missed_chat_emails(&app);
     spawn_retention_schedule(&app);
     spawn_bot_idle_close(&app);
 
@@ -307,13 +320,7 @@ async fn bootstrap(store: &Store, config: &Config, local_addr: SocketAddr) -> an
             },
         )
         .await?;
-        let base = match &config.public_url {
-            Some(_) => config.public_url(),
-            None if config.http.ip().is_unspecified() => {
-                format!("http://localhost:{}", local_addr.port())
-            }
-            None => format!("http://{local_addr}"),
-        };
+        let base = public_base(config, local_addr);
         println!("first start: an admin account was created");
         println!("  email:    {email}");
         println!("  password: {password}");
@@ -324,6 +331,15 @@ async fn bootstrap(store: &Store, config: &Config, local_addr: SocketAddr) -> an
         }
     }
     Ok(())
+}
+
+/// The URL people reach kefu at: `public_url`, else the address it listens on.
+fn public_base(config: &Config, local_addr: SocketAddr) -> String {
+    match &config.public_url {
+        Some(_) => config.public_url(),
+        None if config.http.ip().is_unspecified() => format!("http://localhost:{}", local_addr.port()),
+        None => format!("http://{local_addr}"),
+    }
 }
 
 /// Resolves when the process gets SIGTERM or ctrl-c.
@@ -358,10 +374,14 @@ pub fn termination_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// What the domain adds to the storage writer: the webhook outbox and the daily report figures,
-/// written in each batch's commit, and the channel committed events reach the dispatcher on.
+/// What the domain adds to the storage writer: the webhook and email outboxes and the daily report
+/// figures, written in each batch's commit, and the channel committed events reach the dispatcher on.
 pub fn writer_hooks(committed: Option<mpsc::Sender<Published>>) -> WriterHooks {
-    let before_commit = vec![crate::webhooks::record_deliveries, crate::history::daily_figures::record];
+    let before_commit = vec![
+        crate::webhooks::record_deliveries,
+        crate::email::record_notifications,
+        crate::history::daily_figures::record,
+    ];
     WriterHooks { before_commit, committed }
 }
 
@@ -432,6 +452,28 @@ fn spawn_bot_idle_close(app: &AppState) {
                     let now = crate::base::clock::now_millis();
                     if let Err(error) = crate::bot::lifecycle::close_idle(&app.store, &app.bot, now).await {
                         tracing::error!(%error, "closing idle bot conversations failed");
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Emails agents about visitors who waited `email.missed_chat_after_secs` with no answer, every
+/// [`MISSED_CHAT_SWEEP`] until the server shuts down.
+fn spawn_missed_chat_emails(app: &AppState) {
+    let app = app.clone();
+    let shutdown = app.shutdown.clone();
+    let wait_millis = Duration::from_secs(app.config.email.missed_chat_after_secs).as_millis() as i64;
+    app.tasks.clone().spawn(async move {
+        let mut interval = tokio::time::interval(MISSED_CHAT_SWEEP);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {
+                    if let Err(error) = crate::email::notifications::email_missed_chats(&app.store, wait_millis).await {
+                        tracing::error!(%error, "emailing about missed chats failed");
                     }
                 }
             }

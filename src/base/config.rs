@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The top-level keys and sections of [`Config`], for picking `KEFU_*` variables.
-const TOP_LEVEL_KEYS: [&str; 17] = [
+const TOP_LEVEL_KEYS: [&str; 18] = [
     "data_dir",
     "http",
     "trusted_proxies",
@@ -21,6 +21,7 @@ const TOP_LEVEL_KEYS: [&str; 17] = [
     "routing",
     "webhooks",
     "push",
+    "email",
     "log",
     "metrics",
     "quic",
@@ -61,6 +62,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub webhooks: WebhooksConfig,
     pub push: PushConfig,
+    pub email: EmailConfig,
     pub log: LogConfig,
     pub llm: LlmConfig,
     pub grpc: GrpcConfig,
@@ -147,6 +149,10 @@ pub struct LimitsConfig {
     pub offline_messages_per_address_per_hour: u64,
     /// Offline messages per visitor per hour.
     pub offline_messages_per_visitor_per_hour: u64,
+    /// Transcripts a visitor may ask to have emailed per hour.
+    pub transcripts_per_visitor_per_hour: u64,
+    /// "Forgot password" requests per client address per hour (and per account, a third of it).
+    pub password_resets_per_address_per_hour: u64,
     /// Most bytes of uploads stored for one site (visitors' and agents'); 0 for no quota.
     pub upload_quota_bytes_per_site: u64,
     /// Seconds an upload that no message attached is kept before the hourly sweep removes it.
@@ -268,6 +274,53 @@ impl Default for AcmeConfig {
     }
 }
 
+/// Sending email over SMTP. The admin page's settings, once saved, override the server fields.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// The SMTP server; empty: no email is sent (rows wait in the outbox until one is set).
+    pub host: String,
+    pub port: u16,
+    /// `starttls` (port 587), `tls` (implicit TLS, port 465) or `none` (a local relay only).
+    pub security: String,
+    pub username: String,
+    pub password: String,
+    /// The sender address of every email kefu sends.
+    pub from_address: String,
+    /// The sender name shown to recipients.
+    pub from_name: String,
+    /// The wait before the first retry, in milliseconds; it doubles with each attempt (at most an hour).
+    pub retry_base_ms: u64,
+    /// How long after it was queued an email is retried before it is marked failed, in seconds.
+    pub give_up_after_secs: u64,
+    /// How long one SMTP conversation may take, in seconds.
+    pub timeout_secs: u64,
+    /// Seconds a visitor waits with no agent reply before the site's agents get a missed-chat email.
+    pub missed_chat_after_secs: u64,
+    /// Seconds an agent's answer to a visitor who left their email waits before it is emailed;
+    /// a visitor who reads it in the chat meanwhile gets no email.
+    pub reply_delay_secs: u64,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            host: String::new(),
+            port: 587,
+            security: "starttls".to_owned(),
+            username: String::new(),
+            password: String::new(),
+            from_address: String::new(),
+            from_name: "kefu".to_owned(),
+            retry_base_ms: 5000,
+            give_up_after_secs: 86_400,
+            timeout_secs: 30,
+            missed_chat_after_secs: 300,
+            reply_delay_secs: 60,
+        }
+    }
+}
+
 /// The gRPC API for integrations (src/net/grpc/).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -329,6 +382,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             push: PushConfig::default(),
             grpc: GrpcConfig::default(),
+            email: EmailConfig::default(),
             log: LogConfig::default(),
             llm: LlmConfig::default(),
         }
@@ -376,6 +430,8 @@ impl Default for LimitsConfig {
             upload_bytes_per_visitor_per_hour: 200 * 1024 * 1024,
             offline_messages_per_address_per_hour: 30,
             offline_messages_per_visitor_per_hour: 10,
+            transcripts_per_visitor_per_hour: 3,
+            password_resets_per_address_per_hour: 9,
             upload_quota_bytes_per_site: 10 * 1024 * 1024 * 1024,
             unattached_upload_grace_secs: 86_400,
             api_requests_per_second: 20,

@@ -29,6 +29,9 @@ pub struct OfflineMessage {
     pub email: String,
     pub text: String,
     pub created_at: i64,
+    /// The widget's language (`zh-CN`, `en`), for emails about the message.
+    #[serde(default)]
+    pub lang: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -37,6 +40,9 @@ pub struct NewOfflineMessage {
     pub name: String,
     pub email: String,
     pub text: String,
+    /// The widget's language.
+    #[serde(default)]
+    pub lang: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +95,7 @@ pub async fn leave(
                 email: new_message.email.trim().to_owned(),
                 text: new_message.text.trim().to_owned(),
                 created_at: context.now,
+                lang: new_message.lang.trim().chars().take(20).collect(),
             };
             let mut visitor = crate::people::visitors::get_for_update(context, visitor_id)?.unwrap_or_default();
             // The form's name and email fill a profile that has none, so agents see who wrote.
@@ -115,6 +122,18 @@ pub async fn leave(
                 .transaction
                 .open_table(tables::OFFLINE_MESSAGES)?
                 .insert(message.id, encode_json(&message).as_slice())?;
+            // The visitor is now a lead with an address: answers to them can go by email, in
+            // their language.
+            if let Some(mut visitor) = crate::people::visitors::get_for_update(context, visitor_id)? {
+                visitor.email = Some(message.email.clone());
+                if visitor.name.as_deref().is_none_or(str::is_empty) && !message.name.is_empty() {
+                    visitor.name = Some(message.name.clone());
+                }
+                if !message.lang.is_empty() {
+                    visitor.lang = Some(message.lang.clone());
+                }
+                crate::people::visitors::put(context, &visitor)?;
+            }
             context.publish(crate::chat::delivery::CommittedEvent::OfflineMessage(message.clone()));
             crate::chat::leads::record_offline_message(context, &message)?;
             Ok(Ok(message))

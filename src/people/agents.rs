@@ -75,6 +75,9 @@ pub struct Agent {
     /// The upload id of the agent's picture (`avatars`), if they set one.
     #[serde(default)]
     pub avatar: Option<String>,
+    /// The agent asked for no notification emails (offline messages, missed chats).
+    #[serde(default)]
+    pub email_notifications_off: bool,
 }
 
 impl Agent {
@@ -245,6 +248,7 @@ pub async fn create(store: &Store, new_agent: NewAgent) -> Result<Agent, AgentEr
                 created_at: context.now,
                 two_factor: false,
                 avatar: None,
+                email_notifications_off: false,
             };
             emails.insert(agent.email.as_str(), agent.id)?;
             let mut agents = context.transaction.open_table(tables::AGENTS)?;
@@ -295,6 +299,8 @@ pub struct AgentChanges {
     pub capacity: u32,
     pub sites: Vec<String>,
     pub disabled: bool,
+    /// No notification emails (offline messages, missed chats) for this agent.
+    pub email_notifications_off: bool,
 }
 
 /// Changes an agent. Refused when it would leave no enabled admin; disabling ends every session
@@ -329,6 +335,7 @@ pub async fn update(store: &Store, id: u64, changes: AgentChanges) -> Result<Age
             agent.capacity = changes.capacity;
             agent.sites = sites;
             agent.disabled = changes.disabled;
+            agent.email_notifications_off = changes.email_notifications_off;
             let mut other_admins = 0;
             for entry in agents.iter()? {
                 let other: Agent = decode_json(entry?.1.value())?;

@@ -74,6 +74,9 @@ pub struct VisitorLimits {
     upload_bytes_per_visitor: HourlyBudget<u64>,
     offline_messages_per_address: HourlyBudget<IpAddr>,
     offline_messages_per_visitor: HourlyBudget<u64>,
+    transcripts_per_visitor: HourlyBudget<u64>,
+    password_resets_per_address: HourlyBudget<IpAddr>,
+    password_resets_per_account: HourlyBudget<String>,
     clock: DefaultClock,
 }
 
@@ -102,6 +105,18 @@ impl VisitorLimits {
                 limits.offline_messages_per_visitor_per_hour,
                 "offline messages from this visitor",
             ),
+            transcripts_per_visitor: HourlyBudget::new(
+                limits.transcripts_per_visitor_per_hour,
+                "transcripts emailed to this visitor",
+            ),
+            password_resets_per_address: HourlyBudget::new(
+                limits.password_resets_per_address_per_hour,
+                "password resets from this address",
+            ),
+            password_resets_per_account: HourlyBudget::new(
+                limits.password_resets_per_address_per_hour.div_ceil(3),
+                "password resets of this account",
+            ),
             clock: DefaultClock::default(),
         }
     }
@@ -125,6 +140,17 @@ impl VisitorLimits {
         self.offline_messages_per_visitor.take(&visitor_id, 1, &self.clock)
     }
 
+    /// Counts a transcript a visitor asked to have emailed.
+    pub fn transcript(&self, visitor_id: u64) -> Result<(), LimitExceeded> {
+        self.transcripts_per_visitor.take(&visitor_id, 1, &self.clock)
+    }
+
+    /// Counts a "forgot password" request (budgets per address and per account email).
+    pub fn password_reset(&self, client_ip: IpAddr, email: &str) -> Result<(), LimitExceeded> {
+        self.password_resets_per_address.take(&client_ip, 1, &self.clock)?;
+        self.password_resets_per_account.take(&email.trim().to_lowercase(), 1, &self.clock)
+    }
+
     /// Drops budgets that have refilled, once there are many, so memory stays bounded.
     pub fn forget_idle(&self) {
         self.sessions_per_address.forget_idle();
@@ -134,5 +160,8 @@ impl VisitorLimits {
         self.upload_bytes_per_visitor.forget_idle();
         self.offline_messages_per_address.forget_idle();
         self.offline_messages_per_visitor.forget_idle();
+        self.transcripts_per_visitor.forget_idle();
+        self.password_resets_per_address.forget_idle();
+        self.password_resets_per_account.forget_idle();
     }
 }

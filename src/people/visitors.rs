@@ -42,6 +42,9 @@ pub struct Visitor {
     /// How many sessions were opened; more than one marks a returning visitor.
     pub n_sessions: u64,
     pub last_page: Option<PageView>,
+    /// The widget's language when the visitor last told it (an offline message, a transcript
+    /// request), for emails to them.
+    pub lang: Option<String>,
 }
 
 /// A claimed user identity from the widget's `setUser`.

@@ -51,6 +51,10 @@ pub struct Site {
     pub routing_rules: Vec<RoutingRule>,
     /// The team of conversations no rule routes; `None` lets every agent of the site take them.
     pub default_team: Option<u64>,
+    /// The language of emails about the site (`en`, `zh-CN`); empty follows the visitor's widget.
+    pub email_language: String,
+    /// Emails a closed conversation's transcript to its visitor, when their email is known.
+    pub transcript_on_close: bool,
 }
 
 impl Default for Site {
@@ -73,6 +77,8 @@ impl Default for Site {
             business_hours: BusinessHours::default(),
             routing_rules: Vec::new(),
             default_team: None,
+            email_language: String::new(),
+            transcript_on_close: false,
         }
     }
 }
@@ -129,6 +135,9 @@ impl Site {
         }
         if let Err((field, message)) = self.business_hours.validate() {
             problems.push((field, message));
+        }
+        if !["", "en", "zh-CN"].contains(&self.email_language.as_str()) {
+            problems.push(("email_language", "must be en, zh-CN or empty (the visitor's language)".to_owned()));
         }
         if let Err(message) = rules::validate(&self.routing_rules) {
             problems.push(("routing_rules", message));

@@ -142,7 +142,12 @@ macro_rules! with_fixed_tables {
             PUSH_KEYS,
             PUSH_SUBSCRIPTIONS,
             REPORT_CELLS,
-            REPORT_MESSAGES
+            REPORT_MESSAGES,
+            EMAIL_SETTINGS,
+            EMAILS,
+            EMAIL_DUE,
+            EMAIL_MISSED_CHATS,
+            PASSWORD_RESETS
         )
     };
 }
@@ -202,3 +207,18 @@ pub const API_TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("api_to
 
 /// SHA-256 of a live API token → its id; revoking a token removes its row.
 pub const API_TOKEN_DIGESTS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("api_token_digests_v1");
+
+/// `"smtp"` → the SMTP settings saved on the admin page (JSON); they override `[email]` of kefu.toml.
+pub const EMAIL_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("email_settings_v1");
+
+/// Email id → email (JSON): the durable outbox and its history.
+pub const EMAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("emails_v1");
+
+/// (due time in Unix ms, email id) → (): emails waiting for their next attempt, soonest first.
+pub const EMAIL_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("email_due_v1");
+
+/// Conversation id → when its site's agents were emailed that nobody answered (Unix ms), so they are told once.
+pub const EMAIL_MISSED_CHATS: TableDefinition<u64, i64> = TableDefinition::new("email_missed_chats_v1");
+
+/// SHA-256 of a password-reset token → the reset (JSON): single use, short-lived.
+pub const PASSWORD_RESETS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("password_resets_v1");

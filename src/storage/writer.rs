@@ -101,6 +101,7 @@ pub enum Counter {
     Lead,
     /// The order of the events of `site_events_v1`, shared by all sites.
     SiteEvent,
+    Email,
 }
 
 impl Counter {
@@ -115,10 +116,11 @@ impl Counter {
             Counter::KbEntry => "next_kb_entry_id",
             Counter::Lead => "next_lead_id",
             Counter::SiteEvent => "next_site_event_id",
+            Counter::Email => "next_email_id",
         }
     }
 
-    const ALL: [Counter; 9] = [
+    const ALL: [Counter; 10] = [
         Counter::Conversation,
         Counter::Visitor,
         Counter::Agent,
@@ -128,6 +130,7 @@ impl Counter {
         Counter::KbEntry,
         Counter::Lead,
         Counter::SiteEvent,
+        Counter::Email,
     ];
 }
 

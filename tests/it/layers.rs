@@ -14,7 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("foundations", &["base"]),
     ("wire vocabulary", &["protocol"]),
     ("storage", &["storage"]),
-    ("domain", &["chat", "people", "sites", "routing", "bot", "search", "history", "webhooks", "push"]),
+    ("domain", &["chat", "people", "sites", "routing", "bot", "search", "history", "webhooks", "push", "email"]),
     ("transports", &["net"]),
     ("wiring", &["server"]),
     ("entry point", &["cli"]),

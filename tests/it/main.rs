@@ -17,6 +17,7 @@ mod csv_injection;
 mod delivery;
 mod display_safety;
 mod documented_contract;
+mod email;
 mod file_modes;
 mod grpc;
 mod identity;

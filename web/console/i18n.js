@@ -6,7 +6,7 @@ import { translator } from '../shared/i18n.js';
 
 const WORDS = {
   en: {
-    email: 'Email', password: 'Password', log_in: 'Log in', log_out: 'Log out', admin: 'Admin', online: 'Online', away: 'Away', offline: 'Offline',
+    email: 'Email', password: 'Password', log_in: 'Log in', forgot_password: 'Forgot your password?', log_out: 'Log out', admin: 'Admin', online: 'Online', away: 'Away', offline: 'Offline',
     queued: 'Waiting', mine: 'Mine', open: 'All open', closed: 'Closed', visitors: 'Visitors', agents: 'Agents',
     take: 'Take', transfer: 'Transfer', close: 'Close', reopen: 'Reopen', block: 'Block', internal_note: 'Internal note',
     attach: 'Attach', send: 'Send', visitor: 'Visitor', earlier: 'Earlier conversations', empty: 'Pick a conversation on the left.',
@@ -48,7 +48,7 @@ const WORDS = {
     visitor_number: 'Visitor #{id}',
   },
   'zh-CN': {
-    email: '邮箱', password: '密码', log_in: '登录', log_out: '退出', admin: '管理', online: '在线', away: '离开', offline: '离线',
+    email: '邮箱', password: '密码', log_in: '登录', forgot_password: '忘记密码？', log_out: '退出', admin: '管理', online: '在线', away: '离开', offline: '离线',
     queued: '排队中', mine: '我的', open: '全部进行中', closed: '已结束', visitors: '访客', agents: '客服',
     take: '接入', transfer: '转接', close: '结束', reopen: '重新打开', block: '拉黑', internal_note: '内部备注',
     attach: '附件', send: '发送', visitor: '访客', earlier: '历史会话', empty: '从左侧选择一个会话。',

@@ -178,6 +178,13 @@ export class Chat {
     return this.request('POST', '/api/v1/visitor/offline-messages', form);
   }
 
+  /** Asks for the newest conversation's transcript by email. */
+  emailTranscript(email, lang) {
+    const c = this.conversations()[0];
+    if (!c) return Promise.reject(new Error('no conversation'));
+    return this.request('POST', `/api/v1/conversations/${c.id}/transcript`, { email, lang });
+  }
+
   rate(conversationId, score, comment) {
     return this.request('POST', `/api/v1/conversations/${conversationId}/rating`, { score, comment });
   }

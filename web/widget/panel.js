@@ -526,6 +526,24 @@ function toggle(panelId, buttonId) {
 
 $('btn-settings').addEventListener('click', () => toggle('settings', 'btn-settings'));
 
+$('transcript').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const email = e.target.elements.email.value.trim();
+  const done = $('transcript-done');
+  done.hidden = true;
+  if (!chat.conversations().length) {
+    showNotice(t('transcriptNone'));
+    return;
+  }
+  try {
+    await chat.emailTranscript(email, locale());
+    done.textContent = t('transcriptSent', { email });
+    done.hidden = false;
+  } catch (err) {
+    showNotice(t('requestFailed', { reason: err.message }));
+  }
+});
+
 for (const [id, key] of [['set-sound', 'sound'], ['set-blink', 'blink']]) {
   $(id).checked = settings[key];
   $(id).addEventListener('change', () => {
@@ -559,7 +577,7 @@ $('offline').addEventListener('submit', async (e) => {
   const button = form.querySelector('button');
   button.disabled = true;
   try {
-    await chat.leaveOfflineMessage(formData(form));
+    await chat.leaveOfflineMessage({ ...formData(form), lang: locale() });
     form.replaceChildren(h('p', { class: 'kf-thanks' }, t('offlineThanks')));
   } catch (err) {
     showNotice(t('requestFailed', { reason: err.message }));

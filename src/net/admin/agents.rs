@@ -51,6 +51,7 @@ pub struct AgentForm {
     pub sites: Vec<String>,
     pub teams: Vec<String>,
     pub disabled: bool,
+    pub email_notifications_off: bool,
 }
 
 #[derive(Template)]
@@ -212,6 +213,7 @@ fn form_of(agent: &Agent, teams: &[Team]) -> AgentForm {
         sites: agent.sites.clone(),
         teams: teams.iter().filter(|team| team.members.contains(&agent.id)).map(|team| team.id.to_string()).collect(),
         disabled: agent.disabled,
+        email_notifications_off: agent.email_notifications_off,
     }
 }
 
@@ -249,6 +251,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
         sites: post.form.all("sites"),
         teams: post.form.all("teams"),
         disabled: post.form.checked("disabled"),
+        email_notifications_off: !post.form.checked("email_notifications"),
     };
     let mut errors = FieldErrors::default();
     let role = role_of(&form.role, &mut errors);
@@ -264,8 +267,14 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
     if !errors.is_empty() {
         return invalid(errors, form, directory);
     }
-    let changes =
-        AgentChanges { name: form.name.clone(), role, capacity, sites: form.sites.clone(), disabled: form.disabled };
+    let changes = AgentChanges {
+        name: form.name.clone(),
+        role,
+        capacity,
+        sites: form.sites.clone(),
+        disabled: form.disabled,
+        email_notifications_off: form.email_notifications_off,
+    };
     let agent = match agents::update(&app.store, id, changes).await {
         Ok(agent) => agent,
         Err(AgentError::Invalid(error)) => {
@@ -288,8 +297,8 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
     }
     app.router.send(RoutingEvent::AgentChanged { agent: agent.clone() }).await;
     let detail = format!(
-        "name {:?}, role {:?}, capacity {}, sites {:?}, disabled {}",
-        agent.name, agent.role, agent.capacity, agent.sites, agent.disabled
+        "name {:?}, role {:?}, capacity {}, sites {:?}, disabled {}, email notifications {}",
+        agent.name, agent.role, agent.capacity, agent.sites, agent.disabled, !agent.email_notifications_off
     );
     post.admin.audit(&app, if agent.disabled { "agent.disable" } else { "agent.update" }, &agent.email, detail).await;
     done(&format!("/admin/agents/{id}"), post.admin.t().saved)

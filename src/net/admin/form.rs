@@ -51,6 +51,11 @@ impl FormData {
         self.0.iter().find(|(field, _)| field == name).map(|(_, value)| value.clone()).unwrap_or_default()
     }
 
+    /// The first value of `name`, or `None` when the form did not send it (a partial update).
+    pub fn value(&self, name: &str) -> Option<String> {
+        self.0.iter().find(|(field, _)| field == name).map(|(_, value)| value.clone())
+    }
+
     /// Every value of `name`.
     pub fn all(&self, name: &str) -> Vec<String> {
         self.0.iter().filter(|(field, _)| field == name).map(|(_, value)| value.clone()).collect()

@@ -1,6 +1,6 @@
 //! The admin pages under `/admin`: server-rendered forms (askama templates in
 //! `templates/admin/`) for sites, agents, teams, canned replies, the knowledge base and the bot,
-//! blocked visitors, API tokens, webhooks, the audit log and reports.
+//! blocked visitors, API tokens, webhooks, email, the audit log and reports.
 //!
 //! Only admins get in ([`AdminUser`]); anyone else gets the login page (no session) or 403
 //! (a session that is not an admin's). Every form posts a CSRF token derived from the session
@@ -12,6 +12,7 @@ mod audit_log;
 mod blocked;
 mod canned_replies;
 mod charts;
+mod email;
 mod form;
 mod kb_eval;
 mod knowledge_base;
@@ -52,6 +53,8 @@ macro_rules! admin_routes {
             axum::Router::new()
                 .route("/admin/login", axum::routing::get(login::page).post(login::submit))
                 .route("/admin/language", axum::routing::get(language))
+                .route("/admin/forgot-password", axum::routing::get(login::forgot_page).post(login::forgot_submit))
+                .route("/admin/reset-password", axum::routing::get(login::reset_page).post(login::reset_submit))
                 $(.route($path, admin_routes!(@method $method $handler)))*
         }
     };
@@ -111,6 +114,9 @@ admin_routes! {
     POST "/admin/bot" => knowledge_base::save_settings,
     GET "/admin/bot/eval" => kb_eval::form,
     POST "/admin/bot/eval" => kb_eval::run,
+    GET "/admin/email" => email::settings_page,
+    POST "/admin/email" => email::save,
+    POST "/admin/email/test" => email::send_test,
     GET "/admin/reports" => reports::page,
     GET "/admin/reports/today.json" => reports::today_json,
     GET "/admin/reports/daily.csv" => reports::daily_csv,
@@ -146,6 +152,7 @@ impl Layout {
             ("blocked", "/admin/blocked", t.nav_blocked),
             ("api-tokens", "/admin/api-tokens", t.nav_api_tokens),
             ("webhooks", "/admin/webhooks", t.nav_webhooks),
+            ("email", "/admin/email", t.nav_email),
             ("audit", "/admin/audit", t.nav_audit),
             ("reports", "/admin/reports", t.nav_reports),
         ]

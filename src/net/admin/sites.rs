@@ -60,6 +60,8 @@ pub struct SiteForm {
     pub holidays: String,
     pub default_team: String,
     pub rules: Vec<RuleRow>,
+    pub email_language: String,
+    pub transcript_on_close: bool,
 }
 
 #[derive(Template)]
@@ -148,6 +150,8 @@ impl SiteForm {
             holidays: hours.holidays.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
             default_team: site.default_team.map(|team| team.to_string()).unwrap_or_default(),
             rules,
+            email_language: site.email_language.clone(),
+            transcript_on_close: site.transcript_on_close,
         }
     }
 
@@ -179,6 +183,8 @@ impl SiteForm {
             holidays: form.text("holidays"),
             default_team: form.text("default_team"),
             rules,
+            email_language: form.text("email_language"),
+            transcript_on_close: form.checked("transcript_on_close"),
         }
     }
 
@@ -281,6 +287,8 @@ impl SiteForm {
             },
             routing_rules,
             default_team,
+            email_language: self.email_language.trim().to_owned(),
+            transcript_on_close: self.transcript_on_close,
             ..base
         };
         for (field, message) in site.validate() {

@@ -188,6 +188,17 @@ impl From<crate::chat::offline_messages::OfflineMessageError> for ApiError {
     }
 }
 
+impl From<crate::email::transcript::TranscriptError> for ApiError {
+    fn from(error: crate::email::transcript::TranscriptError) -> Self {
+        use crate::email::transcript::TranscriptError;
+        match error {
+            TranscriptError::NotFound => ApiError::NotFound(error.to_string()),
+            TranscriptError::Invalid(_) => ApiError::Unprocessable(error.to_string()),
+            TranscriptError::Storage(error) => error.into(),
+        }
+    }
+}
+
 impl From<SiteError> for ApiError {
     fn from(error: SiteError) -> Self {
         match error {

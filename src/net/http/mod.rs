@@ -78,6 +78,7 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/api/v1/agents/{id}/avatar", get(account_api::avatar))
         .route("/api/v1/conversations/{id}/rating", post(visitor_api::rate_conversation))
+        .route("/api/v1/conversations/{id}/transcript", post(visitor_api::email_transcript))
         .route("/api/v1/conversations/{id}/messages/{seq}/feedback", post(knowledge_base_api::feedback))
         .route("/api/v1/conversations/{id}/queue", get(knowledge_base_api::queue_place))
         .route("/api/v1/visitor/offline-messages", post(visitor_api::leave_offline_message))

@@ -202,3 +202,30 @@ pub async fn rate_conversation(
     conversations::rate(&app.store, conversation_id, rating.score, rating.comment).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(serde::Deserialize)]
+pub struct TranscriptRequest {
+    email: String,
+    /// The widget's language.
+    #[serde(default)]
+    lang: String,
+}
+
+/// `POST /api/v1/conversations/{id}/transcript`: emails the visitor the transcript of their
+/// conversation (a few times an hour at most).
+pub async fn email_transcript(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(conversation_id): Path<u64>,
+    Json(request): Json<TranscriptRequest>,
+) -> Result<StatusCode, ApiError> {
+    let Principal::Visitor(visitor) = principal else {
+        return Err(ApiError::Forbidden("visitors ask for their own transcripts".into()));
+    };
+    if !crate::email::plausible_address(&request.email) {
+        return Err(ApiError::Unprocessable("email: an email address such as name@example.com is required".into()));
+    }
+    app.visitor_limits.transcript(visitor.id)?;
+    crate::email::transcript::request(&app.store, conversation_id, visitor.id, &request.email, &request.lang).await?;
+    Ok(StatusCode::ACCEPTED)
+}

@@ -1,0 +1,313 @@
+//! The email sender: sends due rows of the outbox over SMTP (lettre, rustls) and records each
+//! outcome.
+//!
+//! A row is claimed by moving its due time past the attempt's timeout, sent, then marked sent
+//! (or rescheduled after `retry_base × 2^(attempts-1)`, the webhooks' backoff) in a commit. A row
+//! is marked sent only after the server accepted it, and the sender lets attempts in flight finish
+//! when kefu stops, so a restart resends what was not accepted and nothing that was. While no
+//! SMTP server is set, rows wait; those older than `give_up_after` are marked failed.
+
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use redb::ReadableTable;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::settings::{self, Security, SmtpSettings};
+use super::{Email, EmailStatus};
+use crate::base::config::EmailConfig;
+use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+
+/// How often the sender looks for due emails.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Emails sent at once; SMTP servers throttle clients that open many connections.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// Runs until `shutdown`, then waits for the attempts in flight.
+pub async fn run(store: Store, config: EmailConfig, shutdown: CancellationToken) {
+    let mut in_flight: JoinSet<()> = JoinSet::new();
+    let mut ticker = tokio::time::interval(POLL_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        while in_flight.try_join_next().is_some() {}
+        let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
+        if room == 0 {
+            continue;
+        }
+        let now = crate::base::clock::now_millis();
+        let (smtp, due) = {
+            let config = config.clone();
+            match store
+                .read(move |transaction| {
+                    Ok((settings::effective(transaction, &config)?, due_emails(transaction, now, room)?))
+                })
+                .await
+            {
+                Ok(found) => found,
+                Err(error) => {
+                    tracing::error!(%error, "reading the email outbox failed");
+                    continue;
+                }
+            }
+        };
+        for (email, already_read) in due {
+            if already_read {
+                let outcome = Outcome::Skipped("the visitor read it in the chat".to_owned());
+                let claimed_until = email.next_attempt_at.unwrap_or_default();
+                if let Err(error) = record_outcome(&store, &config, email.id, claimed_until, outcome).await {
+                    tracing::error!(%error, email_id = email.id, "skipping an email failed");
+                }
+                continue;
+            }
+            if !smtp.is_configured() {
+                if let Err(error) = give_up_if_stale(&store, &config, &email).await {
+                    tracing::error!(%error, email_id = email.id, "expiring an unsent email failed");
+                }
+                continue;
+            }
+            let claimed_until = now + Duration::from_secs(config.timeout_secs).as_millis() as i64 * 2;
+            if reschedule(&store, email.id, email.next_attempt_at, claimed_until).await.is_err() {
+                continue;
+            }
+            let (store, config, smtp) = (store.clone(), config.clone(), smtp.clone());
+            in_flight.spawn(async move {
+                let outcome = Outcome::of(send(&smtp, &email, Duration::from_secs(config.timeout_secs)).await, false);
+                if let Err(error) = record_outcome(&store, &config, email.id, claimed_until, outcome).await {
+                    tracing::error!(%error, email_id = email.id, "recording an email outcome failed");
+                }
+            });
+        }
+    }
+    // An attempt cut off mid-conversation may have been accepted without being marked sent, and
+    // would go out again after the restart: let the attempts finish (each is bounded by the timeout).
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// Writes `email` to the outbox and sends it at once, outside the background sender (the admin
+/// page's test email): the row is queued already claimed, so the sender leaves it alone unless
+/// this attempt never ends. A failure is final for it. Returns the SMTP error, if any.
+pub async fn queue_and_send(
+    store: &Store,
+    config: &EmailConfig,
+    email: super::OutgoingEmail,
+) -> Result<Result<(), String>, StorageError> {
+    let claim = Duration::from_secs(config.timeout_secs).as_millis() as i64 * 2;
+    let id = store
+        .write(move |context| {
+            let claimed_until = context.now + claim;
+            Ok(Ok::<_, StorageError>(super::queue(context, email, claimed_until)?))
+        })
+        .await?;
+    send_now(store, config, id).await
+}
+
+async fn send_now(store: &Store, config: &EmailConfig, id: u64) -> Result<Result<(), String>, StorageError> {
+    let (smtp, email) = {
+        let config = config.clone();
+        store
+            .read(move |transaction| Ok((settings::effective(transaction, &config)?, super::get(transaction, id)?)))
+            .await?
+    };
+    let Some(email) = email else {
+        return Ok(Err("the email is no longer in the outbox".to_owned()));
+    };
+    let outcome = if smtp.is_configured() {
+        send(&smtp, &email, Duration::from_secs(config.timeout_secs)).await
+    } else {
+        Err("no SMTP server or sender address is set".to_owned())
+    };
+    let claimed_until = email.next_attempt_at.unwrap_or_default();
+    record_outcome(store, config, id, claimed_until, Outcome::of(outcome.clone(), true)).await?;
+    Ok(outcome)
+}
+
+/// Due emails, each with whether its visitor has already read it in the chat.
+fn due_emails(transaction: &redb::ReadTransaction, now: i64, limit: usize) -> Result<Vec<(Email, bool)>, StorageError> {
+    let due = transaction.open_table(tables::EMAIL_DUE)?;
+    let emails = transaction.open_table(tables::EMAILS)?;
+    let mut found = Vec::new();
+    for entry in due.range((0, 0)..=(now.max(0) as u64, u64::MAX))? {
+        if found.len() >= limit {
+            break;
+        }
+        let (_, id) = entry?.0.value();
+        if let Some(value) = emails.get(id)? {
+            let mut email: Email = decode_json(value.value())?;
+            if let Some(of) = &email.transcript_of {
+                let rendered = super::transcript::render(transaction, of)?;
+                (email.subject, email.text, email.html) = (rendered.subject, rendered.text, rendered.html);
+            }
+            let already_read = match &email.unless_read {
+                Some(check) => check.is_read(transaction)?,
+                None => false,
+            };
+            found.push((email, already_read));
+        }
+    }
+    Ok(found)
+}
+
+/// The message lettre sends: multipart/alternative, plain text then HTML.
+fn message(smtp: &SmtpSettings, email: &Email) -> Result<Message, String> {
+    let from_name = (!smtp.from_name.is_empty()).then(|| smtp.from_name.clone());
+    let from = Mailbox::new(from_name, smtp.from_address.parse().map_err(|error| format!("sender address: {error}"))?);
+    let to_name = (!email.to_name.is_empty()).then(|| email.to_name.clone());
+    let to = Mailbox::new(to_name, email.to_address.parse().map_err(|error| format!("recipient address: {error}"))?);
+    Message::builder()
+        .from(from)
+        .to(to)
+        .subject(email.subject.clone())
+        .message_id(None)
+        .multipart(MultiPart::alternative_plain_html(email.text.clone(), email.html.clone()))
+        .map_err(|error| error.to_string())
+}
+
+fn transport(smtp: &SmtpSettings, timeout: Duration) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let builder = match smtp.security {
+        Security::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host),
+        Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host),
+        Security::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)),
+    }
+    .map_err(|error| error.to_string())?;
+    let mut builder = builder.port(smtp.port).timeout(Some(timeout));
+    if !smtp.username.is_empty() {
+        builder = builder.credentials(Credentials::new(smtp.username.clone(), smtp.password.clone()));
+    }
+    Ok(builder.build())
+}
+
+async fn send(smtp: &SmtpSettings, email: &Email, timeout: Duration) -> Result<(), String> {
+    let message = message(smtp, email)?;
+    let transport = transport(smtp, timeout)?;
+    // lettre's own timeout covers each command; this one bounds the whole conversation.
+    match tokio::time::timeout(timeout, transport.send(message)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(describe(&error)),
+        Err(_) => Err(format!("the SMTP server did not finish within {} s", timeout.as_secs())),
+    }
+}
+
+/// The error with its causes, which say why (a refused connection, the server's answer).
+fn describe(error: &lettre::transport::smtp::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(source) = cause {
+        text = format!("{text}: {source}");
+        cause = source.source();
+    }
+    text
+}
+
+/// Moves an email's due time (claiming it for an attempt).
+async fn reschedule(store: &Store, id: u64, from: Option<i64>, to: i64) -> Result<(), StorageError> {
+    store
+        .write(move |context| {
+            let mut due = context.transaction.open_table(tables::EMAIL_DUE)?;
+            if let Some(from) = from {
+                due.remove((from.max(0) as u64, id))?;
+            }
+            due.insert((to.max(0) as u64, id), ())?;
+            drop(due);
+            let mut emails = context.transaction.open_table(tables::EMAILS)?;
+            let found = emails.get(id)?.map(|value| decode_json::<Email>(value.value())).transpose()?;
+            if let Some(mut email) = found {
+                email.next_attempt_at = Some(to);
+                emails.insert(id, encode_json(&email).as_slice())?;
+            }
+            Ok(Ok::<_, StorageError>(()))
+        })
+        .await
+}
+
+/// Marks an email failed when no server was set for longer than `give_up_after`.
+async fn give_up_if_stale(store: &Store, config: &EmailConfig, email: &Email) -> Result<(), StorageError> {
+    let give_up_after = Duration::from_secs(config.give_up_after_secs).as_millis() as i64;
+    if crate::base::clock::now_millis() - email.created_at <= give_up_after {
+        return Ok(());
+    }
+    let outcome = Outcome::Failed { error: "no SMTP server was set up in time".to_owned(), is_final: true };
+    record_outcome(store, config, email.id, email.next_attempt_at.unwrap_or_default(), outcome).await
+}
+
+/// How an attempt ended.
+enum Outcome {
+    Sent,
+    /// `is_final`: not retried.
+    Failed {
+        error: String,
+        is_final: bool,
+    },
+    /// No longer needed; not sent.
+    Skipped(String),
+}
+
+impl Outcome {
+    fn of(result: Result<(), String>, is_final: bool) -> Outcome {
+        match result {
+            Ok(()) => Outcome::Sent,
+            Err(error) => Outcome::Failed { error, is_final },
+        }
+    }
+}
+
+async fn record_outcome(
+    store: &Store,
+    config: &EmailConfig,
+    id: u64,
+    claimed_until: i64,
+    outcome: Outcome,
+) -> Result<(), StorageError> {
+    let retry_base = Duration::from_millis(config.retry_base_ms);
+    let give_up_after = Duration::from_secs(config.give_up_after_secs).as_millis() as i64;
+    store
+        .write(move |context| {
+            let now = context.now;
+            let mut emails = context.transaction.open_table(tables::EMAILS)?;
+            let Some(mut email) = emails.get(id)?.map(|value| decode_json::<Email>(value.value())).transpose()? else {
+                return Ok(Ok(()));
+            };
+            let mut due = context.transaction.open_table(tables::EMAIL_DUE)?;
+            due.remove((claimed_until.max(0) as u64, id))?;
+            match outcome {
+                Outcome::Skipped(reason) => {
+                    email.status = EmailStatus::Skipped;
+                    email.last_error = Some(reason);
+                    email.next_attempt_at = None;
+                }
+                Outcome::Sent => {
+                    email.attempts += 1;
+                    email.status = EmailStatus::Sent;
+                    email.last_error = None;
+                    email.sent_at = Some(now);
+                    email.next_attempt_at = None;
+                }
+                Outcome::Failed { error, is_final } => {
+                    email.attempts += 1;
+                    email.last_error = Some(error);
+                    let next = now + crate::webhooks::sender::backoff(retry_base, email.attempts).as_millis() as i64;
+                    if is_final || next - email.created_at > give_up_after {
+                        email.status = EmailStatus::Failed;
+                        email.next_attempt_at = None;
+                    } else {
+                        email.next_attempt_at = Some(next);
+                        due.insert((next.max(0) as u64, id), ())?;
+                    }
+                }
+            }
+            if email.status != EmailStatus::Pending && email.kind.is_secret() {
+                email.text.clear();
+                email.html.clear();
+            }
+            tracing::info!(email_id = id, attempts = email.attempts, status = email.status.as_str(), "email attempt");
+            emails.insert(id, encode_json(&email).as_slice())?;
+            Ok(Ok::<_, StorageError>(()))
+        })
+        .await
+}

@@ -1,0 +1,145 @@
+//! Transcripts by email: a visitor asks for one from the widget ([`request`]), or a site sends
+//! it when a conversation closes (`transcript_on_close`, in [`super::record_notifications`]).
+//!
+//! The outbox row names the conversation; the sender renders the history when it sends
+//! ([`render`]), so the row is written in the same commit as its cause without reading every
+//! message inside the writer, and the outbox keeps no copy of the chat.
+
+use serde::{Deserialize, Serialize};
+
+use super::content::{self, Lang, Line};
+use super::{EmailKind, OutgoingEmail};
+use crate::chat::conversations::Conversation;
+use crate::chat::writes::ChatWrites;
+use crate::protocol::SenderKind;
+use crate::storage::{StorageError, Store, WriteContext};
+
+/// Most messages a transcript carries (the newest ones).
+const MAX_TRANSCRIPT_MESSAGES: usize = 1000;
+
+/// What a transcript row will show when it is sent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TranscriptOf {
+    pub conversation_id: u64,
+    /// `en` or `zh`.
+    pub lang: String,
+}
+
+fn lang_code(lang: Lang) -> &'static str {
+    match lang {
+        Lang::En => "en",
+        Lang::Zh => "zh",
+    }
+}
+
+/// Queues the transcript of `conversation` to `address` inside a writer operation.
+pub fn queue(
+    context: &mut WriteContext<'_>,
+    conversation: &Conversation,
+    address: &str,
+    name: &str,
+    lang: Lang,
+) -> Result<u64, StorageError> {
+    let site_name =
+        super::notifications::site(context, &conversation.site)?.map_or(conversation.site.clone(), |site| site.name);
+    // Only the subject now; the sender renders the body from the history.
+    let mut message = content::transcript(lang, &site_name, Vec::new());
+    message.text.clear();
+    message.html.clear();
+    let email = OutgoingEmail {
+        kind: EmailKind::Transcript,
+        site: Some(conversation.site.clone()),
+        to_address: address.to_owned(),
+        to_name: name.to_owned(),
+        message,
+        unless_read: None,
+        transcript_of: Some(TranscriptOf { conversation_id: conversation.id, lang: lang_code(lang).to_owned() }),
+    };
+    let now = context.now;
+    super::queue(context, email, now)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranscriptError {
+    #[error("no such conversation")]
+    NotFound,
+    #[error("email: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A visitor asks for the transcript of their conversation at `address` (remembered as their
+/// email, with their language, for later answers).
+pub async fn request(
+    store: &Store,
+    conversation_id: u64,
+    visitor_id: u64,
+    address: &str,
+    lang_tag: &str,
+) -> Result<(), TranscriptError> {
+    let address = address.trim().to_owned();
+    if !super::plausible_address(&address) {
+        return Err(TranscriptError::Invalid("an email address such as name@example.com is required".into()));
+    }
+    let lang_tag = lang_tag.trim().chars().take(20).collect::<String>();
+    store
+        .write(move |context| {
+            let Some(conversation) = context.conversation(conversation_id)?.cloned() else {
+                return Ok(Err(TranscriptError::NotFound));
+            };
+            if conversation.visitor_id != visitor_id {
+                return Ok(Err(TranscriptError::NotFound));
+            }
+            let Some(mut visitor) = crate::people::visitors::get_for_update(context, visitor_id)? else {
+                return Ok(Err(TranscriptError::NotFound));
+            };
+            visitor.email = Some(address.clone());
+            if !lang_tag.is_empty() {
+                visitor.lang = Some(lang_tag.clone());
+            }
+            crate::people::visitors::put(context, &visitor)?;
+            let site = super::notifications::site(context, &conversation.site)?;
+            let lang =
+                Lang::first_of([lang_tag.as_str(), site.as_ref().map_or("", |site| site.email_language.as_str())]);
+            queue(context, &conversation, &address, visitor.name.as_deref().unwrap_or_default(), lang)?;
+            Ok(Ok(()))
+        })
+        .await
+}
+
+/// The transcript's subject and parts, from the history as it is now (internal notes left out).
+pub fn render(transaction: &redb::ReadTransaction, of: &TranscriptOf) -> Result<content::Rendered, StorageError> {
+    let lang = Lang::from_tag(&of.lang).unwrap_or(Lang::En);
+    let conversation = crate::chat::conversations::get(transaction, of.conversation_id)?;
+    let site_name = match &conversation {
+        Some(conversation) => {
+            crate::sites::get(transaction, &conversation.site)?.map_or(conversation.site.clone(), |site| site.name)
+        }
+        None => String::new(),
+    };
+    let messages = crate::chat::messages::page_before(transaction, of.conversation_id, None, MAX_TRANSCRIPT_MESSAGES)?;
+    let you = match lang {
+        Lang::En => "You",
+        Lang::Zh => "您",
+    };
+    let lines = messages
+        .into_iter()
+        .filter(|(_, record)| !record.internal)
+        .map(|(_, record)| Line {
+            who: if record.sender_kind == SenderKind::Visitor { you.to_owned() } else { record.sender_name.clone() },
+            when: crate::base::clock::format_utc(record.created_at),
+            text: message_text(&record),
+        })
+        .collect();
+    Ok(content::transcript(lang, &site_name, lines))
+}
+
+/// A message as an email quotes it: its text, and the name of its attachment.
+pub(super) fn message_text(record: &crate::chat::messages::MessageRecord) -> String {
+    match &record.attachment {
+        Some(attachment) if record.text.is_empty() => format!("[{}]", attachment.name),
+        Some(attachment) => format!("{}\n[{}]", record.text, attachment.name),
+        None => record.text.clone(),
+    }
+}
