@@ -145,6 +145,12 @@ pub fn record_notifications(context: &mut WriteContext<'_>) -> Result<(), Storag
         for message in offline {
             let render = |lang: Lang, site_name: &str| content::offline_message(lang, site_name, &message, &console);
             email_agents(context, &message.site, EmailKind::OfflineMessage, render, &message.lang)?;
+            // The message waits in its conversation now; the agents were just told about it, so
+            // that conversation is no missed chat to tell them about again.
+            if message.conversation_id != 0 {
+                let now = context.now;
+                context.transaction.open_table(tables::EMAIL_MISSED_CHATS)?.insert(message.conversation_id, now)?;
+            }
         }
     }
     for (conversation_id, seq, record) in answers {

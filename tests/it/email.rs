@@ -350,11 +350,11 @@ async fn settings_save_partially_keep_the_password_hidden_and_refuse_bad_input_w
     }
 
     // The page shows the settings but never the password; in Chinese when asked.
-    let (status, html) = admin.get(&server, "/admin/email?lang=zh").await;
+    let (status, html) = admin.get_in(&server, "/admin/email", "zh-CN").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("value=\"2626\"") && html.contains("已保存密码") && html.contains("发件箱"), "{html}");
     assert!(!html.contains("s3cret"), "the password is never shown back");
-    let (_, html) = admin.get(&server, "/admin/email?lang=en").await;
+    let (_, html) = admin.get_in(&server, "/admin/email", "en").await;
     assert!(html.contains("A password is saved") && html.contains("Outbox"));
 
     // Removing the password is a choice of its own; an empty field keeps it.
@@ -370,8 +370,7 @@ async fn a_test_email_arrives_as_text_and_html_with_encoded_chinese_and_reports_
     let admin = Admin::log_in(&server).await;
     use_sink(&server, &admin, sink.port).await;
 
-    let (status, _, html) =
-        admin.post(&server, "/admin/email/test", &[("to", "owner@shop.example"), ("lang", "zh")]).await;
+    let (status, _, html) = admin.post_in(&server, "/admin/email/test", &[("to", "owner@shop.example")], "zh-CN").await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(html.contains("SMTP 服务器已接收测试邮件"), "{html}");
     let received = sink.wait_for(1).await;
@@ -652,7 +651,8 @@ async fn a_forgotten_password_is_reset_once_by_an_emailed_link_that_ends_every_s
     let ask = |email: &'static str| {
         let (forms, url) = (forms.clone(), server.url("/admin/forgot-password"));
         async move {
-            let response = forms.post(url).form(&[("email", email), ("lang", "zh")]).send().await.unwrap();
+            let response =
+                forms.post(url).header("accept-language", "zh-CN").form(&[("email", email)]).send().await.unwrap();
             (response.status(), response.text().await.unwrap())
         }
     };
