@@ -14,6 +14,10 @@ use crate::protocol::{SenderKind, SenderView};
 use crate::storage::writer::Counter;
 use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
 
+/// The client id of the visitor message an offline message becomes, before its id: the lead
+/// announces it, so notifications skip the message itself.
+pub const OFFLINE_CLIENT_ID_PREFIX: &str = "offline-";
+
 /// Longest offline message text, in characters.
 pub const MAX_TEXT_CHARS: usize = 4000;
 
@@ -112,7 +116,7 @@ pub async fn leave(
             let in_conversation = NewMessage::text(
                 Target::Conversation(conversation_id),
                 sender,
-                format!("offline-{id}"),
+                format!("{OFFLINE_CLIENT_ID_PREFIX}{id}"),
                 message.text.clone(),
             );
             if let Err(error) = messages::append(context, in_conversation)? {

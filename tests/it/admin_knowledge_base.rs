@@ -271,7 +271,7 @@ async fn the_eval_page_ranks_labelled_messages_as_the_bot_does_and_refuses_bad_l
         json!({"message": "运费多少钱", "expected": shipping.to_string(), "lang": "zh", "kind": "paraphrase"}),
     );
     let (status, _, page) =
-        admin.post(&server, "/admin/bot/eval", &[("site", &site.key), ("lang", "en"), ("messages", &messages)]).await;
+        admin.post(&server, "/admin/bot/eval", &[("site", &site.key), ("messages", &messages)]).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("3 messages") && page.contains("<svg"), "{page}");
     assert!(page.contains("kind unrelated") && page.contains("lang zh"), "figures by kind and language: {page}");
@@ -279,7 +279,7 @@ async fn the_eval_page_ranks_labelled_messages_as_the_bot_does_and_refuses_bad_l
 
     // In Chinese, the curve's words too.
     let (_, _, page) =
-        admin.post(&server, "/admin/bot/eval", &[("site", &site.key), ("lang", "zh"), ("messages", &messages)]).await;
+        admin.post_in(&server, "/admin/bot/eval", &[("site", &site.key), ("messages", &messages)], "zh-CN").await;
     assert!(page.contains("精确率–召回率曲线") && page.contains(">召回率</text>"), "{page}");
 
     // A label naming no entry of the site, and text that is not JSON Lines, are refused with
@@ -290,13 +290,12 @@ async fn the_eval_page_ranks_labelled_messages_as_the_bot_does_and_refuses_bad_l
         (String::new(), "no messages"),
     ] {
         let (status, _, page) =
-            admin.post(&server, "/admin/bot/eval", &[("site", &site.key), ("lang", "en"), ("messages", &bad)]).await;
+            admin.post(&server, "/admin/bot/eval", &[("site", &site.key), ("messages", &bad)]).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
         assert!(page.contains("field-error") && page.contains(words), "{bad}: {page}");
     }
     // An unknown site is a 404; the page without a session is refused.
-    let (status, _, _) =
-        admin.post(&server, "/admin/bot/eval", &[("site", "nope"), ("lang", "en"), ("messages", &messages)]).await;
+    let (status, _, _) = admin.post(&server, "/admin/bot/eval", &[("site", "nope"), ("messages", &messages)]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let anonymous = client().get(server.url(&format!("/admin/bot/eval?site={}", site.key))).send().await.unwrap();
     assert_ne!(anonymous.status(), StatusCode::OK);

@@ -249,6 +249,7 @@ async fn agents_with_a_closed_console_are_told_in_their_language() {
     // Notices are planned in commit order: once Olga hears of a lead on her site, the message
     // before it was planned, with Ann's console open.
     leave_offline_message(&server, &other, "Bea", "for Elsewhere").await;
+    // One notice: the lead, not also the conversation the offline message waits in.
     let (name, headers, encrypted) = push.next().await;
     assert_eq!(name, "olga");
     check_request(&headers, &push, &key);

@@ -140,15 +140,32 @@ pub fn http_server_config(certificates: Arc<Certificates>) -> Result<rustls::Ser
 /// Reads the certificate files again on every SIGHUP until shutdown; a file that fails to load
 /// keeps the certificate in use. Without files (no TLS, or ACME, which renews by itself) a
 /// SIGHUP is only logged: it must not stop the server, as its default action would.
-pub async fn reload_on_hangup(config: TlsConfig, certificates: Option<Arc<Certificates>>, shutdown: CancellationToken) {
+///
+/// The handler is installed when this is called, not when the returned future first runs, so
+/// a SIGHUP right after the server says it listens cannot meet the default action.
+pub fn reload_on_hangup(
+    config: TlsConfig,
+    certificates: Option<Arc<Certificates>>,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move { watch_hangups(config, certificates, shutdown, hangups).await }
+}
+
+async fn watch_hangups(
+    config: TlsConfig,
+    certificates: Option<Arc<Certificates>>,
+    shutdown: CancellationToken,
+    #[cfg(unix)] hangups: std::io::Result<tokio::signal::unix::Signal>,
+) {
     let files = match (config.cert, config.key, certificates) {
         (Some(cert), Some(key), Some(certificates)) => Some((cert, key, certificates)),
         _ => None,
     };
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
+        let mut hangups = match hangups {
             Ok(hangups) => hangups,
             Err(error) => {
                 tracing::warn!(%error, "cannot listen for SIGHUP; the certificate will not be reloaded");

@@ -68,7 +68,8 @@ test('an admin evaluates the bot on labelled messages and sees the figures and t
   await page.screenshot({ path: resolve(DOCS, 'admin-bot-eval-zh.png'), fullPage: true });
 
   // The same page in English, by its switch.
-  await page.goto(`${kefu.origin}/admin/bot/eval?site=${kefu.siteKey}&lang=en`);
+  await page.getByRole('link', { name: 'English' }).click();
+  await page.locator('h1', { hasText: 'Evaluate the bot' }).waitFor();
   await page.locator('textarea[name=messages]').fill(messages);
   await page.getByRole('button', { name: 'Evaluate' }).click();
   await page.locator('figure.curve svg').waitFor();

@@ -74,10 +74,10 @@ test('an admin saves the SMTP settings, sends a test email and finds it sent in 
   await page.locator('input[name=email]').fill(BOSS);
   await page.locator('input[name=password]').fill(PASSWORD);
   await page.locator('button[type=submit]').click();
-  await page.locator('h1', { hasText: 'Sites' }).waitFor();
+  await page.locator('h1', { hasText: '站点' }).waitFor();
 
   // The nav leads to the page, in the browser's language (Chinese here).
-  await page.getByRole('link', { name: 'Email / 邮件' }).click();
+  await page.getByRole('link', { name: '邮件', exact: true }).click();
   await page.locator('h1', { hasText: '邮件' }).waitFor();
   await page.locator('p.error', { hasText: '设置主机和发件地址之前不会发送邮件' }).waitFor();
 
