@@ -291,7 +291,13 @@ impl FromRequestParts<AppState> for AdminUser {
         let lang = Lang::of_request(&parts.headers);
         match (principal, token) {
             (Some(Principal::Agent(agent)), Some(token)) if agent.role == Role::Admin => {
-                let path = parts.uri.path_and_query().map_or("/admin", |path| path.as_str()).to_owned();
+                // A page drawn for a form post (a refused form) switches language back to a page
+                // that can be fetched: the one the form was on, else the section's list.
+                let path = if matches!(parts.method, Method::GET | Method::HEAD) {
+                    parts.uri.path_and_query().map_or("/admin", |path| path.as_str()).to_owned()
+                } else {
+                    page_of_post(&parts.headers, parts.uri.path())
+                };
                 Ok(AdminUser { agent, csrf: csrf_token(&token), lang, path })
             }
             (Some(_), _) => Err(AdminDenied::Forbidden(lang, lang.texts().only_admins)),
@@ -370,6 +376,21 @@ pub fn message_page(lang: Lang, status: StatusCode, title: &str, message: &str) 
 pub fn internal_error(error: impl std::fmt::Display) -> Response {
     tracing::error!(%error, "an admin page failed");
     AdminDenied::Internal.into_response()
+}
+
+/// Where a page drawn for a post to `posted` comes back to: the same-origin page that sent the
+/// form (its `Referer`), else the first two segments of the posted path (`/admin/email`).
+fn page_of_post(headers: &axum::http::HeaderMap, posted: &str) -> String {
+    let referred = headers
+        .get(axum::http::header::REFERER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|referer| url::Url::parse(referer).ok())
+        .filter(|url| url.path().starts_with("/admin"))
+        .map(|url| match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        });
+    referred.unwrap_or_else(|| posted.split('/').take(3).collect::<Vec<_>>().join("/"))
 }
 
 /// Back to `path` after a change, with a notice for the next page.
