@@ -46,7 +46,13 @@ test('an offline message appears live in the leads view, the agent answers and c
   await kefu.start();
   host = await startHost((url) => (url.pathname === '/' ? shopPage(kefu) : null));
 
-  // No agent is connected yet, so the widget offers the offline form.
+  // Ann has the Leads view open but is away, so nobody can chat: the widget offers the offline
+  // form (it would switch to the chat, live, the moment she is online).
+  const page = await openConsole(ANN);
+  await page.locator('#presence').selectOption('away');
+  await page.locator('.list-tabs button[data-list="leads"]').click();
+  await page.locator('#lead-filters').waitFor({ state: 'visible' });
+
   const shopContext = await browser.newContext({ locale: 'en-US' });
   contexts.push(shopContext);
   const shop = await shopContext.newPage();
@@ -55,10 +61,6 @@ test('an offline message appears live in the leads view, the agent answers and c
   let frame = await panelFrame(shop);
   const form = frame.locator('#offline');
   await form.waitFor({ state: 'visible' });
-
-  const page = await openConsole(ANN);
-  await page.locator('.list-tabs button[data-list="leads"]').click();
-  await page.locator('#lead-filters').waitFor({ state: 'visible' });
 
   await form.locator('input[name=name]').fill('Ada Li');
   await form.locator('input[name=email]').fill('ada@example.com');
