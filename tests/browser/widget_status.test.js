@@ -88,7 +88,7 @@ async function closeForToday() {
   await page.locator('input[name=email]').fill(BOSS);
   await page.locator('input[name=password]').fill(AGENT.password);
   await page.locator('button[type=submit]').click();
-  await page.locator('h1', { hasText: 'Sites' }).waitFor();
+  await page.locator('h1', { hasText: /^(Sites|站点)$/ }).waitFor();
   await page.goto(`${kefu.origin}/admin/sites/${kefu.siteKey}`);
   await page.locator('input[name=hours_enabled]').check();
   await page.locator('input[name=time_zone]').fill('Asia/Shanghai');
@@ -98,8 +98,9 @@ async function closeForToday() {
   }
   const today = new Intl.DateTimeFormat('en-CA', { timeZone: 'Asia/Shanghai' }).format(new Date());
   await page.locator('textarea[name=holidays]').fill(today);
-  await page.getByRole('button', { name: 'Save', exact: true }).click();
-  await page.locator('.notice, [role=status]', { hasText: 'Saved' }).first().waitFor();
+  // The admin pages follow the browser's language (Chinese here).
+  await page.getByRole('button', { name: /^(Save|保存)$/ }).click();
+  await page.locator('.notice, [role=status]', { hasText: /Saved|已保存/ }).first().waitFor();
   await page.close();
 }
 
