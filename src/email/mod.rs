@@ -155,6 +155,34 @@ pub fn plausible_address(address: &str) -> bool {
 }
 
 /// Writes `email` to the outbox inside a writer operation, due at `due_at`; returns its id.
+/// Deletes every email to `address` or that names it (an offline-message notice carries the
+/// visitor's address), sent or not: the erasure of one visitor's data. Returns how many.
+pub fn erase_about(context: &mut WriteContext<'_>, address: &str) -> Result<u64, StorageError> {
+    let address = address.trim().to_lowercase();
+    if address.is_empty() {
+        return Ok(0);
+    }
+    let mut erased = Vec::new();
+    {
+        let table = context.transaction.open_table(tables::EMAILS)?;
+        for entry in table.iter()? {
+            let (id, value) = entry?;
+            let email: Email = decode_json(value.value())?;
+            let names = |text: &str| text.to_lowercase().contains(&address);
+            if email.to_address.to_lowercase() == address || names(&email.text) || names(&email.html) {
+                erased.push(id.value());
+            }
+        }
+    }
+    let mut table = context.transaction.open_table(tables::EMAILS)?;
+    for id in &erased {
+        table.remove(id)?;
+    }
+    drop(table);
+    context.transaction.open_table(tables::EMAIL_DUE)?.retain(|key, _| !erased.contains(&key.1))?;
+    Ok(erased.len() as u64)
+}
+
 pub fn queue(context: &mut WriteContext<'_>, email: OutgoingEmail, due_at: i64) -> Result<u64, StorageError> {
     let id = context.next_id(Counter::Email);
     let row = Email {

@@ -129,19 +129,21 @@ pub struct ErasureReport {
     pub offline_messages: u64,
     pub leads: u64,
     pub webhook_deliveries: u64,
+    pub emails: u64,
 }
 
 impl ErasureReport {
     /// The audit log's detail: counts only.
     pub fn audit_detail(&self) -> String {
         format!(
-            "conversations {}, messages {}, attachments {}, offline messages {}, leads {}, webhook deliveries {}",
+            "conversations {}, messages {}, attachments {}, offline messages {}, leads {}, webhook deliveries {}, emails {}",
             self.conversations,
             self.messages,
             self.attachments,
             self.offline_messages,
             self.leads,
-            self.webhook_deliveries
+            self.webhook_deliveries,
+            self.emails
         )
     }
 }
@@ -226,6 +228,8 @@ fn erase_in(context: &mut WriteContext<'_>, visitor_id: u64) -> Result<(ErasureR
     report.offline_messages = offline_messages::erase_of_visitor(context, visitor_id)?;
     report.leads = leads::erase_of_visitor(context, visitor_id)?;
     report.webhook_deliveries = crate::webhooks::erase_deliveries_of(context, visitor_id, &conversation_ids)?;
+    let address = crate::people::visitors::get_for_update(context, visitor_id)?.and_then(|visitor| visitor.email);
+    report.emails = crate::email::erase_about(context, address.as_deref().unwrap_or_default())?;
     context.transaction.open_table(tables::VISITORS)?.remove(visitor_id)?;
     context.transaction.open_table(tables::VISITOR_TOKENS)?.retain(|_, id| id != visitor_id)?;
     context.transaction.open_table(tables::VISITOR_IDENTITIES)?.retain(|_, id| id != visitor_id)?;
