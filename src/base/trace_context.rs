@@ -82,6 +82,7 @@ pub fn incoming_call(protocol: &'static str, method: &str, route: &str, headers:
     }
     let name = match protocol {
         "grpc" => route.trim_start_matches('/').to_owned(),
+        _ if route.is_empty() => method.to_owned(),
         _ => format!("{method} {route}"),
     };
     let span = tracing::debug_span!(

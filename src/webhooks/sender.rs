@@ -12,6 +12,7 @@ use hmac::{Hmac, Mac};
 use redb::ReadableTable;
 use sha2::Sha256;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 
 use super::{Delivery, DeliveryStatus, Webhook};
@@ -86,6 +87,15 @@ pub async fn run(store: Store, settings: SenderSettings, shutdown: CancellationT
             };
             let store = store.clone();
             let settings = settings.clone();
+            // A stage of the message's trace when the delivery is about a message, else a trace
+            // of its own (crate::base::trace_export).
+            let span = tracing::debug_span!(
+                parent: None,
+                "webhook",
+                trace_id = delivery.trace_id,
+                delivery_id = delivery.id,
+                event_type = %delivery.event_type,
+            );
             in_flight.spawn(async move {
                 let outcome = match &webhook {
                     Some(webhook) => post(&client, webhook, &delivery).await,
@@ -96,7 +106,7 @@ pub async fn run(store: Store, settings: SenderSettings, shutdown: CancellationT
                 {
                     tracing::error!(%error, delivery_id = delivery.id, "recording a webhook outcome failed");
                 }
-            });
+            }.instrument(span));
         }
     }
     in_flight.shutdown().await;
@@ -134,6 +144,7 @@ async fn post(client: &reqwest::Client, webhook: &Webhook, delivery: &Delivery) 
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature(&webhook.key(), &message_id, timestamp, &delivery.payload))
         .body(delivery.payload.clone());
+    let response = crate::base::trace_context::with_traceparent(response);
     let url = reqwest::Url::parse(&webhook.url).map_err(|error| (None, error.to_string()))?;
     crate::base::outbound::check_url(&url, webhook.allow_private).map_err(|error| (None, error.to_string()))?;
     match response.send().await {

@@ -56,6 +56,10 @@ pub async fn serve(listener: TcpListener, app: AppState) {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let served = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(oversize_is_resource_exhausted))
+        // Each call in a span of the caller's trace (`traceparent` metadata), when traces are exported.
+        .trace_fn(|request| {
+            crate::base::trace_context::incoming_call("grpc", "POST", request.uri().path(), request.headers())
+        })
         .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection)
