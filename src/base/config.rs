@@ -354,7 +354,7 @@ impl Default for TelemetryConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcConfig {
-    /// The gRPC listen address (TCP, HTTP/2 without TLS); `"off"` or empty turns gRPC off.
+    /// The gRPC listen address (TCP, HTTP/2; over TLS when `tls` is set); `"off"` or empty turns gRPC off.
     #[serde(with = "optional_address")]
     pub listen: Option<SocketAddr>,
     /// How long the events of `Subscribe` are kept for subscribers to resume from, in hours.

@@ -50,7 +50,8 @@ pub fn init_with_telemetry(log: &LogConfig, telemetry: &TelemetryConfig) -> Tele
         init(log);
         return TelemetryGuard { provider: None };
     };
-    let fmt_layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let fmt_layer =
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     let fmt_layer: Box<dyn Layer<Registry> + Send + Sync> = match log.format {
         LogFormat::Text => fmt_layer.with_filter(log_filter(log)).boxed(),
         LogFormat::Json => fmt_layer.json().flatten_event(true).with_filter(log_filter(log)).boxed(),

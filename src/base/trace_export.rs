@@ -20,8 +20,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{
-    Link, SpanBuilder, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags,
-    TraceId, TraceState, Tracer, TracerProvider,
+    Link, SpanBuilder, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer,
+    TracerProvider,
 };
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
@@ -166,12 +166,12 @@ impl MessageTracer {
 /// The `trace_id` field of a span being built, if it names a message.
 fn trace_id_of(builder: &SpanBuilder) -> Option<u64> {
     let attributes = builder.attributes.as_ref()?;
-    attributes.iter().find(|attribute| attribute.key.as_str() == TRACE_ID_FIELD).and_then(|attribute| {
-        match &attribute.value {
-            Value::I64(value) => u64::try_from(*value).ok(),
-            Value::String(text) => text.as_str().parse().ok(),
-            _ => None,
-        }
+    attributes.iter().find(|attribute| attribute.key.as_str() == TRACE_ID_FIELD).and_then(|attribute| match &attribute
+        .value
+    {
+        Value::I64(value) => u64::try_from(*value).ok(),
+        Value::String(text) => text.as_str().parse().ok(),
+        _ => None,
     })
 }
 

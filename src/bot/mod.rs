@@ -748,7 +748,8 @@ impl Bot {
         text: String,
         source: BotSource,
     ) {
-        let new_message = NewMessage { trace_id, ..bot_message(conversation_id, bot_sender(settings), client_id, text) };
+        let new_message =
+            NewMessage { trace_id, ..bot_message(conversation_id, bot_sender(settings), client_id, text) };
         let stored = self
             .inner
             .store

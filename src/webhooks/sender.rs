@@ -12,8 +12,8 @@ use hmac::{Hmac, Mac};
 use redb::ReadableTable;
 use sha2::Sha256;
 use tokio::task::JoinSet;
-use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Delivery, DeliveryStatus, Webhook};
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
@@ -96,17 +96,20 @@ pub async fn run(store: Store, settings: SenderSettings, shutdown: CancellationT
                 delivery_id = delivery.id,
                 event_type = %delivery.event_type,
             );
-            in_flight.spawn(async move {
-                let outcome = match &webhook {
-                    Some(webhook) => post(&client, webhook, &delivery).await,
-                    None => Err((None, "the webhook was deleted".to_owned())),
-                };
-                if let Err(error) =
-                    record_outcome(&store, &settings, delivery.id, claimed_until, outcome, webhook.is_none()).await
-                {
-                    tracing::error!(%error, delivery_id = delivery.id, "recording a webhook outcome failed");
+            in_flight.spawn(
+                async move {
+                    let outcome = match &webhook {
+                        Some(webhook) => post(&client, webhook, &delivery).await,
+                        None => Err((None, "the webhook was deleted".to_owned())),
+                    };
+                    if let Err(error) =
+                        record_outcome(&store, &settings, delivery.id, claimed_until, outcome, webhook.is_none()).await
+                    {
+                        tracing::error!(%error, delivery_id = delivery.id, "recording a webhook outcome failed");
+                    }
                 }
-            }.instrument(span));
+                .instrument(span),
+            );
         }
     }
     in_flight.shutdown().await;
