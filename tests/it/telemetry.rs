@@ -1,7 +1,7 @@
 //! Traces exported over OTLP: a real `kefu serve` process (the exporting subscriber is
 //! process-wide) sends its spans to a small OTLP/HTTP receiver run by the test. A visitor's message
 //! is one trace with a span per stage, its id the message's logged `trace_id`; the webhook about
-//! it continues that trace and carries `traceparent`; a REST call joins its caller's trace; an
+//! it continues that trace and carries `traceparent`; REST and gRPC calls join their caller's trace; an
 //! unreachable collector leaves messages flowing and counts the dropped spans.
 
 use std::collections::HashMap;
@@ -106,6 +106,7 @@ struct TracedKefu {
     _child: Child,
     address: String,
     metrics: Option<String>,
+    grpc: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -115,6 +116,7 @@ async fn serve_traced(data_dir: &Path, endpoint: &str, metrics: bool) -> TracedK
         .args(["serve", "--data-dir", data_dir.to_str().unwrap(), "--http", "127.0.0.1:0"])
         .env("KEFU_TELEMETRY__OTLP_ENDPOINT", endpoint)
         .env("KEFU_METRICS", if metrics { "127.0.0.1:0" } else { "off" })
+        .env("KEFU_GRPC__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "kefu=debug,warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -129,18 +131,21 @@ async fn serve_traced(data_dir: &Path, endpoint: &str, metrics: bool) -> TracedK
         }
     });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut metrics = None;
+    let (mut metrics, mut grpc) = (None, None);
     let address = loop {
         let line = lines.next_line().await.unwrap().expect("kefu prints its address");
         if let Some(address) = line.strip_prefix("metrics http=") {
             metrics = Some(address.to_owned());
+        }
+        if let Some(address) = line.strip_prefix("grpc=") {
+            grpc = Some(address.to_owned());
         }
         if let Some(address) = line.strip_prefix("listening http=") {
             break address.to_owned();
         }
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    TracedKefu { _child: child, address, metrics, log }
+    TracedKefu { _child: child, address, metrics, grpc: grpc.expect("gRPC listens"), log }
 }
 
 impl TracedKefu {
@@ -191,7 +196,7 @@ async fn admin_token(address: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_message_is_one_trace_with_every_stage_and_its_webhook_and_rest_callers_continue_traces() {
+async fn a_message_is_one_trace_with_every_stage_and_its_webhook_rest_and_grpc_callers_continue_traces() {
     let collector = collector().await;
     let mut webhook_receiver = crate::webhooks::receiver(0).await;
     let dir = tempfile::tempdir().unwrap();
@@ -284,6 +289,20 @@ async fn a_message_is_one_trace_with_every_stage_and_its_webhook_and_rest_caller
                 .any(|span| span.trace_id != caller_trace && span.parent_span_id.is_empty())
         })
         .await;
+
+    // A gRPC call with traceparent metadata runs in the caller's trace too.
+    let grpc_trace = "0af7651916cd43dd8448eb211c80319c";
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", kefu.grpc)).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut check = tonic::Request::new(tonic_health::pb::HealthCheckRequest::default());
+    check.metadata_mut().insert("traceparent", format!("00-{grpc_trace}-{caller_span}-01").parse().unwrap());
+    health.check(check).await.unwrap();
+    let spans = collector
+        .wait_for("the gRPC call in the caller's trace", |spans| spans.iter().any(|span| span.trace_id == grpc_trace))
+        .await;
+    let call = spans.iter().find(|span| span.trace_id == grpc_trace).unwrap();
+    assert_eq!((call.name.as_str(), call.parent_span_id.as_str()), ("grpc.health.v1.Health/Check", caller_span));
 }
 
 #[tokio::test]
