@@ -117,6 +117,7 @@ async fn serve_traced(data_dir: &Path, endpoint: &str, metrics: bool) -> TracedK
         .env("KEFU_TELEMETRY__OTLP_ENDPOINT", endpoint)
         .env("KEFU_METRICS", if metrics { "127.0.0.1:0" } else { "off" })
         .env("KEFU_GRPC__LISTEN", "127.0.0.1:0")
+        .env("KEFU_LLM__ALLOW_PRIVATE_ADDRESSES", "true")
         .env("RUST_LOG", "kefu=debug,warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -184,6 +185,28 @@ async fn send_and_ack(address: &str, site: &str, token: &str, client_id: &str) -
     }
 }
 
+/// A stand-in language model answering every chat completion plainly; hands on each request's
+/// `traceparent` header.
+async fn stand_in_model() -> (String, tokio::sync::mpsc::UnboundedReceiver<Option<String>>) {
+    let (sender, received) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let traceparent = headers.get("traceparent").map(|value| value.to_str().unwrap().to_owned());
+            let _ = sender.send(traceparent);
+            async {
+                axum::Json(
+                    json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "We will look."}}]}),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base_url, received)
+}
+
 async fn admin_token(address: &str) -> String {
     let response = http()
         .post(format!("http://{address}/api/v1/agent/login"))
@@ -199,6 +222,7 @@ async fn admin_token(address: &str) -> String {
 async fn a_message_is_one_trace_with_every_stage_and_its_webhook_rest_and_grpc_callers_continue_traces() {
     let collector = collector().await;
     let mut webhook_receiver = crate::webhooks::receiver(0).await;
+    let (model_url, mut model_requests) = stand_in_model().await;
     let dir = tempfile::tempdir().unwrap();
     let site = admin(dir.path(), &["create-site", "--name", "Shop", "--origin", "*"]).await["site_key"].clone();
     admin(dir.path(), &["create-agent", "--email", "admin@example.com", "--password", PASSWORD, "--role", "admin"])
@@ -209,7 +233,7 @@ async fn a_message_is_one_trace_with_every_stage_and_its_webhook_rest_and_grpc_c
     let bot = http()
         .put(format!("http://{address}/api/v1/sites/{site}/bot"))
         .bearer_auth(&token)
-        .json(&json!({"enabled": true, "greeting": ""}))
+        .json(&json!({"enabled": true, "greeting": "", "llm": {"base_url": model_url, "model": "stand-in-1"}}))
         .send()
         .await
         .unwrap();
@@ -261,6 +285,15 @@ async fn a_message_is_one_trace_with_every_stage_and_its_webhook_rest_and_grpc_c
         in_trace.iter().any(|span| span.name == "webhook" && span.span_id == fields[2]),
         "the receiver's parent is a delivery's span: {traceparent} {in_trace:?}"
     );
+
+    // The bot asked the model within its span of the message's trace.
+    let model_traceparent = tokio::time::timeout(Duration::from_secs(10), model_requests.recv())
+        .await
+        .expect("the bot asks the model")
+        .unwrap()
+        .expect("the model request carries traceparent");
+    let bot_span = in_trace.iter().find(|span| span.name == "bot").unwrap();
+    assert_eq!(model_traceparent, format!("00-{trace_id}-{}-01", bot_span.span_id));
 
     // A REST call with a traceparent runs in the caller's trace; a malformed one changes nothing.
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
