@@ -78,7 +78,8 @@ pub async fn serve(
             server.serve_with_incoming_shutdown(incoming, stopped).await
         }
         Some(Ok(acceptor)) => {
-            server.serve_with_incoming_shutdown(tls::incoming(listener, acceptor, shutdown), stopped).await
+            let incoming = tls::incoming(listener, acceptor, shutdown, &app.tasks);
+            server.serve_with_incoming_shutdown(incoming, stopped).await
         }
         Some(Err(error)) => {
             tracing::error!(%error, "gRPC cannot use kefu's TLS configuration; gRPC is off");

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::net::tls::Certificates;
 
@@ -35,9 +36,10 @@ pub fn incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     shutdown: CancellationToken,
+    tasks: &TaskTracker,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConnection>> {
     let (ready, connections) = mpsc::channel(READY_QUEUE);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut handshakes = tokio::task::JoinSet::new();
         loop {
             let accepted = tokio::select! {
