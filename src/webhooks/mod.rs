@@ -419,3 +419,20 @@ pub fn record_deliveries(context: &mut WriteContext<'_>) -> Result<(), StorageEr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_rows_written_before_trace_ids_still_read() {
+        let old_row = r#"{"id":7,"webhook_id":"wh_1","site":"shop","event_type":"message.created","payload":"{}",
+            "status":"pending","attempts":0,"created_at":1,"next_attempt_at":1,"last_status":null,
+            "last_error":null,"delivered_at":null}"#;
+        let delivery: Delivery = serde_json::from_str(old_row).unwrap();
+        assert_eq!((delivery.id, delivery.trace_id), (7, None));
+        let with_trace = serde_json::to_value(Delivery { trace_id: Some(255), ..delivery.clone() }).unwrap();
+        assert_eq!(with_trace["trace_id"], 255);
+        assert!(serde_json::to_value(delivery).unwrap().get("trace_id").is_none());
+    }
+}

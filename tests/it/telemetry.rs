@@ -227,7 +227,7 @@ async fn a_message_is_one_trace_with_every_stage_and_its_webhook_rest_and_grpc_c
     let site = admin(dir.path(), &["create-site", "--name", "Shop", "--origin", "*"]).await["site_key"].clone();
     admin(dir.path(), &["create-agent", "--email", "admin@example.com", "--password", PASSWORD, "--role", "admin"])
         .await;
-    let kefu = serve_traced(dir.path(), &collector.endpoint, false).await;
+    let kefu = serve_traced(dir.path(), &collector.endpoint, true).await;
     let address = kefu.address.clone();
     let token = admin_token(&address).await;
     let bot = http()
@@ -336,6 +336,27 @@ async fn a_message_is_one_trace_with_every_stage_and_its_webhook_rest_and_grpc_c
         .await;
     let call = spans.iter().find(|span| span.trace_id == grpc_trace).unwrap();
     assert_eq!((call.name.as_str(), call.parent_span_id.as_str()), ("grpc.health.v1.Health/Check", caller_span));
+
+    // What reached the collector is counted, and nothing was dropped.
+    let metrics = http()
+        .get(format!("http://{}/metrics", kefu.metrics.as_deref().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(counted(&metrics, "kefu_trace_spans_exported_total") >= stages.len() as u64, "{metrics}");
+    assert_eq!(counted(&metrics, "kefu_trace_spans_dropped_total{reason=\"queue_full\"}"), 0, "{metrics}");
+    assert_eq!(counted(&metrics, "kefu_trace_spans_dropped_total{reason=\"export_failed\"}"), 0, "{metrics}");
+}
+
+/// The value of a series in the metrics text (0 when absent).
+fn counted(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).filter(|rest| rest.starts_with(' ')))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -354,9 +375,6 @@ async fn an_unreachable_collector_costs_messages_nothing_and_dropped_spans_are_c
         assert_eq!(ack["duplicate"], false);
     }
     let metrics_url = format!("http://{}/metrics", kefu.metrics.as_deref().expect("metrics listen"));
-    let counted = |text: &str, series: &str| -> u64 {
-        text.lines().find_map(|line| line.strip_prefix(series)).and_then(|value| value.trim().parse().ok()).unwrap_or(0)
-    };
     for _ in 0..100 {
         let text = http().get(&metrics_url).send().await.unwrap().text().await.unwrap();
         if counted(&text, "kefu_trace_spans_dropped_total{reason=\"export_failed\"}") > 0 {
