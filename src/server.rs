@@ -234,7 +234,7 @@ pub async fn start(
             let address = listener.local_addr().context("reading the gRPC address")?;
             tracing::info!(grpc = %address, "gRPC is listening");
             println!("grpc={address}");
-            app.tasks.spawn(crate::net::grpc::serve(listener, app.clone()));
+            app.tasks.spawn(crate::net::grpc::serve(listener, app.clone(), certificates.clone()));
             spawn_event_pruning(&app);
             Some(address)
         }

@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The top-level keys and sections of [`Config`], for picking `KEFU_*` variables.
-const TOP_LEVEL_KEYS: [&str; 18] = [
+const TOP_LEVEL_KEYS: [&str; 19] = [
     "data_dir",
     "http",
     "trusted_proxies",
@@ -30,6 +30,7 @@ const TOP_LEVEL_KEYS: [&str; 18] = [
     "tls",
     "llm",
     "grpc",
+    "telemetry",
 ];
 
 /// Everything kefu can be configured with. Field names are the keys of `kefu.toml`.
@@ -66,6 +67,7 @@ pub struct Config {
     pub log: LogConfig,
     pub llm: LlmConfig,
     pub grpc: GrpcConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 /// The group-commit writer.
@@ -321,11 +323,38 @@ impl Default for EmailConfig {
     }
 }
 
+/// Traces exported to an OpenTelemetry collector over OTLP (src/base/trace_export.rs).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Where traces go: the base URL of an OTLP/HTTP receiver (`http://127.0.0.1:4318`; spans are
+    /// posted to `/v1/traces` under it). Empty: nothing is exported and no span is recorded.
+    pub otlp_endpoint: String,
+    /// The share of messages (and calls) traced, from 0.0 (none) to 1.0 (all). A caller's
+    /// `traceparent` decides for its own calls.
+    pub sample_ratio: f64,
+    /// The `service.name` the spans carry.
+    pub service_name: String,
+}
+
+impl TelemetryConfig {
+    /// Whether spans are exported at all.
+    pub fn enabled(&self) -> bool {
+        !self.otlp_endpoint.trim().is_empty()
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { otlp_endpoint: String::new(), sample_ratio: 1.0, service_name: "kefu".to_owned() }
+    }
+}
+
 /// The gRPC API for integrations (src/net/grpc/).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcConfig {
-    /// The gRPC listen address (TCP, HTTP/2 without TLS); `"off"` or empty turns gRPC off.
+    /// The gRPC listen address (TCP, HTTP/2; over TLS when `tls` is set); `"off"` or empty turns gRPC off.
     #[serde(with = "optional_address")]
     pub listen: Option<SocketAddr>,
     /// How long the events of `Subscribe` are kept for subscribers to resume from, in hours.
@@ -385,6 +414,7 @@ impl Default for Config {
             email: EmailConfig::default(),
             log: LogConfig::default(),
             llm: LlmConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -633,6 +663,26 @@ impl Config {
         if self.metrics != "off" && self.metrics.parse::<SocketAddr>().is_err() {
             anyhow::bail!("invalid configuration: metrics must be an address such as 127.0.0.1:9090, or off");
         }
+        let telemetry = &self.telemetry;
+        if !(0.0..=1.0).contains(&telemetry.sample_ratio) {
+            anyhow::bail!("invalid configuration: telemetry.sample_ratio must be from 0.0 to 1.0");
+        }
+        if telemetry.enabled() {
+            let endpoint = telemetry.otlp_endpoint.trim();
+            let url = reqwest::Url::parse(endpoint).map_err(|error| {
+                anyhow::anyhow!(
+                    "invalid configuration: telemetry.otlp_endpoint {endpoint:?} is not a URL such as http://127.0.0.1:4318 ({error})"
+                )
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                anyhow::bail!(
+                    "invalid configuration: telemetry.otlp_endpoint must be an http(s) URL such as http://127.0.0.1:4318"
+                );
+            }
+            if telemetry.service_name.trim().is_empty() {
+                anyhow::bail!("invalid configuration: telemetry.service_name must not be empty");
+            }
+        }
         let tls = &self.tls;
         if tls.cert.is_some() != tls.key.is_some() {
             anyhow::bail!("invalid configuration: tls.cert and tls.key must be given together");
@@ -780,6 +830,31 @@ mod tests {
             let both = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nacme = { domains = [\"a.example\"] }\n";
             assert!(load(both).unwrap_err().contains("not both"));
             assert!(!Config::default().tls.enabled());
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn telemetry_is_off_by_default_and_bad_values_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, &ConfigOverrides::default()).map_err(|e| e.to_string())?;
+            assert!(!config.telemetry.enabled());
+            assert_eq!(config.telemetry.sample_ratio, 1.0);
+            jail.set_env("KEFU_TELEMETRY__OTLP_ENDPOINT", "http://127.0.0.1:4318");
+            jail.set_env("KEFU_TELEMETRY__SAMPLE_RATIO", "0.25");
+            let config = Config::load(None, &ConfigOverrides::default()).map_err(|e| e.to_string())?;
+            assert!(config.telemetry.enabled());
+            assert_eq!(config.telemetry.sample_ratio, 0.25);
+            jail.set_env("KEFU_TELEMETRY__SAMPLE_RATIO", "1.5");
+            let error = Config::load(None, &ConfigOverrides::default()).unwrap_err().to_string();
+            assert!(error.contains("telemetry.sample_ratio"), "{error}");
+            jail.set_env("KEFU_TELEMETRY__SAMPLE_RATIO", "1");
+            for bad in ["collector:4318", "ftp://127.0.0.1/x"] {
+                jail.set_env("KEFU_TELEMETRY__OTLP_ENDPOINT", bad);
+                let error = Config::load(None, &ConfigOverrides::default()).unwrap_err().to_string();
+                assert!(error.contains("telemetry.otlp_endpoint"), "{bad}: {error}");
+            }
             Ok(())
         });
     }

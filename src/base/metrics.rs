@@ -191,6 +191,12 @@ pub struct Metrics {
     pub llm_requests: Counter,
     /// Failed requests to the LLM endpoint (fed by the bot).
     pub llm_errors: Counter,
+    /// Spans sent to the OpenTelemetry collector (`telemetry.otlp_endpoint`).
+    pub trace_spans_exported: Counter,
+    /// Spans dropped because the export queue was full (the collector is slow or away).
+    pub trace_spans_dropped_queue_full: Counter,
+    /// Spans dropped because the collector did not take them (unreachable, or it refused).
+    pub trace_spans_dropped_export_failed: Counter,
 }
 
 impl Metrics {
@@ -209,6 +215,9 @@ impl Metrics {
             bot_answers: Counter::new(),
             llm_requests: Counter::new(),
             llm_errors: Counter::new(),
+            trace_spans_exported: Counter::new(),
+            trace_spans_dropped_queue_full: Counter::new(),
+            trace_spans_dropped_export_failed: Counter::new(),
         }
     }
 
@@ -284,6 +293,26 @@ impl Metrics {
         counter(&mut out, "kefu_bot_answers_total", "Bot answers from the knowledge base.", self.bot_answers.get());
         counter(&mut out, "kefu_llm_requests_total", "Requests to the LLM endpoint.", self.llm_requests.get());
         counter(&mut out, "kefu_llm_errors_total", "Failed requests to the LLM endpoint.", self.llm_errors.get());
+        counter(
+            &mut out,
+            "kefu_trace_spans_exported_total",
+            "Spans sent to the OpenTelemetry collector.",
+            self.trace_spans_exported.get(),
+        );
+        out.push_str(
+            "# HELP kefu_trace_spans_dropped_total Spans not exported: the queue was full or the collector failed.\n\
+             # TYPE kefu_trace_spans_dropped_total counter\n",
+        );
+        let _ = writeln!(
+            out,
+            "kefu_trace_spans_dropped_total{{reason=\"queue_full\"}} {}",
+            self.trace_spans_dropped_queue_full.get()
+        );
+        let _ = writeln!(
+            out,
+            "kefu_trace_spans_dropped_total{{reason=\"export_failed\"}} {}",
+            self.trace_spans_dropped_export_failed.get()
+        );
         out
     }
 }

@@ -1,5 +1,6 @@
 //! Process-wide foundations every layer may use: configuration, time, secrets, the allocator,
-//! file modes, CSV cells, the guarded outbound HTTP client, logging, metrics and systemd.
+//! file modes, CSV cells, the guarded outbound HTTP client, logging, traces (export and W3C
+//! `traceparent`), metrics and systemd.
 //! Nothing here imports another kefu module outside `base`.
 
 pub mod allocator;
@@ -14,3 +15,5 @@ pub mod rate_limit;
 pub mod secrets;
 pub mod systemd;
 pub mod telemetry;
+pub mod trace_context;
+pub mod trace_export;

@@ -75,7 +75,9 @@ pub async fn embed(
     texts: &[String],
 ) -> Result<Vec<Vec<f32>>, LlmError> {
     let url = format!("{}/embeddings", settings.base_url.trim_end_matches('/'));
-    let mut request = http.post(url).json(&json!({"model": settings.model, "input": texts}));
+    let mut request = crate::base::trace_context::with_traceparent(
+        http.post(url).json(&json!({"model": settings.model, "input": texts})),
+    );
     if !settings.api_key.is_empty() {
         request = request.bearer_auth(&settings.api_key);
     }

@@ -114,7 +114,9 @@ async fn ask(
     on_delta: &mut impl FnMut(&str),
 ) -> Result<String, LlmError> {
     let url = format!("{}/chat/completions", settings.base_url.trim_end_matches('/'));
-    let mut request = http.post(url).json(&json!({"model": settings.model, "messages": messages, "stream": true}));
+    let mut request = crate::base::trace_context::with_traceparent(
+        http.post(url).json(&json!({"model": settings.model, "messages": messages, "stream": true})),
+    );
     if !settings.api_key.is_empty() {
         request = request.bearer_auth(&settings.api_key);
     }
@@ -208,7 +210,7 @@ pub async fn choose(
         }}}
     });
     let url = format!("{}/chat/completions", settings.base_url.trim_end_matches('/'));
-    let mut request = http.post(url).json(&body);
+    let mut request = crate::base::trace_context::with_traceparent(http.post(url).json(&body));
     if !settings.api_key.is_empty() {
         request = request.bearer_auth(&settings.api_key);
     }

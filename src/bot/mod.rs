@@ -23,6 +23,8 @@ pub mod settings;
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use bytes::Bytes;
 use dashmap::DashMap;
 use redb::ReadableTable;
@@ -369,7 +371,11 @@ impl Bot {
                         reply_tasks.spawn(async move {
                             tokio::select! {
                                 _ = shutdown.cancelled() => {}
-                                _ = bot.reply(conversation_id, seq, &record.text) => {}
+                                // The bot's part of the visitor message's trace; its answer
+                                // continues that trace too.
+                                _ = bot.reply(conversation_id, seq, &record.text, record.trace_id).instrument(
+                                    tracing::debug_span!(parent: None, "bot", trace_id = record.trace_id, conversation_id)
+                                ) => {}
                             }
                             drop(permit);
                         });
@@ -439,13 +445,16 @@ impl Bot {
         let greeting = settings.greeting.trim();
         if settings.enabled && !greeting.is_empty() {
             let client_id = format!("bot-{conversation_id}-greeting");
-            self.post(conversation_id, &settings, client_id, greeting.to_owned(), BotSource::Greeting).await;
+            let trace_id = crate::base::secrets::new_trace_id();
+            self.post(trace_id, conversation_id, &settings, client_id, greeting.to_owned(), BotSource::Greeting)
+                .instrument(crate::base::trace_export::message_span(trace_id))
+                .await;
         }
     }
 
     /// Answers one visitor message: a handoff keyword, a knowledge-base answer, a generated
     /// answer, or the offer of a human, in that order.
-    async fn reply(&self, conversation_id: u64, seq: u64, text: &str) {
+    async fn reply(&self, conversation_id: u64, seq: u64, text: &str, trace_id: u64) {
         let store = &self.inner.store;
         let conversation = match store.read(move |transaction| conversations::get(transaction, conversation_id)).await {
             Ok(Some(conversation)) if conversation.bot_active && conversation.is_open() => conversation,
@@ -483,7 +492,7 @@ impl Bot {
         if let Some(entry) = chosen.and_then(|candidate| knowledge.entry(candidate.entry_id)) {
             tracing::debug!(conversation_id, entry_id = entry.id, "knowledge-base answer");
             let source = BotSource::Kb { entry_id: entry.id };
-            self.post(conversation_id, &settings, client_id, entry.answer.clone(), source).await;
+            self.post(trace_id, conversation_id, &settings, client_id, entry.answer.clone(), source).await;
             return;
         }
         if let Some(llm_settings) = &settings.llm {
@@ -493,7 +502,7 @@ impl Bot {
             match self.generate(&conversation, seq, &settings, llm_settings, &context, &stream_id).await {
                 Ok(answer) if !answer.trim().is_empty() => {
                     let source = BotSource::Llm { model: llm_settings.model.clone(), stream_id };
-                    self.post(conversation_id, &settings, client_id, answer.trim().to_owned(), source).await;
+                    self.post(trace_id, conversation_id, &settings, client_id, answer.trim().to_owned(), source).await;
                     return;
                 }
                 Ok(_) => tracing::info!(conversation_id, "the language model gave an empty answer; handing off"),
@@ -531,7 +540,7 @@ impl Bot {
         } else {
             BotSource::Related { action: action.into(), questions: related }
         };
-        self.post(conversation_id, &settings, client_id, text.to_owned(), source).await;
+        self.post(trace_id, conversation_id, &settings, client_id, text.to_owned(), source).await;
     }
 
     /// What the bot does with a visitor message, decided before any language model is asked:
@@ -728,16 +737,19 @@ impl Bot {
         !self.inner.hub.site_agent_connections(site).is_empty()
     }
 
-    /// Stores a bot message, if the conversation is still the bot's.
+    /// Stores a bot message, if the conversation is still the bot's; `trace_id` is the trace it
+    /// belongs to (the visitor message it answers, or its own).
     async fn post(
         &self,
+        trace_id: u64,
         conversation_id: u64,
         settings: &BotSettings,
         client_id: String,
         text: String,
         source: BotSource,
     ) {
-        let new_message = bot_message(conversation_id, bot_sender(settings), client_id, text);
+        let new_message =
+            NewMessage { trace_id, ..bot_message(conversation_id, bot_sender(settings), client_id, text) };
         let stored = self
             .inner
             .store

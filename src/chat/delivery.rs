@@ -576,6 +576,9 @@ impl SiteActivity {
 fn dispatch(hub: &Hub, epoch: u64, event: CommittedEvent, activity: &mut SiteActivity) -> Option<RoutingEvent> {
     match event {
         CommittedEvent::Message { conversation_id, seq, site, record, origin, .. } => {
+            let _deliver_span =
+                tracing::debug_span!(parent: None, "deliver", trace_id = record.trace_id, conversation_id, seq)
+                    .entered();
             activity.add(
                 site,
                 ActivityItem {

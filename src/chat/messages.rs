@@ -224,6 +224,8 @@ pub fn append_with_source(
     new_message: NewMessage,
     bot_source: Option<BotSource>,
 ) -> Result<Result<Appended, AppendError>, StorageError> {
+    // A stage of the message's trace (crate::base::trace_export), on the writer thread.
+    let _persist_span = tracing::debug_span!(parent: None, "persist", trace_id = new_message.trace_id).entered();
     let dedup_key = (new_message.sender.kind.code(), new_message.sender.id, new_message.client_id.as_str());
     if context.dedup().may_contain(dedup_key) {
         let previous =
@@ -627,6 +629,7 @@ pub async fn filter_for_site(
     text: String,
     trace_id: u64,
 ) -> Result<(Arc<SiteRuntime>, String), SendRefusal> {
+    let _filter_span = tracing::debug_span!(parent: None, "filter", trace_id);
     let site = match sites.get(site_key).await {
         Ok(Some(site)) => site,
         Ok(None) => {

@@ -199,7 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 metrics,
             };
             let config = Config::load(cli.config.as_deref(), &overrides)?;
-            crate::base::telemetry::init(&config.log);
+            let _telemetry = crate::base::telemetry::init_with_telemetry(&config.log, &config.telemetry);
             let listener = tokio::net::TcpListener::bind(config.http)
                 .await
                 .with_context(|| format!("listening on {}", config.http))?;

@@ -486,6 +486,10 @@ impl Session {
 
     async fn send<O: FrameSink>(&mut self, send: protocol::Send, out: &mut O) {
         let trace_id = secrets::new_trace_id();
+        // The message's trace (exported only with `telemetry.otlp_endpoint`): its root, and the
+        // stages of this function. Disabled `debug` spans otherwise, which cost nothing.
+        let _message_span = crate::base::trace_export::message_span(trace_id);
+        let decode_span = tracing::debug_span!(parent: None, "decode", trace_id);
         let client_id = send.client_id;
         let refuse =
             |out: &mut O, code: ErrorCode, message: &str| out.push(error_frame(code, message, Some(&client_id)));
@@ -513,6 +517,7 @@ impl Session {
             return refuse(out, ErrorCode::Forbidden, "internal: only agents write internal notes");
         }
         tracing::debug!(trace_id, connection_id = self.handle.id(), "send validated");
+        drop(decode_span);
 
         // Find the conversation's site for the word filter; check access on the way.
         let (target, site_key) = match (&self.principal, send.conversation_id) {
@@ -544,6 +549,7 @@ impl Session {
             Ok(filtered) => filtered,
             Err(refusal) => return refuse(out, refusal.code, refusal.message),
         };
+        let route_span = tracing::debug_span!(parent: None, "route", trace_id);
         // Used only if this message starts a conversation.
         let route_to_team = if self.principal.is_visitor() && !site.routing.is_empty() {
             let category = match site.routing.needs_category() {
@@ -554,6 +560,7 @@ impl Session {
         } else {
             None
         };
+        drop(route_span);
         tracing::debug!(trace_id, "send filtered");
 
         let new_message = NewMessage {

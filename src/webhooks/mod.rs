@@ -111,6 +111,10 @@ pub struct Delivery {
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
     pub delivered_at: Option<i64>,
+    /// The trace of the message a `message.created` delivery is about, so its delivery joins that
+    /// message's trace (crate::base::trace_export); absent from rows written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -369,6 +373,10 @@ pub fn record_deliveries(context: &mut WriteContext<'_>) -> Result<(), StorageEr
     let mut rows = Vec::new();
     for event in &events {
         let Some((site, event_type, data)) = describe(context, event)? else { continue };
+        let trace_id = match event {
+            CommittedEvent::Message { record, .. } if record.trace_id != 0 => Some(record.trace_id),
+            _ => None,
+        };
         let subscribed: Vec<String> = context
             .webhooks()?
             .iter()
@@ -376,7 +384,7 @@ pub fn record_deliveries(context: &mut WriteContext<'_>) -> Result<(), StorageEr
             .map(|webhook| webhook.id.clone())
             .collect();
         for webhook_id in subscribed {
-            rows.push((webhook_id, site.clone(), event_type, data.clone()));
+            rows.push((webhook_id, site.clone(), event_type, data.clone(), trace_id));
         }
     }
     if rows.is_empty() {
@@ -389,7 +397,7 @@ pub fn record_deliveries(context: &mut WriteContext<'_>) -> Result<(), StorageEr
     }
     let mut deliveries = context.transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
     let mut due = context.transaction.open_table(tables::WEBHOOK_DUE)?;
-    for ((webhook_id, site, event_type, data), id) in rows.into_iter().zip(ids) {
+    for ((webhook_id, site, event_type, data, trace_id), id) in rows.into_iter().zip(ids) {
         let payload = payload(event_type, now, &data);
         let delivery = Delivery {
             id,
@@ -404,9 +412,27 @@ pub fn record_deliveries(context: &mut WriteContext<'_>) -> Result<(), StorageEr
             last_status: None,
             last_error: None,
             delivered_at: None,
+            trace_id,
         };
         deliveries.insert(id, encode_json(&delivery).as_slice())?;
         due.insert((now.max(0) as u64, id), ())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_rows_written_before_trace_ids_still_read() {
+        let old_row = r#"{"id":7,"webhook_id":"wh_1","site":"shop","event_type":"message.created","payload":"{}",
+            "status":"pending","attempts":0,"created_at":1,"next_attempt_at":1,"last_status":null,
+            "last_error":null,"delivered_at":null}"#;
+        let delivery: Delivery = serde_json::from_str(old_row).unwrap();
+        assert_eq!((delivery.id, delivery.trace_id), (7, None));
+        let with_trace = serde_json::to_value(Delivery { trace_id: Some(255), ..delivery.clone() }).unwrap();
+        assert_eq!(with_trace["trace_id"], 255);
+        assert!(serde_json::to_value(delivery).unwrap().get("trace_id").is_none());
+    }
 }

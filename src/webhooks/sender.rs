@@ -13,6 +13,7 @@ use redb::ReadableTable;
 use sha2::Sha256;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Delivery, DeliveryStatus, Webhook};
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
@@ -86,17 +87,29 @@ pub async fn run(store: Store, settings: SenderSettings, shutdown: CancellationT
             };
             let store = store.clone();
             let settings = settings.clone();
-            in_flight.spawn(async move {
-                let outcome = match &webhook {
-                    Some(webhook) => post(&client, webhook, &delivery).await,
-                    None => Err((None, "the webhook was deleted".to_owned())),
-                };
-                if let Err(error) =
-                    record_outcome(&store, &settings, delivery.id, claimed_until, outcome, webhook.is_none()).await
-                {
-                    tracing::error!(%error, delivery_id = delivery.id, "recording a webhook outcome failed");
+            // A stage of the message's trace when the delivery is about a message, else a trace
+            // of its own (crate::base::trace_export).
+            let span = tracing::debug_span!(
+                parent: None,
+                "webhook",
+                trace_id = delivery.trace_id,
+                delivery_id = delivery.id,
+                event_type = %delivery.event_type,
+            );
+            in_flight.spawn(
+                async move {
+                    let outcome = match &webhook {
+                        Some(webhook) => post(&client, webhook, &delivery).await,
+                        None => Err((None, "the webhook was deleted".to_owned())),
+                    };
+                    if let Err(error) =
+                        record_outcome(&store, &settings, delivery.id, claimed_until, outcome, webhook.is_none()).await
+                    {
+                        tracing::error!(%error, delivery_id = delivery.id, "recording a webhook outcome failed");
+                    }
                 }
-            });
+                .instrument(span),
+            );
         }
     }
     in_flight.shutdown().await;
@@ -134,6 +147,7 @@ async fn post(client: &reqwest::Client, webhook: &Webhook, delivery: &Delivery) 
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature(&webhook.key(), &message_id, timestamp, &delivery.payload))
         .body(delivery.payload.clone());
+    let response = crate::base::trace_context::with_traceparent(response);
     let url = reqwest::Url::parse(&webhook.url).map_err(|error| (None, error.to_string()))?;
     crate::base::outbound::check_url(&url, webhook.allow_private).map_err(|error| (None, error.to_string()))?;
     match response.send().await {

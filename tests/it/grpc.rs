@@ -460,3 +460,55 @@ async fn reflection_lists_the_services_as_grpcurl_sees_them() {
         assert!(file.windows(wanted.len()).any(|window| window == wanted), "{:?} is not in the answer", wanted);
     }
 }
+
+/// kefu with TLS (a self-signed certificate for localhost, made in its data directory) and gRPC.
+fn tls_and_grpc(config: &mut kefu::base::config::Config) {
+    std::fs::create_dir_all(&config.data_dir).unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (config.data_dir.join("cert.pem"), config.data_dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    config.tls.cert = Some(cert);
+    config.tls.key = Some(key);
+    config.grpc.listen = Some("127.0.0.1:0".parse().unwrap());
+}
+
+#[tokio::test]
+async fn with_tls_the_grpc_port_speaks_tls_with_kefus_certificate() {
+    use tonic::transport::{Certificate, ClientTlsConfig};
+
+    let server = TestServer::start_with(tls_and_grpc).await;
+    let pem = std::fs::read_to_string(server.app().config.data_dir.join("cert.pem")).unwrap();
+    let address = server.grpc_url().trim_start_matches("http://").to_owned();
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)).domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{address}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("a client trusting kefu's certificate connects");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let answer = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+    assert_eq!(answer.into_inner().status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+
+    // A client that trusts another certificate is refused, and plain HTTP/2 gets no answer.
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let distrusting =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(stranger.cert.pem())).domain_name("localhost");
+    let refused =
+        Channel::from_shared(format!("https://{address}")).unwrap().tls_config(distrusting).unwrap().connect().await;
+    assert!(refused.is_err(), "an untrusted certificate is refused");
+    let plain = Channel::from_shared(format!("http://{address}")).unwrap().connect_timeout(Duration::from_secs(5));
+    let checked = match plain.connect().await {
+        Ok(channel) => {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            tokio::time::timeout(Duration::from_secs(5), health.check(tonic_health::pb::HealthCheckRequest::default()))
+                .await
+                .map(|answer| answer.is_ok())
+                .unwrap_or(false)
+        }
+        Err(_) => false,
+    };
+    assert!(!checked, "plain HTTP/2 is not served when kefu has TLS");
+}

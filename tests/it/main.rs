@@ -39,6 +39,7 @@ mod routing;
 mod search;
 mod site_status;
 mod support;
+mod telemetry;
 mod terminal_chat;
 mod tls;
 mod visitor_data;

@@ -6,9 +6,11 @@
 //! converts requests and answers between Protobuf and the handlers' types, and [`status`] maps
 //! the one HTTP error type to gRPC status codes. `Subscribe` streams the site's webhook events
 //! from `webhooks::feed`. Server reflection and the standard health service run on the same port.
-//! The port speaks plain HTTP/2 (h2c): kefu has no TLS of its own yet.
+//! The port speaks TLS with kefu's certificate when kefu has TLS (`tls`), plain HTTP/2 (h2c)
+//! otherwise ([`tls`]).
 
 mod services;
+mod tls;
 
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataMap;
@@ -34,8 +36,13 @@ enum Access {
     Write,
 }
 
-/// Serves gRPC on `listener` until the server shuts down.
-pub async fn serve(listener: TcpListener, app: AppState) {
+/// Serves gRPC on `listener` until the server shuts down, over TLS with `certificates` (kefu's
+/// own, when it has TLS).
+pub async fn serve(
+    listener: TcpListener,
+    app: AppState,
+    certificates: Option<std::sync::Arc<crate::net::tls::Certificates>>,
+) {
     let (health, health_service) = tonic_health::server::health_reporter();
     // Both versions of reflection (grpcurl and other tools use either), describing the API and health.
     let described = || {
@@ -53,15 +60,32 @@ pub async fn serve(listener: TcpListener, app: AppState) {
     };
     let routes = services::routes(&app, &health).await;
     let shutdown = app.shutdown.clone();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(oversize_is_resource_exhausted))
+        // Each call in a span of the caller's trace (`traceparent` metadata), when traces are exported.
+        .trace_fn(|request| {
+            crate::base::trace_context::incoming_call("grpc", "POST", request.uri().path(), request.headers())
+        })
         .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(reflection_alpha)
-        .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
-        .await;
+        .add_service(reflection_alpha);
+    let stopped = shutdown.clone();
+    let stopped = async move { stopped.cancelled().await };
+    let served = match certificates.map(tls::acceptor) {
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            server.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+        Some(Ok(acceptor)) => {
+            let incoming = tls::incoming(listener, acceptor, shutdown, &app.tasks);
+            server.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+        Some(Err(error)) => {
+            tracing::error!(%error, "gRPC cannot use kefu's TLS configuration; gRPC is off");
+            return;
+        }
+    };
     if let Err(error) = served {
         tracing::error!(%error, "the gRPC server stopped");
     }

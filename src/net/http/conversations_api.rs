@@ -253,6 +253,8 @@ pub async fn send_message(
 ) -> Result<(StatusCode, axum::Json<MessageView>), ApiError> {
     let caller = staff_only(principal)?;
     let trace_id = secrets::new_trace_id();
+    // The message's trace, linked to the call's (crate::base::trace_export).
+    let _message_span = crate::base::trace_export::message_span(trace_id);
     let client_id = request.client_id.unwrap_or_else(|| format!("api-{}", secrets::new_hex_id(12)));
     messages::validate_client_id(&client_id).map_err(ApiError::Unprocessable)?;
     let text = messages::validate_text(&request.text, app.config.limits.max_text_chars, false)

@@ -118,7 +118,26 @@ pub fn router(app: AppState) -> Router {
         .layer(middleware::from_fn(api_errors_as_json))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn_with_state(app.clone(), client_address::resolve_client_address))
+        .layer(middleware::from_fn(trace_calls))
         .with_state(app)
+}
+
+/// Runs each request in a span of the caller's trace (its `traceparent`) when traces are
+/// exported (`telemetry.otlp_endpoint`); otherwise passes the request straight on.
+async fn trace_calls(request: Request, next: Next) -> Response {
+    if !crate::base::trace_export::enabled() {
+        return next.run(request).await;
+    }
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map(|path| path.as_str().to_owned());
+    let span = crate::base::trace_context::incoming_call(
+        "http",
+        request.method().as_str(),
+        route.as_deref().unwrap_or_default(),
+        request.headers(),
+    );
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 async fn security_headers(request: Request, next: Next) -> Response {

@@ -137,6 +137,16 @@ pub fn http_server_config(certificates: Arc<Certificates>) -> Result<rustls::Ser
     Ok(config)
 }
 
+/// The rustls configuration of the gRPC port: the same certificates, HTTP/2 only.
+pub fn grpc_server_config(certificates: Arc<Certificates>) -> Result<rustls::ServerConfig, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(certificates);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
 /// Reads the certificate files again on every SIGHUP until shutdown; a file that fails to load
 /// keeps the certificate in use. Without files (no TLS, or ACME, which renews by itself) a
 /// SIGHUP is only logged: it must not stop the server, as its default action would.
