@@ -142,9 +142,8 @@ pub async fn start(
         crate::push::start(store.clone(), hub.clone(), push_settings, shutdown_token.clone(), &tasks)
             .await
             .context("loading the push notification key")?;
-    let refused_origins = crate::sites::refused_origins::RefusedOrigins::load(&store)
-        .await
-        .context("reading the refused origins")?;
+    let refused_origins =
+        crate::sites::refused_origins::RefusedOrigins::load(&store).await.context("reading the refused origins")?;
     let dispatcher = tokio::spawn(delivery::run_dispatcher(
         committed,
         hub.clone(),

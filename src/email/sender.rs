@@ -53,7 +53,12 @@ impl Outbox for Emails {
     // would go out again after the restart: let the attempts finish (each is bounded by the timeout).
     const FINISH_ON_SHUTDOWN: bool = true;
 
-    fn read_due(&self, transaction: &redb::ReadTransaction, now: i64, limit: usize) -> Result<Vec<DueEmail>, StorageError> {
+    fn read_due(
+        &self,
+        transaction: &redb::ReadTransaction,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<DueEmail>, StorageError> {
         let smtp = Arc::new(settings::effective(transaction, &self.config)?);
         let emails = transaction.open_table(tables::EMAILS)?;
         outbox::due_rows(transaction, tables::EMAIL_DUE, now, limit, |id| {

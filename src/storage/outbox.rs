@@ -42,8 +42,13 @@ pub trait Outbox: Clone + Send + Sync + 'static {
     fn read_due(&self, transaction: &ReadTransaction, now: i64, limit: usize) -> Result<Vec<Self::Due>, StorageError>;
 
     /// Claims `due` and spawns its attempt on `in_flight`, or settles it without one.
-    fn start(&self, store: &Store, due: Self::Due, now: i64, in_flight: &mut JoinSet<()>)
-    -> impl Future<Output = ()> + Send;
+    fn start(
+        &self,
+        store: &Store,
+        due: Self::Due,
+        now: i64,
+        in_flight: &mut JoinSet<()>,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 /// Polls `outbox` until `shutdown`.

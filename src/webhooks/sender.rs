@@ -70,7 +70,12 @@ impl Outbox for Webhooks {
     // A cut-off attempt is posted again after the restart; receivers dedupe on `webhook-id`.
     const FINISH_ON_SHUTDOWN: bool = false;
 
-    fn read_due(&self, transaction: &redb::ReadTransaction, now: i64, limit: usize) -> Result<Vec<Self::Due>, StorageError> {
+    fn read_due(
+        &self,
+        transaction: &redb::ReadTransaction,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Self::Due>, StorageError> {
         let deliveries = transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
         outbox::due_rows(transaction, tables::WEBHOOK_DUE, now, limit, |id| {
             let Some(value) = deliveries.get(id)? else {

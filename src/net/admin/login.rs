@@ -169,7 +169,14 @@ struct ResetPage {
 
 impl ResetPage {
     fn new(lang: Lang) -> ResetPage {
-        ResetPage { lang, t: lang.texts(), token: String::new(), link_live: false, message: String::new(), error: String::new() }
+        ResetPage {
+            lang,
+            t: lang.texts(),
+            token: String::new(),
+            link_live: false,
+            message: String::new(),
+            error: String::new(),
+        }
     }
 }
 
