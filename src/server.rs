@@ -142,6 +142,8 @@ pub async fn start(
         crate::push::start(store.clone(), hub.clone(), push_settings, shutdown_token.clone(), &tasks)
             .await
             .context("loading the push notification key")?;
+    let refused_origins =
+        crate::sites::refused_origins::RefusedOrigins::load(&store).await.context("reading the refused origins")?;
     let dispatcher = tokio::spawn(delivery::run_dispatcher(
         committed,
         hub.clone(),
@@ -170,7 +172,7 @@ pub async fn start(
         visitor_limits: crate::people::visitor_limits::VisitorLimits::new(&config.limits),
         upload_quota: crate::chat::uploads::UploadQuota::new(config.limits.upload_quota_bytes_per_site),
         push,
-        refused_origins: crate::sites::refused_origins::RefusedOrigins::new(),
+        refused_origins: refused_origins.clone(),
         config,
     });
     let control = crate::net::control::listen(app.clone()).context("starting the control socket")?;
@@ -180,6 +182,7 @@ pub async fn start(
         timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
     };
     tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown_token.clone()));
+    tasks.spawn(crate::sites::refused_origins::run_saver(refused_origins, store.clone(), shutdown_token.clone()));
     tasks.spawn(crate::sites::status::run_watcher(
         app.hub.clone(),
         app.sites.clone(),

@@ -7,6 +7,7 @@
 //! when kefu stops, so a restart resends what was not accepted and nothing that was. While no
 //! SMTP server is set, rows wait; those older than `give_up_after` are marked failed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
@@ -19,75 +20,93 @@ use tokio_util::sync::CancellationToken;
 use super::settings::{self, Security, SmtpSettings};
 use super::{Email, EmailStatus};
 use crate::base::config::EmailConfig;
+use crate::storage::outbox::{self, Outbox};
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
-
-/// How often the sender looks for due emails.
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Emails sent at once; SMTP servers throttle clients that open many connections.
 const MAX_IN_FLIGHT: usize = 4;
 
+/// The email outbox: what [`outbox::run`] polls.
+#[derive(Clone)]
+struct Emails {
+    config: EmailConfig,
+}
+
+/// A due email, with the SMTP settings in force and whether its visitor already read it in the
+/// chat.
+struct DueEmail {
+    smtp: Arc<SmtpSettings>,
+    email: Email,
+    already_read: bool,
+}
+
 /// Runs until `shutdown`, then waits for the attempts in flight.
 pub async fn run(store: Store, config: EmailConfig, shutdown: CancellationToken) {
-    let mut in_flight: JoinSet<()> = JoinSet::new();
-    let mut ticker = tokio::time::interval(POLL_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = ticker.tick() => {}
-        }
-        while in_flight.try_join_next().is_some() {}
-        let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
-        if room == 0 {
-            continue;
-        }
-        let now = crate::base::clock::now_millis();
-        let (smtp, due) = {
-            let config = config.clone();
-            match store
-                .read(move |transaction| {
-                    Ok((settings::effective(transaction, &config)?, due_emails(transaction, now, room)?))
-                })
-                .await
-            {
-                Ok(found) => found,
-                Err(error) => {
-                    tracing::error!(%error, "reading the email outbox failed");
-                    continue;
-                }
-            }
-        };
-        for (email, already_read) in due {
-            if already_read {
-                let outcome = Outcome::Skipped("the visitor read it in the chat".to_owned());
-                let claimed_until = email.next_attempt_at.unwrap_or_default();
-                if let Err(error) = record_outcome(&store, &config, email.id, claimed_until, outcome).await {
-                    tracing::error!(%error, email_id = email.id, "skipping an email failed");
-                }
-                continue;
-            }
-            if !smtp.is_configured() {
-                if let Err(error) = give_up_if_stale(&store, &config, &email).await {
-                    tracing::error!(%error, email_id = email.id, "expiring an unsent email failed");
-                }
-                continue;
-            }
-            let claimed_until = now + Duration::from_secs(config.timeout_secs).as_millis() as i64 * 2;
-            if reschedule(&store, email.id, email.next_attempt_at, claimed_until).await.is_err() {
-                continue;
-            }
-            let (store, config, smtp) = (store.clone(), config.clone(), smtp.clone());
-            in_flight.spawn(async move {
-                let outcome = Outcome::of(send(&smtp, &email, Duration::from_secs(config.timeout_secs)).await, false);
-                if let Err(error) = record_outcome(&store, &config, email.id, claimed_until, outcome).await {
-                    tracing::error!(%error, email_id = email.id, "recording an email outcome failed");
-                }
-            });
-        }
-    }
+    outbox::run(store, Emails { config }, shutdown).await;
+}
+
+impl Outbox for Emails {
+    type Due = DueEmail;
+    const NAME: &'static str = "email";
+    const MAX_IN_FLIGHT: usize = MAX_IN_FLIGHT;
     // An attempt cut off mid-conversation may have been accepted without being marked sent, and
     // would go out again after the restart: let the attempts finish (each is bounded by the timeout).
-    while in_flight.join_next().await.is_some() {}
+    const FINISH_ON_SHUTDOWN: bool = true;
+
+    fn read_due(
+        &self,
+        transaction: &redb::ReadTransaction,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<DueEmail>, StorageError> {
+        let smtp = Arc::new(settings::effective(transaction, &self.config)?);
+        let emails = transaction.open_table(tables::EMAILS)?;
+        outbox::due_rows(transaction, tables::EMAIL_DUE, now, limit, |id| {
+            let Some(value) = emails.get(id)? else {
+                return Ok(None);
+            };
+            let mut email: Email = decode_json(value.value())?;
+            if let Some(of) = &email.transcript_of {
+                let rendered = super::transcript::render(transaction, of)?;
+                (email.subject, email.text, email.html) = (rendered.subject, rendered.text, rendered.html);
+            }
+            let already_read = match &email.unless_read {
+                Some(check) => check.is_read(transaction)?,
+                None => false,
+            };
+            Ok(Some(DueEmail { smtp: smtp.clone(), email, already_read }))
+        })
+    }
+
+    async fn start(&self, store: &Store, due: DueEmail, now: i64, in_flight: &mut JoinSet<()>) {
+        let DueEmail { smtp, email, already_read } = due;
+        let config = &self.config;
+        if already_read {
+            let outcome = Outcome::Skipped("the visitor read it in the chat".to_owned());
+            let claimed_until = email.next_attempt_at.unwrap_or_default();
+            if let Err(error) = record_outcome(store, config, email.id, claimed_until, outcome).await {
+                tracing::error!(%error, email_id = email.id, "skipping an email failed");
+            }
+            return;
+        }
+        if !smtp.is_configured() {
+            if let Err(error) = give_up_if_stale(store, config, &email).await {
+                tracing::error!(%error, email_id = email.id, "expiring an unsent email failed");
+            }
+            return;
+        }
+        let claimed_until = now + Duration::from_secs(config.timeout_secs).as_millis() as i64 * 2;
+        if reschedule(store, email.id, email.next_attempt_at, claimed_until).await.is_err() {
+            return;
+        }
+        let (store, config) = (store.clone(), config.clone());
+        in_flight.spawn(async move {
+            let outcome = Outcome::of(send(&smtp, &email, Duration::from_secs(config.timeout_secs)).await, false);
+            if let Err(error) = record_outcome(&store, &config, email.id, claimed_until, outcome).await {
+                tracing::error!(%error, email_id = email.id, "recording an email outcome failed");
+            }
+        });
+    }
 }
 
 /// Writes `email` to the outbox and sends it at once, outside the background sender (the admin
@@ -126,32 +145,6 @@ async fn send_now(store: &Store, config: &EmailConfig, id: u64) -> Result<Result
     let claimed_until = email.next_attempt_at.unwrap_or_default();
     record_outcome(store, config, id, claimed_until, Outcome::of(outcome.clone(), true)).await?;
     Ok(outcome)
-}
-
-/// Due emails, each with whether its visitor has already read it in the chat.
-fn due_emails(transaction: &redb::ReadTransaction, now: i64, limit: usize) -> Result<Vec<(Email, bool)>, StorageError> {
-    let due = transaction.open_table(tables::EMAIL_DUE)?;
-    let emails = transaction.open_table(tables::EMAILS)?;
-    let mut found = Vec::new();
-    for entry in due.range((0, 0)..=(now.max(0) as u64, u64::MAX))? {
-        if found.len() >= limit {
-            break;
-        }
-        let (_, id) = entry?.0.value();
-        if let Some(value) = emails.get(id)? {
-            let mut email: Email = decode_json(value.value())?;
-            if let Some(of) = &email.transcript_of {
-                let rendered = super::transcript::render(transaction, of)?;
-                (email.subject, email.text, email.html) = (rendered.subject, rendered.text, rendered.html);
-            }
-            let already_read = match &email.unless_read {
-                Some(check) => check.is_read(transaction)?,
-                None => false,
-            };
-            found.push((email, already_read));
-        }
-    }
-    Ok(found)
 }
 
 /// The message lettre sends: multipart/alternative, plain text then HTML.
@@ -210,10 +203,7 @@ async fn reschedule(store: &Store, id: u64, from: Option<i64>, to: i64) -> Resul
     store
         .write(move |context| {
             let mut due = context.transaction.open_table(tables::EMAIL_DUE)?;
-            if let Some(from) = from {
-                due.remove((from.max(0) as u64, id))?;
-            }
-            due.insert((to.max(0) as u64, id), ())?;
+            outbox::move_due(&mut due, id, from, Some(to))?;
             drop(due);
             let mut emails = context.transaction.open_table(tables::EMAILS)?;
             let found = emails.get(id)?.map(|value| decode_json::<Email>(value.value())).transpose()?;

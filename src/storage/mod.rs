@@ -8,6 +8,7 @@
 
 pub mod commit_log;
 pub mod dedup;
+pub mod outbox;
 pub mod tables;
 pub mod visibility;
 pub mod writer;

@@ -147,7 +147,8 @@ macro_rules! with_fixed_tables {
             EMAILS,
             EMAIL_DUE,
             EMAIL_MISSED_CHATS,
-            PASSWORD_RESETS
+            PASSWORD_RESETS,
+            REFUSED_ORIGINS
         )
     };
 }
@@ -222,3 +223,7 @@ pub const EMAIL_MISSED_CHATS: TableDefinition<u64, i64> = TableDefinition::new("
 
 /// SHA-256 of a password-reset token → the reset (JSON): single use, short-lived.
 pub const PASSWORD_RESETS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("password_resets_v1");
+
+/// Site key → the origins recently refused for the site (JSON, at most 20, with count and last
+/// time), which the site's admin page lists; saved at most every few seconds, not per request.
+pub const REFUSED_ORIGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("refused_origins_v1");

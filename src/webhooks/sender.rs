@@ -16,10 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Delivery, DeliveryStatus, Webhook};
+use crate::storage::outbox::{self, Outbox};
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
-
-/// How often the sender looks for due deliveries.
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Deliveries posted at once.
 const MAX_IN_FLIGHT: usize = 8;
@@ -42,9 +40,18 @@ pub fn signature(key: &[u8], message_id: &str, timestamp_secs: i64, payload: &st
     format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
 }
 
+/// The webhook outbox: what [`outbox::run`] polls.
+#[derive(Clone)]
+struct Webhooks {
+    settings: SenderSettings,
+    /// The client for receivers on public addresses, and the one for webhooks allowed private ones.
+    guarded: reqwest::Client,
+    open: reqwest::Client,
+}
+
 /// Runs until `shutdown`.
 pub async fn run(store: Store, settings: SenderSettings, shutdown: CancellationToken) {
-    let clients = match (
+    let (guarded, open) = match (
         crate::base::outbound::client(settings.timeout, false),
         crate::base::outbound::client(settings.timeout, true),
     ) {
@@ -54,87 +61,70 @@ pub async fn run(store: Store, settings: SenderSettings, shutdown: CancellationT
             return;
         }
     };
-    let mut in_flight: JoinSet<()> = JoinSet::new();
-    let mut ticker = tokio::time::interval(POLL_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = ticker.tick() => {}
-        }
-        while in_flight.try_join_next().is_some() {}
-        let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
-        if room == 0 {
-            continue;
-        }
-        let now = crate::base::clock::now_millis();
-        let due = match store.read(move |transaction| due_deliveries(transaction, now, room)).await {
-            Ok(due) => due,
-            Err(error) => {
-                tracing::error!(%error, "reading the webhook outbox failed");
-                continue;
-            }
-        };
-        for (delivery, webhook) in due {
-            // Claim it by moving its due time forward, so the next poll does not post it twice.
-            let claimed_until = now + settings.timeout.as_millis() as i64 * 2;
-            if reschedule(&store, delivery.id, delivery.next_attempt_at, Some(claimed_until)).await.is_err() {
-                continue;
-            }
-            let client = if webhook.as_ref().is_some_and(|webhook| webhook.allow_private) {
-                clients.1.clone()
-            } else {
-                clients.0.clone()
-            };
-            let store = store.clone();
-            let settings = settings.clone();
-            // A stage of the message's trace when the delivery is about a message, else a trace
-            // of its own (crate::base::trace_export).
-            let span = tracing::debug_span!(
-                parent: None,
-                "webhook",
-                trace_id = delivery.trace_id,
-                delivery_id = delivery.id,
-                event_type = %delivery.event_type,
-            );
-            in_flight.spawn(
-                async move {
-                    let outcome = match &webhook {
-                        Some(webhook) => post(&client, webhook, &delivery).await,
-                        None => Err((None, "the webhook was deleted".to_owned())),
-                    };
-                    if let Err(error) =
-                        record_outcome(&store, &settings, delivery.id, claimed_until, outcome, webhook.is_none()).await
-                    {
-                        tracing::error!(%error, delivery_id = delivery.id, "recording a webhook outcome failed");
-                    }
-                }
-                .instrument(span),
-            );
-        }
-    }
-    in_flight.shutdown().await;
+    outbox::run(store, Webhooks { settings, guarded, open }, shutdown).await;
 }
 
-fn due_deliveries(
-    transaction: &redb::ReadTransaction,
-    now: i64,
-    limit: usize,
-) -> Result<Vec<(Delivery, Option<Webhook>)>, StorageError> {
-    let due = transaction.open_table(tables::WEBHOOK_DUE)?;
-    let deliveries = transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
-    let mut found = Vec::new();
-    for entry in due.range((0, 0)..=(now.max(0) as u64, u64::MAX))? {
-        if found.len() >= limit {
-            break;
-        }
-        let (_, id) = entry?.0.value();
-        if let Some(value) = deliveries.get(id)? {
+impl Outbox for Webhooks {
+    type Due = (Delivery, Option<Webhook>);
+    const NAME: &'static str = "webhooks";
+    const MAX_IN_FLIGHT: usize = MAX_IN_FLIGHT;
+    // A cut-off attempt is posted again after the restart; receivers dedupe on `webhook-id`.
+    const FINISH_ON_SHUTDOWN: bool = false;
+
+    fn read_due(
+        &self,
+        transaction: &redb::ReadTransaction,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Self::Due>, StorageError> {
+        let deliveries = transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
+        outbox::due_rows(transaction, tables::WEBHOOK_DUE, now, limit, |id| {
+            let Some(value) = deliveries.get(id)? else {
+                return Ok(None);
+            };
             let delivery: Delivery = decode_json(value.value())?;
             let webhook = super::get(transaction, &delivery.webhook_id)?;
-            found.push((delivery, webhook));
-        }
+            Ok(Some((delivery, webhook)))
+        })
     }
-    Ok(found)
+
+    async fn start(&self, store: &Store, (delivery, webhook): Self::Due, now: i64, in_flight: &mut JoinSet<()>) {
+        // Claim it by moving its due time forward, so the next poll does not post it twice.
+        let claimed_until = now + self.settings.timeout.as_millis() as i64 * 2;
+        if reschedule(store, delivery.id, delivery.next_attempt_at, Some(claimed_until)).await.is_err() {
+            return;
+        }
+        let client = if webhook.as_ref().is_some_and(|webhook| webhook.allow_private) {
+            self.open.clone()
+        } else {
+            self.guarded.clone()
+        };
+        let store = store.clone();
+        let settings = self.settings.clone();
+        // A stage of the message's trace when the delivery is about a message, else a trace of
+        // its own (crate::base::trace_export).
+        let span = tracing::debug_span!(
+            parent: None,
+            "webhook",
+            trace_id = delivery.trace_id,
+            delivery_id = delivery.id,
+            event_type = %delivery.event_type,
+        );
+        in_flight.spawn(
+            async move {
+                let outcome = match &webhook {
+                    Some(webhook) => post(&client, webhook, &delivery).await,
+                    None => Err((None, "the webhook was deleted".to_owned())),
+                };
+                if let Err(error) =
+                    record_outcome(&store, &settings, delivery.id, claimed_until, outcome, webhook.is_none()).await
+                {
+                    tracing::error!(%error, delivery_id = delivery.id, "recording a webhook outcome failed");
+                }
+            }
+            .instrument(span),
+        );
+    }
 }
 
 async fn post(client: &reqwest::Client, webhook: &Webhook, delivery: &Delivery) -> Result<u16, (Option<u16>, String)> {
@@ -171,12 +161,7 @@ async fn reschedule(store: &Store, id: u64, from: Option<i64>, to: Option<i64>) 
     store
         .write(move |context| {
             let mut due = context.transaction.open_table(tables::WEBHOOK_DUE)?;
-            if let Some(from) = from {
-                due.remove((from.max(0) as u64, id))?;
-            }
-            if let Some(to) = to {
-                due.insert((to.max(0) as u64, id), ())?;
-            }
+            outbox::move_due(&mut due, id, from, to)?;
             drop(due);
             let mut deliveries = context.transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
             let found = deliveries.get(id)?.map(|value| decode_json::<Delivery>(value.value())).transpose()?;

@@ -42,13 +42,13 @@ async fn give_code(server: &TestServer, ticket: &str, code: &str) -> (StatusCode
 }
 
 /// The code an authenticator app shows for `secret`, `steps_ahead` steps from now.
-fn code(secret: &str, steps_ahead: i64) -> String {
+pub fn code(secret: &str, steps_ahead: i64) -> String {
     let at = kefu::base::clock::now_millis() + steps_ahead * two_factor::STEP_SECS as i64 * 1000;
     two_factor::code_for(secret, at).expect("a base32 secret")
 }
 
 /// Enrols the agent of `token`; returns the secret and the recovery codes.
-async fn enrol(server: &TestServer, token: &str) -> (String, Vec<String>) {
+pub async fn enrol(server: &TestServer, token: &str) -> (String, Vec<String>) {
     let setup = call_expecting(server, "POST", "/api/v1/agent/two-factor/setup", token, None, 200).await;
     let secret = setup["secret"].as_str().unwrap().to_owned();
     assert!(setup["uri"].as_str().unwrap().starts_with("otpauth://totp/kefu%3A"), "{setup}");

@@ -45,4 +45,5 @@ mod tls;
 mod visitor_data;
 mod visitor_features;
 mod visitor_limits;
+mod web_words;
 mod webhooks;

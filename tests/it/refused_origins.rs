@@ -75,3 +75,43 @@ async fn a_refused_origin_is_named_listed_and_allowed_with_one_click() {
     let (_, page) = admin.get(&server, &format!("/admin/sites/{}", site.key)).await;
     assert!(!page.contains("id=\"refused-origins\""), "an allowed origin is no longer listed");
 }
+
+/// The row of the site's refused-origins list that names `origin`, if the page lists it.
+async fn listed_row(server: &TestServer, admin: &Admin, key: &str, origin: &str) -> Option<String> {
+    let (status, page) = admin.get(server, &format!("/admin/sites/{key}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = &page[page.find("id=\"refused-origins\"")?..];
+    let listed = &listed[..listed.find("</section>").unwrap_or(listed.len())];
+    let row = &listed[listed.find(origin)?..];
+    Some(row[..row.find("</tr>").unwrap_or(row.len())].to_owned())
+}
+
+#[tokio::test]
+async fn refused_origins_survive_a_restart_and_so_does_an_allow() {
+    let mut server = TestServer::start().await;
+    server.create_admin(ADMIN).await;
+    let site = server.create_site("Shop").await;
+    const OTHER: &str = "https://other-shop.example";
+    for origin in [STRANGER, STRANGER, STRANGER, OTHER] {
+        assert_eq!(settings_from(&server, &site.key, origin).await.0, StatusCode::FORBIDDEN);
+    }
+
+    // After a restart the list is still there, counted; refusals go on counting.
+    server.restart().await;
+    let admin = Admin::log_in(&server).await;
+    let row = listed_row(&server, &admin, &site.key, STRANGER).await.expect("listed after the restart");
+    assert!(row.contains("<td>3</td>"), "{row}");
+    assert!(listed_row(&server, &admin, &site.key, OTHER).await.is_some());
+    settings_from(&server, &site.key, STRANGER).await;
+    let row = listed_row(&server, &admin, &site.key, STRANGER).await.expect("still listed");
+    assert!(row.contains("<td>4</td>"), "{row}");
+
+    // An origin allowed before a restart is not listed again after it.
+    let (status, _, _) =
+        admin.post(&server, &format!("/admin/sites/{}/allow-origin", site.key), &[("origin", STRANGER)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    server.restart().await;
+    let admin = Admin::log_in(&server).await;
+    assert_eq!(listed_row(&server, &admin, &site.key, STRANGER).await, None);
+    assert!(listed_row(&server, &admin, &site.key, OTHER).await.is_some(), "the other origin stays listed");
+}

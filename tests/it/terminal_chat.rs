@@ -20,11 +20,23 @@ async fn kefu_chat(args: &[&str], input: &str) -> (bool, String, String) {
 
 /// [`kefu_chat`] with `KEFU_PASSWORD` set to `password` (agents), or unset.
 async fn kefu_chat_with_password(args: &[&str], input: &str, password: Option<&str>) -> (bool, String, String) {
+    kefu_chat_with_login(args, input, password, None).await
+}
+
+/// [`kefu_chat`] with `KEFU_PASSWORD` and `KEFU_TOTP_CODE` set to `password` and `code`, or unset.
+async fn kefu_chat_with_login(
+    args: &[&str],
+    input: &str,
+    password: Option<&str>,
+    code: Option<&str>,
+) -> (bool, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kefu"));
-    match password {
-        Some(password) => command.env("KEFU_PASSWORD", password),
-        None => command.env_remove("KEFU_PASSWORD"),
-    };
+    for (variable, value) in [("KEFU_PASSWORD", password), ("KEFU_TOTP_CODE", code)] {
+        match value {
+            Some(value) => command.env(variable, value),
+            None => command.env_remove(variable),
+        };
+    }
     let mut child = command
         .arg("chat")
         .args(args)
@@ -60,6 +72,23 @@ async fn next_assignment(agent: &mut Client) -> (u64, Vec<String>) {
     (conversation_id, messages.iter().map(|message| message["text"].as_str().unwrap().to_owned()).collect())
 }
 
+/// A visitor who said `text`, in a conversation assigned to the agent of `agent_token` (online
+/// through the returned connection); returns that connection, the visitor and the conversation.
+async fn visitor_assigned_to(
+    server: &TestServer,
+    site: &kefu::sites::Site,
+    agent_token: &str,
+    text: &str,
+) -> (Client, Client, u64) {
+    let mut watcher = server.agent(agent_token).await;
+    let (_, visitor_token) = server.visitor_session(site, None).await;
+    let mut visitor = server.visitor(site, &visitor_token).await;
+    let ack = visitor.say(None, "v-1", text).await;
+    let conversation_id = ack["conversation_id"].as_u64().unwrap();
+    next_assignment(&mut watcher).await;
+    (watcher, visitor, conversation_id)
+}
+
 #[tokio::test]
 async fn a_visitor_line_over_websocket_reaches_the_agent() {
     let server = TestServer::start().await;
@@ -84,12 +113,8 @@ async fn an_agent_takes_part_over_quic_in_protobuf() {
     let site = server.create_site("Shop").await;
     server.create_agent("ann@shop.example", &site, 5).await;
     let agent_token = server.login("ann@shop.example").await;
-    let mut watcher = server.agent(&agent_token).await;
-    let (_, visitor_token) = server.visitor_session(&site, None).await;
-    let mut visitor = server.visitor(&site, &visitor_token).await;
-    let ack = visitor.say(None, "v-1", "Where is my parcel?").await;
-    let conversation_id = ack["conversation_id"].as_u64().unwrap();
-    next_assignment(&mut watcher).await;
+    let (_watcher, mut visitor, conversation_id) =
+        visitor_assigned_to(&server, &site, &agent_token, "Where is my parcel?").await;
 
     // The agent answers from the terminal, over QUIC in Protobuf, into that conversation.
     let (quic, http) = (server.quic_url(), server.url(""));
@@ -116,6 +141,39 @@ async fn an_agent_takes_part_over_quic_in_protobuf() {
     let reply = visitor.expect("message").await;
     assert_eq!(reply["text"], "It left the warehouse today.");
     assert_eq!(reply["sender"]["kind"], "agent");
+}
+
+#[tokio::test]
+async fn an_agent_with_two_factor_login_gives_the_code() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    server.create_agent("ann@shop.example", &site, 5).await;
+    let setup_token = server.login("ann@shop.example").await;
+    let (secret, _) = crate::account::enrol(&server, &setup_token).await;
+    let url = server.ws_url("");
+    let args = ["--site", &site.key, "--url", &url, "--agent", "--email", "ann@shop.example"];
+    let password = Some(crate::support::PASSWORD);
+
+    // No code and no terminal to ask on: said so after the password, and no session is opened.
+    let (ok, _, stderr) = kefu_chat_with_login(&args, "", password, None).await;
+    assert!(!ok);
+    assert!(stderr.contains("no two-factor code: set KEFU_TOTP_CODE"), "{stderr}");
+
+    // A wrong code: the server's refusal is shown.
+    let (ok, _, stderr) = kefu_chat_with_login(&args, "", password, Some("000000")).await;
+    assert!(!ok);
+    assert!(stderr.contains("/api/v1/agent/login/code answered 401"), "{stderr}");
+
+    // The authenticator's code logs in; the agent then answers a visitor from the terminal.
+    let (_watcher, mut visitor, conversation_id) =
+        visitor_assigned_to(&server, &site, &setup_token, "Is anyone there?").await;
+    let input = format!("/to {conversation_id}\nYes, how can I help?\n");
+    // The next step's code: the current one confirmed the enrolment, and a code works once.
+    let code = crate::account::code(&secret, 1);
+    let (ok, stdout, stderr) = kefu_chat_with_login(&args, &input, password, Some(&code)).await;
+    assert!(ok, "kefu chat failed:\n{stdout}\n{stderr}");
+    let reply = visitor.expect("message").await;
+    assert_eq!(reply["text"], "Yes, how can I help?");
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! and `/to ID` (the conversation plain lines go to).
 //!
 //! An agent's password is read from `KEFU_PASSWORD` or asked for on the terminal without echo,
-//! never taken as an argument (which would leave it in the shell history and in `ps`).
+//! never taken as an argument (which would leave it in the shell history and in `ps`); so is the
+//! two-factor code (`KEFU_TOTP_CODE`) of an agent with two-factor login on.
 //! Every frame is printed as a readable line, never as raw JSON.
 
 use std::time::Duration;
@@ -17,6 +18,10 @@ use crate::{Client, ClientConfig, Event};
 
 /// The environment variable an agent's password may come from (for scripts).
 pub const PASSWORD_VARIABLE: &str = "KEFU_PASSWORD";
+
+/// The environment variable the two-factor code may come from, when the agent's account asks for
+/// one (for scripts; a person is asked for it).
+pub const CODE_VARIABLE: &str = "KEFU_TOTP_CODE";
 
 /// The longest a login or session request may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,10 +51,8 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     };
     let mut config = match &args.agent {
         Some(email) => {
-            let password = agent_password(email)?;
-            let body = post_json(&http, "/api/v1/agent/login", &json!({"email": email, "password": password})).await?;
-            let token = body["token"].as_str().context("the login answer has no token")?;
-            ClientConfig::agent(&args.url, token)
+            let token = agent_login(&http, email).await?;
+            ClientConfig::agent(&args.url, &token)
         }
         None => {
             let body = post_json(&http, "/api/v1/visitor/session", &json!({"site": args.site})).await?;
@@ -123,22 +126,42 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The agent's password: from [`PASSWORD_VARIABLE`], or asked for on the terminal without echo.
-fn agent_password(email: &str) -> anyhow::Result<String> {
+/// Logs the agent in (password, then the two-factor code when the server asks for one); returns
+/// the session token.
+async fn agent_login(http: &str, email: &str) -> anyhow::Result<String> {
+    let password = secret(PASSWORD_VARIABLE, "password", &format!("Password for {email}: "))?;
+    let body = post_json(http, "/api/v1/agent/login", &json!({"email": email, "password": password})).await?;
+    let body = match body["next"].as_str() {
+        Some("code") => {
+            let ticket = body["ticket"].as_str().context("the login answer has no ticket")?;
+            let code = secret(CODE_VARIABLE, "two-factor code", &format!("Two-factor code for {email}: "))?;
+            post_json(http, "/api/v1/agent/login/code", &json!({"ticket": ticket, "code": code.trim()})).await?
+        }
+        Some("enrol") => bail!(
+            "{email} must turn on two-factor login before chatting: log in to the console in a browser and follow its steps"
+        ),
+        _ => body,
+    };
+    Ok(body["token"].as_str().context("the login answer has no token")?.to_owned())
+}
+
+/// A secret the login needs (`what`): from the environment variable `variable`, or asked for on
+/// the terminal without echo.
+fn secret(variable: &str, what: &str, prompt: &str) -> anyhow::Result<String> {
     use std::io::IsTerminal;
-    if let Ok(password) = std::env::var(PASSWORD_VARIABLE)
-        && !password.is_empty()
+    if let Ok(value) = std::env::var(variable)
+        && !value.is_empty()
     {
-        return Ok(password);
+        return Ok(value);
     }
     if !std::io::stdin().is_terminal() {
-        bail!("no password for {email}: set {PASSWORD_VARIABLE}, or run kefu chat in a terminal to be asked for it");
+        bail!("no {what}: set {variable}, or run kefu chat in a terminal to be asked for it");
     }
-    let password = rpassword::prompt_password(format!("Password for {email}: ")).context("reading the password")?;
-    if password.is_empty() {
-        bail!("no password given");
+    let value = rpassword::prompt_password(prompt).with_context(|| format!("reading the {what}"))?;
+    if value.trim().is_empty() {
+        bail!("no {what} given");
     }
-    Ok(password)
+    Ok(value)
 }
 
 fn print_frame(frame: &Value, is_agent: bool, current: &mut Option<u64>) {

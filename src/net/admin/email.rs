@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::form::FieldErrors;
-use super::texts::Lang;
+use super::texts::{Lang, Texts};
 use super::{AdminPost, AdminUser, FormData, Layout, done, internal_error, render};
 use crate::email::settings::{self, SettingsChange, SmtpSettings};
 use crate::email::{self, Email, EmailError, EmailKind, OutgoingEmail};
@@ -17,137 +17,6 @@ use crate::net::AppState;
 
 /// Outbox rows the page lists.
 const RECENT_EMAILS: usize = 50;
-
-/// Every string of the page.
-pub struct Texts {
-    title: &'static str,
-    intro: &'static str,
-    server: &'static str,
-    host: &'static str,
-    port: &'static str,
-    security: &'static str,
-    security_starttls: &'static str,
-    security_tls: &'static str,
-    security_none: &'static str,
-    username: &'static str,
-    password: &'static str,
-    password_set: &'static str,
-    password_unset: &'static str,
-    clear_password: &'static str,
-    from_address: &'static str,
-    from_name: &'static str,
-    save: &'static str,
-    saved: &'static str,
-    fix: &'static str,
-    not_configured: &'static str,
-    test: &'static str,
-    test_to: &'static str,
-    test_send: &'static str,
-    test_sent: &'static str,
-    test_failed: &'static str,
-    outbox: &'static str,
-    outbox_empty: &'static str,
-    to: &'static str,
-    subject: &'static str,
-    kind: &'static str,
-    status: &'static str,
-    attempts: &'static str,
-    last_error: &'static str,
-    created: &'static str,
-    status_pending: &'static str,
-    status_sent: &'static str,
-    status_failed: &'static str,
-    status_skipped: &'static str,
-}
-
-static EN: Texts = Texts {
-    title: "Email",
-    intro: "kefu emails agents about offline messages and missed chats, answers visitors who left their address, sends transcripts and password resets. Settings saved here override [email] of kefu.toml.",
-    server: "SMTP server",
-    host: "Host",
-    port: "Port",
-    security: "Security",
-    security_starttls: "STARTTLS (usually port 587)",
-    security_tls: "TLS (usually port 465)",
-    security_none: "None (a relay on this machine only)",
-    username: "Username",
-    password: "Password",
-    password_set: "A password is saved; leave empty to keep it.",
-    password_unset: "No password is saved.",
-    clear_password: "Remove the saved password",
-    from_address: "Sender address",
-    from_name: "Sender name",
-    save: "Save",
-    saved: "Email settings saved.",
-    fix: "Some values need fixing; nothing was saved.",
-    not_configured: "Email is off until a host and a sender address are set; emails wait in the outbox meanwhile.",
-    test: "Send a test email",
-    test_to: "To",
-    test_send: "Send test email",
-    test_sent: "The SMTP server accepted the test email.",
-    test_failed: "The test email was not sent:",
-    outbox: "Outbox",
-    outbox_empty: "No emails yet.",
-    to: "To",
-    subject: "Subject",
-    kind: "Kind",
-    status: "Status",
-    attempts: "Attempts",
-    last_error: "Last error",
-    created: "Queued",
-    status_pending: "pending",
-    status_sent: "sent",
-    status_failed: "failed",
-    status_skipped: "not needed",
-};
-
-static ZH: Texts = Texts {
-    title: "邮件",
-    intro: "kefu 会把留言和未接待对话通过邮件通知客服，回复留下邮箱的访客，发送聊天记录和密码重置邮件。此处保存的设置优先于 kefu.toml 的 [email]。",
-    server: "SMTP 服务器",
-    host: "主机",
-    port: "端口",
-    security: "加密方式",
-    security_starttls: "STARTTLS（通常为 587 端口）",
-    security_tls: "TLS（通常为 465 端口）",
-    security_none: "不加密（仅限本机中继）",
-    username: "用户名",
-    password: "密码",
-    password_set: "已保存密码；留空则保持不变。",
-    password_unset: "尚未保存密码。",
-    clear_password: "删除已保存的密码",
-    from_address: "发件地址",
-    from_name: "发件人名称",
-    save: "保存",
-    saved: "邮件设置已保存。",
-    fix: "有些值需要修改；没有保存任何内容。",
-    not_configured: "设置主机和发件地址之前不会发送邮件；邮件会在发件箱中等待。",
-    test: "发送测试邮件",
-    test_to: "收件人",
-    test_send: "发送测试邮件",
-    test_sent: "SMTP 服务器已接收测试邮件。",
-    test_failed: "测试邮件未发送：",
-    outbox: "发件箱",
-    outbox_empty: "还没有邮件。",
-    to: "收件人",
-    subject: "主题",
-    kind: "类型",
-    status: "状态",
-    attempts: "尝试次数",
-    last_error: "最近错误",
-    created: "加入时间",
-    status_pending: "等待发送",
-    status_sent: "已发送",
-    status_failed: "失败",
-    status_skipped: "无需发送",
-};
-
-fn texts(lang: Lang) -> &'static Texts {
-    match lang {
-        Lang::En => &EN,
-        Lang::Zh => &ZH,
-    }
-}
 
 /// The form's values: what is in effect, or what was typed.
 struct SettingsForm {
@@ -194,10 +63,10 @@ impl EmailRow {
             kind: email.kind.as_str(),
             status: email.status.as_str(),
             status_label: match email.status {
-                email::EmailStatus::Pending => t.status_pending,
-                email::EmailStatus::Sent => t.status_sent,
-                email::EmailStatus::Failed => t.status_failed,
-                email::EmailStatus::Skipped => t.status_skipped,
+                email::EmailStatus::Pending => t.email_status_pending,
+                email::EmailStatus::Sent => t.email_status_sent,
+                email::EmailStatus::Failed => t.email_status_failed,
+                email::EmailStatus::Skipped => t.email_status_skipped,
             },
             attempts: email.attempts,
             last_error: email.last_error.unwrap_or_default(),
@@ -244,7 +113,7 @@ async fn page(app: &AppState, admin: &AdminUser, lang: Lang, state: PageState) -
         })
         .await
         .map_err(internal_error)?;
-    let t = texts(lang);
+    let t = lang.texts();
     Ok(EmailPage {
         layout: admin.layout("email", state.notice),
         t,
@@ -303,7 +172,7 @@ pub async fn save(State(app): State<AppState>, headers: HeaderMap, post: AdminPo
                 saved.from_address
             );
             post.admin.audit(&app, "email.settings", "smtp", detail).await;
-            done("/admin/email", texts(lang).saved)
+            done("/admin/email", lang.texts().email_saved)
         }
         Err(EmailError::Invalid(error)) => {
             let mut errors = FieldErrors::default();
@@ -330,7 +199,7 @@ pub async fn send_test(State(app): State<AppState>, headers: HeaderMap, post: Ad
     let to = post.form.text("to").trim().to_owned();
     if !email::plausible_address(&to) {
         let mut errors = FieldErrors::default();
-        errors.add("to", if lang == Lang::Zh { "请输入有效的邮箱地址" } else { "must be an email address" });
+        errors.add("to", lang.texts().email_must_be_address);
         let state = PageState { errors, test_to: Some(to), ..PageState::default() };
         return show(page(&app, &post.admin, lang, state).await, StatusCode::UNPROCESSABLE_ENTITY);
     }

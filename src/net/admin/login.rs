@@ -155,57 +155,11 @@ pub async fn logout(State(app): State<AppState>, headers: HeaderMap, _post: Admi
     response
 }
 
-/// The words of the password-reset pages.
-struct ResetTexts {
-    title: &'static str,
-    ask_help: &'static str,
-    email: &'static str,
-    send_link: &'static str,
-    sent: &'static str,
-    new_password: &'static str,
-    set_password: &'static str,
-    done: &'static str,
-    invalid: &'static str,
-    too_many: &'static str,
-    to_console: &'static str,
-    to_admin: &'static str,
-}
-
-static RESET_EN: ResetTexts = ResetTexts {
-    title: "Reset your password",
-    ask_help: "Enter the email of your kefu account; we will send a link that sets a new password.",
-    email: "Email",
-    send_link: "Send the link",
-    sent: "If an account uses this address, a link is on its way. It works once, for 30 minutes.",
-    new_password: "New password (at least 8 characters)",
-    set_password: "Set the password",
-    done: "Your password is set, and every earlier session has ended. Log in with the new password.",
-    invalid: "This link is not valid any more (used, expired or unknown). Ask for a new one.",
-    too_many: "Too many requests; try again later.",
-    to_console: "Agent console",
-    to_admin: "Admin login",
-};
-
-static RESET_ZH: ResetTexts = ResetTexts {
-    title: "重置密码",
-    ask_help: "输入您 kefu 账号的邮箱，我们会发送一个设置新密码的链接。",
-    email: "邮箱",
-    send_link: "发送链接",
-    sent: "如果有账号使用此邮箱，链接已在发送途中。链接只能使用一次，30 分钟内有效。",
-    new_password: "新密码（至少 8 个字符）",
-    set_password: "设置密码",
-    done: "密码已设置，之前的所有登录都已结束。请用新密码登录。",
-    invalid: "此链接已失效（已使用、已过期或不存在），请重新申请。",
-    too_many: "请求过多，请稍后再试。",
-    to_console: "客服工作台",
-    to_admin: "管理后台登录",
-};
-
 #[derive(Template)]
 #[template(path = "admin/password_reset.html")]
 struct ResetPage {
     lang: Lang,
-    t: &'static ResetTexts,
+    t: &'static Texts,
     /// Empty on the request form; the link's token on the new-password form.
     token: String,
     link_live: bool,
@@ -215,11 +169,14 @@ struct ResetPage {
 
 impl ResetPage {
     fn new(lang: Lang) -> ResetPage {
-        let t = match lang {
-            Lang::En => &RESET_EN,
-            Lang::Zh => &RESET_ZH,
-        };
-        ResetPage { lang, t, token: String::new(), link_live: false, message: String::new(), error: String::new() }
+        ResetPage {
+            lang,
+            t: lang.texts(),
+            token: String::new(),
+            link_live: false,
+            message: String::new(),
+            error: String::new(),
+        }
     }
 }
 
@@ -250,7 +207,7 @@ pub async fn forgot_submit(
     let lang = Lang::of_request(&headers);
     let mut page = ResetPage::new(lang);
     if app.visitor_limits.password_reset(client.ip(), &form.email).is_err() {
-        page.error = page.t.too_many.to_owned();
+        page.error = page.t.reset_too_many.to_owned();
         return render(StatusCode::TOO_MANY_REQUESTS, &page);
     }
     let email_lang = match lang {
@@ -265,7 +222,7 @@ pub async fn forgot_submit(
     if let Err(error) = crate::email::password_reset::request(&app.store, &form.email, &reset_url, email_lang).await {
         return super::internal_error(error);
     }
-    page.message = page.t.sent.to_owned();
+    page.message = page.t.reset_sent.to_owned();
     render(StatusCode::OK, &page)
 }
 
@@ -278,7 +235,7 @@ pub async fn reset_page(State(app): State<AppState>, headers: HeaderMap, Query(q
     };
     page.token = if query.token.is_empty() { "-".to_owned() } else { query.token };
     if !page.link_live {
-        page.error = page.t.invalid.to_owned();
+        page.error = page.t.reset_invalid.to_owned();
         return render(StatusCode::GONE, &page);
     }
     render(StatusCode::OK, &page)
@@ -304,7 +261,7 @@ pub async fn reset_submit(
     match crate::email::password_reset::complete(&app.store, &form.token, &form.password).await {
         Ok(_) => {
             page.token = "-".to_owned();
-            page.message = page.t.done.to_owned();
+            page.message = page.t.reset_done.to_owned();
             render(StatusCode::OK, &page)
         }
         Err(ResetError::Agent(crate::people::agents::AgentError::Invalid(error))) => {
@@ -314,7 +271,7 @@ pub async fn reset_submit(
         }
         Err(ResetError::InvalidLink) => {
             page.token = "-".to_owned();
-            page.error = page.t.invalid.to_owned();
+            page.error = page.t.reset_invalid.to_owned();
             render(StatusCode::GONE, &page)
         }
         Err(error) => super::internal_error(error),
