@@ -1,4 +1,7 @@
-//! The test harness: a real server on a temporary data directory, and protocol clients.
+//! The test harness: a real server on a temporary data directory, and protocol clients; a
+//! private PostgreSQL for the cluster tests ([`postgres`]).
+
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

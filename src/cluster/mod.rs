@@ -1,0 +1,7 @@
+//! Cluster mode (issue 29): several kefu nodes sharing PostgreSQL. So far the message path:
+//! [`messages::PostgresMessages`] implements the chat's `MessageStore` on PostgreSQL, with the
+//! connections, migrations and day partitions of [`postgres`]. The server does not use it yet:
+//! the other areas still live in redb, so there is no `storage.backend` setting (docs/cluster.md).
+
+pub mod messages;
+pub mod postgres;
