@@ -26,6 +26,7 @@ use crate::chat::conversations::{Conversation, ConversationStatus, Rating};
 use crate::chat::message_store::{MessageStore, Page};
 use crate::chat::messages::{AppendError, Appended, AttachmentRef, MessageKind, MessageRecord, NewMessage, Target};
 use crate::chat::uploads::AttachmentKind;
+use crate::cluster::events::{self, MessageEvent};
 use crate::cluster::postgres::{self, PARTITION_DAYS_AHEAD, PostgresError, describe};
 use crate::protocol::SenderKind;
 use crate::storage::StorageError;
@@ -37,11 +38,13 @@ pub struct PostgresOptions {
     pub max_batch: usize,
     /// Connections for reads (each carries many queries at once).
     pub read_connections: usize,
+    /// Where committed messages are published for the other nodes, if anywhere.
+    pub nats: Option<async_nats::Client>,
 }
 
 impl Default for PostgresOptions {
     fn default() -> Self {
-        PostgresOptions { max_batch: 1024, read_connections: 2 }
+        PostgresOptions { max_batch: 1024, read_connections: 2, nats: None }
     }
 }
 
@@ -90,6 +93,7 @@ impl PostgresMessages {
             statement,
             max_batch: options.max_batch.max(1),
             stats: stats.clone(),
+            nats: options.nats,
         };
         tokio::spawn(writer.run(queue));
         let readers = Readers::new(url, options.read_connections.max(1));
@@ -151,6 +155,7 @@ struct GroupCommit {
     statement: Statement,
     max_batch: usize,
     stats: Arc<BatchStats>,
+    nats: Option<async_nats::Client>,
 }
 
 impl GroupCommit {
@@ -163,6 +168,11 @@ impl GroupCommit {
             self.stats.appends.fetch_add(batch.len() as u64, Ordering::Relaxed);
             match outcome {
                 Ok(results) if results.len() == batch.len() => {
+                    // Published before the answers, so an acknowledged message's event is
+                    // already on its way.
+                    if let Some(nats) = &self.nats {
+                        events::publish(nats, committed_events(items, &results)).await;
+                    }
                     for (pending, result) in batch.drain(..).zip(results) {
                         let _ = pending.answer.send(result.into_answer());
                     }
@@ -222,6 +232,32 @@ fn fail_all(batch: &mut Vec<PendingAppend>, detail: &str) {
         let error = StorageError::Server(format!("the batch of {count} messages was not stored: {detail}"));
         let _ = pending.answer.send(Err(AppendError::Storage(error)));
     }
+}
+
+/// The events of a batch's newly stored messages (not its duplicates or refusals), in order.
+fn committed_events(items: Value, results: &[BatchOutcome]) -> Vec<MessageEvent> {
+    let Value::Array(items) = items else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .zip(results)
+        .filter_map(|(mut item, result)| {
+            let BatchOutcome::Stored { conversation_id, seq, created_at, .. } = result else {
+                return None;
+            };
+            item["conversation_id"] = json!(conversation_id);
+            item["seq"] = json!(seq);
+            item["created_at"] = json!(created_at);
+            match serde_json::from_value(item) {
+                Ok(event) => Some(event),
+                Err(error) => {
+                    tracing::warn!(%error, "a committed message's event could not be built");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// One append's outcome, as `kefu_append_batch` returns it.

@@ -1,22 +1,26 @@
 //! Cluster mode's message path on a real PostgreSQL 15 (support/postgres.rs): the same
 //! `MessageStore` behaviour as the appliance's redb store, then what only a shared database
 //! brings: concurrent resends and sequences across two nodes' stores, refused and failed
-//! batches, migrations, day partitions, and the group commit's figures.
+//! batches, migrations, day partitions, the group commit's figures, and committed messages
+//! published once to NATS (support/nats.rs).
 //!
 //! Each test prints one line and passes when PostgreSQL is not installed.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use kefu::chat::conversations::ConversationStatus;
 use kefu::chat::message_store::MessageStore;
 use kefu::chat::messages::{AppendError, NewMessage, Target};
+use kefu::cluster::events::{self, MessageEvent};
 use kefu::cluster::messages::{PostgresMessages, PostgresOptions};
 use kefu::cluster::postgres::{self, PostgresError};
 use kefu::protocol::{SenderKind, SenderView};
 use std::sync::atomic::Ordering;
 
+use crate::support::nats::NatsServer;
 use crate::support::{TestServer, postgres::database};
 
 fn visitor(id: u64) -> SenderView {
@@ -36,7 +40,11 @@ fn text(target: Target, sender: SenderView, client_id: &str, body: &str) -> NewM
 }
 
 async fn open(url: &str) -> PostgresMessages {
-    PostgresMessages::open(url, PostgresOptions::default()).await.expect("open the PostgreSQL message store")
+    open_with(url, PostgresOptions::default()).await
+}
+
+async fn open_with(url: &str, options: PostgresOptions) -> PostgresMessages {
+    PostgresMessages::open(url, options).await.expect("open the PostgreSQL message store")
 }
 
 async fn sql(url: &str) -> tokio_postgres::Client {
@@ -400,4 +408,41 @@ async fn group_commit_batches_concurrent_appends() {
     }
     assert_eq!(figures[0], 1.0, "a lone sender's message is a batch of its own");
     assert!(figures[1] < 0.5, "concurrent appends share batches: {} round trips per message", figures[1]);
+}
+
+#[tokio::test]
+async fn a_committed_message_reaches_another_subscriber_once() {
+    let Some(url) = database("nats_publish").await else { return };
+    let Some(nats) = NatsServer::start("nats_publish") else { return };
+    // Another node's subscription, made before anything is published.
+    let subscriber = async_nats::connect(nats.url()).await.expect("connect the subscriber");
+    let mut received = subscriber.subscribe("kefu.messages.>").await.expect("subscribe");
+    subscriber.flush().await.expect("flush");
+    let publisher = events::connect(&nats.url()).await.expect("connect the publisher");
+    let store = open_with(&url, PostgresOptions { nats: Some(publisher), ..PostgresOptions::default() }).await;
+
+    let first = store.append(text(inbox(8), visitor(8), "e-1", "发布一次")).await.expect("first");
+    let resent = store.append(text(inbox(8), visitor(8), "e-1", "发布一次")).await.expect("resend");
+    assert!(resent.duplicate);
+    let refused = store.append(text(Target::Conversation(777_777), agent(1), "e-x", "nowhere")).await;
+    assert!(refused.is_err());
+    let second = store.append(text(inbox(8), visitor(8), "e-2", "second")).await.expect("second");
+
+    let mut events = Vec::new();
+    for _ in 0..2 {
+        let message =
+            tokio::time::timeout(Duration::from_secs(5), received.next()).await.expect("an event").expect("open");
+        let event: MessageEvent = serde_json::from_slice(&message.payload).expect("an event");
+        assert_eq!(message.subject.as_str(), event.subject());
+        events.push(event);
+    }
+    let seen: Vec<_> = events
+        .iter()
+        .map(|event| (event.conversation_id, event.seq, event.client_id.as_str(), event.text.as_str()))
+        .collect();
+    assert_eq!(seen, [(first.conversation_id, 1, "e-1", "发布一次"), (second.conversation_id, 2, "e-2", "second")]);
+    assert_eq!((events[0].created_at, events[0].sender_kind, events[0].sender_id), (first.created_at, 1, 8));
+    // The duplicate and the refusal published nothing.
+    let extra = tokio::time::timeout(Duration::from_millis(500), received.next()).await;
+    assert!(extra.is_err(), "one event per stored message: {extra:?}");
 }

@@ -1,6 +1,7 @@
 //! The test harness: a real server on a temporary data directory, and protocol clients; a
-//! private PostgreSQL for the cluster tests ([`postgres`]).
+//! private PostgreSQL and nats-server for the cluster tests ([`postgres`], [`nats`]).
 
+pub mod nats;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};
