@@ -293,6 +293,39 @@ async fn a_failing_batch_fails_each_of_its_appends_and_acknowledges_none() {
 }
 
 #[tokio::test]
+async fn connections_the_server_closed_are_opened_again() {
+    let Some(url) = database("reconnect").await else { return };
+    let store = open(&url).await;
+    let first = store.append(text(inbox(4), visitor(4), "r-1", "before")).await.expect("first");
+    let terminated: i64 = sql(&url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()) AS ended",
+            &[],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(terminated >= 1, "the store's connection was ended");
+    // The append on the closed connection fails as a whole (nothing acknowledged), or finds the
+    // connection already reopened; the next one is stored either way, and resending the first
+    // is answered as its duplicate if it was stored.
+    let mut outcome = store.append(text(inbox(4), visitor(4), "r-2", "after")).await;
+    if let Err(error) = &outcome {
+        assert!(error.to_string().contains("was not stored"), "{error}");
+        outcome = store.append(text(inbox(4), visitor(4), "r-2", "after")).await;
+    }
+    let second = outcome.expect("stored after the reconnection");
+    assert_eq!((second.conversation_id, second.seq), (first.conversation_id, 2));
+    let mut page = store.page_before(first.conversation_id, None, 10).await;
+    if page.is_err() {
+        page = store.page_before(first.conversation_id, None, 10).await;
+    }
+    assert_eq!(page.expect("read after the reconnection").len(), 2);
+}
+
+#[tokio::test]
 async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let Some(url) = database("migrations").await else { return };
     let mut client = sql(&url).await;

@@ -132,6 +132,16 @@ DECLARE
     new_day integer;
     first_reply boolean;
 BEGIN
+    -- Lock the conversations the batch writes to in id order before anything else, so that the
+    -- batches of two nodes wait for each other instead of deadlocking on rows taken in
+    -- different orders.
+    PERFORM 1 FROM conversations
+    WHERE id IN (SELECT (value->>'conversation_id')::bigint FROM jsonb_array_elements(items))
+       OR (status <> 'closed'
+           AND visitor_id IN (SELECT (value->>'visitor_id')::bigint FROM jsonb_array_elements(items)))
+    ORDER BY id
+    FOR UPDATE;
+
     FOR item IN SELECT value FROM jsonb_array_elements(items) LOOP
         item_kind := (item->>'sender_kind')::smallint;
         item_sender := (item->>'sender_id')::bigint;

@@ -114,7 +114,11 @@ fn free_port() -> u16 {
 fn start() -> PostgresCluster {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos());
-    let dir = std::env::temp_dir().join(format!("kefu-postgres-{}-{nanos}", std::process::id()));
+    // As root, /tmp: the postgres user must be able to reach the directory, which a TMPDIR
+    // under root's home would not let it.
+    // SAFETY: geteuid has no preconditions.
+    let parent = if unsafe { libc::geteuid() } == 0 { std::path::PathBuf::from("/tmp") } else { std::env::temp_dir() };
+    let dir = parent.join(format!("kefu-postgres-{}-{nanos}", std::process::id()));
     std::fs::create_dir(&dir).expect("create the cluster directory");
     chown_to_postgres(&dir);
     let prefix = as_postgres_user();
