@@ -2,7 +2,8 @@
 -- keys, and the functions the group commit and the partition job call.
 
 CREATE SEQUENCE conversation_ids;
--- The global order of messages, for consumers that follow every message (as redb's lsn).
+-- Message numbers across conversations (redb's lsn). Increasing within a conversation; across
+-- concurrent transactions not strictly the commit order.
 CREATE SEQUENCE message_lsns;
 
 -- What `MessageStore::conversation` returns; times are Unix milliseconds, days are UTC day
