@@ -92,6 +92,13 @@ enum Command {
     /// Check the database's integrity and print what it holds; exits non-zero on damage or on
     /// attachments missing from the uploads directory.
     Check,
+    /// Apply cluster mode's PostgreSQL migrations to the database at the URL and exit; prints the
+    /// schema version (docs/cluster.md). Refuses a database whose schema is newer than this kefu.
+    Migrate {
+        /// The connection URL, such as postgresql://kefu@127.0.0.1:5432/kefu.
+        #[arg(long, env = "KEFU_POSTGRES_URL")]
+        postgres: String,
+    },
     /// GET a URL and exit 0 on a 2xx answer (the container health check; no curl needed).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
@@ -216,6 +223,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check => {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;
             backup::run_check(&config).await
+        }
+        Command::Migrate { postgres } => {
+            let mut client = crate::cluster::postgres::connect(&postgres).await?;
+            let report = crate::cluster::postgres::migrate(&mut client).await?;
+            let applied: Vec<String> = report.applied.iter().map(i64::to_string).collect();
+            println!("applied={}", applied.join(","));
+            println!("schema_version={}", report.version);
+            Ok(())
         }
         Command::Healthcheck { url } => crate::net::http::health::probe(&url).await,
         Command::Export(args) => {

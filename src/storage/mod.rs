@@ -47,6 +47,9 @@ pub enum StorageError {
     /// commit, or the commit log), the writer could not begin the batch, or it stopped first.
     #[error("the write was not stored: {0}")]
     NotStored(writer::WriteFailure),
+    /// An error of a database server (cluster mode's PostgreSQL), with its message.
+    #[error("database server: {0}")]
+    Server(String),
 }
 
 macro_rules! redb_error_into_storage_error {

@@ -14,7 +14,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("foundations", &["base"]),
     ("wire vocabulary", &["protocol"]),
     ("storage", &["storage"]),
-    ("domain", &["chat", "people", "sites", "routing", "bot", "search", "history", "webhooks", "push", "email"]),
+    (
+        "domain",
+        &["chat", "people", "sites", "routing", "bot", "search", "history", "webhooks", "push", "email", "cluster"],
+    ),
     ("transports", &["net"]),
     ("wiring", &["server"]),
     ("entry point", &["cli"]),

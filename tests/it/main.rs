@@ -10,6 +10,7 @@ mod bench;
 mod bot;
 mod bot_lifecycle;
 mod chat;
+mod cluster;
 mod connection_limits;
 mod console;
 mod crash;

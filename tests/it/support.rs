@@ -1,4 +1,8 @@
-//! The test harness: a real server on a temporary data directory, and protocol clients.
+//! The test harness: a real server on a temporary data directory, and protocol clients; a
+//! private PostgreSQL and nats-server for the cluster tests ([`postgres`], [`nats`]).
+
+pub mod nats;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,0 +1,65 @@
+//! Committed messages published to NATS, so that every node can deliver them to its own
+//! connections: the node whose group commit stored a message publishes it once, after the
+//! commit, on `kefu.messages.<conversation id>`. A resend answered as a duplicate publishes
+//! nothing. NATS (core) delivers at most once: a node that misses an event reads the gap from
+//! PostgreSQL when its client resumes, so a lost event delays a delivery but never loses it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::messages::AttachmentRef;
+
+/// The subject prefix of committed messages; a node subscribes to `kefu.messages.>`.
+pub const MESSAGE_SUBJECT_PREFIX: &str = "kefu.messages";
+
+/// A committed message as published.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MessageEvent {
+    pub conversation_id: u64,
+    pub seq: u64,
+    pub created_at: i64,
+    /// `SenderKind::code`: 1 visitor, 2 agent, 3 bot, 4 system.
+    pub sender_kind: u8,
+    pub sender_id: u64,
+    pub sender_name: String,
+    pub kind: String,
+    pub internal: bool,
+    pub client_id: String,
+    pub text: String,
+    #[serde(default)]
+    pub attachment: Option<AttachmentRef>,
+}
+
+impl MessageEvent {
+    /// The subject it is published on.
+    pub fn subject(&self) -> String {
+        format!("{MESSAGE_SUBJECT_PREFIX}.{}", self.conversation_id)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("NATS: {0}")]
+    Connect(#[from] async_nats::ConnectError),
+}
+
+/// Connects to NATS (`nats://HOST:4222`).
+pub async fn connect(url: &str) -> Result<async_nats::Client, EventsError> {
+    Ok(async_nats::connect(url).await?)
+}
+
+/// Publishes a batch's committed messages, in commit order; a failure is logged, not returned:
+/// the messages are stored, and resume reads what a node missed.
+pub async fn publish(client: &async_nats::Client, events: Vec<MessageEvent>) {
+    for event in events {
+        let payload = match serde_json::to_vec(&event) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::warn!(%error, "a committed message could not be encoded for NATS");
+                continue;
+            }
+        };
+        if let Err(error) = client.publish(event.subject(), payload.into()).await {
+            tracing::warn!(%error, conversation_id = event.conversation_id, seq = event.seq, "a committed message was not published to NATS");
+        }
+    }
+}

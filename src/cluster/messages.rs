@@ -1,0 +1,512 @@
+//! The message path on PostgreSQL: [`PostgresMessages`] implements the chat's
+//! [`MessageStore`] with the schema of `migrations/0001_messages.sql`.
+//!
+//! Appends go through a group commit: one task per node takes every append waiting in its
+//! channel (up to `max_batch`) and stores them with one call of `kefu_append_batch` in one
+//! transaction. BEGIN, the call and COMMIT are sent together (the driver pipelines them), so a
+//! batch costs one round trip whatever its size, and every append of it is answered only after
+//! the COMMIT has succeeded. A refused append (unknown or closed conversation, an attachment of
+//! another conversation) writes nothing and leaves the others of its batch alone; an error of the
+//! batch (a lost connection, a failed commit) fails each of its appends, and none is acknowledged.
+//!
+//! What this store does not do yet: it publishes nothing to connections (events between nodes
+//! come with NATS), and the conversation it starts has no bot (sites are not in PostgreSQL yet).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, Row, Statement};
+
+use crate::base::clock;
+use crate::chat::conversations::{Conversation, ConversationStatus, Rating};
+use crate::chat::message_store::{MessageStore, Page};
+use crate::chat::messages::{AppendError, Appended, AttachmentRef, MessageKind, MessageRecord, NewMessage, Target};
+use crate::chat::uploads::AttachmentKind;
+use crate::cluster::events::{self, MessageEvent};
+use crate::cluster::postgres::{self, PARTITION_DAYS_AHEAD, PostgresError, describe};
+use crate::protocol::SenderKind;
+use crate::storage::StorageError;
+
+/// How the store connects and batches.
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    /// The most appends one transaction takes.
+    pub max_batch: usize,
+    /// Connections for reads (each carries many queries at once).
+    pub read_connections: usize,
+    /// Where committed messages are published for the other nodes, if anywhere.
+    pub nats: Option<async_nats::Client>,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions { max_batch: 1024, read_connections: 2, nats: None }
+    }
+}
+
+/// How many times a batch that lost a deadlock or a serialization conflict to another node is
+/// tried again: nothing of it was committed, so running it again is safe.
+const CONFLICT_RETRIES: usize = 3;
+
+/// How often the partition job makes sure the coming days' partitions exist.
+const PARTITION_JOB_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The group commit's counts since the store opened.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    /// Transactions the group commit ran (each one round trip to the server).
+    pub batches: AtomicU64,
+    /// Appends answered from them.
+    pub appends: AtomicU64,
+}
+
+/// The message path's storage on PostgreSQL.
+pub struct PostgresMessages {
+    appends: mpsc::Sender<PendingAppend>,
+    readers: Readers,
+    stats: Arc<BatchStats>,
+    partition_job: tokio::task::AbortHandle,
+}
+
+struct PendingAppend {
+    item: Value,
+    answer: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+impl PostgresMessages {
+    /// Connects, applies the migrations this database lacks, creates the coming days'
+    /// partitions and starts the group commit and the partition job.
+    pub async fn open(url: &str, options: PostgresOptions) -> Result<PostgresMessages, PostgresError> {
+        let mut client = postgres::connect(url).await?;
+        postgres::migrate(&mut client).await?;
+        postgres::create_partitions(&client, today(), PARTITION_DAYS_AHEAD).await?;
+        let statement = prepare_append(&client).await?;
+        let stats = Arc::new(BatchStats::default());
+        let (appends, queue) = mpsc::channel(options.max_batch.max(1) * 4);
+        let writer = GroupCommit {
+            url: url.to_owned(),
+            client,
+            statement,
+            max_batch: options.max_batch.max(1),
+            stats: stats.clone(),
+            nats: options.nats,
+        };
+        tokio::spawn(writer.run(queue));
+        let readers = Readers::new(url, options.read_connections.max(1));
+        let job_readers = readers.clone();
+        let partition_job = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(PARTITION_JOB_INTERVAL);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                let outcome = async {
+                    let client = job_readers.client().await?;
+                    postgres::create_partitions(&client, today(), PARTITION_DAYS_AHEAD).await
+                }
+                .await;
+                if let Err(error) = outcome {
+                    tracing::warn!(%error, "the message partitions of the coming days could not be created");
+                }
+            }
+        })
+        .abort_handle();
+        Ok(PostgresMessages { appends, readers, stats, partition_job })
+    }
+
+    /// The group commit's counts so far.
+    pub fn stats(&self) -> &BatchStats {
+        &self.stats
+    }
+
+    /// The names of the message partitions, oldest first.
+    pub async fn partitions(&self) -> Result<Vec<String>, PostgresError> {
+        postgres::partitions(&*self.readers.client().await?).await
+    }
+
+    /// Drops the message partitions of the days before `day` (a UTC day number): retention.
+    pub async fn drop_days_before(&self, day: u32) -> Result<Vec<String>, PostgresError> {
+        postgres::drop_partitions_before(&*self.readers.client().await?, day).await
+    }
+}
+
+impl Drop for PostgresMessages {
+    fn drop(&mut self) {
+        // The group commit ends by itself once the channel's senders are gone.
+        self.partition_job.abort();
+    }
+}
+
+fn today() -> u32 {
+    clock::day_of(clock::now_millis())
+}
+
+async fn prepare_append(client: &Client) -> Result<Statement, PostgresError> {
+    Ok(client.prepare("SELECT kefu_append_batch($1::text::jsonb)::text").await?)
+}
+
+/// The task that stores appends in batches on its own connection.
+struct GroupCommit {
+    url: String,
+    client: Client,
+    statement: Statement,
+    max_batch: usize,
+    stats: Arc<BatchStats>,
+    nats: Option<async_nats::Client>,
+}
+
+impl GroupCommit {
+    async fn run(mut self, mut queue: mpsc::Receiver<PendingAppend>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while queue.recv_many(&mut batch, self.max_batch).await > 0 {
+            let items = Value::Array(batch.iter_mut().map(|pending| pending.item.take()).collect());
+            let outcome = self.store(&items.to_string()).await;
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats.appends.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            match outcome {
+                Ok(results) if results.len() == batch.len() => {
+                    // Published before the answers, so an acknowledged message's event is
+                    // already on its way.
+                    if let Some(nats) = &self.nats {
+                        events::publish(nats, committed_events(items, &results)).await;
+                    }
+                    for (pending, result) in batch.drain(..).zip(results) {
+                        let _ = pending.answer.send(result.into_answer());
+                    }
+                }
+                Ok(results) => {
+                    let detail = format!("the batch returned {} outcomes for {} appends", results.len(), batch.len());
+                    fail_all(&mut batch, &detail);
+                }
+                Err(error) => fail_all(&mut batch, &error.to_string()),
+            }
+        }
+    }
+
+    /// Runs one batch: BEGIN, the append call and COMMIT, pipelined; tried again when it lost
+    /// a conflict with another node's transaction.
+    async fn store(&mut self, items: &str) -> Result<Vec<BatchOutcome>, StorageError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if self.client.is_closed() {
+                self.client = postgres::connect(&self.url).await?;
+                self.statement = prepare_append(&self.client).await?;
+            }
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&items];
+            let (begun, called, committed) = tokio::join!(
+                self.client.batch_execute("BEGIN"),
+                self.client.query_one(&self.statement, &params),
+                self.client.batch_execute("COMMIT"),
+            );
+            // A COMMIT after a failed statement answers as a rollback, not an error: the call's
+            // own error decides.
+            let outcome = begun.and(called).and_then(|row| committed.map(|()| row));
+            match outcome {
+                Ok(row) => {
+                    let text: String = row.get(0);
+                    return serde_json::from_str(&text).map_err(|error| StorageError::Corrupt(error.to_string()));
+                }
+                Err(error) if attempt <= CONFLICT_RETRIES && is_conflict(&error) => {
+                    tracing::debug!(error = %describe(&error), attempt, "append batch lost a conflict; trying again");
+                }
+                Err(error) => return Err(StorageError::Server(describe(&error))),
+            }
+        }
+    }
+}
+
+fn is_conflict(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    error
+        .code()
+        .is_some_and(|code| *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
+fn fail_all(batch: &mut Vec<PendingAppend>, detail: &str) {
+    let count = batch.len();
+    for pending in batch.drain(..) {
+        let error = StorageError::Server(format!("the batch of {count} messages was not stored: {detail}"));
+        let _ = pending.answer.send(Err(AppendError::Storage(error)));
+    }
+}
+
+/// The events of a batch's newly stored messages (not its duplicates or refusals), in order.
+fn committed_events(items: Value, results: &[BatchOutcome]) -> Vec<MessageEvent> {
+    let Value::Array(items) = items else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .zip(results)
+        .filter_map(|(mut item, result)| {
+            let BatchOutcome::Stored { conversation_id, seq, created_at, .. } = result else {
+                return None;
+            };
+            item["conversation_id"] = json!(conversation_id);
+            item["seq"] = json!(seq);
+            item["created_at"] = json!(created_at);
+            match serde_json::from_value(item) {
+                Ok(event) => Some(event),
+                Err(error) => {
+                    tracing::warn!(%error, "a committed message's event could not be built");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// One append's outcome, as `kefu_append_batch` returns it.
+#[derive(Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+enum BatchOutcome {
+    Stored { conversation_id: u64, seq: u64, created_at: i64, text: String },
+    Duplicate { conversation_id: u64, seq: u64, created_at: i64, text: String },
+    NotFound,
+    Closed,
+    AttachmentElsewhere,
+}
+
+impl BatchOutcome {
+    fn into_answer(self) -> Result<Appended, AppendError> {
+        match self {
+            BatchOutcome::Stored { conversation_id, seq, created_at, text } => {
+                Ok(Appended { conversation_id, seq, created_at, text, duplicate: false })
+            }
+            BatchOutcome::Duplicate { conversation_id, seq, created_at, text } => {
+                Ok(Appended { conversation_id, seq, created_at, text, duplicate: true })
+            }
+            BatchOutcome::NotFound => Err(AppendError::NotFound),
+            BatchOutcome::Closed => Err(AppendError::Closed),
+            BatchOutcome::AttachmentElsewhere => Err(AppendError::AttachmentElsewhere),
+        }
+    }
+}
+
+/// A message as one item of a batch (the fields `kefu_append_batch` reads).
+fn batch_item(message: NewMessage, now: i64) -> Result<Value, AppendError> {
+    let out_of_range = |what: &str| AppendError::Storage(StorageError::Server(format!("{what} is out of range")));
+    // PostgreSQL's text and jsonb cannot hold U+0000, and one such item would fail its whole
+    // batch: it is refused here, alone.
+    let site = match &message.target {
+        Target::VisitorInbox { site, .. } => site.as_str(),
+        Target::Conversation(_) => "",
+    };
+    let upload_text =
+        message.attachment.as_ref().map_or(String::new(), |upload| format!("{}{}", upload.name, upload.content_type));
+    if [message.text.as_str(), message.sender.name.as_str(), site, upload_text.as_str()]
+        .iter()
+        .any(|text| text.contains('\0'))
+    {
+        return Err(AppendError::Storage(StorageError::Server(
+            "the message was not stored: PostgreSQL cannot store the character U+0000".to_owned(),
+        )));
+    }
+    let sender_id = i64::try_from(message.sender.id).map_err(|_| out_of_range("the sender id"))?;
+    let (conversation_id, site, visitor_id) = match message.target {
+        // An id PostgreSQL cannot hold names no conversation.
+        Target::Conversation(id) => (Some(i64::try_from(id).map_err(|_| AppendError::NotFound)?), None, None),
+        Target::VisitorInbox { site, visitor_id } => {
+            (None, Some(site), Some(i64::try_from(visitor_id).map_err(|_| out_of_range("the visitor id"))?))
+        }
+    };
+    let kind = match message.attachment.as_ref().map(|upload| upload.kind) {
+        None => MessageKind::Text,
+        Some(AttachmentKind::Image) => MessageKind::Image,
+        Some(AttachmentKind::File) => MessageKind::File,
+    };
+    let upload_conversation = message.attachment.as_ref().and_then(|upload| upload.conversation_id);
+    let attachment = message.attachment.map(|upload| AttachmentRef {
+        id: upload.id,
+        name: upload.name,
+        size: upload.size,
+        content_type: upload.content_type,
+    });
+    Ok(json!({
+        "sender_kind": message.sender.kind.code(),
+        "sender_id": sender_id,
+        "sender_name": message.sender.name,
+        "client_id": message.client_id,
+        "text": message.text,
+        "kind": kind.as_str(),
+        "internal": message.internal,
+        // Trace ids use all 64 bits; stored as the same bits in a signed column.
+        "trace_id": message.trace_id as i64,
+        "now": now,
+        "day": clock::day_of(now),
+        "conversation_id": conversation_id,
+        "site": site,
+        "visitor_id": visitor_id,
+        "team": message.route_to_team.and_then(|team| i64::try_from(team).ok()),
+        "upload_conversation": upload_conversation.and_then(|id| i64::try_from(id).ok()),
+        "attachment": attachment,
+        "bot_source": Value::Null,
+    }))
+}
+
+impl MessageStore for PostgresMessages {
+    async fn append(&self, message: NewMessage) -> Result<Appended, AppendError> {
+        let item = batch_item(message, clock::now_millis())?;
+        let (answer, answered) = oneshot::channel();
+        let stopped = || AppendError::Storage(StorageError::WriterStopped);
+        self.appends.send(PendingAppend { item, answer }).await.map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+
+    async fn page_before(&self, conversation_id: u64, before: Option<u64>, limit: usize) -> Result<Page, StorageError> {
+        let Ok(conversation_id) = i64::try_from(conversation_id) else {
+            return Ok(Vec::new());
+        };
+        let before = before.map_or(i64::MAX, |before| i64::try_from(before).unwrap_or(i64::MAX));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.readers.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+                ),
+                &[&conversation_id, &before, &limit],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        let mut page = rows.iter().map(message_of).collect::<Result<Page, PostgresError>>()?;
+        page.reverse();
+        Ok(page)
+    }
+
+    async fn page_after(&self, conversation_id: u64, after: u64, limit: usize) -> Result<Page, StorageError> {
+        let (Ok(conversation_id), Ok(after)) = (i64::try_from(conversation_id), i64::try_from(after)) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.readers.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
+                &[&conversation_id, &after, &limit],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        Ok(rows.iter().map(message_of).collect::<Result<Page, PostgresError>>()?)
+    }
+
+    async fn conversation(&self, conversation_id: u64) -> Result<Option<Conversation>, StorageError> {
+        let Ok(id) = i64::try_from(conversation_id) else {
+            return Ok(None);
+        };
+        let client = self.readers.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, site, visitor_id, status, assigned_agent, last_seq, created_at, updated_at, closed_at,
+                        last_day, first_response_at, rating::text, team, bot_active
+                 FROM conversations WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        Ok(row.as_ref().map(conversation_of).transpose()?)
+    }
+}
+
+const MESSAGE_COLUMNS: &str = "seq, lsn, trace_id, created_at, sender_kind, sender_id, sender_name, kind, internal, \
+                               client_id, text, attachment::text, bot_source::text";
+
+fn message_of(row: &Row) -> Result<(u64, MessageRecord), PostgresError> {
+    let kind: String = row.try_get(7)?;
+    let kind = match kind.as_str() {
+        "text" => MessageKind::Text,
+        "image" => MessageKind::Image,
+        "file" => MessageKind::File,
+        other => return Err(PostgresError::Corrupt(format!("unknown message kind {other:?}"))),
+    };
+    let record = MessageRecord {
+        lsn: unsigned(row.try_get(1)?)?,
+        trace_id: row.try_get::<_, i64>(2)? as u64,
+        created_at: row.try_get(3)?,
+        sender_kind: sender_kind_of(row.try_get(4)?)?,
+        sender_id: unsigned(row.try_get(5)?)?,
+        sender_name: row.try_get(6)?,
+        kind,
+        internal: row.try_get(8)?,
+        client_id: row.try_get(9)?,
+        text: row.try_get(10)?,
+        attachment: json_column(row.try_get(11)?)?,
+        bot_source: json_column(row.try_get(12)?)?,
+    };
+    Ok((unsigned(row.try_get(0)?)?, record))
+}
+
+fn conversation_of(row: &Row) -> Result<Conversation, PostgresError> {
+    let status: String = row.try_get(3)?;
+    let status = match status.as_str() {
+        "queued" => ConversationStatus::Queued,
+        "assigned" => ConversationStatus::Assigned,
+        "closed" => ConversationStatus::Closed,
+        other => return Err(PostgresError::Corrupt(format!("unknown conversation status {other:?}"))),
+    };
+    let last_day: i32 = row.try_get(9)?;
+    Ok(Conversation {
+        id: unsigned(row.try_get(0)?)?,
+        site: row.try_get(1)?,
+        visitor_id: unsigned(row.try_get(2)?)?,
+        status,
+        assigned_agent: row.try_get::<_, Option<i64>>(4)?.map(unsigned).transpose()?,
+        last_seq: unsigned(row.try_get(5)?)?,
+        created_at: row.try_get(6)?,
+        updated_at: row.try_get(7)?,
+        closed_at: row.try_get(8)?,
+        last_day: u32::try_from(last_day).map_err(|_| PostgresError::Corrupt(format!("day {last_day}")))?,
+        first_response_at: row.try_get(10)?,
+        rating: json_column::<Rating>(row.try_get(11)?)?,
+        team: row.try_get::<_, Option<i64>>(12)?.map(unsigned).transpose()?,
+        bot_active: row.try_get(13)?,
+    })
+}
+
+fn unsigned(value: i64) -> Result<u64, PostgresError> {
+    u64::try_from(value).map_err(|_| PostgresError::Corrupt(format!("negative id or count {value}")))
+}
+
+fn sender_kind_of(code: i16) -> Result<SenderKind, PostgresError> {
+    [SenderKind::Visitor, SenderKind::Agent, SenderKind::Bot, SenderKind::System]
+        .into_iter()
+        .find(|kind| i16::from(kind.code()) == code)
+        .ok_or_else(|| PostgresError::Corrupt(format!("unknown sender kind {code}")))
+}
+
+fn json_column<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<Option<T>, PostgresError> {
+    text.map(|text| serde_json::from_str(&text).map_err(|error| PostgresError::Corrupt(error.to_string()))).transpose()
+}
+
+/// A few connections for reads, used in turn; one that the server closed is opened again.
+#[derive(Clone)]
+struct Readers {
+    url: Arc<str>,
+    slots: Arc<[Mutex<Option<Arc<Client>>>]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Readers {
+    fn new(url: &str, count: usize) -> Readers {
+        Readers {
+            url: url.into(),
+            slots: (0..count).map(|_| Mutex::new(None)).collect(),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    async fn client(&self) -> Result<Arc<Client>, PostgresError> {
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let open = slot.lock().clone().filter(|client| !client.is_closed());
+        if let Some(client) = open {
+            return Ok(client);
+        }
+        let client = Arc::new(postgres::connect(&self.url).await?);
+        *slot.lock() = Some(client.clone());
+        Ok(client)
+    }
+}

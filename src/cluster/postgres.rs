@@ -1,0 +1,176 @@
+//! Cluster mode's PostgreSQL: connections, the versioned migrations embedded in the binary, and
+//! the day partitions of the messages table (created ahead, dropped by retention).
+//!
+//! Migrations are the SQL files of `src/cluster/migrations/`, applied in order at start (and by
+//! `kefu migrate --postgres URL`), each in its own transaction with its row in
+//! `schema_migrations`. Nodes starting at once take turns on an advisory lock. A database whose
+//! schema is newer than this binary knows is refused rather than written by an older kefu.
+
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::storage::StorageError;
+
+/// One migration: its version (the order it runs in), a name and its SQL.
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration this binary knows, oldest first.
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "messages", sql: include_str!("migrations/0001_messages.sql") }];
+
+/// The key of the advisory lock that serializes migrations across nodes ("kefu" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6b65_6675;
+
+/// How many days of message partitions exist ahead of today (today included), so the append of
+/// a new day finds its partition already there.
+pub const PARTITION_DAYS_AHEAD: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error("the PostgreSQL URL is not valid: {0}")]
+    BadUrl(String),
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("the database's schema is version {found}, newer than this kefu knows ({known}); run a newer kefu")]
+    NewerSchema { found: i64, known: i64 },
+    #[error("a stored row could not be read: {0}")]
+    Corrupt(String),
+}
+
+impl From<PostgresError> for StorageError {
+    fn from(error: PostgresError) -> Self {
+        match error {
+            PostgresError::Corrupt(detail) => StorageError::Corrupt(detail),
+            // The driver's own text ("db error") hides the server's message, which is in the source.
+            PostgresError::Database(error) => StorageError::Server(describe(&error)),
+            other => StorageError::Server(other.to_string()),
+        }
+    }
+}
+
+/// A driver error with the server's message when there is one.
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db_error) => format!("{} ({})", db_error.message(), db_error.code().code()),
+        None => error.to_string(),
+    }
+}
+
+/// Opens one connection; its I/O runs on a task of its own until the client is dropped or the
+/// server closes it.
+pub async fn connect(url: &str) -> Result<Client, PostgresError> {
+    let config: Config =
+        url.parse().map_err(|error: tokio_postgres::Error| PostgresError::BadUrl(error.to_string()))?;
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(error = %describe(&error), "a PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// What a migration run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// The versions applied by this run, oldest first (empty when the schema was current).
+    pub applied: Vec<i64>,
+    /// The schema version after the run.
+    pub version: i64,
+}
+
+/// The newest schema version this binary knows.
+pub fn known_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |migration| migration.version)
+}
+
+/// Applies the migrations the database lacks, each in its own transaction.
+pub async fn migrate(client: &mut Client) -> Result<MigrationReport, PostgresError> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    let outcome = migrate_locked(client).await;
+    // A failed unlock leaves the lock to the session's end, which the caller's error ends anyway.
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    let report = outcome?;
+    unlocked?;
+    Ok(report)
+}
+
+async fn migrate_locked(client: &mut Client) -> Result<MigrationReport, PostgresError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version bigint PRIMARY KEY,
+                 name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    let current = schema_version(client).await?;
+    let known = known_version();
+    if current > known {
+        return Err(PostgresError::NewerSchema { found: current, known });
+    }
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS.iter().filter(|migration| migration.version > current) {
+        let transaction = client.transaction().await?;
+        transaction.batch_execute(migration.sql).await?;
+        transaction
+            .execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[&migration.version, &migration.name],
+            )
+            .await?;
+        transaction.commit().await?;
+        tracing::info!(version = migration.version, name = migration.name, "PostgreSQL migration applied");
+        applied.push(migration.version);
+    }
+    Ok(MigrationReport { applied, version: known.max(current) })
+}
+
+/// The schema version of the database (0 before any migration).
+pub async fn schema_version(client: &Client) -> Result<i64, PostgresError> {
+    let exists: bool = client.query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[]).await?.get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let version: Option<i64> = client.query_one("SELECT max(version) FROM schema_migrations", &[]).await?.get(0);
+    Ok(version.unwrap_or(0))
+}
+
+/// Creates the message partitions of `days` days from `first_day` (UTC day numbers) that are
+/// missing; returns how many it created.
+pub async fn create_partitions(client: &Client, first_day: u32, days: u32) -> Result<usize, PostgresError> {
+    let mut created = 0;
+    for day in first_day..first_day.saturating_add(days) {
+        let day = day_param(day)?;
+        let made: bool = client.query_one("SELECT kefu_create_message_partition($1)", &[&day]).await?.get(0);
+        created += usize::from(made);
+    }
+    Ok(created)
+}
+
+/// Drops the partitions of the days before `day` (retention); returns their names.
+pub async fn drop_partitions_before(client: &Client, day: u32) -> Result<Vec<String>, PostgresError> {
+    let day = day_param(day)?;
+    let rows = client.query("SELECT kefu_drop_message_partitions_before($1)", &[&day]).await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// The names of the message partitions (`messages_YYYYMMDD`), oldest first.
+pub async fn partitions(client: &Client) -> Result<Vec<String>, PostgresError> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'messages'::regclass ORDER BY c.relname",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+fn day_param(day: u32) -> Result<i32, PostgresError> {
+    i32::try_from(day).map_err(|_| PostgresError::Corrupt(format!("day {day} is out of range")))
+}
