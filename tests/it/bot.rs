@@ -670,7 +670,7 @@ async fn bot_settings_are_admin_only_validated_and_never_show_the_key() {
 
     let defaults: Value = http().get(&url).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
     assert_eq!(defaults["enabled"], false);
-    assert!((defaults["threshold"].as_f64().unwrap() - 0.7).abs() < 1e-6);
+    assert!((defaults["threshold"].as_f64().unwrap() - f64::from(kefu::bot::DEFAULT_THRESHOLD)).abs() < 1e-6);
     assert_eq!(http().get(&url).bearer_auth(&ann).send().await.unwrap().status(), 403);
     let (status, _) = put_bot(&server, &ann, &site, json!({"enabled": true})).await;
     assert_eq!(status, 403);

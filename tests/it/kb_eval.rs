@@ -1,10 +1,13 @@
 //! Matching quality on the labelled evaluation set in tests/data/kb_eval: a shop's and a hotel's
-//! FAQ (62 entries, Chinese and English) and 416 visitor messages, split by a fixed hash into
-//! tuning and held-out files before the matcher was tuned.
+//! FAQ (62 entries, Chinese and English) and 416 visitor messages. The files were once split into
+//! tuning and held-out parts; the held-out part has since been seen, so all of it is tuning data
+//! now, and the honest estimates are cross-validated ([`cross_validated_figures_hold`]): five
+//! folds by a hash of the message, and each business judged by a calibration fitted on the
+//! other alone.
 //!
 //! `cargo test --test it kb_eval:: -- --nocapture` prints the reports.
 //! `kb_eval::the_shipped_calibration_is_the_fit_of_the_tuning_split` refits the calibration on the
-//! tuning split and fails (printing the array to ship) when the shipped coefficients differ; see
+//! whole set and fails (printing the array to ship) when the shipped coefficients differ; see
 //! src/bot/knowledge_base/calibration.rs. `kefu kb eval` runs here on the fixture through the binary,
 //! and a few messages go through the real visitor path (session, WebSocket, bot answer).
 
@@ -43,15 +46,25 @@ fn messages(business: &Business, file: &str) -> Vec<EvalMessage> {
     eval::parse_messages(file, &data(file), Some(&known)).unwrap()
 }
 
-fn judged(part: &str) -> Vec<Judged> {
+/// Every labelled message of a business: both files, all tuning data now.
+fn all_messages(business: &Business, name: &str) -> Vec<EvalMessage> {
+    let mut all = messages(business, &format!("{name}_tuning.jsonl"));
+    all.extend(messages(business, &format!("{name}_heldout.jsonl")));
+    all
+}
+
+fn judged_all() -> Vec<Judged> {
     let mut all = Vec::new();
     for name in BUSINESSES {
         let business = business(name);
-        let messages = messages(&business, &format!("{name}_{part}.jsonl"));
+        let messages = all_messages(&business, name);
         all.extend(eval::judge(&business.knowledge, &messages, |id| business.names[id as usize - 1].clone()));
     }
     all
 }
+
+/// The L2 penalty the calibration is fitted with.
+const CALIBRATION_L2: f64 = 1.0;
 
 fn figures_of(judged: &[Judged], keep: impl Fn(&EvalMessage) -> bool) -> Figures {
     let members: Vec<&Judged> = judged.iter().filter(|one| keep(&one.message)).collect();
@@ -80,40 +93,76 @@ fn the_set_is_large_and_varied_enough() {
     }
 }
 
-/// What the tuning split reached at the shipped threshold when the calibration was fitted; it may
+/// The whole set at the shipped threshold, in sample (the calibration was fitted on it); it may
 /// only go up. Issue 24's targets (precision 0.95, recall 0.75, near-misses 5%, unrelated 2%,
-/// per language) are printed beside them; the lexical tier alone does not reach them all.
+/// per language) are printed beside the figures; the lexical tier alone does not reach them.
 #[test]
-fn the_tuning_split_holds_its_figures_at_the_default_threshold() {
-    let judged = judged("tuning");
-    println!("tuning split:\n{}", eval::report(&judged, DEFAULT_THRESHOLD));
+fn the_set_holds_its_figures_at_the_default_threshold() {
+    let judged = judged_all();
+    println!("whole set, in sample:\n{}", eval::report(&judged, DEFAULT_THRESHOLD));
     let all = figures_of(&judged, |_| true);
-    assert!(all.precision >= 0.91 && all.recall >= 0.52, "{all:?}");
+    assert!(all.precision >= PRECISION_IN_SAMPLE && all.recall >= RECALL_IN_SAMPLE, "{all:?}");
     let unrelated = figures_of(&judged, |message| message.kind == "unrelated");
     assert_eq!(unrelated.n_answered, 0, "{unrelated:?}");
-    for lang in ["zh", "en"] {
-        let figures = figures_of(&judged, |message| message.lang == lang);
-        let near_misses = figures_of(&judged, |message| message.lang == lang && message.kind == "near_miss");
-        println!(
-            "{lang}: precision {:.3} (target 0.95), recall {:.3} (target 0.75), near-misses answered {:?} (target 0.05)",
-            figures.precision, figures.recall, near_misses.near_miss_answered
-        );
+    let refs: Vec<&Judged> = judged.iter().collect();
+    let top = eval::top_accuracy(&refs);
+    println!("top entry right for {top:.3} of answerable messages");
+    assert!(top >= TOP_ACCURACY, "{top}");
+}
+
+/// In-sample floors of [`the_set_holds_its_figures_at_the_default_threshold`].
+const PRECISION_IN_SAMPLE: f64 = 0.921;
+const RECALL_IN_SAMPLE: f64 = 0.493;
+/// The share of answerable messages whose top entry is the expected one (no threshold).
+const TOP_ACCURACY: f64 = 0.874;
+
+/// The estimates for messages and knowledge bases the calibration was not fitted on, as
+/// BENCHMARKS.md reports them; they may only go up.
+#[test]
+fn cross_validated_figures_hold() {
+    let loaded: Vec<(Business, Vec<EvalMessage>)> = BUSINESSES
+        .iter()
+        .map(|name| {
+            let business = business(name);
+            let messages = all_messages(&business, name);
+            (business, messages)
+        })
+        .collect();
+    let sets: Vec<eval::LabelledSet<'_>> = loaded
+        .iter()
+        .map(|(business, messages)| eval::LabelledSet {
+            knowledge: &business.knowledge,
+            messages,
+            names: &business.names,
+        })
+        .collect();
+    let floors = [("five folds", CROSS_VALIDATED), ("other business", CROSS_BUSINESS)];
+    for ((label, (precision, recall)), judged) in floors
+        .into_iter()
+        .zip([eval::cross_validate(&sets, 5, CALIBRATION_L2), eval::cross_business(&sets, CALIBRATION_L2)])
+    {
+        println!("{label}:\n{}", eval::report(&judged, DEFAULT_THRESHOLD));
+        let all = figures_of(&judged, |_| true);
+        assert!(all.precision >= precision && all.recall >= recall, "{label}: {all:?}");
+        for lang in ["zh", "en"] {
+            let figures = figures_of(&judged, |message| message.lang == lang);
+            let near_misses = figures_of(&judged, |message| message.lang == lang && message.kind == "near_miss");
+            let unrelated = figures_of(&judged, |message| message.lang == lang && message.kind == "unrelated");
+            println!(
+                "{label}, {lang}: precision {:.3} (target 0.95), recall {:.3} (target 0.75), near-misses answered \
+                 {:?} (target 0.05), unrelated answered {:?} (target 0.02)",
+                figures.precision, figures.recall, near_misses.near_miss_answered, unrelated.unrelated_answered
+            );
+        }
     }
 }
 
-/// The held-out split at the shipped threshold, as reported in BENCHMARKS.md after tuning was
-/// frozen; it may only go up. Never tune against this test.
-#[test]
-fn the_held_out_split_holds_its_reported_figures() {
-    let judged = judged("heldout");
-    println!("held-out split:\n{}", eval::report(&judged, DEFAULT_THRESHOLD));
-    let all = figures_of(&judged, |_| true);
-    assert!(all.precision >= 0.82 && all.recall >= 0.40, "{all:?}");
-    let unrelated = figures_of(&judged, |message| message.kind == "unrelated");
-    assert_eq!(unrelated.n_answered, 0, "{unrelated:?}");
-}
+/// (precision, recall) floors at the shipped threshold, five folds by message hash.
+const CROSS_VALIDATED: (f64, f64) = (0.914, 0.483);
+/// The same, each business judged by a calibration fitted on the other.
+const CROSS_BUSINESS: (f64, f64) = (0.911, 0.464);
 
-/// The shipped coefficients are the ones the fitter gives on the tuning split (to the three
+/// The shipped coefficients are the ones the fitter gives on the whole set (to the three
 /// decimals they are written with); the test prints them, to paste into calibration.rs after a
 /// change of the features or the set.
 #[test]
@@ -123,7 +172,7 @@ fn the_shipped_calibration_is_the_fit_of_the_tuning_split() {
         .iter()
         .map(|name| {
             let business = business(name);
-            let messages = messages(&business, &format!("{name}_tuning.jsonl"));
+            let messages = all_messages(&business, name);
             (business, messages)
         })
         .collect();
@@ -132,7 +181,7 @@ fn the_shipped_calibration_is_the_fit_of_the_tuning_split() {
             business.names[id as usize - 1].clone()
         }));
     }
-    let coefficients = calibration::fit(&samples, 1.0);
+    let coefficients = calibration::fit(&samples, CALIBRATION_L2);
     let n_correct = samples.iter().filter(|(_, correct)| *correct).count();
     println!("{} samples, {n_correct} correct at the top", samples.len());
     println!("pub const COEFFICIENTS: [f64; N_FEATURES + 1] = {coefficients:.3?};");
@@ -148,7 +197,7 @@ fn the_shipped_calibration_is_the_fit_of_the_tuning_split() {
         let name_of = |id: u64| business.names[id as usize - 1].clone();
         judged.extend(eval::judge_with(&business.knowledge, messages, name_of, &coefficients));
     }
-    println!("tuning split with these coefficients:\n{}", eval::report(&judged, DEFAULT_THRESHOLD));
+    println!("whole set with these coefficients:\n{}", eval::report(&judged, DEFAULT_THRESHOLD));
     if std::env::var_os("KB_EVAL_LIST").is_some() {
         println!("{}", eval::listing(&judged, DEFAULT_THRESHOLD));
     }

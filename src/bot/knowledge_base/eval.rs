@@ -286,6 +286,78 @@ pub fn calibration_samples(
     samples
 }
 
+/// One business's labelled messages with the knowledge they are matched against, for
+/// cross-validating the calibration.
+pub struct LabelledSet<'a> {
+    pub knowledge: &'a SiteKnowledge,
+    pub messages: &'a [EvalMessage],
+    /// Entry id `n` is named `names[n - 1]`, as [`knowledge_from_entries`] numbers them.
+    pub names: &'a [String],
+}
+
+impl LabelledSet<'_> {
+    fn name_of(&self, id: u64) -> String {
+        self.names.get((id as usize).wrapping_sub(1)).cloned().unwrap_or_default()
+    }
+}
+
+/// A stable fold number for a message (FNV-1a of its text), so folds do not depend on file order.
+fn fold_of(message: &EvalMessage, folds: usize) -> usize {
+    let hash = message
+        .message
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3));
+    (hash % folds.max(1) as u64) as usize
+}
+
+/// Out-of-fold judgements: the messages of every set are dealt into `folds` folds by a hash of
+/// their text, and each fold is judged with a calibration fitted (`l2`) on the other folds only,
+/// so the figures estimate how the calibration does on messages it was not fitted on.
+pub fn cross_validate(sets: &[LabelledSet<'_>], folds: usize, l2: f64) -> Vec<Judged> {
+    let mut judged = Vec::new();
+    for fold in 0..folds {
+        let mut samples = Vec::new();
+        for set in sets {
+            let training: Vec<EvalMessage> =
+                set.messages.iter().filter(|message| fold_of(message, folds) != fold).cloned().collect();
+            samples.extend(calibration_samples(set.knowledge, &training, |id| set.name_of(id)));
+        }
+        let coefficients = calibration::fit(&samples, l2);
+        for set in sets {
+            let held: Vec<EvalMessage> =
+                set.messages.iter().filter(|message| fold_of(message, folds) == fold).cloned().collect();
+            judged.extend(judge_with(set.knowledge, &held, |id| set.name_of(id), &coefficients));
+        }
+    }
+    judged
+}
+
+/// Leave-one-business-out judgements: each set is judged with a calibration fitted on the
+/// other sets only, the estimate for a knowledge base the calibration has never seen.
+pub fn cross_business(sets: &[LabelledSet<'_>], l2: f64) -> Vec<Judged> {
+    let mut judged = Vec::new();
+    for (held, set) in sets.iter().enumerate() {
+        let mut samples = Vec::new();
+        for (other, training) in sets.iter().enumerate() {
+            if other != held {
+                samples.extend(calibration_samples(training.knowledge, training.messages, |id| training.name_of(id)));
+            }
+        }
+        let coefficients = calibration::fit(&samples, l2);
+        judged.extend(judge_with(set.knowledge, set.messages, |id| set.name_of(id), &coefficients));
+    }
+    judged
+}
+
+/// The share of answerable messages whose top-ranked entry is the expected one, whatever its
+/// confidence: the ceiling of recall at any threshold.
+pub fn top_accuracy(judged: &[&Judged]) -> f64 {
+    let answerable: Vec<_> = judged.iter().filter(|one| one.message.expected.is_some()).collect();
+    let right =
+        answerable.iter().filter(|one| one.top.as_ref().map(|(id, _)| id) == one.message.expected.as_ref()).count();
+    share(right, answerable.len()).unwrap_or(1.0)
+}
+
 /// The figures of a set of messages at one threshold.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Figures {
@@ -580,4 +652,48 @@ pub async fn run_cli(args: EvalArgs, store: Option<crate::storage::Store>) -> an
         .with_context(|| format!("writing {}", args.curve.display()))?;
     println!("\nprecision–recall curve: {}", args.curve.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(text: &str, expected: Option<&str>) -> EvalMessage {
+        EvalMessage { message: text.into(), expected: expected.map(Into::into), lang: "en".into(), kind: String::new() }
+    }
+
+    #[test]
+    fn cross_validation_judges_every_message_once() {
+        let entries =
+            [("a", "How much is shipping?", "Shipping is $5."), ("b", "Can I return an item?", "Within 30 days.")].map(
+                |(id, question, answer)| EvalEntry {
+                    id: id.into(),
+                    lang: "en".into(),
+                    question: question.into(),
+                    answer: answer.into(),
+                    variants: Vec::new(),
+                    category: String::new(),
+                },
+            );
+        let (knowledge, names) = knowledge_from_entries(&entries, "");
+        let messages = vec![
+            message("shipping cost", Some("a")),
+            message("what does shipping cost", Some("a")),
+            message("return an item", Some("b")),
+            message("can I return it", Some("b")),
+            message("banana bread", None),
+            message("shipping to mars", None),
+        ];
+        let sets = [LabelledSet { knowledge: &knowledge, messages: &messages, names: &names }];
+        for judged in [cross_validate(&sets, 3, 1.0), cross_business(&sets, 1.0)] {
+            let mut seen: Vec<&str> = judged.iter().map(|one| one.message.message.as_str()).collect();
+            seen.sort_unstable();
+            let mut expected: Vec<&str> = messages.iter().map(|one| one.message.as_str()).collect();
+            expected.sort_unstable();
+            assert_eq!(seen, expected);
+        }
+        let judged = judge(&knowledge, &messages, |id| names[id as usize - 1].clone());
+        let all: Vec<&Judged> = judged.iter().collect();
+        assert!((top_accuracy(&all) - 1.0).abs() < 1e-9, "{}", listing(&judged, 0.5));
+    }
 }

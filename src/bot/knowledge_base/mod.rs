@@ -13,6 +13,7 @@ pub mod eval;
 pub mod formats;
 pub mod matcher;
 pub mod normalize;
+pub mod question_type;
 
 use std::sync::Arc;
 
@@ -368,6 +369,8 @@ impl SiteKnowledge {
                     coverage: 0.0,
                     answer_coverage: 0.0,
                     same_script: true,
+                    union_coverage: 0.0,
+                    missing: 0.0,
                 });
             }
         }

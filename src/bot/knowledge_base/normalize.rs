@@ -8,8 +8,10 @@
 //! The term list ([`TermList`]) joins words that mean the same across languages or registers
 //! ("shipping", "运费", "邮费"): a text holding any term of a group also gets the group's own
 //! feature, so "shipping费多少" meets "运费怎么算？". A built-in list covers common shop and
-//! hospitality words; each site adds its own groups in its bot settings (one group a line, terms
-//! separated by `=`).
+//! hospitality words and general customer-service words (paying, delivery, returns, accounts,
+//! contact, opening hours, getting around), written from general knowledge rather than from any
+//! one knowledge base; each site adds its own groups in its bot settings (one group a line,
+//! terms separated by `=`).
 
 /// Colloquial or variant spellings and what they become, longest first so "咋整" is not read as
 /// "咋" then "整". A-不-A questions (能不能, 远不远) are folded by [`fold_a_not_a`] before these.
@@ -28,6 +30,37 @@ const COLLOQUIAL: &[(&str, &str)] = &[
     ("咋", "怎么"),
     ("啥", "什么"),
     ("搁", "放"),
+];
+
+/// Internet spellings and more colloquial forms, and greetings that say nothing of the question
+/// (dropped), tried before [`COLLOQUIAL`].
+const INTERNET_SPELLINGS: &[(&str, &str)] = &[
+    ("有木有", "有"),
+    ("木有", "没有"),
+    ("神马", "什么"),
+    ("肿么", "怎么"),
+    ("咋样", "怎么样"),
+    ("咋回事", "怎么回事"),
+    ("为啥", "为什么"),
+    ("干啥", "做什么"),
+    ("多会儿", "什么时候"),
+    ("几时", "什么时候"),
+    ("多少天", "几天"),
+    ("咋滴", "怎么"),
+    ("怎么弄", "怎么办"),
+    ("怎么整", "怎么办"),
+    ("整么", "怎么"),
+    ("造吗", "知道吗"),
+    ("童鞋", "同学"),
+    ("小哥哥", ""),
+    ("小姐姐", ""),
+    ("在吗", ""),
+    ("你好", ""),
+    ("您好", ""),
+    ("请问", ""),
+    ("麻烦", ""),
+    ("谢谢", ""),
+    ("亲亲", ""),
 ];
 
 /// Common traditional characters and their simplified forms, enough for FAQ-style questions.
@@ -113,7 +146,7 @@ pub fn normalize(text: &str) -> String {
     }
     let mut text = fold_a_not_a(&folded);
     if text.chars().any(|character| character as u32 >= 0x3400) {
-        for (from, to) in COLLOQUIAL {
+        for (from, to) in INTERNET_SPELLINGS.iter().chain(COLLOQUIAL) {
             if text.contains(from) {
                 text = text.replace(from, to);
             }
@@ -198,6 +231,70 @@ const BUILT_IN_TERMS: &[&str] = &[
     "foreigner = foreign = 外国人 = 外籍",
 ];
 
+/// General customer-service words in English and Chinese: buying, paying, delivery, returns,
+/// accounts, contact, opening hours, stays and getting around.
+const GENERAL_TERMS: &[&str] = &[
+    "hours = opening hours = business hours = open = opening = 营业时间 = 营业 = 开门 = 几点开",
+    "closed = closing = 关门 = 打烊 = 休息",
+    "weekend = weekends = saturday = sunday = 周末 = 周六 = 周日",
+    "holiday = holidays = public holiday = 节假日 = 假期 = 节日",
+    "contact = reach = 联系 = 联络",
+    "phone = telephone = call = phone number = hotline = 电话 = 热线 = 手机号",
+    "email = e-mail = mail = 邮箱 = 邮件 = 电子邮件",
+    "wechat = weixin = 微信",
+    "alipay = 支付宝",
+    "credit card = debit card = visa = mastercard = 信用卡 = 银行卡 = 刷卡",
+    "cash = 现金",
+    "installment = installments = pay later = 分期 = 花呗",
+    "currency = dollar = dollars = usd = rmb = yuan = 币种 = 美元 = 人民币",
+    "tax = taxes = duty = duties = customs = vat = 税 = 关税 = 税费",
+    "price = prices = cost = costs = 价格 = 价钱 = 多少钱",
+    "free = free of charge = complimentary = no charge = 免费 = 不要钱 = 不收费",
+    "cheap = cheaper = discount = sale = 便宜 = 打折 = 特价 = 促销",
+    "stock = in stock = out of stock = available = availability = sold out = 有货 = 现货 = 库存 = 缺货 = 售罄 = 补货",
+    "product = products = item = items = goods = merchandise = 商品 = 产品 = 东西 = 宝贝",
+    "buy = purchase = 购买 = 买",
+    "place an order = 下单",
+    "member = membership = vip = 会员",
+    "points = reward points = loyalty = rewards = 积分",
+    "login = log in = sign in = 登录 = 登陆",
+    "register = sign up = create an account = 注册",
+    "change = modify = edit = update = 修改 = 更改 = 变更 = 更换",
+    "receive = received = 收到 = 签收 = 收货",
+    "late = delay = delayed = 延迟 = 晚到 = 延误",
+    "early = earlier = 提前",
+    "missing = lost = 丢失 = 丢件 = 少件 = 漏发",
+    "wrong item = wrong product = 发错 = 错发",
+    "defect = defective = faulty = quality = 质量 = 瑕疵 = 次品 = 质量问题",
+    "repair = fix = 维修 = 修理",
+    "replace = replacement = 补发 = 更换",
+    "send back = 寄回 = 退回",
+    "express = expedited = overnight = 加急 = 特快",
+    "tracking number = 运单号 = 单号",
+    "after-sales = after sales = 售后",
+    "wrapping = wrap = gift wrap = 包装",
+    "store = shop = physical store = 门店 = 实体店 = 店铺",
+    "website = site = app = 网站 = 官网",
+    "room = rooms = 房间 = 客房",
+    "night = nights = per night = 每晚 = 一晚",
+    "child = children = kid = kids = 儿童 = 小孩 = 孩子",
+    "adult = adults = 成人 = 大人",
+    "restaurant = dining = 餐厅",
+    "lunch = 午餐 = 午饭",
+    "dinner = 晚餐 = 晚饭",
+    "towel = towels = 毛巾",
+    "laundry = 洗衣",
+    "air conditioning = air conditioner = ac = 空调",
+    "elevator = lift = 电梯",
+    "wheelchair = accessible = accessibility = disabled = 无障碍 = 轮椅",
+    "upgrade = 升级",
+    "taxi = cab = 出租车 = 打车",
+    "bus = 公交",
+    "train station = railway station = 火车站 = 高铁站 = 车站",
+    "walk = walking = 步行 = 走路",
+    "far = distance = near = nearby = close by = 远 = 距离 = 附近",
+];
+
 /// Groups of equivalent terms; every group is one extra feature.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TermList {
@@ -209,7 +306,7 @@ impl TermList {
     /// The built-in groups plus a site's own (`site_lines`: one group a line, `a = b = c`).
     pub fn with_site_terms(site_lines: &str) -> TermList {
         let mut groups = Vec::new();
-        for line in BUILT_IN_TERMS.iter().copied().chain(site_lines.lines()) {
+        for line in BUILT_IN_TERMS.iter().chain(GENERAL_TERMS).copied().chain(site_lines.lines()) {
             let terms: Vec<String> =
                 line.split('=').map(|term| normalize(term.trim())).filter(|term| !term.is_empty()).collect();
             if terms.len() >= 2 {
@@ -289,6 +386,10 @@ mod tests {
         assert_eq!(normalize("ＷＩＦＩ密碼"), "wifi密码");
         assert_eq!(normalize("運費多少"), "运费多少");
         assert_eq!(normalize("Can I Return it?"), "can i return it?");
+        assert_eq!(normalize("有木有发票"), "有发票");
+        assert_eq!(normalize("神马时候发货"), "什么时候发货");
+        assert_eq!(normalize("肿么退货"), "怎么退货");
+        assert_eq!(normalize("你好，请问运费多少"), ",运费多少");
     }
 
     #[test]
