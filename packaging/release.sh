@@ -44,8 +44,9 @@ install -m 0644 packaging/kefu.service packaging/kefu.toml README.md "$folder/"
 for license in LICENSE*; do
     [ -f "$license" ] && install -m 0644 "$license" "$folder/"
 done
-(cd "$folder" && LC_ALL=C ls | LC_ALL=C sort | xargs sha256sum > SHA256SUMS)
-chmod 0644 "$folder/SHA256SUMS"
+# Written outside the folder first, so the listing never includes SHA256SUMS itself.
+(cd "$folder" && LC_ALL=C ls | LC_ALL=C sort | xargs sha256sum > "$stage/SHA256SUMS")
+install -m 0644 "$stage/SHA256SUMS" "$folder/SHA256SUMS"
 find "$folder" -exec touch -h -d "@$epoch" {} +
 
 mkdir -p "$out"

@@ -679,7 +679,8 @@ impl Config {
             if !tls.enabled() {
                 anyhow::bail!("invalid configuration: tls.redirect_http needs TLS (tls.cert and tls.key, or tls.acme)");
             }
-            if address == self.http {
+            // Port 0 (any free port, as in tests) cannot clash.
+            if address.port() != 0 && address == self.http {
                 anyhow::bail!("invalid configuration: tls.redirect_http must differ from http, which serves HTTPS");
             }
             if self.https_names().is_empty() {

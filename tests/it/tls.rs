@@ -308,10 +308,9 @@ async fn https_speaks_http2_to_clients_that_offer_it_and_websockets_stay_on_http
     let port = server.address.rsplit_once(':').unwrap().1.to_owned();
 
     // ALPN picks h2 when the client offers it, http/1.1 when that is all it offers.
-    for (offered, expected) in [
-        (vec![&b"h2"[..], &b"http/1.1"[..]], &b"h2"[..]),
-        (vec![&b"http/1.1"[..]], &b"http/1.1"[..]),
-    ] {
+    for (offered, expected) in
+        [(vec![&b"h2"[..], &b"http/1.1"[..]], &b"h2"[..]), (vec![&b"http/1.1"[..]], &b"http/1.1"[..])]
+    {
         let stream = tokio::net::TcpStream::connect(&server.address).await.unwrap();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config_offering(&root, &offered)));
         let stream = connector.connect(ServerName::try_from("localhost").unwrap(), stream).await.unwrap();
@@ -406,10 +405,9 @@ async fn a_redirect_listener_without_tls_or_a_name_to_redirect_to_stops_start_up
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
     let with_files = [("KEFU_TLS__CERT", cert.to_str().unwrap()), ("KEFU_TLS__KEY", key.to_str().unwrap())];
-    for (settings, expected) in [
-        (&[][..], "tls.redirect_http needs TLS"),
-        (&with_files[..], "tls.redirect_http needs public_url"),
-    ] {
+    for (settings, expected) in
+        [(&[][..], "tls.redirect_http needs TLS"), (&with_files[..], "tls.redirect_http needs public_url")]
+    {
         let output = run(settings).output().await.unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success());
