@@ -235,6 +235,10 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
     /// Certificates obtained and renewed automatically instead of files.
     pub acme: Option<AcmeConfig>,
+    /// A plain-HTTP listen address whose every request (but `/healthz`) is redirected to HTTPS
+    /// with a 308; off when absent. Needs `public_url` or `acme` for the name to redirect to.
+    #[serde(with = "optional_redirect_address")]
+    pub redirect_http: Option<SocketAddr>,
 }
 
 impl TlsConfig {
@@ -532,14 +536,35 @@ mod optional_address {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+        deserialize_with_example(deserializer, "0.0.0.0:8443")
+    }
+
+    /// An address, or `None` for `"off"` or empty; a bad one is refused naming `example`.
+    pub fn deserialize_with_example<'de, D: Deserializer<'de>>(
+        deserializer: D,
+        example: &str,
+    ) -> Result<Option<SocketAddr>, D::Error> {
         let text = String::deserialize(deserializer)?;
         let text = text.trim();
         if text.is_empty() || text.eq_ignore_ascii_case("off") {
             return Ok(None);
         }
-        super::parse_listen_address(text, "0.0.0.0:8443")
+        super::parse_listen_address(text, example)
             .map(Some)
             .map_err(|message| serde::de::Error::custom(format!("{message}, or \"off\"")))
+    }
+}
+
+/// `tls.redirect_http = "0.0.0.0:80"`, or `"off"`.
+mod optional_redirect_address {
+    use std::net::SocketAddr;
+
+    use serde::Deserializer;
+
+    pub use super::optional_address::serialize;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+        super::optional_address::deserialize_with_example(deserializer, "0.0.0.0:80")
     }
 }
 
@@ -700,6 +725,20 @@ impl Config {
                 );
             }
         }
+        if let Some(address) = tls.redirect_http {
+            if !tls.enabled() {
+                anyhow::bail!("invalid configuration: tls.redirect_http needs TLS (tls.cert and tls.key, or tls.acme)");
+            }
+            // Port 0 (any free port, as in tests) cannot clash.
+            if address.port() != 0 && address == self.http {
+                anyhow::bail!("invalid configuration: tls.redirect_http must differ from http, which serves HTTPS");
+            }
+            if self.https_names().is_empty() {
+                anyhow::bail!(
+                    "invalid configuration: tls.redirect_http needs public_url (an https:// URL with a host name) or tls.acme, to know the name to redirect to"
+                );
+            }
+        }
         for (key, valid) in checks {
             if !valid {
                 anyhow::bail!("invalid configuration: {key} is out of range (see packaging/kefu.toml)");
@@ -711,6 +750,34 @@ impl Config {
     /// The metrics listen address; `None` when metrics are off.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.parse().ok()
+    }
+
+    /// The host names HTTPS is served for, lowercase, the main one first: `public_url`'s host
+    /// (when it is an `https://` URL), then `tls.acme.domains`. Empty when neither is set.
+    pub fn https_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        let public = self.public_url.as_deref().and_then(|url| url::Url::parse(url).ok());
+        if let Some(host) = public.as_ref().filter(|url| url.scheme() == "https").and_then(|url| url.host_str()) {
+            names.push(host.to_ascii_lowercase());
+        }
+        for domain in self.tls.acme.iter().flat_map(|acme| &acme.domains) {
+            let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+            if !domain.is_empty() && !names.contains(&domain) {
+                names.push(domain);
+            }
+        }
+        names
+    }
+
+    /// The port browsers reach HTTPS on: `public_url`'s (443 unless it names one) when it is
+    /// an `https://` URL, else the `http` port (kefu serves HTTPS there).
+    pub fn https_port(&self) -> u16 {
+        self.public_url
+            .as_deref()
+            .and_then(|url| url::Url::parse(url).ok())
+            .filter(|url| url.scheme() == "https")
+            .and_then(|url| url.port_or_known_default())
+            .unwrap_or(self.http.port())
     }
 
     /// The base URL printed in links.

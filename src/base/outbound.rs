@@ -167,6 +167,23 @@ fn new_resolver() -> Result<Arc<TokioResolver>, String> {
     builder.build().map(Arc::new).map_err(|error| error.to_string())
 }
 
+/// The addresses of a host the administrator configured (the SMTP server), from the same
+/// pure-Rust resolver (`/etc/hosts`, then `/etc/resolv.conf`'s servers). No guard: such a
+/// server is often on the local network. A literal address is returned as it is.
+pub async fn resolve(host: &str) -> Result<Vec<IpAddr>, String> {
+    if let Ok(address) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return Ok(vec![address]);
+    }
+    let found = new_resolver()?.lookup_ip(host).await.map_err(|error| error.to_string())?;
+    Ok(found.iter().collect())
+}
+
+/// The pure-Rust resolver without the guard, for a reqwest client whose destination the
+/// administrator chose (the ACME directory), so it does not fall back to the C library's resolver.
+pub fn unguarded_resolver() -> Result<Arc<dyn Resolve>, String> {
+    Ok(Arc::new(GuardedResolver { resolver: new_resolver()?, allow_private: true }))
+}
+
 /// A client for outbound requests with the private-address guard (unless `allow_private`).
 pub fn client(timeout: Duration, allow_private: bool) -> Result<reqwest::Client, String> {
     // rustls needs a process-wide crypto provider; a second install is harmless.

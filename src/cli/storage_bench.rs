@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// Timed samples of each read measurement.
     #[arg(long, default_value_t = 2_000)]
     pub samples: usize,
+    /// Fills without keeping the daily report figures, then counts them once before the
+    /// reports: the fill rate against a run without this flag is what keeping them costs.
+    #[arg(long)]
+    pub without_daily_figures: bool,
 }
 
 /// Messages appended per writer operation while filling.
@@ -123,17 +127,22 @@ fn ms(duration: Duration) -> f64 {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!(
-        "inputs: dir={} messages={} days={} per_conversation={} samples={}",
+        "inputs: dir={} messages={} days={} per_conversation={} samples={} daily_figures={}",
         args.dir.display(),
         args.messages,
         args.days,
         args.per_conversation,
-        args.samples
+        args.samples,
+        if args.without_daily_figures { "counted after the fill" } else { "kept by the writer" }
     );
     let storage = StorageConfig::default();
     let dir = args.dir.clone();
-    let store =
-        tokio::task::spawn_blocking(move || Store::open(&dir, &storage, crate::server::writer_hooks(None))).await??;
+    let hooks = if args.without_daily_figures {
+        crate::server::writer_hooks_without_daily_figures(None)
+    } else {
+        crate::server::writer_hooks(None)
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, &storage, hooks)).await??;
     crate::history::daily_figures::migrate(&store).await?;
     let stored = store.read(|transaction| read_meta(transaction, "next_lsn")).await?.unwrap_or(1) - 1;
     let site_key = match store.read(sites::list).await?.into_iter().next() {
@@ -142,6 +151,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     if stored < args.messages {
         fill(&store, &site_key, stored, &args).await?;
+        if args.without_daily_figures {
+            let started = Instant::now();
+            store
+                .write(|context| {
+                    crate::history::daily_figures::rebuild(context, None)?;
+                    Ok(Ok::<(), crate::storage::StorageError>(()))
+                })
+                .await?;
+            println!("daily figures counted after the fill: time={:.2}s", started.elapsed().as_secs_f64());
+        }
     } else {
         println!("fill: reusing {stored} stored messages");
     }

@@ -7,11 +7,13 @@
 //! when kefu stops, so a restart resends what was not accepted and nothing that was. While no
 //! SMTP server is set, rows wait; those older than `give_up_after` are marked failed.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use redb::ReadableTable;
 use tokio::task::JoinSet;
@@ -162,14 +164,24 @@ fn message(smtp: &SmtpSettings, email: &Email) -> Result<Message, String> {
         .map_err(|error| error.to_string())
 }
 
-fn transport(smtp: &SmtpSettings, timeout: Duration) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
-    let builder = match smtp.security {
-        Security::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host),
-        Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host),
-        Security::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)),
-    }
-    .map_err(|error| error.to_string())?;
-    let mut builder = builder.port(smtp.port).timeout(Some(timeout));
+/// A transport to one address of the server; TLS still verifies the certificate for the server's
+/// name. kefu resolves the name itself (pure Rust), because lettre would ask the C library, which
+/// a static binary cannot do reliably.
+fn transport(
+    smtp: &SmtpSettings,
+    address: IpAddr,
+    timeout: Duration,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let parameters = || TlsParameters::new(smtp.host.clone()).map_err(|error| error.to_string());
+    let tls = match smtp.security {
+        Security::Starttls => Tls::Required(parameters()?),
+        Security::Tls => Tls::Wrapper(parameters()?),
+        Security::None => Tls::None,
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(address.to_string())
+        .port(smtp.port)
+        .tls(tls)
+        .timeout(Some(timeout));
     if !smtp.username.is_empty() {
         builder = builder.credentials(Credentials::new(smtp.username.clone(), smtp.password.clone()));
     }
@@ -178,11 +190,16 @@ fn transport(smtp: &SmtpSettings, timeout: Duration) -> Result<AsyncSmtpTranspor
 
 async fn send(smtp: &SmtpSettings, email: &Email, timeout: Duration) -> Result<(), String> {
     let message = message(smtp, email)?;
-    let transport = transport(smtp, timeout)?;
     // lettre's own timeout covers each command; this one bounds the whole conversation.
-    match tokio::time::timeout(timeout, transport.send(message)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(describe(&error)),
+    let attempt = async {
+        let addresses =
+            crate::base::outbound::resolve(&smtp.host).await.map_err(|error| format!("{}: {error}", smtp.host))?;
+        let address = *addresses.first().ok_or_else(|| format!("{}: the name has no address", smtp.host))?;
+        let transport = transport(smtp, address, timeout)?;
+        transport.send(message).await.map(|_| ()).map_err(|error| describe(&error))
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
         Err(_) => Err(format!("the SMTP server did not finish within {} s", timeout.as_secs())),
     }
 }

@@ -141,6 +141,20 @@ fn storage_measures_history_search_export_and_reports() {
 }
 
 #[test]
+fn storage_without_daily_figures_counts_them_after_the_fill_and_the_reports_agree() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("data");
+    let dir = dir.to_str().unwrap();
+    let args = ["storage", "--dir", dir, "--messages", "300", "--days", "2", "--samples", "5"];
+    let out = succeeds(&[&args[..], &["--without-daily-figures"]].concat());
+    // The bench stops with an error when the figures disagree with the raw data.
+    for line in ["daily_figures=counted after the fill", "fill: 300 messages", "daily figures counted after the fill"] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    assert!(out.contains("report (3 days, all sites, from daily figures): conversations=5"), "{out}");
+}
+
+#[test]
 fn storage_refuses_conversations_without_messages_and_writes_nothing() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("data");

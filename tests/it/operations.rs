@@ -591,6 +591,133 @@ async fn install_sh_is_safe_to_run_twice() {
     assert_eq!(loaded.unwrap().data_dir, Path::new("/var/lib/kefu"));
 }
 
+/// Runs a shell script with `args`; returns (success, stdout and stderr together).
+fn run_script(script: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let output = std::process::Command::new("sh").arg(script).args(args).envs(env.iter().copied()).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// Every file under `root`, relative to it, in order.
+fn files_under(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn a_release_tarball_installs_after_its_sums_are_checked_and_a_damaged_one_changes_nothing() {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    let dist = work.path().join("dist");
+    let (made, log) = run_script(
+        &repository.join("packaging/release.sh"),
+        &["--out", dist.to_str().unwrap()],
+        &[("KEFU_BINARY", env!("CARGO_BIN_EXE_kefu"))],
+    );
+    assert!(made, "release.sh: {log}");
+    let version = env!("CARGO_PKG_VERSION");
+    let name = format!("kefu-{version}-x86_64-linux");
+    let tarball = dist.join(format!("{name}.tar.gz"));
+    let sum_file = std::fs::read_to_string(dist.join(format!("{name}.tar.gz.sha256"))).unwrap();
+    let tarball_bytes = std::fs::read(&tarball).unwrap();
+    let tarball_sum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&tarball_bytes));
+    assert_eq!(sum_file, format!("{tarball_sum}  {name}.tar.gz\n"));
+
+    // Unpacked, the folder holds the release and its sums.
+    let unpacked = work.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    let status = std::process::Command::new("tar")
+        .args(["-xzf", tarball.to_str().unwrap(), "-C", unpacked.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let folder = unpacked.join(&name);
+    assert_eq!(
+        files_under(&folder),
+        ["README.md", "SHA256SUMS", "install.sh", "kefu", "kefu.service", "kefu.toml"].map(String::from)
+    );
+    let sums = std::fs::read_to_string(folder.join("SHA256SUMS")).unwrap();
+    for file in ["README.md", "install.sh", "kefu", "kefu.service", "kefu.toml"] {
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(folder.join(file)).unwrap()));
+        assert!(sums.contains(&format!("{digest}  {file}\n")), "{file} in SHA256SUMS: {sums}");
+    }
+
+    // `./install.sh` from the unpacked folder installs the binary beside it.
+    let root = work.path().join("root");
+    let (installed, log) = run_script(&folder.join("install.sh"), &["", root.to_str().unwrap()], &[]);
+    assert!(installed, "install.sh: {log}");
+    assert_eq!(files_under(&root), ["etc/kefu/kefu.toml", "etc/systemd/system/kefu.service", "usr/local/bin/kefu"]);
+    let binary = std::fs::read(root.join("usr/local/bin/kefu")).unwrap();
+    assert!(binary == std::fs::read(env!("CARGO_BIN_EXE_kefu")).unwrap(), "the installed binary is the packaged one");
+    let version_output = std::process::Command::new(root.join("usr/local/bin/kefu")).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version_output.stdout).contains(version));
+
+    // `install.sh TARBALL ROOT` unpacks, checks and installs; run again, it keeps the config.
+    let second_root = work.path().join("second-root");
+    for _ in 0..2 {
+        let (installed, log) = run_script(
+            &repository.join("packaging/install.sh"),
+            &[tarball.to_str().unwrap(), second_root.to_str().unwrap()],
+            &[],
+        );
+        assert!(installed, "install.sh with the tarball: {log}");
+    }
+    assert!(second_root.join("etc/kefu/kefu.toml.example").exists());
+    assert!(std::fs::read(second_root.join("usr/local/bin/kefu")).unwrap() == binary);
+
+    // A changed binary in the unpacked folder is refused, and nothing is installed.
+    let mut altered = binary.clone();
+    let middle = altered.len() / 2;
+    altered[middle] ^= 0xff;
+    std::fs::write(folder.join("kefu"), &altered).unwrap();
+    let refused_root = work.path().join("refused");
+    let (installed, log) = run_script(&folder.join("install.sh"), &["", refused_root.to_str().unwrap()], &[]);
+    assert!(!installed);
+    assert!(log.contains("does not match SHA256SUMS") && log.contains("nothing was installed"), "{log}");
+    assert!(!refused_root.exists());
+
+    // A damaged tarball is refused by its .sha256 beside it, without one by gzip, and an
+    // earlier installation stays as it was.
+    let before = files_under(&second_root);
+    let damaged = work.path().join("damaged");
+    std::fs::create_dir(&damaged).unwrap();
+    let damaged_tarball = damaged.join(format!("{name}.tar.gz"));
+    let mut bytes = tarball_bytes.clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&damaged_tarball, &bytes).unwrap();
+    std::fs::write(damaged.join(format!("{name}.tar.gz.sha256")), &sum_file).unwrap();
+    let (installed, log) = run_script(
+        &repository.join("packaging/install.sh"),
+        &[damaged_tarball.to_str().unwrap(), second_root.to_str().unwrap()],
+        &[],
+    );
+    assert!(!installed);
+    assert!(log.contains("does not match") && log.contains(".sha256"), "{log}");
+    std::fs::remove_file(damaged.join(format!("{name}.tar.gz.sha256"))).unwrap();
+    let (installed, log) = run_script(
+        &repository.join("packaging/install.sh"),
+        &[damaged_tarball.to_str().unwrap(), second_root.to_str().unwrap()],
+        &[],
+    );
+    assert!(!installed);
+    assert!(log.contains("nothing was installed"), "{log}");
+    assert_eq!(files_under(&second_root), before);
+    assert!(std::fs::read(second_root.join("usr/local/bin/kefu")).unwrap() == binary);
+}
+
 /// The next notification on `socket`, within the frame timeout, without the newline that ends
 /// its last line.
 async fn next_notification(socket: &tokio::net::UnixDatagram) -> String {

@@ -8,7 +8,9 @@
 //!
 //! With `tls` configured every connection first makes a TLS handshake (within the header-read
 //! timeout), in its own task so a slow handshake never holds the accept loop; requests on it
-//! carry [`ServedOverTls`].
+//! carry [`ServedOverTls`]. A TLS client that negotiates `h2` (ALPN) is served HTTP/2, any other
+//! HTTP/1.1; WebSockets stay on HTTP/1.1 (kefu does not offer RFC 8441's extended CONNECT, so
+//! browsers open their WebSockets on an HTTP/1.1 connection). Plain connections are HTTP/1.1.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -42,6 +44,9 @@ const ACCEPT_BACKOFF_MOST: Duration = Duration::from_secs(1);
 
 /// How long shutdown waits for HTTP requests in progress to finish.
 const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How often an idle HTTP/2 connection is pinged, and how long the answer may take.
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// The answer to a connection over its address's cap, written before closing it.
 const TOO_MANY_CONNECTIONS_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
@@ -87,10 +92,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let counts = Arc::new(HttpConnectionCounts::new(&settings));
-    // HTTP/1.1 only, as before (axum's http2 feature is off): browsers speak HTTP/2 only over
-    // TLS, which a proxy in front terminates, and proxies reach their upstream over HTTP/1.1.
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
+    let builder = Builders::new(settings.header_read_timeout);
     let connections = TaskTracker::new();
     let mut backoff: Option<Duration> = None;
     loop {
@@ -144,7 +146,7 @@ pub async fn serve(
             // Dropped when the connection ends or hands its socket to a WebSocket.
             let _slot = slot;
             let Some(tls) = tls else {
-                serve_until_done(&builder, stream, router, peer, false, header_read_timeout, shutdown).await;
+                serve_until_done(&builder, stream, router, peer, None, header_read_timeout, shutdown).await;
                 return;
             };
             let stream = match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
@@ -155,11 +157,13 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            // An ACME validation only needs the handshake, which proved control of the name.
-            if stream.get_ref().1.alpn_protocol() == Some(crate::net::tls::ACME_TLS_ALPN) {
-                return;
-            }
-            serve_until_done(&builder, stream, router, peer, true, header_read_timeout, shutdown).await;
+            let protocol = match stream.get_ref().1.alpn_protocol() {
+                // An ACME validation only needs the handshake, which proved control of the name.
+                Some(crate::net::tls::ACME_TLS_ALPN) => return,
+                Some(crate::net::tls::HTTP2_ALPN) => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            serve_until_done(&builder, stream, router, peer, Some(protocol), header_read_timeout, shutdown).await;
         });
     }
     drop(listener);
@@ -169,15 +173,41 @@ pub async fn serve(
     }
 }
 
+/// The HTTP version a TLS connection negotiated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// hyper's connection builders, set up once for the accept loop.
+#[derive(Clone)]
+struct Builders {
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(header_read_timeout: Duration) -> Builders {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        // Pings find dead peers, which HTTP/2 multiplexes many requests over.
+        http2.timer(TokioTimer::new()).keep_alive_interval(Some(HTTP2_KEEP_ALIVE)).keep_alive_timeout(HTTP2_KEEP_ALIVE);
+        Builders { http1, http2 }
+    }
+}
+
 /// Serves one connection until it ends, is upgraded, or is closed at shutdown (after the request
-/// in progress, if any). hyper's header-read timeout covers every request head; this also
-/// closes a connection that has sent no request within that time and is not reading one.
+/// in progress, if any). `over_tls` is the protocol TLS negotiated, `None` for plain HTTP/1.1.
+/// hyper's header-read timeout covers every HTTP/1.1 request head; this also closes a connection
+/// that has sent no request within that time and is not reading one.
 async fn serve_until_done<I>(
-    builder: &hyper::server::conn::http1::Builder,
+    builders: &Builders,
     stream: I,
     router: axum::Router,
     peer: std::net::SocketAddr,
-    over_tls: bool,
+    over_tls: Option<Protocol>,
     header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) where
@@ -188,33 +218,57 @@ async fn serve_until_done<I>(
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
         request.extensions_mut().insert(ConnectInfo(peer));
-        if over_tls {
+        if over_tls.is_some() {
             request.extensions_mut().insert(ServedOverTls);
         }
         router.clone().oneshot(request.map(axum::body::Body::new))
     });
-    let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-    tokio::pin!(connection);
-    let deadline = tokio::time::sleep(header_read_timeout);
-    tokio::pin!(deadline);
-    let (mut deadline_passed, mut shutting_down) = (false, false);
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::trace!(%error, "an HTTP connection ended with an error");
-                }
-                return;
-            }
-            _ = &mut deadline, if !deadline_passed => {
-                deadline_passed = true;
-                if !first_request.load(Ordering::Relaxed) {
+    let io = TokioIo::new(stream);
+    let watch = Watch { first_request, header_read_timeout, shutdown };
+    if over_tls == Some(Protocol::Http2) {
+        let connection = builders.http2.serve_connection(io, service);
+        tokio::pin!(connection);
+        watch.drive(connection, |connection| connection.graceful_shutdown()).await;
+    } else {
+        let connection = builders.http1.serve_connection(io, service).with_upgrades();
+        tokio::pin!(connection);
+        watch.drive(connection, |connection| connection.graceful_shutdown()).await;
+    }
+}
+
+/// What a connection is watched for besides its own end: no first request in time, shutdown.
+struct Watch {
+    first_request: Arc<AtomicBool>,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+}
+
+impl Watch {
+    async fn drive<C>(self, mut connection: std::pin::Pin<&mut C>, graceful_shutdown: fn(std::pin::Pin<&mut C>))
+    where
+        C: std::future::Future<Output = Result<(), hyper::Error>>,
+    {
+        let deadline = tokio::time::sleep(self.header_read_timeout);
+        tokio::pin!(deadline);
+        let (mut deadline_passed, mut shutting_down) = (false, false);
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::trace!(%error, "an HTTP connection ended with an error");
+                    }
                     return;
                 }
-            }
-            _ = shutdown.cancelled(), if !shutting_down => {
-                shutting_down = true;
-                connection.as_mut().graceful_shutdown();
+                _ = &mut deadline, if !deadline_passed => {
+                    deadline_passed = true;
+                    if !self.first_request.load(Ordering::Relaxed) {
+                        return;
+                    }
+                }
+                _ = self.shutdown.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                    graceful_shutdown(connection.as_mut());
+                }
             }
         }
     }

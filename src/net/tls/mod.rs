@@ -5,9 +5,10 @@
 //! open ones keep the session they made. The certificate comes from files (`tls.cert`,
 //! `tls.key`), read again on SIGHUP, or from ACME ([`acme`]), which also puts its TLS-ALPN-01
 //! challenge certificates here. A file that fails to load on reload keeps the old certificate
-//! and logs why.
+//! and logs why. [`redirect`] is the optional plain-HTTP listener that sends browsers to HTTPS.
 
 pub mod acme;
+pub mod redirect;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -126,14 +127,17 @@ pub fn open(config: &TlsConfig, data_dir: &Path) -> anyhow::Result<Option<Arc<Ce
     Ok(Some(certificates))
 }
 
-/// The rustls configuration of the HTTP port: HTTP/1.1 (kefu's HTTP server speaks no HTTP/2)
-/// and, for ACME, the TLS-ALPN-01 protocol.
+/// The ALPN protocol of HTTP/2 over TLS (RFC 9113).
+pub const HTTP2_ALPN: &[u8] = b"h2";
+
+/// The rustls configuration of the HTTP port: HTTP/2 and HTTP/1.1, in the server's order of
+/// preference, and, for ACME, the TLS-ALPN-01 protocol.
 pub fn http_server_config(certificates: Arc<Certificates>) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(certificates);
-    config.alpn_protocols = vec![b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    config.alpn_protocols = vec![HTTP2_ALPN.to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Ok(config)
 }
 
