@@ -18,6 +18,7 @@ pub mod vapid;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -63,11 +64,13 @@ pub struct PushSettings {
     pub subject: String,
 }
 
-/// What the HTTP API needs: the public key and the endpoint rule.
+/// What the HTTP API needs: the public key, the endpoint rule, and the note that a subscription
+/// exists.
 #[derive(Clone)]
 pub struct Push {
     key: VapidKey,
     allow_loopback_endpoints: bool,
+    subscribed: Arc<AtomicBool>,
 }
 
 impl Push {
@@ -79,11 +82,21 @@ impl Push {
     pub fn allow_loopback_endpoints(&self) -> bool {
         self.allow_loopback_endpoints
     }
+
+    /// Called before a subscription is stored: from then on committed events are turned into
+    /// notices (until then nobody could be pushed to, so the worker reads nothing for them).
+    fn note_subscribing(&self) {
+        self.subscribed.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The dispatcher's side of the queue.
 pub struct PushInbox {
     queue: mpsc::Sender<Notice>,
+    /// Whether any subscription may exist: false only while none was stored at start or since.
+    /// It is never set back to false, so a notice is dropped only when nobody could receive it;
+    /// without it, the worker would read storage twice for every visitor message.
+    subscribed: Arc<AtomicBool>,
 }
 
 /// What happened, as far as notifications care.
@@ -111,6 +124,9 @@ fn from_offline_form(record: &crate::chat::messages::MessageRecord) -> bool {
 impl PushInbox {
     /// Queues what notifications act on in a committed event, without waiting.
     pub fn observe(&self, event: &CommittedEvent) {
+        if !self.subscribed.load(Ordering::Relaxed) {
+            return;
+        }
         let notice = match event {
             CommittedEvent::Message { conversation_id, site, record, bot_active: false, .. }
                 if record.sender_kind == SenderKind::Visitor && !record.internal && !from_offline_form(record) =>
@@ -154,10 +170,15 @@ pub async fn start(
     tasks: &TaskTracker,
 ) -> Result<(Push, PushInbox), StorageError> {
     let key = vapid::load_or_create(&store).await?;
+    let subscribed = Arc::new(AtomicBool::new(subscriptions::any(&store).await?));
     let (queue, notices) = mpsc::channel(NOTICE_QUEUE_CAPACITY);
-    let push = Push { key: key.clone(), allow_loopback_endpoints: settings.allow_loopback_endpoints };
+    let push = Push {
+        key: key.clone(),
+        allow_loopback_endpoints: settings.allow_loopback_endpoints,
+        subscribed: subscribed.clone(),
+    };
     tasks.spawn(run(Sender { store, hub, key, settings: Arc::new(settings) }, notices, shutdown));
-    Ok((push, PushInbox { queue }))
+    Ok((push, PushInbox { queue, subscribed }))
 }
 
 /// Everything a push needs, shared by the planner and the sends.

@@ -144,13 +144,15 @@ fn key_of(agent_id: u64, endpoint: &str) -> (u64, u64) {
 /// language) and, past [`MAX_SUBSCRIPTIONS_PER_AGENT`], the agent's oldest.
 pub async fn save(
     store: &Store,
+    push: &super::Push,
     agent_id: u64,
     new: NewSubscription,
-    allow_loopback: bool,
 ) -> Result<Subscription, SubscriptionError> {
-    check_endpoint(&new.endpoint, allow_loopback)?;
+    check_endpoint(&new.endpoint, push.allow_loopback_endpoints())?;
     decode_public_key(&new.keys.p256dh)?;
     decode_auth_secret(&new.keys.auth)?;
+    // Before the write: a notice committed while it is under way is kept, not dropped.
+    push.note_subscribing();
     store
         .write(move |context| {
             let subscription = Subscription {
@@ -190,6 +192,11 @@ pub async fn remove(store: &Store, agent_id: u64, endpoint: String) -> Result<()
             Ok(if removed { Ok(()) } else { Err(SubscriptionError::NotFound) })
         })
         .await
+}
+
+/// Whether any agent has a subscription.
+pub async fn any(store: &Store) -> Result<bool, StorageError> {
+    store.read(|transaction| Ok(transaction.open_table(tables::PUSH_SUBSCRIPTIONS)?.first()?.is_some())).await
 }
 
 /// The agent's subscriptions, oldest first.

@@ -282,6 +282,28 @@ async fn agents_with_a_closed_console_are_told_in_their_language() {
 }
 
 #[tokio::test]
+async fn a_subscription_stored_before_a_restart_is_pushed_to_after_it() {
+    // Until a subscription exists the server turns no event into a notice (it would read storage
+    // for every visitor message); at start it learns from storage that one exists.
+    let mut server = start().await;
+    let mut push = push_service().await;
+    let site = server.create_site("Shop").await;
+    server.create_agent("ann@shop.example", &site, 5).await;
+    let ann = server.login("ann@shop.example").await;
+    let browser = Browser::new("ann");
+    let body = Some(browser.subscription(&push, "en"));
+    call_expecting(&server, "POST", "/api/v1/push/subscriptions", &ann, body, 201).await;
+    server.restart().await;
+
+    let (_, visitor_token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &visitor_token).await;
+    visitor.say(None, "v-1", "after the restart").await;
+    let (name, _, encrypted) = push.next().await;
+    assert_eq!(name, "ann");
+    assert!(browser.decrypt(&encrypted)["body"].as_str().unwrap().ends_with("after the restart"));
+}
+
+#[tokio::test]
 async fn failures_are_retried_and_a_gone_subscription_is_removed() {
     let server = start().await;
     let mut push = push_service().await;

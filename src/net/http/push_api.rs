@@ -68,7 +68,7 @@ pub async fn subscribe(
     Json(request): Json<NewSubscription>,
 ) -> Result<(StatusCode, axum::Json<SubscriptionView>), ApiError> {
     let agent = agent_only(principal)?;
-    let saved = subscriptions::save(&app.store, agent.id, request, app.push.allow_loopback_endpoints()).await?;
+    let saved = subscriptions::save(&app.store, &app.push, agent.id, request).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(SubscriptionView {
