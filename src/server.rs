@@ -206,7 +206,7 @@ pub async fn start(
         }
     }
     let email_runtime = crate::email::notifications::EmailRuntime {
-        public_url: public_base(&app.config, local_addr),
+        public_url: app.config.public_url_at(local_addr),
         reply_delay_millis: Duration::from_secs(app.config.email.reply_delay_secs).as_millis() as i64,
     };
     crate::email::notifications::remember_runtime(&store, email_runtime)
@@ -341,7 +341,7 @@ async fn bootstrap(store: &Store, config: &Config, local_addr: SocketAddr) -> an
             },
         )
         .await?;
-        let base = public_base(config, local_addr);
+        let base = config.public_url_at(local_addr);
         println!("first start: an admin account was created");
         println!("  email:    {email}");
         println!("  password: {password}");
@@ -352,15 +352,6 @@ async fn bootstrap(store: &Store, config: &Config, local_addr: SocketAddr) -> an
         }
     }
     Ok(())
-}
-
-/// The URL people reach kefu at: `public_url`, else the address it listens on.
-fn public_base(config: &Config, local_addr: SocketAddr) -> String {
-    match &config.public_url {
-        Some(_) => config.public_url(),
-        None if config.http.ip().is_unspecified() => format!("http://localhost:{}", local_addr.port()),
-        None => format!("http://{local_addr}"),
-    }
 }
 
 /// Resolves when the process gets SIGTERM or ctrl-c.

@@ -782,12 +782,22 @@ impl Config {
 
     /// The base URL printed in links.
     pub fn public_url(&self) -> String {
+        self.public_url_at(self.http)
+    }
+
+    /// The base URL printed in links, for a server bound at `bound` (its real port when the
+    /// configured one is 0): `public_url`, else the address itself, `localhost` for an
+    /// unspecified one.
+    pub fn public_url_at(&self, bound: SocketAddr) -> String {
         if let Some(url) = &self.public_url {
             return url.trim_end_matches('/').to_owned();
         }
-        let host = if self.http.ip().is_unspecified() { "localhost".to_owned() } else { self.http.ip().to_string() };
         let scheme = if self.tls.enabled() { "https" } else { "http" };
-        format!("{scheme}://{host}:{}", self.http.port())
+        if bound.ip().is_unspecified() {
+            format!("{scheme}://localhost:{}", bound.port())
+        } else {
+            format!("{scheme}://{bound}")
+        }
     }
 }
 

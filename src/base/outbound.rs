@@ -208,9 +208,36 @@ pub fn client(timeout: Duration, allow_private: bool) -> Result<reqwest::Client,
         .map_err(|error| error.to_string())
 }
 
+/// The longest wait between two attempts of a retried outbound call.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// The wait before attempt `attempts + 1` of a retried outbound call (webhooks, email, push):
+/// exponential, capped, with ±50 % jitter.
+pub fn backoff(base: Duration, attempts: u32) -> Duration {
+    let exponential = base.saturating_mul(1u32 << attempts.saturating_sub(1).min(20)).min(MAX_BACKOFF);
+    exponential.mul_f64(rand::random_range(0.5..1.5))
+}
+
+/// The innermost cause, which says why (a refused private address, a timeout, a refused connection).
+pub fn describe_error(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        let base = Duration::from_secs(5);
+        assert!(backoff(base, 1) <= Duration::from_millis(7500));
+        assert!(backoff(base, 4) >= Duration::from_secs(20));
+        assert!(backoff(base, 40) <= MAX_BACKOFF.mul_f64(1.5));
+    }
 
     #[test]
     fn private_ranges_are_recognised() {

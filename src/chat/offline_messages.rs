@@ -101,15 +101,9 @@ pub async fn leave(
                 created_at: context.now,
                 lang: new_message.lang.trim().chars().take(20).collect(),
             };
-            let mut visitor = crate::people::visitors::get_for_update(context, visitor_id)?.unwrap_or_default();
-            // The form's name and email fill a profile that has none, so agents see who wrote.
-            if visitor.id == visitor_id && (visitor.name.is_none() || visitor.email.is_none()) {
-                visitor.name = visitor.name.or_else(|| Some(message.name.clone()).filter(|name| !name.is_empty()));
-                visitor.email = visitor.email.or_else(|| Some(message.email.clone()));
-                crate::people::visitors::put(context, &visitor)?;
-            }
+            let visitor = crate::people::visitors::get_for_update(context, visitor_id)?;
             let sender_name = match message.name.is_empty() {
-                true => crate::people::visitors::display_name(&visitor),
+                true => crate::people::visitors::display_name(visitor.as_ref().unwrap_or(&Default::default())),
                 false => message.name.clone(),
             };
             let sender = SenderView { kind: SenderKind::Visitor, id: visitor_id, name: sender_name };
@@ -126,9 +120,9 @@ pub async fn leave(
                 .transaction
                 .open_table(tables::OFFLINE_MESSAGES)?
                 .insert(message.id, encode_json(&message).as_slice())?;
-            // The visitor is now a lead with an address: answers to them can go by email, in
-            // their language.
-            if let Some(mut visitor) = crate::people::visitors::get_for_update(context, visitor_id)? {
+            // The visitor is now a lead with an address: agents see who wrote, and answers to them
+            // can go by email, in their language.
+            if let Some(mut visitor) = visitor {
                 visitor.email = Some(message.email.clone());
                 if visitor.name.as_deref().is_none_or(str::is_empty) && !message.name.is_empty() {
                     visitor.name = Some(message.name.clone());

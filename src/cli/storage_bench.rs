@@ -153,12 +153,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         fill(&store, &site_key, stored, &args).await?;
         if args.without_daily_figures {
             let started = Instant::now();
-            store
-                .write(|context| {
-                    crate::history::daily_figures::rebuild(context, None)?;
-                    Ok(Ok::<(), crate::storage::StorageError>(()))
-                })
-                .await?;
+            crate::history::daily_figures::recount(&store).await?;
             println!("daily figures counted after the fill: time={:.2}s", started.elapsed().as_secs_f64());
         }
     } else {
@@ -289,12 +284,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("report (366 days, all sites, from daily figures): time={:.3}s", started.elapsed().as_secs_f64());
     // Recounting everything, as the one-time backfill does.
     let started = Instant::now();
-    store
-        .write(|context| {
-            crate::history::daily_figures::rebuild(context, None)?;
-            Ok(Ok::<(), crate::storage::StorageError>(()))
-        })
-        .await?;
+    crate::history::daily_figures::recount(&store).await?;
     println!("daily figures counted again from raw data: time={:.2}s", started.elapsed().as_secs_f64());
     search.shutdown().await;
     store.shutdown().await;

@@ -154,7 +154,6 @@ pub fn plausible_address(address: &str) -> bool {
             .is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !host.contains('@'))
 }
 
-/// Writes `email` to the outbox inside a writer operation, due at `due_at`; returns its id.
 /// Deletes every email to `address` or that names it (an offline-message notice carries the
 /// visitor's address), sent or not: the erasure of one visitor's data. Returns how many.
 pub fn erase_about(context: &mut WriteContext<'_>, address: &str) -> Result<u64, StorageError> {
@@ -183,6 +182,7 @@ pub fn erase_about(context: &mut WriteContext<'_>, address: &str) -> Result<u64,
     Ok(erased.len() as u64)
 }
 
+/// Writes `email` to the outbox inside a writer operation, due at `due_at`; returns its id.
 pub fn queue(context: &mut WriteContext<'_>, email: OutgoingEmail, due_at: i64) -> Result<u64, StorageError> {
     let id = context.next_id(Counter::Email);
     let row = Email {

@@ -298,7 +298,7 @@ async fn record_outcome(
                 Outcome::Failed { error, is_final } => {
                     email.attempts += 1;
                     email.last_error = Some(error);
-                    let next = now + crate::webhooks::sender::backoff(retry_base, email.attempts).as_millis() as i64;
+                    let next = now + crate::base::outbound::backoff(retry_base, email.attempts).as_millis() as i64;
                     if is_final || next - email.created_at > give_up_after {
                         email.status = EmailStatus::Failed;
                         email.next_attempt_at = None;

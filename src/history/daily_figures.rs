@@ -490,6 +490,16 @@ pub fn rebuild(context: &mut WriteContext<'_>, site: Option<&str>) -> Result<(),
     Ok(())
 }
 
+/// Counts every site's figures again from the raw data, in one write.
+pub async fn recount(store: &Store) -> Result<(), StorageError> {
+    store
+        .write(|context| {
+            rebuild(context, None)?;
+            Ok(Ok::<(), StorageError>(()))
+        })
+        .await
+}
+
 /// Counts every figure from the raw data once, the first time a server of this version opens the
 /// database (an older one kept no figures); later changes keep them up to date.
 pub async fn migrate(store: &Store) -> Result<(), StorageError> {

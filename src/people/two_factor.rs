@@ -175,11 +175,6 @@ fn read_record(table: &impl ReadableTable<u64, &'static [u8]>, agent_id: u64) ->
     Ok(table.get(agent_id)?.map(|value| decode_json(value.value())).transpose()?.unwrap_or_default())
 }
 
-/// The agent's record, as stored.
-pub fn get(transaction: &ReadTransaction, agent_id: u64) -> Result<TwoFactorRecord, StorageError> {
-    read_record(&transaction.open_table(tables::AGENT_TWO_FACTOR)?, agent_id)
-}
-
 /// Whether every agent must log in with a second factor.
 pub fn required(transaction: &ReadTransaction) -> Result<bool, StorageError> {
     Ok(crate::storage::read_meta(transaction, REQUIRED_KEY)?.unwrap_or(0) == 1)

@@ -453,7 +453,7 @@ async fn deliver(
             }
             Attempt::Retry(error) => {
                 tracing::info!(%error, agent_id, attempt, "push failed; retrying");
-                let wait = crate::webhooks::sender::backoff(sender.settings.retry_base, attempt);
+                let wait = crate::base::outbound::backoff(sender.settings.retry_base, attempt);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(wait) => {}
@@ -507,7 +507,7 @@ async fn send_once(
                 _ => Attempt::Failed(format!("the push service answered {status}")),
             }
         }
-        Err(error) => Attempt::Retry(crate::webhooks::sender::describe_error(&error)),
+        Err(error) => Attempt::Retry(crate::base::outbound::describe_error(&error)),
     }
 }
 

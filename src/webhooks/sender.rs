@@ -17,13 +17,11 @@ use tracing::Instrument;
 
 use super::{Delivery, DeliveryStatus, Webhook};
 use crate::storage::outbox::{self, Outbox};
+use crate::base::outbound::{backoff, describe_error};
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 /// Deliveries posted at once.
 const MAX_IN_FLIGHT: usize = 8;
-
-/// The longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// How the sender behaves; `config.webhooks` in production, shorter in tests.
 #[derive(Clone, Debug)]
@@ -147,15 +145,6 @@ async fn post(client: &reqwest::Client, webhook: &Webhook, delivery: &Delivery) 
     }
 }
 
-/// The innermost cause, which says why (a refused private address, a timeout, a refused connection).
-pub fn describe_error(error: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
-}
-
 /// Moves a delivery's due time; `None` takes it out of the due index.
 async fn reschedule(store: &Store, id: u64, from: Option<i64>, to: Option<i64>) -> Result<(), StorageError> {
     store
@@ -222,12 +211,6 @@ async fn record_outcome(
         .await
 }
 
-/// The wait before attempt `attempts + 1`: exponential, capped, with ±50 % jitter.
-pub fn backoff(base: Duration, attempts: u32) -> Duration {
-    let exponential = base.saturating_mul(1u32 << attempts.saturating_sub(1).min(20)).min(MAX_BACKOFF);
-    exponential.mul_f64(rand::random_range(0.5..1.5))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,13 +224,5 @@ mod tests {
             signature(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, payload),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
-    }
-
-    #[test]
-    fn backoff_grows_and_stays_bounded() {
-        let base = Duration::from_secs(5);
-        assert!(backoff(base, 1) <= Duration::from_millis(7500));
-        assert!(backoff(base, 4) >= Duration::from_secs(20));
-        assert!(backoff(base, 40) <= MAX_BACKOFF.mul_f64(1.5));
     }
 }

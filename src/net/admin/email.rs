@@ -203,10 +203,7 @@ pub async fn send_test(State(app): State<AppState>, headers: HeaderMap, post: Ad
         let state = PageState { errors, test_to: Some(to), ..PageState::default() };
         return show(page(&app, &post.admin, lang, state).await, StatusCode::UNPROCESSABLE_ENTITY);
     }
-    let email_lang = match lang {
-        Lang::En => email::Lang::En,
-        Lang::Zh => email::Lang::Zh,
-    };
+    let email_lang = email::Lang::from(lang);
     let outgoing = OutgoingEmail {
         kind: EmailKind::Test,
         site: None,

@@ -210,10 +210,7 @@ pub async fn forgot_submit(
         page.error = page.t.reset_too_many.to_owned();
         return render(StatusCode::TOO_MANY_REQUESTS, &page);
     }
-    let email_lang = match lang {
-        Lang::En => crate::email::Lang::En,
-        Lang::Zh => crate::email::Lang::Zh,
-    };
+    let email_lang = crate::email::Lang::from(lang);
     let base = match crate::email::notifications::public_url(&app.store).await {
         Ok(base) => base,
         Err(error) => return super::internal_error(error),

@@ -19,6 +19,15 @@ pub enum Lang {
     Zh,
 }
 
+impl From<Lang> for crate::email::Lang {
+    fn from(lang: Lang) -> Self {
+        match lang {
+            Lang::En => crate::email::Lang::En,
+            Lang::Zh => crate::email::Lang::Zh,
+        }
+    }
+}
+
 impl Lang {
     /// A language code (`en`, `zh`, `zh-CN`), if it is one of these pages.
     pub fn parse(code: &str) -> Option<Lang> {

@@ -11,6 +11,7 @@ use axum::response::Response;
 
 use super::texts::{Lang, Texts};
 use super::{AdminPost, AdminUser, Layout, done, internal_error, not_found, render};
+use crate::base::clock::format_utc;
 use crate::net::AppState;
 use crate::sites::Site;
 use crate::webhooks::{self, Delivery, DeliveryStatus, EVENT_TYPES, NewWebhook, Webhook, WebhookError};
@@ -38,7 +39,7 @@ impl WebhookRow {
             events: webhook.events.clone(),
             allow_private: webhook.allow_private,
             secret_hint: format!("whsec_…{}", &secret[secret.len().saturating_sub(4)..]),
-            created_at: when(webhook.created_at),
+            created_at: format_utc(webhook.created_at),
         }
     }
 }
@@ -68,16 +69,9 @@ impl DeliveryRow {
             attempts: delivery.attempts,
             response: delivery.last_status.map(|status| status.to_string()).unwrap_or_default(),
             last_error: delivery.last_error.unwrap_or_default(),
-            created_at: when(delivery.created_at),
+            created_at: format_utc(delivery.created_at),
         }
     }
-}
-
-/// Unix milliseconds as `2026-01-31 14:05 UTC`.
-fn when(millis: i64) -> String {
-    jiff::Timestamp::from_millisecond(millis)
-        .map(|at| at.strftime("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default()
 }
 
 #[derive(Template)]
@@ -159,8 +153,9 @@ async fn list_page(
         })
         .await
         .map_err(internal_error)?;
-    let mut rows: Vec<WebhookRow> = found.iter().map(WebhookRow::new).collect();
-    rows.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+    let mut found = found;
+    found.sort_by_key(|webhook| webhook.created_at);
+    let rows: Vec<WebhookRow> = found.iter().map(WebhookRow::new).collect();
     Ok(WebhooksPage {
         layout: admin.layout("webhooks", notice),
         t: lang.texts(),
