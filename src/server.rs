@@ -402,98 +402,72 @@ pub fn writer_hooks_without_daily_figures(committed: Option<mpsc::Sender<Publish
     WriterHooks { before_commit, committed }
 }
 
-/// Runs retention, the sweep of unattached uploads and the cleanup of idle visitor budgets every
-/// [`RETENTION_INTERVAL`](crate::history::retention::RETENTION_INTERVAL) until the server shuts down.
-fn spawn_retention_schedule(app: &AppState) {
+/// Runs `work` every `period` until the server shuts down (the first run at once; a late tick
+/// waits for the previous run instead of bunching up).
+fn spawn_every<F>(app: &AppState, period: Duration, work: impl Fn(AppState) -> F + Send + 'static)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let app = app.clone();
     let shutdown = app.shutdown.clone();
     app.tasks.clone().spawn(async move {
-        let mut interval = tokio::time::interval(crate::history::retention::RETENTION_INTERVAL);
+        let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = interval.tick() => {
-                    if let Err(error) = crate::history::retention::run(&app.store, &app.search, false).await {
-                        tracing::error!(%error, "retention failed");
-                    }
-                    let grace = Duration::from_secs(app.config.limits.unattached_upload_grace_secs);
-                    if let Err(error) = crate::chat::uploads::sweep_unattached(&app.store, grace).await {
-                        tracing::error!(%error, "sweeping unattached uploads failed");
-                    }
-                    app.upload_quota.forget();
-                    app.visitor_limits.forget_idle();
-                }
+                _ = interval.tick() => work(app.clone()).await,
             }
         }
+    });
+}
+
+/// Runs retention, the sweep of unattached uploads and the cleanup of idle visitor budgets every
+/// [`RETENTION_INTERVAL`](crate::history::retention::RETENTION_INTERVAL).
+fn spawn_retention_schedule(app: &AppState) {
+    spawn_every(app, crate::history::retention::RETENTION_INTERVAL, |app| async move {
+        if let Err(error) = crate::history::retention::run(&app.store, &app.search, false).await {
+            tracing::error!(%error, "retention failed");
+        }
+        let grace = Duration::from_secs(app.config.limits.unattached_upload_grace_secs);
+        if let Err(error) = crate::chat::uploads::sweep_unattached(&app.store, grace).await {
+            tracing::error!(%error, "sweeping unattached uploads failed");
+        }
+        app.upload_quota.forget();
+        app.visitor_limits.forget_idle();
     });
 }
 
 /// Drops the events of `Subscribe` older than `grpc.event_retention_hours`, every
-/// [`RETENTION_INTERVAL`](crate::history::retention::RETENTION_INTERVAL), until the server shuts down.
+/// [`RETENTION_INTERVAL`](crate::history::retention::RETENTION_INTERVAL).
 fn spawn_event_pruning(app: &AppState) {
-    let app = app.clone();
-    let shutdown = app.shutdown.clone();
-    app.tasks.clone().spawn(async move {
-        let mut interval = tokio::time::interval(crate::history::retention::RETENTION_INTERVAL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let retention_ms =
-            i64::try_from(app.config.grpc.event_retention_hours.saturating_mul(3_600_000)).unwrap_or(i64::MAX);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = interval.tick() => {
-                    let cutoff = crate::base::clock::now_millis().saturating_sub(retention_ms);
-                    if let Err(error) = crate::webhooks::feed::prune(&app.store, cutoff).await {
-                        tracing::error!(%error, "pruning the events of Subscribe failed");
-                    }
-                }
-            }
+    let retention_ms =
+        i64::try_from(app.config.grpc.event_retention_hours.saturating_mul(3_600_000)).unwrap_or(i64::MAX);
+    spawn_every(app, crate::history::retention::RETENTION_INTERVAL, move |app| async move {
+        let cutoff = crate::base::clock::now_millis().saturating_sub(retention_ms);
+        if let Err(error) = crate::webhooks::feed::prune(&app.store, cutoff).await {
+            tracing::error!(%error, "pruning the events of Subscribe failed");
         }
     });
 }
 
-/// Closes conversations only the bot took part in once idle past their site's
-/// `idle_close_minutes`, every [`SWEEP_INTERVAL`](crate::bot::lifecycle::SWEEP_INTERVAL), until the
-/// server shuts down.
+/// Closes idle bot-only conversations every [`SWEEP_INTERVAL`](crate::bot::lifecycle::SWEEP_INTERVAL).
 fn spawn_bot_idle_close(app: &AppState) {
-    let app = app.clone();
-    let shutdown = app.shutdown.clone();
-    app.tasks.clone().spawn(async move {
-        let mut interval = tokio::time::interval(crate::bot::lifecycle::SWEEP_INTERVAL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = interval.tick() => {
-                    let now = crate::base::clock::now_millis();
-                    if let Err(error) = crate::bot::lifecycle::close_idle(&app.store, &app.bot, now).await {
-                        tracing::error!(%error, "closing idle bot conversations failed");
-                    }
-                }
-            }
+    spawn_every(app, crate::bot::lifecycle::SWEEP_INTERVAL, |app| async move {
+        let now = crate::base::clock::now_millis();
+        if let Err(error) = crate::bot::lifecycle::close_idle(&app.store, &app.bot, now).await {
+            tracing::error!(%error, "closing idle bot conversations failed");
         }
     });
 }
 
 /// Emails agents about visitors who waited `email.missed_chat_after_secs` with no answer, every
-/// [`MISSED_CHAT_SWEEP`] until the server shuts down.
+/// [`MISSED_CHAT_SWEEP`].
 fn spawn_missed_chat_emails(app: &AppState) {
-    let app = app.clone();
-    let shutdown = app.shutdown.clone();
     let wait_millis = Duration::from_secs(app.config.email.missed_chat_after_secs).as_millis() as i64;
-    app.tasks.clone().spawn(async move {
-        let mut interval = tokio::time::interval(MISSED_CHAT_SWEEP);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = interval.tick() => {
-                    if let Err(error) = crate::email::notifications::email_missed_chats(&app.store, wait_millis).await {
-                        tracing::error!(%error, "emailing about missed chats failed");
-                    }
-                }
-            }
+    spawn_every(app, MISSED_CHAT_SWEEP, move |app| async move {
+        if let Err(error) = crate::email::notifications::email_missed_chats(&app.store, wait_millis).await {
+            tracing::error!(%error, "emailing about missed chats failed");
         }
     });
 }

@@ -204,7 +204,7 @@ pub fn queue(context: &mut WriteContext<'_>, email: OutgoingEmail, due_at: i64) 
         transcript_of: email.transcript_of,
     };
     context.transaction.open_table(tables::EMAILS)?.insert(id, encode_json(&row).as_slice())?;
-    context.transaction.open_table(tables::EMAIL_DUE)?.insert((due_at.max(0) as u64, id), ())?;
+    crate::storage::outbox::move_due(&mut context.transaction.open_table(tables::EMAIL_DUE)?, id, None, Some(due_at))?;
     Ok(id)
 }
 

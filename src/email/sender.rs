@@ -217,20 +217,8 @@ fn describe(error: &lettre::transport::smtp::Error) -> String {
 
 /// Moves an email's due time (claiming it for an attempt).
 async fn reschedule(store: &Store, id: u64, from: Option<i64>, to: i64) -> Result<(), StorageError> {
-    store
-        .write(move |context| {
-            let mut due = context.transaction.open_table(tables::EMAIL_DUE)?;
-            outbox::move_due(&mut due, id, from, Some(to))?;
-            drop(due);
-            let mut emails = context.transaction.open_table(tables::EMAILS)?;
-            let found = emails.get(id)?.map(|value| decode_json::<Email>(value.value())).transpose()?;
-            if let Some(mut email) = found {
-                email.next_attempt_at = Some(to);
-                emails.insert(id, encode_json(&email).as_slice())?;
-            }
-            Ok(Ok::<_, StorageError>(()))
-        })
-        .await
+    let tables = (tables::EMAIL_DUE, tables::EMAILS);
+    outbox::reschedule(store, tables, id, from, Some(to), |email: &mut Email, due| email.next_attempt_at = due).await
 }
 
 /// Marks an email failed when no server was set for longer than `give_up_after`.
@@ -281,7 +269,7 @@ async fn record_outcome(
                 return Ok(Ok(()));
             };
             let mut due = context.transaction.open_table(tables::EMAIL_DUE)?;
-            due.remove((claimed_until.max(0) as u64, id))?;
+            outbox::move_due(&mut due, id, Some(claimed_until), None)?;
             match outcome {
                 Outcome::Skipped(reason) => {
                     email.status = EmailStatus::Skipped;
@@ -304,7 +292,7 @@ async fn record_outcome(
                         email.next_attempt_at = None;
                     } else {
                         email.next_attempt_at = Some(next);
-                        due.insert((next.max(0) as u64, id), ())?;
+                        outbox::move_due(&mut due, id, None, Some(next))?;
                     }
                 }
             }

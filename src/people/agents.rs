@@ -608,6 +608,8 @@ pub async fn confirm_two_factor(
         .write(move |context| {
             let codes = match two_factor::confirm_in(context, agent_id, &code)? {
                 Ok(codes) => codes,
+                // A wrong code is a wrong guess, counted like one at login.
+                Err(TwoFactorError::WrongCode) => return Ok(Err(AgentError::WrongCode)),
                 Err(error) => return Ok(Err(error.into())),
             };
             let mut agents = context.transaction.open_table(tables::AGENTS)?;

@@ -9,12 +9,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use redb::{ReadTransaction, TableDefinition};
+use redb::{ReadTransaction, ReadableTable, TableDefinition};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::commit_log::LoggedTable;
-use super::{StorageError, Store};
+use super::{StorageError, Store, decode_json, encode_json};
 
 /// A due index: `(due time in milliseconds, row id)`, one entry per row waiting for an attempt.
 pub type DueIndex = TableDefinition<'static, (u64, u64), ()>;
@@ -122,4 +122,34 @@ pub fn move_due(
         due.insert((to.max(0) as u64, id), ())?;
     }
     Ok(())
+}
+
+/// A row table of an outbox: JSON records by id.
+pub type Rows = TableDefinition<'static, u64, &'static [u8]>;
+
+/// Moves row `id` of `rows` from due time `from` to `to` in `index`, and writes the new due time
+/// into the row with `set_due` (a row already gone only leaves the index).
+pub async fn reschedule<T>(
+    store: &Store,
+    (index, rows): (DueIndex, Rows),
+    id: u64,
+    from: Option<i64>,
+    to: Option<i64>,
+    set_due: fn(&mut T, Option<i64>),
+) -> Result<(), StorageError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + 'static,
+{
+    store
+        .write(move |context| {
+            move_due(&mut context.transaction.open_table(index)?, id, from, to)?;
+            let mut rows = context.transaction.open_table(rows)?;
+            let found = rows.get(id)?.map(|value| decode_json::<T>(value.value())).transpose()?;
+            if let Some(mut row) = found {
+                set_due(&mut row, to);
+                rows.insert(id, encode_json(&row).as_slice())?;
+            }
+            Ok(Ok::<_, StorageError>(()))
+        })
+        .await
 }

@@ -267,14 +267,11 @@ pub async fn resend(store: &Store, delivery_id: u64) -> Result<Delivery, Webhook
                 return Ok(Err(WebhookError::NotFound));
             };
             let mut due = context.transaction.open_table(tables::WEBHOOK_DUE)?;
-            if let Some(previous) = delivery.next_attempt_at {
-                due.remove((previous.max(0) as u64, delivery_id))?;
-            }
+            crate::storage::outbox::move_due(&mut due, delivery_id, delivery.next_attempt_at, Some(context.now))?;
             delivery.status = DeliveryStatus::Pending;
             delivery.created_at = context.now;
             delivery.next_attempt_at = Some(context.now);
             table.insert(delivery_id, encode_json(&delivery).as_slice())?;
-            due.insert((context.now.max(0) as u64, delivery_id), ())?;
             Ok(Ok(delivery))
         })
         .await
@@ -356,9 +353,7 @@ pub fn erase_deliveries_of(
     let mut due = context.transaction.open_table(tables::WEBHOOK_DUE)?;
     for (delivery_id, next_attempt_at) in &doomed {
         deliveries.remove(*delivery_id)?;
-        if let Some(at) = next_attempt_at {
-            due.remove(((*at).max(0) as u64, *delivery_id))?;
-        }
+        crate::storage::outbox::move_due(&mut due, *delivery_id, *next_attempt_at, None)?;
     }
     Ok(doomed.len() as u64)
 }
@@ -415,7 +410,7 @@ pub fn record_deliveries(context: &mut WriteContext<'_>) -> Result<(), StorageEr
             trace_id,
         };
         deliveries.insert(id, encode_json(&delivery).as_slice())?;
-        due.insert((now.max(0) as u64, id), ())?;
+        crate::storage::outbox::move_due(&mut due, id, None, Some(now))?;
     }
     Ok(())
 }

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Delivery, DeliveryStatus, Webhook};
-use crate::storage::outbox::{self, Outbox};
 use crate::base::outbound::{backoff, describe_error};
+use crate::storage::outbox::{self, Outbox};
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 /// Deliveries posted at once.
@@ -147,20 +147,8 @@ async fn post(client: &reqwest::Client, webhook: &Webhook, delivery: &Delivery) 
 
 /// Moves a delivery's due time; `None` takes it out of the due index.
 async fn reschedule(store: &Store, id: u64, from: Option<i64>, to: Option<i64>) -> Result<(), StorageError> {
-    store
-        .write(move |context| {
-            let mut due = context.transaction.open_table(tables::WEBHOOK_DUE)?;
-            outbox::move_due(&mut due, id, from, to)?;
-            drop(due);
-            let mut deliveries = context.transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
-            let found = deliveries.get(id)?.map(|value| decode_json::<Delivery>(value.value())).transpose()?;
-            if let Some(mut delivery) = found {
-                delivery.next_attempt_at = to;
-                deliveries.insert(id, encode_json(&delivery).as_slice())?;
-            }
-            Ok(Ok::<_, StorageError>(()))
-        })
-        .await
+    let tables = (tables::WEBHOOK_DUE, tables::WEBHOOK_DELIVERIES);
+    outbox::reschedule(store, tables, id, from, to, |delivery: &mut Delivery, due| delivery.next_attempt_at = due).await
 }
 
 async fn record_outcome(
@@ -181,7 +169,7 @@ async fn record_outcome(
                 return Ok(Ok(()));
             };
             let mut due = context.transaction.open_table(tables::WEBHOOK_DUE)?;
-            due.remove((claimed_until.max(0) as u64, id))?;
+            outbox::move_due(&mut due, id, Some(claimed_until), None)?;
             delivery.attempts += 1;
             match outcome {
                 Ok(status) => {
@@ -200,7 +188,7 @@ async fn record_outcome(
                         delivery.next_attempt_at = None;
                     } else {
                         delivery.next_attempt_at = Some(next);
-                        due.insert((next.max(0) as u64, id), ())?;
+                        outbox::move_due(&mut due, id, None, Some(next))?;
                     }
                 }
             }

@@ -111,12 +111,7 @@ pub async fn confirm_two_factor(
     session: OwnSession,
     Json(body): Json<CodeBody>,
 ) -> Result<axum::Json<RecoveryCodes>, ApiError> {
-    let confirm = async {
-        match agents::confirm_two_factor(&app.store, session.agent.id, session.digest, &body.code).await {
-            Err(AgentError::TwoFactor(TwoFactorError::WrongCode)) => Err(AgentError::WrongCode),
-            other => other,
-        }
-    };
+    let confirm = agents::confirm_two_factor(&app.store, session.agent.id, session.digest, &body.code);
     let recovery_codes = limited(&app, &session.agent.email, client.ip(), confirm).await?;
     audit::record(&app.store, &session.agent, "agent.two_factor_on", &session.agent.email, String::new()).await;
     Ok(axum::Json(RecoveryCodes { recovery_codes }))

@@ -133,21 +133,20 @@ pub const HTTP2_ALPN: &[u8] = b"h2";
 /// The rustls configuration of the HTTP port: HTTP/2 and HTTP/1.1, in the server's order of
 /// preference, and, for ACME, the TLS-ALPN-01 protocol.
 pub fn http_server_config(certificates: Arc<Certificates>) -> Result<rustls::ServerConfig, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(certificates);
-    config.alpn_protocols = vec![HTTP2_ALPN.to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
-    Ok(config)
+    server_config(certificates, &[HTTP2_ALPN, b"http/1.1", ACME_TLS_ALPN])
 }
 
 /// The rustls configuration of the gRPC port: the same certificates, HTTP/2 only.
 pub fn grpc_server_config(certificates: Arc<Certificates>) -> Result<rustls::ServerConfig, TlsError> {
+    server_config(certificates, &[HTTP2_ALPN])
+}
+
+fn server_config(certificates: Arc<Certificates>, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(certificates);
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(config)
 }
 
