@@ -323,6 +323,17 @@ pub fn visit_all(transaction: &ReadTransaction, mut visit: impl FnMut(Conversati
     Ok(())
 }
 
+/// Up to `limit` conversations with an id above `after` (all ids when `None`), by id: a chunked
+/// reader calls it again with the last id it got.
+pub fn scan(transaction: &ReadTransaction, after: Option<u64>, limit: usize) -> Result<Vec<Conversation>, StorageError> {
+    let table = transaction.open_table(tables::CONVERSATIONS)?;
+    let range = match after {
+        Some(id) => table.range((std::ops::Bound::Excluded(id), std::ops::Bound::Unbounded))?,
+        None => table.range::<u64>(..)?,
+    };
+    range.take(limit).map(|entry| decode_json(entry?.1.value())).collect()
+}
+
 /// Every conversation that is not closed.
 pub fn list_open(transaction: &ReadTransaction) -> Result<Vec<Conversation>, StorageError> {
     let open = transaction.open_table(tables::OPEN_CONVERSATIONS)?;

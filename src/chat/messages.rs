@@ -538,6 +538,59 @@ pub fn ack_location(bytes: &[u8]) -> Result<(u64, u32), StorageError> {
     Ok((ack.conversation_id, ack.day))
 }
 
+/// One `client_ids_v1` entry: a sender's client id and the acknowledgement its first send got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIdRecord {
+    pub sender_kind: u8,
+    pub sender_id: u64,
+    pub client_id: String,
+    pub conversation_id: u64,
+    pub seq: u64,
+    /// The day shard of the message.
+    pub day: u32,
+    pub created_at: i64,
+}
+
+impl ClientIdRecord {
+    /// Its key in `client_ids_v1`, which orders [`scan_client_ids`].
+    pub fn key(&self) -> (u8, u64, String) {
+        (self.sender_kind, self.sender_id, self.client_id.clone())
+    }
+}
+
+/// Up to `limit` entries of `client_ids_v1` after the key `after` (from the first when `None`),
+/// in key order: a chunked reader calls it again with the last key it got.
+pub fn scan_client_ids(
+    transaction: &ReadTransaction,
+    after: Option<&(u8, u64, String)>,
+    limit: usize,
+) -> Result<Vec<ClientIdRecord>, StorageError> {
+    let table = transaction.open_table(tables::CLIENT_IDS)?;
+    let range = match after {
+        Some((kind, sender, client_id)) => table.range::<(u8, u64, &str)>((
+            std::ops::Bound::Excluded((*kind, *sender, client_id.as_str())),
+            std::ops::Bound::Unbounded,
+        ))?,
+        None => table.range::<(u8, u64, &str)>(..)?,
+    };
+    let mut found = Vec::with_capacity(limit.min(4096));
+    for entry in range.take(limit) {
+        let (key, value) = entry?;
+        let (sender_kind, sender_id, client_id) = key.value();
+        let ack: AckRecord = decode_postcard(value.value())?;
+        found.push(ClientIdRecord {
+            sender_kind,
+            sender_id,
+            client_id: client_id.to_owned(),
+            conversation_id: ack.conversation_id,
+            seq: ack.seq,
+            day: ack.day,
+            created_at: ack.created_at,
+        });
+    }
+    Ok(found)
+}
+
 /// The days a conversation has messages in, read inside a writer operation, oldest first.
 fn days_in_writer(context: &WriteContext<'_>, conversation_id: u64) -> Result<Vec<u32>, StorageError> {
     let table = context.transaction.open_table(tables::CONVERSATION_DAYS)?;

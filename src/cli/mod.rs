@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod history;
+pub mod migrate_to_postgres;
 pub mod storage_bench;
 
 use std::path::PathBuf;
@@ -99,6 +100,10 @@ enum Command {
         #[arg(long, env = "KEFU_POSTGRES_URL")]
         postgres: String,
     },
+    /// Copy a stopped kefu's conversations, messages and client ids from its data directory into
+    /// cluster mode's PostgreSQL (migrations first), resumably, then verify the copy by counts and
+    /// checksums per table; exits non-zero on any difference (docs/cluster.md).
+    MigrateToPostgres(crate::cli::migrate_to_postgres::MigrateArgs),
     /// GET a URL and exit 0 on a 2xx answer (the container health check; no curl needed).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
@@ -232,6 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("schema_version={}", report.version);
             Ok(())
         }
+        Command::MigrateToPostgres(args) => migrate_to_postgres::run(args).await,
         Command::Healthcheck { url } => crate::net::http::health::probe(&url).await,
         Command::Export(args) => {
             let config = Config::load(cli.config.as_deref(), &admin_overrides(cli.data_dir))?;

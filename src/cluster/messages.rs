@@ -401,9 +401,7 @@ impl MessageStore for PostgresMessages {
         let client = self.readers.client().await?;
         let row = client
             .query_opt(
-                "SELECT id, site, visitor_id, status, assigned_agent, last_seq, created_at, updated_at, closed_at,
-                        last_day, first_response_at, rating::text, team, bot_active
-                 FROM conversations WHERE id = $1",
+                &format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"),
                 &[&id],
             )
             .await
@@ -412,10 +410,16 @@ impl MessageStore for PostgresMessages {
     }
 }
 
-const MESSAGE_COLUMNS: &str = "seq, lsn, trace_id, created_at, sender_kind, sender_id, sender_name, kind, internal, \
+/// The columns [`conversation_of`] reads, in its order.
+pub(crate) const CONVERSATION_COLUMNS: &str = "id, site, visitor_id, status, assigned_agent, last_seq, created_at, \
+                                               updated_at, closed_at, last_day, first_response_at, rating::text, team, \
+                                               bot_active";
+
+/// The columns [`message_of`] reads, in its order.
+pub(crate) const MESSAGE_COLUMNS: &str = "seq, lsn, trace_id, created_at, sender_kind, sender_id, sender_name, kind, internal, \
                                client_id, text, attachment::text, bot_source::text";
 
-fn message_of(row: &Row) -> Result<(u64, MessageRecord), PostgresError> {
+pub(crate) fn message_of(row: &Row) -> Result<(u64, MessageRecord), PostgresError> {
     let kind: String = row.try_get(7)?;
     let kind = match kind.as_str() {
         "text" => MessageKind::Text,
@@ -440,7 +444,7 @@ fn message_of(row: &Row) -> Result<(u64, MessageRecord), PostgresError> {
     Ok((unsigned(row.try_get(0)?)?, record))
 }
 
-fn conversation_of(row: &Row) -> Result<Conversation, PostgresError> {
+pub(crate) fn conversation_of(row: &Row) -> Result<Conversation, PostgresError> {
     let status: String = row.try_get(3)?;
     let status = match status.as_str() {
         "queued" => ConversationStatus::Queued,

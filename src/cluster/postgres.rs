@@ -18,8 +18,10 @@ pub struct Migration {
 }
 
 /// Every migration this binary knows, oldest first.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "messages", sql: include_str!("migrations/0001_messages.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "messages", sql: include_str!("migrations/0001_messages.sql") },
+    Migration { version: 2, name: "redb_copy", sql: include_str!("migrations/0002_redb_copy.sql") },
+];
 
 /// The key of the advisory lock that serializes migrations across nodes ("kefu" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6b65_6675;

@@ -553,6 +553,23 @@ pub(super) fn apply_writes(transaction: &WriteTransaction, mut writes: &[u8]) ->
     Ok(())
 }
 
+/// How many records of the log at `data_dir` are not yet in the database `transaction` reads:
+/// batches a kefu acknowledged and that [`replay`] would apply at the next open. For readers that
+/// must not write the data directory (a read-only copy), which refuse rather than miss them.
+pub fn pending_records(transaction: &redb::ReadTransaction, data_dir: &Path) -> Result<usize, StorageError> {
+    let mut bytes = Vec::new();
+    match File::open(log_path(data_dir)) {
+        Ok(mut file) => drop(file.read_to_end(&mut bytes)?),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(error.into()),
+    }
+    let (records, _torn_bytes) = parse_records(&bytes)?;
+    let meta = transaction.open_table(tables::META)?;
+    let epoch = meta.get("epoch")?.map(|value| value.value());
+    let durable_sequence = meta.get(SEQUENCE_KEY)?.map(|value| value.value()).unwrap_or(0);
+    Ok(records.iter().filter(|record| Some(record.epoch) != epoch || record.sequence > durable_sequence).count())
+}
+
 /// What [`replay`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Replayed {

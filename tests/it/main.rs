@@ -11,6 +11,7 @@ mod bot;
 mod bot_lifecycle;
 mod chat;
 mod cluster;
+mod cluster_migration;
 mod connection_limits;
 mod console;
 mod crash;

@@ -1,0 +1,414 @@
+//! `kefu migrate-to-postgres` on real engines: an appliance's history made through a running
+//! server (visitors and agents over WebSocket, Chinese text, an attachment, a resend, and older
+//! days written through the writer), the server stopped, then copied by the real binary into a
+//! real PostgreSQL 15 (support/postgres.rs): verified, killed mid-copy and resumed, an altered
+//! row detected, bad input refused with nothing changed, and `PostgresMessages` going on from the
+//! copied sequences and acknowledgements.
+//!
+//! Each test prints one line and passes when PostgreSQL is not installed.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kefu::base::clock::MILLIS_PER_DAY;
+use kefu::chat::message_store::MessageStore;
+use kefu::chat::messages::{self, NewMessage, Target};
+use kefu::cluster::messages::{PostgresMessages, PostgresOptions};
+use kefu::protocol::{SenderKind, SenderView};
+use serde_json::{Value, json};
+
+use crate::support::{TestServer, http, postgres::database};
+
+/// What the test history holds, to check against the copy.
+struct History {
+    server: TestServer,
+    conversation_id: u64,
+    visitor_id: u64,
+    /// The visitor's first message: its client id's acknowledgement.
+    first_ack: Value,
+    last_seq: u64,
+    attachment_id: String,
+    /// Messages stored in all.
+    n_messages: u64,
+}
+
+const FIRST_TEXT: &str = "你好，我想退货（订单 2024-001）";
+const REPLY_TEXT: &str = "好的，请把照片发给我。Send me a photo, please.";
+
+/// A stopped appliance with real history: a visitor and an agent chatting over WebSocket, and
+/// `backdated` more messages on the three days before today, written through the writer.
+async fn appliance_with_history(backdated: u64) -> History {
+    let mut server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    server.create_agent("ann@shop.example", &site, 5).await;
+    let agent_token = server.login("ann@shop.example").await;
+    let mut agent = server.agent(&agent_token).await;
+    let (visitor_id, visitor_token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &visitor_token).await;
+
+    let first_ack = visitor.say(None, "v-1", FIRST_TEXT).await;
+    let conversation_id = first_ack["conversation_id"].as_u64().unwrap();
+    loop {
+        if agent.expect("conversation").await["event"] == "assigned" {
+            break;
+        }
+    }
+    agent.expect_replayed(conversation_id).await;
+    agent.say(Some(conversation_id), "a-1", REPLY_TEXT).await;
+
+    // An attachment, then a resend of the first message with the same client id.
+    let upload: Value = http()
+        .post(server.url(&format!("/api/v1/uploads?conversation_id={conversation_id}&name=收据.txt")))
+        .bearer_auth(&visitor_token)
+        .body(b"receipt".to_vec())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    visitor.send(json!({"type": "send", "client_id": "v-2", "text": "收据", "attachment_id": upload["id"]})).await;
+    let attached = visitor.expect("ack").await;
+    let resent = visitor.say(Some(conversation_id), "v-1", FIRST_TEXT).await;
+    assert_eq!((resent["duplicate"].as_bool(), &resent["seq"]), (Some(true), &first_ack["seq"]));
+    let last_seq = attached["seq"].as_u64().unwrap();
+
+    // Older history, across day partitions, a few hundred messages per writer operation.
+    let today = kefu::base::clock::day_of(kefu::base::clock::now_millis());
+    let site_key = site.key.clone();
+    let mut written = 0;
+    while written < backdated {
+        let (site_key, first) = (site_key.clone(), written);
+        let count = (backdated - written).min(500);
+        server
+            .app()
+            .store
+            .write(move |context| {
+                for n in first..first + count {
+                    let visitor = 50_000 + n % 40;
+                    let day = today - 3 + (n * 3 / backdated.max(1)) as u32;
+                    let at = i64::from(day) * MILLIS_PER_DAY + n as i64;
+                    let sender = SenderView { kind: SenderKind::Visitor, id: visitor, name: "老客户".into() };
+                    let inbox = Target::VisitorInbox { site: site_key.clone(), visitor_id: visitor };
+                    let message = NewMessage::text(inbox, sender, format!("old-{n}"), format!("第 {n} 条\tline\\n"));
+                    messages::append_at(context, message, at)?.expect("stored");
+                }
+                Ok(Ok::<(), kefu::storage::StorageError>(()))
+            })
+            .await
+            .unwrap();
+        written += count;
+    }
+    server.stop().await;
+    History {
+        server,
+        conversation_id,
+        visitor_id,
+        first_ack,
+        last_seq,
+        attachment_id: upload["id"].as_str().unwrap().to_owned(),
+        n_messages: last_seq + backdated,
+    }
+}
+
+fn migrate_command(history: &History, url: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kefu"));
+    command
+        .arg("migrate-to-postgres")
+        .arg("--from")
+        .arg(history.server.dir.path())
+        .args(["--to", url])
+        .args(extra)
+        .env("LANG", "C.UTF-8")
+        .env_remove("LC_ALL")
+        .env_remove("LC_MESSAGES");
+    command
+}
+
+fn migrate(history: &History, url: &str, extra: &[&str]) -> Output {
+    migrate_command(history, url, extra).output().expect("run kefu migrate-to-postgres")
+}
+
+fn text_of(output: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// The verification line of `table`, split into its cells.
+fn verification_line(stdout: &str, table: &str) -> Vec<String> {
+    let line = stdout
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(table) && !line.contains(':'))
+        .unwrap_or_else(|| panic!("no line for {table} in {stdout}"));
+    line.split_whitespace().map(str::to_owned).collect()
+}
+
+fn assert_verified(stdout: &str, conversations: u64, messages: u64, client_ids: u64) {
+    for (table, rows) in [("conversations", conversations), ("messages", messages), ("client_ids", client_ids)] {
+        assert_eq!(verification_line(stdout, table), [table, &rows.to_string(), &rows.to_string(), "yes"], "{stdout}");
+    }
+    assert!(stdout.contains("not copied yet") && stdout.contains("sites, agents"), "{stdout}");
+}
+
+async fn sql(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
+    client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.expect("count").get(0)
+}
+
+fn visitor(id: u64) -> SenderView {
+    SenderView { kind: SenderKind::Visitor, id, name: format!("visitor {id}") }
+}
+
+#[tokio::test]
+async fn an_appliance_is_copied_verified_and_continued_by_the_postgres_store() {
+    let Some(url) = database("migration_copy").await else { return };
+    let history = appliance_with_history(300).await;
+    // The chat's conversation, 40 backdated ones; a client id per message.
+    let (n_conversations, n_client_ids) = (41, history.n_messages);
+
+    // The URL may come from the environment, like `kefu migrate`'s.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kefu"));
+    command.arg("migrate-to-postgres").arg("--from").arg(history.server.dir.path()).env("KEFU_POSTGRES_URL", &url);
+    let output = command.output().expect("run kefu migrate-to-postgres");
+    let (stdout, stderr) = text_of(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("messages: {} rows copied", history.n_messages)), "{stdout}");
+    assert_verified(&stdout, n_conversations, history.n_messages, n_client_ids);
+
+    // The rows themselves: Chinese text, the attachment's reference, sequences, days.
+    let client = sql(&url).await;
+    let conversation_id = history.conversation_id as i64;
+    let rows = client
+        .query(
+            "SELECT seq, text, sender_kind, attachment->>'id', attachment->>'name' FROM messages
+             WHERE conversation_id = $1 ORDER BY seq",
+            &[&conversation_id],
+        )
+        .await
+        .unwrap();
+    let seen: Vec<(i64, String, i16)> = rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect();
+    assert_eq!(seen, [(1, FIRST_TEXT.to_owned(), 1), (2, REPLY_TEXT.to_owned(), 2), (3, "收据".to_owned(), 1)]);
+    assert_eq!(rows[2].get::<_, Option<String>>(3).as_deref(), Some(history.attachment_id.as_str()));
+    assert_eq!(rows[2].get::<_, Option<String>>(4).as_deref(), Some("收据.txt"));
+    let backdated: String =
+        client.query_one("SELECT text FROM messages WHERE client_id = 'old-7'", &[]).await.unwrap().get(0);
+    assert_eq!(backdated, "第 7 条\tline\\n", "tabs and backslashes survive COPY's text format");
+    let partitions = kefu::cluster::postgres::partitions(&client).await.unwrap();
+    assert!(partitions.len() >= 4, "the three older days and today: {partitions:?}");
+
+    // Running it again copies nothing more and verifies the same.
+    let output = migrate(&history, &url, &[]);
+    let (stdout, stderr) = text_of(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("messages: 0 rows copied"), "{stdout}");
+    assert_verified(&stdout, n_conversations, history.n_messages, n_client_ids);
+
+    // The cluster's store goes on from the copy: the next seq, the original acknowledgement of a
+    // copied client id, and a new conversation's id past the copied ones.
+    let store = PostgresMessages::open(&url, PostgresOptions::default()).await.expect("open the store");
+    let next = store
+        .append(NewMessage::text(
+            Target::Conversation(history.conversation_id),
+            SenderView { kind: SenderKind::Agent, id: 1, name: "ann".into() },
+            "a-after".into(),
+            "迁移之后的回复".into(),
+        ))
+        .await
+        .expect("append to a copied conversation");
+    assert_eq!((next.seq, next.duplicate), (history.last_seq + 1, false));
+    let resent = store
+        .append(NewMessage::text(
+            Target::Conversation(history.conversation_id),
+            visitor(history.visitor_id),
+            "v-1".into(),
+            FIRST_TEXT.into(),
+        ))
+        .await
+        .expect("resend a copied client id");
+    assert_eq!(
+        (resent.duplicate, resent.seq, resent.created_at, resent.text.as_str()),
+        (true, history.first_ack["seq"].as_u64().unwrap(), history.first_ack["created_at"].as_i64().unwrap(), FIRST_TEXT)
+    );
+    let fresh = store
+        .append(NewMessage::text(
+            Target::VisitorInbox { site: "shop".into(), visitor_id: 77_777 },
+            visitor(77_777),
+            "n-1".into(),
+            "new".into(),
+        ))
+        .await
+        .expect("a new conversation");
+    let largest: i64 = client.query_one("SELECT max(id) FROM conversations", &[]).await.unwrap().get(0);
+    assert_eq!(fresh.conversation_id as i64, largest);
+    assert!(fresh.conversation_id > n_conversations, "{fresh:?}");
+    let page = store.page_after(history.conversation_id, 0, 10).await.unwrap();
+    assert_eq!(page.len() as u64, history.last_seq + 1);
+    assert!(page.windows(2).all(|pair| pair[0].1.lsn < pair[1].1.lsn), "lsns keep increasing in a conversation");
+}
+
+#[tokio::test]
+async fn a_copy_killed_midway_resumes_and_copies_no_row_twice() {
+    let Some(url) = database("migration_resume").await else { return };
+    let history = appliance_with_history(3_000).await;
+    let mut child = migrate_command(&history, &url, &["--batch-rows", "25"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kefu migrate-to-postgres");
+    let client = sql(&url).await;
+    let started = Instant::now();
+    loop {
+        let copied = client.query_opt("SELECT rows_copied FROM redb_copy_progress WHERE table_name = 'messages'", &[]).await;
+        if let Ok(Some(row)) = copied
+            && row.get::<_, i64>(0) > 100
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the copy never got going");
+        assert!(child.try_wait().unwrap().is_none(), "the copy ended before it could be killed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("SIGKILL the copy");
+    child.wait().unwrap();
+
+    // What was committed is whole batches with their cursor.
+    let progress = client
+        .query("SELECT table_name, rows_copied, finished_at IS NOT NULL FROM redb_copy_progress", &[])
+        .await
+        .unwrap();
+    for row in &progress {
+        let table: &str = row.get(0);
+        assert_eq!(row.get::<_, i64>(1), count(&client, table).await, "{table}: the cursor matches the rows");
+    }
+    let copied_before = count(&client, "messages").await as u64;
+    assert!(copied_before < history.n_messages, "killed before the end");
+
+    let output = migrate(&history, &url, &[]);
+    let (stdout, stderr) = text_of(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "messages: {} rows copied",
+            history.n_messages - copied_before
+        )) && stdout.contains(&format!("{copied_before} copied by an earlier run")),
+        "{stdout}"
+    );
+    assert_verified(&stdout, 41, history.n_messages, history.n_messages);
+}
+
+#[tokio::test]
+async fn an_altered_row_is_reported_by_the_verification() {
+    let Some(url) = database("migration_altered").await else { return };
+    let history = appliance_with_history(0).await;
+    let output = migrate(&history, &url, &["--load", "insert"]);
+    let (stdout, stderr) = text_of(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_verified(&stdout, 1, history.n_messages, history.n_messages);
+
+    let client = sql(&url).await;
+    client
+        .execute("UPDATE messages SET text = '你好，我想换货' WHERE conversation_id = $1 AND seq = 1", &[
+            &(history.conversation_id as i64),
+        ])
+        .await
+        .unwrap();
+    let output = migrate(&history, &url, &["--verify-only"]);
+    let (stdout, stderr) = text_of(&output);
+    assert!(!output.status.success(), "{stdout}");
+    let n = history.n_messages.to_string();
+    assert_eq!(verification_line(&stdout, "messages"), ["messages", &n, &n, "NO"], "{stdout}");
+    assert_eq!(verification_line(&stdout, "conversations")[3], "yes");
+    assert!(stderr.contains("differs from the data directory in: messages"), "{stderr}");
+
+    // A row PostgreSQL has and redb has not is a difference too.
+    client.execute("UPDATE messages SET text = $2 WHERE conversation_id = $1 AND seq = 1", &[
+        &(history.conversation_id as i64),
+        &FIRST_TEXT,
+    ])
+    .await
+    .unwrap();
+    assert!(migrate(&history, &url, &["--verify-only"]).status.success(), "restored, it verifies again");
+    client.execute("DELETE FROM client_ids WHERE client_id = 'a-1'", &[]).await.unwrap();
+    let output = migrate(&history, &url, &["--verify-only"]);
+    let (stdout, _) = text_of(&output);
+    assert!(!output.status.success());
+    let n_less = (history.n_messages - 1).to_string();
+    assert_eq!(verification_line(&stdout, "client_ids"), ["client_ids", &n, &n_less, "NO"], "{stdout}");
+
+    // In a Chinese locale the table speaks Chinese.
+    let output = migrate_command(&history, &url, &["--verify-only"]).env("LANG", "zh_CN.UTF-8").output().unwrap();
+    let (stdout, stderr) = text_of(&output);
+    assert!(stdout.contains("校验和一致") && stdout.contains("尚未复制"), "{stdout}");
+    assert!(stderr.contains("不一致的表：client_ids"), "{stderr}");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let Some(url) = database("migration_refusals").await else { return };
+    let client = sql(&url).await;
+    let untouched = || async {
+        let exists: bool = client.query_one("SELECT to_regclass('conversations') IS NULL", &[]).await.unwrap().get(0);
+        assert!(exists, "the target is still empty");
+    };
+
+    // A data directory that is missing, or held by a running kefu.
+    let output = Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["migrate-to-postgres", "--from", "/nonexistent/kefu-data", "--to", &url])
+        .output()
+        .unwrap();
+    let (_, stderr) = text_of(&output);
+    assert!(!output.status.success() && stderr.contains("there is no kefu database at"), "{stderr}");
+    let running = TestServer::start().await;
+    let output = Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .arg("migrate-to-postgres")
+        .arg("--from")
+        .arg(running.dir.path())
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    let (_, stderr) = text_of(&output);
+    assert!(!output.status.success() && stderr.contains("a running kefu holds"), "{stderr}");
+    drop(running);
+    untouched().await;
+
+    // A target holding data this copy did not write: refused, and left as it was.
+    let history = appliance_with_history(0).await;
+    let store = PostgresMessages::open(&url, PostgresOptions::default()).await.unwrap();
+    store
+        .append(NewMessage::text(
+            Target::VisitorInbox { site: "other".into(), visitor_id: 5 },
+            visitor(5),
+            "c-1".into(),
+            "a cluster's own message".into(),
+        ))
+        .await
+        .unwrap();
+    drop(store);
+    let output = migrate(&history, &url, &[]);
+    let (_, stderr) = text_of(&output);
+    assert!(!output.status.success() && stderr.contains("already holds data this copy did not write"), "{stderr}");
+    assert_eq!((count(&client, "conversations").await, count(&client, "messages").await), (1, 1));
+    assert_eq!(count(&client, "redb_copy_progress").await, 0);
+
+    // A copy of another data directory is not continued from this one.
+    let Some(second_url) = database("migration_other_source").await else { return };
+    assert!(migrate(&history, &second_url, &[]).status.success());
+    let other = appliance_with_history(0).await;
+    let output = migrate(&other, &second_url, &[]);
+    let (_, stderr) = text_of(&output);
+    assert!(!output.status.success() && stderr.contains("a copy of another data directory"), "{stderr}");
+
+    // A newer schema than this kefu knows.
+    let second = sql(&second_url).await;
+    second.execute("INSERT INTO schema_migrations (version, name) VALUES (999, 'future')", &[]).await.unwrap();
+    let output = migrate(&history, &second_url, &[]);
+    let (_, stderr) = text_of(&output);
+    assert!(!output.status.success() && stderr.contains("newer than this kefu knows"), "{stderr}");
+    let output = migrate(&history, &second_url, &["--verify-only"]);
+    let (_, stderr) = text_of(&output);
+    assert!(!output.status.success() && stderr.contains("newer than this kefu knows"), "{stderr}");
+}
