@@ -325,7 +325,11 @@ pub fn visit_all(transaction: &ReadTransaction, mut visit: impl FnMut(Conversati
 
 /// Up to `limit` conversations with an id above `after` (all ids when `None`), by id: a chunked
 /// reader calls it again with the last id it got.
-pub fn scan(transaction: &ReadTransaction, after: Option<u64>, limit: usize) -> Result<Vec<Conversation>, StorageError> {
+pub fn scan(
+    transaction: &ReadTransaction,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<Conversation>, StorageError> {
     let table = transaction.open_table(tables::CONVERSATIONS)?;
     let range = match after {
         Some(id) => table.range((std::ops::Bound::Excluded(id), std::ops::Bound::Unbounded))?,

@@ -3,6 +3,7 @@
 //! is not copied yet. Its lines are in Chinese when the locale (LC_ALL, LC_MESSAGES, LANG) is.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Context;
 
@@ -36,6 +37,7 @@ struct Texts {
     yes: &'static str,
     no: &'static str,
     not_copied: &'static str,
+    checked: &'static str,
     differs: &'static str,
 }
 
@@ -47,6 +49,7 @@ const ENGLISH: Texts = Texts {
     yes: "yes",
     no: "NO",
     not_copied: "not copied yet (the cluster schema has no tables for them): {list}",
+    checked: "counts and checksums of both sides read in {seconds} s",
     differs: "PostgreSQL differs from the data directory in: {tables}",
 };
 
@@ -58,6 +61,7 @@ const CHINESE: Texts = Texts {
     yes: "是",
     no: "否",
     not_copied: "尚未复制（集群模式的数据库还没有这些表）：{list}",
+    checked: "两边的行数和校验和读取用时 {seconds} 秒",
     differs: "PostgreSQL 与数据目录不一致的表：{tables}",
 };
 
@@ -80,18 +84,26 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let source = tokio::task::spawn_blocking(move || Source::open(&from)).await??;
     // Counted and checked before the target is touched: a row PostgreSQL cannot store stops the
     // copy before its first write.
+    let started = Instant::now();
     let source_summary = source.summary().await?;
+    let mut checking = started.elapsed();
     let mut client = redb_copy::connect(&args.to).await?;
     if !args.verify_only {
-        println!("{}", fill(texts.copying, &[("from", args.from.display().to_string()), ("epoch", source.epoch.to_string())]));
+        println!(
+            "{}",
+            fill(texts.copying, &[("from", args.from.display().to_string()), ("epoch", source.epoch.to_string())])
+        );
         let copied = redb_copy::copy(&source, &source_summary, &mut client, args.batch_rows, args.load).await?;
         for table in &copied {
             println!("{}", copied_line(texts, table));
         }
     }
+    let started = Instant::now();
     let target_summary = redb_copy::target_summary(&client).await.context("reading the target back")?;
+    checking += started.elapsed();
     let verified = redb_copy::compare(&source_summary, &target_summary);
     print_table(texts, &verified);
+    println!("{}", fill(texts.checked, &[("seconds", format!("{:.2}", checking.as_secs_f64()))]));
     println!("{}", fill(texts.not_copied, &[("list", NOT_COPIED.join(", "))]));
     let differing: Vec<&str> = verified.iter().filter(|line| !line.equal()).map(|line| line.table.name()).collect();
     if !differing.is_empty() {

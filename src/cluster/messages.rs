@@ -400,10 +400,7 @@ impl MessageStore for PostgresMessages {
         };
         let client = self.readers.client().await?;
         let row = client
-            .query_opt(
-                &format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"),
-                &[&id],
-            )
+            .query_opt(&format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"), &[&id])
             .await
             .map_err(PostgresError::from)?;
         Ok(row.as_ref().map(conversation_of).transpose()?)

@@ -41,8 +41,16 @@ use crate::storage::{DATABASE_FILE, StorageError, commit_log, tables};
 
 /// What the copy leaves behind, said in the command's output and in docs/cluster.md: these have
 /// no tables in the cluster schema yet.
-pub const NOT_COPIED: &[&str] =
-    &["sites", "agents", "teams", "visitors", "uploads' files", "settings", "webhook and email outboxes", "search index"];
+pub const NOT_COPIED: &[&str] = &[
+    "sites",
+    "agents",
+    "teams",
+    "visitors",
+    "uploads' files",
+    "settings",
+    "webhook and email outboxes",
+    "search index",
+];
 
 /// The key of the advisory lock one copy holds on its target for the whole run ("kefu copy").
 const COPY_LOCK: i64 = 0x6b65_6675_636f_7079;
@@ -134,21 +142,33 @@ pub enum LoadMethod {
 pub enum CopyError {
     #[error("there is no kefu database at {0} (a data directory holds kefu.redb)")]
     MissingDatabase(PathBuf),
-    #[error("a running kefu holds {0}; stop it first (redb lets one process open a database for writing), then run the copy again")]
+    #[error(
+        "a running kefu holds {0}; stop it first (redb lets one process open a database for writing), then run the copy again"
+    )]
     ServerRunning(PathBuf),
-    #[error("{0} was not closed cleanly; start kefu on it once and stop it (it repairs the file and applies its commit log), then run the copy again")]
+    #[error(
+        "{0} was not closed cleanly; start kefu on it once and stop it (it repairs the file and applies its commit log), then run the copy again"
+    )]
     NotClosedCleanly(PathBuf),
-    #[error("the commit log {path} holds {records} acknowledged batches not yet in the database; run `kefu check --data-dir {data_dir}` (it applies them) or start and stop kefu once, then run the copy again")]
+    #[error(
+        "the commit log {path} holds {records} acknowledged batches not yet in the database; run `kefu check --data-dir {data_dir}` (it applies them) or start and stop kefu once, then run the copy again"
+    )]
     PendingLog { path: PathBuf, records: usize, data_dir: PathBuf },
     #[error("the database cannot be read: {0}")]
     Source(String),
     #[error("{0}; nothing was copied")]
     Unstorable(String),
-    #[error("the target already holds data this copy did not write ({conversations} conversations, {messages} messages, {client_ids} client ids); copy into an empty database")]
+    #[error(
+        "the target already holds data this copy did not write ({conversations} conversations, {messages} messages, {client_ids} client ids); copy into an empty database"
+    )]
     ForeignData { conversations: i64, messages: i64, client_ids: i64 },
-    #[error("the target holds a copy of another data directory (epoch {found}; this one is epoch {expected}); copy into an empty database")]
+    #[error(
+        "the target holds a copy of another data directory (epoch {found}; this one is epoch {expected}); copy into an empty database"
+    )]
     OtherSource { found: u64, expected: u64 },
-    #[error("the data directory changed since the copy into this target began ({table}: {then_rows} rows then, {now_rows} now, or other contents); copy into an empty database")]
+    #[error(
+        "the data directory changed since the copy into this target began ({table}: {then_rows} rows then, {now_rows} now, or other contents); copy into an empty database"
+    )]
     SourceChanged { table: &'static str, then_rows: u64, now_rows: u64 },
     #[error("the target's copy progress is damaged: {0}")]
     BadProgress(String),
@@ -265,12 +285,20 @@ impl Source {
         Ok(Source { _database: database, transaction: Arc::new(transaction), epoch })
     }
 
-    /// Reads one batch of `table` after `after` on the blocking pool.
-    async fn batch(&self, table: CopiedTable, after: Option<CopyKey>, limit: usize) -> Result<Batch, CopyError> {
+    /// Starts reading one batch of `table` after `after` on the blocking pool, with its rows'
+    /// values for PostgreSQL, so the next batch is read while the current one is written.
+    fn read_ahead(
+        &self,
+        table: CopiedTable,
+        after: Option<CopyKey>,
+        limit: usize,
+    ) -> tokio::task::JoinHandle<Result<(Batch, Vec<Vec<Cell>>), CopyError>> {
         let transaction = self.transaction.clone();
-        tokio::task::spawn_blocking(move || read_batch(&transaction, table, after.as_ref(), limit))
-            .await
-            .map_err(|error| CopyError::Source(error.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            let batch = read_batch(&transaction, table, after.as_ref(), limit)?;
+            let cells = batch.rows.iter().map(SourceRow::cells).collect::<Result<Vec<_>, _>>()?;
+            Ok((batch, cells))
+        })
     }
 
     /// Counts and checksums every copied table, checking on the way that PostgreSQL can store
@@ -368,7 +396,10 @@ fn read_batch(
                 None => None,
                 Some(other) => return Err(CopyError::BadProgress(format!("{other:?} is not a client id key"))),
             };
-            messages::scan_client_ids(transaction, after.as_ref(), limit)?.into_iter().map(SourceRow::ClientId).collect()
+            messages::scan_client_ids(transaction, after.as_ref(), limit)?
+                .into_iter()
+                .map(SourceRow::ClientId)
+                .collect()
         }
     };
     let last = rows.last().map(SourceRow::key);
@@ -445,7 +476,9 @@ impl SourceRow {
                 Cell::Int(Some(conversation.created_at)),
                 Cell::Int(Some(conversation.updated_at)),
                 Cell::Int(conversation.closed_at),
-                Cell::Int4(i32::try_from(conversation.last_day).map_err(|_| CopyError::Unstorable(format!("day {} is beyond PostgreSQL's integer", conversation.last_day)))?),
+                Cell::Int4(i32::try_from(conversation.last_day).map_err(|_| {
+                    CopyError::Unstorable(format!("day {} is beyond PostgreSQL's integer", conversation.last_day))
+                })?),
                 Cell::Int(conversation.first_response_at),
                 Cell::Text(json_text(&conversation.rating)),
                 Cell::Int(conversation.team.map(|id| signed(id, "team id")).transpose()?),
@@ -487,8 +520,21 @@ impl SourceRow {
 #[derive(Serialize)]
 enum CanonicalRow<'a> {
     Conversation(&'a Conversation),
-    Message { day: u32, conversation_id: u64, seq: u64, record: &'a MessageRecord },
-    ClientId { sender_kind: u8, sender_id: u64, client_id: &'a str, conversation_id: u64, seq: u64, day: u32, created_at: i64 },
+    Message {
+        day: u32,
+        conversation_id: u64,
+        seq: u64,
+        record: &'a MessageRecord,
+    },
+    ClientId {
+        sender_kind: u8,
+        sender_id: u64,
+        client_id: &'a str,
+        conversation_id: u64,
+        seq: u64,
+        day: u32,
+        created_at: i64,
+    },
 }
 
 impl<'a> From<&'a SourceRow> for CanonicalRow<'a> {
@@ -579,9 +625,12 @@ async fn copy_locked(
     for mut progress in progress {
         let started = Instant::now();
         let rows_before = progress.rows_copied;
+        let mut reading = source.read_ahead(progress.table, progress.last_key.clone(), batch_rows);
         while !progress.finished {
-            let batch = source.batch(progress.table, progress.last_key.clone(), batch_rows).await?;
-            store_batch(client, &mut progress, batch, method).await?;
+            let (batch, cells) = reading.await.map_err(|error| CopyError::Source(error.to_string()))??;
+            let after = batch.last.clone().or_else(|| progress.last_key.clone());
+            reading = source.read_ahead(progress.table, after, batch_rows);
+            store_batch(client, &mut progress, batch, &cells, method).await?;
         }
         copied.push(Copied {
             table: progress.table,
@@ -692,22 +741,27 @@ async fn store_batch(
     client: &mut Client,
     progress: &mut Progress,
     batch: Batch,
+    rows: &[Vec<Cell>],
     method: LoadMethod,
 ) -> Result<(), CopyError> {
     let table = progress.table;
     let transaction = client.transaction().await?;
     let n_rows = batch.rows.len() as i64;
     if !batch.rows.is_empty() {
-        let rows = batch.rows.iter().map(SourceRow::cells).collect::<Result<Vec<_>, _>>()?;
         if table == CopiedTable::Messages {
-            let mut days: Vec<i32> =
-                batch.rows.iter().filter_map(|row| if let SourceRow::Message(key, _) = row { Some(key.day as i32) } else { None }).collect();
+            let mut days: Vec<i32> = batch
+                .rows
+                .iter()
+                .filter_map(|row| if let SourceRow::Message(key, _) = row { Some(key.day as i32) } else { None })
+                .collect();
             days.dedup();
-            transaction.execute("SELECT kefu_create_message_partition(day) FROM unnest($1::int[]) AS day", &[&days]).await?;
+            transaction
+                .execute("SELECT kefu_create_message_partition(day) FROM unnest($1::int[]) AS day", &[&days])
+                .await?;
         }
         let loaded = match method {
-            LoadMethod::Copy => load_by_copy(&transaction, table, &rows).await,
-            LoadMethod::Insert => load_by_insert(&transaction, table, &rows).await,
+            LoadMethod::Copy => load_by_copy(&transaction, table, rows).await,
+            LoadMethod::Insert => load_by_insert(&transaction, table, rows).await,
         };
         if let Err(error) = loaded {
             if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
@@ -821,8 +875,7 @@ async fn load_by_insert(
         arguments.join(", "),
         aliases.join(", ")
     );
-    let references: Vec<&(dyn ToSql + Sync)> =
-        params.iter().map(|param| &**param as &(dyn ToSql + Sync)).collect();
+    let references: Vec<&(dyn ToSql + Sync)> = params.iter().map(|param| &**param as &(dyn ToSql + Sync)).collect();
     transaction.execute(&statement, &references).await
 }
 
@@ -830,7 +883,9 @@ async fn load_by_insert(
 fn column_array(rows: &[Vec<Cell>], index: usize, column: Column) -> Box<dyn ToSql + Sync + Send> {
     let cells = rows.iter().map(|row| &row[index]);
     match column {
-        Column::Int => Box::new(cells.map(|cell| if let Cell::Int(value) = cell { *value } else { None }).collect::<Vec<_>>()),
+        Column::Int => {
+            Box::new(cells.map(|cell| if let Cell::Int(value) = cell { *value } else { None }).collect::<Vec<_>>())
+        }
         Column::Int4 | Column::Day => Box::new(
             cells
                 .map(|cell| match cell {
@@ -847,9 +902,7 @@ fn column_array(rows: &[Vec<Cell>], index: usize, column: Column) -> Box<dyn ToS
         Column::Text | Column::Json => Box::new(
             cells.map(|cell| if let Cell::Text(value) = cell { value.clone() } else { None }).collect::<Vec<_>>(),
         ),
-        Column::Bool => {
-            Box::new(cells.map(|cell| matches!(cell, Cell::Bool(true))).collect::<Vec<bool>>())
-        }
+        Column::Bool => Box::new(cells.map(|cell| matches!(cell, Cell::Bool(true))).collect::<Vec<bool>>()),
     }
 }
 
@@ -882,7 +935,8 @@ pub async fn target_summary(client: &Client) -> Result<Summary, CopyError> {
 }
 
 fn canonical_of_target(table: CopiedTable, row: &Row) -> Result<Vec<u8>, CopyError> {
-    let unsigned = |value: i64| u64::try_from(value).map_err(|_| PostgresError::Corrupt(format!("negative id {value}")));
+    let unsigned =
+        |value: i64| u64::try_from(value).map_err(|_| PostgresError::Corrupt(format!("negative id {value}")));
     let day = |value: Option<i32>| {
         value
             .and_then(|day| u32::try_from(day).ok())

@@ -341,7 +341,9 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         .expect("run kefu migrate");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        output.status.success() && stdout.contains("applied=\n") && stdout.contains(&format!("schema_version={}", postgres::known_version())),
+        output.status.success()
+            && stdout.contains("applied=\n")
+            && stdout.contains(&format!("schema_version={}", postgres::known_version())),
         "{stdout}"
     );
 

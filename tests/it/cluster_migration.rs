@@ -231,7 +231,12 @@ async fn an_appliance_is_copied_verified_and_continued_by_the_postgres_store() {
         .expect("resend a copied client id");
     assert_eq!(
         (resent.duplicate, resent.seq, resent.created_at, resent.text.as_str()),
-        (true, history.first_ack["seq"].as_u64().unwrap(), history.first_ack["created_at"].as_i64().unwrap(), FIRST_TEXT)
+        (
+            true,
+            history.first_ack["seq"].as_u64().unwrap(),
+            history.first_ack["created_at"].as_i64().unwrap(),
+            FIRST_TEXT
+        )
     );
     let fresh = store
         .append(NewMessage::text(
@@ -262,7 +267,8 @@ async fn a_copy_killed_midway_resumes_and_copies_no_row_twice() {
     let client = sql(&url).await;
     let started = Instant::now();
     loop {
-        let copied = client.query_opt("SELECT rows_copied FROM redb_copy_progress WHERE table_name = 'messages'", &[]).await;
+        let copied =
+            client.query_opt("SELECT rows_copied FROM redb_copy_progress WHERE table_name = 'messages'", &[]).await;
         if let Ok(Some(row)) = copied
             && row.get::<_, i64>(0) > 100
         {
@@ -291,10 +297,8 @@ async fn a_copy_killed_midway_resumes_and_copies_no_row_twice() {
     let (stdout, stderr) = text_of(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains(&format!(
-            "messages: {} rows copied",
-            history.n_messages - copied_before
-        )) && stdout.contains(&format!("{copied_before} copied by an earlier run")),
+        stdout.contains(&format!("messages: {} rows copied", history.n_messages - copied_before))
+            && stdout.contains(&format!("{copied_before} copied by an earlier run")),
         "{stdout}"
     );
     assert_verified(&stdout, 41, history.n_messages, history.n_messages);
@@ -311,9 +315,10 @@ async fn an_altered_row_is_reported_by_the_verification() {
 
     let client = sql(&url).await;
     client
-        .execute("UPDATE messages SET text = '你好，我想换货' WHERE conversation_id = $1 AND seq = 1", &[
-            &(history.conversation_id as i64),
-        ])
+        .execute(
+            "UPDATE messages SET text = '你好，我想换货' WHERE conversation_id = $1 AND seq = 1",
+            &[&(history.conversation_id as i64)],
+        )
         .await
         .unwrap();
     let output = migrate(&history, &url, &["--verify-only"]);
@@ -325,12 +330,13 @@ async fn an_altered_row_is_reported_by_the_verification() {
     assert!(stderr.contains("differs from the data directory in: messages"), "{stderr}");
 
     // A row PostgreSQL has and redb has not is a difference too.
-    client.execute("UPDATE messages SET text = $2 WHERE conversation_id = $1 AND seq = 1", &[
-        &(history.conversation_id as i64),
-        &FIRST_TEXT,
-    ])
-    .await
-    .unwrap();
+    client
+        .execute(
+            "UPDATE messages SET text = $2 WHERE conversation_id = $1 AND seq = 1",
+            &[&(history.conversation_id as i64), &FIRST_TEXT],
+        )
+        .await
+        .unwrap();
     assert!(migrate(&history, &url, &["--verify-only"]).status.success(), "restored, it verifies again");
     client.execute("DELETE FROM client_ids WHERE client_id = 'a-1'", &[]).await.unwrap();
     let output = migrate(&history, &url, &["--verify-only"]);
