@@ -292,7 +292,7 @@ impl Source {
         table: CopiedTable,
         after: Option<CopyKey>,
         limit: usize,
-    ) -> tokio::task::JoinHandle<Result<(Batch, Vec<Vec<Cell>>), CopyError>> {
+    ) -> tokio::task::JoinHandle<Result<ReadAhead, CopyError>> {
         let transaction = self.transaction.clone();
         tokio::task::spawn_blocking(move || {
             let batch = read_batch(&transaction, table, after.as_ref(), limit)?;
@@ -351,6 +351,9 @@ enum SourceRow {
     Message(MessageKey, MessageRecord),
     ClientId(ClientIdRecord),
 }
+
+/// A batch read ahead, with its rows' values for PostgreSQL.
+type ReadAhead = (Batch, Vec<Vec<Cell>>);
 
 struct Batch {
     rows: Vec<SourceRow>,
