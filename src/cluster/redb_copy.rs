@@ -628,6 +628,10 @@ async fn copy_locked(
     for mut progress in progress {
         let started = Instant::now();
         let rows_before = progress.rows_copied;
+        if progress.finished {
+            copied.push(Copied { table: progress.table, rows: 0, rows_before, seconds: 0.0 });
+            continue;
+        }
         let mut reading = source.read_ahead(progress.table, progress.last_key.clone(), batch_rows);
         while !progress.finished {
             let (batch, cells) = reading.await.map_err(|error| CopyError::Source(error.to_string()))??;

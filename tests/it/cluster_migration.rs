@@ -2,7 +2,8 @@
 //! server (visitors and agents over WebSocket, Chinese text, an attachment, a resend, and older
 //! days written through the writer), the server stopped, then copied by the real binary into a
 //! real PostgreSQL 15 (support/postgres.rs): verified, killed mid-copy and resumed, an altered
-//! row detected, bad input refused with nothing changed, and `PostgresMessages` going on from the
+//! row detected, bad input (a missing, running or killed appliance, a target with other data)
+//! refused with nothing changed, and `PostgresMessages` going on from the
 //! copied sequences and acknowledgements.
 //!
 //! Each test prints one line and passes when PostgreSQL is not installed.
@@ -10,13 +11,16 @@
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
 use kefu::base::clock::MILLIS_PER_DAY;
 use kefu::chat::message_store::MessageStore;
 use kefu::chat::messages::{self, NewMessage, Target};
 use kefu::cluster::messages::{PostgresMessages, PostgresOptions};
 use kefu::protocol::{SenderKind, SenderView};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
+use crate::crash;
 use crate::support::{TestServer, http, postgres::database};
 
 /// What the test history holds, to check against the copy.
@@ -417,4 +421,55 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let output = migrate(&history, &second_url, &["--verify-only"]);
     let (_, stderr) = text_of(&output);
     assert!(!output.status.success() && stderr.contains("newer than this kefu knows"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_killed_appliance_is_refused_until_its_commit_log_is_applied() {
+    let Some(url) = database("migration_killed_appliance").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let site = crash::admin(dir.path(), &["create-site", "--name", "Shop", "--origin", "*"]).await["site_key"].clone();
+    let (mut child, address) = crash::serve(dir.path()).await;
+    let session = crash::visitor_session(&address, &site, None).await;
+    let mut socket = crash::visitor_socket(&address, &site, session["token"].as_str().unwrap()).await;
+    let n_sent = 20;
+    for n in 0..n_sent {
+        socket.send(crash::send_frame(0, n)).await.unwrap();
+    }
+    let mut n_acked = 0;
+    while n_acked < n_sent {
+        let Some(Ok(Message::Text(text))) = socket.next().await else { panic!("the socket closed") };
+        n_acked += usize::from(serde_json::from_str::<Value>(&text).unwrap()["type"] == "ack");
+    }
+    // Killed right after its acknowledgements: they are in its commit log, not yet in redb.
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let copy = || {
+        Command::new(env!("CARGO_BIN_EXE_kefu"))
+            .arg("migrate-to-postgres")
+            .arg("--from")
+            .arg(dir.path())
+            .args(["--to", &url])
+            .output()
+            .unwrap()
+    };
+    let output = copy();
+    let (_, stderr) = text_of(&output);
+    assert!(
+        !output.status.success()
+            && (stderr.contains("not yet in the database") || stderr.contains("not closed cleanly")),
+        "{stderr}"
+    );
+    let client = sql(&url).await;
+    let empty: bool = client.query_one("SELECT to_regclass('conversations') IS NULL", &[]).await.unwrap().get(0);
+    assert!(empty, "nothing was written to the target");
+
+    // `kefu check` applies the log; then every acknowledged message is copied.
+    let checked =
+        Command::new(env!("CARGO_BIN_EXE_kefu")).arg("check").arg("--data-dir").arg(dir.path()).output().unwrap();
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    let output = copy();
+    let (stdout, stderr) = text_of(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_verified(&stdout, 1, n_sent as u64, n_sent as u64);
 }
