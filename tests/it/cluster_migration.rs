@@ -473,3 +473,36 @@ async fn a_killed_appliance_is_refused_until_its_commit_log_is_applied() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert_verified(&stdout, 1, n_sent as u64, n_sent as u64);
 }
+
+#[tokio::test]
+async fn a_text_postgresql_cannot_store_stops_the_copy_before_its_first_write() {
+    let Some(url) = database("migration_nul").await else { return };
+    let mut server = TestServer::start().await;
+    server
+        .app()
+        .store
+        .write(|context| {
+            let sender = SenderView { kind: SenderKind::Visitor, id: 9, name: "v".into() };
+            let inbox = Target::VisitorInbox { site: "shop".into(), visitor_id: 9 };
+            messages::append(context, NewMessage::text(inbox, sender, "c-1".into(), "a\0b".into()))?.expect("stored");
+            Ok(Ok::<(), kefu::storage::StorageError>(()))
+        })
+        .await
+        .unwrap();
+    server.stop().await;
+    let output = Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .arg("migrate-to-postgres")
+        .arg("--from")
+        .arg(server.dir.path())
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    let (_, stderr) = text_of(&output);
+    assert!(
+        !output.status.success() && stderr.contains("(conversation 1, seq 1) contains the character U+0000"),
+        "{stderr}"
+    );
+    let client = sql(&url).await;
+    let empty: bool = client.query_one("SELECT to_regclass('conversations') IS NULL", &[]).await.unwrap().get(0);
+    assert!(empty, "nothing was written to the target");
+}
