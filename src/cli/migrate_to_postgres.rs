@@ -3,7 +3,7 @@
 //! is not copied yet. Its lines are in Chinese when the locale (LC_ALL, LC_MESSAGES, LANG) is.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -28,10 +28,15 @@ pub struct MigrateArgs {
     load: LoadMethod,
 }
 
+/// How often a long copy says where it stands.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// The command's lines in one language.
 struct Texts {
+    chinese: bool,
     copying: &'static str,
     copied: &'static str,
+    progress: &'static str,
     earlier: &'static str,
     header: [&'static str; 4],
     yes: &'static str,
@@ -42,8 +47,10 @@ struct Texts {
 }
 
 const ENGLISH: Texts = Texts {
+    chinese: false,
     copying: "copying the history of {from} (epoch {epoch}) into PostgreSQL",
     copied: "{table}: {rows} rows copied in {seconds} s ({rate} rows/s)",
+    progress: "{table}: {done} of {total} rows copied so far",
     earlier: "; {rows} copied by an earlier run",
     header: ["table", "rows in redb", "rows in PostgreSQL", "checksum equal"],
     yes: "yes",
@@ -54,8 +61,10 @@ const ENGLISH: Texts = Texts {
 };
 
 const CHINESE: Texts = Texts {
+    chinese: true,
     copying: "正在把 {from}（epoch {epoch}）的历史记录复制到 PostgreSQL",
     copied: "{table}：复制了 {rows} 行，用时 {seconds} 秒（每秒 {rate} 行）",
+    progress: "{table}：已复制 {done} / {total} 行",
     earlier: "；之前中断的运行已复制 {rows} 行",
     header: ["表", "redb 中的行数", "PostgreSQL 中的行数", "校验和一致"],
     yes: "是",
@@ -93,7 +102,27 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
             "{}",
             fill(texts.copying, &[("from", args.from.display().to_string()), ("epoch", source.epoch.to_string())])
         );
-        let copied = redb_copy::copy(&source, &source_summary, &mut client, args.batch_rows, args.load).await?;
+        // A long copy shows where it stands every few seconds, on stderr.
+        let mut last_shown = Instant::now();
+        let mut show = |copied: &Copied, total: u64| {
+            if last_shown.elapsed() >= PROGRESS_EVERY {
+                last_shown = Instant::now();
+                let done = copied.rows_before + copied.rows;
+                eprintln!(
+                    "{}",
+                    fill(
+                        texts.progress,
+                        &[
+                            ("table", copied.table.name().to_owned()),
+                            ("done", done.to_string()),
+                            ("total", total.to_string())
+                        ]
+                    )
+                );
+            }
+        };
+        let copied =
+            redb_copy::copy(&source, &source_summary, &mut client, args.batch_rows, args.load, &mut show).await?;
         for table in &copied {
             println!("{}", copied_line(texts, table));
         }
@@ -104,7 +133,10 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let verified = redb_copy::compare(&source_summary, &target_summary);
     print_table(texts, &verified);
     println!("{}", fill(texts.checked, &[("seconds", format!("{:.2}", checking.as_secs_f64()))]));
-    println!("{}", fill(texts.not_copied, &[("list", NOT_COPIED.join(", "))]));
+    let not_copied: Vec<&str> =
+        NOT_COPIED.iter().map(|(english, chinese)| if texts.chinese { *chinese } else { *english }).collect();
+    let separator = if texts.chinese { "、" } else { ", " };
+    println!("{}", fill(texts.not_copied, &[("list", not_copied.join(separator))]));
     let differing: Vec<&str> = verified.iter().filter(|line| !line.equal()).map(|line| line.table.name()).collect();
     if !differing.is_empty() {
         anyhow::bail!("{}", fill(texts.differs, &[("tables", differing.join(", "))]));

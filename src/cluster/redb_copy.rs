@@ -39,17 +39,17 @@ use crate::cluster::messages::{CONVERSATION_COLUMNS, MESSAGE_COLUMNS, conversati
 use crate::cluster::postgres::{self, PostgresError, describe};
 use crate::storage::{DATABASE_FILE, StorageError, commit_log, tables};
 
-/// What the copy leaves behind, said in the command's output and in docs/cluster.md: these have
-/// no tables in the cluster schema yet.
-pub const NOT_COPIED: &[&str] = &[
-    "sites",
-    "agents",
-    "teams",
-    "visitors",
-    "uploads' files",
-    "settings",
-    "webhook and email outboxes",
-    "search index",
+/// What the copy leaves behind, said in the command's output (in English and Chinese) and in
+/// docs/cluster.md: these have no tables in the cluster schema yet.
+pub const NOT_COPIED: &[(&str, &str)] = &[
+    ("sites", "站点"),
+    ("agents", "客服"),
+    ("teams", "团队"),
+    ("visitors", "访客"),
+    ("uploads' files", "上传的文件"),
+    ("settings", "设置"),
+    ("webhook and email outboxes", "webhook 与邮件的待发队列"),
+    ("search index", "搜索索引"),
 ];
 
 /// The key of the advisory lock one copy holds on its target for the whole run ("kefu copy").
@@ -597,20 +597,23 @@ struct Progress {
 }
 
 /// Copies the source into the database at `client` (migrations applied first), going on from
-/// where an earlier run stopped; returns what each table's copy did. The caller verifies after.
+/// where an earlier run stopped; returns what each table's copy did. `on_batch` is shown each
+/// table's progress after every batch, with the table's rows in the source. The caller verifies
+/// after.
 pub async fn copy(
     source: &Source,
     source_summary: &Summary,
     client: &mut Client,
     batch_rows: usize,
     method: LoadMethod,
+    on_batch: &mut (dyn FnMut(&Copied, u64) + Send),
 ) -> Result<Vec<Copied>, CopyError> {
     postgres::migrate(client).await?;
     let locked: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&COPY_LOCK]).await?.get(0);
     if !locked {
         return Err(CopyError::Busy);
     }
-    let outcome = copy_locked(source, source_summary, client, batch_rows.max(1), method).await;
+    let outcome = copy_locked(source, source_summary, client, batch_rows.max(1), method, on_batch).await;
     // The lock ends with the session anyway; an error here changes nothing of the copy.
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&COPY_LOCK]).await;
     outcome
@@ -622,10 +625,11 @@ async fn copy_locked(
     client: &mut Client,
     batch_rows: usize,
     method: LoadMethod,
+    on_batch: &mut (dyn FnMut(&Copied, u64) + Send),
 ) -> Result<Vec<Copied>, CopyError> {
     let progress = begin_or_resume(source, source_summary, client).await?;
     let mut copied = Vec::new();
-    for mut progress in progress {
+    for (mut progress, source_tally) in progress.into_iter().zip(source_summary) {
         let started = Instant::now();
         let rows_before = progress.rows_copied;
         if progress.finished {
@@ -638,13 +642,17 @@ async fn copy_locked(
             let after = batch.last.clone().or_else(|| progress.last_key.clone());
             reading = source.read_ahead(progress.table, after, batch_rows);
             store_batch(client, &mut progress, batch, &cells, method).await?;
+            let so_far = Copied {
+                table: progress.table,
+                rows: progress.rows_copied - rows_before,
+                rows_before,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            on_batch(&so_far, source_tally.rows);
+            if progress.finished {
+                copied.push(so_far);
+            }
         }
-        copied.push(Copied {
-            table: progress.table,
-            rows: progress.rows_copied - rows_before,
-            rows_before,
-            seconds: started.elapsed().as_secs_f64(),
-        });
     }
     // New conversations and messages continue the copied ids: the sequences move past them
     // (never back, so running this again after nodes appended is harmless).
