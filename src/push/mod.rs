@@ -112,15 +112,6 @@ enum Notice {
     Lead { id: u64, site: String, name: String, email: String, text: String },
 }
 
-/// Whether a visitor message is an offline message written into its conversation: the lead is
-/// announced instead, once.
-fn from_offline_form(record: &crate::chat::messages::MessageRecord) -> bool {
-    record
-        .client_id
-        .as_deref()
-        .is_some_and(|id| id.starts_with(crate::chat::offline_messages::OFFLINE_CLIENT_ID_PREFIX))
-}
-
 impl PushInbox {
     /// Queues what notifications act on in a committed event, without waiting.
     pub fn observe(&self, event: &CommittedEvent) {
@@ -128,8 +119,9 @@ impl PushInbox {
             return;
         }
         let notice = match event {
+            // The offline form's message is announced once, as its lead.
             CommittedEvent::Message { conversation_id, site, record, bot_active: false, .. }
-                if record.sender_kind == SenderKind::Visitor && !record.internal && !from_offline_form(record) =>
+                if record.sender_kind == SenderKind::Visitor && !record.internal && record.offline_message_id.is_none() =>
             {
                 Notice::VisitorMessage {
                     conversation_id: *conversation_id,

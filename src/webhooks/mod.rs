@@ -293,7 +293,13 @@ fn describe(
         CommittedEvent::Message { conversation_id, seq, record, .. } => {
             let Some(conversation) = context.conversation(*conversation_id)? else { return Ok(None) };
             let view = crate::chat::messages::message_view(*conversation_id, *seq, record, epoch);
-            Some((conversation.site.clone(), "message.created", json!({ "site": conversation.site, "message": view })))
+            let mut data = json!({ "site": conversation.site, "message": view });
+            // The offline form's message also comes as `offline_message.received`: the id lets a
+            // receiver that takes both events tell them apart.
+            if let Some(id) = record.offline_message_id {
+                data["offline_message_id"] = json!(id);
+            }
+            Some((conversation.site.clone(), "message.created", data))
         }
         CommittedEvent::Conversation { event, conversation } => {
             let event_type = match event {
