@@ -187,6 +187,19 @@ pub fn latest(transaction: &ReadTransaction, site: &str) -> Result<u64, StorageE
     Ok(newest.map(|(key, _)| key.value().1).unwrap_or(0))
 }
 
+/// Removes every event of a site (inside the site's deletion).
+pub fn erase_of_site(context: &WriteContext<'_>, site: &str) -> Result<(), StorageError> {
+    let mut table = context.transaction.open_table(tables::SITE_EVENTS)?;
+    let mut ids = Vec::new();
+    for entry in table.range((site, 0)..=(site, u64::MAX))? {
+        ids.push(entry?.0.value().1);
+    }
+    for id in ids {
+        table.remove((site, id))?;
+    }
+    Ok(())
+}
+
 /// Removes the events created before `cutoff` (Unix milliseconds); returns how many.
 pub async fn prune(store: &Store, cutoff: i64) -> Result<usize, StorageError> {
     store

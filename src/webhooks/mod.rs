@@ -214,6 +214,20 @@ pub async fn delete(store: &Store, id: &str) -> Result<(), WebhookError> {
         .await
 }
 
+/// Deletes every webhook of a site (inside the site's deletion); their pending deliveries fail
+/// as those of a deleted webhook. Returns how many.
+pub fn delete_of_site(context: &mut WriteContext<'_>, site: &str) -> Result<usize, StorageError> {
+    let doomed: Vec<String> =
+        context.webhooks()?.iter().filter(|webhook| webhook.site == site).map(|webhook| webhook.id.clone()).collect();
+    let mut table = context.transaction.open_table(tables::WEBHOOKS)?;
+    for id in &doomed {
+        table.remove(id.as_str())?;
+    }
+    drop(table);
+    context.invalidate_webhooks();
+    Ok(doomed.len())
+}
+
 pub fn get(transaction: &ReadTransaction, id: &str) -> Result<Option<Webhook>, StorageError> {
     let table = transaction.open_table(tables::WEBHOOKS)?;
     table.get(id)?.map(|value| decode_json(value.value())).transpose()
