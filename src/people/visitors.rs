@@ -209,7 +209,10 @@ impl WriterExtension for EmailKnown {
 }
 
 fn note_email(context: &mut WriteContext<'_>, visitor: &Visitor) {
-    context.extension::<EmailKnown>().0.insert(visitor.id, visitor.email.as_deref().is_some_and(|email| !email.is_empty()));
+    context
+        .extension::<EmailKnown>()
+        .0
+        .insert(visitor.id, visitor.email.as_deref().is_some_and(|email| !email.is_empty()));
 }
 
 /// Whether the visitor has an email address (a missing visitor has none), inside the writer.

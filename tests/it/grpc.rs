@@ -340,7 +340,8 @@ async fn idle_subscribers_read_nothing_and_each_gets_a_new_message_at_once() {
     let mut streams = Vec::new();
     for _ in 0..N_SUBSCRIBERS {
         let mut events = EventsClient::new(channel.clone());
-        streams.push(events.subscribe(authed(&token, api::SubscribeRequest { after: None })).await.unwrap().into_inner());
+        streams
+            .push(events.subscribe(authed(&token, api::SubscribeRequest { after: None })).await.unwrap().into_inner());
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while server.app().feed.n_listening() < N_SUBSCRIBERS {

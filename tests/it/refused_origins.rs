@@ -149,7 +149,8 @@ async fn a_deleted_site_leaves_nothing_kept_for_it_alone() {
     app.refused_origins.save(&app.store).await.unwrap();
 
     let admin = Admin::log_in(&server).await;
-    let (status, _, _) = admin.post(&server, &format!("/admin/sites/{}/delete", site.key), &[("confirm", &site.key)]).await;
+    let (status, _, _) =
+        admin.post(&server, &format!("/admin/sites/{}/delete", site.key), &[("confirm", &site.key)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     // A refusal recorded before the deletion and saved after it writes nothing back.
     app.refused_origins.record(&site.key, "https://late.example");

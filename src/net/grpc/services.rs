@@ -354,14 +354,17 @@ async fn follow(app: AppState, site: String, mut cursor: u64, sender: mpsc::Send
         let mut listening = app.feed.listen(&site);
         loop {
             let (page_site, after) = (site.clone(), cursor);
-            let events =
-                match app.store.read(move |transaction| feed::after(transaction, &page_site, after, EVENT_PAGE)).await {
-                    Ok(events) => events,
-                    Err(error) => {
-                        let _ = sender.send(Err(storage(error))).await;
-                        return;
-                    }
-                };
+            let events = match app
+                .store
+                .read(move |transaction| feed::after(transaction, &page_site, after, EVENT_PAGE))
+                .await
+            {
+                Ok(events) => events,
+                Err(error) => {
+                    let _ = sender.send(Err(storage(error))).await;
+                    return;
+                }
+            };
             let n_read = events.len();
             for event in events {
                 cursor = event.id;
