@@ -99,10 +99,12 @@ pub struct Listeners {
     inner: Arc<ListenersInner>,
 }
 
+/// One site's listeners, by listener id.
+type SiteListeners = HashMap<u64, mpsc::Sender<Arc<SiteEvent>>>;
+
 #[derive(Default)]
 struct ListenersInner {
-    /// Each site's listeners, by listener id.
-    sites: Mutex<HashMap<String, HashMap<u64, mpsc::Sender<Arc<SiteEvent>>>>>,
+    sites: Mutex<HashMap<String, SiteListeners>>,
     next_id: AtomicU64,
 }
 
