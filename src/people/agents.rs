@@ -362,6 +362,24 @@ pub async fn update(store: &Store, id: u64, changes: AgentChanges) -> Result<Age
         .await
 }
 
+/// Takes a deleted site out of every agent's sites (inside the site's deletion), so an agent's
+/// list names only sites that exist and saving it again is not refused for the missing one.
+pub fn forget_site(context: &crate::storage::WriteContext<'_>, site: &str) -> Result<(), StorageError> {
+    let mut agents = context.transaction.open_table(tables::AGENTS)?;
+    let mut changed = Vec::new();
+    for entry in agents.iter()? {
+        let mut agent: Agent = decode_json(entry?.1.value())?;
+        if agent.sites.iter().any(|key| key == site) {
+            agent.sites.retain(|key| key != site);
+            changed.push(agent);
+        }
+    }
+    for agent in &changed {
+        agents.insert(agent.id, encode_json(agent).as_slice())?;
+    }
+    Ok(())
+}
+
 fn end_sessions(context: &mut crate::storage::WriteContext<'_>, agent_id: u64) -> Result<(), StorageError> {
     end_sessions_but(context, agent_id, None).map(drop)
 }

@@ -285,7 +285,7 @@ pub async fn rotate_secret(store: &Store, key: &str) -> Result<Site, SiteError> 
 
 /// Deletes a site with everything that is only the site's: teams, canned replies, webhooks,
 /// knowledge base and bot settings, address blocks, refused origins and its gRPC event feed; its
-/// API tokens are revoked. Its conversations stay in the history (with their visitors, leads and
+/// API tokens are revoked and its key leaves the agents' sites. Its conversations stay in the history (with their visitors, leads and
 /// report figures), where admins can still search and export them.
 pub async fn delete(store: &Store, key: &str) -> Result<Site, SiteError> {
     let key = key.to_owned();
@@ -312,6 +312,7 @@ pub async fn delete(store: &Store, key: &str) -> Result<Site, SiteError> {
             crate::bot::erase_settings_of_site(context, &key)?;
             crate::people::blocking::unblock_addresses_of_site(context, &key)?;
             crate::people::api_tokens::revoke_of_site(context, &key)?;
+            crate::people::agents::forget_site(context, &key)?;
             refused_origins::erase_of_site(context, &key)?;
             Ok(Ok(site))
         })

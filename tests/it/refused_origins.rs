@@ -123,6 +123,15 @@ async fn a_deleted_site_leaves_nothing_kept_for_it_alone() {
     let site = server.create_site("Shop").await;
     let kept = server.create_site("Kept").await;
     let app = server.app();
+    let both = kefu::people::agents::NewAgent {
+        email: "ann@shop.example".into(),
+        name: "Ann".into(),
+        password: "a long enough password".into(),
+        role: kefu::people::agents::Role::Agent,
+        sites: vec![site.key.clone(), kept.key.clone()],
+        capacity: 3,
+    };
+    let ann = kefu::people::agents::create(&app.store, both).await.unwrap();
     for key in [&site.key, &kept.key] {
         assert_eq!(settings_from(&server, key, STRANGER).await.0, StatusCode::FORBIDDEN);
         let webhook = kefu::webhooks::NewWebhook {
@@ -158,6 +167,8 @@ async fn a_deleted_site_leaves_nothing_kept_for_it_alone() {
 
     assert_eq!(kept_for(&server, &site.key).await, (false, 0, 0, 0, 0));
     assert_eq!(kept_for(&server, &kept.key).await, (true, 1, 1, 1, 1), "another site keeps its own");
+    let ann = app.store.read(move |transaction| kefu::people::agents::get(transaction, ann.id)).await.unwrap();
+    assert_eq!(ann.unwrap().sites, vec![kept.key.clone()], "the agent serves the site that is left");
 }
 
 /// What storage keeps for a site: (its refused origins, webhooks, blocked addresses,
