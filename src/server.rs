@@ -152,6 +152,7 @@ pub async fn start(
             .context("loading the push notification key")?;
     let refused_origins =
         crate::sites::refused_origins::RefusedOrigins::load(&store).await.context("reading the refused origins")?;
+    let feed = crate::webhooks::feed::Listeners::new();
     let dispatcher = tokio::spawn(delivery::run_dispatcher(
         committed,
         hub.clone(),
@@ -160,6 +161,7 @@ pub async fn start(
         push_inbox,
         store.epoch(),
         search.clone(),
+        feed.clone(),
     ));
     let app: AppState = Arc::new(App {
         store: store.clone(),
@@ -181,6 +183,7 @@ pub async fn start(
         upload_quota: crate::chat::uploads::UploadQuota::new(config.limits.upload_quota_bytes_per_site),
         push,
         refused_origins: refused_origins.clone(),
+        feed,
         config,
     });
     let control = crate::net::control::listen(app.clone()).context("starting the control socket")?;

@@ -1,5 +1,5 @@
 //! Process-wide foundations every layer may use: configuration, time, secrets, the allocator,
-//! file modes, CSV cells, the guarded outbound HTTP client, logging, traces (export and W3C
+//! file modes, CSV cells, the language of outgoing messages, the guarded outbound HTTP client, logging, traces (export and W3C
 //! `traceparent`), metrics and systemd.
 //! Nothing here imports another kefu module outside `base`.
 
@@ -9,6 +9,7 @@ pub mod config;
 pub mod csv_cells;
 pub mod field_error;
 pub mod file_modes;
+pub mod language;
 pub mod metrics;
 pub mod outbound;
 pub mod rate_limit;

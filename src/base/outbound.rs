@@ -178,14 +178,15 @@ pub async fn resolve(host: &str) -> Result<Vec<IpAddr>, String> {
     Ok(found.iter().collect())
 }
 
-/// The pure-Rust resolver without the guard, for a reqwest client whose destination the
-/// administrator chose (the ACME directory), so it does not fall back to the C library's resolver.
-pub fn unguarded_resolver() -> Result<Arc<dyn Resolve>, String> {
-    Ok(Arc::new(GuardedResolver { resolver: new_resolver()?, allow_private: true }))
-}
-
 /// A client for outbound requests with the private-address guard (unless `allow_private`).
 pub fn client(timeout: Duration, allow_private: bool) -> Result<reqwest::Client, String> {
+    builder(timeout, allow_private)?.build().map_err(|error| error.to_string())
+}
+
+/// [`client`]'s settings, for a caller that adds its own (the ACME client its directory's CA):
+/// the pure-Rust resolver (a static binary cannot rely on the C library's), the guard unless
+/// `allow_private`, checked redirects, timeouts and kefu's user agent.
+pub fn builder(timeout: Duration, allow_private: bool) -> Result<reqwest::ClientBuilder, String> {
     // rustls needs a process-wide crypto provider; a second install is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let resolver = new_resolver()?;
@@ -198,14 +199,12 @@ pub fn client(timeout: Duration, allow_private: bool) -> Result<reqwest::Client,
             Err(error) => attempt.error(error),
         }
     });
-    reqwest::Client::builder()
+    Ok(reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(MAX_CONNECT_TIME))
         .redirect(redirect)
         .dns_resolver(Arc::new(GuardedResolver { resolver, allow_private }))
-        .user_agent(concat!("kefu/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|error| error.to_string())
+        .user_agent(concat!("kefu/", env!("CARGO_PKG_VERSION"))))
 }
 
 /// The longest wait between two attempts of a retried outbound call.

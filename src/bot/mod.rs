@@ -229,6 +229,12 @@ pub fn answers_new_conversations(transaction: &LoggedTransaction<'_>, site: &str
     Ok(settings.is_some_and(|settings| settings.enabled))
 }
 
+/// Removes a site's bot settings (inside the site's deletion).
+pub fn erase_settings_of_site(context: &WriteContext<'_>, site: &str) -> Result<(), StorageError> {
+    context.transaction.open_table(tables::BOT_SETTINGS)?.remove(site)?;
+    Ok(())
+}
+
 pub(crate) fn read_settings(transaction: &redb::ReadTransaction, site: &str) -> Result<BotSettings, StorageError> {
     let table = transaction.open_table(tables::BOT_SETTINGS)?;
     Ok(table.get(site)?.map(|value| decode_json::<BotSettings>(value.value())).transpose()?.unwrap_or_default())

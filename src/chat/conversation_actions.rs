@@ -73,6 +73,7 @@ pub async fn transfer(
                     trace_id: crate::base::secrets::new_trace_id(),
                     origin: None,
                     route_to_team: None,
+                    offline_message_id: None,
                 };
                 if let Err(error) = messages::append(context, note)? {
                     return Ok(Err(ConversationError::Invalid(error.to_string())));

@@ -491,7 +491,9 @@ const ACTIVITY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(
 const ACTIVITY_MAX_ITEMS: usize = 100;
 
 /// Consumes committed batches until the writer stops.
-/// Committed messages are also offered to the search indexer (without waiting).
+/// Committed messages are also offered to the search indexer (without waiting), and the gRPC
+/// feed's events handed to its listeners (without waiting).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_dispatcher(
     mut committed: mpsc::Receiver<Published>,
     hub: Arc<Hub>,
@@ -500,6 +502,7 @@ pub async fn run_dispatcher(
     push: crate::push::PushInbox,
     epoch: u64,
     search: Search,
+    feed: crate::webhooks::feed::Listeners,
 ) {
     let mut activity = SiteActivity::default();
     let mut last_broadcast: Option<tokio::time::Instant> = None;
@@ -512,23 +515,25 @@ pub async fn run_dispatcher(
         };
         match received {
             Some(None) => break,
-            Some(Some(published)) => {
-                // Chat's writer extension publishes the only batches on this channel.
-                let Ok(batch) = published.downcast::<CommittedBatch>() else {
-                    tracing::error!("the dispatcher received something other than committed events");
-                    continue;
-                };
-                for event in batch.0 {
-                    bot.observe(&event);
-                    push.observe(&event);
-                    if let CommittedEvent::Message { conversation_id, seq, record, .. } = &event {
-                        search.offer(*conversation_id, *seq, record.clone());
-                    }
-                    if let Some(routing_event) = dispatch(&hub, epoch, event, &mut activity) {
-                        router.send(routing_event).await;
+            Some(Some(published)) => match published.downcast::<CommittedBatch>() {
+                Ok(batch) => {
+                    for event in batch.0 {
+                        bot.observe(&event);
+                        push.observe(&event);
+                        if let CommittedEvent::Message { conversation_id, seq, record, .. } = &event {
+                            search.offer(*conversation_id, *seq, record.clone());
+                        }
+                        if let Some(routing_event) = dispatch(&hub, epoch, event, &mut activity) {
+                            router.send(routing_event).await;
+                        }
                     }
                 }
-            }
+                // The gRPC feed's events of the same commit (published only while gRPC is on).
+                Err(published) => match published.downcast::<crate::webhooks::feed::FeedBatch>() {
+                    Ok(events) => feed.publish(*events),
+                    Err(_) => tracing::error!("the dispatcher received something it does not know"),
+                },
+            },
             None => {}
         }
         let now = tokio::time::Instant::now();

@@ -23,16 +23,58 @@ use crate::storage::{StorageError, WriteContext, decode_postcard, encode_postcar
 /// Longest client id accepted.
 pub const MAX_CLIENT_ID_LEN: usize = 64;
 
-/// A stored message. The enum tag is the record's format version.
+/// A stored message. The enum tag is the record's format version: records written before the
+/// offline-form mark are `V1` and read as not from the offline form.
 #[derive(Serialize, Deserialize)]
 enum StoredMessage {
-    V1(MessageRecord),
+    V1(MessageRecordV1),
+    V2(MessageRecord),
 }
 
-/// [`StoredMessage`] borrowing its record, for writing: it encodes to the same bytes.
+/// [`StoredMessage`] borrowing its record, for writing: it encodes to the same bytes. `V1` is
+/// never written; it keeps `V2`'s tag.
 #[derive(Serialize)]
 enum StoredMessageRef<'a> {
-    V1(&'a MessageRecord),
+    #[allow(dead_code)]
+    V1(&'a MessageRecordV1),
+    V2(&'a MessageRecord),
+}
+
+/// The first stored form of [`MessageRecord`], without `offline_message_id`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct MessageRecordV1 {
+    lsn: u64,
+    trace_id: u64,
+    created_at: i64,
+    sender_kind: SenderKind,
+    sender_id: u64,
+    sender_name: String,
+    kind: MessageKind,
+    internal: bool,
+    client_id: Option<String>,
+    text: String,
+    attachment: Option<AttachmentRef>,
+    bot_source: Option<BotSource>,
+}
+
+impl From<MessageRecordV1> for MessageRecord {
+    fn from(old: MessageRecordV1) -> MessageRecord {
+        MessageRecord {
+            lsn: old.lsn,
+            trace_id: old.trace_id,
+            created_at: old.created_at,
+            sender_kind: old.sender_kind,
+            sender_id: old.sender_id,
+            sender_name: old.sender_name,
+            kind: old.kind,
+            internal: old.internal,
+            client_id: old.client_id,
+            text: old.text,
+            attachment: old.attachment,
+            bot_source: old.bot_source,
+            offline_message_id: None,
+        }
+    }
 }
 
 /// A message as stored in its day shard; the key holds the conversation and sequence.
@@ -52,6 +94,10 @@ pub struct MessageRecord {
     pub attachment: Option<AttachmentRef>,
     /// For bot messages: the knowledge-base entry or model the text came from.
     pub bot_source: Option<BotSource>,
+    /// For the visitor message an offline message became (`chat::offline_messages`): that
+    /// offline message's id. Set only there, so notifications announce the offline message once
+    /// and never mistake a client's own id for the mark.
+    pub offline_message_id: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +180,8 @@ pub struct NewMessage {
     pub origin: Option<ConnectionHandle>,
     /// The team a conversation this message starts waits for (the site's routing rules).
     pub route_to_team: Option<u64>,
+    /// The offline message this visitor message is, when the offline form made it.
+    pub offline_message_id: Option<u64>,
 }
 
 impl NewMessage {
@@ -150,6 +198,7 @@ impl NewMessage {
             trace_id: 0,
             origin: None,
             route_to_team: None,
+            offline_message_id: None,
         }
     }
 }
@@ -324,12 +373,13 @@ pub fn append_with_source(
         text: new_message.text,
         attachment,
         bot_source,
+        offline_message_id: new_message.offline_message_id,
     };
     let shard_name = tables::message_shard_name(day);
     context
         .transaction
         .open_table(tables::message_shard(&shard_name))?
-        .insert((conversation_id, seq), encode_postcard(&StoredMessageRef::V1(&record)).as_slice())?;
+        .insert((conversation_id, seq), encode_postcard(&StoredMessageRef::V2(&record)).as_slice())?;
     context.note_conversation_day(conversation_id, day)?;
     let ack = AckRecord { conversation_id, seq, day, created_at: now };
     context.transaction.open_table(tables::CLIENT_IDS)?.insert(dedup_key, encode_postcard(&ack).as_slice())?;
@@ -397,7 +447,8 @@ fn read_one(
 
 pub fn decode_record(bytes: &[u8]) -> Result<MessageRecord, StorageError> {
     match decode_postcard::<StoredMessage>(bytes)? {
-        StoredMessage::V1(record) => Ok(record),
+        StoredMessage::V1(record) => Ok(record.into()),
+        StoredMessage::V2(record) => Ok(record),
     }
 }
 
@@ -734,9 +785,32 @@ mod tests {
                 content_type: "image/png".into(),
             }),
             bot_source: None,
+            offline_message_id: Some(4),
         };
-        let borrowed = encode_postcard(&StoredMessageRef::V1(&record));
-        assert_eq!(borrowed, postcard::to_allocvec(&StoredMessage::V1(record.clone())).unwrap());
-        assert_eq!(decode_record(&borrowed).unwrap().text, "héllo");
+        let borrowed = encode_postcard(&StoredMessageRef::V2(&record));
+        assert_eq!(borrowed, postcard::to_allocvec(&StoredMessage::V2(record.clone())).unwrap());
+        let decoded = decode_record(&borrowed).unwrap();
+        assert_eq!((decoded.text.as_str(), decoded.offline_message_id), ("héllo", Some(4)));
+    }
+
+    #[test]
+    fn a_record_stored_before_the_offline_mark_is_read_without_it() {
+        let old = MessageRecordV1 {
+            lsn: 1,
+            trace_id: 0,
+            created_at: 1_700_000_000_000,
+            sender_kind: SenderKind::Visitor,
+            sender_id: 3,
+            sender_name: "Ana".into(),
+            kind: MessageKind::Text,
+            internal: false,
+            client_id: Some("offline-1".into()),
+            text: "call me".into(),
+            attachment: None,
+            bot_source: None,
+        };
+        let bytes = postcard::to_allocvec(&StoredMessage::V1(old)).unwrap();
+        let decoded = decode_record(&bytes).unwrap();
+        assert_eq!((decoded.text.as_str(), decoded.offline_message_id), ("call me", None));
     }
 }

@@ -14,9 +14,12 @@ use crate::protocol::{SenderKind, SenderView};
 use crate::storage::writer::Counter;
 use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
 
-/// The client id of the visitor message an offline message becomes, before its id: the lead
-/// announces it, so notifications skip the message itself.
-pub const OFFLINE_CLIENT_ID_PREFIX: &str = "offline-";
+/// The client id of the visitor message an offline message becomes, before its id. The space
+/// keeps it out of what clients may send (printable ASCII without spaces), so it never collides
+/// with a send of the visitor's in deduplication. It is only an id: what marks the message as
+/// the offline form's is its record's `offline_message_id` (before that mark, such messages had
+/// `offline-` and the id, which a client may send too).
+const OFFLINE_CLIENT_ID_PREFIX: &str = "offline ";
 
 /// Longest offline message text, in characters.
 pub const MAX_TEXT_CHARS: usize = 4000;
@@ -107,12 +110,17 @@ pub async fn leave(
                 false => message.name.clone(),
             };
             let sender = SenderView { kind: SenderKind::Visitor, id: visitor_id, name: sender_name };
-            let in_conversation = NewMessage::text(
-                Target::Conversation(conversation_id),
-                sender,
-                format!("{OFFLINE_CLIENT_ID_PREFIX}{id}"),
-                message.text.clone(),
-            );
+            // Marked as this offline message's, so notifications announce the offline message
+            // once rather than this message too.
+            let in_conversation = NewMessage {
+                offline_message_id: Some(id),
+                ..NewMessage::text(
+                    Target::Conversation(conversation_id),
+                    sender,
+                    format!("{OFFLINE_CLIENT_ID_PREFIX}{id}"),
+                    message.text.clone(),
+                )
+            };
             if let Err(error) = messages::append(context, in_conversation)? {
                 return Ok(Err(OfflineMessageError::Invalid(error.to_string())));
             }

@@ -437,6 +437,8 @@ pub(crate) fn message_of(row: &Row) -> Result<(u64, MessageRecord), PostgresErro
         text: row.try_get(10)?,
         attachment: json_column(row.try_get(11)?)?,
         bot_source: json_column(row.try_get(12)?)?,
+        // The offline-form mark is not a column yet: PostgreSQL holds no offline messages.
+        offline_message_id: None,
     };
     Ok((unsigned(row.try_get(0)?)?, record))
 }

@@ -7,46 +7,7 @@
 use askama::Template;
 
 /// The language of an email: the recipient's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lang {
-    En,
-    Zh,
-}
-
-impl Lang {
-    /// A language tag (`zh-CN`, `zh`, `en-GB`...); `None` for anything else or empty.
-    pub fn from_tag(tag: &str) -> Option<Lang> {
-        let tag = tag.trim().to_lowercase();
-        if tag.starts_with("zh") {
-            Some(Lang::Zh)
-        } else if tag.starts_with("en") {
-            Some(Lang::En)
-        } else {
-            None
-        }
-    }
-
-    /// The first known language of `tags`, else English.
-    pub fn first_of<'a>(tags: impl IntoIterator<Item = &'a str>) -> Lang {
-        tags.into_iter().find_map(Lang::from_tag).unwrap_or(Lang::En)
-    }
-
-    /// The `lang` attribute of the HTML part.
-    pub fn html(self) -> &'static str {
-        match self {
-            Lang::En => "en",
-            Lang::Zh => "zh-CN",
-        }
-    }
-
-    /// One of two texts.
-    fn pick<'a>(self, english: &'a str, chinese: &'a str) -> &'a str {
-        match self {
-            Lang::En => english,
-            Lang::Zh => chinese,
-        }
-    }
-}
+pub use crate::base::language::Lang;
 
 /// A quoted chat line.
 #[derive(Clone, Debug)]

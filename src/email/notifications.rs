@@ -180,6 +180,10 @@ fn email_answer(
     record: &crate::chat::messages::MessageRecord,
 ) -> Result<(), StorageError> {
     let Some(conversation) = context.conversation(conversation_id)?.cloned() else { return Ok(()) };
+    // Most visitors left no address: known from the writer's cache, without reading the visitor.
+    if !crate::people::visitors::has_email(context, conversation.visitor_id)? {
+        return Ok(());
+    }
     let Some(visitor) = crate::people::visitors::get_for_update(context, conversation.visitor_id)? else {
         return Ok(());
     };

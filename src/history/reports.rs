@@ -440,6 +440,7 @@ mod tests {
             text: "hello".into(),
             attachment: None,
             bot_source: None,
+            offline_message_id: None,
         }
     }
 

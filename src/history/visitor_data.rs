@@ -230,7 +230,7 @@ fn erase_in(context: &mut WriteContext<'_>, visitor_id: u64) -> Result<(ErasureR
     report.webhook_deliveries = crate::webhooks::erase_deliveries_of(context, visitor_id, &conversation_ids)?;
     let address = crate::people::visitors::get_for_update(context, visitor_id)?.and_then(|visitor| visitor.email);
     report.emails = crate::email::erase_about(context, address.as_deref().unwrap_or_default())?;
-    context.transaction.open_table(tables::VISITORS)?.remove(visitor_id)?;
+    crate::people::visitors::remove(context, visitor_id)?;
     context.transaction.open_table(tables::VISITOR_TOKENS)?.retain(|_, id| id != visitor_id)?;
     context.transaction.open_table(tables::VISITOR_IDENTITIES)?.retain(|_, id| id != visitor_id)?;
     context.transaction.open_table(tables::BLOCKED_VISITORS)?.remove(visitor_id)?;

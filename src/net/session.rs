@@ -573,6 +573,7 @@ impl Session {
             trace_id,
             origin: Some(self.handle.clone()),
             route_to_team,
+            offline_message_id: None,
         };
         let origin = self.handle.clone();
         let abort_origin = self.handle.clone();

@@ -46,6 +46,8 @@ pub struct App {
     pub push: crate::push::Push,
     /// Origins refused per site, for the log and the site's admin page.
     pub refused_origins: crate::sites::refused_origins::RefusedOrigins,
+    /// The subscribers of gRPC `Subscribe`, fed each site's events by the dispatcher.
+    pub feed: crate::webhooks::feed::Listeners,
 }
 
 pub type AppState = Arc<App>;

@@ -362,6 +362,24 @@ pub async fn update(store: &Store, id: u64, changes: AgentChanges) -> Result<Age
         .await
 }
 
+/// Takes a deleted site out of every agent's sites (inside the site's deletion), so an agent's
+/// list names only sites that exist and saving it again is not refused for the missing one.
+pub fn forget_site(context: &crate::storage::WriteContext<'_>, site: &str) -> Result<(), StorageError> {
+    let mut agents = context.transaction.open_table(tables::AGENTS)?;
+    let mut changed = Vec::new();
+    for entry in agents.iter()? {
+        let mut agent: Agent = decode_json(entry?.1.value())?;
+        if agent.sites.iter().any(|key| key == site) {
+            agent.sites.retain(|key| key != site);
+            changed.push(agent);
+        }
+    }
+    for agent in &changed {
+        agents.insert(agent.id, encode_json(agent).as_slice())?;
+    }
+    Ok(())
+}
+
 fn end_sessions(context: &mut crate::storage::WriteContext<'_>, agent_id: u64) -> Result<(), StorageError> {
     end_sessions_but(context, agent_id, None).map(drop)
 }
@@ -550,7 +568,8 @@ pub fn authenticate(
 
 /// Changes the agent's own password after checking the current one (in a slot of `checks`);
 /// every other session of the agent ends, with its live connections, and `keep` (the session
-/// making the change) stays. A wrong current password changes nothing.
+/// making the change) stays. A wrong current password changes nothing; a new password that is
+/// not allowed is refused before the current one is checked, so it costs no guess.
 pub async fn change_password(
     store: &Store,
     checks: &PasswordChecks,
@@ -632,8 +651,24 @@ pub async fn confirm_two_factor(
         .await
 }
 
+/// Turns the agent's own two-factor login off once `password` (checked in a slot of `checks`)
+/// is theirs; `keep` (the session asking) stays, every other session ends. A wrong password
+/// changes nothing.
+pub async fn disable_own_two_factor(
+    store: &Store,
+    checks: &PasswordChecks,
+    agent: &Agent,
+    keep: TokenDigest,
+    password: &str,
+) -> Result<Agent, AgentError> {
+    if !checks.verify(password.to_owned(), agent.password_hash.clone()).await? {
+        return Err(AgentError::InvalidCredentials);
+    }
+    remove_two_factor(store, agent.id, Some(keep), false).await
+}
+
 /// Turns the agent's two-factor login off: by the agent (who gives their password; refused when
-/// the installation requires it) or by an admin's reset. Every session of the agent but `keep`
+/// the installation requires it; [`disable_own_two_factor`]) or by an admin's reset. Every session of the agent but `keep`
 /// ends, since whoever held a lost phone may have logged in with it.
 pub async fn remove_two_factor(
     store: &Store,

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::base::field_error::FieldError;
 use crate::base::rate_limit::RateLimiter;
 use crate::base::secrets::{self, TokenDigest};
-use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
 
 /// The prefix of API tokens, so a token says which table it belongs to.
 pub const TOKEN_PREFIX: &str = "k1.";
@@ -142,6 +142,25 @@ pub async fn revoke(store: &Store, id: u64) -> Result<ApiToken, ApiTokenError> {
             Ok(Ok(token))
         })
         .await
+}
+
+/// Revokes every live token of a site (inside the site's deletion): they stay listed as revoked.
+pub fn revoke_of_site(context: &WriteContext<'_>, site: &str) -> Result<usize, StorageError> {
+    let mut table = context.transaction.open_table(tables::API_TOKENS)?;
+    let mut revoked = Vec::new();
+    for entry in table.iter()? {
+        let token: ApiToken = decode_json(entry?.1.value())?;
+        if token.site == site && !token.is_revoked() {
+            revoked.push(token);
+        }
+    }
+    for token in &mut revoked {
+        token.revoked_at = Some(context.now);
+        table.insert(token.id, encode_json(token).as_slice())?;
+    }
+    let ids: std::collections::HashSet<u64> = revoked.iter().map(|token| token.id).collect();
+    context.transaction.open_table(tables::API_TOKEN_DIGESTS)?.retain(|_, token_id| !ids.contains(&token_id))?;
+    Ok(ids.len())
 }
 
 /// Records that a token was used just now (no-op for a token revoked meanwhile).

@@ -8,7 +8,7 @@ use crate::chat::delivery::Hub;
 use crate::people::visitor_presence::OnlineVisitors;
 use crate::people::visitors::Visitor;
 use crate::protocol::{ErrorCode, close_code};
-use crate::storage::{StorageError, Store, tables};
+use crate::storage::{StorageError, Store, WriteContext, tables};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
@@ -73,6 +73,12 @@ pub async fn unblock_address(store: &Store, site: String, ip: String) -> Result<
             }
         })
         .await
+}
+
+/// Lifts every address block of a site (inside the site's deletion).
+pub fn unblock_addresses_of_site(context: &WriteContext<'_>, site: &str) -> Result<(), StorageError> {
+    context.transaction.open_table(tables::BLOCKED_IPS)?.retain(|(blocked_on, _), _| blocked_on != site)?;
+    Ok(())
 }
 
 /// Blocked visitors with when they were blocked, newest block first.

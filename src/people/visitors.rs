@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::base::secrets::{self, TokenDigest};
 use crate::protocol::PageView;
 use crate::sites::Site;
-use crate::storage::writer::{Counter, WriteContext};
+use crate::storage::writer::{Counter, WriteContext, WriterExtension};
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 /// The prefix of visitor tokens.
@@ -177,9 +177,56 @@ pub fn get_for_update(context: &WriteContext<'_>, id: u64) -> Result<Option<Visi
 }
 
 /// Stores a changed visitor inside a writer operation.
-pub fn put(context: &WriteContext<'_>, visitor: &Visitor) -> Result<(), StorageError> {
+pub fn put(context: &mut WriteContext<'_>, visitor: &Visitor) -> Result<(), StorageError> {
     context.transaction.open_table(tables::VISITORS)?.insert(visitor.id, encode_json(visitor).as_slice())?;
+    note_email(context, visitor);
     Ok(())
+}
+
+/// Removes a visitor record inside a writer operation (the erasure of their data).
+pub fn remove(context: &mut WriteContext<'_>, id: u64) -> Result<(), StorageError> {
+    context.transaction.open_table(tables::VISITORS)?.remove(id)?;
+    context.extension::<EmailKnown>().0.remove(&id);
+    Ok(())
+}
+
+/// Visitors the writer has cached before it forgets them all.
+const EMAIL_KNOWN_LIMIT: usize = 100_000;
+
+/// Whether each visitor has an email address, kept by the writer between batches: every agent
+/// answer asks ([`has_email`]) and most visitors have none, so the answer costs a map lookup, not
+/// a read and decode of the visitor. Every write of a visitor record goes through this module and
+/// keeps it right.
+#[derive(Default)]
+struct EmailKnown(std::collections::HashMap<u64, bool>);
+
+impl WriterExtension for EmailKnown {
+    fn trim(&mut self) {
+        if self.0.len() > EMAIL_KNOWN_LIMIT {
+            self.0.clear();
+        }
+    }
+}
+
+fn note_email(context: &mut WriteContext<'_>, visitor: &Visitor) {
+    context
+        .extension::<EmailKnown>()
+        .0
+        .insert(visitor.id, visitor.email.as_deref().is_some_and(|email| !email.is_empty()));
+}
+
+/// Whether the visitor has an email address (a missing visitor has none), inside the writer.
+pub fn has_email(context: &mut WriteContext<'_>, id: u64) -> Result<bool, StorageError> {
+    if let Some(known) = context.extension::<EmailKnown>().0.get(&id) {
+        return Ok(*known);
+    }
+    match get_for_update(context, id)? {
+        Some(visitor) => {
+            note_email(context, &visitor);
+            Ok(visitor.email.as_deref().is_some_and(|email| !email.is_empty()))
+        }
+        None => Ok(false),
+    }
 }
 
 /// Longest URL in a page view, in characters.
@@ -303,6 +350,8 @@ pub async fn open_session(store: &Store, site: &Site, request: SessionRequest) -
             }
             tokens.insert(&secrets::token_digest(&token), visitor.id)?;
             visitors.insert(visitor.id, encode_json(&visitor).as_slice())?;
+            drop((tokens, visitors, identities));
+            note_email(context, &visitor);
             Ok(Ok(OpenedSession { visitor, token }))
         })
         .await

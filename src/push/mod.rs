@@ -27,10 +27,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::base::language::Lang;
 use crate::chat::delivery::{CommittedEvent, ConversationEvent, Hub};
 use crate::protocol::SenderKind;
 use crate::storage::{StorageError, Store};
-use subscriptions::{Language, Subscription};
+use subscriptions::Subscription;
 use vapid::VapidKey;
 
 /// Notices waiting to be planned. A burst beyond it (thousands of visitors writing in the same
@@ -112,15 +113,6 @@ enum Notice {
     Lead { id: u64, site: String, name: String, email: String, text: String },
 }
 
-/// Whether a visitor message is an offline message written into its conversation: the lead is
-/// announced instead, once.
-fn from_offline_form(record: &crate::chat::messages::MessageRecord) -> bool {
-    record
-        .client_id
-        .as_deref()
-        .is_some_and(|id| id.starts_with(crate::chat::offline_messages::OFFLINE_CLIENT_ID_PREFIX))
-}
-
 impl PushInbox {
     /// Queues what notifications act on in a committed event, without waiting.
     pub fn observe(&self, event: &CommittedEvent) {
@@ -128,8 +120,11 @@ impl PushInbox {
             return;
         }
         let notice = match event {
+            // The offline form's message is announced once, as its lead.
             CommittedEvent::Message { conversation_id, site, record, bot_active: false, .. }
-                if record.sender_kind == SenderKind::Visitor && !record.internal && !from_offline_form(record) =>
+                if record.sender_kind == SenderKind::Visitor
+                    && !record.internal
+                    && record.offline_message_id.is_none() =>
             {
                 Notice::VisitorMessage {
                     conversation_id: *conversation_id,
@@ -224,8 +219,8 @@ struct Payload {
 }
 
 impl Planned {
-    fn payload(&self, language: Language, site_name: &str) -> Payload {
-        let chinese = language == Language::Chinese;
+    fn payload(&self, language: Lang, site_name: &str) -> Payload {
+        let chinese = language == Lang::Zh;
         let text = if self.text.trim().is_empty() {
             if chinese { "[附件]".to_owned() } else { "[attachment]".to_owned() }
         } else {
@@ -521,12 +516,12 @@ mod tests {
 
     #[test]
     fn notifications_speak_the_subscription_language() {
-        let english = planned(Kind::NewMessage, "Where is my order?").payload(Language::English, "Shop");
+        let english = planned(Kind::NewMessage, "Where is my order?").payload(Lang::En, "Shop");
         assert_eq!(english.title, "New message · Shop");
         assert_eq!(english.body, "Ann: Where is my order?");
         assert_eq!(english.url, "/console#conversation=7");
         assert_eq!(english.tag, "kefu-7");
-        let chinese = planned(Kind::NewLead, "").payload(Language::Chinese, "商店");
+        let chinese = planned(Kind::NewLead, "").payload(Lang::Zh, "商店");
         assert_eq!(chinese.title, "新留言 · 商店");
         assert_eq!(chinese.body, "Ann: [附件]");
         assert_eq!(chinese.url, "/console");
@@ -535,7 +530,7 @@ mod tests {
     #[test]
     fn long_messages_are_cut_to_a_preview() {
         let long = "长".repeat(500);
-        let body = planned(Kind::NewConversation, &long).payload(Language::Chinese, "s").body;
+        let body = planned(Kind::NewConversation, &long).payload(Lang::Zh, "s").body;
         assert_eq!(body, format!("Ann: {}…", crate::chat::delivery::preview(&long)));
         assert_eq!(shorten("a\n\n  b"), "a b");
     }

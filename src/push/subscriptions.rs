@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::encryption::{AUTH_SECRET_BYTES, PUBLIC_KEY_BYTES};
 use crate::base::field_error::FieldError;
+use crate::base::language::Lang;
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 /// The longest endpoint accepted; real ones are a few hundred characters.
@@ -22,16 +23,6 @@ const MAX_ENDPOINT_CHARS: usize = 2048;
 
 /// Subscriptions kept per agent (browsers and devices); a new one beyond it replaces the oldest.
 pub const MAX_SUBSCRIPTIONS_PER_AGENT: usize = 10;
-
-/// The language a notification is written in: the console's.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Language {
-    #[default]
-    #[serde(rename = "en")]
-    English,
-    #[serde(rename = "zh-CN")]
-    Chinese,
-}
 
 /// A stored subscription.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -42,7 +33,8 @@ pub struct Subscription {
     pub p256dh: String,
     /// The browser's auth secret, base64url.
     pub auth: String,
-    pub language: Language,
+    /// The language notifications are written in: the console's.
+    pub language: Lang,
     pub created_at: i64,
 }
 
@@ -60,7 +52,8 @@ pub struct NewSubscription {
     pub endpoint: String,
     pub keys: SubscriptionKeys,
     #[serde(default)]
-    pub language: Language,
+    /// The language notifications are written in: the console's.
+    pub language: Lang,
     /// `PushSubscription.toJSON()` includes it; kefu does not use it.
     #[serde(default, rename = "expirationTime")]
     pub expiration_time: Option<serde_json::Value>,

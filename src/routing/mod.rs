@@ -79,6 +79,27 @@ pub struct Router {
     online_agents: Arc<DashMap<u64, Agent>>,
     /// Notified when an agent goes online or stops being online, or changes sites.
     availability: Arc<tokio::sync::Notify>,
+    /// The sites concerned by the changes notified on `availability` since the status watcher
+    /// last took them, so it looks at those sites alone.
+    availability_changes: Arc<parking_lot::Mutex<AvailabilityChanges>>,
+}
+
+/// The sites for which [`Router::site_has_online_agent`] may have changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AvailabilityChanges {
+    /// An admin (who serves every site) changed: every site may have.
+    pub every_site: bool,
+    pub sites: std::collections::HashSet<String>,
+}
+
+impl AvailabilityChanges {
+    /// Notes the sites `agent` serves.
+    fn add(&mut self, agent: &Agent) {
+        match agent.role {
+            Role::Admin => self.every_site = true,
+            Role::Agent => self.sites.extend(agent.sites.iter().cloned()),
+        }
+    }
 }
 
 impl Router {
@@ -92,9 +113,26 @@ impl Router {
         self.online_agents.iter().any(|entry| entry.value().serves_site(site))
     }
 
-    /// Notified whenever [`Router::site_has_online_agent`] may have changed for some site.
+    /// Notified whenever [`Router::site_has_online_agent`] may have changed for some site; which
+    /// sites, [`Router::take_availability_changes`] tells.
     pub fn availability_signal(&self) -> Arc<tokio::sync::Notify> {
         self.availability.clone()
+    }
+
+    /// The sites whose online agents may have changed since the last call.
+    pub fn take_availability_changes(&self) -> AvailabilityChanges {
+        std::mem::take(&mut *self.availability_changes.lock())
+    }
+
+    /// Notes that the online agents of the sites `agents` serve changed, and signals it.
+    fn availability_changed(&self, agents: &[&Agent]) {
+        {
+            let mut changes = self.availability_changes.lock();
+            for agent in agents {
+                changes.add(agent);
+            }
+        }
+        self.availability.notify_one();
     }
 
     /// Queues an event, waiting for room: routing never loses an event, and a burst slows its
@@ -159,6 +197,7 @@ pub async fn start(
         presence: Arc::new(DashMap::new()),
         online_agents: Arc::new(DashMap::new()),
         availability: Arc::new(tokio::sync::Notify::new()),
+        availability_changes: Default::default(),
     };
     let open = store.read(conversations::list_open).await?;
     let teams = store.read(crate::people::teams::list).await?;
@@ -277,8 +316,10 @@ impl RouterState {
             }
             RoutingEvent::AgentChanged { agent } => {
                 if let Some(mut online) = self.router.online_agents.get_mut(&agent.id) {
-                    *online = agent.clone();
-                    self.router.availability.notify_one();
+                    // The sites it served and the sites it serves now.
+                    let before = std::mem::replace(&mut *online, agent.clone());
+                    drop(online);
+                    self.router.availability_changed(&[&before, &agent]);
                 }
                 if let Some(state) = self.agents.get_mut(&agent.id) {
                     state.agent = agent;
@@ -369,7 +410,7 @@ impl RouterState {
         } else {
             self.router.online_agents.remove(&agent_id);
         }
-        self.router.availability.notify_one();
+        self.router.availability_changed(&[&state.agent]);
         tracing::info!(agent_id, ?status, "agent presence changed");
         let frame = ServerFrame::Presence { agent_id, status }.encode();
         let sites: Vec<String> = match state.agent.role {

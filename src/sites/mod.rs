@@ -283,8 +283,10 @@ pub async fn rotate_secret(store: &Store, key: &str) -> Result<Site, SiteError> 
         .await
 }
 
-/// Deletes a site with its teams and canned replies. Its conversations stay in the history,
-/// where admins can still search and export them.
+/// Deletes a site with everything that is only the site's: teams, canned replies, webhooks,
+/// knowledge base and bot settings, address blocks, refused origins and its gRPC event feed; its
+/// API tokens are revoked and its key leaves the agents' sites. Its conversations stay in the history (with their visitors, leads and
+/// report figures), where admins can still search and export them.
 pub async fn delete(store: &Store, key: &str) -> Result<Site, SiteError> {
     let key = key.to_owned();
     store
@@ -304,6 +306,14 @@ pub async fn delete(store: &Store, key: &str) -> Result<Site, SiteError> {
             context.transaction.open_table(tables::CANNED_REPLIES)?.retain(|_, value| {
                 decode_json::<crate::chat::canned_replies::CannedReply>(value).map_or(true, |reply| reply.site != key)
             })?;
+            crate::webhooks::delete_of_site(context, &key)?;
+            crate::webhooks::feed::erase_of_site(context, &key)?;
+            crate::bot::knowledge_base::erase_of_site(context, &key)?;
+            crate::bot::erase_settings_of_site(context, &key)?;
+            crate::people::blocking::unblock_addresses_of_site(context, &key)?;
+            crate::people::api_tokens::revoke_of_site(context, &key)?;
+            crate::people::agents::forget_site(context, &key)?;
+            refused_origins::erase_of_site(context, &key)?;
             Ok(Ok(site))
         })
         .await

@@ -16,7 +16,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
 
 /// How often one refused origin of one site is logged at most.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(300);
@@ -128,6 +128,14 @@ impl RefusedOrigins {
         self.mark_changed(site_key);
     }
 
+    /// Forgets every origin of a deleted site, so no later save writes its list again.
+    pub fn forget_site(&self, site_key: &str) {
+        self.sites.remove(site_key);
+        if let Ok(mut changed) = self.changed.lock() {
+            changed.remove(site_key);
+        }
+    }
+
     fn mark_changed(&self, site_key: &str) {
         if let Ok(mut changed) = self.changed.lock() {
             changed.insert(site_key.to_owned());
@@ -149,9 +157,11 @@ impl RefusedOrigins {
             .collect();
         let saved = store
             .write(move |context| {
+                let sites = context.transaction.open_table(tables::SITES)?;
                 let mut table = context.transaction.open_table(tables::REFUSED_ORIGINS)?;
                 for (site_key, list) in &lists {
-                    if list.is_empty() {
+                    // A save that was on its way when the site was deleted writes nothing for it.
+                    if list.is_empty() || sites.get(site_key.as_str())?.is_none() {
                         table.remove(site_key.as_str())?;
                     } else {
                         table.insert(site_key.as_str(), encode_json(list).as_slice())?;
@@ -168,6 +178,12 @@ impl RefusedOrigins {
         }
         saved
     }
+}
+
+/// Removes a site's saved list (inside the site's deletion).
+pub fn erase_of_site(context: &WriteContext<'_>, site_key: &str) -> Result<(), StorageError> {
+    context.transaction.open_table(tables::REFUSED_ORIGINS)?.remove(site_key)?;
+    Ok(())
 }
 
 /// Saves the changed lists every [`SAVE_INTERVAL`] until `shutdown`, then once more.

@@ -3,8 +3,9 @@
 //!
 //! One function decides it ([`status_of`]), so the widget settings, the `site_status` frame at
 //! connect and the frames pushed on a change always agree. [`run_watcher`] pushes a change to the
-//! connected visitors of a site: it wakes when an agent's presence changes (the router signals),
-//! when a site is edited (the directory signals), and at the site's next opening or closing time.
+//! connected visitors of a site: it wakes when an agent's presence changes (the router signals,
+//! and tells which sites that agent serves, so only those are looked at again), when a site is
+//! edited (the directory signals), and at the site's next opening or closing time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chat::delivery::Hub;
 use crate::protocol::{NextOpeningView, ServerFrame, SiteAvailability, SiteStatusView};
-use crate::routing::Router;
+use crate::routing::{AvailabilityChanges, Router};
 use crate::sites::{Site, SiteDirectory};
 
 /// The longest the watcher sleeps without a signal: it looks again anyway, so a missed signal
@@ -65,45 +66,80 @@ impl StatusWatcher {
             if let Some(change) = site.business_hours.next_change(now) {
                 next_change = Some(next_change.map_or(change, |earliest| earliest.min(change)));
             }
-            if !watched.contains(&site.key) {
-                continue;
-            }
-            let status = status_of(site, now, router.site_has_online_agent(&site.key));
-            // A site seen for the first time is told too: a visitor who connected before a
-            // change that this look is the first to see must not keep the old status.
-            if self.told.get(&site.key) != Some(&status) {
-                tracing::debug!(site = %site.key, status = ?status.status, "site status changed");
-                hub.broadcast_to_site_visitors(&site.key, || ServerFrame::SiteStatus(&status).encode());
-                self.told.insert(site.key.clone(), status);
+            if watched.contains(&site.key) {
+                self.tell(hub, router, site, now);
             }
         }
         next_change
     }
+
+    /// Recomputes the status of the sites whose online agents changed (`changes`), among those
+    /// with a visitor connected, and pushes the changed ones; the other sites' status did not move.
+    pub async fn recheck_availability(
+        &mut self,
+        hub: &Hub,
+        router: &Router,
+        sites: &SiteDirectory,
+        changes: AvailabilityChanges,
+        now: Timestamp,
+    ) {
+        let watched = hub.sites_with_visitors();
+        for key in watched.iter().filter(|key| changes.every_site || changes.sites.contains(*key)) {
+            match sites.get(key).await {
+                Ok(Some(site)) => self.tell(hub, router, &site.site, now),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, site = %key, "reading a site for its status failed"),
+            }
+        }
+    }
+
+    /// Pushes `site`'s status to its visitors if it is not what they were told last.
+    fn tell(&mut self, hub: &Hub, router: &Router, site: &Site, now: Timestamp) {
+        let status = status_of(site, now, router.site_has_online_agent(&site.key));
+        // A site seen for the first time is told too: a visitor who connected before a
+        // change that this look is the first to see must not keep the old status.
+        if self.told.get(&site.key) != Some(&status) {
+            tracing::debug!(site = %site.key, status = ?status.status, "site status changed");
+            hub.broadcast_to_site_visitors(&site.key, || ServerFrame::SiteStatus(&status).encode());
+            self.told.insert(site.key.clone(), status);
+        }
+    }
 }
 
-/// Pushes status changes to visitors until shutdown (see the module documentation).
+/// Pushes status changes to visitors until shutdown (see the module documentation). A change of
+/// an agent's presence looks at the sites that agent serves; an edit of a site, an opening or
+/// closing time and the periodic look go over every site.
 pub async fn run_watcher(hub: Arc<Hub>, sites: SiteDirectory, router: Router, shutdown: CancellationToken) {
     let mut watcher = StatusWatcher::default();
     let presence_changed = router.availability_signal();
     let site_changed = sites.change_signal();
+    let mut next_change: Option<Timestamp> = None;
+    let mut every_site = true;
     loop {
         let now = Timestamp::now();
-        let next_change = match sites.all().await {
-            Ok(all) => watcher.recheck(&hub, &router, &all, now),
-            Err(error) => {
-                tracing::warn!(%error, "reading the sites for their status failed");
-                None
-            }
-        };
+        let changes = router.take_availability_changes();
+        // An opening or closing time passed while only presence was looked at.
+        every_site |= next_change.is_some_and(|change| change <= now);
+        if every_site {
+            next_change = match sites.all().await {
+                Ok(all) => watcher.recheck(&hub, &router, &all, now),
+                Err(error) => {
+                    tracing::warn!(%error, "reading the sites for their status failed");
+                    None
+                }
+            };
+        } else {
+            watcher.recheck_availability(&hub, &router, &sites, changes, now).await;
+        }
         let until_change = next_change
             .and_then(|change| Duration::try_from(change.duration_since(now)).ok())
             .map(|wait| wait + BOUNDARY_MARGIN);
         let wait = until_change.map_or(RECHECK_INTERVAL, |wait| wait.min(RECHECK_INTERVAL));
-        tokio::select! {
+        every_site = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = presence_changed.notified() => {}
-            _ = site_changed.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
+            _ = presence_changed.notified() => false,
+            _ = site_changed.notified() => true,
+            _ = tokio::time::sleep(wait) => true,
+        };
     }
 }

@@ -106,6 +106,8 @@ struct StoreInner {
     /// Changes only when data is restored from a backup; clients resuming across it must reload.
     epoch: u64,
     data_dir: PathBuf,
+    /// Reads run so far ([`Store::n_reads`]).
+    n_reads: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -131,7 +133,15 @@ impl Store {
             false => None,
         };
         let writer = writer::spawn(database.clone(), state, config.clone(), log, hooks)?;
-        Ok(Store { inner: Arc::new(StoreInner { database, writer, epoch, data_dir: data_dir.to_owned() }) })
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                database,
+                writer,
+                epoch,
+                data_dir: data_dir.to_owned(),
+                n_reads: Default::default(),
+            }),
+        })
     }
 
     /// The epoch of this database (see docs/protocol.md, "Resume").
@@ -143,6 +153,12 @@ impl Store {
         &self.inner.data_dir
     }
 
+    /// How many reads ([`Store::read`], [`Store::read_blocking`]) ran since the store opened: what
+    /// shows that idle parts of the server (a gRPC subscriber) read nothing.
+    pub fn n_reads(&self) -> u64 {
+        self.inner.n_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Runs `read` in a read transaction on the blocking pool. The transaction sees every write
     /// answered before the call ([`visibility`]).
     pub async fn read<R, F>(&self, read: F) -> Result<R, StorageError>
@@ -150,6 +166,7 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<R, StorageError> + Send + 'static,
     {
+        self.inner.n_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.writer.visibility.answered_visible().await;
         let database = self.inner.database.clone();
         tokio::task::spawn_blocking(move || {
@@ -165,6 +182,7 @@ impl Store {
         &self,
         read: impl FnOnce(&ReadTransaction) -> Result<R, StorageError>,
     ) -> Result<R, StorageError> {
+        self.inner.n_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.writer.visibility.wait_for_answered();
         let transaction = self.inner.database.begin_read()?;
         read(&transaction)

@@ -214,6 +214,20 @@ pub async fn delete(store: &Store, id: &str) -> Result<(), WebhookError> {
         .await
 }
 
+/// Deletes every webhook of a site (inside the site's deletion); their pending deliveries fail
+/// as those of a deleted webhook. Returns how many.
+pub fn delete_of_site(context: &mut WriteContext<'_>, site: &str) -> Result<usize, StorageError> {
+    let doomed: Vec<String> =
+        context.webhooks()?.iter().filter(|webhook| webhook.site == site).map(|webhook| webhook.id.clone()).collect();
+    let mut table = context.transaction.open_table(tables::WEBHOOKS)?;
+    for id in &doomed {
+        table.remove(id.as_str())?;
+    }
+    drop(table);
+    context.invalidate_webhooks();
+    Ok(doomed.len())
+}
+
 pub fn get(transaction: &ReadTransaction, id: &str) -> Result<Option<Webhook>, StorageError> {
     let table = transaction.open_table(tables::WEBHOOKS)?;
     table.get(id)?.map(|value| decode_json(value.value())).transpose()
@@ -293,7 +307,13 @@ fn describe(
         CommittedEvent::Message { conversation_id, seq, record, .. } => {
             let Some(conversation) = context.conversation(*conversation_id)? else { return Ok(None) };
             let view = crate::chat::messages::message_view(*conversation_id, *seq, record, epoch);
-            Some((conversation.site.clone(), "message.created", json!({ "site": conversation.site, "message": view })))
+            let mut data = json!({ "site": conversation.site, "message": view });
+            // The offline form's message also comes as `offline_message.received`: the id lets a
+            // receiver that takes both events tell them apart.
+            if let Some(id) = record.offline_message_id {
+                data["offline_message_id"] = json!(id);
+            }
+            Some((conversation.site.clone(), "message.created", data))
         }
         CommittedEvent::Conversation { event, conversation } => {
             let event_type = match event {

@@ -552,6 +552,46 @@ async fn an_agents_answer_reaches_a_lead_by_email_unless_they_read_it_in_the_cha
 }
 
 #[tokio::test]
+async fn an_answer_is_emailed_from_the_moment_the_visitor_leaves_an_address() {
+    let server = TestServer::start_with(quick_email).await;
+    let site = server.create_site("Shop").await;
+    server.create_agent("wang@shop.example", &site, 3).await;
+    let mut wang = server.agent(&server.login("wang@shop.example").await).await;
+    let (_, token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &token).await;
+    let conversation_id = visitor.say(None, "v1", "hello").await["conversation_id"].as_u64().unwrap();
+    loop {
+        let event = wang.expect("conversation").await;
+        if event["event"] == "assigned" && event["conversation"]["id"] == conversation_id {
+            break;
+        }
+    }
+    let replies = |rows: Vec<kefu::email::Email>| -> Vec<kefu::email::Email> {
+        rows.into_iter().filter(|row| row.kind == kefu::email::EmailKind::Reply).collect()
+    };
+
+    // No address yet: the answer is queued for nobody (the email step runs in its commit).
+    wang.say(Some(conversation_id), "a1", "first answer").await;
+    assert!(replies(outbox(&server).await).is_empty());
+
+    // The same visitor leaves an address through the offline form; the next answer is queued
+    // to it (the writer's note that the visitor had none is updated with the visitor).
+    let response = http()
+        .post(server.url("/api/v1/visitor/offline-messages"))
+        .bearer_auth(&token)
+        .json(&json!({"email": "ada@visitor.example", "text": "write to me"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    wang.say(Some(conversation_id), "a2", "second answer").await;
+    let queued = replies(outbox(&server).await);
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].to_address, "ada@visitor.example");
+    assert!(queued[0].text.contains("second answer"));
+}
+
+#[tokio::test]
 async fn transcripts_go_out_on_request_a_few_times_an_hour_and_on_close_when_the_site_asks() {
     let sink = SmtpSink::start().await;
     let server = TestServer::start_with(quick_email).await;

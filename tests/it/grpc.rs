@@ -327,6 +327,52 @@ async fn subscribe_resumes_from_its_cursor_across_a_restart_without_gaps_or_repe
 }
 
 #[tokio::test]
+async fn idle_subscribers_read_nothing_and_each_gets_a_new_message_at_once() {
+    const N_SUBSCRIBERS: usize = 100;
+    let server = TestServer::start_with(|config| {
+        config.grpc.listen = Some("127.0.0.1:0".parse().unwrap());
+        config.limits.api_request_burst = 1000;
+    })
+    .await;
+    let site = server.create_site("Shop").await;
+    let (token, _) = token(&server, &site, true).await;
+    let channel = channel(&server).await;
+    let mut streams = Vec::new();
+    for _ in 0..N_SUBSCRIBERS {
+        let mut events = EventsClient::new(channel.clone());
+        streams
+            .push(events.subscribe(authed(&token, api::SubscribeRequest { after: None })).await.unwrap().into_inner());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.app().feed.n_listening() < N_SUBSCRIBERS {
+        assert!(tokio::time::Instant::now() < deadline, "every subscriber listens");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Idle for a second: the server's own periodic work reads (the outboxes look every 250 ms),
+    // the subscribers nothing. Polling every 100 ms, they read 1000 times.
+    let before = server.app().store.n_reads();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let n_reads = server.app().store.n_reads() - before;
+    eprintln!("grpc: {n_reads} storage reads in one idle second with {N_SUBSCRIBERS} subscribers");
+    assert!(n_reads < 50, "{n_reads} reads in an idle second");
+
+    // A message reaches every one of them.
+    let (_, visitor_token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &visitor_token).await;
+    let sent_at = std::time::Instant::now();
+    visitor.say(None, "v-1", "hello everyone").await;
+    for stream in &mut streams {
+        let created = next_event(stream).await;
+        assert_eq!(created.r#type, "conversation.created");
+        let message = next_event(stream).await;
+        assert_eq!(message.r#type, "message.created");
+        assert!(message.payload_json.contains("hello everyone"));
+    }
+    eprintln!("grpc: {N_SUBSCRIBERS} subscribers had the message {:?} after the send", sent_at.elapsed());
+}
+
+#[tokio::test]
 async fn a_python_grpcio_client_generated_from_the_same_proto_works() {
     let available = std::process::Command::new("python3")
         .args(["-c", "import grpc, grpc_tools"])

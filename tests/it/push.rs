@@ -265,6 +265,13 @@ async fn agents_with_a_closed_console_are_told_in_their_language() {
     let notification = ann_browser.decrypt(&encrypted);
     assert_eq!(notification["title"], "新消息 · Shop");
     assert!(notification["body"].as_str().unwrap().ends_with(": Are you there?"), "{notification}");
+    // A client id like the old offline-form one marks nothing: the message is pushed as any other.
+    visitor.say(Some(conversation_id), "offline-1", "Still here").await;
+    let (name, _, encrypted) = push.next().await;
+    assert_eq!(name, "ann");
+    let notification = ann_browser.decrypt(&encrypted);
+    assert_eq!(notification["title"], "新消息 · Shop");
+    assert!(notification["body"].as_str().unwrap().ends_with(": Still here"), "{notification}");
 
     // A lead, in English once Ann's console language changed (the console posts again).
     let body = Some(ann_browser.subscription(&push, "en"));

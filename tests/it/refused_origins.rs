@@ -115,3 +115,83 @@ async fn refused_origins_survive_a_restart_and_so_does_an_allow() {
     assert_eq!(listed_row(&server, &admin, &site.key, STRANGER).await, None);
     assert!(listed_row(&server, &admin, &site.key, OTHER).await.is_some(), "the other origin stays listed");
 }
+
+#[tokio::test]
+async fn a_deleted_site_leaves_nothing_kept_for_it_alone() {
+    let server = TestServer::start().await;
+    server.create_admin(ADMIN).await;
+    let site = server.create_site("Shop").await;
+    let kept = server.create_site("Kept").await;
+    let app = server.app();
+    let both = kefu::people::agents::NewAgent {
+        email: "ann@shop.example".into(),
+        name: "Ann".into(),
+        password: "a long enough password".into(),
+        role: kefu::people::agents::Role::Agent,
+        sites: vec![site.key.clone(), kept.key.clone()],
+        capacity: 3,
+    };
+    let ann = kefu::people::agents::create(&app.store, both).await.unwrap();
+    for key in [&site.key, &kept.key] {
+        assert_eq!(settings_from(&server, key, STRANGER).await.0, StatusCode::FORBIDDEN);
+        let webhook = kefu::webhooks::NewWebhook {
+            url: "https://crm.example/hook".into(),
+            events: vec!["message.created".into()],
+            allow_private: false,
+        };
+        kefu::webhooks::create(&app.store, key, webhook).await.unwrap();
+        kefu::people::blocking::block_address(&app.store, key.clone(), "203.0.113.9".into()).await.unwrap();
+        let entry = kefu::bot::knowledge_base::EntryInput {
+            questions: vec!["Where is my order?".into()],
+            answer: "On its way.".into(),
+            ..Default::default()
+        };
+        kefu::bot::knowledge_base::create_many(&app.store, key.clone(), vec![entry]).await.unwrap();
+        let token = kefu::people::api_tokens::NewApiToken {
+            name: "CRM".into(),
+            site: key.clone(),
+            read_only: true,
+            created_by: ADMIN.into(),
+        };
+        kefu::people::api_tokens::create(&app.store, token).await.unwrap();
+    }
+    app.refused_origins.save(&app.store).await.unwrap();
+
+    let admin = Admin::log_in(&server).await;
+    let (status, _, _) =
+        admin.post(&server, &format!("/admin/sites/{}/delete", site.key), &[("confirm", &site.key)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    // A refusal recorded before the deletion and saved after it writes nothing back.
+    app.refused_origins.record(&site.key, "https://late.example");
+    app.refused_origins.save(&app.store).await.unwrap();
+
+    assert_eq!(kept_for(&server, &site.key).await, (false, 0, 0, 0, 0));
+    assert_eq!(kept_for(&server, &kept.key).await, (true, 1, 1, 1, 1), "another site keeps its own");
+    let ann = app.store.read(move |transaction| kefu::people::agents::get(transaction, ann.id)).await.unwrap();
+    assert_eq!(ann.unwrap().sites, vec![kept.key.clone()], "the agent serves the site that is left");
+}
+
+/// What storage keeps for a site: (its refused origins, webhooks, blocked addresses,
+/// knowledge-base entries, live API tokens).
+async fn kept_for(server: &TestServer, key: &str) -> (bool, usize, usize, usize, usize) {
+    let key = key.to_owned();
+    server
+        .app()
+        .store
+        .read(move |transaction| {
+            let refused = transaction.open_table(kefu::storage::tables::REFUSED_ORIGINS)?.get(key.as_str())?.is_some();
+            let webhooks = kefu::webhooks::list(transaction, &key)?.len();
+            let blocked = kefu::people::blocking::blocked_addresses(transaction)?
+                .iter()
+                .filter(|(blocked_on, _, _)| *blocked_on == key)
+                .count();
+            let entries = kefu::bot::knowledge_base::list(transaction, &key)?.len();
+            let live_tokens = kefu::people::api_tokens::list(transaction)?
+                .iter()
+                .filter(|token| token.site == key && !token.is_revoked())
+                .count();
+            Ok((refused, webhooks, blocked, entries, live_tokens))
+        })
+        .await
+        .unwrap()
+}

@@ -60,6 +60,33 @@ async fn visitors_see_an_agent_come_online_and_go_away_after_the_grace_period() 
 }
 
 #[tokio::test]
+async fn a_presence_change_is_pushed_to_the_sites_of_that_agent_only() {
+    let server = TestServer::start().await;
+    let shop = server.create_site("Shop").await;
+    let other = server.create_site("Other").await;
+    server.create_agent("ann@shop.example", &shop, 5).await;
+    server.create_admin("root@kefu.example").await;
+    let (_, token) = server.visitor_session(&shop, None).await;
+    let (mut shop_visitor, status) = server.visitor_with_status(&shop, &token).await;
+    assert_eq!(status["status"], "away");
+    let (_, token) = server.visitor_session(&other, None).await;
+    let (mut other_visitor, status) = server.visitor_with_status(&other, &token).await;
+    assert_eq!(status["status"], "away");
+
+    // Ann serves Shop alone.
+    let _ann = server.agent(&server.login("ann@shop.example").await).await;
+    assert_eq!(shop_visitor.expect_site_status().await["status"], "online");
+    let told = tokio::time::timeout(Duration::from_millis(300), other_visitor.expect_site_status()).await;
+    assert!(told.is_err(), "Other's visitors were told {told:?}");
+
+    // An admin serves every site: Other comes online; Shop was already.
+    let _root = server.agent(&server.login("root@kefu.example").await).await;
+    assert_eq!(other_visitor.expect_site_status().await["status"], "online");
+    let told = tokio::time::timeout(Duration::from_millis(300), shop_visitor.expect_site_status()).await;
+    assert!(told.is_err(), "Shop's visitors were told {told:?}");
+}
+
+#[tokio::test]
 async fn closing_the_hours_tells_visitors_closed_with_the_next_opening_and_reopening_online() {
     let server = TestServer::start().await;
     let site = server.create_site("Shop").await;

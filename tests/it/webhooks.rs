@@ -120,11 +120,13 @@ async fn events_are_delivered_signed_and_retried_until_the_receiver_recovers() {
 
     let (_, token) = server.visitor_session(&site, None).await;
     let mut visitor = server.visitor(&site, &token).await;
-    let ack = visitor.say(None, "v-1", "hello webhooks").await;
+    // A client id like the old offline-form one: an ordinary message all the same.
+    let ack = visitor.say(None, "offline-1", "hello webhooks").await;
     let conversation = receiver.expect("conversation.created", &secret).await;
     assert_eq!(conversation["data"]["conversation"]["id"], ack["conversation_id"]);
     let message = receiver.expect("message.created", &secret).await;
     assert_eq!(message["data"]["message"]["text"], "hello webhooks");
+    assert!(message["data"].get("offline_message_id").is_none(), "{message}");
     assert_eq!(receiver.failures_left.load(Ordering::SeqCst), 0, "the first attempts failed and were retried");
 
     let offline = http()
@@ -137,6 +139,11 @@ async fn events_are_delivered_signed_and_retried_until_the_receiver_recovers() {
     assert_eq!(offline.status(), 201);
     let left = receiver.expect("offline_message.received", &secret).await;
     assert_eq!(left["data"]["offline_message"]["email"], "ada@example.com");
+    // Its message in the conversation comes as message.created too, marked with its id.
+    let in_conversation = receiver.expect("message.created", &secret).await;
+    assert_eq!(in_conversation["data"]["message"]["text"], "call me");
+    assert_eq!(in_conversation["data"]["offline_message_id"], left["data"]["offline_message"]["id"]);
+    assert_eq!(in_conversation["data"]["message"]["conversation_id"], ack["conversation_id"]);
 
     // The admin sees every delivery, with its attempts, and can send one again.
     let url = server.url(&format!("/api/v1/webhooks/{}/deliveries", webhook["id"].as_str().unwrap()));

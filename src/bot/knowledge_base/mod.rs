@@ -22,7 +22,7 @@ use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use crate::storage::writer::Counter;
-use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
 
 /// Most question variants of one entry.
 pub const MAX_QUESTIONS: usize = 20;
@@ -280,6 +280,23 @@ pub async fn delete(store: &Store, id: u64) -> Result<KbEntry, KbError> {
             Ok(Ok(entry))
         })
         .await
+}
+
+/// Removes every entry of a site with its vectors (inside the site's deletion); returns how many.
+pub fn erase_of_site(context: &WriteContext<'_>, site: &str) -> Result<usize, StorageError> {
+    let mut index = context.transaction.open_table(tables::KB_SITE_ENTRIES)?;
+    let mut ids = Vec::new();
+    for entry in index.range((site, 0)..=(site, u64::MAX))? {
+        ids.push(entry?.0.value().1);
+    }
+    let mut entries = context.transaction.open_table(tables::KB_ENTRIES)?;
+    let mut vectors = context.transaction.open_table(tables::KB_VECTORS)?;
+    for id in &ids {
+        index.remove((site, *id))?;
+        entries.remove(*id)?;
+        vectors.remove(*id)?;
+    }
+    Ok(ids.len())
 }
 
 pub fn get(transaction: &ReadTransaction, id: u64) -> Result<Option<KbEntry>, StorageError> {

@@ -513,6 +513,7 @@ pub async fn delete(State(app): State<AppState>, Path(key): Path<String>, post: 
         Err(error) => return internal_error(error),
     };
     app.sites.invalidate(&key);
+    app.refused_origins.forget_site(&key);
     post.admin.audit(&app, "site.delete", &key, format!("name {:?}", site.name)).await;
     done("/admin/sites", &super::fill(post.admin.t().site_deleted, &[("name", &site.name)]))
 }

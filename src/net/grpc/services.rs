@@ -2,7 +2,6 @@
 //! operation (`net::http::*_api`), converting between Protobuf and the handler's types.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -25,10 +24,8 @@ use crate::protocol::{ConversationView, MessageView};
 use crate::webhooks::feed;
 use kefu_wire::protobuf::messages as wire;
 
-/// Events read from storage at a time by a subscriber.
+/// Events read from storage at a time by a subscriber catching up.
 const EVENT_PAGE: usize = 200;
-/// How often a subscriber that has caught up looks for new events.
-const EVENT_POLL: Duration = Duration::from_millis(100);
 /// Events waiting for a slow subscriber before its task waits too.
 const SUBSCRIBER_QUEUE: usize = 64;
 
@@ -342,31 +339,59 @@ fn storage(error: crate::storage::StorageError) -> Status {
 
 /// Sends `site`'s events after `cursor` to a subscriber, then each new one as it is committed,
 /// until the subscriber goes away or the server shuts down.
+///
+/// It listens to the dispatcher's events first and reads storage after the cursor second, so
+/// nothing falls between; live events at or before the cursor were read already and are skipped.
+/// An idle subscriber only waits: storage is read again only when it fell so far behind that
+/// the listeners dropped it.
 async fn follow(app: AppState, site: String, mut cursor: u64, sender: mpsc::Sender<Result<api::Event, Status>>) {
+    let send = |event: &feed::SiteEvent| {
+        let event =
+            api::Event { cursor: event.id, r#type: event.event_type.clone(), payload_json: event.payload.clone() };
+        sender.send(Ok(event))
+    };
     loop {
-        let (page_site, after) = (site.clone(), cursor);
-        let events =
-            match app.store.read(move |transaction| feed::after(transaction, &page_site, after, EVENT_PAGE)).await {
+        let mut listening = app.feed.listen(&site);
+        loop {
+            let (page_site, after) = (site.clone(), cursor);
+            let events = match app
+                .store
+                .read(move |transaction| feed::after(transaction, &page_site, after, EVENT_PAGE))
+                .await
+            {
                 Ok(events) => events,
                 Err(error) => {
                     let _ = sender.send(Err(storage(error))).await;
                     return;
                 }
             };
-        if events.is_empty() {
-            tokio::select! {
+            let n_read = events.len();
+            for event in events {
+                cursor = event.id;
+                if send(&event).await.is_err() {
+                    return;
+                }
+            }
+            if n_read < EVENT_PAGE {
+                break;
+            }
+        }
+        loop {
+            let event = tokio::select! {
                 _ = app.shutdown.cancelled() => {
                     let _ = sender.send(Err(Status::unavailable("the server is shutting down; resume from your cursor"))).await;
                     return;
                 }
                 _ = sender.closed() => return,
-                _ = tokio::time::sleep(EVENT_POLL) => continue,
+                event = listening.events.recv() => event,
+            };
+            // None: dropped for falling behind; read storage from the cursor and listen again.
+            let Some(event) = event else { break };
+            if event.id <= cursor {
+                continue;
             }
-        }
-        for event in events {
             cursor = event.id;
-            let event = api::Event { cursor: event.id, r#type: event.event_type, payload_json: event.payload };
-            if sender.send(Ok(event)).await.is_err() {
+            if send(&event).await.is_err() {
                 return;
             }
         }

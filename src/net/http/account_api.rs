@@ -6,8 +6,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::agent_api::{AgentView, limited};
@@ -17,7 +17,7 @@ use super::extract::{Json, OwnSession};
 use crate::chat::uploads;
 use crate::history::audit;
 use crate::net::AppState;
-use crate::people::agents::{self, AgentError};
+use crate::people::agents;
 use crate::people::avatars::{self, AvatarError};
 use crate::people::two_factor::{self, TwoFactorError};
 
@@ -59,8 +59,6 @@ pub async fn change_password(
     Json(change): Json<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
     let session = session.full()?;
-    // Bad input is refused before the current password is checked, so it costs no guess.
-    agents::validate_password(&change.new_password)?;
     let checks = &app.login_limiter.password_checks;
     let change = agents::change_password(
         &app.store,
@@ -132,12 +130,7 @@ pub async fn disable_two_factor(
 ) -> Result<axum::Json<AgentView>, ApiError> {
     let session = session.full()?;
     let checks = &app.login_limiter.password_checks;
-    let check = async {
-        if !checks.verify(body.password.clone(), session.agent.password_hash.clone()).await? {
-            return Err(AgentError::InvalidCredentials);
-        }
-        agents::remove_two_factor(&app.store, session.agent.id, Some(session.digest), false).await
-    };
+    let check = agents::disable_own_two_factor(&app.store, checks, &session.agent, session.digest, &body.password);
     let agent = limited(&app, &session.agent.email, client.ip(), check).await.map_err(|error| match error {
         ApiError::InvalidCredentials => ApiError::Unprocessable("password: wrong password".into()),
         other => other,
@@ -184,11 +177,7 @@ pub async fn avatar(State(app): State<AppState>, Path(id): Path<u64>) -> Result<
             let Some(upload) = upload else {
                 return Err(ApiError::NotFound("no such avatar".into()));
             };
-            let path = uploads::path_of(app.store.data_dir(), &upload.id);
-            let bytes = tokio::fs::read(&path)
-                .await
-                .map_err(|error| ApiError::Internal(format!("reading avatar {}: {error}", upload.id)))?;
-            (upload.content_type, bytes)
+            (upload.content_type, super::uploads_api::read_file(&app, &upload.id).await?)
         }
         None => {
             let colour = INITIAL_COLOURS[(agent.id % INITIAL_COLOURS.len() as u64) as usize];
@@ -202,14 +191,6 @@ pub async fn avatar(State(app): State<AppState>, Path(id): Path<u64>) -> Result<
             ("image/svg+xml".to_owned(), svg.into_bytes())
         }
     };
-    let mut response = bytes.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
     // The URLs kefu hands out carry the picture's id, so a new picture is a new URL.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
-    Ok(response)
+    Ok(super::uploads_api::file_response(bytes, &content_type, "public, max-age=300"))
 }

@@ -271,6 +271,7 @@ pub async fn send_message(
         trace_id,
         origin: None,
         route_to_team: None,
+        offline_message_id: None,
     };
     let appended = match request.send_as {
         SendAs::Agent => {

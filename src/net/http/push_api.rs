@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{Caller, Json, agent_only};
+use crate::base::language::Lang;
 use crate::net::AppState;
-use crate::push::subscriptions::{self, Language, NewSubscription, SubscriptionError};
+use crate::push::subscriptions::{self, NewSubscription, SubscriptionError};
 
 impl From<SubscriptionError> for ApiError {
     fn from(error: SubscriptionError) -> Self {
@@ -37,7 +38,7 @@ pub async fn key(State(app): State<AppState>, Caller(principal): Caller) -> Resu
 #[derive(Serialize)]
 pub struct SubscriptionView {
     endpoint: String,
-    language: Language,
+    language: Lang,
     created_at: i64,
 }
 

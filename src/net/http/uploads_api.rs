@@ -125,31 +125,41 @@ pub async fn fetch(
         Some((upload, conversation)) if upload.readable_by(&principal, conversation.as_ref()) => upload,
         _ => return Err(ApiError::NotFound("no such upload".into())),
     };
-    let path = uploads::path_of(app.store.data_dir(), &upload.id);
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|error| ApiError::Internal(format!("reading upload {}: {error}", upload.id)))?;
-    let mut response = bytes.into_response();
-    let response_headers = response.headers_mut();
     let (content_type, disposition) = match upload.kind {
         AttachmentKind::Image => (upload.content_type.as_str(), "inline"),
         AttachmentKind::File => ("application/octet-stream", "attachment"),
     };
-    response_headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
+    let bytes = read_file(&app, &upload.id).await?;
+    let mut response = file_response(bytes, content_type, "private, max-age=3600");
     let disposition = format!(
         "{disposition}; filename*=UTF-8''{}",
         percent_encode(&crate::chat::uploads::display_name(&upload.name))
     );
-    response_headers.insert(
+    response.headers_mut().insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_str(&disposition).expect("percent-encoded names are ASCII"),
     );
-    response_headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
-    response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
     Ok(response)
+}
+
+/// The stored bytes of an upload (a file or an agent's picture).
+pub(super) async fn read_file(app: &AppState, upload_id: &str) -> Result<Vec<u8>, ApiError> {
+    let path = uploads::path_of(app.store.data_dir(), upload_id);
+    tokio::fs::read(&path).await.map_err(|error| ApiError::Internal(format!("reading upload {upload_id}: {error}")))
+}
+
+/// A file served to a browser as `content_type`, cached as `cache_control` says. Sandboxed: an
+/// uploaded file never runs as a page of kefu's origin.
+pub(super) fn file_response(bytes: Vec<u8>, content_type: &str, cache_control: &'static str) -> Response {
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    response
 }
 
 /// RFC 5987 encoding of a file name for `Content-Disposition`.

@@ -281,11 +281,8 @@ struct ReqwestClient(reqwest::Client);
 
 impl ReqwestClient {
     fn new(config: &AcmeConfig) -> Result<ReqwestClient, AcmeError> {
-        // rustls needs a process-wide crypto provider; a second install is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        // The pure-Rust resolver: a static binary cannot rely on the C library's.
-        let resolver = crate::base::outbound::unguarded_resolver().map_err(AcmeError::Client)?;
-        let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).dns_resolver(resolver);
+        // Unguarded: the administrator chose the directory, which may be on their own network.
+        let mut builder = crate::base::outbound::builder(REQUEST_TIMEOUT, true).map_err(AcmeError::Client)?;
         if let Some(path) = &config.directory_ca {
             let pem = std::fs::read(path).map_err(|source| AcmeError::File { path: path.clone(), source })?;
             let roots = reqwest::Certificate::from_pem_bundle(&pem)
