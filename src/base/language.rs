@@ -1,6 +1,7 @@
 //! The language of what kefu writes to a person outside a page (emails, Web Push notifications):
 //! English or Simplified Chinese, the two languages of every user-visible string. One type, so
-//! each kind of outgoing message reads a language tag the same way.
+//! each kind of outgoing message reads a language tag the same way; and [`fill`], which puts
+//! values into a translated text's `{name}` placeholders for every kind of text.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +48,15 @@ impl Lang {
             Lang::Zh => chinese,
         }
     }
+}
+
+/// `template` with each `{name}` replaced by its value.
+pub fn fill(template: &str, values: &[(&str, &dyn std::fmt::Display)]) -> String {
+    let mut text = template.to_owned();
+    for (name, value) in values {
+        text = text.replace(&format!("{{{name}}}"), &value.to_string());
+    }
+    text
 }
 
 #[cfg(test)]

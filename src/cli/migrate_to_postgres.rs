@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::base::language::{Lang, fill};
 use crate::cluster::redb_copy::{self, Copied, LoadMethod, NOT_COPIED, Source, Verified};
 
 #[derive(clap::Args, Debug)]
@@ -80,11 +81,7 @@ fn texts() -> &'static Texts {
         .filter_map(|name| std::env::var(name).ok())
         .find(|value| !value.is_empty())
         .unwrap_or_default();
-    if locale.starts_with("zh") { &CHINESE } else { &ENGLISH }
-}
-
-fn fill(template: &str, values: &[(&str, String)]) -> String {
-    values.iter().fold(template.to_owned(), |text, (name, value)| text.replace(&format!("{{{name}}}"), value))
+    if Lang::from_tag(&locale) == Some(Lang::Zh) { &CHINESE } else { &ENGLISH }
 }
 
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
@@ -98,10 +95,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let mut checking = started.elapsed();
     let mut client = redb_copy::connect(&args.to).await?;
     if !args.verify_only {
-        println!(
-            "{}",
-            fill(texts.copying, &[("from", args.from.display().to_string()), ("epoch", source.epoch.to_string())])
-        );
+        println!("{}", fill(texts.copying, &[("from", &args.from.display()), ("epoch", &source.epoch)]));
         // A long copy shows where it stands every few seconds, on stderr.
         let mut last_shown = Instant::now();
         let mut show = |copied: &Copied, total: u64| {
@@ -110,14 +104,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
                 let done = copied.rows_before + copied.rows;
                 eprintln!(
                     "{}",
-                    fill(
-                        texts.progress,
-                        &[
-                            ("table", copied.table.name().to_owned()),
-                            ("done", done.to_string()),
-                            ("total", total.to_string())
-                        ]
-                    )
+                    fill(texts.progress, &[("table", &copied.table.name()), ("done", &done), ("total", &total)])
                 );
             }
         };
@@ -132,14 +119,14 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     checking += started.elapsed();
     let verified = redb_copy::compare(&source_summary, &target_summary);
     print_table(texts, &verified);
-    println!("{}", fill(texts.checked, &[("seconds", format!("{:.2}", checking.as_secs_f64()))]));
+    println!("{}", fill(texts.checked, &[("seconds", &format!("{:.2}", checking.as_secs_f64()))]));
     let not_copied: Vec<&str> =
         NOT_COPIED.iter().map(|(english, chinese)| if texts.chinese { *chinese } else { *english }).collect();
     let separator = if texts.chinese { "、" } else { ", " };
-    println!("{}", fill(texts.not_copied, &[("list", not_copied.join(separator))]));
+    println!("{}", fill(texts.not_copied, &[("list", &not_copied.join(separator))]));
     let differing: Vec<&str> = verified.iter().filter(|line| !line.equal()).map(|line| line.table.name()).collect();
     if !differing.is_empty() {
-        anyhow::bail!("{}", fill(texts.differs, &[("tables", differing.join(", "))]));
+        anyhow::bail!("{}", fill(texts.differs, &[("tables", &differing.join(", "))]));
     }
     Ok(())
 }
@@ -149,14 +136,14 @@ fn copied_line(texts: &Texts, copied: &Copied) -> String {
     let mut line = fill(
         texts.copied,
         &[
-            ("table", copied.table.name().to_owned()),
-            ("rows", copied.rows.to_string()),
-            ("seconds", format!("{:.2}", copied.seconds)),
-            ("rate", format!("{rate}")),
+            ("table", &copied.table.name()),
+            ("rows", &copied.rows),
+            ("seconds", &format!("{:.2}", copied.seconds)),
+            ("rate", &rate),
         ],
     );
     if copied.rows_before > 0 {
-        line.push_str(&fill(texts.earlier, &[("rows", copied.rows_before.to_string())]));
+        line.push_str(&fill(texts.earlier, &[("rows", &copied.rows_before)]));
     }
     line
 }

@@ -414,7 +414,7 @@ pub(crate) const CONVERSATION_COLUMNS: &str = "id, site, visitor_id, status, ass
 
 /// The columns [`message_of`] reads, in its order.
 pub(crate) const MESSAGE_COLUMNS: &str = "seq, lsn, trace_id, created_at, sender_kind, sender_id, sender_name, kind, internal, \
-                               client_id, text, attachment::text, bot_source::text";
+                               client_id, text, attachment::text, bot_source::text, offline_message_id";
 
 pub(crate) fn message_of(row: &Row) -> Result<(u64, MessageRecord), PostgresError> {
     let kind: String = row.try_get(7)?;
@@ -437,8 +437,7 @@ pub(crate) fn message_of(row: &Row) -> Result<(u64, MessageRecord), PostgresErro
         text: row.try_get(10)?,
         attachment: json_column(row.try_get(11)?)?,
         bot_source: json_column(row.try_get(12)?)?,
-        // The offline-form mark is not a column yet: PostgreSQL holds no offline messages.
-        offline_message_id: None,
+        offline_message_id: row.try_get::<_, Option<i64>>(13)?.map(unsigned).transpose()?,
     };
     Ok((unsigned(row.try_get(0)?)?, record))
 }

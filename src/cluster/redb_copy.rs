@@ -114,6 +114,7 @@ impl CopiedTable {
                 ("text", Text),
                 ("attachment", Json),
                 ("bot_source", Json),
+                ("offline_message_id", Int),
             ],
             CopiedTable::ClientIds => &[
                 ("sender_kind", Small),
@@ -504,6 +505,7 @@ impl SourceRow {
                 Cell::Text(Some(record.text.clone())),
                 Cell::Text(json_text(&record.attachment)),
                 Cell::Text(json_text(&record.bot_source)),
+                Cell::Int(record.offline_message_id.map(|id| signed(id, "offline message id")).transpose()?),
             ],
             SourceRow::ClientId(record) => vec![
                 Cell::Small(i16::from(record.sender_kind)),
@@ -961,8 +963,8 @@ fn canonical_of_target(table: CopiedTable, row: &Row) -> Result<Vec<u8>, CopyErr
         CopiedTable::Conversations => canonical_of(&CanonicalRow::Conversation(&conversation_of(row)?)),
         CopiedTable::Messages => {
             let (seq, record) = message_of(row)?;
-            let conversation_id = unsigned(row.try_get(13).map_err(PostgresError::from)?)?;
-            let day = day(row.try_get(14).map_err(PostgresError::from)?)?;
+            let conversation_id = unsigned(row.try_get(14).map_err(PostgresError::from)?)?;
+            let day = day(row.try_get(15).map_err(PostgresError::from)?)?;
             canonical_of(&CanonicalRow::Message { day, conversation_id, seq, record: &record })
         }
         CopiedTable::ClientIds => {

@@ -179,14 +179,14 @@ pub fn get_for_update(context: &WriteContext<'_>, id: u64) -> Result<Option<Visi
 /// Stores a changed visitor inside a writer operation.
 pub fn put(context: &mut WriteContext<'_>, visitor: &Visitor) -> Result<(), StorageError> {
     context.transaction.open_table(tables::VISITORS)?.insert(visitor.id, encode_json(visitor).as_slice())?;
-    note_email(context, visitor);
+    forget_email(context, visitor.id);
     Ok(())
 }
 
 /// Removes a visitor record inside a writer operation (the erasure of their data).
 pub fn remove(context: &mut WriteContext<'_>, id: u64) -> Result<(), StorageError> {
     context.transaction.open_table(tables::VISITORS)?.remove(id)?;
-    context.extension::<EmailKnown>().0.remove(&id);
+    forget_email(context, id);
     Ok(())
 }
 
@@ -208,11 +208,10 @@ impl WriterExtension for EmailKnown {
     }
 }
 
-fn note_email(context: &mut WriteContext<'_>, visitor: &Visitor) {
-    context
-        .extension::<EmailKnown>()
-        .0
-        .insert(visitor.id, visitor.email.as_deref().is_some_and(|email| !email.is_empty()));
+/// Drops what the cache knows of a visitor whose record was just written: the next answer reads
+/// it again. Writes do not fill the cache, so visitors nobody answers never take room in it.
+fn forget_email(context: &mut WriteContext<'_>, id: u64) {
+    context.extension::<EmailKnown>().0.remove(&id);
 }
 
 /// Whether the visitor has an email address (a missing visitor has none), inside the writer.
@@ -220,13 +219,10 @@ pub fn has_email(context: &mut WriteContext<'_>, id: u64) -> Result<bool, Storag
     if let Some(known) = context.extension::<EmailKnown>().0.get(&id) {
         return Ok(*known);
     }
-    match get_for_update(context, id)? {
-        Some(visitor) => {
-            note_email(context, &visitor);
-            Ok(visitor.email.as_deref().is_some_and(|email| !email.is_empty()))
-        }
-        None => Ok(false),
-    }
+    let known = get_for_update(context, id)?
+        .is_some_and(|visitor| visitor.email.as_deref().is_some_and(|email| !email.is_empty()));
+    context.extension::<EmailKnown>().0.insert(id, known);
+    Ok(known)
 }
 
 /// Longest URL in a page view, in characters.
@@ -351,7 +347,7 @@ pub async fn open_session(store: &Store, site: &Site, request: SessionRequest) -
             tokens.insert(&secrets::token_digest(&token), visitor.id)?;
             visitors.insert(visitor.id, encode_json(&visitor).as_slice())?;
             drop((tokens, visitors, identities));
-            note_email(context, &visitor);
+            forget_email(context, visitor.id);
             Ok(Ok(OpenedSession { visitor, token }))
         })
         .await

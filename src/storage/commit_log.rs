@@ -557,17 +557,41 @@ pub(super) fn apply_writes(transaction: &WriteTransaction, mut writes: &[u8]) ->
 /// batches a kefu acknowledged and that [`replay`] would apply at the next open. For readers that
 /// must not write the data directory (a read-only copy), which refuse rather than miss them.
 pub fn pending_records(transaction: &redb::ReadTransaction, data_dir: &Path) -> Result<usize, StorageError> {
+    let bytes = read_log(&log_path(data_dir))?;
+    let (records, _torn_bytes) = parse_records(&bytes)?;
+    let position = LogPosition::of(&transaction.open_table(tables::META)?)?;
+    Ok(records.iter().filter(|record| !position.holds(record)).count())
+}
+
+/// The bytes of the log at `path`; none when it does not exist.
+fn read_log(path: &Path) -> Result<Vec<u8>, StorageError> {
     let mut bytes = Vec::new();
-    match File::open(log_path(data_dir)) {
+    match File::open(path) {
         Ok(mut file) => drop(file.read_to_end(&mut bytes)?),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => return Err(error.into()),
     }
-    let (records, _torn_bytes) = parse_records(&bytes)?;
-    let meta = transaction.open_table(tables::META)?;
-    let epoch = meta.get("epoch")?.map(|value| value.value());
-    let durable_sequence = meta.get(SEQUENCE_KEY)?.map(|value| value.value()).unwrap_or(0);
-    Ok(records.iter().filter(|record| Some(record.epoch) != epoch || record.sequence > durable_sequence).count())
+    Ok(bytes)
+}
+
+/// Where the database stands against the log: its epoch and the sequence of the last record it
+/// holds.
+struct LogPosition {
+    epoch: Option<u64>,
+    sequence: u64,
+}
+
+impl LogPosition {
+    fn of(meta: &impl ReadableTable<&'static str, u64>) -> Result<LogPosition, StorageError> {
+        let epoch = meta.get("epoch")?.map(|value| value.value());
+        let sequence = meta.get(SEQUENCE_KEY)?.map(|value| value.value()).unwrap_or(0);
+        Ok(LogPosition { epoch, sequence })
+    }
+
+    /// Whether the database already holds `record` (a log record an earlier commit applied).
+    fn holds(&self, record: &LoggedBatch<'_>) -> bool {
+        Some(record.epoch) == self.epoch && record.sequence <= self.sequence
+    }
 }
 
 /// What [`replay`] did.
@@ -585,24 +609,14 @@ pub struct Replayed {
 /// the log. Every opener of a data directory calls it before anything else reads or writes.
 pub fn replay(database: &Database, data_dir: &Path) -> Result<Replayed, StorageError> {
     let path = log_path(data_dir);
-    let mut bytes = Vec::new();
-    match File::open(&path) {
-        Ok(mut file) => drop(file.read_to_end(&mut bytes)?),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(error.into()),
-    }
+    let bytes = read_log(&path)?;
     let (records, torn_bytes) = parse_records(&bytes)?;
     let transaction = database.begin_write()?;
-    let (epoch, mut sequence) = {
-        let meta = transaction.open_table(tables::META)?;
-        let epoch = meta.get("epoch")?.map(|value| value.value());
-        let sequence = meta.get(SEQUENCE_KEY)?.map(|value| value.value()).unwrap_or(0);
-        (epoch, sequence)
-    };
+    let durable = LogPosition::of(&transaction.open_table(tables::META)?)?;
+    let (epoch, mut sequence) = (durable.epoch, durable.sequence);
     let mut applied = 0;
-    let durable_sequence = sequence;
     for record in &records {
-        if Some(record.epoch) == epoch && record.sequence <= durable_sequence {
+        if durable.holds(record) {
             continue;
         }
         if Some(record.epoch) != epoch || record.sequence != sequence + 1 {

@@ -94,7 +94,10 @@ async fn appliance_with_history(backdated: u64) -> History {
                     let at = i64::from(day) * MILLIS_PER_DAY + n as i64;
                     let sender = SenderView { kind: SenderKind::Visitor, id: visitor, name: "老客户".into() };
                     let inbox = Target::VisitorInbox { site: site_key.clone(), visitor_id: visitor };
-                    let message = NewMessage::text(inbox, sender, format!("old-{n}"), format!("第 {n} 条\tline\\n"));
+                    let mut message =
+                        NewMessage::text(inbox, sender, format!("old-{n}"), format!("第 {n} 条\tline\\n"));
+                    // One message left through the offline form: its mark is copied and checked too.
+                    message.offline_message_id = (n == 0).then_some(7);
                     messages::append_at(context, message, at)?.expect("stored");
                 }
                 Ok(Ok::<(), kefu::storage::StorageError>(()))

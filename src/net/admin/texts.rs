@@ -5,9 +5,12 @@
 //! The language is the one the admin chose with the switch in the page header (remembered in a
 //! cookie), else the first English or Chinese one of the browser's `Accept-Language`.
 
+pub use crate::base::language::fill;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
+
+use crate::base::language;
 
 /// The cookie that remembers the language chosen with the switch.
 pub const LANGUAGE_COOKIE: &str = "kefu_admin_lang";
@@ -50,15 +53,10 @@ impl Lang {
     /// The first language of `Accept-Language` that is English or Chinese.
     pub fn of_browser(headers: &HeaderMap) -> Lang {
         let accepted = headers.get(header::ACCEPT_LANGUAGE).and_then(|value| value.to_str().ok()).unwrap_or("");
-        for tag in accepted.split(',').map(|part| part.split(';').next().unwrap_or("").trim().to_lowercase()) {
-            if tag.starts_with("zh") {
-                return Lang::Zh;
-            }
-            if tag.starts_with("en") {
-                return Lang::En;
-            }
+        match language::Lang::first_of(accepted.split(',').map(|part| part.split(';').next().unwrap_or(""))) {
+            language::Lang::Zh => Lang::Zh,
+            language::Lang::En => Lang::En,
         }
-        Lang::En
     }
 
     /// The other language, which the switch offers.
@@ -148,15 +146,6 @@ impl Texts {
             .copied()
             .unwrap_or("")
     }
-}
-
-/// `template` with each `{name}` replaced by its value.
-pub fn fill(template: &str, values: &[(&str, &dyn std::fmt::Display)]) -> String {
-    let mut text = template.to_owned();
-    for (name, value) in values {
-        text = text.replace(&format!("{{{name}}}"), &value.to_string());
-    }
-    text
 }
 
 /// The names of the `{...}` placeholders of a text, sorted.
