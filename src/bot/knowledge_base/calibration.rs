@@ -28,7 +28,7 @@ pub const N_FEATURES: usize = 14;
 /// Bias first, then one weight per feature in the order of [`features`]. Fitted on the whole
 /// set (see the module docs), 2026-12-06.
 pub const COEFFICIENTS: [f64; N_FEATURES + 1] =
-    [-2.358, 0.188, 2.769, -0.496, 0.744, -0.667, 0.318, -0.159, 0.109, 0.880, 0.348, 0.222, 1.135, 3.089, -0.013];
+    [-2.639, 0.182, 2.868, -0.635, 0.630, -0.253, 0.145, -0.186, -0.054, 1.105, 0.252, 0.453, 0.745, 3.475, 0.103];
 
 /// The features of the candidate at `position` of a query's ranking.
 pub fn features(query: &Query, position: usize) -> [f64; N_FEATURES] {
