@@ -100,7 +100,8 @@ fn the_set_is_large_and_varied_enough() {
 
 /// The whole set at the shipped threshold, in sample (the calibration was fitted on it); it may
 /// only go up. Issue 24's targets (precision 0.95, recall 0.75, near-misses 5%, unrelated 2%,
-/// per language) are printed beside the figures; the lexical tier alone does not reach them.
+/// per language) are printed beside the cross-validated figures; at the shipped threshold the
+/// lexical tier meets all but recall.
 #[test]
 fn the_set_holds_its_figures_at_the_default_threshold() {
     let judged = judged_all();
@@ -116,8 +117,8 @@ fn the_set_holds_its_figures_at_the_default_threshold() {
 }
 
 /// In-sample floors of [`the_set_holds_its_figures_at_the_default_threshold`].
-const PRECISION_IN_SAMPLE: f64 = 0.919;
-const RECALL_IN_SAMPLE: f64 = 0.438;
+const PRECISION_IN_SAMPLE: f64 = 0.955;
+const RECALL_IN_SAMPLE: f64 = 0.253;
 /// The share of answerable messages whose top entry is the expected one (no threshold).
 const TOP_ACCURACY: f64 = 0.842;
 
@@ -182,9 +183,9 @@ fn cross_validated_figures_hold() {
 }
 
 /// (precision, recall) floors at the shipped threshold, five folds by message hash.
-const CROSS_VALIDATED: (f64, f64) = (0.914, 0.429);
+const CROSS_VALIDATED: (f64, f64) = (0.955, 0.256);
 /// The same, each business judged by a calibration fitted on the other two.
-const CROSS_BUSINESS: (f64, f64) = (0.908, 0.414);
+const CROSS_BUSINESS: (f64, f64) = (0.959, 0.244);
 
 /// The shipped coefficients are the ones the fitter gives on the whole set (to the three
 /// decimals they are written with); the test prints them, to paste into calibration.rs after a
