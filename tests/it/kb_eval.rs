@@ -1,9 +1,9 @@
-//! Matching quality on the labelled evaluation set in tests/data/kb_eval: a shop's and a hotel's
-//! FAQ (62 entries, Chinese and English) and 416 visitor messages. The files were once split into
-//! tuning and held-out parts; the held-out part has since been seen, so all of it is tuning data
-//! now, and the honest estimates are cross-validated ([`cross_validated_figures_hold`]): five
-//! folds by a hash of the message, and each business judged by a calibration fitted on the
-//! other alone.
+//! Matching quality on the labelled evaluation set in tests/data/kb_eval: three businesses' FAQs
+//! (a shop, a hotel and an online course platform; 107 entries, Chinese and English) and 976
+//! visitor messages. Every file there has been seen while the matcher was worked on, so all of it
+//! is tuning data, and the honest estimates are cross-validated ([`cross_validated_figures_hold`]):
+//! each business judged by a calibration fitted on the other two alone (the estimate for a
+//! knowledge base the calibration never saw), and five folds by a hash of the message.
 //!
 //! `cargo test --test it kb_eval:: -- --nocapture` prints the reports.
 //! `kb_eval::the_shipped_calibration_is_the_fit_of_the_tuning_split` refits the calibration on the
@@ -22,7 +22,10 @@ use serde_json::json;
 
 use crate::support::{TestServer, call_expecting, http};
 
-const BUSINESSES: [&str; 2] = ["shop", "hotel"];
+const BUSINESSES: [&str; 3] = ["shop", "hotel", "course"];
+
+/// The message files of a business, all tuning data now (the course platform has only `fresh`).
+const PARTS: [&str; 3] = ["tuning", "heldout", "fresh"];
 
 fn data(name: &str) -> String {
     let path = format!("{}/tests/data/kb_eval/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -46,11 +49,15 @@ fn messages(business: &Business, file: &str) -> Vec<EvalMessage> {
     eval::parse_messages(file, &data(file), Some(&known)).unwrap()
 }
 
-/// Every labelled message of a business: both files, all tuning data now.
+/// Every labelled message of a business: every file it has, all tuning data now.
 fn all_messages(business: &Business, name: &str) -> Vec<EvalMessage> {
-    let mut all = messages(business, &format!("{name}_tuning.jsonl"));
-    all.extend(messages(business, &format!("{name}_heldout.jsonl")));
-    all
+    let directory = format!("{}/tests/data/kb_eval", env!("CARGO_MANIFEST_DIR"));
+    PARTS
+        .iter()
+        .map(|part| format!("{name}_{part}.jsonl"))
+        .filter(|file| std::path::Path::new(&format!("{directory}/{file}")).exists())
+        .flat_map(|file| messages(business, &file))
+        .collect()
 }
 
 fn judged_all() -> Vec<Judged> {
@@ -81,13 +88,11 @@ fn the_set_is_large_and_varied_enough() {
         n_entries += business.entries.len();
         assert!(business.entries.iter().any(|entry| entry.lang == "zh"));
         assert!(business.entries.iter().any(|entry| entry.lang == "en"));
-        for part in ["tuning", "heldout"] {
-            let messages = messages(&business, &format!("{name}_{part}.jsonl"));
-            n_messages += messages.len();
-            kinds.extend(messages.iter().map(|message| message.kind.clone()));
-        }
+        let messages = all_messages(&business, name);
+        n_messages += messages.len();
+        kinds.extend(messages.iter().map(|message| message.kind.clone()));
     }
-    assert!(n_entries >= 60 && n_messages >= 400, "{n_entries} entries, {n_messages} messages");
+    assert!(n_entries >= 100 && n_messages >= 900, "{n_entries} entries, {n_messages} messages");
     for kind in ["paraphrase", "colloquial", "typo", "mixed", "near_miss", "unrelated", "answer_only"] {
         assert!(kinds.contains(kind), "{kind}");
     }
@@ -95,7 +100,8 @@ fn the_set_is_large_and_varied_enough() {
 
 /// The whole set at the shipped threshold, in sample (the calibration was fitted on it); it may
 /// only go up. Issue 24's targets (precision 0.95, recall 0.75, near-misses 5%, unrelated 2%,
-/// per language) are printed beside the figures; the lexical tier alone does not reach them.
+/// per language) are printed beside the cross-validated figures; at the shipped threshold the
+/// lexical tier meets all but recall.
 #[test]
 fn the_set_holds_its_figures_at_the_default_threshold() {
     let judged = judged_all();
@@ -111,10 +117,10 @@ fn the_set_holds_its_figures_at_the_default_threshold() {
 }
 
 /// In-sample floors of [`the_set_holds_its_figures_at_the_default_threshold`].
-const PRECISION_IN_SAMPLE: f64 = 0.921;
-const RECALL_IN_SAMPLE: f64 = 0.493;
+const PRECISION_IN_SAMPLE: f64 = 0.955;
+const RECALL_IN_SAMPLE: f64 = 0.253;
 /// The share of answerable messages whose top entry is the expected one (no threshold).
-const TOP_ACCURACY: f64 = 0.874;
+const TOP_ACCURACY: f64 = 0.842;
 
 /// The estimates for messages and knowledge bases the calibration was not fitted on, as
 /// BENCHMARKS.md reports them; they may only go up.
@@ -136,12 +142,31 @@ fn cross_validated_figures_hold() {
             names: &business.names,
         })
         .collect();
-    let floors = [("five folds", CROSS_VALIDATED), ("other business", CROSS_BUSINESS)];
+    let floors = [("other businesses", CROSS_BUSINESS), ("five folds", CROSS_VALIDATED)];
     for ((label, (precision, recall)), judged) in floors
         .into_iter()
-        .zip([eval::cross_validate(&sets, 5, CALIBRATION_L2), eval::cross_business(&sets, CALIBRATION_L2)])
+        .zip([eval::cross_business(&sets, CALIBRATION_L2), eval::cross_validate(&sets, 5, CALIBRATION_L2)])
     {
         println!("{label}:\n{}", eval::report(&judged, DEFAULT_THRESHOLD));
+        if label == "other businesses" {
+            // cross_business judges the sets in order, each set's messages together.
+            let mut rest = judged.as_slice();
+            for (name, (_, messages)) in BUSINESSES.iter().zip(&loaded) {
+                let (one, after) = rest.split_at(messages.len());
+                rest = after;
+                let figures = figures_of(one, |_| true);
+                let near_misses = figures_of(one, |message| message.kind == "near_miss");
+                let refs: Vec<&Judged> = one.iter().collect();
+                println!(
+                    "{name}, fitted on the others: precision {:.3}, recall {:.3}, near-misses answered {:?}, top \
+                     entry right {:.3}",
+                    figures.precision,
+                    figures.recall,
+                    near_misses.near_miss_answered,
+                    eval::top_accuracy(&refs)
+                );
+            }
+        }
         let all = figures_of(&judged, |_| true);
         assert!(all.precision >= precision && all.recall >= recall, "{label}: {all:?}");
         for lang in ["zh", "en"] {
@@ -158,9 +183,9 @@ fn cross_validated_figures_hold() {
 }
 
 /// (precision, recall) floors at the shipped threshold, five folds by message hash.
-const CROSS_VALIDATED: (f64, f64) = (0.914, 0.483);
-/// The same, each business judged by a calibration fitted on the other.
-const CROSS_BUSINESS: (f64, f64) = (0.911, 0.464);
+const CROSS_VALIDATED: (f64, f64) = (0.955, 0.256);
+/// The same, each business judged by a calibration fitted on the other two.
+const CROSS_BUSINESS: (f64, f64) = (0.959, 0.244);
 
 /// The shipped coefficients are the ones the fitter gives on the whole set (to the three
 /// decimals they are written with); the test prints them, to paste into calibration.rs after a

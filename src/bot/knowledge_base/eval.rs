@@ -24,10 +24,15 @@ use super::calibration::{self, N_FEATURES};
 use super::normalize::TermList;
 use super::{EntryInput, KbEntry, SiteKnowledge};
 
-/// Thresholds the report lists: 0.05 to 0.95.
-/// The thresholds a report lists: 0.05 to 0.95 by 0.05.
-pub fn thresholds() -> impl Iterator<Item = f32> {
-    (1..=19).map(|step| step as f32 * 0.05)
+/// The thresholds a report lists: 0.05 to 0.95 by 0.05, and `current` (a site's threshold or
+/// the default) in its place when it is not one of them.
+pub fn thresholds(current: f32) -> Vec<f32> {
+    let mut steps: Vec<f32> = (1..=19).map(|step| step as f32 * 0.05).collect();
+    if steps.iter().all(|step| (step - current).abs() >= 0.001) {
+        steps.push(current);
+        steps.sort_by(f32::total_cmp);
+    }
+    steps
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -426,7 +431,7 @@ pub fn report(judged: &[Judged], threshold: f32) -> String {
     let all: Vec<&Judged> = judged.iter().collect();
     let mut text = String::new();
     let _ = writeln!(text, "By threshold (all messages):\n{HEADER}");
-    for step in thresholds() {
+    for step in thresholds(threshold) {
         let _ = writeln!(text, "{}", figures_line(&format!("{step:.2}"), &figures(&all, step)));
     }
     let _ = writeln!(text, "\nAt threshold {threshold:.2}:\n{HEADER}");
@@ -660,6 +665,15 @@ mod tests {
 
     fn message(text: &str, expected: Option<&str>) -> EvalMessage {
         EvalMessage { message: text.into(), expected: expected.map(Into::into), lang: "en".into(), kind: String::new() }
+    }
+
+    #[test]
+    fn the_current_threshold_is_listed_in_its_place() {
+        assert_eq!(thresholds(0.8).len(), 19);
+        let with_current = thresholds(0.92);
+        assert_eq!(with_current.len(), 20);
+        assert!(with_current.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(with_current.contains(&0.92));
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! ("shipping", "运费", "邮费"): a text holding any term of a group also gets the group's own
 //! feature, so "shipping费多少" meets "运费怎么算？". A built-in list covers common shop and
 //! hospitality words and general customer-service words (paying, delivery, returns, accounts,
-//! contact, opening hours, getting around), written from general knowledge rather than from any
-//! one knowledge base; each site adds its own groups in its bot settings (one group a line,
+//! contact, opening hours, getting around, faults, subscriptions, appointments, courses, dining,
+//! travel), written from general knowledge rather than from any one knowledge base; each site adds its own groups in its bot settings (one group a line,
 //! terms separated by `=`).
 
 /// Colloquial or variant spellings and what they become, longest first so "咋整" is not read as
@@ -295,6 +295,69 @@ const GENERAL_TERMS: &[&str] = &[
     "far = distance = near = nearby = close by = 远 = 距离 = 附近",
 ];
 
+/// More general customer-service words, for any business (shops, hotels, courses, software,
+/// clinics, restaurants, travel): what goes wrong, accounts and subscriptions, appointments and
+/// bookings, and the plain words visitors use for them, in English and Chinese.
+const SERVICE_TERMS: &[&str] = &[
+    "damaged = broken = cracked = crushed = smashed = shattered = chipped = dented = torn = 破了 = 碎 = 烂 = 压坏 = 摔坏",
+    "not working = stopped working = doesnt work = does not work = dead = malfunction = 不工作 = 不能用 = 用不了 = 失灵 = 故障 = 坏掉",
+    "error = bug = glitch = crash = crashes = crashed = 报错 = 出错 = 错误 = 闪退 = 卡住",
+    "subscription = subscribe = plan = 订阅 = 套餐 = 包月 = 包年",
+    "trial = free trial = 试用 = 体验",
+    "unsubscribe = opt out = 退订",
+    "renew = renewal = auto-renew = auto renew = 续费 = 续订 = 自动续费",
+    "monthly = per month = a month = 每月 = 月费 = 按月",
+    "yearly = annual = annually = per year = a year = 每年 = 年费 = 按年",
+    "charged twice = double charged = charged double = 重复扣款 = 扣了两次 = 多扣",
+    "charge = charged = billed = deducted = 扣款 = 扣费 = 扣钱",
+    "bill = billing = statement = 账单",
+    "verification code = verification = code = otp = 验证码",
+    "username = user name = 用户名",
+    "forgot = forget = forgotten = dont remember = 忘记 = 忘了",
+    "reset = 重置 = 找回",
+    "delete account = close account = 注销",
+    "download = 下载",
+    "install = installation = setup = set up = 安装",
+    "device = devices = phone = tablet = computer = laptop = 设备 = 手机 = 平板 = 电脑",
+    "certificate = certification = 证书 = 结业证",
+    "course = courses = class = classes = lesson = lessons = 课程 = 课 = 课堂",
+    "teacher = instructor = tutor = 老师 = 讲师 = 教师",
+    "student = students = 学生",
+    "appointment = book an appointment = schedule = 预约 = 挂号",
+    "reschedule = change the date = postpone = 改期 = 改约 = 延期",
+    "doctor = physician = 医生 = 大夫",
+    "insurance = insured = 保险 = 医保",
+    "prescription = 处方",
+    "menu = 菜单",
+    "vegetarian = vegan = 素食 = 吃素",
+    "allergy = allergic = allergies = gluten = 过敏",
+    "takeaway = take away = takeout = take out = to go = 外卖 = 打包 = 外带",
+    "table = 桌 = 座位",
+    "seat = seats = seating = 座位 = 位子",
+    "flight = flights = plane = 航班 = 飞机",
+    "ticket = tickets = 票 = 门票 = 车票 = 机票",
+    "visa = 签证",
+    "itinerary = 行程",
+    "group = groups = team = 团体 = 团队 = 多人",
+    "age = old = years old = 年龄 = 岁",
+    "baby = infant = toddler = 婴儿 = 宝宝",
+    "senior = elderly = 老人 = 老年人",
+    "confirm = confirmation = confirmed = 确认",
+    "weight = heavy = kg = 重量 = 公斤 = 斤",
+    "contract = agreement = terms = 合同 = 协议 = 条款",
+    "privacy = personal data = personal information = 隐私 = 个人信息",
+    "complaint = complain = 投诉 = 抱怨",
+    "feedback = review = reviews = 评价 = 反馈",
+    "language = english = chinese = 语言 = 英文 = 中文",
+    "location = located = 位置 = 地点 = 在哪里",
+    "today = same day = 今天 = 当天",
+    "tomorrow = 明天",
+    "evening = tonight = 晚上 = 夜里 = 夜间",
+    "morning = 上午 = 早上",
+    "money = 钱 = 款",
+    "card = 卡",
+];
+
 /// Groups of equivalent terms; every group is one extra feature.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TermList {
@@ -306,7 +369,7 @@ impl TermList {
     /// The built-in groups plus a site's own (`site_lines`: one group a line, `a = b = c`).
     pub fn with_site_terms(site_lines: &str) -> TermList {
         let mut groups = Vec::new();
-        for line in BUILT_IN_TERMS.iter().chain(GENERAL_TERMS).copied().chain(site_lines.lines()) {
+        for line in BUILT_IN_TERMS.iter().chain(GENERAL_TERMS).chain(SERVICE_TERMS).copied().chain(site_lines.lines()) {
             let terms: Vec<String> =
                 line.split('=').map(|term| normalize(term.trim())).filter(|term| !term.is_empty()).collect();
             if terms.len() >= 2 {
@@ -407,6 +470,16 @@ mod tests {
         terms.for_each_group("沙发多大", &mut |group| site.push(group));
         assert_eq!(site.len(), 1);
         assert!(holds_term("refunds please", "refund") && holds_term("cancelled", "cancel"));
+        // General service words meet across languages and registers.
+        let groups = |text: &str| {
+            let mut found = Vec::new();
+            terms.for_each_group(&normalize(text), &mut |group| found.push(group));
+            found
+        };
+        let broken = groups("my headphones stopped working");
+        assert!(groups("耳机用不了了").iter().any(|group| broken.contains(group)));
+        let renewal = groups("turn off auto-renew");
+        assert!(groups("怎么关闭自动续费").iter().any(|group| renewal.contains(group)));
     }
 
     #[test]

@@ -109,7 +109,8 @@ async fn evaluate(app: &AppState, site: &Site, text: &str, t: &'static Texts) ->
     }
     let threshold = settings.threshold;
     let all: Vec<&Judged> = judged.iter().collect();
-    let by_threshold = eval::thresholds()
+    let by_threshold = eval::thresholds(threshold)
+        .into_iter()
         .map(|step| Row {
             label: format!("{step:.2}"),
             figures: eval::figures(&all, step),
