@@ -530,6 +530,14 @@ pub struct MessageKey {
     pub seq: u64,
 }
 
+/// One message by its place in storage; `None` when it is gone (retention, erasure).
+pub fn get(transaction: &ReadTransaction, key: MessageKey) -> Result<Option<MessageRecord>, StorageError> {
+    let Some(shard) = open_shard(transaction, key.day)? else {
+        return Ok(None);
+    };
+    shard.get((key.conversation_id, key.seq))?.map(|value| decode_record(value.value())).transpose()
+}
+
 /// The days that have a message shard, oldest first.
 pub fn shard_days(transaction: &ReadTransaction) -> Result<Vec<u32>, StorageError> {
     let mut days: Vec<u32> = transaction

@@ -12,7 +12,7 @@ use crate::chat::conversations::Conversation;
 use crate::chat::delivery::{CommittedBatch, CommittedEvent};
 use crate::storage::commit_log::LoggedTransaction;
 use crate::storage::writer::{Published, WriteContext, WriterExtension};
-use crate::storage::{StorageError, decode_json, encode_json, tables};
+use crate::storage::{StorageError, decode_json, encode_json_into, tables};
 
 /// Conversations kept decoded in the writer; past this the clean ones are dropped after a commit.
 const CONVERSATION_CACHE_LIMIT: usize = 100_000;
@@ -24,6 +24,8 @@ pub struct ChatWriterState {
     dirty_conversations: HashSet<u64>,
     /// What this batch published so far, in order.
     events: Vec<CommittedEvent>,
+    /// The encoding of the conversation being written, reused across conversations and batches.
+    encoded: Vec<u8>,
 }
 
 impl WriterExtension for ChatWriterState {
@@ -32,7 +34,8 @@ impl WriterExtension for ChatWriterState {
             let mut table = transaction.open_table(tables::CONVERSATIONS)?;
             for id in self.dirty_conversations.drain() {
                 if let Some(conversation) = self.conversations.get(&id) {
-                    table.insert(id, encode_json(conversation).as_slice())?;
+                    encode_json_into(conversation, &mut self.encoded);
+                    table.insert(id, self.encoded.as_slice())?;
                 }
             }
         }

@@ -169,6 +169,35 @@ impl Contribution {
     }
 }
 
+/// The fields of a conversation its contribution is worked out from (with its site's time zone,
+/// which changes only through [`rebuild`]). Most batches change a conversation only by a new
+/// message, which changes none of them, so comparing these few numbers spares working the
+/// contribution out again (days in the site's time zone, its site copied) per message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Inputs {
+    created_at: i64,
+    first_response_at: Option<i64>,
+    closed_at: Option<i64>,
+    rated: Option<(u8, i64)>,
+    team: Option<u64>,
+    assigned_agent: Option<u64>,
+    bot_active: bool,
+}
+
+impl Inputs {
+    fn of(conversation: &Conversation) -> Inputs {
+        Inputs {
+            created_at: conversation.created_at,
+            first_response_at: conversation.first_response_at,
+            closed_at: conversation.closed_at,
+            rated: conversation.rating.as_ref().map(|rating| (rating.score, rating.rated_at)),
+            team: conversation.team,
+            assigned_agent: conversation.assigned_agent,
+            bot_active: conversation.bot_active,
+        }
+    }
+}
+
 /// The key a message counts under, or `None` for an internal note.
 fn message_key(site: &str, record: &MessageRecord, zone: &jiff::tz::TimeZone) -> Option<MessageKey> {
     if record.internal {
@@ -312,11 +341,12 @@ impl Zones {
 }
 
 /// What the writer remembers between batches: each recently changed conversation's contribution
-/// as stored, so a message that changes nothing the figures count costs no read, and the sites'
-/// time zones (a zone changes only through [`rebuild`], which forgets them).
+/// as stored, and the fields it was worked out from, so a message that changes nothing the
+/// figures count costs no read and no new contribution, and the sites' time zones (a zone changes
+/// only through [`rebuild`], which forgets them).
 #[derive(Default)]
 pub struct DailyFiguresState {
-    recorded: HashMap<u64, Contribution>,
+    recorded: HashMap<u64, (Inputs, Contribution)>,
     zones: HashMap<String, jiff::tz::TimeZone>,
 }
 
@@ -350,22 +380,29 @@ pub fn record(context: &mut WriteContext<'_>) -> Result<(), StorageError> {
     let mut moves = Vec::new();
     let mut unknown = Vec::new();
     for conversation in &changed {
+        let inputs = Inputs::of(conversation);
+        let recorded = &mut context.extension::<DailyFiguresState>().recorded;
+        let before = match recorded.get_mut(&conversation.id) {
+            Some((seen, _)) if *seen == inputs => continue,
+            Some((seen, before)) => Some((seen, before)),
+            None => None,
+        };
         let now = Contribution::of(conversation, zones.get(&conversation.site));
-        match context.extension::<DailyFiguresState>().recorded.get(&conversation.id) {
-            Some(before) if *before == now => {}
-            Some(before) => moves.push((Some(before.clone()), now, conversation.id)),
-            None => unknown.push((now, conversation.id)),
+        match before {
+            Some((seen, before)) if *before == now => *seen = inputs,
+            Some((_, before)) => moves.push((Some(before.clone()), now, inputs, conversation.id)),
+            None => unknown.push((now, inputs, conversation.id)),
         }
     }
     if !unknown.is_empty() {
         let table = context.transaction.open_table(tables::CONVERSATIONS)?;
-        for (now, id) in unknown {
+        for (now, inputs, id) in unknown {
             let stored: Option<Conversation> = table.get(id)?.map(|value| decode_json(value.value())).transpose()?;
             let before = stored.map(|stored| Contribution::of(&stored, zones.get(&stored.site)));
             if before.as_ref() != Some(&now) {
-                moves.push((before, now, id));
+                moves.push((before, now, inputs, id));
             } else {
-                context.extension::<DailyFiguresState>().recorded.insert(id, now);
+                context.extension::<DailyFiguresState>().recorded.insert(id, (inputs, now));
             }
         }
     }
@@ -374,7 +411,7 @@ pub fn record(context: &mut WriteContext<'_>) -> Result<(), StorageError> {
         let mut table = context.transaction.open_table(tables::REPORT_CELLS)?;
         let mut cells = BTreeMap::new();
         for key in
-            moves.iter().flat_map(|(before, now, _)| before.iter().flat_map(Contribution::keys).chain(now.keys()))
+            moves.iter().flat_map(|(before, now, _, _)| before.iter().flat_map(Contribution::keys).chain(now.keys()))
         {
             if cells.contains_key(&key) {
                 continue;
@@ -383,7 +420,7 @@ pub fn record(context: &mut WriteContext<'_>) -> Result<(), StorageError> {
             let cell: DayCell = stored.map(|value| decode_postcard(value.value())).transpose()?.unwrap_or_default();
             cells.insert(key, cell);
         }
-        for (before, now, _) in &moves {
+        for (before, now, _, _) in &moves {
             if let Some(before) = before {
                 before.apply(Sign::Remove, &mut cells);
             }
@@ -391,8 +428,8 @@ pub fn record(context: &mut WriteContext<'_>) -> Result<(), StorageError> {
         }
         write_cells(&mut table, cells)?;
         let recorded = &mut context.extension::<DailyFiguresState>().recorded;
-        for (_, now, id) in moves {
-            recorded.insert(id, now);
+        for (_, now, inputs, id) in moves {
+            recorded.insert(id, (inputs, now));
         }
     }
 

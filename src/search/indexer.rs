@@ -1,8 +1,11 @@
 //! The indexer thread: the only owner of the `IndexWriter`.
 //!
 //! It takes committed messages from the dispatcher's bounded queue, adds them in lsn order, and
-//! commits about once a second with the payload `{"lsn": N, "day": D}`: the highest lsn indexed
-//! and the newest day shard it came from. When it sees a gap in the lsns (a queue item dropped
+//! commits when the oldest message not yet committed has waited [`COMMIT_DELAY`], with the
+//! payload `{"lsn": N, "day": D}`: the highest lsn indexed and the newest day shard it came from.
+//! Each commit writes a new segment (and later merges), a cost that does not depend on how many
+//! messages it holds, so the longer the delay the fewer segments per message, at the price of
+//! freshness (figures in docs/bench-log/2026-12-06-cost.md). When it sees a gap in the lsns (a queue item dropped
 //! because the queue was full, a crash, a deleted index) it catches up from redb: it notes the
 //! highest committed lsn, scans the day shards from the day before `D` on, in bounded chunks
 //! each in its own read transaction, and adds every message above its lsn and up to that mark.
@@ -26,8 +29,9 @@ use crate::chat::messages::{self, MessageRecord};
 use crate::protocol::SenderKind;
 use crate::storage::{StorageError, Store, read_meta};
 
-/// How often indexed messages are committed (and become searchable).
-const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest an added message waits for the commit that makes it searchable. Deletions
+/// (retention, erasure) and shutdown commit at once.
+pub const COMMIT_DELAY: Duration = Duration::from_secs(3);
 
 /// The writer's memory budget; past it, tantivy writes a segment (not yet a commit).
 const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
@@ -62,10 +66,10 @@ pub(crate) struct Indexer {
     last_lsn: u64,
     /// The newest day shard a message was added from.
     last_day: u32,
-    /// Added or deleted since the last commit.
-    dirty: bool,
+    /// When the oldest change not yet committed was made (`None`: nothing to commit).
+    pending_since: Option<Instant>,
     /// Conversation id → (site, visitor id).
-    conversations: HashMap<u64, (String, u64)>,
+    conversations: HashMap<u64, (Arc<str>, u64)>,
 }
 
 pub fn sender_kind_name(kind: SenderKind) -> &'static str {
@@ -99,7 +103,7 @@ impl Indexer {
             indexed,
             last_lsn: payload.lsn,
             last_day: payload.day,
-            dirty: false,
+            pending_since: None,
             conversations: HashMap::new(),
         })
     }
@@ -107,9 +111,8 @@ impl Indexer {
     pub(crate) fn run(mut self, receiver: Receiver<IndexCommand>) {
         self.catch_up_logged();
         self.commit_logged();
-        let mut last_commit = Instant::now();
         loop {
-            let wait = COMMIT_INTERVAL.saturating_sub(last_commit.elapsed()).max(Duration::from_millis(10));
+            let wait = self.pending_since.map_or(COMMIT_DELAY, |since| COMMIT_DELAY.saturating_sub(since.elapsed()));
             match receiver.recv_timeout(wait) {
                 Ok(IndexCommand::Message { conversation_id, seq, day, record }) => {
                     if let Err(error) = self.take(conversation_id, seq, day, &record) {
@@ -122,7 +125,7 @@ impl Indexer {
                 }
                 Ok(IndexCommand::DeleteVisitor { visitor_id, done }) => {
                     self.writer.delete_term(Term::from_field_u64(self.fields.visitor_id, visitor_id));
-                    self.dirty = true;
+                    self.changed();
                     let _ = done.send(self.commit().map_err(|error| error.to_string()));
                 }
                 Ok(IndexCommand::Reindex { done }) => {
@@ -137,11 +140,8 @@ impl Indexer {
             if self.lagging.swap(false, Ordering::Relaxed) {
                 self.catch_up_logged();
             }
-            if last_commit.elapsed() >= COMMIT_INTERVAL {
-                if self.dirty {
-                    self.commit_logged();
-                }
-                last_commit = Instant::now();
+            if self.pending_since.is_some_and(|since| since.elapsed() >= COMMIT_DELAY) {
+                self.commit_logged();
             }
         }
         tracing::debug!("indexer stopped");
@@ -162,15 +162,20 @@ impl Indexer {
         Ok(())
     }
 
-    fn conversation(&mut self, conversation_id: u64) -> Result<(String, u64), SearchError> {
+    /// Notes a change to commit within [`COMMIT_DELAY`].
+    fn changed(&mut self) {
+        self.pending_since.get_or_insert_with(Instant::now);
+    }
+
+    fn conversation(&mut self, conversation_id: u64) -> Result<(Arc<str>, u64), SearchError> {
         if let Some(found) = self.conversations.get(&conversation_id) {
             return Ok(found.clone());
         }
         let found = self
             .store
             .read_blocking(|transaction| conversations::get(transaction, conversation_id))?
-            .map(|conversation| (conversation.site, conversation.visitor_id))
-            .unwrap_or_default();
+            .map(|conversation| (Arc::from(conversation.site), conversation.visitor_id))
+            .unwrap_or_else(|| (Arc::from(""), 0));
         if self.conversations.len() >= CONVERSATION_CACHE_LIMIT {
             self.conversations.clear();
         }
@@ -196,13 +201,8 @@ impl Indexer {
         document.add_u64(fields.day, u64::from(day));
         document.add_text(fields.site, site);
         document.add_u64(fields.visitor_id, visitor_id);
-        document.add_text(fields.sender_kind, sender_kind_name(record.sender_kind));
-        document.add_u64(fields.sender_id, record.sender_id);
-        document.add_text(fields.sender_name, &record.sender_name);
-        document.add_i64(fields.created_at, record.created_at);
-        document.add_u64(fields.internal, u64::from(record.internal));
         self.writer.add_document(document)?;
-        self.dirty = true;
+        self.changed();
         Ok(())
     }
 
@@ -241,8 +241,8 @@ impl Indexer {
                             && sites.last().is_none_or(|(id, _)| *id != key.conversation_id)
                         {
                             let found = conversations::get(transaction, key.conversation_id)?
-                                .map(|conversation| (conversation.site, conversation.visitor_id))
-                                .unwrap_or_default();
+                                .map(|conversation| (Arc::from(conversation.site), conversation.visitor_id))
+                                .unwrap_or_else(|| (Arc::from(""), 0));
                             sites.push((key.conversation_id, found));
                         }
                     }
@@ -273,7 +273,7 @@ impl Indexer {
         }
         self.last_lsn = high;
         self.last_day = newest_day;
-        self.dirty = true;
+        self.changed();
         Ok(())
     }
 
@@ -297,7 +297,7 @@ impl Indexer {
                 self.writer.delete_query(Box::new(BooleanQuery::new(clauses)))?;
             }
         }
-        self.dirty = true;
+        self.changed();
         Ok(())
     }
 
@@ -317,6 +317,10 @@ impl Indexer {
     fn commit_logged(&mut self) {
         if let Err(error) = self.commit() {
             tracing::error!(%error, "committing the search index failed");
+            // Tried again after another delay, not at once in a loop.
+            if self.pending_since.is_some() {
+                self.pending_since = Some(Instant::now());
+            }
         }
     }
 
@@ -327,7 +331,7 @@ impl Indexer {
         prepared.set_payload(&payload);
         prepared.commit()?;
         self.reader.reload()?;
-        self.dirty = false;
+        self.pending_since = None;
         self.indexed.send_replace(self.last_lsn);
         Ok(())
     }

@@ -17,6 +17,7 @@ pub mod tokenizer;
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,19 +27,17 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use serde::Serialize;
 use tantivy::columnar::Column;
 use tantivy::query::{BooleanQuery, EnableScoring, Occur, Query, QueryParser, RangeQuery, TermQuery, Weight};
-use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
-};
+use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{
     DocAddress, DocId, DocSet, Index, IndexReader, IndexSettings, IndexSortByField, Order, ReloadPolicy, Searcher,
-    SegmentReader, TERMINATED, TantivyDocument, Term,
+    SegmentReader, TERMINATED, Term,
 };
 use tokio::sync::{oneshot, watch};
 
 use crate::chat::conversations::{self, Conversation, ConversationStatus};
-use crate::chat::messages::MessageRecord;
+use crate::chat::messages::{self, MessageKey, MessageRecord};
 use crate::storage::{StorageError, Store};
 pub use indexer::ReindexReport;
 
@@ -80,45 +79,40 @@ pub enum SearchError {
     Unsorted,
 }
 
-/// The index's fields.
+/// The index's fields. Nothing is stored in the index: a hit's text, sender and time are read
+/// from the day shard it points to (`conversation_id`, `seq`, `day`), and its site and visitor
+/// from the conversation, so each document costs the index only its terms and fast fields.
 #[derive(Clone, Copy)]
 pub struct Fields {
     pub text: Field,
+    /// With `seq` and `day`, where the message is in redb (fast fields).
     pub conversation_id: Field,
     pub seq: Field,
     /// The global commit order: the index's sort order and cursors (a fast field only).
     pub lsn: Field,
     /// The day shard, so retention deletes a dropped day and date filters are ranges.
     pub day: Field,
+    /// Filters by site and the agents' visible sites (a term only).
     pub site: Field,
+    /// Filters by visitor and erases a visitor's messages (a term only).
     pub visitor_id: Field,
-    pub sender_kind: Field,
-    pub sender_id: Field,
-    pub sender_name: Field,
-    pub created_at: Field,
-    pub internal: Field,
 }
 
 fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
-    let text_options = TextOptions::default().set_stored().set_indexing_options(
+    let text_options = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer(tokenizer::TOKENIZER_NAME)
             .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     );
     let fields = Fields {
         text: builder.add_text_field("text", text_options),
-        conversation_id: builder.add_u64_field("conversation_id", INDEXED | STORED | FAST),
-        seq: builder.add_u64_field("seq", STORED),
-        lsn: builder.add_u64_field(LSN_FIELD, STORED | FAST),
+        conversation_id: builder.add_u64_field("conversation_id", FAST),
+        seq: builder.add_u64_field("seq", FAST),
+        lsn: builder.add_u64_field(LSN_FIELD, FAST),
         day: builder.add_u64_field("day", INDEXED | FAST),
-        site: builder.add_text_field("site", STRING | STORED),
-        visitor_id: builder.add_u64_field("visitor_id", INDEXED | STORED),
-        sender_kind: builder.add_text_field("sender_kind", STRING | STORED),
-        sender_id: builder.add_u64_field("sender_id", INDEXED | STORED),
-        sender_name: builder.add_text_field("sender_name", STORED),
-        created_at: builder.add_i64_field("created_at", STORED),
-        internal: builder.add_u64_field("internal", STORED),
+        site: builder.add_text_field("site", STRING),
+        visitor_id: builder.add_u64_field("visitor_id", INDEXED),
     };
     (builder.build(), fields)
 }
@@ -393,6 +387,7 @@ impl Search {
 
         let searcher = self.inner.reader.searcher();
         let weight = BooleanQuery::new(clauses).weight(EnableScoring::disabled_from_searcher(&searcher))?;
+        let places = searcher.segment_readers().iter().map(Places::of).collect::<Result<Vec<_>, _>>()?;
         let limit = request.limit.clamp(1, MAX_LIMIT);
         let needs_conversation = request.agent.is_some() || request.state.is_some();
         let batch = if needs_conversation { (limit * 4).max(64) } else { limit + 1 };
@@ -405,25 +400,19 @@ impl Search {
         loop {
             let found = newest_matches(&searcher, &*weight, before, batch)?;
             let exhausted = found.len() < batch;
-            for (lsn, address) in &found {
-                if hits.len() == limit {
-                    return Ok(SearchPage { hits, next_cursor: before.map(|lsn| lsn.to_string()) });
-                }
-                examined += 1;
-                before = Some(*lsn);
-                let document: TantivyDocument = searcher.doc(*address)?;
-                let conversation_id = u64_of(&document, fields.conversation_id);
-                if needs_conversation {
-                    let conversation = match conversations.get(&conversation_id) {
-                        Some(found) => found.clone(),
-                        None => {
-                            let found = self
-                                .inner
-                                .store
-                                .read_blocking(|transaction| conversations::get(transaction, conversation_id))?;
-                            conversations.insert(conversation_id, found.clone());
-                            found
-                        }
+            // One read transaction per batch of matches: each hit's message from its day shard,
+            // and its conversation (site, visitor, and the agent and state filters).
+            let page_full = self.inner.store.read_blocking(|transaction| {
+                for (lsn, address) in &found {
+                    if hits.len() == limit {
+                        return Ok(true);
+                    }
+                    examined += 1;
+                    before = Some(*lsn);
+                    let key = places[address.segment_ord as usize].key(address.doc_id);
+                    let conversation = match conversations.entry(key.conversation_id) {
+                        Entry::Occupied(entry) => entry.into_mut(),
+                        Entry::Vacant(entry) => entry.insert(conversations::get(transaction, key.conversation_id)?),
                     };
                     let Some(conversation) = conversation else {
                         continue;
@@ -433,9 +422,17 @@ impl Search {
                     {
                         continue;
                     }
+                    // Gone from redb (retention, erasure) before the index caught up: not a hit.
+                    let Some(record) = messages::get(transaction, key)? else {
+                        continue;
+                    };
+                    let snippet = snippets.snippet(&record.text).to_html();
+                    hits.push(hit_of(key, conversation, record, snippet));
                 }
-                let snippet = snippets.snippet_from_doc(&document);
-                hits.push(hit_of(&document, fields, conversation_id, snippet.to_html()));
+                Ok(false)
+            })?;
+            if page_full {
+                return Ok(SearchPage { hits, next_cursor: before.map(|lsn| lsn.to_string()) });
             }
             if exhausted {
                 return Ok(SearchPage { hits, next_cursor: None });
@@ -443,6 +440,28 @@ impl Search {
             if hits.len() == limit || examined >= MAX_EXAMINED {
                 return Ok(SearchPage { hits, next_cursor: before.map(|lsn| lsn.to_string()) });
             }
+        }
+    }
+}
+
+/// Where a segment's documents are in redb: its `conversation_id`, `seq` and `day` columns.
+struct Places {
+    conversation_id: Column<u64>,
+    seq: Column<u64>,
+    day: Column<u64>,
+}
+
+impl Places {
+    fn of(reader: &SegmentReader) -> Result<Places, tantivy::TantivyError> {
+        let fast = reader.fast_fields();
+        Ok(Places { conversation_id: fast.u64("conversation_id")?, seq: fast.u64("seq")?, day: fast.u64("day")? })
+    }
+
+    fn key(&self, doc: DocId) -> MessageKey {
+        MessageKey {
+            day: u32::try_from(self.day.first(doc).unwrap_or_default()).unwrap_or_default(),
+            conversation_id: self.conversation_id.first(doc).unwrap_or_default(),
+            seq: self.seq.first(doc).unwrap_or_default(),
         }
     }
 }
@@ -533,7 +552,7 @@ fn open_index(path: &Path, schema: &Schema) -> Result<Index, SearchError> {
     }
     index
         .tokenizers()
-        .register(tokenizer::TOKENIZER_NAME, TextAnalyzer::builder(tokenizer::CjkBigramTokenizer).build());
+        .register(tokenizer::TOKENIZER_NAME, TextAnalyzer::builder(tokenizer::CjkBigramTokenizer::default()).build());
     Ok(index)
 }
 
@@ -541,27 +560,19 @@ fn term_query(term: Term) -> Box<dyn Query> {
     Box::new(TermQuery::new(term, IndexRecordOption::Basic))
 }
 
-fn u64_of(document: &TantivyDocument, field: Field) -> u64 {
-    document.get_first(field).and_then(|value| value.as_u64()).unwrap_or_default()
-}
-
-fn str_of(document: &TantivyDocument, field: Field) -> String {
-    document.get_first(field).and_then(|value| value.as_str()).unwrap_or_default().to_owned()
-}
-
-fn hit_of(document: &TantivyDocument, fields: Fields, conversation_id: u64, snippet: String) -> SearchHit {
+fn hit_of(key: MessageKey, conversation: &Conversation, record: MessageRecord, snippet: String) -> SearchHit {
     SearchHit {
-        conversation_id,
-        seq: u64_of(document, fields.seq),
-        site: str_of(document, fields.site),
-        visitor_id: u64_of(document, fields.visitor_id),
-        sender_kind: str_of(document, fields.sender_kind),
-        sender_id: u64_of(document, fields.sender_id),
-        sender_name: str_of(document, fields.sender_name),
-        created_at: document.get_first(fields.created_at).and_then(|value| value.as_i64()).unwrap_or_default(),
-        internal: u64_of(document, fields.internal) != 0,
+        conversation_id: key.conversation_id,
+        seq: key.seq,
+        site: conversation.site.clone(),
+        visitor_id: conversation.visitor_id,
+        sender_kind: indexer::sender_kind_name(record.sender_kind).to_owned(),
+        sender_id: record.sender_id,
+        sender_name: record.sender_name,
+        created_at: record.created_at,
+        internal: record.internal,
         snippet,
-        text: str_of(document, fields.text),
+        text: record.text,
     }
 }
 

@@ -22,24 +22,30 @@ pub const TOKENIZER_NAME: &str = "kefu_cjk_bigram";
 /// Longest word kept (in bytes); longer runs are not words people search for.
 const MAX_WORD_BYTES: usize = 64;
 
+/// The tokenizer keeps its tokens between texts and refills them in place, so indexing a message
+/// allocates nothing once earlier messages had as many tokens (of the same lengths or longer).
 #[derive(Clone, Default)]
-pub struct CjkBigramTokenizer;
-
-pub struct CjkBigramTokenStream {
+pub struct CjkBigramTokenizer {
     tokens: Vec<Token>,
+}
+
+pub struct CjkBigramTokenStream<'a> {
+    /// This text's tokens (the front of the tokenizer's buffer).
+    tokens: &'a mut [Token],
     /// The index of the current token plus one (0 before the first `advance`).
     next: usize,
 }
 
 impl Tokenizer for CjkBigramTokenizer {
-    type TokenStream<'a> = CjkBigramTokenStream;
+    type TokenStream<'a> = CjkBigramTokenStream<'a>;
 
-    fn token_stream<'a>(&'a mut self, text: &'a str) -> CjkBigramTokenStream {
-        CjkBigramTokenStream { tokens: tokenize(text), next: 0 }
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> CjkBigramTokenStream<'a> {
+        let count = tokenize_into(text, &mut self.tokens);
+        CjkBigramTokenStream { tokens: &mut self.tokens[..count], next: 0 }
     }
 }
 
-impl TokenStream for CjkBigramTokenStream {
+impl TokenStream for CjkBigramTokenStream<'_> {
     fn advance(&mut self) -> bool {
         if self.next < self.tokens.len() {
             self.next += 1;
@@ -74,29 +80,51 @@ fn is_cjk(character: char) -> bool {
 /// The tokens of `text`, in order, with consecutive positions.
 pub fn tokenize(text: &str) -> Vec<Token> {
     let mut tokens = Vec::new();
-    let mut position = 0;
-    let mut push = |tokens: &mut Vec<Token>, from: usize, to: usize, token_text: String| {
-        tokens.push(Token { offset_from: from, offset_to: to, position, text: token_text, position_length: 1 });
-        position += 1;
-    };
+    let count = tokenize_into(text, &mut tokens);
+    tokens.truncate(count);
+    tokens
+}
+
+/// The next token of the buffer at `count`, set to the offsets given and an empty text (its
+/// string's capacity kept); `count` moves past it.
+fn next_token<'t>(tokens: &'t mut Vec<Token>, count: &mut usize, from: usize, to: usize) -> &'t mut String {
+    if *count == tokens.len() {
+        tokens.push(Token::default());
+    }
+    let token = &mut tokens[*count];
+    token.offset_from = from;
+    token.offset_to = to;
+    token.position = *count;
+    token.position_length = 1;
+    token.text.clear();
+    *count += 1;
+    &mut token.text
+}
+
+/// Writes the tokens of `text` over the front of `tokens`, reusing their strings, and returns
+/// how many there are; the tokens after them are left over from earlier texts.
+fn tokenize_into(text: &str, tokens: &mut Vec<Token>) -> usize {
+    let mut count = 0;
     let mut characters = text.char_indices().peekable();
     while let Some(&(start, character)) = characters.peek() {
         if is_cjk(character) {
-            let mut run: Vec<(usize, char)> = Vec::new();
+            let mut previous: Option<(usize, char)> = None;
+            let mut run_length = 0;
             while let Some(&(offset, next)) = characters.peek() {
                 if !is_cjk(next) {
                     break;
                 }
-                run.push((offset, next));
+                if let Some((previous_offset, previous_character)) = previous {
+                    let token_text = next_token(tokens, &mut count, previous_offset, offset + next.len_utf8());
+                    token_text.push(previous_character);
+                    token_text.push(next);
+                }
+                previous = Some((offset, next));
+                run_length += 1;
                 characters.next();
             }
-            let end_of = |index: usize| run[index].0 + run[index].1.len_utf8();
-            if run.len() == 1 {
-                push(&mut tokens, run[0].0, end_of(0), run[0].1.to_string());
-            }
-            for pair in 0..run.len().saturating_sub(1) {
-                let token_text: String = [run[pair].1, run[pair + 1].1].iter().collect();
-                push(&mut tokens, run[pair].0, end_of(pair + 1), token_text);
+            if let (1, Some((offset, alone))) = (run_length, previous) {
+                next_token(tokens, &mut count, offset, offset + alone.len_utf8()).push(alone);
             }
         } else if character.is_alphanumeric() {
             let mut end = start;
@@ -108,13 +136,20 @@ pub fn tokenize(text: &str) -> Vec<Token> {
                 characters.next();
             }
             if end - start <= MAX_WORD_BYTES {
-                push(&mut tokens, start, end, text[start..end].to_lowercase());
+                let word = &text[start..end];
+                let token_text = next_token(tokens, &mut count, start, end);
+                if word.is_ascii() {
+                    token_text.push_str(word);
+                    token_text.make_ascii_lowercase();
+                } else {
+                    token_text.push_str(&word.to_lowercase());
+                }
             }
         } else {
             characters.next();
         }
     }
-    tokens
+    count
 }
 
 #[cfg(test)]
@@ -140,5 +175,25 @@ mod tests {
         let positions: Vec<usize> = tokens.iter().map(|token| token.position).collect();
         assert_eq!(positions, [0, 1, 2]);
         assert_eq!(&"a 退款吧"[tokens[1].offset_from..tokens[1].offset_to], "退款");
+    }
+
+    #[test]
+    fn a_reused_tokenizer_gives_each_text_only_its_own_tokens() {
+        let mut tokenizer = CjkBigramTokenizer::default();
+        let mut seen = |text: &str| {
+            let mut stream = tokenizer.token_stream(text);
+            let mut found = Vec::new();
+            while stream.advance() {
+                found.push((stream.token().text.clone(), stream.token().position));
+            }
+            found
+        };
+        assert_eq!(
+            seen("退款 please refund now"),
+            [("退款".into(), 0), ("please".into(), 1), ("refund".into(), 2), ("now".into(), 3)]
+        );
+        assert_eq!(seen("OK 好"), [("ok".to_owned(), 0), ("好".to_owned(), 1)]);
+        assert_eq!(seen(""), Vec::<(String, usize)>::new());
+        assert_eq!(seen("ÉTÉ"), [("été".to_owned(), 0)]);
     }
 }

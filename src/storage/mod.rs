@@ -75,6 +75,13 @@ pub fn encode_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("entity records always serialize")
 }
 
+/// Encodes an entity record as JSON into `buffer` (emptied first), so a caller that encodes many
+/// records reuses one allocation.
+pub fn encode_json_into<T: serde::Serialize>(value: &T, buffer: &mut Vec<u8>) {
+    buffer.clear();
+    serde_json::to_writer(&mut *buffer, value).expect("entity records always serialize");
+}
+
 /// Decodes an entity record stored as JSON.
 pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
     serde_json::from_slice(bytes).map_err(|error| StorageError::Corrupt(error.to_string()))

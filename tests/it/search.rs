@@ -233,6 +233,21 @@ async fn the_index_catches_up_after_it_is_deleted_or_behind_and_rebuilds_while_s
     let (_, body) = search(&server, &token, "q=lighthouse").await;
     assert_eq!(hit_texts(&body), ["lighthouse gamma", "lighthouse beta", "lighthouse alpha"]);
 
+    // Of another schema (an older version's, which stored the messages' fields): rebuilt too.
+    server.stop().await;
+    let index_dir = server.dir.path().join("index");
+    std::fs::remove_dir_all(&index_dir).unwrap();
+    std::fs::create_dir_all(&index_dir).unwrap();
+    let mut old_schema = tantivy::schema::Schema::builder();
+    old_schema.add_text_field("text", tantivy::schema::TEXT | tantivy::schema::STORED);
+    let directory = tantivy::directory::MmapDirectory::open(&index_dir).unwrap();
+    tantivy::Index::create(directory, old_schema.build(), tantivy::IndexSettings::default()).unwrap();
+    server.restart().await;
+    caught_up(&server).await;
+    let token = server.login("a@x.test").await;
+    let (_, body) = search(&server, &token, "q=lighthouse").await;
+    assert_eq!(hit_texts(&body), ["lighthouse gamma", "lighthouse beta", "lighthouse alpha"]);
+
     // Rebuilt through the control socket while the server runs.
     let config = server_config(&server);
     let report = history::run_cli(&config, HistoryCommand::Reindex, Box::new(std::io::sink())).await.unwrap();
@@ -499,4 +514,45 @@ async fn pages_stay_newest_first_across_index_segments() {
     assert_eq!(seen, expected, "newest first, each once");
     let (_, body) = search(&server, &admin, "q=lantern&limit=5").await;
     assert_eq!(hit_texts(&body), expected[..5]);
+}
+
+#[tokio::test]
+async fn a_message_is_searchable_within_the_commit_delay_and_removed_messages_are_not_hits() {
+    let server = TestServer::start().await;
+    let site = server.create_site("shop").await;
+    let admin = server.admin_token("boss@x.test").await;
+    let store = server.app().store.clone();
+    caught_up(&server).await;
+    let stored = std::time::Instant::now();
+    let conversation_id = backdated(&store, &site.key, 1, &["marigold seeds"], clock::now_millis()).await;
+    // The bound of README.md and docs/protocol.md, plus the polling and a slow debug build.
+    let bound = kefu::search::indexer::COMMIT_DELAY + std::time::Duration::from_secs(2);
+    loop {
+        let (status, body) = search(&server, &admin, "q=marigold").await;
+        assert_eq!(status, 200, "{body}");
+        if hit_texts(&body) == ["marigold seeds"] {
+            assert_eq!(body["hits"][0]["conversation_id"], conversation_id);
+            assert_eq!(body["hits"][0]["site"], site.key.as_str());
+            assert_eq!(body["hits"][0]["visitor_id"], 1);
+            assert_eq!(body["hits"][0]["sender_kind"], "visitor");
+            assert_eq!(body["hits"][0]["sender_name"], "v");
+            assert_eq!(body["hits"][0]["internal"], false);
+            assert_eq!(body["hits"][0]["snippet"], "<b>marigold</b> seeds");
+            break;
+        }
+        assert!(stored.elapsed() < bound, "not searchable after {:?}: {body}", stored.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // The index points into redb: a message gone from redb is no hit, even while its document
+    // is still in the index.
+    store
+        .write(move |context| {
+            Ok(Ok::<u64, kefu::storage::StorageError>(messages::erase_conversation(context, conversation_id)?))
+        })
+        .await
+        .unwrap();
+    let (status, body) = search(&server, &admin, "q=marigold").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(hit_texts(&body), Vec::<String>::new(), "{body}");
 }
