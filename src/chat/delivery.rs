@@ -44,6 +44,9 @@ pub enum CommittedEvent {
         seq: u64,
         /// The conversation's site, whose agents get an `activity` frame for their lists.
         site: String,
+        /// The day shard the message is stored in (the conversation's day, which a message never
+        /// moves back from, so not always the day of its own time).
+        day: u32,
         record: Arc<MessageRecord>,
         origin: Option<ConnectionHandle>,
         /// Whether the bot answers in the conversation (as of this message), so the dispatcher
@@ -520,8 +523,8 @@ pub async fn run_dispatcher(
                     for event in batch.0 {
                         bot.observe(&event);
                         push.observe(&event);
-                        if let CommittedEvent::Message { conversation_id, seq, record, .. } = &event {
-                            search.offer(*conversation_id, *seq, record.clone());
+                        if let CommittedEvent::Message { conversation_id, seq, day, record, .. } = &event {
+                            search.offer(*conversation_id, *seq, *day, record.clone());
                         }
                         if let Some(routing_event) = dispatch(&hub, epoch, event, &mut activity) {
                             router.send(routing_event).await;

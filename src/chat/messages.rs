@@ -391,6 +391,7 @@ pub fn append_with_source(
         conversation_id,
         seq,
         site,
+        day,
         record: Arc::new(record),
         origin: new_message.origin,
         bot_active,

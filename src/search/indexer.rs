@@ -90,8 +90,7 @@ impl Indexer {
         lagging: Arc<AtomicBool>,
         indexed: watch::Sender<u64>,
     ) -> Result<Indexer, SearchError> {
-        let payload: Payload =
-            index.load_metas()?.payload.and_then(|payload| serde_json::from_str(&payload).ok()).unwrap_or_default();
+        let payload = committed_position(index)?;
         let writer = index.writer_with_num_threads(1, WRITER_MEMORY_BYTES)?;
         indexed.send_replace(payload.lsn);
         Ok(Indexer {
@@ -108,6 +107,23 @@ impl Indexer {
         })
     }
 
+    /// Drops what was added since the last commit and goes back to the committed position, so a
+    /// failed catch-up leaves no half-added messages that a later one would add again; the next
+    /// round catches up from there.
+    fn discard_uncommitted(&mut self) {
+        let restored =
+            self.writer.rollback().map_err(SearchError::from).and_then(|_| committed_position(self.writer.index()));
+        match restored {
+            Ok(position) => {
+                self.last_lsn = position.lsn;
+                self.last_day = position.day;
+                self.pending_since = None;
+                self.lagging.store(true, Ordering::Relaxed);
+            }
+            Err(error) => tracing::error!(%error, "discarding the search index's uncommitted changes failed"),
+        }
+    }
+
     pub(crate) fn run(mut self, receiver: Receiver<IndexCommand>) {
         self.catch_up_logged();
         self.commit_logged();
@@ -117,6 +133,7 @@ impl Indexer {
                 Ok(IndexCommand::Message { conversation_id, seq, day, record }) => {
                     if let Err(error) = self.take(conversation_id, seq, day, &record) {
                         tracing::error!(%error, "indexing a message failed");
+                        self.discard_uncommitted();
                     }
                 }
                 Ok(IndexCommand::Delete { day, site, done }) => {
@@ -217,7 +234,10 @@ impl Indexer {
                 "search index caught up"
             ),
             Ok(()) => {}
-            Err(error) => tracing::error!(%error, "catching up the search index failed"),
+            Err(error) => {
+                tracing::error!(%error, "catching up the search index failed");
+                self.discard_uncommitted();
+            }
         }
     }
 
@@ -335,4 +355,9 @@ impl Indexer {
         self.indexed.send_replace(self.last_lsn);
         Ok(())
     }
+}
+
+/// The position the index's last commit recorded (nothing indexed yet: zero).
+fn committed_position(index: &Index) -> Result<Payload, SearchError> {
+    Ok(index.load_metas()?.payload.and_then(|payload| serde_json::from_str(&payload).ok()).unwrap_or_default())
 }

@@ -272,10 +272,9 @@ impl Search {
         Ok(Search { inner: shared })
     }
 
-    /// Offers a committed message to the indexer without waiting. A full queue drops it and
+    /// Offers a committed message, stored in the day shard `day`, to the indexer without waiting. A full queue drops it and
     /// flags the indexer, which then reads what it missed from redb.
-    pub fn offer(&self, conversation_id: u64, seq: u64, record: Arc<MessageRecord>) {
-        let day = crate::base::clock::day_of(record.created_at);
+    pub fn offer(&self, conversation_id: u64, seq: u64, day: u32, record: Arc<MessageRecord>) {
         let command = IndexCommand::Message { conversation_id, seq, day, record };
         if let Err(TrySendError::Full(_)) = self.inner.queue.try_send(command) {
             self.inner.lagging.store(true, Ordering::Relaxed);
@@ -419,11 +418,13 @@ impl Search {
                     };
                     if request.agent.is_some_and(|agent| conversation.assigned_agent != Some(agent))
                         || request.state.is_some_and(|state| conversation.status != state)
+                        || !request.admits(conversation)
                     {
                         continue;
                     }
-                    // Gone from redb (retention, erasure) before the index caught up: not a hit.
-                    let Some(record) = messages::get(transaction, key)? else {
+                    // Gone from redb (retention, erasure) before the index caught up, or another
+                    // message at that place (an index older than a restored database): not a hit.
+                    let Some(record) = messages::get(transaction, key)?.filter(|record| record.lsn == *lsn) else {
                         continue;
                     };
                     let snippet = snippets.snippet(&record.text).to_html();
@@ -441,6 +442,17 @@ impl Search {
                 return Ok(SearchPage { hits, next_cursor: before.map(|lsn| lsn.to_string()) });
             }
         }
+    }
+}
+
+impl SearchRequest {
+    /// Whether the request may see `conversation` by its site and visitor. The index's terms
+    /// already filter by them; the hit is read from redb, so it is checked again there, and an
+    /// index that disagrees with the database never shows what the caller may not see.
+    fn admits(&self, conversation: &Conversation) -> bool {
+        self.visible_sites.as_ref().is_none_or(|sites| sites.contains(&conversation.site))
+            && self.site.as_ref().is_none_or(|site| *site == conversation.site)
+            && self.visitor.is_none_or(|visitor| visitor == conversation.visitor_id)
     }
 }
 

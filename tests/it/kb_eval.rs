@@ -118,7 +118,7 @@ fn the_set_holds_its_figures_at_the_default_threshold() {
 
 /// In-sample floors of [`the_set_holds_its_figures_at_the_default_threshold`].
 const PRECISION_IN_SAMPLE: f64 = 0.955;
-const RECALL_IN_SAMPLE: f64 = 0.253;
+const RECALL_IN_SAMPLE: f64 = 0.252;
 /// The share of answerable messages whose top entry is the expected one (no threshold).
 const TOP_ACCURACY: f64 = 0.842;
 
@@ -183,9 +183,9 @@ fn cross_validated_figures_hold() {
 }
 
 /// (precision, recall) floors at the shipped threshold, five folds by message hash.
-const CROSS_VALIDATED: (f64, f64) = (0.955, 0.256);
+const CROSS_VALIDATED: (f64, f64) = (0.945, 0.255);
 /// The same, each business judged by a calibration fitted on the other two.
-const CROSS_BUSINESS: (f64, f64) = (0.959, 0.244);
+const CROSS_BUSINESS: (f64, f64) = (0.954, 0.248);
 
 /// The shipped coefficients are the ones the fitter gives on the whole set (to the three
 /// decimals they are written with); the test prints them, to paste into calibration.rs after a

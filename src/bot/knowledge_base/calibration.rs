@@ -33,8 +33,8 @@ pub const N_FEATURES: usize = 16;
 /// Bias first, then one weight per feature in the order of [`features`]. Fitted on the whole
 /// set (see the module docs), 2026-12-06.
 pub const COEFFICIENTS: [f64; N_FEATURES + 1] = [
-    -3.677, 0.456, 0.208, -0.423, 0.704, -0.063, 0.737, -0.110, 0.063, 1.248, 0.311, 0.438, 0.536, 2.687, 0.366, 1.927,
-    1.317,
+    -3.781, 0.508, 0.122, -0.468, 0.722, -0.134, 0.731, -0.043, 0.060, 1.236, 0.421, 0.289, 0.796, 2.666, 0.335, 2.032,
+    1.205,
 ];
 
 /// The features of the candidate at `position` of a query's ranking.
@@ -47,9 +47,13 @@ pub fn features(query: &Query, position: usize) -> [f64; N_FEATURES] {
         .filter(|(other, _)| *other != position)
         .map(|(_, scored)| (scored.score, scored.union_coverage))
         .fold((0.0_f32, 0.0_f32), |best, next| if next.0 > best.0 { next } else { best });
-    // The margin relative to the candidate's own score means the same on a knowledge base whose
-    // scores run low (short entries, wordy visitors) as on one whose scores run high.
-    let relative_margin = if candidate.score > 0.0 { 1.0 - best_other / candidate.score } else { 0.0 };
+    // The margin relative to the larger score means the same on a knowledge base whose scores
+    // run low (short entries, wordy visitors) as on one whose scores run high. It is in [-1, 1]
+    // at every position: 1 − next/top for the top candidate, which the fit sees, and bounded
+    // below for a runner-up, which the fused ranking orders by it too. A candidate with no
+    // lexical score (found by meaning alone) gets 0: the lexical margin says nothing of it.
+    let relative_margin =
+        if candidate.score > 0.0 { (candidate.score - best_other) / candidate.score.max(best_other) } else { 0.0 };
     [
         f64::from(candidate.score),
         f64::from(candidate.score - best_other),

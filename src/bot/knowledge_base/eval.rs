@@ -35,6 +35,13 @@ pub fn thresholds(current: f32) -> Vec<f32> {
     steps
 }
 
+/// A threshold as the reports list it: two decimals, three when two would round it (a site's
+/// 0.925 is not listed as 0.93 beside figures computed at 0.925).
+pub fn threshold_label(step: f32) -> String {
+    let two = format!("{step:.2}");
+    if two.parse::<f32>().is_ok_and(|rounded| (rounded - step).abs() < 0.0005) { two } else { format!("{step:.3}") }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error("{file}: line {line}: {message}")]
@@ -432,7 +439,7 @@ pub fn report(judged: &[Judged], threshold: f32) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "By threshold (all messages):\n{HEADER}");
     for step in thresholds(threshold) {
-        let _ = writeln!(text, "{}", figures_line(&format!("{step:.2}"), &figures(&all, step)));
+        let _ = writeln!(text, "{}", figures_line(&threshold_label(step), &figures(&all, step)));
     }
     let _ = writeln!(text, "\nAt threshold {threshold:.2}:\n{HEADER}");
     let _ = writeln!(text, "{}", figures_line("all", &figures(&all, threshold)));
@@ -674,6 +681,8 @@ mod tests {
         assert_eq!(with_current.len(), 20);
         assert!(with_current.windows(2).all(|pair| pair[0] < pair[1]));
         assert!(with_current.contains(&0.92));
+        let labels: Vec<String> = [0.05, 0.92, 0.925].map(threshold_label).into();
+        assert_eq!(labels, ["0.05", "0.92", "0.925"]);
     }
 
     #[test]

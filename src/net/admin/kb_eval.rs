@@ -112,7 +112,7 @@ async fn evaluate(app: &AppState, site: &Site, text: &str, t: &'static Texts) ->
     let by_threshold = eval::thresholds(threshold)
         .into_iter()
         .map(|step| Row {
-            label: format!("{step:.2}"),
+            label: eval::threshold_label(step),
             figures: eval::figures(&all, step),
             marked: (step - threshold).abs() < 0.001,
         })
