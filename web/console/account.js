@@ -83,7 +83,8 @@ export function mountTwoFactor(container, { onEnabled = () => {}, canTurnOff = t
           showMe(await api('POST', '/api/v1/agent/two-factor/disable', { password: password.value }));
           showOff();
         } catch (e) {
-          fail(e);
+          if (e.status === 422) error.textContent = t('wrong_password');
+          else fail(e);
         }
       } }, h('label', {}, h('span', {}, t('password_to_turn_off')), password), h('button', { type: 'submit', class: 'danger' }, t('turn_off'))) : null,
       error);

@@ -1,6 +1,7 @@
 // account.test.js: the console's search (Chinese and English, a hit opens the conversation at
-// that message) and the agent's two-factor login (enrolment by QR code and key, recovery codes,
-// then a login that asks for the code), in headless Chromium against a real kefu server.
+// that message), the agent's two-factor login (enrolment by QR code and key, recovery codes,
+// then a login that asks for the code, and turning it off) and the profile's picture and
+// password change, in headless Chromium against a real kefu server.
 // Run from the repository root: node --test --test-concurrency=1 tests/browser/console/
 
 import { test, before, after, afterEach } from 'node:test';
@@ -171,4 +172,63 @@ test('where an admin requires two-factor login, an agent without it enrols right
   await page.locator('#enrol-two-factor #recovery-codes-done').click();
   await page.locator('#app').waitFor({ state: 'visible' });
   await page.locator('#connection[data-state="open"]').waitFor({ state: 'attached' });
+});
+
+// A 1×1 PNG, as a picture an agent might choose.
+const PICTURE = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==', 'base64');
+
+test('an agent sets a picture and changes her password in English, and turns two-factor login off in Chinese', async () => {
+  kefu = await Kefu.create();
+  await kefu.start();
+  const page = await openConsole(ANN);
+  await page.locator('#me-button').click();
+  await page.locator('#profile-dialog').waitFor();
+
+  // The picture is served from the agent's avatar URL as an image, sandboxed, and shown.
+  await page.locator('#avatar-input').setInputFiles({ name: 'me.png', mimeType: 'image/png', buffer: PICTURE });
+  await page.waitForFunction(() => {
+    const img = document.getElementById('profile-avatar');
+    return img.src.includes('/avatar') && img.complete && img.naturalWidth === 1;
+  });
+  const served = await page.evaluate(async () => {
+    const response = await fetch(document.getElementById('profile-avatar').src);
+    return [response.status, response.headers.get('content-type'), response.headers.get('content-security-policy')];
+  });
+  assert.deepEqual(served, [200, 'image/png', "default-src 'none'; sandbox"]);
+
+  // A wrong current password and a too-short new one are told apart; the right one changes it.
+  const change = async (current, next) => {
+    await page.locator('#password-current').fill(current);
+    await page.locator('#password-new').fill(next);
+    await page.locator('#password-repeat').fill(next);
+    await page.locator('#password-form button[type="submit"]').click();
+  };
+  await change('not my password', 'a new long password');
+  await page.locator('#password-result:text("The current password is wrong.")').waitFor();
+  await change(PASSWORD, 'x'.repeat(1025));
+  await page.locator('#password-result:text("A password has 8 to 1024 characters.")').waitFor();
+  await change(PASSWORD, 'a new long password');
+  await page.locator('#password-result:text("Password changed. Your other sessions have ended.")').waitFor();
+  assert.equal((await kefu.request('POST', '/api/v1/agent/login', { body: { email: ANN, password: 'a new long password' } })).status, 200);
+  await page.locator('#profile-close').click();
+
+  // In Chinese: turned on, then a wrong password is refused in Chinese and the right one turns it off.
+  const zh = await openConsole(BOSS, { locale: 'zh-CN' });
+  await zh.locator('#me-button').click();
+  await zh.locator('#two-factor-start').click();
+  const secret = await zh.locator('#two-factor-key').getAttribute('data-secret');
+  await zh.locator('#two-factor-code').fill(totp(secret));
+  await zh.locator('#two-factor-confirm button').click();
+  await zh.locator('#recovery-codes-done').click();
+  const turnOff = async (password) => {
+    await zh.locator('#profile-two-factor input[type="password"]').fill(password);
+    await zh.locator('#profile-two-factor button.danger').click();
+  };
+  await turnOff('not my password');
+  await zh.locator('#profile-two-factor .error:text("密码错误。")').waitFor();
+  assert.match(await zh.locator('#profile-two-factor').textContent(), /已开启/);
+  await turnOff(PASSWORD);
+  await zh.locator('#profile-two-factor:has-text("未开启")').waitFor();
+  const me = await zh.evaluate(async () => (await fetch('/api/v1/agent/me')).json());
+  assert.equal(me.two_factor, false);
 });
