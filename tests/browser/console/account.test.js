@@ -53,13 +53,17 @@ function totp(secret, stepsAhead = 0) {
   return String((digest.readUInt32BE(offset) & 0x7fffffff) % 1e6).padStart(6, '0');
 }
 
-/** Submits the search until the index (committed about once a second) has the hits. */
+/**
+ * Submits the search until the index (committed within 3 s of a message) has hits marking these
+ * words; the previous search's hits stay on screen until the new ones arrive, so they do not count.
+ */
 async function search(page, words) {
   await page.locator('#search-query').fill(words);
+  const marked = page.locator('#search-results .hit mark', { hasText: words });
   for (let attempt = 0; attempt < 20; attempt++) {
     await page.locator('#search-submit').click();
     try {
-      await page.locator('#search-results .hit').first().waitFor({ timeout: 500 });
+      await marked.first().waitFor({ timeout: 500 });
       return;
     } catch {
       // Not indexed yet.
