@@ -75,30 +75,86 @@ pub fn features(query: &Query, position: usize) -> [f64; N_FEATURES] {
 }
 
 /// The probability, 0 to 1, under `coefficients`.
-pub fn probability(coefficients: &[f64; N_FEATURES + 1], features: &[f64; N_FEATURES]) -> f64 {
+pub fn probability<const F: usize, const W: usize>(coefficients: &[f64; W], features: &[f64; F]) -> f64 {
     1.0 / (1.0 + (-logit(coefficients, features)).exp())
 }
-
-/// How much the semantic tier's cosine moves a candidate's log-odds, per unit of cosine above
-/// [`SEMANTIC_CENTER`]. Set by hand, not fitted: no embeddings model is reachable where the
-/// calibration is fitted. A cosine of 0.9 adds 1.2 to the log-odds, one of 0.5 takes 2 away.
-pub const SEMANTIC_WEIGHT: f64 = 8.0;
-
-/// The cosine at which the semantic tier neither raises nor lowers a candidate's confidence.
-pub const SEMANTIC_CENTER: f64 = 0.75;
 
 /// How many of the entries most similar in meaning join the lexical candidates.
 pub const SEMANTIC_DEPTH: usize = 3;
 
-/// The confidence with the semantic tier's cosine for the candidate, when it has one.
-pub fn fused_confidence(query: &Query, position: usize, cosine: Option<f32>) -> f32 {
-    let lexical = logit(&COEFFICIENTS, &features(query, position));
-    let semantic = cosine.map_or(0.0, |cosine| SEMANTIC_WEIGHT * (f64::from(cosine) - SEMANTIC_CENTER));
-    (1.0 / (1.0 + (-(lexical + semantic)).exp())) as f32
+/// How many features a candidate has with the semantic tier.
+pub const N_SEMANTIC_FEATURES: usize = 4;
+
+/// Bias first, then the weights of [`semantic_features`]: the lexical log-odds, whether the
+/// matcher found the candidate at all, the cosine's z-score among the site's entries, and its
+/// margin over the best other entry's cosine in the same units. Fitted by [`fit`] on the cosines
+/// of a real multilingual model (multilingual-e5-small; tests/data/kb_eval/cosines_e5.jsonl) for
+/// the shop, hotel and course platform, the same way as [`COEFFICIENTS`], 2026-12-06.
+/// Scores relative to the site's own entries rather than raw cosines keep a threshold's meaning
+/// across models, whose cosines sit in different ranges (e5's between 0.7 and 0.95).
+pub const SEMANTIC_COEFFICIENTS: [f64; N_SEMANTIC_FEATURES + 1] = [-0.753, 0.440, -0.723, 0.698, 1.228];
+
+/// The least spread a message's cosines are taken to have: about the lowest tenth of what a real
+/// model gives over a few dozen entries (e5: 0.020 to 0.050). Without it, a site of a few entries
+/// whose cosines happen to be close would turn a hair's difference into a large z-score.
+const MIN_COSINE_DEVIATION: f64 = 0.02;
+
+/// The lexical log-odds a candidate found by meaning alone is given: below any the matcher gives.
+const NO_LEXICAL_LOGIT: f64 = -8.0;
+
+/// How a message's cosines spread over a site's entries: what a candidate's cosine is relative to.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CosineSpread {
+    /// How many entries have a cosine.
+    pub count: usize,
+    pub mean: f64,
+    pub deviation: f64,
+    /// The highest and second-highest cosines.
+    pub best: f64,
+    pub second: f64,
+}
+
+impl CosineSpread {
+    pub fn of(cosines: impl Iterator<Item = f32>) -> CosineSpread {
+        let (mut n, mut sum, mut squares) = (0.0_f64, 0.0_f64, 0.0_f64);
+        let (mut best, mut second) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+        for cosine in cosines.map(f64::from) {
+            n += 1.0;
+            sum += cosine;
+            squares += cosine * cosine;
+            if cosine > best {
+                second = best;
+                best = cosine;
+            } else if cosine > second {
+                second = cosine;
+            }
+        }
+        let mean = if n > 0.0 { sum / n } else { 0.0 };
+        let deviation = if n > 0.0 { (squares / n - mean * mean).max(0.0).sqrt() } else { 0.0 };
+        CosineSpread { count: n as usize, mean, deviation, best, second: if second.is_finite() { second } else { best } }
+    }
+}
+
+/// The features of a candidate with the semantic tier: its lexical log-odds (`None` when the
+/// matcher did not find it), and its cosine placed among the site's entries (neither above nor
+/// below them when there are fewer than two: one cosine says nothing of where it stands).
+pub fn semantic_features(lexical: Option<f64>, cosine: f32, spread: &CosineSpread) -> [f64; N_SEMANTIC_FEATURES] {
+    let cosine = f64::from(cosine);
+    let unit = spread.deviation.max(MIN_COSINE_DEVIATION);
+    let best_other = if cosine >= spread.best { spread.second } else { spread.best };
+    let (z_score, margin) =
+        if spread.count < 2 { (0.0, 0.0) } else { ((cosine - spread.mean) / unit, (cosine - best_other) / unit) };
+    [lexical.unwrap_or(NO_LEXICAL_LOGIT), f64::from(u8::from(lexical.is_some())), z_score, margin]
+}
+
+/// The lexical log-odds of the candidate at `position`, as [`semantic_features`] takes them.
+pub fn lexical_logit(query: &Query, position: usize) -> Option<f64> {
+    (query.ranked[position].score > 0.0).then(|| logit(&COEFFICIENTS, &features(query, position)))
 }
 
 /// The log-odds under `coefficients`.
-fn logit(coefficients: &[f64; N_FEATURES + 1], features: &[f64; N_FEATURES]) -> f64 {
+pub fn logit<const F: usize, const W: usize>(coefficients: &[f64; W], features: &[f64; F]) -> f64 {
+    debug_assert_eq!(W, F + 1);
     coefficients[0] + coefficients[1..].iter().zip(features).map(|(weight, x)| weight * x).sum::<f64>()
 }
 
@@ -109,26 +165,27 @@ pub fn confidence(query: &Query, position: usize) -> f32 {
 
 /// Fits the coefficients to labelled feature vectors: L2-regularised (`l2`, not on the bias)
 /// logistic regression by Newton's method, which converges in a few dozen steps at this size.
-pub fn fit(samples: &[([f64; N_FEATURES], bool)], l2: f64) -> [f64; N_FEATURES + 1] {
-    const N: usize = N_FEATURES + 1;
-    let mut weights = [0.0_f64; N];
+/// `W` is one more than `F`: the bias.
+pub fn fit<const F: usize, const W: usize>(samples: &[([f64; F], bool)], l2: f64) -> [f64; W] {
+    assert_eq!(W, F + 1, "one weight per feature and the bias");
+    let mut weights = [0.0_f64; W];
     for _ in 0..100 {
-        let mut gradient = [0.0_f64; N];
-        let mut hessian = [[0.0_f64; N]; N];
+        let mut gradient = [0.0_f64; W];
+        let mut hessian = [[0.0_f64; W]; W];
         for (features, label) in samples {
-            let mut x = [1.0_f64; N];
+            let mut x = [1.0_f64; W];
             x[1..].copy_from_slice(features);
             let p = probability(&weights, features);
             let error = p - f64::from(u8::from(*label));
             let curvature = (p * (1.0 - p)).max(1e-9);
-            for i in 0..N {
+            for i in 0..W {
                 gradient[i] += error * x[i];
-                for j in 0..N {
+                for j in 0..W {
                     hessian[i][j] += curvature * x[i] * x[j];
                 }
             }
         }
-        for i in 1..N {
+        for i in 1..W {
             gradient[i] += l2 * weights[i];
             hessian[i][i] += l2;
         }
@@ -137,7 +194,7 @@ pub fn fit(samples: &[([f64; N_FEATURES], bool)], l2: f64) -> [f64; N_FEATURES +
             break;
         };
         let mut largest = 0.0_f64;
-        for i in 0..N {
+        for i in 0..W {
             weights[i] -= step[i];
             largest = largest.max(step[i].abs());
         }
@@ -187,7 +244,7 @@ mod tests {
             features[0] = score;
             samples.push((features, score > 0.5 || step % 10 == 0));
         }
-        let coefficients = fit(&samples, 0.01);
+        let coefficients: [f64; N_FEATURES + 1] = fit(&samples, 0.01);
         let low = probability(&coefficients, &{
             let mut features = [0.0; N_FEATURES];
             features[0] = 0.1;
@@ -199,5 +256,33 @@ mod tests {
             features
         });
         assert!(low < 0.3 && high > 0.7, "{low} {high} {coefficients:?}");
+    }
+
+    #[test]
+    fn a_cosine_is_placed_among_the_sites_entries() {
+        let spread = CosineSpread::of([0.80_f32, 0.84, 0.90, 0.82].into_iter());
+        assert!((spread.best - 0.90).abs() < 1e-6 && (spread.second - 0.84).abs() < 1e-6);
+        let best = semantic_features(Some(1.5), 0.90, &spread);
+        let runner_up = semantic_features(None, 0.84, &spread);
+        assert_eq!((best[0], best[1]), (1.5, 1.0));
+        assert_eq!((runner_up[0], runner_up[1]), (NO_LEXICAL_LOGIT, 0.0));
+        // The best entry's margin is over the second, a runner-up's (negative) over the best.
+        assert!(best[2] > runner_up[2] && best[3] > 0.0 && runner_up[3] < 0.0);
+        assert!((best[3] + runner_up[3]).abs() < 1e-5);
+    }
+
+    #[test]
+    fn a_site_of_one_or_no_entries_or_equal_cosines_gets_finite_features() {
+        for cosines in [vec![], vec![0.9_f32], vec![0.85, 0.85, 0.85]] {
+            let spread = CosineSpread::of(cosines.iter().copied());
+            let features = semantic_features(Some(0.0), 0.85, &spread);
+            assert!(features.iter().all(|feature| feature.is_finite()), "{cosines:?}: {features:?}");
+            let confidence = probability(&SEMANTIC_COEFFICIENTS, &features);
+            assert!((0.0..=1.0).contains(&confidence));
+        }
+        // Close cosines over a few entries are not read as a clear winner.
+        let spread = CosineSpread::of([0.851_f32, 0.850].into_iter());
+        let features = semantic_features(None, 0.851, &spread);
+        assert!(features[3] < 0.1, "{features:?}");
     }
 }

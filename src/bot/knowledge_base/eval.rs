@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::calibration::{self, N_FEATURES};
+use rustc_hash::FxHashMap;
+
+use super::calibration::{self, N_FEATURES, N_SEMANTIC_FEATURES};
 use super::normalize::TermList;
 use super::{EntryInput, KbEntry, SiteKnowledge};
 
@@ -227,6 +229,9 @@ pub fn judge(knowledge: &SiteKnowledge, messages: &[EvalMessage], name_of: impl 
         .collect()
 }
 
+/// A message's cosine with each entry that has a vector, by entry id.
+pub type Cosines = FxHashMap<u64, f32>;
+
 /// [`judge`] with the semantic tier: every entry and message embedded through `settings`, ranked
 /// as the bot ranks them when the site has an embeddings endpoint.
 pub async fn judge_semantic(
@@ -244,19 +249,94 @@ pub async fn judge_semantic(
             vectors.by_entry.insert(entry.id, (0, vector));
         }
     }
-    let mut judged = Vec::with_capacity(messages.len());
+    let mut cosines = Vec::with_capacity(messages.len());
     for batch in messages.chunks(embeddings::BATCH) {
         let texts: Vec<String> = batch.iter().map(|message| message.message.clone()).collect();
-        for (message, vector) in batch.iter().zip(embeddings::embed(http, settings, &texts).await?) {
+        for vector in embeddings::embed(http, settings, &texts).await? {
+            cosines.push(
+                knowledge
+                    .entries
+                    .iter()
+                    .filter_map(|entry| vectors.similarity(entry.id, &vector).map(|cosine| (entry.id, cosine)))
+                    .collect(),
+            );
+        }
+    }
+    Ok(judge_fused(knowledge, messages, &cosines, name_of, &calibration::SEMANTIC_COEFFICIENTS))
+}
+
+/// Judges each message (with its cosines, in the same order) by the semantic tier's ranking
+/// under `coefficients`.
+pub fn judge_fused(
+    knowledge: &SiteKnowledge,
+    messages: &[EvalMessage],
+    cosines: &[Cosines],
+    name_of: impl Fn(u64) -> String,
+    coefficients: &[f64; N_SEMANTIC_FEATURES + 1],
+) -> Vec<Judged> {
+    messages
+        .iter()
+        .zip(cosines)
+        .map(|(message, cosines)| {
             let top = knowledge
-                .rank_fused(&message.message, 1, |entry_id| vectors.similarity(entry_id, &vector))
+                .rank_fused_with(&message.message, 1, |entry_id| cosines.get(&entry_id).copied(), coefficients)
                 .into_iter()
                 .next()
                 .map(|candidate| (name_of(candidate.entry_id), candidate.confidence));
-            judged.push(Judged { message: message.clone(), top });
+            Judged { message: message.clone(), top }
+        })
+        .collect()
+}
+
+/// The semantic calibration's training samples: every candidate of every message, or with
+/// `chosen_by`, each message's top candidate under those coefficients (the one a threshold
+/// judges), labelled by whether it is the expected entry.
+pub fn semantic_samples(
+    set: &LabelledSet<'_>,
+    cosines: &[Cosines],
+    chosen_by: Option<&[f64; N_SEMANTIC_FEATURES + 1]>,
+) -> Vec<([f64; N_SEMANTIC_FEATURES], bool)> {
+    let mut samples = Vec::new();
+    for (message, cosines) in set.messages.iter().zip(cosines) {
+        let candidates = set.knowledge.fused_candidates(&message.message, |entry_id| cosines.get(&entry_id).copied());
+        let labelled = candidates.iter().filter_map(|candidate| {
+            let correct = message.expected.as_ref() == Some(&set.name_of(candidate.scored.entry_id));
+            candidate.semantic.map(|features| (features, correct))
+        });
+        match chosen_by {
+            None => samples.extend(labelled),
+            Some(coefficients) => samples.extend(labelled.max_by(|a, b| {
+                calibration::logit(coefficients, &a.0).total_cmp(&calibration::logit(coefficients, &b.0))
+            })),
         }
     }
-    Ok(judged)
+    samples
+}
+
+/// Fits the semantic calibration: first on every candidate, then on the top candidates that
+/// fit chooses, which are the ones a threshold judges.
+pub fn fit_semantic(sets: &[(LabelledSet<'_>, &[Cosines])], l2: f64) -> [f64; N_SEMANTIC_FEATURES + 1] {
+    let every: Vec<_> = sets.iter().flat_map(|(set, cosines)| semantic_samples(set, cosines, None)).collect();
+    let first = calibration::fit(&every, l2);
+    let tops: Vec<_> = sets.iter().flat_map(|(set, cosines)| semantic_samples(set, cosines, Some(&first))).collect();
+    calibration::fit(&tops, l2)
+}
+
+/// [`cross_business`] for the semantic calibration: each set judged by coefficients fitted on
+/// the others.
+pub fn cross_business_semantic(sets: &[(LabelledSet<'_>, &[Cosines])], l2: f64) -> Vec<Judged> {
+    let mut judged = Vec::new();
+    for (held, (set, cosines)) in sets.iter().enumerate() {
+        let training: Vec<(LabelledSet<'_>, &[Cosines])> = sets
+            .iter()
+            .enumerate()
+            .filter(|(other, _)| *other != held)
+            .map(|(_, (set, cosines))| (set.clone(), *cosines))
+            .collect();
+        let coefficients = fit_semantic(&training, l2);
+        judged.extend(judge_fused(set.knowledge, set.messages, cosines, |id| set.name_of(id), &coefficients));
+    }
+    judged
 }
 
 /// [`judge`] with other calibration coefficients (to see a refit before shipping it).
@@ -300,6 +380,7 @@ pub fn calibration_samples(
 
 /// One business's labelled messages with the knowledge they are matched against, for
 /// cross-validating the calibration.
+#[derive(Clone)]
 pub struct LabelledSet<'a> {
     pub knowledge: &'a SiteKnowledge,
     pub messages: &'a [EvalMessage],
@@ -308,7 +389,7 @@ pub struct LabelledSet<'a> {
 }
 
 impl LabelledSet<'_> {
-    fn name_of(&self, id: u64) -> String {
+    pub fn name_of(&self, id: u64) -> String {
         self.names.get((id as usize).wrapping_sub(1)).cloned().unwrap_or_default()
     }
 }

@@ -246,6 +246,23 @@ pub struct Scored {
     pub missing: f32,
 }
 
+impl Scored {
+    /// An entry the matcher did not find in the message (found by meaning alone).
+    pub fn unmatched(entry_id: u64) -> Scored {
+        Scored {
+            entry_id,
+            score: 0.0,
+            question: 0.0,
+            answer: 0.0,
+            coverage: 0.0,
+            answer_coverage: 0.0,
+            same_script: true,
+            union_coverage: 0.0,
+            missing: 0.0,
+        }
+    }
+}
+
 /// What a message brought besides its ranking: how much of it the index knows at all.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Query {

@@ -330,6 +330,16 @@ pub struct Candidate {
     pub scored: matcher::Scored,
 }
 
+/// A candidate of the semantic tier, before the calibration weighs it.
+#[derive(Clone, Copy, Debug)]
+pub struct FusedCandidate {
+    pub scored: matcher::Scored,
+    /// The lexical tier's confidence: what the candidate gets without a vector.
+    pub lexical_confidence: f32,
+    /// `None` when the entry has no vector yet.
+    pub semantic: Option<[f64; calibration::N_SEMANTIC_FEATURES]>,
+}
+
 /// A site's entries with their match index, as the bot uses them.
 pub struct SiteKnowledge {
     pub entries: Vec<KbEntry>,
@@ -370,41 +380,70 @@ impl SiteKnowledge {
 
     /// [`SiteKnowledge::rank`] with the semantic tier: `similarity` gives an entry's cosine with
     /// the message (`None` without a vector). The lexical candidates and the few entries most
-    /// similar in meaning are ranked together by their fused confidence.
+    /// similar in meaning are ranked by the semantic calibration
+    /// ([`calibration::SEMANTIC_COEFFICIENTS`]), most likely first.
     pub fn rank_fused(&self, text: &str, limit: usize, similarity: impl Fn(u64) -> Option<f32>) -> Vec<Candidate> {
-        let mut query = self.index.query(text, RANK_DEPTH.max(limit));
-        let mut by_meaning: Vec<(u64, f32)> =
-            self.entries.iter().filter_map(|entry| similarity(entry.id).map(|cosine| (entry.id, cosine))).collect();
-        by_meaning.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        for (entry_id, _) in by_meaning.iter().take(calibration::SEMANTIC_DEPTH) {
-            if !query.ranked.iter().any(|scored| scored.entry_id == *entry_id) {
-                query.ranked.push(matcher::Scored {
-                    entry_id: *entry_id,
-                    score: 0.0,
-                    question: 0.0,
-                    answer: 0.0,
-                    coverage: 0.0,
-                    answer_coverage: 0.0,
-                    same_script: true,
-                    union_coverage: 0.0,
-                    missing: 0.0,
-                });
-            }
-        }
-        let mut candidates: Vec<Candidate> = (0..query.ranked.len())
-            .map(|position| {
-                let scored = query.ranked[position];
-                let cosine = similarity(scored.entry_id);
-                Candidate {
-                    entry_id: scored.entry_id,
-                    confidence: calibration::fused_confidence(&query, position, cosine),
-                    scored,
-                }
+        self.rank_fused_with(text, limit, similarity, &calibration::SEMANTIC_COEFFICIENTS)
+    }
+
+    /// [`SiteKnowledge::rank_fused`] with other coefficients (to fit and judge them).
+    pub fn rank_fused_with(
+        &self,
+        text: &str,
+        limit: usize,
+        similarity: impl Fn(u64) -> Option<f32>,
+        coefficients: &[f64; calibration::N_SEMANTIC_FEATURES + 1],
+    ) -> Vec<Candidate> {
+        let mut candidates: Vec<Candidate> = self
+            .fused_candidates(text, similarity)
+            .into_iter()
+            .map(|fused| Candidate {
+                entry_id: fused.scored.entry_id,
+                confidence: match fused.semantic {
+                    Some(features) => calibration::probability(coefficients, &features) as f32,
+                    None => fused.lexical_confidence,
+                },
+                scored: fused.scored,
             })
             .collect();
         candidates.sort_by(|a, b| b.confidence.total_cmp(&a.confidence).then(a.entry_id.cmp(&b.entry_id)));
         candidates.truncate(limit);
         candidates
+    }
+
+    /// The candidates the semantic tier ranks: the matcher's best [`RANK_DEPTH`] and the
+    /// [`calibration::SEMANTIC_DEPTH`] entries closest in meaning, each with its features.
+    pub fn fused_candidates(&self, text: &str, similarity: impl Fn(u64) -> Option<f32>) -> Vec<FusedCandidate> {
+        let query = self.index.query(text, RANK_DEPTH);
+        let mut by_meaning: Vec<(u64, f32)> =
+            self.entries.iter().filter_map(|entry| similarity(entry.id).map(|cosine| (entry.id, cosine))).collect();
+        let spread = calibration::CosineSpread::of(by_meaning.iter().map(|(_, cosine)| *cosine));
+        let semantic = |entry_id: u64, lexical: Option<f64>| {
+            similarity(entry_id).map(|cosine| calibration::semantic_features(lexical, cosine, &spread))
+        };
+        let mut fused: Vec<FusedCandidate> = (0..query.ranked.len())
+            .map(|position| FusedCandidate {
+                scored: query.ranked[position],
+                lexical_confidence: calibration::confidence(&query, position),
+                semantic: semantic(query.ranked[position].entry_id, calibration::lexical_logit(&query, position)),
+            })
+            .collect();
+        let closest = |a: &(u64, f32), b: &(u64, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if by_meaning.len() > calibration::SEMANTIC_DEPTH {
+            by_meaning.select_nth_unstable_by(calibration::SEMANTIC_DEPTH, closest);
+            by_meaning.truncate(calibration::SEMANTIC_DEPTH);
+        }
+        by_meaning.sort_by(closest);
+        for (entry_id, _) in by_meaning {
+            if !fused.iter().any(|candidate| candidate.scored.entry_id == entry_id) {
+                fused.push(FusedCandidate {
+                    scored: matcher::Scored::unmatched(entry_id),
+                    lexical_confidence: 0.0,
+                    semantic: semantic(entry_id, None),
+                });
+            }
+        }
+        fused
     }
 
     /// The `limit` entries that match `text` best, best first, with their calibrated
