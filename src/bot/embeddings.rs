@@ -6,8 +6,8 @@
 //! fingerprint hashes the model name and the text, so an edited entry, or a change of model, is
 //! embedded again and nothing else is. A background task ([`super::Bot`]'s refresher) does that
 //! after every change of a site's entries or embeddings settings; until it has, the bot matches
-//! lexically. A message is embedded when it arrives; its cosine with each entry becomes one more
-//! term of the entry's confidence ([`super::knowledge_base::calibration::SEMANTIC_WEIGHT`]). Any
+//! lexically. A message is embedded when it arrives; its cosines with the entries go into the
+//! candidates' confidences ([`super::knowledge_base::calibration::semantic_features`]). Any
 //! failure of the endpoint leaves the lexical ranking as it is.
 //!
 //! Requests go through the bot's outbound client (`base::outbound`), with its private-address

@@ -8,7 +8,9 @@
 //! `cargo test --test it kb_eval:: -- --nocapture` prints the reports.
 //! `kb_eval::the_shipped_calibration_is_the_fit_of_the_tuning_split` refits the calibration on the
 //! whole set and fails (printing the array to ship) when the shipped coefficients differ; see
-//! src/bot/knowledge_base/calibration.rs. `kefu kb eval` runs here on the fixture through the binary,
+//! src/bot/knowledge_base/calibration.rs. The semantic tier's calibration is fitted and judged the
+//! same way on a real model's cosines (tests/data/kb_eval/cosines_e5.jsonl), and measured on the
+//! held-out SaaS and clinic ([`semantic_figures_hold`]). `kefu kb eval` runs here on the fixture through the binary,
 //! and a few messages go through the real visitor path (session, WebSocket, bot answer).
 
 use std::collections::HashSet;
@@ -474,7 +476,9 @@ fn cosines_of(business: &Business, name: &str, messages: &[EvalMessage]) -> Vec<
     }
     messages
         .iter()
-        .map(|message| by_message.get(&message.message).cloned().unwrap_or_else(|| panic!("no cosines: {}", message.message)))
+        .map(|message| {
+            by_message.get(&message.message).cloned().unwrap_or_else(|| panic!("no cosines: {}", message.message))
+        })
         .collect()
 }
 
@@ -499,13 +503,12 @@ fn semantic_sets(names: &[&str]) -> Vec<(String, Business, Vec<EvalMessage>, Vec
         .collect()
 }
 
-fn labelled<'a>(sets: &'a [(String, Business, Vec<EvalMessage>, Vec<eval::Cosines>)]) -> Vec<(eval::LabelledSet<'a>, &'a [eval::Cosines])> {
+fn labelled<'a>(
+    sets: &'a [(String, Business, Vec<EvalMessage>, Vec<eval::Cosines>)],
+) -> Vec<(eval::LabelledSet<'a>, &'a [eval::Cosines])> {
     sets.iter()
         .map(|(_, business, messages, cosines)| {
-            (
-                eval::LabelledSet { knowledge: &business.knowledge, messages, names: &business.names },
-                cosines.as_slice(),
-            )
+            (eval::LabelledSet { knowledge: &business.knowledge, messages, names: &business.names }, cosines.as_slice())
         })
         .collect()
 }
@@ -564,6 +567,12 @@ fn semantic_figures_hold() {
     }
     println!("semantic tier, held out:\n{}", eval::report(&judged_held_out, DEFAULT_THRESHOLD));
     print_by_language("semantic tier, held out", &judged_held_out);
+    let mut lexical_held_out = Vec::new();
+    for (set, _) in labelled(&held_out) {
+        lexical_held_out.extend(eval::judge(set.knowledge, set.messages, |id| set.name_of(id)));
+    }
+    println!("lexical tier, held out:\n{}", eval::report(&lexical_held_out, DEFAULT_THRESHOLD));
+    print_by_language("lexical tier, held out", &lexical_held_out);
     for (label, judged, (precision, recall)) in
         [("other businesses", &judged, SEMANTIC_CROSS_BUSINESS), ("held out", &judged_held_out, SEMANTIC_HELD_OUT)]
     {

@@ -24,6 +24,10 @@
 //!
 //! and paste the printed array here. `kb_eval::cross_validated_figures_hold` gives the honest
 //! estimates: each message judged by coefficients fitted without it.
+//!
+//! With the semantic tier, a second model ([`SEMANTIC_COEFFICIENTS`], [`semantic_features`])
+//! weighs a candidate's lexical log-odds with where its cosine stands among the site's entries;
+//! `kb_eval::the_shipped_semantic_calibration_is_the_fit_of_the_tuning_businesses` refits it.
 
 use super::matcher::Query;
 
@@ -131,7 +135,13 @@ impl CosineSpread {
         }
         let mean = if n > 0.0 { sum / n } else { 0.0 };
         let deviation = if n > 0.0 { (squares / n - mean * mean).max(0.0).sqrt() } else { 0.0 };
-        CosineSpread { count: n as usize, mean, deviation, best, second: if second.is_finite() { second } else { best } }
+        CosineSpread {
+            count: n as usize,
+            mean,
+            deviation,
+            best,
+            second: if second.is_finite() { second } else { best },
+        }
     }
 }
 

@@ -203,12 +203,12 @@ impl Judged {
     /// `lost` (the right entry is not the top one).
     pub fn outcome(&self, threshold: f32) -> &'static str {
         let right = self.top.as_ref().map(|(id, _)| id) == self.message.expected.as_ref();
-        match (self.answered(threshold), right, self.message.expected.is_some()) {
-            (true, true, _) => "ok",
-            (true, false, _) => "wrong",
-            (false, true, _) => "missed",
-            (false, false, false) => "silent",
-            (false, false, true) => "lost",
+        match (self.answered(threshold), self.message.expected.is_some(), right) {
+            (true, _, true) => "ok",
+            (true, _, false) => "wrong",
+            (false, false, _) => "silent",
+            (false, true, true) => "missed",
+            (false, true, false) => "lost",
         }
     }
 }
@@ -753,6 +753,28 @@ mod tests {
 
     fn message(text: &str, expected: Option<&str>) -> EvalMessage {
         EvalMessage { message: text.into(), expected: expected.map(Into::into), lang: "en".into(), kind: String::new() }
+    }
+
+    #[test]
+    fn each_outcome_is_named_for_what_happened() {
+        let judged = |expected: Option<&str>, top: Option<(&str, f32)>| Judged {
+            message: message("m", expected),
+            top: top.map(|(id, confidence)| (id.to_owned(), confidence)),
+        };
+        let cases = [
+            (judged(Some("a"), Some(("a", 0.95))), "ok"),
+            (judged(Some("a"), Some(("b", 0.95))), "wrong"),
+            (judged(None, Some(("b", 0.95))), "wrong"),
+            (judged(Some("a"), Some(("a", 0.5))), "missed"),
+            (judged(Some("a"), Some(("b", 0.5))), "lost"),
+            (judged(Some("a"), None), "lost"),
+            (judged(None, Some(("b", 0.5))), "silent"),
+            // Nothing matched a message nothing answers: rightly silent, not a miss.
+            (judged(None, None), "silent"),
+        ];
+        for (one, outcome) in cases {
+            assert_eq!(one.outcome(0.9), outcome, "{:?} {:?}", one.message.expected, one.top);
+        }
     }
 
     #[test]
