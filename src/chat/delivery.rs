@@ -81,6 +81,8 @@ pub enum CommittedEvent {
     },
     /// An agent's rights ended or changed: their live connections (of one session, or all) close.
     AccessEnded(AccessEnded),
+    /// API tokens were revoked (one by an admin, or a deleted site's): their event subscriptions end.
+    ApiTokensRevoked(Vec<u64>),
 }
 
 /// Whose live connections close, and why (see [`crate::people::agents`]: every use case that ends or
@@ -526,6 +528,9 @@ pub async fn run_dispatcher(
                         if let CommittedEvent::Message { conversation_id, seq, day, record, .. } = &event {
                             search.offer(*conversation_id, *seq, *day, record.clone());
                         }
+                        if let CommittedEvent::ApiTokensRevoked(tokens) = &event {
+                            feed.end_tokens(tokens);
+                        }
                         if let Some(routing_event) = dispatch(&hub, epoch, event, &mut activity) {
                             router.send(routing_event).await;
                         }
@@ -692,7 +697,7 @@ fn dispatch(hub: &Hub, epoch: u64, event: CommittedEvent, activity: &mut SiteAct
             }
             return Some(RoutingEvent::Conversation { event, conversation });
         }
-        CommittedEvent::OfflineMessage(_) | CommittedEvent::Rated { .. } => {}
+        CommittedEvent::OfflineMessage(_) | CommittedEvent::Rated { .. } | CommittedEvent::ApiTokensRevoked(_) => {}
         CommittedEvent::Lead { event, lead } => {
             let view = lead.view();
             hub.broadcast_to_site_agents(&lead.site, || {

@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::base::field_error::FieldError;
 use crate::base::rate_limit::RateLimiter;
 use crate::base::secrets::{self, TokenDigest};
+use crate::chat::delivery::CommittedEvent;
+use crate::chat::writes::ChatWrites;
 use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
 
 /// The prefix of API tokens, so a token says which table it belongs to.
@@ -139,13 +141,14 @@ pub async fn revoke(store: &Store, id: u64) -> Result<ApiToken, ApiTokenError> {
             table.insert(id, encode_json(&token).as_slice())?;
             drop(table);
             context.transaction.open_table(tables::API_TOKEN_DIGESTS)?.retain(|_, token_id| token_id != id)?;
+            context.publish(CommittedEvent::ApiTokensRevoked(vec![id]));
             Ok(Ok(token))
         })
         .await
 }
 
 /// Revokes every live token of a site (inside the site's deletion): they stay listed as revoked.
-pub fn revoke_of_site(context: &WriteContext<'_>, site: &str) -> Result<usize, StorageError> {
+pub fn revoke_of_site(context: &mut WriteContext<'_>, site: &str) -> Result<usize, StorageError> {
     let mut table = context.transaction.open_table(tables::API_TOKENS)?;
     let mut revoked = Vec::new();
     for entry in table.iter()? {
@@ -160,6 +163,9 @@ pub fn revoke_of_site(context: &WriteContext<'_>, site: &str) -> Result<usize, S
     }
     let ids: std::collections::HashSet<u64> = revoked.iter().map(|token| token.id).collect();
     context.transaction.open_table(tables::API_TOKEN_DIGESTS)?.retain(|_, token_id| !ids.contains(&token_id))?;
+    if !ids.is_empty() {
+        context.publish(CommittedEvent::ApiTokensRevoked(ids.iter().copied().collect()));
+    }
     Ok(ids.len())
 }
 

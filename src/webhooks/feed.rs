@@ -99,8 +99,8 @@ pub struct Listeners {
     inner: Arc<ListenersInner>,
 }
 
-/// One site's listeners, by listener id.
-type SiteListeners = HashMap<u64, mpsc::Sender<Arc<SiteEvent>>>;
+/// One site's listeners, by listener id: the API token it listens with, and its queue.
+type SiteListeners = HashMap<u64, (u64, mpsc::Sender<Arc<SiteEvent>>)>;
 
 #[derive(Default)]
 struct ListenersInner {
@@ -129,11 +129,11 @@ impl Listeners {
         Listeners::default()
     }
 
-    /// Starts receiving `site`'s events as they are committed.
-    pub fn listen(&self, site: &str) -> Listening {
+    /// Starts receiving `site`'s events as they are committed, for the API token `token_id`.
+    pub fn listen(&self, site: &str, token_id: u64) -> Listening {
         let (sender, events) = mpsc::channel(LISTENER_QUEUE_CAPACITY);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner.sites.lock().entry(site.to_owned()).or_default().insert(id, sender);
+        self.inner.sites.lock().entry(site.to_owned()).or_default().insert(id, (token_id, sender));
         Listening { events, site: site.to_owned(), id, listeners: self.clone() }
     }
 
@@ -143,11 +143,21 @@ impl Listeners {
         let mut sites = self.inner.sites.lock();
         for (site, event) in batch.0 {
             let Some(listeners) = sites.get_mut(&site) else { continue };
-            listeners.retain(|_, listener| listener.try_send(event.clone()).is_ok());
+            listeners.retain(|_, (_, listener)| listener.try_send(event.clone()).is_ok());
             if listeners.is_empty() {
                 sites.remove(&site);
             }
         }
+    }
+
+    /// Drops the listeners of revoked tokens: their receivers end, and their subscribers, looking
+    /// at their token again, find it revoked.
+    pub fn end_tokens(&self, tokens: &[u64]) {
+        let mut sites = self.inner.sites.lock();
+        sites.retain(|_, listeners| {
+            listeners.retain(|_, (token_id, _)| !tokens.contains(token_id));
+            !listeners.is_empty()
+        });
     }
 
     /// How many subscribers listen now, over all sites.

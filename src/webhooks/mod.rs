@@ -337,6 +337,7 @@ fn describe(
         CommittedEvent::Duplicate { .. }
         | CommittedEvent::Read { .. }
         | CommittedEvent::AccessEnded(_)
+        | CommittedEvent::ApiTokensRevoked(_)
         | CommittedEvent::Lead { .. } => None,
     })
 }

@@ -326,6 +326,44 @@ async fn subscribe_resumes_from_its_cursor_across_a_restart_without_gaps_or_repe
     assert!(tokio::time::timeout(Duration::from_millis(500), stream.next()).await.is_err());
 }
 
+/// The end of a subscription: its status, within 10 s.
+async fn stream_end(stream: &mut tonic::Streaming<api::Event>) -> tonic::Status {
+    let next = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("an answer within 10 s");
+    next.expect("a status, not the end of the stream").expect_err("an error, not an event")
+}
+
+#[tokio::test]
+async fn a_subscription_ends_when_its_token_is_revoked_or_its_site_deleted() {
+    let server = grpc_server().await;
+    let site = server.create_site("Shop").await;
+    let (revoked, revoked_id) = token(&server, &site, false).await;
+    let (kept, _) = token(&server, &site, true).await;
+    let mut events = EventsClient::new(channel(&server).await);
+    let subscribe = |token: &str| authed(token, api::SubscribeRequest { after: None });
+    let mut ending = events.subscribe(subscribe(&revoked)).await.unwrap().into_inner();
+    let mut staying = events.subscribe(subscribe(&kept)).await.unwrap().into_inner();
+
+    // An idle subscription of a revoked token ends at once; another token's goes on.
+    api_tokens::revoke(&server.app().store, revoked_id).await.unwrap();
+    assert_eq!(stream_end(&mut ending).await.code(), Code::Unauthenticated);
+    let (_, visitor_token) = server.visitor_session(&site, None).await;
+    server.visitor(&site, &visitor_token).await.say(None, "v-1", "hello").await;
+    assert_eq!(next_event(&mut staying).await.r#type, "conversation.created");
+
+    // Deleting the site revokes its tokens: the remaining subscription ends too.
+    kefu::sites::delete(&server.app().store, &site.key).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), staying.next()).await.expect("an answer within 10 s") {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => {
+                assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+                break;
+            }
+            None => panic!("the stream ended without a status"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn idle_subscribers_read_nothing_and_each_gets_a_new_message_at_once() {
     const N_SUBSCRIBERS: usize = 100;

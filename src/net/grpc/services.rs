@@ -19,6 +19,7 @@ use crate::net::http::conversations_api::{
 use crate::net::http::extract::{Caller, Json, OptionalJson};
 use crate::net::http::knowledge_base_api::{self, SiteQuery};
 use crate::net::http::visitors_api::{self, VisitorProfile};
+use crate::people::api_tokens::{self, ApiToken};
 use crate::people::principal::Principal;
 use crate::protocol::{ConversationView, MessageView};
 use crate::webhooks::feed;
@@ -124,12 +125,17 @@ fn visitor(profile: VisitorProfile) -> api::Visitor {
     }
 }
 
-/// The site of the token a caller holds (every gRPC caller holds one).
-fn token_site(caller: &Caller) -> Result<String, Status> {
+/// The token a caller holds (every gRPC caller holds one).
+fn api_token(caller: &Caller) -> Result<&ApiToken, Status> {
     match &caller.0 {
-        Principal::ApiToken(token) => Ok(token.site.clone()),
+        Principal::ApiToken(token) => Ok(token),
         _ => Err(Status::unauthenticated("API tokens only")),
     }
+}
+
+/// The site of the token a caller holds.
+fn token_site(caller: &Caller) -> Result<String, Status> {
+    api_token(caller).map(|token| token.site.clone())
 }
 
 #[tonic::async_trait]
@@ -319,7 +325,7 @@ impl events_server::Events for Api {
         request: Request<api::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let caller = self.caller(&request, Access::Read).await?;
-        let site = token_site(&caller)?;
+        let (site, token_id) = api_token(&caller).map(|token| (token.site.clone(), token.id))?;
         let after = match request.get_ref().after {
             Some(after) => after,
             None => {
@@ -328,7 +334,7 @@ impl events_server::Events for Api {
             }
         };
         let (sender, receiver) = mpsc::channel(SUBSCRIBER_QUEUE);
-        self.app.tasks.spawn(follow(self.app.clone(), site, after, sender));
+        self.app.tasks.spawn(follow(self.app.clone(), site, token_id, after, sender));
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }
@@ -338,20 +344,41 @@ fn storage(error: crate::storage::StorageError) -> Status {
 }
 
 /// Sends `site`'s events after `cursor` to a subscriber, then each new one as it is committed,
-/// until the subscriber goes away or the server shuts down.
+/// until the subscriber goes away, the server shuts down, or its API token (`token_id`) is
+/// revoked (by an admin, or with its site): the dispatcher then drops its listener, and the
+/// subscriber ends with UNAUTHENTICATED.
 ///
 /// It listens to the dispatcher's events first and reads storage after the cursor second, so
 /// nothing falls between; live events at or before the cursor were read already and are skipped.
 /// An idle subscriber only waits: storage is read again only when it fell so far behind that
 /// the listeners dropped it.
-async fn follow(app: AppState, site: String, mut cursor: u64, sender: mpsc::Sender<Result<api::Event, Status>>) {
+async fn follow(
+    app: AppState,
+    site: String,
+    token_id: u64,
+    mut cursor: u64,
+    sender: mpsc::Sender<Result<api::Event, Status>>,
+) {
     let send = |event: &feed::SiteEvent| {
         let event =
             api::Event { cursor: event.id, r#type: event.event_type.clone(), payload_json: event.payload.clone() };
         sender.send(Ok(event))
     };
     loop {
-        let mut listening = app.feed.listen(&site);
+        let mut listening = app.feed.listen(&site, token_id);
+        // After listening, so that a revocation either is seen here or drops the listener.
+        let live = app.store.read(move |transaction| api_tokens::get(transaction, token_id)).await;
+        match live {
+            Ok(Some(token)) if !token.is_revoked() => {}
+            Ok(_) => {
+                let _ = sender.send(Err(Status::unauthenticated("the API token was revoked"))).await;
+                return;
+            }
+            Err(error) => {
+                let _ = sender.send(Err(storage(error))).await;
+                return;
+            }
+        }
         loop {
             let (page_site, after) = (site.clone(), cursor);
             let events = match app
@@ -385,7 +412,8 @@ async fn follow(app: AppState, site: String, mut cursor: u64, sender: mpsc::Send
                 _ = sender.closed() => return,
                 event = listening.events.recv() => event,
             };
-            // None: dropped for falling behind; read storage from the cursor and listen again.
+            // None: dropped for falling behind, or its token was revoked: look at the token,
+            // read storage from the cursor and listen again.
             let Some(event) = event else { break };
             if event.id <= cursor {
                 continue;
