@@ -12,6 +12,7 @@ mod bot_lifecycle;
 mod chat;
 mod cluster;
 mod cluster_migration;
+mod cluster_outbox;
 mod connection_limits;
 mod console;
 mod crash;
