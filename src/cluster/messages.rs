@@ -469,7 +469,7 @@ pub(crate) fn conversation_of(row: &Row) -> Result<Conversation, PostgresError> 
     })
 }
 
-fn unsigned(value: i64) -> Result<u64, PostgresError> {
+pub(crate) fn unsigned(value: i64) -> Result<u64, PostgresError> {
     u64::try_from(value).map_err(|_| PostgresError::Corrupt(format!("negative id or count {value}")))
 }
 

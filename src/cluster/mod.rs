@@ -2,10 +2,17 @@
 //! [`messages::PostgresMessages`] implements the chat's `MessageStore` on PostgreSQL, with the
 //! connections, migrations and day partitions of [`postgres`]; with a NATS connection it publishes
 //! each committed message once ([`events`]). [`redb_copy`] copies an appliance's history into it
-//! (`kefu migrate-to-postgres`). The server does not use it yet:
+//! (`kefu migrate-to-postgres`). Work every node can do but only one must: the outbox of webhook
+//! deliveries and emails claimed row by row ([`outbox`]), periodic jobs run once per slot
+//! ([`jobs`]), and routing decided by one node per site under a lease ([`routing_lease`]), each
+//! node named by a [`node::NodeName`]. The server does not use it yet:
 //! the other areas still live in redb, so there is no `storage.backend` setting (docs/cluster.md).
 
 pub mod events;
+pub mod jobs;
 pub mod messages;
+pub mod node;
+pub mod outbox;
 pub mod postgres;
 pub mod redb_copy;
+pub mod routing_lease;

@@ -6,7 +6,7 @@
 //! `schema_migrations`. Nodes starting at once take turns on an advisory lock. A database whose
 //! schema is newer than this binary knows is refused rather than written by an older kefu.
 
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config, GenericClient, NoTls};
 
 use crate::storage::StorageError;
 
@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "messages", sql: include_str!("migrations/0001_messages.sql") },
     Migration { version: 2, name: "redb_copy", sql: include_str!("migrations/0002_redb_copy.sql") },
     Migration { version: 3, name: "offline_mark", sql: include_str!("migrations/0003_offline_mark.sql") },
+    Migration { version: 4, name: "work_once", sql: include_str!("migrations/0004_work_once.sql") },
 ];
 
 /// The key of the advisory lock that serializes migrations across nodes ("kefu" in ASCII).
@@ -41,6 +42,10 @@ pub enum PostgresError {
     NewerSchema { found: i64, known: i64 },
     #[error("a stored row could not be read: {0}")]
     Corrupt(String),
+    /// A caller's value the database must not be asked to store (an empty node name, a zero
+    /// duration); nothing was written.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<PostgresError> for StorageError {
@@ -156,7 +161,7 @@ pub async fn create_partitions(client: &Client, first_day: u32, days: u32) -> Re
 }
 
 /// Drops the partitions of the days before `day` (retention); returns their names.
-pub async fn drop_partitions_before(client: &Client, day: u32) -> Result<Vec<String>, PostgresError> {
+pub async fn drop_partitions_before(client: &impl GenericClient, day: u32) -> Result<Vec<String>, PostgresError> {
     let day = day_param(day)?;
     let rows = client.query("SELECT kefu_drop_message_partitions_before($1)", &[&day]).await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())

@@ -51,7 +51,7 @@ impl EmailKind {
     }
 
     /// Whether the body holds a secret (a reset link), erased once the email is sent or given up.
-    fn is_secret(self) -> bool {
+    pub fn is_secret(self) -> bool {
         self == EmailKind::PasswordReset
     }
 }

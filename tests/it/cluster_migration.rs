@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::crash;
-use crate::support::{TestServer, http, postgres::database};
+use crate::support::postgres::{connect, count, database};
+use crate::support::{TestServer, http};
 
 /// What the test history holds, to check against the copy.
 struct History {
@@ -156,16 +157,6 @@ fn assert_verified(stdout: &str, conversations: u64, messages: u64, client_ids: 
     assert!(stdout.contains("not copied yet") && stdout.contains("sites, agents"), "{stdout}");
 }
 
-async fn sql(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    client
-}
-
-async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
-    client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.expect("count").get(0)
-}
-
 fn visitor(id: u64) -> SenderView {
     SenderView { kind: SenderKind::Visitor, id, name: format!("visitor {id}") }
 }
@@ -187,7 +178,7 @@ async fn an_appliance_is_copied_verified_and_continued_by_the_postgres_store() {
     assert_verified(&stdout, n_conversations, history.n_messages, n_client_ids);
 
     // The rows themselves: Chinese text, the attachment's reference, sequences, days.
-    let client = sql(&url).await;
+    let client = connect(&url).await;
     let conversation_id = history.conversation_id as i64;
     let rows = client
         .query(
@@ -271,7 +262,7 @@ async fn a_copy_killed_midway_resumes_and_copies_no_row_twice() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start kefu migrate-to-postgres");
-    let client = sql(&url).await;
+    let client = connect(&url).await;
     let started = Instant::now();
     loop {
         let copied =
@@ -320,7 +311,7 @@ async fn an_altered_row_is_reported_by_the_verification() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert_verified(&stdout, 1, history.n_messages, history.n_messages);
 
-    let client = sql(&url).await;
+    let client = connect(&url).await;
     client
         .execute(
             "UPDATE messages SET text = '你好，我想换货' WHERE conversation_id = $1 AND seq = 1",
@@ -362,7 +353,7 @@ async fn an_altered_row_is_reported_by_the_verification() {
 #[tokio::test]
 async fn bad_input_is_refused_and_changes_nothing() {
     let Some(url) = database("migration_refusals").await else { return };
-    let client = sql(&url).await;
+    let client = connect(&url).await;
     let untouched = || async {
         let exists: bool = client.query_one("SELECT to_regclass('conversations') IS NULL", &[]).await.unwrap().get(0);
         assert!(exists, "the target is still empty");
@@ -416,7 +407,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert!(!output.status.success() && stderr.contains("a copy of another data directory"), "{stderr}");
 
     // A newer schema than this kefu knows.
-    let second = sql(&second_url).await;
+    let second = connect(&second_url).await;
     second.execute("INSERT INTO schema_migrations (version, name) VALUES (999, 'future')", &[]).await.unwrap();
     let output = migrate(&history, &second_url, &[]);
     let (_, stderr) = text_of(&output);
@@ -463,7 +454,7 @@ async fn a_killed_appliance_is_refused_until_its_commit_log_is_applied() {
             && (stderr.contains("not yet in the database") || stderr.contains("not closed cleanly")),
         "{stderr}"
     );
-    let client = sql(&url).await;
+    let client = connect(&url).await;
     let empty: bool = client.query_one("SELECT to_regclass('conversations') IS NULL", &[]).await.unwrap().get(0);
     assert!(empty, "nothing was written to the target");
 
@@ -505,7 +496,7 @@ async fn a_text_postgresql_cannot_store_stops_the_copy_before_its_first_write() 
         !output.status.success() && stderr.contains("(conversation 1, seq 1) contains the character U+0000"),
         "{stderr}"
     );
-    let client = sql(&url).await;
+    let client = connect(&url).await;
     let empty: bool = client.query_one("SELECT to_regclass('conversations') IS NULL", &[]).await.unwrap().get(0);
     assert!(empty, "nothing was written to the target");
 }

@@ -77,6 +77,18 @@ pub async fn database(test: &str) -> Option<String> {
     Some(cluster.url(&name))
 }
 
+/// A plain connection to a test database, for what a test reads and writes itself.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// The rows of `table` (or of a `FROM` clause: `outbox WHERE status = 'pending'`).
+pub async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
+    client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.expect("count").get(0)
+}
+
 impl PostgresCluster {
     pub fn url(&self, database: &str) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)

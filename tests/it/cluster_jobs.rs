@@ -1,0 +1,149 @@
+//! Cluster mode's periodic jobs on a real PostgreSQL 15 (support/postgres.rs), with two nodes
+//! simulated as two connections: ticking at once, they run each slot once in all; a node never
+//! waits for a job another node is running; a failed run records nothing; retention's partition
+//! drop runs on one node.
+//!
+//! Each test prints one line and passes when PostgreSQL is not installed.
+
+use futures_util::future::join_all;
+use kefu::cluster::jobs::{self, JobRun};
+use kefu::cluster::node::NodeName;
+use kefu::cluster::postgres::{self, PostgresError};
+use tokio::sync::oneshot;
+
+use crate::support::postgres::{connect, count, database};
+
+/// A migrated database with a table the test job writes to, and one connection per node.
+async fn two_nodes(url: &str) -> [tokio_postgres::Client; 2] {
+    let mut first = connect(url).await;
+    postgres::migrate(&mut first).await.expect("migrate");
+    first.batch_execute("CREATE TABLE job_effects (slot bigint NOT NULL, node text NOT NULL)").await.expect("create");
+    [first, connect(url).await]
+}
+
+fn node(name: &str) -> NodeName {
+    NodeName::new(name).expect("a node name")
+}
+
+/// The test job: one row per run, after a short pause so two nodes' runs would overlap.
+async fn record_run(transaction: &tokio_postgres::Transaction<'_>, slot: i64, node: &str) -> Result<(), PostgresError> {
+    transaction.execute("SELECT pg_sleep(0.005)", &[]).await?;
+    transaction.execute("INSERT INTO job_effects (slot, node) VALUES ($1, $2)", &[&slot, &node]).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_ticking_at_once_run_each_slot_once_in_all() {
+    let Some(url) = database("jobs_once_per_tick").await else { return };
+    let mut clients = two_nodes(&url).await;
+    let ticks = 40;
+    let mut runs_by_node = [0, 0];
+    for slot in 1..=ticks {
+        let outcomes = join_all(clients.iter_mut().enumerate().map(|(n, client)| async move {
+            let name = format!("node-{n}");
+            jobs::run_once(client, &node(&name), "test job", slot, async |transaction| {
+                record_run(transaction, slot, &name).await
+            })
+            .await
+            .expect("tick")
+        }))
+        .await;
+        let ran: Vec<usize> = (0..2).filter(|n| outcomes[*n] == JobRun::Ran(())).collect();
+        assert_eq!(ran.len(), 1, "slot {slot}: {outcomes:?}");
+        runs_by_node[ran[0]] += 1;
+        let other = &outcomes[1 - ran[0]];
+        assert!(
+            matches!(other, JobRun::Busy)
+                || matches!(other, JobRun::AlreadyRan { last_slot, .. } if *last_slot == slot),
+            "slot {slot}: {other:?}"
+        );
+    }
+    assert_eq!(count(&clients[0], "job_effects").await, ticks);
+    assert_eq!(count(&clients[0], "(SELECT DISTINCT slot FROM job_effects) slots").await, ticks);
+    println!("periodic job: {ticks} ticks of two nodes, runs by node {runs_by_node:?}");
+
+    // An earlier slot than the last run is not run again.
+    let old = jobs::run_once(&mut clients[1], &node("node-1"), "test job", 3, async |_| Ok(())).await.expect("tick");
+    assert!(matches!(old, JobRun::AlreadyRan { last_slot, .. } if last_slot == ticks), "{old:?}");
+    // Another job has its own slots.
+    let other = jobs::run_once(&mut clients[1], &node("node-1"), "another job", 1, async |_| Ok(7)).await;
+    assert_eq!(other.expect("tick"), JobRun::Ran(7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_skips_a_job_running_elsewhere_and_a_failed_run_records_nothing() {
+    let Some(url) = database("jobs_busy_and_failed").await else { return };
+    let [mut first, mut second] = two_nodes(&url).await;
+    let (started, is_running) = oneshot::channel();
+    let (finish, may_finish) = oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        let outcome = jobs::run_once(&mut first, &node("node-a"), "slow job", 1, async |transaction| {
+            record_run(transaction, 1, "node-a").await?;
+            let _ = started.send(());
+            let _ = may_finish.await;
+            Ok("done")
+        })
+        .await;
+        (outcome, first)
+    });
+    is_running.await.expect("the job started");
+    // The lock is held: the other node does not wait, it skips.
+    let skipped = jobs::run_once(&mut second, &node("node-b"), "slow job", 1, async |_| Ok("twice")).await;
+    assert_eq!(skipped.expect("tick"), JobRun::Busy);
+    finish.send(()).expect("finish the job");
+    let (outcome, first) = running.await.expect("the job's task");
+    assert_eq!(outcome.expect("tick"), JobRun::Ran("done"));
+    let after = jobs::run_once(&mut second, &node("node-b"), "slow job", 1, async |_| Ok("twice")).await;
+    assert_eq!(after.expect("tick"), JobRun::AlreadyRan { last_slot: 1, node: "node-a".to_owned() });
+
+    // A run that fails rolls back with its work: the slot is still to run.
+    let failed = jobs::run_once(&mut second, &node("node-b"), "slow job", 2, async |transaction| {
+        record_run(transaction, 2, "node-b").await?;
+        transaction.execute("SELECT 1 / 0", &[]).await?;
+        Ok(())
+    })
+    .await;
+    assert!(matches!(failed, Err(PostgresError::Database(_))), "{failed:?}");
+    assert_eq!(count(&first, "job_effects WHERE slot = 2").await, 0);
+    let retried = jobs::run_once(&mut second, &node("node-b"), "slow job", 2, async |transaction| {
+        record_run(transaction, 2, "node-b").await
+    })
+    .await;
+    assert_eq!(retried.expect("tick"), JobRun::Ran(()));
+    assert_eq!(count(&first, "job_effects").await, 2);
+
+    // A name that is not one is refused before anything is locked or written.
+    for name in ["", "bad\0name"] {
+        let refused = jobs::run_once(&mut second, &node("node-b"), name, 9, async |_| Ok(())).await;
+        assert!(matches!(refused, Err(PostgresError::Invalid(_))), "{name:?}: {refused:?}");
+    }
+    assert_eq!(count(&first, "periodic_job_runs").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_old_partitions_on_one_node() {
+    let Some(url) = database("jobs_retention").await else { return };
+    let mut clients = two_nodes(&url).await;
+    let today = kefu::base::clock::day_of(kefu::base::clock::now_millis());
+    let first_day = today - 10;
+    postgres::create_partitions(&clients[0], first_day, 10).await.expect("create partitions");
+    let first_kept_day = today - 4;
+
+    let outcomes = join_all(clients.iter_mut().enumerate().map(|(n, client)| async move {
+        jobs::drop_message_partitions_once(client, &node(&format!("node-{n}")), first_kept_day).await.expect("tick")
+    }))
+    .await;
+    let dropped: Vec<&Vec<String>> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            JobRun::Ran(dropped) => Some(dropped),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropped.len(), 1, "{outcomes:?}");
+    assert_eq!(dropped[0].len(), 6, "{dropped:?}");
+    let left = postgres::partitions(&clients[0]).await.expect("partitions");
+    assert_eq!(left.len(), 4, "{left:?}");
+    let again = jobs::drop_message_partitions_once(&mut clients[1], &node("node-1"), first_kept_day).await;
+    assert!(matches!(again.expect("tick"), JobRun::AlreadyRan { .. }));
+}
