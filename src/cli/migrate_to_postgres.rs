@@ -56,7 +56,7 @@ const ENGLISH: Texts = Texts {
     header: ["table", "rows in redb", "rows in PostgreSQL", "checksum equal"],
     yes: "yes",
     no: "NO",
-    not_copied: "not copied yet (the cluster schema has no tables for them): {list}",
+    not_copied: "not copied yet: {list}",
     checked: "counts and checksums of both sides read in {seconds} s",
     differs: "PostgreSQL differs from the data directory in: {tables}",
 };
@@ -70,7 +70,7 @@ const CHINESE: Texts = Texts {
     header: ["表", "redb 中的行数", "PostgreSQL 中的行数", "校验和一致"],
     yes: "是",
     no: "否",
-    not_copied: "尚未复制（集群模式的数据库还没有这些表）：{list}",
+    not_copied: "尚未复制：{list}",
     checked: "两边的行数和校验和读取用时 {seconds} 秒",
     differs: "PostgreSQL 与数据目录不一致的表：{tables}",
 };

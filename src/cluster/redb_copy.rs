@@ -4,8 +4,8 @@
 //! What it copies is what the cluster schema holds today: conversations, messages (into their
 //! day partitions) and client ids (each sender's client id with its original acknowledgement),
 //! keeping every id, seq, time and text, so `PostgresMessages` goes on where the appliance
-//! stopped. Sites, agents, visitors, uploads' files, settings, outboxes and the search index have
-//! no tables in the cluster schema yet and are not copied ([`NOT_COPIED`]).
+//! stopped. Sites, agents, visitors, uploads' files, settings, outboxes and the search index are
+//! not copied yet ([`NOT_COPIED`]).
 //!
 //! The source is opened read-only (redb's shared lock: a running kefu holds the exclusive one,
 //! and is refused), and read through one read transaction for the whole run, so the copy is of
@@ -40,7 +40,7 @@ use crate::cluster::postgres::{self, PostgresError, describe};
 use crate::storage::{DATABASE_FILE, StorageError, commit_log, tables};
 
 /// What the copy leaves behind, said in the command's output (in English and Chinese) and in
-/// docs/cluster.md: these have no tables in the cluster schema yet.
+/// docs/cluster.md: these are not copied yet (most have no tables in the cluster schema).
 pub const NOT_COPIED: &[(&str, &str)] = &[
     ("sites", "站点"),
     ("agents", "客服"),
