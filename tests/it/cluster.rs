@@ -330,7 +330,8 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let Some(url) = database("migrations").await else { return };
     let mut client = sql(&url).await;
     let first = postgres::migrate(&mut client).await.expect("migrate");
-    assert_eq!(first.applied, [1, 2, 3]);
+    let every_version: Vec<i64> = postgres::MIGRATIONS.iter().map(|migration| migration.version).collect();
+    assert_eq!(first.applied, every_version);
     let again = postgres::migrate(&mut client).await.expect("migrate again");
     assert_eq!((again.applied.len(), again.version), (0, postgres::known_version()));
 
@@ -352,7 +353,10 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         .await
         .expect("insert");
     let refused = postgres::migrate(&mut client).await;
-    assert!(matches!(refused, Err(PostgresError::NewerSchema { found: 999, known: 3 })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(PostgresError::NewerSchema { found: 999, known }) if known == postgres::known_version()),
+        "{refused:?}"
+    );
     let opened = PostgresMessages::open(&url, PostgresOptions::default()).await;
     assert!(matches!(opened, Err(PostgresError::NewerSchema { .. })));
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))

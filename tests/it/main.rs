@@ -12,6 +12,8 @@ mod bot_lifecycle;
 mod chat;
 mod cluster;
 mod cluster_migration;
+mod cluster_search;
+mod cluster_uploads;
 mod connection_limits;
 mod console;
 mod crash;
