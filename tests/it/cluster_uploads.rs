@@ -178,4 +178,15 @@ async fn equal_files_share_their_bytes_and_delete_removes_them_with_the_last() {
     assert!(node_a.delete(&second.id).await.expect("delete"));
     assert_eq!(counts(&url).await, (0, 0, 0), "the last upload's bytes go with it");
     assert!(!node_a.delete(&second.id).await.expect("delete"), "deleting again finds nothing");
+
+    // The same bytes put through two nodes at once: one content, both readable.
+    let (from_a, from_b) = tokio::join!(
+        node_a.put(agents_upload("shop", conversation_id), "a.bin", bytes.as_slice(), MAX_BYTES),
+        node_b.put(agents_upload("shop", conversation_id), "b.bin", bytes.as_slice(), MAX_BYTES),
+    );
+    let (from_a, from_b) = (from_a.expect("put through a"), from_b.expect("put through b"));
+    assert_eq!(counts(&url).await, (2, 1, 3));
+    for id in [&from_a.id, &from_b.id] {
+        assert_eq!(read_all(&node_b, id, &visitor("shop", 1)).await.expect("readable").1, bytes);
+    }
 }
