@@ -473,7 +473,7 @@ pub(crate) fn unsigned(value: i64) -> Result<u64, PostgresError> {
     u64::try_from(value).map_err(|_| PostgresError::Corrupt(format!("negative id or count {value}")))
 }
 
-fn sender_kind_of(code: i16) -> Result<SenderKind, PostgresError> {
+pub(crate) fn sender_kind_of(code: i16) -> Result<SenderKind, PostgresError> {
     [SenderKind::Visitor, SenderKind::Agent, SenderKind::Bot, SenderKind::System]
         .into_iter()
         .find(|kind| i16::from(kind.code()) == code)
@@ -486,14 +486,14 @@ fn json_column<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<O
 
 /// A few connections for reads, used in turn; one that the server closed is opened again.
 #[derive(Clone)]
-struct Readers {
+pub(crate) struct Readers {
     url: Arc<str>,
     slots: Arc<[Mutex<Option<Arc<Client>>>]>,
     next: Arc<AtomicUsize>,
 }
 
 impl Readers {
-    fn new(url: &str, count: usize) -> Readers {
+    pub(crate) fn new(url: &str, count: usize) -> Readers {
         Readers {
             url: url.into(),
             slots: (0..count).map(|_| Mutex::new(None)).collect(),
@@ -501,7 +501,7 @@ impl Readers {
         }
     }
 
-    async fn client(&self) -> Result<Arc<Client>, PostgresError> {
+    pub(crate) async fn client(&self) -> Result<Arc<Client>, PostgresError> {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
         let open = slot.lock().clone().filter(|client| !client.is_closed());
         if let Some(client) = open {

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "redb_copy", sql: include_str!("migrations/0002_redb_copy.sql") },
     Migration { version: 3, name: "offline_mark", sql: include_str!("migrations/0003_offline_mark.sql") },
     Migration { version: 4, name: "work_once", sql: include_str!("migrations/0004_work_once.sql") },
+    Migration { version: 5, name: "search_uploads", sql: include_str!("migrations/0005_search_uploads.sql") },
 ];
 
 /// The key of the advisory lock that serializes migrations across nodes ("kefu" in ASCII).

@@ -325,7 +325,8 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     let Some(url) = database("migrations").await else { return };
     let mut client = connect(&url).await;
     let first = postgres::migrate(&mut client).await.expect("migrate");
-    assert_eq!(first.applied, (1..=postgres::known_version()).collect::<Vec<_>>());
+    let every_version: Vec<i64> = postgres::MIGRATIONS.iter().map(|migration| migration.version).collect();
+    assert_eq!(first.applied, every_version);
     let again = postgres::migrate(&mut client).await.expect("migrate again");
     assert_eq!((again.applied.len(), again.version), (0, postgres::known_version()));
 

@@ -15,6 +15,8 @@ mod cluster_jobs;
 mod cluster_migration;
 mod cluster_outbox;
 mod cluster_routing;
+mod cluster_search;
+mod cluster_uploads;
 mod connection_limits;
 mod console;
 mod crash;

@@ -1,0 +1,324 @@
+//! Uploads' files on the cluster's PostgreSQL, so a file attached through one node is read
+//! through any other: the appliance's `DATA_DIR/uploads` and uploads table (src/chat/uploads.rs)
+//! with the same checks (size limit, type sniffed from the bytes, executables refused, names
+//! cleaned) and the same access rule ([`Upload::readable_by`]).
+//!
+//! The bytes are stored once per content (its SHA-256) as rows of `bytea` chunks of
+//! [`CHUNK_BYTES`]: a put reads, hashes and writes one chunk at a time and a get reads one chunk
+//! per query, so a node holds one chunk of a 20 MB file in memory, never the file. Chunks are
+//! plain rows rather than large objects: they go with the rest of the database in a dump, a
+//! deletion is a `DELETE` (large objects need their own `lo_unlink` and are left behind
+//! otherwise), and they take part in transactions like every other table.
+//! A put is one transaction: a refused or failed upload leaves nothing.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::Semaphore;
+use tokio_postgres::Row;
+
+use crate::chat::uploads::{AttachmentKind, Upload, UploadError, UploadTarget, clean_name, sniff};
+use crate::cluster::messages::{CONVERSATION_COLUMNS, Readers, conversation_of, sender_kind_of, unsigned};
+use crate::cluster::postgres::{self, PostgresError};
+use crate::people::principal::Principal;
+use crate::protocol::ParticipantView;
+use crate::storage::StorageError;
+
+/// The bytes of one stored chunk: big enough that a 20 MB file is 80 rows, small enough that a
+/// node's memory per upload in flight stays a fraction of a megabyte.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Puts running at once on a node, each on a connection of its own for its transaction.
+const MAX_CONCURRENT_PUTS: usize = 8;
+
+/// Connections a node's reads take in turn.
+const READ_CONNECTIONS: usize = 2;
+
+/// The columns [`upload_of`] reads, in its order.
+const UPLOAD_COLUMNS: &str = "id, conversation_id, uploader_kind, uploader_id, name, size, content_type, kind, \
+                              created_at, site, attached, content_id";
+
+/// Uploads' files and records on PostgreSQL.
+pub struct PostgresUploads {
+    url: Arc<str>,
+    readers: Readers,
+    puts: Semaphore,
+}
+
+/// A readable upload: its record and its bytes, read a chunk at a time as the stream is polled.
+pub struct UploadContent {
+    pub upload: Upload,
+    pub chunks: BoxStream<'static, Result<Bytes, StorageError>>,
+}
+
+impl PostgresUploads {
+    /// Connects and applies the migrations the database lacks (uploads need migration 5).
+    pub async fn open(url: &str) -> Result<PostgresUploads, PostgresError> {
+        let mut client = postgres::connect(url).await?;
+        postgres::migrate(&mut client).await?;
+        Ok(PostgresUploads {
+            url: url.into(),
+            readers: Readers::new(url, READ_CONNECTIONS),
+            puts: Semaphore::new(MAX_CONCURRENT_PUTS),
+        })
+    }
+
+    /// Stores the file read from `body` for `target` (whose conversation the caller checked),
+    /// refusing an empty file, one over `max_bytes`, an executable or a name without a file name,
+    /// with nothing stored. Bytes already stored under another upload are not stored again.
+    pub async fn put(
+        &self,
+        target: UploadTarget,
+        name: &str,
+        mut body: impl AsyncRead + Unpin,
+        max_bytes: usize,
+    ) -> Result<Upload, UploadError> {
+        let name = clean_name(name)?;
+        let mut chunk = Vec::with_capacity(CHUNK_BYTES);
+        read_chunk(&mut body, &mut chunk).await?;
+        if chunk.is_empty() {
+            return Err(UploadError::Empty);
+        }
+        if chunk.len() > max_bytes {
+            return Err(UploadError::TooLarge(max_bytes));
+        }
+        let (content_type, kind) = sniff(&chunk)?;
+        let _permit =
+            self.puts.acquire().await.map_err(|_| StorageError::Server("the upload store is closed".into()))?;
+        let mut client = postgres::connect(&self.url).await.map_err(StorageError::from)?;
+        let transaction = client.transaction().await.map_err(database)?;
+        let content_id: i64 =
+            transaction.query_one("SELECT nextval('upload_content_ids')", &[]).await.map_err(database)?.get(0);
+
+        let mut hasher = Sha256::new();
+        let mut size = 0usize;
+        let mut n_chunks = 0i32;
+        while !chunk.is_empty() {
+            size += chunk.len();
+            if size > max_bytes {
+                // Dropping the transaction rolls back the chunks written so far.
+                return Err(UploadError::TooLarge(max_bytes));
+            }
+            hasher.update(&chunk);
+            transaction
+                .execute(
+                    "INSERT INTO upload_chunks (content_id, n, bytes) VALUES ($1, $2, $3)",
+                    &[&content_id, &n_chunks, &chunk.as_slice()],
+                )
+                .await
+                .map_err(database)?;
+            n_chunks += 1;
+            read_chunk(&mut body, &mut chunk).await?;
+        }
+        let sha256 = hasher.finalize().to_vec();
+        let size_param = i64::try_from(size).unwrap_or(i64::MAX);
+
+        // A content stored before (or by a node committing the same bytes now, which this waits
+        // for) is used instead: this put's chunks go and the upload refers to it.
+        let inserted = transaction
+            .query_opt(
+                "INSERT INTO upload_contents (id, sha256, size, n_chunks) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (sha256) DO NOTHING RETURNING id",
+                &[&content_id, &sha256, &size_param, &n_chunks],
+            )
+            .await
+            .map_err(database)?;
+        let content_id = match inserted {
+            Some(_) => content_id,
+            None => {
+                transaction
+                    .execute("DELETE FROM upload_chunks WHERE content_id = $1", &[&content_id])
+                    .await
+                    .map_err(database)?;
+                // FOR KEY SHARE keeps a concurrent delete of its last upload from removing it
+                // before this upload's row commits.
+                transaction
+                    .query_one("SELECT id FROM upload_contents WHERE sha256 = $1 FOR KEY SHARE", &[&sha256])
+                    .await
+                    .map_err(database)?
+                    .get(0)
+            }
+        };
+
+        let upload = Upload {
+            id: crate::base::secrets::new_hex_id(16),
+            conversation_id: target.conversation_id,
+            uploader: target.uploader,
+            name,
+            size: size as u64,
+            content_type,
+            kind,
+            created_at: crate::base::clock::now_millis(),
+            site: target.site,
+            attached: false,
+        };
+        let conversation_id = upload.conversation_id.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
+        let uploader_id = i64::try_from(upload.uploader.id).unwrap_or(i64::MAX);
+        transaction
+            .execute(
+                &format!(
+                    "INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                ),
+                &[
+                    &upload.id,
+                    &conversation_id,
+                    &i16::from(upload.uploader.kind.code()),
+                    &uploader_id,
+                    &upload.name,
+                    &size_param,
+                    &upload.content_type,
+                    &kind_name(upload.kind),
+                    &upload.created_at,
+                    &upload.site,
+                    &upload.attached,
+                    &content_id,
+                ],
+            )
+            .await
+            .map_err(database)?;
+        transaction.commit().await.map_err(database)?;
+        Ok(upload)
+    }
+
+    /// The upload `id` with its bytes, when `principal` may read it (its uploader, or anyone
+    /// who can access the conversation it belongs to); `None` when there is no such upload or
+    /// it is not theirs to read, so a caller cannot tell the two apart.
+    pub async fn get(&self, id: &str, principal: &Principal) -> Result<Option<UploadContent>, StorageError> {
+        let client = self.readers.client().await?;
+        let row = client
+            .query_opt(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = $1"), &[&id])
+            .await
+            .map_err(database)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (upload, content_id) = upload_of(&row)?;
+        let conversation = match upload.conversation_id.and_then(|id| i64::try_from(id).ok()) {
+            Some(conversation_id) => client
+                .query_opt(
+                    &format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"),
+                    &[&conversation_id],
+                )
+                .await
+                .map_err(database)?
+                .as_ref()
+                .map(conversation_of)
+                .transpose()?,
+            None => None,
+        };
+        if !upload.readable_by(principal, conversation.as_ref()) {
+            return Ok(None);
+        }
+        let chunks = self.chunks(content_id);
+        Ok(Some(UploadContent { upload, chunks }))
+    }
+
+    /// The chunks of a content in order, one query each when the stream asks for the next.
+    fn chunks(&self, content_id: i64) -> BoxStream<'static, Result<Bytes, StorageError>> {
+        let readers = self.readers.clone();
+        stream::try_unfold(0i32, move |n| {
+            let readers = readers.clone();
+            async move {
+                let client = readers.client().await?;
+                let row = client
+                    .query_opt("SELECT bytes FROM upload_chunks WHERE content_id = $1 AND n = $2", &[&content_id, &n])
+                    .await
+                    .map_err(database)?;
+                match row {
+                    Some(row) => Ok(Some((Bytes::from(row.try_get::<_, Vec<u8>>(0).map_err(database)?), n + 1))),
+                    None if n > 0 => {
+                        let n_chunks: Option<i32> = client
+                            .query_opt("SELECT n_chunks FROM upload_contents WHERE id = $1", &[&content_id])
+                            .await
+                            .map_err(database)?
+                            .map(|row| row.get(0));
+                        if n_chunks == Some(n) {
+                            Ok(None)
+                        } else {
+                            Err(StorageError::Server("the upload was removed while it was being read".into()))
+                        }
+                    }
+                    None => Err(StorageError::Server("the upload was removed while it was being read".into())),
+                }
+            }
+        })
+        .boxed()
+    }
+
+    /// Removes the upload `id`, and its bytes when no other upload has the same; false when
+    /// there was no such upload.
+    pub async fn delete(&self, id: &str) -> Result<bool, StorageError> {
+        let mut client = postgres::connect(&self.url).await?;
+        let transaction = client.transaction().await.map_err(database)?;
+        let removed = transaction
+            .query_opt("DELETE FROM uploads WHERE id = $1 RETURNING content_id", &[&id])
+            .await
+            .map_err(database)?;
+        let Some(removed) = removed else {
+            return Ok(false);
+        };
+        let content_id: i64 = removed.get(0);
+        // A content another upload still refers to, or one a concurrent put holds (FOR KEY
+        // SHARE), is kept; its chunks go with it otherwise (ON DELETE CASCADE).
+        transaction
+            .execute(
+                "DELETE FROM upload_contents c WHERE c.id = $1
+                   AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.content_id = c.id)
+                   AND c.id IN (SELECT id FROM upload_contents WHERE id = $1 FOR UPDATE SKIP LOCKED)",
+                &[&content_id],
+            )
+            .await
+            .map_err(database)?;
+        transaction.commit().await.map_err(database)?;
+        Ok(true)
+    }
+}
+
+/// Fills `chunk` (cleared first) with up to [`CHUNK_BYTES`] of `body`; empty at its end.
+async fn read_chunk(body: &mut (impl AsyncRead + Unpin), chunk: &mut Vec<u8>) -> Result<(), UploadError> {
+    chunk.clear();
+    while chunk.len() < CHUNK_BYTES {
+        let mut limited = (&mut *body).take((CHUNK_BYTES - chunk.len()) as u64);
+        if limited.read_buf(chunk).await.map_err(StorageError::Io)? == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn database(error: tokio_postgres::Error) -> StorageError {
+    StorageError::from(PostgresError::from(error))
+}
+
+fn kind_name(kind: AttachmentKind) -> &'static str {
+    match kind {
+        AttachmentKind::Image => "image",
+        AttachmentKind::File => "file",
+    }
+}
+
+/// An upload's record and its content's id.
+fn upload_of(row: &Row) -> Result<(Upload, i64), PostgresError> {
+    let kind: String = row.try_get(7)?;
+    let kind = match kind.as_str() {
+        "image" => AttachmentKind::Image,
+        "file" => AttachmentKind::File,
+        other => return Err(PostgresError::Corrupt(format!("unknown attachment kind {other:?}"))),
+    };
+    let upload = Upload {
+        id: row.try_get(0)?,
+        conversation_id: row.try_get::<_, Option<i64>>(1)?.map(unsigned).transpose()?,
+        uploader: ParticipantView { kind: sender_kind_of(row.try_get(2)?)?, id: unsigned(row.try_get(3)?)? },
+        name: row.try_get(4)?,
+        size: unsigned(row.try_get(5)?)?,
+        content_type: row.try_get(6)?,
+        kind,
+        created_at: row.try_get(8)?,
+        site: row.try_get(9)?,
+        attached: row.try_get(10)?,
+    };
+    Ok((upload, row.try_get(11)?))
+}
