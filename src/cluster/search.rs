@@ -20,7 +20,6 @@ use tokio_postgres::types::ToSql;
 use crate::chat::conversations::ConversationStatus;
 use crate::cluster::messages::{MESSAGE_COLUMNS, Readers, message_of, unsigned};
 use crate::cluster::postgres::{self, PostgresError};
-use crate::search::indexer::sender_kind_name;
 use crate::search::tokenizer::{self, CjkBigramTokenizer};
 use crate::search::{MAX_LIMIT, SearchError, SearchHit, SearchPage, SearchRequest};
 use crate::storage::StorageError;
@@ -175,20 +174,10 @@ fn hit_of(row: &Row, snippets: &SnippetGenerator) -> Result<(SearchHit, u64), Po
     let conversation_id: i64 = row.try_get(column)?;
     let visitor_id: i64 = row.try_get(column + 2)?;
     let snippet = snippets.snippet(&record.text).to_html();
-    let hit = SearchHit {
-        conversation_id: unsigned(conversation_id)?,
-        seq,
-        site: row.try_get(column + 1)?,
-        visitor_id: unsigned(visitor_id)?,
-        sender_kind: sender_kind_name(record.sender_kind).to_owned(),
-        sender_id: record.sender_id,
-        sender_name: record.sender_name,
-        created_at: record.created_at,
-        internal: record.internal,
-        snippet,
-        text: record.text,
-    };
-    Ok((hit, record.lsn))
+    let lsn = record.lsn;
+    let site = row.try_get(column + 1)?;
+    let hit = SearchHit::of_record((unsigned(conversation_id)?, seq), site, unsigned(visitor_id)?, record, snippet);
+    Ok((hit, lsn))
 }
 
 /// Marks the query's tokens in a hit's text, with the appliance's tokenizer and snippet rules.

@@ -196,6 +196,31 @@ pub struct SearchHit {
     pub text: String,
 }
 
+impl SearchHit {
+    /// A hit on message `seq` of a conversation of `site` and `visitor_id`, stored as `record`.
+    pub fn of_record(
+        (conversation_id, seq): (u64, u64),
+        site: String,
+        visitor_id: u64,
+        record: MessageRecord,
+        snippet: String,
+    ) -> SearchHit {
+        SearchHit {
+            conversation_id,
+            seq,
+            site,
+            visitor_id,
+            sender_kind: indexer::sender_kind_name(record.sender_kind).to_owned(),
+            sender_id: record.sender_id,
+            sender_name: record.sender_name,
+            created_at: record.created_at,
+            internal: record.internal,
+            snippet,
+            text: record.text,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchPage {
     pub hits: Vec<SearchHit>,
@@ -573,19 +598,13 @@ fn term_query(term: Term) -> Box<dyn Query> {
 }
 
 fn hit_of(key: MessageKey, conversation: &Conversation, record: MessageRecord, snippet: String) -> SearchHit {
-    SearchHit {
-        conversation_id: key.conversation_id,
-        seq: key.seq,
-        site: conversation.site.clone(),
-        visitor_id: conversation.visitor_id,
-        sender_kind: indexer::sender_kind_name(record.sender_kind).to_owned(),
-        sender_id: record.sender_id,
-        sender_name: record.sender_name,
-        created_at: record.created_at,
-        internal: record.internal,
+    SearchHit::of_record(
+        (key.conversation_id, key.seq),
+        conversation.site.clone(),
+        conversation.visitor_id,
+        record,
         snippet,
-        text: record.text,
-    }
+    )
 }
 
 #[cfg(test)]
