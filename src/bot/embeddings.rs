@@ -181,8 +181,23 @@ impl SiteVectors {
     /// message's dimension.
     pub fn similarity(&self, entry_id: u64, message: &[f32]) -> Option<f32> {
         let (_, vector) = self.by_entry.get(&entry_id)?;
-        (vector.len() == message.len()).then(|| vector.iter().zip(message).map(|(a, b)| a * b).sum())
+        (vector.len() == message.len()).then(|| dot(vector, message))
     }
+}
+
+/// The dot product of two vectors of one length, summed in eight lanes so the compiler can use
+/// SIMD (a plain sum of floats must keep its order, one addition at a time); a message is
+/// compared with every entry's vector, so this is most of the semantic tier's time.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0_f32; 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let rest: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for lane in 0..8 {
+            lanes[lane] += x[lane] * y[lane];
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
 }
 
 /// The stored vectors of `entries`.
@@ -200,6 +215,16 @@ pub fn load(transaction: &ReadTransaction, entries: &[KbEntry]) -> Result<SiteVe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dot_product_in_lanes_is_the_plain_one() {
+        for length in [0, 1, 7, 8, 9, 384, 1027] {
+            let a: Vec<f32> = (0..length).map(|i| ((i * 37) % 11) as f32 / 11.0 - 0.5).collect();
+            let b: Vec<f32> = (0..length).map(|i| ((i * 53) % 7) as f32 / 7.0 - 0.4).collect();
+            let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - plain).abs() < 1e-4, "{length}: {} against {plain}", dot(&a, &b));
+        }
+    }
 
     #[test]
     fn vectors_are_read_by_index_normalised_and_checked() {
