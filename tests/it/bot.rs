@@ -116,14 +116,19 @@ How do I reset my password?|忘记密码怎么办,Open https://shop.example/rese
 How much is shipping?|运费多少,Shipping is free over 99 yuan.,Shipping\n";
 
 async fn import_entries(server: &TestServer, token: &str, site: &Site) {
+    import_csv(server, token, site, ENTRIES_CSV.to_owned()).await;
+}
+
+/// Imports knowledge-base entries into `site` from CSV; the import must succeed.
+pub(crate) async fn import_csv(server: &TestServer, token: &str, site: &Site, csv: String) {
     let response = http()
         .post(server.url(&format!("/api/v1/kb/import?site={}&format=csv", site.key)))
         .bearer_auth(token)
-        .body(ENTRIES_CSV)
+        .body(csv)
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 }
 
 /// The next `message` frame written by the bot.
@@ -804,14 +809,7 @@ pub(crate) async fn wait_up_to(what: &str, limit: Duration, mut done: impl Async
 async fn the_semantic_tier_embeds_entries_once_answers_by_meaning_and_falls_back_when_its_endpoint_fails() {
     let embeddings = StandInEmbeddings::start().await;
     let (server, site, admin) = setup().await;
-    let imported = http()
-        .post(server.url(&format!("/api/v1/kb/import?site={}&format=csv", site.key)))
-        .bearer_auth(&admin)
-        .body(REFUND_ENTRIES_CSV)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(imported.status(), 200);
+    import_csv(&server, &admin, &site, REFUND_ENTRIES_CSV.to_owned()).await;
 
     // Lexically, "can I have my money back?" matches nothing: the bot offers a human.
     assert_eq!(put_bot(&server, &admin, &site, json!({"enabled": true})).await.0, 200);
@@ -844,14 +842,7 @@ async fn the_semantic_tier_embeds_entries_once_answers_by_meaning_and_falls_back
     // (no word in common with the entry; this site answers from 0.5).
     let fillers: String =
         (1..=10).map(|n| format!("Opening hours of branch {n}?,Branch {n} opens at {n} am.,Branches\n")).collect();
-    let imported = http()
-        .post(server.url(&format!("/api/v1/kb/import?site={}&format=csv", site.key)))
-        .bearer_auth(&admin)
-        .body(format!("questions,answer,category\n{fillers}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(imported.status(), 200);
+    import_csv(&server, &admin, &site, format!("questions,answer,category\n{fillers}")).await;
     assert_eq!(put_bot(&server, &admin, &site, json!({"enabled": true, "threshold": 0.5})).await.0, 200);
     wait_for("twelve stored vectors", async || stored_vectors(&server).await == 12).await;
     wait_for("the vectors in use", async || {

@@ -450,14 +450,7 @@ async fn import_entries(server: &TestServer, site: &kefu::sites::Site, admin: &s
         questions.extend(entry.variants.iter().cloned());
         csv.push_str(&format!("{},{},\n", quoted(&questions.join("|")), quoted(&entry.answer)));
     }
-    let imported = http()
-        .post(server.url(&format!("/api/v1/kb/import?site={}&format=csv", site.key)))
-        .bearer_auth(admin)
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(imported.status(), 200, "{}", imported.text().await.unwrap());
+    crate::bot::import_csv(server, admin, site, csv).await;
 }
 
 /// The cosines of tests/data/kb_eval/cosines_e5.jsonl (a real multilingual model's; see
