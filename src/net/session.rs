@@ -152,7 +152,13 @@ pub struct Session {
     /// far it still has to send; [`Session::replay_subscribed`] sends them.
     pending_replays: Vec<u64>,
     typing_sent: Vec<(u64, Instant)>,
+    /// The sites of conversations this staff connection has sent to (a conversation's site never
+    /// changes), so a send to one of them checks access without a storage read.
+    conversation_sites: Vec<(u64, String)>,
 }
+
+/// The most conversation sites a staff connection remembers; past this the oldest is forgotten.
+const CONVERSATION_SITES_REMEMBERED: usize = 64;
 
 impl Session {
     /// Authenticates `hello`, registers the connection, and returns the session with the frames
@@ -188,6 +194,7 @@ impl Session {
             cursors: Vec::new(),
             pending_replays: Vec::new(),
             typing_sent: Vec::new(),
+            conversation_sites: Vec::new(),
         };
         let internal_error = |error: StorageError| {
             tracing::error!(%error, "starting a session failed");
@@ -484,6 +491,25 @@ impl Session {
         Ok(conversation.filter(|conversation| self.principal.can_access(conversation)))
     }
 
+    /// The site of a conversation this principal may access, for a send: for staff, from the
+    /// connection's memory when it has sent there before, else read (and remembered). Access is checked
+    /// against the principal each time; a conversation removed since is refused by the writer.
+    async fn conversation_site(&mut self, conversation_id: u64) -> Result<Option<String>, StorageError> {
+        let remembered = self.conversation_sites.iter().find(|(id, _)| *id == conversation_id);
+        if let Some((_, site)) = remembered {
+            return Ok(self.principal.serves_site(site).then(|| site.clone()));
+        }
+        let Some(conversation) = self.accessible_conversation(conversation_id).await? else { return Ok(None) };
+        if self.principal.is_visitor() {
+            return Ok(Some(conversation.site));
+        }
+        if self.conversation_sites.len() >= CONVERSATION_SITES_REMEMBERED {
+            self.conversation_sites.remove(0);
+        }
+        self.conversation_sites.push((conversation_id, conversation.site.clone()));
+        Ok(Some(conversation.site))
+    }
+
     async fn send<O: FrameSink>(&mut self, send: protocol::Send, out: &mut O) {
         let trace_id = secrets::new_trace_id();
         // The message's trace (exported only with `telemetry.otlp_endpoint`): its root, and the
@@ -531,8 +557,8 @@ impl Session {
                 let known = self.cursors.iter().any(|cursor| cursor.conversation_id == conversation_id);
                 let site = match &self.principal {
                     Principal::Visitor(visitor) if known => Some(visitor.site.clone()),
-                    _ => match self.accessible_conversation(conversation_id).await {
-                        Ok(conversation) => conversation.map(|conversation| conversation.site),
+                    _ => match self.conversation_site(conversation_id).await {
+                        Ok(site) => site,
                         Err(error) => {
                             tracing::error!(trace_id, %error, "reading a conversation failed");
                             return refuse(out, ErrorCode::Internal, "internal error; retry with the same client_id");

@@ -156,3 +156,39 @@ async fn a_returning_visitor_keeps_their_conversation() {
     let (other_id, _) = server.visitor_session(&other_site, Some(&token)).await;
     assert_ne!(other_id, visitor_id);
 }
+
+#[tokio::test]
+async fn an_agent_answering_one_conversation_reads_it_once_and_another_sites_stays_refused() {
+    let server = TestServer::start().await;
+    let site = server.create_site("Shop").await;
+    let other_site = server.create_site("Other").await;
+    server.create_agent("ann@shop.example", &site, 5).await;
+    let agent_token = server.login("ann@shop.example").await;
+    let mut agent = server.agent(&agent_token).await;
+    let (_, visitor_token) = server.visitor_session(&site, None).await;
+    let mut visitor = server.visitor(&site, &visitor_token).await;
+    let conversation_id = visitor.say(None, "v-1", "hi").await["conversation_id"].as_u64().unwrap();
+    agent.expect("conversation").await;
+    let (_, stranger_token) = server.visitor_session(&other_site, None).await;
+    let mut stranger = server.visitor(&other_site, &stranger_token).await;
+    let foreign = stranger.say(None, "s-1", "hello").await["conversation_id"].as_u64().unwrap();
+
+    assert_eq!(agent.say(Some(conversation_id), "a-1", "first").await["seq"], 2);
+    let reads_before = server.app().store.n_reads();
+    for n in 2..=6u64 {
+        let ack = agent.say(Some(conversation_id), &format!("a-{n}"), "more").await;
+        assert_eq!(ack["seq"], n + 1);
+    }
+    let reads = server.app().store.n_reads() - reads_before;
+    assert!(reads < 5, "five answers to a conversation the connection knows took {reads} storage reads");
+
+    // Another site's conversation is refused every time, whatever the connection remembers.
+    for client_id in ["x-1", "x-2"] {
+        agent.send(json!({"type": "send", "conversation_id": foreign, "client_id": client_id, "text": "hi"})).await;
+        let refused = agent.expect("error").await;
+        assert_eq!(refused["code"], "not_found");
+        assert_eq!(refused["client_id"], client_id);
+    }
+    stranger.expect_silence(std::time::Duration::from_millis(200)).await;
+    assert_eq!(history(&server, &stranger_token, foreign).await["last_seq"], 1);
+}

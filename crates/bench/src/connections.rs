@@ -25,7 +25,7 @@ pub struct ConnectionsArgs {
 
 pub async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
     super::print_machine();
-    let target = Target::open(&args.target, 0).await?;
+    let target = Target::open(&args.target, 0, args.visitors).await?;
     println!("mode: connections; target: {}", target.description);
     println!("inputs: visitors={} hold={}s", args.visitors, args.hold);
     let before = target.sample();

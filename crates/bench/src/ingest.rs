@@ -29,7 +29,7 @@ pub struct IngestArgs {
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     super::print_machine();
-    let target = Target::open(&args.target, 0).await?;
+    let target = Target::open(&args.target, 0, args.visitors).await?;
     println!("mode: ingest; target: {}", target.description);
     println!("inputs: visitors={} window={} duration={}s", args.visitors, args.window, args.duration);
     let mut fleet = Fleet::start(

@@ -45,7 +45,7 @@ pub struct RelayArgs {
 
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     super::print_machine();
-    let target = Target::open(&args.target, args.agents).await?;
+    let target = Target::open(&args.target, args.agents, args.visitors + args.agents).await?;
     println!("mode: relay; target: {}", target.description);
     println!(
         "inputs: visitors={} agents={} rates={:?}/s duration={}s per rate, agents answer 1 in {}",

@@ -120,7 +120,7 @@ enum Stage {
 
 pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     super::print_machine();
-    let mut target = Target::open(&args.target, args.agents).await?;
+    let mut target = Target::open(&args.target, args.agents, args.visitors + args.agents).await?;
     if target.endpoint.bare {
         bail!("soak needs kefu's full protocol (sessions, resume, uploads, history), not a bare relay");
     }

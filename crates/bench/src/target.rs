@@ -33,6 +33,15 @@ pub struct Target {
     spawn: Option<Spawn>,
 }
 
+/// The open files a kefu child may count on: this machine's limit of 20,000, which cannot be raised.
+const CHILD_OPEN_FILES: usize = 20_000;
+
+/// Plain-HTTP connections a kefu child may hold beside `connections` WebSocket ones: up to 4,096,
+/// at least 256, and within [`CHILD_OPEN_FILES`] with kefu's reserve of 256 and a margin.
+fn http_connections(connections: usize) -> usize {
+    CHILD_OPEN_FILES.saturating_sub(connections + 512).clamp(256, 4096)
+}
+
 /// How to start the server again on the same data (for restarts).
 struct Spawn {
     program: PathBuf,
@@ -43,8 +52,9 @@ struct Spawn {
 }
 
 impl Target {
-    /// Starts or names the server as `args` say, with `agents` agents for kefu children.
-    pub async fn open(args: &TargetArgs, agents: usize) -> anyhow::Result<Target> {
+    /// Starts or names the server as `args` say, with `agents` agents for kefu children, which
+    /// must take `connections` WebSocket connections at once.
+    pub async fn open(args: &TargetArgs, agents: usize, connections: usize) -> anyhow::Result<Target> {
         if let Some(url) = &args.url {
             let addr = parse_url(url)?;
             let agents = args
@@ -136,8 +146,10 @@ impl Target {
             ("KEFU_LIMITS__OFFLINE_MESSAGES_PER_ADDRESS_PER_HOUR".to_owned(), "1000000000".to_owned()),
             // Its HTTP client keeps connections open for reuse, one per visitor opening a session
             // at once: more than the per-address cap of plain-HTTP connections.
-            ("KEFU_LIMITS__MAX_HTTP_CONNECTIONS_PER_IP".to_owned(), "4096".to_owned()),
-            ("KEFU_LIMITS__MAX_HTTP_CONNECTIONS".to_owned(), "4096".to_owned()),
+            // Within what the open-file limit leaves beside the WebSocket connections, which kefu
+            // would otherwise cap to make room for HTTP ones.
+            ("KEFU_LIMITS__MAX_HTTP_CONNECTIONS_PER_IP".to_owned(), http_connections(connections).to_string()),
+            ("KEFU_LIMITS__MAX_HTTP_CONNECTIONS".to_owned(), http_connections(connections).to_string()),
             // The bench drives WebSocket traffic; QUIC and metrics take fixed ports that several
             // bench servers (or a running kefu) would fight over.
             ("KEFU_QUIC".to_owned(), "off".to_owned()),
