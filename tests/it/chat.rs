@@ -71,9 +71,7 @@ async fn internal_notes_reach_agents_only() {
     server.create_agent("ann@shop.example", &site, 5).await;
     let agent_token = server.login("ann@shop.example").await;
     let mut agent = server.agent(&agent_token).await;
-    let (_, visitor_token) = server.visitor_session(&site, None).await;
-    let mut visitor = server.visitor(&site, &visitor_token).await;
-    let conversation_id = visitor.say(None, "v-1", "hi").await["conversation_id"].as_u64().unwrap();
+    let (mut visitor, visitor_token, conversation_id) = server.visitor_in_conversation(&site, "hi").await;
     agent.expect("conversation").await;
 
     let note = agent.say(Some(conversation_id), "n-1", "Hello from support").await;
@@ -165,13 +163,9 @@ async fn an_agent_answering_one_conversation_reads_it_once_and_another_sites_sta
     server.create_agent("ann@shop.example", &site, 5).await;
     let agent_token = server.login("ann@shop.example").await;
     let mut agent = server.agent(&agent_token).await;
-    let (_, visitor_token) = server.visitor_session(&site, None).await;
-    let mut visitor = server.visitor(&site, &visitor_token).await;
-    let conversation_id = visitor.say(None, "v-1", "hi").await["conversation_id"].as_u64().unwrap();
+    let (_visitor, _, conversation_id) = server.visitor_in_conversation(&site, "hi").await;
     agent.expect("conversation").await;
-    let (_, stranger_token) = server.visitor_session(&other_site, None).await;
-    let mut stranger = server.visitor(&other_site, &stranger_token).await;
-    let foreign = stranger.say(None, "s-1", "hello").await["conversation_id"].as_u64().unwrap();
+    let (mut stranger, stranger_token, foreign) = server.visitor_in_conversation(&other_site, "hello").await;
 
     assert_eq!(agent.say(Some(conversation_id), "a-1", "first").await["seq"], 2);
     let reads_before = server.app().store.n_reads();

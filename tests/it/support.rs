@@ -209,6 +209,15 @@ impl TestServer {
         self.visitor_with_status(site, token).await.0
     }
 
+    /// A new visitor who has started a conversation by saying `text` (client id `v-1`): the
+    /// connection, the visitor's token and the conversation's id.
+    pub async fn visitor_in_conversation(&self, site: &Site, text: &str) -> (Client, String, u64) {
+        let (_, token) = self.visitor_session(site, None).await;
+        let mut visitor = self.visitor(site, &token).await;
+        let conversation_id = visitor.say(None, "v-1", text).await["conversation_id"].as_u64().unwrap();
+        (visitor, token, conversation_id)
+    }
+
     /// A visitor connected and welcomed, with the `site_status` frame that follows `welcome`.
     pub async fn visitor_with_status(&self, site: &Site, token: &str) -> (Client, Value) {
         let mut client = Client::connect(&self.ws_url(&format!("/ws/visitor?site={}", site.key)), None).await;
