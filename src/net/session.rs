@@ -491,18 +491,21 @@ impl Session {
         Ok(conversation.filter(|conversation| self.principal.can_access(conversation)))
     }
 
-    /// The site of a conversation this principal may access, for a send: for staff, from the
-    /// connection's memory when it has sent there before, else read (and remembered). Access is checked
-    /// against the principal each time; a conversation removed since is refused by the writer.
+    /// The site of a conversation this principal may access, for a send; `None` for missing and
+    /// forbidden alike. A visitor's own conversations and those a staff connection has sent to
+    /// before (a conversation's site never changes) need no storage read; access is checked against
+    /// the principal each time, and a conversation removed since is refused by the writer.
     async fn conversation_site(&mut self, conversation_id: u64) -> Result<Option<String>, StorageError> {
-        let remembered = self.conversation_sites.iter().find(|(id, _)| *id == conversation_id);
-        if let Some((_, site)) = remembered {
+        if let Principal::Visitor(visitor) = &self.principal {
+            if self.cursors.iter().any(|cursor| cursor.conversation_id == conversation_id) {
+                return Ok(Some(visitor.site.clone()));
+            }
+            return Ok(self.accessible_conversation(conversation_id).await?.map(|conversation| conversation.site));
+        }
+        if let Some((_, site)) = self.conversation_sites.iter().find(|(id, _)| *id == conversation_id) {
             return Ok(self.principal.serves_site(site).then(|| site.clone()));
         }
         let Some(conversation) = self.accessible_conversation(conversation_id).await? else { return Ok(None) };
-        if self.principal.is_visitor() {
-            return Ok(Some(conversation.site));
-        }
         if self.conversation_sites.len() >= CONVERSATION_SITES_REMEMBERED {
             self.conversation_sites.remove(0);
         }
@@ -554,16 +557,12 @@ impl Session {
                 return refuse(out, ErrorCode::InvalidField, "conversation_id: required for agents");
             }
             (_, Some(conversation_id)) => {
-                let known = self.cursors.iter().any(|cursor| cursor.conversation_id == conversation_id);
-                let site = match &self.principal {
-                    Principal::Visitor(visitor) if known => Some(visitor.site.clone()),
-                    _ => match self.conversation_site(conversation_id).await {
-                        Ok(site) => site,
-                        Err(error) => {
-                            tracing::error!(trace_id, %error, "reading a conversation failed");
-                            return refuse(out, ErrorCode::Internal, "internal error; retry with the same client_id");
-                        }
-                    },
+                let site = match self.conversation_site(conversation_id).await {
+                    Ok(site) => site,
+                    Err(error) => {
+                        tracing::error!(trace_id, %error, "reading a conversation failed");
+                        return refuse(out, ErrorCode::Internal, "internal error; retry with the same client_id");
+                    }
                 };
                 match site {
                     Some(site) => (Target::Conversation(conversation_id), site),
