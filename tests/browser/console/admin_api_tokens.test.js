@@ -4,38 +4,21 @@
 // Run from the repository root:
 // node --test --test-concurrency=1 tests/browser/console/
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Kefu, BOSS, PASSWORD } from './lib/kefu.js';
-import { launch } from './lib/browser.js';
+import { withKefuAndBrowser, adminPage } from './lib/browser.js';
 
-let browser;
-let kefu;
-
-before(async () => {
-  browser = await launch();
-  kefu = await Kefu.create();
-  await kefu.start();
-});
-
-after(async () => {
-  await kefu?.close();
-  await browser?.close();
-});
+const running = withKefuAndBrowser();
 
 async function conversationsWith(token) {
+  const { kefu } = running;
   const response = await fetch(`${kefu.origin}/api/v1/conversations`, { headers: { authorization: `Bearer ${token}` } });
   return response.status;
 }
 
 test('an admin makes an API token in Chinese and revokes it in English', async () => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'zh-CN' });
-  const page = await context.newPage();
-  page.on('pageerror', (error) => console.error('page error:', error));
-  await page.goto(`${kefu.origin}/admin/login?next=%2Fadmin%2Fapi-tokens`);
-  await page.locator('input[name=email]').fill(BOSS);
-  await page.locator('input[name=password]').fill(PASSWORD);
-  await page.locator('button[type=submit]').click();
+  const { browser, kefu } = running;
+  const { context, page } = await adminPage(browser, kefu, '/admin/api-tokens', { locale: 'zh-CN' });
   await page.locator('h1', { hasText: 'API 令牌' }).waitFor();
   await page.getByText('还没有令牌。').waitFor();
 

@@ -1,8 +1,9 @@
 // browser.js: Debian's Chromium driven by playwright-core (no browser
-// download), and a console page logged in through its form.
+// download), and a console or admin page logged in through its form.
 
+import { before, after } from 'node:test';
 import { chromium } from 'playwright-core';
-import { PASSWORD } from './kefu.js';
+import { Kefu, BOSS, PASSWORD } from './kefu.js';
 
 const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
   '--disable-quic', '--no-first-run', '--disable-sync'];
@@ -44,6 +45,36 @@ export async function consolePage(browser, kefu, email, { locale = 'en-US', view
   await page.locator('#login-submit').click();
   await page.locator('#app').waitFor({ state: 'visible' });
   await page.locator('#connection[data-state="open"]').waitFor({ state: 'attached' });
+  return { context, page };
+}
+
+/**
+ * Starts Chromium and a kefu before the file's tests and stops both after them;
+ * the returned object holds them (`browser`, `kefu`) once started.
+ */
+export function withKefuAndBrowser() {
+  const running = {};
+  before(async () => {
+    running.browser = await launch();
+    running.kefu = await Kefu.create();
+    await running.kefu.start();
+  });
+  after(async () => {
+    await running.kefu?.close();
+    await running.browser?.close();
+  });
+  return running;
+}
+
+/** A new context with an admin page at `path`, logged in as the admin through `/admin/login`. */
+export async function adminPage(browser, kefu, path, { locale = 'en-US', viewport = { width: 1280, height: 900 } } = {}) {
+  const context = await browser.newContext({ viewport, locale });
+  const page = await context.newPage();
+  page.on('pageerror', (error) => console.error('page error:', error));
+  await page.goto(`${kefu.origin}/admin/login?next=${encodeURIComponent(path)}`);
+  await page.locator('input[name=email]').fill(BOSS);
+  await page.locator('input[name=password]').fill(PASSWORD);
+  await page.locator('button[type=submit]').click();
   return { context, page };
 }
 
