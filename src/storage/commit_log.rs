@@ -39,6 +39,10 @@ use super::{StorageError, tables};
 /// The log file inside the data directory.
 pub const LOG_FILE: &str = "kefu.wal";
 
+/// The empty file a checkpoint renames over [`LOG_FILE`] to empty the log (see [`CommitLog::cut`]);
+/// one left by a crash before its rename is removed when the log opens.
+const FRESH_LOG_FILE: &str = "kefu.wal.fresh";
+
 /// The format of a record's payload; a record of another format is refused.
 const RECORD_FORMAT: u8 = 1;
 
@@ -382,6 +386,7 @@ impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for LoggedTable<'
 /// The open log file of a running writer.
 pub struct CommitLog {
     file: File,
+    data_dir: PathBuf,
     /// Bytes in the file, all of them whole records.
     len: u64,
     epoch: u64,
@@ -395,12 +400,16 @@ pub struct CommitLog {
 impl CommitLog {
     /// Opens the log of `data_dir`, which [`replay`] has emptied.
     pub fn open(data_dir: &Path, epoch: u64, sequence: u64) -> Result<CommitLog, StorageError> {
+        match std::fs::remove_file(data_dir.join(FRESH_LOG_FILE)) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
+            _ => {}
+        }
         let file = std::fs::OpenOptions::new().create(true).append(true).open(log_path(data_dir))?;
         // The file's directory entry must be durable too, or a power loss could take the file
         // with its synced records.
         File::open(data_dir)?.sync_all()?;
         let len = file.metadata()?.len();
-        Ok(CommitLog { file, len, epoch, sequence, failed: false })
+        Ok(CommitLog { file, data_dir: data_dir.to_owned(), len, epoch, sequence, failed: false })
     }
 
     /// Bytes the log holds since the last checkpoint.
@@ -453,7 +462,39 @@ impl CommitLog {
     }
 
     /// Empties the log after a durable commit made every record in it redundant.
-    pub fn truncate(&mut self) -> Result<(), StorageError> {
+    ///
+    /// A new empty file is renamed over the log, and the old file is closed on a thread of its
+    /// own: freeing a large file's blocks (what truncating it in place costs) takes tens of
+    /// milliseconds that answers would otherwise wait for. A crash at any step leaves either the
+    /// old file, whose records replay skips, or the new one. If the new file cannot take the
+    /// log's place, the old one is truncated in place instead.
+    pub fn cut(&mut self) -> Result<(), StorageError> {
+        let fresh_path = self.data_dir.join(FRESH_LOG_FILE);
+        // In append mode, as the log is opened: every write goes to the end.
+        let fresh = std::fs::OpenOptions::new().create(true).append(true).open(&fresh_path).and_then(|file| {
+            file.set_len(0)?;
+            std::fs::rename(&fresh_path, log_path(&self.data_dir))?;
+            Ok(file)
+        });
+        let fresh = match fresh {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::warn!(%error, "replacing the commit log with an empty file failed; truncating it in place");
+                return self.truncate_in_place();
+            }
+        };
+        close_in_background(std::mem::replace(&mut self.file, fresh));
+        self.len = 0;
+        // Records appended to the new file are acknowledged, so its name must be durable first.
+        if let Err(error) = File::open(&self.data_dir).and_then(|directory| directory.sync_all()) {
+            self.failed = true;
+            return Err(error.into());
+        }
+        self.failed = false;
+        Ok(())
+    }
+
+    fn truncate_in_place(&mut self) -> Result<(), StorageError> {
         let emptied = self.file.set_len(0).and_then(|()| self.file.sync_data());
         // Records left behind are older than the durable commit; replay skips them.
         self.len = self.file.metadata()?.len();
@@ -461,6 +502,12 @@ impl CommitLog {
         self.failed = false;
         Ok(())
     }
+}
+
+/// Closes a replaced log file on a short-lived thread, where the file system frees its blocks.
+fn close_in_background(file: File) {
+    // A thread that cannot start drops its closure, and so closes the file here.
+    let _ = std::thread::Builder::new().name("kefu-log-close".to_owned()).spawn(move || drop(file));
 }
 
 /// Writes `head` then `body` with `writev`, finishing with plain writes if the file took less.
@@ -883,6 +930,36 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_after_a_durable_commit_empties_the_log_and_later_records_come_back_after_a_crash() {
+        let (dir, database, mut log) = logged_store();
+        logged_batch(&database, &mut log, |logged| {
+            logged.open_table(SHARD).unwrap().insert((1, 1), b"before".as_slice()).unwrap();
+        });
+        // A checkpoint: a durable commit that records the log's sequence, then the cut.
+        let transaction = database.begin_write().unwrap();
+        transaction.open_table(tables::META).unwrap().insert(SEQUENCE_KEY, log.sequence()).unwrap();
+        transaction.commit().unwrap();
+        log.cut().unwrap();
+        assert_eq!(std::fs::metadata(log_path(dir.path())).unwrap().len(), 0);
+        assert!(!dir.path().join(FRESH_LOG_FILE).exists());
+        logged_batch(&database, &mut log, |logged| {
+            logged.open_table(SHARD).unwrap().insert((1, 2), b"after".as_slice()).unwrap();
+        });
+        let (_crashed, replayed) = replayed_after_a_crash(dir.path());
+        assert_eq!(stored(&replayed), vec![((1, 1), b"before".to_vec()), ((1, 2), b"after".to_vec())]);
+        assert_eq!(read_log(&log_path(dir.path())).unwrap().len() as u64, log.len());
+    }
+
+    #[test]
+    fn an_empty_file_left_by_a_crash_during_a_cut_is_removed_when_the_log_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FRESH_LOG_FILE), b"").unwrap();
+        let _log = CommitLog::open(dir.path(), 7, 0).unwrap();
+        assert!(!dir.path().join(FRESH_LOG_FILE).exists());
+        assert!(log_path(dir.path()).exists());
+    }
+
+    #[test]
     fn damaged_logs_never_panic_and_never_apply_what_was_not_written() {
         use rand::{Rng, SeedableRng};
         let crashed = crashed_after_two_batches();
@@ -926,7 +1003,7 @@ mod tests {
             let error = replay(&database, dir.path()).unwrap_err();
             assert!(matches!(error, StorageError::Corrupt(_)), "{error}");
             assert!(stored(&database).is_empty());
-            log.truncate().unwrap();
+            log.cut().unwrap();
             log.sequence = 0;
         }
     }

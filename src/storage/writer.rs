@@ -390,7 +390,7 @@ impl DurabilityPlan {
         transaction.commit()?;
         if let Some(log) = &mut self.log {
             let log_bytes = log.len();
-            if let Err(error) = log.truncate() {
+            if let Err(error) = log.cut() {
                 // The records stay, and replay skips them: they are older than the commit.
                 tracing::warn!(%error, "emptying the commit log failed");
             }
