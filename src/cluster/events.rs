@@ -3,7 +3,9 @@
 //! commit, on `kefu.messages.<conversation id>`. A resend answered as a duplicate publishes
 //! nothing. NATS (core) delivers at most once: a node that misses an event reads the gap from
 //! PostgreSQL when its client resumes, so a lost event delays a delivery but never loses it.
+//! A node follows every node's messages through [`subscribe`].
 
+use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::chat::messages::AttachmentRef;
@@ -40,11 +42,29 @@ impl MessageEvent {
 pub enum EventsError {
     #[error("NATS: {0}")]
     Connect(#[from] async_nats::ConnectError),
+    #[error("NATS: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
 }
 
 /// Connects to NATS (`nats://HOST:4222`).
 pub async fn connect(url: &str) -> Result<async_nats::Client, EventsError> {
     Ok(async_nats::connect(url).await?)
+}
+
+/// Every node's committed messages from now on (`kefu.messages.>`), in each publisher's order:
+/// what a node delivers to its own connections. A payload that is not an event is logged and
+/// skipped. The stream ends when the connection is closed.
+pub async fn subscribe(client: &async_nats::Client) -> Result<impl Stream<Item = MessageEvent> + use<>, EventsError> {
+    let subscriber = client.subscribe(format!("{MESSAGE_SUBJECT_PREFIX}.>")).await?;
+    Ok(subscriber.filter_map(|message| async move {
+        match serde_json::from_slice::<MessageEvent>(&message.payload) {
+            Ok(event) => Some(event),
+            Err(error) => {
+                tracing::warn!(%error, subject = %message.subject, "a NATS message that is not a committed message was skipped");
+                None
+            }
+        }
+    }))
 }
 
 /// Publishes a batch's committed messages, in commit order; a failure is logged, not returned:

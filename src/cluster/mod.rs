@@ -5,7 +5,8 @@
 //! (`kefu migrate-to-postgres`). Work every node can do but only one must: the outbox of webhook
 //! deliveries and emails claimed row by row ([`outbox`]), periodic jobs run once per slot
 //! ([`jobs`]), and routing decided by one node per site under a lease ([`routing_lease`]), each
-//! node named by a [`node::NodeName`]. [`search`] searches the messages from any node and
+//! node named by a [`node::NodeName`]. Agents' presence is kept per node with an expiry its
+//! heartbeat renews ([`presence`]). [`search`] searches the messages from any node and
 //! [`uploads`] stores attachments' files for every node. The server does not use it yet:
 //! the other areas still live in redb, so there is no `storage.backend` setting (docs/cluster.md).
 
@@ -15,6 +16,7 @@ pub mod messages;
 pub mod node;
 pub mod outbox;
 pub mod postgres;
+pub mod presence;
 pub mod redb_copy;
 pub mod routing_lease;
 pub mod search;

@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 3, name: "offline_mark", sql: include_str!("migrations/0003_offline_mark.sql") },
     Migration { version: 4, name: "work_once", sql: include_str!("migrations/0004_work_once.sql") },
     Migration { version: 5, name: "search_uploads", sql: include_str!("migrations/0005_search_uploads.sql") },
+    Migration { version: 6, name: "presence", sql: include_str!("migrations/0006_presence.sql") },
 ];
 
 /// The key of the advisory lock that serializes migrations across nodes ("kefu" in ASCII).

@@ -480,3 +480,35 @@ async fn a_committed_message_reaches_another_subscriber_once() {
     let extra = tokio::time::timeout(Duration::from_millis(500), received.next()).await;
     assert!(extra.is_err(), "one event per stored message: {extra:?}");
 }
+
+#[tokio::test]
+async fn every_node_following_the_messages_gets_each_one_and_skips_what_is_not_an_event() {
+    let Some(url) = database("nats_follow").await else { return };
+    let Some(nats) = NatsServer::start("nats_follow") else { return };
+    // Two other nodes follow, before anything is published.
+    let (node_b, node_c) =
+        (events::connect(&nats.url()).await.expect("b"), events::connect(&nats.url()).await.expect("c"));
+    let mut follows_b = Box::pin(events::subscribe(&node_b).await.expect("b follows"));
+    let mut follows_c = Box::pin(events::subscribe(&node_c).await.expect("c follows"));
+    node_b.flush().await.expect("flush");
+    node_c.flush().await.expect("flush");
+    let publisher = events::connect(&nats.url()).await.expect("connect the publisher");
+    // Something on the subject that is not a committed message: skipped, not fatal.
+    publisher.publish("kefu.messages.1", "not an event".into()).await.expect("publish garbage");
+    let store = open_with(&url, PostgresOptions { nats: Some(publisher), ..PostgresOptions::default() }).await;
+    let first = store.append(text(inbox(9), visitor(9), "f-1", "你好")).await.expect("first");
+    let second = store.append(text(inbox(9), visitor(9), "f-2", "hello")).await.expect("second");
+
+    for follows in [&mut follows_b, &mut follows_c] {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let event =
+                tokio::time::timeout(Duration::from_secs(5), follows.next()).await.expect("an event").expect("open");
+            seen.push((event.conversation_id, event.seq, event.text));
+        }
+        assert_eq!(
+            seen,
+            [(first.conversation_id, 1, "你好".to_owned()), (second.conversation_id, 2, "hello".to_owned())]
+        );
+    }
+}

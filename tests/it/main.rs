@@ -14,6 +14,7 @@ mod cluster;
 mod cluster_jobs;
 mod cluster_migration;
 mod cluster_outbox;
+mod cluster_presence;
 mod cluster_routing;
 mod cluster_search;
 mod cluster_uploads;
