@@ -7,22 +7,20 @@
 
 use futures_util::future::join_all;
 use kefu::cluster::jobs::{self, JobRun};
-use kefu::cluster::node::NodeName;
 use kefu::cluster::postgres::{self, PostgresError};
 use tokio::sync::oneshot;
 
-use crate::support::postgres::{connect, count, database};
+use crate::support::postgres::{count, database, migrated_nodes, node_name as node};
 
 /// A migrated database with a table the test job writes to, and one connection per node.
 async fn two_nodes(url: &str) -> [tokio_postgres::Client; 2] {
-    let mut first = connect(url).await;
-    postgres::migrate(&mut first).await.expect("migrate");
-    first.batch_execute("CREATE TABLE job_effects (slot bigint NOT NULL, node text NOT NULL)").await.expect("create");
-    [first, connect(url).await]
-}
-
-fn node(name: &str) -> NodeName {
-    NodeName::new(name).expect("a node name")
+    let clients = migrated_nodes(url, 2).await;
+    clients[0]
+        .batch_execute("CREATE TABLE job_effects (slot bigint NOT NULL, node text NOT NULL)")
+        .await
+        .expect("create");
+    let Ok(clients) = clients.try_into() else { unreachable!("two connections were made") };
+    clients
 }
 
 /// The test job: one row per run, after a short pause so two nodes' runs would overlap.

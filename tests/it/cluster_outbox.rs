@@ -13,28 +13,18 @@ use kefu::cluster::node::NodeName;
 use kefu::cluster::outbox::{
     self, NewOutboxRow, OutboxContent, OutboxError, OutboxKind, OutboxSettings, OutboxStatus, OutboxWorker, Retry,
 };
-use kefu::cluster::postgres::{self, PostgresError};
+use kefu::cluster::postgres::PostgresError;
 use kefu::email::EmailKind;
 
-use crate::support::postgres::{connect, count, database};
+use crate::support::postgres::{count, database, migrated_nodes, node_name};
 
 /// A migrated database and one connection per node.
-async fn nodes(url: &str, n_nodes: usize) -> Vec<tokio_postgres::Client> {
-    let mut first = connect(url).await;
-    postgres::migrate(&mut first).await.expect("migrate");
-    let mut clients = vec![first];
-    for _ in 1..n_nodes {
-        clients.push(connect(url).await);
-    }
-    clients
-}
-
 fn settings(claim_for: Duration) -> OutboxSettings {
     OutboxSettings { claim_for, retry_base: Duration::from_millis(200), give_up_after: Duration::from_secs(3600) }
 }
 
 fn worker(node: &str, kind: OutboxKind, settings: &OutboxSettings) -> OutboxWorker {
-    OutboxWorker::new(NodeName::new(node).expect("a node name"), kind, settings).expect("a worker")
+    OutboxWorker::new(node_name(node), kind, settings).expect("a worker")
 }
 
 fn webhook(n: usize) -> NewOutboxRow {
@@ -85,7 +75,7 @@ async fn row(client: &tokio_postgres::Client, id: u64) -> outbox::OutboxRow {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_claiming_at_once_never_get_the_same_row() {
     let Some(url) = database("outbox_concurrent_claims").await else { return };
-    let mut clients = nodes(&url, 3).await;
+    let mut clients = migrated_nodes(&url, 3).await;
     let rounds = 5;
     let per_round = 300;
     let mut claimed_in_all = HashSet::new();
@@ -146,7 +136,7 @@ async fn two_nodes_claiming_at_once_never_get_the_same_row() {
 #[tokio::test]
 async fn a_claim_never_finished_is_taken_over_after_its_deadline() {
     let Some(url) = database("outbox_dead_claimer").await else { return };
-    let mut clients = nodes(&url, 2).await;
+    let mut clients = migrated_nodes(&url, 2).await;
     let claim_for = Duration::from_millis(400);
     let settings = settings(claim_for);
     let (dying, survivor) =
@@ -186,7 +176,7 @@ async fn a_claim_never_finished_is_taken_over_after_its_deadline() {
 #[tokio::test]
 async fn failed_attempts_follow_the_backoff_and_stop_after_the_last() {
     let Some(url) = database("outbox_backoff").await else { return };
-    let mut clients = nodes(&url, 2).await;
+    let mut clients = migrated_nodes(&url, 2).await;
     let retry_base = Duration::from_millis(100);
     let give_up_after = Duration::from_millis(1500);
     let claim_for = Duration::from_secs(30);
@@ -268,7 +258,7 @@ async fn failed_attempts_follow_the_backoff_and_stop_after_the_last() {
 #[tokio::test]
 async fn unknown_ids_and_bad_input_are_refused_and_change_nothing() {
     let Some(url) = database("outbox_bad_input").await else { return };
-    let mut clients = nodes(&url, 1).await;
+    let mut clients = migrated_nodes(&url, 1).await;
     let settings = settings(Duration::from_secs(60));
     let webhooks = worker("node-a", OutboxKind::Webhook, &settings);
     let emails = worker("node-a", OutboxKind::Email, &settings);

@@ -7,30 +7,19 @@
 
 use std::time::Duration;
 
-use kefu::cluster::node::NodeName;
-use kefu::cluster::postgres::{self, PostgresError};
+use kefu::cluster::postgres::PostgresError;
 use kefu::cluster::presence::{self, AgentPresence};
 use kefu::protocol::Presence;
 
-use crate::support::postgres::{connect, count, database};
+use crate::support::postgres::{count, database, migrated_nodes, node_name as node};
 
 const SITE: &str = "shop";
 const TTL: Duration = Duration::from_secs(30);
 
-async fn two_nodes(url: &str) -> [tokio_postgres::Client; 2] {
-    let mut first = connect(url).await;
-    postgres::migrate(&mut first).await.expect("migrate");
-    [first, connect(url).await]
-}
-
-fn node(name: &str) -> NodeName {
-    NodeName::new(name).expect("a node name")
-}
-
 #[tokio::test]
 async fn an_agent_on_any_node_is_seen_from_every_node_and_online_while_one_node_says_so() {
     let Some(url) = database("presence_seen").await else { return };
-    let clients = two_nodes(&url).await;
+    let clients = migrated_nodes(&url, 2).await;
     let (a, b) = (node("node-a"), node("node-b"));
     assert!(!presence::site_has_online_agent(&clients[1], SITE).await.expect("read"));
 
@@ -66,7 +55,7 @@ async fn an_agent_on_any_node_is_seen_from_every_node_and_online_while_one_node_
 #[tokio::test]
 async fn a_dead_nodes_agents_expire_while_a_live_nodes_heartbeat_keeps_its_own() {
     let Some(url) = database("presence_expiry").await else { return };
-    let clients = two_nodes(&url).await;
+    let clients = migrated_nodes(&url, 2).await;
     let (a, b) = (node("node-a"), node("node-b"));
     let short = Duration::from_millis(1000);
     presence::announce(&clients[0], &a, SITE, 1, Presence::Online, 1, short).await.expect("1 on a");
@@ -99,7 +88,7 @@ async fn a_dead_nodes_agents_expire_while_a_live_nodes_heartbeat_keeps_its_own()
 #[tokio::test]
 async fn bad_presence_input_is_refused_and_writes_nothing() {
     let Some(url) = database("presence_bad_input").await else { return };
-    let clients = two_nodes(&url).await;
+    let clients = migrated_nodes(&url, 2).await;
     let a = node("node-a");
     let refused = [
         presence::announce(&clients[0], &a, "", 1, Presence::Online, 1, TTL).await,

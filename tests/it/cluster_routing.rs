@@ -10,24 +10,12 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use kefu::chat::conversations::ConversationStatus;
-use kefu::cluster::node::NodeName;
-use kefu::cluster::postgres::{self, PostgresError};
+use kefu::cluster::postgres::PostgresError;
 use kefu::cluster::routing_lease::{self, AssignError};
 
-use crate::support::postgres::{connect, count, database};
+use crate::support::postgres::{count, database, migrated_nodes, node_name as node};
 
 const SITE: &str = "shop";
-
-/// A migrated database and one connection per node.
-async fn two_nodes(url: &str) -> [tokio_postgres::Client; 2] {
-    let mut first = connect(url).await;
-    postgres::migrate(&mut first).await.expect("migrate");
-    [first, connect(url).await]
-}
-
-fn node(name: &str) -> NodeName {
-    NodeName::new(name).expect("a node name")
-}
 
 /// `n` queued conversations of `site`, oldest first; returns their ids.
 async fn queue_conversations(client: &tokio_postgres::Client, site: &str, n: i64, first_visitor: i64) -> Vec<u64> {
@@ -46,7 +34,7 @@ async fn queue_conversations(client: &tokio_postgres::Client, site: &str, n: i64
 #[tokio::test]
 async fn one_node_holds_a_site_until_it_releases_or_its_lease_expires() {
     let Some(url) = database("routing_lease_holder").await else { return };
-    let clients = two_nodes(&url).await;
+    let clients = migrated_nodes(&url, 2).await;
     let (a, b) = (node("node-a"), node("node-b"));
     let lease_for = Duration::from_millis(400);
 
@@ -91,7 +79,7 @@ async fn one_node_holds_a_site_until_it_releases_or_its_lease_expires() {
 #[tokio::test]
 async fn a_node_that_lost_its_lease_cannot_assign_and_nothing_is_assigned_twice() {
     let Some(url) = database("routing_lost_lease").await else { return };
-    let clients = two_nodes(&url).await;
+    let clients = migrated_nodes(&url, 2).await;
     let (a, b) = (node("node-a"), node("node-b"));
     let lease_for = Duration::from_millis(300);
     let ids = queue_conversations(&clients[0], SITE, 3, 100).await;
@@ -212,7 +200,7 @@ async fn route_until_empty(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_routing_one_queue_assign_each_conversation_once() {
     let Some(url) = database("routing_two_nodes").await else { return };
-    let clients = two_nodes(&url).await;
+    let clients = migrated_nodes(&url, 2).await;
     let ids = queue_conversations(&clients[0], SITE, 240, 1).await;
     let elsewhere = queue_conversations(&clients[0], "other", 10, 10_000).await;
     let agents = [11, 12, 13, 14, 15];

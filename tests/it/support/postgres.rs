@@ -84,6 +84,22 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Connections to a migrated test database, one for each node a test simulates.
+pub async fn migrated_nodes(url: &str, n_nodes: usize) -> Vec<tokio_postgres::Client> {
+    let mut first = connect(url).await;
+    kefu::cluster::postgres::migrate(&mut first).await.expect("migrate");
+    let mut clients = vec![first];
+    for _ in 1..n_nodes {
+        clients.push(connect(url).await);
+    }
+    clients
+}
+
+/// A node's name, which the tests' names always are.
+pub fn node_name(name: &str) -> kefu::cluster::node::NodeName {
+    kefu::cluster::node::NodeName::new(name).expect("a node name")
+}
+
 /// The rows of `table` (or of a `FROM` clause: `outbox WHERE status = 'pending'`).
 pub async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
     client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.expect("count").get(0)
