@@ -1,5 +1,6 @@
 //! The name a node goes by in the rows it holds (an outbox claim, a job's run, a routing lease),
-//! checked once so that every statement that writes one can trust it.
+//! checked once so that every statement that writes one can trust it; and the checks of the other
+//! values those statements take (site names, durations, ids).
 
 use std::fmt;
 use std::time::Duration;
@@ -55,4 +56,9 @@ pub fn checked_millis(what: &str, duration: Duration, at_most: Duration) -> Resu
         return Err(PostgresError::Invalid(format!("the {what} is longer than {} s", at_most.as_secs())));
     }
     i64::try_from(duration.as_millis()).map_err(|_| PostgresError::Invalid(format!("the {what} is out of range")))
+}
+
+/// An id as PostgreSQL's `bigint`, refused when beyond it (`what` names it in the error).
+pub fn checked_id(what: &str, id: u64) -> Result<i64, PostgresError> {
+    i64::try_from(id).map_err(|_| PostgresError::Invalid(format!("the {what} {id} is out of range")))
 }

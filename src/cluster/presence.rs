@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio_postgres::GenericClient;
 
-use crate::cluster::node::{NodeName, check_name, checked_millis};
+use crate::cluster::node::{NodeName, check_name, checked_id, checked_millis};
 use crate::cluster::postgres::PostgresError;
 use crate::protocol::Presence;
 
@@ -45,13 +45,13 @@ pub async fn announce(
 ) -> Result<(), PostgresError> {
     check_name("site", site)?;
     let ttl = checked_millis("presence's time to live", ttl, LONGEST_TTL)?;
-    let agent = agent_key(agent_id)?;
+    let agent = checked_id("agent id", agent_id)?;
     let status = match status {
-        Presence::Online => "online",
-        Presence::Away => "away",
-        Presence::Offline => "",
+        Presence::Online => Some("online"),
+        Presence::Away => Some("away"),
+        Presence::Offline => None,
     };
-    if status.is_empty() || connections == 0 {
+    let Some(status) = status.filter(|_| connections > 0) else {
         client
             .execute(
                 "DELETE FROM agent_presence WHERE site = $1 AND agent_id = $2 AND node = $3",
@@ -59,7 +59,7 @@ pub async fn announce(
             )
             .await?;
         return Ok(());
-    }
+    };
     let connections = i32::try_from(connections)
         .map_err(|_| PostgresError::Invalid(format!("{connections} connections are out of range")))?;
     client
@@ -128,8 +128,4 @@ pub async fn site_has_online_agent(client: &impl GenericClient, site: &str) -> R
 /// Deletes the rows that expired (dead nodes'); returns how many.
 pub async fn sweep_expired(client: &impl GenericClient) -> Result<u64, PostgresError> {
     Ok(client.execute("DELETE FROM agent_presence WHERE expires_at < kefu_now_ms()", &[]).await?)
-}
-
-fn agent_key(agent_id: u64) -> Result<i64, PostgresError> {
-    i64::try_from(agent_id).map_err(|_| PostgresError::Invalid(format!("agent id {agent_id} is out of range")))
 }

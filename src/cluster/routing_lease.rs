@@ -18,7 +18,7 @@ use tokio_postgres::GenericClient;
 use crate::base::clock;
 use crate::chat::conversations::{Conversation, ConversationStatus};
 use crate::cluster::messages::{CONVERSATION_COLUMNS, conversation_of};
-use crate::cluster::node::{NodeName, check_name, checked_millis};
+use crate::cluster::node::{NodeName, check_name, checked_id, checked_millis};
 use crate::cluster::postgres::PostgresError;
 
 /// The longest lease: a dead node's sites wait at most this long for another node.
@@ -132,8 +132,7 @@ pub async fn assign_queued(
     agent_id: u64,
 ) -> Result<Conversation, AssignError> {
     let Ok(id) = i64::try_from(conversation_id) else { return Err(AssignError::NotFound) };
-    let agent =
-        i64::try_from(agent_id).map_err(|_| PostgresError::Invalid(format!("agent id {agent_id} is out of range")))?;
+    let agent = checked_id("agent id", agent_id)?;
     let row = client
         .query_opt(
             &format!(
