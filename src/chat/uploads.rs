@@ -418,6 +418,25 @@ pub fn get(transaction: &ReadTransaction, id: &str) -> Result<Option<Upload>, St
     table.get(id)?.map(|value| decode_json(value.value())).transpose()
 }
 
+/// Up to `limit` uploads with an id after `after`, in id order (a database without uploads has
+/// none).
+pub fn scan(transaction: &ReadTransaction, after: Option<&str>, limit: usize) -> Result<Vec<Upload>, StorageError> {
+    let table = match transaction.open_table(tables::UPLOADS) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(error) => return Err(error.into()),
+    };
+    let range = match after {
+        Some(after) => table.range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
+        None => table.range::<&str>(..)?,
+    };
+    let mut uploads = Vec::with_capacity(limit.min(1024));
+    for entry in range.take(limit) {
+        uploads.push(decode_json(entry?.1.value())?);
+    }
+    Ok(uploads)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

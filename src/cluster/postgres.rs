@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "work_once", sql: include_str!("migrations/0004_work_once.sql") },
     Migration { version: 5, name: "search_uploads", sql: include_str!("migrations/0005_search_uploads.sql") },
     Migration { version: 6, name: "presence", sql: include_str!("migrations/0006_presence.sql") },
+    Migration { version: 7, name: "records", sql: include_str!("migrations/0007_records.sql") },
 ];
 
 /// The key of the advisory lock that serializes migrations across nodes ("kefu" in ASCII).
@@ -38,7 +39,7 @@ pub const PARTITION_DAYS_AHEAD: u32 = 3;
 pub enum PostgresError {
     #[error("the PostgreSQL URL is not valid: {0}")]
     BadUrl(String),
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", describe(.0))]
     Database(#[from] tokio_postgres::Error),
     #[error("the database's schema is version {found}, newer than this kefu knows ({known}); run a newer kefu")]
     NewerSchema { found: i64, known: i64 },

@@ -1,11 +1,13 @@
 //! `kefu migrate-to-postgres`: copies an appliance's history from its redb data directory into
 //! the cluster schema, resumably, and verifies the copy by counts and checksums per table.
 //!
-//! What it copies is what the cluster schema holds today: conversations, messages (into their
-//! day partitions) and client ids (each sender's client id with its original acknowledgement),
-//! keeping every id, seq, time and text, so `PostgresMessages` goes on where the appliance
-//! stopped. Sites, agents, visitors, uploads' files, settings, outboxes and the search index are
-//! not copied yet ([`NOT_COPIED`]).
+//! It copies conversations, messages (into their day partitions) and client ids (each sender's
+//! client id with its original acknowledgement), keeping every id, seq, time and text, so
+//! `PostgresMessages` goes on where the appliance stopped; and the appliance's record tables
+//! (sites, teams, agents and their sessions, visitors and their tokens, leads, settings, tokens,
+//! the audit log, ...: [`records`]) row for row; and uploads, each record with its file's bytes
+//! (a missing file leaves the record without bytes, as on the appliance). The outboxes are not
+//! copied yet ([`NOT_COPIED`]); derived tables are computed again rather than copied.
 //!
 //! The source is opened read-only (redb's shared lock: a running kefu holds the exclusive one,
 //! and is refused), and read through one read transaction for the whole run, so the copy is of
@@ -17,7 +19,8 @@
 //!
 //! The checksum of a table is the sum (mod 2^128) of the first 16 bytes of each row's SHA-256
 //! over its canonical JSON (the domain record: [`Conversation`], the key and [`MessageRecord`],
-//! [`ClientIdRecord`]'s fields), so it does not depend on the order rows are read in. Both sides
+//! [`ClientIdRecord`]'s fields, a record table's key and value, an upload's record and the
+//! SHA-256 of its bytes, read back from the stored chunks), so it does not depend on the order rows are read in. Both sides
 //! compute it with the same code: PostgreSQL's rows are read back into the same records first.
 
 use std::io::Cursor;
@@ -28,6 +31,7 @@ use std::time::Instant;
 use futures_util::{SinkExt, TryStreamExt};
 use redb::{ReadOnlyDatabase, ReadTransaction, ReadableDatabase};
 use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
@@ -35,22 +39,19 @@ use tokio_postgres::{Client, Row};
 use crate::base::clock;
 use crate::chat::conversations::{self, Conversation};
 use crate::chat::messages::{self, ClientIdRecord, MessageKey, MessageRecord};
+use crate::chat::uploads::{self, Upload};
 use crate::cluster::messages::{CONVERSATION_COLUMNS, MESSAGE_COLUMNS, conversation_of, message_of};
 use crate::cluster::postgres::{self, PostgresError, describe};
+use crate::cluster::uploads::{self as cluster_uploads, UPLOAD_COLUMNS, upload_of};
 use crate::storage::{DATABASE_FILE, StorageError, commit_log, tables};
+pub use records::RecordTable;
+use records::{KeyPart, RecordRow};
+
+mod records;
 
 /// What the copy leaves behind, said in the command's output (in English and Chinese) and in
-/// docs/cluster.md: these are not copied yet (most have no tables in the cluster schema).
-pub const NOT_COPIED: &[(&str, &str)] = &[
-    ("sites", "站点"),
-    ("agents", "客服"),
-    ("teams", "团队"),
-    ("visitors", "访客"),
-    ("uploads' files", "上传的文件"),
-    ("settings", "设置"),
-    ("webhook and email outboxes", "webhook 与邮件的待发队列"),
-    ("search index", "搜索索引"),
-];
+/// docs/cluster.md: these are not copied yet.
+pub const NOT_COPIED: &[(&str, &str)] = &[("webhook and email outboxes", "webhook 与邮件的待发队列")];
 
 /// The key of the advisory lock one copy holds on its target for the whole run ("kefu copy").
 const COPY_LOCK: i64 = 0x6b65_6675_636f_7079;
@@ -60,15 +61,39 @@ const COPY_LOCK: i64 = 0x6b65_6675_636f_7079;
 pub const DEFAULT_BATCH_ROWS: usize = 5_000;
 
 /// The tables copied, in the order they are copied (a message's conversation comes first).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum CopiedTable {
     Conversations,
     Messages,
     ClientIds,
+    /// One of the appliance's record tables (sites, agents, visitors, settings, ...).
+    Records(&'static RecordTable),
+    /// Uploads' records with their files from `DATA_DIR/uploads`, into `PostgresUploads`'
+    /// tables (a content stored once per SHA-256, in chunks).
+    Uploads,
 }
 
+impl PartialEq for CopiedTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for CopiedTable {}
+
 impl CopiedTable {
-    pub const ALL: [CopiedTable; 3] = [CopiedTable::Conversations, CopiedTable::Messages, CopiedTable::ClientIds];
+    pub const ALL: [CopiedTable; 4 + records::ALL.len()] = {
+        let mut all = [CopiedTable::Conversations; 4 + records::ALL.len()];
+        all[1] = CopiedTable::Messages;
+        all[2] = CopiedTable::ClientIds;
+        let mut index = 0;
+        while index < records::ALL.len() {
+            all[3 + index] = CopiedTable::Records(records::ALL[index]);
+            index += 1;
+        }
+        all[3 + records::ALL.len()] = CopiedTable::Uploads;
+        all
+    };
 
     /// Its name in PostgreSQL (and in the output).
     pub fn name(self) -> &'static str {
@@ -76,12 +101,17 @@ impl CopiedTable {
             CopiedTable::Conversations => "conversations",
             CopiedTable::Messages => "messages",
             CopiedTable::ClientIds => "client_ids",
+            CopiedTable::Records(table) => table.name,
+            CopiedTable::Uploads => "uploads",
         }
     }
 
     fn columns(self) -> &'static [(&'static str, Column)] {
         use Column::*;
         match self {
+            CopiedTable::Records(table) => table.columns,
+            // Stored a file at a time (`store_batch`), not as columns.
+            CopiedTable::Uploads => &[],
             CopiedTable::Conversations => &[
                 ("id", Int),
                 ("site", Text),
@@ -159,10 +189,9 @@ pub enum CopyError {
     Source(String),
     #[error("{0}; nothing was copied")]
     Unstorable(String),
-    #[error(
-        "the target already holds data this copy did not write ({conversations} conversations, {messages} messages, {client_ids} client ids); copy into an empty database"
-    )]
-    ForeignData { conversations: i64, messages: i64, client_ids: i64 },
+    /// The tables, with their rows.
+    #[error("the target already holds data this copy did not write ({0}); copy into an empty database")]
+    ForeignData(String),
     #[error(
         "the target holds a copy of another data directory (epoch {found}; this one is epoch {expected}); copy into an empty database"
     )]
@@ -173,6 +202,8 @@ pub enum CopyError {
     SourceChanged { table: &'static str, then_rows: u64, now_rows: u64 },
     #[error("the target's copy progress is damaged: {0}")]
     BadProgress(String),
+    #[error("copying upload {id} failed: {detail}")]
+    Upload { id: String, detail: String },
     #[error("another kefu migrate-to-postgres is copying into this database")]
     Busy,
     #[error("the target has no kefu schema yet (schema version 0): nothing to verify; run the copy first")]
@@ -218,7 +249,11 @@ impl Tally {
 }
 
 /// Per table, in [`CopiedTable::ALL`]'s order.
-pub type Summary = [Tally; 3];
+pub type Summary = [Tally; CopiedTable::ALL.len()];
+
+fn empty_summary() -> Summary {
+    [Tally::default(); CopiedTable::ALL.len()]
+}
 
 /// One table's line of the verification.
 #[derive(Clone, Debug)]
@@ -253,6 +288,7 @@ pub struct Source {
     transaction: Arc<ReadTransaction>,
     /// `meta_v1.epoch`: names this appliance's history.
     pub epoch: u64,
+    data_dir: Arc<Path>,
 }
 
 impl Source {
@@ -283,7 +319,7 @@ impl Source {
             let meta = transaction.open_table(tables::META).map_err(StorageError::from)?;
             meta.get("epoch").map_err(StorageError::from)?.map_or(0, |value| value.value())
         };
-        Ok(Source { _database: database, transaction: Arc::new(transaction), epoch })
+        Ok(Source { _database: database, transaction: Arc::new(transaction), epoch, data_dir: data_dir.into() })
     }
 
     /// Starts reading one batch of `table` after `after` on the blocking pool, with its rows'
@@ -294,9 +330,9 @@ impl Source {
         after: Option<CopyKey>,
         limit: usize,
     ) -> tokio::task::JoinHandle<Result<ReadAhead, CopyError>> {
-        let transaction = self.transaction.clone();
+        let (transaction, data_dir) = (self.transaction.clone(), self.data_dir.clone());
         tokio::task::spawn_blocking(move || {
-            let batch = read_batch(&transaction, table, after.as_ref(), limit)?;
+            let batch = read_batch(&transaction, &data_dir, table, after.as_ref(), limit)?;
             let cells = batch.rows.iter().map(SourceRow::cells).collect::<Result<Vec<_>, _>>()?;
             Ok((batch, cells))
         })
@@ -305,13 +341,13 @@ impl Source {
     /// Counts and checksums every copied table, checking on the way that PostgreSQL can store
     /// each row (before anything is written).
     pub async fn summary(&self) -> Result<Summary, CopyError> {
-        let transaction = self.transaction.clone();
+        let (transaction, data_dir) = (self.transaction.clone(), self.data_dir.clone());
         tokio::task::spawn_blocking(move || {
-            let mut summary = Summary::default();
+            let mut summary = empty_summary();
             for (index, table) in CopiedTable::ALL.into_iter().enumerate() {
                 let mut after = None;
                 loop {
-                    let batch = read_batch(&transaction, table, after.as_ref(), DEFAULT_BATCH_ROWS)?;
+                    let batch = read_batch(&transaction, &data_dir, table, after.as_ref(), DEFAULT_BATCH_ROWS)?;
                     if batch.rows.is_empty() {
                         break;
                     }
@@ -344,6 +380,12 @@ enum CopyKey {
     Conversation(u64),
     Message(u32, u64, u64),
     ClientId(u8, u64, String),
+    /// A record table's rows already copied, in key order (the source does not change during a
+    /// copy: a resumed run checks its counts and checksums first).
+    Rows {
+        rows: u64,
+    },
+    Upload(String),
 }
 
 /// One row read from redb.
@@ -351,6 +393,9 @@ enum SourceRow {
     Conversation(Conversation),
     Message(MessageKey, MessageRecord),
     ClientId(ClientIdRecord),
+    Record(RecordRow),
+    /// An upload's record and the SHA-256 of its file (hex; none when the file is gone or empty).
+    Upload(Upload, Option<String>),
 }
 
 /// A batch read ahead, with its rows' values for PostgreSQL.
@@ -362,13 +407,40 @@ struct Batch {
     last: Option<CopyKey>,
 }
 
+/// Uploads per batch: each brings its file, up to the upload limit.
+const UPLOADS_PER_BATCH: usize = 64;
+
 fn read_batch(
     transaction: &ReadTransaction,
+    data_dir: &Path,
     table: CopiedTable,
     after: Option<&CopyKey>,
     limit: usize,
 ) -> Result<Batch, CopyError> {
     let rows: Vec<SourceRow> = match table {
+        CopiedTable::Records(records) => {
+            let skip = match after {
+                Some(CopyKey::Rows { rows }) => *rows,
+                None => 0,
+                Some(other) => return Err(CopyError::BadProgress(format!("{other:?} is not a count of rows"))),
+            };
+            let rows = (records.read)(transaction, skip, limit)?;
+            let last = (!rows.is_empty()).then(|| CopyKey::Rows { rows: skip + rows.len() as u64 });
+            return Ok(Batch { rows: rows.into_iter().map(SourceRow::Record).collect(), last });
+        }
+        CopiedTable::Uploads => {
+            let after = match after {
+                Some(CopyKey::Upload(id)) => Some(id.as_str()),
+                None => None,
+                Some(other) => return Err(CopyError::BadProgress(format!("{other:?} is not an upload id"))),
+            };
+            let mut rows = Vec::new();
+            for upload in uploads::scan(transaction, after, limit.min(UPLOADS_PER_BATCH))? {
+                let sha256 = file_sha256(&uploads::path_of(data_dir, &upload.id))?;
+                rows.push(SourceRow::Upload(upload, sha256));
+            }
+            rows
+        }
         CopiedTable::Conversations => {
             let after = match after {
                 Some(CopyKey::Conversation(id)) => Some(*id),
@@ -406,7 +478,7 @@ fn read_batch(
                 .collect()
         }
     };
-    let last = rows.last().map(SourceRow::key);
+    let last = rows.last().and_then(SourceRow::key);
     Ok(Batch { rows, last })
 }
 
@@ -421,6 +493,9 @@ enum Column {
     /// A UTC day number, stored as a `date`.
     Day,
     Json,
+    /// A u64 stored as a `bigint` with the same bits.
+    Bits,
+    Bytes,
 }
 
 /// One value of a row on its way to PostgreSQL.
@@ -431,6 +506,7 @@ enum Cell {
     Int4(i32),
     Bool(bool),
     Day(u32),
+    Bytes(Vec<u8>),
 }
 
 fn signed(value: u64, what: &str) -> Result<i64, CopyError> {
@@ -442,14 +518,17 @@ fn json_text<T: Serialize>(value: &Option<T>) -> Option<String> {
 }
 
 impl SourceRow {
-    fn key(&self) -> CopyKey {
-        match self {
+    /// Where the next batch starts after this row; a record table's batch counts its rows instead.
+    fn key(&self) -> Option<CopyKey> {
+        Some(match self {
             SourceRow::Conversation(conversation) => CopyKey::Conversation(conversation.id),
             SourceRow::Message(key, _) => CopyKey::Message(key.day, key.conversation_id, key.seq),
             SourceRow::ClientId(record) => {
                 CopyKey::ClientId(record.sender_kind, record.sender_id, record.client_id.clone())
             }
-        }
+            SourceRow::Record(_) => return None,
+            SourceRow::Upload(upload, _) => CopyKey::Upload(upload.id.clone()),
+        })
     }
 
     fn describe(&self) -> String {
@@ -459,6 +538,10 @@ impl SourceRow {
             SourceRow::ClientId(record) => {
                 format!("(sender {}:{}, client id {:?})", record.sender_kind, record.sender_id, record.client_id)
             }
+            SourceRow::Record(row) => {
+                format!("(key {})", Value::from(row.key.iter().map(KeyPart::json).collect::<Vec<_>>()))
+            }
+            SourceRow::Upload(upload, _) => format!("(upload {})", upload.id),
         }
     }
 
@@ -516,6 +599,22 @@ impl SourceRow {
                 Cell::Day(record.day),
                 Cell::Int(Some(record.created_at)),
             ],
+            SourceRow::Record(row) => {
+                let mut cells = Vec::with_capacity(row.key.len() + 1);
+                for part in &row.key {
+                    cells.push(match part {
+                        KeyPart::Int(value) => Cell::Int(Some(signed(*value, "id")?)),
+                        // A hash uses all 64 bits; stored as the same bits.
+                        KeyPart::Bits(value) => Cell::Int(Some(*value as i64)),
+                        KeyPart::Small(value) => Cell::Small(i16::from(*value)),
+                        KeyPart::Text(text) => Cell::Text(Some(text.clone())),
+                        KeyPart::Bytes(bytes) => Cell::Bytes(bytes.clone()),
+                    });
+                }
+                cells.push(Cell::Text(Some(row.record.to_string())));
+                cells
+            }
+            SourceRow::Upload(..) => Vec::new(),
         })
     }
 }
@@ -540,6 +639,14 @@ enum CanonicalRow<'a> {
         day: u32,
         created_at: i64,
     },
+    Record {
+        key: Vec<Value>,
+        record: &'a Value,
+    },
+    Upload {
+        record: &'a Upload,
+        sha256: Option<&'a str>,
+    },
 }
 
 impl<'a> From<&'a SourceRow> for CanonicalRow<'a> {
@@ -550,6 +657,8 @@ impl<'a> From<&'a SourceRow> for CanonicalRow<'a> {
                 CanonicalRow::Message { day: key.day, conversation_id: key.conversation_id, seq: key.seq, record }
             }
             SourceRow::ClientId(record) => client_id_row(record),
+            SourceRow::Record(row) => record_row(row),
+            SourceRow::Upload(record, sha256) => CanonicalRow::Upload { record, sha256: sha256.as_deref() },
         }
     }
 }
@@ -564,6 +673,23 @@ fn client_id_row(record: &ClientIdRecord) -> CanonicalRow<'_> {
         day: record.day,
         created_at: record.created_at,
     }
+}
+
+/// The SHA-256 of a file in hex; none when it is missing or empty.
+fn file_sha256(path: &Path) -> Result<Option<String>, CopyError> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(CopyError::Source(format!("{}: {error}", path.display()))),
+    };
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(&mut file, &mut hasher)
+        .map_err(|error| CopyError::Source(format!("{}: {error}", path.display())))?;
+    Ok((size > 0).then(|| hex::encode(hasher.finalize())))
+}
+
+fn record_row(row: &RecordRow) -> CanonicalRow<'_> {
+    CanonicalRow::Record { key: row.key.iter().map(KeyPart::json).collect(), record: &row.record }
 }
 
 fn canonical_of(row: &CanonicalRow<'_>) -> Vec<u8> {
@@ -643,7 +769,7 @@ async fn copy_locked(
             let (batch, cells) = reading.await.map_err(|error| CopyError::Source(error.to_string()))??;
             let after = batch.last.clone().or_else(|| progress.last_key.clone());
             reading = source.read_ahead(progress.table, after, batch_rows);
-            store_batch(client, &mut progress, batch, &cells, method).await?;
+            store_batch(client, &source.data_dir, &mut progress, batch, &cells, method).await?;
             let so_far = Copied {
                 table: progress.table,
                 rows: progress.rows_copied - rows_before,
@@ -673,20 +799,26 @@ async fn copy_locked(
 /// very source as it was when the copy began; returns each table's progress.
 async fn begin_or_resume(source: &Source, summary: &Summary, client: &mut Client) -> Result<Vec<Progress>, CopyError> {
     let mut progress = read_progress(client).await?;
-    if progress.is_empty() {
+    // A table without a progress row is begun: all of them on a first run, and on a target
+    // copied by an older kefu, the tables it did not know.
+    let missing: Vec<(CopiedTable, &Tally)> = CopiedTable::ALL
+        .into_iter()
+        .zip(summary)
+        .filter(|(table, _)| progress.iter().all(|row| row.table != *table))
+        .collect();
+    if !missing.is_empty() {
         let transaction = client.transaction().await?;
-        let counts = transaction
-            .query_one(
-                "SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM messages),
-                        (SELECT count(*) FROM client_ids)",
-                &[],
-            )
-            .await?;
-        let (conversations, messages, client_ids): (i64, i64, i64) = (counts.get(0), counts.get(1), counts.get(2));
-        if conversations + messages + client_ids > 0 {
-            return Err(CopyError::ForeignData { conversations, messages, client_ids });
+        let mut foreign = Vec::new();
+        for (table, _) in &missing {
+            let rows: i64 = transaction.query_one(&format!("SELECT count(*) FROM {}", table.name()), &[]).await?.get(0);
+            if rows > 0 {
+                foreign.push(format!("{}: {rows}", table.name()));
+            }
         }
-        for (table, tally) in CopiedTable::ALL.into_iter().zip(summary) {
+        if !foreign.is_empty() {
+            return Err(CopyError::ForeignData(foreign.join(", ")));
+        }
+        for (table, tally) in missing {
             transaction
                 .execute(
                     "INSERT INTO redb_copy_progress (table_name, source_epoch, source_rows, source_checksum)
@@ -756,6 +888,7 @@ fn parse_checksum(text: &str) -> Result<u128, CopyError> {
 /// table finished.
 async fn store_batch(
     client: &mut Client,
+    data_dir: &Path,
     progress: &mut Progress,
     batch: Batch,
     rows: &[Vec<Cell>],
@@ -777,6 +910,10 @@ async fn store_batch(
                 .await?;
         }
         let loaded = match method {
+            _ if table == CopiedTable::Uploads => {
+                store_uploads(&transaction, data_dir, &batch.rows).await?;
+                Ok(0)
+            }
             LoadMethod::Copy => load_by_copy(&transaction, table, rows).await,
             LoadMethod::Insert => load_by_insert(&transaction, table, rows).await,
         };
@@ -806,6 +943,27 @@ async fn store_batch(
     progress.last_key = last_key;
     progress.rows_copied += n_rows as u64;
     progress.finished = finished;
+    Ok(())
+}
+
+/// Stores each upload of `rows` with its file's bytes, read from `data_dir` a chunk at a time.
+async fn store_uploads(
+    transaction: &tokio_postgres::Transaction<'_>,
+    data_dir: &Path,
+    rows: &[SourceRow],
+) -> Result<(), CopyError> {
+    for row in rows {
+        let SourceRow::Upload(upload, sha256) = row else { continue };
+        let failed =
+            |error: &dyn std::fmt::Display| CopyError::Upload { id: upload.id.clone(), detail: error.to_string() };
+        let mut file = match sha256 {
+            Some(_) => Some(
+                tokio::fs::File::open(uploads::path_of(data_dir, &upload.id)).await.map_err(|error| failed(&error))?,
+            ),
+            None => None,
+        };
+        cluster_uploads::import(transaction, upload, file.as_mut()).await.map_err(|error| failed(&error))?;
+    }
     Ok(())
 }
 
@@ -843,6 +1001,11 @@ fn copy_text(out: &mut String, cell: &Cell) {
         Cell::Int4(value) => drop(write!(out, "{value}")),
         Cell::Bool(value) => out.push(if *value { 't' } else { 'f' }),
         Cell::Day(day) => out.push_str(&clock::day_to_date(*day)),
+        // bytea's hex input, its backslash escaped for COPY.
+        Cell::Bytes(bytes) => {
+            out.push_str("\\\\x");
+            out.push_str(&hex::encode(bytes));
+        }
         Cell::Text(Some(text)) => {
             for character in text.chars() {
                 match character {
@@ -870,7 +1033,8 @@ async fn load_by_insert(
     for (index, (name, column)) in columns.iter().enumerate() {
         let number = index + 1;
         let (array_type, select) = match column {
-            Column::Int => ("bigint[]", format!("c{number}")),
+            Column::Int | Column::Bits => ("bigint[]", format!("c{number}")),
+            Column::Bytes => ("bytea[]", format!("c{number}")),
             Column::Int4 => ("int[]", format!("c{number}")),
             Column::Small => ("smallint[]", format!("c{number}")),
             Column::Text => ("text[]", format!("c{number}")),
@@ -900,9 +1064,14 @@ async fn load_by_insert(
 fn column_array(rows: &[Vec<Cell>], index: usize, column: Column) -> Box<dyn ToSql + Sync + Send> {
     let cells = rows.iter().map(|row| &row[index]);
     match column {
-        Column::Int => {
+        Column::Int | Column::Bits => {
             Box::new(cells.map(|cell| if let Cell::Int(value) = cell { *value } else { None }).collect::<Vec<_>>())
         }
+        Column::Bytes => Box::new(
+            cells
+                .map(|cell| if let Cell::Bytes(bytes) = cell { Some(bytes.clone()) } else { None })
+                .collect::<Vec<_>>(),
+        ),
         Column::Int4 | Column::Day => Box::new(
             cells
                 .map(|cell| match cell {
@@ -933,15 +1102,30 @@ pub async fn target_summary(client: &Client) -> Result<Summary, CopyError> {
     if version > postgres::known_version() {
         return Err(PostgresError::NewerSchema { found: version, known: postgres::known_version() }.into());
     }
-    let mut summary = Summary::default();
-    let statements = [
-        format!("SELECT {CONVERSATION_COLUMNS} FROM conversations"),
-        format!("SELECT {MESSAGE_COLUMNS}, conversation_id, (day - date '1970-01-01') FROM messages"),
-        "SELECT sender_kind, sender_id, client_id, conversation_id, seq, (day - date '1970-01-01'), created_at
-         FROM client_ids"
-            .to_owned(),
-    ];
-    for ((index, table), statement) in CopiedTable::ALL.into_iter().enumerate().zip(statements) {
+    let mut summary = empty_summary();
+    for (index, table) in CopiedTable::ALL.into_iter().enumerate() {
+        let statement = match table {
+            CopiedTable::Conversations => format!("SELECT {CONVERSATION_COLUMNS} FROM conversations"),
+            CopiedTable::Messages => {
+                format!("SELECT {MESSAGE_COLUMNS}, conversation_id, (day - date '1970-01-01') FROM messages")
+            }
+            CopiedTable::ClientIds => "SELECT sender_kind, sender_id, client_id, conversation_id, seq,
+                                              (day - date '1970-01-01'), created_at
+                                       FROM client_ids"
+                .to_owned(),
+            CopiedTable::Records(records) => {
+                let keys: Vec<&str> =
+                    records.columns.iter().map(|(name, _)| *name).filter(|name| *name != "record").collect();
+                format!("SELECT {}, record::text FROM {}", keys.join(", "), records.name)
+            }
+            // The hash of the bytes as stored, chunk by chunk, not the one the copy recorded.
+            CopiedTable::Uploads => format!(
+                "SELECT {UPLOAD_COLUMNS},
+                        (SELECT encode(sha256(string_agg(k.bytes, ''::bytea ORDER BY k.n)), 'hex')
+                         FROM upload_chunks k WHERE k.content_id = uploads.content_id)
+                 FROM uploads"
+            ),
+        };
         let rows = client.query_raw(&statement, std::iter::empty::<&(dyn ToSql + Sync)>()).await?;
         futures_util::pin_mut!(rows);
         while let Some(row) = rows.try_next().await? {
@@ -981,6 +1165,12 @@ fn canonical_of_target(table: CopiedTable, row: &Row) -> Result<Vec<u8>, CopyErr
                 created_at: get(6)?,
             };
             canonical_of(&client_id_row(&record))
+        }
+        CopiedTable::Records(records) => canonical_of(&record_row(&RecordRow::of_target(records, row)?)),
+        CopiedTable::Uploads => {
+            let (record, _) = upload_of(row)?;
+            let sha256: Option<String> = row.try_get(12).map_err(PostgresError::from)?;
+            canonical_of(&CanonicalRow::Upload { record: &record, sha256: sha256.as_deref() })
         }
     })
 }

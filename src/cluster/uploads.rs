@@ -38,7 +38,7 @@ const MAX_CONCURRENT_PUTS: usize = 8;
 const READ_CONNECTIONS: usize = 2;
 
 /// The columns [`upload_of`] reads, in its order.
-const UPLOAD_COLUMNS: &str = "id, conversation_id, uploader_kind, uploader_id, name, size, content_type, kind, \
+pub(crate) const UPLOAD_COLUMNS: &str = "id, conversation_id, uploader_kind, uploader_id, name, size, content_type, kind, \
                               created_at, site, attached, content_id";
 
 /// Uploads' files and records on PostgreSQL.
@@ -90,95 +90,20 @@ impl PostgresUploads {
             self.puts.acquire().await.map_err(|_| StorageError::Server("the upload store is closed".into()))?;
         let mut client = postgres::connect(&self.url).await.map_err(StorageError::from)?;
         let transaction = client.transaction().await.map_err(database)?;
-        let content_id: i64 =
-            transaction.query_one("SELECT nextval('upload_content_ids')", &[]).await.map_err(database)?.get(0);
-
-        let mut hasher = Sha256::new();
-        let mut size = 0usize;
-        let mut n_chunks = 0i32;
-        while !chunk.is_empty() {
-            size += chunk.len();
-            if size > max_bytes {
-                // Dropping the transaction rolls back the chunks written so far.
-                return Err(UploadError::TooLarge(max_bytes));
-            }
-            hasher.update(&chunk);
-            transaction
-                .execute(
-                    "INSERT INTO upload_chunks (content_id, n, bytes) VALUES ($1, $2, $3)",
-                    &[&content_id, &n_chunks, &chunk.as_slice()],
-                )
-                .await
-                .map_err(database)?;
-            n_chunks += 1;
-            read_chunk(&mut body, &mut chunk).await?;
-        }
-        let sha256 = hasher.finalize().to_vec();
-        let size_param = i64::try_from(size).unwrap_or(i64::MAX);
-
-        // A content stored before (or by a node committing the same bytes now, which this waits
-        // for) is used instead: this put's chunks go and the upload refers to it.
-        let inserted = transaction
-            .query_opt(
-                "INSERT INTO upload_contents (id, sha256, size, n_chunks) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (sha256) DO NOTHING RETURNING id",
-                &[&content_id, &sha256, &size_param, &n_chunks],
-            )
-            .await
-            .map_err(database)?;
-        let content_id = match inserted {
-            Some(_) => content_id,
-            None => {
-                transaction
-                    .execute("DELETE FROM upload_chunks WHERE content_id = $1", &[&content_id])
-                    .await
-                    .map_err(database)?;
-                // FOR KEY SHARE keeps a concurrent delete of its last upload from removing it
-                // before this upload's row commits.
-                transaction
-                    .query_one("SELECT id FROM upload_contents WHERE sha256 = $1 FOR KEY SHARE", &[&sha256])
-                    .await
-                    .map_err(database)?
-                    .get(0)
-            }
-        };
-
+        let (content_id, size) = store_content(&transaction, chunk, &mut body, max_bytes).await?;
         let upload = Upload {
             id: crate::base::secrets::new_hex_id(16),
             conversation_id: target.conversation_id,
             uploader: target.uploader,
             name,
-            size: size as u64,
+            size,
             content_type,
             kind,
             created_at: crate::base::clock::now_millis(),
             site: target.site,
             attached: false,
         };
-        let conversation_id = upload.conversation_id.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
-        let uploader_id = i64::try_from(upload.uploader.id).unwrap_or(i64::MAX);
-        transaction
-            .execute(
-                &format!(
-                    "INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-                ),
-                &[
-                    &upload.id,
-                    &conversation_id,
-                    &i16::from(upload.uploader.kind.code()),
-                    &uploader_id,
-                    &upload.name,
-                    &size_param,
-                    &upload.content_type,
-                    &kind_name(upload.kind),
-                    &upload.created_at,
-                    &upload.site,
-                    &upload.attached,
-                    &content_id,
-                ],
-            )
-            .await
-            .map_err(database)?;
+        insert_record(&transaction, &upload, Some(content_id)).await?;
         transaction.commit().await.map_err(database)?;
         Ok(upload)
     }
@@ -196,6 +121,10 @@ impl PostgresUploads {
             return Ok(None);
         };
         let (upload, content_id) = upload_of(&row)?;
+        // A record copied from an appliance without its file has no bytes to read.
+        let Some(content_id) = content_id else {
+            return Ok(None);
+        };
         let conversation = match upload.conversation_id.and_then(|id| i64::try_from(id).ok()) {
             Some(conversation_id) => client
                 .query_opt(
@@ -260,7 +189,10 @@ impl PostgresUploads {
         let Some(removed) = removed else {
             return Ok(false);
         };
-        let content_id: i64 = removed.get(0);
+        let Some(content_id) = removed.get::<_, Option<i64>>(0) else {
+            transaction.commit().await.map_err(database)?;
+            return Ok(true);
+        };
         // A content another upload still refers to, or one a concurrent put holds (FOR KEY
         // SHARE), is kept; its chunks go with it otherwise (ON DELETE CASCADE).
         transaction
@@ -275,6 +207,123 @@ impl PostgresUploads {
         transaction.commit().await.map_err(database)?;
         Ok(true)
     }
+}
+
+/// Stores the bytes of `first_chunk` and the rest of `body` in `transaction` as a content (or
+/// finds the same bytes stored before); returns the content's id and the size. A body over
+/// `max_bytes` is refused: the caller drops the transaction, which rolls the chunks back.
+async fn store_content(
+    transaction: &tokio_postgres::Transaction<'_>,
+    mut chunk: Vec<u8>,
+    body: &mut (impl AsyncRead + Unpin),
+    max_bytes: usize,
+) -> Result<(i64, u64), UploadError> {
+    let content_id: i64 =
+        transaction.query_one("SELECT nextval('upload_content_ids')", &[]).await.map_err(database)?.get(0);
+    let mut hasher = Sha256::new();
+    let mut size = 0usize;
+    let mut n_chunks = 0i32;
+    while !chunk.is_empty() {
+        size += chunk.len();
+        if size > max_bytes {
+            return Err(UploadError::TooLarge(max_bytes));
+        }
+        hasher.update(&chunk);
+        transaction
+            .execute(
+                "INSERT INTO upload_chunks (content_id, n, bytes) VALUES ($1, $2, $3)",
+                &[&content_id, &n_chunks, &chunk.as_slice()],
+            )
+            .await
+            .map_err(database)?;
+        n_chunks += 1;
+        read_chunk(body, &mut chunk).await?;
+    }
+    let sha256 = hasher.finalize().to_vec();
+    let size_param = i64::try_from(size).unwrap_or(i64::MAX);
+
+    // A content stored before (or by a node committing the same bytes now, which this waits
+    // for) is used instead: these chunks go and the upload refers to it.
+    let inserted = transaction
+        .query_opt(
+            "INSERT INTO upload_contents (id, sha256, size, n_chunks) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (sha256) DO NOTHING RETURNING id",
+            &[&content_id, &sha256, &size_param, &n_chunks],
+        )
+        .await
+        .map_err(database)?;
+    let content_id = match inserted {
+        Some(_) => content_id,
+        None => {
+            transaction
+                .execute("DELETE FROM upload_chunks WHERE content_id = $1", &[&content_id])
+                .await
+                .map_err(database)?;
+            // FOR KEY SHARE keeps a concurrent delete of its last upload from removing it
+            // before this upload's row commits.
+            transaction
+                .query_one("SELECT id FROM upload_contents WHERE sha256 = $1 FOR KEY SHARE", &[&sha256])
+                .await
+                .map_err(database)?
+                .get(0)
+        }
+    };
+    Ok((content_id, size as u64))
+}
+
+/// Writes an upload's record, referring to its content (none for a record copied from an
+/// appliance whose file was gone).
+async fn insert_record(
+    transaction: &tokio_postgres::Transaction<'_>,
+    upload: &Upload,
+    content_id: Option<i64>,
+) -> Result<(), StorageError> {
+    let conversation_id = upload.conversation_id.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
+    let uploader_id = i64::try_from(upload.uploader.id).unwrap_or(i64::MAX);
+    let size = i64::try_from(upload.size).unwrap_or(i64::MAX);
+    transaction
+        .execute(
+            &format!(
+                "INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            ),
+            &[
+                &upload.id,
+                &conversation_id,
+                &i16::from(upload.uploader.kind.code()),
+                &uploader_id,
+                &upload.name,
+                &size,
+                &upload.content_type,
+                &kind_name(upload.kind),
+                &upload.created_at,
+                &upload.site,
+                &upload.attached,
+                &content_id,
+            ],
+        )
+        .await
+        .map_err(database)?;
+    Ok(())
+}
+
+/// Stores an appliance's upload as it is (its id, names, times and marks kept), with the bytes
+/// of `file` (`None` when its file was gone: the record is kept, and reads find no bytes), in
+/// `transaction`; for `kefu migrate-to-postgres`.
+pub(crate) async fn import(
+    transaction: &tokio_postgres::Transaction<'_>,
+    upload: &Upload,
+    file: Option<&mut (impl AsyncRead + Unpin)>,
+) -> Result<(), UploadError> {
+    let content_id = match file {
+        Some(file) => {
+            let mut chunk = Vec::with_capacity(CHUNK_BYTES);
+            read_chunk(file, &mut chunk).await?;
+            if chunk.is_empty() { None } else { Some(store_content(transaction, chunk, file, usize::MAX).await?.0) }
+        }
+        None => None,
+    };
+    insert_record(transaction, upload, content_id).await?;
+    Ok(())
 }
 
 /// Fills `chunk` (cleared first) with up to [`CHUNK_BYTES`] of `body`; empty at its end.
@@ -300,8 +349,9 @@ fn kind_name(kind: AttachmentKind) -> &'static str {
     }
 }
 
-/// An upload's record and its content's id.
-fn upload_of(row: &Row) -> Result<(Upload, i64), PostgresError> {
+/// An upload's record and its content's id (none for a record copied without its file), from
+/// [`UPLOAD_COLUMNS`].
+pub(crate) fn upload_of(row: &Row) -> Result<(Upload, Option<i64>), PostgresError> {
     let kind: String = row.try_get(7)?;
     let kind = match kind.as_str() {
         "image" => AttachmentKind::Image,

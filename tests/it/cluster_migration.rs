@@ -16,6 +16,7 @@ use kefu::base::clock::MILLIS_PER_DAY;
 use kefu::chat::message_store::MessageStore;
 use kefu::chat::messages::{self, NewMessage, Target};
 use kefu::cluster::messages::{PostgresMessages, PostgresOptions};
+use kefu::cluster::redb_copy::CopiedTable;
 use kefu::protocol::{SenderKind, SenderView};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -37,6 +38,7 @@ struct History {
     n_messages: u64,
 }
 
+const SITE_NAME: &str = "小店 Shop";
 const FIRST_TEXT: &str = "你好，我想退货（订单 2024-001）";
 const REPLY_TEXT: &str = "好的，请把照片发给我。Send me a photo, please.";
 
@@ -44,7 +46,7 @@ const REPLY_TEXT: &str = "好的，请把照片发给我。Send me a photo, plea
 /// `backdated` more messages on the three days before today, written through the writer.
 async fn appliance_with_history(backdated: u64) -> History {
     let mut server = TestServer::start().await;
-    let site = server.create_site("Shop").await;
+    let site = server.create_site(SITE_NAME).await;
     server.create_agent("ann@shop.example", &site, 5).await;
     let agent_token = server.login("ann@shop.example").await;
     let mut agent = server.agent(&agent_token).await;
@@ -150,11 +152,16 @@ fn verification_line(stdout: &str, table: &str) -> Vec<String> {
     line.split_whitespace().map(str::to_owned).collect()
 }
 
+/// Checks the verification table: the history's tables with their rows, and every table (the
+/// record tables too) equal on both sides.
 fn assert_verified(stdout: &str, conversations: u64, messages: u64, client_ids: u64) {
     for (table, rows) in [("conversations", conversations), ("messages", messages), ("client_ids", client_ids)] {
         assert_eq!(verification_line(stdout, table), [table, &rows.to_string(), &rows.to_string(), "yes"], "{stdout}");
     }
-    assert!(stdout.contains("not copied yet") && stdout.contains("sites, agents"), "{stdout}");
+    for table in CopiedTable::ALL {
+        assert_eq!(verification_line(stdout, table.name())[3], "yes", "{stdout}");
+    }
+    assert!(stdout.contains("not copied yet: webhook and email outboxes"), "{stdout}");
 }
 
 fn visitor(id: u64) -> SenderView {
@@ -176,6 +183,10 @@ async fn an_appliance_is_copied_verified_and_continued_by_the_postgres_store() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains(&format!("messages: {} rows copied", history.n_messages)), "{stdout}");
     assert_verified(&stdout, n_conversations, history.n_messages, n_client_ids);
+    // The test server's own site and admin besides the shop's, and the one visitor.
+    for (table, rows) in [("sites", "2"), ("agents", "2"), ("agent_emails", "2"), ("visitors", "1"), ("uploads", "1")] {
+        assert_eq!(verification_line(&stdout, table), [table, rows, rows, "yes"], "{stdout}");
+    }
 
     // The rows themselves: Chinese text, the attachment's reference, sequences, days.
     let client = connect(&url).await;
@@ -198,11 +209,69 @@ async fn an_appliance_is_copied_verified_and_continued_by_the_postgres_store() {
     let partitions = kefu::cluster::postgres::partitions(&client).await.unwrap();
     assert!(partitions.len() >= 4, "the three older days and today: {partitions:?}");
 
+    // The record tables: the site with its Chinese name, the agent found by email, the
+    // visitor's token, the counters new ids continue from.
+    let site: (String, String) = client
+        .query_one("SELECT key, record->>'name' FROM sites WHERE record->>'name' = $1", &[&SITE_NAME])
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(site.1, SITE_NAME);
+    let agent_id: i64 = client
+        .query_one("SELECT (record #>> '{}')::bigint FROM agent_emails WHERE email = 'ann@shop.example'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let agent_sites: String =
+        client.query_one("SELECT record->>'sites' FROM agents WHERE id = $1", &[&agent_id]).await.unwrap().get(0);
+    assert!(agent_sites.contains(&site.0), "{agent_sites}");
+    let visitor_id: i64 =
+        client.query_one("SELECT (record #>> '{}')::bigint FROM visitor_tokens", &[]).await.unwrap().get(0);
+    assert_eq!(visitor_id as u64, history.visitor_id);
+    assert_eq!(count(&client, "agent_sessions").await, 1, "the agent's login");
+    let next_conversation: i64 = client
+        .query_one("SELECT (record #>> '{}')::bigint FROM appliance_meta WHERE name = 'next_conversation_id'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(next_conversation > n_conversations as i64, "{next_conversation}");
+    // The attachment's record and bytes.
+    let upload = client
+        .query_one(
+            "SELECT u.name, (SELECT string_agg(k.bytes, ''::bytea ORDER BY k.n) FROM upload_chunks k
+                             WHERE k.content_id = u.content_id)
+             FROM uploads u WHERE u.id = $1",
+            &[&history.attachment_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!((upload.get::<_, String>(0), upload.get::<_, Vec<u8>>(1)), ("收据.txt".to_owned(), b"receipt".to_vec()));
+
     // Running it again copies nothing more and verifies the same.
     let output = migrate(&history, &url, &[]);
     let (stdout, stderr) = text_of(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("messages: 0 rows copied"), "{stdout}");
+    assert_verified(&stdout, n_conversations, history.n_messages, n_client_ids);
+
+    // A target copied by a kefu that knew only the history's tables: the next run copies the
+    // record tables, unless something else wrote to them meanwhile.
+    client
+        .execute(
+            "DELETE FROM redb_copy_progress WHERE table_name NOT IN ('conversations', 'messages', 'client_ids')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let output = migrate(&history, &url, &[]);
+    let (_, stderr) = text_of(&output);
+    assert!(!output.status.success() && stderr.contains("sites: 2, agents: 2, agent_emails: 2"), "{stderr}");
+    let record_tables: Vec<&str> = CopiedTable::ALL.iter().skip(3).map(|table| table.name()).collect();
+    client.batch_execute(&format!("TRUNCATE {}", record_tables.join(", "))).await.unwrap();
+    let output = migrate(&history, &url, &[]);
+    let (stdout, stderr) = text_of(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("messages: 0 rows copied") && stdout.contains("sites: 2 rows copied"), "{stdout}");
     assert_verified(&stdout, n_conversations, history.n_messages, n_client_ids);
 
     // The cluster's store goes on from the copy: the next seq, the original acknowledgement of a
@@ -343,6 +412,21 @@ async fn an_altered_row_is_reported_by_the_verification() {
     let n_less = (history.n_messages - 1).to_string();
     assert_eq!(verification_line(&stdout, "client_ids"), ["client_ids", &n, &n_less, "NO"], "{stdout}");
 
+    // So are an upload's stored bytes changed, and a record changed inside its JSON.
+    client.execute("UPDATE upload_chunks SET bytes = 'receipt!'::bytea", &[]).await.unwrap();
+    client
+        .execute(
+            "UPDATE sites SET record = jsonb_set(record, '{name}', '\"改名的店\"') WHERE record->>'name' = $1",
+            &[&SITE_NAME],
+        )
+        .await
+        .unwrap();
+    let output = migrate(&history, &url, &["--verify-only"]);
+    let (stdout, stderr) = text_of(&output);
+    assert_eq!(verification_line(&stdout, "sites"), ["sites", "2", "2", "NO"], "{stdout}");
+    assert_eq!(verification_line(&stdout, "uploads"), ["uploads", "1", "1", "NO"], "{stdout}");
+    assert!(stderr.contains("differs from the data directory in: client_ids, sites, uploads"), "{stderr}");
+
     // In a Chinese locale the table speaks Chinese.
     let output = migrate_command(&history, &url, &["--verify-only"]).env("LANG", "zh_CN.UTF-8").output().unwrap();
     let (stdout, stderr) = text_of(&output);
@@ -394,7 +478,10 @@ async fn bad_input_is_refused_and_changes_nothing() {
     drop(store);
     let output = migrate(&history, &url, &[]);
     let (_, stderr) = text_of(&output);
-    assert!(!output.status.success() && stderr.contains("already holds data this copy did not write"), "{stderr}");
+    assert!(
+        !output.status.success() && stderr.contains("did not write (conversations: 1, messages: 1, client_ids: 1)"),
+        "{stderr}"
+    );
     assert_eq!((count(&client, "conversations").await, count(&client, "messages").await), (1, 1));
     assert_eq!(count(&client, "redb_copy_progress").await, 0);
 
@@ -499,4 +586,22 @@ async fn a_text_postgresql_cannot_store_stops_the_copy_before_its_first_write() 
     let client = connect(&url).await;
     let empty: bool = client.query_one("SELECT to_regclass('conversations') IS NULL", &[]).await.unwrap().get(0);
     assert!(empty, "nothing was written to the target");
+}
+
+#[tokio::test]
+async fn an_upload_whose_file_is_gone_is_copied_without_bytes() {
+    let Some(url) = database("migration_missing_file").await else { return };
+    let history = appliance_with_history(0).await;
+    std::fs::remove_file(kefu::chat::uploads::path_of(history.server.dir.path(), &history.attachment_id)).unwrap();
+    let output = migrate(&history, &url, &[]);
+    let (stdout, stderr) = text_of(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(verification_line(&stdout, "uploads"), ["uploads", "1", "1", "yes"], "{stdout}");
+    let client = connect(&url).await;
+    let content: Option<i64> = client
+        .query_one("SELECT content_id FROM uploads WHERE id = $1", &[&history.attachment_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((content, count(&client, "upload_chunks").await), (None, 0), "the record, without bytes");
 }
