@@ -1,6 +1,5 @@
 //! `kefu migrate-to-postgres --from DATA_DIR --to URL`: copies a stopped appliance's history into
-//! cluster mode's PostgreSQL (`cluster::redb_copy`), then prints the verification table and what
-//! is not copied yet. Its lines are in Chinese when the locale (LC_ALL, LC_MESSAGES, LANG) is.
+//! cluster mode's PostgreSQL (`cluster::redb_copy`), then prints the verification table. Its lines are in Chinese when the locale (LC_ALL, LC_MESSAGES, LANG) is.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -8,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::base::language::{Lang, fill};
-use crate::cluster::redb_copy::{self, Copied, LoadMethod, NOT_COPIED, Source, Verified};
+use crate::cluster::redb_copy::{self, Copied, LoadMethod, Source, Verified};
 
 #[derive(clap::Args, Debug)]
 pub struct MigrateArgs {
@@ -34,7 +33,6 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// The command's lines in one language.
 struct Texts {
-    chinese: bool,
     copying: &'static str,
     copied: &'static str,
     progress: &'static str,
@@ -42,13 +40,11 @@ struct Texts {
     header: [&'static str; 4],
     yes: &'static str,
     no: &'static str,
-    not_copied: &'static str,
     checked: &'static str,
     differs: &'static str,
 }
 
 const ENGLISH: Texts = Texts {
-    chinese: false,
     copying: "copying the history of {from} (epoch {epoch}) into PostgreSQL",
     copied: "{table}: {rows} rows copied in {seconds} s ({rate} rows/s)",
     progress: "{table}: {done} of {total} rows copied so far",
@@ -56,13 +52,11 @@ const ENGLISH: Texts = Texts {
     header: ["table", "rows in redb", "rows in PostgreSQL", "checksum equal"],
     yes: "yes",
     no: "NO",
-    not_copied: "not copied yet: {list}",
     checked: "counts and checksums of both sides read in {seconds} s",
     differs: "PostgreSQL differs from the data directory in: {tables}",
 };
 
 const CHINESE: Texts = Texts {
-    chinese: true,
     copying: "正在把 {from}（epoch {epoch}）的历史记录复制到 PostgreSQL",
     copied: "{table}：复制了 {rows} 行，用时 {seconds} 秒（每秒 {rate} 行）",
     progress: "{table}：已复制 {done} / {total} 行",
@@ -70,7 +64,6 @@ const CHINESE: Texts = Texts {
     header: ["表", "redb 中的行数", "PostgreSQL 中的行数", "校验和一致"],
     yes: "是",
     no: "否",
-    not_copied: "尚未复制：{list}",
     checked: "两边的行数和校验和读取用时 {seconds} 秒",
     differs: "PostgreSQL 与数据目录不一致的表：{tables}",
 };
@@ -120,10 +113,6 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let verified = redb_copy::compare(&source_summary, &target_summary);
     print_table(texts, &verified);
     println!("{}", fill(texts.checked, &[("seconds", &format!("{:.2}", checking.as_secs_f64()))]));
-    let not_copied: Vec<&str> =
-        NOT_COPIED.iter().map(|(english, chinese)| if texts.chinese { *chinese } else { *english }).collect();
-    let separator = if texts.chinese { "、" } else { ", " };
-    println!("{}", fill(texts.not_copied, &[("list", &not_copied.join(separator))]));
     let differing: Vec<&str> = verified.iter().filter(|line| !line.equal()).map(|line| line.table.name()).collect();
     if !differing.is_empty() {
         anyhow::bail!("{}", fill(texts.differs, &[("tables", &differing.join(", "))]));

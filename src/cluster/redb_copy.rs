@@ -6,8 +6,9 @@
 //! `PostgresMessages` goes on where the appliance stopped; and the appliance's record tables
 //! (sites, teams, agents and their sessions, visitors and their tokens, leads, settings, tokens,
 //! the audit log, ...: [`records`]) row for row; and uploads, each record with its file's bytes
-//! (a missing file leaves the record without bytes, as on the appliance). The outboxes are not
-//! copied yet ([`NOT_COPIED`]); derived tables are computed again rather than copied.
+//! (a missing file leaves the record without bytes, as on the appliance). And the webhook
+//! deliveries and emails, pending and done, as rows of the cluster's outbox ([`outboxes`]).
+//! Derived tables are computed again rather than copied.
 //!
 //! The source is opened read-only (redb's shared lock: a running kefu holds the exclusive one,
 //! and is refused), and read through one read transaction for the whole run, so the copy is of
@@ -41,17 +42,16 @@ use crate::chat::conversations::{self, Conversation};
 use crate::chat::messages::{self, ClientIdRecord, MessageKey, MessageRecord};
 use crate::chat::uploads::{self, Upload};
 use crate::cluster::messages::{CONVERSATION_COLUMNS, MESSAGE_COLUMNS, conversation_of, message_of};
+use crate::cluster::outbox::OutboxKind;
 use crate::cluster::postgres::{self, PostgresError, describe};
 use crate::cluster::uploads::{self as cluster_uploads, UPLOAD_COLUMNS, upload_of};
 use crate::storage::{DATABASE_FILE, StorageError, commit_log, tables};
+use outboxes::OutboxCopy;
 pub use records::RecordTable;
 use records::{KeyPart, RecordRow};
 
+mod outboxes;
 mod records;
-
-/// What the copy leaves behind, said in the command's output (in English and Chinese) and in
-/// docs/cluster.md: these are not copied yet.
-pub const NOT_COPIED: &[(&str, &str)] = &[("webhook and email outboxes", "webhook 与邮件的待发队列")];
 
 /// The key of the advisory lock one copy holds on its target for the whole run ("kefu copy").
 const COPY_LOCK: i64 = 0x6b65_6675_636f_7079;
@@ -71,6 +71,8 @@ pub enum CopiedTable {
     /// Uploads' records with their files from `DATA_DIR/uploads`, into `PostgresUploads`'
     /// tables (a content stored once per SHA-256, in chunks).
     Uploads,
+    /// The appliance's webhook deliveries or emails, into the cluster's `outbox`.
+    Outbox(OutboxKind),
 }
 
 impl PartialEq for CopiedTable {
@@ -82,8 +84,8 @@ impl PartialEq for CopiedTable {
 impl Eq for CopiedTable {}
 
 impl CopiedTable {
-    pub const ALL: [CopiedTable; 4 + records::ALL.len()] = {
-        let mut all = [CopiedTable::Conversations; 4 + records::ALL.len()];
+    pub const ALL: [CopiedTable; 6 + records::ALL.len()] = {
+        let mut all = [CopiedTable::Conversations; 6 + records::ALL.len()];
         all[1] = CopiedTable::Messages;
         all[2] = CopiedTable::ClientIds;
         let mut index = 0;
@@ -92,6 +94,8 @@ impl CopiedTable {
             index += 1;
         }
         all[3 + records::ALL.len()] = CopiedTable::Uploads;
+        all[4 + records::ALL.len()] = CopiedTable::Outbox(OutboxKind::Webhook);
+        all[5 + records::ALL.len()] = CopiedTable::Outbox(OutboxKind::Email);
         all
     };
 
@@ -103,6 +107,25 @@ impl CopiedTable {
             CopiedTable::ClientIds => "client_ids",
             CopiedTable::Records(table) => table.name,
             CopiedTable::Uploads => "uploads",
+            CopiedTable::Outbox(OutboxKind::Webhook) => "webhook_deliveries",
+            CopiedTable::Outbox(OutboxKind::Email) => "emails",
+        }
+    }
+
+    /// The PostgreSQL table its rows go to.
+    fn target(self) -> &'static str {
+        match self {
+            CopiedTable::Outbox(_) => "outbox",
+            other => other.name(),
+        }
+    }
+
+    /// Which of the target table's rows are this table's.
+    fn target_filter(self) -> &'static str {
+        match self {
+            CopiedTable::Outbox(OutboxKind::Webhook) => " WHERE kind = 'webhook'",
+            CopiedTable::Outbox(OutboxKind::Email) => " WHERE kind = 'email'",
+            _ => "",
         }
     }
 
@@ -112,6 +135,7 @@ impl CopiedTable {
             CopiedTable::Records(table) => table.columns,
             // Stored a file at a time (`store_batch`), not as columns.
             CopiedTable::Uploads => &[],
+            CopiedTable::Outbox(_) => outboxes::COLUMNS,
             CopiedTable::Conversations => &[
                 ("id", Int),
                 ("site", Text),
@@ -377,7 +401,8 @@ impl Source {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(untagged)]
 enum CopyKey {
-    Conversation(u64),
+    /// A conversation's, a delivery's or an email's id.
+    Id(u64),
     Message(u32, u64, u64),
     ClientId(u8, u64, String),
     /// A record table's rows already copied, in key order (the source does not change during a
@@ -396,6 +421,7 @@ enum SourceRow {
     Record(RecordRow),
     /// An upload's record and the SHA-256 of its file (hex; none when the file is gone or empty).
     Upload(Upload, Option<String>),
+    Outbox(OutboxCopy),
 }
 
 /// A batch read ahead, with its rows' values for PostgreSQL.
@@ -428,6 +454,14 @@ fn read_batch(
             let last = (!rows.is_empty()).then(|| CopyKey::Rows { rows: skip + rows.len() as u64 });
             return Ok(Batch { rows: rows.into_iter().map(SourceRow::Record).collect(), last });
         }
+        CopiedTable::Outbox(kind) => {
+            let after = match after {
+                Some(CopyKey::Id(id)) => Some(*id),
+                None => None,
+                Some(other) => return Err(CopyError::BadProgress(format!("{other:?} is not an id"))),
+            };
+            outboxes::scan(transaction, kind, after, limit)?.into_iter().map(SourceRow::Outbox).collect()
+        }
         CopiedTable::Uploads => {
             let after = match after {
                 Some(CopyKey::Upload(id)) => Some(id.as_str()),
@@ -443,7 +477,7 @@ fn read_batch(
         }
         CopiedTable::Conversations => {
             let after = match after {
-                Some(CopyKey::Conversation(id)) => Some(*id),
+                Some(CopyKey::Id(id)) => Some(*id),
                 None => None,
                 Some(other) => return Err(CopyError::BadProgress(format!("{other:?} is not a conversation key"))),
             };
@@ -521,13 +555,14 @@ impl SourceRow {
     /// Where the next batch starts after this row; a record table's batch counts its rows instead.
     fn key(&self) -> Option<CopyKey> {
         Some(match self {
-            SourceRow::Conversation(conversation) => CopyKey::Conversation(conversation.id),
+            SourceRow::Conversation(conversation) => CopyKey::Id(conversation.id),
             SourceRow::Message(key, _) => CopyKey::Message(key.day, key.conversation_id, key.seq),
             SourceRow::ClientId(record) => {
                 CopyKey::ClientId(record.sender_kind, record.sender_id, record.client_id.clone())
             }
             SourceRow::Record(_) => return None,
             SourceRow::Upload(upload, _) => CopyKey::Upload(upload.id.clone()),
+            SourceRow::Outbox(row) => CopyKey::Id(row.source_id),
         })
     }
 
@@ -542,6 +577,7 @@ impl SourceRow {
                 format!("(key {})", Value::from(row.key.iter().map(KeyPart::json).collect::<Vec<_>>()))
             }
             SourceRow::Upload(upload, _) => format!("(upload {})", upload.id),
+            SourceRow::Outbox(row) => format!("({} {})", row.content.kind().as_str(), row.source_id),
         }
     }
 
@@ -615,6 +651,7 @@ impl SourceRow {
                 cells
             }
             SourceRow::Upload(..) => Vec::new(),
+            SourceRow::Outbox(row) => row.cells()?,
         })
     }
 }
@@ -647,6 +684,7 @@ enum CanonicalRow<'a> {
         record: &'a Upload,
         sha256: Option<&'a str>,
     },
+    Outbox(&'a OutboxCopy),
 }
 
 impl<'a> From<&'a SourceRow> for CanonicalRow<'a> {
@@ -659,6 +697,7 @@ impl<'a> From<&'a SourceRow> for CanonicalRow<'a> {
             SourceRow::ClientId(record) => client_id_row(record),
             SourceRow::Record(row) => record_row(row),
             SourceRow::Upload(record, sha256) => CanonicalRow::Upload { record, sha256: sha256.as_deref() },
+            SourceRow::Outbox(row) => CanonicalRow::Outbox(row),
         }
     }
 }
@@ -810,7 +849,10 @@ async fn begin_or_resume(source: &Source, summary: &Summary, client: &mut Client
         let transaction = client.transaction().await?;
         let mut foreign = Vec::new();
         for (table, _) in &missing {
-            let rows: i64 = transaction.query_one(&format!("SELECT count(*) FROM {}", table.name()), &[]).await?.get(0);
+            let rows: i64 = transaction
+                .query_one(&format!("SELECT count(*) FROM {}{}", table.target(), table.target_filter()), &[])
+                .await?
+                .get(0);
             if rows > 0 {
                 foreign.push(format!("{}: {rows}", table.name()));
             }
@@ -985,7 +1027,7 @@ async fn load_by_copy(
         }
         text.push('\n');
     }
-    let sink = transaction.copy_in(&format!("COPY {} ({}) FROM STDIN", table.name(), names.join(", "))).await?;
+    let sink = transaction.copy_in(&format!("COPY {} ({}) FROM STDIN", table.target(), names.join(", "))).await?;
     futures_util::pin_mut!(sink);
     sink.send(Cursor::new(text.into_bytes())).await?;
     sink.as_mut().finish().await
@@ -1050,7 +1092,7 @@ async fn load_by_insert(
     let aliases: Vec<String> = (1..=columns.len()).map(|number| format!("c{number}")).collect();
     let statement = format!(
         "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS t({})",
-        table.name(),
+        table.target(),
         names.join(", "),
         selected.join(", "),
         arguments.join(", "),
@@ -1125,6 +1167,7 @@ pub async fn target_summary(client: &Client) -> Result<Summary, CopyError> {
                          FROM upload_chunks k WHERE k.content_id = uploads.content_id)
                  FROM uploads"
             ),
+            CopiedTable::Outbox(_) => format!("{}{}", outboxes::SELECT, table.target_filter()),
         };
         let rows = client.query_raw(&statement, std::iter::empty::<&(dyn ToSql + Sync)>()).await?;
         futures_util::pin_mut!(rows);
@@ -1167,6 +1210,7 @@ fn canonical_of_target(table: CopiedTable, row: &Row) -> Result<Vec<u8>, CopyErr
             canonical_of(&client_id_row(&record))
         }
         CopiedTable::Records(records) => canonical_of(&record_row(&RecordRow::of_target(records, row)?)),
+        CopiedTable::Outbox(_) => canonical_of(&CanonicalRow::Outbox(&OutboxCopy::of_target(row)?)),
         CopiedTable::Uploads => {
             let (record, _) = upload_of(row)?;
             let sha256: Option<String> = row.try_get(12).map_err(PostgresError::from)?;
