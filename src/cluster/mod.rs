@@ -1,4 +1,4 @@
-//! Cluster mode (issue 29): several kefu nodes sharing PostgreSQL. So far the message path:
+//! Cluster mode: several kefu nodes sharing PostgreSQL. So far the message path:
 //! [`messages::PostgresMessages`] implements the chat's `MessageStore` on PostgreSQL, with the
 //! connections, migrations and day partitions of [`postgres`]; with a NATS connection it publishes
 //! each committed message once ([`events`]). [`redb_copy`] copies an appliance's history into it
@@ -7,8 +7,10 @@
 //! ([`jobs`]), and routing decided by one node per site under a lease ([`routing_lease`]), each
 //! node named by a [`node::NodeName`]. Agents' presence is kept per node with an expiry its
 //! heartbeat renews ([`presence`]). [`search`] searches the messages from any node and
-//! [`uploads`] stores attachments' files for every node. The server does not use it yet:
-//! the other areas still live in redb, so there is no `storage.backend` setting (docs/cluster.md).
+//! [`uploads`] stores attachments' files for every node. [`sites`] is the first area beside
+//! messages on PostgreSQL behind its domain boundary (`sites::store::SiteStore`), on the record
+//! tables [`redb_copy`] fills. The server does not use it yet: the other areas still live in
+//! redb, so there is no `storage.backend` setting (docs/cluster.md).
 
 pub mod events;
 pub mod jobs;
@@ -20,4 +22,5 @@ pub mod presence;
 pub mod redb_copy;
 pub mod routing_lease;
 pub mod search;
+pub mod sites;
 pub mod uploads;

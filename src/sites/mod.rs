@@ -6,6 +6,7 @@
 pub mod business_hours;
 pub mod refused_origins;
 pub mod status;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -99,6 +100,20 @@ impl Site {
 
     /// Every problem with the site's settings, each as (field, message); empty when valid.
     /// Team references are checked against storage by [`save`].
+    /// The teams its routing rules and default team send conversations to, each of which must
+    /// be one of its own.
+    pub fn routed_teams(&self) -> impl Iterator<Item = u64> + '_ {
+        self.routing_rules.iter().map(|rule| rule.team).chain(self.default_team)
+    }
+
+    /// The site, or the first of its invalid fields as an error.
+    pub fn checked(&self) -> Result<(), SiteError> {
+        match self.validate().into_iter().next() {
+            Some((field, message)) => Err(SiteError::Invalid(FieldError::new(field, message))),
+            None => Ok(()),
+        }
+    }
+
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
         if self.name.trim().is_empty() || self.name.chars().count() > 100 {
@@ -194,11 +209,13 @@ pub fn server_time_zone() -> String {
     jiff::tz::TimeZone::system().iana_name().unwrap_or("UTC").to_owned()
 }
 
-pub async fn create(store: &Store, new_site: NewSite) -> Result<Site, SiteError> {
+/// A new site's record: a new key and secret, the server's time zone, the given settings,
+/// validated (the first invalid field is the error). Every backend stores sites made here.
+pub fn new_record(new_site: NewSite) -> Result<Site, SiteError> {
     let mut site = Site {
-        key: secrets::new_hex_id(8),
+        key: new_key(),
         name: new_site.name.trim().to_owned(),
-        secret: secrets::new_hex_id(32),
+        secret: new_secret(),
         allowed_origins: new_site.allowed_origins,
         enforce_identity: new_site.enforce_identity,
         sensitive_words: new_site.sensitive_words,
@@ -212,9 +229,12 @@ pub async fn create(store: &Store, new_site: NewSite) -> Result<Site, SiteError>
     if let Some(welcome_text) = new_site.welcome_text {
         site.welcome_text = welcome_text;
     }
-    if let Some((field, message)) = site.validate().into_iter().next() {
-        return Err(SiteError::Invalid(FieldError::new(field, message)));
-    }
+    site.checked()?;
+    Ok(site)
+}
+
+pub async fn create(store: &Store, new_site: NewSite) -> Result<Site, SiteError> {
+    let site = new_record(new_site)?;
     store
         .write(move |context| {
             let mut table = context.transaction.open_table(tables::SITES)?;
@@ -224,25 +244,34 @@ pub async fn create(store: &Store, new_site: NewSite) -> Result<Site, SiteError>
         .await
 }
 
+/// A new site key (32 random bits in hex).
+pub fn new_key() -> String {
+    secrets::new_hex_id(8)
+}
+
+/// A new secret for signing visitor identities.
+pub fn new_secret() -> String {
+    secrets::new_hex_id(32)
+}
+
+/// The message of a team a site routes to that is not one of the site's teams.
+pub fn foreign_team(team_id: u64) -> SiteError {
+    SiteError::Invalid(FieldError::new("routing_rules", format!("team {team_id} is not a team of this site")))
+}
+
 /// Replaces a site's record (the key must exist, the settings be valid, and every team it
 /// routes to belong to it). The key, secret and creation time stay as stored.
 pub async fn save(store: &Store, site: Site) -> Result<Site, SiteError> {
-    if let Some((field, message)) = site.validate().into_iter().next() {
-        return Err(SiteError::Invalid(FieldError::new(field, message)));
-    }
+    site.checked()?;
     store
         .write(move |context| {
             let mut site = site;
             let teams = context.transaction.open_table(tables::TEAMS)?;
-            let team_ids = site.routing_rules.iter().map(|rule| rule.team).chain(site.default_team);
-            for team_id in team_ids {
+            for team_id in site.routed_teams() {
                 let team: Option<crate::people::teams::Team> =
                     teams.get(team_id)?.map(|value| decode_json(value.value())).transpose()?;
                 if team.is_none_or(|team| team.site != site.key) {
-                    return Ok(Err(SiteError::Invalid(FieldError::new(
-                        "routing_rules",
-                        format!("team {team_id} is not a team of this site"),
-                    ))));
+                    return Ok(Err(foreign_team(team_id)));
                 }
             }
             drop(teams);
@@ -276,7 +305,7 @@ pub async fn rotate_secret(store: &Store, key: &str) -> Result<Site, SiteError> 
             else {
                 return Ok(Err(SiteError::NotFound(key)));
             };
-            site.secret = secrets::new_hex_id(32);
+            site.secret = new_secret();
             table.insert(key.as_str(), encode_json(&site).as_slice())?;
             Ok(Ok(site))
         })

@@ -17,6 +17,7 @@ mod cluster_outbox;
 mod cluster_presence;
 mod cluster_routing;
 mod cluster_search;
+mod cluster_sites;
 mod cluster_uploads;
 mod connection_limits;
 mod console;

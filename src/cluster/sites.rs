@@ -1,0 +1,196 @@
+//! Sites on the cluster's PostgreSQL: the [`SiteStore`] boundary over the `sites` record table
+//! (migration 7), so every node reads and changes the same sites, with the appliance's checks
+//! (`sites::new_record`, `Site::checked`, the routed teams being the site's own) and the same
+//! cascade when a site is deleted, in one transaction.
+
+use tokio_postgres::Transaction;
+
+use crate::cluster::messages::Readers;
+use crate::cluster::postgres::{self, PostgresError};
+use crate::sites::store::SiteStore;
+use crate::sites::{self, NewSite, Site, SiteError};
+use crate::storage::StorageError;
+
+/// Connections a node's reads take in turn.
+const READ_CONNECTIONS: usize = 2;
+
+/// Tries at a free key before giving up (a key is 32 random bits).
+const KEY_TRIES: usize = 4;
+
+pub struct PostgresSites {
+    url: String,
+    readers: Readers,
+}
+
+impl PostgresSites {
+    /// Connects and applies the migrations the database lacks (sites need migration 7).
+    pub async fn open(url: &str) -> Result<PostgresSites, PostgresError> {
+        let mut client = postgres::connect(url).await?;
+        postgres::migrate(&mut client).await?;
+        Ok(PostgresSites { url: url.to_owned(), readers: Readers::new(url, READ_CONNECTIONS) })
+    }
+
+    /// Runs `change` in a transaction of its own connection (site changes are rare), committing
+    /// only when it succeeds.
+    async fn change<T>(
+        &self,
+        change: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, SiteError>,
+    ) -> Result<T, SiteError> {
+        let mut client = postgres::connect(&self.url).await.map_err(StorageError::from)?;
+        let transaction = client.transaction().await.map_err(database)?;
+        let outcome = change(&transaction).await?;
+        transaction.commit().await.map_err(database)?;
+        Ok(outcome)
+    }
+}
+
+fn database(error: tokio_postgres::Error) -> StorageError {
+    StorageError::from(PostgresError::from(error))
+}
+
+fn site_of(text: &str) -> Result<Site, StorageError> {
+    serde_json::from_str(text).map_err(|error| StorageError::Corrupt(format!("site: {error}")))
+}
+
+fn json_of(site: &Site) -> String {
+    serde_json::to_string(site).expect("sites always serialize")
+}
+
+/// The stored site with `key`, locked until the transaction ends.
+async fn locked(transaction: &Transaction<'_>, key: &str) -> Result<Site, SiteError> {
+    let row = transaction
+        .query_opt("SELECT record::text FROM sites WHERE key = $1 FOR UPDATE", &[&key])
+        .await
+        .map_err(database)?;
+    match row {
+        Some(row) => Ok(site_of(row.get(0))?),
+        None => Err(SiteError::NotFound(key.to_owned())),
+    }
+}
+
+async fn update(transaction: &Transaction<'_>, site: &Site) -> Result<(), SiteError> {
+    transaction
+        .execute("UPDATE sites SET record = $2::text::jsonb WHERE key = $1", &[&site.key, &json_of(site)])
+        .await
+        .map_err(database)?;
+    Ok(())
+}
+
+impl SiteStore for PostgresSites {
+    async fn get(&self, key: &str) -> Result<Option<Site>, StorageError> {
+        let client = self.readers.client().await?;
+        let row = client.query_opt("SELECT record::text FROM sites WHERE key = $1", &[&key]).await.map_err(database)?;
+        row.map(|row| site_of(row.get(0))).transpose()
+    }
+
+    async fn list(&self) -> Result<Vec<Site>, StorageError> {
+        let client = self.readers.client().await?;
+        let rows =
+            client.query("SELECT record::text FROM sites ORDER BY key COLLATE \"C\"", &[]).await.map_err(database)?;
+        rows.iter().map(|row| site_of(row.get(0))).collect()
+    }
+
+    async fn create(&self, new_site: NewSite) -> Result<Site, SiteError> {
+        let mut site = sites::new_record(new_site)?;
+        for _ in 0..KEY_TRIES {
+            let stored = self
+                .change(async |transaction| {
+                    let inserted = transaction
+                        .execute(
+                            "INSERT INTO sites (key, record) VALUES ($1, $2::text::jsonb) ON CONFLICT (key) DO NOTHING",
+                            &[&site.key, &json_of(&site)],
+                        )
+                        .await
+                        .map_err(database)?;
+                    Ok(inserted == 1)
+                })
+                .await?;
+            if stored {
+                return Ok(site);
+            }
+            site.key = sites::new_key();
+        }
+        Err(StorageError::Server("no free site key was found".into()).into())
+    }
+
+    async fn save(&self, site: Site) -> Result<Site, SiteError> {
+        site.checked()?;
+        self.change(async |transaction| {
+            let mut site = site;
+            let team_ids: Vec<i64> = site.routed_teams().map(|id| i64::try_from(id).unwrap_or(-1)).collect();
+            let rows = transaction
+                .query(
+                    "SELECT id FROM unnest($1::bigint[]) AS wanted(id)
+                     WHERE NOT EXISTS (SELECT 1 FROM teams t WHERE t.id = wanted.id AND t.record->>'site' = $2)",
+                    &[&team_ids, &site.key],
+                )
+                .await
+                .map_err(database)?;
+            if let Some(row) = rows.first() {
+                return Err(sites::foreign_team(row.get::<_, i64>(0) as u64));
+            }
+            let stored = locked(transaction, &site.key).await?;
+            site.secret = stored.secret;
+            site.created_at = stored.created_at;
+            update(transaction, &site).await?;
+            Ok(site)
+        })
+        .await
+    }
+
+    async fn rotate_secret(&self, key: &str) -> Result<Site, SiteError> {
+        self.change(async |transaction| {
+            let mut site = locked(transaction, key).await?;
+            site.secret = sites::new_secret();
+            update(transaction, &site).await?;
+            Ok(site)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<Site, SiteError> {
+        self.change(async |transaction| {
+            let site = locked(transaction, key).await?;
+            // What is only the site's goes with it, as on the appliance (`sites::delete`); its
+            // conversations stay in the history.
+            transaction.execute("DELETE FROM sites WHERE key = $1", &[&key]).await.map_err(database)?;
+            for table in ["teams", "canned_replies", "webhooks", "kb_entries"] {
+                transaction
+                    .execute(&format!("DELETE FROM {table} WHERE record->>'site' = $1"), &[&key])
+                    .await
+                    .map_err(database)?;
+            }
+            for table in ["bot_settings", "blocked_ips", "refused_origins"] {
+                transaction
+                    .execute(&format!("DELETE FROM {table} WHERE site = $1"), &[&key])
+                    .await
+                    .map_err(database)?;
+            }
+            // Its API tokens are revoked (kept, with the time) and stop being accepted.
+            transaction
+                .execute(
+                    "WITH revoked AS (
+                         UPDATE api_tokens SET record = jsonb_set(record, '{revoked_at}', to_jsonb(kefu_now_ms()))
+                         WHERE record->>'site' = $1 AND (record->'revoked_at' IS NULL OR record->'revoked_at' = 'null')
+                         RETURNING id)
+                     DELETE FROM api_token_digests WHERE (record #>> '{}')::bigint IN (SELECT id FROM revoked)",
+                    &[&key],
+                )
+                .await
+                .map_err(database)?;
+            // And its key leaves the agents' sites.
+            transaction
+                .execute(
+                    "UPDATE agents SET record = jsonb_set(record, '{sites}',
+                         (SELECT coalesce(jsonb_agg(s), '[]'::jsonb) FROM jsonb_array_elements(record->'sites') s
+                          WHERE s <> to_jsonb($1::text)))
+                     WHERE record->'sites' ? $1",
+                    &[&key],
+                )
+                .await
+                .map_err(database)?;
+            Ok(site)
+        })
+        .await
+    }
+}

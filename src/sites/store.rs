@@ -1,0 +1,56 @@
+//! The sites' storage boundary: what the admin pages and the connections need of sites, in
+//! domain terms, so a second backend (the cluster's PostgreSQL, `cluster::sites`) implements
+//! these calls and not redb's tables. [`Store`] implements it with this module's functions.
+
+use std::future::Future;
+
+use crate::sites::{self, NewSite, Site, SiteError};
+use crate::storage::{StorageError, Store};
+
+pub trait SiteStore: Send + Sync {
+    /// The site with `key`, if there is one.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Site>, StorageError>> + Send;
+
+    /// Every site, in key order.
+    fn list(&self) -> impl Future<Output = Result<Vec<Site>, StorageError>> + Send;
+
+    /// Stores a new site ([`sites::new_record`]: a new key and secret, validated).
+    fn create(&self, new_site: NewSite) -> impl Future<Output = Result<Site, SiteError>> + Send;
+
+    /// Replaces a site's settings (the key must exist, the settings be valid, and every team it
+    /// routes to be its own); its secret and creation time stay as stored.
+    fn save(&self, site: Site) -> impl Future<Output = Result<Site, SiteError>> + Send;
+
+    /// Gives a site a new secret.
+    fn rotate_secret(&self, key: &str) -> impl Future<Output = Result<Site, SiteError>> + Send;
+
+    /// Deletes a site with what is only the site's ([`sites::delete`] says what).
+    fn delete(&self, key: &str) -> impl Future<Output = Result<Site, SiteError>> + Send;
+}
+
+impl SiteStore for Store {
+    async fn get(&self, key: &str) -> Result<Option<Site>, StorageError> {
+        let key = key.to_owned();
+        self.read(move |transaction| sites::get(transaction, &key)).await
+    }
+
+    async fn list(&self) -> Result<Vec<Site>, StorageError> {
+        self.read(sites::list).await
+    }
+
+    async fn create(&self, new_site: NewSite) -> Result<Site, SiteError> {
+        sites::create(self, new_site).await
+    }
+
+    async fn save(&self, site: Site) -> Result<Site, SiteError> {
+        sites::save(self, site).await
+    }
+
+    async fn rotate_secret(&self, key: &str) -> Result<Site, SiteError> {
+        sites::rotate_secret(self, key).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<Site, SiteError> {
+        sites::delete(self, key).await
+    }
+}
