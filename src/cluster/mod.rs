@@ -24,3 +24,4 @@ pub mod routing_lease;
 pub mod search;
 pub mod sites;
 pub mod uploads;
+pub mod visitors;

@@ -821,14 +821,18 @@ async fn copy_locked(
             }
         }
     }
-    // New conversations and messages continue the copied ids: the sequences move past them
+    // New conversations, messages and visitors continue the copied ids: the sequences move past them
     // (never back, so running this again after nodes appended is harmless).
     client
         .batch_execute(
             "SELECT setval('conversation_ids', greatest(coalesce((SELECT max(id) FROM conversations), 0) + 1,
                                                         (SELECT last_value + is_called::int FROM conversation_ids)), false);
              SELECT setval('message_lsns', greatest(coalesce((SELECT max(lsn) FROM messages), 0) + 1,
-                                                    (SELECT last_value + is_called::int FROM message_lsns)), false);",
+                                                    (SELECT last_value + is_called::int FROM message_lsns)), false);
+             SELECT setval('visitor_ids', greatest(coalesce((SELECT max(id) FROM visitors), 0) + 1,
+                                                   (SELECT (record #>> '{}')::bigint FROM appliance_meta
+                                                    WHERE name = 'next_visitor_id'),
+                                                   (SELECT last_value + is_called::int FROM visitor_ids)), false);",
         )
         .await?;
     Ok(copied)

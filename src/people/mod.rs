@@ -10,4 +10,5 @@ pub mod teams;
 pub mod two_factor;
 pub mod visitor_limits;
 pub mod visitor_presence;
+pub mod visitor_store;
 pub mod visitors;

@@ -249,100 +249,173 @@ pub struct OpenedSession {
     pub token: String,
 }
 
-/// Finds or makes the visitor for a session request (see docs/protocol.md).
-pub async fn open_session(store: &Store, site: &Site, request: SessionRequest) -> Result<OpenedSession, VisitorError> {
-    validate(&request)?;
-    let mut request = request;
-    let mut unverified_claim = None;
-    if let Some(user) = &request.user {
-        let verified = user.signature.as_deref().is_some_and(|signature| {
-            secrets::verify_hmac_sha256_hex(site.secret.as_bytes(), user.id.as_bytes(), signature)
-        });
-        let signed = user.signature.as_deref().is_some_and(|signature| !signature.is_empty());
-        if (site.enforce_identity || signed) && !verified {
-            return Err(VisitorError::InvalidSignature);
+/// A session request checked before anything is read: its fields validated, a user claim's
+/// signature verified against the site's secret (or the claim kept as an unverified label), and
+/// the token it presents with its digest.
+pub struct CheckedRequest {
+    request: SessionRequest,
+    unverified_claim: Option<UserClaim>,
+    presented: Option<(String, TokenDigest)>,
+}
+
+impl CheckedRequest {
+    pub fn new(site: &Site, request: SessionRequest) -> Result<CheckedRequest, VisitorError> {
+        validate(&request)?;
+        let mut request = request;
+        let mut unverified_claim = None;
+        if let Some(user) = &request.user {
+            let verified = user.signature.as_deref().is_some_and(|signature| {
+                secrets::verify_hmac_sha256_hex(site.secret.as_bytes(), user.id.as_bytes(), signature)
+            });
+            let signed = user.signature.as_deref().is_some_and(|signature| !signature.is_empty());
+            if (site.enforce_identity || signed) && !verified {
+                return Err(VisitorError::InvalidSignature);
+            }
+            if !verified {
+                unverified_claim = request.user.take();
+            }
         }
-        if !verified {
-            unverified_claim = request.user.take();
+        let presented = request
+            .token
+            .as_deref()
+            .filter(|token| token.starts_with(TOKEN_PREFIX))
+            .map(|token| (token.to_owned(), secrets::token_digest(token)));
+        Ok(CheckedRequest { request, unverified_claim, presented })
+    }
+
+    /// The digest of the token presented, to find its visitor.
+    pub fn presented_digest(&self) -> Option<&TokenDigest> {
+        self.presented.as_ref().map(|(_, digest)| digest)
+    }
+
+    /// The verified user id, to find the visitor holding that identity.
+    pub fn verified_user_id(&self) -> Option<&str> {
+        self.request.user.as_ref().map(|user| user.id.as_str())
+    }
+}
+
+/// What a backend read for a session: the visitor the presented token belongs to (any site's:
+/// another site's is not used), and when a verified identity is claimed, the id of the visitor
+/// holding it with that visitor's record.
+pub struct SessionLookup {
+    pub token_visitor: Option<Visitor>,
+    pub identity_owner: Option<(u64, Option<Visitor>)>,
+}
+
+/// A resolved session, for the backend to store: the visitor (new or changed), its token, and the
+/// verified identity to bind to it.
+pub struct ResolvedSession {
+    pub visitor: Visitor,
+    pub token: String,
+    pub identity: Option<String>,
+}
+
+/// Decides a session from what the backend read: the one place that binds an identity to a
+/// visitor. `new_id` gives a new visitor's id; `now` is the session's time.
+pub fn resolve_session(
+    site_key: &str,
+    checked: CheckedRequest,
+    lookup: SessionLookup,
+    now: i64,
+    new_id: impl FnOnce() -> u64,
+) -> Result<ResolvedSession, VisitorError> {
+    let CheckedRequest { request, unverified_claim, presented } = checked;
+    let mut current: Option<Visitor> = None;
+    let mut token = secrets::new_token(TOKEN_PREFIX);
+    if let (Some((presented_token, _)), Some(visitor)) = (presented, lookup.token_visitor)
+        && visitor.site == site_key
+    {
+        token = presented_token;
+        current = Some(visitor);
+    }
+    if let Some(user) = &request.user {
+        match (lookup.identity_owner, &current) {
+            // The identity belongs to another visitor record: continue as that visitor on this device.
+            (Some((owner, owner_visitor)), Some(visitor)) if owner != visitor.id => {
+                current = owner_visitor;
+                token = secrets::new_token(TOKEN_PREFIX);
+            }
+            (Some((_, owner_visitor)), None) => current = owner_visitor,
+            // This visitor carries another identity already: a different user on a shared device.
+            (None, Some(visitor)) if visitor.user_id.as_deref().is_some_and(|id| id != user.id) => {
+                current = None;
+                token = secrets::new_token(TOKEN_PREFIX);
+            }
+            _ => {}
         }
     }
-    let presented = request
-        .token
-        .as_deref()
-        .filter(|token| token.starts_with(TOKEN_PREFIX))
-        .map(|token| (token.to_owned(), secrets::token_digest(token)));
-    let fresh_token = secrets::new_token(TOKEN_PREFIX);
+    let mut visitor = current.unwrap_or_else(|| Visitor {
+        id: new_id(),
+        site: site_key.to_owned(),
+        created_at: now,
+        ..Visitor::default()
+    });
+    if visitor.blocked {
+        return Err(VisitorError::Blocked);
+    }
+    visitor.last_seen_at = now;
+    visitor.n_sessions += 1;
+    let mut identity = None;
+    if let Some(user) = request.user {
+        visitor.name = user.name.or(visitor.name);
+        visitor.email = user.email.or(visitor.email);
+        visitor.user_id = Some(user.id.clone());
+        identity = Some(user.id);
+    }
+    if let Some(claim) = unverified_claim {
+        visitor.name = claim.name.or(visitor.name);
+        visitor.email = claim.email.or(visitor.email);
+        visitor.unverified_user_id = Some(claim.id);
+    }
+    if let Some(profile) = request.profile {
+        visitor.name = profile.name.or(visitor.name);
+        visitor.email = profile.email.or(visitor.email);
+    }
+    if let Some(attributes) = request.attributes {
+        visitor.attributes.extend(attributes);
+        if visitor.attributes.len() > MAX_ATTRIBUTES {
+            return Err(VisitorError::Invalid(format!("attributes: at most {MAX_ATTRIBUTES} keys in all")));
+        }
+    }
+    if request.page.is_some() {
+        visitor.last_page = request.page;
+    }
+    Ok(ResolvedSession { visitor, token, identity })
+}
+
+/// Finds or makes the visitor for a session request (see docs/protocol.md).
+pub async fn open_session(store: &Store, site: &Site, request: SessionRequest) -> Result<OpenedSession, VisitorError> {
+    let checked = CheckedRequest::new(site, request)?;
     let site_key = site.key.clone();
     store
         .write(move |context| {
             let mut tokens = context.transaction.open_table(tables::VISITOR_TOKENS)?;
             let mut visitors = context.transaction.open_table(tables::VISITORS)?;
             let mut identities = context.transaction.open_table(tables::VISITOR_IDENTITIES)?;
-            let mut current: Option<Visitor> = None;
-            let mut token = fresh_token;
-            if let Some((presented_token, digest)) = &presented {
-                if let Some(id) = tokens.get(digest)?.map(|value| value.value()) {
-                    let visitor: Option<Visitor> =
-                        visitors.get(id)?.map(|value| decode_json(value.value())).transpose()?;
-                    if let Some(visitor) = visitor.filter(|visitor| visitor.site == site_key) {
-                        token = presented_token.clone();
-                        current = Some(visitor);
-                    }
-                }
-            }
-            if let Some(user) = &request.user {
-                let claimed = identities.get((site_key.as_str(), user.id.as_str()))?.map(|value| value.value());
-                match (claimed, &current) {
-                    // The identity belongs to another visitor record: continue as that visitor on this device.
-                    (Some(owner), Some(visitor)) if owner != visitor.id => {
-                        current = visitors.get(owner)?.map(|value| decode_json(value.value())).transpose()?;
-                        token = secrets::new_token(TOKEN_PREFIX);
-                    }
-                    (Some(owner), None) => {
-                        current = visitors.get(owner)?.map(|value| decode_json(value.value())).transpose()?;
-                    }
-                    // This visitor carries another identity already: a different user on a shared device.
-                    (None, Some(visitor)) if visitor.user_id.as_deref().is_some_and(|id| id != user.id) => {
-                        current = None;
-                        token = secrets::new_token(TOKEN_PREFIX);
-                    }
-                    _ => {}
-                }
-            }
-            let mut visitor = current.unwrap_or_else(|| Visitor {
-                id: context.next_id(Counter::Visitor),
-                site: site_key.clone(),
-                created_at: context.now,
-                ..Visitor::default()
-            });
-            if visitor.blocked {
-                return Ok(Err(VisitorError::Blocked));
-            }
-            visitor.last_seen_at = context.now;
-            visitor.n_sessions += 1;
-            if let Some(user) = request.user {
-                identities.insert((site_key.as_str(), user.id.as_str()), visitor.id)?;
-                visitor.name = user.name.or(visitor.name);
-                visitor.email = user.email.or(visitor.email);
-                visitor.user_id = Some(user.id);
-            }
-            if let Some(claim) = unverified_claim {
-                visitor.name = claim.name.or(visitor.name);
-                visitor.email = claim.email.or(visitor.email);
-                visitor.unverified_user_id = Some(claim.id);
-            }
-            if let Some(profile) = request.profile {
-                visitor.name = profile.name.or(visitor.name);
-                visitor.email = profile.email.or(visitor.email);
-            }
-            if let Some(attributes) = request.attributes {
-                visitor.attributes.extend(attributes);
-                if visitor.attributes.len() > MAX_ATTRIBUTES {
-                    return Ok(Err(VisitorError::Invalid(format!("attributes: at most {MAX_ATTRIBUTES} keys in all"))));
-                }
-            }
-            if request.page.is_some() {
-                visitor.last_page = request.page;
+            let read_visitor = |id: u64| -> Result<Option<Visitor>, StorageError> {
+                visitors.get(id)?.map(|value| decode_json(value.value())).transpose()
+            };
+            let token_visitor = match checked.presented_digest() {
+                Some(digest) => tokens.get(digest)?.map(|value| value.value()).map(read_visitor).transpose()?.flatten(),
+                None => None,
+            };
+            let identity_owner = match checked.verified_user_id() {
+                Some(user_id) => match identities.get((site_key.as_str(), user_id))?.map(|value| value.value()) {
+                    Some(owner) => Some((owner, read_visitor(owner)?)),
+                    None => None,
+                },
+                None => None,
+            };
+            let lookup = SessionLookup { token_visitor, identity_owner };
+            let now = context.now;
+            let resolved = match resolve_session(&site_key, checked, lookup, now, || context.next_id(Counter::Visitor))
+            {
+                Ok(resolved) => resolved,
+                Err(error) => return Ok(Err(error)),
+            };
+            let ResolvedSession { visitor, token, identity } = resolved;
+            if let Some(user_id) = &identity {
+                identities.insert((site_key.as_str(), user_id.as_str()), visitor.id)?;
             }
             tokens.insert(&secrets::token_digest(&token), visitor.id)?;
             visitors.insert(visitor.id, encode_json(&visitor).as_slice())?;
@@ -351,18 +424,6 @@ pub async fn open_session(store: &Store, site: &Site, request: SessionRequest) -
             Ok(Ok(OpenedSession { visitor, token }))
         })
         .await
-}
-
-/// Whether `token` is a live session of a visitor of `site`, so opening a session with it makes
-/// no new visitor (the per-address budget of new sessions counts only those that do).
-pub async fn token_is_live(store: &Store, site: &str, token: Option<&str>) -> Result<bool, StorageError> {
-    let Some(token) = token.filter(|token| token.starts_with(TOKEN_PREFIX)) else {
-        return Ok(false);
-    };
-    let digest = secrets::token_digest(token);
-    let site = site.to_owned();
-    let visitor = store.read(move |transaction| authenticate(transaction, &digest)).await?;
-    Ok(visitor.is_some_and(|visitor| visitor.site == site))
 }
 
 /// The visitor a token belongs to.

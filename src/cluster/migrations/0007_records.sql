@@ -43,3 +43,5 @@ ALTER TABLE redb_copy_progress DROP CONSTRAINT redb_copy_progress_table_name_che
 -- An upload copied from an appliance whose file was gone keeps its record without bytes, as on
 -- the appliance; reads of it find nothing.
 ALTER TABLE uploads ALTER COLUMN content_id DROP NOT NULL;
+-- New visitors' ids on PostgreSQL; `kefu migrate-to-postgres` moves it past the copied ones.
+CREATE SEQUENCE visitor_ids;

@@ -10,6 +10,7 @@ use crate::chat::conversations;
 use crate::chat::offline_messages::{self, NewOfflineMessage, OfflineMessage};
 use crate::net::AppState;
 use crate::people::principal::Principal;
+use crate::people::visitor_store::VisitorStore;
 use crate::people::visitors::{self, SessionRequest};
 use crate::protocol::ConversationView;
 
@@ -81,7 +82,7 @@ pub async fn open_session(
     }
     super::visitors_api::refuse_blocked_address(&app, &site.site.key, client.ip()).await?;
     let client_ip = client.ip();
-    if !visitors::token_is_live(&app.store, &site.site.key, request.token.as_deref()).await? {
+    if !app.store.token_is_live(&site.site.key, request.token.as_deref()).await? {
         app.visitor_limits.new_session(client_ip)?;
     }
     let opened = visitors::open_session(&app.store, &site.site, request).await?;
