@@ -18,6 +18,7 @@ use crate::base::field_error::FieldError;
 use crate::base::secrets::{self, TokenDigest};
 use crate::chat::delivery::{AccessEndReason, AccessEnded, CommittedEvent};
 use crate::chat::writes::ChatWrites;
+use crate::people::agent_store::AgentStore;
 use crate::people::two_factor::{self, TwoFactorError};
 use crate::storage::writer::Counter;
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
@@ -86,14 +87,26 @@ impl Agent {
     }
 }
 
+/// A login session, stored under its token's digest.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct AgentSession {
-    agent_id: u64,
-    created_at: i64,
-    expires_at: i64,
+pub struct AgentSession {
+    pub agent_id: u64,
+    pub created_at: i64,
+    pub expires_at: i64,
     /// Sessions stored before two-factor login read as full ones.
     #[serde(default)]
-    stage: SessionStage,
+    pub stage: SessionStage,
+}
+
+impl AgentSession {
+    /// The agent and stage of this session if it is live and its agent (read by the caller)
+    /// exists and is enabled.
+    pub fn live(self, agent: Option<Agent>, now: i64) -> Option<(Agent, SessionStage)> {
+        if self.expires_at < now {
+            return None;
+        }
+        agent.filter(|agent| !agent.disabled && agent.id == self.agent_id).map(|agent| (agent, self.stage))
+    }
 }
 
 /// What a session may do.
@@ -201,7 +214,7 @@ pub fn validate_password(password: &str) -> Result<(), AgentError> {
     Ok(())
 }
 
-fn normalise_email(email: &str) -> Result<String, AgentError> {
+pub fn normalise_email(email: &str) -> Result<String, AgentError> {
     let email = email.trim().to_lowercase();
     let valid =
         email.len() <= 254 && email.split_once('@').is_some_and(|(user, host)| !user.is_empty() && !host.is_empty());
@@ -447,15 +460,13 @@ pub enum LoginStep {
 /// Checks an email and password (in a slot of `checks`) and opens a session of the stage the
 /// agent's two-factor state calls for; returns its token.
 pub async fn login(
-    store: &Store,
+    store: &impl AgentStore,
     checks: &PasswordChecks,
     email: &str,
     password: &str,
 ) -> Result<(String, Agent, LoginStep), AgentError> {
-    let owned_email = email.to_owned();
-    let (agent, required) = store
-        .read(move |transaction| Ok((get_by_email(transaction, &owned_email)?, two_factor::required(transaction)?)))
-        .await?;
+    let agent = store.get_by_email(email).await?;
+    let required = store.two_factor_required().await?;
     let password = password.to_owned();
     // Hash even for an unknown email so timing does not reveal which emails exist.
     let stored_hash = agent.as_ref().map(|agent| agent.password_hash.clone()).unwrap_or_else(dummy_hash);
@@ -472,18 +483,9 @@ pub async fn login(
         (SessionStage::Full, LoginStep::Done, SESSION_LIFETIME_MILLIS)
     };
     let token = secrets::new_token(TOKEN_PREFIX);
-    let digest = secrets::token_digest(&token);
-    let agent_id = agent.id;
-    store
-        .write(move |context| {
-            let session = AgentSession { agent_id, created_at: context.now, expires_at: context.now + lifetime, stage };
-            context
-                .transaction
-                .open_table(tables::AGENT_SESSIONS)?
-                .insert(&digest, encode_json(&session).as_slice())?;
-            Ok(Ok::<_, AgentError>(()))
-        })
-        .await?;
+    let now = crate::base::clock::now_millis();
+    let session = AgentSession { agent_id: agent.id, created_at: now, expires_at: now + lifetime, stage };
+    store.insert_session(&secrets::token_digest(&token), session).await?;
     Ok((token, agent, step))
 }
 
@@ -546,15 +548,20 @@ pub fn session_of(
     digest: &TokenDigest,
     now: i64,
 ) -> Result<Option<(Agent, SessionStage)>, StorageError> {
-    let sessions = transaction.open_table(tables::AGENT_SESSIONS)?;
-    let Some(session) = sessions.get(digest)?.map(|value| decode_json::<AgentSession>(value.value())).transpose()?
-    else {
+    let Some(session) = stored_session(transaction, digest)? else {
         return Ok(None);
     };
-    if session.expires_at < now {
-        return Ok(None);
-    }
-    Ok(get(transaction, session.agent_id)?.filter(|agent| !agent.disabled).map(|agent| (agent, session.stage)))
+    let agent = get(transaction, session.agent_id)?;
+    Ok(session.live(agent, now))
+}
+
+/// The session stored under `digest`, live or not.
+pub fn stored_session(
+    transaction: &ReadTransaction,
+    digest: &TokenDigest,
+) -> Result<Option<AgentSession>, StorageError> {
+    let sessions = transaction.open_table(tables::AGENT_SESSIONS)?;
+    sessions.get(digest)?.map(|value| decode_json::<AgentSession>(value.value())).transpose()
 }
 
 /// The agent a session token belongs to, if the session is live and full and the agent enabled.
@@ -748,22 +755,6 @@ pub async fn require_two_factor(store: &Store, admin: &Agent, on: bool) -> Resul
 }
 
 /// Ends one login session, and the live connections opened with it.
-pub async fn logout(store: &Store, token: &str) -> Result<(), StorageError> {
-    let digest = secrets::token_digest(token);
-    store
-        .write(move |context| {
-            let mut sessions = context.transaction.open_table(tables::AGENT_SESSIONS)?;
-            let session =
-                sessions.remove(&digest)?.map(|value| decode_json::<AgentSession>(value.value())).transpose()?;
-            drop(sessions);
-            if let Some(session) = session {
-                context.publish(CommittedEvent::AccessEnded(AccessEnded {
-                    agent_id: session.agent_id,
-                    session: Some(digest),
-                    reason: AccessEndReason::LoggedOut,
-                }));
-            }
-            Ok(Ok::<_, StorageError>(()))
-        })
-        .await
+pub async fn logout(store: &impl AgentStore, token: &str) -> Result<(), StorageError> {
+    store.end_session(&secrets::token_digest(token)).await
 }

@@ -38,7 +38,7 @@ const SECRET_BYTES: usize = 20;
 pub const N_RECOVERY_CODES: usize = 10;
 
 /// The `META` key of the installation's "every agent needs two-factor login" switch.
-const REQUIRED_KEY: &str = "require_two_factor";
+pub const REQUIRED_KEY: &str = "require_two_factor";
 
 /// The name authenticator apps show above the code.
 const ISSUER: &str = "kefu";

@@ -331,21 +331,24 @@ async fn the_bot_form_saves_settings_keeps_the_key_and_lists_unhelpful_answers()
             admin.post(server, "/admin/bot", &borrowed).await
         }
     };
-    let (status, location, _) = post(form("sk-secret-9876", "0.7")).await;
+    let (status, location, _) = post(form("sk-secret-qwzx", "0.7")).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{location}");
     let settings = server.app().bot.settings(&site.key).await.unwrap();
     assert!(settings.enabled);
     assert_eq!((settings.name.as_str(), settings.idle_close_minutes), ("Shop bot", 20));
-    assert_eq!(settings.llm.as_ref().unwrap().api_key, "sk-secret-9876");
+    assert_eq!(settings.llm.as_ref().unwrap().api_key, "sk-secret-qwzx");
 
     // The page never shows the key; saving with the field empty keeps it.
     let (status, page) = admin.get_in(&server, &format!("/admin/bot?site={}", site.key), "en").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(!page.contains("sk-secret") && !page.contains("9876"), "the key is not on the page");
+    assert!(
+        !page.contains("sk-secret") && !page.contains("qwzx"),
+        "the key is not on the page, nor its tail (letters no random hex id has)"
+    );
     assert!(page.contains("Shop bot") && page.contains("http://127.0.0.1:9/v1"));
     post(form("", "0.6")).await;
     let settings = server.app().bot.settings(&site.key).await.unwrap();
-    assert_eq!(settings.llm.as_ref().unwrap().api_key, "sk-secret-9876");
+    assert_eq!(settings.llm.as_ref().unwrap().api_key, "sk-secret-qwzx");
     assert!((settings.threshold - 0.6).abs() < 1e-6);
 
     // Bad values show the form again with a message, and change nothing.

@@ -11,6 +11,7 @@ mod bot;
 mod bot_lifecycle;
 mod chat;
 mod cluster;
+mod cluster_agents;
 mod cluster_jobs;
 mod cluster_migration;
 mod cluster_outbox;

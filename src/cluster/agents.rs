@@ -1,0 +1,102 @@
+//! Agents' logins on the cluster's PostgreSQL: the [`AgentStore`] boundary over the `agents`,
+//! `agent_emails` and `agent_sessions` record tables and the appliance's two-factor switch in
+//! `appliance_meta` (migration 7), so an agent logs in through one node and is known by every
+//! other. The decisions (the password check, a session's stage, expiry, a disabled agent) are
+//! `people::agents`' own, made over the trait.
+
+use crate::base::secrets::TokenDigest;
+use crate::cluster::messages::Readers;
+use crate::cluster::postgres::{self, PostgresError};
+use crate::people::agent_store::AgentStore;
+use crate::people::agents::{self, Agent, AgentSession};
+use crate::people::two_factor;
+use crate::storage::StorageError;
+
+/// Connections a node's reads and session writes take in turn.
+const CONNECTIONS: usize = 2;
+
+pub struct PostgresAgents {
+    connections: Readers,
+}
+
+fn database(error: tokio_postgres::Error) -> StorageError {
+    StorageError::from(PostgresError::from(error))
+}
+
+fn json_of<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StorageError> {
+    serde_json::from_str(text).map_err(|error| StorageError::Corrupt(format!("{what}: {error}")))
+}
+
+impl PostgresAgents {
+    /// Connects and applies the migrations the database lacks (agents need migration 7).
+    pub async fn open(url: &str) -> Result<PostgresAgents, PostgresError> {
+        let mut client = postgres::connect(url).await?;
+        postgres::migrate(&mut client).await?;
+        Ok(PostgresAgents { connections: Readers::new(url, CONNECTIONS) })
+    }
+
+    /// The text of the one column of the row `statement` finds by `key`, if any.
+    async fn one(
+        &self,
+        statement: &str,
+        key: &(dyn tokio_postgres::types::ToSql + Sync),
+    ) -> Result<Option<String>, StorageError> {
+        let client = self.connections.client().await?;
+        let row = client.query_opt(statement, &[key]).await.map_err(database)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+}
+
+impl AgentStore for PostgresAgents {
+    async fn get(&self, id: u64) -> Result<Option<Agent>, StorageError> {
+        let Ok(id) = i64::try_from(id) else { return Ok(None) };
+        let found = self.one("SELECT record::text FROM agents WHERE id = $1", &id).await?;
+        found.map(|text| json_of("agent", &text)).transpose()
+    }
+
+    async fn get_by_email(&self, email: &str) -> Result<Option<Agent>, StorageError> {
+        let Ok(email) = agents::normalise_email(email) else { return Ok(None) };
+        let found = self
+            .one(
+                "SELECT a.record::text FROM agent_emails e JOIN agents a ON a.id = (e.record #>> '{}')::bigint
+                 WHERE e.email = $1",
+                &email,
+            )
+            .await?;
+        found.map(|text| json_of("agent", &text)).transpose()
+    }
+
+    async fn two_factor_required(&self) -> Result<bool, StorageError> {
+        let found =
+            self.one("SELECT record::text FROM appliance_meta WHERE name = $1", &two_factor::REQUIRED_KEY).await?;
+        Ok(found.is_some_and(|text| text.trim() == "1"))
+    }
+
+    async fn insert_session(&self, digest: &TokenDigest, session: AgentSession) -> Result<(), StorageError> {
+        let client = self.connections.client().await?;
+        let record = serde_json::to_string(&session).expect("sessions always serialize");
+        client
+            .execute(
+                "INSERT INTO agent_sessions (digest, record) VALUES ($1, $2::text::jsonb)
+                 ON CONFLICT (digest) DO UPDATE SET record = EXCLUDED.record",
+                &[&digest.as_slice(), &record],
+            )
+            .await
+            .map_err(database)?;
+        Ok(())
+    }
+
+    async fn stored_session(&self, digest: &TokenDigest) -> Result<Option<AgentSession>, StorageError> {
+        let found = self.one("SELECT record::text FROM agent_sessions WHERE digest = $1", &digest.as_slice()).await?;
+        found.map(|text| json_of("agent session", &text)).transpose()
+    }
+
+    async fn end_session(&self, digest: &TokenDigest) -> Result<(), StorageError> {
+        let client = self.connections.client().await?;
+        client
+            .execute("DELETE FROM agent_sessions WHERE digest = $1", &[&digest.as_slice()])
+            .await
+            .map_err(database)?;
+        Ok(())
+    }
+}
