@@ -83,3 +83,32 @@ pub async fn publish(client: &async_nats::Client, events: Vec<MessageEvent>) {
         }
     }
 }
+
+/// The subject a node publishes a site's key on after committing a change to it, so every node
+/// drops its decoded copy (`SiteDirectory::invalidate`).
+pub const SITE_CHANGED_SUBJECT: &str = "kefu.sites.changed";
+
+/// Tells every node that the site `key` changed; a failure is logged: that node reads the site
+/// again only when its copy is dropped for another reason.
+pub async fn publish_site_changed(client: &async_nats::Client, key: &str) {
+    if let Err(error) = client.publish(SITE_CHANGED_SUBJECT, key.to_owned().into()).await {
+        tracing::warn!(%error, site = key, "a site change was not published to NATS");
+    }
+}
+
+/// Drops `directory`'s copy of each site another node (or this one) reports changed, until the
+/// connection closes; returns once subscribed, so changes committed after it are seen.
+pub async fn follow_site_changes(
+    client: &async_nats::Client,
+    directory: crate::sites::SiteDirectory,
+) -> Result<tokio::task::JoinHandle<()>, EventsError> {
+    let mut changes = client.subscribe(SITE_CHANGED_SUBJECT).await?;
+    Ok(tokio::spawn(async move {
+        while let Some(message) = changes.next().await {
+            match std::str::from_utf8(&message.payload) {
+                Ok(key) => directory.invalidate(key),
+                Err(_) => tracing::warn!("a site change whose key is not text was skipped"),
+            }
+        }
+    }))
+}

@@ -375,7 +375,7 @@ pub struct SiteRuntime {
 /// Decoded sites, shared by every connection.
 #[derive(Clone)]
 pub struct SiteDirectory {
-    store: Store,
+    source: Arc<dyn store::SiteSource>,
     sites: Arc<DashMap<String, Arc<SiteRuntime>>>,
     /// Told of every change, for the status watcher (`status::run_watcher`).
     changed: Arc<tokio::sync::Notify>,
@@ -383,12 +383,18 @@ pub struct SiteDirectory {
 
 impl SiteDirectory {
     pub fn new(store: Store) -> SiteDirectory {
-        SiteDirectory { store, sites: Arc::new(DashMap::new()), changed: Arc::new(tokio::sync::Notify::new()) }
+        SiteDirectory::of(Arc::new(store))
+    }
+
+    /// A directory of the sites `source` stores (the appliance's `Store`, or a cluster's
+    /// PostgreSQL, whose changes through other nodes `invalidate` is told of).
+    pub fn of(source: Arc<dyn store::SiteSource>) -> SiteDirectory {
+        SiteDirectory { source, sites: Arc::new(DashMap::new()), changed: Arc::new(tokio::sync::Notify::new()) }
     }
 
     /// Every site, read from the database.
     pub async fn all(&self) -> Result<Vec<Site>, StorageError> {
-        self.store.read(list).await
+        self.source.list_sites().await
     }
 
     /// Notified whenever a site changes (it keeps one notice while nobody waits).
@@ -401,8 +407,7 @@ impl SiteDirectory {
         if let Some(found) = self.sites.get(key) {
             return Ok(Some(found.clone()));
         }
-        let owned_key = key.to_owned();
-        let Some(site) = self.store.read(move |transaction| get(transaction, &owned_key)).await? else {
+        let Some(site) = self.source.get_site(key).await? else {
             return Ok(None);
         };
         let runtime = Arc::new(SiteRuntime {

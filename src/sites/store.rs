@@ -4,6 +4,8 @@
 
 use std::future::Future;
 
+use futures_util::future::BoxFuture;
+
 use crate::sites::{self, NewSite, Site, SiteError};
 use crate::storage::{StorageError, Store};
 
@@ -52,5 +54,21 @@ impl SiteStore for Store {
 
     async fn delete(&self, key: &str) -> Result<Site, SiteError> {
         sites::delete(self, key).await
+    }
+}
+
+/// What `SiteDirectory` reads sites from: any [`SiteStore`], behind a pointer.
+pub trait SiteSource: Send + Sync {
+    fn get_site<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Site>, StorageError>>;
+    fn list_sites(&self) -> BoxFuture<'_, Result<Vec<Site>, StorageError>>;
+}
+
+impl<T: SiteStore> SiteSource for T {
+    fn get_site<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Site>, StorageError>> {
+        Box::pin(self.get(key))
+    }
+
+    fn list_sites(&self) -> BoxFuture<'_, Result<Vec<Site>, StorageError>> {
+        Box::pin(self.list())
     }
 }

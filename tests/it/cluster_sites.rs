@@ -2,16 +2,22 @@
 //! the cluster's PostgreSQL 15 (support/postgres.rs) behave the same for the same calls (checks,
 //! unknown keys, the kept secret, teams of another site refused); a site changed through one
 //! node is read through another; and deleting a site on PostgreSQL removes what is only its own
-//! and nothing of another site's.
+//! and nothing of another site's; with NATS, a change through one node reaches another node's
+//! cached sites (`SiteDirectory`) within a second.
 //!
 //! The PostgreSQL tests print one line and pass when PostgreSQL is not installed.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kefu::cluster::events;
 use kefu::cluster::sites::PostgresSites;
 use kefu::sites::store::SiteStore;
-use kefu::sites::{NewSite, SiteError};
+use kefu::sites::{NewSite, SiteDirectory, SiteError};
 use serde_json::json;
 
 use crate::support::TestServer;
+use crate::support::nats::NatsServer;
 use crate::support::postgres::{connect, count, database};
 
 fn new_site(name: &str) -> NewSite {
@@ -170,4 +176,41 @@ async fn deleting_a_site_removes_only_what_is_its_own() {
         .collect();
     assert_eq!(agents, [json!([kept.key]).to_string(), "[]".to_owned()]);
     assert!(sites.get(&kept.key).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_change_through_one_node_reaches_another_nodes_cached_sites_within_a_second() {
+    let Some(url) = database("sites_directory").await else { return };
+    let Some(nats) = NatsServer::start("sites_directory") else { return };
+    let node_a = PostgresSites::open(&url).await.unwrap().with_events(events::connect(&nats.url()).await.unwrap());
+    let node_b = Arc::new(PostgresSites::open(&url).await.unwrap());
+    let directory = SiteDirectory::of(node_b);
+    let following = events::follow_site_changes(&events::connect(&nats.url()).await.unwrap(), directory.clone())
+        .await
+        .expect("follow");
+
+    let site = node_a.create(new_site("旧名")).await.unwrap();
+    assert_eq!(directory.get(&site.key).await.unwrap().map(|cached| cached.site.name.clone()), Some("旧名".into()));
+    let mut renamed = site.clone();
+    renamed.name = "新名".into();
+    node_a.save(renamed).await.unwrap();
+    let seen = |expected: Option<&'static str>| {
+        let directory = directory.clone();
+        let key = site.key.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            loop {
+                let name = directory.get(&key).await.unwrap().map(|cached| cached.site.name.clone());
+                if name.as_deref() == expected {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "node b still has {name:?}, not {expected:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    seen(Some("新名")).await;
+    node_a.delete(&site.key).await.unwrap();
+    seen(None).await;
+    following.abort();
 }
