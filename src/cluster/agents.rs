@@ -6,7 +6,7 @@
 
 use crate::base::secrets::TokenDigest;
 use crate::cluster::messages::Readers;
-use crate::cluster::postgres::{self, PostgresError};
+use crate::cluster::postgres::{self, PostgresError, database, record_of};
 use crate::people::agent_store::AgentStore;
 use crate::people::agents::{self, Agent, AgentSession};
 use crate::people::two_factor;
@@ -17,14 +17,6 @@ const CONNECTIONS: usize = 2;
 
 pub struct PostgresAgents {
     connections: Readers,
-}
-
-fn database(error: tokio_postgres::Error) -> StorageError {
-    StorageError::from(PostgresError::from(error))
-}
-
-fn json_of<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StorageError> {
-    serde_json::from_str(text).map_err(|error| StorageError::Corrupt(format!("{what}: {error}")))
 }
 
 impl PostgresAgents {
@@ -51,7 +43,7 @@ impl AgentStore for PostgresAgents {
     async fn get(&self, id: u64) -> Result<Option<Agent>, StorageError> {
         let Ok(id) = i64::try_from(id) else { return Ok(None) };
         let found = self.one("SELECT record::text FROM agents WHERE id = $1", &id).await?;
-        found.map(|text| json_of("agent", &text)).transpose()
+        found.map(|text| record_of("agent", &text)).transpose()
     }
 
     async fn get_by_email(&self, email: &str) -> Result<Option<Agent>, StorageError> {
@@ -63,7 +55,7 @@ impl AgentStore for PostgresAgents {
                 &email,
             )
             .await?;
-        found.map(|text| json_of("agent", &text)).transpose()
+        found.map(|text| record_of("agent", &text)).transpose()
     }
 
     async fn two_factor_required(&self) -> Result<bool, StorageError> {
@@ -88,7 +80,7 @@ impl AgentStore for PostgresAgents {
 
     async fn stored_session(&self, digest: &TokenDigest) -> Result<Option<AgentSession>, StorageError> {
         let found = self.one("SELECT record::text FROM agent_sessions WHERE digest = $1", &digest.as_slice()).await?;
-        found.map(|text| json_of("agent session", &text)).transpose()
+        found.map(|text| record_of("agent session", &text)).transpose()
     }
 
     async fn end_session(&self, digest: &TokenDigest) -> Result<(), StorageError> {

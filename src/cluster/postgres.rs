@@ -70,6 +70,17 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
     }
 }
 
+/// A driver error as a storage error, with the server's message (for `map_err`).
+pub(crate) fn database(error: tokio_postgres::Error) -> StorageError {
+    StorageError::from(PostgresError::from(error))
+}
+
+/// A record table's `record::text` read back into its domain record; `what` names it in the
+/// error.
+pub(crate) fn record_of<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StorageError> {
+    serde_json::from_str(text).map_err(|error| StorageError::Corrupt(format!("{what}: {error}")))
+}
+
 /// Opens one connection; its I/O runs on a task of its own until the client is dropped or the
 /// server closes it.
 pub async fn connect(url: &str) -> Result<Client, PostgresError> {

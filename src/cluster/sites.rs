@@ -8,7 +8,7 @@ use tokio_postgres::Transaction;
 
 use crate::cluster::events;
 use crate::cluster::messages::Readers;
-use crate::cluster::postgres::{self, PostgresError};
+use crate::cluster::postgres::{self, PostgresError, database, record_of};
 use crate::sites::store::SiteStore;
 use crate::sites::{self, NewSite, Site, SiteError};
 use crate::storage::StorageError;
@@ -60,14 +60,6 @@ impl PostgresSites {
     }
 }
 
-fn database(error: tokio_postgres::Error) -> StorageError {
-    StorageError::from(PostgresError::from(error))
-}
-
-fn site_of(text: &str) -> Result<Site, StorageError> {
-    serde_json::from_str(text).map_err(|error| StorageError::Corrupt(format!("site: {error}")))
-}
-
 fn json_of(site: &Site) -> String {
     serde_json::to_string(site).expect("sites always serialize")
 }
@@ -79,7 +71,7 @@ async fn locked(transaction: &Transaction<'_>, key: &str) -> Result<Site, SiteEr
         .await
         .map_err(database)?;
     match row {
-        Some(row) => Ok(site_of(row.get(0))?),
+        Some(row) => Ok(record_of("site", row.get(0))?),
         None => Err(SiteError::NotFound(key.to_owned())),
     }
 }
@@ -96,14 +88,14 @@ impl SiteStore for PostgresSites {
     async fn get(&self, key: &str) -> Result<Option<Site>, StorageError> {
         let client = self.readers.client().await?;
         let row = client.query_opt("SELECT record::text FROM sites WHERE key = $1", &[&key]).await.map_err(database)?;
-        row.map(|row| site_of(row.get(0))).transpose()
+        row.map(|row| record_of("site", row.get(0))).transpose()
     }
 
     async fn list(&self) -> Result<Vec<Site>, StorageError> {
         let client = self.readers.client().await?;
         let rows =
             client.query("SELECT record::text FROM sites ORDER BY key COLLATE \"C\"", &[]).await.map_err(database)?;
-        rows.iter().map(|row| site_of(row.get(0))).collect()
+        rows.iter().map(|row| record_of("site", row.get(0))).collect()
     }
 
     async fn create(&self, new_site: NewSite) -> Result<Site, SiteError> {

@@ -22,7 +22,7 @@ use tokio_postgres::Row;
 
 use crate::chat::uploads::{AttachmentKind, Upload, UploadError, UploadTarget, clean_name, sniff};
 use crate::cluster::messages::{CONVERSATION_COLUMNS, Readers, conversation_of, sender_kind_of, unsigned};
-use crate::cluster::postgres::{self, PostgresError};
+use crate::cluster::postgres::{self, PostgresError, database};
 use crate::people::principal::Principal;
 use crate::protocol::ParticipantView;
 use crate::storage::StorageError;
@@ -336,10 +336,6 @@ async fn read_chunk(body: &mut (impl AsyncRead + Unpin), chunk: &mut Vec<u8>) ->
         }
     }
     Ok(())
-}
-
-fn database(error: tokio_postgres::Error) -> StorageError {
-    StorageError::from(PostgresError::from(error))
 }
 
 fn kind_name(kind: AttachmentKind) -> &'static str {

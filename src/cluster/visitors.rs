@@ -12,7 +12,7 @@ use tokio_postgres::Transaction;
 use crate::base::clock;
 use crate::base::secrets::{self, TokenDigest};
 use crate::cluster::messages::Readers;
-use crate::cluster::postgres::{self, PostgresError};
+use crate::cluster::postgres::{self, PostgresError, database, record_of};
 use crate::people::visitor_store::VisitorStore;
 use crate::people::visitors::{
     CheckedRequest, OpenedSession, ResolvedSession, SessionLookup, SessionRequest, Visitor, VisitorError,
@@ -33,14 +33,6 @@ pub struct PostgresVisitors {
     url: String,
 }
 
-fn database(error: tokio_postgres::Error) -> StorageError {
-    StorageError::from(PostgresError::from(error))
-}
-
-fn visitor_of(text: &str) -> Result<Visitor, StorageError> {
-    serde_json::from_str(text).map_err(|error| StorageError::Corrupt(format!("visitor: {error}")))
-}
-
 fn signed(id: u64) -> Result<i64, StorageError> {
     i64::try_from(id).map_err(|_| StorageError::Corrupt(format!("visitor id {id} is beyond bigint")))
 }
@@ -51,7 +43,7 @@ async fn locked_visitor(transaction: &Transaction<'_>, id: i64) -> Result<Option
         .query_opt("SELECT record::text FROM visitors WHERE id = $1 FOR UPDATE", &[&id])
         .await
         .map_err(database)?;
-    row.map(|row| visitor_of(row.get(0))).transpose()
+    row.map(|row| record_of("visitor", row.get(0))).transpose()
 }
 
 impl PostgresVisitors {
@@ -180,7 +172,7 @@ impl VisitorStore for PostgresVisitors {
             )
             .await
             .map_err(database)?;
-        row.map(|row| visitor_of(row.get(0))).transpose()
+        row.map(|row| record_of("visitor", row.get(0))).transpose()
     }
 
     async fn get(&self, id: u64) -> Result<Option<Visitor>, StorageError> {
@@ -189,6 +181,6 @@ impl VisitorStore for PostgresVisitors {
             .query_opt("SELECT record::text FROM visitors WHERE id = $1", &[&signed(id)?])
             .await
             .map_err(database)?;
-        row.map(|row| visitor_of(row.get(0))).transpose()
+        row.map(|row| record_of("visitor", row.get(0))).transpose()
     }
 }
