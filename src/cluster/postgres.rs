@@ -196,3 +196,47 @@ pub async fn partitions(client: &Client) -> Result<Vec<String>, PostgresError> {
 fn day_param(day: u32) -> Result<i32, PostgresError> {
     i32::try_from(day).map_err(|_| PostgresError::Corrupt(format!("day {day} is out of range")))
 }
+
+/// A few connections for transactions, each used by one task at a time and kept open between
+/// uses (a connection costs the server a process, so one per transaction would be dear); a
+/// connection the server closed is opened again.
+pub(crate) struct Writers {
+    url: String,
+    slots: Vec<tokio::sync::Mutex<Option<Client>>>,
+    free: tokio::sync::Semaphore,
+}
+
+/// A connection held for one task's transactions; back in the pool when dropped.
+pub(crate) struct Writer<'a> {
+    slot: tokio::sync::MutexGuard<'a, Option<Client>>,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Writer<'_> {
+    pub(crate) fn client(&mut self) -> &mut Client {
+        self.slot.as_mut().expect("a writer's slot holds an open connection")
+    }
+}
+
+impl Writers {
+    pub(crate) fn new(url: &str, count: usize) -> Writers {
+        let count = count.max(1);
+        Writers {
+            url: url.to_owned(),
+            slots: (0..count).map(|_| tokio::sync::Mutex::new(None)).collect(),
+            free: tokio::sync::Semaphore::new(count),
+        }
+    }
+
+    /// Waits for a free connection (opening it if needed).
+    pub(crate) async fn acquire(&self) -> Result<Writer<'_>, PostgresError> {
+        let permit =
+            self.free.acquire().await.map_err(|_| PostgresError::Invalid("the connection pool is closed".into()))?;
+        // A permit guarantees a slot no other task holds.
+        let mut slot = self.slots.iter().find_map(|slot| slot.try_lock().ok()).expect("a permit leaves a slot free");
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            *slot = Some(connect(&self.url).await?);
+        }
+        Ok(Writer { slot, _permit: permit })
+    }
+}

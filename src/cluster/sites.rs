@@ -8,7 +8,7 @@ use tokio_postgres::Transaction;
 
 use crate::cluster::events;
 use crate::cluster::messages::Readers;
-use crate::cluster::postgres::{self, PostgresError, database, record_of};
+use crate::cluster::postgres::{self, PostgresError, Writers, database, record_of};
 use crate::sites::store::SiteStore;
 use crate::sites::{self, NewSite, Site, SiteError};
 use crate::storage::StorageError;
@@ -20,7 +20,7 @@ const READ_CONNECTIONS: usize = 2;
 const KEY_TRIES: usize = 4;
 
 pub struct PostgresSites {
-    url: String,
+    writers: Writers,
     readers: Readers,
     /// Where committed changes are announced to every node (`events::publish_site_changed`).
     nats: Option<async_nats::Client>,
@@ -31,7 +31,7 @@ impl PostgresSites {
     pub async fn open(url: &str) -> Result<PostgresSites, PostgresError> {
         let mut client = postgres::connect(url).await?;
         postgres::migrate(&mut client).await?;
-        Ok(PostgresSites { url: url.to_owned(), readers: Readers::new(url, READ_CONNECTIONS), nats: None })
+        Ok(PostgresSites { writers: Writers::new(url, 1), readers: Readers::new(url, READ_CONNECTIONS), nats: None })
     }
 
     /// Announces every committed change on NATS, so other nodes' `SiteDirectory` drop their copy.
@@ -46,14 +46,14 @@ impl PostgresSites {
         }
     }
 
-    /// Runs `change` in a transaction of its own connection (site changes are rare), committing
-    /// only when it succeeds.
+    /// Runs `change` in a transaction (on the one connection site changes take in turn: they are
+    /// rare), committing only when it succeeds.
     async fn change<T>(
         &self,
         change: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, SiteError>,
     ) -> Result<T, SiteError> {
-        let mut client = postgres::connect(&self.url).await.map_err(StorageError::from)?;
-        let transaction = client.transaction().await.map_err(database)?;
+        let mut writer = self.writers.acquire().await.map_err(StorageError::from)?;
+        let transaction = writer.client().transaction().await.map_err(database)?;
         let outcome = change(&transaction).await?;
         transaction.commit().await.map_err(database)?;
         Ok(outcome)

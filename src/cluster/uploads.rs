@@ -11,18 +11,15 @@
 //! otherwise), and they take part in transactions like every other table.
 //! A put is one transaction: a refused or failed upload leaves nothing.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::Semaphore;
 use tokio_postgres::Row;
 
 use crate::chat::uploads::{AttachmentKind, Upload, UploadError, UploadTarget, clean_name, sniff};
 use crate::cluster::messages::{CONVERSATION_COLUMNS, Readers, conversation_of, sender_kind_of, unsigned};
-use crate::cluster::postgres::{self, PostgresError, database};
+use crate::cluster::postgres::{self, PostgresError, Writers, database};
 use crate::people::principal::Principal;
 use crate::protocol::ParticipantView;
 use crate::storage::StorageError;
@@ -43,9 +40,8 @@ pub(crate) const UPLOAD_COLUMNS: &str = "id, conversation_id, uploader_kind, upl
 
 /// Uploads' files and records on PostgreSQL.
 pub struct PostgresUploads {
-    url: Arc<str>,
     readers: Readers,
-    puts: Semaphore,
+    writers: Writers,
 }
 
 /// A readable upload: its record and its bytes, read a chunk at a time as the stream is polled.
@@ -60,9 +56,8 @@ impl PostgresUploads {
         let mut client = postgres::connect(url).await?;
         postgres::migrate(&mut client).await?;
         Ok(PostgresUploads {
-            url: url.into(),
             readers: Readers::new(url, READ_CONNECTIONS),
-            puts: Semaphore::new(MAX_CONCURRENT_PUTS),
+            writers: Writers::new(url, MAX_CONCURRENT_PUTS),
         })
     }
 
@@ -86,10 +81,8 @@ impl PostgresUploads {
             return Err(UploadError::TooLarge(max_bytes));
         }
         let (content_type, kind) = sniff(&chunk)?;
-        let _permit =
-            self.puts.acquire().await.map_err(|_| StorageError::Server("the upload store is closed".into()))?;
-        let mut client = postgres::connect(&self.url).await.map_err(StorageError::from)?;
-        let transaction = client.transaction().await.map_err(database)?;
+        let mut writer = self.writers.acquire().await.map_err(StorageError::from)?;
+        let transaction = writer.client().transaction().await.map_err(database)?;
         let (content_id, size) = store_content(&transaction, chunk, &mut body, max_bytes).await?;
         let upload = Upload {
             id: crate::base::secrets::new_hex_id(16),
@@ -180,8 +173,8 @@ impl PostgresUploads {
     /// Removes the upload `id`, and its bytes when no other upload has the same; false when
     /// there was no such upload.
     pub async fn delete(&self, id: &str) -> Result<bool, StorageError> {
-        let mut client = postgres::connect(&self.url).await?;
-        let transaction = client.transaction().await.map_err(database)?;
+        let mut writer = self.writers.acquire().await?;
+        let transaction = writer.client().transaction().await.map_err(database)?;
         let removed = transaction
             .query_opt("DELETE FROM uploads WHERE id = $1 RETURNING content_id", &[&id])
             .await

@@ -12,7 +12,7 @@ use tokio_postgres::Transaction;
 use crate::base::clock;
 use crate::base::secrets::{self, TokenDigest};
 use crate::cluster::messages::Readers;
-use crate::cluster::postgres::{self, PostgresError, database, record_of};
+use crate::cluster::postgres::{self, PostgresError, Writers, database, record_of};
 use crate::people::visitor_store::VisitorStore;
 use crate::people::visitors::{
     CheckedRequest, OpenedSession, ResolvedSession, SessionLookup, SessionRequest, Visitor, VisitorError,
@@ -24,13 +24,12 @@ use crate::storage::StorageError;
 /// Connections a node's reads take in turn.
 const READ_CONNECTIONS: usize = 2;
 
-/// Sessions opened at once on a node, each on a connection of its own for its transaction.
+/// Sessions opened at once on a node, each on one of these connections for its transaction.
 const SESSION_CONNECTIONS: usize = 4;
 
 pub struct PostgresVisitors {
     readers: Readers,
-    writers: tokio::sync::Semaphore,
-    url: String,
+    writers: Writers,
 }
 
 fn signed(id: u64) -> Result<i64, StorageError> {
@@ -53,8 +52,7 @@ impl PostgresVisitors {
         postgres::migrate(&mut client).await?;
         Ok(PostgresVisitors {
             readers: Readers::new(url, READ_CONNECTIONS),
-            writers: tokio::sync::Semaphore::new(SESSION_CONNECTIONS),
-            url: url.to_owned(),
+            writers: Writers::new(url, SESSION_CONNECTIONS),
         })
     }
 
@@ -148,10 +146,8 @@ impl PostgresVisitors {
 impl VisitorStore for PostgresVisitors {
     async fn open_session(&self, site: &Site, request: SessionRequest) -> Result<OpenedSession, VisitorError> {
         let checked = CheckedRequest::new(site, request)?;
-        let _permit =
-            self.writers.acquire().await.map_err(|_| StorageError::Server("the visitor store is closed".into()))?;
-        let mut client = postgres::connect(&self.url).await.map_err(StorageError::from)?;
-        let transaction = client.transaction().await.map_err(database)?;
+        let mut writer = self.writers.acquire().await.map_err(StorageError::from)?;
+        let transaction = writer.client().transaction().await.map_err(database)?;
         let lookup = Self::lookup(&transaction, &site.key, &checked).await?;
         // The decision is synchronous, so a new visitor's id is taken ahead; when the session
         // finds its visitor, that id is skipped (a sequence has gaps, never repeats).
