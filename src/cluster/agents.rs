@@ -6,7 +6,7 @@
 
 use crate::base::secrets::TokenDigest;
 use crate::cluster::messages::Readers;
-use crate::cluster::postgres::{self, PostgresError, database, record_of};
+use crate::cluster::postgres::{self, PostgresError, database, record_of, record_text};
 use crate::people::agent_store::AgentStore;
 use crate::people::agents::{self, Agent, AgentSession};
 use crate::people::two_factor;
@@ -66,7 +66,7 @@ impl AgentStore for PostgresAgents {
 
     async fn insert_session(&self, digest: &TokenDigest, session: AgentSession) -> Result<(), StorageError> {
         let client = self.connections.client().await?;
-        let record = serde_json::to_string(&session).expect("sessions always serialize");
+        let record = record_text(&session);
         client
             .execute(
                 "INSERT INTO agent_sessions (digest, record) VALUES ($1, $2::text::jsonb)

@@ -24,5 +24,6 @@ pub mod redb_copy;
 pub mod routing_lease;
 pub mod search;
 pub mod sites;
+pub mod teams;
 pub mod uploads;
 pub mod visitors;

@@ -81,6 +81,11 @@ pub(crate) fn record_of<T: serde::de::DeserializeOwned>(what: &str, text: &str) 
     serde_json::from_str(text).map_err(|error| StorageError::Corrupt(format!("{what}: {error}")))
 }
 
+/// A domain record as the JSON text a record table's `record` is written from.
+pub(crate) fn record_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("records always serialize")
+}
+
 /// Opens one connection; its I/O runs on a task of its own until the client is dropped or the
 /// server closes it.
 pub async fn connect(url: &str) -> Result<Client, PostgresError> {

@@ -821,7 +821,7 @@ async fn copy_locked(
             }
         }
     }
-    // New conversations, messages and visitors continue the copied ids: the sequences move past them
+    // New conversations, messages, visitors and teams continue the copied ids: the sequences move past them
     // (never back, so running this again after nodes appended is harmless).
     client
         .batch_execute(
@@ -832,7 +832,9 @@ async fn copy_locked(
              SELECT setval('visitor_ids', greatest(coalesce((SELECT max(id) FROM visitors), 0) + 1,
                                                    (SELECT (record #>> '{}')::bigint FROM appliance_meta
                                                     WHERE name = 'next_visitor_id'),
-                                                   (SELECT last_value + is_called::int FROM visitor_ids)), false);",
+                                                   (SELECT last_value + is_called::int FROM visitor_ids)), false);
+             SELECT setval('team_ids', greatest(coalesce((SELECT max(id) FROM teams), 0) + 1,
+                                                (SELECT last_value + is_called::int FROM team_ids)), false);",
         )
         .await?;
     Ok(copied)

@@ -8,7 +8,7 @@ use tokio_postgres::Transaction;
 
 use crate::cluster::events;
 use crate::cluster::messages::Readers;
-use crate::cluster::postgres::{self, PostgresError, Writers, database, record_of};
+use crate::cluster::postgres::{self, PostgresError, Writers, database, record_of, record_text};
 use crate::sites::store::SiteStore;
 use crate::sites::{self, NewSite, Site, SiteError};
 use crate::storage::StorageError;
@@ -60,10 +60,6 @@ impl PostgresSites {
     }
 }
 
-fn json_of(site: &Site) -> String {
-    serde_json::to_string(site).expect("sites always serialize")
-}
-
 /// The stored site with `key`, locked until the transaction ends.
 async fn locked(transaction: &Transaction<'_>, key: &str) -> Result<Site, SiteError> {
     let row = transaction
@@ -78,7 +74,7 @@ async fn locked(transaction: &Transaction<'_>, key: &str) -> Result<Site, SiteEr
 
 async fn update(transaction: &Transaction<'_>, site: &Site) -> Result<(), SiteError> {
     transaction
-        .execute("UPDATE sites SET record = $2::text::jsonb WHERE key = $1", &[&site.key, &json_of(site)])
+        .execute("UPDATE sites SET record = $2::text::jsonb WHERE key = $1", &[&site.key, &record_text(site)])
         .await
         .map_err(database)?;
     Ok(())
@@ -106,7 +102,7 @@ impl SiteStore for PostgresSites {
                     let inserted = transaction
                         .execute(
                             "INSERT INTO sites (key, record) VALUES ($1, $2::text::jsonb) ON CONFLICT (key) DO NOTHING",
-                            &[&site.key, &json_of(&site)],
+                            &[&site.key, &record_text(&site)],
                         )
                         .await
                         .map_err(database)?;

@@ -12,7 +12,7 @@ use tokio_postgres::Transaction;
 use crate::base::clock;
 use crate::base::secrets::{self, TokenDigest};
 use crate::cluster::messages::Readers;
-use crate::cluster::postgres::{self, PostgresError, Writers, database, record_of};
+use crate::cluster::postgres::{self, PostgresError, Writers, database, record_of, record_text};
 use crate::people::visitor_store::VisitorStore;
 use crate::people::visitors::{
     CheckedRequest, OpenedSession, ResolvedSession, SessionLookup, SessionRequest, Visitor, VisitorError,
@@ -111,7 +111,7 @@ impl PostgresVisitors {
         resolved: &ResolvedSession,
     ) -> Result<(), StorageError> {
         let id = signed(resolved.visitor.id)?;
-        let record = serde_json::to_string(&resolved.visitor).expect("visitors always serialize");
+        let record = record_text(&resolved.visitor);
         transaction
             .execute(
                 "INSERT INTO visitors (id, record) VALUES ($1, $2::text::jsonb)

@@ -7,6 +7,7 @@ pub mod api_tokens;
 pub mod avatars;
 pub mod blocking;
 pub mod principal;
+pub mod team_store;
 pub mod teams;
 pub mod two_factor;
 pub mod visitor_limits;

@@ -35,7 +35,8 @@ pub enum TeamError {
     Storage(#[from] StorageError),
 }
 
-fn validate(name: &str, mut members: Vec<u64>) -> Result<(String, Vec<u64>), TeamError> {
+/// A team's name trimmed and checked, its members sorted without repeats and counted.
+pub fn validate(name: &str, mut members: Vec<u64>) -> Result<(String, Vec<u64>), TeamError> {
     let name = name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(TeamError::Invalid(FieldError::new("name", format!("must be 1 to {MAX_NAME_CHARS} characters"))));
@@ -57,14 +58,26 @@ fn check_members(
     let agents = context.transaction.open_table(tables::AGENTS)?;
     for member in members {
         let agent: Option<Agent> = agents.get(*member)?.map(|value| decode_json(value.value())).transpose()?;
-        if !agent.is_some_and(|agent| agent.serves_site(site)) {
-            return Ok(Err(TeamError::Invalid(FieldError::new(
-                "members",
-                format!("agent {member} does not serve this site"),
-            ))));
+        if let Err(error) = check_member(site, *member, agent.as_ref()) {
+            return Ok(Err(error));
         }
     }
     Ok(Ok(()))
+}
+
+/// A member (the agent with that id, if there is one) must be an agent serving the team's site.
+pub fn check_member(site: &str, member: u64, agent: Option<&Agent>) -> Result<(), TeamError> {
+    if agent.is_some_and(|agent| agent.serves_site(site)) {
+        Ok(())
+    } else {
+        Err(TeamError::Invalid(FieldError::new("members", format!("agent {member} does not serve this site"))))
+    }
+}
+
+/// Stops `site` routing to the team `id`: rules naming it and a default team of it go.
+pub fn forget_team(site: &mut Site, id: u64) {
+    site.routing_rules.retain(|rule| rule.team != id);
+    site.default_team = site.default_team.filter(|team| *team != id);
 }
 
 /// Creates a team of `site`; every member must be an agent serving the site.
@@ -123,8 +136,7 @@ pub async fn delete(store: &Store, id: u64) -> Result<Team, TeamError> {
             let mut sites = context.transaction.open_table(tables::SITES)?;
             let stored = sites.get(team.site.as_str())?.map(|value| decode_json::<Site>(value.value())).transpose()?;
             if let Some(mut site) = stored {
-                site.routing_rules.retain(|rule| rule.team != id);
-                site.default_team = site.default_team.filter(|team| *team != id);
+                forget_team(&mut site, id);
                 sites.insert(site.key.as_str(), encode_json(&site).as_slice())?;
             }
             drop(sites);

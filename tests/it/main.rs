@@ -19,6 +19,7 @@ mod cluster_presence;
 mod cluster_routing;
 mod cluster_search;
 mod cluster_sites;
+mod cluster_teams;
 mod cluster_uploads;
 mod cluster_visitors;
 mod connection_limits;

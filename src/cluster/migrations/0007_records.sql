@@ -45,3 +45,5 @@ ALTER TABLE redb_copy_progress DROP CONSTRAINT redb_copy_progress_table_name_che
 ALTER TABLE uploads ALTER COLUMN content_id DROP NOT NULL;
 -- New visitors' ids on PostgreSQL; `kefu migrate-to-postgres` moves it past the copied ones.
 CREATE SEQUENCE visitor_ids;
+-- New teams' ids on PostgreSQL; the copy moves it past the copied ones.
+CREATE SEQUENCE team_ids;

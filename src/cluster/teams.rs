@@ -1,0 +1,153 @@
+//! Teams on the cluster's PostgreSQL: the [`TeamStore`] boundary over the `teams` record table
+//! (migration 7), with the appliance's checks (`teams::validate`, `teams::check_member` against
+//! the agents' records) and its deletion: the site stops routing to the team
+//! (`teams::forget_team`) and conversations waiting for it wait for any agent of the site, in one
+//! transaction. With NATS, the site a deletion changed is announced like any site change.
+
+use std::collections::HashMap;
+
+use tokio_postgres::Transaction;
+
+use crate::cluster::events;
+use crate::cluster::messages::Readers;
+use crate::cluster::postgres::{self, PostgresError, Writers, database, record_of, record_text};
+use crate::people::agents::Agent;
+use crate::people::team_store::TeamStore;
+use crate::people::teams::{self, Team, TeamError};
+use crate::sites::Site;
+use crate::storage::StorageError;
+
+/// Connections a node's reads take in turn.
+const READ_CONNECTIONS: usize = 2;
+
+pub struct PostgresTeams {
+    readers: Readers,
+    writers: Writers,
+    nats: Option<async_nats::Client>,
+}
+
+fn key_of(id: u64) -> Result<i64, TeamError> {
+    i64::try_from(id).map_err(|_| TeamError::NotFound)
+}
+
+/// Checks every member against the agents' records, in member order (the first refused is the
+/// error).
+async fn check_members(transaction: &Transaction<'_>, site: &str, members: &[u64]) -> Result<(), TeamError> {
+    let ids: Vec<i64> = members.iter().filter_map(|id| i64::try_from(*id).ok()).collect();
+    let rows =
+        transaction.query("SELECT id, record::text FROM agents WHERE id = ANY($1)", &[&ids]).await.map_err(database)?;
+    let mut agents = HashMap::new();
+    for row in &rows {
+        agents.insert(row.get::<_, i64>(0) as u64, record_of::<Agent>("agent", row.get(1))?);
+    }
+    for member in members {
+        teams::check_member(site, *member, agents.get(member))?;
+    }
+    Ok(())
+}
+
+impl PostgresTeams {
+    /// Connects and applies the migrations the database lacks (teams need migration 7).
+    pub async fn open(url: &str) -> Result<PostgresTeams, PostgresError> {
+        let mut client = postgres::connect(url).await?;
+        postgres::migrate(&mut client).await?;
+        Ok(PostgresTeams { readers: Readers::new(url, READ_CONNECTIONS), writers: Writers::new(url, 1), nats: None })
+    }
+
+    /// Announces the site a team's deletion changed on NATS (`events::publish_site_changed`).
+    pub fn with_events(self, nats: async_nats::Client) -> PostgresTeams {
+        PostgresTeams { nats: Some(nats), ..self }
+    }
+}
+
+impl TeamStore for PostgresTeams {
+    async fn get(&self, id: u64) -> Result<Option<Team>, StorageError> {
+        let Ok(id) = i64::try_from(id) else { return Ok(None) };
+        let client = self.readers.client().await?;
+        let row = client.query_opt("SELECT record::text FROM teams WHERE id = $1", &[&id]).await.map_err(database)?;
+        row.map(|row| record_of("team", row.get(0))).transpose()
+    }
+
+    async fn list(&self) -> Result<Vec<Team>, StorageError> {
+        let client = self.readers.client().await?;
+        let rows = client.query("SELECT record::text FROM teams ORDER BY id", &[]).await.map_err(database)?;
+        rows.iter().map(|row| record_of("team", row.get(0))).collect()
+    }
+
+    async fn create(&self, site: String, name: &str, members: Vec<u64>) -> Result<Team, TeamError> {
+        let (name, members) = teams::validate(name, members)?;
+        let mut writer = self.writers.acquire().await.map_err(StorageError::from)?;
+        let transaction = writer.client().transaction().await.map_err(database)?;
+        check_members(&transaction, &site, &members).await?;
+        let id: i64 = transaction.query_one("SELECT nextval('team_ids')", &[]).await.map_err(database)?.get(0);
+        let team = Team { id: id as u64, site, name, members };
+        transaction
+            .execute("INSERT INTO teams (id, record) VALUES ($1, $2::text::jsonb)", &[&id, &record_text(&team)])
+            .await
+            .map_err(database)?;
+        transaction.commit().await.map_err(database)?;
+        Ok(team)
+    }
+
+    async fn update(&self, id: u64, name: &str, members: Vec<u64>) -> Result<Team, TeamError> {
+        let (name, members) = teams::validate(name, members)?;
+        let key = key_of(id)?;
+        let mut writer = self.writers.acquire().await.map_err(StorageError::from)?;
+        let transaction = writer.client().transaction().await.map_err(database)?;
+        let row = transaction
+            .query_opt("SELECT record::text FROM teams WHERE id = $1 FOR UPDATE", &[&key])
+            .await
+            .map_err(database)?;
+        let Some(row) = row else {
+            return Err(TeamError::NotFound);
+        };
+        let mut team: Team = record_of("team", row.get(0))?;
+        check_members(&transaction, &team.site, &members).await?;
+        team.name = name;
+        team.members = members;
+        transaction
+            .execute("UPDATE teams SET record = $2::text::jsonb WHERE id = $1", &[&key, &record_text(&team)])
+            .await
+            .map_err(database)?;
+        transaction.commit().await.map_err(database)?;
+        Ok(team)
+    }
+
+    async fn delete(&self, id: u64) -> Result<Team, TeamError> {
+        let key = key_of(id)?;
+        let mut writer = self.writers.acquire().await.map_err(StorageError::from)?;
+        let transaction = writer.client().transaction().await.map_err(database)?;
+        let row = transaction
+            .query_opt("DELETE FROM teams WHERE id = $1 RETURNING record::text", &[&key])
+            .await
+            .map_err(database)?;
+        let Some(row) = row else {
+            return Err(TeamError::NotFound);
+        };
+        let team: Team = record_of("team", row.get(0))?;
+        let site = transaction
+            .query_opt("SELECT record::text FROM sites WHERE key = $1 FOR UPDATE", &[&team.site])
+            .await
+            .map_err(database)?;
+        if let Some(site) = site {
+            let mut site: Site = record_of("site", site.get(0))?;
+            teams::forget_team(&mut site, id);
+            transaction
+                .execute("UPDATE sites SET record = $2::text::jsonb WHERE key = $1", &[&site.key, &record_text(&site)])
+                .await
+                .map_err(database)?;
+        }
+        transaction
+            .execute(
+                "UPDATE conversations SET team = NULL WHERE site = $1 AND team = $2 AND status <> 'closed'",
+                &[&team.site, &key],
+            )
+            .await
+            .map_err(database)?;
+        transaction.commit().await.map_err(database)?;
+        if let Some(nats) = &self.nats {
+            events::publish_site_changed(nats, &team.site).await;
+        }
+        Ok(team)
+    }
+}
