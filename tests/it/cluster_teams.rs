@@ -1,14 +1,19 @@
 //! Teams behind their storage boundary (`TeamStore`) on both backends, the appliance's redb and
 //! the cluster's PostgreSQL 15 (support/postgres.rs): the same calls give the same answers (bad
 //! names and members who do not serve the site refused with nothing stored, unknown ids, a
-//! rename with new members), and a deleted team leaves its site's routing on both.
+//! rename with new members), and a deleted team leaves its site's routing on both; on
+//! PostgreSQL a conversation waiting for a deleted team waits for any agent of the site.
 //!
 //! The PostgreSQL test prints one line and passes when PostgreSQL is not installed.
 
+use kefu::chat::message_store::MessageStore;
+use kefu::chat::messages::{NewMessage, Target};
+use kefu::cluster::messages::{PostgresMessages, PostgresOptions};
 use kefu::cluster::sites::PostgresSites;
 use kefu::cluster::teams::PostgresTeams;
 use kefu::people::team_store::TeamStore;
 use kefu::people::teams::TeamError;
+use kefu::protocol::{SenderKind, SenderView};
 use kefu::sites::NewSite;
 use kefu::sites::store::SiteStore;
 
@@ -94,4 +99,28 @@ async fn the_appliance_and_postgresql_behave_alike() {
         id as u64
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_conversation_waiting_for_a_deleted_team_waits_for_any_agent_of_the_site() {
+    let Some(url) = database("teams_waiting").await else { return };
+    let (sites, teams) = (PostgresSites::open(&url).await.unwrap(), PostgresTeams::open(&url).await.unwrap());
+    let site = sites.create(NewSite { name: "店".into(), ..NewSite::default() }).await.unwrap();
+    let team = teams.create(site.key.clone(), "售前", Vec::new()).await.unwrap();
+    let messages = PostgresMessages::open(&url, PostgresOptions::default()).await.unwrap();
+    let sender = SenderView { kind: SenderKind::Visitor, id: 5, name: "访客".into() };
+    let inbox = Target::VisitorInbox { site: site.key.clone(), visitor_id: 5 };
+    let waiting = messages.append(NewMessage::text(inbox, sender, "c-1".into(), "你好".into())).await.unwrap();
+    let client = connect(&url).await;
+    client
+        .execute(
+            "UPDATE conversations SET team = $2 WHERE id = $1",
+            &[&(waiting.conversation_id as i64), &(team.id as i64)],
+        )
+        .await
+        .unwrap();
+
+    teams.delete(team.id).await.unwrap();
+    let conversation = messages.conversation(waiting.conversation_id).await.unwrap().unwrap();
+    assert_eq!(conversation.team, None);
 }
