@@ -354,9 +354,9 @@ impl Source {
         after: Option<CopyKey>,
         limit: usize,
     ) -> tokio::task::JoinHandle<Result<ReadAhead, CopyError>> {
-        let (transaction, data_dir) = (self.transaction.clone(), self.data_dir.clone());
+        let transaction = self.transaction.clone();
         tokio::task::spawn_blocking(move || {
-            let batch = read_batch(&transaction, &data_dir, table, after.as_ref(), limit)?;
+            let batch = read_batch(&transaction, table, after.as_ref(), limit)?;
             let cells = batch.rows.iter().map(SourceRow::cells).collect::<Result<Vec<_>, _>>()?;
             Ok((batch, cells))
         })
@@ -371,9 +371,14 @@ impl Source {
             for (index, table) in CopiedTable::ALL.into_iter().enumerate() {
                 let mut after = None;
                 loop {
-                    let batch = read_batch(&transaction, &data_dir, table, after.as_ref(), DEFAULT_BATCH_ROWS)?;
+                    let mut batch = read_batch(&transaction, table, after.as_ref(), DEFAULT_BATCH_ROWS)?;
                     if batch.rows.is_empty() {
                         break;
+                    }
+                    for row in &mut batch.rows {
+                        if let SourceRow::Upload(upload, sha256) = row {
+                            *sha256 = file_sha256(&uploads::path_of(&data_dir, &upload.id))?;
+                        }
                     }
                     for row in &batch.rows {
                         let canonical = row.canonical();
@@ -419,7 +424,8 @@ enum SourceRow {
     Message(MessageKey, MessageRecord),
     ClientId(ClientIdRecord),
     Record(RecordRow),
-    /// An upload's record and the SHA-256 of its file (hex; none when the file is gone or empty).
+    /// An upload's record and the SHA-256 of its file (hex; none when the file is gone or empty),
+    /// computed for the summary only.
     Upload(Upload, Option<String>),
     Outbox(OutboxCopy),
 }
@@ -438,7 +444,6 @@ const UPLOADS_PER_BATCH: usize = 64;
 
 fn read_batch(
     transaction: &ReadTransaction,
-    data_dir: &Path,
     table: CopiedTable,
     after: Option<&CopyKey>,
     limit: usize,
@@ -468,12 +473,10 @@ fn read_batch(
                 None => None,
                 Some(other) => return Err(CopyError::BadProgress(format!("{other:?} is not an upload id"))),
             };
-            let mut rows = Vec::new();
-            for upload in uploads::scan(transaction, after, limit.min(UPLOADS_PER_BATCH))? {
-                let sha256 = file_sha256(&uploads::path_of(data_dir, &upload.id))?;
-                rows.push(SourceRow::Upload(upload, sha256));
-            }
-            rows
+            // The files are hashed only for the summary (`Source::summary`); the copy reads each
+            // file once, as it stores it.
+            let found = uploads::scan(transaction, after, limit.min(UPLOADS_PER_BATCH))?;
+            found.into_iter().map(|upload| SourceRow::Upload(upload, None)).collect()
         }
         CopiedTable::Conversations => {
             let after = match after {
@@ -1001,14 +1004,15 @@ async fn store_uploads(
     rows: &[SourceRow],
 ) -> Result<(), CopyError> {
     for row in rows {
-        let SourceRow::Upload(upload, sha256) = row else { continue };
+        let SourceRow::Upload(upload, _) = row else { continue };
         let failed =
             |error: &dyn std::fmt::Display| CopyError::Upload { id: upload.id.clone(), detail: error.to_string() };
-        let mut file = match sha256 {
-            Some(_) => Some(
-                tokio::fs::File::open(uploads::path_of(data_dir, &upload.id)).await.map_err(|error| failed(&error))?,
-            ),
-            None => None,
+        // A file gone from the data directory leaves the record without bytes, as the summary
+        // counted it (an empty file too: `import` stores no content for it).
+        let mut file = match tokio::fs::File::open(uploads::path_of(data_dir, &upload.id)).await {
+            Ok(file) => Some(file),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(failed(&error)),
         };
         cluster_uploads::import(transaction, upload, file.as_mut()).await.map_err(|error| failed(&error))?;
     }
