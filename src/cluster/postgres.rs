@@ -233,6 +233,19 @@ impl Writers {
         }
     }
 
+    /// Runs `change` in a transaction on a pooled connection, committing only when it succeeds
+    /// (an error rolls it back).
+    pub(crate) async fn run<T, E: From<StorageError>>(
+        &self,
+        change: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut writer = self.acquire().await.map_err(StorageError::from)?;
+        let transaction = writer.client().transaction().await.map_err(database)?;
+        let outcome = change(&transaction).await?;
+        transaction.commit().await.map_err(database)?;
+        Ok(outcome)
+    }
+
     /// Waits for a free connection (opening it if needed).
     pub(crate) async fn acquire(&self) -> Result<Writer<'_>, PostgresError> {
         let permit =

@@ -45,19 +45,6 @@ impl PostgresSites {
             events::publish_site_changed(nats, key).await;
         }
     }
-
-    /// Runs `change` in a transaction (on the one connection site changes take in turn: they are
-    /// rare), committing only when it succeeds.
-    async fn change<T>(
-        &self,
-        change: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, SiteError>,
-    ) -> Result<T, SiteError> {
-        let mut writer = self.writers.acquire().await.map_err(StorageError::from)?;
-        let transaction = writer.client().transaction().await.map_err(database)?;
-        let outcome = change(&transaction).await?;
-        transaction.commit().await.map_err(database)?;
-        Ok(outcome)
-    }
 }
 
 /// The stored site with `key`, locked until the transaction ends.
@@ -98,7 +85,8 @@ impl SiteStore for PostgresSites {
         let mut site = sites::new_record(new_site)?;
         for _ in 0..KEY_TRIES {
             let stored = self
-                .change(async |transaction| {
+                .writers
+                .run(async |transaction| -> Result<_, SiteError> {
                     let inserted = transaction
                         .execute(
                             "INSERT INTO sites (key, record) VALUES ($1, $2::text::jsonb) ON CONFLICT (key) DO NOTHING",
@@ -120,7 +108,8 @@ impl SiteStore for PostgresSites {
     async fn save(&self, site: Site) -> Result<Site, SiteError> {
         site.checked()?;
         let saved = self
-            .change(async |transaction| {
+            .writers
+            .run(async |transaction| -> Result<_, SiteError> {
                 let mut site = site;
                 let team_ids: Vec<i64> = site.routed_teams().map(|id| i64::try_from(id).unwrap_or(-1)).collect();
                 let rows = transaction
@@ -147,7 +136,8 @@ impl SiteStore for PostgresSites {
 
     async fn rotate_secret(&self, key: &str) -> Result<Site, SiteError> {
         let rotated = self
-            .change(async |transaction| {
+            .writers
+            .run(async |transaction| -> Result<_, SiteError> {
                 let mut site = locked(transaction, key).await?;
                 site.secret = sites::new_secret();
                 update(transaction, &site).await?;
@@ -160,7 +150,8 @@ impl SiteStore for PostgresSites {
 
     async fn delete(&self, key: &str) -> Result<Site, SiteError> {
         let deleted = self
-            .change(async |transaction| {
+            .writers
+            .run(async |transaction| -> Result<_, SiteError> {
                 let site = locked(transaction, key).await?;
                 // What is only the site's goes with it, as on the appliance (`sites::delete`); its
                 // conversations stay in the history.

@@ -76,75 +76,83 @@ impl TeamStore for PostgresTeams {
 
     async fn create(&self, site: String, name: &str, members: Vec<u64>) -> Result<Team, TeamError> {
         let (name, members) = teams::validate(name, members)?;
-        let mut writer = self.writers.acquire().await.map_err(StorageError::from)?;
-        let transaction = writer.client().transaction().await.map_err(database)?;
-        check_members(&transaction, &site, &members).await?;
-        let id: i64 = transaction.query_one("SELECT nextval('team_ids')", &[]).await.map_err(database)?.get(0);
-        let team = Team { id: id as u64, site, name, members };
-        transaction
-            .execute("INSERT INTO teams (id, record) VALUES ($1, $2::text::jsonb)", &[&id, &record_text(&team)])
+        self.writers
+            .run(async |transaction| -> Result<_, TeamError> {
+                check_members(transaction, &site, &members).await?;
+                let id: i64 = transaction.query_one("SELECT nextval('team_ids')", &[]).await.map_err(database)?.get(0);
+                let team = Team { id: id as u64, site, name, members };
+                transaction
+                    .execute("INSERT INTO teams (id, record) VALUES ($1, $2::text::jsonb)", &[&id, &record_text(&team)])
+                    .await
+                    .map_err(database)?;
+                Ok(team)
+            })
             .await
-            .map_err(database)?;
-        transaction.commit().await.map_err(database)?;
-        Ok(team)
     }
 
     async fn update(&self, id: u64, name: &str, members: Vec<u64>) -> Result<Team, TeamError> {
         let (name, members) = teams::validate(name, members)?;
         let key = key_of(id)?;
-        let mut writer = self.writers.acquire().await.map_err(StorageError::from)?;
-        let transaction = writer.client().transaction().await.map_err(database)?;
-        let row = transaction
-            .query_opt("SELECT record::text FROM teams WHERE id = $1 FOR UPDATE", &[&key])
+        self.writers
+            .run(async |transaction| -> Result<_, TeamError> {
+                let row = transaction
+                    .query_opt("SELECT record::text FROM teams WHERE id = $1 FOR UPDATE", &[&key])
+                    .await
+                    .map_err(database)?;
+                let Some(row) = row else {
+                    return Err(TeamError::NotFound);
+                };
+                let mut team: Team = record_of("team", row.get(0))?;
+                check_members(transaction, &team.site, &members).await?;
+                team.name = name;
+                team.members = members;
+                transaction
+                    .execute("UPDATE teams SET record = $2::text::jsonb WHERE id = $1", &[&key, &record_text(&team)])
+                    .await
+                    .map_err(database)?;
+                Ok(team)
+            })
             .await
-            .map_err(database)?;
-        let Some(row) = row else {
-            return Err(TeamError::NotFound);
-        };
-        let mut team: Team = record_of("team", row.get(0))?;
-        check_members(&transaction, &team.site, &members).await?;
-        team.name = name;
-        team.members = members;
-        transaction
-            .execute("UPDATE teams SET record = $2::text::jsonb WHERE id = $1", &[&key, &record_text(&team)])
-            .await
-            .map_err(database)?;
-        transaction.commit().await.map_err(database)?;
-        Ok(team)
     }
 
     async fn delete(&self, id: u64) -> Result<Team, TeamError> {
         let key = key_of(id)?;
-        let mut writer = self.writers.acquire().await.map_err(StorageError::from)?;
-        let transaction = writer.client().transaction().await.map_err(database)?;
-        let row = transaction
-            .query_opt("DELETE FROM teams WHERE id = $1 RETURNING record::text", &[&key])
-            .await
-            .map_err(database)?;
-        let Some(row) = row else {
-            return Err(TeamError::NotFound);
-        };
-        let team: Team = record_of("team", row.get(0))?;
-        let site = transaction
-            .query_opt("SELECT record::text FROM sites WHERE key = $1 FOR UPDATE", &[&team.site])
-            .await
-            .map_err(database)?;
-        if let Some(site) = site {
-            let mut site: Site = record_of("site", site.get(0))?;
-            teams::forget_team(&mut site, id);
-            transaction
-                .execute("UPDATE sites SET record = $2::text::jsonb WHERE key = $1", &[&site.key, &record_text(&site)])
-                .await
-                .map_err(database)?;
-        }
-        transaction
-            .execute(
-                "UPDATE conversations SET team = NULL WHERE site = $1 AND team = $2 AND status <> 'closed'",
-                &[&team.site, &key],
-            )
-            .await
-            .map_err(database)?;
-        transaction.commit().await.map_err(database)?;
+        let team = self
+            .writers
+            .run(async |transaction| -> Result<_, TeamError> {
+                let row = transaction
+                    .query_opt("DELETE FROM teams WHERE id = $1 RETURNING record::text", &[&key])
+                    .await
+                    .map_err(database)?;
+                let Some(row) = row else {
+                    return Err(TeamError::NotFound);
+                };
+                let team: Team = record_of("team", row.get(0))?;
+                let site = transaction
+                    .query_opt("SELECT record::text FROM sites WHERE key = $1 FOR UPDATE", &[&team.site])
+                    .await
+                    .map_err(database)?;
+                if let Some(site) = site {
+                    let mut site: Site = record_of("site", site.get(0))?;
+                    teams::forget_team(&mut site, id);
+                    transaction
+                        .execute(
+                            "UPDATE sites SET record = $2::text::jsonb WHERE key = $1",
+                            &[&site.key, &record_text(&site)],
+                        )
+                        .await
+                        .map_err(database)?;
+                }
+                transaction
+                    .execute(
+                        "UPDATE conversations SET team = NULL WHERE site = $1 AND team = $2 AND status <> 'closed'",
+                        &[&team.site, &key],
+                    )
+                    .await
+                    .map_err(database)?;
+                Ok(team)
+            })
+            .await?;
         if let Some(nats) = &self.nats {
             events::publish_site_changed(nats, &team.site).await;
         }

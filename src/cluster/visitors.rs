@@ -146,16 +146,18 @@ impl PostgresVisitors {
 impl VisitorStore for PostgresVisitors {
     async fn open_session(&self, site: &Site, request: SessionRequest) -> Result<OpenedSession, VisitorError> {
         let checked = CheckedRequest::new(site, request)?;
-        let mut writer = self.writers.acquire().await.map_err(StorageError::from)?;
-        let transaction = writer.client().transaction().await.map_err(database)?;
-        let lookup = Self::lookup(&transaction, &site.key, &checked).await?;
-        // The decision is synchronous, so a new visitor's id is taken ahead; when the session
-        // finds its visitor, that id is skipped (a sequence has gaps, never repeats).
-        let new_id: i64 = transaction.query_one("SELECT nextval('visitor_ids')", &[]).await.map_err(database)?.get(0);
-        let resolved = resolve_session(&site.key, checked, lookup, clock::now_millis(), || new_id as u64)?;
-        Self::store(&transaction, &site.key, &resolved).await?;
-        transaction.commit().await.map_err(database)?;
-        Ok(OpenedSession { visitor: resolved.visitor, token: resolved.token })
+        self.writers
+            .run(async |transaction| -> Result<_, VisitorError> {
+                let lookup = Self::lookup(transaction, &site.key, &checked).await?;
+                // The decision is synchronous, so a new visitor's id is taken ahead; when the
+                // session finds its visitor, that id is skipped (a sequence has gaps, never repeats).
+                let new_id: i64 =
+                    transaction.query_one("SELECT nextval('visitor_ids')", &[]).await.map_err(database)?.get(0);
+                let resolved = resolve_session(&site.key, checked, lookup, clock::now_millis(), || new_id as u64)?;
+                Self::store(transaction, &site.key, &resolved).await?;
+                Ok(OpenedSession { visitor: resolved.visitor, token: resolved.token })
+            })
+            .await
     }
 
     async fn authenticate(&self, digest: &TokenDigest) -> Result<Option<Visitor>, StorageError> {
