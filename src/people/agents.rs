@@ -99,13 +99,13 @@ pub struct AgentSession {
 }
 
 impl AgentSession {
-    /// The agent and stage of this session if it is live and its agent (read by the caller)
-    /// exists and is enabled.
+    /// The agent and stage of this session if it is live and its agent (`self.agent_id`, read by
+    /// the caller) exists and is enabled.
     pub fn live(self, agent: Option<Agent>, now: i64) -> Option<(Agent, SessionStage)> {
         if self.expires_at < now {
             return None;
         }
-        agent.filter(|agent| !agent.disabled && agent.id == self.agent_id).map(|agent| (agent, self.stage))
+        agent.filter(|agent| !agent.disabled).map(|agent| (agent, self.stage))
     }
 }
 
