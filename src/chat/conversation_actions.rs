@@ -5,8 +5,8 @@
 //! Each is one writer operation that decides before it writes and publishes the conversation
 //! event (and the note's message) after commit, like the operations in `conversations.rs`.
 
-use crate::chat::conversations::{self, Conversation, ConversationError, ConversationStatus};
-use crate::chat::delivery::{CommittedEvent, ConversationEvent};
+use crate::chat::conversations::{self, Conversation, ConversationError};
+use crate::chat::delivery::CommittedEvent;
 use crate::chat::messages::{self, NewMessage, Target};
 use crate::chat::writes::ChatWrites;
 use crate::protocol::SenderView;
@@ -15,13 +15,22 @@ use crate::storage::{StorageError, Store, WriteContext, tables};
 /// Longest transfer note, in characters.
 pub const MAX_NOTE_CHARS: usize = 2000;
 
-/// Where a conversation goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TransferTarget {
-    /// Assigned to this agent at once.
-    Agent(u64),
-    /// Back to the queue, for members of this team only.
-    Team(u64),
+pub use crate::chat::conversations::TransferTarget;
+
+/// The internal note stored with a transfer.
+pub fn transfer_note(conversation_id: u64, sender: SenderView, text: String) -> NewMessage {
+    NewMessage {
+        attachment: None,
+        target: Target::Conversation(conversation_id),
+        sender,
+        client_id: format!("transfer-{}", crate::base::secrets::new_hex_id(12)),
+        text,
+        internal: true,
+        trace_id: crate::base::secrets::new_trace_id(),
+        origin: None,
+        route_to_team: None,
+        offline_message_id: None,
+    }
 }
 
 /// Transfers an open conversation; `note` (already validated) becomes an internal note from
@@ -37,44 +46,17 @@ pub async fn transfer(
     store
         .write(move |context| {
             let now = context.now;
-            let conversation = match conversations::open_mut(context, conversation_id)? {
-                Ok(conversation) => conversation,
+            let Some(conversation) = context.conversation_mut(conversation_id)? else {
+                return Ok(Err(ConversationError::NotFound));
+            };
+            let event = match conversation.transfer_to(target, now) {
+                Ok(event) => event,
                 Err(error) => return Ok(Err(error)),
             };
-            let previous = conversation.assigned_agent;
-            let event = match target {
-                TransferTarget::Agent(agent_id) => {
-                    if previous == Some(agent_id) {
-                        return Ok(Err(ConversationError::AlreadyAssigned));
-                    }
-                    conversation.status = ConversationStatus::Assigned;
-                    conversation.assigned_agent = Some(agent_id);
-                    conversation.team = None;
-                    ConversationEvent::Assigned { previous }
-                }
-                TransferTarget::Team(team_id) => {
-                    conversation.status = ConversationStatus::Queued;
-                    conversation.assigned_agent = None;
-                    conversation.team = Some(team_id);
-                    ConversationEvent::Queued { previous }
-                }
-            };
-            conversation.updated_at = now;
             let conversation = conversation.clone();
             context.publish(CommittedEvent::Conversation { event, conversation: conversation.clone() });
             if let Some(text) = note {
-                let note = NewMessage {
-                    attachment: None,
-                    target: Target::Conversation(conversation_id),
-                    sender,
-                    client_id: format!("transfer-{}", crate::base::secrets::new_hex_id(12)),
-                    text,
-                    internal: true,
-                    trace_id: crate::base::secrets::new_trace_id(),
-                    origin: None,
-                    route_to_team: None,
-                    offline_message_id: None,
-                };
+                let note = transfer_note(conversation_id, sender, text);
                 if let Err(error) = messages::append(context, note)? {
                     return Ok(Err(ConversationError::Invalid(error.to_string())));
                 }
@@ -92,21 +74,15 @@ pub async fn release(store: &Store, conversation_id: u64, agent_id: u64) -> Resu
     store
         .write(move |context| {
             let now = context.now;
-            let conversation = match conversations::open_mut(context, conversation_id)? {
-                Ok(conversation) => conversation,
+            let Some(conversation) = context.conversation_mut(conversation_id)? else {
+                return Ok(Err(ConversationError::NotFound));
+            };
+            let event = match conversation.release_from(agent_id, now) {
+                Ok(event) => event,
                 Err(error) => return Ok(Err(error)),
             };
-            if conversation.assigned_agent != Some(agent_id) {
-                return Ok(Err(ConversationError::AlreadyAssigned));
-            }
-            conversation.status = ConversationStatus::Queued;
-            conversation.assigned_agent = None;
-            conversation.updated_at = now;
             let conversation = conversation.clone();
-            context.publish(CommittedEvent::Conversation {
-                event: ConversationEvent::Queued { previous: Some(agent_id) },
-                conversation: conversation.clone(),
-            });
+            context.publish(CommittedEvent::Conversation { event, conversation: conversation.clone() });
             Ok(Ok(conversation))
         })
         .await
@@ -124,30 +100,21 @@ pub fn reopen_in(
     conversation_id: u64,
     agent_id: u64,
 ) -> Result<Result<Conversation, ConversationError>, StorageError> {
-    let now = context.now;
-    let Some(conversation) = context.conversation(conversation_id)? else {
+    let Some(mut conversation) = context.conversation(conversation_id)?.cloned() else {
         return Ok(Err(ConversationError::NotFound));
     };
-    if conversation.status != ConversationStatus::Closed {
-        return Ok(Err(ConversationError::NotClosed));
-    }
-    let (visitor_id, site) = (conversation.visitor_id, conversation.site.clone());
+    let event = match conversation.reopen_for(agent_id, context.now) {
+        Ok(event) => event,
+        Err(error) => return Ok(Err(error)),
+    };
+    let visitor_id = conversation.visitor_id;
     if conversations::open_conversation_of(context, visitor_id)?.is_some() {
         return Ok(Err(ConversationError::VisitorHasOpen));
     }
     context.transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?.insert(visitor_id, conversation_id)?;
-    context.transaction.open_table(tables::OPEN_CONVERSATIONS)?.insert(conversation_id, site.as_str())?;
-    let conversation = context.conversation_mut(conversation_id)?.expect("the conversation was just read");
-    conversation.status = ConversationStatus::Assigned;
-    conversation.assigned_agent = Some(agent_id);
-    conversation.team = None;
-    conversation.closed_at = None;
-    conversation.updated_at = now;
-    let conversation = conversation.clone();
-    context.publish(CommittedEvent::Conversation {
-        event: ConversationEvent::Reopened,
-        conversation: conversation.clone(),
-    });
+    context.transaction.open_table(tables::OPEN_CONVERSATIONS)?.insert(conversation_id, conversation.site.as_str())?;
+    *context.conversation_mut(conversation_id)?.expect("the conversation was just read") = conversation.clone();
+    context.publish(CommittedEvent::Conversation { event, conversation: conversation.clone() });
     Ok(Ok(conversation))
 }
 

@@ -85,6 +85,160 @@ impl Conversation {
     pub fn is_open(&self) -> bool {
         self.status != ConversationStatus::Closed
     }
+
+    /// A new conversation of `visitor_id` on `site` at `now` (its id still to be given): queued
+    /// (for `team` if set), or assigned to `agent_id` (an agent reaching out).
+    pub fn new_at(
+        site: &str,
+        visitor_id: u64,
+        agent_id: Option<u64>,
+        team: Option<u64>,
+        bot_active: bool,
+        now: i64,
+    ) -> Conversation {
+        Conversation {
+            site: site.to_owned(),
+            visitor_id,
+            status: if agent_id.is_some() { ConversationStatus::Assigned } else { ConversationStatus::Queued },
+            assigned_agent: agent_id,
+            created_at: now,
+            updated_at: now,
+            last_day: crate::base::clock::day_of(now),
+            bot_active,
+            team,
+            ..Conversation::default()
+        }
+    }
+
+    // The changes below are decided here once, for the appliance's writer and the cluster's
+    // PostgreSQL alike: each changes the conversation and returns its event, or changes nothing
+    // and says why.
+
+    /// Assigns the conversation to `agent_id` (taking it stops the bot).
+    pub fn assign_to(
+        &mut self,
+        agent_id: u64,
+        when: AssignWhen,
+        now: i64,
+    ) -> Result<ConversationEvent, ConversationError> {
+        match self.status {
+            ConversationStatus::Closed => return Err(ConversationError::Closed),
+            ConversationStatus::Assigned if when == AssignWhen::Queued || self.assigned_agent == Some(agent_id) => {
+                return Err(ConversationError::AlreadyAssigned);
+            }
+            _ => {}
+        }
+        let previous = self.assigned_agent;
+        self.status = ConversationStatus::Assigned;
+        self.assigned_agent = Some(agent_id);
+        self.team = None;
+        self.updated_at = now;
+        self.bot_active = false;
+        Ok(ConversationEvent::Assigned { previous })
+    }
+
+    /// Closes the open conversation.
+    pub fn close_at(&mut self, now: i64) -> Result<ConversationEvent, ConversationError> {
+        self.check_open()?;
+        let previous = self.assigned_agent;
+        self.status = ConversationStatus::Closed;
+        self.closed_at = Some(now);
+        self.updated_at = now;
+        Ok(ConversationEvent::Closed { previous })
+    }
+
+    /// Records the visitor's rating (checked by [`check_rating`]) of the closed conversation, once.
+    pub fn rate_at(&mut self, score: u8, comment: &str, now: i64) -> Result<(), ConversationError> {
+        if self.status != ConversationStatus::Closed {
+            return Err(ConversationError::NotClosed);
+        }
+        if self.rating.is_some() {
+            return Err(ConversationError::AlreadyRated);
+        }
+        self.rating = Some(Rating { score, comment: comment.trim().to_owned(), rated_at: now });
+        Ok(())
+    }
+
+    /// Transfers the open conversation to an agent (assigned at once) or a team (queued for its
+    /// members).
+    pub fn transfer_to(&mut self, target: TransferTarget, now: i64) -> Result<ConversationEvent, ConversationError> {
+        self.check_open()?;
+        let previous = self.assigned_agent;
+        let event = match target {
+            TransferTarget::Agent(agent_id) => {
+                if previous == Some(agent_id) {
+                    return Err(ConversationError::AlreadyAssigned);
+                }
+                self.status = ConversationStatus::Assigned;
+                self.assigned_agent = Some(agent_id);
+                self.team = None;
+                ConversationEvent::Assigned { previous }
+            }
+            TransferTarget::Team(team_id) => {
+                self.status = ConversationStatus::Queued;
+                self.assigned_agent = None;
+                self.team = Some(team_id);
+                ConversationEvent::Queued { previous }
+            }
+        };
+        self.updated_at = now;
+        Ok(event)
+    }
+
+    /// Returns the open conversation `agent_id` holds to the queue; `AlreadyAssigned` when
+    /// another agent holds it by now, so a take that committed first wins.
+    pub fn release_from(&mut self, agent_id: u64, now: i64) -> Result<ConversationEvent, ConversationError> {
+        self.check_open()?;
+        if self.assigned_agent != Some(agent_id) {
+            return Err(ConversationError::AlreadyAssigned);
+        }
+        self.status = ConversationStatus::Queued;
+        self.assigned_agent = None;
+        self.updated_at = now;
+        Ok(ConversationEvent::Queued { previous: Some(agent_id) })
+    }
+
+    /// Reopens the closed conversation for `agent_id`. The caller has checked that its visitor
+    /// has no other open conversation.
+    pub fn reopen_for(&mut self, agent_id: u64, now: i64) -> Result<ConversationEvent, ConversationError> {
+        if self.status != ConversationStatus::Closed {
+            return Err(ConversationError::NotClosed);
+        }
+        self.status = ConversationStatus::Assigned;
+        self.assigned_agent = Some(agent_id);
+        self.team = None;
+        self.closed_at = None;
+        self.updated_at = now;
+        Ok(ConversationEvent::Reopened)
+    }
+
+    fn check_open(&self) -> Result<(), ConversationError> {
+        match self.status {
+            ConversationStatus::Closed => Err(ConversationError::Closed),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Where a transferred conversation goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferTarget {
+    /// Assigned to this agent at once.
+    Agent(u64),
+    /// Back to the queue, for members of this team only.
+    Team(u64),
+}
+
+/// Checks a visitor's rating before anything is read: a score of 1 to 5, a comment of at most
+/// 2,000 characters.
+pub fn check_rating(score: u8, comment: &str) -> Result<(), ConversationError> {
+    if !(1..=5).contains(&score) {
+        return Err(ConversationError::Invalid("score: must be 1 to 5".into()));
+    }
+    if comment.chars().count() > 2000 {
+        return Err(ConversationError::Invalid("comment: at most 2000 characters".into()));
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,20 +300,10 @@ fn create_conversation(
     team: Option<u64>,
     bot_allowed: bool,
 ) -> Result<u64, StorageError> {
+    let bot_active = bot_allowed && crate::bot::answers_new_conversations(context.transaction, site)?;
     let id = context.next_id(Counter::Conversation);
-    let conversation = Conversation {
-        id,
-        site: site.to_owned(),
-        visitor_id,
-        status: if agent_id.is_some() { ConversationStatus::Assigned } else { ConversationStatus::Queued },
-        assigned_agent: agent_id,
-        created_at: context.now,
-        updated_at: context.now,
-        last_day: crate::base::clock::day_of(context.now),
-        bot_active: bot_allowed && crate::bot::answers_new_conversations(context.transaction, site)?,
-        team,
-        ..Conversation::default()
-    };
+    let conversation =
+        Conversation { id, ..Conversation::new_at(site, visitor_id, agent_id, team, bot_active, context.now) };
     context.transaction.open_table(tables::VISITOR_CONVERSATIONS)?.insert((visitor_id, id), ())?;
     context.transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?.insert(visitor_id, id)?;
     context.transaction.open_table(tables::OPEN_CONVERSATIONS)?.insert(id, site)?;
@@ -207,39 +351,13 @@ pub fn assign_in(
     let Some(conversation) = context.conversation_mut(conversation_id)? else {
         return Ok(Err(ConversationError::NotFound));
     };
-    match conversation.status {
-        ConversationStatus::Closed => return Ok(Err(ConversationError::Closed)),
-        ConversationStatus::Assigned if when == AssignWhen::Queued || conversation.assigned_agent == Some(agent_id) => {
-            return Ok(Err(ConversationError::AlreadyAssigned));
-        }
-        _ => {}
-    }
-    let previous = conversation.assigned_agent;
-    conversation.status = ConversationStatus::Assigned;
-    conversation.assigned_agent = Some(agent_id);
-    conversation.team = None;
-    conversation.updated_at = now;
-    // An agent taking over stops the bot in this conversation.
-    conversation.bot_active = false;
+    let event = match conversation.assign_to(agent_id, when, now) {
+        Ok(event) => event,
+        Err(error) => return Ok(Err(error)),
+    };
     let conversation = conversation.clone();
-    context.publish(CommittedEvent::Conversation {
-        event: ConversationEvent::Assigned { previous },
-        conversation: conversation.clone(),
-    });
+    context.publish(CommittedEvent::Conversation { event, conversation: conversation.clone() });
     Ok(Ok(conversation))
-}
-
-/// A conversation to change inside a writer operation: `NotFound` if there is none, `Closed` if
-/// it is closed.
-pub fn open_mut<'c>(
-    context: &'c mut WriteContext<'_>,
-    conversation_id: u64,
-) -> Result<Result<&'c mut Conversation, ConversationError>, StorageError> {
-    Ok(match context.conversation_mut(conversation_id)? {
-        None => Err(ConversationError::NotFound),
-        Some(conversation) if conversation.status == ConversationStatus::Closed => Err(ConversationError::Closed),
-        Some(conversation) => Ok(conversation),
-    })
 }
 
 /// Closes a conversation.
@@ -253,14 +371,13 @@ pub fn close_in(
     conversation_id: u64,
 ) -> Result<Result<Conversation, ConversationError>, StorageError> {
     let now = context.now;
-    let conversation = match open_mut(context, conversation_id)? {
-        Ok(conversation) => conversation,
+    let Some(conversation) = context.conversation_mut(conversation_id)? else {
+        return Ok(Err(ConversationError::NotFound));
+    };
+    let event = match conversation.close_at(now) {
+        Ok(event) => event,
         Err(error) => return Ok(Err(error)),
     };
-    let previous = conversation.assigned_agent;
-    conversation.status = ConversationStatus::Closed;
-    conversation.closed_at = Some(now);
-    conversation.updated_at = now;
     let conversation = conversation.clone();
     context.transaction.open_table(tables::OPEN_CONVERSATIONS)?.remove(conversation_id)?;
     let mut open_by_visitor = context.transaction.open_table(tables::VISITOR_OPEN_CONVERSATION)?;
@@ -268,10 +385,7 @@ pub fn close_in(
         open_by_visitor.remove(conversation.visitor_id)?;
     }
     drop(open_by_visitor);
-    context.publish(CommittedEvent::Conversation {
-        event: ConversationEvent::Closed { previous },
-        conversation: conversation.clone(),
-    });
+    context.publish(CommittedEvent::Conversation { event, conversation: conversation.clone() });
     crate::chat::leads::note_unanswered(context, &conversation)?;
     Ok(Ok(conversation))
 }
@@ -283,25 +397,16 @@ pub async fn rate(
     score: u8,
     comment: String,
 ) -> Result<Conversation, ConversationError> {
-    if !(1..=5).contains(&score) {
-        return Err(ConversationError::Invalid("score: must be 1 to 5".into()));
-    }
-    if comment.chars().count() > 2000 {
-        return Err(ConversationError::Invalid("comment: at most 2000 characters".into()));
-    }
+    check_rating(score, &comment)?;
     store
         .write(move |context| {
             let now = context.now;
             let Some(conversation) = context.conversation_mut(conversation_id)? else {
                 return Ok(Err(ConversationError::NotFound));
             };
-            if conversation.status != ConversationStatus::Closed {
-                return Ok(Err(ConversationError::NotClosed));
+            if let Err(error) = conversation.rate_at(score, &comment, now) {
+                return Ok(Err(error));
             }
-            if conversation.rating.is_some() {
-                return Ok(Err(ConversationError::AlreadyRated));
-            }
-            conversation.rating = Some(Rating { score, comment: comment.trim().to_owned(), rated_at: now });
             let conversation = conversation.clone();
             context.publish(CommittedEvent::Rated { conversation: conversation.clone() });
             Ok(Ok(conversation))

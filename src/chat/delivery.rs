@@ -123,7 +123,10 @@ impl AccessEndReason {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What happened to a conversation; as JSON (between cluster nodes) `{"event": "assigned",
+/// "previous": 3}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum ConversationEvent {
     Created,
     Assigned {

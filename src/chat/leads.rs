@@ -115,7 +115,8 @@ impl Lead {
 }
 
 /// What happened to a lead, as the `event` of its frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LeadEvent {
     Created,
     /// Its status or assignee changed.
@@ -198,7 +199,7 @@ pub fn record_offline_message(context: &mut WriteContext<'_>, message: &OfflineM
 /// no agent replied, and the visitor had asked for a human (a conversation the bot alone held
 /// is not waiting for anyone). A conversation that already is a lead stays one lead.
 pub fn note_unanswered(context: &mut WriteContext<'_>, conversation: &Conversation) -> Result<(), StorageError> {
-    if conversation.first_response_at.is_some() || conversation.bot_active {
+    if !may_become_missed_lead(conversation) {
         return Ok(());
     }
     if context.transaction.open_table(tables::LEAD_CONVERSATIONS)?.get(conversation.id)?.is_some() {
@@ -208,21 +209,30 @@ pub fn note_unanswered(context: &mut WriteContext<'_>, conversation: &Conversati
         return Ok(());
     };
     let visitor = crate::people::visitors::get_for_update(context, conversation.visitor_id)?.unwrap_or_default();
-    create(
-        context,
-        Lead {
-            site: conversation.site.clone(),
-            visitor_id: conversation.visitor_id,
-            conversation_id: conversation.id,
-            source: LeadSource::MissedConversation,
-            offline_message_id: None,
-            name: visitor.name.unwrap_or_default(),
-            email: visitor.email.unwrap_or_default(),
-            preview: preview(&text),
-            ..Lead::default()
-        },
-    )?;
+    create(context, missed_lead(conversation, &visitor, &text))?;
     Ok(())
+}
+
+/// Whether a conversation that just closed may be a missed lead: no agent answered and the bot
+/// did not hold it (it also needs a visitor message, and no lead of its own yet).
+pub fn may_become_missed_lead(conversation: &Conversation) -> bool {
+    conversation.first_response_at.is_none() && !conversation.bot_active
+}
+
+/// The lead of a conversation that closed unanswered, from its visitor and the visitor's last
+/// message (its id and times still to be given).
+pub fn missed_lead(conversation: &Conversation, visitor: &crate::people::visitors::Visitor, text: &str) -> Lead {
+    Lead {
+        site: conversation.site.clone(),
+        visitor_id: conversation.visitor_id,
+        conversation_id: conversation.id,
+        source: LeadSource::MissedConversation,
+        offline_message_id: None,
+        name: visitor.name.clone().unwrap_or_default(),
+        email: visitor.email.clone().unwrap_or_default(),
+        preview: preview(text),
+        ..Lead::default()
+    }
 }
 
 /// The first agent reply in a conversation, however it was sent, takes up the conversation's

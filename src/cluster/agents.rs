@@ -5,7 +5,7 @@
 //! `people::agents`' own, made over the trait.
 
 use crate::base::secrets::TokenDigest;
-use crate::cluster::messages::Readers;
+use crate::cluster::postgres::Readers;
 use crate::cluster::postgres::{self, PostgresError, database, record_of, record_text};
 use crate::people::agent_store::AgentStore;
 use crate::people::agents::{self, Agent, AgentSession};

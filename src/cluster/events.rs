@@ -4,10 +4,17 @@
 //! nothing. NATS (core) delivers at most once: a node that misses an event reads the gap from
 //! PostgreSQL when its client resumes, so a lost event delays a delivery but never loses it.
 //! A node follows every node's messages through [`subscribe`].
+//!
+//! Changes to conversations (taken, closed, rated, transferred, ...) and the leads they make are
+//! published the same way, after their transaction's commit, as [`ConversationChange`] on
+//! `kefu.conversations.<conversation id>`; [`subscribe_conversations`] follows them.
 
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
+use crate::chat::conversations::Conversation;
+use crate::chat::delivery::{CommittedEvent, ConversationEvent};
+use crate::chat::leads::{Lead, LeadEvent};
 use crate::chat::messages::AttachmentRef;
 
 /// The subject prefix of committed messages; a node subscribes to `kefu.messages.>`.
@@ -38,6 +45,57 @@ impl MessageEvent {
     }
 }
 
+/// The subject prefix of committed conversation changes; a node subscribes to
+/// `kefu.conversations.>`.
+pub const CONVERSATION_SUBJECT_PREFIX: &str = "kefu.conversations";
+
+/// A committed change of a conversation, or a lead it made, as published: the conversation (or
+/// lead) as it was committed, so a node delivers it without reading it back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ConversationChange {
+    Conversation {
+        #[serde(flatten)]
+        event: ConversationEvent,
+        conversation: Conversation,
+    },
+    Rated {
+        conversation: Conversation,
+    },
+    Lead {
+        event: LeadEvent,
+        lead: Lead,
+    },
+}
+
+impl ConversationChange {
+    /// The conversation it is about.
+    pub fn conversation_id(&self) -> u64 {
+        match self {
+            ConversationChange::Conversation { conversation, .. } | ConversationChange::Rated { conversation } => {
+                conversation.id
+            }
+            ConversationChange::Lead { lead, .. } => lead.conversation_id,
+        }
+    }
+
+    /// The subject it is published on.
+    pub fn subject(&self) -> String {
+        format!("{CONVERSATION_SUBJECT_PREFIX}.{}", self.conversation_id())
+    }
+
+    /// The event a node's delivery takes, as if its own writer had committed it.
+    pub fn into_committed(self) -> CommittedEvent {
+        match self {
+            ConversationChange::Conversation { event, conversation } => {
+                CommittedEvent::Conversation { event, conversation }
+            }
+            ConversationChange::Rated { conversation } => CommittedEvent::Rated { conversation },
+            ConversationChange::Lead { event, lead } => CommittedEvent::Lead { event, lead },
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EventsError {
     #[error("NATS: {0}")]
@@ -55,12 +113,27 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, EventsError> {
 /// what a node delivers to its own connections. A payload that is not an event is logged and
 /// skipped. The stream ends when the connection is closed.
 pub async fn subscribe(client: &async_nats::Client) -> Result<impl Stream<Item = MessageEvent> + use<>, EventsError> {
-    let subscriber = client.subscribe(format!("{MESSAGE_SUBJECT_PREFIX}.>")).await?;
+    subscribe_decoded(client, MESSAGE_SUBJECT_PREFIX).await
+}
+
+/// Every node's committed conversation changes from now on (`kefu.conversations.>`), as
+/// [`subscribe`] does for messages.
+pub async fn subscribe_conversations(
+    client: &async_nats::Client,
+) -> Result<impl Stream<Item = ConversationChange> + use<>, EventsError> {
+    subscribe_decoded(client, CONVERSATION_SUBJECT_PREFIX).await
+}
+
+async fn subscribe_decoded<T: serde::de::DeserializeOwned>(
+    client: &async_nats::Client,
+    prefix: &str,
+) -> Result<impl Stream<Item = T> + use<T>, EventsError> {
+    let subscriber = client.subscribe(format!("{prefix}.>")).await?;
     Ok(subscriber.filter_map(|message| async move {
-        match serde_json::from_slice::<MessageEvent>(&message.payload) {
+        match serde_json::from_slice::<T>(&message.payload) {
             Ok(event) => Some(event),
             Err(error) => {
-                tracing::warn!(%error, subject = %message.subject, "a NATS message that is not a committed message was skipped");
+                tracing::warn!(%error, subject = %message.subject, "a NATS message that is not a committed event was skipped");
                 None
             }
         }
@@ -71,16 +144,27 @@ pub async fn subscribe(client: &async_nats::Client) -> Result<impl Stream<Item =
 /// the messages are stored, and resume reads what a node missed.
 pub async fn publish(client: &async_nats::Client, events: Vec<MessageEvent>) {
     for event in events {
-        let payload = match serde_json::to_vec(&event) {
-            Ok(payload) => payload,
-            Err(error) => {
-                tracing::warn!(%error, "a committed message could not be encoded for NATS");
-                continue;
-            }
-        };
-        if let Err(error) = client.publish(event.subject(), payload.into()).await {
-            tracing::warn!(%error, conversation_id = event.conversation_id, seq = event.seq, "a committed message was not published to NATS");
+        publish_one(client, event.subject(), &event).await;
+    }
+}
+
+/// Publishes a transaction's committed conversation changes, in order, as [`publish`] does.
+pub async fn publish_changes(client: &async_nats::Client, changes: Vec<ConversationChange>) {
+    for change in changes {
+        publish_one(client, change.subject(), &change).await;
+    }
+}
+
+async fn publish_one(client: &async_nats::Client, subject: String, event: &impl Serialize) {
+    let payload = match serde_json::to_vec(event) {
+        Ok(payload) => payload,
+        Err(error) => {
+            tracing::warn!(%error, %subject, "a committed event could not be encoded for NATS");
+            return;
         }
+    };
+    if let Err(error) = client.publish(subject.clone(), payload.into()).await {
+        tracing::warn!(%error, %subject, "a committed event was not published to NATS");
     }
 }
 

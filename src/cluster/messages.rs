@@ -13,9 +13,8 @@
 //! come with NATS), and the conversation it starts has no bot (sites are not in PostgreSQL yet).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -27,7 +26,7 @@ use crate::chat::message_store::{MessageStore, Page};
 use crate::chat::messages::{AppendError, Appended, AttachmentRef, MessageKind, MessageRecord, NewMessage, Target};
 use crate::chat::uploads::AttachmentKind;
 use crate::cluster::events::{self, MessageEvent};
-use crate::cluster::postgres::{self, PARTITION_DAYS_AHEAD, PostgresError, describe};
+use crate::cluster::postgres::{self, PARTITION_DAYS_AHEAD, PostgresError, Readers, Writers, describe};
 use crate::protocol::SenderKind;
 use crate::storage::StorageError;
 
@@ -52,6 +51,10 @@ impl Default for PostgresOptions {
 /// tried again: nothing of it was committed, so running it again is safe.
 const CONFLICT_RETRIES: usize = 3;
 
+/// Connections kept for conversations' changes (takes, closes, transfers, ...), beside the
+/// group commit's own.
+const CHANGE_CONNECTIONS: usize = 4;
+
 /// How often the partition job makes sure the coming days' partitions exist.
 const PARTITION_JOB_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -67,7 +70,11 @@ pub struct BatchStats {
 /// The message path's storage on PostgreSQL.
 pub struct PostgresMessages {
     appends: mpsc::Sender<PendingAppend>,
-    readers: Readers,
+    pub(crate) readers: Readers,
+    /// Connections for the conversations' changes (`cluster::conversations`).
+    pub(crate) writers: Writers,
+    /// Where committed changes are published, if anywhere.
+    pub(crate) nats: Option<async_nats::Client>,
     stats: Arc<BatchStats>,
     partition_job: tokio::task::AbortHandle,
 }
@@ -93,7 +100,7 @@ impl PostgresMessages {
             statement,
             max_batch: options.max_batch.max(1),
             stats: stats.clone(),
-            nats: options.nats,
+            nats: options.nats.clone(),
         };
         tokio::spawn(writer.run(queue));
         let readers = Readers::new(url, options.read_connections.max(1));
@@ -114,7 +121,8 @@ impl PostgresMessages {
             }
         })
         .abort_handle();
-        Ok(PostgresMessages { appends, readers, stats, partition_job })
+        let writers = Writers::new(url, CHANGE_CONNECTIONS);
+        Ok(PostgresMessages { appends, readers, writers, nats: options.nats, stats, partition_job })
     }
 
     /// The group commit's counts so far.
@@ -258,6 +266,26 @@ fn committed_events(items: Value, results: &[BatchOutcome]) -> Vec<MessageEvent>
             }
         })
         .collect()
+}
+
+/// Stores one message inside `transaction` with the group commit's function, for a change that
+/// writes a message with it (a transfer's note); returns its answer and, when it was newly stored,
+/// its event, to publish after the commit.
+pub(crate) async fn append_in(
+    transaction: &tokio_postgres::Transaction<'_>,
+    message: NewMessage,
+) -> Result<(Appended, Vec<MessageEvent>), AppendError> {
+    let items = Value::Array(vec![batch_item(message, clock::now_millis())?]);
+    let row = transaction
+        .query_one("SELECT kefu_append_batch($1::text::jsonb)::text", &[&items.to_string()])
+        .await
+        .map_err(postgres::database)?;
+    let results: Vec<BatchOutcome> =
+        serde_json::from_str(row.get(0)).map_err(|error| StorageError::Corrupt(error.to_string()))?;
+    let events = committed_events(items, &results);
+    let outcome =
+        results.into_iter().next().ok_or_else(|| StorageError::Corrupt("an append returned no outcome".into()))?;
+    Ok((outcome.into_answer()?, events))
 }
 
 /// One append's outcome, as `kefu_append_batch` returns it.
@@ -482,33 +510,4 @@ pub(crate) fn sender_kind_of(code: i16) -> Result<SenderKind, PostgresError> {
 
 fn json_column<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<Option<T>, PostgresError> {
     text.map(|text| serde_json::from_str(&text).map_err(|error| PostgresError::Corrupt(error.to_string()))).transpose()
-}
-
-/// A few connections for reads, used in turn; one that the server closed is opened again.
-#[derive(Clone)]
-pub(crate) struct Readers {
-    url: Arc<str>,
-    slots: Arc<[Mutex<Option<Arc<Client>>>]>,
-    next: Arc<AtomicUsize>,
-}
-
-impl Readers {
-    pub(crate) fn new(url: &str, count: usize) -> Readers {
-        Readers {
-            url: url.into(),
-            slots: (0..count).map(|_| Mutex::new(None)).collect(),
-            next: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-
-    pub(crate) async fn client(&self) -> Result<Arc<Client>, PostgresError> {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        let open = slot.lock().clone().filter(|client| !client.is_closed());
-        if let Some(client) = open {
-            return Ok(client);
-        }
-        let client = Arc::new(postgres::connect(&self.url).await?);
-        *slot.lock() = Some(client.clone());
-        Ok(client)
-    }
 }

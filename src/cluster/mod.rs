@@ -13,6 +13,7 @@
 //! redb, so there is no `storage.backend` setting (docs/cluster.md).
 
 pub mod agents;
+pub mod conversations;
 pub mod events;
 pub mod jobs;
 pub mod messages;

@@ -6,6 +6,10 @@
 //! `schema_migrations`. Nodes starting at once take turns on an advisory lock. A database whose
 //! schema is newer than this binary knows is refused rather than written by an older kefu.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 use tokio_postgres::{Client, Config, GenericClient, NoTls};
 
 use crate::storage::StorageError;
@@ -26,6 +30,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 5, name: "search_uploads", sql: include_str!("migrations/0005_search_uploads.sql") },
     Migration { version: 6, name: "presence", sql: include_str!("migrations/0006_presence.sql") },
     Migration { version: 7, name: "records", sql: include_str!("migrations/0007_records.sql") },
+    Migration { version: 8, name: "conversations", sql: include_str!("migrations/0008_conversations.sql") },
 ];
 
 /// The key of the advisory lock that serializes migrations across nodes ("kefu" in ASCII).
@@ -256,5 +261,34 @@ impl Writers {
             *slot = Some(connect(&self.url).await?);
         }
         Ok(Writer { slot, _permit: permit })
+    }
+}
+
+/// A few connections for reads, used in turn; one that the server closed is opened again.
+#[derive(Clone)]
+pub(crate) struct Readers {
+    url: Arc<str>,
+    slots: Arc<[Mutex<Option<Arc<Client>>>]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Readers {
+    pub(crate) fn new(url: &str, count: usize) -> Readers {
+        Readers {
+            url: url.into(),
+            slots: (0..count).map(|_| Mutex::new(None)).collect(),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub(crate) async fn client(&self) -> Result<Arc<Client>, PostgresError> {
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let open = slot.lock().clone().filter(|client| !client.is_closed());
+        if let Some(client) = open {
+            return Ok(client);
+        }
+        let client = Arc::new(connect(&self.url).await?);
+        *slot.lock() = Some(client.clone());
+        Ok(client)
     }
 }

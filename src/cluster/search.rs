@@ -18,7 +18,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::chat::conversations::ConversationStatus;
-use crate::cluster::messages::{MESSAGE_COLUMNS, Readers, message_of, unsigned};
+use crate::cluster::messages::{MESSAGE_COLUMNS, message_of, unsigned};
+use crate::cluster::postgres::Readers;
 use crate::cluster::postgres::{self, PostgresError};
 use crate::search::tokenizer::{self, CjkBigramTokenizer};
 use crate::search::{MAX_LIMIT, SearchError, SearchHit, SearchPage, SearchRequest};

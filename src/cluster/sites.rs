@@ -7,7 +7,7 @@
 use tokio_postgres::Transaction;
 
 use crate::cluster::events;
-use crate::cluster::messages::Readers;
+use crate::cluster::postgres::Readers;
 use crate::cluster::postgres::{self, PostgresError, Writers, database, record_of, record_text};
 use crate::sites::store::SiteStore;
 use crate::sites::{self, NewSite, Site, SiteError};

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use tokio_postgres::Transaction;
 
 use crate::cluster::events;
-use crate::cluster::messages::Readers;
+use crate::cluster::postgres::Readers;
 use crate::cluster::postgres::{self, PostgresError, Writers, database, record_of, record_text};
 use crate::people::agents::Agent;
 use crate::people::team_store::TeamStore;

@@ -18,7 +18,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_postgres::Row;
 
 use crate::chat::uploads::{AttachmentKind, Upload, UploadError, UploadTarget, clean_name, sniff};
-use crate::cluster::messages::{CONVERSATION_COLUMNS, Readers, conversation_of, sender_kind_of, unsigned};
+use crate::cluster::messages::{CONVERSATION_COLUMNS, conversation_of, sender_kind_of, unsigned};
+use crate::cluster::postgres::Readers;
 use crate::cluster::postgres::{self, PostgresError, Writers, database};
 use crate::people::principal::Principal;
 use crate::protocol::ParticipantView;

@@ -11,7 +11,7 @@ use tokio_postgres::Transaction;
 
 use crate::base::clock;
 use crate::base::secrets::{self, TokenDigest};
-use crate::cluster::messages::Readers;
+use crate::cluster::postgres::Readers;
 use crate::cluster::postgres::{self, PostgresError, Writers, database, record_of, record_text};
 use crate::people::visitor_store::VisitorStore;
 use crate::people::visitors::{

@@ -12,6 +12,7 @@ mod bot_lifecycle;
 mod chat;
 mod cluster;
 mod cluster_agents;
+mod cluster_conversations;
 mod cluster_jobs;
 mod cluster_migration;
 mod cluster_outbox;

@@ -1,0 +1,317 @@
+//! Conversations' changes on the cluster's PostgreSQL: [`PostgresMessages`] implements the
+//! [`ConversationStore`] boundary beside its message path, on the same `conversations` table.
+//!
+//! Each change is one transaction that locks the conversation's row (`FOR UPDATE`), decides with
+//! the appliance's `Conversation` methods (`assign_to`, `close_at`, ...) and writes the row back,
+//! so two nodes changing one conversation take turns and the second decides on what the first
+//! committed (two takes: one wins, the other is refused). A transfer's note is stored in the same
+//! transaction; a close that leaves a visitor unanswered makes the lead in it too (`leads`). One
+//! open conversation per visitor is the partial unique index of migration 1: a reopen or a start
+//! that would make a second is refused with nothing written. With NATS, the committed changes are
+//! published after the commit (`events::publish_changes`, the note with `events::publish`).
+
+use tokio_postgres::Transaction;
+
+use crate::base::clock;
+use crate::chat::conversation_actions;
+use crate::chat::conversation_store::ConversationStore;
+use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError, TransferTarget};
+use crate::chat::delivery::ConversationEvent;
+use crate::chat::leads::{self, LeadEvent};
+use crate::cluster::events::{self, ConversationChange, MessageEvent};
+use crate::cluster::messages::{self, CONVERSATION_COLUMNS, PostgresMessages, conversation_of};
+use crate::cluster::postgres::{PostgresError, database, record_of, record_text};
+use crate::people::visitors::Visitor;
+use crate::protocol::SenderView;
+use crate::storage::StorageError;
+
+/// The SQLSTATE of a unique violation: here, a second open conversation of one visitor.
+fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+fn key_of(id: u64) -> Result<i64, ConversationError> {
+    i64::try_from(id).map_err(|_| ConversationError::NotFound)
+}
+
+/// What a committed transaction publishes.
+#[derive(Default)]
+struct Published {
+    changes: Vec<ConversationChange>,
+    messages: Vec<MessageEvent>,
+}
+
+impl PostgresMessages {
+    /// Runs `change` in a transaction and publishes what it committed.
+    async fn change_and_publish(
+        &self,
+        change: impl AsyncFnOnce(&Transaction<'_>, &mut Published) -> Result<Conversation, ConversationError>,
+    ) -> Result<Conversation, ConversationError> {
+        let (conversation, published) = self
+            .writers
+            .run(async |transaction| -> Result<_, ConversationError> {
+                let mut published = Published::default();
+                let conversation = change(transaction, &mut published).await?;
+                Ok((conversation, published))
+            })
+            .await?;
+        if let Some(nats) = &self.nats {
+            events::publish(nats, published.messages).await;
+            events::publish_changes(nats, published.changes).await;
+        }
+        Ok(conversation)
+    }
+
+    /// Changes one conversation with `decide` under its row lock and publishes its event.
+    async fn decide(
+        &self,
+        conversation_id: u64,
+        decide: impl FnOnce(&mut Conversation, i64) -> Result<ConversationEvent, ConversationError>,
+    ) -> Result<Conversation, ConversationError> {
+        self.change_and_publish(async |transaction, published| {
+            let mut conversation = locked(transaction, conversation_id).await?;
+            let event = decide(&mut conversation, clock::now_millis())?;
+            save(transaction, &conversation).await?;
+            published.changes.push(ConversationChange::Conversation { event, conversation: conversation.clone() });
+            Ok(conversation)
+        })
+        .await
+    }
+}
+
+/// The conversation's row, locked until the transaction ends.
+async fn locked(transaction: &Transaction<'_>, conversation_id: u64) -> Result<Conversation, ConversationError> {
+    let id = key_of(conversation_id)?;
+    let row = transaction
+        .query_opt(&format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 FOR UPDATE"), &[&id])
+        .await
+        .map_err(database)?;
+    let row = row.ok_or(ConversationError::NotFound)?;
+    Ok(conversation_of(&row).map_err(StorageError::from)?)
+}
+
+/// Writes back what a change decides (its state, holder, team, times, rating and bot); a
+/// second open conversation of the visitor is refused.
+async fn save(transaction: &Transaction<'_>, conversation: &Conversation) -> Result<(), ConversationError> {
+    let id = key_of(conversation.id)?;
+    let agent = conversation.assigned_agent.map(key_of).transpose()?;
+    let team = conversation.team.map(key_of).transpose()?;
+    let rating = conversation.rating.as_ref().map(record_text);
+    let written = transaction
+        .execute(
+            "UPDATE conversations SET status = $2, assigned_agent = $3, team = $4, updated_at = $5, closed_at = $6,
+                 rating = $7::text::jsonb, bot_active = $8
+             WHERE id = $1",
+            &[
+                &id,
+                &conversation.status.as_str(),
+                &agent,
+                &team,
+                &conversation.updated_at,
+                &conversation.closed_at,
+                &rating,
+                &conversation.bot_active,
+            ],
+        )
+        .await;
+    match written {
+        Err(error) if is_unique_violation(&error) => Err(ConversationError::VisitorHasOpen),
+        other => other.map(drop).map_err(|error| database(error).into()),
+    }
+}
+
+/// Makes a conversation that just closed unanswered a lead, as the appliance's
+/// `leads::note_unanswered` does: once per conversation, from the visitor's last message.
+async fn note_unanswered(
+    transaction: &Transaction<'_>,
+    conversation: &Conversation,
+    published: &mut Published,
+) -> Result<(), ConversationError> {
+    if !leads::may_become_missed_lead(conversation) {
+        return Ok(());
+    }
+    let id = key_of(conversation.id)?;
+    let is_lead = transaction
+        .query_opt("SELECT 1 FROM lead_conversations WHERE conversation_id = $1", &[&id])
+        .await
+        .map_err(database)?
+        .is_some();
+    if is_lead {
+        return Ok(());
+    }
+    let text = transaction
+        .query_opt(
+            "SELECT text FROM messages WHERE conversation_id = $1 AND sender_kind = $2 AND NOT internal
+             ORDER BY seq DESC LIMIT 1",
+            &[&id, &i16::from(crate::protocol::SenderKind::Visitor.code())],
+        )
+        .await
+        .map_err(database)?;
+    let Some(text) = text.map(|row| row.get::<_, String>(0)) else {
+        return Ok(());
+    };
+    let visitor_id = key_of(conversation.visitor_id)?;
+    let visitor = transaction
+        .query_opt("SELECT record::text FROM visitors WHERE id = $1", &[&visitor_id])
+        .await
+        .map_err(database)?;
+    let visitor: Visitor = visitor.map(|row| record_of("visitor", row.get(0))).transpose()?.unwrap_or_default();
+    let mut lead = leads::missed_lead(conversation, &visitor, &text);
+    let lead_id: i64 = transaction.query_one("SELECT nextval('lead_ids')", &[]).await.map_err(database)?.get(0);
+    lead.id = lead_id as u64;
+    lead.created_at = conversation.updated_at;
+    lead.updated_at = conversation.updated_at;
+    transaction
+        .execute("INSERT INTO leads (id, record) VALUES ($1, $2::text::jsonb)", &[&lead_id, &record_text(&lead)])
+        .await
+        .map_err(database)?;
+    transaction
+        .execute(
+            "INSERT INTO lead_conversations (conversation_id, record) VALUES ($1, to_jsonb($2::bigint))",
+            &[&id, &lead_id],
+        )
+        .await
+        .map_err(database)?;
+    published.changes.push(ConversationChange::Lead { event: LeadEvent::Created, lead });
+    Ok(())
+}
+
+impl ConversationStore for PostgresMessages {
+    async fn of_visitor(&self, visitor_id: u64) -> Result<Vec<Conversation>, StorageError> {
+        let Ok(visitor_id) = i64::try_from(visitor_id) else { return Ok(Vec::new()) };
+        let client = self.readers.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE visitor_id = $1 ORDER BY id"),
+                &[&visitor_id],
+            )
+            .await
+            .map_err(database)?;
+        Ok(rows.iter().map(conversation_of).collect::<Result<_, PostgresError>>()?)
+    }
+
+    async fn list_open(&self) -> Result<Vec<Conversation>, StorageError> {
+        let client = self.readers.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status <> 'closed' ORDER BY id"),
+                &[],
+            )
+            .await
+            .map_err(database)?;
+        Ok(rows.iter().map(conversation_of).collect::<Result<_, PostgresError>>()?)
+    }
+
+    async fn assign(
+        &self,
+        conversation_id: u64,
+        agent_id: u64,
+        when: AssignWhen,
+    ) -> Result<Conversation, ConversationError> {
+        key_of(agent_id)?;
+        self.decide(conversation_id, |conversation, now| conversation.assign_to(agent_id, when, now)).await
+    }
+
+    async fn close(&self, conversation_id: u64) -> Result<Conversation, ConversationError> {
+        self.change_and_publish(async |transaction, published| {
+            let mut conversation = locked(transaction, conversation_id).await?;
+            let event = conversation.close_at(clock::now_millis())?;
+            save(transaction, &conversation).await?;
+            published.changes.push(ConversationChange::Conversation { event, conversation: conversation.clone() });
+            note_unanswered(transaction, &conversation, published).await?;
+            Ok(conversation)
+        })
+        .await
+    }
+
+    async fn rate(&self, conversation_id: u64, score: u8, comment: String) -> Result<Conversation, ConversationError> {
+        conversations::check_rating(score, &comment)?;
+        self.change_and_publish(async |transaction, published| {
+            let mut conversation = locked(transaction, conversation_id).await?;
+            conversation.rate_at(score, &comment, clock::now_millis())?;
+            save(transaction, &conversation).await?;
+            published.changes.push(ConversationChange::Rated { conversation: conversation.clone() });
+            Ok(conversation)
+        })
+        .await
+    }
+
+    async fn transfer(
+        &self,
+        conversation_id: u64,
+        target: TransferTarget,
+        note: Option<String>,
+        sender: SenderView,
+    ) -> Result<Conversation, ConversationError> {
+        match target {
+            TransferTarget::Agent(id) | TransferTarget::Team(id) => key_of(id)?,
+        };
+        self.change_and_publish(async |transaction, published| {
+            let mut conversation = locked(transaction, conversation_id).await?;
+            let event = conversation.transfer_to(target, clock::now_millis())?;
+            save(transaction, &conversation).await?;
+            published.changes.push(ConversationChange::Conversation { event, conversation: conversation.clone() });
+            let Some(text) = note else {
+                return Ok(conversation);
+            };
+            let note = conversation_actions::transfer_note(conversation_id, sender, text);
+            let (_, stored) = messages::append_in(transaction, note)
+                .await
+                .map_err(|error| ConversationError::Invalid(error.to_string()))?;
+            published.messages.extend(stored);
+            // The note moved the conversation's last seq (and perhaps its day).
+            locked(transaction, conversation_id).await
+        })
+        .await
+    }
+
+    async fn release(&self, conversation_id: u64, agent_id: u64) -> Result<Conversation, ConversationError> {
+        self.decide(conversation_id, |conversation, now| conversation.release_from(agent_id, now)).await
+    }
+
+    async fn reopen(&self, conversation_id: u64, agent_id: u64) -> Result<Conversation, ConversationError> {
+        key_of(agent_id)?;
+        self.decide(conversation_id, |conversation, now| conversation.reopen_for(agent_id, now)).await
+    }
+
+    async fn start_with_visitor(
+        &self,
+        site: String,
+        visitor_id: u64,
+        agent_id: u64,
+    ) -> Result<Conversation, ConversationError> {
+        let (visitor_key, agent_key) = (key_of(visitor_id)?, key_of(agent_id)?);
+        self.change_and_publish(async |transaction, published| {
+            let settings = transaction
+                .query_opt("SELECT record::text FROM bot_settings WHERE site = $1", &[&site])
+                .await
+                .map_err(database)?;
+            let settings: Option<crate::bot::BotSettings> =
+                settings.map(|row| record_of("bot settings", row.get(0))).transpose()?;
+            let bot_active = settings.is_some_and(|settings| settings.enabled);
+            let mut conversation =
+                Conversation::new_at(&site, visitor_id, Some(agent_id), None, bot_active, clock::now_millis());
+            let last_day = i32::try_from(conversation.last_day).map_err(|_| StorageError::Corrupt("day".into()))?;
+            let inserted = transaction
+                .query_one(
+                    "INSERT INTO conversations (site, visitor_id, status, assigned_agent, created_at, updated_at,
+                         last_day, bot_active)
+                     VALUES ($1, $2, 'assigned', $3, $4, $4, $5, $6) RETURNING id",
+                    &[&site, &visitor_key, &agent_key, &conversation.created_at, &last_day, &bot_active],
+                )
+                .await;
+            let id: i64 = match inserted {
+                Ok(row) => row.get(0),
+                Err(error) if is_unique_violation(&error) => return Err(ConversationError::VisitorHasOpen),
+                Err(error) => return Err(database(error).into()),
+            };
+            conversation.id = id as u64;
+            published.changes.push(ConversationChange::Conversation {
+                event: ConversationEvent::Created,
+                conversation: conversation.clone(),
+            });
+            Ok(conversation)
+        })
+        .await
+    }
+}
