@@ -8,7 +8,7 @@
 //! transaction; a close that leaves a visitor unanswered makes the lead in it too (`leads`). One
 //! open conversation per visitor is the partial unique index of migration 1: a reopen or a start
 //! that would make a second is refused with nothing written. With NATS, the committed changes are
-//! published after the commit (`events::publish_changes`, the note with `events::publish`).
+//! published after the commit, in commit order (`events::publish`).
 
 use tokio_postgres::Transaction;
 
@@ -18,7 +18,7 @@ use crate::chat::conversation_store::ConversationStore;
 use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError, TransferTarget};
 use crate::chat::delivery::ConversationEvent;
 use crate::chat::leads::{self, LeadEvent};
-use crate::cluster::events::{self, ConversationChange, MessageEvent};
+use crate::cluster::events::{self, ConversationChange, NodeEvent};
 use crate::cluster::messages::{self, CONVERSATION_COLUMNS, PostgresMessages, conversation_of};
 use crate::cluster::postgres::{PostgresError, database, record_of, record_text};
 use crate::people::visitors::Visitor;
@@ -34,11 +34,11 @@ fn key_of(id: u64) -> Result<i64, ConversationError> {
     i64::try_from(id).map_err(|_| ConversationError::NotFound)
 }
 
-/// What a committed transaction publishes.
-#[derive(Default)]
-struct Published {
-    changes: Vec<ConversationChange>,
-    messages: Vec<MessageEvent>,
+/// What a committed transaction publishes, in commit order.
+type Published = Vec<NodeEvent>;
+
+fn announce(published: &mut Published, change: ConversationChange) {
+    published.push(NodeEvent::Conversation(change));
 }
 
 impl PostgresMessages {
@@ -56,8 +56,7 @@ impl PostgresMessages {
             })
             .await?;
         if let Some(nats) = &self.nats {
-            events::publish(nats, published.messages).await;
-            events::publish_changes(nats, published.changes).await;
+            events::publish(nats, published).await;
         }
         Ok(conversation)
     }
@@ -72,7 +71,7 @@ impl PostgresMessages {
             let mut conversation = locked(transaction, conversation_id).await?;
             let event = decide(&mut conversation, clock::now_millis())?;
             save(transaction, &conversation).await?;
-            published.changes.push(ConversationChange::Conversation { event, conversation: conversation.clone() });
+            announce(published, ConversationChange::Conversation { event, conversation: conversation.clone() });
             Ok(conversation)
         })
         .await
@@ -172,7 +171,7 @@ async fn note_unanswered(
         )
         .await
         .map_err(database)?;
-    published.changes.push(ConversationChange::Lead { event: LeadEvent::Created, lead });
+    announce(published, ConversationChange::Lead { event: LeadEvent::Created, lead });
     Ok(())
 }
 
@@ -217,7 +216,7 @@ impl ConversationStore for PostgresMessages {
             let mut conversation = locked(transaction, conversation_id).await?;
             let event = conversation.close_at(clock::now_millis())?;
             save(transaction, &conversation).await?;
-            published.changes.push(ConversationChange::Conversation { event, conversation: conversation.clone() });
+            announce(published, ConversationChange::Conversation { event, conversation: conversation.clone() });
             note_unanswered(transaction, &conversation, published).await?;
             Ok(conversation)
         })
@@ -230,7 +229,7 @@ impl ConversationStore for PostgresMessages {
             let mut conversation = locked(transaction, conversation_id).await?;
             conversation.rate_at(score, &comment, clock::now_millis())?;
             save(transaction, &conversation).await?;
-            published.changes.push(ConversationChange::Rated { conversation: conversation.clone() });
+            announce(published, ConversationChange::Rated { conversation: conversation.clone() });
             Ok(conversation)
         })
         .await
@@ -250,7 +249,7 @@ impl ConversationStore for PostgresMessages {
             let mut conversation = locked(transaction, conversation_id).await?;
             let event = conversation.transfer_to(target, clock::now_millis())?;
             save(transaction, &conversation).await?;
-            published.changes.push(ConversationChange::Conversation { event, conversation: conversation.clone() });
+            announce(published, ConversationChange::Conversation { event, conversation: conversation.clone() });
             let Some(text) = note else {
                 return Ok(conversation);
             };
@@ -258,7 +257,7 @@ impl ConversationStore for PostgresMessages {
             let (_, stored) = messages::append_in(transaction, note)
                 .await
                 .map_err(|error| ConversationError::Invalid(error.to_string()))?;
-            published.messages.extend(stored);
+            published.extend(stored);
             // The note moved the conversation's last seq (and perhaps its day).
             locked(transaction, conversation_id).await
         })
@@ -306,10 +305,13 @@ impl ConversationStore for PostgresMessages {
                 Err(error) => return Err(database(error).into()),
             };
             conversation.id = id as u64;
-            published.changes.push(ConversationChange::Conversation {
-                event: ConversationEvent::Created,
-                conversation: conversation.clone(),
-            });
+            announce(
+                published,
+                ConversationChange::Conversation {
+                    event: ConversationEvent::Created,
+                    conversation: conversation.clone(),
+                },
+            );
             Ok(conversation)
         })
         .await

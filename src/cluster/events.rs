@@ -7,7 +7,8 @@
 //!
 //! Changes to conversations (taken, closed, rated, transferred, ...) and the leads they make are
 //! published the same way, after their transaction's commit, as [`ConversationChange`] on
-//! `kefu.conversations.<conversation id>`; [`subscribe_conversations`] follows them.
+//! `kefu.conversations.<conversation id>`; [`follow`] takes both on one subscription, in the
+//! order each node published them.
 
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -15,12 +16,13 @@ use serde::{Deserialize, Serialize};
 use crate::chat::conversations::Conversation;
 use crate::chat::delivery::{CommittedEvent, ConversationEvent};
 use crate::chat::leads::{Lead, LeadEvent};
-use crate::chat::messages::AttachmentRef;
+use crate::chat::messages::{AttachmentRef, MessageKind, MessageRecord};
+use crate::protocol::SenderKind;
 
 /// The subject prefix of committed messages; a node subscribes to `kefu.messages.>`.
 pub const MESSAGE_SUBJECT_PREFIX: &str = "kefu.messages";
 
-/// A committed message as published.
+/// A committed message as published: everything a node needs to deliver it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MessageEvent {
     pub conversation_id: u64,
@@ -36,12 +38,88 @@ pub struct MessageEvent {
     pub text: String,
     #[serde(default)]
     pub attachment: Option<AttachmentRef>,
+    /// The conversation's site, whose agents' lists show the message.
+    #[serde(default)]
+    pub site: String,
+    /// The day partition it is stored in.
+    #[serde(default)]
+    pub day: u32,
+    #[serde(default)]
+    pub lsn: u64,
+    #[serde(default)]
+    pub trace_id: u64,
+    /// Whether the bot answers in the conversation, as of this message.
+    #[serde(default)]
+    pub bot_active: bool,
 }
 
 impl MessageEvent {
     /// The subject it is published on.
     pub fn subject(&self) -> String {
         format!("{MESSAGE_SUBJECT_PREFIX}.{}", self.conversation_id)
+    }
+
+    /// The event a node's delivery takes, as if its own writer had committed it; `None` (logged)
+    /// for a sender kind or message kind this node does not know.
+    pub fn into_committed(self) -> Option<CommittedEvent> {
+        let sender_kind = [SenderKind::Visitor, SenderKind::Agent, SenderKind::Bot, SenderKind::System]
+            .into_iter()
+            .find(|kind| kind.code() == self.sender_kind);
+        let kind = [MessageKind::Text, MessageKind::Image, MessageKind::File]
+            .into_iter()
+            .find(|kind| kind.as_str() == self.kind);
+        let (Some(sender_kind), Some(kind)) = (sender_kind, kind) else {
+            tracing::warn!(sender_kind = self.sender_kind, kind = %self.kind, "a message event of an unknown kind was skipped");
+            return None;
+        };
+        let record = MessageRecord {
+            lsn: self.lsn,
+            trace_id: self.trace_id,
+            created_at: self.created_at,
+            sender_kind,
+            sender_id: self.sender_id,
+            sender_name: self.sender_name,
+            kind,
+            internal: self.internal,
+            client_id: Some(self.client_id),
+            text: self.text,
+            attachment: self.attachment,
+            bot_source: None,
+            offline_message_id: None,
+        };
+        Some(CommittedEvent::Message {
+            conversation_id: self.conversation_id,
+            seq: self.seq,
+            site: self.site,
+            day: self.day,
+            record: std::sync::Arc::new(record),
+            origin: None,
+            bot_active: self.bot_active,
+        })
+    }
+}
+
+/// What a node publishes after a commit, in commit order.
+#[derive(Clone, Debug)]
+pub enum NodeEvent {
+    Message(MessageEvent),
+    Conversation(ConversationChange),
+}
+
+impl NodeEvent {
+    fn subject(&self) -> String {
+        match self {
+            NodeEvent::Message(event) => event.subject(),
+            NodeEvent::Conversation(change) => change.subject(),
+        }
+    }
+
+    /// The event a node's delivery takes (see [`MessageEvent::into_committed`]).
+    pub fn into_committed(self) -> Option<CommittedEvent> {
+        match self {
+            NodeEvent::Message(event) => event.into_committed(),
+            NodeEvent::Conversation(change) => Some(change.into_committed()),
+        }
     }
 }
 
@@ -116,12 +194,29 @@ pub async fn subscribe(client: &async_nats::Client) -> Result<impl Stream<Item =
     subscribe_decoded(client, MESSAGE_SUBJECT_PREFIX).await
 }
 
-/// Every node's committed conversation changes from now on (`kefu.conversations.>`), as
-/// [`subscribe`] does for messages.
-pub async fn subscribe_conversations(
-    client: &async_nats::Client,
-) -> Result<impl Stream<Item = ConversationChange> + use<>, EventsError> {
-    subscribe_decoded(client, CONVERSATION_SUBJECT_PREFIX).await
+/// Every node's committed messages and conversation changes from now on, on one subscription
+/// (`kefu.>`), so they come in the order each node published them (a conversation's `created`
+/// before its first message): what a node delivers to its own connections. Payloads that are not
+/// events, and other subjects (site changes), are skipped.
+pub async fn follow(client: &async_nats::Client) -> Result<impl Stream<Item = NodeEvent> + use<>, EventsError> {
+    let subscriber = client.subscribe("kefu.>").await?;
+    Ok(subscriber.filter_map(|message| async move {
+        let subject = message.subject.as_str();
+        let decoded = if subject.starts_with(&format!("{MESSAGE_SUBJECT_PREFIX}.")) {
+            serde_json::from_slice(&message.payload).map(NodeEvent::Message)
+        } else if subject.starts_with(&format!("{CONVERSATION_SUBJECT_PREFIX}.")) {
+            serde_json::from_slice(&message.payload).map(NodeEvent::Conversation)
+        } else {
+            return None;
+        };
+        match decoded {
+            Ok(event) => Some(event),
+            Err(error) => {
+                tracing::warn!(%error, %subject, "a NATS message that is not a committed event was skipped");
+                None
+            }
+        }
+    }))
 }
 
 async fn subscribe_decoded<T: serde::de::DeserializeOwned>(
@@ -140,18 +235,15 @@ async fn subscribe_decoded<T: serde::de::DeserializeOwned>(
     }))
 }
 
-/// Publishes a batch's committed messages, in commit order; a failure is logged, not returned:
-/// the messages are stored, and resume reads what a node missed.
-pub async fn publish(client: &async_nats::Client, events: Vec<MessageEvent>) {
+/// Publishes what a transaction committed, in commit order, each on its subject; a failure is
+/// logged, not returned: it is stored, and resume reads what a node missed.
+pub async fn publish(client: &async_nats::Client, events: Vec<NodeEvent>) {
     for event in events {
-        publish_one(client, event.subject(), &event).await;
-    }
-}
-
-/// Publishes a transaction's committed conversation changes, in order, as [`publish`] does.
-pub async fn publish_changes(client: &async_nats::Client, changes: Vec<ConversationChange>) {
-    for change in changes {
-        publish_one(client, change.subject(), &change).await;
+        let subject = event.subject();
+        match event {
+            NodeEvent::Message(event) => publish_one(client, subject, &event).await,
+            NodeEvent::Conversation(change) => publish_one(client, subject, &change).await,
+        }
     }
 }
 

@@ -22,10 +22,11 @@ use tokio_postgres::{Client, Row, Statement};
 
 use crate::base::clock;
 use crate::chat::conversations::{Conversation, ConversationStatus, Rating};
+use crate::chat::delivery::ConversationEvent;
 use crate::chat::message_store::{MessageStore, Page};
 use crate::chat::messages::{AppendError, Appended, AttachmentRef, MessageKind, MessageRecord, NewMessage, Target};
 use crate::chat::uploads::AttachmentKind;
-use crate::cluster::events::{self, MessageEvent};
+use crate::cluster::events::{self, ConversationChange, NodeEvent};
 use crate::cluster::postgres::{self, PARTITION_DAYS_AHEAD, PostgresError, Readers, Writers, describe};
 use crate::protocol::SenderKind;
 use crate::storage::StorageError;
@@ -242,30 +243,39 @@ fn fail_all(batch: &mut Vec<PendingAppend>, detail: &str) {
     }
 }
 
-/// The events of a batch's newly stored messages (not its duplicates or refusals), in order.
-fn committed_events(items: Value, results: &[BatchOutcome]) -> Vec<MessageEvent> {
+/// The events of a batch's newly stored messages (not its duplicates or refusals), in order,
+/// each after the `created` event of the conversation it started.
+fn committed_events(items: Value, results: &[BatchOutcome]) -> Vec<NodeEvent> {
     let Value::Array(items) = items else {
         return Vec::new();
     };
-    items
-        .into_iter()
-        .zip(results)
-        .filter_map(|(mut item, result)| {
-            let BatchOutcome::Stored { conversation_id, seq, created_at, .. } = result else {
-                return None;
-            };
-            item["conversation_id"] = json!(conversation_id);
-            item["seq"] = json!(seq);
-            item["created_at"] = json!(created_at);
-            match serde_json::from_value(item) {
-                Ok(event) => Some(event),
-                Err(error) => {
-                    tracing::warn!(%error, "a committed message's event could not be built");
-                    None
-                }
-            }
-        })
-        .collect()
+    let mut events = Vec::new();
+    for (mut item, result) in items.into_iter().zip(results) {
+        let BatchOutcome::Stored { conversation_id, seq, created_at, site, day, lsn, bot_active, created, .. } = result
+        else {
+            continue;
+        };
+        if let Some(conversation) = created {
+            events.push(NodeEvent::Conversation(ConversationChange::Conversation {
+                event: ConversationEvent::Created,
+                conversation: conversation.clone(),
+            }));
+        }
+        item["conversation_id"] = json!(conversation_id);
+        item["seq"] = json!(seq);
+        item["created_at"] = json!(created_at);
+        item["site"] = json!(site);
+        item["day"] = json!(day);
+        item["lsn"] = json!(lsn);
+        item["bot_active"] = json!(bot_active);
+        // Stored as the same bits in a signed column; published as the id it is.
+        item["trace_id"] = json!(item["trace_id"].as_i64().unwrap_or_default() as u64);
+        match serde_json::from_value(item) {
+            Ok(event) => events.push(NodeEvent::Message(event)),
+            Err(error) => tracing::warn!(%error, "a committed message's event could not be built"),
+        }
+    }
+    events
 }
 
 /// Stores one message inside `transaction` with the group commit's function, for a change that
@@ -274,7 +284,7 @@ fn committed_events(items: Value, results: &[BatchOutcome]) -> Vec<MessageEvent>
 pub(crate) async fn append_in(
     transaction: &tokio_postgres::Transaction<'_>,
     message: NewMessage,
-) -> Result<(Appended, Vec<MessageEvent>), AppendError> {
+) -> Result<(Appended, Vec<NodeEvent>), AppendError> {
     let items = Value::Array(vec![batch_item(message, clock::now_millis())?]);
     let row = transaction
         .query_one("SELECT kefu_append_batch($1::text::jsonb)::text", &[&items.to_string()])
@@ -292,8 +302,24 @@ pub(crate) async fn append_in(
 #[derive(Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 enum BatchOutcome {
-    Stored { conversation_id: u64, seq: u64, created_at: i64, text: String },
-    Duplicate { conversation_id: u64, seq: u64, created_at: i64, text: String },
+    Stored {
+        conversation_id: u64,
+        seq: u64,
+        created_at: i64,
+        text: String,
+        site: String,
+        day: u32,
+        lsn: u64,
+        bot_active: bool,
+        /// The conversation the message started, as it was before the message.
+        created: Option<Conversation>,
+    },
+    Duplicate {
+        conversation_id: u64,
+        seq: u64,
+        created_at: i64,
+        text: String,
+    },
     NotFound,
     Closed,
     AttachmentElsewhere,
@@ -302,7 +328,7 @@ enum BatchOutcome {
 impl BatchOutcome {
     fn into_answer(self) -> Result<Appended, AppendError> {
         match self {
-            BatchOutcome::Stored { conversation_id, seq, created_at, text } => {
+            BatchOutcome::Stored { conversation_id, seq, created_at, text, .. } => {
                 Ok(Appended { conversation_id, seq, created_at, text, duplicate: false })
             }
             BatchOutcome::Duplicate { conversation_id, seq, created_at, text } => {

@@ -4,7 +4,8 @@
 //! start one with a visitor; unknown ids, closed conversations, bad ratings and a second open
 //! conversation refused with nothing changed), and a conversation closed unanswered becomes one
 //! lead on both. On PostgreSQL, two nodes taking one conversation at once make one assignment,
-//! and every change reaches another node over NATS.
+//! and every change reaches another node over NATS in commit order, a new conversation's
+//! `created` before its first message; a site with its bot on starts new conversations with the bot.
 //!
 //! The PostgreSQL tests print one line and pass when PostgreSQL or nats-server is not installed.
 
@@ -12,12 +13,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use kefu::chat::conversation_store::ConversationStore;
-use kefu::chat::message_store::MessageStore;
 use kefu::chat::conversations::{AssignWhen, ConversationError, ConversationStatus, TransferTarget};
 use kefu::chat::delivery::ConversationEvent;
 use kefu::chat::leads::{LeadEvent, LeadSource};
+use kefu::chat::message_store::MessageStore;
 use kefu::chat::messages::{NewMessage, Target};
-use kefu::cluster::events::{self, ConversationChange};
+use kefu::cluster::events::{self, ConversationChange, NodeEvent};
 use kefu::cluster::messages::{PostgresMessages, PostgresOptions};
 use kefu::cluster::sites::PostgresSites;
 use kefu::protocol::{SenderKind, SenderView};
@@ -193,59 +194,79 @@ async fn two_nodes_taking_one_conversation_at_once_make_one_assignment() {
 }
 
 #[tokio::test]
-async fn a_change_through_one_node_reaches_another_over_nats() {
+async fn a_change_through_one_node_reaches_another_over_nats_in_commit_order() {
     let Some(url) = database("conversations_nats").await else { return };
     let Some(nats) = NatsServer::start("conversations_nats") else { return };
     let follower = events::connect(&nats.url()).await.expect("connect the follower");
-    let mut changes = Box::pin(events::subscribe_conversations(&follower).await.expect("follow"));
-    let mut messages = Box::pin(events::subscribe(&follower).await.expect("follow messages"));
+    let mut follows = Box::pin(events::follow(&follower).await.expect("follow"));
     follower.flush().await.unwrap();
     let publisher = events::connect(&nats.url()).await.expect("connect the node");
+    // Not events: skipped, not fatal.
+    publisher.publish("kefu.conversations.1", "not an event".into()).await.unwrap();
+    publisher.publish("kefu.sites.changed", "abc".into()).await.unwrap();
     let sites = PostgresSites::open(&url).await.unwrap();
     let site = sites.create(NewSite { name: "店".into(), ..NewSite::default() }).await.unwrap().key;
-    let store = PostgresMessages::open(&url, PostgresOptions { nats: Some(publisher), ..PostgresOptions::default() })
-        .await
-        .unwrap();
+    let options = PostgresOptions { nats: Some(publisher), ..PostgresOptions::default() };
+    let store = PostgresMessages::open(&url, options).await.unwrap();
     let id = visitor_writes(&store, &site, 42, "有人吗").await;
     store.transfer(id, TransferTarget::Agent(ANN), Some("转给你".into()), agent(BOB)).await.unwrap();
     assert!(store.assign(id, ANN, AssignWhen::Open).await.is_err(), "refused: publishes nothing");
     store.close(id).await.unwrap();
 
     let mut seen = Vec::new();
-    for _ in 0..3 {
-        let change =
-            tokio::time::timeout(Duration::from_secs(5), changes.next()).await.expect("a change").expect("open");
-        seen.push(match change {
-            ConversationChange::Conversation { event, conversation } => {
-                assert_eq!(conversation.id, id);
-                format!("{event:?} {:?}", conversation.status)
+    for _ in 0..6 {
+        let event =
+            tokio::time::timeout(Duration::from_secs(5), follows.next()).await.expect("an event").expect("open");
+        seen.push(match event {
+            NodeEvent::Message(message) => {
+                assert_eq!((message.conversation_id, message.site.as_str()), (id, site.as_str()));
+                assert!(message.lsn > 0 && message.day > 0 && !message.bot_active, "{message:?}");
+                format!("message {} {}", message.seq, message.text)
             }
-            ConversationChange::Lead { event, lead } => {
+            NodeEvent::Conversation(ConversationChange::Conversation { event, conversation }) => {
+                assert_eq!(conversation.id, id);
+                format!("{event:?} {:?} {}", conversation.status, conversation.last_seq)
+            }
+            NodeEvent::Conversation(ConversationChange::Lead { event, lead }) => {
                 assert_eq!(
                     (event, lead.source, lead.conversation_id, lead.preview.as_str()),
                     (LeadEvent::Created, LeadSource::MissedConversation, id, "有人吗")
                 );
                 "lead".to_owned()
             }
-            ConversationChange::Rated { .. } => "rated".to_owned(),
+            NodeEvent::Conversation(ConversationChange::Rated { .. }) => "rated".to_owned(),
         });
     }
     assert_eq!(
         seen,
         [
-            format!("{:?} Assigned", ConversationEvent::Assigned { previous: None }),
-            format!("{:?} Closed", ConversationEvent::Closed { previous: Some(ANN) }),
-            "lead".to_owned()
+            format!("{:?} Queued 0", ConversationEvent::Created),
+            "message 1 有人吗".to_owned(),
+            format!("{:?} Assigned 1", ConversationEvent::Assigned { previous: None }),
+            "message 2 转给你".to_owned(),
+            format!("{:?} Closed 2", ConversationEvent::Closed { previous: Some(ANN) }),
+            "lead".to_owned(),
         ]
     );
-    let extra = tokio::time::timeout(Duration::from_millis(300), changes.next()).await;
+    let extra = tokio::time::timeout(Duration::from_millis(300), follows.next()).await;
     assert!(extra.is_err(), "one event per committed change: {extra:?}");
-    // The visitor's message and the transfer's note, each once.
-    let mut texts = Vec::new();
-    for _ in 0..2 {
-        let event =
-            tokio::time::timeout(Duration::from_secs(5), messages.next()).await.expect("a message").expect("open");
-        texts.push((event.text, event.internal));
-    }
-    assert_eq!(texts, [("有人吗".to_owned(), false), ("转给你".to_owned(), true)]);
+}
+
+#[tokio::test]
+async fn a_new_conversation_on_a_site_with_its_bot_on_starts_with_the_bot() {
+    let Some(url) = database("conversations_bot").await else { return };
+    let sites = PostgresSites::open(&url).await.unwrap();
+    let site = sites.create(NewSite { name: "店".into(), ..NewSite::default() }).await.unwrap().key;
+    let store = PostgresMessages::open(&url, PostgresOptions::default()).await.unwrap();
+    let without = visitor_writes(&store, &site, 1, "hello").await;
+    assert!(!store.conversation(without).await.unwrap().unwrap().bot_active);
+    let client = connect(&url).await;
+    client
+        .execute("INSERT INTO bot_settings (site, record) VALUES ($1, '{\"enabled\": true}')", &[&site])
+        .await
+        .unwrap();
+    let with = visitor_writes(&store, &site, 2, "hello").await;
+    assert!(store.conversation(with).await.unwrap().unwrap().bot_active);
+    // An agent taking it over stops the bot.
+    assert!(!store.assign(with, ANN, AssignWhen::Open).await.unwrap().bot_active);
 }
