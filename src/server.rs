@@ -44,9 +44,21 @@ pub struct Running {
     /// The gRPC address, when gRPC is on.
     pub grpc_addr: Option<SocketAddr>,
     serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The dispatcher's queue, for events relayed from other nodes (weak: it does not keep the
+    /// dispatcher from stopping).
+    dispatcher: mpsc::WeakSender<Published>,
 }
 
 impl Running {
+    /// Delivers the events every node of a cluster publishes on NATS to this server's
+    /// connections (`cluster::events::relay`); ends with the NATS connection or the server.
+    pub async fn relay_cluster_events(
+        &self,
+        nats: &async_nats::Client,
+    ) -> Result<tokio::task::JoinHandle<()>, crate::cluster::events::EventsError> {
+        crate::cluster::events::relay(nats, self.dispatcher.clone()).await
+    }
+
     /// Waits until the server has shut down completely (storage flushed and closed).
     pub async fn wait(self) -> anyhow::Result<()> {
         self.serving.await.context("the server task failed")?
@@ -76,6 +88,7 @@ pub async fn start(
     let data_dir = config.data_dir.clone();
     let storage_config = config.storage.clone();
     make_data_directory_private(&config.data_dir)?;
+    let relayed = committed_sender.downgrade();
     let mut hooks = writer_hooks(Some(committed_sender));
     if config.grpc.listen.is_some() {
         // Subscribe's events are kept only while someone can subscribe.
@@ -301,7 +314,7 @@ pub async fn start(
         tracing::info!("stopped");
         Ok(())
     });
-    Ok(Running { app, local_addr, metrics_addr, quic_addr, quic_fingerprint, grpc_addr, serving })
+    Ok(Running { app, local_addr, metrics_addr, quic_addr, quic_fingerprint, grpc_addr, serving, dispatcher: relayed })
 }
 
 /// Creates the data directory (0700) and makes everything kefu writes private (files 0600)

@@ -36,6 +36,12 @@ pub const COMMITTED_QUEUE_CAPACITY: usize = 64;
 /// The events of one commit, in commit order.
 pub struct CommittedBatch(pub Vec<CommittedEvent>);
 
+/// Events committed through any node of a cluster (this one included), relayed from NATS
+/// (`cluster::events::relay`): the dispatcher delivers them to this node's connections only,
+/// since the bot, push notifications, the search index and routing act once, where the change
+/// was committed.
+pub struct RelayedBatch(pub Vec<CommittedEvent>);
+
 /// Something that became durable and must reach the people concerned.
 #[derive(Clone)]
 pub enum CommittedEvent {
@@ -542,7 +548,14 @@ pub async fn run_dispatcher(
                 // The gRPC feed's events of the same commit (published only while gRPC is on).
                 Err(published) => match published.downcast::<crate::webhooks::feed::FeedBatch>() {
                     Ok(events) => feed.publish(*events),
-                    Err(_) => tracing::error!("the dispatcher received something it does not know"),
+                    Err(published) => match published.downcast::<RelayedBatch>() {
+                        Ok(batch) => {
+                            for event in batch.0 {
+                                dispatch(&hub, epoch, event, &mut activity);
+                            }
+                        }
+                        Err(_) => tracing::error!("the dispatcher received something it does not know"),
+                    },
                 },
             },
             None => {}

@@ -14,10 +14,11 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::chat::conversations::Conversation;
-use crate::chat::delivery::{CommittedEvent, ConversationEvent};
+use crate::chat::delivery::{CommittedEvent, ConversationEvent, RelayedBatch};
 use crate::chat::leads::{Lead, LeadEvent};
 use crate::chat::messages::{AttachmentRef, MessageKind, MessageRecord};
 use crate::protocol::SenderKind;
+use crate::storage::writer::Published;
 
 /// The subject prefix of committed messages; a node subscribes to `kefu.messages.>`.
 pub const MESSAGE_SUBJECT_PREFIX: &str = "kefu.messages";
@@ -284,6 +285,27 @@ pub async fn follow_site_changes(
             match std::str::from_utf8(&message.payload) {
                 Ok(key) => directory.invalidate(key),
                 Err(_) => tracing::warn!("a site change whose key is not text was skipped"),
+            }
+        }
+    }))
+}
+
+/// Delivers every node's committed events (this one's included) to this node's connections:
+/// each event [`follow`] yields goes to the node's dispatcher as a `RelayedBatch`, in the order
+/// it came. Returns once subscribed; the task ends when the NATS connection closes or the
+/// dispatcher stops (it holds the dispatcher's queue only while it hands an event over, so a
+/// stopping node is not kept waiting).
+pub async fn relay(
+    client: &async_nats::Client,
+    dispatcher: tokio::sync::mpsc::WeakSender<Published>,
+) -> Result<tokio::task::JoinHandle<()>, EventsError> {
+    let mut events = Box::pin(follow(client).await?);
+    Ok(tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            let Some(event) = event.into_committed() else { continue };
+            let Some(dispatcher) = dispatcher.upgrade() else { break };
+            if dispatcher.send(Box::new(RelayedBatch(vec![event]))).await.is_err() {
+                break;
             }
         }
     }))

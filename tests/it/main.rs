@@ -13,6 +13,7 @@ mod chat;
 mod cluster;
 mod cluster_agents;
 mod cluster_conversations;
+mod cluster_delivery;
 mod cluster_jobs;
 mod cluster_migration;
 mod cluster_outbox;

@@ -118,7 +118,11 @@ impl TestServer {
     }
 
     pub fn app(&self) -> &kefu::net::AppState {
-        &self.running.as_ref().expect("the server runs").app
+        &self.running().app
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("the server runs")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,106 @@
+//! A node delivers what other nodes committed: events published on NATS (a real nats-server,
+//! support/nats.rs) reach the node's own WebSocket connections through its dispatcher
+//! (`Running::relay_cluster_events`), as frames of the same protocol: a message to the
+//! conversation's visitor and agents (an internal note to the agents only), a conversation's
+//! change, and nothing for what is not an event. A relayed message the connection already has
+//! is not sent twice.
+//!
+//! The test prints one line and passes when nats-server is not installed.
+
+use std::time::Duration;
+
+use kefu::chat::conversations::{Conversation, ConversationStatus};
+use kefu::chat::delivery::ConversationEvent;
+use kefu::chat::message_store::MessageStore;
+use kefu::cluster::events::{self, ConversationChange, MessageEvent, NodeEvent};
+
+use crate::support::TestServer;
+use crate::support::nats::NatsServer;
+
+/// A message as another node publishes it.
+fn message(conversation_id: u64, seq: u64, site: &str, sender: (u8, u64), text: &str, internal: bool) -> NodeEvent {
+    NodeEvent::Message(MessageEvent {
+        conversation_id,
+        seq,
+        created_at: 1_700_000_000_000 + seq as i64,
+        sender_kind: sender.0,
+        sender_id: sender.1,
+        sender_name: "客服小王".into(),
+        kind: "text".into(),
+        internal,
+        client_id: format!("other-node-{seq}"),
+        text: text.into(),
+        attachment: None,
+        site: site.to_owned(),
+        day: 20_000,
+        lsn: 1_000 + seq,
+        trace_id: u64::MAX - seq,
+        bot_active: false,
+    })
+}
+
+#[tokio::test]
+async fn events_another_node_committed_reach_this_nodes_connections() {
+    let Some(nats) = NatsServer::start("delivery_relay") else { return };
+    let server = TestServer::start().await;
+    let site = server.create_site("店").await;
+    let agent_id = server.create_agent("ann@shop.example", &site, 5).await;
+    let token = server.login("ann@shop.example").await;
+    let (mut visitor, _, conversation_id) = server.visitor_in_conversation(&site, "你好").await;
+    let mut agent = server.agent(&token).await;
+    let assigned = loop {
+        let event = agent.expect("conversation").await;
+        if event["event"] == "assigned" {
+            break event;
+        }
+    };
+    assert_eq!(assigned["conversation"]["id"], conversation_id);
+    agent.expect("replayed").await;
+
+    let node = events::connect(&nats.url()).await.expect("this node's NATS connection");
+    let relaying = server.running().relay_cluster_events(&node).await.expect("relay");
+    node.flush().await.unwrap();
+    let other_node = events::connect(&nats.url()).await.expect("another node's NATS connection");
+    other_node.publish("kefu.messages.1", "not an event".into()).await.unwrap();
+    events::publish(
+        &other_node,
+        vec![
+            message(conversation_id, 2, &site.key, (2, agent_id), "来自另一个节点的回复", false),
+            message(conversation_id, 3, &site.key, (2, agent_id), "internal note", true),
+        ],
+    )
+    .await;
+
+    let reply = visitor.expect("message").await;
+    assert_eq!(
+        (reply["seq"].as_u64(), reply["text"].as_str(), reply["sender"]["kind"].as_str()),
+        (Some(2), Some("来自另一个节点的回复"), Some("agent"))
+    );
+    for seq in [2, 3] {
+        let seen = agent.expect("message").await;
+        assert_eq!((seen["seq"].as_u64(), seen["conversation_id"].as_u64()), (Some(seq), Some(conversation_id)));
+    }
+
+    // A conversation's change: the visitor and the agent hear it; the note never reached the visitor.
+    let stored = server.app().store.conversation(conversation_id).await.unwrap().expect("the conversation");
+    let closed =
+        Conversation { status: ConversationStatus::Closed, last_seq: 3, closed_at: Some(1_700_000_000_100), ..stored };
+    // A message the connections already have, relayed again: not sent twice.
+    events::publish(
+        &other_node,
+        vec![
+            message(conversation_id, 2, &site.key, (2, agent_id), "来自另一个节点的回复", false),
+            NodeEvent::Conversation(ConversationChange::Conversation {
+                event: ConversationEvent::Closed { previous: Some(agent_id) },
+                conversation: closed,
+            }),
+        ],
+    )
+    .await;
+    let change = visitor.expect_next("conversation").await;
+    assert_eq!((change["event"].as_str(), change["conversation"]["status"].as_str()), (Some("closed"), Some("closed")));
+    let change = agent.expect("conversation").await;
+    assert_eq!(change["event"], "closed");
+    visitor.expect_silence(Duration::from_millis(300)).await;
+    relaying.abort();
+}
