@@ -258,7 +258,7 @@ fn committed_events(items: Value, results: &[BatchOutcome]) -> Vec<NodeEvent> {
         if let Some(conversation) = created {
             events.push(NodeEvent::Conversation(ConversationChange::Conversation {
                 event: ConversationEvent::Created,
-                conversation: conversation.clone(),
+                conversation: conversation.as_ref().clone(),
             }));
         }
         item["conversation_id"] = json!(conversation_id);
@@ -312,7 +312,7 @@ enum BatchOutcome {
         lsn: u64,
         bot_active: bool,
         /// The conversation the message started, as it was before the message.
-        created: Option<Conversation>,
+        created: Option<Box<Conversation>>,
     },
     Duplicate {
         conversation_id: u64,

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use redb::ReadableTable;
 
 use crate::base::secrets::{self, TokenDigest};
+use crate::chat::conversation_store::ConversationStore;
 use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError};
 use crate::chat::delivery::{AgentRegistration, CommittedEvent, ConnectionHandle, Outbound, OutboundReceiver};
 use crate::chat::message_store::MessageStore;
@@ -813,9 +814,9 @@ impl Session {
                     None,
                 ));
             }
-            conversations::assign(&self.app.store, conversation_id, agent.id, AssignWhen::Open).await
+            ConversationStore::assign(&self.app.store, conversation_id, agent.id, AssignWhen::Open).await
         } else {
-            conversations::close(&self.app.store, conversation_id).await
+            ConversationStore::close(&self.app.store, conversation_id).await
         };
         match result {
             Ok(_) => {}

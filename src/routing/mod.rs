@@ -21,6 +21,7 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::chat::conversation_store::ConversationStore;
 use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationStatus};
 use crate::chat::delivery::{ConversationEvent, Hub};
 use crate::people::agents::{Agent, Role};
@@ -435,8 +436,7 @@ impl RouterState {
             tracing::info!(conversation_id, agent_id, "the agent went offline: conversation back to the queue");
             let store = self.store.clone();
             tokio::spawn(async move {
-                if let Err(error) = crate::chat::conversation_actions::release(&store, conversation_id, agent_id).await
-                {
+                if let Err(error) = ConversationStore::release(&store, conversation_id, agent_id).await {
                     tracing::info!(conversation_id, agent_id, %error, "the conversation stays where it is");
                 }
             });
@@ -471,7 +471,7 @@ impl RouterState {
                 let router = self.router.clone();
                 tokio::spawn(async move {
                     if let Err(error) =
-                        conversations::assign(&store, conversation_id, agent_id, AssignWhen::Queued).await
+                        ConversationStore::assign(&store, conversation_id, agent_id, AssignWhen::Queued).await
                     {
                         tracing::info!(conversation_id, agent_id, %error, "assignment did not take effect");
                         router.send(RoutingEvent::AssignFailed { conversation_id, agent_id }).await;

@@ -364,7 +364,7 @@ async fn a_handed_off_visitor_learns_their_place_in_the_queue() {
     let (first, second) = (&waiting[0], &waiting[1]);
     call_expecting(&server, "GET", &format!("/api/v1/conversations/{}/queue", first.0), &second.1, None, 404).await;
     call_expecting(&server, "GET", "/api/v1/conversations/x/queue", &second.1, None, 422).await;
-    kefu::chat::conversations::close(&server.app().store, first.0).await.unwrap();
+    kefu::chat::conversation_store::ConversationStore::close(&server.app().store, first.0).await.unwrap();
     let answer =
         call_expecting(&server, "GET", &format!("/api/v1/conversations/{}/queue", second.0), &second.1, None, 200)
             .await;

@@ -462,7 +462,7 @@ async fn the_today_card_counts_what_happened_today() {
     conversation_event(&mut ann, conversation_id, "assigned").await;
     reply(&mut ann, conversation_id, "a-1", false).await;
     let (_, _other_visitor, unanswered) = visitor_writes(&server, &shop, "anyone?").await;
-    kefu::chat::conversations::close(&server.app().store, unanswered).await.unwrap();
+    kefu::chat::conversation_store::ConversationStore::close(&server.app().store, unanswered).await.unwrap();
 
     let today = |path: String| {
         let admin = admin.clone();

@@ -3,7 +3,8 @@
 
 use kefu::base::clock::{self, MILLIS_PER_DAY};
 use kefu::base::config::Config;
-use kefu::chat::conversations::{self, AssignWhen};
+use kefu::chat::conversation_store::ConversationStore;
+use kefu::chat::conversations::AssignWhen;
 use kefu::chat::messages::{self, NewMessage, Target};
 use kefu::cli::history;
 use kefu::net::control::HistoryCommand;
@@ -123,8 +124,8 @@ async fn filters_and_access_keep_agents_to_their_sites() {
     let conversation_a1 = backdated(&store, &site_a.key, 1, &["refund one"], noon_of(yesterday)).await;
     let conversation_a2 = backdated(&store, &site_a.key, 2, &["refund two"], noon_of(today())).await;
     backdated(&store, &site_b.key, 3, &["refund three"], noon_of(today())).await;
-    conversations::assign(&store, conversation_a1, agent_a, AssignWhen::Queued).await.unwrap();
-    conversations::close(&store, conversation_a2).await.unwrap();
+    ConversationStore::assign(&store, conversation_a1, agent_a, AssignWhen::Queued).await.unwrap();
+    ConversationStore::close(&store, conversation_a2).await.unwrap();
     caught_up(&server).await;
 
     let check = |token: &'static str, query: String, expected: &'static [&'static str]| {

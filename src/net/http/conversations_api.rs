@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::extract::{Caller, Json, OptionalJson, agent_only, outside_scope, require_site, staff_only};
 use super::visitors_api::served_visitor;
 use crate::chat::conversation_actions::{self, TransferTarget};
+use crate::chat::conversation_store::ConversationStore;
 use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationStatus};
 use crate::chat::message_store::MessageStore;
 use crate::chat::messages::{self, AppendError, Appended, NewMessage, SendRefusal, Target};
@@ -187,7 +188,8 @@ pub async fn assign(
     }
     check_holder(&caller, &conversation)?;
     agent_serving(&app, request.agent_id, &conversation.site, "agent_id").await?;
-    let conversation = conversations::assign(&app.store, conversation_id, request.agent_id, AssignWhen::Open).await?;
+    let conversation =
+        ConversationStore::assign(&app.store, conversation_id, request.agent_id, AssignWhen::Open).await?;
     Ok(axum::Json(conversation.view(app.store.epoch())))
 }
 
@@ -202,7 +204,7 @@ pub async fn close(
 ) -> Result<axum::Json<ConversationView>, ApiError> {
     let caller = staff_only(principal)?;
     served_conversation(&app, &caller, conversation_id).await?;
-    let conversation = conversations::close(&app.store, conversation_id).await?;
+    let conversation = ConversationStore::close(&app.store, conversation_id).await?;
     Ok(axum::Json(conversation.view(app.store.epoch())))
 }
 
@@ -571,7 +573,7 @@ pub async fn start_conversation(
     if visitor.blocked {
         return Err(ApiError::Conflict("the visitor is blocked".into()));
     }
-    let conversation = conversation_actions::start_with_visitor(&app.store, visitor.site, visitor_id, agent.id).await?;
+    let conversation = ConversationStore::start_with_visitor(&app.store, visitor.site, visitor_id, agent.id).await?;
     Ok((StatusCode::CREATED, axum::Json(conversation.view(app.store.epoch()))))
 }
 
@@ -658,8 +660,7 @@ pub async fn transfer(
         }
         _ => return Err(ApiError::Unprocessable("give exactly one of agent_id and team_id".into())),
     };
-    let conversation =
-        conversation_actions::transfer(&app.store, conversation_id, target, note, caller.sender()).await?;
+    let conversation = ConversationStore::transfer(&app.store, conversation_id, target, note, caller.sender()).await?;
     Ok(axum::Json(conversation.view(app.store.epoch())))
 }
 
@@ -691,6 +692,6 @@ pub async fn reopen(
             return Err(ApiError::Unprocessable("agent_id: required: who gets the reopened conversation".into()));
         }
     };
-    let conversation = conversation_actions::reopen(&app.store, conversation_id, agent_id).await?;
+    let conversation = ConversationStore::reopen(&app.store, conversation_id, agent_id).await?;
     Ok(axum::Json(conversation.view(app.store.epoch())))
 }

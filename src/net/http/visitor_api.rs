@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::extract::{Caller, Json};
+use crate::chat::conversation_store::ConversationStore;
 use crate::chat::conversations;
 use crate::chat::offline_messages::{self, NewOfflineMessage, OfflineMessage};
 use crate::net::AppState;
@@ -200,7 +201,7 @@ pub async fn rate_conversation(
     if !conversation.is_some_and(|conversation| principal.can_access(&conversation)) {
         return Err(ApiError::NotFound("no such conversation".into()));
     }
-    conversations::rate(&app.store, conversation_id, rating.score, rating.comment).await?;
+    ConversationStore::rate(&app.store, conversation_id, rating.score, rating.comment).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
