@@ -8,9 +8,9 @@
 use std::future::Future;
 
 use crate::chat::conversation_actions;
-use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError, TransferTarget};
+use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError, ReadThrough, TransferTarget};
 use crate::chat::message_store::MessageStore;
-use crate::protocol::SenderView;
+use crate::protocol::{ParticipantView, SenderView};
 use crate::storage::{StorageError, Store};
 
 pub trait ConversationStore: MessageStore {
@@ -64,6 +64,20 @@ pub trait ConversationStore: MessageStore {
         agent_id: u64,
     ) -> impl Future<Output = Result<Conversation, ConversationError>> + Send;
 
+    /// Records that `reader` read the conversation through `seq` (never past its last message,
+    /// never back); the `read` event follows once it is stored. Returns once the change is queued
+    /// (the appliance's writer) or stored (PostgreSQL): a read position is a receipt, and one lost
+    /// to a failure is shown at the reader's next read.
+    fn mark_read(
+        &self,
+        conversation_id: u64,
+        reader: ParticipantView,
+        seq: u64,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// How far the visitor and the agents have read a conversation.
+    fn read_through(&self, conversation_id: u64) -> impl Future<Output = Result<ReadThrough, StorageError>> + Send;
+
     /// Starts a conversation with a visitor, assigned to `agent_id`, unless the visitor has an
     /// open one.
     fn start_with_visitor(
@@ -116,6 +130,15 @@ impl ConversationStore for Store {
 
     async fn reopen(&self, conversation_id: u64, agent_id: u64) -> Result<Conversation, ConversationError> {
         conversation_actions::reopen(self, conversation_id, agent_id).await
+    }
+
+    async fn mark_read(&self, conversation_id: u64, reader: ParticipantView, seq: u64) -> Result<(), StorageError> {
+        self.write_detached(move |context| conversations::mark_read_in(context, conversation_id, reader, seq), |_| {})
+            .await
+    }
+
+    async fn read_through(&self, conversation_id: u64) -> Result<ReadThrough, StorageError> {
+        self.read(move |transaction| conversations::read_through(transaction, conversation_id)).await
     }
 
     async fn start_with_visitor(

@@ -478,19 +478,54 @@ pub struct ReadThrough {
     pub agents: u64,
 }
 
+impl ReadThrough {
+    /// Takes one reader's position into account.
+    pub fn add(&mut self, reader_kind: u8, seq: u64) {
+        if reader_kind == crate::protocol::SenderKind::Visitor.code() {
+            self.visitor = self.visitor.max(seq);
+        } else if reader_kind == crate::protocol::SenderKind::Agent.code() {
+            self.agents = self.agents.max(seq);
+        }
+    }
+}
+
+/// Where a reader's position moves when they say they read through `seq`: never past the
+/// conversation's last message, never back. `None` when it does not move.
+pub fn read_advance(previous: u64, seq: u64, last_seq: u64) -> Option<u64> {
+    let seq = seq.min(last_seq);
+    (seq > previous).then_some(seq)
+}
+
+/// Records that `reader` read a conversation through `seq` (inside a writer operation) and
+/// publishes the `read` event when the position moved.
+pub fn mark_read_in(
+    context: &mut WriteContext<'_>,
+    conversation_id: u64,
+    reader: crate::protocol::ParticipantView,
+    seq: u64,
+) -> Result<(), StorageError> {
+    let Some(conversation) = context.conversation(conversation_id)? else {
+        return Ok(());
+    };
+    let last_seq = conversation.last_seq;
+    let mut positions = context.transaction.open_table(tables::READ_POSITIONS)?;
+    let key = (conversation_id, reader.kind.code(), reader.id);
+    let previous = positions.get(key)?.map(|value| value.value()).unwrap_or(0);
+    if let Some(seq) = read_advance(previous, seq, last_seq) {
+        positions.insert(key, seq)?;
+        drop(positions);
+        context.publish(CommittedEvent::Read { conversation_id, reader, seq });
+    }
+    Ok(())
+}
+
 /// The read positions of a conversation (its read receipts, for history pages).
 pub fn read_through(transaction: &ReadTransaction, conversation_id: u64) -> Result<ReadThrough, StorageError> {
     let positions = transaction.open_table(tables::READ_POSITIONS)?;
     let mut through = ReadThrough::default();
     for entry in positions.range((conversation_id, 0, 0)..=(conversation_id, u8::MAX, u64::MAX))? {
         let (key, seq) = entry?;
-        let (_, kind, _) = key.value();
-        let seq = seq.value();
-        if kind == crate::protocol::SenderKind::Visitor.code() {
-            through.visitor = through.visitor.max(seq);
-        } else if kind == crate::protocol::SenderKind::Agent.code() {
-            through.agents = through.agents.max(seq);
-        }
+        through.add(key.value().1, seq.value());
     }
     Ok(through)
 }

@@ -15,14 +15,14 @@ use tokio_postgres::Transaction;
 use crate::base::clock;
 use crate::chat::conversation_actions;
 use crate::chat::conversation_store::ConversationStore;
-use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError, TransferTarget};
+use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError, ReadThrough, TransferTarget};
 use crate::chat::delivery::ConversationEvent;
 use crate::chat::leads::{self, LeadEvent};
 use crate::cluster::events::{self, ConversationChange, NodeEvent};
 use crate::cluster::messages::{self, CONVERSATION_COLUMNS, PostgresMessages, conversation_of};
 use crate::cluster::postgres::{PostgresError, database, record_of, record_text};
 use crate::people::visitors::Visitor;
-use crate::protocol::SenderView;
+use crate::protocol::{ParticipantView, SenderView};
 use crate::storage::StorageError;
 
 /// The SQLSTATE of a unique violation: here, a second open conversation of one visitor.
@@ -271,6 +271,72 @@ impl ConversationStore for PostgresMessages {
     async fn reopen(&self, conversation_id: u64, agent_id: u64) -> Result<Conversation, ConversationError> {
         key_of(agent_id)?;
         self.decide(conversation_id, |conversation, now| conversation.reopen_for(agent_id, now)).await
+    }
+
+    async fn mark_read(&self, conversation_id: u64, reader: ParticipantView, seq: u64) -> Result<(), StorageError> {
+        let (Ok(id), Ok(reader_id)) = (i64::try_from(conversation_id), i64::try_from(reader.id)) else {
+            return Ok(());
+        };
+        let kind = i16::from(reader.kind.code());
+        let moved = self
+            .writers
+            .run(async |transaction| -> Result<_, StorageError> {
+                let last_seq = transaction
+                    .query_opt("SELECT last_seq FROM conversations WHERE id = $1", &[&id])
+                    .await
+                    .map_err(database)?;
+                let Some(last_seq) = last_seq.map(|row| row.get::<_, i64>(0)) else {
+                    return Ok(None);
+                };
+                let previous = transaction
+                    .query_opt(
+                        "SELECT (record #>> '{}')::bigint FROM read_positions
+                         WHERE conversation_id = $1 AND reader_kind = $2 AND reader_id = $3 FOR UPDATE",
+                        &[&id, &kind, &reader_id],
+                    )
+                    .await
+                    .map_err(database)?
+                    .map_or(0, |row| row.get::<_, i64>(0));
+                let Some(seq) = conversations::read_advance(previous as u64, seq, last_seq as u64) else {
+                    return Ok(None);
+                };
+                // Two first reads of one reader racing on two nodes both insert: the position
+                // only ever moves forward, and only the one that moved it announces it.
+                let written = transaction
+                    .execute(
+                        "INSERT INTO read_positions (conversation_id, reader_kind, reader_id, record)
+                         VALUES ($1, $2, $3, to_jsonb($4::bigint))
+                         ON CONFLICT (conversation_id, reader_kind, reader_id) DO UPDATE SET record = EXCLUDED.record
+                         WHERE (read_positions.record #>> '{}')::bigint < $4",
+                        &[&id, &kind, &reader_id, &(seq as i64)],
+                    )
+                    .await
+                    .map_err(database)?;
+                Ok((written == 1).then_some(seq))
+            })
+            .await?;
+        if let (Some(seq), Some(nats)) = (moved, &self.nats) {
+            let change = ConversationChange::Read { conversation_id, reader, seq };
+            events::publish(nats, vec![NodeEvent::Conversation(change)]).await;
+        }
+        Ok(())
+    }
+
+    async fn read_through(&self, conversation_id: u64) -> Result<ReadThrough, StorageError> {
+        let mut through = ReadThrough::default();
+        let Ok(id) = i64::try_from(conversation_id) else { return Ok(through) };
+        let client = self.readers.client().await?;
+        let rows = client
+            .query(
+                "SELECT reader_kind, (record #>> '{}')::bigint FROM read_positions WHERE conversation_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(database)?;
+        for row in rows {
+            through.add(row.get::<_, i16>(0) as u8, row.get::<_, i64>(1) as u64);
+        }
+        Ok(through)
     }
 
     async fn start_with_visitor(

@@ -17,7 +17,7 @@ use crate::chat::conversations::Conversation;
 use crate::chat::delivery::{CommittedEvent, ConversationEvent, RelayedBatch};
 use crate::chat::leads::{Lead, LeadEvent};
 use crate::chat::messages::{AttachmentRef, MessageKind, MessageRecord};
-use crate::protocol::SenderKind;
+use crate::protocol::{ParticipantView, SenderKind};
 use crate::storage::writer::Published;
 
 /// The subject prefix of committed messages; a node subscribes to `kefu.messages.>`.
@@ -145,6 +145,12 @@ pub enum ConversationChange {
         event: LeadEvent,
         lead: Lead,
     },
+    /// A reader's position moved (a read receipt).
+    Read {
+        conversation_id: u64,
+        reader: ParticipantView,
+        seq: u64,
+    },
 }
 
 impl ConversationChange {
@@ -155,6 +161,7 @@ impl ConversationChange {
                 conversation.id
             }
             ConversationChange::Lead { lead, .. } => lead.conversation_id,
+            ConversationChange::Read { conversation_id, .. } => *conversation_id,
         }
     }
 
@@ -171,6 +178,9 @@ impl ConversationChange {
             }
             ConversationChange::Rated { conversation } => CommittedEvent::Rated { conversation },
             ConversationChange::Lead { event, lead } => CommittedEvent::Lead { event, lead },
+            ConversationChange::Read { conversation_id, reader, seq } => {
+                CommittedEvent::Read { conversation_id, reader, seq }
+            }
         }
     }
 }

@@ -9,8 +9,9 @@
 //! another conversation) writes nothing and leaves the others of its batch alone; an error of the
 //! batch (a lost connection, a failed commit) fails each of its appends, and none is acknowledged.
 //!
-//! What this store does not do yet: it publishes nothing to connections (events between nodes
-//! come with NATS), and the conversation it starts has no bot (sites are not in PostgreSQL yet).
+//! With NATS, each batch's newly stored messages are published after its COMMIT and before its
+//! appends are answered, each after the `created` event of a conversation it started.
+//! Conversations' other changes are in `cluster::conversations`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

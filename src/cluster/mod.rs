@@ -1,16 +1,19 @@
 //! Cluster mode: several kefu nodes sharing PostgreSQL. So far the message path:
 //! [`messages::PostgresMessages`] implements the chat's `MessageStore` on PostgreSQL, with the
-//! connections, migrations and day partitions of [`postgres`]; with a NATS connection it publishes
-//! each committed message once ([`events`]). [`redb_copy`] copies an appliance's history into it
+//! connections, migrations and day partitions of [`postgres`], and the `ConversationStore` of
+//! conversations' changes ([`conversations`]); with a NATS connection every committed message and
+//! change is published once ([`events`]), and [`events::relay`] hands every node's events to a
+//! node's dispatcher for its own connections. [`redb_copy`] copies an appliance's history into it
 //! (`kefu migrate-to-postgres`). Work every node can do but only one must: the outbox of webhook
 //! deliveries and emails claimed row by row ([`outbox`]), periodic jobs run once per slot
 //! ([`jobs`]), and routing decided by one node per site under a lease ([`routing_lease`]), each
 //! node named by a [`node::NodeName`]. Agents' presence is kept per node with an expiry its
 //! heartbeat renews ([`presence`]). [`search`] searches the messages from any node and
-//! [`uploads`] stores attachments' files for every node. [`sites`], [`visitors`] and
+//! [`uploads`] stores attachments' files for every node. [`sites`], [`visitors`], [`teams`] and
 //! [`agents`]' logins are on PostgreSQL behind the same domain boundaries as on redb
-//! (`SiteStore`, `VisitorStore`, `AgentStore`), on the record tables [`redb_copy`] fills. The server does not use it yet: the other areas still live in
-//! redb, so there is no `storage.backend` setting (docs/cluster.md).
+//! (`SiteStore`, `VisitorStore`, `TeamStore`, `AgentStore`), on the record tables [`redb_copy`]
+//! fills. The server does not use it yet: the other areas still live in redb, so there is no
+//! `storage.backend` setting (docs/cluster.md).
 
 pub mod agents;
 pub mod conversations;

@@ -11,15 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redb::ReadableTable;
 
 use crate::base::secrets::{self, TokenDigest};
 use crate::chat::conversation_store::ConversationStore;
 use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError};
-use crate::chat::delivery::{AgentRegistration, CommittedEvent, ConnectionHandle, Outbound, OutboundReceiver};
+use crate::chat::delivery::{AgentRegistration, ConnectionHandle, Outbound, OutboundReceiver};
 use crate::chat::message_store::MessageStore;
 use crate::chat::messages::{self, NewMessage, Target};
-use crate::chat::writes::ChatWrites;
 use crate::net::AppState;
 use crate::people::agents::{self, Agent, Role as AgentRole};
 use crate::people::principal::Principal;
@@ -30,7 +28,7 @@ use crate::protocol::{
 };
 use crate::routing::RoutingEvent;
 use crate::sites::{self, SiteRuntime};
-use crate::storage::{StorageError, tables};
+use crate::storage::StorageError;
 
 /// How often a connection forwards a typing indicator per conversation.
 const TYPING_INTERVAL: Duration = Duration::from_secs(1);
@@ -763,29 +761,7 @@ impl Session {
         }
         let sender = self.principal.sender();
         let reader = ParticipantView { kind: sender.kind, id: sender.id };
-        let queued = self
-            .app
-            .store
-            .write_detached(
-                move |context| {
-                    let Some(conversation) = context.conversation(conversation_id)? else {
-                        return Ok(());
-                    };
-                    let seq = seq.min(conversation.last_seq);
-                    let mut positions = context.transaction.open_table(tables::READ_POSITIONS)?;
-                    let key = (conversation_id, reader.kind.code(), reader.id);
-                    let previous = positions.get(key)?.map(|value| value.value()).unwrap_or(0);
-                    if seq > previous {
-                        positions.insert(key, seq)?;
-                        drop(positions);
-                        context.publish(CommittedEvent::Read { conversation_id, reader, seq });
-                    }
-                    Ok(())
-                },
-                |_| {},
-            )
-            .await;
-        if queued.is_err() {
+        if ConversationStore::mark_read(&self.app.store, conversation_id, reader, seq).await.is_err() {
             out.push(error_frame(ErrorCode::Unavailable, "the server is shutting down", None));
         }
     }

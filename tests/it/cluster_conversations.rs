@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use kefu::chat::conversation_store::ConversationStore;
-use kefu::chat::conversations::{AssignWhen, ConversationError, ConversationStatus, TransferTarget};
+use kefu::chat::conversations::{AssignWhen, ConversationError, ConversationStatus, ReadThrough, TransferTarget};
 use kefu::chat::delivery::ConversationEvent;
 use kefu::chat::leads::{LeadEvent, LeadSource};
 use kefu::chat::message_store::MessageStore;
@@ -21,7 +21,7 @@ use kefu::chat::messages::{NewMessage, Target};
 use kefu::cluster::events::{self, ConversationChange, NodeEvent};
 use kefu::cluster::messages::{PostgresMessages, PostgresOptions};
 use kefu::cluster::sites::PostgresSites;
-use kefu::protocol::{SenderKind, SenderView};
+use kefu::protocol::{ParticipantView, SenderKind, SenderView};
 use kefu::sites::NewSite;
 use kefu::sites::store::SiteStore;
 
@@ -96,6 +96,19 @@ async fn behaves_as_a_conversation_store(store: &impl ConversationStore, sites: 
     let to_team = store.transfer(id, TransferTarget::Team(7), None, agent(ANN)).await.expect("to a team");
     assert_eq!((to_team.status, to_team.assigned_agent, to_team.team), (ConversationStatus::Queued, None, Some(7)));
 
+    // Read positions: never past the last message, never back; unknown conversations ignored.
+    let last = store.conversation(id).await.unwrap().unwrap().last_seq;
+    let (as_visitor, as_agent) = (
+        ParticipantView { kind: SenderKind::Visitor, id: visitor },
+        ParticipantView { kind: SenderKind::Agent, id: ANN },
+    );
+    store.mark_read(id, as_visitor, 99).await.expect("the visitor reads");
+    store.mark_read(id, as_agent, 1).await.expect("an agent reads");
+    store.mark_read(id, as_agent, 0).await.expect("an older read");
+    store.mark_read(u64::MAX, as_agent, 5).await.expect("an unknown conversation");
+    let through = read_through_eventually(store, id, |through| through.visitor == last && through.agents == 1).await;
+    assert_eq!((through.visitor, through.agents), (last, 1));
+
     // Ratings wait for the close; bad ones are refused before anything is read.
     assert!(matches!(store.rate(id, 5, String::new()).await, Err(ConversationError::NotClosed)));
     assert!(matches!(store.rate(id, 0, String::new()).await, Err(ConversationError::Invalid(_))));
@@ -138,6 +151,23 @@ async fn behaves_as_a_conversation_store(store: &impl ConversationStore, sites: 
     assert_eq!(mine, [id, started.id]);
     store.close(id).await.expect("close again");
     (id, visitor)
+}
+
+/// The read positions once `done` holds (the appliance's writer stores a read after answering
+/// it), or what they are after five seconds.
+async fn read_through_eventually(
+    store: &impl ConversationStore,
+    conversation_id: u64,
+    done: impl Fn(&ReadThrough) -> bool,
+) -> ReadThrough {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let through = store.read_through(conversation_id).await.unwrap();
+        if done(&through) || tokio::time::Instant::now() > deadline {
+            return through;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -211,10 +241,13 @@ async fn a_change_through_one_node_reaches_another_over_nats_in_commit_order() {
     let id = visitor_writes(&store, &site, 42, "有人吗").await;
     store.transfer(id, TransferTarget::Agent(ANN), Some("转给你".into()), agent(BOB)).await.unwrap();
     assert!(store.assign(id, ANN, AssignWhen::Open).await.is_err(), "refused: publishes nothing");
+    let reader = ParticipantView { kind: SenderKind::Agent, id: ANN };
+    store.mark_read(id, reader, 2).await.unwrap();
+    store.mark_read(id, reader, 1).await.unwrap();
     store.close(id).await.unwrap();
 
     let mut seen = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..7 {
         let event =
             tokio::time::timeout(Duration::from_secs(5), follows.next()).await.expect("an event").expect("open");
         seen.push(match event {
@@ -235,6 +268,10 @@ async fn a_change_through_one_node_reaches_another_over_nats_in_commit_order() {
                 "lead".to_owned()
             }
             NodeEvent::Conversation(ConversationChange::Rated { .. }) => "rated".to_owned(),
+            NodeEvent::Conversation(ConversationChange::Read { conversation_id, reader, seq }) => {
+                assert_eq!((conversation_id, reader.id), (id, ANN));
+                format!("read {seq}")
+            }
         });
     }
     assert_eq!(
@@ -244,6 +281,7 @@ async fn a_change_through_one_node_reaches_another_over_nats_in_commit_order() {
             "message 1 有人吗".to_owned(),
             format!("{:?} Assigned 1", ConversationEvent::Assigned { previous: None }),
             "message 2 转给你".to_owned(),
+            "read 2".to_owned(),
             format!("{:?} Closed 2", ConversationEvent::Closed { previous: Some(ANN) }),
             "lead".to_owned(),
         ]

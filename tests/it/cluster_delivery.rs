@@ -2,7 +2,7 @@
 //! support/nats.rs) reach the node's own WebSocket connections through its dispatcher
 //! (`Running::relay_cluster_events`), as frames of the same protocol: a message to the
 //! conversation's visitor and agents (an internal note to the agents only), a conversation's
-//! change, and nothing for what is not an event. A relayed message the connection already has
+//! change, a read receipt, and nothing for what is not an event. A relayed message the connection already has
 //! is not sent twice.
 //!
 //! The test prints one line and passes when nats-server is not installed.
@@ -13,6 +13,7 @@ use kefu::chat::conversations::{Conversation, ConversationStatus};
 use kefu::chat::delivery::ConversationEvent;
 use kefu::chat::message_store::MessageStore;
 use kefu::cluster::events::{self, ConversationChange, MessageEvent, NodeEvent};
+use kefu::protocol::{ParticipantView, SenderKind};
 
 use crate::support::TestServer;
 use crate::support::nats::NatsServer;
@@ -90,6 +91,11 @@ async fn events_another_node_committed_reach_this_nodes_connections() {
         &other_node,
         vec![
             message(conversation_id, 2, &site.key, (2, agent_id), "来自另一个节点的回复", false),
+            NodeEvent::Conversation(ConversationChange::Read {
+                conversation_id,
+                reader: ParticipantView { kind: SenderKind::Agent, id: agent_id },
+                seq: 1,
+            }),
             NodeEvent::Conversation(ConversationChange::Conversation {
                 event: ConversationEvent::Closed { previous: Some(agent_id) },
                 conversation: closed,
@@ -97,6 +103,8 @@ async fn events_another_node_committed_reach_this_nodes_connections() {
         ],
     )
     .await;
+    let receipt = visitor.expect_next("read").await;
+    assert_eq!((receipt["seq"].as_u64(), receipt["reader"]["kind"].as_str()), (Some(1), Some("agent")));
     let change = visitor.expect_next("conversation").await;
     assert_eq!((change["event"].as_str(), change["conversation"]["status"].as_str()), (Some("closed"), Some("closed")));
     let change = agent.expect("conversation").await;

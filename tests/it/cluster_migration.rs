@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use kefu::base::clock::MILLIS_PER_DAY;
+use kefu::chat::conversation_store::ConversationStore;
 use kefu::chat::message_store::MessageStore;
 use kefu::chat::messages::{self, NewMessage, Target};
 use kefu::cluster::messages::{PostgresMessages, PostgresOptions};
@@ -374,6 +375,26 @@ async fn an_appliance_is_copied_verified_and_continued_by_the_postgres_store() {
     let page = store.page_after(history.conversation_id, 0, 10).await.unwrap();
     assert_eq!(page.len() as u64, history.last_seq + 1);
     assert!(page.windows(2).all(|pair| pair[0].1.lsn < pair[1].1.lsn), "lsns keep increasing in a conversation");
+
+    // A lead made on PostgreSQL (the new conversation closed unanswered) continues the
+    // appliance's lead ids too.
+    let copied_leads: i64 = client
+        .query_one(
+            "SELECT greatest(coalesce((SELECT max(id) FROM leads), 0),
+                             coalesce((SELECT (record #>> '{}')::bigint - 1 FROM appliance_meta
+                                       WHERE name = 'next_lead_id'), 0))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    ConversationStore::close(&store, fresh.conversation_id).await.expect("close the new conversation");
+    let lead: i64 = client
+        .query_one("SELECT id FROM leads WHERE (record->>'conversation_id')::bigint = $1", &[&largest])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(lead > copied_leads, "lead {lead} after the copied {copied_leads}");
 }
 
 #[tokio::test]

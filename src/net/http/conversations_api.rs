@@ -77,7 +77,7 @@ pub async fn messages(
     let before = query.before;
     // Read one more than asked, to know whether an older page exists.
     let mut page = app.store.page_before(conversation_id, before, limit + 1).await?;
-    let read = app.store.read(move |transaction| conversations::read_through(transaction, conversation_id)).await?;
+    let read = ConversationStore::read_through(&app.store, conversation_id).await?;
     let has_older = page.len() > limit;
     if has_older {
         page.remove(0);
