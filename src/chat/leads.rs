@@ -96,6 +96,22 @@ pub struct Lead {
 }
 
 impl Lead {
+    /// An agent answered it: a new lead becomes open and, if nobody had it, the agent's.
+    pub fn answered_by(&mut self, agent_id: u64) {
+        if self.status == LeadStatus::New {
+            self.status = LeadStatus::Open;
+        }
+        self.assigned_agent = self.assigned_agent.or(Some(agent_id));
+    }
+
+    /// Gives it to an agent (a new lead someone takes is open), or to nobody.
+    pub fn assign_to(&mut self, agent_id: Option<u64>) {
+        self.assigned_agent = agent_id;
+        if agent_id.is_some() && self.status == LeadStatus::New {
+            self.status = LeadStatus::Open;
+        }
+    }
+
     pub fn view(&self) -> LeadView {
         LeadView {
             id: self.id,
@@ -251,8 +267,7 @@ pub fn note_first_reply(
     if lead.status != LeadStatus::New {
         return Ok(());
     }
-    lead.status = LeadStatus::Open;
-    lead.assigned_agent = lead.assigned_agent.or(Some(agent_id));
+    lead.answered_by(agent_id);
     update(context, lead)?;
     Ok(())
 }
@@ -274,10 +289,7 @@ pub async fn assign(store: &Store, lead_id: u64, agent_id: Option<u64>) -> Resul
     store
         .write(move |context| {
             let Some(mut lead) = read(context, lead_id)? else { return Ok(Err(LeadError::NotFound)) };
-            lead.assigned_agent = agent_id;
-            if agent_id.is_some() && lead.status == LeadStatus::New {
-                lead.status = LeadStatus::Open;
-            }
+            lead.assign_to(agent_id);
             Ok(Ok(update(context, lead)?))
         })
         .await
@@ -293,14 +305,30 @@ pub struct LeadReply {
     pub trace_id: u64,
 }
 
+impl LeadReply {
+    /// Only an agent answers a lead.
+    pub fn check(&self) -> Result<(), LeadError> {
+        match self.sender.kind {
+            SenderKind::Agent => Ok(()),
+            _ => Err(LeadError::Invalid("only an agent answers a lead".into())),
+        }
+    }
+
+    /// The reply as a message to the conversation it goes to.
+    pub fn into_message(self, conversation_id: u64) -> NewMessage {
+        NewMessage {
+            trace_id: self.trace_id,
+            ..NewMessage::text(Target::Conversation(conversation_id), self.sender, self.client_id, self.text)
+        }
+    }
+}
+
 /// Answers a lead in the visitor's conversation, where the widget shows it on their next visit:
 /// their open conversation if they have one (taken by the agent if nobody holds it), or else the
 /// lead's conversation, reopened for the agent. The lead becomes open and, if nobody had it,
 /// the agent's. One writer operation, so the reply and the lead's change commit together.
 pub async fn reply(store: &Store, lead_id: u64, reply: LeadReply) -> Result<(Lead, Appended), LeadError> {
-    if reply.sender.kind != SenderKind::Agent {
-        return Err(LeadError::Invalid("only an agent answers a lead".into()));
-    }
+    reply.check()?;
     store
         .write(move |context| {
             let Some(mut lead) = read(context, lead_id)? else { return Ok(Err(LeadError::NotFound)) };
@@ -321,18 +349,11 @@ pub async fn reply(store: &Store, lead_id: u64, reply: LeadReply) -> Result<(Lea
                     lead.conversation_id
                 }
             };
-            let message = NewMessage {
-                trace_id: reply.trace_id,
-                ..NewMessage::text(Target::Conversation(target), reply.sender, reply.client_id, reply.text)
-            };
-            let appended = match messages::append(context, message)? {
+            let appended = match messages::append(context, reply.into_message(target))? {
                 Ok(appended) => appended,
                 Err(error) => return Ok(Err(error.into())),
             };
-            if lead.status == LeadStatus::New {
-                lead.status = LeadStatus::Open;
-            }
-            lead.assigned_agent = lead.assigned_agent.or(Some(agent_id));
+            lead.answered_by(agent_id);
             let lead = update(context, lead)?;
             Ok(Ok((lead, appended)))
         })
@@ -378,9 +399,18 @@ pub fn list(
     visible: impl Fn(&str) -> bool,
 ) -> Result<LeadPage, StorageError> {
     let table = transaction.open_table(tables::LEADS)?;
+    page_of(table.iter()?.rev().map(|entry| decode_json(entry?.1.value())), filter, visible)
+}
+
+/// One page of `leads` (newest first) as [`list`] makes it, whatever they are read from.
+pub fn page_of(
+    leads: impl Iterator<Item = Result<Lead, StorageError>>,
+    filter: &LeadFilter,
+    visible: impl Fn(&str) -> bool,
+) -> Result<LeadPage, StorageError> {
     let mut page = LeadPage::default();
-    for entry in table.iter()?.rev() {
-        let lead: Lead = decode_json(entry?.1.value())?;
+    for lead in leads {
+        let lead = lead?;
         if !visible(&lead.site)
             || filter.site.as_ref().is_some_and(|site| *site != lead.site)
             || filter.assigned_agent.is_some_and(|agent_id| lead.assigned_agent != Some(agent_id))

@@ -7,6 +7,7 @@ pub mod conversation_actions;
 pub mod conversation_store;
 pub mod conversations;
 pub mod delivery;
+pub mod lead_store;
 pub mod leads;
 pub mod message_store;
 pub mod messages;

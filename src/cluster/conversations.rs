@@ -35,30 +35,30 @@ fn key_of(id: u64) -> Result<i64, ConversationError> {
 }
 
 /// What a committed transaction publishes, in commit order.
-type Published = Vec<NodeEvent>;
+pub(crate) type Published = Vec<NodeEvent>;
 
-fn announce(published: &mut Published, change: ConversationChange) {
+pub(crate) fn announce(published: &mut Published, change: ConversationChange) {
     published.push(NodeEvent::Conversation(change));
 }
 
 impl PostgresMessages {
     /// Runs `change` in a transaction and publishes what it committed.
-    async fn change_and_publish(
+    pub(crate) async fn change_and_publish<T, E: From<StorageError>>(
         &self,
-        change: impl AsyncFnOnce(&Transaction<'_>, &mut Published) -> Result<Conversation, ConversationError>,
-    ) -> Result<Conversation, ConversationError> {
-        let (conversation, published) = self
+        change: impl AsyncFnOnce(&Transaction<'_>, &mut Published) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let (outcome, published) = self
             .writers
-            .run(async |transaction| -> Result<_, ConversationError> {
+            .run(async |transaction| -> Result<_, E> {
                 let mut published = Published::default();
-                let conversation = change(transaction, &mut published).await?;
-                Ok((conversation, published))
+                let outcome = change(transaction, &mut published).await?;
+                Ok((outcome, published))
             })
             .await?;
         if let Some(nats) = &self.nats {
             events::publish(nats, published).await;
         }
-        Ok(conversation)
+        Ok(outcome)
     }
 
     /// Changes one conversation with `decide` under its row lock and publishes its event.
@@ -79,7 +79,10 @@ impl PostgresMessages {
 }
 
 /// The conversation's row, locked until the transaction ends.
-async fn locked(transaction: &Transaction<'_>, conversation_id: u64) -> Result<Conversation, ConversationError> {
+pub(crate) async fn locked(
+    transaction: &Transaction<'_>,
+    conversation_id: u64,
+) -> Result<Conversation, ConversationError> {
     let id = key_of(conversation_id)?;
     let row = transaction
         .query_opt(&format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 FOR UPDATE"), &[&id])
@@ -91,7 +94,7 @@ async fn locked(transaction: &Transaction<'_>, conversation_id: u64) -> Result<C
 
 /// Writes back what a change decides (its state, holder, team, times, rating and bot); a
 /// second open conversation of the visitor is refused.
-async fn save(transaction: &Transaction<'_>, conversation: &Conversation) -> Result<(), ConversationError> {
+pub(crate) async fn save(transaction: &Transaction<'_>, conversation: &Conversation) -> Result<(), ConversationError> {
     let id = key_of(conversation.id)?;
     let agent = conversation.assigned_agent.map(key_of).transpose()?;
     let team = conversation.team.map(key_of).transpose()?;

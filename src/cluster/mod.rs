@@ -1,7 +1,7 @@
 //! Cluster mode: several kefu nodes sharing PostgreSQL. So far the message path:
 //! [`messages::PostgresMessages`] implements the chat's `MessageStore` on PostgreSQL, with the
-//! connections, migrations and day partitions of [`postgres`], and the `ConversationStore` of
-//! conversations' changes ([`conversations`]); with a NATS connection every committed message and
+//! connections, migrations and day partitions of [`postgres`], the `ConversationStore` of
+//! conversations' changes ([`conversations`]) and the `LeadStore` ([`leads`]); with a NATS connection every committed message and
 //! change is published once ([`events`]), and [`events::relay`] hands every node's events to a
 //! node's dispatcher for its own connections. [`redb_copy`] copies an appliance's history into it
 //! (`kefu migrate-to-postgres`). Work every node can do but only one must: the outbox of webhook
@@ -19,6 +19,7 @@ pub mod agents;
 pub mod conversations;
 pub mod events;
 pub mod jobs;
+pub mod leads;
 pub mod messages;
 pub mod node;
 pub mod outbox;

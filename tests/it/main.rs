@@ -15,6 +15,7 @@ mod cluster_agents;
 mod cluster_conversations;
 mod cluster_delivery;
 mod cluster_jobs;
+mod cluster_leads;
 mod cluster_migration;
 mod cluster_outbox;
 mod cluster_presence;

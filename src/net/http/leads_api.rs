@@ -10,6 +10,7 @@ use super::conversations_api::{agent_serving, append_error, refusal, stored_view
 use super::error::ApiError;
 use super::extract::{Caller, Json, require_site, staff_only};
 use crate::base::secrets;
+use crate::chat::lead_store::LeadStore;
 use crate::chat::leads::{self, Lead, LeadCounts, LeadError, LeadFilter, LeadReply, LeadStatus};
 use crate::chat::messages;
 use crate::net::AppState;
@@ -79,8 +80,7 @@ pub async fn list(
         before: query.cursor,
         limit,
     };
-    let page =
-        app.store.read(move |transaction| leads::list(transaction, &filter, |site| caller.serves_site(site))).await?;
+    let page = LeadStore::list_leads(&app.store, filter, move |site| caller.serves_site(site)).await?;
     Ok(axum::Json(LeadList {
         leads: page.leads.iter().map(Lead::view).collect(),
         counts: page.counts,
@@ -90,7 +90,7 @@ pub async fn list(
 
 /// The lead, if the caller serves its site (404 for agents otherwise, 403 for tokens).
 async fn served_lead(app: &AppState, caller: &Principal, lead_id: u64) -> Result<Lead, ApiError> {
-    let lead = app.store.read(move |transaction| leads::get(transaction, lead_id)).await?;
+    let lead = LeadStore::lead(&app.store, lead_id).await?;
     let lead = lead.ok_or_else(|| ApiError::NotFound("no such lead".into()))?;
     require_site(caller, &lead.site, "lead")?;
     Ok(lead)
@@ -131,7 +131,7 @@ pub async fn set_status(
     let caller = staff_only(principal)?;
     let status = LeadStatus::parse(&request.status)?;
     served_lead(&app, &caller, lead_id).await?;
-    Ok(axum::Json(leads::set_status(&app.store, lead_id, status).await?.view()))
+    Ok(axum::Json(LeadStore::set_lead_status(&app.store, lead_id, status).await?.view()))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -159,7 +159,7 @@ pub async fn assign(
     if let Some(agent_id) = request.agent_id {
         agent_serving(&app, agent_id, &lead.site, "agent_id").await?;
     }
-    Ok(axum::Json(leads::assign(&app.store, lead_id, request.agent_id).await?.view()))
+    Ok(axum::Json(LeadStore::assign_lead(&app.store, lead_id, request.agent_id).await?.view()))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -216,7 +216,8 @@ pub async fn reply(
         (_, Some(agent_id)) => Principal::Agent(agent_serving(&app, agent_id, &lead.site, "agent_id").await?).sender(),
     };
     let (_, text) = messages::filter_for_site(&app.sites, &lead.site, text, trace_id).await.map_err(refusal)?;
-    let (lead, appended) = leads::reply(&app.store, lead_id, LeadReply { sender, client_id, text, trace_id }).await?;
+    let (lead, appended) =
+        LeadStore::reply_to_lead(&app.store, lead_id, LeadReply { sender, client_id, text, trace_id }).await?;
     let message = stored_view(&app, &appended).await?;
     let status = if appended.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, axum::Json(LeadReplyAnswer { lead: lead.view(), message })))
