@@ -92,8 +92,9 @@ pub enum CommittedEvent {
 }
 
 /// Whose live connections close, and why (see [`crate::people::agents`]: every use case that ends or
-/// changes an agent's rights publishes one, whichever transport called it).
-#[derive(Clone, Debug)]
+/// changes an agent's rights publishes one, whichever transport called it). As JSON between
+/// cluster nodes, the session's digest is a list of its 32 bytes.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AccessEnded {
     pub agent_id: u64,
     /// Only the connections opened with this session; `None` for all of the agent's.
@@ -101,7 +102,8 @@ pub struct AccessEnded {
     pub reason: AccessEndReason,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AccessEndReason {
     LoggedOut,
     PasswordChanged,

@@ -2,9 +2,12 @@
 //! `agent_emails` and `agent_sessions` record tables and the appliance's two-factor switch in
 //! `appliance_meta` (migration 7), so an agent logs in through one node and is known by every
 //! other. The decisions (the password check, a session's stage, expiry, a disabled agent) are
-//! `people::agents`' own, made over the trait.
+//! `people::agents`' own, made over the trait. With NATS, a logout is announced to every node,
+//! which closes that session's connections.
 
 use crate::base::secrets::TokenDigest;
+use crate::chat::delivery::{AccessEndReason, AccessEnded};
+use crate::cluster::events::{self, NodeEvent};
 use crate::cluster::postgres::Readers;
 use crate::cluster::postgres::{self, PostgresError, database, record_of, record_text};
 use crate::people::agent_store::AgentStore;
@@ -17,6 +20,7 @@ const CONNECTIONS: usize = 2;
 
 pub struct PostgresAgents {
     connections: Readers,
+    nats: Option<async_nats::Client>,
 }
 
 impl PostgresAgents {
@@ -24,7 +28,13 @@ impl PostgresAgents {
     pub async fn open(url: &str) -> Result<PostgresAgents, PostgresError> {
         let mut client = postgres::connect(url).await?;
         postgres::migrate(&mut client).await?;
-        Ok(PostgresAgents { connections: Readers::new(url, CONNECTIONS) })
+        Ok(PostgresAgents { connections: Readers::new(url, CONNECTIONS), nats: None })
+    }
+
+    /// Announces a logout on NATS, so every node closes that session's connections
+    /// (`events::relay` hands it to each node's dispatcher).
+    pub fn with_events(self, nats: async_nats::Client) -> PostgresAgents {
+        PostgresAgents { nats: Some(nats), ..self }
     }
 
     /// The text of the one column of the row `statement` finds by `key`, if any.
@@ -85,10 +95,16 @@ impl AgentStore for PostgresAgents {
 
     async fn end_session(&self, digest: &TokenDigest) -> Result<(), StorageError> {
         let client = self.connections.client().await?;
-        client
-            .execute("DELETE FROM agent_sessions WHERE digest = $1", &[&digest.as_slice()])
+        let ended = client
+            .query_opt("DELETE FROM agent_sessions WHERE digest = $1 RETURNING record::text", &[&digest.as_slice()])
             .await
             .map_err(database)?;
+        let session: Option<AgentSession> = ended.map(|row| record_of("agent session", row.get(0))).transpose()?;
+        if let (Some(session), Some(nats)) = (session, &self.nats) {
+            let ended =
+                AccessEnded { agent_id: session.agent_id, session: Some(*digest), reason: AccessEndReason::LoggedOut };
+            events::publish(nats, vec![NodeEvent::AccessEnded(ended)]).await;
+        }
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::chat::conversations::Conversation;
-use crate::chat::delivery::{CommittedEvent, ConversationEvent, RelayedBatch};
+use crate::chat::delivery::{AccessEnded, CommittedEvent, ConversationEvent, RelayedBatch};
 use crate::chat::leads::{Lead, LeadEvent};
 use crate::chat::messages::{AttachmentRef, MessageKind, MessageRecord};
 use crate::protocol::{ParticipantView, SenderKind};
@@ -100,11 +100,16 @@ impl MessageEvent {
     }
 }
 
+/// The subject prefix of an agent's ended access (a logout through one node closes that
+/// session's connections on every node): `kefu.agents.<agent id>`.
+pub const AGENT_SUBJECT_PREFIX: &str = "kefu.agents";
+
 /// What a node publishes after a commit, in commit order.
 #[derive(Clone, Debug)]
 pub enum NodeEvent {
     Message(MessageEvent),
     Conversation(ConversationChange),
+    AccessEnded(AccessEnded),
 }
 
 impl NodeEvent {
@@ -112,6 +117,7 @@ impl NodeEvent {
         match self {
             NodeEvent::Message(event) => event.subject(),
             NodeEvent::Conversation(change) => change.subject(),
+            NodeEvent::AccessEnded(ended) => format!("{AGENT_SUBJECT_PREFIX}.{}", ended.agent_id),
         }
     }
 
@@ -120,6 +126,7 @@ impl NodeEvent {
         match self {
             NodeEvent::Message(event) => event.into_committed(),
             NodeEvent::Conversation(change) => Some(change.into_committed()),
+            NodeEvent::AccessEnded(ended) => Some(CommittedEvent::AccessEnded(ended)),
         }
     }
 }
@@ -217,6 +224,8 @@ pub async fn follow(client: &async_nats::Client) -> Result<impl Stream<Item = No
             serde_json::from_slice(&message.payload).map(NodeEvent::Message)
         } else if subject.starts_with(&format!("{CONVERSATION_SUBJECT_PREFIX}.")) {
             serde_json::from_slice(&message.payload).map(NodeEvent::Conversation)
+        } else if subject.starts_with(&format!("{AGENT_SUBJECT_PREFIX}.")) {
+            serde_json::from_slice(&message.payload).map(NodeEvent::AccessEnded)
         } else {
             return None;
         };
@@ -254,6 +263,7 @@ pub async fn publish(client: &async_nats::Client, events: Vec<NodeEvent>) {
         match event {
             NodeEvent::Message(event) => publish_one(client, subject, &event).await,
             NodeEvent::Conversation(change) => publish_one(client, subject, &change).await,
+            NodeEvent::AccessEnded(ended) => publish_one(client, subject, &ended).await,
         }
     }
 }

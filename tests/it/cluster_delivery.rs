@@ -3,16 +3,20 @@
 //! (`Running::relay_cluster_events`), as frames of the same protocol: a message to the
 //! conversation's visitor and agents (an internal note to the agents only), a conversation's
 //! change, a read receipt, and nothing for what is not an event. A relayed message the connection already has
-//! is not sent twice.
+//! is not sent twice. A logout through another node (PostgreSQL's agents with NATS) closes that
+//! session's connections here, and only those.
 //!
-//! The test prints one line and passes when nats-server is not installed.
+//! The tests print one line and pass when nats-server or PostgreSQL is not installed.
 
 use std::time::Duration;
 
 use kefu::chat::conversations::{Conversation, ConversationStatus};
 use kefu::chat::delivery::ConversationEvent;
 use kefu::chat::message_store::MessageStore;
+use kefu::cluster::agents::PostgresAgents;
 use kefu::cluster::events::{self, ConversationChange, MessageEvent, NodeEvent};
+use kefu::people::agent_store::AgentStore;
+use kefu::people::agents::AgentSession;
 use kefu::protocol::{ParticipantView, SenderKind};
 
 use crate::support::TestServer;
@@ -110,5 +114,36 @@ async fn events_another_node_committed_reach_this_nodes_connections() {
     let change = agent.expect("conversation").await;
     assert_eq!(change["event"], "closed");
     visitor.expect_silence(Duration::from_millis(300)).await;
+    relaying.abort();
+}
+
+#[tokio::test]
+async fn a_logout_through_one_node_closes_that_sessions_connections_on_another() {
+    let Some(url) = crate::support::postgres::database("delivery_logout").await else { return };
+    let Some(nats) = NatsServer::start("delivery_logout") else { return };
+    let server = TestServer::start().await;
+    let site = server.create_site("店").await;
+    let agent_id = server.create_agent("ann@shop.example", &site, 5).await;
+    let (kept_token, ended_token) = (server.login("ann@shop.example").await, server.login("ann@shop.example").await);
+    let mut kept = server.agent(&kept_token).await;
+    let mut ended = server.agent(&ended_token).await;
+    let node = events::connect(&nats.url()).await.expect("this node's NATS connection");
+    let relaying = server.running().relay_cluster_events(&node).await.expect("relay");
+    node.flush().await.unwrap();
+
+    // Another node holds the same session in PostgreSQL and logs it out.
+    let other_node = events::connect(&nats.url()).await.expect("another node's NATS connection");
+    let agents = PostgresAgents::open(&url).await.unwrap().with_events(other_node);
+    let digest = kefu::base::secrets::token_digest(&ended_token);
+    let session = AgentSession { agent_id, created_at: 0, expires_at: i64::MAX, stage: Default::default() };
+    agents.insert_session(&digest, session).await.unwrap();
+    kefu::people::agents::logout(&agents, &ended_token).await.expect("logout through the other node");
+    // A logout of a session that is gone announces nothing.
+    kefu::people::agents::logout(&agents, &ended_token).await.expect("again");
+
+    assert_eq!(ended.expect_close().await, kefu::protocol::close_code::UNAUTHENTICATED);
+    // The agent's other session stays open.
+    kept.send(serde_json::json!({"type": "ping"})).await;
+    kept.expect("pong").await;
     relaying.abort();
 }
