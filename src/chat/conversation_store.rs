@@ -8,6 +8,7 @@
 use std::future::Future;
 
 use crate::chat::conversation_actions;
+use crate::chat::conversation_list::{self, ListPage, ListRequest};
 use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError, ReadThrough, TransferTarget};
 use crate::chat::message_store::MessageStore;
 use crate::protocol::{ParticipantView, SenderView};
@@ -16,6 +17,14 @@ use crate::storage::{StorageError, Store};
 pub trait ConversationStore: MessageStore {
     /// A visitor's conversations, oldest first.
     fn of_visitor(&self, visitor_id: u64) -> impl Future<Output = Result<Vec<Conversation>, StorageError>> + Send;
+
+    /// One page of a console list (queued, mine, open or closed) of the sites `serves` accepts,
+    /// with the counts of the open ones, as `conversation_list` decides.
+    fn list_page(
+        &self,
+        request: ListRequest,
+        serves: impl Fn(&str) -> bool + Send + 'static,
+    ) -> impl Future<Output = Result<ListPage, StorageError>> + Send;
 
     /// Every conversation that is not closed, by id.
     fn list_open(&self) -> impl Future<Output = Result<Vec<Conversation>, StorageError>> + Send;
@@ -91,6 +100,14 @@ pub trait ConversationStore: MessageStore {
 impl ConversationStore for Store {
     async fn of_visitor(&self, visitor_id: u64) -> Result<Vec<Conversation>, StorageError> {
         self.read(move |transaction| conversations::of_visitor(transaction, visitor_id)).await
+    }
+
+    async fn list_page(
+        &self,
+        request: ListRequest,
+        serves: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<ListPage, StorageError> {
+        self.read(move |transaction| conversation_list::read_page(transaction, &request, &serves)).await
     }
 
     async fn list_open(&self) -> Result<Vec<Conversation>, StorageError> {

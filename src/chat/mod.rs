@@ -4,6 +4,7 @@
 
 pub mod canned_replies;
 pub mod conversation_actions;
+pub mod conversation_list;
 pub mod conversation_store;
 pub mod conversations;
 pub mod delivery;

@@ -14,6 +14,7 @@ use tokio_postgres::Transaction;
 
 use crate::base::clock;
 use crate::chat::conversation_actions;
+use crate::chat::conversation_list::{self, ListPage, ListRequest, ListState, Listed};
 use crate::chat::conversation_store::ConversationStore;
 use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError, ReadThrough, TransferTarget};
 use crate::chat::delivery::ConversationEvent;
@@ -22,7 +23,7 @@ use crate::cluster::events::{self, ConversationChange, NodeEvent};
 use crate::cluster::messages::{self, CONVERSATION_COLUMNS, PostgresMessages, conversation_of};
 use crate::cluster::postgres::{PostgresError, database, record_of, record_text};
 use crate::people::visitors::Visitor;
-use crate::protocol::{ParticipantView, SenderView};
+use crate::protocol::{ParticipantView, SenderKind, SenderView};
 use crate::storage::StorageError;
 
 /// The SQLSTATE of a unique violation: here, a second open conversation of one visitor.
@@ -190,6 +191,66 @@ impl ConversationStore for PostgresMessages {
             .await
             .map_err(database)?;
         Ok(rows.iter().map(conversation_of).collect::<Result<_, PostgresError>>()?)
+    }
+
+    async fn list_page(
+        &self,
+        request: ListRequest,
+        serves: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<ListPage, StorageError> {
+        let open = self.list_open().await?;
+        let (counts, open_page, open_next) = request.open_page(open, &serves);
+        let client = self.readers.client().await?;
+        let (page, next_cursor) = match request.state {
+            ListState::Closed => {
+                let cursor = i64::try_from(request.cursor).unwrap_or(i64::MAX);
+                let rows = client
+                    .query(
+                        &format!(
+                            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id < $1 AND status = 'closed'
+                             ORDER BY id DESC LIMIT $2"
+                        ),
+                        &[&cursor, &(conversation_list::MAX_CLOSED_SCAN as i64)],
+                    )
+                    .await
+                    .map_err(database)?;
+                let newest_first = rows.iter().map(|row| Ok(conversation_of(row)?));
+                conversation_list::closed_page(newest_first, &|c| request.in_scope(c, &serves), request.limit)?
+            }
+            _ => (open_page, open_next),
+        };
+        let ids: Vec<i64> = page.iter().map(|conversation| conversation.id as i64).collect();
+        let visitor_ids: Vec<i64> = page.iter().map(|conversation| conversation.visitor_id as i64).collect();
+        let mut positions = std::collections::HashMap::new();
+        if let Some(agent_id) = request.caller_agent_id.and_then(|id| i64::try_from(id).ok()) {
+            let rows = client
+                .query(
+                    "SELECT conversation_id, (record #>> '{}')::bigint FROM read_positions
+                     WHERE reader_kind = $1 AND reader_id = $2 AND conversation_id = ANY($3)",
+                    &[&i16::from(SenderKind::Agent.code()), &agent_id, &ids],
+                )
+                .await
+                .map_err(database)?;
+            positions.extend(rows.iter().map(|row| (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64)));
+        }
+        let rows = client
+            .query("SELECT id, record::text FROM visitors WHERE id = ANY($1)", &[&visitor_ids])
+            .await
+            .map_err(database)?;
+        let mut names = std::collections::HashMap::new();
+        for row in &rows {
+            let visitor: Visitor = record_of("visitor", row.get(1))?;
+            names.insert(row.get::<_, i64>(0) as u64, crate::people::visitors::display_name(&visitor));
+        }
+        let listed = page
+            .into_iter()
+            .map(|conversation| Listed {
+                read_seq: request.caller_agent_id.map(|_| positions.get(&conversation.id).copied().unwrap_or(0)),
+                visitor_name: names.get(&conversation.visitor_id).cloned(),
+                conversation,
+            })
+            .collect();
+        Ok(ListPage { listed, next_cursor, counts })
     }
 
     async fn list_open(&self) -> Result<Vec<Conversation>, StorageError> {

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use kefu::chat::conversation_list::{ListCounts, ListPage, ListRequest, ListState};
 use kefu::chat::conversation_store::ConversationStore;
 use kefu::chat::conversations::{AssignWhen, ConversationError, ConversationStatus, ReadThrough, TransferTarget};
 use kefu::chat::delivery::ConversationEvent;
@@ -308,4 +309,69 @@ async fn a_new_conversation_on_a_site_with_its_bot_on_starts_with_the_bot() {
     assert!(store.conversation(with).await.unwrap().unwrap().bot_active);
     // An agent taking it over stops the bot.
     assert!(!store.assign(with, ANN, AssignWhen::Open).await.unwrap().bot_active);
+}
+
+/// The console's lists read through any backend: counts, states, filters, pages and read
+/// positions.
+async fn lists_alike(store: &impl ConversationStore, sites: &impl SiteStore) {
+    let site = sites.create(NewSite { name: "店".into(), ..NewSite::default() }).await.unwrap().key;
+    let other = sites.create(NewSite { name: "Other".into(), ..NewSite::default() }).await.unwrap().key;
+    let base = 20_000 + u64::from(rand::random::<u16>()) * 8;
+    let queued = visitor_writes(store, &site, base, "排队中").await;
+    let mine = visitor_writes(store, &site, base + 1, "我的").await;
+    store.assign(mine, ANN, AssignWhen::Open).await.unwrap();
+    let bobs = visitor_writes(store, &site, base + 2, "Bob's").await;
+    store.assign(bobs, BOB, AssignWhen::Open).await.unwrap();
+    let closed = visitor_writes(store, &site, base + 3, "已关闭").await;
+    store.close(closed).await.unwrap();
+    visitor_writes(store, &other, base + 4, "another site").await;
+    store.mark_read(mine, ParticipantView { kind: SenderKind::Agent, id: ANN }, 1).await.unwrap();
+    read_through_eventually(store, mine, |through| through.agents == 1).await;
+
+    let request = |state: ListState| ListRequest {
+        state,
+        site: None,
+        agent_id: None,
+        cursor: u64::MAX,
+        limit: 10,
+        caller_agent_id: Some(ANN),
+    };
+    let serves = {
+        let site = site.clone();
+        move |candidate: &str| candidate == site
+    };
+    let ids = |page: &ListPage| page.listed.iter().map(|listed| listed.conversation.id).collect::<Vec<_>>();
+    let open = store.list_page(request(ListState::Open), serves.clone()).await.unwrap();
+    assert_eq!(ids(&open), [bobs, mine, queued], "newest first, the caller's sites only");
+    assert_eq!(open.counts, ListCounts { queued: 1, mine: 1, open: 3 });
+    assert_eq!(open.next_cursor, None);
+    let read: Vec<Option<u64>> = open.listed.iter().map(|listed| listed.read_seq).collect();
+    assert_eq!(read, [Some(0), Some(1), Some(0)]);
+    assert_eq!(ids(&store.list_page(request(ListState::Queued), serves.clone()).await.unwrap()), [queued]);
+    assert_eq!(ids(&store.list_page(request(ListState::Mine), serves.clone()).await.unwrap()), [mine]);
+    assert_eq!(ids(&store.list_page(request(ListState::Closed), serves.clone()).await.unwrap()), [closed]);
+    let by_bob = ListRequest { agent_id: Some(BOB), ..request(ListState::Open) };
+    assert_eq!(ids(&store.list_page(by_bob, serves.clone()).await.unwrap()), [bobs]);
+    let first = store.list_page(ListRequest { limit: 2, ..request(ListState::Open) }, serves.clone()).await.unwrap();
+    assert_eq!((ids(&first), first.next_cursor), (vec![bobs, mine], Some(mine)));
+    let next = ListRequest { limit: 2, cursor: mine, ..request(ListState::Open) };
+    assert_eq!(ids(&store.list_page(next, serves.clone()).await.unwrap()), [queued]);
+    let token = ListRequest { caller_agent_id: None, ..request(ListState::Open) };
+    let as_token = store.list_page(token, serves).await.unwrap();
+    assert!(as_token.listed.iter().all(|listed| listed.read_seq.is_none()));
+    assert_eq!(as_token.counts.mine, 0);
+    let nobody = store.list_page(request(ListState::Open), |_| false).await.unwrap();
+    assert_eq!((nobody.listed.len(), nobody.counts), (0, ListCounts::default()));
+}
+
+#[tokio::test]
+async fn the_console_lists_alike_on_both_backends() {
+    let server = TestServer::start().await;
+    let store = server.app().store.clone();
+    lists_alike(&store, &store).await;
+
+    let Some(url) = database("conversations_lists").await else { return };
+    let sites = PostgresSites::open(&url).await.unwrap();
+    let store = PostgresMessages::open(&url, PostgresOptions::default()).await.unwrap();
+    lists_alike(&store, &sites).await;
 }

@@ -8,24 +8,22 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use redb::ReadableTableMetadata;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{Caller, Json, OptionalJson, agent_only, outside_scope, require_site, staff_only};
 use super::visitors_api::served_visitor;
 use crate::chat::conversation_actions::{self, TransferTarget};
+use crate::chat::conversation_list::{ListCounts, ListRequest, ListState, Listed};
 use crate::chat::conversation_store::ConversationStore;
-use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationStatus};
+use crate::chat::conversations::{self, AssignWhen, Conversation};
 use crate::chat::message_store::MessageStore;
 use crate::chat::messages::{self, AppendError, Appended, NewMessage, SendRefusal, Target};
 use crate::net::AppState;
 use crate::people::agents::{self, Agent, Role};
 use crate::people::principal::Principal;
 use crate::people::teams;
-use crate::people::visitors::{self, Visitor};
-use crate::protocol::{BotSource, ConversationView, ErrorCode, MessageView, SenderKind, SenderView};
-use crate::storage::{StorageError, decode_json, tables};
+use crate::protocol::{BotSource, ConversationView, ErrorCode, MessageView, SenderView};
 use crate::{base::secrets, bot};
 
 /// Messages in a history page when the client does not say.
@@ -376,9 +374,6 @@ const DEFAULT_LIST_PAGE: usize = 50;
 /// Most conversations in one list page.
 const MAX_LIST_PAGE: usize = 200;
 
-/// Most stored conversations one closed-list request looks at; the cursor continues from there.
-const MAX_CLOSED_SCAN: usize = 20_000;
-
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
@@ -396,14 +391,6 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ListState {
-    Queued,
-    Mine,
-    Open,
-    Closed,
-}
-
 /// A conversation in a console list: its view plus what the list draws.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ListedConversation {
@@ -414,14 +401,6 @@ pub struct ListedConversation {
     /// The highest sequence the calling agent has read; absent for API tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) read_seq: Option<u64>,
-}
-
-/// Open conversations of the caller's sites (of `site` when given), by list.
-#[derive(Serialize, Default, utoipa::ToSchema)]
-pub struct ListCounts {
-    pub(crate) queued: usize,
-    pub(crate) mine: usize,
-    pub(crate) open: usize,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -455,111 +434,27 @@ pub async fn list_by_state(app: AppState, caller: Principal, query: ListQuery) -
     if let Some(site) = &query.site {
         require_site(&caller, site, "site")?;
     }
-    let cursor = query.cursor.unwrap_or(u64::MAX);
-    let (site_filter, agent_filter) = (query.site, query.agent_id);
-    let found = app
-        .store
-        .read(move |transaction| {
-            let in_scope = |conversation: &Conversation| {
-                caller.serves_site(&conversation.site)
-                    && site_filter.as_deref().is_none_or(|site| site == conversation.site)
-                    && agent_filter.is_none_or(|agent_id| conversation.assigned_agent == Some(agent_id))
-            };
-            let open: Vec<Conversation> = conversations::list_open(transaction)?.into_iter().filter(in_scope).collect();
-            let mine = |conversation: &Conversation| {
-                caller_agent_id.is_some() && conversation.assigned_agent == caller_agent_id
-            };
-            let counts = ListCounts {
-                queued: open.iter().filter(|c| c.status == ConversationStatus::Queued).count(),
-                mine: open.iter().filter(|c| mine(c)).count(),
-                open: open.len(),
-            };
-            let (mut page, next_cursor) = if state == ListState::Closed {
-                closed_page(transaction, &in_scope, cursor, limit)?
-            } else {
-                let mut chosen: Vec<Conversation> = open
-                    .into_iter()
-                    .filter(|c| c.id < cursor)
-                    .filter(|c| match state {
-                        ListState::Queued => c.status == ConversationStatus::Queued,
-                        ListState::Mine => mine(c),
-                        _ => true,
-                    })
-                    .collect();
-                chosen.sort_by_key(|conversation| std::cmp::Reverse(conversation.id));
-                let more = chosen.len() > limit;
-                chosen.truncate(limit);
-                let next = if more { chosen.last().map(|c| c.id) } else { None };
-                (chosen, next)
-            };
-            let positions = transaction.open_table(tables::READ_POSITIONS)?;
-            let visitor_table = transaction.open_table(tables::VISITORS)?;
-            let mut listed = Vec::with_capacity(page.len());
-            for conversation in page.drain(..) {
-                let read_seq = match caller_agent_id {
-                    Some(agent_id) => Some(
-                        positions
-                            .get((conversation.id, SenderKind::Agent.code(), agent_id))?
-                            .map(|value| value.value())
-                            .unwrap_or(0),
-                    ),
-                    None => None,
-                };
-                let visitor: Option<Visitor> =
-                    visitor_table.get(conversation.visitor_id)?.map(|value| decode_json(value.value())).transpose()?;
-                listed.push((conversation, read_seq, visitor.map(|visitor| visitors::display_name(&visitor))));
-            }
-            Ok((listed, next_cursor, counts))
-        })
-        .await;
-    let (listed, next_cursor, counts) = found?;
+    let request = ListRequest {
+        state,
+        site: query.site,
+        agent_id: query.agent_id,
+        cursor: query.cursor.unwrap_or(u64::MAX),
+        limit,
+        caller_agent_id,
+    };
+    let page = ConversationStore::list_page(&app.store, request, move |site| caller.serves_site(site)).await?;
     let epoch = app.store.epoch();
-    let conversations = listed
+    let conversations = page
+        .listed
         .into_iter()
-        .map(|(conversation, read_seq, visitor_name)| ListedConversation {
+        .map(|Listed { conversation, read_seq, visitor_name }| ListedConversation {
             team: conversation.team,
             visitor_name: visitor_name.unwrap_or_else(|| format!("Visitor #{}", conversation.visitor_id)),
             read_seq,
             conversation: conversation.view(epoch),
         })
         .collect();
-    Ok(ConversationList { conversations, next_cursor, counts })
-}
-
-/// Closed conversations `in_scope` with ids below `cursor`, newest first.
-fn closed_page(
-    transaction: &redb::ReadTransaction,
-    in_scope: &dyn Fn(&Conversation) -> bool,
-    cursor: u64,
-    limit: usize,
-) -> Result<(Vec<Conversation>, Option<u64>), StorageError> {
-    let table = transaction.open_table(tables::CONVERSATIONS)?;
-    let mut found = Vec::new();
-    let mut n_scanned = 0;
-    let mut last_scanned = None;
-    for entry in table.range(..cursor)?.rev() {
-        let (key, value) = entry?;
-        n_scanned += 1;
-        last_scanned = Some(key.value());
-        let conversation: Conversation = decode_json(value.value())?;
-        if conversation.status == ConversationStatus::Closed && in_scope(&conversation) {
-            found.push(conversation);
-            if found.len() > limit {
-                break;
-            }
-        }
-        if n_scanned >= MAX_CLOSED_SCAN {
-            break;
-        }
-    }
-    if found.len() > limit {
-        found.truncate(limit);
-        let next = found.last().map(|c| c.id);
-        return Ok((found, next));
-    }
-    // Stopped by the scan limit with more rows below: continue from the last row looked at.
-    let more_below = n_scanned >= MAX_CLOSED_SCAN && last_scanned.is_some_and(|id| id > 1) && table.len()? > 0;
-    Ok((found, if more_below { last_scanned } else { None }))
+    Ok(ConversationList { conversations, next_cursor: page.next_cursor, counts: page.counts })
 }
 
 /// `POST /api/v1/visitors/{id}/conversations`: the caller starts a chat with the visitor.
