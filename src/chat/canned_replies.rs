@@ -1,5 +1,9 @@
 //! Canned replies: per-site texts an agent inserts with a `/shortcut` in the composer.
-//! Agents read them; admins create, change and delete them.
+//! Agents read them; admins create, change and delete them. The storage boundary is
+//! [`CannedReplyStore`]: [`Store`] implements it here, the cluster's PostgreSQL in
+//! `cluster::canned_replies`; both check a save with [`validate`] and [`check_save`].
+
+use std::future::Future;
 
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
@@ -49,8 +53,74 @@ pub fn validate(shortcut: &str, text: &str) -> Result<(String, String), CannedRe
     Ok((shortcut.to_owned(), text.to_owned()))
 }
 
+/// Whether a save of `id` (`None` for a new reply) with `shortcut` on `site` may go ahead, given
+/// the reply it replaces (`replaced`, as stored) and the site's other replies (`site_replies`):
+/// a replaced reply must be the site's, and a shortcut is used once per site.
+pub fn check_save(
+    id: Option<u64>,
+    site: &str,
+    shortcut: &str,
+    replaced: Option<&CannedReply>,
+    site_replies: &[CannedReply],
+) -> Result<(), CannedReplyError> {
+    if id.is_some() && replaced.is_none_or(|reply| reply.site != site) {
+        return Err(CannedReplyError::NotFound);
+    }
+    if site_replies.iter().any(|reply| Some(reply.id) != id && reply.shortcut == shortcut) {
+        return Err(CannedReplyError::DuplicateShortcut(shortcut.to_owned()));
+    }
+    Ok(())
+}
+
+/// The canned replies' storage boundary.
+pub trait CannedReplyStore: Send + Sync {
+    /// One canned reply.
+    fn canned_reply(&self, id: u64) -> impl Future<Output = Result<Option<CannedReply>, StorageError>> + Send;
+
+    /// The canned replies of a site, by shortcut.
+    fn of_site(&self, site: &str) -> impl Future<Output = Result<Vec<CannedReply>, StorageError>> + Send;
+
+    /// Creates (`id` None) or replaces a canned reply. The site must exist (checked by the
+    /// caller).
+    fn save(
+        &self,
+        id: Option<u64>,
+        site: String,
+        shortcut: &str,
+        text: &str,
+    ) -> impl Future<Output = Result<CannedReply, CannedReplyError>> + Send;
+
+    /// Deletes a canned reply of `site`.
+    fn delete(&self, id: u64, site: String) -> impl Future<Output = Result<(), CannedReplyError>> + Send;
+}
+
+impl CannedReplyStore for Store {
+    async fn canned_reply(&self, id: u64) -> Result<Option<CannedReply>, StorageError> {
+        self.read(move |transaction| get(transaction, id)).await
+    }
+
+    async fn of_site(&self, site: &str) -> Result<Vec<CannedReply>, StorageError> {
+        let site = site.to_owned();
+        self.read(move |transaction| of_site(transaction, &site)).await
+    }
+
+    async fn save(
+        &self,
+        id: Option<u64>,
+        site: String,
+        shortcut: &str,
+        text: &str,
+    ) -> Result<CannedReply, CannedReplyError> {
+        save(self, id, site, shortcut, text).await
+    }
+
+    async fn delete(&self, id: u64, site: String) -> Result<(), CannedReplyError> {
+        delete(self, id, site).await
+    }
+}
+
 /// Creates (`id` None) or replaces a canned reply. The site must exist (checked by the caller).
-pub async fn save(
+async fn save(
     store: &Store,
     id: Option<u64>,
     site: String,
@@ -61,22 +131,20 @@ pub async fn save(
     store
         .write(move |context| {
             let mut table = context.transaction.open_table(tables::CANNED_REPLIES)?;
-            let mut taken = false;
-            let mut existing_site = None;
+            let mut replaced = None;
+            let mut site_replies = Vec::new();
             for entry in table.iter()? {
                 let (key, value) = entry?;
                 let reply: CannedReply = decode_json(value.value())?;
                 if Some(key.value()) == id {
-                    existing_site = Some(reply.site.clone());
-                } else if reply.site == site && reply.shortcut == shortcut {
-                    taken = true;
+                    replaced = Some(reply.clone());
+                }
+                if reply.site == site {
+                    site_replies.push(reply);
                 }
             }
-            if id.is_some() && existing_site.as_deref() != Some(site.as_str()) {
-                return Ok(Err(CannedReplyError::NotFound));
-            }
-            if taken {
-                return Ok(Err(CannedReplyError::DuplicateShortcut(shortcut)));
+            if let Err(error) = check_save(id, &site, &shortcut, replaced.as_ref(), &site_replies) {
+                return Ok(Err(error));
             }
             // Only the writer allocates ids, so the next after the largest is free.
             let id = match id {
@@ -91,7 +159,7 @@ pub async fn save(
 }
 
 /// Deletes a canned reply of `site`.
-pub async fn delete(store: &Store, id: u64, site: String) -> Result<(), CannedReplyError> {
+async fn delete(store: &Store, id: u64, site: String) -> Result<(), CannedReplyError> {
     store
         .write(move |context| {
             let mut table = context.transaction.open_table(tables::CANNED_REPLIES)?;

@@ -9,13 +9,14 @@
 //! ([`jobs`]), and routing decided by one node per site under a lease ([`routing_lease`]), each
 //! node named by a [`node::NodeName`]. Agents' presence is kept per node with an expiry its
 //! heartbeat renews ([`presence`]). [`search`] searches the messages from any node and
-//! [`uploads`] stores attachments' files for every node. [`sites`], [`visitors`], [`teams`] and
-//! [`agents`]' logins are on PostgreSQL behind the same domain boundaries as on redb
-//! (`SiteStore`, `VisitorStore`, `TeamStore`, `AgentStore`), on the record tables [`redb_copy`]
+//! [`uploads`] stores attachments' files for every node. [`sites`], [`visitors`], [`teams`],
+//! [`canned_replies`] and [`agents`]' logins are on PostgreSQL behind the same domain boundaries
+//! as on redb (`SiteStore`, `VisitorStore`, `TeamStore`, `CannedReplyStore`, `AgentStore`), on the record tables [`redb_copy`]
 //! fills. The server does not use it yet: the other areas still live in redb, so there is no
 //! `storage.backend` setting (docs/cluster.md).
 
 pub mod agents;
+pub mod canned_replies;
 pub mod conversations;
 pub mod events;
 pub mod jobs;

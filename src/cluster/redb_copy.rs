@@ -824,7 +824,7 @@ async fn copy_locked(
             }
         }
     }
-    // New conversations, messages, visitors, teams and leads continue the copied ids: the sequences move past them
+    // New conversations, messages, visitors, teams, leads and canned replies continue the copied ids: the sequences move past them
     // (never back, so running this again after nodes appended is harmless).
     client
         .batch_execute(
@@ -841,7 +841,10 @@ async fn copy_locked(
              SELECT setval('lead_ids', greatest(coalesce((SELECT max(id) FROM leads), 0) + 1,
                                                 (SELECT (record #>> '{}')::bigint FROM appliance_meta
                                                  WHERE name = 'next_lead_id'),
-                                                (SELECT last_value + is_called::int FROM lead_ids)), false);",
+                                                (SELECT last_value + is_called::int FROM lead_ids)), false);
+             SELECT setval('canned_reply_ids', greatest(coalesce((SELECT max(id) FROM canned_replies), 0) + 1,
+                                                        (SELECT last_value + is_called::int FROM canned_reply_ids)),
+                           false);",
         )
         .await?;
     Ok(copied)

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::form::FieldErrors;
 use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
-use crate::chat::canned_replies::{self, CannedReply, CannedReplyError};
+use crate::chat::canned_replies::{self, CannedReply, CannedReplyError, CannedReplyStore};
 use crate::net::AppState;
 use crate::sites::{self, Site};
 
@@ -107,7 +107,7 @@ async fn save_reply(app: &AppState, post: AdminPost, id: Option<u64>) -> Respons
     if !matches!(app.sites.get(&site).await, Ok(Some(_))) {
         return not_found(post.admin.lang, post.admin.t().noun_site);
     }
-    match canned_replies::save(&app.store, id, site.clone(), &shortcut, &text).await {
+    match CannedReplyStore::save(&app.store, id, site.clone(), &shortcut, &text).await {
         Ok(reply) => {
             let action = if id.is_some() { "canned_reply.update" } else { "canned_reply.create" };
             post.admin.audit(app, action, &format!("{site} /{}", reply.shortcut), reply.text.clone()).await;
@@ -137,7 +137,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
 /// `POST /admin/canned-replies/{id}/delete`
 pub async fn delete(State(app): State<AppState>, Path(id): Path<u64>, post: AdminPost) -> Response {
     let site = post.form.text("site");
-    match canned_replies::delete(&app.store, id, site.clone()).await {
+    match CannedReplyStore::delete(&app.store, id, site.clone()).await {
         Ok(()) => {
             post.admin.audit(&app, "canned_reply.delete", &format!("{site} #{id}"), String::new()).await;
             done(&format!("/admin/canned-replies?site={site}"), post.admin.t().deleted)

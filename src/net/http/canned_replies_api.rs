@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::extract::{Caller, Json, SiteQuery, admin_only, agent_only, existing_site};
-use crate::chat::canned_replies::{self, CannedReply, CannedReplyError};
+use crate::chat::canned_replies::{CannedReply, CannedReplyError, CannedReplyStore};
 use crate::history::audit;
 use crate::net::AppState;
 
@@ -33,7 +33,7 @@ pub async fn list_canned_replies(
     if !agent.serves_site(&site) {
         return Err(ApiError::NotFound("no such site".into()));
     }
-    Ok(axum::Json(app.store.read(move |transaction| canned_replies::of_site(transaction, &site)).await?))
+    Ok(axum::Json(CannedReplyStore::of_site(&app.store, &site).await?))
 }
 
 #[derive(Deserialize)]
@@ -52,7 +52,7 @@ pub async fn create_canned_reply(
 ) -> Result<(StatusCode, axum::Json<CannedReply>), ApiError> {
     let admin = admin_only(principal)?;
     existing_site(&app, &request.site).await?;
-    let reply = canned_replies::save(&app.store, None, request.site, &request.shortcut, &request.text).await?;
+    let reply = CannedReplyStore::save(&app.store, None, request.site, &request.shortcut, &request.text).await?;
     let target = format!("{} /{}", reply.site, reply.shortcut);
     audit::record(&app.store, &admin, "canned_reply.create", &target, reply.text.clone()).await;
     Ok((StatusCode::CREATED, axum::Json(reply)))
@@ -67,7 +67,7 @@ pub async fn update_canned_reply(
 ) -> Result<axum::Json<CannedReply>, ApiError> {
     let admin = admin_only(principal)?;
     existing_site(&app, &request.site).await?;
-    let reply = canned_replies::save(&app.store, Some(id), request.site, &request.shortcut, &request.text).await?;
+    let reply = CannedReplyStore::save(&app.store, Some(id), request.site, &request.shortcut, &request.text).await?;
     let target = format!("{} /{}", reply.site, reply.shortcut);
     audit::record(&app.store, &admin, "canned_reply.update", &target, reply.text.clone()).await;
     Ok(axum::Json(reply))
@@ -80,10 +80,10 @@ pub async fn delete_canned_reply(
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
     let admin = admin_only(principal)?;
-    let reply = app.store.read(move |transaction| canned_replies::get(transaction, id)).await?;
+    let reply = CannedReplyStore::canned_reply(&app.store, id).await?;
     let reply = reply.ok_or_else(|| ApiError::NotFound("no such canned reply".into()))?;
     let target = format!("{} /{}", reply.site, reply.shortcut);
-    canned_replies::delete(&app.store, id, reply.site).await?;
+    CannedReplyStore::delete(&app.store, id, reply.site).await?;
     audit::record(&app.store, &admin, "canned_reply.delete", &target, String::new()).await;
     Ok(StatusCode::NO_CONTENT)
 }
