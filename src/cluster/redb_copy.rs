@@ -824,30 +824,37 @@ async fn copy_locked(
             }
         }
     }
-    // New conversations, messages, visitors, teams, leads and canned replies continue the copied ids: the sequences move past them
-    // (never back, so running this again after nodes appended is harmless).
-    client
-        .batch_execute(
-            "SELECT setval('conversation_ids', greatest(coalesce((SELECT max(id) FROM conversations), 0) + 1,
-                                                        (SELECT last_value + is_called::int FROM conversation_ids)), false);
-             SELECT setval('message_lsns', greatest(coalesce((SELECT max(lsn) FROM messages), 0) + 1,
-                                                    (SELECT last_value + is_called::int FROM message_lsns)), false);
-             SELECT setval('visitor_ids', greatest(coalesce((SELECT max(id) FROM visitors), 0) + 1,
-                                                   (SELECT (record #>> '{}')::bigint FROM appliance_meta
-                                                    WHERE name = 'next_visitor_id'),
-                                                   (SELECT last_value + is_called::int FROM visitor_ids)), false);
-             SELECT setval('team_ids', greatest(coalesce((SELECT max(id) FROM teams), 0) + 1,
-                                                (SELECT last_value + is_called::int FROM team_ids)), false);
-             SELECT setval('lead_ids', greatest(coalesce((SELECT max(id) FROM leads), 0) + 1,
-                                                (SELECT (record #>> '{}')::bigint FROM appliance_meta
-                                                 WHERE name = 'next_lead_id'),
-                                                (SELECT last_value + is_called::int FROM lead_ids)), false);
-             SELECT setval('canned_reply_ids', greatest(coalesce((SELECT max(id) FROM canned_replies), 0) + 1,
-                                                        (SELECT last_value + is_called::int FROM canned_reply_ids)),
-                           false);",
-        )
-        .await?;
+    // New ids on PostgreSQL continue the copied ones: each sequence moves past them (never back,
+    // so running this again after nodes appended is harmless).
+    client.batch_execute(&move_sequences_sql()).await?;
     Ok(copied)
+}
+
+/// Each sequence that gives new ids on PostgreSQL, the table and column whose copied values it
+/// must pass, and the appliance's counter of them (`appliance_meta`), when it has one.
+const SEQUENCES: &[(&str, &str, &str, Option<&str>)] = &[
+    ("conversation_ids", "conversations", "id", None),
+    ("message_lsns", "messages", "lsn", None),
+    ("visitor_ids", "visitors", "id", Some("next_visitor_id")),
+    ("team_ids", "teams", "id", None),
+    ("lead_ids", "leads", "id", Some("next_lead_id")),
+    ("canned_reply_ids", "canned_replies", "id", None),
+];
+
+/// The statements that move every sequence of [`SEQUENCES`] past the copied values.
+fn move_sequences_sql() -> String {
+    SEQUENCES
+        .iter()
+        .map(|(sequence, table, column, counter)| {
+            let counter = counter.map_or(String::new(), |name| {
+                format!("(SELECT (record #>> '{{}}')::bigint FROM appliance_meta WHERE name = '{name}'), ")
+            });
+            format!(
+                "SELECT setval('{sequence}', greatest(coalesce((SELECT max({column}) FROM {table}), 0) + 1, {counter}\
+                 (SELECT last_value + is_called::int FROM {sequence})), false);\n"
+            )
+        })
+        .collect()
 }
 
 /// Starts a copy into an empty target, or checks that the target's copy in progress is of this
