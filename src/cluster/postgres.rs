@@ -32,7 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 7, name: "records", sql: include_str!("migrations/0007_records.sql") },
     Migration { version: 8, name: "conversations", sql: include_str!("migrations/0008_conversations.sql") },
     Migration { version: 9, name: "delivery", sql: include_str!("migrations/0009_delivery.sql") },
-    Migration { version: 10, name: "canned_replies", sql: include_str!("migrations/0010_canned_replies.sql") },
+    Migration { version: 10, name: "sequences", sql: include_str!("migrations/0010_sequences.sql") },
 ];
 
 /// The key of the advisory lock that serializes migrations across nodes ("kefu" in ASCII).

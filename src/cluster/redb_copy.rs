@@ -839,6 +839,7 @@ const SEQUENCES: &[(&str, &str, &str, Option<&str>)] = &[
     ("team_ids", "teams", "id", None),
     ("lead_ids", "leads", "id", Some("next_lead_id")),
     ("canned_reply_ids", "canned_replies", "id", None),
+    ("audit_ids", "audit_log", "id", None),
 ];
 
 /// The statements that move every sequence of [`SEQUENCES`] past the copied values.

@@ -2,6 +2,11 @@
 //!
 //! Entries are appended by the admin handlers right after the change they describe commits, and
 //! are never edited. Ids grow with time, so the newest entries are the last keys.
+//!
+//! [`AuditLog`] is its storage boundary: [`Store`] implements it here, the cluster's PostgreSQL
+//! in `cluster::audit`; both page with [`AuditPage`].
+
+use std::future::Future;
 
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
@@ -57,24 +62,55 @@ impl From<&Agent> for Actor {
     }
 }
 
-/// Appends one entry. The change it describes has already committed, so a failure here is
-/// logged rather than undoing it.
-pub async fn record(store: &Store, actor: impl Into<Actor>, action: &str, target: &str, detail: String) {
-    let Actor { id: actor_id, email: actor_email } = actor.into();
-    let (action, target) = (action.to_owned(), target.to_owned());
-    let logged_action = action.clone();
-    let written = store
-        .write(move |context| {
+/// An entry to append: everything but its id and time, which the log gives.
+pub struct NewAuditEntry {
+    pub actor_id: u64,
+    pub actor_email: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+impl NewAuditEntry {
+    pub fn at(self, id: u64, at: i64) -> AuditEntry {
+        let NewAuditEntry { actor_id, actor_email, action, target, detail } = self;
+        AuditEntry { id, at, actor_id, actor_email, action, target, detail }
+    }
+}
+
+/// The audit log's storage boundary.
+pub trait AuditLog: Send + Sync {
+    /// Appends one entry with the next id and the time now.
+    fn append(&self, entry: NewAuditEntry) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Up to [`PAGE_SIZE`] matching entries, newest first.
+    fn search(&self, filter: AuditFilter) -> impl Future<Output = Result<Vec<AuditEntry>, StorageError>> + Send;
+}
+
+impl AuditLog for Store {
+    async fn append(&self, entry: NewAuditEntry) -> Result<(), StorageError> {
+        self.write(move |context| {
             let mut table = context.transaction.open_table(tables::AUDIT_LOG)?;
             // Only the writer appends, so the next after the largest id is free.
             let id = table.last()?.map(|(key, _)| key.value() + 1).unwrap_or(1);
-            let entry = AuditEntry { id, at: context.now, actor_id, actor_email, action, target, detail };
-            table.insert(id, encode_json(&entry).as_slice())?;
+            table.insert(id, encode_json(&entry.at(id, context.now)).as_slice())?;
             Ok(Ok::<_, StorageError>(()))
         })
-        .await;
-    if let Err(error) = written {
-        tracing::error!(%error, action = logged_action, "writing the audit log failed");
+        .await
+    }
+
+    async fn search(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, StorageError> {
+        self.read(move |transaction| search(transaction, &filter)).await
+    }
+}
+
+/// Appends one entry. The change it describes has already committed, so a failure here is
+/// logged rather than undoing it.
+pub async fn record(log: &impl AuditLog, actor: impl Into<Actor>, action: &str, target: &str, detail: String) {
+    let Actor { id: actor_id, email: actor_email } = actor.into();
+    let entry = NewAuditEntry { actor_id, actor_email, action: action.to_owned(), target: target.to_owned(), detail };
+    if let Err(error) = log.append(entry).await {
+        tracing::error!(%error, action, "writing the audit log failed");
     }
 }
 
@@ -108,23 +144,36 @@ impl AuditFilter {
     }
 }
 
+/// A page of a search, filled from entries newest first, whatever they are read from.
+#[derive(Default)]
+pub struct AuditPage {
+    pub found: Vec<AuditEntry>,
+}
+
+impl AuditPage {
+    /// Takes the next entry (older than every one before); false once the page is full or no
+    /// older entry can match.
+    pub fn offer(&mut self, entry: AuditEntry, filter: &AuditFilter) -> bool {
+        if filter.from.is_some_and(|from| entry.at < from) {
+            // Older entries only from here on.
+            return false;
+        }
+        if filter.matches(&entry) {
+            self.found.push(entry);
+        }
+        self.found.len() < PAGE_SIZE
+    }
+}
+
 /// Up to [`PAGE_SIZE`] matching entries, newest first.
 pub fn search(transaction: &ReadTransaction, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StorageError> {
     let table = transaction.open_table(tables::AUDIT_LOG)?;
     let range = table.range(..filter.before.unwrap_or(u64::MAX))?;
-    let mut found = Vec::new();
+    let mut page = AuditPage::default();
     for entry in range.rev() {
-        let entry: AuditEntry = decode_json(entry?.1.value())?;
-        if filter.from.is_some_and(|from| entry.at < from) {
-            // Older entries only from here on.
+        if !page.offer(decode_json(entry?.1.value())?, filter) {
             break;
         }
-        if filter.matches(&entry) {
-            found.push(entry);
-            if found.len() == PAGE_SIZE {
-                break;
-            }
-        }
     }
-    Ok(found)
+    Ok(page.found)
 }

@@ -12,6 +12,7 @@ mod bot_lifecycle;
 mod chat;
 mod cluster;
 mod cluster_agents;
+mod cluster_audit;
 mod cluster_canned_replies;
 mod cluster_conversations;
 mod cluster_delivery;

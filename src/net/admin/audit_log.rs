@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::form::FieldErrors;
 use super::{AdminUser, Layout, internal_error, render};
-use crate::history::audit::{self, AuditEntry, AuditFilter};
+use crate::history::audit::{self, AuditEntry, AuditFilter, AuditLog};
 use crate::net::AppState;
 
 #[derive(Deserialize, Default)]
@@ -72,7 +72,7 @@ pub async fn list(State(app): State<AppState>, admin: AdminUser, Query(query): Q
         before: query.before,
     };
     let entries = if errors.is_empty() {
-        match app.store.read(move |transaction| audit::search(transaction, &filter)).await {
+        match AuditLog::search(&app.store, filter).await {
             Ok(entries) => entries,
             Err(error) => return internal_error(error),
         }
