@@ -1,6 +1,11 @@
 //! Blocking visitors: by visitor (the `blocked` flag on the visitor record) and by address
 //! (`blocked_ips_v1`, per site). A block closes the visitor's live connections with 4003 and
 //! refuses their new sessions and sockets.
+//!
+//! [`BlockStore`] is its storage boundary: [`Store`] implements it here, the cluster's
+//! PostgreSQL in `cluster::blocking`; both list with [`newest_first`].
+
+use std::future::Future;
 
 use redb::{ReadTransaction, ReadableTable};
 
@@ -18,14 +23,69 @@ pub enum BlockError {
     Storage(#[from] StorageError),
 }
 
-/// Blocks a visitor, and `ip` on the visitor's site when given.
-pub async fn block_visitor(store: &Store, visitor_id: u64, ip: Option<String>) -> Result<Visitor, BlockError> {
-    set_blocked(store, visitor_id, true, ip).await
+/// Blocked visitors or addresses, newest block first (by the time in each).
+pub fn newest_first<T>(mut blocked: Vec<T>, blocked_at: impl Fn(&T) -> i64) -> Vec<T> {
+    blocked.sort_by_key(|item| std::cmp::Reverse(blocked_at(item)));
+    blocked
 }
 
-/// Lifts a visitor's block (addresses stay blocked until lifted on their own).
-pub async fn unblock_visitor(store: &Store, visitor_id: u64) -> Result<Visitor, BlockError> {
-    set_blocked(store, visitor_id, false, None).await
+/// The blocks' storage boundary.
+pub trait BlockStore: Send + Sync {
+    /// Blocks (`blocked`) or unblocks a visitor; a block also blocks `ip` on the visitor's site
+    /// when given (addresses stay blocked until lifted on their own).
+    fn set_visitor_blocked(
+        &self,
+        visitor_id: u64,
+        blocked: bool,
+        ip: Option<String>,
+    ) -> impl Future<Output = Result<Visitor, BlockError>> + Send;
+
+    /// Blocks an address on a site (the caller has checked the site exists and `ip` parses).
+    fn block_address(&self, site: String, ip: String) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Lifts a block of an address on a site; `NotFound` if it was not blocked.
+    fn unblock_address(&self, site: String, ip: String) -> impl Future<Output = Result<(), BlockError>> + Send;
+
+    /// Blocked visitors with when they were blocked, newest block first.
+    fn blocked_visitors(&self) -> impl Future<Output = Result<Vec<(Visitor, i64)>, StorageError>> + Send;
+
+    /// Blocked addresses as (site, address, blocked at), newest first.
+    fn blocked_addresses(&self) -> impl Future<Output = Result<Vec<(String, String, i64)>, StorageError>> + Send;
+
+    /// Whether `ip` is blocked on `site`.
+    fn is_ip_blocked(&self, site: &str, ip: &str) -> impl Future<Output = Result<bool, StorageError>> + Send;
+}
+
+impl BlockStore for Store {
+    async fn set_visitor_blocked(
+        &self,
+        visitor_id: u64,
+        blocked: bool,
+        ip: Option<String>,
+    ) -> Result<Visitor, BlockError> {
+        set_blocked(self, visitor_id, blocked, ip).await
+    }
+
+    async fn block_address(&self, site: String, ip: String) -> Result<(), StorageError> {
+        block_address(self, site, ip).await
+    }
+
+    async fn unblock_address(&self, site: String, ip: String) -> Result<(), BlockError> {
+        unblock_address(self, site, ip).await
+    }
+
+    async fn blocked_visitors(&self) -> Result<Vec<(Visitor, i64)>, StorageError> {
+        self.read(blocked_visitors).await
+    }
+
+    async fn blocked_addresses(&self) -> Result<Vec<(String, String, i64)>, StorageError> {
+        self.read(blocked_addresses).await
+    }
+
+    async fn is_ip_blocked(&self, site: &str, ip: &str) -> Result<bool, StorageError> {
+        let (site, ip) = (site.to_owned(), ip.to_owned());
+        self.read(move |transaction| is_ip_blocked(transaction, &site, &ip)).await
+    }
 }
 
 async fn set_blocked(store: &Store, visitor_id: u64, blocked: bool, ip: Option<String>) -> Result<Visitor, BlockError> {
@@ -53,8 +113,7 @@ async fn set_blocked(store: &Store, visitor_id: u64, blocked: bool, ip: Option<S
         .await
 }
 
-/// Blocks an address on a site (the caller has checked the site exists and `ip` parses).
-pub async fn block_address(store: &Store, site: String, ip: String) -> Result<(), StorageError> {
+async fn block_address(store: &Store, site: String, ip: String) -> Result<(), StorageError> {
     store
         .write(move |context| {
             context.transaction.open_table(tables::BLOCKED_IPS)?.insert((site.as_str(), ip.as_str()), context.now)?;
@@ -63,8 +122,7 @@ pub async fn block_address(store: &Store, site: String, ip: String) -> Result<()
         .await
 }
 
-/// Lifts a block of an address on a site; `NotFound` if it was not blocked.
-pub async fn unblock_address(store: &Store, site: String, ip: String) -> Result<(), BlockError> {
+async fn unblock_address(store: &Store, site: String, ip: String) -> Result<(), BlockError> {
     store
         .write(move |context| {
             match context.transaction.open_table(tables::BLOCKED_IPS)?.remove((site.as_str(), ip.as_str()))? {
@@ -81,7 +139,7 @@ pub fn unblock_addresses_of_site(context: &WriteContext<'_>, site: &str) -> Resu
     Ok(())
 }
 
-/// Blocked visitors with when they were blocked, newest block first.
+/// Blocked visitors with when they were blocked, newest block first (in a read transaction).
 pub fn blocked_visitors(transaction: &ReadTransaction) -> Result<Vec<(Visitor, i64)>, StorageError> {
     let blocked = transaction.open_table(tables::BLOCKED_VISITORS)?;
     let mut found = Vec::new();
@@ -91,11 +149,10 @@ pub fn blocked_visitors(transaction: &ReadTransaction) -> Result<Vec<(Visitor, i
             found.push((visitor, blocked_at.value()));
         }
     }
-    found.sort_by_key(|(_, blocked_at)| std::cmp::Reverse(*blocked_at));
-    Ok(found)
+    Ok(newest_first(found, |(_, blocked_at)| *blocked_at))
 }
 
-/// Blocked addresses as (site, address, blocked at), newest first.
+/// Blocked addresses as (site, address, blocked at), newest first (in a read transaction).
 pub fn blocked_addresses(transaction: &ReadTransaction) -> Result<Vec<(String, String, i64)>, StorageError> {
     let table = transaction.open_table(tables::BLOCKED_IPS)?;
     let mut found = Vec::new();
@@ -104,12 +161,10 @@ pub fn blocked_addresses(transaction: &ReadTransaction) -> Result<Vec<(String, S
         let (site, ip) = key.value();
         found.push((site.to_owned(), ip.to_owned(), blocked_at.value()));
     }
-    found.sort_by_key(|(_, _, blocked_at)| std::cmp::Reverse(*blocked_at));
-    Ok(found)
+    Ok(newest_first(found, |(_, _, blocked_at)| *blocked_at))
 }
 
-/// Whether `ip` is blocked on `site`.
-pub fn is_ip_blocked(transaction: &ReadTransaction, site: &str, ip: &str) -> Result<bool, StorageError> {
+fn is_ip_blocked(transaction: &ReadTransaction, site: &str, ip: &str) -> Result<bool, StorageError> {
     match transaction.open_table(tables::BLOCKED_IPS) {
         Ok(table) => Ok(table.get((site, ip))?.is_some()),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),

@@ -635,7 +635,7 @@ async fn canned_replies_blocks_and_the_audit_log() {
 
     // A blocked visitor and address are listed and can be unblocked.
     let (visitor_id, visitor_token) = server.visitor_session(&site, None).await;
-    kefu::people::blocking::block_visitor(&server.app().store, visitor_id, None).await.unwrap();
+    kefu::people::blocking::BlockStore::set_visitor_blocked(&server.app().store, visitor_id, true, None).await.unwrap();
     let (status, _, page) =
         admin.post(&server, "/admin/blocked/addresses", &[("site", &site.key), ("address", "not-an-ip")]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);

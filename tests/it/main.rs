@@ -13,6 +13,7 @@ mod chat;
 mod cluster;
 mod cluster_agents;
 mod cluster_audit;
+mod cluster_blocking;
 mod cluster_canned_replies;
 mod cluster_conversations;
 mod cluster_delivery;

@@ -140,7 +140,7 @@ async fn a_deleted_site_leaves_nothing_kept_for_it_alone() {
             allow_private: false,
         };
         kefu::webhooks::create(&app.store, key, webhook).await.unwrap();
-        kefu::people::blocking::block_address(&app.store, key.clone(), "203.0.113.9".into()).await.unwrap();
+        kefu::people::blocking::BlockStore::block_address(&app.store, key.clone(), "203.0.113.9".into()).await.unwrap();
         let entry = kefu::bot::knowledge_base::EntryInput {
             questions: vec!["Where is my order?".into()],
             answer: "On its way.".into(),

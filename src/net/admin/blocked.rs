@@ -10,9 +10,10 @@ use axum::response::Response;
 use super::form::FieldErrors;
 use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
 use crate::net::AppState;
-use crate::people::blocking::{self, BlockError};
+use crate::people::blocking::{self, BlockError, BlockStore};
 use crate::people::visitors::{self, Visitor};
 use crate::sites::{self, Site};
+use crate::storage::StorageError;
 
 #[derive(Template)]
 #[template(path = "admin/blocked.html")]
@@ -48,16 +49,14 @@ async fn page(
     typed: (String, String),
     errors: FieldErrors,
 ) -> Response {
-    let loaded = app
-        .store
-        .read(|transaction| {
-            Ok((
-                blocking::blocked_visitors(transaction)?,
-                blocking::blocked_addresses(transaction)?,
-                sites::list_by_name(transaction)?,
-            ))
-        })
-        .await;
+    let loaded = async {
+        Ok::<_, StorageError>((
+            app.store.blocked_visitors().await?,
+            app.store.blocked_addresses().await?,
+            app.store.read(sites::list_by_name).await?,
+        ))
+    }
+    .await;
     let (visitors, addresses, sites) = match loaded {
         Ok(loaded) => loaded,
         Err(error) => return internal_error(error),
@@ -75,7 +74,7 @@ pub async fn list(State(app): State<AppState>, admin: AdminUser, Query(notice): 
 
 /// `POST /admin/blocked/visitors/{id}/unblock`
 pub async fn unblock_visitor(State(app): State<AppState>, Path(id): Path<u64>, post: AdminPost) -> Response {
-    match blocking::unblock_visitor(&app.store, id).await {
+    match app.store.set_visitor_blocked(id, false, None).await {
         Ok(visitor) => {
             post.admin.audit(&app, "visitor.unblock", &format!("visitor {id}"), format!("site {}", visitor.site)).await;
             done("/admin/blocked", &super::fill(post.admin.t().visitor_unblocked, &[("id", &id)]))
@@ -102,7 +101,7 @@ pub async fn block_address(State(app): State<AppState>, post: AdminPost) -> Resp
     if !errors.is_empty() {
         return page(&app, &post.admin, None, (site, address), errors).await;
     }
-    if let Err(error) = blocking::block_address(&app.store, site.clone(), ip.clone()).await {
+    if let Err(error) = app.store.block_address(site.clone(), ip.clone()).await {
         return internal_error(error);
     }
     blocking::disconnect_address(&app.hub, &app.online_visitors, &site, &ip);
@@ -113,7 +112,7 @@ pub async fn block_address(State(app): State<AppState>, post: AdminPost) -> Resp
 /// `POST /admin/blocked/addresses/unblock`
 pub async fn unblock_address(State(app): State<AppState>, post: AdminPost) -> Response {
     let (site, address) = (post.form.text("site"), post.form.text("address"));
-    match blocking::unblock_address(&app.store, site.clone(), address.clone()).await {
+    match app.store.unblock_address(site.clone(), address.clone()).await {
         Ok(()) => {
             post.admin.audit(&app, "address.unblock", &address, format!("site {site}")).await;
             done(

@@ -15,7 +15,7 @@ use super::extract::{Caller, Json, agent_only, require_site, staff_only};
 use crate::chat::conversations::{self};
 use crate::history::visitor_data::{self, ErasureReport, VisitorDataError};
 use crate::net::AppState;
-use crate::people::blocking::{self, BlockError};
+use crate::people::blocking::{self, BlockError, BlockStore};
 use crate::people::principal::Principal;
 use crate::people::visitors::{self, Visitor};
 use crate::protocol::ConversationView;
@@ -34,7 +34,7 @@ impl From<BlockError> for ApiError {
 /// Refuses a visitor session or socket from an address blocked on the site.
 pub async fn refuse_blocked_address(app: &AppState, site: &str, ip: IpAddr) -> Result<(), ApiError> {
     let (site, address) = (site.to_owned(), ip.to_string());
-    if app.store.read(move |transaction| blocking::is_ip_blocked(transaction, &site, &address)).await? {
+    if app.store.is_ip_blocked(&site, &address).await? {
         return Err(ApiError::Forbidden("blocked: this address may not chat on this site".into()));
     }
     Ok(())
@@ -184,7 +184,7 @@ pub async fn block_visitor(
     } else {
         None
     };
-    blocking::block_visitor(&app.store, visitor_id, ip.clone()).await?;
+    app.store.set_visitor_blocked(visitor_id, true, ip.clone()).await?;
     blocking::disconnect(&app.hub, &app.online_visitors, &visitor.site, visitor_id, ip.as_deref());
     let by = caller.sender();
     tracing::info!(visitor_id, by_kind = ?by.kind, by_id = by.id, by_ip = ip.is_some(), "visitor blocked");
