@@ -26,8 +26,7 @@ pub struct PostgresAgents {
 impl PostgresAgents {
     /// Connects and applies the migrations the database lacks (agents need migration 7).
     pub async fn open(url: &str) -> Result<PostgresAgents, PostgresError> {
-        let mut client = postgres::connect(url).await?;
-        postgres::migrate(&mut client).await?;
+        postgres::ensure_migrated(url).await?;
         Ok(PostgresAgents { connections: Readers::new(url, CONNECTIONS), nats: None })
     }
 

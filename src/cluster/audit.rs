@@ -18,8 +18,7 @@ pub struct PostgresAuditLog {
 impl PostgresAuditLog {
     /// Connects and applies the migrations the database lacks.
     pub async fn open(url: &str) -> Result<PostgresAuditLog, PostgresError> {
-        let mut client = postgres::connect(url).await?;
-        postgres::migrate(&mut client).await?;
+        postgres::ensure_migrated(url).await?;
         Ok(PostgresAuditLog { connections: Readers::new(url, 2) })
     }
 }

@@ -20,8 +20,7 @@ pub struct PostgresBlocks {
 impl PostgresBlocks {
     /// Connects and applies the migrations the database lacks.
     pub async fn open(url: &str) -> Result<PostgresBlocks, PostgresError> {
-        let mut client = postgres::connect(url).await?;
-        postgres::migrate(&mut client).await?;
+        postgres::ensure_migrated(url).await?;
         Ok(PostgresBlocks { readers: Readers::new(url, 2), writers: Writers::new(url, 1) })
     }
 }

@@ -15,8 +15,7 @@ pub struct PostgresCannedReplies {
 impl PostgresCannedReplies {
     /// Connects and applies the migrations the database lacks.
     pub async fn open(url: &str) -> Result<PostgresCannedReplies, PostgresError> {
-        let mut client = postgres::connect(url).await?;
-        postgres::migrate(&mut client).await?;
+        postgres::ensure_migrated(url).await?;
         Ok(PostgresCannedReplies { readers: Readers::new(url, 2), writers: Writers::new(url, 1) })
     }
 }

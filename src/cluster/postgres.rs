@@ -121,6 +121,14 @@ pub fn known_version() -> i64 {
     MIGRATIONS.last().map_or(0, |migration| migration.version)
 }
 
+/// Applies the migrations the database lacks, over a connection of its own (what each store
+/// does when it opens).
+pub(crate) async fn ensure_migrated(url: &str) -> Result<(), PostgresError> {
+    let mut client = connect(url).await?;
+    migrate(&mut client).await?;
+    Ok(())
+}
+
 /// Applies the migrations the database lacks, each in its own transaction.
 pub async fn migrate(client: &mut Client) -> Result<MigrationReport, PostgresError> {
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;

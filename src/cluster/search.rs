@@ -51,8 +51,7 @@ pub struct PostgresSearch {
 impl PostgresSearch {
     /// Connects and applies the migrations the database lacks (search needs migration 5).
     pub async fn open(url: &str) -> Result<PostgresSearch, PostgresError> {
-        let mut client = postgres::connect(url).await?;
-        postgres::migrate(&mut client).await?;
+        postgres::ensure_migrated(url).await?;
         Ok(PostgresSearch { readers: Readers::new(url, SEARCH_CONNECTIONS) })
     }
 

@@ -29,8 +29,7 @@ pub struct PostgresSites {
 impl PostgresSites {
     /// Connects and applies the migrations the database lacks (sites need migration 7).
     pub async fn open(url: &str) -> Result<PostgresSites, PostgresError> {
-        let mut client = postgres::connect(url).await?;
-        postgres::migrate(&mut client).await?;
+        postgres::ensure_migrated(url).await?;
         Ok(PostgresSites { writers: Writers::new(url, 1), readers: Readers::new(url, READ_CONNECTIONS), nats: None })
     }
 

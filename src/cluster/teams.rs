@@ -49,8 +49,7 @@ async fn check_members(transaction: &Transaction<'_>, site: &str, members: &[u64
 impl PostgresTeams {
     /// Connects and applies the migrations the database lacks (teams need migration 7).
     pub async fn open(url: &str) -> Result<PostgresTeams, PostgresError> {
-        let mut client = postgres::connect(url).await?;
-        postgres::migrate(&mut client).await?;
+        postgres::ensure_migrated(url).await?;
         Ok(PostgresTeams { readers: Readers::new(url, READ_CONNECTIONS), writers: Writers::new(url, 1), nats: None })
     }
 

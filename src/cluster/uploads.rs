@@ -54,8 +54,7 @@ pub struct UploadContent {
 impl PostgresUploads {
     /// Connects and applies the migrations the database lacks (uploads need migration 5).
     pub async fn open(url: &str) -> Result<PostgresUploads, PostgresError> {
-        let mut client = postgres::connect(url).await?;
-        postgres::migrate(&mut client).await?;
+        postgres::ensure_migrated(url).await?;
         Ok(PostgresUploads {
             readers: Readers::new(url, READ_CONNECTIONS),
             writers: Writers::new(url, MAX_CONCURRENT_PUTS),

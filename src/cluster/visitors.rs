@@ -48,8 +48,7 @@ async fn locked_visitor(transaction: &Transaction<'_>, id: i64) -> Result<Option
 impl PostgresVisitors {
     /// Connects and applies the migrations the database lacks (visitors need migration 7).
     pub async fn open(url: &str) -> Result<PostgresVisitors, PostgresError> {
-        let mut client = postgres::connect(url).await?;
-        postgres::migrate(&mut client).await?;
+        postgres::ensure_migrated(url).await?;
         Ok(PostgresVisitors {
             readers: Readers::new(url, READ_CONNECTIONS),
             writers: Writers::new(url, SESSION_CONNECTIONS),
