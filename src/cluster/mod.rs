@@ -10,13 +10,14 @@
 //! node named by a [`node::NodeName`]. Agents' presence is kept per node with an expiry its
 //! heartbeat renews ([`presence`]). [`search`] searches the messages from any node and
 //! [`uploads`] stores attachments' files for every node. [`sites`], [`visitors`], [`teams`],
-//! [`canned_replies`], the [`audit`] log, [`blocking`] and [`agents`]' logins are on PostgreSQL
-//! behind the same domain boundaries as on redb (`SiteStore`, `VisitorStore`, `TeamStore`,
-//! `CannedReplyStore`, `AuditLog`, `BlockStore`, `AgentStore`), on the record tables [`redb_copy`]
+//! [`canned_replies`], the [`audit`] log, [`blocking`], [`api_tokens`] and [`agents`]' logins are
+//! on PostgreSQL behind the same domain boundaries as on redb (`SiteStore`, `VisitorStore`,
+//! `TeamStore`, `CannedReplyStore`, `AuditLog`, `BlockStore`, `ApiTokenStore`, `AgentStore`), on the record tables [`redb_copy`]
 //! fills. The server does not use it yet: the other areas still live in redb, so there is no
 //! `storage.backend` setting (docs/cluster.md).
 
 pub mod agents;
+pub mod api_tokens;
 pub mod audit;
 pub mod blocking;
 pub mod canned_replies;

@@ -840,6 +840,7 @@ const SEQUENCES: &[(&str, &str, &str, Option<&str>)] = &[
     ("lead_ids", "leads", "id", Some("next_lead_id")),
     ("canned_reply_ids", "canned_replies", "id", None),
     ("audit_ids", "audit_log", "id", None),
+    ("api_token_ids", "api_tokens", "id", None),
 ];
 
 /// The statements that move every sequence of [`SEQUENCES`] past the copied values.

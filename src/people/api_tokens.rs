@@ -8,7 +8,12 @@
 //!
 //! Each token has its own request budget ([`RequestBudgets`], a token bucket per token), and the
 //! time of its last use is recorded at most once per [`LAST_USED_INTERVAL`].
+//!
+//! [`ApiTokenStore`] is the tokens' storage boundary: [`Store`] implements it here, the cluster's
+//! PostgreSQL in `cluster::api_tokens`; both check a name with [`check_name`] and decide a
+//! revocation with [`ApiToken::revoke_at`].
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -58,6 +63,84 @@ impl ApiToken {
     pub fn is_revoked(&self) -> bool {
         self.revoked_at.is_some()
     }
+
+    /// Revokes the token at `now`, unless it already is.
+    pub fn revoke_at(&mut self, now: i64) -> Result<(), ApiTokenError> {
+        if self.is_revoked() {
+            return Err(ApiTokenError::AlreadyRevoked);
+        }
+        self.revoked_at = Some(now);
+        Ok(())
+    }
+}
+
+/// A token's name, trimmed: 1 to [`MAX_NAME_CHARS`] characters.
+pub fn check_name(name: &str) -> Result<String, ApiTokenError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiTokenError::Invalid(FieldError::new(
+            "name",
+            format!("must be 1 to {MAX_NAME_CHARS} characters"),
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+/// The refusal of a token for a site that does not exist.
+pub fn no_such_site(site: &str) -> ApiTokenError {
+    ApiTokenError::Invalid(FieldError::new("site", format!("no such site {site:?}")))
+}
+
+/// The API tokens' storage boundary.
+pub trait ApiTokenStore: Send + Sync {
+    /// Creates a token for an existing site.
+    fn create_token(&self, request: NewApiToken)
+    -> impl Future<Output = Result<CreatedApiToken, ApiTokenError>> + Send;
+
+    /// Revokes a token: it stops authenticating at once and stays listed as revoked.
+    fn revoke_token(&self, id: u64) -> impl Future<Output = Result<ApiToken, ApiTokenError>> + Send;
+
+    /// Records that a token was used just now (no-op for a token revoked meanwhile).
+    fn record_use(&self, id: u64) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// The live token with this digest.
+    fn authenticate_token(
+        &self,
+        digest: &TokenDigest,
+    ) -> impl Future<Output = Result<Option<ApiToken>, StorageError>> + Send;
+
+    /// One token, revoked or not.
+    fn token(&self, id: u64) -> impl Future<Output = Result<Option<ApiToken>, StorageError>> + Send;
+
+    /// Every token, revoked ones included, oldest first.
+    fn tokens(&self) -> impl Future<Output = Result<Vec<ApiToken>, StorageError>> + Send;
+}
+
+impl ApiTokenStore for Store {
+    async fn create_token(&self, request: NewApiToken) -> Result<CreatedApiToken, ApiTokenError> {
+        create(self, request).await
+    }
+
+    async fn revoke_token(&self, id: u64) -> Result<ApiToken, ApiTokenError> {
+        revoke(self, id).await
+    }
+
+    async fn record_use(&self, id: u64) -> Result<(), StorageError> {
+        record_use(self, id).await
+    }
+
+    async fn authenticate_token(&self, digest: &TokenDigest) -> Result<Option<ApiToken>, StorageError> {
+        let digest = *digest;
+        self.read(move |transaction| authenticate(transaction, &digest)).await
+    }
+
+    async fn token(&self, id: u64) -> Result<Option<ApiToken>, StorageError> {
+        self.read(move |transaction| get(transaction, id)).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<ApiToken>, StorageError> {
+        self.read(list).await
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,24 +169,14 @@ pub struct CreatedApiToken {
     pub secret: String,
 }
 
-/// Creates a token for an existing site.
-pub async fn create(store: &Store, request: NewApiToken) -> Result<CreatedApiToken, ApiTokenError> {
-    let name = request.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiTokenError::Invalid(FieldError::new(
-            "name",
-            format!("must be 1 to {MAX_NAME_CHARS} characters"),
-        )));
-    }
+async fn create(store: &Store, request: NewApiToken) -> Result<CreatedApiToken, ApiTokenError> {
+    let name = check_name(&request.name)?;
     let secret = secrets::new_token(TOKEN_PREFIX);
     let digest = secrets::token_digest(&secret);
     store
         .write(move |context| {
             if context.transaction.open_table(tables::SITES)?.get(request.site.as_str())?.is_none() {
-                return Ok(Err(ApiTokenError::Invalid(FieldError::new(
-                    "site",
-                    format!("no such site {:?}", request.site),
-                ))));
+                return Ok(Err(no_such_site(&request.site)));
             }
             let mut table = context.transaction.open_table(tables::API_TOKENS)?;
             // Only the writer allocates ids, so the next after the largest is free.
@@ -125,8 +198,7 @@ pub async fn create(store: &Store, request: NewApiToken) -> Result<CreatedApiTok
         .await
 }
 
-/// Revokes a token: it stops authenticating at once and stays listed as revoked.
-pub async fn revoke(store: &Store, id: u64) -> Result<ApiToken, ApiTokenError> {
+async fn revoke(store: &Store, id: u64) -> Result<ApiToken, ApiTokenError> {
     store
         .write(move |context| {
             let mut table = context.transaction.open_table(tables::API_TOKENS)?;
@@ -134,10 +206,9 @@ pub async fn revoke(store: &Store, id: u64) -> Result<ApiToken, ApiTokenError> {
             else {
                 return Ok(Err(ApiTokenError::NotFound));
             };
-            if token.is_revoked() {
-                return Ok(Err(ApiTokenError::AlreadyRevoked));
+            if let Err(error) = token.revoke_at(context.now) {
+                return Ok(Err(error));
             }
-            token.revoked_at = Some(context.now);
             table.insert(id, encode_json(&token).as_slice())?;
             drop(table);
             context.transaction.open_table(tables::API_TOKEN_DIGESTS)?.retain(|_, token_id| token_id != id)?;
@@ -169,8 +240,7 @@ pub fn revoke_of_site(context: &mut WriteContext<'_>, site: &str) -> Result<usiz
     Ok(ids.len())
 }
 
-/// Records that a token was used just now (no-op for a token revoked meanwhile).
-pub async fn record_use(store: &Store, id: u64) -> Result<(), StorageError> {
+async fn record_use(store: &Store, id: u64) -> Result<(), StorageError> {
     store
         .write(move |context| {
             let mut table = context.transaction.open_table(tables::API_TOKENS)?;
@@ -187,7 +257,7 @@ pub async fn record_use(store: &Store, id: u64) -> Result<(), StorageError> {
         .await
 }
 
-/// The live token with this digest.
+/// The live token with this digest (in a read transaction).
 pub fn authenticate(transaction: &ReadTransaction, digest: &TokenDigest) -> Result<Option<ApiToken>, StorageError> {
     let Some(id) = transaction.open_table(tables::API_TOKEN_DIGESTS)?.get(digest)?.map(|value| value.value()) else {
         return Ok(None);

@@ -104,7 +104,7 @@ async fn bad_settings_changes_are_refused_and_change_nothing() {
     // An unknown site is 404; an agent, a visitor and an API token (of this site or another) 403.
     call_expecting(&server, "PUT", "/api/v1/sites/nope/bot", &admin, Some(json!({"threshold": 0.5})), 404).await;
     let other = server.create_site("Other").await;
-    let token = kefu::people::api_tokens::create(
+    let token = kefu::people::api_tokens::ApiTokenStore::create_token(
         &server.app().store,
         kefu::people::api_tokens::NewApiToken {
             name: "crm".into(),

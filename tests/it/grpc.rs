@@ -27,7 +27,7 @@ async fn channel(server: &TestServer) -> Channel {
 async fn token(server: &TestServer, site: &Site, read_only: bool) -> (String, u64) {
     let new =
         NewApiToken { name: "CRM".into(), site: site.key.clone(), read_only, created_by: "root@kefu.example".into() };
-    let created = api_tokens::create(&server.app().store, new).await.unwrap();
+    let created = api_tokens::ApiTokenStore::create_token(&server.app().store, new).await.unwrap();
     (created.secret, created.token.id)
 }
 
@@ -227,7 +227,7 @@ async fn every_operation_answers_over_grpc_with_the_token_rules_of_rest() {
         conversations.get(authed("k1.nope", conversation_request(conversation_id))).await,
         Code::Unauthenticated,
     );
-    api_tokens::revoke(&server.app().store, token_id).await.unwrap();
+    api_tokens::ApiTokenStore::revoke_token(&server.app().store, token_id).await.unwrap();
     assert_code(conversations.get(authed(&token, conversation_request(conversation_id))).await, Code::Unauthenticated);
 }
 
@@ -344,7 +344,7 @@ async fn a_subscription_ends_when_its_token_is_revoked_or_its_site_deleted() {
     let mut staying = events.subscribe(subscribe(&kept)).await.unwrap().into_inner();
 
     // An idle subscription of a revoked token ends at once; another token's goes on.
-    api_tokens::revoke(&server.app().store, revoked_id).await.unwrap();
+    api_tokens::ApiTokenStore::revoke_token(&server.app().store, revoked_id).await.unwrap();
     assert_eq!(stream_end(&mut ending).await.code(), Code::Unauthenticated);
     let (_, visitor_token) = server.visitor_session(&site, None).await;
     server.visitor(&site, &visitor_token).await.say(None, "v-1", "hello").await;

@@ -12,6 +12,7 @@ mod bot_lifecycle;
 mod chat;
 mod cluster;
 mod cluster_agents;
+mod cluster_api_tokens;
 mod cluster_audit;
 mod cluster_blocking;
 mod cluster_canned_replies;

@@ -153,7 +153,7 @@ async fn a_deleted_site_leaves_nothing_kept_for_it_alone() {
             read_only: true,
             created_by: ADMIN.into(),
         };
-        kefu::people::api_tokens::create(&app.store, token).await.unwrap();
+        kefu::people::api_tokens::ApiTokenStore::create_token(&app.store, token).await.unwrap();
     }
     app.refused_origins.save(&app.store).await.unwrap();
 

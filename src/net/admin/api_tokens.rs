@@ -9,6 +9,7 @@ use axum::response::Response;
 use super::form::FieldErrors;
 use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
 use crate::net::AppState;
+use crate::people::api_tokens::ApiTokenStore;
 use crate::people::api_tokens::{self, ApiToken, ApiTokenError, NewApiToken};
 use crate::sites::{self, Site};
 
@@ -121,7 +122,7 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
     let (name, site, read_only) = (post.form.text("name"), post.form.text("site"), post.form.checked("read_only"));
     let request =
         NewApiToken { name: name.clone(), site: site.clone(), read_only, created_by: post.admin.agent.email.clone() };
-    let (status, created, errors) = match api_tokens::create(&app.store, request).await {
+    let (status, created, errors) = match app.store.create_token(request).await {
         Ok(created) => {
             let access = if read_only { "read-only" } else { "read and write" };
             let detail = format!("id {}, name {:?}, site {}, {access}", created.token.id, created.token.name, site);
@@ -147,7 +148,7 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
 
 /// `POST /admin/api-tokens/{id}/revoke`
 pub async fn revoke(State(app): State<AppState>, Path(id): Path<u64>, post: AdminPost) -> Response {
-    let token = match api_tokens::revoke(&app.store, id).await {
+    let token = match app.store.revoke_token(id).await {
         Ok(token) => token,
         Err(ApiTokenError::NotFound) => return not_found(post.admin.lang, post.admin.t().noun_api_token),
         Err(ApiTokenError::AlreadyRevoked) => return done("/admin/api-tokens", post.admin.t().token_already_revoked),

@@ -19,7 +19,8 @@ use crate::net::http::conversations_api::{
 use crate::net::http::extract::{Caller, Json, OptionalJson};
 use crate::net::http::knowledge_base_api::{self, SiteQuery};
 use crate::net::http::visitors_api::{self, VisitorProfile};
-use crate::people::api_tokens::{self, ApiToken};
+use crate::people::api_tokens::ApiToken;
+use crate::people::api_tokens::ApiTokenStore;
 use crate::people::principal::Principal;
 use crate::protocol::{ConversationView, MessageView};
 use crate::webhooks::feed;
@@ -367,7 +368,7 @@ async fn follow(
     loop {
         let mut listening = app.feed.listen(&site, token_id);
         // After listening, so that a revocation either is seen here or drops the listener.
-        let live = app.store.read(move |transaction| api_tokens::get(transaction, token_id)).await;
+        let live = app.store.token(token_id).await;
         match live {
             Ok(Some(token)) if !token.is_revoked() => {}
             Ok(_) => {

@@ -11,6 +11,7 @@ use super::error::ApiError;
 use super::{own_origin, session_cookie_token};
 use crate::net::AppState;
 use crate::people::agents::{Agent, Role, SessionStage};
+use crate::people::api_tokens::ApiTokenStore;
 use crate::people::api_tokens::{self, ApiToken};
 use crate::people::principal::Principal;
 use crate::{base::secrets, people::agents, people::visitors};
@@ -162,7 +163,7 @@ pub fn admit_api_token(app: &AppState, token: &ApiToken, method: &Method) -> Res
     if admission.record_use {
         let (store, token_id) = (app.store.clone(), token.id);
         app.tasks.spawn(async move {
-            if let Err(error) = api_tokens::record_use(&store, token_id).await {
+            if let Err(error) = ApiTokenStore::record_use(&store, token_id).await {
                 tracing::warn!(%error, token_id, "recording an API token's use failed");
             }
         });
@@ -220,7 +221,7 @@ pub async fn authenticate(app: &AppState, token: &str) -> Result<Option<Principa
         return Ok(visitor.filter(|visitor| !visitor.blocked).map(Principal::Visitor));
     }
     if token.starts_with(api_tokens::TOKEN_PREFIX) {
-        let token = app.store.read(move |transaction| api_tokens::authenticate(transaction, &digest)).await?;
+        let token = app.store.authenticate_token(&digest).await?;
         return Ok(token.map(Principal::ApiToken));
     }
     if token.starts_with(agents::TOKEN_PREFIX) {
