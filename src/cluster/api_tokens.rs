@@ -32,6 +32,23 @@ impl PostgresApiTokens {
             .map_err(database)?;
         row.map(|row| record_of("API token", row.get(0))).transpose()
     }
+
+    async fn save(
+        transaction: &tokio_postgres::Transaction<'_>,
+        id: i64,
+        token: &ApiToken,
+    ) -> Result<(), StorageError> {
+        transaction
+            .execute("UPDATE api_tokens SET record = $2::text::jsonb WHERE id = $1", &[&id, &record_text(token)])
+            .await
+            .map_err(database)?;
+        Ok(())
+    }
+
+    /// The database's clock, which every node's times are read from.
+    async fn now(transaction: &tokio_postgres::Transaction<'_>) -> Result<i64, StorageError> {
+        Ok(transaction.query_one("SELECT kefu_now_ms()", &[]).await.map_err(database)?.get(0))
+    }
 }
 
 impl ApiTokenStore for PostgresApiTokens {
@@ -87,15 +104,9 @@ impl ApiTokenStore for PostgresApiTokens {
         self.writers
             .run(async |transaction| -> Result<_, ApiTokenError> {
                 let mut token = Self::locked(transaction, key).await?.ok_or(ApiTokenError::NotFound)?;
-                let now: i64 = transaction.query_one("SELECT kefu_now_ms()", &[]).await.map_err(database)?.get(0);
+                let now = Self::now(transaction).await?;
                 token.revoke_at(now)?;
-                transaction
-                    .execute(
-                        "UPDATE api_tokens SET record = $2::text::jsonb WHERE id = $1",
-                        &[&key, &record_text(&token)],
-                    )
-                    .await
-                    .map_err(database)?;
+                Self::save(transaction, key, &token).await?;
                 transaction
                     .execute("DELETE FROM api_token_digests WHERE (record #>> '{}')::bigint = $1", &[&key])
                     .await
@@ -113,15 +124,9 @@ impl ApiTokenStore for PostgresApiTokens {
                 if token.is_revoked() {
                     return Ok(());
                 }
-                let now: i64 = transaction.query_one("SELECT kefu_now_ms()", &[]).await.map_err(database)?.get(0);
+                let now = Self::now(transaction).await?;
                 token.last_used_at = Some(now);
-                transaction
-                    .execute(
-                        "UPDATE api_tokens SET record = $2::text::jsonb WHERE id = $1",
-                        &[&key, &record_text(&token)],
-                    )
-                    .await
-                    .map_err(database)?;
+                Self::save(transaction, key, &token).await?;
                 Ok(())
             })
             .await
