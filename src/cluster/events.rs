@@ -3,7 +3,6 @@
 //! commit, on `kefu.messages.<conversation id>`. A resend answered as a duplicate publishes
 //! nothing. NATS (core) delivers at most once: a node that misses an event reads the gap from
 //! PostgreSQL when its client resumes, so a lost event delays a delivery but never loses it.
-//! A node follows every node's messages through [`subscribe`].
 //!
 //! Changes to conversations (taken, closed, rated, transferred, ...) and the leads they make are
 //! published the same way, after their transaction's commit, as [`ConversationChange`] on
@@ -205,13 +204,6 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, EventsError> {
     Ok(async_nats::connect(url).await?)
 }
 
-/// Every node's committed messages from now on (`kefu.messages.>`), in each publisher's order:
-/// what a node delivers to its own connections. A payload that is not an event is logged and
-/// skipped. The stream ends when the connection is closed.
-pub async fn subscribe(client: &async_nats::Client) -> Result<impl Stream<Item = MessageEvent> + use<>, EventsError> {
-    subscribe_decoded(client, MESSAGE_SUBJECT_PREFIX).await
-}
-
 /// Every node's committed messages and conversation changes from now on, on one subscription
 /// (`kefu.>`), so they come in the order each node published them (a conversation's `created`
 /// before its first message): what a node delivers to its own connections. Payloads that are not
@@ -233,22 +225,6 @@ pub async fn follow(client: &async_nats::Client) -> Result<impl Stream<Item = No
             Ok(event) => Some(event),
             Err(error) => {
                 tracing::warn!(%error, %subject, "a NATS message that is not a committed event was skipped");
-                None
-            }
-        }
-    }))
-}
-
-async fn subscribe_decoded<T: serde::de::DeserializeOwned>(
-    client: &async_nats::Client,
-    prefix: &str,
-) -> Result<impl Stream<Item = T> + use<T>, EventsError> {
-    let subscriber = client.subscribe(format!("{prefix}.>")).await?;
-    Ok(subscriber.filter_map(|message| async move {
-        match serde_json::from_slice::<T>(&message.payload) {
-            Ok(event) => Some(event),
-            Err(error) => {
-                tracing::warn!(%error, subject = %message.subject, "a NATS message that is not a committed event was skipped");
                 None
             }
         }

@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use kefu::chat::conversations::ConversationStatus;
 use kefu::chat::message_store::MessageStore;
 use kefu::chat::messages::{AppendError, NewMessage, Target};
-use kefu::cluster::events::{self, MessageEvent};
+use kefu::cluster::events::{self, MessageEvent, NodeEvent};
 use kefu::cluster::messages::{PostgresMessages, PostgresOptions};
 use kefu::cluster::postgres::{self, PostgresError};
 use kefu::protocol::{SenderKind, SenderView};
@@ -488,8 +488,17 @@ async fn every_node_following_the_messages_gets_each_one_and_skips_what_is_not_a
     // Two other nodes follow, before anything is published.
     let (node_b, node_c) =
         (events::connect(&nats.url()).await.expect("b"), events::connect(&nats.url()).await.expect("c"));
-    let mut follows_b = Box::pin(events::subscribe(&node_b).await.expect("b follows"));
-    let mut follows_c = Box::pin(events::subscribe(&node_c).await.expect("c follows"));
+    // The messages of what each follows (conversations' changes come on the same subscription).
+    let messages_of = |events: futures_util::stream::BoxStream<'static, NodeEvent>| {
+        events.filter_map(|event| async move {
+            match event {
+                NodeEvent::Message(message) => Some(message),
+                NodeEvent::Conversation(_) | NodeEvent::AccessEnded(_) => None,
+            }
+        })
+    };
+    let mut follows_b = Box::pin(messages_of(events::follow(&node_b).await.expect("b follows").boxed()));
+    let mut follows_c = Box::pin(messages_of(events::follow(&node_c).await.expect("c follows").boxed()));
     node_b.flush().await.expect("flush");
     node_c.flush().await.expect("flush");
     let publisher = events::connect(&nats.url()).await.expect("connect the publisher");
