@@ -26,11 +26,13 @@ impl PostgresApiTokens {
 
     /// The token's record, locked until the transaction ends.
     async fn locked(transaction: &tokio_postgres::Transaction<'_>, id: i64) -> Result<Option<ApiToken>, StorageError> {
-        let row = transaction
-            .query_opt("SELECT record::text FROM api_tokens WHERE id = $1 FOR UPDATE", &[&id])
-            .await
-            .map_err(database)?;
-        row.map(|row| record_of("API token", row.get(0))).transpose()
+        postgres::record_where(
+            transaction,
+            "API token",
+            "SELECT record::text FROM api_tokens WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
     }
 
     async fn save(
@@ -149,14 +151,11 @@ impl ApiTokenStore for PostgresApiTokens {
     async fn token(&self, id: u64) -> Result<Option<ApiToken>, StorageError> {
         let Ok(id) = i64::try_from(id) else { return Ok(None) };
         let client = self.readers.client().await?;
-        let row =
-            client.query_opt("SELECT record::text FROM api_tokens WHERE id = $1", &[&id]).await.map_err(database)?;
-        row.map(|row| record_of("API token", row.get(0))).transpose()
+        postgres::record_where(&*client, "API token", "SELECT record::text FROM api_tokens WHERE id = $1", &[&id]).await
     }
 
     async fn tokens(&self) -> Result<Vec<ApiToken>, StorageError> {
         let client = self.readers.client().await?;
-        let rows = client.query("SELECT record::text FROM api_tokens ORDER BY id", &[]).await.map_err(database)?;
-        rows.iter().map(|row| record_of("API token", row.get(0))).collect()
+        postgres::records_where(&*client, "API token", "SELECT record::text FROM api_tokens ORDER BY id", &[]).await
     }
 }

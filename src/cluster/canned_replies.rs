@@ -4,7 +4,7 @@
 //! saving one shortcut at once store it once; new ids come from `canned_reply_ids` (migration 10).
 
 use crate::chat::canned_replies::{self, CannedReply, CannedReplyError, CannedReplyStore};
-use crate::cluster::postgres::{self, PostgresError, Readers, Writers, database, record_of, record_text};
+use crate::cluster::postgres::{self, PostgresError, Readers, Writers, database, record_text};
 use crate::storage::StorageError;
 
 pub struct PostgresCannedReplies {
@@ -20,28 +20,26 @@ impl PostgresCannedReplies {
     }
 }
 
-fn replies_of(rows: &[tokio_postgres::Row]) -> Result<Vec<CannedReply>, StorageError> {
-    rows.iter().map(|row| record_of("canned reply", row.get(0))).collect()
-}
+/// The statement reading a site's replies.
+const OF_SITE: &str = "SELECT record::text FROM canned_replies WHERE record->>'site' = $1";
 
 impl CannedReplyStore for PostgresCannedReplies {
     async fn canned_reply(&self, id: u64) -> Result<Option<CannedReply>, StorageError> {
         let Ok(id) = i64::try_from(id) else { return Ok(None) };
         let client = self.readers.client().await?;
-        let row = client
-            .query_opt("SELECT record::text FROM canned_replies WHERE id = $1", &[&id])
-            .await
-            .map_err(database)?;
-        row.map(|row| record_of("canned reply", row.get(0))).transpose()
+        postgres::record_where(
+            &*client,
+            "canned reply",
+            "SELECT record::text FROM canned_replies WHERE id = $1",
+            &[&id],
+        )
+        .await
     }
 
     async fn of_site(&self, site: &str) -> Result<Vec<CannedReply>, StorageError> {
         let client = self.readers.client().await?;
-        let rows = client
-            .query("SELECT record::text FROM canned_replies WHERE record->>'site' = $1", &[&site])
-            .await
-            .map_err(database)?;
-        let mut replies = replies_of(&rows)?;
+        let mut replies: Vec<CannedReply> =
+            postgres::records_where(&*client, "canned reply", OF_SITE, &[&site]).await?;
         replies.sort_by(|a, b| a.shortcut.cmp(&b.shortcut));
         Ok(replies)
     }
@@ -64,20 +62,16 @@ impl CannedReplyStore for PostgresCannedReplies {
                     .execute("SELECT pg_advisory_xact_lock(hashtext('kefu canned replies ' || $1))", &[&site])
                     .await
                     .map_err(database)?;
-                let replaced = match key {
-                    Some(key) => transaction
-                        .query_opt("SELECT record::text FROM canned_replies WHERE id = $1 FOR UPDATE", &[&key])
-                        .await
-                        .map_err(database)?
-                        .map(|row| record_of::<CannedReply>("canned reply", row.get(0)))
-                        .transpose()?,
+                let replaced: Option<CannedReply> = match key {
+                    Some(key) => {
+                        let statement = "SELECT record::text FROM canned_replies WHERE id = $1 FOR UPDATE";
+                        postgres::record_where(transaction, "canned reply", statement, &[&key]).await?
+                    }
                     None => None,
                 };
-                let rows = transaction
-                    .query("SELECT record::text FROM canned_replies WHERE record->>'site' = $1", &[&site])
-                    .await
-                    .map_err(database)?;
-                canned_replies::check_save(id, &site, &shortcut, replaced.as_ref(), &replies_of(&rows)?)?;
+                let site_replies: Vec<CannedReply> =
+                    postgres::records_where(transaction, "canned reply", OF_SITE, &[&site]).await?;
+                canned_replies::check_save(id, &site, &shortcut, replaced.as_ref(), &site_replies)?;
                 let key = match key {
                     Some(key) => key,
                     None => {

@@ -15,7 +15,7 @@ use crate::chat::messages::Appended;
 use crate::cluster::conversations::{Published, announce, locked, save};
 use crate::cluster::events::ConversationChange;
 use crate::cluster::messages::{self, PostgresMessages};
-use crate::cluster::postgres::{database, record_of, record_text};
+use crate::cluster::postgres::{self, database, record_of, record_text};
 use crate::storage::StorageError;
 
 fn key_of(id: u64) -> Result<i64, LeadError> {
@@ -62,8 +62,7 @@ impl LeadStore for PostgresMessages {
     async fn lead(&self, lead_id: u64) -> Result<Option<Lead>, StorageError> {
         let Ok(id) = i64::try_from(lead_id) else { return Ok(None) };
         let client = self.readers.client().await?;
-        let row = client.query_opt("SELECT record::text FROM leads WHERE id = $1", &[&id]).await.map_err(database)?;
-        row.map(|row| record_of("lead", row.get(0))).transpose()
+        postgres::record_where(&*client, "lead", "SELECT record::text FROM leads WHERE id = $1", &[&id]).await
     }
 
     async fn list_leads(

@@ -89,6 +89,28 @@ pub(crate) fn record_of<T: serde::de::DeserializeOwned>(what: &str, text: &str) 
     serde_json::from_str(text).map_err(|error| StorageError::Corrupt(format!("{what}: {error}")))
 }
 
+/// The record (the first column, `record::text`) of the one row `statement` finds, if any.
+pub(crate) async fn record_where<T: serde::de::DeserializeOwned>(
+    client: &impl GenericClient,
+    what: &str,
+    statement: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Option<T>, StorageError> {
+    let row = client.query_opt(statement, params).await.map_err(database)?;
+    row.map(|row| record_of(what, row.get(0))).transpose()
+}
+
+/// The records (the first column, `record::text`) of every row `statement` finds, in its order.
+pub(crate) async fn records_where<T: serde::de::DeserializeOwned>(
+    client: &impl GenericClient,
+    what: &str,
+    statement: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<T>, StorageError> {
+    let rows = client.query(statement, params).await.map_err(database)?;
+    rows.iter().map(|row| record_of(what, row.get(0))).collect()
+}
+
 /// A domain record as the JSON text a record table's `record` is written from.
 pub(crate) fn record_text<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("records always serialize")

@@ -69,8 +69,7 @@ async fn update(transaction: &Transaction<'_>, site: &Site) -> Result<(), SiteEr
 impl SiteStore for PostgresSites {
     async fn get(&self, key: &str) -> Result<Option<Site>, StorageError> {
         let client = self.readers.client().await?;
-        let row = client.query_opt("SELECT record::text FROM sites WHERE key = $1", &[&key]).await.map_err(database)?;
-        row.map(|row| record_of("site", row.get(0))).transpose()
+        postgres::record_where(&*client, "site", "SELECT record::text FROM sites WHERE key = $1", &[&key]).await
     }
 
     async fn list(&self) -> Result<Vec<Site>, StorageError> {

@@ -63,14 +63,12 @@ impl TeamStore for PostgresTeams {
     async fn get(&self, id: u64) -> Result<Option<Team>, StorageError> {
         let Ok(id) = i64::try_from(id) else { return Ok(None) };
         let client = self.readers.client().await?;
-        let row = client.query_opt("SELECT record::text FROM teams WHERE id = $1", &[&id]).await.map_err(database)?;
-        row.map(|row| record_of("team", row.get(0))).transpose()
+        postgres::record_where(&*client, "team", "SELECT record::text FROM teams WHERE id = $1", &[&id]).await
     }
 
     async fn list(&self) -> Result<Vec<Team>, StorageError> {
         let client = self.readers.client().await?;
-        let rows = client.query("SELECT record::text FROM teams ORDER BY id", &[]).await.map_err(database)?;
-        rows.iter().map(|row| record_of("team", row.get(0))).collect()
+        postgres::records_where(&*client, "team", "SELECT record::text FROM teams ORDER BY id", &[]).await
     }
 
     async fn create(&self, site: String, name: &str, members: Vec<u64>) -> Result<Team, TeamError> {

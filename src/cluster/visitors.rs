@@ -12,7 +12,7 @@ use tokio_postgres::Transaction;
 use crate::base::clock;
 use crate::base::secrets::{self, TokenDigest};
 use crate::cluster::postgres::Readers;
-use crate::cluster::postgres::{self, PostgresError, Writers, database, record_of, record_text};
+use crate::cluster::postgres::{self, PostgresError, Writers, database, record_text};
 use crate::people::visitor_store::VisitorStore;
 use crate::people::visitors::{
     CheckedRequest, OpenedSession, ResolvedSession, SessionLookup, SessionRequest, Visitor, VisitorError,
@@ -38,11 +38,8 @@ fn signed(id: u64) -> Result<i64, StorageError> {
 
 /// The visitor `id`, locked until the transaction ends.
 async fn locked_visitor(transaction: &Transaction<'_>, id: i64) -> Result<Option<Visitor>, StorageError> {
-    let row = transaction
-        .query_opt("SELECT record::text FROM visitors WHERE id = $1 FOR UPDATE", &[&id])
+    postgres::record_where(transaction, "visitor", "SELECT record::text FROM visitors WHERE id = $1 FOR UPDATE", &[&id])
         .await
-        .map_err(database)?;
-    row.map(|row| record_of("visitor", row.get(0))).transpose()
 }
 
 impl PostgresVisitors {
@@ -161,23 +158,19 @@ impl VisitorStore for PostgresVisitors {
 
     async fn authenticate(&self, digest: &TokenDigest) -> Result<Option<Visitor>, StorageError> {
         let client = self.readers.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT v.record::text FROM visitor_tokens t JOIN visitors v ON v.id = (t.record #>> '{}')::bigint
+        postgres::record_where(
+            &*client,
+            "visitor",
+            "SELECT v.record::text FROM visitor_tokens t JOIN visitors v ON v.id = (t.record #>> '{}')::bigint
                  WHERE t.digest = $1",
-                &[&digest.as_slice()],
-            )
-            .await
-            .map_err(database)?;
-        row.map(|row| record_of("visitor", row.get(0))).transpose()
+            &[&digest.as_slice()],
+        )
+        .await
     }
 
     async fn get(&self, id: u64) -> Result<Option<Visitor>, StorageError> {
         let client = self.readers.client().await?;
-        let row = client
-            .query_opt("SELECT record::text FROM visitors WHERE id = $1", &[&signed(id)?])
+        postgres::record_where(&*client, "visitor", "SELECT record::text FROM visitors WHERE id = $1", &[&signed(id)?])
             .await
-            .map_err(database)?;
-        row.map(|row| record_of("visitor", row.get(0))).transpose()
     }
 }
