@@ -2,7 +2,8 @@
 //! connections: the node whose group commit stored a message publishes it once, after the
 //! commit, on `kefu.messages.<conversation id>`. A resend answered as a duplicate publishes
 //! nothing. NATS (core) delivers at most once: a node that misses an event reads the gap from
-//! PostgreSQL when its client resumes, so a lost event delays a delivery but never loses it.
+//! PostgreSQL when the conversation's next event reveals the gap ([`relay`]), or when its client
+//! resumes, so a lost event delays a delivery but never loses it.
 //!
 //! Changes to conversations (taken, closed, rated, transferred, ...) and the leads they make are
 //! published the same way, after their transaction's commit, as [`ConversationChange`] on
@@ -15,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::chat::conversations::Conversation;
 use crate::chat::delivery::{AccessEnded, CommittedEvent, ConversationEvent, RelayedBatch};
 use crate::chat::leads::{Lead, LeadEvent};
+use crate::chat::message_store::MessageStore;
 use crate::chat::messages::{AttachmentRef, MessageKind, MessageRecord};
+use crate::cluster::sequence_gaps::{Next, SequenceGaps};
 use crate::protocol::{ParticipantView, SenderKind};
 use crate::storage::writer::Published;
 
@@ -286,23 +289,82 @@ pub async fn follow_site_changes(
     }))
 }
 
+/// The most messages of one gap the relay reads at once; a client's resume reads the rest.
+pub const GAP_READ_LIMIT: usize = 1_000;
+
 /// Delivers every node's committed events (this one's included) to this node's connections:
 /// each event [`follow`] yields goes to the node's dispatcher as a `RelayedBatch`, in the order
-/// it came. Returns once subscribed; the task ends when the NATS connection closes or the
-/// dispatcher stops (it holds the dispatcher's queue only while it hands an event over, so a
-/// stopping node is not kept waiting).
-pub async fn relay(
+/// it came, each conversation's messages in sequence order: a gap (a lost or late event,
+/// [`SequenceGaps`]) is read from `messages` and handed over first, a repeat dropped. Returns once
+/// subscribed; the task ends when the NATS connection closes or the dispatcher stops (it holds
+/// the dispatcher's queue only while it hands an event over, so a stopping node is not kept
+/// waiting).
+pub async fn relay<M: MessageStore + 'static>(
     client: &async_nats::Client,
     dispatcher: tokio::sync::mpsc::WeakSender<Published>,
+    messages: std::sync::Arc<M>,
 ) -> Result<tokio::task::JoinHandle<()>, EventsError> {
     let mut events = Box::pin(follow(client).await?);
     Ok(tokio::spawn(async move {
+        let mut gaps = SequenceGaps::default();
         while let Some(event) = events.next().await {
             let Some(event) = event.into_committed() else { continue };
+            let batch = match gaps.next(&event) {
+                Next::Drop => continue,
+                Next::Deliver => vec![event],
+                Next::FillThenDeliver { conversation_id, after, before } => {
+                    let site = site_of(&event).unwrap_or_default().to_owned();
+                    let mut batch = read_gap(messages.as_ref(), conversation_id, after, before, site).await;
+                    batch.push(event);
+                    batch
+                }
+            };
             let Some(dispatcher) = dispatcher.upgrade() else { break };
-            if dispatcher.send(Box::new(RelayedBatch(vec![event]))).await.is_err() {
+            if dispatcher.send(Box::new(RelayedBatch(batch))).await.is_err() {
                 break;
             }
         }
     }))
+}
+
+/// The site of a message or a conversation's change.
+fn site_of(event: &CommittedEvent) -> Option<&str> {
+    match event {
+        CommittedEvent::Message { site, .. } => Some(site),
+        CommittedEvent::Conversation { conversation, .. } | CommittedEvent::Rated { conversation } => {
+            Some(&conversation.site)
+        }
+        _ => None,
+    }
+}
+
+/// The committed messages with `after < seq < before`, as events; none (logged) when the read
+/// fails: the client's resume reads them then.
+async fn read_gap(
+    messages: &impl MessageStore,
+    conversation_id: u64,
+    after: u64,
+    before: u64,
+    site: String,
+) -> Vec<CommittedEvent> {
+    let wanted = usize::try_from(before - after - 1).unwrap_or(usize::MAX).min(GAP_READ_LIMIT);
+    match messages.page_after(conversation_id, after, wanted).await {
+        Ok(page) => page
+            .into_iter()
+            .filter(|(seq, _)| *seq < before)
+            .map(|(seq, record)| CommittedEvent::Message {
+                conversation_id,
+                seq,
+                site: site.clone(),
+                day: crate::base::clock::day_of(record.created_at),
+                record: std::sync::Arc::new(record),
+                origin: None,
+                bot_active: false,
+            })
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, conversation_id, after, before, "a gap in a conversation's relayed messages could not be read");
+            Vec::new()
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //! connections, migrations and day partitions of [`postgres`], the `ConversationStore` of
 //! conversations' changes ([`conversations`]) and the `LeadStore` ([`leads`]); with a NATS connection every committed message and
 //! change is published once ([`events`]), and [`events::relay`] hands every node's events to a
-//! node's dispatcher for its own connections. [`redb_copy`] copies an appliance's history into it
+//! node's dispatcher for its own connections, each conversation's messages in order, a lost one read
+//! from PostgreSQL ([`sequence_gaps`]). [`redb_copy`] copies an appliance's history into it
 //! (`kefu migrate-to-postgres`). Work every node can do but only one must: the outbox of webhook
 //! deliveries and emails claimed row by row ([`outbox`]), periodic jobs run once per slot
 //! ([`jobs`]), and routing decided by one node per site under a lease ([`routing_lease`]), each
@@ -33,6 +34,7 @@ pub mod presence;
 pub mod redb_copy;
 pub mod routing_lease;
 pub mod search;
+pub mod sequence_gaps;
 pub mod sites;
 pub mod teams;
 pub mod uploads;

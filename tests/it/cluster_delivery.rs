@@ -4,20 +4,25 @@
 //! conversation's visitor and agents (an internal note to the agents only), a conversation's
 //! change, a read receipt, and nothing for what is not an event. A relayed message the connection already has
 //! is not sent twice. A logout through another node (PostgreSQL's agents with NATS) closes that
-//! session's connections here, and only those.
+//! session's connections here, and only those. An event NATS lost is read from PostgreSQL when
+//! the conversation's next message or change reveals the gap, and delivered before it.
 //!
 //! The tests print one line and pass when nats-server or PostgreSQL is not installed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use kefu::chat::conversation_store::ConversationStore;
 use kefu::chat::conversations::{Conversation, ConversationStatus};
 use kefu::chat::delivery::ConversationEvent;
 use kefu::chat::message_store::MessageStore;
+use kefu::chat::messages::{NewMessage, Target};
 use kefu::cluster::agents::PostgresAgents;
 use kefu::cluster::events::{self, ConversationChange, MessageEvent, NodeEvent};
+use kefu::cluster::messages::{PostgresMessages, PostgresOptions};
 use kefu::people::agent_store::AgentStore;
 use kefu::people::agents::AgentSession;
-use kefu::protocol::{ParticipantView, SenderKind};
+use kefu::protocol::{ParticipantView, SenderKind, SenderView};
 
 use crate::support::TestServer;
 use crate::support::nats::NatsServer;
@@ -63,7 +68,8 @@ async fn events_another_node_committed_reach_this_nodes_connections() {
     agent.expect("replayed").await;
 
     let node = events::connect(&nats.url()).await.expect("this node's NATS connection");
-    let relaying = server.running().relay_cluster_events(&node).await.expect("relay");
+    let relaying =
+        server.running().relay_cluster_events(&node, Arc::new(server.app().store.clone())).await.expect("relay");
     node.flush().await.unwrap();
     let other_node = events::connect(&nats.url()).await.expect("another node's NATS connection");
     other_node.publish("kefu.messages.1", "not an event".into()).await.unwrap();
@@ -128,7 +134,8 @@ async fn a_logout_through_one_node_closes_that_sessions_connections_on_another()
     let mut kept = server.agent(&kept_token).await;
     let mut ended = server.agent(&ended_token).await;
     let node = events::connect(&nats.url()).await.expect("this node's NATS connection");
-    let relaying = server.running().relay_cluster_events(&node).await.expect("relay");
+    let relaying =
+        server.running().relay_cluster_events(&node, Arc::new(server.app().store.clone())).await.expect("relay");
     node.flush().await.unwrap();
 
     // Another node holds the same session in PostgreSQL and logs it out.
@@ -145,5 +152,61 @@ async fn a_logout_through_one_node_closes_that_sessions_connections_on_another()
     // The agent's other session stays open.
     kept.send(serde_json::json!({"type": "ping"})).await;
     kept.expect("pong").await;
+    relaying.abort();
+}
+
+#[tokio::test]
+async fn a_message_nats_lost_is_read_from_postgresql_before_the_next_event() {
+    let Some(url) = crate::support::postgres::database("delivery_gaps").await else { return };
+    let Some(nats) = NatsServer::start("delivery_gaps") else { return };
+    let server = TestServer::start().await;
+    let site = server.create_site("店").await;
+    let (mut visitor, _, conversation_id) = server.visitor_in_conversation(&site, "你好").await;
+
+    // Two nodes' stores on one database: one publishes its commits, the other's never reach NATS.
+    let published = PostgresMessages::open(
+        &url,
+        PostgresOptions { nats: Some(events::connect(&nats.url()).await.unwrap()), ..PostgresOptions::default() },
+    )
+    .await
+    .unwrap();
+    let lost = PostgresMessages::open(&url, PostgresOptions::default()).await.unwrap();
+    let node = events::connect(&nats.url()).await.expect("this node's NATS connection");
+    let gaps = Arc::new(PostgresMessages::open(&url, PostgresOptions::default()).await.unwrap());
+    let relaying = server.running().relay_cluster_events(&node, gaps).await.expect("relay");
+    node.flush().await.unwrap();
+
+    // The conversation in PostgreSQL bears the id of the one the visitor's connection follows.
+    let database = crate::support::postgres::connect(&url).await;
+    database.execute("SELECT setval('conversation_ids', $1, false)", &[&(conversation_id as i64)]).await.unwrap();
+    let sender = SenderView { kind: SenderKind::Agent, id: 5, name: "客服小王".into() };
+    let message = |target: Target, n: u32| {
+        NewMessage::text(target, sender.clone(), format!("c-{n}"), format!("第{n}条 message {n}"))
+    };
+    let visitor_id =
+        server.app().store.conversation(conversation_id).await.unwrap().expect("the conversation").visitor_id;
+    let first = lost.append(message(Target::VisitorInbox { site: site.key.clone(), visitor_id }, 1)).await.unwrap();
+    assert_eq!((first.conversation_id, first.seq), (conversation_id, 1));
+    let target = Target::Conversation(conversation_id);
+    published.append(message(target.clone(), 2)).await.unwrap();
+    lost.append(message(target.clone(), 3)).await.unwrap();
+    published.append(message(target.clone(), 4)).await.unwrap();
+    for seq in [2, 3, 4] {
+        let seen = visitor.expect("message").await;
+        assert_eq!(
+            (seen["seq"].as_u64(), seen["text"].as_str()),
+            (Some(seq), Some(format!("第{seq}条 message {seq}").as_str())),
+            "every message, in order"
+        );
+    }
+
+    // The last message lost: the conversation's next change (a close) brings it first.
+    lost.append(message(target.clone(), 5)).await.unwrap();
+    ConversationStore::close(&published, conversation_id).await.expect("close through the publishing node");
+    let seen = visitor.expect_next("message").await;
+    assert_eq!(seen["seq"].as_u64(), Some(5));
+    let change = visitor.expect_next("conversation").await;
+    assert_eq!((change["event"].as_str(), change["conversation"]["last_seq"].as_u64()), (Some("closed"), Some(5)));
+    visitor.expect_silence(Duration::from_millis(300)).await;
     relaying.abort();
 }

@@ -1,0 +1,197 @@
+//! Each conversation's messages in sequence order on a node's relay. NATS (core) may lose an
+//! event between nodes, and two nodes' events reach a third in either order, while a connection
+//! drops any message at or below the last seq it wrote. So the relay remembers, per
+//! conversation, the last seq it handed to the dispatcher ([`SequenceGaps`]); a message beyond
+//! the next one, or a conversation's change whose `last_seq` is beyond it, reveals a gap, which
+//! the relay reads from PostgreSQL and hands over first. A message at or below the last seq is
+//! dropped: it was handed over already.
+//!
+//! A conversation's row lock orders its appends, so a committed seq `n` means every seq below
+//! it is committed too: the read finds the whole gap.
+
+use std::collections::HashMap;
+
+use crate::chat::delivery::{CommittedEvent, ConversationEvent};
+
+/// The conversations a node remembers at most; past it, it forgets them all and learns each
+/// one's position again from its next event (an unknown conversation has no gap).
+pub const MAX_TRACKED_CONVERSATIONS: usize = 100_000;
+
+/// What the relay does with one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Hand it over.
+    Deliver,
+    /// Read the messages with `after < seq < before` from PostgreSQL, hand them over, then it.
+    FillThenDeliver { conversation_id: u64, after: u64, before: u64 },
+    /// A message handed over already: drop it.
+    Drop,
+}
+
+/// The last seq handed over, per conversation.
+#[derive(Debug, Default)]
+pub struct SequenceGaps {
+    last: HashMap<u64, u64>,
+}
+
+impl SequenceGaps {
+    /// Decides what to do with `event`, and remembers it as handed over.
+    pub fn next(&mut self, event: &CommittedEvent) -> Next {
+        match event {
+            CommittedEvent::Message { conversation_id, seq, .. } => self.message(*conversation_id, *seq),
+            CommittedEvent::Conversation { event, conversation } => {
+                let next = self.change(conversation.id, conversation.last_seq);
+                if matches!(event, ConversationEvent::Closed { .. }) {
+                    self.last.remove(&conversation.id);
+                }
+                next
+            }
+            CommittedEvent::Rated { conversation } => self.change(conversation.id, conversation.last_seq),
+            _ => Next::Deliver,
+        }
+    }
+
+    /// How many conversations it remembers.
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+
+    fn message(&mut self, conversation_id: u64, seq: u64) -> Next {
+        match self.last.get(&conversation_id).copied() {
+            Some(last) if seq <= last => Next::Drop,
+            Some(last) if seq > last + 1 => {
+                self.remember(conversation_id, seq);
+                Next::FillThenDeliver { conversation_id, after: last, before: seq }
+            }
+            _ => {
+                self.remember(conversation_id, seq);
+                Next::Deliver
+            }
+        }
+    }
+
+    /// A change carrying the conversation's `last_seq`: messages up to it are committed.
+    fn change(&mut self, conversation_id: u64, last_seq: u64) -> Next {
+        match self.last.get(&conversation_id).copied() {
+            Some(last) if last_seq > last => {
+                self.remember(conversation_id, last_seq);
+                Next::FillThenDeliver { conversation_id, after: last, before: last_seq + 1 }
+            }
+            Some(_) => Next::Deliver,
+            None => {
+                self.remember(conversation_id, last_seq);
+                Next::Deliver
+            }
+        }
+    }
+
+    fn remember(&mut self, conversation_id: u64, seq: u64) {
+        if self.last.len() >= MAX_TRACKED_CONVERSATIONS && !self.last.contains_key(&conversation_id) {
+            self.last.clear();
+        }
+        self.last.insert(conversation_id, seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::chat::conversations::{Conversation, ConversationStatus};
+    use crate::chat::messages::{MessageKind, MessageRecord};
+    use crate::protocol::SenderKind;
+
+    fn message(conversation_id: u64, seq: u64) -> CommittedEvent {
+        let record = MessageRecord {
+            lsn: seq,
+            trace_id: 0,
+            created_at: 0,
+            sender_kind: SenderKind::Visitor,
+            sender_id: 1,
+            sender_name: String::new(),
+            kind: MessageKind::Text,
+            internal: false,
+            client_id: None,
+            text: format!("m{seq}"),
+            attachment: None,
+            bot_source: None,
+            offline_message_id: None,
+        };
+        CommittedEvent::Message {
+            conversation_id,
+            seq,
+            site: "shop".into(),
+            day: 0,
+            record: Arc::new(record),
+            origin: None,
+            bot_active: false,
+        }
+    }
+
+    fn change(event: ConversationEvent, conversation_id: u64, last_seq: u64) -> CommittedEvent {
+        let conversation = Conversation {
+            id: conversation_id,
+            site: "shop".into(),
+            visitor_id: 1,
+            status: ConversationStatus::Queued,
+            assigned_agent: None,
+            last_seq,
+            created_at: 0,
+            updated_at: 0,
+            closed_at: None,
+            last_day: 0,
+            first_response_at: None,
+            rating: None,
+            team: None,
+            bot_active: false,
+        };
+        CommittedEvent::Conversation { event, conversation }
+    }
+
+    #[test]
+    fn messages_in_order_are_delivered_and_a_repeat_is_dropped() {
+        let mut gaps = SequenceGaps::default();
+        assert_eq!(gaps.next(&message(7, 4)), Next::Deliver, "an unknown conversation has no gap");
+        assert_eq!(gaps.next(&message(7, 5)), Next::Deliver);
+        assert_eq!(gaps.next(&message(7, 5)), Next::Drop);
+        assert_eq!(gaps.next(&message(7, 3)), Next::Drop, "late, after its gap was read");
+        assert_eq!(gaps.next(&message(8, 1)), Next::Deliver, "conversations are apart");
+    }
+
+    #[test]
+    fn a_message_past_the_next_reads_the_gap_first() {
+        let mut gaps = SequenceGaps::default();
+        gaps.next(&message(7, 1));
+        assert_eq!(gaps.next(&message(7, 4)), Next::FillThenDeliver { conversation_id: 7, after: 1, before: 4 });
+        assert_eq!(gaps.next(&message(7, 2)), Next::Drop, "the gap's own event, arriving late");
+        assert_eq!(gaps.next(&message(7, 5)), Next::Deliver);
+    }
+
+    #[test]
+    fn a_change_reveals_lost_last_messages_and_a_created_one_sets_the_start() {
+        let mut gaps = SequenceGaps::default();
+        assert_eq!(gaps.next(&change(ConversationEvent::Created, 9, 0)), Next::Deliver);
+        assert_eq!(gaps.next(&message(9, 2)), Next::FillThenDeliver { conversation_id: 9, after: 0, before: 2 });
+        let assigned = change(ConversationEvent::Assigned { previous: None }, 9, 4);
+        assert_eq!(gaps.next(&assigned), Next::FillThenDeliver { conversation_id: 9, after: 2, before: 5 });
+        assert_eq!(gaps.next(&message(9, 4)), Next::Drop);
+        assert_eq!(gaps.next(&change(ConversationEvent::Closed { previous: None }, 9, 4)), Next::Deliver);
+        assert!(gaps.is_empty(), "a closed conversation is forgotten");
+    }
+
+    #[test]
+    fn it_forgets_everything_at_its_limit_rather_than_grow() {
+        let mut gaps = SequenceGaps::default();
+        for conversation_id in 0..MAX_TRACKED_CONVERSATIONS as u64 {
+            gaps.next(&message(conversation_id, 1));
+        }
+        assert_eq!(gaps.len(), MAX_TRACKED_CONVERSATIONS);
+        assert_eq!(gaps.next(&message(u64::MAX, 3)), Next::Deliver);
+        assert_eq!(gaps.len(), 1);
+    }
+}
