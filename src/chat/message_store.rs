@@ -40,6 +40,10 @@ pub trait MessageStore: Send + Sync {
         &self,
         conversation_id: u64,
     ) -> impl Future<Output = Result<Option<Conversation>, StorageError>> + Send;
+
+    /// The epoch that names this history: a client's positions hold only within it
+    /// (docs/protocol.md, "Resume").
+    fn epoch(&self) -> u64;
 }
 
 impl MessageStore for Store {
@@ -57,5 +61,9 @@ impl MessageStore for Store {
 
     async fn conversation(&self, conversation_id: u64) -> Result<Option<Conversation>, StorageError> {
         self.read(move |transaction| conversations::get(transaction, conversation_id)).await
+    }
+
+    fn epoch(&self) -> u64 {
+        Store::epoch(self)
     }
 }

@@ -79,6 +79,8 @@ pub struct PostgresMessages {
     pub(crate) nats: Option<async_nats::Client>,
     stats: Arc<BatchStats>,
     partition_job: tokio::task::AbortHandle,
+    /// The database's epoch, as [`database_epoch`] found it.
+    epoch: u64,
 }
 
 struct PendingAppend {
@@ -93,6 +95,7 @@ impl PostgresMessages {
         let mut client = postgres::connect(url).await?;
         postgres::migrate(&mut client).await?;
         postgres::create_partitions(&client, today(), PARTITION_DAYS_AHEAD).await?;
+        let epoch = database_epoch(&client).await?;
         let statement = prepare_append(&client).await?;
         let stats = Arc::new(BatchStats::default());
         let (appends, queue) = mpsc::channel(options.max_batch.max(1) * 4);
@@ -124,7 +127,7 @@ impl PostgresMessages {
         })
         .abort_handle();
         let writers = Writers::new(url, CHANGE_CONNECTIONS);
-        Ok(PostgresMessages { appends, readers, writers, nats: options.nats, stats, partition_job })
+        Ok(PostgresMessages { appends, readers, writers, nats: options.nats, stats, partition_job, epoch })
     }
 
     /// The group commit's counts so far.
@@ -403,6 +406,24 @@ fn batch_item(message: NewMessage, now: i64) -> Result<Value, AppendError> {
     }))
 }
 
+/// The epoch of the history this database holds (`appliance_meta`'s `epoch`): the appliance's
+/// when `kefu migrate-to-postgres` copied one, so its clients' positions stay valid; otherwise
+/// made by the first node that opens the database.
+async fn database_epoch(client: &tokio_postgres::Client) -> Result<u64, PostgresError> {
+    let made = i64::try_from(crate::storage::new_epoch()).unwrap_or(1);
+    client
+        .execute(
+            "INSERT INTO appliance_meta (name, record) VALUES ('epoch', to_jsonb($1::bigint)) ON CONFLICT (name) DO NOTHING",
+            &[&made],
+        )
+        .await?;
+    let epoch: i64 = client
+        .query_one("SELECT (record #>> '{}')::bigint FROM appliance_meta WHERE name = 'epoch'", &[])
+        .await?
+        .get(0);
+    u64::try_from(epoch).map_err(|_| PostgresError::Invalid(format!("the database's epoch {epoch} is negative")))
+}
+
 impl MessageStore for PostgresMessages {
     async fn append(&self, message: NewMessage) -> Result<Appended, AppendError> {
         let item = batch_item(message, clock::now_millis())?;
@@ -459,6 +480,10 @@ impl MessageStore for PostgresMessages {
             .await
             .map_err(PostgresError::from)?;
         Ok(row.as_ref().map(conversation_of).transpose()?)
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch
     }
 }
 

@@ -14,19 +14,22 @@ use bytes::Bytes;
 
 use crate::base::secrets::{self, TokenDigest};
 use crate::chat::conversation_store::ConversationStore;
-use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError};
+use crate::chat::conversations::{AssignWhen, Conversation, ConversationError};
 use crate::chat::delivery::{AgentRegistration, ConnectionHandle, Outbound, OutboundReceiver};
 use crate::chat::message_store::MessageStore;
 use crate::chat::messages::{self, NewMessage, Target};
 use crate::net::AppState;
+use crate::people::agent_store::AgentStore;
 use crate::people::agents::{self, Agent, Role as AgentRole};
 use crate::people::principal::Principal;
+use crate::people::visitor_store::VisitorStore;
 use crate::people::visitors;
 use crate::protocol::{
     self, ClientFrame, ConversationView, ErrorCode, Hello, ParticipantView, Presence, ResumePoint, ServerFrame,
     close_code, error_frame,
 };
 use crate::routing::RoutingEvent;
+use crate::sites::store::SiteStore;
 use crate::sites::{self, SiteRuntime};
 use crate::storage::StorageError;
 
@@ -208,22 +211,15 @@ impl Session {
                 let (peer, user_agent) = seen_from.unwrap_or_default();
                 app.online_visitors.connected(&app.hub, visitor, peer, &user_agent);
                 let visitor_id = visitor.id;
-                let known = store
-                    .read(move |transaction| conversations::of_visitor(transaction, visitor_id))
-                    .await
-                    .map_err(internal_error)?;
+                let known = ConversationStore::of_visitor(&store, visitor_id).await.map_err(internal_error)?;
                 for conversation in &known {
                     app.hub.subscribe(conversation.id, &session.handle);
                 }
-                store
-                    .read(move |transaction| conversations::of_visitor(transaction, visitor_id))
-                    .await
-                    .map_err(internal_error)?
+                ConversationStore::of_visitor(&store, visitor_id).await.map_err(internal_error)?
             }
             Principal::Agent(agent) => {
                 session.agent_sites = match agent.role {
-                    AgentRole::Admin => store
-                        .read(sites::list)
+                    AgentRole::Admin => SiteStore::list(&store)
                         .await
                         .map_err(internal_error)?
                         .into_iter()
@@ -236,8 +232,7 @@ impl Session {
                 // checked and before the registration found no connection to close: check again.
                 if let Some(digest) = session.agent_session.as_deref().copied() {
                     let now = crate::base::clock::now_millis();
-                    let still_valid = store
-                        .read(move |transaction| agents::authenticate(transaction, &digest, now))
+                    let still_valid = AgentStore::authenticate(&store, &digest, now)
                         .await
                         .map_err(internal_error)?
                         .is_some_and(|current| current.role == agent.role && current.sites == agent.sites);
@@ -246,19 +241,16 @@ impl Session {
                         return Err(CloseReason::new(close_code::UNAUTHENTICATED, "unknown or expired token"));
                     }
                 }
-                let agent = agent.clone();
-                let read_open = move |transaction: &redb::ReadTransaction| {
-                    Ok(conversations::list_open(transaction)?
-                        .into_iter()
-                        .filter(|conversation| agent.serves_site(&conversation.site))
-                        .collect::<Vec<_>>())
+                let open_served = async || -> Result<Vec<Conversation>, CloseReason> {
+                    let open = ConversationStore::list_open(&store).await.map_err(internal_error)?;
+                    Ok(open.into_iter().filter(|conversation| agent.serves_site(&conversation.site)).collect())
                 };
-                let known = store.read(read_open.clone()).await.map_err(internal_error)?;
+                let known = open_served().await?;
                 let agent_id = session.agent_id().expect("an agent session");
                 for conversation in known.iter().filter(|conversation| conversation.assigned_agent == Some(agent_id)) {
                     app.hub.subscribe(conversation.id, &session.handle);
                 }
-                store.read(read_open).await.map_err(internal_error)?
+                open_served().await?
             }
             // A socket never authenticates with an API token (see `authenticate` below).
             Principal::ApiToken(_) => Vec::new(),
@@ -657,23 +649,24 @@ impl Session {
         let epoch_changed = point.epoch != epoch && point.last_seq > 0;
         // What this connection wrote already is never sent twice, whatever the client names.
         let written_through = self.cursor_mut(conversation_id).map_or(0, |cursor| cursor.written_through);
-        let read = self
-            .app
-            .store
-            .read(move |transaction| {
-                let conversation = conversations::get(transaction, conversation_id)?
-                    .ok_or_else(|| StorageError::Corrupt("conversation vanished".into()))?;
-                let ahead = point.last_seq > conversation.last_seq;
-                let from = point.last_seq.max(written_through);
-                let too_far = conversation.last_seq.saturating_sub(from) > replay_limit as u64;
-                let missed = if epoch_changed || too_far || ahead {
-                    Vec::new()
-                } else {
-                    messages::page_after(transaction, conversation_id, from, replay_limit)?
-                };
-                Ok((conversation, ahead, too_far, missed))
-            })
-            .await;
+        let store = &self.app.store;
+        let read = async {
+            let conversation = MessageStore::conversation(store, conversation_id)
+                .await?
+                .ok_or_else(|| StorageError::Corrupt("conversation vanished".into()))?;
+            let ahead = point.last_seq > conversation.last_seq;
+            let from = point.last_seq.max(written_through);
+            let too_far = conversation.last_seq.saturating_sub(from) > replay_limit as u64;
+            // Messages committed after the conversation was read may come too: the connection's
+            // cursor drops their live copies.
+            let missed = if epoch_changed || too_far || ahead {
+                Vec::new()
+            } else {
+                store.page_after(conversation_id, from, replay_limit).await?
+            };
+            Ok::<_, StorageError>((conversation, ahead, too_far, missed))
+        }
+        .await;
         let (conversation, ahead, too_far, missed) = match read {
             Ok(read) => read,
             Err(error) => {
@@ -834,9 +827,7 @@ async fn authenticate(
         Entry::Visitor { site, .. } => {
             let token = token.filter(|token| token.starts_with(visitors::TOKEN_PREFIX)).ok_or_else(unauthenticated)?;
             let digest = secrets::token_digest(token);
-            let visitor = app
-                .store
-                .read(move |transaction| visitors::authenticate(transaction, &digest))
+            let visitor = VisitorStore::authenticate(&app.store, &digest)
                 .await
                 .map_err(|_| CloseReason::new(close_code::INTERNAL, "internal error"))?
                 .filter(|visitor| visitor.site == site.site.key)
@@ -853,9 +844,7 @@ async fn authenticate(
                 .filter(|token| token.starts_with(agents::TOKEN_PREFIX))
                 .ok_or_else(unauthenticated)?;
             let digest = secrets::token_digest(&token);
-            let agent = app
-                .store
-                .read(move |transaction| agents::authenticate(transaction, &digest, now))
+            let agent = AgentStore::authenticate(&app.store, &digest, now)
                 .await
                 .map_err(|_| CloseReason::new(close_code::INTERNAL, "internal error"))?
                 .ok_or_else(unauthenticated)?;

@@ -521,3 +521,14 @@ async fn every_node_following_the_messages_gets_each_one_and_skips_what_is_not_a
         );
     }
 }
+
+#[tokio::test]
+async fn every_node_of_a_database_tells_its_clients_one_epoch() {
+    let Some(url) = database("every_node_of_a_database_tells_its_clients_one_epoch").await else { return };
+    let (first, second) = (open(&url).await, open(&url).await);
+    assert_ne!(first.epoch(), 0);
+    assert_eq!(first.epoch(), second.epoch(), "made once, by the first node");
+    let epoch = first.epoch();
+    drop((first, second));
+    assert_eq!(open(&url).await.epoch(), epoch, "kept across restarts");
+}

@@ -329,9 +329,14 @@ async fn an_appliance_is_copied_verified_and_continued_by_the_postgres_store() {
     assert!(stdout.contains("messages: 0 rows copied") && stdout.contains("sites: 2 rows copied"), "{stdout}");
     assert_verified(&stdout, n_conversations, history.n_messages, n_client_ids);
 
-    // The cluster's store goes on from the copy: the next seq, the original acknowledgement of a
+    // The cluster's store goes on from the copy: the epoch, the next seq, the original acknowledgement of a
     // copied client id, and a new conversation's id past the copied ones.
     let store = PostgresMessages::open(&url, PostgresOptions::default()).await.expect("open the store");
+    assert_eq!(
+        Some(store.epoch()),
+        history.first_ack["epoch"].as_u64(),
+        "the appliance's epoch: its clients' positions stay valid"
+    );
     let next = store
         .append(NewMessage::text(
             Target::Conversation(history.conversation_id),
@@ -543,7 +548,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
     drop(running);
     untouched().await;
 
-    // A target holding data this copy did not write: refused, and left as it was.
+    // A target holding data this copy did not write (a node's message, and the epoch the node
+    // made): refused, and left as it was.
     let history = appliance_with_history(0).await;
     let store = PostgresMessages::open(&url, PostgresOptions::default()).await.unwrap();
     store
@@ -559,7 +565,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let output = migrate(&history, &url, &[]);
     let (_, stderr) = text_of(&output);
     assert!(
-        !output.status.success() && stderr.contains("did not write (conversations: 1, messages: 1, client_ids: 1)"),
+        !output.status.success()
+            && stderr.contains("did not write (conversations: 1, messages: 1, client_ids: 1, appliance_meta: 1)"),
         "{stderr}"
     );
     assert_eq!((count(&client, "conversations").await, count(&client, "messages").await), (1, 1));
