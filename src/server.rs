@@ -51,14 +51,16 @@ pub struct Running {
 
 impl Running {
     /// Delivers the events every node of a cluster publishes on NATS to this server's
-    /// connections (`cluster::events::relay`), a gap in a conversation's messages read from
-    /// `messages`; ends with the NATS connection or the server.
+    /// connections (`cluster::events::relay`), with this node's own from `local` (its
+    /// `events::Outlet`'s queue), a gap in a conversation's messages read from `messages`; ends
+    /// with the NATS connection or the server.
     pub async fn relay_cluster_events<M: crate::chat::message_store::MessageStore + 'static>(
         &self,
         nats: &async_nats::Client,
+        local: mpsc::Receiver<Vec<crate::chat::delivery::CommittedEvent>>,
         messages: Arc<M>,
     ) -> Result<tokio::task::JoinHandle<()>, crate::cluster::events::EventsError> {
-        crate::cluster::events::relay(nats, self.dispatcher.clone(), messages).await
+        crate::cluster::events::relay(nats, local, self.dispatcher.clone(), messages).await
     }
 
     /// Waits until the server has shut down completely (storage flushed and closed).

@@ -19,6 +19,16 @@ pub trait MessageStore: Send + Sync {
     /// delivery once committed.
     fn append(&self, message: NewMessage) -> impl Future<Output = Result<Appended, AppendError>> + Send;
 
+    /// Stores a message as [`MessageStore::append`] does, without waiting for its commit, so a
+    /// connection can have many sends in flight: its acknowledgement reaches `message.origin`
+    /// through delivery, in commit order; a refusal, or a failure to store it, goes to `refused`.
+    /// Fails only when nothing was queued (the store is stopping).
+    fn send(
+        &self,
+        message: NewMessage,
+        refused: impl FnOnce(AppendError) + Clone + Send + 'static,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
     /// Up to `limit` messages with `seq < before` (the newest when `before` is `None`).
     fn page_before(
         &self,
@@ -49,6 +59,24 @@ pub trait MessageStore: Send + Sync {
 impl MessageStore for Store {
     async fn append(&self, message: NewMessage) -> Result<Appended, AppendError> {
         self.write(move |context| messages::append(context, message)).await
+    }
+
+    async fn send(
+        &self,
+        message: NewMessage,
+        refused: impl FnOnce(AppendError) + Clone + Send + 'static,
+    ) -> Result<(), StorageError> {
+        let on_abort = refused.clone();
+        self.write_detached(
+            move |context| {
+                if let Err(error) = messages::append(context, message)? {
+                    refused(error);
+                }
+                Ok(())
+            },
+            move |failure| on_abort(AppendError::Storage(StorageError::Server(failure.to_string()))),
+        )
+        .await
     }
 
     async fn page_before(&self, conversation_id: u64, before: Option<u64>, limit: usize) -> Result<Page, StorageError> {

@@ -7,7 +7,7 @@
 
 use crate::base::secrets::TokenDigest;
 use crate::chat::delivery::{AccessEndReason, AccessEnded};
-use crate::cluster::events::{self, NodeEvent};
+use crate::cluster::events::{NodeEvent, Outlet};
 use crate::cluster::postgres::Readers;
 use crate::cluster::postgres::{self, PostgresError, database, record_of, record_text};
 use crate::people::agent_store::AgentStore;
@@ -20,20 +20,20 @@ const CONNECTIONS: usize = 2;
 
 pub struct PostgresAgents {
     connections: Readers,
-    nats: Option<async_nats::Client>,
+    events: Outlet,
 }
 
 impl PostgresAgents {
     /// Connects and applies the migrations the database lacks (agents need migration 7).
     pub async fn open(url: &str) -> Result<PostgresAgents, PostgresError> {
         postgres::ensure_migrated(url).await?;
-        Ok(PostgresAgents { connections: Readers::new(url, CONNECTIONS), nats: None })
+        Ok(PostgresAgents { connections: Readers::new(url, CONNECTIONS), events: Outlet::default() })
     }
 
-    /// Announces a logout on NATS, so every node closes that session's connections
-    /// (`events::relay` hands it to each node's dispatcher).
-    pub fn with_events(self, nats: async_nats::Client) -> PostgresAgents {
-        PostgresAgents { nats: Some(nats), ..self }
+    /// Announces a logout to this node and the others (NATS), so every node closes that
+    /// session's connections (`events::relay` hands it to each node's dispatcher).
+    pub fn with_events(self, events: impl Into<Outlet>) -> PostgresAgents {
+        PostgresAgents { events: events.into(), ..self }
     }
 
     /// The text of the one column of the row `statement` finds by `key`, if any.
@@ -99,10 +99,10 @@ impl AgentStore for PostgresAgents {
             .await
             .map_err(database)?;
         let session: Option<AgentSession> = ended.map(|row| record_of("agent session", row.get(0))).transpose()?;
-        if let (Some(session), Some(nats)) = (session, &self.nats) {
+        if let Some(session) = session {
             let ended =
                 AccessEnded { agent_id: session.agent_id, session: Some(*digest), reason: AccessEndReason::LoggedOut };
-            events::publish(nats, vec![NodeEvent::AccessEnded(ended)]).await;
+            self.events.announce(vec![NodeEvent::AccessEnded(ended)]).await;
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ use crate::chat::conversation_store::ConversationStore;
 use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError, ReadThrough, TransferTarget};
 use crate::chat::delivery::ConversationEvent;
 use crate::chat::leads::{self, LeadEvent};
-use crate::cluster::events::{self, ConversationChange, NodeEvent};
+use crate::cluster::events::{ConversationChange, NodeEvent};
 use crate::cluster::messages::{self, CONVERSATION_COLUMNS, PostgresMessages, conversation_of};
 use crate::cluster::postgres::{PostgresError, database, record_of, record_text};
 use crate::people::visitors::Visitor;
@@ -56,9 +56,7 @@ impl PostgresMessages {
                 Ok((outcome, published))
             })
             .await?;
-        if let Some(nats) = &self.nats {
-            events::publish(nats, published).await;
-        }
+        self.outlet.announce(published).await;
         Ok(outcome)
     }
 
@@ -379,9 +377,9 @@ impl ConversationStore for PostgresMessages {
                 Ok((written == 1).then_some(seq))
             })
             .await?;
-        if let (Some(seq), Some(nats)) = (moved, &self.nats) {
+        if let Some(seq) = moved {
             let change = ConversationChange::Read { conversation_id, reader, seq };
-            events::publish(nats, vec![NodeEvent::Conversation(change)]).await;
+            self.outlet.announce(vec![NodeEvent::Conversation(change)]).await;
         }
         Ok(())
     }

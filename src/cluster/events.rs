@@ -202,9 +202,66 @@ pub enum EventsError {
     Subscribe(#[from] async_nats::SubscribeError),
 }
 
-/// Connects to NATS (`nats://HOST:4222`).
+/// Connects to NATS (`nats://HOST:4222`). The connection does not receive what it publishes
+/// itself: a node hears its own events from its [`Outlet`], with the connections that sent them.
 pub async fn connect(url: &str) -> Result<async_nats::Client, EventsError> {
-    Ok(async_nats::connect(url).await?)
+    Ok(async_nats::ConnectOptions::new().no_echo().connect(url).await?)
+}
+
+/// A node's own committed events, in commit order, for its relay (see [`relay`]): the messages
+/// carry the connections that sent them, for their acknowledgements.
+pub type LocalEvents = tokio::sync::mpsc::Sender<Vec<CommittedEvent>>;
+
+/// The queue of [`LocalEvents`]: batches a relay has not taken yet.
+pub const LOCAL_EVENTS_CAPACITY: usize = 1024;
+
+/// Where a node's committed events go: to its own relay (so its connections hear them) and to
+/// the other nodes over NATS, either or both.
+#[derive(Clone, Debug, Default)]
+pub struct Outlet {
+    nats: Option<async_nats::Client>,
+    local: Option<LocalEvents>,
+}
+
+impl Outlet {
+    pub fn new(nats: Option<async_nats::Client>, local: Option<LocalEvents>) -> Outlet {
+        Outlet { nats, local }
+    }
+
+    /// Whether this node's relay takes its own events (so building them is worth it).
+    pub fn delivers_locally(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// Sends what a transaction committed: `local` to this node's relay first, then `published`
+    /// to the other nodes. Neither fails the caller (it is stored): a node's relay that stopped
+    /// is the node stopping, and a lost publish is read as a gap.
+    pub async fn send(&self, local: Vec<CommittedEvent>, published: Vec<NodeEvent>) {
+        if let Some(relay) = &self.local
+            && !local.is_empty()
+            && relay.send(local).await.is_err()
+        {
+            tracing::debug!("this node's relay has stopped; its own events were not delivered here");
+        }
+        if let Some(nats) = &self.nats {
+            publish(nats, published).await;
+        }
+    }
+
+    /// Sends events that carry no connection: the same to this node and to the others.
+    pub async fn announce(&self, events: Vec<NodeEvent>) {
+        let local = match self.delivers_locally() {
+            true => events.iter().cloned().filter_map(NodeEvent::into_committed).collect(),
+            false => Vec::new(),
+        };
+        self.send(local, events).await;
+    }
+}
+
+impl From<async_nats::Client> for Outlet {
+    fn from(nats: async_nats::Client) -> Outlet {
+        Outlet { nats: Some(nats), local: None }
+    }
 }
 
 /// Every node's committed messages and conversation changes from now on, on one subscription
@@ -292,39 +349,67 @@ pub async fn follow_site_changes(
 /// The most messages of one gap the relay reads at once; a client's resume reads the rest.
 pub const GAP_READ_LIMIT: usize = 1_000;
 
-/// Delivers every node's committed events (this one's included) to this node's connections:
-/// each event [`follow`] yields goes to the node's dispatcher as a `RelayedBatch`, in the order
-/// it came, each conversation's messages in sequence order: a gap (a lost or late event,
-/// [`SequenceGaps`]) is read from `messages` and handed over first, a repeat dropped. Returns once
+/// Delivers every node's committed events to this node's connections: this node's own from
+/// `local` (its [`Outlet`]'s queue, the senders' acknowledgements with them), the others' from
+/// [`follow`]; each goes to the node's dispatcher as a `RelayedBatch`, in the order it came,
+/// each conversation's messages in sequence order: a gap (a lost or late event,
+/// [`SequenceGaps`]) is read from `messages` and handed over first, a repeat dropped (unless a
+/// sender waits for its acknowledgement: its connection drops the message itself). Returns once
 /// subscribed; the task ends when the NATS connection closes or the dispatcher stops (it holds
 /// the dispatcher's queue only while it hands an event over, so a stopping node is not kept
 /// waiting).
 pub async fn relay<M: MessageStore + 'static>(
     client: &async_nats::Client,
+    mut local: tokio::sync::mpsc::Receiver<Vec<CommittedEvent>>,
     dispatcher: tokio::sync::mpsc::WeakSender<Published>,
     messages: std::sync::Arc<M>,
 ) -> Result<tokio::task::JoinHandle<()>, EventsError> {
-    let mut events = Box::pin(follow(client).await?);
+    let mut others = Box::pin(follow(client).await?);
     Ok(tokio::spawn(async move {
         let mut gaps = SequenceGaps::default();
-        while let Some(event) = events.next().await {
-            let Some(event) = event.into_committed() else { continue };
-            let batch = match gaps.next(&event) {
-                Next::Drop => continue,
-                Next::Deliver => vec![event],
-                Next::FillThenDeliver { conversation_id, after, before } => {
-                    let site = site_of(&event).unwrap_or_default().to_owned();
-                    let mut batch = read_gap(messages.as_ref(), conversation_id, after, before, site).await;
-                    batch.push(event);
-                    batch
-                }
+        let mut local_open = true;
+        loop {
+            let events = tokio::select! {
+                biased;
+                batch = local.recv(), if local_open => match batch {
+                    Some(batch) => batch,
+                    None => {
+                        local_open = false;
+                        continue;
+                    }
+                },
+                event = others.next() => match event.map(NodeEvent::into_committed) {
+                    None => break,
+                    Some(Some(event)) => vec![event],
+                    Some(None) => continue,
+                },
             };
+            let mut batch = Vec::with_capacity(events.len());
+            for event in events {
+                match gaps.next(&event) {
+                    Next::Drop if !awaits_ack(&event) => {}
+                    Next::Drop | Next::Deliver => batch.push(event),
+                    Next::FillThenDeliver { conversation_id, after, before } => {
+                        let site = site_of(&event).unwrap_or_default().to_owned();
+                        batch.extend(read_gap(messages.as_ref(), conversation_id, after, before, site).await);
+                        batch.push(event);
+                    }
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
             let Some(dispatcher) = dispatcher.upgrade() else { break };
             if dispatcher.send(Box::new(RelayedBatch(batch))).await.is_err() {
                 break;
             }
         }
     }))
+}
+
+/// Whether a message's sender waits for its acknowledgement from this event.
+fn awaits_ack(event: &CommittedEvent) -> bool {
+    matches!(event, CommittedEvent::Message { origin: Some(_), .. })
 }
 
 /// The site of a message or a conversation's change.

@@ -9,8 +9,10 @@
 //! another conversation) writes nothing and leaves the others of its batch alone; an error of the
 //! batch (a lost connection, a failed commit) fails each of its appends, and none is acknowledged.
 //!
-//! With NATS, each batch's newly stored messages are published after its COMMIT and before its
-//! appends are answered, each after the `created` event of a conversation it started.
+//! Each batch's newly stored messages go to its [`Outlet`] after its COMMIT and before its
+//! appends are answered, each after the `created` event of a conversation it started: to this
+//! node's relay with the connections that sent them (their acknowledgements), and to the other
+//! nodes over NATS. A send ([`MessageStore::send`]) waits for nothing but room in the queue.
 //! Conversations' other changes are in `cluster::conversations`.
 
 use std::sync::Arc;
@@ -23,11 +25,11 @@ use tokio_postgres::{Client, Row, Statement};
 
 use crate::base::clock;
 use crate::chat::conversations::{Conversation, ConversationStatus, Rating};
-use crate::chat::delivery::ConversationEvent;
+use crate::chat::delivery::{CommittedEvent, ConnectionHandle, ConversationEvent};
 use crate::chat::message_store::{MessageStore, Page};
 use crate::chat::messages::{AppendError, Appended, AttachmentRef, MessageKind, MessageRecord, NewMessage, Target};
 use crate::chat::uploads::AttachmentKind;
-use crate::cluster::events::{self, ConversationChange, NodeEvent};
+use crate::cluster::events::{self, ConversationChange, NodeEvent, Outlet};
 use crate::cluster::postgres::{self, PARTITION_DAYS_AHEAD, PostgresError, Readers, Writers, describe};
 use crate::protocol::SenderKind;
 use crate::storage::StorageError;
@@ -41,11 +43,14 @@ pub struct PostgresOptions {
     pub read_connections: usize,
     /// Where committed messages are published for the other nodes, if anywhere.
     pub nats: Option<async_nats::Client>,
+    /// This node's relay, if it delivers to connections: it hears the node's own commits from
+    /// here, with the connections that sent them (`events::relay`).
+    pub local: Option<events::LocalEvents>,
 }
 
 impl Default for PostgresOptions {
     fn default() -> Self {
-        PostgresOptions { max_batch: 1024, read_connections: 2, nats: None }
+        PostgresOptions { max_batch: 1024, read_connections: 2, nats: None, local: None }
     }
 }
 
@@ -75,8 +80,8 @@ pub struct PostgresMessages {
     pub(crate) readers: Readers,
     /// Connections for the conversations' changes (`cluster::conversations`).
     pub(crate) writers: Writers,
-    /// Where committed changes are published, if anywhere.
-    pub(crate) nats: Option<async_nats::Client>,
+    /// Where committed changes go: this node's relay, the other nodes.
+    pub(crate) outlet: Outlet,
     stats: Arc<BatchStats>,
     partition_job: tokio::task::AbortHandle,
     /// The database's epoch, as [`database_epoch`] found it.
@@ -85,7 +90,30 @@ pub struct PostgresMessages {
 
 struct PendingAppend {
     item: Value,
-    answer: oneshot::Sender<Result<Appended, AppendError>>,
+    answer: Answer,
+    /// The connection that sent it, and its client id: its acknowledgement goes there.
+    origin: Option<(ConnectionHandle, String)>,
+}
+
+/// Who hears an append's outcome.
+enum Answer {
+    /// A caller awaiting it.
+    Waiting(oneshot::Sender<Result<Appended, AppendError>>),
+    /// Nobody waits: a refusal or failure goes here; an acknowledgement goes to the sender's
+    /// connection through delivery.
+    Detached(Box<dyn FnOnce(AppendError) + Send>),
+}
+
+impl Answer {
+    fn give(self, outcome: Result<Appended, AppendError>) {
+        match (self, outcome) {
+            (Answer::Waiting(caller), outcome) => {
+                let _ = caller.send(outcome);
+            }
+            (Answer::Detached(refused), Err(error)) => refused(error),
+            (Answer::Detached(_), Ok(_)) => {}
+        }
+    }
 }
 
 impl PostgresMessages {
@@ -99,13 +127,14 @@ impl PostgresMessages {
         let statement = prepare_append(&client).await?;
         let stats = Arc::new(BatchStats::default());
         let (appends, queue) = mpsc::channel(options.max_batch.max(1) * 4);
+        let outlet = Outlet::new(options.nats, options.local);
         let writer = GroupCommit {
             url: url.to_owned(),
             client,
             statement,
             max_batch: options.max_batch.max(1),
             stats: stats.clone(),
-            nats: options.nats.clone(),
+            outlet: outlet.clone(),
         };
         tokio::spawn(writer.run(queue));
         let readers = Readers::new(url, options.read_connections.max(1));
@@ -127,7 +156,7 @@ impl PostgresMessages {
         })
         .abort_handle();
         let writers = Writers::new(url, CHANGE_CONNECTIONS);
-        Ok(PostgresMessages { appends, readers, writers, nats: options.nats, stats, partition_job, epoch })
+        Ok(PostgresMessages { appends, readers, writers, outlet, stats, partition_job, epoch })
     }
 
     /// The group commit's counts so far.
@@ -168,7 +197,7 @@ struct GroupCommit {
     statement: Statement,
     max_batch: usize,
     stats: Arc<BatchStats>,
-    nats: Option<async_nats::Client>,
+    outlet: Outlet,
 }
 
 impl GroupCommit {
@@ -181,13 +210,16 @@ impl GroupCommit {
             self.stats.appends.fetch_add(batch.len() as u64, Ordering::Relaxed);
             match outcome {
                 Ok(results) if results.len() == batch.len() => {
-                    // Published before the answers, so an acknowledged message's event is
-                    // already on its way.
-                    if let Some(nats) = &self.nats {
-                        events::publish(nats, committed_events(items, &results)).await;
-                    }
+                    // Sent before the answers, so an acknowledged message's event is already
+                    // on its way.
+                    let published = committed_events(items, &results);
+                    let local = match self.outlet.delivers_locally() {
+                        true => local_events(&published, &mut batch, &results),
+                        false => Vec::new(),
+                    };
+                    self.outlet.send(local, published).await;
                     for (pending, result) in batch.drain(..).zip(results) {
-                        let _ = pending.answer.send(result.into_answer());
+                        pending.answer.give(result.into_answer());
                     }
                 }
                 Ok(results) => {
@@ -243,7 +275,7 @@ fn fail_all(batch: &mut Vec<PendingAppend>, detail: &str) {
     let count = batch.len();
     for pending in batch.drain(..) {
         let error = StorageError::Server(format!("the batch of {count} messages was not stored: {detail}"));
-        let _ = pending.answer.send(Err(AppendError::Storage(error)));
+        pending.answer.give(Err(AppendError::Storage(error)));
     }
 }
 
@@ -280,6 +312,43 @@ fn committed_events(items: Value, results: &[BatchOutcome]) -> Vec<NodeEvent> {
         }
     }
     events
+}
+
+/// A batch's events as this node's relay takes them: each stored message with the connection
+/// that sent it, and a duplicate's acknowledgement for the connection that resent it.
+fn local_events(published: &[NodeEvent], batch: &mut [PendingAppend], results: &[BatchOutcome]) -> Vec<CommittedEvent> {
+    let mut origins = Vec::new();
+    let mut duplicates = Vec::new();
+    for (pending, result) in batch.iter_mut().zip(results) {
+        let Some((origin, client_id)) = pending.origin.take() else { continue };
+        match result {
+            BatchOutcome::Stored { conversation_id, seq, .. } => origins.push(((*conversation_id, *seq), origin)),
+            BatchOutcome::Duplicate { conversation_id, seq, created_at, text } => {
+                duplicates.push(CommittedEvent::Duplicate {
+                    appended: Appended {
+                        conversation_id: *conversation_id,
+                        seq: *seq,
+                        created_at: *created_at,
+                        text: text.clone(),
+                        duplicate: true,
+                    },
+                    client_id,
+                    origin: Some(origin),
+                });
+            }
+            _ => {}
+        }
+    }
+    let mut local: Vec<CommittedEvent> = published.iter().cloned().filter_map(NodeEvent::into_committed).collect();
+    for event in &mut local {
+        if let CommittedEvent::Message { conversation_id, seq, origin, .. } = event
+            && let Some(at) = origins.iter().position(|(key, _)| *key == (*conversation_id, *seq))
+        {
+            *origin = Some(origins.swap_remove(at).1);
+        }
+    }
+    local.extend(duplicates);
+    local
 }
 
 /// Stores one message inside `transaction` with the group commit's function, for a change that
@@ -425,12 +494,31 @@ async fn database_epoch(client: &tokio_postgres::Client) -> Result<u64, Postgres
 }
 
 impl MessageStore for PostgresMessages {
-    async fn append(&self, message: NewMessage) -> Result<Appended, AppendError> {
+    async fn append(&self, mut message: NewMessage) -> Result<Appended, AppendError> {
+        let origin = message.origin.take().map(|origin| (origin, message.client_id.clone()));
         let item = batch_item(message, clock::now_millis())?;
         let (answer, answered) = oneshot::channel();
         let stopped = || AppendError::Storage(StorageError::WriterStopped);
-        self.appends.send(PendingAppend { item, answer }).await.map_err(|_| stopped())?;
+        let pending = PendingAppend { item, answer: Answer::Waiting(answer), origin };
+        self.appends.send(pending).await.map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
+    }
+
+    async fn send(
+        &self,
+        mut message: NewMessage,
+        refused: impl FnOnce(AppendError) + Clone + Send + 'static,
+    ) -> Result<(), StorageError> {
+        let origin = message.origin.take().map(|origin| (origin, message.client_id.clone()));
+        let item = match batch_item(message, clock::now_millis()) {
+            Ok(item) => item,
+            Err(error) => {
+                refused(error);
+                return Ok(());
+            }
+        };
+        let pending = PendingAppend { item, answer: Answer::Detached(Box::new(refused)), origin };
+        self.appends.send(pending).await.map_err(|_| StorageError::WriterStopped)
     }
 
     async fn page_before(&self, conversation_id: u64, before: Option<u64>, limit: usize) -> Result<Page, StorageError> {

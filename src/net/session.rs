@@ -17,7 +17,7 @@ use crate::chat::conversation_store::ConversationStore;
 use crate::chat::conversations::{AssignWhen, Conversation, ConversationError};
 use crate::chat::delivery::{AgentRegistration, ConnectionHandle, Outbound, OutboundReceiver};
 use crate::chat::message_store::MessageStore;
-use crate::chat::messages::{self, NewMessage, Target};
+use crate::chat::messages::{self, AppendError, NewMessage, Target};
 use crate::net::AppState;
 use crate::people::agent_store::AgentStore;
 use crate::people::agents::{self, Agent, Role as AgentRole};
@@ -592,27 +592,14 @@ impl Session {
             offline_message_id: None,
         };
         let origin = self.handle.clone();
-        let abort_origin = self.handle.clone();
-        let abort_client_id = client_id.clone();
-        let queued = self
-            .app
-            .store
-            .write_detached(
-                move |context| {
-                    if let Err(error) = messages::append(context, new_message)? {
-                        origin.push(Outbound::Frame(error_frame(error.code(), &error.to_string(), Some(&client_id))));
-                    }
-                    Ok(())
-                },
-                move |_| {
-                    abort_origin.push(Outbound::Frame(error_frame(
-                        ErrorCode::Internal,
-                        "storing the message failed; retry with the same client_id",
-                        Some(&abort_client_id),
-                    )))
-                },
-            )
-            .await;
+        let refused = move |error: AppendError| {
+            let text = match &error {
+                AppendError::Storage(_) => "storing the message failed; retry with the same client_id".to_owned(),
+                refusal => refusal.to_string(),
+            };
+            origin.push(Outbound::Frame(error_frame(error.code(), &text, Some(&client_id))));
+        };
+        let queued = MessageStore::send(&self.app.store, new_message, refused).await;
         if queued.is_err() {
             out.push(error_frame(
                 ErrorCode::Unavailable,
