@@ -220,18 +220,60 @@ pub async fn enqueue(transaction: &Transaction<'_>, row: &NewOutboxRow) -> Resul
     unsigned(inserted.try_get(0)?)
 }
 
+/// What a read of whole rows selects, in [`outbox_row_of`]'s order.
+const ROW_COLUMNS: &str = "SELECT id, site, content::text, status, attempts, created_at, next_attempt_at, claimed_by,
+                                  last_status, last_error, finished_at FROM outbox";
+
 /// One row, or `None` when there is no such id.
 pub async fn get(client: &impl GenericClient, id: u64) -> Result<Option<OutboxRow>, PostgresError> {
     let Ok(key) = i64::try_from(id) else { return Ok(None) };
-    let row = client
-        .query_opt(
-            "SELECT id, site, content::text, status, attempts, created_at, next_attempt_at, claimed_by,
-                    last_status, last_error, finished_at
-             FROM outbox WHERE id = $1",
-            &[&key],
+    let row = client.query_opt(&format!("{ROW_COLUMNS} WHERE id = $1"), &[&key]).await?;
+    row.as_ref().map(outbox_row_of).transpose()
+}
+
+/// One row, locked until the caller's transaction ends (a claim passes over it meanwhile).
+pub async fn get_for_update(transaction: &Transaction<'_>, id: u64) -> Result<Option<OutboxRow>, PostgresError> {
+    let Ok(key) = i64::try_from(id) else { return Ok(None) };
+    let row = transaction.query_opt(&format!("{ROW_COLUMNS} WHERE id = $1 FOR UPDATE"), &[&key]).await?;
+    row.as_ref().map(outbox_row_of).transpose()
+}
+
+/// Up to `limit` deliveries of the webhook `webhook_id`, newest first (by the index of
+/// migration 12).
+pub async fn of_webhook(
+    client: &impl GenericClient,
+    webhook_id: &str,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, PostgresError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            &format!("{ROW_COLUMNS} WHERE kind = 'webhook' AND content->>'webhook_id' = $1 ORDER BY id DESC LIMIT $2"),
+            &[&webhook_id, &limit],
         )
         .await?;
-    row.as_ref().map(outbox_row_of).transpose()
+    rows.iter().map(outbox_row_of).collect()
+}
+
+/// Makes row `id` pending again as if written at `created_at`, due at `due_at` and held by no
+/// node: any node's next claim takes it, and a node still holding it records nothing (its claim
+/// is over). The caller holds the row's lock ([`get_for_update`]).
+pub async fn requeue(
+    transaction: &Transaction<'_>,
+    id: u64,
+    created_at: i64,
+    due_at: i64,
+) -> Result<(), PostgresError> {
+    let Ok(key) = i64::try_from(id) else { return Ok(()) };
+    transaction
+        .execute(
+            "UPDATE outbox SET status = 'pending', created_at = $2, next_attempt_at = $3, claimed_by = NULL,
+                 finished_at = NULL
+             WHERE id = $1",
+            &[&key, &created_at, &due_at],
+        )
+        .await?;
+    Ok(())
 }
 
 /// One node's sender of one kind of row: claims due rows and records the outcomes of their

@@ -3,6 +3,12 @@
 //!
 //! A change names only the fields it changes ([`SettingsChange`]); what it leaves out keeps its
 //! value, and a change with any invalid field is refused whole, so nothing is half-saved.
+//!
+//! [`EmailSettingsStore`] is its storage boundary: [`Store`] implements it here, the cluster's
+//! PostgreSQL in `cluster::email_settings`; both decide with [`in_effect`] and
+//! [`SettingsChange::apply`].
+
+use std::future::Future;
 
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -12,8 +18,8 @@ use crate::base::config::EmailConfig;
 use crate::base::field_error::FieldError;
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
-/// The key of the saved settings in `email_settings_v1`.
-const SMTP_KEY: &str = "smtp";
+/// The key of the saved settings in `email_settings_v1` (and the cluster's `email_settings`).
+pub const SMTP_KEY: &str = "smtp";
 
 /// How the connection to the SMTP server is protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,7 +121,7 @@ pub struct SettingsChange {
 
 impl SettingsChange {
     /// `current` with this change applied, or the first invalid field.
-    fn apply(self, current: &SmtpSettings) -> Result<SmtpSettings, FieldError> {
+    pub fn apply(self, current: &SmtpSettings) -> Result<SmtpSettings, FieldError> {
         let mut next = current.clone();
         if let Some(host) = self.host {
             next.host = host.trim().to_owned();
@@ -148,39 +154,57 @@ impl SettingsChange {
     }
 }
 
-/// The settings in effect: the saved ones, else the file's.
-pub fn effective(transaction: &redb::ReadTransaction, config: &EmailConfig) -> Result<SmtpSettings, StorageError> {
-    let saved = transaction.open_table(tables::EMAIL_SETTINGS)?.get(SMTP_KEY)?.map(|value| value.value().to_vec());
-    match saved {
-        Some(bytes) => decode_json(&bytes),
-        None => Ok(SmtpSettings::from_config(config)),
+/// The settings in effect: the `saved` ones, else the file's.
+pub fn in_effect(saved: Option<SmtpSettings>, config: &EmailConfig) -> SmtpSettings {
+    saved.unwrap_or_else(|| SmtpSettings::from_config(config))
+}
+
+/// The SMTP settings' storage boundary.
+pub trait EmailSettingsStore: Send + Sync {
+    /// The settings in effect: the saved ones, else `config`'s.
+    fn load(&self, config: &EmailConfig) -> impl Future<Output = Result<SmtpSettings, StorageError>> + Send;
+
+    /// Applies `change` to the settings in effect and saves the result, which from then on
+    /// overrides the file. An invalid field changes nothing.
+    fn save(
+        &self,
+        config: &EmailConfig,
+        change: SettingsChange,
+    ) -> impl Future<Output = Result<SmtpSettings, EmailError>> + Send;
+}
+
+impl EmailSettingsStore for Store {
+    async fn load(&self, config: &EmailConfig) -> Result<SmtpSettings, StorageError> {
+        let config = config.clone();
+        self.read(move |transaction| effective(transaction, &config)).await
+    }
+
+    async fn save(&self, config: &EmailConfig, change: SettingsChange) -> Result<SmtpSettings, EmailError> {
+        save(self, config, change).await
     }
 }
 
-/// Reads the settings in effect.
-pub async fn load(store: &Store, config: &EmailConfig) -> Result<SmtpSettings, StorageError> {
-    let config = config.clone();
-    store.read(move |transaction| effective(transaction, &config)).await
+/// The saved settings, if an admin saved any (in a read or write transaction).
+fn saved(table: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Option<SmtpSettings>, StorageError> {
+    table.get(SMTP_KEY)?.map(|value| decode_json(value.value())).transpose()
 }
 
-/// Applies `change` to the settings in effect and saves the result, which from then on
-/// overrides the file. An invalid field changes nothing.
-pub async fn save(store: &Store, config: &EmailConfig, change: SettingsChange) -> Result<SmtpSettings, EmailError> {
+/// The settings in effect, read in `transaction` (what the sender reads each attempt with).
+pub fn effective(transaction: &redb::ReadTransaction, config: &EmailConfig) -> Result<SmtpSettings, StorageError> {
+    Ok(in_effect(saved(&transaction.open_table(tables::EMAIL_SETTINGS)?)?, config))
+}
+
+async fn save(store: &Store, config: &EmailConfig, change: SettingsChange) -> Result<SmtpSettings, EmailError> {
     let config = config.clone();
     store
         .write(move |context| {
-            let table = context.transaction.open_table(tables::EMAIL_SETTINGS)?;
-            let saved = table.get(SMTP_KEY)?.map(|value| value.value().to_vec());
-            drop(table);
-            let current = match saved {
-                Some(bytes) => decode_json(&bytes)?,
-                None => SmtpSettings::from_config(&config),
-            };
+            let mut table = context.transaction.open_table(tables::EMAIL_SETTINGS)?;
+            let current = in_effect(saved(&table)?, &config);
             let next = match change.apply(&current) {
                 Ok(next) => next,
                 Err(error) => return Ok(Err(EmailError::Invalid(error))),
             };
-            context.transaction.open_table(tables::EMAIL_SETTINGS)?.insert(SMTP_KEY, encode_json(&next).as_slice())?;
+            table.insert(SMTP_KEY, encode_json(&next).as_slice())?;
             Ok(Ok(next))
         })
         .await

@@ -7,9 +7,16 @@
 //! reverse. The [`sender`] task then posts due deliveries, retrying with exponential backoff and
 //! jitter for a day before marking them failed. [`feed`] keeps the same events per site for the
 //! gRPC API's `Subscribe`.
+//!
+//! The webhooks' configuration and their deliveries' listing and resending are behind
+//! [`WebhookStore`] ([`webhook_store`]): both backends decide with [`new_record`],
+//! [`Webhook::change`], [`Delivery::resend_at`] and list with [`oldest_first`].
 
 pub mod feed;
 pub mod sender;
+pub mod webhook_store;
+
+pub use webhook_store::WebhookStore;
 
 use base64::Engine;
 use redb::{ReadTransaction, ReadableTable};
@@ -81,6 +88,16 @@ pub struct Webhook {
 }
 
 impl Webhook {
+    /// Changes the URL, events and private-address permission; the id, site, secret and
+    /// deliveries stay. An invalid change changes nothing.
+    pub fn change(&mut self, change: NewWebhook) -> Result<(), WebhookError> {
+        validate(&change)?;
+        self.url = change.url;
+        self.events = change.events;
+        self.allow_private = change.allow_private;
+        Ok(())
+    }
+
     /// The signing key bytes.
     pub fn key(&self) -> Vec<u8> {
         let encoded = self.secret.strip_prefix("whsec_").unwrap_or(&self.secret);
@@ -117,6 +134,17 @@ pub struct Delivery {
     pub trace_id: Option<u64>,
 }
 
+impl Delivery {
+    /// Queues the delivery again at `now`: pending, due at once, and retried for as long as a
+    /// new delivery would be (its attempts so far are kept).
+    pub fn resend_at(&mut self, now: i64) {
+        self.status = DeliveryStatus::Pending;
+        self.created_at = now;
+        self.next_attempt_at = Some(now);
+        self.delivered_at = None;
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     #[error("no such webhook")]
@@ -148,25 +176,45 @@ fn validate(new_webhook: &NewWebhook) -> Result<(), WebhookError> {
     Ok(())
 }
 
-pub async fn create(store: &Store, site: &str, new_webhook: NewWebhook) -> Result<Webhook, WebhookError> {
+/// A new webhook of `site`, which has `n_of_site` webhooks already, made at `created_at` with a
+/// fresh id and signing secret; refused when `new_webhook` is invalid or the site has its most.
+pub fn new_record(
+    site: &str,
+    n_of_site: usize,
+    new_webhook: NewWebhook,
+    created_at: i64,
+) -> Result<Webhook, WebhookError> {
     validate(&new_webhook)?;
+    if n_of_site >= MAX_WEBHOOKS_PER_SITE {
+        return Err(WebhookError::Invalid(format!("a site has at most {MAX_WEBHOOKS_PER_SITE} webhooks")));
+    }
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-    let webhook = Webhook {
+    Ok(Webhook {
         id: crate::base::secrets::new_hex_id(8),
         site: site.to_owned(),
         url: new_webhook.url,
         events: new_webhook.events,
         secret: format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key)),
         allow_private: new_webhook.allow_private,
-        created_at: crate::base::clock::now_millis(),
-    };
+        created_at,
+    })
+}
+
+/// A site's webhooks as they are listed: oldest first.
+pub fn oldest_first(mut webhooks: Vec<Webhook>) -> Vec<Webhook> {
+    webhooks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    webhooks
+}
+
+async fn create(store: &Store, site: String, new_webhook: NewWebhook) -> Result<Webhook, WebhookError> {
     store
         .write(move |context| {
-            let n_for_site = context.webhooks()?.iter().filter(|existing| existing.site == webhook.site).count();
-            if n_for_site >= MAX_WEBHOOKS_PER_SITE {
-                return Ok(Err(WebhookError::Invalid(format!("a site has at most {MAX_WEBHOOKS_PER_SITE} webhooks"))));
-            }
+            let n_of_site = context.webhooks()?.iter().filter(|existing| existing.site == site).count();
+            let webhook = match new_record(&site, n_of_site, new_webhook, context.now) {
+                Ok(webhook) => webhook,
+                Err(error) => return Ok(Err(error)),
+            };
             context
                 .transaction
                 .open_table(tables::WEBHOOKS)?
@@ -177,11 +225,7 @@ pub async fn create(store: &Store, site: &str, new_webhook: NewWebhook) -> Resul
         .await
 }
 
-/// Changes a webhook's URL, events and private-address permission; its id, site, secret and
-/// deliveries stay.
-pub async fn update(store: &Store, id: &str, change: NewWebhook) -> Result<Webhook, WebhookError> {
-    validate(&change)?;
-    let id = id.to_owned();
+async fn update(store: &Store, id: String, change: NewWebhook) -> Result<Webhook, WebhookError> {
     store
         .write(move |context| {
             let mut table = context.transaction.open_table(tables::WEBHOOKS)?;
@@ -190,9 +234,9 @@ pub async fn update(store: &Store, id: &str, change: NewWebhook) -> Result<Webho
             else {
                 return Ok(Err(WebhookError::NotFound));
             };
-            webhook.url = change.url;
-            webhook.events = change.events;
-            webhook.allow_private = change.allow_private;
+            if let Err(error) = webhook.change(change) {
+                return Ok(Err(error));
+            }
             table.insert(id.as_str(), encode_json(&webhook).as_slice())?;
             drop(table);
             context.invalidate_webhooks();
@@ -201,8 +245,7 @@ pub async fn update(store: &Store, id: &str, change: NewWebhook) -> Result<Webho
         .await
 }
 
-pub async fn delete(store: &Store, id: &str) -> Result<(), WebhookError> {
-    let id = id.to_owned();
+async fn delete(store: &Store, id: String) -> Result<(), WebhookError> {
     store
         .write(move |context| {
             if context.transaction.open_table(tables::WEBHOOKS)?.remove(id.as_str())?.is_none() {
@@ -228,12 +271,12 @@ pub fn delete_of_site(context: &mut WriteContext<'_>, site: &str) -> Result<usiz
     Ok(doomed.len())
 }
 
-pub fn get(transaction: &ReadTransaction, id: &str) -> Result<Option<Webhook>, StorageError> {
+fn get(transaction: &ReadTransaction, id: &str) -> Result<Option<Webhook>, StorageError> {
     let table = transaction.open_table(tables::WEBHOOKS)?;
     table.get(id)?.map(|value| decode_json(value.value())).transpose()
 }
 
-pub fn list(transaction: &ReadTransaction, site: &str) -> Result<Vec<Webhook>, StorageError> {
+fn of_site(transaction: &ReadTransaction, site: &str) -> Result<Vec<Webhook>, StorageError> {
     let table = transaction.open_table(tables::WEBHOOKS)?;
     let mut found = Vec::new();
     for entry in table.iter()? {
@@ -242,36 +285,32 @@ pub fn list(transaction: &ReadTransaction, site: &str) -> Result<Vec<Webhook>, S
             found.push(webhook);
         }
     }
-    Ok(found)
+    Ok(oldest_first(found))
 }
 
-pub fn get_delivery(transaction: &ReadTransaction, id: u64) -> Result<Option<Delivery>, StorageError> {
+fn get_delivery(transaction: &ReadTransaction, id: u64) -> Result<Option<Delivery>, StorageError> {
     let table = transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
     table.get(id)?.map(|value| decode_json(value.value())).transpose()
 }
 
 /// A webhook's deliveries, newest first.
-pub fn deliveries(
-    transaction: &ReadTransaction,
-    webhook_id: &str,
-    limit: usize,
-) -> Result<Vec<Delivery>, StorageError> {
+fn deliveries(transaction: &ReadTransaction, webhook_id: &str, limit: usize) -> Result<Vec<Delivery>, StorageError> {
     let table = transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
     let mut found = Vec::new();
     for entry in table.iter()?.rev() {
+        if found.len() >= limit {
+            break;
+        }
         let delivery: Delivery = decode_json(entry?.1.value())?;
         if delivery.webhook_id == webhook_id {
             found.push(delivery);
-            if found.len() >= limit {
-                break;
-            }
         }
     }
     Ok(found)
 }
 
 /// Queues a delivery again (for example after it failed), due now.
-pub async fn resend(store: &Store, delivery_id: u64) -> Result<Delivery, WebhookError> {
+async fn resend(store: &Store, delivery_id: u64) -> Result<Delivery, WebhookError> {
     store
         .write(move |context| {
             let mut table = context.transaction.open_table(tables::WEBHOOK_DELIVERIES)?;
@@ -282,9 +321,7 @@ pub async fn resend(store: &Store, delivery_id: u64) -> Result<Delivery, Webhook
             };
             let mut due = context.transaction.open_table(tables::WEBHOOK_DUE)?;
             crate::storage::outbox::move_due(&mut due, delivery_id, delivery.next_attempt_at, Some(context.now))?;
-            delivery.status = DeliveryStatus::Pending;
-            delivery.created_at = context.now;
-            delivery.next_attempt_at = Some(context.now);
+            delivery.resend_at(context.now);
             table.insert(delivery_id, encode_json(&delivery).as_slice())?;
             Ok(Ok(delivery))
         })

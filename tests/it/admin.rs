@@ -859,7 +859,7 @@ async fn webhooks_are_added_edited_listed_with_their_deliveries_resent_and_delet
     assert!(body.contains("name at least one of"), "{body}");
     let listed = |server: &TestServer, site: String| {
         let store = server.app().store.clone();
-        async move { store.read(move |transaction| kefu::webhooks::list(transaction, &site)).await.unwrap() }
+        async move { kefu::webhooks::WebhookStore::of_site(&store, &site).await.unwrap() }
     };
     assert!(listed(&server, site.key.clone()).await.is_empty());
 

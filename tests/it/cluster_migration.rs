@@ -55,7 +55,7 @@ async fn appliance_with_history(backdated: u64) -> History {
         events: vec!["message.created".into()],
         allow_private: true,
     };
-    kefu::webhooks::create(&server.app().store, &site.key, hook).await.expect("create a webhook");
+    kefu::webhooks::WebhookStore::create(&server.app().store, site.key.clone(), hook).await.expect("create a webhook");
     // And an email waiting to be sent (no SMTP server is set).
     let site_key = site.key.clone();
     server

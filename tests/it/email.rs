@@ -321,7 +321,7 @@ async fn settings_save_partially_keep_the_password_hidden_and_refuse_bad_input_w
     use_sink(&server, &admin, 2525).await;
     let saved = |server: &TestServer| {
         let (store, config) = (server.app().store.clone(), server.app().config.email.clone());
-        async move { kefu::email::settings::load(&store, &config).await.unwrap() }
+        async move { kefu::email::settings::EmailSettingsStore::load(&store, &config).await.unwrap() }
     };
     let before = saved(&server).await;
     assert_eq!((before.port, before.security.as_str(), before.password.as_str()), (2525, "none", "s3cret pass"));

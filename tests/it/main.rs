@@ -29,6 +29,7 @@ mod cluster_sites;
 mod cluster_teams;
 mod cluster_uploads;
 mod cluster_visitors;
+mod cluster_webhooks;
 mod connection_limits;
 mod console;
 mod crash;

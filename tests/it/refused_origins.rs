@@ -139,7 +139,7 @@ async fn a_deleted_site_leaves_nothing_kept_for_it_alone() {
             events: vec!["message.created".into()],
             allow_private: false,
         };
-        kefu::webhooks::create(&app.store, key, webhook).await.unwrap();
+        kefu::webhooks::WebhookStore::create(&app.store, key.clone(), webhook).await.unwrap();
         kefu::people::blocking::BlockStore::block_address(&app.store, key.clone(), "203.0.113.9".into()).await.unwrap();
         let entry = kefu::bot::knowledge_base::EntryInput {
             questions: vec!["Where is my order?".into()],
@@ -174,13 +174,13 @@ async fn a_deleted_site_leaves_nothing_kept_for_it_alone() {
 /// What storage keeps for a site: (its refused origins, webhooks, blocked addresses,
 /// knowledge-base entries, live API tokens).
 async fn kept_for(server: &TestServer, key: &str) -> (bool, usize, usize, usize, usize) {
+    let webhooks = kefu::webhooks::WebhookStore::of_site(&server.app().store, key).await.unwrap().len();
     let key = key.to_owned();
-    server
+    let (refused, blocked, entries, live_tokens) = server
         .app()
         .store
         .read(move |transaction| {
             let refused = transaction.open_table(kefu::storage::tables::REFUSED_ORIGINS)?.get(key.as_str())?.is_some();
-            let webhooks = kefu::webhooks::list(transaction, &key)?.len();
             let blocked = kefu::people::blocking::blocked_addresses(transaction)?
                 .iter()
                 .filter(|(blocked_on, _, _)| *blocked_on == key)
@@ -190,8 +190,9 @@ async fn kept_for(server: &TestServer, key: &str) -> (bool, usize, usize, usize,
                 .iter()
                 .filter(|token| token.site == key && !token.is_revoked())
                 .count();
-            Ok((refused, webhooks, blocked, entries, live_tokens))
+            Ok((refused, blocked, entries, live_tokens))
         })
         .await
-        .unwrap()
+        .unwrap();
+    (refused, webhooks, blocked, entries, live_tokens)
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::form::FieldErrors;
 use super::texts::{Lang, Texts};
 use super::{AdminPost, AdminUser, FormData, Layout, done, internal_error, render};
-use crate::email::settings::{self, SettingsChange, SmtpSettings};
+use crate::email::settings::{EmailSettingsStore, SettingsChange, SmtpSettings};
 use crate::email::{self, Email, EmailError, EmailKind, OutgoingEmail};
 use crate::net::AppState;
 
@@ -105,14 +105,9 @@ struct PageState {
 }
 
 async fn page(app: &AppState, admin: &AdminUser, lang: Lang, state: PageState) -> Result<EmailPage, Response> {
-    let config = app.config.email.clone();
-    let (settings, emails) = app
-        .store
-        .read(move |transaction| {
-            Ok((settings::effective(transaction, &config)?, email::recent(transaction, RECENT_EMAILS)?))
-        })
-        .await
-        .map_err(internal_error)?;
+    let settings = EmailSettingsStore::load(&app.store, &app.config.email).await.map_err(internal_error)?;
+    let emails =
+        app.store.read(|transaction| email::recent(transaction, RECENT_EMAILS)).await.map_err(internal_error)?;
     let t = lang.texts();
     Ok(EmailPage {
         layout: admin.layout("email", state.notice),
@@ -162,7 +157,7 @@ fn change_of(form: &FormData) -> SettingsChange {
 /// `POST /admin/email`: saves the fields sent; the others keep their values.
 pub async fn save(State(app): State<AppState>, headers: HeaderMap, post: AdminPost) -> Response {
     let lang = Lang::of_request(&headers);
-    match settings::save(&app.store, &app.config.email, change_of(&post.form)).await {
+    match EmailSettingsStore::save(&app.store, &app.config.email, change_of(&post.form)).await {
         Ok(saved) => {
             let detail = format!(
                 "host {:?}, port {}, security {}, from {:?}",

@@ -1,7 +1,7 @@
 //! Admin pages for webhooks: per site, the list with a form to add one (its signing secret shown
 //! once, right after), a page per webhook to edit it and see its recent deliveries (status,
 //! attempts, last error and response code) with a button to send one again, and deleting.
-//! The domain functions are `webhooks::{create, update, delete, resend}`, as for the HTTP API.
+//! They go through `WebhookStore` (create, update, delete, resend), as the HTTP API does.
 //! Their words are the admin catalogue's `webhooks_*` texts ([`super::texts`]).
 
 use askama::Template;
@@ -14,7 +14,7 @@ use super::{AdminPost, AdminUser, Layout, done, internal_error, not_found, rende
 use crate::base::clock::format_utc;
 use crate::net::AppState;
 use crate::sites::Site;
-use crate::webhooks::{self, Delivery, DeliveryStatus, EVENT_TYPES, NewWebhook, Webhook, WebhookError};
+use crate::webhooks::{Delivery, DeliveryStatus, EVENT_TYPES, NewWebhook, Webhook, WebhookError, WebhookStore};
 
 /// Deliveries shown on a webhook's page, newest first.
 const RECENT_DELIVERIES: usize = 50;
@@ -137,24 +137,15 @@ async fn list_page(
     error: Option<String>,
     form: Typed,
 ) -> Result<WebhooksPage, Response> {
-    let (sites, site, found) = app
-        .store
-        .read(move |transaction| {
-            let sites = crate::sites::list_by_name(transaction)?;
-            let site = match site {
-                Some(key) => sites.iter().find(|found| found.key == key).cloned(),
-                None => sites.first().cloned(),
-            };
-            let found = match &site {
-                Some(site) => webhooks::list(transaction, &site.key)?,
-                None => Vec::new(),
-            };
-            Ok((sites, site, found))
-        })
-        .await
-        .map_err(internal_error)?;
-    let mut found = found;
-    found.sort_by_key(|webhook| webhook.created_at);
+    let sites = app.store.read(crate::sites::list_by_name).await.map_err(internal_error)?;
+    let site = match site {
+        Some(key) => sites.iter().find(|found| found.key == key).cloned(),
+        None => sites.first().cloned(),
+    };
+    let found = match &site {
+        Some(site) => WebhookStore::of_site(&app.store, &site.key).await.map_err(internal_error)?,
+        None => Vec::new(),
+    };
     let rows: Vec<WebhookRow> = found.iter().map(WebhookRow::new).collect();
     Ok(WebhooksPage {
         layout: admin.layout("webhooks", notice),
@@ -193,7 +184,7 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
         Ok(None) => return not_found(lang, lang.texts().noun_site),
         Err(response) => return response,
     }
-    let (status, secret, error, form) = match webhooks::create(&app.store, &site, new_webhook).await {
+    let (status, secret, error, form) = match WebhookStore::create(&app.store, site.clone(), new_webhook).await {
         Ok(webhook) => {
             let detail = format!("site {site}, url {}, events {:?}", webhook.url, webhook.events);
             post.admin.audit(&app, "webhook.create", &webhook.id, detail).await;
@@ -216,17 +207,13 @@ async fn webhook_page(
     notice: Option<String>,
     error: Option<String>,
 ) -> Response {
-    let found = app
-        .store
-        .read(move |transaction| {
-            let Some(webhook) = webhooks::get(transaction, &id)? else { return Ok(None) };
-            let deliveries = webhooks::deliveries(transaction, &id, RECENT_DELIVERIES)?;
-            Ok(Some((webhook, deliveries)))
-        })
-        .await;
-    let (webhook, deliveries) = match found {
-        Ok(Some(found)) => found,
+    let webhook = match WebhookStore::webhook(&app.store, &id).await {
+        Ok(Some(webhook)) => webhook,
         Ok(None) => return not_found(lang, lang.texts().noun_webhook),
+        Err(error) => return internal_error(error),
+    };
+    let deliveries = match WebhookStore::deliveries(&app.store, &id, RECENT_DELIVERIES).await {
+        Ok(deliveries) => deliveries,
         Err(error) => return internal_error(error),
     };
     let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
@@ -259,7 +246,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<String>, post: Adm
     let lang = post.admin.lang;
     let form = typed(&post);
     let change = NewWebhook { url: form.url, events: form.events, allow_private: form.allow_private };
-    match webhooks::update(&app.store, &id, change).await {
+    match WebhookStore::update(&app.store, id.clone(), change).await {
         Ok(webhook) => {
             let detail = format!("url {}, events {:?}", webhook.url, webhook.events);
             post.admin.audit(&app, "webhook.update", &webhook.id, detail).await;
@@ -274,16 +261,12 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<String>, post: Adm
 /// `POST /admin/webhooks/{id}/delete`
 pub async fn delete(State(app): State<AppState>, Path(id): Path<String>, post: AdminPost) -> Response {
     let lang = post.admin.lang;
-    let site = app.store.read({
-        let id = id.clone();
-        move |transaction| webhooks::get(transaction, &id)
-    });
-    let site = match site.await {
+    let site = match WebhookStore::webhook(&app.store, &id).await {
         Ok(Some(webhook)) => webhook.site,
         Ok(None) => return not_found(lang, lang.texts().noun_webhook),
         Err(error) => return internal_error(error),
     };
-    match webhooks::delete(&app.store, &id).await {
+    match WebhookStore::delete(&app.store, id.clone()).await {
         Ok(()) => {
             post.admin.audit(&app, "webhook.delete", &id, String::new()).await;
             done(&format!("/admin/webhooks?site={site}"), lang.texts().webhooks_deleted)
@@ -301,13 +284,12 @@ pub async fn resend(
 ) -> Response {
     let lang = post.admin.lang;
     let Ok(delivery_id) = delivery_id.parse::<u64>() else { return not_found(lang, lang.texts().noun_delivery) };
-    let belongs = app.store.read(move |transaction| webhooks::get_delivery(transaction, delivery_id)).await;
-    match belongs {
+    match WebhookStore::delivery(&app.store, delivery_id).await {
         Ok(Some(delivery)) if delivery.webhook_id == id => {}
         Ok(_) => return not_found(lang, lang.texts().noun_delivery),
         Err(error) => return internal_error(error),
     }
-    match webhooks::resend(&app.store, delivery_id).await {
+    match WebhookStore::resend(&app.store, delivery_id).await {
         Ok(_) => {
             post.admin.audit(&app, "webhook.resend", &format!("delivery {delivery_id}"), String::new()).await;
             done(&format!("/admin/webhooks/{id}"), lang.texts().webhooks_resent)

@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::extract::{Caller, Json, admin_only};
 use crate::history::audit;
 use crate::net::AppState;
-use crate::webhooks::{self, Delivery, NewWebhook, Webhook, WebhookError};
+use crate::webhooks::{Delivery, NewWebhook, Webhook, WebhookError, WebhookStore};
 
 impl From<WebhookError> for ApiError {
     fn from(error: WebhookError) -> Self {
@@ -61,7 +61,7 @@ pub async fn create(
 ) -> Result<(StatusCode, axum::Json<WebhookView>), ApiError> {
     let admin = admin_only(principal)?;
     app.sites.get(&site).await?.ok_or_else(|| ApiError::NotFound("no such site".into()))?;
-    let webhook = webhooks::create(&app.store, &site, new_webhook).await?;
+    let webhook = WebhookStore::create(&app.store, site.clone(), new_webhook).await?;
     let detail = format!("site {site}, url {}, events {:?}", webhook.url, webhook.events);
     audit::record(&app.store, &admin, "webhook.create", &webhook.id, detail).await;
     Ok((StatusCode::CREATED, axum::Json(WebhookView::created(webhook))))
@@ -74,7 +74,7 @@ pub async fn list(
     Path(site): Path<String>,
 ) -> Result<axum::Json<Vec<WebhookView>>, ApiError> {
     admin_only(principal)?;
-    let found = app.store.read(move |transaction| webhooks::list(transaction, &site)).await?;
+    let found = WebhookStore::of_site(&app.store, &site).await?;
     Ok(axum::Json(found.into_iter().map(WebhookView::listed).collect()))
 }
 
@@ -85,7 +85,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let admin = admin_only(principal)?;
-    webhooks::delete(&app.store, &id).await?;
+    WebhookStore::delete(&app.store, id.clone()).await?;
     audit::record(&app.store, &admin, "webhook.delete", &id, String::new()).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -104,16 +104,10 @@ pub async fn deliveries(
 ) -> Result<axum::Json<Vec<Delivery>>, ApiError> {
     admin_only(principal)?;
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
-    let found = app
-        .store
-        .read(move |transaction| {
-            if webhooks::get(transaction, &id)?.is_none() {
-                return Ok(None);
-            }
-            webhooks::deliveries(transaction, &id, limit).map(Some)
-        })
-        .await?;
-    found.map(axum::Json).ok_or_else(|| ApiError::NotFound("no such webhook".into()))
+    if WebhookStore::webhook(&app.store, &id).await?.is_none() {
+        return Err(ApiError::NotFound("no such webhook".into()));
+    }
+    Ok(axum::Json(WebhookStore::deliveries(&app.store, &id, limit).await?))
 }
 
 /// `POST /api/v1/webhook-deliveries/{id}/resend`
@@ -123,7 +117,7 @@ pub async fn resend(
     Path(id): Path<u64>,
 ) -> Result<axum::Json<Delivery>, ApiError> {
     let admin = admin_only(principal)?;
-    let delivery = webhooks::resend(&app.store, id).await?;
+    let delivery = WebhookStore::resend(&app.store, id).await?;
     audit::record(&app.store, &admin, "webhook.resend", &format!("delivery {id}"), String::new()).await;
     Ok(axum::Json(delivery))
 }

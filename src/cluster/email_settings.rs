@@ -1,0 +1,57 @@
+//! The SMTP settings on the cluster's PostgreSQL: the [`EmailSettingsStore`] boundary over the
+//! `email_settings` record table (migration 7), so settings saved through one node are what
+//! every node sends with. Decided as on the appliance (`settings::in_effect`,
+//! `SettingsChange::apply`); a save takes an advisory lock for its transaction, so two nodes
+//! saving at once apply their changes one after the other and neither is lost.
+
+use crate::base::config::EmailConfig;
+use crate::cluster::postgres::{self, PostgresError, Readers, Writers, database, record_text};
+use crate::email::EmailError;
+use crate::email::settings::{self, EmailSettingsStore, SMTP_KEY, SettingsChange, SmtpSettings};
+use crate::storage::StorageError;
+
+pub struct PostgresEmailSettings {
+    readers: Readers,
+    writers: Writers,
+}
+
+impl PostgresEmailSettings {
+    /// Connects and applies the migrations the database lacks.
+    pub async fn open(url: &str) -> Result<PostgresEmailSettings, PostgresError> {
+        postgres::ensure_migrated(url).await?;
+        Ok(PostgresEmailSettings { readers: Readers::new(url, 1), writers: Writers::new(url, 1) })
+    }
+}
+
+/// The statement reading the saved settings.
+const SAVED: &str = "SELECT record::text FROM email_settings WHERE name = $1";
+
+impl EmailSettingsStore for PostgresEmailSettings {
+    async fn load(&self, config: &EmailConfig) -> Result<SmtpSettings, StorageError> {
+        let client = self.readers.client().await?;
+        let saved = postgres::record_where(&*client, "SMTP settings", SAVED, &[&SMTP_KEY]).await?;
+        Ok(settings::in_effect(saved, config))
+    }
+
+    async fn save(&self, config: &EmailConfig, change: SettingsChange) -> Result<SmtpSettings, EmailError> {
+        self.writers
+            .run(async |transaction| -> Result<_, EmailError> {
+                transaction
+                    .execute("SELECT pg_advisory_xact_lock(hashtext('kefu email settings'))", &[])
+                    .await
+                    .map_err(database)?;
+                let saved = postgres::record_where(transaction, "SMTP settings", SAVED, &[&SMTP_KEY]).await?;
+                let next = change.apply(&settings::in_effect(saved, config))?;
+                transaction
+                    .execute(
+                        "INSERT INTO email_settings (name, record) VALUES ($1, $2::text::jsonb)
+                         ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record",
+                        &[&SMTP_KEY, &record_text(&next)],
+                    )
+                    .await
+                    .map_err(database)?;
+                Ok(next)
+            })
+            .await
+    }
+}
