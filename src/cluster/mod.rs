@@ -1,21 +1,23 @@
 //! Cluster mode: several kefu nodes sharing PostgreSQL. So far the message path:
 //! [`messages::PostgresMessages`] implements the chat's `MessageStore` on PostgreSQL, with the
 //! connections, migrations and day partitions of [`postgres`], the `ConversationStore` of
-//! conversations' changes ([`conversations`]) and the `LeadStore` ([`leads`]); with a NATS connection every committed message and
-//! change is published once ([`events`]), and [`events::relay`] hands every node's events to a
-//! node's dispatcher for its own connections, each conversation's messages in order, a lost one read
-//! from PostgreSQL ([`sequence_gaps`]). [`redb_copy`] copies an appliance's history into it
+//! conversations' changes ([`conversations`]) and the `LeadStore` ([`leads`]). Every committed
+//! message and change goes to an [`events::Outlet`]: to the node's own relay, with the
+//! connections that sent it, and to the other nodes over NATS; [`events::relay`] hands both to a
+//! node's dispatcher for its own connections, each conversation's messages in order, a lost one
+//! read from PostgreSQL ([`sequence_gaps`]). [`redb_copy`] copies an appliance's history into it
 //! (`kefu migrate-to-postgres`). Work every node can do but only one must: the outbox of webhook
 //! deliveries and emails claimed row by row ([`outbox`]), periodic jobs run once per slot
 //! ([`jobs`]), and routing decided by one node per site under a lease ([`routing_lease`]), each
 //! node named by a [`node::NodeName`]. Agents' presence is kept per node with an expiry its
 //! heartbeat renews ([`presence`]). [`search`] searches the messages from any node and
 //! [`uploads`] stores attachments' files for every node. [`sites`], [`visitors`], [`teams`],
-//! [`canned_replies`], the [`audit`] log, [`blocking`], [`api_tokens`] and [`agents`]' logins are
-//! on PostgreSQL behind the same domain boundaries as on redb (`SiteStore`, `VisitorStore`,
-//! `TeamStore`, `CannedReplyStore`, `AuditLog`, `BlockStore`, `ApiTokenStore`, `AgentStore`), on the record tables [`redb_copy`]
-//! fills. The server does not use it yet: the other areas still live in redb, so there is no
-//! `storage.backend` setting (docs/cluster.md).
+//! [`canned_replies`], the [`audit`] log, [`blocking`], [`api_tokens`], [`agents`]' logins,
+//! [`webhooks`] and the [`email_settings`] are on PostgreSQL behind the same domain boundaries as
+//! on redb (`SiteStore`, `VisitorStore`, `TeamStore`, `CannedReplyStore`, `AuditLog`,
+//! `BlockStore`, `ApiTokenStore`, `AgentStore`, `WebhookStore`, `EmailSettingsStore`), on the
+//! record tables [`redb_copy`] fills. The server does not use it yet: the other areas still live
+//! in redb, so there is no `storage.backend` setting (docs/cluster.md).
 
 pub mod agents;
 pub mod api_tokens;
