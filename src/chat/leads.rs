@@ -195,20 +195,22 @@ fn update(context: &mut WriteContext<'_>, mut lead: Lead) -> Result<Lead, Storag
 
 /// Makes an offline message a lead of its conversation (inside the operation that stores it).
 pub fn record_offline_message(context: &mut WriteContext<'_>, message: &OfflineMessage) -> Result<Lead, StorageError> {
-    create(
-        context,
-        Lead {
-            site: message.site.clone(),
-            visitor_id: message.visitor_id,
-            conversation_id: message.conversation_id,
-            source: LeadSource::OfflineMessage,
-            offline_message_id: Some(message.id),
-            name: message.name.clone(),
-            email: message.email.clone(),
-            preview: preview(&message.text),
-            ..Lead::default()
-        },
-    )
+    create(context, offline_lead(message))
+}
+
+/// The lead an offline message makes (its id and times are the store's to give).
+pub fn offline_lead(message: &OfflineMessage) -> Lead {
+    Lead {
+        site: message.site.clone(),
+        visitor_id: message.visitor_id,
+        conversation_id: message.conversation_id,
+        source: LeadSource::OfflineMessage,
+        offline_message_id: Some(message.id),
+        name: message.name.clone(),
+        email: message.email.clone(),
+        preview: preview(&message.text),
+        ..Lead::default()
+    }
 }
 
 /// Makes a conversation that just closed a lead when it was never answered: the visitor wrote,

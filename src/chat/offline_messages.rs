@@ -4,12 +4,15 @@
 //! the queue) as a visitor message, and becomes a lead of that conversation, so the agent who
 //! follows it up answers where the widget shows the answer on the visitor's next visit.
 
+use std::future::Future;
+
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use crate::chat::conversations;
 use crate::chat::messages::{self, NewMessage, Target};
 use crate::chat::writes::ChatWrites;
+use crate::people::visitors::Visitor;
 use crate::protocol::{SenderKind, SenderView};
 use crate::storage::writer::Counter;
 use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
@@ -78,66 +81,55 @@ pub fn validate(new_message: &NewOfflineMessage) -> Result<(), OfflineMessageErr
     Ok(())
 }
 
-pub async fn leave(
-    store: &Store,
-    site: &str,
-    visitor_id: u64,
-    new_message: NewOfflineMessage,
-) -> Result<OfflineMessage, OfflineMessageError> {
-    validate(&new_message)?;
-    let site = site.to_owned();
-    store
-        .write(move |context| {
+/// The offline messages' storage boundary: leaving one, and the agents' list, so the cluster's
+/// PostgreSQL (`cluster::offline_messages`) implements these calls and not redb's tables. Both
+/// decide with [`validate`], [`OfflineMessage::new_at`], [`OfflineMessage::in_conversation`],
+/// [`OfflineMessage::note_on`] and `leads::offline_lead`.
+pub trait OfflineMessageStore: Send + Sync {
+    /// Stores what a visitor left, in the same transaction: the message, its copy in the
+    /// visitor's conversation (their open one, or a new one in the queue, without the bot), the
+    /// address (and name, language) on the visitor, and its lead.
+    fn leave(
+        &self,
+        site: &str,
+        visitor_id: u64,
+        new_message: NewOfflineMessage,
+    ) -> impl Future<Output = Result<OfflineMessage, OfflineMessageError>> + Send;
+
+    /// Up to `limit` offline messages of the sites `visible` accepts, newest first.
+    fn list_offline(
+        &self,
+        visible: impl Fn(&str) -> bool + Send + 'static,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<OfflineMessage>, StorageError>> + Send;
+}
+
+impl OfflineMessageStore for Store {
+    async fn leave(
+        &self,
+        site: &str,
+        visitor_id: u64,
+        new_message: NewOfflineMessage,
+    ) -> Result<OfflineMessage, OfflineMessageError> {
+        validate(&new_message)?;
+        let site = site.to_owned();
+        self.write(move |context| {
             let id = context.next_id(Counter::OfflineMessage);
             let conversation_id = match conversations::open_conversation_of(context, visitor_id)? {
                 Some(open) => open,
                 None => conversations::create_for_offline_message(context, &site, visitor_id)?,
             };
-            let message = OfflineMessage {
-                id,
-                site,
-                visitor_id,
-                conversation_id,
-                name: new_message.name.trim().to_owned(),
-                email: new_message.email.trim().to_owned(),
-                text: new_message.text.trim().to_owned(),
-                created_at: context.now,
-                lang: new_message.lang.trim().chars().take(20).collect(),
-            };
+            let message = OfflineMessage::new_at(id, site, visitor_id, conversation_id, new_message, context.now);
             let visitor = crate::people::visitors::get_for_update(context, visitor_id)?;
-            let sender_name = match message.name.is_empty() {
-                true => crate::people::visitors::display_name(visitor.as_ref().unwrap_or(&Default::default())),
-                false => message.name.clone(),
-            };
-            let sender = SenderView { kind: SenderKind::Visitor, id: visitor_id, name: sender_name };
-            // Marked as this offline message's, so notifications announce the offline message
-            // once rather than this message too.
-            let in_conversation = NewMessage {
-                offline_message_id: Some(id),
-                ..NewMessage::text(
-                    Target::Conversation(conversation_id),
-                    sender,
-                    format!("{OFFLINE_CLIENT_ID_PREFIX}{id}"),
-                    message.text.clone(),
-                )
-            };
-            if let Err(error) = messages::append(context, in_conversation)? {
+            if let Err(error) = messages::append(context, message.in_conversation(visitor.as_ref()))? {
                 return Ok(Err(OfflineMessageError::Invalid(error.to_string())));
             }
             context
                 .transaction
                 .open_table(tables::OFFLINE_MESSAGES)?
                 .insert(message.id, encode_json(&message).as_slice())?;
-            // The visitor is now a lead with an address: agents see who wrote, and answers to them
-            // can go by email, in their language.
             if let Some(mut visitor) = visitor {
-                visitor.email = Some(message.email.clone());
-                if visitor.name.as_deref().is_none_or(str::is_empty) && !message.name.is_empty() {
-                    visitor.name = Some(message.name.clone());
-                }
-                if !message.lang.is_empty() {
-                    visitor.lang = Some(message.lang.clone());
-                }
+                message.note_on(&mut visitor);
                 crate::people::visitors::put(context, &visitor)?;
             }
             context.publish(crate::chat::delivery::CommittedEvent::OfflineMessage(message.clone()));
@@ -145,6 +137,71 @@ pub async fn leave(
             Ok(Ok(message))
         })
         .await
+    }
+
+    async fn list_offline(
+        &self,
+        visible: impl Fn(&str) -> bool + Send + 'static,
+        limit: usize,
+    ) -> Result<Vec<OfflineMessage>, StorageError> {
+        self.read(move |transaction| list(transaction, visible, limit)).await
+    }
+}
+
+impl OfflineMessage {
+    /// A checked new message as stored: trimmed, its language cut to 20 characters.
+    pub fn new_at(
+        id: u64,
+        site: String,
+        visitor_id: u64,
+        conversation_id: u64,
+        new_message: NewOfflineMessage,
+        now: i64,
+    ) -> OfflineMessage {
+        OfflineMessage {
+            id,
+            site,
+            visitor_id,
+            conversation_id,
+            name: new_message.name.trim().to_owned(),
+            email: new_message.email.trim().to_owned(),
+            text: new_message.text.trim().to_owned(),
+            created_at: now,
+            lang: new_message.lang.trim().chars().take(20).collect(),
+        }
+    }
+
+    /// Its copy in the conversation, as the visitor's message (named as they signed it, or as
+    /// the visitor is known). Marked as this offline message's, so notifications announce the
+    /// offline message once rather than this message too.
+    pub fn in_conversation(&self, visitor: Option<&Visitor>) -> NewMessage {
+        let sender_name = match self.name.is_empty() {
+            true => crate::people::visitors::display_name(visitor.unwrap_or(&Visitor::default())),
+            false => self.name.clone(),
+        };
+        let sender = SenderView { kind: SenderKind::Visitor, id: self.visitor_id, name: sender_name };
+        NewMessage {
+            offline_message_id: Some(self.id),
+            ..NewMessage::text(
+                Target::Conversation(self.conversation_id),
+                sender,
+                format!("{OFFLINE_CLIENT_ID_PREFIX}{}", self.id),
+                self.text.clone(),
+            )
+        }
+    }
+
+    /// The visitor is now a lead with an address: agents see who wrote, and answers to them can
+    /// go by email, in their language.
+    pub fn note_on(&self, visitor: &mut Visitor) {
+        visitor.email = Some(self.email.clone());
+        if visitor.name.as_deref().is_none_or(str::is_empty) && !self.name.is_empty() {
+            visitor.name = Some(self.name.clone());
+        }
+        if !self.lang.is_empty() {
+            visitor.lang = Some(self.lang.clone());
+        }
+    }
 }
 
 /// Every offline message of a visitor, oldest first.

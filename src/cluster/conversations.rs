@@ -18,7 +18,7 @@ use crate::chat::conversation_list::{self, ListPage, ListRequest, ListState, Lis
 use crate::chat::conversation_store::ConversationStore;
 use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationError, ReadThrough, TransferTarget};
 use crate::chat::delivery::ConversationEvent;
-use crate::chat::leads::{self, LeadEvent};
+use crate::chat::leads::{self, Lead, LeadEvent};
 use crate::cluster::events::{ConversationChange, NodeEvent};
 use crate::cluster::messages::{self, CONVERSATION_COLUMNS, PostgresMessages, conversation_of};
 use crate::cluster::postgres::{PostgresError, database, record_of, record_text};
@@ -157,24 +157,77 @@ async fn note_unanswered(
         .await
         .map_err(database)?;
     let visitor: Visitor = visitor.map(|row| record_of("visitor", row.get(0))).transpose()?.unwrap_or_default();
-    let mut lead = leads::missed_lead(conversation, &visitor, &text);
+    insert_lead(transaction, leads::missed_lead(conversation, &visitor, &text), conversation.updated_at, published)
+        .await?;
+    Ok(())
+}
+
+/// Stores a new lead made at `now`, as its conversation's lead, and announces it.
+pub(crate) async fn insert_lead(
+    transaction: &Transaction<'_>,
+    mut lead: Lead,
+    now: i64,
+    published: &mut Published,
+) -> Result<Lead, StorageError> {
     let lead_id: i64 = transaction.query_one("SELECT nextval('lead_ids')", &[]).await.map_err(database)?.get(0);
     lead.id = lead_id as u64;
-    lead.created_at = conversation.updated_at;
-    lead.updated_at = conversation.updated_at;
+    lead.created_at = now;
+    lead.updated_at = now;
+    let conversation_id = i64::try_from(lead.conversation_id)
+        .map_err(|_| StorageError::Corrupt(format!("conversation id {} out of range", lead.conversation_id)))?;
     transaction
         .execute("INSERT INTO leads (id, record) VALUES ($1, $2::text::jsonb)", &[&lead_id, &record_text(&lead)])
         .await
         .map_err(database)?;
     transaction
         .execute(
-            "INSERT INTO lead_conversations (conversation_id, record) VALUES ($1, to_jsonb($2::bigint))",
-            &[&id, &lead_id],
+            "INSERT INTO lead_conversations (conversation_id, record) VALUES ($1, to_jsonb($2::bigint))
+             ON CONFLICT (conversation_id) DO UPDATE SET record = EXCLUDED.record",
+            &[&conversation_id, &lead_id],
         )
         .await
         .map_err(database)?;
-    announce(published, ConversationChange::Lead { event: LeadEvent::Created, lead });
-    Ok(())
+    announce(published, ConversationChange::Lead { event: LeadEvent::Created, lead: lead.clone() });
+    Ok(lead)
+}
+
+/// Stores a new conversation (its id from the sequence) and announces it; refused when the
+/// visitor already has an open one.
+pub(crate) async fn insert_conversation(
+    transaction: &Transaction<'_>,
+    mut conversation: Conversation,
+    published: &mut Published,
+) -> Result<Conversation, ConversationError> {
+    let visitor_key = key_of(conversation.visitor_id)?;
+    let agent_key = conversation.assigned_agent.map(key_of).transpose()?;
+    let last_day = i32::try_from(conversation.last_day).map_err(|_| StorageError::Corrupt("day".into()))?;
+    let inserted = transaction
+        .query_one(
+            "INSERT INTO conversations (site, visitor_id, status, assigned_agent, created_at, updated_at, last_day,
+                 bot_active)
+             VALUES ($1, $2, $3, $4, $5, $5, $6, $7) RETURNING id",
+            &[
+                &conversation.site,
+                &visitor_key,
+                &conversation.status.as_str(),
+                &agent_key,
+                &conversation.created_at,
+                &last_day,
+                &conversation.bot_active,
+            ],
+        )
+        .await;
+    let id: i64 = match inserted {
+        Ok(row) => row.get(0),
+        Err(error) if is_unique_violation(&error) => return Err(ConversationError::VisitorHasOpen),
+        Err(error) => return Err(database(error).into()),
+    };
+    conversation.id = id as u64;
+    announce(
+        published,
+        ConversationChange::Conversation { event: ConversationEvent::Created, conversation: conversation.clone() },
+    );
+    Ok(conversation)
 }
 
 impl ConversationStore for PostgresMessages {
@@ -407,7 +460,6 @@ impl ConversationStore for PostgresMessages {
         visitor_id: u64,
         agent_id: u64,
     ) -> Result<Conversation, ConversationError> {
-        let (visitor_key, agent_key) = (key_of(visitor_id)?, key_of(agent_id)?);
         self.change_and_publish(async |transaction, published| {
             let settings = transaction
                 .query_opt("SELECT record::text FROM bot_settings WHERE site = $1", &[&site])
@@ -416,31 +468,9 @@ impl ConversationStore for PostgresMessages {
             let settings: Option<crate::bot::BotSettings> =
                 settings.map(|row| record_of("bot settings", row.get(0))).transpose()?;
             let bot_active = settings.is_some_and(|settings| settings.enabled);
-            let mut conversation =
+            let conversation =
                 Conversation::new_at(&site, visitor_id, Some(agent_id), None, bot_active, clock::now_millis());
-            let last_day = i32::try_from(conversation.last_day).map_err(|_| StorageError::Corrupt("day".into()))?;
-            let inserted = transaction
-                .query_one(
-                    "INSERT INTO conversations (site, visitor_id, status, assigned_agent, created_at, updated_at,
-                         last_day, bot_active)
-                     VALUES ($1, $2, 'assigned', $3, $4, $4, $5, $6) RETURNING id",
-                    &[&site, &visitor_key, &agent_key, &conversation.created_at, &last_day, &bot_active],
-                )
-                .await;
-            let id: i64 = match inserted {
-                Ok(row) => row.get(0),
-                Err(error) if is_unique_violation(&error) => return Err(ConversationError::VisitorHasOpen),
-                Err(error) => return Err(database(error).into()),
-            };
-            conversation.id = id as u64;
-            announce(
-                published,
-                ConversationChange::Conversation {
-                    event: ConversationEvent::Created,
-                    conversation: conversation.clone(),
-                },
-            );
-            Ok(conversation)
+            insert_conversation(transaction, conversation, published).await
         })
         .await
     }

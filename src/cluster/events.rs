@@ -18,6 +18,7 @@ use crate::chat::delivery::{AccessEnded, CommittedEvent, ConversationEvent, Rela
 use crate::chat::leads::{Lead, LeadEvent};
 use crate::chat::message_store::MessageStore;
 use crate::chat::messages::{AttachmentRef, MessageKind, MessageRecord};
+use crate::chat::offline_messages::OfflineMessage;
 use crate::cluster::sequence_gaps::{Next, SequenceGaps};
 use crate::protocol::{ParticipantView, SenderKind};
 use crate::storage::writer::Published;
@@ -54,6 +55,9 @@ pub struct MessageEvent {
     /// Whether the bot answers in the conversation, as of this message.
     #[serde(default)]
     pub bot_active: bool,
+    /// The offline message it is the copy of, if it is one.
+    #[serde(default)]
+    pub offline_message_id: Option<u64>,
 }
 
 impl MessageEvent {
@@ -88,7 +92,7 @@ impl MessageEvent {
             text: self.text,
             attachment: self.attachment,
             bot_source: None,
-            offline_message_id: None,
+            offline_message_id: self.offline_message_id,
         };
         Some(CommittedEvent::Message {
             conversation_id: self.conversation_id,
@@ -160,6 +164,10 @@ pub enum ConversationChange {
         reader: ParticipantView,
         seq: u64,
     },
+    /// What a visitor left through the offline form (its copy in the conversation is a message).
+    OfflineMessage {
+        message: OfflineMessage,
+    },
 }
 
 impl ConversationChange {
@@ -171,6 +179,7 @@ impl ConversationChange {
             }
             ConversationChange::Lead { lead, .. } => lead.conversation_id,
             ConversationChange::Read { conversation_id, .. } => *conversation_id,
+            ConversationChange::OfflineMessage { message } => message.conversation_id,
         }
     }
 
@@ -190,6 +199,7 @@ impl ConversationChange {
             ConversationChange::Read { conversation_id, reader, seq } => {
                 CommittedEvent::Read { conversation_id, reader, seq }
             }
+            ConversationChange::OfflineMessage { message } => CommittedEvent::OfflineMessage(message),
         }
     }
 }

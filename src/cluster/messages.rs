@@ -470,6 +470,7 @@ fn batch_item(message: NewMessage, now: i64) -> Result<Value, AppendError> {
         "visitor_id": visitor_id,
         "team": message.route_to_team.and_then(|team| i64::try_from(team).ok()),
         "upload_conversation": upload_conversation.and_then(|id| i64::try_from(id).ok()),
+        "offline_message_id": message.offline_message_id,
         "attachment": attachment,
         "bot_source": Value::Null,
     }))

@@ -841,6 +841,7 @@ const SEQUENCES: &[(&str, &str, &str, Option<&str>)] = &[
     ("canned_reply_ids", "canned_replies", "id", None),
     ("audit_ids", "audit_log", "id", None),
     ("api_token_ids", "api_tokens", "id", None),
+    ("offline_message_ids", "offline_messages", "id", Some("next_offline_message_id")),
 ];
 
 /// The statements that move every sequence of [`SEQUENCES`] past the copied values.

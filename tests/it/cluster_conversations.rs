@@ -269,6 +269,9 @@ async fn a_change_through_one_node_reaches_another_over_nats_in_commit_order() {
                 "lead".to_owned()
             }
             NodeEvent::Conversation(ConversationChange::Rated { .. }) => "rated".to_owned(),
+            NodeEvent::Conversation(ConversationChange::OfflineMessage { message }) => {
+                format!("offline message {}", message.id)
+            }
             NodeEvent::AccessEnded(ended) => format!("access ended {}", ended.agent_id),
             NodeEvent::Conversation(ConversationChange::Read { conversation_id, reader, seq }) => {
                 assert_eq!((conversation_id, reader.id), (id, ANN));

@@ -55,6 +55,7 @@ fn message(conversation_id: u64, seq: u64, site: &str, sender: (u8, u64), text: 
         lsn: 1_000 + seq,
         trace_id: u64::MAX - seq,
         bot_active: false,
+        offline_message_id: None,
     })
 }
 

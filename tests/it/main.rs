@@ -21,6 +21,7 @@ mod cluster_delivery;
 mod cluster_jobs;
 mod cluster_leads;
 mod cluster_migration;
+mod cluster_offline_messages;
 mod cluster_outbox;
 mod cluster_presence;
 mod cluster_routing;

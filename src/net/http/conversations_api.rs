@@ -16,13 +16,15 @@ use super::visitors_api::served_visitor;
 use crate::chat::conversation_actions::{self, TransferTarget};
 use crate::chat::conversation_list::{ListCounts, ListRequest, ListState, Listed};
 use crate::chat::conversation_store::ConversationStore;
-use crate::chat::conversations::{self, AssignWhen, Conversation};
+use crate::chat::conversations::{AssignWhen, Conversation};
 use crate::chat::message_store::MessageStore;
 use crate::chat::messages::{self, AppendError, Appended, NewMessage, SendRefusal, Target};
+use crate::chat::offline_messages::OfflineMessageStore;
 use crate::net::AppState;
-use crate::people::agents::{self, Agent, Role};
+use crate::people::agent_store::AgentStore;
+use crate::people::agents::{Agent, Role};
 use crate::people::principal::Principal;
-use crate::people::teams;
+use crate::people::team_store::TeamStore;
 use crate::protocol::{BotSource, ConversationView, ErrorCode, MessageView, SenderView};
 use crate::{base::secrets, bot};
 
@@ -132,7 +134,7 @@ pub async fn list(
         Principal::Agent(agent) if plain => agent.clone(),
         _ => return Ok(axum::Json(list_by_state(app, caller, query).await?).into_response()),
     };
-    let open = app.store.read(conversations::list_open).await?;
+    let open = ConversationStore::list_open(&app.store).await?;
     let epoch = app.store.epoch();
     let views: Vec<ConversationView> = open
         .iter()
@@ -349,16 +351,8 @@ pub async fn offline_messages(
     let agent = agent_only(principal)?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let site = query.site;
-    let found = app
-        .store
-        .read(move |transaction| {
-            crate::chat::offline_messages::list(
-                transaction,
-                |key| agent.serves_site(key) && site.as_deref().is_none_or(|site| site == key),
-                limit,
-            )
-        })
-        .await?;
+    let visible = move |key: &str| agent.serves_site(key) && site.as_deref().is_none_or(|site| site == key);
+    let found = OfflineMessageStore::list_offline(&app.store, visible, limit).await?;
     Ok(axum::Json(found))
 }
 
@@ -501,7 +495,7 @@ pub fn check_holder(caller: &Principal, conversation: &Conversation) -> Result<(
 
 /// An enabled agent who serves `site`, or 422 naming `field`.
 pub async fn agent_serving(app: &AppState, agent_id: u64, site: &str, field: &str) -> Result<Agent, ApiError> {
-    let target = app.store.read(move |transaction| agents::get(transaction, agent_id)).await?;
+    let target = AgentStore::get(&app.store, agent_id).await?;
     target
         .filter(|target| !target.disabled && target.serves_site(site))
         .ok_or_else(|| ApiError::Unprocessable(format!("{field}: no such agent serves this conversation's site")))
@@ -547,7 +541,7 @@ pub async fn transfer(
             TransferTarget::Agent(agent_id)
         }
         (None, Some(team_id)) => {
-            let team = app.store.read(move |transaction| teams::get(transaction, team_id)).await?;
+            let team = TeamStore::get(&app.store, team_id).await?;
             if team.is_none_or(|team| team.site != site) {
                 return Err(ApiError::Unprocessable("team_id: no such team on this conversation's site".into()));
             }

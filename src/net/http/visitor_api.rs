@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::extract::{Caller, Json};
 use crate::chat::conversation_store::ConversationStore;
 use crate::chat::conversations;
-use crate::chat::offline_messages::{self, NewOfflineMessage, OfflineMessage};
+use crate::chat::offline_messages::{self, NewOfflineMessage, OfflineMessage, OfflineMessageStore};
 use crate::net::AppState;
 use crate::people::principal::Principal;
 use crate::people::visitor_store::VisitorStore;
@@ -176,7 +176,7 @@ pub async fn leave_offline_message(
     };
     offline_messages::validate(&new_message)?;
     app.visitor_limits.offline_message(client_ip, visitor.id)?;
-    let message = offline_messages::leave(&app.store, &visitor.site, visitor.id, new_message).await?;
+    let message = OfflineMessageStore::leave(&app.store, &visitor.site, visitor.id, new_message).await?;
     Ok((StatusCode::CREATED, axum::Json(message)))
 }
 
