@@ -13,10 +13,10 @@
 //! heartbeat renews ([`presence`]). [`search`] searches the messages from any node and
 //! [`uploads`] stores attachments' files for every node. [`sites`], [`visitors`], [`teams`],
 //! [`canned_replies`], the [`audit`] log, [`blocking`], [`api_tokens`], [`agents`]' logins,
-//! [`webhooks`], the [`email_settings`] and [`offline_messages`] are on PostgreSQL behind the same
-//! domain boundaries as on redb (`SiteStore`, `VisitorStore`, `TeamStore`, `CannedReplyStore`,
-//! `AuditLog`, `BlockStore`, `ApiTokenStore`, `AgentStore`, `WebhookStore`, `EmailSettingsStore`,
-//! `OfflineMessageStore`), on the
+//! [`webhooks`], the [`email_settings`], [`offline_messages`] and [`push_subscriptions`] are on
+//! PostgreSQL behind the same domain boundaries as on redb (`SiteStore`, `VisitorStore`,
+//! `TeamStore`, `CannedReplyStore`, `AuditLog`, `BlockStore`, `ApiTokenStore`, `AgentStore`,
+//! `WebhookStore`, `EmailSettingsStore`, `OfflineMessageStore`, `PushSubscriptionStore`), on the
 //! record tables [`redb_copy`] fills. The server does not use it yet: the other areas still live
 //! in redb, so there is no `storage.backend` setting (docs/cluster.md).
 
@@ -36,6 +36,7 @@ pub mod offline_messages;
 pub mod outbox;
 pub mod postgres;
 pub mod presence;
+pub mod push_subscriptions;
 pub mod redb_copy;
 pub mod routing_lease;
 pub mod search;

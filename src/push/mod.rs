@@ -31,7 +31,7 @@ use crate::base::language::Lang;
 use crate::chat::delivery::{CommittedEvent, ConversationEvent, Hub};
 use crate::protocol::SenderKind;
 use crate::storage::{StorageError, Store};
-use subscriptions::Subscription;
+use subscriptions::{PushSubscriptionStore, Subscription};
 use vapid::VapidKey;
 
 /// Notices waiting to be planned. A burst beyond it (thousands of visitors writing in the same
@@ -165,7 +165,7 @@ pub async fn start(
     tasks: &TaskTracker,
 ) -> Result<(Push, PushInbox), StorageError> {
     let key = vapid::load_or_create(&store).await?;
-    let subscribed = Arc::new(AtomicBool::new(subscriptions::any(&store).await?));
+    let subscribed = Arc::new(AtomicBool::new(store.any_subscription().await?));
     let (queue, notices) = mpsc::channel(NOTICE_QUEUE_CAPACITY);
     let push = Push {
         key: key.clone(),
@@ -429,7 +429,7 @@ async fn deliver(
             }
             Attempt::Gone => {
                 tracing::info!(agent_id, "the push service dropped a subscription; removing it");
-                let removed = subscriptions::remove(&sender.store, agent_id, subscription.endpoint.clone()).await;
+                let removed = sender.store.remove_subscription(agent_id, subscription.endpoint.clone()).await;
                 if let Err(error) = removed.or_else(|error| match error {
                     subscriptions::SubscriptionError::NotFound => Ok(()),
                     other => Err(other),

@@ -7,6 +7,8 @@
 //! loopback address when `push.allow_loopback_endpoints` is set (tests run their push service
 //! there), and both keys must decode to the sizes RFC 8291 gives them.
 
+use std::future::Future;
+
 use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use redb::ReadableTable;
@@ -125,18 +127,19 @@ fn decode_auth_secret(text: &str) -> Result<[u8; AUTH_SECRET_BYTES], FieldError>
     bytes.try_into().map_err(|_| FieldError::new("keys.auth", "must be 16 bytes"))
 }
 
-/// The table key of an agent's subscription to `endpoint`.
-fn key_of(agent_id: u64, endpoint: &str) -> (u64, u64) {
+/// What keys an agent's subscription to `endpoint`, beside the agent: the first 8 bytes of the
+/// endpoint's SHA-256.
+pub fn endpoint_hash(endpoint: &str) -> u64 {
     let digest = Sha256::digest(endpoint.as_bytes());
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
-    (agent_id, u64::from_be_bytes(first))
+    u64::from_be_bytes(first)
 }
 
 /// Checks a subscription and stores it for `agent_id`, replacing the same endpoint's (a new
 /// language) and, past [`MAX_SUBSCRIPTIONS_PER_AGENT`], the agent's oldest.
 pub async fn save(
-    store: &Store,
+    store: &impl PushSubscriptionStore,
     push: &super::Push,
     agent_id: u64,
     new: NewSubscription,
@@ -146,18 +149,56 @@ pub async fn save(
     decode_auth_secret(&new.keys.auth)?;
     // Before the write: a notice committed while it is under way is kept, not dropped.
     push.note_subscribing();
-    store
-        .write(move |context| {
-            let subscription = Subscription {
-                agent_id,
-                endpoint: new.endpoint,
-                p256dh: new.keys.p256dh,
-                auth: new.keys.auth,
-                language: new.language,
-                created_at: context.now,
-            };
+    let subscription = Subscription {
+        agent_id,
+        endpoint: new.endpoint,
+        p256dh: new.keys.p256dh,
+        auth: new.keys.auth,
+        language: new.language,
+        created_at: crate::base::clock::now_millis(),
+    };
+    Ok(store.keep_subscription(subscription).await?)
+}
+
+/// Of an agent's other subscriptions (key, created at), the oldest that must go so that one
+/// more stays within [`MAX_SUBSCRIPTIONS_PER_AGENT`].
+pub fn beyond_the_most<K>(mut others: Vec<(K, i64)>) -> impl Iterator<Item = K> {
+    others.sort_by_key(|(_, created_at)| *created_at);
+    let excess = (others.len() + 1).saturating_sub(MAX_SUBSCRIPTIONS_PER_AGENT);
+    others.into_iter().take(excess).map(|(key, _)| key)
+}
+
+/// The push subscriptions' storage boundary, so the cluster's PostgreSQL
+/// (`cluster::push_subscriptions`) implements these calls and not redb's tables; both key a
+/// subscription by its agent and [`endpoint_hash`], and evict with [`beyond_the_most`].
+pub trait PushSubscriptionStore: Send + Sync {
+    /// Stores a checked subscription, replacing the same endpoint's and, past the most per agent,
+    /// the agent's oldest.
+    fn keep_subscription(
+        &self,
+        subscription: Subscription,
+    ) -> impl Future<Output = Result<Subscription, StorageError>> + Send;
+
+    /// Removes the agent's subscription to `endpoint`; another agent's is never touched.
+    fn remove_subscription(
+        &self,
+        agent_id: u64,
+        endpoint: String,
+    ) -> impl Future<Output = Result<(), SubscriptionError>> + Send;
+
+    /// The agent's subscriptions, oldest first.
+    fn subscriptions_of(&self, agent_id: u64) -> impl Future<Output = Result<Vec<Subscription>, StorageError>> + Send;
+
+    /// Whether any agent has a subscription.
+    fn any_subscription(&self) -> impl Future<Output = Result<bool, StorageError>> + Send;
+}
+
+impl PushSubscriptionStore for Store {
+    async fn keep_subscription(&self, subscription: Subscription) -> Result<Subscription, StorageError> {
+        self.write(move |context| {
+            let agent_id = subscription.agent_id;
             let mut table = context.transaction.open_table(tables::PUSH_SUBSCRIPTIONS)?;
-            let key = key_of(agent_id, &subscription.endpoint);
+            let key = (agent_id, endpoint_hash(&subscription.endpoint));
             let mut others = Vec::new();
             for entry in table.range((agent_id, 0)..=(agent_id, u64::MAX))? {
                 let (stored_key, value) = entry?;
@@ -165,31 +206,31 @@ pub async fn save(
                     others.push((stored_key.value(), decode_json::<Subscription>(value.value())?.created_at));
                 }
             }
-            others.sort_by_key(|(_, created_at)| *created_at);
-            let excess = (others.len() + 1).saturating_sub(MAX_SUBSCRIPTIONS_PER_AGENT);
-            for (oldest, _) in others.into_iter().take(excess) {
+            for oldest in beyond_the_most(others) {
                 table.remove(oldest)?;
             }
             table.insert(key, encode_json(&subscription).as_slice())?;
-            Ok(Ok::<_, SubscriptionError>(subscription))
+            Ok(Ok::<_, StorageError>(subscription))
         })
         .await
-}
+    }
 
-/// Removes the agent's subscription to `endpoint`; another agent's is never touched.
-pub async fn remove(store: &Store, agent_id: u64, endpoint: String) -> Result<(), SubscriptionError> {
-    store
-        .write(move |context| {
+    async fn remove_subscription(&self, agent_id: u64, endpoint: String) -> Result<(), SubscriptionError> {
+        self.write(move |context| {
             let mut table = context.transaction.open_table(tables::PUSH_SUBSCRIPTIONS)?;
-            let removed = table.remove(key_of(agent_id, &endpoint))?.is_some();
+            let removed = table.remove((agent_id, endpoint_hash(&endpoint)))?.is_some();
             Ok(if removed { Ok(()) } else { Err(SubscriptionError::NotFound) })
         })
         .await
-}
+    }
 
-/// Whether any agent has a subscription.
-pub async fn any(store: &Store) -> Result<bool, StorageError> {
-    store.read(|transaction| Ok(transaction.open_table(tables::PUSH_SUBSCRIPTIONS)?.first()?.is_some())).await
+    async fn subscriptions_of(&self, agent_id: u64) -> Result<Vec<Subscription>, StorageError> {
+        self.read(move |transaction| of_agent(transaction, agent_id)).await
+    }
+
+    async fn any_subscription(&self) -> Result<bool, StorageError> {
+        self.read(|transaction| Ok(transaction.open_table(tables::PUSH_SUBSCRIPTIONS)?.first()?.is_some())).await
+    }
 }
 
 /// The agent's subscriptions, oldest first.

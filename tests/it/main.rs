@@ -24,6 +24,7 @@ mod cluster_migration;
 mod cluster_offline_messages;
 mod cluster_outbox;
 mod cluster_presence;
+mod cluster_push_subscriptions;
 mod cluster_routing;
 mod cluster_search;
 mod cluster_sites;

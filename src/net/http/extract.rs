@@ -10,10 +10,12 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::{own_origin, session_cookie_token};
 use crate::net::AppState;
+use crate::people::agent_store::AgentStore;
 use crate::people::agents::{Agent, Role, SessionStage};
 use crate::people::api_tokens::ApiTokenStore;
 use crate::people::api_tokens::{self, ApiToken};
 use crate::people::principal::Principal;
+use crate::people::visitor_store::VisitorStore;
 use crate::{base::secrets, people::agents, people::visitors};
 
 /// A JSON body; a malformed one gets a 400 or 422 that says what to fix.
@@ -143,7 +145,7 @@ impl FromRequestParts<AppState> for OwnSession {
         }
         let digest = secrets::token_digest(&credentials.token);
         let now = crate::base::clock::now_millis();
-        let session = app.store.read(move |transaction| agents::session_of(transaction, &digest, now)).await?;
+        let session = AgentStore::session_of(&app.store, &digest, now).await?;
         match session {
             Some((agent, stage)) if stage != SessionStage::AwaitingCode => {
                 Ok(OwnSession { agent, stage, digest, token: credentials.token })
@@ -217,7 +219,7 @@ pub async fn authenticate(app: &AppState, token: &str) -> Result<Option<Principa
     let digest = secrets::token_digest(token);
     let now = crate::base::clock::now_millis();
     if token.starts_with(visitors::TOKEN_PREFIX) {
-        let visitor = app.store.read(move |transaction| visitors::authenticate(transaction, &digest)).await?;
+        let visitor = VisitorStore::authenticate(&app.store, &digest).await?;
         return Ok(visitor.filter(|visitor| !visitor.blocked).map(Principal::Visitor));
     }
     if token.starts_with(api_tokens::TOKEN_PREFIX) {
@@ -225,7 +227,7 @@ pub async fn authenticate(app: &AppState, token: &str) -> Result<Option<Principa
         return Ok(token.map(Principal::ApiToken));
     }
     if token.starts_with(agents::TOKEN_PREFIX) {
-        let agent = app.store.read(move |transaction| agents::authenticate(transaction, &digest, now)).await?;
+        let agent = AgentStore::authenticate(&app.store, &digest, now).await?;
         return Ok(agent.map(Principal::Agent));
     }
     Ok(None)

@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::extract::{Caller, Json, agent_only};
 use crate::base::language::Lang;
 use crate::net::AppState;
-use crate::push::subscriptions::{self, NewSubscription, SubscriptionError};
+use crate::push::subscriptions::{self, NewSubscription, PushSubscriptionStore, SubscriptionError};
 
 impl From<SubscriptionError> for ApiError {
     fn from(error: SubscriptionError) -> Self {
@@ -48,7 +48,7 @@ pub async fn list(
     Caller(principal): Caller,
 ) -> Result<axum::Json<Vec<SubscriptionView>>, ApiError> {
     let agent = agent_only(principal)?;
-    let found = app.store.read(move |transaction| subscriptions::of_agent(transaction, agent.id)).await?;
+    let found = app.store.subscriptions_of(agent.id).await?;
     Ok(axum::Json(
         found
             .into_iter()
@@ -93,6 +93,6 @@ pub async fn unsubscribe(
     Json(request): Json<Unsubscribe>,
 ) -> Result<StatusCode, ApiError> {
     let agent = agent_only(principal)?;
-    subscriptions::remove(&app.store, agent.id, request.endpoint).await?;
+    app.store.remove_subscription(agent.id, request.endpoint).await?;
     Ok(StatusCode::NO_CONTENT)
 }

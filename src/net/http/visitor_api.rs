@@ -7,12 +7,12 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::extract::{Caller, Json};
 use crate::chat::conversation_store::ConversationStore;
-use crate::chat::conversations;
+use crate::chat::message_store::MessageStore;
 use crate::chat::offline_messages::{self, NewOfflineMessage, OfflineMessage, OfflineMessageStore};
 use crate::net::AppState;
 use crate::people::principal::Principal;
 use crate::people::visitor_store::VisitorStore;
-use crate::people::visitors::{self, SessionRequest};
+use crate::people::visitors::SessionRequest;
 use crate::protocol::ConversationView;
 
 #[derive(Serialize)]
@@ -86,9 +86,9 @@ pub async fn open_session(
     if !app.store.token_is_live(&site.site.key, request.token.as_deref()).await? {
         app.visitor_limits.new_session(client_ip)?;
     }
-    let opened = visitors::open_session(&app.store, &site.site, request).await?;
+    let opened = VisitorStore::open_session(&app.store, &site.site, request).await?;
     let visitor_id = opened.visitor.id;
-    let known = app.store.read(move |transaction| conversations::of_visitor(transaction, visitor_id)).await?;
+    let known = ConversationStore::of_visitor(&app.store, visitor_id).await?;
     let epoch = app.store.epoch();
     Ok(axum::Json(SessionResponse {
         visitor_id,
@@ -197,7 +197,7 @@ pub async fn rate_conversation(
     if !principal.is_visitor() {
         return Err(ApiError::Forbidden("visitors rate their own conversations".into()));
     }
-    let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+    let conversation = MessageStore::conversation(&app.store, conversation_id).await?;
     if !conversation.is_some_and(|conversation| principal.can_access(&conversation)) {
         return Err(ApiError::NotFound("no such conversation".into()));
     }

@@ -12,11 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{Caller, Json, agent_only, require_site, staff_only};
-use crate::chat::conversations::{self};
+use crate::chat::conversation_store::ConversationStore;
 use crate::history::visitor_data::{self, ErasureReport, VisitorDataError};
 use crate::net::AppState;
 use crate::people::blocking::{self, BlockError, BlockStore};
 use crate::people::principal::Principal;
+use crate::people::visitor_store::VisitorStore;
 use crate::people::visitors::{self, Visitor};
 use crate::protocol::ConversationView;
 use crate::protocol::OnlineVisitorView;
@@ -74,7 +75,7 @@ pub struct VisitorProfile {
 }
 
 pub(super) async fn served_visitor(app: &AppState, caller: &Principal, visitor_id: u64) -> Result<Visitor, ApiError> {
-    let visitor = app.store.read(move |transaction| visitors::get(transaction, visitor_id)).await?;
+    let visitor = VisitorStore::get(&app.store, visitor_id).await?;
     let visitor = visitor.ok_or_else(|| ApiError::NotFound("no such visitor".into()))?;
     require_site(caller, &visitor.site, "visitor")?;
     Ok(visitor)
@@ -139,7 +140,7 @@ pub async fn visitor_conversations(
 ) -> Result<axum::Json<Vec<ConversationView>>, ApiError> {
     let agent = Principal::Agent(agent_only(principal)?);
     served_visitor(&app, &agent, visitor_id).await?;
-    let mut found = app.store.read(move |transaction| conversations::of_visitor(transaction, visitor_id)).await?;
+    let mut found = ConversationStore::of_visitor(&app.store, visitor_id).await?;
     found.reverse();
     let epoch = app.store.epoch();
     Ok(axum::Json(found.iter().map(|conversation| conversation.view(epoch)).collect()))
