@@ -36,13 +36,14 @@ use tokio_util::task::TaskTracker;
 use crate::bot::embeddings::{EmbeddingSettings, SiteVectors};
 use crate::bot::knowledge_base::{Candidate, KnowledgeBase, SiteKnowledge};
 use crate::bot::llm::{ChatMessage, LlmSettings};
+use crate::bot::settings::BotSettingsStore;
 use crate::chat::conversations::{self, Conversation, ConversationError, ConversationStatus};
 use crate::chat::delivery::{CommittedEvent, ConversationEvent, Hub, Outbound};
 use crate::chat::messages::{self, MessageRecord, NewMessage, Target};
 use crate::chat::writes::ChatWrites;
 use crate::protocol::{BotSource, SenderKind, SenderView, ServerFrame};
 use crate::storage::commit_log::LoggedTransaction;
-use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
+use crate::storage::{StorageError, Store, WriteContext, decode_json, tables};
 
 /// Events waiting for the bot. A burst of visitor messages fits; past that the dispatcher drops
 /// bot events (with a warning) rather than wait, and those visitors get no automatic answer.
@@ -242,14 +243,6 @@ pub(crate) fn read_settings(transaction: &redb::ReadTransaction, site: &str) -> 
     Ok(table.get(site)?.map(|value| decode_json::<BotSettings>(value.value())).transpose()?.unwrap_or_default())
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BotSettingsError {
-    #[error("no such site")]
-    NoSuchSite,
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-}
-
 /// What the dispatcher tells the bot.
 enum BotEvent {
     /// A conversation that starts with the bot was created.
@@ -405,8 +398,7 @@ impl Bot {
         if let Some(found) = self.inner.settings.get(site) {
             return Ok(found.clone());
         }
-        let key = site.to_owned();
-        let settings = Arc::new(self.inner.store.read(move |transaction| read_settings(transaction, &key)).await?);
+        let settings = Arc::new(BotSettingsStore::settings(&self.inner.store, site).await?);
         self.inner.knowledge.set_terms(site, &settings.terms);
         self.inner.settings.insert(site.to_owned(), settings.clone());
         Ok(settings)
@@ -421,30 +413,16 @@ impl Bot {
         knowledge.entry(best.entry_id).map(|entry| entry.category.clone()).filter(|category| !category.is_empty())
     }
 
-    /// Stores a site's settings (already validated) and uses them from now on.
-    pub async fn save_settings(&self, site: &str, settings: BotSettings) -> Result<(), BotSettingsError> {
-        let old_embeddings = self.settings(site).await.ok().map(|old| old.embeddings.clone());
-        let key = site.to_owned();
-        let stored = settings.clone();
-        self.inner
-            .store
-            .write(move |context| {
-                if context.transaction.open_table(tables::SITES)?.get(key.as_str())?.is_none() {
-                    return Ok(Err(BotSettingsError::NoSuchSite));
-                }
-                let mut table = context.transaction.open_table(tables::BOT_SETTINGS)?;
-                table.insert(key.as_str(), encode_json(&stored).as_slice())?;
-                Ok(Ok(()))
-            })
-            .await?;
+    /// Uses a site's settings, just stored, from now on; the entry vectors are brought up to
+    /// date when the embeddings endpoint changed.
+    pub fn use_settings(&self, site: &str, settings: BotSettings) {
         self.inner.knowledge.set_terms(site, &settings.terms);
-        let embeddings_changed = old_embeddings.is_none_or(|old| old != settings.embeddings);
+        let embeddings_changed = self.inner.settings.get(site).is_none_or(|old| old.embeddings != settings.embeddings);
         self.inner.settings.insert(site.to_owned(), Arc::new(settings));
         if embeddings_changed {
             self.inner.vectors.remove(site);
             let _ = self.inner.refresh.send(site.to_owned());
         }
-        Ok(())
     }
 
     async fn greet(&self, conversation_id: u64, site: &str) {

@@ -6,13 +6,20 @@
 //! bot off and dropped the language model.) The language model is three-way: absent keeps it,
 //! `null` removes it, an object changes the fields it names. Its API key is never shown back: an
 //! absent key, or the masked value that reading the settings shows, keeps the stored one.
+//!
+//! The storage boundary is [`BotSettingsStore`]: [`Store`] implements it here, the cluster's
+//! PostgreSQL in `cluster::bot_settings`; both apply a change with [`SettingsChange::apply`] to
+//! the settings they load, in one step.
 
+use std::future::Future;
+
+use redb::ReadableTable;
 use serde::{Deserialize, Deserializer};
 
 use crate::bot::embeddings::EmbeddingSettings;
 use crate::bot::llm::{DEFAULT_FIRST_TOKEN_TIMEOUT_MS, LlmSettings};
-use crate::bot::{Bot, BotSettings, BotSettingsError};
-use crate::storage::StorageError;
+use crate::bot::{Bot, BotSettings};
+use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 /// The language model's request timeout when a change sets a model and names none.
 pub const DEFAULT_LLM_TIMEOUT_MS: u64 = 30_000;
@@ -86,12 +93,48 @@ pub enum ChangeError {
     Storage(#[from] StorageError),
 }
 
-impl From<BotSettingsError> for ChangeError {
-    fn from(error: BotSettingsError) -> Self {
-        match error {
-            BotSettingsError::NoSuchSite => ChangeError::NoSuchSite,
-            BotSettingsError::Storage(error) => ChangeError::Storage(error),
-        }
+/// The bot settings' storage boundary.
+pub trait BotSettingsStore: Send + Sync {
+    /// A site's settings; the defaults when none are stored.
+    fn settings(&self, site: &str) -> impl Future<Output = Result<BotSettings, StorageError>> + Send;
+
+    /// Applies `requested` over the site's stored settings ([`SettingsChange::apply`]) and stores
+    /// the result, in one step so a concurrent change is not lost; returns what was stored.
+    fn change(
+        &self,
+        site: &str,
+        requested: SettingsChange,
+        allow_private_llm: bool,
+    ) -> impl Future<Output = Result<BotSettings, ChangeError>> + Send;
+}
+
+impl BotSettingsStore for Store {
+    async fn settings(&self, site: &str) -> Result<BotSettings, StorageError> {
+        let key = site.to_owned();
+        self.read(move |transaction| crate::bot::read_settings(transaction, &key)).await
+    }
+
+    async fn change(
+        &self,
+        site: &str,
+        requested: SettingsChange,
+        allow_private_llm: bool,
+    ) -> Result<BotSettings, ChangeError> {
+        let key = site.to_owned();
+        self.write(move |context| {
+            if context.transaction.open_table(tables::SITES)?.get(key.as_str())?.is_none() {
+                return Ok(Err(ChangeError::NoSuchSite));
+            }
+            let mut table = context.transaction.open_table(tables::BOT_SETTINGS)?;
+            let stored = table.get(key.as_str())?.map(|value| decode_json::<BotSettings>(value.value())).transpose()?;
+            let settings = match requested.apply(&stored.unwrap_or_default(), allow_private_llm) {
+                Ok(settings) => settings,
+                Err(error) => return Ok(Err(error)),
+            };
+            table.insert(key.as_str(), encode_json(&settings).as_slice())?;
+            Ok(Ok(settings))
+        })
+        .await
     }
 }
 
@@ -210,16 +253,17 @@ fn check_endpoint(field: &str, base_url: &str, allow_private: bool) -> Result<()
         .map_err(|error| ChangeError::Invalid(format!("{field}: {error} (see llm.allow_private_addresses)")))
 }
 
-/// Applies `change` over the site's stored settings and stores the result; returns it.
+/// Applies `requested` over the site's stored settings in `store`, stores the result and has
+/// `bot` use it at once; returns it.
 pub async fn change(
+    store: &impl BotSettingsStore,
     bot: &Bot,
     site: &str,
-    change: SettingsChange,
+    requested: SettingsChange,
     allow_private_llm: bool,
 ) -> Result<BotSettings, ChangeError> {
-    let previous = bot.settings(site).await?;
-    let settings = change.apply(&previous, allow_private_llm)?;
-    bot.save_settings(site, settings.clone()).await?;
+    let settings = BotSettingsStore::change(store, site, requested, allow_private_llm).await?;
+    bot.use_settings(site, settings.clone());
     Ok(settings)
 }
 

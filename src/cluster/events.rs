@@ -9,6 +9,10 @@
 //! published the same way, after their transaction's commit, as [`ConversationChange`] on
 //! `kefu.conversations.<conversation id>`; [`follow`] takes both on one subscription, in the
 //! order each node published them.
+//!
+//! A change to a site, or to a site's knowledge-base entries, is announced by the site's key on
+//! `kefu.sites.changed` or `kefu.knowledge_base.changed`; each node's follower drops its cached
+//! copy ([`follow_site_changes`], [`follow_knowledge_base_changes`]).
 
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -351,6 +355,35 @@ pub async fn follow_site_changes(
             match std::str::from_utf8(&message.payload) {
                 Ok(key) => directory.invalidate(key),
                 Err(_) => tracing::warn!("a site change whose key is not text was skipped"),
+            }
+        }
+    }))
+}
+
+/// The subject a node publishes a site's key on after committing a change to its knowledge-base
+/// entries, so every node drops the site's match index (`KnowledgeBase::forget`).
+pub const KNOWLEDGE_BASE_CHANGED_SUBJECT: &str = "kefu.knowledge_base.changed";
+
+/// Tells every node that the knowledge base of the site `key` changed; a failure is logged: that
+/// node answers from its index until it is dropped for another reason.
+pub async fn publish_knowledge_base_changed(client: &async_nats::Client, key: &str) {
+    if let Err(error) = client.publish(KNOWLEDGE_BASE_CHANGED_SUBJECT, key.to_owned().into()).await {
+        tracing::warn!(%error, site = key, "a knowledge-base change was not published to NATS");
+    }
+}
+
+/// Drops `knowledge`'s match index of each site another node (or this one) reports changed,
+/// until the connection closes; returns once subscribed, so changes committed after it are seen.
+pub async fn follow_knowledge_base_changes(
+    client: &async_nats::Client,
+    knowledge: crate::bot::knowledge_base::KnowledgeBase,
+) -> Result<tokio::task::JoinHandle<()>, EventsError> {
+    let mut changes = client.subscribe(KNOWLEDGE_BASE_CHANGED_SUBJECT).await?;
+    Ok(tokio::spawn(async move {
+        while let Some(message) = changes.next().await {
+            match std::str::from_utf8(&message.payload) {
+                Ok(key) => knowledge.forget(key),
+                Err(_) => tracing::warn!("a knowledge-base change whose site key is not text was skipped"),
             }
         }
     }))

@@ -841,6 +841,7 @@ const SEQUENCES: &[(&str, &str, &str, Option<&str>)] = &[
     ("canned_reply_ids", "canned_replies", "id", None),
     ("audit_ids", "audit_log", "id", None),
     ("api_token_ids", "api_tokens", "id", None),
+    ("kb_entry_ids", "kb_entries", "id", Some("next_kb_entry_id")),
     ("offline_message_ids", "offline_messages", "id", Some("next_offline_message_id")),
 ];
 

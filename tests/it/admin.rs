@@ -435,7 +435,13 @@ async fn routing_rules_send_first_messages_to_teams_by_keyword_category_and_defa
         category: "Delivery".into(),
         ..Default::default()
     };
-    kefu::bot::knowledge_base::create_many(&server.app().store, site.key.clone(), vec![entry]).await.unwrap();
+    kefu::bot::knowledge_base::store::KnowledgeBaseStore::create_many(
+        &server.app().store,
+        site.key.clone(),
+        vec![entry],
+    )
+    .await
+    .unwrap();
     server.app().bot.knowledge().reload(&site.key).await.unwrap();
 
     let (status, body) = save_site(

@@ -2,6 +2,7 @@
 //! name, visitors' thumbs on answers, related questions, conversations only the bot took part in
 //! closing after inactivity, and an agent's opening list in pages however many are open.
 
+use kefu::bot::feedback::BotFeedbackStore;
 use kefu::sites::Site;
 use serde_json::{Value, json};
 
@@ -141,15 +142,7 @@ async fn visitors_rate_answers_and_a_near_miss_offers_related_questions() {
 
     // Thumbs down, then up again: the last verdict counts.
     call_expecting(&server, "POST", &path, &token, Some(json!({"helpful": false})), 204).await;
-    let unhelpful = server
-        .app()
-        .store
-        .read({
-            let site = site.key.clone();
-            move |transaction| kefu::bot::feedback::unhelpful(transaction, &site, 10)
-        })
-        .await
-        .unwrap();
+    let unhelpful = BotFeedbackStore::unhelpful(&server.app().store, &site.key, 10).await.unwrap();
     assert_eq!(unhelpful.len(), 1);
     assert_eq!(unhelpful[0].question, "How much is shipping?");
     assert_eq!(unhelpful[0].answer, "Shipping is free over 99 yuan.");
@@ -182,7 +175,7 @@ async fn visitors_rate_answers_and_a_near_miss_offers_related_questions() {
     let read_unhelpful = |server: &TestServer| {
         let site = site.key.clone();
         let store = server.app().store.clone();
-        async move { store.read(move |transaction| kefu::bot::feedback::unhelpful(transaction, &site, 10)).await.unwrap() }
+        async move { BotFeedbackStore::unhelpful(&store, &site, 10).await.unwrap() }
     };
     assert_eq!(read_unhelpful(&server).await.len(), 1);
     call_expecting(&server, "POST", &path, &token, Some(json!({"helpful": true})), 204).await;

@@ -146,7 +146,9 @@ async fn a_deleted_site_leaves_nothing_kept_for_it_alone() {
             answer: "On its way.".into(),
             ..Default::default()
         };
-        kefu::bot::knowledge_base::create_many(&app.store, key.clone(), vec![entry]).await.unwrap();
+        kefu::bot::knowledge_base::store::KnowledgeBaseStore::create_many(&app.store, key.clone(), vec![entry])
+            .await
+            .unwrap();
         let token = kefu::people::api_tokens::NewApiToken {
             name: "CRM".into(),
             site: key.clone(),

@@ -2,8 +2,12 @@
 //! answers from, their storage and validation, and the in-memory match index of each site.
 //!
 //! Entries are JSON records in `kb_entries_v1`, listed per site through `kb_site_entries_v1`.
-//! Every change is a writer operation; afterwards [`KnowledgeBase::reload`] rebuilds the site's
-//! [`matcher::Index`] from storage, so the bot always matches against committed entries.
+//! The storage boundary is [`store::KnowledgeBaseStore`] (redb here, the cluster's PostgreSQL in
+//! `cluster::knowledge_base`); both decide a change with this module's functions
+//! ([`EntryInput::validate`], [`check_room`], [`plan_import`], [`KbEntry::replace_with`]).
+//! After a change, [`KnowledgeBase::reload`] rebuilds the site's [`matcher::Index`] from storage,
+//! so the bot always matches against committed entries; [`KnowledgeBase::forget`] drops it when
+//! another node changed them.
 //!
 //! [`SiteKnowledge::rank`] is the one place a message becomes ranked entries with a calibrated
 //! confidence ([`calibration`]); the bot, routing and `kefu kb eval` ([`eval`]) all go through it.
@@ -14,15 +18,18 @@ pub mod formats;
 pub mod matcher;
 pub mod normalize;
 pub mod question_type;
+pub mod store;
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use crate::storage::writer::Counter;
-use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
+use crate::bot::knowledge_base::store::EntrySource;
+use crate::storage::{StorageError, Store, WriteContext, decode_json, tables};
 
 /// Most question variants of one entry.
 pub const MAX_QUESTIONS: usize = 20;
@@ -98,6 +105,9 @@ impl EntryInput {
         if category.chars().count() > MAX_CATEGORY_CHARS || category.contains('\n') {
             return Err(KbError::Invalid(format!("category: one line of at most {MAX_CATEGORY_CHARS} characters")));
         }
+        if questions.iter().chain([&answer, &category]).any(|text| text.contains('\0')) {
+            return Err(KbError::Invalid("entry: the text must not contain the character U+0000".into()));
+        }
         let lang = self.lang.trim().to_owned();
         if !is_language_tag(&lang) {
             return Err(KbError::Invalid(format!("lang: {lang:?} is not a language tag such as zh-CN or en")));
@@ -118,51 +128,85 @@ pub enum KbError {
     Storage(#[from] StorageError),
 }
 
-fn site_exists(
-    transaction: &crate::storage::commit_log::LoggedTransaction<'_>,
-    site: &str,
-) -> Result<bool, StorageError> {
-    Ok(transaction.open_table(tables::SITES)?.get(site)?.is_some())
+impl KbEntry {
+    /// A new entry of `site` from a validated input.
+    pub fn new(id: u64, site: String, input: EntryInput, now: i64) -> KbEntry {
+        KbEntry {
+            id,
+            site,
+            questions: input.questions,
+            answer: input.answer,
+            category: input.category,
+            lang: input.lang,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Replaces the editable fields with a validated input's.
+    pub fn replace_with(&mut self, input: EntryInput, now: i64) {
+        self.questions = input.questions;
+        self.answer = input.answer;
+        self.category = input.category;
+        self.lang = input.lang;
+        self.updated_at = now;
+    }
 }
 
-/// Adds entries to a site, all or none. Inputs must already be validated.
-pub async fn create_many(store: &Store, site: String, inputs: Vec<EntryInput>) -> Result<Vec<KbEntry>, KbError> {
-    store
-        .write(move |context| {
-            if !site_exists(context.transaction, &site)? {
-                return Ok(Err(KbError::NoSuchSite));
+/// Validates every input, all or none (the first error names what to fix).
+pub fn validated(inputs: Vec<EntryInput>) -> Result<Vec<EntryInput>, KbError> {
+    inputs.into_iter().map(EntryInput::validate).collect()
+}
+
+/// Refuses adding `n_new` entries to a site that holds `existing`.
+pub fn check_room(existing: usize, n_new: usize) -> Result<(), KbError> {
+    if existing.saturating_add(n_new) > MAX_ENTRIES_PER_SITE {
+        return Err(KbError::Invalid(format!("a site holds at most {MAX_ENTRIES_PER_SITE} entries")));
+    }
+    Ok(())
+}
+
+/// What an import stores: the inputs of the new entries (their ids are the backend's to give)
+/// and the entries it replaces, already changed.
+pub struct ImportPlan {
+    pub new_inputs: Vec<EntryInput>,
+    pub replaced: Vec<KbEntry>,
+}
+
+/// Decides an import into `site`, which holds `existing` entries, at `now`: every row
+/// validated, room for the new ones, and every row with an id naming an entry of the site
+/// (`named` holds the stored entries the rows' ids name); otherwise nothing is stored.
+pub fn plan_import(
+    site: &str,
+    existing: usize,
+    rows: Vec<formats::ImportRow>,
+    named: &HashMap<u64, KbEntry>,
+    now: i64,
+) -> Result<ImportPlan, KbError> {
+    let n_new = rows.iter().filter(|row| row.id.is_none()).count();
+    check_room(existing, n_new)?;
+    let mut plan = ImportPlan { new_inputs: Vec::with_capacity(n_new), replaced: Vec::new() };
+    for (number, row) in rows.into_iter().enumerate() {
+        let input = row.input.validate().map_err(|error| KbError::Invalid(format!("entry {}: {error}", number + 1)))?;
+        let Some(id) = row.id else {
+            plan.new_inputs.push(input);
+            continue;
+        };
+        match named.get(&id) {
+            Some(entry) if entry.site == site => {
+                let mut entry = entry.clone();
+                entry.replace_with(input, now);
+                plan.replaced.push(entry);
             }
-            let existing = {
-                let index = context.transaction.open_table(tables::KB_SITE_ENTRIES)?;
-                index.range((site.as_str(), 0)..=(site.as_str(), u64::MAX))?.count()
-            };
-            if existing + inputs.len() > MAX_ENTRIES_PER_SITE {
-                return Ok(Err(KbError::Invalid(format!("a site holds at most {MAX_ENTRIES_PER_SITE} entries"))));
+            _ => {
+                return Err(KbError::Invalid(format!(
+                    "entry {}: id {id} is not an entry of this site (leave the id empty to add it)",
+                    number + 1
+                )));
             }
-            let now = context.now;
-            let mut created = Vec::with_capacity(inputs.len());
-            for input in inputs {
-                let id = context.next_id(Counter::KbEntry);
-                created.push(KbEntry {
-                    id,
-                    site: site.clone(),
-                    questions: input.questions,
-                    answer: input.answer,
-                    category: input.category,
-                    lang: input.lang,
-                    created_at: now,
-                    updated_at: now,
-                });
-            }
-            let mut entries = context.transaction.open_table(tables::KB_ENTRIES)?;
-            let mut index = context.transaction.open_table(tables::KB_SITE_ENTRIES)?;
-            for entry in &created {
-                entries.insert(entry.id, encode_json(entry).as_slice())?;
-                index.insert((site.as_str(), entry.id), ())?;
-            }
-            Ok(Ok(created))
-        })
-        .await
+        }
+    }
+    Ok(plan)
 }
 
 /// What an import did.
@@ -174,112 +218,10 @@ pub struct ImportOutcome {
     pub updated: usize,
 }
 
-/// Imports validated rows into a site, all or none: a row with an `id` replaces that entry of the
-/// site (an id of another site or of no entry refuses the whole file), a row without adds one.
-pub async fn import(store: &Store, site: String, rows: Vec<formats::ImportRow>) -> Result<ImportOutcome, KbError> {
-    store
-        .write(move |context| {
-            if !site_exists(context.transaction, &site)? {
-                return Ok(Err(KbError::NoSuchSite));
-            }
-            let now = context.now;
-            let existing = {
-                let index = context.transaction.open_table(tables::KB_SITE_ENTRIES)?;
-                index.range((site.as_str(), 0)..=(site.as_str(), u64::MAX))?.count()
-            };
-            let n_new = rows.iter().filter(|row| row.id.is_none()).count();
-            if existing + n_new > MAX_ENTRIES_PER_SITE {
-                return Ok(Err(KbError::Invalid(format!("a site holds at most {MAX_ENTRIES_PER_SITE} entries"))));
-            }
-            // Every id is checked before anything is written.
-            let mut updates = Vec::new();
-            {
-                let entries = context.transaction.open_table(tables::KB_ENTRIES)?;
-                for (number, row) in rows.iter().enumerate() {
-                    let Some(id) = row.id else { continue };
-                    let found = entries.get(id)?.map(|value| decode_json::<KbEntry>(value.value())).transpose()?;
-                    match found {
-                        Some(entry) if entry.site == site => updates.push((entry, row.input.clone())),
-                        _ => {
-                            return Ok(Err(KbError::Invalid(format!(
-                                "entry {}: id {id} is not an entry of this site (leave the id empty to add it)",
-                                number + 1
-                            ))));
-                        }
-                    }
-                }
-            }
-            let mut outcome = ImportOutcome::default();
-            let mut new_entries = Vec::with_capacity(n_new);
-            for row in rows.into_iter().filter(|row| row.id.is_none()) {
-                let id = context.next_id(Counter::KbEntry);
-                new_entries.push(KbEntry {
-                    id,
-                    site: site.clone(),
-                    questions: row.input.questions,
-                    answer: row.input.answer,
-                    category: row.input.category,
-                    lang: row.input.lang,
-                    created_at: now,
-                    updated_at: now,
-                });
-            }
-            let mut entries = context.transaction.open_table(tables::KB_ENTRIES)?;
-            let mut index = context.transaction.open_table(tables::KB_SITE_ENTRIES)?;
-            for entry in &new_entries {
-                entries.insert(entry.id, encode_json(entry).as_slice())?;
-                index.insert((site.as_str(), entry.id), ())?;
-                outcome.created += 1;
-            }
-            for (mut entry, input) in updates {
-                entry.questions = input.questions;
-                entry.answer = input.answer;
-                entry.category = input.category;
-                entry.lang = input.lang;
-                entry.updated_at = now;
-                entries.insert(entry.id, encode_json(&entry).as_slice())?;
-                outcome.updated += 1;
-            }
-            Ok(Ok(outcome))
-        })
-        .await
-}
-
-/// Replaces the editable fields of an entry.
-pub async fn update(store: &Store, id: u64, input: EntryInput) -> Result<KbEntry, KbError> {
-    store
-        .write(move |context| {
-            let mut entries = context.transaction.open_table(tables::KB_ENTRIES)?;
-            let found = entries.get(id)?.map(|value| decode_json::<KbEntry>(value.value())).transpose()?;
-            let Some(mut entry) = found else {
-                return Ok(Err(KbError::NotFound));
-            };
-            entry.questions = input.questions;
-            entry.answer = input.answer;
-            entry.category = input.category;
-            entry.lang = input.lang;
-            entry.updated_at = context.now;
-            entries.insert(id, encode_json(&entry).as_slice())?;
-            Ok(Ok(entry))
-        })
-        .await
-}
-
-/// Deletes an entry; returns it.
-pub async fn delete(store: &Store, id: u64) -> Result<KbEntry, KbError> {
-    store
-        .write(move |context| {
-            let mut entries = context.transaction.open_table(tables::KB_ENTRIES)?;
-            let found = entries.get(id)?.map(|value| decode_json::<KbEntry>(value.value())).transpose()?;
-            let Some(entry) = found else {
-                return Ok(Err(KbError::NotFound));
-            };
-            entries.remove(id)?;
-            context.transaction.open_table(tables::KB_SITE_ENTRIES)?.remove((entry.site.as_str(), id))?;
-            context.transaction.open_table(tables::KB_VECTORS)?.remove(id)?;
-            Ok(Ok(entry))
-        })
-        .await
+impl ImportPlan {
+    pub fn outcome(&self) -> ImportOutcome {
+        ImportOutcome { created: self.new_inputs.len(), updated: self.replaced.len() }
+    }
 }
 
 /// Removes every entry of a site with its vectors (inside the site's deletion); returns how many.
@@ -486,23 +428,34 @@ pub struct Match<'a> {
 /// The match indexes of every site that has been asked about, rebuilt on change.
 #[derive(Clone)]
 pub struct KnowledgeBase {
-    store: Store,
+    /// Where entries are read from: the appliance's `Store`, or a cluster's PostgreSQL.
+    source: Arc<dyn EntrySource>,
     sites: Arc<DashMap<String, Arc<SiteKnowledge>>>,
     /// Each site's own term lines (bot settings), as the bot last read them.
     terms: Arc<DashMap<String, String>>,
     /// Serialises rebuilds, so a slower rebuild of older entries never replaces a newer one.
     reloading: Arc<tokio::sync::Mutex<()>>,
+    /// Counts [`KnowledgeBase::forget`] calls, so a rebuild that read its entries before one
+    /// does not keep an index the change made stale.
+    forgotten: Arc<AtomicU64>,
     /// Told the key of every site whose entries were rebuilt (the bot's vector refresher).
     rebuilt: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
 impl KnowledgeBase {
     pub fn new(store: Store) -> KnowledgeBase {
+        KnowledgeBase::of(Arc::new(store))
+    }
+
+    /// The match indexes of the entries `source` stores (the appliance's `Store`, or a cluster's
+    /// PostgreSQL, whose changes through other nodes `forget` is told of).
+    pub fn of(source: Arc<dyn EntrySource>) -> KnowledgeBase {
         KnowledgeBase {
-            store,
+            source,
             sites: Arc::new(DashMap::new()),
             terms: Arc::new(DashMap::new()),
             reloading: Arc::new(tokio::sync::Mutex::new(())),
+            forgotten: Arc::new(AtomicU64::new(0)),
             rebuilt: Arc::new(std::sync::OnceLock::new()),
         }
     }
@@ -521,6 +474,12 @@ impl KnowledgeBase {
         }
     }
 
+    /// Drops a site's index (its entries changed elsewhere); the next use rebuilds it.
+    pub fn forget(&self, site: &str) {
+        self.forgotten.fetch_add(1, Ordering::SeqCst);
+        self.sites.remove(site);
+    }
+
     /// The site's knowledge, from memory or built from storage.
     pub async fn site(&self, site: &str) -> Result<Arc<SiteKnowledge>, StorageError> {
         if let Some(found) = self.sites.get(site) {
@@ -532,19 +491,24 @@ impl KnowledgeBase {
     /// Rebuilds a site's index from storage (after its entries changed).
     pub async fn reload(&self, site: &str) -> Result<Arc<SiteKnowledge>, StorageError> {
         let _one_at_a_time = self.reloading.lock().await;
-        let key = site.to_owned();
+        let forgotten = self.forgotten.load(Ordering::SeqCst);
         let terms = self.terms.get(site).map(|terms| terms.clone()).unwrap_or_default();
-        let knowledge = self
-            .store
-            .read(move |transaction| {
-                let entries = list(transaction, &key)?;
-                let mut knowledge =
-                    SiteKnowledge::build_with_terms(entries, normalize::TermList::with_site_terms(&terms));
-                knowledge.terms = terms;
-                Ok(Arc::new(knowledge))
-            })
-            .await?;
-        self.sites.insert(site.to_owned(), knowledge.clone());
+        let entries = self.source.site_entries(site).await?;
+        // Building the index of a big site takes a while: off the async worker threads.
+        let knowledge = tokio::task::spawn_blocking(move || {
+            let mut knowledge = SiteKnowledge::build_with_terms(entries, normalize::TermList::with_site_terms(&terms));
+            knowledge.terms = terms;
+            Arc::new(knowledge)
+        })
+        .await
+        .map_err(|error| StorageError::Panicked(error.to_string()))?;
+        // Checked under the map's lock of the site, which `forget`'s removal waits for.
+        {
+            let slot = self.sites.entry(site.to_owned());
+            if self.forgotten.load(Ordering::SeqCst) == forgotten {
+                slot.insert(knowledge.clone());
+            }
+        }
         if let Some(listener) = self.rebuilt.get() {
             let _ = listener.send(site.to_owned());
         }

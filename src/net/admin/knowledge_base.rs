@@ -3,8 +3,8 @@
 //! box that shows what the bot would do with a message, the bot's settings, and the answers
 //! visitors marked unhelpful.
 //!
-//! Every change goes through the same domain functions as the HTTP API
-//! ([`knowledge_base`], [`bot_settings::change`]) and rebuilds the site's match index at once.
+//! Every change goes through the same storage boundaries and domain functions as the HTTP API
+//! ([`KnowledgeBaseStore`], [`bot_settings::change`]) and rebuilds the site's match index at once.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -15,9 +15,10 @@ use serde::Deserialize;
 use super::form::FieldErrors;
 use super::texts::{Lang, Texts};
 use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
-use crate::bot::feedback::{self as bot_feedback, Feedback};
+use crate::bot::feedback::{BotFeedbackStore, Feedback};
 use crate::bot::knowledge_base::formats::{self, Format};
-use crate::bot::knowledge_base::{self, EntryInput, KbEntry, KbError};
+use crate::bot::knowledge_base::store::KnowledgeBaseStore;
+use crate::bot::knowledge_base::{EntryInput, KbEntry, KbError};
 use crate::bot::settings::{self as bot_settings, ChangeError, EmbeddingsChange, LlmChange, SettingsChange};
 use crate::bot::{self, BotSettings};
 use crate::net::AppState;
@@ -295,8 +296,7 @@ async fn list_page(app: &AppState, admin: &AdminUser, lang: Lang, query: PageQue
     let search = query.q.unwrap_or_default().trim().to_owned();
     let (mut entries, mut trial) = (Vec::new(), None);
     if let Some(site) = &site {
-        let key = site.key.clone();
-        entries = match app.store.read(move |transaction| knowledge_base::list(transaction, &key)).await {
+        entries = match KnowledgeBaseStore::of_site(&app.store, &site.key).await {
             Ok(entries) => entries,
             Err(error) => return internal_error(error),
         };
@@ -348,10 +348,7 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
     let lang = post.admin.lang;
     let site = post.form.text("site");
     let form = EntryForm::from_post(&post);
-    let result = match form.input().validate() {
-        Ok(input) => knowledge_base::create_many(&app.store, site.clone(), vec![input]).await,
-        Err(error) => Err(error),
-    };
+    let result = KnowledgeBaseStore::create_many(&app.store, site.clone(), vec![form.input()]).await;
     match result {
         Ok(created) => {
             if let Err(error) = app.bot.knowledge().reload(&site).await {
@@ -377,7 +374,7 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
 
 /// The entry `id`, or the page to answer with.
 async fn stored_entry(app: &AppState, id: u64, lang: Lang) -> Result<KbEntry, Response> {
-    match app.store.read(move |transaction| knowledge_base::get(transaction, id)).await {
+    match KnowledgeBaseStore::entry(&app.store, id).await {
         Ok(Some(entry)) => Ok(entry),
         Ok(None) => Err(not_found(lang, lang.texts().noun_entry)),
         Err(error) => Err(internal_error(error)),
@@ -415,10 +412,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
         Err(response) => return response,
     };
     let form = EntryForm::from_post(&post);
-    let result = match form.input().validate() {
-        Ok(input) => knowledge_base::update(&app.store, id, input).await,
-        Err(error) => Err(error),
-    };
+    let result = KnowledgeBaseStore::update(&app.store, id, form.input()).await;
     match result {
         Ok(saved) => {
             if let Err(error) = app.bot.knowledge().reload(&saved.site).await {
@@ -442,7 +436,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
 /// `POST /admin/knowledge-base/entries/{id}/delete`
 pub async fn delete(State(app): State<AppState>, Path(id): Path<u64>, post: AdminPost) -> Response {
     let lang = post.admin.lang;
-    match knowledge_base::delete(&app.store, id).await {
+    match KnowledgeBaseStore::delete(&app.store, id).await {
         Ok(entry) => {
             if let Err(error) = app.bot.knowledge().reload(&entry.site).await {
                 return internal_error(error);
@@ -466,7 +460,7 @@ pub async fn import(State(app): State<AppState>, post: AdminPost) -> Response {
         Ok(Format::Markdown) => Err(KbError::Invalid("format: choose csv or json".into())),
         Ok(format) => match formats::import_rows(format, &text) {
             Ok(rows) if rows.is_empty() => Err(KbError::Invalid("the file holds no entries".into())),
-            Ok(rows) => knowledge_base::import(&app.store, site.clone(), rows).await,
+            Ok(rows) => KnowledgeBaseStore::import(&app.store, site.clone(), rows).await,
             Err(error) => Err(error),
         },
         Err(error) => Err(error),
@@ -520,8 +514,7 @@ pub async fn export(State(app): State<AppState>, admin: AdminUser, Query(query):
     if !matches!(app.sites.get(&key).await, Ok(Some(_))) {
         return not_found(lang, lang.texts().noun_site);
     }
-    let site = key.clone();
-    let entries = match app.store.read(move |transaction| knowledge_base::list(transaction, &site)).await {
+    let entries = match KnowledgeBaseStore::of_site(&app.store, &key).await {
         Ok(entries) => entries,
         Err(error) => return internal_error(error),
     };
@@ -553,13 +546,10 @@ async fn bot_page(
             Err(error) => return internal_error(error),
         };
         form = SettingsForm::of(&settings);
-        let key = site.key.clone();
-        unhelpful =
-            match app.store.read(move |transaction| bot_feedback::unhelpful(transaction, &key, LISTED_UNHELPFUL)).await
-            {
-                Ok(found) => found,
-                Err(error) => return internal_error(error),
-            };
+        unhelpful = match BotFeedbackStore::unhelpful(&app.store, &site.key, LISTED_UNHELPFUL).await {
+            Ok(found) => found,
+            Err(error) => return internal_error(error),
+        };
     }
     if let Some((typed_form, typed_errors)) = typed {
         form = typed_form;
@@ -711,7 +701,7 @@ pub async fn save_settings(State(app): State<AppState>, post: AdminPost) -> Resp
             return bot_page(&app, &post.admin, lang, Some(site), None, Some(typed)).await;
         }
     };
-    match bot_settings::change(&app.bot, &site, change, app.config.llm.allow_private_addresses).await {
+    match bot_settings::change(&app.store, &app.bot, &site, change, app.config.llm.allow_private_addresses).await {
         Ok(settings) => {
             let detail = format!(
                 "enabled {}, threshold {}, llm {}",

@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{Caller, Json, admin_only};
-use crate::bot::feedback::{self, FeedbackError};
+use crate::bot::feedback::{BotFeedbackStore, FeedbackError};
 use crate::bot::knowledge_base::formats::{self, Format};
-use crate::bot::knowledge_base::{self, EntryInput, KbEntry};
+use crate::bot::knowledge_base::store::KnowledgeBaseStore;
+use crate::bot::knowledge_base::{EntryInput, KbEntry};
 use crate::bot::settings::{self as bot_settings, ChangeError, SettingsChange};
 use crate::bot::{BotSettings, mask_secret};
 use crate::chat::conversations;
@@ -92,7 +93,7 @@ fn require_site_of(principal: &Principal, site: &str) -> Result<(), ApiError> {
 
 /// The entry `id`, once the caller may change its site.
 async fn writable_entry(app: &AppState, principal: &Principal, id: u64) -> Result<KbEntry, ApiError> {
-    let entry = app.store.read(move |transaction| knowledge_base::get(transaction, id)).await?;
+    let entry = KnowledgeBaseStore::entry(&app.store, id).await?;
     let entry = entry.ok_or_else(|| ApiError::NotFound("no such entry".into()))?;
     writer(principal, &entry.site)?;
     Ok(entry)
@@ -122,7 +123,7 @@ pub async fn list(
     let site = query.site()?;
     reader(&principal, &site)?;
     require_site(&app, &site).await?;
-    let entries = app.store.read(move |transaction| knowledge_base::list(transaction, &site)).await?;
+    let entries = KnowledgeBaseStore::of_site(&app.store, &site).await?;
     Ok(axum::Json(entries))
 }
 
@@ -139,8 +140,7 @@ pub async fn create(
 ) -> Result<(StatusCode, axum::Json<KbEntry>), ApiError> {
     let site = query.site()?;
     writer(&principal, &site)?;
-    let input = input.validate()?;
-    let mut created = knowledge_base::create_many(&app.store, site.clone(), vec![input]).await?;
+    let mut created = KnowledgeBaseStore::create_many(&app.store, site.clone(), vec![input]).await?;
     app.bot.knowledge().reload(&site).await?;
     let entry = created.pop().ok_or_else(|| ApiError::Internal("no entry was created".into()))?;
     audit::record(&app.store, &principal, "kb.create", &format!("{site} #{}", entry.id), entry.questions.join(" | "))
@@ -161,8 +161,7 @@ pub async fn update(
 ) -> Result<axum::Json<KbEntry>, ApiError> {
     let id = entry_id(&id)?;
     writable_entry(&app, &principal, id).await?;
-    let input = input.validate()?;
-    let entry = knowledge_base::update(&app.store, id, input).await?;
+    let entry = KnowledgeBaseStore::update(&app.store, id, input).await?;
     app.bot.knowledge().reload(&entry.site).await?;
     let target = format!("{} #{}", entry.site, entry.id);
     audit::record(&app.store, &principal, "kb.update", &target, entry.questions.join(" | ")).await;
@@ -180,7 +179,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let id = entry_id(&id)?;
     writable_entry(&app, &principal, id).await?;
-    let entry = knowledge_base::delete(&app.store, id).await?;
+    let entry = KnowledgeBaseStore::delete(&app.store, id).await?;
     app.bot.knowledge().reload(&entry.site).await?;
     let target = format!("{} #{}", entry.site, entry.id);
     audit::record(&app.store, &principal, "kb.delete", &target, entry.questions.join(" | ")).await;
@@ -214,7 +213,7 @@ pub async fn import(
     let format = query.format()?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::Unprocessable("body: must be UTF-8 text".into()))?;
     let rows = formats::import_rows(format, text)?;
-    let outcome = knowledge_base::import(&app.store, site.clone(), rows).await?;
+    let outcome = KnowledgeBaseStore::import(&app.store, site.clone(), rows).await?;
     app.bot.knowledge().reload(&site).await?;
     let detail = format!("{} added, {} updated", outcome.created, outcome.updated);
     audit::record(&app.store, &principal, "kb.import", &site, detail).await;
@@ -243,7 +242,7 @@ pub async fn export(
     reader(&principal, &site)?;
     let format = query.format()?;
     require_site(&app, &site).await?;
-    let entries = app.store.read(move |transaction| knowledge_base::list(transaction, &site)).await?;
+    let entries = KnowledgeBaseStore::of_site(&app.store, &site).await?;
     let text = formats::export(format, &entries);
     Ok(([(header::CONTENT_TYPE, format.content_type())], text).into_response())
 }
@@ -281,7 +280,8 @@ pub async fn save_bot_settings(
 ) -> Result<axum::Json<BotSettings>, ApiError> {
     let admin = admin_only(principal)?;
     require_site(&app, &site).await?;
-    let settings = bot_settings::change(&app.bot, &site, change, app.config.llm.allow_private_addresses).await?;
+    let settings =
+        bot_settings::change(&app.store, &app.bot, &site, change, app.config.llm.allow_private_addresses).await?;
     let detail =
         format!("enabled {}, threshold {}, llm {}", settings.enabled, settings.threshold, settings.llm.is_some());
     audit::record(&app.store, &admin, "bot.update", &site, detail).await;
@@ -325,7 +325,7 @@ pub async fn feedback(
     if !conversation.is_some_and(|conversation| principal.can_access(&conversation)) {
         return Err(ApiError::NotFound("no such conversation".into()));
     }
-    feedback::record(&app.store, conversation_id, seq, input.helpful).await.map_err(|error| match error {
+    BotFeedbackStore::record(&app.store, conversation_id, seq, input.helpful).await.map_err(|error| match error {
         FeedbackError::NoSuchConversation | FeedbackError::NoSuchMessage => ApiError::NotFound(error.to_string()),
         FeedbackError::NotAnAnswer => ApiError::Unprocessable(error.to_string()),
         FeedbackError::Storage(error) => error.into(),

@@ -1,0 +1,68 @@
+//! The bot's settings on the cluster's PostgreSQL: the [`BotSettingsStore`] boundary over the
+//! `bot_settings` record table (migration 7), each change applied with the appliance's
+//! `SettingsChange::apply` to the stored settings in one transaction under an advisory lock of
+//! the site, so two nodes changing different fields at once keep both.
+
+use crate::bot::BotSettings;
+use crate::bot::settings::{BotSettingsStore, ChangeError, SettingsChange};
+use crate::cluster::postgres::{self, PostgresError, Readers, Writers, database, record_text};
+use crate::storage::StorageError;
+
+pub struct PostgresBotSettings {
+    readers: Readers,
+    writers: Writers,
+}
+
+impl PostgresBotSettings {
+    /// Connects and applies the migrations the database lacks.
+    pub async fn open(url: &str) -> Result<PostgresBotSettings, PostgresError> {
+        postgres::ensure_migrated(url).await?;
+        Ok(PostgresBotSettings { readers: Readers::new(url, 1), writers: Writers::new(url, 1) })
+    }
+}
+
+/// The statement reading a site's settings.
+const SETTINGS_OF_SITE: &str = "SELECT record::text FROM bot_settings WHERE site = $1";
+
+impl BotSettingsStore for PostgresBotSettings {
+    async fn settings(&self, site: &str) -> Result<BotSettings, StorageError> {
+        let client = self.readers.client().await?;
+        let stored = postgres::record_where(&*client, "bot settings", SETTINGS_OF_SITE, &[&site]).await?;
+        Ok(stored.unwrap_or_default())
+    }
+
+    async fn change(
+        &self,
+        site: &str,
+        requested: SettingsChange,
+        allow_private_llm: bool,
+    ) -> Result<BotSettings, ChangeError> {
+        self.writers
+            .run(async |transaction| -> Result<_, ChangeError> {
+                transaction
+                    .execute("SELECT pg_advisory_xact_lock(hashtext('kefu bot settings ' || $1))", &[&site])
+                    .await
+                    .map_err(database)?;
+                let found = transaction
+                    .query_opt("SELECT 1 FROM sites WHERE key = $1 FOR KEY SHARE", &[&site])
+                    .await
+                    .map_err(database)?;
+                if found.is_none() {
+                    return Err(ChangeError::NoSuchSite);
+                }
+                let stored: Option<BotSettings> =
+                    postgres::record_where(transaction, "bot settings", SETTINGS_OF_SITE, &[&site]).await?;
+                let settings = requested.apply(&stored.unwrap_or_default(), allow_private_llm)?;
+                transaction
+                    .execute(
+                        "INSERT INTO bot_settings (site, record) VALUES ($1, $2::text::jsonb)
+                         ON CONFLICT (site) DO UPDATE SET record = EXCLUDED.record",
+                        &[&site, &record_text(&settings)],
+                    )
+                    .await
+                    .map_err(database)?;
+                Ok(settings)
+            })
+            .await
+    }
+}
