@@ -3,8 +3,9 @@
 //! both backends, the appliance's redb and the cluster's PostgreSQL 15 (support/postgres.rs):
 //! the same calls give the same answers for Chinese and English entries, and bad input (unknown
 //! sites and ids, invalid entries and settings, another site's entry in an import, an import past
-//! the site's limit) is refused with nothing changed. With NATS, an entry changed through one
-//! node reaches another node's match index within a second.
+//! the site's limit) is refused with nothing changed. On PostgreSQL, two nodes adding entries at
+//! once never pass the site's limit together, and with NATS an entry changed through one node
+//! reaches another node's match index within a second.
 //!
 //! The PostgreSQL tests print one line and pass when PostgreSQL is not installed.
 
@@ -290,4 +291,24 @@ async fn an_entry_changed_through_one_node_reaches_another_nodes_index_within_a_
     node_a.delete(created[0].id).await.unwrap();
     seen("运费多少", None).await;
     following.abort();
+}
+
+#[tokio::test]
+async fn two_nodes_adding_at_once_never_pass_the_sites_limit() {
+    let Some(url) = database("knowledge_base_race").await else { return };
+    let site = new_site(&PostgresSites::open(&url).await.unwrap(), "快满了").await;
+    let (a, b) = (PostgresKnowledgeBase::open(&url).await.unwrap(), PostgresKnowledgeBase::open(&url).await.unwrap());
+    let filler: Vec<EntryInput> =
+        (0..MAX_ENTRIES_PER_SITE - 10).map(|n| input(&[&format!("问题 {n}")], "答案", "zh-CN")).collect();
+    a.create_many(site.clone(), filler).await.expect("the site filled to ten short of its limit");
+    // Node b's connection is opened first, so both nodes' transactions run at once.
+    assert!(matches!(
+        b.create_many("no-such-site".into(), vec![input(&["q"], "a", "")]).await,
+        Err(KbError::NoSuchSite)
+    ));
+    let six = |node: &str| (0..6).map(|n| input(&[&format!("{node} {n}")], "answer", "en")).collect::<Vec<_>>();
+    let (first, second) = tokio::join!(a.create_many(site.clone(), six("a")), b.create_many(site.clone(), six("b")));
+    let (first, second) = (first.map(|added| added.len()), second.map(|added| added.len()));
+    assert_eq!(usize::from(first.is_ok()) + usize::from(second.is_ok()), 1, "{first:?} {second:?}");
+    assert_eq!(a.of_site(&site).await.unwrap().len(), MAX_ENTRIES_PER_SITE - 4);
 }
