@@ -99,6 +99,13 @@ async fn behaves_as_a_knowledge_base_store(store: &impl KnowledgeBaseStore, site
         matches!(refused, Err(KbError::Invalid(ref error)) if error.starts_with(&format!("entry 2: id {}", elsewhere[0].id))),
         "{refused:?}"
     );
+    let twice =
+        vec![row(Some(en.id), input(&["Return?"], "Yes.", "en")), row(Some(en.id), input(&["Refund?"], "No.", "en"))];
+    let repeated = store.import(site.clone(), twice).await;
+    assert!(
+        matches!(repeated, Err(KbError::Invalid(ref error)) if error.starts_with(&format!("entry 2: id {} is already the id of entry 1", en.id))),
+        "{repeated:?}"
+    );
     let unknown_id = store.import(site.clone(), vec![row(Some(u64::MAX), input(&["q"], "a", ""))]).await;
     assert!(matches!(unknown_id, Err(KbError::Invalid(_))), "{unknown_id:?}");
     let too_many: Vec<ImportRow> =

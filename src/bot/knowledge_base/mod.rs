@@ -174,7 +174,7 @@ pub struct ImportPlan {
 }
 
 /// Decides an import into `site`, which holds `existing` entries, at `now`: every row
-/// validated, room for the new ones, and every row with an id naming an entry of the site
+/// validated, room for the new ones, and every row with an id naming an entry of the site, once
 /// (`named` holds the stored entries the rows' ids name); otherwise nothing is stored.
 pub fn plan_import(
     site: &str,
@@ -186,14 +186,24 @@ pub fn plan_import(
     let n_new = rows.iter().filter(|row| row.id.is_none()).count();
     check_room(existing, n_new)?;
     let mut plan = ImportPlan { new_inputs: Vec::with_capacity(n_new), replaced: Vec::new() };
+    // The row number of each replaced entry, for the message of a repeated id.
+    let mut row_numbers = Vec::new();
     for (number, row) in rows.into_iter().enumerate() {
         let input = row.input.validate().map_err(|error| KbError::Invalid(format!("entry {}: {error}", number + 1)))?;
         let Some(id) = row.id else {
             plan.new_inputs.push(input);
             continue;
         };
+        if let Some(earlier) = plan.replaced.iter().position(|entry| entry.id == id) {
+            return Err(KbError::Invalid(format!(
+                "entry {}: id {id} is already the id of entry {} (give each entry once)",
+                number + 1,
+                row_numbers[earlier]
+            )));
+        }
         match named.get(&id) {
             Some(entry) if entry.site == site => {
+                row_numbers.push(number + 1);
                 let mut entry = entry.clone();
                 entry.replace_with(input, now);
                 plan.replaced.push(entry);
