@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 use crate::bot::embeddings::{EmbeddingSettings, SiteVectors};
 use crate::bot::knowledge_base::{Candidate, KnowledgeBase, SiteKnowledge};
 use crate::bot::llm::{ChatMessage, LlmSettings};
-use crate::bot::settings::BotSettingsStore;
+use crate::bot::settings::SiteSettings;
 use crate::chat::conversations::{self, Conversation, ConversationError, ConversationStatus};
 use crate::chat::delivery::{CommittedEvent, ConversationEvent, Hub, Outbound};
 use crate::chat::messages::{self, MessageRecord, NewMessage, Target};
@@ -290,7 +290,7 @@ struct BotInner {
     hub: Arc<Hub>,
     knowledge: KnowledgeBase,
     /// Decoded settings per site; replaced when an admin saves them.
-    settings: DashMap<String, Arc<BotSettings>>,
+    settings: SiteSettings,
     http: reqwest::Client,
     /// The longest message kefu stores; a generated answer is cut there.
     max_text_chars: usize,
@@ -316,12 +316,13 @@ impl Bot {
         let (refresh, mut refresh_requests) = mpsc::unbounded_channel::<String>();
         let knowledge = KnowledgeBase::new(store.clone());
         knowledge.notify_rebuilds(refresh.clone());
+        let settings = SiteSettings::of(Arc::new(store.clone()));
         let bot = Bot {
             inner: Arc::new(BotInner {
                 knowledge,
                 store,
                 hub,
-                settings: DashMap::new(),
+                settings,
                 http: llm::http_client(allow_private_llm),
                 max_text_chars,
                 vectors: DashMap::new(),
@@ -393,14 +394,15 @@ impl Bot {
         &self.inner.knowledge
     }
 
+    /// The settings the bot uses, per site.
+    pub fn site_settings(&self) -> &SiteSettings {
+        &self.inner.settings
+    }
+
     /// A site's settings, from memory or storage.
     pub async fn settings(&self, site: &str) -> Result<Arc<BotSettings>, StorageError> {
-        if let Some(found) = self.inner.settings.get(site) {
-            return Ok(found.clone());
-        }
-        let settings = Arc::new(BotSettingsStore::settings(&self.inner.store, site).await?);
+        let settings = self.inner.settings.get(site).await?;
         self.inner.knowledge.set_terms(site, &settings.terms);
-        self.inner.settings.insert(site.to_owned(), settings.clone());
         Ok(settings)
     }
 
@@ -417,9 +419,9 @@ impl Bot {
     /// date when the embeddings endpoint changed.
     pub fn use_settings(&self, site: &str, settings: BotSettings) {
         self.inner.knowledge.set_terms(site, &settings.terms);
-        let embeddings_changed = self.inner.settings.get(site).is_none_or(|old| old.embeddings != settings.embeddings);
-        self.inner.settings.insert(site.to_owned(), Arc::new(settings));
-        if embeddings_changed {
+        let embeddings = settings.embeddings.clone();
+        let kept = self.inner.settings.insert(site, settings);
+        if kept.is_none_or(|old| old.embeddings != embeddings) {
             self.inner.vectors.remove(site);
             let _ = self.inner.refresh.send(site.to_owned());
         }

@@ -12,7 +12,11 @@
 //! the settings they load, in one step.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use dashmap::DashMap;
+use futures_util::future::BoxFuture;
 use redb::ReadableTable;
 use serde::{Deserialize, Deserializer};
 
@@ -251,6 +255,62 @@ fn check_endpoint(field: &str, base_url: &str, allow_private: bool) -> Result<()
         .map_err(|_| ChangeError::Invalid(format!("{field}: must be an http:// or https:// URL")))?;
     crate::base::outbound::check_url(&url, allow_private)
         .map_err(|error| ChangeError::Invalid(format!("{field}: {error} (see llm.allow_private_addresses)")))
+}
+
+/// What [`SiteSettings`] reads from: any [`BotSettingsStore`], behind a pointer.
+pub trait SettingsSource: Send + Sync {
+    fn site_settings<'a>(&'a self, site: &'a str) -> BoxFuture<'a, Result<BotSettings, StorageError>>;
+}
+
+impl<T: BotSettingsStore> SettingsSource for T {
+    fn site_settings<'a>(&'a self, site: &'a str) -> BoxFuture<'a, Result<BotSettings, StorageError>> {
+        Box::pin(self.settings(site))
+    }
+}
+
+/// Each site's bot settings as the bot uses them, read once and kept until they change: through
+/// this node ([`SiteSettings::insert`]) or another ([`SiteSettings::forget`]).
+#[derive(Clone)]
+pub struct SiteSettings {
+    /// Where settings are read from: the appliance's `Store`, or a cluster's PostgreSQL.
+    source: Arc<dyn SettingsSource>,
+    sites: Arc<DashMap<String, Arc<BotSettings>>>,
+    /// Counts [`SiteSettings::forget`] calls, so a read from before one is not kept.
+    forgotten: Arc<AtomicU64>,
+}
+
+impl SiteSettings {
+    pub fn of(source: Arc<dyn SettingsSource>) -> SiteSettings {
+        SiteSettings { source, sites: Arc::new(DashMap::new()), forgotten: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// A site's settings, from memory or storage.
+    pub async fn get(&self, site: &str) -> Result<Arc<BotSettings>, StorageError> {
+        if let Some(found) = self.sites.get(site) {
+            return Ok(found.clone());
+        }
+        let forgotten = self.forgotten.load(Ordering::SeqCst);
+        let settings = Arc::new(self.source.site_settings(site).await?);
+        // Checked under the map's lock of the site, which `forget`'s removal waits for.
+        {
+            let slot = self.sites.entry(site.to_owned());
+            if self.forgotten.load(Ordering::SeqCst) == forgotten {
+                slot.insert(settings.clone());
+            }
+        }
+        Ok(settings)
+    }
+
+    /// Keeps settings this node just stored; returns the ones it kept before, if any.
+    pub fn insert(&self, site: &str, settings: BotSettings) -> Option<Arc<BotSettings>> {
+        self.sites.insert(site.to_owned(), Arc::new(settings))
+    }
+
+    /// Drops a site's settings (changed elsewhere); the next use reads them again.
+    pub fn forget(&self, site: &str) {
+        self.forgotten.fetch_add(1, Ordering::SeqCst);
+        self.sites.remove(site);
+    }
 }
 
 /// Applies `requested` over the site's stored settings in `store`, stores the result and has

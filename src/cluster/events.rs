@@ -10,9 +10,10 @@
 //! `kefu.conversations.<conversation id>`; [`follow`] takes both on one subscription, in the
 //! order each node published them.
 //!
-//! A change to a site, or to a site's knowledge-base entries, is announced by the site's key on
-//! `kefu.sites.changed` or `kefu.knowledge_base.changed`; each node's follower drops its cached
-//! copy ([`follow_site_changes`], [`follow_knowledge_base_changes`]).
+//! A change to a site, to a site's knowledge-base entries or to its bot settings is announced by
+//! the site's key on `kefu.sites.changed`, `kefu.knowledge_base.changed` or
+//! `kefu.bot_settings.changed`; each node's follower drops its cached copy
+//! ([`follow_site_changes`], [`follow_knowledge_base_changes`], [`follow_bot_settings_changes`]).
 
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -384,6 +385,35 @@ pub async fn follow_knowledge_base_changes(
             match std::str::from_utf8(&message.payload) {
                 Ok(key) => knowledge.forget(key),
                 Err(_) => tracing::warn!("a knowledge-base change whose site key is not text was skipped"),
+            }
+        }
+    }))
+}
+
+/// The subject a node publishes a site's key on after committing a change to its bot settings,
+/// so every node drops its copy (`SiteSettings::forget`).
+pub const BOT_SETTINGS_CHANGED_SUBJECT: &str = "kefu.bot_settings.changed";
+
+/// Tells every node that the bot settings of the site `key` changed; a failure is logged: that
+/// node keeps its copy until it is dropped for another reason.
+pub async fn publish_bot_settings_changed(client: &async_nats::Client, key: &str) {
+    if let Err(error) = client.publish(BOT_SETTINGS_CHANGED_SUBJECT, key.to_owned().into()).await {
+        tracing::warn!(%error, site = key, "a bot settings change was not published to NATS");
+    }
+}
+
+/// Drops `settings`' copy of each site another node (or this one) reports changed, until the
+/// connection closes; returns once subscribed, so changes committed after it are seen.
+pub async fn follow_bot_settings_changes(
+    client: &async_nats::Client,
+    settings: crate::bot::settings::SiteSettings,
+) -> Result<tokio::task::JoinHandle<()>, EventsError> {
+    let mut changes = client.subscribe(BOT_SETTINGS_CHANGED_SUBJECT).await?;
+    Ok(tokio::spawn(async move {
+        while let Some(message) = changes.next().await {
+            match std::str::from_utf8(&message.payload) {
+                Ok(key) => settings.forget(key),
+                Err(_) => tracing::warn!("a bot settings change whose site key is not text was skipped"),
             }
         }
     }))

@@ -5,7 +5,8 @@
 //! sites and ids, invalid entries and settings, another site's entry in an import, an import past
 //! the site's limit) is refused with nothing changed. On PostgreSQL, two nodes adding entries at
 //! once never pass the site's limit together, and with NATS an entry changed through one node
-//! reaches another node's match index within a second.
+//! reaches another node's match index, and a change of the bot's settings another node's copy,
+//! within a second.
 //!
 //! The PostgreSQL tests print one line and pass when PostgreSQL is not installed.
 
@@ -16,7 +17,7 @@ use kefu::bot::feedback::{BotFeedbackStore, FeedbackError};
 use kefu::bot::knowledge_base::formats::ImportRow;
 use kefu::bot::knowledge_base::store::KnowledgeBaseStore;
 use kefu::bot::knowledge_base::{EntryInput, ImportOutcome, KbError, KnowledgeBase, MAX_ENTRIES_PER_SITE};
-use kefu::bot::settings::{BotSettingsStore, ChangeError, SettingsChange};
+use kefu::bot::settings::{BotSettingsStore, ChangeError, SettingsChange, SiteSettings};
 use kefu::bot::{BotSettings, DEFAULT_THRESHOLD};
 use kefu::chat::message_store::MessageStore;
 use kefu::chat::messages::{self, NewMessage, Target};
@@ -255,6 +256,19 @@ async fn the_appliance_and_postgresql_behave_alike() {
     behaves_as_a_feedback_store(&messages, &site, conversation_id, answer_seq).await;
 }
 
+/// Waits up to a second for `read` to give `expected`.
+async fn within_a_second<T: PartialEq + std::fmt::Debug>(expected: T, read: impl AsyncFn() -> T) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let found = read().await;
+        if found == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the other node still has {found:?}, not {expected:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_entry_changed_through_one_node_reaches_another_nodes_index_within_a_second() {
     let Some(url) = database("knowledge_base_index").await else { return };
@@ -266,37 +280,22 @@ async fn an_entry_changed_through_one_node_reaches_another_nodes_index_within_a_
     let following = events::follow_knowledge_base_changes(&events::connect(&nats.url()).await.unwrap(), node_b.clone())
         .await
         .expect("follow");
-    let answer_on_b = |text: &'static str| {
-        let node_b = node_b.clone();
-        let site = site.clone();
-        async move {
-            let knowledge = node_b.site(&site).await.unwrap();
-            knowledge.top(text, 1).first().map(|found| found.entry.answer.clone())
-        }
-    };
-    let seen = async |text: &'static str, expected: Option<&str>| {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        loop {
-            let answer = answer_on_b(text).await;
-            if answer.as_deref() == expected {
-                return;
-            }
-            assert!(Instant::now() < deadline, "node b answers {answer:?}, not {expected:?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    let answer_on_b = async |text: &str| {
+        let knowledge = node_b.site(&site).await.unwrap();
+        knowledge.top(text, 1).first().map(|found| found.entry.answer.clone())
     };
     assert_eq!(answer_on_b("运费多少").await, None, "node b has built its index of no entries");
 
     let created =
         node_a.create_many(site.clone(), vec![input(&["运费多少？"], "满99元包邮。", "zh-CN")]).await.unwrap();
-    seen("运费多少", Some("满99元包邮。")).await;
+    within_a_second(Some("满99元包邮。".to_owned()), async || answer_on_b("运费多少").await).await;
     node_a.update(created[0].id, input(&["运费多少？"], "全场包邮。", "zh-CN")).await.unwrap();
-    seen("运费多少", Some("全场包邮。")).await;
+    within_a_second(Some("全场包邮。".to_owned()), async || answer_on_b("运费多少").await).await;
     let rows = vec![ImportRow { id: None, input: input(&["How do I return an item?"], "Within 30 days.", "en") }];
     node_a.import(site.clone(), rows).await.unwrap();
-    seen("return an item", Some("Within 30 days.")).await;
+    within_a_second(Some("Within 30 days.".to_owned()), async || answer_on_b("return an item").await).await;
     node_a.delete(created[0].id).await.unwrap();
-    seen("运费多少", None).await;
+    within_a_second(None, async || answer_on_b("运费多少").await).await;
     following.abort();
 }
 
@@ -318,4 +317,28 @@ async fn two_nodes_adding_at_once_never_pass_the_sites_limit() {
     let (first, second) = (first.map(|added| added.len()), second.map(|added| added.len()));
     assert_eq!(usize::from(first.is_ok()) + usize::from(second.is_ok()), 1, "{first:?} {second:?}");
     assert_eq!(a.of_site(&site).await.unwrap().len(), MAX_ENTRIES_PER_SITE - 4);
+}
+
+#[tokio::test]
+async fn bot_settings_changed_through_one_node_reach_another_nodes_copy_within_a_second() {
+    let Some(url) = database("bot_settings_copy").await else { return };
+    let Some(nats) = NatsServer::start("bot_settings_copy") else { return };
+    let site = new_site(&PostgresSites::open(&url).await.unwrap(), "两个节点").await;
+    let node_a =
+        PostgresBotSettings::open(&url).await.unwrap().with_events(events::connect(&nats.url()).await.unwrap());
+    let node_b = SiteSettings::of(Arc::new(PostgresBotSettings::open(&url).await.unwrap()));
+    let following = events::follow_bot_settings_changes(&events::connect(&nats.url()).await.unwrap(), node_b.clone())
+        .await
+        .expect("follow");
+    let on_b = async || {
+        let settings = node_b.get(&site).await.unwrap();
+        (settings.enabled, settings.greeting.clone())
+    };
+    assert_eq!(on_b().await, (false, String::new()), "node b keeps the defaults");
+
+    node_a.change(&site, change(serde_json::json!({"enabled": true, "greeting": "您好！"})), false).await.unwrap();
+    within_a_second((true, "您好！".to_owned()), on_b).await;
+    node_a.change(&site, change(serde_json::json!({"enabled": false})), false).await.unwrap();
+    within_a_second((false, "您好！".to_owned()), on_b).await;
+    following.abort();
 }
