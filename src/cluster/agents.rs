@@ -3,13 +3,16 @@
 //! `appliance_meta` (migration 7), so an agent logs in through one node and is known by every
 //! other. The decisions (the password check, a session's stage, expiry, a disabled agent) are
 //! `people::agents`' own, made over the trait. With NATS, a logout is announced to every node,
-//! which closes that session's connections.
+//! which closes that session's connections. The agents' administration on the same store is
+//! `cluster::agent_administration`.
+
+use tokio_postgres::GenericClient;
 
 use crate::base::secrets::TokenDigest;
 use crate::chat::delivery::{AccessEndReason, AccessEnded};
 use crate::cluster::events::{NodeEvent, Outlet};
-use crate::cluster::postgres::Readers;
 use crate::cluster::postgres::{self, PostgresError, database, record_of, record_text};
+use crate::cluster::postgres::{Readers, Writers};
 use crate::people::agent_store::AgentStore;
 use crate::people::agents::{self, Agent, AgentSession};
 use crate::people::two_factor;
@@ -18,16 +21,25 @@ use crate::storage::StorageError;
 /// Connections a node's reads and session writes take in turn.
 const CONNECTIONS: usize = 2;
 
+/// Connections kept for the administration's transactions: admins' changes are rare.
+const WRITE_CONNECTIONS: usize = 1;
+
 pub struct PostgresAgents {
-    connections: Readers,
-    events: Outlet,
+    pub(super) connections: Readers,
+    /// Connections for the administration's transactions (`cluster::agent_administration`).
+    pub(super) writers: Writers,
+    pub(super) events: Outlet,
 }
 
 impl PostgresAgents {
     /// Connects and applies the migrations the database lacks (agents need migration 7).
     pub async fn open(url: &str) -> Result<PostgresAgents, PostgresError> {
         postgres::ensure_migrated(url).await?;
-        Ok(PostgresAgents { connections: Readers::new(url, CONNECTIONS), events: Outlet::default() })
+        Ok(PostgresAgents {
+            connections: Readers::new(url, CONNECTIONS),
+            writers: Writers::new(url, WRITE_CONNECTIONS),
+            events: Outlet::default(),
+        })
     }
 
     /// Announces a logout to this node and the others (NATS), so every node closes that
@@ -46,6 +58,16 @@ impl PostgresAgents {
         let row = client.query_opt(statement, &[key]).await.map_err(database)?;
         Ok(row.map(|row| row.get(0)))
     }
+}
+
+/// Whether the installation requires two-factor login (the appliance's switch, copied to
+/// `appliance_meta`).
+pub(super) async fn two_factor_required_in(client: &impl GenericClient) -> Result<bool, StorageError> {
+    let row = client
+        .query_opt("SELECT record::text FROM appliance_meta WHERE name = $1", &[&two_factor::REQUIRED_KEY])
+        .await
+        .map_err(database)?;
+    Ok(row.is_some_and(|row| row.get::<_, &str>(0).trim() == "1"))
 }
 
 impl AgentStore for PostgresAgents {
@@ -68,9 +90,7 @@ impl AgentStore for PostgresAgents {
     }
 
     async fn two_factor_required(&self) -> Result<bool, StorageError> {
-        let found =
-            self.one("SELECT record::text FROM appliance_meta WHERE name = $1", &two_factor::REQUIRED_KEY).await?;
-        Ok(found.is_some_and(|text| text.trim() == "1"))
+        two_factor_required_in(&*self.connections.client().await?).await
     }
 
     async fn insert_session(&self, digest: &TokenDigest, session: AgentSession) -> Result<(), StorageError> {

@@ -20,6 +20,7 @@
 //! record tables [`redb_copy`] fills. The server does not use it yet: the other areas still live
 //! in redb, so there is no `storage.backend` setting (docs/cluster.md).
 
+pub mod agent_administration;
 pub mod agents;
 pub mod api_tokens;
 pub mod audit;

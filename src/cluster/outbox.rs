@@ -23,7 +23,7 @@ use crate::cluster::messages::unsigned;
 use crate::cluster::node::{NodeName, check_name, checked_millis};
 use crate::cluster::postgres::PostgresError;
 use crate::email::transcript::TranscriptOf;
-use crate::email::{EmailKind, ReadCheck};
+use crate::email::{EmailKind, OutgoingEmail, ReadCheck};
 
 /// The most rows one claim takes.
 pub const MAX_CLAIM: usize = 1000;
@@ -79,6 +79,20 @@ impl OutboxContent {
         match self {
             OutboxContent::Webhook { .. } => OutboxKind::Webhook,
             OutboxContent::Email { .. } => OutboxKind::Email,
+        }
+    }
+
+    /// An email to queue, as the appliance's `email::queue` stores it.
+    pub fn of_email(email: OutgoingEmail) -> OutboxContent {
+        OutboxContent::Email {
+            email_kind: email.kind,
+            to_address: email.to_address,
+            to_name: email.to_name,
+            subject: email.message.subject,
+            text: email.message.text,
+            html: email.message.html,
+            unless_read: email.unless_read,
+            transcript_of: email.transcript_of,
         }
     }
 

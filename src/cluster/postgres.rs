@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 11, name: "api_tokens", sql: include_str!("migrations/0011_api_tokens.sql") },
     Migration { version: 12, name: "webhooks", sql: include_str!("migrations/0012_webhooks.sql") },
     Migration { version: 13, name: "knowledge_base", sql: include_str!("migrations/0013_knowledge_base.sql") },
+    Migration { version: 14, name: "agents", sql: include_str!("migrations/0014_agents.sql") },
     Migration { version: 15, name: "offline_messages", sql: include_str!("migrations/0015_offline_messages.sql") },
 ];
 

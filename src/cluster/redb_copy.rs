@@ -843,6 +843,7 @@ const SEQUENCES: &[(&str, &str, &str, Option<&str>)] = &[
     ("api_token_ids", "api_tokens", "id", None),
     ("kb_entry_ids", "kb_entries", "id", Some("next_kb_entry_id")),
     ("offline_message_ids", "offline_messages", "id", Some("next_offline_message_id")),
+    ("agent_ids", "agents", "id", Some("next_agent_id")),
 ];
 
 /// The statements that move every sequence of [`SEQUENCES`] past the copied values.

@@ -2,7 +2,7 @@
 //! (migration 7), with the appliance's checks (`teams::validate`, `teams::check_member` against
 //! the agents' records) and its deletion: the site stops routing to the team
 //! (`teams::forget_team`) and conversations waiting for it wait for any agent of the site, in one
-//! transaction. With NATS, the site a deletion changed is announced like any site change.
+//! transaction. An agent's teams are set with `teams::memberships`, every team's row locked. With NATS, the site a deletion changed is announced like any site change.
 
 use std::collections::HashMap;
 
@@ -154,5 +154,32 @@ impl TeamStore for PostgresTeams {
             events::publish_site_changed(nats, &team.site).await;
         }
         Ok(team)
+    }
+
+    async fn set_agent_teams(&self, agent_id: u64, team_ids: Vec<u64>) -> Result<Vec<Team>, TeamError> {
+        self.writers
+            .run(async |transaction| -> Result<_, TeamError> {
+                let agent: Option<Agent> = match i64::try_from(agent_id) {
+                    Ok(key) => {
+                        let statement = "SELECT record::text FROM agents WHERE id = $1 FOR SHARE";
+                        postgres::record_where(transaction, "agent", statement, &[&key]).await?
+                    }
+                    Err(_) => None,
+                };
+                let statement = "SELECT record::text FROM teams ORDER BY id FOR UPDATE";
+                let every: Vec<Team> = postgres::records_where(transaction, "team", statement, &[]).await?;
+                let changed = teams::memberships(agent_id, agent.as_ref(), every, &team_ids)?;
+                for team in &changed {
+                    transaction
+                        .execute(
+                            "UPDATE teams SET record = $2::text::jsonb WHERE id = $1",
+                            &[&(team.id as i64), &record_text(team)],
+                        )
+                        .await
+                        .map_err(database)?;
+                }
+                Ok(changed)
+            })
+            .await
     }
 }

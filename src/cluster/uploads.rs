@@ -173,33 +173,35 @@ impl PostgresUploads {
     /// Removes the upload `id`, and its bytes when no other upload has the same; false when
     /// there was no such upload.
     pub async fn delete(&self, id: &str) -> Result<bool, StorageError> {
-        let mut writer = self.writers.acquire().await?;
-        let transaction = writer.client().transaction().await.map_err(database)?;
-        let removed = transaction
-            .query_opt("DELETE FROM uploads WHERE id = $1 RETURNING content_id", &[&id])
-            .await
-            .map_err(database)?;
-        let Some(removed) = removed else {
-            return Ok(false);
-        };
-        let Some(content_id) = removed.get::<_, Option<i64>>(0) else {
-            transaction.commit().await.map_err(database)?;
-            return Ok(true);
-        };
-        // A content another upload still refers to, or one a concurrent put holds (FOR KEY
-        // SHARE), is kept; its chunks go with it otherwise (ON DELETE CASCADE).
-        transaction
-            .execute(
-                "DELETE FROM upload_contents c WHERE c.id = $1
-                   AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.content_id = c.id)
-                   AND c.id IN (SELECT id FROM upload_contents WHERE id = $1 FOR UPDATE SKIP LOCKED)",
-                &[&content_id],
-            )
-            .await
-            .map_err(database)?;
-        transaction.commit().await.map_err(database)?;
-        Ok(true)
+        self.writers.run(async |transaction| delete_in(transaction, id).await).await
     }
+}
+
+/// Removes the upload `id` in the caller's transaction, and its bytes when no other upload has
+/// them; says whether there was one.
+pub(crate) async fn delete_in(transaction: &tokio_postgres::Transaction<'_>, id: &str) -> Result<bool, StorageError> {
+    let removed = transaction
+        .query_opt("DELETE FROM uploads WHERE id = $1 RETURNING content_id", &[&id])
+        .await
+        .map_err(database)?;
+    let Some(removed) = removed else {
+        return Ok(false);
+    };
+    let Some(content_id) = removed.get::<_, Option<i64>>(0) else {
+        return Ok(true);
+    };
+    // A content another upload still refers to, or one a concurrent put holds (FOR KEY SHARE),
+    // is kept; its chunks go with it otherwise (ON DELETE CASCADE).
+    transaction
+        .execute(
+            "DELETE FROM upload_contents c WHERE c.id = $1
+               AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.content_id = c.id)
+               AND c.id IN (SELECT id FROM upload_contents WHERE id = $1 FOR UPDATE SKIP LOCKED)",
+            &[&content_id],
+        )
+        .await
+        .map_err(database)?;
+    Ok(true)
 }
 
 /// Stores the bytes of `first_chunk` and the rest of `body` in `transaction` as a content (or

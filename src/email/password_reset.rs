@@ -6,11 +6,14 @@
 //! once, then sets the password through `people::agents::reset_password`, which ends every
 //! session of the agent.
 
+use std::future::Future;
+
 use serde::{Deserialize, Serialize};
 
 use super::content::{self, Lang};
 use super::{EmailKind, OutgoingEmail};
-use crate::base::secrets;
+use crate::base::secrets::{self, TokenDigest};
+use crate::people::agent_administration::AgentAdministration;
 use crate::people::agents::{self, Agent, AgentError};
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
@@ -38,80 +41,127 @@ pub enum ResetError {
     Storage(#[from] StorageError),
 }
 
-/// Emails a reset link to the agent with `email`, if there is an enabled one; `reset_url` is the
-/// page the link opens (the token is appended).
-pub async fn request(store: &Store, email: &str, reset_url: &str, lang: Lang) -> Result<(), StorageError> {
-    let email = email.trim().to_lowercase();
-    let found = {
-        let email = email.clone();
-        store.read(move |transaction| agents::get_by_email(transaction, &email)).await?
-    };
-    let Some(agent) = found.filter(|agent| !agent.disabled) else {
-        return Ok(());
-    };
-    let token = secrets::new_token(TOKEN_PREFIX);
-    let digest = secrets::token_digest(&token);
-    let link = format!("{reset_url}?token={token}");
-    store
-        .write(move |context| {
-            let reset = PasswordReset {
-                agent_id: agent.id,
-                created_at: context.now,
-                expires_at: context.now + RESET_LIFETIME_MILLIS,
-            };
+impl PasswordReset {
+    /// A reset of `agent_id`'s password asked for at `now`.
+    pub fn new(agent_id: u64, now: i64) -> PasswordReset {
+        PasswordReset { agent_id, created_at: now, expires_at: now + RESET_LIFETIME_MILLIS }
+    }
+
+    /// Whether the link still works at `now`.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.expires_at >= now
+    }
+}
+
+/// The password resets' storage boundary: a reset stored with its email, read, and taken out.
+/// [`Store`] implements it with a writer operation (the email goes to the appliance's outbox);
+/// the cluster's PostgreSQL in `cluster::agent_administration` (the email an `outbox` row).
+pub trait PasswordResetStore: AgentAdministration {
+    /// Stores `reset` under its token's digest, and `email` (its link) in the outbox, in one
+    /// commit; resets expired before `reset` was made go.
+    fn insert_reset(
+        &self,
+        digest: TokenDigest,
+        reset: PasswordReset,
+        email: OutgoingEmail,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// The reset stored under `digest`, live or not.
+    fn password_reset(
+        &self,
+        digest: TokenDigest,
+    ) -> impl Future<Output = Result<Option<PasswordReset>, StorageError>> + Send;
+
+    /// Takes the reset stored under `digest` out, live or not, so its link works once.
+    fn take_reset(
+        &self,
+        digest: TokenDigest,
+    ) -> impl Future<Output = Result<Option<PasswordReset>, StorageError>> + Send;
+}
+
+impl PasswordResetStore for Store {
+    async fn insert_reset(
+        &self,
+        digest: TokenDigest,
+        reset: PasswordReset,
+        email: OutgoingEmail,
+    ) -> Result<(), StorageError> {
+        self.write(move |context| {
             let mut resets = context.transaction.open_table(tables::PASSWORD_RESETS)?;
             // Expired resets go when a new one is made, so the table stays small.
-            let now = context.now;
-            resets.retain(|_, value| decode_json::<PasswordReset>(value).is_ok_and(|reset| reset.expires_at >= now))?;
+            let now = reset.created_at;
+            resets.retain(|_, value| decode_json::<PasswordReset>(value).is_ok_and(|reset| reset.is_live(now)))?;
             resets.insert(&digest, encode_json(&reset).as_slice())?;
             drop(resets);
-            let outgoing = OutgoingEmail {
-                kind: EmailKind::PasswordReset,
-                site: None,
-                to_address: agent.email.clone(),
-                to_name: agent.name.clone(),
-                message: content::password_reset(lang, &link, RESET_LIFETIME_MILLIS / 60_000),
-                unless_read: None,
-                transcript_of: None,
-            };
-            let now = context.now;
-            super::queue(context, outgoing, now)?;
+            let due_at = context.now;
+            super::queue(context, email, due_at)?;
             Ok(Ok::<_, StorageError>(()))
         })
         .await
+    }
+
+    async fn password_reset(&self, digest: TokenDigest) -> Result<Option<PasswordReset>, StorageError> {
+        self.read(move |transaction| {
+            let table = transaction.open_table(tables::PASSWORD_RESETS)?;
+            table.get(&digest)?.map(|value| decode_json(value.value())).transpose()
+        })
+        .await
+    }
+
+    async fn take_reset(&self, digest: TokenDigest) -> Result<Option<PasswordReset>, StorageError> {
+        self.write(move |context| {
+            let mut resets = context.transaction.open_table(tables::PASSWORD_RESETS)?;
+            let reset = resets.remove(&digest)?.map(|value| decode_json(value.value())).transpose()?;
+            Ok(Ok::<_, StorageError>(reset))
+        })
+        .await
+    }
+}
+
+/// Emails a reset link to the agent with `email`, if there is an enabled one; `reset_url` is the
+/// page the link opens (the token is appended).
+pub async fn request(
+    store: &impl PasswordResetStore,
+    email: &str,
+    reset_url: &str,
+    lang: Lang,
+) -> Result<(), StorageError> {
+    let Some(agent) = store.get_by_email(email).await?.filter(|agent| !agent.disabled) else {
+        return Ok(());
+    };
+    let token = secrets::new_token(TOKEN_PREFIX);
+    let link = format!("{reset_url}?token={token}");
+    let email = OutgoingEmail {
+        kind: EmailKind::PasswordReset,
+        site: None,
+        to_address: agent.email.clone(),
+        to_name: agent.name.clone(),
+        message: content::password_reset(lang, &link, RESET_LIFETIME_MILLIS / 60_000),
+        unless_read: None,
+        transcript_of: None,
+    };
+    let reset = PasswordReset::new(agent.id, crate::base::clock::now_millis());
+    store.insert_reset(secrets::token_digest(&token), reset, email).await
 }
 
 /// Uses a reset link: sets `password` and ends every session of the agent. The link stops
 /// working at the first attempt, whatever its outcome, except a password too short or long.
-pub async fn complete(store: &Store, token: &str, password: &str) -> Result<Agent, ResetError> {
+pub async fn complete(store: &impl PasswordResetStore, token: &str, password: &str) -> Result<Agent, ResetError> {
     agents::validate_password(password)?;
-    let digest = secrets::token_digest(token.trim());
-    let reset = store
-        .write(move |context| {
-            let mut resets = context.transaction.open_table(tables::PASSWORD_RESETS)?;
-            let reset = resets.remove(&digest)?.map(|value| decode_json::<PasswordReset>(value.value())).transpose()?;
-            Ok(Ok::<_, StorageError>(reset.filter(|reset| reset.expires_at >= context.now)))
-        })
-        .await?;
-    let Some(reset) = reset else {
+    let now = crate::base::clock::now_millis();
+    let reset = store.take_reset(secrets::token_digest(token.trim())).await?;
+    let Some(reset) = reset.filter(|reset| reset.is_live(now)) else {
         return Err(ResetError::InvalidLink);
     };
-    let agent = store.read(move |transaction| agents::get(transaction, reset.agent_id)).await?;
-    let Some(agent) = agent.filter(|agent| !agent.disabled) else {
+    let Some(agent) = store.get(reset.agent_id).await?.filter(|agent| !agent.disabled) else {
         return Err(ResetError::InvalidLink);
     };
     Ok(agents::reset_password(store, &agent.email, password).await?)
 }
 
 /// Whether a reset link is live (for the page that asks for the new password).
-pub async fn is_live(store: &Store, token: &str) -> Result<bool, StorageError> {
-    let digest = secrets::token_digest(token.trim());
+pub async fn is_live(store: &impl PasswordResetStore, token: &str) -> Result<bool, StorageError> {
     let now = crate::base::clock::now_millis();
-    store
-        .read(move |transaction| {
-            let table = transaction.open_table(tables::PASSWORD_RESETS)?;
-            let reset = table.get(&digest)?.map(|value| decode_json::<PasswordReset>(value.value())).transpose()?;
-            Ok(reset.is_some_and(|reset| reset.expires_at >= now))
-        })
-        .await
+    let reset = store.password_reset(secrets::token_digest(token.trim())).await?;
+    Ok(reset.is_some_and(|reset| reset.is_live(now)))
 }

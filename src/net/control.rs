@@ -16,6 +16,8 @@ use crate::history::audit::{self, Actor};
 use crate::history::backup::BackupError;
 use crate::history::export::{self, ExportRequest};
 use crate::net::AppState;
+use crate::people::agent_administration::AgentAdministration;
+use crate::people::agent_store::AgentStore;
 use crate::people::agents::AgentError;
 use crate::people::agents::{self, NewAgent, Role};
 use crate::sites::SiteError;
@@ -169,9 +171,7 @@ impl AdminCommand {
                 Ok(json!({ "agent_id": agent.id, "password": "changed" }))
             }
             AdminCommand::ResetTwoFactor { email } => {
-                let lookup = email.clone();
-                let Some(agent) = store.read(move |transaction| agents::get_by_email(transaction, &lookup)).await?
-                else {
+                let Some(agent) = store.get_by_email(&email).await? else {
                     return Err(AgentError::NotFound(email).into());
                 };
                 let agent = agents::remove_two_factor(store, agent.id, None, true).await?;
@@ -188,7 +188,7 @@ impl AdminCommand {
                 Ok(json!({ "sites": lines }))
             }
             AdminCommand::ListAgents => {
-                let agents = store.read(agents::list).await?;
+                let agents = AgentAdministration::list(store).await?;
                 let lines: Vec<String> = agents
                     .iter()
                     .map(|agent| {

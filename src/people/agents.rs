@@ -10,17 +10,21 @@
 //! session token; redb stores only its digest. Login checks go through [`PasswordChecks`], a small
 //! pool that bounds how many argon2 checks (each about 19 MiB of memory and a core for a while)
 //! run at once, whatever the number of concurrent logins.
+//!
+//! The functions here are written over the storage boundaries (`agent_store::AgentStore` for
+//! logging in, `agent_administration::AgentAdministration` for the rest), and the decisions the
+//! backends make inside their transactions are shared ones: [`AgentDraft`], [`Agent::changed`],
+//! [`password_changed`], [`confirm_two_factor_of`], [`remove_two_factor_of`].
 
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
 use crate::base::field_error::FieldError;
 use crate::base::secrets::{self, TokenDigest};
-use crate::chat::delivery::{AccessEndReason, AccessEnded, CommittedEvent};
-use crate::chat::writes::ChatWrites;
+use crate::chat::delivery::{AccessEndReason, AccessEnded};
+use crate::people::agent_administration::AgentAdministration;
 use crate::people::agent_store::AgentStore;
 use crate::people::two_factor::{self, TwoFactorError};
-use crate::storage::writer::Counter;
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
 /// How long a login session lasts without being used.
@@ -225,80 +229,115 @@ pub fn normalise_email(email: &str) -> Result<String, AgentError> {
     }
 }
 
-pub async fn create(store: &Store, new_agent: NewAgent) -> Result<Agent, AgentError> {
-    let email = normalise_email(&new_agent.email)?;
-    validate_password(&new_agent.password)?;
-    if new_agent.capacity == 0 {
-        return Err(AgentError::Invalid(FieldError::new("capacity", "must be at least 1")));
-    }
-    let password_hash = hash_off_thread(&new_agent.password).await?;
-    let name = if new_agent.name.trim().is_empty() {
-        email.split('@').next().unwrap_or_default().to_owned()
-    } else {
-        new_agent.name.trim().to_owned()
-    };
-    store
-        .write(move |context| {
-            let mut emails = context.transaction.open_table(tables::AGENT_EMAILS)?;
-            if emails.get(email.as_str())?.is_some() {
-                return Ok(Err(AgentError::DuplicateEmail(email)));
-            }
-            let sites = context.transaction.open_table(tables::SITES)?;
-            for site in &new_agent.sites {
-                if sites.get(site.as_str())?.is_none() {
-                    return Ok(Err(AgentError::Invalid(FieldError::new("sites", format!("no such site {site:?}")))));
-                }
-            }
-            let agent = Agent {
-                id: context.next_id(Counter::Agent),
-                email,
-                name,
-                password_hash,
-                role: new_agent.role,
-                sites: new_agent.sites,
-                capacity: new_agent.capacity,
-                disabled: false,
-                created_at: context.now,
-                two_factor: false,
-                avatar: None,
-                email_notifications_off: false,
-            };
-            emails.insert(agent.email.as_str(), agent.id)?;
-            let mut agents = context.transaction.open_table(tables::AGENTS)?;
-            agents.insert(agent.id, encode_json(&agent).as_slice())?;
-            Ok(Ok(agent))
-        })
-        .await
+/// A new agent checked, with their password hashed, waiting for an id (the backend's); made
+/// only by [`AgentDraft::of`].
+#[derive(Clone, Debug)]
+pub struct AgentDraft {
+    email: String,
+    name: String,
+    password_hash: String,
+    role: Role,
+    sites: Vec<String>,
+    capacity: u32,
 }
 
-pub async fn reset_password(store: &Store, email: &str, password: &str) -> Result<Agent, AgentError> {
+impl AgentDraft {
+    /// Checks `new_agent` (email, password, capacity; the name defaults to the email's user) and
+    /// hashes its password off the async threads.
+    pub async fn of(new_agent: NewAgent) -> Result<AgentDraft, AgentError> {
+        let email = normalise_email(&new_agent.email)?;
+        validate_password(&new_agent.password)?;
+        if new_agent.capacity == 0 {
+            return Err(AgentError::Invalid(FieldError::new("capacity", "must be at least 1")));
+        }
+        let password_hash = hash_off_thread(&new_agent.password).await?;
+        let name = if new_agent.name.trim().is_empty() {
+            email.split('@').next().unwrap_or_default().to_owned()
+        } else {
+            new_agent.name.trim().to_owned()
+        };
+        Ok(AgentDraft {
+            email,
+            name,
+            password_hash,
+            role: new_agent.role,
+            sites: new_agent.sites,
+            capacity: new_agent.capacity,
+        })
+    }
+
+    /// The new agent's email, normalised.
+    pub fn email(&self) -> &str {
+        &self.email
+    }
+
+    /// The sites the new agent serves.
+    pub fn sites(&self) -> &[String] {
+        &self.sites
+    }
+
+    /// Refuses a draft naming a site that does not exist; `known_sites` are those of its sites
+    /// that do.
+    pub fn check_sites(&self, known_sites: &[String]) -> Result<(), AgentError> {
+        match self.sites.iter().find(|site| !known_sites.contains(site)) {
+            Some(site) => Err(AgentError::Invalid(FieldError::new("sites", format!("no such site {site:?}")))),
+            None => Ok(()),
+        }
+    }
+
+    /// The agent made from the draft, numbered `id`, at `now`.
+    pub fn into_agent(self, id: u64, now: i64) -> Agent {
+        Agent {
+            id,
+            email: self.email,
+            name: self.name,
+            password_hash: self.password_hash,
+            role: self.role,
+            sites: self.sites,
+            capacity: self.capacity,
+            disabled: false,
+            created_at: now,
+            two_factor: false,
+            avatar: None,
+            email_notifications_off: false,
+        }
+    }
+}
+
+/// Creates an agent; refused for an email that has an account, and for sites that do not exist.
+pub async fn create(store: &impl AgentAdministration, new_agent: NewAgent) -> Result<Agent, AgentError> {
+    store.insert(AgentDraft::of(new_agent).await?).await
+}
+
+/// Sets an agent's password (an admin's reset, a reset link); every session of the agent ends,
+/// with its live connections.
+pub async fn reset_password(
+    store: &impl AgentAdministration,
+    email: &str,
+    password: &str,
+) -> Result<Agent, AgentError> {
     let email = normalise_email(email)?;
     validate_password(password)?;
     let password_hash = hash_off_thread(password).await?;
-    store
-        .write(move |context| {
-            let Some(id) =
-                context.transaction.open_table(tables::AGENT_EMAILS)?.get(email.as_str())?.map(|value| value.value())
-            else {
-                return Ok(Err(AgentError::NotFound(email)));
-            };
-            let mut agents = context.transaction.open_table(tables::AGENTS)?;
-            let Some(mut agent) = agents.get(id)?.map(|value| decode_json::<Agent>(value.value())).transpose()? else {
-                return Ok(Err(AgentError::NotFound(email)));
-            };
-            agent.password_hash = password_hash;
-            agents.insert(id, encode_json(&agent).as_slice())?;
-            drop(agents);
-            // A new password ends every existing session of the agent, live connections included.
-            end_sessions(context, id)?;
-            context.publish(CommittedEvent::AccessEnded(AccessEnded {
-                agent_id: id,
-                session: None,
-                reason: AccessEndReason::PasswordChanged,
-            }));
-            Ok(Ok(agent))
-        })
-        .await
+    let Some(agent) = store.get_by_email(&email).await? else {
+        return Err(AgentError::NotFound(email));
+    };
+    store.replace_password(agent.id, password_hash, None).await
+}
+
+/// What ends an agent's live connections once their password changed and their sessions but
+/// `keep` ended (`ended`): when none stays, every connection of the agent; otherwise those of
+/// each ended session.
+pub fn password_changed(agent_id: u64, keep: Option<TokenDigest>, ended: Vec<TokenDigest>) -> Vec<AccessEnded> {
+    match keep {
+        None => vec![AccessEnded { agent_id, session: None, reason: AccessEndReason::PasswordChanged }],
+        Some(_) => sessions_ended(agent_id, ended, AccessEndReason::PasswordChanged),
+    }
+}
+
+/// What ends the live connections of each of an agent's sessions that ended (`ended`).
+pub fn sessions_ended(agent_id: u64, ended: Vec<TokenDigest>, reason: AccessEndReason) -> Vec<AccessEnded> {
+    ended.into_iter().map(|session| AccessEnded { agent_id, session: Some(session), reason }).collect()
 }
 
 /// Most conversations an agent can hold at once.
@@ -316,63 +355,66 @@ pub struct AgentChanges {
     pub email_notifications_off: bool,
 }
 
+impl AgentChanges {
+    /// The changes with the name trimmed and checked, the capacity checked and the sites sorted
+    /// without repeats.
+    pub fn checked(mut self) -> Result<AgentChanges, AgentError> {
+        self.name = self.name.trim().to_owned();
+        if self.name.is_empty() || self.name.chars().count() > 100 {
+            return Err(AgentError::Invalid(FieldError::new("name", "must be 1 to 100 characters")));
+        }
+        if self.capacity == 0 || self.capacity > MAX_CAPACITY {
+            return Err(AgentError::Invalid(FieldError::new("capacity", format!("must be 1 to {MAX_CAPACITY}"))));
+        }
+        self.sites.sort();
+        self.sites.dedup();
+        Ok(self)
+    }
+}
+
+impl Agent {
+    /// The agent with `changes` made, once checked ([`AgentChanges::checked`]): refused for a site that does not exist
+    /// (`known_sites` are those of the changes' sites that do) and when no enabled admin would be
+    /// left (`other_enabled_admins` counts the others). Also says why the agent's live
+    /// connections end, if their rights changed: they carry the rights they were opened with.
+    pub fn changed(
+        &self,
+        changes: AgentChanges,
+        known_sites: &[String],
+        other_enabled_admins: usize,
+    ) -> Result<(Agent, Option<AccessEndReason>), AgentError> {
+        let changes = changes.checked()?;
+        if let Some(site) = changes.sites.iter().find(|site| !known_sites.contains(site)) {
+            return Err(AgentError::Invalid(FieldError::new("sites", format!("no site with key {site}"))));
+        }
+        let mut agent = self.clone();
+        agent.name = changes.name;
+        agent.role = changes.role;
+        agent.capacity = changes.capacity;
+        agent.sites = changes.sites;
+        agent.disabled = changes.disabled;
+        agent.email_notifications_off = changes.email_notifications_off;
+        if other_enabled_admins == 0 && (agent.role != Role::Admin || agent.disabled) {
+            return Err(AgentError::Invalid(FieldError::new("role", "kefu needs at least one enabled admin")));
+        }
+        let rights_changed = (self.role, &self.sites, self.disabled) != (agent.role, &agent.sites, agent.disabled);
+        let ended = rights_changed.then_some(match agent.disabled {
+            true => AccessEndReason::Disabled,
+            false => AccessEndReason::RightsChanged,
+        });
+        Ok((agent, ended))
+    }
+
+    /// Whether the agent counts as an admin who keeps kefu administered.
+    pub fn is_enabled_admin(&self) -> bool {
+        self.role == Role::Admin && !self.disabled
+    }
+}
+
 /// Changes an agent. Refused when it would leave no enabled admin; disabling ends every session
-/// of the agent.
-pub async fn update(store: &Store, id: u64, changes: AgentChanges) -> Result<Agent, AgentError> {
-    let name = changes.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(AgentError::Invalid(FieldError::new("name", "must be 1 to 100 characters")));
-    }
-    if changes.capacity == 0 || changes.capacity > MAX_CAPACITY {
-        return Err(AgentError::Invalid(FieldError::new("capacity", format!("must be 1 to {MAX_CAPACITY}"))));
-    }
-    let mut sites = changes.sites;
-    sites.sort();
-    sites.dedup();
-    store
-        .write(move |context| {
-            let site_table = context.transaction.open_table(tables::SITES)?;
-            for site in &sites {
-                if site_table.get(site.as_str())?.is_none() {
-                    return Ok(Err(AgentError::Invalid(FieldError::new("sites", format!("no site with key {site}")))));
-                }
-            }
-            drop(site_table);
-            let mut agents = context.transaction.open_table(tables::AGENTS)?;
-            let Some(mut agent) = agents.get(id)?.map(|value| decode_json::<Agent>(value.value())).transpose()? else {
-                return Ok(Err(AgentError::NotFound(id.to_string())));
-            };
-            let rights_before = (agent.role, agent.sites.clone(), agent.disabled);
-            agent.name = name;
-            agent.role = changes.role;
-            agent.capacity = changes.capacity;
-            agent.sites = sites;
-            agent.disabled = changes.disabled;
-            agent.email_notifications_off = changes.email_notifications_off;
-            let mut other_admins = 0;
-            for entry in agents.iter()? {
-                let other: Agent = decode_json(entry?.1.value())?;
-                if other.id != id && other.role == Role::Admin && !other.disabled {
-                    other_admins += 1;
-                }
-            }
-            if other_admins == 0 && (agent.role != Role::Admin || agent.disabled) {
-                return Ok(Err(AgentError::Invalid(FieldError::new("role", "kefu needs at least one enabled admin"))));
-            }
-            agents.insert(id, encode_json(&agent).as_slice())?;
-            drop(agents);
-            if agent.disabled {
-                end_sessions(context, id)?;
-            }
-            // Live connections carry the rights they were opened with: end them so they
-            // reconnect with the new ones (or, disabled, cannot).
-            if rights_before != (agent.role, agent.sites.clone(), agent.disabled) {
-                let reason = if agent.disabled { AccessEndReason::Disabled } else { AccessEndReason::RightsChanged };
-                context.publish(CommittedEvent::AccessEnded(AccessEnded { agent_id: id, session: None, reason }));
-            }
-            Ok(Ok(agent))
-        })
-        .await
+/// of the agent, and a change of rights their live connections.
+pub async fn update(store: &impl AgentAdministration, id: u64, changes: AgentChanges) -> Result<Agent, AgentError> {
+    store.update(id, changes).await
 }
 
 /// Takes a deleted site out of every agent's sites (inside the site's deletion), so an agent's
@@ -393,12 +435,9 @@ pub fn forget_site(context: &crate::storage::WriteContext<'_>, site: &str) -> Re
     Ok(())
 }
 
-fn end_sessions(context: &mut crate::storage::WriteContext<'_>, agent_id: u64) -> Result<(), StorageError> {
-    end_sessions_but(context, agent_id, None).map(drop)
-}
-
-/// Removes every session of the agent except `keep`; returns the digests removed.
-fn end_sessions_but(
+/// Removes every session of the agent except `keep`, inside a writer operation; returns the
+/// digests removed.
+pub(crate) fn end_sessions_but(
     context: &mut crate::storage::WriteContext<'_>,
     agent_id: u64,
     keep: Option<TokenDigest>,
@@ -578,7 +617,7 @@ pub fn authenticate(
 /// making the change) stays. A wrong current password changes nothing; a new password that is
 /// not allowed is refused before the current one is checked, so it costs no guess.
 pub async fn change_password(
-    store: &Store,
+    store: &impl AgentAdministration,
     checks: &PasswordChecks,
     agent: &Agent,
     keep: TokenDigest,
@@ -590,27 +629,7 @@ pub async fn change_password(
         return Err(AgentError::InvalidCredentials);
     }
     let password_hash = hash_off_thread(new).await?;
-    let agent_id = agent.id;
-    store
-        .write(move |context| {
-            let mut agents = context.transaction.open_table(tables::AGENTS)?;
-            let Some(mut agent) = agents.get(agent_id)?.map(|value| decode_json::<Agent>(value.value())).transpose()?
-            else {
-                return Ok(Err(AgentError::NotFound(agent_id.to_string())));
-            };
-            agent.password_hash = password_hash;
-            agents.insert(agent_id, encode_json(&agent).as_slice())?;
-            drop(agents);
-            for session in end_sessions_but(context, agent_id, Some(keep))? {
-                context.publish(CommittedEvent::AccessEnded(AccessEnded {
-                    agent_id,
-                    session: Some(session),
-                    reason: AccessEndReason::PasswordChanged,
-                }));
-            }
-            Ok(Ok(()))
-        })
-        .await
+    store.replace_password(agent.id, password_hash, Some(keep)).await.map(drop)
 }
 
 async fn hash_off_thread(password: &str) -> Result<String, AgentError> {
@@ -620,49 +639,48 @@ async fn hash_off_thread(password: &str) -> Result<String, AgentError> {
         .map_err(|error| StorageError::Panicked(error.to_string()))?)
 }
 
+/// Turns the agent's two-factor login on once `code` matches the secret of their setup
+/// (`record`, changed in place); the session that confirmed it (`session`, if stored) becomes
+/// full if it could only enrol. Returns the recovery codes, shown once. What both backends
+/// store after [`confirm_two_factor`].
+pub fn confirm_two_factor_of(
+    agent: &mut Agent,
+    record: &mut two_factor::TwoFactorRecord,
+    session: Option<&mut AgentSession>,
+    code: &str,
+    now: i64,
+) -> Result<Vec<String>, AgentError> {
+    let codes = match record.confirm(code, now) {
+        Ok(codes) => codes,
+        // A wrong code is a wrong guess, counted like one at login.
+        Err(TwoFactorError::WrongCode) => return Err(AgentError::WrongCode),
+        Err(error) => return Err(error.into()),
+    };
+    agent.two_factor = true;
+    if let Some(session) = session.filter(|session| session.stage == SessionStage::MustEnrol) {
+        session.stage = SessionStage::Full;
+        session.expires_at = now + SESSION_LIFETIME_MILLIS;
+    }
+    Ok(codes)
+}
+
 /// Turns two-factor login on for the agent once `code` matches the secret of their setup; the
 /// session `session` (which confirmed it) becomes full if it could only enrol. Returns the
 /// recovery codes, shown once.
 pub async fn confirm_two_factor(
-    store: &Store,
+    store: &impl AgentAdministration,
     agent_id: u64,
     session: TokenDigest,
     code: &str,
 ) -> Result<Vec<String>, AgentError> {
-    let code = code.to_owned();
-    store
-        .write(move |context| {
-            let codes = match two_factor::confirm_in(context, agent_id, &code)? {
-                Ok(codes) => codes,
-                // A wrong code is a wrong guess, counted like one at login.
-                Err(TwoFactorError::WrongCode) => return Ok(Err(AgentError::WrongCode)),
-                Err(error) => return Ok(Err(error.into())),
-            };
-            let mut agents = context.transaction.open_table(tables::AGENTS)?;
-            let Some(mut agent) = agents.get(agent_id)?.map(|value| decode_json::<Agent>(value.value())).transpose()?
-            else {
-                return Ok(Err(AgentError::NotFound(agent_id.to_string())));
-            };
-            agent.two_factor = true;
-            agents.insert(agent_id, encode_json(&agent).as_slice())?;
-            drop(agents);
-            let mut sessions = context.transaction.open_table(tables::AGENT_SESSIONS)?;
-            let stored = sessions.get(&session)?.map(|value| decode_json::<AgentSession>(value.value())).transpose()?;
-            if let Some(mut stored) = stored.filter(|stored| stored.stage == SessionStage::MustEnrol) {
-                stored.stage = SessionStage::Full;
-                stored.expires_at = context.now + SESSION_LIFETIME_MILLIS;
-                sessions.insert(&session, encode_json(&stored).as_slice())?;
-            }
-            Ok(Ok(codes))
-        })
-        .await
+    store.confirm_two_factor(agent_id, session, code).await
 }
 
 /// Turns the agent's own two-factor login off once `password` (checked in a slot of `checks`)
 /// is theirs; `keep` (the session asking) stays, every other session ends. A wrong password
 /// changes nothing.
 pub async fn disable_own_two_factor(
-    store: &Store,
+    store: &impl AgentAdministration,
     checks: &PasswordChecks,
     agent: &Agent,
     keep: TokenDigest,
@@ -674,84 +692,49 @@ pub async fn disable_own_two_factor(
     remove_two_factor(store, agent.id, Some(keep), false).await
 }
 
+/// Turns `agent`'s two-factor login off: refused to the agent themself (not `by_admin`) where
+/// the installation requires it (`required`), or when it is off. What both backends decide
+/// before removing the secrets and ending the sessions.
+pub fn remove_two_factor_of(agent: &mut Agent, required: bool, by_admin: bool) -> Result<(), AgentError> {
+    if !by_admin && required {
+        return Err(TwoFactorError::Required.into());
+    }
+    if !agent.two_factor && !by_admin {
+        return Err(TwoFactorError::Off.into());
+    }
+    agent.two_factor = false;
+    Ok(())
+}
+
 /// Turns the agent's two-factor login off: by the agent (who gives their password; refused when
-/// the installation requires it; [`disable_own_two_factor`]) or by an admin's reset. Every session of the agent but `keep`
-/// ends, since whoever held a lost phone may have logged in with it.
+/// the installation requires it; [`disable_own_two_factor`]) or by an admin's reset. Every
+/// session of the agent but `keep` ends, since whoever held a lost phone may have logged in with
+/// it.
 pub async fn remove_two_factor(
-    store: &Store,
+    store: &impl AgentAdministration,
     agent_id: u64,
     keep: Option<TokenDigest>,
     by_admin: bool,
 ) -> Result<Agent, AgentError> {
-    store
-        .write(move |context| {
-            if !by_admin && two_factor::required_in(context)? {
-                return Ok(Err(TwoFactorError::Required.into()));
-            }
-            let mut agents = context.transaction.open_table(tables::AGENTS)?;
-            let Some(mut agent) = agents.get(agent_id)?.map(|value| decode_json::<Agent>(value.value())).transpose()?
-            else {
-                return Ok(Err(AgentError::NotFound(agent_id.to_string())));
-            };
-            if !agent.two_factor && !by_admin {
-                return Ok(Err(TwoFactorError::Off.into()));
-            }
-            agent.two_factor = false;
-            agents.insert(agent_id, encode_json(&agent).as_slice())?;
-            drop(agents);
-            two_factor::remove_in(context, agent_id)?;
-            for session in end_sessions_but(context, agent_id, keep)? {
-                context.publish(CommittedEvent::AccessEnded(AccessEnded {
-                    agent_id,
-                    session: Some(session),
-                    reason: AccessEndReason::TwoFactorChanged,
-                }));
-            }
-            Ok(Ok(agent))
-        })
-        .await
+    store.remove_two_factor(agent_id, keep, by_admin).await
+}
+
+/// Whether `admin` (as stored) may set the installation's switch to `on`: turning it on needs
+/// their own two-factor login on.
+pub fn check_require_two_factor(admin: Option<&Agent>, on: bool) -> Result<(), AgentError> {
+    if on && !admin.is_some_and(|admin| admin.two_factor) {
+        return Err(AgentError::Invalid(FieldError::new(
+            "require_two_factor",
+            "turn on two-factor login for your own account first (console, profile menu)",
+        )));
+    }
+    Ok(())
 }
 
 /// Sets whether every agent needs two-factor login. Turning it on ends the sessions of agents
 /// without it, so they log in again and enrol; an admin turns it on only with their own on.
-pub async fn require_two_factor(store: &Store, admin: &Agent, on: bool) -> Result<(), AgentError> {
-    let admin_id = admin.id;
-    store
-        .write(move |context| {
-            if on {
-                let admin = context
-                    .transaction
-                    .open_table(tables::AGENTS)?
-                    .get(admin_id)?
-                    .map(|value| decode_json::<Agent>(value.value()))
-                    .transpose()?;
-                if !admin.is_some_and(|admin| admin.two_factor) {
-                    return Ok(Err(AgentError::Invalid(FieldError::new(
-                        "require_two_factor",
-                        "turn on two-factor login for your own account first (console, profile menu)",
-                    ))));
-                }
-                let mut without = Vec::new();
-                for entry in context.transaction.open_table(tables::AGENTS)?.iter()? {
-                    let agent: Agent = decode_json(entry?.1.value())?;
-                    if !agent.two_factor {
-                        without.push(agent.id);
-                    }
-                }
-                for agent_id in without {
-                    if !end_sessions_but(context, agent_id, None)?.is_empty() {
-                        context.publish(CommittedEvent::AccessEnded(AccessEnded {
-                            agent_id,
-                            session: None,
-                            reason: AccessEndReason::TwoFactorChanged,
-                        }));
-                    }
-                }
-            }
-            two_factor::set_required_in(context, on)?;
-            Ok(Ok(()))
-        })
-        .await
+pub async fn require_two_factor(store: &impl AgentAdministration, admin: &Agent, on: bool) -> Result<(), AgentError> {
+    store.require_two_factor(admin.id, on).await
 }
 
 /// Ends one login session, and the live connections opened with it.

@@ -3,14 +3,14 @@
 //! An avatar is stored like an attachment (`chat::uploads`: typed from its bytes, written to the
 //! uploads folder, a row in the uploads table), but only raster images are accepted and it is
 //! marked attached at once, so the sweep of unattached uploads leaves it alone. The agent record
-//! names the upload; setting a new picture or removing it deletes the old file.
-
-use redb::ReadableTable;
+//! names the upload (`AgentAdministration::replace_avatar`); setting a new picture or removing it
+//! deletes the old one.
 
 use crate::chat::uploads::{self, AttachmentKind, UploadError, UploadQuota, UploadTarget};
+use crate::people::agent_administration::AgentAdministration;
 use crate::people::agents::Agent;
 use crate::protocol::{ParticipantView, SenderKind};
-use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
+use crate::storage::{StorageError, Store};
 
 /// The largest avatar accepted: plenty for a 512×512 picture.
 pub const MAX_AVATAR_BYTES: usize = 512 * 1024;
@@ -30,7 +30,8 @@ pub enum AvatarError {
     Storage(#[from] StorageError),
 }
 
-/// Stores `bytes` as the agent's picture, replacing the one before.
+/// Stores `bytes` as the agent's picture, replacing the one before. The bytes go to the
+/// appliance's uploads (`chat::uploads`), the agent's record through the boundary.
 pub async fn set(store: &Store, quota: &UploadQuota, agent_id: u64, bytes: bytes::Bytes) -> Result<Agent, AvatarError> {
     if bytes.len() > MAX_AVATAR_BYTES {
         return Err(UploadError::TooLarge(MAX_AVATAR_BYTES).into());
@@ -44,54 +45,20 @@ pub async fn set(store: &Store, quota: &UploadQuota, agent_id: u64, bytes: bytes
         conversation_id: None,
     };
     let upload = uploads::store_upload(store, quota, target, "avatar", bytes, MAX_AVATAR_BYTES).await?;
-    let agent = replace(store, agent_id, Some(upload.id)).await?;
+    let agent = store.replace_avatar(agent_id, Some(upload.id)).await?;
     // The picture before is gone: count the stored bytes afresh next time.
     quota.forget();
     Ok(agent)
 }
 
 /// Removes the agent's picture; they get the initial-letter one again.
-pub async fn remove(store: &Store, quota: &UploadQuota, agent_id: u64) -> Result<Agent, AvatarError> {
-    let agent = replace(store, agent_id, None).await?;
+pub async fn remove(
+    store: &impl AgentAdministration,
+    quota: &UploadQuota,
+    agent_id: u64,
+) -> Result<Agent, AvatarError> {
+    let agent = store.replace_avatar(agent_id, None).await?;
     quota.forget();
-    Ok(agent)
-}
-
-/// Points the agent at `upload_id` (marking it attached) and deletes the picture before.
-async fn replace(store: &Store, agent_id: u64, upload_id: Option<String>) -> Result<Agent, AvatarError> {
-    let (agent, previous) = store
-        .write(move |context| {
-            let mut agents = context.transaction.open_table(tables::AGENTS)?;
-            let Some(mut agent) = agents.get(agent_id)?.map(|value| decode_json::<Agent>(value.value())).transpose()?
-            else {
-                return Ok(Err(AvatarError::NotFound));
-            };
-            let previous = std::mem::replace(&mut agent.avatar, upload_id.clone());
-            agents.insert(agent_id, encode_json(&agent).as_slice())?;
-            drop(agents);
-            let mut table = context.transaction.open_table(tables::UPLOADS)?;
-            if let Some(id) = &upload_id {
-                let upload =
-                    table.get(id.as_str())?.map(|value| decode_json::<uploads::Upload>(value.value())).transpose()?;
-                if let Some(mut upload) = upload {
-                    upload.attached = true;
-                    table.insert(id.as_str(), encode_json(&upload).as_slice())?;
-                }
-            }
-            if let Some(id) = &previous {
-                table.remove(id.as_str())?;
-            }
-            Ok(Ok((agent, previous)))
-        })
-        .await?;
-    if let Some(id) = previous {
-        let path = uploads::path_of(store.data_dir(), &id);
-        if let Err(error) = tokio::fs::remove_file(&path).await
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(%error, upload = %id, "removing an old avatar's file failed");
-        }
-    }
     Ok(agent)
 }
 

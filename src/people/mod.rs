@@ -1,6 +1,7 @@
 //! Who takes part: visitors (identity, presence, budgets, blocking), agents and teams, API
 //! tokens, two-factor login, avatars, and the one access rule ([`principal`]).
 
+pub mod agent_administration;
 pub mod agent_store;
 pub mod agents;
 pub mod api_tokens;

@@ -1,8 +1,8 @@
 //! The teams' storage boundary: what the admin's team pages need, in domain terms, so a second
 //! backend (the cluster's PostgreSQL, `cluster::teams`) implements these calls and not redb's
-//! tables. Both check teams with `teams::validate` and `teams::check_member`, and a deleted
-//! team leaves its site's routing through `teams::forget_team`. [`Store`] implements it with
-//! `people::teams`.
+//! tables. Both check teams with `teams::validate` and `teams::check_member`, a deleted team
+//! leaves its site's routing through `teams::forget_team`, and an agent's teams are set with
+//! `teams::memberships`. [`Store`] implements it with `people::teams`.
 
 use std::future::Future;
 
@@ -30,6 +30,14 @@ pub trait TeamStore: Send + Sync {
     /// Deletes a team; its site stops routing to it and conversations waiting for it wait for
     /// any agent of the site.
     fn delete(&self, id: u64) -> impl Future<Output = Result<Team, TeamError>> + Send;
+
+    /// Makes an agent a member of exactly `team_ids` among the teams of the sites they serve
+    /// (`teams::memberships`); returns the teams whose members changed.
+    fn set_agent_teams(
+        &self,
+        agent_id: u64,
+        team_ids: Vec<u64>,
+    ) -> impl Future<Output = Result<Vec<Team>, TeamError>> + Send;
 }
 
 impl TeamStore for Store {
@@ -51,5 +59,9 @@ impl TeamStore for Store {
 
     async fn delete(&self, id: u64) -> Result<Team, TeamError> {
         teams::delete(self, id).await
+    }
+
+    async fn set_agent_teams(&self, agent_id: u64, team_ids: Vec<u64>) -> Result<Vec<Team>, TeamError> {
+        teams::set_agent_teams(self, agent_id, team_ids).await
     }
 }

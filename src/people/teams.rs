@@ -159,8 +159,46 @@ pub async fn delete(store: &Store, id: u64) -> Result<Team, TeamError> {
         .await
 }
 
-/// Makes `agent_id` a member of exactly `team_ids` among the teams of the sites they serve;
-/// returns the teams whose members changed.
+/// The teams among `teams` whose members change when the agent `agent_id` (as stored, if at all)
+/// becomes a member of exactly `team_ids`, changed. Refused for an unknown agent or team, and
+/// for a team of a site the agent does not serve.
+pub fn memberships(
+    agent_id: u64,
+    agent: Option<&Agent>,
+    teams: Vec<Team>,
+    team_ids: &[u64],
+) -> Result<Vec<Team>, TeamError> {
+    let Some(agent) = agent else {
+        return Err(TeamError::Invalid(FieldError::new("agent", format!("no agent {agent_id}"))));
+    };
+    if let Some(unknown) = team_ids.iter().find(|id| !teams.iter().any(|team| team.id == **id)) {
+        return Err(TeamError::Invalid(FieldError::new("teams", format!("no team {unknown}"))));
+    }
+    let mut changed = Vec::new();
+    for mut team in teams {
+        let wanted = team_ids.contains(&team.id);
+        if wanted && !agent.serves_site(&team.site) {
+            return Err(TeamError::Invalid(FieldError::new(
+                "teams",
+                format!("{} belongs to a site the agent does not serve", team.name),
+            )));
+        }
+        if wanted == team.members.contains(&agent_id) {
+            continue;
+        }
+        if wanted {
+            team.members.push(agent_id);
+            team.members.sort_unstable();
+        } else {
+            team.members.retain(|member| *member != agent_id);
+        }
+        changed.push(team);
+    }
+    Ok(changed)
+}
+
+/// Makes `agent_id` a member of exactly `team_ids` among the teams of the sites they serve
+/// ([`memberships`]); returns the teams whose members changed.
 pub async fn set_agent_teams(store: &Store, agent_id: u64, team_ids: Vec<u64>) -> Result<Vec<Team>, TeamError> {
     store
         .write(move |context| {
@@ -170,36 +208,15 @@ pub async fn set_agent_teams(store: &Store, agent_id: u64, team_ids: Vec<u64>) -
                 .get(agent_id)?
                 .map(|value| decode_json(value.value()))
                 .transpose()?;
-            let Some(agent) = agent else {
-                return Ok(Err(TeamError::Invalid(FieldError::new("agent", format!("no agent {agent_id}")))));
-            };
             let mut table = context.transaction.open_table(tables::TEAMS)?;
             let teams: Vec<Team> =
                 table.iter()?.map(|entry| decode_json(entry?.1.value())).collect::<Result<_, _>>()?;
-            if let Some(unknown) = team_ids.iter().find(|id| !teams.iter().any(|team| team.id == **id)) {
-                return Ok(Err(TeamError::Invalid(FieldError::new("teams", format!("no team {unknown}")))));
-            }
-            let mut changed = Vec::new();
-            for mut team in teams {
-                let wanted = team_ids.contains(&team.id);
-                if wanted && !agent.serves_site(&team.site) {
-                    return Ok(Err(TeamError::Invalid(FieldError::new(
-                        "teams",
-                        format!("{} belongs to a site the agent does not serve", team.name),
-                    ))));
-                }
-                let member = team.members.contains(&agent_id);
-                if wanted == member {
-                    continue;
-                }
-                if wanted {
-                    team.members.push(agent_id);
-                    team.members.sort_unstable();
-                } else {
-                    team.members.retain(|member| *member != agent_id);
-                }
-                table.insert(team.id, encode_json(&team).as_slice())?;
-                changed.push(team);
+            let changed = match memberships(agent_id, agent.as_ref(), teams, &team_ids) {
+                Ok(changed) => changed,
+                Err(error) => return Ok(Err(error)),
+            };
+            for team in &changed {
+                table.insert(team.id, encode_json(team).as_slice())?;
             }
             Ok(Ok(changed))
         })

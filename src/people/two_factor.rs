@@ -2,11 +2,13 @@
 //! steps) from an authenticator app, and single-use recovery codes.
 //!
 //! An agent enrols in two steps: [`begin_setup`] makes a secret and shows it (a QR code of the
-//! `otpauth://` URI and the key in base32); [`confirm`] turns it on only once a code made from it
-//! matches, and hands out [`N_RECOVERY_CODES`] recovery codes, shown once and stored as SHA-256
-//! digests. A code is accepted for the current step and one step either side (clock drift), and
-//! each step at most once: the record keeps the last step used, checked and advanced inside the
-//! writer operation that accepts the code, so two requests racing with one code cannot both pass.
+//! `otpauth://` URI and the key in base32); [`TwoFactorRecord::confirm`] turns it on only once a
+//! code made from it matches, and hands out [`N_RECOVERY_CODES`] recovery codes, shown once and
+//! stored as SHA-256 digests. A code is accepted for the current step and one step either side
+//! (clock drift), and each step at most once: the record keeps the last step used, checked and
+//! advanced inside the transaction that accepts the code (the writer operation, or a PostgreSQL
+//! transaction holding the record's row), so two requests racing with one code cannot both pass.
+//! The decisions are [`TwoFactorRecord`]'s methods, the same for every backend.
 //!
 //! The secrets live in their own table (`AGENT_TWO_FACTOR`), not on the agent record that every
 //! request carries around; the agent record only says whether two-factor login is on. An admin can
@@ -20,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 
 use crate::base::field_error::FieldError;
-use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
+use crate::people::agent_administration::AgentAdministration;
+use crate::storage::{StorageError, WriteContext, decode_json, encode_json, tables};
 
 /// Seconds per code.
 pub const STEP_SECS: u64 = 30;
@@ -68,6 +71,8 @@ pub enum TwoFactorError {
     WrongCode,
     #[error("two-factor login is required for every agent on this installation")]
     Required,
+    #[error("no such agent")]
+    NotFound,
     #[error(transparent)]
     Invalid(FieldError),
     #[error(transparent)]
@@ -171,8 +176,60 @@ fn qr_svg(text: &str) -> Result<String, TwoFactorError> {
     Ok(code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).quiet_zone(true).build())
 }
 
-fn read_record(table: &impl ReadableTable<u64, &'static [u8]>, agent_id: u64) -> Result<TwoFactorRecord, StorageError> {
-    Ok(table.get(agent_id)?.map(|value| decode_json(value.value())).transpose()?.unwrap_or_default())
+impl TwoFactorRecord {
+    /// Keeps `secret` waiting for its first code; a second setup replaces the first secret.
+    /// Refused while two-factor login is on.
+    pub fn begin(&mut self, secret: String) -> Result<(), TwoFactorError> {
+        if self.secret.is_some() {
+            return Err(TwoFactorError::AlreadyOn);
+        }
+        self.pending_secret = Some(secret);
+        Ok(())
+    }
+
+    /// Turns two-factor login on if `code` matches the waiting secret at `now`; returns the
+    /// recovery codes (shown once).
+    pub fn confirm(&mut self, code: &str, now: i64) -> Result<Vec<String>, TwoFactorError> {
+        if self.secret.is_some() {
+            return Err(TwoFactorError::AlreadyOn);
+        }
+        let Some(pending) = self.pending_secret.clone() else {
+            return Err(TwoFactorError::NoSetup);
+        };
+        let code = normalise(code);
+        let Some(step) = is_totp(&code).then(|| matching_step(&pending, &code, now, 0)).flatten() else {
+            return Err(TwoFactorError::WrongCode);
+        };
+        let codes = new_recovery_codes();
+        *self = TwoFactorRecord {
+            secret: Some(pending),
+            pending_secret: None,
+            last_step: step,
+            recovery_digests: codes.iter().map(|code| recovery_digest(&normalise(code))).collect(),
+        };
+        Ok(codes)
+    }
+
+    /// Checks a login's second factor at `now`: a TOTP code of a step later than the last one
+    /// used, or an unused recovery code, which is then gone. Advances the record, so the same
+    /// code never passes twice; a wrong code leaves it as it was.
+    pub fn check(&mut self, code: &str, now: i64) -> bool {
+        let Some(secret) = self.secret.clone() else {
+            return false;
+        };
+        let code = normalise(code);
+        if is_totp(&code) {
+            let Some(step) = matching_step(&secret, &code, now, self.last_step) else {
+                return false;
+            };
+            self.last_step = step;
+            return true;
+        }
+        let digest = recovery_digest(&code);
+        let before = self.recovery_digests.len();
+        self.recovery_digests.retain(|stored| !constant_time_equal(stored.as_bytes(), digest.as_bytes()));
+        self.recovery_digests.len() < before
+    }
 }
 
 /// Whether every agent must log in with a second factor.
@@ -192,85 +249,53 @@ pub fn set_required_in(context: &mut WriteContext<'_>, on: bool) -> Result<(), S
     Ok(())
 }
 
-/// Makes a new secret for `agent_id` and keeps it waiting for [`confirm`]; a second call replaces
-/// the first secret. Refused while two-factor login is on.
-pub async fn begin_setup(store: &Store, agent_id: u64, email: &str) -> Result<Setup, TwoFactorError> {
+/// A new secret for the agent with `email`, to scan or type in.
+pub fn new_setup(email: &str) -> Result<Setup, TwoFactorError> {
     let mut bytes = [0u8; SECRET_BYTES];
     rand::rng().fill_bytes(&mut bytes);
     let secret = data_encoding::BASE32_NOPAD.encode(&bytes);
     let uri = otpauth_uri(email, &secret);
     let qr_svg = qr_svg(&uri)?;
-    let pending = secret.clone();
-    store
-        .write(move |context| {
-            let mut table = context.transaction.open_table(tables::AGENT_TWO_FACTOR)?;
-            let mut record = read_record(&table, agent_id)?;
-            if record.secret.is_some() {
-                return Ok(Err(TwoFactorError::AlreadyOn));
-            }
-            record.pending_secret = Some(pending);
-            table.insert(agent_id, encode_json(&record).as_slice())?;
-            Ok(Ok(()))
-        })
-        .await?;
     Ok(Setup { secret, uri, qr_svg })
 }
 
-/// Turns two-factor login on if `code` matches the waiting secret; returns the recovery codes
-/// (shown once). Runs inside the writer operation of `agents::confirm_two_factor`, which also
-/// marks the agent and its session.
-pub(crate) fn confirm_in(
-    context: &mut WriteContext<'_>,
+/// Makes a new secret for `agent_id` and keeps it waiting for its first code
+/// (`agents::confirm_two_factor`); a second call replaces the first secret. Refused while
+/// two-factor login is on.
+pub async fn begin_setup(
+    store: &impl AgentAdministration,
     agent_id: u64,
-    code: &str,
-) -> Result<Result<Vec<String>, TwoFactorError>, StorageError> {
-    let mut table = context.transaction.open_table(tables::AGENT_TWO_FACTOR)?;
-    let mut record = read_record(&table, agent_id)?;
-    if record.secret.is_some() {
-        return Ok(Err(TwoFactorError::AlreadyOn));
-    }
-    let Some(pending) = record.pending_secret.clone() else {
-        return Ok(Err(TwoFactorError::NoSetup));
-    };
-    let code = normalise(code);
-    let Some(step) = is_totp(&code).then(|| matching_step(&pending, &code, context.now, 0)).flatten() else {
-        return Ok(Err(TwoFactorError::WrongCode));
-    };
-    let codes = new_recovery_codes();
-    record = TwoFactorRecord {
-        secret: Some(pending),
-        pending_secret: None,
-        last_step: step,
-        recovery_digests: codes.iter().map(|code| recovery_digest(&normalise(code))).collect(),
-    };
-    table.insert(agent_id, encode_json(&record).as_slice())?;
-    Ok(Ok(codes))
+    email: &str,
+) -> Result<Setup, TwoFactorError> {
+    let setup = new_setup(email)?;
+    store.begin_two_factor(agent_id, setup.secret.clone()).await?;
+    Ok(setup)
 }
 
-/// Checks a login's second factor: a TOTP code of a step later than the last one used, or an
-/// unused recovery code, which is then gone. Advances the record, so the same code never passes
-/// twice. Runs inside the writer operation that upgrades the login's session.
+/// The agent's two-factor state inside a writer operation (a default one when there is none).
+pub(crate) fn record_in(context: &WriteContext<'_>, agent_id: u64) -> Result<TwoFactorRecord, StorageError> {
+    let table = context.transaction.open_table(tables::AGENT_TWO_FACTOR)?;
+    Ok(table.get(agent_id)?.map(|value| decode_json(value.value())).transpose()?.unwrap_or_default())
+}
+
+/// Stores the agent's two-factor state inside a writer operation.
+pub(crate) fn store_in(
+    context: &WriteContext<'_>,
+    agent_id: u64,
+    record: &TwoFactorRecord,
+) -> Result<(), StorageError> {
+    context.transaction.open_table(tables::AGENT_TWO_FACTOR)?.insert(agent_id, encode_json(record).as_slice())?;
+    Ok(())
+}
+
+/// Checks a login's second factor ([`TwoFactorRecord::check`]) inside the writer operation that
+/// upgrades the login's session, storing the advanced record.
 pub(crate) fn check_in(context: &mut WriteContext<'_>, agent_id: u64, code: &str) -> Result<bool, StorageError> {
-    let mut table = context.transaction.open_table(tables::AGENT_TWO_FACTOR)?;
-    let mut record = read_record(&table, agent_id)?;
-    let Some(secret) = record.secret.clone() else {
+    let mut record = record_in(context, agent_id)?;
+    if !record.check(code, context.now) {
         return Ok(false);
-    };
-    let code = normalise(code);
-    if is_totp(&code) {
-        let Some(step) = matching_step(&secret, &code, context.now, record.last_step) else {
-            return Ok(false);
-        };
-        record.last_step = step;
-    } else {
-        let digest = recovery_digest(&code);
-        let before = record.recovery_digests.len();
-        record.recovery_digests.retain(|stored| !constant_time_equal(stored.as_bytes(), digest.as_bytes()));
-        if record.recovery_digests.len() == before {
-            return Ok(false);
-        }
     }
-    table.insert(agent_id, encode_json(&record).as_slice())?;
+    store_in(context, agent_id, &record)?;
     Ok(true)
 }
 

@@ -11,6 +11,7 @@ mod bot;
 mod bot_lifecycle;
 mod chat;
 mod cluster;
+mod cluster_agent_admin;
 mod cluster_agents;
 mod cluster_api_tokens;
 mod cluster_audit;

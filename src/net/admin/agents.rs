@@ -9,8 +9,10 @@ use axum::response::Response;
 use super::form::FieldErrors;
 use super::{AdminPost, AdminUser, Directory, Layout, Notice, directory, done, internal_error, not_found, render};
 use crate::net::AppState;
+use crate::people::agent_store::AgentStore;
 use crate::people::agents::{self, Agent, AgentChanges, AgentError, NewAgent, Role};
-use crate::people::teams::{self, Team};
+use crate::people::team_store::TeamStore;
+use crate::people::teams::{Team, TeamError};
 use crate::routing::RoutingEvent;
 use crate::sites::Site;
 
@@ -40,7 +42,7 @@ struct AgentsPage {
 
 /// Whether the installation requires two-factor login, for the agents page.
 async fn two_factor_required(app: &AppState) -> Result<bool, Response> {
-    app.store.read(crate::people::two_factor::required).await.map_err(internal_error)
+    app.store.two_factor_required().await.map_err(internal_error)
 }
 
 /// The edit form as typed.
@@ -284,9 +286,9 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
         Err(AgentError::NotFound(_)) => return not_found(post.admin.lang, post.admin.t().noun_agent),
         Err(error) => return internal_error(error),
     };
-    let changed_teams = match teams::set_agent_teams(&app.store, id, team_ids).await {
+    let changed_teams = match app.store.set_agent_teams(id, team_ids).await {
         Ok(changed) => changed,
-        Err(teams::TeamError::Invalid(error)) => {
+        Err(TeamError::Invalid(error)) => {
             errors.add("teams", error.message);
             return invalid(errors, form, directory);
         }

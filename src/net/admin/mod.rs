@@ -328,16 +328,16 @@ impl Directory {
 }
 
 pub async fn directory(app: &AppState) -> Result<Directory, Response> {
-    app.store
-        .read(|transaction| {
-            let mut agents = crate::people::agents::list(transaction)?;
-            agents.sort_by(|a, b| a.email.cmp(&b.email));
-            let mut teams = crate::people::teams::list(transaction)?;
-            teams.sort_by(|a, b| (&a.site, a.name.to_lowercase()).cmp(&(&b.site, b.name.to_lowercase())));
-            Ok(Directory { agents, sites: crate::sites::list_by_name(transaction)?, teams })
-        })
-        .await
-        .map_err(internal_error)
+    use crate::people::agent_administration::AgentAdministration;
+    use crate::people::team_store::TeamStore;
+    use crate::sites::store::SiteStore;
+    let mut agents = AgentAdministration::list(&app.store).await.map_err(internal_error)?;
+    agents.sort_by(|a, b| a.email.cmp(&b.email));
+    let mut teams = TeamStore::list(&app.store).await.map_err(internal_error)?;
+    teams.sort_by(|a, b| (&a.site, a.name.to_lowercase()).cmp(&(&b.site, b.name.to_lowercase())));
+    let mut sites = SiteStore::list(&app.store).await.map_err(internal_error)?;
+    sites.sort_by_key(|site| site.name.to_lowercase());
+    Ok(Directory { agents, sites, teams })
 }
 
 /// Renders an admin page with its security headers.

@@ -17,6 +17,7 @@ use super::extract::{Json, OwnSession};
 use crate::chat::uploads;
 use crate::history::audit;
 use crate::net::AppState;
+use crate::people::agent_store::AgentStore;
 use crate::people::agents;
 use crate::people::avatars::{self, AvatarError};
 use crate::people::two_factor::{self, TwoFactorError};
@@ -29,6 +30,7 @@ impl From<TwoFactorError> for ApiError {
                 ApiError::Unprocessable(error.to_string())
             }
             TwoFactorError::Required => ApiError::Forbidden(error.to_string()),
+            TwoFactorError::NotFound => ApiError::NotFound(error.to_string()),
             TwoFactorError::Storage(error) => error.into(),
         }
     }
@@ -166,8 +168,7 @@ const INITIAL_COLOURS: [&str; 6] = ["#2563eb", "#059669", "#d97706", "#dc2626", 
 /// `GET /api/v1/agents/{id}/avatar`: the agent's picture, or one with their initial. Public, like
 /// the names visitors see on agents' messages: the widget shows it without credentials.
 pub async fn avatar(State(app): State<AppState>, Path(id): Path<u64>) -> Result<Response, ApiError> {
-    let agent = app.store.read(move |transaction| agents::get(transaction, id)).await?;
-    let Some(agent) = agent else {
+    let Some(agent) = app.store.get(id).await? else {
         return Err(ApiError::NotFound("no such agent".into()));
     };
     let (content_type, bytes) = match &agent.avatar {

@@ -9,8 +9,10 @@ use super::error::ApiError;
 use super::extract::{Caller, Json, SiteQuery, admin_only, existing_site, require_site, staff_only};
 use crate::history::audit;
 use crate::net::AppState;
-use crate::people::agents::{self, Role};
-use crate::people::teams::{self, Team, TeamError};
+use crate::people::agent_administration::AgentAdministration;
+use crate::people::agents::Role;
+use crate::people::team_store::TeamStore;
+use crate::people::teams::{Team, TeamError};
 use crate::protocol::Presence;
 use crate::routing::RoutingEvent;
 
@@ -44,7 +46,7 @@ pub async fn list_agents(
     Caller(principal): Caller,
 ) -> Result<axum::Json<Vec<AgentListed>>, ApiError> {
     let caller = staff_only(principal)?;
-    let all = app.store.read(agents::list).await?;
+    let all = AgentAdministration::list(&app.store).await?;
     let listed = all
         .into_iter()
         .filter(|agent| !agent.disabled)
@@ -77,7 +79,7 @@ pub async fn list_teams(
     if let Some(site) = &query.site {
         require_site(&caller, site, "site")?;
     }
-    let all = app.store.read(teams::list).await?;
+    let all = TeamStore::list(&app.store).await?;
     Ok(axum::Json(
         all.into_iter()
             .filter(|team| caller.serves_site(&team.site))
@@ -103,7 +105,7 @@ pub async fn create_team(
 ) -> Result<(StatusCode, axum::Json<Team>), ApiError> {
     let admin = admin_only(principal)?;
     existing_site(&app, &request.site).await?;
-    let team = teams::create(&app.store, request.site, &request.name, request.members).await?;
+    let team = TeamStore::create(&app.store, request.site, &request.name, request.members).await?;
     app.router.send(RoutingEvent::TeamChanged { team: team.clone() }).await;
     let detail = format!("site {}, members {:?}", team.site, team.members);
     audit::record(&app.store, &admin, "team.create", &team.name, detail).await;
