@@ -14,5 +14,6 @@ pub mod message_store;
 pub mod messages;
 pub mod offline_messages;
 pub mod sensitive_words;
+pub mod upload_store;
 pub mod uploads;
 pub mod writes;

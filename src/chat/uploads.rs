@@ -10,6 +10,10 @@
 //! Disk use is bounded: each site has a quota of stored bytes ([`UploadQuota`]), an upload no
 //! message attached is removed after a grace period ([`sweep_unattached`]), and an attached one
 //! goes when retention removes its day ([`remove_expired`], called by `retention.rs`).
+//!
+//! [`UploadStore`] (`upload_store.rs`) is its storage boundary, on redb with `DATA_DIR/uploads`
+//! and on the cluster's PostgreSQL; both decide with [`new_record`], [`UploadQuota::check`] and
+//! [`Upload::readable_by`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +21,7 @@ use std::path::{Path, PathBuf};
 use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+use crate::chat::upload_store::UploadStore;
 use crate::people::principal::Principal;
 use crate::protocol::ParticipantView;
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
@@ -173,22 +178,34 @@ impl UploadQuota {
         UploadQuota { max_bytes_per_site, used: parking_lot::Mutex::new(HashMap::new()) }
     }
 
-    /// Counts `n_bytes` more for `site`, or refuses them when the quota would be passed.
-    async fn reserve(&self, store: &Store, site: &str, n_bytes: u64) -> Result<(), UploadError> {
-        if self.max_bytes_per_site == 0 {
+    /// Whether the quota limits anything (0 is no quota).
+    pub fn applies(&self) -> bool {
+        self.max_bytes_per_site != 0
+    }
+
+    /// Whether a site storing `used` bytes may store `n_bytes` more: the one decision of the
+    /// quota, on every backend.
+    pub fn check(&self, used: u64, n_bytes: u64) -> Result<(), UploadError> {
+        if self.applies() && used.saturating_add(n_bytes) > self.max_bytes_per_site {
+            return Err(UploadError::QuotaExceeded(self.max_bytes_per_site));
+        }
+        Ok(())
+    }
+
+    /// Counts `n_bytes` more for `site`, or refuses them when the quota would be passed; a
+    /// site's first total is read from `store`.
+    async fn reserve(&self, store: &impl UploadStore, site: &str, n_bytes: u64) -> Result<(), UploadError> {
+        if !self.applies() {
             return Ok(());
         }
         let known = self.used.lock().contains_key(site);
         if !known {
-            let site_key = site.to_owned();
-            let stored = store.read(move |transaction| bytes_of_site(transaction, &site_key)).await?;
+            let stored = store.bytes_of_site(site).await?;
             self.used.lock().entry(site.to_owned()).or_insert(stored);
         }
         let mut used = self.used.lock();
         let total = used.entry(site.to_owned()).or_default();
-        if total.saturating_add(n_bytes) > self.max_bytes_per_site {
-            return Err(UploadError::QuotaExceeded(self.max_bytes_per_site));
-        }
+        self.check(*total, n_bytes)?;
         *total += n_bytes;
         Ok(())
     }
@@ -207,7 +224,7 @@ impl UploadQuota {
 }
 
 /// The bytes of the uploads stored for `site`.
-fn bytes_of_site(transaction: &ReadTransaction, site: &str) -> Result<u64, StorageError> {
+pub fn bytes_of_site(transaction: &ReadTransaction, site: &str) -> Result<u64, StorageError> {
     let mut total = 0u64;
     for entry in transaction.open_table(tables::UPLOADS)?.iter()? {
         let upload: Upload = decode_json(entry?.1.value())?;
@@ -227,7 +244,46 @@ pub struct UploadTarget {
     pub conversation_id: Option<u64>,
 }
 
-/// Stores the bytes and their metadata, within the site's quota.
+/// Refuses an empty file or one larger than `max_bytes`.
+pub fn check_size(size: usize, max_bytes: usize) -> Result<(), UploadError> {
+    if size == 0 {
+        return Err(UploadError::Empty);
+    }
+    if size > max_bytes {
+        return Err(UploadError::TooLarge(max_bytes));
+    }
+    Ok(())
+}
+
+/// A new upload's record for `target`, of `size` bytes starting with `first_bytes`: its name
+/// cleaned, its type sniffed from those bytes; refused when the file is empty or larger than
+/// `max_bytes`, when it is an executable, or when the name holds no file name. A backend that
+/// reads the file in parts checks the size of the rest with [`check_size`].
+pub fn new_record(
+    target: UploadTarget,
+    name: &str,
+    first_bytes: &[u8],
+    size: usize,
+    max_bytes: usize,
+) -> Result<Upload, UploadError> {
+    check_size(size, max_bytes)?;
+    let name = clean_name(name)?;
+    let (content_type, kind) = sniff(first_bytes)?;
+    Ok(Upload {
+        id: crate::base::secrets::new_hex_id(16),
+        conversation_id: target.conversation_id,
+        uploader: target.uploader,
+        name,
+        size: size as u64,
+        content_type,
+        kind,
+        created_at: crate::base::clock::now_millis(),
+        site: target.site,
+        attached: false,
+    })
+}
+
+/// Stores the bytes and their metadata in `DATA_DIR/uploads` and redb, within the site's quota.
 pub async fn store_upload(
     store: &Store,
     quota: &UploadQuota,
@@ -236,26 +292,7 @@ pub async fn store_upload(
     bytes: bytes::Bytes,
     max_bytes: usize,
 ) -> Result<Upload, UploadError> {
-    if bytes.is_empty() {
-        return Err(UploadError::Empty);
-    }
-    if bytes.len() > max_bytes {
-        return Err(UploadError::TooLarge(max_bytes));
-    }
-    let name = clean_name(name)?;
-    let (content_type, kind) = sniff(&bytes)?;
-    let upload = Upload {
-        id: crate::base::secrets::new_hex_id(16),
-        conversation_id: target.conversation_id,
-        uploader: target.uploader,
-        name,
-        size: bytes.len() as u64,
-        content_type,
-        kind,
-        created_at: crate::base::clock::now_millis(),
-        site: target.site,
-        attached: false,
-    };
+    let upload = new_record(target, name, &bytes, bytes.len(), max_bytes)?;
     quota.reserve(store, &upload.site, upload.size).await?;
     let (site, size) = (upload.site.clone(), upload.size);
     let stored = write_upload(store, upload, bytes).await;

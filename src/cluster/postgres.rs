@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 13, name: "knowledge_base", sql: include_str!("migrations/0013_knowledge_base.sql") },
     Migration { version: 14, name: "agents", sql: include_str!("migrations/0014_agents.sql") },
     Migration { version: 15, name: "offline_messages", sql: include_str!("migrations/0015_offline_messages.sql") },
+    Migration { version: 16, name: "upload_quota", sql: include_str!("migrations/0016_upload_quota.sql") },
 ];
 
 /// The key of the advisory lock that serializes migrations across nodes ("kefu" in ASCII).

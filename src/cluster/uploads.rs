@@ -1,7 +1,8 @@
 //! Uploads' files on the cluster's PostgreSQL, so a file attached through one node is read
-//! through any other: the appliance's `DATA_DIR/uploads` and uploads table (src/chat/uploads.rs)
-//! with the same checks (size limit, type sniffed from the bytes, executables refused, names
-//! cleaned) and the same access rule ([`Upload::readable_by`]).
+//! through any other: the [`UploadStore`] boundary, which the appliance implements with
+//! `DATA_DIR/uploads` and its uploads table, deciding with the same functions (`uploads::new_record`
+//! for the size limit, the type sniffed from the bytes, executables refused and names cleaned;
+//! `UploadQuota::check`; [`Upload::readable_by`]).
 //!
 //! The bytes are stored once per content (its SHA-256) as rows of `bytea` chunks of
 //! [`CHUNK_BYTES`]: a put reads, hashes and writes one chunk at a time and a get reads one chunk
@@ -9,15 +10,18 @@
 //! plain rows rather than large objects: they go with the rest of the database in a dump, a
 //! deletion is a `DELETE` (large objects need their own `lo_unlink` and are left behind
 //! otherwise), and they take part in transactions like every other table.
-//! A put is one transaction: a refused or failed upload leaves nothing.
+//! A put is one transaction: a refused or failed upload leaves nothing. Its last step, when a
+//! quota applies, takes an advisory lock of the site and sums the site's uploads, so two nodes
+//! storing at once keep to the quota.
 
 use bytes::Bytes;
-use futures_util::stream::{self, BoxStream, StreamExt};
+use futures_util::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio_postgres::Row;
+use tokio_postgres::{GenericClient, Row};
 
-use crate::chat::uploads::{AttachmentKind, Upload, UploadError, UploadTarget, clean_name, sniff};
+use crate::chat::upload_store::{UploadBytes, UploadContent, UploadStore};
+use crate::chat::uploads::{AttachmentKind, Upload, UploadError, UploadQuota, UploadTarget, check_size, new_record};
 use crate::cluster::messages::{CONVERSATION_COLUMNS, conversation_of, sender_kind_of, unsigned};
 use crate::cluster::postgres::Readers;
 use crate::cluster::postgres::{self, PostgresError, Writers, database};
@@ -45,12 +49,6 @@ pub struct PostgresUploads {
     writers: Writers,
 }
 
-/// A readable upload: its record and its bytes, read a chunk at a time as the stream is polled.
-pub struct UploadContent {
-    pub upload: Upload,
-    pub chunks: BoxStream<'static, Result<Bytes, StorageError>>,
-}
-
 impl PostgresUploads {
     /// Connects and applies the migrations the database lacks (uploads need migration 5).
     pub async fn open(url: &str) -> Result<PostgresUploads, PostgresError> {
@@ -62,84 +60,48 @@ impl PostgresUploads {
     }
 
     /// Stores the file read from `body` for `target` (whose conversation the caller checked),
-    /// refusing an empty file, one over `max_bytes`, an executable or a name without a file name,
-    /// with nothing stored. Bytes already stored under another upload are not stored again.
+    /// counted against its site's `quota`; refused with nothing stored as `uploads::new_record`
+    /// and `UploadQuota::check` decide. Bytes already stored under another upload are not stored
+    /// again.
     pub async fn put(
         &self,
+        quota: &UploadQuota,
         target: UploadTarget,
         name: &str,
         mut body: impl AsyncRead + Unpin,
         max_bytes: usize,
     ) -> Result<Upload, UploadError> {
-        let name = clean_name(name)?;
         let mut chunk = Vec::with_capacity(CHUNK_BYTES);
         read_chunk(&mut body, &mut chunk).await?;
-        if chunk.is_empty() {
-            return Err(UploadError::Empty);
-        }
-        if chunk.len() > max_bytes {
-            return Err(UploadError::TooLarge(max_bytes));
-        }
-        let (content_type, kind) = sniff(&chunk)?;
+        let mut upload = new_record(target, name, &chunk, chunk.len(), max_bytes)?;
         let mut writer = self.writers.acquire().await.map_err(StorageError::from)?;
         let transaction = writer.client().transaction().await.map_err(database)?;
         let (content_id, size) = store_content(&transaction, chunk, &mut body, max_bytes).await?;
-        let upload = Upload {
-            id: crate::base::secrets::new_hex_id(16),
-            conversation_id: target.conversation_id,
-            uploader: target.uploader,
-            name,
-            size,
-            content_type,
-            kind,
-            created_at: crate::base::clock::now_millis(),
-            site: target.site,
-            attached: false,
-        };
+        upload.size = size;
+        if quota.applies() {
+            transaction
+                .execute("SELECT pg_advisory_xact_lock(hashtext('kefu uploads ' || $1))", &[&upload.site])
+                .await
+                .map_err(database)?;
+            quota.check(bytes_of_site(&transaction, &upload.site).await?, upload.size)?;
+        }
         insert_record(&transaction, &upload, Some(content_id)).await?;
         transaction.commit().await.map_err(database)?;
         Ok(upload)
     }
 
-    /// The upload `id` with its bytes, when `principal` may read it (its uploader, or anyone
-    /// who can access the conversation it belongs to); `None` when there is no such upload or
-    /// it is not theirs to read, so a caller cannot tell the two apart.
-    pub async fn get(&self, id: &str, principal: &Principal) -> Result<Option<UploadContent>, StorageError> {
+    /// The upload `id` with its content's id (none for a record copied without its file).
+    async fn record(&self, id: &str) -> Result<Option<(Upload, Option<i64>)>, StorageError> {
         let client = self.readers.client().await?;
         let row = client
             .query_opt(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = $1"), &[&id])
             .await
             .map_err(database)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let (upload, content_id) = upload_of(&row)?;
-        // A record copied from an appliance without its file has no bytes to read.
-        let Some(content_id) = content_id else {
-            return Ok(None);
-        };
-        let conversation = match upload.conversation_id.and_then(|id| i64::try_from(id).ok()) {
-            Some(conversation_id) => client
-                .query_opt(
-                    &format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"),
-                    &[&conversation_id],
-                )
-                .await
-                .map_err(database)?
-                .as_ref()
-                .map(conversation_of)
-                .transpose()?,
-            None => None,
-        };
-        if !upload.readable_by(principal, conversation.as_ref()) {
-            return Ok(None);
-        }
-        let chunks = self.chunks(content_id);
-        Ok(Some(UploadContent { upload, chunks }))
+        Ok(row.as_ref().map(upload_of).transpose()?)
     }
 
     /// The chunks of a content in order, one query each when the stream asks for the next.
-    fn chunks(&self, content_id: i64) -> BoxStream<'static, Result<Bytes, StorageError>> {
+    fn chunks(&self, content_id: i64) -> UploadBytes {
         let readers = self.readers.clone();
         stream::try_unfold(0i32, move |n| {
             let readers = readers.clone();
@@ -204,6 +166,72 @@ pub(crate) async fn delete_in(transaction: &tokio_postgres::Transaction<'_>, id:
     Ok(true)
 }
 
+impl UploadStore for PostgresUploads {
+    async fn store(
+        &self,
+        quota: &UploadQuota,
+        target: UploadTarget,
+        name: String,
+        body: Bytes,
+        max_bytes: usize,
+    ) -> Result<Upload, UploadError> {
+        self.put(quota, target, &name, body.as_ref(), max_bytes).await
+    }
+
+    async fn upload(&self, id: &str) -> Result<Option<Upload>, StorageError> {
+        Ok(self.record(id).await?.map(|(upload, _)| upload))
+    }
+
+    async fn bytes(&self, id: &str) -> Result<Option<UploadBytes>, StorageError> {
+        let content_id = self.record(id).await?.and_then(|(_, content_id)| content_id);
+        Ok(content_id.map(|content_id| self.chunks(content_id)))
+    }
+
+    async fn readable(&self, id: &str, principal: &Principal) -> Result<Option<UploadContent>, StorageError> {
+        let Some((upload, content_id)) = self.record(id).await? else {
+            return Ok(None);
+        };
+        // A record copied from an appliance without its file has no bytes to read.
+        let Some(content_id) = content_id else {
+            return Ok(None);
+        };
+        let conversation = match upload.conversation_id.and_then(|id| i64::try_from(id).ok()) {
+            Some(conversation_id) => self
+                .readers
+                .client()
+                .await?
+                .query_opt(
+                    &format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"),
+                    &[&conversation_id],
+                )
+                .await
+                .map_err(database)?
+                .as_ref()
+                .map(conversation_of)
+                .transpose()?,
+            None => None,
+        };
+        if !upload.readable_by(principal, conversation.as_ref()) {
+            return Ok(None);
+        }
+        Ok(Some(UploadContent { upload, bytes: self.chunks(content_id) }))
+    }
+
+    async fn bytes_of_site(&self, site: &str) -> Result<u64, StorageError> {
+        let client = self.readers.client().await?;
+        bytes_of_site(&*client, site).await
+    }
+}
+
+/// The bytes of the uploads stored for `site`.
+async fn bytes_of_site(client: &impl GenericClient, site: &str) -> Result<u64, StorageError> {
+    let row = client
+        .query_one("SELECT coalesce(sum(size), 0)::bigint FROM uploads WHERE site = $1", &[&site])
+        .await
+        .map_err(database)?;
+    Ok(unsigned(row.try_get(0).map_err(database)?)?)
+}
+
 /// Stores the bytes of `first_chunk` and the rest of `body` in `transaction` as a content (or
 /// finds the same bytes stored before); returns the content's id and the size. A body over
 /// `max_bytes` is refused: the caller drops the transaction, which rolls the chunks back.
@@ -220,9 +248,7 @@ async fn store_content(
     let mut n_chunks = 0i32;
     while !chunk.is_empty() {
         size += chunk.len();
-        if size > max_bytes {
-            return Err(UploadError::TooLarge(max_bytes));
-        }
+        check_size(size, max_bytes)?;
         hasher.update(&chunk);
         transaction
             .execute(

@@ -611,9 +611,8 @@ impl Session {
 
     /// An upload made by this principal.
     async fn own_upload(&self, id: &str) -> Result<Option<crate::chat::uploads::Upload>, StorageError> {
-        let id = id.to_owned();
         let sender = self.principal.sender();
-        let upload = self.app.store.read(move |transaction| crate::chat::uploads::get(transaction, &id)).await?;
+        let upload = crate::chat::upload_store::UploadStore::upload(&self.app.store, id).await?;
         Ok(upload.filter(|upload| upload.uploader.kind == sender.kind && upload.uploader.id == sender.id))
     }
 

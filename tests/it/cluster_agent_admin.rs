@@ -382,8 +382,9 @@ async fn a_replaced_picture_takes_its_old_upload_with_it() {
         site: String::new(),
         conversation_id: None,
     };
-    let first = uploads.put(target(), "avatar", png(1).as_slice(), 1024).await.unwrap();
-    let second = uploads.put(target(), "avatar", png(2).as_slice(), 1024).await.unwrap();
+    let no_quota = kefu::chat::uploads::UploadQuota::new(0);
+    let first = uploads.put(&no_quota, target(), "avatar", png(1).as_slice(), 1024).await.unwrap();
+    let second = uploads.put(&no_quota, target(), "avatar", png(2).as_slice(), 1024).await.unwrap();
     let client = connect(&url).await;
     let attached = async |id: &str| -> Option<bool> {
         client.query_opt("SELECT attached FROM uploads WHERE id = $1", &[&id]).await.unwrap().map(|row| row.get(0))

@@ -1,15 +1,17 @@
 //! Uploads over HTTP: `POST /api/v1/uploads` stores a file, `GET /api/v1/uploads/{id}` serves it
 //! safely (see `uploads.rs` for the rules).
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::Caller;
-use crate::chat::conversations;
+use crate::chat::message_store::MessageStore;
+use crate::chat::upload_store::UploadStore;
 use crate::chat::uploads::{self, AttachmentKind};
 use crate::net::AppState;
 use crate::people::principal::Principal;
@@ -63,8 +65,7 @@ pub async fn create(
         _ => None,
     };
     if let Some(conversation_id) = query.conversation_id {
-        let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
-        match conversation {
+        match MessageStore::conversation(&app.store, conversation_id).await? {
             Some(conversation) if principal.can_access(&conversation) => site = Some(conversation.site),
             _ => return Err(ApiError::NotFound("no such conversation".into())),
         }
@@ -80,15 +81,9 @@ pub async fn create(
         site: site.unwrap_or_default(),
         conversation_id: query.conversation_id,
     };
-    let upload = uploads::store_upload(
-        &app.store,
-        &app.upload_quota,
-        target,
-        &query.name,
-        body,
-        app.config.limits.max_upload_bytes,
-    )
-    .await?;
+    let upload =
+        UploadStore::store(&app.store, &app.upload_quota, target, query.name, body, app.config.limits.max_upload_bytes)
+            .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(UploadView {
@@ -109,28 +104,21 @@ pub async fn fetch(
     Caller(principal): Caller,
 ) -> Result<Response, ApiError> {
     refuse_api_tokens(&principal)?;
-    let lookup_id = id.clone();
-    let found = app
-        .store
-        .read(move |transaction| {
-            let Some(upload) = uploads::get(transaction, &lookup_id)? else { return Ok(None) };
-            let conversation = match upload.conversation_id {
-                Some(conversation_id) => conversations::get(transaction, conversation_id)?,
-                None => None,
-            };
-            Ok(Some((upload, conversation)))
-        })
-        .await?;
-    let upload = match found {
-        Some((upload, conversation)) if upload.readable_by(&principal, conversation.as_ref()) => upload,
-        _ => return Err(ApiError::NotFound("no such upload".into())),
+    let Some(content) = UploadStore::readable(&app.store, &id, &principal).await? else {
+        return Err(ApiError::NotFound("no such upload".into()));
     };
+    let upload = content.upload;
     let (content_type, disposition) = match upload.kind {
         AttachmentKind::Image => (upload.content_type.as_str(), "inline"),
         AttachmentKind::File => ("application/octet-stream", "attachment"),
     };
-    let bytes = read_file(&app, &upload.id).await?;
-    let mut response = file_response(bytes, content_type, "private, max-age=3600");
+    let upload_id = upload.id.clone();
+    // A failure midway cuts the response; its cause is logged here, once.
+    let bytes = content
+        .bytes
+        .inspect_err(move |error| tracing::error!(%error, upload = %upload_id, "reading an upload failed"));
+    let mut response = file_response(Body::from_stream(bytes), content_type, "private, max-age=3600");
+    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(upload.size));
     let disposition = format!(
         "{disposition}; filename*=UTF-8''{}",
         percent_encode(&crate::chat::uploads::display_name(&upload.name))
@@ -142,16 +130,21 @@ pub async fn fetch(
     Ok(response)
 }
 
-/// The stored bytes of an upload (a file or an agent's picture).
+/// The stored bytes of an upload (an agent's picture), whole.
 pub(super) async fn read_file(app: &AppState, upload_id: &str) -> Result<Vec<u8>, ApiError> {
-    let path = uploads::path_of(app.store.data_dir(), upload_id);
-    tokio::fs::read(&path).await.map_err(|error| ApiError::Internal(format!("reading upload {upload_id}: {error}")))
+    let missing = || ApiError::Internal(format!("reading upload {upload_id}: its bytes are gone"));
+    let mut parts = UploadStore::bytes(&app.store, upload_id).await?.ok_or_else(missing)?;
+    let mut bytes = Vec::new();
+    while let Some(part) = parts.next().await {
+        bytes.extend_from_slice(&part?);
+    }
+    Ok(bytes)
 }
 
 /// A file served to a browser as `content_type`, cached as `cache_control` says. Sandboxed: an
 /// uploaded file never runs as a page of kefu's origin.
-pub(super) fn file_response(bytes: Vec<u8>, content_type: &str, cache_control: &'static str) -> Response {
-    let mut response = bytes.into_response();
+pub(super) fn file_response(body: impl Into<Body>, content_type: &str, cache_control: &'static str) -> Response {
+    let mut response = body.into().into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
