@@ -12,13 +12,16 @@
 //! node named by a [`node::NodeName`]. Agents' presence is kept per node with an expiry its
 //! heartbeat renews ([`presence`]). [`search`] searches the messages from any node and
 //! [`uploads`] stores attachments' files for every node. [`sites`], [`visitors`], [`teams`],
-//! [`canned_replies`], the [`audit`] log, [`blocking`], [`api_tokens`], [`agents`]' logins,
-//! [`webhooks`], the [`email_settings`], [`offline_messages`] and [`push_subscriptions`] are on
+//! [`canned_replies`], the [`audit`] log, [`blocking`], [`api_tokens`], [`agents`]' logins and
+//! their [`agent_administration`], [`webhooks`], the [`email_settings`], [`offline_messages`],
+//! [`push_subscriptions`], the [`knowledge_base`], the [`bot_settings`] and [`bot_feedback`] are on
 //! PostgreSQL behind the same domain boundaries as on redb (`SiteStore`, `VisitorStore`,
 //! `TeamStore`, `CannedReplyStore`, `AuditLog`, `BlockStore`, `ApiTokenStore`, `AgentStore`,
-//! `WebhookStore`, `EmailSettingsStore`, `OfflineMessageStore`, `PushSubscriptionStore`), on the
-//! record tables [`redb_copy`] fills. The server does not use it yet: the other areas still live
-//! in redb, so there is no `storage.backend` setting (docs/cluster.md).
+//! `AgentAdministration`, `PasswordResetStore`, `WebhookStore`, `EmailSettingsStore`,
+//! `OfflineMessageStore`, `PushSubscriptionStore`, `KnowledgeBaseStore`, `BotSettingsStore`,
+//! `BotFeedbackStore`, `UploadStore`), on the record tables [`redb_copy`] fills. The server does
+//! not use it yet: the other areas still live in redb, so there is no `storage.backend` setting
+//! (docs/cluster.md).
 
 pub mod agent_administration;
 pub mod agents;
