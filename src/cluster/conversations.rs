@@ -191,21 +191,23 @@ pub(crate) async fn insert_lead(
     Ok(lead)
 }
 
-/// Stores a new conversation (its id from the sequence) and announces it; refused when the
-/// visitor already has an open one.
+/// Stores a new conversation (its id from the sequence) and announces it; `None` when the
+/// visitor has an open one already (another node's send may have just made it).
 pub(crate) async fn insert_conversation(
     transaction: &Transaction<'_>,
     mut conversation: Conversation,
     published: &mut Published,
-) -> Result<Conversation, ConversationError> {
+) -> Result<Option<Conversation>, ConversationError> {
     let visitor_key = key_of(conversation.visitor_id)?;
     let agent_key = conversation.assigned_agent.map(key_of).transpose()?;
     let last_day = i32::try_from(conversation.last_day).map_err(|_| StorageError::Corrupt("day".into()))?;
     let inserted = transaction
-        .query_one(
+        .query_opt(
             "INSERT INTO conversations (site, visitor_id, status, assigned_agent, created_at, updated_at, last_day,
                  bot_active)
-             VALUES ($1, $2, $3, $4, $5, $5, $6, $7) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $5, $6, $7)
+             ON CONFLICT (visitor_id) WHERE status <> 'closed' DO NOTHING
+             RETURNING id",
             &[
                 &conversation.site,
                 &visitor_key,
@@ -216,18 +218,15 @@ pub(crate) async fn insert_conversation(
                 &conversation.bot_active,
             ],
         )
-        .await;
-    let id: i64 = match inserted {
-        Ok(row) => row.get(0),
-        Err(error) if is_unique_violation(&error) => return Err(ConversationError::VisitorHasOpen),
-        Err(error) => return Err(database(error).into()),
-    };
-    conversation.id = id as u64;
+        .await
+        .map_err(database)?;
+    let Some(row) = inserted else { return Ok(None) };
+    conversation.id = row.get::<_, i64>(0) as u64;
     announce(
         published,
         ConversationChange::Conversation { event: ConversationEvent::Created, conversation: conversation.clone() },
     );
-    Ok(conversation)
+    Ok(Some(conversation))
 }
 
 impl ConversationStore for PostgresMessages {
@@ -470,7 +469,7 @@ impl ConversationStore for PostgresMessages {
             let bot_active = settings.is_some_and(|settings| settings.enabled);
             let conversation =
                 Conversation::new_at(&site, visitor_id, Some(agent_id), None, bot_active, clock::now_millis());
-            insert_conversation(transaction, conversation, published).await
+            insert_conversation(transaction, conversation, published).await?.ok_or(ConversationError::VisitorHasOpen)
         })
         .await
     }

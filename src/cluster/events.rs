@@ -249,18 +249,21 @@ impl Outlet {
     }
 
     /// Sends what a transaction committed: `local` to this node's relay first, then `published`
-    /// to the other nodes. Neither fails the caller (it is stored): a node's relay that stopped
-    /// is the node stopping, and a lost publish is read as a gap.
-    pub async fn send(&self, local: Vec<CommittedEvent>, published: Vec<NodeEvent>) {
+    /// to the other nodes. False when this node's relay has stopped (its connections, and the
+    /// senders waiting for acknowledgements, heard nothing); a lost publish is read as a gap.
+    pub async fn send(&self, local: Vec<CommittedEvent>, published: Vec<NodeEvent>) -> bool {
+        let mut delivered = true;
         if let Some(relay) = &self.local
             && !local.is_empty()
             && relay.send(local).await.is_err()
         {
-            tracing::debug!("this node's relay has stopped; its own events were not delivered here");
+            tracing::warn!("this node's relay has stopped; its own committed events were not delivered here");
+            delivered = false;
         }
         if let Some(nats) = &self.nats {
             publish(nats, published).await;
         }
+        delivered
     }
 
     /// Sends events that carry no connection: the same to this node and to the others.
@@ -344,7 +347,8 @@ pub async fn publish_site_changed(client: &async_nats::Client, key: &str) {
     }
 }
 
-/// Drops `directory`'s copy of each site another node (or this one) reports changed, until the
+/// Drops `directory`'s copy of each site another node reports changed (this node's own
+/// change refreshed its copy already: its NATS connection does not hear itself), until the
 /// connection closes; returns once subscribed, so changes committed after it are seen.
 pub async fn follow_site_changes(
     client: &async_nats::Client,
@@ -373,7 +377,8 @@ pub async fn publish_knowledge_base_changed(client: &async_nats::Client, key: &s
     }
 }
 
-/// Drops `knowledge`'s match index of each site another node (or this one) reports changed,
+/// Drops `knowledge`'s match index of each site another node reports changed (this node's own
+/// change refreshed its copy already: its NATS connection does not hear itself),
 /// until the connection closes; returns once subscribed, so changes committed after it are seen.
 pub async fn follow_knowledge_base_changes(
     client: &async_nats::Client,
@@ -402,7 +407,8 @@ pub async fn publish_bot_settings_changed(client: &async_nats::Client, key: &str
     }
 }
 
-/// Drops `settings`' copy of each site another node (or this one) reports changed, until the
+/// Drops `settings`' copy of each site another node reports changed (this node's own
+/// change refreshed its copy already: its NATS connection does not hear itself), until the
 /// connection closes; returns once subscribed, so changes committed after it are seen.
 pub async fn follow_bot_settings_changes(
     client: &async_nats::Client,
@@ -426,8 +432,8 @@ pub const GAP_READ_LIMIT: usize = 1_000;
 /// `local` (its [`Outlet`]'s queue, the senders' acknowledgements with them), the others' from
 /// [`follow`]; each goes to the node's dispatcher as a `RelayedBatch`, in the order it came,
 /// each conversation's messages in sequence order: a gap (a lost or late event,
-/// [`SequenceGaps`]) is read from `messages` and handed over first, a repeat dropped (unless a
-/// sender waits for its acknowledgement: its connection drops the message itself). Returns once
+/// [`SequenceGaps`]) is read from `messages` and handed over first, a repeat dropped (but for the
+/// acknowledgement its sender may wait for). Returns once
 /// subscribed; the task ends when the NATS connection closes or the dispatcher stops (it holds
 /// the dispatcher's queue only while it hands an event over, so a stopping node is not kept
 /// waiting).
@@ -460,8 +466,8 @@ pub async fn relay<M: MessageStore + 'static>(
             let mut batch = Vec::with_capacity(events.len());
             for event in events {
                 match gaps.next(&event) {
-                    Next::Drop if !awaits_ack(&event) => {}
-                    Next::Drop | Next::Deliver => batch.push(event),
+                    Next::Drop => batch.extend(acknowledgement_only(event)),
+                    Next::Deliver => batch.push(event),
                     Next::FillThenDeliver { conversation_id, after, before } => {
                         let site = site_of(&event).unwrap_or_default().to_owned();
                         batch.extend(read_gap(messages.as_ref(), conversation_id, after, before, site).await);
@@ -480,9 +486,25 @@ pub async fn relay<M: MessageStore + 'static>(
     }))
 }
 
-/// Whether a message's sender waits for its acknowledgement from this event.
-fn awaits_ack(event: &CommittedEvent) -> bool {
-    matches!(event, CommittedEvent::Message { origin: Some(_), .. })
+/// What is left of a message delivered already (a gap's read brought it first): the
+/// acknowledgement its sender waits for, if it has one, as a resend's (the message is stored and
+/// delivered; nothing else is sent again).
+fn acknowledgement_only(event: CommittedEvent) -> Option<CommittedEvent> {
+    let CommittedEvent::Message { conversation_id, seq, record, origin: Some(origin), .. } = event else {
+        return None;
+    };
+    let appended = crate::chat::messages::Appended {
+        conversation_id,
+        seq,
+        created_at: record.created_at,
+        text: record.text.clone(),
+        duplicate: true,
+    };
+    Some(CommittedEvent::Duplicate {
+        appended,
+        client_id: record.client_id.clone().unwrap_or_default(),
+        origin: Some(origin),
+    })
 }
 
 /// The site of a message or a conversation's change.

@@ -217,9 +217,17 @@ impl GroupCommit {
                         true => local_events(&published, &mut batch, &results),
                         false => Vec::new(),
                     };
-                    self.outlet.send(local, published).await;
+                    let delivered = self.outlet.send(local, published).await;
                     for (pending, result) in batch.drain(..).zip(results) {
-                        pending.answer.give(result.into_answer());
+                        let outcome = match (&pending.answer, delivered, result.into_answer()) {
+                            // Stored, but its sender will hear no acknowledgement: told to resend,
+                            // which answers from the stored one.
+                            (Answer::Detached(_), false, Ok(_)) => {
+                                Err(AppendError::Storage(StorageError::WriterStopped))
+                            }
+                            (_, _, outcome) => outcome,
+                        };
+                        pending.answer.give(outcome);
                     }
                 }
                 Ok(results) => {
@@ -510,6 +518,13 @@ impl MessageStore for PostgresMessages {
         mut message: NewMessage,
         refused: impl FnOnce(AppendError) + Clone + Send + 'static,
     ) -> Result<(), StorageError> {
+        if !self.outlet.delivers_locally() {
+            // Its acknowledgement would have no way to its sender.
+            refused(AppendError::Storage(StorageError::Server(
+                "this node delivers to no connection (no local relay); send with append".into(),
+            )));
+            return Ok(());
+        }
         let origin = message.origin.take().map(|origin| (origin, message.client_id.clone()));
         let item = match batch_item(message, clock::now_millis()) {
             Ok(item) => item,

@@ -2,7 +2,7 @@
 //! [`OfflineMessageStore`] over the `offline_messages` record table (migration 7; ids from
 //! migration 15's sequence). Leaving one is one transaction, as on the appliance: the visitor's
 //! row locked first (one visitor's offline messages in turn), their open conversation (or a new
-//! one in the queue, without the bot), the copy in it appended with the group commit's function,
+//! one in the queue, without the bot; or the one a send through another node just started), the copy in it appended with the group commit's function,
 //! the record, the address on the visitor, and its lead; the events go out after the commit,
 //! in the appliance's order (the conversation's, the message, the offline message, the lead).
 
@@ -48,7 +48,13 @@ impl OfflineMessageStore for PostgresMessages {
                 Some(open) => open,
                 None => {
                     let queued = Conversation::new_at(&site, visitor_id, None, None, false, now);
-                    insert_conversation(transaction, queued, published).await.map_err(storage_of)?.id
+                    match insert_conversation(transaction, queued, published).await.map_err(storage_of)? {
+                        Some(started) => started.id,
+                        // A send of the visitor's through another node started one meanwhile.
+                        None => open_conversation_of(transaction, visitor_key).await?.ok_or_else(|| {
+                            StorageError::Server("the visitor's open conversation closed meanwhile; try again".into())
+                        })?,
+                    }
                 }
             };
             let id: i64 =
@@ -134,8 +140,7 @@ async fn open_conversation_of(transaction: &Transaction<'_>, visitor_key: i64) -
     Ok(row.map(|row| row.get::<_, i64>(0) as u64))
 }
 
-/// A conversation that could not be started, as a storage error: the visitor's row is locked, so
-/// no other open conversation can appear meanwhile.
+/// A conversation that could not be started, as a storage error (only the database refuses it).
 fn storage_of(error: ConversationError) -> StorageError {
     match error {
         ConversationError::Storage(error) => error,

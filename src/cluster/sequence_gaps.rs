@@ -4,14 +4,15 @@
 //! conversation, the last seq it handed to the dispatcher ([`SequenceGaps`]); a message beyond
 //! the next one, or a conversation's change whose `last_seq` is beyond it, reveals a gap, which
 //! the relay reads from PostgreSQL and hands over first. A message at or below the last seq is
-//! dropped: it was handed over already.
+//! dropped: it was handed over already. A closed conversation is forgotten.
 //!
 //! A conversation's row lock orders its appends, so a committed seq `n` means every seq below
 //! it is committed too: the read finds the whole gap.
 
 use std::collections::HashMap;
 
-use crate::chat::delivery::{CommittedEvent, ConversationEvent};
+use crate::chat::conversations::ConversationStatus;
+use crate::chat::delivery::CommittedEvent;
 
 /// The conversations a node remembers at most; past it, it forgets them all and learns each
 /// one's position again from its next event (an unknown conversation has no gap).
@@ -39,14 +40,15 @@ impl SequenceGaps {
     pub fn next(&mut self, event: &CommittedEvent) -> Next {
         match event {
             CommittedEvent::Message { conversation_id, seq, .. } => self.message(*conversation_id, *seq),
-            CommittedEvent::Conversation { event, conversation } => {
+            CommittedEvent::Conversation { conversation, .. } | CommittedEvent::Rated { conversation } => {
                 let next = self.change(conversation.id, conversation.last_seq);
-                if matches!(event, ConversationEvent::Closed { .. }) {
+                // A closed conversation is forgotten (a rating comes after the close): it gets no
+                // message until it is reopened, whose event sets its position again.
+                if conversation.status == ConversationStatus::Closed {
                     self.last.remove(&conversation.id);
                 }
                 next
             }
-            CommittedEvent::Rated { conversation } => self.change(conversation.id, conversation.last_seq),
             _ => Next::Deliver,
         }
     }
@@ -102,7 +104,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::chat::conversations::{Conversation, ConversationStatus};
+    use crate::chat::conversations::Conversation;
+    use crate::chat::delivery::ConversationEvent;
     use crate::chat::messages::{MessageKind, MessageRecord};
     use crate::protocol::SenderKind;
 
@@ -134,11 +137,15 @@ mod tests {
     }
 
     fn change(event: ConversationEvent, conversation_id: u64, last_seq: u64) -> CommittedEvent {
+        let status = match event {
+            ConversationEvent::Closed { .. } => ConversationStatus::Closed,
+            _ => ConversationStatus::Queued,
+        };
         let conversation = Conversation {
             id: conversation_id,
             site: "shop".into(),
             visitor_id: 1,
-            status: ConversationStatus::Queued,
+            status,
             assigned_agent: None,
             last_seq,
             created_at: 0,
@@ -180,8 +187,12 @@ mod tests {
         let assigned = change(ConversationEvent::Assigned { previous: None }, 9, 4);
         assert_eq!(gaps.next(&assigned), Next::FillThenDeliver { conversation_id: 9, after: 2, before: 5 });
         assert_eq!(gaps.next(&message(9, 4)), Next::Drop);
-        assert_eq!(gaps.next(&change(ConversationEvent::Closed { previous: None }, 9, 4)), Next::Deliver);
+        let closed = change(ConversationEvent::Closed { previous: None }, 9, 4);
+        assert_eq!(gaps.next(&closed), Next::Deliver);
         assert!(gaps.is_empty(), "a closed conversation is forgotten");
+        let CommittedEvent::Conversation { conversation, .. } = closed else { unreachable!() };
+        assert_eq!(gaps.next(&CommittedEvent::Rated { conversation }), Next::Deliver);
+        assert!(gaps.is_empty(), "its rating does not bring it back");
     }
 
     #[test]

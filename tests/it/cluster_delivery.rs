@@ -321,3 +321,22 @@ async fn a_nodes_own_sends_are_acknowledged_in_commit_order_and_delivered_once()
     visitor.expect_silence(Duration::from_millis(500)).await;
     relaying.abort();
 }
+
+#[tokio::test]
+async fn a_store_without_a_local_relay_refuses_a_send_whose_acknowledgement_would_reach_nobody() {
+    let Some(url) = crate::support::postgres::database("delivery_send_unrelayed").await else { return };
+    let store = PostgresMessages::open(&url, PostgresOptions::default()).await.unwrap();
+    let sender = SenderView { kind: SenderKind::Visitor, id: 3, name: "访客".into() };
+    let message = NewMessage::text(
+        Target::VisitorInbox { site: "shop".into(), visitor_id: 3 },
+        sender,
+        "v-1".into(),
+        "你好".into(),
+    );
+    let (refusals, mut refused) = mpsc::unbounded_channel();
+    store.send(message, move |error| refusals.send(error.to_string()).unwrap()).await.expect("answered");
+    let refusal = refused.recv().await.expect("refused");
+    assert!(refusal.contains("no local relay"), "{refusal}");
+    let database = crate::support::postgres::connect(&url).await;
+    assert_eq!(crate::support::postgres::count(&database, "messages").await, 0, "nothing stored");
+}

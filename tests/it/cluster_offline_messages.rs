@@ -131,3 +131,30 @@ async fn the_appliance_and_postgresql_behave_alike() {
     }
     assert_eq!(kinds, ["conversation", "message", "offline message", "lead"]);
 }
+
+#[tokio::test]
+async fn an_offline_message_and_a_send_through_another_node_at_once_share_one_conversation() {
+    let Some(url) = database("offline_messages_race").await else { return };
+    let (one, other) = (
+        PostgresMessages::open(&url, PostgresOptions::default()).await.unwrap(),
+        PostgresMessages::open(&url, PostgresOptions::default()).await.unwrap(),
+    );
+    for visitor_id in 1..=12u64 {
+        let sender = kefu::protocol::SenderView { kind: SenderKind::Visitor, id: visitor_id, name: "访客".into() };
+        let send = kefu::chat::messages::NewMessage::text(
+            kefu::chat::messages::Target::VisitorInbox { site: "shop".into(), visitor_id },
+            sender,
+            format!("v-{visitor_id}"),
+            "有人吗？".into(),
+        );
+        let (sent, left) = tokio::join!(
+            other.append(send),
+            one.leave("shop", visitor_id, left("wang@example.com", "", "Please call me back.", "en")),
+        );
+        let (sent, left) = (sent.expect("the send is stored"), left.expect("the offline message is stored"));
+        assert_eq!(sent.conversation_id, left.conversation_id, "visitor {visitor_id}: one open conversation");
+        let seqs: Vec<u64> =
+            one.page_after(sent.conversation_id, 0, 10).await.unwrap().iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, [1, 2]);
+    }
+}
