@@ -140,7 +140,7 @@ pub struct DemoSite {
 
 /// `GET /api/v1/demo-site`: the site the demo page shows (the first one created).
 pub async fn demo_site(State(app): State<AppState>) -> Result<axum::Json<DemoSite>, ApiError> {
-    let sites = app.store.read(crate::sites::list).await?;
+    let sites = crate::sites::store::SiteStore::list(&app.store).await?;
     let first =
         sites.into_iter().min_by_key(|site| site.created_at).ok_or_else(|| ApiError::NotFound("no site yet".into()))?;
     Ok(axum::Json(DemoSite { key: first.key }))

@@ -361,8 +361,13 @@ pub fn list(transaction: &ReadTransaction) -> Result<Vec<Site>, StorageError> {
 /// Every site, by name (case-insensitive), as people pick them from lists.
 pub fn list_by_name(transaction: &ReadTransaction) -> Result<Vec<Site>, StorageError> {
     let mut sites = list(transaction)?;
-    sites.sort_by_key(|site| site.name.to_lowercase());
+    sort_by_name(&mut sites);
     Ok(sites)
+}
+
+/// Sites in the order the admin pages list them: by name, whatever its case.
+pub fn sort_by_name(sites: &mut [Site]) {
+    sites.sort_by_key(|site| site.name.to_lowercase());
 }
 
 /// A site with what is derived from it once per change.

@@ -16,6 +16,15 @@ pub trait SiteStore: Send + Sync {
     /// Every site, in key order.
     fn list(&self) -> impl Future<Output = Result<Vec<Site>, StorageError>> + Send;
 
+    /// Every site, by name as the admin pages list them ([`sites::sort_by_name`]).
+    fn list_by_name(&self) -> impl Future<Output = Result<Vec<Site>, StorageError>> + Send {
+        async move {
+            let mut sites = self.list().await?;
+            sites::sort_by_name(&mut sites);
+            Ok(sites)
+        }
+    }
+
     /// Stores a new site ([`sites::new_record`]: a new key and secret, validated).
     fn create(&self, new_site: NewSite) -> impl Future<Output = Result<Site, SiteError>> + Send;
 

@@ -12,7 +12,8 @@ use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_foun
 use crate::net::AppState;
 use crate::people::blocking::{self, BlockError, BlockStore};
 use crate::people::visitors::{self, Visitor};
-use crate::sites::{self, Site};
+use crate::sites::Site;
+use crate::sites::store::SiteStore;
 use crate::storage::StorageError;
 
 #[derive(Template)]
@@ -53,7 +54,7 @@ async fn page(
         Ok::<_, StorageError>((
             app.store.blocked_visitors().await?,
             app.store.blocked_addresses().await?,
-            app.store.read(sites::list_by_name).await?,
+            SiteStore::list_by_name(&app.store).await?,
         ))
     }
     .await;

@@ -22,7 +22,8 @@ use crate::bot::knowledge_base::{EntryInput, KbEntry, KbError};
 use crate::bot::settings::{self as bot_settings, ChangeError, EmbeddingsChange, LlmChange, SettingsChange};
 use crate::bot::{self, BotSettings};
 use crate::net::AppState;
-use crate::sites::{self, Site};
+use crate::sites::Site;
+use crate::sites::store::SiteStore;
 
 /// Entries listed on one page; a search narrows a bigger knowledge base.
 const LISTED_ENTRIES: usize = 500;
@@ -203,7 +204,7 @@ pub(super) async fn sites_and_site(
     key: Option<String>,
     lang: Lang,
 ) -> Result<(Vec<Site>, Option<Site>), Response> {
-    let sites = app.store.read(sites::list_by_name).await.map_err(internal_error)?;
+    let sites = SiteStore::list_by_name(&app.store).await.map_err(internal_error)?;
     let site = match key {
         Some(key) => Some(
             sites

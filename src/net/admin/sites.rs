@@ -14,6 +14,7 @@ use crate::net::AppState;
 use crate::people::teams::{self, Team};
 use crate::routing::rules::{RoutingRule, RuleCondition};
 use crate::sites::business_hours::{BusinessHours, DayHours, WEEKDAYS};
+use crate::sites::store::SiteStore;
 use crate::sites::{self, Site, SiteError};
 
 /// Empty routing-rule rows offered below the existing ones.
@@ -307,7 +308,7 @@ pub async fn home(_admin: AdminUser) -> Redirect {
 
 /// `GET /admin/sites`
 pub async fn list(State(app): State<AppState>, admin: AdminUser, Query(notice): Query<Notice>) -> Response {
-    match app.store.read(sites::list_by_name).await {
+    match SiteStore::list_by_name(&app.store).await {
         Ok(sites) => render(StatusCode::OK, &SitesPage { layout: admin.layout("sites", notice.take()), sites }),
         Err(error) => internal_error(error),
     }

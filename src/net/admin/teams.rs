@@ -10,7 +10,8 @@ use super::form::FieldErrors;
 use super::{AdminPost, AdminUser, Directory, Layout, Notice, directory, done, internal_error, not_found, render};
 use crate::net::AppState;
 use crate::people::agents::Agent;
-use crate::people::teams::{self, Team, TeamError};
+use crate::people::team_store::TeamStore;
+use crate::people::teams::{Team, TeamError};
 use crate::routing::RoutingEvent;
 use crate::sites::Site;
 
@@ -94,7 +95,7 @@ pub async fn create(State(app): State<AppState>, post: AdminPost) -> Response {
         errors.add("site", "choose a site");
     }
     if errors.is_empty() {
-        match teams::create(&app.store, form.site.clone(), &form.name, members).await {
+        match TeamStore::create(&app.store, form.site.clone(), &form.name, members).await {
             Ok(team) => {
                 app.router.send(RoutingEvent::TeamChanged { team: team.clone() }).await;
                 let detail = format!("site {}, members {:?}", team.site, team.members);
@@ -154,7 +155,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
     let mut errors = FieldErrors::default();
     let members = members_of(&form, &mut errors);
     if errors.is_empty() {
-        match teams::update(&app.store, id, &form.name, members).await {
+        match TeamStore::update(&app.store, id, &form.name, members).await {
             Ok(saved) => {
                 app.router.send(RoutingEvent::TeamChanged { team: saved.clone() }).await;
                 let detail = format!("name {:?}, members {:?}", saved.name, saved.members);
@@ -175,7 +176,7 @@ pub async fn save(State(app): State<AppState>, Path(id): Path<u64>, post: AdminP
 
 /// `POST /admin/teams/{id}/delete`
 pub async fn delete(State(app): State<AppState>, Path(id): Path<u64>, post: AdminPost) -> Response {
-    let team = match teams::delete(&app.store, id).await {
+    let team = match TeamStore::delete(&app.store, id).await {
         Ok(team) => team,
         Err(TeamError::NotFound) => return not_found(post.admin.lang, post.admin.t().noun_team),
         Err(error) => return internal_error(error),

@@ -14,6 +14,7 @@ use super::{AdminPost, AdminUser, Layout, done, internal_error, not_found, rende
 use crate::base::clock::format_utc;
 use crate::net::AppState;
 use crate::sites::Site;
+use crate::sites::store::SiteStore;
 use crate::webhooks::{Delivery, DeliveryStatus, EVENT_TYPES, NewWebhook, Webhook, WebhookError, WebhookStore};
 
 /// Deliveries shown on a webhook's page, newest first.
@@ -137,7 +138,7 @@ async fn list_page(
     error: Option<String>,
     form: Typed,
 ) -> Result<WebhooksPage, Response> {
-    let sites = app.store.read(crate::sites::list_by_name).await.map_err(internal_error)?;
+    let sites = SiteStore::list_by_name(&app.store).await.map_err(internal_error)?;
     let site = match site {
         Some(key) => sites.iter().find(|found| found.key == key).cloned(),
         None => sites.first().cloned(),
