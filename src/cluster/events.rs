@@ -335,6 +335,33 @@ async fn publish_one(client: &async_nats::Client, subject: String, event: &impl 
     }
 }
 
+/// Publishes a site's key on `subject` (`what` names the change in the log); a failure is
+/// logged: the other nodes keep their copies until they drop them for another reason.
+async fn publish_site_key(client: &async_nats::Client, subject: &'static str, what: &str, key: &str) {
+    if let Err(error) = client.publish(subject, key.to_owned().into()).await {
+        tracing::warn!(%error, site = key, "{what} was not published to NATS");
+    }
+}
+
+/// Calls `changed` with each site key published on `subject` (`what` names the change in the
+/// log), until the connection closes; returns once subscribed.
+async fn follow_site_keys(
+    client: &async_nats::Client,
+    subject: &'static str,
+    what: &'static str,
+    changed: impl Fn(&str) + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, EventsError> {
+    let mut changes = client.subscribe(subject).await?;
+    Ok(tokio::spawn(async move {
+        while let Some(message) = changes.next().await {
+            match std::str::from_utf8(&message.payload) {
+                Ok(key) => changed(key),
+                Err(_) => tracing::warn!("{what} whose site key is not text was skipped"),
+            }
+        }
+    }))
+}
+
 /// The subject a node publishes a site's key on after committing a change to it, so every node
 /// drops its decoded copy (`SiteDirectory::invalidate`).
 pub const SITE_CHANGED_SUBJECT: &str = "kefu.sites.changed";
@@ -342,9 +369,7 @@ pub const SITE_CHANGED_SUBJECT: &str = "kefu.sites.changed";
 /// Tells every node that the site `key` changed; a failure is logged: that node reads the site
 /// again only when its copy is dropped for another reason.
 pub async fn publish_site_changed(client: &async_nats::Client, key: &str) {
-    if let Err(error) = client.publish(SITE_CHANGED_SUBJECT, key.to_owned().into()).await {
-        tracing::warn!(%error, site = key, "a site change was not published to NATS");
-    }
+    publish_site_key(client, SITE_CHANGED_SUBJECT, "a site change", key).await
 }
 
 /// Drops `directory`'s copy of each site another node reports changed (this node's own
@@ -354,15 +379,7 @@ pub async fn follow_site_changes(
     client: &async_nats::Client,
     directory: crate::sites::SiteDirectory,
 ) -> Result<tokio::task::JoinHandle<()>, EventsError> {
-    let mut changes = client.subscribe(SITE_CHANGED_SUBJECT).await?;
-    Ok(tokio::spawn(async move {
-        while let Some(message) = changes.next().await {
-            match std::str::from_utf8(&message.payload) {
-                Ok(key) => directory.invalidate(key),
-                Err(_) => tracing::warn!("a site change whose key is not text was skipped"),
-            }
-        }
-    }))
+    follow_site_keys(client, SITE_CHANGED_SUBJECT, "a site change", move |key| directory.invalidate(key)).await
 }
 
 /// The subject a node publishes a site's key on after committing a change to its knowledge-base
@@ -372,9 +389,7 @@ pub const KNOWLEDGE_BASE_CHANGED_SUBJECT: &str = "kefu.knowledge_base.changed";
 /// Tells every node that the knowledge base of the site `key` changed; a failure is logged: that
 /// node answers from its index until it is dropped for another reason.
 pub async fn publish_knowledge_base_changed(client: &async_nats::Client, key: &str) {
-    if let Err(error) = client.publish(KNOWLEDGE_BASE_CHANGED_SUBJECT, key.to_owned().into()).await {
-        tracing::warn!(%error, site = key, "a knowledge-base change was not published to NATS");
-    }
+    publish_site_key(client, KNOWLEDGE_BASE_CHANGED_SUBJECT, "a knowledge-base change", key).await
 }
 
 /// Drops `knowledge`'s match index of each site another node reports changed (this node's own
@@ -384,15 +399,10 @@ pub async fn follow_knowledge_base_changes(
     client: &async_nats::Client,
     knowledge: crate::bot::knowledge_base::KnowledgeBase,
 ) -> Result<tokio::task::JoinHandle<()>, EventsError> {
-    let mut changes = client.subscribe(KNOWLEDGE_BASE_CHANGED_SUBJECT).await?;
-    Ok(tokio::spawn(async move {
-        while let Some(message) = changes.next().await {
-            match std::str::from_utf8(&message.payload) {
-                Ok(key) => knowledge.forget(key),
-                Err(_) => tracing::warn!("a knowledge-base change whose site key is not text was skipped"),
-            }
-        }
-    }))
+    follow_site_keys(client, KNOWLEDGE_BASE_CHANGED_SUBJECT, "a knowledge-base change", move |key| {
+        knowledge.forget(key)
+    })
+    .await
 }
 
 /// The subject a node publishes a site's key on after committing a change to its bot settings,
@@ -402,9 +412,7 @@ pub const BOT_SETTINGS_CHANGED_SUBJECT: &str = "kefu.bot_settings.changed";
 /// Tells every node that the bot settings of the site `key` changed; a failure is logged: that
 /// node keeps its copy until it is dropped for another reason.
 pub async fn publish_bot_settings_changed(client: &async_nats::Client, key: &str) {
-    if let Err(error) = client.publish(BOT_SETTINGS_CHANGED_SUBJECT, key.to_owned().into()).await {
-        tracing::warn!(%error, site = key, "a bot settings change was not published to NATS");
-    }
+    publish_site_key(client, BOT_SETTINGS_CHANGED_SUBJECT, "a bot settings change", key).await
 }
 
 /// Drops `settings`' copy of each site another node reports changed (this node's own
@@ -414,15 +422,8 @@ pub async fn follow_bot_settings_changes(
     client: &async_nats::Client,
     settings: crate::bot::settings::SiteSettings,
 ) -> Result<tokio::task::JoinHandle<()>, EventsError> {
-    let mut changes = client.subscribe(BOT_SETTINGS_CHANGED_SUBJECT).await?;
-    Ok(tokio::spawn(async move {
-        while let Some(message) = changes.next().await {
-            match std::str::from_utf8(&message.payload) {
-                Ok(key) => settings.forget(key),
-                Err(_) => tracing::warn!("a bot settings change whose site key is not text was skipped"),
-            }
-        }
-    }))
+    follow_site_keys(client, BOT_SETTINGS_CHANGED_SUBJECT, "a bot settings change", move |key| settings.forget(key))
+        .await
 }
 
 /// The most messages of one gap the relay reads at once; a client's resume reads the rest.
