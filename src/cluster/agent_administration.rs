@@ -19,7 +19,7 @@ use crate::chat::delivery::{AccessEndReason, AccessEnded};
 use crate::cluster::agents::{PostgresAgents, two_factor_required_in};
 use crate::cluster::events::NodeEvent;
 use crate::cluster::outbox::{self, NewOutboxRow, OutboxContent};
-use crate::cluster::postgres::{self, database, record_text};
+use crate::cluster::postgres::{self, database, put_record, record_text};
 use crate::cluster::uploads;
 use crate::email::OutgoingEmail;
 use crate::email::password_reset::{PasswordReset, PasswordResetStore};
@@ -45,15 +45,7 @@ async fn agent_for_update(transaction: &Transaction<'_>, id: u64) -> Result<Opti
 
 async fn store_agent(transaction: &Transaction<'_>, agent: &Agent) -> Result<(), StorageError> {
     let key = key_of(agent.id).ok_or_else(|| StorageError::Corrupt(format!("agent id {}", agent.id)))?;
-    transaction
-        .execute(
-            "INSERT INTO agents (id, record) VALUES ($1, $2::text::jsonb)
-             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
-            &[&key, &record_text(agent)],
-        )
-        .await
-        .map_err(database)?;
-    Ok(())
+    put_record(transaction, "agents", "id", &key, agent).await
 }
 
 /// Those of `sites` that exist.
@@ -100,15 +92,7 @@ async fn store_two_factor(
     record: &TwoFactorRecord,
 ) -> Result<(), StorageError> {
     let key = key_of(agent_id).ok_or_else(|| StorageError::Corrupt(format!("agent id {agent_id}")))?;
-    transaction
-        .execute(
-            "INSERT INTO agent_two_factor (agent_id, record) VALUES ($1, $2::text::jsonb)
-             ON CONFLICT (agent_id) DO UPDATE SET record = EXCLUDED.record",
-            &[&key, &record_text(record)],
-        )
-        .await
-        .map_err(database)?;
-    Ok(())
+    put_record(transaction, "agent_two_factor", "agent_id", &key, record).await
 }
 
 /// The database's clock, in Unix milliseconds.

@@ -11,7 +11,7 @@ use tokio_postgres::GenericClient;
 use crate::base::secrets::TokenDigest;
 use crate::chat::delivery::{AccessEndReason, AccessEnded};
 use crate::cluster::events::{NodeEvent, Outlet};
-use crate::cluster::postgres::{self, PostgresError, database, record_of, record_text};
+use crate::cluster::postgres::{self, PostgresError, database, put_record, record_of};
 use crate::cluster::postgres::{Readers, Writers};
 use crate::people::agent_store::AgentStore;
 use crate::people::agents::{self, Agent, AgentSession};
@@ -95,16 +95,7 @@ impl AgentStore for PostgresAgents {
 
     async fn insert_session(&self, digest: &TokenDigest, session: AgentSession) -> Result<(), StorageError> {
         let client = self.connections.client().await?;
-        let record = record_text(&session);
-        client
-            .execute(
-                "INSERT INTO agent_sessions (digest, record) VALUES ($1, $2::text::jsonb)
-                 ON CONFLICT (digest) DO UPDATE SET record = EXCLUDED.record",
-                &[&digest.as_slice(), &record],
-            )
-            .await
-            .map_err(database)?;
-        Ok(())
+        put_record(&*client, "agent_sessions", "digest", &digest.as_slice(), &session).await
     }
 
     async fn stored_session(&self, digest: &TokenDigest) -> Result<Option<AgentSession>, StorageError> {

@@ -7,7 +7,7 @@
 use crate::bot::BotSettings;
 use crate::bot::settings::{BotSettingsStore, ChangeError, SettingsChange};
 use crate::cluster::events;
-use crate::cluster::postgres::{self, PostgresError, Readers, Writers, database, record_text};
+use crate::cluster::postgres::{self, PostgresError, Readers, Writers, database};
 use crate::storage::StorageError;
 
 pub struct PostgresBotSettings {
@@ -64,14 +64,7 @@ impl BotSettingsStore for PostgresBotSettings {
                 let stored: Option<BotSettings> =
                     postgres::record_where(transaction, "bot settings", SETTINGS_OF_SITE, &[&site]).await?;
                 let settings = requested.apply(&stored.unwrap_or_default(), allow_private_llm)?;
-                transaction
-                    .execute(
-                        "INSERT INTO bot_settings (site, record) VALUES ($1, $2::text::jsonb)
-                         ON CONFLICT (site) DO UPDATE SET record = EXCLUDED.record",
-                        &[&site, &record_text(&settings)],
-                    )
-                    .await
-                    .map_err(database)?;
+                postgres::put_record(transaction, "bot_settings", "site", &site, &settings).await?;
                 Ok(settings)
             })
             .await?;

@@ -4,7 +4,7 @@
 //! saving one shortcut at once store it once; new ids come from `canned_reply_ids` (migration 10).
 
 use crate::chat::canned_replies::{self, CannedReply, CannedReplyError, CannedReplyStore};
-use crate::cluster::postgres::{self, PostgresError, Readers, Writers, database, record_text};
+use crate::cluster::postgres::{self, PostgresError, Readers, Writers, database};
 use crate::storage::StorageError;
 
 pub struct PostgresCannedReplies {
@@ -79,14 +79,7 @@ impl CannedReplyStore for PostgresCannedReplies {
                     }
                 };
                 let reply = CannedReply { id: key as u64, site, shortcut, text };
-                transaction
-                    .execute(
-                        "INSERT INTO canned_replies (id, record) VALUES ($1, $2::text::jsonb)
-                         ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
-                        &[&key, &record_text(&reply)],
-                    )
-                    .await
-                    .map_err(database)?;
+                postgres::put_record(transaction, "canned_replies", "id", &key, &reply).await?;
                 Ok(reply)
             })
             .await

@@ -5,7 +5,7 @@
 //! saving at once apply their changes one after the other and neither is lost.
 
 use crate::base::config::EmailConfig;
-use crate::cluster::postgres::{self, PostgresError, Readers, Writers, database, record_text};
+use crate::cluster::postgres::{self, PostgresError, Readers, Writers, database};
 use crate::email::EmailError;
 use crate::email::settings::{self, EmailSettingsStore, SMTP_KEY, SettingsChange, SmtpSettings};
 use crate::storage::StorageError;
@@ -42,14 +42,7 @@ impl EmailSettingsStore for PostgresEmailSettings {
                     .map_err(database)?;
                 let saved = postgres::record_where(transaction, "SMTP settings", SAVED, &[&SMTP_KEY]).await?;
                 let next = change.apply(&settings::in_effect(saved, config))?;
-                transaction
-                    .execute(
-                        "INSERT INTO email_settings (name, record) VALUES ($1, $2::text::jsonb)
-                         ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record",
-                        &[&SMTP_KEY, &record_text(&next)],
-                    )
-                    .await
-                    .map_err(database)?;
+                postgres::put_record(transaction, "email_settings", "name", &SMTP_KEY, &next).await?;
                 Ok(next)
             })
             .await

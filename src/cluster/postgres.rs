@@ -116,6 +116,23 @@ pub(crate) async fn records_where<T: serde::de::DeserializeOwned>(
     rows.iter().map(|row| record_of(what, row.get(0))).collect()
 }
 
+/// Writes `record` as the row of the record table `table` whose one key column `key_column` is
+/// `key`, replacing the row there.
+pub(crate) async fn put_record(
+    client: &impl GenericClient,
+    table: &str,
+    key_column: &str,
+    key: &(dyn tokio_postgres::types::ToSql + Sync),
+    record: &impl serde::Serialize,
+) -> Result<(), StorageError> {
+    let statement = format!(
+        "INSERT INTO {table} ({key_column}, record) VALUES ($1, $2::text::jsonb)
+         ON CONFLICT ({key_column}) DO UPDATE SET record = EXCLUDED.record"
+    );
+    client.execute(&statement, &[key, &record_text(record)]).await.map_err(database)?;
+    Ok(())
+}
+
 /// A domain record as the JSON text a record table's `record` is written from.
 pub(crate) fn record_text<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("records always serialize")

@@ -12,7 +12,7 @@ use tokio_postgres::Transaction;
 use crate::base::clock;
 use crate::base::secrets::{self, TokenDigest};
 use crate::cluster::postgres::Readers;
-use crate::cluster::postgres::{self, PostgresError, Writers, database, record_text};
+use crate::cluster::postgres::{self, PostgresError, Writers, database, put_record};
 use crate::people::visitor_store::VisitorStore;
 use crate::people::visitors::{
     CheckedRequest, OpenedSession, ResolvedSession, SessionLookup, SessionRequest, Visitor, VisitorError,
@@ -107,15 +107,7 @@ impl PostgresVisitors {
         resolved: &ResolvedSession,
     ) -> Result<(), StorageError> {
         let id = signed(resolved.visitor.id)?;
-        let record = record_text(&resolved.visitor);
-        transaction
-            .execute(
-                "INSERT INTO visitors (id, record) VALUES ($1, $2::text::jsonb)
-                 ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
-                &[&id, &record],
-            )
-            .await
-            .map_err(database)?;
+        put_record(transaction, "visitors", "id", &id, &resolved.visitor).await?;
         let digest = secrets::token_digest(&resolved.token);
         transaction
             .execute(
