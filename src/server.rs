@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::base::config::Config;
 use crate::chat::delivery::{self, Hub};
+use crate::cluster::backend::Backend;
 use crate::net::http::agent_api::LoginLimiter;
 use crate::net::http::connections::ConnectionSettings;
 use crate::net::{App, AppState};
@@ -181,7 +182,7 @@ pub async fn start(
         feed.clone(),
     ));
     let app: AppState = Arc::new(App {
-        store: store.clone(),
+        store: Backend::Appliance(store.clone()),
         hub,
         router,
         sites: SiteDirectory::new(store.clone()),
@@ -201,6 +202,7 @@ pub async fn start(
         push,
         refused_origins: refused_origins.clone(),
         feed,
+        public_url: config.public_url_at(local_addr),
         config,
     });
     let control = crate::net::control::listen(app.clone()).context("starting the control socket")?;
@@ -226,16 +228,16 @@ pub async fn start(
         }
     }
     let email_runtime = crate::email::notifications::EmailRuntime {
-        public_url: app.config.public_url_at(local_addr),
+        public_url: app.public_url.clone(),
         reply_delay_millis: Duration::from_secs(app.config.email.reply_delay_secs).as_millis() as i64,
     };
     crate::email::notifications::remember_runtime(&store, email_runtime)
         .await
         .context("recording the URL emails link to")?;
     tasks.spawn(crate::email::sender::run(store.clone(), app.config.email.clone(), shutdown_token.clone()));
-    spawn_missed_chat_emails(&app);
-    spawn_retention_schedule(&app);
-    spawn_bot_idle_close(&app);
+    spawn_missed_chat_emails(&app, &store);
+    spawn_retention_schedule(&app, &store);
+    spawn_bot_idle_close(&app, &store);
 
     let trigger = shutdown_token.clone();
     tokio::spawn(async move {
@@ -266,7 +268,7 @@ pub async fn start(
             tracing::info!(grpc = %address, "gRPC is listening");
             println!("grpc={address}");
             app.tasks.spawn(crate::net::grpc::serve(listener, app.clone(), certificates.clone()));
-            spawn_event_pruning(&app);
+            spawn_event_pruning(&app, &store);
             Some(address)
         }
         None => None,
@@ -444,50 +446,66 @@ where
 
 /// Runs retention, the sweep of unattached uploads and the cleanup of idle visitor budgets every
 /// [`RETENTION_INTERVAL`](crate::history::retention::RETENTION_INTERVAL).
-fn spawn_retention_schedule(app: &AppState) {
-    spawn_every(app, crate::history::retention::RETENTION_INTERVAL, |app| async move {
-        if let Err(error) = crate::history::retention::run(&app.store, &app.search, false).await {
-            tracing::error!(%error, "retention failed");
+fn spawn_retention_schedule(app: &AppState, store: &Store) {
+    let store = store.clone();
+    spawn_every(app, crate::history::retention::RETENTION_INTERVAL, move |app| {
+        let store = store.clone();
+        async move {
+            if let Err(error) = crate::history::retention::run(&store, &app.search, false).await {
+                tracing::error!(%error, "retention failed");
+            }
+            let grace = Duration::from_secs(app.config.limits.unattached_upload_grace_secs);
+            if let Err(error) = crate::chat::uploads::sweep_unattached(&store, grace).await {
+                tracing::error!(%error, "sweeping unattached uploads failed");
+            }
+            app.upload_quota.forget();
+            app.visitor_limits.forget_idle();
         }
-        let grace = Duration::from_secs(app.config.limits.unattached_upload_grace_secs);
-        if let Err(error) = crate::chat::uploads::sweep_unattached(&app.store, grace).await {
-            tracing::error!(%error, "sweeping unattached uploads failed");
-        }
-        app.upload_quota.forget();
-        app.visitor_limits.forget_idle();
     });
 }
 
 /// Drops the events of `Subscribe` older than `grpc.event_retention_hours`, every
 /// [`RETENTION_INTERVAL`](crate::history::retention::RETENTION_INTERVAL).
-fn spawn_event_pruning(app: &AppState) {
+fn spawn_event_pruning(app: &AppState, store: &Store) {
     let retention_ms =
         i64::try_from(app.config.grpc.event_retention_hours.saturating_mul(3_600_000)).unwrap_or(i64::MAX);
-    spawn_every(app, crate::history::retention::RETENTION_INTERVAL, move |app| async move {
-        let cutoff = crate::base::clock::now_millis().saturating_sub(retention_ms);
-        if let Err(error) = crate::webhooks::feed::prune(&app.store, cutoff).await {
-            tracing::error!(%error, "pruning the events of Subscribe failed");
+    let store = store.clone();
+    spawn_every(app, crate::history::retention::RETENTION_INTERVAL, move |_| {
+        let store = store.clone();
+        async move {
+            let cutoff = crate::base::clock::now_millis().saturating_sub(retention_ms);
+            if let Err(error) = crate::webhooks::feed::prune(&store, cutoff).await {
+                tracing::error!(%error, "pruning the events of Subscribe failed");
+            }
         }
     });
 }
 
 /// Closes idle bot-only conversations every [`SWEEP_INTERVAL`](crate::bot::lifecycle::SWEEP_INTERVAL).
-fn spawn_bot_idle_close(app: &AppState) {
-    spawn_every(app, crate::bot::lifecycle::SWEEP_INTERVAL, |app| async move {
-        let now = crate::base::clock::now_millis();
-        if let Err(error) = crate::bot::lifecycle::close_idle(&app.store, &app.bot, now).await {
-            tracing::error!(%error, "closing idle bot conversations failed");
+fn spawn_bot_idle_close(app: &AppState, store: &Store) {
+    let store = store.clone();
+    spawn_every(app, crate::bot::lifecycle::SWEEP_INTERVAL, move |app| {
+        let store = store.clone();
+        async move {
+            let now = crate::base::clock::now_millis();
+            if let Err(error) = crate::bot::lifecycle::close_idle(&store, &app.bot, now).await {
+                tracing::error!(%error, "closing idle bot conversations failed");
+            }
         }
     });
 }
 
 /// Emails agents about visitors who waited `email.missed_chat_after_secs` with no answer, every
 /// [`MISSED_CHAT_SWEEP`].
-fn spawn_missed_chat_emails(app: &AppState) {
+fn spawn_missed_chat_emails(app: &AppState, store: &Store) {
     let wait_millis = Duration::from_secs(app.config.email.missed_chat_after_secs).as_millis() as i64;
-    spawn_every(app, MISSED_CHAT_SWEEP, move |app| async move {
-        if let Err(error) = crate::email::notifications::email_missed_chats(&app.store, wait_millis).await {
-            tracing::error!(%error, "emailing about missed chats failed");
+    let store = store.clone();
+    spawn_every(app, MISSED_CHAT_SWEEP, move |_| {
+        let store = store.clone();
+        async move {
+            if let Err(error) = crate::email::notifications::email_missed_chats(&store, wait_millis).await {
+                tracing::error!(%error, "emailing about missed chats failed");
+            }
         }
     });
 }

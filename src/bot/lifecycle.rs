@@ -70,25 +70,19 @@ pub async fn close_idle(store: &Store, bot: &Bot, now: i64) -> Result<usize, Sto
 /// A conversation's place in its site's queue (1 is next), or `None` when it is not waiting for
 /// an agent (the bot still has it, an agent has it, or it is closed). Conversations wait in the
 /// order they were last changed, which for a handed-off one is the handoff.
-pub fn queue_position(
-    transaction: &redb::ReadTransaction,
-    conversation_id: u64,
-) -> Result<Option<usize>, StorageError> {
-    let Some(conversation) = conversations::get(transaction, conversation_id)? else {
-        return Ok(None);
-    };
+pub fn queue_position(conversation: &Conversation, open: &[Conversation]) -> Option<usize> {
     let waiting = |candidate: &Conversation| {
         candidate.status == crate::chat::conversations::ConversationStatus::Queued
             && !candidate.bot_active
             && candidate.assigned_agent.is_none()
     };
-    if !waiting(&conversation) {
-        return Ok(None);
+    if !waiting(conversation) {
+        return None;
     }
-    let ahead = conversations::list_open(transaction)?
+    let ahead = open
         .iter()
         .filter(|other| other.site == conversation.site && waiting(other))
         .filter(|other| (other.updated_at, other.id) < (conversation.updated_at, conversation.id))
         .count();
-    Ok(Some(ahead + 1))
+    Some(ahead + 1)
 }

@@ -27,6 +27,7 @@ pub mod agent_administration;
 pub mod agents;
 pub mod api_tokens;
 pub mod audit;
+pub mod backend;
 pub mod blocking;
 pub mod bot_feedback;
 pub mod bot_settings;

@@ -21,6 +21,7 @@ use crate::people::agent_store::AgentStore;
 use crate::people::agents::AgentError;
 use crate::people::agents::{self, NewAgent, Role};
 use crate::sites::SiteError;
+use crate::sites::store::SiteStore;
 use crate::sites::{self, NewSite};
 use crate::storage::StorageError;
 use crate::storage::Store;
@@ -246,7 +247,7 @@ pub fn listen(app: AppState) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-    let path = app.store.data_dir().join(SOCKET_FILE);
+    let path = app.config.data_dir.join(SOCKET_FILE);
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
@@ -270,13 +271,16 @@ pub fn listen(app: AppState) -> std::io::Result<tokio::task::JoinHandle<()>> {
                 let answer = match serde_json::from_str::<AdminCommand>(&line) {
                     Ok(command) => {
                         tracing::info!(command = command.name(), "admin command over the control socket");
-                        command.execute(&app.store).await.map_err(|error| error.to_string())
+                        match app.store.appliance("the control socket's admin commands") {
+                            Ok(store) => command.execute(store).await.map_err(|error| error.to_string()),
+                            Err(error) => Err(error.to_string()),
+                        }
                     }
                     Err(error) => Err(format!("unreadable command: {error}")),
                 };
                 if answer.is_ok() {
                     // Sites may have changed: forget cached ones.
-                    for site in app.store.read(sites::list).await.unwrap_or_default() {
+                    for site in SiteStore::list(&app.store).await.unwrap_or_default() {
                         app.sites.invalidate(&site.key);
                     }
                 }
@@ -345,27 +349,34 @@ async fn serve_history_inner<W: AsyncWrite + Unpin>(
     writer: &mut W,
 ) -> std::io::Result<()> {
     let answer = match command {
-        HistoryCommand::Export(request) => {
-            writer.write_all(b"{\"ok\":{\"stream\":true}}\n").await?;
-            let mut receiver = export::start(app.store.clone(), request);
-            let mut failure = None;
-            while let Some(item) = receiver.recv().await {
-                match item {
-                    Ok(bytes) => {
-                        writer.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
-                        writer.write_all(&bytes).await?;
+        HistoryCommand::Export(request) => match app.store.appliance("the history export") {
+            Err(error) => json!({ "error": error.to_string() }),
+            Ok(store) => {
+                writer.write_all(b"{\"ok\":{\"stream\":true}}\n").await?;
+                let mut receiver = export::start(store.clone(), request);
+                let mut failure = None;
+                while let Some(item) = receiver.recv().await {
+                    match item {
+                        Ok(bytes) => {
+                            writer.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+                            writer.write_all(&bytes).await?;
+                        }
+                        Err(error) => failure = Some(error.to_string()),
                     }
-                    Err(error) => failure = Some(error.to_string()),
+                }
+                writer.write_all(&0u32.to_be_bytes()).await?;
+                match failure {
+                    Some(message) => json!({ "error": message }),
+                    None => json!({ "ok": {} }),
                 }
             }
-            writer.write_all(&0u32.to_be_bytes()).await?;
-            match failure {
-                Some(message) => json!({ "error": message }),
-                None => json!({ "ok": {} }),
-            }
-        }
+        },
         HistoryCommand::Retention { dry_run } => {
-            match crate::history::retention::run(&app.store, &app.search, dry_run).await {
+            let run = async {
+                let store = app.store.appliance("retention")?;
+                crate::history::retention::run(store, &app.search, dry_run).await
+            };
+            match run.await {
                 Ok(plan) => json!({ "ok": plan }),
                 Err(error) => json!({ "error": error.to_string() }),
             }

@@ -9,16 +9,20 @@ use tokio_util::task::TaskTracker;
 
 use crate::base::config::Config;
 use crate::chat::delivery::Hub;
+use crate::cluster::backend::Backend;
 use crate::net::http::agent_api::LoginLimiter;
 use crate::routing::Router;
 use crate::search::Search;
 use crate::sites::SiteDirectory;
-use crate::storage::Store;
 
 /// Everything request handlers and connections share.
 pub struct App {
     pub config: Config,
-    pub store: Store,
+    /// The URL links in emails point to: `public_url`, else the address the server is bound at
+    /// (never a request's `Host`, which a caller chooses).
+    pub public_url: String,
+    /// The storage: the appliance's redb, or a cluster node's PostgreSQL.
+    pub store: Backend,
     /// Live connections and their subscriptions.
     pub hub: Arc<Hub>,
     pub router: Router,

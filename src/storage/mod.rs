@@ -50,6 +50,9 @@ pub enum StorageError {
     /// An error of a database server (cluster mode's PostgreSQL), with its message.
     #[error("database server: {0}")]
     Server(String),
+    /// What only the appliance's storage serves so far, asked of a cluster node.
+    #[error("{0} is not available in cluster mode yet")]
+    ApplianceOnly(&'static str),
 }
 
 macro_rules! redb_error_into_storage_error {

@@ -121,7 +121,7 @@ async fn wrong_current_passwords_are_limited_like_logins() {
     }
     let right = json!({"current_password": PASSWORD, "new_password": "a brand new password"});
     call_expecting(&server, "POST", "/api/v1/agent/password", &token, Some(right), 429).await;
-    let agent = server.app().store.read(|transaction| kefu::people::agents::get_by_email(transaction, ANN)).await;
+    let agent = server.store().read(|transaction| kefu::people::agents::get_by_email(transaction, ANN)).await;
     assert!(kefu::base::secrets::verify_password(PASSWORD, &agent.unwrap().unwrap().password_hash));
 }
 
@@ -218,11 +218,11 @@ async fn an_admin_requires_two_factor_login_and_resets_it() {
     // Not before the admin has it themself.
     let status = admin_form(&server, &boss, "/admin/two-factor", &[("required", "on")]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert!(!server.app().store.read(two_factor::required).await.unwrap());
+    assert!(!server.store().read(two_factor::required).await.unwrap());
     let (boss_secret, _) = enrol(&server, &boss).await;
     let status = admin_form(&server, &boss, "/admin/two-factor", &[("required", "on")]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert!(server.app().store.read(two_factor::required).await.unwrap());
+    assert!(server.store().read(two_factor::required).await.unwrap());
     let page = http().get(server.url("/admin/agents")).bearer_auth(&boss).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("name=\"required\" value=\"on\" checked"), "{page}");
 
@@ -281,12 +281,12 @@ async fn an_admin_requires_two_factor_login_and_resets_it() {
 
     // The command line resets it too (the last admin lost their phone and recovery codes).
     let command = kefu::net::control::AdminCommand::ResetTwoFactor { email: BOSS.into() };
-    let answer = kefu::net::control::send_to_server(server.app().store.data_dir(), &command).await.unwrap();
+    let answer = kefu::net::control::send_to_server(server.store().data_dir(), &command).await.unwrap();
     assert!(answer.is_ok(), "{answer:?}");
     call_expecting(&server, "GET", "/api/v1/agent/me", &ticket, None, 401).await;
     assert_eq!(login(&server, BOSS, PASSWORD).await.1["next"], "enrol");
     let command = kefu::net::control::AdminCommand::ResetTwoFactor { email: "nobody@shop.example".into() };
-    let answer = kefu::net::control::send_to_server(server.app().store.data_dir(), &command).await.unwrap();
+    let answer = kefu::net::control::send_to_server(server.store().data_dir(), &command).await.unwrap();
     assert!(answer.is_err(), "{answer:?}");
 }
 
@@ -339,7 +339,7 @@ async fn an_agent_sets_a_picture_that_anyone_sees_and_only_images_are_taken() {
     let first_id = url.rsplit('=').next().unwrap().to_owned();
     let (_, me) = put_avatar(&server, &token, PNG).await;
     assert_ne!(me["avatar_url"].as_str().unwrap(), url);
-    assert!(!kefu::chat::uploads::path_of(server.app().store.data_dir(), &first_id).exists());
+    assert!(!kefu::chat::uploads::path_of(server.store().data_dir(), &first_id).exists());
     let (status, me) = call(&server, "DELETE", "/api/v1/agent/avatar", &token, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(me["avatar_url"].as_str().unwrap().ends_with("v=0"));
@@ -353,7 +353,7 @@ async fn the_console_search_finds_chinese_and_english_only_on_the_agents_sites()
     let site_b = server.create_site("b").await;
     server.create_agent(ANN, &site_a, 5).await;
     let token = server.login(ANN).await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     let now = kefu::base::clock::now_millis();
     crate::search::backdated(&store, &site_a.key, 1, &["我要退款 please refund"], now).await;
     crate::search::backdated(&store, &site_b.key, 2, &["退款 refund elsewhere"], now).await;

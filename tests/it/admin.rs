@@ -76,7 +76,7 @@ impl Admin {
 
 async fn stored_site(server: &TestServer, key: &str) -> Site {
     let key = key.to_owned();
-    server.app().store.read(move |transaction| kefu::sites::get(transaction, &key)).await.unwrap().unwrap()
+    server.store().read(move |transaction| kefu::sites::get(transaction, &key)).await.unwrap().unwrap()
 }
 
 /// The fields of the site form as a browser sends them for `site`, with `changes` applied.
@@ -109,7 +109,7 @@ async fn save_site(server: &TestServer, admin: &Admin, site: &Site, changes: &[(
 
 /// Everything the admin pages change, as text.
 async fn snapshot(server: &TestServer) -> String {
-    let state = server.app().store.read(|transaction| {
+    let state = server.store().read(|transaction| {
         Ok(format!(
             "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
             kefu::sites::list(transaction)?,
@@ -424,7 +424,7 @@ async fn routing_rules_send_first_messages_to_teams_by_keyword_category_and_defa
             admin.post(&server, "/admin/teams", &[("site", &site.key), ("name", name), ("members", member)]).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
     }
-    let teams = server.app().store.read(kefu::people::teams::list).await.unwrap();
+    let teams = server.store().read(kefu::people::teams::list).await.unwrap();
     let team_id = |name: &str| teams.iter().find(|team| team.name == name).unwrap().id.to_string();
     let (billing, shipping, front_desk) = (team_id("Billing"), team_id("Shipping"), team_id("Front desk"));
 
@@ -435,13 +435,9 @@ async fn routing_rules_send_first_messages_to_teams_by_keyword_category_and_defa
         category: "Delivery".into(),
         ..Default::default()
     };
-    kefu::bot::knowledge_base::store::KnowledgeBaseStore::create_many(
-        &server.app().store,
-        site.key.clone(),
-        vec![entry],
-    )
-    .await
-    .unwrap();
+    kefu::bot::knowledge_base::store::KnowledgeBaseStore::create_many(server.store(), site.key.clone(), vec![entry])
+        .await
+        .unwrap();
     server.app().bot.knowledge().reload(&site.key).await.unwrap();
 
     let (status, body) = save_site(
@@ -478,8 +474,7 @@ async fn routing_rules_send_first_messages_to_teams_by_keyword_category_and_defa
     let (status, _, _) = admin.post(&server, "/admin/teams", &[("site", &other.key), ("name", "Elsewhere")]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let elsewhere = server
-        .app()
-        .store
+        .store()
         .read(kefu::people::teams::list)
         .await
         .unwrap()
@@ -547,8 +542,7 @@ async fn agents_are_created_changed_disabled_and_given_new_passwords() {
     assert!(page.contains("Capacity: a whole number") && page.contains("Dan again"));
 
     let dan = server
-        .app()
-        .store
+        .store()
         .read(|transaction| agents::get_by_email(transaction, "dan@shop.example"))
         .await
         .unwrap()
@@ -588,13 +582,13 @@ async fn agents_are_created_changed_disabled_and_given_new_passwords() {
     assert_eq!(login(password).await.unwrap().status(), StatusCode::UNAUTHORIZED);
 
     // The last enabled admin cannot be demoted: first disable the admin made at first start.
-    let everyone = server.app().store.read(agents::list).await.unwrap();
+    let everyone = server.store().read(agents::list).await.unwrap();
     for first in everyone.iter().filter(|agent| agent.role == Role::Admin && agent.email != ADMIN) {
         let path = format!("/admin/agents/{}", first.id);
         let fields = [("name", first.name.as_str()), ("role", "admin"), ("capacity", "5"), ("disabled", "on")];
         assert_eq!(admin.post(&server, &path, &fields).await.0, StatusCode::SEE_OTHER);
     }
-    let boss = server.app().store.read(|transaction| agents::get_by_email(transaction, ADMIN)).await.unwrap().unwrap();
+    let boss = server.store().read(|transaction| agents::get_by_email(transaction, ADMIN)).await.unwrap().unwrap();
     let (status, _, page) = admin
         .post(&server, &format!("/admin/agents/{}", boss.id), &[("name", "Boss"), ("role", "agent"), ("capacity", "5")])
         .await;
@@ -624,7 +618,7 @@ async fn canned_replies_blocks_and_the_audit_log() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(page.contains("already used") && page.contains("Again"));
-    let replies = server.app().store.read({
+    let replies = server.store().read({
         let key = site.key.clone();
         move |transaction| kefu::chat::canned_replies::of_site(transaction, &key)
     });
@@ -641,7 +635,7 @@ async fn canned_replies_blocks_and_the_audit_log() {
 
     // A blocked visitor and address are listed and can be unblocked.
     let (visitor_id, visitor_token) = server.visitor_session(&site, None).await;
-    kefu::people::blocking::BlockStore::set_visitor_blocked(&server.app().store, visitor_id, true, None).await.unwrap();
+    kefu::people::blocking::BlockStore::set_visitor_blocked(server.store(), visitor_id, true, None).await.unwrap();
     let (status, _, page) =
         admin.post(&server, "/admin/blocked/addresses", &[("site", &site.key), ("address", "not-an-ip")]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -864,7 +858,7 @@ async fn webhooks_are_added_edited_listed_with_their_deliveries_resent_and_delet
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body.contains("name at least one of"), "{body}");
     let listed = |server: &TestServer, site: String| {
-        let store = server.app().store.clone();
+        let store = server.store().clone();
         async move { kefu::webhooks::WebhookStore::of_site(&store, &site).await.unwrap() }
     };
     assert!(listed(&server, site.key.clone()).await.is_empty());

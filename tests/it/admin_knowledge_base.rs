@@ -12,7 +12,7 @@ use crate::support::{TestServer, call_expecting, http};
 
 async fn entries(server: &TestServer, site: &Site) -> Vec<kefu::bot::knowledge_base::KbEntry> {
     let key = site.key.clone();
-    server.app().store.read(move |transaction| kefu::bot::knowledge_base::list(transaction, &key)).await.unwrap()
+    server.store().read(move |transaction| kefu::bot::knowledge_base::list(transaction, &key)).await.unwrap()
 }
 
 async fn import(server: &TestServer, admin: &Admin, site: &Site, format: &str, content: &str) -> (StatusCode, String) {
@@ -99,8 +99,7 @@ async fn entries_are_created_searched_edited_and_deleted() {
 
     // Every change is in the audit log.
     let actions = server
-        .app()
-        .store
+        .store()
         .read(|transaction| kefu::history::audit::search(transaction, &kefu::history::audit::AuditFilter::default()))
         .await
         .unwrap();

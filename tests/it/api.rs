@@ -136,7 +136,7 @@ async fn a_token_sees_one_site_a_read_only_token_only_reads_and_a_revoked_one_is
     assert_eq!(conversation["status"], "queued");
 
     // Revoked in the admin: 401 from then on, and listed as revoked.
-    let tokens = server.app().store.read(kefu::people::api_tokens::list).await.unwrap();
+    let tokens = server.store().read(kefu::people::api_tokens::list).await.unwrap();
     let id = tokens.iter().find(|listed| listed.name == "CRM sync").unwrap().id;
     let csrf = kefu::net::admin::csrf_token(&session);
     let revoke = post_form(&server, &format!("/admin/api-tokens/{id}/revoke"), &session, &[("csrf", csrf)]).await;
@@ -146,7 +146,7 @@ async fn a_token_sees_one_site_a_read_only_token_only_reads_and_a_revoked_one_is
     let page = http().get(server.url("/admin/api-tokens")).bearer_auth(&session).send().await.unwrap();
     assert!(page.text().await.unwrap().contains("revoked "));
     let entries =
-        server.app().store.read(|transaction| kefu::history::audit::search(transaction, &Default::default())).await;
+        server.store().read(|transaction| kefu::history::audit::search(transaction, &Default::default())).await;
     let actions: Vec<String> = entries.unwrap().into_iter().map(|entry| entry.action).collect();
     assert!(actions.contains(&"api_token.create".to_owned()) && actions.contains(&"api_token.revoke".to_owned()));
     // A forged or missing token is 401 too.

@@ -293,8 +293,7 @@ async fn bad_handoff_frames_get_clear_errors() {
 
     // Nothing changed: the conversation is still the bot's.
     let conversation = server
-        .app()
-        .store
+        .store()
         .read(move |transaction| kefu::chat::conversations::get(transaction, conversation_id))
         .await
         .unwrap()
@@ -779,8 +778,7 @@ How much is shipping?|运费多少,Shipping is free over 99 yuan.,Shipping\n";
 /// How many entry vectors the server has stored.
 pub(crate) async fn stored_vectors(server: &TestServer) -> usize {
     server
-        .app()
-        .store
+        .store()
         .read(|transaction| {
             use redb::ReadableTableMetadata;
             Ok(transaction.open_table(kefu::storage::tables::KB_VECTORS)?.len()? as usize)

@@ -106,7 +106,7 @@ async fn bad_settings_changes_are_refused_and_change_nothing() {
     call_expecting(&server, "PUT", "/api/v1/sites/nope/bot", &admin, Some(json!({"threshold": 0.5})), 404).await;
     let other = server.create_site("Other").await;
     let token = kefu::people::api_tokens::ApiTokenStore::create_token(
-        &server.app().store,
+        server.store(),
         kefu::people::api_tokens::NewApiToken {
             name: "crm".into(),
             site: other.key.clone(),
@@ -142,7 +142,7 @@ async fn visitors_rate_answers_and_a_near_miss_offers_related_questions() {
 
     // Thumbs down, then up again: the last verdict counts.
     call_expecting(&server, "POST", &path, &token, Some(json!({"helpful": false})), 204).await;
-    let unhelpful = BotFeedbackStore::unhelpful(&server.app().store, &site.key, 10).await.unwrap();
+    let unhelpful = BotFeedbackStore::unhelpful(server.store(), &site.key, 10).await.unwrap();
     assert_eq!(unhelpful.len(), 1);
     assert_eq!(unhelpful[0].question, "How much is shipping?");
     assert_eq!(unhelpful[0].answer, "Shipping is free over 99 yuan.");
@@ -174,7 +174,7 @@ async fn visitors_rate_answers_and_a_near_miss_offers_related_questions() {
     call_expecting(&server, "POST", &path, &admin, Some(json!({"helpful": true})), 403).await;
     let read_unhelpful = |server: &TestServer| {
         let site = site.key.clone();
-        let store = server.app().store.clone();
+        let store = server.store().clone();
         async move { BotFeedbackStore::unhelpful(&store, &site, 10).await.unwrap() }
     };
     assert_eq!(read_unhelpful(&server).await.len(), 1);
@@ -218,7 +218,7 @@ async fn a_conversation_only_the_bot_took_part_in_closes_after_the_idle_time_and
     }
 
     // While it is the bot's, the conversation is not in the queue, nor assigned.
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     let get = |id: u64| {
         let store = store.clone();
         async move { store.read(move |transaction| kefu::chat::conversations::get(transaction, id)).await.unwrap().unwrap() }
@@ -262,7 +262,7 @@ async fn an_agent_with_five_thousand_open_conversations_gets_them_all_in_pages()
     let server = TestServer::start().await;
     let site = server.create_site("Busy").await;
     let admin = server.admin_token("admin@busy.example").await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     for chunk in 0..(OPEN / 500) {
         let key = site.key.clone();
         store
@@ -357,7 +357,7 @@ async fn a_handed_off_visitor_learns_their_place_in_the_queue() {
     let (first, second) = (&waiting[0], &waiting[1]);
     call_expecting(&server, "GET", &format!("/api/v1/conversations/{}/queue", first.0), &second.1, None, 404).await;
     call_expecting(&server, "GET", "/api/v1/conversations/x/queue", &second.1, None, 422).await;
-    kefu::chat::conversation_store::ConversationStore::close(&server.app().store, first.0).await.unwrap();
+    kefu::chat::conversation_store::ConversationStore::close(server.store(), first.0).await.unwrap();
     let answer =
         call_expecting(&server, "GET", &format!("/api/v1/conversations/{}/queue", second.0), &second.1, None, 200)
             .await;

@@ -168,12 +168,12 @@ async fn an_agent_answering_one_conversation_reads_it_once_and_another_sites_sta
     let (mut stranger, stranger_token, foreign) = server.visitor_in_conversation(&other_site, "hello").await;
 
     assert_eq!(agent.say(Some(conversation_id), "a-1", "first").await["seq"], 2);
-    let reads_before = server.app().store.n_reads();
+    let reads_before = server.store().n_reads();
     for n in 2..=6u64 {
         let ack = agent.say(Some(conversation_id), &format!("a-{n}"), "more").await;
         assert_eq!(ack["seq"], n + 1);
     }
-    let reads = server.app().store.n_reads() - reads_before;
+    let reads = server.store().n_reads() - reads_before;
     assert!(reads < 5, "five answers to a conversation the connection knows took {reads} storage reads");
 
     // Another site's conversation is refused every time, whatever the connection remembers.

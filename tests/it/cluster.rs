@@ -98,7 +98,7 @@ async fn message_store_behaviour<S: MessageStore>(store: &S) {
 #[tokio::test]
 async fn redb_store_has_the_message_store_behaviour() {
     let server = TestServer::start().await;
-    message_store_behaviour(&server.app().store).await;
+    message_store_behaviour(server.store()).await;
 }
 
 #[tokio::test]

@@ -320,7 +320,7 @@ async fn behaves_as_agent_administration(
 #[tokio::test]
 async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     behaves_as_agent_administration(&store, &store, &store, async || {
         let newest = store.read(|transaction| kefu::email::recent(transaction, 1)).await.unwrap();
         newest.into_iter().next().map(|email| email.text)
@@ -410,7 +410,7 @@ async fn connections_a_change_ends_close_on_every_node() {
     let node = events::connect(&nats.url()).await.expect("this node's NATS connection");
     let relaying = server
         .running()
-        .relay_cluster_events(&node, tokio::sync::mpsc::channel(1).1, Arc::new(server.app().store.clone()))
+        .relay_cluster_events(&node, tokio::sync::mpsc::channel(1).1, Arc::new(server.store().clone()))
         .await
         .expect("relay");
     node.flush().await.unwrap();
@@ -418,7 +418,7 @@ async fn connections_a_change_ends_close_on_every_node() {
     // Another node holds the same agents in PostgreSQL.
     let other_node = events::connect(&nats.url()).await.expect("another node's NATS connection");
     let agents = PostgresAgents::open(&url).await.unwrap().with_events(other_node);
-    let ann = AgentStore::get(&server.app().store, agent_id).await.unwrap().unwrap();
+    let ann = AgentStore::get(server.store(), agent_id).await.unwrap().unwrap();
     let client = connect(&url).await;
     client.execute("SELECT setval('agent_ids', $1)", &[&(agent_id as i64)]).await.expect("ids after ann's");
     let stored = serde_json::to_string(&ann).unwrap();

@@ -102,7 +102,7 @@ async fn insert_agent(client: &tokio_postgres::Client, agent: &Agent) {
 #[tokio::test]
 async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     let new_agent = NewAgent {
         email: "Ann@Shop.example".into(),
         name: "安".into(),

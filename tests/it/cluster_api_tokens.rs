@@ -63,7 +63,7 @@ async fn behaves_as_a_token_store(tokens: &impl ApiTokenStore, sites: &impl Site
 #[tokio::test]
 async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     behaves_as_a_token_store(&store, &store).await;
 
     let Some(url) = database("tokens_alike").await else { return };

@@ -56,7 +56,7 @@ async fn behaves_as_an_audit_log(log: &impl AuditLog) {
 #[tokio::test]
 async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
-    behaves_as_an_audit_log(&server.app().store).await;
+    behaves_as_an_audit_log(server.store()).await;
 
     let Some(url) = database("audit_alike").await else { return };
     behaves_as_an_audit_log(&PostgresAuditLog::open(&url).await.unwrap()).await;

@@ -41,7 +41,7 @@ async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
     let site = server.create_site("店").await;
     let (visitor_id, _) = server.visitor_session(&site, None).await;
-    behaves_as_a_block_store(&server.app().store, &site.key, visitor_id).await;
+    behaves_as_a_block_store(server.store(), &site.key, visitor_id).await;
 
     let Some(url) = database("blocking_alike").await else { return };
     let client = connect(&url).await;

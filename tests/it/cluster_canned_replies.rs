@@ -48,7 +48,7 @@ async fn behaves_as_a_canned_reply_store(store: &impl CannedReplyStore) {
 #[tokio::test]
 async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
-    behaves_as_a_canned_reply_store(&server.app().store).await;
+    behaves_as_a_canned_reply_store(server.store()).await;
 
     let Some(url) = database("canned_alike").await else { return };
     behaves_as_a_canned_reply_store(&PostgresCannedReplies::open(&url).await.unwrap()).await;

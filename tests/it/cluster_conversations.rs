@@ -174,7 +174,7 @@ async fn read_through_eventually(
 #[tokio::test]
 async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     let (missed, visitor) = behaves_as_a_conversation_store(&store, &store).await;
     let leads = store.read(move |transaction| kefu::chat::leads::of_visitor(transaction, visitor)).await.unwrap();
     let leads: Vec<_> = leads.iter().map(|lead| (lead.conversation_id, lead.source, lead.preview.as_str())).collect();
@@ -370,7 +370,7 @@ async fn lists_alike(store: &impl ConversationStore, sites: &impl SiteStore) {
 #[tokio::test]
 async fn the_console_lists_alike_on_both_backends() {
     let server = TestServer::start().await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     lists_alike(&store, &store).await;
 
     let Some(url) = database("conversations_lists").await else { return };

@@ -80,7 +80,7 @@ async fn events_another_node_committed_reach_this_nodes_connections() {
     let node = events::connect(&nats.url()).await.expect("this node's NATS connection");
     let relaying = server
         .running()
-        .relay_cluster_events(&node, no_local_events(), Arc::new(server.app().store.clone()))
+        .relay_cluster_events(&node, no_local_events(), Arc::new(server.store().clone()))
         .await
         .expect("relay");
     node.flush().await.unwrap();
@@ -106,7 +106,7 @@ async fn events_another_node_committed_reach_this_nodes_connections() {
     }
 
     // A conversation's change: the visitor and the agent hear it; the note never reached the visitor.
-    let stored = server.app().store.conversation(conversation_id).await.unwrap().expect("the conversation");
+    let stored = server.store().conversation(conversation_id).await.unwrap().expect("the conversation");
     let closed =
         Conversation { status: ConversationStatus::Closed, last_seq: 3, closed_at: Some(1_700_000_000_100), ..stored };
     // A message the connections already have, relayed again: not sent twice.
@@ -149,7 +149,7 @@ async fn a_logout_through_one_node_closes_that_sessions_connections_on_another()
     let node = events::connect(&nats.url()).await.expect("this node's NATS connection");
     let relaying = server
         .running()
-        .relay_cluster_events(&node, no_local_events(), Arc::new(server.app().store.clone()))
+        .relay_cluster_events(&node, no_local_events(), Arc::new(server.store().clone()))
         .await
         .expect("relay");
     node.flush().await.unwrap();
@@ -199,8 +199,7 @@ async fn a_message_nats_lost_is_read_from_postgresql_before_the_next_event() {
     let message = |target: Target, n: u32| {
         NewMessage::text(target, sender.clone(), format!("c-{n}"), format!("第{n}条 message {n}"))
     };
-    let visitor_id =
-        server.app().store.conversation(conversation_id).await.unwrap().expect("the conversation").visitor_id;
+    let visitor_id = server.store().conversation(conversation_id).await.unwrap().expect("the conversation").visitor_id;
     let first = lost.append(message(Target::VisitorInbox { site: site.key.clone(), visitor_id }, 1)).await.unwrap();
     assert_eq!((first.conversation_id, first.seq), (conversation_id, 1));
     let target = Target::Conversation(conversation_id);
@@ -245,8 +244,7 @@ async fn a_nodes_own_sends_are_acknowledged_in_commit_order_and_delivered_once()
     let server = TestServer::start().await;
     let site = server.create_site("店").await;
     let (mut visitor, _, conversation_id) = server.visitor_in_conversation(&site, "你好").await;
-    let visitor_id =
-        server.app().store.conversation(conversation_id).await.unwrap().expect("the conversation").visitor_id;
+    let visitor_id = server.store().conversation(conversation_id).await.unwrap().expect("the conversation").visitor_id;
 
     // This node: one NATS connection to publish and follow, its own events through its relay.
     let node = events::connect(&nats.url()).await.expect("this node's NATS connection");

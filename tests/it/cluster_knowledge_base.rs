@@ -221,7 +221,7 @@ fn bot_answer(conversation_id: u64) -> NewMessage {
 #[tokio::test]
 async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     behaves_as_a_knowledge_base_store(&store, &store).await;
     behaves_as_a_bot_settings_store(&store, &store).await;
     let site = new_site(&store, "反馈").await;

@@ -110,7 +110,7 @@ async fn behaves_as_a_lead_store(store: &(impl ConversationStore + LeadStore), s
 #[tokio::test]
 async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     behaves_as_a_lead_store(&store, &store).await;
 
     let Some(url) = database("leads_alike").await else { return };

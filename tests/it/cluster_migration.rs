@@ -55,12 +55,11 @@ async fn appliance_with_history(backdated: u64) -> History {
         events: vec!["message.created".into()],
         allow_private: true,
     };
-    kefu::webhooks::WebhookStore::create(&server.app().store, site.key.clone(), hook).await.expect("create a webhook");
+    kefu::webhooks::WebhookStore::create(server.store(), site.key.clone(), hook).await.expect("create a webhook");
     // And an email waiting to be sent (no SMTP server is set).
     let site_key = site.key.clone();
     server
-        .app()
-        .store
+        .store()
         .write(move |context| {
             let email = kefu::email::OutgoingEmail {
                 kind: kefu::email::EmailKind::Reply,
@@ -120,8 +119,7 @@ async fn appliance_with_history(backdated: u64) -> History {
         let (site_key, first) = (site_key.clone(), written);
         let count = (backdated - written).min(500);
         server
-            .app()
-            .store
+            .store()
             .write(move |context| {
                 for n in first..first + count {
                     let visitor = 50_000 + n % 40;
@@ -647,8 +645,7 @@ async fn a_text_postgresql_cannot_store_stops_the_copy_before_its_first_write() 
     let Some(url) = database("migration_nul").await else { return };
     let mut server = TestServer::start().await;
     server
-        .app()
-        .store
+        .store()
         .write(|context| {
             let sender = SenderView { kind: SenderKind::Visitor, id: 9, name: "v".into() };
             let inbox = Target::VisitorInbox { site: "shop".into(), visitor_id: 9 };

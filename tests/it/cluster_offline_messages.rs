@@ -98,7 +98,7 @@ async fn behaves_as_an_offline_message_store(
 #[tokio::test]
 async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     let (site, visitor_id) = site_and_visitor(&store, &store).await;
     behaves_as_an_offline_message_store(&store, &store, &site, visitor_id).await;
 

@@ -55,7 +55,7 @@ async fn behaves_as_a_push_subscription_store(store: &impl PushSubscriptionStore
 #[tokio::test]
 async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
-    behaves_as_a_push_subscription_store(&server.app().store).await;
+    behaves_as_a_push_subscription_store(server.store()).await;
 
     let Some(url) = database("push_subscriptions_alike").await else { return };
     behaves_as_a_push_subscription_store(&PostgresPushSubscriptions::open(&url).await.unwrap()).await;

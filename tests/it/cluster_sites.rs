@@ -81,7 +81,7 @@ async fn behaves_as_a_site_store(store: &impl SiteStore, team_of: impl AsyncFn(&
 #[tokio::test]
 async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     behaves_as_a_site_store(&store, async |site: &str| {
         kefu::people::teams::create(&store, site.to_owned(), "售前", Vec::new()).await.expect("team").id
     })

@@ -66,7 +66,7 @@ async fn behaves_as_a_team_store(teams: &impl TeamStore, sites: &impl SiteStore,
 #[tokio::test]
 async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     let next = std::sync::atomic::AtomicU64::new(0);
     behaves_as_a_team_store(&store, &store, async |site: &str| {
         let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -165,7 +165,7 @@ async fn behaves_as_an_upload_store(store: &impl UploadStore, site: &str, conver
 async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
     let site = server.create_site("网店").await;
-    let store = &server.app().store;
+    let store = server.store();
     let conversation_id = conversation(store, &site.key, 1).await;
     behaves_as_an_upload_store(store, &site.key, conversation_id).await;
 

@@ -95,7 +95,7 @@ async fn behaves_as_a_visitor_store(visitors: &impl VisitorStore, sites: &impl S
 #[tokio::test]
 async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     behaves_as_a_visitor_store(&store, &store).await;
 
     let Some(url) = database("visitors_alike").await else { return };

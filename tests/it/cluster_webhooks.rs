@@ -119,7 +119,7 @@ async fn the_appliance_and_postgresql_behave_alike() {
     let server = TestServer::start().await;
     let site = server.create_site("网店").await;
     let mut receiver = crate::webhooks::receiver(0).await;
-    let store = &server.app().store;
+    let store = server.store();
     behaves_as_a_webhook_store(store, &site.key, &receiver.url.clone(), async |_| {
         let (_, token) = server.visitor_session(&site, None).await;
         let mut visitor = server.visitor(&site, &token).await;
@@ -282,7 +282,7 @@ async fn behaves_as_an_email_settings_store(store: &impl EmailSettingsStore) {
 #[tokio::test]
 async fn the_smtp_settings_behave_alike_on_both_backends() {
     let server = TestServer::start().await;
-    behaves_as_an_email_settings_store(&server.app().store).await;
+    behaves_as_an_email_settings_store(server.store()).await;
 
     let Some(url) = database("email_settings_alike").await else { return };
     behaves_as_an_email_settings_store(&PostgresEmailSettings::open(&url).await.unwrap()).await;

@@ -65,7 +65,7 @@ async fn the_report_csvs_quote_formula_cells() {
         sites: vec![site.key.clone()],
         capacity: 5,
     };
-    agents::create(&server.app().store, new_agent).await.unwrap();
+    agents::create(server.store(), new_agent).await.unwrap();
     let mallory = server.login("mallory@shop.example").await;
     let mut agent = server.agent(&mallory).await;
     let (_, token) = server.visitor_session(&site, None).await;

@@ -45,7 +45,7 @@ async fn the_admin_pages_isolate_names_and_let_long_ones_wrap() {
         sites: vec![site.key.clone()],
         capacity: 5,
     };
-    agents::create(&server.app().store, new_agent).await.unwrap();
+    agents::create(server.store(), new_agent).await.unwrap();
 
     let page = http().get(server.url("/admin/agents")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(page.status(), 200);

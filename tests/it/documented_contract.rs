@@ -57,7 +57,7 @@ async fn a_history_limit_over_200_is_read_as_200_and_zero_or_negative_is_422() {
     let site = server.create_site("Shop").await;
     server.create_agent("a@x.test", &site, 5).await;
     let token = server.login("a@x.test").await;
-    let conversation_id = conversation_with(&server.app().store, &site.key, 1, 230).await;
+    let conversation_id = conversation_with(server.store(), &site.key, 1, 230).await;
     let path = format!("/api/v1/conversations/{conversation_id}/messages");
 
     let page = call_expecting(&server, "GET", &format!("{path}?limit=500"), &token, None, 200).await;
@@ -82,7 +82,7 @@ async fn the_search_cursor_is_a_string_and_null_on_the_last_page() {
     let site = server.create_site("Shop").await;
     server.create_agent("a@x.test", &site, 5).await;
     let token = server.login("a@x.test").await;
-    conversation_with(&server.app().store, &site.key, 1, 3).await;
+    conversation_with(server.store(), &site.key, 1, 3).await;
     server.app().search.wait_caught_up().await.expect("the index catches up");
 
     let first = call_expecting(&server, "GET", "/api/v1/search?q=parcel&limit=2", &token, None, 200).await;

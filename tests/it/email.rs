@@ -291,7 +291,7 @@ async fn use_sink(server: &TestServer, admin: &Admin, port: u16) {
 
 /// The outbox rows as the admin page's table shows them: (to, status) in page order.
 async fn outbox(server: &TestServer) -> Vec<kefu::email::Email> {
-    server.app().store.read(|transaction| kefu::email::recent(transaction, 100)).await.unwrap()
+    server.store().read(|transaction| kefu::email::recent(transaction, 100)).await.unwrap()
 }
 
 /// A port nothing listens on (for now).
@@ -320,7 +320,7 @@ async fn settings_save_partially_keep_the_password_hidden_and_refuse_bad_input_w
     let admin = Admin::log_in(&server).await;
     use_sink(&server, &admin, 2525).await;
     let saved = |server: &TestServer| {
-        let (store, config) = (server.app().store.clone(), server.app().config.email.clone());
+        let (store, config) = (server.store().clone(), server.app().config.email.clone());
         async move { kefu::email::settings::EmailSettingsStore::load(&store, &config).await.unwrap() }
     };
     let before = saved(&server).await;
@@ -598,7 +598,7 @@ async fn transcripts_go_out_on_request_a_few_times_an_hour_and_on_close_when_the
     let mut site = server.create_site("Shop").await;
     site.transcript_on_close = true;
     site.email_language = "zh-CN".into();
-    let site = kefu::sites::save(&server.app().store, site).await.unwrap();
+    let site = kefu::sites::save(server.store(), site).await.unwrap();
     server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
     use_sink(&server, &admin, sink.port).await;
@@ -743,8 +743,7 @@ async fn a_forgotten_password_is_reset_once_by_an_emailed_link_that_ends_every_s
     let token = text.split("token=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
     let digest = kefu::base::secrets::token_digest(&token);
     server
-        .app()
-        .store
+        .store()
         .write(move |context| {
             let mut resets = context.transaction.open_table(kefu::storage::tables::PASSWORD_RESETS)?;
             let mut reset: kefu::email::password_reset::PasswordReset =

@@ -27,7 +27,7 @@ async fn channel(server: &TestServer) -> Channel {
 async fn token(server: &TestServer, site: &Site, read_only: bool) -> (String, u64) {
     let new =
         NewApiToken { name: "CRM".into(), site: site.key.clone(), read_only, created_by: "root@kefu.example".into() };
-    let created = api_tokens::ApiTokenStore::create_token(&server.app().store, new).await.unwrap();
+    let created = api_tokens::ApiTokenStore::create_token(server.store(), new).await.unwrap();
     (created.secret, created.token.id)
 }
 
@@ -227,7 +227,7 @@ async fn every_operation_answers_over_grpc_with_the_token_rules_of_rest() {
         conversations.get(authed("k1.nope", conversation_request(conversation_id))).await,
         Code::Unauthenticated,
     );
-    api_tokens::ApiTokenStore::revoke_token(&server.app().store, token_id).await.unwrap();
+    api_tokens::ApiTokenStore::revoke_token(server.store(), token_id).await.unwrap();
     assert_code(conversations.get(authed(&token, conversation_request(conversation_id))).await, Code::Unauthenticated);
 }
 
@@ -344,14 +344,14 @@ async fn a_subscription_ends_when_its_token_is_revoked_or_its_site_deleted() {
     let mut staying = events.subscribe(subscribe(&kept)).await.unwrap().into_inner();
 
     // An idle subscription of a revoked token ends at once; another token's goes on.
-    api_tokens::ApiTokenStore::revoke_token(&server.app().store, revoked_id).await.unwrap();
+    api_tokens::ApiTokenStore::revoke_token(server.store(), revoked_id).await.unwrap();
     assert_eq!(stream_end(&mut ending).await.code(), Code::Unauthenticated);
     let (_, visitor_token) = server.visitor_session(&site, None).await;
     server.visitor(&site, &visitor_token).await.say(None, "v-1", "hello").await;
     assert_eq!(next_event(&mut staying).await.r#type, "conversation.created");
 
     // Deleting the site revokes its tokens: the remaining subscription ends too.
-    kefu::sites::delete(&server.app().store, &site.key).await.unwrap();
+    kefu::sites::delete(server.store(), &site.key).await.unwrap();
     loop {
         match tokio::time::timeout(Duration::from_secs(10), staying.next()).await.expect("an answer within 10 s") {
             Some(Ok(_)) => continue,
@@ -389,9 +389,9 @@ async fn idle_subscribers_read_nothing_and_each_gets_a_new_message_at_once() {
 
     // Idle for a second: the server's own periodic work reads (the outboxes look every 250 ms),
     // the subscribers nothing. Polling every 100 ms, they read 1000 times.
-    let before = server.app().store.n_reads();
+    let before = server.store().n_reads();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let n_reads = server.app().store.n_reads() - before;
+    let n_reads = server.store().n_reads() - before;
     eprintln!("grpc: {n_reads} storage reads in one idle second with {N_SUBSCRIBERS} subscribers");
     assert!(n_reads < 50, "{n_reads} reads in an idle second");
 

@@ -131,7 +131,7 @@ async fn a_deleted_site_leaves_nothing_kept_for_it_alone() {
         sites: vec![site.key.clone(), kept.key.clone()],
         capacity: 3,
     };
-    let ann = kefu::people::agents::create(&app.store, both).await.unwrap();
+    let ann = kefu::people::agents::create(server.store(), both).await.unwrap();
     for key in [&site.key, &kept.key] {
         assert_eq!(settings_from(&server, key, STRANGER).await.0, StatusCode::FORBIDDEN);
         let webhook = kefu::webhooks::NewWebhook {
@@ -139,14 +139,16 @@ async fn a_deleted_site_leaves_nothing_kept_for_it_alone() {
             events: vec!["message.created".into()],
             allow_private: false,
         };
-        kefu::webhooks::WebhookStore::create(&app.store, key.clone(), webhook).await.unwrap();
-        kefu::people::blocking::BlockStore::block_address(&app.store, key.clone(), "203.0.113.9".into()).await.unwrap();
+        kefu::webhooks::WebhookStore::create(server.store(), key.clone(), webhook).await.unwrap();
+        kefu::people::blocking::BlockStore::block_address(server.store(), key.clone(), "203.0.113.9".into())
+            .await
+            .unwrap();
         let entry = kefu::bot::knowledge_base::EntryInput {
             questions: vec!["Where is my order?".into()],
             answer: "On its way.".into(),
             ..Default::default()
         };
-        kefu::bot::knowledge_base::store::KnowledgeBaseStore::create_many(&app.store, key.clone(), vec![entry])
+        kefu::bot::knowledge_base::store::KnowledgeBaseStore::create_many(server.store(), key.clone(), vec![entry])
             .await
             .unwrap();
         let token = kefu::people::api_tokens::NewApiToken {
@@ -155,9 +157,9 @@ async fn a_deleted_site_leaves_nothing_kept_for_it_alone() {
             read_only: true,
             created_by: ADMIN.into(),
         };
-        kefu::people::api_tokens::ApiTokenStore::create_token(&app.store, token).await.unwrap();
+        kefu::people::api_tokens::ApiTokenStore::create_token(server.store(), token).await.unwrap();
     }
-    app.refused_origins.save(&app.store).await.unwrap();
+    app.refused_origins.save(server.store()).await.unwrap();
 
     let admin = Admin::log_in(&server).await;
     let (status, _, _) =
@@ -165,22 +167,21 @@ async fn a_deleted_site_leaves_nothing_kept_for_it_alone() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     // A refusal recorded before the deletion and saved after it writes nothing back.
     app.refused_origins.record(&site.key, "https://late.example");
-    app.refused_origins.save(&app.store).await.unwrap();
+    app.refused_origins.save(server.store()).await.unwrap();
 
     assert_eq!(kept_for(&server, &site.key).await, (false, 0, 0, 0, 0));
     assert_eq!(kept_for(&server, &kept.key).await, (true, 1, 1, 1, 1), "another site keeps its own");
-    let ann = app.store.read(move |transaction| kefu::people::agents::get(transaction, ann.id)).await.unwrap();
+    let ann = server.store().read(move |transaction| kefu::people::agents::get(transaction, ann.id)).await.unwrap();
     assert_eq!(ann.unwrap().sites, vec![kept.key.clone()], "the agent serves the site that is left");
 }
 
 /// What storage keeps for a site: (its refused origins, webhooks, blocked addresses,
 /// knowledge-base entries, live API tokens).
 async fn kept_for(server: &TestServer, key: &str) -> (bool, usize, usize, usize, usize) {
-    let webhooks = kefu::webhooks::WebhookStore::of_site(&server.app().store, key).await.unwrap().len();
+    let webhooks = kefu::webhooks::WebhookStore::of_site(server.store(), key).await.unwrap().len();
     let key = key.to_owned();
     let (refused, blocked, entries, live_tokens) = server
-        .app()
-        .store
+        .store()
         .read(move |transaction| {
             let refused = transaction.open_table(kefu::storage::tables::REFUSED_ORIGINS)?.get(key.as_str())?.is_some();
             let blocked = kefu::people::blocking::blocked_addresses(transaction)?

@@ -22,7 +22,7 @@ async fn create_agent(server: &TestServer, email: &str, name: &str, role: Role, 
     let sites = if role == Role::Agent { vec![site.key.clone()] } else { Vec::new() };
     let new_agent =
         NewAgent { email: email.into(), name: name.into(), password: PASSWORD.into(), role, sites, capacity };
-    agents::create(&server.app().store, new_agent).await.expect("creating an agent").id
+    agents::create(server.store(), new_agent).await.expect("creating an agent").id
 }
 
 /// A downloaded table: (status, content type, content disposition, rows after the header).
@@ -122,8 +122,7 @@ async fn csv_downloads_carry_the_exact_figures_per_day_agent_score_site_and_team
     let ann_id = create_agent(&server, "ann@shop.example", ANN_NAME, Role::Agent, &shop, 1).await;
     let bob_id = create_agent(&server, "bob@shop.example", "Bob", Role::Agent, &shop, 5).await;
     create_agent(&server, "boss@shop.example", "Boss", Role::Admin, &shop, 5).await;
-    let refunds =
-        kefu::people::teams::create(&server.app().store, shop.key.clone(), "Refunds", vec![bob_id]).await.unwrap();
+    let refunds = kefu::people::teams::create(server.store(), shop.key.clone(), "Refunds", vec![bob_id]).await.unwrap();
     let admin = server.login("boss@shop.example").await;
     let mut ann = server.agent(&server.login("ann@shop.example").await).await;
 
@@ -154,8 +153,7 @@ async fn csv_downloads_carry_the_exact_figures_per_day_agent_score_site_and_team
 
     let ids = [first, second, third, fourth];
     let stored: Vec<Conversation> = server
-        .app()
-        .store
+        .store()
         .read(move |transaction| {
             ids.iter().map(|id| Ok(conversations::get(transaction, *id)?.expect("stored"))).collect()
         })
@@ -275,8 +273,7 @@ async fn csv_downloads_carry_the_exact_figures_per_day_agent_score_site_and_team
 async fn backdated_conversation(server: &TestServer, site: &Site, agent_id: u64, at: i64, after: i64) -> u64 {
     let site = site.key.clone();
     server
-        .app()
-        .store
+        .store()
         .write(move |context| {
             let message = |target, kind, id, client_id: &str| {
                 NewMessage::text(
@@ -393,7 +390,7 @@ async fn the_page_draws_three_charts_for_admins_and_explains_wrong_values() {
 async fn set_zone(server: &TestServer, site: &Site, zone: &str) -> Site {
     let mut changed = site.clone();
     changed.business_hours.time_zone = zone.to_owned();
-    kefu::sites::save(&server.app().store, changed).await.expect("a valid time zone")
+    kefu::sites::save(server.store(), changed).await.expect("a valid time zone")
 }
 
 #[tokio::test]
@@ -424,7 +421,7 @@ async fn days_start_at_midnight_in_the_sites_time_zone() {
     // New conversations are counted in Shanghai's days as they are written: 15:59:59.999 UTC is
     // the last moment of a Shanghai day, 16:00 UTC the first of the next.
     let next = i64::from(day + 1) * MILLIS_PER_DAY;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     let visitor_message = |visitor_id: u64, at: i64| {
         let (site, store) = (shop.key.clone(), store.clone());
         async move {
@@ -462,7 +459,7 @@ async fn the_today_card_counts_what_happened_today() {
     conversation_event(&mut ann, conversation_id, "assigned").await;
     reply(&mut ann, conversation_id, "a-1", false).await;
     let (_, _other_visitor, unanswered) = visitor_writes(&server, &shop, "anyone?").await;
-    kefu::chat::conversation_store::ConversationStore::close(&server.app().store, unanswered).await.unwrap();
+    kefu::chat::conversation_store::ConversationStore::close(server.store(), unanswered).await.unwrap();
 
     let today = |path: String| {
         let admin = admin.clone();
@@ -611,7 +608,7 @@ async fn daily_figures_equal_a_recount_from_the_raw_data_after_random_changes() 
     use rand::SeedableRng;
 
     let server = TestServer::start().await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     let shop = set_zone(&server, &server.create_site("Shop").await, "Asia/Shanghai").await;
     let other = server.create_site("Other").await;
     let sites = vec![shop.key.clone(), other.key.clone()];

@@ -80,15 +80,15 @@ async fn spoofed_forwarding_headers_from_an_untrusted_peer_are_ignored() {
     let cookie = login_cookie(&untrusted, &base, "admin@example.com", &spoof).await;
     assert!(!cookie.contains("Secure"), "{cookie}");
 
-    kefu::people::blocking::BlockStore::block_address(&server.app().store, site.key.clone(), "127.0.0.2".into())
+    kefu::people::blocking::BlockStore::block_address(server.store(), site.key.clone(), "127.0.0.2".into())
         .await
         .unwrap();
     let response = open_session(&untrusted, &base, &site, &spoof).await;
     assert_eq!(response.status(), 403, "the real address is blocked, whatever the headers say");
-    kefu::people::blocking::BlockStore::unblock_address(&server.app().store, site.key.clone(), "127.0.0.2".into())
+    kefu::people::blocking::BlockStore::unblock_address(server.store(), site.key.clone(), "127.0.0.2".into())
         .await
         .unwrap();
-    kefu::people::blocking::BlockStore::block_address(&server.app().store, site.key.clone(), "127.0.0.9".into())
+    kefu::people::blocking::BlockStore::block_address(server.store(), site.key.clone(), "127.0.0.9".into())
         .await
         .unwrap();
     let response = open_session(&untrusted, &base, &site, &spoof).await;
@@ -322,7 +322,7 @@ async fn check_clients_are_told_apart_behind(proxy: SocketAddr, server: &TestSer
     assert_eq!(ips, ["127.0.0.2", "127.0.0.3"]);
 
     // Blocking one forwarded address blocks that visitor only.
-    kefu::people::blocking::BlockStore::block_address(&server.app().store, site.key.clone(), "127.0.0.2".into())
+    kefu::people::blocking::BlockStore::block_address(server.store(), site.key.clone(), "127.0.0.2".into())
         .await
         .unwrap();
     assert_eq!(open_session(&alice, &base, &site, &[]).await.status(), 403);

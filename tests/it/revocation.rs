@@ -76,7 +76,7 @@ async fn a_password_reset_from_the_command_line_or_the_admin_pages_closes_every_
         email: "ann@shop.example".into(),
         password: "a new long password".into(),
     };
-    let answer = kefu::net::control::send_to_server(server.app().store.data_dir(), &command).await.unwrap();
+    let answer = kefu::net::control::send_to_server(server.store().data_dir(), &command).await.unwrap();
     assert!(answer.is_ok(), "{answer:?}");
     let (code, error) = closed_within_a_second(&mut socket).await;
     assert_eq!(code, 4001);

@@ -119,7 +119,7 @@ async fn filters_and_access_keep_agents_to_their_sites() {
     server.create_agent("b@x.test", &site_b, 5).await;
     let token_a = server.login("a@x.test").await;
     let admin = server.admin_token("boss@x.test").await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     let yesterday = today() - 1;
     let conversation_a1 = backdated(&store, &site_a.key, 1, &["refund one"], noon_of(yesterday)).await;
     let conversation_a2 = backdated(&store, &site_a.key, 2, &["refund two"], noon_of(today())).await;
@@ -164,7 +164,7 @@ async fn malformed_searches_get_422_and_pages_follow_the_cursor() {
     let site = server.create_site("shop").await;
     server.create_agent("a@x.test", &site, 5).await;
     let token = server.login("a@x.test").await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     for visitor_id in 1..=5 {
         backdated(&store, &site.key, visitor_id, &[&format!("parcel number {visitor_id}")], noon_of(today())).await;
     }
@@ -207,7 +207,7 @@ async fn the_index_catches_up_after_it_is_deleted_or_behind_and_rebuilds_while_s
     let mut server = TestServer::start().await;
     let site = server.create_site("shop").await;
     server.create_agent("a@x.test", &site, 5).await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     backdated(&store, &site.key, 1, &["lighthouse alpha", "lighthouse beta"], noon_of(today())).await;
     caught_up(&server).await;
     drop(store);
@@ -265,7 +265,7 @@ fn server_config(server: &TestServer) -> Config {
 async fn export_fixture(server: &TestServer) -> (Site, Site, u32) {
     let site_a = server.create_site("a").await;
     let site_b = server.create_site("b").await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     let first = today() - 3;
     for offset in 0..3 {
         let at = noon_of(first + offset);
@@ -371,7 +371,7 @@ async fn export_streams_every_message_in_range_once_in_order_with_csv_escaping()
 #[tokio::test]
 async fn retention_drops_exactly_the_expired_shards_and_rows() {
     let server = TestServer::start().await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     let site_a = server.create_site("short").await;
     let site_b = server.create_site("long").await;
     for (site, days) in [(&site_a, 10), (&site_b, 30)] {
@@ -490,7 +490,7 @@ async fn pages_stay_newest_first_across_index_segments() {
     let server = TestServer::start().await;
     let site = server.create_site("shop").await;
     let admin = server.admin_token("boss@x.test").await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     // Four index commits, so four segments, the older ones later merged or not.
     for batch in 0..4_u64 {
         for visitor_id in 1..=4 {
@@ -522,7 +522,7 @@ async fn a_message_is_searchable_within_the_commit_delay_and_removed_messages_ar
     let server = TestServer::start().await;
     let site = server.create_site("shop").await;
     let admin = server.admin_token("boss@x.test").await;
-    let store = server.app().store.clone();
+    let store = server.store().clone();
     caught_up(&server).await;
     let stored = std::time::Instant::now();
     let conversation_id = backdated(&store, &site.key, 1, &["marigold seeds"], clock::now_millis()).await;

@@ -17,7 +17,7 @@ async fn set_hours(server: &TestServer, key: &str, hours: BusinessHours) {
     let app = server.app();
     let mut site = app.sites.get(key).await.unwrap().unwrap().site.clone();
     site.business_hours = hours;
-    kefu::sites::save(&app.store, site).await.unwrap();
+    kefu::sites::save(server.store(), site).await.unwrap();
     app.sites.invalidate(key);
 }
 
@@ -204,7 +204,7 @@ async fn nothing_new_goes_to_an_agent_in_grace_and_their_conversations_move_on_w
     let second_id = second.say(None, "v-2", "anyone?").await["conversation_id"].as_u64().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let read = move |transaction: &redb::ReadTransaction| kefu::chat::conversations::get(transaction, second_id);
-    let holder = server.app().store.read(read).await.unwrap().unwrap().assigned_agent;
+    let holder = server.store().read(read).await.unwrap().unwrap().assigned_agent;
     assert_eq!(holder, None, "a conversation went to an agent in their grace period");
 
     let mut bob = server.agent(&server.login("bob@shop.example").await).await;

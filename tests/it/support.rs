@@ -121,6 +121,11 @@ impl TestServer {
         &self.running().app
     }
 
+    /// The server's redb store (test servers run the appliance).
+    pub fn store(&self) -> &kefu::storage::Store {
+        self.app().store.appliance("a test's direct reads").expect("test servers run the appliance")
+    }
+
     pub fn running(&self) -> &Running {
         self.running.as_ref().expect("the server runs")
     }
@@ -143,7 +148,7 @@ impl TestServer {
     }
 
     pub async fn create_site_with(&self, new_site: NewSite) -> Site {
-        sites::create(&self.app().store, new_site).await.expect("creating a site")
+        sites::create(self.store(), new_site).await.expect("creating a site")
     }
 
     pub async fn create_agent(&self, email: &str, site: &Site, capacity: u32) -> u64 {
@@ -155,7 +160,7 @@ impl TestServer {
             sites: vec![site.key.clone()],
             capacity,
         };
-        agents::create(&self.app().store, new_agent).await.expect("creating an agent").id
+        agents::create(self.store(), new_agent).await.expect("creating an agent").id
     }
 
     /// Creates an admin (serving every site) with [`PASSWORD`]; returns the admin's id.
@@ -168,7 +173,7 @@ impl TestServer {
             sites: Vec::new(),
             capacity: 5,
         };
-        agents::create(&self.app().store, new_agent).await.expect("creating an admin").id
+        agents::create(self.store(), new_agent).await.expect("creating an admin").id
     }
 
     /// Creates an admin and logs them in; returns the token.
@@ -246,7 +251,7 @@ impl TestServer {
     }
 
     pub fn epoch(&self) -> u64 {
-        self.app().store.epoch()
+        self.store().epoch()
     }
 }
 

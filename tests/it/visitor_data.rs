@@ -110,8 +110,7 @@ async fn an_admin_exports_then_erases_a_visitor_and_nothing_of_theirs_stays_sear
     let (status, _) = crate::support::call(&server, "GET", "/api/v1/leads", &visitor_token, None).await;
     assert_eq!(status, 401, "the visitor's token is gone");
     let entries = server
-        .app()
-        .store
+        .store()
         .read(|transaction| {
             kefu::history::audit::search(
                 transaction,

@@ -74,8 +74,7 @@ async fn offline_message(server: &TestServer, address: &str, token: &str) -> req
 
 async fn n_rows(server: &TestServer, table: &'static str) -> u64 {
     server
-        .app()
-        .store
+        .store()
         .read(move |transaction| match table {
             "visitors" => Ok(transaction.open_table(tables::VISITORS)?.len()?),
             "uploads" => Ok(transaction.open_table(tables::UPLOADS)?.len()?),
@@ -200,8 +199,7 @@ async fn the_site_upload_quota_refuses_uploads_past_it() {
 async fn backdate_upload(server: &TestServer, id: &str, days: i64) {
     let id = id.to_owned();
     server
-        .app()
-        .store
+        .store()
         .write(move |context| {
             let mut table = context.transaction.open_table(tables::UPLOADS)?;
             let mut upload: Value =
@@ -235,14 +233,14 @@ async fn retention_removes_uploads_of_removed_history_and_the_sweep_removes_unat
     let server = TestServer::start().await;
     let mut short = server.create_site("Short").await;
     short.retention_days = Some(1);
-    kefu::sites::save(&server.app().store, short.clone()).await.unwrap();
+    kefu::sites::save(server.store(), short.clone()).await.unwrap();
     let forever = server.create_site("Forever").await;
     let (short_token, short_upload) = attached_upload(&server, &short).await;
     let (forever_token, forever_upload) = attached_upload(&server, &forever).await;
     let loose_token = visitor_token(&server, "127.0.0.1", &short).await;
     let loose: Value = upload(&server, "127.0.0.1", &loose_token, 100).await.json().await.unwrap();
     let loose = loose["id"].as_str().unwrap().to_owned();
-    let store = &server.app().store;
+    let store = server.store();
 
     // Within the grace period nothing goes; past it only the upload no message attached.
     assert_eq!(kefu::chat::uploads::sweep_unattached(store, Duration::from_secs(3600)).await.unwrap(), 0);

@@ -10,8 +10,9 @@ use super::form::FieldErrors;
 use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
 use crate::net::AppState;
 use crate::people::api_tokens::ApiTokenStore;
-use crate::people::api_tokens::{self, ApiToken, ApiTokenError, NewApiToken};
-use crate::sites::{self, Site};
+use crate::people::api_tokens::{ApiToken, ApiTokenError, NewApiToken};
+use crate::sites::Site;
+use crate::sites::store::SiteStore;
 
 /// A token as the list shows it.
 struct TokenRow {
@@ -78,11 +79,8 @@ async fn page(
     errors: FieldErrors,
     form: (String, String, bool),
 ) -> Result<ApiTokensPage, Response> {
-    let (sites, tokens) = app
-        .store
-        .read(|transaction| Ok((sites::list(transaction)?, api_tokens::list(transaction)?)))
-        .await
-        .map_err(internal_error)?;
+    let sites = SiteStore::list(&app.store).await.map_err(internal_error)?;
+    let tokens = app.store.tokens().await.map_err(internal_error)?;
     let mut groups: Vec<SiteTokens> = Vec::new();
     for token in tokens {
         let site_name = sites.iter().find(|site| site.key == token.site).map_or("(deleted site)", |site| &site.name);

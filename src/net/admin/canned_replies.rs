@@ -8,9 +8,10 @@ use serde::Deserialize;
 
 use super::form::FieldErrors;
 use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
-use crate::chat::canned_replies::{self, CannedReply, CannedReplyError, CannedReplyStore};
+use crate::chat::canned_replies::{CannedReply, CannedReplyError, CannedReplyStore};
 use crate::net::AppState;
-use crate::sites::{self, Site};
+use crate::sites::Site;
+use crate::sites::store::SiteStore;
 
 #[derive(Template)]
 #[template(path = "admin/canned_replies.html")]
@@ -74,19 +75,17 @@ async fn page(
     failed: Option<(Option<u64>, String, String)>,
     errors: FieldErrors,
 ) -> Response {
-    let loaded = app
-        .store
-        .read(move |transaction| {
-            let sites = sites::list_by_name(transaction)?;
-            let site =
-                site_key.and_then(|key| sites.iter().find(|site| site.key == key).cloned()).or(sites.first().cloned());
-            let replies = match &site {
-                Some(site) => canned_replies::of_site(transaction, &site.key)?,
-                None => Vec::new(),
-            };
-            Ok((sites, site, replies))
-        })
-        .await;
+    let loaded = async {
+        let sites = app.store.list_by_name().await?;
+        let site =
+            site_key.and_then(|key| sites.iter().find(|site| site.key == key).cloned()).or(sites.first().cloned());
+        let replies = match &site {
+            Some(site) => CannedReplyStore::of_site(&app.store, &site.key).await?,
+            None => Vec::new(),
+        };
+        Ok::<_, crate::storage::StorageError>((sites, site, replies))
+    }
+    .await;
     let (sites, site, replies) = match loaded {
         Ok(loaded) => loaded,
         Err(error) => return internal_error(error),

@@ -106,8 +106,8 @@ struct PageState {
 
 async fn page(app: &AppState, admin: &AdminUser, lang: Lang, state: PageState) -> Result<EmailPage, Response> {
     let settings = EmailSettingsStore::load(&app.store, &app.config.email).await.map_err(internal_error)?;
-    let emails =
-        app.store.read(|transaction| email::recent(transaction, RECENT_EMAILS)).await.map_err(internal_error)?;
+    let store = app.store.appliance("the list of recent emails").map_err(internal_error)?;
+    let emails = store.read(|transaction| email::recent(transaction, RECENT_EMAILS)).await.map_err(internal_error)?;
     let t = lang.texts();
     Ok(EmailPage {
         layout: admin.layout("email", state.notice),
@@ -208,7 +208,10 @@ pub async fn send_test(State(app): State<AppState>, headers: HeaderMap, post: Ad
         unless_read: None,
         transcript_of: None,
     };
-    let outcome = match email::sender::queue_and_send(&app.store, &app.config.email, outgoing).await {
+    let Ok(store) = app.store.appliance("test emails") else {
+        return internal_error(crate::storage::StorageError::ApplianceOnly("test emails"));
+    };
+    let outcome = match email::sender::queue_and_send(store, &app.config.email, outgoing).await {
         Ok(outcome) => outcome,
         Err(error) => return internal_error(error),
     };

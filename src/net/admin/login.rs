@@ -211,11 +211,7 @@ pub async fn forgot_submit(
         return render(StatusCode::TOO_MANY_REQUESTS, &page);
     }
     let email_lang = crate::email::Lang::from(lang);
-    let base = match crate::email::notifications::public_url(&app.store).await {
-        Ok(base) => base,
-        Err(error) => return super::internal_error(error),
-    };
-    let reset_url = format!("{base}/admin/reset-password");
+    let reset_url = format!("{}/admin/reset-password", app.public_url);
     if let Err(error) = crate::email::password_reset::request(&app.store, &form.email, &reset_url, email_lang).await {
         return super::internal_error(error);
     }

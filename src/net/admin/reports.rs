@@ -365,6 +365,8 @@ async fn load(app: &AppState, query: &ReportQuery) -> Result<(ReportQuery, Loade
     let query = query.clone();
     let now = clock::now_millis();
     app.store
+        .appliance("reports")
+        .map_err(internal_error)?
         .read(move |transaction| {
             let sites = sites::list_by_name(transaction)?;
             let teams = teams::list(transaction)?;
@@ -448,8 +450,10 @@ pub async fn page(State(app): State<AppState>, admin: AdminUser, Query(query): Q
 pub async fn today_json(State(app): State<AppState>, admin: AdminUser, Query(query): Query<ReportQuery>) -> Response {
     let site = query.site.trim().to_owned();
     let now = clock::now_millis();
-    let read = app
-        .store
+    let Ok(store) = app.store.appliance("reports") else {
+        return internal_error(crate::storage::StorageError::ApplianceOnly("reports"));
+    };
+    let read = store
         .read(move |transaction| {
             let sites = sites::list_by_name(transaction)?;
             let known = sites.iter().any(|known| known.key == site);

@@ -11,7 +11,8 @@ use super::texts::fill;
 use super::{AdminPost, AdminUser, Layout, Notice, done, internal_error, not_found, render};
 use crate::chat::sensitive_words::SensitiveMode;
 use crate::net::AppState;
-use crate::people::teams::{self, Team};
+use crate::people::team_store::TeamStore;
+use crate::people::teams::Team;
 use crate::routing::rules::{RoutingRule, RuleCondition};
 use crate::sites::business_hours::{BusinessHours, DayHours, WEEKDAYS};
 use crate::sites::store::SiteStore;
@@ -358,12 +359,12 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap, post: Admin
     site.routing_rules.clear();
     site.default_team = None;
     let new_site = sites::NewSite { name: site.name.clone(), ..sites::NewSite::default() };
-    let created = match sites::create(&app.store, new_site).await {
+    let created = match SiteStore::create(&app.store, new_site).await {
         Ok(created) => created,
         Err(error) => return internal_error(error),
     };
     let site = Site { key: created.key.clone(), secret: created.secret, created_at: created.created_at, ..site };
-    if let Err(error) = sites::save(&app.store, site).await {
+    if let Err(error) = SiteStore::save(&app.store, site).await {
         return internal_error(error);
     }
     post.admin.audit(&app, "site.create", &created.key, format!("name {:?}", created.name)).await;
@@ -426,7 +427,7 @@ pub async fn allow_origin(State(app): State<AppState>, Path(key): Path<String>, 
     }
     let mut site = stored;
     site.allowed_origins.push(origin.clone());
-    match sites::save(&app.store, site).await {
+    match SiteStore::save(&app.store, site).await {
         Ok(_) => {}
         Err(SiteError::Invalid(error)) => {
             let why = super::texts::field_message(lang, &error.message);
@@ -470,7 +471,7 @@ pub async fn save(
         Err(errors) => return invalid(form, errors, stored, teams),
     };
     let detail = changes(&stored, &site);
-    match sites::save(&app.store, site).await {
+    match SiteStore::save(&app.store, site).await {
         Ok(_) => {}
         Err(SiteError::Invalid(error)) => {
             let mut errors = FieldErrors::default();
@@ -487,7 +488,7 @@ pub async fn save(
 
 /// `POST /admin/sites/{key}/rotate-secret`
 pub async fn rotate_secret(State(app): State<AppState>, Path(key): Path<String>, post: AdminPost) -> Response {
-    match sites::rotate_secret(&app.store, &key).await {
+    match SiteStore::rotate_secret(&app.store, &key).await {
         Ok(_) => {}
         Err(SiteError::NotFound(_)) => return not_found(post.admin.lang, post.admin.t().noun_site),
         Err(error) => return internal_error(error),
@@ -508,7 +509,7 @@ pub async fn delete(State(app): State<AppState>, Path(key): Path<String>, post: 
             t.type_key_to_delete,
         );
     }
-    let site = match sites::delete(&app.store, &key).await {
+    let site = match SiteStore::delete(&app.store, &key).await {
         Ok(site) => site,
         Err(SiteError::NotFound(_)) => return not_found(post.admin.lang, post.admin.t().noun_site),
         Err(error) => return internal_error(error),
@@ -521,17 +522,14 @@ pub async fn delete(State(app): State<AppState>, Path(key): Path<String>, post: 
 
 /// A site and its teams, `Ok(None)` if there is no such site.
 async fn load(app: &AppState, key: &str) -> Result<Option<(Site, Vec<Team>)>, Response> {
-    let key = key.to_owned();
-    app.store
-        .read(move |transaction| {
-            let Some(site) = sites::get(transaction, &key)? else {
-                return Ok(None);
-            };
-            let teams = teams::list(transaction)?.into_iter().filter(|team| team.site == key).collect();
-            Ok(Some((site, teams)))
-        })
-        .await
-        .map_err(internal_error)
+    let loaded = async {
+        let Some(site) = SiteStore::get(&app.store, key).await? else {
+            return Ok(None);
+        };
+        let teams = TeamStore::list(&app.store).await?.into_iter().filter(|team| team.site == key).collect();
+        Ok::<_, crate::storage::StorageError>(Some((site, teams)))
+    };
+    loaded.await.map_err(internal_error)
 }
 
 /// The settings that differ between two versions of a site, for the audit log.

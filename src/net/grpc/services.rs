@@ -331,7 +331,8 @@ impl events_server::Events for Api {
             Some(after) => after,
             None => {
                 let site = site.clone();
-                self.app.store.read(move |transaction| feed::latest(transaction, &site)).await.map_err(storage)?
+                let store = self.app.store.appliance("gRPC Subscribe").map_err(storage)?;
+                store.read(move |transaction| feed::latest(transaction, &site)).await.map_err(storage)?
             }
         };
         let (sender, receiver) = mpsc::channel(SUBSCRIBER_QUEUE);
@@ -382,11 +383,11 @@ async fn follow(
         }
         loop {
             let (page_site, after) = (site.clone(), cursor);
-            let events = match app
-                .store
-                .read(move |transaction| feed::after(transaction, &page_site, after, EVENT_PAGE))
-                .await
-            {
+            let page = async {
+                let store = app.store.appliance("gRPC Subscribe")?;
+                store.read(move |transaction| feed::after(transaction, &page_site, after, EVENT_PAGE)).await
+            };
+            let events = match page.await {
                 Ok(events) => events,
                 Err(error) => {
                     let _ = sender.send(Err(storage(error))).await;

@@ -14,7 +14,7 @@ use super::agent_api::{AgentView, limited};
 use super::client_address::ClientAddress;
 use super::error::ApiError;
 use super::extract::{Json, OwnSession};
-use crate::chat::uploads;
+use crate::chat::upload_store::UploadStore;
 use crate::history::audit;
 use crate::net::AppState;
 use crate::people::agent_store::AgentStore;
@@ -148,7 +148,8 @@ pub async fn set_avatar(
     body: Bytes,
 ) -> Result<axum::Json<AgentView>, ApiError> {
     let session = session.full()?;
-    let agent = avatars::set(&app.store, &app.upload_quota, session.agent.id, body).await?;
+    let agent =
+        avatars::set(app.store.appliance("agents' pictures")?, &app.upload_quota, session.agent.id, body).await?;
     Ok(axum::Json(AgentView::from(&agent)))
 }
 
@@ -173,8 +174,7 @@ pub async fn avatar(State(app): State<AppState>, Path(id): Path<u64>) -> Result<
     };
     let (content_type, bytes) = match &agent.avatar {
         Some(upload_id) => {
-            let lookup = upload_id.clone();
-            let upload = app.store.read(move |transaction| uploads::get(transaction, &lookup)).await?;
+            let upload = UploadStore::upload(&app.store, upload_id).await?;
             let Some(upload) = upload else {
                 return Err(ApiError::NotFound("no such avatar".into()));
             };

@@ -277,11 +277,12 @@ pub const LOGIN_EXPIRED: &str = "the login expired; enter your password again";
 pub async fn attempt_code(app: &AppState, address: IpAddr, ticket: &str, code: &str) -> Result<Agent, ApiError> {
     let now = crate::base::clock::now_millis();
     let owned_ticket = ticket.to_owned();
-    let waiting = app.store.read(move |transaction| agents::awaiting_code(transaction, &owned_ticket, now)).await?;
+    let store = app.store.appliance("two-factor login")?;
+    let waiting = store.read(move |transaction| agents::awaiting_code(transaction, &owned_ticket, now)).await?;
     let Some(agent) = waiting else {
         return Err(ApiError::Unauthorized(LOGIN_EXPIRED.into()));
     };
-    limited(app, &agent.email, address, agents::complete_login(&app.store, ticket, code)).await
+    limited(app, &agent.email, address, agents::complete_login(store, ticket, code)).await
 }
 
 /// The `Set-Cookie` value that carries a new session token; Secure when the client used https

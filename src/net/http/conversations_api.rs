@@ -302,6 +302,7 @@ pub async fn send_message(
             let message = new_message(bot::bot_sender(&settings), false);
             let stored = app
                 .store
+                .appliance("the bot's messages over the API")?
                 .write(move |context| bot::append_if_bot_active(context, message, source))
                 .await
                 .map_err(append_error)?;

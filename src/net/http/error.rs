@@ -111,7 +111,10 @@ impl IntoResponse for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
-        ApiError::Internal(error.to_string())
+        match error {
+            StorageError::ApplianceOnly(_) => ApiError::Unavailable(error.to_string()),
+            error => ApiError::Internal(error.to_string()),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
-    match app.store.read(|transaction| crate::storage::read_meta(transaction, "schema_version")).await {
+    match app.store.check_ready().await {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(error) => {
             tracing::error!(%error, "readiness check failed");

@@ -215,7 +215,7 @@ pub async fn export(
         ExportFormat::Csv => "csv",
         ExportFormat::Jsonl => "jsonl",
     };
-    let receiver = export::start(app.store.clone(), request);
+    let receiver = export::start(app.store.appliance("the history export")?.clone(), request);
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         let item = receiver.recv().await?;
         if let Err(error) = &item {

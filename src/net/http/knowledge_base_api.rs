@@ -19,11 +19,12 @@ use crate::bot::knowledge_base::store::KnowledgeBaseStore;
 use crate::bot::knowledge_base::{EntryInput, KbEntry};
 use crate::bot::settings::{self as bot_settings, ChangeError, SettingsChange};
 use crate::bot::{BotSettings, mask_secret};
-use crate::chat::conversations;
+use crate::chat::conversation_store::ConversationStore;
+use crate::chat::message_store::MessageStore;
 use crate::history::audit;
 use crate::net::AppState;
 use crate::people::principal::Principal;
-use crate::sites;
+use crate::sites::store::SiteStore;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -100,8 +101,7 @@ async fn writable_entry(app: &AppState, principal: &Principal, id: u64) -> Resul
 }
 
 async fn require_site(app: &AppState, site: &str) -> Result<(), ApiError> {
-    let key = site.to_owned();
-    match app.store.read(move |transaction| sites::get(transaction, &key)).await? {
+    match SiteStore::get(&app.store, site).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::NotFound("no such site".into())),
     }
@@ -321,7 +321,7 @@ pub async fn feedback(
         .parse::<u64>()
         .map_err(|_| ApiError::Unprocessable("id: must be a positive whole number".into()))?;
     let seq = seq.parse::<u64>().map_err(|_| ApiError::Unprocessable("seq: must be a positive whole number".into()))?;
-    let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
+    let conversation = MessageStore::conversation(&app.store, conversation_id).await?;
     if !conversation.is_some_and(|conversation| principal.can_access(&conversation)) {
         return Err(ApiError::NotFound("no such conversation".into()));
     }
@@ -349,11 +349,11 @@ pub async fn queue_place(
     let conversation_id = conversation_id
         .parse::<u64>()
         .map_err(|_| ApiError::Unprocessable("id: must be a positive whole number".into()))?;
-    let conversation = app.store.read(move |transaction| conversations::get(transaction, conversation_id)).await?;
-    if !conversation.is_some_and(|conversation| principal.can_access(&conversation)) {
+    let conversation = MessageStore::conversation(&app.store, conversation_id).await?;
+    let Some(conversation) = conversation.filter(|conversation| principal.can_access(conversation)) else {
         return Err(ApiError::NotFound("no such conversation".into()));
-    }
-    let position =
-        app.store.read(move |transaction| crate::bot::lifecycle::queue_position(transaction, conversation_id)).await?;
+    };
+    let open = ConversationStore::list_open(&app.store).await?;
+    let position = crate::bot::lifecycle::queue_position(&conversation, &open);
     Ok(axum::Json(QueuePlace { position }))
 }

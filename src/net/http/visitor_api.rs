@@ -228,6 +228,13 @@ pub async fn email_transcript(
         return Err(ApiError::Unprocessable("email: an email address such as name@example.com is required".into()));
     }
     app.visitor_limits.transcript(visitor.id)?;
-    crate::email::transcript::request(&app.store, conversation_id, visitor.id, &request.email, &request.lang).await?;
+    crate::email::transcript::request(
+        app.store.appliance("emailed transcripts")?,
+        conversation_id,
+        visitor.id,
+        &request.email,
+        &request.lang,
+    )
+    .await?;
     Ok(StatusCode::ACCEPTED)
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::extract::{Caller, Json, agent_only, require_site, staff_only};
 use crate::chat::conversation_store::ConversationStore;
+use crate::chat::message_store::MessageStore;
 use crate::history::visitor_data::{self, ErasureReport, VisitorDataError};
 use crate::net::AppState;
 use crate::people::blocking::{self, BlockError, BlockStore};
@@ -128,7 +129,8 @@ pub async fn update_visitor_attributes(
 ) -> Result<axum::Json<VisitorProfile>, ApiError> {
     let caller = staff_only(principal)?;
     served_visitor(&app, &caller, visitor_id).await?;
-    let visitor = visitors::update_attributes(&app.store, visitor_id, changes).await?;
+    let visitor =
+        visitors::update_attributes(app.store.appliance("visitors' attributes")?, visitor_id, changes).await?;
     Ok(axum::Json(profile_of(&app, visitor)))
 }
 
@@ -142,7 +144,7 @@ pub async fn visitor_conversations(
     served_visitor(&app, &agent, visitor_id).await?;
     let mut found = ConversationStore::of_visitor(&app.store, visitor_id).await?;
     found.reverse();
-    let epoch = app.store.epoch();
+    let epoch = MessageStore::epoch(&app.store);
     Ok(axum::Json(found.iter().map(|conversation| conversation.view(epoch)).collect()))
 }
 
@@ -223,10 +225,11 @@ pub async fn export_visitor_data(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let (caller, _) = data_controller(&app, principal, visitor_id).await?;
-    let epoch = app.store.epoch();
-    let data = app.store.read(move |transaction| visitor_data::collect(transaction, visitor_id, epoch)).await?;
+    let epoch = MessageStore::epoch(&app.store);
+    let store = app.store.appliance("a visitor's data export")?;
+    let data = store.read(move |transaction| visitor_data::collect(transaction, visitor_id, epoch)).await?;
     let data = data.ok_or_else(|| ApiError::NotFound("no such visitor".into()))?;
-    let data_dir = app.store.data_dir().to_owned();
+    let data_dir = store.data_dir().to_owned();
     let archive = tokio::task::spawn_blocking(move || visitor_data::archive(&data_dir, &data))
         .await
         .map_err(|error| ApiError::Internal(error.to_string()))?
@@ -262,7 +265,9 @@ pub async fn erase_visitor_data(
     Path(visitor_id): Path<u64>,
 ) -> Result<axum::Json<ErasureReport>, ApiError> {
     let (caller, _) = data_controller(&app, principal, visitor_id).await?;
-    let report = visitor_data::erase(&app.store, &app.search, visitor_id).await.map_err(|error| match error {
+    let report = visitor_data::erase(app.store.appliance("a visitor's data erasure")?, &app.search, visitor_id)
+        .await
+        .map_err(|error| match error {
         VisitorDataError::NotFound => ApiError::NotFound("no such visitor".into()),
         VisitorDataError::Storage(error) => error.into(),
         VisitorDataError::Archive(error) => ApiError::Internal(error.to_string()),
