@@ -12,15 +12,17 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::base::config::Config;
+use crate::base::config::{Config, StorageBackend};
 use crate::chat::delivery::{self, Hub};
-use crate::cluster::backend::Backend;
+use crate::cluster::backend::{Backend, ClusterStores, MessageSearch};
 use crate::net::http::agent_api::LoginLimiter;
 use crate::net::http::connections::ConnectionSettings;
 use crate::net::{App, AppState};
+use crate::people::agent_administration::AgentAdministration;
 use crate::people::agents::{self, NewAgent, Role};
 use crate::routing;
 use crate::search::Search;
+use crate::sites::store::SiteStore;
 use crate::sites::{self, NewSite, SiteDirectory};
 use crate::storage::Store;
 use crate::storage::writer::{Published, WriterHooks};
@@ -79,6 +81,64 @@ pub async fn run(
     start(config, listener, shutdown).await?.wait().await
 }
 
+/// The storage a server was started on, with what only one of the two backends has.
+struct OpenedStorage {
+    backend: Backend,
+    search: MessageSearch,
+    /// The appliance's redb store and tantivy index (the appliance only).
+    appliance: Option<(Store, Search)>,
+    /// This node's NATS connection and its own commits, for its relay (a cluster node only).
+    cluster: Option<(async_nats::Client, mpsc::Receiver<Vec<delivery::CommittedEvent>>)>,
+}
+
+impl OpenedStorage {
+    /// The appliance: the redb file in the data directory, whose writer publishes each committed
+    /// batch on `committed`, and its search index.
+    async fn appliance(config: &Config, committed: mpsc::Sender<Published>) -> anyhow::Result<OpenedStorage> {
+        let (data_dir, storage_config) = (config.data_dir.clone(), config.storage.clone());
+        let mut hooks = writer_hooks(Some(committed));
+        if config.grpc.listen.is_some() {
+            // Subscribe's events are kept only while someone can subscribe.
+            hooks.before_commit.push(crate::webhooks::feed::record);
+        }
+        let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage_config, hooks))
+            .await?
+            .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+        crate::history::daily_figures::migrate(&store).await.context("counting the daily report figures")?;
+        let search = {
+            let (store, data_dir) = (store.clone(), config.data_dir.clone());
+            tokio::task::spawn_blocking(move || Search::open(store, &data_dir))
+                .await?
+                .context("opening the search index")?
+        };
+        Ok(OpenedStorage {
+            backend: Backend::Appliance(store.clone()),
+            search: MessageSearch::Index(search.clone()),
+            appliance: Some((store, search)),
+            cluster: None,
+        })
+    }
+
+    /// A cluster node: PostgreSQL at `storage.postgres_url` (migrated as needed) and NATS at
+    /// `cluster.nats_url`.
+    async fn cluster(config: &Config) -> anyhow::Result<OpenedStorage> {
+        let nats = crate::cluster::events::connect(&config.cluster.nats_url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", config.cluster.nats_url))?;
+        let (local, local_events) = mpsc::channel(crate::cluster::events::LOCAL_EVENTS_CAPACITY);
+        let stores = ClusterStores::open(&config.storage.postgres_url, nats.clone(), local)
+            .await
+            .context("opening the cluster's PostgreSQL (storage.postgres_url)")?;
+        let stores = Arc::new(stores);
+        Ok(OpenedStorage {
+            backend: Backend::Cluster(stores.clone()),
+            search: MessageSearch::Postgres(stores),
+            appliance: None,
+            cluster: Some((nats, local_events)),
+        })
+    }
+}
+
 /// Opens storage, starts every part, and serves `listener` in the background until `shutdown`
 /// completes. Prints `listening http=ADDR` on stdout once it accepts connections.
 pub async fn start(
@@ -90,26 +150,16 @@ pub async fn start(
     let mut config = config;
     crate::net::http::connections::fit_limits_to_file_descriptors(&mut config.limits);
     let (committed_sender, committed) = mpsc::channel(delivery::COMMITTED_QUEUE_CAPACITY);
-    let data_dir = config.data_dir.clone();
-    let storage_config = config.storage.clone();
     make_data_directory_private(&config.data_dir)?;
     let relayed = committed_sender.downgrade();
-    let mut hooks = writer_hooks(Some(committed_sender));
-    if config.grpc.listen.is_some() {
-        // Subscribe's events are kept only while someone can subscribe.
-        hooks.before_commit.push(crate::webhooks::feed::record);
-    }
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage_config, hooks))
-        .await?
-        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
-    crate::history::daily_figures::migrate(&store).await.context("counting the daily report figures")?;
-    bootstrap(&store, &config, local_addr).await?;
-    let search = {
-        let (store, data_dir) = (store.clone(), config.data_dir.clone());
-        tokio::task::spawn_blocking(move || Search::open(store, &data_dir))
-            .await?
-            .context("opening the search index")?
+    // The dispatcher runs until its queue's last sender is gone: the appliance's writer holds
+    // one; a cluster node's relay holds a weak one, so the node keeps this one until it stops.
+    let (storage, dispatcher_queue) = match config.storage.backend {
+        StorageBackend::Redb => (OpenedStorage::appliance(&config, committed_sender).await?, None),
+        StorageBackend::Postgres => (OpenedStorage::cluster(&config).await?, Some(committed_sender)),
     };
+    let OpenedStorage { backend, search, appliance, cluster } = storage;
+    bootstrap(&backend, &config, local_addr).await?;
     let certificates = crate::net::tls::open(&config.tls, &config.data_dir).context("loading the TLS certificate")?;
     let quic = match config.quic {
         Some(address) => Some(crate::net::quic::bind(&config, address, certificates.clone())?),
@@ -140,7 +190,7 @@ pub async fn start(
     let tasks = TaskTracker::new();
     let hub = Arc::new(Hub::new());
     let router = routing::start(
-        store.clone(),
+        backend.clone(),
         hub.clone(),
         Duration::from_secs(config.routing.offline_grace_secs),
         shutdown_token.clone(),
@@ -148,7 +198,7 @@ pub async fn start(
     )
     .await?;
     let (bot, bot_inbox) = crate::bot::Bot::start(
-        store.clone(),
+        backend.clone(),
         hub.clone(),
         config.limits.max_text_chars,
         config.llm.allow_private_addresses,
@@ -164,12 +214,22 @@ pub async fn start(
             contact => contact.to_owned(),
         },
     };
-    let (push, push_inbox) =
-        crate::push::start(store.clone(), hub.clone(), push_settings, shutdown_token.clone(), &tasks)
-            .await
-            .context("loading the push notification key")?;
-    let refused_origins =
-        crate::sites::refused_origins::RefusedOrigins::load(&store).await.context("reading the refused origins")?;
+    let (push, push_inbox) = match &appliance {
+        Some((store, _)) => {
+            let (push, inbox) =
+                crate::push::start(store.clone(), hub.clone(), push_settings, shutdown_token.clone(), &tasks)
+                    .await
+                    .context("loading the push notification key")?;
+            (Some(push), inbox)
+        }
+        None => (None, crate::push::PushInbox::off()),
+    };
+    let refused_origins = match &appliance {
+        Some((store, _)) => {
+            crate::sites::refused_origins::RefusedOrigins::load(store).await.context("reading the refused origins")?
+        }
+        None => crate::sites::refused_origins::RefusedOrigins::new(),
+    };
     let feed = crate::webhooks::feed::Listeners::new();
     let dispatcher = tokio::spawn(delivery::run_dispatcher(
         committed,
@@ -177,16 +237,17 @@ pub async fn start(
         router.clone(),
         bot_inbox,
         push_inbox,
-        store.epoch(),
-        search.clone(),
+        crate::chat::message_store::MessageStore::epoch(&backend),
+        appliance.as_ref().map(|(_, index)| index.clone()),
         feed.clone(),
+        cluster.is_some(),
     ));
     let app: AppState = Arc::new(App {
-        store: Backend::Appliance(store.clone()),
+        store: backend.clone(),
         hub,
         router,
-        sites: SiteDirectory::new(store.clone()),
-        search: search.clone(),
+        sites: SiteDirectory::of(Arc::new(backend.clone())),
+        search,
         shutdown: shutdown_token.clone(),
         tasks: tasks.clone(),
         connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
@@ -206,13 +267,12 @@ pub async fn start(
         config,
     });
     let control = crate::net::control::listen(app.clone()).context("starting the control socket")?;
-    let webhook_settings = crate::webhooks::sender::SenderSettings {
-        retry_base: Duration::from_millis(app.config.webhooks.retry_base_ms),
-        give_up_after: Duration::from_secs(app.config.webhooks.give_up_after_secs),
-        timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
-    };
-    tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown_token.clone()));
-    tasks.spawn(crate::sites::refused_origins::run_saver(refused_origins, store.clone(), shutdown_token.clone()));
+    if let Some((store, index)) = &appliance {
+        start_appliance_work(&app, store, index, refused_origins).await?;
+    }
+    if let Some((nats, local_events)) = cluster {
+        start_cluster_work(&app, &nats, local_events, relayed.clone(), local_addr).await?;
+    }
     tasks.spawn(crate::sites::status::run_watcher(
         app.hub.clone(),
         app.sites.clone(),
@@ -227,17 +287,6 @@ pub async fn start(
             tasks.spawn(crate::net::tls::acme::run(acme, data_dir, certificates.clone(), shutdown_token.clone()));
         }
     }
-    let email_runtime = crate::email::notifications::EmailRuntime {
-        public_url: app.public_url.clone(),
-        reply_delay_millis: Duration::from_secs(app.config.email.reply_delay_secs).as_millis() as i64,
-    };
-    crate::email::notifications::remember_runtime(&store, email_runtime)
-        .await
-        .context("recording the URL emails link to")?;
-    tasks.spawn(crate::email::sender::run(store.clone(), app.config.email.clone(), shutdown_token.clone()));
-    spawn_missed_chat_emails(&app, &store);
-    spawn_retention_schedule(&app, &store);
-    spawn_bot_idle_close(&app, &store);
 
     let trigger = shutdown_token.clone();
     tokio::spawn(async move {
@@ -268,7 +317,9 @@ pub async fn start(
             tracing::info!(grpc = %address, "gRPC is listening");
             println!("grpc={address}");
             app.tasks.spawn(crate::net::grpc::serve(listener, app.clone(), certificates.clone()));
-            spawn_event_pruning(&app, &store);
+            if let Some((store, _)) = &appliance {
+                spawn_event_pruning(&app, store);
+            }
             Some(address)
         }
         None => None,
@@ -287,10 +338,10 @@ pub async fn start(
     println!("listening http={local_addr}");
     crate::base::systemd::notify("READY=1\nSTATUS=serving");
     if let Some(interval) = crate::base::systemd::watchdog_interval() {
-        let store = store.clone();
+        let backend = backend.clone();
         tasks.spawn(crate::base::systemd::run_watchdog(interval, shutdown_token.clone(), move || {
-            let store = store.clone();
-            async move { store.read(|transaction| crate::storage::read_meta(transaction, "schema_version")).await.map(drop) }
+            let backend = backend.clone();
+            async move { backend.check_ready().await }
         }));
     }
     let serving_app = app.clone();
@@ -310,17 +361,100 @@ pub async fn start(
         }
         control.abort();
         tracing::info!("shutting down: flushing storage");
-        store.shutdown().await;
+        if let Some((store, _)) = &appliance {
+            store.shutdown().await;
+        }
+        drop(dispatcher_queue);
+        let data_dir = app.config.data_dir.clone();
         drop(app);
+        drop(backend);
         let _ = dispatcher.await;
-        search.shutdown().await;
-        if let Some(path) = crate::net::control::socket_path_of(store.data_dir()) {
+        if let Some((_, index)) = &appliance {
+            index.shutdown().await;
+        }
+        if let Some(path) = crate::net::control::socket_path_of(&data_dir) {
             let _ = std::fs::remove_file(path);
         }
         tracing::info!("stopped");
         Ok(())
     });
     Ok(Running { app, local_addr, metrics_addr, quic_addr, quic_fingerprint, grpc_addr, serving, dispatcher: relayed })
+}
+
+/// What only the appliance runs: its webhook and email senders, the saver of refused origins,
+/// and its periodic jobs (retention, missed-chat emails, idle bot conversations).
+async fn start_appliance_work(
+    app: &AppState,
+    store: &Store,
+    index: &Search,
+    refused_origins: crate::sites::refused_origins::RefusedOrigins,
+) -> anyhow::Result<()> {
+    let shutdown = app.shutdown.clone();
+    let webhook_settings = crate::webhooks::sender::SenderSettings {
+        retry_base: Duration::from_millis(app.config.webhooks.retry_base_ms),
+        give_up_after: Duration::from_secs(app.config.webhooks.give_up_after_secs),
+        timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
+    };
+    app.tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown.clone()));
+    app.tasks.spawn(crate::sites::refused_origins::run_saver(refused_origins, store.clone(), shutdown.clone()));
+    let email_runtime = crate::email::notifications::EmailRuntime {
+        public_url: app.public_url.clone(),
+        reply_delay_millis: Duration::from_secs(app.config.email.reply_delay_secs).as_millis() as i64,
+    };
+    crate::email::notifications::remember_runtime(store, email_runtime)
+        .await
+        .context("recording the URL emails link to")?;
+    app.tasks.spawn(crate::email::sender::run(store.clone(), app.config.email.clone(), shutdown));
+    spawn_missed_chat_emails(app, store);
+    spawn_retention_schedule(app, store, index);
+    spawn_bot_idle_close(app, store);
+    Ok(())
+}
+
+/// What a cluster node runs beside serving: the relay of every node's committed events to its
+/// own connections (its own commits from `local_events`, the others' from NATS), and the
+/// followers that drop its copies of what other nodes changed.
+async fn start_cluster_work(
+    app: &AppState,
+    nats: &async_nats::Client,
+    local_events: mpsc::Receiver<Vec<delivery::CommittedEvent>>,
+    dispatcher: mpsc::WeakSender<Published>,
+    local_addr: SocketAddr,
+) -> anyhow::Result<()> {
+    use crate::cluster::events;
+    let node = match app.config.cluster.node.trim() {
+        "" => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{local_addr}", host.trim())
+        }
+        name => name.to_owned(),
+    };
+    let node = crate::cluster::node::NodeName::new(&node).context("cluster.node")?;
+    tracing::info!(node = %node, "this node joined the cluster");
+    let relay = events::relay(nats, local_events, dispatcher, Arc::new(app.store.clone()))
+        .await
+        .context("following the cluster's events on NATS")?;
+    let sites = events::follow_site_changes(nats, app.sites.clone()).await.context("following site changes")?;
+    let knowledge = events::follow_knowledge_base_changes(nats, app.bot.knowledge().clone())
+        .await
+        .context("following knowledge-base changes")?;
+    let settings = events::follow_bot_settings_changes(nats, app.bot.site_settings().clone())
+        .await
+        .context("following bot settings changes")?;
+    app.tasks.spawn(crate::cluster::presence_sync::run(
+        app.config.storage.postgres_url.clone(),
+        node,
+        app.router.clone(),
+        app.shutdown.clone(),
+    ));
+    let shutdown = app.shutdown.clone();
+    app.tasks.spawn(async move {
+        shutdown.cancelled().await;
+        for task in [relay, sites, knowledge, settings] {
+            task.abort();
+        }
+    });
+    Ok(())
 }
 
 /// Creates the data directory (0700) and makes everything kefu writes private (files 0600)
@@ -336,12 +470,17 @@ fn make_data_directory_private(data_dir: &std::path::Path) -> anyhow::Result<()>
 }
 
 /// On the first start: an admin account and a default site, printed once.
-async fn bootstrap(store: &Store, config: &Config, local_addr: SocketAddr) -> anyhow::Result<()> {
-    let (n_agents, existing_sites) =
-        store.read(|transaction| Ok((agents::count(transaction)?, sites::list(transaction)?))).await?;
+/// A cluster's nodes take turns, so only one of them does it.
+async fn bootstrap(store: &Backend, config: &Config, local_addr: SocketAddr) -> anyhow::Result<()> {
+    let _turn = match store.cluster() {
+        Some(cluster) => Some(cluster.lock("kefu.first_start").await.context("waiting for the first start's lock")?),
+        None => None,
+    };
+    let n_agents = AgentAdministration::list(store).await?.len();
+    let existing_sites = SiteStore::list(store).await?;
     let mut site_key = existing_sites.first().map(|site| site.key.clone());
     if existing_sites.is_empty() {
-        let site = sites::create(
+        let site = SiteStore::create(
             store,
             NewSite { name: "My website".into(), allowed_origins: vec!["*".into()], ..NewSite::default() },
         )
@@ -446,12 +585,12 @@ where
 
 /// Runs retention, the sweep of unattached uploads and the cleanup of idle visitor budgets every
 /// [`RETENTION_INTERVAL`](crate::history::retention::RETENTION_INTERVAL).
-fn spawn_retention_schedule(app: &AppState, store: &Store) {
-    let store = store.clone();
+fn spawn_retention_schedule(app: &AppState, store: &Store, search: &Search) {
+    let (store, search) = (store.clone(), search.clone());
     spawn_every(app, crate::history::retention::RETENTION_INTERVAL, move |app| {
-        let store = store.clone();
+        let (store, search) = (store.clone(), search.clone());
         async move {
-            if let Err(error) = crate::history::retention::run(&store, &app.search, false).await {
+            if let Err(error) = crate::history::retention::run(&store, &search, false).await {
                 tracing::error!(%error, "retention failed");
             }
             let grace = Duration::from_secs(app.config.limits.unattached_upload_grace_secs);

@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The top-level keys and sections of [`Config`], for picking `KEFU_*` variables.
-const TOP_LEVEL_KEYS: [&str; 19] = [
+const TOP_LEVEL_KEYS: [&str; 20] = [
     "data_dir",
     "http",
     "trusted_proxies",
@@ -31,6 +31,7 @@ const TOP_LEVEL_KEYS: [&str; 19] = [
     "llm",
     "grpc",
     "telemetry",
+    "cluster",
 ];
 
 /// Everything kefu can be configured with. Field names are the keys of `kefu.toml`.
@@ -68,12 +69,40 @@ pub struct Config {
     pub llm: LlmConfig,
     pub grpc: GrpcConfig,
     pub telemetry: TelemetryConfig,
+    pub cluster: ClusterConfig,
 }
 
-/// The group-commit writer.
+/// Where kefu keeps its data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// One redb file in `data_dir` (the appliance).
+    #[default]
+    Redb,
+    /// A PostgreSQL database shared by every node of a cluster (`storage.postgres_url`), with
+    /// NATS between the nodes (`cluster.nats_url`).
+    Postgres,
+}
+
+/// A node of a cluster (`storage.backend = "postgres"`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The NATS server that carries events between the nodes (`nats://HOST:PORT`).
+    pub nats_url: String,
+    /// This node's name, unique in the cluster (at most 200 bytes); the host name and the HTTP
+    /// listen address when empty.
+    pub node: String,
+}
+
+/// The storage and its group-commit writer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// `redb` (the appliance: one file, nothing else to run) or `postgres` (a cluster node).
+    pub backend: StorageBackend,
+    /// The PostgreSQL connection URL of a cluster (`postgres://USER:PASSWORD@HOST:PORT/DB`).
+    pub postgres_url: String,
     /// The most operations one commit takes.
     pub commit_max_batch: usize,
     /// How long the writer waits for more operations after the first of a batch, in microseconds.
@@ -419,6 +448,7 @@ impl Default for Config {
             log: LogConfig::default(),
             llm: LlmConfig::default(),
             telemetry: TelemetryConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -426,6 +456,8 @@ impl Default for Config {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            backend: StorageBackend::Redb,
+            postgres_url: String::new(),
             commit_max_batch: 16_384,
             commit_max_delay_us: 0,
             visibility_interval_us: 10_000,
@@ -706,6 +738,19 @@ impl Config {
             }
             if telemetry.service_name.trim().is_empty() {
                 anyhow::bail!("invalid configuration: telemetry.service_name must not be empty");
+            }
+        }
+        if self.storage.backend == StorageBackend::Postgres {
+            let url = self.storage.postgres_url.trim();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                anyhow::bail!(
+                    "invalid configuration: storage.backend = \"postgres\" needs storage.postgres_url, a URL such as postgres://kefu:PASSWORD@127.0.0.1:5432/kefu"
+                );
+            }
+            if !self.cluster.nats_url.trim().starts_with("nats://") {
+                anyhow::bail!(
+                    "invalid configuration: storage.backend = \"postgres\" needs cluster.nats_url, a URL such as nats://127.0.0.1:4222"
+                );
             }
         }
         let tls = &self.tls;

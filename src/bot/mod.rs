@@ -13,6 +13,7 @@
 //! inside the writer operation, so an agent taking over (which clears `bot_active` in the same
 //! writer) stops even an answer that was being generated.
 
+pub mod conversation_writes;
 pub mod embeddings;
 pub mod feedback;
 pub mod handoff_phrases;
@@ -33,17 +34,19 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::bot::conversation_writes::BotConversations;
 use crate::bot::embeddings::{EmbeddingSettings, SiteVectors};
 use crate::bot::knowledge_base::{Candidate, KnowledgeBase, SiteKnowledge};
 use crate::bot::llm::{ChatMessage, LlmSettings};
 use crate::bot::settings::SiteSettings;
-use crate::chat::conversations::{self, Conversation, ConversationError, ConversationStatus};
+use crate::chat::conversations::{Conversation, ConversationError};
 use crate::chat::delivery::{CommittedEvent, ConversationEvent, Hub, Outbound};
-use crate::chat::messages::{self, MessageRecord, NewMessage, Target};
-use crate::chat::writes::ChatWrites;
+use crate::chat::message_store::MessageStore;
+use crate::chat::messages::{MessageRecord, NewMessage, Target};
+use crate::cluster::backend::Backend;
 use crate::protocol::{BotSource, SenderKind, SenderView, ServerFrame};
 use crate::storage::commit_log::LoggedTransaction;
-use crate::storage::{StorageError, Store, WriteContext, decode_json, tables};
+use crate::storage::{StorageError, WriteContext, decode_json, tables};
 
 /// Events waiting for the bot. A burst of visitor messages fits; past that the dispatcher drops
 /// bot events (with a warning) rather than wait, and those visitors get no automatic answer.
@@ -286,7 +289,7 @@ pub struct Bot {
 }
 
 struct BotInner {
-    store: Store,
+    store: Backend,
     hub: Arc<Hub>,
     knowledge: KnowledgeBase,
     /// Decoded settings per site; replaced when an admin saves them.
@@ -305,7 +308,7 @@ impl Bot {
     /// inbox the dispatcher feeds. `allow_private_llm` lets language-model endpoints be private
     /// addresses (`llm.allow_private_addresses`).
     pub fn start(
-        store: Store,
+        store: Backend,
         hub: Arc<Hub>,
         max_text_chars: usize,
         allow_private_llm: bool,
@@ -314,7 +317,7 @@ impl Bot {
     ) -> (Bot, BotInbox) {
         let (queue, mut events) = mpsc::channel(BOT_QUEUE_CAPACITY);
         let (refresh, mut refresh_requests) = mpsc::unbounded_channel::<String>();
-        let knowledge = KnowledgeBase::new(store.clone());
+        let knowledge = KnowledgeBase::of(Arc::new(store.clone()));
         knowledge.notify_rebuilds(refresh.clone());
         let settings = SiteSettings::of(Arc::new(store.clone()));
         let bot = Bot {
@@ -445,8 +448,7 @@ impl Bot {
     /// Answers one visitor message: a handoff keyword, a knowledge-base answer, a generated
     /// answer, or the offer of a human, in that order.
     async fn reply(&self, conversation_id: u64, seq: u64, text: &str, trace_id: u64) {
-        let store = &self.inner.store;
-        let conversation = match store.read(move |transaction| conversations::get(transaction, conversation_id)).await {
+        let conversation = match MessageStore::conversation(&self.inner.store, conversation_id).await {
             Ok(Some(conversation)) if conversation.bot_active && conversation.is_open() => conversation,
             Ok(_) => return,
             Err(error) => return tracing::error!(conversation_id, %error, "reading a conversation failed"),
@@ -599,8 +601,12 @@ impl Bot {
             Ok(knowledge) => knowledge,
             Err(error) => return tracing::error!(site, %error, "loading the knowledge base failed"),
         };
+        let store = match self.inner.store.appliance("the knowledge base's semantic tier") {
+            Ok(store) => store.clone(),
+            Err(error) => return tracing::warn!(site, %error, "answering from keywords only"),
+        };
         let entries = knowledge.entries.clone();
-        let loaded = self.inner.store.read(move |transaction| embeddings::load(transaction, &entries)).await;
+        let loaded = store.read(move |transaction| embeddings::load(transaction, &entries)).await;
         let mut vectors = match loaded {
             Ok(vectors) => vectors,
             Err(error) => return tracing::error!(site, %error, "reading knowledge-base vectors failed"),
@@ -628,9 +634,7 @@ impl Bot {
             let rows: Vec<(u64, u64, Vec<f32>)> =
                 batch.iter().zip(made).map(|((id, fingerprint, _), vector)| (*id, *fingerprint, vector)).collect();
             let stored_rows = rows.clone();
-            let stored = self
-                .inner
-                .store
+            let stored = store
                 .write(move |context| {
                     let entries = context.transaction.open_table(tables::KB_ENTRIES)?;
                     let live: Vec<bool> = stored_rows
@@ -701,14 +705,8 @@ impl Bot {
         stream_id: &str,
     ) -> Result<String, llm::LlmError> {
         let conversation_id = conversation.id;
-        let recent = self
-            .inner
-            .store
-            .read(move |transaction| {
-                messages::page_before(transaction, conversation_id, Some(seq + 1), RECENT_MESSAGES)
-            })
-            .await
-            .unwrap_or_default();
+        let recent =
+            self.inner.store.page_before(conversation_id, Some(seq + 1), RECENT_MESSAGES).await.unwrap_or_default();
         let prompt = build_prompt(settings, context, &recent);
         let hub = &self.inner.hub;
         let outcome = llm::complete(&self.inner.http, llm_settings, &prompt, self.inner.max_text_chars, |delta| {
@@ -740,16 +738,9 @@ impl Bot {
     ) {
         let new_message =
             NewMessage { trace_id, ..bot_message(conversation_id, bot_sender(settings), client_id, text) };
-        let stored = self
-            .inner
-            .store
-            .write(
-                move |context| Ok(append_if_bot_active(context, new_message, source)?.map(|stored| stored.is_some())),
-            )
-            .await;
-        match stored {
-            Ok(true) => {}
-            Ok(false) => tracing::debug!(conversation_id, "the bot no longer answers this conversation"),
+        match self.inner.store.append_bot(new_message, source).await {
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::debug!(conversation_id, "the bot no longer answers this conversation"),
             Err(error) => tracing::error!(conversation_id, %error, "storing a bot message failed"),
         }
     }
@@ -758,25 +749,6 @@ impl Bot {
 /// The bot as the sender of a site's messages.
 pub fn bot_sender(settings: &BotSettings) -> SenderView {
     SenderView { kind: SenderKind::Bot, id: 0, name: settings.name.clone() }
-}
-
-/// Appends a bot message inside a writer operation if its conversation is still bot-active and
-/// open (`Ok(Ok(None))` when it is not), so a takeover or handoff committed earlier always wins.
-pub fn append_if_bot_active(
-    context: &mut WriteContext<'_>,
-    new_message: NewMessage,
-    source: BotSource,
-) -> Result<Result<Option<messages::Appended>, messages::AppendError>, StorageError> {
-    let Target::Conversation(conversation_id) = new_message.target else {
-        return Ok(Err(messages::AppendError::NotFound));
-    };
-    let still_the_bots = context
-        .conversation(conversation_id)?
-        .is_some_and(|conversation| conversation.bot_active && conversation.is_open());
-    if !still_the_bots {
-        return Ok(Ok(None));
-    }
-    Ok(messages::append_with_source(context, new_message, Some(source))?.map(Some))
 }
 
 /// A bot message to `conversation_id`, not yet stored.
@@ -833,12 +805,8 @@ pub enum HandoffOutcome {
 /// Stops the bot in a conversation and queues it for an agent, with a notice to the visitor,
 /// in one writer operation. The whole transcript stays in the conversation.
 pub async fn handoff(bot: &Bot, conversation_id: u64) -> Result<HandoffOutcome, ConversationError> {
-    let store = bot.inner.store.clone();
-    let site = store
-        .read(move |transaction| conversations::get(transaction, conversation_id))
-        .await?
-        .ok_or(ConversationError::NotFound)?
-        .site;
+    let site =
+        MessageStore::conversation(&bot.inner.store, conversation_id).await?.ok_or(ConversationError::NotFound)?.site;
     let settings = bot.settings(&site).await?;
     let (text, action) = if bot.agents_online(&site) {
         ("Connecting you to an agent, please wait a moment. / 正在为您转接人工客服，请稍候。", "handed_off")
@@ -851,28 +819,7 @@ pub async fn handoff(bot: &Bot, conversation_id: u64) -> Result<HandoffOutcome, 
     };
     let sender = SenderView { kind: SenderKind::Bot, id: 0, name: settings.name.clone() };
     let notice = bot_message(conversation_id, sender, format!("bot-{conversation_id}-handoff"), text.to_owned());
-    store
-        .write(move |context| {
-            let now = context.now;
-            let Some(conversation) = context.conversation_mut(conversation_id)? else {
-                return Ok(Err(ConversationError::NotFound));
-            };
-            if conversation.status == ConversationStatus::Closed {
-                return Ok(Err(ConversationError::Closed));
-            }
-            if !conversation.bot_active {
-                return Ok(Ok(HandoffOutcome::AlreadyHuman));
-            }
-            conversation.bot_active = false;
-            conversation.updated_at = now;
-            let conversation = conversation.clone();
-            context.publish(CommittedEvent::Conversation { event: ConversationEvent::HandedOff, conversation });
-            match messages::append_with_source(context, notice, Some(BotSource::Notice { action: action.into() }))? {
-                Ok(_) => Ok(Ok(HandoffOutcome::HandedOff)),
-                Err(error) => Err(StorageError::Corrupt(format!("a handoff notice was refused: {error}"))),
-            }
-        })
-        .await
+    bot.inner.store.hand_off(conversation_id, notice, action.to_owned()).await
 }
 
 #[cfg(test)]

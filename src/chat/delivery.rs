@@ -517,8 +517,9 @@ pub async fn run_dispatcher(
     bot: crate::bot::BotInbox,
     push: crate::push::PushInbox,
     epoch: u64,
-    search: Search,
+    search: Option<Search>,
     feed: crate::webhooks::feed::Listeners,
+    route_relayed: bool,
 ) {
     let mut activity = SiteActivity::default();
     let mut last_broadcast: Option<tokio::time::Instant> = None;
@@ -536,7 +537,9 @@ pub async fn run_dispatcher(
                     for event in batch.0 {
                         bot.observe(&event);
                         push.observe(&event);
-                        if let CommittedEvent::Message { conversation_id, seq, day, record, .. } = &event {
+                        if let (Some(search), CommittedEvent::Message { conversation_id, seq, day, record, .. }) =
+                            (&search, &event)
+                        {
                             search.offer(*conversation_id, *seq, *day, record.clone());
                         }
                         if let CommittedEvent::ApiTokensRevoked(tokens) = &event {
@@ -553,7 +556,11 @@ pub async fn run_dispatcher(
                     Err(published) => match published.downcast::<RelayedBatch>() {
                         Ok(batch) => {
                             for event in batch.0 {
-                                dispatch(&hub, epoch, event, &mut activity);
+                                if let Some(routing_event) = dispatch(&hub, epoch, event, &mut activity) {
+                                    if route_relayed {
+                                        router.send(routing_event).await;
+                                    }
+                                }
                             }
                         }
                         Err(_) => tracing::error!("the dispatcher received something it does not know"),

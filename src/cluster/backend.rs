@@ -12,12 +12,13 @@ use futures_util::future::Either;
 
 use crate::base::config::EmailConfig;
 use crate::base::secrets::TokenDigest;
-use crate::bot::BotSettings;
+use crate::bot::conversation_writes::BotConversations;
 use crate::bot::feedback::{BotFeedbackStore, Feedback, FeedbackError};
 use crate::bot::knowledge_base::formats::ImportRow;
 use crate::bot::knowledge_base::store::KnowledgeBaseStore;
 use crate::bot::knowledge_base::{EntryInput, ImportOutcome, KbEntry, KbError};
 use crate::bot::settings::{self as bot_settings, BotSettingsStore, ChangeError};
+use crate::bot::{BotSettings, HandoffOutcome};
 use crate::chat::canned_replies::{CannedReply, CannedReplyError, CannedReplyStore};
 use crate::chat::conversation_list::{ListPage, ListRequest};
 use crate::chat::conversation_store::ConversationStore;
@@ -36,8 +37,10 @@ use crate::cluster::blocking::PostgresBlocks;
 use crate::cluster::bot_settings::PostgresBotSettings;
 use crate::cluster::canned_replies::PostgresCannedReplies;
 use crate::cluster::email_settings::PostgresEmailSettings;
+use crate::cluster::events::{LocalEvents, Outlet};
 use crate::cluster::knowledge_base::PostgresKnowledgeBase;
-use crate::cluster::messages::PostgresMessages;
+use crate::cluster::messages::{PostgresMessages, PostgresOptions};
+use crate::cluster::postgres::PostgresError;
 use crate::cluster::push_subscriptions::PostgresPushSubscriptions;
 use crate::cluster::search::PostgresSearch;
 use crate::cluster::sites::PostgresSites;
@@ -61,8 +64,9 @@ use crate::people::teams::{Team, TeamError};
 use crate::people::two_factor::TwoFactorError;
 use crate::people::visitor_store::VisitorStore;
 use crate::people::visitors::{OpenedSession, SessionRequest, Visitor, VisitorError};
-use crate::protocol::{ParticipantView, SenderView};
+use crate::protocol::{BotSource, ParticipantView, SenderView};
 use crate::push::subscriptions::{PushSubscriptionStore, Subscription, SubscriptionError};
+use crate::search::{Search, SearchError, SearchPage, SearchRequest};
 use crate::sites::store::SiteStore;
 use crate::sites::{NewSite, Site, SiteError};
 use crate::storage::{StorageError, Store};
@@ -98,6 +102,48 @@ pub struct ClusterStores {
     pub uploads: PostgresUploads,
     pub webhooks: PostgresWebhooks,
     pub search: PostgresSearch,
+    /// The database's URL.
+    url: String,
+}
+
+impl ClusterStores {
+    /// Connects every area's store to the database at `url`, applying the migrations it lacks.
+    /// What they commit is announced to this node's relay (`local`) and to the other nodes
+    /// (`nats`).
+    pub async fn open(url: &str, nats: async_nats::Client, local: LocalEvents) -> Result<ClusterStores, PostgresError> {
+        let options =
+            PostgresOptions { nats: Some(nats.clone()), local: Some(local.clone()), ..PostgresOptions::default() };
+        let messages = PostgresMessages::open(url, options).await?;
+        let outlet = Outlet::new(Some(nats.clone()), Some(local));
+        Ok(ClusterStores {
+            messages,
+            sites: PostgresSites::open(url).await?.with_events(nats.clone()),
+            visitors: PostgresVisitors::open(url).await?,
+            agents: PostgresAgents::open(url).await?.with_events(outlet),
+            teams: PostgresTeams::open(url).await?.with_events(nats.clone()),
+            api_tokens: PostgresApiTokens::open(url).await?,
+            audit: PostgresAuditLog::open(url).await?,
+            blocks: PostgresBlocks::open(url).await?,
+            bot_settings: PostgresBotSettings::open(url).await?.with_events(nats.clone()),
+            canned_replies: PostgresCannedReplies::open(url).await?,
+            email_settings: PostgresEmailSettings::open(url).await?,
+            knowledge_base: PostgresKnowledgeBase::open(url).await?.with_events(nats),
+            push_subscriptions: PostgresPushSubscriptions::open(url).await?,
+            uploads: PostgresUploads::open(url).await?,
+            webhooks: PostgresWebhooks::open(url).await?,
+            search: PostgresSearch::open(url).await?,
+            url: url.to_owned(),
+        })
+    }
+
+    /// Holds the cluster's lock named `name` (a PostgreSQL advisory lock) until the returned
+    /// connection is dropped, so work that must happen once (the first start's accounts) is
+    /// done by one node at a time.
+    pub async fn lock(&self, name: &str) -> Result<tokio_postgres::Client, PostgresError> {
+        let client = crate::cluster::postgres::connect(&self.url).await?;
+        client.execute("SELECT pg_advisory_lock(hashtext($1))", &[&name]).await?;
+        Ok(client)
+    }
 }
 
 impl Backend {
@@ -137,6 +183,33 @@ impl Backend {
         match self {
             Backend::Appliance(_) => None,
             Backend::Cluster(cluster) => Some(cluster),
+        }
+    }
+}
+
+/// Where a server searches messages: the appliance's tantivy index (fed by the dispatcher), or
+/// the cluster's PostgreSQL, which every node reads.
+#[derive(Clone)]
+pub enum MessageSearch {
+    Index(Search),
+    Postgres(Arc<ClusterStores>),
+}
+
+impl MessageSearch {
+    /// One page of hits, newest first.
+    pub async fn search(&self, request: SearchRequest) -> Result<SearchPage, SearchError> {
+        match self {
+            MessageSearch::Index(index) => index.search(request).await,
+            MessageSearch::Postgres(cluster) => cluster.search.search(&request).await,
+        }
+    }
+
+    /// The appliance's index, for what changes it besides the dispatcher (retention, erasure,
+    /// a rebuild).
+    pub fn index(&self, what: &'static str) -> Result<&Search, StorageError> {
+        match self {
+            MessageSearch::Index(index) => Ok(index),
+            MessageSearch::Postgres(_) => Err(StorageError::ApplianceOnly(what)),
         }
     }
 }
@@ -198,6 +271,12 @@ delegate!(ConversationStore to messages {
     fn read_through(&self, conversation_id: u64) -> Result<ReadThrough, StorageError>;
     fn start_with_visitor(&self, site: String, visitor_id: u64, agent_id: u64)
         -> Result<Conversation, ConversationError>;
+});
+
+delegate!(BotConversations to messages {
+    fn append_bot(&self, message: NewMessage, source: BotSource) -> Result<Option<Appended>, AppendError>;
+    fn hand_off(&self, conversation_id: u64, notice: NewMessage, action: String)
+        -> Result<HandoffOutcome, ConversationError>;
 });
 
 delegate!(LeadStore to messages {

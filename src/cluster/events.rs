@@ -63,6 +63,9 @@ pub struct MessageEvent {
     /// The offline message it is the copy of, if it is one.
     #[serde(default)]
     pub offline_message_id: Option<u64>,
+    /// Where a bot message came from (its answer's entry, a notice's action, ...).
+    #[serde(default)]
+    pub bot_source: Option<crate::protocol::BotSource>,
 }
 
 impl MessageEvent {
@@ -96,7 +99,7 @@ impl MessageEvent {
             client_id: Some(self.client_id),
             text: self.text,
             attachment: self.attachment,
-            bot_source: None,
+            bot_source: self.bot_source,
             offline_message_id: self.offline_message_id,
         };
         Some(CommittedEvent::Message {
@@ -449,10 +452,10 @@ pub async fn relay<M: MessageStore + 'static>(
         let mut gaps = SequenceGaps::default();
         let mut local_open = true;
         loop {
-            let events = tokio::select! {
+            let (events, committed_here) = tokio::select! {
                 biased;
                 batch = local.recv(), if local_open => match batch {
-                    Some(batch) => batch,
+                    Some(batch) => (batch, true),
                     None => {
                         local_open = false;
                         continue;
@@ -460,31 +463,63 @@ pub async fn relay<M: MessageStore + 'static>(
                 },
                 event = others.next() => match event.map(NodeEvent::into_committed) {
                     None => break,
-                    Some(Some(event)) => vec![event],
+                    Some(Some(event)) => (vec![event], false),
                     Some(None) => continue,
                 },
             };
-            let mut batch = Vec::with_capacity(events.len());
+            let mut handed = HandOver::default();
             for event in events {
                 match gaps.next(&event) {
-                    Next::Drop => batch.extend(acknowledgement_only(event)),
-                    Next::Deliver => batch.push(event),
+                    Next::Drop => handed.extend(acknowledgement_only(event), committed_here),
+                    Next::Deliver => handed.push(event, committed_here),
                     Next::FillThenDeliver { conversation_id, after, before } => {
                         let site = site_of(&event).unwrap_or_default().to_owned();
-                        batch.extend(read_gap(messages.as_ref(), conversation_id, after, before, site).await);
-                        batch.push(event);
+                        handed.extend(read_gap(messages.as_ref(), conversation_id, after, before, site).await, false);
+                        handed.push(event, committed_here);
                     }
                 }
             }
-            if batch.is_empty() {
-                continue;
-            }
             let Some(dispatcher) = dispatcher.upgrade() else { break };
-            if dispatcher.send(Box::new(RelayedBatch(batch))).await.is_err() {
+            if handed.send_to(&dispatcher).await.is_err() {
                 break;
             }
         }
     }))
+}
+
+/// What the relay hands the dispatcher for one batch, in order: runs of this node's own commits
+/// (a `CommittedBatch`: the bot, push notifications and routing act on them here, where they
+/// were committed) and of other nodes' (a `RelayedBatch`: delivered to connections only).
+#[derive(Default)]
+struct HandOver {
+    runs: Vec<(bool, Vec<CommittedEvent>)>,
+}
+
+impl HandOver {
+    fn push(&mut self, event: CommittedEvent, committed_here: bool) {
+        match self.runs.last_mut() {
+            Some((here, run)) if *here == committed_here => run.push(event),
+            _ => self.runs.push((committed_here, vec![event])),
+        }
+    }
+
+    fn extend(&mut self, events: impl IntoIterator<Item = CommittedEvent>, committed_here: bool) {
+        for event in events {
+            self.push(event, committed_here);
+        }
+    }
+
+    async fn send_to(self, dispatcher: &tokio::sync::mpsc::Sender<Published>) -> Result<(), ()> {
+        for (committed_here, events) in self.runs {
+            let published: Published = if committed_here {
+                Box::new(crate::chat::delivery::CommittedBatch(events))
+            } else {
+                Box::new(RelayedBatch(events))
+            };
+            dispatcher.send(published).await.map_err(drop)?;
+        }
+        Ok(())
+    }
 }
 
 /// What is left of a message delivered already (a gap's read brought it first): the

@@ -31,7 +31,7 @@ use crate::chat::messages::{AppendError, Appended, AttachmentRef, MessageKind, M
 use crate::chat::uploads::AttachmentKind;
 use crate::cluster::events::{self, ConversationChange, NodeEvent, Outlet};
 use crate::cluster::postgres::{self, PARTITION_DAYS_AHEAD, PostgresError, Readers, Writers, describe};
-use crate::protocol::SenderKind;
+use crate::protocol::{BotSource, SenderKind};
 use crate::storage::StorageError;
 
 /// How the store connects and batches.
@@ -366,7 +366,18 @@ pub(crate) async fn append_in(
     transaction: &tokio_postgres::Transaction<'_>,
     message: NewMessage,
 ) -> Result<(Appended, Vec<NodeEvent>), AppendError> {
-    let items = Value::Array(vec![batch_item(message, clock::now_millis())?]);
+    append_with_source_in(transaction, message, None).await
+}
+
+/// [`append_in`] for a bot message, with where it came from.
+pub(crate) async fn append_with_source_in(
+    transaction: &tokio_postgres::Transaction<'_>,
+    message: NewMessage,
+    bot_source: Option<BotSource>,
+) -> Result<(Appended, Vec<NodeEvent>), AppendError> {
+    let mut item = batch_item(message, clock::now_millis())?;
+    item["bot_source"] = serde_json::to_value(bot_source).map_err(|error| StorageError::Corrupt(error.to_string()))?;
+    let items = Value::Array(vec![item]);
     let row = transaction
         .query_one("SELECT kefu_append_batch($1::text::jsonb)::text", &[&items.to_string()])
         .await

@@ -44,6 +44,9 @@ pub const MIGRATIONS: &[Migration] = &[
 /// The key of the advisory lock that serializes migrations across nodes ("kefu" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6b65_6675;
 
+/// The key of the advisory lock that serializes the creation of message partitions.
+const PARTITION_LOCK: i64 = MIGRATION_LOCK + 1;
+
 /// How many days of message partitions exist ahead of today (today included), so the append of
 /// a new day finds its partition already there.
 pub const PARTITION_DAYS_AHEAD: u32 = 3;
@@ -228,14 +231,23 @@ pub async fn schema_version(client: &Client) -> Result<i64, PostgresError> {
 }
 
 /// Creates the message partitions of `days` days from `first_day` (UTC day numbers) that are
-/// missing; returns how many it created.
+/// missing; returns how many it created. Nodes take turns (an advisory lock), since two
+/// creating one partition at once would fail.
 pub async fn create_partitions(client: &Client, first_day: u32, days: u32) -> Result<usize, PostgresError> {
-    let mut created = 0;
-    for day in first_day..first_day.saturating_add(days) {
-        let day = day_param(day)?;
-        let made: bool = client.query_one("SELECT kefu_create_message_partition($1)", &[&day]).await?.get(0);
-        created += usize::from(made);
+    client.execute("SELECT pg_advisory_lock($1)", &[&PARTITION_LOCK]).await?;
+    let outcome: Result<usize, PostgresError> = async {
+        let mut created = 0;
+        for day in first_day..first_day.saturating_add(days) {
+            let day = day_param(day)?;
+            let made: bool = client.query_one("SELECT kefu_create_message_partition($1)", &[&day]).await?.get(0);
+            created += usize::from(made);
+        }
+        Ok(created)
     }
+    .await;
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&PARTITION_LOCK]).await;
+    let created = outcome?;
+    unlocked?;
     Ok(created)
 }
 

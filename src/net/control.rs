@@ -374,16 +374,19 @@ async fn serve_history_inner<W: AsyncWrite + Unpin>(
         HistoryCommand::Retention { dry_run } => {
             let run = async {
                 let store = app.store.appliance("retention")?;
-                crate::history::retention::run(store, &app.search, dry_run).await
+                crate::history::retention::run(store, app.search.index("retention")?, dry_run).await
             };
             match run.await {
                 Ok(plan) => json!({ "ok": plan }),
                 Err(error) => json!({ "error": error.to_string() }),
             }
         }
-        HistoryCommand::Reindex => match app.search.reindex().await {
-            Ok(report) => json!({ "ok": report }),
+        HistoryCommand::Reindex => match app.search.index("a rebuild of the search index") {
             Err(error) => json!({ "error": error.to_string() }),
+            Ok(index) => match index.reindex().await {
+                Ok(report) => json!({ "ok": report }),
+                Err(error) => json!({ "error": error.to_string() }),
+            },
         },
     };
     writer.write_all(format!("{answer}\n").as_bytes()).await?;

@@ -12,7 +12,6 @@ use crate::chat::delivery::Hub;
 use crate::cluster::backend::Backend;
 use crate::net::http::agent_api::LoginLimiter;
 use crate::routing::Router;
-use crate::search::Search;
 use crate::sites::SiteDirectory;
 
 /// Everything request handlers and connections share.
@@ -28,7 +27,7 @@ pub struct App {
     pub router: Router,
     pub sites: SiteDirectory,
     /// The full-text index of every message (derived from redb).
-    pub search: Search,
+    pub search: crate::cluster::backend::MessageSearch,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
     /// Owns every connection task, so shutdown can wait for them.
@@ -47,7 +46,7 @@ pub struct App {
     /// Bytes of uploads stored per site (`limits.upload_quota_bytes_per_site`).
     pub upload_quota: crate::chat::uploads::UploadQuota,
     /// Web Push: the VAPID public key browsers subscribe with, and the endpoint rule.
-    pub push: crate::push::Push,
+    pub push: Option<crate::push::Push>,
     /// Origins refused per site, for the log and the site's admin page.
     pub refused_origins: crate::sites::refused_origins::RefusedOrigins,
     /// The subscribers of gRPC `Subscribe`, fed each site's events by the dispatcher.

@@ -156,6 +156,14 @@ impl PushInbox {
     }
 }
 
+impl PushInbox {
+    /// An inbox that takes nothing: push notifications are off (a cluster node, so far).
+    pub fn off() -> PushInbox {
+        let (queue, _) = mpsc::channel(1);
+        PushInbox { queue, subscribed: Arc::new(AtomicBool::new(false)) }
+    }
+}
+
 /// Loads (or makes) the VAPID key and starts the push task, owned by `tasks`.
 pub async fn start(
     store: Store,

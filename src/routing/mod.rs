@@ -22,11 +22,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::conversation_store::ConversationStore;
-use crate::chat::conversations::{self, AssignWhen, Conversation, ConversationStatus};
+use crate::chat::conversations::{AssignWhen, Conversation, ConversationStatus};
 use crate::chat::delivery::{ConversationEvent, Hub};
+use crate::cluster::backend::Backend;
 use crate::people::agents::{Agent, Role};
+use crate::people::team_store::TeamStore;
 use crate::protocol::{Presence, ServerFrame};
-use crate::storage::{StorageError, Store};
+use crate::storage::StorageError;
 
 /// Routing events waiting to be handled. Events are small and handled in microseconds; when
 /// the queue is full the sender waits (connections) or the event is dropped with a log
@@ -83,6 +85,16 @@ pub struct Router {
     /// The sites concerned by the changes notified on `availability` since the status watcher
     /// last took them, so it looks at those sites alone.
     availability_changes: Arc<parking_lot::Mutex<AvailabilityChanges>>,
+    /// The sites with an agent online on another node of a cluster (`cluster::presence_sync`).
+    online_elsewhere: Arc<parking_lot::RwLock<OnlineElsewhere>>,
+}
+
+/// The sites with an agent online on another node of a cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OnlineElsewhere {
+    /// An admin (who serves every site) is online elsewhere.
+    pub every_site: bool,
+    pub sites: std::collections::HashSet<String>,
 }
 
 /// The sites for which [`Router::site_has_online_agent`] may have changed.
@@ -111,7 +123,30 @@ impl Router {
 
     /// Whether an agent serving `site` is online (a site's visitors then see it online).
     pub fn site_has_online_agent(&self, site: &str) -> bool {
-        self.online_agents.iter().any(|entry| entry.value().serves_site(site))
+        let elsewhere = self.online_elsewhere.read();
+        elsewhere.every_site
+            || elsewhere.sites.contains(site)
+            || self.online_agents.iter().any(|entry| entry.value().serves_site(site))
+    }
+
+    /// The agents online on this node (in their grace period too).
+    pub fn online_here(&self) -> Vec<Agent> {
+        self.online_agents.iter().map(|entry| entry.value().clone()).collect()
+    }
+
+    /// Takes the sites with an agent online on other nodes; a change is signalled like an
+    /// agent's own.
+    pub fn set_online_elsewhere(&self, now: OnlineElsewhere) {
+        let before = std::mem::replace(&mut *self.online_elsewhere.write(), now.clone());
+        if before == now {
+            return;
+        }
+        {
+            let mut changes = self.availability_changes.lock();
+            changes.every_site |= before.every_site || now.every_site;
+            changes.sites.extend(before.sites.symmetric_difference(&now.sites).cloned());
+        }
+        self.availability.notify_one();
     }
 
     /// Notified whenever [`Router::site_has_online_agent`] may have changed for some site; which
@@ -167,7 +202,7 @@ impl AgentState {
 }
 
 struct RouterState {
-    store: Store,
+    store: Backend,
     hub: Arc<Hub>,
     router: Router,
     offline_grace: Duration,
@@ -186,7 +221,7 @@ struct RouterState {
 
 /// Starts the router task; its state starts from the open conversations in storage.
 pub async fn start(
-    store: Store,
+    store: Backend,
     hub: Arc<Hub>,
     offline_grace: Duration,
     shutdown: CancellationToken,
@@ -199,9 +234,10 @@ pub async fn start(
         online_agents: Arc::new(DashMap::new()),
         availability: Arc::new(tokio::sync::Notify::new()),
         availability_changes: Default::default(),
+        online_elsewhere: Default::default(),
     };
-    let open = store.read(conversations::list_open).await?;
-    let teams = store.read(crate::people::teams::list).await?;
+    let open = ConversationStore::list_open(&store).await?;
+    let teams = TeamStore::list(&store).await?;
     let mut state = RouterState {
         store,
         hub,

@@ -357,7 +357,7 @@ async fn the_console_search_finds_chinese_and_english_only_on_the_agents_sites()
     let now = kefu::base::clock::now_millis();
     crate::search::backdated(&store, &site_a.key, 1, &["我要退款 please refund"], now).await;
     crate::search::backdated(&store, &site_b.key, 2, &["退款 refund elsewhere"], now).await;
-    server.app().search.wait_caught_up().await.unwrap();
+    server.index().wait_caught_up().await.unwrap();
 
     for query in ["q=%E9%80%80%E6%AC%BE", "q=refund"] {
         // The console searches with its cookie.

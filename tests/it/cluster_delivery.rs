@@ -56,6 +56,7 @@ fn message(conversation_id: u64, seq: u64, site: &str, sender: (u8, u64), text: 
         trace_id: u64::MAX - seq,
         bot_active: false,
         offline_message_id: None,
+        bot_source: None,
     })
 }
 

@@ -83,7 +83,7 @@ async fn the_search_cursor_is_a_string_and_null_on_the_last_page() {
     server.create_agent("a@x.test", &site, 5).await;
     let token = server.login("a@x.test").await;
     conversation_with(server.store(), &site.key, 1, 3).await;
-    server.app().search.wait_caught_up().await.expect("the index catches up");
+    server.index().wait_caught_up().await.expect("the index catches up");
 
     let first = call_expecting(&server, "GET", "/api/v1/search?q=parcel&limit=2", &token, None, 200).await;
     let cursor = first["next_cursor"].as_str().expect("a string cursor while more hits follow");

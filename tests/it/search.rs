@@ -73,7 +73,7 @@ fn q(text: &str) -> String {
 }
 
 async fn caught_up(server: &TestServer) {
-    server.app().search.wait_caught_up().await.expect("the index catches up");
+    server.index().wait_caught_up().await.expect("the index catches up");
 }
 
 #[tokio::test]
@@ -386,7 +386,7 @@ async fn retention_drops_exactly_the_expired_shards_and_rows() {
         backdated(&store, &site_b.key, 200 + index as u64, &["expiring harbor b"], noon_of(day)).await;
     }
     caught_up(&server).await;
-    let search = server.app().search.clone();
+    let search = server.index().clone();
 
     // The bootstrap site keeps history forever, so no shard goes whole.
     let plan = kefu::history::retention::run(&store, &search, true).await.unwrap();

@@ -13,7 +13,7 @@ use kefu::base::config::Config;
 use kefu::chat::sensitive_words::SensitiveMode;
 use kefu::people::agents::{self, NewAgent, Role};
 use kefu::server::{self, Running};
-use kefu::sites::{self, NewSite, Site};
+use kefu::sites::{NewSite, Site};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -38,6 +38,8 @@ pub struct TestServer {
     running: Option<Running>,
     stop: Option<oneshot::Sender<()>>,
     tune: fn(&mut Config),
+    /// The PostgreSQL and NATS URLs of a cluster node's storage; `None` for the appliance.
+    cluster: Option<(String, String)>,
 }
 
 impl TestServer {
@@ -52,7 +54,15 @@ impl TestServer {
     }
 
     async fn start_in(dir: Arc<tempfile::TempDir>, tune: fn(&mut Config)) -> TestServer {
-        Self::start_at(dir, tune, "127.0.0.1:0".parse().unwrap(), None).await
+        Self::start_at(dir, tune, "127.0.0.1:0".parse().unwrap(), None, None).await
+    }
+
+    /// A node of a cluster on the PostgreSQL database at `postgres_url` and the NATS server at
+    /// `nats_url`, with its own data directory (certificates, the control socket).
+    pub async fn start_cluster_node(postgres_url: &str, nats_url: &str) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().expect("a temporary directory"));
+        let cluster = Some((postgres_url.to_owned(), nats_url.to_owned()));
+        Self::start_at(dir, |_| {}, "127.0.0.1:0".parse().unwrap(), None, cluster).await
     }
 
     async fn start_at(
@@ -60,12 +70,18 @@ impl TestServer {
         tune: fn(&mut Config),
         http: std::net::SocketAddr,
         quic: Option<std::net::SocketAddr>,
+        cluster: Option<(String, String)>,
     ) -> TestServer {
         let mut config = test_config(dir.path());
         if quic.is_some() {
             config.quic = quic;
         }
         tune(&mut config);
+        if let Some((postgres_url, nats_url)) = &cluster {
+            config.storage.backend = kefu::base::config::StorageBackend::Postgres;
+            config.storage.postgres_url = postgres_url.clone();
+            config.cluster.nats_url = nats_url.clone();
+        }
         let listener = tokio::net::TcpListener::bind(http).await.expect("binding the HTTP port");
         let (stop, stopped) = oneshot::channel::<()>();
         let running = server::start(config, listener, async move {
@@ -81,6 +97,7 @@ impl TestServer {
             running: Some(running),
             stop: Some(stop),
             tune,
+            cluster,
         }
     }
 
@@ -97,14 +114,16 @@ impl TestServer {
     /// Stops and starts again on the same data directory (on a new port).
     pub async fn restart(&mut self) {
         self.stop().await;
-        *self = Self::start_in(self.dir.clone(), self.tune).await;
+        *self = Self::start_at(self.dir.clone(), self.tune, "127.0.0.1:0".parse().unwrap(), None, self.cluster.clone())
+            .await;
     }
 
     /// Stops and starts again on the same data directory and the same addresses, so clients
     /// reconnect to where they were.
     pub async fn restart_in_place(&mut self) {
         self.stop().await;
-        *self = Self::start_at(self.dir.clone(), self.tune, self.addr, Some(self.quic_addr)).await;
+        *self =
+            Self::start_at(self.dir.clone(), self.tune, self.addr, Some(self.quic_addr), self.cluster.clone()).await;
     }
 
     pub fn quic_url(&self) -> String {
@@ -119,6 +138,11 @@ impl TestServer {
 
     pub fn app(&self) -> &kefu::net::AppState {
         &self.running().app
+    }
+
+    /// The server's tantivy index (test servers run the appliance).
+    pub fn index(&self) -> &kefu::search::Search {
+        self.app().search.index("a test's search").expect("test servers run the appliance")
     }
 
     /// The server's redb store (test servers run the appliance).
@@ -148,7 +172,7 @@ impl TestServer {
     }
 
     pub async fn create_site_with(&self, new_site: NewSite) -> Site {
-        sites::create(self.store(), new_site).await.expect("creating a site")
+        kefu::sites::store::SiteStore::create(&self.app().store, new_site).await.expect("creating a site")
     }
 
     pub async fn create_agent(&self, email: &str, site: &Site, capacity: u32) -> u64 {
@@ -160,7 +184,7 @@ impl TestServer {
             sites: vec![site.key.clone()],
             capacity,
         };
-        agents::create(self.store(), new_agent).await.expect("creating an agent").id
+        agents::create(&self.app().store, new_agent).await.expect("creating an agent").id
     }
 
     /// Creates an admin (serving every site) with [`PASSWORD`]; returns the admin's id.
@@ -173,7 +197,7 @@ impl TestServer {
             sites: Vec::new(),
             capacity: 5,
         };
-        agents::create(self.store(), new_agent).await.expect("creating an admin").id
+        agents::create(&self.app().store, new_agent).await.expect("creating an admin").id
     }
 
     /// Creates an admin and logs them in; returns the token.
@@ -251,7 +275,7 @@ impl TestServer {
     }
 
     pub fn epoch(&self) -> u64 {
-        self.store().epoch()
+        kefu::chat::message_store::MessageStore::epoch(&self.app().store)
     }
 }
 

@@ -33,7 +33,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 async fn search_hits(server: &TestServer, token: &str) -> usize {
-    server.app().search.wait_caught_up().await.unwrap();
+    server.index().wait_caught_up().await.unwrap();
     let found = call_expecting(server, "GET", "/api/v1/search?q=zebra", token, None, 200).await;
     found["hits"].as_array().unwrap().len()
 }

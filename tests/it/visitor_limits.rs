@@ -252,7 +252,7 @@ async fn retention_removes_uploads_of_removed_history_and_the_sweep_removes_unat
     // Three days later retention has removed the short site's history, and its upload with it.
     backdate_upload(&server, &short_upload, 3).await;
     backdate_upload(&server, &forever_upload, 3).await;
-    kefu::history::retention::run(store, &server.app().search, false).await.unwrap();
+    kefu::history::retention::run(store, server.index(), false).await.unwrap();
     assert_eq!(fetch_status(&server, &short_token, &short_upload).await, StatusCode::NOT_FOUND);
     assert!(!kefu::chat::uploads::path_of(store.data_dir(), &short_upload).exists());
     assert_eq!(fetch_status(&server, &forever_token, &forever_upload).await, StatusCode::OK, "kept forever");

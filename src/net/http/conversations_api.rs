@@ -3,7 +3,7 @@
 //!
 //! A message sent here takes the same path as one sent on a socket: the same checks
 //! (`messages::validate_*`), the site's word filter (`messages::filter_for_site`), and one
-//! writer operation (`messages::append`, or `bot::append_if_bot_active` for the bot), so it is
+//! writer operation (`messages::append`, or `BotConversations::append_bot` for the bot), so it is
 //! deduplicated by `client_id`, delivered to subscribers and sent to webhooks like any other.
 
 use axum::extract::{Path, Query, State};
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::extract::{Caller, Json, OptionalJson, agent_only, outside_scope, require_site, staff_only};
 use super::visitors_api::served_visitor;
+use crate::bot::conversation_writes::BotConversations;
 use crate::chat::conversation_actions::{self, TransferTarget};
 use crate::chat::conversation_list::{ListCounts, ListRequest, ListState, Listed};
 use crate::chat::conversation_store::ConversationStore;
@@ -300,12 +301,7 @@ pub async fn send_message(
             let source =
                 BotSource::Api { token_id: if let Principal::ApiToken(token) = &caller { token.id } else { 0 } };
             let message = new_message(bot::bot_sender(&settings), false);
-            let stored = app
-                .store
-                .appliance("the bot's messages over the API")?
-                .write(move |context| bot::append_if_bot_active(context, message, source))
-                .await
-                .map_err(append_error)?;
+            let stored = app.store.append_bot(message, source).await.map_err(append_error)?;
             stored.ok_or_else(|| ApiError::Conflict("the bot does not answer this conversation".into()))?
         }
     };

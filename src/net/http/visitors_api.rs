@@ -265,9 +265,9 @@ pub async fn erase_visitor_data(
     Path(visitor_id): Path<u64>,
 ) -> Result<axum::Json<ErasureReport>, ApiError> {
     let (caller, _) = data_controller(&app, principal, visitor_id).await?;
-    let report = visitor_data::erase(app.store.appliance("a visitor's data erasure")?, &app.search, visitor_id)
-        .await
-        .map_err(|error| match error {
+    let (store, index) =
+        (app.store.appliance("a visitor's data erasure")?, app.search.index("a visitor's data erasure")?);
+    let report = visitor_data::erase(store, index, visitor_id).await.map_err(|error| match error {
         VisitorDataError::NotFound => ApiError::NotFound("no such visitor".into()),
         VisitorDataError::Storage(error) => error.into(),
         VisitorDataError::Archive(error) => ApiError::Internal(error.to_string()),

@@ -1,0 +1,106 @@
+//! A node's part in the cluster's presence: every [`SYNC_INTERVAL`] it writes the agents its
+//! router counts online (`cluster::presence` rows, which expire unless renewed), and reads the
+//! sites with an agent online on another node, which its router adds to the sites' status. So a
+//! visitor on one node sees the site online while its agents are connected to another. An admin
+//! serves every site: their row's site is [`EVERY_SITE`].
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::node::NodeName;
+use crate::cluster::postgres::{self, PostgresError};
+use crate::cluster::presence;
+use crate::people::agents::Role;
+use crate::protocol::Presence;
+use crate::routing::{OnlineElsewhere, Router};
+
+/// How often a node writes its agents and reads the others'.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a node's rows count without a renewal: a node that dies stops counting after it.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(10);
+
+/// The site of an admin's row: every site.
+pub const EVERY_SITE: &str = "*";
+
+/// Keeps this node's agents in the cluster's presence and its router told of the other nodes'
+/// until `shutdown`, then removes this node's rows.
+pub async fn run(url: String, node: NodeName, router: Router, shutdown: CancellationToken) {
+    let mut client = None;
+    let mut announced: HashSet<(String, u64)> = HashSet::new();
+    let mut interval = tokio::time::interval(SYNC_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        if client.as_ref().is_none_or(|client: &tokio_postgres::Client| client.is_closed()) {
+            client = match postgres::connect(&url).await {
+                Ok(connected) => Some(connected),
+                Err(error) => {
+                    tracing::warn!(%error, "agents' presence: PostgreSQL is unreachable");
+                    continue;
+                }
+            };
+            // A new connection may follow a failure half-way: write every row again.
+            announced.clear();
+        }
+        let Some(connected) = &client else { continue };
+        if let Err(error) = sync_once(connected, &node, &router, &mut announced).await {
+            tracing::warn!(%error, "agents' presence could not be synchronised");
+        }
+    }
+    if let Some(client) = &client {
+        if let Err(error) = presence::withdraw(client, &node).await {
+            tracing::warn!(%error, "this node's agents' presence could not be removed");
+        }
+    }
+}
+
+/// One round: this node's changes and renewal written, the other nodes' read.
+async fn sync_once(
+    client: &tokio_postgres::Client,
+    node: &NodeName,
+    router: &Router,
+    announced: &mut HashSet<(String, u64)>,
+) -> Result<(), PostgresError> {
+    let here: HashSet<(String, u64)> = router
+        .online_here()
+        .into_iter()
+        .flat_map(|agent| {
+            let sites = match agent.role {
+                Role::Admin => vec![EVERY_SITE.to_owned()],
+                Role::Agent => agent.sites.clone(),
+            };
+            sites.into_iter().map(move |site| (site, agent.id))
+        })
+        .collect();
+    for (site, agent_id) in here.difference(announced) {
+        presence::announce(client, node, site, *agent_id, Presence::Online, 1, PRESENCE_TTL).await?;
+    }
+    for (site, agent_id) in announced.difference(&here) {
+        presence::announce(client, node, site, *agent_id, Presence::Offline, 0, PRESENCE_TTL).await?;
+    }
+    *announced = here;
+    presence::heartbeat(client, node, PRESENCE_TTL).await?;
+    let rows = client
+        .query(
+            "SELECT DISTINCT site FROM agent_presence
+             WHERE status = 'online' AND node <> $1 AND expires_at >= kefu_now_ms()",
+            &[&node.as_str()],
+        )
+        .await?;
+    let mut elsewhere = OnlineElsewhere::default();
+    for row in rows {
+        let site: String = row.try_get(0)?;
+        if site == EVERY_SITE {
+            elsewhere.every_site = true;
+        } else {
+            elsewhere.sites.insert(site);
+        }
+    }
+    router.set_online_elsewhere(elsewhere);
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! `kefu serve` as cluster nodes (`storage.backend = "postgres"`): two servers in this process
+//! on one PostgreSQL database and one nats-server, each with its own connections. A visitor on
+//! one node and an agent on the other chat both ways; a conversation started through one node
+//! reaches the agent's console on the other; the first start's admin and site are made once.
+//!
+//! The tests print one line and pass when nats-server or PostgreSQL is not installed.
+
+use std::time::Duration;
+
+use crate::support::nats::NatsServer;
+use crate::support::{TestServer, call, history};
+
+/// Reads frames until a `conversation` frame with `event`, for `conversation_id`.
+async fn expect_conversation_event(
+    client: &mut crate::support::Client,
+    conversation_id: u64,
+    event: &str,
+) -> serde_json::Value {
+    loop {
+        let frame = client.expect("conversation").await;
+        if frame["event"] == event && frame["conversation"]["id"] == conversation_id {
+            return frame;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_visitor_on_one_node_and_an_agent_on_another_chat_both_ways() {
+    let Some(url) = crate::support::postgres::database("nodes_chat").await else { return };
+    let Some(nats) = NatsServer::start("nodes_chat") else { return };
+    let visitors_node = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let agents_node = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let site = visitors_node.create_site("小店 Shop").await;
+    agents_node.create_agent("wang@shop.example", &site, 5).await;
+    let agent_token = agents_node.login("wang@shop.example").await;
+    let mut agent = agents_node.agent(&agent_token).await;
+
+    // The visitor's site shows online: the agent is online on the other node (each node writes
+    // its agents to PostgreSQL and reads the others' every second).
+    let (_, visitor_token) = visitors_node.visitor_session(&site, None).await;
+    let (mut visitor, status) = visitors_node.visitor_with_status(&site, &visitor_token).await;
+    if status["status"] != "online" {
+        let status = visitor.expect_site_status().await;
+        assert_eq!(status["status"], "online", "{status}");
+    }
+    let ack = visitor.say(None, "v-1", "你好，请问有人吗？").await;
+    let conversation_id = ack["conversation_id"].as_u64().unwrap();
+
+    // Routing on the agent's node gives it the conversation; the first message comes with it.
+    let assigned = expect_conversation_event(&mut agent, conversation_id, "assigned").await;
+    assert_eq!(assigned["conversation"]["last_seq"], 1);
+    let first = agent.expect("message").await;
+    assert_eq!(first["text"], "你好，请问有人吗？");
+
+    let reply = agent.say(Some(conversation_id), "a-1", "您好！Hello, how can I help?").await;
+    assert_eq!(reply["seq"], 2);
+    let message = visitor.expect("message").await;
+    assert_eq!((message["seq"].as_u64(), message["text"].as_str()), (Some(2), Some("您好！Hello, how can I help?")));
+    assert_eq!(message["sender"]["kind"], "agent");
+
+    let again = visitor.say(Some(conversation_id), "v-2", "I'd like to change my order").await;
+    assert_eq!(again["seq"], 3);
+    assert_eq!(agent.expect("message").await["text"], "I'd like to change my order");
+
+    // Each node answers the history from the same database.
+    for (node, token) in [(&visitors_node, &visitor_token), (&agents_node, &agent_token)] {
+        let page = history(node, token, conversation_id).await;
+        let texts: Vec<&str> =
+            page["messages"].as_array().unwrap().iter().map(|message| message["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, ["你好，请问有人吗？", "您好！Hello, how can I help?", "I'd like to change my order"]);
+    }
+    // Nothing came twice.
+    visitor.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_console_sees_a_conversation_started_through_another_node_within_a_second() {
+    let Some(url) = crate::support::postgres::database("nodes_console").await else { return };
+    let Some(nats) = NatsServer::start("nodes_console") else { return };
+    let one = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let two = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let site = one.create_site("Shop").await;
+    // An admin serving every site, logged in on the second node.
+    two.create_admin("boss@shop.example").await;
+    let token = two.login("boss@shop.example").await;
+    let mut console = two.agent(&token).await;
+
+    let started = std::time::Instant::now();
+    let (_visitor, _, conversation_id) = one.visitor_in_conversation(&site, "有人在吗").await;
+    let created = expect_conversation_event(&mut console, conversation_id, "created").await;
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert_eq!(created["conversation"]["site"], site.key);
+
+    let (status, page) = call(&two, "GET", "/api/v1/conversations?state=open", &token, None).await;
+    assert_eq!(status, 200, "{page}");
+    let ids: Vec<u64> =
+        page["conversations"].as_array().unwrap().iter().filter_map(|listed| listed["id"].as_u64()).collect();
+    assert!(ids.contains(&conversation_id), "{page}");
+}
+
+#[tokio::test]
+async fn the_first_start_makes_one_admin_and_one_site_however_many_nodes_start_at_once() {
+    let Some(url) = crate::support::postgres::database("nodes_first_start").await else { return };
+    let Some(nats) = NatsServer::start("nodes_first_start") else { return };
+    let nats_url = nats.url();
+    let (one, two, three) = tokio::join!(
+        TestServer::start_cluster_node(&url, &nats_url),
+        TestServer::start_cluster_node(&url, &nats_url),
+        TestServer::start_cluster_node(&url, &nats_url),
+    );
+    let database = crate::support::postgres::connect(&url).await;
+    let count = |table: &'static str| {
+        let database = &database;
+        async move { database.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("agents").await, 1);
+    assert_eq!(count("sites").await, 1);
+    drop((one, two, three));
+}
