@@ -1,8 +1,9 @@
 //! A node's part in the cluster's presence: every [`SYNC_INTERVAL`] it writes the agents its
 //! router counts online (`cluster::presence` rows, which expire unless renewed), and reads the
 //! sites with an agent online on another node, which its router adds to the sites' status. So a
-//! visitor on one node sees the site online while its agents are connected to another. An admin
-//! serves every site: their row's site is [`EVERY_SITE`].
+//! visitor on one node sees the site online while its agents are connected to another, and an
+//! agent who reconnected through another node keeps their conversations when this node's grace
+//! ends. An admin serves every site: their row's site is [`EVERY_SITE`].
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -87,7 +88,7 @@ async fn sync_once(
     presence::heartbeat(client, node, PRESENCE_TTL).await?;
     let rows = client
         .query(
-            "SELECT DISTINCT site FROM agent_presence
+            "SELECT DISTINCT site, agent_id FROM agent_presence
              WHERE status = 'online' AND node <> $1 AND expires_at >= kefu_now_ms()",
             &[&node.as_str()],
         )
@@ -95,6 +96,7 @@ async fn sync_once(
     let mut elsewhere = OnlineElsewhere::default();
     for row in rows {
         let site: String = row.try_get(0)?;
+        elsewhere.agents.insert(crate::cluster::messages::unsigned(row.try_get(1)?)?);
         if site == EVERY_SITE {
             elsewhere.every_site = true;
         } else {

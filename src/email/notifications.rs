@@ -45,19 +45,6 @@ pub async fn remember_runtime(store: &Store, runtime: EmailRuntime) -> Result<()
         .await
 }
 
-/// The URL kefu is reached at, as the server recorded it on start (never a request's `Host`,
-/// which a caller chooses: a reset link must not point elsewhere).
-pub async fn public_url(store: &Store) -> Result<String, StorageError> {
-    store
-        .read(|transaction| {
-            let table = transaction.open_table(tables::EMAIL_SETTINGS)?;
-            let stored = table.get(RUNTIME_KEY)?.map(|value| value.value().to_vec());
-            let runtime: EmailRuntime = stored.map_or(Ok(EmailRuntime::default()), |bytes| decode_json(&bytes))?;
-            Ok(runtime.public_url.trim_end_matches('/').to_owned())
-        })
-        .await
-}
-
 fn read_runtime(context: &WriteContext<'_>) -> Result<EmailRuntime, StorageError> {
     let table = context.transaction.open_table(tables::EMAIL_SETTINGS)?;
     let stored = table.get(RUNTIME_KEY)?.map(|value| value.value().to_vec());

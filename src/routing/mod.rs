@@ -95,6 +95,8 @@ pub struct OnlineElsewhere {
     /// An admin (who serves every site) is online elsewhere.
     pub every_site: bool,
     pub sites: std::collections::HashSet<String>,
+    /// The agents online elsewhere: one whose grace ends here keeps their conversations.
+    pub agents: std::collections::HashSet<u64>,
 }
 
 /// The sites for which [`Router::site_has_online_agent`] may have changed.
@@ -332,7 +334,10 @@ impl RouterState {
                     .is_some_and(|state| state.generation == generation && state.n_connections == 0);
                 if expired {
                     self.set_status(agent_id, Presence::Offline);
-                    self.release_conversations_of(agent_id);
+                    // An agent who reconnected through another node of a cluster keeps them.
+                    if !self.router.online_elsewhere.read().agents.contains(&agent_id) {
+                        self.release_conversations_of(agent_id);
+                    }
                 }
             }
             RoutingEvent::Presence { agent_id, status } => {

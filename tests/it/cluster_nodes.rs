@@ -117,3 +117,73 @@ async fn the_first_start_makes_one_admin_and_one_site_however_many_nodes_start_a
     assert_eq!(count("sites").await, 1);
     drop((one, two, three));
 }
+
+#[tokio::test]
+async fn two_nodes_routing_one_sites_queue_at_once_never_assign_a_conversation_twice() {
+    let Some(url) = crate::support::postgres::database("nodes_routing").await else { return };
+    let Some(nats) = NatsServer::start("nodes_routing") else { return };
+    let nodes = [
+        TestServer::start_cluster_node(&url, &nats.url()).await,
+        TestServer::start_cluster_node(&url, &nats.url()).await,
+    ];
+    let site = nodes[0].create_site("Shop").await;
+    // One agent on each node; each node's routing offers every queued conversation to its own.
+    nodes[0].create_agent("ann@shop.example", &site, 100).await;
+    nodes[1].create_agent("bo@shop.example", &site, 100).await;
+    let mut ann = nodes[0].agent(&nodes[0].login("ann@shop.example").await).await;
+    let mut bo = nodes[1].agent(&nodes[1].login("bo@shop.example").await).await;
+    // Both nodes know both agents are online before the visitors come.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    const VISITORS: usize = 24;
+    let mut starts = Vec::new();
+    for index in 0..VISITORS {
+        let site = site.clone();
+        let node = &nodes[index % 2];
+        starts.push(async move { node.visitor_in_conversation(&site, &format!("visitor {index} 你好")).await });
+    }
+    let started = futures_util::future::join_all(starts).await;
+    let conversations: std::collections::HashSet<u64> = started.iter().map(|(_, _, id)| *id).collect();
+    assert_eq!(conversations.len(), VISITORS);
+
+    // Each console sees every assignment of the site's conversations; each conversation is
+    // assigned exactly once, to one agent, whichever node decided.
+    let mut assignments = std::collections::HashMap::<u64, Vec<u64>>::new();
+    for console in [&mut ann, &mut bo] {
+        let mut seen = std::collections::HashMap::<u64, Vec<u64>>::new();
+        // Every assignment, and whatever else comes in the half second after the last.
+        let mut quiet_from = None;
+        loop {
+            let deadline = quiet_from.map(|at: tokio::time::Instant| at + Duration::from_millis(500));
+            let frame = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, console.next()).await {
+                    Ok(frame) => frame,
+                    Err(_) => break,
+                },
+                None => console.next().await,
+            };
+            if frame["type"] == "conversation" && frame["event"] == "assigned" {
+                let id = frame["conversation"]["id"].as_u64().unwrap();
+                seen.entry(id).or_default().push(frame["conversation"]["assigned_agent"].as_u64().unwrap());
+            }
+            if seen.len() == VISITORS && quiet_from.is_none() {
+                quiet_from = Some(tokio::time::Instant::now());
+            }
+        }
+        for (id, agents) in &seen {
+            assert_eq!(agents.len(), 1, "conversation {id} assigned {} times: {agents:?}", agents.len());
+        }
+        if assignments.is_empty() {
+            assignments = seen;
+        } else {
+            assert_eq!(assignments, seen, "both consoles saw the same assignments");
+        }
+    }
+    assert_eq!(assignments.keys().copied().collect::<std::collections::HashSet<_>>(), conversations);
+    let database = crate::support::postgres::connect(&url).await;
+    let row = database
+        .query_one("SELECT count(*), count(DISTINCT id) FROM conversations WHERE status = 'assigned'", &[])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (VISITORS as i64, VISITORS as i64));
+}

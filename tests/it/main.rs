@@ -23,6 +23,7 @@ mod cluster_jobs;
 mod cluster_knowledge_base;
 mod cluster_leads;
 mod cluster_migration;
+mod cluster_nginx;
 mod cluster_nodes;
 mod cluster_offline_messages;
 mod cluster_outbox;

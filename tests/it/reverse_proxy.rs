@@ -5,16 +5,12 @@
 //! test server; without the proxy a test is skipped, unless the `CI` environment variable is set.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
 use kefu::sites::{NewSite, Site};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{FRAME_TIMEOUT, TestServer, http};
+use crate::support::proxy::{self, ProxiedStream};
+use crate::support::{Client, TestServer, http};
 
 fn trust_loopback_proxy(config: &mut kefu::base::config::Config) {
     config.trusted_proxies = kefu::base::config::TrustedProxies(vec!["127.0.0.1/32".parse().unwrap()]);
@@ -116,184 +112,9 @@ fn the_readme_shows_the_tested_proxy_configurations() {
     }
 }
 
-/// nginx running `packaging/nginx.conf` on a free port in front of `upstream`; stopped on drop.
-struct Nginx {
-    child: std::process::Child,
-    address: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM: the master stops its worker before exiting (SIGKILL would orphan it).
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// The nginx binary, if this machine has one.
-fn nginx_binary() -> Option<&'static str> {
-    ["nginx", "/usr/sbin/nginx"].into_iter().find(|binary| {
-        std::process::Command::new(binary).arg("-v").output().is_ok_and(|output| output.status.success())
-    })
-}
-
-/// Starts nginx with the example configuration. The listening socket is made here and handed
-/// over (nginx's `NGINX` inherited-sockets variable), so clients can connect at once: their
-/// connections wait in its queue until nginx is up. (nginx 1.22 crashes with an inherited socket
-/// and `master_process off`, so it runs a master and one worker.)
-fn start_nginx(binary: &str, upstream: SocketAddr) -> Nginx {
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name).display().to_string();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    std::fs::write(path("cert.pem"), certified.cert.pem()).unwrap();
-    std::fs::write(path("key.pem"), certified.signing_key.serialize_pem()).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/nginx.conf")).unwrap();
-    let mut site = example.clone();
-    for (placeholder, value) in [
-        ("listen 443 ssl;", format!("listen {address} ssl;")),
-        ("/etc/ssl/certs/chat.example.com.pem", path("cert.pem")),
-        ("/etc/ssl/private/chat.example.com.key", path("key.pem")),
-        ("http://127.0.0.1:8080", format!("http://{upstream}")),
-    ] {
-        assert!(site.contains(placeholder), "packaging/nginx.conf no longer has {placeholder:?}");
-        site = site.replace(placeholder, &value);
-    }
-    // As root, nginx would run as nobody, who cannot read the temporary directory.
-    // SAFETY: geteuid has no preconditions.
-    let user = if unsafe { libc::geteuid() } == 0 { "user root;" } else { "" };
-    let temp = path("temp");
-    let main = format!(
-        "{user}\ndaemon off;\nworker_processes 1;\npid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 256; }}\n\
-         http {{\n access_log off;\n client_body_temp_path {temp}/body;\n proxy_temp_path {temp}/proxy;\n\
-         fastcgi_temp_path {temp}/fastcgi;\n uwsgi_temp_path {temp}/uwsgi;\n scgi_temp_path {temp}/scgi;\n{site}\n}}\n",
-        pid = path("nginx.pid"),
-        log = path("error.log"),
-    );
-    std::fs::create_dir(&temp).unwrap();
-    std::fs::write(path("nginx.conf"), main).unwrap();
-
-    let fd = listener.as_raw_fd();
-    let mut command = std::process::Command::new(binary);
-    command.args(["-p", &path(""), "-c", &path("nginx.conf"), "-e", &path("error.log")]).env("NGINX", "3;");
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if fd == 3 {
-                if libc::fcntl(3, libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, 3) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn().expect("starting nginx");
-
-    drop(listener);
-    Nginx { child, address, _dir: dir }
-}
-
-/// Accepts any server certificate: the test's nginx has a fresh self-signed one.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        signature: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, signature, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        signature: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, signature, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// A visitor WebSocket through the proxy at `proxy` (TLS, as `localhost`) from `source`, said hello to with `token`.
-async fn visitor_through(
-    proxy: SocketAddr,
-    source: &str,
-    site: &Site,
-    token: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(source.parse().unwrap(), 0)).unwrap();
-    let stream = socket.connect(proxy).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, stream).await.unwrap();
-    let url = format!("wss://localhost:{}/ws/visitor?site={}", proxy.port(), site.key);
-    let (mut socket, _) =
-        tokio_tungstenite::client_async(url, stream).await.expect("the WebSocket connects through the proxy");
-    socket.send(Message::Text(json!({"type": "hello", "token": token}).to_string().into())).await.unwrap();
-    loop {
-        let frame = tokio::time::timeout(FRAME_TIMEOUT, socket.next()).await.unwrap().unwrap().unwrap();
-        if let Message::Text(text) = frame {
-            let frame: Value = serde_json::from_str(&text).unwrap();
-            if frame["type"] == "welcome" {
-                return socket;
-            }
-        }
-    }
-}
-
-/// Skips (returns `None`) when `binary` is not installed, unless `CI` is set.
-fn installed(binary: Option<&'static str>, name: &str) -> Option<&'static str> {
-    if binary.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{name} is not installed, and CI is set: the reverse-proxy test must run");
-        }
-        eprintln!("reverse_proxy: skipped, {name} is not installed (apt-get install {name})");
-    }
-    binary
-}
-
-/// A client from `source` that reaches the proxy at `proxy` as `https://localhost:PORT`.
-fn client_through(source: &str, proxy: SocketAddr) -> reqwest::Client {
-    let _ = http();
-    reqwest::Client::builder()
-        .local_address(source.parse::<IpAddr>().unwrap())
-        .resolve("localhost", proxy)
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap()
+/// A visitor's connection through the proxy at `proxy` from `source`, said hello to with `token`.
+async fn visitor_through(proxy: SocketAddr, source: &str, site: &Site, token: &str) -> Client<ProxiedStream> {
+    proxy::client_through_proxy(proxy, source, &format!("/ws/visitor?site={}", site.key), token).await
 }
 
 /// Behind the proxy at `proxy` (in front of `server`), clients are told apart by address.
@@ -301,7 +122,7 @@ async fn check_clients_are_told_apart_behind(proxy: SocketAddr, server: &TestSer
     let site = open_site(server).await;
     let admin = server.admin_token("admin@example.com").await;
     let base = format!("https://localhost:{}", proxy.port());
-    let (alice, bob) = (client_through("127.0.0.2", proxy), client_through("127.0.0.3", proxy));
+    let (alice, bob) = (proxy::client_through("127.0.0.2", proxy), proxy::client_through("127.0.0.3", proxy));
 
     // A login through the proxy, which says https, sets a Secure cookie.
     let cookie = login_cookie(&alice, &base, "admin@example.com", &[]).await;
@@ -331,9 +152,9 @@ async fn check_clients_are_told_apart_behind(proxy: SocketAddr, server: &TestSer
 
 #[tokio::test]
 async fn behind_nginx_clients_are_told_apart_by_their_forwarded_address() {
-    let Some(binary) = installed(nginx_binary(), "nginx") else { return };
+    let Some(binary) = proxy::installed(proxy::nginx_binary(), "nginx") else { return };
     let server = TestServer::start_with(trust_loopback_proxy).await;
-    let nginx = start_nginx(binary, server.addr);
+    let nginx = proxy::start_nginx(binary, "nginx.conf", &[("127.0.0.1:8080", server.addr)]);
     check_clients_are_told_apart_behind(nginx.address, &server).await;
 }
 
@@ -408,7 +229,7 @@ fn caddy_binary() -> Option<&'static str> {
 
 #[tokio::test]
 async fn behind_caddy_clients_are_told_apart_by_their_forwarded_address() {
-    if installed(caddy_binary(), "caddy").is_none() {
+    if proxy::installed(caddy_binary(), "caddy").is_none() {
         return;
     }
     let server = TestServer::start_with(trust_loopback_proxy).await;

@@ -3,6 +3,7 @@
 
 pub mod nats;
 pub mod postgres;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,9 +61,15 @@ impl TestServer {
     /// A node of a cluster on the PostgreSQL database at `postgres_url` and the NATS server at
     /// `nats_url`, with its own data directory (certificates, the control socket).
     pub async fn start_cluster_node(postgres_url: &str, nats_url: &str) -> TestServer {
+        Self::start_cluster_node_at("127.0.0.1", postgres_url, nats_url).await
+    }
+
+    /// [`TestServer::start_cluster_node`] listening on the loopback address `ip`.
+    pub async fn start_cluster_node_at(ip: &str, postgres_url: &str, nats_url: &str) -> TestServer {
         let dir = Arc::new(tempfile::tempdir().expect("a temporary directory"));
         let cluster = Some((postgres_url.to_owned(), nats_url.to_owned()));
-        Self::start_at(dir, |_| {}, "127.0.0.1:0".parse().unwrap(), None, cluster).await
+        let http = std::net::SocketAddr::new(ip.parse().unwrap(), 0);
+        Self::start_at(dir, |_| {}, http, None, cluster).await
     }
 
     async fn start_at(
@@ -364,9 +371,9 @@ pub async fn read_to_clean_end(
     }
 }
 
-/// A protocol client on one WebSocket.
-pub struct Client {
-    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+/// A protocol client on one WebSocket (over TLS, through a proxy, when `S` is a TLS stream).
+pub struct Client<S = MaybeTlsStream<TcpStream>> {
+    pub socket: WebSocketStream<S>,
 }
 
 impl Client {
@@ -378,7 +385,9 @@ impl Client {
         let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("the WebSocket connects");
         Client { socket }
     }
+}
 
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
     pub async fn send(&mut self, frame: Value) {
         self.socket.send(Message::Text(frame.to_string().into())).await.expect("sending a frame");
     }
