@@ -19,6 +19,7 @@ mod cluster_blocking;
 mod cluster_canned_replies;
 mod cluster_conversations;
 mod cluster_delivery;
+mod cluster_failover;
 mod cluster_jobs;
 mod cluster_knowledge_base;
 mod cluster_leads;

@@ -323,8 +323,17 @@ pub async fn call(
     token: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
+    call_url(&server.url(path), method, token, body).await
+}
+
+/// [`call`] on a server at `address` (`HOST:PORT`) that is not a [`TestServer`], without a body.
+pub async fn call_at(address: &str, method: &str, path: &str, token: &str) -> (StatusCode, Value) {
+    call_url(&format!("http://{address}{path}"), method, token, None).await
+}
+
+async fn call_url(url: &str, method: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = http().request(method, server.url(path)).bearer_auth(token);
+    let mut request = http().request(method, url).bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
     }
