@@ -270,9 +270,12 @@ pub async fn start(
     if let Some((store, index)) = &appliance {
         start_appliance_work(&app, store, index, refused_origins).await?;
     }
-    if let Some((nats, local_events)) = cluster {
-        start_cluster_work(&app, &nats, local_events, relayed.clone(), local_addr).await?;
-    }
+    let followers = match cluster {
+        Some((nats, local_events)) => {
+            start_cluster_work(&app, &nats, local_events, relayed.clone(), local_addr).await?
+        }
+        None => Vec::new(),
+    };
     tasks.spawn(crate::sites::status::run_watcher(
         app.hub.clone(),
         app.sites.clone(),
@@ -360,6 +363,9 @@ pub async fn start(
             tracing::warn!("connections did not close in time");
         }
         control.abort();
+        for follower in followers {
+            follower.abort();
+        }
         tracing::info!("shutting down: flushing storage");
         if let Some((store, _)) = &appliance {
             store.shutdown().await;
@@ -412,15 +418,16 @@ async fn start_appliance_work(
 }
 
 /// What a cluster node runs beside serving: the relay of every node's committed events to its
-/// own connections (its own commits from `local_events`, the others' from NATS), and the
-/// followers that drop its copies of what other nodes changed.
+/// own connections (its own commits from `local_events`, the others' from NATS), the followers
+/// that drop its copies of what other nodes changed (returned: they run until the node's
+/// connections have closed), and its part in the agents' presence.
 async fn start_cluster_work(
     app: &AppState,
     nats: &async_nats::Client,
     local_events: mpsc::Receiver<Vec<delivery::CommittedEvent>>,
     dispatcher: mpsc::WeakSender<Published>,
     local_addr: SocketAddr,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     use crate::cluster::events;
     let node = match app.config.cluster.node.trim() {
         "" => {
@@ -447,14 +454,7 @@ async fn start_cluster_work(
         app.router.clone(),
         app.shutdown.clone(),
     ));
-    let shutdown = app.shutdown.clone();
-    app.tasks.spawn(async move {
-        shutdown.cancelled().await;
-        for task in [relay, sites, knowledge, settings] {
-            task.abort();
-        }
-    });
-    Ok(())
+    Ok(vec![relay, sites, knowledge, settings])
 }
 
 /// Creates the data directory (0700) and makes everything kefu writes private (files 0600)
@@ -506,7 +506,12 @@ async fn bootstrap(store: &Backend, config: &Config, local_addr: SocketAddr) -> 
         println!("first start: an admin account was created");
         println!("  email:    {email}");
         println!("  password: {password}");
-        println!("  change it with: kefu admin reset-password --email {email} --password NEW_PASSWORD");
+        match store {
+            Backend::Appliance(_) => {
+                println!("  change it with: kefu admin reset-password --email {email} --password NEW_PASSWORD")
+            }
+            Backend::Cluster(_) => println!("  change it on the console's account page after logging in"),
+        }
         if let Some(site_key) = site_key {
             println!("  default site key: {site_key}");
             println!("  embed: {}", sites::embed_snippet(&base, &site_key));

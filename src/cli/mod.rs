@@ -320,6 +320,11 @@ fn admin_command(args: AdminArgs, config: &Config) -> AdminCommand {
 
 /// Opens the database for a command that runs without a server; `AlreadyOpen` when one holds it.
 pub(crate) async fn open_database(config: &Config) -> anyhow::Result<Result<Store, StorageError>> {
+    if config.storage.backend == crate::base::config::StorageBackend::Postgres {
+        anyhow::bail!(
+            "this command works on the appliance's database; a cluster node's data is in PostgreSQL (storage.backend = \"postgres\"): use the admin pages, or see docs/cluster.md"
+        );
+    }
     let data_dir = config.data_dir.clone();
     let storage = config.storage.clone();
     Ok(tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage, crate::server::writer_hooks(None))).await?)

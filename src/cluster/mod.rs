@@ -19,9 +19,10 @@
 //! `TeamStore`, `CannedReplyStore`, `AuditLog`, `BlockStore`, `ApiTokenStore`, `AgentStore`,
 //! `AgentAdministration`, `PasswordResetStore`, `WebhookStore`, `EmailSettingsStore`,
 //! `OfflineMessageStore`, `PushSubscriptionStore`, `KnowledgeBaseStore`, `BotSettingsStore`,
-//! `BotFeedbackStore`, `UploadStore`), on the record tables [`redb_copy`] fills. The server does
-//! not use it yet: the other areas still live in redb, so there is no `storage.backend` setting
-//! (docs/cluster.md).
+//! `BotFeedbackStore`, `UploadStore`, `BotConversations`: [`bot_conversations`]), on the record
+//! tables [`redb_copy`] fills. [`backend`] holds them all for a server started with
+//! `storage.backend = "postgres"`, and [`presence_sync`] keeps its agents in the cluster's
+//! presence (docs/cluster.md, "Running a cluster").
 
 pub mod agent_administration;
 pub mod agents;

@@ -23,6 +23,9 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a node's rows count without a renewal: a node that dies stops counting after it.
 pub const PRESENCE_TTL: Duration = Duration::from_secs(10);
 
+/// Every this many rounds, the rows of nodes that died (expired) are deleted.
+const SWEEP_EVERY: u64 = 60;
+
 /// The site of an admin's row: every site.
 pub const EVERY_SITE: &str = "*";
 
@@ -31,6 +34,7 @@ pub const EVERY_SITE: &str = "*";
 pub async fn run(url: String, node: NodeName, router: Router, shutdown: CancellationToken) {
     let mut client = None;
     let mut announced: HashSet<(String, u64)> = HashSet::new();
+    let mut rounds: u64 = 0;
     let mut interval = tokio::time::interval(SYNC_INTERVAL);
     loop {
         tokio::select! {
@@ -45,12 +49,26 @@ pub async fn run(url: String, node: NodeName, router: Router, shutdown: Cancella
                     continue;
                 }
             };
-            // A new connection may follow a failure half-way: write every row again.
+            // A new connection may follow a failure half-way, or this node's name may have rows
+            // of an earlier run that died: they go, and every row is written again.
             announced.clear();
+            if let Some(connected) = &client {
+                if let Err(error) = presence::withdraw(connected, &node).await {
+                    tracing::warn!(%error, "this node's earlier presence rows could not be removed");
+                    client = None;
+                    continue;
+                }
+            }
         }
         let Some(connected) = &client else { continue };
         if let Err(error) = sync_once(connected, &node, &router, &mut announced).await {
             tracing::warn!(%error, "agents' presence could not be synchronised");
+        }
+        rounds += 1;
+        if rounds % SWEEP_EVERY == 0 {
+            if let Err(error) = presence::sweep_expired(connected).await {
+                tracing::warn!(%error, "expired presence rows could not be swept");
+            }
         }
     }
     if let Some(client) = &client {

@@ -35,6 +35,10 @@ use crate::storage::StorageError;
 /// (message notifications, which carry no routing decision).
 const ROUTING_QUEUE_CAPACITY: usize = 4096;
 
+/// When an agent whose grace ended here is online on another node of a cluster, how long until
+/// this node looks again: two rounds of the nodes' presence (`cluster::presence_sync`).
+const ONLINE_ELSEWHERE_RECHECK: Duration = Duration::from_secs(2);
+
 pub enum RoutingEvent {
     AgentConnected {
         agent: Agent,
@@ -315,15 +319,7 @@ impl RouterState {
                     if self.offline_grace.is_zero() {
                         self.set_status(agent_id, Presence::Offline);
                     } else {
-                        let router = self.router.clone();
-                        let grace = self.offline_grace;
-                        let shutdown = self.shutdown.clone();
-                        tokio::spawn(async move {
-                            tokio::select! {
-                                _ = tokio::time::sleep(grace) => router.send(RoutingEvent::GraceExpired { agent_id, generation }).await,
-                                _ = shutdown.cancelled() => {}
-                            }
-                        });
+                        self.after(self.offline_grace, RoutingEvent::GraceExpired { agent_id, generation });
                     }
                 }
             }
@@ -334,8 +330,11 @@ impl RouterState {
                     .is_some_and(|state| state.generation == generation && state.n_connections == 0);
                 if expired {
                     self.set_status(agent_id, Presence::Offline);
-                    // An agent who reconnected through another node of a cluster keeps them.
-                    if !self.router.online_elsewhere.read().agents.contains(&agent_id) {
+                    if self.router.online_elsewhere.read().agents.contains(&agent_id) {
+                        // Online through another node of a cluster, or in its grace there too:
+                        // looked at again once the nodes have shared their presence twice.
+                        self.after(ONLINE_ELSEWHERE_RECHECK, RoutingEvent::GraceExpired { agent_id, generation });
+                    } else {
                         self.release_conversations_of(agent_id);
                     }
                 }
@@ -436,6 +435,17 @@ impl RouterState {
                 self.assign_waiting();
             }
         }
+    }
+
+    /// Sends the router `event` after `delay`, unless the server stops first.
+    fn after(&self, delay: Duration, event: RoutingEvent) {
+        let (router, shutdown) = (self.router.clone(), self.shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => router.send(event).await,
+                _ = shutdown.cancelled() => {}
+            }
+        });
     }
 
     fn set_status(&mut self, agent_id: u64, status: Presence) {

@@ -187,3 +187,28 @@ async fn two_nodes_routing_one_sites_queue_at_once_never_assign_a_conversation_t
         .unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (VISITORS as i64, VISITORS as i64));
 }
+
+#[tokio::test]
+async fn what_a_node_does_not_serve_yet_is_refused_with_503_and_says_so() {
+    let Some(url) = crate::support::postgres::database("nodes_refusals").await else { return };
+    let Some(nats) = NatsServer::start("nodes_refusals") else { return };
+    let node = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let site = node.create_site("Shop").await;
+    let admin = node.admin_token("boss@shop.example").await;
+    let (visitor_id, _) = node.visitor_session(&site, None).await;
+    for (method, path) in [
+        ("POST", "/api/v1/agent/two-factor/setup".to_owned()),
+        ("GET", "/api/v1/export?from=2026-01-01&to=2026-01-02".to_owned()),
+        ("GET", format!("/api/v1/visitors/{visitor_id}/data")),
+        ("DELETE", format!("/api/v1/visitors/{visitor_id}/data")),
+        ("GET", "/api/v1/push/key".to_owned()),
+    ] {
+        let (status, body) = call(&node, method, &path, &admin, None).await;
+        assert_eq!(status, 503, "{method} {path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not available in cluster mode yet"), "{method} {path}: {body}");
+    }
+    // The visitor is still there: a refusal changed nothing.
+    let (status, _) = call(&node, "GET", &format!("/api/v1/visitors/{visitor_id}"), &admin, None).await;
+    assert_eq!(status, 200);
+}

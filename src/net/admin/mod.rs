@@ -373,6 +373,17 @@ pub fn message_page(lang: Lang, status: StatusCode, title: &str, message: &str) 
 }
 
 /// The answer to a failed storage read or write inside an admin page.
+/// A storage failure as a page: 503 for what a cluster node does not serve yet, else
+/// [`internal_error`].
+pub fn storage_failure(error: crate::storage::StorageError) -> Response {
+    match error {
+        crate::storage::StorageError::ApplianceOnly(_) => {
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response()
+        }
+        error => internal_error(error),
+    }
+}
+
 pub fn internal_error(error: impl std::fmt::Display) -> Response {
     tracing::error!(%error, "an admin page failed");
     AdminDenied::Internal.into_response()

@@ -366,7 +366,7 @@ async fn load(app: &AppState, query: &ReportQuery) -> Result<(ReportQuery, Loade
     let now = clock::now_millis();
     app.store
         .appliance("reports")
-        .map_err(internal_error)?
+        .map_err(super::storage_failure)?
         .read(move |transaction| {
             let sites = sites::list_by_name(transaction)?;
             let teams = teams::list(transaction)?;
@@ -450,8 +450,9 @@ pub async fn page(State(app): State<AppState>, admin: AdminUser, Query(query): Q
 pub async fn today_json(State(app): State<AppState>, admin: AdminUser, Query(query): Query<ReportQuery>) -> Response {
     let site = query.site.trim().to_owned();
     let now = clock::now_millis();
-    let Ok(store) = app.store.appliance("reports") else {
-        return internal_error(crate::storage::StorageError::ApplianceOnly("reports"));
+    let store = match app.store.appliance("reports") {
+        Ok(store) => store,
+        Err(error) => return super::storage_failure(error),
     };
     let read = store
         .read(move |transaction| {
