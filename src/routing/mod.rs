@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::conversation_store::ConversationStore;
-use crate::chat::conversations::{AssignWhen, Conversation, ConversationStatus};
+use crate::chat::conversations::{AssignWhen, Conversation, ConversationError, ConversationStatus};
 use crate::chat::delivery::{ConversationEvent, Hub};
 use crate::cluster::backend::Backend;
 use crate::people::agents::{Agent, Role};
@@ -34,6 +34,9 @@ use crate::storage::StorageError;
 /// the queue is full the sender waits (connections) or the event is dropped with a log
 /// (message notifications, which carry no routing decision).
 const ROUTING_QUEUE_CAPACITY: usize = 4096;
+
+/// How long a conversation whose assignment failed in storage waits before it is routed again.
+const ASSIGN_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// When an agent whose grace ended here is online on another node of a cluster, how long until
 /// this node looks again: two rounds of the nodes' presence (`cluster::presence_sync`).
@@ -57,6 +60,9 @@ pub enum RoutingEvent {
     AssignFailed {
         conversation_id: u64,
         agent_id: u64,
+        /// The site whose queue takes it back: the assignment failed in storage (not because
+        /// the conversation changed), so it is routed again.
+        requeue: Option<String>,
     },
     GraceExpired {
         agent_id: u64,
@@ -367,11 +373,14 @@ impl RouterState {
                 }
                 self.assign_waiting();
             }
-            RoutingEvent::AssignFailed { conversation_id, agent_id } => {
+            RoutingEvent::AssignFailed { conversation_id, agent_id, requeue } => {
                 if self.holders.get(&conversation_id) == Some(&agent_id) {
                     self.holders.remove(&conversation_id);
                     if let Some(state) = self.agents.get_mut(&agent_id) {
                         state.load = state.load.saturating_sub(1);
+                    }
+                    if let Some(site) = requeue {
+                        self.queues.entry(site).or_default().push_front(conversation_id);
                     }
                 }
                 self.assign_waiting();
@@ -520,12 +529,23 @@ impl RouterState {
                 tracing::info!(conversation_id, agent_id, "conversation routed");
                 let store = self.store.clone();
                 let router = self.router.clone();
+                let site = site.clone();
                 tokio::spawn(async move {
-                    if let Err(error) =
-                        ConversationStore::assign(&store, conversation_id, agent_id, AssignWhen::Queued).await
-                    {
-                        tracing::info!(conversation_id, agent_id, %error, "assignment did not take effect");
-                        router.send(RoutingEvent::AssignFailed { conversation_id, agent_id }).await;
+                    match ConversationStore::assign(&store, conversation_id, agent_id, AssignWhen::Queued).await {
+                        Ok(_) => {}
+                        Err(ConversationError::Storage(error)) => {
+                            // Routed again after a pause, rather than in a tight loop while the
+                            // storage fails.
+                            tracing::warn!(conversation_id, agent_id, %error, "assignment failed; trying again");
+                            tokio::time::sleep(ASSIGN_RETRY_PAUSE).await;
+                            let requeue = Some(site);
+                            router.send(RoutingEvent::AssignFailed { conversation_id, agent_id, requeue }).await;
+                        }
+                        Err(error) => {
+                            // Another node (or an agent's take) changed it first: its event says how.
+                            tracing::info!(conversation_id, agent_id, %error, "assignment did not take effect");
+                            router.send(RoutingEvent::AssignFailed { conversation_id, agent_id, requeue: None }).await;
+                        }
                     }
                 });
             }
