@@ -145,18 +145,13 @@ async fn a_node_killed_mid_stream_loses_nothing_acknowledged_and_nothing_comes_t
         .map(|(placeholder, (_, address))| (*placeholder, address.parse().unwrap()))
         .collect();
     let nginx = proxy::start_nginx(binary, "nginx-cluster.conf", &upstreams);
-    let base = format!("https://localhost:{}", nginx.address.port());
-    let http = proxy::client_through("127.0.0.1", nginx.address);
 
-    let login: Value = http
-        .post(format!("{base}/api/v1/agent/login"))
-        .json(&json!({"email": "wang@shop.example", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = proxy::post_json(
+        nginx.address,
+        "/api/v1/agent/login",
+        json!({"email": "wang@shop.example", "password": PASSWORD}),
+    )
+    .await;
     let agent_token = login["token"].as_str().unwrap().to_owned();
     let (mut agent, welcome) = connect(nginx.address, "/ws/agent", &agent_token, Vec::new()).await;
     let epoch = welcome["epoch"].as_u64().unwrap();
@@ -165,15 +160,7 @@ async fn a_node_killed_mid_stream_loses_nothing_acknowledged_and_nothing_comes_t
 
     let mut tokens = Vec::new();
     for _ in 0..N_VISITORS {
-        let session: Value = http
-            .post(format!("{base}/api/v1/visitor/session"))
-            .json(&json!({"site": site.key}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let session = proxy::post_json(nginx.address, "/api/v1/visitor/session", json!({"site": site.key})).await;
         tokens.push(session["token"].as_str().unwrap().to_owned());
     }
     let (killed_tx, killed) = tokio::sync::watch::channel(false);

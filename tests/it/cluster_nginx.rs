@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::nats::NatsServer;
 use crate::support::proxy::{self, ProxiedStream};
@@ -32,30 +32,17 @@ async fn behind_nginx_a_visitor_and_an_agent_on_different_nodes_chat_both_ways()
     let upstreams: Vec<(&str, std::net::SocketAddr)> =
         placeholders.iter().zip(&nodes).map(|(placeholder, node)| (*placeholder, node.addr)).collect();
     let nginx = proxy::start_nginx(binary, "nginx-cluster.conf", &upstreams);
-    let base = format!("https://localhost:{}", nginx.address.port());
-    let http = proxy::client_through("127.0.0.1", nginx.address);
 
     let site = nodes[0].create_site("小店 Shop").await;
     let agent_id = nodes[1].create_agent("wang@shop.example", &site, 5).await;
-    let login: Value = http
-        .post(format!("{base}/api/v1/agent/login"))
-        .json(&json!({"email": "wang@shop.example", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = proxy::post_json(
+        nginx.address,
+        "/api/v1/agent/login",
+        json!({"email": "wang@shop.example", "password": PASSWORD}),
+    )
+    .await;
     let agent_token = login["token"].as_str().unwrap().to_owned();
-    let session: Value = http
-        .post(format!("{base}/api/v1/visitor/session"))
-        .json(&json!({"site": site.key}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session = proxy::post_json(nginx.address, "/api/v1/visitor/session", json!({"site": site.key})).await;
     let (visitor_id, visitor_token) =
         (session["visitor_id"].as_u64().unwrap(), session["token"].as_str().unwrap().to_owned());
 

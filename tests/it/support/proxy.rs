@@ -190,6 +190,12 @@ pub async fn client_through_proxy(proxy: SocketAddr, source: &str, path: &str, t
     }
 }
 
+/// Through the proxy at `proxy`: POSTs `body` as JSON to `path`; returns the JSON answer.
+pub async fn post_json(proxy: SocketAddr, path: &str, body: Value) -> Value {
+    let url = format!("https://localhost:{}{path}", proxy.port());
+    client_through("127.0.0.1", proxy).post(url).json(&body).send().await.unwrap().json().await.unwrap()
+}
+
 /// An HTTP client from `source` that reaches the proxy at `proxy` as `https://localhost:PORT`.
 pub fn client_through(source: &str, proxy: SocketAddr) -> reqwest::Client {
     let _ = http();
