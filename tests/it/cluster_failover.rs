@@ -138,21 +138,10 @@ async fn a_node_killed_mid_stream_loses_nothing_acknowledged_and_nothing_comes_t
             .env("KEFU_ROUTING__OFFLINE_GRACE_SECS", "0");
         nodes.push(start(command).await);
     }
-    let placeholders = ["10.0.0.11:8080", "10.0.0.12:8080", "10.0.0.13:8080"];
-    let upstreams: Vec<(&str, std::net::SocketAddr)> = placeholders
-        .iter()
-        .zip(&nodes)
-        .map(|(placeholder, (_, address))| (*placeholder, address.parse().unwrap()))
-        .collect();
-    let nginx = proxy::start_nginx(binary, "nginx-cluster.conf", &upstreams);
+    let addresses = [0, 1, 2].map(|index| nodes[index].1.parse().unwrap());
+    let nginx = proxy::start_nginx_cluster(binary, addresses);
 
-    let login = proxy::post_json(
-        nginx.address,
-        "/api/v1/agent/login",
-        json!({"email": "wang@shop.example", "password": PASSWORD}),
-    )
-    .await;
-    let agent_token = login["token"].as_str().unwrap().to_owned();
+    let agent_token = proxy::login_through(nginx.address, "wang@shop.example").await;
     let (mut agent, welcome) = connect(nginx.address, "/ws/agent", &agent_token, Vec::new()).await;
     let epoch = welcome["epoch"].as_u64().unwrap();
     // Both other nodes know the agent is online before the visitors come.

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::support::nats::NatsServer;
 use crate::support::proxy::{self, ProxiedStream};
-use crate::support::{Client, PASSWORD, TestServer};
+use crate::support::{Client, TestServer};
 
 /// The node (0, 1 or 2) holding a connection, as `holds` tells for each.
 fn node_of(nodes: &[TestServer], holds: impl Fn(&TestServer) -> bool) -> Option<usize> {
@@ -28,20 +28,11 @@ async fn behind_nginx_a_visitor_and_an_agent_on_different_nodes_chat_both_ways()
     for address in ["127.0.0.11", "127.0.0.12", "127.0.0.13"] {
         nodes.push(TestServer::start_cluster_node_at(address, &url, &nats_url).await);
     }
-    let placeholders = ["10.0.0.11:8080", "10.0.0.12:8080", "10.0.0.13:8080"];
-    let upstreams: Vec<(&str, std::net::SocketAddr)> =
-        placeholders.iter().zip(&nodes).map(|(placeholder, node)| (*placeholder, node.addr)).collect();
-    let nginx = proxy::start_nginx(binary, "nginx-cluster.conf", &upstreams);
+    let nginx = proxy::start_nginx_cluster(binary, [0, 1, 2].map(|index| nodes[index].addr));
 
     let site = nodes[0].create_site("小店 Shop").await;
     let agent_id = nodes[1].create_agent("wang@shop.example", &site, 5).await;
-    let login = proxy::post_json(
-        nginx.address,
-        "/api/v1/agent/login",
-        json!({"email": "wang@shop.example", "password": PASSWORD}),
-    )
-    .await;
-    let agent_token = login["token"].as_str().unwrap().to_owned();
+    let agent_token = proxy::login_through(nginx.address, "wang@shop.example").await;
     let session = proxy::post_json(nginx.address, "/api/v1/visitor/session", json!({"site": site.key})).await;
     let (visitor_id, visitor_token) =
         (session["visitor_id"].as_u64().unwrap(), session["token"].as_str().unwrap().to_owned());

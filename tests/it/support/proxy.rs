@@ -115,6 +115,20 @@ pub fn start_nginx(binary: &str, example: &str, upstreams: &[(&str, SocketAddr)]
     Nginx { child, address, _dir: dir }
 }
 
+/// nginx running `packaging/nginx-cluster.conf` in front of three cluster nodes at `nodes`.
+pub fn start_nginx_cluster(binary: &str, nodes: [SocketAddr; 3]) -> Nginx {
+    let placeholders = ["10.0.0.11:8080", "10.0.0.12:8080", "10.0.0.13:8080"];
+    let upstreams: Vec<(&str, SocketAddr)> = placeholders.into_iter().zip(nodes).collect();
+    start_nginx(binary, "nginx-cluster.conf", &upstreams)
+}
+
+/// Logs an agent in through the proxy at `proxy`; returns the token.
+pub async fn login_through(proxy: SocketAddr, email: &str) -> String {
+    let body = json!({"email": email, "password": super::PASSWORD});
+    let login = post_json(proxy, "/api/v1/agent/login", body).await;
+    login["token"].as_str().expect("the login succeeds").to_owned()
+}
+
 /// Accepts any server certificate: the test's proxy has a fresh self-signed one.
 #[derive(Debug)]
 struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
