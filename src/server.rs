@@ -200,6 +200,7 @@ pub async fn start(
     let (bot, bot_inbox) = crate::bot::Bot::start(
         backend.clone(),
         hub.clone(),
+        router.clone(),
         config.limits.max_text_chars,
         config.llm.allow_private_addresses,
         shutdown_token.clone(),

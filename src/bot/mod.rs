@@ -291,6 +291,8 @@ pub struct Bot {
 struct BotInner {
     store: Backend,
     hub: Arc<Hub>,
+    /// Where the bot learns that agents are online on other nodes of a cluster.
+    router: crate::routing::Router,
     knowledge: KnowledgeBase,
     /// Decoded settings per site; replaced when an admin saves them.
     settings: SiteSettings,
@@ -310,6 +312,7 @@ impl Bot {
     pub fn start(
         store: Backend,
         hub: Arc<Hub>,
+        router: crate::routing::Router,
         max_text_chars: usize,
         allow_private_llm: bool,
         shutdown: CancellationToken,
@@ -325,6 +328,7 @@ impl Bot {
                 knowledge,
                 store,
                 hub,
+                router,
                 settings,
                 http: llm::http_client(allow_private_llm),
                 max_text_chars,
@@ -721,8 +725,9 @@ impl Bot {
         outcome
     }
 
+    /// Whether an agent of `site` is connected here, or online on another node of a cluster.
     fn agents_online(&self, site: &str) -> bool {
-        !self.inner.hub.site_agent_connections(site).is_empty()
+        !self.inner.hub.site_agent_connections(site).is_empty() || self.inner.router.site_online_elsewhere(site)
     }
 
     /// Stores a bot message, if the conversation is still the bot's; `trace_id` is the trace it

@@ -36,11 +36,15 @@ pub const COMMITTED_QUEUE_CAPACITY: usize = 64;
 /// The events of one commit, in commit order.
 pub struct CommittedBatch(pub Vec<CommittedEvent>);
 
-/// Events committed through any node of a cluster (this one included), relayed from NATS
-/// (`cluster::events::relay`): the dispatcher delivers them to this node's connections only,
-/// since the bot, push notifications, the search index and routing act once, where the change
-/// was committed.
+/// Events another node of a cluster committed, relayed from NATS (`cluster::events::relay`): the
+/// dispatcher delivers them to this node's connections (and, on a cluster node, to its routing,
+/// which learns every node's conversations), since the bot and push notifications act once,
+/// where the change was committed.
 pub struct RelayedBatch(pub Vec<CommittedEvent>);
+
+/// This node's own commits that reached its connections already, as another node's (a gap's read
+/// in the relay brought them first): only the bot and push notifications still act on them.
+pub struct ObservedBatch(pub Vec<CommittedEvent>);
 
 /// Something that became durable and must reach the people concerned.
 #[derive(Clone)]
@@ -563,7 +567,15 @@ pub async fn run_dispatcher(
                                 }
                             }
                         }
-                        Err(_) => tracing::error!("the dispatcher received something it does not know"),
+                        Err(published) => match published.downcast::<ObservedBatch>() {
+                            Ok(batch) => {
+                                for event in batch.0 {
+                                    bot.observe(&event);
+                                    push.observe(&event);
+                                }
+                            }
+                            Err(_) => tracing::error!("the dispatcher received something it does not know"),
+                        },
                     },
                 },
             },

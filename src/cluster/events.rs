@@ -470,7 +470,13 @@ pub async fn relay<M: MessageStore + 'static>(
             let mut handed = HandOver::default();
             for event in events {
                 match gaps.next(&event) {
-                    Next::Drop => handed.extend(acknowledgement_only(event), committed_here),
+                    Next::Drop if committed_here => {
+                        // Delivered already from a gap's read, as another node's: its sender's
+                        // acknowledgement, and the bot and push still act on it here.
+                        handed.observed.push(event.clone());
+                        handed.extend(acknowledgement_only(event), true);
+                    }
+                    Next::Drop => handed.extend(acknowledgement_only(event), false),
                     Next::Deliver => handed.push(event, committed_here),
                     Next::FillThenDeliver { conversation_id, after, before } => {
                         let site = site_of(&event).unwrap_or_default().to_owned();
@@ -493,6 +499,8 @@ pub async fn relay<M: MessageStore + 'static>(
 #[derive(Default)]
 struct HandOver {
     runs: Vec<(bool, Vec<CommittedEvent>)>,
+    /// This node's own commits delivered already from a gap's read, for the bot and push.
+    observed: Vec<CommittedEvent>,
 }
 
 impl HandOver {
@@ -517,6 +525,9 @@ impl HandOver {
                 Box::new(RelayedBatch(events))
             };
             dispatcher.send(published).await.map_err(drop)?;
+        }
+        if !self.observed.is_empty() {
+            dispatcher.send(Box::new(crate::chat::delivery::ObservedBatch(self.observed))).await.map_err(drop)?;
         }
         Ok(())
     }
@@ -582,5 +593,57 @@ async fn read_gap(
             tracing::warn!(%error, conversation_id, after, before, "a gap in a conversation's relayed messages could not be read");
             Vec::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::delivery::{CommittedBatch, ObservedBatch};
+    use crate::cluster::sequence_gaps::tests::message;
+
+    fn seqs(events: &[CommittedEvent]) -> Vec<u64> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                CommittedEvent::Message { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_hand_over_keeps_the_order_and_says_whose_each_run_is() {
+        let mut handed = HandOver::default();
+        handed.push(message(1, 1), true);
+        handed.push(message(1, 2), true);
+        handed.extend([message(2, 1)], false);
+        handed.push(message(1, 3), true);
+        handed.observed.push(message(1, 4));
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(8);
+        handed.send_to(&sender).await.unwrap();
+        drop(sender);
+        let mut runs = Vec::new();
+        while let Some(published) = receiver.recv().await {
+            let published = match published.downcast::<CommittedBatch>() {
+                Ok(batch) => {
+                    runs.push(("committed here", seqs(&batch.0)));
+                    continue;
+                }
+                Err(published) => published,
+            };
+            let published = match published.downcast::<RelayedBatch>() {
+                Ok(batch) => {
+                    runs.push(("relayed", seqs(&batch.0)));
+                    continue;
+                }
+                Err(published) => published,
+            };
+            let Ok(batch) = published.downcast::<ObservedBatch>() else { panic!("only the three kinds") };
+            runs.push(("observed", seqs(&batch.0)));
+        }
+        let expected =
+            [("committed here", vec![1, 2]), ("relayed", vec![1]), ("committed here", vec![3]), ("observed", vec![4])];
+        assert_eq!(runs, expected);
     }
 }

@@ -100,7 +100,7 @@ impl SequenceGaps {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -109,7 +109,8 @@ mod tests {
     use crate::chat::messages::{MessageKind, MessageRecord};
     use crate::protocol::SenderKind;
 
-    fn message(conversation_id: u64, seq: u64) -> CommittedEvent {
+    /// A visitor's message `seq` of `conversation_id`, as a relay receives it.
+    pub(crate) fn message(conversation_id: u64, seq: u64) -> CommittedEvent {
         let record = MessageRecord {
             lsn: seq,
             trace_id: 0,

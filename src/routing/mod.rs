@@ -135,10 +135,14 @@ impl Router {
 
     /// Whether an agent serving `site` is online (a site's visitors then see it online).
     pub fn site_has_online_agent(&self, site: &str) -> bool {
+        self.site_online_elsewhere(site) || self.online_agents.iter().any(|entry| entry.value().serves_site(site))
+    }
+
+    /// Whether an agent serving `site` is online on another node of a cluster (never on the
+    /// appliance).
+    pub fn site_online_elsewhere(&self, site: &str) -> bool {
         let elsewhere = self.online_elsewhere.read();
-        elsewhere.every_site
-            || elsewhere.sites.contains(site)
-            || self.online_agents.iter().any(|entry| entry.value().serves_site(site))
+        elsewhere.every_site || elsewhere.sites.contains(site)
     }
 
     /// The agents online on this node (in their grace period too).
