@@ -95,3 +95,14 @@ async fn behind_nginx_a_visitor_and_an_agent_on_different_nodes_chat_both_ways()
     visitor.expect_silence(Duration::from_millis(300)).await;
     drop(nginx);
 }
+
+#[test]
+fn docs_cluster_shows_the_tested_nginx_configuration() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cluster.md")).unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/nginx-cluster.conf")).unwrap();
+    assert!(
+        docs.contains(&format!("```nginx\n{example}```")),
+        "docs/cluster.md must show packaging/nginx-cluster.conf as it is"
+    );
+}
