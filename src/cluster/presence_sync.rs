@@ -1,11 +1,12 @@
 //! A node's part in the cluster's presence: every [`SYNC_INTERVAL`] it writes the agents its
-//! router counts online (`cluster::presence` rows, which expire unless renewed), and reads the
-//! sites with an agent online on another node, which its router adds to the sites' status. So a
+//! router counts present, online or away (`cluster::presence` rows, which expire unless renewed),
+//! and reads the other nodes' rows: the sites with an agent online elsewhere, which its router
+//! adds to the sites' status, and the agents present elsewhere. So a
 //! visitor on one node sees the site online while its agents are connected to another, and an
 //! agent who reconnected through another node keeps their conversations when this node's grace
 //! ends. An admin serves every site: their row's site is [`EVERY_SITE`].
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,7 @@ pub const EVERY_SITE: &str = "*";
 /// until `shutdown`, then removes this node's rows.
 pub async fn run(url: String, node: NodeName, router: Router, shutdown: CancellationToken) {
     let mut client = None;
-    let mut announced: HashSet<(String, u64)> = HashSet::new();
+    let mut announced: HashMap<(String, u64), Presence> = HashMap::new();
     let mut rounds: u64 = 0;
     let mut interval = tokio::time::interval(SYNC_INTERVAL);
     loop {
@@ -83,38 +84,44 @@ async fn sync_once(
     client: &tokio_postgres::Client,
     node: &NodeName,
     router: &Router,
-    announced: &mut HashSet<(String, u64)>,
+    announced: &mut HashMap<(String, u64), Presence>,
 ) -> Result<(), PostgresError> {
-    let here: HashSet<(String, u64)> = router
-        .online_here()
+    let here: HashMap<(String, u64), Presence> = router
+        .present_here()
         .into_iter()
-        .flat_map(|agent| {
+        .flat_map(|(agent, status)| {
             let sites = match agent.role {
                 Role::Admin => vec![EVERY_SITE.to_owned()],
                 Role::Agent => agent.sites.clone(),
             };
-            sites.into_iter().map(move |site| (site, agent.id))
+            sites.into_iter().map(move |site| ((site, agent.id), status))
         })
         .collect();
-    for (site, agent_id) in here.difference(announced) {
-        presence::announce(client, node, site, *agent_id, Presence::Online, 1, PRESENCE_TTL).await?;
+    for (key, status) in &here {
+        if announced.get(key) != Some(status) {
+            presence::announce(client, node, &key.0, key.1, *status, 1, PRESENCE_TTL).await?;
+        }
     }
-    for (site, agent_id) in announced.difference(&here) {
+    for (site, agent_id) in announced.keys().filter(|key| !here.contains_key(*key)) {
         presence::announce(client, node, site, *agent_id, Presence::Offline, 0, PRESENCE_TTL).await?;
     }
     *announced = here;
     presence::heartbeat(client, node, PRESENCE_TTL).await?;
     let rows = client
         .query(
-            "SELECT DISTINCT site, agent_id FROM agent_presence
-             WHERE status = 'online' AND node <> $1 AND expires_at >= kefu_now_ms()",
+            "SELECT DISTINCT site, agent_id, status = 'online' FROM agent_presence
+             WHERE node <> $1 AND expires_at >= kefu_now_ms()",
             &[&node.as_str()],
         )
         .await?;
     let mut elsewhere = OnlineElsewhere::default();
     for row in rows {
         let site: String = row.try_get(0)?;
+        // Away agents are present (they keep their conversations), but do not make a site online.
         elsewhere.agents.insert(crate::cluster::messages::unsigned(row.try_get(1)?)?);
+        if !row.try_get::<_, bool>(2)? {
+            continue;
+        }
         if site == EVERY_SITE {
             elsewhere.every_site = true;
         } else {

@@ -90,6 +90,9 @@ pub struct Router {
     presence: Arc<DashMap<u64, Presence>>,
     /// The agents online now (in their grace period too), for the sites' status.
     online_agents: Arc<DashMap<u64, Agent>>,
+    /// The agents online or away here (in their grace period too), with their status, for the
+    /// cluster's presence.
+    present_agents: Arc<DashMap<u64, (Agent, Presence)>>,
     /// Notified when an agent goes online or stops being online, or changes sites.
     availability: Arc<tokio::sync::Notify>,
     /// The sites concerned by the changes notified on `availability` since the status watcher
@@ -105,7 +108,7 @@ pub struct OnlineElsewhere {
     /// An admin (who serves every site) is online elsewhere.
     pub every_site: bool,
     pub sites: std::collections::HashSet<String>,
-    /// The agents online elsewhere: one whose grace ends here keeps their conversations.
+    /// The agents online or away elsewhere: one whose grace ends here keeps their conversations.
     pub agents: std::collections::HashSet<u64>,
 }
 
@@ -145,9 +148,9 @@ impl Router {
         elsewhere.every_site || elsewhere.sites.contains(site)
     }
 
-    /// The agents online on this node (in their grace period too).
-    pub fn online_here(&self) -> Vec<Agent> {
-        self.online_agents.iter().map(|entry| entry.value().clone()).collect()
+    /// The agents online or away on this node (in their grace period too), with their status.
+    pub fn present_here(&self) -> Vec<(Agent, Presence)> {
+        self.present_agents.iter().map(|entry| entry.value().clone()).collect()
     }
 
     /// Takes the sites with an agent online on other nodes; a change is signalled like an
@@ -248,6 +251,7 @@ pub async fn start(
         queue,
         presence: Arc::new(DashMap::new()),
         online_agents: Arc::new(DashMap::new()),
+        present_agents: Arc::new(DashMap::new()),
         availability: Arc::new(tokio::sync::Notify::new()),
         availability_changes: Default::default(),
         online_elsewhere: Default::default(),
@@ -372,6 +376,9 @@ impl RouterState {
                     drop(online);
                     self.router.availability_changed(&[&before, &agent]);
                 }
+                if let Some(mut present) = self.router.present_agents.get_mut(&agent.id) {
+                    present.0 = agent.clone();
+                }
                 if let Some(state) = self.agents.get_mut(&agent.id) {
                     state.agent = agent;
                 }
@@ -474,6 +481,11 @@ impl RouterState {
             self.router.online_agents.insert(agent_id, state.agent.clone());
         } else {
             self.router.online_agents.remove(&agent_id);
+        }
+        if status == Presence::Offline {
+            self.router.present_agents.remove(&agent_id);
+        } else {
+            self.router.present_agents.insert(agent_id, (state.agent.clone(), status));
         }
         self.router.availability_changed(&[&state.agent]);
         tracing::info!(agent_id, ?status, "agent presence changed");

@@ -212,3 +212,40 @@ async fn what_a_node_does_not_serve_yet_is_refused_with_503_and_says_so() {
     let (status, _) = call(&node, "GET", &format!("/api/v1/visitors/{visitor_id}"), &admin, None).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn an_agent_who_moved_to_another_node_keeps_their_conversation_until_gone_from_both() {
+    let Some(url) = crate::support::postgres::database("nodes_grace").await else { return };
+    let Some(nats) = NatsServer::start("nodes_grace") else { return };
+    fn one_second_grace(config: &mut kefu::base::config::Config) {
+        config.routing.offline_grace_secs = 1;
+    }
+    let a = TestServer::start_cluster_node_with(one_second_grace, "127.0.0.1", &url, &nats.url()).await;
+    let b = TestServer::start_cluster_node_with(one_second_grace, "127.0.0.1", &url, &nats.url()).await;
+    let site = a.create_site("Shop").await;
+    let agent_id = a.create_agent("ann@shop.example", &site, 5).await;
+    let token = a.login("ann@shop.example").await;
+    let mut on_a = a.agent(&token).await;
+    let (_visitor, _, conversation_id) = a.visitor_in_conversation(&site, "你好").await;
+    expect_conversation_event(&mut on_a, conversation_id, "assigned").await;
+    let holder = async || {
+        let conversation = kefu::chat::message_store::MessageStore::conversation(&b.app().store, conversation_id);
+        conversation.await.unwrap().unwrap().assigned_agent
+    };
+
+    // The agent's console reloads through another node: node A's grace ends while they are
+    // online on B, and the conversation stays theirs.
+    let on_b = b.agent(&token).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    drop(on_a);
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    assert_eq!(holder().await, Some(agent_id));
+
+    // Gone from both: the grace ends on B, and the conversation goes back to the queue.
+    drop(on_b);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while holder().await.is_some() {
+        assert!(std::time::Instant::now() < deadline, "the conversation was not released");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

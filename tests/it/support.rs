@@ -66,10 +66,20 @@ impl TestServer {
 
     /// [`TestServer::start_cluster_node`] listening on the loopback address `ip`.
     pub async fn start_cluster_node_at(ip: &str, postgres_url: &str, nats_url: &str) -> TestServer {
+        Self::start_cluster_node_with(|_| {}, ip, postgres_url, nats_url).await
+    }
+
+    /// [`TestServer::start_cluster_node_at`] with a configuration changed by `tune`.
+    pub async fn start_cluster_node_with(
+        tune: fn(&mut Config),
+        ip: &str,
+        postgres_url: &str,
+        nats_url: &str,
+    ) -> TestServer {
         let dir = Arc::new(tempfile::tempdir().expect("a temporary directory"));
         let cluster = Some((postgres_url.to_owned(), nats_url.to_owned()));
         let http = std::net::SocketAddr::new(ip.parse().unwrap(), 0);
-        Self::start_at(dir, |_| {}, http, None, cluster).await
+        Self::start_at(dir, tune, http, None, cluster).await
     }
 
     async fn start_at(
