@@ -88,10 +88,8 @@ pub struct Router {
     queue: mpsc::Sender<RoutingEvent>,
     /// Each known agent's presence, written by the router task, read by the agent list.
     presence: Arc<DashMap<u64, Presence>>,
-    /// The agents online now (in their grace period too), for the sites' status.
-    online_agents: Arc<DashMap<u64, Agent>>,
-    /// The agents online or away here (in their grace period too), with their status, for the
-    /// cluster's presence.
+    /// The agents online or away here (in their grace period too), with their status: the
+    /// online ones make their sites' status, all of them the cluster's presence.
     present_agents: Arc<DashMap<u64, (Agent, Presence)>>,
     /// Notified when an agent goes online or stops being online, or changes sites.
     availability: Arc<tokio::sync::Notify>,
@@ -138,7 +136,11 @@ impl Router {
 
     /// Whether an agent serving `site` is online (a site's visitors then see it online).
     pub fn site_has_online_agent(&self, site: &str) -> bool {
-        self.site_online_elsewhere(site) || self.online_agents.iter().any(|entry| entry.value().serves_site(site))
+        self.site_online_elsewhere(site)
+            || self.present_agents.iter().any(|entry| {
+                let (agent, status) = entry.value();
+                *status == Presence::Online && agent.serves_site(site)
+            })
     }
 
     /// Whether an agent serving `site` is online on another node of a cluster (never on the
@@ -250,7 +252,6 @@ pub async fn start(
     let router = Router {
         queue,
         presence: Arc::new(DashMap::new()),
-        online_agents: Arc::new(DashMap::new()),
         present_agents: Arc::new(DashMap::new()),
         availability: Arc::new(tokio::sync::Notify::new()),
         availability_changes: Default::default(),
@@ -370,14 +371,14 @@ impl RouterState {
                 self.assign_waiting();
             }
             RoutingEvent::AgentChanged { agent } => {
-                if let Some(mut online) = self.router.online_agents.get_mut(&agent.id) {
-                    // The sites it served and the sites it serves now.
-                    let before = std::mem::replace(&mut *online, agent.clone());
-                    drop(online);
-                    self.router.availability_changed(&[&before, &agent]);
-                }
                 if let Some(mut present) = self.router.present_agents.get_mut(&agent.id) {
-                    present.0 = agent.clone();
+                    // The sites it served and the sites it serves now.
+                    let before = std::mem::replace(&mut present.0, agent.clone());
+                    let online = present.1 == Presence::Online;
+                    drop(present);
+                    if online {
+                        self.router.availability_changed(&[&before, &agent]);
+                    }
                 }
                 if let Some(state) = self.agents.get_mut(&agent.id) {
                     state.agent = agent;
@@ -477,11 +478,6 @@ impl RouterState {
         }
         state.status = status;
         self.router.presence.insert(agent_id, status);
-        if status == Presence::Online {
-            self.router.online_agents.insert(agent_id, state.agent.clone());
-        } else {
-            self.router.online_agents.remove(&agent_id);
-        }
         if status == Presence::Offline {
             self.router.present_agents.remove(&agent_id);
         } else {
