@@ -397,12 +397,7 @@ async fn start_appliance_work(
     refused_origins: crate::sites::refused_origins::RefusedOrigins,
 ) -> anyhow::Result<()> {
     let shutdown = app.shutdown.clone();
-    let webhook_settings = crate::webhooks::sender::SenderSettings {
-        retry_base: Duration::from_millis(app.config.webhooks.retry_base_ms),
-        give_up_after: Duration::from_secs(app.config.webhooks.give_up_after_secs),
-        timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
-    };
-    app.tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_settings, shutdown.clone()));
+    app.tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_sender_settings(app), shutdown.clone()));
     app.tasks.spawn(crate::sites::refused_origins::run_saver(refused_origins, store.clone(), shutdown.clone()));
     let email_runtime = crate::email::notifications::EmailRuntime {
         public_url: app.public_url.clone(),
@@ -421,7 +416,8 @@ async fn start_appliance_work(
 /// What a cluster node runs beside serving: the relay of every node's committed events to its
 /// own connections (its own commits from `local_events`, the others' from NATS), the followers
 /// that drop its copies of what other nodes changed (returned: they run until the node's
-/// connections have closed), and its part in the agents' presence.
+/// connections have closed), its part in the agents' presence, the webhook and email senders of
+/// the cluster's outbox, and retention's partition drop.
 async fn start_cluster_work(
     app: &AppState,
     nats: &async_nats::Client,
@@ -451,11 +447,61 @@ async fn start_cluster_work(
         .context("following bot settings changes")?;
     app.tasks.spawn(crate::cluster::presence_sync::run(
         app.config.storage.postgres_url.clone(),
-        node,
+        node.clone(),
         app.router.clone(),
         app.shutdown.clone(),
     ));
+    if let Backend::Cluster(stores) = &app.store {
+        app.tasks.spawn(crate::cluster::outbox_sender::run_webhooks(
+            stores.clone(),
+            node.clone(),
+            webhook_sender_settings(app),
+            app.shutdown.clone(),
+        ));
+        app.tasks.spawn(crate::cluster::outbox_sender::run_emails(
+            stores.clone(),
+            node.clone(),
+            app.config.email.clone(),
+            app.shutdown.clone(),
+        ));
+    }
+    spawn_cluster_retention(app, node);
     Ok(vec![relay, sites, knowledge, settings])
+}
+
+fn webhook_sender_settings(app: &AppState) -> crate::webhooks::sender::SenderSettings {
+    crate::webhooks::sender::SenderSettings {
+        retry_base: Duration::from_millis(app.config.webhooks.retry_base_ms),
+        give_up_after: Duration::from_secs(app.config.webhooks.give_up_after_secs),
+        timeout: Duration::from_secs(app.config.webhooks.timeout_secs),
+    }
+}
+
+/// Retention on a cluster: every node looks every
+/// [`RETENTION_INTERVAL`](crate::history::retention::RETENTION_INTERVAL), and one of them drops
+/// the message partitions of the days every site's retention has passed, once per day.
+fn spawn_cluster_retention(app: &AppState, node: crate::cluster::node::NodeName) {
+    spawn_every(app, crate::history::retention::RETENTION_INTERVAL, move |app| {
+        let node = node.clone();
+        async move {
+            let sites = match SiteStore::list(&app.store).await {
+                Ok(sites) => sites,
+                Err(error) => return tracing::error!(%error, "retention could not read the sites"),
+            };
+            let today = crate::base::clock::day_of(crate::base::clock::now_millis());
+            let Some(first_kept) = crate::history::retention::first_day_kept_by_all(&sites, today) else { return };
+            let dropped = match crate::cluster::postgres::connect(&app.config.storage.postgres_url).await {
+                Ok(mut client) => {
+                    crate::cluster::jobs::drop_message_partitions_once(&mut client, &node, first_kept).await
+                }
+                Err(error) => Err(error),
+            };
+            match dropped {
+                Ok(run) => tracing::info!(?run, first_kept, "retention on the cluster"),
+                Err(error) => tracing::error!(%error, "retention on the cluster failed"),
+            }
+        }
+    });
 }
 
 /// Creates the data directory (0700) and makes everything kefu writes private (files 0600)

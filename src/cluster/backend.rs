@@ -136,6 +136,11 @@ impl ClusterStores {
         })
     }
 
+    /// The database's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Holds the cluster's lock named `name` (a PostgreSQL advisory lock) until the returned
     /// connection is dropped, so work that must happen once (the first start's accounts) is
     /// done by one node at a time.

@@ -53,6 +53,9 @@ impl PostgresMessages {
             .run(async |transaction| -> Result<_, E> {
                 let mut published = Published::default();
                 let outcome = change(transaction, &mut published).await?;
+                crate::cluster::webhooks::record_deliveries(transaction, &published, self.epoch)
+                    .await
+                    .map_err(StorageError::from)?;
                 Ok((outcome, published))
             })
             .await?;

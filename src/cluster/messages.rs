@@ -85,7 +85,7 @@ pub struct PostgresMessages {
     stats: Arc<BatchStats>,
     partition_job: tokio::task::AbortHandle,
     /// The database's epoch, as [`database_epoch`] found it.
-    epoch: u64,
+    pub(crate) epoch: u64,
 }
 
 struct PendingAppend {

@@ -7,7 +7,7 @@
 //! node's dispatcher for its own connections, each conversation's messages in order, a lost one
 //! read from PostgreSQL ([`sequence_gaps`]). [`redb_copy`] copies an appliance's history into it
 //! (`kefu migrate-to-postgres`). Work every node can do but only one must: the outbox of webhook
-//! deliveries and emails claimed row by row ([`outbox`]), periodic jobs run once per slot
+//! deliveries and emails claimed row by row ([`outbox`]) and sent by every node ([`outbox_sender`]), periodic jobs run once per slot
 //! ([`jobs`]), and routing decided by one node per site under a lease ([`routing_lease`]), each
 //! node named by a [`node::NodeName`]. Agents' presence is kept per node with an expiry its
 //! heartbeat renews ([`presence`]). [`search`] searches the messages from any node and
@@ -44,6 +44,7 @@ pub mod messages;
 pub mod node;
 pub mod offline_messages;
 pub mod outbox;
+pub mod outbox_sender;
 pub mod postgres;
 pub mod presence;
 pub mod presence_sync;

@@ -59,6 +59,11 @@ pub enum OutboxContent {
         payload: String,
         #[serde(default)]
         trace_id: Option<u64>,
+        /// A row the database wrote for a newly inserted message or conversation (migration 17's
+        /// triggers) comes with an empty payload and what it is about: the node that claims it
+        /// first renders the payload, which every attempt then sends as it is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        about: Option<WebhookAbout>,
     },
     Email {
         email_kind: EmailKind,
@@ -100,6 +105,16 @@ impl OutboxContent {
     fn erase_when_done(&self) -> bool {
         matches!(self, OutboxContent::Email { email_kind, .. } if email_kind.is_secret())
     }
+}
+
+/// What a webhook row written by a trigger is about.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookAbout {
+    /// `message.created`: the stored message.
+    Message { conversation_id: u64, seq: u64 },
+    /// `conversation.created`: the conversation's row as it was inserted.
+    Conversation(Box<crate::chat::conversations::Conversation>),
 }
 
 /// A row to write with its event.
@@ -318,6 +333,10 @@ impl OutboxWorker {
 
     pub fn node(&self) -> &NodeName {
         &self.node
+    }
+
+    pub fn kind(&self) -> OutboxKind {
+        self.kind
     }
 
     /// Claims up to `limit` due rows of this worker's kind, oldest due first: rows never claimed,

@@ -1257,9 +1257,13 @@ pub fn compare(source: &Summary, target: &Summary) -> Vec<Verified> {
         .collect()
 }
 
-/// Connects to the target (a URL that is not one is refused before anything is sent).
+/// Connects to the target (a URL that is not one is refused before anything is sent). The
+/// session is marked as copying, so the copied history does not fire migration 17's webhook
+/// triggers: its events were the appliance's, delivered (or not) there.
 pub async fn connect(url: &str) -> Result<Client, CopyError> {
-    Ok(postgres::connect(url).await?)
+    let client = postgres::connect(url).await?;
+    client.batch_execute("SET kefu.copying = 'on'").await.map_err(PostgresError::from)?;
+    Ok(client)
 }
 
 #[cfg(test)]

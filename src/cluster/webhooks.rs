@@ -6,6 +6,10 @@
 //! keep to the site's limit. A resend locks the delivery's row and makes it pending, due now and
 //! unclaimed: the next claim of any node sends it, and a node still holding it records nothing.
 
+use tokio_postgres::Transaction;
+
+use crate::base::clock;
+use crate::cluster::events::NodeEvent;
 use crate::cluster::outbox::{self, OutboxContent, OutboxRow, OutboxStatus};
 use crate::cluster::postgres::{self, PostgresError, Readers, Writers, database, record_text};
 use crate::storage::StorageError;
@@ -27,7 +31,7 @@ impl PostgresWebhooks {
 /// An outbox row as the appliance's delivery, if it is a webhook's. A row no longer sent
 /// (`skipped`) is shown as failed, which is what the appliance calls a delivery it gave up.
 fn delivery_of(row: OutboxRow) -> Option<Delivery> {
-    let OutboxContent::Webhook { webhook_id, event_type, payload, trace_id } = row.content else { return None };
+    let OutboxContent::Webhook { webhook_id, event_type, payload, trace_id, .. } = row.content else { return None };
     let status = match row.status {
         OutboxStatus::Pending => DeliveryStatus::Pending,
         OutboxStatus::Delivered => DeliveryStatus::Delivered,
@@ -49,6 +53,31 @@ fn delivery_of(row: OutboxRow) -> Option<Delivery> {
         trace_id,
     })
 }
+
+/// Writes in `transaction` a delivery for every subscribed webhook of each event a node decided
+/// there (assigned, closed, rated, an offline message), with its payload. The deliveries of new
+/// messages and conversations are written by migration 17's triggers with the rows themselves.
+pub(crate) async fn record_deliveries(
+    transaction: &Transaction<'_>,
+    published: &[NodeEvent],
+    epoch: u64,
+) -> Result<(), PostgresError> {
+    for event in published {
+        let NodeEvent::Conversation(change) = event else { continue };
+        let Some((site, event_type, data)) = webhooks::event_of(&change.clone().into_committed(), epoch) else {
+            continue;
+        };
+        if TRIGGERED.contains(&event_type) {
+            continue;
+        }
+        let payload = webhooks::payload(event_type, clock::now_millis(), &data);
+        transaction.execute("SELECT kefu_webhook_rows($1, $2, $3, NULL)", &[&site, &event_type, &payload]).await?;
+    }
+    Ok(())
+}
+
+/// The events whose deliveries the database's triggers write.
+const TRIGGERED: [&str; 2] = ["message.created", "conversation.created"];
 
 impl WebhookStore for PostgresWebhooks {
     async fn create(&self, site: String, new_webhook: NewWebhook) -> Result<Webhook, WebhookError> {

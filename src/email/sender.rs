@@ -188,7 +188,7 @@ fn transport(
     Ok(builder.build())
 }
 
-async fn send(smtp: &SmtpSettings, email: &Email, timeout: Duration) -> Result<(), String> {
+pub(crate) async fn send(smtp: &SmtpSettings, email: &Email, timeout: Duration) -> Result<(), String> {
     let message = message(smtp, email)?;
     // lettre's own timeout covers each command; this one bounds the whole conversation.
     let attempt = async {

@@ -78,13 +78,27 @@ fn keeps(retention_days: u32, day: u32, today: u32) -> bool {
     u64::from(day) + u64::from(retention_days.max(1)) > u64::from(today)
 }
 
+/// The longest retention of the sites when none keeps its history forever: the days it has
+/// passed are past every site's, and their shards go whole.
+fn longest_retention(sites: &[crate::sites::Site]) -> Option<u32> {
+    match sites.iter().any(|site| site.retention_days.is_none()) {
+        true => None,
+        false => sites.iter().filter_map(|site| site.retention_days).max(),
+    }
+}
+
+/// The first day every site still keeps on `today`: a cluster drops the message partitions of
+/// the days before it whole. `None` while a site keeps its history forever.
+pub fn first_day_kept_by_all(sites: &[crate::sites::Site], today: u32) -> Option<u32> {
+    longest_retention(sites).map(|longest| (today + 1).saturating_sub(longest.max(1)))
+}
+
 /// What retention would remove on `today`.
 pub fn plan(transaction: &ReadTransaction, today: u32) -> Result<RetentionPlan, StorageError> {
     let sites = sites::list(transaction)?;
     let kept_forever: Vec<String> =
         sites.iter().filter(|site| site.retention_days.is_none()).map(|site| site.key.clone()).collect();
-    let longest =
-        if kept_forever.is_empty() { sites.iter().filter_map(|site| site.retention_days).max() } else { None };
+    let longest = longest_retention(&sites);
     let mut result = RetentionPlan { kept_forever, ..RetentionPlan::default() };
     let limited: Vec<(String, u32)> =
         sites.iter().filter_map(|site| Some((site.key.clone(), site.retention_days?))).collect();
@@ -391,4 +405,24 @@ async fn remove_site_rows(store: &Store, site: &str, day: u32) -> Result<(), Sto
     }
     // Every message of these conversations in this shard is gone (a conversation has one site).
     delete_conversation_days(store, conversations_of_site.into_iter().map(|id| (id, day)).collect()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(key: &str, retention_days: Option<u32>) -> crate::sites::Site {
+        crate::sites::Site { key: key.into(), retention_days, ..crate::sites::Site::default() }
+    }
+
+    #[test]
+    fn the_first_day_kept_by_all_is_the_first_the_longest_retention_keeps() {
+        let today = 20_000;
+        let sites = [site("a", Some(30)), site("b", Some(7))];
+        let first = first_day_kept_by_all(&sites, today).unwrap();
+        assert!(keeps(30, first, today) && !keeps(30, first - 1, today));
+        assert_eq!(first_day_kept_by_all(&[site("a", Some(1))], today), Some(today));
+        assert_eq!(first_day_kept_by_all(&[site("a", Some(7)), site("b", None)], today), None);
+        assert_eq!(first_day_kept_by_all(&[], today), None);
+    }
 }

@@ -20,7 +20,7 @@ use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{describe, payload};
+use super::{event_of, payload};
 use crate::chat::writes::ChatWrites;
 use crate::storage::writer::{Counter, Published, WriterExtension};
 use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
@@ -64,13 +64,8 @@ pub fn record(context: &mut WriteContext<'_>) -> Result<(), StorageError> {
     if context.published().is_empty() {
         return Ok(());
     }
-    let events = context.published().to_vec();
-    let mut described = Vec::new();
-    for event in &events {
-        if let Some(found) = describe(context, event)? {
-            described.push(found);
-        }
-    }
+    let epoch = context.epoch();
+    let described: Vec<_> = context.published().iter().filter_map(|event| event_of(event, epoch)).collect();
     let now = context.now;
     let mut rows = Vec::with_capacity(described.len());
     for (site, event_type, data) in described {

@@ -329,28 +329,24 @@ async fn resend(store: &Store, delivery_id: u64) -> Result<Delivery, WebhookErro
 }
 
 /// The body of an event as webhooks and `Subscribe` send it: `{"type", "timestamp", "data"}`.
-fn payload(event_type: &str, now: i64, data: &Value) -> String {
+pub fn payload(event_type: &str, now: i64, data: &Value) -> String {
     let timestamp = jiff::Timestamp::from_millisecond(now).map(|at| at.to_string()).unwrap_or_default();
     json!({ "type": event_type, "timestamp": timestamp, "data": data }).to_string()
 }
 
-/// The event type and payload data of a committed event, if it is one webhooks carry.
-fn describe(
-    context: &mut WriteContext<'_>,
-    event: &CommittedEvent,
-) -> Result<Option<(String, &'static str, Value)>, StorageError> {
-    let epoch = context.epoch();
-    Ok(match event {
-        CommittedEvent::Message { conversation_id, seq, record, .. } => {
-            let Some(conversation) = context.conversation(*conversation_id)? else { return Ok(None) };
+/// The site, event type and payload data of a committed event, if it is one webhooks carry: what
+/// both backends write to their outboxes.
+pub fn event_of(event: &CommittedEvent, epoch: u64) -> Option<(String, &'static str, Value)> {
+    match event {
+        CommittedEvent::Message { conversation_id, seq, record, site, .. } => {
             let view = crate::chat::messages::message_view(*conversation_id, *seq, record, epoch);
-            let mut data = json!({ "site": conversation.site, "message": view });
+            let mut data = json!({ "site": site, "message": view });
             // The offline form's message also comes as `offline_message.received`: the id lets a
             // receiver that takes both events tell them apart.
             if let Some(id) = record.offline_message_id {
                 data["offline_message_id"] = json!(id);
             }
-            Some((conversation.site.clone(), "message.created", data))
+            Some((site.clone(), "message.created", data))
         }
         CommittedEvent::Conversation { event, conversation } => {
             let event_type = match event {
@@ -358,7 +354,7 @@ fn describe(
                 ConversationEvent::Assigned { .. } => "conversation.assigned",
                 ConversationEvent::Closed { .. } => "conversation.closed",
                 ConversationEvent::Queued { .. } | ConversationEvent::Reopened | ConversationEvent::HandedOff => {
-                    return Ok(None);
+                    return None;
                 }
             };
             Some((conversation.site.clone(), event_type, json!({ "conversation": conversation.view(epoch) })))
@@ -376,7 +372,15 @@ fn describe(
         | CommittedEvent::AccessEnded(_)
         | CommittedEvent::ApiTokensRevoked(_)
         | CommittedEvent::Lead { .. } => None,
-    })
+    }
+}
+
+/// The trace a delivery about `event` joins: a message's own (crate::base::trace_export).
+pub fn trace_of(event: &CommittedEvent) -> Option<u64> {
+    match event {
+        CommittedEvent::Message { record, .. } if record.trace_id != 0 => Some(record.trace_id),
+        _ => None,
+    }
 }
 
 /// Removes every delivery (pending or past) whose payload concerns a visitor: their offline
@@ -425,11 +429,8 @@ pub fn record_deliveries(context: &mut WriteContext<'_>) -> Result<(), StorageEr
     let events: Vec<CommittedEvent> = context.published().to_vec();
     let mut rows = Vec::new();
     for event in &events {
-        let Some((site, event_type, data)) = describe(context, event)? else { continue };
-        let trace_id = match event {
-            CommittedEvent::Message { record, .. } if record.trace_id != 0 => Some(record.trace_id),
-            _ => None,
-        };
+        let Some((site, event_type, data)) = event_of(event, context.epoch()) else { continue };
+        let trace_id = trace_of(event);
         let subscribed: Vec<String> = context
             .webhooks()?
             .iter()

@@ -42,24 +42,19 @@ pub fn signature(key: &[u8], message_id: &str, timestamp_secs: i64, payload: &st
 #[derive(Clone)]
 struct Webhooks {
     settings: SenderSettings,
-    /// The client for receivers on public addresses, and the one for webhooks allowed private ones.
-    guarded: reqwest::Client,
-    open: reqwest::Client,
+    clients: Clients,
 }
 
 /// Runs until `shutdown`.
 pub async fn run(store: Store, settings: SenderSettings, shutdown: CancellationToken) {
-    let (guarded, open) = match (
-        crate::base::outbound::client(settings.timeout, false),
-        crate::base::outbound::client(settings.timeout, true),
-    ) {
-        (Ok(guarded), Ok(open)) => (guarded, open),
-        (Err(error), _) | (_, Err(error)) => {
+    let clients = match Clients::new(settings.timeout) {
+        Ok(clients) => clients,
+        Err(error) => {
             tracing::error!(%error, "webhooks are off: the HTTP client could not be built");
             return;
         }
     };
-    outbox::run(store, Webhooks { settings, guarded, open }, shutdown).await;
+    outbox::run(store, Webhooks { settings, clients }, shutdown).await;
 }
 
 impl Outbox for Webhooks {
@@ -92,11 +87,7 @@ impl Outbox for Webhooks {
         if reschedule(store, delivery.id, delivery.next_attempt_at, Some(claimed_until)).await.is_err() {
             return;
         }
-        let client = if webhook.as_ref().is_some_and(|webhook| webhook.allow_private) {
-            self.open.clone()
-        } else {
-            self.guarded.clone()
-        };
+        let client = self.clients.for_webhook(webhook.as_ref());
         let store = store.clone();
         let settings = self.settings.clone();
         // A stage of the message's trace when the delivery is about a message, else a trace of
@@ -111,7 +102,7 @@ impl Outbox for Webhooks {
         in_flight.spawn(
             async move {
                 let outcome = match &webhook {
-                    Some(webhook) => post(&client, webhook, &delivery).await,
+                    Some(webhook) => post(&client, webhook, delivery.id, &delivery.payload).await,
                     None => Err((None, "the webhook was deleted".to_owned())),
                 };
                 if let Err(error) =
@@ -125,16 +116,23 @@ impl Outbox for Webhooks {
     }
 }
 
-async fn post(client: &reqwest::Client, webhook: &Webhook, delivery: &Delivery) -> Result<u16, (Option<u16>, String)> {
-    let message_id = format!("msg_{}", delivery.id);
+/// Posts `payload` to the webhook as delivery `delivery_id` (`webhook-id: msg_ID`), signed; the
+/// receiver's success status, or its status and what went wrong.
+pub(crate) async fn post(
+    client: &reqwest::Client,
+    webhook: &Webhook,
+    delivery_id: u64,
+    payload: &str,
+) -> Result<u16, (Option<u16>, String)> {
+    let message_id = format!("msg_{delivery_id}");
     let timestamp = crate::base::clock::now_millis() / 1000;
     let response = client
         .post(&webhook.url)
         .header("content-type", "application/json")
         .header("webhook-id", &message_id)
         .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature(&webhook.key(), &message_id, timestamp, &delivery.payload))
-        .body(delivery.payload.clone());
+        .header("webhook-signature", signature(&webhook.key(), &message_id, timestamp, payload))
+        .body(payload.to_owned());
     let response = crate::base::trace_context::with_traceparent(response);
     let url = reqwest::Url::parse(&webhook.url).map_err(|error| (None, error.to_string()))?;
     crate::base::outbound::check_url(&url, webhook.allow_private).map_err(|error| (None, error.to_string()))?;
@@ -142,6 +140,31 @@ async fn post(client: &reqwest::Client, webhook: &Webhook, delivery: &Delivery) 
         Ok(response) if response.status().is_success() => Ok(response.status().as_u16()),
         Ok(response) => Err((Some(response.status().as_u16()), format!("the receiver answered {}", response.status()))),
         Err(error) => Err((None, describe_error(&error))),
+    }
+}
+
+/// The HTTP clients of webhook posts: one for receivers on public addresses, one for webhooks
+/// allowed private ones.
+#[derive(Clone)]
+pub(crate) struct Clients {
+    guarded: reqwest::Client,
+    open: reqwest::Client,
+}
+
+impl Clients {
+    pub(crate) fn new(timeout: Duration) -> Result<Clients, String> {
+        Ok(Clients {
+            guarded: crate::base::outbound::client(timeout, false)?,
+            open: crate::base::outbound::client(timeout, true)?,
+        })
+    }
+
+    /// The client for posting to `webhook` (a deleted one's: the guarded client).
+    pub(crate) fn for_webhook(&self, webhook: Option<&Webhook>) -> reqwest::Client {
+        match webhook.is_some_and(|webhook| webhook.allow_private) {
+            true => self.open.clone(),
+            false => self.guarded.clone(),
+        }
     }
 }
 

@@ -35,6 +35,7 @@ fn webhook(n: usize) -> NewOutboxRow {
             event_type: "message.created".to_owned(),
             payload: format!(r#"{{"type":"message.created","n":{n}}}"#),
             trace_id: Some(u64::MAX - n as u64),
+            about: None,
         },
         delay: Duration::ZERO,
     }

@@ -160,6 +160,7 @@ fn webhook_row(webhook_id: &str) -> NewOutboxRow {
             event_type: "conversation.created".to_owned(),
             payload: r#"{"type":"conversation.created"}"#.to_owned(),
             trace_id: None,
+            about: None,
         },
         delay: Duration::ZERO,
     }

@@ -265,7 +265,7 @@ fn decode_body(encoding: &str, body: &str) -> String {
 }
 
 /// Short retries, a missed chat after one second, an answer emailed after one second.
-fn quick_email(config: &mut Config) {
+pub(crate) fn quick_email(config: &mut Config) {
     config.email.retry_base_ms = 200;
     config.email.timeout_secs = 5;
     config.email.missed_chat_after_secs = 1;
@@ -273,7 +273,7 @@ fn quick_email(config: &mut Config) {
 }
 
 /// Points kefu at the sink through the admin page.
-async fn use_sink(server: &TestServer, admin: &Admin, port: u16) {
+pub(crate) async fn use_sink(server: &TestServer, admin: &Admin, port: u16) {
     let port = port.to_string();
     let fields = [
         ("host", "127.0.0.1"),

@@ -32,6 +32,7 @@ mod cluster_presence;
 mod cluster_push_subscriptions;
 mod cluster_routing;
 mod cluster_search;
+mod cluster_senders;
 mod cluster_sites;
 mod cluster_teams;
 mod cluster_uploads;

@@ -45,6 +45,11 @@ pub(crate) async fn receiver(n_failures: usize) -> Receiver {
 }
 
 impl Receiver {
+    /// The next delivery, if one arrives `within`.
+    pub(crate) async fn next_within(&mut self, within: std::time::Duration) -> Option<(HeaderMap, String)> {
+        tokio::time::timeout(within, self.received.recv()).await.ok().flatten()
+    }
+
     pub(crate) async fn next(&mut self) -> (HeaderMap, Value) {
         let (headers, body) = tokio::time::timeout(std::time::Duration::from_secs(60), self.received.recv())
             .await
@@ -76,7 +81,7 @@ impl Receiver {
 }
 
 /// Verifies a Standard Webhooks signature the way a receiver would.
-fn verify(headers: &HeaderMap, body: &str, secret: &str) {
+pub(crate) fn verify(headers: &HeaderMap, body: &str, secret: &str) {
     let id = headers["webhook-id"].to_str().unwrap();
     let timestamp: i64 = headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
     let key = base64::engine::general_purpose::STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
@@ -86,7 +91,7 @@ fn verify(headers: &HeaderMap, body: &str, secret: &str) {
     assert!((kefu::base::clock::now_millis() / 1000 - timestamp).abs() < 300);
 }
 
-async fn create_webhook(server: &TestServer, token: &str, site: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn create_webhook(server: &TestServer, token: &str, site: &str, body: Value) -> reqwest::Response {
     http()
         .post(server.url(&format!("/api/v1/sites/{site}/webhooks")))
         .bearer_auth(token)

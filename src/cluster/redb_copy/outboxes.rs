@@ -78,6 +78,7 @@ impl OutboxCopy {
                 event_type: delivery.event_type,
                 payload: delivery.payload,
                 trace_id: delivery.trace_id,
+                about: None,
             },
             erase_when_done: false,
             status,

@@ -1,0 +1,172 @@
+//! The cluster's webhook and email senders: two `kefu serve` nodes on one PostgreSQL and one
+//! nats-server, both polling the outbox. A chat across the nodes reaches a site's webhook once
+//! per event, signed, retried after the receiver's failures; a password reset asked on one node
+//! is emailed once.
+//!
+//! The tests print one line and pass when nats-server or PostgreSQL is not installed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::admin::{ADMIN, Admin};
+use crate::email::{Parsed, SmtpSink, quick_email, use_sink};
+use crate::support::nats::NatsServer;
+use crate::support::{TestServer, call};
+use crate::webhooks::{create_webhook, receiver, verify};
+
+fn quick_senders(config: &mut kefu::base::config::Config) {
+    config.webhooks.retry_base_ms = 50;
+    quick_email(config);
+}
+
+#[tokio::test]
+async fn a_chat_across_nodes_reaches_the_sites_webhook_once_per_event_signed_and_retried() {
+    let Some(url) = crate::support::postgres::database("senders_webhooks").await else { return };
+    let Some(nats) = NatsServer::start("senders_webhooks") else { return };
+    let one = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
+    let two = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
+    let site = one.create_site("小店 Shop").await;
+    let admin = one.admin_token(ADMIN).await;
+    // The receiver fails its first three requests: they are retried by whichever node claims them.
+    let mut receiver = receiver(3).await;
+    let events = json!([
+        "message.created",
+        "conversation.created",
+        "conversation.assigned",
+        "conversation.closed",
+        "offline_message.received",
+        "conversation.rated"
+    ]);
+    let created =
+        create_webhook(&one, &admin, &site.key, json!({"url": receiver.url, "events": events, "allow_private": true}))
+            .await;
+    assert_eq!(created.status(), 201);
+    let webhook: Value = created.json().await.unwrap();
+    let secret = webhook["secret"].as_str().unwrap().to_owned();
+
+    one.create_agent("wang@shop.example", &site, 5).await;
+    let agent_token = one.login("wang@shop.example").await;
+    let mut agent = one.agent(&agent_token).await;
+    let (_, visitor_token) = two.visitor_session(&site, None).await;
+    let mut visitor = two.visitor(&site, &visitor_token).await;
+    let ack = visitor.say(None, "v-1", "你好，我的订单到哪了？").await;
+    let conversation_id = ack["conversation_id"].as_u64().unwrap();
+    loop {
+        let frame = agent.expect("conversation").await;
+        if frame["event"] == "assigned" && frame["conversation"]["id"] == conversation_id {
+            break;
+        }
+    }
+    agent.say(Some(conversation_id), "a-1", "Your parcel left today. 今天已发货。").await;
+    let (status, closed) =
+        call(&two, "POST", &format!("/api/v1/conversations/{conversation_id}/close"), &agent_token, None).await;
+    assert_eq!(status, 200, "{closed}");
+
+    // Five events, each delivered once (the failed attempts were retried), in whatever order
+    // the retries' jitter gives.
+    let mut by_type: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut ids = Vec::new();
+    let mut received = 0;
+    while received < 5 {
+        let (headers, body) = receiver.next_within(Duration::from_secs(60)).await.expect("a delivery in time");
+        verify(&headers, &body, &secret);
+        ids.push(headers["webhook-id"].to_str().unwrap().to_owned());
+        let body: Value = serde_json::from_str(&body).unwrap();
+        by_type.entry(body["type"].as_str().unwrap().to_owned()).or_default().push(body);
+        received += 1;
+    }
+    assert!(receiver.next_within(Duration::from_millis(1500)).await.is_none(), "nothing is delivered twice");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "each delivery has its own id");
+    let counts: HashMap<&str, usize> = by_type.iter().map(|(kind, bodies)| (kind.as_str(), bodies.len())).collect();
+    let expected = HashMap::from([
+        ("conversation.created", 1),
+        ("message.created", 2),
+        ("conversation.assigned", 1),
+        ("conversation.closed", 1),
+    ]);
+    assert_eq!(counts, expected);
+
+    let created = &by_type["conversation.created"][0];
+    assert_eq!(created["data"]["conversation"]["id"], conversation_id);
+    assert_eq!(created["data"]["conversation"]["site"], site.key.as_str());
+    let mut texts: Vec<&str> =
+        by_type["message.created"].iter().map(|body| body["data"]["message"]["text"].as_str().unwrap()).collect();
+    texts.sort();
+    assert_eq!(texts, ["Your parcel left today. 今天已发货。", "你好，我的订单到哪了？"]);
+    for body in &by_type["message.created"] {
+        assert_eq!(body["data"]["site"], site.key.as_str());
+        assert_eq!(body["data"]["message"]["conversation_id"], conversation_id);
+    }
+    assert_eq!(by_type["conversation.assigned"][0]["data"]["conversation"]["status"], "assigned");
+    assert_eq!(by_type["conversation.closed"][0]["data"]["conversation"]["status"], "closed");
+
+    // Every node lists the deliveries, delivered, with the retried attempts counted.
+    let path = format!("/api/v1/webhooks/{}/deliveries", webhook["id"].as_str().unwrap());
+    let deliveries = loop {
+        let (status, deliveries) = call(&two, "GET", &path, &admin, None).await;
+        assert_eq!(status, 200, "{deliveries}");
+        let listed = deliveries.as_array().unwrap().clone();
+        if listed.len() == 5 && listed.iter().all(|delivery| delivery["status"] == "delivered") {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let attempts: u64 = deliveries.iter().map(|delivery| delivery["attempts"].as_u64().unwrap()).sum();
+    assert_eq!(attempts, 8, "five deliveries and three failed attempts: {deliveries:?}");
+    assert!(deliveries.iter().all(|delivery| !delivery["payload"].as_str().unwrap().is_empty()));
+}
+
+#[tokio::test]
+async fn a_password_reset_asked_on_one_node_is_emailed_once() {
+    let Some(url) = crate::support::postgres::database("senders_email").await else { return };
+    let Some(nats) = NatsServer::start("senders_email") else { return };
+    let sink = SmtpSink::start().await;
+    let one = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
+    let two = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
+    let site = one.create_site("Shop").await;
+    one.create_admin(ADMIN).await;
+    let admin = Admin::log_in(&one).await;
+    use_sink(&one, &admin, sink.port).await;
+    two.create_agent("wang@shop.example", &site, 3).await;
+
+    let response = crate::admin::client()
+        .post(two.url("/admin/forgot-password"))
+        .header("accept-language", "en")
+        .form(&[("email", "wang@shop.example")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let received = sink.wait_for(1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.received().len(), 1, "one email, from one of the two nodes");
+    assert_eq!(received[0].rcpt_to, ["wang@shop.example"]);
+    let message = Parsed::new(&received[0].data);
+    let text = message.part("text/plain");
+    let link = text.split_whitespace().find(|word| word.contains("/admin/reset-password?token=")).expect("a link");
+    let token = link.split("token=").nth(1).unwrap();
+
+    // Sent, and the link is not kept in the outbox.
+    let database = crate::support::postgres::connect(&url).await;
+    let row = database
+        .query_one("SELECT status, attempts, content::text FROM outbox WHERE kind = 'email'", &[])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, String>(0).as_str(), row.get::<_, i32>(1)), ("delivered", 1));
+    assert!(!row.get::<_, String>(2).contains(token), "the sent link is blanked");
+
+    // The link works on the other node.
+    let reset = crate::admin::client()
+        .post(one.url("/admin/reset-password"))
+        .form(&[("token", token), ("password", "a brand new password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), StatusCode::OK);
+    two.login_with("wang@shop.example", "a brand new password").await;
+}
