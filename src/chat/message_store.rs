@@ -54,6 +54,26 @@ pub trait MessageStore: Send + Sync {
     /// The epoch that names this history: a client's positions hold only within it
     /// (docs/protocol.md, "Resume").
     fn epoch(&self) -> u64;
+
+    /// The conversations whose messages changed at or after `since` (Unix milliseconds), each
+    /// with its last seq and site: what a cluster node's relay compares with what it handed
+    /// over, to find messages its NATS subscription missed (`cluster::events::relay`). The
+    /// appliance delivers from its own writer, which misses nothing: it answers none.
+    fn changed_since(
+        &self,
+        since: i64,
+    ) -> impl Future<Output = Result<Vec<ConversationPosition>, StorageError>> + Send {
+        let _ = since;
+        std::future::ready(Ok(Vec::new()))
+    }
+}
+
+/// Where a conversation's messages stand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversationPosition {
+    pub conversation_id: u64,
+    pub last_seq: u64,
+    pub site: String,
 }
 
 impl MessageStore for Store {

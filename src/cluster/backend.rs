@@ -25,7 +25,7 @@ use crate::chat::conversation_store::ConversationStore;
 use crate::chat::conversations::{AssignWhen, Conversation, ConversationError, ReadThrough, TransferTarget};
 use crate::chat::lead_store::LeadStore;
 use crate::chat::leads::{Lead, LeadError, LeadFilter, LeadPage, LeadReply, LeadStatus};
-use crate::chat::message_store::{MessageStore, Page};
+use crate::chat::message_store::{ConversationPosition, MessageStore, Page};
 use crate::chat::messages::{AppendError, Appended, NewMessage};
 use crate::chat::offline_messages::{NewOfflineMessage, OfflineMessage, OfflineMessageError, OfflineMessageStore};
 use crate::chat::upload_store::{UploadBytes, UploadContent, UploadStore};
@@ -252,6 +252,7 @@ delegate!(MessageStore to messages {
     fn page_before(&self, conversation_id: u64, before: Option<u64>, limit: usize) -> Result<Page, StorageError>;
     fn page_after(&self, conversation_id: u64, after: u64, limit: usize) -> Result<Page, StorageError>;
     fn conversation(&self, conversation_id: u64) -> Result<Option<Conversation>, StorageError>;
+    fn changed_since(&self, since: i64) -> Result<Vec<ConversationPosition>, StorageError>;
 }
 fn epoch(&self) -> u64 {
     match self {

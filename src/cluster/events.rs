@@ -451,6 +451,8 @@ pub async fn relay<M: MessageStore + 'static>(
     Ok(tokio::spawn(async move {
         let mut gaps = SequenceGaps::default();
         let mut local_open = true;
+        let mut sweeps = tokio::time::interval(SWEEP_INTERVAL);
+        sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let (events, committed_here) = tokio::select! {
                 biased;
@@ -466,6 +468,7 @@ pub async fn relay<M: MessageStore + 'static>(
                     Some(Some(event)) => (vec![event], false),
                     Some(None) => continue,
                 },
+                _ = sweeps.tick() => (sweep(messages.as_ref(), &mut gaps).await, false),
             };
             let mut handed = HandOver::default();
             for event in events {
@@ -567,6 +570,40 @@ fn site_of(event: &CommittedEvent) -> Option<&str> {
 
 /// The committed messages with `after < seq < before`, as events; none (logged) when the read
 /// fails: the client's resume reads them then.
+/// How often a relay compares the open conversations' positions in PostgreSQL with what it
+/// handed over ([`SequenceGaps::sweep`]): a lost event that no later one reveals is delivered
+/// two to three sweeps after its commit.
+pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How far back a sweep looks at conversations' changes: far longer than an event takes to
+/// cross NATS, so a missed message is in the window of the sweeps that find it.
+const SWEEP_WINDOW_MILLIS: i64 = 30_000;
+
+/// The messages of the open conversations changed lately that NATS lost, read from PostgreSQL.
+async fn sweep(messages: &impl MessageStore, gaps: &mut SequenceGaps) -> Vec<CommittedEvent> {
+    if gaps.is_empty() {
+        return Vec::new();
+    }
+    let since = crate::base::clock::now_millis() - SWEEP_WINDOW_MILLIS;
+    let positions = match messages.changed_since(since).await {
+        Ok(positions) => positions,
+        Err(error) => {
+            tracing::warn!(%error, "the relay could not compare conversations' positions");
+            return Vec::new();
+        }
+    };
+    let mut found = Vec::new();
+    for missing in gaps.sweep(positions) {
+        tracing::info!(
+            conversation_id = missing.conversation_id,
+            after = missing.after,
+            "messages NATS missed are read from PostgreSQL"
+        );
+        found.extend(read_gap(messages, missing.conversation_id, missing.after, missing.before, missing.site).await);
+    }
+    found
+}
+
 async fn read_gap(
     messages: &impl MessageStore,
     conversation_id: u64,

@@ -26,7 +26,7 @@ use tokio_postgres::{Client, Row, Statement};
 use crate::base::clock;
 use crate::chat::conversations::{Conversation, ConversationStatus, Rating};
 use crate::chat::delivery::{CommittedEvent, ConnectionHandle, ConversationEvent};
-use crate::chat::message_store::{MessageStore, Page};
+use crate::chat::message_store::{ConversationPosition, MessageStore, Page};
 use crate::chat::messages::{AppendError, Appended, AttachmentRef, MessageKind, MessageRecord, NewMessage, Target};
 use crate::chat::uploads::AttachmentKind;
 use crate::cluster::events::{self, ConversationChange, NodeEvent, Outlet};
@@ -599,6 +599,30 @@ impl MessageStore for PostgresMessages {
 
     fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    async fn changed_since(&self, since: i64) -> Result<Vec<ConversationPosition>, StorageError> {
+        // Open conversations only, through their partial index: no index on `updated_at`, which
+        // every append changes and which would cost each append its in-place (HOT) update.
+        let client = self.readers.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, last_seq, site FROM conversations WHERE status <> 'closed' AND updated_at >= $1",
+                &[&since],
+            )
+            .await
+            .map_err(PostgresError::from)?;
+        let positions = rows
+            .iter()
+            .map(|row| {
+                Ok(ConversationPosition {
+                    conversation_id: unsigned(row.try_get(0)?)?,
+                    last_seq: unsigned(row.try_get(1)?)?,
+                    site: row.try_get(2)?,
+                })
+            })
+            .collect::<Result<Vec<_>, PostgresError>>()?;
+        Ok(positions)
     }
 }
 

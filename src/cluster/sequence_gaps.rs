@@ -4,7 +4,10 @@
 //! conversation, the last seq it handed to the dispatcher ([`SequenceGaps`]); a message beyond
 //! the next one, or a conversation's change whose `last_seq` is beyond it, reveals a gap, which
 //! the relay reads from PostgreSQL and hands over first. A message at or below the last seq is
-//! dropped: it was handed over already. A closed conversation is forgotten.
+//! dropped: it was handed over already. A closed conversation is forgotten. A lost event that
+//! no later one reveals (a conversation's last message) is found by a periodic sweep that
+//! compares the open conversations' positions in PostgreSQL with what was handed over
+//! ([`SequenceGaps::sweep`]).
 //!
 //! A conversation's row lock orders its appends, so a committed seq `n` means every seq below
 //! it is committed too: the read finds the whole gap.
@@ -13,6 +16,7 @@ use std::collections::HashMap;
 
 use crate::chat::conversations::ConversationStatus;
 use crate::chat::delivery::CommittedEvent;
+use crate::chat::message_store::ConversationPosition;
 
 /// The conversations a node remembers at most; past it, it forgets them all and learns each
 /// one's position again from its next event (an unknown conversation has no gap).
@@ -33,6 +37,18 @@ pub enum Next {
 #[derive(Debug, Default)]
 pub struct SequenceGaps {
     last: HashMap<u64, u64>,
+    /// The conversations the last [`SequenceGaps::sweep`] found behind the database, with the
+    /// last seq it saw there.
+    behind: HashMap<u64, u64>,
+}
+
+/// Messages a sweep found missing: those with `after < seq < before` of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Missing {
+    pub conversation_id: u64,
+    pub after: u64,
+    pub before: u64,
+    pub site: String,
 }
 
 impl SequenceGaps {
@@ -51,6 +67,35 @@ impl SequenceGaps {
             }
             _ => Next::Deliver,
         }
+    }
+
+    /// Compares the database's `positions` with what was handed over. The messages of a
+    /// conversation it was behind at the previous sweep too, and still is, are missing: an event
+    /// NATS lost that no later event revealed. One found behind for the first time is only noted,
+    /// since its event may still be crossing NATS. Read and handed over through
+    /// [`SequenceGaps::next`], the missing messages move its position on.
+    pub fn sweep(&mut self, positions: Vec<ConversationPosition>) -> Vec<Missing> {
+        let mut missing = Vec::new();
+        let mut behind = HashMap::new();
+        for position in positions {
+            let Some(&last) = self.last.get(&position.conversation_id) else { continue };
+            if position.last_seq <= last {
+                continue;
+            }
+            match self.behind.get(&position.conversation_id) {
+                Some(&seen) if last < seen => missing.push(Missing {
+                    conversation_id: position.conversation_id,
+                    after: last,
+                    before: position.last_seq + 1,
+                    site: position.site,
+                }),
+                _ => {
+                    behind.insert(position.conversation_id, position.last_seq);
+                }
+            }
+        }
+        self.behind = behind;
+        missing
     }
 
     /// How many conversations it remembers.
@@ -205,5 +250,27 @@ pub(crate) mod tests {
         assert_eq!(gaps.len(), MAX_TRACKED_CONVERSATIONS);
         assert_eq!(gaps.next(&message(u64::MAX, 3)), Next::Deliver);
         assert_eq!(gaps.len(), 1);
+    }
+
+    fn at(conversation_id: u64, last_seq: u64) -> ConversationPosition {
+        ConversationPosition { conversation_id, last_seq, site: "shop".into() }
+    }
+
+    #[test]
+    fn a_sweep_reads_only_what_stayed_missing_since_the_previous_sweep() {
+        let mut gaps = SequenceGaps::default();
+        assert_eq!(gaps.next(&message(1, 1)), Next::Deliver);
+        assert_eq!(gaps.next(&message(2, 1)), Next::Deliver);
+        // Conversation 1's seq 2 and 2's seq 2 are committed; neither event came yet.
+        assert!(gaps.sweep(vec![at(1, 2), at(2, 2), at(3, 9)]).is_empty(), "first seen behind: only noted");
+        // Conversation 2's event arrives in between; conversation 1's never does; 3 is unknown.
+        assert_eq!(gaps.next(&message(2, 2)), Next::Deliver);
+        let missing = gaps.sweep(vec![at(1, 3), at(2, 2), at(3, 9)]);
+        assert_eq!(missing, [Missing { conversation_id: 1, after: 1, before: 4, site: "shop".into() }]);
+        // Handed over, the missing messages move the position on; nothing is read again.
+        assert_eq!(gaps.next(&message(1, 2)), Next::Deliver);
+        assert_eq!(gaps.next(&message(1, 3)), Next::Deliver);
+        assert!(gaps.sweep(vec![at(1, 3)]).is_empty());
+        assert!(gaps.sweep(vec![at(1, 3)]).is_empty());
     }
 }

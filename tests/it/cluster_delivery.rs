@@ -5,7 +5,8 @@
 //! change, a read receipt, and nothing for what is not an event. A relayed message the connection already has
 //! is not sent twice. A logout through another node (PostgreSQL's agents with NATS) closes that
 //! session's connections here, and only those. An event NATS lost is read from PostgreSQL when
-//! the conversation's next message or change reveals the gap, and delivered before it. A node's
+//! the conversation's next message or change reveals the gap, and delivered before it, or by the
+//! relay's periodic sweep when nothing reveals it. A node's
 //! own sends reach its relay with their connections, whose acknowledgements come in commit
 //! order (a resend's as a duplicate), never twice through NATS.
 //!
@@ -216,13 +217,21 @@ async fn a_message_nats_lost_is_read_from_postgresql_before_the_next_event() {
         );
     }
 
-    // The last message lost: the conversation's next change (a close) brings it first.
+    // The last message lost, and nothing after it: the relay's sweep finds it in PostgreSQL, two
+    // or three sweeps after its commit.
     lost.append(message(target.clone(), 5)).await.unwrap();
-    ConversationStore::close(&published, conversation_id).await.expect("close through the publishing node");
+    let started = std::time::Instant::now();
     let seen = visitor.expect_next("message").await;
     assert_eq!(seen["seq"].as_u64(), Some(5));
+    assert!(started.elapsed() >= events::SWEEP_INTERVAL / 2, "read by a sweep, not by an event");
+
+    // Lost again, and the conversation's next change (a close) brings it first.
+    lost.append(message(target.clone(), 6)).await.unwrap();
+    ConversationStore::close(&published, conversation_id).await.expect("close through the publishing node");
+    let seen = visitor.expect_next("message").await;
+    assert_eq!(seen["seq"].as_u64(), Some(6));
     let change = visitor.expect_next("conversation").await;
-    assert_eq!((change["event"].as_str(), change["conversation"]["last_seq"].as_u64()), (Some("closed"), Some(5)));
+    assert_eq!((change["event"].as_str(), change["conversation"]["last_seq"].as_u64()), (Some("closed"), Some(6)));
     visitor.expect_silence(Duration::from_millis(300)).await;
     relaying.abort();
 }

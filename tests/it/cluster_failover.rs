@@ -1,10 +1,13 @@
-//! A cluster node killed with SIGKILL mid-stream: three real `kefu serve` processes on one
-//! PostgreSQL and one nats-server, behind nginx running `packaging/nginx-cluster.conf`. Visitors
-//! stream their messages through nginx and the node holding most of them is killed a third of the
-//! way; the visitors it held reconnect through nginx to another node, and every visitor
-//! resends what was not acknowledged with the same client ids. Afterwards every acknowledged
-//! message is stored with its sequence number, every message exactly once, and the agent (whose
-//! connection is resumed through nginx if it was on the killed node) received each exactly once.
+//! A cluster node killed with SIGKILL mid-stream, and NATS restarted: three real `kefu serve`
+//! processes on one PostgreSQL and one nats-server, behind nginx running
+//! `packaging/nginx-cluster.conf`. Visitors stream their messages through nginx and the node
+//! holding most of them is killed a third of the way; the visitors it held reconnect through
+//! nginx to another node, and every visitor resends what was not acknowledged with the same
+//! client ids. Two thirds of the way nats-server is killed and started again, losing the events
+//! in flight: the nodes reconnect, and what NATS lost reaches the agent from PostgreSQL.
+//! Afterwards every acknowledged message is stored with its sequence number, every message
+//! exactly once, and the agent (whose connection is resumed through nginx if it was on the killed
+//! node) received each exactly once, in order.
 //!
 //! Skipped (one line) without PostgreSQL, nats-server or nginx, unless `CI` is set for nginx.
 
@@ -165,6 +168,19 @@ async fn a_node_killed_mid_stream_loses_nothing_acknowledged_and_nothing_comes_t
     let total = N_VISITORS * MESSAGES_PER_VISITOR;
     let mut received: HashMap<u64, Vec<u64>> = HashMap::new();
     let mut killed_node = false;
+    // NATS goes down for a second two thirds of the way, while the visitors go on sending.
+    let nats_restart = {
+        let n_acked = n_acked.clone();
+        let mut nats = nats;
+        tokio::spawn(async move {
+            while n_acked.load(Ordering::Relaxed) < total * 2 / 3 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let before = n_acked.load(Ordering::Relaxed);
+            nats.restart_after(Duration::from_secs(1)).await;
+            (nats, n_acked.load(Ordering::Relaxed) - before)
+        })
+    };
     let mut agent_reconnects = 0;
     while received.values().map(Vec::len).sum::<usize>() < total {
         let frame = match tokio::time::timeout(Duration::from_secs(10), agent.next()).await {
@@ -211,6 +227,8 @@ async fn a_node_killed_mid_stream_loses_nothing_acknowledged_and_nothing_comes_t
         }
     }
     assert!(killed_node);
+    let (nats, acked_while_nats_was_down) = nats_restart.await.unwrap();
+    assert!(acked_while_nats_was_down > 0, "the visitors went on sending while NATS was down");
 
     let mut n_reconnected = 0;
     let mut n_acked_before_kill = 0;
@@ -248,5 +266,5 @@ async fn a_node_killed_mid_stream_loses_nothing_acknowledged_and_nothing_comes_t
     for (conversation, seqs) in &received {
         assert_eq!(seqs, &(1..=MESSAGES_PER_VISITOR as u64).collect::<Vec<_>>(), "conversation {conversation}");
     }
-    drop(nginx);
+    drop((nginx, nats));
 }

@@ -34,25 +34,43 @@ impl NatsServer {
         };
         let port =
             std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("its address").port();
-        let mut child = Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let exited = child.try_wait().ok().flatten();
-            assert!(
-                exited.is_none() && started.elapsed() < Duration::from_secs(20),
-                "nats-server did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(NatsServer { port, child })
+        Some(NatsServer { port, child: spawn(binary, port) })
+    }
+
+    /// Kills the server (SIGKILL) for `down`, then starts a new one on the same port: every
+    /// message in flight or published meanwhile is lost with the subscriptions, and the clients
+    /// reconnect.
+    pub async fn restart_after(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        tokio::time::sleep(down).await;
+        let binary = CANDIDATES.iter().find(|path| Path::new(path).exists()).expect("nats-server ran before");
+        let port = self.port;
+        let binary = binary.to_string();
+        self.child = tokio::task::spawn_blocking(move || spawn(&binary, port)).await.expect("nats-server restarts");
     }
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
+}
+
+/// Starts nats-server on `port` and waits until it accepts connections.
+fn spawn(binary: &str, port: u16) -> Child {
+    let mut child = Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nats-server");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let exited = child.try_wait().ok().flatten();
+        assert!(
+            exited.is_none() && started.elapsed() < Duration::from_secs(20),
+            "nats-server did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
