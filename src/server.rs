@@ -399,11 +399,7 @@ async fn start_appliance_work(
     let shutdown = app.shutdown.clone();
     app.tasks.spawn(crate::webhooks::sender::run(store.clone(), webhook_sender_settings(app), shutdown.clone()));
     app.tasks.spawn(crate::sites::refused_origins::run_saver(refused_origins, store.clone(), shutdown.clone()));
-    let email_runtime = crate::email::notifications::EmailRuntime {
-        public_url: app.public_url.clone(),
-        reply_delay_millis: Duration::from_secs(app.config.email.reply_delay_secs).as_millis() as i64,
-    };
-    crate::email::notifications::remember_runtime(store, email_runtime)
+    crate::email::notifications::remember_runtime(store, email_runtime(app))
         .await
         .context("recording the URL emails link to")?;
     app.tasks.spawn(crate::email::sender::run(store.clone(), app.config.email.clone(), shutdown));
@@ -452,6 +448,11 @@ async fn start_cluster_work(
         app.shutdown.clone(),
     ));
     if let Backend::Cluster(stores) = &app.store {
+        stores
+            .email_settings
+            .remember_runtime(&email_runtime(app))
+            .await
+            .context("recording the URL emails link to")?;
         app.tasks.spawn(crate::cluster::outbox_sender::run_webhooks(
             stores.clone(),
             node.clone(),
@@ -467,6 +468,14 @@ async fn start_cluster_work(
     }
     spawn_cluster_retention(app, node);
     Ok(vec![relay, sites, knowledge, settings])
+}
+
+/// What emails queued inside storage's transactions need from the configuration.
+fn email_runtime(app: &AppState) -> crate::email::notifications::EmailRuntime {
+    crate::email::notifications::EmailRuntime {
+        public_url: app.public_url.clone(),
+        reply_delay_millis: Duration::from_secs(app.config.email.reply_delay_secs).as_millis() as i64,
+    }
 }
 
 fn webhook_sender_settings(app: &AppState) -> crate::webhooks::sender::SenderSettings {

@@ -56,6 +56,7 @@ impl PostgresMessages {
                 crate::cluster::webhooks::record_deliveries(transaction, &published, self.epoch)
                     .await
                     .map_err(StorageError::from)?;
+                crate::cluster::email_notifications::record(transaction, &published).await?;
                 Ok((outcome, published))
             })
             .await?;

@@ -7,6 +7,7 @@
 use crate::base::config::EmailConfig;
 use crate::cluster::postgres::{self, PostgresError, Readers, Writers, database};
 use crate::email::EmailError;
+use crate::email::notifications::{EmailRuntime, RUNTIME_KEY};
 use crate::email::settings::{self, EmailSettingsStore, SMTP_KEY, SettingsChange, SmtpSettings};
 use crate::storage::StorageError;
 
@@ -20,6 +21,18 @@ impl PostgresEmailSettings {
     pub async fn open(url: &str) -> Result<PostgresEmailSettings, PostgresError> {
         postgres::ensure_migrated(url).await?;
         Ok(PostgresEmailSettings { readers: Readers::new(url, 1), writers: Writers::new(url, 1) })
+    }
+}
+
+impl PostgresEmailSettings {
+    /// Records what emails queued in the nodes' transactions need from the configuration (the
+    /// URL they link to), as the appliance does on every start; the last node started wins.
+    pub async fn remember_runtime(&self, runtime: &EmailRuntime) -> Result<(), StorageError> {
+        self.writers
+            .run(async |transaction| {
+                postgres::put_record(transaction, "email_settings", "name", &RUNTIME_KEY, runtime).await
+            })
+            .await
     }
 }
 

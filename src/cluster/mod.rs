@@ -7,7 +7,7 @@
 //! node's dispatcher for its own connections, each conversation's messages in order, a lost one
 //! read from PostgreSQL ([`sequence_gaps`]). [`redb_copy`] copies an appliance's history into it
 //! (`kefu migrate-to-postgres`). Work every node can do but only one must: the outbox of webhook
-//! deliveries and emails claimed row by row ([`outbox`]) and sent by every node ([`outbox_sender`]), periodic jobs run once per slot
+//! deliveries and emails claimed row by row ([`outbox`]) and sent by every node ([`outbox_sender`]), with the emails chat causes ([`email_notifications`]), periodic jobs run once per slot
 //! ([`jobs`]), and routing decided by one node per site under a lease ([`routing_lease`]), each
 //! node named by a [`node::NodeName`]. Agents' presence is kept per node with an expiry its
 //! heartbeat renews ([`presence`]). [`search`] searches the messages from any node and
@@ -35,6 +35,7 @@ pub mod bot_feedback;
 pub mod bot_settings;
 pub mod canned_replies;
 pub mod conversations;
+pub mod email_notifications;
 pub mod email_settings;
 pub mod events;
 pub mod jobs;

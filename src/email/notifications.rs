@@ -18,7 +18,7 @@ use crate::sites::Site;
 use crate::storage::{StorageError, Store, WriteContext, decode_json, encode_json, tables};
 
 /// The key in `email_settings_v1` of what the writer's step needs from the configuration.
-const RUNTIME_KEY: &str = "runtime";
+pub const RUNTIME_KEY: &str = "runtime";
 
 /// What emails written inside the writer need from the configuration, which the writer's steps
 /// cannot be handed: the server writes it on every start, before anything is emailed.
@@ -52,7 +52,14 @@ fn read_runtime(context: &WriteContext<'_>) -> Result<EmailRuntime, StorageError
 }
 
 fn console_url(context: &WriteContext<'_>) -> Result<String, StorageError> {
-    Ok(format!("{}/console", read_runtime(context)?.public_url.trim_end_matches('/')))
+    Ok(read_runtime(context)?.console_url())
+}
+
+impl EmailRuntime {
+    /// The agents' console, which emails to agents link to.
+    pub fn console_url(&self) -> String {
+        format!("{}/console", self.public_url.trim_end_matches('/'))
+    }
 }
 
 pub(super) fn site(context: &WriteContext<'_>, key: &str) -> Result<Option<Site>, StorageError> {
@@ -60,15 +67,12 @@ pub(super) fn site(context: &WriteContext<'_>, key: &str) -> Result<Option<Site>
     table.get(key)?.map(|value| decode_json(value.value())).transpose()
 }
 
-/// The agents a site's notifications go to: enabled, serving the site, not opted out.
-fn notified_agents(context: &WriteContext<'_>, site_key: &str) -> Result<Vec<Agent>, StorageError> {
+/// Every agent, for [`agent_emails`] to choose from.
+fn all_agents(context: &WriteContext<'_>) -> Result<Vec<Agent>, StorageError> {
     let table = context.transaction.open_table(tables::AGENTS)?;
     let mut found = Vec::new();
     for entry in table.iter()? {
-        let agent: Agent = decode_json(entry?.1.value())?;
-        if !agent.disabled && !agent.email_notifications_off && agent.serves_site(site_key) {
-            found.push(agent);
-        }
+        found.push(decode_json(entry?.1.value())?);
     }
     Ok(found)
 }
@@ -76,6 +80,34 @@ fn notified_agents(context: &WriteContext<'_>, site_key: &str) -> Result<Vec<Age
 /// The language of an email about `site`: the site's email language when set, else the visitor's.
 pub fn language_for(site: Option<&Site>, visitor_lang: &str) -> Lang {
     Lang::first_of([site.map_or("", |site| site.email_language.as_str()), visitor_lang])
+}
+
+/// The emails to every notified agent of `site_key` (enabled, serving the site, not opted
+/// out) among `agents`, each rendered by `render` in the site's language (else the visitor's):
+/// what both backends queue.
+pub fn agent_emails(
+    site_key: &str,
+    site: Option<&Site>,
+    agents: &[Agent],
+    kind: EmailKind,
+    render: impl Fn(Lang, &str) -> content::Rendered,
+    visitor_lang: &str,
+) -> Vec<OutgoingEmail> {
+    let lang = language_for(site, visitor_lang);
+    let site_name = site.map_or(site_key, |site| site.name.as_str());
+    agents
+        .iter()
+        .filter(|agent| !agent.disabled && !agent.email_notifications_off && agent.serves_site(site_key))
+        .map(|agent| OutgoingEmail {
+            kind,
+            site: Some(site_key.to_owned()),
+            to_address: agent.email.clone(),
+            to_name: agent.name.clone(),
+            message: render(lang, site_name),
+            unless_read: None,
+            transcript_of: None,
+        })
+        .collect()
 }
 
 /// Queues an email to every notified agent of `site_key`, each rendered by `render`.
@@ -87,23 +119,13 @@ fn email_agents(
     visitor_lang: &str,
 ) -> Result<usize, StorageError> {
     let site = site(context, site_key)?;
-    let lang = language_for(site.as_ref(), visitor_lang);
-    let site_name = site.as_ref().map_or(site_key, |site| site.name.as_str()).to_owned();
-    let agents = notified_agents(context, site_key)?;
+    let emails = agent_emails(site_key, site.as_ref(), &all_agents(context)?, kind, render, visitor_lang);
     let now = context.now;
-    for agent in &agents {
-        let email = OutgoingEmail {
-            kind,
-            site: Some(site_key.to_owned()),
-            to_address: agent.email.clone(),
-            to_name: agent.name.clone(),
-            message: render(lang, &site_name),
-            unless_read: None,
-            transcript_of: None,
-        };
+    let count = emails.len();
+    for email in emails {
         super::queue(context, email, now)?;
     }
-    Ok(agents.len())
+    Ok(count)
 }
 
 /// Writes the emails of this batch's events to the outbox: a new offline message to the site's

@@ -1,7 +1,7 @@
 //! The cluster's webhook and email senders: two `kefu serve` nodes on one PostgreSQL and one
 //! nats-server, both polling the outbox. A chat across the nodes reaches a site's webhook once
 //! per event, signed, retried after the receiver's failures; a password reset asked on one node
-//! is emailed once.
+//! is emailed once, and so is an offline message's notice to each of the site's agents.
 //!
 //! The tests print one line and pass when nats-server or PostgreSQL is not installed.
 
@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::admin::{ADMIN, Admin};
-use crate::email::{Parsed, SmtpSink, quick_email, use_sink};
+use crate::email::{Parsed, SmtpSink, leave_offline_message, quick_email, use_sink};
 use crate::support::nats::NatsServer;
 use crate::support::{TestServer, call};
 use crate::webhooks::{create_webhook, receiver, verify};
@@ -119,10 +119,19 @@ async fn a_chat_across_nodes_reaches_the_sites_webhook_once_per_event_signed_and
     let attempts: u64 = deliveries.iter().map(|delivery| delivery["attempts"].as_u64().unwrap()).sum();
     assert_eq!(attempts, 8, "five deliveries and three failed attempts: {deliveries:?}");
     assert!(deliveries.iter().all(|delivery| !delivery["payload"].as_str().unwrap().is_empty()));
+
+    // An offline message through the other node: its event, and its copy in a new conversation
+    // as a message marked with its id.
+    leave_offline_message(&one, &site, "en", "Do you ship on weekends?").await;
+    let left = receiver.expect("offline_message.received", &secret).await;
+    assert_eq!(left["data"]["offline_message"]["text"], "Do you ship on weekends?");
+    let copy = receiver.expect("message.created", &secret).await;
+    assert_eq!(copy["data"]["message"]["text"], "Do you ship on weekends?");
+    assert_eq!(copy["data"]["offline_message_id"], left["data"]["offline_message"]["id"]);
 }
 
 #[tokio::test]
-async fn a_password_reset_asked_on_one_node_is_emailed_once() {
+async fn a_password_reset_and_an_offline_message_left_on_one_node_are_emailed_once() {
     let Some(url) = crate::support::postgres::database("senders_email").await else { return };
     let Some(nats) = NatsServer::start("senders_email") else { return };
     let sink = SmtpSink::start().await;
@@ -169,4 +178,19 @@ async fn a_password_reset_asked_on_one_node_is_emailed_once() {
         .unwrap();
     assert_eq!(reset.status(), StatusCode::OK);
     two.login_with("wang@shop.example", "a brand new password").await;
+
+    // An offline message left through one node: each of the site's agents gets one email, in the
+    // visitor's language, linking to the console.
+    leave_offline_message(&one, &site, "zh-CN", "你们周末发货吗？").await;
+    let received = sink.wait_for(4).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.received().len(), 4, "nothing is sent twice");
+    let mut recipients: Vec<String> = received[1..].iter().flat_map(|message| message.rcpt_to.clone()).collect();
+    recipients.sort();
+    assert_eq!(recipients, ["admin@kefu.local", ADMIN, "wang@shop.example"]);
+    let message = Parsed::new(&received[1].data);
+    assert_eq!(message.header("subject"), "李雷 的新留言（Shop）");
+    let text = message.part("text/plain");
+    assert!(text.contains("你们周末发货吗？") && text.contains("打开客服工作台: http://127.0.0.1:"), "{text}");
+    assert!(text.contains("/console"), "{text}");
 }

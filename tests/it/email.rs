@@ -300,7 +300,12 @@ async fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-async fn leave_offline_message(server: &TestServer, site: &kefu::sites::Site, lang: &str, text: &str) -> String {
+pub(crate) async fn leave_offline_message(
+    server: &TestServer,
+    site: &kefu::sites::Site,
+    lang: &str,
+    text: &str,
+) -> String {
     let (_, token) = server.visitor_session(site, None).await;
     let response = http()
         .post(server.url("/api/v1/visitor/offline-messages"))

@@ -60,7 +60,7 @@ impl Receiver {
 
     /// The next delivery of `event_type` (in whatever order deliveries arrive), checking its
     /// signature with `secret`.
-    async fn expect(&mut self, event_type: &str, secret: &str) -> Value {
+    pub(crate) async fn expect(&mut self, event_type: &str, secret: &str) -> Value {
         let is_wanted = |body: &str| serde_json::from_str::<Value>(body).unwrap()["type"] == event_type;
         let (headers, body) = match self.set_aside.iter().position(|(_, body)| is_wanted(body)) {
             Some(index) => self.set_aside.remove(index),
