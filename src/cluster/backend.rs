@@ -4,6 +4,7 @@
 //! What is not behind a boundary yet is reached through [`Backend::appliance`], which a cluster
 //! node answers with [`StorageError::ApplianceOnly`].
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -319,6 +320,8 @@ delegate!(VisitorStore to visitors {
     fn open_session(&self, site: &Site, request: SessionRequest) -> Result<OpenedSession, VisitorError>;
     fn authenticate(&self, digest: &TokenDigest) -> Result<Option<Visitor>, StorageError>;
     fn get(&self, id: u64) -> Result<Option<Visitor>, StorageError>;
+    fn update_attributes(&self, visitor_id: u64, changes: BTreeMap<String, serde_json::Value>)
+        -> Result<Visitor, VisitorError>;
 });
 
 delegate!(AgentStore to agents {

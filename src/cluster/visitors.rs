@@ -7,6 +7,7 @@
 //! identity, so it never ends up with two visitor records; the visitor rows a session changes
 //! are locked (`FOR UPDATE`) until it commits.
 
+use std::collections::BTreeMap;
 use tokio_postgres::Transaction;
 
 use crate::base::clock;
@@ -163,6 +164,30 @@ impl VisitorStore for PostgresVisitors {
     async fn get(&self, id: u64) -> Result<Option<Visitor>, StorageError> {
         let client = self.readers.client().await?;
         postgres::record_where(&*client, "visitor", "SELECT record::text FROM visitors WHERE id = $1", &[&signed(id)?])
+            .await
+    }
+
+    async fn update_attributes(
+        &self,
+        visitor_id: u64,
+        changes: BTreeMap<String, serde_json::Value>,
+    ) -> Result<Visitor, VisitorError> {
+        crate::people::visitors::check_attribute_changes(&changes)?;
+        let id = i64::try_from(visitor_id).map_err(|_| VisitorError::NotFound)?;
+        self.writers
+            .run(async |transaction| -> Result<_, VisitorError> {
+                let mut visitor: Visitor = postgres::record_where(
+                    transaction,
+                    "visitor",
+                    "SELECT record::text FROM visitors WHERE id = $1 FOR UPDATE",
+                    &[&id],
+                )
+                .await?
+                .ok_or(VisitorError::NotFound)?;
+                visitor.change_attributes(changes)?;
+                put_record(transaction, "visitors", "id", &id, &visitor).await?;
+                Ok(visitor)
+            })
             .await
     }
 }

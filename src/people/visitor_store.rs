@@ -3,6 +3,7 @@
 //! `cluster::visitors`) implements these calls and not redb's tables. [`Store`] implements it
 //! with `people::visitors`; both decide a session with `visitors::resolve_session`.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use crate::base::secrets::{self, TokenDigest};
@@ -23,6 +24,15 @@ pub trait VisitorStore: Send + Sync {
 
     /// One visitor.
     fn get(&self, id: u64) -> impl Future<Output = Result<Option<Visitor>, StorageError>> + Send;
+
+    /// Sets or removes (a null value) a visitor's attributes (checked by
+    /// `visitors::check_attribute_changes`, applied by `Visitor::change_attributes`); returns the
+    /// visitor as changed. A refused change changes nothing.
+    fn update_attributes(
+        &self,
+        visitor_id: u64,
+        changes: BTreeMap<String, serde_json::Value>,
+    ) -> impl Future<Output = Result<Visitor, VisitorError>> + Send;
 
     /// Whether `token` is a live session of a visitor of `site`, so opening a session with it
     /// makes no new visitor (the per-address budget of new sessions counts only those that do).
@@ -53,5 +63,13 @@ impl VisitorStore for Store {
 
     async fn get(&self, id: u64) -> Result<Option<Visitor>, StorageError> {
         self.read(move |transaction| visitors::get(transaction, id)).await
+    }
+
+    async fn update_attributes(
+        &self,
+        visitor_id: u64,
+        changes: BTreeMap<String, serde_json::Value>,
+    ) -> Result<Visitor, VisitorError> {
+        visitors::update_attributes(self, visitor_id, changes).await
     }
 }

@@ -134,40 +134,59 @@ fn validate(request: &SessionRequest) -> Result<(), VisitorError> {
 
 /// Changes a visitor's attributes: each key given a value is set, each given `null` removed.
 /// The same limits apply as to attributes a visitor's session sends.
-pub async fn update_attributes(
+pub(crate) async fn update_attributes(
     store: &Store,
     visitor_id: u64,
     changes: BTreeMap<String, serde_json::Value>,
 ) -> Result<Visitor, VisitorError> {
+    check_attribute_changes(&changes)?;
+    store
+        .write(move |context| {
+            let Some(mut visitor) = get_for_update(context, visitor_id)? else {
+                return Ok(Err(VisitorError::NotFound));
+            };
+            if let Err(error) = visitor.change_attributes(changes) {
+                return Ok(Err(error));
+            }
+            put(context, &visitor)?;
+            Ok(Ok(visitor))
+        })
+        .await
+}
+
+/// Refuses attribute changes that are too many or too long before anything is read.
+pub fn check_attribute_changes(changes: &BTreeMap<String, serde_json::Value>) -> Result<(), VisitorError> {
     if changes.len() > MAX_ATTRIBUTES {
         return Err(VisitorError::Invalid(format!("attributes: at most {MAX_ATTRIBUTES} keys")));
     }
-    for (key, value) in &changes {
+    for (key, value) in changes {
         if key.trim().is_empty() {
             return Err(VisitorError::Invalid("attributes key: must not be empty".into()));
         }
         check_length("attributes key", key)?;
         check_length("attributes value", &value.to_string())?;
     }
-    store
-        .write(move |context| {
-            let Some(mut visitor) = get_for_update(context, visitor_id)? else {
-                return Ok(Err(VisitorError::NotFound));
-            };
-            for (key, value) in changes {
-                if value.is_null() {
-                    visitor.attributes.remove(&key);
-                } else {
-                    visitor.attributes.insert(key, value);
-                }
+    Ok(())
+}
+
+impl Visitor {
+    /// Sets each attribute of `changes` (a null removes it); refused, changing nothing, when the
+    /// visitor would have too many.
+    pub fn change_attributes(&mut self, changes: BTreeMap<String, serde_json::Value>) -> Result<(), VisitorError> {
+        let mut attributes = self.attributes.clone();
+        for (key, value) in changes {
+            if value.is_null() {
+                attributes.remove(&key);
+            } else {
+                attributes.insert(key, value);
             }
-            if visitor.attributes.len() > MAX_ATTRIBUTES {
-                return Ok(Err(VisitorError::Invalid(format!("attributes: at most {MAX_ATTRIBUTES} keys in all"))));
-            }
-            put(context, &visitor)?;
-            Ok(Ok(visitor))
-        })
-        .await
+        }
+        if attributes.len() > MAX_ATTRIBUTES {
+            return Err(VisitorError::Invalid(format!("attributes: at most {MAX_ATTRIBUTES} keys in all")));
+        }
+        self.attributes = attributes;
+        Ok(())
+    }
 }
 
 /// A visitor, read inside a writer operation that will change it and [`put`] it back.

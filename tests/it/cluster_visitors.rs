@@ -16,6 +16,7 @@ use kefu::people::visitor_store::VisitorStore;
 use kefu::people::visitors::{SessionRequest, UserClaim, VisitorError};
 use kefu::sites::store::SiteStore;
 use kefu::sites::{NewSite, Site};
+use serde_json::json;
 
 use crate::support::TestServer;
 use crate::support::postgres::{connect, count, database};
@@ -90,6 +91,27 @@ async fn behaves_as_a_visitor_store(visitors: &impl VisitorStore, sites: &impl S
     assert!(matches!(visitors.open_session(&site, crowded).await, Err(VisitorError::Invalid(_))));
     let unchanged = visitors.get(first.visitor.id).await.unwrap().unwrap();
     assert_eq!((unchanged.n_sessions, unchanged.attributes.len()), (4, 0), "the refused sessions changed nothing");
+
+    // Attributes set, changed and removed; too many, an empty key or an unknown visitor refused
+    // with nothing changed.
+    let set = BTreeMap::from([("plan".to_owned(), json!("金卡 gold")), ("orders".to_owned(), json!(3))]);
+    let changed = visitors.update_attributes(first.visitor.id, set).await.unwrap();
+    assert_eq!(
+        (changed.attributes["plan"].clone(), changed.attributes["orders"].clone()),
+        (json!("金卡 gold"), json!(3))
+    );
+    let unset = BTreeMap::from([("orders".to_owned(), serde_json::Value::Null)]);
+    let changed = visitors.update_attributes(first.visitor.id, unset).await.unwrap();
+    assert_eq!(changed.attributes.keys().collect::<Vec<_>>(), ["plan"]);
+    let crowded: BTreeMap<String, serde_json::Value> = (0..50).map(|n| (format!("k{n}"), json!(n))).collect();
+    let refused = visitors.update_attributes(first.visitor.id, crowded).await;
+    assert!(matches!(refused, Err(VisitorError::Invalid(_))), "51 in all");
+    let empty_key = BTreeMap::from([(" ".to_owned(), json!(1))]);
+    assert!(matches!(visitors.update_attributes(first.visitor.id, empty_key).await, Err(VisitorError::Invalid(_))));
+    let unknown = visitors.update_attributes(u64::MAX, BTreeMap::new()).await;
+    assert!(matches!(unknown, Err(VisitorError::NotFound)));
+    let stored = visitors.get(first.visitor.id).await.unwrap().unwrap();
+    assert_eq!(stored.attributes, changed.attributes, "the refusals changed nothing");
 }
 
 #[tokio::test]

@@ -129,8 +129,7 @@ pub async fn update_visitor_attributes(
 ) -> Result<axum::Json<VisitorProfile>, ApiError> {
     let caller = staff_only(principal)?;
     served_visitor(&app, &caller, visitor_id).await?;
-    let visitor =
-        visitors::update_attributes(app.store.appliance("visitors' attributes")?, visitor_id, changes).await?;
+    let visitor = VisitorStore::update_attributes(&app.store, visitor_id, changes).await?;
     Ok(axum::Json(profile_of(&app, visitor)))
 }
 
