@@ -293,6 +293,30 @@ impl AgentAdministration for PostgresAgents {
         Ok(())
     }
 
+    async fn complete_login(&self, ticket: &str, code: &str) -> Result<Agent, AgentError> {
+        let digest = crate::base::secrets::token_digest(ticket);
+        self.writers
+            .run(async |transaction| -> Result<_, AgentError> {
+                let statement = "SELECT record::text FROM agent_sessions WHERE digest = $1 FOR UPDATE";
+                let session: Option<AgentSession> =
+                    postgres::record_where(transaction, "agent session", statement, &[&digest.as_slice()]).await?;
+                let Some(mut session) = session else { return Err(AgentError::WrongCode) };
+                let agent = agent_for_update(transaction, session.agent_id).await?;
+                let mut record = two_factor_for_update(transaction, session.agent_id).await?;
+                let agent = agents::complete_login_of(
+                    &mut session,
+                    agent,
+                    &mut record,
+                    code,
+                    crate::base::clock::now_millis(),
+                )?;
+                store_two_factor(transaction, agent.id, &record).await?;
+                put_record(transaction, "agent_sessions", "digest", &digest.as_slice(), &session).await?;
+                Ok(agent)
+            })
+            .await
+    }
+
     async fn replace_avatar(&self, agent_id: u64, upload_id: Option<String>) -> Result<Agent, AvatarError> {
         self.writers
             .run(async |transaction| -> Result<_, AvatarError> {

@@ -344,6 +344,7 @@ delegate!(AgentAdministration to agents {
     fn remove_two_factor(&self, agent_id: u64, keep: Option<TokenDigest>, by_admin: bool)
         -> Result<Agent, AgentError>;
     fn require_two_factor(&self, admin_id: u64, on: bool) -> Result<(), AgentError>;
+    fn complete_login(&self, ticket: &str, code: &str) -> Result<Agent, AgentError>;
     fn replace_avatar(&self, agent_id: u64, upload_id: Option<String>) -> Result<Agent, AvatarError>;
 });
 

@@ -75,6 +75,10 @@ pub trait AgentAdministration: AgentStore {
     /// the sessions of agents without two-factor login, with their live connections.
     fn require_two_factor(&self, admin_id: u64, on: bool) -> impl Future<Output = Result<(), AgentError>> + Send;
 
+    /// Gives the login waiting on `ticket` its second factor (`agents::complete_login_of`): a
+    /// right code makes the session full, with the code used up; anything else changes nothing.
+    fn complete_login(&self, ticket: &str, code: &str) -> impl Future<Output = Result<Agent, AgentError>> + Send;
+
     /// Points the agent at the upload `upload_id` (marked attached) as their picture, or at
     /// none, and deletes the picture before.
     fn replace_avatar(
@@ -246,6 +250,10 @@ impl AgentAdministration for Store {
             Ok(Ok(agent))
         })
         .await
+    }
+
+    async fn complete_login(&self, ticket: &str, code: &str) -> Result<Agent, AgentError> {
+        agents::complete_login(self, ticket, code).await
     }
 
     async fn require_two_factor(&self, admin_id: u64, on: bool) -> Result<(), AgentError> {

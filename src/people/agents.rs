@@ -528,17 +528,9 @@ pub async fn login(
     Ok((token, agent, step))
 }
 
-/// The agent whose login `ticket` (the token of an [`SessionStage::AwaitingCode`] session) waits
-/// for a second factor, so the caller can count the attempt against that account.
-pub fn awaiting_code(transaction: &ReadTransaction, ticket: &str, now: i64) -> Result<Option<Agent>, StorageError> {
-    Ok(session_of(transaction, &secrets::token_digest(ticket), now)?
-        .filter(|(_, stage)| *stage == SessionStage::AwaitingCode)
-        .map(|(agent, _)| agent))
-}
-
 /// Gives a login its second factor: a right code makes the waiting session full (the ticket
 /// becomes the session token); a wrong one changes nothing.
-pub async fn complete_login(store: &Store, ticket: &str, code: &str) -> Result<Agent, AgentError> {
+pub(crate) async fn complete_login(store: &Store, ticket: &str, code: &str) -> Result<Agent, AgentError> {
     let digest = secrets::token_digest(ticket);
     let code = code.to_owned();
     store
@@ -550,23 +542,18 @@ pub async fn complete_login(store: &Store, ticket: &str, code: &str) -> Result<A
                 return Ok(Err(AgentError::WrongCode));
             };
             drop(sessions);
-            if session.stage != SessionStage::AwaitingCode || session.expires_at < context.now {
-                return Ok(Err(AgentError::WrongCode));
-            }
             let agent = context
                 .transaction
                 .open_table(tables::AGENTS)?
                 .get(session.agent_id)?
                 .map(|value| decode_json::<Agent>(value.value()))
                 .transpose()?;
-            let Some(agent) = agent.filter(|agent| !agent.disabled) else {
-                return Ok(Err(AgentError::WrongCode));
+            let mut record = two_factor::record_in(context, session.agent_id)?;
+            let agent = match complete_login_of(&mut session, agent, &mut record, &code, context.now) {
+                Ok(agent) => agent,
+                Err(error) => return Ok(Err(error)),
             };
-            if !two_factor::check_in(context, agent.id, &code)? {
-                return Ok(Err(AgentError::WrongCode));
-            }
-            session.stage = SessionStage::Full;
-            session.expires_at = context.now + SESSION_LIFETIME_MILLIS;
+            two_factor::store_in(context, agent.id, &record)?;
             context
                 .transaction
                 .open_table(tables::AGENT_SESSIONS)?
@@ -574,6 +561,29 @@ pub async fn complete_login(store: &Store, ticket: &str, code: &str) -> Result<A
             Ok(Ok(agent))
         })
         .await
+}
+
+/// Decides a login's code on both backends: `session` must be waiting for it and live, its
+/// agent enabled, and `code` right for the agent's two-factor `record` (which it advances, so a
+/// code passes once). The session is then full for a new lifetime. Any refusal is
+/// [`AgentError::WrongCode`], and the caller stores nothing.
+pub fn complete_login_of(
+    session: &mut AgentSession,
+    agent: Option<Agent>,
+    record: &mut two_factor::TwoFactorRecord,
+    code: &str,
+    now: i64,
+) -> Result<Agent, AgentError> {
+    if session.stage != SessionStage::AwaitingCode || session.expires_at < now {
+        return Err(AgentError::WrongCode);
+    }
+    let agent = agent.filter(|agent| !agent.disabled && agent.id == session.agent_id).ok_or(AgentError::WrongCode)?;
+    if !record.check(code, now) {
+        return Err(AgentError::WrongCode);
+    }
+    session.stage = SessionStage::Full;
+    session.expires_at = now + SESSION_LIFETIME_MILLIS;
+    Ok(agent)
 }
 
 fn dummy_hash() -> String {

@@ -288,17 +288,6 @@ pub(crate) fn store_in(
     Ok(())
 }
 
-/// Checks a login's second factor ([`TwoFactorRecord::check`]) inside the writer operation that
-/// upgrades the login's session, storing the advanced record.
-pub(crate) fn check_in(context: &mut WriteContext<'_>, agent_id: u64, code: &str) -> Result<bool, StorageError> {
-    let mut record = record_in(context, agent_id)?;
-    if !record.check(code, context.now) {
-        return Ok(false);
-    }
-    store_in(context, agent_id, &record)?;
-    Ok(true)
-}
-
 /// Removes the agent's two-factor state (an admin's reset, or the agent turning it off).
 pub(crate) fn remove_in(context: &mut WriteContext<'_>, agent_id: u64) -> Result<(), StorageError> {
     context.transaction.open_table(tables::AGENT_TWO_FACTOR)?.remove(agent_id)?;

@@ -21,7 +21,7 @@ const PNG: &[u8] = &[
     0x1D, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
 ];
 
-async fn login(server: &TestServer, email: &str, password: &str) -> (StatusCode, Value) {
+pub(crate) async fn login(server: &TestServer, email: &str, password: &str) -> (StatusCode, Value) {
     let response = http()
         .post(server.url("/api/v1/agent/login"))
         .json(&json!({"email": email, "password": password}))
@@ -31,7 +31,7 @@ async fn login(server: &TestServer, email: &str, password: &str) -> (StatusCode,
     (response.status(), response.json().await.unwrap_or(Value::Null))
 }
 
-async fn give_code(server: &TestServer, ticket: &str, code: &str) -> (StatusCode, Value) {
+pub(crate) async fn give_code(server: &TestServer, ticket: &str, code: &str) -> (StatusCode, Value) {
     let response = http()
         .post(server.url("/api/v1/agent/login/code"))
         .json(&json!({"ticket": ticket, "code": code}))

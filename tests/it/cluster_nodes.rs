@@ -197,7 +197,6 @@ async fn what_a_node_does_not_serve_yet_is_refused_with_503_and_says_so() {
     let admin = node.admin_token("boss@shop.example").await;
     let (visitor_id, _) = node.visitor_session(&site, None).await;
     for (method, path) in [
-        ("POST", "/api/v1/agent/two-factor/setup".to_owned()),
         ("GET", "/api/v1/export?from=2026-01-01&to=2026-01-02".to_owned()),
         ("GET", format!("/api/v1/visitors/{visitor_id}/data")),
         ("DELETE", format!("/api/v1/visitors/{visitor_id}/data")),
@@ -211,6 +210,41 @@ async fn what_a_node_does_not_serve_yet_is_refused_with_503_and_says_so() {
     // The visitor is still there: a refusal changed nothing.
     let (status, _) = call(&node, "GET", &format!("/api/v1/visitors/{visitor_id}"), &admin, None).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_agent_enrolled_through_one_node_logs_in_with_a_code_through_another_once() {
+    let Some(url) = crate::support::postgres::database("nodes_two_factor").await else { return };
+    let Some(nats) = NatsServer::start("nodes_two_factor") else { return };
+    let one = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let two = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let site = one.create_site("Shop").await;
+    one.create_agent("wang@shop.example", &site, 3).await;
+    let token = one.login("wang@shop.example").await;
+    let (secret, recovery_codes) = crate::account::enrol(&one, &token).await;
+
+    // The password through the second node opens no session; a wrong code through the first
+    // changes nothing; the right one makes the ticket a session every node accepts, once.
+    let (status, first_step) = crate::account::login(&two, "wang@shop.example", crate::support::PASSWORD).await;
+    assert_eq!((status.as_u16(), first_step["next"].as_str()), (200, Some("code")), "{first_step}");
+    let ticket = first_step["ticket"].as_str().unwrap().to_owned();
+    let (status, _) = call(&two, "GET", "/api/v1/agent/me", &ticket, None).await;
+    assert_eq!(status, 401, "a ticket is not a session");
+    let next_code = crate::account::code(&secret, 1);
+    let wrong = if next_code == "000000" { "111111" } else { "000000" };
+    assert_eq!(crate::account::give_code(&one, &ticket, wrong).await.0.as_u16(), 401);
+    let (status, body) = crate::account::give_code(&one, &ticket, &next_code).await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    let (status, me) = call(&two, "GET", "/api/v1/agent/me", &ticket, None).await;
+    assert_eq!((status.as_u16(), me["two_factor"].as_bool()), (200, Some(true)), "{me}");
+    let (_, again) = crate::account::login(&one, "wang@shop.example", crate::support::PASSWORD).await;
+    let again = again["ticket"].as_str().unwrap();
+    assert_eq!(crate::account::give_code(&two, again, &next_code).await.0.as_u16(), 401, "a used code");
+    let (status, _) = crate::account::give_code(&two, again, &recovery_codes[0]).await;
+    assert_eq!(status.as_u16(), 200, "a recovery code, once");
+    let (_, third) = crate::account::login(&one, "wang@shop.example", crate::support::PASSWORD).await;
+    let third = third["ticket"].as_str().unwrap();
+    assert_eq!(crate::account::give_code(&one, third, &recovery_codes[0]).await.0.as_u16(), 401, "used up");
 }
 
 #[tokio::test]

@@ -350,9 +350,6 @@ pub async fn reset_two_factor(State(app): State<AppState>, Path(id): Path<u64>, 
 /// `POST /admin/two-factor`: whether every agent must log in with a second factor.
 pub async fn require_two_factor(State(app): State<AppState>, post: AdminPost) -> Response {
     let on = post.form.checked("required");
-    if on && app.store.cluster().is_some() {
-        return super::storage_failure(crate::storage::StorageError::ApplianceOnly("two-factor login"));
-    }
     match agents::require_two_factor(&app.store, &post.admin.agent, on).await {
         Ok(()) => {
             post.admin.audit(&app, "settings.require_two_factor", "installation", format!("required {on}")).await;

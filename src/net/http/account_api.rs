@@ -90,10 +90,6 @@ pub async fn begin_two_factor(
     State(app): State<AppState>,
     session: OwnSession,
 ) -> Result<axum::Json<two_factor::Setup>, ApiError> {
-    if app.store.cluster().is_some() {
-        // Its login step is the appliance's alone so far: an agent who enrolled could not log in.
-        return Err(crate::storage::StorageError::ApplianceOnly("two-factor login").into());
-    }
     Ok(axum::Json(two_factor::begin_setup(&app.store, session.agent.id, &session.agent.email).await?))
 }
 

@@ -32,6 +32,8 @@ use super::error::ApiError;
 use super::extract::{Json, OwnSession};
 use crate::base::config::LimitsConfig;
 use crate::net::AppState;
+use crate::people::agent_administration::AgentAdministration;
+use crate::people::agent_store::AgentStore;
 use crate::people::agents::{self, Agent, AgentError, LoginStep, PasswordChecks, Role, SessionStage};
 
 /// The window in which failed logins are counted.
@@ -276,13 +278,12 @@ pub const LOGIN_EXPIRED: &str = "the login expired; enter your password again";
 /// (counted against the account); returns the now full session's token.
 pub async fn attempt_code(app: &AppState, address: IpAddr, ticket: &str, code: &str) -> Result<Agent, ApiError> {
     let now = crate::base::clock::now_millis();
-    let owned_ticket = ticket.to_owned();
-    let store = app.store.appliance("two-factor login")?;
-    let waiting = store.read(move |transaction| agents::awaiting_code(transaction, &owned_ticket, now)).await?;
-    let Some(agent) = waiting else {
+    let digest = crate::base::secrets::token_digest(ticket);
+    let waiting = AgentStore::session_of(&app.store, &digest, now).await?;
+    let Some((agent, SessionStage::AwaitingCode)) = waiting else {
         return Err(ApiError::Unauthorized(LOGIN_EXPIRED.into()));
     };
-    limited(app, &agent.email, address, agents::complete_login(store, ticket, code)).await
+    limited(app, &agent.email, address, AgentAdministration::complete_login(&app.store, ticket, code)).await
 }
 
 /// The `Set-Cookie` value that carries a new session token; Secure when the client used https
