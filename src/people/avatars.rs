@@ -6,11 +6,12 @@
 //! names the upload (`AgentAdministration::replace_avatar`); setting a new picture or removing it
 //! deletes the old one.
 
+use crate::chat::upload_store::UploadStore;
 use crate::chat::uploads::{self, AttachmentKind, UploadError, UploadQuota, UploadTarget};
 use crate::people::agent_administration::AgentAdministration;
 use crate::people::agents::Agent;
 use crate::protocol::{ParticipantView, SenderKind};
-use crate::storage::{StorageError, Store};
+use crate::storage::StorageError;
 
 /// The largest avatar accepted: plenty for a 512×512 picture.
 pub const MAX_AVATAR_BYTES: usize = 512 * 1024;
@@ -32,7 +33,12 @@ pub enum AvatarError {
 
 /// Stores `bytes` as the agent's picture, replacing the one before. The bytes go to the
 /// appliance's uploads (`chat::uploads`), the agent's record through the boundary.
-pub async fn set(store: &Store, quota: &UploadQuota, agent_id: u64, bytes: bytes::Bytes) -> Result<Agent, AvatarError> {
+pub async fn set(
+    store: &(impl UploadStore + AgentAdministration),
+    quota: &UploadQuota,
+    agent_id: u64,
+    bytes: bytes::Bytes,
+) -> Result<Agent, AvatarError> {
     if bytes.len() > MAX_AVATAR_BYTES {
         return Err(UploadError::TooLarge(MAX_AVATAR_BYTES).into());
     }
@@ -44,7 +50,7 @@ pub async fn set(store: &Store, quota: &UploadQuota, agent_id: u64, bytes: bytes
         site: AVATAR_QUOTA_KEY.to_owned(),
         conversation_id: None,
     };
-    let upload = uploads::store_upload(store, quota, target, "avatar", bytes, MAX_AVATAR_BYTES).await?;
+    let upload = UploadStore::store(store, quota, target, "avatar".to_owned(), bytes, MAX_AVATAR_BYTES).await?;
     let agent = store.replace_avatar(agent_id, Some(upload.id)).await?;
     // The picture before is gone: count the stored bytes afresh next time.
     quota.forget();

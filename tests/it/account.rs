@@ -14,7 +14,7 @@ const ANN: &str = "ann@shop.example";
 const BOSS: &str = "boss@shop.example";
 
 /// A 1×1 PNG.
-const PNG: &[u8] = &[
+pub(crate) const PNG: &[u8] = &[
     0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00,
     0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4, 0x89, 0x00, 0x00, 0x00, 0x0D, 0x49,
     0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0xF8, 0xCF, 0xC0, 0xF0, 0x1F, 0x00, 0x05, 0x00, 0x01, 0xFF, 0x89, 0x99, 0x3D,
@@ -298,7 +298,7 @@ async fn admin_form(server: &TestServer, admin_token: &str, path: &str, fields: 
     client.post(server.url(path)).bearer_auth(admin_token).form(&fields).send().await.unwrap().status()
 }
 
-async fn put_avatar(server: &TestServer, token: &str, bytes: &[u8]) -> (StatusCode, Value) {
+pub(crate) async fn put_avatar(server: &TestServer, token: &str, bytes: &[u8]) -> (StatusCode, Value) {
     let response =
         http().put(server.url("/api/v1/agent/avatar")).bearer_auth(token).body(bytes.to_vec()).send().await.unwrap();
     (response.status(), response.json().await.unwrap_or(Value::Null))

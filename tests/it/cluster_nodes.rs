@@ -248,6 +248,38 @@ async fn an_agent_enrolled_through_one_node_logs_in_with_a_code_through_another_
 }
 
 #[tokio::test]
+async fn an_agents_picture_set_through_one_node_is_served_by_another_and_replaced_whole() {
+    let Some(url) = crate::support::postgres::database("nodes_avatar").await else { return };
+    let Some(nats) = NatsServer::start("nodes_avatar") else { return };
+    let one = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let two = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let site = one.create_site("Shop").await;
+    let agent_id = one.create_agent("wang@shop.example", &site, 3).await;
+    let token = one.login("wang@shop.example").await;
+
+    let (status, body) = crate::account::put_avatar(&one, &token, b"just text").await;
+    assert_eq!(status.as_u16(), 415, "{body}");
+    let (status, me) = crate::account::put_avatar(&one, &token, crate::account::PNG).await;
+    assert_eq!(status.as_u16(), 200, "{me}");
+    let first = me["avatar_url"].as_str().unwrap().to_owned();
+    let picture = crate::support::http().get(two.url(&first)).send().await.unwrap();
+    assert_eq!(picture.headers()["content-type"], "image/png");
+    assert_eq!(picture.bytes().await.unwrap().as_ref(), crate::account::PNG);
+
+    // A second picture through the other node replaces the first, whose upload goes.
+    let (_, me) = crate::account::put_avatar(&two, &token, crate::account::PNG).await;
+    assert_ne!(me["avatar_url"].as_str().unwrap(), first);
+    let database = crate::support::postgres::connect(&url).await;
+    let uploads: i64 = database.query_one("SELECT count(*) FROM uploads", &[]).await.unwrap().get(0);
+    assert_eq!(uploads, 1, "the first picture's upload is gone");
+    let (status, me) = call(&one, "DELETE", "/api/v1/agent/avatar", &token, None).await;
+    assert_eq!(
+        (status.as_u16(), me["avatar_url"].as_str()),
+        (200, Some(format!("/api/v1/agents/{agent_id}/avatar?v=0").as_str()))
+    );
+}
+
+#[tokio::test]
 async fn an_agent_who_moved_to_another_node_keeps_their_conversation_until_gone_from_both() {
     let Some(url) = crate::support::postgres::database("nodes_grace").await else { return };
     let Some(nats) = NatsServer::start("nodes_grace") else { return };

@@ -148,8 +148,7 @@ pub async fn set_avatar(
     body: Bytes,
 ) -> Result<axum::Json<AgentView>, ApiError> {
     let session = session.full()?;
-    let agent =
-        avatars::set(app.store.appliance("agents' pictures")?, &app.upload_quota, session.agent.id, body).await?;
+    let agent = avatars::set(&app.store, &app.upload_quota, session.agent.id, body).await?;
     Ok(axum::Json(AgentView::from(&agent)))
 }
 
