@@ -403,6 +403,8 @@ delegate!(CannedReplyStore to canned_replies {
 delegate!(EmailSettingsStore to email_settings {
     fn load(&self, config: &EmailConfig) -> Result<SmtpSettings, StorageError>;
     fn save(&self, config: &EmailConfig, change: email_settings::SettingsChange) -> Result<SmtpSettings, EmailError>;
+    fn recent_emails(&self, limit: usize) -> Result<Vec<crate::email::Email>, StorageError>;
+    fn send_now(&self, config: &EmailConfig, email: crate::email::OutgoingEmail) -> Result<Result<(), String>, StorageError>;
 });
 
 delegate!(KnowledgeBaseStore to knowledge_base {

@@ -23,7 +23,7 @@ use crate::cluster::messages::unsigned;
 use crate::cluster::node::{NodeName, check_name, checked_millis};
 use crate::cluster::postgres::PostgresError;
 use crate::email::transcript::TranscriptOf;
-use crate::email::{EmailKind, OutgoingEmail, ReadCheck};
+use crate::email::{Email, EmailKind, EmailStatus, OutgoingEmail, ReadCheck};
 
 /// The most rows one claim takes.
 pub const MAX_CLAIM: usize = 1000;
@@ -59,9 +59,9 @@ pub enum OutboxContent {
         payload: String,
         #[serde(default)]
         trace_id: Option<u64>,
-        /// A row the database wrote for a newly inserted message or conversation (migration 17's
-        /// triggers) comes with an empty payload and what it is about: the node that claims it
-        /// first renders the payload, which every attempt then sends as it is.
+        /// A row the database wrote for a new message or conversation (migration 17) comes with
+        /// an empty payload and what it is about: the node that claims it first renders the
+        /// payload, which every attempt then sends as it is.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         about: Option<WebhookAbout>,
     },
@@ -101,13 +101,41 @@ impl OutboxContent {
         }
     }
 
+    /// An email row's content as the appliance's `Email`, pending with `attempts` so far; `None`
+    /// for a webhook's.
+    pub fn into_email(self, id: u64, site: Option<String>, attempts: u32, created_at: i64) -> Option<Email> {
+        let OutboxContent::Email { email_kind, to_address, to_name, subject, text, html, unless_read, transcript_of } =
+            self
+        else {
+            return None;
+        };
+        Some(Email {
+            id,
+            kind: email_kind,
+            site,
+            to_address,
+            to_name,
+            subject,
+            text,
+            html,
+            status: EmailStatus::Pending,
+            attempts,
+            created_at,
+            next_attempt_at: None,
+            last_error: None,
+            sent_at: None,
+            unless_read,
+            transcript_of,
+        })
+    }
+
     /// Whether the body holds a secret (a password reset's link), blanked once the row is finished.
     fn erase_when_done(&self) -> bool {
         matches!(self, OutboxContent::Email { email_kind, .. } if email_kind.is_secret())
     }
 }
 
-/// What a webhook row written by a trigger is about.
+/// What a webhook row the database wrote is about.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookAbout {
@@ -269,6 +297,47 @@ pub async fn get_for_update(transaction: &Transaction<'_>, id: u64) -> Result<Op
 
 /// Up to `limit` deliveries of the webhook `webhook_id`, newest first (by the index of
 /// migration 12).
+/// The newest `limit` rows of `kind`, newest first (the Email page's list of recent emails).
+pub async fn newest(
+    client: &impl GenericClient,
+    kind: OutboxKind,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, PostgresError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(&format!("{ROW_COLUMNS} WHERE kind = $1 ORDER BY id DESC LIMIT $2"), &[&kind.as_str(), &limit])
+        .await?;
+    rows.iter().map(outbox_row_of).collect()
+}
+
+/// Writes a row whose one attempt already happened outside the senders (the Email page's test
+/// email, sent while the admin waits): delivered, or failed with the attempt's error. It is
+/// finished, so no node claims it.
+pub async fn record_attempted(
+    client: &impl GenericClient,
+    site: Option<&str>,
+    content: &OutboxContent,
+    outcome: &Result<(), String>,
+) -> Result<u64, PostgresError> {
+    let value = serde_json::to_value(content).map_err(|error| PostgresError::Invalid(error.to_string()))?;
+    if holds_nul(&value) || site.is_some_and(|site| site.contains('\0')) {
+        return Err(PostgresError::Invalid("PostgreSQL cannot store the character U+0000".to_owned()));
+    }
+    let (status, error) = match outcome {
+        Ok(()) => ("delivered", None),
+        Err(error) => ("failed", Some(error.replace('\0', ""))),
+    };
+    let row = client
+        .query_one(
+            "INSERT INTO outbox (kind, site, content, status, attempts, created_at, last_error, finished_at)
+             VALUES ($1, $2, $3::text::jsonb, $4, 1, kefu_now_ms(), $5, kefu_now_ms())
+             RETURNING id",
+            &[&content.kind().as_str(), &site, &value.to_string(), &status, &error],
+        )
+        .await?;
+    unsigned(row.try_get(0)?)
+}
+
 pub async fn of_webhook(
     client: &impl GenericClient,
     webhook_id: &str,

@@ -6,7 +6,7 @@
 //! The attempts are the appliance's: a webhook is posted and signed by `webhooks::sender::post`,
 //! an email sent by `email::sender::send` with the SMTP settings saved for the cluster, and a
 //! failure is retried with the appliance's backoff until the give-up time. A webhook row that
-//! migration 17's triggers wrote has an empty payload: the first node to claim it renders the
+//! migration 17 wrote (a new message's or conversation's) has an empty payload: the first node to claim it renders the
 //! payload from the stored message or conversation (`webhooks::event_of`, as the appliance
 //! builds it) and writes it into the row, so every attempt sends the same body.
 
@@ -210,7 +210,7 @@ async fn attempt_webhook(sender: &Sender, clients: &Clients, row: ClaimedRow) {
     }
 }
 
-/// The payload and trace of a trigger's row, written into the row while this node holds it;
+/// The payload and trace of a row the database wrote, written into the row while this node holds it;
 /// `None` when the message or conversation is gone (erased).
 async fn render(
     sender: &Sender,
@@ -305,15 +305,11 @@ pub async fn run_emails(stores: Arc<ClusterStores>, node: NodeName, config: Emai
 }
 
 async fn attempt_email(sender: &Sender, config: &EmailConfig, row: ClaimedRow) {
-    let OutboxContent::Email { email_kind, to_address, to_name, subject, text, html, unless_read, transcript_of } =
-        row.content
-    else {
-        return;
-    };
-    if transcript_of.is_some() {
+    let Some(email) = row.content.into_email(row.id, row.site, row.attempts, row.created_at) else { return };
+    if email.transcript_of.is_some() {
         return sender.skip(row.id, "transcripts are not sent from cluster nodes yet").await;
     }
-    if let Some(check) = unless_read {
+    if let Some(check) = email.unless_read {
         match is_read(sender, check).await {
             Ok(true) => return sender.skip(row.id, "the visitor read it in the chat").await,
             Ok(false) => {}
@@ -338,24 +334,6 @@ async fn attempt_email(sender: &Sender, config: &EmailConfig, row: ClaimedRow) {
         }
         return;
     }
-    let email = crate::email::Email {
-        id: row.id,
-        kind: email_kind,
-        site: row.site,
-        to_address,
-        to_name,
-        subject,
-        text,
-        html,
-        status: crate::email::EmailStatus::Pending,
-        attempts: row.attempts,
-        created_at: row.created_at,
-        next_attempt_at: Some(row.claimed_until),
-        last_error: None,
-        sent_at: None,
-        unless_read,
-        transcript_of: None,
-    };
     match crate::email::sender::send(&smtp, &email, Duration::from_secs(config.timeout_secs)).await {
         Ok(()) => sender.complete(row.id, None).await,
         Err(error) => sender.retry_later(row.id, &error, None).await,

@@ -39,7 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 14, name: "agents", sql: include_str!("migrations/0014_agents.sql") },
     Migration { version: 15, name: "offline_messages", sql: include_str!("migrations/0015_offline_messages.sql") },
     Migration { version: 16, name: "upload_quota", sql: include_str!("migrations/0016_upload_quota.sql") },
-    Migration { version: 17, name: "webhook_triggers", sql: include_str!("migrations/0017_webhook_triggers.sql") },
+    Migration { version: 17, name: "webhook_rows", sql: include_str!("migrations/0017_webhook_rows.sql") },
 ];
 
 /// The key of the advisory lock that serializes migrations across nodes ("kefu" in ASCII).

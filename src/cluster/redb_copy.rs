@@ -1258,8 +1258,9 @@ pub fn compare(source: &Summary, target: &Summary) -> Vec<Verified> {
 }
 
 /// Connects to the target (a URL that is not one is refused before anything is sent). The
-/// session is marked as copying, so the copied history does not fire migration 17's webhook
-/// triggers: its events were the appliance's, delivered (or not) there.
+/// session is marked as copying, so the copied conversations do not fire migration 17's webhook
+/// trigger (and the messages go in with COPY, not the append function that writes theirs): their
+/// events were the appliance's, delivered (or not) there.
 pub async fn connect(url: &str) -> Result<Client, CopyError> {
     let client = postgres::connect(url).await?;
     client.batch_execute("SET kefu.copying = 'on'").await.map_err(PostgresError::from)?;

@@ -56,7 +56,8 @@ fn delivery_of(row: OutboxRow) -> Option<Delivery> {
 
 /// Writes in `transaction` a delivery for every subscribed webhook of each event a node decided
 /// there (assigned, closed, rated, an offline message), with its payload. The deliveries of new
-/// messages and conversations are written by migration 17's triggers with the rows themselves.
+/// messages and conversations are written by the database with the rows themselves (migration
+/// 17: the append function and a trigger).
 pub(crate) async fn record_deliveries(
     transaction: &Transaction<'_>,
     published: &[NodeEvent],
@@ -76,7 +77,7 @@ pub(crate) async fn record_deliveries(
     Ok(())
 }
 
-/// The events whose deliveries the database's triggers write.
+/// The events whose deliveries the database writes (migration 17).
 const TRIGGERED: [&str; 2] = ["message.created", "conversation.created"];
 
 impl WebhookStore for PostgresWebhooks {

@@ -25,6 +25,9 @@ use crate::base::config::EmailConfig;
 use crate::storage::outbox::{self, Outbox};
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
+/// Why an email sent at once was not: nothing to send it with.
+pub const NOT_CONFIGURED: &str = "no SMTP server or sender address is set";
+
 /// Emails sent at once; SMTP servers throttle clients that open many connections.
 const MAX_IN_FLIGHT: usize = 4;
 
@@ -142,7 +145,7 @@ async fn send_now(store: &Store, config: &EmailConfig, id: u64) -> Result<Result
     let outcome = if smtp.is_configured() {
         send(&smtp, &email, Duration::from_secs(config.timeout_secs)).await
     } else {
-        Err("no SMTP server or sender address is set".to_owned())
+        Err(NOT_CONFIGURED.to_owned())
     };
     let claimed_until = email.next_attempt_at.unwrap_or_default();
     record_outcome(store, config, id, claimed_until, Outcome::of(outcome.clone(), true)).await?;

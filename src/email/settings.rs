@@ -159,8 +159,20 @@ pub fn in_effect(saved: Option<SmtpSettings>, config: &EmailConfig) -> SmtpSetti
     saved.unwrap_or_else(|| SmtpSettings::from_config(config))
 }
 
-/// The SMTP settings' storage boundary.
+/// The Email page's storage boundary: the SMTP settings, and the emails the outbox keeps.
 pub trait EmailSettingsStore: Send + Sync {
+    /// The newest `limit` emails, newest first.
+    fn recent_emails(&self, limit: usize) -> impl Future<Output = Result<Vec<super::Email>, StorageError>> + Send;
+
+    /// Sends `email` at once with the settings in effect, outside the background sender (the
+    /// Email page's test email), and keeps it with its outcome; a failure is final for it.
+    /// Returns the SMTP error, if any.
+    fn send_now(
+        &self,
+        config: &EmailConfig,
+        email: super::OutgoingEmail,
+    ) -> impl Future<Output = Result<Result<(), String>, StorageError>> + Send;
+
     /// The settings in effect: the saved ones, else `config`'s.
     fn load(&self, config: &EmailConfig) -> impl Future<Output = Result<SmtpSettings, StorageError>> + Send;
 
@@ -174,6 +186,18 @@ pub trait EmailSettingsStore: Send + Sync {
 }
 
 impl EmailSettingsStore for Store {
+    async fn recent_emails(&self, limit: usize) -> Result<Vec<super::Email>, StorageError> {
+        self.read(move |transaction| super::recent(transaction, limit)).await
+    }
+
+    async fn send_now(
+        &self,
+        config: &EmailConfig,
+        email: super::OutgoingEmail,
+    ) -> Result<Result<(), String>, StorageError> {
+        super::sender::queue_and_send(self, config, email).await
+    }
+
     async fn load(&self, config: &EmailConfig) -> Result<SmtpSettings, StorageError> {
         let config = config.clone();
         self.read(move |transaction| effective(transaction, &config)).await

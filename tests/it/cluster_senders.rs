@@ -131,7 +131,7 @@ async fn a_chat_across_nodes_reaches_the_sites_webhook_once_per_event_signed_and
 }
 
 #[tokio::test]
-async fn a_password_reset_and_an_offline_message_left_on_one_node_are_emailed_once() {
+async fn a_password_reset_an_offline_message_and_test_emails_are_emailed_once_and_listed_on_every_node() {
     let Some(url) = crate::support::postgres::database("senders_email").await else { return };
     let Some(nats) = NatsServer::start("senders_email") else { return };
     let sink = SmtpSink::start().await;
@@ -193,4 +193,24 @@ async fn a_password_reset_and_an_offline_message_left_on_one_node_are_emailed_on
     let text = message.part("text/plain");
     assert!(text.contains("你们周末发货吗？") && text.contains("打开客服工作台: http://127.0.0.1:"), "{text}");
     assert!(text.contains("/console"), "{text}");
+
+    // The Email page of either node lists them, newest first, and sends a test email at once:
+    // accepted in Chinese, or refused with the server's words, each kept with its outcome.
+    let admin_two = Admin::log_in(&two).await;
+    let (status, _, html) =
+        admin_two.post_in(&two, "/admin/email/test", &[("to", "owner@shop.example")], "zh-CN").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("SMTP 服务器已接收测试邮件"), "{html}");
+    assert_eq!(sink.wait_for(5).await[4].rcpt_to, ["owner@shop.example"]);
+    let (status, _, html) = admin.post(&one, "/admin/email/test", &[("to", "reject@shop.example")]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(html.contains("no such mailbox here"), "{html}");
+    let (status, page) = admin_two.get(&two, "/admin/email").await;
+    assert_eq!(status, StatusCode::OK);
+    let newest = page.find("reject@shop.example").expect("the refused test email is listed");
+    let older = page.find("owner@shop.example").expect("the test email is listed");
+    assert!(newest < older && page.contains("no such mailbox here"), "newest first, with the error");
+    assert!(page.contains("wang@shop.example"), "the offline message's notices are listed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.received().len(), 5, "the test emails are not sent again by the senders");
 }

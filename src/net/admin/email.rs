@@ -106,13 +106,7 @@ struct PageState {
 
 async fn page(app: &AppState, admin: &AdminUser, lang: Lang, state: PageState) -> Result<EmailPage, Response> {
     let settings = EmailSettingsStore::load(&app.store, &app.config.email).await.map_err(internal_error)?;
-    // A cluster node keeps no emails yet: the settings are shown with an empty list.
-    let emails = match app.store.appliance("the list of recent emails") {
-        Ok(store) => {
-            store.read(|transaction| email::recent(transaction, RECENT_EMAILS)).await.map_err(internal_error)?
-        }
-        Err(_) => Vec::new(),
-    };
+    let emails = EmailSettingsStore::recent_emails(&app.store, RECENT_EMAILS).await.map_err(internal_error)?;
     let t = lang.texts();
     Ok(EmailPage {
         layout: admin.layout("email", state.notice),
@@ -213,11 +207,7 @@ pub async fn send_test(State(app): State<AppState>, headers: HeaderMap, post: Ad
         unless_read: None,
         transcript_of: None,
     };
-    let store = match app.store.appliance("test emails") {
-        Ok(store) => store,
-        Err(error) => return super::storage_failure(error),
-    };
-    let outcome = match email::sender::queue_and_send(store, &app.config.email, outgoing).await {
+    let outcome = match EmailSettingsStore::send_now(&app.store, &app.config.email, outgoing).await {
         Ok(outcome) => outcome,
         Err(error) => return internal_error(error),
     };
