@@ -55,15 +55,15 @@ pub trait MessageStore: Send + Sync {
     /// (docs/protocol.md, "Resume").
     fn epoch(&self) -> u64;
 
-    /// The conversations whose messages changed at or after `since` (Unix milliseconds), each
-    /// with its last seq and site: what a cluster node's relay compares with what it handed
+    /// The open conversations changed in the last `window_millis` (by the database's clock),
+    /// each with its last seq and site: what a cluster node's relay compares with what it handed
     /// over, to find messages its NATS subscription missed (`cluster::events::relay`). The
     /// appliance delivers from its own writer, which misses nothing: it answers none.
-    fn changed_since(
+    fn changed_within(
         &self,
-        since: i64,
+        window_millis: i64,
     ) -> impl Future<Output = Result<Vec<ConversationPosition>, StorageError>> + Send {
-        let _ = since;
+        let _ = window_millis;
         std::future::ready(Ok(Vec::new()))
     }
 }

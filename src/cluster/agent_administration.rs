@@ -297,19 +297,20 @@ impl AgentAdministration for PostgresAgents {
         let digest = crate::base::secrets::token_digest(ticket);
         self.writers
             .run(async |transaction| -> Result<_, AgentError> {
+                // The agent's row first, then the session, as every other change of an agent's
+                // sessions locks them: the session is read once to learn whose it is.
+                let statement = "SELECT record::text FROM agent_sessions WHERE digest = $1";
+                let session: Option<AgentSession> =
+                    postgres::record_where(transaction, "agent session", statement, &[&digest.as_slice()]).await?;
+                let Some(session) = session else { return Err(AgentError::WrongCode) };
+                let agent = agent_for_update(transaction, session.agent_id).await?;
                 let statement = "SELECT record::text FROM agent_sessions WHERE digest = $1 FOR UPDATE";
                 let session: Option<AgentSession> =
                     postgres::record_where(transaction, "agent session", statement, &[&digest.as_slice()]).await?;
                 let Some(mut session) = session else { return Err(AgentError::WrongCode) };
-                let agent = agent_for_update(transaction, session.agent_id).await?;
                 let mut record = two_factor_for_update(transaction, session.agent_id).await?;
-                let agent = agents::complete_login_of(
-                    &mut session,
-                    agent,
-                    &mut record,
-                    code,
-                    crate::base::clock::now_millis(),
-                )?;
+                let now = now_of(transaction).await?;
+                let agent = agents::complete_login_of(&mut session, agent, &mut record, code, now)?;
                 store_two_factor(transaction, agent.id, &record).await?;
                 put_record(transaction, "agent_sessions", "digest", &digest.as_slice(), &session).await?;
                 Ok(agent)

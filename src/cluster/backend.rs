@@ -253,7 +253,7 @@ delegate!(MessageStore to messages {
     fn page_before(&self, conversation_id: u64, before: Option<u64>, limit: usize) -> Result<Page, StorageError>;
     fn page_after(&self, conversation_id: u64, after: u64, limit: usize) -> Result<Page, StorageError>;
     fn conversation(&self, conversation_id: u64) -> Result<Option<Conversation>, StorageError>;
-    fn changed_since(&self, since: i64) -> Result<Vec<ConversationPosition>, StorageError>;
+    fn changed_within(&self, window_millis: i64) -> Result<Vec<ConversationPosition>, StorageError>;
 }
 fn epoch(&self) -> u64 {
     match self {

@@ -456,6 +456,9 @@ pub async fn relay<M: MessageStore + 'static>(
         loop {
             let (events, committed_here) = tokio::select! {
                 biased;
+                // First, so a steady stream of events cannot put it off; it is ready once a sweep
+                // interval.
+                _ = sweeps.tick() => (sweep(messages.as_ref(), &mut gaps).await, false),
                 batch = local.recv(), if local_open => match batch {
                     Some(batch) => (batch, true),
                     None => {
@@ -468,7 +471,6 @@ pub async fn relay<M: MessageStore + 'static>(
                     Some(Some(event)) => (vec![event], false),
                     Some(None) => continue,
                 },
-                _ = sweeps.tick() => (sweep(messages.as_ref(), &mut gaps).await, false),
             };
             let mut handed = HandOver::default();
             for event in events {
@@ -568,8 +570,6 @@ fn site_of(event: &CommittedEvent) -> Option<&str> {
     }
 }
 
-/// The committed messages with `after < seq < before`, as events; none (logged) when the read
-/// fails: the client's resume reads them then.
 /// How often a relay compares the open conversations' positions in PostgreSQL with what it
 /// handed over ([`SequenceGaps::sweep`]): a lost event that no later one reveals is delivered
 /// two to three sweeps after its commit.
@@ -584,8 +584,7 @@ async fn sweep(messages: &impl MessageStore, gaps: &mut SequenceGaps) -> Vec<Com
     if gaps.is_empty() {
         return Vec::new();
     }
-    let since = crate::base::clock::now_millis() - SWEEP_WINDOW_MILLIS;
-    let positions = match messages.changed_since(since).await {
+    let positions = match messages.changed_within(SWEEP_WINDOW_MILLIS).await {
         Ok(positions) => positions,
         Err(error) => {
             tracing::warn!(%error, "the relay could not compare conversations' positions");
@@ -604,6 +603,8 @@ async fn sweep(messages: &impl MessageStore, gaps: &mut SequenceGaps) -> Vec<Com
     found
 }
 
+/// The committed messages with `after < seq < before`, as events; none (logged) when the read
+/// fails: the client's resume reads them then.
 async fn read_gap(
     messages: &impl MessageStore,
     conversation_id: u64,

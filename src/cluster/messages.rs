@@ -601,14 +601,15 @@ impl MessageStore for PostgresMessages {
         self.epoch
     }
 
-    async fn changed_since(&self, since: i64) -> Result<Vec<ConversationPosition>, StorageError> {
+    async fn changed_within(&self, window_millis: i64) -> Result<Vec<ConversationPosition>, StorageError> {
         // Open conversations only, through their partial index: no index on `updated_at`, which
         // every append changes and which would cost each append its in-place (HOT) update.
         let client = self.readers.client().await?;
         let rows = client
             .query(
-                "SELECT id, last_seq, site FROM conversations WHERE status <> 'closed' AND updated_at >= $1",
-                &[&since],
+                "SELECT id, last_seq, site FROM conversations
+                 WHERE status <> 'closed' AND updated_at >= kefu_now_ms() - $1",
+                &[&window_millis],
             )
             .await
             .map_err(PostgresError::from)?;

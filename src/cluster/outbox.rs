@@ -139,8 +139,13 @@ impl OutboxContent {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookAbout {
-    /// `message.created`: the stored message.
-    Message { conversation_id: u64, seq: u64 },
+    /// `message.created`: the stored message, and its day partition.
+    Message {
+        conversation_id: u64,
+        seq: u64,
+        #[serde(default)]
+        day: Option<u32>,
+    },
     /// `conversation.created`: the conversation's row as it was inserted.
     Conversation(Box<crate::chat::conversations::Conversation>),
 }
@@ -295,8 +300,6 @@ pub async fn get_for_update(transaction: &Transaction<'_>, id: u64) -> Result<Op
     row.as_ref().map(outbox_row_of).transpose()
 }
 
-/// Up to `limit` deliveries of the webhook `webhook_id`, newest first (by the index of
-/// migration 12).
 /// The newest `limit` rows of `kind`, newest first (the Email page's list of recent emails).
 pub async fn newest(
     client: &impl GenericClient,
@@ -338,6 +341,8 @@ pub async fn record_attempted(
     unsigned(row.try_get(0)?)
 }
 
+/// Up to `limit` deliveries of the webhook `webhook_id`, newest first (by the index of
+/// migration 12).
 pub async fn of_webhook(
     client: &impl GenericClient,
     webhook_id: &str,
@@ -432,10 +437,10 @@ impl OutboxWorker {
                 &[&self.kind.as_str(), &self.node.as_str(), &limit, &self.claim_for],
             )
             .await?;
-        let mut claimed = rows
-            .iter()
-            .map(|row| {
-                Ok(ClaimedRow {
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let decoded = (|| {
+                Ok::<_, PostgresError>(ClaimedRow {
                     id: unsigned(row.try_get(0)?)?,
                     site: row.try_get(1)?,
                     content: content_of(row.try_get(2)?)?,
@@ -444,8 +449,25 @@ impl OutboxWorker {
                     claimed_until: row.try_get(5)?,
                     taken_over_from: row.try_get(6)?,
                 })
-            })
-            .collect::<Result<Vec<_>, PostgresError>>()?;
+            })();
+            match decoded {
+                Ok(row) => claimed.push(row),
+                // A row no node can read would hold up the ones claimed with it, claim after
+                // claim: it is failed with the reason, and the others go on.
+                Err(error) => {
+                    let id: i64 = row.try_get(0)?;
+                    tracing::error!(%error, outbox_id = id, "an outbox row could not be read; it is marked failed");
+                    client
+                        .execute(
+                            "UPDATE outbox SET status = 'failed', last_error = $2, next_attempt_at = NULL,
+                                 claimed_by = NULL, finished_at = kefu_now_ms()
+                             WHERE id = $1",
+                            &[&id, &format!("unreadable: {error}")],
+                        )
+                        .await?;
+                }
+            }
+        }
         claimed.sort_by_key(|row| row.id);
         for row in claimed.iter().filter(|row| row.taken_over_from.is_some()) {
             tracing::info!(outbox_id = row.id, node = %self.node, from = ?row.taken_over_from, "outbox row taken over after its claim ran out");

@@ -179,8 +179,8 @@ async fn attempt_webhook(sender: &Sender, clients: &Clients, row: ClaimedRow) {
             Ok(Some(rendered)) => rendered,
             Ok(None) => return sender.skip(row.id, "what the event was about no longer exists").await,
             Err(error) => {
-                tracing::warn!(%error, outbox_id = row.id, "rendering a webhook delivery failed; it is tried again");
-                return;
+                let error = format!("its payload could not be rendered: {error}");
+                return sender.retry_later(row.id, &error, None).await;
             }
         },
         _ => (payload, trace_id),
@@ -188,8 +188,7 @@ async fn attempt_webhook(sender: &Sender, clients: &Clients, row: ClaimedRow) {
     let webhook = match sender.stores.webhooks.webhook(&webhook_id).await {
         Ok(webhook) => webhook,
         Err(error) => {
-            tracing::warn!(%error, outbox_id = row.id, "reading a delivery's webhook failed; it is tried again");
-            return;
+            return sender.retry_later(row.id, &format!("its webhook could not be read: {error}"), None).await;
         }
     };
     let span = tracing::debug_span!(parent: None, "webhook", trace_id, delivery_id = row.id, event_type = %event_type);
@@ -221,19 +220,22 @@ async fn render(
 ) -> Result<Option<(String, Option<u64>)>, PostgresError> {
     let client = sender.readers.client().await?;
     let event = match about {
-        WebhookAbout::Message { conversation_id, seq } => {
+        WebhookAbout::Message { conversation_id, seq, day } => {
             let (Ok(conversation), Ok(seq_key)) = (i64::try_from(conversation_id), i64::try_from(seq)) else {
                 return Ok(None);
             };
-            let row = client
-                .query_opt(
-                    &format!(
-                        "SELECT {MESSAGE_COLUMNS}, (SELECT site FROM conversations WHERE id = $1)
-                         FROM messages WHERE conversation_id = $1 AND seq = $2"
-                    ),
-                    &[&conversation, &seq_key],
-                )
-                .await?;
+            let select = format!(
+                "SELECT {MESSAGE_COLUMNS}, (SELECT site FROM conversations WHERE id = $1)
+                 FROM messages WHERE conversation_id = $1 AND seq = $2"
+            );
+            // With its day, the read looks in that day's partition only.
+            let row = match day.and_then(|day| i32::try_from(day).ok()) {
+                Some(day) => {
+                    let statement = format!("{select} AND day = date '1970-01-01' + $3::integer");
+                    client.query_opt(&statement, &[&conversation, &seq_key, &day]).await?
+                }
+                None => client.query_opt(&select, &[&conversation, &seq_key]).await?,
+            };
             let Some(row) = row else { return Ok(None) };
             let site: Option<String> = row.try_get(14)?;
             let (seq, record) = message_of(&row)?;
@@ -314,16 +316,15 @@ async fn attempt_email(sender: &Sender, config: &EmailConfig, row: ClaimedRow) {
             Ok(true) => return sender.skip(row.id, "the visitor read it in the chat").await,
             Ok(false) => {}
             Err(error) => {
-                tracing::warn!(%error, outbox_id = row.id, "checking whether an email was read failed; it is tried again");
-                return;
+                let error = format!("whether the visitor read it could not be checked: {error}");
+                return sender.retry_later(row.id, &error, None).await;
             }
         }
     }
     let smtp = match sender.stores.email_settings.load(config).await {
         Ok(smtp) => smtp,
         Err(error) => {
-            tracing::warn!(%error, outbox_id = row.id, "reading the SMTP settings failed; the email is tried again");
-            return;
+            return sender.retry_later(row.id, &format!("the SMTP settings could not be read: {error}"), None).await;
         }
     };
     if !smtp.is_configured() {

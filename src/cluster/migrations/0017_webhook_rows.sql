@@ -177,7 +177,7 @@ BEGIN
         IF new_site = ANY(hooked_sites) THEN
             PERFORM kefu_webhook_rows(new_site, 'message.created', '',
                                       jsonb_build_object('message', jsonb_build_object(
-                                          'conversation_id', target, 'seq', new_seq)));
+                                          'conversation_id', target, 'seq', new_seq, 'day', new_day)));
         END IF;
         UPDATE client_ids c SET conversation_id = target, seq = new_seq, day = date '1970-01-01' + new_day,
                                 created_at = now_ms
