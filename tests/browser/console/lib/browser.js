@@ -32,8 +32,8 @@ const INIT = () => {
   window.Notification = Recorded;
 };
 
-/** A new context (notifications granted) with a console page logged in as `email`. */
-export async function consolePage(browser, kefu, email, { locale = 'en-US', viewport = { width: 1400, height: 860 } } = {}) {
+/** A new context (notifications granted) with a console page logged in as `email` (with `password`). */
+export async function consolePage(browser, kefu, email, { locale = 'en-US', viewport = { width: 1400, height: 860 }, password = PASSWORD } = {}) {
   const context = await browser.newContext({ viewport, locale });
   await context.grantPermissions(['notifications'], { origin: kefu.origin });
   await context.addInitScript(INIT);
@@ -41,7 +41,7 @@ export async function consolePage(browser, kefu, email, { locale = 'en-US', view
   page.on('pageerror', (error) => console.error('page error:', error));
   await page.goto(`${kefu.origin}/console`);
   await page.locator('#login-email').fill(email);
-  await page.locator('#login-password').fill(PASSWORD);
+  await page.locator('#login-password').fill(password);
   await page.locator('#login-submit').click();
   await page.locator('#app').waitFor({ state: 'visible' });
   await page.locator('#connection[data-state="open"]').waitFor({ state: 'attached' });
