@@ -405,7 +405,7 @@ async fn start_appliance_work(
     app.tasks.spawn(crate::email::sender::run(store.clone(), app.config.email.clone(), shutdown));
     spawn_missed_chat_emails(app, store);
     spawn_retention_schedule(app, store, index);
-    spawn_bot_idle_close(app, store);
+    spawn_bot_idle_close(app);
     Ok(())
 }
 
@@ -467,6 +467,7 @@ async fn start_cluster_work(
         ));
     }
     spawn_cluster_retention(app, node);
+    spawn_bot_idle_close(app);
     Ok(vec![relay, sites, knowledge, settings])
 }
 
@@ -682,15 +683,11 @@ fn spawn_event_pruning(app: &AppState, store: &Store) {
 }
 
 /// Closes idle bot-only conversations every [`SWEEP_INTERVAL`](crate::bot::lifecycle::SWEEP_INTERVAL).
-fn spawn_bot_idle_close(app: &AppState, store: &Store) {
-    let store = store.clone();
-    spawn_every(app, crate::bot::lifecycle::SWEEP_INTERVAL, move |app| {
-        let store = store.clone();
-        async move {
-            let now = crate::base::clock::now_millis();
-            if let Err(error) = crate::bot::lifecycle::close_idle(&store, &app.bot, now).await {
-                tracing::error!(%error, "closing idle bot conversations failed");
-            }
+fn spawn_bot_idle_close(app: &AppState) {
+    spawn_every(app, crate::bot::lifecycle::SWEEP_INTERVAL, move |app| async move {
+        let now = crate::base::clock::now_millis();
+        if let Err(error) = crate::bot::lifecycle::close_idle(&app.store, &app.bot, now).await {
+            tracing::error!(%error, "closing idle bot conversations failed");
         }
     });
 }

@@ -31,6 +31,20 @@ pub trait BotConversations: MessageStore {
         notice: NewMessage,
         action: String,
     ) -> impl Future<Output = Result<HandoffOutcome, ConversationError>> + Send;
+
+    /// Closes the conversation if, when its change is decided, only the bot has taken part in it
+    /// and it has had no message for `limit_ms` as of `now` ([`idle_bot_only`]); whether it closed.
+    fn close_if_idle(
+        &self,
+        conversation_id: u64,
+        now: i64,
+        limit_ms: i64,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+}
+
+/// Whether `conversation` is one only the bot took part in and has been idle past `limit_ms`.
+pub fn idle_bot_only(conversation: &Conversation, now: i64, limit_ms: i64) -> bool {
+    conversation.is_open() && conversation.bot_active && now - conversation.updated_at >= limit_ms
 }
 
 /// Whether the bot may still answer in `conversation`.
@@ -95,6 +109,19 @@ impl BotConversations for Store {
                 Ok(_) => Ok(Ok(HandoffOutcome::HandedOff)),
                 Err(error) => Err(StorageError::Corrupt(format!("a handoff notice was refused: {error}"))),
             }
+        })
+        .await
+    }
+
+    async fn close_if_idle(&self, conversation_id: u64, now: i64, limit_ms: i64) -> Result<bool, StorageError> {
+        self.write(move |context| {
+            let still_idle = context
+                .conversation(conversation_id)?
+                .is_some_and(|conversation| idle_bot_only(conversation, now, limit_ms));
+            if !still_idle {
+                return Ok(Ok(false));
+            }
+            Ok(Ok::<bool, StorageError>(crate::chat::conversations::close_in(context, conversation_id)?.is_ok()))
         })
         .await
     }

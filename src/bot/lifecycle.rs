@@ -6,36 +6,31 @@
 //! it. A conversation a human joined (a handoff or a `take` clears `bot_active`) is left to the
 //! agents.
 //!
-//! The server sweeps the open conversations every [`SWEEP_INTERVAL`]; each close is one writer
-//! operation that checks again, inside the writer, that the conversation is still the bot's and
-//! still idle, so a message or a handoff committed in between always wins.
+//! The server (every cluster node) sweeps the open conversations every [`SWEEP_INTERVAL`]; each
+//! close is one change that checks again, as it is decided, that the conversation is still the
+//! bot's and still idle, so a message or a handoff committed in between always wins.
 
 use std::time::Duration;
 
 use crate::bot::Bot;
-use crate::chat::conversations::{self, Conversation};
-use crate::chat::writes::ChatWrites;
-use crate::storage::{StorageError, Store};
+use crate::bot::conversation_writes::{BotConversations, idle_bot_only};
+use crate::chat::conversation_store::ConversationStore;
+use crate::chat::conversations::Conversation;
+use crate::storage::StorageError;
 
 /// How often open conversations are checked; idle ones close up to this late.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Whether `conversation` is one only the bot took part in and has been idle past `limit_ms`.
-fn idle_bot_only(conversation: &Conversation, now: i64, limit_ms: i64) -> bool {
-    conversation.is_open() && conversation.bot_active && now - conversation.updated_at >= limit_ms
-}
-
 /// Closes every open conversation that only the bot took part in and that has had no message
-/// for its site's `idle_close_minutes`, as of `now` (Unix ms); returns how many closed.
-pub async fn close_idle(store: &Store, bot: &Bot, now: i64) -> Result<usize, StorageError> {
-    let candidates: Vec<Conversation> = store
-        .read(|transaction| {
-            Ok(conversations::list_open(transaction)?
-                .into_iter()
-                .filter(|conversation| conversation.bot_active)
-                .collect())
-        })
-        .await?;
+/// for its site's `idle_close_minutes`, as of `now` (Unix ms); returns how many closed. Each
+/// close is decided again in its own change ([`BotConversations::close_if_idle`]), so a message or
+/// a handoff committed in between wins, and two cluster nodes sweeping at once close each once.
+pub async fn close_idle(
+    store: &(impl ConversationStore + BotConversations),
+    bot: &Bot,
+    now: i64,
+) -> Result<usize, StorageError> {
+    let candidates = store.list_open().await?.into_iter().filter(|conversation| conversation.bot_active);
     let mut closed = 0;
     for conversation in candidates {
         let settings = bot.settings(&conversation.site).await?;
@@ -46,21 +41,8 @@ pub async fn close_idle(store: &Store, bot: &Bot, now: i64) -> Result<usize, Sto
         if !idle_bot_only(&conversation, now, limit_ms) {
             continue;
         }
-        let conversation_id = conversation.id;
-        let done = store
-            .write(move |context| {
-                // Checked again here: a message or a handoff may have committed since the read.
-                let still_idle = context
-                    .conversation(conversation_id)?
-                    .is_some_and(|conversation| idle_bot_only(conversation, now, limit_ms));
-                if !still_idle {
-                    return Ok(Ok(false));
-                }
-                Ok(Ok::<bool, StorageError>(conversations::close_in(context, conversation_id)?.is_ok()))
-            })
-            .await?;
-        if done {
-            tracing::info!(conversation_id, "closed a bot-only conversation after inactivity");
+        if store.close_if_idle(conversation.id, now, limit_ms).await? {
+            tracing::info!(conversation_id = conversation.id, "closed a bot-only conversation after inactivity");
             closed += 1;
         }
     }

@@ -284,6 +284,7 @@ delegate!(BotConversations to messages {
     fn append_bot(&self, message: NewMessage, source: BotSource) -> Result<Option<Appended>, AppendError>;
     fn hand_off(&self, conversation_id: u64, notice: NewMessage, action: String)
         -> Result<HandoffOutcome, ConversationError>;
+    fn close_if_idle(&self, conversation_id: u64, now: i64, limit_ms: i64) -> Result<bool, StorageError>;
 });
 
 delegate!(LeadStore to messages {

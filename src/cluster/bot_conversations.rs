@@ -7,7 +7,7 @@ use crate::bot::HandoffOutcome;
 use crate::bot::conversation_writes::{self, BotConversations};
 use crate::chat::conversations::ConversationError;
 use crate::chat::messages::{AppendError, Appended, NewMessage, Target};
-use crate::cluster::conversations::{announce, locked, save};
+use crate::cluster::conversations::{announce, close_locked, locked, save};
 use crate::cluster::events::ConversationChange;
 use crate::cluster::messages::{self, PostgresMessages};
 use crate::protocol::BotSource;
@@ -55,5 +55,24 @@ impl BotConversations for PostgresMessages {
             Ok(HandoffOutcome::HandedOff)
         })
         .await
+    }
+
+    async fn close_if_idle(&self, conversation_id: u64, now: i64, limit_ms: i64) -> Result<bool, StorageError> {
+        let closed = self
+            .change_and_publish(async |transaction, published| {
+                let mut conversation = locked(transaction, conversation_id).await?;
+                if !conversation_writes::idle_bot_only(&conversation, now, limit_ms) {
+                    return Ok(false);
+                }
+                close_locked(transaction, &mut conversation, published).await?;
+                Ok(true)
+            })
+            .await;
+        match closed {
+            Ok(closed) => Ok(closed),
+            Err(ConversationError::NotFound) => Ok(false),
+            Err(ConversationError::Storage(error)) => Err(error),
+            Err(error) => Err(StorageError::Server(error.to_string())),
+        }
     }
 }

@@ -81,6 +81,20 @@ impl PostgresMessages {
     }
 }
 
+/// Closes a conversation whose row `transaction` holds, with the lead of a visitor it leaves
+/// unanswered, as the appliance's `conversations::close_in` does.
+pub(crate) async fn close_locked(
+    transaction: &Transaction<'_>,
+    conversation: &mut Conversation,
+    published: &mut Published,
+) -> Result<(), ConversationError> {
+    let event = conversation.close_at(clock::now_millis())?;
+    save(transaction, conversation).await?;
+    announce(published, ConversationChange::Conversation { event, conversation: conversation.clone() });
+    note_unanswered(transaction, conversation, published).await?;
+    Ok(())
+}
+
 /// The conversation's row, locked until the transaction ends.
 pub(crate) async fn locked(
     transaction: &Transaction<'_>,
@@ -332,10 +346,7 @@ impl ConversationStore for PostgresMessages {
     async fn close(&self, conversation_id: u64) -> Result<Conversation, ConversationError> {
         self.change_and_publish(async |transaction, published| {
             let mut conversation = locked(transaction, conversation_id).await?;
-            let event = conversation.close_at(clock::now_millis())?;
-            save(transaction, &conversation).await?;
-            announce(published, ConversationChange::Conversation { event, conversation: conversation.clone() });
-            note_unanswered(transaction, &conversation, published).await?;
+            close_locked(transaction, &mut conversation, published).await?;
             Ok(conversation)
         })
         .await

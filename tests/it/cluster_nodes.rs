@@ -280,6 +280,43 @@ async fn an_agents_picture_set_through_one_node_is_served_by_another_and_replace
 }
 
 #[tokio::test]
+async fn a_bot_only_conversation_left_idle_is_closed_once_by_nodes_sweeping_at_once() {
+    let Some(url) = crate::support::postgres::database("nodes_bot_idle").await else { return };
+    let Some(nats) = NatsServer::start("nodes_bot_idle") else { return };
+    let one = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let two = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let site = one.create_site("Shop").await;
+    let admin = one.admin_token("boss@shop.example").await;
+    let path = format!("/api/v1/sites/{}/bot", site.key);
+    let (status, body) = call(&one, "PUT", &path, &admin, Some(serde_json::json!({"enabled": true}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, token) = two.visitor_session(&site, None).await;
+    let mut visitor = two.visitor(&site, &token).await;
+    let conversation_id = visitor.say(None, "v-1", "运费多少？").await["conversation_id"].as_u64().unwrap();
+
+    // Both nodes sweep at once, before and after the site's 30 idle minutes: it closes once.
+    let now = kefu::base::clock::now_millis();
+    let sweep = |node: &TestServer, at: i64| {
+        let app = node.app().clone();
+        async move { kefu::bot::lifecycle::close_idle(&app.store, &app.bot, at).await.unwrap() }
+    };
+    let (early_one, early_two) = tokio::join!(sweep(&one, now + 29 * 60_000), sweep(&two, now + 29 * 60_000));
+    assert_eq!((early_one, early_two), (0, 0));
+    let (late_one, late_two) = tokio::join!(sweep(&one, now + 31 * 60_000), sweep(&two, now + 31 * 60_000));
+    assert_eq!(late_one + late_two, 1, "closed once in all");
+    let closed = loop {
+        let frame = visitor.expect("conversation").await;
+        if frame["event"] == "closed" {
+            break frame;
+        }
+    };
+    assert_eq!(
+        (closed["conversation"]["id"].as_u64(), closed["conversation"]["assigned_agent"].as_u64()),
+        (Some(conversation_id), None)
+    );
+}
+
+#[tokio::test]
 async fn an_agent_who_moved_to_another_node_keeps_their_conversation_until_gone_from_both() {
     let Some(url) = crate::support::postgres::database("nodes_grace").await else { return };
     let Some(nats) = NatsServer::start("nodes_grace") else { return };
