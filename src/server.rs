@@ -413,7 +413,8 @@ async fn start_appliance_work(
 /// own connections (its own commits from `local_events`, the others' from NATS), the followers
 /// that drop its copies of what other nodes changed (returned: they run until the node's
 /// connections have closed), its part in the agents' presence, the webhook and email senders of
-/// the cluster's outbox, and retention's partition drop.
+/// the cluster's outbox, and its turns at the periodic work (missed-chat emails, retention's
+/// partition drop, idle bot conversations).
 async fn start_cluster_work(
     app: &AppState,
     nats: &async_nats::Client,
@@ -466,6 +467,13 @@ async fn start_cluster_work(
             app.shutdown.clone(),
         ));
     }
+    app.tasks.spawn(crate::cluster::email_notifications::run_missed_chats(
+        app.config.storage.postgres_url.clone(),
+        node.clone(),
+        Duration::from_secs(app.config.email.missed_chat_after_secs).as_millis() as i64,
+        MISSED_CHAT_SWEEP,
+        app.shutdown.clone(),
+    ));
     spawn_cluster_retention(app, node);
     spawn_bot_idle_close(app);
     Ok(vec![relay, sites, knowledge, settings])

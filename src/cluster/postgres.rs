@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 15, name: "offline_messages", sql: include_str!("migrations/0015_offline_messages.sql") },
     Migration { version: 16, name: "upload_quota", sql: include_str!("migrations/0016_upload_quota.sql") },
     Migration { version: 17, name: "webhook_rows", sql: include_str!("migrations/0017_webhook_rows.sql") },
+    Migration { version: 18, name: "missed_chats", sql: include_str!("migrations/0018_missed_chats.sql") },
 ];
 
 /// The key of the advisory lock that serializes migrations across nodes ("kefu" in ASCII).

@@ -217,6 +217,25 @@ fn email_answer(
     Ok(())
 }
 
+/// The emails to the notified agents of `conversation`'s site about its visitor waiting since
+/// it started, as of `now`, linking to `console`: what both backends queue for a missed chat.
+pub fn missed_chat_emails(
+    conversation: &Conversation,
+    visitor: Option<&crate::people::visitors::Visitor>,
+    site: Option<&Site>,
+    agents: &[Agent],
+    console: &str,
+    now: i64,
+) -> Vec<OutgoingEmail> {
+    let visitor_name =
+        visitor.map_or_else(|| format!("Visitor #{}", conversation.visitor_id), crate::people::visitors::display_name);
+    let waited_minutes = ((now - conversation.created_at).max(0) / 60_000) as u64;
+    let render =
+        |lang: Lang, site_name: &str| content::missed_chat(lang, site_name, &visitor_name, waited_minutes, console);
+    let visitor_lang = visitor.and_then(|visitor| visitor.lang.as_deref()).unwrap_or_default();
+    agent_emails(&conversation.site, site, agents, EmailKind::MissedChat, render, visitor_lang)
+}
+
 /// Emails the agents of every open conversation whose visitor has waited at least `wait_millis`
 /// without an agent's answer (once per conversation). Returns how many conversations it reported.
 pub async fn email_missed_chats(store: &Store, wait_millis: i64) -> Result<usize, StorageError> {
@@ -287,6 +306,7 @@ pub async fn email_missed_chats(store: &Store, wait_millis: i64) -> Result<usize
             }
             let console = console_url(context)?;
             let now = context.now;
+            let agents = all_agents(context)?;
             for conversation in &missed {
                 let visitor = {
                     let table = context.transaction.open_table(tables::VISITORS)?;
@@ -295,16 +315,10 @@ pub async fn email_missed_chats(store: &Store, wait_millis: i64) -> Result<usize
                         .map(|value| decode_json::<crate::people::visitors::Visitor>(value.value()))
                         .transpose()?
                 };
-                let visitor_name = visitor.as_ref().map_or_else(
-                    || format!("Visitor #{}", conversation.visitor_id),
-                    crate::people::visitors::display_name,
-                );
-                let waited_minutes = ((now - conversation.created_at).max(0) / 60_000) as u64;
-                let render = |lang: Lang, site_name: &str| {
-                    content::missed_chat(lang, site_name, &visitor_name, waited_minutes, &console)
-                };
-                let visitor_lang = visitor.as_ref().and_then(|visitor| visitor.lang.clone()).unwrap_or_default();
-                email_agents(context, &conversation.site, EmailKind::MissedChat, render, &visitor_lang)?;
+                let site = site(context, &conversation.site)?;
+                for email in missed_chat_emails(conversation, visitor.as_ref(), site.as_ref(), &agents, &console, now) {
+                    super::queue(context, email, now)?;
+                }
                 context.transaction.open_table(tables::EMAIL_MISSED_CHATS)?.insert(conversation.id, now)?;
             }
             Ok(Ok::<_, StorageError>(missed.len()))

@@ -1,7 +1,8 @@
 //! The cluster's webhook and email senders: two `kefu serve` nodes on one PostgreSQL and one
 //! nats-server, both polling the outbox. A chat across the nodes reaches a site's webhook once
 //! per event, signed, retried after the receiver's failures; a password reset asked on one node
-//! is emailed once, and so is an offline message's notice to each of the site's agents.
+//! is emailed once, and so are an offline message's notice and a missed chat's to each of the
+//! site's agents; the Email page of either node lists them and sends test emails.
 //!
 //! The tests print one line and pass when nats-server or PostgreSQL is not installed.
 
@@ -131,7 +132,7 @@ async fn a_chat_across_nodes_reaches_the_sites_webhook_once_per_event_signed_and
 }
 
 #[tokio::test]
-async fn a_password_reset_an_offline_message_and_test_emails_are_emailed_once_and_listed_on_every_node() {
+async fn password_resets_offline_messages_missed_chats_and_test_emails_are_emailed_once_and_listed_on_every_node() {
     let Some(url) = crate::support::postgres::database("senders_email").await else { return };
     let Some(nats) = NatsServer::start("senders_email") else { return };
     let sink = SmtpSink::start().await;
@@ -213,4 +214,18 @@ async fn a_password_reset_an_offline_message_and_test_emails_are_emailed_once_an
     assert!(page.contains("wang@shop.example"), "the offline message's notices are listed");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(sink.received().len(), 5, "the test emails are not sent again by the senders");
+
+    // A visitor who waits past `missed_chat_after_secs` with no answer: the site's agents are
+    // told once, by one of the two nodes sweeping, however long the visitor goes on waiting.
+    let (_, token) = two.visitor_session(&site, None).await;
+    let mut visitor = two.visitor(&site, &token).await;
+    visitor.say(None, "c1", "hello, anyone?").await;
+    let received = sink.wait_for(8).await;
+    let mut recipients: Vec<String> = received[5..].iter().flat_map(|message| message.rcpt_to.clone()).collect();
+    recipients.sort();
+    assert_eq!(recipients, ["admin@kefu.local", ADMIN, "wang@shop.example"]);
+    let message = Parsed::new(&received[5].data);
+    assert!(message.header("subject").contains("is waiting for an answer (Shop)"), "{}", message.header("subject"));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(sink.received().len(), 8, "told once");
 }
