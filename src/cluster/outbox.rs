@@ -76,6 +76,23 @@ pub enum OutboxContent {
         unless_read: Option<ReadCheck>,
         #[serde(default)]
         transcript_of: Option<TranscriptOf>,
+        /// An agent's answer the database wrote a row for (migration 17) comes with empty parts
+        /// and what it is about: the node that claims it first renders it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        about: Option<EmailAbout>,
+    },
+}
+
+/// What an email row the database wrote is about.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailAbout {
+    /// An agent's answer to a visitor who left their address: the stored message.
+    Answer {
+        conversation_id: u64,
+        seq: u64,
+        #[serde(default)]
+        day: Option<u32>,
     },
 }
 
@@ -98,14 +115,24 @@ impl OutboxContent {
             html: email.message.html,
             unless_read: email.unless_read,
             transcript_of: email.transcript_of,
+            about: None,
         }
     }
 
     /// An email row's content as the appliance's `Email`, pending with `attempts` so far; `None`
     /// for a webhook's.
     pub fn into_email(self, id: u64, site: Option<String>, attempts: u32, created_at: i64) -> Option<Email> {
-        let OutboxContent::Email { email_kind, to_address, to_name, subject, text, html, unless_read, transcript_of } =
-            self
+        let OutboxContent::Email {
+            email_kind,
+            to_address,
+            to_name,
+            subject,
+            text,
+            html,
+            unless_read,
+            transcript_of,
+            ..
+        } = self
         else {
             return None;
         };

@@ -8,7 +8,9 @@
 //! failure is retried with the appliance's backoff until the give-up time. A webhook row that
 //! migration 17 wrote (a new message's or conversation's) has an empty payload: the first node to claim it renders the
 //! payload from the stored message or conversation (`webhooks::event_of`, as the appliance
-//! builds it) and writes it into the row, so every attempt sends the same body.
+//! builds it) and writes it into the row, so every attempt sends the same body; an agent's
+//! answer to a visitor who left their address is rendered the same way
+//! (`email::notifications::answer_email`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,14 +22,21 @@ use tracing::Instrument;
 
 use crate::base::config::EmailConfig;
 use crate::chat::delivery::{CommittedEvent, ConversationEvent};
+use crate::chat::message_store::MessageStore;
 use crate::cluster::backend::ClusterStores;
 use crate::cluster::messages::{MESSAGE_COLUMNS, message_of};
 use crate::cluster::node::NodeName;
-use crate::cluster::outbox::{ClaimedRow, OutboxContent, OutboxKind, OutboxSettings, OutboxWorker, WebhookAbout};
+use crate::cluster::outbox::{
+    ClaimedRow, EmailAbout, OutboxContent, OutboxKind, OutboxSettings, OutboxWorker, WebhookAbout,
+};
 use crate::cluster::postgres::{PostgresError, Readers, Writers};
 use crate::email::ReadCheck;
+use crate::email::notifications::answer_email;
 use crate::email::settings::EmailSettingsStore;
+use crate::people::visitor_store::VisitorStore;
 use crate::protocol::SenderKind;
+use crate::sites::store::SiteStore;
+use crate::storage::StorageError;
 use crate::webhooks::WebhookStore;
 use crate::webhooks::sender::{Clients, SenderSettings};
 
@@ -209,8 +218,8 @@ async fn attempt_webhook(sender: &Sender, clients: &Clients, row: ClaimedRow) {
     }
 }
 
-/// The payload and trace of a row the database wrote, written into the row while this node holds it;
-/// `None` when the message or conversation is gone (erased).
+/// The payload and trace of a row the database wrote, written into the row while this node
+/// holds it; `None` when the message or conversation is gone (erased).
 async fn render(
     sender: &Sender,
     id: u64,
@@ -218,28 +227,11 @@ async fn render(
     event_type: &str,
     about: WebhookAbout,
 ) -> Result<Option<(String, Option<u64>)>, PostgresError> {
-    let client = sender.readers.client().await?;
     let event = match about {
         WebhookAbout::Message { conversation_id, seq, day } => {
-            let (Ok(conversation), Ok(seq_key)) = (i64::try_from(conversation_id), i64::try_from(seq)) else {
+            let Some((site, record)) = stored_message(sender, conversation_id, seq, day).await? else {
                 return Ok(None);
             };
-            let select = format!(
-                "SELECT {MESSAGE_COLUMNS}, (SELECT site FROM conversations WHERE id = $1)
-                 FROM messages WHERE conversation_id = $1 AND seq = $2"
-            );
-            // With its day, the read looks in that day's partition only.
-            let row = match day.and_then(|day| i32::try_from(day).ok()) {
-                Some(day) => {
-                    let statement = format!("{select} AND day = date '1970-01-01' + $3::integer");
-                    client.query_opt(&statement, &[&conversation, &seq_key, &day]).await?
-                }
-                None => client.query_opt(&select, &[&conversation, &seq_key]).await?,
-            };
-            let Some(row) = row else { return Ok(None) };
-            let site: Option<String> = row.try_get(14)?;
-            let (seq, record) = message_of(&row)?;
-            let Some(site) = site else { return Ok(None) };
             CommittedEvent::Message {
                 conversation_id,
                 seq,
@@ -272,7 +264,42 @@ async fn render(
         trace_id,
         about: None,
     };
-    let content = serde_json::to_string(&content).map_err(|error| PostgresError::Invalid(error.to_string()))?;
+    write_rendered(sender, id, &content).await?;
+    Ok(Some((payload, trace_id)))
+}
+
+/// A stored message with its conversation's site, read in its day's partition when the day is
+/// known.
+async fn stored_message(
+    sender: &Sender,
+    conversation_id: u64,
+    seq: u64,
+    day: Option<u32>,
+) -> Result<Option<(String, crate::chat::messages::MessageRecord)>, PostgresError> {
+    let (Ok(conversation), Ok(seq_key)) = (i64::try_from(conversation_id), i64::try_from(seq)) else {
+        return Ok(None);
+    };
+    let client = sender.readers.client().await?;
+    let select = format!(
+        "SELECT {MESSAGE_COLUMNS}, (SELECT site FROM conversations WHERE id = $1)
+         FROM messages WHERE conversation_id = $1 AND seq = $2"
+    );
+    let row = match day.and_then(|day| i32::try_from(day).ok()) {
+        Some(day) => {
+            let statement = format!("{select} AND day = date '1970-01-01' + $3::integer");
+            client.query_opt(&statement, &[&conversation, &seq_key, &day]).await?
+        }
+        None => client.query_opt(&select, &[&conversation, &seq_key]).await?,
+    };
+    let Some(row) = row else { return Ok(None) };
+    let site: Option<String> = row.try_get(14)?;
+    let (_, record) = message_of(&row)?;
+    Ok(site.map(|site| (site, record)))
+}
+
+/// Writes a rendered row's content while this node still holds the row.
+async fn write_rendered(sender: &Sender, id: u64, content: &OutboxContent) -> Result<(), PostgresError> {
+    let content = serde_json::to_string(content).map_err(|error| PostgresError::Invalid(error.to_string()))?;
     let key = i64::try_from(id).map_err(|_| PostgresError::Invalid(format!("outbox row {id} is out of range")))?;
     let mut writer = sender.writers.acquire().await?;
     let written = writer
@@ -285,7 +312,31 @@ async fn render(
     if written == 0 {
         return Err(PostgresError::Invalid(format!("outbox row {id} is no longer this node's")));
     }
-    Ok(Some((payload, trace_id)))
+    Ok(())
+}
+
+/// The email of an agent's answer the database wrote a row for, rendered as the appliance's
+/// (`email::notifications::answer_email`) and written into the row; `None` when the message,
+/// its conversation or the visitor's address is gone.
+async fn render_answer(
+    sender: &Sender,
+    id: u64,
+    conversation_id: u64,
+    seq: u64,
+    day: Option<u32>,
+) -> Result<Option<OutboxContent>, StorageError> {
+    let Some((_, record)) = stored_message(sender, conversation_id, seq, day).await? else { return Ok(None) };
+    let Some(conversation) = MessageStore::conversation(&sender.stores.messages, conversation_id).await? else {
+        return Ok(None);
+    };
+    let Some(visitor) = VisitorStore::get(&sender.stores.visitors, conversation.visitor_id).await? else {
+        return Ok(None);
+    };
+    let site = SiteStore::get(&sender.stores.sites, &conversation.site).await?;
+    let Some(email) = answer_email(&conversation, seq, &record, &visitor, site.as_ref()) else { return Ok(None) };
+    let content = OutboxContent::of_email(email);
+    write_rendered(sender, id, &content).await?;
+    Ok(Some(content))
 }
 
 /// Sends the cluster's emails from this node until `shutdown`, then lets the emails in flight
@@ -307,7 +358,21 @@ pub async fn run_emails(stores: Arc<ClusterStores>, node: NodeName, config: Emai
 }
 
 async fn attempt_email(sender: &Sender, config: &EmailConfig, row: ClaimedRow) {
-    let Some(email) = row.content.into_email(row.id, row.site, row.attempts, row.created_at) else { return };
+    let content =
+        match row.content {
+            OutboxContent::Email {
+                about: Some(EmailAbout::Answer { conversation_id, seq, day }), ref subject, ..
+            } if subject.is_empty() => match render_answer(sender, row.id, conversation_id, seq, day).await {
+                Ok(Some(content)) => content,
+                Ok(None) => return sender.skip(row.id, "the answer or the visitor's address is gone").await,
+                Err(error) => {
+                    let error = format!("the answer could not be rendered: {error}");
+                    return sender.retry_later(row.id, &error, None).await;
+                }
+            },
+            content => content,
+        };
+    let Some(email) = content.into_email(row.id, row.site, row.attempts, row.created_at) else { return };
     if email.transcript_of.is_some() {
         return sender.skip(row.id, "transcripts are not sent from cluster nodes yet").await;
     }

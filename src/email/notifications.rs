@@ -196,25 +196,36 @@ fn email_answer(
     let Some(visitor) = crate::people::visitors::get_for_update(context, conversation.visitor_id)? else {
         return Ok(());
     };
-    let Some(address) = visitor.email.clone().filter(|address| super::plausible_address(address)) else {
-        return Ok(());
-    };
     let site = site(context, &conversation.site)?;
-    let site_name = site.as_ref().map_or(conversation.site.as_str(), |site| site.name.as_str()).to_owned();
-    let lang = language_for(site.as_ref(), visitor.lang.as_deref().unwrap_or_default());
+    let Some(email) = answer_email(&conversation, seq, record, &visitor, site.as_ref()) else { return Ok(()) };
+    let due = context.now + read_runtime(context)?.reply_delay_millis;
+    super::queue(context, email, due)?;
+    Ok(())
+}
+
+/// The email of an agent's answer (message `seq` of `conversation`) to its visitor, in the
+/// site's language (else the visitor's), sent only if the visitor has not read it in the chat
+/// by then; `None` when the visitor left no plausible address. What both backends send.
+pub fn answer_email(
+    conversation: &Conversation,
+    seq: u64,
+    record: &crate::chat::messages::MessageRecord,
+    visitor: &crate::people::visitors::Visitor,
+    site: Option<&Site>,
+) -> Option<OutgoingEmail> {
+    let address = visitor.email.clone().filter(|address| super::plausible_address(address))?;
+    let site_name = site.map_or(conversation.site.as_str(), |site| site.name.as_str());
+    let lang = language_for(site, visitor.lang.as_deref().unwrap_or_default());
     let text = super::transcript::message_text(record);
-    let email = OutgoingEmail {
+    Some(OutgoingEmail {
         kind: EmailKind::Reply,
         site: Some(conversation.site.clone()),
         to_address: address,
         to_name: visitor.name.clone().unwrap_or_default(),
-        message: content::reply(lang, &site_name, &record.sender_name, &text, record.created_at),
-        unless_read: Some(super::ReadCheck { conversation_id, visitor_id: visitor.id, seq }),
+        message: content::reply(lang, site_name, &record.sender_name, &text, record.created_at),
+        unless_read: Some(super::ReadCheck { conversation_id: conversation.id, visitor_id: visitor.id, seq }),
         transcript_of: None,
-    };
-    let due = context.now + read_runtime(context)?.reply_delay_millis;
-    super::queue(context, email, due)?;
-    Ok(())
+    })
 }
 
 /// The emails to the notified agents of `conversation`'s site about its visitor waiting since

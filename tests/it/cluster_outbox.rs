@@ -53,6 +53,7 @@ fn email(kind: EmailKind, text: &str) -> NewOutboxRow {
             html: format!("<p>{text}</p>"),
             unless_read: None,
             transcript_of: None,
+            about: None,
         },
         delay: Duration::ZERO,
     }

@@ -229,3 +229,73 @@ async fn password_resets_offline_messages_missed_chats_and_test_emails_are_email
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(sink.received().len(), 8, "told once");
 }
+
+#[tokio::test]
+async fn an_agents_answer_through_one_node_reaches_a_lead_by_email_unless_they_read_it_in_the_chat() {
+    let Some(url) = crate::support::postgres::database("senders_answers").await else { return };
+    let Some(nats) = NatsServer::start("senders_answers") else { return };
+    let sink = SmtpSink::start().await;
+    let one = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
+    let two = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
+    let site = one.create_site("Shop").await;
+    one.create_admin(ADMIN).await;
+    let admin = Admin::log_in(&one).await;
+    use_sink(&one, &admin, sink.port).await;
+    one.create_agent("wang@shop.example", &site, 3).await;
+    let mut wang = one.agent(&one.login("wang@shop.example").await).await;
+    let lead = "lilei@visitor.example";
+    let to_lead = |sink: &SmtpSink| -> Vec<crate::email::Received> {
+        sink.received().into_iter().filter(|message| message.rcpt_to == [lead]).collect()
+    };
+
+    // The visitor left their address in the offline form through the second node, then chats
+    // there and leaves; the agent answers through the first.
+    let token = leave_offline_message(&two, &site, "zh-CN", "在吗？").await;
+    let mut visitor = two.visitor(&site, &token).await;
+    let conversation_id = visitor.say(None, "v1", "还在吗？").await["conversation_id"].as_u64().unwrap();
+    loop {
+        let event = wang.expect("conversation").await;
+        if event["event"] == "assigned" && event["conversation"]["id"] == conversation_id {
+            break;
+        }
+    }
+    drop(visitor);
+    wang.say(Some(conversation_id), "a1", "周六也发货。").await;
+    for _ in 0..200 {
+        if !to_lead(&sink).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let emailed = to_lead(&sink);
+    assert_eq!(emailed.len(), 1, "{:?}", sink.received());
+    let message = Parsed::new(&emailed[0].data);
+    assert_eq!(message.header("subject"), "Shop 回复了您的留言");
+    assert_eq!(message.header("to"), "李雷 <lilei@visitor.example>");
+    assert!(message.part("text/plain").contains("周六也发货。") && message.part("text/html").contains("周六也发货。"));
+
+    // Back in the chat, the visitor reads the next answer there: no email for it.
+    let mut visitor = two.visitor(&site, &token).await;
+    let seq = wang.say(Some(conversation_id), "a2", "还有别的问题吗？").await["seq"].as_u64().unwrap();
+    visitor.send(json!({"type": "read", "conversation_id": conversation_id, "seq": seq})).await;
+    let database = crate::support::postgres::connect(&url).await;
+    let mut skipped = false;
+    for _ in 0..200 {
+        let count: i64 = database
+            .query_one(
+                "SELECT count(*) FROM outbox WHERE kind = 'email' AND content->>'email_kind' = 'reply'
+                     AND status = 'skipped'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if count == 1 {
+            skipped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(skipped, "the answer read in the chat is skipped");
+    assert_eq!(to_lead(&sink).len(), 1, "the answer read in the chat is not emailed");
+}

@@ -216,6 +216,7 @@ async fn on_postgresql_a_resend_takes_a_delivery_from_the_node_holding_it() {
             html: String::new(),
             unless_read: None,
             transcript_of: None,
+            about: None,
         },
         delay: Duration::from_secs(60),
     };

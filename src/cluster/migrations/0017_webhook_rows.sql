@@ -1,5 +1,6 @@
--- Migration 17: the webhook deliveries of new messages and conversations, written by the
--- database in the transaction that inserts them: a message's by the append function (every
+-- Migration 17: the webhook deliveries of new messages and conversations, and the emails of
+-- agents' answers to visitors who left their address, written by the database in the
+-- transaction that inserts them (an answer's by the append function, below): a message's by the append function (every
 -- message a node stores goes through it: the group commit, a transfer's note, an offline
 -- message's copy), a conversation's by a trigger, whichever statement inserts it. Each
 -- subscribed webhook of the site gets an outbox row with an empty payload and what it is about;
@@ -62,6 +63,9 @@ DECLARE
     new_bot_active boolean;
     created jsonb;
     hooked_sites text[];
+    new_visitor bigint;
+    visitor_email text;
+    reply_delay bigint;
 BEGIN
     -- Lock the conversations the batch writes to in id order before anything else, so that the
     -- batches of two nodes wait for each other instead of deadlocking on rows taken in
@@ -164,7 +168,7 @@ BEGIN
             first_response_at = CASE WHEN first_reply AND first_response_at IS NULL THEN now_ms
                                      ELSE first_response_at END
         WHERE id = target
-        RETURNING last_seq, last_day, site, bot_active INTO new_seq, new_day, new_site, new_bot_active;
+        RETURNING last_seq, last_day, site, bot_active, visitor_id INTO new_seq, new_day, new_site, new_bot_active, new_visitor;
 
         PERFORM kefu_create_message_partition(new_day);
         INSERT INTO messages (conversation_id, seq, day, lsn, trace_id, created_at, sender_kind, sender_id,
@@ -178,6 +182,26 @@ BEGIN
             PERFORM kefu_webhook_rows(new_site, 'message.created', '',
                                       jsonb_build_object('message', jsonb_build_object(
                                           'conversation_id', target, 'seq', new_seq, 'day', new_day)));
+        END IF;
+        -- An agent's answer to a visitor who left their address: an email, due once the visitor
+        -- had the time to read it in the chat (the delay the nodes record, `email_settings`'
+        -- runtime); the node that claims it renders it, or skips it if the visitor read it.
+        IF item_kind = 2 AND NOT (item->>'internal')::boolean THEN
+            SELECT v.record->>'email' INTO visitor_email FROM visitors v WHERE v.id = new_visitor;
+            IF coalesce(visitor_email, '') <> '' THEN
+                IF reply_delay IS NULL THEN
+                    SELECT (e.record->>'reply_delay_millis')::bigint INTO reply_delay
+                    FROM email_settings e WHERE e.name = 'runtime';
+                    reply_delay := coalesce(reply_delay, 0);
+                END IF;
+                INSERT INTO outbox (kind, site, content, created_at, next_attempt_at)
+                VALUES ('email', new_site,
+                        jsonb_build_object('kind', 'email', 'email_kind', 'reply', 'to_address', visitor_email,
+                                           'to_name', '', 'subject', '', 'text', '', 'html', '',
+                                           'about', jsonb_build_object('answer', jsonb_build_object(
+                                               'conversation_id', target, 'seq', new_seq, 'day', new_day))),
+                        kefu_now_ms(), kefu_now_ms() + reply_delay);
+            END IF;
         END IF;
         UPDATE client_ids c SET conversation_id = target, seq = new_seq, day = date '1970-01-01' + new_day,
                                 created_at = now_ms

@@ -111,6 +111,7 @@ impl OutboxCopy {
                 html: email.html,
                 unless_read: email.unless_read,
                 transcript_of: email.transcript_of,
+                about: None,
             },
             status,
             attempts: email.attempts,
