@@ -51,6 +51,7 @@ use crate::cluster::visitors::PostgresVisitors;
 use crate::cluster::webhooks::PostgresWebhooks;
 use crate::email::password_reset::{PasswordReset, PasswordResetStore};
 use crate::email::settings::{self as email_settings, EmailSettingsStore, SmtpSettings};
+use crate::email::transcript::TranscriptStore;
 use crate::email::{EmailError, OutgoingEmail};
 use crate::history::audit::{AuditEntry, AuditFilter, AuditLog, NewAuditEntry};
 use crate::people::agent_administration::AgentAdministration;
@@ -285,6 +286,11 @@ delegate!(BotConversations to messages {
     fn hand_off(&self, conversation_id: u64, notice: NewMessage, action: String)
         -> Result<HandoffOutcome, ConversationError>;
     fn close_if_idle(&self, conversation_id: u64, now: i64, limit_ms: i64) -> Result<bool, StorageError>;
+});
+
+delegate!(TranscriptStore to messages {
+    fn request_transcript(&self, conversation_id: u64, visitor_id: u64, address: &str, lang_tag: &str)
+        -> Result<(), crate::email::transcript::TranscriptError>;
 });
 
 delegate!(LeadStore to messages {

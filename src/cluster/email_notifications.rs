@@ -11,14 +11,18 @@ use std::time::Duration;
 use tokio_postgres::{Client, Transaction};
 use tokio_util::sync::CancellationToken;
 
+use crate::chat::conversations::Conversation;
+use crate::chat::delivery::ConversationEvent;
 use crate::cluster::events::{ConversationChange, NodeEvent};
 use crate::cluster::jobs::{self, JobRun};
+use crate::cluster::messages::PostgresMessages;
 use crate::cluster::messages::{CONVERSATION_COLUMNS, conversation_of};
 use crate::cluster::node::NodeName;
 use crate::cluster::outbox::{self, NewOutboxRow, OutboxContent};
-use crate::cluster::postgres::{self, PostgresError, database, record_where, records_where};
+use crate::cluster::postgres::{self, PostgresError, database, put_record, record_where, records_where};
 use crate::email::content;
-use crate::email::notifications::{EmailRuntime, RUNTIME_KEY, agent_emails, missed_chat_emails};
+use crate::email::notifications::{EmailRuntime, RUNTIME_KEY, agent_emails, language_for, missed_chat_emails};
+use crate::email::transcript::{self, TranscriptError, TranscriptStore};
 use crate::email::{EmailKind, OutgoingEmail};
 use crate::people::agents::Agent;
 use crate::people::visitors::Visitor;
@@ -31,9 +35,19 @@ pub const MISSED_CHATS_JOB: &str = "missed chats";
 /// The most conversations one sweep reports.
 const MISSED_CHATS_PER_SWEEP: i64 = 500;
 
-/// Queues, in `transaction`, the emails of the events a node committed there.
+/// Queues, in `transaction`, the emails of the events a node committed there: an offline
+/// message's to the site's agents, and the transcript of a closed conversation to its visitor
+/// when the site sends them on close.
 pub(crate) async fn record(transaction: &Transaction<'_>, published: &[NodeEvent]) -> Result<(), StorageError> {
     for event in published {
+        if let NodeEvent::Conversation(ConversationChange::Conversation {
+            event: ConversationEvent::Closed { .. },
+            conversation,
+        }) = event
+        {
+            transcript_on_close(transaction, conversation).await?;
+            continue;
+        }
         let NodeEvent::Conversation(ConversationChange::OfflineMessage { message }) = event else { continue };
         let site = site(transaction, &message.site).await?;
         let agents = agents(transaction).await?;
@@ -49,6 +63,64 @@ pub(crate) async fn record(transaction: &Transaction<'_>, published: &[NodeEvent
         }
     }
     Ok(())
+}
+
+/// Queues the transcript of a closed conversation to its visitor's address, when its site sends
+/// them on close and the visitor left one (the appliance's `record_notifications`).
+async fn transcript_on_close(transaction: &Transaction<'_>, conversation: &Conversation) -> Result<(), StorageError> {
+    let site = site(transaction, &conversation.site).await?;
+    if !site.as_ref().is_some_and(|site| site.transcript_on_close) {
+        return Ok(());
+    }
+    let Some(visitor) = visitor(transaction, conversation.visitor_id).await? else { return Ok(()) };
+    let Some(address) = visitor.email.clone().filter(|address| crate::email::plausible_address(address)) else {
+        return Ok(());
+    };
+    let lang = language_for(site.as_ref(), visitor.lang.as_deref().unwrap_or_default());
+    let name = visitor.name.as_deref().unwrap_or_default();
+    let email = transcript::transcript_email(conversation, site.as_ref(), &address, name, lang);
+    queue(transaction, &conversation.site, vec![email]).await
+}
+
+impl TranscriptStore for PostgresMessages {
+    async fn request_transcript(
+        &self,
+        conversation_id: u64,
+        visitor_id: u64,
+        address: &str,
+        lang_tag: &str,
+    ) -> Result<(), TranscriptError> {
+        let (address, lang_tag) = transcript::checked_request(address, lang_tag)?;
+        let (Ok(conversation_key), Ok(visitor_key)) = (i64::try_from(conversation_id), i64::try_from(visitor_id))
+        else {
+            return Err(TranscriptError::NotFound);
+        };
+        self.writers
+            .run(async |transaction| -> Result<_, TranscriptError> {
+                let statement = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1");
+                let row = transaction.query_opt(&statement, &[&conversation_key]).await.map_err(database)?;
+                let conversation = row.as_ref().map(conversation_of).transpose().map_err(StorageError::from)?;
+                let Some(conversation) = conversation.filter(|conversation| conversation.visitor_id == visitor_id)
+                else {
+                    return Err(TranscriptError::NotFound);
+                };
+                let statement = "SELECT record::text FROM visitors WHERE id = $1 FOR UPDATE";
+                let visitor: Option<Visitor> = record_where(transaction, "visitor", statement, &[&visitor_key]).await?;
+                let Some(mut visitor) = visitor else { return Err(TranscriptError::NotFound) };
+                visitor.email = Some(address.clone());
+                if !lang_tag.is_empty() {
+                    visitor.lang = Some(lang_tag.clone());
+                }
+                put_record(transaction, "visitors", "id", &visitor_key, &visitor).await?;
+                let site = site(transaction, &conversation.site).await?;
+                let lang = transcript::requested_lang(&lang_tag, site.as_ref());
+                let name = visitor.name.as_deref().unwrap_or_default();
+                let email = transcript::transcript_email(&conversation, site.as_ref(), &address, name, lang);
+                queue(transaction, &conversation.site, vec![email]).await?;
+                Ok(())
+            })
+            .await
+    }
 }
 
 /// One sweep: emails the agents of every open conversation whose visitor has waited at least
@@ -98,10 +170,7 @@ async fn sweep_missed_chats(transaction: &Transaction<'_>, wait_millis: i64) -> 
     for row in &rows {
         let conversation = conversation_of(row)?;
         let now: i64 = row.try_get(row.len() - 1).map_err(database)?;
-        let visitor_key = i64::try_from(conversation.visitor_id)
-            .map_err(|_| StorageError::Corrupt(format!("visitor {}", conversation.visitor_id)))?;
-        let statement = "SELECT record::text FROM visitors WHERE id = $1";
-        let visitor: Option<Visitor> = record_where(transaction, "visitor", statement, &[&visitor_key]).await?;
+        let visitor = visitor(transaction, conversation.visitor_id).await?;
         let site = site(transaction, &conversation.site).await?;
         let emails = missed_chat_emails(&conversation, visitor.as_ref(), site.as_ref(), &agents, &console, now);
         queue(transaction, &conversation.site, emails).await?;
@@ -146,6 +215,11 @@ pub async fn run_missed_chats(
 
 async fn site(transaction: &Transaction<'_>, key: &str) -> Result<Option<Site>, StorageError> {
     record_where(transaction, "site", "SELECT record::text FROM sites WHERE key = $1", &[&key]).await
+}
+
+async fn visitor(transaction: &Transaction<'_>, id: u64) -> Result<Option<Visitor>, StorageError> {
+    let key = i64::try_from(id).map_err(|_| StorageError::Corrupt(format!("visitor {id}")))?;
+    record_where(transaction, "visitor", "SELECT record::text FROM visitors WHERE id = $1", &[&key]).await
 }
 
 async fn agents(transaction: &Transaction<'_>) -> Result<Vec<Agent>, StorageError> {

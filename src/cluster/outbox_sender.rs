@@ -372,9 +372,17 @@ async fn attempt_email(sender: &Sender, config: &EmailConfig, row: ClaimedRow) {
             },
             content => content,
         };
-    let Some(email) = content.into_email(row.id, row.site, row.attempts, row.created_at) else { return };
-    if email.transcript_of.is_some() {
-        return sender.skip(row.id, "transcripts are not sent from cluster nodes yet").await;
+    let Some(mut email) = content.into_email(row.id, row.site, row.attempts, row.created_at) else { return };
+    if let Some(of) = &email.transcript_of {
+        // Rendered from the history at each attempt, as the appliance does: the outbox keeps no
+        // copy of the chat.
+        match crate::email::transcript::render_stored(&sender.stores.messages, &sender.stores.sites, of).await {
+            Ok(rendered) => (email.subject, email.text, email.html) = (rendered.subject, rendered.text, rendered.html),
+            Err(error) => {
+                let error = format!("the transcript could not be rendered: {error}");
+                return sender.retry_later(row.id, &error, None).await;
+            }
+        }
     }
     if let Some(check) = email.unless_read {
         match is_read(sender, check).await {

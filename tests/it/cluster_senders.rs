@@ -299,3 +299,90 @@ async fn an_agents_answer_through_one_node_reaches_a_lead_by_email_unless_they_r
     assert!(skipped, "the answer read in the chat is skipped");
     assert_eq!(to_lead(&sink).len(), 1, "the answer read in the chat is not emailed");
 }
+
+#[tokio::test]
+async fn transcripts_asked_through_one_node_and_sent_on_close_through_another_carry_the_history() {
+    let Some(url) = crate::support::postgres::database("senders_transcripts").await else { return };
+    let Some(nats) = NatsServer::start("senders_transcripts") else { return };
+    let sink = SmtpSink::start().await;
+    let one = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
+    let two = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
+    let mut site = one.create_site("Shop").await;
+    site.transcript_on_close = true;
+    site.email_language = "zh-CN".into();
+    let site = kefu::sites::store::SiteStore::save(&one.app().store, site).await.unwrap();
+    one.create_admin(ADMIN).await;
+    let admin = Admin::log_in(&one).await;
+    use_sink(&one, &admin, sink.port).await;
+    one.create_agent("wang@shop.example", &site, 3).await;
+    let mut wang = one.agent(&one.login("wang@shop.example").await).await;
+    let (_, token) = two.visitor_session(&site, None).await;
+    let mut visitor = two.visitor(&site, &token).await;
+    let conversation_id = visitor.say(None, "v1", "How long is shipping?").await["conversation_id"].as_u64().unwrap();
+    loop {
+        let event = wang.expect("conversation").await;
+        if event["event"] == "assigned" && event["conversation"]["id"] == conversation_id {
+            break;
+        }
+    }
+    wang.say(Some(conversation_id), "a1", "Two days. 两天到。").await;
+    wang.send(json!({"type": "send", "client_id": "note", "conversation_id": conversation_id, "text": "VIP customer", "internal": true})).await;
+    let to_lead = |sink: &SmtpSink| -> Vec<crate::email::Received> {
+        sink.received().into_iter().filter(|message| message.rcpt_to == ["ada@visitor.example"]).collect()
+    };
+    let ask = |email: &'static str| {
+        let (url, token) = (two.url(&format!("/api/v1/conversations/{conversation_id}/transcript")), token.clone());
+        async move {
+            crate::support::http()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"email": email, "lang": "en"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+
+    // Asked through the second node: in the widget's language, the history without the note.
+    assert_eq!(ask("not an address").await, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, stranger) = two.visitor_session(&site, None).await;
+    let url = two.url(&format!("/api/v1/conversations/{conversation_id}/transcript"));
+    let status = crate::support::http()
+        .post(&url)
+        .bearer_auth(stranger)
+        .json(&json!({"email": "x@y.example"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::NOT_FOUND, "another visitor's conversation");
+    assert_eq!(ask("ada@visitor.example").await, StatusCode::ACCEPTED);
+    for _ in 0..200 {
+        if !to_lead(&sink).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let message = Parsed::new(&to_lead(&sink)[0].data);
+    assert_eq!(message.header("subject"), "Your chat with Shop");
+    let text = message.part("text/plain");
+    assert!(text.contains("How long is shipping?") && text.contains("Two days. 两天到。"), "{text}");
+    assert!(!text.contains("VIP customer"), "internal notes stay out: {text}");
+
+    // Closing through the first node sends it again, in the site's email language.
+    wang.send(json!({"type": "close", "conversation_id": conversation_id})).await;
+    let on_close = async {
+        loop {
+            let received = to_lead(&sink);
+            if received.iter().any(|message| Parsed::new(&message.data).header("subject") == "您与 Shop 的聊天记录")
+            {
+                break received;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let received = tokio::time::timeout(Duration::from_secs(20), on_close).await.expect("the transcript on close");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!((received.len(), to_lead(&sink).len()), (2, 2), "one asked for, one on close, each once");
+}

@@ -1,5 +1,6 @@
 //! Visitor-facing HTTP: opening a visitor session and the widget's public site settings.
 
+use crate::email::transcript::TranscriptStore;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
@@ -228,13 +229,6 @@ pub async fn email_transcript(
         return Err(ApiError::Unprocessable("email: an email address such as name@example.com is required".into()));
     }
     app.visitor_limits.transcript(visitor.id)?;
-    crate::email::transcript::request(
-        app.store.appliance("emailed transcripts")?,
-        conversation_id,
-        visitor.id,
-        &request.email,
-        &request.lang,
-    )
-    .await?;
+    TranscriptStore::request_transcript(&app.store, conversation_id, visitor.id, &request.email, &request.lang).await?;
     Ok(StatusCode::ACCEPTED)
 }
