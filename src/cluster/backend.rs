@@ -54,6 +54,7 @@ use crate::email::settings::{self as email_settings, EmailSettingsStore, SmtpSet
 use crate::email::transcript::TranscriptStore;
 use crate::email::{EmailError, OutgoingEmail};
 use crate::history::audit::{AuditEntry, AuditFilter, AuditLog, NewAuditEntry};
+use crate::history::visitor_data::VisitorDataStore;
 use crate::people::agent_administration::AgentAdministration;
 use crate::people::agent_store::AgentStore;
 use crate::people::agents::{Agent, AgentChanges, AgentDraft, AgentError, AgentSession};
@@ -286,6 +287,11 @@ delegate!(BotConversations to messages {
     fn hand_off(&self, conversation_id: u64, notice: NewMessage, action: String)
         -> Result<HandoffOutcome, ConversationError>;
     fn close_if_idle(&self, conversation_id: u64, now: i64, limit_ms: i64) -> Result<bool, StorageError>;
+});
+
+delegate!(VisitorDataStore to messages {
+    fn visitor_data(&self, visitor_id: u64, epoch: u64)
+        -> Result<Option<crate::history::visitor_data::VisitorData>, StorageError>;
 });
 
 delegate!(TranscriptStore to messages {

@@ -57,5 +57,6 @@ pub mod sequence_gaps;
 pub mod sites;
 pub mod teams;
 pub mod uploads;
+pub mod visitor_data;
 pub mod visitors;
 pub mod webhooks;

@@ -10,8 +10,8 @@
 //! it in the audit log with the counts only.
 
 use std::collections::HashSet;
-use std::path::Path;
 
+use futures_util::StreamExt;
 use redb::{ReadTransaction, ReadableTable};
 use serde::Serialize;
 
@@ -19,6 +19,7 @@ use crate::chat::conversations::{self, Conversation};
 use crate::chat::leads::{self, Lead};
 use crate::chat::messages;
 use crate::chat::offline_messages::{self, OfflineMessage};
+use crate::chat::upload_store::UploadStore;
 use crate::chat::uploads::{self, Upload};
 use crate::chat::writes::ChatWrites;
 use crate::people::visitors::{self, Visitor};
@@ -89,23 +90,56 @@ pub fn collect(
     }))
 }
 
-fn belongs_to(upload: &Upload, visitor_id: u64, conversation_ids: &HashSet<u64>) -> bool {
+pub(crate) fn belongs_to(upload: &Upload, visitor_id: u64, conversation_ids: &HashSet<u64>) -> bool {
     upload.conversation_id.is_some_and(|id| conversation_ids.contains(&id))
         || (upload.uploader.kind == SenderKind::Visitor && upload.uploader.id == visitor_id)
 }
 
-/// The export archive (tar) of what [`collect`] read; attachment files that are gone from
-/// disk are left out (their metadata stays in `visitor.json`).
-pub fn archive(data_dir: &Path, data: &VisitorData) -> Result<Vec<u8>, VisitorDataError> {
+/// Where a visitor's data is read for its export: the appliance's redb, or a cluster's
+/// PostgreSQL (`cluster::visitor_data`), which gather the same [`VisitorData`].
+pub trait VisitorDataStore: Send + Sync {
+    /// Everything kefu holds about a visitor (messages as views in `epoch`); `None` if there is
+    /// no such visitor.
+    fn visitor_data(
+        &self,
+        visitor_id: u64,
+        epoch: u64,
+    ) -> impl std::future::Future<Output = Result<Option<VisitorData>, StorageError>> + Send;
+}
+
+impl VisitorDataStore for Store {
+    async fn visitor_data(&self, visitor_id: u64, epoch: u64) -> Result<Option<VisitorData>, StorageError> {
+        self.read(move |transaction| collect(transaction, visitor_id, epoch)).await
+    }
+}
+
+/// The export archive (tar) of a visitor: `None` if there is no such visitor. Attachments whose
+/// bytes are gone are left out (their metadata stays in `visitor.json`).
+pub async fn export(
+    store: &(impl VisitorDataStore + UploadStore),
+    visitor_id: u64,
+    epoch: u64,
+) -> Result<Option<Vec<u8>>, VisitorDataError> {
+    let Some(data) = store.visitor_data(visitor_id, epoch).await? else { return Ok(None) };
+    let mut files = Vec::new();
+    for upload in &data.attachments {
+        let Some(mut parts) = store.bytes(&upload.id).await? else { continue };
+        let mut bytes = Vec::new();
+        while let Some(part) = parts.next().await {
+            bytes.extend_from_slice(&part?);
+        }
+        files.push((upload.id.clone(), bytes, upload.created_at));
+    }
+    Ok(Some(archive(&data, &files)?))
+}
+
+/// The archive of `data` with the attachments' `files` (id, bytes, time).
+fn archive(data: &VisitorData, files: &[(String, Vec<u8>, i64)]) -> Result<Vec<u8>, VisitorDataError> {
     let mut builder = tar::Builder::new(Vec::new());
     let json = serde_json::to_vec_pretty(data).map_err(std::io::Error::other)?;
     append_file(&mut builder, "visitor.json", &json, data.visitor.last_seen_at)?;
-    for upload in &data.attachments {
-        match std::fs::read(uploads::path_of(data_dir, &upload.id)) {
-            Ok(bytes) => append_file(&mut builder, &format!("attachments/{}", upload.id), &bytes, upload.created_at)?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(error.into()),
-        }
+    for (id, bytes, created_at) in files {
+        append_file(&mut builder, &format!("attachments/{id}"), bytes, *created_at)?;
     }
     Ok(builder.into_inner()?)
 }

@@ -198,7 +198,6 @@ async fn what_a_node_does_not_serve_yet_is_refused_with_503_and_says_so() {
     let (visitor_id, _) = node.visitor_session(&site, None).await;
     for (method, path) in [
         ("GET", "/api/v1/export?from=2026-01-01&to=2026-01-02".to_owned()),
-        ("GET", format!("/api/v1/visitors/{visitor_id}/data")),
         ("DELETE", format!("/api/v1/visitors/{visitor_id}/data")),
         ("GET", "/api/v1/push/key".to_owned()),
     ] {
@@ -314,6 +313,67 @@ async fn a_bot_only_conversation_left_idle_is_closed_once_by_nodes_sweeping_at_o
         (closed["conversation"]["id"].as_u64(), closed["conversation"]["assigned_agent"].as_u64()),
         (Some(conversation_id), None)
     );
+}
+
+#[tokio::test]
+async fn a_visitors_data_written_through_one_node_is_exported_whole_through_another() {
+    let Some(url) = crate::support::postgres::database("nodes_visitor_export").await else { return };
+    let Some(nats) = NatsServer::start("nodes_visitor_export") else { return };
+    let one = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let two = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let site = one.create_site("Shop").await;
+    let admin = one.admin_token("boss@shop.example").await;
+
+    // The visitor writes through the second node, attaches a file and leaves an offline message.
+    let (visitor_id, token) = two.visitor_session(&site, None).await;
+    let mut visitor = two.visitor(&site, &token).await;
+    let ack = visitor.say(None, "v-1", "我的订单号是 8848").await;
+    let conversation_id = ack["conversation_id"].as_u64().unwrap();
+    let file: &[u8] = "发票 invoice 2026".as_bytes();
+    let upload = crate::support::http()
+        .post(two.url(&format!("/api/v1/uploads?conversation_id={conversation_id}&name=invoice.txt")))
+        .bearer_auth(&token)
+        .body(file.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 201);
+    let upload: serde_json::Value = upload.json().await.unwrap();
+    let offline = serde_json::json!({"name": "Zoe", "email": "zoe@example.com", "text": "请回电"});
+    let (status, _) = call(&two, "POST", "/api/v1/visitor/offline-messages", &token, Some(offline)).await;
+    assert_eq!(status, 201);
+
+    // The export through the first node holds all of it, and the file's bytes.
+    let path = format!("/api/v1/visitors/{visitor_id}/data");
+    let response = crate::support::http().get(one.url(&path)).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-tar");
+    let archive = response.bytes().await.unwrap();
+    let mut files = Vec::new();
+    for entry in tar::Archive::new(archive.as_ref()).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        files.push((name, bytes));
+    }
+    let (_, json) = files.iter().find(|(name, _)| name == "visitor.json").expect("visitor.json");
+    let data: serde_json::Value = serde_json::from_slice(json).unwrap();
+    assert_eq!(data["visitor"]["id"], visitor_id);
+    let texts: Vec<&str> =
+        data["conversations"][0]["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["我的订单号是 8848", "请回电"]);
+    assert_eq!(data["offline_messages"][0]["email"], "zoe@example.com");
+    assert_eq!(data["leads"][0]["source"], "offline_message");
+    assert_eq!(data["attachments"][0]["name"], "invoice.txt");
+    let attachment = format!("attachments/{}", upload["id"].as_str().unwrap());
+    assert_eq!(files.iter().find(|(name, _)| *name == attachment).map(|(_, bytes)| bytes.as_slice()), Some(file));
+
+    // An unknown visitor is not found; a visitor's own token reaches nobody's data.
+    let (status, _) = call(&one, "GET", "/api/v1/visitors/999999/data", &admin, None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&one, "GET", &path, &token, None).await;
+    assert!(status == 401 || status == 403, "{status}");
 }
 
 #[tokio::test]

@@ -225,14 +225,12 @@ pub async fn export_visitor_data(
     use axum::response::IntoResponse;
     let (caller, _) = data_controller(&app, principal, visitor_id).await?;
     let epoch = MessageStore::epoch(&app.store);
-    let store = app.store.appliance("a visitor's data export")?;
-    let data = store.read(move |transaction| visitor_data::collect(transaction, visitor_id, epoch)).await?;
-    let data = data.ok_or_else(|| ApiError::NotFound("no such visitor".into()))?;
-    let data_dir = store.data_dir().to_owned();
-    let archive = tokio::task::spawn_blocking(move || visitor_data::archive(&data_dir, &data))
-        .await
-        .map_err(|error| ApiError::Internal(error.to_string()))?
-        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    let archive = visitor_data::export(&app.store, visitor_id, epoch).await.map_err(|error| match error {
+        VisitorDataError::NotFound => ApiError::NotFound("no such visitor".into()),
+        VisitorDataError::Storage(error) => error.into(),
+        VisitorDataError::Archive(error) => ApiError::Internal(error.to_string()),
+    })?;
+    let archive = archive.ok_or_else(|| ApiError::NotFound("no such visitor".into()))?;
     crate::history::audit::record(
         &app.store,
         &caller,
