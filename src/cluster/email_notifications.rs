@@ -107,10 +107,7 @@ impl TranscriptStore for PostgresMessages {
                 let statement = "SELECT record::text FROM visitors WHERE id = $1 FOR UPDATE";
                 let visitor: Option<Visitor> = record_where(transaction, "visitor", statement, &[&visitor_key]).await?;
                 let Some(mut visitor) = visitor else { return Err(TranscriptError::NotFound) };
-                visitor.email = Some(address.clone());
-                if !lang_tag.is_empty() {
-                    visitor.lang = Some(lang_tag.clone());
-                }
+                transcript::remember_address(&mut visitor, &address, &lang_tag);
                 put_record(transaction, "visitors", "id", &visitor_key, &visitor).await?;
                 let site = site(transaction, &conversation.site).await?;
                 let lang = transcript::requested_lang(&lang_tag, site.as_ref());

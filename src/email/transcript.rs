@@ -85,6 +85,15 @@ pub fn checked_request(address: &str, lang_tag: &str) -> Result<(String, String)
     Ok((address, lang_tag.trim().chars().take(20).collect()))
 }
 
+/// Keeps the address a visitor asked a transcript at as their email, with their language when
+/// given, for later answers.
+pub fn remember_address(visitor: &mut crate::people::visitors::Visitor, address: &str, lang_tag: &str) {
+    visitor.email = Some(address.to_owned());
+    if !lang_tag.is_empty() {
+        visitor.lang = Some(lang_tag.to_owned());
+    }
+}
+
 /// Where a visitor's transcript requests are stored: the appliance's writer, or a cluster's
 /// PostgreSQL (`cluster::email_notifications`).
 pub trait TranscriptStore: Send + Sync {
@@ -143,10 +152,7 @@ async fn request(
             let Some(mut visitor) = crate::people::visitors::get_for_update(context, visitor_id)? else {
                 return Ok(Err(TranscriptError::NotFound));
             };
-            visitor.email = Some(address.clone());
-            if !lang_tag.is_empty() {
-                visitor.lang = Some(lang_tag.clone());
-            }
+            remember_address(&mut visitor, &address, &lang_tag);
             crate::people::visitors::put(context, &visitor)?;
             let site = super::notifications::site(context, &conversation.site)?;
             let lang = requested_lang(&lang_tag, site.as_ref());

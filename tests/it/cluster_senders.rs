@@ -23,6 +23,31 @@ fn quick_senders(config: &mut kefu::base::config::Config) {
     quick_email(config);
 }
 
+/// Two nodes sending email through an SMTP sink, with a site and its admin (who set the sink up
+/// on the Email page); `None` when PostgreSQL or nats-server is missing.
+struct EmailNodes {
+    url: String,
+    _nats: NatsServer,
+    sink: SmtpSink,
+    one: TestServer,
+    two: TestServer,
+    site: kefu::sites::Site,
+    admin: Admin,
+}
+
+async fn email_nodes(test: &str) -> Option<EmailNodes> {
+    let url = crate::support::postgres::database(test).await?;
+    let nats = NatsServer::start(test)?;
+    let sink = SmtpSink::start().await;
+    let one = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
+    let two = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
+    let site = one.create_site("Shop").await;
+    one.create_admin(ADMIN).await;
+    let admin = Admin::log_in(&one).await;
+    use_sink(&one, &admin, sink.port).await;
+    Some(EmailNodes { url, _nats: nats, sink, one, two, site, admin })
+}
+
 #[tokio::test]
 async fn a_chat_across_nodes_reaches_the_sites_webhook_once_per_event_signed_and_retried() {
     let Some(url) = crate::support::postgres::database("senders_webhooks").await else { return };
@@ -133,15 +158,9 @@ async fn a_chat_across_nodes_reaches_the_sites_webhook_once_per_event_signed_and
 
 #[tokio::test]
 async fn password_resets_offline_messages_missed_chats_and_test_emails_are_emailed_once_and_listed_on_every_node() {
-    let Some(url) = crate::support::postgres::database("senders_email").await else { return };
-    let Some(nats) = NatsServer::start("senders_email") else { return };
-    let sink = SmtpSink::start().await;
-    let one = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
-    let two = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
-    let site = one.create_site("Shop").await;
-    one.create_admin(ADMIN).await;
-    let admin = Admin::log_in(&one).await;
-    use_sink(&one, &admin, sink.port).await;
+    let Some(EmailNodes { url, _nats, sink, one, two, site, admin }) = email_nodes("senders_email").await else {
+        return;
+    };
     two.create_agent("wang@shop.example", &site, 3).await;
 
     let response = crate::admin::client()
@@ -232,15 +251,9 @@ async fn password_resets_offline_messages_missed_chats_and_test_emails_are_email
 
 #[tokio::test]
 async fn an_agents_answer_through_one_node_reaches_a_lead_by_email_unless_they_read_it_in_the_chat() {
-    let Some(url) = crate::support::postgres::database("senders_answers").await else { return };
-    let Some(nats) = NatsServer::start("senders_answers") else { return };
-    let sink = SmtpSink::start().await;
-    let one = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
-    let two = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
-    let site = one.create_site("Shop").await;
-    one.create_admin(ADMIN).await;
-    let admin = Admin::log_in(&one).await;
-    use_sink(&one, &admin, sink.port).await;
+    let Some(EmailNodes { url, _nats, sink, one, two, site, .. }) = email_nodes("senders_answers").await else {
+        return;
+    };
     one.create_agent("wang@shop.example", &site, 3).await;
     let mut wang = one.agent(&one.login("wang@shop.example").await).await;
     let lead = "lilei@visitor.example";
@@ -302,18 +315,12 @@ async fn an_agents_answer_through_one_node_reaches_a_lead_by_email_unless_they_r
 
 #[tokio::test]
 async fn transcripts_asked_through_one_node_and_sent_on_close_through_another_carry_the_history() {
-    let Some(url) = crate::support::postgres::database("senders_transcripts").await else { return };
-    let Some(nats) = NatsServer::start("senders_transcripts") else { return };
-    let sink = SmtpSink::start().await;
-    let one = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
-    let two = TestServer::start_cluster_node_with(quick_senders, "127.0.0.1", &url, &nats.url()).await;
-    let mut site = one.create_site("Shop").await;
+    let Some(EmailNodes { _nats, sink, one, two, mut site, .. }) = email_nodes("senders_transcripts").await else {
+        return;
+    };
     site.transcript_on_close = true;
     site.email_language = "zh-CN".into();
     let site = kefu::sites::store::SiteStore::save(&one.app().store, site).await.unwrap();
-    one.create_admin(ADMIN).await;
-    let admin = Admin::log_in(&one).await;
-    use_sink(&one, &admin, sink.port).await;
     one.create_agent("wang@shop.example", &site, 3).await;
     let mut wang = one.agent(&one.login("wang@shop.example").await).await;
     let (_, token) = two.visitor_session(&site, None).await;

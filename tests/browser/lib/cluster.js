@@ -13,7 +13,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
-import { BIN } from './kefu.js';
+import { BIN, request } from './kefu.js';
 
 const run = promisify(execFile);
 const PG_BIN = '/usr/lib/postgresql/15/bin';
@@ -58,15 +58,8 @@ class Node {
     return `http://${this.addr}`;
   }
 
-  async request(method, path, { token, body } = {}) {
-    const headers = {};
-    if (token) headers.Authorization = `Bearer ${token}`;
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
-    const res = await fetch(this.origin + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    const text = await res.text();
-    let json = text;
-    try { json = JSON.parse(text); } catch { /* not JSON */ }
-    return { status: res.status, body: json };
+  request(method, path, options) {
+    return request(this.origin, method, path, options);
   }
 }
 

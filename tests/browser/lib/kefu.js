@@ -87,19 +87,8 @@ export class Kefu {
   }
 
   /** An HTTP request to the server; resolves {status, body} with the JSON body parsed. */
-  async request(method, path, { token, body } = {}) {
-    const headers = {};
-    if (token) headers.Authorization = `Bearer ${token}`;
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
-    const res = await fetch(this.origin + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    const text = await res.text();
-    let json = null;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = text;
-    }
-    return { status: res.status, body: json };
+  request(method, path, options) {
+    return request(this.origin, method, path, options);
   }
 
   /** Logs an agent in over HTTP; resolves the login answer ({token, agent}). */
@@ -108,4 +97,20 @@ export class Kefu {
     if (answer.status !== 200) throw new Error(`login ${email}: ${answer.status}`);
     return answer.body;
   }
+}
+
+/** An HTTP request to the server at `origin`; resolves {status, body} with the JSON body parsed. */
+export async function request(origin, method, path, { token, body } = {}) {
+  const headers = {};
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(origin + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
+  return { status: res.status, body: json };
 }
