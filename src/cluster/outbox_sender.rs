@@ -6,11 +6,12 @@
 //! The attempts are the appliance's: a webhook is posted and signed by `webhooks::sender::post`,
 //! an email sent by `email::sender::send` with the SMTP settings saved for the cluster, and a
 //! failure is retried with the appliance's backoff until the give-up time. A webhook row that
-//! migration 17 wrote (a new message's or conversation's) has an empty payload: the first node to claim it renders the
-//! payload from the stored message or conversation (`webhooks::event_of`, as the appliance
-//! builds it) and writes it into the row, so every attempt sends the same body; an agent's
-//! answer to a visitor who left their address is rendered the same way
-//! (`email::notifications::answer_email`).
+//! migration 17 wrote (a new message's or conversation's) has an empty payload: the first node
+//! to claim it renders the payload from the stored message or conversation
+//! (`webhooks::event_of`, as the appliance builds it) and writes it into the row, so every
+//! attempt sends the same body; an agent's answer to a visitor who left their address is
+//! rendered the same way (`email::notifications::answer_email`), and a transcript from the
+//! history at each attempt, as on the appliance.
 
 use std::future::Future;
 use std::sync::Arc;
