@@ -7,8 +7,10 @@
 //! node's dispatcher for its own connections, each conversation's messages in order, a lost one
 //! read from PostgreSQL ([`sequence_gaps`]). [`redb_copy`] copies an appliance's history into it
 //! (`kefu migrate-to-postgres`). Work every node can do but only one must: the outbox of webhook
-//! deliveries and emails claimed row by row ([`outbox`]) and sent by every node ([`outbox_sender`]), with the emails chat causes ([`email_notifications`]), periodic jobs run once per slot
-//! ([`jobs`]), and routing decided by one node per site under a lease ([`routing_lease`]), each
+//! deliveries and emails claimed row by row ([`outbox`]) and sent by every node
+//! ([`outbox_sender`]), with the emails chat causes ([`email_notifications`]); periodic jobs run
+//! once per slot ([`jobs`]); a visitor's data gathered for its export ([`visitor_data`]); and
+//! routing decided by one node per site under a lease ([`routing_lease`]), each
 //! node named by a [`node::NodeName`]. Agents' presence is kept per node with an expiry its
 //! heartbeat renews ([`presence`]). [`search`] searches the messages from any node and
 //! [`uploads`] stores attachments' files for every node. [`sites`], [`visitors`], [`teams`],
