@@ -215,16 +215,16 @@ pub async fn start(
             contact => contact.to_owned(),
         },
     };
-    let (push, push_inbox) = match &appliance {
-        Some((store, _)) => {
-            let (push, inbox) =
-                crate::push::start(store.clone(), hub.clone(), push_settings, shutdown_token.clone(), &tasks)
-                    .await
-                    .context("loading the push notification key")?;
-            (Some(push), inbox)
-        }
-        None => (None, crate::push::PushInbox::off()),
-    };
+    let (push, push_inbox) = crate::push::start(
+        backend.clone(),
+        hub.clone(),
+        push_settings,
+        shutdown_token.clone(),
+        &tasks,
+        backend.cluster().is_some(),
+    )
+    .await
+    .context("loading the push notification key")?;
     let refused_origins = match &appliance {
         Some((store, _)) => {
             crate::sites::refused_origins::RefusedOrigins::load(store).await.context("reading the refused origins")?

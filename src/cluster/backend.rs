@@ -434,6 +434,7 @@ delegate!(PushSubscriptionStore to push_subscriptions {
     fn remove_subscription(&self, agent_id: u64, endpoint: String) -> Result<(), SubscriptionError>;
     fn subscriptions_of(&self, agent_id: u64) -> Result<Vec<Subscription>, StorageError>;
     fn any_subscription(&self) -> Result<bool, StorageError>;
+    fn vapid_secret(&self, fresh: Vec<u8>) -> Result<Vec<u8>, StorageError>;
 });
 
 delegate!(UploadStore to uploads {

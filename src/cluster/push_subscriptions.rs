@@ -104,4 +104,25 @@ impl PushSubscriptionStore for PostgresPushSubscriptions {
         let row = client.query_opt("SELECT 1 FROM push_subscriptions LIMIT 1", &[]).await.map_err(database)?;
         Ok(row.is_some())
     }
+
+    async fn vapid_secret(&self, fresh: Vec<u8>) -> Result<Vec<u8>, StorageError> {
+        // Stored as the copy stores the appliance's (`redb_copy::records`): hex in a JSON string.
+        self.writers
+            .run(async |transaction| -> Result<_, StorageError> {
+                transaction
+                    .execute(
+                        "INSERT INTO push_keys (name, record) VALUES ($1, to_jsonb($2::text)) ON CONFLICT DO NOTHING",
+                        &[&crate::push::vapid::KEY_ROW, &hex::encode(&fresh)],
+                    )
+                    .await
+                    .map_err(database)?;
+                let row = transaction
+                    .query_one("SELECT record #>> '{}' FROM push_keys WHERE name = $1", &[&crate::push::vapid::KEY_ROW])
+                    .await
+                    .map_err(database)?;
+                let text: String = row.get(0);
+                hex::decode(text).map_err(|_| StorageError::Corrupt("the stored VAPID key is not hex".into()))
+            })
+            .await
+    }
 }

@@ -46,7 +46,7 @@ pub struct App {
     /// Bytes of uploads stored per site (`limits.upload_quota_bytes_per_site`).
     pub upload_quota: crate::chat::uploads::UploadQuota,
     /// Web Push: the VAPID public key browsers subscribe with, and the endpoint rule.
-    pub push: Option<crate::push::Push>,
+    pub push: crate::push::Push,
     /// Origins refused per site, for the log and the site's admin page.
     pub refused_origins: crate::sites::refused_origins::RefusedOrigins,
     /// The subscribers of gRPC `Subscribe`, fed each site's events by the dispatcher.

@@ -29,8 +29,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::base::language::Lang;
 use crate::chat::delivery::{CommittedEvent, ConversationEvent, Hub};
+use crate::chat::message_store::MessageStore;
+use crate::people::agent_administration::AgentAdministration;
 use crate::protocol::SenderKind;
-use crate::storage::{StorageError, Store};
+use crate::sites::store::SiteStore;
+use crate::storage::StorageError;
 use subscriptions::{PushSubscriptionStore, Subscription};
 use vapid::VapidKey;
 
@@ -51,6 +54,22 @@ const TIME_TO_LIVE_SECS: u32 = 3600;
 /// Conversations remembered between their creation and their first visitor message (which
 /// becomes the "new conversation" notice with its text); cleared when full.
 const MAX_FRESH_CONVERSATIONS: usize = 10_000;
+
+/// How often a cluster node looks again whether any subscription exists: another node may have
+/// stored the first one.
+const SUBSCRIBED_RECHECK: Duration = Duration::from_secs(2);
+
+/// What pushes read: the subscriptions and the key, conversations, sites and agents. Both the
+/// appliance's `Store` and a cluster node's storage are one.
+pub trait PushStore:
+    PushSubscriptionStore + MessageStore + SiteStore + AgentAdministration + Clone + Send + Sync + 'static
+{
+}
+
+impl<S> PushStore for S where
+    S: PushSubscriptionStore + MessageStore + SiteStore + AgentAdministration + Clone + Send + Sync + 'static
+{
+}
 
 /// How pushes are sent; `config.push` in production.
 #[derive(Clone, Debug)]
@@ -156,21 +175,18 @@ impl PushInbox {
     }
 }
 
-impl PushInbox {
-    /// An inbox that takes nothing: push notifications are off (a cluster node, so far).
-    pub fn off() -> PushInbox {
-        let (queue, _) = mpsc::channel(1);
-        PushInbox { queue, subscribed: Arc::new(AtomicBool::new(false)) }
-    }
-}
+impl PushInbox {}
 
-/// Loads (or makes) the VAPID key and starts the push task, owned by `tasks`.
-pub async fn start(
-    store: Store,
+/// Loads (or makes) the VAPID key and starts the push task, owned by `tasks`. On a cluster
+/// (`shared`), other nodes store subscriptions too: whether any exists is looked at again every
+/// [`SUBSCRIBED_RECHECK`].
+pub async fn start<S: PushStore>(
+    store: S,
     hub: Arc<Hub>,
     settings: PushSettings,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
+    shared: bool,
 ) -> Result<(Push, PushInbox), StorageError> {
     let key = vapid::load_or_create(&store).await?;
     let subscribed = Arc::new(AtomicBool::new(store.any_subscription().await?));
@@ -180,14 +196,32 @@ pub async fn start(
         allow_loopback_endpoints: settings.allow_loopback_endpoints,
         subscribed: subscribed.clone(),
     };
+    if shared {
+        tasks.spawn(recheck_subscribed(store.clone(), subscribed.clone(), shutdown.clone()));
+    }
     tasks.spawn(run(Sender { store, hub, key, settings: Arc::new(settings) }, notices, shutdown));
     Ok((push, PushInbox { queue, subscribed }))
 }
 
+/// Sets `subscribed` once any subscription exists, looking every [`SUBSCRIBED_RECHECK`].
+async fn recheck_subscribed(store: impl PushStore, subscribed: Arc<AtomicBool>, shutdown: CancellationToken) {
+    while !subscribed.load(Ordering::Relaxed) {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SUBSCRIBED_RECHECK) => {}
+        }
+        match store.any_subscription().await {
+            Ok(true) => subscribed.store(true, Ordering::Relaxed),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "looking for push subscriptions failed"),
+        }
+    }
+}
+
 /// Everything a push needs, shared by the planner and the sends.
 #[derive(Clone)]
-struct Sender {
-    store: Store,
+struct Sender<S> {
+    store: S,
     hub: Arc<Hub>,
     key: VapidKey,
     settings: Arc<PushSettings>,
@@ -278,7 +312,7 @@ fn shorten(text: &str) -> String {
     if preview.len() < text.len() { format!("{preview}…") } else { text }
 }
 
-async fn run(sender: Sender, mut notices: mpsc::Receiver<Notice>, shutdown: CancellationToken) {
+async fn run<S: PushStore>(sender: Sender<S>, mut notices: mpsc::Receiver<Notice>, shutdown: CancellationToken) {
     let clients = match (
         crate::base::outbound::client(sender.settings.timeout, false),
         crate::base::outbound::client(sender.settings.timeout, true),
@@ -329,7 +363,11 @@ async fn run(sender: Sender, mut notices: mpsc::Receiver<Notice>, shutdown: Canc
 }
 
 /// Turns a notice into a notification, or nothing (a message nobody is told about).
-async fn plan(store: &Store, notice: Notice, fresh: &mut HashSet<u64>) -> Result<Option<Planned>, StorageError> {
+async fn plan(
+    store: &impl PushStore,
+    notice: Notice,
+    fresh: &mut HashSet<u64>,
+) -> Result<Option<Planned>, StorageError> {
     Ok(match notice {
         Notice::Created { conversation_id } => {
             if fresh.len() >= MAX_FRESH_CONVERSATIONS {
@@ -352,9 +390,7 @@ async fn plan(store: &Store, notice: Notice, fresh: &mut HashSet<u64>) -> Result
             if fresh.remove(&conversation_id) {
                 Some(planned(Kind::NewConversation, None))
             } else {
-                let conversation = store
-                    .read(move |transaction| crate::chat::conversations::get(transaction, conversation_id))
-                    .await?;
+                let conversation = store.conversation(conversation_id).await?;
                 conversation
                     .and_then(|conversation| conversation.assigned_agent)
                     .map(|agent| planned(Kind::NewMessage, Some(agent)))
@@ -369,29 +405,28 @@ async fn plan(store: &Store, notice: Notice, fresh: &mut HashSet<u64>) -> Result
 
 /// The subscriptions to push to, with the site's name: agents of the site (or the one agent),
 /// enabled, and with no console connected.
-async fn targets(sender: &Sender, planned: &Planned) -> Result<Vec<(Subscription, String)>, StorageError> {
-    let (site, agent) = (planned.site.clone(), planned.agent);
-    let (site_name, candidates) = sender
-        .store
-        .read(move |transaction| {
-            let site_name = crate::sites::get(transaction, &site)?.map(|site| site.name).unwrap_or(site.clone());
-            let agents = match agent {
-                Some(id) => crate::people::agents::get(transaction, id)?.into_iter().collect(),
-                None => crate::people::agents::list(transaction)?,
-            };
-            let mut found = Vec::new();
-            for agent in agents.into_iter().filter(|agent| !agent.disabled && agent.serves_site(&site)) {
-                found.push((agent.id, subscriptions::of_agent(transaction, agent.id)?));
-            }
-            Ok((site_name, found))
-        })
-        .await?;
-    Ok(candidates
-        .into_iter()
-        .filter(|(agent_id, _)| sender.hub.agent_connections(*agent_id).is_empty())
-        .flat_map(|(_, subscriptions)| subscriptions)
-        .map(|subscription| (subscription, site_name.clone()))
-        .collect())
+async fn targets(
+    sender: &Sender<impl PushStore>,
+    planned: &Planned,
+) -> Result<Vec<(Subscription, String)>, StorageError> {
+    let (site, agent) = (planned.site.as_str(), planned.agent);
+    let store = &sender.store;
+    let site_name = SiteStore::get(store, site).await?.map_or_else(|| site.to_owned(), |found| found.name);
+    let agents = match agent {
+        Some(id) => crate::people::agent_store::AgentStore::get(store, id).await?.into_iter().collect(),
+        None => AgentAdministration::list(store).await?,
+    };
+    let mut found = Vec::new();
+    for agent in agents.into_iter().filter(|agent| !agent.disabled && agent.serves_site(site)) {
+        // One whose console is connected here sees it already (on a cluster, this node's only).
+        if !sender.hub.agent_connections(agent.id).is_empty() {
+            continue;
+        }
+        for subscription in store.subscriptions_of(agent.id).await? {
+            found.push((subscription, site_name.clone()));
+        }
+    }
+    Ok(found)
 }
 
 #[derive(Clone)]
@@ -421,7 +456,7 @@ enum Attempt {
 
 /// Sends one push, with retries; removes the subscription when the push service says it is gone.
 async fn deliver(
-    sender: &Sender,
+    sender: &Sender<impl PushStore>,
     clients: &Clients,
     subscription: Subscription,
     payload: Payload,
@@ -467,7 +502,7 @@ async fn deliver(
 }
 
 async fn send_once(
-    sender: &Sender,
+    sender: &Sender<impl PushStore>,
     clients: &Clients,
     subscription: &Subscription,
     payload: &Payload,

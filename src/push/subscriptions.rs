@@ -191,6 +191,10 @@ pub trait PushSubscriptionStore: Send + Sync {
 
     /// Whether any agent has a subscription.
     fn any_subscription(&self) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// The secret of the installation's VAPID key; `fresh` is stored and returned when there is
+    /// none yet (atomically: two starts at once keep one).
+    fn vapid_secret(&self, fresh: Vec<u8>) -> impl Future<Output = Result<Vec<u8>, StorageError>> + Send;
 }
 
 impl PushSubscriptionStore for Store {
@@ -230,6 +234,10 @@ impl PushSubscriptionStore for Store {
 
     async fn any_subscription(&self) -> Result<bool, StorageError> {
         self.read(|transaction| Ok(transaction.open_table(tables::PUSH_SUBSCRIPTIONS)?.first()?.is_some())).await
+    }
+
+    async fn vapid_secret(&self, fresh: Vec<u8>) -> Result<Vec<u8>, StorageError> {
+        super::vapid::stored_or(self, fresh).await
     }
 }
 

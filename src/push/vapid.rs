@@ -14,6 +14,7 @@ use p256::ecdsa::{Signature, SigningKey};
 use redb::ReadableTable;
 
 use super::encryption::{public_key_bytes, random_secret_key};
+use super::subscriptions::PushSubscriptionStore;
 use crate::storage::{StorageError, Store, tables};
 
 /// The key's name in `tables::PUSH_KEYS`.
@@ -57,8 +58,18 @@ impl VapidKey {
     }
 }
 
-/// The installation's key, made and stored on the first call.
-pub async fn load_or_create(store: &Store) -> Result<VapidKey, StorageError> {
+/// The installation's key, made and stored on the first call. A key another start (or another
+/// cluster node) stored first wins, so every subscription keeps working with the key it was
+/// made with.
+pub async fn load_or_create(store: &impl PushSubscriptionStore) -> Result<VapidKey, StorageError> {
+    let kept = store.vapid_secret(random_secret_key().to_bytes().to_vec()).await?;
+    let secret = SecretKey::from_slice(&kept)
+        .map_err(|_| StorageError::Corrupt("the stored VAPID key is not a P-256 key".into()))?;
+    Ok(VapidKey::from_secret(&secret))
+}
+
+/// The stored secret of the appliance's key, or `fresh` stored when there is none.
+pub(crate) async fn stored_or(store: &Store, fresh: Vec<u8>) -> Result<Vec<u8>, StorageError> {
     let stored = store
         .read(|transaction| {
             let keys = transaction.open_table(tables::PUSH_KEYS)?;
@@ -66,31 +77,25 @@ pub async fn load_or_create(store: &Store) -> Result<VapidKey, StorageError> {
         })
         .await?;
     if let Some(bytes) = stored {
-        let secret = SecretKey::from_slice(&bytes)
-            .map_err(|_| StorageError::Corrupt("the stored VAPID key is not a P-256 key".into()))?;
-        return Ok(VapidKey::from_secret(&secret));
+        return Ok(bytes);
     }
-    let fresh = random_secret_key();
-    let fresh_bytes = fresh.to_bytes().to_vec();
-    // Inside the writer, a key another start stored first wins, so every subscription keeps
-    // working with the key it was made with.
-    let kept = store
+    store
         .write(move |context| {
             let mut keys = context.transaction.open_table(tables::PUSH_KEYS)?;
             let existing = keys.get(KEY_NAME)?.map(|value| value.value().to_vec());
             match existing {
                 Some(existing) => Ok(Ok::<_, StorageError>(existing)),
                 None => {
-                    keys.insert(KEY_NAME, fresh_bytes.as_slice())?;
-                    Ok(Ok(fresh_bytes))
+                    keys.insert(KEY_NAME, fresh.as_slice())?;
+                    Ok(Ok(fresh))
                 }
             }
         })
-        .await?;
-    let secret = SecretKey::from_slice(&kept)
-        .map_err(|_| StorageError::Corrupt("the stored VAPID key is not a P-256 key".into()))?;
-    Ok(VapidKey::from_secret(&secret))
+        .await
 }
+
+/// The name of the key's row (redb's `push_keys_v1`, the cluster's `push_keys`).
+pub const KEY_ROW: &str = KEY_NAME;
 
 #[cfg(test)]
 mod tests {

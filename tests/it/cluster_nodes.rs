@@ -199,7 +199,6 @@ async fn what_a_node_does_not_serve_yet_is_refused_with_503_and_says_so() {
     for (method, path) in [
         ("GET", "/api/v1/export?from=2026-01-01&to=2026-01-02".to_owned()),
         ("DELETE", format!("/api/v1/visitors/{visitor_id}/data")),
-        ("GET", "/api/v1/push/key".to_owned()),
     ] {
         let (status, body) = call(&node, method, &path, &admin, None).await;
         assert_eq!(status, 503, "{method} {path}: {body}");

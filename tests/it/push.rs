@@ -461,3 +461,47 @@ async fn a_visitor_who_asks_the_bot_for_a_person_is_announced_not_their_talk_wit
     assert_eq!(notification["body"], "A visitor asks for an agent");
     assert_eq!(notification["url"], format!("/console#conversation={conversation_id}"));
 }
+
+#[tokio::test]
+async fn cluster_nodes_share_one_key_and_push_to_a_subscription_stored_through_another_node() {
+    let Some(url) = crate::support::postgres::database("push_nodes").await else { return };
+    let Some(nats) = crate::support::nats::NatsServer::start("push_nodes") else { return };
+    fn tune(config: &mut kefu::base::config::Config) {
+        config.push.allow_loopback_endpoints = true;
+        config.push.contact = CONTACT.to_owned();
+        config.push.retry_base_ms = 20;
+    }
+    let one = TestServer::start_cluster_node_with(tune, "127.0.0.1", &url, &nats.url()).await;
+    let two = TestServer::start_cluster_node_with(tune, "127.0.0.1", &url, &nats.url()).await;
+    let mut push = push_service().await;
+    let site = one.create_site("Shop").await;
+    one.create_agent("ann@shop.example", &site, 5).await;
+    let ann = one.login("ann@shop.example").await;
+
+    // One key for the installation, whichever node is asked.
+    let key = call_expecting(&one, "GET", "/api/v1/push/key", &ann, None, 200).await;
+    let key = key["public_key"].as_str().unwrap().to_owned();
+    assert_eq!(call_expecting(&two, "GET", "/api/v1/push/key", &ann, None, 200).await["public_key"], key.as_str());
+
+    // Subscribed through the first node; visitors write through the second, which learns within
+    // a few seconds that a subscription exists: new conversations until one is pushed.
+    let browser = Browser::new("ann");
+    call_expecting(&one, "POST", "/api/v1/push/subscriptions", &ann, Some(browser.subscription(&push, "zh-CN")), 201)
+        .await;
+    let mut pushed = None;
+    for attempt in 0..10 {
+        let (_, token) = two.visitor_session(&site, None).await;
+        let mut visitor = two.visitor(&site, &token).await;
+        visitor.say(None, "v-1", &format!("第{attempt}位访客：有人吗？")).await;
+        if let Ok(received) = tokio::time::timeout(Duration::from_millis(1500), push.next()).await {
+            pushed = Some(received);
+            break;
+        }
+    }
+    let (name, headers, encrypted) = pushed.expect("a push once the second node knows of the subscription");
+    assert_eq!(name, "ann");
+    check_request(&headers, &push, &key);
+    let notification = browser.decrypt(&encrypted);
+    assert_eq!(notification["title"], "新会话 · Shop");
+    assert!(notification["body"].as_str().unwrap().ends_with("位访客：有人吗？"), "{notification}");
+}

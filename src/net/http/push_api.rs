@@ -22,13 +22,6 @@ impl From<SubscriptionError> for ApiError {
     }
 }
 
-/// Push notifications, where the server sends them (the appliance, so far).
-fn push_of(app: &AppState) -> Result<&crate::push::Push, ApiError> {
-    app.push.as_ref().ok_or_else(|| {
-        ApiError::Unavailable(crate::storage::StorageError::ApplianceOnly("push notifications").to_string())
-    })
-}
-
 #[derive(Serialize)]
 pub struct PushKey {
     /// The VAPID public key, base64url: `applicationServerKey` of `PushManager.subscribe`.
@@ -38,7 +31,7 @@ pub struct PushKey {
 /// `GET /api/v1/push/key`
 pub async fn key(State(app): State<AppState>, Caller(principal): Caller) -> Result<axum::Json<PushKey>, ApiError> {
     agent_only(principal)?;
-    Ok(axum::Json(PushKey { public_key: push_of(&app)?.public_key().to_owned() }))
+    Ok(axum::Json(PushKey { public_key: app.push.public_key().to_owned() }))
 }
 
 /// A subscription as the agent sees it (the keys stay on the server).
@@ -76,7 +69,7 @@ pub async fn subscribe(
     Json(request): Json<NewSubscription>,
 ) -> Result<(StatusCode, axum::Json<SubscriptionView>), ApiError> {
     let agent = agent_only(principal)?;
-    let saved = subscriptions::save(&app.store, push_of(&app)?, agent.id, request).await?;
+    let saved = subscriptions::save(&app.store, &app.push, agent.id, request).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(SubscriptionView {
