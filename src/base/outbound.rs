@@ -178,6 +178,25 @@ pub async fn resolve(host: &str) -> Result<Vec<IpAddr>, String> {
     Ok(found.iter().collect())
 }
 
+/// The two clients of a sender whose destinations are public unless a setting allows a private
+/// one (a webhook's `allow_private`, push's loopback endpoints): built once, picked per request.
+#[derive(Clone)]
+pub struct Clients {
+    guarded: reqwest::Client,
+    open: reqwest::Client,
+}
+
+impl Clients {
+    pub fn new(timeout: Duration) -> Result<Clients, String> {
+        Ok(Clients { guarded: client(timeout, false)?, open: client(timeout, true)? })
+    }
+
+    /// The client allowed private addresses when `allow_private`, else the guarded one.
+    pub fn pick(&self, allow_private: bool) -> &reqwest::Client {
+        if allow_private { &self.open } else { &self.guarded }
+    }
+}
+
 /// A client for outbound requests with the private-address guard (unless `allow_private`).
 pub fn client(timeout: Duration, allow_private: bool) -> Result<reqwest::Client, String> {
     builder(timeout, allow_private)?.build().map_err(|error| error.to_string())

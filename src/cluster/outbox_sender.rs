@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::base::config::EmailConfig;
+use crate::base::outbound::Clients;
 use crate::chat::delivery::{CommittedEvent, ConversationEvent};
 use crate::chat::message_store::MessageStore;
 use crate::cluster::backend::ClusterStores;
@@ -39,7 +40,7 @@ use crate::protocol::SenderKind;
 use crate::sites::store::SiteStore;
 use crate::storage::StorageError;
 use crate::webhooks::WebhookStore;
-use crate::webhooks::sender::{Clients, SenderSettings};
+use crate::webhooks::sender::SenderSettings;
 
 /// How often a node looks for due rows.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -205,7 +206,7 @@ async fn attempt_webhook(sender: &Sender, clients: &Clients, row: ClaimedRow) {
     let outcome = async {
         match &webhook {
             Some(webhook) => {
-                crate::webhooks::sender::post(&clients.for_webhook(Some(webhook)), webhook, row.id, &payload).await
+                crate::webhooks::sender::post(clients.pick(webhook.allow_private), webhook, row.id, &payload).await
             }
             None => Err((None, "the webhook was deleted".to_owned())),
         }

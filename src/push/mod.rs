@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::base::language::Lang;
+use crate::base::outbound::Clients;
 use crate::chat::delivery::{CommittedEvent, ConversationEvent, Hub};
 use crate::chat::message_store::MessageStore;
 use crate::people::agent_administration::AgentAdministration;
@@ -313,12 +314,9 @@ fn shorten(text: &str) -> String {
 }
 
 async fn run<S: PushStore>(sender: Sender<S>, mut notices: mpsc::Receiver<Notice>, shutdown: CancellationToken) {
-    let clients = match (
-        crate::base::outbound::client(sender.settings.timeout, false),
-        crate::base::outbound::client(sender.settings.timeout, true),
-    ) {
-        (Ok(guarded), Ok(loopback)) => Clients { guarded, loopback },
-        (Err(error), _) | (_, Err(error)) => {
+    let clients = match Clients::new(sender.settings.timeout) {
+        Ok(clients) => clients,
+        Err(error) => {
             tracing::error!(%error, "push notifications are off: the HTTP client could not be built");
             return;
         }
@@ -429,14 +427,6 @@ async fn targets(
     Ok(found)
 }
 
-#[derive(Clone)]
-struct Clients {
-    /// For push services on the internet: private addresses refused.
-    guarded: reqwest::Client,
-    /// For loopback endpoints, only when `allow_loopback_endpoints` is set.
-    loopback: reqwest::Client,
-}
-
 /// The headers that differ per notification.
 struct PushRequest {
     topic: String,
@@ -513,7 +503,8 @@ async fn send_once(
         Ok(url) => url,
         Err(error) => return Attempt::Failed(error.to_string()),
     };
-    let client = if allow_loopback && subscriptions::is_loopback(&url) { &clients.loopback } else { &clients.guarded };
+    // Loopback endpoints (a test's push service) only when the setting allows them.
+    let client = clients.pick(allow_loopback && subscriptions::is_loopback(&url));
     let (public_key, auth_secret) = match subscription.keys() {
         Ok(keys) => keys,
         Err(error) => return Attempt::Failed(error.to_string()),

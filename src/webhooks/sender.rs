@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Delivery, DeliveryStatus, Webhook};
-use crate::base::outbound::{backoff, describe_error};
+use crate::base::outbound::{Clients, backoff, describe_error};
 use crate::storage::outbox::{self, Outbox};
 use crate::storage::{StorageError, Store, decode_json, encode_json, tables};
 
@@ -87,7 +87,7 @@ impl Outbox for Webhooks {
         if reschedule(store, delivery.id, delivery.next_attempt_at, Some(claimed_until)).await.is_err() {
             return;
         }
-        let client = self.clients.for_webhook(webhook.as_ref());
+        let client = self.clients.pick(webhook.as_ref().is_some_and(|webhook| webhook.allow_private)).clone();
         let store = store.clone();
         let settings = self.settings.clone();
         // A stage of the message's trace when the delivery is about a message, else a trace of
@@ -140,31 +140,6 @@ pub(crate) async fn post(
         Ok(response) if response.status().is_success() => Ok(response.status().as_u16()),
         Ok(response) => Err((Some(response.status().as_u16()), format!("the receiver answered {}", response.status()))),
         Err(error) => Err((None, describe_error(&error))),
-    }
-}
-
-/// The HTTP clients of webhook posts: one for receivers on public addresses, one for webhooks
-/// allowed private ones.
-#[derive(Clone)]
-pub(crate) struct Clients {
-    guarded: reqwest::Client,
-    open: reqwest::Client,
-}
-
-impl Clients {
-    pub(crate) fn new(timeout: Duration) -> Result<Clients, String> {
-        Ok(Clients {
-            guarded: crate::base::outbound::client(timeout, false)?,
-            open: crate::base::outbound::client(timeout, true)?,
-        })
-    }
-
-    /// The client for posting to `webhook` (a deleted one's: the guarded client).
-    pub(crate) fn for_webhook(&self, webhook: Option<&Webhook>) -> reqwest::Client {
-        match webhook.is_some_and(|webhook| webhook.allow_private) {
-            true => self.open.clone(),
-            false => self.guarded.clone(),
-        }
     }
 }
 
