@@ -189,10 +189,15 @@ pub async fn start(
     let shutdown_token = CancellationToken::new();
     let tasks = TaskTracker::new();
     let hub = Arc::new(Hub::new());
+    let routing_scope = match &backend {
+        Backend::Appliance(_) => routing::RoutingScope::EverySite,
+        Backend::Cluster(_) => routing::RoutingScope::UnderLeases,
+    };
     let router = routing::start(
         backend.clone(),
         hub.clone(),
         Duration::from_secs(config.routing.offline_grace_secs),
+        routing_scope,
         shutdown_token.clone(),
         &tasks,
     )
@@ -442,6 +447,9 @@ async fn start_cluster_work(
     let settings = events::follow_bot_settings_changes(nats, app.bot.site_settings().clone())
         .await
         .context("following bot settings changes")?;
+    let teams = events::follow_team_changes(nats, app.store.clone(), app.router.clone())
+        .await
+        .context("following team changes")?;
     app.tasks.spawn(crate::cluster::presence_sync::run(
         app.config.storage.postgres_url.clone(),
         node.clone(),
@@ -449,6 +457,13 @@ async fn start_cluster_work(
         app.shutdown.clone(),
     ));
     if let Backend::Cluster(stores) = &app.store {
+        stores.messages.route_as(node.clone());
+        app.tasks.spawn(crate::cluster::routing_lease::keep(
+            app.config.storage.postgres_url.clone(),
+            node.clone(),
+            app.router.clone(),
+            app.shutdown.clone(),
+        ));
         stores
             .email_settings
             .remember_runtime(&email_runtime(app))
@@ -476,7 +491,7 @@ async fn start_cluster_work(
     ));
     spawn_cluster_retention(app, node);
     spawn_bot_idle_close(app);
-    Ok(vec![relay, sites, knowledge, settings])
+    Ok(vec![relay, sites, knowledge, settings, teams])
 }
 
 /// What emails queued inside storage's transactions need from the configuration.

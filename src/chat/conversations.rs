@@ -255,6 +255,9 @@ pub enum ConversationError {
     AlreadyRated,
     #[error("the visitor already has an open conversation")]
     VisitorHasOpen,
+    /// Routing on a cluster node that does not hold the routing lease of the conversation's site.
+    #[error("this node does not hold the routing lease of the conversation's site")]
+    LeaseNotHeld,
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]

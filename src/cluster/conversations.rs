@@ -22,6 +22,7 @@ use crate::chat::leads::{self, Lead, LeadEvent};
 use crate::cluster::events::{ConversationChange, NodeEvent};
 use crate::cluster::messages::{self, CONVERSATION_COLUMNS, PostgresMessages, conversation_of};
 use crate::cluster::postgres::{PostgresError, database, record_of, record_text};
+use crate::cluster::routing_lease;
 use crate::people::visitors::Visitor;
 use crate::protocol::{ParticipantView, SenderKind, SenderView};
 use crate::storage::StorageError;
@@ -43,6 +44,13 @@ pub(crate) fn announce(published: &mut Published, change: ConversationChange) {
 }
 
 impl PostgresMessages {
+    /// From now on, routing's assignments (`AssignWhen::Queued`) through this store take effect
+    /// only while `node` holds the routing lease of the conversation's site (checked in their
+    /// transaction, under the conversation's row lock). The first call decides.
+    pub fn route_as(&self, node: crate::cluster::node::NodeName) {
+        let _ = self.routing_node.set(node);
+    }
+
     /// Runs `change` in a transaction and publishes what it committed.
     pub(crate) async fn change_and_publish<T, E: From<StorageError>>(
         &self,
@@ -70,9 +78,25 @@ impl PostgresMessages {
         conversation_id: u64,
         decide: impl FnOnce(&mut Conversation, i64) -> Result<ConversationEvent, ConversationError>,
     ) -> Result<Conversation, ConversationError> {
+        self.decide_under(conversation_id, None, decide).await
+    }
+
+    /// [`Self::decide`], taking effect only while `lease`'s node holds the routing lease of the
+    /// conversation's site when one is given.
+    async fn decide_under(
+        &self,
+        conversation_id: u64,
+        lease: Option<&crate::cluster::node::NodeName>,
+        decide: impl FnOnce(&mut Conversation, i64) -> Result<ConversationEvent, ConversationError>,
+    ) -> Result<Conversation, ConversationError> {
         self.change_and_publish(async |transaction, published| {
             let mut conversation = locked(transaction, conversation_id).await?;
             let event = decide(&mut conversation, clock::now_millis())?;
+            if let Some(node) = lease {
+                if !routing_lease::holds(transaction, &conversation.site, node).await.map_err(StorageError::from)? {
+                    return Err(ConversationError::LeaseNotHeld);
+                }
+            }
             save(transaction, &conversation).await?;
             announce(published, ConversationChange::Conversation { event, conversation: conversation.clone() });
             Ok(conversation)
@@ -340,7 +364,8 @@ impl ConversationStore for PostgresMessages {
         when: AssignWhen,
     ) -> Result<Conversation, ConversationError> {
         key_of(agent_id)?;
-        self.decide(conversation_id, |conversation, now| conversation.assign_to(agent_id, when, now)).await
+        let lease = self.routing_node.get().filter(|_| when == AssignWhen::Queued);
+        self.decide_under(conversation_id, lease, |conversation, now| conversation.assign_to(agent_id, when, now)).await
     }
 
     async fn close(&self, conversation_id: u64) -> Result<Conversation, ConversationError> {

@@ -385,6 +385,38 @@ pub async fn follow_site_changes(
     follow_site_keys(client, SITE_CHANGED_SUBJECT, "a site change", move |key| directory.invalidate(key)).await
 }
 
+/// The subject a node publishes a site's key on after committing a change to one of its teams
+/// (created, renamed, members changed, deleted), so every node's router reads the teams again.
+pub const TEAMS_CHANGED_SUBJECT: &str = "kefu.teams.changed";
+
+/// Tells every node that a team of the site `key` changed; a failure is logged: that node's
+/// router routes with the teams it had until the next change reaches it.
+pub async fn publish_teams_changed(client: &async_nats::Client, key: &str) {
+    publish_site_key(client, TEAMS_CHANGED_SUBJECT, "a team change", key).await
+}
+
+/// Gives `router` every team again, read through `teams`, when another node reports a team
+/// changed (this node's own changes reach its router directly), until the connection closes;
+/// changes arriving while a read is under way make one more read, so the last one wins.
+pub async fn follow_team_changes(
+    client: &async_nats::Client,
+    teams: impl crate::people::team_store::TeamStore + 'static,
+    router: crate::routing::Router,
+) -> Result<tokio::task::JoinHandle<()>, EventsError> {
+    let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let reader = changed.clone();
+    tokio::spawn(async move {
+        loop {
+            reader.notified().await;
+            match teams.list().await {
+                Ok(teams) => router.send(crate::routing::RoutingEvent::TeamsReplaced { teams }).await,
+                Err(error) => tracing::warn!(%error, "teams changed on another node could not be read"),
+            }
+        }
+    });
+    follow_site_keys(client, TEAMS_CHANGED_SUBJECT, "a team change", move |_| changed.notify_one()).await
+}
+
 /// The subject a node publishes a site's key on after committing a change to its knowledge-base
 /// entries, so every node drops the site's match index (`KnowledgeBase::forget`).
 pub const KNOWLEDGE_BASE_CHANGED_SUBJECT: &str = "kefu.knowledge_base.changed";

@@ -86,6 +86,8 @@ pub struct PostgresMessages {
     partition_job: tokio::task::AbortHandle,
     /// The database's epoch, as [`database_epoch`] found it.
     pub(crate) epoch: u64,
+    /// The node whose routing lease a routed assignment needs ([`PostgresMessages::route_as`]).
+    pub(crate) routing_node: std::sync::OnceLock<crate::cluster::node::NodeName>,
 }
 
 struct PendingAppend {
@@ -156,7 +158,8 @@ impl PostgresMessages {
         })
         .abort_handle();
         let writers = Writers::new(url, CHANGE_CONNECTIONS);
-        Ok(PostgresMessages { appends, readers, writers, outlet, stats, partition_job, epoch })
+        let routing_node = std::sync::OnceLock::new();
+        Ok(PostgresMessages { appends, readers, writers, outlet, stats, partition_job, epoch, routing_node })
     }
 
     /// The group commit's counts so far.

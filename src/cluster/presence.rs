@@ -32,17 +32,27 @@ pub struct AgentPresence {
     pub nodes: Vec<String>,
 }
 
-/// Records that `node` holds `connections` of `agent_id`'s connections for `site`, with `status`,
-/// for `ttl`; no connections, or `Presence::Offline`, removes the node's row.
+/// What a node says of one agent's presence through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Announced {
+    pub status: Presence,
+    /// Their connections through the node.
+    pub connections: u32,
+    /// Whether they take new conversations through the node (online, a connection open).
+    pub accepting: bool,
+}
+
+/// Records that `node` holds `agent_id`'s connections for `site` as `announced` says, for `ttl`;
+/// no connections, or `Presence::Offline`, removes the node's row.
 pub async fn announce(
     client: &impl GenericClient,
     node: &NodeName,
     site: &str,
     agent_id: u64,
-    status: Presence,
-    connections: u32,
+    announced: Announced,
     ttl: Duration,
 ) -> Result<(), PostgresError> {
+    let Announced { status, connections, accepting } = announced;
     check_name("site", site)?;
     let ttl = checked_millis("presence's time to live", ttl, LONGEST_TTL)?;
     let agent = checked_id("agent id", agent_id)?;
@@ -64,11 +74,12 @@ pub async fn announce(
         .map_err(|_| PostgresError::Invalid(format!("{connections} connections are out of range")))?;
     client
         .execute(
-            "INSERT INTO agent_presence (site, agent_id, node, connections, status, expires_at)
-             VALUES ($1, $2, $3, $4, $5, kefu_now_ms() + $6)
+            "INSERT INTO agent_presence (site, agent_id, node, connections, status, expires_at, accepting)
+             VALUES ($1, $2, $3, $4, $5, kefu_now_ms() + $6, $7)
              ON CONFLICT (site, agent_id, node) DO UPDATE SET
-                 connections = excluded.connections, status = excluded.status, expires_at = excluded.expires_at",
-            &[&site, &agent, &node.as_str(), &connections, &status, &ttl],
+                 connections = excluded.connections, status = excluded.status, expires_at = excluded.expires_at,
+                 accepting = excluded.accepting",
+            &[&site, &agent, &node.as_str(), &connections, &status, &ttl, &accepting],
         )
         .await?;
     Ok(())

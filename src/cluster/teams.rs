@@ -53,9 +53,25 @@ impl PostgresTeams {
         Ok(PostgresTeams { readers: Readers::new(url, READ_CONNECTIONS), writers: Writers::new(url, 1), nats: None })
     }
 
-    /// Announces the site a team's deletion changed on NATS (`events::publish_site_changed`).
+    /// Announces each team's change on NATS (`events::publish_teams_changed`), and the site a
+    /// team's deletion changed (`events::publish_site_changed`).
     pub fn with_events(self, nats: async_nats::Client) -> PostgresTeams {
         PostgresTeams { nats: Some(nats), ..self }
+    }
+}
+
+impl PostgresTeams {
+    /// Tells the other nodes' routers that these teams changed (in the background: a caller
+    /// does not wait on NATS).
+    fn announce<'a>(&self, teams: impl IntoIterator<Item = &'a Team>) {
+        let Some(nats) = self.nats.clone() else { return };
+        let mut sites: Vec<String> = teams.into_iter().map(|team| team.site.clone()).collect();
+        sites.dedup();
+        tokio::spawn(async move {
+            for site in sites {
+                events::publish_teams_changed(&nats, &site).await;
+            }
+        });
     }
 }
 
@@ -85,6 +101,7 @@ impl TeamStore for PostgresTeams {
                 Ok(team)
             })
             .await
+            .inspect(|team| self.announce([team]))
     }
 
     async fn update(&self, id: u64, name: &str, members: Vec<u64>) -> Result<Team, TeamError> {
@@ -110,6 +127,7 @@ impl TeamStore for PostgresTeams {
                 Ok(team)
             })
             .await
+            .inspect(|team| self.announce([team]))
     }
 
     async fn delete(&self, id: u64) -> Result<Team, TeamError> {
@@ -153,6 +171,7 @@ impl TeamStore for PostgresTeams {
         if let Some(nats) = &self.nats {
             events::publish_site_changed(nats, &team.site).await;
         }
+        self.announce([&team]);
         Ok(team)
     }
 
@@ -181,5 +200,6 @@ impl TeamStore for PostgresTeams {
                 Ok(changed)
             })
             .await
+            .inspect(|changed| self.announce(changed))
     }
 }

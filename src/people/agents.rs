@@ -87,8 +87,13 @@ pub struct Agent {
 
 impl Agent {
     pub fn serves_site(&self, site_key: &str) -> bool {
-        self.role == Role::Admin || self.sites.iter().any(|site| site == site_key)
+        serves(self.role, &self.sites, site_key)
     }
+}
+
+/// Whether an agent with `role` and `sites` serves `site_key` (admins serve every site).
+pub fn serves(role: Role, sites: &[String], site_key: &str) -> bool {
+    role == Role::Admin || sites.iter().any(|site| site == site_key)
 }
 
 /// A login session, stored under its token's digest.

@@ -1,7 +1,10 @@
 //! `kefu serve` as cluster nodes (`storage.backend = "postgres"`): two servers in this process
 //! on one PostgreSQL database and one nats-server, each with its own connections. A visitor on
 //! one node and an agent on the other chat both ways; a conversation started through one node
-//! reaches the agent's console on the other; the first start's admin and site are made once.
+//! reaches the agent's console on the other; the first start's admin and site are made once; the
+//! node holding a site's routing lease spreads its conversations over every node's agents and
+//! never gives an agent connected through two nodes more than their capacity, and knows of teams
+//! made through the other node.
 //!
 //! The tests print one line and pass when nats-server or PostgreSQL is not installed.
 
@@ -127,7 +130,8 @@ async fn two_nodes_routing_one_sites_queue_at_once_never_assign_a_conversation_t
         TestServer::start_cluster_node(&url, &nats.url()).await,
     ];
     let site = nodes[0].create_site("Shop").await;
-    // One agent on each node; each node's routing offers every queued conversation to its own.
+    // One agent on each node; the node holding the site's lease routes to both, and a node that
+    // loses it refuses its own assignments.
     nodes[0].create_agent("ann@shop.example", &site, 100).await;
     nodes[1].create_agent("bo@shop.example", &site, 100).await;
     let mut ann = nodes[0].agent(&nodes[0].login("ann@shop.example").await).await;
@@ -186,6 +190,150 @@ async fn two_nodes_routing_one_sites_queue_at_once_never_assign_a_conversation_t
         .await
         .unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (VISITORS as i64, VISITORS as i64));
+}
+
+/// The agent `conversation_id` went to, once routing assigned it (at most 10 s).
+async fn assigned_agent(database: &tokio_postgres::Client, conversation_id: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = database
+            .query_one("SELECT assigned_agent FROM conversations WHERE id = $1", &[&(conversation_id as i64)])
+            .await
+            .unwrap();
+        if let Some(agent) = row.get::<_, Option<i64>>(0) {
+            return agent as u64;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "conversation {conversation_id} was never assigned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_node_routing_a_site_spreads_its_conversations_over_every_nodes_agents() {
+    let Some(url) = crate::support::postgres::database("nodes_routing_spread").await else { return };
+    let Some(nats) = NatsServer::start("nodes_routing_spread") else { return };
+    let nodes = [
+        TestServer::start_cluster_node(&url, &nats.url()).await,
+        TestServer::start_cluster_node(&url, &nats.url()).await,
+    ];
+    let site = nodes[0].create_site("小店 Shop").await;
+    let ann = nodes[0].create_agent("ann@shop.example", &site, 10).await;
+    let bo = nodes[1].create_agent("bo@shop.example", &site, 10).await;
+    let _ann_console = nodes[0].agent(&nodes[0].login("ann@shop.example").await).await;
+    let _bo_console = nodes[1].agent(&nodes[1].login("bo@shop.example").await).await;
+    // Each node's presence reaches the other within two rounds.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let database = crate::support::postgres::connect(&url).await;
+
+    // Every visitor comes through the first node, one after another. The node holding the
+    // site's lease gives each to the least busy agent, whichever node the agent is on: the two
+    // take turns, rather than the first node's agent getting all of them.
+    let mut visitors = Vec::new();
+    let mut loads = std::collections::HashMap::<u64, usize>::new();
+    for index in 0..6 {
+        let (visitor, _, conversation_id) =
+            nodes[0].visitor_in_conversation(&site, &format!("第 {index} 位 visitor")).await;
+        *loads.entry(assigned_agent(&database, conversation_id).await).or_default() += 1;
+        visitors.push(visitor);
+    }
+    assert_eq!(loads, [(ann, 3), (bo, 3)].into_iter().collect(), "one node routes the site among both nodes' agents");
+    let holders: Vec<String> = database
+        .query("SELECT holder FROM routing_leases WHERE site = $1", &[&site.key])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(holders.len(), 1, "one node holds the site's routing lease: {holders:?}");
+}
+
+#[tokio::test]
+async fn an_agent_connected_through_two_nodes_is_never_given_more_than_their_capacity() {
+    let Some(url) = crate::support::postgres::database("nodes_routing_capacity").await else { return };
+    let Some(nats) = NatsServer::start("nodes_routing_capacity") else { return };
+    let nodes = [
+        TestServer::start_cluster_node(&url, &nats.url()).await,
+        TestServer::start_cluster_node(&url, &nats.url()).await,
+    ];
+    let site = nodes[0].create_site("Shop").await;
+    let ann = nodes[0].create_agent("ann@shop.example", &site, 2).await;
+    // The console open on both nodes (a laptop and a phone, through a balancer).
+    let token = nodes[0].login("ann@shop.example").await;
+    let _consoles = [nodes[0].agent(&token).await, nodes[1].agent(&token).await];
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    let mut starts = Vec::new();
+    for index in 0..6 {
+        let site = site.clone();
+        let node = &nodes[index % 2];
+        starts.push(async move { node.visitor_in_conversation(&site, &format!("visitor {index}")).await });
+    }
+    let _visitors = futures_util::future::join_all(starts).await;
+    let database = crate::support::postgres::connect(&url).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while database
+        .query_one("SELECT count(*) FROM conversations WHERE status = 'assigned'", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        < 2
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the agent was not given two conversations");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Whatever else routing would do, it has done by now.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let rows = database
+        .query("SELECT status, assigned_agent, count(*) FROM conversations GROUP BY 1, 2 ORDER BY 1", &[])
+        .await
+        .unwrap();
+    let counts: Vec<(String, Option<i64>, i64)> = rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect();
+    assert_eq!(counts, [("assigned".to_owned(), Some(ann as i64), 2), ("queued".to_owned(), None, 4)]);
+}
+
+#[tokio::test]
+async fn teams_made_through_either_node_route_and_the_agent_list_shows_every_nodes_agents() {
+    let Some(url) = crate::support::postgres::database("nodes_routing_teams").await else { return };
+    let Some(nats) = NatsServer::start("nodes_routing_teams") else { return };
+    let nodes = [
+        TestServer::start_cluster_node(&url, &nats.url()).await,
+        TestServer::start_cluster_node(&url, &nats.url()).await,
+    ];
+    let site = nodes[0].create_site("小店 Shop").await;
+    let ann = nodes[0].create_agent("ann@shop.example", &site, 10).await;
+    let bo = nodes[1].create_agent("bo@shop.example", &site, 10).await;
+    let _ann_console = nodes[0].agent(&nodes[0].login("ann@shop.example").await).await;
+    let _bo_console = nodes[1].agent(&nodes[1].login("bo@shop.example").await).await;
+    nodes[0].create_admin("boss@shop.example").await;
+    let admin = [nodes[0].login("boss@shop.example").await, nodes[1].login("boss@shop.example").await];
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let database = crate::support::postgres::connect(&url).await;
+
+    // Either node's agent list shows both agents online, whichever node they are connected to.
+    for (node, token) in nodes.iter().zip(&admin) {
+        let (status, agents) = call(node, "GET", "/api/v1/agents", token, None).await;
+        assert_eq!(status, 200, "{agents}");
+        for id in [ann, bo] {
+            let listed = agents.as_array().unwrap().iter().find(|agent| agent["id"] == id).expect("listed");
+            assert_eq!(listed["presence"], "online", "{listed}");
+        }
+    }
+
+    // A team made through each node: a conversation transferred to it goes to its member, from
+    // whichever node holds the site's lease (it learnt of the team made through the other).
+    for (maker, member) in [(0, bo), (1, ann)] {
+        let body = serde_json::json!({"site": site.key, "name": format!("售后 {maker}"), "members": [member]});
+        let (status, team) = call(&nodes[maker], "POST", "/api/v1/teams", &admin[maker], Some(body)).await;
+        assert_eq!(status, 201, "{team}");
+        let (_visitor, _, conversation_id) = nodes[0].visitor_in_conversation(&site, "我要退货").await;
+        assigned_agent(&database, conversation_id).await;
+        let path = format!("/api/v1/conversations/{conversation_id}/transfer");
+        let body = serde_json::json!({"team_id": team["id"]});
+        let (status, transferred) = call(&nodes[maker], "POST", &path, &admin[maker], Some(body)).await;
+        assert_eq!(status, 200, "{transferred}");
+        assert_eq!(transferred["assigned_agent"], serde_json::Value::Null, "{transferred}");
+        assert_eq!(assigned_agent(&database, conversation_id).await, member, "the team made through node {maker}");
+    }
 }
 
 #[tokio::test]

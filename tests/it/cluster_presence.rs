@@ -8,13 +8,18 @@
 use std::time::Duration;
 
 use kefu::cluster::postgres::PostgresError;
-use kefu::cluster::presence::{self, AgentPresence};
+use kefu::cluster::presence::{self, AgentPresence, Announced};
 use kefu::protocol::Presence;
 
 use crate::support::postgres::{count, database, migrated_nodes, node_name as node};
 
 const SITE: &str = "shop";
 const TTL: Duration = Duration::from_secs(30);
+
+/// An agent's presence through a node with `connections` open, taking conversations when online.
+fn announced(status: Presence, connections: u32) -> Announced {
+    Announced { status, connections, accepting: status == Presence::Online }
+}
 
 #[tokio::test]
 async fn an_agent_on_any_node_is_seen_from_every_node_and_online_while_one_node_says_so() {
@@ -23,7 +28,7 @@ async fn an_agent_on_any_node_is_seen_from_every_node_and_online_while_one_node_
     let (a, b) = (node("node-a"), node("node-b"));
     assert!(!presence::site_has_online_agent(&clients[1], SITE).await.expect("read"));
 
-    presence::announce(&clients[0], &a, SITE, 7, Presence::Away, 1, TTL).await.expect("away on a");
+    presence::announce(&clients[0], &a, SITE, 7, announced(Presence::Away, 1), TTL).await.expect("away on a");
     assert_eq!(
         presence::agents_of(&clients[1], SITE).await.expect("read from b"),
         [AgentPresence { agent_id: 7, status: Presence::Away, connections: 1, nodes: vec!["node-a".into()] }]
@@ -31,7 +36,7 @@ async fn an_agent_on_any_node_is_seen_from_every_node_and_online_while_one_node_
     assert!(!presence::site_has_online_agent(&clients[1], SITE).await.expect("read"), "away is not online");
 
     // A second tab through the other node, online: the agent is online, with both connections.
-    presence::announce(&clients[1], &b, SITE, 7, Presence::Online, 2, TTL).await.expect("online on b");
+    presence::announce(&clients[1], &b, SITE, 7, announced(Presence::Online, 2), TTL).await.expect("online on b");
     assert_eq!(
         presence::agents_of(&clients[0], SITE).await.expect("read from a"),
         [AgentPresence {
@@ -45,9 +50,9 @@ async fn an_agent_on_any_node_is_seen_from_every_node_and_online_while_one_node_
     assert!(presence::agents_of(&clients[0], "another-site").await.expect("read").is_empty());
 
     // Its tabs on b close: only a's away remains.
-    presence::announce(&clients[1], &b, SITE, 7, Presence::Online, 0, TTL).await.expect("closed on b");
+    presence::announce(&clients[1], &b, SITE, 7, announced(Presence::Online, 0), TTL).await.expect("closed on b");
     assert!(!presence::site_has_online_agent(&clients[0], SITE).await.expect("read"));
-    presence::announce(&clients[0], &a, SITE, 7, Presence::Offline, 1, TTL).await.expect("offline on a");
+    presence::announce(&clients[0], &a, SITE, 7, announced(Presence::Offline, 1), TTL).await.expect("offline on a");
     assert!(presence::agents_of(&clients[0], SITE).await.expect("read").is_empty());
     assert_eq!(count(&clients[0], "agent_presence").await, 0);
 }
@@ -58,10 +63,10 @@ async fn a_dead_nodes_agents_expire_while_a_live_nodes_heartbeat_keeps_its_own()
     let clients = migrated_nodes(&url, 2).await;
     let (a, b) = (node("node-a"), node("node-b"));
     let short = Duration::from_millis(1000);
-    presence::announce(&clients[0], &a, SITE, 1, Presence::Online, 1, short).await.expect("1 on a");
-    presence::announce(&clients[1], &b, SITE, 2, Presence::Online, 1, short).await.expect("2 on b");
-    presence::announce(&clients[0], &a, SITE, 3, Presence::Online, 1, short).await.expect("3 on a");
-    presence::announce(&clients[1], &b, SITE, 3, Presence::Away, 1, short).await.expect("3 on b");
+    presence::announce(&clients[0], &a, SITE, 1, announced(Presence::Online, 1), short).await.expect("1 on a");
+    presence::announce(&clients[1], &b, SITE, 2, announced(Presence::Online, 1), short).await.expect("2 on b");
+    presence::announce(&clients[0], &a, SITE, 3, announced(Presence::Online, 1), short).await.expect("3 on a");
+    presence::announce(&clients[1], &b, SITE, 3, announced(Presence::Away, 1), short).await.expect("3 on b");
 
     // Node a dies (no more heartbeats); node b's heartbeat renews its rows.
     for _ in 0..6 {
@@ -91,12 +96,12 @@ async fn bad_presence_input_is_refused_and_writes_nothing() {
     let clients = migrated_nodes(&url, 2).await;
     let a = node("node-a");
     let refused = [
-        presence::announce(&clients[0], &a, "", 1, Presence::Online, 1, TTL).await,
-        presence::announce(&clients[0], &a, "bad\nsite", 1, Presence::Online, 1, TTL).await,
-        presence::announce(&clients[0], &a, SITE, u64::MAX, Presence::Online, 1, TTL).await,
-        presence::announce(&clients[0], &a, SITE, 1, Presence::Online, 1, Duration::ZERO).await,
-        presence::announce(&clients[0], &a, SITE, 1, Presence::Online, 1, presence::LONGEST_TTL * 2).await,
-        presence::announce(&clients[0], &a, SITE, 1, Presence::Online, u32::MAX, TTL).await,
+        presence::announce(&clients[0], &a, "", 1, announced(Presence::Online, 1), TTL).await,
+        presence::announce(&clients[0], &a, "bad\nsite", 1, announced(Presence::Online, 1), TTL).await,
+        presence::announce(&clients[0], &a, SITE, u64::MAX, announced(Presence::Online, 1), TTL).await,
+        presence::announce(&clients[0], &a, SITE, 1, announced(Presence::Online, 1), Duration::ZERO).await,
+        presence::announce(&clients[0], &a, SITE, 1, announced(Presence::Online, 1), presence::LONGEST_TTL * 2).await,
+        presence::announce(&clients[0], &a, SITE, 1, announced(Presence::Online, u32::MAX), TTL).await,
     ];
     for outcome in refused {
         assert!(matches!(outcome, Err(PostgresError::Invalid(_))), "{outcome:?}");

@@ -9,9 +9,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use kefu::chat::conversations::ConversationStatus;
+use kefu::chat::conversation_store::ConversationStore;
+use kefu::chat::conversations::{AssignWhen, Conversation, ConversationError, ConversationStatus};
+use kefu::cluster::messages::{PostgresMessages, PostgresOptions};
+use kefu::cluster::node::NodeName;
 use kefu::cluster::postgres::PostgresError;
-use kefu::cluster::routing_lease::{self, AssignError};
+use kefu::cluster::routing_lease;
 
 use crate::support::postgres::{count, database, migrated_nodes, node_name as node};
 
@@ -76,6 +79,22 @@ async fn one_node_holds_a_site_until_it_releases_or_its_lease_expires() {
     assert_eq!(count(&clients[0], "routing_leases").await, before);
 }
 
+/// A node's message store, whose routed assignments need `node`'s lease.
+async fn routing_store(url: &str, node: &NodeName) -> PostgresMessages {
+    let store = PostgresMessages::open(url, PostgresOptions::default()).await.expect("open the store");
+    store.route_as(node.clone());
+    store
+}
+
+/// What routing asks of the store: `conversation` to `agent` while it is queued.
+async fn assign_queued(
+    store: &PostgresMessages,
+    conversation_id: u64,
+    agent_id: u64,
+) -> Result<Conversation, ConversationError> {
+    ConversationStore::assign(store, conversation_id, agent_id, AssignWhen::Queued).await
+}
+
 #[tokio::test]
 async fn a_node_that_lost_its_lease_cannot_assign_and_nothing_is_assigned_twice() {
     let Some(url) = database("routing_lost_lease").await else { return };
@@ -83,6 +102,7 @@ async fn a_node_that_lost_its_lease_cannot_assign_and_nothing_is_assigned_twice(
     let (a, b) = (node("node-a"), node("node-b"));
     let lease_for = Duration::from_millis(300);
     let ids = queue_conversations(&clients[0], SITE, 3, 100).await;
+    let stores = [routing_store(&url, &a).await, routing_store(&url, &b).await];
 
     // Node a reads the queue under its lease, then stalls past it.
     routing_lease::take_or_renew(&clients[0], SITE, &a, lease_for).await.expect("take").expect("free");
@@ -90,7 +110,7 @@ async fn a_node_that_lost_its_lease_cannot_assign_and_nothing_is_assigned_twice(
     assert_eq!(seen_by_a, ids);
     tokio::time::sleep(lease_for + Duration::from_millis(100)).await;
     routing_lease::take_or_renew(&clients[1], SITE, &b, lease_for).await.expect("take").expect("expired");
-    let assigned = routing_lease::assign_queued(&clients[1], &b, ids[0], 7).await.expect("assign");
+    let assigned = assign_queued(&stores[1], ids[0], 7).await.expect("assign");
     assert_eq!(
         (assigned.status, assigned.assigned_agent, assigned.team),
         (ConversationStatus::Assigned, Some(7), None)
@@ -98,28 +118,29 @@ async fn a_node_that_lost_its_lease_cannot_assign_and_nothing_is_assigned_twice(
 
     // Node a wakes up and acts on what it read: nothing it does takes effect.
     for id in &seen_by_a {
-        let refused = routing_lease::assign_queued(&clients[0], &a, *id, 8).await;
-        assert!(matches!(refused, Err(AssignError::NotQueued { .. } | AssignError::LeaseNotHeld)), "{refused:?}");
+        let refused = assign_queued(&stores[0], *id, 8).await;
+        assert!(
+            matches!(refused, Err(ConversationError::AlreadyAssigned | ConversationError::LeaseNotHeld)),
+            "{refused:?}"
+        );
     }
     // Even holding the lease again, it cannot take an assigned conversation from its agent.
     routing_lease::release(&clients[1], SITE, &b).await.expect("release");
     routing_lease::take_or_renew(&clients[0], SITE, &a, lease_for).await.expect("take").expect("released");
-    let twice = routing_lease::assign_queued(&clients[0], &a, ids[0], 8).await;
-    assert!(
-        matches!(twice, Err(AssignError::NotQueued { status: ConversationStatus::Assigned, assigned_agent: Some(7) })),
-        "{twice:?}"
-    );
+    let twice = assign_queued(&stores[0], ids[0], 8).await;
+    assert!(matches!(twice, Err(ConversationError::AlreadyAssigned)), "{twice:?}");
     let closed = ids[2];
     clients[0]
         .execute("UPDATE conversations SET status = 'closed' WHERE id = $1", &[&(closed as i64)])
         .await
         .expect("close");
-    assert!(matches!(
-        routing_lease::assign_queued(&clients[0], &a, closed, 8).await,
-        Err(AssignError::NotQueued { .. })
-    ));
-    assert!(matches!(routing_lease::assign_queued(&clients[0], &a, 9_999_999, 8).await, Err(AssignError::NotFound)));
-    assert!(matches!(routing_lease::assign_queued(&clients[0], &a, u64::MAX, 8).await, Err(AssignError::NotFound)));
+    assert!(matches!(assign_queued(&stores[0], closed, 8).await, Err(ConversationError::Closed)));
+    assert!(matches!(assign_queued(&stores[0], 9_999_999, 8).await, Err(ConversationError::NotFound)));
+    assert!(matches!(assign_queued(&stores[0], u64::MAX, 8).await, Err(ConversationError::NotFound)));
+    // An agent's own take is not routing: it needs no lease.
+    let taken = ConversationStore::assign(&stores[1], ids[1], 9, AssignWhen::Open).await.expect("take");
+    assert_eq!(taken.assigned_agent, Some(9));
+    ConversationStore::release(&stores[1], ids[1], 9).await.expect("back to the queue");
     let agents: Vec<Option<i64>> = clients[0]
         .query("SELECT assigned_agent FROM conversations ORDER BY id", &[])
         .await
@@ -128,7 +149,7 @@ async fn a_node_that_lost_its_lease_cannot_assign_and_nothing_is_assigned_twice(
         .map(|row| row.get(0))
         .collect();
     assert_eq!(agents, [Some(7), None, None]);
-    assert_eq!(routing_lease::assign_queued(&clients[0], &a, ids[1], 8).await.expect("assign").assigned_agent, Some(8));
+    assert_eq!(assign_queued(&stores[0], ids[1], 8).await.expect("assign").assigned_agent, Some(8));
 }
 
 /// What one routing node did.
@@ -144,11 +165,13 @@ struct RoutingTally {
 /// least busy agent; now and then it stalls past its lease before acting on what it read.
 async fn route_until_empty(
     client: &tokio_postgres::Client,
+    url: &str,
     name: &str,
     agents: &[u64],
     lease_for: Duration,
 ) -> RoutingTally {
     let me = node(name);
+    let store = routing_store(url, &me).await;
     let mut tally = RoutingTally::default();
     for turn in 0u64.. {
         assert!(turn < 100_000, "routing never finished: {tally:?}");
@@ -183,12 +206,12 @@ async fn route_until_empty(
                 .iter()
                 .min_by_key(|agent| (loads.get(&(**agent as i64)).copied().unwrap_or(0), **agent))
                 .expect("agents");
-            match routing_lease::assign_queued(client, &me, conversation_id, agent).await {
+            match assign_queued(&store, conversation_id, agent).await {
                 Ok(conversation) => {
                     assert_eq!(conversation.assigned_agent, Some(agent));
                     tally.assigned.push((conversation_id, agent));
                 }
-                Err(AssignError::NotQueued { .. } | AssignError::LeaseNotHeld) => tally.refused += 1,
+                Err(ConversationError::AlreadyAssigned | ConversationError::LeaseNotHeld) => tally.refused += 1,
                 Err(error) => panic!("{name}: {error}"),
             }
         }
@@ -210,7 +233,7 @@ async fn two_nodes_routing_one_queue_assign_each_conversation_once() {
         clients
             .iter()
             .enumerate()
-            .map(|(n, client)| route_until_empty(client, ["node-a", "node-b"][n], &agents, lease_for)),
+            .map(|(n, client)| route_until_empty(client, &url, ["node-a", "node-b"][n], &agents, lease_for)),
     )
     .await;
 

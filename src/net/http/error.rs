@@ -174,7 +174,8 @@ impl From<crate::chat::conversations::ConversationError> for ApiError {
             | ConversationError::AlreadyAssigned
             | ConversationError::NotClosed
             | ConversationError::AlreadyRated
-            | ConversationError::VisitorHasOpen => ApiError::Conflict(error.to_string()),
+            | ConversationError::VisitorHasOpen
+            | ConversationError::LeaseNotHeld => ApiError::Conflict(error.to_string()),
             ConversationError::Invalid(message) => ApiError::Unprocessable(message),
             ConversationError::Storage(error) => error.into(),
         }
