@@ -93,6 +93,14 @@ pub enum CommittedEvent {
     AccessEnded(AccessEnded),
     /// API tokens were revoked (one by an admin, or a deleted site's): their event subscriptions end.
     ApiTokensRevoked(Vec<u64>),
+    /// A visitor's data was erased: their live connections close, and the widget starts afresh.
+    VisitorErased(VisitorErased),
+}
+
+/// The visitor whose data was erased (`history::visitor_data`), between cluster nodes too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VisitorErased {
+    pub visitor_id: u64,
 }
 
 /// Whose live connections close, and why (see [`crate::people::agents`]: every use case that ends or
@@ -433,6 +441,15 @@ impl Hub {
         }
     }
 
+    /// Closes an erased visitor's live connections, after an error frame saying why; their token
+    /// is gone, so the widget starts afresh.
+    pub fn end_visitor(&self, erased: VisitorErased) {
+        let frame = crate::protocol::error_frame(ErrorCode::Forbidden, "your data was erased", None);
+        for connection in self.visitor_connections(erased.visitor_id) {
+            connection.request_close(crate::protocol::close_code::UNAUTHENTICATED, frame.clone());
+        }
+    }
+
     pub fn site_agent_connections(&self, site: &str) -> Vec<ConnectionHandle> {
         self.site_agents.get(site).map(|entry| entry.clone()).unwrap_or_default()
     }
@@ -742,6 +759,7 @@ fn dispatch(hub: &Hub, epoch: u64, event: CommittedEvent, activity: &mut SiteAct
             });
         }
         CommittedEvent::AccessEnded(ended) => hub.end_access(&ended),
+        CommittedEvent::VisitorErased(erased) => hub.end_visitor(erased),
         CommittedEvent::Read { conversation_id, reader, seq } => {
             let frame = ServerFrame::Read { conversation_id, reader, seq }.encode();
             for connection in hub.subscribers(conversation_id) {

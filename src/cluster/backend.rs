@@ -292,7 +292,21 @@ delegate!(BotConversations to messages {
 delegate!(VisitorDataStore to messages {
     fn visitor_data(&self, visitor_id: u64, epoch: u64)
         -> Result<Option<crate::history::visitor_data::VisitorData>, StorageError>;
+    fn erase_visitor(&self, visitor_id: u64, search: &MessageSearch)
+        -> Result<crate::history::visitor_data::ErasureReport, crate::history::visitor_data::VisitorDataError>;
 });
+
+impl crate::history::export::HistoryExport for Backend {
+    fn start_export(
+        &self,
+        request: crate::history::export::ExportRequest,
+    ) -> tokio::sync::mpsc::Receiver<Result<bytes::Bytes, StorageError>> {
+        match self {
+            Backend::Appliance(store) => store.start_export(request),
+            Backend::Cluster(cluster) => cluster.messages.start_export(request),
+        }
+    }
+}
 
 delegate!(TranscriptStore to messages {
     fn request_transcript(&self, conversation_id: u64, visitor_id: u64, address: &str, lang_tag: &str)

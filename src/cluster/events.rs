@@ -19,7 +19,7 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::chat::conversations::Conversation;
-use crate::chat::delivery::{AccessEnded, CommittedEvent, ConversationEvent, RelayedBatch};
+use crate::chat::delivery::{AccessEnded, CommittedEvent, ConversationEvent, RelayedBatch, VisitorErased};
 use crate::chat::leads::{Lead, LeadEvent};
 use crate::chat::message_store::MessageStore;
 use crate::chat::messages::{AttachmentRef, MessageKind, MessageRecord};
@@ -124,6 +124,7 @@ pub enum NodeEvent {
     Message(MessageEvent),
     Conversation(ConversationChange),
     AccessEnded(AccessEnded),
+    VisitorErased(VisitorErased),
 }
 
 impl NodeEvent {
@@ -132,6 +133,7 @@ impl NodeEvent {
             NodeEvent::Message(event) => event.subject(),
             NodeEvent::Conversation(change) => change.subject(),
             NodeEvent::AccessEnded(ended) => format!("{AGENT_SUBJECT_PREFIX}.{}", ended.agent_id),
+            NodeEvent::VisitorErased(erased) => format!("{VISITOR_SUBJECT_PREFIX}.{}", erased.visitor_id),
         }
     }
 
@@ -141,9 +143,14 @@ impl NodeEvent {
             NodeEvent::Message(event) => event.into_committed(),
             NodeEvent::Conversation(change) => Some(change.into_committed()),
             NodeEvent::AccessEnded(ended) => Some(CommittedEvent::AccessEnded(ended)),
+            NodeEvent::VisitorErased(erased) => Some(CommittedEvent::VisitorErased(erased)),
         }
     }
 }
+
+/// The subject prefix of erased visitors (`kefu.visitors.<id>`): every node closes their
+/// connections.
+pub const VISITOR_SUBJECT_PREFIX: &str = "kefu.visitors";
 
 /// The subject prefix of committed conversation changes; a node subscribes to
 /// `kefu.conversations.>`.
@@ -299,6 +306,8 @@ pub async fn follow(client: &async_nats::Client) -> Result<impl Stream<Item = No
             serde_json::from_slice(&message.payload).map(NodeEvent::Conversation)
         } else if subject.starts_with(&format!("{AGENT_SUBJECT_PREFIX}.")) {
             serde_json::from_slice(&message.payload).map(NodeEvent::AccessEnded)
+        } else if subject.starts_with(&format!("{VISITOR_SUBJECT_PREFIX}.")) {
+            serde_json::from_slice(&message.payload).map(NodeEvent::VisitorErased)
         } else {
             return None;
         };
@@ -321,6 +330,7 @@ pub async fn publish(client: &async_nats::Client, events: Vec<NodeEvent>) {
             NodeEvent::Message(event) => publish_one(client, subject, &event).await,
             NodeEvent::Conversation(change) => publish_one(client, subject, &change).await,
             NodeEvent::AccessEnded(ended) => publish_one(client, subject, &ended).await,
+            NodeEvent::VisitorErased(erased) => publish_one(client, subject, &erased).await,
         }
     }
 }

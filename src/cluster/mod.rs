@@ -40,6 +40,7 @@ pub mod conversations;
 pub mod email_notifications;
 pub mod email_settings;
 pub mod events;
+pub mod history_export;
 pub mod jobs;
 pub mod knowledge_base;
 pub mod leads;

@@ -154,6 +154,13 @@ pub fn plausible_address(address: &str) -> bool {
             .is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !host.contains('@'))
 }
 
+/// Whether an email goes to, or names, `address` (trimmed and in lower case): what the erasure
+/// of a visitor's data removes, on both backends.
+pub fn concerns_address(address: &str, to_address: &str, text: &str, html: &str) -> bool {
+    let names = |text: &str| text.to_lowercase().contains(address);
+    !address.is_empty() && (to_address.to_lowercase() == address || names(text) || names(html))
+}
+
 /// Deletes every email to `address` or that names it (an offline-message notice carries the
 /// visitor's address), sent or not: the erasure of one visitor's data. Returns how many.
 pub fn erase_about(context: &mut WriteContext<'_>, address: &str) -> Result<u64, StorageError> {
@@ -167,8 +174,7 @@ pub fn erase_about(context: &mut WriteContext<'_>, address: &str) -> Result<u64,
         for entry in table.iter()? {
             let (id, value) = entry?;
             let email: Email = decode_json(value.value())?;
-            let names = |text: &str| text.to_lowercase().contains(&address);
-            if email.to_address.to_lowercase() == address || names(&email.text) || names(&email.html) {
+            if concerns_address(&address, &email.to_address, &email.text, &email.html) {
                 erased.push(id.value());
             }
         }

@@ -117,10 +117,34 @@ struct JsonRow<'a> {
 
 /// What the exporter needs of a conversation.
 #[derive(Clone)]
-struct ConversationFacts {
+pub(crate) struct ConversationFacts {
     site: String,
     visitor_id: u64,
     assigned_agent: Option<u64>,
+}
+
+impl ConversationFacts {
+    pub(crate) fn of(conversation: crate::chat::conversations::Conversation) -> ConversationFacts {
+        ConversationFacts {
+            site: conversation.site,
+            visitor_id: conversation.visitor_id,
+            assigned_agent: conversation.assigned_agent,
+        }
+    }
+}
+
+/// Where an export reads the history: the appliance's day shards, or a cluster's day partitions
+/// (`cluster::history_export`); both encode with [`head`] and [`encode_chunk`].
+pub trait HistoryExport: Send + Sync {
+    /// Starts an export; its encoded bytes arrive on the returned channel, and an error, if one
+    /// happens, as the last item.
+    fn start_export(&self, request: ExportRequest) -> mpsc::Receiver<Result<Bytes, StorageError>>;
+}
+
+impl HistoryExport for Store {
+    fn start_export(&self, request: ExportRequest) -> mpsc::Receiver<Result<Bytes, StorageError>> {
+        start(self.clone(), request)
+    }
 }
 
 /// Starts an export on the blocking pool; its encoded bytes arrive on the returned channel, and
@@ -136,9 +160,9 @@ pub fn start(store: Store, request: ExportRequest) -> mpsc::Receiver<Result<Byte
     receiver
 }
 
-/// Runs an export on the calling thread, handing each encoded chunk to `send`, which returns
-/// false to stop. Returns the number of messages exported.
-pub fn run(store: &Store, request: &ExportRequest, send: &mut dyn FnMut(Vec<u8>) -> bool) -> Result<u64, StorageError> {
+/// What an export starts with: a CSV's header line (after a byte order mark if asked for);
+/// nothing for JSON Lines.
+pub(crate) fn head(request: &ExportRequest) -> Result<Vec<u8>, StorageError> {
     let mut head = Vec::new();
     if request.format == ExportFormat::Csv {
         if request.bom {
@@ -148,13 +172,50 @@ pub fn run(store: &Store, request: &ExportRequest, send: &mut dyn FnMut(Vec<u8>)
         writer.write_record(CSV_HEADER).map_err(csv_error)?;
         writer.flush()?;
     }
+    Ok(head)
+}
+
+/// Encodes the messages of one chunk (of one day, in key order) that `request` selects; their
+/// conversations' facts are in `facts` (`None`: the conversation is gone, its messages skipped).
+/// Returns the bytes and how many messages they hold.
+pub(crate) fn encode_chunk(
+    request: &ExportRequest,
+    chunk: &[(MessageKey, MessageRecord)],
+    facts: &HashMap<u64, Option<ConversationFacts>>,
+) -> Result<(Vec<u8>, u64), StorageError> {
+    let mut n_encoded = 0;
+    let mut encoded = Vec::with_capacity(chunk.len() * 128);
+    let mut csv_writer = (request.format == ExportFormat::Csv).then(|| csv::Writer::from_writer(Vec::with_capacity(0)));
+    for (key, record) in chunk {
+        let Some(Some(conversation)) = facts.get(&key.conversation_id) else {
+            continue;
+        };
+        if !selected(request, conversation) {
+            continue;
+        }
+        n_encoded += 1;
+        let date = crate::base::clock::day_to_date(key.day);
+        match csv_writer.as_mut() {
+            Some(writer) => write_csv(writer, &date, key, record, conversation)?,
+            None => write_json(&mut encoded, &date, key, record, conversation),
+        }
+    }
+    if let Some(writer) = csv_writer {
+        encoded = writer.into_inner().map_err(|error| StorageError::Io(error.into_error()))?;
+    }
+    Ok((encoded, n_encoded))
+}
+
+/// Runs an export on the calling thread, handing each encoded chunk to `send`, which returns
+/// false to stop. Returns the number of messages exported.
+pub fn run(store: &Store, request: &ExportRequest, send: &mut dyn FnMut(Vec<u8>) -> bool) -> Result<u64, StorageError> {
+    let head = head(request)?;
     if !head.is_empty() && !send(head) {
         return Ok(0);
     }
     let days = store.read_blocking(messages::shard_days)?;
     let mut n_exported = 0;
     for day in days.into_iter().filter(|day| (request.from_day..=request.to_day).contains(day)) {
-        let date = crate::base::clock::day_to_date(day);
         let mut after = None;
         loop {
             let (chunk, facts) = store.read_blocking(|transaction| {
@@ -162,13 +223,7 @@ pub fn run(store: &Store, request: &ExportRequest, send: &mut dyn FnMut(Vec<u8>)
                 let mut facts: HashMap<u64, Option<ConversationFacts>> = HashMap::new();
                 for (key, _) in &chunk {
                     if let std::collections::hash_map::Entry::Vacant(entry) = facts.entry(key.conversation_id) {
-                        entry.insert(conversations::get(transaction, key.conversation_id)?.map(|conversation| {
-                            ConversationFacts {
-                                site: conversation.site,
-                                visitor_id: conversation.visitor_id,
-                                assigned_agent: conversation.assigned_agent,
-                            }
-                        }));
+                        entry.insert(conversations::get(transaction, key.conversation_id)?.map(ConversationFacts::of));
                     }
                 }
                 Ok((chunk, facts))
@@ -178,25 +233,8 @@ pub fn run(store: &Store, request: &ExportRequest, send: &mut dyn FnMut(Vec<u8>)
             };
             after = Some((last_key.conversation_id, last_key.seq));
             let full = chunk.len() == EXPORT_CHUNK;
-            let mut encoded = Vec::with_capacity(chunk.len() * 128);
-            let mut csv_writer =
-                (request.format == ExportFormat::Csv).then(|| csv::Writer::from_writer(Vec::with_capacity(0)));
-            for (key, record) in &chunk {
-                let Some(Some(conversation)) = facts.get(&key.conversation_id) else {
-                    continue;
-                };
-                if !selected(request, conversation) {
-                    continue;
-                }
-                n_exported += 1;
-                match csv_writer.as_mut() {
-                    Some(writer) => write_csv(writer, &date, key, record, conversation)?,
-                    None => write_json(&mut encoded, &date, key, record, conversation),
-                }
-            }
-            if let Some(writer) = csv_writer {
-                encoded = writer.into_inner().map_err(|error| StorageError::Io(error.into_error()))?;
-            }
+            let (encoded, n_encoded) = encode_chunk(request, &chunk, &facts)?;
+            n_exported += n_encoded;
             if !encoded.is_empty() && !send(encoded) {
                 return Ok(n_exported);
             }

@@ -16,6 +16,7 @@ use redb::{ReadTransaction, ReadableTable};
 use serde::Serialize;
 
 use crate::chat::conversations::{self, Conversation};
+use crate::chat::delivery::{CommittedEvent, VisitorErased};
 use crate::chat::leads::{self, Lead};
 use crate::chat::messages;
 use crate::chat::offline_messages::{self, OfflineMessage};
@@ -95,8 +96,9 @@ pub(crate) fn belongs_to(upload: &Upload, visitor_id: u64, conversation_ids: &Ha
         || (upload.uploader.kind == SenderKind::Visitor && upload.uploader.id == visitor_id)
 }
 
-/// Where a visitor's data is read for its export: the appliance's redb, or a cluster's
-/// PostgreSQL (`cluster::visitor_data`), which gather the same [`VisitorData`].
+/// Where a visitor's data is read for its export and erased: the appliance's redb, or a
+/// cluster's PostgreSQL (`cluster::visitor_data`), which gather the same [`VisitorData`] and
+/// erase the same things.
 pub trait VisitorDataStore: Send + Sync {
     /// Everything kefu holds about a visitor (messages as views in `epoch`); `None` if there is
     /// no such visitor.
@@ -105,11 +107,27 @@ pub trait VisitorDataStore: Send + Sync {
         visitor_id: u64,
         epoch: u64,
     ) -> impl std::future::Future<Output = Result<Option<VisitorData>, StorageError>> + Send;
+
+    /// Erases everything about a visitor, their messages' search entries included (`search`
+    /// is the server's); publishes `VisitorErased`, which closes their live connections.
+    fn erase_visitor(
+        &self,
+        visitor_id: u64,
+        search: &crate::cluster::backend::MessageSearch,
+    ) -> impl std::future::Future<Output = Result<ErasureReport, VisitorDataError>> + Send;
 }
 
 impl VisitorDataStore for Store {
     async fn visitor_data(&self, visitor_id: u64, epoch: u64) -> Result<Option<VisitorData>, StorageError> {
         self.read(move |transaction| collect(transaction, visitor_id, epoch)).await
+    }
+
+    async fn erase_visitor(
+        &self,
+        visitor_id: u64,
+        search: &crate::cluster::backend::MessageSearch,
+    ) -> Result<ErasureReport, VisitorDataError> {
+        erase(self, search.index("a visitor's data erasure")?, visitor_id).await
     }
 }
 
@@ -212,14 +230,6 @@ pub async fn erase(store: &Store, search: &Search, visitor_id: u64) -> Result<Er
     Ok(report)
 }
 
-/// Ends an erased visitor's live connections; their token is gone, so the widget starts afresh.
-pub fn disconnect(hub: &crate::chat::delivery::Hub, visitor_id: u64) {
-    let frame = crate::protocol::error_frame(crate::protocol::ErrorCode::Forbidden, "your data was erased", None);
-    for connection in hub.visitor_connections(visitor_id) {
-        connection.request_close(crate::protocol::close_code::UNAUTHENTICATED, frame.clone());
-    }
-}
-
 fn erase_in(context: &mut WriteContext<'_>, visitor_id: u64) -> Result<(ErasureReport, Vec<String>), StorageError> {
     context.transaction.require_durable();
     let mut report = ErasureReport { visitor_id, ..ErasureReport::default() };
@@ -265,6 +275,7 @@ fn erase_in(context: &mut WriteContext<'_>, visitor_id: u64) -> Result<(ErasureR
     let address = crate::people::visitors::get_for_update(context, visitor_id)?.and_then(|visitor| visitor.email);
     report.emails = crate::email::erase_about(context, address.as_deref().unwrap_or_default())?;
     crate::people::visitors::remove(context, visitor_id)?;
+    context.publish(CommittedEvent::VisitorErased(VisitorErased { visitor_id }));
     context.transaction.open_table(tables::VISITOR_TOKENS)?.retain(|_, id| id != visitor_id)?;
     context.transaction.open_table(tables::VISITOR_IDENTITIES)?.retain(|_, id| id != visitor_id)?;
     context.transaction.open_table(tables::BLOCKED_VISITORS)?.remove(visitor_id)?;

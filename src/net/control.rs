@@ -14,7 +14,7 @@ use crate::base::field_error::FieldError;
 use crate::chat::sensitive_words::SensitiveMode;
 use crate::history::audit::{self, Actor};
 use crate::history::backup::BackupError;
-use crate::history::export::{self, ExportRequest};
+use crate::history::export::{ExportRequest, HistoryExport};
 use crate::net::AppState;
 use crate::people::agent_administration::AgentAdministration;
 use crate::people::agent_store::AgentStore;
@@ -349,28 +349,25 @@ async fn serve_history_inner<W: AsyncWrite + Unpin>(
     writer: &mut W,
 ) -> std::io::Result<()> {
     let answer = match command {
-        HistoryCommand::Export(request) => match app.store.appliance("the history export") {
-            Err(error) => json!({ "error": error.to_string() }),
-            Ok(store) => {
-                writer.write_all(b"{\"ok\":{\"stream\":true}}\n").await?;
-                let mut receiver = export::start(store.clone(), request);
-                let mut failure = None;
-                while let Some(item) = receiver.recv().await {
-                    match item {
-                        Ok(bytes) => {
-                            writer.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
-                            writer.write_all(&bytes).await?;
-                        }
-                        Err(error) => failure = Some(error.to_string()),
+        HistoryCommand::Export(request) => {
+            writer.write_all(b"{\"ok\":{\"stream\":true}}\n").await?;
+            let mut receiver = app.store.start_export(request);
+            let mut failure = None;
+            while let Some(item) = receiver.recv().await {
+                match item {
+                    Ok(bytes) => {
+                        writer.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+                        writer.write_all(&bytes).await?;
                     }
-                }
-                writer.write_all(&0u32.to_be_bytes()).await?;
-                match failure {
-                    Some(message) => json!({ "error": message }),
-                    None => json!({ "ok": {} }),
+                    Err(error) => failure = Some(error.to_string()),
                 }
             }
-        },
+            writer.write_all(&0u32.to_be_bytes()).await?;
+            match failure {
+                Some(message) => json!({ "error": message }),
+                None => json!({ "ok": {} }),
+            }
+        }
         HistoryCommand::Retention { dry_run } => {
             let run = async {
                 let store = app.store.appliance("retention")?;

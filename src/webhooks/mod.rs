@@ -371,6 +371,7 @@ pub fn event_of(event: &CommittedEvent, epoch: u64) -> Option<(String, &'static 
         | CommittedEvent::Read { .. }
         | CommittedEvent::AccessEnded(_)
         | CommittedEvent::ApiTokensRevoked(_)
+        | CommittedEvent::VisitorErased(_)
         | CommittedEvent::Lead { .. } => None,
     }
 }
@@ -383,6 +384,18 @@ pub fn trace_of(event: &CommittedEvent) -> Option<u64> {
     }
 }
 
+/// Whether a delivery's `data` is about `visitor_id` or one of their conversations: what the
+/// erasure of their data removes, on both backends.
+pub fn payload_concerns(data: &Value, visitor_id: u64, conversation_ids: &std::collections::HashSet<u64>) -> bool {
+    let in_conversation =
+        |value: &Value| value.as_u64().is_some_and(|conversation_id| conversation_ids.contains(&conversation_id));
+    in_conversation(&data["message"]["conversation_id"])
+        || in_conversation(&data["conversation"]["id"])
+        || in_conversation(&data["conversation_id"])
+        || data["conversation"]["visitor_id"].as_u64() == Some(visitor_id)
+        || data["offline_message"]["visitor_id"].as_u64() == Some(visitor_id)
+}
+
 /// Removes every delivery (pending or past) whose payload concerns a visitor: their offline
 /// messages, conversations and messages (the erasure of their data). Inside the writer;
 /// returns how many.
@@ -391,15 +404,7 @@ pub fn erase_deliveries_of(
     visitor_id: u64,
     conversation_ids: &std::collections::HashSet<u64>,
 ) -> Result<u64, StorageError> {
-    let concerns = |data: &Value| {
-        let in_conversation =
-            |value: &Value| value.as_u64().is_some_and(|conversation_id| conversation_ids.contains(&conversation_id));
-        in_conversation(&data["message"]["conversation_id"])
-            || in_conversation(&data["conversation"]["id"])
-            || in_conversation(&data["conversation_id"])
-            || data["conversation"]["visitor_id"].as_u64() == Some(visitor_id)
-            || data["offline_message"]["visitor_id"].as_u64() == Some(visitor_id)
-    };
+    let concerns = |data: &Value| payload_concerns(data, visitor_id, conversation_ids);
     let mut doomed = Vec::new();
     {
         let deliveries = context.transaction.open_table(tables::WEBHOOK_DELIVERIES)?;

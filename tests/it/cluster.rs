@@ -493,7 +493,7 @@ async fn every_node_following_the_messages_gets_each_one_and_skips_what_is_not_a
         events.filter_map(|event| async move {
             match event {
                 NodeEvent::Message(message) => Some(message),
-                NodeEvent::Conversation(_) | NodeEvent::AccessEnded(_) => None,
+                NodeEvent::Conversation(_) | NodeEvent::AccessEnded(_) | NodeEvent::VisitorErased(_) => None,
             }
         })
     };

@@ -273,6 +273,7 @@ async fn a_change_through_one_node_reaches_another_over_nats_in_commit_order() {
                 format!("offline message {}", message.id)
             }
             NodeEvent::AccessEnded(ended) => format!("access ended {}", ended.agent_id),
+            NodeEvent::VisitorErased(erased) => format!("visitor erased {}", erased.visitor_id),
             NodeEvent::Conversation(ConversationChange::Read { conversation_id, reader, seq }) => {
                 assert_eq!((conversation_id, reader.id), (id, ANN));
                 format!("read {seq}")

@@ -404,7 +404,9 @@ async fn an_appliance_is_copied_verified_and_continued_by_the_postgres_store() {
 async fn a_copy_killed_midway_resumes_and_copies_no_row_twice() {
     let Some(url) = database("migration_resume").await else { return };
     let history = appliance_with_history(3_000).await;
-    let mut child = migrate_command(&history, &url, &["--batch-rows", "25"])
+    // Small batches, so the copy is still going when the poll below sees its first hundred rows,
+    // however loaded the machine.
+    let mut child = migrate_command(&history, &url, &["--batch-rows", "5"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -343,19 +343,59 @@ async fn what_a_node_does_not_serve_yet_is_refused_with_503_and_says_so() {
     let node = TestServer::start_cluster_node(&url, &nats.url()).await;
     let site = node.create_site("Shop").await;
     let admin = node.admin_token("boss@shop.example").await;
-    let (visitor_id, _) = node.visitor_session(&site, None).await;
-    for (method, path) in [
-        ("GET", "/api/v1/export?from=2026-01-01&to=2026-01-02".to_owned()),
-        ("DELETE", format!("/api/v1/visitors/{visitor_id}/data")),
-    ] {
-        let (status, body) = call(&node, method, &path, &admin, None).await;
-        assert_eq!(status, 503, "{method} {path}: {body}");
-        let message = body["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains("not available in cluster mode yet"), "{method} {path}: {body}");
-    }
-    // The visitor is still there: a refusal changed nothing.
-    let (status, _) = call(&node, "GET", &format!("/api/v1/visitors/{visitor_id}"), &admin, None).await;
-    assert_eq!(status, 200);
+    let path = format!("/admin/reports/today.json?site={}", site.key);
+    let response = crate::support::http().get(node.url(&path)).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("not available in cluster mode yet"), "{body}");
+}
+
+#[tokio::test]
+async fn the_history_export_through_any_node_holds_every_nodes_messages() {
+    let Some(url) = crate::support::postgres::database("nodes_export").await else { return };
+    let Some(nats) = NatsServer::start("nodes_export") else { return };
+    let one = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let two = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let shop = one.create_site("小店 Shop").await;
+    let other = one.create_site("Other").await;
+    let admin = one.admin_token("boss@shop.example").await;
+    let (mut visitor, _, conversation_id) = two.visitor_in_conversation(&shop, "你好，发票在哪里？").await;
+    visitor.say(Some(conversation_id), "v-2", "=1+1 please").await;
+    let (_elsewhere, _, other_conversation) = one.visitor_in_conversation(&other, "another site").await;
+    let today = kefu::base::clock::day_to_date(kefu::base::clock::day_of(kefu::base::clock::now_millis()));
+    let export = async |node: &TestServer, query: String| {
+        let path = format!("/api/v1/export?{query}");
+        let response = crate::support::http().get(node.url(&path)).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.text().await.unwrap()
+    };
+
+    // CSV through the first node: a header, then the shop's messages in order, formulas
+    // neutralised, Chinese as it was; the other site's message left out by the filter.
+    let csv = export(&one, format!("from={today}&to={today}&site={}&format=csv", shop.key)).await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("date,conversation_id,seq,site,visitor_id"), "{csv}");
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[1].contains(&format!("{today},{conversation_id},1,{}", shop.key)), "{csv}");
+    assert!(lines[1].ends_with("你好，发票在哪里？"), "{csv}");
+    assert!(lines[2].ends_with("'=1+1 please"), "{csv}");
+
+    // JSON Lines through the second node: every site's messages, oldest day first, each
+    // conversation's together.
+    let jsonl = export(&two, format!("from={today}&to={today}&format=jsonl")).await;
+    let rows: Vec<serde_json::Value> = jsonl.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let keys: Vec<(u64, u64)> =
+        rows.iter().map(|row| (row["conversation_id"].as_u64().unwrap(), row["seq"].as_u64().unwrap())).collect();
+    let mut expected = vec![(conversation_id, 1), (conversation_id, 2), (other_conversation, 1)];
+    expected.sort();
+    assert_eq!(keys, expected, "{jsonl}");
+    assert!(rows.iter().all(|row| row["date"] == today && row["sender_kind"] == "visitor"), "{jsonl}");
+
+    // A range without messages is a header alone; a bad range is refused.
+    let empty = export(&one, "from=2000-01-01&to=2000-01-02&format=csv".to_owned()).await;
+    assert_eq!(empty.lines().count(), 1, "{empty}");
+    let (status, body) = call(&one, "GET", "/api/v1/export?from=2026-02-01&to=2026-01-01", &admin, None).await;
+    assert_eq!(status, 422, "{body}");
 }
 
 #[tokio::test]
@@ -521,6 +561,120 @@ async fn a_visitors_data_written_through_one_node_is_exported_whole_through_anot
     assert_eq!(status, 404);
     let (status, _) = call(&one, "GET", &path, &token, None).await;
     assert!(status == 401 || status == 403, "{status}");
+}
+
+#[tokio::test]
+async fn a_visitors_data_is_erased_through_one_node_and_their_connection_on_another_ends() {
+    let Some(url) = crate::support::postgres::database("nodes_visitor_erase").await else { return };
+    let Some(nats) = NatsServer::start("nodes_visitor_erase") else { return };
+    let one = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let two = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let site = one.create_site("Shop").await;
+    let admin = one.admin_token("boss@shop.example").await;
+    let receiver = crate::webhooks::receiver(0).await;
+    let events = serde_json::json!(["message.created", "conversation.created", "offline_message.received"]);
+    let body = serde_json::json!({"url": receiver.url, "events": events, "allow_private": true});
+    assert_eq!(crate::webhooks::create_webhook(&one, &admin, &site.key, body).await.status(), 201);
+
+    // The visitor writes through the second node, attaches a file, leaves an offline message
+    // with their address; another visitor writes too.
+    let (visitor_id, token) = two.visitor_session(&site, None).await;
+    let mut visitor = two.visitor(&site, &token).await;
+    let ack = visitor.say(None, "v-1", "我的订单号是 zebra8848").await;
+    let conversation_id = ack["conversation_id"].as_u64().unwrap();
+    let upload = crate::support::http()
+        .post(two.url(&format!("/api/v1/uploads?conversation_id={conversation_id}&name=invoice.txt")))
+        .bearer_auth(&token)
+        .body("发票 invoice".as_bytes().to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 201);
+    let offline = serde_json::json!({"name": "Zoe", "email": "zoe@example.com", "text": "请回电 zebra8848"});
+    let (status, _) = call(&two, "POST", "/api/v1/visitor/offline-messages", &token, Some(offline)).await;
+    assert_eq!(status, 201);
+    let (_keeper, _, kept_conversation) = one.visitor_in_conversation(&site, "keep me zebra8848").await;
+    let database = crate::support::postgres::connect(&url).await;
+    let count = async |statement: &str| database.query_one(statement, &[]).await.unwrap().get::<_, i64>(0);
+    // Webhook rows (rendered, or written by the database with what they are about) and emails.
+    let outbox_about_them = format!(
+        "SELECT count(*) FROM outbox WHERE content::text LIKE '%zoe@example.com%'
+            OR content #>> '{{about,message,conversation_id}}' = '{conversation_id}'
+            OR content #>> '{{about,conversation,visitor_id}}' = '{visitor_id}'
+            OR (content->>'payload' LIKE '{{%' AND (
+                (content->>'payload')::jsonb #>> '{{data,message,conversation_id}}' = '{conversation_id}'
+                OR (content->>'payload')::jsonb #>> '{{data,conversation,id}}' = '{conversation_id}'
+                OR (content->>'payload')::jsonb #>> '{{data,offline_message,visitor_id}}' = '{visitor_id}'))"
+    );
+    assert!(count(&outbox_about_them).await >= 3, "the webhook rows about the visitor are written");
+    // The webhook rows and the agents' email about the offline message are written.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while count("SELECT count(*) FROM outbox WHERE content::text LIKE '%zoe@example.com%'").await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no email about the offline message");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Erased through the first node: everything of theirs goes, in one transaction.
+    let path = format!("/api/v1/visitors/{visitor_id}/data");
+    let (status, erased) = call(&one, "DELETE", &path, &admin, None).await;
+    assert_eq!(status, 200, "{erased}");
+    assert_eq!(
+        (
+            &erased["conversations"],
+            &erased["messages"],
+            &erased["attachments"],
+            &erased["offline_messages"],
+            &erased["leads"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(2),
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(1)
+        ),
+        "{erased}"
+    );
+    assert!(erased["webhook_deliveries"].as_u64().unwrap() >= 3, "{erased}");
+    assert!(erased["emails"].as_u64().unwrap() >= 1, "{erased}");
+
+    // Their live connection, on the other node, is told and closed.
+    loop {
+        let frame = visitor.next_with_status().await;
+        if frame["type"] == "error" {
+            assert_eq!(frame["message"], "your data was erased", "{frame}");
+            break;
+        }
+    }
+    assert_eq!(visitor.expect_close().await, 4001);
+    for (table, statement) in [
+        ("visitors", format!("SELECT count(*) FROM visitors WHERE id = {visitor_id}")),
+        ("tokens", format!("SELECT count(*) FROM visitor_tokens WHERE (record #>> '{{}}')::bigint = {visitor_id}")),
+        ("conversations", format!("SELECT count(*) FROM conversations WHERE visitor_id = {visitor_id}")),
+        ("messages", format!("SELECT count(*) FROM messages WHERE conversation_id = {conversation_id}")),
+        ("uploads", format!("SELECT count(*) FROM uploads WHERE conversation_id = {conversation_id}")),
+        ("upload contents", "SELECT count(*) FROM upload_contents".to_owned()),
+        ("leads", format!("SELECT count(*) FROM leads WHERE (record->>'visitor_id')::bigint = {visitor_id}")),
+        ("outbox", outbox_about_them.clone()),
+    ] {
+        assert_eq!(count(&statement).await, 0, "{table} of the erased visitor");
+    }
+    assert_eq!(count(&format!("SELECT count(*) FROM messages WHERE conversation_id = {kept_conversation}")).await, 1);
+
+    // Search through either node finds the other visitor's message alone; the data is gone.
+    for node in [&one, &two] {
+        let (status, found) = call(node, "GET", "/api/v1/search?q=zebra8848", &admin, None).await;
+        assert_eq!(status, 200, "{found}");
+        let texts: Vec<&str> =
+            found["hits"].as_array().unwrap().iter().map(|hit| hit["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, ["keep me zebra8848"], "{found}");
+        let (status, _) = call(node, "GET", &path, &admin, None).await;
+        assert_eq!(status, 404);
+    }
+    let (status, _) = call(&two, "DELETE", &path, &admin, None).await;
+    assert_eq!(status, 404, "erased once");
+    let (status, _) = call(&two, "DELETE", "/api/v1/visitors/999999999/data", &admin, None).await;
+    assert_eq!(status, 404);
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::extract::{Caller, staff_only};
 use crate::chat::conversations::ConversationStatus;
-use crate::history::export::{self, ExportFormat, ExportRequest};
+use crate::history::export::{ExportFormat, ExportRequest, HistoryExport};
 use crate::net::AppState;
 use crate::people::principal::Principal;
 use crate::search::{MAX_LIMIT, SearchError, SearchPage, SearchRequest};
@@ -215,7 +215,7 @@ pub async fn export(
         ExportFormat::Csv => "csv",
         ExportFormat::Jsonl => "jsonl",
     };
-    let receiver = export::start(app.store.appliance("the history export")?.clone(), request);
+    let receiver = app.store.start_export(request);
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         let item = receiver.recv().await?;
         if let Err(error) = &item {

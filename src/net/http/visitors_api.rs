@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::extract::{Caller, Json, agent_only, require_site, staff_only};
 use crate::chat::conversation_store::ConversationStore;
 use crate::chat::message_store::MessageStore;
-use crate::history::visitor_data::{self, ErasureReport, VisitorDataError};
+use crate::history::visitor_data::{self, ErasureReport, VisitorDataError, VisitorDataStore};
 use crate::net::AppState;
 use crate::people::blocking::{self, BlockError, BlockStore};
 use crate::people::principal::Principal;
@@ -262,14 +262,11 @@ pub async fn erase_visitor_data(
     Path(visitor_id): Path<u64>,
 ) -> Result<axum::Json<ErasureReport>, ApiError> {
     let (caller, _) = data_controller(&app, principal, visitor_id).await?;
-    let (store, index) =
-        (app.store.appliance("a visitor's data erasure")?, app.search.index("a visitor's data erasure")?);
-    let report = visitor_data::erase(store, index, visitor_id).await.map_err(|error| match error {
+    let report = app.store.erase_visitor(visitor_id, &app.search).await.map_err(|error| match error {
         VisitorDataError::NotFound => ApiError::NotFound("no such visitor".into()),
         VisitorDataError::Storage(error) => error.into(),
         VisitorDataError::Archive(error) => ApiError::Internal(error.to_string()),
     })?;
-    visitor_data::disconnect(&app.hub, visitor_id);
     crate::history::audit::record(
         &app.store,
         &caller,
