@@ -54,6 +54,7 @@ use crate::email::settings::{self as email_settings, EmailSettingsStore, SmtpSet
 use crate::email::transcript::TranscriptStore;
 use crate::email::{EmailError, OutgoingEmail};
 use crate::history::audit::{AuditEntry, AuditFilter, AuditLog, NewAuditEntry};
+use crate::history::reports::{Report, ReportFilter, ReportStore, Today};
 use crate::history::visitor_data::VisitorDataStore;
 use crate::people::agent_administration::AgentAdministration;
 use crate::people::agent_store::AgentStore;
@@ -307,6 +308,11 @@ impl crate::history::export::HistoryExport for Backend {
         }
     }
 }
+
+delegate!(ReportStore to messages {
+    fn report(&self, filter: ReportFilter) -> Result<Report, StorageError>;
+    fn today(&self, site: Option<String>, now: i64) -> Result<Today, StorageError>;
+});
 
 delegate!(TranscriptStore to messages {
     fn request_transcript(&self, conversation_id: u64, visitor_id: u64, address: &str, lang_tag: &str)

@@ -54,6 +54,7 @@ pub mod presence;
 pub mod presence_sync;
 pub mod push_subscriptions;
 pub mod redb_copy;
+pub mod reports;
 pub mod routing_lease;
 pub mod search;
 pub mod sequence_gaps;

@@ -200,11 +200,25 @@ impl Inputs {
 
 /// The key a message counts under, or `None` for an internal note.
 fn message_key(site: &str, record: &MessageRecord, zone: &jiff::tz::TimeZone) -> Option<MessageKey> {
-    if record.internal {
+    let MessageRecord { created_at, sender_kind, sender_id, internal, .. } = *record;
+    message_key_of(site, MessageFacts { created_at, sender_kind, sender_id, internal }, zone)
+}
+
+/// What the figures read of a message.
+#[derive(Clone, Copy, Debug)]
+pub struct MessageFacts {
+    pub created_at: i64,
+    pub sender_kind: SenderKind,
+    pub sender_id: u64,
+    pub internal: bool,
+}
+
+fn message_key_of(site: &str, message: MessageFacts, zone: &jiff::tz::TimeZone) -> Option<MessageKey> {
+    if message.internal {
         return None;
     }
-    let sender = if record.sender_kind == SenderKind::Agent { record.sender_id } else { 0 };
-    Some(MessageKey { day: clock::day_in(zone, record.created_at), site: site.to_owned(), sender })
+    let sender = if message.sender_kind == SenderKind::Agent { message.sender_id } else { 0 };
+    Some(MessageKey { day: clock::day_in(zone, message.created_at), site: site.to_owned(), sender })
 }
 
 /// Every figure counted from the raw data, in memory.
@@ -262,6 +276,13 @@ impl Tally {
         }
     }
 
+    /// Adds `n` messages of a conversation of `site` alike in what the figures read of them.
+    pub fn add_site_messages(&mut self, site: &str, message: MessageFacts, zone: &jiff::tz::TimeZone, n: u64) {
+        if let Some(key) = message_key_of(site, message, zone) {
+            *self.messages.entry(key).or_default() += n;
+        }
+    }
+
     fn add_message(
         &mut self,
         sites_of: &HashMap<u64, String>,
@@ -297,14 +318,14 @@ impl Tally {
 }
 
 /// Each site's time zone, UTC for a site that no longer exists.
-struct Zones(HashMap<String, jiff::tz::TimeZone>);
+pub struct Zones(HashMap<String, jiff::tz::TimeZone>);
 
 impl Zones {
-    fn from_sites(sites: Vec<crate::sites::Site>) -> Zones {
+    pub fn from_sites(sites: Vec<crate::sites::Site>) -> Zones {
         Zones(sites.into_iter().map(|site| (site.key.clone(), site.time_zone())).collect())
     }
 
-    fn get(&self, site: &str) -> &jiff::tz::TimeZone {
+    pub fn get(&self, site: &str) -> &jiff::tz::TimeZone {
         static UTC: jiff::tz::TimeZone = jiff::tz::TimeZone::UTC;
         self.0.get(site).unwrap_or(&UTC)
     }

@@ -7,7 +7,8 @@
 //! day it was sent. A report reads the daily figures (`history::daily_figures`), one row per day
 //! and site, team and agent, so its cost grows with the days asked for, not with the history
 //! stored; [`compute_from_raw`] counts the same report from every conversation and message, the
-//! reference the tests hold the daily figures to.
+//! reference the tests hold the daily figures to. The admin pages ask through [`ReportStore`],
+//! which a cluster node answers by counting on demand (`cluster::reports`).
 
 use std::collections::HashMap;
 
@@ -197,8 +198,7 @@ pub struct Today {
 pub fn today(transaction: &ReadTransaction, site: Option<&str>, now: i64) -> Result<Today, StorageError> {
     let cells = transaction.open_table(tables::REPORT_CELLS)?;
     let counts = transaction.open_table(tables::REPORT_MESSAGES)?;
-    let mut today = Today::default();
-    let mut first_responses = Vec::new();
+    let mut sum = TodaySum::default();
     for known in crate::sites::list(transaction)? {
         if site.is_some_and(|site| site != known.key) {
             continue;
@@ -206,18 +206,76 @@ pub fn today(transaction: &ReadTransaction, site: Option<&str>, now: i64) -> Res
         let day = clock::day_in(&known.time_zone(), now);
         let key = known.key.as_str();
         for entry in cells.range::<(u32, &str, u64, u64)>((day, key, 0, 0)..=(day, key, u64::MAX, u64::MAX))? {
-            let cell: DayCell = decode_postcard(entry?.1.value())?;
-            today.conversations += cell.created;
-            today.missed += cell.missed;
-            first_responses.extend(cell.first_responses);
+            sum.add_cell(&decode_postcard(entry?.1.value())?);
         }
         for entry in counts.range::<(u32, &str, u64)>((day, key, 0)..=(day, key, u64::MAX))? {
-            today.messages += entry?.1.value();
+            sum.today.messages += entry?.1.value();
         }
     }
-    first_responses.sort_unstable();
-    today.median_first_response_ms = median(&first_responses);
-    Ok(today)
+    Ok(sum.finish())
+}
+
+/// [`today`] over figures counted in memory (`tally` holding at least each site's today).
+pub fn today_of_tally(tally: &Tally, sites: &[crate::sites::Site], site: Option<&str>, now: i64) -> Today {
+    let today_of: HashMap<&str, u32> = sites
+        .iter()
+        .filter(|known| site.is_none_or(|site| site == known.key))
+        .map(|known| (known.key.as_str(), clock::day_in(&known.time_zone(), now)))
+        .collect();
+    let is_today = |day: u32, site: &str| today_of.get(site) == Some(&day);
+    let mut sum = TodaySum::default();
+    for (_, cell) in tally.cells.iter().filter(|(key, _)| is_today(key.day, &key.site)) {
+        sum.add_cell(cell);
+    }
+    for (_, count) in tally.messages.iter().filter(|(key, _)| is_today(key.day, &key.site)) {
+        sum.today.messages += count;
+    }
+    sum.finish()
+}
+
+/// [`Today`] summed from the cells and message counts of each site's today.
+#[derive(Default)]
+struct TodaySum {
+    today: Today,
+    first_responses: Vec<i64>,
+}
+
+impl TodaySum {
+    fn add_cell(&mut self, cell: &DayCell) {
+        self.today.conversations += cell.created;
+        self.today.missed += cell.missed;
+        self.first_responses.extend_from_slice(&cell.first_responses);
+    }
+
+    fn finish(mut self) -> Today {
+        self.first_responses.sort_unstable();
+        self.today.median_first_response_ms = median(&self.first_responses);
+        self.today
+    }
+}
+
+/// Where reports are read: the appliance's daily figures, or a cluster's conversations and
+/// messages counted on demand (`cluster::reports`); both build a [`Report`] the same way.
+pub trait ReportStore: Send + Sync {
+    /// The report of `filter`.
+    fn report(&self, filter: ReportFilter) -> impl std::future::Future<Output = Result<Report, StorageError>> + Send;
+
+    /// What a site (or every site) did so far today, at `now`.
+    fn today(
+        &self,
+        site: Option<String>,
+        now: i64,
+    ) -> impl std::future::Future<Output = Result<Today, StorageError>> + Send;
+}
+
+impl ReportStore for crate::storage::Store {
+    async fn report(&self, filter: ReportFilter) -> Result<Report, StorageError> {
+        self.read(move |transaction| compute(transaction, &filter)).await
+    }
+
+    async fn today(&self, site: Option<String>, now: i64) -> Result<Today, StorageError> {
+        self.read(move |transaction| today(transaction, site.as_deref(), now)).await
+    }
 }
 
 /// The samples behind one [`Figures`].

@@ -18,6 +18,7 @@ use kefu::chat::message_store::MessageStore;
 use kefu::chat::messages::{self, NewMessage, Target};
 use kefu::cluster::messages::{PostgresMessages, PostgresOptions};
 use kefu::cluster::redb_copy::CopiedTable;
+use kefu::history::reports::{ReportFilter, ReportStore};
 use kefu::protocol::{SenderKind, SenderView};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -201,7 +202,7 @@ fn visitor(id: u64) -> SenderView {
 #[tokio::test]
 async fn an_appliance_is_copied_verified_and_continued_by_the_postgres_store() {
     let Some(url) = database("migration_copy").await else { return };
-    let history = appliance_with_history(300).await;
+    let mut history = appliance_with_history(300).await;
     // The chat's conversation, 40 backdated ones; a client id per message.
     let (n_conversations, n_client_ids) = (41, history.n_messages);
 
@@ -330,6 +331,23 @@ async fn an_appliance_is_copied_verified_and_continued_by_the_postgres_store() {
     // The cluster's store goes on from the copy: the epoch, the next seq, the original acknowledgement of a
     // copied client id, and a new conversation's id past the copied ones.
     let store = PostgresMessages::open(&url, PostgresOptions::default()).await.expect("open the store");
+
+    // Reports: a node counts from the copied rows what the appliance's daily figures say, for
+    // every site and for the shop, over the backdated days and today.
+    history.server.restart().await;
+    let (now, sites) = (kefu::base::clock::now_millis(), client.query("SELECT key FROM sites", &[]).await.unwrap());
+    let today = kefu::base::clock::day_of(now);
+    for site in std::iter::once(None).chain(sites.iter().map(|row| Some(row.get::<_, String>(0)))) {
+        let filter = ReportFilter { from_day: today - 5, to_day: today, site: site.clone(), team: None };
+        let from_figures = ReportStore::report(history.server.store(), filter.clone()).await.unwrap();
+        let counted = ReportStore::report(&store, filter).await.unwrap();
+        assert_eq!(counted, from_figures, "the report of {site:?}");
+        assert!(counted.totals.messages > 0 || site.is_some(), "{counted:?}");
+        let today_there = ReportStore::today(history.server.store(), site.clone(), now).await.unwrap();
+        assert_eq!(ReportStore::today(&store, site.clone(), now).await.unwrap(), today_there, "today of {site:?}");
+    }
+    history.server.stop().await;
+
     assert_eq!(
         Some(store.epoch()),
         history.first_ack["epoch"].as_u64(),

@@ -337,17 +337,80 @@ async fn teams_made_through_either_node_route_and_the_agent_list_shows_every_nod
 }
 
 #[tokio::test]
-async fn what_a_node_does_not_serve_yet_is_refused_with_503_and_says_so() {
+async fn reports_through_any_node_count_every_nodes_conversations() {
+    let Some(url) = crate::support::postgres::database("nodes_reports").await else { return };
+    let Some(nats) = NatsServer::start("nodes_reports") else { return };
+    let one = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let two = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let shop = one.create_site("小店 Shop").await;
+    let other = one.create_site("Other").await;
+    let admin = one.admin_token("boss@shop.example").await;
+    one.create_agent("ann@shop.example", &shop, 5).await;
+    let mut ann = one.agent(&one.login("ann@shop.example").await).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    // Through the second node: one conversation answered by the agent on the first node, one
+    // closed unanswered; another site's conversation elsewhere.
+    let (_visitor, _, answered) = two.visitor_in_conversation(&shop, "你好").await;
+    expect_conversation_event(&mut ann, answered, "assigned").await;
+    ann.say(Some(answered), "a-1", "您好！").await;
+    let (_unanswered_visitor, _, unanswered) = two.visitor_in_conversation(&shop, "anyone?").await;
+    let (status, body) = call(&two, "POST", &format!("/api/v1/conversations/{unanswered}/close"), &admin, None).await;
+    assert_eq!(status, 200, "{body}");
+    let (_elsewhere, _, _) = one.visitor_in_conversation(&other, "another site").await;
+
+    for node in [&one, &two] {
+        let today = async |query: &str| {
+            let path = format!("/admin/reports/today.json{query}");
+            let response = crate::support::http().get(node.url(&path)).bearer_auth(&admin).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            response.json::<serde_json::Value>().await.unwrap()
+        };
+        let figures = today(&format!("?site={}", shop.key)).await;
+        assert_eq!((figures["conversations"].as_u64(), figures["messages"].as_u64()), (Some(2), Some(3)), "{figures}");
+        assert_eq!(figures["missed"], 1, "closed without an answer: {figures}");
+        assert!(figures["median_first_response_ms"].as_i64().is_some(), "{figures}");
+        assert_eq!(today("").await["conversations"], 3, "every site");
+
+        // The page and the per-day table of the last 30 days, today's row last.
+        let response = crate::support::http().get(node.url("/admin/reports")).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let path = format!("/admin/reports/daily.csv?site={}", shop.key);
+        let response = crate::support::http().get(node.url(&path)).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let csv = response.text().await.unwrap();
+        let last: Vec<&str> = csv.lines().last().unwrap().split(',').collect();
+        let header: Vec<&str> = csv.trim_start_matches('\u{feff}').lines().next().unwrap().split(',').collect();
+        let column = |name: &str| last[header.iter().position(|column| *column == name).unwrap()];
+        assert_eq!(
+            (column("conversations"), column("closed"), column("missed"), column("messages")),
+            ("2", "1", "1", "3"),
+            "{csv}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn what_a_node_does_not_serve_yet_is_refused_and_says_so() {
+    use kefu::net::grpc::api::{self, events_client::EventsClient};
     let Some(url) = crate::support::postgres::database("nodes_refusals").await else { return };
     let Some(nats) = NatsServer::start("nodes_refusals") else { return };
-    let node = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let with_grpc = |config: &mut kefu::base::config::Config| config.grpc.listen = Some("127.0.0.1:0".parse().unwrap());
+    let node = TestServer::start_cluster_node_with(with_grpc, "127.0.0.1", &url, &nats.url()).await;
     let site = node.create_site("Shop").await;
-    let admin = node.admin_token("boss@shop.example").await;
-    let path = format!("/admin/reports/today.json?site={}", site.key);
-    let response = crate::support::http().get(node.url(&path)).bearer_auth(&admin).send().await.unwrap();
-    assert_eq!(response.status(), 503);
-    let body = response.text().await.unwrap();
-    assert!(body.contains("not available in cluster mode yet"), "{body}");
+    let new = kefu::people::api_tokens::NewApiToken {
+        name: "CRM".into(),
+        site: site.key.clone(),
+        read_only: true,
+        created_by: "root@kefu.example".into(),
+    };
+    let created = kefu::people::api_tokens::ApiTokenStore::create_token(&node.app().store, new).await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(node.grpc_url()).unwrap().connect().await.unwrap();
+    let mut request = tonic::Request::new(api::SubscribeRequest { after: None });
+    request.metadata_mut().insert("authorization", format!("Bearer {}", created.secret).parse().unwrap());
+    let refused = EventsClient::new(channel).subscribe(request).await.expect_err("refused on a node");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("not available in cluster mode yet"), "{refused:?}");
 }
 
 #[tokio::test]

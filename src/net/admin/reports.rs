@@ -17,9 +17,11 @@ use super::charts::{self, Bar, Labels, Point, Series};
 use super::{AdminUser, Layout, Texts, fill, internal_error, message_page, render};
 use crate::base::clock;
 use crate::history::export::UTF8_BOM;
-use crate::history::reports::{self, Report, ReportFilter, Today};
+use crate::history::reports::{self, Report, ReportFilter, ReportStore, Today};
 use crate::net::AppState;
-use crate::people::teams::{self, Team};
+use crate::people::team_store::TeamStore;
+use crate::people::teams::Team;
+use crate::sites::store::SiteStore;
 use crate::sites::{self, Site};
 
 /// The filter as typed: every field is text so a wrong value can be shown back as it was.
@@ -362,29 +364,22 @@ impl Zone {
 }
 
 async fn load(app: &AppState, query: &ReportQuery) -> Result<(ReportQuery, Loaded), Response> {
-    let query = query.clone();
     let now = clock::now_millis();
-    app.store
-        .appliance("reports")
-        .map_err(super::storage_failure)?
-        .read(move |transaction| {
-            let sites = sites::list_by_name(transaction)?;
-            let teams = teams::list(transaction)?;
-            let zone = Zone::of(&sites, &query.site);
-            let query = query.with_defaults(zone.today(now));
-            let outcome = match query.filter(&sites, &teams) {
-                Ok(filter) => {
-                    let report = reports::compute(transaction, &filter)?;
-                    Ok((filter, report))
-                }
-                Err(message) => Err(message),
-            };
-            let site = sites.iter().find(|site| site.key == query.site.trim()).map(|site| site.key.clone());
-            let today = reports::today(transaction, site.as_deref(), now)?;
-            Ok((query, Loaded { sites, teams, outcome, today, zone }))
-        })
-        .await
-        .map_err(internal_error)
+    let read = async {
+        let mut sites = SiteStore::list(&app.store).await?;
+        sites::sort_by_name(&mut sites);
+        let teams = TeamStore::list(&app.store).await?;
+        let zone = Zone::of(&sites, &query.site);
+        let query = query.clone().with_defaults(zone.today(now));
+        let outcome = match query.filter(&sites, &teams) {
+            Ok(filter) => Ok((filter.clone(), ReportStore::report(&app.store, filter).await?)),
+            Err(message) => Err(message),
+        };
+        let site = sites.iter().find(|site| site.key == query.site.trim()).map(|site| site.key.clone());
+        let today = ReportStore::today(&app.store, site, now).await?;
+        Ok::<_, crate::storage::StorageError>((query, Loaded { sites, teams, outcome, today, zone }))
+    };
+    read.await.map_err(internal_error)
 }
 
 fn today_view(today: &Today, zone: &Zone, t: &Texts) -> TodayView {
@@ -450,19 +445,14 @@ pub async fn page(State(app): State<AppState>, admin: AdminUser, Query(query): Q
 pub async fn today_json(State(app): State<AppState>, admin: AdminUser, Query(query): Query<ReportQuery>) -> Response {
     let site = query.site.trim().to_owned();
     let now = clock::now_millis();
-    let store = match app.store.appliance("reports") {
-        Ok(store) => store,
-        Err(error) => return super::storage_failure(error),
+    let read = async {
+        let sites = SiteStore::list(&app.store).await?;
+        let known = sites.iter().any(|known| known.key == site);
+        let zone = Zone::of(&sites, &site);
+        let today = ReportStore::today(&app.store, known.then(|| site.clone()), now).await?;
+        Ok::<_, crate::storage::StorageError>((known || site.is_empty(), today, zone))
     };
-    let read = store
-        .read(move |transaction| {
-            let sites = sites::list_by_name(transaction)?;
-            let known = sites.iter().any(|known| known.key == site);
-            let zone = Zone::of(&sites, &site);
-            let today = reports::today(transaction, known.then_some(site.as_str()), now)?;
-            Ok((known || site.is_empty(), today, zone))
-        })
-        .await;
+    let read = read.await;
     match read {
         Ok((true, today, zone)) => {
             let mut response = axum::Json(today_view(&today, &zone, admin.t())).into_response();
