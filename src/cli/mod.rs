@@ -330,12 +330,20 @@ pub(crate) async fn open_database(config: &Config) -> anyhow::Result<Result<Stor
     Ok(tokio::task::spawn_blocking(move || Store::open(&data_dir, &storage, crate::server::writer_hooks(None))).await?)
 }
 
-/// Runs an admin command on the database directly, or through the server that holds it.
+/// Runs an admin command on the database directly, or through the server that holds it (on a
+/// cluster node, always through the node's server).
 pub(crate) async fn run_admin(config: &Config, command: AdminCommand) -> anyhow::Result<Result<Value, String>> {
+    if config.storage.backend == crate::base::config::StorageBackend::Postgres {
+        return control::send_to_server(&config.data_dir, &command).await.context(
+            "a cluster node runs admin commands through its server: start `kefu serve` with this config first",
+        );
+    }
     let opened = open_database(config).await?;
     match opened {
         Ok(store) => {
-            let answer = command.execute(&store).await.map_err(|error| error.to_string());
+            let backend = crate::cluster::backend::Backend::from(store.clone());
+            let answer = command.execute(&backend).await.map_err(|error| error.to_string());
+            drop(backend);
             store.shutdown().await;
             Ok(answer)
         }

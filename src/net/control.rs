@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::base::field_error::FieldError;
 use crate::chat::sensitive_words::SensitiveMode;
+use crate::cluster::backend::Backend;
 use crate::history::audit::{self, Actor};
 use crate::history::backup::BackupError;
 use crate::history::export::{ExportRequest, HistoryExport};
@@ -20,11 +21,10 @@ use crate::people::agent_administration::AgentAdministration;
 use crate::people::agent_store::AgentStore;
 use crate::people::agents::AgentError;
 use crate::people::agents::{self, NewAgent, Role};
+use crate::sites::NewSite;
 use crate::sites::SiteError;
 use crate::sites::store::SiteStore;
-use crate::sites::{self, NewSite};
 use crate::storage::StorageError;
-use crate::storage::Store;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// The control socket's file name in the data directory.
@@ -151,10 +151,10 @@ impl AdminCommand {
     }
 
     /// Runs the command; the answer is a JSON object of `key: value` lines for the CLI to print.
-    pub async fn execute(self, store: &Store) -> Result<Value, ControlError> {
+    pub async fn execute(self, store: &Backend) -> Result<Value, ControlError> {
         match self {
             AdminCommand::CreateSite(site) => {
-                let site = sites::create(store, site.into()).await?;
+                let site = SiteStore::create(store, site.into()).await?;
                 audit::record(store, Actor::command_line(), "site.create", &site.key, format!("name {:?}", site.name))
                     .await;
                 Ok(json!({ "site_key": site.key, "site_secret": site.secret }))
@@ -181,7 +181,7 @@ impl AdminCommand {
                 Ok(json!({ "agent_id": agent.id, "two_factor": "off" }))
             }
             AdminCommand::ListSites => {
-                let sites = store.read(sites::list).await?;
+                let sites = SiteStore::list(store).await?;
                 let lines: Vec<String> = sites
                     .iter()
                     .map(|site| format!("{} {} origins={}", site.key, site.name, site.allowed_origins.join(",")))
@@ -201,6 +201,7 @@ impl AdminCommand {
             AdminCommand::Backup { path } => {
                 let destination = path.clone();
                 let summary = store
+                    .appliance("a backup through kefu (back up PostgreSQL with its own tools)")?
                     .read(move |transaction| Ok(crate::history::backup::snapshot(transaction, &destination)))
                     .await??;
                 Ok(json!({
@@ -211,6 +212,7 @@ impl AdminCommand {
                 }))
             }
             AdminCommand::Check => {
+                let store = store.appliance("kefu check (PostgreSQL checks its own data)")?;
                 let report = crate::history::backup::check_running(store).await?;
                 Ok(serde_json::to_value(report)?)
             }
@@ -220,13 +222,9 @@ impl AdminCommand {
                         FieldError::new("days", "must be at least 1 (or omitted to keep history forever)").into()
                     );
                 }
-                let key = site.clone();
-                let mut found = store
-                    .read(move |transaction| sites::get(transaction, &key))
-                    .await?
-                    .ok_or(ControlError::NoSuchSite(site))?;
+                let mut found = SiteStore::get(store, &site).await?.ok_or(ControlError::NoSuchSite(site))?;
                 found.retention_days = days;
-                let saved = sites::save(store, found).await?;
+                let saved = SiteStore::save(store, found).await?;
                 let detail = format!("retention_days: {days:?}");
                 audit::record(store, Actor::command_line(), "site.update", &saved.key, detail).await;
                 Ok(
@@ -271,10 +269,7 @@ pub fn listen(app: AppState) -> std::io::Result<tokio::task::JoinHandle<()>> {
                 let answer = match serde_json::from_str::<AdminCommand>(&line) {
                     Ok(command) => {
                         tracing::info!(command = command.name(), "admin command over the control socket");
-                        match app.store.appliance("the control socket's admin commands") {
-                            Ok(store) => command.execute(store).await.map_err(|error| error.to_string()),
-                            Err(error) => Err(error.to_string()),
-                        }
+                        command.execute(&app.store).await.map_err(|error| error.to_string())
                     }
                     Err(error) => Err(format!("unreadable command: {error}")),
                 };

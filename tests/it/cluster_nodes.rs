@@ -414,6 +414,78 @@ async fn what_a_node_does_not_serve_yet_is_refused_and_says_so() {
 }
 
 #[tokio::test]
+async fn admin_commands_through_a_nodes_control_socket_change_what_every_node_serves() {
+    use kefu::net::control::{AdminCommand, send_to_server};
+    let Some(url) = crate::support::postgres::database("nodes_admin_commands").await else { return };
+    let Some(nats) = NatsServer::start("nodes_admin_commands") else { return };
+    let one = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let two = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let socket_of = |node: &TestServer| node.dir.path().to_owned();
+    let answer = async |node: &TestServer, command: AdminCommand| {
+        send_to_server(&socket_of(node), &command).await.expect("the node's control socket answers")
+    };
+
+    // A site and an agent made through the first node's socket; the agent logs in through the
+    // second node, and its password reset through the second ends that login everywhere.
+    let site = answer(
+        &one,
+        AdminCommand::CreateSite(kefu::net::control::SiteArgs {
+            name: "小店 Shop".into(),
+            origins: vec!["*".into()],
+            enforce_identity: false,
+            sensitive_words: Vec::new(),
+            sensitive_mode: kefu::chat::sensitive_words::SensitiveMode::Mask,
+            welcome_text: None,
+            prechat_form: false,
+            satisfaction_rating: false,
+        }),
+    )
+    .await
+    .expect("create a site");
+    let key = site["site_key"].as_str().unwrap().to_owned();
+    let created = answer(
+        &one,
+        AdminCommand::CreateAgent {
+            email: "ann@shop.example".into(),
+            password: "first password 1".into(),
+            name: "Ann".into(),
+            role: kefu::people::agents::Role::Agent,
+            sites: vec![key.clone()],
+            capacity: 3,
+        },
+    )
+    .await
+    .expect("create an agent");
+    assert!(created["agent_id"].as_u64().is_some(), "{created}");
+    let token = two.login_with("ann@shop.example", "first password 1").await;
+    let (status, _) = call(&two, "GET", "/api/v1/agent/me", &token, None).await;
+    assert_eq!(status, 200);
+    let reset = AdminCommand::ResetPassword { email: "ann@shop.example".into(), password: "second password 2".into() };
+    answer(&two, reset).await.expect("reset the password");
+    let (status, _) = call(&one, "GET", "/api/v1/agent/me", &token, None).await;
+    assert_eq!(status, 401, "the reset ended the session on every node");
+    two.login_with("ann@shop.example", "second password 2").await;
+
+    // Lists and retention read and write the shared database; a refusal says why.
+    let sites = answer(&two, AdminCommand::ListSites).await.expect("list sites");
+    assert!(sites["sites"].as_array().unwrap().iter().any(|line| line.as_str().unwrap().starts_with(&key)), "{sites}");
+    let agents = answer(&two, AdminCommand::ListAgents).await.expect("list agents");
+    assert!(agents.to_string().contains("ann@shop.example"), "{agents}");
+    answer(&two, AdminCommand::SetRetention { site: key.clone(), days: Some(30) }).await.expect("set retention");
+    let database = crate::support::postgres::connect(&url).await;
+    let row = database.query_one("SELECT record->>'retention_days' FROM sites WHERE key = $1", &[&key]).await.unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("30"));
+    let refused = answer(&one, AdminCommand::SetRetention { site: "nope".into(), days: Some(3) }).await;
+    assert!(refused.expect_err("an unknown site").contains("no site with key nope"));
+    let refused = answer(&one, AdminCommand::Backup { path: one.dir.path().join("backup.redb") }).await;
+    assert!(refused.expect_err("no redb backup on a node").contains("PostgreSQL"));
+    let refused =
+        answer(&one, AdminCommand::ResetPassword { email: "nobody@shop.example".into(), password: "x".repeat(12) })
+            .await;
+    assert!(refused.is_err());
+}
+
+#[tokio::test]
 async fn the_history_export_through_any_node_holds_every_nodes_messages() {
     let Some(url) = crate::support::postgres::database("nodes_export").await else { return };
     let Some(nats) = NatsServer::start("nodes_export") else { return };
