@@ -223,6 +223,7 @@ pub async fn start(
     let (push, push_inbox) = crate::push::start(
         backend.clone(),
         hub.clone(),
+        router.clone(),
         push_settings,
         shutdown_token.clone(),
         &tasks,

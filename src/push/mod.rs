@@ -184,6 +184,7 @@ impl PushInbox {}
 pub async fn start<S: PushStore>(
     store: S,
     hub: Arc<Hub>,
+    router: crate::routing::Router,
     settings: PushSettings,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
@@ -200,7 +201,7 @@ pub async fn start<S: PushStore>(
     if shared {
         tasks.spawn(recheck_subscribed(store.clone(), subscribed.clone(), shutdown.clone()));
     }
-    tasks.spawn(run(Sender { store, hub, key, settings: Arc::new(settings) }, notices, shutdown));
+    tasks.spawn(run(Sender { store, hub, router, key, settings: Arc::new(settings) }, notices, shutdown));
     Ok((push, PushInbox { queue, subscribed }))
 }
 
@@ -224,6 +225,8 @@ async fn recheck_subscribed(store: impl PushStore, subscribed: Arc<AtomicBool>, 
 struct Sender<S> {
     store: S,
     hub: Arc<Hub>,
+    /// Which agents are present through other nodes of a cluster.
+    router: crate::routing::Router,
     key: VapidKey,
     settings: Arc<PushSettings>,
 }
@@ -402,7 +405,7 @@ async fn plan(
 }
 
 /// The subscriptions to push to, with the site's name: agents of the site (or the one agent),
-/// enabled, and with no console connected.
+/// enabled, and with no console connected (through any node).
 async fn targets(
     sender: &Sender<impl PushStore>,
     planned: &Planned,
@@ -416,8 +419,8 @@ async fn targets(
     };
     let mut found = Vec::new();
     for agent in agents.into_iter().filter(|agent| !agent.disabled && agent.serves_site(site)) {
-        // One whose console is connected here sees it already (on a cluster, this node's only).
-        if !sender.hub.agent_connections(agent.id).is_empty() {
+        // One whose console is connected sees it already: here, or through another node.
+        if !sender.hub.agent_connections(agent.id).is_empty() || sender.router.present_elsewhere(agent.id) {
             continue;
         }
         for subscription in store.subscriptions_of(agent.id).await? {

@@ -199,6 +199,12 @@ impl Router {
         elsewhere.every_site || elsewhere.sites.contains(site)
     }
 
+    /// Whether an agent is online or away through another node of a cluster (their console is
+    /// connected there, or was within its grace period).
+    pub fn present_elsewhere(&self, agent_id: u64) -> bool {
+        self.online_elsewhere.read().agents.contains_key(&agent_id)
+    }
+
     /// The agents online or away on this node (in their grace period too), with their status
     /// and whether they take new conversations (online with a connection open).
     pub fn present_here(&self) -> Vec<(Agent, Presence, bool)> {

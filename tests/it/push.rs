@@ -504,4 +504,14 @@ async fn cluster_nodes_share_one_key_and_push_to_a_subscription_stored_through_a
     let notification = browser.decrypt(&encrypted);
     assert_eq!(notification["title"], "新会话 · Shop");
     assert!(notification["body"].as_str().unwrap().ends_with("位访客：有人吗？"), "{notification}");
+
+    // With her console open through the first node, the second node pushes her nothing: she
+    // sees the new conversation already (each node learns within a second or two).
+    let _console = one.agent(&ann).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (_, token) = two.visitor_session(&site, None).await;
+    let mut visitor = two.visitor(&site, &token).await;
+    visitor.say(None, "v-1", "还有人吗？").await;
+    let late = tokio::time::timeout(Duration::from_millis(1500), push.next()).await;
+    assert!(late.is_err(), "pushed to an agent whose console is open through another node: {late:?}");
 }
