@@ -124,6 +124,7 @@ async fn sync_once(
         let agent_id = crate::cluster::messages::unsigned(row.try_get(1)?)?;
         // Away agents are present (they keep their conversations), but do not make a site online.
         let online = row.try_get::<_, bool>(2)?;
+        elsewhere.agent_sites.entry(agent_id).or_default().push(site.clone());
         let status = elsewhere.agents.entry(agent_id).or_insert(Presence::Away);
         if !online {
             continue;
@@ -137,6 +138,10 @@ async fn sync_once(
         } else {
             elsewhere.sites.insert(site);
         }
+    }
+    for sites in elsewhere.agent_sites.values_mut() {
+        sites.sort();
+        sites.dedup();
     }
     elsewhere.accepting = accepting_agents(client, accepting).await?;
     router.set_online_elsewhere(elsewhere).await;

@@ -76,6 +76,10 @@ pub enum RoutingEvent {
     },
     /// The agents taking conversations through other nodes changed.
     AcceptingElsewhereChanged,
+    /// Agents' presence through other nodes changed: (agent, status now, their sites).
+    PresenceElsewhere {
+        changes: Vec<(u64, Presence, Vec<String>)>,
+    },
     GraceExpired {
         agent_id: u64,
         generation: u64,
@@ -138,6 +142,9 @@ pub struct OnlineElsewhere {
     pub agents: HashMap<u64, Presence>,
     /// The agents taking new conversations elsewhere (online, connected), by id.
     pub accepting: Vec<AcceptingAgent>,
+    /// The sites of each agent present elsewhere (`*` for an admin's every site): where a
+    /// change of their presence is shown.
+    pub agent_sites: HashMap<u64, Vec<String>>,
 }
 
 /// An agent who takes new conversations through another node of a cluster.
@@ -225,6 +232,22 @@ impl Router {
         }
         if before.accepting != now.accepting {
             self.send(RoutingEvent::AcceptingElsewhereChanged).await;
+        }
+        let changes: Vec<(u64, Presence, Vec<String>)> = before
+            .agents
+            .keys()
+            .chain(now.agents.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|agent_id| before.agents.get(agent_id) != now.agents.get(agent_id))
+            .map(|agent_id| {
+                let status = now.agents.get(agent_id).copied().unwrap_or(Presence::Offline);
+                let sites = now.agent_sites.get(agent_id).or_else(|| before.agent_sites.get(agent_id));
+                (*agent_id, status, sites.cloned().unwrap_or_default())
+            })
+            .collect();
+        if !changes.is_empty() {
+            self.send(RoutingEvent::PresenceElsewhere { changes }).await;
         }
         {
             let mut changes = self.availability_changes.lock();
@@ -510,6 +533,16 @@ impl RouterState {
                 }
             }
             RoutingEvent::AcceptingElsewhereChanged => self.assign_waiting(),
+            RoutingEvent::PresenceElsewhere { changes } => {
+                for (agent_id, status, sites) in changes {
+                    // Present here: this node's own status is what its consoles were shown.
+                    if self.agents.get(&agent_id).is_some_and(|state| state.status != Presence::Offline) {
+                        continue;
+                    }
+                    let every_site = sites.iter().any(|site| site == crate::cluster::presence_sync::EVERY_SITE);
+                    self.show_presence(agent_id, status, every_site, &sites);
+                }
+            }
         }
     }
 
@@ -582,13 +615,19 @@ impl RouterState {
         }
         self.router.availability_changed(&[&state.agent]);
         tracing::info!(agent_id, ?status, "agent presence changed");
+        let (every_site, sites) = (state.agent.role == Role::Admin, state.agent.sites.clone());
+        self.show_presence(agent_id, status, every_site, &sites);
+    }
+
+    /// Shows an agent's presence to the consoles of their sites (every site for an admin).
+    fn show_presence(&self, agent_id: u64, status: Presence, every_site: bool, sites: &[String]) {
         let frame = ServerFrame::Presence { agent_id, status }.encode();
-        let sites: Vec<String> = match state.agent.role {
-            Role::Admin => self.queues.keys().cloned().collect(),
-            Role::Agent => state.agent.sites.clone(),
+        let sites: Vec<&String> = match every_site {
+            true => self.queues.keys().collect(),
+            false => sites.iter().collect(),
         };
         for site in sites {
-            self.hub.broadcast_to_site_agents(&site, || frame.clone());
+            self.hub.broadcast_to_site_agents(site, || frame.clone());
         }
     }
 

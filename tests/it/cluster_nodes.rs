@@ -813,6 +813,31 @@ async fn a_visitors_data_is_erased_through_one_node_and_their_connection_on_anot
 }
 
 #[tokio::test]
+async fn a_console_sees_the_presence_of_agents_connected_through_another_node_change() {
+    let Some(url) = crate::support::postgres::database("nodes_presence_frames").await else { return };
+    let Some(nats) = NatsServer::start("nodes_presence_frames") else { return };
+    let one = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let two = TestServer::start_cluster_node(&url, &nats.url()).await;
+    let site = one.create_site("Shop").await;
+    let ann = one.create_agent("ann@shop.example", &site, 5).await;
+    two.create_agent("bo@shop.example", &site, 5).await;
+    let mut bo = two.agent(&two.login("bo@shop.example").await).await;
+
+    // Ann's console opens through the first node; Bo's, on the second, is told she is online,
+    // then away when she says so, within a couple of the nodes' presence rounds.
+    let mut ann_console = one.agent(&one.login("ann@shop.example").await).await;
+    let presence_of_ann = async |console: &mut crate::support::Client| loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), console.expect("presence")).await.expect("in time");
+        if frame["agent_id"] == ann {
+            return frame["status"].as_str().unwrap().to_owned();
+        }
+    };
+    assert_eq!(presence_of_ann(&mut bo).await, "online");
+    ann_console.send(serde_json::json!({"type": "presence", "status": "away"})).await;
+    assert_eq!(presence_of_ann(&mut bo).await, "away");
+}
+
+#[tokio::test]
 async fn an_agent_who_moved_to_another_node_keeps_their_conversation_until_gone_from_both() {
     let Some(url) = crate::support::postgres::database("nodes_grace").await else { return };
     let Some(nats) = NatsServer::start("nodes_grace") else { return };
