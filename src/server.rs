@@ -513,9 +513,11 @@ fn webhook_sender_settings(app: &AppState) -> crate::webhooks::sender::SenderSet
 
 /// Retention on a cluster: every node looks every
 /// [`RETENTION_INTERVAL`](crate::history::retention::RETENTION_INTERVAL), and one of them drops
-/// the message partitions of the days every site's retention has passed, once per day.
+/// the message partitions of the days every site's retention has passed, and one deletes from
+/// the partitions kept the messages of the sites whose own retention is shorter, each once a day.
 fn spawn_cluster_retention(app: &AppState, node: crate::cluster::node::NodeName) {
-    spawn_every(app, crate::history::retention::RETENTION_INTERVAL, move |app| {
+    use crate::history::retention;
+    spawn_every(app, retention::RETENTION_INTERVAL, move |app| {
         let node = node.clone();
         async move {
             let sites = match SiteStore::list(&app.store).await {
@@ -523,16 +525,22 @@ fn spawn_cluster_retention(app: &AppState, node: crate::cluster::node::NodeName)
                 Err(error) => return tracing::error!(%error, "retention could not read the sites"),
             };
             let today = crate::base::clock::day_of(crate::base::clock::now_millis());
-            let Some(first_kept) = crate::history::retention::first_day_kept_by_all(&sites, today) else { return };
-            let dropped = match crate::cluster::postgres::connect(&app.config.storage.postgres_url).await {
-                Ok(mut client) => {
-                    crate::cluster::jobs::drop_message_partitions_once(&mut client, &node, first_kept).await
-                }
-                Err(error) => Err(error),
+            let mut client = match crate::cluster::postgres::connect(&app.config.storage.postgres_url).await {
+                Ok(client) => client,
+                Err(error) => return tracing::error!(%error, "retention on the cluster failed"),
             };
-            match dropped {
-                Ok(run) => tracing::info!(?run, first_kept, "retention on the cluster"),
-                Err(error) => tracing::error!(%error, "retention on the cluster failed"),
+            if let Some(first_kept) = retention::first_day_kept_by_all(&sites, today) {
+                match crate::cluster::jobs::drop_message_partitions_once(&mut client, &node, first_kept).await {
+                    Ok(run) => tracing::info!(?run, first_kept, "retention on the cluster"),
+                    Err(error) => tracing::error!(%error, "retention on the cluster failed"),
+                }
+            }
+            let by_site = retention::first_days_kept_by_site(&sites, today);
+            if !by_site.is_empty() {
+                match crate::cluster::jobs::expire_site_messages_once(&mut client, &node, &by_site, today).await {
+                    Ok(run) => tracing::info!(?run, "sites' retention on the cluster"),
+                    Err(error) => tracing::error!(%error, "sites' retention on the cluster failed"),
+                }
             }
         }
     });

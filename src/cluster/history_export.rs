@@ -18,9 +18,6 @@ use crate::history::export::{
 };
 use crate::storage::StorageError;
 
-/// The prefix of a day partition's name (`messages_YYYYMMDD`).
-const PARTITION_PREFIX: &str = "messages_";
-
 impl HistoryExport for PostgresMessages {
     fn start_export(&self, request: ExportRequest) -> mpsc::Receiver<Result<Bytes, StorageError>> {
         let (sender, receiver) = mpsc::channel(EXPORT_QUEUE_CAPACITY);
@@ -46,10 +43,9 @@ async fn run(
         return Ok(());
     }
     let client = readers.client().await?;
-    let days: Vec<u32> = postgres::partitions(&client)
+    let days: Vec<u32> = postgres::partition_days(&client)
         .await?
-        .iter()
-        .filter_map(|name| day_of_partition(name))
+        .into_iter()
         .filter(|day| (request.from_day..=request.to_day).contains(day))
         .collect();
     drop(client);
@@ -98,27 +94,4 @@ async fn run(
         }
     }
     Ok(())
-}
-
-/// The day (since 1970-01-01) of a partition named `messages_YYYYMMDD`.
-fn day_of_partition(name: &str) -> Option<u32> {
-    let digits = name.strip_prefix(PARTITION_PREFIX)?;
-    if digits.len() != 8 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        return None;
-    }
-    crate::base::clock::date_to_day(&format!("{}-{}-{}", &digits[..4], &digits[4..6], &digits[6..]))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::day_of_partition;
-
-    #[test]
-    fn a_partitions_name_gives_its_day() {
-        assert_eq!(day_of_partition("messages_19700102"), Some(1));
-        assert_eq!(day_of_partition("messages_20261207"), crate::base::clock::date_to_day("2026-12-07"));
-        for name in ["messages_2026120", "messages_2026x207", "messages", "other_20261207", "messages_20261399"] {
-            assert_eq!(day_of_partition(name), None, "{name}");
-        }
-    }
 }

@@ -25,6 +25,10 @@ const JOB_LOCK_CLASS: i32 = 0x6a6f_6273;
 /// The name of retention's job, which drops the message partitions of days past the retention.
 pub const RETENTION_JOB: &str = "message retention";
 
+/// The name of the job that deletes, inside the kept partitions, the messages of the sites whose
+/// own retention is shorter.
+pub const SITE_RETENTION_JOB: &str = "site message retention";
+
 /// What a tick of a job did on this node.
 #[derive(Debug, PartialEq, Eq)]
 pub enum JobRun<T> {
@@ -76,6 +80,46 @@ pub async fn run_once<T>(
 
 /// Retention on one node: drops the message partitions of the days before `first_kept_day` (a
 /// UTC day number), once per day across the nodes; the day is the slot.
+/// Deletes, once per `today` in all, the messages each site of `first_kept` no longer keeps
+/// (those of the days before its first kept day) from the partitions still there, with their
+/// client ids and the visitors' verdicts on them (their search entries go with the rows);
+/// returns how many messages went.
+pub async fn expire_site_messages_once(
+    client: &mut Client,
+    node: &NodeName,
+    first_kept: &[(String, u32)],
+    today: u32,
+) -> Result<JobRun<u64>, PostgresError> {
+    let days = postgres::partition_days(client).await?;
+    run_once(client, node, SITE_RETENTION_JOB, i64::from(today), async |transaction| {
+        let mut deleted = 0u64;
+        for (site, first_kept_day) in first_kept {
+            for day in days.iter().filter(|day| **day < *first_kept_day) {
+                let row = transaction
+                    .query_one(
+                        "WITH doomed AS (
+                             DELETE FROM messages m USING conversations c
+                             WHERE c.id = m.conversation_id AND c.site = $1
+                               AND m.day = date '1970-01-01' + $2::integer
+                             RETURNING m.conversation_id, m.seq),
+                         verdicts AS (
+                             DELETE FROM bot_feedback b USING doomed d
+                             WHERE b.conversation_id = d.conversation_id AND b.seq = d.seq RETURNING 1),
+                         dedup AS (
+                             DELETE FROM client_ids i USING doomed d
+                             WHERE i.conversation_id = d.conversation_id AND i.seq = d.seq RETURNING 1)
+                         SELECT count(*) FROM doomed",
+                        &[site, &(*day as i32)],
+                    )
+                    .await?;
+                deleted += row.try_get::<_, i64>(0)? as u64;
+            }
+        }
+        Ok(deleted)
+    })
+    .await
+}
+
 pub async fn drop_message_partitions_once(
     client: &mut Client,
     node: &NodeName,

@@ -273,6 +273,23 @@ pub async fn partitions(client: &Client) -> Result<Vec<String>, PostgresError> {
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
+/// The days of the message partitions, oldest first.
+pub async fn partition_days(client: &Client) -> Result<Vec<u32>, PostgresError> {
+    Ok(partitions(client).await?.iter().filter_map(|name| day_of_partition(name)).collect())
+}
+
+/// The prefix of a day partition's name (`messages_YYYYMMDD`).
+const PARTITION_PREFIX: &str = "messages_";
+
+/// The day (since 1970-01-01) of a partition named `messages_YYYYMMDD`.
+fn day_of_partition(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix(PARTITION_PREFIX)?;
+    if digits.len() != 8 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    crate::base::clock::date_to_day(&format!("{}-{}-{}", &digits[..4], &digits[4..6], &digits[6..]))
+}
+
 fn day_param(day: u32) -> Result<i32, PostgresError> {
     i32::try_from(day).map_err(|_| PostgresError::Corrupt(format!("day {day} is out of range")))
 }
@@ -360,5 +377,19 @@ impl Readers {
         let client = Arc::new(connect(&self.url).await?);
         *slot.lock() = Some(client.clone());
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::day_of_partition;
+
+    #[test]
+    fn a_partitions_name_gives_its_day() {
+        assert_eq!(day_of_partition("messages_19700102"), Some(1));
+        assert_eq!(day_of_partition("messages_20261207"), crate::base::clock::date_to_day("2026-12-07"));
+        for name in ["messages_2026120", "messages_2026x207", "messages", "other_20261207", "messages_20261399"] {
+            assert_eq!(day_of_partition(name), None, "{name}");
+        }
     }
 }

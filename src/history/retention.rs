@@ -90,7 +90,18 @@ fn longest_retention(sites: &[crate::sites::Site]) -> Option<u32> {
 /// The first day every site still keeps on `today`: a cluster drops the message partitions of
 /// the days before it whole. `None` while a site keeps its history forever.
 pub fn first_day_kept_by_all(sites: &[crate::sites::Site], today: u32) -> Option<u32> {
-    longest_retention(sites).map(|longest| (today + 1).saturating_sub(longest.max(1)))
+    longest_retention(sites).map(|longest| first_day_kept(longest, today))
+}
+
+/// The first day a site with `retention_days` keeps on `today` ([`keeps`] of the days from it on).
+pub fn first_day_kept(retention_days: u32, today: u32) -> u32 {
+    (today + 1).saturating_sub(retention_days.max(1))
+}
+
+/// Each site with a retention and the first day it keeps on `today`: a cluster deletes the
+/// site's messages of the earlier days from the partitions it keeps.
+pub fn first_days_kept_by_site(sites: &[crate::sites::Site], today: u32) -> Vec<(String, u32)> {
+    sites.iter().filter_map(|site| Some((site.key.clone(), first_day_kept(site.retention_days?, today)))).collect()
 }
 
 /// What retention would remove on `today`.

@@ -145,3 +145,73 @@ async fn retention_drops_old_partitions_on_one_node() {
     let again = jobs::drop_message_partitions_once(&mut clients[1], &node("node-1"), first_kept_day).await;
     assert!(matches!(again.expect("tick"), JobRun::AlreadyRan { .. }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sites_own_retention_deletes_its_old_messages_from_the_kept_partitions_once() {
+    let Some(url) = database("jobs_site_retention").await else { return };
+    let mut clients = two_nodes(&url).await;
+    let today = kefu::base::clock::day_of(kefu::base::clock::now_millis());
+    postgres::create_partitions(&clients[0], today - 6, 7).await.expect("create partitions");
+    // Two sites' conversations, each with a message on every day from six days ago to today.
+    for (id, site) in [(1i64, "short"), (2, "forever")] {
+        clients[0]
+            .execute(
+                "INSERT INTO conversations (id, site, visitor_id, status, created_at, updated_at, last_day, last_seq)
+                 VALUES ($1, $2, $1, 'closed', 0, 0, $3, 7)",
+                &[&id, &site, &(today as i32)],
+            )
+            .await
+            .unwrap();
+        for seq in 1..=7i64 {
+            let day = today as i32 - 7 + seq as i32;
+            clients[0]
+                .execute(
+                    "INSERT INTO messages (conversation_id, seq, day, lsn, trace_id, created_at, sender_kind,
+                                           sender_id, sender_name, kind, internal, client_id, text)
+                     VALUES ($1, $2, date '1970-01-01' + $3::integer, $5, 0, 0, 1, $1, 'v', 'text',
+                             false, $4, 'hello')",
+                    &[&id, &seq, &day, &format!("c-{seq}"), &(id * 100 + seq)],
+                )
+                .await
+                .unwrap();
+            clients[0]
+                .execute(
+                    "INSERT INTO client_ids (sender_kind, sender_id, client_id, conversation_id, seq, day, created_at)
+                     VALUES (1, $1, $4, $1, $2, date '1970-01-01' + $3::integer, 0)",
+                    &[&id, &seq, &day, &format!("c-{seq}")],
+                )
+                .await
+                .unwrap();
+        }
+    }
+    // "short" keeps three days: today and the two before.
+    let first_kept = vec![("short".to_owned(), kefu::history::retention::first_day_kept(3, today))];
+    let outcomes = join_all(clients.iter_mut().enumerate().map(|(n, client)| {
+        let first_kept = first_kept.clone();
+        async move {
+            jobs::expire_site_messages_once(client, &node(&format!("node-{n}")), &first_kept, today)
+                .await
+                .expect("tick")
+        }
+    }))
+    .await;
+    let ran: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            JobRun::Ran(deleted) => Some(*deleted),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ran, [4], "one node deleted the four oldest: {outcomes:?}");
+    assert_eq!(count(&clients[0], "messages WHERE conversation_id = 1").await, 3);
+    assert_eq!(count(&clients[0], "client_ids WHERE conversation_id = 1").await, 3);
+    assert_eq!(count(&clients[0], "messages WHERE conversation_id = 2").await, 7, "the other site keeps all");
+    let kept: i32 = clients[0]
+        .query_one("SELECT min(day) - date '1970-01-01' FROM messages WHERE conversation_id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, today as i32 - 2);
+    let again = jobs::expire_site_messages_once(&mut clients[1], &node("node-1"), &first_kept, today).await;
+    assert!(matches!(again.expect("tick"), JobRun::AlreadyRan { .. }));
+}
