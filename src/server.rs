@@ -535,6 +535,12 @@ fn spawn_cluster_retention(app: &AppState, node: crate::cluster::node::NodeName)
                     Err(error) => tracing::error!(%error, "retention on the cluster failed"),
                 }
             }
+            if let Backend::Cluster(stores) = &app.store {
+                let grace = Duration::from_secs(app.config.limits.unattached_upload_grace_secs);
+                if let Err(error) = stores.uploads.sweep_unattached(grace).await {
+                    tracing::error!(%error, "sweeping unattached uploads failed");
+                }
+            }
             let by_site = retention::first_days_kept_by_site(&sites, today);
             if !by_site.is_empty() {
                 match crate::cluster::jobs::expire_site_messages_once(&mut client, &node, &by_site, today).await {

@@ -80,20 +80,32 @@ pub async fn run_once<T>(
 
 /// Retention on one node: drops the message partitions of the days before `first_kept_day` (a
 /// UTC day number), once per day across the nodes; the day is the slot.
+/// What a site's retention removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub messages: u64,
+    pub attachments: u64,
+}
+
 /// Deletes, once per `today` in all, the messages each site of `first_kept` no longer keeps
 /// (those of the days before its first kept day) from the partitions still there, with their
-/// client ids and the visitors' verdicts on them (their search entries go with the rows);
-/// returns how many messages went.
+/// client ids and the visitors' verdicts on them (their search entries go with the rows), and
+/// the site's attachments made before the day before (the appliance's rule: the message may be a
+/// day later than its upload).
 pub async fn expire_site_messages_once(
     client: &mut Client,
     node: &NodeName,
     first_kept: &[(String, u32)],
     today: u32,
-) -> Result<JobRun<u64>, PostgresError> {
+) -> Result<JobRun<Expired>, PostgresError> {
     let days = postgres::partition_days(client).await?;
     run_once(client, node, SITE_RETENTION_JOB, i64::from(today), async |transaction| {
-        let mut deleted = 0u64;
+        let mut expired = Expired::default();
         for (site, first_kept_day) in first_kept {
+            let cutoff = i64::from(first_kept_day.saturating_sub(1)) * crate::base::clock::MILLIS_PER_DAY;
+            let condition = "site = $1 AND attached AND conversation_id IS NOT NULL AND created_at < $2";
+            expired.attachments +=
+                crate::cluster::uploads::delete_where(transaction, condition, &[site, &cutoff]).await?;
             for day in days.iter().filter(|day| **day < *first_kept_day) {
                 let row = transaction
                     .query_one(
@@ -112,10 +124,10 @@ pub async fn expire_site_messages_once(
                         &[site, &(*day as i32)],
                     )
                     .await?;
-                deleted += row.try_get::<_, i64>(0)? as u64;
+                expired.messages += row.try_get::<_, i64>(0)? as u64;
             }
         }
-        Ok(deleted)
+        Ok(expired)
     })
     .await
 }

@@ -132,6 +132,19 @@ impl PostgresUploads {
         .boxed()
     }
 
+    /// Removes the uploads no message attached within `grace` of their upload (the appliance's
+    /// `uploads::sweep_unattached`); returns how many.
+    pub async fn sweep_unattached(&self, grace: std::time::Duration) -> Result<u64, StorageError> {
+        let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = crate::base::clock::now_millis().saturating_sub(grace);
+        let statement = "NOT attached AND created_at <= $1";
+        self.writers
+            .run(async |transaction| -> Result<u64, StorageError> {
+                Ok(delete_where(transaction, statement, &[&cutoff]).await?)
+            })
+            .await
+    }
+
     /// Removes the upload `id`, and its bytes when no other upload has the same; false when
     /// there was no such upload.
     pub async fn delete(&self, id: &str) -> Result<bool, StorageError> {
@@ -142,28 +155,32 @@ impl PostgresUploads {
 /// Removes the upload `id` in the caller's transaction, and its bytes when no other upload has
 /// them; says whether there was one.
 pub(crate) async fn delete_in(transaction: &tokio_postgres::Transaction<'_>, id: &str) -> Result<bool, StorageError> {
-    let removed = transaction
-        .query_opt("DELETE FROM uploads WHERE id = $1 RETURNING content_id", &[&id])
-        .await
-        .map_err(database)?;
-    let Some(removed) = removed else {
-        return Ok(false);
-    };
-    let Some(content_id) = removed.get::<_, Option<i64>>(0) else {
-        return Ok(true);
-    };
-    // A content another upload still refers to, or one a concurrent put holds (FOR KEY SHARE),
-    // is kept; its chunks go with it otherwise (ON DELETE CASCADE).
-    transaction
-        .execute(
-            "DELETE FROM upload_contents c WHERE c.id = $1
-               AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.content_id = c.id)
-               AND c.id IN (SELECT id FROM upload_contents WHERE id = $1 FOR UPDATE SKIP LOCKED)",
-            &[&content_id],
-        )
-        .await
-        .map_err(database)?;
-    Ok(true)
+    Ok(delete_where(transaction, "id = $1", &[&id]).await? == 1)
+}
+
+/// Removes the uploads matching `condition` (SQL over the `uploads` columns, with `params`) in
+/// the caller's transaction, and the bytes no other upload has; returns how many went.
+pub(crate) async fn delete_where(
+    transaction: &tokio_postgres::Transaction<'_>,
+    condition: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, PostgresError> {
+    let removed =
+        transaction.query(&format!("DELETE FROM uploads WHERE {condition} RETURNING content_id"), params).await?;
+    let contents: Vec<i64> = removed.iter().filter_map(|row| row.get::<_, Option<i64>>(0)).collect();
+    if !contents.is_empty() {
+        // A content another upload still refers to, or one a concurrent put holds (FOR KEY
+        // SHARE), is kept; its chunks go with it otherwise (ON DELETE CASCADE).
+        transaction
+            .execute(
+                "DELETE FROM upload_contents c WHERE c.id = ANY($1)
+                   AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.content_id = c.id)
+                   AND c.id IN (SELECT id FROM upload_contents WHERE id = ANY($1) FOR UPDATE SKIP LOCKED)",
+                &[&contents],
+            )
+            .await?;
+    }
+    Ok(removed.len() as u64)
 }
 
 impl UploadStore for PostgresUploads {

@@ -184,6 +184,34 @@ async fn a_sites_own_retention_deletes_its_old_messages_from_the_kept_partitions
                 .unwrap();
         }
     }
+    // Their attachments: an old and a recent one of each site, sharing one content with
+    // another site's old one, and one of "short" no message attached.
+    clients[0]
+        .execute(
+            "INSERT INTO upload_contents (id, sha256, size, n_chunks) VALUES
+                 (1, decode(repeat('01', 32), 'hex'), 1, 1), (2, decode(repeat('02', 32), 'hex'), 1, 1),
+                 (3, decode(repeat('03', 32), 'hex'), 1, 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    for (id, site, conversation, days_ago, attached, content) in [
+        ("old-short", "short", Some(1i64), 6i64, true, 1i64),
+        ("new-short", "short", Some(1), 0, true, 2),
+        ("old-forever", "forever", Some(2), 6, true, 1),
+        ("lone-short", "short", None, 6, false, 3),
+    ] {
+        let created_at = (i64::from(today) - days_ago) * kefu::base::clock::MILLIS_PER_DAY;
+        clients[0]
+            .execute(
+                "INSERT INTO uploads (id, conversation_id, uploader_kind, uploader_id, name, size, content_type, kind,
+                                      created_at, site, attached, content_id)
+                 VALUES ($1, $2, 1, 1, 'a.txt', 1, 'text/plain', 'file', $3, $4, $5, $6)",
+                &[&id, &conversation, &created_at, &site, &attached, &content],
+            )
+            .await
+            .unwrap();
+    }
     // "short" keeps three days: today and the two before.
     let first_kept = vec![("short".to_owned(), kefu::history::retention::first_day_kept(3, today))];
     let outcomes = join_all(clients.iter_mut().enumerate().map(|(n, client)| {
@@ -195,14 +223,23 @@ async fn a_sites_own_retention_deletes_its_old_messages_from_the_kept_partitions
         }
     }))
     .await;
-    let ran: Vec<u64> = outcomes
+    let ran: Vec<&jobs::Expired> = outcomes
         .iter()
         .filter_map(|outcome| match outcome {
-            JobRun::Ran(deleted) => Some(*deleted),
+            JobRun::Ran(expired) => Some(expired),
             _ => None,
         })
         .collect();
-    assert_eq!(ran, [4], "one node deleted the four oldest: {outcomes:?}");
+    assert_eq!(ran, [&jobs::Expired { messages: 4, attachments: 1 }], "one node deleted the oldest: {outcomes:?}");
+    let uploads: Vec<String> = clients[0]
+        .query("SELECT id FROM uploads ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(uploads, ["lone-short", "new-short", "old-forever"], "the unattached one waits for its own sweep");
+    assert_eq!(count(&clients[0], "upload_contents").await, 3, "a content another upload shares is kept");
     assert_eq!(count(&clients[0], "messages WHERE conversation_id = 1").await, 3);
     assert_eq!(count(&clients[0], "client_ids WHERE conversation_id = 1").await, 3);
     assert_eq!(count(&clients[0], "messages WHERE conversation_id = 2").await, 7, "the other site keeps all");
@@ -214,4 +251,10 @@ async fn a_sites_own_retention_deletes_its_old_messages_from_the_kept_partitions
     assert_eq!(kept, today as i32 - 2);
     let again = jobs::expire_site_messages_once(&mut clients[1], &node("node-1"), &first_kept, today).await;
     assert!(matches!(again.expect("tick"), JobRun::AlreadyRan { .. }));
+
+    // Any node's sweep removes what no message attached within the grace, and its bytes.
+    let uploads = kefu::cluster::uploads::PostgresUploads::open(&url).await.expect("open the uploads");
+    assert_eq!(uploads.sweep_unattached(std::time::Duration::from_secs(3600)).await.expect("sweep"), 1);
+    assert_eq!(uploads.sweep_unattached(std::time::Duration::from_secs(3600)).await.expect("sweep again"), 0);
+    assert_eq!(count(&clients[0], "upload_contents").await, 2);
 }
