@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use redb::ReadTransaction;
+use redb::{ReadTransaction, ReadableTable};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -159,7 +159,8 @@ pub fn encode(fingerprint: u64, vector: &[f32]) -> Vec<u8> {
     bytes
 }
 
-fn decode(bytes: &[u8]) -> Result<(u64, Vec<f32>), StorageError> {
+/// A stored vector read back: [`encode`]'s fingerprint and vector.
+pub(crate) fn decode(bytes: &[u8]) -> Result<(u64, Vec<f32>), StorageError> {
     if bytes.len() < 8 || (bytes.len() - 8) % 4 != 0 {
         return Err(StorageError::Corrupt("a knowledge-base vector of a bad length".into()));
     }
@@ -210,6 +211,50 @@ pub fn load(transaction: &ReadTransaction, entries: &[KbEntry]) -> Result<SiteVe
         }
     }
     Ok(SiteVectors { by_entry })
+}
+
+/// An entry's vector as stored: the entry, the fingerprint of its text and model, the vector.
+pub type StoredVector = (u64, u64, Vec<f32>);
+
+/// Where the entries' vectors are kept: the appliance's redb, or a cluster's PostgreSQL
+/// (`cluster::knowledge_base`), each as [`encode`] writes it.
+pub trait VectorStore: Send + Sync {
+    /// The stored vectors of `entries`.
+    fn load_vectors(
+        &self,
+        entries: Vec<KbEntry>,
+    ) -> impl std::future::Future<Output = Result<SiteVectors, StorageError>> + Send;
+
+    /// Stores `vectors`, those of entries deleted meanwhile left out.
+    fn store_vectors(
+        &self,
+        vectors: Vec<StoredVector>,
+    ) -> impl std::future::Future<Output = Result<(), StorageError>> + Send;
+}
+
+impl VectorStore for crate::storage::Store {
+    async fn load_vectors(&self, entries: Vec<KbEntry>) -> Result<SiteVectors, StorageError> {
+        self.read(move |transaction| load(transaction, &entries)).await
+    }
+
+    async fn store_vectors(&self, vectors: Vec<StoredVector>) -> Result<(), StorageError> {
+        self.write(move |context| {
+            let entries = context.transaction.open_table(tables::KB_ENTRIES)?;
+            let live: Vec<bool> = vectors
+                .iter()
+                .map(|(id, _, _)| entries.get(*id).map(|found| found.is_some()))
+                .collect::<Result<_, _>>()?;
+            drop(entries);
+            let mut table = context.transaction.open_table(tables::KB_VECTORS)?;
+            for ((id, fingerprint, vector), live) in vectors.iter().zip(live) {
+                if live {
+                    table.insert(*id, encode(*fingerprint, vector).as_slice())?;
+                }
+            }
+            Ok(Ok::<(), StorageError>(()))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bot::conversation_writes::BotConversations;
-use crate::bot::embeddings::{EmbeddingSettings, SiteVectors};
+use crate::bot::embeddings::{EmbeddingSettings, SiteVectors, VectorStore};
 use crate::bot::knowledge_base::{Candidate, KnowledgeBase, SiteKnowledge};
 use crate::bot::llm::{ChatMessage, LlmSettings};
 use crate::bot::settings::SiteSettings;
@@ -605,12 +605,8 @@ impl Bot {
             Ok(knowledge) => knowledge,
             Err(error) => return tracing::error!(site, %error, "loading the knowledge base failed"),
         };
-        let store = match self.inner.store.appliance("the knowledge base's semantic tier") {
-            Ok(store) => store.clone(),
-            Err(error) => return tracing::warn!(site, %error, "answering from keywords only"),
-        };
-        let entries = knowledge.entries.clone();
-        let loaded = store.read(move |transaction| embeddings::load(transaction, &entries)).await;
+        let store = &self.inner.store;
+        let loaded = store.load_vectors(knowledge.entries.clone()).await;
         let mut vectors = match loaded {
             Ok(vectors) => vectors,
             Err(error) => return tracing::error!(site, %error, "reading knowledge-base vectors failed"),
@@ -637,26 +633,8 @@ impl Bot {
             };
             let rows: Vec<(u64, u64, Vec<f32>)> =
                 batch.iter().zip(made).map(|((id, fingerprint, _), vector)| (*id, *fingerprint, vector)).collect();
-            let stored_rows = rows.clone();
-            let stored = store
-                .write(move |context| {
-                    let entries = context.transaction.open_table(tables::KB_ENTRIES)?;
-                    let live: Vec<bool> = stored_rows
-                        .iter()
-                        .map(|(id, _, _)| entries.get(*id).map(|found| found.is_some()))
-                        .collect::<Result<_, _>>()?;
-                    drop(entries);
-                    let mut table = context.transaction.open_table(tables::KB_VECTORS)?;
-                    // An entry deleted meanwhile gets no vector.
-                    for ((id, fingerprint, vector), live) in stored_rows.iter().zip(live) {
-                        if live {
-                            table.insert(*id, embeddings::encode(*fingerprint, vector).as_slice())?;
-                        }
-                    }
-                    Ok(Ok::<(), StorageError>(()))
-                })
-                .await;
-            if let Err(error) = stored {
+            // An entry deleted meanwhile gets no vector.
+            if let Err(error) = store.store_vectors(rows.clone()).await {
                 return tracing::error!(site, %error, "storing knowledge-base vectors failed");
             }
             for (id, fingerprint, vector) in rows {

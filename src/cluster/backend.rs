@@ -14,6 +14,7 @@ use futures_util::future::Either;
 use crate::base::config::EmailConfig;
 use crate::base::secrets::TokenDigest;
 use crate::bot::conversation_writes::BotConversations;
+use crate::bot::embeddings::VectorStore;
 use crate::bot::feedback::{BotFeedbackStore, Feedback, FeedbackError};
 use crate::bot::knowledge_base::formats::ImportRow;
 use crate::bot::knowledge_base::store::KnowledgeBaseStore;
@@ -312,6 +313,11 @@ impl crate::history::export::HistoryExport for Backend {
 delegate!(ReportStore to messages {
     fn report(&self, filter: ReportFilter) -> Result<Report, StorageError>;
     fn today(&self, site: Option<String>, now: i64) -> Result<Today, StorageError>;
+});
+
+delegate!(VectorStore to knowledge_base {
+    fn load_vectors(&self, entries: Vec<KbEntry>) -> Result<crate::bot::embeddings::SiteVectors, StorageError>;
+    fn store_vectors(&self, vectors: Vec<crate::bot::embeddings::StoredVector>) -> Result<(), StorageError>;
 });
 
 delegate!(TranscriptStore to messages {

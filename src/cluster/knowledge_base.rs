@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use tokio_postgres::Transaction;
 
+use crate::bot::embeddings::{self, SiteVectors, StoredVector, VectorStore};
 use crate::bot::knowledge_base::formats::ImportRow;
 use crate::bot::knowledge_base::store::KnowledgeBaseStore;
 use crate::bot::knowledge_base::{self, EntryInput, ImportOutcome, KbEntry, KbError};
@@ -204,5 +205,43 @@ impl KnowledgeBaseStore for PostgresKnowledgeBase {
         let entry = deleted.ok_or(KbError::NotFound)?;
         self.announce(&entry.site).await;
         Ok(entry)
+    }
+}
+
+impl VectorStore for PostgresKnowledgeBase {
+    async fn load_vectors(&self, entries: Vec<KbEntry>) -> Result<SiteVectors, StorageError> {
+        let ids: Vec<i64> = entries.iter().filter_map(|entry| i64::try_from(entry.id).ok()).collect();
+        let client = self.readers.client().await?;
+        let rows = client
+            .query("SELECT entry_id, vector FROM kb_vectors WHERE entry_id = ANY($1)", &[&ids])
+            .await
+            .map_err(postgres::database)?;
+        let mut vectors = SiteVectors::default();
+        for row in &rows {
+            let id: i64 = row.get(0);
+            vectors.by_entry.insert(id as u64, embeddings::decode(row.get(1))?);
+        }
+        Ok(vectors)
+    }
+
+    async fn store_vectors(&self, vectors: Vec<StoredVector>) -> Result<(), StorageError> {
+        self.writers
+            .run(async |transaction| -> Result<(), StorageError> {
+                for (id, fingerprint, vector) in &vectors {
+                    let Ok(id) = i64::try_from(*id) else { continue };
+                    // An entry deleted meanwhile gets no vector.
+                    transaction
+                        .execute(
+                            "INSERT INTO kb_vectors (entry_id, vector) SELECT $1, $2 WHERE EXISTS
+                                 (SELECT 1 FROM kb_entries WHERE id = $1 FOR KEY SHARE)
+                             ON CONFLICT (entry_id) DO UPDATE SET vector = excluded.vector",
+                            &[&id, &embeddings::encode(*fingerprint, vector)],
+                        )
+                        .await
+                        .map_err(postgres::database)?;
+                }
+                Ok(())
+            })
+            .await
     }
 }

@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 17, name: "webhook_rows", sql: include_str!("migrations/0017_webhook_rows.sql") },
     Migration { version: 18, name: "missed_chats", sql: include_str!("migrations/0018_missed_chats.sql") },
     Migration { version: 19, name: "accepting_agents", sql: include_str!("migrations/0019_accepting_agents.sql") },
+    Migration { version: 20, name: "kb_vectors", sql: include_str!("migrations/0020_kb_vectors.sql") },
 ];
 
 /// The key of the advisory lock that serializes migrations across nodes ("kefu" in ASCII).

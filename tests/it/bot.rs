@@ -99,7 +99,7 @@ async fn setup() -> (TestServer, Site, String) {
     (server, site, admin)
 }
 
-async fn put_bot(server: &TestServer, token: &str, site: &Site, settings: Value) -> (u16, Value) {
+pub(crate) async fn put_bot(server: &TestServer, token: &str, site: &Site, settings: Value) -> (u16, Value) {
     let response = http()
         .put(server.url(&format!("/api/v1/sites/{}/bot", site.key)))
         .bearer_auth(token)
@@ -724,13 +724,13 @@ async fn bot_settings_are_admin_only_validated_and_never_show_the_key() {
 /// A stand-in embeddings endpoint: a text's vector counts its topic words (refund: "refund",
 /// "money", "退款"; shipping: "shipping", "运费"), a text with neither points along a third axis.
 /// `/broken/embeddings` answers 500. Every input it embedded is kept.
-struct StandInEmbeddings {
-    addr: std::net::SocketAddr,
-    inputs: Arc<parking_lot::Mutex<Vec<String>>>,
+pub(crate) struct StandInEmbeddings {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) inputs: Arc<parking_lot::Mutex<Vec<String>>>,
 }
 
 impl StandInEmbeddings {
-    async fn start() -> StandInEmbeddings {
+    pub(crate) async fn start() -> StandInEmbeddings {
         let inputs = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let router = axum::Router::new()
             .route("/{mode}/embeddings", axum::routing::post(stand_in_embeddings))
@@ -771,7 +771,7 @@ async fn stand_in_embeddings(
     axum::Json(json!({"object": "list", "data": data, "model": body["model"]})).into_response()
 }
 
-const REFUND_ENTRIES_CSV: &str = "questions,answer,category\n\
+pub(crate) const REFUND_ENTRIES_CSV: &str = "questions,answer,category\n\
 How do I get a refund?|退款怎么申请,Refunds reach your card within 5 days.,Orders\n\
 How much is shipping?|运费多少,Shipping is free over 99 yuan.,Shipping\n";
 

@@ -321,7 +321,7 @@ async fn an_appliance_is_copied_verified_and_continued_by_the_postgres_store() {
     let mut record_tables: Vec<&str> = CopiedTable::ALL.iter().skip(3).map(|table| table.name()).collect();
     record_tables.retain(|name| !["webhook_deliveries", "emails"].contains(name));
     record_tables.push("outbox");
-    client.batch_execute(&format!("TRUNCATE {}", record_tables.join(", "))).await.unwrap();
+    client.batch_execute(&format!("TRUNCATE {} CASCADE", record_tables.join(", "))).await.unwrap();
     let output = migrate(&history, &url, &[]);
     let (stdout, stderr) = text_of(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");

@@ -391,6 +391,54 @@ async fn reports_through_any_node_count_every_nodes_conversations() {
 }
 
 #[tokio::test]
+async fn the_bots_semantic_tier_answers_by_meaning_through_any_node_from_vectors_embedded_once() {
+    use crate::bot::{REFUND_ENTRIES_CSV, StandInEmbeddings, bot_message, import_csv, put_bot, wait_up_to};
+    let Some(url) = crate::support::postgres::database("nodes_semantic_tier").await else { return };
+    let Some(nats) = NatsServer::start("nodes_semantic_tier") else { return };
+    let embeddings = StandInEmbeddings::start().await;
+    let tune = |config: &mut kefu::base::config::Config| config.llm.allow_private_addresses = true;
+    let one = TestServer::start_cluster_node_with(tune, "127.0.0.1", &url, &nats.url()).await;
+    let two = TestServer::start_cluster_node_with(tune, "127.0.0.1", &url, &nats.url()).await;
+    let site = one.create_site("Shop").await;
+    let admin = one.admin_token("boss@shop.example").await;
+
+    // Twelve entries and the embeddings endpoint, set through the first node: it embeds each
+    // entry once and stores the vectors in PostgreSQL.
+    let fillers: String =
+        (1..=10).map(|n| format!("Opening hours of branch {n}?,Branch {n} opens at {n} am.,Branches\n")).collect();
+    import_csv(&one, &admin, &site, format!("{REFUND_ENTRIES_CSV}{fillers}")).await;
+    let base_url = format!("http://{}/ok", embeddings.addr);
+    let settings = serde_json::json!({"enabled": true, "threshold": 0.5, "embeddings": {"base_url": base_url, "model": "topics-1"}});
+    assert_eq!(put_bot(&one, &admin, &site, settings).await.0, 200);
+    let database = crate::support::postgres::connect(&url).await;
+    let stored = async || database.query_one("SELECT count(*) FROM kb_vectors", &[]).await.unwrap().get::<_, i64>(0);
+    wait_up_to("twelve stored vectors", Duration::from_secs(10), async || stored().await == 12).await;
+
+    // A visitor on the second node is answered by meaning alone (no word in common with the
+    // entry), from the stored vectors: no entry is embedded again.
+    let ask = async |client_id: &str| {
+        let (_, token) = two.visitor_session(&site, None).await;
+        let mut visitor = two.visitor(&site, &token).await;
+        visitor.say(None, client_id, "can I have my money back?").await;
+        bot_message(&mut visitor).await
+    };
+    let mut attempt = 0;
+    wait_up_to("an answer by meaning through the second node", Duration::from_secs(10), async || {
+        attempt += 1;
+        ask(&format!("v-{attempt}")).await["bot_source"]["kind"] == "kb"
+    })
+    .await;
+    assert_eq!(ask("v-last").await["text"], "Refunds reach your card within 5 days.");
+    let entries_embedded = embeddings.inputs.lock().iter().filter(|text| text.contains('\n')).count();
+    assert_eq!(entries_embedded, 12, "each entry embedded once, by one node");
+
+    // Deleting an entry through the second node removes its vector.
+    let (status, _) = call(&two, "DELETE", "/api/v1/kb/1", &admin, None).await;
+    assert_eq!(status, 204);
+    assert_eq!(stored().await, 11);
+}
+
+#[tokio::test]
 async fn what_a_node_does_not_serve_yet_is_refused_and_says_so() {
     use kefu::net::grpc::api::{self, events_client::EventsClient};
     let Some(url) = crate::support::postgres::database("nodes_refusals").await else { return };
