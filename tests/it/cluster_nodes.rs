@@ -208,10 +208,22 @@ async fn assigned_agent(database: &tokio_postgres::Client, conversation_id: u64)
     }
 }
 
-#[tokio::test]
-async fn the_node_routing_a_site_spreads_its_conversations_over_every_nodes_agents() {
-    let Some(url) = crate::support::postgres::database("nodes_routing_spread").await else { return };
-    let Some(nats) = NatsServer::start("nodes_routing_spread") else { return };
+/// Two nodes on a fresh database, a site, and an agent of capacity 10 online through each (Ann
+/// through the first, Bo through the second), once each node knows of the other's.
+struct AgentOnEachNode {
+    url: String,
+    _nats: NatsServer,
+    nodes: [TestServer; 2],
+    site: kefu::sites::Site,
+    ann: u64,
+    bo: u64,
+    _consoles: [crate::support::Client; 2],
+}
+
+/// [`AgentOnEachNode`]; `None` when PostgreSQL or nats-server is missing.
+async fn agent_on_each_node(test: &str) -> Option<AgentOnEachNode> {
+    let url = crate::support::postgres::database(test).await?;
+    let nats = NatsServer::start(test)?;
     let nodes = [
         TestServer::start_cluster_node(&url, &nats.url()).await,
         TestServer::start_cluster_node(&url, &nats.url()).await,
@@ -219,10 +231,22 @@ async fn the_node_routing_a_site_spreads_its_conversations_over_every_nodes_agen
     let site = nodes[0].create_site("小店 Shop").await;
     let ann = nodes[0].create_agent("ann@shop.example", &site, 10).await;
     let bo = nodes[1].create_agent("bo@shop.example", &site, 10).await;
-    let _ann_console = nodes[0].agent(&nodes[0].login("ann@shop.example").await).await;
-    let _bo_console = nodes[1].agent(&nodes[1].login("bo@shop.example").await).await;
+    let consoles = [
+        nodes[0].agent(&nodes[0].login("ann@shop.example").await).await,
+        nodes[1].agent(&nodes[1].login("bo@shop.example").await).await,
+    ];
     // Each node's presence reaches the other within two rounds.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
+    Some(AgentOnEachNode { url, _nats: nats, nodes, site, ann, bo, _consoles: consoles })
+}
+
+#[tokio::test]
+async fn the_node_routing_a_site_spreads_its_conversations_over_every_nodes_agents() {
+    let Some(AgentOnEachNode { url, nodes, site, ann, bo, _nats, _consoles }) =
+        agent_on_each_node("nodes_routing_spread").await
+    else {
+        return;
+    };
     let database = crate::support::postgres::connect(&url).await;
 
     // Every visitor comes through the first node, one after another. The node holding the
@@ -293,20 +317,13 @@ async fn an_agent_connected_through_two_nodes_is_never_given_more_than_their_cap
 
 #[tokio::test]
 async fn teams_made_through_either_node_route_and_the_agent_list_shows_every_nodes_agents() {
-    let Some(url) = crate::support::postgres::database("nodes_routing_teams").await else { return };
-    let Some(nats) = NatsServer::start("nodes_routing_teams") else { return };
-    let nodes = [
-        TestServer::start_cluster_node(&url, &nats.url()).await,
-        TestServer::start_cluster_node(&url, &nats.url()).await,
-    ];
-    let site = nodes[0].create_site("小店 Shop").await;
-    let ann = nodes[0].create_agent("ann@shop.example", &site, 10).await;
-    let bo = nodes[1].create_agent("bo@shop.example", &site, 10).await;
-    let _ann_console = nodes[0].agent(&nodes[0].login("ann@shop.example").await).await;
-    let _bo_console = nodes[1].agent(&nodes[1].login("bo@shop.example").await).await;
+    let Some(AgentOnEachNode { url, nodes, site, ann, bo, _nats, _consoles }) =
+        agent_on_each_node("nodes_routing_teams").await
+    else {
+        return;
+    };
     nodes[0].create_admin("boss@shop.example").await;
     let admin = [nodes[0].login("boss@shop.example").await, nodes[1].login("boss@shop.example").await];
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let database = crate::support::postgres::connect(&url).await;
 
     // Either node's agent list shows both agents online, whichever node they are connected to.
