@@ -1,6 +1,7 @@
 // cluster.test.js: the widget and the console on two kefu cluster nodes (PostgreSQL and NATS,
 // lib/cluster.js): a visitor's widget served by one node, in Chinese, and the agent's console on
-// the other, in English, chat both ways. Skipped, saying why, without PostgreSQL 15 or
+// the other, in English, chat both ways; the admin's Reports page, in Chinese, counts it through
+// either node. Skipped, saying why, without PostgreSQL 15 or
 // nats-server; under CI they are installed, and a missing one fails the test.
 
 import { test, before, after } from 'node:test';
@@ -68,4 +69,22 @@ test('a visitor on one node and an agent on another chat through the widget and 
   assert.equal(await messageItem(frame, 'Yes, we have it. 有货，今天可以发货。').count(), 1);
   assert.equal(await bubbles(agentConsole, '你好，请问绿茶有货吗？').count(), 1);
   await visitorContext.close();
+
+  // The admin's Reports page, in Chinese, through the visitor's node: the node counts the
+  // conversation and its messages from PostgreSQL, whichever node stored them.
+  const adminContext = await browser.newContext({ locale: 'zh-CN', viewport: { width: 1280, height: 900 } });
+  const reports = await adminContext.newPage();
+  reports.on('pageerror', (error) => console.error('[reports] page error:', error));
+  await reports.goto(`${visitorsNode.origin}/admin/login?next=${encodeURIComponent('/admin/reports')}`);
+  await reports.locator('input[name=email]').fill('admin@kefu.local');
+  await reports.locator('input[name=password]').fill(cluster.adminPassword);
+  await reports.locator('button[type=submit]').click();
+  await reports.waitForURL(/\/admin\/reports$/);
+  assert.equal(await reports.locator('html').getAttribute('lang'), 'zh-CN');
+  const charts = reports.locator('svg.report-chart');
+  assert.equal(await charts.count(), 3);
+  const todayBar = charts.nth(0).locator('rect.bar').last();
+  assert.ok(Number(await todayBar.getAttribute('height')) > 0, 'today has the conversation');
+  assert.match(await todayBar.locator('title').textContent(), /1/);
+  await adminContext.close();
 });
