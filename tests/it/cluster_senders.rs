@@ -13,7 +13,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::admin::{ADMIN, Admin};
-use crate::email::{Parsed, SmtpSink, leave_offline_message, quick_email, use_sink};
+use crate::email::{
+    Parsed, SmtpSink, an_answer_reaches_the_lead_once, leave_offline_message, quick_email, to_lead, use_sink,
+};
 use crate::support::nats::NatsServer;
 use crate::support::{TestServer, call};
 use crate::webhooks::{create_webhook, receiver, verify};
@@ -254,38 +256,9 @@ async fn an_agents_answer_through_one_node_reaches_a_lead_by_email_unless_they_r
     let Some(EmailNodes { url, _nats, sink, one, two, site, .. }) = email_nodes("senders_answers").await else {
         return;
     };
-    one.create_agent("wang@shop.example", &site, 3).await;
-    let mut wang = one.agent(&one.login("wang@shop.example").await).await;
-    let lead = "lilei@visitor.example";
-    let to_lead = |sink: &SmtpSink| -> Vec<crate::email::Received> {
-        sink.received().into_iter().filter(|message| message.rcpt_to == [lead]).collect()
-    };
-
-    // The visitor left their address in the offline form through the second node, then chats
-    // there and leaves; the agent answers through the first.
-    let token = leave_offline_message(&two, &site, "zh-CN", "在吗？").await;
-    let mut visitor = two.visitor(&site, &token).await;
-    let conversation_id = visitor.say(None, "v1", "还在吗？").await["conversation_id"].as_u64().unwrap();
-    loop {
-        let event = wang.expect("conversation").await;
-        if event["event"] == "assigned" && event["conversation"]["id"] == conversation_id {
-            break;
-        }
-    }
-    drop(visitor);
-    wang.say(Some(conversation_id), "a1", "周六也发货。").await;
-    for _ in 0..200 {
-        if !to_lead(&sink).is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let emailed = to_lead(&sink);
-    assert_eq!(emailed.len(), 1, "{:?}", sink.received());
-    let message = Parsed::new(&emailed[0].data);
-    assert_eq!(message.header("subject"), "Shop 回复了您的留言");
-    assert_eq!(message.header("to"), "李雷 <lilei@visitor.example>");
-    assert!(message.part("text/plain").contains("周六也发货。") && message.part("text/html").contains("周六也发货。"));
+    // The visitor leaves their address and chats through the second node; the agent answers
+    // through the first.
+    let (mut wang, token, conversation_id) = an_answer_reaches_the_lead_once(&two, &one, &site, &sink).await;
 
     // Back in the chat, the visitor reads the next answer there: no email for it.
     let mut visitor = two.visitor(&site, &token).await;

@@ -300,6 +300,51 @@ async fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// The address an offline form leaves in [`an_answer_reaches_the_lead_once`].
+pub(crate) const LEAD: &str = "lilei@visitor.example";
+
+/// The messages `sink` received for [`LEAD`].
+pub(crate) fn to_lead(sink: &SmtpSink) -> Vec<Received> {
+    sink.received().into_iter().filter(|message| message.rcpt_to == [LEAD]).collect()
+}
+
+/// A visitor leaves [`LEAD`] in the offline form through `visitors_node`, then chats there and
+/// leaves; an agent (Wang) answers through `agents_node`, and the answer reaches the address once,
+/// in Chinese. Returns Wang's console, the visitor's token and the conversation.
+pub(crate) async fn an_answer_reaches_the_lead_once(
+    visitors_node: &TestServer,
+    agents_node: &TestServer,
+    site: &kefu::sites::Site,
+    sink: &SmtpSink,
+) -> (crate::support::Client, String, u64) {
+    agents_node.create_agent("wang@shop.example", site, 3).await;
+    let mut wang = agents_node.agent(&agents_node.login("wang@shop.example").await).await;
+    let token = leave_offline_message(visitors_node, site, "zh-CN", "在吗？").await;
+    let mut visitor = visitors_node.visitor(site, &token).await;
+    let conversation_id = visitor.say(None, "v1", "还在吗？").await["conversation_id"].as_u64().unwrap();
+    loop {
+        let event = wang.expect("conversation").await;
+        if event["event"] == "assigned" && event["conversation"]["id"] == conversation_id {
+            break;
+        }
+    }
+    drop(visitor);
+    wang.say(Some(conversation_id), "a1", "周六也发货。").await;
+    for _ in 0..200 {
+        if !to_lead(sink).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let emailed = to_lead(sink);
+    assert_eq!(emailed.len(), 1, "{:?}", sink.received());
+    let message = Parsed::new(&emailed[0].data);
+    assert_eq!(message.header("subject"), "Shop 回复了您的留言");
+    assert_eq!(message.header("to"), "李雷 <lilei@visitor.example>");
+    assert!(message.part("text/plain").contains("周六也发货。") && message.part("text/html").contains("周六也发货。"));
+    (wang, token, conversation_id)
+}
+
 pub(crate) async fn leave_offline_message(
     server: &TestServer,
     site: &kefu::sites::Site,
@@ -507,37 +552,7 @@ async fn an_agents_answer_reaches_a_lead_by_email_unless_they_read_it_in_the_cha
     server.create_admin(ADMIN).await;
     let admin = Admin::log_in(&server).await;
     use_sink(&server, &admin, sink.port).await;
-    server.create_agent("wang@shop.example", &site, 3).await;
-    let mut wang = server.agent(&server.login("wang@shop.example").await).await;
-    let lead = "lilei@visitor.example";
-    let to_lead = |sink: &SmtpSink| -> Vec<Received> {
-        sink.received().into_iter().filter(|message| message.rcpt_to == [lead]).collect()
-    };
-
-    // The visitor left their address in the offline form, then chats and leaves.
-    let token = leave_offline_message(&server, &site, "zh-CN", "在吗？").await;
-    let mut visitor = server.visitor(&site, &token).await;
-    let conversation_id = visitor.say(None, "v1", "还在吗？").await["conversation_id"].as_u64().unwrap();
-    loop {
-        let event = wang.expect("conversation").await;
-        if event["event"] == "assigned" && event["conversation"]["id"] == conversation_id {
-            break;
-        }
-    }
-    drop(visitor);
-    wang.say(Some(conversation_id), "a1", "周六也发货。").await;
-    for _ in 0..200 {
-        if !to_lead(&sink).is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let emailed = to_lead(&sink);
-    assert_eq!(emailed.len(), 1, "{:?}", sink.received());
-    let message = Parsed::new(&emailed[0].data);
-    assert_eq!(message.header("subject"), "Shop 回复了您的留言");
-    assert_eq!(message.header("to"), "李雷 <lilei@visitor.example>");
-    assert!(message.part("text/plain").contains("周六也发货。") && message.part("text/html").contains("周六也发货。"));
+    let (mut wang, token, conversation_id) = an_answer_reaches_the_lead_once(&server, &server, &site, &sink).await;
 
     // Back in the chat, the visitor reads the next answer there: no email for it.
     let mut visitor = server.visitor(&site, &token).await;
