@@ -669,8 +669,12 @@ impl RouterState {
         }
     }
 
-    /// Tells a cluster node's lease keeper the sites with conversations waiting, when they change.
+    /// Tells a cluster node's lease keeper the sites with conversations waiting, when they change
+    /// (the appliance has no keeper: nothing to work out).
     fn announce_waiting_sites(&self) {
+        if matches!(self.routes, Routes::EverySite) {
+            return;
+        }
         self.router.waiting_sites.send_if_modified(|waiting| {
             let now: BTreeSet<String> =
                 self.queues.iter().filter(|(_, queue)| !queue.is_empty()).map(|(site, _)| site.clone()).collect();
