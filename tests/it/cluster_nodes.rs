@@ -13,20 +13,6 @@ use std::time::Duration;
 use crate::support::nats::NatsServer;
 use crate::support::{TestServer, call, history};
 
-/// Reads frames until a `conversation` frame with `event`, for `conversation_id`.
-async fn expect_conversation_event(
-    client: &mut crate::support::Client,
-    conversation_id: u64,
-    event: &str,
-) -> serde_json::Value {
-    loop {
-        let frame = client.expect("conversation").await;
-        if frame["event"] == event && frame["conversation"]["id"] == conversation_id {
-            return frame;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_visitor_on_one_node_and_an_agent_on_another_chat_both_ways() {
     let Some(url) = crate::support::postgres::database("nodes_chat").await else { return };
@@ -50,7 +36,7 @@ async fn a_visitor_on_one_node_and_an_agent_on_another_chat_both_ways() {
     let conversation_id = ack["conversation_id"].as_u64().unwrap();
 
     // Routing on the agent's node gives it the conversation; the first message comes with it.
-    let assigned = expect_conversation_event(&mut agent, conversation_id, "assigned").await;
+    let assigned = agent.expect_conversation_event(conversation_id, "assigned").await;
     assert_eq!(assigned["conversation"]["last_seq"], 1);
     let first = agent.expect("message").await;
     assert_eq!(first["text"], "你好，请问有人吗？");
@@ -90,7 +76,7 @@ async fn a_console_sees_a_conversation_started_through_another_node_within_a_sec
 
     let started = std::time::Instant::now();
     let (_visitor, _, conversation_id) = one.visitor_in_conversation(&site, "有人在吗").await;
-    let created = expect_conversation_event(&mut console, conversation_id, "created").await;
+    let created = console.expect_conversation_event(conversation_id, "created").await;
     assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
     assert_eq!(created["conversation"]["site"], site.key);
 
@@ -369,7 +355,7 @@ async fn reports_through_any_node_count_every_nodes_conversations() {
     // Through the second node: one conversation answered by the agent on the first node, one
     // closed unanswered; another site's conversation elsewhere.
     let (_visitor, _, answered) = two.visitor_in_conversation(&shop, "你好").await;
-    expect_conversation_event(&mut ann, answered, "assigned").await;
+    ann.expect_conversation_event(answered, "assigned").await;
     ann.say(Some(answered), "a-1", "您好！").await;
     let (_unanswered_visitor, _, unanswered) = two.visitor_in_conversation(&shop, "anyone?").await;
     let (status, body) = call(&two, "POST", &format!("/api/v1/conversations/{unanswered}/close"), &admin, None).await;
@@ -916,7 +902,7 @@ async fn an_agent_who_moved_to_another_node_keeps_their_conversation_until_gone_
     let token = a.login("ann@shop.example").await;
     let mut on_a = a.agent(&token).await;
     let (_visitor, _, conversation_id) = a.visitor_in_conversation(&site, "你好").await;
-    expect_conversation_event(&mut on_a, conversation_id, "assigned").await;
+    on_a.expect_conversation_event(conversation_id, "assigned").await;
     let holder = async || {
         let conversation = kefu::chat::message_store::MessageStore::conversation(&b.app().store, conversation_id);
         conversation.await.unwrap().unwrap().assigned_agent

@@ -299,12 +299,7 @@ async fn transcripts_asked_through_one_node_and_sent_on_close_through_another_ca
     let (_, token) = two.visitor_session(&site, None).await;
     let mut visitor = two.visitor(&site, &token).await;
     let conversation_id = visitor.say(None, "v1", "How long is shipping?").await["conversation_id"].as_u64().unwrap();
-    loop {
-        let event = wang.expect("conversation").await;
-        if event["event"] == "assigned" && event["conversation"]["id"] == conversation_id {
-            break;
-        }
-    }
+    wang.expect_conversation_event(conversation_id, "assigned").await;
     wang.say(Some(conversation_id), "a1", "Two days. 两天到。").await;
     wang.send(json!({"type": "send", "client_id": "note", "conversation_id": conversation_id, "text": "VIP customer", "internal": true})).await;
     let to_lead = |sink: &SmtpSink| -> Vec<crate::email::Received> {

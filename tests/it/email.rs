@@ -322,12 +322,7 @@ pub(crate) async fn an_answer_reaches_the_lead_once(
     let token = leave_offline_message(visitors_node, site, "zh-CN", "在吗？").await;
     let mut visitor = visitors_node.visitor(site, &token).await;
     let conversation_id = visitor.say(None, "v1", "还在吗？").await["conversation_id"].as_u64().unwrap();
-    loop {
-        let event = wang.expect("conversation").await;
-        if event["event"] == "assigned" && event["conversation"]["id"] == conversation_id {
-            break;
-        }
-    }
+    wang.expect_conversation_event(conversation_id, "assigned").await;
     drop(visitor);
     wang.say(Some(conversation_id), "a1", "周六也发货。").await;
     for _ in 0..200 {
@@ -580,12 +575,7 @@ async fn an_answer_is_emailed_from_the_moment_the_visitor_leaves_an_address() {
     let (_, token) = server.visitor_session(&site, None).await;
     let mut visitor = server.visitor(&site, &token).await;
     let conversation_id = visitor.say(None, "v1", "hello").await["conversation_id"].as_u64().unwrap();
-    loop {
-        let event = wang.expect("conversation").await;
-        if event["event"] == "assigned" && event["conversation"]["id"] == conversation_id {
-            break;
-        }
-    }
+    wang.expect_conversation_event(conversation_id, "assigned").await;
     let replies = |rows: Vec<kefu::email::Email>| -> Vec<kefu::email::Email> {
         rows.into_iter().filter(|row| row.kind == kefu::email::EmailKind::Reply).collect()
     };
@@ -627,12 +617,7 @@ async fn transcripts_go_out_on_request_a_few_times_an_hour_and_on_close_when_the
     let (_, token) = server.visitor_session(&site, None).await;
     let mut visitor = server.visitor(&site, &token).await;
     let conversation_id = visitor.say(None, "v1", "How long is shipping?").await["conversation_id"].as_u64().unwrap();
-    loop {
-        let event = wang.expect("conversation").await;
-        if event["event"] == "assigned" && event["conversation"]["id"] == conversation_id {
-            break;
-        }
-    }
+    wang.expect_conversation_event(conversation_id, "assigned").await;
     wang.say(Some(conversation_id), "a1", "Two days.").await;
     wang.send(json!({"type": "send", "client_id": "note", "conversation_id": conversation_id, "text": "VIP customer", "internal": true})).await;
     let to_lead = |sink: &SmtpSink| -> Vec<Received> {

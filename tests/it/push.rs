@@ -239,12 +239,7 @@ async fn agents_with_a_closed_console_are_told_in_their_language() {
 
     // With her console open, the conversation is assigned to her and she sees messages there.
     let mut console = server.agent(&ann).await;
-    loop {
-        let event = console.expect("conversation").await;
-        if event["event"] == "assigned" && event["conversation"]["id"] == conversation_id {
-            break;
-        }
-    }
+    console.expect_conversation_event(conversation_id, "assigned").await;
     visitor.say(Some(conversation_id), "v-2", "while the console is open").await;
     // Notices are planned in commit order: once Olga hears of a lead on her site, the message
     // before it was planned, with Ann's console open.

@@ -454,6 +454,17 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
         }
     }
 
+    /// Reads frames until a `conversation` frame with `event` (`assigned`, `created`, ...) for
+    /// `conversation_id`.
+    pub async fn expect_conversation_event(&mut self, conversation_id: u64, event: &str) -> Value {
+        loop {
+            let frame = self.expect("conversation").await;
+            if frame["event"] == event && frame["conversation"]["id"] == conversation_id {
+                return frame;
+            }
+        }
+    }
+
     /// The next frame of type `kind`, skipping frames of other types.
     pub async fn expect(&mut self, kind: &str) -> Value {
         loop {
