@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 use crate::admin::{ADMIN, Admin};
 use crate::email::{
-    Parsed, SmtpSink, an_answer_reaches_the_lead_once, leave_offline_message, quick_email, to_lead, use_sink,
+    Parsed, SmtpSink, an_answer_reaches_the_lead_once, leave_offline_message, quick_email, received_with_subject,
+    to_lead, use_sink,
 };
 use crate::support::nats::NatsServer;
 use crate::support::{TestServer, call};
@@ -347,17 +348,7 @@ async fn transcripts_asked_through_one_node_and_sent_on_close_through_another_ca
 
     // Closing through the first node sends it again, in the site's email language.
     wang.send(json!({"type": "close", "conversation_id": conversation_id})).await;
-    let on_close = async {
-        loop {
-            let received = to_lead(&sink);
-            if received.iter().any(|message| Parsed::new(&message.data).header("subject") == "您与 Shop 的聊天记录")
-            {
-                break received;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    let received = tokio::time::timeout(Duration::from_secs(20), on_close).await.expect("the transcript on close");
+    let received = received_with_subject(&sink, "ada@visitor.example", "您与 Shop 的聊天记录").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!((received.len(), to_lead(&sink).len()), (2, 2), "one asked for, one on close, each once");
 }

@@ -300,6 +300,24 @@ async fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// Waits (at most 20 s) until `rcpt_to` has received a message with `subject`; returns every
+/// message `rcpt_to` received by then.
+pub(crate) async fn received_with_subject(sink: &SmtpSink, rcpt_to: &str, subject: &str) -> Vec<Received> {
+    let arrived = async {
+        loop {
+            let received: Vec<Received> =
+                sink.received().into_iter().filter(|message| message.rcpt_to == [rcpt_to]).collect();
+            if received.iter().any(|message| Parsed::new(&message.data).header("subject") == subject) {
+                break received;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), arrived)
+        .await
+        .unwrap_or_else(|_| panic!("no {subject:?} to {rcpt_to}"))
+}
+
 /// The address an offline form leaves in [`an_answer_reaches_the_lead_once`].
 pub(crate) const LEAD: &str = "lilei@visitor.example";
 
@@ -665,17 +683,7 @@ async fn transcripts_go_out_on_request_a_few_times_an_hour_and_on_close_when_the
 
     // Closing sends it again (the site asks for it), in the site's email language.
     wang.send(json!({"type": "close", "conversation_id": conversation_id})).await;
-    let on_close = async {
-        loop {
-            let received = to_lead(&sink);
-            if received.iter().any(|message| Parsed::new(&message.data).header("subject") == "您与 Shop 的聊天记录")
-            {
-                break received;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    let received = tokio::time::timeout(Duration::from_secs(20), on_close).await.expect("the transcript on close");
+    let received = received_with_subject(&sink, "ada@visitor.example", "您与 Shop 的聊天记录").await;
     assert_eq!(received.len(), 4, "three asked for, one on close");
     let rows = outbox(&server).await;
     let transcript = rows.iter().find(|row| row.kind == kefu::email::EmailKind::Transcript).unwrap();
